@@ -1,0 +1,21 @@
+"""The `fengkong` command. Each group lives in its own module; heavy imports stay
+inside the commands so `fengkong --help` answers at once."""
+
+from __future__ import annotations
+
+import typer
+
+from fengkong.cli import rules, serve, simulate
+
+app = typer.Typer(
+    help="fengkong (风控): a rules-driven risk control engine for payments.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(rules.app, name="rules", help="Check, test and backtest the analyst rule files.")
+serve.register(app)
+simulate.register(app)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

@@ -1,0 +1,413 @@
+"""Every feature fengkong computes, declared once.
+
+The online store (`online.py`, one Lua call per event) and the offline twin
+(`offline.py`, pandas over a whole history) are both driven from these
+declarations, and the rule checker validates feature names and types against
+`CATALOG`. Add a feature here and both stores compute it; a test holds them equal.
+
+Window semantics (the same online and offline): a window of W at resolution r
+covers the bucket that holds the event (``floor(ts / r)``) and the N-1 buckets
+before it, where N = W / r. So ``count_10m`` counts payments in the current
+minute and the nine before it: between 9 and 10 minutes of history. Every value
+is "as of just before this event": the event itself is never in its own features.
+Times are the event's own ``occurred_at``, never the wall clock; "local" hours and
+days use the offset the event carries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+DType = Literal["number", "string", "bool"]
+
+
+@dataclass(frozen=True)
+class Window:
+    name: str
+    seconds: int
+    resolution: int
+
+    @property
+    def buckets(self) -> int:
+        return self.seconds // self.resolution
+
+
+W10M = Window("10m", 600, 60)
+W1H = Window("1h", 3600, 300)
+W24H = Window("24h", 86400, 3600)
+W7D = Window("7d", 7 * 86400, 21600)
+W30D = Window("30d", 30 * 86400, 86400)
+W90D = Window("90d", 90 * 86400, 86400)
+
+
+@dataclass(frozen=True)
+class Entity:
+    """Who a feature is about. ``column`` names the event-row column holding its id."""
+
+    name: str
+    column: str
+
+
+CARD = Entity("card", "card_fp")
+USER = Entity("user", "user_id")
+DEVICE = Entity("device", "device_id")
+IP = Entity("ip", "ip")
+SUBNET = Entity("subnet", "subnet")  # the IPv4 /24 (IPv6 /64) of the ip
+MERCHANT = Entity("merchant", "merchant_id")
+MERCHANT_CARD = Entity("merchant_card", "merchant_card")
+
+# Event-type groups that counters select on.
+PAYMENT = ("payment",)
+ACTIVITY = ("payment", "signup", "login", "card_bind")
+
+
+@dataclass(frozen=True)
+class Counter:
+    """One running total inside a rolling window.
+
+    ``value`` is ``one`` (a count) or ``amount`` (a sum of minor units);
+    ``where`` names a boolean event-row column that must be true
+    (``near_limit`` is resolved against the merchant's limit inside the store).
+    """
+
+    name: str
+    events: tuple[str, ...] = PAYMENT
+    value: Literal["one", "amount"] = "one"
+    where: str | None = None
+
+
+@dataclass(frozen=True)
+class Rolling:
+    """Counts and sums over one window for one entity (a ring of buckets in Redis)."""
+
+    entity: Entity
+    window: Window
+    counters: tuple[Counter, ...]
+    namespace: str = ""
+
+    def outputs(self) -> list[str]:
+        ns = self.namespace or self.entity.name
+        return [f"{ns}.{c.name}_{self.window.name}" for c in self.counters]
+
+
+@dataclass(frozen=True)
+class Distinct:
+    """How many distinct ``of`` values the entity saw in each window (exact, a sorted set
+    of last-seen times per member, pruned past the longest window)."""
+
+    entity: Entity
+    of: str  # event-row column
+    label: str  # plural word in the feature name, e.g. "devices"
+    windows: tuple[Window, ...]
+    events: tuple[str, ...] = ACTIVITY
+    namespace: str = ""
+
+    def outputs(self) -> list[str]:
+        ns = self.namespace or self.entity.name
+        return [f"{ns}.distinct_{self.label}_{w.name}" for w in self.windows]
+
+
+@dataclass(frozen=True)
+class SeenBefore:
+    """Whether the entity saw this ``of`` value within ``horizon``, and how many it saw."""
+
+    entity: Entity
+    of: str
+    label: str  # singular, e.g. "device"
+    plural: str
+    horizon: Window
+    events: tuple[str, ...] = ("payment", "login")
+
+    def outputs(self) -> list[str]:
+        ns = self.entity.name
+        return [f"{ns}.is_new_{self.label}", f"{ns}.{self.plural}_seen_{self.horizon.name}"]
+
+
+@dataclass(frozen=True)
+class FirstSeen:
+    """When the entity first appeared (kept while it stays active within ``ttl``)."""
+
+    entity: Entity
+    events: tuple[str, ...]
+    ttl: Window = W90D
+
+    def outputs(self) -> list[str]:
+        ns = self.entity.name
+        return [f"{ns}.age_days", f"{ns}.is_first_seen"]
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Running count, mean and standard deviation of the amount (Welford's method)."""
+
+    entity: Entity
+    events: tuple[str, ...] = PAYMENT
+    ttl: Window = W90D
+
+    def outputs(self) -> list[str]:
+        ns = self.entity.name
+        return [f"{ns}.amount_n", f"{ns}.amount_mean", f"{ns}.amount_std", f"{ns}.amount_zscore"]
+
+
+@dataclass(frozen=True)
+class HourHabit:
+    """Share of the entity's earlier payments made in this local hour of day."""
+
+    entity: Entity
+    events: tuple[str, ...] = PAYMENT
+    ttl: Window = W90D
+
+    def outputs(self) -> list[str]:
+        return [f"{self.entity.name}.hour_share", f"{self.entity.name}.hour_count"]
+
+
+@dataclass(frozen=True)
+class PeriodVolume:
+    """A merchant's volume today and this hour against its own baseline.
+
+    The baseline for "today so far" is the median, over the previous 7 (and 28)
+    local days, of each day's volume up to the end of the same hour; for "this
+    hour" it is the median of the same hour's volume. A merchant first seen fewer
+    than 7 (28) days ago has no baseline: the values are missing and
+    ``merchant.has_baseline`` is false.
+    """
+
+    entity: Entity = MERCHANT
+    events: tuple[str, ...] = PAYMENT
+
+    def outputs(self) -> list[str]:
+        out = ["merchant.volume_today", "merchant.count_today", "merchant.volume_hour", "merchant.count_hour"]
+        for d in (7, 28):
+            out += [f"merchant.baseline_today_{d}d", f"merchant.baseline_hour_{d}d",
+                    f"merchant.baseline_count_today_{d}d"]
+        return out
+
+
+@dataclass(frozen=True)
+class TopShare:
+    """The largest share of a merchant's volume today that came from one card."""
+
+    entity: Entity = MERCHANT
+    of: str = "card_fp"
+    events: tuple[str, ...] = PAYMENT
+
+    def outputs(self) -> list[str]:
+        return ["merchant.top_card_volume_today"]
+
+
+ROLLING: tuple[Rolling, ...] = (
+    *(
+        Rolling(CARD, w, (Counter("count"), Counter("sum", value="amount")))
+        for w in (W10M, W1H, W24H, W7D)
+    ),
+    Rolling(CARD, W1H, (Counter("declines", events=("decline",)),)),
+    Rolling(
+        MERCHANT_CARD, W30D, (Counter("merchant_count"), Counter("merchant_sum", value="amount")), namespace="card"
+    ),
+    *(
+        Rolling(USER, w, (Counter("count"), Counter("sum", value="amount")))
+        for w in (W1H, W24H, W30D)
+    ),
+    Rolling(DEVICE, W1H, (Counter("count"),)),
+    Rolling(DEVICE, W24H, (Counter("signups", events=("signup",)),)),
+    Rolling(IP, W10M, (Counter("count"),)),
+    Rolling(SUBNET, W24H, (Counter("subnet_signups", events=("signup",)),), namespace="ip"),
+    Rolling(
+        MERCHANT,
+        W24H,
+        (
+            Counter("count"),
+            Counter("sum", value="amount"),
+            Counter("credit_count", where="is_credit"),
+            Counter("round_count", where="is_round"),
+            Counter("near_limit_count", where="near_limit"),
+            Counter("night_count", where="is_night"),
+        ),
+    ),
+    Rolling(
+        MERCHANT,
+        W7D,
+        (Counter("sum", value="amount"), Counter("withdrawal_sum", events=("withdrawal",), value="amount")),
+    ),
+    Rolling(
+        MERCHANT,
+        W30D,
+        (
+            Counter("count"),
+            Counter("sum", value="amount"),
+            Counter("refund_sum", events=("refund",), value="amount"),
+            Counter("chargeback_count", events=("chargeback", "fraud_report")),
+        ),
+    ),
+)
+
+DISTINCT: tuple[Distinct, ...] = (
+    Distinct(CARD, "device_id", "devices", (W24H,), events=("payment", "card_bind")),
+    Distinct(CARD, "ip", "ips", (W24H,), events=("payment", "card_bind")),
+    Distinct(CARD, "merchant_id", "merchants", (W24H,), events=PAYMENT),
+    Distinct(DEVICE, "card_fp", "cards", (W1H, W24H), events=("payment", "card_bind")),
+    Distinct(DEVICE, "user_id", "users", (W1H, W24H)),
+    Distinct(IP, "card_fp", "cards", (W1H, W24H), events=("payment", "card_bind")),
+    Distinct(IP, "user_id", "users", (W1H, W24H)),
+    Distinct(SUBNET, "user_id", "subnet_users", (W24H,), namespace="ip"),
+    Distinct(MERCHANT, "card_fp", "cards", (W24H,), events=PAYMENT),
+)
+
+SEEN: tuple[SeenBefore, ...] = (
+    SeenBefore(USER, "device_id", "device", "devices", W90D),
+    SeenBefore(USER, "ip_country", "country", "countries", W90D),
+)
+
+FIRST_SEEN: tuple[FirstSeen, ...] = (
+    FirstSeen(CARD, events=("payment", "card_bind")),
+    FirstSeen(USER, events=ACTIVITY),
+    FirstSeen(MERCHANT, events=PAYMENT),
+)
+
+MOMENTS: tuple[Moments, ...] = (Moments(USER),)
+HOUR_HABITS: tuple[HourHabit, ...] = (HourHabit(USER),)
+PERIOD_VOLUME = PeriodVolume()
+TOP_SHARE = TopShare()
+
+#: Horizon after which an idle dedup record (event_id -> features it got) is forgotten.
+DEDUP_TTL_S = 3 * 86400
+#: Grade used when the merchant has none yet (the rescoring job writes grades).
+DEFAULT_GRADE = "NEW"
+#: Single-payment limit by grade, in minor units; a merchant profile's own limit wins.
+DEFAULT_GRADE_LIMITS: dict[str, int] = {
+    "NEW": 500_000,  # 5,000.00
+    "A": 5_000_000,
+    "B": 2_000_000,
+    "C": 1_000_000,
+    "D": 200_000,
+}
+#: Night is local 00:00 to 05:59.
+NIGHT_HOURS = range(0, 6)
+#: A round amount is a positive multiple of 100 major units (e.g. 100.00, 5000.00 yuan).
+ROUND_MAJOR_UNITS = 100
+#: Near-limit: within 10% below the single-payment limit (0.9 x limit <= amount <= limit).
+NEAR_LIMIT_FRACTION = (9, 10)
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    dtype: DType
+    description: str = ""
+    source: Literal["store", "event", "ip", "derived", "model", "list"] = "store"
+
+
+def _spec(name: str, dtype: DType, description: str = "", source: str = "store") -> FeatureSpec:
+    return FeatureSpec(name, dtype, description, source)  # type: ignore[arg-type]
+
+
+# Features read straight from the event (the "current event's own attributes").
+EVENT_FEATURES: tuple[FeatureSpec, ...] = (
+    _spec("event.event_id", "string", "", "event"),
+    _spec("event.type", "string", "payment, refund, ...", "event"),
+    _spec("event.amount", "number", "amount in major units (yuan)", "event"),
+    _spec("event.amount_minor", "number", "amount in minor units (fen)", "event"),
+    _spec("event.currency", "string", "", "event"),
+    _spec("event.channel", "string", "quick_pay, online_banking, wallet, pos, card_not_present, withholding", "event"),
+    _spec("event.hour", "number", "local hour of day 0-23 (event's own offset)", "event"),
+    _spec("event.is_night", "bool", "local 00:00-05:59", "event"),
+    _spec("event.is_round_amount", "bool", "a positive multiple of 100 major units", "event"),
+    _spec("event.near_limit", "bool", "amount within 10% below the merchant's single-payment limit", "event"),
+    _spec("event.over_limit", "bool", "amount above the merchant's single-payment limit", "event"),
+    _spec("event.merchant_id", "string", "", "event"),
+    _spec("event.user_id", "string", "", "event"),
+    _spec("event.device_id", "string", "", "event"),
+    _spec("event.ip", "string", "", "event"),
+    _spec("event.merchant_mcc", "string", "", "event"),
+    _spec("card.fingerprint", "string", "", "event"),
+    _spec("card.bin", "string", "", "event"),
+    _spec("card.type", "string", "credit, debit, prepaid", "event"),
+    _spec("card.issuer_country", "string", "ISO alpha-2", "event"),
+)
+
+IP_FEATURES: tuple[FeatureSpec, ...] = (
+    _spec("ip.country", "string", "from geoip2fast's bundled database", "ip"),
+    _spec("ip.asn", "string", "AS name from geoip2fast's bundled database", "ip"),
+    _spec("ip.is_hosting", "bool", "AS is a hosting/datacenter provider (rules/lists/hosting_asns.txt)", "ip"),
+    _spec("ip.is_tor", "bool", "in a known Tor-exit range (rules/lists/tor_exit_ranges.txt)", "ip"),
+    _spec("ip.is_listed_proxy", "bool", "in rules/lists/proxy_ips.txt", "ip"),
+    _spec("ip.is_private", "bool", "private, loopback or reserved address", "ip"),
+    _spec("ip.country_mismatch_card", "bool", "IP country differs from the card's issuer country (both known)", "ip"),
+)
+
+DERIVED_FEATURES: tuple[FeatureSpec, ...] = (
+    _spec("card.days_since_first_seen", "number", "alias of card.age_days", "derived"),
+    _spec("user.account_age_days", "number", "alias of user.age_days (first activity or signup)", "derived"),
+    _spec("user.country_mismatch_usual", "bool", "IP country never seen for this user in 90d (user known)", "derived"),
+    _spec("merchant.has_baseline", "bool", "the merchant has 7 days of history for a volume baseline", "derived"),
+    _spec("merchant.volume_ratio_today", "number", "volume so far today / 7-day median for the same period", "derived"),
+    _spec("merchant.volume_ratio_today_28d", "number", "volume so far today / 28-day median", "derived"),
+    _spec("merchant.volume_ratio_hour", "number", "volume this hour / 7-day median of this hour", "derived"),
+    _spec("merchant.count_ratio_today", "number", "payments so far today / 7-day median count", "derived"),
+    _spec("merchant.credit_share_24h", "number", "share of 24h payments paid by credit card", "derived"),
+    _spec("merchant.round_share_24h", "number", "share of 24h payments in round amounts", "derived"),
+    _spec("merchant.near_limit_share_24h", "number", "share of 24h payments just under the limit", "derived"),
+    _spec("merchant.night_share_24h", "number", "share of 24h payments at night", "derived"),
+    _spec("merchant.top_card_share_today", "number", "largest share of today's volume from one card", "derived"),
+    _spec("merchant.refund_ratio_30d", "number", "refunded amount / paid amount over 30d", "derived"),
+    _spec("merchant.chargeback_ratio_30d", "number", "chargebacks and fraud reports / payments over 30d", "derived"),
+    _spec("merchant.withdrawal_ratio_7d", "number", "withdrawn amount / paid amount over 7d", "derived"),
+    _spec("merchant.grade", "string", "NEW, A, B, C, D (written by `fengkong rescore`)", "derived"),
+    _spec("merchant.single_limit", "number", "single-payment limit in major units", "derived"),
+    _spec("merchant.daily_cap", "number", "daily volume cap in major units (missing if none)", "derived"),
+    _spec("merchant.cap_used_today", "number", "volume today / daily cap", "derived"),
+)
+
+#: Model outputs the rules may read; `fengkong.models` supplies them (missing without a model).
+MODEL_FEATURES: tuple[FeatureSpec, ...] = (
+    _spec("model.txn_risk", "number", "supervised fraud probability of this payment (0-1)", "model"),
+    _spec("model.habit_anomaly", "number", "how unlike the cardholder's habits (0-1, 1 = most unusual)", "model"),
+    _spec("model.merchant_anomaly", "number", "merchant anomaly score from the nightly model (0-1)", "model"),
+)
+
+_NUMBER_OUTPUT_KINDS = (Rolling, Distinct)
+
+
+def _store_specs() -> list[FeatureSpec]:
+    specs: list[FeatureSpec] = []
+    for r in ROLLING:
+        for c, name in zip(r.counters, r.outputs()):
+            unit = "major units" if c.value == "amount" else "count"
+            specs.append(_spec(name, "number", f"{r.entity.name} {c.name} over {r.window.name} ({unit})"))
+    for d in DISTINCT:
+        for w, name in zip(d.windows, d.outputs()):
+            specs.append(_spec(name, "number", f"distinct {d.label} of the {d.entity.name} over {w.name}"))
+    for s in SEEN:
+        new, seen = s.outputs()
+        specs.append(_spec(new, "bool", f"{s.label} not seen for this {s.entity.name} in {s.horizon.name}"))
+        specs.append(_spec(seen, "number", f"{s.label}s seen for this {s.entity.name} in {s.horizon.name}"))
+    for f in FIRST_SEEN:
+        age, first = f.outputs()
+        specs.append(_spec(age, "number", f"days since the {f.entity.name} was first seen"
+                           + (" (or onboarded, from its profile)" if f.entity is MERCHANT else "")))
+        specs.append(_spec(first, "bool", f"this is the first event of the {f.entity.name}"))
+    for m in MOMENTS:
+        for name in m.outputs():
+            specs.append(_spec(name, "number", "running statistics of earlier payment amounts (major units)"))
+    for h in HOUR_HABITS:
+        share, count = h.outputs()
+        specs.append(_spec(share, "number", "share of earlier payments in this local hour (missing if none)"))
+        specs.append(_spec(count, "number", "earlier payments in this local hour"))
+    for name in PERIOD_VOLUME.outputs():
+        specs.append(_spec(name, "number", "merchant period volume (major units) or count"))
+    for name in TOP_SHARE.outputs():
+        specs.append(_spec(name, "number", "largest volume today from one card (major units)"))
+    return specs
+
+
+CATALOG: dict[str, FeatureSpec] = {
+    s.name: s
+    for s in (*EVENT_FEATURES, *IP_FEATURES, *_store_specs(), *DERIVED_FEATURES, *MODEL_FEATURES)
+}
+
+NAMESPACES = ("event", "card", "user", "device", "ip", "merchant", "model", "lists")
+
+
+def feature_names() -> list[str]:
+    return sorted(CATALOG)
