@@ -271,3 +271,58 @@ def parse_event(data: Any) -> Event:
         elif first.get("type") == "missing":
             message = "is required"
         raise EventRejected(field, message) from None
+
+
+#: The flat (one column per field) form of an event used in Parquet / CSV / JSON-lines
+#: files and in the offline twin's DataFrames. Nested card fields become card_*.
+FLAT_COLUMNS: tuple[str, ...] = (
+    "event_id", "type", "occurred_at", "merchant_id", "user_id", "amount", "currency", "channel",
+    "card_fingerprint", "card_bin", "card_type", "card_issuer_country",
+    "ip", "device_id", "merchant_mcc", "refers_to",
+)
+#: Label columns a labelled history may carry beside the event columns.
+LABEL_COLUMNS: tuple[str, ...] = ("is_fraud", "scenario")
+
+
+def _present(value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, float) and value != value:  # NaN from pandas
+        return False
+    if isinstance(value, str) and value == "":
+        return False
+    return True
+
+
+def flat_to_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn a flat row (FLAT_COLUMNS; extra columns ignored) into the nested event dict."""
+    out: dict[str, Any] = {}
+    card: dict[str, Any] = {}
+    for col in FLAT_COLUMNS:
+        value = row.get(col)
+        if not _present(value):
+            continue
+        if hasattr(value, "item"):  # numpy scalar -> python
+            value = value.item()
+        if col == "amount" and isinstance(value, float) and value.is_integer():
+            value = int(value)  # pandas turns an int column with gaps into floats
+        if col.startswith("card_"):
+            card[col.removeprefix("card_")] = value
+        else:
+            out[col] = value
+    if card:
+        out["card"] = card
+    return out
+
+
+def event_to_flat(event: Event) -> dict[str, Any]:
+    """The flat row of an event; amount in integer minor units, time as ISO text with offset."""
+    row: dict[str, Any] = {col: None for col in FLAT_COLUMNS}
+    data = event.model_dump(mode="json", exclude_none=True)
+    card = data.pop("card", None) or {}
+    row.update(data)
+    row["amount"] = event.amount_minor
+    row["occurred_at"] = event.occurred_at.isoformat()
+    for key, value in card.items():
+        row[f"card_{key}"] = value
+    return row
