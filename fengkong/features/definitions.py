@@ -222,7 +222,7 @@ ROLLING: tuple[Rolling, ...] = (
             Counter("credit_count", where="is_credit"),
             Counter("round_count", where="is_round"),
             Counter("near_limit_count", where="near_limit"),
-            Counter("night_count", where="is_night"),
+            Counter("night_count", where="biz_night"),
         ),
     ),
     Rolling(
@@ -282,8 +282,15 @@ DEFAULT_GRADE_LIMITS: dict[str, int] = {
     "C": 1_000_000,
     "D": 200_000,
 }
-#: Night is local 00:00 to 05:59.
+#: Night is local 00:00 to 05:59 (the event's own offset for event.is_night; the
+#: business offset for a merchant's night share).
 NIGHT_HOURS = range(0, 6)
+#: Merchant days and hours (today's volume, baselines, night share, top card today)
+#: are counted in one business time zone, so every payment of a merchant lands in
+#: the same calendar day whatever offset the shopper's device sent. UTC+08:00 by default.
+DEFAULT_BUSINESS_UTC_OFFSET_MIN = 480
+#: Sums and volumes are kept in integer minor units and reported in major units.
+MINOR_PER_MAJOR = 100
 #: A round amount is a positive multiple of 100 major units (e.g. 100.00, 5000.00 yuan).
 ROUND_MAJOR_UNITS = 100
 #: Near-limit: within 10% below the single-payment limit (0.9 x limit <= amount <= limit).

@@ -1,0 +1,201 @@
+"""Analyst lists (black and white lists): which exist, and their entries in Redis.
+
+`rules/lists/lists.yaml` declares the lists and what each holds; entries change at
+run time and live in Redis, so a change is effective on the next decision without
+a reload. Rules never see the entries: the feature store answers "is this event's
+card / user / device / ip / merchant on list X" as the boolean feature
+``lists.X``, inside the same round trip as every other feature.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Literal
+
+import redis
+import yaml
+
+from fengkong.features.errors import FeatureDefinitionError, FeatureStoreUnavailable
+
+ListKind = Literal["card", "user", "device", "ip", "merchant"]
+#: The event-row column each kind of list is looked up by, and the rule-side name of it.
+KIND_COLUMN: dict[str, str] = {
+    "card": "card_fp",
+    "user": "user_id",
+    "device": "device_id",
+    "ip": "ip",
+    "merchant": "merchant_id",
+}
+KIND_FEATURE: dict[str, str] = {
+    "card": "card.fingerprint",
+    "user": "event.user_id",
+    "device": "event.device_id",
+    "ip": "event.ip",
+    "merchant": "event.merchant_id",
+}
+
+
+@dataclass(frozen=True)
+class ListSpec:
+    name: str
+    kind: ListKind
+    description: str = ""
+    seed: str | None = None
+
+    @property
+    def feature(self) -> str:
+        return f"lists.{self.name}"
+
+
+def load_list_specs(lists_dir: Path) -> dict[str, ListSpec]:
+    """Read lists.yaml; a bad entry raises naming the file and the list."""
+    path = Path(lists_dir) / "lists.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        return {}
+    except yaml.YAMLError as exc:
+        raise FeatureDefinitionError(f"{path}: {exc}") from None
+    specs: dict[str, ListSpec] = {}
+    for name, body in (data.get("lists") or {}).items():
+        if not isinstance(body, dict) or body.get("kind") not in KIND_COLUMN:
+            raise FeatureDefinitionError(
+                f"{path}: list {name!r} needs kind: one of {', '.join(KIND_COLUMN)}"
+            )
+        specs[name] = ListSpec(name, body["kind"], str(body.get("description", "")), body.get("seed"))
+    return specs
+
+
+def ipv4_range(entry: str) -> tuple[int, int] | None:
+    """(first, last) integer addresses of an IPv4 CIDR entry; None for a single address or IPv6."""
+    if "/" not in entry:
+        return None
+    net = ipaddress.ip_network(entry, strict=False)
+    if net.version != 4:
+        return None
+    return int(net.network_address), int(net.broadcast_address)
+
+
+def normalise_entry(kind: str, entry: str) -> str:
+    entry = entry.strip()
+    if not entry:
+        raise ValueError("empty entry")
+    if kind == "ip":
+        if "/" in entry:
+            return str(ipaddress.ip_network(entry, strict=False))
+        return str(ipaddress.ip_address(entry))
+    return entry
+
+
+class ListStore:
+    """Entries of the analyst lists in Redis (a set per list; IPv4 CIDRs also in a range index)."""
+
+    def __init__(self, client: redis.Redis, specs: dict[str, ListSpec], prefix: str = "fk") -> None:
+        self.client = client
+        self.specs = specs
+        self.prefix = prefix
+
+    def members_key(self, name: str) -> str:
+        return f"{self.prefix}:v1:{{list:{name}}}:members"
+
+    def ranges_key(self, name: str) -> str:
+        return f"{self.prefix}:v1:{{list:{name}}}:ranges"
+
+    def _spec(self, name: str) -> ListSpec:
+        try:
+            return self.specs[name]
+        except KeyError:
+            raise KeyError(f"unknown list {name!r}; known: {', '.join(sorted(self.specs))}") from None
+
+    def add(self, name: str, entries: Iterable[str]) -> int:
+        spec = self._spec(name)
+        clean = [normalise_entry(spec.kind, e) for e in entries]
+        if not clean:
+            return 0
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.sadd(self.members_key(name), *clean)
+            for entry in clean:
+                rng = ipv4_range(entry) if spec.kind == "ip" else None
+                if rng:
+                    pipe.zadd(self.ranges_key(name), {f"{rng[0]}:{rng[1]}": rng[0]})
+            return int(pipe.execute()[0])
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"list {name}: {exc}") from exc
+
+    def remove(self, name: str, entries: Iterable[str]) -> int:
+        spec = self._spec(name)
+        clean = [normalise_entry(spec.kind, e) for e in entries]
+        if not clean:
+            return 0
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.srem(self.members_key(name), *clean)
+            for entry in clean:
+                rng = ipv4_range(entry) if spec.kind == "ip" else None
+                if rng:
+                    pipe.zrem(self.ranges_key(name), f"{rng[0]}:{rng[1]}")
+            return int(pipe.execute()[0])
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"list {name}: {exc}") from exc
+
+    def members(self, name: str) -> list[str]:
+        self._spec(name)
+        try:
+            return sorted(m.decode() for m in self.client.smembers(self.members_key(name)))
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"list {name}: {exc}") from exc
+
+    def seed_from_files(self, lists_dir: Path) -> dict[str, int]:
+        """Load each list's seed file into an empty list (never over analysts' changes)."""
+        loaded: dict[str, int] = {}
+        for spec in self.specs.values():
+            if not spec.seed:
+                continue
+            if self.client.exists(self.members_key(spec.name)):
+                continue
+            entries = read_entries(Path(lists_dir) / spec.seed)
+            loaded[spec.name] = self.add(spec.name, entries) if entries else 0
+        return loaded
+
+
+def read_entries(path: Path) -> list[str]:
+    """One entry per line; '#' starts a comment."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        text = line.split("#", 1)[0].strip()
+        if text:
+            out.append(text)
+    return out
+
+
+class StaticLists:
+    """The same membership answers from in-memory entries (the offline twin's view)."""
+
+    def __init__(self, specs: dict[str, ListSpec], entries: dict[str, Iterable[str]] | None = None) -> None:
+        self.specs = specs
+        self.exact: dict[str, set[str]] = {}
+        self.ranges: dict[str, list[tuple[int, int]]] = {}
+        for name, values in (entries or {}).items():
+            spec = specs[name]
+            clean = [normalise_entry(spec.kind, v) for v in values]
+            self.exact[name] = set(clean)
+            self.ranges[name] = [r for r in (ipv4_range(v) for v in clean if spec.kind == "ip") if r]
+
+    def contains(self, name: str, value: str | None) -> bool:
+        if value is None:
+            return False
+        if value in self.exact.get(name, ()):
+            return True
+        rngs = self.ranges.get(name)
+        if rngs:
+            try:
+                addr = ipaddress.ip_address(value)
+            except ValueError:
+                return False
+            if addr.version == 4:
+                n = int(addr)
+                return any(lo <= n <= hi for lo, hi in rngs)
+        return False

@@ -1,0 +1,420 @@
+"""The online feature store: one Lua call per event reads and updates everything.
+
+Why one script and not a pipeline: a decision must see the counters as of just
+before its own event, and a retried event_id must count nothing. A MULTI/EXEC
+pipeline could not branch on the dedup check or on the merchant's limit, and
+reading then writing in two trips would let a concurrent event slip between
+them. The script does both atomically on the server in one round trip
+(`lua/update_read.lua`; its header documents KEYS, ARGV and the reply).
+
+Keys are ``{prefix}:v1:{<entity>:<id>}:<feature>``: the braces are a Redis
+Cluster hash tag, so all keys of one entity share a slot. On a single server one
+script touches all of them; on a cluster the same op list would be split per
+entity and pipelined (not implemented: see README, Scale).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Callable, Iterator
+
+import redis
+
+from fengkong.events import OUTCOME_TYPES, Event
+from fengkong.features import definitions as d
+from fengkong.features.errors import FeatureDefinitionError, FeatureStoreError, FeatureStoreUnavailable
+from fengkong.features.ipintel import IpIntel
+from fengkong.features.assemble import assemble
+from fengkong.features.lists import KIND_COLUMN, ListSpec
+from fengkong.features.rows import event_row
+
+_DECISION_TYPES = frozenset({"payment", "signup", "login", "card_bind"})
+_OUTCOMES = frozenset(t.value for t in OUTCOME_TYPES)
+
+
+def load_script() -> str:
+    return resources.files("fengkong.features").joinpath("lua/update_read.lua").read_text(encoding="utf-8")
+
+
+@dataclass
+class _Step:
+    """One op of the script: how to build its args from an event row and read its reply."""
+
+    entity_column: str
+    key_suffix: str
+    entity_name: str
+    build: Callable[[dict[str, Any], str], list[Any] | None]  # (row, type) -> args after the key index
+    width: int  # values the op returns
+    outputs: list[str]
+    read: Callable[[list[Any], dict[str, Any]], None]
+    code: str
+    writes_on: frozenset[str] = field(default_factory=frozenset)
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _int(v: Any) -> int | None:
+    return None if v is None else int(float(v))
+
+
+@dataclass
+class FeatureResult:
+    """The features of one event as of just before it, and whether it was a replay of an event_id."""
+
+    features: dict[str, Any]
+    duplicate: bool
+    raw: dict[str, Any]
+
+
+class OnlineStore:
+    """Real-time features in Redis, driven by `fengkong.features.definitions`."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        ipintel: IpIntel,
+        lists: dict[str, ListSpec] | None = None,
+        prefix: str = "fk",
+        grade_limits: dict[str, int] | None = None,
+        default_limit: int | None = None,
+        business_utc_offset_min: int = d.DEFAULT_BUSINESS_UTC_OFFSET_MIN,
+        dedup_ttl_s: int = d.DEDUP_TTL_S,
+    ) -> None:
+        self.client = client
+        self.ipintel = ipintel
+        self.lists = lists or {}
+        self.prefix = prefix
+        self.grade_limits = dict(grade_limits or d.DEFAULT_GRADE_LIMITS)
+        self.default_limit = default_limit if default_limit is not None else self.grade_limits.get(d.DEFAULT_GRADE, 500_000)
+        self.biz_offset_min = business_utc_offset_min
+        self.dedup_ttl_s = dedup_ttl_s
+        self._script = client.register_script(load_script())
+        self._steps = self._compile()
+        self._profile_args = [len(self.grade_limits)]
+        for g, lim in self.grade_limits.items():
+            self._profile_args += [g, lim]
+        self._profile_args.append(self.default_limit)
+
+    # -- keys ---------------------------------------------------------------------------------
+    def key(self, entity: str, entity_id: str, suffix: str) -> str:
+        return f"{self.prefix}:v1:{{{entity}:{entity_id}}}:{suffix}"
+
+    def profile_key(self, merchant_id: str) -> str:
+        return self.key("merchant", merchant_id, "profile")
+
+    # -- plan -----------------------------------------------------------------------------------
+    def _compile(self) -> list[_Step]:
+        steps: list[_Step] = []
+        steps.append(self._profile_step())
+        steps += [self._ring_step(r) for r in d.ROLLING]
+        steps += [self._distinct_step(x) for x in d.DISTINCT]
+        steps += [self._seen_step(s) for s in d.SEEN]
+        steps += [self._first_step(f) for f in d.FIRST_SEEN]
+        steps += [self._moments_step(m) for m in d.MOMENTS]
+        steps += [self._hour_step(h) for h in d.HOUR_HABITS]
+        steps.append(self._volume_step())
+        steps.append(self._top_step())
+        steps += [self._list_step(spec) for spec in self.lists.values()]
+        seen: set[tuple[str, str]] = set()
+        for step in steps:
+            ident = (step.entity_name, step.key_suffix)
+            if ident in seen:
+                raise FeatureDefinitionError(f"two features share the key {ident}: give them distinct names")
+            seen.add(ident)
+        return steps
+
+    def _profile_step(self) -> _Step:
+        def build(row: dict[str, Any], typ: str) -> list[Any]:
+            return self._profile_args
+
+        def read(vals: list[Any], raw: dict[str, Any]) -> None:
+            raw["merchant.grade"] = vals[0]
+            raw["merchant.single_limit_minor"] = _int(vals[1])
+            raw["merchant.onboarded_day"] = _int(vals[2])
+            raw["merchant.daily_cap_minor"] = _int(vals[3])
+
+        return _Step("merchant_id", "profile", "merchant", build, 4, [], read, "P", frozenset())
+
+    def _ring_step(self, r: d.Rolling) -> _Step:
+        n, res_us = r.window.buckets, r.window.resolution * 1_000_000
+        ttl = r.window.seconds + r.window.resolution
+        counters = r.counters
+        names = r.outputs()
+        amounts = [c.value == "amount" for c in counters]
+        nc = len(counters)
+        writes_on = frozenset(t for c in counters for t in c.events)
+
+        def build(row: dict[str, Any], typ: str) -> list[Any]:
+            incs: list[Any] = []
+            for c in counters:
+                if typ not in c.events:
+                    incs.append(0)
+                elif c.where == "near_limit":
+                    incs.append("N")
+                elif c.where is not None and not row[c.where]:
+                    incs.append(0)
+                else:
+                    incs.append(row["amount"] if c.value == "amount" else 1)
+            return [n, row["ts_us"] // res_us, ttl, nc, *incs]
+
+        def read(vals: list[Any], raw: dict[str, Any]) -> None:
+            for name, is_amount, v in zip(names, amounts, vals):
+                raw[name] = int(v)
+
+        suffix = f"r{r.window.name}.{counters[0].name}"
+        return _Step(r.entity.column, suffix, r.entity.name, build, nc, names, read, "R", writes_on)
+
+    def _distinct_step(self, x: d.Distinct) -> _Step:
+        windows = x.windows
+        longest = max(windows, key=lambda w: w.seconds)
+        ttl = longest.seconds + longest.resolution
+        names = x.outputs()
+        events = frozenset(x.events)
+        of = x.of
+
+        def build(row: dict[str, Any], typ: str) -> list[Any]:
+            t = row["ts_us"]
+            thrs = [(t // (w.resolution * 1_000_000) - w.buckets + 1) * w.resolution * 1_000_000 for w in windows]
+            member = row[of] if typ in events and row[of] is not None else ""
+            return [member, t, min(thrs), ttl, len(thrs), *thrs]
+
+        def read(vals: list[Any], raw: dict[str, Any]) -> None:
+            for name, v in zip(names, vals):
+                raw[name] = int(v)
+
+        return _Step(x.entity.column, f"d:{x.of}", x.entity.name, build, len(windows), names, read, "D", events)
+
+    def _seen_step(self, s: d.SeenBefore) -> _Step:
+        w = s.horizon
+        ttl = w.seconds + w.resolution
+        new_name, seen_name = s.outputs()
+        events = frozenset(s.events)
+        of = s.of
+
+        def build(row: dict[str, Any], typ: str) -> list[Any]:
+            t = row["ts_us"]
+            horizon = (t // (w.resolution * 1_000_000) - w.buckets + 1) * w.resolution * 1_000_000
+            member = row[of] if row[of] is not None else ""
+            return [member, t, horizon, horizon, ttl, 1 if typ in events else 0]
+
+        def read(vals: list[Any], raw: dict[str, Any]) -> None:
+            raw[new_name] = None if vals[0] is None else vals[0] == "1"
+            raw[seen_name] = int(vals[1])
+
+        return _Step(s.entity.column, f"s:{s.of}", s.entity.name, build, 2, [new_name, seen_name], read, "S", events)
+
+    def _first_step(self, f: d.FirstSeen) -> _Step:
+        events = frozenset(f.events)
+        ttl = f.ttl.seconds
+        ns = f.entity.name
+
+        def build(row: dict[str, Any], typ: str) -> list[Any]:
+            return [row["ts_us"], ttl, 1 if typ in events else 0]
+
+        def read(vals: list[Any], raw: dict[str, Any]) -> None:
+            raw[f"{ns}.first_seen_us"] = _int(vals[0])
+
+        return _Step(f.entity.column, "first", ns, build, 1, f.outputs(), read, "F", events)
+
+    def _moments_step(self, m: d.Moments) -> _Step:
+        events = frozenset(m.events)
+        ttl = m.ttl.seconds
+        ns = m.entity.name
+
+        def build(row: dict[str, Any], typ: str) -> list[Any]:
+            return [row["amount"], ttl, 1 if typ in events and row["has_amount"] else 0]
+
+        def read(vals: list[Any], raw: dict[str, Any]) -> None:
+            raw[f"{ns}.moments"] = (int(float(vals[0])), float(vals[1]), float(vals[2]))
+
+        return _Step(m.entity.column, "moments", ns, build, 3, m.outputs(), read, "M", events)
+
+    def _hour_step(self, h: d.HourHabit) -> _Step:
+        events = frozenset(h.events)
+        ttl = h.ttl.seconds
+        ns = h.entity.name
+
+        def build(row: dict[str, Any], typ: str) -> list[Any]:
+            return [row["hour"], ttl, 1 if typ in events else 0]
+
+        def read(vals: list[Any], raw: dict[str, Any]) -> None:
+            raw[f"{ns}.hour_count"] = int(vals[0])
+            raw[f"{ns}.hour_total"] = int(vals[1])
+
+        return _Step(h.entity.column, "hours", ns, build, 2, h.outputs(), read, "H", events)
+
+    def _volume_step(self) -> _Step:
+        pv = d.PERIOD_VOLUME
+        events = frozenset(pv.events)
+        ttl = 31 * 86400
+        names = pv.outputs()
+        order = ["merchant.volume_today", "merchant.count_today", "merchant.volume_hour", "merchant.count_hour",
+                 "merchant.baseline_today_7d", "merchant.baseline_hour_7d", "merchant.baseline_count_today_7d",
+                 "merchant.baseline_today_28d", "merchant.baseline_hour_28d", "merchant.baseline_count_today_28d"]
+
+        def build(row: dict[str, Any], typ: str) -> list[Any]:
+            return [row["biz_day"], row["biz_hour"], row["amount"], ttl, 1 if typ in events else 0]
+
+        def read(vals: list[Any], raw: dict[str, Any]) -> None:
+            for i, name in enumerate(order):
+                raw[name] = _int(vals[i]) if i < 4 else _num(vals[i])
+
+        return _Step("merchant_id", "volume", "merchant", build, 10, names, read, "V", events)
+
+    def _top_step(self) -> _Step:
+        ts = d.TOP_SHARE
+        events = frozenset(ts.events)
+        of = ts.of
+
+        def build(row: dict[str, Any], typ: str) -> list[Any]:
+            member = row[of] if typ in events and row[of] is not None else ""
+            return [member, row["amount"], 2 * 86400, 1 if typ in events else 0]
+
+        def read(vals: list[Any], raw: dict[str, Any]) -> None:
+            raw["merchant.top_card_volume_today"] = _int(vals[0])
+
+        # the key carries the business day: see _keys_for
+        return _Step("merchant_id", "top", "merchant", build, 1, ts.outputs(), read, "T", events)
+
+    def _list_step(self, spec: ListSpec) -> _Step:
+        column = KIND_COLUMN[spec.kind]
+        feature = spec.feature
+        is_ip = spec.kind == "ip"
+
+        def build(row: dict[str, Any], typ: str) -> list[Any]:
+            ipint = ""
+            if is_ip:
+                info = row.get("ip_info")
+                if info is not None and ":" not in row[column]:
+                    ipint = _ipv4_int(row[column])
+            return ["RANGES" if is_ip else 0, row[column], ipint]
+
+        def read(vals: list[Any], raw: dict[str, Any]) -> None:
+            raw[feature] = vals[0] == "1"
+
+        return _Step(column, spec.name, "list", build, 1, [feature], read, "L", frozenset())
+
+    # -- the call -------------------------------------------------------------------------------
+    def _args_for(self, row: dict[str, Any]) -> tuple[list[str], list[Any], list[_Step]]:
+        typ = row["type"]
+        outcome = typ in _OUTCOMES
+        keys = [f"{self.prefix}:v1:{{evt:{row['event_id']}}}:dedup"]
+        args: list[Any] = [self.dedup_ttl_s, row["amount"]]
+        used: list[_Step] = []
+        for step in self._steps:
+            entity_id = row[step.entity_column]
+            if entity_id is None:
+                continue
+            if outcome and typ not in step.writes_on:
+                continue
+            if step.code == "L":
+                keys.append(f"{self.prefix}:v1:{{list:{step.key_suffix}}}:members")
+                op = step.build(row, typ)
+                if op[0] == "RANGES":
+                    keys.append(f"{self.prefix}:v1:{{list:{step.key_suffix}}}:ranges")
+                    op[0] = len(keys)
+                    args += ["L", len(keys) - 1, *op]
+                else:
+                    args += ["L", len(keys), *op]
+                used.append(step)
+                continue
+            if step.code == "T":
+                suffix = f"top:{row['biz_day']}"
+            else:
+                suffix = step.key_suffix
+            keys.append(f"{self.prefix}:v1:{{{step.entity_name}:{entity_id}}}:{suffix}")
+            args += [step.code, len(keys), *step.build(row, typ)]
+            used.append(step)
+        return keys, args, used
+
+    def process(self, event: Event) -> FeatureResult:
+        """Count the event and return its features as of just before it (idempotent by event_id)."""
+        row = event_row(event, self.ipintel, self.biz_offset_min)
+        keys, args, used = self._args_for(row)
+        try:
+            reply = self._script(keys=keys, args=args)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise FeatureStoreUnavailable(f"feature store unreachable: {type(exc).__name__}: {exc}") from exc
+        except redis.RedisError as exc:
+            raise FeatureStoreError(f"feature store refused the update: {exc}") from exc
+        duplicate = reply[0] == b"dup"
+        if duplicate:
+            values = [None if v is False or v is None else str(v) for v in json.loads(reply[1])]
+        else:
+            values = [None if v is None else v.decode() for v in reply[1:]]
+        raw: dict[str, Any] = {}
+        it: Iterator[Any] = iter(values)
+        for step in used:
+            step.read([next(it) for _ in range(step.width)], raw)
+        if row["type"] in _OUTCOMES:
+            return FeatureResult({}, duplicate, raw)
+        return FeatureResult(assemble(row, raw, self.default_limit, self.lists), duplicate, raw)
+
+    # -- merchant profiles ----------------------------------------------------------------------
+    def set_merchant_profile(
+        self,
+        merchant_id: str,
+        *,
+        grade: str | None = None,
+        single_limit_minor: int | None = None,
+        daily_cap_minor: int | None = None,
+        onboarded_at: str | None = None,
+        mcc: str | None = None,
+        reason: str | None = None,
+    ) -> dict[str, str]:
+        """Write the fields given (others untouched); the next decision reads them."""
+        fields: dict[str, Any] = {}
+        if grade is not None:
+            fields["grade"] = grade
+        if single_limit_minor is not None:
+            fields["single_limit"] = int(single_limit_minor)
+        if daily_cap_minor is not None:
+            fields["daily_cap"] = int(daily_cap_minor)
+        if onboarded_at is not None:
+            from datetime import date
+
+            day = date.fromisoformat(onboarded_at[:10])
+            fields["onboarded_at"] = day.isoformat()
+            fields["onboarded_day"] = (day - date(1970, 1, 1)).days
+        if mcc is not None:
+            fields["mcc"] = mcc
+        if reason is not None:
+            fields["grade_reason"] = reason
+        try:
+            if fields:
+                self.client.hset(self.profile_key(merchant_id), mapping=fields)
+            return self.get_merchant_profile(merchant_id)
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"merchant profile: {exc}") from exc
+
+    def get_merchant_profile(self, merchant_id: str) -> dict[str, str]:
+        try:
+            raw = self.client.hgetall(self.profile_key(merchant_id))
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"merchant profile: {exc}") from exc
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def set_grades(self, grades: dict[str, tuple[str, str]]) -> int:
+        """Write many merchants' grades (merchant_id -> (grade, reason)) in one pipeline."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for merchant_id, (grade, reason) in grades.items():
+                pipe.hset(self.profile_key(merchant_id), mapping={"grade": grade, "grade_reason": reason})
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"grades: {exc}") from exc
+        return len(grades)
+
+
+def _ipv4_int(ip: str) -> int | str:
+    try:
+        parts = ip.split(".")
+        return (int(parts[0]) << 24) | (int(parts[1]) << 16) | (int(parts[2]) << 8) | int(parts[3])
+    except (ValueError, IndexError):
+        return ""
+

@@ -1,0 +1,173 @@
+"""The event row: the handful of values every feature is computed from.
+
+Both stores start here, the online store from one `Event`, the offline twin from
+a DataFrame of flat events, so that "local hour", "round amount" or "the /24 of
+the IP" mean exactly the same thing in both.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fengkong.events import Event, currency_exponent
+from fengkong.features.definitions import (
+    DEFAULT_BUSINESS_UTC_OFFSET_MIN,
+    NIGHT_HOURS,
+    ROUND_MAJOR_UNITS,
+)
+from fengkong.features.ipintel import IpIntel, subnet_of, subnets_of
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+US_PER_HOUR = 3_600_000_000
+US_PER_DAY = 86_400_000_000
+_NIGHT_END = NIGHT_HOURS.stop
+
+
+def ts_us(when: datetime) -> int:
+    """Exact integer microseconds since the epoch (floats would drift between stores)."""
+    delta = when - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def is_round(amount_minor: int, currency: str) -> bool:
+    step = ROUND_MAJOR_UNITS * 10 ** currency_exponent(currency)
+    return amount_minor > 0 and amount_minor % step == 0
+
+
+def event_row(event: Event, ipintel: IpIntel, biz_offset_min: int = DEFAULT_BUSINESS_UTC_OFFSET_MIN) -> dict[str, Any]:
+    t = ts_us(event.occurred_at)
+    offset = event.occurred_at.utcoffset()
+    local = t + (int(offset.total_seconds()) * 1_000_000 if offset else 0)
+    biz = t + biz_offset_min * 60_000_000
+    hour = (local // US_PER_HOUR) % 24
+    biz_hour = (biz // US_PER_HOUR) % 24
+    amount = event.amount_minor or 0
+    card = event.card
+    card_fp = card.fingerprint if card else None
+    card_type = card.type.value if card and card.type else None
+    ip = event.ip
+    info = ipintel.lookup(ip) if ip else None
+    merchant = event.merchant_id
+    return {
+        "event_id": event.event_id,
+        "type": event.type.value,
+        "ts_us": t,
+        "hour": hour,
+        "is_night": hour < _NIGHT_END,
+        "biz_day": biz // US_PER_DAY,
+        "biz_hour": biz_hour,
+        "biz_night": biz_hour < _NIGHT_END,
+        "amount": amount,
+        "has_amount": event.amount is not None,
+        "currency": event.currency,
+        "channel": event.channel.value if event.channel else None,
+        "is_round": is_round(amount, event.currency),
+        "card_fp": card_fp,
+        "card_type": card_type,
+        "card_bin": card.bin if card else None,
+        "card_country": card.issuer_country if card else None,
+        "is_credit": card_type == "credit",
+        "user_id": event.user_id,
+        "device_id": event.device_id,
+        "ip": ip,
+        "subnet": subnet_of(ip) if ip else None,
+        "ip_info": info,
+        "ip_country": info.country if info else None,
+        "merchant_id": merchant,
+        "merchant_card": f"{merchant}|{card_fp}" if merchant and card_fp else None,
+        "mcc": event.merchant_mcc,
+    }
+
+
+_OFFSET = r"(?:Z|([+-])(\d{2}):?(\d{2}))$"
+
+
+def _offsets_us(text: pd.Series) -> np.ndarray:
+    parts = text.str.extract(_OFFSET)
+    sign = np.where(parts[0].to_numpy() == "-", -1, 1)
+    hours = pd.to_numeric(parts[1], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
+    mins = pd.to_numeric(parts[2], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
+    return sign * (hours * 3600 + mins * 60) * 1_000_000
+
+
+def _none_if_missing(col: pd.Series) -> pd.Series:
+    col = col.astype(object)
+    return col.where(col.notna() & (col != ""), None)
+
+
+def frame_rows(
+    events: pd.DataFrame, ipintel: IpIntel, biz_offset_min: int = DEFAULT_BUSINESS_UTC_OFFSET_MIN
+) -> pd.DataFrame:
+    """The event rows of a flat-event DataFrame (see `fengkong.events.FLAT_COLUMNS`), same index."""
+    n = len(events)
+
+    def col(name: str) -> pd.Series:
+        if name in events.columns:
+            return _none_if_missing(events[name])
+        return pd.Series([None] * n, index=events.index, dtype=object)
+
+    occurred = events["occurred_at"]
+    if pd.api.types.is_datetime64_any_dtype(occurred):
+        if occurred.dt.tz is None:
+            raise ValueError("occurred_at: times must carry a UTC offset")
+        t = (occurred.dt.tz_convert("UTC").astype("datetime64[us, UTC]").astype("int64")).to_numpy()
+        off = occurred.apply(lambda d: d.utcoffset().total_seconds()).to_numpy(dtype=np.int64) * 1_000_000
+    else:
+        text = occurred.astype(str)
+        parsed = pd.to_datetime(text, utc=True, format="ISO8601")
+        t = parsed.astype("datetime64[us, UTC]").astype("int64").to_numpy()
+        off = _offsets_us(text)
+    local = t + off
+    biz = t + biz_offset_min * 60_000_000
+    hour = (local // US_PER_HOUR) % 24
+    biz_hour = (biz // US_PER_HOUR) % 24
+
+    raw_amount = pd.to_numeric(events["amount"], errors="coerce") if "amount" in events.columns else pd.Series(np.nan, index=events.index)
+    has_amount = raw_amount.notna().to_numpy()
+    amount = raw_amount.fillna(0).to_numpy(dtype=np.int64)
+    currency = col("currency").fillna("CNY")
+    step = currency.map(lambda c: ROUND_MAJOR_UNITS * 10 ** currency_exponent(c)).to_numpy(dtype=np.int64)
+
+    card_fp = col("card_fingerprint")
+    card_type = col("card_type")
+    merchant = col("merchant_id")
+    ip = col("ip")
+    info = ipintel.lookup_many(ip)
+    merchant_card = (merchant.astype(str) + "|" + card_fp.astype(str)).where(merchant.notna() & card_fp.notna(), None)
+    out = pd.DataFrame(
+        {
+            "event_id": events["event_id"].astype(str).to_numpy(),
+            "type": events["type"].astype(str).to_numpy(),
+            "ts_us": t,
+            "hour": hour,
+            "is_night": hour < _NIGHT_END,
+            "biz_day": biz // US_PER_DAY,
+            "biz_hour": biz_hour,
+            "biz_night": biz_hour < _NIGHT_END,
+            "amount": amount,
+            "has_amount": has_amount,
+            "currency": currency.to_numpy(),
+            "channel": col("channel").to_numpy(),
+            "is_round": (amount > 0) & (amount % step == 0),
+            "card_fp": card_fp.to_numpy(),
+            "card_type": card_type.to_numpy(),
+            "card_bin": col("card_bin").to_numpy(),
+            "card_country": col("card_issuer_country").to_numpy(),
+            "is_credit": (card_type == "credit").to_numpy(),
+            "user_id": col("user_id").to_numpy(),
+            "device_id": col("device_id").to_numpy(),
+            "ip": ip.to_numpy(),
+            "subnet": subnets_of(ip).to_numpy(),
+            "merchant_id": merchant.to_numpy(),
+            "merchant_card": merchant_card.to_numpy(),
+            "mcc": col("merchant_mcc").to_numpy(),
+        },
+        index=events.index,
+    )
+    for name in info.columns:
+        out[f"ip_{name}"] = info[name].to_numpy()
+    return out
