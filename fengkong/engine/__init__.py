@@ -1,0 +1,40 @@
+"""The rule engine: analyst rule files -> typed tree -> durable_rules -> decision.
+
+Public API (the decision service and replay import these):
+
+* `load_ruleset(rules_dir) -> RuleSet` (raises `RuleSetError` with `.problems`)
+* `RuleSet`: ``.version``, ``.rules``, ``.policy``, ``.features_read``, ``.evaluate(features)``
+* `LiveRules(rules_dir)`: ``.current``, ``.evaluate``, ``.reload() -> ReloadResult``, ``.watch()``
+* `Decision`, `FiredRule`, `Problem` and the error tree under `RuleError`.
+
+docs/rules.md is the analyst's guide to the language and the policy.
+"""
+
+from fengkong.engine.decision import Decision, FiredRule
+from fengkong.engine.errors import (
+    EvaluationError,
+    ExpressionError,
+    Problem,
+    RuleError,
+    RuleSetError,
+    RuleSyntaxError,
+    RuleTypeError,
+)
+from fengkong.engine.live import LiveRules, ReloadResult
+from fengkong.engine.ruleset import RuleSet, load_ruleset
+
+__all__ = [
+    "Decision",
+    "EvaluationError",
+    "ExpressionError",
+    "FiredRule",
+    "LiveRules",
+    "Problem",
+    "ReloadResult",
+    "RuleError",
+    "RuleSet",
+    "RuleSetError",
+    "RuleSyntaxError",
+    "RuleTypeError",
+    "load_ruleset",
+]

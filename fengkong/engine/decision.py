@@ -1,0 +1,64 @@
+"""What a decision says and how it explains itself."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FiredRule:
+    """One rule that fired, with the feature values it read (None = missing)."""
+
+    id: str
+    description: str
+    action: str
+    score: float
+    mode: str
+    tags: tuple[str, ...]
+    values: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tags"] = list(self.tags)
+        return d
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The final answer for one event.
+
+    ``reasons`` are the enforced rules that fired; ``shadow`` the shadow rules that
+    fired (reported, never counted); ``score`` the sum of enforced scores;
+    ``missing_features`` the features some rule needed but the mapping lacked;
+    ``lane`` names the allow-list lane that decided (e.g. "trusted"), else None;
+    ``score_action`` is what the thresholds alone said.
+    """
+
+    decision: str
+    score: float
+    reasons: list[FiredRule]
+    shadow: list[FiredRule]
+    missing_features: list[str]
+    ruleset_version: str
+    lane: str | None = None
+    score_action: str = "allow"
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fired_ids(self) -> list[str]:
+        """Ids of every fired rule, enforced and shadow."""
+        return [r.id for r in self.reasons] + [r.id for r in self.shadow]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision": self.decision,
+            "score": self.score,
+            "reasons": [r.to_dict() for r in self.reasons],
+            "shadow": [r.to_dict() for r in self.shadow],
+            "missing_features": list(self.missing_features),
+            "ruleset_version": self.ruleset_version,
+            "lane": self.lane,
+            "score_action": self.score_action,
+            "thresholds": dict(self.thresholds),
+        }

@@ -1,0 +1,126 @@
+"""The same rules as plain Python closures: the reference the other evaluators are
+held equal to, and the baseline the benchmark compares durable_rules with.
+
+Built from the typed tree (never from text): each node becomes a small closure.
+Semantics are those of `tree.py`: after `to_nnf`, a comparison reading a missing
+value (absent, None, NaN, wrong type, or an arithmetic result that cannot be
+computed) is false.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any, Callable, Mapping
+
+from fengkong.engine.tree import (
+    And,
+    Arith,
+    Compare,
+    Const,
+    Expr,
+    Feature,
+    InList,
+    InLiteral,
+    IsMissing,
+    Or,
+    Value,
+    to_nnf,
+)
+
+Features = Mapping[str, Any]
+Predicate = Callable[[Features], bool]
+ValueFn = Callable[[Features], Any]
+
+_CMP = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+        "==": operator.eq, "!=": operator.ne}
+_TYPES: dict[str, tuple[type, ...]] = {"number": (int, float), "string": (str,), "bool": (bool,)}
+
+
+def clean(value: Any, dtype: str | None) -> Any:
+    """The value as the rules see it: None when missing or of the wrong type."""
+    if value is None:
+        return None
+    if dtype == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+    if dtype is not None and not isinstance(value, _TYPES[dtype]):
+        return None
+    return value
+
+
+def compile_value(v: Value, dtypes: Mapping[str, str]) -> ValueFn:
+    if isinstance(v, Const):
+        c = v.value
+        return lambda f: c
+    if isinstance(v, Feature):
+        name, dtype = v.name, dtypes.get(v.name)
+        return lambda f: clean(f.get(name), dtype)
+    left, right, op = compile_value(v.left, dtypes), compile_value(v.right, dtypes), v.op
+
+    def arith(f: Features) -> Any:
+        a = left(f)
+        if a is None:
+            return None
+        b = right(f)
+        if b is None:
+            return None
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        if b == 0:
+            return None
+        return a / b
+
+    return arith
+
+
+def compile_predicate(expr: Expr, dtypes: Mapping[str, str]) -> Predicate:
+    """A closure f(features) -> bool with the engine's missing-feature semantics."""
+    return _compile(to_nnf(expr), dtypes)
+
+
+def _compile(e: Expr, dtypes: Mapping[str, str]) -> Predicate:
+    if isinstance(e, And):
+        parts = [_compile(i, dtypes) for i in e.items]
+        return lambda f: all(p(f) for p in parts)
+    if isinstance(e, Or):
+        parts = [_compile(i, dtypes) for i in e.items]
+        return lambda f: any(p(f) for p in parts)
+    if isinstance(e, Compare):
+        left, right, cmp = compile_value(e.left, dtypes), compile_value(e.right, dtypes), _CMP[e.op]
+
+        def compare(f: Features) -> bool:
+            a = left(f)
+            if a is None:
+                return False
+            b = right(f)
+            return b is not None and cmp(a, b)
+
+        return compare
+    if isinstance(e, InLiteral):
+        item, values, negated = compile_value(e.item, dtypes), frozenset(e.values), e.negated
+
+        def member(f: Features) -> bool:
+            a = item(f)
+            return a is not None and ((a in values) != negated)
+
+        return member
+    if isinstance(e, InList):
+        flag, want = e.flag, not e.negated
+
+        def listed(f: Features) -> bool:
+            a = clean(f.get(flag), "bool")
+            return a is not None and a == want
+
+        return listed
+    if isinstance(e, IsMissing):
+        get, negated = compile_value(e.feature, dtypes), e.negated
+        return lambda f: (get(f) is not None) == negated
+    raise TypeError(f"not an NNF node: {e!r}")
