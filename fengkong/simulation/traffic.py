@@ -1,0 +1,180 @@
+"""Legitimate traffic: shoppers paying merchants according to their habits, promotion
+days, sign-ups and logins."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fengkong.simulation import constants as K
+from fengkong.simulation.blocks import Block, block, concat
+from fengkong.simulation.population import DAY, HOUR, World, ips_in, stage_rng
+
+
+def sample_hours(world: World, users: np.ndarray, rng: np.random.Generator,
+                 profile: np.ndarray = K.HOUR_PROFILE, habit_share: float = 0.7) -> np.ndarray:
+    """Local hour: mostly around the user's own peak hour, otherwise the platform's profile."""
+    n = len(users)
+    habit = np.rint(world.u_peak[users] + rng.normal(0.0, 1.0, n) * world.u_spread[users]).astype(np.int64) % 24
+    general = rng.choice(24, size=n, p=profile)
+    return np.where(rng.random(n) < habit_share, habit, general)
+
+
+def amounts_for(world: World, merchants: np.ndarray, offset: np.ndarray, rng: np.random.Generator,
+                spread: float = 0.7) -> np.ndarray:
+    """Ticket sizes in fen: the category's median scaled by the shopper's habit, priced like shops price."""
+    n = len(merchants)
+    mcc = world.m_mcc[merchants]
+    fen = K.MCC_MEDIAN_FEN[mcc] * np.exp(offset + rng.normal(0.0, spread, n))
+    u = rng.random(n)
+    fen = np.where(u < 0.45, np.rint(fen / 100) * 100,              # whole yuan (59.00)
+                   np.where(u < 0.55, np.rint(fen / 1000) * 1000,   # tens (60.00)
+                            np.rint(fen)))                           # to the fen (58.37)
+    face = np.isin(K.MCC_CODES[mcc], K.ROUND_FACE_MCCS) & (rng.random(n) < 0.7)
+    fen = np.where(face, K.ROUND_FACE_VALUES_YUAN[rng.integers(0, len(K.ROUND_FACE_VALUES_YUAN), n)] * 100, fen)
+    limit = world.m_limit[merchants]
+    over = fen > 0.85 * limit
+    fen = np.where(over, np.rint(0.85 * limit * rng.uniform(0.15, 1.0, n) / 100) * 100, fen)
+    return np.maximum(fen, 1).astype(np.int64)
+
+
+def fill_payments(world: World, users: np.ndarray, merchants: np.ndarray, ts: np.ndarray,
+                  rng: np.random.Generator) -> Block:
+    """Channel, card, device, IP and amount of legitimate payments by shoppers."""
+    n = len(users)
+    mcc = world.m_mcc[merchants]
+    cum = np.cumsum(K.MCC_CHANNELS[mcc], axis=1)
+    channel = (rng.random(n)[:, None] > cum).sum(axis=1).clip(0, len(K.CHANNELS) - 1)
+    k = np.where(rng.random(n) < 0.65, 0, (rng.random(n) * world.u_ncards[users]).astype(np.int64))
+    card = world.u_cards[users, k]
+    dj = np.where((world.u_ndev[users] == 2) & (rng.random(n) < 0.15), 1, 0)
+    device = world.u_devices[users, dj]
+    ip = world.session_ip(users, ts)
+    note = np.zeros(n, dtype=np.int8)
+    mobile = rng.random(n) < 0.25
+    ip = np.where(mobile, ips_in(K.CN_MOBILE, n, rng), ip)
+    abroad_home = world.u_country[users] != K.CC["CN"]
+    ip = np.where(abroad_home & mobile, world.session_ip(users, ts, salt=1), ip)
+    travel = rng.random(n) < 0.004
+    if travel.any():
+        t = np.flatnonzero(travel)
+        dest = rng.choice(["HK", "JP", "TW", "US", "GB"], size=len(t))
+        for d in np.unique(dest):
+            sel = t[dest == d]
+            ip[sel] = ips_in(K.FOREIGN_RESIDENTIAL[str(d)], len(sel), rng)
+        note[t] = K.NOTE["travel"]
+    vpn = (rng.random(n) < 0.002) & ~travel
+    ip = np.where(vpn, ips_in(K.VPN, n, rng), ip)
+    note[vpn] = K.NOTE["vpn"]
+    pos = channel == K.CH["pos"]
+    if pos.any():
+        device = np.where(pos, world.terminal_of(merchants, rng), device)
+        ip = np.where(pos, world.m_ip[merchants], ip)
+        note[pos & (note > 0)] = 0
+    amount = amounts_for(world, merchants, world.u_amount_offset[users], rng)
+    p_refund = K.MCC_REFUND[mcc]
+    return block(
+        n, payment=True, ts=ts, etype=K.ET["payment"], merchant=merchants, user=users, amount=amount,
+        channel=channel, card=card, ip=ip, device=device, note=note,
+        declined=rng.random(n) < 0.012, p_refund=p_refund,
+        p_dispute=0.0006, p_report=0.0, delay_lo=10.0, delay_hi=60.0,
+    )
+
+
+def legit_traffic(world: World) -> tuple[Block, Block]:
+    """Legitimate payments (base days plus promotion-day extras) and the sign-ups and logins around them."""
+    rng = stage_rng(world.config.seed, "legit")
+    c = world.config
+    s = world.n_shoppers
+    first_day = np.where(world.u_signup_ts >= 0, world.day_of(world.u_signup_ts), 0)
+    active_days = c.days - first_day
+    expected = world.u_rate * active_days
+    total = int(round(expected.sum()))
+    users = rng.choice(s, size=total, p=expected / expected.sum()).astype(np.int32)
+    users.sort(kind="stable")
+    # day: weekends a little busier; restricted to days after the shopper signed up
+    weekday0 = world.config.start.weekday()
+    dw = np.where(((np.arange(c.days) + weekday0) % 7) >= 5, 1.15, 1.0)
+    cdf = np.cumsum(dw) / dw.sum()
+    lo = np.concatenate([[0.0], cdf])[first_day[users]]
+    day = np.searchsorted(cdf, lo + rng.random(total) * (1.0 - lo), side="right").clip(0, c.days - 1)
+    hour = sample_hours(world, users, rng)
+    ts = world.start_ts + day * DAY + hour * HOUR + rng.integers(0, HOUR, total)
+    signup = world.u_signup_ts[users]
+    early = ts <= signup
+    ts = np.where(early, signup + rng.integers(120, 4 * HOUR, total), ts)
+    ts = np.minimum(ts, world.end_ts - 1)
+    day = world.day_of(ts)
+    # merchant: a favourite most of the time, else any; never before it was onboarded
+    merchants = np.where(rng.random(total) < 0.6,
+                         world.u_fav[users, rng.integers(0, 5, total)],
+                         _by_weight(world, total, rng))
+    merchants = _onboarded(world, merchants, day, rng)
+    base = fill_payments(world, users, merchants, ts, rng)
+
+    extras = [base]
+    for pd_ in world.promo_days:
+        extras.append(_promo_day(world, base, pd_, rng))
+    payments = concat(extras, payment=True)
+    return payments, _accounts_and_logins(world, payments, rng)
+
+
+def _by_weight(world: World, n: int, rng: np.random.Generator) -> np.ndarray:
+    w = world.m_weight.copy()
+    w[world.m_blacklisted] = 0
+    return rng.choice(len(w), size=n, p=w / w.sum()).astype(np.int32)
+
+
+def _onboarded(world: World, merchants: np.ndarray, day: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Replace merchants that had not joined yet on that day by established ones."""
+    bad = world.m_onboard[merchants] > day
+    if bad.any():
+        w = world.m_weight * (world.m_onboard <= 0) * ~world.m_blacklisted
+        merchants = merchants.copy()
+        merchants[bad] = rng.choice(len(w), size=int(bad.sum()), p=w / w.sum())
+    return merchants
+
+
+def _promo_day(world: World, base: Block, day: int, rng: np.random.Generator) -> Block:
+    """Legitimate promotion-day rush: participating merchants take promo_boost times their usual volume,
+    much of it at midnight when the sale opens."""
+    participates = rng.random(world.n_merchants) < 0.6
+    bday = world.day_of(base["ts"])
+    pool = np.flatnonzero((bday == day) & participates[base["merchant"]])
+    n = int(round((world.config.promo_boost - 1.0) * len(pool)))
+    if n == 0 or len(pool) == 0:
+        return block(0, payment=True)
+    tmpl = pool[rng.integers(0, len(pool), n)]
+    users = base["user"][tmpl]
+    merchants = base["merchant"][tmpl]
+    hour = sample_hours(world, users, rng, profile=K.PROMO_HOUR_PROFILE, habit_share=0.3)
+    ts = world.start_ts + day * DAY + hour * HOUR + rng.integers(0, HOUR, n)
+    ts = np.maximum(ts, world.u_signup_ts[users] + 60)
+    b = fill_payments(world, users, merchants, ts, rng)
+    b["note"][b["note"] == 0] = K.NOTE["promo_day"]
+    return b
+
+
+def _accounts_and_logins(world: World, payments: Block, rng: np.random.Generator) -> Block:
+    """Sign-up, card binding and first login of shoppers who join during the span; logins before
+    a share of online payments."""
+    blocks = []
+    new = np.flatnonzero(world.u_signup_ts >= 0).astype(np.int32)
+    if len(new):
+        t0 = world.u_signup_ts[new]
+        dev = world.u_devices[new, 0]
+        ip = world.session_ip(new, t0)
+        blocks.append(block(len(new), ts=t0, etype=K.ET["signup"], user=new, device=dev, ip=ip))
+        blocks.append(block(len(new), ts=t0 + 5, etype=K.ET["login"], user=new, device=dev, ip=ip))
+        nc = world.u_ncards[new]
+        u = np.repeat(new, nc)
+        j = np.concatenate([np.arange(k) for k in nc])
+        tb = np.repeat(t0, nc) + 20 + j * 40 + rng.integers(0, 30, len(u))
+        blocks.append(block(len(u), ts=tb, etype=K.ET["card_bind"], user=u, card=world.u_cards[u, j],
+                            device=world.u_devices[u, 0], ip=world.session_ip(u, tb)))
+    online = (payments["channel"] != K.CH["pos"]) & (rng.random(len(payments["ts"])) < 0.3)
+    idx = np.flatnonzero(online)
+    tl = payments["ts"][idx] - rng.integers(10, 1800, len(idx))
+    tl = np.maximum(tl, np.maximum(world.u_signup_ts[payments["user"][idx]] + 6, world.start_ts))
+    blocks.append(block(len(idx), ts=tl, etype=K.ET["login"], user=payments["user"][idx],
+                        device=payments["device"][idx], ip=payments["ip"][idx]))
+    return concat(blocks)
