@@ -1,0 +1,522 @@
+"""The offline twin: for every event of a history, the features the online store
+would have returned when that event arrived.
+
+Models are trained and rule changes backtested on these, so they must hold no
+future: every value is computed from the events before the row in event-time
+order, with the same windows as `lua/update_read.lua` (see `definitions.py`). A
+test streams a generated history through the real Redis store and holds every
+feature equal to this.
+
+The work is vectorised: each feature reduces to "sum (or count distinct) over the
+same entity's earlier occurrences inside a window", which sorted composite keys
+and `numpy.searchsorted` answer for all rows at once, in O(n log n).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from fengkong.features import definitions as d
+from fengkong.features.assemble import AMOUNT_FEATURES, RATIOS
+from fengkong.features.ipintel import IpIntel
+from fengkong.features.lists import KIND_COLUMN, ListSpec, StaticLists
+from fengkong.features.rows import US_PER_DAY, frame_rows
+
+_DECISION_TYPES = ("payment", "signup", "login", "card_bind")
+_SCALE = d.MINOR_PER_MAJOR
+_NUM, _DEN = d.NEAR_LIMIT_FRACTION
+
+
+def _codes(*cols: np.ndarray) -> np.ndarray:
+    """One int64 code per distinct tuple of the columns; -1 where any is missing."""
+    missing = np.zeros(len(cols[0]), dtype=bool)
+    parts = []
+    for col in cols:
+        if col.dtype.kind in "iu":
+            c = col.astype(np.int64)
+            c = c - c.min() if len(c) else c
+            parts.append(c)
+        else:
+            c, _ = pd.factorize(col, use_na_sentinel=True)
+            missing |= c < 0
+            parts.append(c.astype(np.int64))
+    code = parts[0]
+    for p in parts[1:]:
+        code = code * (int(p.max()) + 2 if len(p) else 1) + p
+    if len(cols) > 1:
+        code = pd.factorize(code)[0].astype(np.int64)
+    code[missing] = -1
+    return code
+
+
+class _Prior:
+    """Sums over an entity's earlier occurrences, optionally from a bucket on.
+
+    Occurrences are rows (by position in event-time order) that carry values;
+    queries ask, for a position, the sum of the values of the same entity's
+    occurrences strictly before it (and, with ``lo``, at or after bucket lo).
+    """
+
+    def __init__(self, ent: np.ndarray, pos: np.ndarray, bucket: np.ndarray | None = None) -> None:
+        order = np.lexsort((pos, ent))
+        self.ent = ent[order]
+        self.pos = pos[order]
+        self.order = order
+        self.m = np.int64(len(pos) + 2) if len(pos) else np.int64(2)
+        self.m = np.int64(max(int(self.m), int(pos.max()) + 2 if len(pos) else 2))
+        self.key_pos = self.ent * self.m + self.pos
+        if bucket is not None:
+            b = bucket[order]
+            self.bmin = int(b.min()) if len(b) else 0
+            self.bspan = np.int64((int(b.max()) - self.bmin + 2) if len(b) else 2)
+            self.key_bucket = self.ent * self.bspan + (b - self.bmin)
+
+    def index(self, q_ent: np.ndarray, q_pos: np.ndarray, q_lo: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        hi = np.searchsorted(self.key_pos, q_ent * self.m + q_pos, side="left")
+        if q_lo is None:
+            lo = np.searchsorted(self.key_pos, q_ent * self.m, side="left")
+        else:
+            rel = np.clip(q_lo - self.bmin, 0, int(self.bspan) - 1)
+            lo = np.searchsorted(self.key_bucket, q_ent * self.bspan + rel, side="left")
+            lo = np.minimum(lo, hi)
+        return lo, hi
+
+    def sums(self, values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        cum = np.concatenate(([0], np.cumsum(values[self.order])))
+        return cum[hi] - cum[lo]
+
+
+def _distinct_runs(
+    ent: np.ndarray, member: np.ndarray, pos: np.ndarray, ts: np.ndarray, starts_all: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Coverage runs of (entity, member) occurrences.
+
+    An occurrence at position p (time t) is counted by every later query q whose
+    window starts at or before t: q in (p, e] with e the last position whose
+    window start <= t. Overlapping coverages of the same member merge into runs;
+    the distinct count at q is the number of the entity's runs covering q.
+    Returns (entity, start position, end position, member) of each run.
+    """
+    pair = _codes(ent, member)
+    order = np.lexsort((pos, pair))
+    pair_s, pos_s, ts_s, ent_s, member_s = pair[order], pos[order], ts[order], ent[order], member[order]
+    e = np.searchsorted(starts_all, ts_s, side="right") - 1
+    new_run = np.ones(len(pos_s), dtype=bool)
+    if len(pos_s) > 1:
+        new_run[1:] = (pair_s[1:] != pair_s[:-1]) | (pos_s[1:] > e[:-1])
+    first_idx = np.flatnonzero(new_run)
+    last_idx = np.concatenate((first_idx[1:] - 1, [len(pos_s) - 1])) if len(first_idx) else first_idx
+    return ent_s[first_idx], pos_s[first_idx], e[last_idx], member_s[first_idx]
+
+
+def _covering(run_ent: np.ndarray, run_start: np.ndarray, run_end: np.ndarray, q_ent: np.ndarray, q_pos: np.ndarray, m: int) -> np.ndarray:
+    """How many runs of the query's entity cover its position (start < q <= end)."""
+    ks = np.sort(run_ent * m + run_start)
+    ke = np.sort(run_ent * m + run_end)
+    base = q_ent * m
+    started = np.searchsorted(ks, base + q_pos, side="left") - np.searchsorted(ks, base, side="left")
+    ended = np.searchsorted(ke, base + q_pos, side="left") - np.searchsorted(ke, base, side="left")
+    return started - ended
+
+
+def _window_start(ts_us: np.ndarray, w: d.Window) -> np.ndarray:
+    res = w.resolution * 1_000_000
+    return (ts_us // res - w.buckets + 1) * res
+
+
+def _merchant_limits(
+    rows: pd.DataFrame, profiles: pd.DataFrame | None, grade_limits: Mapping[str, int], default_limit: int
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Per-row single-payment limit (minor units) and the profile columns joined to rows."""
+    merchant = rows["merchant_id"]
+    prof = pd.DataFrame(index=rows.index)
+    if profiles is not None and len(profiles):
+        p = profiles.set_index("merchant_id")
+        for col in ("grade", "single_limit", "daily_cap", "onboarded_at"):
+            if col in p.columns:
+                prof[col] = merchant.map(p[col]).to_numpy()
+    for col in ("grade", "single_limit", "daily_cap", "onboarded_at"):
+        if col not in prof.columns:
+            prof[col] = None
+    grade = prof["grade"].where(prof["grade"].notna(), None)
+    by_grade = grade.map(lambda g: grade_limits.get(g) if g is not None else None)
+    own = pd.to_numeric(prof["single_limit"], errors="coerce")
+    limit = own.where(own.notna(), pd.to_numeric(by_grade, errors="coerce")).fillna(default_limit)
+    return limit.to_numpy(dtype=np.int64), prof
+
+
+def offline_features(
+    events: pd.DataFrame,
+    *,
+    ipintel: IpIntel,
+    lists: dict[str, ListSpec] | None = None,
+    list_entries: Mapping[str, Iterable[str]] | None = None,
+    profiles: pd.DataFrame | None = None,
+    grade_limits: Mapping[str, int] | None = None,
+    default_limit: int | None = None,
+    business_utc_offset_min: int = d.DEFAULT_BUSINESS_UTC_OFFSET_MIN,
+    decisions_only: bool = True,
+) -> pd.DataFrame:
+    """Features of every row of a flat-event DataFrame, as the online store gives them.
+
+    ``profiles`` (merchant_id, grade, single_limit, daily_cap, onboarded_at) and
+    ``list_entries`` are taken as static for the whole history. Rows may come in
+    any order; a repeated event_id gets the features of its first delivery and
+    counts once. The result has the input's index; outcome rows (refund,
+    chargeback, ...) get no features and are dropped unless ``decisions_only`` is
+    false (then they are kept with missing values).
+    """
+    grade_limits = dict(grade_limits or d.DEFAULT_GRADE_LIMITS)
+    if default_limit is None:
+        default_limit = grade_limits.get(d.DEFAULT_GRADE, 500_000)
+    rows = frame_rows(events, ipintel, business_utc_offset_min)
+    original_index = rows.index
+    order = np.argsort(rows["ts_us"].to_numpy(), kind="stable")
+    rows = rows.iloc[order].reset_index(drop=True)
+    n = len(rows)
+    pos = np.arange(n, dtype=np.int64)
+    ts = rows["ts_us"].to_numpy(dtype=np.int64)
+    typ = rows["type"].to_numpy()
+    dup = rows["event_id"].duplicated(keep="first").to_numpy()
+    live = ~dup
+    is_decision = np.isin(typ, _DECISION_TYPES) & live
+    limit, prof = _merchant_limits(rows, profiles, grade_limits, default_limit)
+    amount = rows["amount"].to_numpy(dtype=np.int64)
+    is_payment = typ == "payment"
+    rows["near_limit"] = is_payment & (amount * _DEN >= limit * _NUM) & (amount <= limit)
+
+    raw: dict[str, np.ndarray] = {}
+    q = np.flatnonzero(is_decision)
+
+    def typ_in(events: Iterable[str]) -> np.ndarray:
+        return np.isin(typ, tuple(events)) & live
+
+    codes: dict[str, np.ndarray] = {}
+
+    def code(*cols: str) -> np.ndarray:
+        k = "|".join(cols)
+        if k not in codes:
+            codes[k] = _codes(*(rows[c].to_numpy() for c in cols))
+        return codes[k]
+
+    # -- rolling windows ----------------------------------------------------------------------
+    for r in d.ROLLING:
+        ent = code(r.entity.column)
+        res = r.window.resolution * 1_000_000
+        bucket = ts // res
+        writes = typ_in({t for c in r.counters for t in c.events}) & (ent >= 0)
+        occ = np.flatnonzero(writes)
+        prior = _Prior(ent[occ], pos[occ], bucket[occ])
+        qq = q[ent[q] >= 0]
+        lo, hi = prior.index(ent[qq], pos[qq], bucket[qq] - r.window.buckets + 1)
+        for c, name in zip(r.counters, r.outputs()):
+            applies = np.isin(typ[occ], c.events)
+            if c.where is not None:
+                applies &= rows[c.where].to_numpy()[occ].astype(bool)
+            vals = np.where(applies, amount[occ] if c.value == "amount" else 1, 0).astype(np.int64)
+            out = np.full(n, np.nan)
+            out[qq] = prior.sums(vals, lo, hi)
+            raw[name] = out
+
+    # -- distinct counts ----------------------------------------------------------------------
+    for x in d.DISTINCT:
+        ent = code(x.entity.column)
+        member = code(x.of)
+        occ = np.flatnonzero(typ_in(x.events) & (ent >= 0) & (member >= 0))
+        qq = q[ent[q] >= 0]
+        for w, name in zip(x.windows, x.outputs()):
+            starts = _window_start(ts, w)
+            run_ent, run_start, run_end, _ = _distinct_runs(ent[occ], member[occ], pos[occ], ts[occ], starts)
+            out = np.full(n, np.nan)
+            out[qq] = _covering(run_ent, run_start, run_end, ent[qq], pos[qq], n + 2)
+            raw[name] = out
+
+    # -- seen before --------------------------------------------------------------------------
+    for s in d.SEEN:
+        ent = code(s.entity.column)
+        pair_all = code(s.entity.column, s.of)
+        occ = np.flatnonzero(typ_in(s.events) & (ent >= 0) & (pair_all >= 0))
+        starts = _window_start(ts, s.horizon)
+        run_ent, run_start, run_end, run_pair = _distinct_runs(ent[occ], pair_all[occ], pos[occ], ts[occ], starts)
+        qq = q[ent[q] >= 0]
+        new_name, seen_name = s.outputs()
+        seen = np.full(n, np.nan)
+        seen[qq] = _covering(run_ent, run_start, run_end, ent[qq], pos[qq], n + 2)
+        raw[seen_name] = seen
+        qm = qq[pair_all[qq] >= 0]
+        covered = _covering(run_pair, run_start, run_end, pair_all[qm], pos[qm], n + 2)
+        is_new = np.full(n, None, dtype=object)
+        is_new[qm] = covered == 0
+        raw[new_name] = is_new
+
+    # -- first seen ---------------------------------------------------------------------------
+    for f in d.FIRST_SEEN:
+        ent = code(f.entity.column)
+        occ = np.flatnonzero(typ_in(f.events) & (ent >= 0))
+        first_pos = pd.Series(pos[occ]).groupby(ent[occ]).min()
+        qq = q[ent[q] >= 0]
+        fp = first_pos.reindex(ent[qq]).to_numpy()
+        known = ~np.isnan(fp) & (fp < pos[qq])
+        first_ts = np.full(n, np.nan)
+        first_ts[qq[known]] = ts[fp[known].astype(np.int64)]
+        raw[f"{f.entity.name}.first_seen_us"] = first_ts
+        raw[f"{f.entity.name}.__has"] = np.isin(pos, qq)
+
+    # -- running moments (shifted sums: stable enough, compared to Welford within 1e-6) -------
+    for m in d.MOMENTS:
+        ent = code(m.entity.column)
+        occ = np.flatnonzero(typ_in(m.events) & (ent >= 0) & rows["has_amount"].to_numpy())
+        prior = _Prior(ent[occ], pos[occ])
+        qq = q[ent[q] >= 0]
+        lo, hi = prior.index(ent[qq], pos[qq])
+        x = amount[occ].astype(np.float64)
+        shift = pd.Series(x).groupby(ent[occ]).transform("first").to_numpy()
+        cnt = prior.sums(np.ones(len(occ)), lo, hi)
+        s1 = prior.sums(x - shift, lo, hi)
+        s2 = prior.sums((x - shift) ** 2, lo, hi)
+        k = pd.Series(shift).groupby(ent[occ]).first().reindex(ent[qq]).to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(cnt > 0, k + s1 / cnt, 0.0)
+            m2 = np.where(cnt > 0, s2 - s1 * s1 / np.where(cnt > 0, cnt, 1), 0.0)
+        n_ = np.full(n, np.nan)
+        mean_ = np.full(n, np.nan)
+        m2_ = np.full(n, np.nan)
+        n_[qq], mean_[qq], m2_[qq] = cnt, mean, np.maximum(m2, 0.0)
+        raw[f"{m.entity.name}.moments_n"], raw[f"{m.entity.name}.moments_mean"], raw[f"{m.entity.name}.moments_m2"] = n_, mean_, m2_
+
+    # -- hour-of-day habit --------------------------------------------------------------------
+    for h in d.HOUR_HABITS:
+        ent = code(h.entity.column)
+        ent_hour = code(h.entity.column, "hour")
+        writes = np.flatnonzero(typ_in(h.events) & (ent >= 0))
+        qq = q[ent[q] >= 0]
+        for key, e in (("hour_count", ent_hour), ("hour_total", ent)):
+            prior = _Prior(e[writes], pos[writes])
+            lo, hi = prior.index(e[qq], pos[qq])
+            out = np.full(n, np.nan)
+            out[qq] = hi - lo
+            raw[f"{h.entity.name}.{key}"] = out
+
+    # -- merchant period volume and baselines -------------------------------------------------
+    _period_volume(rows, typ_in(d.PERIOD_VOLUME.events), q, pos, amount, code, raw)
+
+    # -- largest card volume today ------------------------------------------------------------
+    _top_share(rows, typ_in(d.TOP_SHARE.events), q, pos, amount, code, raw)
+
+    features = _assemble_frame(rows, raw, q, limit, prof, lists or {}, StaticLists(lists or {}, list_entries))
+    # a repeated event_id gets its first delivery's features
+    if dup.any():
+        first_of = rows.groupby("event_id", sort=False).cumcount() == 0
+        first_pos = pd.Series(np.flatnonzero(first_of.to_numpy()), index=rows["event_id"][first_of.to_numpy()].to_numpy())
+        dups = np.flatnonzero(dup & np.isin(typ, _DECISION_TYPES))
+        src = first_pos.reindex(rows["event_id"].to_numpy()[dups]).to_numpy()
+        features.iloc[dups] = features.iloc[src].to_numpy()
+        is_decision = is_decision | (dup & np.isin(typ, _DECISION_TYPES))
+    features.index = original_index[order]
+    if decisions_only:
+        features = features[is_decision]
+    return features.sort_index() if not decisions_only else features.loc[original_index[np.sort(order[is_decision])]]
+
+
+def _period_volume(rows, writes, q, pos, amount, code, raw) -> None:  # type: ignore[no-untyped-def]
+    merchant = code("merchant_id")
+    m_day = code("merchant_id", "biz_day")
+    m_day_hour = code("merchant_id", "biz_day", "biz_hour")
+    occ = np.flatnonzero(writes & (merchant >= 0))
+    qq = q[merchant[q] >= 0]
+    n = len(rows)
+    for name, ent, value in (
+        ("merchant.volume_today", m_day, amount),
+        ("merchant.count_today", m_day, None),
+        ("merchant.volume_hour", m_day_hour, amount),
+        ("merchant.count_hour", m_day_hour, None),
+    ):
+        prior = _Prior(ent[occ], pos[occ])
+        lo, hi = prior.index(ent[qq], pos[qq])
+        out = np.full(n, np.nan)
+        out[qq] = prior.sums(value[occ] if value is not None else np.ones(len(occ), dtype=np.int64), lo, hi)
+        raw[name] = out
+
+    day = rows["biz_day"].to_numpy(dtype=np.int64)
+    hour = rows["biz_hour"].to_numpy(dtype=np.int64)
+    # hourly totals per (merchant, day, hour) over every payment of the history
+    hv = pd.DataFrame({"m": merchant[occ], "d": day[occ], "h": hour[occ], "v": amount[occ], "c": 1})
+    hourly = hv.groupby(["m", "d", "h"], sort=True)[["v", "c"]].sum().reset_index()
+    hourly["cv"] = hourly.groupby(["m", "d"])["v"].cumsum()
+    hourly["cc"] = hourly.groupby(["m", "d"])["c"].cumsum()
+    first_day = hv.groupby("m")["d"].min()
+    key_h = hourly["m"].to_numpy() * 1_000_000_000 + hourly["d"].to_numpy() * 24 + hourly["h"].to_numpy()
+    key_d = hourly["m"].to_numpy() * 1_000_000_000 + hourly["d"].to_numpy() * 24
+
+    uq = pd.DataFrame({"m": merchant[qq], "d": day[qq], "h": hour[qq]}).drop_duplicates()
+    fd = first_day.reindex(uq["m"].to_numpy()).to_numpy()
+    results = {}
+    for span in (7, 28):
+        eligible = ~np.isnan(fd) & (uq["d"].to_numpy() - np.nan_to_num(fd, nan=0) >= span)
+        sub = uq[eligible]
+        k = np.arange(1, span + 1)
+        mm = np.repeat(sub["m"].to_numpy(), span)
+        dd = np.repeat(sub["d"].to_numpy(), span) - np.tile(k, len(sub))
+        hh = np.repeat(sub["h"].to_numpy(), span)
+        target = mm * 1_000_000_000 + dd * 24 + hh
+        # exact hour: value of that hour, else 0
+        i = np.searchsorted(key_h, target, side="left")
+        i_ok = i < len(key_h)
+        exact = np.zeros(len(target), dtype=bool)
+        exact[i_ok] = key_h[i[i_ok]] == target[i_ok]
+        hour_v = np.where(exact, hourly["v"].to_numpy()[np.minimum(i, len(key_h) - 1)], 0)
+        # cumulative through the hour: the last present hour <= h of that day
+        j = np.searchsorted(key_h, target, side="right") - 1
+        same_day = (j >= 0) & (key_d[np.maximum(j, 0)] == mm * 1_000_000_000 + dd * 24)
+        jj = np.maximum(j, 0)
+        cum_v = np.where(same_day, hourly["cv"].to_numpy()[jj], 0)
+        cum_c = np.where(same_day, hourly["cc"].to_numpy()[jj], 0)
+        shape = (len(sub), span)
+        med = {
+            f"merchant.baseline_today_{span}d": np.median(cum_v.reshape(shape).astype(np.float64), axis=1),
+            f"merchant.baseline_hour_{span}d": np.median(hour_v.reshape(shape).astype(np.float64), axis=1),
+            f"merchant.baseline_count_today_{span}d": np.median(cum_c.reshape(shape).astype(np.float64), axis=1),
+        }
+        keyed = sub.assign(**med)
+        results[span] = keyed
+    qdf = pd.DataFrame({"m": merchant[qq], "d": day[qq], "h": hour[qq]})
+    for span, keyed in results.items():
+        merged = qdf.merge(keyed, on=["m", "d", "h"], how="left")
+        for name in (f"merchant.baseline_today_{span}d", f"merchant.baseline_hour_{span}d",
+                     f"merchant.baseline_count_today_{span}d"):
+            out = np.full(n, np.nan)
+            out[qq] = merged[name].to_numpy()
+            raw[name] = out
+
+
+def _top_share(rows, writes, q, pos, amount, code, raw) -> None:  # type: ignore[no-untyped-def]
+    m_day = code("merchant_id", "biz_day")
+    m_day_card = code("merchant_id", "biz_day", "card_fp")
+    occ = np.flatnonzero(writes & (m_day >= 0) & (m_day_card >= 0))
+    n = len(rows)
+    frame = pd.DataFrame({"g": m_day[occ], "gc": m_day_card[occ], "p": pos[occ], "v": amount[occ]})
+    frame["card_total"] = frame.groupby("gc")["v"].cumsum()
+    frame["running_max"] = frame.groupby("g")["card_total"].cummax()
+    frame = frame.sort_values(["g", "p"])
+    keys = frame["g"].to_numpy() * np.int64(n + 2) + frame["p"].to_numpy()
+    qq = q[m_day[q] >= 0]
+    i = np.searchsorted(keys, m_day[qq] * np.int64(n + 2) + pos[qq], side="left") - 1
+    ok = (i >= 0) & (frame["g"].to_numpy()[np.maximum(i, 0)] == m_day[qq])
+    out = np.full(n, np.nan)
+    out[qq] = np.where(ok, frame["running_max"].to_numpy()[np.maximum(i, 0)], 0)
+    raw["merchant.top_card_volume_today"] = out
+
+
+def _nullable(values: np.ndarray) -> pd.Series:
+    s = pd.Series(values, dtype=object)
+    return s.where(pd.notna(s), None)
+
+
+def _assemble_frame(
+    rows: pd.DataFrame,
+    raw: dict[str, np.ndarray],
+    q: np.ndarray,
+    limit: np.ndarray,
+    prof: pd.DataFrame,
+    lists: dict[str, ListSpec],
+    entries: StaticLists,
+) -> pd.DataFrame:
+    """The column-wise twin of `assemble.assemble` (same names, same formulas)."""
+    n = len(rows)
+    f: dict[str, Any] = {}
+    amount = rows["amount"].to_numpy(dtype=np.int64)
+    has_amount = rows["has_amount"].to_numpy()
+    typ = rows["type"].to_numpy()
+    f["event.event_id"] = rows["event_id"]
+    f["event.type"] = rows["type"]
+    f["event.amount"] = np.where(has_amount, amount / _SCALE, np.nan)
+    f["event.amount_minor"] = np.where(has_amount, amount, np.nan)
+    f["event.currency"] = rows["currency"]
+    f["event.channel"] = rows["channel"]
+    f["event.hour"] = rows["hour"]
+    f["event.is_night"] = rows["is_night"]
+    f["event.is_round_amount"] = rows["is_round"]
+    f["event.merchant_id"] = rows["merchant_id"]
+    f["event.user_id"] = rows["user_id"]
+    f["event.device_id"] = rows["device_id"]
+    f["event.ip"] = rows["ip"]
+    f["event.merchant_mcc"] = rows["mcc"]
+    f["card.fingerprint"] = rows["card_fp"]
+    f["card.bin"] = rows["card_bin"]
+    f["card.type"] = rows["card_type"]
+    f["card.issuer_country"] = rows["card_country"]
+    has_ip = rows["ip"].notna().to_numpy()
+    for name in ("country", "asn", "is_hosting", "is_tor", "is_listed_proxy", "is_private"):
+        f[f"ip.{name}"] = _nullable(np.where(has_ip, rows[f"ip_{name}"].to_numpy(dtype=object), None))
+    ip_country = rows["ip_country"].to_numpy(dtype=object)
+    card_country = rows["card_country"].to_numpy(dtype=object)
+    mismatch = pd.notna(ip_country) & pd.notna(card_country) & (ip_country != card_country)
+    f["ip.country_mismatch_card"] = _nullable(np.where(has_ip, mismatch, None))
+
+    for name, values in raw.items():
+        if name.endswith(".__has") or ".moments_" in name or name.endswith(".first_seen_us") or name == "user.hour_total":
+            continue
+        if name in AMOUNT_FEATURES:
+            f[name] = values / _SCALE
+        else:
+            f[name] = values
+
+    ts = rows["ts_us"].to_numpy(dtype=np.int64)
+    for ns in ("card", "user", "merchant"):
+        has = raw[f"{ns}.__has"]
+        first = raw[f"{ns}.first_seen_us"]
+        age = np.where(np.isnan(first), 0.0, (ts - np.nan_to_num(first)) / US_PER_DAY)
+        f[f"{ns}.age_days"] = np.where(has, age, np.nan)
+        f[f"{ns}.is_first_seen"] = _nullable(np.where(has, np.isnan(first), None))
+    f["card.days_since_first_seen"] = f["card.age_days"]
+    f["user.account_age_days"] = f["user.age_days"]
+
+    cnt, mean, m2 = raw["user.moments_n"], raw["user.moments_mean"], raw["user.moments_m2"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f["user.amount_n"] = cnt
+        f["user.amount_mean"] = np.where(cnt > 0, mean / _SCALE, np.nan)
+        std = np.where(cnt >= 2, np.sqrt(m2 / np.where(cnt >= 2, cnt - 1, 1)) / _SCALE, np.nan)
+        f["user.amount_std"] = std
+        amount_major = np.where(has_amount, amount / _SCALE, np.nan)
+        f["user.amount_zscore"] = np.where((std > 0) & has_amount, (amount_major - mean / _SCALE) / np.where(std > 0, std, 1), np.nan)
+    is_new_country = raw["user.is_new_country"]
+    seen_countries = raw["user.countries_seen_90d"]
+    has_user = ~np.isnan(seen_countries)
+    mismatch_usual = np.array([bool(v) if v is not None else False for v in is_new_country]) & (np.nan_to_num(seen_countries) > 0)
+    f["user.country_mismatch_usual"] = _nullable(np.where(has_user, mismatch_usual, None))
+
+    has_m = rows["merchant_id"].notna().to_numpy()
+    grade = prof["grade"].where(prof["grade"].notna(), d.DEFAULT_GRADE).to_numpy(dtype=object)
+    f["merchant.grade"] = _nullable(np.where(has_m, grade, None))
+    f["merchant.single_limit"] = np.where(has_m, limit / _SCALE, np.nan)
+    cap = pd.to_numeric(prof["daily_cap"], errors="coerce").to_numpy(dtype=np.float64)
+    f["merchant.daily_cap"] = np.where(has_m, cap / _SCALE, np.nan)
+    onboarded = pd.to_datetime(prof["onboarded_at"], errors="coerce")
+    onboarded_day = ((onboarded - pd.Timestamp("1970-01-01")).dt.days).to_numpy(dtype=np.float64)
+    biz_day = rows["biz_day"].to_numpy(dtype=np.float64)
+    f["merchant.age_days"] = np.where(has_m & ~np.isnan(onboarded_day), biz_day - onboarded_day, f["merchant.age_days"])
+    f["merchant.has_baseline"] = _nullable(np.where(has_m, ~np.isnan(raw["merchant.baseline_today_7d"]), None))
+    payment_m = has_m & (typ == "payment") & has_amount
+    near = (amount * _DEN >= limit * _NUM) & (amount <= limit)
+    f["event.near_limit"] = _nullable(np.where(payment_m, near, None))
+    f["event.over_limit"] = _nullable(np.where(payment_m, amount > limit, None))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f["merchant.cap_used_today"] = np.where(cap > 0, f["merchant.volume_today"] / np.where(cap > 0, cap / _SCALE, 1), np.nan)
+
+        for name, (num, den) in RATIOS.items():
+            a = np.asarray(f[num], dtype=np.float64) if num in f else raw[num]
+            b = np.asarray(f[den], dtype=np.float64) if den in f else raw[den]
+            f[name] = np.where((b != 0) & ~np.isnan(b) & ~np.isnan(a), a / np.where(b != 0, b, 1), np.nan)
+
+    for spec in lists.values():
+        col = rows[KIND_COLUMN[spec.kind]].to_numpy(dtype=object)
+        uniq = pd.unique(col[pd.notna(col)])
+        hits = {v for v in uniq if entries.contains(spec.name, v)}
+        member = np.array([v in hits for v in col]) if hits else np.zeros(n, dtype=bool)
+        f[spec.feature] = _nullable(np.where(pd.notna(col), member, None))
+
+    out = pd.DataFrame({k: (v.to_numpy() if isinstance(v, pd.Series) else v) for k, v in f.items()})
+    return out

@@ -1,0 +1,59 @@
+"""Shared fixtures: one real Redis server for the whole run (started the way
+`fengkong serve` starts its embedded one), a fresh key prefix per test."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+import pytest
+
+from fengkong.features.embedded_redis import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES_DIR = ROOT / "rules"
+LISTS_DIR = RULES_DIR / "lists"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = EmbeddedRedis(persist=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    client = redis_server.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{next(_prefixes)}"
+
+
+@pytest.fixture(scope="session")
+def ipintel():
+    from fengkong.features.ipintel import IpIntel
+
+    return IpIntel.load(LISTS_DIR)
+
+
+@pytest.fixture(scope="session")
+def list_specs():
+    from fengkong.features.lists import load_list_specs
+
+    return load_list_specs(LISTS_DIR)
+
+
+@pytest.fixture
+def store(redis_client, ipintel, list_specs, prefix):
+    from fengkong.features.online import OnlineStore
+
+    return OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=prefix)
