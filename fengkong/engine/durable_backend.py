@@ -25,7 +25,15 @@ compile natively (``$gt``, ``$mul``/``$m``, ``$or`` of equalities). A comparison
 whose left side is arithmetic, or any division (a zero divisor must make the
 comparison false, not crash C), gets a derived field computed in Python before the
 fact is asserted (absent when it cannot be computed). durable treats a comparison
-on an absent field as false, as `tree.py` requires; ``is missing`` is ``$nex``.
+on an absent LEFT field as false, as `tree.py` requires, but not an absent field on
+the right (``x < 2 * y`` fires with y absent), so every right-hand field gets an
+``$ex`` guard. ``is missing`` is ``$nex``. A rule with ``or`` fires once per true
+branch: fires are collected into a set.
+
+Limits of the C engine: a message holds at most 32 properties (``MAX_OBJECT_PROPERTIES``),
+so the rules are packed into shards (separate durable rulesets) that each read at most
+28 fields; one decision asserts one fact per shard. The benchmark and
+tests/test_engine_durable.py compare every fire with the plain-Python evaluator.
 """
 
 from __future__ import annotations
@@ -69,14 +77,36 @@ def unique_name(prefix: str) -> str:
         return f"{prefix}_{next(_names)}"
 
 
+class RuleSetClosed(EvaluationError):
+    """The ruleset was retired by a reload; the caller retries with the live one."""
+
+
 @dataclass(frozen=True)
 class FireResult:
     fired: list[str]  # rule keys, in declaration order
     missing: list[str]  # features read by some rule that were missing
 
 
+#: durable_rules' C engine holds at most 32 properties per message (MAX_OBJECT_PROPERTIES
+#: in its state.h), id and sid included; past that it fails (error 303) or worse. So the
+#: rules are packed into shards whose facts carry at most this many fields.
+MAX_FIELDS_PER_SHARD = 28
+MAX_RULES_PER_SHARD = 48
+
+
+class _Shard:
+    """One durable_rules ruleset holding a subset of the rules (and of the fields)."""
+
+    def __init__(self) -> None:
+        self.fields: set[str] = set()
+        self.definition: dict[str, Any] = {}
+        self.rule_of: dict[str, str] = {}
+        self.handle: Any = None
+        self.field_list: list[str] = []
+
+
 class DurableRuleset:
-    """A set of named conditions compiled into one durable_rules ruleset.
+    """A set of named conditions compiled into durable_rules rulesets (shards).
 
     ``conditions`` maps a key (a rule id) to its typed tree; `fire` returns the keys
     whose condition holds for one mapping of features.
@@ -88,38 +118,59 @@ class DurableRuleset:
         self._keys: dict[str, str] = {}  # feature name -> short field key
         self._derived: dict[str, tuple[str, ValueFn]] = {}  # expression text -> (key, fn)
         self._order: dict[str, int] = {}
-        definition: dict[str, Any] = {}
-        self._rule_of: dict[str, str] = {}
+        self._shards: list[_Shard] = []
+        self._used: set[str] = set()
         for i, (key, expr) in enumerate(conditions):
-            rname = f"r{i}"
-            self._rule_of[rname] = key
             self._order[key] = i
-            definition[rname] = {"all": [{"m": self._cond(to_nnf(expr))}]}
-        self.definition = definition
-        self._inputs = [(name, key, dtypes.get(name)) for name, key in self._keys.items()]
+            self._used = set()
+            cond = self._cond(to_nnf(expr))
+            if len(self._used) > MAX_FIELDS_PER_SHARD:
+                raise EvaluationError(f"rule {key} reads {len(self._used)} features; durable_rules allows "
+                                      f"{MAX_FIELDS_PER_SHARD} per rule")
+            shard = next((s for s in self._shards
+                          if len(s.fields | self._used) <= MAX_FIELDS_PER_SHARD
+                          and len(s.definition) < MAX_RULES_PER_SHARD), None)
+            if shard is None:
+                shard = _Shard()
+                self._shards.append(shard)
+            rname = f"r{i}"
+            shard.fields |= self._used
+            shard.rule_of[rname] = key
+            shard.definition[rname] = {"all": [{"m": cond}]}
+        self.definition = {f"{name}_s{j}": s.definition for j, s in enumerate(self._shards)}
+        self._inputs = [(fname, fkey, dtypes.get(fname)) for fname, fkey in self._keys.items()]
         self._derived_list = list(self._derived.values())
         try:
-            self._handle = _dre.create_ruleset(name, json.dumps(definition, ensure_ascii=False))
+            for j, shard in enumerate(self._shards):
+                shard.field_list = sorted(shard.fields)
+                shard.handle = _dre.create_ruleset(f"{name}_s{j}", json.dumps(shard.definition, ensure_ascii=False))
         except Exception as exc:  # the C module raises its own error type
             raise EvaluationError(f"durable_rules refused ruleset {name}: {exc}") from exc
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._closed = False
 
+    @property
+    def shard_count(self) -> int:
+        return len(self._shards)
+
     # --- compilation ---------------------------------------------------------
     def _field(self, name: str) -> str:
         key = self._keys.get(name)
         if key is None:
             key = self._keys[name] = f"f{len(self._keys)}"
+        self._used.add(key)
         return key
 
     def _derive(self, v: Value) -> str:
         text = to_text(v)
         if text not in self._derived:
-            for name in _leaves(v):
-                self._field(name)  # so "missing" is reported for derived operands too
             self._derived[text] = (f"d{len(self._derived)}", compile_value(v, self._dtypes))
-        return self._derived[text][0]
+        for name in _leaves(v):
+            self._field(name)  # so "missing" is reported for derived operands too
+        key = self._derived[text][0]
+        self._used.add(key)
+        return key
 
     def _rhs(self, v: Value) -> Any:
         if isinstance(v, Const):
@@ -139,7 +190,13 @@ class DurableRuleset:
         if isinstance(e, Compare):
             left = self._field(e.left.name) if isinstance(e.left, Feature) else self._derive(e.left)
             right = self._rhs(e.right)
-            return {left: right} if e.op == "==" else {_OPS[e.op]: {left: right}}
+            cmp = {left: right} if e.op == "==" else {_OPS[e.op]: {left: right}}
+            if isinstance(e.right, Const):
+                return cmp
+            # durable does not make a comparison false when a field on the right side is
+            # absent (measured: `x < 2 * y` fires with y missing), so guard each one.
+            guards = [{"$ex": {k: 1}} for k in sorted(_refs(right))]
+            return {"$and": [*guards, cmp]}
         if isinstance(e, InLiteral):
             item = self._field(e.item.name) if isinstance(e.item, Feature) else self._derive(e.item)
             if e.negated:
@@ -155,7 +212,7 @@ class DurableRuleset:
 
     # --- evaluation ----------------------------------------------------------
     def fact_fields(self, features: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        """The fields sent to durable (present values only) and the missing feature names."""
+        """The fields the rules read (present values only) and the missing feature names."""
         fact: dict[str, Any] = {}
         missing: list[str] = []
         for name, key, dtype in self._inputs:
@@ -171,44 +228,63 @@ class DurableRuleset:
         return fact, missing
 
     def fire(self, features: Mapping[str, Any]) -> FireResult:
-        """Assert one fact, collect every rule it fires, retract it."""
-        fact, missing = self.fact_fields(features)
-        fired: list[str] = []
+        """Assert one fact per shard, collect every rule it fires, retract it."""
+        fields, missing = self.fact_fields(features)
+        fired: set[str] = set()
         with self._lock:
             if self._closed:
-                raise EvaluationError(f"ruleset {self.name} is closed")
-            fid = next(self._ids)
-            fact["id"] = fid
-            fact["sid"] = _SID
-            text = json.dumps(fact, ensure_ascii=False)
+                raise RuleSetClosed(f"ruleset {self.name} is closed")
+            for shard in self._shards:
+                fid = next(self._ids)
+                fact = {k: fields[k] for k in shard.field_list if k in fields}
+                fact["id"] = fid
+                fact["sid"] = _SID
+                self._fire_shard(shard, fid, json.dumps(fact, ensure_ascii=False), fired)
+        return FireResult(sorted(fired, key=self._order.__getitem__), missing)
+
+    def _fire_shard(self, shard: _Shard, fid: int, text: str, fired: set[str]) -> None:
+        handle = shard.handle
+        try:
+            code, state = _dre.assert_fact(handle, text)
             try:
-                code, state = _dre.assert_fact(self._handle, text)
-                try:
-                    if code == 0:
-                        result = _dre.start_action_for_state(self._handle, state)
-                        while result:
-                            message = result[1] if isinstance(result, tuple) else result
-                            for rname, body in json.loads(message).items():
-                                if body.get("m", {}).get("id") == fid:
-                                    fired.append(self._rule_of[rname])
-                            result = _dre.complete_and_start_action(self._handle, state)
-                    elif code != 1:  # 1: no rule matched
-                        raise EvaluationError(f"durable_rules returned code {code} for a fresh fact")
-                finally:
-                    _dre.retract_fact(self._handle, text)
-            except EvaluationError:
-                raise
-            except Exception as exc:
-                raise EvaluationError(f"durable_rules failed: {exc}") from exc
-        fired.sort(key=self._order.__getitem__)
-        return FireResult(fired, missing)
+                if code == 0:
+                    result = _dre.start_action_for_state(handle, state)
+                    while result:
+                        message = result[1] if isinstance(result, tuple) else result
+                        # A rule with `or` fires once per true branch; the set dedupes.
+                        for rname, body in json.loads(message).items():
+                            if body.get("m", {}).get("id") == fid:
+                                fired.add(shard.rule_of[rname])
+                        result = _dre.complete_and_start_action(handle, state)
+                elif code != 1:  # 1: no rule matched
+                    raise EvaluationError(f"durable_rules returned code {code} for a fresh fact")
+            finally:
+                _dre.retract_fact(handle, text)
+        except EvaluationError:
+            raise
+        except Exception as exc:
+            raise EvaluationError(f"durable_rules failed: {exc}") from exc
 
     def close(self) -> None:
-        """Free the C ruleset (after a reload has swapped it out and traffic has left it)."""
+        """Free the C rulesets (after a reload has swapped them out)."""
         with self._lock:
             if not self._closed:
                 self._closed = True
-                _dre.delete_ruleset(self._handle)
+                for shard in self._shards:
+                    _dre.delete_ruleset(shard.handle)
+
+
+def _refs(node: Any) -> set[str]:
+    """Field keys a compiled right-hand side refers to with ``$m``."""
+    if isinstance(node, dict):
+        out: set[str] = set()
+        for k, v in node.items():
+            if k == "$m" and isinstance(v, str):
+                out.add(v)
+            else:
+                out |= _refs(v)
+        return out
+    return set()
 
 
 def _leaves(v: Value) -> list[str]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from fengkong.engine.decision import Decision
+from fengkong.engine.durable_backend import RuleSetClosed
 from fengkong.engine.errors import EvaluationError, Problem, RuleSetError
 from fengkong.engine.ruleset import RuleSet, load_ruleset
 from fengkong.engine.testing import load_cases, run_cases
@@ -94,9 +95,8 @@ class LiveRules:
             ruleset = self.current
             try:
                 return ruleset.evaluate(features)
-            except EvaluationError:
-                if ruleset is self._current:  # a real failure, not a set retired under us
-                    raise
+            except RuleSetClosed:  # retired by a reload between our read and our call
+                continue
         return self.current.evaluate(features)
 
     def reload(self) -> ReloadResult:
