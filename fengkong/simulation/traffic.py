@@ -174,7 +174,9 @@ def _accounts_and_logins(world: World, payments: Block, rng: np.random.Generator
     online = (payments["channel"] != K.CH["pos"]) & (rng.random(len(payments["ts"])) < 0.3)
     idx = np.flatnonzero(online)
     tl = payments["ts"][idx] - rng.integers(10, 1800, len(idx))
-    tl = np.maximum(tl, np.maximum(world.u_signup_ts[payments["user"][idx]] + 6, world.start_ts))
+    tl = np.maximum(tl, world.u_signup_ts[payments["user"][idx]] + 6)
+    inside = tl >= world.start_ts
+    idx, tl = idx[inside], tl[inside]
     blocks.append(block(len(idx), ts=tl, etype=K.ET["login"], user=payments["user"][idx],
                         device=payments["device"][idx], ip=payments["ip"][idx]))
     return concat(blocks)

@@ -12,6 +12,7 @@ from fengkong.simulation.constants import EVENT_TYPES, SCENARIOS
 from fengkong.simulation.frame import Simulation
 
 FORMATS = ("parquet", "jsonl")
+JSONL_CHUNK = 100_000
 
 
 def write_outputs(sim: Simulation | pd.DataFrame, out_dir: str | Path, *,
@@ -31,7 +32,10 @@ def write_outputs(sim: Simulation | pd.DataFrame, out_dir: str | Path, *,
         events.to_parquet(paths["events.parquet"], index=False, compression="zstd")
     if "jsonl" in formats:
         paths["events.jsonl"] = out / "events.jsonl"
-        events.to_json(paths["events.jsonl"], orient="records", lines=True, force_ascii=False)
+        with open(paths["events.jsonl"], "w", encoding="utf-8") as fh:
+            for lo in range(0, len(events), JSONL_CHUNK):  # in chunks: bounded memory
+                fh.write(events.iloc[lo:lo + JSONL_CHUNK].to_json(orient="records", lines=True,
+                                                                 force_ascii=False))
     if isinstance(sim, Simulation):
         paths["merchants.parquet"] = out / "merchants.parquet"
         sim.merchants.to_parquet(paths["merchants.parquet"], index=False)
