@@ -134,8 +134,10 @@ class LiveRules:
             return self._watcher
         self._stop.clear()
 
+        first = self._fingerprint()  # taken now, so a change made right after watch() is seen
+
         def loop() -> None:
-            seen = self._fingerprint()
+            seen = first
             while not self._stop.wait(interval_s):
                 now = self._fingerprint()
                 if now != seen:
