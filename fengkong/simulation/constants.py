@@ -96,7 +96,6 @@ SIZE_SHARE = np.array([0.40, 0.35, 0.20, 0.05])
 SIZE_WEIGHT = np.array([1.0, 4.0, 20.0, 120.0])  # relative traffic
 SIZE_LIMIT_FEN = np.array([500_000, 500_000, 2_000_000, 5_000_000])  # single-payment limit
 SIZE_WITHDRAW_EVERY_DAYS = np.array([7, 3, 2, 1])
-SIZE_TERMINALS = np.array([1, 1, 2, 4])
 
 #: BIN-like prefixes by (issuer country, card type). Six digits, never a card number.
 BINS: dict[tuple[str, str], tuple[str, ...]] = {

@@ -161,8 +161,6 @@ class World:
         self.m_onboard = np.zeros(0, dtype=np.int32)
         self.m_weight = np.zeros(0)
         self.m_limit = np.zeros(0, dtype=np.int64)
-        self.m_ip = np.zeros(0, dtype=np.int64)
-        self.m_terminals = np.zeros((0, 4), dtype=np.int32)
         self.m_cash_out = np.zeros(0, dtype=bool)
         self.m_blacklisted = np.zeros(0, dtype=bool)
         mcc = rng.choice(len(K.MCC_TABLE), size=m, p=K.MCC_SHARE)
@@ -180,32 +178,14 @@ class World:
                           onboard: np.ndarray) -> None:
         n = len(mcc)
         weight = K.SIZE_WEIGHT[size] * rng.lognormal(0.0, 0.5, size=n)
-        city = self.cn16[rng.integers(0, len(self.cn16), n)]
-        ip = host_in_16(city, rng.integers(0, 1 << 16, n))
-        nterm = K.SIZE_TERMINALS[size]
-        term = np.full((n, 4), -1, dtype=np.int32)
-        devs = self.new_devices(int(nterm.sum()))
-        pos = 0
-        starts = np.concatenate([[0], np.cumsum(nterm)[:-1]])
-        for j in range(4):
-            has = nterm > j
-            term[has, j] = devs[starts[has] + j]
-            pos += int(has.sum())
         self.m_mcc = np.concatenate([self.m_mcc, mcc.astype(np.int16)])
         self.m_size = np.concatenate([self.m_size, size.astype(np.int8)])
         self.m_onboard = np.concatenate([self.m_onboard, onboard.astype(np.int32)])
         self.m_weight = np.concatenate([self.m_weight, weight])
         self.m_limit = np.concatenate([self.m_limit, K.SIZE_LIMIT_FEN[size].astype(np.int64)])
-        self.m_ip = np.concatenate([self.m_ip, ip])
-        self.m_terminals = np.concatenate([self.m_terminals, term])
         self.m_cash_out = np.concatenate([self.m_cash_out, np.zeros(n, dtype=bool)])
         self.m_blacklisted = np.concatenate([self.m_blacklisted, np.zeros(n, dtype=bool)])
         self.n_merchants += n
-
-    def terminal_of(self, merchants: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        nterm = K.SIZE_TERMINALS[self.m_size[merchants]]
-        j = (rng.random(len(merchants)) * nterm).astype(np.int64)
-        return self.m_terminals[merchants, j]
 
     # ---- shoppers ---------------------------------------------------------------------
     def _build_shoppers(self, rng: np.random.Generator) -> None:

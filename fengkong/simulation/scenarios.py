@@ -159,7 +159,7 @@ def card_testing(world: World, legit: Block) -> Result:
                           channel=K.CH["card_not_present"], card=card, ip=ips[dev_i % n_ip],
                           device=devices[dev_i], fraud=True, scenario=scen,
                           declined=rng.random(attempts) < 0.75,
-                          p_dispute=0.35, p_report=0.2, delay_lo=2, delay_hi=40))
+                          p_dispute=0.55, p_report=0.2, delay_lo=2, delay_hi=40))
     return concat(pays, payment=True), concat(others)
 
 
@@ -198,9 +198,9 @@ def cash_out(world: World, legit: Block) -> Result:
         card_dev = np.repeat(ring_dev, per)
         home16 = world.cn16[rng.integers(0, len(world.cn16))]
         for d in range(turn, world.days):
-            if rng.random() > 0.75:
+            if rng.random() > 0.6:
                 continue
-            k = int(rng.integers(3, 12))
+            k = int(rng.integers(3, 10))
             h = rng.choice(night_hours, size=k, p=night_p)
             day = np.where(h >= 22, d, d + 1)
             ts = world.start_ts + day * DAY + h * HOUR + rng.integers(0, HOUR, k)
@@ -216,14 +216,13 @@ def cash_out(world: World, legit: Block) -> Result:
                          100_000 * rng.integers(10, 31, k)))                           # 1,000-3,000 round
             amount = np.minimum(amount, limit)
             pos = rng.random(k) < 0.7
-            device = np.where(pos, world.terminal_of(np.full(k, mer), rng), card_dev[ci])
-            ip = np.where(pos, world.m_ip[mer],
-                          host_in_16(np.full(k, home16), rng.integers(0, 1 << 16, k)))
+            device = np.where(pos, -1, card_dev[ci])
+            ip = np.where(pos, -1, host_in_16(np.full(k, home16), rng.integers(0, 1 << 16, k)))
             pays.append(block(k, payment=True, ts=ts, etype=K.ET["payment"], merchant=mer,
                               user=card_user[ci], amount=amount,
                               channel=np.where(pos, K.CH["pos"], K.CH["quick_pay"]), card=ring_cards[ci],
                               ip=ip, device=device, fraud=True, scenario=scen,
-                              p_dispute=0.12, p_report=1.0, delay_lo=15, delay_hi=60))
+                              p_dispute=0.4, p_report=1.0, delay_lo=15, delay_hi=60))
             tw = int(ts.max() + rng.integers(HOUR // 2, 3 * HOUR))
             if tw < world.end_ts:
                 others.append(block(1, ts=tw, etype=K.ET["withdrawal"], merchant=mer,
@@ -293,7 +292,7 @@ def volume_spike(world: World, legit: Block, factor: int) -> Result:
                           user=users[ui], amount=amount, channel=chan, card=cards[ui],
                           ip=nets[ud[ui]] + rng.integers(1, 255, extra), device=devices[ud[ui]],
                           fraud=True, scenario=scen, note=K.NOTE["brushing"],
-                          p_dispute=0.5, p_report=0.8, delay_lo=3, delay_hi=30))
+                          p_dispute=0.6, p_report=0.8, delay_lo=3, delay_hi=30))
     world.m_spiked = used
     return concat(pays, payment=True), concat(others)
 
@@ -383,7 +382,7 @@ def promotion_abuse(world: World, legit: Block) -> Result:
                           amount=threshold + rng.integers(0, 500, size),
                           channel=np.where(rng.random(size) < 0.7, K.CH["wallet"], K.CH["quick_pay"]),
                           card=cards, ip=ips, device=devices, fraud=True, scenario=scen,
-                          p_dispute=0.45, p_report=1.0, delay_lo=1, delay_hi=20))
+                          p_dispute=0.6, p_report=1.0, delay_lo=1, delay_hi=20))
     return concat(pays, payment=True), concat(others)
 
 

@@ -65,11 +65,11 @@ def fill_payments(world: World, users: np.ndarray, merchants: np.ndarray, ts: np
     vpn = (rng.random(n) < 0.002) & ~travel
     ip = np.where(vpn, ips_in(K.VPN, n, rng), ip)
     note[vpn] = K.NOTE["vpn"]
+    # card present at the merchant's terminal: the platform sees neither the shopper's device nor IP
     pos = channel == K.CH["pos"]
-    if pos.any():
-        device = np.where(pos, world.terminal_of(merchants, rng), device)
-        ip = np.where(pos, world.m_ip[merchants], ip)
-        note[pos & (note > 0)] = 0
+    device = np.where(pos, -1, device)
+    ip = np.where(pos, -1, ip)
+    note[pos] = 0
     amount = amounts_for(world, merchants, world.u_amount_offset[users], rng)
     p_refund = K.MCC_REFUND[mcc]
     return block(

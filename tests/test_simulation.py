@@ -1,0 +1,365 @@
+"""`fengkong simulate` holds to its contract: valid events, labelled scenarios whose
+signals are really there, deterministic by seed."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fengkong.events import FLAT_COLUMNS, LABEL_COLUMNS, flat_to_dict, looks_like_pan, parse_event
+from fengkong.simulation import SCENARIOS, SimConfig, run, simulate, write_outputs
+from fengkong.simulation import constants as K
+
+CONFIG = SimConfig(seed=int(os.environ.get("FENGKONG_SIM_TEST_SEED", "11")), shoppers=2000, merchants=120, days=42)
+DAY_S = 86400
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return run(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def df(sim):
+    out = sim.events.copy()
+    out["ts"] = pd.to_datetime(out["occurred_at"]).map(pd.Timestamp.timestamp).astype("int64")
+    hours = out["occurred_at"].str.slice(11, 13).astype(int)
+    out["hour"] = hours
+    return out
+
+
+@pytest.fixture(scope="module")
+def payments(df):
+    return df[df["type"] == "payment"]
+
+
+def _in_ranges(ips: pd.Series, ranges: np.ndarray) -> np.ndarray:
+    as_int = np.array([int(ipaddress.ip_address(x)) for x in ips], dtype=np.int64)
+    hit = np.zeros(len(as_int), dtype=bool)
+    for base, size in ranges:
+        hit |= (as_int >= base) & (as_int < base + size)
+    return hit
+
+
+# ---- the contract ---------------------------------------------------------------------
+def test_columns_are_the_flat_event_plus_labels(sim):
+    cols = list(sim.events.columns)
+    assert cols[: len(FLAT_COLUMNS)] == list(FLAT_COLUMNS)
+    assert cols[len(FLAT_COLUMNS): len(FLAT_COLUMNS) + 2] == list(LABEL_COLUMNS)
+    assert set(cols) - set(FLAT_COLUMNS) - set(LABEL_COLUMNS) == {"note"}
+    assert sim.events["is_fraud"].dtype == bool
+    assert set(sim.events["type"]) == set(K.EVENT_TYPES)
+    assert (sim.events["currency"] == "CNY").all()
+
+
+def test_every_row_passes_the_event_contract(sim):
+    for row in sim.events.to_dict("records"):
+        try:
+            parse_event(flat_to_dict(row))
+        except Exception as exc:  # pragma: no cover - the message is the point
+            pytest.fail(f"{row['event_id']} ({row['type']}, {row['scenario']}): {exc}")
+
+
+def test_no_value_looks_like_a_card_number(sim):
+    for col in sim.events.columns:
+        if sim.events[col].dtype == bool:
+            continue
+        values = sim.events[col].dropna().astype(str).unique()
+        offenders = [v for v in values if looks_like_pan(v)]
+        assert not offenders, col
+    assert sim.events["card_fingerprint"].dropna().str.match(r"^c_\d+$").all()
+
+
+def test_written_files_read_back_as_valid_events(sim, tmp_path):
+    paths = write_outputs(sim, tmp_path)
+    assert set(paths) == {"events.parquet", "events.jsonl", "merchants.parquet", "blacklist.json"}
+    back = pd.read_parquet(paths["events.parquet"])
+    assert list(back.columns) == list(sim.events.columns)
+    assert len(back) == len(sim.events)
+    assert str(pq_type(paths["events.parquet"], "amount")) == "int64"
+    lines = pd.read_json(paths["events.jsonl"], lines=True, dtype=False)
+    assert len(lines) == len(sim.events)
+    rng = np.random.default_rng(0)
+    for frame in (back, lines):
+        for row in frame.iloc[rng.choice(len(frame), 1500, replace=False)].to_dict("records"):
+            parse_event(flat_to_dict(row))
+    first = json.loads(paths["events.jsonl"].read_text().splitlines()[0])
+    assert set(first) == set(sim.events.columns)
+    merchants = pd.read_parquet(paths["merchants.parquet"])
+    assert {"merchant_id", "mcc", "onboarded_at", "size_class", "single_limit", "is_cash_out"} <= set(merchants)
+    blacklist = json.loads(paths["blacklist.json"].read_text())
+    assert set(blacklist) == {"blocked_cards", "blocked_users", "blocked_devices", "blocked_ips",
+                              "blocked_merchants"}
+    assert all(blacklist.values())
+
+
+def pq_type(path, column):
+    import pyarrow.parquet as pq
+
+    return pq.read_schema(path).field(column).type
+
+
+def test_sorted_by_time_with_unique_ids(df):
+    assert df["event_id"].is_unique
+    assert df["occurred_at"].str.endswith("+08:00").all()
+    assert df["ts"].is_monotonic_increasing
+    assert df["occurred_at"].is_monotonic_increasing  # one offset: text order is time order
+
+
+def test_outcomes_refer_to_an_earlier_payment_of_the_same_merchant(df, payments):
+    by_id = payments.set_index("event_id")
+    outcome = df[df["type"].isin(["refund", "chargeback", "fraud_report", "decline"])]
+    assert outcome["refers_to"].notna().all()
+    assert df.loc[~df.index.isin(outcome.index), "refers_to"].isna().all()
+    paid = by_id.loc[outcome["refers_to"]]
+    assert (paid["merchant_id"].to_numpy() == outcome["merchant_id"].to_numpy()).all()
+    assert (paid["ts"].to_numpy() < outcome["ts"].to_numpy()).all()
+    assert (paid["scenario"].to_numpy() == outcome["scenario"].to_numpy()).all()
+    dec = outcome[outcome["type"] == "decline"]
+    p = by_id.loc[dec["refers_to"]]
+    assert (p["card_fingerprint"].to_numpy() == dec["card_fingerprint"].to_numpy()).all()
+    assert (p["amount"].to_numpy() == dec["amount"].to_numpy()).all()
+    money = df[df["type"].isin(["withdrawal", "settlement", "refund", "payment"])]
+    assert money["merchant_id"].notna().all() and (money["amount"] > 0).all()
+
+
+def test_labels_are_consistent(df):
+    assert ((df["scenario"] != "") == df["is_fraud"]).all()
+    assert set(df.loc[df["is_fraud"], "type"]) <= {"payment", "decline", "chargeback", "fraud_report", "signup",
+                                                   "login", "card_bind", "withdrawal"}
+    assert not df.loc[df["note"] == "promo_day", "is_fraud"].any()
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_each_scenario_is_present_and_labelled(payments, scenario):
+    rows = payments[payments["scenario"] == scenario]
+    assert len(rows) >= 5, scenario
+    assert rows["is_fraud"].all()
+
+
+def test_mix_switches_a_scenario_off():
+    df = simulate(SimConfig(seed=2, shoppers=400, merchants=40, days=21, mix={"cash_out": 0, "proxy_ip": 0}))
+    assert not df["scenario"].isin(["cash_out", "proxy_ip"]).any()
+    assert df["scenario"].eq("stolen_card").any()
+    with pytest.raises(ValueError, match="unknown scenario"):
+        SimConfig(mix={"cash-out": 1})
+
+
+# ---- determinism ----------------------------------------------------------------------
+def test_same_seed_same_history(sim):
+    again = run(CONFIG)
+    pd.testing.assert_frame_equal(sim.events, again.events)
+    pd.testing.assert_frame_equal(sim.merchants, again.merchants)
+    assert sim.blacklist == again.blacklist
+
+
+def test_different_seed_different_history(sim):
+    other = simulate(CONFIG.with_(seed=12))
+    assert not sim.events.equals(other)
+    assert not sim.events["occurred_at"].head(1000).equals(other["occurred_at"].head(1000))
+
+
+def test_for_events_sizes_the_history():
+    df = simulate(SimConfig.for_events(20_000, days=30, seed=5))
+    assert 17_000 <= len(df) <= 24_000
+
+
+# ---- the legitimate platform ----------------------------------------------------------
+def test_shoppers_keep_their_own_devices_and_home_country(payments):
+    legit = payments[~payments["is_fraud"]]
+    devices = legit.dropna(subset=["device_id"]).groupby("user_id")["device_id"].nunique()
+    assert devices.max() <= 2 and (devices == 2).mean() > 0.1
+    assert (legit["card_issuer_country"] == "CN").mean() > 0.9
+    assert set(legit["card_type"].dropna()) == {"credit", "debit", "prepaid"}
+    # home broadband changes IP often, inside the same /16
+    online = legit.dropna(subset=["ip"])
+    per_user = online.groupby("user_id")["ip"].nunique()
+    heavy = per_user[per_user >= 10].index
+    assert len(heavy) > 0
+    nets = online[online["user_id"].isin(heavy)]["ip"].str.rsplit(".", n=2).str[0]
+    top16 = nets.groupby(online.loc[nets.index, "user_id"]).agg(lambda s: s.value_counts().iloc[0] / len(s))
+    assert top16.median() > 0.5
+    assert _in_ranges(online["ip"].head(3000), np.concatenate([K.CN_BROADBAND, K.CN_MOBILE])).mean() > 0.9
+
+
+def test_merchants_of_every_size_and_new_ones_wait_for_onboarding(sim, payments):
+    m = sim.merchants
+    assert set(m["size_class"]) == set(K.SIZE_CLASSES)
+    onboard = pd.to_datetime(m.set_index("merchant_id")["onboarded_at"])
+    assert (onboard > pd.Timestamp(CONFIG.start)).any()
+    first = pd.to_datetime(payments.groupby("merchant_id")["occurred_at"].min().str.slice(0, 10))
+    assert (first >= onboard.loc[first.index]).all()
+
+
+def test_promotion_day_is_a_legitimate_spike(df, payments):
+    legit = payments[~payments["is_fraud"]]
+    per_day = legit.groupby(legit["occurred_at"].str.slice(0, 10)).size()
+    promo = legit[legit["note"] == "promo_day"]["occurred_at"].str.slice(0, 10).unique()
+    assert len(promo) >= 1
+    for day in promo:
+        assert per_day[day] > 2 * per_day.median()
+
+
+def test_refunds_partial_and_repeated_never_exceed_the_payment(df, payments):
+    refunds = df[df["type"] == "refund"]
+    total = refunds.groupby("refers_to")["amount"].sum()
+    paid = payments.set_index("event_id").loc[total.index, "amount"]
+    assert (total <= paid).all()
+    assert (total < paid).any()  # partial
+    assert (refunds.groupby("refers_to").size() >= 2).any()  # repeated
+
+
+def test_chargebacks_arrive_days_later_for_most_fraud(df, payments):
+    disputes = df[df["type"].isin(["chargeback", "fraud_report"])]
+    paid = payments.set_index("event_id")
+    delay = (disputes["ts"].to_numpy() - paid.loc[disputes["refers_to"], "ts"].to_numpy()) / DAY_S
+    assert delay.min() >= 1 and delay.max() <= 60
+    declined = set(df.loc[df["type"] == "decline", "refers_to"])
+    fraud = payments[payments["is_fraud"] & ~payments["event_id"].isin(declined)]
+    reported = fraud["event_id"].isin(set(disputes["refers_to"]))
+    assert 0.5 < reported.mean() < 1.0  # most, not all
+    friendly = disputes[~disputes["is_fraud"]]
+    assert len(friendly) > 0 and (friendly["note"] == "friendly_fraud").all()
+
+
+def test_settlements_and_withdrawals(df):
+    settle = df[df["type"] == "settlement"]
+    withdraw = df[df["type"] == "withdrawal"]
+    assert len(settle) > 0 and len(withdraw) > 0
+    assert settle["user_id"].isna().all()
+    assert withdraw["merchant_id"].notna().all()
+
+
+# ---- the scenarios' signals -----------------------------------------------------------
+def test_cash_out_merchants_show_the_signals(sim, df, payments):
+    cash = payments[payments["scenario"] == "cash_out"]
+    flagged = set(sim.merchants.loc[sim.merchants["is_cash_out"], "merchant_id"])
+    assert set(cash["merchant_id"]) == flagged
+    ordinary = payments[~payments["is_fraud"]]
+    limit = sim.merchants.set_index("merchant_id")["single_limit"]
+
+    def shares(p):
+        lim = limit.loc[p["merchant_id"]].to_numpy()
+        return {
+            "credit": (p["card_type"] == "credit").mean(),
+            "round": ((p["amount"] % 10_000) == 0).mean(),
+            "near_limit": ((p["amount"] >= 0.9 * lim) & (p["amount"] <= lim)).mean(),
+            "night": p["hour"].isin(range(6)).mean(),
+        }
+
+    c, o = shares(cash), shares(ordinary)
+    assert c["credit"] == 1.0 and o["credit"] < 0.6
+    assert c["round"] > 0.5 > 5 * o["round"]
+    assert c["near_limit"] > 0.7 > 10 * o["near_limit"]
+    assert c["night"] > 0.6 > 5 * o["night"]
+    for mer, p in cash.groupby("merchant_id"):
+        assert len(p) / p["card_fingerprint"].nunique() >= 3  # the same cards again and again
+        # a stretch of ordinary flow before the first cash-out payment
+        before = ordinary[(ordinary["merchant_id"] == mer) & (ordinary["ts"] < p["ts"].min())]
+        assert len(before) > 0 and (p["ts"].min() - before["ts"].min()) > 10 * DAY_S
+        # the takings leave within hours
+        w = df[(df["type"] == "withdrawal") & (df["merchant_id"] == mer) & (df["scenario"] == "cash_out")]
+        assert len(w) > 0
+        last_pay = np.searchsorted(p["ts"].to_numpy(), w["ts"].to_numpy()) - 1
+        gap = w["ts"].to_numpy() - p["ts"].to_numpy()[last_pay]
+        assert (gap <= 3 * 3600).all()
+
+
+def test_card_testing_is_many_cards_from_few_devices(df, payments):
+    ct = payments[payments["scenario"] == "card_testing"]
+    per_device = ct.groupby("device_id")["card_fingerprint"].nunique()
+    assert per_device.min() >= 10
+    assert ct["ip"].nunique() <= 3 * ct["device_id"].nunique()
+    assert (ct["amount"] < 1000).all()
+    declined = ct["event_id"].isin(set(df.loc[df["type"] == "decline", "refers_to"]))
+    assert declined.mean() > 0.5
+    # bursts: most attempts within a minute of the previous one on the same device
+    gaps = ct.groupby("device_id")["ts"].diff().dropna()
+    assert (gaps < 60).mean() > 0.8
+
+
+def test_stolen_card_new_device_new_place_unusual_amount(payments):
+    legit = payments[~payments["is_fraud"]]
+    stolen = payments[payments["scenario"] == "stolen_card"]
+    for card, p in stolen.groupby("card_fingerprint"):
+        history = legit[(legit["card_fingerprint"] == card) & (legit["ts"] < p["ts"].min())]
+        assert len(history) > 0
+        assert not set(p["device_id"]) & set(history["device_id"].dropna())
+        nets = set(history["ip"].dropna().str.rsplit(".", n=2).str[0])
+        assert not set(p["ip"].str.rsplit(".", n=2).str[0]) & nets
+        assert p["amount"].median() > 2 * history["amount"].median()
+
+
+def _daily(payments, merchant):
+    p = payments[payments["merchant_id"] == merchant]
+    return p.groupby(p["occurred_at"].str.slice(0, 10)).size()
+
+
+@pytest.mark.parametrize("scenario,lo,hi", [("volume_spike_3x", 2.5, 5.0), ("volume_spike_10x", 8.0, 14.0)])
+def test_volume_spikes_against_the_merchants_own_baseline(payments, scenario, lo, hi):
+    spikes = payments[payments["scenario"] == scenario]
+    days = pd.date_range(CONFIG.start, periods=CONFIG.days).strftime("%Y-%m-%d")
+    for (mer, day), _ in spikes.groupby(["merchant_id", spikes["occurred_at"].str.slice(0, 10)]):
+        daily = _daily(payments, mer).reindex(days, fill_value=0)
+        i = list(days).index(day)
+        baseline = np.median(daily.iloc[i - 7:i])
+        assert baseline > 0 and i >= 7
+        assert lo <= daily.iloc[i] / baseline <= hi, (mer, day, daily.iloc[i], baseline)
+
+
+def test_proxy_ip_uses_hosting_vpn_and_tor_ranges(payments):
+    proxy = payments[payments["scenario"] == "proxy_ip"]
+    assert _in_ranges(proxy["ip"], np.concatenate([K.HOSTING, K.TOR])).all()
+    assert {"ip:hosting", "ip:vpn", "ip:tor"} <= set(proxy["note"])
+    assert (proxy["card_issuer_country"] != "US").any()
+    legit = payments[~payments["is_fraud"]].dropna(subset=["ip"])
+    assert _in_ranges(legit["ip"], np.concatenate([K.HOSTING, K.TOR])).mean() < 0.01
+
+
+def test_promotion_abuse_rings_share_devices_or_a_subnet(df):
+    signups = df[df["type"] == "signup"].copy()
+    signups["day"] = signups["occurred_at"].str.slice(0, 10)
+    signups["net"] = signups["ip"].str.rsplit(".", n=1).str[0]
+    per_device = signups.groupby(["day", "device_id"])["user_id"].transform("nunique")
+    per_net = signups.groupby(["day", "net"])["user_id"].transform("nunique")
+    ring = signups["scenario"] == "promotion_abuse"
+    assert ring.sum() >= 15
+    assert ((per_device[ring] >= 3) | (per_net[ring] >= 10)).all()
+    legit = ~signups["is_fraud"]
+    assert (per_device[legit] == 1).mean() > 0.95
+    abuse_pay = df[(df["type"] == "payment") & (df["scenario"] == "promotion_abuse")]
+    assert abuse_pay["user_id"].isin(set(signups.loc[ring, "user_id"])).all()
+
+
+def test_blacklisted_events_use_listed_entities_and_nothing_else_does(sim, df, payments):
+    bl = sim.blacklist
+    hit = (payments["card_fingerprint"].isin(bl["blocked_cards"]) | payments["user_id"].isin(bl["blocked_users"])
+           | payments["device_id"].isin(bl["blocked_devices"]) | payments["ip"].isin(bl["blocked_ips"])
+           | payments["merchant_id"].isin(bl["blocked_merchants"]))
+    assert hit[payments["scenario"] == "blacklisted"].all()
+    assert not hit[~payments["is_fraud"]].any()
+    for key, col in (("blocked_cards", "card_fingerprint"), ("blocked_users", "user_id"),
+                     ("blocked_devices", "device_id"), ("blocked_ips", "ip"), ("blocked_merchants", "merchant_id")):
+        assert set(bl[key]) <= set(payments.loc[payments["scenario"] == "blacklisted", col]), key
+
+
+# ---- the command ----------------------------------------------------------------------
+def test_cli_writes_and_summarises(tmp_path):
+    from typer.testing import CliRunner
+
+    from fengkong.cli import app
+
+    result = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path), "--shoppers", "300", "--merchants", "40",
+                                      "--days", "21", "--seed", "3", "--format", "parquet"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "events.parquet").exists() and not (tmp_path / "events.jsonl").exists()
+    assert (tmp_path / "merchants.parquet").exists() and (tmp_path / "blacklist.json").exists()
+    for word in ("payment", "chargeback", "cash_out", "card_testing", "fraud rate"):
+        assert word in result.output
+    bad = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path), "--mix", "nope=1"])
+    assert bad.exit_code != 0
