@@ -30,13 +30,35 @@ _SCALE = d.MINOR_PER_MAJOR
 _NUM, _DEN = d.NEAR_LIMIT_FRACTION
 
 
-def _codes(*cols: np.ndarray) -> np.ndarray:
+def _by_entity(q: np.ndarray, ent: np.ndarray) -> np.ndarray:
+    """The query positions whose entity is present, ordered by (entity, position).
+
+    Every later lookup keys on (entity, position) or (entity, bucket), so queries
+    in this order are already sorted for `np.searchsorted`, which then walks the
+    keys in order instead of jumping around a large array.
+    """
+    qq = q[ent[q] >= 0]
+    return qq[np.argsort(ent[qq], kind="stable")]
+
+
+def _searchsorted(keys: np.ndarray, queries: np.ndarray, side: str = "left") -> np.ndarray:
+    """np.searchsorted, with the queries sorted first: sorted queries walk the keys
+    in order (cache-friendly), unsorted ones jump around a large array."""
+    if len(queries) < 4096:
+        return np.searchsorted(keys, queries, side=side)  # type: ignore[call-overload]
+    order = np.argsort(queries, kind="stable")
+    out = np.empty(len(queries), dtype=np.int64)
+    out[order] = np.searchsorted(keys, queries[order], side=side)  # type: ignore[call-overload]
+    return out
+
+
+def _codes(*cols: Any) -> np.ndarray:
     """One int64 code per distinct tuple of the columns; -1 where any is missing."""
     missing = np.zeros(len(cols[0]), dtype=bool)
     parts = []
     for col in cols:
         if col.dtype.kind in "iu":
-            c = col.astype(np.int64)
+            c = np.asarray(col, dtype=np.int64)
             c = c - c.min() if len(c) else c
             parts.append(c)
         else:
@@ -90,20 +112,20 @@ class _Prior:
 
 
 def _distinct_runs(
-    ent: np.ndarray, member: np.ndarray, pos: np.ndarray, ts: np.ndarray, starts_all: np.ndarray
+    ent: np.ndarray, member: np.ndarray, pos: np.ndarray, last_covered: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Coverage runs of (entity, member) occurrences.
 
     An occurrence at position p (time t) is counted by every later query q whose
-    window starts at or before t: q in (p, e] with e the last position whose
-    window start <= t. Overlapping coverages of the same member merge into runs;
+    window starts at or before t: q in (p, e] with e = ``last_covered[p]``, the
+    last position whose window start <= t. Overlapping coverages of the same member merge into runs;
     the distinct count at q is the number of the entity's runs covering q.
     Returns (entity, start position, end position, member) of each run.
     """
     pair = _codes(ent, member)
     order = np.lexsort((pos, pair))
-    pair_s, pos_s, ts_s, ent_s, member_s = pair[order], pos[order], ts[order], ent[order], member[order]
-    e = np.searchsorted(starts_all, ts_s, side="right") - 1
+    pair_s, pos_s, ent_s, member_s = pair[order], pos[order], ent[order], member[order]
+    e = last_covered[pos_s]
     new_run = np.ones(len(pos_s), dtype=bool)
     if len(pos_s) > 1:
         new_run[1:] = (pair_s[1:] != pair_s[:-1]) | (pos_s[1:] > e[:-1])
@@ -195,11 +217,18 @@ def offline_features(
         return np.isin(typ, tuple(events)) & live
 
     codes: dict[str, np.ndarray] = {}
+    last_cov: dict[d.Window, np.ndarray] = {}
+
+    def last_covered(w: d.Window) -> np.ndarray:
+        """For each position p, the last position whose window (w) starts at or before ts[p]."""
+        if w not in last_cov:
+            last_cov[w] = np.searchsorted(_window_start(ts, w), ts, side="right") - 1
+        return last_cov[w]
 
     def code(*cols: str) -> np.ndarray:
         k = "|".join(cols)
         if k not in codes:
-            codes[k] = _codes(*(rows[c].to_numpy() for c in cols))
+            codes[k] = _codes(*(rows[c] for c in cols))
         return codes[k]
 
     # -- rolling windows ----------------------------------------------------------------------
@@ -210,7 +239,7 @@ def offline_features(
         writes = typ_in({t for c in r.counters for t in c.events}) & (ent >= 0)
         occ = np.flatnonzero(writes)
         prior = _Prior(ent[occ], pos[occ], bucket[occ])
-        qq = q[ent[q] >= 0]
+        qq = _by_entity(q, ent)
         lo, hi = prior.index(ent[qq], pos[qq], bucket[qq] - r.window.buckets + 1)
         for c, name in zip(r.counters, r.outputs()):
             applies = np.isin(typ[occ], c.events)
@@ -226,10 +255,9 @@ def offline_features(
         ent = code(x.entity.column)
         member = code(x.of)
         occ = np.flatnonzero(typ_in(x.events) & (ent >= 0) & (member >= 0))
-        qq = q[ent[q] >= 0]
+        qq = _by_entity(q, ent)
         for w, name in zip(x.windows, x.outputs()):
-            starts = _window_start(ts, w)
-            run_ent, run_start, run_end, _ = _distinct_runs(ent[occ], member[occ], pos[occ], ts[occ], starts)
+            run_ent, run_start, run_end, _ = _distinct_runs(ent[occ], member[occ], pos[occ], last_covered(w))
             out = np.full(n, np.nan)
             out[qq] = _covering(run_ent, run_start, run_end, ent[qq], pos[qq], n + 2)
             raw[name] = out
@@ -239,14 +267,13 @@ def offline_features(
         ent = code(s.entity.column)
         pair_all = code(s.entity.column, s.of)
         occ = np.flatnonzero(typ_in(s.events) & (ent >= 0) & (pair_all >= 0))
-        starts = _window_start(ts, s.horizon)
-        run_ent, run_start, run_end, run_pair = _distinct_runs(ent[occ], pair_all[occ], pos[occ], ts[occ], starts)
-        qq = q[ent[q] >= 0]
+        run_ent, run_start, run_end, run_pair = _distinct_runs(ent[occ], pair_all[occ], pos[occ], last_covered(s.horizon))
+        qq = _by_entity(q, ent)
         new_name, seen_name = s.outputs()
         seen = np.full(n, np.nan)
         seen[qq] = _covering(run_ent, run_start, run_end, ent[qq], pos[qq], n + 2)
         raw[seen_name] = seen
-        qm = qq[pair_all[qq] >= 0]
+        qm = _by_entity(qq, pair_all)
         covered = _covering(run_pair, run_start, run_end, pair_all[qm], pos[qm], n + 2)
         is_new = np.full(n, None, dtype=object)
         is_new[qm] = covered == 0
@@ -257,7 +284,7 @@ def offline_features(
         ent = code(f.entity.column)
         occ = np.flatnonzero(typ_in(f.events) & (ent >= 0))
         first_pos = pd.Series(pos[occ]).groupby(ent[occ]).min()
-        qq = q[ent[q] >= 0]
+        qq = _by_entity(q, ent)
         fp = first_pos.reindex(ent[qq]).to_numpy()
         known = ~np.isnan(fp) & (fp < pos[qq])
         first_ts = np.full(n, np.nan)
@@ -270,7 +297,7 @@ def offline_features(
         ent = code(m.entity.column)
         occ = np.flatnonzero(typ_in(m.events) & (ent >= 0) & rows["has_amount"].to_numpy())
         prior = _Prior(ent[occ], pos[occ])
-        qq = q[ent[q] >= 0]
+        qq = _by_entity(q, ent)
         lo, hi = prior.index(ent[qq], pos[qq])
         x = amount[occ].astype(np.float64)
         shift = pd.Series(x).groupby(ent[occ]).transform("first").to_numpy()
@@ -292,7 +319,7 @@ def offline_features(
         ent = code(h.entity.column)
         ent_hour = code(h.entity.column, "hour")
         writes = np.flatnonzero(typ_in(h.events) & (ent >= 0))
-        qq = q[ent[q] >= 0]
+        qq = _by_entity(q, ent)
         for key, e in (("hour_count", ent_hour), ("hour_total", ent)):
             prior = _Prior(e[writes], pos[writes])
             lo, hi = prior.index(e[qq], pos[qq])
@@ -326,7 +353,7 @@ def _period_volume(rows, writes, q, pos, amount, code, raw) -> None:  # type: ig
     m_day = code("merchant_id", "biz_day")
     m_day_hour = code("merchant_id", "biz_day", "biz_hour")
     occ = np.flatnonzero(writes & (merchant >= 0))
-    qq = q[merchant[q] >= 0]
+    qq = _by_entity(q, merchant)
     n = len(rows)
     for name, ent, value in (
         ("merchant.volume_today", m_day, amount),
@@ -363,13 +390,13 @@ def _period_volume(rows, writes, q, pos, amount, code, raw) -> None:  # type: ig
         hh = np.repeat(sub["h"].to_numpy(), span)
         target = mm * 1_000_000_000 + dd * 24 + hh
         # exact hour: value of that hour, else 0
-        i = np.searchsorted(key_h, target, side="left")
+        i = _searchsorted(key_h, target, side="left")
         i_ok = i < len(key_h)
         exact = np.zeros(len(target), dtype=bool)
         exact[i_ok] = key_h[i[i_ok]] == target[i_ok]
         hour_v = np.where(exact, hourly["v"].to_numpy()[np.minimum(i, len(key_h) - 1)], 0)
         # cumulative through the hour: the last present hour <= h of that day
-        j = np.searchsorted(key_h, target, side="right") - 1
+        j = _searchsorted(key_h, target, side="right") - 1
         same_day = (j >= 0) & (key_d[np.maximum(j, 0)] == mm * 1_000_000_000 + dd * 24)
         jj = np.maximum(j, 0)
         cum_v = np.where(same_day, hourly["cv"].to_numpy()[jj], 0)
@@ -402,8 +429,8 @@ def _top_share(rows, writes, q, pos, amount, code, raw) -> None:  # type: ignore
     frame["running_max"] = frame.groupby("g")["card_total"].cummax()
     frame = frame.sort_values(["g", "p"])
     keys = frame["g"].to_numpy() * np.int64(n + 2) + frame["p"].to_numpy()
-    qq = q[m_day[q] >= 0]
-    i = np.searchsorted(keys, m_day[qq] * np.int64(n + 2) + pos[qq], side="left") - 1
+    qq = _by_entity(q, m_day)
+    i = _searchsorted(keys, m_day[qq] * np.int64(n + 2) + pos[qq], side="left") - 1
     ok = (i >= 0) & (frame["g"].to_numpy()[np.maximum(i, 0)] == m_day[qq])
     out = np.full(n, np.nan)
     out[qq] = np.where(ok, frame["running_max"].to_numpy()[np.maximum(i, 0)], 0)
@@ -485,7 +512,7 @@ def _assemble_frame(
     is_new_country = raw["user.is_new_country"]
     seen_countries = raw["user.countries_seen_90d"]
     has_user = ~np.isnan(seen_countries)
-    mismatch_usual = np.array([bool(v) if v is not None else False for v in is_new_country]) & (np.nan_to_num(seen_countries) > 0)
+    mismatch_usual = (is_new_country == True) & (np.nan_to_num(seen_countries) > 0)  # noqa: E712 (object array)
     f["user.country_mismatch_usual"] = _nullable(np.where(has_user, mismatch_usual, None))
 
     has_m = rows["merchant_id"].notna().to_numpy()
@@ -512,11 +539,12 @@ def _assemble_frame(
             f[name] = np.where((b != 0) & ~np.isnan(b) & ~np.isnan(a), a / np.where(b != 0, b, 1), np.nan)
 
     for spec in lists.values():
-        col = rows[KIND_COLUMN[spec.kind]].to_numpy(dtype=object)
-        uniq = pd.unique(col[pd.notna(col)])
-        hits = {v for v in uniq if entries.contains(spec.name, v)}
-        member = np.array([v in hits for v in col]) if hits else np.zeros(n, dtype=bool)
-        f[spec.feature] = _nullable(np.where(pd.notna(col), member, None))
+        col = rows[KIND_COLUMN[spec.kind]]
+        present = col.notna().to_numpy()
+        uniq = pd.unique(col[present])
+        hits = [v for v in uniq if entries.contains(spec.name, v)]
+        member = col.isin(hits).to_numpy() if hits else np.zeros(n, dtype=bool)
+        f[spec.feature] = _nullable(np.where(present, member, None))
 
     out = pd.DataFrame({k: (v.to_numpy() if isinstance(v, pd.Series) else v) for k, v in f.items()})
     return out

@@ -7,6 +7,7 @@ the IP" mean exactly the same thing in both.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -86,17 +87,27 @@ def event_row(event: Event, ipintel: IpIntel, biz_offset_min: int = DEFAULT_BUSI
 _OFFSET = r"(?:Z|([+-])(\d{2}):?(\d{2}))$"
 
 
+_OFFSET_RE = re.compile(_OFFSET)
+
+
 def _offsets_us(text: pd.Series) -> np.ndarray:
-    parts = text.str.extract(_OFFSET)
-    sign = np.where(parts[0].to_numpy() == "-", -1, 1)
-    hours = pd.to_numeric(parts[1], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
-    mins = pd.to_numeric(parts[2], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
-    return sign * (hours * 3600 + mins * 60) * 1_000_000
+    """UTC offset of each ISO time, in microseconds (parsed once per distinct suffix)."""
+    codes, suffixes = pd.factorize(text.astype("string[pyarrow]").str.slice(-6))
+    values = []
+    for suffix in suffixes:
+        m = _OFFSET_RE.search(str(suffix))
+        if m is None or m.group(1) is None:
+            values.append(0)
+        else:
+            sign = -1 if m.group(1) == "-" else 1
+            values.append(sign * (int(m.group(2)) * 3600 + int(m.group(3)) * 60) * 1_000_000)
+    return np.asarray(values, dtype=np.int64)[codes]
 
 
-def _none_if_missing(col: pd.Series) -> pd.Series:
-    col = col.astype(object)
-    return col.where(col.notna() & (col != ""), None)
+def _text_or_missing(col: pd.Series) -> pd.Series:
+    """A text column (pandas' arrow-backed str dtype) with "" and None as missing."""
+    col = col.astype("str")
+    return col.where(col != "")
 
 
 def frame_rows(
@@ -107,8 +118,8 @@ def frame_rows(
 
     def col(name: str) -> pd.Series:
         if name in events.columns:
-            return _none_if_missing(events[name])
-        return pd.Series([None] * n, index=events.index, dtype=object)
+            return _text_or_missing(events[name])
+        return pd.Series([None] * n, index=events.index, dtype="str")
 
     occurred = events["occurred_at"]
     if pd.api.types.is_datetime64_any_dtype(occurred):
@@ -137,36 +148,36 @@ def frame_rows(
     merchant = col("merchant_id")
     ip = col("ip")
     info = ipintel.lookup_many(ip)
-    merchant_card = (merchant.astype(str) + "|" + card_fp.astype(str)).where(merchant.notna() & card_fp.notna(), None)
+    idx = events.index
     out = pd.DataFrame(
         {
-            "event_id": events["event_id"].astype(str).to_numpy(),
-            "type": events["type"].astype(str).to_numpy(),
-            "ts_us": t,
-            "hour": hour,
-            "is_night": hour < _NIGHT_END,
-            "biz_day": biz // US_PER_DAY,
-            "biz_hour": biz_hour,
-            "biz_night": biz_hour < _NIGHT_END,
-            "amount": amount,
-            "has_amount": has_amount,
-            "currency": currency.to_numpy(),
-            "channel": col("channel").to_numpy(),
-            "is_round": (amount > 0) & (amount % step == 0),
-            "card_fp": card_fp.to_numpy(),
-            "card_type": card_type.to_numpy(),
-            "card_bin": col("card_bin").to_numpy(),
-            "card_country": col("card_issuer_country").to_numpy(),
-            "is_credit": (card_type == "credit").to_numpy(),
-            "user_id": col("user_id").to_numpy(),
-            "device_id": col("device_id").to_numpy(),
-            "ip": ip.to_numpy(),
-            "subnet": subnets_of(ip).to_numpy(),
-            "merchant_id": merchant.to_numpy(),
-            "merchant_card": merchant_card.to_numpy(),
-            "mcc": col("merchant_mcc").to_numpy(),
+            "event_id": events["event_id"].astype("str"),
+            "type": events["type"].astype("str"),
+            "ts_us": pd.Series(t, index=idx),
+            "hour": pd.Series(hour, index=idx),
+            "is_night": pd.Series(hour < _NIGHT_END, index=idx),
+            "biz_day": pd.Series(biz // US_PER_DAY, index=idx),
+            "biz_hour": pd.Series(biz_hour, index=idx),
+            "biz_night": pd.Series(biz_hour < _NIGHT_END, index=idx),
+            "amount": pd.Series(amount, index=idx),
+            "has_amount": pd.Series(has_amount, index=idx),
+            "currency": currency,
+            "channel": col("channel"),
+            "is_round": pd.Series((amount > 0) & (amount % step == 0), index=idx),
+            "card_fp": card_fp,
+            "card_type": card_type,
+            "card_bin": col("card_bin"),
+            "card_country": col("card_issuer_country"),
+            "is_credit": (card_type == "credit").fillna(False).astype(bool),
+            "user_id": col("user_id"),
+            "device_id": col("device_id"),
+            "ip": ip,
+            "subnet": subnets_of(ip).astype("str"),
+            "merchant_id": merchant,
+            "merchant_card": merchant + "|" + card_fp,
+            "mcc": col("merchant_mcc"),
         },
-        index=events.index,
+        index=idx,
     )
     for name in info.columns:
         out[f"ip_{name}"] = info[name].to_numpy()
