@@ -180,16 +180,15 @@ def offline_features(
     grade_limits: Mapping[str, int] | None = None,
     default_limit: int | None = None,
     business_utc_offset_min: int = d.DEFAULT_BUSINESS_UTC_OFFSET_MIN,
-    decisions_only: bool = True,
 ) -> pd.DataFrame:
     """Features of every row of a flat-event DataFrame, as the online store gives them.
 
     ``profiles`` (merchant_id, grade, single_limit, daily_cap, onboarded_at) and
     ``list_entries`` are taken as static for the whole history. Rows may come in
     any order; a repeated event_id gets the features of its first delivery and
-    counts once. The result has the input's index; outcome rows (refund,
-    chargeback, ...) get no features and are dropped unless ``decisions_only`` is
-    false (then they are kept with missing values).
+    counts once. The result holds the decision events (payment, signup, login,
+    card_bind) in the input's order and with its index; outcome rows (refund,
+    chargeback, ...) count but get no row, as they get no decision online.
     """
     grade_limits = dict(grade_limits or d.DEFAULT_GRADE_LIMITS)
     if default_limit is None:
@@ -201,21 +200,32 @@ def offline_features(
     n = len(rows)
     pos = np.arange(n, dtype=np.int64)
     ts = rows["ts_us"].to_numpy(dtype=np.int64)
-    typ = rows["type"].to_numpy()
     dup = rows["event_id"].duplicated(keep="first").to_numpy()
     live = ~dup
-    is_decision = np.isin(typ, _DECISION_TYPES) & live
-    limit, prof = _merchant_limits(rows, profiles, grade_limits, default_limit)
-    amount = rows["amount"].to_numpy(dtype=np.int64)
-    is_payment = typ == "payment"
-    rows["near_limit"] = is_payment & (amount * _DEN >= limit * _NUM) & (amount <= limit)
+    type_masks: dict[frozenset[str], np.ndarray] = {}
 
-    raw: dict[str, np.ndarray] = {}
-    q = np.flatnonzero(is_decision)
+    type_code, type_names = pd.factorize(rows["type"])
+    type_index = {name: i for i, name in enumerate(type_names)}
+
+    def type_mask(events: Iterable[str], at: np.ndarray | None = None) -> np.ndarray:
+        wanted = np.zeros(len(type_names) + 1, dtype=bool)
+        for t in events:
+            if t in type_index:
+                wanted[type_index[t]] = True
+        return wanted[type_code if at is None else type_code[at]]
 
     def typ_in(events: Iterable[str]) -> np.ndarray:
-        return np.isin(typ, tuple(events)) & live
+        key = frozenset(events)
+        if key not in type_masks:
+            type_masks[key] = type_mask(key) & live
+        return type_masks[key]
 
+    is_decision = typ_in(_DECISION_TYPES)
+    limit, prof = _merchant_limits(rows, profiles, grade_limits, default_limit)
+    amount = rows["amount"].to_numpy(dtype=np.int64)
+    rows["near_limit"] = type_mask(("payment",)) & (amount * _DEN >= limit * _NUM) & (amount <= limit)
+    raw: dict[str, np.ndarray] = {}
+    q = np.flatnonzero(is_decision)
     codes: dict[str, np.ndarray] = {}
     last_cov: dict[d.Window, np.ndarray] = {}
 
@@ -242,7 +252,7 @@ def offline_features(
         qq = _by_entity(q, ent)
         lo, hi = prior.index(ent[qq], pos[qq], bucket[qq] - r.window.buckets + 1)
         for c, name in zip(r.counters, r.outputs()):
-            applies = np.isin(typ[occ], c.events)
+            applies = type_mask(c.events, occ)
             if c.where is not None:
                 applies &= rows[c.where].to_numpy()[occ].astype(bool)
             vals = np.where(applies, amount[occ] if c.value == "amount" else 1, 0).astype(np.int64)
@@ -290,7 +300,9 @@ def offline_features(
         first_ts = np.full(n, np.nan)
         first_ts[qq[known]] = ts[fp[known].astype(np.int64)]
         raw[f"{f.entity.name}.first_seen_us"] = first_ts
-        raw[f"{f.entity.name}.__has"] = np.isin(pos, qq)
+        has = np.zeros(n, dtype=bool)
+        has[qq] = True
+        raw[f"{f.entity.name}.__has"] = has
 
     # -- running moments (shifted sums: stable enough, compared to Welford within 1e-6) -------
     for m in d.MOMENTS:
@@ -333,19 +345,18 @@ def offline_features(
     # -- largest card volume today ------------------------------------------------------------
     _top_share(rows, typ_in(d.TOP_SHARE.events), q, pos, amount, code, raw)
 
-    features = _assemble_frame(rows, raw, q, limit, prof, lists or {}, StaticLists(lists or {}, list_entries))
-    # a repeated event_id gets its first delivery's features
+    # output rows: decision events in the input's order; a repeated event_id reads
+    # the features of its first delivery
+    sel = np.flatnonzero(type_mask(_DECISION_TYPES))
+    sel = sel[np.argsort(order[sel], kind="stable")]
+    src = sel.copy()
     if dup.any():
-        first_of = rows.groupby("event_id", sort=False).cumcount() == 0
-        first_pos = pd.Series(np.flatnonzero(first_of.to_numpy()), index=rows["event_id"][first_of.to_numpy()].to_numpy())
-        dups = np.flatnonzero(dup & np.isin(typ, _DECISION_TYPES))
-        src = first_pos.reindex(rows["event_id"].to_numpy()[dups]).to_numpy()
-        features.iloc[dups] = features.iloc[src].to_numpy()
-        is_decision = is_decision | (dup & np.isin(typ, _DECISION_TYPES))
-    features.index = original_index[order]
-    if decisions_only:
-        features = features[is_decision]
-    return features.sort_index() if not decisions_only else features.loc[original_index[np.sort(order[is_decision])]]
+        first_at = pd.Series(pos[live], index=rows["event_id"][live].to_numpy())
+        again = dup[sel]
+        src[again] = first_at.reindex(rows["event_id"].to_numpy()[sel[again]]).to_numpy()
+    features = _assemble_frame(rows, raw, src, limit, prof, lists or {}, StaticLists(lists or {}, list_entries))
+    features.index = original_index[order[sel]]
+    return features
 
 
 def _period_volume(rows, writes, q, pos, amount, code, raw) -> None:  # type: ignore[no-untyped-def]
@@ -445,106 +456,111 @@ def _nullable(values: np.ndarray) -> pd.Series:
 def _assemble_frame(
     rows: pd.DataFrame,
     raw: dict[str, np.ndarray],
-    q: np.ndarray,
+    sel: np.ndarray,
     limit: np.ndarray,
     prof: pd.DataFrame,
     lists: dict[str, ListSpec],
     entries: StaticLists,
 ) -> pd.DataFrame:
-    """The column-wise twin of `assemble.assemble` (same names, same formulas)."""
-    n = len(rows)
+    """The column-wise twin of `assemble.assemble` (same names, same formulas), for the rows at ``sel``."""
     f: dict[str, Any] = {}
-    amount = rows["amount"].to_numpy(dtype=np.int64)
-    has_amount = rows["has_amount"].to_numpy()
-    typ = rows["type"].to_numpy()
-    f["event.event_id"] = rows["event_id"]
-    f["event.type"] = rows["type"]
+
+    def col(name: str) -> Any:
+        series = rows[name]
+        return series.take(sel).reset_index(drop=True) if series.dtype == object or str(series.dtype) == "str" else series.to_numpy()[sel]
+
+    amount = rows["amount"].to_numpy(dtype=np.int64)[sel]
+    has_amount = rows["has_amount"].to_numpy()[sel]
+    typ = rows["type"].to_numpy()[sel]
+    limit = limit[sel]
+    f["event.event_id"] = col("event_id")
+    f["event.type"] = col("type")
     f["event.amount"] = np.where(has_amount, amount / _SCALE, np.nan)
     f["event.amount_minor"] = np.where(has_amount, amount, np.nan)
-    f["event.currency"] = rows["currency"]
-    f["event.channel"] = rows["channel"]
-    f["event.hour"] = rows["hour"]
-    f["event.is_night"] = rows["is_night"]
-    f["event.is_round_amount"] = rows["is_round"]
-    f["event.merchant_id"] = rows["merchant_id"]
-    f["event.user_id"] = rows["user_id"]
-    f["event.device_id"] = rows["device_id"]
-    f["event.ip"] = rows["ip"]
-    f["event.merchant_mcc"] = rows["mcc"]
-    f["card.fingerprint"] = rows["card_fp"]
-    f["card.bin"] = rows["card_bin"]
-    f["card.type"] = rows["card_type"]
-    f["card.issuer_country"] = rows["card_country"]
-    has_ip = rows["ip"].notna().to_numpy()
+    f["event.currency"] = col("currency")
+    f["event.channel"] = col("channel")
+    f["event.hour"] = col("hour")
+    f["event.is_night"] = col("is_night")
+    f["event.is_round_amount"] = col("is_round")
+    f["event.merchant_id"] = col("merchant_id")
+    f["event.user_id"] = col("user_id")
+    f["event.device_id"] = col("device_id")
+    f["event.ip"] = col("ip")
+    f["event.merchant_mcc"] = col("mcc")
+    f["card.fingerprint"] = col("card_fp")
+    f["card.bin"] = col("card_bin")
+    f["card.type"] = col("card_type")
+    f["card.issuer_country"] = col("card_country")
+    has_ip = rows["ip"].notna().to_numpy()[sel]
     for name in ("country", "asn", "is_hosting", "is_tor", "is_listed_proxy", "is_private"):
-        f[f"ip.{name}"] = _nullable(np.where(has_ip, rows[f"ip_{name}"].to_numpy(dtype=object), None))
-    ip_country = rows["ip_country"].to_numpy(dtype=object)
-    card_country = rows["card_country"].to_numpy(dtype=object)
+        f[f"ip.{name}"] = _nullable(np.where(has_ip, rows[f"ip_{name}"].to_numpy(dtype=object)[sel], None))
+    ip_country = rows["ip_country"].to_numpy(dtype=object)[sel]
+    card_country = rows["card_country"].to_numpy(dtype=object)[sel]
     mismatch = pd.notna(ip_country) & pd.notna(card_country) & (ip_country != card_country)
     f["ip.country_mismatch_card"] = _nullable(np.where(has_ip, mismatch, None))
 
     for name, values in raw.items():
-        if name.endswith(".__has") or ".moments_" in name or name.endswith(".first_seen_us") or name == "user.hour_total":
+        if name.endswith(".__has") or ".moments_" in name or name.endswith(".first_seen_us"):
             continue
-        if name in AMOUNT_FEATURES:
-            f[name] = values / _SCALE
-        else:
-            f[name] = values
+        values = values[sel]
+        f[name] = values / _SCALE if name in AMOUNT_FEATURES else values
 
-    ts = rows["ts_us"].to_numpy(dtype=np.int64)
+    ts = rows["ts_us"].to_numpy(dtype=np.int64)[sel]
     for ns in ("card", "user", "merchant"):
-        has = raw[f"{ns}.__has"]
-        first = raw[f"{ns}.first_seen_us"]
+        has = raw[f"{ns}.__has"][sel]
+        first = raw[f"{ns}.first_seen_us"][sel]
         age = np.where(np.isnan(first), 0.0, (ts - np.nan_to_num(first)) / US_PER_DAY)
         f[f"{ns}.age_days"] = np.where(has, age, np.nan)
         f[f"{ns}.is_first_seen"] = _nullable(np.where(has, np.isnan(first), None))
     f["card.days_since_first_seen"] = f["card.age_days"]
     f["user.account_age_days"] = f["user.age_days"]
 
-    cnt, mean, m2 = raw["user.moments_n"], raw["user.moments_mean"], raw["user.moments_m2"]
+    cnt, mean, m2 = raw["user.moments_n"][sel], raw["user.moments_mean"][sel], raw["user.moments_m2"][sel]
     with np.errstate(invalid="ignore", divide="ignore"):
         f["user.amount_n"] = cnt
         f["user.amount_mean"] = np.where(cnt > 0, mean / _SCALE, np.nan)
         std = np.where(cnt >= 2, np.sqrt(m2 / np.where(cnt >= 2, cnt - 1, 1)) / _SCALE, np.nan)
         f["user.amount_std"] = std
         amount_major = np.where(has_amount, amount / _SCALE, np.nan)
-        f["user.amount_zscore"] = np.where((std > 0) & has_amount, (amount_major - mean / _SCALE) / np.where(std > 0, std, 1), np.nan)
-    is_new_country = raw["user.is_new_country"]
-    seen_countries = raw["user.countries_seen_90d"]
+        f["user.amount_zscore"] = np.where(
+            (std > 0) & has_amount, (amount_major - mean / _SCALE) / np.where(std > 0, std, 1), np.nan
+        )
+    is_new_country = f["user.is_new_country"]
+    seen_countries = f["user.countries_seen_90d"]
     has_user = ~np.isnan(seen_countries)
     mismatch_usual = (is_new_country == True) & (np.nan_to_num(seen_countries) > 0)  # noqa: E712 (object array)
     f["user.country_mismatch_usual"] = _nullable(np.where(has_user, mismatch_usual, None))
 
-    has_m = rows["merchant_id"].notna().to_numpy()
-    grade = prof["grade"].where(prof["grade"].notna(), d.DEFAULT_GRADE).to_numpy(dtype=object)
+    has_m = rows["merchant_id"].notna().to_numpy()[sel]
+    grade = prof["grade"].where(prof["grade"].notna(), d.DEFAULT_GRADE).to_numpy(dtype=object)[sel]
     f["merchant.grade"] = _nullable(np.where(has_m, grade, None))
     f["merchant.single_limit"] = np.where(has_m, limit / _SCALE, np.nan)
-    cap = pd.to_numeric(prof["daily_cap"], errors="coerce").to_numpy(dtype=np.float64)
+    cap = pd.to_numeric(prof["daily_cap"], errors="coerce").to_numpy(dtype=np.float64)[sel]
     f["merchant.daily_cap"] = np.where(has_m, cap / _SCALE, np.nan)
     onboarded = pd.to_datetime(prof["onboarded_at"], errors="coerce")
-    onboarded_day = ((onboarded - pd.Timestamp("1970-01-01")).dt.days).to_numpy(dtype=np.float64)
-    biz_day = rows["biz_day"].to_numpy(dtype=np.float64)
+    onboarded_day = ((onboarded - pd.Timestamp("1970-01-01")).dt.days).to_numpy(dtype=np.float64)[sel]
+    biz_day = rows["biz_day"].to_numpy(dtype=np.float64)[sel]
     f["merchant.age_days"] = np.where(has_m & ~np.isnan(onboarded_day), biz_day - onboarded_day, f["merchant.age_days"])
-    f["merchant.has_baseline"] = _nullable(np.where(has_m, ~np.isnan(raw["merchant.baseline_today_7d"]), None))
+    f["merchant.has_baseline"] = _nullable(np.where(has_m, ~np.isnan(f["merchant.baseline_today_7d"]), None))
     payment_m = has_m & (typ == "payment") & has_amount
     near = (amount * _DEN >= limit * _NUM) & (amount <= limit)
     f["event.near_limit"] = _nullable(np.where(payment_m, near, None))
     f["event.over_limit"] = _nullable(np.where(payment_m, amount > limit, None))
     with np.errstate(invalid="ignore", divide="ignore"):
-        f["merchant.cap_used_today"] = np.where(cap > 0, f["merchant.volume_today"] / np.where(cap > 0, cap / _SCALE, 1), np.nan)
-
+        f["merchant.cap_used_today"] = np.where(
+            cap > 0, f["merchant.volume_today"] / np.where(cap > 0, cap / _SCALE, 1), np.nan
+        )
         for name, (num, den) in RATIOS.items():
-            a = np.asarray(f[num], dtype=np.float64) if num in f else raw[num]
-            b = np.asarray(f[den], dtype=np.float64) if den in f else raw[den]
+            a = np.asarray(f[num], dtype=np.float64)
+            b = np.asarray(f[den], dtype=np.float64)
             f[name] = np.where((b != 0) & ~np.isnan(b) & ~np.isnan(a), a / np.where(b != 0, b, 1), np.nan)
 
+    del f["user.hour_total"]  # only the share is a feature, as online
     for spec in lists.values():
-        col = rows[KIND_COLUMN[spec.kind]]
-        present = col.notna().to_numpy()
-        uniq = pd.unique(col[present])
-        hits = [v for v in uniq if entries.contains(spec.name, v)]
-        member = col.isin(hits).to_numpy() if hits else np.zeros(n, dtype=bool)
+        values = rows[KIND_COLUMN[spec.kind]].take(sel)
+        present = values.notna().to_numpy()
+        hits = [v for v in pd.unique(values[present]) if entries.contains(spec.name, v)]
+        member = values.isin(hits).to_numpy() if hits else np.zeros(len(sel), dtype=bool)
         f[spec.feature] = _nullable(np.where(present, member, None))
 
-    out = pd.DataFrame({k: (v.to_numpy() if isinstance(v, pd.Series) else v) for k, v in f.items()})
-    return out
+    return pd.DataFrame(f)

@@ -141,7 +141,9 @@ def frame_rows(
     has_amount = raw_amount.notna().to_numpy()
     amount = raw_amount.fillna(0).to_numpy(dtype=np.int64)
     currency = col("currency").fillna("CNY")
-    step = currency.map(lambda c: ROUND_MAJOR_UNITS * 10 ** currency_exponent(c)).to_numpy(dtype=np.int64)
+    cur_code, cur_names = pd.factorize(currency)
+    steps = np.array([ROUND_MAJOR_UNITS * 10 ** currency_exponent(c) for c in cur_names] + [100], dtype=np.int64)
+    step = steps[cur_code]
 
     card_fp = col("card_fingerprint")
     card_type = col("card_type")
