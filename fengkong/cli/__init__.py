@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from fengkong.cli import rules, serve, simulate
+from fengkong.cli import models, replay, rules, serve, simulate
 
 app = typer.Typer(
     help="fengkong (风控): a rules-driven risk control engine for payments.",
@@ -15,6 +15,8 @@ app = typer.Typer(
 app.add_typer(rules.app, name="rules", help="Check, test and backtest the analyst rule files.")
 serve.register(app)
 simulate.register(app)
+replay.register(app)
+models.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point
