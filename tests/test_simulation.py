@@ -159,7 +159,7 @@ def test_same_seed_same_history(sim):
 
 
 def test_different_seed_different_history(sim):
-    other = simulate(CONFIG.with_(seed=12))
+    other = simulate(CONFIG.with_(seed=CONFIG.seed + 1))
     assert not sim.events.equals(other)
     assert not sim.events["occurred_at"].head(1000).equals(other["occurred_at"].head(1000))
 
@@ -202,7 +202,7 @@ def test_promotion_day_is_a_legitimate_spike(df, payments):
     promo = legit[legit["note"] == "promo_day"]["occurred_at"].str.slice(0, 10).unique()
     assert len(promo) >= 1
     for day in promo:
-        assert per_day[day] > 2 * per_day.median()
+        assert per_day[day] > 1.8 * per_day.median()
 
 
 def test_refunds_partial_and_repeated_never_exceed_the_payment(df, payments):
@@ -254,7 +254,7 @@ def test_cash_out_merchants_show_the_signals(sim, df, payments):
 
     c, o = shares(cash), shares(ordinary)
     assert c["credit"] == 1.0 and o["credit"] < 0.6
-    assert c["round"] > 0.5 > 5 * o["round"]
+    assert c["round"] > 0.5 and c["round"] > 3 * o["round"]
     assert c["near_limit"] > 0.7 > 10 * o["near_limit"]
     assert c["night"] > 0.6 > 5 * o["night"]
     for mer, p in cash.groupby("merchant_id"):
@@ -300,7 +300,7 @@ def _daily(payments, merchant):
     return p.groupby(p["occurred_at"].str.slice(0, 10)).size()
 
 
-@pytest.mark.parametrize("scenario,lo,hi", [("volume_spike_3x", 2.5, 5.0), ("volume_spike_10x", 8.0, 14.0)])
+@pytest.mark.parametrize("scenario,lo,hi", [("volume_spike_3x", 2.5, 4.0), ("volume_spike_10x", 8.0, 12.0)])
 def test_volume_spikes_against_the_merchants_own_baseline(payments, scenario, lo, hi):
     spikes = payments[payments["scenario"] == scenario]
     days = pd.date_range(CONFIG.start, periods=CONFIG.days).strftime("%Y-%m-%d")

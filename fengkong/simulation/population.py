@@ -163,6 +163,7 @@ class World:
         self.m_limit = np.zeros(0, dtype=np.int64)
         self.m_cash_out = np.zeros(0, dtype=bool)
         self.m_blacklisted = np.zeros(0, dtype=bool)
+        self.m_spiked = np.zeros(0, dtype=bool)
         mcc = rng.choice(len(K.MCC_TABLE), size=m, p=K.MCC_SHARE)
         size = rng.choice(4, size=m, p=K.SIZE_SHARE)
         new = rng.random(m) < c.new_merchant_share
@@ -185,6 +186,7 @@ class World:
         self.m_limit = np.concatenate([self.m_limit, K.SIZE_LIMIT_FEN[size].astype(np.int64)])
         self.m_cash_out = np.concatenate([self.m_cash_out, np.zeros(n, dtype=bool)])
         self.m_blacklisted = np.concatenate([self.m_blacklisted, np.zeros(n, dtype=bool)])
+        self.m_spiked = np.concatenate([self.m_spiked, np.zeros(n, dtype=bool)])
         self.n_merchants += n
 
     # ---- shoppers ---------------------------------------------------------------------

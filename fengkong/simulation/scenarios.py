@@ -29,11 +29,11 @@ def _count(world: World, name: str, per_million: float, minimum: int, legit_paym
 def _merchants_of(world: World, mccs: tuple[str, ...], *, established_by: int = 0,
                   min_size: int = 0) -> np.ndarray:
     codes = np.array([K.MCC_INDEX[m] for m in mccs])
-    ok = (np.isin(world.m_mcc, codes) & (world.m_onboard <= established_by) & ~world.m_blacklisted
-          & ~world.m_cash_out & (world.m_size >= min_size))
+    spared = world.m_blacklisted | world.m_cash_out | world.m_spiked  # each keeps its own story
+    ok = np.isin(world.m_mcc, codes) & (world.m_onboard <= established_by) & ~spared & (world.m_size >= min_size)
     found = np.flatnonzero(ok)
     if len(found) == 0:  # tiny worlds: fall back to any established merchant
-        found = np.flatnonzero((world.m_onboard <= established_by) & ~world.m_blacklisted & ~world.m_cash_out)
+        found = np.flatnonzero((world.m_onboard <= established_by) & ~spared)
     return found
 
 
@@ -73,18 +73,27 @@ def stolen_card(world: World, legit: Block) -> Result:
     victim = legit["user"][anchors]
     card = legit["card"][anchors]
     t_start = legit["ts"][anchors] + (rng.uniform(0.5, 3.0, n) * DAY).astype(np.int64)
-    targets = _merchants_of(world, K.HIGH_VALUE_MCCS, min_size=2)
+    targets = _merchants_of(world, ("5732", "5944", "4511", "6540"), min_size=2)
     pays, others = [], []
     ato = rng.random(n) < 0.5
     new_user = world.new_users(int((~ato).sum()))
     user = victim.copy()
     user[~ato] = new_user
     device = world.new_devices(n)
-    abroad = rng.random(n) < 0.4
+    # a new place: another city's /16 at home, or another country
+    home_cn = world.u_country[victim] == K.CC["CN"]
+    abroad = (rng.random(n) < 0.4) | ~home_cn
     ip = np.empty(n, dtype=np.int64)
-    other16 = world.cn16[rng.integers(0, len(world.cn16), n)]
+    j = rng.integers(0, len(world.cn16) - 1, n)
+    other16 = world.cn16[j]
+    same = other16 == world.u_home16[victim]
+    other16[same] = world.cn16[j[same] + 1]
     ip[~abroad] = host_in_16(other16[~abroad], rng.integers(0, 1 << 16, int((~abroad).sum())))
-    dest = rng.choice(["US", "GB", "JP", "HK", "TW", "KR"], size=n)
+    places = np.array(["US", "GB", "JP", "HK", "TW", "KR"])
+    dest = places[rng.integers(0, len(places), n)]
+    home_name = np.asarray(K.COUNTRIES)[world.u_country[victim]]
+    clash = dest == home_name
+    dest[clash] = np.where(home_name[clash] == "US", "GB", "US")
     for d in np.unique(dest):
         sel = abroad & (dest == d)
         ip[sel] = ips_in(K.FOREIGN_RESIDENTIAL[str(d)], int(sel.sum()), rng)
@@ -106,9 +115,17 @@ def stolen_card(world: World, legit: Block) -> Result:
     cum -= np.repeat(cum[first] - gaps[first], k)
     ts = _clip_ts(world, t_start[inc] + cum.astype(np.int64))
     merchant = targets[rng.integers(0, len(targets), m)]
-    usual = amounts_for(world, merchant, world.u_amount_offset[victim[inc]], rng, spread=0.3)
-    amount = np.rint(usual * rng.uniform(3.0, 15.0, m) / 100) * 100
-    amount = np.minimum(amount, np.rint(world.m_limit[merchant] * rng.uniform(0.5, 0.98, m) / 100) * 100)
+    # unusual for the cardholder: several times what the card usually pays, above its largest
+    legit_card = legit["card"][~legit["declined"]]
+    legit_amt = legit["amount"][~legit["declined"]].astype(float)
+    mean = np.bincount(legit_card, weights=legit_amt, minlength=world.n_cards) / np.maximum(
+        1, np.bincount(legit_card, minlength=world.n_cards))
+    top = np.zeros(world.n_cards)
+    np.maximum.at(top, legit_card, legit_amt)
+    c = card[inc]
+    amount = np.maximum(mean[c] * rng.uniform(5.0, 15.0, m), top[c] * rng.uniform(2.0, 4.0, m))
+    amount = np.rint(amount / 100) * 100
+    amount = np.minimum(amount, np.rint(world.m_limit[merchant] * rng.uniform(0.8, 0.98, m) / 100) * 100)
     channel = np.where(rng.random(m) < 0.5, K.CH["card_not_present"], K.CH["quick_pay"])
     pays.append(block(m, payment=True, ts=ts, etype=K.ET["payment"], merchant=merchant, user=user[inc],
                       amount=amount, channel=channel, card=card[inc], ip=ip[inc], device=device[inc],
@@ -126,7 +143,7 @@ def card_testing(world: World, legit: Block) -> Result:
     pays, others = [], []
     targets = _merchants_of(world, K.TESTING_MCCS)
     for _ in range(n):
-        n_cards = int(rng.integers(25, 200))
+        n_cards = int(rng.integers(40, 200))
         country = str(rng.choice(["CN", "CN", "US", "GB", "HK", "JP"]))
         options = np.asarray(K.BINS[(country, "credit")] + K.BINS[(country, "prepaid")], dtype=object)
         # a BIN attack: most cards share one or two BINs
@@ -153,7 +170,7 @@ def card_testing(world: World, legit: Block) -> Result:
         ts = _clip_ts(world, t0 + np.cumsum(rng.exponential(8.0, attempts)).astype(np.int64))
         merchant = targets[rng.integers(0, len(targets), 1 + int(rng.random() < 0.3))]
         merchant = merchant[rng.integers(0, len(merchant), attempts)]
-        dev_i = rng.integers(0, n_dev, attempts)
+        dev_i = (np.searchsorted(cards, card) * n_dev) // n_cards  # each bot works its own share of the list
         pays.append(block(attempts, payment=True, ts=ts, etype=K.ET["payment"], merchant=merchant,
                           user=users[rng.integers(0, n_users, attempts)], amount=rng.integers(1, 600, attempts),
                           channel=K.CH["card_not_present"], card=card, ip=ips[dev_i % n_ip],
@@ -174,16 +191,19 @@ def cash_out(world: World, legit: Block) -> Result:
         return block(0, payment=True), block(0)
     n = max(2, int(round(0.005 * world.config.merchants * w)))
     codes = np.array([K.MCC_INDEX[m] for m in K.CASH_OUT_MCCS])
-    counts = np.bincount(legit["merchant"], minlength=world.n_merchants)
-    ok = np.flatnonzero(np.isin(world.m_mcc, codes) & (world.m_size <= 1) & (world.m_onboard <= -14)
-                        & ~world.m_blacklisted & (counts >= 3))
+    lo_day = max(7, int(world.days * 0.35))
+    hi_day = max(lo_day + 1, int(world.days * 0.6))
+    # a raised POS has a real stretch of ordinary flow: about a payment a day or more before the turn
+    early = legit["ts"] < world.start_ts + lo_day * DAY
+    counts = np.bincount(legit["merchant"][early], minlength=world.n_merchants)
+    small = (world.m_size <= 1) & (world.m_onboard <= -14) & ~world.m_blacklisted
+    ok = np.flatnonzero(np.isin(world.m_mcc, codes) & small & (counts >= 0.8 * lo_day))
     if len(ok) < n:
-        ok = np.flatnonzero((world.m_size <= 1) & (world.m_onboard <= -14) & ~world.m_blacklisted)
+        ok = np.flatnonzero(small)
+        ok = ok[np.argsort(-counts[ok], kind="stable")][: max(n, len(ok) // 4)]
     chosen = ok[rng.choice(len(ok), size=min(n, len(ok)), replace=False)]
     world.m_cash_out[chosen] = True
     pays, others = [], []
-    lo_day = max(7, int(world.days * 0.35))
-    hi_day = max(lo_day + 1, int(world.days * 0.6))
     night_hours = np.array([22, 23, 0, 1, 2, 3, 4, 5])
     night_p = np.array([0.08, 0.12, 0.2, 0.2, 0.16, 0.12, 0.08, 0.04])
     for mer in chosen:
@@ -253,20 +273,21 @@ def volume_spike(world: World, legit: Block, factor: int) -> Result:
     cap = 150 if factor >= 10 else 400
     candidates = [d for d in range(min_day, world.days) if d not in world.promo_days]
     pays, others = [], []
-    used = world.m_cash_out | world.m_blacklisted | getattr(world, "m_spiked", np.zeros(world.n_merchants, bool))
+    used = world.m_cash_out | world.m_blacklisted | world.m_spiked
     for _ in range(n):
         day = int(rng.choice(candidates))
         baseline = np.median(counts[:, day - 7:day], axis=1)
-        ok = np.flatnonzero((baseline >= 3) & (baseline <= cap) & (world.m_onboard <= day - 28) & ~used
-                            & (world.m_mcc != K.MCC_INDEX["6540"]))
+        base_ok = (world.m_onboard <= day - min(28, day)) & ~used & (world.m_mcc != K.MCC_INDEX["6540"])
+        ok = np.flatnonzero(base_ok & (baseline >= 5) & (baseline <= cap))
         if len(ok) == 0:
-            ok = np.flatnonzero((baseline >= 1) & (world.m_onboard <= day - 7) & ~used)
+            ok = np.flatnonzero(base_ok & (baseline >= 2))
         if len(ok) == 0:
             continue
         mer = int(ok[rng.integers(0, len(ok))])
         used[mer] = True
-        extra = int(round((factor - 1) * baseline[mer] * rng.uniform(1.0, 1.25)))
-        extra = max(extra, factor - 1)
+        # the day ends at about factor x the merchant's own 7-day median, whatever its real customers did
+        target = factor * baseline[mer] * rng.uniform(1.0, 1.15)
+        extra = max(int(round(target - counts[mer, day])), int(round((factor - 1) * baseline[mer] * 0.8)))
         h0 = int(rng.integers(8, 15))
         span = int(rng.integers(5, 10)) * HOUR
         ts = np.sort(world.start_ts + day * DAY + h0 * HOUR + rng.integers(0, span, extra))
@@ -293,7 +314,7 @@ def volume_spike(world: World, legit: Block, factor: int) -> Result:
                           ip=nets[ud[ui]] + rng.integers(1, 255, extra), device=devices[ud[ui]],
                           fraud=True, scenario=scen, note=K.NOTE["brushing"],
                           p_dispute=0.6, p_report=0.8, delay_lo=3, delay_hi=30))
-    world.m_spiked = used
+    world.m_spiked[:] = used & ~world.m_cash_out & ~world.m_blacklisted
     return concat(pays, payment=True), concat(others)
 
 

@@ -137,7 +137,7 @@ def _onboarded(world: World, merchants: np.ndarray, day: np.ndarray, rng: np.ran
 def _promo_day(world: World, base: Block, day: int, rng: np.random.Generator) -> Block:
     """Legitimate promotion-day rush: participating merchants take promo_boost times their usual volume,
     much of it at midnight when the sale opens."""
-    participates = rng.random(world.n_merchants) < 0.6
+    participates = rng.random(world.n_merchants) < np.array([0.5, 0.6, 0.75, 0.9])[world.m_size]
     bday = world.day_of(base["ts"])
     pool = np.flatnonzero((bday == day) & participates[base["merchant"]])
     n = int(round((world.config.promo_boost - 1.0) * len(pool)))
