@@ -156,7 +156,7 @@ def _merchant_frame(world: World) -> pd.DataFrame:
     names = world._names["merchants"]  # type: ignore[attr-defined]
     m = world.n_merchants
     onboard = [(world.config.start + timedelta(days=int(d))).isoformat() for d in world.m_onboard]
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         "merchant_id": names[:m],
         "mcc": K.MCC_CODES[world.m_mcc],
         "onboarded_at": onboard,
@@ -165,6 +165,7 @@ def _merchant_frame(world: World) -> pd.DataFrame:
         "is_cash_out": world.m_cash_out.copy(),
         "is_blacklisted": world.m_blacklisted.copy(),
     })
+    return frame.sort_values("merchant_id", kind="stable").reset_index(drop=True)
 
 
 def _blacklist(world: World) -> dict[str, list[str]]:
