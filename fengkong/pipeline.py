@@ -1,0 +1,82 @@
+"""The per-event decision pipeline, in one place.
+
+The decision service (`fengkong.api`) and `fengkong replay` both call `decide`, so
+a replayed history gets exactly the decisions the live service would have given
+for the same event sequence: there is no second copy of "features, then models,
+then rules" to drift.
+
+    decision, features = decide(event, store=store, rules=rules, models=models)
+
+* ``store``: an `OnlineStore` (Redis). ``store.process(event)`` counts the event
+  and returns its features as of just before it; a retried ``event_id`` counts
+  nothing and gets the features of its first delivery, so it gets the same decision.
+* ``models``: a `ModelRuntime` or None. Its ``score(features)`` returns ``model.*``
+  features, merged over the store's features before the rules read them.
+* ``rules``: anything with ``evaluate(features) -> Decision`` (a `RuleSet`, or
+  `LiveRules`, which reads its current set once per call).
+
+Outcome events (refund, chargeback, fraud_report, settlement, withdrawal, decline)
+get no decision: they go through `record_outcome`, which only updates the
+features. `handle` dispatches on the event type for callers (replay) that see both.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Protocol
+
+from fengkong.engine.decision import Decision
+from fengkong.events import OUTCOME_TYPES, Event
+from fengkong.features.online import FeatureResult, OnlineStore
+
+
+class Evaluates(Protocol):
+    def evaluate(self, features: Mapping[str, Any]) -> Decision: ...
+
+
+class Scores(Protocol):
+    def score(self, features: Mapping[str, Any]) -> Mapping[str, Any]: ...
+
+
+class NotADecisionEvent(ValueError):
+    """`decide` was handed an outcome event (they update features; they get no decision)."""
+
+
+def is_outcome(event: Event) -> bool:
+    return event.type in OUTCOME_TYPES
+
+
+def features_for(event: Event, *, store: OnlineStore, models: Scores | None) -> dict[str, Any]:
+    """The store's features of a decision event with the models' ``model.*`` features merged in."""
+    features = dict(store.process(event).features)
+    if models is not None:
+        features.update(models.score(features))
+    return features
+
+
+def decide(
+    event: Event, *, store: OnlineStore, rules: Evaluates, models: Scores | None = None
+) -> tuple[Decision, dict[str, Any]]:
+    """Decide one payment/signup/login/card_bind event: store.process -> models.score -> rules.evaluate.
+
+    Returns the decision and the features the rules saw (store + model features)."""
+    if is_outcome(event):
+        raise NotADecisionEvent(f"type: {event.type.value} is an outcome event; send it with record_outcome")
+    features = features_for(event, store=store, models=models)
+    return rules.evaluate(features), features
+
+
+def record_outcome(event: Event, *, store: OnlineStore) -> FeatureResult:
+    """Count an outcome event (refund, chargeback, fraud_report, ...) in the feature store."""
+    if not is_outcome(event):
+        raise NotADecisionEvent(f"type: {event.type.value} needs a decision; send it with decide")
+    return store.process(event)
+
+
+def handle(
+    event: Event, *, store: OnlineStore, rules: Evaluates, models: Scores | None = None
+) -> tuple[Decision | None, dict[str, Any]]:
+    """`decide` for decision events, `record_outcome` (and no decision) for outcomes."""
+    if is_outcome(event):
+        record_outcome(event, store=store)
+        return None, {}
+    return decide(event, store=store, rules=rules, models=models)
