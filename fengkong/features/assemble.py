@@ -46,6 +46,7 @@ AMOUNT_FEATURES: frozenset[str] = frozenset(
     ]
 )
 _SCALE = d.MINOR_PER_MAJOR
+_STORE_NAMES = tuple(name for name, spec in d.CATALOG.items() if spec.source != "model")
 _NUM, _DEN = d.NEAR_LIMIT_FRACTION
 
 
@@ -148,4 +149,7 @@ def assemble(row: dict[str, Any], raw: dict[str, Any], default_limit: int, lists
         if num in f or den in f:
             f[name] = _ratio(f.get(num), f.get(den))
     f.pop("user.hour_total", None)
+    for name in _STORE_NAMES:  # an absent entity (no device, no card...) leaves its features missing
+        if name not in f:
+            f[name] = None
     return f

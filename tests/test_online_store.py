@@ -1,0 +1,220 @@
+"""The online store against a real Redis: windows, idempotency, outcomes, lists,
+baselines, memory bounds and failures. Expected values are worked out by hand from
+the window definitions in `fengkong/features/definitions.py`."""
+
+from __future__ import annotations
+
+import re
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from fengkong.events import parse_event
+from fengkong.features.embedded_redis import EmbeddedRedis
+from fengkong.features.errors import FeatureStoreUnavailable
+from fengkong.features.lists import ListStore
+from fengkong.features.online import OnlineStore
+
+CN = timezone(timedelta(hours=8))
+T0 = datetime(2026, 11, 2, 12, 0, 30, tzinfo=CN)
+_ids = iter(range(10**9))
+
+
+def pay(at: datetime, *, amount: str = "100.00", card="c1", user="u1", device="d1", ip="113.87.1.2",
+        merchant="m1", typ="payment", event_id: str | None = None, **extra):
+    data = {
+        "event_id": event_id or f"e{next(_ids)}",
+        "type": typ,
+        "occurred_at": at.isoformat(),
+        "merchant_id": merchant,
+        "user_id": user,
+        "amount": amount,
+        "card": {"fingerprint": card, "type": "credit", "issuer_country": "CN"} if card else None,
+        "ip": ip,
+        "device_id": device,
+        **extra,
+    }
+    return parse_event({k: v for k, v in data.items() if v is not None})
+
+
+def test_ten_minute_window_counts_the_current_minute_and_nine_before(store):
+    store.process(pay(T0))  # bucket 12:00
+    store.process(pay(T0 + timedelta(minutes=5)))  # 12:05
+    third = store.process(pay(T0 + timedelta(minutes=9)))  # 12:09: sees 12:00 and 12:05
+    assert third.features["card.count_10m"] == 2
+    assert third.features["card.sum_10m"] == 200.0
+    fourth = store.process(pay(T0 + timedelta(minutes=9, seconds=40)))  # 12:10:10, window 12:01..12:10
+    assert fourth.features["card.count_10m"] == 2  # 12:05 and 12:09; 12:00 left the window
+    assert fourth.features["card.count_1h"] == 3
+    later = store.process(pay(T0 + timedelta(hours=2)))
+    assert later.features["card.count_10m"] == 0 and later.features["card.count_1h"] == 0
+    assert later.features["card.count_24h"] == 4
+
+
+def test_the_same_event_id_counts_once_and_gets_the_same_features(store):
+    first = store.process(pay(T0, event_id="dup-1"))
+    again = store.process(pay(T0, event_id="dup-1"))
+    assert not first.duplicate and again.duplicate
+    assert again.features == first.features
+    nxt = store.process(pay(T0 + timedelta(seconds=1)))
+    assert nxt.features["card.count_10m"] == 1
+    assert nxt.features["merchant.count_today"] == 1
+
+
+def test_concurrent_deliveries_of_one_event_count_once(redis_server, ipintel, list_specs, prefix):
+    stores = [OnlineStore(redis_server.client(), ipintel=ipintel, lists=list_specs, prefix=prefix) for _ in range(8)]
+    event = pay(T0, event_id="race-1")
+    results = []
+    barrier = threading.Barrier(len(stores))
+
+    def send(s):
+        barrier.wait()
+        results.append(s.process(event))
+
+    threads = [threading.Thread(target=send, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(not r.duplicate for r in results) == 1
+    after = stores[0].process(pay(T0 + timedelta(seconds=2)))
+    assert after.features["card.count_10m"] == 1
+
+
+def test_a_missing_entity_gives_missing_features_not_zeros(store):
+    res = store.process(pay(T0, device=None))
+    assert res.features["device.count_1h"] is None
+    assert res.features["device.distinct_cards_1h"] is None
+    assert res.features["card.count_1h"] == 0  # the card is known: zero is a real count
+
+
+def test_outcomes_update_features_without_a_decision(store):
+    p = store.process(pay(T0, amount="200.00", event_id="p1"))
+    refund = store.process(pay(T0 + timedelta(minutes=1), typ="refund", amount="50.00", refers_to="p1"))
+    assert refund.features == {}
+    store.process(pay(T0 + timedelta(minutes=2), typ="decline", amount="10.00"))
+    store.process(pay(T0 + timedelta(minutes=3), typ="chargeback", refers_to="p1", amount="200.00"))
+    store.process(pay(T0 + timedelta(minutes=4), typ="withdrawal", amount="150.00", card=None, user=None, device=None, ip=None))
+    nxt = store.process(pay(T0 + timedelta(minutes=5), amount="200.00"))
+    f = nxt.features
+    assert p.features["merchant.refund_sum_30d"] == 0.0
+    assert f["merchant.refund_sum_30d"] == 50.0
+    assert f["merchant.refund_ratio_30d"] == 50.0 / 200.0
+    assert f["card.declines_1h"] == 1
+    assert f["merchant.chargeback_count_30d"] == 1 and f["merchant.chargeback_ratio_30d"] == 1.0
+    assert f["merchant.withdrawal_sum_7d"] == 150.0 and f["merchant.withdrawal_ratio_7d"] == 150.0 / 200.0
+    assert f["card.count_1h"] == 1  # outcomes are not payments
+
+
+def test_distinct_counts_and_new_device(store):
+    store.process(pay(T0, device="d1", user="u1", card="c1"))
+    store.process(pay(T0 + timedelta(minutes=1), device="d1", user="u2", card="c2"))
+    store.process(pay(T0 + timedelta(minutes=2), device="d1", user="u2", card="c2"))
+    res = store.process(pay(T0 + timedelta(minutes=3), device="d1", user="u3", card="c3"))
+    assert res.features["device.distinct_cards_1h"] == 2
+    assert res.features["device.distinct_users_1h"] == 2
+    u = store.process(pay(T0 + timedelta(minutes=4), device="d9", user="u1", card="c1"))
+    assert u.features["user.is_new_device"] is True
+    assert u.features["user.devices_seen_90d"] == 1
+    back = store.process(pay(T0 + timedelta(minutes=5), device="d1", user="u1", card="c1"))
+    assert back.features["user.is_new_device"] is False
+    assert back.features["card.distinct_devices_24h"] == 2
+
+
+def test_running_mean_std_and_zscore(store):
+    for i, amount in enumerate(["100.00", "200.00", "300.00"]):
+        store.process(pay(T0 + timedelta(minutes=i), amount=amount))
+    res = store.process(pay(T0 + timedelta(minutes=5), amount="400.00"))
+    f = res.features
+    assert f["user.amount_n"] == 3
+    assert f["user.amount_mean"] == pytest.approx(200.0)
+    assert f["user.amount_std"] == pytest.approx(100.0)  # sample std of 100, 200, 300
+    assert f["user.amount_zscore"] == pytest.approx(2.0)
+
+
+def test_volume_baseline_ratio_and_the_new_merchant_without_one(store):
+    new = store.process(pay(T0, merchant="fresh"))
+    assert new.features["merchant.has_baseline"] is False
+    assert new.features["merchant.volume_ratio_today"] is None
+    day0 = datetime(2026, 11, 1, 10, 15, tzinfo=CN)
+    for k in range(8):  # one 100.00 payment at 10:15 on each of 8 days
+        store.process(pay(day0 + timedelta(days=k), merchant="steady", card=f"c{k}", user=f"u{k}"))
+    spike = day0 + timedelta(days=8, hours=1)  # 11:15 on the 9th day
+    for i in range(3):
+        store.process(pay(spike + timedelta(minutes=i), merchant="steady", card=f"s{i}", user=f"s{i}"))
+    res = store.process(pay(spike + timedelta(minutes=5), merchant="steady", card="s9", user="s9"))
+    f = res.features
+    assert f["merchant.has_baseline"] is True
+    assert f["merchant.volume_today"] == 300.0
+    assert f["merchant.baseline_today_7d"] == 100.0  # each earlier day: 100.00 by the end of 11:00
+    assert f["merchant.volume_ratio_today"] == 3.0
+    assert f["merchant.baseline_today_28d"] is None  # only 8 days of history
+    assert f["merchant.baseline_hour_7d"] == 0.0  # nothing was ever paid in the 11:00 hour
+    assert f["merchant.volume_ratio_hour"] is None
+
+
+def test_single_limit_near_limit_share_and_top_card(store):
+    store.set_merchant_profile("lim", single_limit_minor=100_000)  # 1,000.00
+    a = store.process(pay(T0, merchant="lim", amount="950.00", card="k1"))
+    b = store.process(pay(T0 + timedelta(minutes=1), merchant="lim", amount="850.00", card="k2"))
+    c = store.process(pay(T0 + timedelta(minutes=2), merchant="lim", amount="1001.00", card="k1"))
+    assert a.features["event.near_limit"] is True and a.features["merchant.single_limit"] == 1000.0
+    assert b.features["event.near_limit"] is False
+    assert c.features["event.over_limit"] is True
+    assert c.features["merchant.near_limit_share_24h"] == 0.5
+    assert c.features["merchant.top_card_share_today"] == pytest.approx(950.0 / 1800.0)
+    assert c.features["merchant.grade"] == "NEW"
+    store.set_merchant_profile("lim", grade="A")
+    d = store.process(pay(T0 + timedelta(minutes=3), merchant="lim", amount="10.00"))
+    assert d.features["merchant.grade"] == "A"
+
+
+def test_list_changes_are_effective_on_the_next_event(store, redis_client, prefix, list_specs):
+    lists = ListStore(redis_client, list_specs, prefix=prefix)
+    before = store.process(pay(T0, card="bad-card", ip="203.0.113.9"))
+    assert before.features["lists.blocked_cards"] is False
+    lists.add("blocked_cards", ["bad-card"])
+    lists.add("blocked_ips", ["203.0.113.0/24"])
+    after = store.process(pay(T0 + timedelta(seconds=1), card="bad-card", ip="203.0.113.9"))
+    assert after.features["lists.blocked_cards"] is True
+    assert after.features["lists.blocked_ips"] is True
+    outside = store.process(pay(T0 + timedelta(seconds=2), card="ok-card", ip="203.0.114.9"))
+    assert outside.features["lists.blocked_ips"] is False and outside.features["lists.blocked_cards"] is False
+    lists.remove("blocked_cards", ["bad-card"])
+    assert store.process(pay(T0 + timedelta(seconds=3), card="bad-card")).features["lists.blocked_cards"] is False
+
+
+def test_every_feature_key_is_prefixed_tagged_and_expires(store, redis_client, prefix):
+    for i in range(30):
+        store.process(pay(T0 + timedelta(minutes=7 * i), card=f"c{i % 4}", device=f"d{i % 3}", merchant=f"m{i % 2}"))
+    store.process(pay(T0, typ="refund", amount="1.00"))
+    keys = [k.decode() for k in redis_client.scan_iter(f"{prefix}:*")]
+    assert keys
+    pattern = re.compile(rf"^{prefix}:v1:\{{[a-z_]+:[^}}]+\}}:.+$")
+    longest = 90 * 86400 + 86400
+    for key in keys:
+        assert pattern.match(key), key
+        if key.endswith(":profile"):
+            continue  # merchant profiles are reference data, not counters
+        ttl = redis_client.ttl(key)
+        assert 0 < ttl <= longest, (key, ttl)
+
+
+def test_a_down_redis_raises_a_clear_error_never_zeros(ipintel, list_specs):
+    server = EmbeddedRedis(persist=False).start()
+    store = OnlineStore(server.client(socket_timeout=0.5), ipintel=ipintel, lists=list_specs)
+    assert store.process(pay(T0)).features["card.count_10m"] == 0
+    server.kill()
+    with pytest.raises(FeatureStoreUnavailable):
+        store.process(pay(T0 + timedelta(seconds=1)))
+    server.stop()
+
+
+def test_a_refused_event_touches_no_counter(store):
+    from fengkong.events import EventRejected
+
+    with pytest.raises(EventRejected):
+        parse_event({"event_id": "x", "type": "payment", "occurred_at": T0.isoformat(), "merchant_id": "m1",
+                     "amount": 1.5, "card": {"fingerprint": "c1"}})
+    assert store.process(pay(T0 + timedelta(seconds=5))).features["card.count_10m"] == 0
