@@ -289,6 +289,8 @@ def _present(value: Any) -> bool:
         return False
     if isinstance(value, float) and value != value:  # NaN from pandas
         return False
+    if type(value).__name__ in ("NAType", "NaTType"):  # pandas' missing markers, without importing pandas
+        return False
     if isinstance(value, str) and value == "":
         return False
     return True

@@ -154,3 +154,11 @@ def test_event_model_is_immutable():
     with pytest.raises(Exception):
         event.amount = "99"  # type: ignore[misc]
     assert isinstance(event, Event)
+
+
+def test_flat_rows_with_pandas_missing_markers_drop_those_fields():
+    import pandas as pd
+
+    row = {"event_id": "e", "type": "login", "occurred_at": BASE["occurred_at"], "amount": pd.NA,
+           "user_id": "u", "card_fingerprint": float("nan"), "ip": None}
+    assert flat_to_dict(row) == {"event_id": "e", "type": "login", "occurred_at": BASE["occurred_at"], "user_id": "u"}
