@@ -1,0 +1,171 @@
+"""Model artifacts on disk: what was trained, on what, with which libraries, how well.
+
+Layout (the root defaults to ``$FENGKONG_ARTIFACTS``, else ``./artifacts``)::
+
+    <root>/<kind>/<version>/meta.json      kind, version, features, training window,
+                                           rows, library versions, metrics, params
+    <root>/<kind>/<version>/model.joblib   the fitted scikit-learn estimator(s)
+    <root>/<kind>/<version>/*.npz          compiled trees (`fast.CompiledTrees`): all the
+                                           service needs to score
+
+``kind`` is ``merchants`` or ``transactions``; ``version`` is the UTC training time
+``YYYYmmddTHHMMSSZ`` plus a short content hash, so names sort by time and the
+latest is the greatest. A version directory is written under a temporary name
+and renamed into place only when complete, so a reader never sees half an
+artifact.
+
+`check_features` refuses an artifact asking for a feature the service cannot
+supply (transactions: `fengkong.features.definitions.CATALOG`; merchants: the
+daily features of `merchant_features.FEATURES`), naming every such feature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+KINDS = ("merchants", "transactions")
+META = "meta.json"
+MODEL = "model.joblib"
+
+
+class ArtifactError(RuntimeError):
+    """An artifact that cannot be used; the message says why (and names the features)."""
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("FENGKONG_ARTIFACTS", "artifacts"))
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import pandas
+    import sklearn
+
+    try:
+        from importlib.metadata import version
+
+        fk = version("fengkong")
+    except Exception:  # pragma: no cover - not installed
+        fk = "unknown"
+    return {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
+            "numpy": numpy.__version__, "pandas": pandas.__version__, "fengkong": fk}
+
+
+def supplied_features(kind: str) -> frozenset[str]:
+    """Names the service (transactions) or the nightly job (merchants) can supply."""
+    if kind == "transactions":
+        from fengkong.features.definitions import CATALOG
+
+        return frozenset(n for n, s in CATALOG.items() if s.source != "model")
+    if kind == "merchants":
+        from fengkong.models.merchant_features import FEATURES
+
+        return frozenset(FEATURES)
+    raise ArtifactError(f"unknown artifact kind {kind!r} (known: {', '.join(KINDS)})")
+
+
+def check_features(kind: str, features: Iterable[str], *, where: str = "") -> None:
+    known = supplied_features(kind)
+    unknown = [f for f in features if f not in known]
+    if unknown:
+        src = "fengkong.features.definitions.CATALOG" if kind == "transactions" else \
+            "fengkong.models.merchant_features.FEATURES"
+        raise ArtifactError(
+            f"{where or kind + ' artifact'}: refused: it needs feature(s) the service cannot supply: "
+            f"{', '.join(unknown)} (not in {src}); retrain it on supplied features or add them to the store")
+
+
+@dataclass
+class Artifact:
+    kind: str
+    path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("version", self.path.name))
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.meta.get("features", []))
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def load_estimator(self) -> Any:
+        import joblib
+
+        return joblib.load(self.path / MODEL)
+
+
+def save(root: Path, kind: str, *, estimator: Any, features: list[str], window: dict[str, Any],
+         metrics: dict[str, Any], params: dict[str, Any], rows: int,
+         extra_files: dict[str, Any] | None = None) -> Artifact:
+    """Write a new version of ``kind``; ``extra_files`` maps a file name to an object
+    with ``save(path)`` (e.g. compiled trees)."""
+    import joblib
+
+    if kind not in KINDS:
+        raise ArtifactError(f"unknown artifact kind {kind!r}")
+    check_features(kind, features)
+    base = Path(root) / kind
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=base))
+    try:
+        joblib.dump(estimator, tmp / MODEL)
+        for name, obj in (extra_files or {}).items():
+            obj.save(tmp / name)
+        digest = hashlib.sha256()
+        for p in sorted(tmp.iterdir()):
+            digest.update(p.name.encode() + p.read_bytes())
+        now = datetime.now(timezone.utc)
+        version = f"{now.strftime('%Y%m%dT%H%M%S')}Z-{digest.hexdigest()[:8]}"
+        meta = {
+            "kind": kind, "version": version, "created_at": now.isoformat(), "features": list(features),
+            "training_window": window, "rows": int(rows), "libraries": library_versions(),
+            "metrics": metrics, "params": params, "files": sorted(p.name for p in tmp.iterdir()),
+        }
+        (tmp / META).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+        final = base / version
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Artifact(kind, final, meta)
+
+
+def versions(root: Path, kind: str) -> list[Path]:
+    base = Path(root) / kind
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / META).exists())
+
+
+def latest(root: Path | None, kind: str) -> Artifact | None:
+    """The newest complete version of ``kind`` under ``root`` (None if there is none)."""
+    found = versions(Path(root) if root is not None else default_root(), kind)
+    if not found:
+        return None
+    return open_artifact(found[-1], kind)
+
+
+def open_artifact(path: Path, kind: str | None = None) -> Artifact:
+    try:
+        meta = json.loads((Path(path) / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: unreadable {META}: {exc}") from None
+    k = meta.get("kind")
+    if kind is not None and k != kind:
+        raise ArtifactError(f"{path}: is a {k!r} artifact, expected {kind!r}")
+    art = Artifact(str(k), Path(path), meta)
+    check_features(art.kind, art.features, where=f"{art.kind} artifact {art.version}")
+    return art
