@@ -1,0 +1,92 @@
+"""The audit trail: every decision, every rules reload and every list or merchant
+profile change.
+
+Where it goes:
+
+* Redis streams, capped with ``XADD ... MAXLEN ~ n`` (approximate trimming is O(1)
+  amortised; exact trimming is not): ``{prefix}:v1:audit:decisions`` and
+  ``{prefix}:v1:audit:changes``. Each entry has one field, ``record``, holding the
+  JSON record. The decision entry is written in the same pipeline (one round trip)
+  as the decision record itself, by `fengkong.api.service`.
+* Optionally a JSON-lines file (``FENGKONG_AUDIT_FILE``), one line per record,
+  written with a single ``write(2)`` on an ``O_APPEND`` descriptor so that several
+  worker processes can share the file without interleaving lines. The file also
+  receives decisions made while Redis was down, which the stream cannot.
+
+A decision record holds the event (the contract refuses card numbers, so there is
+no secret to drop), the features the live rule set reads (not all ~130 the store
+computes: the ones the decision could depend on), the rules that fired with their
+values, the version and the outcome. A change record holds the key's *name*
+(never the key), the time, the action and the live rule-set version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from fengkong.api.encoding import dumps
+
+log = logging.getLogger(__name__)
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+class Audit:
+    """Writes audit records to the Redis streams and the optional file."""
+
+    def __init__(self, *, prefix: str, maxlen: int, path: Path | None) -> None:
+        self.decisions_key = f"{prefix}:v1:audit:decisions"
+        self.changes_key = f"{prefix}:v1:audit:changes"
+        self.maxlen = maxlen
+        self.path = Path(path) if path else None
+        self._fd: int | None = None
+        self._lock = threading.Lock()  # the rules watcher thread audits too
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def add_decision(self, pipe: Any, record_json: bytes) -> None:
+        """Queue the decision's stream entry on a pipeline the caller executes."""
+        pipe.xadd(self.decisions_key, {"record": record_json}, maxlen=self.maxlen, approximate=True)
+
+    def to_file(self, record_json: bytes) -> None:
+        """Append one JSON line (no-op without an audit file)."""
+        fd = self._fd
+        if fd is None:
+            return
+        try:
+            os.write(fd, record_json + b"\n")
+        except OSError:  # a full disk must not fail a payment decision
+            log.exception("audit file write failed")
+
+    def change(self, client: redis.Redis | None, *, actor: str, action: str, version: str | None,
+               detail: dict[str, Any]) -> dict[str, Any]:
+        """Record a rules reload, list change or profile change; returns the record.
+
+        The stream write is best effort (Redis may be the thing that is down); the
+        file line is always written when a file is configured."""
+        record = {"at": utc_now_iso(), "actor": actor, "action": action, "ruleset_version": version,
+                  "pid": os.getpid(), **detail}
+        data = dumps(record)
+        with self._lock:
+            self.to_file(data)
+        if client is not None:
+            try:
+                client.xadd(self.changes_key, {"record": data}, maxlen=self.maxlen, approximate=True)
+            except (redis.RedisError, OSError):
+                log.warning("audit stream unavailable for %s by %s", action, actor)
+        return record
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)

@@ -1,0 +1,134 @@
+"""The decision service's settings: one class, read from ``FENGKONG_*`` environment
+variables (or passed in whole by tests), created on first use, never at import.
+
+Why environment variables: `fengkong serve` starts uvicorn workers as separate
+processes (durable_rules never releases the GIL, so we scale with processes); the
+parent resolves everything once (embedded Redis URL, development key) and hands it
+to the workers through the environment, where each worker's `Settings()` reads it.
+
+API keys come from ``FENGKONG_API_KEYS`` (a JSON list) and/or ``FENGKONG_API_KEYS_FILE``
+(a JSON or YAML file with the same list, optionally under ``keys:``). A key entry is
+``{"name": "gateway", "key": "<secret>", "scopes": ["decide", "report"]}``; a file may
+give ``key_sha256`` (hex) instead of ``key`` so that the secret is not stored in
+clear. Keys shorter than 16 characters are refused: a short key is a placeholder.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Scope(StrEnum):
+    DECIDE = "decide"  # ask for decisions, read them back, read merchants
+    REPORT = "report"  # report outcome events
+    ADMIN = "admin"  # lists, rules, merchant profiles (and everything else)
+
+
+MIN_KEY_LENGTH = 16
+
+
+class ApiKeySpec(BaseModel):
+    """One configured key. Only ``sha256`` is kept after validation; ``key`` is dropped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    scopes: frozenset[Scope]
+    key: str | None = Field(default=None, repr=False, exclude=True)
+    key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", repr=False)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> "ApiKeySpec":
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError(f"key {self.name!r}: give exactly one of 'key' or 'key_sha256'")
+        if self.key is not None:
+            if len(self.key) < MIN_KEY_LENGTH:
+                raise ValueError(f"key {self.name!r}: shorter than {MIN_KEY_LENGTH} characters")
+            digest = hashlib.sha256(self.key.encode()).hexdigest()
+            object.__setattr__(self, "key_sha256", digest)
+            object.__setattr__(self, "key", None)
+        return self
+
+    @property
+    def digest(self) -> bytes:
+        assert self.key_sha256 is not None
+        return bytes.fromhex(self.key_sha256)
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told. Field docs are the configuration table in docs/api.md."""
+
+    model_config = SettingsConfigDict(env_prefix="FENGKONG_", extra="ignore", frozen=True)
+
+    redis_url: str | None = Field(default=None, description="Redis URL; unset = start an embedded Redis")
+    data_dir: Path = Field(default=Path(".fengkong"), description="Embedded Redis data and other local state")
+    rules_dir: Path = Field(default=Path("rules"), description="Rule files, policy.yaml and lists/")
+    artifacts_dir: Path | None = Field(default=Path("artifacts"), description="Model artifacts (absent = rules-only)")
+    api_keys: list[ApiKeySpec] = Field(default_factory=list, description="JSON list of {name, key, scopes}")
+    api_keys_file: Path | None = Field(default=None, description="JSON/YAML file with the same list")
+    deadline_ms: float = Field(default=50.0, gt=0, le=10_000, description="Time budget of one decision")
+    failure_policy: Literal["fail_open", "fail_closed"] = Field(
+        default="fail_open", description="Degraded answer: fail_open = allow, fail_closed = review"
+    )
+    max_body_bytes: int = Field(default=16_384, ge=256, description="Larger request bodies get 413")
+    audit_file: Path | None = Field(default=None, description="Also append decisions/changes as JSON lines here")
+    audit_stream_maxlen: int = Field(default=100_000, ge=100, description="Approximate cap of each audit stream")
+    decision_ttl_s: int = Field(default=7 * 86400, ge=60, description="How long decision records are kept")
+    key_prefix: str = Field(default="fk", pattern=r"^[A-Za-z0-9_\-]{1,32}$", description="Redis key prefix")
+    rules_watch_s: float = Field(default=2.0, ge=0, description="Poll rules_dir and reload on change; 0 = off")
+    breaker_s: float = Field(default=0.5, gt=0, description="After a Redis fault, degrade without trying for this long")
+    workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
+    host: str = Field(default="127.0.0.1")
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: str = Field(default="warning")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else []
+        return value
+
+    def all_keys(self) -> list[ApiKeySpec]:
+        """Keys from the environment plus the keys file; names must be unique."""
+        keys = list(self.api_keys)
+        if self.api_keys_file is not None:
+            keys += load_keys_file(self.api_keys_file)
+        names = [k.name for k in keys]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"API key names must be unique; repeated: {', '.join(dupes)}")
+        return keys
+
+    @property
+    def deadline_s(self) -> float:
+        return self.deadline_ms / 1000.0
+
+    @property
+    def degraded_decision(self) -> str:
+        return "allow" if self.failure_policy == "fail_open" else "review"
+
+
+def load_keys_file(path: Path) -> list[ApiKeySpec]:
+    """Read a keys file (JSON or YAML: a list, or a mapping with ``keys:``)."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or []
+    if isinstance(data, dict):
+        data = data.get("keys", [])
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of keys or a mapping with 'keys:'")
+    return [ApiKeySpec.model_validate(item) for item in data]
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,65 @@
+"""Dependencies as `Annotated` aliases, so a route's signature says what it needs.
+
+``RuntimeDep`` is the process's `Runtime` (built by the app's lifespan).
+``DecideCaller`` / ``ReportCaller`` / ``AdminCaller`` authenticate the API key and
+check its scope: 401 for a missing or unknown key, 403 for a key without the scope
+(``admin`` implies every scope). ``ReaderCaller`` accepts ``decide`` or ``admin``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Awaitable, Callable
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+
+from fengkong.api.config import Scope
+from fengkong.api.security import Caller
+from fengkong.api.state import Runtime
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="API key; `Authorization: Bearer <key>` is accepted too")
+
+
+class AuthError(Exception):
+    """401 (no or unknown key) or 403 (key lacks the scope); mapped by the app."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def _presented(request: Request, header_key: str | None) -> str | None:
+    if header_key:
+        return header_key
+    auth = request.headers.get("authorization")
+    if auth and auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return None
+
+
+def require_scope(*scopes: Scope) -> Callable[..., Awaitable[Caller]]:
+    """A dependency that returns the caller if its key has one of `scopes`."""
+    needed = " or ".join(s.value for s in scopes)
+
+    async def dependency(request: Request, key: Annotated[str | None, Security(api_key_header)] = None) -> Caller:
+        caller = request.app.state.runtime.keyring.identify(_presented(request, key))
+        if caller is None:
+            raise AuthError(401, "missing or unknown API key (send it in the X-API-Key header)")
+        if not any(caller.allows(s) for s in scopes):
+            raise AuthError(403, f"the key {caller.name!r} lacks the scope {needed}")
+        return caller
+
+    return dependency
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+DecideCaller = Annotated[Caller, Depends(require_scope(Scope.DECIDE))]
+ReportCaller = Annotated[Caller, Depends(require_scope(Scope.REPORT))]
+AdminCaller = Annotated[Caller, Depends(require_scope(Scope.ADMIN))]
+ReaderCaller = Annotated[Caller, Depends(require_scope(Scope.DECIDE, Scope.REPORT))]

@@ -1,0 +1,51 @@
+"""POST /v1/decisions and GET /v1/decisions/{decision_id}.
+
+The POST body is read raw and parsed by the event contract (`parse_event`), not by
+FastAPI's binding: FastAPI's 422 echoes input values, and a card number must never
+be echoed. Its OpenAPI schema is attached by `fengkong.api.app` (``Event``).
+Any unexpected fault is answered by the failure policy (degraded), never a 500.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request, Response
+
+from fengkong.api import service
+from fengkong.api.deps import DecideCaller, ReaderCaller, RuntimeDep
+from fengkong.api.encoding import dumps
+from fengkong.api.errors import ERROR_RESPONSES, read_json
+from fengkong.api.schemas import DecisionOut, DecisionRecordOut
+from fengkong.events import EventRejected
+
+router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
+
+EVENT_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/Event"}}}}}
+
+
+@router.post("", response_model=None, responses={200: {"model": DecisionOut}, **ERROR_RESPONSES},
+             openapi_extra=EVENT_BODY, summary="Decide one payment, signup, login or card_bind event")
+async def post_decision(request: Request, caller: DecideCaller) -> Response:
+    """Returns allow / challenge / review / deny with the rules that fired. The same
+    event_id again returns the stored decision (``duplicate: true``); with a different
+    body it gets 409. Within the deadline whatever Redis or the models do."""
+    t0 = time.perf_counter()
+    data = await read_json(request)
+    rt = request.app.state.runtime
+    try:
+        out = await service.decide(rt=rt, data=data, caller=caller, t0=t0)
+    except (EventRejected, service.ServiceError):
+        raise
+    except Exception as exc:  # a bug or an unforeseen dependency fault: the policy answers
+        out = service.fallback(rt=rt, data=data, caller=caller, t0=t0, error=exc)
+    return Response(dumps(out), media_type="application/json")
+
+
+@router.get("/{decision_id}", response_model=DecisionRecordOut, responses=ERROR_RESPONSES,
+            summary="A stored decision with its explanation")
+async def get_decision(decision_id: str, rt: RuntimeDep, caller: ReaderCaller) -> Response:
+    """The event, the features the rule set read, enforced and shadow rules that fired,
+    thresholds, version. Degraded decisions are not stored (see the audit file)."""
+    return Response(dumps(service.get_decision(rt=rt, decision_id=decision_id)), media_type="application/json")

@@ -1,0 +1,28 @@
+"""GET / PUT /v1/merchants/{merchant_id}: the merchant's grade, profile and features."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from fengkong.api import service
+from fengkong.api.deps import AdminCaller, ReaderCaller, RuntimeDep
+from fengkong.api.errors import ERROR_RESPONSES
+from fengkong.api.schemas import MerchantOut, MerchantProfileIn
+
+router = APIRouter(prefix="/v1/merchants", tags=["merchants"])
+
+
+@router.get("/{merchant_id}", response_model=MerchantOut, responses=ERROR_RESPONSES,
+            summary="Grade, profile and current merchant features")
+async def get_merchant(merchant_id: str, rt: RuntimeDep, caller: ReaderCaller) -> dict:
+    """Features are those the merchant's latest decision read (windows run on event
+    time, so "current" means as of the latest event)."""
+    return service.get_merchant(rt=rt, merchant_id=merchant_id)
+
+
+@router.put("/{merchant_id}", response_model=MerchantOut, responses=ERROR_RESPONSES,
+            summary="Set the merchant's profile (admin)")
+async def put_merchant(merchant_id: str, body: MerchantProfileIn, rt: RuntimeDep, caller: AdminCaller) -> dict:
+    """Grade, limits, onboarding date, category; omitted fields stay. Effective on the
+    next decision; audited with the key's name."""
+    return service.put_merchant(rt=rt, merchant_id=merchant_id, changes=body.model_dump(), caller=caller)

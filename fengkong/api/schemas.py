@@ -1,0 +1,186 @@
+"""The HTTP contract: pydantic models that OpenAPI documents.
+
+The event itself is `fengkong.events.Event` (one contract for API, files and
+tests). Requests that carry an event are parsed by `parse_event` from the raw
+body, never by FastAPI's body binding, because FastAPI's 422 echoes the input
+value and a card number must never be echoed; the routes attach the Event schema
+to OpenAPI by hand (see `fengkong.api.app`).
+
+Responses on the hot path are built as dicts and serialised with orjson (a
+pydantic round trip costs tens of microseconds per decision); the tests validate
+real responses against these models, so code and documentation cannot drift.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fengkong.features import definitions as d
+
+Action = Literal["allow", "challenge", "review", "deny"]
+GRADES: tuple[str, ...] = tuple(d.DEFAULT_GRADE_LIMITS)
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx/5xx body: the field at fault (dotted path, or a header/parameter name) and why."""
+
+    detail: str = Field(description="'<field>: <reason>'; never repeats the refused value")
+    field: str | None = Field(default=None, description="Dotted path of the field at fault, e.g. card.bin")
+
+
+class ReasonOut(BaseModel):
+    """A rule that fired, with the feature values it read (null = missing)."""
+
+    id: str
+    description: str
+    action: Action
+    score: float
+    mode: Literal["enforce", "shadow"]
+    tags: list[str]
+    values: dict[str, Any]
+
+
+class DecisionOut(BaseModel):
+    """The answer to POST /v1/decisions."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "decision_id": "d_5f0c2a7e9b3d4c1e8a6b2f0d", "event_id": "evt-1001", "decision": "challenge",
+        "score": 45.0, "reasons": [{"id": "card_new_device_new_country", "description": "...", "action": "challenge",
+                                    "score": 45.0, "mode": "enforce", "tags": ["card_theft"],
+                                    "values": {"user.is_new_device": True}}],
+        "merchant_grade": "NEW", "ruleset_version": "675013852d1f@2026-11-25T20:37:04.916687Z",
+        "degraded": False, "degraded_reason": None, "latency_ms": 1.2, "duplicate": False, "lane": None}})
+
+    decision_id: str = Field(description="Id of the stored decision (GET /v1/decisions/{decision_id})")
+    event_id: str
+    decision: Action = Field(description="allow | challenge (step-up, e.g. SMS OTP) | review | deny")
+    score: float = Field(description="Sum of the scores of the enforced rules that fired")
+    reasons: list[ReasonOut] = Field(description="Enforced rules that fired, with the values they read")
+    merchant_grade: str | None = Field(description="The merchant's grade the policy used (NEW when none)")
+    ruleset_version: str | None = Field(description="Content hash @ load time of the rule set that decided")
+    degraded: bool = Field(description="True when a dependency failed and the failure policy answered")
+    degraded_reason: str | None = Field(description="Why (feature store down/slow, model failure, ...)")
+    latency_ms: float = Field(description="Time spent deciding inside the service")
+    duplicate: bool = Field(default=False, description="True when this is the stored answer to an earlier request")
+    lane: str | None = Field(default=None, description="Allow-list lane that decided (e.g. trusted), if any")
+
+
+class DecisionRecordOut(DecisionOut):
+    """A stored decision with its full explanation (GET /v1/decisions/{decision_id})."""
+
+    decided_at: str
+    caller: str = Field(description="Name of the API key that asked (never the key)")
+    event: dict[str, Any] = Field(description="The event as accepted (the contract holds no card number)")
+    features: dict[str, Any] = Field(description="Values of the features the rule set reads, as the decision saw them")
+    shadow: list[ReasonOut] = Field(description="Shadow-mode rules that fired (reported, never counted)")
+    missing_features: list[str]
+    score_action: Action | None = Field(description="What the score thresholds alone said")
+    thresholds: dict[str, float]
+
+
+class OutcomeOut(BaseModel):
+    """The answer to POST /v1/events."""
+
+    event_id: str
+    type: str
+    recorded: bool = Field(description="The outcome updated the features (false only for a duplicate)")
+    duplicate: bool = Field(description="This event_id was recorded before; nothing was counted again")
+
+
+class MerchantProfileIn(BaseModel):
+    """Fields of a merchant's profile; those omitted are left as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grade: Literal[GRADES] | None = Field(default=None, description="Merchant grade")  # type: ignore[valid-type]
+    single_limit_minor: int | None = Field(default=None, ge=0, le=10**15, description="Single-payment limit, minor units")
+    daily_cap_minor: int | None = Field(default=None, ge=0, le=10**15, description="Daily volume cap, minor units")
+    onboarded_at: date | None = Field(default=None, description="Onboarding date (new-merchant rules read its age)")
+    mcc: str | None = Field(default=None, pattern=r"^[0-9]{4}$", description="Merchant category code")
+    reason: str | None = Field(default=None, max_length=500, description="Why (kept with the grade)")
+
+
+class MerchantOut(BaseModel):
+    merchant_id: str
+    grade: str = Field(description="The grade rules use (NEW when the profile has none)")
+    profile: dict[str, str] = Field(description="The stored profile (grade, limits, onboarding, mcc, reason)")
+    features: dict[str, Any] | None = Field(
+        description="merchant.* features as read by this merchant's latest decision (null when none yet)")
+    features_as_of: str | None = Field(description="Event time of that decision: windows run on event time")
+    features_event_id: str | None = None
+
+
+class ListInfoOut(BaseModel):
+    name: str
+    kind: Literal["card", "user", "device", "ip", "merchant"]
+    description: str
+    feature: str = Field(description="The rule feature that tests membership, e.g. lists.blocked_cards")
+
+
+class ListEntriesOut(ListInfoOut):
+    entries: list[str]
+
+
+class ListChangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    entries: list[str] = Field(min_length=1, max_length=10_000,
+                               description="Card fingerprints, user/device/merchant ids, IPs or IPv4 CIDRs")
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class ListChangeOut(BaseModel):
+    name: str
+    action: Literal["add", "remove"]
+    changed: int = Field(description="Entries actually added or removed (already present/absent ones do not count)")
+    entries: list[str] = Field(description="The entries as normalised (e.g. CIDR network form)")
+
+
+class RulesOut(BaseModel):
+    version: str | None
+    content_hash: str | None
+    rules: int
+    rules_dir: str
+    loaded_at: str | None
+    watch_interval_s: float
+    last_reload: dict[str, Any] | None
+
+
+class ReloadOut(BaseModel):
+    ok: bool
+    changed: bool
+    version: str | None
+    previous_version: str | None
+    problems: list[dict[str, Any]]
+    failed_cases: list[str]
+
+
+class DryRunIn(BaseModel):
+    """A candidate rule set and an event (or features) to try it on. Nothing is deployed or counted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: dict[str, Any] | None = Field(
+        default=None, description="An event already decided (same event_id and body): its stored features are replayed")
+    features: dict[str, Any] | None = Field(
+        default=None, description="Feature values (dotted names) to evaluate instead of, or over, the event's")
+    files: dict[str, str | None] | None = Field(
+        default=None, description="Rule files overlaid on a copy of rules/: name -> YAML text, null deletes the file")
+
+
+class DryRunOut(BaseModel):
+    candidate_version: str
+    live_version: str | None
+    candidate: dict[str, Any] = Field(description="The candidate's decision (Decision.to_dict)")
+    live: dict[str, Any] = Field(description="The live rule set's decision on the same features")
+    changed: bool = Field(description="The decision differs between candidate and live")
+    failed_cases: list[str] = Field(description="The candidate's own *_test.yaml cases that fail (reload would refuse)")
+    features_source: Literal["stored", "posted", "stored+posted"]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, Any] = Field(default_factory=dict)

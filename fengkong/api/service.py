@@ -1,0 +1,526 @@
+"""What the service does, without HTTP: keyword-only functions the routes call.
+
+Decision flow (`decide`):
+
+1. ``parse_event`` (the contract; refusals name the field and never echo a card
+   number). Outcome types are refused here: they go to `report`.
+2. Idempotency claim: ``SET {evt:<id>}:request "P<sha256 of the body>" NX PX``.
+   The body hash is over the JSON with sorted keys, so key order and whitespace do
+   not matter but any changed value does. The winner decides; a loser (a retry, or
+   the same event arriving on another worker at the same moment) reads the key:
+   a different hash is `Conflict` (409); a stored record is returned as is
+   (``duplicate: true``, nothing counted); a pending claim is polled every 2 ms
+   until the deadline, then answered in degraded mode ("in flight").
+3. ``fengkong.pipeline.decide``: the feature store's one Lua call (counts the event
+   and reads its features), the models, the live rules.
+4. One pipelined round trip stores the decision record (under the claim key, with
+   TTL), a pointer ``decision_id -> event_id``, the merchant's latest features
+   (for GET /v1/merchants) and the audit stream entry; then the audit file line.
+
+Degraded mode: when the claim or the store call fails (Redis down, slow past the
+budget, or refusing), nothing from Redis is evaluated and the failure policy
+answers: ``fail_open`` -> allow, ``fail_closed`` -> review, with ``degraded: true``
+and the reason. Such a decision cannot be stored in Redis (it goes to the audit
+file), so a retry after recovery gets a full decision; the pending claim expires
+after ``claim_ms``. When only a model fails, the rules still decide without the
+``model.*`` features; the decision is marked degraded and ``fail_closed`` raises it
+to at least review.
+
+Outcomes (`report`) use the same claim and body hash, and go to the store (which
+counts them once) and to the capped labels stream ``{prefix}:v1:labels`` that
+model training reads. An outcome cannot be answered by a policy: if Redis is down
+the caller gets `Unavailable` (503, Retry-After) and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import orjson
+import redis
+
+from fengkong import pipeline
+from fengkong.api.audit import utc_now_iso
+from fengkong.api.encoding import dumps, loads
+from fengkong.api.security import Caller
+from fengkong.api.state import Runtime
+from fengkong.engine import RuleSetError, load_ruleset
+from fengkong.engine.decision import Decision
+from fengkong.engine.testing import load_cases, run_cases
+from fengkong.events import OUTCOME_TYPES, Event, EventRejected, looks_like_pan, parse_event
+from fengkong.features import definitions as d
+from fengkong.features.errors import FeatureStoreError, FeatureStoreUnavailable
+from fengkong.features.lists import normalise_entry
+
+log = logging.getLogger(__name__)
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
+_RULE_FILE_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}\.yaml$")
+RESPONSE_KEYS = ("decision_id", "event_id", "decision", "score", "reasons", "merchant_grade", "ruleset_version",
+                 "degraded", "degraded_reason", "lane")
+_INTERNAL_KEYS = ("kind", "body_sha256")
+_POLL_S = 0.002
+
+
+# --- errors the routes map to statuses ----------------------------------------------------------
+class ServiceError(Exception):
+    """Root of the service's refusals; ``field`` names what is at fault."""
+
+    def __init__(self, field: str | None, reason: str) -> None:
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.field = field
+        self.reason = reason
+
+
+class Conflict(ServiceError):
+    """The event_id was used before with a different body (or for another kind of request)."""
+
+
+class NotFound(ServiceError):
+    """No such decision, list or merchant record."""
+
+
+class Invalid(ServiceError):
+    """A well-formed request the service cannot act on (e.g. a candidate rule set that does not load)."""
+
+    def __init__(self, field: str | None, reason: str, problems: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(field, reason)
+        self.problems = problems or []
+
+
+class Unavailable(ServiceError):
+    """A dependency is down and the request cannot be answered by a policy (retry later)."""
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def body_hash(data: Mapping[str, Any]) -> bytes:
+    """SHA-256 of the body as canonical JSON (sorted keys, no whitespace)."""
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest().encode()
+
+
+def new_decision_id() -> str:
+    return "d_" + secrets.token_hex(12)
+
+
+def check_id(field: str, value: str) -> str:
+    if not _ID_RE.match(value):
+        raise EventRejected(field, "must be 1-128 letters, digits or _.:@-")
+    return value
+
+
+class _GuardedModels:
+    """Runs the models for one decision; a failure is recorded, not raised."""
+
+    __slots__ = ("runtime", "failure")
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+        self.failure: str | None = None
+
+    def score(self, features: Mapping[str, Any]) -> Mapping[str, Any]:
+        try:
+            return self.runtime.score(features)
+        except Exception as exc:  # any model fault degrades; it never fails the payment
+            self.failure = f"model failed: {type(exc).__name__}"
+            log.warning("model scoring failed: %s", type(exc).__name__)
+            return {}
+
+
+def _claim_ms(rt: Runtime) -> int:
+    return max(1000, int(rt.settings.deadline_ms * 20))
+
+
+def _response(record: Mapping[str, Any], latency_ms: float, duplicate: bool) -> dict[str, Any]:
+    out = {k: record.get(k) for k in RESPONSE_KEYS}
+    out["latency_ms"] = round(latency_ms, 3)
+    out["duplicate"] = duplicate
+    return out
+
+
+def _degraded(rt: Runtime, *, event: Event | None, data: Any, caller: Caller, reason: str,
+              metric_reason: str, t0: float) -> dict[str, Any]:
+    """The failure policy's answer; audited to the file (Redis is the thing that failed)."""
+    decision = rt.settings.degraded_decision
+    event_id = event.event_id if event is not None else (data.get("event_id") if isinstance(data, dict) else None)
+    record = {
+        "decision_id": new_decision_id(), "event_id": str(event_id), "decision": decision, "score": 0.0,
+        "reasons": [], "merchant_grade": None, "ruleset_version": rt.rules.version, "degraded": True,
+        "degraded_reason": reason, "lane": None, "decided_at": utc_now_iso(), "caller": caller.name,
+        "event": data, "features": {}, "shadow": [], "missing_features": [], "score_action": None,
+        "thresholds": {}, "policy": rt.settings.failure_policy,
+    }
+    latency = time.perf_counter() - t0
+    record["latency_ms"] = round(latency * 1000, 3)
+    rt.audit.to_file(dumps(record))
+    rt.metrics.degraded.labels(metric_reason).inc()
+    rt.metrics.decided(decision, True, (), latency)
+    return _response(record, latency * 1000, False)
+
+
+async def _existing(rt: Runtime, *, key: str, value: bytes | None, digest: bytes, kind: str,
+                    deadline: float) -> dict[str, Any] | None:
+    """The stored record for a claimed event_id (waiting for an in-flight winner), or None
+    if it is still pending at the deadline. Raises Conflict for a different body."""
+    while True:
+        if value is not None:
+            if value[:1] == b"P":
+                if value[1:] != digest:
+                    raise Conflict("event_id", "was already used with a different body")
+            else:
+                record = loads(value)
+                if record.get("body_sha256", "").encode() != digest:
+                    raise Conflict("event_id", "was already used with a different body")
+                if record.get("kind") != kind:
+                    raise Conflict("event_id", f"was already used by a {record.get('kind')} request")
+                return record
+        if time.perf_counter() >= deadline:
+            return None
+        await asyncio.sleep(_POLL_S)
+        value = rt.client.get(key)
+
+
+# --- decisions ----------------------------------------------------------------------------------
+def fallback(*, rt: Runtime, data: Any, caller: Caller, t0: float, error: BaseException) -> dict[str, Any]:
+    """The failure policy's answer to an unexpected fault: the payment flow never sees a 500."""
+    log.error("decision failed unexpectedly; answered by the failure policy", exc_info=error)
+    return _degraded(rt, event=None, data=data, caller=caller, t0=t0, metric_reason="internal_error",
+                     reason=f"internal error: {type(error).__name__}")
+
+
+async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[str, Any]:
+    """Decide one payment/signup/login/card_bind event (see the module docstring)."""
+    event = parse_event(data)
+    if event.type in OUTCOME_TYPES:
+        raise EventRejected("type", f"{event.type.value} is an outcome event: send it to POST /v1/events")
+    digest = body_hash(data)
+    deadline = t0 + rt.deadline_s
+    breaker = rt.breaker
+    if not breaker.allow():
+        return _degraded(rt, event=event, data=data, caller=caller, t0=t0, metric_reason="store_unavailable",
+                         reason=f"feature store unavailable (recent fault: {breaker.last_error})")
+    key = rt.keys.request(event.event_id)
+    client = rt.client
+    try:
+        claimed = client.set(key, b"P" + digest, nx=True, px=_claim_ms(rt))
+        if not claimed:
+            record = await _existing(rt, key=key, value=client.get(key), digest=digest, kind="decision",
+                                     deadline=deadline)
+            latency = time.perf_counter() - t0
+            if record is None:
+                return _degraded(rt, event=event, data=data, caller=caller, t0=t0, metric_reason="in_flight",
+                                 reason="the same event_id is being decided by another request; "
+                                        "its decision was not ready within the deadline")
+            rt.metrics.duplicates.labels("decisions").inc()
+            return _response(record, latency * 1000, True)
+    except (redis.RedisError, OSError) as exc:
+        breaker.failed(type(exc).__name__)
+        return _degraded(rt, event=event, data=data, caller=caller, t0=t0, metric_reason="store_unavailable",
+                         reason=f"feature store unavailable: {type(exc).__name__}")
+
+    models = _GuardedModels(rt.models) if rt.models.available else None
+    try:
+        decision, features = pipeline.decide(event, store=rt.store, rules=rt.rules, models=models)
+    except FeatureStoreError as exc:
+        unreachable = isinstance(exc, FeatureStoreUnavailable)
+        breaker.failed(type(exc.__cause__ or exc).__name__)
+        if not unreachable:  # Redis answered (with an error): free the claim for a retry
+            try:
+                client.delete(key)
+            except (redis.RedisError, OSError):
+                pass
+        what = "unavailable or slower than the deadline" if unreachable else "refused the update"
+        return _degraded(rt, event=event, data=data, caller=caller, t0=t0,
+                         metric_reason="store_unavailable" if unreachable else "store_error",
+                         reason=f"feature store {what}: {type(exc.__cause__ or exc).__name__}")
+    breaker.succeeded()
+
+    final = decision.decision
+    degraded_reason = models.failure if models is not None else None
+    if degraded_reason and rt.settings.failure_policy == "fail_closed":
+        final = rt.rules.current.policy.most_severe([final, "review"])
+    decision_id = new_decision_id()
+    record = _decision_record(rt, event=event, data=data, caller=caller, decision=decision, final=final,
+                              features=features, decision_id=decision_id, digest=digest,
+                              degraded_reason=degraded_reason)
+    latency = time.perf_counter() - t0
+    record["latency_ms"] = round(latency * 1000, 3)
+    blob = dumps(record)
+    ttl = rt.settings.decision_ttl_s
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.set(key, blob, ex=ttl)
+        pipe.set(rt.keys.decision(decision_id), event.event_id, ex=ttl)
+        if event.merchant_id:
+            snap = {"event_id": event.event_id, "occurred_at": event.occurred_at.isoformat(),
+                    "decision_id": decision_id,
+                    "features": {k: v for k, v in features.items() if k.startswith("merchant.")}}
+            pipe.set(rt.keys.merchant_snapshot(event.merchant_id), dumps(snap), ex=ttl)
+        rt.audit.add_decision(pipe, blob)
+        pipe.execute()
+    except (redis.RedisError, OSError) as exc:
+        # The decision stands (it was made on real features); only its record is lost.
+        breaker.failed(type(exc).__name__)
+        log.warning("decision %s not stored: %s", decision_id, type(exc).__name__)
+    rt.audit.to_file(blob)
+    if degraded_reason:
+        rt.metrics.degraded.labels("model_failed").inc()
+    rt.metrics.decided(final, bool(degraded_reason),
+                       [(r.id, r.mode) for r in decision.reasons] + [(r.id, r.mode) for r in decision.shadow],
+                       latency)
+    return _response(record, latency * 1000, False)
+
+
+def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], caller: Caller, decision: Decision,
+                     final: str, features: Mapping[str, Any], decision_id: str, digest: bytes,
+                     degraded_reason: str | None) -> dict[str, Any]:
+    ruleset = rt.rules.current
+    read = ruleset.features_read if ruleset.version == decision.ruleset_version else features.keys()
+    return {
+        "kind": "decision", "body_sha256": digest.decode(),
+        "decision_id": decision_id, "event_id": event.event_id, "decision": final, "score": decision.score,
+        "reasons": [r.to_dict() for r in decision.reasons],
+        "merchant_grade": features.get("merchant.grade"), "ruleset_version": decision.ruleset_version,
+        "degraded": degraded_reason is not None, "degraded_reason": degraded_reason, "lane": decision.lane,
+        "decided_at": utc_now_iso(), "caller": caller.name, "event": data,
+        "features": {name: features.get(name) for name in read if not name.startswith("model.")}
+        | {k: v for k, v in features.items() if k.startswith("model.")},
+        "shadow": [r.to_dict() for r in decision.shadow], "missing_features": decision.missing_features,
+        "score_action": decision.score_action, "thresholds": decision.thresholds,
+    }
+
+
+def get_decision(*, rt: Runtime, decision_id: str) -> dict[str, Any]:
+    """The stored decision with its explanation."""
+    check_id("decision_id", decision_id)
+    try:
+        event_id = rt.client.get(rt.keys.decision(decision_id))
+        value = rt.client.get(rt.keys.request(event_id.decode())) if event_id else None
+    except (redis.RedisError, OSError) as exc:
+        raise Unavailable(None, f"feature store unavailable: {type(exc).__name__}") from None
+    if not value or value[:1] == b"P":
+        raise NotFound("decision_id", "no stored decision has this id (unknown, expired, or made in degraded mode)")
+    record = loads(value)
+    if record.get("decision_id") != decision_id:
+        raise NotFound("decision_id", "no stored decision has this id")
+    for k in _INTERNAL_KEYS:
+        record.pop(k, None)
+    record.setdefault("duplicate", False)
+    return record
+
+
+# --- outcomes -----------------------------------------------------------------------------------
+async def report(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[str, Any]:
+    """Record one outcome event (refund, chargeback, withdrawal, fraud_report, settlement, decline)."""
+    event = parse_event(data)
+    if event.type not in OUTCOME_TYPES:
+        raise EventRejected("type", f"{event.type.value} needs a decision: send it to POST /v1/decisions "
+                                    f"(outcome types: {', '.join(sorted(t.value for t in OUTCOME_TYPES))})")
+    digest = body_hash(data)
+    key = rt.keys.request(event.event_id)
+    client = rt.client
+    try:
+        if not client.set(key, b"P" + digest, nx=True, px=_claim_ms(rt)):
+            deadline = time.perf_counter() + max(rt.deadline_s, 0.5)
+            record = await _existing(rt, key=key, value=client.get(key), digest=digest, kind="outcome",
+                                     deadline=deadline)
+            if record is None:
+                raise Conflict("event_id", "the same event is being recorded by another request; retry")
+            rt.metrics.duplicates.labels("events").inc()
+            return {"event_id": event.event_id, "type": event.type.value, "recorded": False, "duplicate": True}
+        result = pipeline.record_outcome(event, store=rt.store)
+        record = {"kind": "outcome", "body_sha256": digest.decode(), "event_id": event.event_id,
+                  "type": event.type.value, "recorded_at": utc_now_iso(), "caller": caller.name, "event": data}
+        blob = dumps(record)
+        pipe = client.pipeline(transaction=False)
+        pipe.set(key, blob, ex=rt.settings.decision_ttl_s)
+        if not result.duplicate:
+            pipe.xadd(rt.keys.labels, {"record": blob}, maxlen=rt.settings.audit_stream_maxlen, approximate=True)
+        pipe.execute()
+    except FeatureStoreError as exc:
+        rt.breaker.failed(type(exc.__cause__ or exc).__name__)
+        raise Unavailable(None, f"feature store unavailable: {type(exc.__cause__ or exc).__name__}; "
+                                "the outcome was not recorded, retry") from None
+    except (redis.RedisError, OSError) as exc:
+        rt.breaker.failed(type(exc).__name__)
+        raise Unavailable(None, f"feature store unavailable: {type(exc).__name__}; retry") from None
+    rt.breaker.succeeded()
+    if not result.duplicate:
+        rt.metrics.events.labels(event.type.value).inc()
+    return {"event_id": event.event_id, "type": event.type.value, "recorded": not result.duplicate,
+            "duplicate": result.duplicate}
+
+
+# --- merchants ----------------------------------------------------------------------------------
+def get_merchant(*, rt: Runtime, merchant_id: str) -> dict[str, Any]:
+    """The merchant's profile, grade, and merchant.* features as its latest decision read them."""
+    check_id("merchant_id", merchant_id)
+    try:
+        profile = rt.store.get_merchant_profile(merchant_id)
+        snap_raw = rt.client.get(rt.keys.merchant_snapshot(merchant_id))
+    except FeatureStoreError as exc:
+        raise Unavailable(None, f"feature store unavailable: {type(exc.__cause__ or exc).__name__}") from None
+    except (redis.RedisError, OSError) as exc:
+        raise Unavailable(None, f"feature store unavailable: {type(exc).__name__}") from None
+    snap = loads(snap_raw) if snap_raw else None
+    if not profile and snap is None:
+        raise NotFound("merchant_id", "no profile and no decision for this merchant")
+    return {
+        "merchant_id": merchant_id, "grade": profile.get("grade") or d.DEFAULT_GRADE, "profile": profile,
+        "features": snap["features"] if snap else None, "features_as_of": snap["occurred_at"] if snap else None,
+        "features_event_id": snap["event_id"] if snap else None,
+    }
+
+
+def put_merchant(*, rt: Runtime, merchant_id: str, changes: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
+    """Set fields of the merchant's profile (audited); the next decision reads them."""
+    check_id("merchant_id", merchant_id)
+    fields = {k: v for k, v in changes.items() if v is not None}
+    if not fields:
+        raise EventRejected("<body>", "give at least one profile field")
+    onboarded = fields.get("onboarded_at")
+    try:
+        rt.store.set_merchant_profile(
+            merchant_id, grade=fields.get("grade"), single_limit_minor=fields.get("single_limit_minor"),
+            daily_cap_minor=fields.get("daily_cap_minor"),
+            onboarded_at=onboarded.isoformat() if onboarded is not None else None,
+            mcc=fields.get("mcc"), reason=fields.get("reason"))
+    except FeatureStoreError as exc:
+        raise Unavailable(None, f"feature store unavailable: {type(exc.__cause__ or exc).__name__}") from None
+    rt.audit.change(rt.client, actor=caller.name, action="merchant.profile", version=rt.rules.version,
+                    detail={"merchant_id": merchant_id, "fields": {k: str(v) for k, v in fields.items()}})
+    return get_merchant(rt=rt, merchant_id=merchant_id)
+
+
+# --- lists --------------------------------------------------------------------------------------
+def _spec_info(spec: Any) -> dict[str, Any]:
+    return {"name": spec.name, "kind": spec.kind, "description": spec.description, "feature": spec.feature}
+
+
+def list_lists(*, rt: Runtime) -> list[dict[str, Any]]:
+    return [_spec_info(s) for s in rt.list_specs.values()]
+
+
+def _spec(rt: Runtime, name: str) -> Any:
+    spec = rt.list_specs.get(name)
+    if spec is None:
+        raise NotFound("name", f"no list of this name; known: {', '.join(sorted(rt.list_specs))}")
+    return spec
+
+
+def list_entries(*, rt: Runtime, name: str) -> dict[str, Any]:
+    spec = _spec(rt, name)
+    try:
+        entries = rt.lists.members(name)
+    except FeatureStoreError as exc:
+        raise Unavailable(None, f"feature store unavailable: {type(exc.__cause__ or exc).__name__}") from None
+    return _spec_info(spec) | {"entries": entries}
+
+
+def change_list(*, rt: Runtime, name: str, action: str, entries: list[str], reason: str | None,
+                caller: Caller) -> dict[str, Any]:
+    """Add or remove entries (effective on the next decision: the store reads lists in its Lua call)."""
+    spec = _spec(rt, name)
+    clean: list[str] = []
+    for i, entry in enumerate(entries):
+        if looks_like_pan(entry):
+            raise EventRejected(f"entries[{i}]", "looks like a full card number (PAN); lists hold card fingerprints")
+        try:
+            clean.append(normalise_entry(spec.kind, entry))
+        except ValueError:
+            what = "an IP address or CIDR" if spec.kind == "ip" else "a non-empty id"
+            raise EventRejected(f"entries[{i}]", f"is not {what}") from None
+        if spec.kind != "ip" and not _ID_RE.match(clean[-1]):
+            raise EventRejected(f"entries[{i}]", "must be 1-128 letters, digits or _.:@-")
+    try:
+        changed = rt.lists.add(name, clean) if action == "add" else rt.lists.remove(name, clean)
+    except FeatureStoreError as exc:
+        raise Unavailable(None, f"feature store unavailable: {type(exc.__cause__ or exc).__name__}") from None
+    rt.audit.change(rt.client, actor=caller.name, action=f"list.{action}", version=rt.rules.version,
+                    detail={"list": name, "entries": clean, "changed": changed, "reason": reason})
+    return {"name": name, "action": action, "changed": changed, "entries": clean}
+
+
+# --- rules --------------------------------------------------------------------------------------
+def rules_info(*, rt: Runtime) -> dict[str, Any]:
+    current = rt.rules.current
+    last = rt.rules.last_result
+    return {
+        "version": rt.rules.version, "content_hash": current.content_hash if current else None,
+        "rules": len(current.rules) if current else 0, "rules_dir": str(rt.rules.rules_dir),
+        "loaded_at": current.loaded_at.isoformat() if current else None,
+        "watch_interval_s": rt.settings.rules_watch_s, "last_reload": last.to_dict() if last else None,
+    }
+
+
+def reload_rules(*, rt: Runtime, caller: Caller) -> dict[str, Any]:
+    """Reload from the rules directory: swapped only if the set compiles and its cases pass (audited)."""
+    result = rt.rules.reload()
+    rt.audit.change(rt.client, actor=caller.name, action="rules.reload", version=result.version,
+                    detail={"result": result.to_dict()})
+    return result.to_dict() | {"changed": result.changed}
+
+
+def dry_run(*, rt: Runtime, event: Mapping[str, Any] | None, features: Mapping[str, Any] | None,
+            files: Mapping[str, str | None] | None) -> dict[str, Any]:
+    """Evaluate a candidate rule set (rules/ with `files` overlaid) next to the live one; deploy nothing.
+
+    Features come from the stored decision of `event` (same event_id and body), so
+    nothing is counted; `features` are laid over them (or used alone)."""
+    base: dict[str, Any] = {}
+    source = "posted"
+    if event is not None:
+        parsed = parse_event(event)
+        try:
+            value = rt.client.get(rt.keys.request(parsed.event_id))
+        except (redis.RedisError, OSError) as exc:
+            raise Unavailable(None, f"feature store unavailable: {type(exc).__name__}") from None
+        if not value or value[:1] == b"P":
+            raise NotFound("event.event_id", "no stored decision for this event: decide it first, or post `features`")
+        record = loads(value)
+        if record.get("kind") != "decision" or record.get("body_sha256", "").encode() != body_hash(event):
+            raise Conflict("event", "differs from the event stored under this event_id")
+        base = dict(record.get("features") or {})
+        source = "stored"
+    if features:
+        base.update(features)
+        source = "stored+posted" if event is not None else "posted"
+    if event is None and not features:
+        raise EventRejected("event", "give an event that was decided, or `features`, or both")
+    with tempfile.TemporaryDirectory(prefix="fengkong-dryrun-") as tmp:
+        cand_dir = Path(tmp) / "rules"
+        shutil.copytree(rt.rules.rules_dir, cand_dir)
+        for name, text in (files or {}).items():
+            if not _RULE_FILE_RE.match(name):
+                raise EventRejected(f"files.{name}", "must be a plain file name ending in .yaml (no folders)")
+            target = cand_dir / name
+            if text is None:
+                target.unlink(missing_ok=True)
+            else:
+                target.write_text(text, encoding="utf-8")
+        try:
+            candidate = load_ruleset(cand_dir)
+        except RuleSetError as exc:
+            problems = [p.to_dict() for p in exc.problems]
+            raise Invalid("files", f"the candidate rule set does not load ({len(problems)} problem(s))",
+                          problems) from None
+        try:
+            cases, _problems = load_cases(cand_dir)
+            failed = [f"{r.case.file}:{r.case.line} {r.case.name}: {'; '.join(r.failures)}"
+                      for r in run_cases(candidate, cases) if not r.passed]
+            cand = candidate.evaluate(base)
+            live = rt.rules.evaluate(base)
+        finally:
+            candidate.close()
+    cand_d, live_d = cand.to_dict(), live.to_dict()
+    return {"candidate_version": cand.ruleset_version, "live_version": live.ruleset_version, "candidate": cand_d,
+            "live": live_d, "changed": cand.decision != live.decision, "failed_cases": failed,
+            "features_source": source}

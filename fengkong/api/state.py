@@ -1,0 +1,187 @@
+"""What one service process holds: the Redis client, feature and list stores, the
+live rules, the models, metrics, audit and the circuit breaker.
+
+Built by the app's lifespan (never at import) and closed on shutdown.
+
+Redis client: synchronous redis-py, called directly on the event loop. Measured
+here, a thread hop (``run_in_executor``) or redis.asyncio costs more than the
+~150-250 us Lua call itself, so the budget is enforced by the socket instead:
+``socket_timeout`` is 80% of the decision deadline and redis-py's retries are off,
+so a hung Redis costs at most that long before the decision degrades. After a
+fault the breaker keeps every decision off Redis for ``breaker_s`` seconds (they
+degrade at once), then one request probes; the client reconnects by itself when
+Redis is back, so the service recovers without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from fengkong.api.audit import Audit
+from fengkong.api.config import Settings
+from fengkong.api.metrics import Metrics
+from fengkong.api.security import KeyRing
+from fengkong.engine import LiveRules
+from fengkong.engine.ruleset import content_hash
+from fengkong.features.embedded_redis import EmbeddedRedis
+from fengkong.features.ipintel import IpIntel
+from fengkong.features.lists import ListSpec, ListStore, load_list_specs
+from fengkong.features.online import OnlineStore
+from fengkong.models.runtime import ModelRuntime
+
+log = logging.getLogger(__name__)
+
+
+class Breaker:
+    """A circuit breaker for the feature store, per process (one event loop: no lock)."""
+
+    def __init__(self, open_s: float) -> None:
+        self.open_s = open_s
+        self.open_until = 0.0
+        self.last_error: str | None = None
+
+    def allow(self) -> bool:
+        return time.monotonic() >= self.open_until
+
+    def failed(self, error: str) -> None:
+        self.open_until = time.monotonic() + self.open_s
+        self.last_error = error
+
+    def succeeded(self) -> None:
+        if self.open_until:
+            self.open_until = 0.0
+
+
+@dataclass
+class Keys:
+    """Redis keys the service owns (the feature store owns its own)."""
+
+    prefix: str
+
+    def request(self, event_id: str) -> str:
+        # same hash tag as the store's dedup key of this event_id
+        return f"{self.prefix}:v1:{{evt:{event_id}}}:request"
+
+    def decision(self, decision_id: str) -> str:
+        return f"{self.prefix}:v1:{{decision:{decision_id}}}:event"
+
+    def merchant_snapshot(self, merchant_id: str) -> str:
+        return f"{self.prefix}:v1:{{merchant:{merchant_id}}}:last_decision"
+
+    @property
+    def labels(self) -> str:
+        return f"{self.prefix}:v1:labels"
+
+
+def make_client(url: str, deadline_s: float) -> redis.Redis:
+    """A client whose every wait is bounded by the decision budget, and which never retries."""
+    timeout = max(0.002, deadline_s * 0.8)
+    return redis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False, health_check_interval=0,
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    client: redis.Redis
+    store: OnlineStore
+    lists: ListStore
+    list_specs: dict[str, ListSpec]
+    rules: LiveRules
+    models: ModelRuntime
+    metrics: Metrics
+    audit: Audit
+    keyring: KeyRing
+    breaker: Breaker
+    keys: Keys
+    embedded: EmbeddedRedis | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _watcher: threading.Thread | None = None
+
+    @property
+    def deadline_s(self) -> float:
+        return self.settings.deadline_s
+
+    def redis_ok(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except (redis.RedisError, OSError):
+            return False
+
+    def start_watch(self, interval_s: float) -> None:
+        """Reload the rules when the files' content hash changes (audited as actor 'file-watch').
+
+        Each worker process watches for itself: this is how a reload reaches every
+        worker, whichever one received the admin's reload request."""
+        if interval_s <= 0:
+            return
+        rules_dir = self.rules.rules_dir
+
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                try:
+                    current = self.rules.current.content_hash
+                    if content_hash(rules_dir) == current:
+                        continue
+                    result = self.rules.reload()
+                    self.audit.change(self.client, actor="file-watch", action="rules.reload",
+                                      version=result.version, detail={"result": result.to_dict()})
+                except Exception:  # keep watching whatever happens
+                    log.exception("rules watch failed")
+
+        self._watcher = threading.Thread(target=loop, name="fengkong-api-rules-watch", daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+        self.audit.close()
+        self.client.close()
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Load everything a worker needs. Redis may be down: the service starts anyway
+    (degraded, /readyz says not ready) and recovers when it answers."""
+    keyring = KeyRing(settings.all_keys())
+    embedded = None
+    url = settings.redis_url
+    if not url:
+        embedded = EmbeddedRedis(data_dir=Path(settings.data_dir) / "redis", persist=True).start()
+        url = embedded.url
+        log.warning("no FENGKONG_REDIS_URL: started an embedded Redis at %s", url)
+    client = make_client(url, settings.deadline_s)
+    lists_dir = Path(settings.rules_dir) / "lists"
+    specs = load_list_specs(lists_dir)
+    store = OnlineStore(client, ipintel=IpIntel.load(lists_dir), lists=specs, prefix=settings.key_prefix)
+    list_store = ListStore(client, specs, prefix=settings.key_prefix)
+    try:
+        list_store.seed_from_files(lists_dir)
+    except Exception as exc:  # Redis down at start: the lists are seeded on a later start
+        log.warning("list seeding skipped: %s", type(exc).__name__)
+    rules = LiveRules(settings.rules_dir)
+    models = ModelRuntime.load(Path(settings.artifacts_dir) if settings.artifacts_dir else None)
+    audit = Audit(prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, path=settings.audit_file)
+    rt = Runtime(settings=settings, client=client, store=store, lists=list_store, list_specs=specs, rules=rules,
+                 models=models, metrics=Metrics(), audit=audit, keyring=keyring,
+                 breaker=Breaker(settings.breaker_s), keys=Keys(settings.key_prefix), embedded=embedded)
+    rt.start_watch(settings.rules_watch_s)
+    return rt
+
+
+def describe(rt: Runtime) -> dict[str, Any]:
+    """A short status for logs and /readyz."""
+    return {"ruleset_version": rt.rules.version, "models": rt.models.status, "keys": len(rt.keyring)}
