@@ -1,0 +1,139 @@
+"""`fengkong train merchants|transactions`: fit, validate on later days, save an artifact."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from fengkong.models import artifacts
+from fengkong.models.fast import compile_model
+from fengkong.models.merchant_features import FEATURES as DAILY_FEATURES
+from fengkong.models.merchant_features import daily_features
+from fengkong.models.merchant_model import INPUTS, MerchantAnomalyModel
+from fengkong.models.transaction_model import (
+    HABIT_FEATURES,
+    TXN_FEATURES,
+    fill,
+    fit_habit_model,
+    fit_txn_model,
+    habit_vectorizer,
+    recall_at_rate,
+    txn_vectorizer,
+)
+
+
+def _biz_dates(occurred: pd.Series) -> pd.Series:
+    from fengkong.models.merchant_features import business_days
+
+    day, _ = business_days(occurred)
+    return pd.Series(pd.Timestamp("1970-01-01") + pd.to_timedelta(day, unit="D"), index=occurred.index).dt.date
+
+
+def split_day(days: pd.Series, until: date | None, train_share: float = 0.7) -> date:
+    """The last training day: ``until``, else the day at ``train_share`` of the span."""
+    if until is not None:
+        return until
+    lo, hi = min(days), max(days)
+    return lo + (hi - lo) * train_share  # type: ignore[operator,no-any-return]
+
+
+def train_merchants(events: pd.DataFrame, *, profiles: pd.DataFrame | None, root: Path, until: date | None = None,
+                    n_estimators: int = 100, min_payments: int = 5, random_state: int = 0) -> artifacts.Artifact:
+    daily = daily_features(events, profiles=profiles)
+    payday = daily[daily["count"] > 0]
+    last_train = split_day(payday["day"], until)
+    train = daily[daily["day"] <= last_train]
+    valid = daily[daily["day"] > last_train]
+    model = MerchantAnomalyModel(n_estimators=n_estimators, min_payments=min_payments,
+                                 random_state=random_state).fit(train)
+    metrics: dict[str, Any] = {"train_days_scored": model.n_train_days_}
+    scored = valid.assign(anomaly=model.anomaly_score(valid)).dropna(subset=["anomaly"])
+    if len(scored):
+        metrics["valid_anomaly_quantiles"] = {q: float(scored["anomaly"].quantile(q)) for q in (0.5, 0.9, 0.99)}
+    if "is_fraud" in events.columns and len(scored):
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
+        pays = events[(events["type"] == "payment") & events["merchant_id"].notna()]
+        share = pd.DataFrame({"merchant_id": pays["merchant_id"].astype(str), "day": _biz_dates(pays["occurred_at"]),
+                              "fraud": pays["is_fraud"].astype(bool)}).groupby(["merchant_id", "day"])["fraud"].mean()
+        lab = scored.set_index(["merchant_id", "day"]).index.map(share).to_numpy(dtype=np.float64)
+        y = np.nan_to_num(lab) >= 0.2
+        metrics["valid_label"] = "merchant-day with >= 20% fraudulent payments"
+        metrics["valid_positive_days"] = int(y.sum())
+        metrics["valid_days"] = int(len(y))
+        if 0 < y.sum() < len(y):
+            metrics["valid_roc_auc"] = float(roc_auc_score(y, scored["anomaly"]))
+            metrics["valid_average_precision"] = float(average_precision_score(y, scored["anomaly"]))
+    window = {"from": str(min(daily["day"])), "to": str(last_train), "validated_to": str(max(daily["day"]))}
+    return artifacts.save(
+        root, "merchants", estimator=model, features=list(INPUTS), window=window, metrics=metrics,
+        params=model.get_params(), rows=model.n_train_days_,
+        extra_files={"forest.npz": compile_model(model.forest_)},
+    )
+
+
+def transaction_frame(events: pd.DataFrame, *, profiles: pd.DataFrame | None, lists_dir: Path,
+                      list_entries: Mapping[str, Iterable[str]] | None = None) -> pd.DataFrame:
+    """Offline-twin features of every payment, with ``is_fraud``, ``scenario`` and the business day."""
+    from fengkong.features.ipintel import IpIntel
+    from fengkong.features.lists import load_list_specs
+    from fengkong.features.offline import offline_features
+
+    ipintel = IpIntel.load(lists_dir)
+    specs = load_list_specs(lists_dir) if (lists_dir / "lists.yaml").exists() else None
+    feats = offline_features(events, ipintel=ipintel, lists=specs, list_entries=list_entries, profiles=profiles)
+    pay = feats["event.type"] == "payment"
+    feats = feats[pay.to_numpy()]
+    src = events.loc[feats.index]
+    feats = feats.assign(
+        is_fraud=src["is_fraud"].astype(bool).to_numpy() if "is_fraud" in src.columns else False,
+        scenario=src["scenario"].fillna("").astype(str).to_numpy() if "scenario" in src.columns else "",
+        day=_biz_dates(src["occurred_at"]).to_numpy(),
+    )
+    return feats
+
+
+def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = None, max_iter: int = 200,
+                       habit_trees: int = 100, random_state: int = 0) -> artifacts.Artifact:
+    """Fit both transaction models on the payments up to ``until``; validate on the later ones."""
+    if "is_fraud" not in feats.columns:
+        raise ValueError("is_fraud: the history carries no labels; the supervised model needs them")
+    last_train = split_day(feats["day"], until)
+    train = feats[feats["day"] <= last_train]
+    valid = feats[feats["day"] > last_train]
+    y = train["is_fraud"].to_numpy(dtype=bool)
+    if y.sum() == 0 or y.all():
+        raise ValueError("is_fraud: the training window needs both fraudulent and legitimate payments")
+    tv, hv = txn_vectorizer(), habit_vectorizer()
+    hgb = fit_txn_model(tv.frame(train), y, max_iter=max_iter, random_state=random_state)
+    habit, medians = fit_habit_model(hv.frame(train), n_estimators=habit_trees, random_state=random_state)
+    metrics: dict[str, Any] = {"train_payments": int(len(train)), "train_fraud": int(y.sum())}
+    if len(valid):
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
+        yv = valid["is_fraud"].to_numpy(dtype=bool)
+        p = hgb.predict_proba(tv.frame(valid))[:, 1]
+        h = -habit.score_samples(fill(hv.frame(valid), medians))
+        metrics.update({"valid_payments": int(len(valid)), "valid_fraud": int(yv.sum())})
+        if 0 < yv.sum() < len(yv):
+            metrics["valid_txn_average_precision"] = float(average_precision_score(yv, p))
+            metrics["valid_txn_roc_auc"] = float(roc_auc_score(yv, p))
+            metrics["valid_txn_recall_at_1pct"] = recall_at_rate(yv, p, 0.01)
+            metrics["valid_habit_roc_auc"] = float(roc_auc_score(yv, h))
+    window = {"from": str(min(feats["day"])), "to": str(last_train), "validated_to": str(max(feats["day"]))}
+
+    return artifacts.save(
+        root, "transactions", estimator={"txn_risk": hgb, "habit_anomaly": habit, "habit_medians": medians},
+        features=sorted(set(TXN_FEATURES) | set(HABIT_FEATURES)), window=window, metrics=metrics,
+        params={"txn_features": list(TXN_FEATURES), "habit_features": list(HABIT_FEATURES),
+                "vocab": {k: list(v) for k, v in tv.vocab.items()}, "habit_medians": medians.tolist(),
+                "max_iter": max_iter, "habit_trees": habit_trees, "random_state": random_state},
+        rows=len(train), extra_files={"txn_risk.npz": compile_model(hgb), "habit.npz": compile_model(habit)},
+    )
+
+
+__all__ = ["DAILY_FEATURES", "train_merchants", "train_transactions", "transaction_frame", "split_day"]

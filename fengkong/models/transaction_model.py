@@ -1,0 +1,152 @@
+"""The transaction models: ``model.txn_risk`` and ``model.habit_anomaly``.
+
+* ``txn_risk``: a HistGradientBoostingClassifier trained on labelled payments
+  (``is_fraud``: chargebacks, confirmed fraud) with the offline twin's features,
+  i.e. for each payment exactly what the online store gave at that moment (point
+  in time: the twin never reads an event after the row). Output: the fraud
+  probability, 0-1.
+* ``habit_anomaly``: an IsolationForest over the cardholder-habit features only
+  (amount against the user's own amounts, hour against the user's hours, new
+  device, new country, how many devices and IPs the card used): unsupervised, so
+  it needs no labels and catches what the labels never showed. Output: 0-1
+  (``-score_samples``; about 0.5 ordinary, towards 1 unlike the user's habits).
+
+Both read features by their catalog names (`definitions.CATALOG`); booleans are
+0/1, missing is NaN (HGB routes it; the forest gets the training median), the two
+text features use the fixed vocabularies below. `vectorize` turns one event's
+feature mapping into the row the compiled trees score; `frame_matrix` does the same
+for a whole offline-twin frame; a test holds them equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from fengkong.events import CardType, Channel
+
+#: Features of the supervised model (all in `definitions.CATALOG`).
+TXN_FEATURES: tuple[str, ...] = (
+    "event.amount", "event.hour", "event.is_night", "event.is_round_amount", "event.near_limit",
+    "event.over_limit", "event.channel", "card.type",
+    "card.count_10m", "card.count_1h", "card.count_24h", "card.sum_24h", "card.count_7d", "card.declines_1h",
+    "card.merchant_count_30d", "card.distinct_devices_24h", "card.distinct_ips_24h",
+    "card.distinct_merchants_24h", "card.age_days", "card.is_first_seen",
+    "user.count_1h", "user.count_24h", "user.sum_24h", "user.count_30d", "user.is_new_device",
+    "user.devices_seen_90d", "user.is_new_country", "user.countries_seen_90d", "user.age_days",
+    "user.amount_n", "user.amount_zscore", "user.hour_share", "user.country_mismatch_usual",
+    "device.count_1h", "device.distinct_cards_1h", "device.distinct_users_24h", "device.signups_24h",
+    "ip.count_10m", "ip.distinct_cards_1h", "ip.distinct_users_24h", "ip.subnet_signups_24h",
+    "ip.distinct_subnet_users_24h", "ip.is_hosting", "ip.is_tor", "ip.is_listed_proxy",
+    "ip.country_mismatch_card",
+    "merchant.volume_ratio_today", "merchant.volume_ratio_hour", "merchant.credit_share_24h",
+    "merchant.round_share_24h", "merchant.near_limit_share_24h", "merchant.night_share_24h",
+    "merchant.top_card_share_today", "merchant.refund_ratio_30d", "merchant.chargeback_ratio_30d",
+    "merchant.withdrawal_ratio_7d", "merchant.age_days", "merchant.count_24h",
+)
+#: Features of the habit model: the cardholder against their own history.
+HABIT_FEATURES: tuple[str, ...] = (
+    "event.amount", "user.amount_zscore", "user.amount_n", "user.hour_share", "user.is_new_device",
+    "user.is_new_country", "user.country_mismatch_usual", "card.distinct_devices_24h",
+    "card.distinct_ips_24h", "card.age_days", "ip.country_mismatch_card",
+)
+#: Fixed codes of the text features (position = code; unknown = NaN).
+VOCAB: dict[str, tuple[str, ...]] = {
+    "event.channel": tuple(c.value for c in Channel),
+    "card.type": tuple(c.value for c in CardType),
+}
+
+
+def _cell(value: Any, vocab: dict[str, int] | None) -> float:
+    if value is None:
+        return np.nan
+    if vocab is not None:
+        return float(vocab.get(value, np.nan)) if isinstance(value, str) else np.nan
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    return np.nan
+
+
+@dataclass(frozen=True)
+class Vectorizer:
+    """Feature mapping -> float row, in ``names`` order."""
+
+    names: tuple[str, ...]
+    vocab: Mapping[str, tuple[str, ...]]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_lookups", [
+            ({v: i for i, v in enumerate(self.vocab[n])} if n in self.vocab else None) for n in self.names])
+
+    def one(self, features: Mapping[str, Any]) -> np.ndarray:
+        get = features.get
+        return np.array([_cell(get(n), lk) for n, lk in zip(self.names, self._lookups)])  # type: ignore[attr-defined]
+
+    def frame(self, df: pd.DataFrame) -> np.ndarray:
+        out = np.full((len(df), len(self.names)), np.nan)
+        for j, name in enumerate(self.names):
+            if name not in df.columns:
+                continue
+            col = df[name]
+            if name in self.vocab:
+                codes = {v: i for i, v in enumerate(self.vocab[name])}
+                out[:, j] = col.map(lambda v: codes.get(v, np.nan) if isinstance(v, str) else np.nan).to_numpy(
+                    dtype=np.float64)
+            elif col.dtype == object:
+                out[:, j] = col.map(lambda v: _cell(v, None)).to_numpy(dtype=np.float64)
+            else:
+                out[:, j] = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
+        return out
+
+
+def txn_vectorizer(names: Sequence[str] = TXN_FEATURES) -> Vectorizer:
+    return Vectorizer(tuple(names), {k: v for k, v in VOCAB.items() if k in names})
+
+
+def habit_vectorizer(names: Sequence[str] = HABIT_FEATURES) -> Vectorizer:
+    return Vectorizer(tuple(names), {k: v for k, v in VOCAB.items() if k in names})
+
+
+def fit_txn_model(X: np.ndarray, y: np.ndarray, *, max_iter: int = 200, random_state: int = 0) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(max_iter=max_iter, learning_rate=0.1, max_leaf_nodes=31,
+                                          l2_regularization=1.0, early_stopping=False,
+                                          random_state=random_state).fit(X, y)
+
+
+def fit_habit_model(X: np.ndarray, *, n_estimators: int = 100, random_state: int = 0) -> tuple[Any, np.ndarray]:
+    """IsolationForest on habit rows; returns (forest, the medians that fill missing values)."""
+    from sklearn.ensemble import IsolationForest
+
+    medians = np.nanmedian(np.where(np.isnan(X).all(axis=0), 0.0, X), axis=0) if len(X) else np.zeros(X.shape[1])
+    medians = np.nan_to_num(medians, nan=0.0)
+    filled = np.where(np.isnan(X), medians, X)
+    forest = IsolationForest(n_estimators=n_estimators, max_samples=256, random_state=random_state).fit(filled)
+    return forest, medians
+
+
+def fill(X: np.ndarray, medians: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(X), medians, X)
+
+
+def recall_at_rate(y: np.ndarray, score: np.ndarray, rate: float = 0.01) -> float:
+    """Share of positives among the top ``rate`` of rows by score; ties at the cut
+    count fractionally (the expected recall of a random order within the tie)."""
+    y = np.asarray(y, dtype=bool)
+    score = np.nan_to_num(np.asarray(score, dtype=np.float64), nan=-np.inf)
+    if y.sum() == 0 or len(y) == 0:
+        return float("nan")
+    k = rate * len(y)
+    order = np.sort(score)[::-1]
+    cut = order[min(int(np.ceil(k)) - 1, len(order) - 1)] if k >= 1 else order[0]
+    above = score > cut
+    tie = score == cut
+    room = k - above.sum()
+    take = min(1.0, max(0.0, room / tie.sum())) if tie.sum() else 0.0
+    return float((y[above].sum() + take * y[tie].sum()) / y.sum())
