@@ -2,8 +2,194 @@
 
 from __future__ import annotations
 
+from datetime import date
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+train_app = typer.Typer(help="Train the models (artifacts go to --artifacts, default $FENGKONG_ARTIFACTS or ./artifacts).",
+                        no_args_is_help=True)
+
+
+def _read_events(path: Path, mapping: Optional[Path] = None):  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    if mapping is not None:
+        try:
+            from fengkong.replay.mapping import load_mapping  # type: ignore[import-not-found]
+        except ImportError:
+            raise typer.BadParameter("mapping files need fengkong.replay.mapping, which is not installed yet; "
+                                     "give a history in the flat event format (fengkong.events.FLAT_COLUMNS)",
+                                     param_hint="--mapping") from None
+        return load_mapping(mapping).apply(path)  # pragma: no cover - depends on the replay module
+    if not path.exists():
+        raise typer.BadParameter(f"{path}: no such file", param_hint="--history")
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    if path.is_dir() or suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix in (".jsonl", ".jsonl.gz", ".json"):
+        return pd.read_json(path, lines=True, dtype=False)
+    if suffix in (".csv", ".csv.gz"):
+        return pd.read_csv(path, dtype=str).assign(amount=lambda f: pd.to_numeric(f["amount"]).astype("Int64"))
+    raise typer.BadParameter(f"{path}: expected .parquet, .jsonl or .csv", param_hint="--history")
+
+
+def _read_profiles(path: Optional[Path]):  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    if path is None:
+        return None
+    if not path.exists():
+        raise typer.BadParameter(f"{path}: no such file", param_hint="--merchants")
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"merchant_id": str})
+
+
+def _day(text: Optional[str], hint: str) -> Optional[date]:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter("expected YYYY-MM-DD", param_hint=hint) from None
+
+
+HISTORY = typer.Option(..., "--history", help="Flat-event history (.parquet, .jsonl or .csv), e.g. from `fengkong simulate`.")
+MERCHANTS = typer.Option(None, "--merchants", help="Merchant profiles (merchant_id, onboarded_at, single_limit).")
+ARTIFACTS = typer.Option(None, "--artifacts", help="Artifacts root (default $FENGKONG_ARTIFACTS or ./artifacts).")
+
+
+@train_app.command("merchants")
+def train_merchants_cmd(
+    history: Path = HISTORY,
+    merchants: Optional[Path] = MERCHANTS,
+    artifacts_dir: Optional[Path] = ARTIFACTS,
+    until: Optional[str] = typer.Option(None, "--until", help="Last training day (later days validate); default 70% of the span."),
+    trees: int = typer.Option(100, "--trees", help="IsolationForest trees."),
+    min_payments: int = typer.Option(5, "--min-payments", help="Days with fewer payments are not scored."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Fit the merchant anomaly model on merchant daily features."""
+    import json
+
+    from fengkong.models.artifacts import default_root
+    from fengkong.models.training import train_merchants
+
+    art = train_merchants(_read_events(history), profiles=_read_profiles(merchants),
+                          root=artifacts_dir or default_root(), until=_day(until, "--until"), n_estimators=trees,
+                          min_payments=min_payments, random_state=seed)
+    typer.echo(f"saved {art.path}")
+    typer.echo(json.dumps(art.meta["metrics"], indent=2))
+
+
+@train_app.command("transactions")
+def train_transactions_cmd(
+    history: Path = HISTORY,
+    mapping: Optional[Path] = typer.Option(None, "--mapping", help="A `fengkong replay` mapping file for other exports."),
+    merchants: Optional[Path] = MERCHANTS,
+    artifacts_dir: Optional[Path] = ARTIFACTS,
+    lists_dir: Path = typer.Option(Path("rules/lists"), "--lists", help="IP intelligence and list declarations."),
+    until: Optional[str] = typer.Option(None, "--until", help="Last training day (later days validate); default 70% of the span."),
+    max_iter: int = typer.Option(200, "--max-iter", help="Boosting iterations."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Fit model.txn_risk (supervised, needs is_fraud) and model.habit_anomaly on the offline twin's features."""
+    import json
+
+    from fengkong.models.artifacts import default_root
+    from fengkong.models.training import train_transactions, transaction_frame
+
+    events = _read_events(history, mapping)
+    feats = transaction_frame(events, profiles=_read_profiles(merchants), lists_dir=lists_dir)
+    try:
+        art = train_transactions(feats, root=artifacts_dir or default_root(), until=_day(until, "--until"),
+                                 max_iter=max_iter, random_state=seed)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--history") from None
+    typer.echo(f"saved {art.path}")
+    typer.echo(json.dumps(art.meta["metrics"], indent=2))
 
 
 def register(app: typer.Typer) -> None:
     """Attach the commands to the top-level app."""
+    app.add_typer(train_app, name="train")
+
+    @app.command("rescore")
+    def rescore_cmd(
+        history: Path = HISTORY,
+        merchants: Optional[Path] = MERCHANTS,
+        artifacts_dir: Optional[Path] = ARTIFACTS,
+        policy_path: Path = typer.Option(Path("rules/grades/grades.yaml"), "--policy", help="Grade policy file."),
+        out: Path = typer.Option(Path("rescore-report"), "--out", help="Report folder (CSV, Parquet, HTML)."),
+        engine: str = typer.Option("pandas", "--engine", help="pandas (this process) or dask."),
+        scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (default: a local cluster)."),
+        workers: int = typer.Option(2, "--workers", help="Local Dask cluster workers."),
+        partitions: int = typer.Option(8, "--partitions", help="Merchant partitions."),
+        redis_url: Optional[str] = typer.Option(None, "--redis-url", help="Write grades to this Redis (the feature store's)."),
+        prefix: str = typer.Option("fk", "--prefix", help="Feature store key prefix."),
+        recent_days: int = typer.Option(7, "--recent-days", help="The report lists the merchants that moved in these days."),
+    ) -> None:
+        """Nightly job: merchant daily features, anomaly scores and grades -> Redis and a report."""
+        import time
+
+        from rich.console import Console
+        from rich.progress import Progress
+
+        from fengkong.models.artifacts import ArtifactError, latest
+        from fengkong.models.grading import GradePolicy, GradePolicyError
+        from fengkong.models.rescore import rescore, write_report, write_to_store
+
+        console = Console(highlight=False)
+        if engine not in ("pandas", "dask"):
+            raise typer.BadParameter("use pandas or dask", param_hint="--engine")
+        try:
+            policy = GradePolicy.load(policy_path)
+        except GradePolicyError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--policy") from None
+        try:
+            art = latest(artifacts_dir, "merchants")
+        except ArtifactError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--artifacts") from None
+        model = art.load_estimator() if art is not None else None
+        if model is None:
+            console.print("[yellow]no merchants artifact: grading on chargebacks only (run `fengkong train merchants`)[/yellow]")
+        t0 = time.perf_counter()
+        events = _read_events(history)
+        profiles = _read_profiles(merchants)
+        client = cluster = None
+        if engine == "dask":
+            from dask.distributed import Client, LocalCluster
+
+            if scheduler:
+                client = Client(scheduler)
+            else:
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
+                client = Client(cluster)
+        try:
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task("rescoring merchants", total=None)
+                result = rescore(events, policy=policy, model=model, profiles=profiles, engine=engine, parts=partitions,
+                                 dask_client=client,
+                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+        finally:
+            if client is not None:
+                client.close()
+            if cluster is not None:
+                cluster.close()
+        if redis_url:
+            import redis
+
+            from fengkong.features.ipintel import IpIntel
+            from fengkong.features.online import OnlineStore
+
+            store = OnlineStore(redis.Redis.from_url(redis_url), ipintel=IpIntel.load(Path("rules/lists")), prefix=prefix)
+            n = write_to_store(store, result.current, policy)
+            console.print(f"wrote {n:,} merchant grades to {redis_url}")
+        seconds = time.perf_counter() - t0
+        paths = write_report(result, out, recent_days=recent_days, seconds=seconds)
+        dist = result.current["grade"].value_counts()
+        console.print(f"[bold]fengkong rescore[/bold]: {result.payments:,} payments, {len(result.current):,} merchants "
+                      f"in {seconds:.1f} s ({engine}); grades: " + ", ".join(f"{g} {n:,}" for g, n in dist.items()))
+        console.print(f"model: {art.version if art else 'none'}; changes in the history: {int(result.daily['changed'].sum()):,}")
+        for name, path in paths.items():
+            console.print(f"  {name}: {path}")
