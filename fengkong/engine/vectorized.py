@@ -99,6 +99,10 @@ class _Table:
             if dt.kind == "b" or not (dt == object):
                 return _Col(kind, np.zeros(n), np.zeros(n, dtype=bool))  # bools/strings: wrong type
             raw = s.to_numpy(dtype=object)
+            if pd.api.types.infer_dtype(raw, skipna=True) in ("integer", "floating", "mixed-integer-float",
+                                                               "empty"):
+                v = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                return _Col(kind, v, np.isfinite(v))
             present = np.fromiter((_is_num(x) for x in raw), dtype=bool, count=n)
             v = np.zeros(n)
             if present.any():
@@ -109,7 +113,10 @@ class _Table:
                 return _Col(kind, s.to_numpy(dtype=np.int8), np.ones(n, dtype=bool))
             if dt == object or str(dt) == "boolean":
                 raw = s.to_numpy(dtype=object, na_value=None)
-                present = np.fromiter((isinstance(x, (bool, np.bool_)) for x in raw), dtype=bool, count=n)
+                if pd.api.types.infer_dtype(raw, skipna=True) in ("boolean", "empty"):
+                    present = pd.notna(raw)
+                else:
+                    present = np.fromiter((isinstance(x, (bool, np.bool_)) for x in raw), dtype=bool, count=n)
                 v = np.zeros(n, dtype=np.int8)
                 v[present] = raw[present].astype(bool)
                 return _Col(kind, v, present)
@@ -118,8 +125,10 @@ class _Table:
             if dt.kind in "iufbmM":
                 return _Col(kind, np.full(n, None, dtype=object), np.zeros(n, dtype=bool))
             raw = s.to_numpy(dtype=object, na_value=None)
-            if dt == object:
+            if dt == object and pd.api.types.infer_dtype(raw, skipna=True) not in ("string", "empty"):
                 present = np.fromiter((isinstance(x, str) for x in raw), dtype=bool, count=n)
+            elif dt == object:
+                present = pd.notna(raw)
             else:  # pandas string dtypes hold only strings and NA
                 present = s.notna().to_numpy()
             vals = np.where(present, raw, None)
@@ -263,6 +272,19 @@ class _Evaluator:
         return np.broadcast_to(out, (self.n,)) & present
 
 
+class FeatureTable:
+    """A feature DataFrame with its typed columns and evaluated tests cached."""
+
+    def __init__(self, frame: pd.DataFrame, dtypes: Mapping[str, str]) -> None:
+        self.frame = frame
+        self.dtypes = dict(dtypes)
+        self.table = _Table(frame, self.dtypes)
+        self.evaluator = _Evaluator(self.table)
+
+    def __len__(self) -> int:
+        return self.table.n
+
+
 @dataclass
 class VectorDecisions:
     """The decisions for every row of a feature table (row i = input row i)."""
@@ -322,17 +344,24 @@ class VectorizedRules:
         """From a loaded `RuleSet` (its parsed rules, policy and schema types)."""
         return cls(ruleset.rules, ruleset.policy, ruleset.schema.dtypes)
 
-    def fire_matrix(self, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, np.ndarray], _Table]:
-        table = _Table(frame, self.dtypes)
-        ev = _Evaluator(table)
-        n = len(frame)
-        fired = np.zeros((n, len(self.rules)), dtype=bool)
+    def table(self, frame: pd.DataFrame) -> "FeatureTable":
+        """A typed view of ``frame`` that several rule sets with the same schema can share
+        (columns are converted, and each distinct test computed, once)."""
+        return FeatureTable(frame, self.dtypes)
+
+    def fire_matrix(self, frame: "pd.DataFrame | FeatureTable") -> tuple[np.ndarray, dict[str, np.ndarray], _Table]:
+        ft = frame if isinstance(frame, FeatureTable) and frame.dtypes == self.dtypes else None
+        if ft is None:
+            ft = FeatureTable(frame.frame if isinstance(frame, FeatureTable) else frame, self.dtypes)
+        table, ev = ft.table, ft.evaluator
+        n = table.n
+        fired = np.zeros((n, len(self.rules)), dtype=bool, order="F")
         for j, expr in enumerate(self._nnf):
             fired[:, j] = ev.mask(expr)
         lanes = {lane.name: np.asarray(ev.mask(expr)) for lane, expr in self._lanes}
         return fired, lanes, table
 
-    def evaluate(self, frame: pd.DataFrame) -> VectorDecisions:
+    def evaluate(self, frame: "pd.DataFrame | FeatureTable") -> VectorDecisions:
         """Decide every row of ``frame`` (columns = dotted feature names; NaN/None = missing)."""
         fired, lanes, table = self.fire_matrix(frame)
         return decide_arrays(self.rules, self.policy, fired, lanes, table)

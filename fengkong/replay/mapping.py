@@ -1,0 +1,450 @@
+"""Which source column feeds which event field: replay a bank's own export without code.
+
+A mapping file (YAML)::
+
+    columns:                        # event field: source column, or a spec
+      event_id: txn_id
+      type: {column: txn_kind, map: {PAY: payment, RFD: refund, CB: chargeback}}
+      occurred_at: {column: txn_time, type: datetime, format: "%Y/%m/%d %H:%M:%S", timezone: "+08:00"}
+      amount: {column: amt_yuan, type: decimal}       # major units (yuan); `minor` (default) = fen
+      merchant_id: shop_no
+      user_id: cust_id
+      card_fingerprint: card_token
+      card_type: {column: card_kind, map: {C: credit, D: debit}}
+      ip: client_ip
+    constants:                      # fields every row shares
+      currency: CNY
+      channel: quick_pay
+    label:                          # optional: the truth, for the report and outcome events
+      column: fraud_flag
+      true_values: ["Y", "1"]       # default: true, 1, yes, y, t (any case)
+      delay: 7d                     # a fraud report reaches the features this long after the payment
+      scenario_column: fraud_type   # optional: recall per scenario in the report
+      emit_reports: true            # default true with a mapping
+
+Event fields are the flat columns of `fengkong.events.FLAT_COLUMNS`. Types: ``string``
+(default), ``minor`` (integer minor units; the default for ``amount``), ``decimal``
+(major units, converted to minor units by the row's currency), ``datetime`` (ISO
+8601 by default, or ``format``; times without an offset need ``timezone``),
+``epoch_s`` / ``epoch_ms`` (shown in ``timezone``, default +00:00). ``map`` renames
+values after conversion to text; values it does not list pass through.
+
+Every problem is a `MappingError` that names the field and the source column.
+Without a mapping file the source must already be in the flat form (`identity`);
+then ``is_fraud``/``scenario`` columns, if present, label the rows and no outcome
+events are made up (the file carries its own).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Mapping as TMapping
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from fengkong.events import FLAT_COLUMNS, currency_exponent
+
+TYPES = ("string", "minor", "decimal", "datetime", "epoch_s", "epoch_ms")
+REQUIRED = ("event_id", "type", "occurred_at")
+DEFAULT_TRUE = ("true", "1", "yes", "y", "t", "1.0")
+DEFAULT_DELAY = "7d"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+SPEC_KEYS = ("column", "type", "format", "timezone", "map")
+LABEL_KEYS = ("column", "true_values", "delay", "scenario_column", "emit_reports")
+TOP_KEYS = ("columns", "constants", "label")
+
+
+class MappingError(ValueError):
+    """A mapping the source cannot satisfy; names the event field and/or the source column."""
+
+    def __init__(self, message: str, *, field: str | None = None, column: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.column = column
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def parse_delay(value: Any) -> float:
+    """``7d``, ``36h``, ``90m``, ``30s``, ``2w`` or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise MappingError(f"label.delay: {value!r} is not a duration (e.g. 7d, 36h, 3600)", field="label.delay")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise MappingError("label.delay: must not be negative", field="label.delay")
+        return float(value)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", str(value))
+    if not m:
+        raise MappingError(f"label.delay: {value!r} is not a duration (e.g. 7d, 36h, 90m, 3600)",
+                           field="label.delay")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def parse_offset(text: str, where: str) -> timezone:
+    if str(text).upper() in ("UTC", "Z"):
+        return timezone.utc
+    m = re.fullmatch(r"([+-])(\d{2}):?(\d{2})", str(text).strip())
+    if not m:
+        raise MappingError(f"{where}: timezone {text!r} must be an offset like +08:00 or UTC", field=where)
+    delta = timedelta(hours=int(m.group(2)), minutes=int(m.group(3)))
+    return timezone(-delta if m.group(1) == "-" else delta)
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    field: str
+    column: str
+    type: str = "string"
+    format: str | None = None
+    timezone: str | None = None
+    map: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    column: str
+    true_values: tuple[str, ...] = DEFAULT_TRUE
+    delay_s: float = 7 * 86400.0
+    scenario_column: str | None = None
+    emit_reports: bool = True
+
+
+@dataclass(frozen=True)
+class Mapping:
+    columns: dict[str, ColumnSpec]
+    constants: dict[str, Any] = field(default_factory=dict)
+    label: LabelSpec | None = None
+    source: str = "<mapping>"
+
+    # -- building ------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: Path | str) -> "Mapping":
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise MappingError(f"mapping file {path} not found") from None
+        except yaml.YAMLError as exc:
+            raise MappingError(f"{path}: YAML syntax: {exc}") from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "<mapping>") -> "Mapping":
+        if not isinstance(data, dict):
+            raise MappingError(f"{source}: a mapping file is a YAML mapping with columns, constants, label")
+        for key in data:
+            if key not in TOP_KEYS:
+                raise MappingError(f"{source}: unknown key {key!r} (keys: {', '.join(TOP_KEYS)})"
+                                   + _suggest(str(key), list(TOP_KEYS)))
+        columns: dict[str, ColumnSpec] = {}
+        for fname, spec in (data.get("columns") or {}).items():
+            fname = str(fname)
+            if fname not in FLAT_COLUMNS:
+                raise MappingError(f"{source}: columns.{fname}: {fname!r} is not an event field"
+                                   f"{_suggest(fname, list(FLAT_COLUMNS))} (fields: {', '.join(FLAT_COLUMNS)})",
+                                   field=fname)
+            if isinstance(spec, str):
+                spec = {"column": spec}
+            if not isinstance(spec, dict) or not isinstance(spec.get("column"), str):
+                raise MappingError(f"{source}: columns.{fname}: give a source column name, or "
+                                   "{column: NAME, type: ..., format: ..., map: {...}}", field=fname)
+            for key in spec:
+                if key not in SPEC_KEYS:
+                    raise MappingError(f"{source}: columns.{fname}: unknown key {key!r} (keys: {', '.join(SPEC_KEYS)})",
+                                       field=fname, column=spec["column"])
+            default_type = {"amount": "minor", "occurred_at": "datetime"}.get(fname, "string")
+            typ = spec.get("type", default_type)
+            if typ not in TYPES:
+                raise MappingError(f"{source}: columns.{fname}: unknown type {typ!r} (types: {', '.join(TYPES)})",
+                                   field=fname, column=spec["column"])
+            if fname == "amount" and typ not in ("minor", "decimal"):
+                raise MappingError(f"{source}: columns.amount: type must be minor or decimal, not {typ!r}",
+                                   field=fname, column=spec["column"])
+            if fname == "occurred_at" and typ not in ("datetime", "epoch_s", "epoch_ms"):
+                raise MappingError(f"{source}: columns.occurred_at: type must be datetime, epoch_s or epoch_ms",
+                                   field=fname, column=spec["column"])
+            if spec.get("timezone") is not None:
+                parse_offset(spec["timezone"], f"columns.{fname}")
+            vmap = spec.get("map")
+            if vmap is not None and not isinstance(vmap, dict):
+                raise MappingError(f"{source}: columns.{fname}: map must be a mapping of source value to value",
+                                   field=fname, column=spec["column"])
+            columns[fname] = ColumnSpec(fname, spec["column"], typ, spec.get("format"), spec.get("timezone"),
+                                        {str(k): str(v) for k, v in vmap.items()} if vmap else None)
+        constants = dict(data.get("constants") or {})
+        for fname in constants:
+            if fname not in FLAT_COLUMNS:
+                raise MappingError(f"{source}: constants.{fname}: not an event field"
+                                   f"{_suggest(str(fname), list(FLAT_COLUMNS))}", field=str(fname))
+            if fname in columns:
+                raise MappingError(f"{source}: {fname} is both mapped to a column and a constant; keep one",
+                                   field=str(fname))
+        for fname in REQUIRED:
+            if fname not in columns and fname not in constants:
+                raise MappingError(f"{source}: event field {fname!r} is required: map it under columns "
+                                   "(or give it under constants)", field=fname)
+        label = None
+        if data.get("label") is not None:
+            lab = data["label"]
+            if not isinstance(lab, dict) or not isinstance(lab.get("column"), str):
+                raise MappingError(f"{source}: label: give at least `column:` (the fraud yes/no column)",
+                                   field="label")
+            for key in lab:
+                if key not in LABEL_KEYS:
+                    raise MappingError(f"{source}: label: unknown key {key!r} (keys: {', '.join(LABEL_KEYS)})",
+                                       field="label")
+            tv = lab.get("true_values")
+            true_values = tuple(_norm_label(v) for v in tv) if tv is not None else DEFAULT_TRUE
+            label = LabelSpec(lab["column"], true_values, parse_delay(lab.get("delay", DEFAULT_DELAY)),
+                              lab.get("scenario_column"), bool(lab.get("emit_reports", True)))
+        return cls(columns, constants, label, source)
+
+    @classmethod
+    def identity(cls, source_columns: list[str], *, source: str = "<file>") -> "Mapping":
+        """The mapping of a file already in flat form (what `fengkong simulate` writes)."""
+        missing = [c for c in REQUIRED if c not in source_columns]
+        if missing:
+            raise MappingError(
+                f"{source}: no mapping given and the file lacks the flat event column(s) "
+                f"{', '.join(missing)} (it has: {', '.join(source_columns[:30])}); "
+                "write a mapping file (--mapping) naming which column feeds which field",
+                field=missing[0], column=missing[0])
+        columns = {c: ColumnSpec(c, c, {"amount": "minor", "occurred_at": "datetime"}.get(c, "string"))
+                   for c in FLAT_COLUMNS if c in source_columns}
+        label = None
+        if "is_fraud" in source_columns:
+            label = LabelSpec("is_fraud", DEFAULT_TRUE, 7 * 86400.0,
+                              "scenario" if "scenario" in source_columns else None, emit_reports=False)
+        return cls(columns, {}, label, source)
+
+    # -- checking and applying -----------------------------------------------------------
+    def check_columns(self, source_columns: list[str], *, source: str = "the file") -> None:
+        """Refuse a mapping that reads a column the source lacks, naming it."""
+        have = list(map(str, source_columns))
+        wanted = [(f"columns.{s.field}", s.column) for s in self.columns.values()]
+        if self.label:
+            wanted.append(("label.column", self.label.column))
+            if self.label.scenario_column:
+                wanted.append(("label.scenario_column", self.label.scenario_column))
+        for where, col in wanted:
+            if col not in have:
+                shown = ", ".join(have[:40]) + (" ..." if len(have) > 40 else "")
+                raise MappingError(f"{self.source}: {where} reads column {col!r}, which {source} does not have"
+                                   f"{_suggest(col, have)} (columns: {shown})", field=where, column=col)
+
+    def apply(self, raw: pd.DataFrame, *, source: str = "the file") -> pd.DataFrame:
+        """The flat event frame: FLAT_COLUMNS (amount as integer minor units, occurred_at as ISO
+        text with offset), ``ts`` (UTC seconds), ``row`` (source row number), ``is_fraud``
+        (bool or NA) and ``scenario`` when labelled."""
+        self.check_columns(list(raw.columns), source=source)
+        n = len(raw)
+        out = pd.DataFrame(index=pd.RangeIndex(n))
+        for fname in FLAT_COLUMNS:
+            if fname in ("amount", "occurred_at"):
+                continue
+            spec = self.columns.get(fname)
+            if spec is not None:
+                out[fname] = _to_text(raw[spec.column], spec)
+            elif fname in self.constants:
+                out[fname] = pd.Series([str(self.constants[fname])] * n, dtype="str")
+            else:
+                out[fname] = pd.Series([None] * n, dtype="str")
+        if "occurred_at" in self.columns:
+            text, ts = _to_times(raw[self.columns["occurred_at"].column], self.columns["occurred_at"])
+        else:
+            const = pd.Series([str(self.constants["occurred_at"])] * n)
+            text, ts = _to_times(const, ColumnSpec("occurred_at", "<constant>", "datetime"))
+        out["occurred_at"] = text
+        out["ts"] = ts
+        if "amount" in self.columns:
+            out["amount"] = _to_minor(raw[self.columns["amount"].column], self.columns["amount"], out["currency"])
+        elif "amount" in self.constants:
+            out["amount"] = pd.array([int(self.constants["amount"])] * n, dtype="Int64")
+        else:
+            out["amount"] = pd.array([pd.NA] * n, dtype="Int64")
+        out = out[[*FLAT_COLUMNS, "ts"]]
+        out["row"] = np.arange(n, dtype=np.int64)
+        if self.label:
+            out["is_fraud"] = _to_label(raw[self.label.column], self.label.true_values)
+            if self.label.scenario_column:
+                sc = raw[self.label.scenario_column].astype(object)
+                out["scenario"] = sc.where(sc.notna() & (sc.astype(str) != "") & out["is_fraud"].to_numpy(dtype=bool, na_value=False),
+                                           None).to_numpy()
+        return out
+
+
+def _norm_label(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return str(v).strip().lower()
+
+
+def _to_label(s: pd.Series, true_values: tuple[str, ...]) -> pd.Series:
+    truth = set(true_values)
+    if s.dtype.kind == "b":
+        return s.astype("boolean") if "true" in truth else ~s.astype("boolean")
+    missing = s.isna().to_numpy()
+    vals = np.fromiter((_norm_label(v) in truth for v in s.astype(object).to_numpy()), dtype=bool, count=len(s))
+    out = pd.array(vals, dtype="boolean")
+    out[missing] = pd.NA
+    return pd.Series(out, index=s.index)
+
+
+def _cell_text(v: Any) -> str | None:
+    if v is None or (isinstance(v, float) and v != v) or v is pd.NA:
+        return None
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))  # an id or a BIN read as a float because of gaps
+    if isinstance(v, (np.integer, np.bool_)):
+        v = v.item()
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    text = str(v).strip()
+    return text or None
+
+
+def _to_text(s: pd.Series, spec: ColumnSpec) -> pd.Series:
+    if spec.type != "string":
+        raise MappingError(f"columns.{spec.field}: type {spec.type!r} applies to amount and occurred_at only; "
+                           f"{spec.field} is text", field=spec.field, column=spec.column)
+    if str(s.dtype) in ("str", "string"):
+        t = s.str.strip()
+        text = t.where(t != "")
+    elif s.dtype == object:
+        text = s.map(_cell_text, na_action="ignore")
+    else:
+        text = pd.Series([_cell_text(v) for v in s.to_numpy(dtype=object)], index=s.index, dtype=object)
+    text = text.astype("str")
+    if spec.map:
+        text = text.replace(spec.map)
+    return text.reset_index(drop=True)
+
+
+def _bad_row(s: pd.Series, bad: np.ndarray) -> tuple[int, Any]:
+    i = int(np.flatnonzero(bad)[0])
+    return i, s.iloc[i]
+
+
+def _to_times(s: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.ndarray]:
+    where = f"column {spec.column!r} (occurred_at)"
+    present = s.notna().to_numpy() & (s.astype(str).str.strip() != "").to_numpy()
+    if not present.all():
+        i = int(np.flatnonzero(~present)[0])
+        raise MappingError(f"{where}: row {i + 1} has no time; every event needs occurred_at",
+                           field="occurred_at", column=spec.column)
+    tz = parse_offset(spec.timezone, "columns.occurred_at") if spec.timezone else None
+    if spec.type in ("epoch_s", "epoch_ms"):
+        num = pd.to_numeric(s, errors="coerce")
+        if num.isna().any():
+            i, v = _bad_row(s, num.isna().to_numpy())
+            raise MappingError(f"{where}: row {i + 1} value {v!r} is not a number of "
+                               f"{'seconds' if spec.type == 'epoch_s' else 'milliseconds'}",
+                               field="occurred_at", column=spec.column)
+        t = pd.to_datetime(num, unit="s" if spec.type == "epoch_s" else "ms", utc=True)
+        local = t.dt.tz_convert(tz or timezone.utc)
+        return _iso(local), (t.astype("datetime64[us, UTC]").astype("int64") / 1e6).to_numpy()
+    text = s.astype(str).str.strip()
+    if spec.format is None:
+        parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+        if parsed.isna().any():
+            i, v = _bad_row(s, parsed.isna().to_numpy())
+            raise MappingError(f"{where}: row {i + 1} value {v!r} is not an ISO 8601 time; "
+                               "give `format:` (strftime codes) for another layout",
+                               field="occurred_at", column=spec.column)
+        has_offset = text.str.contains(r"(?:[+-]\d{2}:?\d{2}|Z)$", regex=True).to_numpy()
+        if has_offset.all():
+            if tz is None:
+                return text.reset_index(drop=True).astype("str"), \
+                    (parsed.astype("datetime64[us, UTC]").astype("int64") / 1e6).to_numpy()
+            local = parsed.dt.tz_convert(tz)
+            return _iso(local), (parsed.astype("datetime64[us, UTC]").astype("int64") / 1e6).to_numpy()
+        if has_offset.any():
+            i, v = _bad_row(s, ~has_offset)
+            raise MappingError(f"{where}: row {i + 1} value {v!r} has no UTC offset while other rows do",
+                               field="occurred_at", column=spec.column)
+        naive = pd.to_datetime(text, format="ISO8601", errors="coerce")
+    else:
+        naive = pd.to_datetime(text, format=spec.format, errors="coerce")
+        if naive.isna().any():
+            i, v = _bad_row(s, naive.isna().to_numpy())
+            raise MappingError(f"{where}: row {i + 1} value {v!r} does not match format {spec.format!r}",
+                               field="occurred_at", column=spec.column)
+        if naive.dt.tz is not None:
+            local = naive.dt.tz_convert(tz) if tz else naive
+            return _iso(local), (naive.astype("datetime64[us, UTC]").astype("int64") / 1e6).to_numpy()
+    if tz is None:
+        raise MappingError(f"{where}: times carry no UTC offset; add `timezone: \"+08:00\"` (or the source's "
+                           "offset) to columns.occurred_at", field="occurred_at", column=spec.column)
+    local = naive.dt.tz_localize(tz)
+    return _iso(local), (local.astype("datetime64[us, UTC]").astype("int64") / 1e6).to_numpy()
+
+
+def _iso(local: pd.Series) -> pd.Series:
+    frac = (local.dt.microsecond != 0).any()
+    text = local.dt.strftime("%Y-%m-%dT%H:%M:%S.%f%z" if frac else "%Y-%m-%dT%H:%M:%S%z")
+    text = text.str.replace(r"([+-]\d{2})(\d{2})$", r"\1:\2", regex=True)
+    return text.reset_index(drop=True).astype("str")
+
+
+def _to_minor(s: pd.Series, spec: ColumnSpec, currency: pd.Series) -> pd.Series:
+    where = f"column {spec.column!r} (amount)"
+    n = len(s)
+    out = np.zeros(n, dtype=np.int64)
+    missing = s.isna().to_numpy() | (s.astype(str).str.strip() == "").to_numpy()
+    if spec.type == "minor":
+        if s.dtype.kind in "iu":
+            out = s.to_numpy(dtype=np.int64, na_value=0)
+        else:
+            num = pd.to_numeric(s.where(~missing), errors="coerce")
+            bad = num.isna().to_numpy() & ~missing
+            whole = np.isfinite(num.to_numpy(dtype=np.float64, na_value=np.nan))
+            frac = whole & (num.fillna(0).to_numpy(dtype=np.float64) % 1 != 0)
+            if bad.any() or frac.any():
+                i, v = _bad_row(s, bad | frac)
+                raise MappingError(f"{where}: row {i + 1} value {v!r} is not a whole number of minor units "
+                                   "(fen); use `type: decimal` for amounts in yuan", field="amount",
+                                   column=spec.column)
+            out = num.fillna(0).to_numpy(dtype=np.float64).astype(np.int64)
+    else:
+        cur = currency.where(currency.notna(), "CNY").to_numpy(dtype=object)
+        vals = s.to_numpy(dtype=object)
+        for i in np.flatnonzero(~missing):
+            v = vals[i]
+            try:
+                d = Decimal(str(v).strip().replace(",", ""))
+            except InvalidOperation:
+                d = None
+            if d is None or not d.is_finite():
+                raise MappingError(f"{where}: row {i + 1} value {v!r} is not a decimal amount",
+                                   field="amount", column=spec.column)
+            minor = d.scaleb(currency_exponent(str(cur[i])))
+            if minor != minor.to_integral_value():
+                raise MappingError(f"{where}: row {i + 1} value {v!r} has more decimals than {cur[i]} allows",
+                                   field="amount", column=spec.column)
+            out[i] = int(minor)
+    if (out[~missing] < 0).any():
+        i, v = _bad_row(s, (out < 0) & ~missing)
+        raise MappingError(f"{where}: row {i + 1} value {v!r} is negative", field="amount", column=spec.column)
+    arr = pd.array(out, dtype="Int64")
+    arr[missing] = pd.NA
+    return pd.Series(arr)
+
+
+def load_mapping(path: Path | str | None, data: TMapping[str, Any] | None = None) -> Mapping | None:
+    if path is not None:
+        return Mapping.load(path)
+    if data is not None:
+        return Mapping.from_dict(dict(data))
+    return None
