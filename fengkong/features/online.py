@@ -15,7 +15,7 @@ entity and pipelined (not implemented: see README, Scale).
 
 from __future__ import annotations
 
-import json
+import msgpack
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Callable, Iterator
@@ -203,7 +203,7 @@ class OnlineStore:
             return [member, t, horizon, horizon, ttl, 1 if typ in events else 0]
 
         def read(vals: list[Any], raw: dict[str, Any]) -> None:
-            raw[new_name] = None if vals[0] is None else vals[0] == "1"
+            raw[new_name] = None if vals[0] is None else vals[0] == 1
             raw[seen_name] = int(vals[1])
 
         return _Step(s.entity.column, f"s:{s.of}", s.entity.name, build, 2, [new_name, seen_name], read, "S", events)
@@ -292,10 +292,10 @@ class OnlineStore:
                 info = row.get("ip_info")
                 if info is not None and ":" not in row[column]:
                     ipint = _ipv4_int(row[column])
-            return ["RANGES" if is_ip else 0, row[column], ipint]
+            return ["RANGES" if is_ip else 0, row[column], ipint]  # ipint: int, or "" if not IPv4
 
         def read(vals: list[Any], raw: dict[str, Any]) -> None:
-            raw[feature] = vals[0] == "1"
+            raw[feature] = vals[0] == 1
 
         return _Step(column, spec.name, "list", build, 1, [feature], read, "L", frozenset())
 
@@ -304,7 +304,7 @@ class OnlineStore:
         typ = row["type"]
         outcome = typ in _OUTCOMES
         keys = [f"{self.prefix}:v1:{{evt:{row['event_id']}}}:dedup"]
-        args: list[Any] = [self.dedup_ttl_s, row["amount"]]
+        args: list[Any] = []
         used: list[_Step] = []
         for step in self._steps:
             entity_id = row[step.entity_column]
@@ -337,16 +337,13 @@ class OnlineStore:
         row = event_row(event, self.ipintel, self.biz_offset_min)
         keys, args, used = self._args_for(row)
         try:
-            reply = self._script(keys=keys, args=args)
+            reply = self._script(keys=keys, args=[self.dedup_ttl_s, row["amount"], msgpack.packb(args)])
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise FeatureStoreUnavailable(f"feature store unreachable: {type(exc).__name__}: {exc}") from exc
         except redis.RedisError as exc:
             raise FeatureStoreError(f"feature store refused the update: {exc}") from exc
         duplicate = reply[0] == b"dup"
-        if duplicate:
-            values = [None if v is False or v is None else str(v) for v in json.loads(reply[1])]
-        else:
-            values = [None if v is None else v.decode() for v in reply[1:]]
+        values = [None if v is False else v for v in msgpack.unpackb(reply[1])]
         raw: dict[str, Any] = {}
         it: Iterator[Any] = iter(values)
         for step in used:

@@ -6,10 +6,12 @@
 -- KEYS[2..]    entity keys, referenced by index from the ops below
 -- ARGV[1]      dedup TTL in seconds
 -- ARGV[2]      event amount in minor units (integer, 0 when none)
--- ARGV[3..]    a sequence of ops; each starts with an opcode and a key index:
+-- ARGV[3]      the ops, one MessagePack array (packing 300 separate arguments
+--              costs the client more than the whole script costs the server);
+--              each op starts with an opcode and a key index:
 --   P k npairs g1 l1 .. gn ln default_limit   merchant profile; sets the limit
 --        -> grade|false, limit, onboarded_day|false, daily_cap|false
---   R k N b ttl nc inc1..incnc   ring of N buckets, running totals; inc "N" = near-limit flag
+--   R k N b ttl nc inc1..incnc   ring of N buckets; inc "N" = near-limit flag
 --        -> nc totals before the event
 --   D k member ts prune ttl nthr thr1..thrn   last-seen sorted set, distinct counts
 --        -> n counts (members with last-seen >= thr)
@@ -18,10 +20,12 @@
 --   M k x ttl write            Welford moments -> n, mean, m2 (before)
 --   H k hour ttl write         hour-of-day habit -> count in this hour, total (before)
 --   V k day hour amount ttl write   merchant period volume and baselines -> 10 values
+--        (order: volume today, count today, volume hour, count hour, then the 7-day
+--        and 28-day baselines: through this hour, this hour alone, count through it)
 --   T k member amount ttl write     largest per-member volume (today) -> max before
 --   L k ks member ipint        list membership (set, and IPv4 ranges in ks) -> 1/0
--- Returns {"ok", v1, v2, ...} (numbers as %.17g strings, false when missing), or
--- {"dup", json} with the values the first delivery of this event_id returned.
+-- Returns {"ok", msgpack([v1, v2, ...])} (false where missing), or {"dup", the same
+-- blob the first delivery of this event_id returned}.
 
 local dedup = KEYS[1]
 local stored = redis.call('GET', dedup)
@@ -31,10 +35,8 @@ end
 
 local out = {}
 local function put(v)
-  if v == nil or v == false then
+  if v == nil then
     out[#out + 1] = false
-  elseif type(v) == 'number' then
-    out[#out + 1] = string.format('%.17g', v)
   else
     out[#out + 1] = v
   end
@@ -42,9 +44,10 @@ end
 
 local amount = tonumber(ARGV[2])
 local limit = nil
-local argi = 3
+local A = cmsgpack.unpack(ARGV[3])
+local argi = 1
 local function nextarg()
-  local v = ARGV[argi]
+  local v = A[argi]
   argi = argi + 1
   return v
 end
@@ -81,6 +84,11 @@ local function op_profile(key)
   put(p[4] and tonumber(p[4]) or false)
 end
 
+-- A ring of n buckets in one string (a MessagePack array, decoded in C): slot s
+-- holds at [s*(nc+1)+1] the bucket id it counts for, then its nc counters. The
+-- window total sums the slots whose bucket lies in [b-n+1, b]; a slot left from
+-- an older bucket is ignored and overwritten when its turn comes round, so the
+-- value never grows past n slots.
 local function op_ring(key)
   local n = tonumber(nextarg())
   local b = tonumber(nextarg())
@@ -98,52 +106,39 @@ local function op_ring(key)
     incs[i] = v
     if v ~= 0 then any = true end
   end
-  local last = redis.call('HGET', key, 'L')
-  if last then last = tonumber(last) else last = nil end
-  if last then
-    if b - last >= n then
-      redis.call('DEL', key)
-      last = nil
-    elseif b > last then
-      -- buckets last+1 .. b enter the window; the slots they reuse held buckets
-      -- that now fall out of it, so their counts leave the running totals.
-      for x = last + 1, b do
-        local slot = x % n
-        local sb = redis.call('HGET', key, 's' .. slot)
-        if sb then
-          for i = 1, nc do
-            local f = 'c' .. slot .. '_' .. i
-            local v = redis.call('HGET', key, f)
-            if v then
-              redis.call('HINCRBY', key, 't' .. i, -tonumber(v))
-              redis.call('HDEL', key, f)
-            end
-          end
-          redis.call('HDEL', key, 's' .. slot)
-        end
-      end
-      redis.call('HSET', key, 'L', b)
-      last = b
+  local width = nc + 1
+  local blob = redis.call('GET', key)
+  local ring
+  if blob then
+    ring = cmsgpack.unpack(blob)
+  else
+    ring = {}
+    for s0 = 0, n - 1 do
+      ring[s0 * width + 1] = -1
+      for i = 1, nc do ring[s0 * width + 1 + i] = 0 end
     end
   end
-  for i = 1, nc do
-    local t = redis.call('HGET', key, 't' .. i)
-    put(t and tonumber(t) or 0)
-  end
-  if any and (last == nil or b > last - n) then
-    local slot = b % n
-    redis.call('HSET', key, 's' .. slot, b)
-    if last == nil then
-      redis.call('HSET', key, 'L', b)
+  local totals = {}
+  for i = 1, nc do totals[i] = 0 end
+  local lo = b - n + 1
+  for s0 = 0, n - 1 do
+    local base = s0 * width + 1
+    local sb = ring[base]
+    if sb >= lo and sb <= b then
+      for i = 1, nc do totals[i] = totals[i] + ring[base + i] end
     end
-    for i = 1, nc do
-      if incs[i] ~= 0 then
-        redis.call('HINCRBY', key, 'c' .. slot .. '_' .. i, incs[i])
-        redis.call('HINCRBY', key, 't' .. i, incs[i])
-      end
-    end
-    redis.call('EXPIRE', key, ttl)
   end
+  for i = 1, nc do put(totals[i]) end
+  if not any then return end
+  local base = (b % n) * width + 1
+  local sb = ring[base]
+  if sb > b then return end  -- too late: its slot already counts a newer bucket
+  if sb ~= b then
+    ring[base] = b
+    for i = 1, nc do ring[base + i] = 0 end
+  end
+  for i = 1, nc do ring[base + i] = ring[base + i] + incs[i] end
+  redis.call('SET', key, cmsgpack.pack(ring), 'EX', ttl)
 end
 
 local function op_distinct(key)
@@ -157,7 +152,7 @@ local function op_distinct(key)
   end
   if member ~= '' then
     redis.call('ZADD', key, 'GT', ts, member)
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. prune)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.17g', prune))
     redis.call('EXPIRE', key, ttl)
   end
 end
@@ -168,7 +163,7 @@ local function op_seen(key)
   local horizon = nextarg()
   local prune = nextarg()
   local ttl = nextarg()
-  local write = nextarg() == '1'
+  local write = nextarg() == 1
   if member == '' then
     put(false)
   else
@@ -178,7 +173,7 @@ local function op_seen(key)
   put(redis.call('ZCOUNT', key, horizon, '+inf'))
   if write and member ~= '' then
     redis.call('ZADD', key, 'GT', ts, member)
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. prune)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.17g', prune))
     redis.call('EXPIRE', key, ttl)
   end
 end
@@ -186,7 +181,7 @@ end
 local function op_first(key)
   local ts = nextarg()
   local ttl = nextarg()
-  local write = nextarg() == '1'
+  local write = nextarg() == 1
   local first = redis.call('GET', key)
   put(first and tonumber(first) or false)
   if write then
@@ -200,7 +195,7 @@ end
 local function op_moments(key)
   local x = tonumber(nextarg())
   local ttl = nextarg()
-  local write = nextarg() == '1'
+  local write = nextarg() == 1
   local m = redis.call('HMGET', key, 'n', 'mean', 'm2')
   local n = tonumber(m[1] or '0')
   local mean = tonumber(m[2] or '0')
@@ -221,7 +216,7 @@ end
 local function op_hour(key)
   local hour = nextarg()
   local ttl = nextarg()
-  local write = nextarg() == '1'
+  local write = nextarg() == 1
   local m = redis.call('HMGET', key, 'h' .. hour, 'n')
   put(tonumber(m[1] or '0'))
   put(tonumber(m[2] or '0'))
@@ -232,60 +227,80 @@ local function op_hour(key)
   end
 end
 
-local function rollover(key, day, bd)
-  -- Once per merchant per day: freeze today's baselines from the previous 28
-  -- days' hourly volumes, and forget days that no baseline will read again.
-  local first = tonumber(redis.call('HGET', key, 'f') or day)
-  local cum_v, cum_c, hour_v = {}, {}, {}
-  for k = 1, 28 do
-    local fields = {}
-    for h = 0, 23 do
-      fields[#fields + 1] = 'v:' .. (day - k) .. ':' .. h
-      fields[#fields + 1] = 'c:' .. (day - k) .. ':' .. h
-    end
-    local vals = redis.call('HMGET', key, unpack(fields))
-    local cv, cc = 0, 0
-    cum_v[k], cum_c[k], hour_v[k] = {}, {}, {}
-    for h = 0, 23 do
-      local v = tonumber(vals[2 * h + 1] or '0')
-      cv = cv + v
-      cc = cc + tonumber(vals[2 * h + 2] or '0')
-      cum_v[k][h], cum_c[k][h], hour_v[k][h] = cv, cc, v
-    end
+-- Merchant period volume. Fields of the merchant's volume hash:
+--   f         first local day with a payment
+--   cd        the open day: the latest day with a payment
+--   V / C     volume and count of the open day; v:h / c:h the same per hour
+--   P:d       closed day d packed as 72 fixed-width numbers: the volume through
+--             each hour (cumulative), each hour's own volume, the cumulative count
+--   B:h       baseline cache for hour h: "day bt7 bh7 bc7 bt28 bh28 bc28"
+-- Closing a day packs its hours once; a baseline is computed once per merchant
+-- and hour from the packs of the 28 previous days (read by position, no parsing).
+local W = 15
+local function packed_at(p, i)
+  return tonumber(string.sub(p, i * W + 1, i * W + W))
+end
+
+local function close_day(key, cd, day)
+  local fields = {}
+  for h = 0, 23 do
+    fields[#fields + 1] = 'v:' .. h
+    fields[#fields + 1] = 'c:' .. h
   end
-  local fields = {'bd', day}
+  local vals = redis.call('HMGET', key, unpack(fields))
+  local cum_v, hour_v, cum_c = {}, {}, {}
+  local cv, cc = 0, 0
+  for h = 0, 23 do
+    local v = tonumber(vals[2 * h + 1] or '0')
+    cv = cv + v
+    cc = cc + tonumber(vals[2 * h + 2] or '0')
+    cum_v[h + 1] = string.format('%015.0f', cv)
+    hour_v[h + 1] = string.format('%015.0f', v)
+    cum_c[h + 1] = string.format('%015.0f', cc)
+  end
+  fields[#fields + 1] = 'V'
+  fields[#fields + 1] = 'C'
+  -- the packs of days that no baseline will read again (28 days back from `day`)
+  for d = math.max(cd - 28, day - 60), day - 29 do
+    fields[#fields + 1] = 'P:' .. d
+  end
+  redis.call('HDEL', key, unpack(fields))
+  if cv > 0 or cc > 0 then
+    redis.call('HSET', key, 'P:' .. cd, table.concat(cum_v) .. table.concat(hour_v) .. table.concat(cum_c))
+  end
+end
+
+local function baselines(key, day, hour, first)
+  local fields = {}
+  for k = 1, 28 do fields[k] = 'P:' .. (day - k) end
+  local packs = redis.call('HMGET', key, unpack(fields))
+  local out = {day}
   for _, span in ipairs({7, 28}) do
-    for h = 0, 23 do
-      if day - first >= span then
-        local a, b, c = {}, {}, {}
-        for k = 1, span do
-          a[k], b[k], c[k] = cum_v[k][h], hour_v[k][h], cum_c[k][h]
+    if first and day - first >= span then
+      local a, b, c = {}, {}, {}
+      for k = 1, span do
+        local p = packs[k]
+        if p then
+          a[k], b[k], c[k] = packed_at(p, hour), packed_at(p, 24 + hour), packed_at(p, 48 + hour)
+        else
+          a[k], b[k], c[k] = 0, 0, 0
         end
-        fields[#fields + 1] = 'bt' .. span .. ':' .. h
-        fields[#fields + 1] = string.format('%.17g', median(a))
-        fields[#fields + 1] = 'bh' .. span .. ':' .. h
-        fields[#fields + 1] = string.format('%.17g', median(b))
-        fields[#fields + 1] = 'bc' .. span .. ':' .. h
-        fields[#fields + 1] = string.format('%.17g', median(c))
-      else
-        redis.call('HDEL', key, 'bt' .. span .. ':' .. h, 'bh' .. span .. ':' .. h, 'bc' .. span .. ':' .. h)
       end
+      out[#out + 1] = string.format('%.17g', median(a))
+      out[#out + 1] = string.format('%.17g', median(b))
+      out[#out + 1] = string.format('%.17g', median(c))
+    else
+      out[#out + 1] = '-'
+      out[#out + 1] = '-'
+      out[#out + 1] = '-'
     end
   end
-  redis.call('HSET', key, unpack(fields))
-  -- prune the days that left the 28-day horizon since the last rollover
-  local from = day - 31
-  if bd and bd - 29 < from then from = math.max(bd - 29, day - 90) end
-  local old = {}
-  for d = from, day - 29 do
-    old[#old + 1] = 'V:' .. d
-    old[#old + 1] = 'C:' .. d
-    for h = 0, 23 do
-      old[#old + 1] = 'v:' .. d .. ':' .. h
-      old[#old + 1] = 'c:' .. d .. ':' .. h
-    end
+  local text = table.concat(out, ' ')
+  if first then
+    -- only a merchant with payments has a key (with its TTL) worth caching in
+    redis.call('HSET', key, 'B:' .. hour, text)
   end
-  redis.call('HDEL', key, unpack(old))
+  return text
 end
 
 local function op_volume(key)
@@ -293,28 +308,43 @@ local function op_volume(key)
   local hour = nextarg()
   local amt = tonumber(nextarg())
   local ttl = nextarg()
-  local write = nextarg() == '1'
-  local bd = redis.call('HGET', key, 'bd')
-  if (not bd) or tonumber(bd) < day then
-    rollover(key, day, bd and tonumber(bd))
+  local write = nextarg() == 1
+  local r = redis.call('HMGET', key, 'f', 'cd', 'V', 'C', 'v:' .. hour, 'c:' .. hour, 'B:' .. hour)
+  local first = r[1] and tonumber(r[1]) or nil
+  local cd = r[2] and tonumber(r[2]) or nil
+  if cd and day < cd then
+    -- an event older than the merchant's open day: it neither reads nor
+    -- revises the frozen volumes of a past day
+    for _ = 1, 4 do put(0) end
+    for _ = 1, 6 do put(false) end
+    return
   end
-  local hv = 'v:' .. day .. ':' .. hour
-  local hc = 'c:' .. day .. ':' .. hour
-  local r = redis.call('HMGET', key, 'V:' .. day, 'C:' .. day, hv, hc,
-    'bt7:' .. hour, 'bh7:' .. hour, 'bc7:' .. hour, 'bt28:' .. hour, 'bh28:' .. hour, 'bc28:' .. hour)
-  for i = 1, 4 do
-    put(tonumber(r[i] or '0'))
+  if cd and day > cd then
+    close_day(key, cd, day)
+    r[3], r[4], r[5], r[6] = false, false, false, false
   end
-  for i = 5, 10 do
-    put(r[i] and tonumber(r[i]) or false)
+  for i = 3, 6 do put(tonumber(r[i] or '0')) end
+  local cache = r[7]
+  if not cache or tonumber(string.match(cache, '^(%S+)')) ~= day then
+    cache = baselines(key, day, tonumber(hour), first)
+  end
+  local i = 0
+  for v in string.gmatch(cache, '%S+') do
+    if i > 0 then
+      if v == '-' then put(false) else put(tonumber(v)) end
+    end
+    i = i + 1
   end
   if write then
-    redis.call('HSETNX', key, 'f', day)
-    redis.call('HINCRBY', key, 'V:' .. day, amt)
-    redis.call('HINCRBY', key, 'C:' .. day, 1)
-    redis.call('HINCRBY', key, hv, amt)
-    redis.call('HINCRBY', key, hc, 1)
+    if not first then redis.call('HSET', key, 'f', day) end
+    if cd ~= day then redis.call('HSET', key, 'cd', day) end
+    redis.call('HINCRBY', key, 'V', amt)
+    redis.call('HINCRBY', key, 'C', 1)
+    redis.call('HINCRBY', key, 'v:' .. hour, amt)
+    redis.call('HINCRBY', key, 'c:' .. hour, 1)
     redis.call('EXPIRE', key, ttl)
+  elseif cd and day > cd then
+    redis.call('HSET', key, 'cd', day)
   end
 end
 
@@ -322,7 +352,7 @@ local function op_top(key)
   local member = nextarg()
   local amt = nextarg()
   local ttl = nextarg()
-  local write = nextarg() == '1'
+  local write = nextarg() == 1
   local top = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
   put(top[2] and tonumber(top[2]) or 0)
   if write and member ~= '' then
@@ -352,15 +382,12 @@ local ops = {
   M = op_moments, H = op_hour, V = op_volume, T = op_top, L = op_list,
 }
 
-while argi <= #ARGV do
+while argi <= #A do
   local code = nextarg()
-  local key = KEYS[tonumber(nextarg())]
+  local key = KEYS[nextarg()]
   ops[code](key)
 end
 
-local result = {'ok'}
-for i = 1, #out do
-  result[i + 1] = out[i]
-end
-redis.call('SET', dedup, cjson.encode(out), 'EX', ARGV[1])
-return result
+local blob = cmsgpack.pack(out)
+redis.call('SET', dedup, blob, 'EX', ARGV[1])
+return {'ok', blob}
