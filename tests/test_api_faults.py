@@ -1,0 +1,112 @@
+"""Degraded mode: Redis killed mid-run, Redis frozen (slow past the budget), a model
+that fails, an unexpected fault. The service answers under its failure policy,
+says so, never returns a 500, and recovers without a restart when Redis is back."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from api_fixtures import DECIDE_KEY, KillableRedis, Served, payment, settings
+
+
+@pytest.fixture
+def killable():
+    server = KillableRedis().start()
+    yield server
+    server.close()
+
+
+def _decide(client, ev=None) -> dict:
+    r = client.post("/v1/decisions", json=ev or payment())
+    assert r.status_code == 200, r.text  # never a 5xx, whatever Redis does
+    return r.json()
+
+
+def _until_recovered(client, limit_s: float = 10.0) -> dict:
+    """Poll with fresh events until one is decided normally (the breaker lets a probe through)."""
+    stop = time.monotonic() + limit_s
+    while True:
+        out = _decide(client)
+        if not out["degraded"] or time.monotonic() > stop:
+            return out
+        time.sleep(0.05)
+
+
+def _metric(text: str, prefix: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_redis_killed_mid_run_degrades_fail_open_and_recovers_without_restart(killable):
+    with Served(settings(killable.url, "tkill", breaker_s=0.2)) as api, api.client(DECIDE_KEY) as c:
+        assert not _decide(c)["degraded"]
+        killable.kill()
+        answers = [_decide(c) for _ in range(5)]
+        assert all(a["degraded"] and a["decision"] == "allow" for a in answers)
+        assert all("feature store" in a["degraded_reason"] for a in answers)
+        assert all(a["reasons"] == [] and a["score"] == 0 for a in answers)
+        assert c.get("/readyz").status_code == 503
+        assert _metric(c.get("/metrics").text, "fengkong_degraded_total") >= 5
+        assert _metric(c.get("/metrics").text, 'fengkong_decisions_total{decision="allow",degraded="true"}') >= 5
+        killable.start()  # same socket path: the same URL the running service holds
+        recovered = _until_recovered(c)
+        assert not recovered["degraded"], recovered
+        assert c.get("/readyz").status_code == 200
+        tor = _decide(c, payment(ip="185.220.101.7"))  # rules decide again on real features
+        assert tor["decision"] == "review" and not tor["degraded"]
+
+
+def test_a_frozen_redis_is_answered_fail_closed_within_the_budget_then_recovers(killable):
+    """SIGSTOP leaves the socket accepting but never answering: only the budget can end
+    the wait. The 1 s bound is deliberately loose (the budget is 50 ms; the machine is
+    shared and noisy): without the deadline the request would hang until the client's
+    10 s timeout, so the assertion still fails if the deadline is not enforced."""
+    with Served(settings(killable.url, "tfreeze", failure_policy="fail_closed", deadline_ms=50,
+                         breaker_s=0.2)) as api, api.client(DECIDE_KEY) as c:
+        assert not _decide(c)["degraded"]
+        killable.freeze()
+        try:
+            t0 = time.perf_counter()
+            out = _decide(c)
+            elapsed = time.perf_counter() - t0
+            assert out["degraded"] and out["decision"] == "review", out
+            assert elapsed < 1.0 and out["latency_ms"] < 1000
+            assert _decide(c)["decision"] == "review"  # the breaker answers at once meanwhile
+        finally:
+            killable.thaw()
+        assert not _until_recovered(c)["degraded"]
+
+
+class _FailingModels:
+    available = True
+    status = "test: failing model"
+
+    def score(self, features):
+        raise RuntimeError("model exploded")
+
+
+def test_a_failing_model_degrades_but_the_rules_still_decide(redis_server):
+    with Served(settings(redis_server.url, "tmodel")) as api, api.client(DECIDE_KEY) as c:
+        api.runtime.models = _FailingModels()
+        tor = _decide(c, payment(ip="185.220.101.7"))
+        assert tor["degraded"] and tor["degraded_reason"] == "model failed: RuntimeError"
+        assert tor["decision"] == "review" and "ip.tor_exit" in [r["id"] for r in tor["reasons"]]
+        plain = _decide(c)
+        assert plain["degraded"] and plain["decision"] == "allow"  # fail_open: the rules' answer stands
+    with Served(settings(redis_server.url, "tmodel2", failure_policy="fail_closed")) as api, \
+            api.client(DECIDE_KEY) as c:
+        api.runtime.models = _FailingModels()
+        plain = _decide(c)
+        assert plain["degraded"] and plain["decision"] == "review"  # fail_closed: at least review
+
+
+def test_an_unexpected_fault_is_answered_by_the_policy_not_a_500(redis_server):
+    with Served(settings(redis_server.url, "tboom")) as api, api.client(DECIDE_KEY) as c:
+        def boom(features):
+            raise ZeroDivisionError("bug")
+
+        api.runtime.rules.evaluate = boom
+        out = _decide(c)
+        assert out["degraded"] and out["decision"] == "allow"
+        assert out["degraded_reason"] == "internal error: ZeroDivisionError"
