@@ -78,3 +78,69 @@ def test(rules_dir: Path = RulesDir, verbose: bool = typer.Option(False, "-v", "
     console.print(("[red]" if failed or problems else "[green]") + summary + f"[/] (rules {ruleset.version})")
     if failed or problems:
         raise typer.Exit(1)
+
+
+@app.command("backtest")
+def backtest(
+    history: Path = typer.Argument(..., help="History file: CSV, Parquet or JSON lines (flat events, or see --mapping)."),
+    candidate: Path = typer.Option(..., "--candidate", help="Candidate rules folder (rule files, policy.yaml, lists/)."),
+    live: Path = typer.Option(Path("rules"), "--live", help="The live rules folder to compare with."),
+    mapping: Path = typer.Option(None, "--mapping", help="Mapping file: which source column feeds which event field."),
+    lists: Path = typer.Option(None, "--lists", help="JSON {list: [entries]} loaded into the analyst lists (e.g. blacklist.json)."),
+    merchants: Path = typer.Option(None, "--merchants", help="Merchant profiles (merchants.parquet from fengkong simulate)."),
+    out: Path = typer.Option(None, "--out", help="Folder for backtest.csv and changed_events.csv."),
+    all_rules: bool = typer.Option(False, "--all-rules", help="List unchanged rules too."),
+) -> None:
+    """What the candidate rules would have decided on a history, next to the live rules."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from fengkong.engine import RuleSetError
+    from fengkong.replay.backtest import backtest as run_backtest
+    from fengkong.replay.mapping import Mapping, MappingError
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
+    try:
+        mapping_obj = Mapping.load(mapping) if mapping else None
+        result = run_backtest(history, candidate, live_dir=live, mapping=mapping_obj, lists_file=lists,
+                              merchants_file=merchants)
+    except RuleSetError as exc:
+        for p in exc.problems:
+            console.print(f"[red]error[/red] {p}", soft_wrap=True, markup=False)
+        raise typer.Exit(2)
+    except MappingError as exc:
+        console.print(f"[red]error[/red] {exc}", soft_wrap=True, markup=False)
+        raise typer.Exit(2)
+    frame = result.table
+    shown = frame if all_rules else frame[(frame["status"] != "same") | (frame["events_affected"] > 0)]
+    labelled = result.labels is not None
+    table = Table(title=f"backtest: {candidate} vs {live} on {result.timings['events']:,} events "
+                        f"({len(result.features):,} decisions)")
+    headers = ["rule", "status", "fires live", "fires cand", "decisions changed", "review rate Δ (pp)"]
+    if labelled:
+        headers[5:5] = ["fraud newly caught", "fraud lost", "good newly stopped", "good released"]
+    for h in headers:
+        table.add_column(h, justify="left" if h in ("rule", "status") else "right")
+
+    def num(v: object) -> str:
+        return "" if v is None or (isinstance(v, float) and v != v) else f"{int(v):,}"
+
+    for r in shown.to_dict("records"):
+        cells = [str(r["rule"]), str(r["status"]), num(r["fires_live"]), num(r["fires_candidate"]),
+                 num(r["decisions_changed"]), f"{r['review_rate_change_pp']:+.3f}"]
+        if labelled:
+            cells[5:5] = [num(r["fraud_newly_caught"]), num(r["fraud_lost"]), num(r["good_newly_stopped"]),
+                          num(r["good_released"])]
+        table.add_row(*cells, style="bold" if r["rule"] == "(all)" else None)
+    console.print(table)
+    t = result.timings
+    console.print(f"live {result.live_version}, candidate {result.candidate_version}; "
+                  f"features {t['features_s']:.1f} s, rules {t['evaluate_s']:.1f} s, total {t['total_s']:.1f} s "
+                  f"({t['events'] / max(t['total_s'], 1e-9):,.0f} events/s)")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(out / "backtest.csv", index=False)
+        result.changed_events().to_csv(out / "changed_events.csv", index=False)
+        console.print(f"wrote {out / 'backtest.csv'} and {out / 'changed_events.csv'}")
