@@ -16,13 +16,13 @@ def _read_events(path: Path, mapping: Optional[Path] = None):  # type: ignore[no
     import pandas as pd
 
     if mapping is not None:
+        from fengkong.replay.mapping import Mapping, MappingError
+
         try:
-            from fengkong.replay.mapping import load_mapping  # type: ignore[import-not-found]
-        except ImportError:
-            raise typer.BadParameter("mapping files need fengkong.replay.mapping, which is not installed yet; "
-                                     "give a history in the flat event format (fengkong.events.FLAT_COLUMNS)",
-                                     param_hint="--mapping") from None
-        return load_mapping(mapping).apply(path)  # pragma: no cover - depends on the replay module
+            spec = Mapping.load(mapping)
+            return spec.apply(_read_events(path), source=str(path))
+        except MappingError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--mapping") from None
     if not path.exists():
         raise typer.BadParameter(f"{path}: no such file", param_hint="--history")
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
