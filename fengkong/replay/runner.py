@@ -1,0 +1,273 @@
+"""`fengkong replay`: a history through the full online path, in event-time order.
+
+For each event, in the order of its ``occurred_at`` (ties keep the file's order):
+decision events (payment, signup, login, card_bind) go through
+`fengkong.pipeline.decide` — the same function the decision service calls: Redis
+features (one Lua call), the models when artifacts are given, the rules — and
+outcome events (refund, chargeback, fraud_report, ...) through
+`pipeline.record_outcome`, so features fed by outcomes update as they would live.
+
+Labels: with a mapping whose ``label`` has ``emit_reports`` (the default), every
+payment labelled fraud gets a ``fraud_report`` outcome event (``refers_to`` the
+payment, same merchant, user, card and amount) delivered ``delay`` after the payment,
+unless the source already holds a fraud report for it; so a feature fed by
+outcomes learns the truth when a real system would, not before. Reports that
+would arrive after the history's last event are not sent.
+
+A row the event contract refuses is skipped and counted (the first ones are listed
+in the report with the field and the reason); everything else is decided.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from fengkong import pipeline
+from fengkong.engine.ruleset import RuleSet, load_ruleset
+from fengkong.events import FLAT_COLUMNS, EventRejected, flat_to_dict, parse_event
+from fengkong.features.ipintel import IpIntel
+from fengkong.features.lists import ListStore, load_list_specs
+from fengkong.features.online import OnlineStore
+from fengkong.replay.inputs import list_entries, load_profiles
+from fengkong.replay.mapping import Mapping
+from fengkong.replay.reader import History, load_history
+
+MAX_REJECTS_LISTED = 20
+DECISION_COLUMNS = ("event_id", "type", "occurred_at", "merchant_id", "user_id", "card_fingerprint", "amount",
+                    "channel", "decision", "score", "score_action", "lane", "rules", "shadow_rules",
+                    "missing_features", "ruleset_version")
+
+
+@dataclass
+class ReplayResult:
+    decisions: pd.DataFrame  # DECISION_COLUMNS (+ is_fraud, scenario when labelled)
+    events_in: int  # rows of the source
+    outcomes_sent: int  # outcome events recorded (source and generated)
+    reports_generated: int  # label-derived fraud reports sent
+    rejected: int
+    rejects: list[tuple[int, str, str]] = field(default_factory=list)  # (source row, field, reason)
+    seconds: float = 0.0
+    ruleset_version: str = ""
+    rules: RuleSet | None = None
+    source: str = ""
+    models_status: str = ""
+
+    @property
+    def events_per_s(self) -> float:
+        return (self.events_in + self.reports_generated) / max(self.seconds, 1e-9)
+
+
+def label_reports(history: History, delay_s: float | None = None) -> pd.DataFrame:
+    """The fraud_report events that the labels stand for (flat rows, with ``ts`` and ``row`` = -1)."""
+    ev = history.events
+    label = history.mapping.label
+    if label is None or "is_fraud" not in ev.columns:
+        return ev.iloc[0:0]
+    delay = label.delay_s if delay_s is None else delay_s
+    fraud = ev["is_fraud"].to_numpy(dtype=bool, na_value=False) & (ev["type"] == "payment").to_numpy()
+    reported = set(ev.loc[ev["type"] == "fraud_report", "refers_to"].dropna())
+    sel = ev[fraud & ~ev["event_id"].isin(reported).to_numpy()]
+    sel = sel[sel["ts"] + delay <= ev["ts"].max()]
+    if sel.empty:
+        return ev.iloc[0:0]
+    out = sel.copy()
+    out["refers_to"] = sel["event_id"]
+    out["event_id"] = [_report_id(e) for e in sel["event_id"]]
+    out["type"] = "fraud_report"
+    out["occurred_at"] = [(datetime.fromisoformat(t) + timedelta(seconds=delay)).isoformat()
+                          for t in sel["occurred_at"]]
+    out["ts"] = sel["ts"] + delay
+    out["ip"] = None
+    out["device_id"] = None
+    out["row"] = -1
+    return out
+
+
+def _report_id(payment_id: str) -> str:
+    rid = f"{payment_id}:fraud_report"
+    if len(rid) <= 128:
+        return rid
+    import hashlib
+
+    return "fr:" + hashlib.sha256(payment_id.encode()).hexdigest()[:40]
+
+
+def event_stream(history: History, delay_s: float | None = None, *, emit_reports: bool | None = None) -> pd.DataFrame:
+    """Source events plus label-derived reports, in event-time order (a report after the
+    source events of the same instant)."""
+    label = history.mapping.label
+    emit = (label is not None and label.emit_reports) if emit_reports is None else emit_reports
+    reports = label_reports(history, delay_s) if emit else history.events.iloc[0:0]
+    frames = [history.events.assign(_gen=0)]
+    if len(reports):
+        frames.append(reports.assign(_gen=1))
+    stream = pd.concat(frames, ignore_index=True)
+    order = np.lexsort((stream["_gen"].to_numpy(), stream["ts"].to_numpy()))
+    return stream.iloc[order].reset_index(drop=True)
+
+
+def _fired(d: Any, shadow: bool = False) -> str:
+    return ";".join(r.id for r in (d.shadow if shadow else d.reasons))
+
+
+def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, models: Any = None,
+                  progress: Callable[[int], None] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Send every event through the online path; the decisions (one row per decision event)."""
+    out: dict[str, list[Any]] = {c: [] for c in DECISION_COLUMNS}
+    label_cols = [c for c in ("is_fraud", "scenario") if c in stream.columns]
+    labels: dict[str, list[Any]] = {c: [] for c in label_cols}
+    rejects: list[tuple[int, str, str]] = []
+    stats = {"outcomes": 0, "generated": 0, "rejected": 0}
+    cols = [c for c in (*FLAT_COLUMNS, "row", "_gen", *label_cols) if c in stream.columns]
+    for i, row in enumerate(_records(stream, cols)):
+        if progress is not None and i % 256 == 0:
+            progress(i)
+        try:
+            event = parse_event(flat_to_dict(row))
+        except EventRejected as exc:
+            stats["rejected"] += 1
+            if len(rejects) < MAX_REJECTS_LISTED:
+                rejects.append((int(row.get("row", -1)) + 1, exc.field, exc.reason))
+            continue
+        if pipeline.is_outcome(event):
+            pipeline.record_outcome(event, store=store)
+            stats["outcomes"] += 1
+            stats["generated"] += int(row.get("_gen", 0) or 0)
+            continue
+        decision, _features = pipeline.decide(event, store=store, rules=rules, models=models)
+        out["event_id"].append(event.event_id)
+        out["type"].append(event.type.value)
+        out["occurred_at"].append(row["occurred_at"])
+        out["merchant_id"].append(event.merchant_id)
+        out["user_id"].append(event.user_id)
+        out["card_fingerprint"].append(event.card.fingerprint if event.card else None)
+        out["amount"].append(event.amount_minor)
+        out["channel"].append(event.channel.value if event.channel else None)
+        out["decision"].append(decision.decision)
+        out["score"].append(float(decision.score))
+        out["score_action"].append(decision.score_action)
+        out["lane"].append(decision.lane)
+        out["rules"].append(_fired(decision))
+        out["shadow_rules"].append(_fired(decision, shadow=True))
+        out["missing_features"].append(len(decision.missing_features))
+        out["ruleset_version"].append(decision.ruleset_version)
+        for c in label_cols:
+            v = row.get(c)
+            labels[c].append(None if v is None or (isinstance(v, float) and v != v) or v is pd.NA else v)
+    if progress is not None:
+        progress(len(stream))
+    frame = pd.DataFrame(out)
+    frame["amount"] = frame["amount"].astype("Int64")
+    for c in label_cols:
+        frame[c] = pd.array(labels[c], dtype="boolean") if c == "is_fraud" else pd.Series(labels[c], dtype=object)
+    stats["rejects"] = rejects
+    return frame, stats
+
+
+def _records(frame: pd.DataFrame, cols: list[str]) -> Iterator[dict[str, Any]]:
+    """Rows as dicts, in chunks (bounded memory for long histories)."""
+    step = 50_000
+    for lo in range(0, len(frame), step):
+        chunk = frame.iloc[lo:lo + step][cols].astype(object)
+        chunk = chunk.where(chunk.notna(), None)
+        yield from chunk.to_dict("records")
+
+
+@dataclass
+class ReplaySetup:
+    """Everything the online path needs, built as `fengkong serve` builds it."""
+
+    store: OnlineStore
+    rules: RuleSet
+    models: Any
+    close: Callable[[], None]
+
+
+def setup(*, rules_dir: Path, redis_url: str | None = None, prefix: str | None = None,
+          lists_file: Path | None = None, merchants_file: Path | None = None,
+          models_dir: Path | None = None) -> ReplaySetup:
+    """Start (or connect to) Redis, load lists, merchant profiles, rules and models."""
+    import redis as redis_lib
+
+    from fengkong.features.embedded_redis import EmbeddedRedis
+    from fengkong.models.runtime import ModelRuntime
+
+    rules_dir = Path(rules_dir)
+    lists_dir = rules_dir / "lists"
+    server = None
+    if redis_url:
+        client = redis_lib.Redis.from_url(redis_url)
+        prefix = prefix or f"replay{int(time.time() * 1000)}"  # never touch a live service's keys
+    else:
+        server = EmbeddedRedis(persist=False).start()
+        client = server.client()
+        prefix = prefix or "fk"
+    specs = load_list_specs(lists_dir)
+    store = OnlineStore(client, ipintel=IpIntel.load(lists_dir), lists=specs, prefix=prefix)
+    lists = ListStore(client, specs, prefix=prefix)
+    for name, entries in list_entries(lists_dir, specs, lists_file).items():
+        if entries:
+            lists.add(name, entries)
+    profiles = load_profiles(merchants_file)
+    if profiles is not None:
+        recs = profiles.astype(object).where(profiles.notna(), None).to_dict("records")
+        for p in recs:
+            store.set_merchant_profile(
+                str(p["merchant_id"]), grade=p.get("grade"),
+                single_limit_minor=int(p["single_limit"]) if p.get("single_limit") is not None else None,
+                daily_cap_minor=int(p["daily_cap"]) if p.get("daily_cap") is not None else None,
+                onboarded_at=str(p["onboarded_at"]) if p.get("onboarded_at") is not None else None,
+                mcc=str(p["mcc"]) if p.get("mcc") is not None else None,
+            )
+    rules = load_ruleset(rules_dir)
+    models = ModelRuntime.load(models_dir)
+
+    def close() -> None:
+        rules.close()
+        client.close()
+        if server is not None:
+            server.stop()
+
+    return ReplaySetup(store, rules, models, close)
+
+
+def run_replay(path: Path, *, mapping: Mapping | None = None, rules_dir: Path = Path("rules"),
+               redis_url: str | None = None, prefix: str | None = None, lists_file: Path | None = None,
+               merchants_file: Path | None = None, models_dir: Path | None = None,
+               label_delay_s: float | None = None, emit_reports: bool | None = None,
+               progress: bool = False) -> ReplayResult:
+    history = load_history(path, mapping)
+    stream = event_stream(history, label_delay_s, emit_reports=emit_reports)
+    env = setup(rules_dir=rules_dir, redis_url=redis_url, prefix=prefix, lists_file=lists_file,
+                merchants_file=merchants_file, models_dir=models_dir)
+    t0 = time.perf_counter()
+    try:
+        if progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[rate]}"), TimeRemainingColumn()) as bar:
+                task = bar.add_task("replay", total=len(stream), rate="")
+
+                def tick(i: int) -> None:
+                    elapsed = time.perf_counter() - t0
+                    bar.update(task, completed=i, rate=f"{i / elapsed:,.0f} events/s" if elapsed > 0 else "")
+
+                decisions, stats = replay_stream(stream, store=env.store, rules=env.rules, models=env.models,
+                                                 progress=tick)
+        else:
+            decisions, stats = replay_stream(stream, store=env.store, rules=env.rules, models=env.models)
+        seconds = time.perf_counter() - t0
+        version = env.rules.version
+        models_status = getattr(env.models, "status", "")
+    finally:
+        env.close()
+    return ReplayResult(decisions, len(history.events), stats["outcomes"], stats["generated"], stats["rejected"],
+                        stats["rejects"], seconds, version, env.rules, str(path), models_status)
