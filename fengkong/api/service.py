@@ -4,30 +4,37 @@ Decision flow (`decide`):
 
 1. ``parse_event`` (the contract; refusals name the field and never echo a card
    number). Outcome types are refused here: they go to `report`.
-2. Idempotency claim: ``SET {evt:<id>}:request "P<sha256 of the body>" NX PX``.
-   The body hash is over the JSON with sorted keys, so key order and whitespace do
-   not matter but any changed value does. The winner decides; a loser (a retry, or
-   the same event arriving on another worker at the same moment) reads the key:
-   a different hash is `Conflict` (409); a stored record is returned as is
-   (``duplicate: true``, nothing counted); a pending claim is polled every 2 ms
-   until the deadline, then answered in degraded mode ("in flight").
-3. ``fengkong.pipeline.decide``: the feature store's one Lua call (counts the event
+2. ``fengkong.pipeline.decide``: the feature store's one Lua call (counts the event
    and reads its features), the models, the live rules.
-4. One pipelined round trip stores the decision record (under the claim key, with
-   TTL), a pointer ``decision_id -> event_id``, the merchant's latest features
-   (for GET /v1/merchants) and the audit stream entry; then the audit file line.
+3. Idempotency. The store's Lua call is the claim: it is atomic and counts an
+   event_id once, so exactly one request -- across all workers -- gets
+   ``duplicate=False`` from it and is the winner; it stores the decision. Any other
+   request with that event_id (a retry, or a twin arriving at the same moment on
+   another worker) is a loser: it counted nothing, and reads the winner's record at
+   ``{evt:<id>}:request``, polling every 2 ms until the deadline if the winner is
+   still in flight. The record holds the SHA-256 of the body (JSON with sorted keys:
+   key order and whitespace do not matter, any changed value does): a different
+   body is `Conflict` (409); the same body gets the stored decision
+   (``duplicate: true``). If no record appears (the winner degraded or died after
+   counting), the loser decides on the same replayed features and stores its
+   answer with ``SET NX``. An earlier design claimed the key with ``SET NX`` before
+   the Lua call; using the store's own dedup saves that round trip on every
+   decision.
+4. One pipelined round trip stores the decision record (with TTL), a pointer
+   ``decision_id -> event_id``, the merchant's latest features (for GET
+   /v1/merchants) and the audit stream entry; then the audit file line.
 
-Degraded mode: when the claim or the store call fails (Redis down, slow past the
-budget, or refusing), nothing from Redis is evaluated and the failure policy
-answers: ``fail_open`` -> allow, ``fail_closed`` -> review, with ``degraded: true``
-and the reason. Such a decision cannot be stored in Redis (it goes to the audit
-file), so a retry after recovery gets a full decision; the pending claim expires
-after ``claim_ms``. When only a model fails, the rules still decide without the
+Degraded mode: when the store call fails (Redis down, slow past the budget, or
+refusing), nothing from Redis is evaluated and the failure policy answers:
+``fail_open`` -> allow, ``fail_closed`` -> review, with ``degraded: true`` and the
+reason. Such a decision cannot be stored in Redis (it goes to the audit file), so
+a retry after recovery gets a full decision (on the features of the first
+delivery, if that one was counted before the timeout). When only a model fails, the rules still decide without the
 ``model.*`` features; the decision is marked degraded and ``fail_closed`` raises it
 to at least review.
 
-Outcomes (`report`) use the same claim and body hash, and go to the store (which
-counts them once) and to the capped labels stream ``{prefix}:v1:labels`` that
+Outcomes (`report`) use the same winner/loser rule and body hash, and go to the
+store (which counts them once) and to the capped labels stream ``{prefix}:v1:labels`` that
 model training reads. An outcome cannot be answered by a policy: if Redis is down
 the caller gets `Unavailable` (503, Retry-After) and retries.
 """
@@ -135,10 +142,6 @@ class _GuardedModels:
             return {}
 
 
-def _claim_ms(rt: Runtime) -> int:
-    return max(1000, int(rt.settings.deadline_ms * 20))
-
-
 def _response(record: Mapping[str, Any], latency_ms: float, duplicate: bool) -> dict[str, Any]:
     out = {k: record.get(k) for k in RESPONSE_KEYS}
     out["latency_ms"] = round(latency_ms, 3)
@@ -166,26 +169,38 @@ def _degraded(rt: Runtime, *, event: Event | None, data: Any, caller: Caller, re
     return _response(record, latency * 1000, False)
 
 
-async def _existing(rt: Runtime, *, key: str, value: bytes | None, digest: bytes, kind: str,
-                    deadline: float) -> dict[str, Any] | None:
-    """The stored record for a claimed event_id (waiting for an in-flight winner), or None
-    if it is still pending at the deadline. Raises Conflict for a different body."""
+async def _stored(rt: Runtime, *, key: str, digest: bytes, kind: str, deadline: float) -> dict[str, Any] | None:
+    """The record stored for an event_id by the request that counted it, waiting (polling
+    every 2 ms) until `deadline` for an in-flight winner; None if none appeared.
+    Raises Conflict when the stored body differs (or the event_id was another kind)."""
+    client = rt.client
     while True:
+        value = client.get(key)
         if value is not None:
-            if value[:1] == b"P":
-                if value[1:] != digest:
-                    raise Conflict("event_id", "was already used with a different body")
-            else:
-                record = loads(value)
-                if record.get("body_sha256", "").encode() != digest:
-                    raise Conflict("event_id", "was already used with a different body")
-                if record.get("kind") != kind:
-                    raise Conflict("event_id", f"was already used by a {record.get('kind')} request")
-                return record
+            record = loads(value)
+            if record.get("body_sha256", "").encode() != digest:
+                raise Conflict("event_id", "was already used with a different body")
+            if record.get("kind") != kind:
+                raise Conflict("event_id", f"was already used by a {record.get('kind')} request")
+            return record
         if time.perf_counter() >= deadline:
             return None
         await asyncio.sleep(_POLL_S)
-        value = rt.client.get(key)
+
+
+class _Recording:
+    """The feature store as `pipeline.decide` sees it, keeping the FeatureResult: its
+    ``duplicate`` flag says whether this request's Lua call was the one that counted."""
+
+    __slots__ = ("store", "result")
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.result: Any = None
+
+    def process(self, event: Event) -> Any:
+        self.result = self.store.process(event)
+        return self.result
 
 
 # --- decisions ----------------------------------------------------------------------------------
@@ -209,38 +224,33 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
                          reason=f"feature store unavailable (recent fault: {breaker.last_error})")
     key = rt.keys.request(event.event_id)
     client = rt.client
-    try:
-        claimed = client.set(key, b"P" + digest, nx=True, px=_claim_ms(rt))
-        if not claimed:
-            record = await _existing(rt, key=key, value=client.get(key), digest=digest, kind="decision",
-                                     deadline=deadline)
-            latency = time.perf_counter() - t0
-            if record is None:
-                return _degraded(rt, event=event, data=data, caller=caller, t0=t0, metric_reason="in_flight",
-                                 reason="the same event_id is being decided by another request; "
-                                        "its decision was not ready within the deadline")
-            rt.metrics.duplicates.labels("decisions").inc()
-            return _response(record, latency * 1000, True)
-    except (redis.RedisError, OSError) as exc:
-        breaker.failed(type(exc).__name__)
-        return _degraded(rt, event=event, data=data, caller=caller, t0=t0, metric_reason="store_unavailable",
-                         reason=f"feature store unavailable: {type(exc).__name__}")
-
     models = _GuardedModels(rt.models) if rt.models.available else None
+    store = _Recording(rt.store)
     try:
-        decision, features = pipeline.decide(event, store=rt.store, rules=rt.rules, models=models)
+        decision, features = pipeline.decide(event, store=store, rules=rt.rules, models=models)  # type: ignore[arg-type]
     except FeatureStoreError as exc:
         unreachable = isinstance(exc, FeatureStoreUnavailable)
         breaker.failed(type(exc.__cause__ or exc).__name__)
-        if not unreachable:  # Redis answered (with an error): free the claim for a retry
-            try:
-                client.delete(key)
-            except (redis.RedisError, OSError):
-                pass
         what = "unavailable or slower than the deadline" if unreachable else "refused the update"
         return _degraded(rt, event=event, data=data, caller=caller, t0=t0,
                          metric_reason="store_unavailable" if unreachable else "store_error",
                          reason=f"feature store {what}: {type(exc.__cause__ or exc).__name__}")
+    if store.result.duplicate:
+        # Another request counted this event_id first (a retry, or a twin on another
+        # worker right now): answer with its stored decision once it is there.
+        try:
+            record = await _stored(rt, key=key, digest=digest, kind="decision", deadline=deadline)
+        except (redis.RedisError, OSError) as exc:
+            breaker.failed(type(exc).__name__)
+            return _degraded(rt, event=event, data=data, caller=caller, t0=t0, metric_reason="store_unavailable",
+                             reason=f"feature store unavailable: {type(exc).__name__}")
+        if record is not None:
+            breaker.succeeded()
+            rt.metrics.duplicates.labels("decisions").inc()
+            return _response(record, (time.perf_counter() - t0) * 1000, True)
+        # The first delivery left no record (it degraded or died after counting): this
+        # request decides on the same features (the store replays them) and stores its
+        # answer unless a record appears meanwhile (SET NX below).
     breaker.succeeded()
 
     final = decision.decision
@@ -256,8 +266,9 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     blob = dumps(record)
     ttl = rt.settings.decision_ttl_s
     try:
+        adopt = store.result.duplicate
         pipe = client.pipeline(transaction=False)
-        pipe.set(key, blob, ex=ttl)
+        pipe.set(key, blob, ex=ttl, nx=adopt)
         pipe.set(rt.keys.decision(decision_id), event.event_id, ex=ttl)
         if event.merchant_id:
             snap = {"event_id": event.event_id, "occurred_at": event.occurred_at.isoformat(),
@@ -265,7 +276,11 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
                     "features": {k: v for k, v in features.items() if k.startswith("merchant.")}}
             pipe.set(rt.keys.merchant_snapshot(event.merchant_id), dumps(snap), ex=ttl)
         rt.audit.add_decision(pipe, blob)
-        pipe.execute()
+        stored = pipe.execute()[0]
+        if adopt and not stored:  # the first delivery's record arrived after all
+            record = await _stored(rt, key=key, digest=digest, kind="decision", deadline=time.perf_counter())
+            if record is not None:
+                return _response(record, (time.perf_counter() - t0) * 1000, True)
     except (redis.RedisError, OSError) as exc:
         # The decision stands (it was made on real features); only its record is lost.
         breaker.failed(type(exc).__name__)
@@ -328,20 +343,19 @@ async def report(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     key = rt.keys.request(event.event_id)
     client = rt.client
     try:
-        if not client.set(key, b"P" + digest, nx=True, px=_claim_ms(rt)):
-            deadline = time.perf_counter() + max(rt.deadline_s, 0.5)
-            record = await _existing(rt, key=key, value=client.get(key), digest=digest, kind="outcome",
-                                     deadline=deadline)
-            if record is None:
-                raise Conflict("event_id", "the same event is being recorded by another request; retry")
-            rt.metrics.duplicates.labels("events").inc()
-            return {"event_id": event.event_id, "type": event.type.value, "recorded": False, "duplicate": True}
         result = pipeline.record_outcome(event, store=rt.store)
+        if result.duplicate:  # counted before: the same body is a retry, another is a conflict
+            deadline = time.perf_counter() + max(rt.deadline_s, 0.5)
+            record = await _stored(rt, key=key, digest=digest, kind="outcome", deadline=deadline)
+            if record is not None:
+                rt.breaker.succeeded()
+                rt.metrics.duplicates.labels("events").inc()
+                return {"event_id": event.event_id, "type": event.type.value, "recorded": False, "duplicate": True}
         record = {"kind": "outcome", "body_sha256": digest.decode(), "event_id": event.event_id,
                   "type": event.type.value, "recorded_at": utc_now_iso(), "caller": caller.name, "event": data}
         blob = dumps(record)
         pipe = client.pipeline(transaction=False)
-        pipe.set(key, blob, ex=rt.settings.decision_ttl_s)
+        pipe.set(key, blob, ex=rt.settings.decision_ttl_s, nx=result.duplicate)
         if not result.duplicate:
             pipe.xadd(rt.keys.labels, {"record": blob}, maxlen=rt.settings.audit_stream_maxlen, approximate=True)
         pipe.execute()

@@ -1,0 +1,228 @@
+"""Throughput and latency of the decision service against a minimal FastAPI app.
+
+    python benchmarks/bench_api.py [--seconds 8] [--concurrency 32]
+
+Starts its own Redis (embedded, no snapshots), the service (default rules, one
+uvicorn worker) and, after it, a minimal FastAPI app with one POST endpoint that
+takes the same `Event` model and returns a constant (one worker). Each is loaded
+from a second process at 32 keep-alive connections on 127.0.0.1 with varied events
+(many cards, merchants, users, devices and IPs; every event_id fresh), after a
+warm-up. The load generator speaks HTTP/1.1 on raw asyncio streams (uvloop): httpx
+would be slower than the server it measures.
+
+The last line is one JSON object: service_rps, service_p50_ms, service_p99_ms,
+minimal_rps, minimal_p50_ms, minimal_p99_ms, ratio_rps.
+"""
+
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "bench-key-0123456789abcdef"
+
+
+# --- the minimal app (run in its own process) ---------------------------------------------------
+def minimal_app():  # pragma: no cover - benchmark only
+    from fastapi import FastAPI
+
+    from fengkong.events import Event
+
+    app = FastAPI()
+
+    @app.post("/v1/decisions")
+    async def decide(event: Event) -> dict:
+        return {"decision": "allow", "score": 0}
+
+    return app
+
+
+# --- the load generator (run in its own process) -------------------------------------------------
+def _event_bytes(rng: random.Random, i: int, run: str, t0: datetime) -> bytes:
+    card = rng.randrange(20_000)
+    ev = {
+        "event_id": f"b{run}-{i}", "type": "payment",
+        "occurred_at": (t0 + timedelta(milliseconds=i * 3)).isoformat(),
+        "merchant_id": f"m{rng.randrange(500)}", "user_id": f"u{rng.randrange(15_000)}",
+        "amount": rng.choice([rng.randrange(100, 500_000), f"{rng.randrange(1, 3000)}.{rng.randrange(100):02d}"]),
+        "currency": "CNY", "channel": rng.choice(["quick_pay", "online_banking", "wallet", "pos"]),
+        "card": {"fingerprint": f"c{card}", "bin": f"{622000 + card % 300}", "type": rng.choice(["credit", "debit"]),
+                 "issuer_country": rng.choice(["CN", "CN", "CN", "HK", "US"])},
+        "ip": f"{rng.choice([113, 117, 183, 36, 52])}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+        "device_id": f"d{rng.randrange(12_000)}",
+    }
+    return json.dumps(ev, separators=(",", ":")).encode()
+
+
+async def _load(host: str, port: int, seconds: float, warmup: float, concurrency: int, run: str) -> dict:
+    rng = random.Random(hash(run) & 0xFFFF)
+    t0 = datetime(2026, 11, 25, 9, 0, tzinfo=timezone(timedelta(hours=8)))
+    head = (f"POST /v1/decisions HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {KEY}\r\n"
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n")
+    counter = iter(range(10**9))
+    latencies: list[float] = []
+    errors: dict = {"status": 0, "io": 0, "degraded": 0}
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + seconds
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            now = time.perf_counter()
+            if now >= stop_at:
+                break
+            body = _event_bytes(rng, next(counter), run, t0)
+            writer.write(head.format(len(body)).encode() + body)
+            t = time.perf_counter()
+            try:
+                status_line = await reader.readuntil(b"\r\n")
+                headers = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                errors["io"] += 1
+                return
+            length = 0
+            for line in headers.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            payload = await reader.readexactly(length)
+            done = time.perf_counter()
+            if t < measure_from:
+                continue
+            latencies.append(done - t)
+            if status_line[9:12] != b"200":
+                errors["status"] += 1
+                errors["last"] = (status_line + payload)[:300].decode(errors="replace")
+            elif b'"degraded":true' in payload:
+                errors["degraded"] += 1
+        writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    latencies.sort()
+    n = len(latencies)
+    return {"requests": n, "rps": n / seconds, "p50_ms": latencies[n // 2] * 1000 if n else None,
+            "p99_ms": latencies[int(n * 0.99)] * 1000 if n else None, "errors": errors}
+
+
+# --- orchestration ------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(port: int, timeout: float = 60.0) -> None:
+    import httpx
+
+    stop = time.monotonic() + timeout
+    while time.monotonic() < stop:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server on port {port} did not start")
+
+
+def _run_load(port: int, seconds: float, warmup: float, concurrency: int, run: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--load", str(port), "--seconds", str(seconds),
+                          "--warmup", str(warmup), "--concurrency", str(concurrency), "--run", run],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--load", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--run", default="x", help=argparse.SUPPRESS)
+    parser.add_argument("--minimal-server", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.load is not None:  # the load-generating process
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        result = asyncio.run(_load("127.0.0.1", args.load, args.seconds, args.warmup, args.concurrency, args.run))
+        print(json.dumps(result))
+        return
+    if args.minimal_server is not None:  # the minimal app's process
+        import uvicorn
+
+        uvicorn.run(minimal_app(), host="127.0.0.1", port=args.minimal_server, log_level="warning",
+                    access_log=False)
+        return
+
+    from fengkong.features.embedded_redis import EmbeddedRedis
+
+    run = f"{os.getpid()}-{int(time.time())}"
+    redis_server = EmbeddedRedis(persist=False).start()
+    results: dict[str, dict] = {}
+    try:
+        port = _free_port()
+        env = dict(os.environ)
+        env.update({"FENGKONG_REDIS_URL": redis_server.url, "FENGKONG_RULES_DIR": str(ROOT / "rules"),
+                    "FENGKONG_API_KEYS": json.dumps([{"name": "bench", "key": KEY, "scopes": ["decide"]}]),
+                    "FENGKONG_KEY_PREFIX": f"bench{os.getpid()}", "FENGKONG_RULES_WATCH_S": "0",
+                    "FENGKONG_ARTIFACTS_DIR": str(ROOT / "artifacts")})
+        with tempfile.TemporaryDirectory() as tmp:
+            service = subprocess.Popen(
+                [sys.executable, "-c", "from fengkong.cli import app; app()", "serve", "--port", str(port),
+                 "--workers", "1", "--data-dir", tmp], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                _wait_http(port)
+                results["service"] = _run_load(port, args.seconds, args.warmup, args.concurrency, run)
+            finally:
+                _stop(service)
+        port = _free_port()
+        minimal = subprocess.Popen([sys.executable, __file__, "--minimal-server", str(port)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_http(port)
+            results["minimal"] = _run_load(port, args.seconds, args.warmup, args.concurrency, run + "m")
+        finally:
+            _stop(minimal)
+    finally:
+        redis_server.stop()
+
+    for name, r in results.items():
+        print(f"{name:8s} {r['rps']:8.0f} req/s   p50 {r['p50_ms']:6.2f} ms   p99 {r['p99_ms']:6.2f} ms   "
+              f"({r['requests']} requests, errors {r['errors']})")
+    s, m = results["service"], results["minimal"]
+    print(json.dumps({
+        "service_rps": round(s["rps"], 1), "service_p50_ms": round(s["p50_ms"], 3),
+        "service_p99_ms": round(s["p99_ms"], 3), "minimal_rps": round(m["rps"], 1),
+        "minimal_p50_ms": round(m["p50_ms"], 3), "minimal_p99_ms": round(m["p99_ms"], 3),
+        "ratio_rps": round(s["rps"] / m["rps"], 3),
+    }))
+
+
+if __name__ == "__main__":
+    main()
