@@ -39,7 +39,7 @@ def read_table(path: Path | str) -> pd.DataFrame:
         return pd.read_csv(path, dtype=str, keep_default_na=True, na_values=[""], encoding="utf-8-sig")
     if fmt == "parquet":
         return pd.read_parquet(path)
-    return pd.read_json(path, lines=True, dtype=False, convert_dates=False)
+    return pd.read_json(path, lines=True, dtype=False)
 
 
 @dataclass
