@@ -15,6 +15,8 @@ entity and pipelined (not implemented: see README, Scale).
 
 from __future__ import annotations
 
+import hashlib
+
 import msgpack
 from dataclasses import dataclass, field
 from importlib import resources
@@ -111,7 +113,10 @@ class OnlineStore:
     def _compile(self) -> list[_Step]:
         steps: list[_Step] = []
         steps.append(self._profile_step())
-        steps += [self._ring_step(r) for r in d.ROLLING]
+        by_entity: dict[str, list[d.Rolling]] = {}
+        for r in d.ROLLING:
+            by_entity.setdefault(r.entity.name, []).append(r)
+        steps += [self._rings_step(rollings) for rollings in by_entity.values()]
         steps += [self._distinct_step(x) for x in d.DISTINCT]
         steps += [self._seen_step(s) for s in d.SEEN]
         steps += [self._first_step(f) for f in d.FIRST_SEEN]
@@ -140,34 +145,41 @@ class OnlineStore:
 
         return _Step("merchant_id", "profile", "merchant", build, 4, [], read, "P", frozenset())
 
-    def _ring_step(self, r: d.Rolling) -> _Step:
-        n, res_us = r.window.buckets, r.window.resolution * 1_000_000
-        ttl = r.window.seconds + r.window.resolution
-        counters = r.counters
-        names = r.outputs()
-        amounts = [c.value == "amount" for c in counters]
-        nc = len(counters)
-        writes_on = frozenset(t for c in counters for t in c.events)
+    def _rings_step(self, rollings: list[d.Rolling]) -> _Step:
+        """All rolling windows of one entity in one value: one GET and one SET per event."""
+        entity = rollings[0].entity
+        parts = []
+        for r in rollings:
+            n, res_us = r.window.buckets, r.window.resolution * 1_000_000
+            parts.append((n, res_us, r.window.seconds + r.window.resolution, r.counters))
+        ttl = max(p[2] for p in parts)
+        names = [name for r in rollings for name in r.outputs()]
+        writes_on = frozenset(t for r in rollings for c in r.counters for t in c.events)
+        layout = ";".join(f"{r.window.name}:{','.join(c.name for c in r.counters)}" for r in rollings)
+        suffix = f"rings.{hashlib.sha1(layout.encode()).hexdigest()[:8]}"  # a new layout, a new key
 
         def build(row: dict[str, Any], typ: str) -> list[Any]:
-            incs: list[Any] = []
-            for c in counters:
-                if typ not in c.events:
-                    incs.append(0)
-                elif c.where == "near_limit":
-                    incs.append("N")
-                elif c.where is not None and not row[c.where]:
-                    incs.append(0)
-                else:
-                    incs.append(row["amount"] if c.value == "amount" else 1)
-            return [n, row["ts_us"] // res_us, ttl, nc, *incs]
+            args: list[Any] = [len(parts)]
+            t = row["ts_us"]
+            for n, res_us, ring_ttl, counters in parts:
+                args += [n, t // res_us, len(counters)]
+                for c in counters:
+                    if typ not in c.events:
+                        args.append(0)
+                    elif c.where == "near_limit":
+                        args.append("N")
+                    elif c.where is not None and not row[c.where]:
+                        args.append(0)
+                    else:
+                        args.append(row["amount"] if c.value == "amount" else 1)
+            args.append(ttl)
+            return args
 
         def read(vals: list[Any], raw: dict[str, Any]) -> None:
-            for name, is_amount, v in zip(names, amounts, vals):
+            for name, v in zip(names, vals):
                 raw[name] = int(v)
 
-        suffix = f"r{r.window.name}.{counters[0].name}"
-        return _Step(r.entity.column, suffix, r.entity.name, build, nc, names, read, "R", writes_on)
+        return _Step(entity.column, suffix, entity.name, build, len(names), names, read, "R", writes_on)
 
     def _distinct_step(self, x: d.Distinct) -> _Step:
         windows = x.windows
