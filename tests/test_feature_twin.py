@@ -24,6 +24,7 @@ PROFILES = pd.DataFrame(
         "single_limit": [None, None, 300_000],
         "daily_cap": [None, 5_000_000, None],
         "onboarded_at": ["2026-01-15", None, "2026-08-20"],
+        "anomaly": [0.42, None, 0.91],
     }
 )
 
@@ -55,6 +56,8 @@ def _stream(store, redis_client, prefix, events: pd.DataFrame) -> dict[str, dict
             daily_cap_minor=int(p["daily_cap"]) if p["daily_cap"] is not None else None,
             onboarded_at=p["onboarded_at"],
         )
+        if p["anomaly"] is not None:
+            redis_client.hset(store.profile_key(p["merchant_id"]), "anomaly", p["anomaly"])
     got = {}
     for row in events.to_dict("records"):
         result = store.process(parse_event(flat_to_dict(row)))

@@ -364,6 +364,7 @@ DERIVED_FEATURES: tuple[FeatureSpec, ...] = (
     _spec("merchant.single_limit", "number", "single-payment limit in major units", "derived"),
     _spec("merchant.daily_cap", "number", "daily volume cap in major units (missing if none)", "derived"),
     _spec("merchant.cap_used_today", "number", "volume today / daily cap", "derived"),
+    _spec("merchant.anomaly", "number", "the nightly merchant anomaly score (0-1) `fengkong rescore` wrote", "derived"),
 )
 
 #: Model outputs the rules may read; `fengkong.models` supplies them (missing without a model).

@@ -157,10 +157,10 @@ def _merchant_limits(
     prof = pd.DataFrame(index=rows.index)
     if profiles is not None and len(profiles):
         p = profiles.set_index("merchant_id")
-        for col in ("grade", "single_limit", "daily_cap", "onboarded_at"):
+        for col in ("grade", "single_limit", "daily_cap", "onboarded_at", "anomaly"):
             if col in p.columns:
                 prof[col] = merchant.map(p[col]).to_numpy()
-    for col in ("grade", "single_limit", "daily_cap", "onboarded_at"):
+    for col in ("grade", "single_limit", "daily_cap", "onboarded_at", "anomaly"):
         if col not in prof.columns:
             prof[col] = None
     grade = prof["grade"].where(prof["grade"].notna(), None)
@@ -183,7 +183,7 @@ def offline_features(
 ) -> pd.DataFrame:
     """Features of every row of a flat-event DataFrame, as the online store gives them.
 
-    ``profiles`` (merchant_id, grade, single_limit, daily_cap, onboarded_at) and
+    ``profiles`` (merchant_id, grade, single_limit, daily_cap, onboarded_at, anomaly) and
     ``list_entries`` are taken as static for the whole history. Rows may come in
     any order; a repeated event_id gets the features of its first delivery and
     counts once. The result holds the decision events (payment, signup, login,
@@ -541,6 +541,8 @@ def _assemble_frame(
     onboarded_day = ((onboarded - pd.Timestamp("1970-01-01")).dt.days).to_numpy(dtype=np.float64)[sel]
     biz_day = rows["biz_day"].to_numpy(dtype=np.float64)[sel]
     f["merchant.age_days"] = np.where(has_m & ~np.isnan(onboarded_day), biz_day - onboarded_day, f["merchant.age_days"])
+    anomaly = pd.to_numeric(prof["anomaly"], errors="coerce").to_numpy(dtype=np.float64)[sel]
+    f["merchant.anomaly"] = np.where(has_m, anomaly, np.nan)
     f["merchant.has_baseline"] = _nullable(np.where(has_m, ~np.isnan(f["merchant.baseline_today_7d"]), None))
     payment_m = has_m & (typ == "payment") & has_amount
     near = (amount * _DEN >= limit * _NUM) & (amount <= limit)

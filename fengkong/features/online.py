@@ -142,8 +142,9 @@ class OnlineStore:
             raw["merchant.single_limit_minor"] = _int(vals[1])
             raw["merchant.onboarded_day"] = _int(vals[2])
             raw["merchant.daily_cap_minor"] = _int(vals[3])
+            raw["merchant.anomaly"] = _num(vals[4])
 
-        return _Step("merchant_id", "profile", "merchant", build, 4, [], read, "P", frozenset())
+        return _Step("merchant_id", "profile", "merchant", build, 5, [], read, "P", frozenset())
 
     def _rings_step(self, rollings: list[d.Rolling]) -> _Step:
         """All rolling windows of one entity in one value: one GET and one SET per event."""

@@ -10,7 +10,7 @@
 --              costs the client more than the whole script costs the server);
 --              each op starts with an opcode and a key index:
 --   P k npairs g1 l1 .. gn ln default_limit   merchant profile; sets the limit
---        -> grade|false, limit, onboarded_day|false, daily_cap|false
+--        -> grade|false, limit, onboarded_day|false, daily_cap|false, anomaly|false
 --   R k nrings (N b nc inc1..incnc)*nrings ttl   an entity's rings of N buckets;
 --        inc "N" = near-limit flag -> each ring's nc totals before the event
 --   D k member ts prune ttl nthr thr1..thrn   last-seen sorted set, distinct counts
@@ -69,7 +69,7 @@ local function op_profile(key)
     grade_limits[g] = tonumber(nextarg())
   end
   local default_limit = tonumber(nextarg())
-  local p = redis.call('HMGET', key, 'grade', 'single_limit', 'onboarded_day', 'daily_cap')
+  local p = redis.call('HMGET', key, 'grade', 'single_limit', 'onboarded_day', 'daily_cap', 'anomaly')
   local grade = p[1]
   if p[2] then
     limit = tonumber(p[2])
@@ -82,6 +82,7 @@ local function op_profile(key)
   put(limit)
   put(p[3] and tonumber(p[3]) or false)
   put(p[4] and tonumber(p[4]) or false)
+  put(p[5] and tonumber(p[5]) or false)
 end
 
 -- An entity's rings, all in one binary string of little-endian doubles, read and
