@@ -297,3 +297,15 @@ def _metric(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def test_an_event_id_reused_by_another_kind_of_event_is_409(api, c):
+    """Found by the property test: the store cannot replay a payment's features for a
+    refund with the same event_id; the service answers 409 from the body hash."""
+    pay = payment()
+    decide(c, pay)
+    refund = {"event_id": pay["event_id"], "type": "refund", "occurred_at": T0.isoformat(),
+              "merchant_id": "m-other", "amount": "1.00"}
+    with api.client(REPORT_KEY) as rep:
+        r = rep.post("/v1/events", json=refund)
+    assert r.status_code == 409 and r.json()["field"] == "event_id"

@@ -76,6 +76,11 @@ RESPONSE_KEYS = ("decision_id", "event_id", "decision", "score", "reasons", "mer
                  "degraded", "degraded_reason", "lane")
 _INTERNAL_KEYS = ("kind", "body_sha256")
 _POLL_S = 0.002
+#: Largest amount accepted, in minor units. The store's Lua numbers are doubles (exact
+#: to 2^53 ~ 9.0e15) and window sums must stay exact, so one amount is capped at
+#: 1e15 (10 trillion yuan). Without this cap a 2^70 amount reaches the store and
+#: fails there (OverflowError) instead of being refused with the field's name.
+MAX_AMOUNT_MINOR = 10**15
 
 
 # --- errors the routes map to statuses ----------------------------------------------------------
@@ -116,6 +121,15 @@ def body_hash(data: Mapping[str, Any]) -> bytes:
 
 def new_decision_id() -> str:
     return "d_" + secrets.token_hex(12)
+
+
+def accept(data: Any) -> Event:
+    """`parse_event` plus the limits the service adds to the contract."""
+    event = parse_event(data)
+    amount = event.amount_minor
+    if amount is not None and amount > MAX_AMOUNT_MINOR:
+        raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
+    return event
 
 
 def check_id(field: str, value: str) -> str:
@@ -188,6 +202,18 @@ async def _stored(rt: Runtime, *, key: str, digest: bytes, kind: str, deadline: 
         await asyncio.sleep(_POLL_S)
 
 
+async def _conflict_check(rt: Runtime, *, key: str, digest: bytes) -> None:
+    """After an unexpected store fault: if the event_id already holds a different body,
+    the answer is 409. (The store's replay of a first delivery's features can fail when
+    the second body has other entities or another type; the body hash settles it.)"""
+    try:
+        value = rt.client.get(key)
+    except (redis.RedisError, OSError):
+        return
+    if value is not None and loads(value).get("body_sha256", "").encode() != digest:
+        raise Conflict("event_id", "was already used with a different body")
+
+
 class _Recording:
     """The feature store as `pipeline.decide` sees it, keeping the FeatureResult: its
     ``duplicate`` flag says whether this request's Lua call was the one that counted."""
@@ -213,7 +239,7 @@ def fallback(*, rt: Runtime, data: Any, caller: Caller, t0: float, error: BaseEx
 
 async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[str, Any]:
     """Decide one payment/signup/login/card_bind event (see the module docstring)."""
-    event = parse_event(data)
+    event = accept(data)
     if event.type in OUTCOME_TYPES:
         raise EventRejected("type", f"{event.type.value} is an outcome event: send it to POST /v1/events")
     digest = body_hash(data)
@@ -235,6 +261,9 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
         return _degraded(rt, event=event, data=data, caller=caller, t0=t0,
                          metric_reason="store_unavailable" if unreachable else "store_error",
                          reason=f"feature store {what}: {type(exc.__cause__ or exc).__name__}")
+    except Exception:
+        await _conflict_check(rt, key=key, digest=digest)
+        raise
     if store.result.duplicate:
         # Another request counted this event_id first (a retry, or a twin on another
         # worker right now): answer with its stored decision once it is there.
@@ -335,7 +364,7 @@ def get_decision(*, rt: Runtime, decision_id: str) -> dict[str, Any]:
 # --- outcomes -----------------------------------------------------------------------------------
 async def report(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[str, Any]:
     """Record one outcome event (refund, chargeback, withdrawal, fraud_report, settlement, decline)."""
-    event = parse_event(data)
+    event = accept(data)
     if event.type not in OUTCOME_TYPES:
         raise EventRejected("type", f"{event.type.value} needs a decision: send it to POST /v1/decisions "
                                     f"(outcome types: {', '.join(sorted(t.value for t in OUTCOME_TYPES))})")
@@ -343,7 +372,13 @@ async def report(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     key = rt.keys.request(event.event_id)
     client = rt.client
     try:
-        result = pipeline.record_outcome(event, store=rt.store)
+        try:
+            result = pipeline.record_outcome(event, store=rt.store)
+        except FeatureStoreError:
+            raise
+        except Exception:
+            await _conflict_check(rt, key=key, digest=digest)
+            raise
         if result.duplicate:  # counted before: the same body is a retry, another is a conflict
             deadline = time.perf_counter() + max(rt.deadline_s, 0.5)
             record = await _stored(rt, key=key, digest=digest, kind="outcome", deadline=deadline)
@@ -366,6 +401,11 @@ async def report(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     except (redis.RedisError, OSError) as exc:
         rt.breaker.failed(type(exc).__name__)
         raise Unavailable(None, f"feature store unavailable: {type(exc).__name__}; retry") from None
+    except (EventRejected, ServiceError):
+        raise
+    except Exception as exc:  # never a 500 to the payment flow; logged with its traceback
+        log.error("outcome %s failed unexpectedly", event.event_id, exc_info=exc)
+        raise Unavailable(None, f"internal error: {type(exc).__name__}; the outcome may not be recorded") from None
     rt.breaker.succeeded()
     if not result.duplicate:
         rt.metrics.events.labels(event.type.value).inc()
@@ -492,7 +532,7 @@ def dry_run(*, rt: Runtime, event: Mapping[str, Any] | None, features: Mapping[s
     base: dict[str, Any] = {}
     source = "posted"
     if event is not None:
-        parsed = parse_event(event)
+        parsed = accept(event)
         try:
             value = rt.client.get(rt.keys.request(parsed.event_id))
         except (redis.RedisError, OSError) as exc:
