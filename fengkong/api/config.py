@@ -82,7 +82,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16_384, ge=256, description="Larger request bodies get 413")
     audit_file: Path | None = Field(default=None, description="Also append decisions/changes as JSON lines here")
     audit_stream_maxlen: int = Field(default=100_000, ge=100, description="Approximate cap of each audit stream")
-    decision_ttl_s: int = Field(default=7 * 86400, ge=60, description="How long decision records are kept")
+    decision_ttl_s: int = Field(default=3 * 86400, ge=60, description="How long decision records are kept "
+                                "(the store's event_id dedup lasts 3 days: idempotency cannot outlive it)")
     key_prefix: str = Field(default="fk", pattern=r"^[A-Za-z0-9_\-]{1,32}$", description="Redis key prefix")
     rules_watch_s: float = Field(default=2.0, ge=0, description="Poll rules_dir and reload on change; 0 = off")
     breaker_s: float = Field(default=0.5, gt=0, description="After a Redis fault, degrade without trying for this long")
