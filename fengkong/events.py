@@ -75,6 +75,9 @@ CURRENCY_EXPONENT: dict[str, int] = {
     "JPY": 0, "KRW": 0, "VND": 0, "BHD": 3, "KWD": 3,
 }
 DEFAULT_CURRENCY = "CNY"
+#: Largest amount accepted, in minor units (10 trillion yuan). The feature store's
+#: Lua numbers are doubles, exact to 2^53 (~9.0e15), and window sums must stay exact.
+MAX_AMOUNT_MINOR = 10**15
 
 _ID = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 _PAN_CANDIDATE = re.compile(r"^[0-9][0-9 \-]{11,30}[0-9]$")
@@ -226,6 +229,8 @@ def _to_minor(amount: int | str | None, currency: str) -> int | None:
     if isinstance(amount, int):
         if amount < 0:
             raise EventRejected("amount", "must not be negative")
+        if amount > MAX_AMOUNT_MINOR:
+            raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
         return amount
     text = amount.strip()
     try:
@@ -240,6 +245,8 @@ def _to_minor(amount: int | str | None, currency: str) -> int | None:
     minor = value.scaleb(exponent)
     if minor != minor.to_integral_value():
         raise EventRejected("amount", f"has more than {exponent} decimal places for {currency}")
+    if minor > MAX_AMOUNT_MINOR:
+        raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
     return int(minor)
 
 

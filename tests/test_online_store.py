@@ -218,3 +218,14 @@ def test_a_refused_event_touches_no_counter(store):
         parse_event({"event_id": "x", "type": "payment", "occurred_at": T0.isoformat(), "merchant_id": "m1",
                      "amount": 1.5, "card": {"fingerprint": "c1"}})
     assert store.process(pay(T0 + timedelta(seconds=5))).features["card.count_10m"] == 0
+
+
+def test_a_reused_event_id_with_another_body_is_refused_and_counts_nothing(store):
+    from fengkong.features.errors import DuplicateEventConflict
+
+    store.process(pay(T0, event_id="reuse-1"))
+    with pytest.raises(DuplicateEventConflict):
+        store.process(pay(T0, event_id="reuse-1", device=None, ip=None))
+    with pytest.raises(DuplicateEventConflict):
+        store.process(pay(T0, event_id="reuse-1", typ="refund"))
+    assert store.process(pay(T0 + timedelta(seconds=1))).features["card.count_10m"] == 1

@@ -65,7 +65,7 @@ from fengkong.engine.decision import Decision
 from fengkong.engine.testing import load_cases, run_cases
 from fengkong.events import OUTCOME_TYPES, Event, EventRejected, looks_like_pan, parse_event
 from fengkong.features import definitions as d
-from fengkong.features.errors import FeatureStoreError, FeatureStoreUnavailable
+from fengkong.features.errors import DuplicateEventConflict, FeatureStoreError, FeatureStoreUnavailable
 from fengkong.features.lists import normalise_entry
 
 log = logging.getLogger(__name__)
@@ -76,11 +76,6 @@ RESPONSE_KEYS = ("decision_id", "event_id", "decision", "score", "reasons", "mer
                  "degraded", "degraded_reason", "lane")
 _INTERNAL_KEYS = ("kind", "body_sha256")
 _POLL_S = 0.002
-#: Largest amount accepted, in minor units. The store's Lua numbers are doubles (exact
-#: to 2^53 ~ 9.0e15) and window sums must stay exact, so one amount is capped at
-#: 1e15 (10 trillion yuan). Without this cap a 2^70 amount reaches the store and
-#: fails there (OverflowError) instead of being refused with the field's name.
-MAX_AMOUNT_MINOR = 10**15
 
 
 # --- errors the routes map to statuses ----------------------------------------------------------
@@ -124,12 +119,8 @@ def new_decision_id() -> str:
 
 
 def accept(data: Any) -> Event:
-    """`parse_event` plus the limits the service adds to the contract."""
-    event = parse_event(data)
-    amount = event.amount_minor
-    if amount is not None and amount > MAX_AMOUNT_MINOR:
-        raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
-    return event
+    """`parse_event`: the contract refuses, naming the field (amounts are capped there)."""
+    return parse_event(data)
 
 
 def check_id(field: str, value: str) -> str:
@@ -254,6 +245,8 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     store = _Recording(rt.store)
     try:
         decision, features = pipeline.decide(event, store=store, rules=rt.rules, models=models)  # type: ignore[arg-type]
+    except DuplicateEventConflict:
+        raise Conflict("event_id", "was already used with a different body") from None
     except FeatureStoreError as exc:
         unreachable = isinstance(exc, FeatureStoreUnavailable)
         breaker.failed(type(exc.__cause__ or exc).__name__)
@@ -374,6 +367,8 @@ async def report(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     try:
         try:
             result = pipeline.record_outcome(event, store=rt.store)
+        except DuplicateEventConflict:
+            raise Conflict("event_id", "was already used with a different body") from None
         except FeatureStoreError:
             raise
         except Exception:

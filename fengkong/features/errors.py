@@ -15,3 +15,11 @@ class FeatureStoreUnavailable(FeatureStoreError):
 
 class FeatureDefinitionError(FeatureStoreError):
     """A feature declaration is inconsistent (caught when definitions load)."""
+
+
+class DuplicateEventConflict(FeatureStoreError):
+    """An event_id seen before arrived again with another type or other entities.
+
+    A true retry gets the features of its first delivery; this is not one, and
+    nothing was counted for it (the API answers 409).
+    """

@@ -28,6 +28,14 @@ Decisions recorded here (the next person should not rediscover them):
 - geoip2fast keeps its tables in module globals, so one process holds one
   database; it is loaded once per process (:func:`_geo_database`) and shared by
   every :class:`IpIntel`. Do not construct another ``GeoIP2Fast`` in-process.
+- Columns (:meth:`IpIntel.lookup_many`, :func:`subnets_of`) take a vectorised
+  path for plain dotted-quad IPv4 text (:func:`ipv4_ints`): ``is_private`` from
+  a range table built from :mod:`ipaddress` at import, country and AS name by
+  ``np.searchsorted`` over geoip2fast's tables flattened once
+  (:func:`_geo_tables_v4`) with the same containment checks as the scalar path,
+  list flags by :meth:`RangeSet.contains_many`. Everything else (IPv6, mapped
+  IPv6, whitespace, non-strings) goes through the scalar :meth:`IpIntel.lookup`,
+  which stays the reference: tests/test_ipintel.py holds the two equal.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from __future__ import annotations
 import bisect
 import functools
 import ipaddress
+import itertools
 import os
 import socket
 import threading
@@ -60,6 +69,7 @@ __all__ = [
     "RangeSet",
     "load_name_list",
     "load_range_list",
+    "ipv4_ints",
     "subnet_of",
     "subnets_of",
 ]
@@ -150,7 +160,7 @@ def _parse_network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network 
 class RangeSet:
     """Sorted, merged integer ranges per IP version; membership by bisection."""
 
-    __slots__ = ("_starts", "_ends")
+    __slots__ = ("_starts", "_ends", "_np4")
 
     def __init__(self, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
         per_version: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
@@ -170,6 +180,7 @@ class RangeSet:
                     merged.append([lo, hi])
             self._starts[version] = [lo for lo, _ in merged]
             self._ends[version] = [hi for _, hi in merged]
+        self._np4 = (np.array(self._starts[4], dtype=np.int64), np.array(self._ends[4], dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self._starts[4]) + len(self._starts[6])
@@ -182,6 +193,15 @@ class RangeSet:
     def __contains__(self, ip: str) -> bool:
         addr = _parse_ip(ip)
         return addr is not None and self.contains(addr.version, int(addr))
+
+    def contains_many(self, values: np.ndarray) -> np.ndarray:
+        """`contains(4, v)` for an array of IPv4 integers (0 .. 2**32-1), as a bool array."""
+        values = np.asarray(values, dtype=np.int64)
+        starts, ends = self._np4
+        if not len(starts):
+            return np.zeros(values.shape, dtype=bool)
+        i = np.searchsorted(starts, values, side="right") - 1
+        return (i >= 0) & (values <= ends[np.maximum(i, 0)])
 
 
 def load_range_list(path: Path) -> RangeSet:
@@ -237,12 +257,153 @@ def subnet_of(ip: str) -> str:
 def subnets_of(ips: pd.Series) -> pd.Series:
     """`subnet_of` over a column, once per distinct value; None where missing or malformed."""
     codes, uniques = pd.factorize(ips, use_na_sentinel=True)
-    out = np.empty(len(uniques) + 1, dtype=object)
-    for i, ip in enumerate(uniques):
-        addr = _parse_ip(ip)
+    values = np.asarray(uniques, dtype=object)
+    out = np.empty(len(values) + 1, dtype=object)
+    ints, state = ipv4_ints(values)
+    valid = state == V4_VALID
+    out[valid] = _format_subnets24(ints[valid] >> 8)
+    out[state == V4_INVALID] = None
+    for i in np.flatnonzero(state == V4_OTHER):  # IPv6, mapped IPv6, padded text, non-strings
+        addr = _parse_ip(values[i])
         out[i] = None if addr is None else _subnet(addr)
     out[-1] = None  # code -1 (missing) picks the last slot
     return pd.Series(out[codes], index=ips.index, name="subnet", dtype=object)
+
+
+# ---------------------------------------------------------------------------
+# IPv4 columns, vectorised
+
+#: `ipv4_ints` states: a valid address; digits-and-dots text ipaddress rejects
+#: (neither IPv4 nor IPv6, so the scalar path gives None / UNKNOWN); anything else
+#: (the caller asks the scalar path).
+V4_VALID, V4_INVALID, V4_OTHER = 1, 0, -1
+_V4_WIDTH = 15  # "255.255.255.255"
+
+
+def ipv4_ints(values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Plain dotted-quad IPv4 text to integers, with numpy, for a column of values.
+
+    Returns ``(ints, state)``: ``ints`` int64 (the address where ``state`` is
+    :data:`V4_VALID`, else -1); ``state`` int8: :data:`V4_VALID` where
+    ``ipaddress.ip_address(v)`` is that IPv4 address (four decimal octets
+    0..255 of 1-3 ASCII digits, no leading zeros, nothing else);
+    :data:`V4_INVALID` where ``v`` is a string of only ASCII digits and dots
+    that ipaddress rejects; :data:`V4_OTHER` for everything else (None,
+    non-strings, IPv6, IPv4-mapped IPv6, surrounding whitespace, other
+    characters, longer than 15 characters), which the caller answers with its
+    scalar path. Text is never stripped here.
+    """
+    obj = np.asarray(values, dtype=object).ravel()
+    n = len(obj)
+    ints = np.full(n, -1, dtype=np.int64)
+    state = np.full(n, V4_OTHER, dtype=np.int8)
+    lens = np.fromiter((len(v) if isinstance(v, str) else -1 for v in obj), dtype=np.int64, count=n)
+    cand = np.flatnonzero((lens >= 1) & (lens <= _V4_WIDTH))
+    if not len(cand):
+        return ints, state
+    text = obj[cand].astype(f"U{_V4_WIDTH}")
+    length = lens[cand]
+    # a NUL at the end of a str is dropped by numpy's fixed-width strings: send those to the scalar path
+    same = np.strings.str_len(text) == length
+    c = text.view(np.uint32).reshape(len(cand), _V4_WIDTH)
+    inside = np.arange(_V4_WIDTH) < length[:, None]
+    digit = (c >= 48) & (c <= 57) & inside
+    dot = (c == 46) & inside
+    shaped = same & np.all(digit | dot | ~inside, axis=1)  # only ASCII digits and dots
+
+    nxt = np.zeros_like(digit)
+    nxt[:, :-1] = digit[:, 1:]  # next character is a digit
+    nxt2 = np.zeros_like(digit)
+    nxt2[:, :-2] = digit[:, 2:]
+    nxt3 = np.zeros_like(digit)
+    nxt3[:, :-3] = digit[:, 3:]
+    prev_dot = np.ones_like(dot)  # start of the text or after a dot: an octet starts here
+    prev_dot[:, 1:] = dot[:, :-1]
+    last = np.take_along_axis(c, np.maximum(length - 1, 0)[:, None], axis=1)[:, 0]
+    group = np.cumsum(dot, axis=1)  # octet index of each position
+    ok = (
+        shaped
+        & (group[:, -1] == 3)  # four octets
+        & ~np.any(dot & prev_dot, axis=1)  # no empty octet (leading dot, "..")
+        & (last != 46)  # no empty last octet
+        & ~np.any(digit & nxt & nxt2 & nxt3, axis=1)  # at most 3 digits an octet
+        & ~np.any((c == 48) & digit & prev_dot & nxt, axis=1)  # no leading zero
+    )
+    # octet values: each digit weighted by 10 ** (digits after it in its octet), octets at most 3 digits
+    weight = np.where(nxt, np.where(nxt2, 100, 10), 1)
+    contrib = np.where(digit, (c.astype(np.int64) - 48) * weight, 0)
+    octets = np.stack([np.where(group == k, contrib, 0).sum(axis=1) for k in range(4)], axis=1)
+    ok &= np.all(octets <= 255, axis=1)
+    value = (octets[:, 0] << 24) | (octets[:, 1] << 16) | (octets[:, 2] << 8) | octets[:, 3]
+    ints[cand[ok]] = value[ok]
+    state[cand[ok]] = V4_VALID
+    state[cand[shaped & ~ok]] = V4_INVALID
+    return ints, state
+
+
+def _format_subnets24(prefixes: np.ndarray) -> np.ndarray:
+    """'a.b.c.0/24' text (object array) of /24 prefixes (address >> 8), formatted once per prefix."""
+    uniq, inverse = np.unique(prefixes, return_inverse=True)
+    text = [f"{p >> 16}.{(p >> 8) & 255}.{p & 255}.0/24" for p in uniq.tolist()]
+    return np.array(text, dtype=object)[inverse] if text else np.empty(0, dtype=object)
+
+
+def _ipv4_private_table() -> tuple[np.ndarray, np.ndarray]:
+    """`_is_private` of every IPv4 address, as sorted (interval starts, flag of each interval).
+
+    The boundaries are those of every network :mod:`ipaddress` names for IPv4
+    (``IPv4Address._constants``) plus IANA's special-purpose registry; the flag
+    of each elementary interval between boundaries is `_is_private` of its first
+    address, computed by ipaddress itself. tests/test_ipintel.py checks the table
+    against ipaddress on random addresses and on both edges of every range.
+    """
+    nets: list[ipaddress.IPv4Network] = [ipaddress.IPv4Network(n) for n in _IANA_SPECIAL_V4]
+
+    def collect(value: Any) -> None:
+        if isinstance(value, ipaddress.IPv4Network):
+            nets.append(value)
+        elif isinstance(value, ipaddress.IPv4Address):
+            nets.append(ipaddress.IPv4Network(value))
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            for v in value:
+                collect(v)
+
+    constants = ipaddress.IPv4Address._constants  # type: ignore[attr-defined]
+    for klass in type.mro(constants):
+        for value in vars(klass).values():
+            collect(value)
+    bounds = {0}
+    for net in nets:
+        bounds.add(int(net.network_address))
+        if int(net.broadcast_address) < 0xFFFFFFFF:
+            bounds.add(int(net.broadcast_address) + 1)
+    starts: list[int] = []
+    flags: list[bool] = []
+    for b in sorted(bounds):
+        flag = _is_private(ipaddress.IPv4Address(b))
+        if not flags or flags[-1] != flag:
+            starts.append(b)
+            flags.append(flag)
+    return np.array(starts, dtype=np.int64), np.array(flags, dtype=bool)
+
+
+#: IANA IPv4 special-purpose address registry (and multicast), as extra boundaries.
+_IANA_SPECIAL_V4 = (
+    "0.0.0.0/8", "0.0.0.0/32", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.0.0.0/24", "192.0.0.0/29", "192.0.0.8/32", "192.0.0.9/32",
+    "192.0.0.10/32", "192.0.0.170/32", "192.0.0.171/32", "192.0.2.0/24", "192.31.196.0/24",
+    "192.52.193.0/24", "192.88.99.0/24", "192.168.0.0/16", "192.175.48.0/24", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "233.252.0.0/24", "240.0.0.0/4",
+    "255.255.255.255/32",
+)
+
+_PRIVATE_V4_STARTS, _PRIVATE_V4_FLAGS = _ipv4_private_table()
+
+
+def ipv4_is_private(ints: np.ndarray) -> np.ndarray:
+    """`not is_global or is_multicast or is_reserved` (as :mod:`ipaddress` says) of IPv4 integers."""
+    i = np.searchsorted(_PRIVATE_V4_STARTS, np.asarray(ints, dtype=np.int64), side="right") - 1
+    return _PRIVATE_V4_FLAGS[i]
 
 
 # ---------------------------------------------------------------------------
@@ -288,6 +449,123 @@ def _network_contains(cidr: str, value: int, version: int) -> bool:
     return start <= value < start + size
 
 
+@dataclass(frozen=True, slots=True)
+class _GeoTablesV4:
+    """geoip2fast's IPv4 tables as flat sorted numpy arrays (see `_geo_tables_v4`)."""
+
+    first: np.ndarray  # int64: first address of each country range, ascending
+    last: np.ndarray  # int64: its last address (first + numIPsv4[netlen] - 1)
+    country_id: np.ndarray  # intp: index into country / country_failed
+    country: np.ndarray  # object, per country id: what `_lookup` reports (str or None)
+    country_failed: np.ndarray  # bool, per country id: geoip2fast's own country lookup raises
+    asn_first: np.ndarray  # int64: first address of each AS range, ascending
+    asn_end: np.ndarray  # int64: one past its last address, as `_network_contains` reads the asn_cidr
+    asn_id: np.ndarray  # intp: index into asn_names
+    asn_names: np.ndarray  # object, per AS id: the name, None where empty
+
+
+_geo_tables_lock = threading.Lock()
+_geo_tables_cache: list[tuple[tuple[Any, ...], _GeoTablesV4 | None]] = []
+
+
+def _geo_tables_v4(geo: Any) -> _GeoTablesV4 | None:
+    """Flatten the loaded geoip2fast database's IPv4 part, once per loaded database.
+
+    geoip2fast 1.2.2 keeps a two-level index in module globals: ``mainIndex``
+    (first address of each chunk) and per chunk ``mainListFirstIP`` /
+    ``mainListNetlength`` / ``mainListIDCountryCodes`` (and the ``...ASN``
+    counterparts). Its lookup is ``bisect_right`` on ``mainIndex`` then on the
+    chunk; when every chunk starts at its index entry, the chunks concatenate in
+    order and the index starts at 0, that is one ``bisect_right`` over the
+    concatenation, which is what ``np.searchsorted(..., side="right")`` does.
+    The IPv4 part is the prefix of entries starting below 2**32. Returns None
+    (callers use the scalar path) if ``geo`` is not the loaded geoip2fast
+    database or the tables are not shaped so.
+    """
+    try:
+        import geoip2fast.geoip2fast as g
+    except ImportError:  # pragma: no cover - geoip2fast is a dependency
+        return None
+    if not isinstance(geo, g.GeoIP2Fast) or not (geo.is_loaded and geo.country and geo.asn and not geo.city):
+        return None
+    try:
+        key = (
+            g.mainIndex, g.mainListFirstIP, g.mainListNetlength, g.mainListIDCountryCodes, g.mainListNamesCountry,
+            g.mainIndexASN, g.mainListFirstIPASN, g.mainListNetlengthASN, g.mainListIDASN, g.mainListNamesASN,
+            geo.error_code_private_networks,
+        )
+    except AttributeError:
+        return None
+    with _geo_tables_lock:
+        for k, tables in _geo_tables_cache:
+            if len(k) == len(key) and all(a is b for a, b in zip(k, key)):
+                return tables
+        try:
+            tables = _flatten_geo(g, geo)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            tables = None
+        _geo_tables_cache[:] = [(key, tables)]  # one database per process
+        return tables
+
+
+def _flatten_chunks(index: list[int], firsts: list[list[int]], *columns: list[list[int]]) -> list[np.ndarray] | None:
+    """The IPv4 prefix of a two-level geoip2fast table, or None if it is not one sorted list."""
+    if not index or index[0] != 0 or len(firsts) != len(index):
+        return None
+    if any(len(col) != len(firsts) for col in columns):
+        return None
+    for r, chunk in enumerate(firsts):
+        if not chunk or chunk[0] != index[r] or any(len(col[r]) != len(chunk) for col in columns):
+            return None
+    flat_first = [x for chunk in firsts for x in chunk]
+    if any(a > b for a, b in zip(flat_first, itertools.islice(flat_first, 1, None))):
+        return None
+    n4 = bisect.bisect_right(flat_first, 0xFFFFFFFF)
+    out = [np.array(flat_first[:n4], dtype=np.int64)]
+    for col in columns:
+        flat = np.array([x for chunk in col for x in chunk][:n4], dtype=np.int64)
+        out.append(flat)
+    return out
+
+
+def _flatten_geo(g: Any, geo: Any) -> _GeoTablesV4 | None:
+    country = _flatten_chunks(g.mainIndex, g.mainListFirstIP, g.mainListNetlength, g.mainListIDCountryCodes)
+    asn = _flatten_chunks(g.mainIndexASN, g.mainListFirstIPASN, g.mainListNetlengthASN, g.mainListIDASN)
+    if country is None or asn is None:
+        return None
+    first, netlen, cid = country
+    a_first, a_netlen, aid = asn
+    names_c, names_a = g.mainListNamesCountry, g.mainListNamesASN
+    # outside these, geoip2fast's Python indexing (negative indices, numIPs lists) would need emulating
+    if np.any((netlen < 0) | (netlen > 32)) or np.any((a_netlen < 0) | (a_netlen > 32)):
+        return None
+    if np.any((cid < 0) | (cid >= len(names_c))) or np.any((aid < 0) | (aid >= len(names_a))):
+        return None
+    country_val = np.empty(len(names_c), dtype=object)
+    country_failed = np.zeros(len(names_c), dtype=bool)
+    for i, entry in enumerate(names_c):  # GeoIP2Fast._country_lookup, then IpIntel._lookup
+        try:
+            cc, _name = entry.split(":")
+        except (AttributeError, ValueError):
+            country_failed[i] = True
+            continue
+        if i < 16:  # geoip2fast's private/reserved entries
+            cc = geo.error_code_private_networks
+        country_val[i] = cc if len(cc) == 2 and cc.isalpha() else None
+    asn_names = np.array([n if n else None for n in names_a], dtype=object)
+    return _GeoTablesV4(
+        first=first,
+        last=first + (np.int64(1) << (32 - netlen)) - 1,
+        country_id=cid.astype(np.intp),
+        country=country_val,
+        country_failed=country_failed,
+        asn_first=a_first,
+        asn_end=a_first + (np.int64(1) << (32 - a_netlen)),
+        asn_id=aid.astype(np.intp),
+        asn_names=asn_names,
+    )
+
+
 # ---------------------------------------------------------------------------
 # the facade
 
@@ -308,6 +586,7 @@ class IpIntel:
         self.hosting_asns = hosting_asns
         self.tor_ranges = tor_ranges
         self.proxy_ranges = proxy_ranges
+        self._hosting_ids: tuple[_GeoTablesV4, frozenset[str], np.ndarray] | None = None
         self.lookup = functools.lru_cache(maxsize=cache_size)(self._lookup)  # type: ignore[method-assign]
 
     @classmethod
@@ -341,14 +620,27 @@ class IpIntel:
         return IpInfo(country, asn, asn is not None and asn in self.hosting_asns, is_tor, is_proxy, False)
 
     def lookup_many(self, ips: pd.Series) -> pd.DataFrame:
-        """`lookup` over a column, computed once per distinct value; index kept."""
+        """`lookup` over a column, computed once per distinct value; index kept.
+
+        Plain IPv4 text is answered with numpy (`_lookup_ipv4`); everything else
+        by the scalar `_lookup`. The answers are `lookup`'s, value for value.
+        """
         codes, uniques = pd.factorize(ips, use_na_sentinel=True)
-        n = len(uniques)
+        values = np.asarray(uniques, dtype=object)
+        n = len(values)
         cols = {name: np.empty(n + 1, dtype=object) for name in COLUMNS[:2]}
         flags = {name: np.zeros(n + 1, dtype=bool) for name in COLUMNS[2:]}
+        ints, state = ipv4_ints(values)
+        tables = _geo_tables_v4(self._geo)
+        if tables is None:  # not geoip2fast's tables as we know them: all scalar
+            state = np.full(n, V4_OTHER, dtype=np.int8)
+        valid = np.flatnonzero(state == V4_VALID)
+        if len(valid):
+            self._lookup_ipv4(tables, ints[valid], valid, cols, flags)
+        # V4_INVALID: text ipaddress rejects, UNKNOWN: the slots already say None / False
         lookup = self._lookup  # bypass the LRU: a batch should not evict live traffic
-        for i, ip in enumerate(uniques):
-            info = lookup(ip)
+        for i in np.flatnonzero(state == V4_OTHER).tolist():
+            info = lookup(values[i])
             cols["country"][i] = info.country
             cols["asn"][i] = info.asn
             flags["is_hosting"][i] = info.is_hosting
@@ -362,3 +654,39 @@ class IpIntel:
             for name, arr in (*cols.items(), *flags.items())
         }
         return pd.DataFrame(data, columns=list(COLUMNS))
+
+    def _hosting_by_asn_id(self, tables: _GeoTablesV4) -> np.ndarray:
+        cached = self._hosting_ids
+        if cached is None or cached[0] is not tables or cached[1] is not self.hosting_asns:
+            hosting = self.hosting_asns
+            table = np.fromiter((name in hosting for name in tables.asn_names.tolist()), dtype=bool)
+            cached = self._hosting_ids = (tables, hosting, table)
+        return cached[2]
+
+    def _lookup_ipv4(
+        self,
+        tables: _GeoTablesV4,
+        v: np.ndarray,
+        at: np.ndarray,
+        cols: dict[str, np.ndarray],
+        flags: dict[str, np.ndarray],
+    ) -> None:
+        """`_lookup` of IPv4 integers ``v``, written into the slots ``at`` of the output columns."""
+        flags["is_tor"][at] = self.tor_ranges.contains_many(v)
+        flags["is_listed_proxy"][at] = self.proxy_ranges.contains_many(v)
+        private = ipv4_is_private(v)
+        flags["is_private"][at] = private
+        public = ~private
+        v, at = v[public], at[public]
+        # country: geoip2fast's range; outside it ("not found") or a failing entry gives no AS either
+        pos = np.searchsorted(tables.first, v, side="right") - 1  # tables.first[0] == 0: pos >= 0
+        cid = tables.country_id[pos]
+        found = (v <= tables.last[pos]) & ~tables.country_failed[cid]
+        cols["country"][at] = np.where(found, tables.country[cid], None)
+        # AS name: kept only inside the range geoip2fast reports (IpIntel._lookup's asn_cidr check)
+        apos = np.searchsorted(tables.asn_first, v, side="right") - 1  # asn_first[0] == 0
+        aid = tables.asn_id[apos]
+        names = tables.asn_names[aid]
+        has_asn = found & (v < tables.asn_end[apos]) & (names != None)  # noqa: E711 (object array)
+        cols["asn"][at] = np.where(has_asn, names, None)
+        flags["is_hosting"][at] = has_asn & self._hosting_by_asn_id(tables)[aid]

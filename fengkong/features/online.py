@@ -26,7 +26,12 @@ import redis
 
 from fengkong.events import OUTCOME_TYPES, Event
 from fengkong.features import definitions as d
-from fengkong.features.errors import FeatureDefinitionError, FeatureStoreError, FeatureStoreUnavailable
+from fengkong.features.errors import (
+    DuplicateEventConflict,
+    FeatureDefinitionError,
+    FeatureStoreError,
+    FeatureStoreUnavailable,
+)
 from fengkong.features.ipintel import IpIntel
 from fengkong.features.assemble import assemble
 from fengkong.features.lists import KIND_COLUMN, ListSpec
@@ -97,6 +102,7 @@ class OnlineStore:
         self.dedup_ttl_s = dedup_ttl_s
         self._script = client.register_script(load_script())
         self._steps = self._compile()
+        self._layouts: dict[tuple[int, ...], str] = {}
         self._profile_args = [len(self.grade_limits)]
         for g, lim in self.grade_limits.items():
             self._profile_args += [g, lim]
@@ -313,6 +319,16 @@ class OnlineStore:
         return _Step(column, spec.name, "list", build, 1, [feature], read, "L", frozenset())
 
     # -- the call -------------------------------------------------------------------------------
+    def _layout_tag(self, used: list[_Step]) -> str:
+        """Which ops ran (the reply's shape), e.g. 'PRRDDSFV...' plus a short hash of their keys."""
+        ident = tuple(id(step) for step in used)
+        tag = self._layouts.get(ident)
+        if tag is None:
+            text = "|".join(f"{s.code}:{s.entity_name}:{s.key_suffix}" for s in used)
+            tag = hashlib.sha1(text.encode()).hexdigest()[:12]
+            self._layouts[ident] = tag
+        return tag
+
     def _args_for(self, row: dict[str, Any]) -> tuple[list[str], list[Any], list[_Step]]:
         typ = row["type"]
         outcome = typ in _OUTCOMES
@@ -350,13 +366,19 @@ class OnlineStore:
         row = event_row(event, self.ipintel, self.biz_offset_min)
         keys, args, used = self._args_for(row)
         try:
-            reply = self._script(keys=keys, args=[self.dedup_ttl_s, row["amount"], msgpack.packb(args)])
+            layout = self._layout_tag(used)
+            reply = self._script(keys=keys, args=[self.dedup_ttl_s, row["amount"], msgpack.packb(args), layout])
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise FeatureStoreUnavailable(f"feature store unreachable: {type(exc).__name__}: {exc}") from exc
         except redis.RedisError as exc:
             raise FeatureStoreError(f"feature store refused the update: {exc}") from exc
         duplicate = reply[0] == b"dup"
-        values = [None if v is False else v for v in msgpack.unpackb(reply[1])]
+        stored = msgpack.unpackb(reply[1])
+        if stored[0] != layout:
+            raise DuplicateEventConflict(
+                f"event_id {event.event_id!r} was first delivered with other entities or another type"
+            )
+        values = [None if v is False else v for v in stored[1:]]
         raw: dict[str, Any] = {}
         it: Iterator[Any] = iter(values)
         for step in used:

@@ -6,6 +6,7 @@
 -- KEYS[2..]    entity keys, referenced by index from the ops below
 -- ARGV[1]      dedup TTL in seconds
 -- ARGV[2]      event amount in minor units (integer, 0 when none)
+-- ARGV[4]      the layout tag of the reply (echoed first, stored with it)
 -- ARGV[3]      the ops, one MessagePack array (packing 300 separate arguments
 --              costs the client more than the whole script costs the server);
 --              each op starts with an opcode and a key index:
@@ -33,7 +34,9 @@ if stored then
   return {'dup', stored}
 end
 
-local out = {}
+-- the first value is the layout of the reply (which ops ran), so that a retried
+-- event_id whose body differs is told apart from a true retry
+local out = {ARGV[4]}
 local function put(v)
   if v == nil then
     out[#out + 1] = false
