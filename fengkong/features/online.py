@@ -119,15 +119,13 @@ class OnlineStore:
     def _compile(self) -> list[_Step]:
         steps: list[_Step] = []
         steps.append(self._profile_step())
-        by_entity: dict[str, list[d.Rolling]] = {}
-        for r in d.ROLLING:
-            by_entity.setdefault(r.entity.name, []).append(r)
-        steps += [self._rings_step(rollings) for rollings in by_entity.values()]
+        entities: list[d.Entity] = []
+        for decl in (*d.ROLLING, *d.FIRST_SEEN, *d.MOMENTS, *d.HOUR_HABITS):
+            if decl.entity not in entities:
+                entities.append(decl.entity)
+        steps += [self._entity_step(entity) for entity in entities]
         steps += [self._distinct_step(x) for x in d.DISTINCT]
         steps += [self._seen_step(s) for s in d.SEEN]
-        steps += [self._first_step(f) for f in d.FIRST_SEEN]
-        steps += [self._moments_step(m) for m in d.MOMENTS]
-        steps += [self._hour_step(h) for h in d.HOUR_HABITS]
         steps.append(self._volume_step())
         steps.append(self._top_step())
         steps += [self._list_step(spec) for spec in self.lists.values()]
@@ -152,23 +150,33 @@ class OnlineStore:
 
         return _Step("merchant_id", "profile", "merchant", build, 5, [], read, "P", frozenset())
 
-    def _rings_step(self, rollings: list[d.Rolling]) -> _Step:
-        """All rolling windows of one entity in one value: one GET and one SET per event."""
-        entity = rollings[0].entity
-        parts = []
-        for r in rollings:
-            n, res_us = r.window.buckets, r.window.resolution * 1_000_000
-            parts.append((n, res_us, r.window.seconds + r.window.resolution, r.counters))
-        ttl = max(p[2] for p in parts)
+    def _entity_step(self, entity: d.Entity) -> _Step:
+        """Everything one entity keeps as numbers, in one value: its rolling windows, and
+        its first-seen time, amount moments and hour habit where declared. One GET and
+        at most one SET per event, however many windows."""
+        rollings = [r for r in d.ROLLING if r.entity == entity]
+        firsts = [f for f in d.FIRST_SEEN if f.entity == entity]
+        moments = [m for m in d.MOMENTS if m.entity == entity]
+        hours = [h for h in d.HOUR_HABITS if h.entity == entity]
+        parts = [(r.window.buckets, r.window.resolution * 1_000_000, r.counters) for r in rollings]
+        ttl = max([r.window.seconds + r.window.resolution for r in rollings]
+                  + [x.ttl.seconds for x in (*firsts, *moments, *hours)])
         names = [name for r in rollings for name in r.outputs()]
+        ns = entity.name
+        first_events = frozenset(firsts[0].events) if firsts else frozenset()
+        moment_events = frozenset(moments[0].events) if moments else frozenset()
+        hour_events = frozenset(hours[0].events) if hours else frozenset()
         writes_on = frozenset(t for r in rollings for c in r.counters for t in c.events)
+        writes_on |= first_events | moment_events | hour_events
         layout = ";".join(f"{r.window.name}:{','.join(c.name for c in r.counters)}" for r in rollings)
-        suffix = f"rings.{hashlib.sha1(layout.encode()).hexdigest()[:8]}"  # a new layout, a new key
+        layout += "|" + "".join(code for code, on in (("F", firsts), ("M", moments), ("H", hours)) if on)
+        suffix = f"state.{hashlib.sha1(layout.encode()).hexdigest()[:8]}"  # a new layout, a new key
+        width = len(names) + (1 if firsts else 0) + (3 if moments else 0) + (2 if hours else 0)
 
         def build(row: dict[str, Any], typ: str) -> list[Any]:
             args: list[Any] = [len(parts)]
             t = row["ts_us"]
-            for n, res_us, ring_ttl, counters in parts:
+            for n, res_us, counters in parts:
                 args += [n, t // res_us, len(counters)]
                 for c in counters:
                     if typ not in c.events:
@@ -179,14 +187,33 @@ class OnlineStore:
                         args.append(0)
                     else:
                         args.append(row["amount"] if c.value == "amount" else 1)
+            extras: list[Any] = []
+            if firsts:
+                extras += ["F", 2 if typ in first_events else 1, t]
+            if moments:
+                extras += ["M", 2 if typ in moment_events and row["has_amount"] else 1, row["amount"]]
+            if hours:
+                extras += ["H", 2 if typ in hour_events else 1, row["hour"]]
+            args.append(len(extras) // 3)
+            args += extras
             args.append(ttl)
             return args
 
         def read(vals: list[Any], raw: dict[str, Any]) -> None:
             for name, v in zip(names, vals):
                 raw[name] = int(v)
+            i = len(names)
+            if firsts:
+                raw[f"{ns}.first_seen_us"] = _int(vals[i])
+                i += 1
+            if moments:
+                raw[f"{ns}.moments"] = (int(vals[i]), float(vals[i + 1]), float(vals[i + 2]))
+                i += 3
+            if hours:
+                raw[f"{ns}.hour_count"] = int(vals[i])
+                raw[f"{ns}.hour_total"] = int(vals[i + 1])
 
-        return _Step(entity.column, suffix, entity.name, build, len(names), names, read, "R", writes_on)
+        return _Step(entity.column, suffix, ns, build, width, names, read, "R", writes_on)
 
     def _distinct_step(self, x: d.Distinct) -> _Step:
         windows = x.windows
@@ -226,46 +253,6 @@ class OnlineStore:
             raw[seen_name] = int(vals[1])
 
         return _Step(s.entity.column, f"s:{s.of}", s.entity.name, build, 2, [new_name, seen_name], read, "S", events)
-
-    def _first_step(self, f: d.FirstSeen) -> _Step:
-        events = frozenset(f.events)
-        ttl = f.ttl.seconds
-        ns = f.entity.name
-
-        def build(row: dict[str, Any], typ: str) -> list[Any]:
-            return [row["ts_us"], ttl, 1 if typ in events else 0]
-
-        def read(vals: list[Any], raw: dict[str, Any]) -> None:
-            raw[f"{ns}.first_seen_us"] = _int(vals[0])
-
-        return _Step(f.entity.column, "first", ns, build, 1, f.outputs(), read, "F", events)
-
-    def _moments_step(self, m: d.Moments) -> _Step:
-        events = frozenset(m.events)
-        ttl = m.ttl.seconds
-        ns = m.entity.name
-
-        def build(row: dict[str, Any], typ: str) -> list[Any]:
-            return [row["amount"], ttl, 1 if typ in events and row["has_amount"] else 0]
-
-        def read(vals: list[Any], raw: dict[str, Any]) -> None:
-            raw[f"{ns}.moments"] = (int(float(vals[0])), float(vals[1]), float(vals[2]))
-
-        return _Step(m.entity.column, "moments", ns, build, 3, m.outputs(), read, "M", events)
-
-    def _hour_step(self, h: d.HourHabit) -> _Step:
-        events = frozenset(h.events)
-        ttl = h.ttl.seconds
-        ns = h.entity.name
-
-        def build(row: dict[str, Any], typ: str) -> list[Any]:
-            return [row["hour"], ttl, 1 if typ in events else 0]
-
-        def read(vals: list[Any], raw: dict[str, Any]) -> None:
-            raw[f"{ns}.hour_count"] = int(vals[0])
-            raw[f"{ns}.hour_total"] = int(vals[1])
-
-        return _Step(h.entity.column, "hours", ns, build, 2, h.outputs(), read, "H", events)
 
     def _volume_step(self) -> _Step:
         pv = d.PERIOD_VOLUME

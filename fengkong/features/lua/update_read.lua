@@ -12,14 +12,13 @@
 --              each op starts with an opcode and a key index:
 --   P k npairs g1 l1 .. gn ln default_limit   merchant profile; sets the limit
 --        -> grade|false, limit, onboarded_day|false, daily_cap|false, anomaly|false
---   R k nrings (N b nc inc1..incnc)*nrings ttl   an entity's rings of N buckets;
---        inc "N" = near-limit flag -> each ring's nc totals before the event
+--   R k nrings (N b nc inc1..incnc)*nrings nextra (code mode value)*nextra ttl
+--        an entity's state in one value: its rings of N buckets (inc "N" = the
+--        near-limit flag), then F first seen, M moments, H hour habit
+--        -> each ring's nc totals, then F: first ts|false; M: n, mean, m2; H: count, total
 --   D k member ts prune ttl nthr thr1..thrn   last-seen sorted set, distinct counts
 --        -> n counts (members with last-seen >= thr)
 --   S k member ts horizon prune ttl write -> is_new(1/0|false), members seen since horizon
---   F k ts ttl write           first seen -> previous first-seen ts | false
---   M k x ttl write            Welford moments -> n, mean, m2 (before)
---   H k hour ttl write         hour-of-day habit -> count in this hour, total (before)
 --   V k day hour amount ttl write   merchant period volume and baselines -> 10 values
 --        (order: volume today, count today, volume hour, count hour, then the 7-day
 --        and 28-day baselines: through this hour, this hour alone, count through it)
@@ -141,6 +140,16 @@ local function op_rings(key)
     specs[r] = {n = n, b = b, nc = nc, incs = incs, any = any, at = size, len = len}
     size = size + len
   end
+  -- then the entity's other sections: F (first seen), M (Welford moments of the
+  -- amount), H (hour-of-day counts); each: code, mode (1 read, 2 read and write), value
+  local nextra = nextarg()
+  local extras = {}
+  for e = 1, nextra do
+    local code, mode, value = nextarg(), nextarg(), nextarg()
+    local len = (code == 'F' and 1) or (code == 'M' and 3) or 25
+    extras[e] = {code = code, write = mode == 2, value = value, at = size, len = len}
+    size = size + len
+  end
   local ttl = nextarg()
   local s = redis.call('GET', key)
   if s and #s ~= size * 8 then s = nil end  -- written under another layout
@@ -199,6 +208,41 @@ local function op_rings(key)
       segs[r] = seg or zeros(len)
     end
   end
+  for e = 1, nextra do
+    local ex = extras[e]
+    local seg = s and string.sub(s, ex.at * 8 + 1, (ex.at + ex.len) * 8) or zeros(ex.len)
+    local mods = {}
+    if ex.code == 'F' then
+      local first = dbl(seg, 0)
+      put(first ~= 0 and first or false)
+      if ex.write and first == 0 then mods[0] = ex.value end
+    elseif ex.code == 'M' then
+      local n, mean, m2 = dbl(seg, 0), dbl(seg, 1), dbl(seg, 2)
+      put(n)
+      put(mean)
+      put(m2)
+      if ex.write then
+        n = n + 1
+        local delta = ex.value - mean
+        mean = mean + delta / n
+        m2 = m2 + delta * (ex.value - mean)
+        mods[0], mods[1], mods[2] = n, mean, m2
+      end
+    else
+      local hour = ex.value
+      local count, total = dbl(seg, hour), dbl(seg, 24)
+      put(count)
+      put(total)
+      if ex.write then
+        mods[hour], mods[24] = count + 1, total + 1
+      end
+    end
+    if next(mods) then
+      seg = patched(seg, mods)
+      changed = true
+    end
+    segs[#segs + 1] = seg
+  end
   if changed then
     redis.call('SET', key, table.concat(segs), 'EX', ttl)
   end
@@ -240,55 +284,6 @@ local function op_seen(key)
     if redis.call('ZADD', key, 'GT', ts, member) == 1 then
       redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.17g', prune))
     end
-    redis.call('EXPIRE', key, ttl)
-  end
-end
-
-local function op_first(key)
-  local ts = nextarg()
-  local ttl = nextarg()
-  local write = nextarg() == 1
-  local first = redis.call('GET', key)
-  put(first and tonumber(first) or false)
-  if write then
-    if not first then
-      redis.call('SET', key, ts)
-    end
-    redis.call('EXPIRE', key, ttl)
-  end
-end
-
-local function op_moments(key)
-  local x = tonumber(nextarg())
-  local ttl = nextarg()
-  local write = nextarg() == 1
-  local m = redis.call('HMGET', key, 'n', 'mean', 'm2')
-  local n = tonumber(m[1] or '0')
-  local mean = tonumber(m[2] or '0')
-  local m2 = tonumber(m[3] or '0')
-  put(n)
-  put(mean)
-  put(m2)
-  if write then
-    n = n + 1
-    local delta = x - mean
-    mean = mean + delta / n
-    m2 = m2 + delta * (x - mean)
-    redis.call('HSET', key, 'n', n, 'mean', string.format('%.17g', mean), 'm2', string.format('%.17g', m2))
-    redis.call('EXPIRE', key, ttl)
-  end
-end
-
-local function op_hour(key)
-  local hour = nextarg()
-  local ttl = nextarg()
-  local write = nextarg() == 1
-  local m = redis.call('HMGET', key, 'h' .. hour, 'n')
-  put(tonumber(m[1] or '0'))
-  put(tonumber(m[2] or '0'))
-  if write then
-    redis.call('HINCRBY', key, 'h' .. hour, 1)
-    redis.call('HINCRBY', key, 'n', 1)
     redis.call('EXPIRE', key, ttl)
   end
 end
@@ -444,8 +439,8 @@ local function op_list(key)
 end
 
 local ops = {
-  P = op_profile, R = op_rings, D = op_distinct, S = op_seen, F = op_first,
-  M = op_moments, H = op_hour, V = op_volume, T = op_top, L = op_list,
+  P = op_profile, R = op_rings, D = op_distinct, S = op_seen,
+  V = op_volume, T = op_top, L = op_list,
 }
 
 while argi <= #A do
