@@ -20,7 +20,7 @@ import hashlib
 import msgpack
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import redis
 
@@ -103,6 +103,7 @@ class OnlineStore:
         self._script = client.register_script(load_script())
         self._steps = self._compile()
         self._layouts: dict[tuple[int, ...], str] = {}
+        self._key_pre = f"{prefix}:v1:{{"
         self._profile_args = [len(self.grade_limits)]
         for g, lim in self.grade_limits.items():
             self._profile_args += [g, lim]
@@ -223,9 +224,11 @@ class OnlineStore:
         events = frozenset(x.events)
         of = x.of
 
+        spans = [(w.resolution * 1_000_000, w.buckets - 1) for w in windows]
+
         def build(row: dict[str, Any], typ: str) -> list[Any]:
             t = row["ts_us"]
-            thrs = [(t // (w.resolution * 1_000_000) - w.buckets + 1) * w.resolution * 1_000_000 for w in windows]
+            thrs = [(t // res - back) * res for res, back in spans]
             member = row[of] if typ in events and row[of] is not None else ""
             return [member, t, min(thrs), ttl, len(thrs), *thrs]
 
@@ -319,32 +322,29 @@ class OnlineStore:
     def _args_for(self, row: dict[str, Any]) -> tuple[list[str], list[Any], list[_Step]]:
         typ = row["type"]
         outcome = typ in _OUTCOMES
-        keys = [f"{self.prefix}:v1:{{evt:{row['event_id']}}}:dedup"]
+        pre = self._key_pre
+        keys = [f"{pre}evt:{row['event_id']}}}:dedup"]
         args: list[Any] = []
         used: list[_Step] = []
         for step in self._steps:
             entity_id = row[step.entity_column]
-            if entity_id is None:
+            if entity_id is None or (outcome and typ not in step.writes_on):
                 continue
-            if outcome and typ not in step.writes_on:
-                continue
-            if step.code == "L":
-                keys.append(f"{self.prefix}:v1:{{list:{step.key_suffix}}}:members")
+            code = step.code
+            if code == "L":
+                keys.append(f"{pre}list:{step.key_suffix}}}:members")
                 op = step.build(row, typ)
                 if op[0] == "RANGES":
-                    keys.append(f"{self.prefix}:v1:{{list:{step.key_suffix}}}:ranges")
+                    keys.append(f"{pre}list:{step.key_suffix}}}:ranges")
                     op[0] = len(keys)
                     args += ["L", len(keys) - 1, *op]
                 else:
                     args += ["L", len(keys), *op]
-                used.append(step)
-                continue
-            if step.code == "T":
-                suffix = f"top:{row['biz_day']}"
             else:
-                suffix = step.key_suffix
-            keys.append(f"{self.prefix}:v1:{{{step.entity_name}:{entity_id}}}:{suffix}")
-            args += [step.code, len(keys), *step.build(row, typ)]
+                # the top-card set is per business day; everything else has a fixed suffix
+                suffix = f"top:{row['biz_day']}" if code == "T" else step.key_suffix
+                keys.append(f"{pre}{step.entity_name}:{entity_id}}}:{suffix}")
+                args += [code, len(keys), *step.build(row, typ)]
             used.append(step)
         return keys, args, used
 
@@ -367,9 +367,10 @@ class OnlineStore:
             )
         values = [None if v is False else v for v in stored[1:]]
         raw: dict[str, Any] = {}
-        it: Iterator[Any] = iter(values)
+        at = 0
         for step in used:
-            step.read([next(it) for _ in range(step.width)], raw)
+            step.read(values[at : at + step.width], raw)
+            at += step.width
         if row["type"] in _OUTCOMES:
             return FeatureResult({}, duplicate, raw)
         return FeatureResult(assemble(row, raw, self.default_limit, self.lists), duplicate, raw)
