@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import urllib.request
 from pathlib import Path
@@ -185,3 +186,165 @@ def test_module_imports_nothing_from_engine_models_api_cli() -> None:
     src = Path(ipintel.__file__).read_text()
     for pkg in ("engine", "models", "api", "cli"):
         assert f"fengkong.{pkg}" not in src
+
+
+# ---------------------------------------------------------------------------
+# the vectorised IPv4 path equals the scalar path
+
+
+def _scalar_frame(intel: IpIntel, ips: pd.Series) -> pd.DataFrame:
+    """What lookup_many must return, built from the scalar reference `_lookup`."""
+    infos = [UNKNOWN if pd.isna(ip) else intel._lookup(ip) for ip in ips.tolist()]
+    data = {
+        name: pd.Series([getattr(i, name) for i in infos], index=ips.index, dtype=object if name in ("country", "asn") else bool)
+        for name in ipintel.COLUMNS
+    }
+    return pd.DataFrame(data, columns=list(ipintel.COLUMNS))
+
+
+def _scalar_subnets(ips: pd.Series) -> list[str | None]:
+    out: list[str | None] = []
+    for ip in ips.tolist():
+        try:
+            out.append(subnet_of(ip))
+        except ValueError:
+            out.append(None)
+    return out
+
+
+def _v4(ints: np.ndarray) -> list[str]:
+    ints = np.asarray(ints, dtype=np.int64)
+    return [f"{a}.{b}.{c}.{d}" for a, b, c, d in zip(ints >> 24, (ints >> 16) & 255, (ints >> 8) & 255, ints & 255)]
+
+
+def _private_edges() -> np.ndarray:
+    """Both edges (and their neighbours) of every special IPv4 range ipaddress or IANA names."""
+    nets = [ipaddress.IPv4Network(n) for n in ipintel._IANA_SPECIAL_V4]
+    consts = ipaddress.IPv4Address._constants
+    for value in vars(consts).values():
+        nets += [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, ipaddress.IPv4Network)]
+    edges = []
+    for net in nets:
+        lo, hi = int(net.network_address), int(net.broadcast_address)
+        edges += [lo - 1, lo, lo + 1, hi - 1, hi, hi + 1]
+    edges += (ipintel._PRIVATE_V4_STARTS - 1).tolist() + ipintel._PRIVATE_V4_STARTS.tolist()
+    return np.unique(np.clip(np.array(edges, dtype=np.int64), 0, 0xFFFFFFFF))
+
+
+def _malformed(rng: np.random.Generator, valid: list[str], k: int) -> list[object]:
+    """Near-miss IPv4 text: every way ipaddress rejects (or accepts) digits and dots, and more."""
+    fixed: list[object] = [
+        "", ".", "...", "1.2.3", "1.2.3.4.5", "1..3.4", ".1.2.3", "1.2.3.", "01.2.3.4", "1.02.3.4", "1.2.3.00",
+        "0.0.0.0", "00.0.0.0", "256.1.1.1", "1.1.1.256", "999.999.999.999", "1000.1.1.1", "1.2.3.0004",
+        "255.255.255.255", "255.255.255.2555", "1.2.3.4/24", "1.2.3.4 ", " 1.2.3.4", "\t8.8.8.8\n", "1.2.3.4\x00",
+        "1.2\x00.3.4", "１.2.3.4", "1.2.3.٤", "1.2.3.4a", "a.b.c.d", "1,2,3,4", "1.2.3.-4", "+1.2.3.4",
+        "0x7f.0.0.1", "127.1", "2130706433", "::", "::1", "::ffff:8.8.8.8", "::ffff:10.0.0.1", "::ffff:1.2.3.256",
+        "2a01:4f8::1", "2600:1f18::1", "fe80::1%eth0", "1.2.3.4%1", "111.222.333.444", "12.34.56.789",
+        "not an ip", "8.8.8.8\n", 3405803777, 8.8, b"8.8.8.8", None, np.nan,
+    ]
+    out: list[object] = list(fixed)
+    for s in rng.choice(valid, k):
+        op = rng.integers(0, 6)
+        pos = int(rng.integers(0, len(s) + 1))
+        if op == 0:  # insert a digit or a dot
+            s = s[:pos] + str(rng.choice(list("0123456789."))) + s[pos:]
+        elif op == 1 and len(s) > 1:  # drop a character
+            s = s[:pos] + s[pos + 1:]
+        elif op == 2:  # a leading zero on some octet
+            parts = s.split(".")
+            j = int(rng.integers(0, 4))
+            parts[j] = "0" + parts[j]
+            s = ".".join(parts)
+        elif op == 3:  # an octet past 255
+            parts = s.split(".")
+            parts[int(rng.integers(0, 4))] = str(int(rng.integers(256, 1000)))
+            s = ".".join(parts)
+        elif op == 4:
+            s = s + str(rng.integers(0, 10))
+        else:  # IPv4-mapped IPv6
+            s = "::ffff:" + s
+        out.append(s)
+    return out
+
+
+def test_ipv4_ints_reads_exactly_what_ipaddress_reads() -> None:
+    rng = np.random.default_rng(7)
+    valid = _v4(rng.integers(0, 2**32, 20_000))
+    values = valid + _malformed(rng, valid, 50_000)
+    ints, state = ipintel.ipv4_ints(np.array(values, dtype=object))
+    for v, i, st in zip(values, ints.tolist(), state.tolist()):
+        try:
+            addr = ipaddress.ip_address(v) if isinstance(v, str) else None
+        except ValueError:
+            addr = None
+        if st == ipintel.V4_VALID:
+            assert isinstance(addr, ipaddress.IPv4Address) and int(addr) == i, v
+        elif st == ipintel.V4_INVALID:
+            assert addr is None and isinstance(v, str) and ipintel._parse_ip(v) is None, v
+        else:  # left to the scalar path: never plain dotted-quad IPv4 text
+            assert i == -1
+            assert not (isinstance(v, str) and set(v) <= set("0123456789.") and 1 <= len(v) <= 15), v
+    assert (state == ipintel.V4_VALID).sum() >= 20_000
+
+
+def test_private_table_equals_ipaddress() -> None:
+    rng = np.random.default_rng(11)
+    ints = np.concatenate([rng.integers(0, 2**32, 200_000), _private_edges(), [0, 2**32 - 1]])
+    got = ipintel.ipv4_is_private(ints)
+    want = [ipintel._is_private(ipaddress.IPv4Address(i)) for i in ints.tolist()]
+    assert got.tolist() == want
+    # not just "not is_global": Python 3.11 calls multicast (224.0.0.0/4) global; the scalar path does not
+    assert ipintel.ipv4_is_private(np.array([int(ipaddress.IPv4Address("224.0.0.1"))]))[0]
+
+
+def test_range_set_contains_many_equals_contains(intel: IpIntel) -> None:
+    rng = np.random.default_rng(3)
+    for ranges in (intel.tor_ranges, intel.proxy_ranges):
+        starts, ends = ranges._np4
+        near = np.concatenate([starts - 1, starts, ends, ends + 1])
+        ints = np.clip(np.concatenate([rng.integers(0, 2**32, 20_000), near]), 0, 2**32 - 1)
+        assert ranges.contains_many(ints).tolist() == [ranges.contains(4, i) for i in ints.tolist()]
+    empty = ipintel.RangeSet([])
+    assert not empty.contains_many(np.array([0, 5, 2**32 - 1])).any()
+
+
+def test_lookup_many_and_subnets_of_equal_scalar_on_100k_addresses(intel: IpIntel) -> None:
+    tables = ipintel._geo_tables_v4(intel._geo)
+    assert tables is not None  # the vectorised path is the one under test
+    rng = np.random.default_rng(20261125)
+    # the edges of geoip2fast's country and AS ranges, where the containment checks decide
+    pick = rng.integers(0, len(tables.first), 3_000)
+    apick = rng.integers(0, len(tables.asn_first), 3_000)
+    geo_edges = np.concatenate([
+        tables.first[pick], tables.last[pick], tables.last[pick] + 1,
+        tables.asn_first[apick], tables.asn_end[apick] - 1, tables.asn_end[apick],
+    ])
+    ints = np.clip(np.concatenate([rng.integers(0, 2**32, 100_000), _private_edges(), geo_edges]), 0, 2**32 - 1)
+    known = [
+        "52.1.2.3", "8.8.8.8", "1.1.1.1", "114.114.114.114", "185.220.101.1", "89.150.6.113", "185.220.101.33",
+        "185.220.104.1", "113.110.1.1", "223.104.1.1", "199.249.230.1", "203.0.113.77", "198.51.100.7",
+        "198.51.100.8", "10.1.2.3", "192.168.0.1", "127.0.0.1", "100.64.0.1", "224.0.0.1",
+        "2a01:4f8::1", "2600:1f18::1", "2a0b:f4c0:1::1", "::1", "fe80::1", "fd00::5", "::ffff:52.1.2.3",
+    ]
+    valid = _v4(ints)
+    values = valid + known + _malformed(rng, valid[:1000], 3_000)
+    ips = pd.Series(np.array(values, dtype=object)[rng.permutation(len(values))])
+    ips = pd.concat([ips, ips.iloc[:5_000]])  # repeats
+    ips.index = np.arange(len(ips)) * 3 + 1
+    got = intel.lookup_many(ips)
+    pd.testing.assert_frame_equal(got, _scalar_frame(intel, ips))
+    assert got["asn"].notna().sum() > 50_000 and got["is_hosting"].any() and got["is_tor"].any()
+    assert got["is_private"].sum() > 10_000 and got["is_listed_proxy"].any()
+    # the same through a pandas string column (what the simulation and the parquet reader give)
+    as_str = ips.where(ips.map(lambda v: isinstance(v, str)), None).astype("str")
+    pd.testing.assert_frame_equal(intel.lookup_many(as_str), _scalar_frame(intel, as_str))
+
+    subnets = subnets_of(ips)
+    assert subnets.index.equals(ips.index) and subnets.dtype == object and subnets.name == "subnet"
+    assert subnets.tolist() == _scalar_subnets(ips)
+
+
+def test_lookup_many_without_usable_tables_is_the_scalar_path(intel: IpIntel, monkeypatch: pytest.MonkeyPatch) -> None:
+    ips = pd.Series(["52.1.2.3", "10.0.0.1", "bad", None, "2a01:4f8::1", "185.220.101.33"])
+    monkeypatch.setattr(ipintel, "_geo_tables_v4", lambda geo: None)
+    pd.testing.assert_frame_equal(intel.lookup_many(ips), _scalar_frame(intel, ips))

@@ -62,6 +62,9 @@ __all__ = [
     "PROXY_IPS_FILE",
     "TOR_EXIT_RANGES_FILE",
     "UNKNOWN",
+    "V4_INVALID",
+    "V4_OTHER",
+    "V4_VALID",
     "IpInfo",
     "IpIntel",
     "IpIntelError",
@@ -70,6 +73,7 @@ __all__ = [
     "load_name_list",
     "load_range_list",
     "ipv4_ints",
+    "ipv4_is_private",
     "subnet_of",
     "subnets_of",
 ]
@@ -260,9 +264,9 @@ def subnets_of(ips: pd.Series) -> pd.Series:
     values = np.asarray(uniques, dtype=object)
     out = np.empty(len(values) + 1, dtype=object)
     ints, state = ipv4_ints(values)
-    valid = state == V4_VALID
+    valid = np.flatnonzero(state == V4_VALID)
     out[valid] = _format_subnets24(ints[valid] >> 8)
-    out[state == V4_INVALID] = None
+    out[np.flatnonzero(state == V4_INVALID)] = None
     for i in np.flatnonzero(state == V4_OTHER):  # IPv6, mapped IPv6, padded text, non-strings
         addr = _parse_ip(values[i])
         out[i] = None if addr is None else _subnet(addr)
@@ -297,45 +301,45 @@ def ipv4_ints(values: Any) -> tuple[np.ndarray, np.ndarray]:
     n = len(obj)
     ints = np.full(n, -1, dtype=np.int64)
     state = np.full(n, V4_OTHER, dtype=np.int8)
-    lens = np.fromiter((len(v) if isinstance(v, str) else -1 for v in obj), dtype=np.int64, count=n)
+    if pd.api.types.infer_dtype(obj, skipna=False) == "string":  # all str: the usual column
+        lens = np.fromiter(map(len, obj), dtype=np.int64, count=n)
+    else:
+        lens = np.fromiter((len(v) if isinstance(v, str) else -1 for v in obj), dtype=np.int64, count=n)
     cand = np.flatnonzero((lens >= 1) & (lens <= _V4_WIDTH))
     if not len(cand):
         return ints, state
-    text = obj[cand].astype(f"U{_V4_WIDTH}")
     length = lens[cand]
-    # a NUL at the end of a str is dropped by numpy's fixed-width strings: send those to the scalar path
-    same = np.strings.str_len(text) == length
-    c = text.view(np.uint32).reshape(len(cand), _V4_WIDTH)
-    inside = np.arange(_V4_WIDTH) < length[:, None]
-    digit = (c >= 48) & (c <= 57) & inside
-    dot = (c == 46) & inside
-    shaped = same & np.all(digit | dot | ~inside, axis=1)  # only ASCII digits and dots
-
-    nxt = np.zeros_like(digit)
-    nxt[:, :-1] = digit[:, 1:]  # next character is a digit
-    nxt2 = np.zeros_like(digit)
-    nxt2[:, :-2] = digit[:, 2:]
-    nxt3 = np.zeros_like(digit)
-    nxt3[:, :-3] = digit[:, 3:]
-    prev_dot = np.ones_like(dot)  # start of the text or after a dot: an octet starts here
-    prev_dot[:, 1:] = dot[:, :-1]
-    last = np.take_along_axis(c, np.maximum(length - 1, 0)[:, None], axis=1)[:, 0]
-    group = np.cumsum(dot, axis=1)  # octet index of each position
-    ok = (
-        shaped
-        & (group[:, -1] == 3)  # four octets
-        & ~np.any(dot & prev_dot, axis=1)  # no empty octet (leading dot, "..")
-        & (last != 46)  # no empty last octet
-        & ~np.any(digit & nxt & nxt2 & nxt3, axis=1)  # at most 3 digits an octet
-        & ~np.any((c == 48) & digit & prev_dot & nxt, axis=1)  # no leading zero
-    )
-    # octet values: each digit weighted by 10 ** (digits after it in its octet), octets at most 3 digits
-    weight = np.where(nxt, np.where(nxt2, 100, 10), 1)
-    contrib = np.where(digit, (c.astype(np.int64) - 48) * weight, 0)
-    octets = np.stack([np.where(group == k, contrib, 0).sum(axis=1) for k in range(4)], axis=1)
-    ok &= np.all(octets <= 255, axis=1)
-    value = (octets[:, 0] << 24) | (octets[:, 1] << 16) | (octets[:, 2] << 8) | octets[:, 3]
-    ints[cand[ok]] = value[ok]
+    # one row of code points per string, NUL-padded; anything past U+00FF reads as 0xFF (not a digit or dot)
+    text = obj[cand].astype(f"U{_V4_WIDTH}")
+    c = np.minimum(text.view(np.uint32).reshape(len(cand), _V4_WIDTH), 255).astype(np.uint8)
+    d = c - np.uint8(48)  # '0'..'9' -> 0..9; everything else wraps to >= 10
+    digit = d < 10
+    dot = c == 46
+    # only ASCII digits and dots, as many as the str has characters: a NUL (numpy drops trailing
+    # ones) or any other character leaves the count short
+    shaped = np.count_nonzero(digit | dot, axis=1) == length
+    four = np.flatnonzero(shaped & (np.count_nonzero(dot, axis=1) == 3))
+    every = len(four) == len(cand)  # the usual case: skip the row selections
+    ok = np.zeros(len(cand), dtype=bool)
+    if len(four):
+        dots = np.nonzero(dot if every else dot[four])[1].reshape(-1, 3)  # positions of the 3 dots, ascending per row
+        starts = np.concatenate([np.zeros((len(four), 1), dtype=np.intp), dots + 1], axis=1)
+        ends = np.concatenate([dots, (length if every else length[four])[:, None]], axis=1)
+        olen = ends - starts  # characters (all digits) of each octet
+        df = d if every else d[four]
+        d0, d1, d2 = (
+            np.take_along_axis(df, np.minimum(starts + j, _V4_WIDTH - 1), axis=1).astype(np.int64)
+            for j in range(3)
+        )
+        octets = np.where(olen == 1, d0, np.where(olen == 2, d0 * 10 + d1, d0 * 100 + d1 * 10 + d2))
+        good = (
+            np.all((olen >= 1) & (olen <= 3), axis=1)  # no empty octet, at most 3 digits
+            & ~np.any((olen > 1) & (d0 == 0), axis=1)  # no leading zero
+            & np.all(octets <= 255, axis=1)
+        )
+        ok[four[good]] = True
+        octets = octets[good]
+        ints[cand[four[good]]] = (octets[:, 0] << 24) | (octets[:, 1] << 16) | (octets[:, 2] << 8) | octets[:, 3]
     state[cand[ok]] = V4_VALID
     state[cand[shaped & ~ok]] = V4_INVALID
     return ints, state

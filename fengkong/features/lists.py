@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal
 
+import numpy as np
+import pandas as pd
 import redis
 import yaml
 
 from fengkong.features.errors import FeatureDefinitionError, FeatureStoreUnavailable
+from fengkong.features.ipintel import V4_OTHER, V4_VALID, ipv4_ints
 
 ListKind = Literal["card", "user", "device", "ip", "merchant"]
 #: The event-row column each kind of list is looked up by, and the rule-side name of it.
@@ -183,6 +186,9 @@ class StaticLists:
             clean = [normalise_entry(spec.kind, v) for v in values]
             self.exact[name] = set(clean)
             self.ranges[name] = [r for r in (ipv4_range(v) for v in clean if spec.kind == "ip") if r]
+        self._range_arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {
+            name: _merged_ranges(rngs) for name, rngs in self.ranges.items() if rngs
+        }
 
     def contains(self, name: str, value: str | None) -> bool:
         if value is None:
@@ -199,3 +205,48 @@ class StaticLists:
                 n = int(addr)
                 return any(lo <= n <= hi for lo, hi in rngs)
         return False
+
+    def contains_many(self, name: str, values: pd.Series) -> np.ndarray:
+        """`contains` of every value of a column, as a bool array (once per distinct value).
+
+        Exact entries by ``isin``; IPv4 ranges by ``np.searchsorted`` over the
+        merged ranges on the addresses `ipv4_ints` parses. Values that are not
+        plain dotted-quad text (IPv6, non-strings, padded text) are asked of
+        `contains` itself, so the answers are `contains`'s, value for value.
+        """
+        exact = self.exact.get(name)
+        arrays = self._range_arrays.get(name)
+        if arrays is None:  # exact entries only (or none): no parsing
+            if not exact:
+                return np.zeros(len(values), dtype=bool)
+            column = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+            return np.asarray(column.isin(list(exact)), dtype=bool)
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        uniq = np.asarray(uniques, dtype=object)
+        hit = np.zeros(len(uniq) + 1, dtype=bool)  # the last slot: missing values (code -1)
+        if exact:
+            hit[:-1] = pd.Index(uniq, dtype=object).isin(list(exact))
+        if len(uniq):
+            starts, ends = arrays
+            ints, state = ipv4_ints(uniq)
+            valid = np.flatnonzero((state == V4_VALID) & ~hit[:-1])
+            v = ints[valid]
+            i = np.searchsorted(starts, v, side="right") - 1
+            hit[valid] = (i >= 0) & (v <= ends[np.maximum(i, 0)])
+            for k in np.flatnonzero((state == V4_OTHER) & ~hit[:-1]).tolist():
+                hit[k] = self.contains(name, uniq[k])
+        return hit[codes]
+
+
+def _merged_ranges(ranges: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted, merged (starts, ends) int64 arrays of inclusive integer ranges."""
+    merged: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return (
+        np.array([lo for lo, _ in merged], dtype=np.int64),
+        np.array([hi for _, hi in merged], dtype=np.int64),
+    )

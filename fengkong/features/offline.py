@@ -561,8 +561,7 @@ def _assemble_frame(
     for spec in lists.values():
         values = rows[KIND_COLUMN[spec.kind]].take(sel)
         present = values.notna().to_numpy()
-        hits = [v for v in pd.unique(values[present]) if entries.contains(spec.name, v)]
-        member = values.isin(hits).to_numpy() if hits else np.zeros(len(sel), dtype=bool)
+        member = entries.contains_many(spec.name, values)
         f[spec.feature] = _nullable(np.where(present, member, None))
 
     return pd.DataFrame(f)
