@@ -80,17 +80,6 @@ def test_a_policy_change_is_counted_under_policy(sim_dir, tmp_path) -> None:
     assert t.loc["(policy)", "decisions_changed"] == t.loc["(all)", "decisions_changed"] > 0
 
 
-def test_parallel_ip_intel_gives_the_same_answers(ipintel) -> None:
-    from fengkong.replay.parallel_ip import ParallelIpIntel
-
-    rng = np.random.default_rng(1)
-    ips = [f"{a}.{b}.{c}.{d}" for a, b, c, d in rng.integers(1, 255, size=(3000, 4))]
-    ips += ["10.1.2.3", "::1", "2001:db8::1", "not-an-ip", None] * 3
-    series = pd.Series(ips, dtype=object).sample(frac=1.0, random_state=2)
-    got = ParallelIpIntel(ipintel, workers=2, min_distinct=0).lookup_many(series)
-    pd.testing.assert_frame_equal(got, ipintel.lookup_many(series))
-
-
 def test_cli_backtest_prints_the_table_and_writes_csv(sim_dir, tmp_path) -> None:
     from fengkong.cli import app
 

@@ -40,7 +40,6 @@ from fengkong.features.lists import load_list_specs
 from fengkong.features.offline import offline_features
 from fengkong.replay.inputs import list_entries, load_profiles
 from fengkong.replay.mapping import Mapping
-from fengkong.replay.parallel_ip import ParallelIpIntel
 from fengkong.replay.reader import History, load_history
 
 STOP = ("review", "deny")
@@ -151,7 +150,7 @@ def history_features(history: History, *, rules_dir: Path, lists_file: Path | No
     lists_dir = Path(rules_dir) / "lists"
     specs = load_list_specs(lists_dir)
     features = offline_features(
-        history.events, ipintel=ParallelIpIntel(IpIntel.load(lists_dir)), lists=specs,  # type: ignore[arg-type]
+        history.events, ipintel=IpIntel.load(lists_dir), lists=specs,
         list_entries=list_entries(lists_dir, specs, lists_file), profiles=load_profiles(merchants_file),
     )
     labels = None
