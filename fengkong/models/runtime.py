@@ -16,6 +16,11 @@ service cannot supply, or that cannot be read, is refused and the reason shows i
 * ``model.merchant_anomaly``: the nightly score `fengkong rescore` wrote into the
   merchant's profile hash (field ``anomaly``), read from the feature
   ``merchant.anomaly`` when the store returns it; None until then.
+
+``fuse(model_outputs, decision)`` (after the rules decided): the fused risk 0-1
+of `fengkong.models.fusion` (rules-alone score of the decision + txn_risk), when
+the transaction artifact carries one (``fengkong train transactions --rules``);
+None otherwise.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy as np
 
 from fengkong.models.artifacts import ArtifactError, latest
 from fengkong.models.fast import CompiledTrees
+from fengkong.models.fusion import RiskFusion, base_score
 from fengkong.models.transaction_model import Vectorizer
 
 #: The profile field the rescore job writes, as the store would return it.
@@ -43,6 +49,7 @@ class ModelRuntime:
         self._txn: tuple[Vectorizer, CompiledTrees, Vectorizer, CompiledTrees, np.ndarray] | None = None
         self.merchant_meta: dict[str, Any] | None = None
         self.merchant_forest: CompiledTrees | None = None
+        self.fusion: RiskFusion | None = None
 
     @classmethod
     def load(cls, artifacts_dir: Path | None) -> "ModelRuntime":
@@ -60,6 +67,7 @@ class ModelRuntime:
                                     {k: v for k, v in vocab.items() if k in p["habit_features"]})
                     rt._txn = (tv, CompiledTrees.load(art.file("txn_risk.npz")), hv,
                                CompiledTrees.load(art.file("habit.npz")), np.asarray(p["habit_medians"], dtype=float))
+                    rt.fusion = RiskFusion.from_params(p["fusion"]) if "fusion" in p else None
                 else:
                     rt.merchant_forest = CompiledTrees.load(art.file("forest.npz"))
                     rt.merchant_meta = art.meta
@@ -88,12 +96,24 @@ class ModelRuntime:
         if self._txn is not None:
             tv, hgb, hv, habit, medians = self._txn
             if features.get("event.type", "payment") == "payment":
-                out["model.txn_risk"] = hgb.score_one(tv.one(features))
+                # plain floats: the durable backend writes repr(value), and numpy 2's repr of
+                # np.float64 ("np.float64(0.3)") is not JSON (durable error 202)
+                out["model.txn_risk"] = float(hgb.score_one(tv.one(features)))
                 x = hv.one(features)
-                out["model.habit_anomaly"] = -habit.score_one(np.where(np.isnan(x), medians, x))
+                out["model.habit_anomaly"] = float(-habit.score_one(np.where(np.isnan(x), medians, x)))
             else:
                 out["model.txn_risk"] = out["model.habit_anomaly"] = None
         anomaly = features.get(MERCHANT_ANOMALY_FEATURE)
         out["model.merchant_anomaly"] = float(anomaly) if isinstance(anomaly, (int, float)) and not isinstance(
             anomaly, bool) else None
         return out
+
+    def fuse(self, model_outputs: Mapping[str, Any], decision: Any) -> float | None:
+        """The fused risk (0-1) of one decided event: `fusion.RiskFusion` on the decision's
+        rules-alone score and ``model.txn_risk``; None without a fusion or for non-payments."""
+        if self.fusion is None or "model.txn_risk" not in model_outputs:
+            return None
+        risk = model_outputs.get("model.txn_risk")
+        if risk is None:
+            return None
+        return self.fusion.score_one(float(risk), base_score(decision))

@@ -98,8 +98,13 @@ def transaction_frame(events: pd.DataFrame, *, profiles: pd.DataFrame | None, li
 
 
 def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = None, max_iter: int = 200,
-                       habit_trees: int = 100, random_state: int = 0) -> artifacts.Artifact:
-    """Fit both transaction models on the payments up to ``until``; validate on the later ones."""
+                       habit_trees: int = 100, random_state: int = 0,
+                       rules_dir: Path | None = None) -> artifacts.Artifact:
+    """Fit both transaction models on the payments up to ``until``; validate on the later ones.
+
+    With ``rules_dir``, also fit the fused score (`fusion.RiskFusion`: out-of-fold
+    txn_risk and the rules-alone score of that pack, training days only) and store
+    it in the artifact's ``params["fusion"]`` for `ModelRuntime.fuse`."""
     if "is_fraud" not in feats.columns:
         raise ValueError("is_fraud: the history carries no labels; the supervised model needs them")
     last_train = split_day(feats["day"], until)
@@ -124,6 +129,10 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
             metrics["valid_txn_roc_auc"] = float(roc_auc_score(yv, p))
             metrics["valid_txn_recall_at_1pct"] = recall_at_rate(yv, p, 0.01)
             metrics["valid_habit_roc_auc"] = float(roc_auc_score(yv, h))
+    fusion_params: dict[str, Any] = {}
+    if rules_dir is not None:
+        fusion_params = _fit_fusion(train, valid, y, tv.frame(train), hgb, rules_dir, metrics, max_iter=max_iter,
+                                    random_state=random_state)
     window = {"from": str(min(feats["day"])), "to": str(last_train), "validated_to": str(max(feats["day"]))}
 
     return artifacts.save(
@@ -131,9 +140,30 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
         features=sorted(set(TXN_FEATURES) | set(HABIT_FEATURES)), window=window, metrics=metrics,
         params={"txn_features": list(TXN_FEATURES), "habit_features": list(HABIT_FEATURES),
                 "vocab": {k: list(v) for k, v in tv.vocab.items()}, "habit_medians": medians.tolist(),
-                "max_iter": max_iter, "habit_trees": habit_trees, "random_state": random_state},
+                "max_iter": max_iter, "habit_trees": habit_trees, "random_state": random_state,
+                **({"fusion": fusion_params} if fusion_params else {})},
         rows=len(train), extra_files={"txn_risk.npz": compile_model(hgb), "habit.npz": compile_model(habit)},
     )
+
+
+def _fit_fusion(train: pd.DataFrame, valid: pd.DataFrame, y: np.ndarray, X_train: np.ndarray, hgb: Any,
+                rules_dir: Path, metrics: dict[str, Any], *, max_iter: int, random_state: int) -> dict[str, Any]:
+    from fengkong.engine import load_ruleset
+    from fengkong.models.fusion import RiskFusion, out_of_fold, split_rules
+
+    ruleset = load_ruleset(rules_dir)
+    alone, _ = split_rules(ruleset)
+    oof = out_of_fold(X_train, y, train["day"].to_numpy(), max_iter=max_iter, random_state=random_state)
+    fusion = RiskFusion().fit(oof, alone.evaluate(train).score, y)
+    if len(valid):
+        from sklearn.metrics import average_precision_score
+
+        yv = valid["is_fraud"].to_numpy(dtype=bool)
+        if 0 < yv.sum() < len(yv):
+            p = hgb.predict_proba(txn_vectorizer().frame(valid))[:, 1]
+            metrics["valid_fused_average_precision"] = float(average_precision_score(
+                yv, fusion.predict_proba(p, alone.evaluate(valid).score)))
+    return {**fusion.to_params(), "ruleset": ruleset.content_hash[:12]}
 
 
 __all__ = ["DAILY_FEATURES", "train_merchants", "train_transactions", "transaction_frame", "split_day"]
