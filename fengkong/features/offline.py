@@ -79,59 +79,67 @@ class _Prior:
 
     Occurrences are rows (by position in event-time order) that carry values;
     queries ask, for a position, the sum of the values of the same entity's
-    occurrences strictly before it (and, with ``lo``, at or after bucket lo).
+    occurrences strictly before it (and, with a lower bucket, at or after it).
+    Occurrences come in position order, so ordering them by entity is a stable
+    argsort; queries come ordered by (entity, position) (see `_by_entity`).
     """
 
-    def __init__(self, ent: np.ndarray, pos: np.ndarray, bucket: np.ndarray | None = None) -> None:
-        order = np.lexsort((pos, ent))
-        self.ent = ent[order]
-        self.pos = pos[order]
-        self.order = order
-        self.m = np.int64(len(pos) + 2) if len(pos) else np.int64(2)
-        self.m = np.int64(max(int(self.m), int(pos.max()) + 2 if len(pos) else 2))
-        self.key_pos = self.ent * self.m + self.pos
-        if bucket is not None:
-            b = bucket[order]
-            self.bmin = int(b.min()) if len(b) else 0
-            self.bspan = np.int64((int(b.max()) - self.bmin + 2) if len(b) else 2)
-            self.key_bucket = self.ent * self.bspan + (b - self.bmin)
+    def __init__(self, ent: np.ndarray, pos: np.ndarray) -> None:
+        self.order = np.argsort(ent, kind="stable")
+        self.ent = ent[self.order]
+        self.m = np.int64(int(pos.max()) + 2 if len(pos) else 2)
+        self.key_pos = self.ent * self.m + pos[self.order]
 
-    def index(self, q_ent: np.ndarray, q_pos: np.ndarray, q_lo: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        hi = np.searchsorted(self.key_pos, q_ent * self.m + q_pos, side="left")
-        if q_lo is None:
-            lo = np.searchsorted(self.key_pos, q_ent * self.m, side="left")
-        else:
-            rel = np.clip(q_lo - self.bmin, 0, int(self.bspan) - 1)
-            lo = np.searchsorted(self.key_bucket, q_ent * self.bspan + rel, side="left")
-            lo = np.minimum(lo, hi)
-        return lo, hi
+    def upto(self, q_ent: np.ndarray, q_pos: np.ndarray) -> np.ndarray:
+        """Index (in entity order) just past the query's earlier occurrences."""
+        return np.searchsorted(self.key_pos, q_ent * self.m + q_pos, side="left")
+
+    def start(self, q_ent: np.ndarray) -> np.ndarray:
+        """Index of the entity's first occurrence."""
+        return np.searchsorted(self.key_pos, q_ent * self.m, side="left")
+
+    def from_bucket(self, bucket: np.ndarray, q_ent: np.ndarray, q_lo: np.ndarray) -> np.ndarray:
+        """Index of the entity's first occurrence at or after bucket ``q_lo`` (``bucket`` per occurrence)."""
+        b = bucket[self.order]
+        bmin = int(b.min()) if len(b) else 0
+        span = np.int64(int(b.max()) - bmin + 2 if len(b) else 2)
+        keys = self.ent * span + (b - bmin)
+        return np.searchsorted(keys, q_ent * span + np.clip(q_lo - bmin, 0, int(span) - 1), side="left")
+
+    def index(self, q_ent: np.ndarray, q_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.start(q_ent), self.upto(q_ent, q_pos)
 
     def sums(self, values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         cum = np.concatenate(([0], np.cumsum(values[self.order])))
         return cum[hi] - cum[lo]
 
 
-def _distinct_runs(
-    ent: np.ndarray, member: np.ndarray, pos: np.ndarray, last_covered: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Coverage runs of (entity, member) occurrences.
+class _Occurrences:
+    """(entity, member) occurrences ordered by pair then position: sorted once, then
+    cut into coverage runs for each window.
 
     An occurrence at position p (time t) is counted by every later query q whose
     window starts at or before t: q in (p, e] with e = ``last_covered[p]``, the
-    last position whose window start <= t. Overlapping coverages of the same member merge into runs;
-    the distinct count at q is the number of the entity's runs covering q.
-    Returns (entity, start position, end position, member) of each run.
+    last position whose window start <= t. Overlapping coverages of the same member
+    merge into runs; the distinct count at q is the number of the entity's runs
+    covering q.
     """
-    pair = _codes(ent, member)
-    order = np.lexsort((pos, pair))
-    pair_s, pos_s, ent_s, member_s = pair[order], pos[order], ent[order], member[order]
-    e = last_covered[pos_s]
-    new_run = np.ones(len(pos_s), dtype=bool)
-    if len(pos_s) > 1:
-        new_run[1:] = (pair_s[1:] != pair_s[:-1]) | (pos_s[1:] > e[:-1])
-    first_idx = np.flatnonzero(new_run)
-    last_idx = np.concatenate((first_idx[1:] - 1, [len(pos_s) - 1])) if len(first_idx) else first_idx
-    return ent_s[first_idx], pos_s[first_idx], e[last_idx], member_s[first_idx]
+
+    def __init__(self, ent: np.ndarray, member: np.ndarray, pos: np.ndarray) -> None:
+        pair = _codes(ent, member)
+        order = np.argsort(pair, kind="stable")  # positions already ascend within a pair
+        self.pair, self.pos, self.ent, self.member = pair[order], pos[order], ent[order], member[order]
+        self.same_pair = self.pair[1:] == self.pair[:-1]
+
+    def runs(self, last_covered: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(entity, start position, end position, member) of each run."""
+        e = last_covered[self.pos]
+        new_run = np.ones(len(self.pos), dtype=bool)
+        if len(self.pos) > 1:
+            new_run[1:] = ~self.same_pair | (self.pos[1:] > e[:-1])
+        first_idx = np.flatnonzero(new_run)
+        last_idx = np.concatenate((first_idx[1:] - 1, [len(self.pos) - 1])) if len(first_idx) else first_idx
+        return self.ent[first_idx], self.pos[first_idx], e[last_idx], self.member[first_idx]
 
 
 def _covering(run_ent: np.ndarray, run_start: np.ndarray, run_end: np.ndarray, q_ent: np.ndarray, q_pos: np.ndarray, m: int) -> np.ndarray:
@@ -229,6 +237,15 @@ def offline_features(
     codes: dict[str, np.ndarray] = {}
     last_cov: dict[d.Window, np.ndarray] = {}
 
+    ordered_queries: dict[str, np.ndarray] = {}
+
+    def queries(*cols: str) -> np.ndarray:
+        """Decision rows whose entity (these columns) is present, ordered by (entity, position)."""
+        k = "|".join(cols)
+        if k not in ordered_queries:
+            ordered_queries[k] = _by_entity(q, code(*cols))
+        return ordered_queries[k]
+
     def last_covered(w: d.Window) -> np.ndarray:
         """For each position p, the last position whose window (w) starts at or before ts[p]."""
         if w not in last_cov:
@@ -241,33 +258,38 @@ def offline_features(
             codes[k] = _codes(*(rows[c] for c in cols))
         return codes[k]
 
-    # -- rolling windows ----------------------------------------------------------------------
+    # -- rolling windows (one sort and one upper bound per entity, a lower bound per window) --
+    by_entity: dict[str, list[d.Rolling]] = {}
     for r in d.ROLLING:
-        ent = code(r.entity.column)
-        res = r.window.resolution * 1_000_000
-        bucket = ts // res
-        writes = typ_in({t for c in r.counters for t in c.events}) & (ent >= 0)
-        occ = np.flatnonzero(writes)
-        prior = _Prior(ent[occ], pos[occ], bucket[occ])
-        qq = _by_entity(q, ent)
-        lo, hi = prior.index(ent[qq], pos[qq], bucket[qq] - r.window.buckets + 1)
-        for c, name in zip(r.counters, r.outputs()):
-            applies = type_mask(c.events, occ)
-            if c.where is not None:
-                applies &= rows[c.where].to_numpy()[occ].astype(bool)
-            vals = np.where(applies, amount[occ] if c.value == "amount" else 1, 0).astype(np.int64)
-            out = np.full(n, np.nan)
-            out[qq] = prior.sums(vals, lo, hi)
-            raw[name] = out
+        by_entity.setdefault(r.entity.column, []).append(r)
+    for column, rollings in by_entity.items():
+        ent = code(column)
+        events = {t for r in rollings for c in r.counters for t in c.events}
+        occ = np.flatnonzero(typ_in(events) & (ent >= 0))
+        prior = _Prior(ent[occ], pos[occ])
+        qq = queries(column)
+        hi = prior.upto(ent[qq], pos[qq])
+        for r in rollings:
+            res = r.window.resolution * 1_000_000
+            lo = np.minimum(prior.from_bucket(ts[occ] // res, ent[qq], ts[qq] // res - r.window.buckets + 1), hi)
+            for c, name in zip(r.counters, r.outputs()):
+                applies = type_mask(c.events, occ)
+                if c.where is not None:
+                    applies &= rows[c.where].to_numpy()[occ].astype(bool)
+                vals = np.where(applies, amount[occ] if c.value == "amount" else 1, 0).astype(np.int64)
+                out = np.full(n, np.nan)
+                out[qq] = prior.sums(vals, lo, hi)
+                raw[name] = out
 
     # -- distinct counts ----------------------------------------------------------------------
     for x in d.DISTINCT:
         ent = code(x.entity.column)
         member = code(x.of)
         occ = np.flatnonzero(typ_in(x.events) & (ent >= 0) & (member >= 0))
-        qq = _by_entity(q, ent)
+        qq = queries(x.entity.column)
+        pairs = _Occurrences(ent[occ], member[occ], pos[occ])
         for w, name in zip(x.windows, x.outputs()):
-            run_ent, run_start, run_end, _ = _distinct_runs(ent[occ], member[occ], pos[occ], last_covered(w))
+            run_ent, run_start, run_end, _ = pairs.runs(last_covered(w))
             out = np.full(n, np.nan)
             out[qq] = _covering(run_ent, run_start, run_end, ent[qq], pos[qq], n + 2)
             raw[name] = out
@@ -277,8 +299,10 @@ def offline_features(
         ent = code(s.entity.column)
         pair_all = code(s.entity.column, s.of)
         occ = np.flatnonzero(typ_in(s.events) & (ent >= 0) & (pair_all >= 0))
-        run_ent, run_start, run_end, run_pair = _distinct_runs(ent[occ], pair_all[occ], pos[occ], last_covered(s.horizon))
-        qq = _by_entity(q, ent)
+        run_ent, run_start, run_end, run_pair = _Occurrences(ent[occ], pair_all[occ], pos[occ]).runs(
+            last_covered(s.horizon)
+        )
+        qq = queries(s.entity.column)
         new_name, seen_name = s.outputs()
         seen = np.full(n, np.nan)
         seen[qq] = _covering(run_ent, run_start, run_end, ent[qq], pos[qq], n + 2)
@@ -294,7 +318,7 @@ def offline_features(
         ent = code(f.entity.column)
         occ = np.flatnonzero(typ_in(f.events) & (ent >= 0))
         first_pos = pd.Series(pos[occ]).groupby(ent[occ]).min()
-        qq = _by_entity(q, ent)
+        qq = queries(f.entity.column)
         fp = first_pos.reindex(ent[qq]).to_numpy()
         known = ~np.isnan(fp) & (fp < pos[qq])
         first_ts = np.full(n, np.nan)
@@ -309,7 +333,7 @@ def offline_features(
         ent = code(m.entity.column)
         occ = np.flatnonzero(typ_in(m.events) & (ent >= 0) & rows["has_amount"].to_numpy())
         prior = _Prior(ent[occ], pos[occ])
-        qq = _by_entity(q, ent)
+        qq = queries(m.entity.column)
         lo, hi = prior.index(ent[qq], pos[qq])
         x = amount[occ].astype(np.float64)
         shift = pd.Series(x).groupby(ent[occ]).transform("first").to_numpy()
@@ -331,7 +355,7 @@ def offline_features(
         ent = code(h.entity.column)
         ent_hour = code(h.entity.column, "hour")
         writes = np.flatnonzero(typ_in(h.events) & (ent >= 0))
-        qq = _by_entity(q, ent)
+        qq = queries(h.entity.column)
         for key, e in (("hour_count", ent_hour), ("hour_total", ent)):
             prior = _Prior(e[writes], pos[writes])
             lo, hi = prior.index(e[qq], pos[qq])
@@ -564,4 +588,4 @@ def _assemble_frame(
         member = entries.contains_many(spec.name, values)
         f[spec.feature] = _nullable(np.where(present, member, None))
 
-    return pd.DataFrame(f)
+    return pd.DataFrame(f, copy=False)  # no consolidation: ~130 columns stay as computed
