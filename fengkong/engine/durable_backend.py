@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import durable_rules_engine as _dre
+import numpy as np
 
 from fengkong.engine.errors import EvaluationError
 from fengkong.engine.predicates import ValueFn, clean, compile_value
@@ -277,9 +278,20 @@ def _encode(fact: Mapping[str, Any], fid: int) -> str:
 
     durable rejects a number with an exponent but no decimal point (``1e-05``,
     ``1e+16``: error 204, found by the property test), which is how Python writes
-    such floats; they are written as ``1.0e-05``. Keys are our own short names."""
+    such floats; they are written as ``1.0e-05``. Keys are our own short names.
+
+    numpy scalars are converted to Python's first: ``np.float64`` is a ``float``, but
+    numpy 2 writes its repr as ``np.float64(0.3)``, which is not JSON (error 202), and
+    ``np.int64`` / ``np.bool_`` are neither ``int`` nor ``bool``."""
     parts = [f'"id":{fid}', f'"sid":"{_SID}"']
     for key, value in fact.items():
+        if isinstance(value, np.generic):
+            if isinstance(value, np.bool_):
+                value = bool(value)
+            elif isinstance(value, np.integer):
+                value = int(value)
+            elif isinstance(value, np.floating):
+                value = float(value)
         if value is True or value is False:
             text = "true" if value else "false"
         elif isinstance(value, float):
