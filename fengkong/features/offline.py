@@ -142,14 +142,19 @@ class _Occurrences:
         return self.ent[first_idx], self.pos[first_idx], e[last_idx], self.member[first_idx]
 
 
-def _covering(run_ent: np.ndarray, run_start: np.ndarray, run_end: np.ndarray, q_ent: np.ndarray, q_pos: np.ndarray, m: int) -> np.ndarray:
-    """How many runs of the query's entity cover its position (start < q <= end)."""
-    ks = np.sort(run_ent * m + run_start)
-    ke = np.sort(run_ent * m + run_end)
-    base = q_ent * m
-    started = np.searchsorted(ks, base + q_pos, side="left") - np.searchsorted(ks, base, side="left")
-    ended = np.searchsorted(ke, base + q_pos, side="left") - np.searchsorted(ke, base, side="left")
-    return started - ended
+def _covering(run_ent: np.ndarray, run_start: np.ndarray, run_end: np.ndarray, q_ent: np.ndarray,
+              q_pos: np.ndarray, m: int) -> np.ndarray:
+    """How many runs of the query's entity cover its position (start < q <= end).
+
+    Each run adds +1 from position start+1 and -1 from end+1 of its own entity, so
+    the running sum of these steps in (entity, position) order, read at the query,
+    is the count; an entity's steps sum to zero, so other entities never leak in.
+    """
+    keys = np.concatenate((run_ent * m + run_start + 1, run_ent * m + run_end + 1))
+    steps = np.concatenate((np.ones(len(run_start), dtype=np.int64), -np.ones(len(run_end), dtype=np.int64)))
+    order = np.argsort(keys, kind="stable")
+    cum = np.concatenate(([0], np.cumsum(steps[order])))
+    return cum[np.searchsorted(keys[order], q_ent * m + q_pos, side="right")]
 
 
 def _window_start(ts_us: np.ndarray, w: d.Window) -> np.ndarray:
@@ -385,25 +390,22 @@ def offline_features(
 
 def _period_volume(rows, writes, q, pos, amount, code, raw) -> None:  # type: ignore[no-untyped-def]
     merchant = code("merchant_id")
-    m_day = code("merchant_id", "biz_day")
-    m_day_hour = code("merchant_id", "biz_day", "biz_hour")
     occ = np.flatnonzero(writes & (merchant >= 0))
     qq = _by_entity(q, merchant)
     n = len(rows)
-    for name, ent, value in (
-        ("merchant.volume_today", m_day, amount),
-        ("merchant.count_today", m_day, None),
-        ("merchant.volume_hour", m_day_hour, amount),
-        ("merchant.count_hour", m_day_hour, None),
-    ):
-        prior = _Prior(ent[occ], pos[occ])
-        lo, hi = prior.index(ent[qq], pos[qq])
-        out = np.full(n, np.nan)
-        out[qq] = prior.sums(value[occ] if value is not None else np.ones(len(occ), dtype=np.int64), lo, hi)
-        raw[name] = out
-
     day = rows["biz_day"].to_numpy(dtype=np.int64)
     hour = rows["biz_hour"].to_numpy(dtype=np.int64)
+    # today and this hour are the merchant's occurrences from the day's (hour's) first bucket on
+    prior = _Prior(merchant[occ], pos[occ])
+    hi = prior.upto(merchant[qq], pos[qq])
+    ones = np.ones(len(occ), dtype=np.int64)
+    for period, bucket in (("today", day), ("hour", day * 24 + hour)):
+        lo = np.minimum(prior.from_bucket(bucket[occ], merchant[qq], bucket[qq]), hi)
+        for name, values in ((f"merchant.volume_{period}", amount[occ]), (f"merchant.count_{period}", ones)):
+            out = np.full(n, np.nan)
+            out[qq] = prior.sums(values, lo, hi)
+            raw[name] = out
+
     # hourly totals per (merchant, day, hour) over every payment of the history
     hv = pd.DataFrame({"m": merchant[occ], "d": day[occ], "h": hour[occ], "v": amount[occ], "c": 1})
     hourly = hv.groupby(["m", "d", "h"], sort=True)[["v", "c"]].sum().reset_index()
@@ -444,13 +446,18 @@ def _period_volume(rows, writes, q, pos, amount, code, raw) -> None:  # type: ig
         }
         keyed = sub.assign(**med)
         results[span] = keyed
-    qdf = pd.DataFrame({"m": merchant[qq], "d": day[qq], "h": hour[qq]})
+    q_key = merchant[qq] * 1_000_000_000 + day[qq] * 24 + hour[qq]
     for span, keyed in results.items():
-        merged = qdf.merge(keyed, on=["m", "d", "h"], how="left")
+        k_key = keyed["m"].to_numpy() * 1_000_000_000 + keyed["d"].to_numpy() * 24 + keyed["h"].to_numpy()
+        order = np.argsort(k_key)
+        k_key = k_key[order]
+        at = np.minimum(np.searchsorted(k_key, q_key), max(len(k_key) - 1, 0))
+        found = (k_key[at] == q_key) if len(k_key) else np.zeros(len(q_key), dtype=bool)
         for name in (f"merchant.baseline_today_{span}d", f"merchant.baseline_hour_{span}d",
                      f"merchant.baseline_count_today_{span}d"):
+            values = keyed[name].to_numpy()[order] if len(k_key) else np.zeros(0)
             out = np.full(n, np.nan)
-            out[qq] = merged[name].to_numpy()
+            out[qq] = np.where(found, values[at] if len(k_key) else np.nan, np.nan)
             raw[name] = out
 
 
