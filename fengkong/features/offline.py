@@ -412,52 +412,33 @@ def _period_volume(rows, writes, q, pos, amount, code, raw) -> None:  # type: ig
     hourly["cv"] = hourly.groupby(["m", "d"])["v"].cumsum()
     hourly["cc"] = hourly.groupby(["m", "d"])["c"].cumsum()
     first_day = hv.groupby("m")["d"].min()
-    key_h = hourly["m"].to_numpy() * 1_000_000_000 + hourly["d"].to_numpy() * 24 + hourly["h"].to_numpy()
-    key_d = hourly["m"].to_numpy() * 1_000_000_000 + hourly["d"].to_numpy() * 24
-
-    uq = pd.DataFrame({"m": merchant[qq], "d": day[qq], "h": hour[qq]}).drop_duplicates()
-    fd = first_day.reindex(uq["m"].to_numpy()).to_numpy()
-    results = {}
+    big = np.int64(24 * 100_000_000)  # a multiple of 24, so key // 24 is (merchant, day)
+    key_h = hourly["m"].to_numpy() * big + hourly["d"].to_numpy() * 24 + hourly["h"].to_numpy()
+    hour_vol, cum_vol, cum_cnt = (hourly[c].to_numpy() for c in ("v", "cv", "cc"))
+    # each distinct (merchant, day, hour) asked about, in key order
+    uq = np.unique(merchant[qq] * big + day[qq] * 24 + hour[qq])
+    um, ud, uh = uq // big, (uq % big) // 24, uq % 24
+    fd = first_day.reindex(um).to_numpy()
+    q_at = np.searchsorted(uq, merchant[qq] * big + day[qq] * 24 + hour[qq])
     for span in (7, 28):
-        eligible = ~np.isnan(fd) & (uq["d"].to_numpy() - np.nan_to_num(fd, nan=0) >= span)
-        sub = uq[eligible]
-        k = np.arange(1, span + 1)
-        mm = np.repeat(sub["m"].to_numpy(), span)
-        dd = np.repeat(sub["d"].to_numpy(), span) - np.tile(k, len(sub))
-        hh = np.repeat(sub["h"].to_numpy(), span)
-        target = mm * 1_000_000_000 + dd * 24 + hh
-        # exact hour: value of that hour, else 0
-        i = _searchsorted(key_h, target, side="left")
-        i_ok = i < len(key_h)
-        exact = np.zeros(len(target), dtype=bool)
-        exact[i_ok] = key_h[i[i_ok]] == target[i_ok]
-        hour_v = np.where(exact, hourly["v"].to_numpy()[np.minimum(i, len(key_h) - 1)], 0)
-        # cumulative through the hour: the last present hour <= h of that day
-        j = _searchsorted(key_h, target, side="right") - 1
-        same_day = (j >= 0) & (key_d[np.maximum(j, 0)] == mm * 1_000_000_000 + dd * 24)
-        jj = np.maximum(j, 0)
-        cum_v = np.where(same_day, hourly["cv"].to_numpy()[jj], 0)
-        cum_c = np.where(same_day, hourly["cc"].to_numpy()[jj], 0)
-        shape = (len(sub), span)
-        med = {
-            f"merchant.baseline_today_{span}d": np.median(cum_v.reshape(shape).astype(np.float64), axis=1),
-            f"merchant.baseline_hour_{span}d": np.median(hour_v.reshape(shape).astype(np.float64), axis=1),
-            f"merchant.baseline_count_today_{span}d": np.median(cum_c.reshape(shape).astype(np.float64), axis=1),
-        }
-        keyed = sub.assign(**med)
-        results[span] = keyed
-    q_key = merchant[qq] * 1_000_000_000 + day[qq] * 24 + hour[qq]
-    for span, keyed in results.items():
-        k_key = keyed["m"].to_numpy() * 1_000_000_000 + keyed["d"].to_numpy() * 24 + keyed["h"].to_numpy()
-        order = np.argsort(k_key)
-        k_key = k_key[order]
-        at = np.minimum(np.searchsorted(k_key, q_key), max(len(k_key) - 1, 0))
-        found = (k_key[at] == q_key) if len(k_key) else np.zeros(len(q_key), dtype=bool)
-        for name in (f"merchant.baseline_today_{span}d", f"merchant.baseline_hour_{span}d",
-                     f"merchant.baseline_count_today_{span}d"):
-            values = keyed[name].to_numpy()[order] if len(k_key) else np.zeros(0)
+        eligible = ~np.isnan(fd) & (ud - np.nan_to_num(fd, nan=0) >= span)
+        m, dd, h = um[eligible], ud[eligible], uh[eligible]
+        vals = {kind: np.zeros((span, len(m))) for kind in ("today", "hour", "count")}
+        for k in range(1, span + 1):
+            # targets stay in key order for every k: a sorted search, no argsort
+            target = m * big + (dd - k) * 24 + h
+            j = np.searchsorted(key_h, target, side="right") - 1  # last hour <= h ...
+            jj = np.maximum(j, 0)
+            same_day = (j >= 0) & (key_h[jj] // 24 == target // 24)  # ... of that same day
+            vals["today"][k - 1] = np.where(same_day, cum_vol[jj], 0)
+            vals["count"][k - 1] = np.where(same_day, cum_cnt[jj], 0)
+            vals["hour"][k - 1] = np.where(same_day & (key_h[jj] == target), hour_vol[jj], 0)
+        for kind, name in (("today", f"merchant.baseline_today_{span}d"), ("hour", f"merchant.baseline_hour_{span}d"),
+                           ("count", f"merchant.baseline_count_today_{span}d")):
+            per_key = np.full(len(uq), np.nan)
+            per_key[eligible] = np.median(vals[kind], axis=0)
             out = np.full(n, np.nan)
-            out[qq] = np.where(found, values[at] if len(k_key) else np.nan, np.nan)
+            out[qq] = per_key[q_at]
             raw[name] = out
 
 
