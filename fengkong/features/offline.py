@@ -14,6 +14,7 @@ and `numpy.searchsorted` answer for all rows at once, in O(n log n).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -209,136 +210,197 @@ def offline_features(
     rows = frame_rows(events, ipintel, business_utc_offset_min)
     original_index = rows.index
     order = np.argsort(rows["ts_us"].to_numpy(), kind="stable")
-    rows = rows.iloc[order].reset_index(drop=True)
-    n = len(rows)
-    pos = np.arange(n, dtype=np.int64)
-    ts = rows["ts_us"].to_numpy(dtype=np.int64)
-    dup = rows["event_id"].duplicated(keep="first").to_numpy()
-    live = ~dup
-    type_masks: dict[frozenset[str], np.ndarray] = {}
-
-    type_code, type_names = pd.factorize(rows["type"])
-    type_index = {name: i for i, name in enumerate(type_names)}
-
-    def type_mask(events: Iterable[str], at: np.ndarray | None = None) -> np.ndarray:
-        wanted = np.zeros(len(type_names) + 1, dtype=bool)
-        for t in events:
-            if t in type_index:
-                wanted[type_index[t]] = True
-        return wanted[type_code if at is None else type_code[at]]
-
-    def typ_in(events: Iterable[str]) -> np.ndarray:
-        key = frozenset(events)
-        if key not in type_masks:
-            type_masks[key] = type_mask(key) & live
-        return type_masks[key]
-
-    is_decision = typ_in(_DECISION_TYPES)
-    limit, prof = _merchant_limits(rows, profiles, grade_limits, default_limit)
-    amount = rows["amount"].to_numpy(dtype=np.int64)
-    rows["near_limit"] = type_mask(("payment",)) & (amount * _DEN >= limit * _NUM) & (amount <= limit)
+    h = _History(rows.iloc[order].reset_index(drop=True))
+    limit, prof = _merchant_limits(h.rows, profiles, grade_limits, default_limit)
+    h.rows["near_limit"] = h.type_mask(("payment",)) & (h.amount * _DEN >= limit * _NUM) & (h.amount <= limit)
+    h.warm()
+    # the kinds share nothing but the warmed caches, and numpy releases the GIL in the
+    # sorts and searches that dominate them, so two threads use both cores
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        parts = list(pool.map(lambda kind: kind(h), _KINDS))
     raw: dict[str, np.ndarray] = {}
-    q = np.flatnonzero(is_decision)
-    codes: dict[str, np.ndarray] = {}
-    last_cov: dict[d.Window, np.ndarray] = {}
+    for part in parts:
+        raw.update(part)
 
-    ordered_queries: dict[str, np.ndarray] = {}
+    # output rows: decision events in the input's order; a repeated event_id reads
+    # the features of its first delivery
+    sel = np.flatnonzero(h.type_mask(_DECISION_TYPES))
+    sel = sel[np.argsort(order[sel], kind="stable")]
+    src = sel.copy()
+    if h.dup.any():
+        first_at = pd.Series(h.pos[h.live], index=h.rows["event_id"][h.live].to_numpy())
+        again = h.dup[sel]
+        src[again] = first_at.reindex(h.rows["event_id"].to_numpy()[sel[again]]).to_numpy()
+    features = _assemble_frame(h.rows, raw, src, limit, prof, lists or {}, StaticLists(lists or {}, list_entries))
+    features.index = original_index[order[sel]]
+    return features
 
-    def queries(*cols: str) -> np.ndarray:
+
+class _History:
+    """The event rows in event-time order, and what every feature kind shares:
+    entity codes, decision rows ordered by entity, type masks, window coverage."""
+
+    def __init__(self, rows: pd.DataFrame) -> None:
+        self.rows = rows
+        self.n = len(rows)
+        self.pos = np.arange(self.n, dtype=np.int64)
+        self.ts = rows["ts_us"].to_numpy(dtype=np.int64)
+        self.amount = rows["amount"].to_numpy(dtype=np.int64)
+        self.dup = rows["event_id"].duplicated(keep="first").to_numpy()
+        self.live = ~self.dup
+        self.type_code, names = pd.factorize(rows["type"])
+        self._type_index = {name: i for i, name in enumerate(names)}
+        self._masks: dict[frozenset[str], np.ndarray] = {}
+        self._codes: dict[str, np.ndarray] = {}
+        self._queries: dict[str, np.ndarray] = {}
+        self._covered: dict[d.Window, np.ndarray] = {}
+        self.q = np.flatnonzero(self.typ_in(_DECISION_TYPES))
+
+    def type_mask(self, events: Iterable[str], at: np.ndarray | None = None) -> np.ndarray:
+        wanted = np.zeros(len(self._type_index) + 1, dtype=bool)
+        for t in events:
+            if t in self._type_index:
+                wanted[self._type_index[t]] = True
+        return wanted[self.type_code if at is None else self.type_code[at]]
+
+    def typ_in(self, events: Iterable[str]) -> np.ndarray:
+        """Rows of these types that count (a repeated event_id counts once)."""
+        key = frozenset(events)
+        if key not in self._masks:
+            self._masks[key] = self.type_mask(key) & self.live
+        return self._masks[key]
+
+    def code(self, *cols: str) -> np.ndarray:
+        k = "|".join(cols)
+        if k not in self._codes:
+            self._codes[k] = _codes(*(self.rows[c] for c in cols))
+        return self._codes[k]
+
+    def queries(self, *cols: str) -> np.ndarray:
         """Decision rows whose entity (these columns) is present, ordered by (entity, position)."""
         k = "|".join(cols)
-        if k not in ordered_queries:
-            ordered_queries[k] = _by_entity(q, code(*cols))
-        return ordered_queries[k]
+        if k not in self._queries:
+            self._queries[k] = _by_entity(self.q, self.code(*cols))
+        return self._queries[k]
 
-    def last_covered(w: d.Window) -> np.ndarray:
+    def last_covered(self, w: d.Window) -> np.ndarray:
         """For each position p, the last position whose window (w) starts at or before ts[p]."""
-        if w not in last_cov:
-            last_cov[w] = np.searchsorted(_window_start(ts, w), ts, side="right") - 1
-        return last_cov[w]
+        if w not in self._covered:
+            self._covered[w] = np.searchsorted(_window_start(self.ts, w), self.ts, side="right") - 1
+        return self._covered[w]
 
-    def code(*cols: str) -> np.ndarray:
-        k = "|".join(cols)
-        if k not in codes:
-            codes[k] = _codes(*(rows[c] for c in cols))
-        return codes[k]
+    def warm(self) -> None:
+        """Fill the caches before the kinds run side by side."""
+        for decl in (*d.ROLLING, *d.DISTINCT, *d.SEEN, *d.FIRST_SEEN, *d.MOMENTS, *d.HOUR_HABITS):
+            self.queries(decl.entity.column)
+        for x in (*d.DISTINCT, *d.SEEN):
+            self.code(x.of)
+        for s in d.SEEN:
+            self.code(s.entity.column, s.of)
+            self.last_covered(s.horizon)
+        for x in d.DISTINCT:
+            for w in x.windows:
+                self.last_covered(w)
+        for hh in d.HOUR_HABITS:
+            self.code(hh.entity.column, "hour")
+        self.queries("merchant_id")
+        self.code("merchant_id", "biz_day")
+        self.code("merchant_id", "biz_day", "card_fp")
+        for events in ((*_DECISION_TYPES,), d.PERIOD_VOLUME.events, d.TOP_SHARE.events,
+                       *({t for c in r.counters for t in c.events} for r in d.ROLLING),
+                       *(x.events for x in (*d.DISTINCT, *d.SEEN, *d.FIRST_SEEN, *d.MOMENTS, *d.HOUR_HABITS))):
+            self.typ_in(events)
 
-    # -- rolling windows (one sort and one upper bound per entity, a lower bound per window) --
+    def empty(self, dtype: Any = np.float64) -> np.ndarray:
+        return np.full(self.n, None if dtype is object else np.nan, dtype=dtype)
+
+
+def _rolling(h: _History) -> dict[str, np.ndarray]:
+    """Counts and sums over windows: one sort and one upper bound per entity, a lower bound per window."""
+    raw: dict[str, np.ndarray] = {}
     by_entity: dict[str, list[d.Rolling]] = {}
     for r in d.ROLLING:
         by_entity.setdefault(r.entity.column, []).append(r)
+    pos, ts, amount = h.pos, h.ts, h.amount
     for column, rollings in by_entity.items():
-        ent = code(column)
+        ent = h.code(column)
         events = {t for r in rollings for c in r.counters for t in c.events}
-        occ = np.flatnonzero(typ_in(events) & (ent >= 0))
+        occ = np.flatnonzero(h.typ_in(events) & (ent >= 0))
         prior = _Prior(ent[occ], pos[occ])
-        qq = queries(column)
+        qq = h.queries(column)
         hi = prior.upto(ent[qq], pos[qq])
         for r in rollings:
             res = r.window.resolution * 1_000_000
             lo = np.minimum(prior.from_bucket(ts[occ] // res, ent[qq], ts[qq] // res - r.window.buckets + 1), hi)
             for c, name in zip(r.counters, r.outputs()):
-                applies = type_mask(c.events, occ)
+                applies = h.type_mask(c.events, occ)
                 if c.where is not None:
-                    applies &= rows[c.where].to_numpy()[occ].astype(bool)
+                    applies &= h.rows[c.where].to_numpy()[occ].astype(bool)
                 vals = np.where(applies, amount[occ] if c.value == "amount" else 1, 0).astype(np.int64)
-                out = np.full(n, np.nan)
+                out = h.empty()
                 out[qq] = prior.sums(vals, lo, hi)
                 raw[name] = out
+    return raw
 
-    # -- distinct counts ----------------------------------------------------------------------
+
+def _distinct(h: _History) -> dict[str, np.ndarray]:
+    """Distinct members per window, and whether a member was seen before."""
+    raw: dict[str, np.ndarray] = {}
+    pos, n = h.pos, h.n
     for x in d.DISTINCT:
-        ent = code(x.entity.column)
-        member = code(x.of)
-        occ = np.flatnonzero(typ_in(x.events) & (ent >= 0) & (member >= 0))
-        qq = queries(x.entity.column)
+        ent = h.code(x.entity.column)
+        member = h.code(x.of)
+        occ = np.flatnonzero(h.typ_in(x.events) & (ent >= 0) & (member >= 0))
+        qq = h.queries(x.entity.column)
         pairs = _Occurrences(ent[occ], member[occ], pos[occ])
         for w, name in zip(x.windows, x.outputs()):
-            run_ent, run_start, run_end, _ = pairs.runs(last_covered(w))
-            out = np.full(n, np.nan)
+            run_ent, run_start, run_end, _ = pairs.runs(h.last_covered(w))
+            out = h.empty()
             out[qq] = _covering(run_ent, run_start, run_end, ent[qq], pos[qq], n + 2)
             raw[name] = out
-
-    # -- seen before --------------------------------------------------------------------------
     for s in d.SEEN:
-        ent = code(s.entity.column)
-        pair_all = code(s.entity.column, s.of)
-        occ = np.flatnonzero(typ_in(s.events) & (ent >= 0) & (pair_all >= 0))
+        ent = h.code(s.entity.column)
+        pair_all = h.code(s.entity.column, s.of)
+        occ = np.flatnonzero(h.typ_in(s.events) & (ent >= 0) & (pair_all >= 0))
         run_ent, run_start, run_end, run_pair = _Occurrences(ent[occ], pair_all[occ], pos[occ]).runs(
-            last_covered(s.horizon)
+            h.last_covered(s.horizon)
         )
-        qq = queries(s.entity.column)
+        qq = h.queries(s.entity.column)
         new_name, seen_name = s.outputs()
-        seen = np.full(n, np.nan)
+        seen = h.empty()
         seen[qq] = _covering(run_ent, run_start, run_end, ent[qq], pos[qq], n + 2)
         raw[seen_name] = seen
         qm = _by_entity(qq, pair_all)
-        covered = _covering(run_pair, run_start, run_end, pair_all[qm], pos[qm], n + 2)
-        is_new = np.full(n, None, dtype=object)
-        is_new[qm] = covered == 0
+        is_new = h.empty(object)
+        is_new[qm] = _covering(run_pair, run_start, run_end, pair_all[qm], pos[qm], n + 2) == 0
         raw[new_name] = is_new
+    return raw
 
-    # -- first seen ---------------------------------------------------------------------------
+
+def _habits(h: _History) -> dict[str, np.ndarray]:
+    """First seen, running moments of the amount, hour-of-day habit."""
+    raw: dict[str, np.ndarray] = {}
+    pos, ts, amount = h.pos, h.ts, h.amount
     for f in d.FIRST_SEEN:
-        ent = code(f.entity.column)
-        occ = np.flatnonzero(typ_in(f.events) & (ent >= 0))
+        ent = h.code(f.entity.column)
+        occ = np.flatnonzero(h.typ_in(f.events) & (ent >= 0))
         first_pos = pd.Series(pos[occ]).groupby(ent[occ]).min()
-        qq = queries(f.entity.column)
+        qq = h.queries(f.entity.column)
         fp = first_pos.reindex(ent[qq]).to_numpy()
         known = ~np.isnan(fp) & (fp < pos[qq])
-        first_ts = np.full(n, np.nan)
+        first_ts = h.empty()
         first_ts[qq[known]] = ts[fp[known].astype(np.int64)]
         raw[f"{f.entity.name}.first_seen_us"] = first_ts
-        has = np.zeros(n, dtype=bool)
+        has = np.zeros(h.n, dtype=bool)
         has[qq] = True
         raw[f"{f.entity.name}.__has"] = has
 
-    # -- running moments (shifted sums: stable enough, compared to Welford within 1e-6) -------
+    # running moments: shifted sums, stable enough (held to Welford within 1e-6)
     for m in d.MOMENTS:
-        ent = code(m.entity.column)
-        occ = np.flatnonzero(typ_in(m.events) & (ent >= 0) & rows["has_amount"].to_numpy())
+        ent = h.code(m.entity.column)
+        occ = np.flatnonzero(h.typ_in(m.events) & (ent >= 0) & h.rows["has_amount"].to_numpy())
         prior = _Prior(ent[occ], pos[occ])
-        qq = queries(m.entity.column)
+        qq = h.queries(m.entity.column)
         lo, hi = prior.index(ent[qq], pos[qq])
         x = amount[occ].astype(np.float64)
         shift = pd.Series(x).groupby(ent[occ]).transform("first").to_numpy()
@@ -349,43 +411,34 @@ def offline_features(
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(cnt > 0, k + s1 / cnt, 0.0)
             m2 = np.where(cnt > 0, s2 - s1 * s1 / np.where(cnt > 0, cnt, 1), 0.0)
-        n_ = np.full(n, np.nan)
-        mean_ = np.full(n, np.nan)
-        m2_ = np.full(n, np.nan)
+        n_, mean_, m2_ = h.empty(), h.empty(), h.empty()
         n_[qq], mean_[qq], m2_[qq] = cnt, mean, np.maximum(m2, 0.0)
-        raw[f"{m.entity.name}.moments_n"], raw[f"{m.entity.name}.moments_mean"], raw[f"{m.entity.name}.moments_m2"] = n_, mean_, m2_
+        ns = m.entity.name
+        raw[f"{ns}.moments_n"], raw[f"{ns}.moments_mean"], raw[f"{ns}.moments_m2"] = n_, mean_, m2_
 
-    # -- hour-of-day habit --------------------------------------------------------------------
-    for h in d.HOUR_HABITS:
-        ent = code(h.entity.column)
-        ent_hour = code(h.entity.column, "hour")
-        writes = np.flatnonzero(typ_in(h.events) & (ent >= 0))
-        qq = queries(h.entity.column)
+    for hh in d.HOUR_HABITS:
+        ent = h.code(hh.entity.column)
+        ent_hour = h.code(hh.entity.column, "hour")
+        writes = np.flatnonzero(h.typ_in(hh.events) & (ent >= 0))
+        qq = h.queries(hh.entity.column)
         for key, e in (("hour_count", ent_hour), ("hour_total", ent)):
             prior = _Prior(e[writes], pos[writes])
             lo, hi = prior.index(e[qq], pos[qq])
-            out = np.full(n, np.nan)
+            out = h.empty()
             out[qq] = hi - lo
-            raw[f"{h.entity.name}.{key}"] = out
+            raw[f"{hh.entity.name}.{key}"] = out
+    return raw
 
-    # -- merchant period volume and baselines -------------------------------------------------
-    _period_volume(rows, typ_in(d.PERIOD_VOLUME.events), q, pos, amount, code, raw)
 
-    # -- largest card volume today ------------------------------------------------------------
-    _top_share(rows, typ_in(d.TOP_SHARE.events), q, pos, amount, code, raw)
+def _merchant_periods(h: _History) -> dict[str, np.ndarray]:
+    raw: dict[str, np.ndarray] = {}
+    _period_volume(h.rows, h.typ_in(d.PERIOD_VOLUME.events), h.q, h.pos, h.amount, h.code, raw)
+    _top_share(h.rows, h.typ_in(d.TOP_SHARE.events), h.q, h.pos, h.amount, h.code, raw)
+    return raw
 
-    # output rows: decision events in the input's order; a repeated event_id reads
-    # the features of its first delivery
-    sel = np.flatnonzero(type_mask(_DECISION_TYPES))
-    sel = sel[np.argsort(order[sel], kind="stable")]
-    src = sel.copy()
-    if dup.any():
-        first_at = pd.Series(pos[live], index=rows["event_id"][live].to_numpy())
-        again = dup[sel]
-        src[again] = first_at.reindex(rows["event_id"].to_numpy()[sel[again]]).to_numpy()
-    features = _assemble_frame(rows, raw, src, limit, prof, lists or {}, StaticLists(lists or {}, list_entries))
-    features.index = original_index[order[sel]]
-    return features
+
+#: Each kind computes its features from the shared `_History` alone.
+_KINDS = (_rolling, _distinct, _habits, _merchant_periods)
 
 
 def _period_volume(rows, writes, q, pos, amount, code, raw) -> None:  # type: ignore[no-untyped-def]
