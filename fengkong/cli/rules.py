@@ -1,4 +1,4 @@
-"""`fengkong rules ...`: the analysts' commands (check, test, backtest)."""
+"""`fengkong rules ...`: the analysts' commands (check, test, reload, backtest)."""
 
 from __future__ import annotations
 
@@ -78,6 +78,43 @@ def test(rules_dir: Path = RulesDir, verbose: bool = typer.Option(False, "-v", "
     console.print(("[red]" if failed or problems else "[green]") + summary + f"[/] (rules {ruleset.version})")
     if failed or problems:
         raise typer.Exit(1)
+
+
+@app.command("reload")
+def reload(
+    url: str = typer.Option("http://127.0.0.1:8000", "--url", envvar="FENGKONG_URL", help="The running service."),
+    key: str = typer.Option(..., "--key", envvar="FENGKONG_ADMIN_KEY", help="An API key with the admin scope."),
+    timeout_s: float = typer.Option(30.0, "--timeout"),
+) -> None:
+    """Ask a running service to reload its rules from its rules folder.
+
+    The service swaps the live set only if the whole new set compiles and all its
+    cases pass; otherwise the live set stays and the problems are printed here.
+    """
+    import httpx
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    try:
+        resp = httpx.post(f"{url.rstrip('/')}/v1/rules/reload", headers={"X-API-Key": key}, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        console.print(f"[red]cannot reach the service at {url}: {exc}[/red]")
+        raise typer.Exit(2) from None
+    if resp.status_code != 200:
+        detail = resp.json().get("detail") if resp.headers.get("content-type", "").startswith("application/json") else resp.text
+        console.print(f"[red]the service refused ({resp.status_code}): {detail}[/red]")
+        raise typer.Exit(2)
+    result = resp.json()
+    for p in result.get("problems", []):
+        console.print(f"[red]error[/red] {p.get('file')}:{p.get('line')} {p.get('rule_id') or ''} {p.get('reason')}",
+                      soft_wrap=True, markup=False)
+    for case in result.get("failed_cases", []):
+        console.print(f"[red]case failed[/red] {case}", soft_wrap=True, markup=False)
+    if not result.get("ok"):
+        console.print(f"[red]not reloaded: the live rules stay at {result.get('version')}[/red]")
+        raise typer.Exit(1)
+    what = "reloaded" if result.get("changed") else "unchanged"
+    console.print(f"[green]{what}[/green]: live rules {result.get('version')} (was {result.get('previous_version')})")
 
 
 @app.command("backtest")
