@@ -113,32 +113,26 @@ class ListStore:
             raise KeyError(f"unknown list {name!r}; known: {', '.join(sorted(self.specs))}") from None
 
     def add(self, name: str, entries: Iterable[str]) -> int:
-        spec = self._spec(name)
-        clean = [normalise_entry(spec.kind, e) for e in entries]
-        if not clean:
-            return 0
-        try:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.sadd(self.members_key(name), *clean)
-            for entry in clean:
-                rng = ipv4_range(entry) if spec.kind == "ip" else None
-                if rng:
-                    pipe.zadd(self.ranges_key(name), {f"{rng[0]}:{rng[1]}": rng[0]})
-            return int(pipe.execute()[0])
-        except redis.RedisError as exc:
-            raise FeatureStoreUnavailable(f"list {name}: {exc}") from exc
+        """Add entries (an IPv4 CIDR also goes to the range index); returns how many were new."""
+        return self._change(name, entries, add=True)
 
     def remove(self, name: str, entries: Iterable[str]) -> int:
+        """Remove entries; returns how many were there."""
+        return self._change(name, entries, add=False)
+
+    def _change(self, name: str, entries: Iterable[str], *, add: bool) -> int:
         spec = self._spec(name)
         clean = [normalise_entry(spec.kind, e) for e in entries]
         if not clean:
             return 0
         try:
             pipe = self.client.pipeline(transaction=True)
-            pipe.srem(self.members_key(name), *clean)
+            (pipe.sadd if add else pipe.srem)(self.members_key(name), *clean)
             for entry in clean:
                 rng = ipv4_range(entry) if spec.kind == "ip" else None
-                if rng:
+                if rng and add:
+                    pipe.zadd(self.ranges_key(name), {f"{rng[0]}:{rng[1]}": rng[0]})
+                elif rng:
                     pipe.zrem(self.ranges_key(name), f"{rng[0]}:{rng[1]}")
             return int(pipe.execute()[0])
         except redis.RedisError as exc:

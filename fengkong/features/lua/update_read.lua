@@ -248,6 +248,15 @@ local function op_rings(key)
   end
 end
 
+-- count a member as seen at ts; only a new member grows the set, so that is
+-- when members last seen before `prune` are dropped
+local function touch(key, member, ts, prune, ttl)
+  if redis.call('ZADD', key, 'GT', ts, member) == 1 then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.17g', prune))
+  end
+  redis.call('EXPIRE', key, ttl)
+end
+
 local function op_distinct(key)
   local member = nextarg()
   local ts = nextarg()
@@ -258,11 +267,7 @@ local function op_distinct(key)
     put(redis.call('ZCOUNT', key, nextarg(), '+inf'))
   end
   if member ~= '' then
-    -- only a new member grows the set, so that is when stale ones are dropped
-    if redis.call('ZADD', key, 'GT', ts, member) == 1 then
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.17g', prune))
-    end
-    redis.call('EXPIRE', key, ttl)
+    touch(key, member, ts, prune, ttl)
   end
 end
 
@@ -281,10 +286,7 @@ local function op_seen(key)
   end
   put(redis.call('ZCOUNT', key, horizon, '+inf'))
   if write and member ~= '' then
-    if redis.call('ZADD', key, 'GT', ts, member) == 1 then
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.17g', prune))
-    end
-    redis.call('EXPIRE', key, ttl)
+    touch(key, member, ts, prune, ttl)
   end
 end
 
