@@ -15,6 +15,14 @@ then rules" to drift.
 * ``rules``: anything with ``evaluate(features) -> Decision`` (a `RuleSet`, or
   `LiveRules`, which reads its current set once per call).
 
+The fused risk. After the rules decided, a ``models`` object that also has
+``fuse(model_outputs, decision)`` (`ModelRuntime` does) gives the fused fraud risk
+0-1 of `fengkong.models.fusion` (the review queue's priority). It is returned in
+the features under ``RISK_FEATURE`` (``model.risk``), only when it is not None (no
+fusion artifact, a non-payment, or no ``model.txn_risk``: the key is absent), so
+the signature stays ``(decision, features)`` and replay gets it too. The rules
+never read it: it is computed after them, and it is not a catalog feature.
+
 Outcome events (refund, chargeback, fraud_report, settlement, withdrawal, decline)
 get no decision: they go through `record_outcome`, which only updates the
 features. `handle` dispatches on the event type for callers (replay) that see both.
@@ -31,6 +39,10 @@ from fengkong.features.online import FeatureResult, OnlineStore
 
 class Evaluates(Protocol):
     def evaluate(self, features: Mapping[str, Any]) -> Decision: ...
+
+
+#: Where `decide` puts the fused risk in the features it returns (absent when None).
+RISK_FEATURE = "model.risk"
 
 
 class Scores(Protocol):
@@ -58,11 +70,18 @@ def decide(
 ) -> tuple[Decision, dict[str, Any]]:
     """Decide one payment/signup/login/card_bind event: store.process -> models.score -> rules.evaluate.
 
-    Returns the decision and the features the rules saw (store + model features)."""
+    Returns the decision and the features the rules saw (store + model features),
+    plus ``model.risk`` (`RISK_FEATURE`) when ``models.fuse`` gives a fused risk."""
     if is_outcome(event):
         raise NotADecisionEvent(f"type: {event.type.value} is an outcome event; send it with record_outcome")
     features = features_for(event, store=store, models=models)
-    return rules.evaluate(features), features
+    decision = rules.evaluate(features)
+    fuse = getattr(models, "fuse", None)
+    if fuse is not None:
+        risk = fuse(features, decision)  # reads model.txn_risk, the model output merged in above
+        if risk is not None:
+            features[RISK_FEATURE] = risk
+    return decision, features
 
 
 def record_outcome(event: Event, *, store: OnlineStore) -> FeatureResult:

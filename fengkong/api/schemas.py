@@ -52,7 +52,8 @@ class DecisionOut(BaseModel):
                                     "score": 45.0, "mode": "enforce", "tags": ["card_theft"],
                                     "values": {"user.is_new_device": True}}],
         "merchant_grade": "NEW", "ruleset_version": "675013852d1f@2026-11-25T20:37:04.916687Z",
-        "degraded": False, "degraded_reason": None, "latency_ms": 1.2, "duplicate": False, "lane": None}})
+        "degraded": False, "degraded_reason": None, "latency_ms": 1.2, "duplicate": False, "lane": None,
+        "risk": 0.0412}})
 
     decision_id: str = Field(description="Id of the stored decision (GET /v1/decisions/{decision_id})")
     event_id: str
@@ -66,6 +67,10 @@ class DecisionOut(BaseModel):
     latency_ms: float = Field(description="Time spent deciding inside the service")
     duplicate: bool = Field(default=False, description="True when this is the stored answer to an earlier request")
     lane: str | None = Field(default=None, description="Allow-list lane that decided (e.g. trusted), if any")
+    risk: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Fused fraud risk 0-1 (transaction model + the rules' own score; fengkong.models.fusion): the "
+                    "review queue's priority. Null without a fusion artifact, for non-payments, or when degraded")
 
 
 class DecisionRecordOut(DecisionOut):

@@ -33,6 +33,12 @@ delivery, if that one was counted before the timeout). When only a model fails, 
 ``model.*`` features; the decision is marked degraded and ``fail_closed`` raises it
 to at least review.
 
+``risk``: the fused fraud risk 0-1 (`ModelRuntime.fuse`, the review queue's
+priority) that `pipeline.decide` returns as the feature ``model.risk``; it goes to
+the response and the record at the top level (not among the record's features,
+which are what the rules read), null without a fusion artifact, for non-payments,
+in degraded mode, or when the models failed.
+
 Outcomes (`report`) use the same winner/loser rule and body hash, and go to the
 store (which counts them once) and to the capped labels stream ``{prefix}:v1:labels`` that
 model training reads. An outcome cannot be answered by a policy: if Redis is down
@@ -73,7 +79,7 @@ log = logging.getLogger(__name__)
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 _RULE_FILE_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}\.yaml$")
 RESPONSE_KEYS = ("decision_id", "event_id", "decision", "score", "reasons", "merchant_grade", "ruleset_version",
-                 "degraded", "degraded_reason", "lane")
+                 "degraded", "degraded_reason", "lane", "risk")
 _INTERNAL_KEYS = ("kind", "body_sha256")
 _POLL_S = 0.002
 
@@ -130,7 +136,11 @@ def check_id(field: str, value: str) -> str:
 
 
 class _GuardedModels:
-    """Runs the models for one decision; a failure is recorded, not raised."""
+    """Runs the models for one decision; a failure is recorded, not raised.
+
+    ``fuse`` (the fused risk, after the rules decided) failing only costs the
+    ``risk`` field (null, logged): the decision does not depend on it, so it is not
+    degraded."""
 
     __slots__ = ("runtime", "failure")
 
@@ -145,6 +155,17 @@ class _GuardedModels:
             self.failure = f"model failed: {type(exc).__name__}"
             log.warning("model scoring failed: %s", type(exc).__name__)
             return {}
+
+    def fuse(self, model_outputs: Mapping[str, Any], decision: Decision) -> float | None:
+        fuse = getattr(self.runtime, "fuse", None)
+        if fuse is None or self.failure is not None:
+            return None
+        try:
+            risk = fuse(model_outputs, decision)
+        except Exception as exc:
+            log.warning("fused risk failed: %s", type(exc).__name__)
+            return None
+        return None if risk is None else float(risk)
 
 
 def _response(record: Mapping[str, Any], latency_ms: float, duplicate: bool) -> dict[str, Any]:
@@ -162,7 +183,7 @@ def _degraded(rt: Runtime, *, event: Event | None, data: Any, caller: Caller, re
     record = {
         "decision_id": new_decision_id(), "event_id": str(event_id), "decision": decision, "score": 0.0,
         "reasons": [], "merchant_grade": None, "ruleset_version": rt.rules.version, "degraded": True,
-        "degraded_reason": reason, "lane": None, "decided_at": utc_now_iso(), "caller": caller.name,
+        "degraded_reason": reason, "lane": None, "risk": None, "decided_at": utc_now_iso(), "caller": caller.name,
         "event": data, "features": {}, "shadow": [], "missing_features": [], "score_action": None,
         "thresholds": {}, "policy": rt.settings.failure_policy,
     }
@@ -327,9 +348,10 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
         "reasons": [r.to_dict() for r in decision.reasons],
         "merchant_grade": features.get("merchant.grade"), "ruleset_version": decision.ruleset_version,
         "degraded": degraded_reason is not None, "degraded_reason": degraded_reason, "lane": decision.lane,
+        "risk": features.get(pipeline.RISK_FEATURE),
         "decided_at": utc_now_iso(), "caller": caller.name, "event": data,
         "features": {name: features.get(name) for name in read if not name.startswith("model.")}
-        | {k: v for k, v in features.items() if k.startswith("model.")},
+        | {k: v for k, v in features.items() if k.startswith("model.") and k != pipeline.RISK_FEATURE},
         "shadow": [r.to_dict() for r in decision.shadow], "missing_features": decision.missing_features,
         "score_action": decision.score_action, "thresholds": decision.thresholds,
     }

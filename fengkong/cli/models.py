@@ -88,24 +88,56 @@ def train_transactions_cmd(
     mapping: Optional[Path] = typer.Option(None, "--mapping", help="A `fengkong replay` mapping file for other exports."),
     merchants: Optional[Path] = MERCHANTS,
     artifacts_dir: Optional[Path] = ARTIFACTS,
-    lists_dir: Path = typer.Option(Path("rules/lists"), "--lists", help="IP intelligence and list declarations."),
+    rules_dir: Path = typer.Option(Path("rules"), "--rules", help="Rule pack the fused score is fit on and stored "
+                                   "with (its rules alone: without the rules reading model.*)."),
+    lists_dir: Optional[Path] = typer.Option(None, "--lists", help="IP intelligence and list declarations "
+                                             "(default: the lists/ folder of --rules)."),
+    lists_file: Optional[Path] = typer.Option(None, "--lists-file", help="JSON {list: entries...} the live lists "
+                                              "hold (e.g. blacklist.json from fengkong simulate)."),
+    labels: str = typer.Option("reported", "--labels", help="Training labels: reported (payments with a chargeback "
+                               "or fraud report before the end of the last training day: what a real platform "
+                               "knows) or oracle (the simulator's is_fraud)."),
     until: Optional[str] = typer.Option(None, "--until", help="Last training day (later days validate); default 70% of the span."),
     max_iter: int = typer.Option(200, "--max-iter", help="Boosting iterations."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Fit model.txn_risk (supervised, needs is_fraud) and model.habit_anomaly on the offline twin's features."""
+    """Fit model.txn_risk (supervised), model.habit_anomaly and the fused risk on the offline twin's features.
+
+    The artifact carries the fused score (rules alone of --rules + txn_risk) that the
+    service returns as `risk`; both are fit on the --labels labels of the training days."""
     import json
 
+    from fengkong.engine import RuleSetError, load_ruleset
+    from fengkong.features.lists import load_list_specs
     from fengkong.models.artifacts import default_root
-    from fengkong.models.training import train_transactions, transaction_frame
+    from fengkong.models.training import LABELS, train_transactions, transaction_frame
+    from fengkong.replay.inputs import list_entries
+    from fengkong.replay.mapping import MappingError
 
+    if labels not in LABELS:
+        raise typer.BadParameter(f"use one of {', '.join(LABELS)}", param_hint="--labels")
+    lists_dir = lists_dir or rules_dir / "lists"
+    try:  # refuse a broken pack before the (long) feature computation
+        load_ruleset(rules_dir).close()
+    except RuleSetError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--rules") from None
+    entries = None
+    if (lists_dir / "lists.yaml").exists():  # seed entries plus --lists-file, as `fengkong quality` reads them
+        try:
+            entries = list_entries(lists_dir, load_list_specs(lists_dir), lists_file)
+        except MappingError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--lists-file") from None
+    elif lists_file is not None:
+        raise typer.BadParameter(f"{lists_dir}: no lists.yaml declares the lists", param_hint="--lists")
     events = _read_events(history, mapping)
-    feats = transaction_frame(events, profiles=_read_profiles(merchants), lists_dir=lists_dir)
+    feats = transaction_frame(events, profiles=_read_profiles(merchants), lists_dir=lists_dir, list_entries=entries)
     try:
         art = train_transactions(feats, root=artifacts_dir or default_root(), until=_day(until, "--until"),
-                                 max_iter=max_iter, random_state=seed)
+                                 max_iter=max_iter, random_state=seed, rules_dir=rules_dir, labels=labels,
+                                 events=events)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--history") from None
+        hint = "--labels" if str(exc).startswith("labels") else "--history"
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
     typer.echo(f"saved {art.path}")
     typer.echo(json.dumps(art.meta["metrics"], indent=2))
 

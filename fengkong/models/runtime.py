@@ -19,8 +19,10 @@ service cannot supply, or that cannot be read, is refused and the reason shows i
 
 ``fuse(model_outputs, decision)`` (after the rules decided): the fused risk 0-1
 of `fengkong.models.fusion` (rules-alone score of the decision + txn_risk), when
-the transaction artifact carries one (``fengkong train transactions --rules``);
-None otherwise.
+the transaction artifact carries one (``fengkong train transactions`` fits it on
+``--rules``, default ``rules``); None otherwise. `fengkong.pipeline.decide` calls
+it and returns the value as the feature ``model.risk``; the API answers it as
+``risk``.
 """
 
 from __future__ import annotations
@@ -96,8 +98,8 @@ class ModelRuntime:
         if self._txn is not None:
             tv, hgb, hv, habit, medians = self._txn
             if features.get("event.type", "payment") == "payment":
-                # plain floats: the durable backend writes repr(value), and numpy 2's repr of
-                # np.float64 ("np.float64(0.3)") is not JSON (durable error 202)
+                # plain floats: decision records and audit lines are JSON, and the durable
+                # backend only learned to encode numpy scalars later (numpy 2 repr: error 202)
                 out["model.txn_risk"] = float(hgb.score_one(tv.one(features)))
                 x = hv.one(features)
                 out["model.habit_anomaly"] = float(-habit.score_one(np.where(np.isnan(x), medians, x)))

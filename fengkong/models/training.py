@@ -89,41 +89,75 @@ def transaction_frame(events: pd.DataFrame, *, profiles: pd.DataFrame | None, li
     pay = feats["event.type"] == "payment"
     feats = feats[pay.to_numpy()]
     src = events.loc[feats.index]
-    feats = feats.assign(
-        is_fraud=src["is_fraud"].astype(bool).to_numpy() if "is_fraud" in src.columns else False,
-        scenario=src["scenario"].fillna("").astype(str).to_numpy() if "scenario" in src.columns else "",
-        day=_biz_dates(src["occurred_at"]).to_numpy(),
-    )
-    return feats
+    extra = pd.DataFrame({
+        "is_fraud": src["is_fraud"].astype(bool).to_numpy() if "is_fraud" in src.columns else False,
+        "scenario": src["scenario"].fillna("").astype(str).to_numpy() if "scenario" in src.columns else "",
+        "day": _biz_dates(src["occurred_at"]).to_numpy(),
+    }, index=feats.index)
+    # one concat, not three inserts into the twin's (deliberately unconsolidated) frame
+    return pd.concat([feats, extra], axis=1)
+
+
+#: Training labels of `train_transactions` (see `fengkong.models.fusion`).
+LABELS: tuple[str, ...] = ("reported", "oracle")
 
 
 def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = None, max_iter: int = 200,
-                       habit_trees: int = 100, random_state: int = 0,
-                       rules_dir: Path | None = None) -> artifacts.Artifact:
+                       habit_trees: int = 100, random_state: int = 0, rules_dir: Path | None = None,
+                       labels: str = "oracle", events: pd.DataFrame | None = None) -> artifacts.Artifact:
     """Fit both transaction models on the payments up to ``until``; validate on the later ones.
 
+    ``labels``: ``oracle`` (the default, for old callers) trains on ``is_fraud``, the
+    simulator's truth; ``reported`` trains on what a real platform knows by the end of
+    the last training day: payments with a chargeback or fraud report that occurred
+    before it (`fusion.reported_labels`; needs ``events``, the history). Validation
+    uses ``is_fraud`` when the history has it, else every report in the history.
+
     With ``rules_dir``, also fit the fused score (`fusion.RiskFusion`: out-of-fold
-    txn_risk and the rules-alone score of that pack, training days only) and store
-    it in the artifact's ``params["fusion"]`` for `ModelRuntime.fuse`."""
-    if "is_fraud" not in feats.columns:
+    txn_risk and the rules-alone score of that pack, training days only, on the same
+    labels) and store it in the artifact's ``params["fusion"]`` for `ModelRuntime.fuse`."""
+    from fengkong.models.fusion import cutoff_after, reported_labels
+
+    if labels not in LABELS:
+        raise ValueError(f"labels: expected one of {', '.join(LABELS)}, got {labels!r}")
+    if labels == "oracle" and "is_fraud" not in feats.columns:
         raise ValueError("is_fraud: the history carries no labels; the supervised model needs them")
+    if labels == "reported" and (events is None or "event.event_id" not in feats.columns):
+        raise ValueError("labels: 'reported' needs the events (chargebacks and fraud reports) and event ids")
     last_train = split_day(feats["day"], until)
     train = feats[feats["day"] <= last_train]
     valid = feats[feats["day"] > last_train]
-    y = train["is_fraud"].to_numpy(dtype=bool)
-    if y.sum() == 0 or y.all():
-        raise ValueError("is_fraud: the training window needs both fraudulent and legitimate payments")
+    if labels == "reported":
+        assert events is not None
+        cutoff = cutoff_after(last_train)
+        y = np.asarray(reported_labels(events, train["event.event_id"], cutoff), dtype=bool)
+        if y.sum() == 0 or y.all():
+            raise ValueError(f"labels: the training days (to {last_train}) need both reported (a chargeback or "
+                             f"fraud report before {cutoff.isoformat()}) and unreported payments")
+    else:
+        y = train["is_fraud"].to_numpy(dtype=bool)
+        if y.sum() == 0 or y.all():
+            raise ValueError("is_fraud: the training window needs both fraudulent and legitimate payments")
+    simulated = "is_fraud" in feats.columns and (events is None or "is_fraud" in events.columns)
+    if simulated:
+        yv = valid["is_fraud"].to_numpy(dtype=bool)
+    else:  # a real history: the reports it holds, whenever they arrived
+        assert events is not None
+        yv = np.asarray(reported_labels(events, valid["event.event_id"], pd.Timestamp.max.tz_localize("UTC")),
+                        dtype=bool)
     tv, hv = txn_vectorizer(), habit_vectorizer()
     hgb = fit_txn_model(tv.frame(train), y, max_iter=max_iter, random_state=random_state)
     habit, medians = fit_habit_model(hv.frame(train), n_estimators=habit_trees, random_state=random_state)
-    metrics: dict[str, Any] = {"train_payments": int(len(train)), "train_fraud": int(y.sum())}
+    metrics: dict[str, Any] = {"train_labels": labels, "train_payments": int(len(train)), "train_fraud": int(y.sum())}
+    if simulated and labels != "oracle":
+        metrics["train_true_fraud"] = int(train["is_fraud"].sum())
     if len(valid):
         from sklearn.metrics import average_precision_score, roc_auc_score
 
-        yv = valid["is_fraud"].to_numpy(dtype=bool)
         p = hgb.predict_proba(tv.frame(valid))[:, 1]
         h = -habit.score_samples(fill(hv.frame(valid), medians))
-        metrics.update({"valid_payments": int(len(valid)), "valid_fraud": int(yv.sum())})
+        metrics.update({"valid_label": "is_fraud" if simulated else "reported (whole history)",
+                        "valid_payments": int(len(valid)), "valid_fraud": int(yv.sum())})
         if 0 < yv.sum() < len(yv):
             metrics["valid_txn_average_precision"] = float(average_precision_score(yv, p))
             metrics["valid_txn_roc_auc"] = float(roc_auc_score(yv, p))
@@ -131,7 +165,7 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
             metrics["valid_habit_roc_auc"] = float(roc_auc_score(yv, h))
     fusion_params: dict[str, Any] = {}
     if rules_dir is not None:
-        fusion_params = _fit_fusion(train, valid, y, tv.frame(train), hgb, rules_dir, metrics, max_iter=max_iter,
+        fusion_params = _fit_fusion(train, valid, y, yv, tv.frame(train), hgb, rules_dir, metrics, max_iter=max_iter,
                                     random_state=random_state)
     window = {"from": str(min(feats["day"])), "to": str(last_train), "validated_to": str(max(feats["day"]))}
 
@@ -140,14 +174,15 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
         features=sorted(set(TXN_FEATURES) | set(HABIT_FEATURES)), window=window, metrics=metrics,
         params={"txn_features": list(TXN_FEATURES), "habit_features": list(HABIT_FEATURES),
                 "vocab": {k: list(v) for k, v in tv.vocab.items()}, "habit_medians": medians.tolist(),
-                "max_iter": max_iter, "habit_trees": habit_trees, "random_state": random_state,
+                "max_iter": max_iter, "habit_trees": habit_trees, "random_state": random_state, "labels": labels,
                 **({"fusion": fusion_params} if fusion_params else {})},
         rows=len(train), extra_files={"txn_risk.npz": compile_model(hgb), "habit.npz": compile_model(habit)},
     )
 
 
-def _fit_fusion(train: pd.DataFrame, valid: pd.DataFrame, y: np.ndarray, X_train: np.ndarray, hgb: Any,
-                rules_dir: Path, metrics: dict[str, Any], *, max_iter: int, random_state: int) -> dict[str, Any]:
+def _fit_fusion(train: pd.DataFrame, valid: pd.DataFrame, y: np.ndarray, yv: np.ndarray, X_train: np.ndarray,
+                hgb: Any, rules_dir: Path, metrics: dict[str, Any], *, max_iter: int,
+                random_state: int) -> dict[str, Any]:
     from fengkong.engine import load_ruleset
     from fengkong.models.fusion import RiskFusion, out_of_fold, split_rules
 
@@ -155,15 +190,13 @@ def _fit_fusion(train: pd.DataFrame, valid: pd.DataFrame, y: np.ndarray, X_train
     alone, _ = split_rules(ruleset)
     oof = out_of_fold(X_train, y, train["day"].to_numpy(), max_iter=max_iter, random_state=random_state)
     fusion = RiskFusion().fit(oof, alone.evaluate(train).score, y)
-    if len(valid):
+    if len(valid) and 0 < yv.sum() < len(yv):
         from sklearn.metrics import average_precision_score
 
-        yv = valid["is_fraud"].to_numpy(dtype=bool)
-        if 0 < yv.sum() < len(yv):
-            p = hgb.predict_proba(txn_vectorizer().frame(valid))[:, 1]
-            metrics["valid_fused_average_precision"] = float(average_precision_score(
-                yv, fusion.predict_proba(p, alone.evaluate(valid).score)))
+        p = hgb.predict_proba(txn_vectorizer().frame(valid))[:, 1]
+        metrics["valid_fused_average_precision"] = float(average_precision_score(
+            yv, fusion.predict_proba(p, alone.evaluate(valid).score)))
     return {**fusion.to_params(), "ruleset": ruleset.content_hash[:12]}
 
 
-__all__ = ["DAILY_FEATURES", "train_merchants", "train_transactions", "transaction_frame", "split_day"]
+__all__ = ["DAILY_FEATURES", "LABELS", "train_merchants", "train_transactions", "transaction_frame", "split_day"]
