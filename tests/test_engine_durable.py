@@ -167,3 +167,15 @@ def test_encoded_fact_is_json_for_every_numpy_scalar() -> None:
     assert json.loads(text) == {"id": 1, "sid": "0", "a": 0.3, "b": 1e-05, "c": 7, "d": True, "e": 0.5, "f": 3}
     assert '"b":1.0e-05' in text  # durable's parser needs a decimal point before the exponent
     assert text == _encode({"a": 0.3, "b": 1e-05, "c": 7, "d": True, "e": 0.5, "f": 3}, 1)
+
+
+def test_numpy_scalars_of_every_kind_read_like_python_values():
+    import numpy as np
+
+    from fengkong.engine.predicates import clean
+
+    assert clean(np.int64(3), "number") == 3 and isinstance(clean(np.int64(3), "number"), int)
+    assert clean(np.float32(0.5), "number") == 0.5
+    assert clean(np.bool_(True), "bool") is True
+    assert clean(np.float64("nan"), "number") is None
+    assert clean(np.str_("credit"), "string") == "credit"

@@ -13,6 +13,8 @@ import math
 import operator
 from typing import Any, Callable, Mapping
 
+import numpy as np
+
 from fengkong.engine.tree import (
     And,
     Arith,
@@ -41,6 +43,8 @@ def clean(value: Any, dtype: str | None) -> Any:
     """The value as the rules see it: None when missing or of the wrong type."""
     if value is None:
         return None
+    if isinstance(value, np.generic):  # numpy scalars (pandas rows, model outputs) as Python values
+        value = value.item()
     if dtype == "number":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None

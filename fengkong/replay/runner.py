@@ -42,7 +42,7 @@ from fengkong.replay.reader import History, load_history
 MAX_REJECTS_LISTED = 20
 DECISION_COLUMNS = ("event_id", "type", "occurred_at", "merchant_id", "user_id", "card_fingerprint", "amount",
                     "channel", "decision", "score", "score_action", "lane", "rules", "shadow_rules",
-                    "missing_features", "ruleset_version")
+                    "missing_features", "ruleset_version", "risk")
 
 
 @dataclass
@@ -141,7 +141,7 @@ def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, model
             stats["outcomes"] += 1
             stats["generated"] += int(row.get("_gen", 0) or 0)
             continue
-        decision, _features = pipeline.decide(event, store=store, rules=rules, models=models)
+        decision, features = pipeline.decide(event, store=store, rules=rules, models=models)
         out["event_id"].append(event.event_id)
         out["type"].append(event.type.value)
         out["occurred_at"].append(row["occurred_at"])
@@ -158,6 +158,7 @@ def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, model
         out["shadow_rules"].append(_fired(decision, shadow=True))
         out["missing_features"].append(len(decision.missing_features))
         out["ruleset_version"].append(decision.ruleset_version)
+        out["risk"].append(features.get("model.risk"))  # the fused model+rules risk, when models are loaded
         for c in label_cols:
             v = row.get(c)
             labels[c].append(None if v is None or (isinstance(v, float) and v != v) or v is pd.NA else v)
