@@ -14,6 +14,7 @@ import pytest
 from fengkong.events import FLAT_COLUMNS, LABEL_COLUMNS, flat_to_dict, looks_like_pan, parse_event
 from fengkong.simulation import SCENARIOS, SimConfig, run, simulate, write_outputs
 from fengkong.simulation import constants as K
+from fengkong.simulation.config import OVERLAP_KNOBS
 
 CONFIG = SimConfig(seed=int(os.environ.get("FENGKONG_SIM_TEST_SEED", "11")), shoppers=2000, merchants=120, days=42)
 DAY_S = 86400
@@ -184,7 +185,8 @@ def test_shoppers_keep_their_own_devices_and_home_country(payments):
     nets = online[online["user_id"].isin(heavy)]["ip"].str.rsplit(".", n=2).str[0]
     top16 = nets.groupby(online.loc[nets.index, "user_id"]).agg(lambda s: s.value_counts().iloc[0] / len(s))
     assert top16.median() > 0.5
-    assert _in_ranges(online["ip"].head(3000), np.concatenate([K.CN_BROADBAND, K.CN_MOBILE])).mean() > 0.9
+    chinese = np.concatenate([K.CN_BROADBAND, K.CN_MOBILE, K.CN_MOBILE_CGNAT, K.CN_CAMPUS])
+    assert _in_ranges(online["ip"].head(3000), chinese).mean() > 0.9
 
 
 def test_merchants_of_every_size_and_new_ones_wait_for_onboarding(sim, payments):
@@ -346,6 +348,163 @@ def test_blacklisted_events_use_listed_entities_and_nothing_else_does(sim, df, p
     for key, col in (("blocked_cards", "card_fingerprint"), ("blocked_users", "user_id"),
                      ("blocked_devices", "device_id"), ("blocked_ips", "ip"), ("blocked_merchants", "merchant_id")):
         assert set(bl[key]) <= set(payments.loc[payments["scenario"] == "blacklisted", col]), key
+
+
+# ---- legitimate behaviour that overlaps the fraud signals -------------------------------
+# Each statistic is measured on the default world and on the same config with the overlap knobs
+# at 0 (``no_overlap()``, which reproduces the old, trivially separable generator): it must be
+# there in the first and (about) absent in the second.
+def _epoch(occurred_at: pd.Series) -> np.ndarray:
+    return ((pd.to_datetime(occurred_at) - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy()
+
+
+def _distinct_in_window(key: pd.Series, user: pd.Series, ts: np.ndarray, window: int = DAY_S) -> np.ndarray:
+    """For each row: distinct users of rows with the same key within [ts - window, ts] (0 if no key)."""
+    out = np.zeros(len(key), dtype=np.int64)
+    ok = key.notna().to_numpy()
+    kc = pd.factorize(key[ok])[0].astype(np.int64)
+    uc = pd.factorize(user[ok])[0].astype(np.int64)
+    t = ts[ok].astype(np.int64)
+    order = np.lexsort((t, kc))
+    kc, uc, t = kc[order], uc[order], t[order]
+    comb = kc * (1 << 40) + t
+    lo = np.searchsorted(comb, comb - window, side="left")
+    hi = np.searchsorted(comb, comb, side="right") - 1  # rows of the same second count too
+    pair = kc * (uc.max() + 1) + uc
+    po = np.lexsort((np.arange(len(t)), pair))
+    prev = np.full(len(t), -1)
+    same = pair[po][1:] == pair[po][:-1]
+    prev[po[1:][same]] = po[:-1][same]
+    count = np.zeros(len(t), dtype=np.int64)
+    for d in range(int((hi - lo).max()) + 1 if len(t) else 0):  # a user counts at its first row in the window
+        k = lo + d
+        inside = k <= hi
+        count += inside & (prev[np.where(inside, k, 0)] < lo)
+    res = np.empty(len(t), dtype=np.int64)
+    res[order] = count
+    out[ok] = res
+    return out
+
+
+def _count_in_window(key_rows: pd.Series, ts_rows: np.ndarray, key_q: pd.Series, ts_q: np.ndarray,
+                     window: int = DAY_S) -> np.ndarray:
+    """For each query: rows with the same key within [ts - window, ts]."""
+    codes, _ = pd.factorize(pd.concat([key_rows, key_q], ignore_index=True))
+    kr, kq = codes[: len(key_rows)].astype(np.int64), codes[len(key_rows):].astype(np.int64)
+    comb = np.sort(kr[kr >= 0] * (1 << 40) + ts_rows[kr >= 0])
+    hi = np.searchsorted(comb, kq * (1 << 40) + ts_q, side="right")
+    lo = np.searchsorted(comb, kq * (1 << 40) + ts_q - window, side="left")
+    return np.where(kq >= 0, hi - lo, 0)
+
+
+def overlap_signals(events: pd.DataFrame) -> pd.DataFrame:
+    """Per payment: the fraud signals the sharing knobs are about, and the payment's label."""
+    ts = _epoch(events["occurred_at"])
+    active = events["type"].isin(["payment", "login", "signup", "card_bind"]).to_numpy()
+    a, ta = events[active], ts[active]
+    device_users = _distinct_in_window(a["device_id"], a["user_id"], ta)
+    ip_users = _distinct_in_window(a["ip"], a["user_id"], ta)
+    pay = (a["type"] == "payment").to_numpy()
+    p, tp = a[pay], ta[pay]
+    is_signup = (events["type"] == "signup").to_numpy()
+    su, ts_su = events[is_signup], ts[is_signup]
+    net = lambda ips: ips.str.rsplit(".", n=1).str[0]  # noqa: E731
+    signed_up = pd.Series(ts_su, index=su["user_id"].to_numpy()).groupby(level=0).min()
+    age = tp - p["user_id"].map(signed_up).to_numpy(dtype=float)
+    return pd.DataFrame({
+        "is_fraud": p["is_fraud"].to_numpy(),
+        "device_users_24h>=2": device_users[pay] >= 2,
+        "ip_users_24h>=3": ip_users[pay] >= 3,
+        "subnet_signups_24h>=2": _count_in_window(net(su["ip"]), ts_su, net(p["ip"]), tp) >= 2,
+        "account_age<1d": age < DAY_S,
+    })
+
+
+@pytest.fixture(scope="module")
+def plain(sim):
+    """The same world without the legitimate overlap (the old generator)."""
+    return run(CONFIG.no_overlap()).events
+
+
+@pytest.fixture(scope="module")
+def overlap(sim, plain):
+    return {"default": overlap_signals(sim.events), "plain": overlap_signals(plain)}
+
+
+@pytest.mark.parametrize("signal,at_least,plain_at_most,still_a_signal", [
+    ("device_users_24h>=2", 0.01, 0.0, True),     # family devices
+    ("ip_users_24h>=3", 0.05, 0.0, False),        # carrier CGNAT, campus/company egress: weak on its own
+    ("subnet_signups_24h>=2", 0.005, 0.0, True),  # sign-up waves over CGNAT / campus networks
+    ("account_age<1d", 0.01, 0.006, True),        # newcomers paying right away
+])
+def test_legitimate_payments_overlap_the_fraud_signals(overlap, signal, at_least, plain_at_most, still_a_signal):
+    on, off = overlap["default"], overlap["plain"]
+    legit_on = on.loc[~on["is_fraud"], signal].mean()
+    legit_off = off.loc[~off["is_fraud"], signal].mean()
+    assert legit_on >= at_least, (signal, legit_on)
+    assert legit_off <= plain_at_most, (signal, legit_off)
+    # still a signal: fraud shows it more often than legitimate traffic does
+    assert not still_a_signal or on.loc[on["is_fraud"], signal].mean() > 1.5 * legit_on, signal
+
+
+def _legit_signups(events: pd.DataFrame) -> pd.DataFrame:
+    su = events[(events["type"] == "signup") & ~events["is_fraud"]]
+    return su.assign(day=su["occurred_at"].str.slice(0, 10), net=su["ip"].str.rsplit(".", n=1).str[0])
+
+
+def test_genuine_sign_ups_come_in_waves_on_promotion_days(sim, plain):
+    promo = {(CONFIG.start + pd.Timedelta(days=d)).isoformat() for d in sim_promo_days(sim)}
+    assert promo
+    for events, burst in ((sim.events, True), (plain, False)):
+        su = _legit_signups(events)
+        per_day = su.groupby("day").size()
+        median = per_day.median()
+        for day in promo:
+            if burst:
+                assert per_day.get(day, 0) >= 5 * median, (day, per_day.get(day, 0), median)
+            else:
+                assert per_day.get(day, 0) <= 3 * median
+    # the wave: some newcomers share a /24 with another newcomer that day, most pay within the day
+    su = _legit_signups(sim.events)
+    wave = su[su["day"].isin(promo)]
+    shared = wave.groupby("net")["user_id"].transform("nunique") >= 2
+    assert shared.mean() > 0.1
+    pay = sim.events[(sim.events["type"] == "payment") & sim.events["user_id"].isin(set(wave["user_id"]))]
+    first = _epoch(pay["occurred_at"])
+    paid = pd.Series(first, index=pay["user_id"].to_numpy()).groupby(level=0).min()
+    joined = pd.Series(_epoch(wave["occurred_at"]), index=wave["user_id"].to_numpy())
+    within_day = (paid.reindex(joined.index) - joined) < DAY_S
+    assert within_day.mean() > 0.6
+    assert (pay["note"] == "new_user").any()
+
+
+def sim_promo_days(sim) -> tuple[int, ...]:
+    from fengkong.simulation.population import World
+
+    return World(sim.config).promo_days
+
+
+def test_families_share_cards_and_some_shoppers_juggle_many(sim, plain):
+    for events, on in ((sim.events, True), (plain, False)):
+        legit = events[(events["type"] == "payment") & ~events["is_fraud"]]
+        users_per_card = legit.groupby("card_fingerprint")["user_id"].nunique()
+        cards_per_user = legit.groupby("user_id")["card_fingerprint"].nunique()
+        if on:
+            assert (users_per_card >= 2).sum() >= 10   # a family card, on each member's own phone
+            assert (cards_per_user >= 5).sum() >= 3    # multi-card shoppers use all their cards
+            split = legit[legit["note"] == "split_payment"]
+            assert len(split) > 0
+        else:
+            assert (users_per_card >= 2).sum() == 0
+            assert (cards_per_user >= 5).sum() == 0
+
+
+def test_overlap_knobs_are_validated():
+    with pytest.raises(ValueError, match="household_share"):
+        SimConfig(household_share=1.5)
+    with pytest.raises(ValueError, match="cgnat_users_per_ip"):
+        SimConfig(cgnat_users_per_ip=0.5)
+    assert all(getattr(SimConfig().no_overlap(), k) == 0 for k in OVERLAP_KNOBS)
 
 
 # ---- the command ----------------------------------------------------------------------

@@ -42,7 +42,7 @@ CT: dict[str, int] = {name: i for i, name in enumerate(CARD_TYPES)}
 #: Free-text notes (optional ``note`` column): why a row looks the way it does.
 NOTES: tuple[str, ...] = (
     "", "promo_day", "travel", "vpn", "ip:hosting", "ip:vpn", "ip:tor", "friendly_fraud",
-    "account_takeover", "new_account", "brushing", "cash_out_withdrawal",
+    "account_takeover", "new_account", "brushing", "cash_out_withdrawal", "new_user", "split_payment",
 )
 NOTE: dict[str, int] = {name: i for i, name in enumerate(NOTES)}
 
@@ -129,6 +129,11 @@ CN_BROADBAND = _cidrs(
 )
 #: Chinese mobile networks (China Mobile): shoppers on 4G/5G.
 CN_MOBILE = _cidrs("223.64.0.0/11", "117.136.0.0/13")
+#: China Mobile carrier-grade NAT egress (CGNAT): thousands of phones leave through the same few
+#: public addresses, so many distinct, genuine users share one IP within hours.
+CN_MOBILE_CGNAT = _cidrs("223.104.0.0/14", "117.136.0.0/16")
+#: Campus networks (CERNET): a university's students leave through one small egress /24.
+CN_CAMPUS = _cidrs("202.112.0.0/13", "166.111.0.0/16", "162.105.0.0/16")
 #: Residential ranges abroad, by country (travellers, foreign shoppers, thieves abroad).
 FOREIGN_RESIDENTIAL: dict[str, np.ndarray] = {
     "HK": _cidrs("112.118.0.0/16", "218.102.0.0/16"),   # Netvigator (PCCW)

@@ -18,6 +18,10 @@ from fengkong.simulation.config import SimConfig
 
 DAY = 86400
 HOUR = 3600
+#: Card slots per shopper (multi-card shoppers have up to five).
+MAX_CARDS = 5
+#: Addresses per carrier CGNAT gateway /24.
+CGNAT_ADDRS = 8
 
 
 def stage_rng(seed: int, stage: str) -> np.random.Generator:
@@ -80,6 +84,7 @@ class World:
         self.cn16 = slash16s(K.CN_BROADBAND)
         self._build_merchants(rng)
         self._build_shoppers(rng)
+        self._build_overlap()
         self.blacklist: dict[str, np.ndarray] = {}
 
     # ---- time -------------------------------------------------------------------------
@@ -214,7 +219,7 @@ class World:
         ncards = rng.choice([1, 2, 3, 4], size=s, p=[0.45, 0.30, 0.17, 0.08])
         self.u_ncards = ncards
         cards = self.new_cards(int(ncards.sum()), rng, country=np.repeat(self.u_country, ncards))
-        self.u_cards = np.full((s, 4), -1, dtype=np.int32)
+        self.u_cards = np.full((s, MAX_CARDS), -1, dtype=np.int32)
         starts = np.concatenate([[0], np.cumsum(ncards)[:-1]])
         for j in range(4):
             has = ncards > j
@@ -238,8 +243,208 @@ class World:
 
     def session_ip(self, users: np.ndarray, ts: np.ndarray, salt: int = 0) -> np.ndarray:
         """Home broadband IP of the user for the 6-hour session that holds ts: it changes often,
-        within the user's home /16."""
+        within the user's home /16. Members of one household share the line, so the address too."""
         session = (np.asarray(ts) - self.start_ts) // (6 * HOUR)
-        h = mix64((users.astype(np.uint64) << np.uint64(20)) ^ session.astype(np.uint64)
+        h = mix64((self.u_hh[users].astype(np.uint64) << np.uint64(20)) ^ session.astype(np.uint64)
                   ^ np.uint64((self.config.seed * 7919 + salt) & 0xFFFFFFFF))
         return host_in_16(self.u_home16[users], h)
+
+    # ---- legitimate behaviour that overlaps fraud signals ---------------------------------
+    def _build_overlap(self) -> None:
+        """Households (shared line, family device, family card), multi-card shoppers, campus and
+        company networks, carrier CGNAT, and the sign-up waves of promotion days. Each part draws
+        from its own generator; with every knob at 0 nothing here changes the world."""
+        c = self.config
+        s = self.n_shoppers
+        self.u_hh = np.arange(s, dtype=np.int64)          # key of the home line (session IPs)
+        self.u_dev2_use = np.full(s, 0.15)               # share of payments on the second device
+        self.u_multi = np.zeros(s, dtype=bool)           # spreads payments over 3-5 cards
+        self.u_campus = np.full(s, -1, dtype=np.int32)   # campus / company network, -1 none
+        self.campus_net = np.zeros(0, dtype=np.int64)    # its egress /24
+        self.campus_naddr = np.zeros(0, dtype=np.int64)  # addresses in use in that /24
+        self.campus_company = np.zeros(0, dtype=bool)    # company (working hours) or campus (always)
+        self.u_cgnat = np.full(s, -1, dtype=np.int32)    # carrier CGNAT gateway, -1 none
+        self.cgnat_net = np.zeros(0, dtype=np.int64)
+        self.cgnat_naddr = 0
+        self.u_family_dev = np.zeros(s, dtype=bool)      # the second device is the household's
+        self.u_wave = np.zeros(s, dtype=bool)            # signed up in a promotion-day wave
+        self.hh_members = np.zeros(0, dtype=np.int32)    # household members, grouped by household
+        self.hh_head = np.zeros(0, dtype=np.int32)       # the head of each member's household
+        self.u_signup_dev = self.u_devices[:, 0].copy()
+        self.u_first_dev = self.u_devices[:, 0].copy()  # device of the first orders
+        self.u_signup_ip = np.full(s, -1, dtype=np.int64)  # -1: the home line's session IP
+        cn = np.flatnonzero(self.u_country == K.CC["CN"]).astype(np.int32)
+        if c.multi_card_share > 0:
+            self._build_multi_cards(stage_rng(c.seed, "multi_cards"))
+        if c.household_share > 0:
+            self._build_households(stage_rng(c.seed, "households"), cn)
+        rng = stage_rng(c.seed, "networks")
+        if c.campus_share > 0:
+            self._build_campuses(rng, cn)
+        if c.cgnat_share > 0 and c.cgnat_users_per_ip > 0:
+            self._build_cgnat(rng, cn)
+        if c.promo_signup_wave > 0 and self.promo_days:
+            self._build_signup_waves(stage_rng(c.seed, "signup_wave"), cn)
+        if len(self.cgnat_net):
+            # ordinary newcomers often sign up on their phone over the carrier network
+            new = np.flatnonzero((self.u_signup_ts >= 0) & ~self.u_wave & (self.u_cgnat >= 0))
+            mob = new[rng.random(len(new)) < 0.4]
+            self.u_signup_ip[mob] = self.cgnat_ip(self.u_cgnat[mob], rng)
+
+    def _build_multi_cards(self, rng: np.random.Generator) -> None:
+        s = self.n_shoppers
+        multi = np.flatnonzero(rng.random(s) < self.config.multi_card_share)
+        target = rng.integers(3, MAX_CARDS + 1, len(multi))
+        extra = np.maximum(0, target - self.u_ncards[multi])
+        cards = self.new_cards(int(extra.sum()), rng, country=np.repeat(self.u_country[multi], extra),
+                               type_p=(0.6, 0.4, 0.0))
+        starts = np.concatenate([[0], np.cumsum(extra)[:-1]]).astype(np.int64)
+        for j in range(MAX_CARDS):
+            has = extra > j
+            self.u_cards[multi[has], self.u_ncards[multi[has]] + j] = cards[starts[has] + j]
+        self.u_ncards = self.u_ncards.copy()
+        self.u_ncards[multi] += extra
+        self.u_multi[multi] = True
+
+    def _build_households(self, rng: np.random.Generator, cn: np.ndarray) -> None:
+        c = self.config
+        k = int(round(c.household_share * len(cn)))
+        members = rng.permutation(cn)[:k]
+        sizes = rng.choice([2, 3, 4], size=k // 2 + 1, p=[0.45, 0.35, 0.20])
+        hid = np.repeat(np.arange(len(sizes)), sizes)[:k]
+        count = np.bincount(hid, minlength=len(sizes))
+        keep = count[hid] >= 2
+        members, hid = members[keep], hid[keep]
+        if len(members) == 0:
+            return
+        first = np.flatnonzero(np.concatenate([[True], hid[1:] != hid[:-1]]))
+        head = np.repeat(members[first], np.diff(np.concatenate([first, [len(members)]])))
+        # one home line: same /16, same address at the same time
+        self.u_hh[members] = head
+        self.u_home16[members] = self.u_home16[head]
+        self.hh_members = members
+        self.hh_head = head
+        n_hh = len(first)
+        # a family phone or tablet every member also pays with (it takes the second-device slot)
+        fam = rng.random(n_hh) < c.family_device_share
+        fam_dev = np.full(n_hh, -1, dtype=np.int32)
+        fam_dev[fam] = self.new_devices(int(fam.sum()))
+        g = np.searchsorted(first, np.arange(len(members)), side="right") - 1
+        on = fam[g]
+        m = members[on]
+        self.u_devices[m, 1] = fam_dev[g[on]]
+        self.u_ndev = self.u_ndev.copy()
+        self.u_ndev[m] = 2
+        self.u_dev2_use[m] = c.family_device_use
+        self.u_family_dev[m] = True
+        # a family card: the head's first card, also used by the others on their own devices
+        card = rng.random(n_hh) < c.family_card_share
+        other = card[g] & (members != head) & (self.u_ncards[members] < MAX_CARDS)
+        m, h = members[other], head[other]
+        self.u_cards[m, self.u_ncards[m]] = self.u_cards[h, 0]
+        self.u_ncards[m] += 1
+
+    def _build_campuses(self, rng: np.random.Generator, cn: np.ndarray) -> None:
+        k = int(round(self.config.campus_share * len(cn)))
+        if k == 0:
+            return
+        members = rng.permutation(cn)[:k]
+        n = max(1, int(round(k / 80)))
+        w = rng.lognormal(0.0, 0.8, n)
+        self.u_campus[members] = rng.choice(n, size=k, p=w / w.sum())
+        self.campus_company = rng.random(n) < 0.5
+        net = np.where(self.campus_company, ips_in(K.CN_BROADBAND, n, rng), ips_in(K.CN_CAMPUS, n, rng))
+        self.campus_net = net & ~np.int64(0xFF)
+        self.campus_naddr = rng.integers(2, 7, n)
+
+    def campus_ip(self, campus: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """An egress address of each campus / company network."""
+        return self.campus_net[campus] + 1 + (rng.random(len(campus)) * self.campus_naddr[campus]).astype(np.int64)
+
+    def _build_cgnat(self, rng: np.random.Generator, cn: np.ndarray) -> None:
+        c = self.config
+        users = cn[rng.random(len(cn)) < c.cgnat_share]
+        if len(users) == 0:
+            return
+        addrs = max(1, int(np.ceil(len(users) / c.cgnat_users_per_ip)))
+        n = max(1, -(-addrs // CGNAT_ADDRS))
+        nets = np.unique(ips_in(K.CN_MOBILE_CGNAT, 4 * n + 8, rng) & ~np.int64(0xFF))
+        self.cgnat_net = rng.permutation(nets)[:n]
+        self.cgnat_naddr = min(CGNAT_ADDRS, addrs)
+        self.u_cgnat[users] = rng.integers(0, len(self.cgnat_net), len(users))
+
+    def cgnat_ip(self, gateway: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A public address of each carrier gateway: one of a few per /24, shared by many phones."""
+        return self.cgnat_net[gateway] + 1 + rng.integers(0, self.cgnat_naddr, len(gateway))
+
+    def _build_signup_waves(self, rng: np.random.Generator, cn: np.ndarray) -> None:
+        """Genuine newcomers of promotion days: a burst of sign-ups at the sale's opening and in the
+        evening, families together (often on the family device), classmates on one campus
+        network, many over the carrier network."""
+        c = self.config
+        wave_n = int(round(c.promo_signup_wave * self.n_shoppers))
+        if wave_n == 0:
+            return
+        hh_of = np.full(self.n_shoppers, -1, dtype=np.int64)
+        hh_of[self.hh_members] = self.hh_head
+        for day in self.promo_days:
+            free = cn[(self.u_signup_ts[cn] < 0) & ~self.u_wave[cn]]
+            if len(free) == 0:
+                break
+            w = np.where(self.u_campus[free] >= 0, 3.0, 1.0)  # students love coupons
+            seeds = free[rng.choice(len(free), size=min(wave_n, len(free)), replace=False, p=w / w.sum())]
+            hour = rng.choice(24, size=len(seeds), p=K.PROMO_HOUR_PROFILE)
+            ts = self.start_ts + day * DAY + hour * HOUR + rng.integers(0, HOUR, len(seeds))
+            users, times, together = [seeds], [ts], [np.zeros(len(seeds), dtype=bool)]
+            # a family joins together: the others of the household sign up minutes later
+            fam = seeds[(hh_of[seeds] >= 0) & (rng.random(len(seeds)) < 0.3)]
+            if len(fam):
+                pos = np.flatnonzero(np.isin(hh_of, hh_of[fam]) & (self.u_signup_ts < 0) & ~np.isin(
+                    np.arange(self.n_shoppers), seeds))
+                t_of = dict(zip(hh_of[seeds].tolist(), ts.tolist()))
+                tj = np.array([t_of[h] for h in hh_of[pos].tolist()], dtype=np.int64)
+                users.append(pos)
+                times.append(tj + rng.integers(60, 1800, len(pos)))
+                together.append(np.ones(len(pos), dtype=bool))
+                together[0] = np.isin(hh_of[seeds], hh_of[pos]) & (hh_of[seeds] >= 0)
+            u = np.concatenate(users).astype(np.int32)
+            t = np.minimum(np.concatenate(times), self.end_ts - HOUR)
+            tog = np.concatenate(together)
+            self.u_signup_ts[u] = t
+            self.u_wave[u] = True
+            # families joining together often sign up on the family device
+            fd = tog & self.u_family_dev[u] & (rng.random(len(u)) < 0.4)
+            self.u_signup_dev[u[fd]] = self.u_devices[u[fd], 1]
+            self.u_first_dev[u[fd]] = self.u_devices[u[fd], 1]
+            # classmates on the campus network, most others over the carrier network
+            camp = (self.u_campus[u] >= 0) & (rng.random(len(u)) < 0.7)
+            self.u_signup_ip[u[camp]] = self.campus_ip(self.u_campus[u[camp]], rng)
+            mob = ~camp & ~tog & (self.u_cgnat[u] >= 0) & (rng.random(len(u)) < 0.6)
+            self.u_signup_ip[u[mob]] = self.cgnat_ip(self.u_cgnat[u[mob]], rng)
+            self._street_booths(rng, u[~camp & ~tog], day)
+
+    def _street_booths(self, rng: np.random.Generator, users: np.ndarray, day: int) -> None:
+        """地推: a promoter at a mall or metro exit signs passers-by up on the booth's tablet, 4-15
+        within two hours, over one connection; they pay with their own phones afterwards."""
+        k = int(round(self.config.street_signup_share * len(users)))
+        if k < 4:
+            return
+        users = rng.permutation(users)[:k]
+        sizes = rng.integers(4, 16, k // 4 + 1)
+        booth = np.repeat(np.arange(len(sizes)), sizes)[:k]
+        n = int(booth.max()) + 1
+        dev = self.new_devices(n)
+        if len(self.cgnat_net):
+            ip = self.cgnat_ip(rng.integers(0, len(self.cgnat_net), n), rng)
+        else:
+            ip = ips_in(K.CN_BROADBAND, n, rng)
+        t0 = self.start_ts + day * DAY + rng.integers(10, 19, n) * HOUR
+        t = np.minimum(t0[booth] + rng.integers(0, 2 * HOUR, k), self.end_ts - HOUR)
+        self.u_signup_ts[users] = t
+        self.u_signup_dev[users] = dev[booth]
+        self.u_signup_ip[users] = ip[booth]
+
+    def signup_ip(self, users: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """The address a new shopper signed up from (and binds cards from, in the same hour)."""
+        fixed = self.u_signup_ip[users]
+        return np.where(fixed >= 0, fixed, self.session_ip(users, ts))

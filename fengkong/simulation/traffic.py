@@ -38,15 +38,19 @@ def amounts_for(world: World, merchants: np.ndarray, offset: np.ndarray, rng: np
 
 
 def fill_payments(world: World, users: np.ndarray, merchants: np.ndarray, ts: np.ndarray,
-                  rng: np.random.Generator) -> Block:
-    """Channel, card, device, IP and amount of legitimate payments by shoppers."""
+                  rng: np.random.Generator, orng: np.random.Generator | None = None) -> Block:
+    """Channel, card, device, IP and amount of legitimate payments by shoppers. ``orng`` draws the
+    shared networks and multi-card habits (the overlap with fraud signals), apart from ``rng``."""
     n = len(users)
     mcc = world.m_mcc[merchants]
     cum = np.cumsum(K.MCC_CHANNELS[mcc], axis=1)
     channel = (rng.random(n)[:, None] > cum).sum(axis=1).clip(0, len(K.CHANNELS) - 1)
     k = np.where(rng.random(n) < 0.65, 0, (rng.random(n) * world.u_ncards[users]).astype(np.int64))
+    multi = world.u_multi[users]
+    if orng is not None and multi.any():  # card jugglers use all their cards alike
+        k[multi] = (orng.random(int(multi.sum())) * world.u_ncards[users[multi]]).astype(np.int64)
     card = world.u_cards[users, k]
-    dj = np.where((world.u_ndev[users] == 2) & (rng.random(n) < 0.15), 1, 0)
+    dj = np.where((world.u_ndev[users] == 2) & (rng.random(n) < world.u_dev2_use[users]), 1, 0)
     device = world.u_devices[users, dj]
     ip = world.session_ip(users, ts)
     note = np.zeros(n, dtype=np.int8)
@@ -54,6 +58,8 @@ def fill_payments(world: World, users: np.ndarray, merchants: np.ndarray, ts: np
     ip = np.where(mobile, ips_in(K.CN_MOBILE, n, rng), ip)
     abroad_home = world.u_country[users] != K.CC["CN"]
     ip = np.where(abroad_home & mobile, world.session_ip(users, ts, salt=1), ip)
+    if orng is not None:
+        ip = _shared_networks(world, users, ts, mobile, ip, orng)
     travel = rng.random(n) < 0.004
     if travel.any():
         t = np.flatnonzero(travel)
@@ -78,6 +84,26 @@ def fill_payments(world: World, users: np.ndarray, merchants: np.ndarray, ts: np
         declined=rng.random(n) < 0.012, p_refund=p_refund,
         p_dispute=0.0006, p_report=0.0, delay_lo=10.0, delay_hi=60.0,
     )
+
+
+def _shared_networks(world: World, users: np.ndarray, ts: np.ndarray, mobile: np.ndarray, ip: np.ndarray,
+                     orng: np.random.Generator) -> np.ndarray:
+    """Carrier CGNAT for mobile payments; the campus or company egress for payments made there."""
+    cg = mobile & (world.u_cgnat[users] >= 0)
+    if cg.any():
+        ip[cg] = world.cgnat_ip(world.u_cgnat[users[cg]], orng)
+    camp = ~mobile & (world.u_campus[users] >= 0)
+    if camp.any():
+        i = np.flatnonzero(camp)
+        cu = world.u_campus[users[i]]
+        company = world.campus_company[cu]
+        local = ts[i] + K.PLATFORM_OFFSET_S
+        hour = (local // HOUR) % 24
+        weekday = ((local // DAY) + 3) % 7 < 5  # 1970-01-01 was a Thursday
+        there = np.where(company, (hour >= 9) & (hour < 19) & weekday, True)
+        there &= orng.random(len(i)) < np.where(company, 0.8, 0.7)
+        ip[i[there]] = world.campus_ip(cu[there], orng)
+    return ip
 
 
 def legit_traffic(world: World) -> tuple[Block, Block]:
@@ -109,13 +135,90 @@ def legit_traffic(world: World) -> tuple[Block, Block]:
                          world.u_fav[users, rng.integers(0, 5, total)],
                          _by_weight(world, total, rng))
     merchants = _onboarded(world, merchants, day, rng)
-    base = fill_payments(world, users, merchants, ts, rng)
+    orng = stage_rng(c.seed, "legit_overlap")
+    base = fill_payments(world, users, merchants, ts, rng, orng)
+    base = _split_payments(world, base, orng)
 
     extras = [base]
     for pd_ in world.promo_days:
-        extras.append(_promo_day(world, base, pd_, rng))
+        extras.append(_promo_day(world, base, pd_, rng, orng))
+    extras.append(_first_orders(world, stage_rng(c.seed, "first_orders")))
     payments = concat(extras, payment=True)
     return payments, _accounts_and_logins(world, payments, rng)
+
+
+def _split_payments(world: World, base: Block, rng: np.random.Generator) -> Block:
+    """Multi-card shoppers sometimes pay one purchase with two or three of their cards within
+    minutes (a card's limit, a declined card), on the same device and merchant."""
+    cand = np.flatnonzero(world.u_multi[base["user"]])
+    if len(cand) == 0:
+        return base
+    split = cand[rng.random(len(cand)) < 0.25]
+    parts = rng.integers(2, 4, len(split))
+    extra = parts - 1
+    rows = np.repeat(split, extra)
+    j = np.concatenate([np.arange(1, p) for p in parts]) if len(parts) else np.zeros(0, np.int64)
+    users = base["user"][rows]
+    # the other parts: the next cards in the shopper's wallet
+    k0 = np.argmax(world.u_cards[base["user"][split]] == base["card"][split][:, None], axis=1)
+    k = (np.repeat(k0, extra) + j) % world.u_ncards[users]
+    share = rng.uniform(0.3, 0.7, len(split))
+    amount = base["amount"].copy()
+    whole = amount[split]
+    first = np.maximum(1, np.rint(whole * share / 100) * 100).astype(np.int64)
+    amount[split] = np.minimum(first, whole)
+    rest = np.repeat(np.maximum(1, (whole - amount[split]) // extra), extra)
+    ts = base["ts"][rows] + j * rng.integers(20, 300, len(rows))
+    ts = np.minimum(ts, world.end_ts - 1)
+    out = {name: col[rows].copy() for name, col in base.items()}
+    out.update(ts=ts, card=world.u_cards[users, k], amount=rest,
+               note=np.full(len(rows), K.NOTE["split_payment"], dtype=np.int8))
+    base = dict(base)
+    base["amount"] = amount
+    return concat([base, out], payment=True)
+
+
+def _first_orders(world: World, rng: np.random.Generator) -> Block:
+    """New shoppers who pay soon after signing up, with the new-user coupons: most of a promotion
+    day's newcomers (often just over a coupon's threshold) and ``first_order_share`` of the
+    others, one to three orders each within the day."""
+    c = world.config
+    new = np.flatnonzero(world.u_signup_ts >= 0).astype(np.int32)
+    p = np.where(world.u_wave[new], 0.9, c.first_order_share)
+    payers = new[rng.random(len(new)) < p]
+    # a new-user coupon pack: one to three first orders
+    orders = rng.integers(1, 4, len(payers))
+    users = np.repeat(payers, orders)
+    n = len(users)
+    if n == 0:
+        return block(0, payment=True)
+    t0 = world.u_signup_ts[users]
+    delay = np.clip(rng.lognormal(np.log(30 * 60), 1.3, n), 300, 20 * HOUR).astype(np.int64)
+    ts = np.minimum(t0 + delay, world.end_ts - 1)
+    day = world.day_of(ts)
+    wave = world.u_wave[users]
+    promo = _merchants_weighted(world, K.PROMO_MCCS, n, rng)
+    merchants = np.where(wave, promo, world.u_fav[users, rng.integers(0, 5, n)])
+    merchants = _onboarded(world, merchants, day, rng)
+    b = fill_payments(world, users, merchants, ts, rng)
+    online = rng.random(n) < 0.75
+    b["channel"] = np.where(online, K.CH["wallet"], K.CH["quick_pay"]).astype(np.int8)
+    b["device"] = world.u_first_dev[users]
+    booth = world.u_first_dev[users] != world.u_signup_dev[users]  # signed up at a street booth
+    b["ip"] = np.where(booth, world.session_ip(users, ts), world.signup_ip(users, t0))
+    coupon = wave & (rng.random(n) < 0.6)
+    threshold = rng.choice(np.array([10, 20, 30, 50]), size=n) * 100
+    b["amount"] = np.where(coupon, threshold + rng.integers(0, 800, n), b["amount"])
+    b["note"] = np.full(n, K.NOTE["new_user"], dtype=np.int8)
+    return b
+
+
+def _merchants_weighted(world: World, mccs: tuple[str, ...], n: int, rng: np.random.Generator) -> np.ndarray:
+    codes = np.array([K.MCC_INDEX[m] for m in mccs])
+    w = world.m_weight * np.isin(world.m_mcc, codes) * ~world.m_blacklisted
+    if w.sum() <= 0:
+        w = world.m_weight * ~world.m_blacklisted
+    return rng.choice(len(w), size=n, p=w / w.sum()).astype(np.int32)
 
 
 def _by_weight(world: World, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -134,7 +237,8 @@ def _onboarded(world: World, merchants: np.ndarray, day: np.ndarray, rng: np.ran
     return merchants
 
 
-def _promo_day(world: World, base: Block, day: int, rng: np.random.Generator) -> Block:
+def _promo_day(world: World, base: Block, day: int, rng: np.random.Generator,
+               orng: np.random.Generator | None = None) -> Block:
     """Legitimate promotion-day rush: participating merchants take promo_boost times their usual volume,
     much of it at midnight when the sale opens."""
     participates = rng.random(world.n_merchants) < np.array([0.5, 0.6, 0.75, 0.9])[world.m_size]
@@ -149,7 +253,7 @@ def _promo_day(world: World, base: Block, day: int, rng: np.random.Generator) ->
     hour = sample_hours(world, users, rng, profile=K.PROMO_HOUR_PROFILE, habit_share=0.3)
     ts = world.start_ts + day * DAY + hour * HOUR + rng.integers(0, HOUR, n)
     ts = np.maximum(ts, world.u_signup_ts[users] + 60)
-    b = fill_payments(world, users, merchants, ts, rng)
+    b = fill_payments(world, users, merchants, ts, rng, orng)
     b["note"][b["note"] == 0] = K.NOTE["promo_day"]
     return b
 
@@ -161,8 +265,8 @@ def _accounts_and_logins(world: World, payments: Block, rng: np.random.Generator
     new = np.flatnonzero(world.u_signup_ts >= 0).astype(np.int32)
     if len(new):
         t0 = world.u_signup_ts[new]
-        dev = world.u_devices[new, 0]
-        ip = world.session_ip(new, t0)
+        dev = world.u_signup_dev[new]
+        ip = world.signup_ip(new, t0)
         blocks.append(block(len(new), ts=t0, etype=K.ET["signup"], user=new, device=dev, ip=ip))
         blocks.append(block(len(new), ts=t0 + 5, etype=K.ET["login"], user=new, device=dev, ip=ip))
         nc = world.u_ncards[new]
@@ -170,7 +274,7 @@ def _accounts_and_logins(world: World, payments: Block, rng: np.random.Generator
         j = np.concatenate([np.arange(k) for k in nc])
         tb = np.repeat(t0, nc) + 20 + j * 40 + rng.integers(0, 30, len(u))
         blocks.append(block(len(u), ts=tb, etype=K.ET["card_bind"], user=u, card=world.u_cards[u, j],
-                            device=world.u_devices[u, 0], ip=world.session_ip(u, tb)))
+                            device=world.u_signup_dev[u], ip=world.signup_ip(u, tb)))
     online = (payments["channel"] != K.CH["pos"]) & (rng.random(len(payments["ts"])) < 0.3)
     idx = np.flatnonzero(online)
     tl = payments["ts"][idx] - rng.integers(10, 1800, len(idx))
