@@ -57,8 +57,12 @@ def _ratio(num: Any, den: Any) -> float | None:
 
 
 def assemble(row: dict[str, Any], raw: dict[str, Any], default_limit: int, lists: dict[str, ListSpec]) -> dict[str, Any]:
-    """One event's features (dotted names; None = missing)."""
-    f: dict[str, Any] = {}
+    """One event's features (dotted names; None = missing).
+
+    ``raw`` comes from the store's readers, amounts already in major units; an
+    entity the event lacks (no device, no card...) leaves its features missing.
+    """
+    f: dict[str, Any] = dict.fromkeys(_STORE_NAMES)
     amount = row["amount"] if row["has_amount"] else None
     f["event.event_id"] = row["event_id"]
     f["event.type"] = row["type"]
@@ -94,11 +98,7 @@ def assemble(row: dict[str, Any], raw: dict[str, Any], default_limit: int, lists
                      "ip.is_private", "ip.country_mismatch_card"):
             f[name] = None
 
-    for name, value in raw.items():
-        if name in AMOUNT_FEATURES and value is not None:
-            f[name] = value / _SCALE
-        else:
-            f[name] = value
+    f.update(raw)
 
     t = row["ts_us"]
     for ns in ("card", "user", "merchant"):
@@ -121,7 +121,7 @@ def assemble(row: dict[str, Any], raw: dict[str, Any], default_limit: int, lists
         f["user.amount_zscore"] = (
             (amount / _SCALE - mean / _SCALE) / std if std and amount is not None else None
         )
-    if "user.is_new_country" in f:
+    if f["user.countries_seen_90d"] is not None:  # the user is known to the store
         f["user.country_mismatch_usual"] = bool(
             f["user.is_new_country"] and (f.get("user.countries_seen_90d") or 0) > 0
         )
@@ -146,10 +146,6 @@ def assemble(row: dict[str, Any], raw: dict[str, Any], default_limit: int, lists
         f["event.near_limit"] = f["event.over_limit"] = None
 
     for name, (num, den) in RATIOS.items():
-        if num in f or den in f:
-            f[name] = _ratio(f.get(num), f.get(den))
+        f[name] = _ratio(f.get(num), f.get(den))
     f.pop("user.hour_total", None)
-    for name in _STORE_NAMES:  # an absent entity (no device, no card...) leaves its features missing
-        if name not in f:
-            f[name] = None
     return f

@@ -33,11 +33,12 @@ from fengkong.features.errors import (
     FeatureStoreUnavailable,
 )
 from fengkong.features.ipintel import IpIntel
-from fengkong.features.assemble import assemble
+from fengkong.features.assemble import AMOUNT_FEATURES, assemble
 from fengkong.features.lists import KIND_COLUMN, ListSpec
 from fengkong.features.rows import event_row
 
 _DECISION_TYPES = frozenset({"payment", "signup", "login", "card_bind"})
+_SCALE = d.MINOR_PER_MAJOR
 _OUTCOMES = frozenset(t.value for t in OUTCOME_TYPES)
 
 
@@ -200,9 +201,11 @@ class OnlineStore:
             args.append(ttl)
             return args
 
+        scaled = [name in AMOUNT_FEATURES for name in names]
+
         def read(vals: list[Any], raw: dict[str, Any]) -> None:
-            for name, v in zip(names, vals):
-                raw[name] = int(v)
+            for name, amount, v in zip(names, scaled, vals):
+                raw[name] = v / _SCALE if amount else int(v)
             i = len(names)
             if firsts:
                 raw[f"{ns}.first_seen_us"] = _int(vals[i])
@@ -269,9 +272,11 @@ class OnlineStore:
         def build(row: dict[str, Any], typ: str) -> list[Any]:
             return [row["biz_day"], row["biz_hour"], row["amount"], ttl, 1 if typ in events else 0]
 
+        scaled = [name in AMOUNT_FEATURES for name in order]
+
         def read(vals: list[Any], raw: dict[str, Any]) -> None:
-            for i, name in enumerate(order):
-                raw[name] = _int(vals[i]) if i < 4 else _num(vals[i])
+            for name, amount, v in zip(order, scaled, vals):
+                raw[name] = None if v is None else (v / _SCALE if amount else v)
 
         return _Step("merchant_id", "volume", "merchant", build, 10, names, read, "V", events)
 
@@ -285,7 +290,7 @@ class OnlineStore:
             return [member, row["amount"], 2 * 86400, 1 if typ in events else 0]
 
         def read(vals: list[Any], raw: dict[str, Any]) -> None:
-            raw["merchant.top_card_volume_today"] = _int(vals[0])
+            raw["merchant.top_card_volume_today"] = vals[0] / _SCALE
 
         # the key carries the business day: see _keys_for
         return _Step("merchant_id", "top", "merchant", build, 1, ts.outputs(), read, "T", events)
