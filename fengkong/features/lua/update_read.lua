@@ -120,6 +120,33 @@ local function patched(seg, mods)
   return table.concat(pieces)
 end
 
+-- '<dd...d' for k doubles: one struct call reads or writes a whole record
+local FMT = {}
+local function dfmt(k)
+  local f = FMT[k]
+  if not f then
+    f = '<' .. string.rep('d', k)
+    FMT[k] = f
+  end
+  return f
+end
+
+-- seg with whole records replaced: `recs` maps a record's first double to its bytes
+local function spliced(seg, recs, width)
+  local idx = {}
+  for i in pairs(recs) do idx[#idx + 1] = i end
+  table.sort(idx)
+  local pieces, pos = {}, 1
+  for _, i in ipairs(idx) do
+    local off = i * 8 + 1
+    if off > pos then pieces[#pieces + 1] = string.sub(seg, pos, off - 1) end
+    pieces[#pieces + 1] = recs[i]
+    pos = off + width * 8
+  end
+  if pos <= #seg then pieces[#pieces + 1] = string.sub(seg, pos) end
+  return table.concat(pieces)
+end
+
 local function op_rings(key)
   local nrings = nextarg()
   local specs = {}
@@ -156,30 +183,36 @@ local function op_rings(key)
   local segs = {}
   local changed = false
   for r = 1, nrings do
+    -- a ring is records of width nc+1: the header (newest bucket L, running totals),
+    -- then n slots (bucket id, counters)
     local sp = specs[r]
     local n, b, nc, len = sp.n, sp.b, sp.nc, sp.len
     local width = nc + 1
-    local slots = 1 + nc
+    local f = dfmt(width)
     local seg = s and string.sub(s, sp.at * 8 + 1, (sp.at + len) * 8) or nil
-    local last = seg and dbl(seg, 0) or 0
+    local hdr = seg and {struct.unpack(f, seg, 1)} or nil
+    local last = hdr and hdr[1] or 0
     local totals = {}
-    local mods = {}
+    local recs = {}
     local reset = false
     if last == 0 then
       last = nil
       reset = true
       for i = 1, nc do totals[i] = 0 end
     else
-      for i = 1, nc do totals[i] = dbl(seg, i) end
+      for i = 1, nc do totals[i] = hdr[i + 1] end
       if b - last >= n then
         reset = true
         for i = 1, nc do totals[i] = 0 end
       elseif b > last then
+        local empty = nil
         for x = last + 1, b do
-          local base = slots + (x % n) * width
-          if dbl(seg, base) ~= 0 then
-            for i = 1, nc do totals[i] = totals[i] - dbl(seg, base + i) end
-            for i = 0, nc do mods[base + i] = 0 end
+          local base = width + (x % n) * width
+          local rec = {struct.unpack(f, seg, base * 8 + 1)}
+          if rec[1] ~= 0 then
+            for i = 1, nc do totals[i] = totals[i] - rec[i + 1] end
+            empty = empty or zeros(width)
+            recs[base] = empty
           end
         end
       end
@@ -188,21 +221,21 @@ local function op_rings(key)
     if sp.any and (last == nil or b > last - n) then
       if reset then
         seg = zeros(len)
-        mods = {}
+        recs = {}
       end
-      local base = slots + (b % n) * width
-      local cur = mods[base] or dbl(seg, base)
-      if cur ~= b then
-        mods[base] = b
-        for i = 1, nc do mods[base + i] = 0 end
-      end
+      local base = width + (b % n) * width
+      local slot = {b}
+      local cur = recs[base] == nil and {struct.unpack(f, seg, base * 8 + 1)} or nil
+      local same = cur ~= nil and cur[1] == b
       for i = 1, nc do
-        mods[base + i] = (mods[base + i] or dbl(seg, base + i)) + sp.incs[i]
+        slot[i + 1] = (same and cur[i + 1] or 0) + sp.incs[i]
         totals[i] = totals[i] + sp.incs[i]
       end
-      if reset or b > last then mods[0] = b end
-      for i = 1, nc do mods[i] = totals[i] end
-      segs[r] = patched(seg, mods)
+      recs[base] = struct.pack(f, unpack(slot))
+      local head = {(reset or b > last) and b or last}
+      for i = 1, nc do head[i + 1] = totals[i] end
+      recs[0] = struct.pack(f, unpack(head))
+      segs[r] = spliced(seg, recs, width)
       changed = true
     else
       segs[r] = seg or zeros(len)
