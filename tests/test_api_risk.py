@@ -45,6 +45,7 @@ def test_without_models_risk_is_null(redis_server):
         assert not api.runtime.models.available
         out = _decide(c, payment(ip="185.220.101.7"))
         assert out["risk"] is None and out["decision"] == "review"
+        assert out["models"].startswith("rules-only")  # each decision says it ran without models
         assert "risk" in c.post("/v1/decisions", json=payment()).json()  # present, as null
         rec = _record(c, out["decision_id"])
         assert rec["risk"] is None and "model.risk" not in rec["features"]
@@ -59,6 +60,7 @@ def test_with_a_fusion_artifact_risk_is_the_fused_score(redis_server, artifacts_
             out = _decide(c, ev)
             assert not out["degraded"]
             assert isinstance(out["risk"], float) and 0.0 < out["risk"] < 1.0
+            assert "transactions" in out["models"] and not out["models"].startswith("rules-only")
             rec = _record(c, out["decision_id"])
             assert rec["risk"] == out["risk"]
             # the record's features are what the rules read: the risk is not among them

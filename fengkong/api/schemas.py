@@ -53,7 +53,7 @@ class DecisionOut(BaseModel):
                                     "values": {"user.is_new_device": True}}],
         "merchant_grade": "NEW", "ruleset_version": "675013852d1f@2026-11-25T20:37:04.916687Z",
         "degraded": False, "degraded_reason": None, "latency_ms": 1.2, "duplicate": False, "lane": None,
-        "risk": 0.0412}})
+        "risk": 0.0412, "models": "transactions 20261125T101500Z-3f2a1c, merchants 20261125T101200Z-9b7e44"}})
 
     decision_id: str = Field(description="Id of the stored decision (GET /v1/decisions/{decision_id})")
     event_id: str
@@ -71,6 +71,9 @@ class DecisionOut(BaseModel):
         default=None, ge=0, le=1,
         description="Fused fraud risk 0-1 (transaction model + the rules' own score; fengkong.models.fusion): the "
                     "review queue's priority. Null without a fusion artifact, for non-payments, or when degraded")
+    models: str | None = Field(
+        default=None,
+        description="The model artifacts that scored this decision, or 'rules-only: ...' when none were loaded")
 
 
 class DecisionRecordOut(DecisionOut):

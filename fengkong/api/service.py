@@ -79,7 +79,7 @@ log = logging.getLogger(__name__)
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 _RULE_FILE_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}\.yaml$")
 RESPONSE_KEYS = ("decision_id", "event_id", "decision", "score", "reasons", "merchant_grade", "ruleset_version",
-                 "degraded", "degraded_reason", "lane", "risk")
+                 "degraded", "degraded_reason", "lane", "risk", "models")
 _INTERNAL_KEYS = ("kind", "body_sha256")
 _POLL_S = 0.002
 
@@ -183,7 +183,8 @@ def _degraded(rt: Runtime, *, event: Event | None, data: Any, caller: Caller, re
     record = {
         "decision_id": new_decision_id(), "event_id": str(event_id), "decision": decision, "score": 0.0,
         "reasons": [], "merchant_grade": None, "ruleset_version": rt.rules.version, "degraded": True,
-        "degraded_reason": reason, "lane": None, "risk": None, "decided_at": utc_now_iso(), "caller": caller.name,
+        "degraded_reason": reason, "lane": None, "risk": None, "models": rt.models.status,
+        "decided_at": utc_now_iso(), "caller": caller.name,
         "event": data, "features": {}, "shadow": [], "missing_features": [], "score_action": None,
         "thresholds": {}, "policy": rt.settings.failure_policy,
     }
@@ -348,7 +349,7 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
         "reasons": [r.to_dict() for r in decision.reasons],
         "merchant_grade": features.get("merchant.grade"), "ruleset_version": decision.ruleset_version,
         "degraded": degraded_reason is not None, "degraded_reason": degraded_reason, "lane": decision.lane,
-        "risk": features.get(pipeline.RISK_FEATURE),
+        "risk": features.get(pipeline.RISK_FEATURE), "models": rt.models.status,
         "decided_at": utc_now_iso(), "caller": caller.name, "event": data,
         "features": {name: features.get(name) for name in read if not name.startswith("model.")}
         | {k: v for k, v in features.items() if k.startswith("model.") and k != pipeline.RISK_FEATURE},
