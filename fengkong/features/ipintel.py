@@ -250,6 +250,7 @@ def _subnet(addr: _IPAddress) -> str:
     return f"{ipaddress.IPv6Address(net).compressed}/64"
 
 
+@functools.lru_cache(maxsize=65_536)  # the online store asks once per event; addresses repeat
 def subnet_of(ip: str) -> str:
     """The IPv4 /24 ("a.b.c.0/24") or IPv6 /64 of an address; ValueError if malformed."""
     addr = _parse_ip(ip)
