@@ -419,7 +419,11 @@ local function op_volume(key)
     close_day(key, cd, day)
     r[3], r[4], r[5], r[6] = false, false, false, false
   end
-  for i = 3, 6 do put(tonumber(r[i] or '0')) end
+  local now = {}
+  for i = 3, 6 do
+    now[i] = tonumber(r[i] or '0')
+    put(now[i])
+  end
   local cache = r[7]
   if not cache or tonumber(string.match(cache, '^(%S+)')) ~= day then
     cache = baselines(key, day, tonumber(hour), first)
@@ -432,12 +436,18 @@ local function op_volume(key)
     i = i + 1
   end
   if write then
-    if not first then redis.call('HSET', key, 'f', day) end
-    if cd ~= day then redis.call('HSET', key, 'cd', day) end
-    redis.call('HINCRBY', key, 'V', amt)
-    redis.call('HINCRBY', key, 'C', 1)
-    redis.call('HINCRBY', key, 'v:' .. hour, amt)
-    redis.call('HINCRBY', key, 'c:' .. hour, 1)
+    -- the four totals were just read: one HSET writes them all (and f, cd if new)
+    local set = {'V', string.format('%.17g', now[3] + amt), 'C', now[4] + 1,
+                 'v:' .. hour, string.format('%.17g', now[5] + amt), 'c:' .. hour, now[6] + 1}
+    if not first then
+      set[#set + 1] = 'f'
+      set[#set + 1] = day
+    end
+    if cd ~= day then
+      set[#set + 1] = 'cd'
+      set[#set + 1] = day
+    end
+    redis.call('HSET', key, unpack(set))
     redis.call('EXPIRE', key, ttl)
   elseif cd and day > cd then
     redis.call('HSET', key, 'cd', day)
