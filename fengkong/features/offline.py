@@ -203,6 +203,9 @@ def offline_features(
     counts once. The result holds the decision events (payment, signup, login,
     card_bind) in the input's order and with its index; outcome rows (refund,
     chargeback, ...) count but get no row, as they get no decision online.
+    The ~130 columns are kept as computed, not consolidated (that would copy the
+    whole frame): join new columns with ``pd.concat(axis=1)`` rather than inserting
+    them one by one, or ``.copy()`` the frame first.
     """
     grade_limits = dict(grade_limits or d.DEFAULT_GRADE_LIMITS)
     if default_limit is None:

@@ -149,7 +149,9 @@ def run(feats: pd.DataFrame, *, rules_dir: Path, events: pd.DataFrame | None = N
     alone, pack = split_rules(load_ruleset(rules_dir))
     base_train = np.asarray(alone.evaluate(train).score, dtype=np.float64)
     base_valid = np.asarray(alone.evaluate(valid).score, dtype=np.float64)
-    with_model = valid.assign(**{"model.txn_risk": risk, "model.habit_anomaly": habit_valid})
+    # the offline twin's frame keeps its columns unconsolidated; join, don't insert
+    model_cols = pd.DataFrame({"model.txn_risk": risk, "model.habit_anomaly": habit_valid}, index=valid.index)
+    with_model = pd.concat([valid.drop(columns=model_cols.columns, errors="ignore"), model_cols], axis=1)
     pack_valid = np.asarray(pack.evaluate(with_model).score, dtype=np.float64)
 
     oof = out_of_fold(X_train, y, days[train_mask], blocks=oof_blocks, max_iter=max_iter, random_state=random_state)
