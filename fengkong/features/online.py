@@ -37,7 +37,6 @@ from fengkong.features.assemble import AMOUNT_FEATURES, assemble
 from fengkong.features.lists import KIND_COLUMN, ListSpec
 from fengkong.features.rows import event_row
 
-_DECISION_TYPES = frozenset({"payment", "signup", "login", "card_bind"})
 _SCALE = d.MINOR_PER_MAJOR
 _OUTCOMES = frozenset(t.value for t in OUTCOME_TYPES)
 
