@@ -516,9 +516,11 @@ def _top_share(rows, writes, q, pos, amount, code, raw) -> None:  # type: ignore
     raw["merchant.top_card_volume_today"] = out
 
 
-def _nullable(values: np.ndarray) -> pd.Series:
-    s = pd.Series(values, dtype=object)
-    return s.where(pd.notna(s), None)
+def _nullable(values: np.ndarray, present: np.ndarray) -> pd.Series:
+    """Values where ``present``, None elsewhere (an object column, as the online store's dicts)."""
+    out = np.asarray(values).astype(object)
+    out[~present] = None
+    return pd.Series(out, dtype=object, copy=False)
 
 
 def _assemble_frame(
@@ -561,11 +563,11 @@ def _assemble_frame(
     f["card.issuer_country"] = col("card_country")
     has_ip = rows["ip"].notna().to_numpy()[sel]
     for name in ("country", "asn", "is_hosting", "is_tor", "is_listed_proxy", "is_private"):
-        f[f"ip.{name}"] = _nullable(np.where(has_ip, rows[f"ip_{name}"].to_numpy(dtype=object)[sel], None))
+        f[f"ip.{name}"] = _nullable(rows[f"ip_{name}"].to_numpy(dtype=object)[sel], has_ip)
     ip_country = rows["ip_country"].to_numpy(dtype=object)[sel]
     card_country = rows["card_country"].to_numpy(dtype=object)[sel]
     mismatch = pd.notna(ip_country) & pd.notna(card_country) & (ip_country != card_country)
-    f["ip.country_mismatch_card"] = _nullable(np.where(has_ip, mismatch, None))
+    f["ip.country_mismatch_card"] = _nullable(mismatch, has_ip)
 
     for name, values in raw.items():
         if name.endswith(".__has") or ".moments_" in name or name.endswith(".first_seen_us"):
@@ -579,7 +581,7 @@ def _assemble_frame(
         first = raw[f"{ns}.first_seen_us"][sel]
         age = np.where(np.isnan(first), 0.0, (ts - np.nan_to_num(first)) / US_PER_DAY)
         f[f"{ns}.age_days"] = np.where(has, age, np.nan)
-        f[f"{ns}.is_first_seen"] = _nullable(np.where(has, np.isnan(first), None))
+        f[f"{ns}.is_first_seen"] = _nullable(np.isnan(first), has)
     f["card.days_since_first_seen"] = f["card.age_days"]
     f["user.account_age_days"] = f["user.age_days"]
 
@@ -597,11 +599,12 @@ def _assemble_frame(
     seen_countries = f["user.countries_seen_90d"]
     has_user = ~np.isnan(seen_countries)
     mismatch_usual = (is_new_country == True) & (np.nan_to_num(seen_countries) > 0)  # noqa: E712 (object array)
-    f["user.country_mismatch_usual"] = _nullable(np.where(has_user, mismatch_usual, None))
+    f["user.country_mismatch_usual"] = _nullable(mismatch_usual, has_user)
 
     has_m = rows["merchant_id"].notna().to_numpy()[sel]
-    grade = prof["grade"].where(prof["grade"].notna(), d.DEFAULT_GRADE).to_numpy(dtype=object)[sel]
-    f["merchant.grade"] = _nullable(np.where(has_m, grade, None))
+    grade = prof["grade"].to_numpy(dtype=object)[sel]
+    grade[pd.isna(grade)] = d.DEFAULT_GRADE
+    f["merchant.grade"] = _nullable(grade, has_m)
     f["merchant.single_limit"] = np.where(has_m, limit / _SCALE, np.nan)
     cap = pd.to_numeric(prof["daily_cap"], errors="coerce").to_numpy(dtype=np.float64)[sel]
     f["merchant.daily_cap"] = np.where(has_m, cap / _SCALE, np.nan)
@@ -611,11 +614,11 @@ def _assemble_frame(
     f["merchant.age_days"] = np.where(has_m & ~np.isnan(onboarded_day), biz_day - onboarded_day, f["merchant.age_days"])
     anomaly = pd.to_numeric(prof["anomaly"], errors="coerce").to_numpy(dtype=np.float64)[sel]
     f["merchant.anomaly"] = np.where(has_m, anomaly, np.nan)
-    f["merchant.has_baseline"] = _nullable(np.where(has_m, ~np.isnan(f["merchant.baseline_today_7d"]), None))
+    f["merchant.has_baseline"] = _nullable(~np.isnan(f["merchant.baseline_today_7d"]), has_m)
     payment_m = has_m & (typ == "payment") & has_amount
     near = (amount * _DEN >= limit * _NUM) & (amount <= limit)
-    f["event.near_limit"] = _nullable(np.where(payment_m, near, None))
-    f["event.over_limit"] = _nullable(np.where(payment_m, amount > limit, None))
+    f["event.near_limit"] = _nullable(near, payment_m)
+    f["event.over_limit"] = _nullable(amount > limit, payment_m)
     with np.errstate(invalid="ignore", divide="ignore"):
         f["merchant.cap_used_today"] = np.where(
             cap > 0, f["merchant.volume_today"] / np.where(cap > 0, cap / _SCALE, 1), np.nan
@@ -630,6 +633,6 @@ def _assemble_frame(
         values = rows[KIND_COLUMN[spec.kind]].take(sel)
         present = values.notna().to_numpy()
         member = entries.contains_many(spec.name, values)
-        f[spec.feature] = _nullable(np.where(present, member, None))
+        f[spec.feature] = _nullable(member, present)
 
     return pd.DataFrame(f, copy=False)  # no consolidation: ~130 columns stay as computed
