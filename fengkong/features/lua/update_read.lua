@@ -105,21 +105,6 @@ local function zeros(count)
   return string.sub(z, 1, count * 8)
 end
 
-local function patched(seg, mods)
-  local idx = {}
-  for i in pairs(mods) do idx[#idx + 1] = i end
-  table.sort(idx)
-  local pieces, pos = {}, 1
-  for _, i in ipairs(idx) do
-    local off = i * 8 + 1
-    if off > pos then pieces[#pieces + 1] = string.sub(seg, pos, off - 1) end
-    pieces[#pieces + 1] = struct.pack('<d', mods[i])
-    pos = off + 8
-  end
-  if pos <= #seg then pieces[#pieces + 1] = string.sub(seg, pos) end
-  return table.concat(pieces)
-end
-
 -- '<dd...d' for k doubles: one struct call reads or writes a whole record
 local FMT = {}
 local function dfmt(k)
@@ -271,7 +256,9 @@ local function op_rings(key)
       end
     end
     if next(mods) then
-      seg = patched(seg, mods)
+      local recs = {}
+      for i, v in pairs(mods) do recs[i] = struct.pack('<d', v) end
+      seg = spliced(seg, recs, 1)
       changed = true
     end
     segs[#segs + 1] = seg
