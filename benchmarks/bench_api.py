@@ -108,6 +108,9 @@ async def _load(host: str, port: int, seconds: float, warmup: float, concurrency
                 errors["last"] = (status_line + payload)[:300].decode(errors="replace")
             elif b'"degraded":true' in payload:
                 errors["degraded"] += 1
+                reason = json.loads(payload).get("degraded_reason")
+                errors.setdefault("degraded_reasons", {}).setdefault(reason, 0)
+                errors["degraded_reasons"][reason] += 1
         writer.close()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))

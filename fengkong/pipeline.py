@@ -57,14 +57,6 @@ def is_outcome(event: Event) -> bool:
     return event.type in OUTCOME_TYPES
 
 
-def features_for(event: Event, *, store: OnlineStore, models: Scores | None) -> dict[str, Any]:
-    """The store's features of a decision event with the models' ``model.*`` features merged in."""
-    features = dict(store.process(event).features)
-    if models is not None:
-        features.update(models.score(features))
-    return features
-
-
 def decide(
     event: Event, *, store: OnlineStore, rules: Evaluates, models: Scores | None = None
 ) -> tuple[Decision, dict[str, Any]]:
@@ -72,9 +64,20 @@ def decide(
 
     Returns the decision and the features the rules saw (store + model features),
     plus ``model.risk`` (`RISK_FEATURE`) when ``models.fuse`` gives a fused risk."""
-    if is_outcome(event):
-        raise NotADecisionEvent(f"type: {event.type.value} is an outcome event; send it with record_outcome")
-    features = features_for(event, store=store, models=models)
+    _refuse_outcome(event)
+    return decide_on(store.process(event).features, rules=rules, models=models)
+
+
+def decide_on(
+    store_features: Mapping[str, Any], *, rules: Evaluates, models: Scores | None = None
+) -> tuple[Decision, dict[str, Any]]:
+    """The part of `decide` after the store answered: models, rules, fused risk.
+
+    The service calls it with the features of the store's asynchronous call; replay
+    reaches it through `decide`. One path, so the two cannot drift."""
+    features = dict(store_features)
+    if models is not None:
+        features.update(models.score(features))
     decision = rules.evaluate(features)
     fuse = getattr(models, "fuse", None)
     if fuse is not None:
@@ -82,6 +85,11 @@ def decide(
         if risk is not None:
             features[RISK_FEATURE] = risk
     return decision, features
+
+
+def _refuse_outcome(event: Event) -> None:
+    if is_outcome(event):
+        raise NotADecisionEvent(f"type: {event.type.value} is an outcome event; send it with record_outcome")
 
 
 def record_outcome(event: Event, *, store: OnlineStore) -> FeatureResult:

@@ -54,9 +54,9 @@ class Audit:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
-    def add_decision(self, pipe: Any, record_json: bytes) -> None:
-        """Queue the decision's stream entry on a pipeline the caller executes."""
-        pipe.xadd(self.decisions_key, {"record": record_json}, maxlen=self.maxlen, approximate=True)
+    def decision_command(self, record_json: bytes) -> tuple[Any, ...]:
+        """The decision's stream entry as a command, for the caller's pipelined write."""
+        return ("XADD", self.decisions_key, "MAXLEN", "~", self.maxlen, "*", "record", record_json)
 
     def to_file(self, record_json: bytes) -> None:
         """Append one JSON line (no-op without an audit file)."""

@@ -25,7 +25,9 @@ Decision flow (`decide`):
    /v1/merchants) and the audit stream entry; then the audit file line.
 
 Degraded mode: when the store call fails (Redis down, slow past the budget, or
-refusing), nothing from Redis is evaluated and the failure policy answers:
+refusing), nothing from Redis is evaluated and the failure policy answers
+(a reply that was only late, while Redis kept answering the worker's other
+requests, degrades that one decision and does not open the breaker):
 ``fail_open`` -> allow, ``fail_closed`` -> review, with ``degraded: true`` and the
 reason. Such a decision cannot be stored in Redis (it goes to the audit file), so
 a retry after recovery gets a full decision (on the features of the first
@@ -73,6 +75,7 @@ from fengkong.events import OUTCOME_TYPES, Event, EventRejected, looks_like_pan,
 from fengkong.features import definitions as d
 from fengkong.features.errors import DuplicateEventConflict, FeatureStoreError, FeatureStoreUnavailable
 from fengkong.features.lists import normalise_entry
+from fengkong.features.pipelined import ConnectionFailed, ReplyError, ReplyLate
 
 log = logging.getLogger(__name__)
 
@@ -227,21 +230,6 @@ async def _conflict_check(rt: Runtime, *, key: str, digest: bytes) -> None:
         raise Conflict("event_id", "was already used with a different body")
 
 
-class _Recording:
-    """The feature store as `pipeline.decide` sees it, keeping the FeatureResult: its
-    ``duplicate`` flag says whether this request's Lua call was the one that counted."""
-
-    __slots__ = ("store", "result")
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self.result: Any = None
-
-    def process(self, event: Event) -> Any:
-        self.result = self.store.process(event)
-        return self.result
-
-
 # --- decisions ----------------------------------------------------------------------------------
 def fallback(*, rt: Runtime, data: Any, caller: Caller, t0: float, error: BaseException) -> dict[str, Any]:
     """The failure policy's answer to an unexpected fault: the payment flow never sees a 500."""
@@ -262,24 +250,27 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
         return _degraded(rt, event=event, data=data, caller=caller, t0=t0, metric_reason="store_unavailable",
                          reason=f"feature store unavailable (recent fault: {breaker.last_error})")
     key = rt.keys.request(event.event_id)
-    client = rt.client
     models = _GuardedModels(rt.models) if rt.models.available else None
-    store = _Recording(rt.store)
     try:
-        decision, features = pipeline.decide(event, store=store, rules=rt.rules, models=models)  # type: ignore[arg-type]
+        result = await rt.store.process_async(event, rt.conn, max(0.001, t0 + rt.store_budget_s - time.perf_counter()))
+        decision, features = pipeline.decide_on(result.features, rules=rt.rules, models=models)  # type: ignore[arg-type]
     except DuplicateEventConflict:
         raise Conflict("event_id", "was already used with a different body") from None
     except FeatureStoreError as exc:
+        cause = exc.__cause__ or exc
+        if isinstance(cause, ReplyLate):  # Redis answers others: only this decision ran out of time
+            return _degraded(rt, event=event, data=data, caller=caller, t0=t0, metric_reason="store_late",
+                             reason="feature store slower than the deadline: ReplyLate")
         unreachable = isinstance(exc, FeatureStoreUnavailable)
-        breaker.failed(type(exc.__cause__ or exc).__name__)
+        breaker.failed(type(cause).__name__)
         what = "unavailable or slower than the deadline" if unreachable else "refused the update"
         return _degraded(rt, event=event, data=data, caller=caller, t0=t0,
                          metric_reason="store_unavailable" if unreachable else "store_error",
-                         reason=f"feature store {what}: {type(exc.__cause__ or exc).__name__}")
+                         reason=f"feature store {what}: {type(cause).__name__}")
     except Exception:
         await _conflict_check(rt, key=key, digest=digest)
         raise
-    if store.result.duplicate:
+    if result.duplicate:
         # Another request counted this event_id first (a retry, or a twin on another
         # worker right now): answer with its stored decision once it is there.
         try:
@@ -309,25 +300,30 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     record["latency_ms"] = round(latency * 1000, 3)
     blob = dumps(record)
     ttl = rt.settings.decision_ttl_s
+    adopt = result.duplicate
+    commands: list[tuple[Any, ...]] = [
+        ("SET", key, blob, "EX", ttl, "NX") if adopt else ("SET", key, blob, "EX", ttl),
+        ("SET", rt.keys.decision(decision_id), event.event_id, "EX", ttl),
+        rt.audit.decision_command(blob),
+    ]
+    if event.merchant_id:
+        snap = {"event_id": event.event_id, "occurred_at": event.occurred_at.isoformat(),
+                "decision_id": decision_id,
+                "features": {k: v for k, v in features.items() if k.startswith("merchant.")}}
+        commands.append(("SET", rt.keys.merchant_snapshot(event.merchant_id), dumps(snap), "EX", ttl))
     try:
-        adopt = store.result.duplicate
-        pipe = client.pipeline(transaction=False)
-        pipe.set(key, blob, ex=ttl, nx=adopt)
-        pipe.set(rt.keys.decision(decision_id), event.event_id, ex=ttl)
-        if event.merchant_id:
-            snap = {"event_id": event.event_id, "occurred_at": event.occurred_at.isoformat(),
-                    "decision_id": decision_id,
-                    "features": {k: v for k, v in features.items() if k.startswith("merchant.")}}
-            pipe.set(rt.keys.merchant_snapshot(event.merchant_id), dumps(snap), ex=ttl)
-        rt.audit.add_decision(pipe, blob)
-        stored = pipe.execute()[0]
-        if adopt and not stored:  # the first delivery's record arrived after all
-            record = await _stored(rt, key=key, digest=digest, kind="decision", deadline=time.perf_counter())
-            if record is not None:
-                return _response(record, (time.perf_counter() - t0) * 1000, True)
-    except (redis.RedisError, OSError) as exc:
+        replies = await rt.conn.execute(commands, max(0.001, deadline - time.perf_counter()))
+        refused = [r for r in replies if isinstance(r, ReplyError)]
+        if refused:
+            raise redis.ResponseError(str(refused[0]))
+        if adopt and replies[0] is None:  # SET NX: the first delivery's record arrived after all
+            stored = await _stored(rt, key=key, digest=digest, kind="decision", deadline=time.perf_counter())
+            if stored is not None:
+                return _response(stored, (time.perf_counter() - t0) * 1000, True)
+    except (redis.RedisError, ConnectionFailed, OSError) as exc:
         # The decision stands (it was made on real features); only its record is lost.
-        breaker.failed(type(exc).__name__)
+        if not isinstance(exc, ReplyLate):
+            breaker.failed(type(exc).__name__)
         log.warning("decision %s not stored: %s", decision_id, type(exc).__name__)
     rt.audit.to_file(blob)
     if degraded_reason:

@@ -3,14 +3,18 @@ live rules, the models, metrics, audit and the circuit breaker.
 
 Built by the app's lifespan (never at import) and closed on shutdown.
 
-Redis client: synchronous redis-py, called directly on the event loop. Measured
-here, a thread hop (``run_in_executor``) or redis.asyncio costs more than the
-~150-250 us Lua call itself, so the budget is enforced by the socket instead:
-``socket_timeout`` is 80% of the decision deadline and redis-py's retries are off,
-so a hung Redis costs at most that long before the decision degrades. After a
-fault the breaker keeps every decision off Redis for ``breaker_s`` seconds (they
-degrade at once), then one request probes; the client reconnects by itself when
-Redis is back, so the service recovers without a restart.
+Two ways to Redis. The decision path (the store's script and the decision record)
+goes through one `PipelinedRedis` connection per worker: every in-flight decision's
+commands share it, and the event loop serves other requests while Redis works
+(measured against the synchronous client in docs/benchmarks.md). The store call
+may take 80% of the decision deadline, the record write what is left of it; past
+that the connection is dropped and the decision degrades. Everything else (admin
+routes, lists, profiles, a duplicate's wait for the first delivery's record,
+/readyz) uses synchronous redis-py on the event loop: rare, small calls whose
+``socket_timeout`` is the same 80%, with retries off. After a fault the breaker
+keeps every decision off Redis for ``breaker_s`` seconds (they degrade at once),
+then one request probes; both connections reconnect by themselves when Redis is
+back, so the service recovers without a restart.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from fengkong.features.embedded_redis import EmbeddedRedis
 from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import ListSpec, ListStore, load_list_specs
 from fengkong.features.online import OnlineStore
+from fengkong.features.pipelined import PipelinedRedis
 from fengkong.models.runtime import ModelRuntime
 
 log = logging.getLogger(__name__)
@@ -82,9 +87,12 @@ class Keys:
         return f"{self.prefix}:v1:labels"
 
 
+STORE_SHARE = 0.8
+
+
 def make_client(url: str, deadline_s: float) -> redis.Redis:
     """A client whose every wait is bounded by the decision budget, and which never retries."""
-    timeout = max(0.002, deadline_s * 0.8)
+    timeout = max(0.002, deadline_s * STORE_SHARE)
     return redis.Redis.from_url(
         url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
         retry_on_timeout=False, health_check_interval=0,
@@ -95,6 +103,7 @@ def make_client(url: str, deadline_s: float) -> redis.Redis:
 class Runtime:
     settings: Settings
     client: redis.Redis
+    conn: PipelinedRedis
     store: OnlineStore
     lists: ListStore
     list_specs: dict[str, ListSpec]
@@ -112,6 +121,11 @@ class Runtime:
     @property
     def deadline_s(self) -> float:
         return self.settings.deadline_s
+
+    @property
+    def store_budget_s(self) -> float:
+        """How long the store's call may take: 80% of the deadline, the rest for the rules."""
+        return self.settings.deadline_s * STORE_SHARE
 
     def redis_ok(self) -> bool:
         try:
@@ -148,6 +162,7 @@ class Runtime:
         if self._watcher is not None:
             self._watcher.join(timeout=5)
         self.audit.close()
+        self.conn.close()
         self.client.close()
         if self.embedded is not None:
             self.embedded.stop()
@@ -175,7 +190,8 @@ def build_runtime(settings: Settings) -> Runtime:
     rules = LiveRules(settings.rules_dir)
     models = ModelRuntime.load(Path(settings.artifacts_dir) if settings.artifacts_dir else None)
     audit = Audit(prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, path=settings.audit_file)
-    rt = Runtime(settings=settings, client=client, store=store, lists=list_store, list_specs=specs, rules=rules,
+    conn = PipelinedRedis(url, connect_timeout_s=max(0.002, settings.deadline_s * STORE_SHARE))
+    rt = Runtime(settings=settings, client=client, conn=conn, store=store, lists=list_store, list_specs=specs, rules=rules,
                  models=models, metrics=Metrics(), audit=audit, keyring=keyring,
                  breaker=Breaker(settings.breaker_s), keys=Keys(settings.key_prefix), embedded=embedded)
     rt.start_watch(settings.rules_watch_s)

@@ -20,7 +20,7 @@ import hashlib
 import msgpack
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import redis
 
@@ -33,6 +33,7 @@ from fengkong.features.errors import (
     FeatureStoreUnavailable,
 )
 from fengkong.features.ipintel import IpIntel
+from fengkong.features.pipelined import ConnectionFailed, PipelinedRedis, ReplyError
 from fengkong.features.assemble import AMOUNT_FEATURES, assemble
 from fengkong.features.lists import KIND_COLUMN, ListSpec
 from fengkong.features.rows import event_row
@@ -66,6 +67,16 @@ def _num(v: Any) -> float | None:
 
 def _int(v: Any) -> int | None:
     return None if v is None else int(float(v))
+
+
+class _Call(NamedTuple):
+    """One event's script call: its row, KEYS, ARGV, and the ops whose replies come back."""
+
+    row: dict[str, Any]
+    keys: list[str]
+    args: list[Any]
+    used: list[_Step]
+    layout: str
 
 
 @dataclass
@@ -354,27 +365,51 @@ class OnlineStore:
 
     def process(self, event: Event) -> FeatureResult:
         """Count the event and return its features as of just before it (idempotent by event_id)."""
-        row = event_row(event, self.ipintel, self.biz_offset_min)
-        keys, args, used = self._args_for(row)
+        call = self._prepare(event)
         try:
-            layout = self._layout_tag(used)
-            reply = self._script(keys=keys, args=[self.dedup_ttl_s, row["amount"], msgpack.packb(args), layout])
+            reply = self._script(keys=call.keys, args=call.args)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise FeatureStoreUnavailable(f"feature store unreachable: {type(exc).__name__}: {exc}") from exc
         except redis.RedisError as exc:
             raise FeatureStoreError(f"feature store refused the update: {exc}") from exc
+        return self._finish(event, call, reply)
+
+    async def process_async(self, event: Event, conn: PipelinedRedis, timeout_s: float) -> FeatureResult:
+        """`process` over a pipelined asyncio connection: the event loop serves other
+        requests while Redis runs the script. After a Redis restart (the script cache is
+        empty) the script is loaded and the call repeated, once."""
+        call = self._prepare(event)
+        evalsha = ("EVALSHA", self._script.sha, len(call.keys), *call.keys, *call.args)
+        try:
+            reply = (await conn.execute((evalsha,), timeout_s))[0]
+            if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+                reply = (await conn.execute((("SCRIPT", "LOAD", self._script.script), evalsha), timeout_s))[1]
+        except ConnectionFailed as exc:
+            raise FeatureStoreUnavailable(f"feature store unreachable: {exc}") from exc
+        if isinstance(reply, ReplyError):
+            raise FeatureStoreError(f"feature store refused the update: {reply}")
+        return self._finish(event, call, reply)
+
+    def _prepare(self, event: Event) -> _Call:
+        row = event_row(event, self.ipintel, self.biz_offset_min)
+        keys, args, used = self._args_for(row)
+        layout = self._layout_tag(used)
+        return _Call(row, keys, [self.dedup_ttl_s, row["amount"], msgpack.packb(args), layout], used, layout)
+
+    def _finish(self, event: Event, call: _Call, reply: Any) -> FeatureResult:
         duplicate = reply[0] == b"dup"
         stored = msgpack.unpackb(reply[1])
-        if stored[0] != layout:
+        if stored[0] != call.layout:
             raise DuplicateEventConflict(
                 f"event_id {event.event_id!r} was first delivered with other entities or another type"
             )
         values = [None if v is False else v for v in stored[1:]]
         raw: dict[str, Any] = {}
         at = 0
-        for step in used:
+        for step in call.used:
             step.read(values[at : at + step.width], raw)
             at += step.width
+        row = call.row
         if row["type"] in _OUTCOMES:
             return FeatureResult({}, duplicate, raw)
         return FeatureResult(assemble(row, raw, self.default_limit, self.lists), duplicate, raw)

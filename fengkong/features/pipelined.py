@@ -1,0 +1,221 @@
+"""One pipelined asyncio connection to Redis for the decision path.
+
+Why not redis-py here. Its synchronous client blocks the event loop for the whole
+round trip, and on this machine the Lua call's ~190 us of server work lands in
+that wait (the woken server often runs on the caller's core). Its asyncio client
+takes one pooled connection per command and spends more Python per call than the
+call itself. The service's hot path needs something else: every in-flight decision
+of a worker writes its commands to *one* connection, the writes of one loop tick go
+out in one ``write``, and replies are matched to callers in order (Redis answers a
+connection's commands in the order it received them). The worker then parses and
+evaluates other requests while Redis runs the scripts.
+
+What it is not: a general client. Commands are packed by ``hiredis.pack_command``
+and replies parsed by ``hiredis.Reader`` (the C parser redis-py itself uses); error
+replies come back as values (`ReplyError`), not exceptions, so one bad command does
+not disturb its neighbours. Connection faults fail every pending command with
+`ConnectionFailed`; the next command reconnects. A command that outlives its
+timeout while the server has said nothing for that long closes the connection (a
+hung server answers nobody; the rule redis-py's socket timeout applies). If replies
+kept arriving meanwhile, the server is alive and only this reply is late (a busy
+server, or a worker too busy to read it): the caller gets `ReplyLate`, the reply is
+dropped when it comes, and the connection serves everyone else on. URLs are
+read by redis-py's own parser: ``redis://``, ``rediss://`` (TLS with the system's
+default verification) and ``unix://``, with user, password and database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections import deque
+from typing import Any, Sequence
+
+import hiredis
+from redis.connection import parse_url
+
+ReplyError = hiredis.ReplyError
+
+
+class ConnectionFailed(ConnectionError):
+    """The connection broke, could not be made, or the server fell silent on it."""
+
+
+class ReplyLate(ConnectionFailed):
+    """This command's reply did not come in time, but the server kept answering others
+    meanwhile (it is slow, or this process is too busy to read): the connection stays."""
+
+
+def _retrieve(task: "asyncio.Task[Any]") -> None:
+    """Mark a finished connect task's exception as seen (the callers that awaited it
+    already got it; one whose budget ended first did not, and asyncio would log it)."""
+    if not task.cancelled():
+        task.exception()
+
+
+class _Protocol(asyncio.Protocol):
+    __slots__ = ("transport", "reader", "pending", "closed", "out", "flush_scheduled", "heard_at")
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.reader = hiredis.Reader()
+        self.pending: deque[asyncio.Future[Any]] = deque()
+        self.closed = False
+        self.out: list[bytes] = []
+        self.flush_scheduled = False
+        self.heard_at = 0.0  # loop time of the last bytes from the server (or of connecting)
+
+    def send(self, commands: Sequence[Sequence[Any]]) -> list[asyncio.Future[Any]]:
+        """Queue the commands; everything queued in this loop tick goes out in one write."""
+        if self.closed:
+            raise ConnectionFailed("redis connection closed")
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in commands]
+        self.pending.extend(futures)
+        self.out.extend(hiredis.pack_command(tuple(c)) for c in commands)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            loop.call_soon(self.flush)
+        return futures
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        out, self.out = self.out, []
+        if out and not self.closed and self.transport is not None:
+            self.transport.write(b"".join(out))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.heard_at = asyncio.get_running_loop().time()
+
+    def data_received(self, data: bytes) -> None:
+        self.heard_at = asyncio.get_running_loop().time()
+        reader = self.reader
+        reader.feed(data)
+        pending = self.pending
+        try:
+            while True:
+                reply = reader.gets()
+                if reply is False:
+                    return
+                future = pending.popleft()
+                if not future.done():
+                    future.set_result(reply)
+        except (hiredis.ProtocolError, IndexError) as exc:  # garbage, or a reply nobody asked for
+            self.fail(ConnectionFailed(f"redis protocol error: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(ConnectionFailed(f"redis connection lost: {exc or 'closed by server'}"))
+
+    def fail(self, exc: BaseException) -> None:
+        self.closed = True
+        pending, self.pending = self.pending, deque()
+        for future in pending:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # seen: a caller whose budget ended is not there to see it
+        if self.transport is not None:
+            self.transport.close()
+
+
+class PipelinedRedis:
+    """Commands from many coroutines of one event loop, pipelined on one connection."""
+
+    def __init__(self, url: str, *, connect_timeout_s: float = 1.0) -> None:
+        self.url = url
+        self.connect_timeout_s = connect_timeout_s
+        opts = parse_url(url)
+        self._path: str | None = opts.get("path")
+        self._host: str = opts.get("host") or "localhost"
+        self._port: int = int(opts.get("port") or 6379)
+        self._tls = url.startswith("rediss://")
+        self._hello: list[tuple[Any, ...]] = []
+        if opts.get("password"):
+            user = opts.get("username")
+            self._hello.append(("AUTH", user, opts["password"]) if user else ("AUTH", opts["password"]))
+        if opts.get("db"):
+            self._hello.append(("SELECT", int(opts["db"])))
+        self._proto: _Protocol | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connecting: asyncio.Task[_Protocol] | None = None
+
+    # -- connection -------------------------------------------------------------------------
+    async def _connection(self) -> _Protocol:
+        """The live connection, or one being made. Connecting runs as its own task, so a
+        caller whose budget ends while it waits does not leave the attempt half done."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # first use, or a new event loop (its old transport is not ours)
+            self._loop, self._proto, self._connecting = loop, None, None
+        proto = self._proto
+        if proto is not None and not proto.closed:
+            return proto
+        task = self._connecting
+        if task is None or task.done():  # none yet, or it failed, or its connection has closed since
+            task = self._connecting = loop.create_task(self._open(loop))
+            task.add_done_callback(_retrieve)
+        return await asyncio.shield(task)
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                if self._path:
+                    _, proto = await loop.create_unix_connection(_Protocol, self._path)
+                else:
+                    _, proto = await loop.create_connection(
+                        _Protocol, self._host, self._port, ssl=ssl.create_default_context() if self._tls else None)
+                    sock = proto.transport.get_extra_info("socket") if proto.transport else None
+                    if sock is not None:
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for command in self._hello:
+                    future = loop.create_future()
+                    proto.pending.append(future)
+                    assert proto.transport is not None
+                    proto.transport.write(hiredis.pack_command(command))
+                    reply = await future
+                    if isinstance(reply, ReplyError):
+                        proto.fail(ConnectionFailed(f"redis refused {command[0]}: {reply}"))
+                        raise ConnectionFailed(f"redis refused {command[0]}: {reply}")
+        except (OSError, TimeoutError) as exc:
+            raise ConnectionFailed(f"cannot connect to redis: {type(exc).__name__}: {exc}") from exc
+        self._proto = proto  # before the task completes: a caller arriving in between must not reconnect
+        return proto
+
+    def close(self) -> None:
+        """Close the connection from any thread (on its own loop, if that still runs)."""
+        proto, self._proto = self._proto, None
+        loop = self._loop
+        if proto is None or proto.closed or loop is None or loop.is_closed():
+            return
+        closed = ConnectionFailed("closed")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            proto.fail(closed)
+        else:
+            loop.call_soon_threadsafe(proto.fail, closed)
+
+    # -- commands ---------------------------------------------------------------------------
+    async def execute(self, commands: Sequence[Sequence[Any]], timeout_s: float) -> list[Any]:
+        """Send the commands (in order, pipelined with everyone else's) and return their
+        replies; an error reply is a `ReplyError` in the list, not an exception.
+
+        Raises `ConnectionFailed` when the connection breaks or the replies do not all
+        arrive within ``timeout_s`` (then the connection is closed: see the module doc)."""
+        proto: _Protocol | None = None
+        try:
+            async with asyncio.timeout(timeout_s):
+                proto = await self._connection()
+                futures = proto.send(commands)
+                await futures[-1]  # replies arrive in order: the last one means all of them
+        except TimeoutError:
+            message = f"redis did not answer within {timeout_s * 1000:.0f} ms"
+            if proto is None or proto.closed:
+                raise ConnectionFailed(message) from None
+            if asyncio.get_running_loop().time() - proto.heard_at < timeout_s:
+                raise ReplyLate(message + " (the connection is answering others)") from None
+            proto.fail(ConnectionFailed(message))
+            raise ConnectionFailed(message) from None
+        return [f.result() for f in futures]
