@@ -21,13 +21,12 @@ import numpy as np
 import pandas as pd
 
 from fengkong.features import definitions as d
-from fengkong.features.assemble import AMOUNT_FEATURES, RATIOS
 from fengkong.features.ipintel import IpIntel
-from fengkong.features.lists import KIND_COLUMN, ListSpec, StaticLists
-from fengkong.features.rows import US_PER_DAY, frame_rows
+from fengkong.features.lists import ListSpec, StaticLists
+from fengkong.features.offline_frame import Layout, assemble_frame, merchant_table
+from fengkong.features.rows import frame_rows
 
 _DECISION_TYPES = ("payment", "signup", "login", "card_bind")
-_SCALE = d.MINOR_PER_MAJOR
 _NUM, _DEN = d.NEAR_LIMIT_FRACTION
 
 
@@ -62,23 +61,32 @@ def _searchsorted(keys: np.ndarray, queries: np.ndarray, side: str = "left") -> 
     return out
 
 
+def _factorize(col: Any) -> tuple[np.ndarray, Any]:
+    """(int64 code per row, distinct values); -1 where missing. Integers code as themselves
+    less their minimum (never missing, no distinct values kept)."""
+    if col.dtype.kind in "iu":
+        c = np.asarray(col, dtype=np.int64)
+        return (c - c.min() if len(c) else c), None
+    if isinstance(col.dtype, pd.CategoricalDtype):  # already coded (frame_rows' IP columns)
+        return col.cat.codes.to_numpy().astype(np.int64), col.cat.categories
+    c, values = pd.factorize(col, use_na_sentinel=True)
+    return c.astype(np.int64), values
+
+
 def _codes(*cols: Any) -> np.ndarray:
     """One int64 code per distinct tuple of the columns; -1 where any is missing."""
-    missing = np.zeros(len(cols[0]), dtype=bool)
-    parts = []
-    for col in cols:
-        if col.dtype.kind in "iu":
-            c = np.asarray(col, dtype=np.int64)
-            c = c - c.min() if len(c) else c
-            parts.append(c)
-        else:
-            c, _ = pd.factorize(col, use_na_sentinel=True)
-            missing |= c < 0
-            parts.append(c.astype(np.int64))
-    code = parts[0]
+    return _combine([_factorize(col)[0] for col in cols])
+
+
+def _combine(parts: list[np.ndarray]) -> np.ndarray:
+    """One code per distinct tuple of per-column codes; -1 where any is -1."""
+    missing = np.zeros(len(parts[0]), dtype=bool)
+    for p in parts:
+        missing |= p < 0
+    code = parts[0].copy()
     for p in parts[1:]:
         code = code * (int(p.max()) + 2 if len(p) else 1) + p
-    if len(cols) > 1:
+    if len(parts) > 1:
         code = pd.factorize(code)[0].astype(np.int64)
     code[missing] = -1
     return code
@@ -172,27 +180,6 @@ def _window_start(ts_us: np.ndarray, w: d.Window) -> np.ndarray:
     return (ts_us // res - w.buckets + 1) * res
 
 
-def _merchant_limits(
-    rows: pd.DataFrame, profiles: pd.DataFrame | None, grade_limits: Mapping[str, int], default_limit: int
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """Per-row single-payment limit (minor units) and the profile columns joined to rows."""
-    merchant = rows["merchant_id"]
-    prof = pd.DataFrame(index=rows.index)
-    if profiles is not None and len(profiles):
-        p = profiles.set_index("merchant_id")
-        for col in ("grade", "single_limit", "daily_cap", "onboarded_at", "anomaly"):
-            if col in p.columns:
-                prof[col] = merchant.map(p[col]).to_numpy()
-    for col in ("grade", "single_limit", "daily_cap", "onboarded_at", "anomaly"):
-        if col not in prof.columns:
-            prof[col] = None
-    grade = prof["grade"].where(prof["grade"].notna(), None)
-    by_grade = grade.map(lambda g: grade_limits.get(g) if g is not None else None)
-    own = pd.to_numeric(prof["single_limit"], errors="coerce")
-    limit = own.where(own.notna(), pd.to_numeric(by_grade, errors="coerce")).fillna(default_limit)
-    return limit.to_numpy(dtype=np.int64), prof
-
-
 def offline_features(
     events: pd.DataFrame,
     *,
@@ -222,8 +209,9 @@ def offline_features(
     rows = frame_rows(events, ipintel, business_utc_offset_min)
     original_index = rows.index
     order = np.argsort(rows["ts_us"].to_numpy(), kind="stable")
-    h = _History(rows.iloc[order].reset_index(drop=True))
-    limit, prof = _merchant_limits(h.rows, profiles, grade_limits, default_limit)
+    h = _History(rows.iloc[order].reset_index(drop=True), order)
+    merchants = merchant_table(h.distinct("merchant_id"), profiles, grade_limits, default_limit)
+    limit = merchants["limit"].to_numpy()[h.code("merchant_id")]
     h.rows["near_limit"] = h.type_mask(("payment",)) & (h.amount * _DEN >= limit * _NUM) & (h.amount <= limit)
     h.warm()
     # the kinds share nothing but the warmed caches, and numpy releases the GIL in the
@@ -233,26 +221,19 @@ def offline_features(
     raw: dict[str, np.ndarray] = {}
     for part in parts:
         raw.update(part)
-
-    # output rows: decision events in the input's order; a repeated event_id reads
-    # the features of its first delivery
-    sel = np.flatnonzero(h.type_mask(_DECISION_TYPES))
-    sel = sel[np.argsort(order[sel], kind="stable")]
-    src = sel.copy()
-    if h.dup.any():
-        first_at = pd.Series(h.pos[h.live], index=h.rows["event_id"][h.live].to_numpy())
-        again = h.dup[sel]
-        src[again] = first_at.reindex(h.rows["event_id"].to_numpy()[sel[again]]).to_numpy()
-    features = _assemble_frame(h.rows, raw, src, limit, prof, lists or {}, StaticLists(lists or {}, list_entries))
-    features.index = original_index[order[sel]]
+    for values in raw.values():
+        h.out.fill_repeats(values)
+    features = assemble_frame(h, raw, h.out, merchants, lists or {}, StaticLists(lists or {}, list_entries))
+    features.index = original_index[order[h.out.sel]]
     return features
 
 
 class _History:
     """The event rows in event-time order, and what every feature kind shares:
-    entity codes, decision rows ordered by entity, type masks, window coverage."""
+    entity codes, decision rows ordered by entity, type masks, window coverage,
+    and the output layout the kinds write into (``out``, see `Layout`)."""
 
-    def __init__(self, rows: pd.DataFrame) -> None:
+    def __init__(self, rows: pd.DataFrame, order: np.ndarray) -> None:
         self.rows = rows
         self.n = len(rows)
         self.pos = np.arange(self.n, dtype=np.int64)
@@ -264,9 +245,11 @@ class _History:
         self._type_index = {name: i for i, name in enumerate(names)}
         self._masks: dict[frozenset[str], np.ndarray] = {}
         self._codes: dict[str, np.ndarray] = {}
+        self._distinct: dict[str, Any] = {}
         self._queries: dict[str, np.ndarray] = {}
         self._covered: dict[d.Window, np.ndarray] = {}
         self.q = np.flatnonzero(self.typ_in(_DECISION_TYPES))
+        self.out = Layout(order, self.type_mask(_DECISION_TYPES), self.dup, rows["event_id"])
 
     def type_mask(self, events: Iterable[str], at: np.ndarray | None = None) -> np.ndarray:
         wanted = np.zeros(len(self._type_index) + 1, dtype=bool)
@@ -285,8 +268,16 @@ class _History:
     def code(self, *cols: str) -> np.ndarray:
         k = "|".join(cols)
         if k not in self._codes:
-            self._codes[k] = _codes(*(self.rows[c] for c in cols))
+            if len(cols) == 1:
+                self._codes[k], self._distinct[k] = _factorize(self.rows[k])
+            else:
+                self._codes[k] = _combine([self.code(c) for c in cols])
         return self._codes[k]
+
+    def distinct(self, col: str) -> Any:
+        """The distinct values of a column, in the order of its codes (first appearance)."""
+        self.code(col)
+        return self._distinct[col]
 
     def queries(self, *cols: str) -> np.ndarray:
         """Decision rows whose entity (these columns) is present, ordered by (entity, position)."""
@@ -316,15 +307,24 @@ class _History:
         for hh in d.HOUR_HABITS:
             self.code(hh.entity.column, "hour")
         self.queries("merchant_id")
-        self.code("merchant_id", "biz_day")
+        self.queries("merchant_id", "biz_day")
         self.code("merchant_id", "biz_day", "card_fp")
+        for column in ("card_fp", "user_id", "device_id", "ip", "merchant_id"):  # list lookups
+            self.code(column)
         for events in ((*_DECISION_TYPES,), d.PERIOD_VOLUME.events, d.TOP_SHARE.events,
                        *({t for c in r.counters for t in c.events} for r in d.ROLLING),
                        *(x.events for x in (*d.DISTINCT, *d.SEEN, *d.FIRST_SEEN, *d.MOMENTS, *d.HOUR_HABITS))):
             self.typ_in(events)
 
     def empty(self, dtype: Any = np.float64) -> np.ndarray:
-        return np.full(self.n, None if dtype is object else np.nan, dtype=dtype)
+        """An output column with every row missing."""
+        return np.full(self.out.n_out, None if dtype is object else np.nan, dtype=dtype)
+
+    def put(self, qq: np.ndarray, values: Any, dtype: Any = np.float64) -> np.ndarray:
+        """An output column holding ``values`` at the queries ``qq`` (positions), missing elsewhere."""
+        out = np.zeros(self.out.n_out, dtype=bool) if dtype is bool else self.empty(dtype)
+        out[self.out.slot[qq]] = values
+        return out
 
 
 def _rolling(h: _History) -> dict[str, np.ndarray]:
@@ -349,9 +349,7 @@ def _rolling(h: _History) -> dict[str, np.ndarray]:
                 if c.where is not None:
                     applies &= h.rows[c.where].to_numpy()[occ].astype(bool)
                 vals = np.where(applies, amount[occ] if c.value == "amount" else 1, 0).astype(np.int64)
-                out = h.empty()
-                out[qq] = prior.sums(vals, lo, hi)
-                raw[name] = out
+                raw[name] = h.put(qq, prior.sums(vals, lo, hi))
     return raw
 
 
@@ -367,9 +365,7 @@ def _distinct(h: _History) -> dict[str, np.ndarray]:
         pairs = _Occurrences(ent[occ], member[occ], pos[occ])
         for w, name in zip(x.windows, x.outputs()):
             run_ent, run_start, run_end, _ = pairs.runs(h.last_covered(w))
-            out = h.empty()
-            out[qq] = _covering(run_ent, run_start, run_end, ent[qq], pos[qq], n + 2)
-            raw[name] = out
+            raw[name] = h.put(qq, _covering(run_ent, run_start, run_end, ent[qq], pos[qq], n + 2))
     for s in d.SEEN:
         ent = h.code(s.entity.column)
         pair_all = h.code(s.entity.column, s.of)
@@ -379,13 +375,10 @@ def _distinct(h: _History) -> dict[str, np.ndarray]:
         )
         qq = h.queries(s.entity.column)
         new_name, seen_name = s.outputs()
-        seen = h.empty()
-        seen[qq] = _covering(run_ent, run_start, run_end, ent[qq], pos[qq], n + 2)
-        raw[seen_name] = seen
+        raw[seen_name] = h.put(qq, _covering(run_ent, run_start, run_end, ent[qq], pos[qq], n + 2))
         qm = _by_entity(qq, pair_all)
-        is_new = h.empty(object)
-        is_new[qm] = _covering(run_pair, run_start, run_end, pair_all[qm], pos[qm], n + 2) == 0
-        raw[new_name] = is_new
+        is_new = _covering(run_pair, run_start, run_end, pair_all[qm], pos[qm], n + 2) == 0
+        raw[new_name] = h.put(qm, is_new, object)
     return raw
 
 
@@ -400,12 +393,8 @@ def _habits(h: _History) -> dict[str, np.ndarray]:
         qq = h.queries(f.entity.column)
         fp = first_pos.reindex(ent[qq]).to_numpy()
         known = ~np.isnan(fp) & (fp < pos[qq])
-        first_ts = h.empty()
-        first_ts[qq[known]] = ts[fp[known].astype(np.int64)]
-        raw[f"{f.entity.name}.first_seen_us"] = first_ts
-        has = np.zeros(h.n, dtype=bool)
-        has[qq] = True
-        raw[f"{f.entity.name}.__has"] = has
+        raw[f"{f.entity.name}.first_seen_us"] = h.put(qq[known], ts[fp[known].astype(np.int64)])
+        raw[f"{f.entity.name}.__has"] = h.put(qq, True, bool)
 
     # running moments: shifted sums, stable enough (held to Welford within 1e-6)
     for m in d.MOMENTS:
@@ -423,10 +412,10 @@ def _habits(h: _History) -> dict[str, np.ndarray]:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(cnt > 0, k + s1 / cnt, 0.0)
             m2 = np.where(cnt > 0, s2 - s1 * s1 / np.where(cnt > 0, cnt, 1), 0.0)
-        n_, mean_, m2_ = h.empty(), h.empty(), h.empty()
-        n_[qq], mean_[qq], m2_[qq] = cnt, mean, np.maximum(m2, 0.0)
         ns = m.entity.name
-        raw[f"{ns}.moments_n"], raw[f"{ns}.moments_mean"], raw[f"{ns}.moments_m2"] = n_, mean_, m2_
+        raw[f"{ns}.moments_n"] = h.put(qq, cnt)
+        raw[f"{ns}.moments_mean"] = h.put(qq, mean)
+        raw[f"{ns}.moments_m2"] = h.put(qq, np.maximum(m2, 0.0))
 
     for hh in d.HOUR_HABITS:
         ent = h.code(hh.entity.column)
@@ -436,16 +425,14 @@ def _habits(h: _History) -> dict[str, np.ndarray]:
         for key, e in (("hour_count", ent_hour), ("hour_total", ent)):
             prior = _Prior(e[writes], pos[writes])
             lo, hi = prior.index(e[qq], pos[qq])
-            out = h.empty()
-            out[qq] = hi - lo
-            raw[f"{hh.entity.name}.{key}"] = out
+            raw[f"{hh.entity.name}.{key}"] = h.put(qq, hi - lo)
     return raw
 
 
 def _merchant_periods(h: _History) -> dict[str, np.ndarray]:
     raw: dict[str, np.ndarray] = {}
-    _period_volume(h.rows, h.typ_in(d.PERIOD_VOLUME.events), h.q, h.pos, h.amount, h.code, raw)
-    _top_share(h.rows, h.typ_in(d.TOP_SHARE.events), h.q, h.pos, h.amount, h.code, raw)
+    _period_volume(h, raw)
+    _top_share(h, raw)
     return raw
 
 
@@ -453,11 +440,11 @@ def _merchant_periods(h: _History) -> dict[str, np.ndarray]:
 _KINDS = (_rolling, _distinct, _habits, _merchant_periods)
 
 
-def _period_volume(rows, writes, q, pos, amount, code, raw) -> None:  # type: ignore[no-untyped-def]
-    merchant = code("merchant_id")
-    occ = np.flatnonzero(writes & (merchant >= 0))
-    qq = _by_entity(q, merchant)
-    n = len(rows)
+def _period_volume(h: _History, raw: dict[str, np.ndarray]) -> None:
+    rows, pos, amount = h.rows, h.pos, h.amount
+    merchant = h.code("merchant_id")
+    occ = np.flatnonzero(h.typ_in(d.PERIOD_VOLUME.events) & (merchant >= 0))
+    qq = h.queries("merchant_id")
     day = rows["biz_day"].to_numpy(dtype=np.int64)
     hour = rows["biz_hour"].to_numpy(dtype=np.int64)
     # today and this hour are the merchant's occurrences from the day's (hour's) first bucket on
@@ -467,9 +454,7 @@ def _period_volume(rows, writes, q, pos, amount, code, raw) -> None:  # type: ig
     for period, bucket in (("today", day), ("hour", day * 24 + hour)):
         lo = np.minimum(prior.from_bucket(bucket[occ], merchant[qq], bucket[qq]), hi)
         for name, values in ((f"merchant.volume_{period}", amount[occ]), (f"merchant.count_{period}", ones)):
-            out = np.full(n, np.nan)
-            out[qq] = prior.sums(values, lo, hi)
-            raw[name] = out
+            raw[name] = h.put(qq, prior.sums(values, lo, hi))
 
     # hourly totals per (merchant, day, hour) over every payment of the history
     hv = pd.DataFrame({"m": merchant[occ], "d": day[occ], "h": hour[occ], "v": amount[occ], "c": 1})
@@ -487,11 +472,11 @@ def _period_volume(rows, writes, q, pos, amount, code, raw) -> None:  # type: ig
     q_at = np.searchsorted(uq, merchant[qq] * big + day[qq] * 24 + hour[qq])
     for span in (7, 28):
         eligible = ~np.isnan(fd) & (ud - np.nan_to_num(fd, nan=0) >= span)
-        m, dd, h = um[eligible], ud[eligible], uh[eligible]
+        m, dd, hh = um[eligible], ud[eligible], uh[eligible]
         vals = {kind: np.zeros((span, len(m))) for kind in ("today", "hour", "count")}
         for k in range(1, span + 1):
             # targets stay in key order for every k: a sorted search, no argsort
-            target = m * big + (dd - k) * 24 + h
+            target = m * big + (dd - k) * 24 + hh
             j = np.searchsorted(key_h, target, side="right") - 1  # last hour <= h ...
             jj = np.maximum(j, 0)
             same_day = (j >= 0) & (key_h[jj] // 24 == target // 24)  # ... of that same day
@@ -502,147 +487,22 @@ def _period_volume(rows, writes, q, pos, amount, code, raw) -> None:  # type: ig
                            ("count", f"merchant.baseline_count_today_{span}d")):
             per_key = np.full(len(uq), np.nan)
             per_key[eligible] = np.median(vals[kind], axis=0)
-            out = np.full(n, np.nan)
-            out[qq] = per_key[q_at]
-            raw[name] = out
+            raw[name] = h.put(qq, per_key[q_at])
 
 
-def _top_share(rows, writes, q, pos, amount, code, raw) -> None:  # type: ignore[no-untyped-def]
-    m_day = code("merchant_id", "biz_day")
-    m_day_card = code("merchant_id", "biz_day", "card_fp")
-    occ = np.flatnonzero(writes & (m_day >= 0) & (m_day_card >= 0))
-    n = len(rows)
+def _top_share(h: _History, raw: dict[str, np.ndarray]) -> None:
+    pos, amount, n = h.pos, h.amount, h.n
+    m_day = h.code("merchant_id", "biz_day")
+    m_day_card = h.code("merchant_id", "biz_day", "card_fp")
+    occ = np.flatnonzero(h.typ_in(d.TOP_SHARE.events) & (m_day >= 0) & (m_day_card >= 0))
     frame = pd.DataFrame({"g": m_day[occ], "gc": m_day_card[occ], "p": pos[occ], "v": amount[occ]})
     frame["card_total"] = frame.groupby("gc")["v"].cumsum()
     frame["running_max"] = frame.groupby("g")["card_total"].cummax()
     keys = frame["g"].to_numpy() * np.int64(n + 2) + frame["p"].to_numpy()
     by_key = _argsort_unique(keys)
     frame, keys = frame.iloc[by_key], keys[by_key]
-    qq = _by_entity(q, m_day)
+    qq = h.queries("merchant_id", "biz_day")
     i = _searchsorted(keys, m_day[qq] * np.int64(n + 2) + pos[qq], side="left") - 1
     ok = (i >= 0) & (frame["g"].to_numpy()[np.maximum(i, 0)] == m_day[qq])
-    out = np.full(n, np.nan)
-    out[qq] = np.where(ok, frame["running_max"].to_numpy()[np.maximum(i, 0)], 0)
-    raw["merchant.top_card_volume_today"] = out
-
-
-def _nullable(values: np.ndarray, present: np.ndarray) -> pd.Series:
-    """Values where ``present``, None elsewhere (an object column, as the online store's dicts)."""
-    out = np.asarray(values).astype(object)
-    out[~present] = None
-    return pd.Series(out, dtype=object, copy=False)
-
-
-def _assemble_frame(
-    rows: pd.DataFrame,
-    raw: dict[str, np.ndarray],
-    sel: np.ndarray,
-    limit: np.ndarray,
-    prof: pd.DataFrame,
-    lists: dict[str, ListSpec],
-    entries: StaticLists,
-) -> pd.DataFrame:
-    """The column-wise twin of `assemble.assemble` (same names, same formulas), for the rows at ``sel``."""
-    f: dict[str, Any] = {}
-
-    def col(name: str) -> Any:
-        series = rows[name]
-        return series.take(sel).reset_index(drop=True) if series.dtype == object or str(series.dtype) == "str" else series.to_numpy()[sel]
-
-    amount = rows["amount"].to_numpy(dtype=np.int64)[sel]
-    has_amount = rows["has_amount"].to_numpy()[sel]
-    typ = rows["type"].to_numpy()[sel]
-    limit = limit[sel]
-    f["event.event_id"] = col("event_id")
-    f["event.type"] = col("type")
-    f["event.amount"] = np.where(has_amount, amount / _SCALE, np.nan)
-    f["event.amount_minor"] = np.where(has_amount, amount, np.nan)
-    f["event.currency"] = col("currency")
-    f["event.channel"] = col("channel")
-    f["event.hour"] = col("hour")
-    f["event.is_night"] = col("is_night")
-    f["event.is_round_amount"] = col("is_round")
-    f["event.merchant_id"] = col("merchant_id")
-    f["event.user_id"] = col("user_id")
-    f["event.device_id"] = col("device_id")
-    f["event.ip"] = col("ip")
-    f["event.merchant_mcc"] = col("mcc")
-    f["card.fingerprint"] = col("card_fp")
-    f["card.bin"] = col("card_bin")
-    f["card.type"] = col("card_type")
-    f["card.issuer_country"] = col("card_country")
-    has_ip = rows["ip"].notna().to_numpy()[sel]
-    for name in ("country", "asn", "is_hosting", "is_tor", "is_listed_proxy", "is_private"):
-        f[f"ip.{name}"] = _nullable(rows[f"ip_{name}"].to_numpy(dtype=object)[sel], has_ip)
-    ip_country = rows["ip_country"].to_numpy(dtype=object)[sel]
-    card_country = rows["card_country"].to_numpy(dtype=object)[sel]
-    mismatch = pd.notna(ip_country) & pd.notna(card_country) & (ip_country != card_country)
-    f["ip.country_mismatch_card"] = _nullable(mismatch, has_ip)
-
-    for name, values in raw.items():
-        if name.endswith(".__has") or ".moments_" in name or name.endswith(".first_seen_us"):
-            continue
-        values = values[sel]
-        f[name] = values / _SCALE if name in AMOUNT_FEATURES else values
-
-    ts = rows["ts_us"].to_numpy(dtype=np.int64)[sel]
-    for ns in ("card", "user", "merchant"):
-        has = raw[f"{ns}.__has"][sel]
-        first = raw[f"{ns}.first_seen_us"][sel]
-        age = np.where(np.isnan(first), 0.0, (ts - np.nan_to_num(first)) / US_PER_DAY)
-        f[f"{ns}.age_days"] = np.where(has, age, np.nan)
-        f[f"{ns}.is_first_seen"] = _nullable(np.isnan(first), has)
-    f["card.days_since_first_seen"] = f["card.age_days"]
-    f["user.account_age_days"] = f["user.age_days"]
-
-    cnt, mean, m2 = raw["user.moments_n"][sel], raw["user.moments_mean"][sel], raw["user.moments_m2"][sel]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f["user.amount_n"] = cnt
-        f["user.amount_mean"] = np.where(cnt > 0, mean / _SCALE, np.nan)
-        std = np.where(cnt >= 2, np.sqrt(m2 / np.where(cnt >= 2, cnt - 1, 1)) / _SCALE, np.nan)
-        f["user.amount_std"] = std
-        amount_major = np.where(has_amount, amount / _SCALE, np.nan)
-        f["user.amount_zscore"] = np.where(
-            (std > 0) & has_amount, (amount_major - mean / _SCALE) / np.where(std > 0, std, 1), np.nan
-        )
-    is_new_country = f["user.is_new_country"]
-    seen_countries = f["user.countries_seen_90d"]
-    has_user = ~np.isnan(seen_countries)
-    mismatch_usual = (is_new_country == True) & (np.nan_to_num(seen_countries) > 0)  # noqa: E712 (object array)
-    f["user.country_mismatch_usual"] = _nullable(mismatch_usual, has_user)
-
-    has_m = rows["merchant_id"].notna().to_numpy()[sel]
-    grade = prof["grade"].to_numpy(dtype=object)[sel]
-    grade[pd.isna(grade)] = d.DEFAULT_GRADE
-    f["merchant.grade"] = _nullable(grade, has_m)
-    f["merchant.single_limit"] = np.where(has_m, limit / _SCALE, np.nan)
-    cap = pd.to_numeric(prof["daily_cap"], errors="coerce").to_numpy(dtype=np.float64)[sel]
-    f["merchant.daily_cap"] = np.where(has_m, cap / _SCALE, np.nan)
-    onboarded = pd.to_datetime(prof["onboarded_at"], errors="coerce")
-    onboarded_day = ((onboarded - pd.Timestamp("1970-01-01")).dt.days).to_numpy(dtype=np.float64)[sel]
-    biz_day = rows["biz_day"].to_numpy(dtype=np.float64)[sel]
-    f["merchant.age_days"] = np.where(has_m & ~np.isnan(onboarded_day), biz_day - onboarded_day, f["merchant.age_days"])
-    anomaly = pd.to_numeric(prof["anomaly"], errors="coerce").to_numpy(dtype=np.float64)[sel]
-    f["merchant.anomaly"] = np.where(has_m, anomaly, np.nan)
-    f["merchant.has_baseline"] = _nullable(~np.isnan(f["merchant.baseline_today_7d"]), has_m)
-    payment_m = has_m & (typ == "payment") & has_amount
-    near = (amount * _DEN >= limit * _NUM) & (amount <= limit)
-    f["event.near_limit"] = _nullable(near, payment_m)
-    f["event.over_limit"] = _nullable(amount > limit, payment_m)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f["merchant.cap_used_today"] = np.where(
-            cap > 0, f["merchant.volume_today"] / np.where(cap > 0, cap / _SCALE, 1), np.nan
-        )
-        for name, (num, den) in RATIOS.items():
-            a = np.asarray(f[num], dtype=np.float64)
-            b = np.asarray(f[den], dtype=np.float64)
-            f[name] = np.where((b != 0) & ~np.isnan(b) & ~np.isnan(a), a / np.where(b != 0, b, 1), np.nan)
-
-    del f["user.hour_total"]  # only the share is a feature, as online
-    for spec in lists.values():
-        values = rows[KIND_COLUMN[spec.kind]].take(sel)
-        present = values.notna().to_numpy()
-        member = entries.contains_many(spec.name, values)
-        f[spec.feature] = _nullable(member, present)
-
-    return pd.DataFrame(f, copy=False)  # no consolidation: ~130 columns stay as computed
+    top = np.where(ok, frame["running_max"].to_numpy()[np.maximum(i, 0)], 0)
+    raw["merchant.top_card_volume_today"] = h.put(qq, top)

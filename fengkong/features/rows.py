@@ -113,7 +113,13 @@ def _text_or_missing(col: pd.Series) -> pd.Series:
 def frame_rows(
     events: pd.DataFrame, ipintel: IpIntel, biz_offset_min: int = DEFAULT_BUSINESS_UTC_OFFSET_MIN
 ) -> pd.DataFrame:
-    """The event rows of a flat-event DataFrame (see `fengkong.events.FLAT_COLUMNS`), same index."""
+    """The event rows of a flat-event DataFrame (see `fengkong.events.FLAT_COLUMNS`), same index.
+
+    The IP's subnet and intelligence are looked up once per distinct address (a
+    history repeats addresses); subnet, ``ip_country`` and ``ip_asn`` come back as
+    categoricals (None where unknown), so later steps read one code per row
+    rather than one string object.
+    """
     n = len(events)
 
     def col(name: str) -> pd.Series:
@@ -149,8 +155,19 @@ def frame_rows(
     card_type = col("card_type")
     merchant = col("merchant_id")
     ip = col("ip")
-    info = ipintel.lookup_many(ip)
     idx = events.index
+    ip_code, ip_values = pd.factorize(ip, use_na_sentinel=True)
+    distinct_ips = pd.Series(ip_values, dtype=ip.dtype)
+    info = ipintel.lookup_many(distinct_ips)
+    info["subnet"] = subnets_of(distinct_ips).to_numpy()
+
+    def per_ip(values: pd.Series) -> pd.Series:
+        if values.dtype == bool:
+            return pd.Series(np.append(values.to_numpy(), False)[ip_code], index=idx)
+        codes, categories = pd.factorize(values, use_na_sentinel=True)
+        codes = np.append(codes, -1)[ip_code]
+        return pd.Series(pd.Categorical.from_codes(codes, categories=pd.Index(categories, dtype="str")), index=idx)
+
     out = pd.DataFrame(
         {
             "event_id": events["event_id"].astype("str"),
@@ -174,13 +191,13 @@ def frame_rows(
             "user_id": col("user_id"),
             "device_id": col("device_id"),
             "ip": ip,
-            "subnet": subnets_of(ip).astype("str"),
+            "subnet": per_ip(info["subnet"]),
             "merchant_id": merchant,
             "merchant_card": merchant + "|" + card_fp,
             "mcc": col("merchant_mcc"),
         },
         index=idx,
     )
-    for name in info.columns:
-        out[f"ip_{name}"] = info[name].to_numpy()
+    for name in info.columns.drop("subnet"):
+        out[f"ip_{name}"] = per_ip(info[name])
     return out

@@ -1,0 +1,264 @@
+"""The offline twin's output: which rows it returns, what each reads, and the frame.
+
+The feature kinds (`offline.py`) write their values straight into output order,
+so the ~130 columns are computed once at their final length and never gathered
+again. Strings and flags that repeat (IP intelligence, merchant profiles, list
+membership) are answered once per distinct value and spread to the rows by code.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from fengkong.features import definitions as d
+from fengkong.features.assemble import AMOUNT_FEATURES, RATIOS
+from fengkong.features.lists import KIND_COLUMN, ListSpec, StaticLists
+from fengkong.features.rows import US_PER_DAY
+
+if TYPE_CHECKING:
+    from fengkong.features.offline import _History
+
+_SCALE = d.MINOR_PER_MAJOR
+_NUM, _DEN = d.NEAR_LIMIT_FRACTION
+_BOOL_OR_NONE = np.array([False, True, None], dtype=object)
+_PROFILE_COLUMNS = ("grade", "single_limit", "daily_cap", "onboarded_at", "anomaly")
+
+
+class Layout:
+    """The output rows and where each reads its features.
+
+    Output rows are the decision events in the input's order (``sel``, as positions
+    in event-time order). A repeated event_id reads the features of its first
+    delivery (``src``); every other output row is its own query, at ``slot[p]`` for
+    its position p. Kinds write queries only; `fill_repeats` then copies each
+    repeat's values from its first delivery (left missing if that is no query).
+    """
+
+    def __init__(self, order: np.ndarray, decision: np.ndarray, dup: np.ndarray, event_id: pd.Series) -> None:
+        n = len(order)
+        pos = np.arange(n, dtype=np.int64)
+        at = np.empty(n, dtype=np.int64)
+        at[order] = pos  # event-time position of each input row
+        self.sel = at[np.flatnonzero(decision[at])]
+        self.src = self.sel.copy()
+        self.repeats = np.flatnonzero(dup[self.sel])
+        if len(self.repeats):
+            live = ~dup
+            first_at = pd.Series(pos[live], index=event_id[live].to_numpy())
+            ids = event_id.to_numpy()[self.sel[self.repeats]]
+            self.src[self.repeats] = first_at.reindex(ids).to_numpy()
+        self.n_out = len(self.sel)
+        self.slot = np.full(n, -1, dtype=np.int64)
+        own = np.flatnonzero(~dup[self.sel])
+        self.slot[self.sel[own]] = own
+        self.repeat_from = self.slot[self.src[self.repeats]]
+
+    def fill_repeats(self, values: np.ndarray) -> None:
+        """Give each repeated delivery the values of its first (a query, or left missing)."""
+        if len(self.repeats):
+            known = self.repeat_from >= 0
+            values[self.repeats[known]] = values[self.repeat_from[known]]
+
+
+def merchant_table(
+    merchants: Any, profiles: pd.DataFrame | None, grade_limits: Mapping[str, int], default_limit: int
+) -> pd.DataFrame:
+    """Profile columns and single-payment limit (minor units) of each distinct merchant.
+
+    One row per value of ``merchants`` (in first-appearance order, so that
+    ``to_datetime`` infers its format from the same first date as over all rows),
+    plus a last row for events without a merchant: a row's profile is
+    ``table.iloc[merchant_code]``, code -1 picking the last.
+    """
+    ids = pd.Series(list(merchants) + [None], dtype=object)
+    prof = pd.DataFrame(index=ids.index)
+    if profiles is not None and len(profiles):
+        p = profiles.set_index("merchant_id")
+        for col in _PROFILE_COLUMNS:
+            if col in p.columns:
+                prof[col] = ids.map(p[col]).to_numpy()
+    for col in _PROFILE_COLUMNS:
+        if col not in prof.columns:
+            prof[col] = None
+    grade = prof["grade"].where(prof["grade"].notna(), None)
+    by_grade = grade.map(lambda g: grade_limits.get(g) if g is not None else None)
+    own = pd.to_numeric(prof["single_limit"], errors="coerce")
+    limit = own.where(own.notna(), pd.to_numeric(by_grade, errors="coerce")).fillna(default_limit)
+    onboarded = pd.to_datetime(prof["onboarded_at"], errors="coerce")
+    return pd.DataFrame(
+        {
+            "grade": prof["grade"].to_numpy(dtype=object),
+            "limit": limit.to_numpy(dtype=np.int64),
+            "daily_cap": pd.to_numeric(prof["daily_cap"], errors="coerce").to_numpy(dtype=np.float64),
+            "onboarded_day": ((onboarded - pd.Timestamp("1970-01-01")).dt.days).to_numpy(dtype=np.float64),
+            "anomaly": pd.to_numeric(prof["anomaly"], errors="coerce").to_numpy(dtype=np.float64),
+        }
+    )
+
+
+def _nullable_bool(values: np.ndarray, present: np.ndarray) -> pd.Series:
+    """Python bools where ``present``, None elsewhere (an object column, as the online store's dicts)."""
+    return pd.Series(_BOOL_OR_NONE[np.where(present, values, 2)], dtype=object, copy=False)
+
+
+def _nullable(values: np.ndarray, present: np.ndarray) -> pd.Series:
+    """Values where ``present``, None elsewhere (an object column)."""
+    out = np.asarray(values).astype(object)
+    out[~present] = None
+    return pd.Series(out, dtype=object, copy=False)
+
+
+def _spread(values: np.ndarray, codes: np.ndarray, missing: Any) -> np.ndarray:
+    """``values[code]`` per row (an object array), ``missing`` where the code is -1."""
+    return np.append(np.asarray(values, dtype=object), np.array([missing], dtype=object))[codes]
+
+
+def assemble_frame(
+    h: _History,
+    raw: dict[str, np.ndarray],
+    lay: Layout,
+    merchants: pd.DataFrame,
+    lists: dict[str, ListSpec],
+    entries: StaticLists,
+) -> pd.DataFrame:
+    """The column-wise twin of `assemble.assemble` (same names, same formulas), in output order."""
+    f: dict[str, Any] = {}
+    src = lay.src
+    amount = h.amount[src]
+    has_amount = h.rows["has_amount"].to_numpy()[src]
+    _event_columns(f, h, src, amount, has_amount)
+    _ip_columns(f, h, src)
+    for name, values in raw.items():
+        if name.endswith(".__has") or ".moments_" in name or name.endswith(".first_seen_us"):
+            continue
+        f[name] = np.divide(values, _SCALE, out=values) if name in AMOUNT_FEATURES else values
+    _ages(f, raw, h.ts[src])
+    _amount_moments(f, raw, amount, has_amount)
+    is_new_country = f["user.is_new_country"]
+    seen_countries = f["user.countries_seen_90d"]
+    mismatch_usual = (is_new_country == True) & (np.nan_to_num(seen_countries) > 0)  # noqa: E712 (object array)
+    f["user.country_mismatch_usual"] = _nullable_bool(mismatch_usual, ~np.isnan(seen_countries))
+    _merchant_columns(f, h, src, merchants, amount, has_amount)
+    _ratios(f)
+    del f["user.hour_total"]  # only the share is a feature, as online
+    for spec in lists.values():
+        column = KIND_COLUMN[spec.kind]
+        hit = np.append(entries.contains_many(spec.name, pd.Series(h.distinct(column))), False)
+        codes = h.code(column)[src]
+        f[spec.feature] = _nullable_bool(hit[codes], codes >= 0)
+    return pd.DataFrame(f, copy=False)  # no consolidation: ~130 columns stay as computed
+
+
+def _event_columns(f: dict[str, Any], h: _History, src: np.ndarray, amount: np.ndarray, has_amount: np.ndarray) -> None:
+    rows = h.rows
+
+    def col(name: str) -> Any:
+        series = rows[name]
+        if series.dtype == object or str(series.dtype) == "str":
+            return series.take(src).reset_index(drop=True)
+        return series.to_numpy()[src]
+
+    amount_f = amount.astype(np.float64)
+    f["event.event_id"] = col("event_id")
+    f["event.type"] = col("type")
+    f["event.amount"] = np.where(has_amount, amount_f / _SCALE, np.nan)
+    f["event.amount_minor"] = np.where(has_amount, amount_f, np.nan)
+    f["event.currency"] = col("currency")
+    f["event.channel"] = col("channel")
+    f["event.hour"] = col("hour")
+    f["event.is_night"] = col("is_night")
+    f["event.is_round_amount"] = col("is_round")
+    f["event.merchant_id"] = col("merchant_id")
+    f["event.user_id"] = col("user_id")
+    f["event.device_id"] = col("device_id")
+    f["event.ip"] = col("ip")
+    f["event.merchant_mcc"] = col("mcc")
+    f["card.fingerprint"] = col("card_fp")
+    f["card.bin"] = col("card_bin")
+    f["card.type"] = col("card_type")
+    f["card.issuer_country"] = col("card_country")
+
+
+def _ip_columns(f: dict[str, Any], h: _History, src: np.ndarray) -> None:
+    """IP intelligence: ``frame_rows`` keeps country and AS name as categoricals (one entry per value)."""
+    rows = h.rows
+    has_ip = h.code("ip")[src] >= 0
+    country = rows["ip_country"].cat
+    country_code = country.codes.to_numpy()[src]
+    for name in ("country", "asn"):
+        # an address without a country (AS name) reads NaN, as the text column it replaces did
+        cat = rows[f"ip_{name}"].cat
+        values = _spread(cat.categories.to_numpy(dtype=object), cat.codes.to_numpy()[src], np.nan)
+        f[f"ip.{name}"] = _nullable(values, has_ip)
+    for name in ("is_hosting", "is_tor", "is_listed_proxy", "is_private"):
+        f[f"ip.{name}"] = _nullable_bool(rows[f"ip_{name}"].to_numpy()[src], has_ip)
+    # the card's country among the IP countries (-1: missing, -2: no IP has it), one lookup per value
+    card_code, card_values = pd.factorize(rows["card_country"].take(src), use_na_sentinel=True)
+    as_ip = pd.Index(country.categories).get_indexer(card_values)
+    card_as_ip = np.append(np.where(as_ip >= 0, as_ip, -2), [-1])[card_code]
+    mismatch = (country_code >= 0) & (card_as_ip != -1) & (card_as_ip != country_code)
+    f["ip.country_mismatch_card"] = _nullable_bool(mismatch, has_ip)
+
+
+def _ages(f: dict[str, Any], raw: dict[str, np.ndarray], ts: np.ndarray) -> None:
+    for ns in ("card", "user", "merchant"):
+        has = raw[f"{ns}.__has"]
+        first = raw[f"{ns}.first_seen_us"]
+        age = np.where(np.isnan(first), 0.0, (ts - np.nan_to_num(first)) / US_PER_DAY)
+        f[f"{ns}.age_days"] = np.where(has, age, np.nan)
+        f[f"{ns}.is_first_seen"] = _nullable_bool(np.isnan(first), has)
+    f["card.days_since_first_seen"] = f["card.age_days"]
+    f["user.account_age_days"] = f["user.age_days"]
+
+
+def _amount_moments(f: dict[str, Any], raw: dict[str, np.ndarray], amount: np.ndarray, has_amount: np.ndarray) -> None:
+    cnt, mean, m2 = raw["user.moments_n"], raw["user.moments_mean"], raw["user.moments_m2"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f["user.amount_n"] = cnt
+        f["user.amount_mean"] = np.where(cnt > 0, mean / _SCALE, np.nan)
+        std = np.where(cnt >= 2, np.sqrt(m2 / np.where(cnt >= 2, cnt - 1, 1)) / _SCALE, np.nan)
+        f["user.amount_std"] = std
+        amount_major = np.where(has_amount, amount / _SCALE, np.nan)
+        f["user.amount_zscore"] = np.where(
+            (std > 0) & has_amount, (amount_major - mean / _SCALE) / np.where(std > 0, std, 1), np.nan
+        )
+
+
+def _merchant_columns(
+    f: dict[str, Any], h: _History, src: np.ndarray, merchants: pd.DataFrame, amount: np.ndarray, has_amount: np.ndarray
+) -> None:
+    code = h.code("merchant_id")[src]
+    has_m = code >= 0
+    grade = merchants["grade"].to_numpy(dtype=object)[code]
+    grade[pd.isna(grade)] = d.DEFAULT_GRADE
+    f["merchant.grade"] = _nullable(grade, has_m)
+    limit = merchants["limit"].to_numpy()[code]
+    f["merchant.single_limit"] = np.where(has_m, limit / _SCALE, np.nan)
+    cap = merchants["daily_cap"].to_numpy()[code]
+    f["merchant.daily_cap"] = np.where(has_m, cap / _SCALE, np.nan)
+    onboarded_day = merchants["onboarded_day"].to_numpy()[code]
+    biz_day = h.rows["biz_day"].to_numpy(dtype=np.float64)[src]
+    f["merchant.age_days"] = np.where(has_m & ~np.isnan(onboarded_day), biz_day - onboarded_day, f["merchant.age_days"])
+    f["merchant.anomaly"] = np.where(has_m, merchants["anomaly"].to_numpy()[code], np.nan)
+    f["merchant.has_baseline"] = _nullable_bool(~np.isnan(f["merchant.baseline_today_7d"]), has_m)
+    payment_m = has_m & h.type_mask(("payment",), src) & has_amount
+    near = (amount * _DEN >= limit * _NUM) & (amount <= limit)
+    f["event.near_limit"] = _nullable_bool(near, payment_m)
+    f["event.over_limit"] = _nullable_bool(amount > limit, payment_m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f["merchant.cap_used_today"] = np.where(
+            cap > 0, f["merchant.volume_today"] / np.where(cap > 0, cap / _SCALE, 1), np.nan
+        )
+
+
+def _ratios(f: dict[str, Any]) -> None:
+    """Missing where the denominator is 0 or missing, or the numerator missing."""
+    for name, (num, den) in RATIOS.items():
+        a = np.asarray(f[num], dtype=np.float64)
+        b = np.asarray(f[den], dtype=np.float64)
+        out = np.full(len(a), np.nan)
+        np.divide(a, b, out=out, where=(b != 0) & ~np.isnan(b) & ~np.isnan(a))
+        f[name] = out
