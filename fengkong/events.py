@@ -106,14 +106,16 @@ def luhn_ok(digits: str) -> bool:
 
 def looks_like_pan(value: Any) -> bool:
     """13 to 19 digits (spaces or dashes allowed between them) that pass the Luhn check."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        text = str(value)
-    elif isinstance(value, str):
+    if isinstance(value, str):
+        if len(value) < 13:  # fewer than 13 characters cannot hold 13 digits
+            return False
         text = value.strip()
         if not _PAN_CANDIDATE.match(text):
             return False
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if -10**12 < value < 10**12:
+            return False
+        text = str(value)
     else:
         return False
     digits = text.replace(" ", "").replace("-", "")
@@ -122,12 +124,11 @@ def looks_like_pan(value: Any) -> bool:
 
 def find_pan(data: Any, path: str = "") -> str | None:
     """Return the dotted path of the first value that looks like a card number, if any."""
-    if isinstance(data, Mapping):
+    if isinstance(data, dict) or (not isinstance(data, (str, int, float)) and isinstance(data, Mapping)):
         for key, value in data.items():
-            sub = f"{path}.{key}" if path else str(key)
             if looks_like_pan(key):
                 return path or "<key>"
-            found = find_pan(value, sub)
+            found = find_pan(value, f"{path}.{key}" if path else str(key))
             if found:
                 return found
     elif isinstance(data, (list, tuple)):

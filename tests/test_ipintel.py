@@ -344,6 +344,28 @@ def test_lookup_many_and_subnets_of_equal_scalar_on_100k_addresses(intel: IpInte
     assert subnets.tolist() == _scalar_subnets(ips)
 
 
+def test_the_live_lookup_equals_the_reference_on_100k_addresses(intel: IpIntel) -> None:
+    """`lookup` (the decision path: flat tables for plain IPv4) against `_lookup`
+    (ipaddress and geoip2fast), on random addresses, range edges and malformed text."""
+    tables = ipintel._geo_tables_v4(intel._geo)
+    assert tables is not None
+    rng = np.random.default_rng(7)
+    pick = rng.integers(0, len(tables.first), 2_000)
+    apick = rng.integers(0, len(tables.asn_first), 2_000)
+    edges = np.concatenate([tables.first[pick], tables.last[pick], tables.last[pick] + 1,
+                            tables.asn_first[apick], tables.asn_end[apick] - 1, tables.asn_end[apick]])
+    ints = np.clip(np.concatenate([rng.integers(0, 2**32, 100_000), _private_edges(), edges]), 0, 2**32 - 1)
+    valid = _v4(ints)
+    odd = ["01.2.3.4", "1.2.3.4 ", " 1.2.3.4", "256.1.1.1", "1.2.3", "1.2.3.4.5", "::ffff:52.1.2.3", "2a01:4f8::1",
+           "", "x", "1.2.3.04", "0.0.0.0", "255.255.255.255"]
+    fresh = IpIntel(geo=intel._geo, hosting_asns=intel.hosting_asns, tor_ranges=intel.tor_ranges,
+                    proxy_ranges=intel.proxy_ranges)
+    infos = {ip: fresh.lookup(ip) for ip in valid + odd + _malformed(rng, valid[:500], 2_000)}
+    assert all(info == intel._lookup(ip) for ip, info in infos.items())
+    assert sum(i.asn is not None for i in infos.values()) > 50_000 and any(i.is_hosting for i in infos.values())
+    assert any(i.is_private for i in infos.values()) and any(i.is_tor for i in infos.values())
+
+
 def test_lookup_many_without_usable_tables_is_the_scalar_path(intel: IpIntel, monkeypatch: pytest.MonkeyPatch) -> None:
     ips = pd.Series(["52.1.2.3", "10.0.0.1", "bad", None, "2a01:4f8::1", "185.220.101.33"])
     monkeypatch.setattr(ipintel, "_geo_tables_v4", lambda geo: None)

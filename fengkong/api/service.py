@@ -50,6 +50,7 @@ the caller gets `Unavailable` (503, Retry-After) and retries.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import re
@@ -338,7 +339,10 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
                      final: str, features: Mapping[str, Any], decision_id: str, digest: bytes,
                      degraded_reason: str | None) -> dict[str, Any]:
     ruleset = rt.rules.current
-    read = ruleset.features_read if ruleset.version == decision.ruleset_version else features.keys()
+    read = _plain(ruleset.features_read if ruleset.version == decision.ruleset_version else frozenset(features))
+    recorded = {name: features.get(name) for name in read}
+    if rt.models.available:
+        recorded.update((k, v) for k, v in features.items() if k.startswith("model.") and k != pipeline.RISK_FEATURE)
     return {
         "kind": "decision", "body_sha256": digest.decode(),
         "decision_id": decision_id, "event_id": event.event_id, "decision": final, "score": decision.score,
@@ -347,11 +351,16 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
         "degraded": degraded_reason is not None, "degraded_reason": degraded_reason, "lane": decision.lane,
         "risk": features.get(pipeline.RISK_FEATURE), "models": rt.models.status,
         "decided_at": utc_now_iso(), "caller": caller.name, "event": data,
-        "features": {name: features.get(name) for name in read if not name.startswith("model.")}
-        | {k: v for k, v in features.items() if k.startswith("model.") and k != pipeline.RISK_FEATURE},
+        "features": recorded,
         "shadow": [r.to_dict() for r in decision.shadow], "missing_features": decision.missing_features,
         "score_action": decision.score_action, "thresholds": decision.thresholds,
     }
+
+
+@functools.lru_cache(maxsize=16)
+def _plain(names: frozenset[str]) -> tuple[str, ...]:
+    """The non-model features of a set of names (cached per rule set: frozensets keep their hash)."""
+    return tuple(sorted(n for n in names if not n.startswith("model.")))
 
 
 def get_decision(*, rt: Runtime, decision_id: str) -> dict[str, Any]:

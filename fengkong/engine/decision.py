@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -19,9 +19,10 @@ class FiredRule:
     values: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["tags"] = list(self.tags)
-        return d
+        # by hand, not dataclasses.asdict: asdict deep-copies every value, and this
+        # runs for each fired rule of each decision
+        return {"id": self.id, "description": self.description, "action": self.action, "score": self.score,
+                "mode": self.mode, "tags": list(self.tags), "values": dict(self.values)}
 
 
 @dataclass(frozen=True)
