@@ -28,6 +28,7 @@ from fengkong.features.rows import frame_rows
 
 _DECISION_TYPES = ("payment", "signup", "login", "card_bind")
 _NUM, _DEN = d.NEAR_LIMIT_FRACTION
+_HOUR_KEY_SPAN = np.int64(24 * 100_000_000)  # (merchant, day, hour) keys: a multiple of 24, so key // 24 is (merchant, day)
 
 
 def _by_entity(q: np.ndarray, ent: np.ndarray) -> np.ndarray:
@@ -108,6 +109,7 @@ class _Prior:
         self.order = _argsort_unique(key)
         self.ent = ent[self.order]
         self.key_pos = key[self.order]
+        self._key_time: np.ndarray | None = None
 
     def upto(self, q_ent: np.ndarray, q_pos: np.ndarray) -> np.ndarray:
         """Index (in entity order) just past the query's earlier occurrences."""
@@ -124,6 +126,21 @@ class _Prior:
         span = np.int64(int(b.max()) - bmin + 2 if len(b) else 2)
         keys = self.ent * span + (b - bmin)
         return np.searchsorted(keys, q_ent * span + np.clip(q_lo - bmin, 0, int(span) - 1), side="left")
+
+    def from_time(self, seconds: np.ndarray, q_ent: np.ndarray, q_from: np.ndarray) -> np.ndarray:
+        """Index of the entity's first occurrence at or after second ``q_from`` (``seconds`` per occurrence).
+
+        Keyed by (entity, second), built once and shared by every window: a window
+        of whole-second buckets starts at a whole second, so "bucket >= the first
+        bucket" is "time >= the first bucket's start" and seconds are exact enough.
+        """
+        if self._key_time is None:
+            t = seconds[self.order]
+            self._t0 = int(t.min()) if len(t) else 0
+            self._t_span = np.int64(int(t.max()) - self._t0 + 2 if len(t) else 2)
+            self._key_time = self.ent * self._t_span + (t - self._t0)
+        q = q_ent * self._t_span + np.clip(q_from - self._t0, 0, int(self._t_span) - 1)
+        return np.searchsorted(self._key_time, q, side="left")
 
     def index(self, q_ent: np.ndarray, q_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.start(q_ent), self.upto(q_ent, q_pos)
@@ -173,6 +190,11 @@ def _covering(run_ent: np.ndarray, run_start: np.ndarray, run_end: np.ndarray, q
     ends = np.sort(run_ent * m + run_end + 1)
     q = q_ent * m + q_pos
     return np.searchsorted(starts, q, side="right") - np.searchsorted(ends, q, side="right")
+
+
+def _window_start_s(ts_s: np.ndarray, w: d.Window) -> np.ndarray:
+    """Start (epoch seconds) of the window that ends in the bucket holding each time."""
+    return (ts_s // w.resolution - w.buckets + 1) * w.resolution
 
 
 def _window_start(ts_us: np.ndarray, w: d.Window) -> np.ndarray:
@@ -305,7 +327,7 @@ class _History:
             for w in x.windows:
                 self.last_covered(w)
         for hh in d.HOUR_HABITS:
-            self.code(hh.entity.column, "hour")
+            self.queries(hh.entity.column, "hour")
         self.queries("merchant_id")
         self.queries("merchant_id", "biz_day")
         self.code("merchant_id", "biz_day", "card_fp")
@@ -333,7 +355,7 @@ def _rolling(h: _History) -> dict[str, np.ndarray]:
     by_entity: dict[str, list[d.Rolling]] = {}
     for r in d.ROLLING:
         by_entity.setdefault(r.entity.column, []).append(r)
-    pos, ts, amount = h.pos, h.ts, h.amount
+    pos, ts_s, amount = h.pos, h.ts // 1_000_000, h.amount
     for column, rollings in by_entity.items():
         ent = h.code(column)
         events = {t for r in rollings for c in r.counters for t in c.events}
@@ -342,8 +364,7 @@ def _rolling(h: _History) -> dict[str, np.ndarray]:
         qq = h.queries(column)
         hi = prior.upto(ent[qq], pos[qq])
         for r in rollings:
-            res = r.window.resolution * 1_000_000
-            lo = np.minimum(prior.from_bucket(ts[occ] // res, ent[qq], ts[qq] // res - r.window.buckets + 1), hi)
+            lo = np.minimum(prior.from_time(ts_s[occ], ent[qq], _window_start_s(ts_s[qq], r.window)), hi)
             for c, name in zip(r.counters, r.outputs()):
                 applies = h.type_mask(c.events, occ)
                 if c.where is not None:
@@ -421,8 +442,8 @@ def _habits(h: _History) -> dict[str, np.ndarray]:
         ent = h.code(hh.entity.column)
         ent_hour = h.code(hh.entity.column, "hour")
         writes = np.flatnonzero(h.typ_in(hh.events) & (ent >= 0))
-        qq = h.queries(hh.entity.column)
-        for key, e in (("hour_count", ent_hour), ("hour_total", ent)):
+        for key, e, cols in (("hour_count", ent_hour, (hh.entity.column, "hour")), ("hour_total", ent, (hh.entity.column,))):
+            qq = h.queries(*cols)
             prior = _Prior(e[writes], pos[writes])
             lo, hi = prior.index(e[qq], pos[qq])
             raw[f"{hh.entity.name}.{key}"] = h.put(qq, hi - lo)
@@ -462,32 +483,59 @@ def _period_volume(h: _History, raw: dict[str, np.ndarray]) -> None:
     hourly["cv"] = hourly.groupby(["m", "d"])["v"].cumsum()
     hourly["cc"] = hourly.groupby(["m", "d"])["c"].cumsum()
     first_day = hv.groupby("m")["d"].min()
-    big = np.int64(24 * 100_000_000)  # a multiple of 24, so key // 24 is (merchant, day)
+    big = _HOUR_KEY_SPAN
     key_h = hourly["m"].to_numpy() * big + hourly["d"].to_numpy() * 24 + hourly["h"].to_numpy()
     hour_vol, cum_vol, cum_cnt = (hourly[c].to_numpy() for c in ("v", "cv", "cc"))
-    # each distinct (merchant, day, hour) asked about, in key order
-    uq = np.unique(merchant[qq] * big + day[qq] * 24 + hour[qq])
+    # each distinct (merchant, day, hour) asked about: queries come by merchant then
+    # time, so their keys already ascend
+    q_key = merchant[qq] * big + day[qq] * 24 + hour[qq]
+    new_key = np.ones(len(q_key), dtype=bool)
+    new_key[1:] = q_key[1:] != q_key[:-1]
+    uq, q_at = q_key[new_key], np.cumsum(new_key) - 1
     um, ud, uh = uq // big, (uq % big) // 24, uq % 24
     fd = first_day.reindex(um).to_numpy()
-    q_at = np.searchsorted(uq, merchant[qq] * big + day[qq] * 24 + hour[qq])
-    for span in (7, 28):
-        eligible = ~np.isnan(fd) & (ud - np.nan_to_num(fd, nan=0) >= span)
-        m, dd, hh = um[eligible], ud[eligible], uh[eligible]
-        vals = {kind: np.zeros((span, len(m))) for kind in ("today", "hour", "count")}
-        for k in range(1, span + 1):
-            # targets stay in key order for every k: a sorted search, no argsort
-            target = m * big + (dd - k) * 24 + hh
-            j = np.searchsorted(key_h, target, side="right") - 1  # last hour <= h ...
-            jj = np.maximum(j, 0)
-            same_day = (j >= 0) & (key_h[jj] // 24 == target // 24)  # ... of that same day
-            vals["today"][k - 1] = np.where(same_day, cum_vol[jj], 0)
-            vals["count"][k - 1] = np.where(same_day, cum_cnt[jj], 0)
-            vals["hour"][k - 1] = np.where(same_day & (key_h[jj] == target), hour_vol[jj], 0)
-        for kind, name in (("today", f"merchant.baseline_today_{span}d"), ("hour", f"merchant.baseline_hour_{span}d"),
-                           ("count", f"merchant.baseline_count_today_{span}d")):
+    days_known = np.where(np.isnan(fd), -1, ud - np.nan_to_num(fd, nan=0))
+    e7, e28 = days_known >= 7, days_known >= 28  # every 28-day key is a 7-day key
+    tables = (key_h, hour_vol, cum_vol, cum_cnt)
+    back7 = _days_back(tables, um[e7], ud[e7], uh[e7], range(1, 8))
+    back28 = _days_back(tables, um[e28], ud[e28], uh[e28], range(8, 29))
+    also28 = e28[e7]
+    for span, eligible in ((7, e7), (28, e28)):
+        for kind in ("today", "hour", "count_today"):
+            back = back7[kind] if span == 7 else np.concatenate((back7[kind][:, also28], back28[kind]))
             per_key = np.full(len(uq), np.nan)
-            per_key[eligible] = np.median(vals[kind], axis=0)
-            raw[name] = h.put(qq, per_key[q_at])
+            per_key[eligible] = _median(back)
+            raw[f"merchant.baseline_{kind}_{span}d"] = h.put(qq, per_key[q_at])
+
+
+def _days_back(tables: tuple[np.ndarray, ...], m: np.ndarray, dd: np.ndarray, hh: np.ndarray,
+               ks: range) -> dict[str, np.ndarray]:
+    """For (merchant, day, hour) keys, the day's volume up to that hour, that hour's volume and
+    the day's count up to that hour, k days back: one row per k of ``ks``.
+
+    ``tables`` are the hourly totals keyed by (merchant, day, hour) in key order, with
+    their running day totals.
+    """
+    big = _HOUR_KEY_SPAN
+    key_h, hour_vol, cum_vol, cum_cnt = tables
+    vals = {kind: np.zeros((len(ks), len(m))) for kind in ("today", "hour", "count_today")}
+    for row, k in enumerate(ks):
+        # targets stay in key order for every k: a sorted search, no argsort
+        target = m * big + (dd - k) * 24 + hh
+        j = np.searchsorted(key_h, target, side="right") - 1  # last hour <= h ...
+        jj = np.maximum(j, 0)
+        same_day = (j >= 0) & (key_h[jj] // 24 == target // 24)  # ... of that same day
+        vals["today"][row] = np.where(same_day, cum_vol[jj], 0)
+        vals["count_today"][row] = np.where(same_day, cum_cnt[jj], 0)
+        vals["hour"][row] = np.where(same_day & (key_h[jj] == target), hour_vol[jj], 0)
+    return vals
+
+
+def _median(values: np.ndarray) -> np.ndarray:
+    """np.median over axis 0 (the mean of the middle two of an even count), by one sort."""
+    s = np.sort(values, axis=0)
+    n = len(s)
+    return (s[(n - 1) // 2] + s[n // 2]) / 2
 
 
 def _top_share(h: _History, raw: dict[str, np.ndarray]) -> None:
