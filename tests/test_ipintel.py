@@ -364,6 +364,13 @@ def test_the_live_lookup_equals_the_reference_on_100k_addresses(intel: IpIntel) 
     assert all(info == intel._lookup(ip) for ip, info in infos.items())
     assert sum(i.asn is not None for i in infos.values()) > 50_000 and any(i.is_hosting for i in infos.values())
     assert any(i.is_private for i in infos.values()) and any(i.is_tor for i in infos.values())
+    for ip in valid[:20_000] + odd:  # the subnet's text shortcut for plain IPv4, against ipaddress
+        addr = ipintel._parse_ip(ip)
+        if addr is None:
+            with pytest.raises(ValueError):
+                subnet_of(ip)
+        else:
+            assert subnet_of(ip) == ipintel._subnet(addr)
 
 
 def test_lookup_many_without_usable_tables_is_the_scalar_path(intel: IpIntel, monkeypatch: pytest.MonkeyPatch) -> None:

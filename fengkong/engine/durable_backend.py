@@ -212,33 +212,43 @@ class DurableRuleset:
         raise TypeError(f"not an NNF node: {e!r}")
 
     # --- evaluation ----------------------------------------------------------
-    def fact_fields(self, features: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        """The fields the rules read (present values only) and the missing feature names."""
-        fact: dict[str, Any] = {}
+    def _members(self, features: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
+        """The fact's JSON members (``"key":value``, present values only, each written
+        once for all shards) and the names of the missing features.
+
+        Plain ints and finite floats of number features (nearly every value) skip
+        `clean`; everything else goes through it, so both paths read alike."""
+        members: dict[str, str] = {}
         missing: list[str] = []
+        get = features.get
         for name, key, dtype in self._inputs:
-            value = clean(features.get(name), dtype)
+            value = get(name)
+            kind = type(value)
+            if dtype == "number" and (kind is int or (kind is float and value - value == 0)):
+                members[key] = f'"{key}":{_json_value(value)}'
+                continue
+            value = clean(value, dtype)
             if value is None:
                 missing.append(name)
             else:
-                fact[key] = value
+                members[key] = f'"{key}":{_json_value(value)}'
         for key, fn in self._derived_list:
             value = fn(features)
             if value is not None:
-                fact[key] = value
-        return fact, missing
+                members[key] = f'"{key}":{_json_value(value)}'
+        return members, missing
 
     def fire(self, features: Mapping[str, Any]) -> FireResult:
         """Assert one fact per shard, collect every rule it fires, retract it."""
-        fields, missing = self.fact_fields(features)
+        members, missing = self._members(features)
         fired: set[str] = set()
         with self._lock:
             if self._closed:
                 raise RuleSetClosed(f"ruleset {self.name} is closed")
             for shard in self._shards:
                 fid = next(self._ids)
-                fact = {k: fields[k] for k in shard.field_list if k in fields}
-                self._fire_shard(shard, fid, _encode(fact, fid), fired)
+                body = "".join(["," + members[k] for k in shard.field_list if k in members])
+                self._fire_shard(shard, fid, f'{{"id":{fid},"sid":"{_SID}"{body}}}', fired)
         return FireResult(sorted(fired, key=self._order.__getitem__), missing)
 
     def _fire_shard(self, shard: _Shard, fid: int, text: str, fired: set[str]) -> None:
@@ -274,7 +284,14 @@ class DurableRuleset:
 
 
 def _encode(fact: Mapping[str, Any], fid: int) -> str:
-    """The fact as JSON that durable's own parser reads correctly.
+    """The fact as JSON that durable's own parser reads correctly (see `_json_value`)."""
+    parts = [f'"id":{fid}', f'"sid":"{_SID}"']
+    parts += [f'"{key}":{_json_value(value)}' for key, value in fact.items()]
+    return "{" + ",".join(parts) + "}"
+
+
+def _json_value(value: Any) -> str:
+    """One value as JSON that durable's own parser reads correctly.
 
     durable rejects a number with an exponent but no decimal point (``1e-05``,
     ``1e+16``: error 204, found by the property test), which is how Python writes
@@ -283,27 +300,21 @@ def _encode(fact: Mapping[str, Any], fid: int) -> str:
     numpy scalars are converted to Python's first: ``np.float64`` is a ``float``, but
     numpy 2 writes its repr as ``np.float64(0.3)``, which is not JSON (error 202), and
     ``np.int64`` / ``np.bool_`` are neither ``int`` nor ``bool``."""
-    parts = [f'"id":{fid}', f'"sid":"{_SID}"']
-    for key, value in fact.items():
-        if isinstance(value, np.generic):
-            if isinstance(value, np.bool_):
-                value = bool(value)
-            elif isinstance(value, np.integer):
-                value = int(value)
-            elif isinstance(value, np.floating):
-                value = float(value)
-        if value is True or value is False:
-            text = "true" if value else "false"
-        elif isinstance(value, float):
-            text = repr(value)
-            if "e" in text and "." not in text:
-                text = text.replace("e", ".0e")
-        elif isinstance(value, int):
-            text = str(value)
-        else:
-            text = json.dumps(value, ensure_ascii=False)
-        parts.append(f'"{key}":{text}')
-    return "{" + ",".join(parts) + "}"
+    kind = type(value)
+    if kind is int:
+        return str(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = repr(value)
+        return text.replace("e", ".0e") if "e" in text and "." not in text else text
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _refs(node: Any) -> set[str]:

@@ -254,6 +254,8 @@ def _subnet(addr: _IPAddress) -> str:
 @functools.lru_cache(maxsize=65_536)  # the online store asks once per event; addresses repeat
 def subnet_of(ip: str) -> str:
     """The IPv4 /24 ("a.b.c.0/24") or IPv6 /64 of an address; ValueError if malformed."""
+    if isinstance(ip, str) and _V4_TEXT.fullmatch(ip):  # canonical already: no ipaddress parse
+        return ip[: ip.rindex(".")] + ".0/24"
     addr = _parse_ip(ip)
     if addr is None:
         raise ValueError(f"not an IP address: {ip!r}")
