@@ -15,7 +15,8 @@ and `numpy.searchsorted` answer for all rows at once, in O(n log n).
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Mapping
+from functools import partial
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ import pandas as pd
 from fengkong.features import definitions as d
 from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import ListSpec, StaticLists
-from fengkong.features.offline_frame import Layout, assemble_frame, merchant_table
+from fengkong.features.offline_frame import Layout, assemble_frame, event_columns, merchant_table
 from fengkong.features.rows import frame_rows
 
 _DECISION_TYPES = ("payment", "signup", "login", "card_bind")
@@ -236,16 +237,13 @@ def offline_features(
     limit = merchants["limit"].to_numpy()[h.code("merchant_id")]
     h.rows["near_limit"] = h.type_mask(("payment",)) & (h.amount * _DEN >= limit * _NUM) & (h.amount <= limit)
     h.warm()
-    # the kinds share nothing but the warmed caches, and numpy releases the GIL in the
-    # sorts and searches that dominate them, so two threads use both cores
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        parts = list(pool.map(lambda kind: kind(h), _KINDS))
-    raw: dict[str, np.ndarray] = {}
-    for part in parts:
-        raw.update(part)
+    lists = lists or {}
+    event_task = partial(event_columns, lay=h.out, merchants=merchants, lists=lists,
+                         entries=StaticLists(lists, list_entries))
+    raw, event = _run_tasks(h, event_task)
     for values in raw.values():
         h.out.fill_repeats(values)
-    features = assemble_frame(h, raw, h.out, merchants, lists or {}, StaticLists(lists or {}, list_entries))
+    features = assemble_frame(h, raw, event, h.out, lists)
     features.index = original_index[order[h.out.sel]]
     return features
 
@@ -260,6 +258,7 @@ class _History:
         self.n = len(rows)
         self.pos = np.arange(self.n, dtype=np.int64)
         self.ts = rows["ts_us"].to_numpy(dtype=np.int64)
+        self.ts_s = self.ts // 1_000_000
         self.amount = rows["amount"].to_numpy(dtype=np.int64)
         self.dup = rows["event_id"].duplicated(keep="first").to_numpy()
         self.live = ~self.dup
@@ -349,119 +348,118 @@ class _History:
         return out
 
 
-def _rolling(h: _History) -> dict[str, np.ndarray]:
-    """Counts and sums over windows: one sort and one upper bound per entity, a lower bound per window."""
+def _rolling(h: _History, rollings: list[d.Rolling]) -> dict[str, np.ndarray]:
+    """Counts and sums over windows of one entity: one sort and one upper bound, a lower bound per window."""
     raw: dict[str, np.ndarray] = {}
-    by_entity: dict[str, list[d.Rolling]] = {}
-    for r in d.ROLLING:
-        by_entity.setdefault(r.entity.column, []).append(r)
-    pos, ts_s, amount = h.pos, h.ts // 1_000_000, h.amount
-    for column, rollings in by_entity.items():
-        ent = h.code(column)
-        events = {t for r in rollings for c in r.counters for t in c.events}
-        occ = np.flatnonzero(h.typ_in(events) & (ent >= 0))
-        prior = _Prior(ent[occ], pos[occ])
-        qq = h.queries(column)
-        hi = prior.upto(ent[qq], pos[qq])
-        for r in rollings:
-            lo = np.minimum(prior.from_time(ts_s[occ], ent[qq], _window_start_s(ts_s[qq], r.window)), hi)
-            for c, name in zip(r.counters, r.outputs()):
-                applies = h.type_mask(c.events, occ)
-                if c.where is not None:
-                    applies &= h.rows[c.where].to_numpy()[occ].astype(bool)
-                vals = np.where(applies, amount[occ] if c.value == "amount" else 1, 0).astype(np.int64)
-                raw[name] = h.put(qq, prior.sums(vals, lo, hi))
+    pos, ts_s, amount = h.pos, h.ts_s, h.amount
+    column = rollings[0].entity.column
+    ent = h.code(column)
+    events = {t for r in rollings for c in r.counters for t in c.events}
+    occ = np.flatnonzero(h.typ_in(events) & (ent >= 0))
+    prior = _Prior(ent[occ], pos[occ])
+    qq = h.queries(column)
+    hi = prior.upto(ent[qq], pos[qq])
+    for r in rollings:
+        lo = np.minimum(prior.from_time(ts_s[occ], ent[qq], _window_start_s(ts_s[qq], r.window)), hi)
+        for c, name in zip(r.counters, r.outputs()):
+            applies = h.type_mask(c.events, occ)
+            if c.where is not None:
+                applies &= h.rows[c.where].to_numpy()[occ].astype(bool)
+            vals = np.where(applies, amount[occ] if c.value == "amount" else 1, 0).astype(np.int64)
+            raw[name] = h.put(qq, prior.sums(vals, lo, hi))
     return raw
 
 
-def _distinct(h: _History) -> dict[str, np.ndarray]:
-    """Distinct members per window, and whether a member was seen before."""
+def _distinct(h: _History, x: d.Distinct) -> dict[str, np.ndarray]:
+    """Distinct members per window."""
     raw: dict[str, np.ndarray] = {}
     pos, n = h.pos, h.n
-    for x in d.DISTINCT:
-        ent = h.code(x.entity.column)
-        member = h.code(x.of)
-        occ = np.flatnonzero(h.typ_in(x.events) & (ent >= 0) & (member >= 0))
-        qq = h.queries(x.entity.column)
-        pairs = _Occurrences(ent[occ], member[occ], pos[occ])
-        for w, name in zip(x.windows, x.outputs()):
-            run_ent, run_start, run_end, _ = pairs.runs(h.last_covered(w))
-            raw[name] = h.put(qq, _covering(run_ent, run_start, run_end, ent[qq], pos[qq], n + 2))
-    for s in d.SEEN:
-        ent = h.code(s.entity.column)
-        pair_all = h.code(s.entity.column, s.of)
-        occ = np.flatnonzero(h.typ_in(s.events) & (ent >= 0) & (pair_all >= 0))
-        run_ent, run_start, run_end, run_pair = _Occurrences(ent[occ], pair_all[occ], pos[occ]).runs(
-            h.last_covered(s.horizon)
-        )
-        qq = h.queries(s.entity.column)
-        new_name, seen_name = s.outputs()
-        raw[seen_name] = h.put(qq, _covering(run_ent, run_start, run_end, ent[qq], pos[qq], n + 2))
-        qm = _by_entity(qq, pair_all)
-        is_new = _covering(run_pair, run_start, run_end, pair_all[qm], pos[qm], n + 2) == 0
-        raw[new_name] = h.put(qm, is_new, object)
+    ent = h.code(x.entity.column)
+    member = h.code(x.of)
+    occ = np.flatnonzero(h.typ_in(x.events) & (ent >= 0) & (member >= 0))
+    qq = h.queries(x.entity.column)
+    pairs = _Occurrences(ent[occ], member[occ], pos[occ])
+    for w, name in zip(x.windows, x.outputs()):
+        run_ent, run_start, run_end, _ = pairs.runs(h.last_covered(w))
+        raw[name] = h.put(qq, _covering(run_ent, run_start, run_end, ent[qq], pos[qq], n + 2))
     return raw
 
 
-def _habits(h: _History) -> dict[str, np.ndarray]:
-    """First seen, running moments of the amount, hour-of-day habit."""
+def _seen(h: _History, s: d.SeenBefore) -> dict[str, np.ndarray]:
+    """Whether the member was seen before, and how many were."""
     raw: dict[str, np.ndarray] = {}
-    pos, ts, amount = h.pos, h.ts, h.amount
-    for f in d.FIRST_SEEN:
-        ent = h.code(f.entity.column)
-        occ = np.flatnonzero(h.typ_in(f.events) & (ent >= 0))
-        first_pos = pd.Series(pos[occ]).groupby(ent[occ]).min()
-        qq = h.queries(f.entity.column)
-        fp = first_pos.reindex(ent[qq]).to_numpy()
-        known = ~np.isnan(fp) & (fp < pos[qq])
-        raw[f"{f.entity.name}.first_seen_us"] = h.put(qq[known], ts[fp[known].astype(np.int64)])
-        raw[f"{f.entity.name}.__has"] = h.put(qq, True, bool)
-
-    # running moments: shifted sums, stable enough (held to Welford within 1e-6)
-    for m in d.MOMENTS:
-        ent = h.code(m.entity.column)
-        occ = np.flatnonzero(h.typ_in(m.events) & (ent >= 0) & h.rows["has_amount"].to_numpy())
-        prior = _Prior(ent[occ], pos[occ])
-        qq = h.queries(m.entity.column)
-        lo, hi = prior.index(ent[qq], pos[qq])
-        x = amount[occ].astype(np.float64)
-        shift = pd.Series(x).groupby(ent[occ]).transform("first").to_numpy()
-        cnt = prior.sums(np.ones(len(occ)), lo, hi)
-        s1 = prior.sums(x - shift, lo, hi)
-        s2 = prior.sums((x - shift) ** 2, lo, hi)
-        k = pd.Series(shift).groupby(ent[occ]).first().reindex(ent[qq]).to_numpy()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(cnt > 0, k + s1 / cnt, 0.0)
-            m2 = np.where(cnt > 0, s2 - s1 * s1 / np.where(cnt > 0, cnt, 1), 0.0)
-        ns = m.entity.name
-        raw[f"{ns}.moments_n"] = h.put(qq, cnt)
-        raw[f"{ns}.moments_mean"] = h.put(qq, mean)
-        raw[f"{ns}.moments_m2"] = h.put(qq, np.maximum(m2, 0.0))
-
-    for hh in d.HOUR_HABITS:
-        ent = h.code(hh.entity.column)
-        ent_hour = h.code(hh.entity.column, "hour")
-        writes = np.flatnonzero(h.typ_in(hh.events) & (ent >= 0))
-        for key, e, cols in (("hour_count", ent_hour, (hh.entity.column, "hour")), ("hour_total", ent, (hh.entity.column,))):
-            qq = h.queries(*cols)
-            prior = _Prior(e[writes], pos[writes])
-            lo, hi = prior.index(e[qq], pos[qq])
-            raw[f"{hh.entity.name}.{key}"] = h.put(qq, hi - lo)
+    pos, n = h.pos, h.n
+    ent = h.code(s.entity.column)
+    pair_all = h.code(s.entity.column, s.of)
+    occ = np.flatnonzero(h.typ_in(s.events) & (ent >= 0) & (pair_all >= 0))
+    run_ent, run_start, run_end, run_pair = _Occurrences(ent[occ], pair_all[occ], pos[occ]).runs(
+        h.last_covered(s.horizon)
+    )
+    qq = h.queries(s.entity.column)
+    new_name, seen_name = s.outputs()
+    raw[seen_name] = h.put(qq, _covering(run_ent, run_start, run_end, ent[qq], pos[qq], n + 2))
+    qm = _by_entity(qq, pair_all)
+    is_new = _covering(run_pair, run_start, run_end, pair_all[qm], pos[qm], n + 2) == 0
+    raw[new_name] = h.put(qm, is_new, object)
     return raw
 
 
-def _merchant_periods(h: _History) -> dict[str, np.ndarray]:
+def _first_seen(h: _History, f: d.FirstSeen) -> dict[str, np.ndarray]:
     raw: dict[str, np.ndarray] = {}
-    _period_volume(h, raw)
-    _top_share(h, raw)
+    pos, ts = h.pos, h.ts
+    ent = h.code(f.entity.column)
+    occ = np.flatnonzero(h.typ_in(f.events) & (ent >= 0))
+    first_pos = pd.Series(pos[occ]).groupby(ent[occ]).min()
+    qq = h.queries(f.entity.column)
+    fp = first_pos.reindex(ent[qq]).to_numpy()
+    known = ~np.isnan(fp) & (fp < pos[qq])
+    raw[f"{f.entity.name}.first_seen_us"] = h.put(qq[known], ts[fp[known].astype(np.int64)])
+    raw[f"{f.entity.name}.__has"] = h.put(qq, True, bool)
     return raw
 
 
-#: Each kind computes its features from the shared `_History` alone.
-_KINDS = (_rolling, _distinct, _habits, _merchant_periods)
+def _moments(h: _History, m: d.Moments) -> dict[str, np.ndarray]:
+    """Running moments of the amount: shifted sums, stable enough (held to Welford within 1e-6)."""
+    raw: dict[str, np.ndarray] = {}
+    pos, amount = h.pos, h.amount
+    ent = h.code(m.entity.column)
+    occ = np.flatnonzero(h.typ_in(m.events) & (ent >= 0) & h.rows["has_amount"].to_numpy())
+    prior = _Prior(ent[occ], pos[occ])
+    qq = h.queries(m.entity.column)
+    lo, hi = prior.index(ent[qq], pos[qq])
+    x = amount[occ].astype(np.float64)
+    shift = pd.Series(x).groupby(ent[occ]).transform("first").to_numpy()
+    cnt = prior.sums(np.ones(len(occ)), lo, hi)
+    s1 = prior.sums(x - shift, lo, hi)
+    s2 = prior.sums((x - shift) ** 2, lo, hi)
+    k = pd.Series(shift).groupby(ent[occ]).first().reindex(ent[qq]).to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(cnt > 0, k + s1 / cnt, 0.0)
+        m2 = np.where(cnt > 0, s2 - s1 * s1 / np.where(cnt > 0, cnt, 1), 0.0)
+    ns = m.entity.name
+    raw[f"{ns}.moments_n"] = h.put(qq, cnt)
+    raw[f"{ns}.moments_mean"] = h.put(qq, mean)
+    raw[f"{ns}.moments_m2"] = h.put(qq, np.maximum(m2, 0.0))
+    return raw
 
 
-def _period_volume(h: _History, raw: dict[str, np.ndarray]) -> None:
+def _hour_habit(h: _History, hh: d.HourHabit) -> dict[str, np.ndarray]:
+    raw: dict[str, np.ndarray] = {}
+    pos = h.pos
+    ent = h.code(hh.entity.column)
+    ent_hour = h.code(hh.entity.column, "hour")
+    writes = np.flatnonzero(h.typ_in(hh.events) & (ent >= 0))
+    for key, e, cols in (("hour_count", ent_hour, (hh.entity.column, "hour")), ("hour_total", ent, (hh.entity.column,))):
+        qq = h.queries(*cols)
+        prior = _Prior(e[writes], pos[writes])
+        lo, hi = prior.index(e[qq], pos[qq])
+        raw[f"{hh.entity.name}.{key}"] = h.put(qq, hi - lo)
+    return raw
+
+
+def _period_volume(h: _History) -> dict[str, np.ndarray]:
+    """A merchant's volume and count today and this hour."""
+    raw: dict[str, np.ndarray] = {}
     rows, pos, amount = h.rows, h.pos, h.amount
     merchant = h.code("merchant_id")
     occ = np.flatnonzero(h.typ_in(d.PERIOD_VOLUME.events) & (merchant >= 0))
@@ -476,7 +474,18 @@ def _period_volume(h: _History, raw: dict[str, np.ndarray]) -> None:
         lo = np.minimum(prior.from_bucket(bucket[occ], merchant[qq], bucket[qq]), hi)
         for name, values in ((f"merchant.volume_{period}", amount[occ]), (f"merchant.count_{period}", ones)):
             raw[name] = h.put(qq, prior.sums(values, lo, hi))
+    return raw
 
+
+def _baselines(h: _History) -> dict[str, np.ndarray]:
+    """The merchant's 7- and 28-day medians of the same period's volume (see `d.PeriodVolume`)."""
+    raw: dict[str, np.ndarray] = {}
+    merchant = h.code("merchant_id")
+    occ = np.flatnonzero(h.typ_in(d.PERIOD_VOLUME.events) & (merchant >= 0))
+    qq = h.queries("merchant_id")
+    day = h.rows["biz_day"].to_numpy(dtype=np.int64)
+    hour = h.rows["biz_hour"].to_numpy(dtype=np.int64)
+    amount = h.amount
     # hourly totals per (merchant, day, hour) over every payment of the history
     hv = pd.DataFrame({"m": merchant[occ], "d": day[occ], "h": hour[occ], "v": amount[occ], "c": 1})
     hourly = hv.groupby(["m", "d", "h"], sort=True)[["v", "c"]].sum().reset_index()
@@ -506,6 +515,7 @@ def _period_volume(h: _History, raw: dict[str, np.ndarray]) -> None:
             per_key = np.full(len(uq), np.nan)
             per_key[eligible] = _median(back)
             raw[f"merchant.baseline_{kind}_{span}d"] = h.put(qq, per_key[q_at])
+    return raw
 
 
 def _days_back(tables: tuple[np.ndarray, ...], m: np.ndarray, dd: np.ndarray, hh: np.ndarray,
@@ -538,7 +548,8 @@ def _median(values: np.ndarray) -> np.ndarray:
     return (s[(n - 1) // 2] + s[n // 2]) / 2
 
 
-def _top_share(h: _History, raw: dict[str, np.ndarray]) -> None:
+def _top_share(h: _History) -> dict[str, np.ndarray]:
+    """The largest volume today from one card: running per-card totals, their running maximum per day."""
     pos, amount, n = h.pos, h.amount, h.n
     m_day = h.code("merchant_id", "biz_day")
     m_day_card = h.code("merchant_id", "biz_day", "card_fp")
@@ -553,4 +564,46 @@ def _top_share(h: _History, raw: dict[str, np.ndarray]) -> None:
     i = _searchsorted(keys, m_day[qq] * np.int64(n + 2) + pos[qq], side="left") - 1
     ok = (i >= 0) & (frame["g"].to_numpy()[np.maximum(i, 0)] == m_day[qq])
     top = np.where(ok, frame["running_max"].to_numpy()[np.maximum(i, 0)], 0)
-    raw["merchant.top_card_volume_today"] = h.put(qq, top)
+    return {"merchant.top_card_volume_today": h.put(qq, top)}
+
+
+def _tasks() -> list[Callable[[_History], dict[str, np.ndarray]]]:
+    """Every feature computation, in output column order; each reads only the warmed `_History`."""
+    by_entity: dict[str, list[d.Rolling]] = {}
+    for r in d.ROLLING:
+        by_entity.setdefault(r.entity.column, []).append(r)
+    return [
+        *(partial(_rolling, rollings=rollings) for rollings in by_entity.values()),
+        *(partial(_distinct, x=x) for x in d.DISTINCT),
+        *(partial(_seen, s=s) for s in d.SEEN),
+        *(partial(_first_seen, f=f) for f in d.FIRST_SEEN),
+        *(partial(_moments, m=m) for m in d.MOMENTS),
+        *(partial(_hour_habit, hh=hh) for hh in d.HOUR_HABITS),
+        _period_volume,
+        _baselines,
+        _top_share,
+    ]
+
+
+_TASKS = _tasks()
+
+
+def _run_tasks(h: _History, first: Callable[[_History], Any]) -> tuple[dict[str, np.ndarray], Any]:
+    """Run ``first`` and every feature task on two threads, the longest first; the features
+    come back in column order, with ``first``'s result.
+
+    The tasks share nothing but the warmed caches, and numpy releases the GIL in the
+    sorts, searches and gathers that dominate them, so two threads use both cores;
+    many small tasks keep both busy to the end.
+    """
+    longest_first = sorted(range(len(_TASKS)), key=lambda i: _TASKS[i] is not _baselines)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {i: pool.submit(_TASKS[i], h) for i in longest_first[:1]}
+        first_result = pool.submit(first, h)
+        futures.update({i: pool.submit(_TASKS[i], h) for i in longest_first[1:]})
+        parts = [futures[i].result() for i in range(len(_TASKS))]
+        result = first_result.result()
+    raw: dict[str, np.ndarray] = {}
+    for part in parts:
+        raw.update(part)
+    return raw, result

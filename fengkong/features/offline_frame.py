@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 _SCALE = d.MINOR_PER_MAJOR
 _NUM, _DEN = d.NEAR_LIMIT_FRACTION
-_BOOL_OR_NONE = np.array([False, True, None], dtype=object)
+_BOOL_OR_NONE = np.array([False, True, None, None], dtype=object)  # by value | (missing << 1)
 _PROFILE_COLUMNS = ("grade", "single_limit", "daily_cap", "onboarded_at", "anomaly")
 
 
@@ -101,7 +101,8 @@ def merchant_table(
 
 def _nullable_bool(values: np.ndarray, present: np.ndarray) -> pd.Series:
     """Python bools where ``present``, None elsewhere (an object column, as the online store's dicts)."""
-    return pd.Series(_BOOL_OR_NONE[np.where(present, values, 2)], dtype=object, copy=False)
+    index = np.asarray(values, dtype=bool).view(np.int8) | ((~present).view(np.int8) << 1)
+    return pd.Series(_BOOL_OR_NONE[index], dtype=object, copy=False)
 
 
 def _nullable(values: np.ndarray, present: np.ndarray) -> pd.Series:
@@ -116,43 +117,80 @@ def _spread(values: np.ndarray, codes: np.ndarray, missing: Any) -> np.ndarray:
     return np.append(np.asarray(values, dtype=object), np.array([missing], dtype=object))[codes]
 
 
-def assemble_frame(
-    h: _History,
-    raw: dict[str, np.ndarray],
-    lay: Layout,
-    merchants: pd.DataFrame,
-    lists: dict[str, ListSpec],
-    entries: StaticLists,
-) -> pd.DataFrame:
-    """The column-wise twin of `assemble.assemble` (same names, same formulas), in output order."""
+def event_columns(
+    h: _History, lay: Layout, merchants: pd.DataFrame, lists: dict[str, ListSpec], entries: StaticLists
+) -> dict[str, Any]:
+    """The output columns read from the event and its static context alone (the event, its IP,
+    the merchant's profile, list membership): they need no store feature, so they are
+    built while the feature tasks run."""
     f: dict[str, Any] = {}
     src = lay.src
     amount = h.amount[src]
     has_amount = h.rows["has_amount"].to_numpy()[src]
-    _event_columns(f, h, src, amount, has_amount)
+    _event_attributes(f, h, src, amount, has_amount)
     _ip_columns(f, h, src)
-    for name, values in raw.items():
-        if name.endswith(".__has") or ".moments_" in name or name.endswith(".first_seen_us"):
-            continue
-        f[name] = np.divide(values, _SCALE, out=values) if name in AMOUNT_FEATURES else values
-    _ages(f, raw, h.ts[src])
-    _amount_moments(f, raw, amount, has_amount)
-    is_new_country = f["user.is_new_country"]
-    seen_countries = f["user.countries_seen_90d"]
-    mismatch_usual = (is_new_country == True) & (np.nan_to_num(seen_countries) > 0)  # noqa: E712 (object array)
-    f["user.country_mismatch_usual"] = _nullable_bool(mismatch_usual, ~np.isnan(seen_countries))
-    _merchant_columns(f, h, src, merchants, amount, has_amount)
-    _ratios(f)
-    del f["user.hour_total"]  # only the share is a feature, as online
+    _merchant_profile(f, h, src, merchants, amount, has_amount)
     for spec in lists.values():
         column = KIND_COLUMN[spec.kind]
         hit = np.append(entries.contains_many(spec.name, pd.Series(h.distinct(column))), False)
         codes = h.code(column)[src]
         f[spec.feature] = _nullable_bool(hit[codes], codes >= 0)
+    return f
+
+
+#: event_columns' outputs, by where they stand among the features (assemble's order)
+_EARLY_EVENT_COLUMNS = (
+    "event.event_id", "event.type", "event.amount", "event.amount_minor", "event.currency", "event.channel",
+    "event.hour", "event.is_night", "event.is_round_amount", "event.merchant_id", "event.user_id",
+    "event.device_id", "event.ip", "event.merchant_mcc", "card.fingerprint", "card.bin", "card.type",
+    "card.issuer_country", "ip.country", "ip.asn", "ip.is_hosting", "ip.is_tor", "ip.is_listed_proxy",
+    "ip.is_private", "ip.country_mismatch_card",
+)
+_LATE_EVENT_COLUMNS = ("merchant.grade", "merchant.single_limit", "merchant.daily_cap")
+_FLAG_COLUMNS = ("event.near_limit", "event.over_limit")
+
+
+def assemble_frame(h: _History, raw: dict[str, np.ndarray], event: dict[str, Any], lay: Layout,
+                   lists: dict[str, ListSpec]) -> pd.DataFrame:
+    """The column-wise twin of `assemble.assemble` (same names, same formulas, same column
+    order), in output order: ``event`` from `event_columns`, ``raw`` from the feature tasks."""
+    src = lay.src
+    f: dict[str, Any] = {name: event[name] for name in _EARLY_EVENT_COLUMNS}
+    for name, values in raw.items():
+        if name.endswith(".__has") or ".moments_" in name or name.endswith(".first_seen_us"):
+            continue
+        f[name] = np.divide(values, _SCALE, out=values) if name in AMOUNT_FEATURES else values
+    _ages(f, raw, h.ts[src])
+    _amount_moments(f, raw, h.amount[src], h.rows["has_amount"].to_numpy()[src])
+    is_new_country = f["user.is_new_country"]
+    seen_countries = f["user.countries_seen_90d"]
+    mismatch_usual = (is_new_country == True) & (np.nan_to_num(seen_countries) > 0)  # noqa: E712 (object array)
+    f["user.country_mismatch_usual"] = _nullable_bool(mismatch_usual, ~np.isnan(seen_countries))
+    for name in _LATE_EVENT_COLUMNS:
+        f[name] = event[name]
+    has_m = event["merchant.__has"]
+    onboarded_day = event["merchant.__onboarded_day"]
+    biz_day = h.rows["biz_day"].to_numpy(dtype=np.float64)[src]
+    f["merchant.age_days"] = np.where(has_m & ~np.isnan(onboarded_day), biz_day - onboarded_day, f["merchant.age_days"])
+    f["merchant.anomaly"] = event["merchant.anomaly"]
+    f["merchant.has_baseline"] = _nullable_bool(~np.isnan(f["merchant.baseline_today_7d"]), has_m)
+    for name in _FLAG_COLUMNS:
+        f[name] = event[name]
+    cap = event["merchant.__cap"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f["merchant.cap_used_today"] = np.where(
+            cap > 0, f["merchant.volume_today"] / np.where(cap > 0, cap / _SCALE, 1), np.nan
+        )
+    _ratios(f)
+    del f["user.hour_total"]  # only the share is a feature, as online
+    for spec in lists.values():
+        f[spec.feature] = event[spec.feature]
     return pd.DataFrame(f, copy=False)  # no consolidation: ~130 columns stay as computed
 
 
-def _event_columns(f: dict[str, Any], h: _History, src: np.ndarray, amount: np.ndarray, has_amount: np.ndarray) -> None:
+def _event_attributes(
+    f: dict[str, Any], h: _History, src: np.ndarray, amount: np.ndarray, has_amount: np.ndarray
+) -> None:
     rows = h.rows
 
     def col(name: str) -> Any:
@@ -227,9 +265,11 @@ def _amount_moments(f: dict[str, Any], raw: dict[str, np.ndarray], amount: np.nd
         )
 
 
-def _merchant_columns(
+def _merchant_profile(
     f: dict[str, Any], h: _History, src: np.ndarray, merchants: pd.DataFrame, amount: np.ndarray, has_amount: np.ndarray
 ) -> None:
+    """The merchant's grade, limit, cap and score, and the event against its limit (``merchant.__*``:
+    what `assemble_frame` still needs)."""
     code = h.code("merchant_id")[src]
     has_m = code >= 0
     grade = merchants["grade"].to_numpy(dtype=object)[code]
@@ -239,19 +279,14 @@ def _merchant_columns(
     f["merchant.single_limit"] = np.where(has_m, limit / _SCALE, np.nan)
     cap = merchants["daily_cap"].to_numpy()[code]
     f["merchant.daily_cap"] = np.where(has_m, cap / _SCALE, np.nan)
-    onboarded_day = merchants["onboarded_day"].to_numpy()[code]
-    biz_day = h.rows["biz_day"].to_numpy(dtype=np.float64)[src]
-    f["merchant.age_days"] = np.where(has_m & ~np.isnan(onboarded_day), biz_day - onboarded_day, f["merchant.age_days"])
     f["merchant.anomaly"] = np.where(has_m, merchants["anomaly"].to_numpy()[code], np.nan)
-    f["merchant.has_baseline"] = _nullable_bool(~np.isnan(f["merchant.baseline_today_7d"]), has_m)
     payment_m = has_m & h.type_mask(("payment",), src) & has_amount
     near = (amount * _DEN >= limit * _NUM) & (amount <= limit)
     f["event.near_limit"] = _nullable_bool(near, payment_m)
     f["event.over_limit"] = _nullable_bool(amount > limit, payment_m)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f["merchant.cap_used_today"] = np.where(
-            cap > 0, f["merchant.volume_today"] / np.where(cap > 0, cap / _SCALE, 1), np.nan
-        )
+    f["merchant.__has"] = has_m
+    f["merchant.__cap"] = cap
+    f["merchant.__onboarded_day"] = merchants["onboarded_day"].to_numpy()[code]
 
 
 def _ratios(f: dict[str, Any]) -> None:
@@ -259,6 +294,7 @@ def _ratios(f: dict[str, Any]) -> None:
     for name, (num, den) in RATIOS.items():
         a = np.asarray(f[num], dtype=np.float64)
         b = np.asarray(f[den], dtype=np.float64)
-        out = np.full(len(a), np.nan)
-        np.divide(a, b, out=out, where=(b != 0) & ~np.isnan(b) & ~np.isnan(a))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = a / b  # NaN already where either is NaN
+        out[b == 0] = np.nan
         f[name] = out
