@@ -83,6 +83,11 @@ def test_openapi_documents_the_event_and_every_resource(c):
     for path in ("/v1/events", "/v1/decisions/{decision_id}", "/v1/merchants/{merchant_id}", "/v1/lists/{name}",
                  "/v1/rules", "/v1/rules/reload", "/v1/rules/dry-run", "/healthz", "/readyz", "/metrics"):
         assert path in spec["paths"], path
+    # every keyed route says so, whether it takes the key as a dependency or checks it itself
+    assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
+    for path, method in (("/v1/decisions", "post"), ("/v1/events", "post"), ("/v1/lists", "get"),
+                         ("/v1/decisions/{decision_id}", "get")):
+        assert spec["paths"][path][method]["security"] == [{"APIKeyHeader": []}], path
 
 
 # --- keys and scopes --------------------------------------------------------------------------

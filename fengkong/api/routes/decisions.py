@@ -13,7 +13,8 @@ import time
 from fastapi import APIRouter, Request, Response
 
 from fengkong.api import service
-from fengkong.api.deps import DecideCaller, ReaderCaller, RuntimeDep
+from fengkong.api.config import Scope
+from fengkong.api.deps import API_KEY_SECURITY, ReaderCaller, RuntimeDep, authorize
 from fengkong.api.encoding import dumps
 from fengkong.api.errors import ERROR_RESPONSES, read_json
 from fengkong.api.schemas import DecisionOut, DecisionRecordOut
@@ -26,12 +27,13 @@ EVENT_BODY = {"requestBody": {"required": True, "content": {"application/json": 
 
 
 @router.post("", response_model=None, responses={200: {"model": DecisionOut}, **ERROR_RESPONSES},
-             openapi_extra=EVENT_BODY, summary="Decide one payment, signup, login or card_bind event")
-async def post_decision(request: Request, caller: DecideCaller) -> Response:
+             openapi_extra=EVENT_BODY | API_KEY_SECURITY, summary="Decide one payment, signup, login or card_bind event")
+async def post_decision(request: Request) -> Response:
     """Returns allow / challenge / review / deny with the rules that fired. The same
     event_id again returns the stored decision (``duplicate: true``); with a different
     body it gets 409. Within the deadline whatever Redis or the models do."""
     t0 = time.perf_counter()
+    caller = authorize(request, (Scope.DECIDE,))
     data = await read_json(request)
     rt = request.app.state.runtime
     try:

@@ -8,7 +8,8 @@ import time
 from fastapi import APIRouter, Request, Response
 
 from fengkong.api import service
-from fengkong.api.deps import ReportCaller, RuntimeDep
+from fengkong.api.config import Scope
+from fengkong.api.deps import API_KEY_SECURITY, authorize
 from fengkong.api.encoding import dumps
 from fengkong.api.errors import ERROR_RESPONSES, read_json
 from fengkong.api.routes.decisions import EVENT_BODY
@@ -17,13 +18,14 @@ from fengkong.api.schemas import ErrorOut, OutcomeOut
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
 
-@router.post("", response_model=None, openapi_extra=EVENT_BODY, summary="Report an outcome event",
+@router.post("", response_model=None, openapi_extra=EVENT_BODY | API_KEY_SECURITY, summary="Report an outcome event",
              responses={200: {"model": OutcomeOut}, **ERROR_RESPONSES,
                         503: {"model": ErrorOut, "description": "Feature store down: not recorded, retry"}})
-async def post_event(request: Request, rt: RuntimeDep, caller: ReportCaller) -> Response:
+async def post_event(request: Request) -> Response:
     """Counted once per event_id (a retry reports ``duplicate: true``); chargebacks and
     fraud reports are also appended to the labels stream that model training reads."""
     t0 = time.perf_counter()
+    caller = authorize(request, (Scope.REPORT,))
     data = await read_json(request)
-    out = await service.report(rt=rt, data=data, caller=caller, t0=t0)
+    out = await service.report(rt=request.app.state.runtime, data=data, caller=caller, t0=t0)
     return Response(dumps(out), media_type="application/json")
