@@ -30,6 +30,7 @@ from fengkong.features.rows import frame_rows
 _DECISION_TYPES = ("payment", "signup", "login", "card_bind")
 _NUM, _DEN = d.NEAR_LIMIT_FRACTION
 _HOUR_KEY_SPAN = np.int64(24 * 100_000_000)  # (merchant, day, hour) keys: a multiple of 24, so key // 24 is (merchant, day)
+_BASELINE_DAYS = 28  # the longest baseline looks this many days back
 
 
 def _by_entity(q: np.ndarray, ent: np.ndarray) -> np.ndarray:
@@ -485,29 +486,19 @@ def _baselines(h: _History) -> dict[str, np.ndarray]:
     qq = h.queries("merchant_id")
     day = h.rows["biz_day"].to_numpy(dtype=np.int64)
     hour = h.rows["biz_hour"].to_numpy(dtype=np.int64)
-    amount = h.amount
-    # hourly totals per (merchant, day, hour) over every payment of the history
-    hv = pd.DataFrame({"m": merchant[occ], "d": day[occ], "h": hour[occ], "v": amount[occ], "c": 1})
-    hourly = hv.groupby(["m", "d", "h"], sort=True)[["v", "c"]].sum().reset_index()
-    hourly["cv"] = hourly.groupby(["m", "d"])["v"].cumsum()
-    hourly["cc"] = hourly.groupby(["m", "d"])["c"].cumsum()
-    first_day = hv.groupby("m")["d"].min()
-    big = _HOUR_KEY_SPAN
-    key_h = hourly["m"].to_numpy() * big + hourly["d"].to_numpy() * 24 + hourly["h"].to_numpy()
-    hour_vol, cum_vol, cum_cnt = (hourly[c].to_numpy() for c in ("v", "cv", "cc"))
+    grid = _HourlyGrid(merchant[occ], day[occ], hour[occ], h.amount[occ])
     # each distinct (merchant, day, hour) asked about: queries come by merchant then
     # time, so their keys already ascend
+    big = _HOUR_KEY_SPAN
     q_key = merchant[qq] * big + day[qq] * 24 + hour[qq]
     new_key = np.ones(len(q_key), dtype=bool)
     new_key[1:] = q_key[1:] != q_key[:-1]
     uq, q_at = q_key[new_key], np.cumsum(new_key) - 1
     um, ud, uh = uq // big, (uq % big) // 24, uq % 24
-    fd = first_day.reindex(um).to_numpy()
-    days_known = np.where(np.isnan(fd), -1, ud - np.nan_to_num(fd, nan=0))
+    days_known = ud - grid.first_day(len(h.distinct("merchant_id")))[um]  # negative: no payment yet
     e7, e28 = days_known >= 7, days_known >= 28  # every 28-day key is a 7-day key
-    tables = (key_h, hour_vol, cum_vol, cum_cnt)
-    back7 = _days_back(tables, um[e7], ud[e7], uh[e7], range(1, 8))
-    back28 = _days_back(tables, um[e28], ud[e28], uh[e28], range(8, 29))
+    back7 = grid.days_back(um[e7], ud[e7], uh[e7], range(1, 8))
+    back28 = grid.days_back(um[e28], ud[e28], uh[e28], range(8, _BASELINE_DAYS + 1))
     also28 = e28[e7]
     for span, eligible in ((7, e7), (28, e28)):
         for kind in ("today", "hour", "count_today"):
@@ -518,27 +509,51 @@ def _baselines(h: _History) -> dict[str, np.ndarray]:
     return raw
 
 
-def _days_back(tables: tuple[np.ndarray, ...], m: np.ndarray, dd: np.ndarray, hh: np.ndarray,
-               ks: range) -> dict[str, np.ndarray]:
-    """For (merchant, day, hour) keys, the day's volume up to that hour, that hour's volume and
-    the day's count up to that hour, k days back: one row per k of ``ks``.
+class _HourlyGrid:
+    """A merchant's payments by day and hour of day: for each (merchant, day) with payments,
+    each hour's volume and the day's running volume and count up to that hour.
 
-    ``tables`` are the hourly totals keyed by (merchant, day, hour) in key order, with
-    their running day totals.
+    One row of 24 hours per (merchant, day) in key order, then a row of zeros that
+    days without payments read.
     """
-    big = _HOUR_KEY_SPAN
-    key_h, hour_vol, cum_vol, cum_cnt = tables
-    vals = {kind: np.zeros((len(ks), len(m))) for kind in ("today", "hour", "count_today")}
-    for row, k in enumerate(ks):
-        # targets stay in key order for every k: a sorted search, no argsort
-        target = m * big + (dd - k) * 24 + hh
-        j = np.searchsorted(key_h, target, side="right") - 1  # last hour <= h ...
-        jj = np.maximum(j, 0)
-        same_day = (j >= 0) & (key_h[jj] // 24 == target // 24)  # ... of that same day
-        vals["today"][row] = np.where(same_day, cum_vol[jj], 0)
-        vals["count_today"][row] = np.where(same_day, cum_cnt[jj], 0)
-        vals["hour"][row] = np.where(same_day & (key_h[jj] == target), hour_vol[jj], 0)
-    return vals
+
+    def __init__(self, merchant: np.ndarray, day: np.ndarray, hour: np.ndarray, amount: np.ndarray) -> None:
+        self.d0 = int(day.min()) - _BASELINE_DAYS - 1 if len(day) else 0  # every day looked back to is >= d0
+        self.span = np.int64(int(day.max()) - self.d0 + 1 if len(day) else 1)
+        self.keys, row = np.unique(merchant * self.span + (day - self.d0), return_inverse=True)
+        cells = (len(self.keys) + 1) * 24
+        at = row.ravel() * 24 + hour
+        # float sums of integer amounts are exact; asarray: bincount of nothing gives int64
+        volume = np.asarray(np.bincount(at, weights=amount, minlength=cells), dtype=np.float64).reshape(-1, 24)
+        count = np.bincount(at, minlength=cells).reshape(-1, 24)
+        self.tables = {
+            "today": np.cumsum(volume, axis=1).ravel(),
+            "hour": volume.ravel(),
+            "count_today": np.cumsum(count, axis=1).ravel().astype(np.float64),
+        }
+
+    def first_day(self, n_merchants: int) -> np.ndarray:
+        """Each merchant's first day with a payment (a day before any other where it has none)."""
+        first = np.full(n_merchants, np.iinfo(np.int64).max // 2, dtype=np.int64)
+        merchant = self.keys // self.span
+        starts = np.flatnonzero(np.concatenate(([True], merchant[1:] != merchant[:-1]))) if len(merchant) else merchant
+        first[merchant[starts]] = self.keys[starts] % self.span + self.d0
+        return first
+
+    def days_back(self, m: np.ndarray, dd: np.ndarray, hh: np.ndarray, ks: range) -> dict[str, np.ndarray]:
+        """For (merchant, day, hour) keys in key order, the values of the same hour k days
+        back, one row per k of ``ks`` (zero where the merchant had no payment that day)."""
+        vals = {kind: np.empty((len(ks), len(m))) for kind in self.tables}
+        base = m * self.span + (dd - self.d0)
+        last = max(len(self.keys) - 1, 0)
+        for row, k in enumerate(ks):
+            target = base - k  # still in key order: a sorted search
+            j = np.searchsorted(self.keys, target)
+            found = self.keys[np.minimum(j, last)] == target if len(self.keys) else np.zeros(len(m), dtype=bool)
+            cell = np.where(found, j, len(self.keys)) * 24 + hh
+            for kind, table in self.tables.items():
+                np.take(table, cell, out=vals[kind][row])
+        return vals
 
 
 def _median(values: np.ndarray) -> np.ndarray:
