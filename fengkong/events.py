@@ -80,6 +80,9 @@ DEFAULT_CURRENCY = "CNY"
 MAX_AMOUNT_MINOR = 10**15
 
 _ID = r"^[A-Za-z0-9_.:@\-]{1,128}$"
+#: Plain dotted-quad IPv4 exactly as `ipaddress` writes it (decimal octets 0-255, no
+#: leading zeros): such text needs no parsing to be validated or normalised.
+IPV4_TEXT = re.compile(r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}")
 _PAN_CANDIDATE = re.compile(r"^[0-9][0-9 \-]{11,30}[0-9]$")
 
 
@@ -128,6 +131,10 @@ def find_pan(data: Any, path: str = "") -> str | None:
         for key, value in data.items():
             if looks_like_pan(key):
                 return path or "<key>"
+            if isinstance(value, (str, int, float)) or value is None:  # a leaf: no path unless it is a hit
+                if looks_like_pan(value):
+                    return f"{path}.{key}" if path else str(key)
+                continue
             found = find_pan(value, f"{path}.{key}" if path else str(key))
             if found:
                 return found
@@ -195,6 +202,8 @@ class Event(BaseModel):
     def _ip(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        if IPV4_TEXT.fullmatch(value):  # canonical already: what ipaddress would give back
+            return value
         try:
             return str(ipaddress.ip_address(value))
         except ValueError:

@@ -45,7 +45,6 @@ import functools
 import ipaddress
 import itertools
 import os
-import re
 import socket
 import threading
 from collections.abc import Iterable
@@ -56,6 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fengkong.events import IPV4_TEXT
 from fengkong.features.errors import FeatureStoreError
 
 __all__ = [
@@ -254,7 +254,7 @@ def _subnet(addr: _IPAddress) -> str:
 @functools.lru_cache(maxsize=65_536)  # the online store asks once per event; addresses repeat
 def subnet_of(ip: str) -> str:
     """The IPv4 /24 ("a.b.c.0/24") or IPv6 /64 of an address; ValueError if malformed."""
-    if isinstance(ip, str) and _V4_TEXT.fullmatch(ip):  # canonical already: no ipaddress parse
+    if isinstance(ip, str) and IPV4_TEXT.fullmatch(ip):  # canonical already: no ipaddress parse
         return ip[: ip.rindex(".")] + ".0/24"
     addr = _parse_ip(ip)
     if addr is None:
@@ -407,8 +407,6 @@ _IANA_SPECIAL_V4 = (
 
 _PRIVATE_V4_STARTS, _PRIVATE_V4_FLAGS = _ipv4_private_table()
 _PRIVATE_V4_STARTS_LIST, _PRIVATE_V4_FLAGS_LIST = _PRIVATE_V4_STARTS.tolist(), _PRIVATE_V4_FLAGS.tolist()
-#: Plain dotted-quad IPv4 as `ipaddress` reads it (decimal octets 0-255, no leading zeros).
-_V4_TEXT = re.compile(r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}")
 
 
 def ipv4_is_private(ints: np.ndarray) -> np.ndarray:
@@ -622,7 +620,7 @@ class IpIntel:
         """`_lookup`, answered for plain IPv4 text from the flat tables `lookup_many` uses
         (a bisection each, ~5x faster than geoip2fast's own lookup plus `ipaddress`:
         the decision path asks once per event). The answers are `_lookup`'s (tested)."""
-        if isinstance(ip, str) and _V4_TEXT.fullmatch(ip):
+        if isinstance(ip, str) and IPV4_TEXT.fullmatch(ip):
             if not self._tables:
                 self._tables.append(_geo_tables_v4(self._geo))
             tables = self._tables[0]
