@@ -14,6 +14,7 @@ and `numpy.searchsorted` answer for all rows at once, in O(n log n).
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Callable, Iterable, Mapping
@@ -237,7 +238,6 @@ def offline_features(
     merchants = merchant_table(h.distinct("merchant_id"), profiles, grade_limits, default_limit)
     limit = merchants["limit"].to_numpy()[h.code("merchant_id")]
     h.rows["near_limit"] = h.type_mask(("payment",)) & (h.amount * _DEN >= limit * _NUM) & (h.amount <= limit)
-    h.warm()
     lists = lists or {}
     event_task = partial(event_columns, lay=h.out, merchants=merchants, lists=lists,
                          entries=StaticLists(lists, list_entries))
@@ -252,7 +252,11 @@ def offline_features(
 class _History:
     """The event rows in event-time order, and what every feature kind shares:
     entity codes, decision rows ordered by entity, type masks, window coverage,
-    and the output layout the kinds write into (``out``, see `Layout`)."""
+    and the output layout the kinds write into (``out``, see `Layout`).
+
+    The shared values are computed on first use by whichever task asks first, once
+    (a lock per value), so that their cost is spread over both threads too.
+    """
 
     def __init__(self, rows: pd.DataFrame, order: np.ndarray) -> None:
         self.rows = rows
@@ -265,13 +269,20 @@ class _History:
         self.live = ~self.dup
         self.type_code, names = pd.factorize(rows["type"])
         self._type_index = {name: i for i, name in enumerate(names)}
-        self._masks: dict[frozenset[str], np.ndarray] = {}
-        self._codes: dict[str, np.ndarray] = {}
-        self._distinct: dict[str, Any] = {}
-        self._queries: dict[str, np.ndarray] = {}
-        self._covered: dict[d.Window, np.ndarray] = {}
+        self._cache: dict[tuple[Any, ...], Any] = {}
+        self._locks: dict[tuple[Any, ...], threading.Lock] = {}
+        self._guard = threading.Lock()
         self.q = np.flatnonzero(self.typ_in(_DECISION_TYPES))
         self.out = Layout(order, self.type_mask(_DECISION_TYPES), self.dup, rows["event_id"])
+
+    def _memo(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            with self._guard:
+                lock = self._locks.setdefault(key, threading.Lock())
+            with lock:
+                if key not in self._cache:
+                    self._cache[key] = compute()
+        return self._cache[key]
 
     def type_mask(self, events: Iterable[str], at: np.ndarray | None = None) -> np.ndarray:
         wanted = np.zeros(len(self._type_index) + 1, dtype=bool)
@@ -283,60 +294,29 @@ class _History:
     def typ_in(self, events: Iterable[str]) -> np.ndarray:
         """Rows of these types that count (a repeated event_id counts once)."""
         key = frozenset(events)
-        if key not in self._masks:
-            self._masks[key] = self.type_mask(key) & self.live
-        return self._masks[key]
+        return self._memo(("types", key), lambda: self.type_mask(key) & self.live)
 
     def code(self, *cols: str) -> np.ndarray:
-        k = "|".join(cols)
-        if k not in self._codes:
-            if len(cols) == 1:
-                self._codes[k], self._distinct[k] = _factorize(self.rows[k])
-            else:
-                self._codes[k] = _combine([self.code(c) for c in cols])
-        return self._codes[k]
+        if len(cols) == 1:
+            return self._factorized(cols[0])[0]
+        return self._memo(("code", *cols), lambda: _combine([self.code(c) for c in cols]))
 
     def distinct(self, col: str) -> Any:
         """The distinct values of a column, in the order of its codes (first appearance)."""
-        self.code(col)
-        return self._distinct[col]
+        return self._factorized(col)[1]
+
+    def _factorized(self, col: str) -> tuple[np.ndarray, Any]:
+        return self._memo(("code", col), lambda: _factorize(self.rows[col]))
 
     def queries(self, *cols: str) -> np.ndarray:
         """Decision rows whose entity (these columns) is present, ordered by (entity, position)."""
-        k = "|".join(cols)
-        if k not in self._queries:
-            self._queries[k] = _by_entity(self.q, self.code(*cols))
-        return self._queries[k]
+        return self._memo(("queries", *cols), lambda: _by_entity(self.q, self.code(*cols)))
 
     def last_covered(self, w: d.Window) -> np.ndarray:
         """For each position p, the last position whose window (w) starts at or before ts[p]."""
-        if w not in self._covered:
-            self._covered[w] = np.searchsorted(_window_start(self.ts, w), self.ts, side="right") - 1
-        return self._covered[w]
-
-    def warm(self) -> None:
-        """Fill the caches before the kinds run side by side."""
-        for decl in (*d.ROLLING, *d.DISTINCT, *d.SEEN, *d.FIRST_SEEN, *d.MOMENTS, *d.HOUR_HABITS):
-            self.queries(decl.entity.column)
-        for x in (*d.DISTINCT, *d.SEEN):
-            self.code(x.of)
-        for s in d.SEEN:
-            self.code(s.entity.column, s.of)
-            self.last_covered(s.horizon)
-        for x in d.DISTINCT:
-            for w in x.windows:
-                self.last_covered(w)
-        for hh in d.HOUR_HABITS:
-            self.queries(hh.entity.column, "hour")
-        self.queries("merchant_id")
-        self.queries("merchant_id", "biz_day")
-        self.code("merchant_id", "biz_day", "card_fp")
-        for column in ("card_fp", "user_id", "device_id", "ip", "merchant_id"):  # list lookups
-            self.code(column)
-        for events in ((*_DECISION_TYPES,), d.PERIOD_VOLUME.events, d.TOP_SHARE.events,
-                       *({t for c in r.counters for t in c.events} for r in d.ROLLING),
-                       *(x.events for x in (*d.DISTINCT, *d.SEEN, *d.FIRST_SEEN, *d.MOMENTS, *d.HOUR_HABITS))):
-            self.typ_in(events)
+        return self._memo(
+            ("covered", w), lambda: np.searchsorted(_window_start(self.ts, w), self.ts, side="right") - 1
+        )
 
     def empty(self, dtype: Any = np.float64) -> np.ndarray:
         """An output column with every row missing."""
@@ -583,7 +563,7 @@ def _top_share(h: _History) -> dict[str, np.ndarray]:
 
 
 def _tasks() -> list[Callable[[_History], dict[str, np.ndarray]]]:
-    """Every feature computation, in output column order; each reads only the warmed `_History`."""
+    """Every feature computation, in output column order; each reads only the shared `_History`."""
     by_entity: dict[str, list[d.Rolling]] = {}
     for r in d.ROLLING:
         by_entity.setdefault(r.entity.column, []).append(r)
@@ -607,7 +587,7 @@ def _run_tasks(h: _History, first: Callable[[_History], Any]) -> tuple[dict[str,
     """Run ``first`` and every feature task on two threads, the longest first; the features
     come back in column order, with ``first``'s result.
 
-    The tasks share nothing but the warmed caches, and numpy releases the GIL in the
+    The tasks share nothing but `_History`'s values, and numpy releases the GIL in the
     sorts, searches and gathers that dominate them, so two threads use both cores;
     many small tasks keep both busy to the end.
     """
