@@ -184,9 +184,11 @@ class OnlineStore:
         layout += "|" + "".join(code for code, on in (("F", firsts), ("M", moments), ("H", hours)) if on)
         suffix = f"state.{hashlib.sha1(layout.encode()).hexdigest()[:8]}"  # a new layout, a new key
         width = len(names) + (1 if firsts else 0) + (3 if moments else 0) + (2 if hours else 0)
+        size = sum(1 + len(counters) + n * (1 + len(counters)) for n, _, counters in parts)
+        size += (1 if firsts else 0) + (3 if moments else 0) + (25 if hours else 0)
 
         def build(row: dict[str, Any], typ: str) -> list[Any]:
-            args: list[Any] = [len(parts)]
+            args: list[Any] = [size, len(parts)]
             t = row["ts_us"]
             for n, res_us, counters in parts:
                 args += [n, t // res_us, len(counters)]

@@ -12,9 +12,9 @@
 --              each op starts with an opcode and a key index:
 --   P k npairs g1 l1 .. gn ln default_limit   merchant profile; sets the limit
 --        -> grade|false, limit, onboarded_day|false, daily_cap|false, anomaly|false
---   R k nrings (N b nc inc1..incnc)*nrings nextra (code mode value)*nextra ttl
---        an entity's state in one value: its rings of N buckets (inc "N" = the
---        near-limit flag), then F first seen, M moments, H hour habit
+--   R k size nrings (N b nc inc1..incnc)*nrings nextra (code mode value)*nextra ttl
+--        an entity's state in one value of `size` doubles: its rings of N buckets
+--        (inc "N" = the near-limit flag), then F first seen, M moments, H hour habit
 --        -> each ring's nc totals, then F: first ts|false; M: n, mean, m2; H: count, total
 --   D k member ts prune ttl nthr thr1..thrn   last-seen sorted set, distinct counts
 --        -> n counts (members with last-seen >= thr)
@@ -36,11 +36,13 @@ end
 -- the first value is the layout of the reply (which ops ran), so that a retried
 -- event_id whose body differs is told apart from a true retry
 local out = {ARGV[4]}
+local nout = 1
 local function put(v)
+  nout = nout + 1
   if v == nil then
-    out[#out + 1] = false
+    out[nout] = false
   else
-    out[#out + 1] = v
+    out[nout] = v
   end
 end
 
@@ -93,17 +95,6 @@ end
 -- totals of buckets L-n+1..L, then n slots. Zero is "empty" (bucket ids are large).
 -- A newer bucket first subtracts the slots that leave the window; a slot left
 -- from an older bucket is reused when its turn comes, so the value never grows.
-local function dbl(s, i)
-  return (struct.unpack('<d', s, i * 8 + 1))
-end
-
--- string.rep builds byte by byte (~2 us per KiB here); doubling is a few memcpys
-local zero8 = struct.pack('<d', 0)
-local function zeros(count)
-  local z = zero8
-  while #z < count * 8 do z = z .. z end
-  return string.sub(z, 1, count * 8)
-end
 
 -- '<dd...d' for k doubles: one struct call reads or writes a whole record
 local FMT = {}
@@ -116,155 +107,167 @@ local function dfmt(k)
   return f
 end
 
--- seg with whole records replaced: `recs` maps a record's first double to its bytes
-local function spliced(seg, recs, width)
-  local idx = {}
-  for i in pairs(recs) do idx[#idx + 1] = i end
-  table.sort(idx)
-  local pieces, pos = {}, 1
-  for _, i in ipairs(idx) do
-    local off = i * 8 + 1
-    if off > pos then pieces[#pieces + 1] = string.sub(seg, pos, off - 1) end
-    pieces[#pieces + 1] = recs[i]
-    pos = off + width * 8
+-- k zero doubles, cut from one string grown by doubling (string.rep builds byte by
+-- byte, ~2 us per KiB here); a cut of a length made before is found interned
+local Z = struct.pack('<d', 0)
+local function zeros(k)
+  while #Z < k * 8 do Z = Z .. Z end
+  return string.sub(Z, 1, k * 8)
+end
+
+-- The entity's new value is built front to back: runs of the old value kept as
+-- they are, then each changed record, so each byte is copied once, by table.concat.
+local old, pieces, npieces, done
+local function keep(upto)  -- keep the old bytes up to offset `upto`
+  if upto > done then
+    npieces = npieces + 1
+    pieces[npieces] = string.sub(old, done + 1, upto)
+    done = upto
   end
-  if pos <= #seg then pieces[#pieces + 1] = string.sub(seg, pos) end
-  return table.concat(pieces)
+end
+local function emit(bytes)  -- replace the old bytes from `done` on
+  npieces = npieces + 1
+  pieces[npieces] = bytes
+  done = done + #bytes
+end
+local function emit_zeros(k)
+  if k > 0 then emit(zeros(k)) end
 end
 
 local function op_rings(key)
-  local nrings = nextarg()
-  local specs = {}
-  local size = 0
-  for r = 1, nrings do
-    local n, b, nc = nextarg(), nextarg(), nextarg()
-    local incs = {}
-    local any = false
-    for i = 1, nc do
-      local v = nextarg()
-      if v == 'N' then
-        if limit and amount * 10 >= limit * 9 and amount <= limit then v = 1 else v = 0 end
-      end
-      incs[i] = v
-      if v ~= 0 then any = true end
-    end
-    local len = 1 + nc + n * (nc + 1)
-    specs[r] = {n = n, b = b, nc = nc, incs = incs, any = any, at = size, len = len}
-    size = size + len
-  end
-  -- then the entity's other sections: F (first seen), M (Welford moments of the
-  -- amount), H (hour-of-day counts); each: code, mode (1 read, 2 read and write), value
-  local nextra = nextarg()
-  local extras = {}
-  for e = 1, nextra do
-    local code, mode, value = nextarg(), nextarg(), nextarg()
-    local len = (code == 'F' and 1) or (code == 'M' and 3) or 25
-    extras[e] = {code = code, write = mode == 2, value = value, at = size, len = len}
-    size = size + len
-  end
-  local ttl = nextarg()
-  local s = redis.call('GET', key)
-  if s and #s ~= size * 8 then s = nil end  -- written under another layout
-  local segs = {}
+  local size, nrings = A[argi], A[argi + 1]
+  argi = argi + 2
+  old = redis.call('GET', key)
+  if not old or #old ~= size * 8 then old = zeros(size) end  -- none yet, or another layout
+  pieces, npieces, done = {}, 0, 0
   local changed = false
-  for r = 1, nrings do
-    -- a ring is records of width nc+1: the header (newest bucket L, running totals),
-    -- then n slots (bucket id, counters)
-    local sp = specs[r]
-    local n, b, nc, len = sp.n, sp.b, sp.nc, sp.len
+  local near = (limit and amount * 10 >= limit * 9 and amount <= limit) and 1 or 0
+  local at = 0  -- byte offset of the current section
+  for _ = 1, nrings do
+    local n, b, nc = A[argi], A[argi + 1], A[argi + 2]
+    local inc0 = argi + 2  -- A[inc0 + i] increments counter i
+    argi = argi + 3 + nc
     local width = nc + 1
+    local w8 = width * 8
     local f = dfmt(width)
-    local seg = s and string.sub(s, sp.at * 8 + 1, (sp.at + len) * 8) or nil
-    local hdr = seg and {struct.unpack(f, seg, 1)} or nil
-    local last = hdr and hdr[1] or 0
-    local totals = {}
-    local recs = {}
-    local reset = false
-    if last == 0 then
-      last = nil
-      reset = true
-      for i = 1, nc do totals[i] = 0 end
-    else
-      for i = 1, nc do totals[i] = hdr[i + 1] end
-      if b - last >= n then
-        reset = true
-        for i = 1, nc do totals[i] = 0 end
-      elseif b > last then
-        local empty = nil
-        for x = last + 1, b do
-          local base = width + (x % n) * width
-          local rec = {struct.unpack(f, seg, base * 8 + 1)}
-          if rec[1] ~= 0 then
-            for i = 1, nc do totals[i] = totals[i] - rec[i + 1] end
-            empty = empty or zeros(width)
-            recs[base] = empty
-          end
+    -- the header: t[1] = L, t[1 + i] = total i (a (width+1)th value, the next position, is unused)
+    local t = {struct.unpack(f, old, at + 1)}
+    local last = t[1]
+    local reset = last == 0 or b - last >= n
+    if reset then
+      for i = 2, width do t[i] = 0 end
+    elseif b > last then
+      for x = last + 1, b do
+        local off = at + (1 + x % n) * w8 + 1
+        if struct.unpack('<d', old, off) ~= 0 then
+          local rec = {struct.unpack(f, old, off)}
+          for i = 2, width do t[i] = t[i] - rec[i] end
         end
       end
     end
-    for i = 1, nc do put(totals[i]) end
-    if sp.any and (last == nil or b > last - n) then
-      if reset then
-        seg = zeros(len)
-        recs = {}
-      end
-      local base = width + (b % n) * width
-      local slot = {b}
-      local cur = recs[base] == nil and {struct.unpack(f, seg, base * 8 + 1)} or nil
-      local same = cur ~= nil and cur[1] == b
-      for i = 1, nc do
-        slot[i + 1] = (same and cur[i + 1] or 0) + sp.incs[i]
-        totals[i] = totals[i] + sp.incs[i]
-      end
-      recs[base] = struct.pack(f, unpack(slot))
-      local head = {(reset or b > last) and b or last}
-      for i = 1, nc do head[i + 1] = totals[i] end
-      recs[0] = struct.pack(f, unpack(head))
-      segs[r] = spliced(seg, recs, width)
-      changed = true
-    else
-      segs[r] = seg or zeros(len)
+    for i = 2, width do
+      nout = nout + 1
+      out[nout] = t[i]
     end
+    local any = false
+    for i = inc0 + 1, inc0 + nc do
+      if A[i] == 'N' then A[i] = near end
+      if A[i] ~= 0 then any = true end
+    end
+    if any and (reset or b > last - n) then
+      local hi = b % n
+      local slot = {b}
+      local cur = nil
+      if not reset and b <= last then
+        cur = {struct.unpack(f, old, at + (1 + hi) * w8 + 1)}
+        if cur[1] ~= b then cur = nil end
+      end
+      for i = 2, width do
+        local inc = A[inc0 + i - 1]
+        slot[i] = cur and cur[i] + inc or inc
+        t[i] = t[i] + inc
+      end
+      if not reset and b <= last then t[1] = last else t[1] = b end
+      keep(at)
+      emit(struct.pack(f, unpack(t, 1, width)))
+      local rec = struct.pack(f, unpack(slot, 1, width))
+      if reset then
+        emit_zeros(hi * width)
+        emit(rec)
+        emit_zeros((n - 1 - hi) * width)
+      elseif b <= last then
+        keep(at + (1 + hi) * w8)
+        emit(rec)
+      else
+        -- slots last+1 .. b (cyclic) left the window: cleared, then b's is written
+        local lo = (last + 1) % n
+        if lo <= hi then
+          keep(at + (1 + lo) * w8)
+          emit_zeros((hi - lo) * width)
+          emit(rec)
+        else
+          emit_zeros(hi * width)
+          emit(rec)
+          keep(at + (1 + lo) * w8)
+          emit_zeros((n - lo) * width)
+        end
+      end
+      changed = true
+    end
+    at = at + (1 + n) * w8
   end
-  for e = 1, nextra do
-    local ex = extras[e]
-    local seg = s and string.sub(s, ex.at * 8 + 1, (ex.at + ex.len) * 8) or zeros(ex.len)
-    local mods = {}
-    if ex.code == 'F' then
-      local first = dbl(seg, 0)
+  -- then the entity's other sections: F (first seen), M (Welford moments of the
+  -- amount), H (hour-of-day counts, then their total); each: code, mode (1 read,
+  -- 2 read and write), value
+  local nextra = A[argi]
+  argi = argi + 1
+  for _ = 1, nextra do
+    local code, write, value = A[argi], A[argi + 1] == 2, A[argi + 2]
+    argi = argi + 3
+    if code == 'F' then
+      local first = struct.unpack('<d', old, at + 1)
       put(first ~= 0 and first or false)
-      if ex.write and first == 0 then mods[0] = ex.value end
-    elseif ex.code == 'M' then
-      local n, mean, m2 = dbl(seg, 0), dbl(seg, 1), dbl(seg, 2)
+      if write and first == 0 then
+        keep(at)
+        emit(struct.pack('<d', value))
+        changed = true
+      end
+      at = at + 8
+    elseif code == 'M' then
+      local n, mean, m2 = struct.unpack('<ddd', old, at + 1)
       put(n)
       put(mean)
       put(m2)
-      if ex.write then
+      if write then
         n = n + 1
-        local delta = ex.value - mean
+        local delta = value - mean
         mean = mean + delta / n
-        m2 = m2 + delta * (ex.value - mean)
-        mods[0], mods[1], mods[2] = n, mean, m2
+        m2 = m2 + delta * (value - mean)
+        keep(at)
+        emit(struct.pack('<ddd', n, mean, m2))
+        changed = true
       end
+      at = at + 24
     else
-      local hour = ex.value
-      local count, total = dbl(seg, hour), dbl(seg, 24)
+      local count = struct.unpack('<d', old, at + value * 8 + 1)
+      local total = struct.unpack('<d', old, at + 24 * 8 + 1)
       put(count)
       put(total)
-      if ex.write then
-        mods[hour], mods[24] = count + 1, total + 1
+      if write then
+        keep(at + value * 8)
+        emit(struct.pack('<d', count + 1))
+        keep(at + 24 * 8)
+        emit(struct.pack('<d', total + 1))
+        changed = true
       end
+      at = at + 25 * 8
     end
-    if next(mods) then
-      local recs = {}
-      for i, v in pairs(mods) do recs[i] = struct.pack('<d', v) end
-      seg = spliced(seg, recs, 1)
-      changed = true
-    end
-    segs[#segs + 1] = seg
   end
+  local ttl = A[argi]
+  argi = argi + 1
   if changed then
-    redis.call('SET', key, table.concat(segs), 'EX', ttl)
+    keep(size * 8)
+    redis.call('SET', key, table.concat(pieces, '', 1, npieces), 'EX', ttl)
   end
 end
 
