@@ -112,7 +112,6 @@ class _Prior:
         self.order = _argsort_unique(key)
         self.ent = ent[self.order]
         self.key_pos = key[self.order]
-        self._key_time: np.ndarray | None = None
 
     def upto(self, q_ent: np.ndarray, q_pos: np.ndarray) -> np.ndarray:
         """Index (in entity order) just past the query's earlier occurrences."""
@@ -130,18 +129,19 @@ class _Prior:
         keys = self.ent * span + (b - bmin)
         return np.searchsorted(keys, q_ent * span + np.clip(q_lo - bmin, 0, int(span) - 1), side="left")
 
-    def from_time(self, seconds: np.ndarray, q_ent: np.ndarray, q_from: np.ndarray) -> np.ndarray:
-        """Index of the entity's first occurrence at or after second ``q_from`` (``seconds`` per occurrence).
+    def timed(self, seconds: np.ndarray) -> None:
+        """Key the occurrences by (entity, second) too (``seconds`` per occurrence, in this order)."""
+        self._t0 = int(seconds.min()) if len(seconds) else 0
+        self._t_span = np.int64(int(seconds.max()) - self._t0 + 2 if len(seconds) else 2)
+        self._key_time = self.ent * self._t_span + (seconds - self._t0)
 
-        Keyed by (entity, second), built once and shared by every window: a window
-        of whole-second buckets starts at a whole second, so "bucket >= the first
-        bucket" is "time >= the first bucket's start" and seconds are exact enough.
+    def from_time(self, q_ent: np.ndarray, q_from: np.ndarray) -> np.ndarray:
+        """Index of the entity's first occurrence at or after second ``q_from`` (after `timed`).
+
+        One (entity, second) key serves every window: a window of whole-second
+        buckets starts at a whole second, so "bucket >= the first bucket" is
+        "time >= the first bucket's start" and seconds are exact enough.
         """
-        if self._key_time is None:
-            t = seconds[self.order]
-            self._t0 = int(t.min()) if len(t) else 0
-            self._t_span = np.int64(int(t.max()) - self._t0 + 2 if len(t) else 2)
-            self._key_time = self.ent * self._t_span + (t - self._t0)
         q = q_ent * self._t_span + np.clip(q_from - self._t0, 0, int(self._t_span) - 1)
         return np.searchsorted(self._key_time, q, side="left")
 
@@ -312,6 +312,14 @@ class _History:
         """Decision rows whose entity (these columns) is present, ordered by (entity, position)."""
         return self._memo(("queries", *cols), lambda: _by_entity(self.q, self.code(*cols)))
 
+    def slots(self, *cols: str) -> np.ndarray:
+        """The output rows of `queries`."""
+        return self._memo(("slots", *cols), lambda: self.out.slot[self.queries(*cols)])
+
+    def query_codes(self, *cols: str) -> np.ndarray:
+        """The entity code of each of `queries`."""
+        return self._memo(("query codes", *cols), lambda: self.code(*cols)[self.queries(*cols)])
+
     def last_covered(self, w: d.Window) -> np.ndarray:
         """For each position p, the last position whose window (w) starts at or before ts[p]."""
         return self._memo(
@@ -322,10 +330,10 @@ class _History:
         """An output column with every row missing."""
         return np.full(self.out.n_out, None if dtype is object else np.nan, dtype=dtype)
 
-    def put(self, qq: np.ndarray, values: Any, dtype: Any = np.float64) -> np.ndarray:
-        """An output column holding ``values`` at the queries ``qq`` (positions), missing elsewhere."""
+    def put(self, slots: np.ndarray, values: Any, dtype: Any = np.float64) -> np.ndarray:
+        """An output column holding ``values`` at the output rows ``slots``, missing elsewhere."""
         out = np.zeros(self.out.n_out, dtype=bool) if dtype is bool else self.empty(dtype)
-        out[self.out.slot[qq]] = values
+        out[slots] = values
         return out
 
 
@@ -338,16 +346,24 @@ def _rolling(h: _History, rollings: list[d.Rolling]) -> dict[str, np.ndarray]:
     events = {t for r in rollings for c in r.counters for t in c.events}
     occ = np.flatnonzero(h.typ_in(events) & (ent >= 0))
     prior = _Prior(ent[occ], pos[occ])
-    qq = h.queries(column)
-    hi = prior.upto(ent[qq], pos[qq])
+    occ = occ[prior.order]  # from here on in (entity, position) order, as the sums run
+    prior.timed(ts_s[occ])
+    qq, q_ent, slots = h.queries(column), h.query_codes(column), h.slots(column)
+    hi = prior.upto(q_ent, qq)
+    q_ts = ts_s[qq]
+    # one running-sum buffer and two gather buffers serve every counter
+    cum = np.zeros(len(occ) + 1, dtype=np.int64)
+    upto, before = np.empty(len(qq), dtype=np.int64), np.empty(len(qq), dtype=np.int64)
     for r in rollings:
-        lo = np.minimum(prior.from_time(ts_s[occ], ent[qq], _window_start_s(ts_s[qq], r.window)), hi)
+        lo = np.minimum(prior.from_time(q_ent, _window_start_s(q_ts, r.window)), hi)
         for c, name in zip(r.counters, r.outputs()):
             applies = h.type_mask(c.events, occ)
             if c.where is not None:
                 applies &= h.rows[c.where].to_numpy()[occ].astype(bool)
-            vals = np.where(applies, amount[occ] if c.value == "amount" else 1, 0).astype(np.int64)
-            raw[name] = h.put(qq, prior.sums(vals, lo, hi))
+            np.cumsum(np.where(applies, amount[occ], 0) if c.value == "amount" else applies, out=cum[1:])
+            np.take(cum, hi, out=upto)
+            np.take(cum, lo, out=before)
+            raw[name] = h.put(slots, np.subtract(upto, before, out=upto))
     return raw
 
 
@@ -358,11 +374,11 @@ def _distinct(h: _History, x: d.Distinct) -> dict[str, np.ndarray]:
     ent = h.code(x.entity.column)
     member = h.code(x.of)
     occ = np.flatnonzero(h.typ_in(x.events) & (ent >= 0) & (member >= 0))
-    qq = h.queries(x.entity.column)
+    qq, q_ent = h.queries(x.entity.column), h.query_codes(x.entity.column)
     pairs = _Occurrences(ent[occ], member[occ], pos[occ])
     for w, name in zip(x.windows, x.outputs()):
         run_ent, run_start, run_end, _ = pairs.runs(h.last_covered(w))
-        raw[name] = h.put(qq, _covering(run_ent, run_start, run_end, ent[qq], pos[qq], n + 2))
+        raw[name] = h.put(h.slots(x.entity.column), _covering(run_ent, run_start, run_end, q_ent, qq, n + 2))
     return raw
 
 
@@ -378,10 +394,11 @@ def _seen(h: _History, s: d.SeenBefore) -> dict[str, np.ndarray]:
     )
     qq = h.queries(s.entity.column)
     new_name, seen_name = s.outputs()
-    raw[seen_name] = h.put(qq, _covering(run_ent, run_start, run_end, ent[qq], pos[qq], n + 2))
-    qm = _by_entity(qq, pair_all)
-    is_new = _covering(run_pair, run_start, run_end, pair_all[qm], pos[qm], n + 2) == 0
-    raw[new_name] = h.put(qm, is_new, object)
+    q_ent = h.query_codes(s.entity.column)
+    raw[seen_name] = h.put(h.slots(s.entity.column), _covering(run_ent, run_start, run_end, q_ent, qq, n + 2))
+    qm = h.queries(s.entity.column, s.of)
+    is_new = _covering(run_pair, run_start, run_end, h.query_codes(s.entity.column, s.of), qm, n + 2) == 0
+    raw[new_name] = h.put(h.slots(s.entity.column, s.of), is_new, object)
     return raw
 
 
@@ -394,8 +411,9 @@ def _first_seen(h: _History, f: d.FirstSeen) -> dict[str, np.ndarray]:
     qq = h.queries(f.entity.column)
     fp = first_pos.reindex(ent[qq]).to_numpy()
     known = ~np.isnan(fp) & (fp < pos[qq])
-    raw[f"{f.entity.name}.first_seen_us"] = h.put(qq[known], ts[fp[known].astype(np.int64)])
-    raw[f"{f.entity.name}.__has"] = h.put(qq, True, bool)
+    slots = h.slots(f.entity.column)
+    raw[f"{f.entity.name}.first_seen_us"] = h.put(slots[known], ts[fp[known].astype(np.int64)])
+    raw[f"{f.entity.name}.__has"] = h.put(slots, True, bool)
     return raw
 
 
@@ -418,9 +436,10 @@ def _moments(h: _History, m: d.Moments) -> dict[str, np.ndarray]:
         mean = np.where(cnt > 0, k + s1 / cnt, 0.0)
         m2 = np.where(cnt > 0, s2 - s1 * s1 / np.where(cnt > 0, cnt, 1), 0.0)
     ns = m.entity.name
-    raw[f"{ns}.moments_n"] = h.put(qq, cnt)
-    raw[f"{ns}.moments_mean"] = h.put(qq, mean)
-    raw[f"{ns}.moments_m2"] = h.put(qq, np.maximum(m2, 0.0))
+    slots = h.slots(m.entity.column)
+    raw[f"{ns}.moments_n"] = h.put(slots, cnt)
+    raw[f"{ns}.moments_mean"] = h.put(slots, mean)
+    raw[f"{ns}.moments_m2"] = h.put(slots, np.maximum(m2, 0.0))
     return raw
 
 
@@ -434,7 +453,7 @@ def _hour_habit(h: _History, hh: d.HourHabit) -> dict[str, np.ndarray]:
         qq = h.queries(*cols)
         prior = _Prior(e[writes], pos[writes])
         lo, hi = prior.index(e[qq], pos[qq])
-        raw[f"{hh.entity.name}.{key}"] = h.put(qq, hi - lo)
+        raw[f"{hh.entity.name}.{key}"] = h.put(h.slots(*cols), hi - lo)
     return raw
 
 
@@ -454,7 +473,7 @@ def _period_volume(h: _History) -> dict[str, np.ndarray]:
     for period, bucket in (("today", day), ("hour", day * 24 + hour)):
         lo = np.minimum(prior.from_bucket(bucket[occ], merchant[qq], bucket[qq]), hi)
         for name, values in ((f"merchant.volume_{period}", amount[occ]), (f"merchant.count_{period}", ones)):
-            raw[name] = h.put(qq, prior.sums(values, lo, hi))
+            raw[name] = h.put(h.slots("merchant_id"), prior.sums(values, lo, hi))
     return raw
 
 
@@ -485,7 +504,7 @@ def _baselines(h: _History) -> dict[str, np.ndarray]:
             back = back7[kind] if span == 7 else np.concatenate((back7[kind][:, also28], back28[kind]))
             per_key = np.full(len(uq), np.nan)
             per_key[eligible] = _median(back)
-            raw[f"merchant.baseline_{kind}_{span}d"] = h.put(qq, per_key[q_at])
+            raw[f"merchant.baseline_{kind}_{span}d"] = h.put(h.slots("merchant_id"), per_key[q_at])
     return raw
 
 
@@ -559,7 +578,7 @@ def _top_share(h: _History) -> dict[str, np.ndarray]:
     i = _searchsorted(keys, m_day[qq] * np.int64(n + 2) + pos[qq], side="left") - 1
     ok = (i >= 0) & (frame["g"].to_numpy()[np.maximum(i, 0)] == m_day[qq])
     top = np.where(ok, frame["running_max"].to_numpy()[np.maximum(i, 0)], 0)
-    return {"merchant.top_card_volume_today": h.put(qq, top)}
+    return {"merchant.top_card_volume_today": h.put(h.slots("merchant_id", "biz_day"), top)}
 
 
 def _tasks() -> list[Callable[[_History], dict[str, np.ndarray]]]:
