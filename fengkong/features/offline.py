@@ -231,10 +231,8 @@ def offline_features(
     grade_limits = dict(grade_limits or d.DEFAULT_GRADE_LIMITS)
     if default_limit is None:
         default_limit = grade_limits.get(d.DEFAULT_GRADE, 500_000)
-    rows = frame_rows(events, ipintel, business_utc_offset_min)
-    original_index = rows.index
-    order = np.argsort(rows["ts_us"].to_numpy(), kind="stable")
-    h = _History(rows.iloc[order].reset_index(drop=True), order)
+    h, original_index = _history(frame_rows(events, ipintel, business_utc_offset_min))
+    order = h.order
     merchants = merchant_table(h.distinct("merchant_id"), profiles, grade_limits, default_limit)
     limit = merchants["limit"].to_numpy()[h.code("merchant_id")]
     h.rows["near_limit"] = h.type_mask(("payment",)) & (h.amount * _DEN >= limit * _NUM) & (h.amount <= limit)
@@ -249,6 +247,13 @@ def offline_features(
     return features
 
 
+def _history(rows: pd.DataFrame) -> tuple[_History, pd.Index]:
+    """The rows in event-time order (as given when already so: no copy), and their index."""
+    order = np.argsort(rows["ts_us"].to_numpy(), kind="stable")
+    in_order = bool(np.array_equal(order, np.arange(len(order))))
+    return _History((rows if in_order else rows.iloc[order]).reset_index(drop=True), order), rows.index
+
+
 class _History:
     """The event rows in event-time order, and what every feature kind shares:
     entity codes, decision rows ordered by entity, type masks, window coverage,
@@ -260,6 +265,7 @@ class _History:
 
     def __init__(self, rows: pd.DataFrame, order: np.ndarray) -> None:
         self.rows = rows
+        self.order = order  # input position of each row
         self.n = len(rows)
         self.pos = np.arange(self.n, dtype=np.int64)
         self.ts = rows["ts_us"].to_numpy(dtype=np.int64)
