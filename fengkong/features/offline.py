@@ -135,15 +135,21 @@ class _Prior:
         self._t_span = np.int64(int(seconds.max()) - self._t0 + 2 if len(seconds) else 2)
         self._key_time = self.ent * self._t_span + (seconds - self._t0)
 
-    def from_time(self, q_ent: np.ndarray, q_from: np.ndarray) -> np.ndarray:
-        """Index of the entity's first occurrence at or after second ``q_from`` (after `timed`).
+    def time_base(self, q_ent: np.ndarray) -> np.ndarray:
+        """The queries' part of their (entity, second) keys, for `from_time`."""
+        return q_ent * self._t_span - self._t0
+
+    def from_time(self, q_base: np.ndarray, q_from: np.ndarray) -> np.ndarray:
+        """Index of the entity's first occurrence at or after second ``q_from`` (after `timed`;
+        ``q_base`` from `time_base`; ``q_from`` is overwritten).
 
         One (entity, second) key serves every window: a window of whole-second
         buckets starts at a whole second, so "bucket >= the first bucket" is
         "time >= the first bucket's start" and seconds are exact enough.
         """
-        q = q_ent * self._t_span + np.clip(q_from - self._t0, 0, int(self._t_span) - 1)
-        return np.searchsorted(self._key_time, q, side="left")
+        np.clip(q_from, self._t0, self._t0 + int(self._t_span) - 1, out=q_from)
+        q_from += q_base
+        return np.searchsorted(self._key_time, q_from, side="left")
 
     def index(self, q_ent: np.ndarray, q_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.start(q_ent), self.upto(q_ent, q_pos)
@@ -181,23 +187,30 @@ class _Occurrences:
         return self.ent[first_idx], self.pos[first_idx], e[last_idx], self.member[first_idx]
 
 
-def _covering(run_ent: np.ndarray, run_start: np.ndarray, run_end: np.ndarray, q_ent: np.ndarray,
-              q_pos: np.ndarray, m: int) -> np.ndarray:
+def _covering(run_ent: np.ndarray, run_start: np.ndarray, run_end: np.ndarray, q: np.ndarray, m: int) -> np.ndarray:
     """How many runs of the query's entity cover its position (start < q <= end).
 
     Each run adds +1 from position start+1 and -1 from end+1 of its own entity, so
     the count is the number of the entity's run starts at or before the query less
-    its run ends; keyed by (entity, position), other entities never leak in.
+    its run ends; keyed by (entity, position), other entities never leak in. ``q``: the
+    queries' keys, entity * m + position (`_History.query_keys`).
     """
-    starts = np.sort(run_ent * m + run_start + 1)
-    ends = np.sort(run_ent * m + run_end + 1)
-    q = q_ent * m + q_pos
+    starts = run_ent * m
+    ends = starts + run_end
+    starts += run_start
+    starts += 1
+    ends += 1
+    starts.sort()
+    ends.sort()
     return np.searchsorted(starts, q, side="right") - np.searchsorted(ends, q, side="right")
 
 
 def _window_start_s(ts_s: np.ndarray, w: d.Window) -> np.ndarray:
     """Start (epoch seconds) of the window that ends in the bucket holding each time."""
-    return (ts_s // w.resolution - w.buckets + 1) * w.resolution
+    start = ts_s // w.resolution
+    start -= w.buckets - 1
+    start *= w.resolution
+    return start
 
 
 def _window_start(ts_us: np.ndarray, w: d.Window) -> np.ndarray:
@@ -268,6 +281,7 @@ class _History:
         self.order = order  # input position of each row
         self.n = len(rows)
         self.pos = np.arange(self.n, dtype=np.int64)
+        self.key_span = np.int64(self.n + 2)  # (entity, position) keys: entity * key_span + position
         self.ts = rows["ts_us"].to_numpy(dtype=np.int64)
         self.ts_s = self.ts // 1_000_000
         self.amount = rows["amount"].to_numpy(dtype=np.int64)
@@ -290,12 +304,16 @@ class _History:
                     self._cache[key] = compute()
         return self._cache[key]
 
-    def type_mask(self, events: Iterable[str], at: np.ndarray | None = None) -> np.ndarray:
+    def type_table(self, events: Iterable[str]) -> np.ndarray:
+        """Whether each type code is one of these events."""
         wanted = np.zeros(len(self._type_index) + 1, dtype=bool)
         for t in events:
             if t in self._type_index:
                 wanted[self._type_index[t]] = True
-        return wanted[self.type_code if at is None else self.type_code[at]]
+        return wanted
+
+    def type_mask(self, events: Iterable[str], at: np.ndarray | None = None) -> np.ndarray:
+        return self.type_table(events)[self.type_code if at is None else self.type_code[at]]
 
     def typ_in(self, events: Iterable[str]) -> np.ndarray:
         """Rows of these types that count (a repeated event_id counts once)."""
@@ -325,6 +343,10 @@ class _History:
     def query_codes(self, *cols: str) -> np.ndarray:
         """The entity code of each of `queries`."""
         return self._memo(("query codes", *cols), lambda: self.code(*cols)[self.queries(*cols)])
+
+    def query_keys(self, *cols: str) -> np.ndarray:
+        """(entity, position) keys of `queries`: entity * `key_span` + position, ascending."""
+        return self._memo(("query keys", *cols), lambda: self.query_codes(*cols) * self.key_span + self.queries(*cols))
 
     def last_covered(self, w: d.Window) -> np.ndarray:
         """For each position p, the last position whose window (w) starts at or before ts[p]."""
@@ -356,14 +378,15 @@ def _rolling(h: _History, rollings: list[d.Rolling]) -> dict[str, np.ndarray]:
     prior.timed(ts_s[occ])
     qq, q_ent, slots = h.queries(column), h.query_codes(column), h.slots(column)
     hi = prior.upto(q_ent, qq)
-    q_ts = ts_s[qq]
+    q_ts, q_base = ts_s[qq], prior.time_base(q_ent)
+    types = h.type_code[occ]
     # one running-sum buffer and two gather buffers serve every counter
     cum = np.zeros(len(occ) + 1, dtype=np.int64)
     upto, before = np.empty(len(qq), dtype=np.int64), np.empty(len(qq), dtype=np.int64)
     for r in rollings:
-        lo = np.minimum(prior.from_time(q_ent, _window_start_s(q_ts, r.window)), hi)
+        lo = np.minimum(prior.from_time(q_base, _window_start_s(q_ts, r.window)), hi)
         for c, name in zip(r.counters, r.outputs()):
-            applies = h.type_mask(c.events, occ)
+            applies = h.type_table(c.events)[types]
             if c.where is not None:
                 applies &= h.rows[c.where].to_numpy()[occ].astype(bool)
             np.cumsum(np.where(applies, amount[occ], 0) if c.value == "amount" else applies, out=cum[1:])
@@ -376,34 +399,33 @@ def _rolling(h: _History, rollings: list[d.Rolling]) -> dict[str, np.ndarray]:
 def _distinct(h: _History, x: d.Distinct) -> dict[str, np.ndarray]:
     """Distinct members per window."""
     raw: dict[str, np.ndarray] = {}
-    pos, n = h.pos, h.n
+    pos = h.pos
     ent = h.code(x.entity.column)
     member = h.code(x.of)
     occ = np.flatnonzero(h.typ_in(x.events) & (ent >= 0) & (member >= 0))
-    qq, q_ent = h.queries(x.entity.column), h.query_codes(x.entity.column)
+    q_key = h.query_keys(x.entity.column)
     pairs = _Occurrences(ent[occ], member[occ], pos[occ])
     for w, name in zip(x.windows, x.outputs()):
         run_ent, run_start, run_end, _ = pairs.runs(h.last_covered(w))
-        raw[name] = h.put(h.slots(x.entity.column), _covering(run_ent, run_start, run_end, q_ent, qq, n + 2))
+        raw[name] = h.put(h.slots(x.entity.column), _covering(run_ent, run_start, run_end, q_key, h.key_span))
     return raw
 
 
 def _seen(h: _History, s: d.SeenBefore) -> dict[str, np.ndarray]:
     """Whether the member was seen before, and how many were."""
     raw: dict[str, np.ndarray] = {}
-    pos, n = h.pos, h.n
+    pos = h.pos
     ent = h.code(s.entity.column)
     pair_all = h.code(s.entity.column, s.of)
     occ = np.flatnonzero(h.typ_in(s.events) & (ent >= 0) & (pair_all >= 0))
     run_ent, run_start, run_end, run_pair = _Occurrences(ent[occ], pair_all[occ], pos[occ]).runs(
         h.last_covered(s.horizon)
     )
-    qq = h.queries(s.entity.column)
     new_name, seen_name = s.outputs()
-    q_ent = h.query_codes(s.entity.column)
-    raw[seen_name] = h.put(h.slots(s.entity.column), _covering(run_ent, run_start, run_end, q_ent, qq, n + 2))
-    qm = h.queries(s.entity.column, s.of)
-    is_new = _covering(run_pair, run_start, run_end, h.query_codes(s.entity.column, s.of), qm, n + 2) == 0
+    q_key = h.query_keys(s.entity.column)
+    raw[seen_name] = h.put(h.slots(s.entity.column), _covering(run_ent, run_start, run_end, q_key, h.key_span))
+    q_pair = h.query_keys(s.entity.column, s.of)
+    is_new = _covering(run_pair, run_start, run_end, q_pair, h.key_span) == 0
     raw[new_name] = h.put(h.slots(s.entity.column, s.of), is_new, object)
     return raw
 
@@ -562,10 +584,14 @@ class _HourlyGrid:
 
 
 def _median(values: np.ndarray) -> np.ndarray:
-    """np.median over axis 0 (the mean of the middle two of an even count), by one sort."""
-    s = np.sort(values, axis=0)
-    n = len(s)
-    return (s[(n - 1) // 2] + s[n // 2]) / 2
+    """np.median over axis 0 (the mean of the middle two of an even count), by one sort.
+
+    Sorts ``values`` in place: each column keeps its values, so a later median
+    over a superset of them is unchanged.
+    """
+    values.sort(axis=0)
+    n = len(values)
+    return (values[(n - 1) // 2] + values[n // 2]) / 2
 
 
 def _top_share(h: _History) -> dict[str, np.ndarray]:
