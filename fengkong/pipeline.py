@@ -1,9 +1,10 @@
 """The per-event decision pipeline, in one place.
 
-The decision service (`fengkong.api`) and `fengkong replay` both call `decide`, so
-a replayed history gets exactly the decisions the live service would have given
-for the same event sequence: there is no second copy of "features, then models,
-then rules" to drift.
+Replay calls `decide`; the decision service gets the store's features over its
+asynchronous connection (`OnlineStore.process_async`, the same script) and calls
+`decide_on`, the part of `decide` after the store. So a replayed history gets
+exactly the decisions the live service would have given for the same event
+sequence: there is no second copy of "features, then models, then rules" to drift.
 
     decision, features = decide(event, store=store, rules=rules, models=models)
 

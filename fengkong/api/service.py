@@ -4,8 +4,10 @@ Decision flow (`decide`):
 
 1. ``parse_event`` (the contract; refusals name the field and never echo a card
    number). Outcome types are refused here: they go to `report`.
-2. ``fengkong.pipeline.decide``: the feature store's one Lua call (counts the event
-   and reads its features), the models, the live rules.
+2. The feature store's one Lua call (counts the event and reads its features) over
+   the worker's pipelined connection (``OnlineStore.process_async``), then
+   ``fengkong.pipeline.decide_on``: the models and the live rules, the same code
+   replay runs.
 3. Idempotency. The store's Lua call is the claim: it is atomic and counts an
    event_id once, so exactly one request -- across all workers -- gets
    ``duplicate=False`` from it and is the winner; it stores the decision. Any other
@@ -41,8 +43,9 @@ the response and the record at the top level (not among the record's features,
 which are what the rules read), null without a fusion artifact, for non-payments,
 in degraded mode, or when the models failed.
 
-Outcomes (`report`) use the same winner/loser rule and body hash, and go to the
-store (which counts them once) and to the capped labels stream ``{prefix}:v1:labels`` that
+Outcomes (`report`) use the same winner/loser rule and body hash, and go (over
+the same pipelined connection) to the store (which counts them once) and to the
+capped labels stream ``{prefix}:v1:labels`` that
 model training reads. An outcome cannot be answered by a policy: if Redis is down
 the caller gets `Unavailable` (503, Retry-After) and retries.
 """
@@ -391,10 +394,9 @@ async def report(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
                                     f"(outcome types: {', '.join(sorted(t.value for t in OUTCOME_TYPES))})")
     digest = body_hash(data)
     key = rt.keys.request(event.event_id)
-    client = rt.client
     try:
         try:
-            result = pipeline.record_outcome(event, store=rt.store)
+            result = await rt.store.process_async(event, rt.conn, rt.store_budget_s)
         except DuplicateEventConflict:
             raise Conflict("event_id", "was already used with a different body") from None
         except FeatureStoreError:
@@ -412,17 +414,23 @@ async def report(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
         record = {"kind": "outcome", "body_sha256": digest.decode(), "event_id": event.event_id,
                   "type": event.type.value, "recorded_at": utc_now_iso(), "caller": caller.name, "event": data}
         blob = dumps(record)
-        pipe = client.pipeline(transaction=False)
-        pipe.set(key, blob, ex=rt.settings.decision_ttl_s, nx=result.duplicate)
+        ttl = rt.settings.decision_ttl_s
+        commands: list[tuple[Any, ...]] = [("SET", key, blob, "EX", ttl, "NX") if result.duplicate
+                                           else ("SET", key, blob, "EX", ttl)]
         if not result.duplicate:
-            pipe.xadd(rt.keys.labels, {"record": blob}, maxlen=rt.settings.audit_stream_maxlen, approximate=True)
-        pipe.execute()
+            commands.append(("XADD", rt.keys.labels, "MAXLEN", "~", rt.settings.audit_stream_maxlen, "*",
+                             "record", blob))
+        refused = [r for r in await rt.conn.execute(commands, rt.store_budget_s) if isinstance(r, ReplyError)]
+        if refused:
+            raise redis.ResponseError(str(refused[0]))
     except FeatureStoreError as exc:
-        rt.breaker.failed(type(exc.__cause__ or exc).__name__)
+        if not isinstance(exc.__cause__, ReplyLate):
+            rt.breaker.failed(type(exc.__cause__ or exc).__name__)
         raise Unavailable(None, f"feature store unavailable: {type(exc.__cause__ or exc).__name__}; "
                                 "the outcome was not recorded, retry") from None
-    except (redis.RedisError, OSError) as exc:
-        rt.breaker.failed(type(exc).__name__)
+    except (redis.RedisError, ConnectionFailed, OSError) as exc:
+        if not isinstance(exc, ReplyLate):
+            rt.breaker.failed(type(exc).__name__)
         raise Unavailable(None, f"feature store unavailable: {type(exc).__name__}; retry") from None
     except (EventRejected, ServiceError):
         raise
