@@ -203,13 +203,20 @@ def _degraded(rt: Runtime, *, event: Event | None, data: Any, caller: Caller, re
     return _response(record, latency * 1000, False)
 
 
+async def _get(rt: Runtime, key: str) -> bytes | None:
+    """GET over the pipelined connection (`ConnectionFailed` is an OSError)."""
+    value = (await rt.conn.execute((("GET", key),), rt.store_budget_s))[0]
+    if isinstance(value, ReplyError):
+        raise redis.ResponseError(str(value))
+    return value  # type: ignore[no-any-return]
+
+
 async def _stored(rt: Runtime, *, key: str, digest: bytes, kind: str, deadline: float) -> dict[str, Any] | None:
     """The record stored for an event_id by the request that counted it, waiting (polling
     every 2 ms) until `deadline` for an in-flight winner; None if none appeared.
     Raises Conflict when the stored body differs (or the event_id was another kind)."""
-    client = rt.client
     while True:
-        value = client.get(key)
+        value = await _get(rt, key)
         if value is not None:
             record = loads(value)
             if record.get("body_sha256", "").encode() != digest:
@@ -227,7 +234,7 @@ async def _conflict_check(rt: Runtime, *, key: str, digest: bytes) -> None:
     the answer is 409. (The store's replay of a first delivery's features can fail when
     the second body has other entities or another type; the body hash settles it.)"""
     try:
-        value = rt.client.get(key)
+        value = await _get(rt, key)
     except (redis.RedisError, OSError):
         return
     if value is not None and loads(value).get("body_sha256", "").encode() != digest:
