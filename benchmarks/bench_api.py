@@ -11,7 +11,11 @@ warm-up. The load generator speaks HTTP/1.1 on raw asyncio streams (uvloop): htt
 would be slower than the server it measures.
 
 The last line is one JSON object: service_rps, service_p50_ms, service_p99_ms,
-minimal_rps, minimal_p50_ms, minimal_p99_ms, ratio_rps.
+minimal_rps, minimal_p50_ms, minimal_p99_ms, ratio_rps, and the CPU each server
+process used per answered request (service_worker_cpu_us, service_redis_cpu_us,
+minimal_worker_cpu_us; from /proc, warm-up included on both sides of the
+division): on a shared 2-core machine they say where the cores went, and move
+less between runs than requests/s.
 """
 
 
@@ -72,6 +76,7 @@ async def _load(host: str, port: int, seconds: float, warmup: float, concurrency
             "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n")
     counter = iter(range(10**9))
     latencies: list[float] = []
+    completed = [0]  # every answered request, warm-up included (the CPU figures divide by it)
     errors: dict = {"status": 0, "io": 0, "degraded": 0}
     start = time.perf_counter()
     measure_from = start + warmup
@@ -100,6 +105,7 @@ async def _load(host: str, port: int, seconds: float, warmup: float, concurrency
                     length = int(line[15:])
             payload = await reader.readexactly(length)
             done = time.perf_counter()
+            completed[0] += 1
             if t < measure_from:
                 continue
             latencies.append(done - t)
@@ -116,7 +122,7 @@ async def _load(host: str, port: int, seconds: float, warmup: float, concurrency
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     latencies.sort()
     n = len(latencies)
-    return {"requests": n, "rps": n / seconds, "p50_ms": latencies[n // 2] * 1000 if n else None,
+    return {"requests": n, "completed": completed[0], "rps": n / seconds, "p50_ms": latencies[n // 2] * 1000 if n else None,
             "p99_ms": latencies[int(n * 0.99)] * 1000 if n else None, "errors": errors}
 
 
@@ -140,11 +146,25 @@ def _wait_http(port: int, timeout: float = 60.0) -> None:
     raise RuntimeError(f"server on port {port} did not start")
 
 
-def _run_load(port: int, seconds: float, warmup: float, concurrency: int, run: str) -> dict:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _run_load(port: int, seconds: float, warmup: float, concurrency: int, run: str,
+              watch: dict[str, int]) -> dict:
+    """Load the server from a second process; also report the CPU each watched process
+    spent per answered request (on 2 shared cores, CPU is what the servers compete for)."""
+    before = {name: _cpu_s(pid) for name, pid in watch.items()}
     out = subprocess.run([sys.executable, __file__, "--load", str(port), "--seconds", str(seconds),
                           "--warmup", str(warmup), "--concurrency", str(concurrency), "--run", run],
                          capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    done = max(result["completed"], 1)
+    result["cpu_us_per_request"] = {name: round((_cpu_s(pid) - before[name]) / done * 1e6, 1)
+                                    for name, pid in watch.items()}
+    return result
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -187,6 +207,7 @@ def main() -> None:
 
     run = f"{os.getpid()}-{int(time.time())}"
     redis_server = EmbeddedRedis(persist=False).start()
+    redis_pid = int(redis_server.client().info("server")["process_id"])
     results: dict[str, dict] = {}
     try:
         port = _free_port()
@@ -201,7 +222,8 @@ def main() -> None:
                  "--workers", "1", "--data-dir", tmp], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 _wait_http(port)
-                results["service"] = _run_load(port, args.seconds, args.warmup, args.concurrency, run)
+                results["service"] = _run_load(port, args.seconds, args.warmup, args.concurrency, run,
+                                               {"worker": service.pid, "redis": redis_pid})
             finally:
                 _stop(service)
         port = _free_port()
@@ -209,21 +231,26 @@ def main() -> None:
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _wait_http(port)
-            results["minimal"] = _run_load(port, args.seconds, args.warmup, args.concurrency, run + "m")
+            results["minimal"] = _run_load(port, args.seconds, args.warmup, args.concurrency, run + "m",
+                                           {"worker": minimal.pid})
         finally:
             _stop(minimal)
     finally:
         redis_server.stop()
 
     for name, r in results.items():
+        cpu = ", ".join(f"{k} {v:.0f} us" for k, v in r["cpu_us_per_request"].items())
         print(f"{name:8s} {r['rps']:8.0f} req/s   p50 {r['p50_ms']:6.2f} ms   p99 {r['p99_ms']:6.2f} ms   "
-              f"({r['requests']} requests, errors {r['errors']})")
+              f"({r['requests']} requests, errors {r['errors']}; CPU per request: {cpu})")
     s, m = results["service"], results["minimal"]
     print(json.dumps({
         "service_rps": round(s["rps"], 1), "service_p50_ms": round(s["p50_ms"], 3),
         "service_p99_ms": round(s["p99_ms"], 3), "minimal_rps": round(m["rps"], 1),
         "minimal_p50_ms": round(m["p50_ms"], 3), "minimal_p99_ms": round(m["p99_ms"], 3),
         "ratio_rps": round(s["rps"] / m["rps"], 3),
+        "service_worker_cpu_us": s["cpu_us_per_request"]["worker"],
+        "service_redis_cpu_us": s["cpu_us_per_request"]["redis"],
+        "minimal_worker_cpu_us": m["cpu_us_per_request"]["worker"],
     }))
 
 
