@@ -183,6 +183,7 @@ class OnlineStore:
         layout = ";".join(f"{r.window.name}:{','.join(c.name for c in r.counters)}" for r in rollings)
         layout += "|" + "".join(code for code, on in (("F", firsts), ("M", moments), ("H", hours)) if on)
         suffix = f"state.{hashlib.sha1(layout.encode()).hexdigest()[:8]}"  # a new layout, a new key
+        ttl_s = str(ttl)
         width = len(names) + (1 if firsts else 0) + (3 if moments else 0) + (2 if hours else 0)
         size = sum(1 + len(counters) + n * (1 + len(counters)) for n, _, counters in parts)
         size += (1 if firsts else 0) + (3 if moments else 0) + (25 if hours else 0)
@@ -210,7 +211,7 @@ class OnlineStore:
                 extras += ["H", 2 if typ in hour_events else 1, row["hour"]]
             args.append(len(extras) // 3)
             args += extras
-            args.append(ttl)
+            args.append(ttl_s)
             return args
 
         scaled = [name in AMOUNT_FEATURES for name in names]
@@ -240,12 +241,14 @@ class OnlineStore:
         of = x.of
 
         spans = [(w.resolution * 1_000_000, w.buckets - 1) for w in windows]
+        ttl_s = str(ttl)
 
+        # times as the decimal strings Redis is given (a Lua number would be formatted per call)
         def build(row: dict[str, Any], typ: str) -> list[Any]:
             t = row["ts_us"]
             thrs = [(t // res - back) * res for res, back in spans]
             member = row[of] if typ in events and row[of] is not None else ""
-            return [member, t, min(thrs), ttl, len(thrs), *thrs]
+            return [member, str(t), f"({min(thrs)}", ttl_s, len(thrs), *map(str, thrs)]
 
         def read(vals: list[Any], raw: dict[str, Any]) -> None:
             for name, v in zip(names, vals):
@@ -260,11 +263,13 @@ class OnlineStore:
         events = frozenset(s.events)
         of = s.of
 
+        ttl_s = str(ttl)
+
         def build(row: dict[str, Any], typ: str) -> list[Any]:
             t = row["ts_us"]
-            horizon = (t // (w.resolution * 1_000_000) - w.buckets + 1) * w.resolution * 1_000_000
+            horizon = str((t // (w.resolution * 1_000_000) - w.buckets + 1) * w.resolution * 1_000_000)
             member = row[of] if row[of] is not None else ""
-            return [member, t, horizon, horizon, ttl, 1 if typ in events else 0]
+            return [member, str(t), horizon, f"({horizon}", ttl_s, 1 if typ in events else 0]
 
         def read(vals: list[Any], raw: dict[str, Any]) -> None:
             raw[new_name] = None if vals[0] is None else vals[0] == 1
@@ -297,9 +302,11 @@ class OnlineStore:
         events = frozenset(ts.events)
         of = ts.of
 
+        ttl_s = str(2 * 86400)
+
         def build(row: dict[str, Any], typ: str) -> list[Any]:
             member = row[of] if typ in events and row[of] is not None else ""
-            return [member, row["amount"], 2 * 86400, 1 if typ in events else 0]
+            return [member, str(row["amount"]), ttl_s, 1 if typ in events else 0]
 
         def read(vals: list[Any], raw: dict[str, Any]) -> None:
             raw["merchant.top_card_volume_today"] = vals[0] / _SCALE
@@ -317,8 +324,8 @@ class OnlineStore:
             if is_ip:
                 info = row.get("ip_info")
                 if info is not None and ":" not in row[column]:
-                    ipint = _ipv4_int(row[column])
-            return ["RANGES" if is_ip else 0, row[column], ipint]  # ipint: int, or "" if not IPv4
+                    ipint = str(_ipv4_int(row[column]))
+            return ["RANGES" if is_ip else 0, row[column], ipint]  # ipint: decimal, or "" if not IPv4
 
         def read(vals: list[Any], raw: dict[str, Any]) -> None:
             raw[feature] = vals[0] == 1

@@ -19,11 +19,15 @@
 --   D k member ts prune ttl nthr thr1..thrn   last-seen sorted set, distinct counts
 --        -> n counts (members with last-seen >= thr)
 --   S k member ts horizon prune ttl write -> is_new(1/0|false), members seen since horizon
+--        (prune: "(bound", members last seen before the bound are dropped)
 --   V k day hour amount ttl write   merchant period volume and baselines -> 10 values
 --        (order: volume today, count today, volume hour, count hour, then the 7-day
 --        and 28-day baselines: through this hour, this hour alone, count through it)
 --   T k member amount ttl write     largest per-member volume (today) -> max before
 --   L k ks member ipint        list membership (set, and IPv4 ranges in ks) -> 1/0
+-- Values that only go on to Redis come as decimal strings (Redis would format a Lua
+-- number with "%.17g" on every call): the ttl of R, D, S and T; ts, thr, horizon of
+-- D and S; T's amount; L's ipint ("" when not IPv4).
 -- Returns {"ok", msgpack([v1, v2, ...])} (false where missing), or {"dup", the same
 -- blob the first delivery of this event_id returned}.
 
@@ -272,35 +276,30 @@ local function op_rings(key)
 end
 
 -- count a member as seen at ts; only a new member grows the set, so that is
--- when members last seen before `prune` are dropped
+-- when members last seen before the prune bound are dropped
 local function touch(key, member, ts, prune, ttl)
   if redis.call('ZADD', key, 'GT', ts, member) == 1 then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.17g', prune))
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', prune)
   end
   redis.call('EXPIRE', key, ttl)
 end
 
 local function op_distinct(key)
-  local member = nextarg()
-  local ts = nextarg()
-  local prune = nextarg()
-  local ttl = nextarg()
-  local nthr = tonumber(nextarg())
-  for _ = 1, nthr do
-    put(redis.call('ZCOUNT', key, nextarg(), '+inf'))
+  local member, ts, prune, ttl, nthr = A[argi], A[argi + 1], A[argi + 2], A[argi + 3], A[argi + 4]
+  argi = argi + 5
+  for i = argi, argi + nthr - 1 do
+    nout = nout + 1
+    out[nout] = redis.call('ZCOUNT', key, A[i], '+inf')
   end
+  argi = argi + nthr
   if member ~= '' then
     touch(key, member, ts, prune, ttl)
   end
 end
 
 local function op_seen(key)
-  local member = nextarg()
-  local ts = nextarg()
-  local horizon = nextarg()
-  local prune = nextarg()
-  local ttl = nextarg()
-  local write = nextarg() == 1
+  local member, ts, horizon, prune, ttl, write = A[argi], A[argi + 1], A[argi + 2], A[argi + 3], A[argi + 4], A[argi + 5] == 1
+  argi = argi + 6
   if member == '' then
     put(false)
   else
@@ -445,10 +444,8 @@ local function op_volume(key)
 end
 
 local function op_top(key)
-  local member = nextarg()
-  local amt = nextarg()
-  local ttl = nextarg()
-  local write = nextarg() == 1
+  local member, amt, ttl, write = A[argi], A[argi + 1], A[argi + 2], A[argi + 3] == 1
+  argi = argi + 4
   local top = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
   put(top[2] and tonumber(top[2]) or 0)
   if write and member ~= '' then
@@ -458,9 +455,8 @@ local function op_top(key)
 end
 
 local function op_list(key)
-  local kidx = tonumber(nextarg())
-  local member = nextarg()
-  local ipint = nextarg()
+  local kidx, member, ipint = A[argi], A[argi + 1], A[argi + 2]
+  argi = argi + 3
   local hit = redis.call('SISMEMBER', key, member)
   if hit == 0 and kidx > 0 and ipint ~= '' then
     -- ranges are stored as members "start:end" scored by their start address
@@ -478,9 +474,10 @@ local ops = {
   V = op_volume, T = op_top, L = op_list,
 }
 
-while argi <= #A do
-  local code = nextarg()
-  local key = KEYS[nextarg()]
+local nargs = #A
+while argi <= nargs do
+  local code, key = A[argi], KEYS[A[argi + 1]]
+  argi = argi + 2
   ops[code](key)
 end
 
