@@ -356,7 +356,11 @@ class _History:
 
     def empty(self, dtype: Any = np.float64) -> np.ndarray:
         """An output column with every row missing."""
-        return np.full(self.out.n_out, None if dtype is object else np.nan, dtype=dtype)
+        if dtype is object:
+            return np.full(self.out.n_out, None, dtype=object)
+        column = self.out.columns.take()
+        column.fill(np.nan)
+        return column
 
     def put(self, slots: np.ndarray, values: Any, dtype: Any = np.float64) -> np.ndarray:
         """An output column holding ``values`` at the output rows ``slots``, missing elsewhere."""
@@ -524,16 +528,19 @@ def _baselines(h: _History) -> dict[str, np.ndarray]:
     um, ud, uh = uq // big, (uq % big) // 24, uq % 24
     days_known = ud - grid.first_day(len(h.distinct("merchant_id")))[um]  # negative: no payment yet
     e7, e28 = days_known >= 7, days_known >= 28  # every 28-day key is a 7-day key
-    back7 = grid.days_back(um[e7], ud[e7], uh[e7], range(1, 8))
-    back28 = grid.days_back(um[e28], ud[e28], uh[e28], range(8, _BASELINE_DAYS + 1))
-    also28 = e28[e7]
-    for span, eligible in ((7, e7), (28, e28)):
-        for kind in ("today", "hour", "count_today"):
-            back = back7[kind] if span == 7 else np.concatenate((back7[kind][:, also28], back28[kind]))
+    cells7 = grid.cells_back(um[e7], ud[e7], uh[e7], range(1, 8))
+    cells28 = np.concatenate((cells7[:, e28[e7]], grid.cells_back(um[e28], ud[e28], uh[e28], range(8, _BASELINE_DAYS + 1))))
+    for span, eligible, cells in ((7, e7, cells7), (28, e28, cells28)):
+        back = np.empty(cells.shape)  # one buffer per span, reused by each table
+        for kind, table in grid.tables.items():
+            np.take(table, cells, out=back)
             per_key = np.full(len(uq), np.nan)
             per_key[eligible] = _median(back)
             raw[f"merchant.baseline_{kind}_{span}d"] = h.put(h.slots("merchant_id"), per_key[q_at])
-    return raw
+    return {name: raw[name] for name in _BASELINE_NAMES}
+
+
+_BASELINE_NAMES = [f"merchant.baseline_{kind}_{span}d" for span in (7, 28) for kind in ("today", "hour", "count_today")]
 
 
 class _HourlyGrid:
@@ -567,20 +574,20 @@ class _HourlyGrid:
         first[merchant[starts]] = self.keys[starts] % self.span + self.d0
         return first
 
-    def days_back(self, m: np.ndarray, dd: np.ndarray, hh: np.ndarray, ks: range) -> dict[str, np.ndarray]:
-        """For (merchant, day, hour) keys in key order, the values of the same hour k days
-        back, one row per k of ``ks`` (zero where the merchant had no payment that day)."""
-        vals = {kind: np.empty((len(ks), len(m))) for kind in self.tables}
+    def cells_back(self, m: np.ndarray, dd: np.ndarray, hh: np.ndarray, ks: range) -> np.ndarray:
+        """For (merchant, day, hour) keys in key order, the cell of the same hour k days back
+        in every table, one row per k of ``ks`` (the zero row where the merchant had no
+        payment that day)."""
+        cells = np.empty((len(ks), len(m)), dtype=np.int64)
         base = m * self.span + (dd - self.d0)
         last = max(len(self.keys) - 1, 0)
         for row, k in enumerate(ks):
             target = base - k  # still in key order: a sorted search
             j = np.searchsorted(self.keys, target)
             found = self.keys[np.minimum(j, last)] == target if len(self.keys) else np.zeros(len(m), dtype=bool)
-            cell = np.where(found, j, len(self.keys)) * 24 + hh
-            for kind, table in self.tables.items():
-                np.take(table, cell, out=vals[kind][row])
-        return vals
+            np.multiply(np.where(found, j, len(self.keys)), 24, out=cells[row])
+            cells[row] += hh
+        return cells
 
 
 def _median(values: np.ndarray) -> np.ndarray:
