@@ -286,8 +286,11 @@ class OnlineStore:
                  "merchant.baseline_today_7d", "merchant.baseline_hour_7d", "merchant.baseline_count_today_7d",
                  "merchant.baseline_today_28d", "merchant.baseline_hour_28d", "merchant.baseline_count_today_28d"]
 
+        ttl_s = str(ttl)
+        hours = [str(h) for h in range(24)]
+
         def build(row: dict[str, Any], typ: str) -> list[Any]:
-            return [row["biz_day"], row["biz_hour"], row["amount"], ttl, 1 if typ in events else 0]
+            return [row["biz_day"], hours[row["biz_hour"]], row["amount"], ttl_s, 1 if typ in events else 0]
 
         scaled = [name in AMOUNT_FEATURES for name in order]
 

@@ -26,8 +26,8 @@
 --   T k member amount ttl write     largest per-member volume (today) -> max before
 --   L k ks member ipint        list membership (set, and IPv4 ranges in ks) -> 1/0
 -- Values that only go on to Redis come as decimal strings (Redis would format a Lua
--- number with "%.17g" on every call): the ttl of R, D, S and T; ts, thr, horizon of
--- D and S; T's amount; L's ipint ("" when not IPv4).
+-- number with "%.17g" on every call): the ttl of R, D, S, V and T; ts, thr, horizon of
+-- D and S; V's hour; T's amount; L's ipint ("" when not IPv4).
 -- Returns {"ok", msgpack([v1, v2, ...])} (false where missing), or {"dup", the same
 -- blob the first delivery of this event_id returned}.
 
@@ -60,13 +60,15 @@ local function nextarg()
   return v
 end
 
-local function median(t)
-  table.sort(t)
-  local n = #t
+-- the median of t's first n values (t is left unsorted)
+local function median(t, n)
+  local s = {}
+  for i = 1, n do s[i] = t[i] end
+  table.sort(s)
   if n % 2 == 1 then
-    return t[(n + 1) / 2]
+    return s[(n + 1) / 2]
   end
-  return (t[n / 2] + t[n / 2 + 1]) / 2
+  return (s[n / 2] + s[n / 2 + 1]) / 2
 end
 
 local function op_profile(key)
@@ -355,46 +357,46 @@ local function close_day(key, cd, day)
   end
 end
 
-local function baselines(key, day, hour, first)
-  local fields = {}
-  for k = 1, 28 do fields[k] = 'P:' .. (day - k) end
-  local packs = redis.call('HMGET', key, unpack(fields))
-  local out = {day}
-  for _, span in ipairs({7, 28}) do
-    if first and day - first >= span then
-      local a, b, c = {}, {}, {}
-      for k = 1, span do
-        local p = packs[k]
-        if p then
-          a[k], b[k], c[k] = packed_at(p, hour), packed_at(p, 24 + hour), packed_at(p, 48 + hour)
-        else
-          a[k], b[k], c[k] = 0, 0, 0
-        end
+-- the baselines of `hour` on `day` (false where the merchant is too new for one),
+-- cached in field `bfield` as "day bt7 bh7 bc7 bt28 bh28 bc28" ("-" for false)
+local function baselines(key, day, hour, bfield, first)
+  local age = first and day - first or -1
+  local span = (age >= 28 and 28) or (age >= 7 and 7) or 0
+  local base = {false, false, false, false, false, false}
+  if span > 0 then
+    local fields = {}
+    for k = 1, span do fields[k] = string.format('P:%d', day - k) end
+    local packs = redis.call('HMGET', key, unpack(fields))
+    local a, b, c = {}, {}, {}
+    for k = 1, span do
+      local p = packs[k]
+      if p then
+        a[k], b[k], c[k] = packed_at(p, hour), packed_at(p, 24 + hour), packed_at(p, 48 + hour)
+      else
+        a[k], b[k], c[k] = 0, 0, 0
       end
-      out[#out + 1] = string.format('%.17g', median(a))
-      out[#out + 1] = string.format('%.17g', median(b))
-      out[#out + 1] = string.format('%.17g', median(c))
-    else
-      out[#out + 1] = '-'
-      out[#out + 1] = '-'
-      out[#out + 1] = '-'
+    end
+    base[1], base[2], base[3] = median(a, 7), median(b, 7), median(c, 7)
+    if span == 28 then
+      base[4], base[5], base[6] = median(a, 28), median(b, 28), median(c, 28)
     end
   end
-  local text = table.concat(out, ' ')
   if first then
     -- only a merchant with payments has a key (with its TTL) worth caching in
-    redis.call('HSET', key, 'B:' .. hour, text)
+    local text = {day}
+    for i = 1, 6 do
+      text[i + 1] = base[i] and string.format('%.17g', base[i]) or '-'
+    end
+    redis.call('HSET', key, bfield, table.concat(text, ' '))
   end
-  return text
+  return base
 end
 
 local function op_volume(key)
-  local day = tonumber(nextarg())
-  local hour = nextarg()
-  local amt = tonumber(nextarg())
-  local ttl = nextarg()
-  local write = nextarg() == 1
-  local r = redis.call('HMGET', key, 'f', 'cd', 'V', 'C', 'v:' .. hour, 'c:' .. hour, 'B:' .. hour)
+  local day, hour, amt, ttl, write = A[argi], A[argi + 1], A[argi + 2], A[argi + 3], A[argi + 4] == 1
+  argi = argi + 5
+  local vfield, cfield, bfield = 'v:' .. hour, 'c:' .. hour, 'B:' .. hour
+  local r = redis.call('HMGET', key, 'f', 'cd', 'V', 'C', vfield, cfield, bfield)
   local first = r[1] and tonumber(r[1]) or nil
   local cd = r[2] and tonumber(r[2]) or nil
   if cd and day < cd then
@@ -413,21 +415,22 @@ local function op_volume(key)
     now[i] = tonumber(r[i] or '0')
     put(now[i])
   end
-  local cache = r[7]
-  if not cache or tonumber(string.match(cache, '^(%S+)')) ~= day then
-    cache = baselines(key, day, tonumber(hour), first)
+  local cached = {}
+  if r[7] then
+    cached = {string.match(r[7], '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')}
   end
-  local i = 0
-  for v in string.gmatch(cache, '%S+') do
-    if i > 0 then
-      if v == '-' then put(false) else put(tonumber(v)) end
+  if tonumber(cached[1]) == day then
+    for i = 2, 7 do
+      if cached[i] == '-' then put(false) else put(tonumber(cached[i])) end
     end
-    i = i + 1
+  else
+    local base = baselines(key, day, tonumber(hour), bfield, first)
+    for i = 1, 6 do put(base[i]) end
   end
   if write then
     -- the four totals were just read: one HSET writes them all (and f, cd if new)
     local set = {'V', string.format('%.17g', now[3] + amt), 'C', now[4] + 1,
-                 'v:' .. hour, string.format('%.17g', now[5] + amt), 'c:' .. hour, now[6] + 1}
+                 vfield, string.format('%.17g', now[5] + amt), cfield, now[6] + 1}
     if not first then
       set[#set + 1] = 'f'
       set[#set + 1] = day
