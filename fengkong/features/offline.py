@@ -10,6 +10,11 @@ feature equal to this.
 The work is vectorised: each feature reduces to "sum (or count distinct) over the
 same entity's earlier occurrences inside a window", which sorted composite keys
 and `numpy.searchsorted` answer for all rows at once, in O(n log n).
+
+It runs as many small tasks (`_TASKS`) on two threads, sharing the entity codes
+and query orders of `_History`, each computed once by the first task that needs
+it; every task writes its features straight into output order (see
+`offline_frame.Layout`), so no column is gathered a second time.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from fengkong.features.rows import frame_rows
 
 _DECISION_TYPES = ("payment", "signup", "login", "card_bind")
 _NUM, _DEN = d.NEAR_LIMIT_FRACTION
-_HOUR_KEY_SPAN = np.int64(24 * 100_000_000)  # (merchant, day, hour) keys: a multiple of 24, so key // 24 is (merchant, day)
+# (merchant, day, hour) keys: a multiple of 24, so key // 24 is (merchant, day)
+_HOUR_KEY_SPAN = np.int64(24 * 100_000_000)
 _BASELINE_DAYS = 28  # the longest baseline looks this many days back
 
 
@@ -130,7 +136,7 @@ class _Prior:
         return np.searchsorted(keys, q_ent * span + np.clip(q_lo - bmin, 0, int(span) - 1), side="left")
 
     def timed(self, seconds: np.ndarray) -> None:
-        """Key the occurrences by (entity, second) too (``seconds`` per occurrence, in this order)."""
+        """Key the occurrences by (entity, second) too (``seconds`` in occurrence order)."""
         self._t0 = int(seconds.min()) if len(seconds) else 0
         self._t_span = np.int64(int(seconds.max()) - self._t0 + 2 if len(seconds) else 2)
         self._key_time = self.ent * self._t_span + (seconds - self._t0)
@@ -187,7 +193,9 @@ class _Occurrences:
         return self.ent[first_idx], self.pos[first_idx], e[last_idx], self.member[first_idx]
 
 
-def _covering(run_ent: np.ndarray, run_start: np.ndarray, run_end: np.ndarray, q: np.ndarray, m: int) -> np.ndarray:
+def _covering(
+    run_ent: np.ndarray, run_start: np.ndarray, run_end: np.ndarray, q: np.ndarray, m: int
+) -> np.ndarray:
     """How many runs of the query's entity cover its position (start < q <= end).
 
     Each run adds +1 from position start+1 and -1 from end+1 of its own entity, so
@@ -264,7 +272,8 @@ def _history(rows: pd.DataFrame) -> tuple[_History, pd.Index]:
     """The rows in event-time order (as given when already so: no copy), and their index."""
     order = np.argsort(rows["ts_us"].to_numpy(), kind="stable")
     in_order = bool(np.array_equal(order, np.arange(len(order))))
-    return _History((rows if in_order else rows.iloc[order]).reset_index(drop=True), order), rows.index
+    ordered = rows if in_order else rows.iloc[order]
+    return _History(ordered.reset_index(drop=True), order), rows.index
 
 
 class _History:
@@ -281,7 +290,7 @@ class _History:
         self.order = order  # input position of each row
         self.n = len(rows)
         self.pos = np.arange(self.n, dtype=np.int64)
-        self.key_span = np.int64(self.n + 2)  # (entity, position) keys: entity * key_span + position
+        self.key_span = np.int64(self.n + 2)  # (entity, position) key: entity * key_span + position
         self.ts = rows["ts_us"].to_numpy(dtype=np.int64)
         self.ts_s = self.ts // 1_000_000
         self.amount = rows["amount"].to_numpy(dtype=np.int64)
@@ -346,7 +355,10 @@ class _History:
 
     def query_keys(self, *cols: str) -> np.ndarray:
         """(entity, position) keys of `queries`: entity * `key_span` + position, ascending."""
-        return self._memo(("query keys", *cols), lambda: self.query_codes(*cols) * self.key_span + self.queries(*cols))
+        def keys() -> np.ndarray:
+            return self.query_codes(*cols) * self.key_span + self.queries(*cols)
+
+        return self._memo(("query keys", *cols), keys)
 
     def last_covered(self, w: d.Window) -> np.ndarray:
         """For each position p, the last position whose window (w) starts at or before ts[p]."""
@@ -370,7 +382,8 @@ class _History:
 
 
 def _rolling(h: _History, rollings: list[d.Rolling]) -> dict[str, np.ndarray]:
-    """Counts and sums over windows of one entity: one sort and one upper bound, a lower bound per window."""
+    """Counts and sums over windows of one entity: one sort and one upper bound, then a
+    lower bound per window."""
     raw: dict[str, np.ndarray] = {}
     pos, ts_s, amount = h.pos, h.ts_s, h.amount
     column = rollings[0].entity.column
@@ -393,7 +406,8 @@ def _rolling(h: _History, rollings: list[d.Rolling]) -> dict[str, np.ndarray]:
             applies = h.type_table(c.events)[types]
             if c.where is not None:
                 applies &= h.rows[c.where].to_numpy()[occ].astype(bool)
-            np.cumsum(np.where(applies, amount[occ], 0) if c.value == "amount" else applies, out=cum[1:])
+            values = np.where(applies, amount[occ], 0) if c.value == "amount" else applies
+            np.cumsum(values, out=cum[1:])
             np.take(cum, hi, out=upto)
             np.take(cum, lo, out=before)
             raw[name] = h.put(slots, np.subtract(upto, before, out=upto))
@@ -411,7 +425,8 @@ def _distinct(h: _History, x: d.Distinct) -> dict[str, np.ndarray]:
     pairs = _Occurrences(ent[occ], member[occ], pos[occ])
     for w, name in zip(x.windows, x.outputs()):
         run_ent, run_start, run_end, _ = pairs.runs(h.last_covered(w))
-        raw[name] = h.put(h.slots(x.entity.column), _covering(run_ent, run_start, run_end, q_key, h.key_span))
+        count = _covering(run_ent, run_start, run_end, q_key, h.key_span)
+        raw[name] = h.put(h.slots(x.entity.column), count)
     return raw
 
 
@@ -427,7 +442,8 @@ def _seen(h: _History, s: d.SeenBefore) -> dict[str, np.ndarray]:
     )
     new_name, seen_name = s.outputs()
     q_key = h.query_keys(s.entity.column)
-    raw[seen_name] = h.put(h.slots(s.entity.column), _covering(run_ent, run_start, run_end, q_key, h.key_span))
+    count = _covering(run_ent, run_start, run_end, q_key, h.key_span)
+    raw[seen_name] = h.put(h.slots(s.entity.column), count)
     q_pair = h.query_keys(s.entity.column, s.of)
     is_new = _covering(run_pair, run_start, run_end, q_pair, h.key_span) == 0
     raw[new_name] = h.put(h.slots(s.entity.column, s.of), is_new, object)
@@ -481,7 +497,8 @@ def _hour_habit(h: _History, hh: d.HourHabit) -> dict[str, np.ndarray]:
     ent = h.code(hh.entity.column)
     ent_hour = h.code(hh.entity.column, "hour")
     writes = np.flatnonzero(h.typ_in(hh.events) & (ent >= 0))
-    for key, e, cols in (("hour_count", ent_hour, (hh.entity.column, "hour")), ("hour_total", ent, (hh.entity.column,))):
+    by_hour, by_entity = (hh.entity.column, "hour"), (hh.entity.column,)
+    for key, e, cols in (("hour_count", ent_hour, by_hour), ("hour_total", ent, by_entity)):
         qq = h.queries(*cols)
         prior = _Prior(e[writes], pos[writes])
         lo, hi = prior.index(e[qq], pos[qq])
@@ -529,7 +546,8 @@ def _baselines(h: _History) -> dict[str, np.ndarray]:
     days_known = ud - grid.first_day(len(h.distinct("merchant_id")))[um]  # negative: no payment yet
     e7, e28 = days_known >= 7, days_known >= 28  # every 28-day key is a 7-day key
     cells7 = grid.cells_back(um[e7], ud[e7], uh[e7], range(1, 8))
-    cells28 = np.concatenate((cells7[:, e28[e7]], grid.cells_back(um[e28], ud[e28], uh[e28], range(8, _BASELINE_DAYS + 1))))
+    older = grid.cells_back(um[e28], ud[e28], uh[e28], range(8, _BASELINE_DAYS + 1))
+    cells28 = np.concatenate((cells7[:, e28[e7]], older))
     for span, eligible, cells in ((7, e7, cells7), (28, e28, cells28)):
         back = np.empty(cells.shape)  # one buffer per span, reused by each table
         for kind, table in grid.tables.items():
@@ -540,7 +558,11 @@ def _baselines(h: _History) -> dict[str, np.ndarray]:
     return {name: raw[name] for name in _BASELINE_NAMES}
 
 
-_BASELINE_NAMES = [f"merchant.baseline_{kind}_{span}d" for span in (7, 28) for kind in ("today", "hour", "count_today")]
+_BASELINE_NAMES = [
+    f"merchant.baseline_{kind}_{span}d"
+    for span in (7, 28)
+    for kind in ("today", "hour", "count_today")
+]
 
 
 class _HourlyGrid:
@@ -551,14 +573,18 @@ class _HourlyGrid:
     days without payments read.
     """
 
-    def __init__(self, merchant: np.ndarray, day: np.ndarray, hour: np.ndarray, amount: np.ndarray) -> None:
-        self.d0 = int(day.min()) - _BASELINE_DAYS - 1 if len(day) else 0  # every day looked back to is >= d0
+    def __init__(
+        self, merchant: np.ndarray, day: np.ndarray, hour: np.ndarray, amount: np.ndarray
+    ) -> None:
+        # d0: before every day looked back to
+        self.d0 = int(day.min()) - _BASELINE_DAYS - 1 if len(day) else 0
         self.span = np.int64(int(day.max()) - self.d0 + 1 if len(day) else 1)
         self.keys, row = np.unique(merchant * self.span + (day - self.d0), return_inverse=True)
         cells = (len(self.keys) + 1) * 24
         at = row.ravel() * 24 + hour
         # float sums of integer amounts are exact; asarray: bincount of nothing gives int64
-        volume = np.asarray(np.bincount(at, weights=amount, minlength=cells), dtype=np.float64).reshape(-1, 24)
+        volume = np.bincount(at, weights=amount, minlength=cells)
+        volume = np.asarray(volume, dtype=np.float64).reshape(-1, 24)
         count = np.bincount(at, minlength=cells).reshape(-1, 24)
         self.tables = {
             "today": np.cumsum(volume, axis=1).ravel(),
@@ -570,7 +596,9 @@ class _HourlyGrid:
         """Each merchant's first day with a payment (a day before any other where it has none)."""
         first = np.full(n_merchants, np.iinfo(np.int64).max // 2, dtype=np.int64)
         merchant = self.keys // self.span
-        starts = np.flatnonzero(np.concatenate(([True], merchant[1:] != merchant[:-1]))) if len(merchant) else merchant
+        new = np.ones(len(merchant), dtype=bool)
+        new[1:] = merchant[1:] != merchant[:-1]
+        starts = np.flatnonzero(new)
         first[merchant[starts]] = self.keys[starts] % self.span + self.d0
         return first
 
@@ -584,7 +612,7 @@ class _HourlyGrid:
         for row, k in enumerate(ks):
             target = base - k  # still in key order: a sorted search
             j = np.searchsorted(self.keys, target)
-            found = self.keys[np.minimum(j, last)] == target if len(self.keys) else np.zeros(len(m), dtype=bool)
+            found = self.keys[np.minimum(j, last)] == target if len(self.keys) else j < 0
             np.multiply(np.where(found, j, len(self.keys)), 24, out=cells[row])
             cells[row] += hh
         return cells
@@ -602,7 +630,8 @@ def _median(values: np.ndarray) -> np.ndarray:
 
 
 def _top_share(h: _History) -> dict[str, np.ndarray]:
-    """The largest volume today from one card: running per-card totals, their running maximum per day."""
+    """The largest volume today from one card: running per-card totals, then their running
+    maximum per (merchant, day)."""
     pos, amount, n = h.pos, h.amount, h.n
     m_day = h.code("merchant_id", "biz_day")
     m_day_card = h.code("merchant_id", "biz_day", "card_fp")

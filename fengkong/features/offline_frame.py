@@ -60,7 +60,9 @@ class Layout:
     repeat's values from its first delivery (left missing if that is no query).
     """
 
-    def __init__(self, order: np.ndarray, decision: np.ndarray, dup: np.ndarray, event_id: pd.Series) -> None:
+    def __init__(
+        self, order: np.ndarray, decision: np.ndarray, dup: np.ndarray, event_id: pd.Series
+    ) -> None:
         n = len(order)
         pos = np.arange(n, dtype=np.int64)
         at = np.empty(n, dtype=np.int64)
@@ -88,7 +90,10 @@ class Layout:
 
 
 def merchant_table(
-    merchants: Any, profiles: pd.DataFrame | None, grade_limits: Mapping[str, int], default_limit: int
+    merchants: Any,
+    profiles: pd.DataFrame | None,
+    grade_limits: Mapping[str, int],
+    default_limit: int,
 ) -> pd.DataFrame:
     """Profile columns and single-payment limit (minor units) of each distinct merchant.
 
@@ -124,7 +129,8 @@ def merchant_table(
 
 
 def _nullable_bool(values: np.ndarray, present: np.ndarray) -> pd.Series:
-    """Python bools where ``present``, None elsewhere (an object column, as the online store's dicts)."""
+    """Python bools where ``present``, None elsewhere (an object column, as the online store's
+    dicts)."""
     index = np.asarray(values, dtype=bool).view(np.int8) | ((~present).view(np.int8) << 1)
     return pd.Series(_BOOL_OR_NONE[index], dtype=object, copy=False)
 
@@ -142,7 +148,11 @@ def _spread(values: np.ndarray, codes: np.ndarray, missing: Any) -> np.ndarray:
 
 
 def event_columns(
-    h: _History, lay: Layout, merchants: pd.DataFrame, lists: dict[str, ListSpec], entries: StaticLists
+    h: _History,
+    lay: Layout,
+    merchants: pd.DataFrame,
+    lists: dict[str, ListSpec],
+    entries: StaticLists,
 ) -> dict[str, Any]:
     """The output columns read from the event and its static context alone (the event, its IP,
     the merchant's profile, list membership): they need no store feature, so they are
@@ -164,18 +174,19 @@ def event_columns(
 
 #: event_columns' outputs, by where they stand among the features (assemble's order)
 _EARLY_EVENT_COLUMNS = (
-    "event.event_id", "event.type", "event.amount", "event.amount_minor", "event.currency", "event.channel",
-    "event.hour", "event.is_night", "event.is_round_amount", "event.merchant_id", "event.user_id",
-    "event.device_id", "event.ip", "event.merchant_mcc", "card.fingerprint", "card.bin", "card.type",
-    "card.issuer_country", "ip.country", "ip.asn", "ip.is_hosting", "ip.is_tor", "ip.is_listed_proxy",
-    "ip.is_private", "ip.country_mismatch_card",
+    "event.event_id", "event.type", "event.amount", "event.amount_minor", "event.currency",
+    "event.channel", "event.hour", "event.is_night", "event.is_round_amount", "event.merchant_id",
+    "event.user_id", "event.device_id", "event.ip", "event.merchant_mcc", "card.fingerprint",
+    "card.bin", "card.type", "card.issuer_country", "ip.country", "ip.asn", "ip.is_hosting",
+    "ip.is_tor", "ip.is_listed_proxy", "ip.is_private", "ip.country_mismatch_card",
 )
 _LATE_EVENT_COLUMNS = ("merchant.grade", "merchant.single_limit", "merchant.daily_cap")
 _FLAG_COLUMNS = ("event.near_limit", "event.over_limit")
 
 
-def assemble_frame(h: _History, raw: dict[str, np.ndarray], event: dict[str, Any], lay: Layout,
-                   lists: dict[str, ListSpec]) -> pd.DataFrame:
+def assemble_frame(
+    h: _History, raw: dict[str, np.ndarray], event: dict[str, Any], lay: Layout, lists: dict[str, ListSpec]
+) -> pd.DataFrame:
     """The column-wise twin of `assemble.assemble` (same names, same formulas, same column
     order), in output order: ``event`` from `event_columns`, ``raw`` from the feature tasks."""
     src = lay.src
@@ -188,14 +199,24 @@ def assemble_frame(h: _History, raw: dict[str, np.ndarray], event: dict[str, Any
     _amount_moments(f, raw, h.amount[src], h.rows["has_amount"].to_numpy()[src])
     is_new_country = f["user.is_new_country"]
     seen_countries = f["user.countries_seen_90d"]
-    mismatch_usual = (is_new_country == True) & (np.nan_to_num(seen_countries) > 0)  # noqa: E712 (object array)
+    mismatch_usual = (is_new_country == True) & (np.nan_to_num(seen_countries) > 0)  # noqa: E712
     f["user.country_mismatch_usual"] = _nullable_bool(mismatch_usual, ~np.isnan(seen_countries))
+    _merchant_features(f, event, h.rows["biz_day"].to_numpy(dtype=np.float64)[src])
+    _ratios(f)
+    del f["user.hour_total"]  # only the share is a feature, as online
+    for spec in lists.values():
+        f[spec.feature] = event[spec.feature]
+    return pd.DataFrame(f, copy=False)  # no consolidation: ~130 columns stay as computed
+
+
+def _merchant_features(f: dict[str, Any], event: dict[str, Any], biz_day: np.ndarray) -> None:
+    """The merchant's profile columns, and what combines them with the store's counts."""
     for name in _LATE_EVENT_COLUMNS:
         f[name] = event[name]
     has_m = event["merchant.__has"]
     onboarded_day = event["merchant.__onboarded_day"]
-    biz_day = h.rows["biz_day"].to_numpy(dtype=np.float64)[src]
-    f["merchant.age_days"] = np.where(has_m & ~np.isnan(onboarded_day), biz_day - onboarded_day, f["merchant.age_days"])
+    onboarded = has_m & ~np.isnan(onboarded_day)
+    f["merchant.age_days"] = np.where(onboarded, biz_day - onboarded_day, f["merchant.age_days"])
     f["merchant.anomaly"] = event["merchant.anomaly"]
     f["merchant.has_baseline"] = _nullable_bool(~np.isnan(f["merchant.baseline_today_7d"]), has_m)
     for name in _FLAG_COLUMNS:
@@ -205,11 +226,6 @@ def assemble_frame(h: _History, raw: dict[str, np.ndarray], event: dict[str, Any
         f["merchant.cap_used_today"] = np.where(
             cap > 0, f["merchant.volume_today"] / np.where(cap > 0, cap / _SCALE, 1), np.nan
         )
-    _ratios(f)
-    del f["user.hour_total"]  # only the share is a feature, as online
-    for spec in lists.values():
-        f[spec.feature] = event[spec.feature]
-    return pd.DataFrame(f, copy=False)  # no consolidation: ~130 columns stay as computed
 
 
 def _event_attributes(
@@ -245,7 +261,8 @@ def _event_attributes(
 
 
 def _ip_columns(f: dict[str, Any], h: _History, src: np.ndarray) -> None:
-    """IP intelligence: ``frame_rows`` keeps country and AS name as categoricals (one entry per value)."""
+    """IP intelligence: ``frame_rows`` keeps country and AS name as categoricals (one entry
+    per value)."""
     rows = h.rows
     has_ip = h.code("ip")[src] >= 0
     country = rows["ip_country"].cat
@@ -257,7 +274,8 @@ def _ip_columns(f: dict[str, Any], h: _History, src: np.ndarray) -> None:
         f[f"ip.{name}"] = _nullable(values, has_ip)
     for name in ("is_hosting", "is_tor", "is_listed_proxy", "is_private"):
         f[f"ip.{name}"] = _nullable_bool(rows[f"ip_{name}"].to_numpy()[src], has_ip)
-    # the card's country among the IP countries (-1: missing, -2: no IP has it), one lookup per value
+    # the card's country among the IP countries (-1: missing, -2: no IP has it), one lookup
+    # per distinct value
     card_code, card_values = pd.factorize(rows["card_country"].take(src), use_na_sentinel=True)
     as_ip = pd.Index(country.categories).get_indexer(card_values)
     card_as_ip = np.append(np.where(as_ip >= 0, as_ip, -2), [-1])[card_code]
@@ -276,7 +294,9 @@ def _ages(f: dict[str, Any], raw: dict[str, np.ndarray], ts: np.ndarray) -> None
     f["user.account_age_days"] = f["user.age_days"]
 
 
-def _amount_moments(f: dict[str, Any], raw: dict[str, np.ndarray], amount: np.ndarray, has_amount: np.ndarray) -> None:
+def _amount_moments(
+    f: dict[str, Any], raw: dict[str, np.ndarray], amount: np.ndarray, has_amount: np.ndarray
+) -> None:
     cnt, mean, m2 = raw["user.moments_n"], raw["user.moments_mean"], raw["user.moments_m2"]
     with np.errstate(invalid="ignore", divide="ignore"):
         f["user.amount_n"] = cnt
@@ -290,7 +310,12 @@ def _amount_moments(f: dict[str, Any], raw: dict[str, np.ndarray], amount: np.nd
 
 
 def _merchant_profile(
-    f: dict[str, Any], h: _History, src: np.ndarray, merchants: pd.DataFrame, amount: np.ndarray, has_amount: np.ndarray
+    f: dict[str, Any],
+    h: _History,
+    src: np.ndarray,
+    merchants: pd.DataFrame,
+    amount: np.ndarray,
+    has_amount: np.ndarray,
 ) -> None:
     """The merchant's grade, limit, cap and score, and the event against its limit (``merchant.__*``:
     what `assemble_frame` still needs)."""
