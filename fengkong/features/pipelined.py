@@ -202,8 +202,9 @@ class PipelinedRedis:
         """Send the commands (in order, pipelined with everyone else's) and return their
         replies; an error reply is a `ReplyError` in the list, not an exception.
 
-        Raises `ConnectionFailed` when the connection breaks or the replies do not all
-        arrive within ``timeout_s`` (then the connection is closed: see the module doc)."""
+        Raises `ConnectionFailed` when the connection breaks, cannot be made, or the
+        server said nothing for ``timeout_s`` (the connection is then closed), and
+        `ReplyLate` when these replies did not all come in time while others did."""
         proto: _Protocol | None = None
         try:
             async with asyncio.timeout(timeout_s):
