@@ -102,8 +102,10 @@ end
 -- A newer bucket first subtracts the slots that leave the window; a slot left
 -- from an older bucket is reused when its turn comes, so the value never grows.
 
+local sunpack, spack, ssub = struct.unpack, struct.pack, string.sub
+
 -- '<dd...d' for k doubles: one struct call reads or writes a whole record
-local FMT = {}
+local FMT = {'<d', '<dd', '<ddd', '<dddd', '<ddddd', '<dddddd', '<ddddddd', '<dddddddd'}
 local function dfmt(k)
   local f = FMT[k]
   if not f then
@@ -115,10 +117,10 @@ end
 
 -- k zero doubles, cut from one string grown by doubling (string.rep builds byte by
 -- byte, ~2 us per KiB here); a cut of a length made before is found interned
-local Z = struct.pack('<d', 0)
+local Z = spack('<d', 0)
 local function zeros(k)
   while #Z < k * 8 do Z = Z .. Z end
-  return string.sub(Z, 1, k * 8)
+  return ssub(Z, 1, k * 8)
 end
 
 -- The entity's new value is built front to back: runs of the old value kept as
@@ -127,7 +129,7 @@ local old, pieces, npieces, done
 local function keep(upto)  -- keep the old bytes up to offset `upto`
   if upto > done then
     npieces = npieces + 1
-    pieces[npieces] = string.sub(old, done + 1, upto)
+    pieces[npieces] = ssub(old, done + 1, upto)
     done = upto
   end
 end
@@ -151,22 +153,30 @@ local function op_rings(key)
   local at = 0  -- byte offset of the current section
   for _ = 1, nrings do
     local n, b, nc = A[argi], A[argi + 1], A[argi + 2]
-    local inc0 = argi + 2  -- A[inc0 + i] increments counter i
-    argi = argi + 3 + nc
+    local i0 = argi + 2  -- A[i0 + i] increments counter i
+    argi = i0 + nc + 1
     local width = nc + 1
     local w8 = width * 8
-    local f = dfmt(width)
-    -- the header: t[1] = L, t[1 + i] = total i (a (width+1)th value, the next position, is unused)
-    local t = {struct.unpack(f, old, at + 1)}
+    local f = FMT[width] or dfmt(width)
+    -- the header: t[1] = L, t[1 + i] = total i (t[width + 1], the next position, is unused)
+    local t = {sunpack(f, old, at + 1)}
     local last = t[1]
     local reset = last == 0 or b - last >= n
-    if reset then
-      for i = 2, width do t[i] = 0 end
-    elseif b > last then
+    local any = false
+    for i = 2, width do
+      local inc = A[i0 + i - 1]
+      if inc == 'N' then
+        inc = near
+        A[i0 + i - 1] = inc
+      end
+      if inc ~= 0 then any = true end
+      if reset then t[i] = 0 end
+    end
+    if not reset and b > last then
       for x = last + 1, b do
         local off = at + (1 + x % n) * w8 + 1
-        if struct.unpack('<d', old, off) ~= 0 then
-          local rec = {struct.unpack(f, old, off)}
+        if sunpack('<d', old, off) ~= 0 then
+          local rec = {sunpack(f, old, off)}
           for i = 2, width do t[i] = t[i] - rec[i] end
         end
       end
@@ -175,34 +185,32 @@ local function op_rings(key)
       nout = nout + 1
       out[nout] = t[i]
     end
-    local any = false
-    for i = inc0 + 1, inc0 + nc do
-      if A[i] == 'N' then A[i] = near end
-      if A[i] ~= 0 then any = true end
-    end
     if any and (reset or b > last - n) then
       local hi = b % n
-      local slot = {b}
-      local cur = nil
-      if not reset and b <= last then
-        cur = {struct.unpack(f, old, at + (1 + hi) * w8 + 1)}
-        if cur[1] ~= b then cur = nil end
+      local soff = at + (1 + hi) * w8
+      local rec
+      if reset or b > last then
+        t[1] = b
+        rec = spack(f, b, unpack(A, i0 + 1, i0 + nc))
+      else
+        -- an older bucket still in the window: add to its slot
+        local cur = {sunpack(f, old, soff + 1)}
+        if cur[1] ~= b then
+          rec = spack(f, b, unpack(A, i0 + 1, i0 + nc))
+        else
+          for i = 2, width do cur[i] = cur[i] + A[i0 + i - 1] end
+          rec = spack(f, unpack(cur, 1, width))
+        end
       end
-      for i = 2, width do
-        local inc = A[inc0 + i - 1]
-        slot[i] = cur and cur[i] + inc or inc
-        t[i] = t[i] + inc
-      end
-      if not reset and b <= last then t[1] = last else t[1] = b end
+      for i = 2, width do t[i] = t[i] + A[i0 + i - 1] end
       keep(at)
-      emit(struct.pack(f, unpack(t, 1, width)))
-      local rec = struct.pack(f, unpack(slot, 1, width))
+      emit(spack(f, unpack(t, 1, width)))
       if reset then
         emit_zeros(hi * width)
         emit(rec)
         emit_zeros((n - 1 - hi) * width)
       elseif b <= last then
-        keep(at + (1 + hi) * w8)
+        keep(soff)
         emit(rec)
       else
         -- slots last+1 .. b (cyclic) left the window: cleared, then b's is written
@@ -231,16 +239,16 @@ local function op_rings(key)
     local code, write, value = A[argi], A[argi + 1] == 2, A[argi + 2]
     argi = argi + 3
     if code == 'F' then
-      local first = struct.unpack('<d', old, at + 1)
+      local first = sunpack('<d', old, at + 1)
       put(first ~= 0 and first or false)
       if write and first == 0 then
         keep(at)
-        emit(struct.pack('<d', value))
+        emit(spack('<d', value))
         changed = true
       end
       at = at + 8
     elseif code == 'M' then
-      local n, mean, m2 = struct.unpack('<ddd', old, at + 1)
+      local n, mean, m2 = sunpack('<ddd', old, at + 1)
       put(n)
       put(mean)
       put(m2)
@@ -250,20 +258,20 @@ local function op_rings(key)
         mean = mean + delta / n
         m2 = m2 + delta * (value - mean)
         keep(at)
-        emit(struct.pack('<ddd', n, mean, m2))
+        emit(spack('<ddd', n, mean, m2))
         changed = true
       end
       at = at + 24
     else
-      local count = struct.unpack('<d', old, at + value * 8 + 1)
-      local total = struct.unpack('<d', old, at + 24 * 8 + 1)
+      local count = sunpack('<d', old, at + value * 8 + 1)
+      local total = sunpack('<d', old, at + 24 * 8 + 1)
       put(count)
       put(total)
       if write then
         keep(at + value * 8)
-        emit(struct.pack('<d', count + 1))
+        emit(spack('<d', count + 1))
         keep(at + 24 * 8)
-        emit(struct.pack('<d', total + 1))
+        emit(spack('<d', total + 1))
         changed = true
       end
       at = at + 25 * 8
