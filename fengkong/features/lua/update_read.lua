@@ -53,12 +53,7 @@ end
 local amount = tonumber(ARGV[2])
 local limit = nil
 local A = cmsgpack.unpack(ARGV[3])
-local argi = 1
-local function nextarg()
-  local v = A[argi]
-  argi = argi + 1
-  return v
-end
+local argi = 1  -- the next argument in A
 
 -- the median of t's first n values (t is left unsorted)
 local function median(t, n)
@@ -72,21 +67,22 @@ local function median(t, n)
 end
 
 local function op_profile(key)
-  local npairs = tonumber(nextarg())
-  local grade_limits = {}
-  for _ = 1, npairs do
-    local g = nextarg()
-    grade_limits[g] = tonumber(nextarg())
-  end
-  local default_limit = tonumber(nextarg())
+  local npairs = A[argi]
+  local first_pair = argi + 1
+  local default_limit = A[first_pair + 2 * npairs]
+  argi = first_pair + 2 * npairs + 1
   local p = redis.call('HMGET', key, 'grade', 'single_limit', 'onboarded_day', 'daily_cap', 'anomaly')
   local grade = p[1]
   if p[2] then
     limit = tonumber(p[2])
-  elseif grade and grade_limits[grade] then
-    limit = grade_limits[grade]
   else
     limit = default_limit
+    for i = first_pair, first_pair + 2 * npairs - 2, 2 do
+      if A[i] == grade then
+        limit = A[i + 1]
+        break
+      end
+    end
   end
   put(grade)
   put(limit)
