@@ -453,7 +453,7 @@ end
 local function op_top(key)
   local member, amt, ttl, write = A[argi], A[argi + 1], A[argi + 2], A[argi + 3] == 1
   argi = argi + 4
-  local top = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
+  local top = redis.call('ZREVRANGE', key, '0', '0', 'WITHSCORES')
   put(top[2] and tonumber(top[2]) or 0)
   if write and member ~= '' then
     redis.call('ZINCRBY', key, amt, member)
@@ -467,7 +467,7 @@ local function op_list(key)
   local hit = redis.call('SISMEMBER', key, member)
   if hit == 0 and kidx > 0 and ipint ~= '' then
     -- ranges are stored as members "start:end" scored by their start address
-    local r = redis.call('ZREVRANGEBYSCORE', KEYS[kidx], ipint, '-inf', 'LIMIT', 0, 1)
+    local r = redis.call('ZREVRANGEBYSCORE', KEYS[kidx], ipint, '-inf', 'LIMIT', '0', '1')
     if r[1] then
       local sep = string.find(r[1], ':', 1, true)
       if tonumber(string.sub(r[1], sep + 1)) >= tonumber(ipint) then hit = 1 end
