@@ -119,8 +119,8 @@ local function zeros(k)
   return ssub(Z, 1, k * 8)
 end
 
--- The entity's new value is built front to back: runs of the old value kept as
--- they are, then each changed record, so each byte is copied once, by table.concat.
+-- The entity's new value is built front to back from runs of the old value and
+-- the records that changed, then joined once.
 local old, pieces, npieces, done
 local function keep(upto)  -- keep the old bytes up to offset `upto`
   if upto > done then
