@@ -113,7 +113,7 @@ end
 
 -- k zero doubles, cut from one string grown by doubling (string.rep builds byte by
 -- byte, ~2 us per KiB here); a cut of a length made before is found interned
-local Z = spack('<d', 0)
+local Z = '\0\0\0\0\0\0\0\0'  -- one double 0
 local function zeros(k)
   while #Z < k * 8 do Z = Z .. Z end
   return ssub(Z, 1, k * 8)
