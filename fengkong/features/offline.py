@@ -396,17 +396,21 @@ def _rolling(h: _History, rollings: list[d.Rolling]) -> dict[str, np.ndarray]:
     qq, q_ent, slots = h.queries(column), h.query_codes(column), h.slots(column)
     hi = prior.upto(q_ent, qq)
     q_ts, q_base = ts_s[qq], prior.time_base(q_ent)
-    types = h.type_code[occ]
+    types, amounts = h.type_code[occ], amount[occ]
     # one running-sum buffer and two gather buffers serve every counter
     cum = np.zeros(len(occ) + 1, dtype=np.int64)
     upto, before = np.empty(len(qq), dtype=np.int64), np.empty(len(qq), dtype=np.int64)
+    lows: dict[d.Window, np.ndarray] = {}
     for r in rollings:
-        lo = np.minimum(prior.from_time(q_base, _window_start_s(q_ts, r.window)), hi)
+        if r.window not in lows:
+            lo = prior.from_time(q_base, _window_start_s(q_ts, r.window))
+            lows[r.window] = np.minimum(lo, hi, out=lo)
+        lo = lows[r.window]
         for c, name in zip(r.counters, r.outputs()):
             applies = h.type_table(c.events)[types]
             if c.where is not None:
                 applies &= h.rows[c.where].to_numpy()[occ].astype(bool)
-            values = np.where(applies, amount[occ], 0) if c.value == "amount" else applies
+            values = np.where(applies, amounts, 0) if c.value == "amount" else applies
             np.cumsum(values, out=cum[1:])
             np.take(cum, hi, out=upto)
             np.take(cum, lo, out=before)
