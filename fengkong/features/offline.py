@@ -261,6 +261,7 @@ def offline_features(
     event_task = partial(event_columns, lay=h.out, merchants=merchants, lists=lists,
                          entries=StaticLists(lists, list_entries))
     raw, event = _run_tasks(h, event_task)
+    h.forget()  # the assembly below can reuse the memory of the shared codes and orders
     for values in raw.values():
         h.out.fill_repeats(values)
     features = assemble_frame(h, raw, event, h.out, lists)
@@ -312,6 +313,10 @@ class _History:
                 if key not in self._cache:
                     self._cache[key] = compute()
         return self._cache[key]
+
+    def forget(self) -> None:
+        """Drop the shared codes and orders (once every task is done)."""
+        self._cache.clear()
 
     def type_table(self, events: Iterable[str]) -> np.ndarray:
         """Whether each type code is one of these events."""
