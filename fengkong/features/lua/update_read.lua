@@ -2,7 +2,7 @@
 -- count the event, in one atomic call (one round trip, no other client can
 -- interleave between the read and the write, a retried event_id is a no-op).
 --
--- KEYS[1]      dedup key of the event_id (holds the JSON of the features it got)
+-- KEYS[1]      dedup key of the event_id (holds the reply blob it got)
 -- KEYS[2..]    entity keys, referenced by index from the ops below
 -- ARGV[1]      dedup TTL in seconds
 -- ARGV[2]      event amount in minor units (integer, 0 when none)
@@ -25,9 +25,9 @@
 --        and 28-day baselines: through this hour, this hour alone, count through it)
 --   T k member amount ttl write     largest per-member volume (today) -> max before
 --   L k ks member ipint        list membership (set, and IPv4 ranges in ks) -> 1/0
--- Values that only go on to Redis come as decimal strings (Redis would format a Lua
--- number with "%.17g" on every call): the ttl of R, D, S, V and T; ts, thr, horizon of
--- D and S; V's hour; T's amount; L's ipint ("" when not IPv4).
+-- Values passed on to Redis come as decimal strings (Redis would format a Lua number
+-- with "%.17g" on every call): the ttl of R, D, S, V and T; ts, thr, horizon of D
+-- and S; V's hour; T's amount; L's ipint ("" when not IPv4).
 -- Returns {"ok", msgpack([v1, v2, ...])} (false where missing), or {"dup", the same
 -- blob the first delivery of this event_id returned}.
 
