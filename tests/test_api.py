@@ -191,6 +191,7 @@ def test_outcomes_update_features_without_a_decision(api, c):
     decide(c, payment(merchant_id=merchant, occurred_at=(T0 + timedelta(minutes=10)).isoformat()))
     m = MerchantOut.model_validate(c.get(f"/v1/merchants/{merchant}").json())
     assert m.features["merchant.refund_sum_30d"] == 50.0  # once, not 100
+    assert all(k.startswith("merchant.") for k in m.features) and "merchant.volume_today" in m.features
 
 
 # --- merchants --------------------------------------------------------------------------------

@@ -320,7 +320,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     if event.merchant_id:
         snap = {"event_id": event.event_id, "occurred_at": event.occurred_at.isoformat(),
                 "decision_id": decision_id,
-                "features": {k: v for k, v in features.items() if k.startswith("merchant.")}}
+                "features": {k: features[k] for k in _merchant_names(tuple(features))}}
         commands.append(("SET", rt.keys.merchant_snapshot(event.merchant_id), dumps(snap), "EX", ttl))
     try:
         replies = await rt.conn.execute(commands, max(0.001, deadline - time.perf_counter()))
@@ -365,6 +365,13 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
         "shadow": [r.to_dict() for r in decision.shadow], "missing_features": decision.missing_features,
         "score_action": decision.score_action, "thresholds": decision.thresholds,
     }
+
+
+@functools.lru_cache(maxsize=64)
+def _merchant_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The merchant.* names among a features mapping's keys (cached: the store gives
+    the same keys in the same order for every event of a kind)."""
+    return tuple(n for n in names if n.startswith("merchant."))
 
 
 @functools.lru_cache(maxsize=16)

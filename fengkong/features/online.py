@@ -115,6 +115,7 @@ class OnlineStore:
         self._steps = self._compile()
         self._layouts: dict[tuple[int, ...], str] = {}
         self._key_pre = f"{prefix}:v1:{{"
+        self._plan = [(step, *self._key_parts(step)) for step in self._steps]
         self._profile_args = [len(self.grade_limits)]
         for g, lim in self.grade_limits.items():
             self._profile_args += [g, lim]
@@ -240,15 +241,19 @@ class OnlineStore:
         events = frozenset(x.events)
         of = x.of
 
-        spans = [(w.resolution * 1_000_000, w.buckets - 1) for w in windows]
+        spans = tuple((w.resolution * 1_000_000, w.buckets - 1) for w in windows)
         ttl_s = str(ttl)
 
-        # times as the decimal strings Redis is given (a Lua number would be formatted per call)
+        # times as the decimal strings Redis is given (a Lua number would be formatted per
+        # call); the sets of one event share their windows, so the row keeps them once
         def build(row: dict[str, Any], typ: str) -> list[Any]:
-            t = row["ts_us"]
-            thrs = [(t // res - back) * res for res, back in spans]
+            times = row.get(spans)
+            if times is None:
+                t = row["ts_us"]
+                thrs = [(t // res - back) * res for res, back in spans]
+                times = row[spans] = (str(t), f"({min(thrs)}", len(thrs), *map(str, thrs))  # type: ignore[index]
             member = row[of] if typ in events and row[of] is not None else ""
-            return [member, str(t), f"({min(thrs)}", ttl_s, len(thrs), *map(str, thrs)]
+            return [member, times[0], times[1], ttl_s, *times[2:]]
 
         def read(vals: list[Any], raw: dict[str, Any]) -> None:
             for name, v in zip(names, vals):
@@ -336,9 +341,18 @@ class OnlineStore:
         return _Step(column, spec.name, "list", build, 1, [feature], read, "L", frozenset())
 
     # -- the call -------------------------------------------------------------------------------
+    def _key_parts(self, step: _Step) -> tuple[str, str]:
+        """The fixed text around a step's entity id in its key (`_args_for` joins them):
+        for a list, its members key and its ranges key."""
+        pre = self._key_pre
+        if step.code == "L":
+            return f"{pre}list:{step.key_suffix}}}:members", f"{pre}list:{step.key_suffix}}}:ranges"
+        tail = "}:top:" if step.code == "T" else f"}}:{step.key_suffix}"
+        return f"{pre}{step.entity_name}:", tail
+
     def _layout_tag(self, used: list[_Step]) -> str:
         """Which ops ran (the reply's shape), e.g. 'PRRDDSFV...' plus a short hash of their keys."""
-        ident = tuple(id(step) for step in used)
+        ident = tuple(map(id, used))
         tag = self._layouts.get(ident)
         if tag is None:
             text = "|".join(f"{s.code}:{s.entity_name}:{s.key_suffix}" for s in used)
@@ -353,24 +367,23 @@ class OnlineStore:
         keys = [f"{pre}evt:{row['event_id']}}}:dedup"]
         args: list[Any] = []
         used: list[_Step] = []
-        for step in self._steps:
+        for step, head, tail in self._plan:
             entity_id = row[step.entity_column]
             if entity_id is None or (outcome and typ not in step.writes_on):
                 continue
             code = step.code
             if code == "L":
-                keys.append(f"{pre}list:{step.key_suffix}}}:members")
+                keys.append(head)
                 op = step.build(row, typ)
                 if op[0] == "RANGES":
-                    keys.append(f"{pre}list:{step.key_suffix}}}:ranges")
+                    keys.append(tail)
                     op[0] = len(keys)
                     args += ["L", len(keys) - 1, *op]
                 else:
                     args += ["L", len(keys), *op]
             else:
                 # the top-card set is per business day; everything else has a fixed suffix
-                suffix = f"top:{row['biz_day']}" if code == "T" else step.key_suffix
-                keys.append(f"{pre}{step.entity_name}:{entity_id}}}:{suffix}")
+                keys.append(head + entity_id + (f"{tail}{row['biz_day']}" if code == "T" else tail))
                 args += [code, len(keys), *step.build(row, typ)]
             used.append(step)
         return keys, args, used
