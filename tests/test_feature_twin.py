@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from eventgen import dense_events
 from fengkong.events import flat_to_dict, parse_event

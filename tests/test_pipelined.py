@@ -7,7 +7,6 @@ server lost its script cache)."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import pytest

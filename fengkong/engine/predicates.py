@@ -17,7 +17,6 @@ import numpy as np
 
 from fengkong.engine.tree import (
     And,
-    Arith,
     Compare,
     Const,
     Expr,

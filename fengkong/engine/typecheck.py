@@ -14,7 +14,6 @@ from fengkong.engine.errors import RuleTypeError
 from fengkong.engine.schema import KIND_ATTRIBUTE, Schema
 from fengkong.engine.tree import (
     And,
-    Arith,
     Compare,
     Const,
     Expr,

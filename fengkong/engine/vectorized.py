@@ -36,7 +36,6 @@ from fengkong.engine.policy import CHANNEL_FEATURE, GRADE_FEATURE, Policy
 from fengkong.engine.rule import Rule
 from fengkong.engine.tree import (
     And,
-    Arith,
     Compare,
     Const,
     Expr,

@@ -11,11 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from fengkong.features import definitions as d
-from fengkong.features.lists import KIND_COLUMN, ListSpec
+from fengkong.features.lists import ListSpec
 from fengkong.features.rows import US_PER_DAY
 
 #: ratio feature -> (numerator, denominator); missing when the denominator is 0 or missing.

@@ -16,7 +16,7 @@ days use the offset the event carries.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 DType = Literal["number", "string", "bool"]

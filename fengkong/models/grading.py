@@ -230,7 +230,6 @@ def grade_history(daily: pd.DataFrame, policy: GradePolicy, *, initial: Mapping[
 
     names = list(policy.grades)
     index = {g: i for i, g in enumerate(names)}
-    n_g = len(names)
     down_lut = np.array([index[policy.step_down(g, policy.warning_steps)] for g in names])
     up_to = np.array([index[policy.upgrade[g].to] if g in policy.upgrade else -1 for g in names])
     up_days = np.array([policy.upgrade[g].clean_days if g in policy.upgrade else 10**9 for g in names])

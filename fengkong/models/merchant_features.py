@@ -37,7 +37,7 @@ age_days                    days since onboarding (else first payment)
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
