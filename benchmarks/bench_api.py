@@ -122,7 +122,8 @@ async def _load(host: str, port: int, seconds: float, warmup: float, concurrency
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     latencies.sort()
     n = len(latencies)
-    return {"requests": n, "completed": completed[0], "rps": n / seconds, "p50_ms": latencies[n // 2] * 1000 if n else None,
+    return {"requests": n, "completed": completed[0], "rps": n / seconds,
+            "p50_ms": latencies[n // 2] * 1000 if n else None,
             "p99_ms": latencies[int(n * 0.99)] * 1000 if n else None, "errors": errors}
 
 

@@ -82,7 +82,8 @@ MAX_AMOUNT_MINOR = 10**15
 _ID = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 #: Plain dotted-quad IPv4 exactly as `ipaddress` writes it (decimal octets 0-255, no
 #: leading zeros): such text needs no parsing to be validated or normalised.
-IPV4_TEXT = re.compile(r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+IPV4_TEXT = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 _PAN_CANDIDATE = re.compile(r"^[0-9][0-9 \-]{11,30}[0-9]$")
 
 

@@ -191,8 +191,8 @@ def build_runtime(settings: Settings) -> Runtime:
     models = ModelRuntime.load(Path(settings.artifacts_dir) if settings.artifacts_dir else None)
     audit = Audit(prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, path=settings.audit_file)
     conn = PipelinedRedis(url, connect_timeout_s=max(0.002, settings.deadline_s * STORE_SHARE))
-    rt = Runtime(settings=settings, client=client, conn=conn, store=store, lists=list_store, list_specs=specs, rules=rules,
-                 models=models, metrics=Metrics(), audit=audit, keyring=keyring,
+    rt = Runtime(settings=settings, client=client, conn=conn, store=store, lists=list_store, list_specs=specs,
+                 rules=rules, models=models, metrics=Metrics(), audit=audit, keyring=keyring,
                  breaker=Breaker(settings.breaker_s), keys=Keys(settings.key_prefix), embedded=embedded)
     rt.start_watch(settings.rules_watch_s)
     return rt

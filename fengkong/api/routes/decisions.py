@@ -27,7 +27,8 @@ EVENT_BODY = {"requestBody": {"required": True, "content": {"application/json": 
 
 
 @router.post("", response_model=None, responses={200: {"model": DecisionOut}, **ERROR_RESPONSES},
-             openapi_extra=EVENT_BODY | API_KEY_SECURITY, summary="Decide one payment, signup, login or card_bind event")
+             openapi_extra=EVENT_BODY | API_KEY_SECURITY,
+             summary="Decide one payment, signup, login or card_bind event")
 async def post_decision(request: Request) -> Response:
     """Returns allow / challenge / review / deny with the rules that fired. The same
     event_id again returns the stored decision (``duplicate: true``); with a different
