@@ -70,7 +70,8 @@ def test_residential_chinese_isp_is_none_of_these(intel: IpIntel, ip: str) -> No
     assert not (info.is_hosting or info.is_tor or info.is_listed_proxy or info.is_private)
 
 
-@pytest.mark.parametrize("ip", ["10.1.2.3", "192.168.0.1", "127.0.0.1", "100.64.0.1", "::1", "fe80::1", "fd00::5", "224.0.0.1"])
+@pytest.mark.parametrize("ip", ["10.1.2.3", "192.168.0.1", "127.0.0.1", "100.64.0.1", "::1", "fe80::1", "fd00::5",
+                                "224.0.0.1"])
 def test_private_address_has_no_country(intel: IpIntel, ip: str) -> None:
     assert intel.lookup(ip) == IpInfo(None, None, False, False, False, True)
 
@@ -196,7 +197,8 @@ def _scalar_frame(intel: IpIntel, ips: pd.Series) -> pd.DataFrame:
     """What lookup_many must return, built from the scalar reference `_lookup`."""
     infos = [UNKNOWN if pd.isna(ip) else intel._lookup(ip) for ip in ips.tolist()]
     data = {
-        name: pd.Series([getattr(i, name) for i in infos], index=ips.index, dtype=object if name in ("country", "asn") else bool)
+        name: pd.Series([getattr(i, name) for i in infos], index=ips.index,
+                        dtype=object if name in ("country", "asn") else bool)
         for name in ipintel.COLUMNS
     }
     return pd.DataFrame(data, columns=list(ipintel.COLUMNS))

@@ -108,7 +108,9 @@ class OnlineStore:
         self.lists = lists or {}
         self.prefix = prefix
         self.grade_limits = dict(grade_limits or d.DEFAULT_GRADE_LIMITS)
-        self.default_limit = default_limit if default_limit is not None else self.grade_limits.get(d.DEFAULT_GRADE, 500_000)
+        if default_limit is None:
+            default_limit = self.grade_limits.get(d.DEFAULT_GRADE, 500_000)
+        self.default_limit = default_limit
         self.biz_offset_min = business_utc_offset_min
         self.dedup_ttl_s = dedup_ttl_s
         self._script = client.register_script(load_script())
