@@ -36,6 +36,11 @@ from fengkong.api.encoding import dumps
 log = logging.getLogger(__name__)
 
 
+def stream_entry(key: str, maxlen: int, record_json: bytes) -> tuple[Any, ...]:
+    """XADD of one ``record`` to a capped stream (approximate trimming: O(1) amortised)."""
+    return ("XADD", key, "MAXLEN", "~", maxlen, "*", "record", record_json)
+
+
 def utc_now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
@@ -56,7 +61,7 @@ class Audit:
 
     def decision_command(self, record_json: bytes) -> tuple[Any, ...]:
         """The decision's stream entry as a command, for the caller's pipelined write."""
-        return ("XADD", self.decisions_key, "MAXLEN", "~", self.maxlen, "*", "record", record_json)
+        return stream_entry(self.decisions_key, self.maxlen, record_json)
 
     def to_file(self, record_json: bytes) -> None:
         """Append one JSON line (no-op without an audit file)."""

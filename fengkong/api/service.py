@@ -62,13 +62,13 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import orjson
 import redis
 
 from fengkong import pipeline
-from fengkong.api.audit import utc_now_iso
+from fengkong.api.audit import stream_entry, utc_now_iso
 from fengkong.api.encoding import dumps, loads
 from fengkong.api.security import Caller
 from fengkong.api.state import Runtime
@@ -79,7 +79,7 @@ from fengkong.events import OUTCOME_TYPES, Event, EventRejected, looks_like_pan,
 from fengkong.features import definitions as d
 from fengkong.features.errors import DuplicateEventConflict, FeatureStoreError, FeatureStoreUnavailable
 from fengkong.features.lists import normalise_entry
-from fengkong.features.pipelined import ConnectionFailed, ReplyError, ReplyLate
+from fengkong.features.pipelined import ReplyError, ReplyLate
 
 log = logging.getLogger(__name__)
 
@@ -203,12 +203,24 @@ def _degraded(rt: Runtime, *, event: Event | None, data: Any, caller: Caller, re
     return _response(record, latency * 1000, False)
 
 
+async def _execute(rt: Runtime, commands: Sequence[tuple[Any, ...]], timeout_s: float) -> list[Any]:
+    """The commands' replies over the pipelined connection; a refused one raises
+    `redis.ResponseError` (and a connection fault `ConnectionFailed`, an OSError)."""
+    replies = await rt.conn.execute(commands, timeout_s)
+    for reply in replies:
+        if isinstance(reply, ReplyError):
+            raise redis.ResponseError(str(reply))
+    return replies
+
+
 async def _get(rt: Runtime, key: str) -> bytes | None:
-    """GET over the pipelined connection (`ConnectionFailed` is an OSError)."""
-    value = (await rt.conn.execute((("GET", key),), rt.store_budget_s))[0]
-    if isinstance(value, ReplyError):
-        raise redis.ResponseError(str(value))
-    return value  # type: ignore[no-any-return]
+    return (await _execute(rt, (("GET", key),), rt.store_budget_s))[0]  # type: ignore[no-any-return]
+
+
+def _set_record(key: str, blob: bytes, ttl: int, *, only_if_absent: bool) -> tuple[Any, ...]:
+    """SET of an event_id's record; a request that did not count the event only adopts
+    the key if the first delivery left nothing there."""
+    return ("SET", key, blob, "EX", ttl, "NX") if only_if_absent else ("SET", key, blob, "EX", ttl)
 
 
 async def _stored(rt: Runtime, *, key: str, digest: bytes, kind: str, deadline: float) -> dict[str, Any] | None:
@@ -273,7 +285,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
             return _degraded(rt, event=event, data=data, caller=caller, t0=t0, metric_reason="store_late",
                              reason="feature store slower than the deadline: ReplyLate")
         unreachable = isinstance(exc, FeatureStoreUnavailable)
-        breaker.failed(type(cause).__name__)
+        breaker.failed(exc)
         what = "unavailable or slower than the deadline" if unreachable else "refused the update"
         return _degraded(rt, event=event, data=data, caller=caller, t0=t0,
                          metric_reason="store_unavailable" if unreachable else "store_error",
@@ -287,7 +299,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
         try:
             record = await _stored(rt, key=key, digest=digest, kind="decision", deadline=deadline)
         except (redis.RedisError, OSError) as exc:
-            breaker.failed(type(exc).__name__)
+            breaker.failed(exc)
             return _degraded(rt, event=event, data=data, caller=caller, t0=t0, metric_reason="store_unavailable",
                              reason=f"feature store unavailable: {type(exc).__name__}")
         if record is not None:
@@ -313,7 +325,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     ttl = rt.settings.decision_ttl_s
     adopt = result.duplicate
     commands: list[tuple[Any, ...]] = [
-        ("SET", key, blob, "EX", ttl, "NX") if adopt else ("SET", key, blob, "EX", ttl),
+        _set_record(key, blob, ttl, only_if_absent=adopt),
         ("SET", rt.keys.decision(decision_id), event.event_id, "EX", ttl),
         rt.audit.decision_command(blob),
     ]
@@ -323,18 +335,14 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
                 "features": {k: features[k] for k in _merchant_names(tuple(features))}}
         commands.append(("SET", rt.keys.merchant_snapshot(event.merchant_id), dumps(snap), "EX", ttl))
     try:
-        replies = await rt.conn.execute(commands, max(0.001, deadline - time.perf_counter()))
-        refused = [r for r in replies if isinstance(r, ReplyError)]
-        if refused:
-            raise redis.ResponseError(str(refused[0]))
+        replies = await _execute(rt, commands, max(0.001, deadline - time.perf_counter()))
         if adopt and replies[0] is None:  # SET NX: the first delivery's record arrived after all
             stored = await _stored(rt, key=key, digest=digest, kind="decision", deadline=time.perf_counter())
             if stored is not None:
                 return _response(stored, (time.perf_counter() - t0) * 1000, True)
-    except (redis.RedisError, ConnectionFailed, OSError) as exc:
+    except (redis.RedisError, OSError) as exc:
         # The decision stands (it was made on real features); only its record is lost.
-        if not isinstance(exc, ReplyLate):
-            breaker.failed(type(exc).__name__)
+        breaker.failed(exc)
         log.warning("decision %s not stored: %s", decision_id, type(exc).__name__)
     rt.audit.to_file(blob)
     if degraded_reason:
@@ -428,23 +436,16 @@ async def report(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
         record = {"kind": "outcome", "body_sha256": digest.decode(), "event_id": event.event_id,
                   "type": event.type.value, "recorded_at": utc_now_iso(), "caller": caller.name, "event": data}
         blob = dumps(record)
-        ttl = rt.settings.decision_ttl_s
-        commands: list[tuple[Any, ...]] = [("SET", key, blob, "EX", ttl, "NX") if result.duplicate
-                                           else ("SET", key, blob, "EX", ttl)]
+        commands = [_set_record(key, blob, rt.settings.decision_ttl_s, only_if_absent=result.duplicate)]
         if not result.duplicate:
-            commands.append(("XADD", rt.keys.labels, "MAXLEN", "~", rt.settings.audit_stream_maxlen, "*",
-                             "record", blob))
-        refused = [r for r in await rt.conn.execute(commands, rt.store_budget_s) if isinstance(r, ReplyError)]
-        if refused:
-            raise redis.ResponseError(str(refused[0]))
+            commands.append(stream_entry(rt.keys.labels, rt.settings.audit_stream_maxlen, blob))
+        await _execute(rt, commands, rt.store_budget_s)
     except FeatureStoreError as exc:
-        if not isinstance(exc.__cause__, ReplyLate):
-            rt.breaker.failed(type(exc.__cause__ or exc).__name__)
+        rt.breaker.failed(exc)
         raise Unavailable(None, f"feature store unavailable: {type(exc.__cause__ or exc).__name__}; "
                                 "the outcome was not recorded, retry") from None
-    except (redis.RedisError, ConnectionFailed, OSError) as exc:
-        if not isinstance(exc, ReplyLate):
-            rt.breaker.failed(type(exc).__name__)
+    except (redis.RedisError, OSError) as exc:
+        rt.breaker.failed(exc)
         raise Unavailable(None, f"feature store unavailable: {type(exc).__name__}; retry") from None
     except (EventRejected, ServiceError):
         raise

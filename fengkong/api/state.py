@@ -40,7 +40,8 @@ from fengkong.features.embedded_redis import EmbeddedRedis
 from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import ListSpec, ListStore, load_list_specs
 from fengkong.features.online import OnlineStore
-from fengkong.features.pipelined import PipelinedRedis
+from fengkong.features.errors import FeatureStoreError
+from fengkong.features.pipelined import PipelinedRedis, ReplyLate
 from fengkong.models.runtime import ModelRuntime
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,15 @@ class Breaker:
     def allow(self) -> bool:
         return time.monotonic() >= self.open_until
 
-    def failed(self, error: str) -> None:
+    def failed(self, error: BaseException) -> None:
+        """Open after a fault of the store. A reply that was only late while Redis kept
+        answering the worker's other requests (`ReplyLate`) is not one: that decision
+        degrades, the others go on."""
+        cause = error.__cause__ if isinstance(error, FeatureStoreError) and error.__cause__ else error
+        if isinstance(cause, ReplyLate):
+            return
         self.open_until = time.monotonic() + self.open_s
-        self.last_error = error
+        self.last_error = type(cause).__name__
 
     def succeeded(self) -> None:
         if self.open_until:
