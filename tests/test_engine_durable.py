@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fengkong.engine.durable_backend import MAX_FIELDS_PER_SHARD, DurableRuleset, _encode, unique_name
+from fengkong.engine.durable_backend import MAX_FIELDS_PER_SHARD, DurableRuleset, _fact, _member, unique_name
 from fengkong.engine.language import parse
 from fengkong.engine.predicates import compile_predicate
 from fengkong.engine.schema import Schema
@@ -158,6 +158,10 @@ def test_numpy_scalars_get_the_same_decision_as_python_scalars() -> None:
         f = {k: (float(v) if isinstance(v, int) and not isinstance(v, bool) else v)
              for k, v in random_features(rng).items()}
         assert backend.fire(_as_numpy(f)).fired == backend.fire(f).fired == expected(preds, f), f
+
+
+def _encode(fact: dict, fid: int) -> str:
+    return _fact(fid, [_member(k, v) for k, v in fact.items()])
 
 
 def test_encoded_fact_is_json_for_every_numpy_scalar() -> None:

@@ -224,18 +224,16 @@ class DurableRuleset:
         for name, key, dtype in self._inputs:
             value = get(name)
             kind = type(value)
-            if dtype == "number" and (kind is int or (kind is float and value - value == 0)):
-                members[key] = f'"{key}":{_json_value(value)}'
-                continue
-            value = clean(value, dtype)
-            if value is None:
-                missing.append(name)
-            else:
-                members[key] = f'"{key}":{_json_value(value)}'
+            if not (dtype == "number" and (kind is int or (kind is float and value - value == 0))):
+                value = clean(value, dtype)
+                if value is None:
+                    missing.append(name)
+                    continue
+            members[key] = _member(key, value)
         for key, fn in self._derived_list:
             value = fn(features)
             if value is not None:
-                members[key] = f'"{key}":{_json_value(value)}'
+                members[key] = _member(key, value)
         return members, missing
 
     def fire(self, features: Mapping[str, Any]) -> FireResult:
@@ -247,8 +245,8 @@ class DurableRuleset:
                 raise RuleSetClosed(f"ruleset {self.name} is closed")
             for shard in self._shards:
                 fid = next(self._ids)
-                body = "".join(["," + members[k] for k in shard.field_list if k in members])
-                self._fire_shard(shard, fid, f'{{"id":{fid},"sid":"{_SID}"{body}}}', fired)
+                text = _fact(fid, [members[k] for k in shard.field_list if k in members])
+                self._fire_shard(shard, fid, text, fired)
         return FireResult(sorted(fired, key=self._order.__getitem__), missing)
 
     def _fire_shard(self, shard: _Shard, fid: int, text: str, fired: set[str]) -> None:
@@ -283,11 +281,15 @@ class DurableRuleset:
                     _dre.delete_ruleset(shard.handle)
 
 
-def _encode(fact: Mapping[str, Any], fid: int) -> str:
-    """The fact as JSON that durable's own parser reads correctly (see `_json_value`)."""
-    parts = [f'"id":{fid}', f'"sid":"{_SID}"']
-    parts += [f'"{key}":{_json_value(value)}' for key, value in fact.items()]
-    return "{" + ",".join(parts) + "}"
+def _fact(fid: int, members: list[str]) -> str:
+    """One fact as JSON: its id, the session id and the members (see `_member`)."""
+    return "{" + ",".join([f'"id":{fid}', f'"sid":"{_SID}"', *members]) + "}"
+
+
+def _member(key: str, value: Any) -> str:
+    """``"key":value`` as durable's own parser reads it (see `_json_value`); keys are
+    our own short names."""
+    return f'"{key}":{_json_value(value)}'
 
 
 def _json_value(value: Any) -> str:
@@ -295,7 +297,7 @@ def _json_value(value: Any) -> str:
 
     durable rejects a number with an exponent but no decimal point (``1e-05``,
     ``1e+16``: error 204, found by the property test), which is how Python writes
-    such floats; they are written as ``1.0e-05``. Keys are our own short names.
+    such floats; they are written as ``1.0e-05``.
 
     numpy scalars are converted to Python's first: ``np.float64`` is a ``float``, but
     numpy 2 writes its repr as ``np.float64(0.3)``, which is not JSON (error 202), and
