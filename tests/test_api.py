@@ -91,6 +91,35 @@ def test_openapi_documents_the_event_and_every_resource(c):
         assert spec["paths"][path][method]["security"] == [{"APIKeyHeader": []}], path
 
 
+def test_decision_ids_are_unique_random_hex_also_in_a_forked_worker():
+    import os
+
+    from fengkong.api.service import new_decision_id
+
+    ids = [new_decision_id() for _ in range(2000)]  # several refills of the id pool
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 26 and i.startswith("d_") and int(i[2:], 16) >= 0 for i in ids)
+    new_decision_id()  # the pool is not empty now: a fork must not inherit it
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, "".join(new_decision_id() for _ in range(300)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 1 << 16).decode()
+    os.close(read)
+    child_ids = {child[i:i + 26] for i in range(0, len(child), 26)}
+    assert len(child_ids) == 300 and not child_ids & {new_decision_id() for _ in range(300)}
+
+
+def test_hot_routes_keep_method_checks_and_the_app_error_shape(c):
+    assert c.get("/v1/decisions").status_code == 405
+    assert c.get("/v1/events").status_code == 405
+    r = c.post("/v1/decisions", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["field"] == "body" and "not valid JSON" in r.json()["detail"]
+
+
 # --- keys and scopes --------------------------------------------------------------------------
 def test_missing_or_wrong_key_is_401_and_missing_scope_is_403(api):
     ev = payment()

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from fengkong.api import errors
 from fengkong.api.config import Settings, get_settings
@@ -60,10 +61,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     for module in (decisions, events, merchants, lists, rules, health):
         app.include_router(module.router)
+    _serve_hot_routes_first(app)
     errors.install(app)
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
     _document_event(app)
     return app
+
+
+#: The routes the payment flow calls on every payment.
+HOT_ROUTES = (("/v1/decisions", decisions.post_decision), ("/v1/events", events.post_event))
+
+
+def _serve_hot_routes_first(app: FastAPI) -> None:
+    """Serve the hot routes from plain Starlette routes at the head of the route list.
+
+    Their endpoints take the `Request` and parse, authorize and answer themselves,
+    so FastAPI's per-request work for them (matching through the included routers,
+    resolving an empty dependency set, parsing the query string) bought nothing: it
+    was ~210k of the ~2.9M instructions per decision (callgrind, in-process). The
+    same endpoints stay registered on their FastAPI routers, which is where the
+    OpenAPI document of these two routes comes from; the middleware and exception
+    handlers are the app's, so errors look the same."""
+    app.router.routes[:0] = [Route(path, endpoint, methods=["POST"]) for path, endpoint in HOT_ROUTES]
 
 
 def create_app_from_env() -> FastAPI:

@@ -56,8 +56,8 @@ import asyncio
 import functools
 import hashlib
 import logging
+import os
 import re
-import secrets
 import shutil
 import tempfile
 import time
@@ -127,8 +127,17 @@ def body_hash(data: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest().encode()
 
 
+_decision_ids: list[str] = []
+os.register_at_fork(after_in_child=_decision_ids.clear)  # a forked worker must not reuse its parent's ids
+
+
 def new_decision_id() -> str:
-    return "d_" + secrets.token_hex(12)
+    """``d_`` and 24 hex digits from the OS's CSPRNG, drawn 256 ids per system call
+    (one ``getrandom`` per decision cost ~5 us of the worker's CPU under load)."""
+    if not _decision_ids:
+        raw = os.urandom(12 * 256).hex()
+        _decision_ids.extend("d_" + raw[i:i + 24] for i in range(0, len(raw), 24))
+    return _decision_ids.pop()
 
 
 def accept(data: Any) -> Event:
