@@ -114,6 +114,21 @@ def test_most_severe_action_wins_and_thresholds_differ_by_grade_and_channel(tmp_
     assert ob.thresholds["review"] == 35 and ob.score_action == "review"
 
 
+def test_policy_order_and_a_zero_threshold_decide_even_when_nothing_fired(tmp_path: Path) -> None:
+    policy = """
+severity: [allow, review, challenge, deny]
+thresholds:
+  default: {review: 0, deny: 100}
+"""
+    rs = load_ruleset(write(tmp_path, policy=policy, cases=None))
+    d = rs.evaluate({})
+    assert (d.decision, d.score_action, d.score, d.reasons) == ("review", "review", 0, [])
+    assert rs.policy.most_severe(["challenge", "review", "allow"]) == "challenge"  # this file's order
+    assert rs.policy.most_severe([]) == "allow"
+    big = rs.evaluate({"event.amount": 5000})  # the big rule's challenge now outranks review
+    assert big.decision == "challenge" and big.score_action == "review"
+
+
 def test_trusted_lane_allows_but_a_blacklist_hit_still_denies(tmp_path: Path) -> None:
     rs = load_ruleset(write(tmp_path))
     d = rs.evaluate({"event.amount": 5000, "merchant.volume_ratio_today": 9, "lists.trusted_users": True})

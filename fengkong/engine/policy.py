@@ -48,6 +48,12 @@ class Policy:
     by_grade: dict[str, dict[str, float]] = field(default_factory=dict)
     by_channel: dict[str, dict[str, float]] = field(default_factory=dict)
     lanes: tuple[Lane, ...] = ()
+    #: action -> its place in ``severity`` (what `rank` returns), built once
+    _rank: dict[str, int] = field(init=False, repr=False, compare=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for i, action in enumerate(self.severity):
+            self._rank.setdefault(action, i)
 
     @property
     def features_read(self) -> set[str]:
@@ -60,7 +66,8 @@ class Policy:
         return self.severity.index(action)
 
     def most_severe(self, actions: list[str]) -> str:
-        return max(actions, key=self.rank) if actions else self.severity[0]
+        # the dict, not `rank` (a tuple search behind a method call): this runs twice per decision
+        return max(actions, key=self._rank.__getitem__) if actions else self.severity[0]
 
     def thresholds_for(self, grade: Any, channel: Any) -> dict[str, float]:
         table = dict(self.by_grade.get(grade, self.default)) if isinstance(grade, str) else dict(self.default)

@@ -147,16 +147,17 @@ class RuleSet:
             fired = FiredRule(rule.id, rule.description, rule.then, rule.score, rule.mode, rule.tags,
                               {name: features.get(name) for name in rule.reads})
             (reasons if rule.enforced else shadow).append(fired)
-        total = sum(r.score for r in reasons)
+        total = sum([r.score for r in reasons])
         thresholds = policy.thresholds_for(features.get(GRADE_FEATURE), features.get(CHANNEL_FEATURE))
         score_action = policy.score_action(total, thresholds)
-        decision = policy.most_severe([r.action for r in reasons] + [score_action])
+        decision = policy.most_severe([r.action for r in reasons] + [score_action]) if reasons else score_action
         lane_used = None
-        tags = {t for r in reasons for t in r.tags}
-        for lane in policy.lanes:
-            if lane.name in lanes_hit and not tags.intersection(lane.unless_tags):
-                decision, lane_used = lane.decision, lane.name
-                break
+        if lanes_hit:
+            tags = {t for r in reasons for t in r.tags}
+            for lane in policy.lanes:
+                if lane.name in lanes_hit and not tags.intersection(lane.unless_tags):
+                    decision, lane_used = lane.decision, lane.name
+                    break
         return Decision(decision, total, reasons, shadow, sorted(missing), self.version, lane_used,
                         score_action, thresholds)
 
