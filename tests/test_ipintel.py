@@ -379,3 +379,27 @@ def test_lookup_many_without_usable_tables_is_the_scalar_path(intel: IpIntel, mo
     ips = pd.Series(["52.1.2.3", "10.0.0.1", "bad", None, "2a01:4f8::1", "185.220.101.33"])
     monkeypatch.setattr(ipintel, "_geo_tables_v4", lambda geo: None)
     pd.testing.assert_frame_equal(intel.lookup_many(ips), _scalar_frame(intel, ips))
+
+
+def test_the_live_lookup_at_the_edges_of_its_16_bit_index(intel: IpIntel) -> None:
+    """`_lookup_v4` bisects only the table entries of the address's /16 (`_ScalarTablesV4`):
+    the first and last address of a /16, and the range edges inside the busiest /16s,
+    read as the reference does."""
+    v4 = intel._v4
+    assert v4 is not None
+    rng = np.random.default_rng(16)
+    prefixes = rng.choice(65_536, 4_000, replace=False)
+    counts = np.diff(np.asarray(v4.first_at16))
+    busiest = np.argsort(counts)[-3:]  # /16s holding thousands of country ranges
+    tables = ipintel._geo_tables_v4(intel._geo)
+    assert tables is not None
+    inside = tables.first[(tables.first >> 16) == busiest[-1]]
+    ints = np.concatenate([
+        prefixes << 16, (prefixes << 16) - 1, ((prefixes + 1) << 16) - 1,
+        busiest << 16, ((busiest + 1) << 16) - 1, inside, inside - 1,
+    ])
+    ints = np.clip(ints, 0, 2**32 - 1)
+    fresh = IpIntel(geo=intel._geo, hosting_asns=intel.hosting_asns, tor_ranges=intel.tor_ranges,
+                    proxy_ranges=intel.proxy_ranges)
+    for ip in _v4(ints):
+        assert fresh.lookup(ip) == intel._lookup(ip), ip

@@ -8,9 +8,10 @@ import re
 import threading
 from datetime import datetime, timedelta, timezone
 
+import pandas as pd
 import pytest
 
-from fengkong.events import parse_event
+from fengkong.events import flat_to_dict, parse_event
 from fengkong.features.embedded_redis import EmbeddedRedis
 from fengkong.features.errors import FeatureStoreUnavailable
 from fengkong.features.lists import ListStore
@@ -229,3 +230,44 @@ def test_a_reused_event_id_with_another_body_is_refused_and_counts_nothing(store
     with pytest.raises(DuplicateEventConflict):
         store.process(pay(T0, event_id="reuse-1", typ="refund"))
     assert store.process(pay(T0 + timedelta(seconds=1))).features["card.count_10m"] == 1
+
+
+def test_a_plan_kept_across_events_sends_and_reads_what_a_fresh_one_does(redis_client, ipintel, list_specs, prefix):
+    """`_prepare` keeps a plan per event type and missing columns, and the time values of
+    the last minute: neither may carry one event's values into another's call. Another
+    store rebuilds both for every event, on its own keys; the calls and features agree."""
+    from eventgen import dense_events
+
+    events = dense_events(2_500, seed=3, days=3)
+    # mostly in time order (the minute's values are reused), with a shuffled stretch (they are not)
+    events = pd.concat([events.iloc[:1_500], events.iloc[1_500:].sample(frac=1.0, random_state=2)])
+    kept = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=prefix)
+    fresh = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=f"{prefix}x")
+    for store in (kept, fresh):
+        lists = ListStore(redis_client, list_specs, prefix=store.prefix)
+        lists.add("blocked_ips", ["113.0.0.0/10", "8.8.8.8"])
+        lists.add("blocked_cards", ["c7"])
+    for row in events.to_dict("records"):
+        event = parse_event(flat_to_dict(row))
+        a = kept._prepare(event)
+        fresh._plans.clear()
+        fresh._last_slot = (-1, [])
+        b = fresh._prepare(event)
+        assert [k.replace(f"{prefix}:", f"{prefix}x:", 1) for k in a.keys] == b.keys
+        assert a.args == b.args
+        assert len(kept._values(a.row)) == len(kept._value_at)
+        ra = kept._finish(event, a, kept._script(keys=a.keys, args=a.args))
+        rb = fresh._finish(event, b, fresh._script(keys=b.keys, args=b.args))
+        assert [(k, type(v), v) for k, v in ra.features.items()] == [(k, type(v), v) for k, v in rb.features.items()]
+        assert [(k, type(v), v) for k, v in ra.raw.items()] == [(k, type(v), v) for k, v in rb.raw.items()]
+    assert 10 < len(kept._plans) < 200
+
+
+@pytest.mark.parametrize(
+    "ip", ["1.2.3.4", "0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3.4.5", "1.2.3", "256.1.1.1", "a.b.c.d",
+           "1.2.3.4\x00", ""],
+)
+def test_the_ipv4_text_of_a_list_lookup_is_the_decimal_of_ipv4_int(ip):
+    from fengkong.features.online import _ipv4_int, _ipv4_text
+
+    assert _ipv4_text(ip) == str(_ipv4_int(ip))

@@ -39,20 +39,37 @@ def is_round(amount_minor: int, currency: str) -> bool:
     return amount_minor > 0 and amount_minor % step == 0
 
 
+#: `is_round`'s step per currency, filled on first use (codes are three letters: bounded)
+_ROUND_STEPS: dict[str, int] = {}
+_UNSET = object()
+
+
 def event_row(event: Event, ipintel: IpIntel, biz_offset_min: int = DEFAULT_BUSINESS_UTC_OFFSET_MIN) -> dict[str, Any]:
-    t = ts_us(event.occurred_at)
-    offset = event.occurred_at.utcoffset()
+    when = event.occurred_at
+    t = ts_us(when)
+    offset = when.utcoffset()
     local = t + (int(offset.total_seconds()) * 1_000_000 if offset else 0)
     biz = t + biz_offset_min * 60_000_000
     hour = (local // US_PER_HOUR) % 24
     biz_hour = (biz // US_PER_HOUR) % 24
-    amount = event.amount_minor or 0
+    # `Event.amount_minor` converts the amount again on every read (the conversion is its
+    # `__dict__.get` default, evaluated even when the value is there): 0.7 us per event for
+    # a decimal text. The value its validator stored is read directly.
+    amount = event.__dict__.get("_amount_minor", _UNSET)
+    if amount is _UNSET:
+        amount = event.amount_minor
+    amount = amount or 0
+    currency = event.currency
+    step = _ROUND_STEPS.get(currency)
+    if step is None:
+        step = _ROUND_STEPS[currency] = ROUND_MAJOR_UNITS * 10 ** currency_exponent(currency)
     card = event.card
     card_fp = card.fingerprint if card else None
     card_type = card.type.value if card and card.type else None
     ip = event.ip
     info = ipintel.lookup(ip) if ip else None
     merchant = event.merchant_id
+    channel = event.channel
     return {
         "event_id": event.event_id,
         "type": event.type.value,
@@ -64,9 +81,9 @@ def event_row(event: Event, ipintel: IpIntel, biz_offset_min: int = DEFAULT_BUSI
         "biz_night": biz_hour < _NIGHT_END,
         "amount": amount,
         "has_amount": event.amount is not None,
-        "currency": event.currency,
-        "channel": event.channel.value if event.channel else None,
-        "is_round": is_round(amount, event.currency),
+        "currency": currency,
+        "channel": channel.value if channel else None,
+        "is_round": amount > 0 and amount % step == 0,  # is_round(amount, currency)
         "card_fp": card_fp,
         "card_type": card_type,
         "card_bin": card.bin if card else None,
