@@ -84,6 +84,7 @@ _ID = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 #: leading zeros): such text needs no parsing to be validated or normalised.
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 IPV4_TEXT = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+_UNSET = object()
 _PAN_CANDIDATE = re.compile(r"^[0-9][0-9 \-]{11,30}[0-9]$")
 
 
@@ -222,7 +223,8 @@ class Event(BaseModel):
     @property
     def amount_minor(self) -> int | None:
         """The amount in integer minor units, whatever form it arrived in."""
-        return self.__dict__.get("_amount_minor", _to_minor(self.amount, self.currency))
+        minor = self.__dict__.get("_amount_minor", _UNSET)
+        return _to_minor(self.amount, self.currency) if minor is _UNSET else minor
 
     @property
     def ts(self) -> float:

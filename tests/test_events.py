@@ -54,6 +54,18 @@ def test_a_complete_payment_is_accepted_and_money_is_exact():
     assert event.occurred_at.utcoffset().total_seconds() == 8 * 3600
 
 
+def test_the_minor_amount_is_converted_once_at_validation(monkeypatch):
+    import fengkong.events as events
+
+    event = parse_event(BASE)  # "12.50": a decimal text, the costly form to convert
+
+    def refuse(*args):
+        raise AssertionError("amount converted again")
+
+    monkeypatch.setattr(events, "_to_minor", refuse)
+    assert event.amount_minor == 1250 and event.amount_minor == 1250
+
+
 @pytest.mark.parametrize(
     "change, field",
     [
