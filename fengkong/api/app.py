@@ -57,7 +57,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             rt.close()
 
-    app = FastAPI(title="fengkong decision service", version="1", description=DESCRIPTION, lifespan=lifespan)
+    # FastAPI's native OpenTelemetry asks the global OTel providers on every request
+    # whether anyone listens (~3 us of a decision's worker CPU with none configured):
+    # off unless the deployment turns it on (FENGKONG_OTEL).
+    otel = settings.otel
+    app = FastAPI(title="fengkong decision service", version="1", description=DESCRIPTION, lifespan=lifespan,
+                  telemetry={"tracing": otel, "metrics": otel, "logs": otel})
     app.state.settings = settings
     for module in (decisions, events, merchants, lists, rules, health):
         app.include_router(module.router)

@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = Field(default="warning")
+    otel: bool = Field(default=False, description="FastAPI's native OpenTelemetry spans and metrics (needs an "
+                       "OpenTelemetry SDK configured in the process; /metrics is Prometheus either way)")
 
     @field_validator("api_keys", mode="before")
     @classmethod
