@@ -113,11 +113,54 @@ def test_decision_ids_are_unique_random_hex_also_in_a_forked_worker():
     assert len(child_ids) == 300 and not child_ids & {new_decision_id() for _ in range(300)}
 
 
-def test_hot_routes_keep_method_checks_and_the_app_error_shape(c):
-    assert c.get("/v1/decisions").status_code == 405
-    assert c.get("/v1/events").status_code == 405
-    r = c.post("/v1/decisions", content=b"{not json", headers={"content-type": "application/json"})
-    assert r.status_code == 400 and r.json()["field"] == "body" and "not valid JSON" in r.json()["detail"]
+def _exchange(served: Served, tag: str) -> list[tuple[int, object]]:
+    """One scripted conversation with the two payment-flow routes: what each answer
+    says, minus its ids, timings and the rule set's load time."""
+    def shape(r: httpx.Response) -> tuple[int, object]:
+        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text
+        if isinstance(body, dict):
+            body = {k: v for k, v in body.items() if k not in ("decision_id", "event_id", "latency_ms")}
+            if "ruleset_version" in body:  # content hash @ load time
+                body["ruleset_version"] = body["ruleset_version"].split("@")[0]
+        return r.status_code, body
+
+    ev = payment(event_id=event_id(tag), merchant_id=f"m-{tag}")
+    refund = {"event_id": event_id(tag), "type": "refund", "occurred_at": (T0 + timedelta(minutes=5)).isoformat(),
+              "merchant_id": f"m-{tag}", "amount": "5.00", "refers_to": ev["event_id"]}
+    out = []
+    with served.client(DECIDE_KEY) as c, served.client(REPORT_KEY) as rep, served.client(None) as anon:
+        out.append(shape(c.post("/v1/decisions", json=ev)))
+        out.append(shape(c.post("/v1/decisions", json=ev)))  # the same event_id: the stored decision
+        out.append(shape(anon.post("/v1/decisions", json=ev, headers={"Authorization": f"Bearer {DECIDE_KEY}"})))
+        out.append(shape(anon.post("/v1/decisions", json=ev)))  # 401
+        out.append(shape(rep.post("/v1/decisions", json=ev)))  # 403
+        out.append(shape(c.post("/v1/decisions", json=dict(ev, amount=12.5))))  # 422 naming amount
+        out.append(shape(c.post("/v1/decisions", content=b"{not json", headers={"content-type": "application/json"})))
+        out.append(shape(c.post("/v1/decisions", content=b"x" * 20_000)))  # 413
+        out.append(shape(c.get("/v1/decisions")))  # 405
+        out.append(shape(rep.post("/v1/events", json=refund)))
+        out.append(shape(rep.post("/v1/events", json=refund)))  # counted once
+        out.append(shape(c.post("/v1/events", json=refund)))  # 403
+    return out
+
+
+def test_the_hot_routes_answer_exactly_as_their_fastapi_routes(redis_server):
+    """POST /v1/decisions and /v1/events are served by plain ASGI apps in front of
+    their FastAPI routes (fengkong/api/hot.py); with those removed, the FastAPI routes
+    must give the same answers, errors included."""
+    from fengkong.api.hot import HotRoute
+
+    with Served(settings(redis_server.url, "thot")) as hot, Served(settings(redis_server.url, "tfapi")) as plain:
+        plain.app.router.routes[:] = [r for r in plain.app.router.routes
+                                      if not isinstance(getattr(r, "app", None), HotRoute)]
+        assert sum(isinstance(getattr(r, "app", None), HotRoute) for r in hot.app.router.routes) == 2
+        served_hot, served_plain = _exchange(hot, "hot"), _exchange(plain, "hot")
+    statuses = [status for status, _ in served_hot]
+    assert statuses == [200, 200, 200, 401, 403, 422, 400, 413, 405, 200, 200, 403]
+    assert served_hot[1][1]["duplicate"] and not served_hot[0][1]["duplicate"]
+    assert served_hot[5][1]["field"] == "amount"
+    assert served_hot[10][1]["duplicate"] and not served_hot[10][1]["recorded"]
+    assert served_hot == served_plain
 
 
 # --- keys and scopes --------------------------------------------------------------------------

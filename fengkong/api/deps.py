@@ -15,7 +15,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
 from fengkong.api.config import Scope
-from fengkong.api.security import Caller
+from fengkong.api.security import Caller, KeyRing
 from fengkong.api.state import Runtime
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
@@ -35,20 +35,20 @@ def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
-def _presented(request: Request, header_key: str | None) -> str | None:
-    if header_key:
-        return header_key
-    auth = request.headers.get("authorization")
-    if auth and auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    return None
-
-
 def authorize(request: Request, scopes: tuple[Scope, ...], header_key: str | None = None) -> Caller:
     """The caller if its key has one of `scopes`; `AuthError` (401/403) otherwise."""
     if header_key is None:
         header_key = request.headers.get("x-api-key")
-    caller = request.app.state.runtime.keyring.identify(_presented(request, header_key))
+    authorization = None if header_key else request.headers.get("authorization")
+    return identify(request.app.state.runtime.keyring, header_key, authorization, scopes)
+
+
+def identify(keyring: KeyRing, api_key: str | None, authorization: str | None, scopes: tuple[Scope, ...]) -> Caller:
+    """The caller presenting `api_key` (or ``Authorization: Bearer <key>``) if its key has
+    one of `scopes`; `AuthError` (401/403) otherwise."""
+    if not api_key and authorization and authorization[:7].lower() == "bearer ":
+        api_key = authorization[7:].strip()
+    caller = keyring.identify(api_key or None)
     if caller is None:
         raise AuthError(401, "missing or unknown API key (send it in the X-API-Key header)")
     if not any(caller.allows(s) for s in scopes):

@@ -55,7 +55,11 @@ def error_response(status: int, field: str | None, reason: str, headers: dict[st
 
 async def read_json(request: Request) -> Any:
     """The body as JSON; `MalformedBody` (400) when it is not JSON."""
-    body = await request.body()
+    return parse_json(await request.body())
+
+
+def parse_json(body: bytes) -> Any:
+    """`MalformedBody` (400) for an empty or malformed body; the message never quotes it."""
     if not body:
         raise MalformedBody("is empty; send one JSON object")
     try:
