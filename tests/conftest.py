@@ -1,5 +1,9 @@
 """Shared fixtures: one real Redis server for the whole run (started the way
-`fengkong serve` starts its embedded one), a fresh key prefix per test."""
+`fengkong serve` starts its embedded one), a fresh key prefix per test.
+
+Property tests run derandomized by default: the same examples on every machine, so
+a CI run cannot fail on an example no one has seen. ``HYPOTHESIS_PROFILE=explore``
+draws fresh examples (and more of them) to look for new failures."""
 
 from __future__ import annotations
 
@@ -7,7 +11,10 @@ import itertools
 import sys
 from pathlib import Path
 
+import os
+
 import pytest
+from hypothesis import settings
 
 from fengkong.features.embedded_redis import EmbeddedRedis
 
@@ -17,6 +24,10 @@ LISTS_DIR = RULES_DIR / "lists"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 _prefixes = itertools.count()
+
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

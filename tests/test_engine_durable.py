@@ -308,6 +308,7 @@ def test_property_fact_text_is_json_of_the_clean_values(values) -> None:
     fact = json.loads(text)
     keys = backend._keys
     want = {keys[n]: clean(f[n], SCHEMA.dtypes[n]) for n in _WIDE_NAMES}
+    want = {k: float(v) if type(v) is int and abs(v) > 2**53 else v for k, v in want.items()}  # sent as doubles
     assert {k: v for k, v in fact.items() if k in want} == {k: v for k, v in want.items() if v is not None}
     for k, v in fact.items():
         if k in want:
@@ -315,6 +316,15 @@ def test_property_fact_text_is_json_of_the_clean_values(values) -> None:
     # durable's parser reads an exponent only after a decimal point
     for number in re.findall(r'":(-?[0-9][0-9.eE+-]*)', text):
         assert "e" not in number.lower() or "." in number, text
+
+
+def test_integers_past_2_53_are_compared_as_doubles_not_wrapped_int64() -> None:
+    # durable's int64 arithmetic wrapped 3 * 3074457345618258603 to a negative number,
+    # so `event.amount >= 3 * user.amount_n` fired for an amount of 0
+    backend, preds = _WIDE_BACKEND
+    for big in (3074457345618258603, -3074457345618258603, 2**53 + 1, 10**19, np.int64(3074457345618258603)):
+        f = dict.fromkeys(_WIDE_NAMES) | {"event.amount": 0, "user.amount_n": big}
+        assert backend.fire(f).fired == expected(preds, f), big
 
 
 @settings(max_examples=300, deadline=None)

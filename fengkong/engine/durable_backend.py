@@ -295,7 +295,7 @@ class DurableRuleset:
         for name, prefix, report in shard.numbers:
             value = get(name)
             kind = type(value)
-            if kind is int:
+            if kind is int and -_EXACT_INT <= value <= _EXACT_INT:
                 append(f"{prefix}{value}")
             elif kind is float and value - value == 0:  # finite
                 text = repr(value)
@@ -386,18 +386,26 @@ class DurableRuleset:
                     _dre.delete_ruleset(shard.handle)
 
 
+#: Integers beyond this go to durable as doubles. durable computes with 64-bit integers,
+#: which wrap: with y = 3074457345618258603, ``x >= 3 * y`` fired for x = 0 (found by the
+#: property test). A double never wraps; up to 2^53 it is exact, and no feature comes
+#: near (amounts are capped at 10^15 minor units, the store's counters are Lua doubles).
+_EXACT_INT = 2**53
+
+
 def _json_value(value: Any) -> str:
     """One value as JSON that durable's own parser reads correctly.
 
     durable rejects a number with an exponent but no decimal point (``1e-05``,
     ``1e+16``: error 204, found by the property test), which is how Python writes
-    such floats; they are written as ``1.0e-05``.
+    such floats; they are written as ``1.0e-05``. Integers beyond ±2^53 are written
+    as doubles (`_EXACT_INT`).
 
     numpy scalars are converted to Python's first: ``np.float64`` is a ``float``, but
     numpy 2 writes its repr as ``np.float64(0.3)``, which is not JSON (error 202), and
     ``np.int64`` / ``np.bool_`` are neither ``int`` nor ``bool``."""
     kind = type(value)
-    if kind is int:
+    if kind is int and -_EXACT_INT <= value <= _EXACT_INT:
         return str(value)
     if kind is bool:
         return "true" if value else "false"
@@ -405,11 +413,13 @@ def _json_value(value: Any) -> str:
         value = value.item()
     if value is True or value is False:
         return "true" if value else "false"
+    if isinstance(value, int):
+        if -_EXACT_INT <= value <= _EXACT_INT:
+            return str(value)
+        value = float(value)
     if isinstance(value, float):
         text = repr(value)
         return text.replace("e", ".0e") if "e" in text and "." not in text else text
-    if isinstance(value, int):
-        return str(value)
     return json.dumps(value, ensure_ascii=False)
 
 
