@@ -110,3 +110,49 @@ def test_an_unexpected_fault_is_answered_by_the_policy_not_a_500(redis_server):
         out = _decide(c)
         assert out["degraded"] and out["decision"] == "allow"
         assert out["degraded_reason"] == "internal error: ZeroDivisionError"
+
+
+def test_a_record_write_redis_refuses_is_logged_counted_and_opens_the_breaker(redis_server, redis_client, caplog):
+    """The decision's record, pointer, snapshot and audit entry are written behind the
+    answer. When Redis refuses one of them (here the audit stream's key holds a string:
+    XADD gets WRONGTYPE), the decision already answered stands, the loss is logged and
+    counted, and the breaker opens as for any store fault."""
+    with Served(settings(redis_server.url, "tunstored", breaker_s=0.3)) as api, api.client(DECIDE_KEY) as c:
+        redis_client.set(api.runtime.audit.decisions_key, "not a stream")
+        first = _decide(c)
+        assert not first["degraded"] and first["decision"] == "allow"
+        stop = time.monotonic() + 5
+        while "not stored" not in caplog.text and time.monotonic() < stop:
+            time.sleep(0.01)
+        assert f"decision {first['decision_id']} not stored: ResponseError" in caplog.text
+        assert "WRONGTYPE" in caplog.text
+        assert _metric(c.get("/metrics").text, "fengkong_decision_records_unstored_total") == 1
+        assert c.get(f"/v1/decisions/{first['decision_id']}").status_code == 200  # the SETs before it ran
+        second = _decide(c)
+        assert second["degraded"] and "ResponseError" in second["degraded_reason"]  # the breaker is open
+        redis_client.delete(api.runtime.audit.decisions_key)
+        assert not _until_recovered(c)["degraded"]
+
+
+def test_every_answered_decision_is_readable_at_once_from_the_same_worker(redis_server):
+    """Answers do not wait for the record's acknowledgement, but GET /v1/decisions goes
+    over the connection the record was written on first: 64 concurrent decisions, each
+    read back the moment its answer arrives, are all there."""
+    import asyncio
+
+    import httpx
+
+    from api_fixtures import DECIDE_KEY as KEY
+
+    with Served(settings(redis_server.url, "treadback")) as api:
+        async def one(client: httpx.AsyncClient) -> tuple[int, int]:
+            r = await client.post("/v1/decisions", json=payment())
+            assert r.status_code == 200 and not r.json()["degraded"], r.text
+            got = await client.get(f"/v1/decisions/{r.json()['decision_id']}")
+            return r.status_code, got.status_code
+
+        async def main() -> list[tuple[int, int]]:
+            async with httpx.AsyncClient(base_url=api.url, headers={"X-API-Key": KEY}, timeout=10) as client:
+                return await asyncio.gather(*(one(client) for _ in range(64)))
+
+        assert asyncio.run(main()) == [(200, 200)] * 64

@@ -42,6 +42,9 @@ class Metrics:
         self.duplicates = Counter("fengkong_duplicate_requests_total",
                                   "Requests answered from a stored result (same event_id)", ["endpoint"], registry=r)
         self.events = Counter("fengkong_outcome_events_total", "Outcome events recorded, by type", ["type"], registry=r)
+        self.unstored = Counter("fengkong_decision_records_unstored_total",
+                                "Decisions answered whose record, pointer, snapshot or audit entry Redis did not "
+                                "take (logged)", registry=r)
         self.rejected = Counter("fengkong_rejected_requests_total",
                                 "Requests refused before any feature was touched, by status", ["status"], registry=r)
         self._decision_children: dict[tuple[str, bool], object] = {}

@@ -62,4 +62,4 @@ HOT = HotRoute(decide_json, (Scope.DECIDE,))
 async def get_decision(decision_id: str, rt: RuntimeDep, caller: ReaderCaller) -> Response:
     """The event, the features the rule set read, enforced and shadow rules that fired,
     thresholds, version. Degraded decisions are not stored (see the audit file)."""
-    return Response(dumps(service.get_decision(rt=rt, decision_id=decision_id)), media_type="application/json")
+    return Response(dumps(await service.get_decision(rt=rt, decision_id=decision_id)), media_type="application/json")
