@@ -218,10 +218,10 @@ def test_the_same_event_id_with_a_different_body_is_409_and_counts_nothing(c):
     assert stored_features(c, nxt["decision_id"])["card.count_10m"] == 0
 
 
-def test_concurrent_duplicates_on_two_app_instances_get_one_decision(api, redis_server):
+def test_concurrent_duplicates_on_two_app_instances_get_one_decision(redis_server):
     """Two apps (as two workers would be) share only Redis; 24 simultaneous requests
     with one event_id: one decision, counted once, returned to all."""
-    with Served(settings(redis_server.url, PREFIX)) as other:
+    with Served(settings(redis_server.url, "tdup")) as api, Served(settings(redis_server.url, "tdup")) as other:
         ev = payment()
         clients = [api.client(DECIDE_KEY), other.client(DECIDE_KEY)]
         barrier = threading.Barrier(24)
@@ -236,12 +236,12 @@ def test_concurrent_duplicates_on_two_app_instances_get_one_decision(api, redis_
             answers = list(pool.map(send, range(24)))
         for cl in clients:
             cl.close()
-    assert len({a["decision_id"] for a in answers}) == 1
-    assert sum(not a["duplicate"] for a in answers) == 1
-    assert not any(a["degraded"] for a in answers)
-    with api.client(DECIDE_KEY) as c:
-        nxt = decide(c, payment(card=ev["card"], occurred_at=(T0 + timedelta(seconds=1)).isoformat()))
-        assert stored_features(c, nxt["decision_id"])["card.count_10m"] == 1
+        assert len({a["decision_id"] for a in answers}) == 1
+        assert sum(not a["duplicate"] for a in answers) == 1
+        assert not any(a["degraded"] for a in answers)
+        with api.client(DECIDE_KEY) as c:
+            nxt = decide(c, payment(card=ev["card"], occurred_at=(T0 + timedelta(seconds=1)).isoformat()))
+            assert stored_features(c, nxt["decision_id"])["card.count_10m"] == 1
 
 
 # --- outcomes ---------------------------------------------------------------------------------

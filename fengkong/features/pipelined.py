@@ -238,18 +238,16 @@ class PipelinedRedis:
             timer.cancel()
 
 
-    def send_now(self, commands: Sequence[Sequence[Any]]) -> "asyncio.Future[list[Any]]":
-        """Write the commands at once (after anything queued before them), and return the
-        future of their replies without waiting for it: for a write the caller does not
-        wait for. Commands sent later on this connection, from this process, run after
-        them (Redis runs a connection's commands in order). Raises `ConnectionFailed`
-        when no connection is open (`execute` makes one)."""
+    def send_nowait(self, commands: Sequence[Sequence[Any]]) -> "asyncio.Future[list[Any]]":
+        """Queue the commands like `execute`, and return the future of their replies
+        without waiting for it: for a write the caller does not wait for. They leave in
+        this loop tick's write; commands sent later on this connection run after them
+        (Redis runs a connection's commands in order). Raises `ConnectionFailed` when
+        no connection is open (`execute` makes one)."""
         proto = self._proto
         if proto is None or proto.closed or self._loop is not asyncio.get_running_loop():
             raise ConnectionFailed("no open redis connection")
-        batch = proto.send(commands)
-        proto.flush()
-        return batch
+        return proto.send(commands)
 
 
 class _Expired(Exception):
