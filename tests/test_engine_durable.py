@@ -279,14 +279,19 @@ def _quotient_is_finite(f: dict) -> bool:
     return a is None or b is None or b == 0 or math.isfinite(a / b)
 
 
+def _wide(values: list) -> dict:
+    f = dict(zip(_WIDE_NAMES, values))
+    assume(_quotient_is_finite(f))
+    return f
+
+
 @settings(max_examples=400, deadline=None)
 @given(values=st.lists(_ANY, min_size=len(_WIDE_NAMES), max_size=len(_WIDE_NAMES)))
 def test_property_any_value_in_any_field_fires_like_python(values) -> None:
     # every kind of value in every kind of field: the fast paths (int, finite float,
     # True/False, str) and the rest (numpy scalars, str subclasses, wrong types, NaN)
     backend, preds = _WIDE_BACKEND
-    f = dict(zip(_WIDE_NAMES, values))
-    assume(_quotient_is_finite(f))
+    f = _wide(values)
     result = backend.fire(f)
     assert result.fired == expected(preds, f), f
     assert sorted(result.missing) == sorted(n for n in _WIDE_NAMES if clean(f[n], SCHEMA.dtypes[n]) is None)
@@ -296,8 +301,7 @@ def test_property_any_value_in_any_field_fires_like_python(values) -> None:
 @given(values=st.lists(_ANY, min_size=len(_WIDE_NAMES), max_size=len(_WIDE_NAMES)))
 def test_property_fact_text_is_json_of_the_clean_values(values) -> None:
     backend, _ = _WIDE_BACKEND
-    f = dict(zip(_WIDE_NAMES, values))
-    assume(_quotient_is_finite(f))
+    f = _wide(values)
     spy = _Spy()
     durable_backend._dre = spy
     try:

@@ -303,11 +303,7 @@ class DurableRuleset:
                     text = text.replace("e", ".0e")
                 append(prefix + text)
             else:
-                value = clean(value, "number")
-                if value is not None:
-                    append(prefix + _json_value(value))
-                elif report:
-                    missing.append(name)
+                _written_clean(parts, missing, name, value, prefix, "number", report)
         for name, true, false, report in shard.bools:
             value = get(name)
             if value is True:
@@ -325,17 +321,9 @@ class DurableRuleset:
             if type(value) is str:
                 append(prefix + _encode_str(value))
             else:
-                value = clean(value, "string")
-                if value is not None:
-                    append(prefix + _json_value(value))
-                elif report:
-                    missing.append(name)
+                _written_clean(parts, missing, name, value, prefix, "string", report)
         for name, prefix, dtype, report in shard.others:
-            value = clean(get(name), dtype)
-            if value is not None:
-                append(prefix + _json_value(value))
-            elif report:
-                missing.append(name)
+            _written_clean(parts, missing, name, get(name), prefix, dtype, report)
         for prefix, fn in shard.computed:
             value = fn(features)
             if value is not None:
@@ -384,6 +372,17 @@ class DurableRuleset:
                 self._closed = True
                 for shard in self._shards:
                     _dre.delete_ruleset(shard.handle)
+
+
+def _written_clean(parts: list[str], missing: list[str], name: str, value: Any, prefix: str, dtype: str,
+                   report: bool) -> None:
+    """The slow path of `DurableRuleset._fact`: the value `clean` makes of it, or the
+    feature's name in ``missing``."""
+    value = clean(value, dtype)
+    if value is not None:
+        parts.append(prefix + _json_value(value))
+    elif report:
+        missing.append(name)
 
 
 #: Integers beyond this go to durable as doubles. durable computes with 64-bit integers,
