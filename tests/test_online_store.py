@@ -123,6 +123,48 @@ def test_distinct_counts_and_new_device(store):
     assert back.features["card.distinct_devices_24h"] == 2
 
 
+
+def test_distinct_counts_of_two_windows_from_one_set(store):
+    """The script counts a set's widest window first and, when it holds nobody, gives
+    every window 0 without counting it; otherwise each window is counted."""
+    first = store.process(pay(T0, device="d1", card="c1"))
+    assert (first.features["device.distinct_cards_1h"], first.features["device.distinct_cards_24h"]) == (0, 0)
+    later = store.process(pay(T0 + timedelta(hours=2), device="d1", card="c2"))  # c1 left the hour, not the day
+    assert (later.features["device.distinct_cards_1h"], later.features["device.distinct_cards_24h"]) == (0, 1)
+    both = store.process(pay(T0 + timedelta(hours=2, minutes=1), device="d1", card="c3"))
+    assert (both.features["device.distinct_cards_1h"], both.features["device.distinct_cards_24h"]) == (1, 2)
+    gone = store.process(pay(T0 + timedelta(days=3), device="d1", card="c4"))  # everyone left both windows
+    assert (gone.features["device.distinct_cards_1h"], gone.features["device.distinct_cards_24h"]) == (0, 0)
+    again = store.process(pay(T0 + timedelta(days=3, minutes=1), device="d1", card="c5"))
+    assert (again.features["device.distinct_cards_1h"], again.features["device.distinct_cards_24h"]) == (1, 1)
+
+
+def test_an_event_that_counts_in_a_set_refreshes_its_ttl_and_one_that_only_reads_it_does_not(
+        store, redis_client, prefix):
+    """D and S ops refresh a set's TTL before reading it (EXPIRE's answer says whether the
+    set exists, and a new set needs no reads): a new set and an existing one alike are
+    left with their full TTL, which covers the longest window (24 h + 1 h for a card's
+    devices, 90 + 1 days for a user's devices), as when the TTL was set after the write."""
+    devices = f"{prefix}:v1:{{card:c1}}:d:device_id"
+    seen = f"{prefix}:v1:{{user:u1}}:s:device_id"
+    full = {devices: 86400 + 3600, seen: 91 * 86400}
+    store.process(pay(T0))  # both sets are new
+    for key, ttl in full.items():
+        assert ttl - 5 <= redis_client.ttl(key) <= ttl, key
+        redis_client.expire(key, 100)  # as if the last write were long ago
+    store.process(pay(T0 + timedelta(seconds=5), device="d2"))  # both exist: a new member each
+    for key, ttl in full.items():
+        assert ttl - 5 <= redis_client.ttl(key) <= ttl, key
+        redis_client.expire(key, 100)
+    store.process(pay(T0 + timedelta(seconds=9), device="d2"))  # both exist: the member is not new
+    for key, ttl in full.items():
+        assert ttl - 5 <= redis_client.ttl(key) <= ttl, key
+        redis_client.expire(key, 100)
+    # a login counts no card devices (payments and card binds do): the set is only read
+    store.process(pay(T0 + timedelta(seconds=12), typ="login", amount=None, device="d3"))
+    assert redis_client.ttl(devices) <= 100
+    assert redis_client.zscore(devices, "d3") is None
+
 def test_running_mean_std_and_zscore(store):
     for i, amount in enumerate(["100.00", "200.00", "300.00"]):
         store.process(pay(T0 + timedelta(minutes=i), amount=amount))
@@ -271,3 +313,21 @@ def test_the_ipv4_text_of_a_list_lookup_is_the_decimal_of_ipv4_int(ip):
     from fengkong.features.online import _ipv4_int, _ipv4_text
 
     assert _ipv4_text(ip) == str(_ipv4_int(ip))
+
+
+@pytest.mark.parametrize("nops", [0, 3, 4, 850, 1700])
+def test_the_op_list_reads_the_same_whatever_the_size_of_its_array(store, redis_client, prefix, nops):
+    """The script decodes ARGV[3] as a stream of the array's items (its header cut off: 1
+    byte up to 15 items, 3 bytes up to 65535), all on the Lua stack at once, which holds
+    8000; from 6000 bytes on (up to an item a byte) as one array. Each way gives the same
+    replies."""
+    import msgpack
+
+    members = f"{prefix}:v1:{{list:t}}:members"
+    redis_client.sadd(members, "x")
+    ops: list = []
+    for i in range(nops):
+        ops += ["L", 2, 0, "x" if i % 3 else "y", ""]  # 7 bytes an op
+    reply = store._script(keys=[f"{prefix}:v1:{{evt:ops{nops}}}:dedup", members], args=[60, 0, msgpack.packb(ops), "tag"])
+    assert reply[0] == b"ok"
+    assert msgpack.unpackb(reply[1]) == ["tag"] + [1 if i % 3 else 0 for i in range(nops)]

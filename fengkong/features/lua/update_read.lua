@@ -19,20 +19,24 @@
 --   D k member ts prune ttl nthr thr1..thrn   last-seen sorted set, distinct counts
 --        -> n counts (members with last-seen >= thr)
 --   S k member ts horizon prune ttl write -> is_new(1/0|false), members seen since horizon
---        (prune: "(bound", members last seen before the bound are dropped)
+--        (prune: "(bound", members last seen before the bound are dropped; the bound
+--        is the lowest threshold, so never past one; ttl > 0)
 --   V k day hour amount ttl write   merchant period volume and baselines -> 10 values
 --        (order: volume today, count today, volume hour, count hour, then the 7-day
 --        and 28-day baselines: through this hour, this hour alone, count through it)
 --   T k member amount ttl write     largest per-member volume (today) -> max before
 --   L k ks member ipint        list membership (set, and IPv4 ranges in ks) -> 1/0
+-- (ARGV[3] is decoded as a stream of its items: fewer than 6000 bytes of them.)
 -- Values passed on to Redis come as decimal strings (Redis would format a Lua number
 -- with "%.17g" on every call): the ttl of R, D, S, V and T; ts, thr, horizon of D
 -- and S; V's hour; T's amount; L's ipint ("" when not IPv4).
 -- Returns {"ok", msgpack([v1, v2, ...])} (false where missing), or {"dup", the same
 -- blob the first delivery of this event_id returned}.
 
+local rcall, tonumber, unpack = redis.call, tonumber, unpack
+
 local dedup = KEYS[1]
-local stored = redis.call('GET', dedup)
+local stored = rcall('GET', dedup)
 if stored then
   return {'dup', stored}
 end
@@ -41,37 +45,34 @@ end
 -- event_id whose body differs is told apart from a true retry
 local out = {ARGV[4]}
 local nout = 1
-local function put(v)
-  nout = nout + 1
-  if v == nil then
-    out[nout] = false
-  else
-    out[nout] = v
-  end
-end
 
 local amount = tonumber(ARGV[2])
 local limit = nil
-local A = cmsgpack.unpack(ARGV[3])
-local argi = 1  -- the next argument in A
-
--- the median of t's first n values (t is left unsorted)
-local function median(t, n)
-  local s = {}
-  for i = 1, n do s[i] = t[i] end
-  table.sort(s)
-  if n % 2 == 1 then
-    return s[(n + 1) / 2]
+-- ARGV[3] is one MessagePack array; its items are unpacked as a stream (the array's
+-- header cut off) straight into a table constructor, which sizes the table once:
+-- cmsgpack's own array decoding grows it item by item (1.5 us of the ~6 us here).
+-- A stream leaves every item on the Lua stack at once, which holds 8000: an array
+-- of 6000 bytes or more (none is near this) is decoded as a whole.
+local A
+do
+  local ops = ARGV[3]
+  local head = string.byte(ops, 1)
+  if head >= 0x90 and head <= 0x9f then
+    A = {cmsgpack.unpack(string.sub(ops, 2))}
+  elseif head == 0xdc and #ops < 6000 then
+    A = {cmsgpack.unpack(string.sub(ops, 4))}
+  else
+    A = cmsgpack.unpack(ops)
   end
-  return (s[n / 2] + s[n / 2 + 1]) / 2
 end
+local argi = 1  -- the next argument in A
 
 local function op_profile(key)
   local npairs = A[argi]
   local first_pair = argi + 1
   local default_limit = A[first_pair + 2 * npairs]
   argi = first_pair + 2 * npairs + 1
-  local p = redis.call('HMGET', key, 'grade', 'single_limit', 'onboarded_day', 'daily_cap', 'anomaly')
+  local p = rcall('HMGET', key, 'grade', 'single_limit', 'onboarded_day', 'daily_cap', 'anomaly')
   local grade = p[1]
   if p[2] then
     limit = tonumber(p[2])
@@ -84,11 +85,12 @@ local function op_profile(key)
       end
     end
   end
-  put(grade)
-  put(limit)
-  put(p[3] and tonumber(p[3]) or false)
-  put(p[4] and tonumber(p[4]) or false)
-  put(p[5] and tonumber(p[5]) or false)
+  out[nout + 1] = grade  -- false when none
+  out[nout + 2] = limit or false  -- nil if single_limit is not a number
+  out[nout + 3] = p[3] and tonumber(p[3]) or false
+  out[nout + 4] = p[4] and tonumber(p[4]) or false
+  out[nout + 5] = p[5] and tonumber(p[5]) or false
+  nout = nout + 5
 end
 
 -- An entity's rings, all in one binary string of little-endian doubles, read and
@@ -98,26 +100,15 @@ end
 -- A newer bucket first subtracts the slots that leave the window; a slot left
 -- from an older bucket is reused when its turn comes, so the value never grows.
 
-local sunpack, spack, ssub = struct.unpack, struct.pack, string.sub
+local sunpack, spack, ssub, sbyte = struct.unpack, struct.pack, string.sub, string.byte
 
 -- '<dd...d' for k doubles: one struct call reads or writes a whole record
+-- (a wider record than these, which no layout has yet, gets its format made)
 local FMT = {'<d', '<dd', '<ddd', '<dddd', '<ddddd', '<dddddd', '<ddddddd', '<dddddddd'}
-local function dfmt(k)
-  local f = FMT[k]
-  if not f then
-    f = '<' .. string.rep('d', k)
-    FMT[k] = f
-  end
-  return f
-end
 
--- k zero doubles, cut from one string grown by doubling (string.rep builds byte by
--- byte, ~2 us per KiB here); a cut of a length made before is found interned
+-- Runs of zero doubles are cuts of Z, grown by doubling as needed (string.rep builds
+-- byte by byte, ~2 us per KiB here); a cut of a length made before is found interned.
 local Z = '\0\0\0\0\0\0\0\0'  -- one double 0
-local function zeros(k)
-  while #Z < k * 8 do Z = Z .. Z end
-  return ssub(Z, 1, k * 8)
-end
 
 -- The entity's new value is built front to back from runs of the old value and
 -- the records that changed, then joined once.
@@ -134,16 +125,139 @@ local function emit(bytes)  -- replace the old bytes from `done` on
   pieces[npieces] = bytes
   done = done + #bytes
 end
-local function emit_zeros(k)
-  if k > 0 then emit(zeros(k)) end
+local function emit_zeros(k)  -- k zero doubles
+  if k > 0 then
+    while #Z < k * 8 do Z = Z .. Z end
+    emit(ssub(Z, 1, k * 8))
+  end
+end
+
+-- an entity without a value yet (or with one of another layout): every total reads
+-- 0, and each ring that counts the event gets one record, written twice: as the
+-- header (L = b, totals = the increments) and as b's slot
+local function rings_fresh(key, size, nrings)
+  while #Z < size * 8 do Z = Z .. Z end  -- any run of zeros is a cut of Z
+  local parts = {false, false, false, false, false, false, false, false,
+                 false, false, false, false, false, false, false, false}
+  local nparts = 0
+  local gap = 0  -- bytes of zeros owed before the next record
+  local near = (limit and amount * 10 >= limit * 9 and amount <= limit) and 1 or 0
+  for _ = 1, nrings do
+    local n, b, nc = A[argi], A[argi + 1], A[argi + 2]
+    local i0 = argi + 2
+    argi = i0 + nc + 1
+    local any = false
+    for i = i0 + 1, i0 + nc do
+      local inc = A[i]
+      if inc == 'N' then
+        inc = near
+        A[i] = inc
+      end
+      if inc ~= 0 then any = true end
+      nout = nout + 1
+      out[nout] = 0
+    end
+    local w8 = (nc + 1) * 8
+    if any then
+      local rec = spack(FMT[nc + 1] or '<' .. string.rep('d', nc + 1), b, unpack(A, i0 + 1, i0 + nc))
+      local hi = b % n
+      if gap > 0 then
+        nparts = nparts + 1
+        parts[nparts] = ssub(Z, 1, gap)
+      end
+      parts[nparts + 1] = rec
+      nparts = nparts + 2
+      if hi > 0 then
+        parts[nparts] = ssub(Z, 1, hi * w8)
+        nparts = nparts + 1
+      end
+      parts[nparts] = rec
+      gap = (n - 1 - hi) * w8
+    else
+      gap = gap + (1 + n) * w8
+    end
+  end
+  local nextra = A[argi]
+  argi = argi + 1
+  for _ = 1, nextra do
+    local code, write, value = A[argi], A[argi + 1] == 2, A[argi + 2]
+    argi = argi + 3
+    if code == 'F' then
+      nout = nout + 1
+      out[nout] = false
+      if write then
+        if gap > 0 then
+          nparts = nparts + 1
+          parts[nparts] = ssub(Z, 1, gap)
+          gap = 0
+        end
+        nparts = nparts + 1
+        parts[nparts] = spack('<d', value)
+      else
+        gap = gap + 8
+      end
+    elseif code == 'M' then
+      out[nout + 1], out[nout + 2], out[nout + 3] = 0, 0, 0
+      nout = nout + 3
+      if write then
+        -- the Welford step from n = mean = m2 = 0, as op_rings computes it
+        local delta = value - 0
+        local mean = 0 + delta / 1
+        if gap > 0 then
+          nparts = nparts + 1
+          parts[nparts] = ssub(Z, 1, gap)
+          gap = 0
+        end
+        nparts = nparts + 1
+        parts[nparts] = spack('<ddd', 1, mean, 0 + delta * (value - mean))
+      else
+        gap = gap + 24
+      end
+    else
+      out[nout + 1], out[nout + 2] = 0, 0
+      nout = nout + 2
+      if write then
+        -- a count of 1 for the hour, zeros, then 1 as the total of all hours
+        local one = spack('<d', 1)
+        gap = gap + value * 8
+        if gap > 0 then
+          nparts = nparts + 1
+          parts[nparts] = ssub(Z, 1, gap)
+        end
+        parts[nparts + 1] = one
+        parts[nparts + 2] = ssub(Z, 1, (23 - value) * 8)
+        parts[nparts + 3] = one
+        nparts = nparts + 3
+        gap = 0
+      else
+        gap = gap + 200
+      end
+    end
+  end
+  local ttl = A[argi]
+  argi = argi + 1
+  if nparts > 0 then
+    if gap > 0 then
+      nparts = nparts + 1
+      parts[nparts] = ssub(Z, 1, gap)
+    end
+    -- GET: the reply is nil (no value before, or one of another layout, read above)
+    -- where a plain SET's "OK" would cost Lua a table
+    rcall('SET', key, table.concat(parts, '', 1, nparts), 'EX', ttl, 'GET')
+  end
 end
 
 local function op_rings(key)
   local size, nrings = A[argi], A[argi + 1]
   argi = argi + 2
-  old = redis.call('GET', key)
-  if not old or #old ~= size * 8 then old = zeros(size) end  -- none yet, or another layout
-  pieces, npieces, done = {}, 0, 0
+  old = rcall('GET', key)
+  if not old or #old ~= size * 8 then  -- none yet, or another layout
+    return rings_fresh(key, size, nrings)
+  end
+  -- (sized up front: a table grown one item at a time is rehashed at 1, 2, 4, 8, 16)
+  pieces = {false, false, false, false, false, false, false, false,
+            false, false, false, false, false, false, false, false}
+  npieces, done = 0, 0
   local changed = false
   local near = (limit and amount * 10 >= limit * 9 and amount <= limit) and 1 or 0
   local at = 0  -- byte offset of the current section
@@ -153,12 +267,15 @@ local function op_rings(key)
     argi = i0 + nc + 1
     local width = nc + 1
     local w8 = width * 8
-    local f = FMT[width] or dfmt(width)
+    local f = FMT[width] or '<' .. string.rep('d', width)
     -- the header: t[1] = L, t[1 + i] = total i (t[width + 1], the next position, is unused)
     local t = {sunpack(f, old, at + 1)}
     local last = t[1]
     local reset = last == 0 or b - last >= n
+    local advance = not reset and b > last  -- buckets last+1 .. b leave the window
     local any = false
+    -- each total is read as it stands before the event, then the event's increment
+    -- is added (the header written if the ring counts the event)
     for i = 2, width do
       local inc = A[i0 + i - 1]
       if inc == 'N' then
@@ -167,8 +284,13 @@ local function op_rings(key)
       end
       if inc ~= 0 then any = true end
       if reset then t[i] = 0 end
+      if not advance then
+        nout = nout + 1
+        out[nout] = t[i]
+        t[i] = t[i] + inc
+      end
     end
-    if not reset and b > last then
+    if advance then
       for x = last + 1, b do
         local off = at + (1 + x % n) * w8 + 1
         if sunpack('<d', old, off) ~= 0 then
@@ -176,10 +298,11 @@ local function op_rings(key)
           for i = 2, width do t[i] = t[i] - rec[i] end
         end
       end
-    end
-    for i = 2, width do
-      nout = nout + 1
-      out[nout] = t[i]
+      for i = 2, width do
+        nout = nout + 1
+        out[nout] = t[i]
+        t[i] = t[i] + A[i0 + i - 1]
+      end
     end
     if any and (reset or b > last - n) then
       local hi = b % n
@@ -198,7 +321,6 @@ local function op_rings(key)
           rec = spack(f, unpack(cur, 1, width))
         end
       end
-      for i = 2, width do t[i] = t[i] + A[i0 + i - 1] end
       keep(at)
       emit(spack(f, unpack(t, 1, width)))
       if reset then
@@ -236,7 +358,8 @@ local function op_rings(key)
     argi = argi + 3
     if code == 'F' then
       local first = sunpack('<d', old, at + 1)
-      put(first ~= 0 and first or false)
+      nout = nout + 1
+      out[nout] = first ~= 0 and first or false
       if write and first == 0 then
         keep(at)
         emit(spack('<d', value))
@@ -245,9 +368,8 @@ local function op_rings(key)
       at = at + 8
     elseif code == 'M' then
       local n, mean, m2 = sunpack('<ddd', old, at + 1)
-      put(n)
-      put(mean)
-      put(m2)
+      out[nout + 1], out[nout + 2], out[nout + 3] = n, mean, m2
+      nout = nout + 3
       if write then
         n = n + 1
         local delta = value - mean
@@ -261,8 +383,8 @@ local function op_rings(key)
     else
       local count = sunpack('<d', old, at + value * 8 + 1)
       local total = sunpack('<d', old, at + 24 * 8 + 1)
-      put(count)
-      put(total)
+      out[nout + 1], out[nout + 2] = count, total
+      nout = nout + 2
       if write then
         keep(at + value * 8)
         emit(spack('<d', count + 1))
@@ -277,44 +399,79 @@ local function op_rings(key)
   argi = argi + 1
   if changed then
     keep(size * 8)
-    redis.call('SET', key, table.concat(pieces, '', 1, npieces), 'EX', ttl)
+    rcall('SET', key, table.concat(pieces, '', 1, npieces), 'EX', ttl)
   end
 end
 
--- count a member as seen at ts; only a new member grows the set, so that is
--- when members last seen before the prune bound are dropped
-local function touch(key, member, ts, prune, ttl)
-  if redis.call('ZADD', key, 'GT', ts, member) == 1 then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', prune)
-  end
-  redis.call('EXPIRE', key, ttl)
-end
-
+-- D and S keep a sorted set of members scored by when each was last seen. An op
+-- that counts the event refreshes the key's TTL first, and EXPIRE's answer says
+-- whether the key exists: a missing key needs no reads (every count is 0) and no
+-- pruning (its one member is the new one), only the write and its TTL. An existing
+-- key ends with the same TTL as if it were refreshed after the write: ZADD keeps a
+-- key's TTL, and the prune never empties the set (the new member is at or after
+-- the bound, which is never past a threshold, and a threshold never past ts).
+-- Counting a member as seen at ts: only a new member grows the set, so that is
+-- when members last seen before the prune bound are dropped.
 local function op_distinct(key)
   local member, ts, prune, ttl, nthr = A[argi], A[argi + 1], A[argi + 2], A[argi + 3], A[argi + 4]
-  argi = argi + 5
-  for i = argi, argi + nthr - 1 do
-    nout = nout + 1
-    out[nout] = redis.call('ZCOUNT', key, A[i], '+inf')
+  local first = argi + 5
+  argi = first + nthr
+  local write = member ~= ''
+  if write and rcall('EXPIRE', key, ttl) == 0 then
+    for _ = 1, nthr do
+      nout = nout + 1
+      out[nout] = 0
+    end
+    rcall('ZADD', key, 'GT', ts, member)
+    rcall('EXPIRE', key, ttl)
+    return
   end
-  argi = argi + nthr
-  if member ~= '' then
-    touch(key, member, ts, prune, ttl)
+  if nthr == 1 then
+    nout = nout + 1
+    out[nout] = rcall('ZCOUNT', key, A[first], '+inf')
+  else
+    -- the prune bound is the lowest threshold (exclusive): no member at or after
+    -- it, none in any window
+    local low = prune
+    if sbyte(low, 1) == 40 then low = ssub(low, 2) end  -- "(thr"
+    local n = rcall('ZCOUNT', key, low, '+inf')
+    for i = first, argi - 1 do
+      local thr = A[i]
+      nout = nout + 1
+      if n == 0 or thr == low then
+        out[nout] = n
+      else
+        out[nout] = rcall('ZCOUNT', key, thr, '+inf')
+      end
+    end
+  end
+  if write and rcall('ZADD', key, 'GT', ts, member) == 1 then
+    rcall('ZREMRANGEBYSCORE', key, '-inf', prune)
   end
 end
 
+-- as op_distinct, with one threshold (the horizon) and whether the member is new
 local function op_seen(key)
   local member, ts, horizon, prune, ttl, write = A[argi], A[argi + 1], A[argi + 2], A[argi + 3], A[argi + 4], A[argi + 5] == 1
   argi = argi + 6
   if member == '' then
-    put(false)
-  else
-    local sc = redis.call('ZSCORE', key, member)
-    if sc and tonumber(sc) >= tonumber(horizon) then put(0) else put(1) end
+    out[nout + 1], out[nout + 2] = false, rcall('ZCOUNT', key, horizon, '+inf')
+    nout = nout + 2
+    return
   end
-  put(redis.call('ZCOUNT', key, horizon, '+inf'))
-  if write and member ~= '' then
-    touch(key, member, ts, prune, ttl)
+  if write and rcall('EXPIRE', key, ttl) == 0 then
+    out[nout + 1], out[nout + 2] = 1, 0
+    nout = nout + 2
+    rcall('ZADD', key, 'GT', ts, member)
+    rcall('EXPIRE', key, ttl)
+    return
+  end
+  local sc = rcall('ZSCORE', key, member)
+  out[nout + 1] = (sc and tonumber(sc) >= tonumber(horizon)) and 0 or 1
+  out[nout + 2] = rcall('ZCOUNT', key, horizon, '+inf')
+  nout = nout + 2
+  if write and rcall('ZADD', key, 'GT', ts, member) == 1 then
+    rcall('ZREMRANGEBYSCORE', key, '-inf', prune)
   end
 end
 
@@ -327,10 +484,6 @@ end
 --   B:h       baseline cache for hour h: "day bt7 bh7 bc7 bt28 bh28 bc28"
 -- Closing a day packs its hours once; a baseline is computed once per merchant
 -- and hour from the packs of the 28 previous days (read by position, no parsing).
-local W = 15
-local function packed_at(p, i)
-  return tonumber(string.sub(p, i * W + 1, i * W + W))
-end
 
 local function close_day(key, cd, day)
   local fields = {}
@@ -338,7 +491,7 @@ local function close_day(key, cd, day)
     fields[#fields + 1] = 'v:' .. h
     fields[#fields + 1] = 'c:' .. h
   end
-  local vals = redis.call('HMGET', key, unpack(fields))
+  local vals = rcall('HMGET', key, unpack(fields))
   local cum_v, hour_v, cum_c = {}, {}, {}
   local cv, cc = 0, 0
   for h = 0, 23 do
@@ -355,22 +508,36 @@ local function close_day(key, cd, day)
   for d = math.max(cd - 28, day - 60), day - 29 do
     fields[#fields + 1] = 'P:' .. d
   end
-  redis.call('HDEL', key, unpack(fields))
+  rcall('HDEL', key, unpack(fields))
   if cv > 0 or cc > 0 then
-    redis.call('HSET', key, 'P:' .. cd, table.concat(cum_v) .. table.concat(hour_v) .. table.concat(cum_c))
+    rcall('HSET', key, 'P:' .. cd, table.concat(cum_v) .. table.concat(hour_v) .. table.concat(cum_c))
   end
 end
 
 -- the baselines of `hour` on `day` (false where the merchant is too new for one),
 -- cached in field `bfield` as "day bt7 bh7 bc7 bt28 bh28 bc28" ("-" for false)
 local function baselines(key, day, hour, bfield, first)
+  -- the median of t's first n values (t is left unsorted)
+  local function median(t, n)
+    local s = {}
+    for i = 1, n do s[i] = t[i] end
+    table.sort(s)
+    if n % 2 == 1 then
+      return s[(n + 1) / 2]
+    end
+    return (s[n / 2] + s[n / 2 + 1]) / 2
+  end
+  -- the i-th of a pack's fixed-width numbers
+  local function packed_at(p, i)
+    return tonumber(ssub(p, i * 15 + 1, i * 15 + 15))
+  end
   local age = first and day - first or -1
   local span = (age >= 28 and 28) or (age >= 7 and 7) or 0
   local base = {false, false, false, false, false, false}
   if span > 0 then
     local fields = {}
     for k = 1, span do fields[k] = string.format('P:%d', day - k) end
-    local packs = redis.call('HMGET', key, unpack(fields))
+    local packs = rcall('HMGET', key, unpack(fields))
     local a, b, c = {}, {}, {}
     for k = 1, span do
       local p = packs[k]
@@ -391,7 +558,7 @@ local function baselines(key, day, hour, bfield, first)
     for i = 1, 6 do
       text[i + 1] = base[i] and string.format('%.17g', base[i]) or '-'
     end
-    redis.call('HSET', key, bfield, table.concat(text, ' '))
+    rcall('HSET', key, bfield, table.concat(text, ' '))
   end
   return base
 end
@@ -400,14 +567,15 @@ local function op_volume(key)
   local day, hour, amt, ttl, write = A[argi], A[argi + 1], A[argi + 2], A[argi + 3], A[argi + 4] == 1
   argi = argi + 5
   local vfield, cfield, bfield = 'v:' .. hour, 'c:' .. hour, 'B:' .. hour
-  local r = redis.call('HMGET', key, 'f', 'cd', 'V', 'C', vfield, cfield, bfield)
+  local r = rcall('HMGET', key, 'f', 'cd', 'V', 'C', vfield, cfield, bfield)
   local first = r[1] and tonumber(r[1]) or nil
   local cd = r[2] and tonumber(r[2]) or nil
   if cd and day < cd then
     -- an event older than the merchant's open day: it neither reads nor
     -- revises the frozen volumes of a past day
-    for _ = 1, 4 do put(0) end
-    for _ = 1, 6 do put(false) end
+    for i = nout + 1, nout + 4 do out[i] = 0 end
+    for i = nout + 5, nout + 10 do out[i] = false end
+    nout = nout + 10
     return
   end
   if cd and day > cd then
@@ -417,7 +585,8 @@ local function op_volume(key)
   local now = {}
   for i = 3, 6 do
     now[i] = tonumber(r[i] or '0')
-    put(now[i])
+    nout = nout + 1
+    out[nout] = now[i]
   end
   local cached = {}
   if r[7] then
@@ -425,11 +594,13 @@ local function op_volume(key)
   end
   if tonumber(cached[1]) == day then
     for i = 2, 7 do
-      if cached[i] == '-' then put(false) else put(tonumber(cached[i])) end
+      nout = nout + 1
+      if cached[i] == '-' then out[nout] = false else out[nout] = tonumber(cached[i]) or false end
     end
   else
     local base = baselines(key, day, tonumber(hour), bfield, first)
-    for i = 1, 6 do put(base[i]) end
+    for i = 1, 6 do out[nout + i] = base[i] end
+    nout = nout + 6
   end
   if write then
     -- the four totals were just read: one HSET writes them all (and f, cd if new)
@@ -443,51 +614,57 @@ local function op_volume(key)
       set[#set + 1] = 'cd'
       set[#set + 1] = day
     end
-    redis.call('HSET', key, unpack(set))
-    redis.call('EXPIRE', key, ttl)
+    rcall('HSET', key, unpack(set))
+    rcall('EXPIRE', key, ttl)
   elseif cd and day > cd then
-    redis.call('HSET', key, 'cd', day)
+    rcall('HSET', key, 'cd', day)
   end
 end
 
 local function op_top(key)
   local member, amt, ttl, write = A[argi], A[argi + 1], A[argi + 2], A[argi + 3] == 1
   argi = argi + 4
-  local top = redis.call('ZREVRANGE', key, '0', '0', 'WITHSCORES')
-  put(top[2] and tonumber(top[2]) or 0)
+  local top = rcall('ZREVRANGE', key, '0', '0', 'WITHSCORES')
+  nout = nout + 1
+  out[nout] = top[2] and tonumber(top[2]) or 0
   if write and member ~= '' then
-    redis.call('ZINCRBY', key, amt, member)
-    redis.call('EXPIRE', key, ttl)
+    rcall('ZINCRBY', key, amt, member)
+    rcall('EXPIRE', key, ttl)
   end
 end
 
 local function op_list(key)
   local kidx, member, ipint = A[argi], A[argi + 1], A[argi + 2]
   argi = argi + 3
-  local hit = redis.call('SISMEMBER', key, member)
+  local hit = rcall('SISMEMBER', key, member)
   if hit == 0 and kidx > 0 and ipint ~= '' then
     -- ranges are stored as members "start:end" scored by their start address
-    local r = redis.call('ZREVRANGEBYSCORE', KEYS[kidx], ipint, '-inf', 'LIMIT', '0', '1')
+    local r = rcall('ZREVRANGEBYSCORE', KEYS[kidx], ipint, '-inf', 'LIMIT', '0', '1')
     if r[1] then
       local sep = string.find(r[1], ':', 1, true)
-      if tonumber(string.sub(r[1], sep + 1)) >= tonumber(ipint) then hit = 1 end
+      if tonumber(ssub(r[1], sep + 1)) >= tonumber(ipint) then hit = 1 end
     end
   end
-  put(hit)
+  nout = nout + 1
+  out[nout] = hit
 end
-
-local ops = {
-  P = op_profile, R = op_rings, D = op_distinct, S = op_seen,
-  V = op_volume, T = op_top, L = op_list,
-}
 
 local nargs = #A
 while argi <= nargs do
   local code, key = A[argi], KEYS[A[argi + 1]]
   argi = argi + 2
-  ops[code](key)
+  -- the most frequent ops first
+  if code == 'D' then op_distinct(key)
+  elseif code == 'L' then op_list(key)
+  elseif code == 'R' then op_rings(key)
+  elseif code == 'S' then op_seen(key)
+  elseif code == 'V' then op_volume(key)
+  elseif code == 'T' then op_top(key)
+  elseif code == 'P' then op_profile(key)
+  else error('unknown op ' .. tostring(code))
+  end
 end
 
 local blob = cmsgpack.pack(out)
-redis.call('SET', dedup, blob, 'EX', ARGV[1])
+rcall('SET', dedup, blob, 'EX', ARGV[1], 'GET')  -- nil, as read above (see rings_fresh)
 return {'ok', blob}
