@@ -33,10 +33,8 @@
 -- Returns {"ok", msgpack([v1, v2, ...])} (false where missing), or {"dup", the same
 -- blob the first delivery of this event_id returned}.
 
-local rcall, tonumber, unpack = redis.call, tonumber, unpack
-
 local dedup = KEYS[1]
-local stored = rcall('GET', dedup)
+local stored = redis.call('GET', dedup)
 if stored then
   return {'dup', stored}
 end
@@ -66,6 +64,11 @@ do
   end
 end
 local argi = 1  -- the next argument in A
+
+-- (library functions the ops call, in locals: declared after the other locals the
+-- ops share, as a closure finds its upvalues by walking the open ones newest first)
+local rcall, tonumber, unpack, concat = redis.call, tonumber, unpack, table.concat
+local sunpack, spack, ssub, sbyte = struct.unpack, struct.pack, string.sub, string.byte
 
 local function op_profile(key)
   local npairs = A[argi]
@@ -100,8 +103,6 @@ end
 -- A newer bucket first subtracts the slots that leave the window; a slot left
 -- from an older bucket is reused when its turn comes, so the value never grows.
 
-local sunpack, spack, ssub, sbyte = struct.unpack, struct.pack, string.sub, string.byte
-
 -- '<dd...d' for k doubles: one struct call reads or writes a whole record
 -- (a wider record than these, which no layout has yet, gets its format made)
 local FMT = {'<d', '<dd', '<ddd', '<dddd', '<ddddd', '<dddddd', '<ddddddd', '<dddddddd'}
@@ -134,18 +135,22 @@ end
 
 -- an entity without a value yet (or with one of another layout): every total reads
 -- 0, and each ring that counts the event gets one record, written twice: as the
--- header (L = b, totals = the increments) and as b's slot
+-- header (L = b, totals = the increments) and as b's slot. (The shared state is
+-- copied into locals first, and the positions written back at the end: a local
+-- costs Lua no instruction to read, an upvalue one.)
 local function rings_fresh(key, size, nrings)
   while #Z < size * 8 do Z = Z .. Z end  -- any run of zeros is a cut of Z
+  local A, out, Z, ssub, spack = A, out, Z, ssub, spack
+  local ai, no = argi, nout
   local parts = {false, false, false, false, false, false, false, false,
                  false, false, false, false, false, false, false, false}
   local nparts = 0
   local gap = 0  -- bytes of zeros owed before the next record
   local near = (limit and amount * 10 >= limit * 9 and amount <= limit) and 1 or 0
   for _ = 1, nrings do
-    local n, b, nc = A[argi], A[argi + 1], A[argi + 2]
-    local i0 = argi + 2
-    argi = i0 + nc + 1
+    local n, b, nc = A[ai], A[ai + 1], A[ai + 2]
+    local i0 = ai + 2
+    ai = i0 + nc + 1
     local any = false
     for i = i0 + 1, i0 + nc do
       local inc = A[i]
@@ -154,8 +159,8 @@ local function rings_fresh(key, size, nrings)
         A[i] = inc
       end
       if inc ~= 0 then any = true end
-      nout = nout + 1
-      out[nout] = 0
+      no = no + 1
+      out[no] = 0
     end
     local w8 = (nc + 1) * 8
     if any then
@@ -177,14 +182,14 @@ local function rings_fresh(key, size, nrings)
       gap = gap + (1 + n) * w8
     end
   end
-  local nextra = A[argi]
-  argi = argi + 1
+  local nextra = A[ai]
+  ai = ai + 1
   for _ = 1, nextra do
-    local code, write, value = A[argi], A[argi + 1] == 2, A[argi + 2]
-    argi = argi + 3
+    local code, write, value = A[ai], A[ai + 1] == 2, A[ai + 2]
+    ai = ai + 3
     if code == 'F' then
-      nout = nout + 1
-      out[nout] = false
+      no = no + 1
+      out[no] = false
       if write then
         if gap > 0 then
           nparts = nparts + 1
@@ -197,8 +202,8 @@ local function rings_fresh(key, size, nrings)
         gap = gap + 8
       end
     elseif code == 'M' then
-      out[nout + 1], out[nout + 2], out[nout + 3] = 0, 0, 0
-      nout = nout + 3
+      out[no + 1], out[no + 2], out[no + 3] = 0, 0, 0
+      no = no + 3
       if write then
         -- the Welford step from n = mean = m2 = 0, as op_rings computes it
         local delta = value - 0
@@ -214,8 +219,8 @@ local function rings_fresh(key, size, nrings)
         gap = gap + 24
       end
     else
-      out[nout + 1], out[nout + 2] = 0, 0
-      nout = nout + 2
+      out[no + 1], out[no + 2] = 0, 0
+      no = no + 2
       if write then
         -- a count of 1 for the hour, zeros, then 1 as the total of all hours
         local one = spack('<d', 1)
@@ -234,8 +239,8 @@ local function rings_fresh(key, size, nrings)
       end
     end
   end
-  local ttl = A[argi]
-  argi = argi + 1
+  local ttl = A[ai]
+  argi, nout = ai + 1, no
   if nparts > 0 then
     if gap > 0 then
       nparts = nparts + 1
@@ -243,7 +248,7 @@ local function rings_fresh(key, size, nrings)
     end
     -- GET: the reply is nil (no value before, or one of another layout, read above)
     -- where a plain SET's "OK" would cost Lua a table
-    rcall('SET', key, table.concat(parts, '', 1, nparts), 'EX', ttl, 'GET')
+    rcall('SET', key, concat(parts, '', 1, nparts), 'EX', ttl, 'GET')
   end
 end
 
@@ -258,13 +263,15 @@ local function op_rings(key)
   pieces = {false, false, false, false, false, false, false, false,
             false, false, false, false, false, false, false, false}
   npieces, done = 0, 0
+  local A, out, old, sunpack, spack = A, out, old, sunpack, spack  -- (as in rings_fresh)
+  local ai, no = argi, nout
   local changed = false
   local near = (limit and amount * 10 >= limit * 9 and amount <= limit) and 1 or 0
   local at = 0  -- byte offset of the current section
   for _ = 1, nrings do
-    local n, b, nc = A[argi], A[argi + 1], A[argi + 2]
-    local i0 = argi + 2  -- A[i0 + i] increments counter i
-    argi = i0 + nc + 1
+    local n, b, nc = A[ai], A[ai + 1], A[ai + 2]
+    local i0 = ai + 2  -- A[i0 + i] increments counter i
+    ai = i0 + nc + 1
     local width = nc + 1
     local w8 = width * 8
     local f = FMT[width] or '<' .. string.rep('d', width)
@@ -285,8 +292,8 @@ local function op_rings(key)
       if inc ~= 0 then any = true end
       if reset then t[i] = 0 end
       if not advance then
-        nout = nout + 1
-        out[nout] = t[i]
+        no = no + 1
+        out[no] = t[i]
         t[i] = t[i] + inc
       end
     end
@@ -299,8 +306,8 @@ local function op_rings(key)
         end
       end
       for i = 2, width do
-        nout = nout + 1
-        out[nout] = t[i]
+        no = no + 1
+        out[no] = t[i]
         t[i] = t[i] + A[i0 + i - 1]
       end
     end
@@ -351,15 +358,15 @@ local function op_rings(key)
   -- then the entity's other sections: F (first seen), M (Welford moments of the
   -- amount), H (hour-of-day counts, then their total); each: code, mode (1 read,
   -- 2 read and write), value
-  local nextra = A[argi]
-  argi = argi + 1
+  local nextra = A[ai]
+  ai = ai + 1
   for _ = 1, nextra do
-    local code, write, value = A[argi], A[argi + 1] == 2, A[argi + 2]
-    argi = argi + 3
+    local code, write, value = A[ai], A[ai + 1] == 2, A[ai + 2]
+    ai = ai + 3
     if code == 'F' then
       local first = sunpack('<d', old, at + 1)
-      nout = nout + 1
-      out[nout] = first ~= 0 and first or false
+      no = no + 1
+      out[no] = first ~= 0 and first or false
       if write and first == 0 then
         keep(at)
         emit(spack('<d', value))
@@ -368,8 +375,8 @@ local function op_rings(key)
       at = at + 8
     elseif code == 'M' then
       local n, mean, m2 = sunpack('<ddd', old, at + 1)
-      out[nout + 1], out[nout + 2], out[nout + 3] = n, mean, m2
-      nout = nout + 3
+      out[no + 1], out[no + 2], out[no + 3] = n, mean, m2
+      no = no + 3
       if write then
         n = n + 1
         local delta = value - mean
@@ -383,8 +390,8 @@ local function op_rings(key)
     else
       local count = sunpack('<d', old, at + value * 8 + 1)
       local total = sunpack('<d', old, at + 24 * 8 + 1)
-      out[nout + 1], out[nout + 2] = count, total
-      nout = nout + 2
+      out[no + 1], out[no + 2] = count, total
+      no = no + 2
       if write then
         keep(at + value * 8)
         emit(spack('<d', count + 1))
@@ -395,11 +402,11 @@ local function op_rings(key)
       at = at + 25 * 8
     end
   end
-  local ttl = A[argi]
-  argi = argi + 1
+  local ttl = A[ai]
+  argi, nout = ai + 1, no
   if changed then
     keep(size * 8)
-    rcall('SET', key, table.concat(pieces, '', 1, npieces), 'EX', ttl)
+    rcall('SET', key, concat(pieces, '', 1, npieces), 'EX', ttl)
   end
 end
 
@@ -649,9 +656,9 @@ local function op_list(key)
   out[nout] = hit
 end
 
-local nargs = #A
+local nargs, keys = #A, KEYS
 while argi <= nargs do
-  local code, key = A[argi], KEYS[A[argi + 1]]
+  local code, key = A[argi], keys[A[argi + 1]]
   argi = argi + 2
   -- the most frequent ops first
   if code == 'D' then op_distinct(key)
