@@ -113,7 +113,7 @@ def test_decision_ids_are_unique_random_hex_also_in_a_forked_worker():
     assert len(child_ids) == 300 and not child_ids & {new_decision_id() for _ in range(300)}
 
 
-def _exchange(served: Served, tag: str) -> list[tuple[int, object]]:
+def _exchange(served: Served, ev: dict, refund: dict) -> list[tuple[int, object]]:
     """One scripted conversation with the two payment-flow routes: what each answer
     says, minus its ids, timings and the rule set's load time."""
     def shape(r: httpx.Response) -> tuple[int, object]:
@@ -124,9 +124,6 @@ def _exchange(served: Served, tag: str) -> list[tuple[int, object]]:
                 body["ruleset_version"] = body["ruleset_version"].split("@")[0]
         return r.status_code, body
 
-    ev = payment(event_id=event_id(tag), merchant_id=f"m-{tag}")
-    refund = {"event_id": event_id(tag), "type": "refund", "occurred_at": (T0 + timedelta(minutes=5)).isoformat(),
-              "merchant_id": f"m-{tag}", "amount": "5.00", "refers_to": ev["event_id"]}
     out = []
     with served.client(DECIDE_KEY) as c, served.client(REPORT_KEY) as rep, served.client(None) as anon:
         out.append(shape(c.post("/v1/decisions", json=ev)))
@@ -154,7 +151,11 @@ def test_the_hot_routes_answer_exactly_as_their_fastapi_routes(redis_server):
         plain.app.router.routes[:] = [r for r in plain.app.router.routes
                                       if not isinstance(getattr(r, "app", None), HotRoute)]
         assert sum(isinstance(getattr(r, "app", None), HotRoute) for r in hot.app.router.routes) == 2
-        served_hot, served_plain = _exchange(hot, "hot"), _exchange(plain, "hot")
+        # the same events for both (the apps keep their keys under different prefixes)
+        ev = payment(event_id=event_id("hot"), merchant_id="m-hot")
+        refund = {"event_id": event_id("hot"), "type": "refund", "merchant_id": "m-hot", "amount": "5.00",
+                  "occurred_at": (T0 + timedelta(minutes=5)).isoformat(), "refers_to": ev["event_id"]}
+        served_hot, served_plain = _exchange(hot, ev, refund), _exchange(plain, ev, refund)
     statuses = [status for status, _ in served_hot]
     assert statuses == [200, 200, 200, 401, 403, 422, 400, 413, 405, 200, 200, 403]
     assert served_hot[1][1]["duplicate"] and not served_hot[0][1]["duplicate"]

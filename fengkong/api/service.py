@@ -377,7 +377,8 @@ def _write_behind(rt: Runtime, commands: list[tuple[Any, ...]], decision_id: str
     write of their own, before the answer, cost a system call and a wake-up of Redis
     per decision); this worker's later reads of the record (GET /v1/decisions, a
     retry of the event_id) go over the same connection, where Redis runs them after
-    the write; a retry on another worker polls for the record until its deadline. A write Redis refuses or loses is logged and counted
+    the write; a retry on another worker polls for the record until its deadline. A
+    write Redis refuses or loses is logged and counted
     (``fengkong_decision_records_unstored_total``) and opens the breaker, as a failed
     awaited write did: the decision stands, it was made on real features."""
     try:
