@@ -133,7 +133,10 @@ def _exchange(served: Served, ev: dict, refund: dict) -> list[tuple[int, object]
         out.append(shape(rep.post("/v1/decisions", json=ev)))  # 403
         out.append(shape(c.post("/v1/decisions", json=dict(ev, amount=12.5))))  # 422 naming amount
         out.append(shape(c.post("/v1/decisions", content=b"{not json", headers={"content-type": "application/json"})))
-        out.append(shape(c.post("/v1/decisions", content=b"x" * 20_000)))  # 413
+        out.append(shape(c.post("/v1/decisions", content=b"x" * 20_000)))  # 413 by its Content-Length
+        out.append(shape(c.post("/v1/decisions", content=iter([b"x" * 9_000] * 3))))  # 413 as it streams
+        streamed = json.dumps(ev).encode()
+        out.append(shape(c.post("/v1/decisions", content=iter([streamed[:40], streamed[40:]]))))  # duplicate
         out.append(shape(c.get("/v1/decisions")))  # 405
         out.append(shape(rep.post("/v1/events", json=refund)))
         out.append(shape(rep.post("/v1/events", json=refund)))  # counted once
@@ -142,25 +145,23 @@ def _exchange(served: Served, ev: dict, refund: dict) -> list[tuple[int, object]
 
 
 def test_the_hot_routes_answer_exactly_as_their_fastapi_routes(redis_server):
-    """POST /v1/decisions and /v1/events are served by plain ASGI apps in front of
-    their FastAPI routes (fengkong/api/hot.py); with those removed, the FastAPI routes
-    must give the same answers, errors included."""
-    from fengkong.api.hot import HotRoute
-
+    """POST /v1/decisions and /v1/events are answered in front of the middleware stack
+    (fengkong/api/hot.py); with those hot routes removed, the FastAPI routes must give
+    the same answers, errors and body limits included."""
     with Served(settings(redis_server.url, "thot")) as hot, Served(settings(redis_server.url, "tfapi")) as plain:
-        plain.app.router.routes[:] = [r for r in plain.app.router.routes
-                                      if not isinstance(getattr(r, "app", None), HotRoute)]
-        assert sum(isinstance(getattr(r, "app", None), HotRoute) for r in hot.app.router.routes) == 2
+        assert sorted(hot.app.hot_routes) == ["/v1/decisions", "/v1/events"]
+        plain.app.hot_routes = {}
         # the same events for both (the apps keep their keys under different prefixes)
         ev = payment(event_id=event_id("hot"), merchant_id="m-hot")
         refund = {"event_id": event_id("hot"), "type": "refund", "merchant_id": "m-hot", "amount": "5.00",
                   "occurred_at": (T0 + timedelta(minutes=5)).isoformat(), "refers_to": ev["event_id"]}
         served_hot, served_plain = _exchange(hot, ev, refund), _exchange(plain, ev, refund)
     statuses = [status for status, _ in served_hot]
-    assert statuses == [200, 200, 200, 401, 403, 422, 400, 413, 405, 200, 200, 403]
+    assert statuses == [200, 200, 200, 401, 403, 422, 400, 413, 413, 200, 405, 200, 200, 403]
     assert served_hot[1][1]["duplicate"] and not served_hot[0][1]["duplicate"]
     assert served_hot[5][1]["field"] == "amount"
-    assert served_hot[10][1]["duplicate"] and not served_hot[10][1]["recorded"]
+    assert served_hot[9][1]["duplicate"] and served_hot[9][1]["decision"] == served_hot[0][1]["decision"]
+    assert served_hot[12][1]["duplicate"] and not served_hot[12][1]["recorded"]
     assert served_hot == served_plain
 
 

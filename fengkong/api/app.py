@@ -17,9 +17,10 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
-from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from fengkong.api import errors
+from fengkong.api.hot import HotRoute
 from fengkong.api.config import Settings, get_settings
 from fengkong.api.routes import decisions, events, health, lists, merchants, rules
 from fengkong.api.state import build_runtime, describe
@@ -36,7 +37,25 @@ Authenticate with `X-API-Key` (scopes: `decide`, `report`, `admin`). Errors are
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class ServiceApp(FastAPI):
+    """FastAPI, with the payment flow's two routes answered before its middleware
+    stack (`fengkong.api.hot`); everything else goes through FastAPI as usual."""
+
+    def __init__(self, *, hot_routes: dict[str, HotRoute], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hot_routes = hot_routes  # path -> route, POST only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            route = self.hot_routes.get(scope["path"])
+            if route is not None:
+                scope["app"] = self
+                await route(self, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> ServiceApp:
     """Build the app; its clients are created when it starts (lifespan), not here."""
     settings = settings or get_settings()
 
@@ -60,26 +79,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # whether anyone listens (~3 us of a decision's worker CPU with none configured):
     # off unless the deployment turns it on (FENGKONG_OTEL).
     otel = settings.otel
-    app = FastAPI(title="fengkong decision service", version="1", description=DESCRIPTION, lifespan=lifespan,
+    hot_routes = {"/v1/decisions": decisions.HOT, "/v1/events": events.HOT}
+    app = ServiceApp(hot_routes=hot_routes, title="fengkong decision service", version="1", description=DESCRIPTION, lifespan=lifespan,
                   telemetry={"tracing": otel, "metrics": otel, "logs": otel})
     app.state.settings = settings
     for module in (decisions, events, merchants, lists, rules, health):
         app.include_router(module.router)
-    _serve_hot_routes_first(app)
     errors.install(app)
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
     _document_event(app)
     return app
 
 
-def _serve_hot_routes_first(app: FastAPI) -> None:
-    """POST /v1/decisions and /v1/events are answered by `fengkong.api.hot.HotRoute`
-    apps at the head of the route list (their FastAPI routes document them)."""
-    app.router.routes[:0] = [Route("/v1/decisions", decisions.HOT, methods=["POST"]),
-                             Route("/v1/events", events.HOT, methods=["POST"])]
-
-
-def create_app_from_env() -> FastAPI:
+def create_app_from_env() -> ServiceApp:
     """uvicorn factory for `fengkong serve` workers: settings from ``FENGKONG_*``."""
     settings = get_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")

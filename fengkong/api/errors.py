@@ -83,13 +83,9 @@ class BodyLimit:
         limit = self.limit
         for name, value in scope["headers"]:
             if name == b"content-length":
-                try:
-                    too_big = int(value) > limit
-                except ValueError:
-                    await _send(send, error_response(400, "Content-Length", "is not an integer"))
-                    return
-                if too_big:
-                    await _send(send, _too_large(limit))
+                refusal = declared_length_refusal(value, limit)
+                if refusal is not None:
+                    await send_response(send, refusal)
                     return
                 await self.app(scope, receive, send)
                 return
@@ -115,14 +111,24 @@ class BodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await _send(send, _too_large(limit))
+                await send_response(send, _too_large(limit))
+
+
+def declared_length_refusal(value: bytes, limit: int) -> Response | None:
+    """The answer to a request whose ``Content-Length`` is `value`, when it is refused."""
+    try:
+        too_big = int(value) > limit
+    except ValueError:
+        return error_response(400, "Content-Length", "is not an integer")
+    return _too_large(limit) if too_big else None
 
 
 def _too_large(limit: int) -> Response:
     return error_response(413, "body", f"is larger than the limit of {limit} bytes")
 
 
-async def _send(send: Send, response: Response) -> None:
+async def send_response(send: Send, response: Response) -> None:
+    """Send a complete `Response` (headers and body already built) as two ASGI messages."""
     await send({"type": "http.response.start", "status": response.status_code,
                 "headers": response.raw_headers})
     await send({"type": "http.response.body", "body": response.body})
