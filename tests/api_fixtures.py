@@ -23,6 +23,7 @@ import uvicorn
 
 from fengkong.api.app import create_app
 from fengkong.api.config import Settings
+from fengkong.api.http_protocol import UVICORN_OPTIONS
 from fengkong.features.embedded_redis import find_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,8 +57,9 @@ class Served:
     def __init__(self, app_settings: Settings) -> None:
         self.settings = app_settings
         self.app = create_app(app_settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
-                                lifespan="on")
+        # served as `fengkong serve` serves it (its HTTP protocol and uvicorn options)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+                                **UVICORN_OPTIONS)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -60,6 +60,7 @@ def run(*, host: str | None = None, port: int | None = None, workers: int | None
     import uvicorn
 
     from fengkong.api.config import Settings, get_settings
+    from fengkong.api.http_protocol import UVICORN_OPTIONS
     from fengkong.api.security import generate_key
     from fengkong.engine.ruleset import parse_rules
     from fengkong.features.embedded_redis import EmbeddedRedis
@@ -112,7 +113,7 @@ def run(*, host: str | None = None, port: int | None = None, workers: int | None
         say(f"serving on http://{settings.host}:{settings.port} with {settings.workers} worker(s); "
             f"deadline {settings.deadline_ms:g} ms, {settings.failure_policy}")
         uvicorn.run("fengkong.api.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
-                    workers=settings.workers, log_level=settings.log_level, access_log=False)
+                    workers=settings.workers, log_level=settings.log_level, **UVICORN_OPTIONS)
     finally:
         if embedded is not None:
             embedded.stop()
