@@ -1,6 +1,6 @@
 """Throughput and latency of the decision service against a minimal FastAPI app.
 
-    python benchmarks/bench_api.py [--seconds 8] [--concurrency 32]
+    python benchmarks/bench_api.py [--seconds 8] [--concurrency 32] [--minimal-http service]
 
 Starts its own Redis (embedded, no snapshots), the service (default rules, one
 uvicorn worker) and, after it, a minimal FastAPI app with one POST endpoint that
@@ -18,6 +18,12 @@ process used per answered request (service_worker_cpu_us, service_redis_cpu_us,
 minimal_worker_cpu_us; from /proc, warm-up included on both sides of the
 division): on a shared 2-core machine they say where the cores went, and move
 less between runs than requests/s.
+
+The minimal app runs on uvicorn's defaults. The service runs uvicorn as
+`fengkong serve` does (`fengkong.api.http_protocol.UVICORN_OPTIONS`: one write per
+answer, no proxy-header rewriting); ``--minimal-http service`` gives the minimal
+app the same options, to see how much of the ratio is the engine and how much the
+HTTP layer.
 """
 
 
@@ -205,6 +211,8 @@ def main() -> None:
     parser.add_argument("--load", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--run", default="x", help=argparse.SUPPRESS)
     parser.add_argument("--minimal-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--minimal-http", choices=("uvicorn", "service"), default="uvicorn",
+                        help="the minimal app on uvicorn's defaults, or on the service's uvicorn options")
     args = parser.parse_args()
 
     if args.load is not None:  # the load-generating process
@@ -220,8 +228,13 @@ def main() -> None:
     if args.minimal_server is not None:  # the minimal app's process
         import uvicorn
 
-        uvicorn.run(minimal_app(), host="127.0.0.1", port=args.minimal_server, log_level="warning",
-                    access_log=False)
+        if args.minimal_http == "service":
+            from fengkong.api.http_protocol import UVICORN_OPTIONS
+
+            options = dict(UVICORN_OPTIONS)
+        else:
+            options = {"access_log": False}
+        uvicorn.run(minimal_app(), host="127.0.0.1", port=args.minimal_server, log_level="warning", **options)
         return
 
     from fengkong.features.embedded_redis import EmbeddedRedis
@@ -248,7 +261,8 @@ def main() -> None:
             finally:
                 _stop(service)
         port = _free_port()
-        minimal = subprocess.Popen([sys.executable, __file__, "--minimal-server", str(port)],
+        minimal = subprocess.Popen([sys.executable, __file__, "--minimal-server", str(port),
+                                    "--minimal-http", args.minimal_http],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _wait_http(port)
@@ -263,6 +277,8 @@ def main() -> None:
         cpu = ", ".join(f"{k} {v:.0f} us" for k, v in r["cpu_us_per_request"].items())
         print(f"{name:8s} {r['rps']:8.0f} req/s   p50 {r['p50_ms']:6.2f} ms   p99 {r['p99_ms']:6.2f} ms   "
               f"({r['requests']} requests, errors {r['errors']}; CPU per request: {cpu})")
+    if args.minimal_http == "service":
+        print("(the minimal app ran on the service's uvicorn options)")
     s, m = results["service"], results["minimal"]
     print(json.dumps({
         "service_rps": round(s["rps"], 1), "service_p50_ms": round(s["p50_ms"], 3),
