@@ -9,7 +9,7 @@ end of the loop tick in one ``write``, so a decision's answer leaves as one segm
 The same idea as the Redis connection's write (`fengkong.features.pipelined`).
 
 Measured (bench_api's load, service alone, three interleaved pairs): write calls
-per decision 2.17 -> 1.21, the worker's system CPU 26-28 -> 16-23 us per decision.
+per decision 2.17 -> 1.21, the worker's system CPU 26-28 -> 15-23 us per decision.
 
 `fengkong serve` runs uvicorn with it (``http=``); the API tests serve the app with
 it too. Nothing else changes: flow control (pause/resume) is still the real
