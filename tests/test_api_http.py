@@ -9,8 +9,8 @@ import socket
 import time
 
 import pytest
-
 from api_fixtures import DECIDE_KEY, Served, payment, settings
+
 from fengkong.api.http_protocol import CoalescingTransport
 
 
@@ -35,7 +35,8 @@ def _read_response(sock: socket.socket) -> tuple[bytes, dict]:
     while b"\r\n\r\n" not in data:
         data += sock.recv(65536)
     head, _, body = data.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    lines = head.split(b"\r\n")
+    length = int(next(line.split(b":")[1] for line in lines if line.lower().startswith(b"content-length")))
     while len(body) < length:
         body += sock.recv(65536)
     return head, json.loads(body)

@@ -20,8 +20,8 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from fengkong.api import errors
-from fengkong.api.hot import HotRoute
 from fengkong.api.config import Settings, get_settings
+from fengkong.api.hot import HotRoute
 from fengkong.api.routes import decisions, events, health, lists, merchants, rules
 from fengkong.api.state import build_runtime, describe
 from fengkong.events import Event
@@ -80,8 +80,8 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     # off unless the deployment turns it on (FENGKONG_OTEL).
     otel = settings.otel
     hot_routes = {"/v1/decisions": decisions.HOT, "/v1/events": events.HOT}
-    app = ServiceApp(hot_routes=hot_routes, title="fengkong decision service", version="1", description=DESCRIPTION, lifespan=lifespan,
-                  telemetry={"tracing": otel, "metrics": otel, "logs": otel})
+    app = ServiceApp(hot_routes=hot_routes, title="fengkong decision service", version="1", description=DESCRIPTION,
+                     lifespan=lifespan, telemetry={"tracing": otel, "metrics": otel, "logs": otel})
     app.state.settings = settings
     for module in (decisions, events, merchants, lists, rules, health):
         app.include_router(module.router)
