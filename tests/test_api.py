@@ -144,6 +144,14 @@ def _exchange(served: Served, ev: dict, refund: dict) -> list[tuple[int, object]
     return out
 
 
+def test_with_telemetry_on_the_payment_routes_go_through_fastapi(redis_server):
+    """FastAPI's OpenTelemetry lives in its middleware stack, which the hot routes skip."""
+    from fengkong.api.app import create_app
+
+    assert sorted(create_app(settings(redis_server.url, "totel")).hot_routes) == ["/v1/decisions", "/v1/events"]
+    assert create_app(settings(redis_server.url, "totel", otel=True)).hot_routes == {}
+
+
 def test_the_hot_routes_answer_exactly_as_their_fastapi_routes(redis_server):
     """POST /v1/decisions and /v1/events are answered in front of the middleware stack
     (fengkong/api/hot.py); with those hot routes removed, the FastAPI routes must give

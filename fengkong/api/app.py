@@ -79,7 +79,9 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     # whether anyone listens (~3 us of a decision's worker CPU with none configured):
     # off unless the deployment turns it on (FENGKONG_OTEL).
     otel = settings.otel
-    hot_routes = {"/v1/decisions": decisions.HOT, "/v1/events": events.HOT}
+    # With telemetry on, every request goes through FastAPI's instrumented stack (the
+    # hot routes skip it, and their spans would be missing).
+    hot_routes = {} if otel else {"/v1/decisions": decisions.HOT, "/v1/events": events.HOT}
     app = ServiceApp(hot_routes=hot_routes, title="fengkong decision service", version="1", description=DESCRIPTION,
                      lifespan=lifespan, telemetry={"tracing": otel, "metrics": otel, "logs": otel})
     app.state.settings = settings
