@@ -17,8 +17,14 @@ def _default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    """Compact JSON bytes; non-string keys are allowed, NaN becomes null."""
-    return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    """Compact JSON bytes; non-string keys are allowed, NaN becomes null.
+
+    orjson's OPT_NON_STR_KEYS makes every dict slower (a decision record: 1.5 -> 2.4
+    us), and the service's dicts have string keys: it is only the retry."""
+    try:
+        return orjson.dumps(value, default=_default)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
 
 
 def loads(data: bytes | str) -> Any:
