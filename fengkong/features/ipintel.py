@@ -119,6 +119,11 @@ class IpInfo:
 #: Result for a missing or malformed address.
 UNKNOWN = IpInfo(None, None, False, False, False, False)
 
+#: `IpInfo`, one shared value for all the addresses that get the same answer (those of
+#: one network, mostly): a frozen dataclass takes 0.46 us to build, a hit here 0.07 us
+#: (`IpIntel._lookup_v4` makes one for each address the per-address LRU misses).
+_shared_info = functools.lru_cache(maxsize=8192)(IpInfo)
+
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(IpInfo))
 
 
@@ -255,11 +260,16 @@ def _subnet(addr: _IPAddress) -> str:
 def subnet_of(ip: str) -> str:
     """The IPv4 /24 ("a.b.c.0/24") or IPv6 /64 of an address; ValueError if malformed."""
     if isinstance(ip, str) and IPV4_TEXT.fullmatch(ip):  # canonical already: no ipaddress parse
-        return ip[: ip.rindex(".")] + ".0/24"
+        return _subnet24_of_text(ip)
     addr = _parse_ip(ip)
     if addr is None:
         raise ValueError(f"not an IP address: {ip!r}")
     return _subnet(addr)
+
+
+def _subnet24_of_text(ip: str) -> str:
+    """`subnet_of` of canonical dotted-quad IPv4 text."""
+    return ip[: ip.rindex(".")] + ".0/24"
 
 
 def subnets_of(ips: pd.Series) -> pd.Series:
@@ -632,6 +642,8 @@ class IpIntel:
         tables = _geo_tables_v4(geo)
         self._v4 = _ScalarTablesV4(tables) if tables is not None else None
         self.lookup = functools.lru_cache(maxsize=cache_size)(self._lookup_one)  # type: ignore[method-assign]
+        self.lookup_with_subnet = functools.lru_cache(  # type: ignore[method-assign]
+            maxsize=cache_size)(self._lookup_with_subnet)
 
     @classmethod
     def load(cls, lists_dir: Path, *, cache_size: int = 65_536) -> IpIntel:
@@ -647,6 +659,21 @@ class IpIntel:
 
     def lookup(self, ip: str) -> IpInfo:  # replaced per instance by an LRU-cached wrapper
         return self._lookup(ip)
+
+    def lookup_with_subnet(self, ip: str) -> tuple[IpInfo, str]:  # replaced per instance by an LRU-cached wrapper
+        """`lookup` and `subnet_of` of one address (ValueError where `subnet_of` raises one).
+        The decision path asks both of every event: one cache and one pattern match for the
+        two took 2.1 us per address where asking each took 2.6 us (live traffic mostly
+        misses the caches)."""
+        return self._lookup_with_subnet(ip)
+
+    def _lookup_with_subnet(self, ip: str) -> tuple[IpInfo, str]:
+        if not (isinstance(ip, str) and IPV4_TEXT.fullmatch(ip)):
+            return self._lookup(ip), subnet_of(ip)
+        v4 = self._v4  # as `_lookup_one` answers plain IPv4 text
+        info = self._lookup(ip) if v4 is None else \
+            self._lookup_v4(v4, int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big"))
+        return info, _subnet24_of_text(ip)
 
     def _lookup_one(self, ip: str) -> IpInfo:
         """`_lookup`, answered for plain IPv4 text from the flat tables `lookup_many` uses
@@ -664,17 +691,17 @@ class IpIntel:
         is_tor = self.tor_ranges.contains(4, v)
         is_proxy = self.proxy_ranges.contains(4, v)
         if _PRIVATE_V4_FLAGS_LIST[bisect.bisect_right(_PRIVATE_V4_STARTS_LIST, v) - 1]:
-            return IpInfo(None, None, False, is_tor, is_proxy, True)
+            return _shared_info(None, None, False, is_tor, is_proxy, True)
         p = v >> 16
         pos = bisect.bisect_right(v4.first, v, v4.first_at16[p], v4.first_at16[p + 1]) - 1
         cid = v4.country_id[pos]
         if v > v4.last[pos] or v4.country_failed[cid]:
-            return IpInfo(None, None, False, is_tor, is_proxy, False)
+            return _shared_info(None, None, False, is_tor, is_proxy, False)
         apos = bisect.bisect_right(v4.asn_first, v, v4.asn_first_at16[p], v4.asn_first_at16[p + 1]) - 1
         asn = v4.asn_names[v4.asn_id[apos]] if v < v4.asn_end[apos] else None
         # the name test of `_lookup` (the column path's per-id table holds the same answers)
         hosting = asn is not None and asn in self.hosting_asns
-        return IpInfo(v4.country[cid], asn, hosting, is_tor, is_proxy, False)
+        return _shared_info(v4.country[cid], asn, hosting, is_tor, is_proxy, False)
 
     def _lookup(self, ip: str) -> IpInfo:
         """The reference answer for one address: `ipaddress` and geoip2fast's own lookup."""

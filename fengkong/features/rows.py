@@ -20,7 +20,7 @@ from fengkong.features.definitions import (
     NIGHT_HOURS,
     ROUND_MAJOR_UNITS,
 )
-from fengkong.features.ipintel import IpIntel, subnet_of, subnets_of
+from fengkong.features.ipintel import IpIntel, subnets_of
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 US_PER_HOUR = 3_600_000_000
@@ -60,7 +60,7 @@ def event_row(event: Event, ipintel: IpIntel, biz_offset_min: int = DEFAULT_BUSI
     card_fp = card.fingerprint if card else None
     card_type = card.type.value if card and card.type else None
     ip = event.ip
-    info = ipintel.lookup(ip) if ip else None
+    info, subnet = ipintel.lookup_with_subnet(ip) if ip else (None, None)
     merchant = event.merchant_id
     channel = event.channel
     return {
@@ -85,7 +85,7 @@ def event_row(event: Event, ipintel: IpIntel, biz_offset_min: int = DEFAULT_BUSI
         "user_id": event.user_id,
         "device_id": event.device_id,
         "ip": ip,
-        "subnet": subnet_of(ip) if ip else None,
+        "subnet": subnet,
         "ip_info": info,
         "ip_country": info.country if info else None,
         "merchant_id": merchant,
