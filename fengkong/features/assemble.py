@@ -50,7 +50,7 @@ _SCALE = d.MINOR_PER_MAJOR
 _STORE_NAMES = tuple(sys.intern(name) for name, spec in d.CATALOG.items() if spec.source != "model")
 _NUM, _DEN = d.NEAR_LIMIT_FRACTION
 
-#: Raw values that are no features themselves: `derive` turns them into others (ages,
+#: Raw values that are not features themselves: `derive` turns them into others (ages,
 #: the amount's mean, std and z-score, the merchant's limit, cap and age, the hour share),
 #: and they are not among the features it returns.
 FIRST_SEEN_TIMES = ("card.first_seen_us", "user.first_seen_us", "merchant.first_seen_us")
