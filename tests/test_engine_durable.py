@@ -269,6 +269,14 @@ _WIDE = [
 _WIDE_NAMES = ["event.amount", "user.amount_zscore", "user.amount_n", "merchant.count_24h",
                "merchant.distinct_cards_24h", "event.is_night", "lists.blocked_cards", "card.type", "event.channel"]
 _WIDE_BACKEND = make(_WIDE)
+#: Which clean values of each _WIDE field go into the fact: every value, but the values
+#: no durable test can tell from an absent field (`DurableRuleset._plan`): the operands
+#: of n5's quotient (only the quotient is tested), a list flag tested only for true
+#: (b3), a channel tested only for equality with two names (s3).
+_WIDE_SENT = dict.fromkeys(_WIDE_NAMES, lambda v: True) | {
+    "merchant.count_24h": lambda v: False, "merchant.distinct_cards_24h": lambda v: False,
+    "lists.blocked_cards": lambda v: v is True, "event.channel": lambda v: v in ("wallet", "pos"),
+}
 
 
 def _quotient_is_finite(f: dict) -> bool:
@@ -311,9 +319,10 @@ def test_property_fact_text_is_json_of_the_clean_values(values) -> None:
     (_, text), = spy.facts
     fact = json.loads(text)
     keys = backend._keys
-    want = {keys[n]: clean(f[n], SCHEMA.dtypes[n]) for n in _WIDE_NAMES}
+    want = {keys[n]: clean(f[n], SCHEMA.dtypes[n]) for n in _WIDE_NAMES if _WIDE_SENT[n](clean(f[n], SCHEMA.dtypes[n]))}
     want = {k: float(v) if type(v) is int and abs(v) > 2**53 else v for k, v in want.items()}  # sent as doubles
     assert {k: v for k, v in fact.items() if k in want} == {k: v for k, v in want.items() if v is not None}
+    assert set(fact) - set(want) == {"id", "sid"} | {key for key in fact if key.startswith("d")}  # + derived
     for k, v in fact.items():
         if k in want:
             assert type(v) is (str if isinstance(want[k], str) else type(want[k])), (k, v, want[k])
@@ -401,3 +410,93 @@ def test_numpy_scalars_of_every_kind_read_like_python_values():
     assert clean(np.bool_(True), "bool") is True
     assert clean(np.float64("nan"), "number") is None
     assert clean(np.str_("credit"), "string") == "credit"
+
+
+def _facts(backend: DurableRuleset, features: dict, monkeypatch) -> list[dict]:
+    spy = _Spy()
+    monkeypatch.setattr(durable_backend, "_dre", spy)
+    backend.fire(features)
+    monkeypatch.setattr(durable_backend, "_dre", dre)
+    return [json.loads(text) for _, text in spy.facts]
+
+
+def test_values_no_test_can_tell_from_absent_are_left_out_of_the_fact(monkeypatch) -> None:
+    # a flag or a string tested only for equality with constants: a value equal to none
+    # of them fails every test, as an absent field does, so it is not sent
+    backend, preds = make([("flag", "card.fingerprint in lists.blocked_cards"), ("signup", "event.type == 'signup'"),
+                           ("channel", "event.channel in ['wallet', 'pos']"),
+                           ("quotient", "merchant.count_24h / merchant.distinct_cards_24h >= 5")])
+    keys = backend._keys
+    plain = {"lists.blocked_cards": False, "event.type": "payment", "event.channel": "quick_pay",
+             "merchant.count_24h": 10, "merchant.distinct_cards_24h": 1}
+    (fact,) = _facts(backend, plain, monkeypatch)
+    assert set(fact) == {"id", "sid", "d0"}  # only the quotient, of all five
+    assert backend.fire(plain).fired == expected(preds, plain) == ["quotient"]
+    hit = {"lists.blocked_cards": True, "event.type": "signup", "event.channel": "pos"}
+    (fact,) = _facts(backend, hit, monkeypatch)
+    assert fact == {"id": fact["id"], "sid": "0", keys["lists.blocked_cards"]: True, keys["event.type"]: "signup",
+                    keys["event.channel"]: "pos"}
+    assert backend.fire(hit).fired == ["flag", "signup", "channel"]
+    # left out is not missing; an absent operand of the quotient still is
+    assert backend.fire(plain).missing == []
+    assert sorted(backend.fire({}).missing) == sorted(backend._keys)  # every feature the four rules read
+
+
+def test_values_a_test_can_tell_from_absent_are_always_sent(monkeypatch) -> None:
+    # a flag tested for false, a string tested with != or for missing, a number: every
+    # clean value goes in, and durable fires as plain Python does
+    backend, preds = make([("not_flag", "not (card.fingerprint in lists.blocked_cards)"),
+                           ("not_credit", "card.type != 'credit'"), ("no_channel", "event.channel is missing"),
+                           ("zero", "user.amount_zscore == 0"), ("night", "event.is_night")])
+    keys = backend._keys
+    f = {"lists.blocked_cards": False, "card.type": "debit", "event.channel": "wallet", "user.amount_zscore": 1.5,
+         "event.is_night": True}
+    (fact,) = _facts(backend, f, monkeypatch)
+    assert {k: fact[keys[k]] for k in f} == f
+    assert backend.fire(f).fired == expected(preds, f) == ["not_flag", "not_credit", "night"]
+    for f in ({"lists.blocked_cards": True, "card.type": "credit", "event.is_night": False}, {}):
+        assert backend.fire(f).fired == expected(preds, f), f
+
+
+def test_sent_values_are_the_constants_of_an_equality_only_field() -> None:
+    sent = durable_backend._sent_values
+    assert sent("bool", {True}) == {True} and sent("bool", {True, False}) == {True, False}
+    assert sent("string", {"credit", "信用卡"}) == {"credit", "信用卡"}
+    # a constant durable would compare in its escaped form, or a number: every value is sent
+    assert sent("string", {"credit", 'a "quoted" one'}) is None and sent("string", {"a\\b"}) is None
+    assert sent("number", {0}) is None and sent("bool", {1}) is None
+    constants, other = durable_backend._field_uses([
+        {"$and": [{"f0": True}, {"$or": [{"f1": "x"}, {"f1": "y"}]}]},
+        {"$neq": {"f2": "z"}}, {"$nex": {"f3": 1}}, {"$and": [{"$ex": {"f5": 1}}, {"$gt": {"f4": {"$m": "f5"}}}]},
+        {"f6": {"$m": "f7"}},
+    ])
+    assert constants == {"f0": {True}, "f1": {"x", "y"}}
+    assert other == {"f2", "f3", "f4", "f5", "f6", "f7"}
+
+
+def test_default_pack_facts_leave_out_false_flags_and_unnamed_strings(monkeypatch) -> None:
+    # the default pack's flags are tested for true only, but `merchant.has_baseline` (for
+    # false) and `user.country_mismatch_usual` (both); `merchant.grade` meets != and is
+    # always sent. Pinned, so a change of the plan shows here.
+    from pathlib import Path
+
+    from fengkong.engine import load_ruleset
+
+    rs = load_ruleset(Path(__file__).resolve().parents[1] / "rules")
+    backend = rs._durable
+    (shard,) = backend._shards
+    bools = {name: (true is not None, false is not None) for name, true, false, _ in shard.bools}
+    assert bools.pop("merchant.has_baseline") == (False, True)
+    assert bools.pop("user.country_mismatch_usual") == (True, True)
+    assert set(bools.values()) == {(True, False)} and "lists.blocked_cards" in bools
+    strings = {name: sent for name, _, sent, _ in shard.strings}
+    assert strings == {"card.type": {"credit"}, "merchant.grade": None, "event.type": {"signup"},
+                       "event.channel": {"online_banking", "quick_pay", "card_not_present"}}
+    assert {name for name, _ in shard.unsent} == {"merchant.distinct_cards_24h", "user.sum_1h"}
+    payment = {"merchant.grade": "B", "event.type": "payment", "event.channel": "wallet", "card.type": "debit",
+               "merchant.has_baseline": True, "lists.blocked_cards": False, "user.sum_1h": 100, "event.amount": 5}
+    (fact,) = _facts(backend, payment, monkeypatch)
+    keys = backend._keys
+    assert {k for k in fact if not k.startswith("d")} == {"id", "sid", keys["merchant.grade"], keys["event.amount"]}
+    d = rs.evaluate(payment)
+    assert "user.sum_1h" not in d.missing_features and "merchant.distinct_cards_24h" in d.missing_features

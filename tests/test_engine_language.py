@@ -101,3 +101,22 @@ def test_wrong_typed_value_is_treated_as_missing() -> None:
     assert not holds("event.amount > 3", {"event.amount": "100"})
     assert not holds("event.amount > 3", {"event.amount": True})
     assert not holds("event.is_night", {"event.is_night": 1})
+
+
+def test_number_reader_of_a_derived_field_is_clean() -> None:
+    # the fast path of a number feature inside arithmetic (`_number_reader`) reads what
+    # `clean` reads, for every kind of value
+    import math
+
+    import numpy as np
+
+    from fengkong.engine.predicates import clean, compile_value
+    from fengkong.engine.tree import Feature
+
+    read = compile_value(Feature("event.amount"), SCHEMA.dtypes)
+    for value in (None, 0, 7, -3, 2**70, 0.5, -0.0, 1e-05, math.inf, -math.inf, math.nan, True, False, "5",
+                  np.int64(4), np.float64(2.5), np.float64("nan"), np.bool_(True), [1]):
+        got, want = read({"event.amount": value}), clean(value, "number")
+        assert got == want or (got is None and want is None), value
+        assert type(got) is type(want), value
+    assert read({}) is None
