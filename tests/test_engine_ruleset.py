@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from fengkong.cli import app
 from fengkong.engine import LiveRules, RuleSetError, load_ruleset
 
-LISTS = (Path(__file__).resolve().parents[1] / "rules" / "lists" / "lists.yaml").read_text()
+RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
+LISTS = (RULES_DIR / "lists" / "lists.yaml").read_text()
 
 POLICY = """
 thresholds:
@@ -260,3 +261,91 @@ def test_watch_reloads_on_file_change(tmp_path: Path) -> None:
         assert live.version != v1 and live.evaluate({"event.amount": 5000}).score == 33
     finally:
         live.stop_watching()
+
+
+def _thresholds_by_the_rule(policy, grade, channel) -> dict:
+    """Point 3 of the policy, written out again: grade table (or default), tightened by channel."""
+    table = dict(policy.by_grade.get(grade, policy.default)) if isinstance(grade, str) else dict(policy.default)
+    for action, limit in (policy.by_channel.get(channel, {}) if isinstance(channel, str) else {}).items():
+        table[action] = min(limit, table.get(action, limit))
+    return table
+
+
+def test_threshold_tables_built_once_equal_the_policy_rule(tmp_path: Path) -> None:
+    from fengkong.engine.policy import Policy
+
+    policy_text = POLICY.replace("online_banking: {review: 35}", "online_banking: {review: 35, deny: 60}\n"
+                                 "    wallet: {deny: 95, challenge: 45}")
+    policies = [load_ruleset(write(tmp_path, policy=policy_text, cases=None)).policy,
+                load_ruleset(RULES_DIR).policy, Policy()]
+    for policy in policies:
+        for grade in (None, "NEW", "A", "B", "C", "D", "Z", 3, ["A"], ("NEW",)):
+            for channel in (None, "online_banking", "wallet", "pos", 7, ["wallet"]):
+                want = _thresholds_by_the_rule(policy, grade, channel)
+                table = policy.table_for(grade, channel)
+                assert table.limits == want and list(table.limits) == list(want), (grade, channel)
+                got = policy.thresholds_for(grade, channel)
+                assert got == want and got is not table.limits  # a copy: a decision's own
+                for total in (0, 0.5, 19, 20, 29.9, 30, 34, 35, 44, 45, 50, 59, 60, 69, 70, 89, 90, 94, 95, 99,
+                              100, 119, 120, 500):
+                    assert table.action_for(total) == policy.score_action(total, want), (grade, channel, total)
+
+
+def test_decision_and_fired_rule_init_is_the_dataclass_s() -> None:
+    # their own __init__ writes every field (decision.py): a field added to the class
+    # but not to its __init__ fails here
+    import dataclasses
+    import inspect
+
+    from fengkong.engine.decision import Decision, FiredRule
+
+    for cls in (Decision, FiredRule):
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        fields = dataclasses.fields(cls)
+        assert [p.name for p in params] == [f.name for f in fields]
+        for p, f in zip(params, fields):
+            if f.default is not dataclasses.MISSING:
+                assert p.default == f.default, f.name
+            elif f.default_factory is not dataclasses.MISSING:
+                assert p.default is None, f.name  # None stands for a fresh default
+            else:
+                assert p.default is inspect.Parameter.empty, f.name
+    fired = FiredRule("r", "d", "deny", 10, "enforce", ("t",), {"x": 1})
+    d = Decision("deny", 10, [fired], [], ["y"], "v1", None, "deny", {"deny": 5})
+    assert vars(d) == {f.name: getattr(d, f.name) for f in dataclasses.fields(d)}
+    assert d == Decision(decision="deny", score=10, reasons=[fired], shadow=[], missing_features=["y"],
+                         ruleset_version="v1", lane=None, score_action="deny", thresholds={"deny": 5})
+    assert repr(fired) == "FiredRule(id='r', description='d', action='deny', score=10, mode='enforce', " \
+                          "tags=('t',), values={'x': 1})"
+    assert dataclasses.replace(d, score=3).score == 3 and dataclasses.replace(d, score=3).reasons == [fired]
+    a, b = Decision("allow", 0, [], [], [], "v"), Decision("allow", 0, [], [], [], "v")
+    assert a.thresholds == {} and a.thresholds is not b.thresholds and a.lane is None and a.score_action == "allow"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.score = 1  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fired.values = {}  # type: ignore[misc]
+
+
+def test_decide_on_without_models_reads_the_store_features_as_they_are(tmp_path: Path) -> None:
+    from fengkong.pipeline import RISK_FEATURE, decide_on
+
+    rs = load_ruleset(write(tmp_path))
+    store = {"event.amount": 5000, "merchant.volume_ratio_today": 4}
+    decision, features = decide_on(store, rules=rs)
+    assert features is store and store == {"event.amount": 5000, "merchant.volume_ratio_today": 4}
+    assert decision.decision == "review"
+
+    class Models:
+        def score(self, f):
+            return {"model.txn_risk": 0.5}
+
+        def fuse(self, f, d):
+            return 0.25
+
+    decision, features = decide_on(store, rules=rs, models=Models())
+    assert features is not store and store == {"event.amount": 5000, "merchant.volume_ratio_today": 4}
+    assert features == {**store, "model.txn_risk": 0.5, RISK_FEATURE: 0.25}
+    from types import MappingProxyType
+
+    decision, features = decide_on(MappingProxyType(store), rules=rs)  # not a dict: one is made
+    assert type(features) is dict and features == store

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -27,8 +28,8 @@ from fengkong.engine.schema import Schema
 from fengkong.engine.tree import Expr, features
 from fengkong.engine.yamlio import line_of
 
-GRADE_FEATURE = "merchant.grade"
-CHANNEL_FEATURE = "event.channel"
+GRADE_FEATURE = sys.intern("merchant.grade")  # interned, as the feature store's keys are
+CHANNEL_FEATURE = sys.intern("event.channel")
 POLICY_FIELDS = ("severity", "thresholds", "lanes")
 
 
@@ -42,6 +43,22 @@ class Lane:
 
 
 @dataclass(frozen=True)
+class Thresholds:
+    """The score thresholds for one merchant grade and channel (`Policy.table_for`)."""
+
+    limits: dict[str, float]  # action -> threshold, as `Policy.thresholds_for` gives them
+    by_severity: tuple[tuple[str, float], ...]  # the same, most severe action first
+    floor: str  # the least severe action: what a total below every threshold gets
+
+    def action_for(self, total: float) -> str:
+        """The most severe action whose threshold ``total`` reaches (`Policy.score_action`)."""
+        for action, limit in self.by_severity:
+            if total >= limit:
+                return action
+        return self.floor
+
+
+@dataclass(frozen=True)
 class Policy:
     severity: tuple[str, ...] = ACTIONS
     default: dict[str, float] = field(default_factory=dict)
@@ -50,10 +67,19 @@ class Policy:
     lanes: tuple[Lane, ...] = ()
     #: action -> its place in ``severity`` (what `rank` returns), built once
     _rank: dict[str, int] = field(init=False, repr=False, compare=False, default_factory=dict)
+    #: (grade, channel) -> `Thresholds`, for every grade and channel with a table (None: any
+    #: other); built once, since every decision needs one (`table_for`)
+    _tables: dict[tuple[str | None, str | None], Thresholds] = field(init=False, repr=False, compare=False,
+                                                                     default_factory=dict)
 
     def __post_init__(self) -> None:
         for i, action in enumerate(self.severity):
             self._rank.setdefault(action, i)
+        for grade in (None, *self.by_grade):
+            for channel in (None, *self.by_channel):
+                limits = self._thresholds(grade, channel)
+                by_severity = sorted(limits.items(), key=lambda item: self._rank[item[0]], reverse=True)
+                self._tables[grade, channel] = Thresholds(limits, tuple(by_severity), self.severity[0])
 
     @property
     def features_read(self) -> set[str]:
@@ -69,17 +95,29 @@ class Policy:
         # the dict, not `rank` (a tuple search behind a method call): this runs twice per decision
         return max(actions, key=self._rank.__getitem__) if actions else self.severity[0]
 
+    def table_for(self, grade: Any, channel: Any) -> Thresholds:
+        """The thresholds for a merchant grade and a channel (the features' values, any type)."""
+        if not (isinstance(grade, str) and grade in self.by_grade):
+            grade = None
+        if not (isinstance(channel, str) and channel in self.by_channel):
+            channel = None
+        return self._tables[grade, channel]
+
     def thresholds_for(self, grade: Any, channel: Any) -> dict[str, float]:
-        table = dict(self.by_grade.get(grade, self.default)) if isinstance(grade, str) else dict(self.default)
-        extra = self.by_channel.get(channel) if isinstance(channel, str) else None
-        if extra:
-            for action, limit in extra.items():
-                table[action] = min(limit, table.get(action, limit))
-        return table
+        return dict(self.table_for(grade, channel).limits)
 
     def score_action(self, total: float, thresholds: Mapping[str, float]) -> str:
         reached = [a for a, limit in thresholds.items() if total >= limit]
         return self.most_severe(reached)
+
+    def _thresholds(self, grade: str | None, channel: str | None) -> dict[str, float]:
+        """The rule of the module docstring, point 3 (``None``: no table of its own)."""
+        table = dict(self.by_grade[grade]) if grade is not None else dict(self.default)
+        extra = self.by_channel[channel] if channel is not None else None
+        if extra:
+            for action, limit in extra.items():
+                table[action] = min(limit, table.get(action, limit))
+        return table
 
 
 def build_policy(node: Any, file: str, schema: Schema) -> tuple[Policy | None, list[Problem]]:

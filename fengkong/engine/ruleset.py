@@ -14,6 +14,7 @@ policy and the list declarations (not the test files) plus the load time.
 from __future__ import annotations
 
 import hashlib
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -119,6 +120,10 @@ class RuleSet:
         self.loaded_at = loaded_at or datetime.now(timezone.utc)
         self.version = f"{content_hash[:12]}@{self.loaded_at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
         self.by_id = {r.id: r for r in self.rules}
+        # What `decide` needs of each rule that fires, but its values: built once (the names
+        # interned, as the feature store's keys are: a lookup then finds its key by identity)
+        self._explain = {r.id: ((r.id, r.description, r.then, r.score, r.mode, r.tags),
+                                tuple(map(sys.intern, r.reads)), r.enforced) for r in self.rules}
         reads: set[str] = set(policy.features_read)
         for r in self.rules:
             reads.update(r.reads)
@@ -130,12 +135,13 @@ class RuleSet:
 
     def evaluate(self, features: Mapping[str, Any]) -> Decision:
         """Decide one event from its features (dotted names; absent or None = missing)."""
-        result = self._durable.fire(features)
-        return self.decide(result.fired, result.missing, features)
+        fired, missing = self._durable.fire_keys(features)
+        return self.decide(fired, missing, features)
 
     def decide(self, fired_ids: list[str], missing: list[str], features: Mapping[str, Any]) -> Decision:
         """Apply the policy to the ids that fired (shared by every evaluator)."""
         policy = self.policy
+        get = features.get
         reasons: list[FiredRule] = []
         shadow: list[FiredRule] = []
         lanes_hit: list[str] = []
@@ -143,13 +149,11 @@ class RuleSet:
             if rid.startswith(LANE_PREFIX):
                 lanes_hit.append(rid.removeprefix(LANE_PREFIX))
                 continue
-            rule = self.by_id[rid]
-            fired = FiredRule(rule.id, rule.description, rule.then, rule.score, rule.mode, rule.tags,
-                              {name: features.get(name) for name in rule.reads})
-            (reasons if rule.enforced else shadow).append(fired)
+            fields, reads, enforced = self._explain[rid]
+            (reasons if enforced else shadow).append(FiredRule(*fields, {name: get(name) for name in reads}))
         total = sum([r.score for r in reasons])
-        thresholds = policy.thresholds_for(features.get(GRADE_FEATURE), features.get(CHANNEL_FEATURE))
-        score_action = policy.score_action(total, thresholds)
+        table = policy.table_for(get(GRADE_FEATURE), get(CHANNEL_FEATURE))
+        score_action = table.action_for(total)
         decision = policy.most_severe([r.action for r in reasons] + [score_action]) if reasons else score_action
         lane_used = None
         if lanes_hit:
@@ -159,7 +163,7 @@ class RuleSet:
                     decision, lane_used = lane.decision, lane.name
                     break
         return Decision(decision, total, reasons, shadow, sorted(missing), self.version, lane_used,
-                        score_action, thresholds)
+                        score_action, dict(table.limits))
 
     def close(self) -> None:
         """Release the durable_rules ruleset (only once no decision will use this set)."""
