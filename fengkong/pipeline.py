@@ -77,15 +77,14 @@ def decide_on(
     The service calls it with the features of the store's asynchronous call; replay
     reaches it through `decide`. One path, so the two cannot drift.
 
-    Without models nothing is added to the store's features, so a dict is not copied:
-    the features returned are ``store_features`` itself (the store builds a new dict
-    for each event). The copy of its 130 entries was most of this function's own cost.
-    With models, the model outputs go into a copy: ``store_features`` is never changed."""
-    if models is None:
-        features = store_features if type(store_features) is dict else dict(store_features)
-        return rules.evaluate(features), features
+    The features are copied even without models (``store_features`` is never changed):
+    the copy is a clone of the store's dict (about 0.3 us), and it leaves the table the
+    rules then read ~64 times in cache. Reading the store's dict in place saved that
+    0.3 us when it was just built, and cost 3 us more per decision when it was not
+    (measured on 20,000 bench_api mappings), so the copy stays."""
     features = dict(store_features)
-    features.update(models.score(features))
+    if models is not None:
+        features.update(models.score(features))
     decision = rules.evaluate(features)
     fuse = getattr(models, "fuse", None)
     if fuse is not None:

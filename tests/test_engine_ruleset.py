@@ -326,14 +326,15 @@ def test_decision_and_fired_rule_init_is_the_dataclass_s() -> None:
         fired.values = {}  # type: ignore[misc]
 
 
-def test_decide_on_without_models_reads_the_store_features_as_they_are(tmp_path: Path) -> None:
+def test_decide_on_never_changes_the_store_features(tmp_path: Path) -> None:
+    from types import MappingProxyType
+
     from fengkong.pipeline import RISK_FEATURE, decide_on
 
     rs = load_ruleset(write(tmp_path))
     store = {"event.amount": 5000, "merchant.volume_ratio_today": 4}
     decision, features = decide_on(store, rules=rs)
-    assert features is store and store == {"event.amount": 5000, "merchant.volume_ratio_today": 4}
-    assert decision.decision == "review"
+    assert decision.decision == "review" and features == store and features is not store
 
     class Models:
         def score(self, f):
@@ -342,10 +343,6 @@ def test_decide_on_without_models_reads_the_store_features_as_they_are(tmp_path:
         def fuse(self, f, d):
             return 0.25
 
-    decision, features = decide_on(store, rules=rs, models=Models())
-    assert features is not store and store == {"event.amount": 5000, "merchant.volume_ratio_today": 4}
-    assert features == {**store, "model.txn_risk": 0.5, RISK_FEATURE: 0.25}
-    from types import MappingProxyType
-
-    decision, features = decide_on(MappingProxyType(store), rules=rs)  # not a dict: one is made
-    assert type(features) is dict and features == store
+    decision, features = decide_on(MappingProxyType(store), rules=rs, models=Models())
+    assert store == {"event.amount": 5000, "merchant.volume_ratio_today": 4}
+    assert type(features) is dict and features == {**store, "model.txn_risk": 0.5, RISK_FEATURE: 0.25}
