@@ -17,7 +17,10 @@ its C module (`durable_rules_engine`) directly rather than through the Python ho
 * one session id for all facts, no per-entity state (state lives in Redis);
 * only the fields the rules read are sent, under short keys (``f0``, ``f1``...), so
   the fact stays small; ``None``, NaN and wrong-typed values are left out, which is
-  how a missing feature reaches durable.
+  how a missing feature reaches durable. So are values no test can tell from an
+  absent field (`_sent_values`: a false flag tested only for true, a string no rule
+  names) and fields read only through a derived field: they still count as missing
+  or present in the decision's ``missing_features``, which Python computes.
 
 Compilation of the typed tree (after `to_nnf`): durable's JSON form is "field op
 constant-or-expression-of-fields". ``x > 3`` and ``x >= 3 * y`` and ``x in [..]``
