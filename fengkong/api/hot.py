@@ -92,26 +92,16 @@ def _exception_handler(app: Any, exc: Exception) -> Callable[..., Any] | None:
 
 async def _body(receive: Receive, limit: int) -> bytes:
     """The whole body; `BodyTooLarge` as soon as it passes `limit` (a chunked body)."""
-    message = await receive()
-    if message["type"] != "http.request":
-        raise ClientDisconnect()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > limit:
-            raise BodyTooLarge()
-        return body
-    chunks = [body]
-    seen = len(body)
+    chunks: list[bytes] = []
+    seen = 0
     while True:
-        if seen > limit:
-            raise BodyTooLarge()
         message = await receive()
         if message["type"] != "http.request":
             raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        chunks.append(chunk)
+        chunk: bytes = message.get("body", b"")
         seen += len(chunk)
+        if seen > limit:
+            raise BodyTooLarge()
         if not message.get("more_body", False):
-            if seen > limit:
-                raise BodyTooLarge()
-            return b"".join(chunks)
+            return b"".join([*chunks, chunk]) if chunks else chunk
+        chunks.append(chunk)
