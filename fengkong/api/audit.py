@@ -32,6 +32,7 @@ from typing import Any
 import redis
 
 from fengkong.api.encoding import dumps
+from fengkong.features import keys
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ class Audit:
     """Writes audit records to the Redis streams and the optional file."""
 
     def __init__(self, *, prefix: str, maxlen: int, path: Path | None) -> None:
-        self.decisions_key = f"{prefix}:v1:audit:decisions"
-        self.changes_key = f"{prefix}:v1:audit:changes"
+        self.decisions_key = keys.audit_stream(prefix, "decisions")
+        self.changes_key = keys.audit_stream(prefix, "changes")
         self.maxlen = maxlen
         self.path = Path(path) if path else None
         self._fd: int | None = None

@@ -31,6 +31,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from fengkong.api.audit import Audit
+from fengkong.features import keys
 from fengkong.api.config import Settings
 from fengkong.api.metrics import Metrics
 from fengkong.api.security import KeyRing
@@ -80,18 +81,17 @@ class Keys:
     prefix: str
 
     def request(self, event_id: str) -> str:
-        # same hash tag as the store's dedup key of this event_id
-        return f"{self.prefix}:v1:{{evt:{event_id}}}:request"
+        return keys.request_key(self.prefix, event_id)
 
     def decision(self, decision_id: str) -> str:
-        return f"{self.prefix}:v1:{{decision:{decision_id}}}:event"
+        return keys.decision_key(self.prefix, decision_id)
 
     def merchant_snapshot(self, merchant_id: str) -> str:
-        return f"{self.prefix}:v1:{{merchant:{merchant_id}}}:last_decision"
+        return keys.merchant_snapshot_key(self.prefix, merchant_id)
 
     @property
     def labels(self) -> str:
-        return f"{self.prefix}:v1:labels"
+        return keys.labels_stream(self.prefix)
 
 
 STORE_SHARE = 0.8

@@ -19,6 +19,7 @@ import pandas as pd
 import redis
 import yaml
 
+from fengkong.features import keys
 from fengkong.features.errors import FeatureDefinitionError, FeatureStoreUnavailable
 from fengkong.features.ipintel import V4_OTHER, V4_VALID, ipv4_ints
 
@@ -101,10 +102,10 @@ class ListStore:
         self.prefix = prefix
 
     def members_key(self, name: str) -> str:
-        return f"{self.prefix}:v1:{{list:{name}}}:members"
+        return keys.list_members_key(self.prefix, name)
 
     def ranges_key(self, name: str) -> str:
-        return f"{self.prefix}:v1:{{list:{name}}}:ranges"
+        return keys.list_ranges_key(self.prefix, name)
 
     def _spec(self, name: str) -> ListSpec:
         try:

@@ -41,6 +41,7 @@ import redis
 
 from fengkong.events import OUTCOME_TYPES, Event
 from fengkong.features import definitions as d
+from fengkong.features import keys
 from fengkong.features.assemble import AMOUNT_FEATURES, FIRST_SEEN_TIMES, INPUTS, blank_features, derive
 from fengkong.features.errors import (
     DuplicateEventConflict,
@@ -309,8 +310,8 @@ class OnlineStore:
             self._profile_args += [g, lim]
         self._profile_args.append(self.default_limit)
         self._steps = self._compile()
-        self._key_pre = f"{prefix}:v1:{{"
-        self._dedup_pre = f"{self._key_pre}evt:"
+        self._key_pre = keys.tag_prefix(prefix)
+        self._dedup_pre = keys.event_tag_prefix(prefix)
         self._key_text = {id(step): self._key_parts(step) for step in self._steps}
         self._init_values()
         # a plan per event type and which of these columns are missing: at most 10 x 2^8 plans
@@ -320,10 +321,10 @@ class OnlineStore:
 
     # -- keys ---------------------------------------------------------------------------------
     def key(self, entity: str, entity_id: str, suffix: str) -> str:
-        return f"{self.prefix}:v1:{{{entity}:{entity_id}}}:{suffix}"
+        return keys.entity_key(self.prefix, entity, entity_id, suffix)
 
     def profile_key(self, merchant_id: str) -> str:
-        return self.key("merchant", merchant_id, "profile")
+        return keys.merchant_profile_key(self.prefix, merchant_id)
 
     # -- steps ----------------------------------------------------------------------------------
     def _compile(self) -> list[_Step]:

@@ -1,0 +1,75 @@
+"""Every Redis key shape fengkong writes, in one place.
+
+Keys are ``{prefix}:v1:{<tag>}:<suffix>``. The braces are a Redis Cluster hash tag:
+all keys of one entity (a card, a merchant, an event id) hash to one slot, so the
+work of one entity can run as one script on a cluster. ``v1`` is the key format's
+version; a change of layout bumps it instead of reading old values wrongly.
+
+The feature store, the lists, the decision service and the audit build their keys
+with these functions only, so a key's shape is decided here and nowhere else.
+"""
+
+from __future__ import annotations
+
+#: the key format's version (part of every key)
+VERSION = "v1"
+
+
+def tag_prefix(prefix: str) -> str:
+    """The text every entity key starts with, up to the hash tag's entity name."""
+    return f"{prefix}:{VERSION}:{{"
+
+
+def entity_key(prefix: str, entity: str, entity_id: str, suffix: str) -> str:
+    """One feature or profile key of an entity (``card``, ``user``, ``merchant``, ...)."""
+    return f"{prefix}:{VERSION}:{{{entity}:{entity_id}}}:{suffix}"
+
+
+def event_tag_prefix(prefix: str) -> str:
+    """Start of the keys of one event id (``{evt:<id>}``): dedup claim and stored request."""
+    return f"{tag_prefix(prefix)}evt:"
+
+
+def event_key(prefix: str, event_id: str, suffix: str) -> str:
+    """A key of one event id; the store's dedup key and the service's request share its tag."""
+    return entity_key(prefix, "evt", event_id, suffix)
+
+
+def request_key(prefix: str, event_id: str) -> str:
+    """The stored decision (and its request digest) of one event id."""
+    return event_key(prefix, event_id, "request")
+
+
+def decision_key(prefix: str, decision_id: str) -> str:
+    """Pointer from a decision id to the event id that holds its record."""
+    return entity_key(prefix, "decision", decision_id, "event")
+
+
+def merchant_snapshot_key(prefix: str, merchant_id: str) -> str:
+    """The features of a merchant's last decision (the merchant page reads it)."""
+    return entity_key(prefix, "merchant", merchant_id, "last_decision")
+
+
+def merchant_profile_key(prefix: str, merchant_id: str) -> str:
+    """A merchant's profile: grade, limits, opening date (written by rescoring and the API)."""
+    return entity_key(prefix, "merchant", merchant_id, "profile")
+
+
+def list_members_key(prefix: str, name: str) -> str:
+    """The members of one analyst list (a set)."""
+    return entity_key(prefix, "list", name, "members")
+
+
+def list_ranges_key(prefix: str, name: str) -> str:
+    """The IPv4 ranges of one analyst list (a sorted set by range start)."""
+    return entity_key(prefix, "list", name, "ranges")
+
+
+def labels_stream(prefix: str) -> str:
+    """The capped stream of labels (fraud reports, chargebacks) the training job reads."""
+    return f"{prefix}:{VERSION}:labels"
+
+
+def audit_stream(prefix: str, kind: str) -> str:
+    """The capped audit stream of ``decisions`` or ``changes``."""
+    return f"{prefix}:{VERSION}:audit:{kind}"
