@@ -106,9 +106,9 @@ def test_listed_proxy_seed_and_malformed_address(intel: IpIntel) -> None:
 
 
 def test_every_hosting_name_exists_in_the_bundled_database(intel: IpIntel) -> None:
-    import geoip2fast.geoip2fast as g  # the AS-name table lives in module globals
-
-    names = set(g.mainListNamesASN)
+    tables = geoip_adapter.geo_tables_v4(intel._geo)  # every AS name of the database, IPv4 and IPv6
+    assert tables is not None
+    names = set(tables.asn_names.tolist())
     missing = sorted(n for n in intel.hosting_asns if n not in names)
     assert not missing, f"names geoip2fast never reports: {missing}"
     assert len(intel.hosting_asns) >= 40
