@@ -86,6 +86,10 @@ def ipv4_range(entry: str) -> tuple[int, int] | None:
 
 
 def normalise_entry(kind: str, entry: str) -> str:
+    """The stored form of a list entry: IP addresses and networks in canonical text, so lookups match.
+
+    ValueError if empty or, for an ``ip`` list, not an address or network.
+    """
     entry = entry.strip()
     if not entry:
         raise ValueError("empty entry")
@@ -105,9 +109,11 @@ class ListStore:
         self.prefix = prefix
 
     def members_key(self, name: str) -> str:
+        """Redis key of the set of list ``name``'s entries."""
         return keys.list_members_key(self.prefix, name)
 
     def ranges_key(self, name: str) -> str:
+        """Redis key of list ``name``'s IPv4 range index (sorted set scored by first address)."""
         return keys.list_ranges_key(self.prefix, name)
 
     def _spec(self, name: str) -> ListSpec:
