@@ -71,9 +71,9 @@ def test_residential_chinese_isp_is_none_of_these(intel: IpIntel, ip: str) -> No
 
 
 def test_the_api_tests_plain_payments_come_from_chinese_broadband(intel: IpIntel) -> None:
-    """The API tests' `payment()` must not trip a geography rule by its IP alone (its
-    earlier 113.x addresses were 42 % Korean, Japanese, Vietnamese...: which test
-    saw one depended on how many payments ran before it)."""
+    """The API tests' `payment()` must not trip a geography rule by its IP alone: with a
+    foreign address among its draws, which test saw one would depend on how many
+    payments ran before it."""
     from api_fixtures import payment
 
     for _ in range(20_000):
