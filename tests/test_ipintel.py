@@ -394,7 +394,7 @@ def test_lookup_many_without_usable_tables_is_the_scalar_path(intel: IpIntel, mo
 
 
 def test_the_live_lookup_at_the_edges_of_its_16_bit_index(intel: IpIntel) -> None:
-    """`_lookup_v4` bisects only the table entries of the address's /16 (`_ScalarTablesV4`):
+    """`_lookup_v4` bisects only the table entries of the address's /16 (`ScalarTablesV4`):
     the first and last address of a /16, and the range edges inside the busiest /16s,
     read as the reference does."""
     v4 = intel._v4
