@@ -210,6 +210,8 @@ def _ipv4_private_table() -> tuple[np.ndarray, np.ndarray]:
             for v in value:
                 collect(v)
 
+    # private to the stdlib (Python 3.11-3.13 have it): the networks ipaddress's is_* properties test;
+    # test_private_table_equals_ipaddress fails if a Python release changes them
     constants = ipaddress.IPv4Address._constants  # type: ignore[attr-defined]
     for klass in type.mro(constants):
         for value in vars(klass).values():
