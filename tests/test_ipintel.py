@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fengkong.features import ipintel
+from fengkong.features import geoip_adapter, ip_addresses, ip_lists, ipintel
 from fengkong.features.ipintel import (
     UNKNOWN,
     IpInfo,
@@ -71,9 +71,9 @@ def test_residential_chinese_isp_is_none_of_these(intel: IpIntel, ip: str) -> No
 
 
 def test_the_api_tests_plain_payments_come_from_chinese_broadband(intel: IpIntel) -> None:
-    """The API tests' `payment()` must not trip a geography rule by its IP alone (its
-    earlier 113.x addresses were 42 % Korean, Japanese, Vietnamese...: which test
-    saw one depended on how many payments ran before it)."""
+    """The API tests' `payment()` must not trip a geography rule by its IP alone: with a
+    foreign address among its draws, which test saw one would depend on how many
+    payments ran before it."""
     from api_fixtures import payment
 
     for _ in range(20_000):
@@ -106,9 +106,9 @@ def test_listed_proxy_seed_and_malformed_address(intel: IpIntel) -> None:
 
 
 def test_every_hosting_name_exists_in_the_bundled_database(intel: IpIntel) -> None:
-    import geoip2fast.geoip2fast as g  # the AS-name table lives in module globals
-
-    names = set(g.mainListNamesASN)
+    tables = geoip_adapter.geo_tables_v4(intel._geo)  # every AS name of the database, IPv4 and IPv6
+    assert tables is not None
+    names = set(tables.asn_names.tolist())
     missing = sorted(n for n in intel.hosting_asns if n not in names)
     assert not missing, f"names geoip2fast never reports: {missing}"
     assert len(intel.hosting_asns) >= 40
@@ -188,16 +188,17 @@ def test_no_network_access(monkeypatch: pytest.MonkeyPatch, intel: IpIntel) -> N
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
-    ipintel._geo_database.cache_clear()  # load the database file again, under the patch
+    geoip_adapter.geo_database.cache_clear()  # load the database file again, under the patch
     fresh = IpIntel.load(LISTS)
     fresh.lookup_many(pd.Series(["8.8.8.8", "2a01:4f8::1"]))
     assert fresh.lookup("52.1.2.3").is_hosting
 
 
-def test_module_imports_nothing_from_engine_models_api_cli() -> None:
-    src = Path(ipintel.__file__).read_text()
-    for pkg in ("engine", "models", "api", "cli"):
-        assert f"fengkong.{pkg}" not in src
+def test_modules_import_nothing_from_engine_models_api_cli() -> None:
+    for module in (ipintel, ip_addresses, ip_lists, geoip_adapter):
+        src = Path(module.__file__ or "").read_text()
+        for pkg in ("engine", "models", "api", "cli", "training", "replay"):
+            assert f"fengkong.{pkg}" not in src, (module.__name__, pkg)
 
 
 # ---------------------------------------------------------------------------
@@ -232,15 +233,15 @@ def _v4(ints: np.ndarray) -> list[str]:
 
 def _private_edges() -> np.ndarray:
     """Both edges (and their neighbours) of every special IPv4 range ipaddress or IANA names."""
-    nets = [ipaddress.IPv4Network(n) for n in ipintel._IANA_SPECIAL_V4]
-    consts = ipaddress.IPv4Address._constants
+    nets = [ipaddress.IPv4Network(n) for n in ip_addresses.IANA_SPECIAL_V4]
+    consts = ipaddress.IPv4Address._constants  # type: ignore[attr-defined]
     for value in vars(consts).values():
         nets += [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, ipaddress.IPv4Network)]
     edges = []
     for net in nets:
         lo, hi = int(net.network_address), int(net.broadcast_address)
         edges += [lo - 1, lo, lo + 1, hi - 1, hi, hi + 1]
-    edges += (ipintel._PRIVATE_V4_STARTS - 1).tolist() + ipintel._PRIVATE_V4_STARTS.tolist()
+    edges += (ip_addresses.PRIVATE_V4_STARTS - 1).tolist() + ip_addresses.PRIVATE_V4_STARTS.tolist()
     return np.unique(np.clip(np.array(edges, dtype=np.int64), 0, 0xFFFFFFFF))
 
 
@@ -293,7 +294,7 @@ def test_ipv4_ints_reads_exactly_what_ipaddress_reads() -> None:
         if st == ipintel.V4_VALID:
             assert isinstance(addr, ipaddress.IPv4Address) and int(addr) == i, v
         elif st == ipintel.V4_INVALID:
-            assert addr is None and isinstance(v, str) and ipintel._parse_ip(v) is None, v
+            assert addr is None and isinstance(v, str) and ip_addresses.parse_ip(v) is None, v
         else:  # left to the scalar path: never plain dotted-quad IPv4 text
             assert i == -1
             assert not (isinstance(v, str) and set(v) <= set("0123456789.") and 1 <= len(v) <= 15), v
@@ -304,7 +305,7 @@ def test_private_table_equals_ipaddress() -> None:
     rng = np.random.default_rng(11)
     ints = np.concatenate([rng.integers(0, 2**32, 200_000), _private_edges(), [0, 2**32 - 1]])
     got = ipintel.ipv4_is_private(ints)
-    want = [ipintel._is_private(ipaddress.IPv4Address(i)) for i in ints.tolist()]
+    want = [ip_addresses.is_private_address(ipaddress.IPv4Address(i)) for i in ints.tolist()]
     assert got.tolist() == want
     # not just "not is_global": Python 3.11 calls multicast (224.0.0.0/4) global; the scalar path does not
     assert ipintel.ipv4_is_private(np.array([int(ipaddress.IPv4Address("224.0.0.1"))]))[0]
@@ -322,7 +323,7 @@ def test_range_set_contains_many_equals_contains(intel: IpIntel) -> None:
 
 
 def test_lookup_many_and_subnets_of_equal_scalar_on_100k_addresses(intel: IpIntel) -> None:
-    tables = ipintel._geo_tables_v4(intel._geo)
+    tables = geoip_adapter.geo_tables_v4(intel._geo)
     assert tables is not None  # the vectorised path is the one under test
     rng = np.random.default_rng(20261125)
     # the edges of geoip2fast's country and AS ranges, where the containment checks decide
@@ -360,7 +361,7 @@ def test_lookup_many_and_subnets_of_equal_scalar_on_100k_addresses(intel: IpInte
 def test_the_live_lookup_equals_the_reference_on_100k_addresses(intel: IpIntel) -> None:
     """`lookup` (the decision path: flat tables for plain IPv4) against `_lookup`
     (ipaddress and geoip2fast), on random addresses, range edges and malformed text."""
-    tables = ipintel._geo_tables_v4(intel._geo)
+    tables = geoip_adapter.geo_tables_v4(intel._geo)
     assert tables is not None
     rng = np.random.default_rng(7)
     pick = rng.integers(0, len(tables.first), 2_000)
@@ -373,27 +374,28 @@ def test_the_live_lookup_equals_the_reference_on_100k_addresses(intel: IpIntel) 
            "", "x", "1.2.3.04", "0.0.0.0", "255.255.255.255"]
     fresh = IpIntel(geo=intel._geo, hosting_asns=intel.hosting_asns, tor_ranges=intel.tor_ranges,
                     proxy_ranges=intel.proxy_ranges)
-    infos = {ip: fresh.lookup(ip) for ip in valid + odd + _malformed(rng, valid[:500], 2_000)}
-    assert all(info == intel._lookup(ip) for ip, info in infos.items())
+    # non-strings too: an event's ip may be anything until the API validates it
+    infos = {ip: fresh.lookup(ip) for ip in valid + odd + _malformed(rng, valid[:500], 2_000)}  # type: ignore[arg-type]
+    assert all(info == intel._lookup(ip) for ip, info in infos.items())  # type: ignore[arg-type]
     assert sum(i.asn is not None for i in infos.values()) > 50_000 and any(i.is_hosting for i in infos.values())
     assert any(i.is_private for i in infos.values()) and any(i.is_tor for i in infos.values())
     for ip in valid[:20_000] + odd:  # the subnet's text shortcut for plain IPv4, against ipaddress
-        addr = ipintel._parse_ip(ip)
+        addr = ip_addresses.parse_ip(ip)
         if addr is None:
             with pytest.raises(ValueError):
                 subnet_of(ip)
         else:
-            assert subnet_of(ip) == ipintel._subnet(addr)
+            assert subnet_of(ip) == ip_addresses.subnet_of_address(addr)
 
 
 def test_lookup_many_without_usable_tables_is_the_scalar_path(intel: IpIntel, monkeypatch: pytest.MonkeyPatch) -> None:
     ips = pd.Series(["52.1.2.3", "10.0.0.1", "bad", None, "2a01:4f8::1", "185.220.101.33"])
-    monkeypatch.setattr(ipintel, "_geo_tables_v4", lambda geo: None)
+    monkeypatch.setattr(ipintel, "geo_tables_v4", lambda geo: None)
     pd.testing.assert_frame_equal(intel.lookup_many(ips), _scalar_frame(intel, ips))
 
 
 def test_the_live_lookup_at_the_edges_of_its_16_bit_index(intel: IpIntel) -> None:
-    """`_lookup_v4` bisects only the table entries of the address's /16 (`_ScalarTablesV4`):
+    """`_lookup_v4` bisects only the table entries of the address's /16 (`ScalarTablesV4`):
     the first and last address of a /16, and the range edges inside the busiest /16s,
     read as the reference does."""
     v4 = intel._v4
@@ -402,7 +404,7 @@ def test_the_live_lookup_at_the_edges_of_its_16_bit_index(intel: IpIntel) -> Non
     prefixes = rng.choice(65_536, 4_000, replace=False)
     counts = np.diff(np.asarray(v4.first_at16))
     busiest = np.argsort(counts)[-3:]  # /16s holding thousands of country ranges
-    tables = ipintel._geo_tables_v4(intel._geo)
+    tables = geoip_adapter.geo_tables_v4(intel._geo)
     assert tables is not None
     inside = tables.first[(tables.first >> 16) == busiest[-1]]
     ints = np.concatenate([

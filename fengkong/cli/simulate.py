@@ -54,13 +54,15 @@ def register(app: typer.Typer) -> None:
             first = date.fromisoformat(start)
         except ValueError:
             raise typer.BadParameter("expected YYYY-MM-DD", param_hint="--start") from None
-        common = dict(seed=seed, start=first, fraud_scale=fraud_scale, mix=_parse_mix(mix))
+        mixes = _parse_mix(mix)
         t0 = time.perf_counter()
         try:
             if events is not None:
-                config = SimConfig.for_events(events, days=days, **common)
+                config = SimConfig.for_events(events, days=days, seed=seed, start=first, fraud_scale=fraud_scale,
+                                              mix=mixes)
             else:
-                config = SimConfig(days=days, shoppers=shoppers, merchants=merchants, **common)
+                config = SimConfig(days=days, shoppers=shoppers, merchants=merchants, seed=seed, start=first,
+                                   fraud_scale=fraud_scale, mix=mixes)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         sim = run(config)
@@ -69,13 +71,15 @@ def register(app: typer.Typer) -> None:
         paths = write_outputs(sim, out, formats=formats)
         t_all = time.perf_counter() - t0
         s = summary(sim.events)
+        by_type, by_scenario = s["by_type"], s["by_scenario"]
+        assert isinstance(by_type, dict) and isinstance(by_scenario, dict)  # summary()'s shapes, for mypy
 
         console.print(f"[bold]fengkong simulate[/bold]: seed {config.seed}, {config.days} days from "
                       f"{config.start}, {config.shoppers:,} shoppers, {config.merchants:,} merchants")
         types = Table(title="events by type")
         types.add_column("type")
         types.add_column("events", justify="right")
-        for t, n in s["by_type"].items():  # type: ignore[union-attr]
+        for t, n in by_type.items():
             types.add_row(t, f"{n:,}")
         types.add_row("[bold]total[/bold]", f"[bold]{s['events']:,}[/bold]")
         console.print(types)
@@ -84,7 +88,7 @@ def register(app: typer.Typer) -> None:
         scen.add_column("events", justify="right")
         scen.add_column("payments", justify="right")
         for name in SCENARIOS:
-            row = s["by_scenario"][name]  # type: ignore[index]
+            row = by_scenario[name]
             scen.add_row(name, f"{row['events']:,}", f"{row['payments']:,}")
         console.print(scen)
         console.print(

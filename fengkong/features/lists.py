@@ -43,6 +43,8 @@ KIND_FEATURE: dict[str, str] = {
 
 @dataclass(frozen=True)
 class ListSpec:
+    """One list of lists.yaml: what kind of value it holds and the file that seeds it."""
+
     name: str
     kind: ListKind
     description: str = ""
@@ -50,6 +52,7 @@ class ListSpec:
 
     @property
     def feature(self) -> str:
+        """The boolean feature rules read (``lists.<name>``)."""
         return f"lists.{self.name}"
 
 
@@ -83,6 +86,10 @@ def ipv4_range(entry: str) -> tuple[int, int] | None:
 
 
 def normalise_entry(kind: str, entry: str) -> str:
+    """The stored form of a list entry: IP addresses and networks in canonical text, so lookups match.
+
+    ValueError if empty or, for an ``ip`` list, not an address or network.
+    """
     entry = entry.strip()
     if not entry:
         raise ValueError("empty entry")
@@ -102,9 +109,11 @@ class ListStore:
         self.prefix = prefix
 
     def members_key(self, name: str) -> str:
+        """Redis key of the set of list ``name``'s entries."""
         return keys.list_members_key(self.prefix, name)
 
     def ranges_key(self, name: str) -> str:
+        """Redis key of list ``name``'s IPv4 range index (sorted set scored by first address)."""
         return keys.list_ranges_key(self.prefix, name)
 
     def _spec(self, name: str) -> ListSpec:
@@ -140,9 +149,12 @@ class ListStore:
             raise FeatureStoreUnavailable(f"list {name}: {exc}") from exc
 
     def members(self, name: str) -> list[str]:
+        """The entries of list ``name``, sorted (KeyError naming the known lists if unknown)."""
         self._spec(name)
         try:
-            return sorted(m.decode() for m in self.client.smembers(self.members_key(name)))
+            raw = self.client.smembers(self.members_key(name))
+            # bytes from a client made without decode_responses, str from one made with it
+            return sorted(m.decode() if isinstance(m, bytes) else m for m in raw)
         except redis.RedisError as exc:
             raise FeatureStoreUnavailable(f"list {name}: {exc}") from exc
 
@@ -186,6 +198,7 @@ class StaticLists:
         }
 
     def contains(self, name: str, value: str | None) -> bool:
+        """Whether ``value`` is on list ``name``: an exact entry, or an IPv4 address in a listed range."""
         if value is None:
             return False
         if value in self.exact.get(name, ()):

@@ -49,6 +49,8 @@ COLUMNS = ("rule", "status", "fires_live", "fires_candidate", "events_affected",
 
 @dataclass
 class BacktestResult:
+    """A candidate rule set against the live one on the same features: per-rule table and both decisions."""
+
     table: pd.DataFrame  # one row per rule plus "(policy)" and "(all)" first; COLUMNS
     live: VectorDecisions
     candidate: VectorDecisions
@@ -60,6 +62,7 @@ class BacktestResult:
 
     @property
     def overall(self) -> dict[str, Any]:
+        """The first row of the table: the whole candidate against the whole live set."""
         return self.table.iloc[0].to_dict()
 
     def changed_events(self) -> pd.DataFrame:

@@ -21,6 +21,7 @@ FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "js
 
 
 def file_format(path: Path) -> str:
+    """The reader format of ``path``: its last known suffix (``events.csv.gz`` is csv); MappingError if none."""
     suffixes = [s.lower() for s in path.suffixes]
     for s in reversed(suffixes):
         if s in FORMATS:
@@ -52,14 +53,17 @@ class History:
 
     @property
     def labelled(self) -> bool:
+        """Whether any event carries an ``is_fraud`` label (the report's label metrics need one)."""
         return "is_fraud" in self.events.columns and bool(self.events["is_fraud"].notna().any())
 
     @property
     def has_scenarios(self) -> bool:
+        """Whether any event names its fraud scenario (for recall per scenario)."""
         return "scenario" in self.events.columns and bool(self.events["scenario"].notna().any())
 
 
 def prepare(raw: pd.DataFrame, mapping: Mapping | None, *, source: str = "the file") -> History:
+    """Map a raw table to flat events (identity mapping if None), sorted by event time (stable)."""
     if mapping is None:
         mapping = Mapping.identity([str(c) for c in raw.columns], source=source)
     events = mapping.apply(raw, source=source)
@@ -69,6 +73,7 @@ def prepare(raw: pd.DataFrame, mapping: Mapping | None, *, source: str = "the fi
 
 
 def load_history(path: Path | str, mapping: Mapping | None = None) -> History:
+    """Read and `prepare` a history file (CSV, Parquet or JSON lines)."""
     path = Path(path)
     history = prepare(read_table(path), mapping, source=str(path))
     history.path = path

@@ -33,6 +33,8 @@ ACTIONS = ("allow", "challenge", "review", "deny")
 
 @dataclass
 class Metrics:
+    """The report's figures for one replay (see the module docstring for their populations)."""
+
     events: int
     by_outcome: pd.DataFrame
     labelled: bool
@@ -56,6 +58,7 @@ def _split(text: pd.Series) -> list[list[str]]:
 
 
 def compute(decisions: pd.DataFrame, *, top_k: int = 100, rule_info: dict[str, dict[str, Any]] | None = None) -> Metrics:
+    """The metrics of a replay's decisions (label metrics only where ``is_fraud`` is known)."""
     d = decisions
     n = len(d)
     labelled = "is_fraud" in d.columns and bool(d["is_fraud"].notna().any())
@@ -326,6 +329,7 @@ def _md_to_html(md: str) -> str:
 
 def write_report(decisions: pd.DataFrame, out_dir: Path, *, meta: dict[str, Any], top_k: int = 100,
                  rule_info: dict[str, dict[str, Any]] | None = None, plots: bool = True) -> tuple[Path, Path, Metrics]:
+    """Write ``report.md`` and ``report.html`` into ``out_dir``; returns both paths and the metrics."""
     m = compute(decisions, top_k=top_k, rule_info=rule_info)
     md, page = render(m, decisions, meta=meta, plots=plots)
     out_dir.mkdir(parents=True, exist_ok=True)

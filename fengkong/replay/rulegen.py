@@ -55,6 +55,11 @@ def _threshold(name: str, frame: pd.DataFrame | None, rng: random.Random) -> flo
 
 def generated_rules(n_rules: int, *, seed: int = 0, frame: pd.DataFrame | None = None,
                     prefix: str = "gen") -> list[dict[str, Any]]:
+    """``n_rules`` rule dicts (rule-file shape) over real feature names, the same for the same seed.
+
+    With ``frame`` (features of a history) thresholds come from its quantiles,
+    so the rules fire on a small share of events rather than never or always.
+    """
     rng = random.Random(seed)
     nums, bools = _numbers(frame), _bools(frame)
     out = []
@@ -112,6 +117,7 @@ def copy_rules_dir(live_dir: Path, out_dir: Path) -> Path:
 
 
 def write_rules_file(path: Path, rules: list[dict[str, Any]]) -> Path:
+    """Write ``rules`` as a rule file (``rules:`` list, YAML) at ``path``; returns ``path``."""
     import yaml
 
     path.write_text(yaml.safe_dump({"rules": rules}, allow_unicode=True, sort_keys=False, width=1000),

@@ -47,6 +47,8 @@ DECISION_COLUMNS = ("event_id", "type", "occurred_at", "merchant_id", "user_id",
 
 @dataclass
 class ReplayResult:
+    """What a replay produced: the decisions, what was sent and refused, and how long it took."""
+
     decisions: pd.DataFrame  # DECISION_COLUMNS (+ is_fraud, scenario when labelled)
     events_in: int  # rows of the source
     outcomes_sent: int  # outcome events recorded (source and generated)
@@ -61,6 +63,7 @@ class ReplayResult:
 
     @property
     def events_per_s(self) -> float:
+        """Events sent (source rows and generated reports) per second of replay."""
         return (self.events_in + self.reports_generated) / max(self.seconds, 1e-9)
 
 
@@ -124,7 +127,7 @@ def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, model
     label_cols = [c for c in ("is_fraud", "scenario") if c in stream.columns]
     labels: dict[str, list[Any]] = {c: [] for c in label_cols}
     rejects: list[tuple[int, str, str]] = []
-    stats = {"outcomes": 0, "generated": 0, "rejected": 0}
+    stats: dict[str, Any] = {"outcomes": 0, "generated": 0, "rejected": 0}
     cols = [c for c in (*FLAT_COLUMNS, "row", "_gen", *label_cols) if c in stream.columns]
     for i, row in enumerate(_records(stream, cols)):
         if progress is not None and i % 256 == 0:
@@ -244,6 +247,11 @@ def run_replay(path: Path, *, mapping: Mapping | None = None, rules_dir: Path = 
                merchants_file: Path | None = None, models_dir: Path | None = None,
                label_delay_s: float | None = None, emit_reports: bool | None = None,
                progress: bool = False) -> ReplayResult:
+    """Replay the history at ``path`` through the online decision path, in event-time order.
+
+    Labels become fraud reports after ``label_delay_s`` (the mapping's delay if
+    None), so the store learns the truth when a real system would.
+    """
     history = load_history(path, mapping)
     stream = event_stream(history, label_delay_s, emit_reports=emit_reports)
     env = setup(rules_dir=rules_dir, redis_url=redis_url, prefix=prefix, lists_file=lists_file,

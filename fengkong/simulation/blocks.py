@@ -61,6 +61,7 @@ def block(n: int, payment: bool = False, **values: Any) -> Block:
 
 
 def concat(blocks: list[Block], payment: bool = False) -> Block:
+    """One block of all non-empty ``blocks``, each column cast to its declared dtype (payment columns too)."""
     blocks = [b for b in blocks if b and len(b["ts"])]
     cols = dict(EVENT_COLS)
     if payment:
@@ -72,8 +73,10 @@ def concat(blocks: list[Block], payment: bool = False) -> Block:
 
 
 def take(b: Block, idx: np.ndarray) -> Block:
+    """The rows ``idx`` of every column of ``b``."""
     return {k: v[idx] for k, v in b.items()}
 
 
 def size(b: Block) -> int:
+    """Number of rows (events) in ``b``."""
     return len(b["ts"])

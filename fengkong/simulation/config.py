@@ -48,7 +48,7 @@ class SimConfig:
     - ``multi_card_share``: share of shoppers with 3-5 cards who spread payments over them and
       sometimes split one purchase over two or three cards within minutes.
 
-    ``no_overlap()`` sets all of them to 0: the old, trivially separable world.
+    ``no_overlap()`` sets all of them to 0: a trivially separable world, a baseline.
 
     ``promo_days`` are day offsets of legitimate promotion days; ``None`` picks
     the calendar days 06-18, 11-11 and 12-12 that fall in the span, or one day
@@ -117,4 +117,5 @@ class SimConfig:
         return cls(days=days, shoppers=shoppers, merchants=merchants, **kwargs)  # type: ignore[arg-type]
 
     def with_(self, **changes: object) -> "SimConfig":
+        """A copy with some knobs changed (the config is frozen, so runs cannot share a mutated one)."""
         return replace(self, **changes)  # type: ignore[arg-type]

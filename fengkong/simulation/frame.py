@@ -84,7 +84,7 @@ def _lookup(table: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return table[np.where(idx < 0, len(table) - 1, idx)]
 
 
-def _with_none(values: list[str] | np.ndarray) -> np.ndarray:
+def _with_none(values: tuple[str, ...] | list[str] | np.ndarray) -> np.ndarray:
     out = np.empty(len(values) + 1, dtype=object)
     out[:-1] = list(values)
     out[-1] = None

@@ -102,18 +102,22 @@ class World:
         return tuple(found)
 
     def day_of(self, ts: np.ndarray) -> np.ndarray:
+        """Day offset from the start of the span of epoch seconds ``ts``."""
         return (np.asarray(ts) - self.start_ts) // DAY
 
     def local_hour(self, ts: np.ndarray) -> np.ndarray:
+        """Hour of day (0-23) of epoch seconds ``ts`` in the platform's time zone."""
         return ((np.asarray(ts) + K.PLATFORM_OFFSET_S) // HOUR) % 24
 
     # ---- entity factories -------------------------------------------------------------
     def new_devices(self, n: int) -> np.ndarray:
+        """Indexes of ``n`` new devices (a device has no attributes beyond its id)."""
         idx = np.arange(self.n_devices, self.n_devices + n, dtype=np.int32)
         self.n_devices += n
         return idx
 
     def new_users(self, n: int) -> np.ndarray:
+        """Indexes of ``n`` new users; the caller gives them whatever attributes its story needs."""
         idx = np.arange(self.n_users, self.n_users + n, dtype=np.int32)
         self.n_users += n
         return idx
@@ -143,17 +147,20 @@ class World:
 
     def new_merchants(self, n: int, rng: np.random.Generator, *, mccs: tuple[str, ...],
                       size: int = 0, onboard_day: np.ndarray | int = 0) -> np.ndarray:
+        """Indexes of ``n`` new merchants with an MCC drawn from ``mccs``, onboarded on ``onboard_day``."""
         idx = np.arange(self.n_merchants, self.n_merchants + n, dtype=np.int32)
         mcc = np.array([K.MCC_INDEX[m] for m in mccs])[rng.integers(0, len(mccs), n)]
         self._append_merchants(rng, mcc, np.full(n, size), np.broadcast_to(onboard_day, (n,)).astype(np.int32))
         return idx
 
     def card_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """BIN, type index and issuer-country index of every card, by card index."""
         return (np.concatenate(self._card_bin), np.concatenate(self._card_type),
                 np.concatenate(self._card_country))
 
     @property
     def card_type(self) -> np.ndarray:
+        """Type index (into ``K.CARD_TYPES``) of every card, by card index."""
         return np.concatenate(self._card_type)
 
     # ---- merchants --------------------------------------------------------------------
