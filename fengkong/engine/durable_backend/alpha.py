@@ -64,24 +64,32 @@ def alpha_stack_peak(shapes: Sequence[Shape]) -> int:
     return _need(root, {})
 
 
-def pack(rules: Sequence[tuple[Shape, set[str]]], budget: int = ALPHA_STACK_BUDGET) -> list[list[int]]:
-    """The rules (shape, field keys read) grouped into shards: lists of indices, in order.
+def pack(rules: Sequence[tuple[Shape, set[str]]],
+         budget: int = ALPHA_STACK_BUDGET) -> list[tuple[list[int], int]]:
+    """The rules (shape, field keys read) grouped into shards: for each, the indices of
+    its rules in order, and its alpha-stack peak as `alpha_stack_peak` models it.
 
     Each rule goes to the first shard that can take it within durable's limits on
     fields and rules per ruleset and within ``budget`` for the alpha stack; a rule over
     budget on its own gets a shard of its own."""
     shards: list[tuple[list[int], set[str], list[Shape]]] = []
+    peaks: list[int] = []
     for i, (shape, fields) in enumerate(rules):
-        home = next((s for s in shards
-                     if len(s[1] | fields) <= MAX_FIELDS_PER_SHARD and len(s[0]) < MAX_RULES_PER_SHARD
-                     and alpha_stack_peak([*s[2], shape]) <= budget), None)
+        home = None
+        for j, s in enumerate(shards):
+            if len(s[1] | fields) <= MAX_FIELDS_PER_SHARD and len(s[0]) < MAX_RULES_PER_SHARD:
+                peak = alpha_stack_peak([*s[2], shape])
+                if peak <= budget:
+                    home, peaks[j] = s, peak
+                    break
         if home is None:
             home = ([], set(), [])
             shards.append(home)
+            peaks.append(alpha_stack_peak([shape]))
         home[0].append(i)
         home[1].update(fields)
         home[2].append(shape)
-    return [indices for indices, _, _ in shards]
+    return [(indices, peak) for (indices, _, _), peak in zip(shards, peaks)]
 
 
 def _link(shape: Shape, parent: _Alpha) -> _Alpha:

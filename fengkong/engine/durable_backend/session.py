@@ -94,7 +94,7 @@ class DurableRuleset:
         owned: set[str] = set()
         self._shards: list[_Shard] = []
         try:
-            for j, group in enumerate(groups):
+            for j, (group, _) in enumerate(groups):
                 definition = {f"r{i}": {"all": [{"m": compiled[i][1]}]} for i in group}
                 fields = set().union(*(compiled[i][2] for i in group))
                 plan = make_plan(fields, (compiled[i][1] for i in group), names, derived, dtypes, owned)
@@ -104,6 +104,9 @@ class DurableRuleset:
             raise
         except Exception as exc:  # the C module raises its own error type
             raise EvaluationError(f"durable_rules refused ruleset {name}: {exc}") from exc
+        #: each shard's alpha-stack peak as `alpha.alpha_stack_peak` models it (<= stack_budget
+        #: but for a rule over budget on its own)
+        self.stack_peaks: tuple[int, ...] = tuple(peak for _, peak in groups)
         #: the JSON rulesets given to durable, by durable ruleset name
         self.definition = {f"{name}_s{j}": s.definition for j, s in enumerate(self._shards)}
         self._lock = threading.Lock()
