@@ -284,7 +284,7 @@ _WIDE_NAMES = ["event.amount", "user.amount_zscore", "user.amount_n", "merchant.
                "merchant.distinct_cards_24h", "event.is_night", "lists.blocked_cards", "card.type", "event.channel"]
 _WIDE_BACKEND = make(_WIDE)
 #: Which clean values of each _WIDE field go into the fact: every value, but the values
-#: no durable test can tell from an absent field (`DurableRuleset._plan`): the operands
+#: no durable test can tell from an absent field (`facts.make_plan`): the operands
 #: of n5's quotient (only the quotient is tested), a list flag tested only for true
 #: (b3), a channel tested only for equality with two names (s3).
 _WIDE_SENT = dict.fromkeys(_WIDE_NAMES, lambda v: True) | {
