@@ -17,7 +17,6 @@ import itertools
 import json
 import threading
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, Mapping, Sequence
 
 import durable_rules_engine
@@ -73,7 +72,7 @@ class DurableRuleset:
     """
 
     def __init__(self, name: str, conditions: Sequence[tuple[str, Expr]], dtypes: Mapping[str, str], *,
-                 stack_budget: int = ALPHA_STACK_BUDGET, engine: ModuleType | Any = None) -> None:
+                 stack_budget: int = ALPHA_STACK_BUDGET, engine: Any = None) -> None:
         self.name = name
         self._engine = engine if engine is not None else durable_rules_engine
         compiler = Compiler(dict(dtypes))
