@@ -1,4 +1,10 @@
-"""durable_rules backend: every matching rule fires, exactly, under load, on any thread."""
+"""durable_rules backend: every matching rule fires, exactly, under load, on any thread.
+
+Held at the backend's public boundary: `DurableRuleset` (fire, encode, field_keys,
+shard_count, stack_peaks; ``stack_budget`` and ``engine`` as its seams), compared with
+the plain-Python predicates; the facts on the wire are read with `encode` or through a
+recording wrapper of durable's C module passed as ``engine``.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +14,22 @@ import math
 import random
 import re
 import threading
+from pathlib import Path
+from typing import Any
 
 import durable_rules_engine as dre
 import numpy as np
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from fengkong.engine import durable_backend
-from fengkong.engine.durable_backend import (
-    ALPHA_STACK_BUDGET,
-    DurableRuleset,
-    _alpha_shape,
-    _alpha_stack_peak,
-    unique_name,
-)
+from fengkong.engine import EvaluationError, load_ruleset
+from fengkong.engine.durable_backend import ALPHA_STACK_BUDGET, DURABLE_ALPHA_STACK, DurableRuleset, unique_name
 from fengkong.engine.language import parse
 from fengkong.engine.predicates import clean, compile_predicate
 from fengkong.engine.schema import Schema
 
+RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
 SCHEMA = Schema.from_catalog({"blocked_cards": "card"})
 NUMBERS = sorted(n for n, t in SCHEMA.dtypes.items() if t == "number")
 BOOLS = sorted(n for n, t in SCHEMA.dtypes.items() if t == "bool")
@@ -43,9 +47,9 @@ RULES = [
 ]
 
 
-def make(rules=RULES) -> tuple[DurableRuleset, dict]:
+def make(rules=RULES, **options: Any) -> tuple[DurableRuleset, dict]:
     conds = [(rid, parse(text)) for rid, text in rules]
-    backend = DurableRuleset(unique_name("test"), conds, SCHEMA.dtypes)
+    backend = DurableRuleset(unique_name("test"), conds, SCHEMA.dtypes, **options)
     preds = {rid: compile_predicate(expr, SCHEMA.dtypes) for rid, expr in conds}
     return backend, preds
 
@@ -119,90 +123,97 @@ def test_two_threads_never_miss_or_borrow_a_fire() -> None:
 
 def test_wide_rule_sets_are_sharded_and_stay_exact() -> None:
     # 80 rules over 80 features that can all hold at once: in one durable ruleset their
-    # 80 alpha nodes would overflow its 64-entry stack (error 303).
+    # 80 alpha nodes would overflow its 64-entry stack (error 303)
     rules = [(f"n{i}", f"{name} >= 50") for i, name in enumerate(NUMBERS[:80])]
-    backend, preds = make(rules)
-    assert backend.shard_count >= 2
-    for shard in backend._shards:
-        assert _alpha_stack_peak(shard.shapes) <= ALPHA_STACK_BUDGET
     rng = random.Random(3)
-    for _ in range(200):
-        f = {name: rng.randint(0, 100) for name in NUMBERS[:80] if rng.random() < 0.9}
-        assert backend.fire(f).fired == expected(preds, f)
+    events = [{name: rng.randint(0, 100) for name in NUMBERS[:80] if rng.random() < 0.9} for _ in range(200)]
     every = {name: 100 for name in NUMBERS[:80]}
-    assert backend.fire(every).fired == [rid for rid, _ in rules]
+    counts = []
+    for budget in (ALPHA_STACK_BUDGET, DURABLE_ALPHA_STACK, 8):
+        backend, preds = make(rules, stack_budget=budget)
+        counts.append(backend.shard_count)
+        assert backend.shard_count >= 2 and max(backend.stack_peaks) <= budget
+        for f in events:
+            assert backend.fire(f).fired == expected(preds, f)
+        assert backend.fire(every).fired == [rid for rid, _ in rules]  # every test holds: the stack's worst case
+        backend.close()
+    assert counts[2] > counts[0] >= counts[1]  # a smaller budget, more shards; the same fires
 
 
-def _durable_accepts(conditions: list[dict], fact: dict) -> bool:
-    """Assert ``fact`` into a fresh durable ruleset of these conditions: True, or False on error 303."""
-    handle = dre.create_ruleset(unique_name("stack"), json.dumps({f"r{i}": {"all": [{"m": c}]}
-                                                                   for i, c in enumerate(conditions)}))
-    text = json.dumps({"id": 1, "sid": "0", **fact})
-    try:
-        code, state = dre.assert_fact(handle, text)
-        result = dre.start_action_for_state(handle, state) if code == 0 else None
-        while result:
-            result = dre.complete_and_start_action(handle, state)
-        dre.retract_fact(handle, text)
-        return True
-    except dre.error as exc:
-        assert "303" in str(exc), exc
-        return False
-    finally:
-        dre.delete_ruleset(handle)
+def _stack_rules(k: int) -> list[tuple[str, str]]:
+    """k rules of k distinct tests over 40 features, every one true when each feature is 5."""
+    return [(f"r{i}", f"{NUMBERS[i % 40]} >= {-i}") for i in range(k)]
 
 
 def test_alpha_stack_model_matches_durable_at_its_limit() -> None:
-    # k tests that all hold: durable's stack takes 64, not 65
-    fact = {f"x{i}": 5 for i in range(40)}
+    # k tests that all hold: the model counts k; durable's stack takes 64, not 65
+    fact = {name: 5 for name in NUMBERS[:40]}
     for k in (63, 64, 65, 66):
-        conditions = [{"$gte": {f"x{i % 40}": -i}} for i in range(k)]
-        assert _alpha_stack_peak([_alpha_shape(c) for c in conditions]) == k
-        assert _durable_accepts(conditions, fact) == (k <= 64), k
+        rules = _stack_rules(k)
+        modelled, _ = make(rules, stack_budget=DURABLE_ALPHA_STACK)
+        assert modelled.stack_peaks == ((k,) if k <= 64 else (64, k - 64)), k
+        modelled.close()
+        unsharded, _ = make(rules, stack_budget=1000)  # one shard, past durable's limit on purpose
+        assert unsharded.stack_peaks == (k,)
+        if k <= DURABLE_ALPHA_STACK:
+            assert unsharded.fire(fact).fired == [rid for rid, _ in rules]
+        else:
+            with pytest.raises(EvaluationError, match="303"):
+                unsharded.fire(fact)
+        unsharded.close()
 
 
 def test_alpha_stack_model_is_never_below_durable() -> None:
-    # random and/or nests whose every test holds for the fact (every value is 5): where
-    # the model says the stack fits, durable must agree
+    # random and/or nests whose every test holds for the fact (every value is 5), packed
+    # to durable's own limit: where the model says a shard fits, durable must agree
     rng = random.Random(1)
-    fact = {f"x{i}": 5 for i in range(30)}
+    names = NUMBERS[:30]
+    fact = dict.fromkeys(names, 5)
 
-    def test() -> dict:
-        f = f"x{rng.randrange(30)}"
-        return rng.choice([{f: 5}, {"$ex": {f: 1}}, {"$gte": {f: rng.randint(0, 2)}}, {"$lte": {f: rng.randint(5, 7)}},
-                           {"$neq": {f: rng.randint(1, 2)}}])
+    def test() -> str:
+        f = rng.choice(names)
+        return rng.choice([f"{f} == 5", f"{f} is not missing", f"{f} >= {rng.randint(0, 2)}",
+                           f"{f} <= {rng.randint(5, 7)}", f"{f} != {rng.randint(1, 2)}"])
 
-    def cond(depth: int = 0) -> dict:
+    def cond(depth: int = 0) -> str:
         r = rng.random()
         if depth < 2 and r < 0.3:
-            return {"$and": [cond(depth + 1) for _ in range(rng.randint(2, 3))]}
+            return "(" + " and ".join(cond(depth + 1) for _ in range(rng.randint(2, 3))) + ")"
         if depth < 2 and r < 0.5:
-            return {"$or": [cond(depth + 1) for _ in range(rng.randint(2, 3))]}
+            return "(" + " or ".join(cond(depth + 1) for _ in range(rng.randint(2, 3))) + ")"
         return test()
 
-    fits = 0
+    tight = 0
     for _ in range(150):
-        conditions = [cond() for _ in range(rng.randint(5, 50))]
-        if _alpha_stack_peak([_alpha_shape(c) for c in conditions]) <= 64:
-            fits += 1
-            assert _durable_accepts(conditions, fact), conditions
-    assert fits > 50
+        rules = [(f"r{i}", cond()) for i in range(rng.randint(5, 70))]
+        backend, preds = make(rules, stack_budget=DURABLE_ALPHA_STACK)
+        tight += max(backend.stack_peaks) >= DURABLE_ALPHA_STACK - 4
+        assert backend.fire(fact).fired == expected(preds, fact) == [rid for rid, _ in rules]
+        backend.close()
+    assert tight > 30  # shards packed to within a few entries of the limit, and durable took them
 
 
-class _Spy:
-    """Stands in for durable's C module: records the facts asserted, and can rewrite the
-    messages handed back."""
+class _Recorder:
+    """durable's C module, passed to `DurableRuleset` as its ``engine``: records every
+    call on the wire, and can rewrite the messages handed back."""
 
     def __init__(self, rewrite=None) -> None:
-        self.facts: list[tuple[object, str]] = []
+        self.calls: list[tuple[str, object, str]] = []
         self.rewrite = rewrite
 
     def __getattr__(self, name: str):
         return getattr(dre, name)
 
+    def facts(self) -> list[str]:
+        return [text for op, _, text in self.calls if op == "assert"]
+
     def assert_fact(self, handle, text):
-        self.facts.append((handle, text))
+        self.calls.append(("assert", handle, text))
         return dre.assert_fact(handle, text)
+
+    def retract_fact(self, handle, text):
+        self.calls.append(("retract", handle, text))
+        return dre.retract_fact(handle, text)
 
     def _message(self, result):
         if self.rewrite and result:
@@ -216,17 +227,21 @@ class _Spy:
         return self._message(dre.complete_and_start_action(handle, state))
 
 
-def test_fire_retracts_every_fact_it_asserts(monkeypatch) -> None:
-    # fire retracts by id and sid alone; were a fact left behind, asserting it again
-    # would be refused as already observed (code 2)
-    backend, _ = make()
-    spy = _Spy()
-    monkeypatch.setattr(durable_backend, "_dre", spy)
+def test_fire_retracts_every_fact_it_asserts() -> None:
+    # each fact is retracted (by id and sid) before the next is asserted; were one left
+    # behind, asserting it again would be refused as already observed (code 2)
+    wire = _Recorder()
+    backend, _ = make([*RULES, *_stack_rules(60)], engine=wire)
+    assert backend.shard_count >= 2
     rng = random.Random(5)
     for _ in range(50):
         backend.fire(random_features(rng))
-    assert len(spy.facts) == 50 * backend.shard_count
-    for handle, text in spy.facts:
+    assert len(wire.facts()) == 50 * backend.shard_count
+    for (op, handle, text), (op2, handle2, retract) in zip(wire.calls[::2], wire.calls[1::2]):
+        assert (op, op2, handle2) == ("assert", "retract", handle)
+        head = json.loads(retract)
+        assert head == {k: json.loads(text)[k] for k in ("id", "sid")}
+    for _, handle, text in wire.calls[::2]:
         code, state = dre.assert_fact(handle, text)
         assert code in (0, 1), text
         result = dre.start_action_for_state(handle, state) if code == 0 else None
@@ -235,11 +250,10 @@ def test_fire_retracts_every_fact_it_asserts(monkeypatch) -> None:
         dre.retract_fact(handle, text)
 
 
-def test_fires_are_read_from_messages_of_any_layout(monkeypatch) -> None:
+def test_fires_are_read_from_messages_of_any_layout() -> None:
     # a fire is recognised from durable's verbatim message without parsing it; a
     # message in another layout (here: re-serialised with spaces) is parsed instead
-    backend, preds = make()
-    monkeypatch.setattr(durable_backend, "_dre", _Spy(rewrite=lambda m: json.dumps(json.loads(m))))
+    backend, preds = make(engine=_Recorder(rewrite=lambda m: json.dumps(json.loads(m))))
     rng = random.Random(6)
     for _ in range(300):
         f = random_features(rng)
@@ -270,7 +284,7 @@ _WIDE_NAMES = ["event.amount", "user.amount_zscore", "user.amount_n", "merchant.
                "merchant.distinct_cards_24h", "event.is_night", "lists.blocked_cards", "card.type", "event.channel"]
 _WIDE_BACKEND = make(_WIDE)
 #: Which clean values of each _WIDE field go into the fact: every value, but the values
-#: no durable test can tell from an absent field (`DurableRuleset._plan`): the operands
+#: no durable test can tell from an absent field (`facts.make_plan`): the operands
 #: of n5's quotient (only the quotient is tested), a list flag tested only for true
 #: (b3), a channel tested only for equality with two names (s3).
 _WIDE_SENT = dict.fromkeys(_WIDE_NAMES, lambda v: True) | {
@@ -310,15 +324,9 @@ def test_property_any_value_in_any_field_fires_like_python(values) -> None:
 def test_property_fact_text_is_json_of_the_clean_values(values) -> None:
     backend, _ = _WIDE_BACKEND
     f = _wide(values)
-    spy = _Spy()
-    durable_backend._dre = spy
-    try:
-        backend.fire(f)
-    finally:
-        durable_backend._dre = dre
-    (_, text), = spy.facts
+    (text,), _ = backend.encode(f)
     fact = json.loads(text)
-    keys = backend._keys
+    keys = backend.field_keys
     want = {keys[n]: clean(f[n], SCHEMA.dtypes[n]) for n in _WIDE_NAMES if _WIDE_SENT[n](clean(f[n], SCHEMA.dtypes[n]))}
     want = {k: float(v) if type(v) is int and abs(v) > 2**53 else v for k, v in want.items()}  # sent as doubles
     assert {k: v for k, v in fact.items() if k in want} == {k: v for k, v in want.items() if v is not None}
@@ -331,6 +339,19 @@ def test_property_fact_text_is_json_of_the_clean_values(values) -> None:
         assert "e" not in number.lower() or "." in number, text
 
 
+def test_encode_is_what_fire_asserts() -> None:
+    wire = _Recorder()
+    backend, _ = make(engine=wire)
+    rng = random.Random(8)
+    for _ in range(100):
+        f = random_features(rng)
+        texts, missing = backend.encode(f)
+        result = backend.fire(f)
+        assert sorted(missing) == sorted(result.missing)
+        sent = wire.facts()[-len(texts):]
+        assert [json.loads(t) | {"id": 0} for t in sent] == [json.loads(t) for t in texts]
+
+
 def test_integers_past_2_53_are_compared_as_doubles_not_wrapped_int64() -> None:
     # durable's int64 arithmetic wrapped 3 * 3074457345618258603 to a negative number,
     # so `event.amount >= 3 * user.amount_n` fired for an amount of 0
@@ -338,6 +359,8 @@ def test_integers_past_2_53_are_compared_as_doubles_not_wrapped_int64() -> None:
     for big in (3074457345618258603, -3074457345618258603, 2**53 + 1, 10**19, np.int64(3074457345618258603)):
         f = dict.fromkeys(_WIDE_NAMES) | {"event.amount": 0, "user.amount_n": big}
         assert backend.fire(f).fired == expected(preds, f), big
+        (text,), _ = backend.encode(f)
+        assert type(json.loads(text)[backend.field_keys["user.amount_n"]]) is (float if abs(big) > 2**53 else int)
 
 
 @settings(max_examples=300, deadline=None)
@@ -363,11 +386,7 @@ def _as_numpy(features: dict) -> dict:
 
 def test_numpy_scalars_get_the_same_decision_as_python_scalars() -> None:
     # numpy 2 writes repr(np.float64(0.3)) as "np.float64(0.3)", which durable refused (error 202)
-    from pathlib import Path
-
-    from fengkong.engine import load_ruleset
-
-    rs = load_ruleset(Path(__file__).resolve().parents[1] / "rules")
+    rs = load_ruleset(RULES_DIR)
     plain = {"merchant.grade": "B", "ip.is_tor": True, "event.type": "payment", "event.amount": 4990.0,
              "model.txn_risk": 0.95, "model.habit_anomaly": 0.7, "user.amount_zscore": 1e-05}
     want, got = rs.evaluate(plain), rs.evaluate(_as_numpy(plain))
@@ -382,121 +401,98 @@ def test_numpy_scalars_get_the_same_decision_as_python_scalars() -> None:
         assert backend.fire(_as_numpy(f)).fired == backend.fire(f).fired == expected(preds, f), f
 
 
-def test_encoded_fact_is_json_for_every_numpy_scalar(monkeypatch) -> None:
+def test_encoded_fact_is_json_for_every_numpy_scalar() -> None:
     backend, _ = make([("a", "event.amount >= 0"), ("b", "user.amount_zscore >= 0"), ("c", "user.amount_n >= 0"),
                        ("d", "event.is_night"), ("e", "merchant.count_24h >= 0"),
                        ("f", "merchant.distinct_cards_24h >= 0")])
-    spy = _Spy()
-    monkeypatch.setattr(durable_backend, "_dre", spy)
     names = ["event.amount", "user.amount_zscore", "user.amount_n", "event.is_night", "merchant.count_24h",
              "merchant.distinct_cards_24h"]
     numpy = [np.float64(0.3), np.float64(1e-05), np.int64(7), np.bool_(True), np.float32(0.5), np.uint8(3)]
     plain = [0.3, 1e-05, 7, True, 0.5, 3]
     assert backend.fire(dict(zip(names, numpy))).fired == backend.fire(dict(zip(names, plain))).fired
-    (_, text), (_, plain_text) = spy.facts
-    keys = backend._keys
-    assert json.loads(text) == {"id": 1, "sid": "0", **{keys[n]: v for n, v in zip(names, plain)}}
+    (text,), _ = backend.encode(dict(zip(names, numpy)))
+    (plain_text,), _ = backend.encode(dict(zip(names, plain)))
+    keys = backend.field_keys
+    assert json.loads(text) == {"id": 0, "sid": "0", **{keys[n]: v for n, v in zip(names, plain)}}
     assert f'"{keys["user.amount_zscore"]}":1.0e-05' in text  # durable's parser needs a decimal point
-    assert text.replace('"id":1,', '"id":2,') == plain_text
+    assert text == plain_text
 
 
-def test_numpy_scalars_of_every_kind_read_like_python_values():
-    import numpy as np
-
-    from fengkong.engine.predicates import clean
-
-    assert clean(np.int64(3), "number") == 3 and isinstance(clean(np.int64(3), "number"), int)
-    assert clean(np.float32(0.5), "number") == 0.5
-    assert clean(np.bool_(True), "bool") is True
-    assert clean(np.float64("nan"), "number") is None
-    assert clean(np.str_("credit"), "string") == "credit"
+def _facts(backend: DurableRuleset, features: dict) -> list[dict]:
+    return [json.loads(text) for text in backend.encode(features)[0]]
 
 
-def _facts(backend: DurableRuleset, features: dict, monkeypatch) -> list[dict]:
-    spy = _Spy()
-    monkeypatch.setattr(durable_backend, "_dre", spy)
-    backend.fire(features)
-    monkeypatch.setattr(durable_backend, "_dre", dre)
-    return [json.loads(text) for _, text in spy.facts]
-
-
-def test_values_no_test_can_tell_from_absent_are_left_out_of_the_fact(monkeypatch) -> None:
+def test_values_no_test_can_tell_from_absent_are_left_out_of_the_fact() -> None:
     # a flag or a string tested only for equality with constants: a value equal to none
     # of them fails every test, as an absent field does, so it is not sent
     backend, preds = make([("flag", "card.fingerprint in lists.blocked_cards"), ("signup", "event.type == 'signup'"),
                            ("channel", "event.channel in ['wallet', 'pos']"),
                            ("quotient", "merchant.count_24h / merchant.distinct_cards_24h >= 5")])
-    keys = backend._keys
+    keys = backend.field_keys
     plain = {"lists.blocked_cards": False, "event.type": "payment", "event.channel": "quick_pay",
              "merchant.count_24h": 10, "merchant.distinct_cards_24h": 1}
-    (fact,) = _facts(backend, plain, monkeypatch)
+    (fact,) = _facts(backend, plain)
     assert set(fact) == {"id", "sid", "d0"}  # only the quotient, of all five
     assert backend.fire(plain).fired == expected(preds, plain) == ["quotient"]
     hit = {"lists.blocked_cards": True, "event.type": "signup", "event.channel": "pos"}
-    (fact,) = _facts(backend, hit, monkeypatch)
-    assert fact == {"id": fact["id"], "sid": "0", keys["lists.blocked_cards"]: True, keys["event.type"]: "signup",
+    (fact,) = _facts(backend, hit)
+    assert fact == {"id": 0, "sid": "0", keys["lists.blocked_cards"]: True, keys["event.type"]: "signup",
                     keys["event.channel"]: "pos"}
     assert backend.fire(hit).fired == ["flag", "signup", "channel"]
     # left out is not missing; an absent operand of the quotient still is
     assert backend.fire(plain).missing == []
-    assert sorted(backend.fire({}).missing) == sorted(backend._keys)  # every feature the four rules read
+    assert sorted(backend.fire({}).missing) == sorted(keys)  # every feature the four rules read
 
 
-def test_values_a_test_can_tell_from_absent_are_always_sent(monkeypatch) -> None:
-    # a flag tested for false, a string tested with != or for missing, a number: every
-    # clean value goes in, and durable fires as plain Python does
+def test_values_a_test_can_tell_from_absent_are_always_sent() -> None:
+    # a flag tested for false, a string tested with != or for missing, a number, a field
+    # on the right of a comparison, a string constant durable compares in escaped form:
+    # every clean value goes in, and durable fires as plain Python does
     backend, preds = make([("not_flag", "not (card.fingerprint in lists.blocked_cards)"),
                            ("not_credit", "card.type != 'credit'"), ("no_channel", "event.channel is missing"),
-                           ("zero", "user.amount_zscore == 0"), ("night", "event.is_night")])
-    keys = backend._keys
+                           ("zero", "user.amount_zscore == 0"), ("night", "event.is_night"),
+                           ("quoted", "merchant.grade in ['A', 'say \"hi\"']"),
+                           ("above", "event.amount > user.amount_n")])
+    keys = backend.field_keys
     f = {"lists.blocked_cards": False, "card.type": "debit", "event.channel": "wallet", "user.amount_zscore": 1.5,
-         "event.is_night": True}
-    (fact,) = _facts(backend, f, monkeypatch)
+         "event.is_night": True, "merchant.grade": "B", "event.amount": 5, "user.amount_n": 7}
+    (fact,) = _facts(backend, f)
     assert {k: fact[keys[k]] for k in f} == f
     assert backend.fire(f).fired == expected(preds, f) == ["not_flag", "not_credit", "night"]
-    for f in ({"lists.blocked_cards": True, "card.type": "credit", "event.is_night": False}, {}):
+    for f in ({"lists.blocked_cards": True, "card.type": "credit", "event.is_night": False,
+               "merchant.grade": 'say "hi"', "event.amount": 9, "user.amount_n": 7}, {}):
         assert backend.fire(f).fired == expected(preds, f), f
 
 
-def test_sent_values_are_the_constants_of_an_equality_only_field() -> None:
-    sent = durable_backend._sent_values
-    assert sent("bool", {True}) == {True} and sent("bool", {True, False}) == {True, False}
-    assert sent("string", {"credit", "信用卡"}) == {"credit", "信用卡"}
-    # a constant durable would compare in its escaped form, or a number: every value is sent
-    assert sent("string", {"credit", 'a "quoted" one'}) is None and sent("string", {"a\\b"}) is None
-    assert sent("number", {0}) is None and sent("bool", {1}) is None
-    constants, other = durable_backend._field_uses([
-        {"$and": [{"f0": True}, {"$or": [{"f1": "x"}, {"f1": "y"}]}]},
-        {"$neq": {"f2": "z"}}, {"$nex": {"f3": 1}}, {"$and": [{"$ex": {"f5": 1}}, {"$gt": {"f4": {"$m": "f5"}}}]},
-        {"f6": {"$m": "f7"}},
-    ])
-    assert constants == {"f0": {True}, "f1": {"x", "y"}}
-    assert other == {"f2", "f3", "f4", "f5", "f6", "f7"}
-
-
-def test_default_pack_facts_leave_out_false_flags_and_unnamed_strings(monkeypatch) -> None:
+def test_default_pack_facts_leave_out_false_flags_and_unnamed_strings() -> None:
     # the default pack's flags are tested for true only, but `merchant.has_baseline` (for
     # false) and `user.country_mismatch_usual` (both); `merchant.grade` meets != and is
-    # always sent. Pinned, so a change of the plan shows here.
-    from pathlib import Path
+    # always sent. Pinned on the wire, so a change of what is sent shows here.
+    rs = load_ruleset(RULES_DIR)
+    backend = DurableRuleset(unique_name("pack"), rs.conditions, rs.schema.dtypes)
+    assert backend.shard_count == 1
+    keys = backend.field_keys
+    bools = sorted(n for n in keys if rs.schema.dtypes[n] == "bool")
+    assert "lists.blocked_cards" in bools and "merchant.has_baseline" in bools
 
-    from fengkong.engine import load_ruleset
+    def sent(features: dict) -> set[str]:
+        (fact,) = _facts(backend, features)
+        return {n for n, k in keys.items() if k in fact}
 
-    rs = load_ruleset(Path(__file__).resolve().parents[1] / "rules")
-    backend = rs._durable
-    (shard,) = backend._shards
-    bools = {name: (true is not None, false is not None) for name, true, false, _ in shard.bools}
-    assert bools.pop("merchant.has_baseline") == (False, True)
-    assert bools.pop("user.country_mismatch_usual") == (True, True)
-    assert set(bools.values()) == {(True, False)} and "lists.blocked_cards" in bools
-    strings = {name: sent for name, _, sent, _ in shard.strings}
-    assert strings == {"card.type": {"credit"}, "merchant.grade": None, "event.type": {"signup"},
-                       "event.channel": {"online_banking", "quick_pay", "card_not_present"}}
-    assert {name for name, _ in shard.unsent} == {"merchant.distinct_cards_24h", "user.sum_1h"}
+    assert sent(dict.fromkeys(bools, False)) == {"merchant.has_baseline", "user.country_mismatch_usual"}
+    assert sent(dict.fromkeys(bools, True)) == set(bools) - {"merchant.has_baseline"}
+    strings = {"card.type": ["credit", "debit"], "merchant.grade": ["A", "B"], "event.type": ["signup", "payment"],
+               "event.channel": ["online_banking", "quick_pay", "card_not_present", "wallet", "pos"]}
+    assert set(strings) == {n for n in keys if rs.schema.dtypes[n] == "string"}
+    for name, values in strings.items():
+        assert {v for v in values if sent({name: v})} == {
+            "card.type": {"credit"}, "merchant.grade": {"A", "B"}, "event.type": {"signup"},
+            "event.channel": {"online_banking", "quick_pay", "card_not_present"}}[name], name
+    # read only through a derived field: never sent, still reported missing when absent
     payment = {"merchant.grade": "B", "event.type": "payment", "event.channel": "wallet", "card.type": "debit",
                "merchant.has_baseline": True, "lists.blocked_cards": False, "user.sum_1h": 100, "event.amount": 5}
-    (fact,) = _facts(backend, payment, monkeypatch)
-    keys = backend._keys
-    assert {k for k in fact if not k.startswith("d")} == {"id", "sid", keys["merchant.grade"], keys["event.amount"]}
+    assert sent(payment) == {"merchant.grade", "event.amount"}
+    assert sent({"user.sum_1h": 100, "merchant.distinct_cards_24h": 3}) == set()
     d = rs.evaluate(payment)
     assert "user.sum_1h" not in d.missing_features and "merchant.distinct_cards_24h" in d.missing_features
+    backend.close()

@@ -120,3 +120,15 @@ def test_number_reader_of_a_derived_field_is_clean() -> None:
         assert got == want or (got is None and want is None), value
         assert type(got) is type(want), value
     assert read({}) is None
+
+
+def test_numpy_scalars_of_every_kind_read_like_python_values() -> None:
+    import numpy as np
+
+    from fengkong.engine.predicates import clean
+
+    assert clean(np.int64(3), "number") == 3 and isinstance(clean(np.int64(3), "number"), int)
+    assert clean(np.float32(0.5), "number") == 0.5
+    assert clean(np.bool_(True), "bool") is True
+    assert clean(np.float64("nan"), "number") is None
+    assert clean(np.str_("credit"), "string") == "credit"

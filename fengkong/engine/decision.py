@@ -2,10 +2,9 @@
 
 `Decision` and `FiredRule` are frozen dataclasses with an ``__init__`` of their own
 (``init=False``): the generated one of a frozen dataclass sets each field with
-``object.__setattr__``; built that way a FiredRule took 0.57 us and a Decision 0.79,
-their own ``__init__`` writes the same fields into the instance's dict at once in 0.35
-and 0.39 (one Decision and about one FiredRule per decision). Equality, repr,
-`dataclasses.replace` and the frozen guard are the dataclass's.
+``object.__setattr__``, slower on a path that builds one per decision (see
+docs/benchmarks.md); theirs writes the fields into the instance's dict at once.
+Equality, repr, `dataclasses.replace` and the frozen guard are the dataclass's.
 tests/test_engine_ruleset.py holds each ``__init__`` to the fields.
 """
 

@@ -20,17 +20,19 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from fengkong.engine.errors import Problem
-from fengkong.engine.rule import ACTIONS, parse_expression
+from fengkong.engine.rule import ACTIONS, NOUNS, Action, yaml_number, parse_expression
 from fengkong.engine.schema import Schema
 from fengkong.engine.tree import Expr, features
+from fengkong.engine.validation import duplicate_keys, field_errors
 from fengkong.engine.yamlio import line_of
 
 GRADE_FEATURE = sys.intern("merchant.grade")  # interned, as the feature store's keys are
 CHANNEL_FEATURE = sys.intern("event.channel")
-POLICY_FIELDS = ("severity", "thresholds", "lanes")
 
 
 @dataclass(frozen=True)
@@ -120,80 +122,80 @@ class Policy:
         return table
 
 
+Threshold = Annotated[int | float, BeforeValidator(yaml_number), Field(ge=0)]
+#: an action's score threshold; allow has none (it is what a total below them all gets)
+Table = dict[Literal["challenge", "review", "deny"], Threshold]
+
+
+class ThresholdsSpec(BaseModel):
+    """``thresholds``: the default table, and tables by merchant grade and by channel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default: Table | None = None
+    grade: dict[str, Table] | None = None
+    channel: dict[str, Table] | None = None
+
+
+class LaneSpec(BaseModel):
+    """One allow-list lane: when it holds, ``decision``, unless a fired rule has a tag."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    when: str
+    decision: Action = "allow"
+    unless_tags: list[str] = []
+
+
+class PolicySpec(BaseModel):
+    """``policy.yaml`` as written, every field checked (the lanes' expressions apart)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    severity: list[Action] | None = None
+    thresholds: ThresholdsSpec | None = None
+    lanes: dict[str, LaneSpec] | None = None
+
+    @field_validator("severity")
+    @classmethod
+    def _order(cls, value: list[str] | None) -> list[str] | None:
+        if value and sorted(value) != sorted(ACTIONS):
+            raise ValueError(f"must list each of {', '.join(ACTIONS)} once, least severe first")
+        if value and value[0] != "allow":
+            raise ValueError("must start with allow (nothing fired means allow)")
+        return value
+
+
 def build_policy(node: Any, file: str, schema: Schema) -> tuple[Policy | None, list[Problem]]:
-    problems: list[Problem] = []
-
-    def bad(where: Any, key: str | None, reason: str) -> None:
-        problems.append(Problem(file, line_of(where, key), None, reason))
-
+    """A Policy from ``policy.yaml``'s mapping, or every problem that stops it (file, line, field)."""
     if node is None:
         node = {}
     if not isinstance(node, dict):
         return None, [Problem(file, None, None, "policy must be a mapping")]
-    for key in node:
-        if key not in POLICY_FIELDS:
-            bad(node, key, f"unknown policy field {key!r} (fields: {', '.join(POLICY_FIELDS)})")
-    severity = tuple(node.get("severity") or ACTIONS)
-    if sorted(severity) != sorted(ACTIONS):
-        bad(node, "severity", f"severity must list each of {', '.join(ACTIONS)} once, least severe first")
-        severity = ACTIONS
-    if severity[0] != "allow":
-        bad(node, "severity", "severity must start with allow (nothing fired means allow)")
-
-    def table(where: Any, key: str, value: Any, label: str) -> dict[str, float]:
-        if not isinstance(value, dict):
-            bad(where, key, f"{label} must map actions to score thresholds")
-            return {}
-        out: dict[str, float] = {}
-        for action, limit in value.items():
-            if action not in ACTIONS or action == "allow":
-                bad(value, action, f"{label}: unknown action {action!r}; expected challenge, review or deny")
-            elif isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0:
-                bad(value, action, f"{label}: threshold for {action} must be a number >= 0")
-            else:
-                out[action] = limit
-        return out
-
-    th = node.get("thresholds") or {}
-    default: dict[str, float] = {}
-    by_grade: dict[str, dict[str, float]] = {}
-    by_channel: dict[str, dict[str, float]] = {}
-    if not isinstance(th, dict):
-        bad(node, "thresholds", "thresholds must be a mapping with default, grade, channel")
-    else:
-        for key in th:
-            if key not in ("default", "grade", "channel"):
-                bad(th, key, f"unknown thresholds field {key!r} (default, grade, channel)")
-        if "default" in th:
-            default = table(th, "default", th["default"], "thresholds.default")
-        for group, target in (("grade", by_grade), ("channel", by_channel)):
-            sub = th.get(group) or {}
-            if not isinstance(sub, dict):
-                bad(th, group, f"thresholds.{group} must be a mapping")
-                continue
-            for name, value in sub.items():
-                target[str(name)] = table(sub, name, value, f"thresholds.{group}.{name}")
+    problems = [Problem(file, e.line, None, str(e)) for e in duplicate_keys(node)]
+    spec: PolicySpec | None = None
+    try:
+        spec = PolicySpec.model_validate(node)
+    except ValidationError as exc:
+        problems += [Problem(file, e.line, None, str(e)) for e in field_errors(exc, PolicySpec, node, NOUNS)]
     lanes: list[Lane] = []
-    lanes_node = node.get("lanes") or {}
-    if not isinstance(lanes_node, dict):
-        bad(node, "lanes", "lanes must map a lane name to {when, decision, unless_tags}")
-        lanes_node = {}
-    for name, spec in lanes_node.items():
-        if not isinstance(spec, dict) or "when" not in spec:
-            bad(lanes_node, name, f"lane {name!r} needs a `when` expression")
-            continue
-        expr, errors = parse_expression(spec["when"], schema)
-        for e in errors:
-            bad(spec, "when", f"lane {name}: when: {e.reason}")
-        decision = spec.get("decision", "allow")
-        if decision not in ACTIONS:
-            bad(spec, "decision", f"lane {name}: unknown action {decision!r}")
-        unless = spec.get("unless_tags", [])
-        if not isinstance(unless, list):
-            bad(spec, "unless_tags", f"lane {name}: unless_tags must be a list")
-            unless = []
-        if expr is not None:
-            lanes.append(Lane(str(name), str(spec["when"]).strip(), expr, decision, tuple(map(str, unless))))
-    if problems:
+    lanes_node = node.get("lanes")
+    for name, lane in (lanes_node.items() if isinstance(lanes_node, dict) else ()):
+        when = lane.get("when") if isinstance(lane, dict) else None
+        if not isinstance(when, str):
+            continue  # reported by the model
+        expr, errors = parse_expression(when, schema)
+        problems += [Problem(file, line_of(lane, "when"), None, f"lanes.{name}.when: {e.reason}") for e in errors]
+        if spec is not None and spec.lanes and expr is not None:
+            checked = spec.lanes[str(name)]
+            lanes.append(Lane(str(name), when.strip(), expr, checked.decision, tuple(checked.unless_tags)))
+    if problems or spec is None:
         return None, problems
-    return Policy(severity, default, by_grade, by_channel, tuple(lanes)), []
+    th = spec.thresholds or ThresholdsSpec()
+    return Policy(tuple(spec.severity or ACTIONS), _table(th.default),
+                  {str(g): _table(t) for g, t in (th.grade or {}).items()},
+                  {str(c): _table(t) for c, t in (th.channel or {}).items()}, tuple(lanes)), []
+
+
+def _table(table: Table | None) -> dict[str, float]:
+    return {str(action): limit for action, limit in (table or {}).items()}

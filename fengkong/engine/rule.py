@@ -1,32 +1,88 @@
-"""One analyst rule: its fields, and the checks that turn a YAML mapping into it.
+"""One analyst rule: its fields, and the model that turns a YAML mapping into it.
 
 Rule fields (docs/rules.md): ``id``, ``description``, ``when``, ``then``
 (allow/challenge/review/deny), ``score`` (0-100), ``tags`` (list, default empty),
-``mode`` (enforce/shadow, default enforce). Unknown fields are refused so a typo
-like ``scroe`` is caught instead of ignored.
+``mode`` (enforce/shadow, default enforce). `RuleSpec` (pydantic) checks them all in
+one pass; unknown fields are refused so a typo like ``scroe`` is caught instead of
+ignored. The ``when`` expression is then parsed and type-checked against the schema.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
 
 from fengkong.engine.errors import ExpressionError, Problem
 from fengkong.engine.language import parse
 from fengkong.engine.schema import Schema
 from fengkong.engine.tree import Expr, features
 from fengkong.engine.typecheck import typecheck
+from fengkong.engine.validation import duplicate_keys, field_errors
 from fengkong.engine.yamlio import line_of
 
 ACTIONS: tuple[str, ...] = ("allow", "challenge", "review", "deny")
 MODES: tuple[str, ...] = ("enforce", "shadow")
 RULE_FIELDS = ("id", "description", "when", "then", "score", "tags", "mode")
 _ID = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+#: what the choices of a field are called in an error message
+NOUNS = {"then": "action", "decision": "action", "mode": "mode", "severity": "action", "[key]": "action"}
+
+Action = Literal["allow", "challenge", "review", "deny"]
+
+
+def yaml_number(value: Any) -> Any:
+    """A YAML number as it is (an int stays an int); text and true/false are refused
+    rather than converted, since ``score: "10"`` is more likely a mistake than a wish."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be a number, not {value!r}")
+    return value
+
+
+Number = Annotated[int | float, BeforeValidator(yaml_number)]
+
+
+class RuleSpec(BaseModel):
+    """A rule as written in a rule file, every field checked (the expression apart)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    description: str
+    when: str
+    then: Action
+    score: Number
+    tags: list[str] = []
+    mode: Literal["enforce", "shadow"] = "enforce"
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError(f"{value!r} must be letters, digits, '_', '.', '-' (at most 100)")
+        return value
+
+    @field_validator("description")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be non-empty text")
+        return value.strip()
+
+    @field_validator("score")
+    @classmethod
+    def _in_range(cls, value: float) -> float:
+        if not 0 <= value <= 100:
+            raise ValueError(f"{value} is out of range (0 to 100)")
+        return value
 
 
 @dataclass(frozen=True)
 class Rule:
+    """A checked rule with its parsed condition, ready to compile and to explain."""
+
     id: str
     description: str
     when: str
@@ -57,55 +113,28 @@ def parse_expression(text: Any, schema: Schema) -> tuple[Expr | None, list[Expre
 
 
 def build_rule(node: Any, file: str, schema: Schema) -> tuple[Rule | None, list[Problem]]:
-    """A Rule from one YAML mapping, or the problems that stop it."""
+    """A Rule from one YAML mapping, or every problem that stops it (file, line, id, field)."""
     line = line_of(node) or None
     if not isinstance(node, dict):
         return None, [Problem(file, line, None, "a rule must be a mapping with id, description, when, then, score")]
     rid = node.get("id")
     rid_s = str(rid) if rid is not None else None
-    problems: list[Problem] = []
-
-    def bad(key: str | None, reason: str) -> None:
-        problems.append(Problem(file, line_of(node, key) if key else line, rid_s, reason))
-
-    for key, kline in getattr(node, "duplicate_keys", []):
-        problems.append(Problem(file, kline, rid_s, f"field {key!r} is written twice"))
-    for key in node:
-        if key not in RULE_FIELDS:
-            bad(key, f"unknown field {key!r} (fields: {', '.join(RULE_FIELDS)})")
-    for key in ("id", "description", "when", "then", "score"):
-        if key not in node:
-            bad(None, f"missing required field {key!r}")
-    if rid is not None and (not isinstance(rid, str) or not _ID.match(rid)):
-        bad("id", f"id {rid!r} must be letters, digits, '_', '.', '-' (at most 100)")
-    desc = node.get("description")
-    if "description" in node and (not isinstance(desc, str) or not desc.strip()):
-        bad("description", "description must be non-empty text")
-    then = node.get("then")
-    if "then" in node and then not in ACTIONS:
-        bad("then", f"unknown action {then!r}; expected one of {', '.join(ACTIONS)}")
-    score = node.get("score")
-    if "score" in node:
-        if isinstance(score, bool) or not isinstance(score, (int, float)):
-            bad("score", f"score {score!r} must be a number from 0 to 100")
-        elif not 0 <= score <= 100:
-            bad("score", f"score {score} is out of range (0 to 100)")
-    tags = node.get("tags", [])
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        bad("tags", "tags must be a list of words, e.g. [cash_out, 套现]")
-        tags = []
-    mode = node.get("mode", "enforce")
-    if mode not in MODES:
-        bad("mode", f"unknown mode {mode!r}; expected enforce or shadow")
+    problems = [Problem(file, e.line, rid_s, str(e)) for e in duplicate_keys(node)]
+    spec: RuleSpec | None = None
+    try:
+        spec = RuleSpec.model_validate(node)
+    except ValidationError as exc:
+        problems += [Problem(file, e.line, rid_s, str(e)) for e in field_errors(exc, RuleSpec, node, NOUNS)]
     expr = None
-    if "when" in node:
-        expr, errors = parse_expression(node["when"], schema)
+    when = node.get("when")
+    if isinstance(when, str):
+        expr, errors = parse_expression(when, schema)
         wline = line_of(node, "when") or line
-        for e in errors:
-            problems.append(Problem(file, wline, rid_s, f"when: {e.reason}"))
-    if problems or expr is None:
+        problems += [Problem(file, wline, rid_s, f"when: {e.reason}") for e in errors]
+    if problems or spec is None or expr is None:
         return None, problems
     return Rule(
-        id=rid_s or "", description=desc.strip(), when=str(node["when"]).strip(), expr=expr, then=then,
-        score=score, tags=tuple(tags), mode=mode, file=file, line=line or 0, reads=tuple(features(expr)),
+        id=spec.id, description=spec.description, when=spec.when.strip(), expr=expr, then=spec.then,
+        score=spec.score, tags=tuple(spec.tags), mode=spec.mode, file=file, line=line or 0,
+        reads=tuple(features(expr)),
     ), []

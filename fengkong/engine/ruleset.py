@@ -25,6 +25,7 @@ from fengkong.engine.errors import Problem, RuleSetError
 from fengkong.engine.policy import CHANNEL_FEATURE, GRADE_FEATURE, Policy, build_policy
 from fengkong.engine.rule import Rule, build_rule
 from fengkong.engine.schema import LISTS_FILE, Schema, read_lists
+from fengkong.engine.tree import Expr
 from fengkong.engine.yamlio import YamlSyntax, line_of, load_yaml
 
 POLICY_FILE = "policy.yaml"
@@ -128,9 +129,10 @@ class RuleSet:
         for r in self.rules:
             reads.update(r.reads)
         self.features_read: frozenset[str] = frozenset(reads)
-        conditions = [(r.id, r.expr) for r in self.rules]
-        conditions += [(LANE_PREFIX + lane.name, lane.expr) for lane in policy.lanes]
-        self._durable = DurableRuleset(unique_name(f"fengkong_{content_hash[:12]}"), conditions, schema.dtypes)
+        #: what durable_rules evaluates: (key, tree) for each rule, then each lane (key prefixed)
+        self.conditions: tuple[tuple[str, Expr], ...] = (
+            *((r.id, r.expr) for r in self.rules), *((LANE_PREFIX + lane.name, lane.expr) for lane in policy.lanes))
+        self._durable = DurableRuleset(unique_name(f"fengkong_{content_hash[:12]}"), self.conditions, schema.dtypes)
         self.evaluate({})  # warm the new ruleset before it takes traffic
 
     def evaluate(self, features: Mapping[str, Any]) -> Decision:

@@ -1,6 +1,6 @@
 """The typed tree a `when` expression parses into.
 
-Both evaluators (durable_rules in `durable_backend.py`, numpy/pandas in
+Both evaluators (durable_rules in `durable_backend/`, numpy/pandas in
 `vectorized.py`) and the plain-Python reference (`predicates.py`) consume this tree;
 none of them ever sees the analyst's text. Nodes are frozen so a parsed rule can be
 shared by every evaluator and every thread.

@@ -1,6 +1,6 @@
 """The same rules, evaluated column-wise over a whole feature table.
 
-durable_rules decides one event at a time (about 10,000 decisions/s here); a
+durable_rules decides one event at a time (docs/benchmarks.md has its rate); a
 backtest over months of history needs the same answers for every row at once. This
 module evaluates the SAME typed trees (`Rule.expr`, the lanes' `Lane.expr`) with
 numpy over a DataFrame that has one column per dotted feature name (the offline
@@ -130,7 +130,7 @@ class _Table:
                 present = pd.notna(raw)
             else:  # pandas string dtypes hold only strings and NA
                 present = s.notna().to_numpy()
-            vals = np.where(present, raw, None)
+            vals = np.asarray(np.where(present, raw, None), dtype=object)
             codes, uniq = pd.factorize(pd.Series(vals, dtype=object), use_na_sentinel=True)
             return _Col(kind, vals, present, codes.astype(np.int64), {u: i for i, u in enumerate(uniq)})
         # a feature of undeclared type: present unless None/NaN
@@ -148,6 +148,11 @@ class _Val:
     values: Any
     present: Any  # bool array, or True for a constant
     col: _Col | None = None  # the column, when the value is a plain feature (for fast string tests)
+
+
+def _is_scalar(x: Any) -> bool:
+    """`np.isscalar` as a plain bool (its TypeGuard would narrow a value to numpy's scalar types)."""
+    return bool(np.isscalar(x))
 
 
 _OPS = {
@@ -178,8 +183,8 @@ class _Evaluator:
             return _Val(c.kind, c.values, c.present, c)
         a, b = self.value(v.left), self.value(v.right)
         present = np.logical_and(a.present, b.present)
-        av = np.asarray(a.values, dtype=np.float64) if not np.isscalar(a.values) else float(a.values)
-        bv = np.asarray(b.values, dtype=np.float64) if not np.isscalar(b.values) else float(b.values)
+        av = np.asarray(a.values, dtype=np.float64) if not _is_scalar(a.values) else float(a.values)
+        bv = np.asarray(b.values, dtype=np.float64) if not _is_scalar(b.values) else float(b.values)
         with np.errstate(all="ignore"):
             if v.op == "+":
                 out = av + bv
@@ -214,7 +219,7 @@ class _Evaluator:
             return self._compare(e)
         if isinstance(e, InLiteral):
             a = self.value(e.item)
-            if a.col is not None and a.col.codes is not None:  # string feature: compare codes
+            if a.col is not None and a.col.codes is not None and a.col.uniques is not None:  # a string feature
                 idx = [a.col.uniques[x] for x in e.values if isinstance(x, str) and x in a.col.uniques]
                 hit = np.isin(a.col.codes, idx) if idx else np.zeros(self.n, dtype=bool)
             elif a.kind == _NUMBER:
@@ -242,8 +247,8 @@ class _Evaluator:
         a, b = self.value(e.left), self.value(e.right)
         present = np.logical_and(a.present, b.present)
         kind = a.kind if a.kind is not None else b.kind
-        if kind == _STRING and a.col is not None and a.col.codes is not None and isinstance(e.right, Const) \
-                and e.op in ("==", "!="):
+        if kind == _STRING and a.col is not None and a.col.codes is not None and a.col.uniques is not None \
+                and isinstance(e.right, Const) and e.op in ("==", "!="):
             code = a.col.uniques.get(e.right.value) if isinstance(e.right.value, str) else None
             eq = a.col.codes == code if code is not None else np.zeros(self.n, dtype=bool)
             return (eq if e.op == "==" else ~eq) & present
@@ -253,8 +258,8 @@ class _Evaluator:
             with np.errstate(invalid="ignore"):
                 out = _OPS[e.op](av, bv)
         elif kind == _BOOL:
-            out = _OPS[e.op](np.asarray(a.values, dtype=np.int8) if not np.isscalar(a.values) else int(a.values),
-                             np.asarray(b.values, dtype=np.int8) if not np.isscalar(b.values) else int(b.values))
+            out = _OPS[e.op](np.asarray(a.values, dtype=np.int8) if not _is_scalar(a.values) else int(a.values),
+                             np.asarray(b.values, dtype=np.int8) if not _is_scalar(b.values) else int(b.values))
         else:
             av = np.broadcast_to(np.asarray(a.values, dtype=object), (self.n,))
             bv = np.broadcast_to(np.asarray(b.values, dtype=object), (self.n,))

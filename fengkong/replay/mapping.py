@@ -37,68 +37,33 @@ events are made up (the file carries its own).
 
 from __future__ import annotations
 
-import difflib
-import re
 from dataclasses import dataclass, field
-from datetime import timedelta, timezone
+from datetime import timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Mapping as TMapping
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from fengkong.engine.yamlio import YamlSyntax, load_yaml, plain
 from fengkong.events import FLAT_COLUMNS, currency_exponent
+from fengkong.replay.mapping_spec import (
+    DEFAULT_DELAY,
+    DEFAULT_TRUE,
+    DEFAULT_TYPES,
+    REQUIRED,
+    TYPES,
+    MappingError,
+    MappingSpec,
+    parse_delay,
+    parse_offset,
+    suggest,
+    validate_mapping,
+)
 
-TYPES = ("string", "minor", "decimal", "datetime", "epoch_s", "epoch_ms")
-REQUIRED = ("event_id", "type", "occurred_at")
-DEFAULT_TRUE = ("true", "1", "yes", "y", "t", "1.0")
-DEFAULT_DELAY = "7d"
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-SPEC_KEYS = ("column", "type", "format", "timezone", "map")
-LABEL_KEYS = ("column", "true_values", "delay", "scenario_column", "emit_reports")
-TOP_KEYS = ("columns", "constants", "label")
-
-
-class MappingError(ValueError):
-    """A mapping the source cannot satisfy; names the event field and/or the source column."""
-
-    def __init__(self, message: str, *, field: str | None = None, column: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
-        self.column = column
-
-
-def _suggest(name: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def parse_delay(value: Any) -> float:
-    """``7d``, ``36h``, ``90m``, ``30s``, ``2w`` or a number of seconds -> seconds."""
-    if isinstance(value, bool):
-        raise MappingError(f"label.delay: {value!r} is not a duration (e.g. 7d, 36h, 3600)", field="label.delay")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise MappingError("label.delay: must not be negative", field="label.delay")
-        return float(value)
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", str(value))
-    if not m:
-        raise MappingError(f"label.delay: {value!r} is not a duration (e.g. 7d, 36h, 90m, 3600)",
-                           field="label.delay")
-    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
-
-
-def parse_offset(text: str, where: str) -> timezone:
-    if str(text).upper() in ("UTC", "Z"):
-        return timezone.utc
-    m = re.fullmatch(r"([+-])(\d{2}):?(\d{2})", str(text).strip())
-    if not m:
-        raise MappingError(f"{where}: timezone {text!r} must be an offset like +08:00 or UTC", field=where)
-    delta = timedelta(hours=int(m.group(2)), minutes=int(m.group(3)))
-    return timezone(-delta if m.group(1) == "-" else delta)
-
+__all__ = ["DEFAULT_DELAY", "DEFAULT_TRUE", "REQUIRED", "TYPES", "ColumnSpec", "LabelSpec", "Mapping", "MappingError",
+           "MappingSpec", "load_mapping", "parse_delay", "parse_offset"]
 
 @dataclass(frozen=True)
 class ColumnSpec:
@@ -129,85 +94,32 @@ class Mapping:
     # -- building ------------------------------------------------------------------------
     @classmethod
     def load(cls, path: Path | str) -> "Mapping":
+        """Read a mapping file; every problem in it is named with its line."""
         path = Path(path)
+        if not path.is_file():
+            raise MappingError(f"mapping file {path} not found")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise MappingError(f"mapping file {path} not found") from None
-        except yaml.YAMLError as exc:
-            raise MappingError(f"{path}: YAML syntax: {exc}") from None
+            data = load_yaml(path)
+        except YamlSyntax as exc:
+            raise MappingError(f"{path}{f':{exc.line}' if exc.line else ''}: {exc.reason}") from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "<mapping>") -> "Mapping":
-        if not isinstance(data, dict):
-            raise MappingError(f"{source}: a mapping file is a YAML mapping with columns, constants, label")
-        for key in data:
-            if key not in TOP_KEYS:
-                raise MappingError(f"{source}: unknown key {key!r} (keys: {', '.join(TOP_KEYS)})"
-                                   + _suggest(str(key), list(TOP_KEYS)))
-        columns: dict[str, ColumnSpec] = {}
-        for fname, spec in (data.get("columns") or {}).items():
-            fname = str(fname)
-            if fname not in FLAT_COLUMNS:
-                raise MappingError(f"{source}: columns.{fname}: {fname!r} is not an event field"
-                                   f"{_suggest(fname, list(FLAT_COLUMNS))} (fields: {', '.join(FLAT_COLUMNS)})",
-                                   field=fname)
-            if isinstance(spec, str):
-                spec = {"column": spec}
-            if not isinstance(spec, dict) or not isinstance(spec.get("column"), str):
-                raise MappingError(f"{source}: columns.{fname}: give a source column name, or "
-                                   "{column: NAME, type: ..., format: ..., map: {...}}", field=fname)
-            for key in spec:
-                if key not in SPEC_KEYS:
-                    raise MappingError(f"{source}: columns.{fname}: unknown key {key!r} (keys: {', '.join(SPEC_KEYS)})",
-                                       field=fname, column=spec["column"])
-            default_type = {"amount": "minor", "occurred_at": "datetime"}.get(fname, "string")
-            typ = spec.get("type", default_type)
-            if typ not in TYPES:
-                raise MappingError(f"{source}: columns.{fname}: unknown type {typ!r} (types: {', '.join(TYPES)})",
-                                   field=fname, column=spec["column"])
-            if fname == "amount" and typ not in ("minor", "decimal"):
-                raise MappingError(f"{source}: columns.amount: type must be minor or decimal, not {typ!r}",
-                                   field=fname, column=spec["column"])
-            if fname == "occurred_at" and typ not in ("datetime", "epoch_s", "epoch_ms"):
-                raise MappingError(f"{source}: columns.occurred_at: type must be datetime, epoch_s or epoch_ms",
-                                   field=fname, column=spec["column"])
-            if spec.get("timezone") is not None:
-                parse_offset(spec["timezone"], f"columns.{fname}")
-            vmap = spec.get("map")
-            if vmap is not None and not isinstance(vmap, dict):
-                raise MappingError(f"{source}: columns.{fname}: map must be a mapping of source value to value",
-                                   field=fname, column=spec["column"])
-            columns[fname] = ColumnSpec(fname, spec["column"], typ, spec.get("format"), spec.get("timezone"),
-                                        {str(k): str(v) for k, v in vmap.items()} if vmap else None)
-        constants = dict(data.get("constants") or {})
-        for fname in constants:
-            if fname not in FLAT_COLUMNS:
-                raise MappingError(f"{source}: constants.{fname}: not an event field"
-                                   f"{_suggest(str(fname), list(FLAT_COLUMNS))}", field=str(fname))
-            if fname in columns:
-                raise MappingError(f"{source}: {fname} is both mapped to a column and a constant; keep one",
-                                   field=str(fname))
-        for fname in REQUIRED:
-            if fname not in columns and fname not in constants:
-                raise MappingError(f"{source}: event field {fname!r} is required: map it under columns "
-                                   "(or give it under constants)", field=fname)
+        """Check a mapping document (`MappingSpec`, then what it means for the event
+        fields) and build it; one `MappingError` lists every problem found."""
+        spec = validate_mapping(data, source)
+        columns = {str(name): ColumnSpec(str(name), c.column, c.type or DEFAULT_TYPES.get(str(name), "string"),
+                                         c.format, c.timezone,
+                                         {str(k): str(v) for k, v in c.map.items()} if c.map else None)
+                   for name, c in (spec.columns or {}).items()}
         label = None
-        if data.get("label") is not None:
-            lab = data["label"]
-            if not isinstance(lab, dict) or not isinstance(lab.get("column"), str):
-                raise MappingError(f"{source}: label: give at least `column:` (the fraud yes/no column)",
-                                   field="label")
-            for key in lab:
-                if key not in LABEL_KEYS:
-                    raise MappingError(f"{source}: label: unknown key {key!r} (keys: {', '.join(LABEL_KEYS)})",
-                                       field="label")
-            tv = lab.get("true_values")
-            true_values = tuple(_norm_label(v) for v in tv) if tv is not None else DEFAULT_TRUE
-            label = LabelSpec(lab["column"], true_values, parse_delay(lab.get("delay", DEFAULT_DELAY)),
-                              lab.get("scenario_column"), bool(lab.get("emit_reports", True)))
-        return cls(columns, constants, label, source)
+        if spec.label is not None:
+            lab = spec.label
+            true_values = tuple(_norm_label(v) for v in lab.true_values) if lab.true_values is not None \
+                else DEFAULT_TRUE
+            label = LabelSpec(lab.column, true_values, parse_delay(lab.delay), lab.scenario_column, lab.emit_reports)
+        return cls(columns, plain(dict(spec.constants or {})), label, source)
 
     @classmethod
     def identity(cls, source_columns: list[str], *, source: str = "<file>") -> "Mapping":
@@ -240,7 +152,7 @@ class Mapping:
             if col not in have:
                 shown = ", ".join(have[:40]) + (" ..." if len(have) > 40 else "")
                 raise MappingError(f"{self.source}: {where} reads column {col!r}, which {source} does not have"
-                                   f"{_suggest(col, have)} (columns: {shown})", field=where, column=col)
+                                   f"{suggest(col, have)} (columns: {shown})", field=where, column=col)
 
     def apply(self, raw: pd.DataFrame, *, source: str = "the file") -> pd.DataFrame:
         """The flat event frame: FLAT_COLUMNS (amount as integer minor units, occurred_at as ISO
@@ -420,7 +332,7 @@ def _to_minor(s: pd.Series, spec: ColumnSpec, currency: pd.Series) -> pd.Series:
     else:
         cur = currency.where(currency.notna(), "CNY").to_numpy(dtype=object)
         vals = s.to_numpy(dtype=object)
-        for i in np.flatnonzero(~missing):
+        for i in map(int, np.flatnonzero(~missing)):
             v = vals[i]
             try:
                 d = Decimal(str(v).strip().replace(",", ""))

@@ -1,0 +1,232 @@
+"""One decision's features as the JSON fact durable's parser reads.
+
+Only the fields a shard's rules read are written, under their short keys. ``None``,
+NaN and wrong-typed values are left out: that is how a missing feature reaches
+durable. So are values no durable test can tell from an absent field (a false flag
+tested only for true, a string no rule names: `sent_values`) and fields read only
+through a derived field; durable walks less, and the fires are the same. Python,
+not durable, reports the missing features. See docs/benchmarks.md for the cost.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from json.encoder import encode_basestring as _encode_str  # what json.dumps(str, ensure_ascii=False) returns
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from fengkong.engine.durable_backend.compiler import refs
+from fengkong.engine.predicates import ValueFn, clean
+
+#: Integers beyond this go to durable as doubles. durable computes with 64-bit integers,
+#: which wrap (``x >= 3 * y`` fired for x = 0 with y = 3074457345618258603); a double
+#: never wraps, and up to 2^53 it is exact.
+EXACT_INT = 2**53
+
+
+@dataclass(frozen=True, slots=True)
+class FactPlan:
+    """What `encode_fact` reads for one shard, split by type, so the common values
+    are written without a call (prefixes are ``"key":``; ``report`` is False for a
+    feature another shard already reports missing)."""
+
+    numbers: tuple[tuple[str, str, bool], ...]  # name, prefix, report
+    bools: tuple[tuple[str, str | None, str | None, bool], ...]  # name, true member, false member (None: not sent)
+    strings: tuple[tuple[str, str, frozenset[Any] | None, bool], ...]  # name, prefix, values sent (None: all)
+    others: tuple[tuple[str, str, str | None, bool], ...]  # name, prefix, dtype, report
+    unsent: tuple[tuple[str, str | None], ...]  # read only to report them missing
+    computed: tuple[tuple[str, ValueFn], ...]  # prefix, derived field's function
+
+
+def make_plan(field_keys: Iterable[str], conditions: Iterable[dict[str, Any]], names: Mapping[str, str],
+              derived: Mapping[str, ValueFn], dtypes: Mapping[str, str], owned: set[str]) -> FactPlan:
+    """The plan of a shard whose rules read ``field_keys`` through ``conditions``.
+
+    ``names`` maps a field key to its feature, ``derived`` a derived key to its
+    function; ``owned`` (updated) holds the features some shard already reports."""
+    constants, other_uses = field_uses(conditions)
+    numbers: list[tuple[str, str, bool]] = []
+    bools: list[tuple[str, str | None, str | None, bool]] = []
+    strings: list[tuple[str, str, frozenset[Any] | None, bool]] = []
+    others: list[tuple[str, str, str | None, bool]] = []
+    unsent: list[tuple[str, str | None]] = []
+    computed: list[tuple[str, ValueFn]] = []
+    for key in sorted(field_keys):
+        prefix = f'"{key}":'
+        if key in derived:
+            computed.append((prefix, derived[key]))
+            continue
+        name = sys.intern(names[key])  # as the store's keys are: found by identity
+        dtype = dtypes.get(name)
+        report = name not in owned  # a field read by two shards is reported missing once
+        owned.add(name)
+        if key not in constants and key not in other_uses:
+            if report:
+                unsent.append((name, dtype))
+        elif dtype == "number":
+            numbers.append((name, prefix, report))
+        elif dtype == "bool":
+            sent = None if key in other_uses else sent_values(dtype, constants[key])
+            bools.append((name, prefix + "true" if sent is None or True in sent else None,
+                          prefix + "false" if sent is None or False in sent else None, report))
+        elif dtype == "string":
+            sent = None if key in other_uses else sent_values(dtype, constants[key])
+            strings.append((name, prefix, sent, report))
+        else:
+            others.append((name, prefix, dtype, report))
+    return FactPlan(tuple(numbers), tuple(bools), tuple(strings), tuple(others), tuple(unsent), tuple(computed))
+
+
+def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing: list[str]) -> str:
+    """One shard's fact: ``head`` (id and sid), then ``"key":value`` for each present
+    field worth sending; the names of absent features are added to ``missing``.
+
+    Written inline by type rather than through `json_value` for each field, since it
+    runs once per shard per decision (docs/benchmarks.md)."""
+    get = features.get
+    parts = [head]
+    append = parts.append
+    low, high = -EXACT_INT, EXACT_INT
+    value: Any
+    for name, prefix, report in plan.numbers:
+        value = get(name)
+        kind = type(value)
+        if kind is int and low <= value <= high:
+            append(f"{prefix}{value}")
+        elif kind is float and value - value == 0:  # finite
+            text = repr(value)
+            if "e" in text and "." not in text:  # 1e-05 -> 1.0e-05, as `float_text`
+                text = text.replace("e", ".0e")
+            append(prefix + text)
+        elif value is None:
+            if report:
+                missing.append(name)
+        else:
+            _written_clean(parts, missing, name, value, prefix, "number", report)
+    for name, true, false, report in plan.bools:
+        value = get(name)
+        if value is not True and value is not False:
+            value = clean(value, "bool")
+            if value is None:
+                if report:
+                    missing.append(name)
+                continue
+        member = true if value else false
+        if member is not None:
+            append(member)
+    for name, prefix, sent, report in plan.strings:
+        value = get(name)
+        if type(value) is str:
+            if sent is None or value in sent:
+                append(prefix + _encode_str(value))
+        elif value is None:
+            if report:
+                missing.append(name)
+        else:
+            value = clean(value, "string")  # a str subclass, np.str_, or not a string at all
+            if value is None:
+                if report:
+                    missing.append(name)
+            elif sent is None or value in sent:
+                append(prefix + json_value(value))
+    for name, prefix, dtype, report in plan.others:
+        _written_clean(parts, missing, name, get(name), prefix, dtype, report)
+    for name, dtype in plan.unsent:
+        value = get(name)
+        if value is None or clean(value, dtype) is None:
+            missing.append(name)
+    for prefix, fn in plan.computed:
+        value = fn(features)
+        if value is not None:
+            append(prefix + json_value(value))
+    return ",".join(parts) + "}"
+
+
+def _written_clean(parts: list[str], missing: list[str], name: str, value: Any, prefix: str, dtype: str | None,
+                   report: bool) -> None:
+    """The slow path of `encode_fact`: the value `clean` makes of it, or the feature's
+    name in ``missing``."""
+    value = clean(value, dtype)
+    if value is not None:
+        parts.append(prefix + json_value(value))
+    elif report:
+        missing.append(name)
+
+
+def json_value(value: Any) -> str:
+    """One value as JSON that durable's own parser reads correctly.
+
+    durable rejects a number with an exponent but no decimal point (``1e-05``: error
+    204), which is how Python writes such floats, so they are written ``1.0e-05``;
+    integers beyond ±2^53 are written as doubles (`EXACT_INT`). numpy scalars become
+    Python's first: numpy 2 writes ``np.float64(0.3)`` as its repr, which is not JSON."""
+    kind = type(value)
+    if kind is int and -EXACT_INT <= value <= EXACT_INT:
+        return str(value)
+    if kind is float:  # first: a derived field's value is most often a float
+        return float_text(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int):
+        if -EXACT_INT <= value <= EXACT_INT:
+            return str(value)
+        value = float(value)
+    if isinstance(value, float):
+        return float_text(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def float_text(value: float) -> str:
+    """``repr``, with a decimal point before an exponent (``1e-05`` -> ``1.0e-05``)."""
+    text = repr(value)
+    return text.replace("e", ".0e") if "e" in text and "." not in text else text
+
+
+def field_uses(conditions: Iterable[dict[str, Any]]) -> tuple[dict[str, set[Any]], set[str]]:
+    """How compiled conditions use each field key: the constants it is tested EQUAL to
+    (``{key: constant}``), and the keys used any other way (an ordered or ``$neq``
+    comparison, ``$ex`` / ``$nex``, equality with an expression, a right-hand ``$m``)."""
+    constants: dict[str, set[Any]] = {}
+    other: set[str] = set()
+
+    def walk(cond: dict[str, Any]) -> None:
+        (op, arg), = cond.items()
+        if op in ("$and", "$or"):
+            for item in arg:
+                walk(item)
+        elif op.startswith("$"):
+            for key, rhs in arg.items():
+                other.add(key)
+                other.update(refs(rhs))
+        elif isinstance(arg, dict):
+            other.add(op)
+            other.update(refs(arg))
+        else:
+            constants.setdefault(op, set()).add(arg)
+
+    for cond in conditions:
+        walk(cond)
+    return constants, other
+
+
+def sent_values(dtype: str, constants: set[Any]) -> frozenset[Any] | None:
+    """The values worth sending of a field whose every durable test is ``field ==
+    constant`` (None: send every value).
+
+    durable makes a test on an absent field false; a value equal to none of the
+    constants fails every such test too, so leaving it out changes no fire. This holds
+    for bools, and for strings whose constants need no JSON escape (durable compares
+    the escaped texts with strcmp, which then agrees with Python's ==); numbers are
+    always sent (durable's int64/double comparisons are not Python's)."""
+    if dtype == "bool" and all(type(c) is bool for c in constants):
+        return frozenset(constants)
+    if dtype == "string" and all(type(c) is str and _encode_str(c) == f'"{c}"' for c in constants):
+        return frozenset(constants)
+    return None

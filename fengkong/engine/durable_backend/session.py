@@ -1,0 +1,191 @@
+"""The session that drives durable's C module and collects every fire of a decision.
+
+Each decision asserts ONE fact per shard (``assert_fact`` fires every matching rule;
+``post`` would fire only one), drains the fired actions with
+``start_action_for_state`` / ``complete_and_start_action`` on the calling thread,
+then retracts the fact. There is no host, so no background dispatcher that could
+steal or delay a fire. The whole sequence holds a per-ruleset lock, and each fire is
+matched to our fact by its unique id (the session's own state message can match a
+``$nex`` rule once, and is ignored): a decision never misses or borrows a fire,
+whichever thread calls. The C module never releases the GIL, so the lock costs no
+parallelism. One session id serves every fact; no per-entity state lives here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import durable_rules_engine
+
+from fengkong.engine.durable_backend.alpha import ALPHA_STACK_BUDGET, MAX_FIELDS_PER_SHARD, alpha_shape, pack
+from fengkong.engine.durable_backend.compiler import Compiler
+from fengkong.engine.durable_backend.facts import FactPlan, encode_fact, make_plan
+from fengkong.engine.errors import EvaluationError
+from fengkong.engine.tree import Expr
+
+_SID = "0"
+_names = itertools.count(1)
+_names_lock = threading.Lock()
+
+
+def unique_name(prefix: str) -> str:
+    """A ruleset name never used before in this process (durable names are one-shot)."""
+    with _names_lock:
+        return f"{prefix}_{next(_names)}"
+
+
+class RuleSetClosed(EvaluationError):
+    """The ruleset was retired by a reload; the caller retries with the live one."""
+
+
+@dataclass(frozen=True)
+class FireResult:
+    """The rule keys that fired (in declaration order) and the features found missing."""
+
+    fired: list[str]
+    missing: list[str]
+
+
+class _Shard:
+    """One durable ruleset holding a subset of the rules, and how to write its fact."""
+
+    __slots__ = ("definition", "handle", "plan", "rule_of")
+
+    def __init__(self, definition: dict[str, Any], rule_of: dict[str, str], plan: FactPlan, handle: Any) -> None:
+        self.definition = definition
+        self.rule_of = rule_of
+        self.plan = plan
+        self.handle = handle
+
+
+class DurableRuleset:
+    """A set of named conditions compiled into durable_rules rulesets (shards).
+
+    ``conditions`` maps a key (a rule id) to its typed tree; `fire` returns the keys
+    whose condition holds for one mapping of features. ``stack_budget`` bounds each
+    shard's alpha stack (`alpha.pack`; durable fails a fact past 64). ``engine`` is
+    durable's C module, or a wrapper of it (the tests record the wire through one).
+    """
+
+    def __init__(self, name: str, conditions: Sequence[tuple[str, Expr]], dtypes: Mapping[str, str], *,
+                 stack_budget: int = ALPHA_STACK_BUDGET, engine: Any = None) -> None:
+        self.name = name
+        self._engine = engine if engine is not None else durable_rules_engine
+        compiler = Compiler(dict(dtypes))
+        self._order: dict[str, int] = {}
+        compiled: list[tuple[str, dict[str, Any], set[str]]] = []
+        for i, (key, expr) in enumerate(conditions):
+            self._order[key] = i
+            cond, used = compiler.compile(expr)
+            if len(used) > MAX_FIELDS_PER_SHARD:
+                raise EvaluationError(f"rule {key} reads {len(used)} features; durable_rules allows "
+                                      f"{MAX_FIELDS_PER_SHARD} per rule")
+            compiled.append((key, cond, used))
+        groups = pack([(alpha_shape(cond), used) for _, cond, used in compiled], stack_budget)
+        #: feature name -> the short field key it travels under in a fact
+        self.field_keys: dict[str, str] = dict(compiler.keys)
+        names = {k: n for n, k in compiler.keys.items()}
+        derived = dict(compiler.derived.values())
+        owned: set[str] = set()
+        self._shards: list[_Shard] = []
+        try:
+            for j, (group, _) in enumerate(groups):
+                definition = {f"r{i}": {"all": [{"m": compiled[i][1]}]} for i in group}
+                fields = set().union(*(compiled[i][2] for i in group))
+                plan = make_plan(fields, (compiled[i][1] for i in group), names, derived, dtypes, owned)
+                handle = self._engine.create_ruleset(f"{name}_s{j}", json.dumps(definition, ensure_ascii=False))
+                self._shards.append(_Shard(definition, {f"r{i}": compiled[i][0] for i in group}, plan, handle))
+        except EvaluationError:
+            raise
+        except Exception as exc:  # the C module raises its own error type
+            raise EvaluationError(f"durable_rules refused ruleset {name}: {exc}") from exc
+        #: each shard's alpha-stack peak as `alpha.alpha_stack_peak` models it (<= stack_budget
+        #: but for a rule over budget on its own)
+        self.stack_peaks: tuple[int, ...] = tuple(peak for _, peak in groups)
+        #: the JSON rulesets given to durable, by durable ruleset name
+        self.definition = {f"{name}_s{j}": s.definition for j, s in enumerate(self._shards)}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._closed = False
+
+    @property
+    def shard_count(self) -> int:
+        """How many durable rulesets the conditions were packed into."""
+        return len(self._shards)
+
+    def fire(self, features: Mapping[str, Any]) -> FireResult:
+        """Assert one fact per shard, collect every rule it fires, retract it."""
+        fired, missing = self.fire_keys(features)
+        return FireResult(fired, missing)
+
+    def fire_keys(self, features: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        """`fire` as a plain pair (the keys that fired, in declaration order; the missing
+        features), for the decision path, which unpacks it at once."""
+        missing: list[str] = []
+        fid = next(self._ids)  # one id per decision: each shard is a durable ruleset of its own
+        head = f'{{"id":{fid},"sid":"{_SID}"'
+        texts = [encode_fact(shard.plan, features, head, missing) for shard in self._shards]
+        fired: set[str] = set()
+        retract = head + "}"
+        with self._lock:
+            if self._closed:
+                raise RuleSetClosed(f"ruleset {self.name} is closed")
+            for shard, text in zip(self._shards, texts):
+                self._fire_shard(shard, fid, text, retract, fired)
+        if not fired:
+            return [], missing
+        return sorted(fired, key=self._order.__getitem__), missing
+
+    def encode(self, features: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        """The facts one decision would assert (one JSON text per shard, id 0), and the
+        missing features: what `fire` sends, for a check or a look, asserting nothing."""
+        missing: list[str] = []
+        head = f'{{"id":0,"sid":"{_SID}"'
+        return [encode_fact(shard.plan, features, head, missing) for shard in self._shards], missing
+
+    def _fire_shard(self, shard: _Shard, fid: int, text: str, retract: str, fired: set[str]) -> None:
+        engine = self._engine
+        handle = shard.handle
+        rule_of = shard.rule_of
+        # durable hands each fire back as '{"<rule>":{"m":<our fact text, verbatim>}}';
+        # recognising that shape spares parsing the whole fact per fire. Any other
+        # message (the session's state message, another layout) is parsed.
+        tail = '":{"m":' + text + "}}"
+        try:
+            code, state = engine.assert_fact(handle, text)
+            try:
+                if code == 0:
+                    result = engine.start_action_for_state(handle, state)
+                    while result:
+                        message = result[1] if isinstance(result, tuple) else result
+                        rname = message[2:-len(tail)]
+                        if message.startswith('{"') and message.endswith(tail) and rname in rule_of:
+                            fired.add(rule_of[rname])
+                        else:
+                            # A rule with `or` fires once per true branch; the set dedupes.
+                            for rname, body in json.loads(message).items():
+                                if body.get("m", {}).get("id") == fid:
+                                    fired.add(rule_of[rname])
+                        result = engine.complete_and_start_action(handle, state)
+                elif code != 1:  # 1: no rule matched
+                    raise EvaluationError(f"durable_rules returned code {code} for a fresh fact")
+            finally:
+                # durable finds a fact to retract by its sid and id alone (events.c,
+                # ACTION_RETRACT_FACT), so the retraction need not repeat every field.
+                engine.retract_fact(handle, retract)
+        except EvaluationError:
+            raise
+        except Exception as exc:
+            raise EvaluationError(f"durable_rules failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Free the C rulesets (after a reload has swapped them out)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                for shard in self._shards:
+                    self._engine.delete_ruleset(shard.handle)
