@@ -31,7 +31,7 @@ import redis
 from fengkong.events import Event
 from fengkong.features import definitions as d
 from fengkong.features import keys
-from fengkong.features.assemble import FIRST_SEEN_TIMES, derive
+from fengkong.features.assemble import derive
 from fengkong.features.errors import DuplicateEventConflict, FeatureStoreError, FeatureStoreUnavailable
 from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import ListSpec
@@ -78,16 +78,12 @@ class FeatureResult:
 
     @functools.cached_property
     def raw(self) -> dict[str, Any]:
-        """Raw values by name, in reply order; a decision's lacks the first-seen times
-        (`assemble` made ages of them)."""
+        """Every raw value by name, in reply order (`assemble` of them gives `features`)."""
         values: dict[str, Any] = {}
         at = 1
         for op in self._plan.ops:
             values.update(op.decode(self._reply[at:at + op.width]))
             at += op.width
-        if not self._plan.outcome:
-            for name in FIRST_SEEN_TIMES:
-                values.pop(name, None)
         return values
 
 
