@@ -222,7 +222,8 @@ class StateOp(Op):
         layout = ";".join(f"{r.window.name}:{','.join(c.name for c in r.counters)}" for r in self.rollings)
         layout += "|" + "".join(code for code, on in (("F", firsts), ("M", moments), ("H", hours)) if on)
         ttl = max([r.window.seconds + r.window.resolution for r in self.rollings]
-                  + [x.ttl.seconds for x in (*firsts, *moments, *hours)])
+                  + [f.ttl.seconds for f in firsts] + [m.ttl.seconds for m in moments]
+                  + [h.ttl.seconds for h in hours])
         self._ttl = str(ttl)
         self._size = sum(1 + len(r.counters) + r.window.buckets * (1 + len(r.counters)) for r in self.rollings)
         self._size += (1 if firsts else 0) + (3 if moments else 0) + (25 if hours else 0)
@@ -392,9 +393,10 @@ def compile_ops(lists: dict[str, ListSpec], grade_limits: dict[str, int], defaul
     """The ops of every event, in the order the script runs them, from the definitions:
     the profile first (the limit), the lists last (their keys are fixed)."""
     entities: list[d.Entity] = []
-    for decl in (*d.ROLLING, *d.FIRST_SEEN, *d.MOMENTS, *d.HOUR_HABITS):
-        if decl.entity not in entities:
-            entities.append(decl.entity)
+    for entity in [x.entity for x in d.ROLLING] + [x.entity for x in d.FIRST_SEEN] + [
+            x.entity for x in d.MOMENTS] + [x.entity for x in d.HOUR_HABITS]:
+        if entity not in entities:
+            entities.append(entity)
     ops: list[Op] = [ProfileOp(grade_limits, default_limit)]
     ops += [StateOp(entity) for entity in entities]
     ops += [DistinctOp(x) for x in d.DISTINCT]

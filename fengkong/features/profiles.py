@@ -8,14 +8,19 @@ redis-py calls; the script reads the same hash (`ops.ProfileOp`) with each event
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from fengkong.features import keys
 from fengkong.features.errors import FeatureStoreUnavailable
 
 _EPOCH_DAY = date(1970, 1, 1)
+
+
+def _text(value: bytes | str) -> str:
+    """A reply value as text (a client made with decode_responses gives text already)."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class MerchantProfiles:
@@ -41,7 +46,7 @@ class MerchantProfiles:
     ) -> dict[str, str]:
         """Write the fields given (others untouched) and return the whole profile; the
         next decision reads them."""
-        fields: dict[str, Any] = {}
+        fields: dict[FieldT, EncodableT] = {}  # redis-py's own types: what hset takes
         if grade is not None:
             fields["grade"] = grade
         if single_limit_minor is not None:
@@ -69,7 +74,7 @@ class MerchantProfiles:
             raw = self.client.hgetall(self.key(merchant_id))
         except redis.RedisError as exc:
             raise FeatureStoreUnavailable(f"merchant profile: {exc}") from exc
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return {_text(k): _text(v) for k, v in raw.items()}
 
     def set_grades(self, grades: dict[str, tuple[str, str]]) -> int:
         """Write many merchants' grades (merchant_id -> (grade, reason)) in one pipeline;
