@@ -38,7 +38,7 @@ from fengkong.features.assemble import assemble, blank_features
 from fengkong.features.errors import FeatureDefinitionError
 from fengkong.features.lists import ListStore
 from fengkong.features.online import OnlineStore, load_script
-from fengkong.features.ops import OP_KINDS, Opcode
+from fengkong.features.ops import OP_KINDS, Op, Opcode
 from fengkong.features.rows import event_row, ts_us
 
 ONBOARDED = "2026-08-01"
@@ -376,6 +376,7 @@ def test_every_op_class_names_a_lua_function_the_dispatch_table_maps_its_opcode_
     dispatch = dict(re.findall(r"(\w) = (\w+),", table.group(1)))
     assert dispatch == {kind.code.value: kind.lua_function for kind in OP_KINDS}
     assert {kind.code for kind in OP_KINDS} == set(Opcode)
+    assert set(OP_KINDS) == set(Op.__subclasses__())  # no kind left out of the store's ops
     for kind in OP_KINDS:
         assert re.search(rf"^local function {kind.lua_function}\(key\)$", script, re.M), kind
         assert f"{kind.code.value} {kind.lua_function}" in script  # documented in the header

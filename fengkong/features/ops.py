@@ -11,10 +11,11 @@ one `Op` subclass that says, side by side:
   constants and `Ref`s (values that change with every event, filled in by
   `fengkong.features.plan.EventArgs`);
 * ``outputs`` and ``decode``: the reply values the op returns, in order, each with
-  the `DECODERS` entry that turns it into a raw value.
+  the `DECODERS` entry that turns it into a raw value;
+* ``compile``: the ops of its kind that the definitions declare.
 
-Adding a kind of feature means one subclass here and one Lua function (plus its
-opcode and dispatch entry). The plan (`fengkong.features.plan`) turns ops into
+Adding a kind of feature means one subclass here (listed in `OP_KINDS`) and one Lua
+function (with its opcode in `Opcode` and in the script's ``OPS`` table). The plan (`fengkong.features.plan`) turns ops into
 one packed op list per event type; it never looks inside an op's arguments.
 """
 
@@ -124,6 +125,14 @@ DECODERS: dict[str, Decoder] = {
 
 
 # -- the ops --------------------------------------------------------------------------------
+class StoreConfig(NamedTuple):
+    """What a store adds to the definitions: its analyst lists and its merchant limits."""
+
+    lists: dict[str, ListSpec]
+    grade_limits: dict[str, int]
+    default_limit: int
+
+
 class Op:
     """One op of the script: the entity key it works on, how its arguments encode for an
     event of a given type, and how its reply values decode.
@@ -155,6 +164,11 @@ class Op:
         """What tells this op from every other in the reply tag (`fengkong.features.plan`)."""
         return f"{self.code.value}:{self.entity}:{self.suffix}"
 
+    @classmethod
+    def compile(cls, config: StoreConfig) -> list[Op]:
+        """The ops of this kind that the definitions (`fengkong.features.definitions`) declare."""
+        raise NotImplementedError
+
     def args(self, event_type: str) -> list[Any]:
         """The op's arguments after its key index(es) for an event of this type."""
         raise NotImplementedError
@@ -185,6 +199,10 @@ class ProfileOp(Op):
     code = Opcode.PROFILE
     lua_function = "op_profile"
 
+    @classmethod
+    def compile(cls, config: StoreConfig) -> list[Op]:
+        return [cls(config.grade_limits, config.default_limit)]
+
     def __init__(self, grade_limits: dict[str, int], default_limit: int) -> None:
         super().__init__(entity="merchant", column="merchant_id", suffix="profile", outputs=[
             ("merchant.grade", "optional"), ("merchant.single_limit_minor", "optional_int"),
@@ -206,6 +224,15 @@ class StateOp(Op):
 
     code = Opcode.STATE
     lua_function = "op_state"
+
+    @classmethod
+    def compile(cls, config: StoreConfig) -> list[Op]:
+        entities: list[d.Entity] = []
+        for entity in [x.entity for x in d.ROLLING] + [x.entity for x in d.FIRST_SEEN] + [
+                x.entity for x in d.MOMENTS] + [x.entity for x in d.HOUR_HABITS]:
+            if entity not in entities:
+                entities.append(entity)
+        return [cls(entity) for entity in entities]
 
     def __init__(self, entity: d.Entity) -> None:
         self.rollings = [r for r in d.ROLLING if r.entity == entity]
@@ -278,6 +305,10 @@ class DistinctOp(Op):
     code = Opcode.DISTINCT
     lua_function = "op_distinct"
 
+    @classmethod
+    def compile(cls, config: StoreConfig) -> list[Op]:
+        return [cls(x) for x in d.DISTINCT]
+
     def __init__(self, x: d.Distinct) -> None:
         super().__init__(entity=x.entity.name, column=x.entity.column, suffix=f"d:{x.of}",
                          outputs=[(name, "int") for name in x.outputs()], writes_on=x.events)
@@ -300,6 +331,10 @@ class SeenOp(Op):
 
     code = Opcode.SEEN
     lua_function = "op_seen"
+
+    @classmethod
+    def compile(cls, config: StoreConfig) -> list[Op]:
+        return [cls(s) for s in d.SEEN]
 
     def __init__(self, s: d.SeenBefore) -> None:
         new_name, seen_name = s.outputs()
@@ -326,6 +361,10 @@ class VolumeOp(Op):
               "merchant.baseline_today_28d", "merchant.baseline_hour_28d", "merchant.baseline_count_today_28d")
     _TTL = str(31 * 86400)
 
+    @classmethod
+    def compile(cls, config: StoreConfig) -> list[Op]:
+        return [cls()]
+
     def __init__(self) -> None:
         super().__init__(entity="merchant", column="merchant_id", suffix="volume",
                          outputs=[(name, "optional_scaled" if name in AMOUNT_FEATURES else "optional")
@@ -346,6 +385,10 @@ class TopOp(Op):
     per_day = True
     _TTL = str(2 * 86400)
 
+    @classmethod
+    def compile(cls, config: StoreConfig) -> list[Op]:
+        return [cls()]
+
     def __init__(self) -> None:
         super().__init__(entity="merchant", column="merchant_id", suffix="top",
                          outputs=[("merchant.top_card_volume_today", "scaled")], writes_on=d.TOP_SHARE.events)
@@ -363,6 +406,10 @@ class ListOp(Op):
 
     code = Opcode.LIST
     lua_function = "op_list"
+
+    @classmethod
+    def compile(cls, config: StoreConfig) -> list[Op]:
+        return [cls(spec) for spec in config.lists.values()]
 
     def __init__(self, spec: ListSpec) -> None:
         column = KIND_COLUMN[spec.kind]
@@ -385,22 +432,12 @@ class ListOp(Op):
         return [self.code.value, key_index, ranges_index, *self.args(event_type)]
 
 
-#: every op kind, for tests that hold each against the script
+#: every op kind, in the order the script runs them: the profile first (the near-limit
+#: counters read its limit), the lists last (their keys are fixed, after the entities')
 OP_KINDS: tuple[type[Op], ...] = (ProfileOp, StateOp, DistinctOp, SeenOp, VolumeOp, TopOp, ListOp)
 
 
 def compile_ops(lists: dict[str, ListSpec], grade_limits: dict[str, int], default_limit: int) -> list[Op]:
-    """The ops of every event, in the order the script runs them, from the definitions:
-    the profile first (the limit), the lists last (their keys are fixed)."""
-    entities: list[d.Entity] = []
-    for entity in [x.entity for x in d.ROLLING] + [x.entity for x in d.FIRST_SEEN] + [
-            x.entity for x in d.MOMENTS] + [x.entity for x in d.HOUR_HABITS]:
-        if entity not in entities:
-            entities.append(entity)
-    ops: list[Op] = [ProfileOp(grade_limits, default_limit)]
-    ops += [StateOp(entity) for entity in entities]
-    ops += [DistinctOp(x) for x in d.DISTINCT]
-    ops += [SeenOp(s) for s in d.SEEN]
-    ops += [VolumeOp(), TopOp()]
-    ops += [ListOp(spec) for spec in lists.values()]
-    return ops
+    """The ops of every event, in the order the script runs them, from the definitions."""
+    config = StoreConfig(lists, grade_limits, default_limit)
+    return [op for kind in OP_KINDS for op in kind.compile(config)]
