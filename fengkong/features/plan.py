@@ -13,6 +13,7 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import operator
 import socket
@@ -31,7 +32,7 @@ from fengkong.features.ops import DECODERS, Op, Opcode, Ref
 _OUTCOMES = frozenset(t.value for t in OUTCOME_TYPES)
 _EVENT_TYPES = tuple(t.value for t in EventType)
 _HOUR_TEXT = tuple(str(h) for h in range(24))
-_NONES = (None,) * 64
+_NONES = itertools.repeat(None)
 
 Pick = Callable[[Any], Sequence[Any]]  # the items at fixed positions, as one sequence
 Convert = Callable[[Sequence[Any]], Any]  # reply values to raw values, one kind
@@ -72,7 +73,9 @@ _SCALAR_ARGS = ("amount", "amount_text", "ts", "ts_text", "hour", "biz_day", "bi
 
 
 class EventArgs:
-    """The op arguments that change with each event (the `Ref`s of the ops), and where each
+    """The op arguments that change with each event (the `Ref`s of the ops: a scalar of
+    `_SCALAR_ARGS`, or a ``where``, ``member``, ``bucket``, ``thr``, ``prune`` or
+    ``prune_min`` tuple), and where each
     lands among the packed pieces of an op list: first `values` (from the event row), then
     `time_values` (from its time only; the same for every event of one minute-long slot,
     so kept packed for the last slot).
@@ -113,7 +116,8 @@ class EventArgs:
         return at if at is not None else len(self.value_at) + self.time_at[ref.key]
 
     def values(self, row: dict[str, Any]) -> list[Any]:
-        """The values of the row, in `value_at`'s order."""
+        """The values of the row, in `value_at`'s order: `_SCALAR_ARGS` (``moment_mode``:
+        an event without an amount only reads the moments), then the flags, the members."""
         t = row["ts_us"]
         amount = row["amount"]
         ip = row["ip"]
@@ -244,12 +248,11 @@ class Planner:
         # a plan per event type and which of these columns are missing: bounded by types x 2^columns
         self.columns = tuple(dict.fromkeys([op.column for op in ops] + list(self.args.members)))
         self._column_values = picker(self.columns)
-        self._nones = _NONES[:len(self.columns)]
         self.plans: dict[tuple[Any, ...], Plan] = {}
 
     def plan_for(self, row: dict[str, Any]) -> Plan:
         """The plan of an event with this row (built on first use)."""
-        plan_key = (row["type"], *map(operator.is_, self._column_values(row), self._nones))
+        plan_key = (row["type"], *map(operator.is_, self._column_values(row), _NONES))
         plan = self.plans.get(plan_key)
         if plan is None:
             plan = self.plans[plan_key] = self.compile(plan_key)
