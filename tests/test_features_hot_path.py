@@ -55,13 +55,10 @@ def listed(store, redis_client):
     return store
 
 
-def _subset(raw: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
-    """The values of ``raw`` at ``expected``'s names, typed (so 0 and 0.0 and False differ)."""
-    return {name: (type(raw[name]), raw[name]) for name in expected}
-
-
-def _typed(mapping: dict[str, Any]) -> dict[str, Any]:
-    return {k: (type(v), v) for k, v in mapping.items()}
+def _holds(raw: dict[str, Any], expected: dict[str, Any]) -> None:
+    """``raw`` has ``expected``'s values at its names, of the same types (0, 0.0 and False differ)."""
+    assert {name: (type(raw[name]), raw[name]) for name in expected} == {
+        name: (type(value), value) for name, value in expected.items()}
 
 
 # -- golden replies -------------------------------------------------------------------------
@@ -79,7 +76,7 @@ def test_golden_replies_of_every_op_kind(listed):
     profile = {"merchant.grade": "A", "merchant.single_limit_minor": 300_000,
                "merchant.onboarded_day": (date.fromisoformat(ONBOARDED) - date(1970, 1, 1)).days,
                "merchant.daily_cap_minor": 2_000_000, "merchant.anomaly": None}
-    assert _subset(first, profile) == _typed(profile)
+    _holds(first, profile)
 
     # R: an entity's rings, first seen, moments and hour habit: all empty, then the first payment
     windows = ("10m", "1h", "24h", "7d")
@@ -89,7 +86,7 @@ def test_golden_replies_of_every_op_kind(listed):
              "user.count_1h": 0, "user.sum_1h": 0.0, "user.count_30d": 0, "user.sum_30d": 0.0,
              "user.moments": (0, 0.0, 0.0), "user.hour_count": 0, "user.hour_total": 0,
              "merchant.count_24h": 0, "merchant.near_limit_count_24h": 0, "merchant.round_count_24h": 0}
-    assert _subset(first, empty) == _typed(empty)
+    _holds(first, empty)
     once = {**{f"card.count_{w}": 1 for w in windows}, **{f"card.sum_{w}": 2800.0 for w in windows},
             "card.declines_1h": 0, "card.merchant_count_30d": 1, "card.merchant_sum_30d": 2800.0,
             "user.count_1h": 1, "user.sum_1h": 2800.0, "user.count_30d": 1, "user.sum_30d": 2800.0,
@@ -98,7 +95,7 @@ def test_golden_replies_of_every_op_kind(listed):
             "merchant.count_24h": 1, "merchant.sum_24h": 2800.0, "merchant.near_limit_count_24h": 1,
             "merchant.credit_count_24h": 1, "merchant.round_count_24h": 1, "merchant.night_count_24h": 0,
             "merchant.refund_sum_30d": 0.0}
-    assert _subset(second, once) == _typed(once)
+    _holds(second, once)
     assert (second["card.first_seen_us"], second["user.first_seen_us"]) == (ts_us(T0), ts_us(T0))
     assert second_at.astimezone(CN).hour == 12 and T0.hour == 12  # one hour-of-day bucket for both
 
@@ -110,18 +107,15 @@ def test_golden_replies_of_every_op_kind(listed):
     assert other["merchant.refund_sum_30d"] == 50.0 and other["merchant.sum_30d"] == 2900.0
 
     # D: distinct members in each window; S: whether this member was seen, and how many were
-    assert _subset(first, {"card.distinct_devices_24h": 0, "device.distinct_cards_1h": 0,
-                           "device.distinct_cards_24h": 0, "merchant.distinct_cards_24h": 0}) == _typed(
-        {"card.distinct_devices_24h": 0, "device.distinct_cards_1h": 0, "device.distinct_cards_24h": 0,
-         "merchant.distinct_cards_24h": 0})
+    _holds(first, {"card.distinct_devices_24h": 0, "device.distinct_cards_1h": 0, "device.distinct_cards_24h": 0,
+                   "merchant.distinct_cards_24h": 0})
     seen_once = {"card.distinct_devices_24h": 1, "card.distinct_ips_24h": 1, "card.distinct_merchants_24h": 1,
                  "device.distinct_cards_1h": 1, "device.distinct_users_24h": 1, "ip.distinct_cards_1h": 1,
                  "merchant.distinct_cards_24h": 1,
                  "user.is_new_device": False, "user.devices_seen_90d": 1,
                  "user.is_new_country": False, "user.countries_seen_90d": 1}
-    assert _subset(second, seen_once) == _typed(seen_once)
-    assert _subset(first, {"user.is_new_device": True, "user.devices_seen_90d": 0}) == _typed(
-        {"user.is_new_device": True, "user.devices_seen_90d": 0})
+    _holds(second, seen_once)
+    _holds(first, {"user.is_new_device": True, "user.devices_seen_90d": 0})
     assert other["merchant.distinct_cards_24h"] == 1 and other["user.is_new_device"] is True
 
     # V: today's and this hour's volume; no baseline for a merchant first seen today
@@ -129,17 +123,17 @@ def test_golden_replies_of_every_op_kind(listed):
               "merchant.count_hour": 1, "merchant.baseline_today_7d": None, "merchant.baseline_hour_7d": None,
               "merchant.baseline_count_today_7d": None, "merchant.baseline_today_28d": None,
               "merchant.baseline_hour_28d": None, "merchant.baseline_count_today_28d": None}
-    assert _subset(second, volume) == _typed(volume)
+    _holds(second, volume)
     assert other["merchant.volume_today"] == 2900.0 and other["merchant.count_today"] == 2
 
     # T: the largest volume one card brought today, before this payment
-    assert _subset(first, {"merchant.top_card_volume_today": 0.0}) == _typed({"merchant.top_card_volume_today": 0.0})
+    _holds(first, {"merchant.top_card_volume_today": 0.0})
     assert other["merchant.top_card_volume_today"] == 2900.0
 
     # L: list membership, IPv4 ranges included
     hits = {"lists.blocked_cards": True, "lists.blocked_ips": True, "lists.trusted_users": True,
             "lists.blocked_devices": False, "lists.trusted_cards": False}
-    assert _subset(first, hits) == _typed(hits)
+    _holds(first, hits)
     assert (other["lists.blocked_cards"], other["lists.blocked_ips"], other["lists.trusted_users"]) == (
         False, False, False)
 
