@@ -55,8 +55,9 @@ local amount = tonumber(ARGV[2])
 local limit = nil
 -- ARGV[3] is one MessagePack array; its items are unpacked as a stream (the array's
 -- header cut off) straight into a table constructor, which sizes the table once
--- (cmsgpack's own array decoding grows it item by item). A stream leaves every item on the Lua stack at once, which holds 8000: an array
--- of 6000 bytes or more (none is near this) is decoded as a whole.
+-- (cmsgpack's own array decoding grows it item by item). A stream leaves every item
+-- on the Lua stack at once, which holds 8000: an array of 6000 bytes or more (none
+-- is near this) is decoded as a whole.
 local A
 do
   local ops = ARGV[3]
