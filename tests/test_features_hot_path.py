@@ -1,30 +1,314 @@
-"""The online store's per-event shortcuts against their plain definitions.
+"""The online store's call and reply, checked at its public boundaries.
 
-`OnlineStore._prepare` joins ARGV[3] from pieces packed ahead (`_ops_layout`), and
-`_finish` fills a plan's blank dict from the reply and calls `assemble.derive`, with
-`FeatureResult.raw` built only when read. Each must give exactly what the plain way
-gives: the whole op list packed at once, and `assemble` of a dict of every raw value
-read one by one. Events of every type, with entities missing, IPv6 and lists that
-match, so that many plans are exercised. The row's one IP lookup with its subnet
-(`IpIntel.lookup_with_subnet`) must answer as `lookup` and `subnet_of` do."""
+* Golden replies: a fixed sequence of events through a real Redis, and the raw
+  values each kind of op returns (`FeatureResult.raw`), written by hand from what the
+  definitions mean.
+* A plain-Python oracle of the rolling windows, on arbitrary payment times and
+  amounts (hypothesis): new entities, known ones, buckets that leave the window.
+* The wire: what the store sends Redis for an event, captured as bytes from the
+  socket and decoded by this file's own RESP and op-list readers, checked
+  structurally against the script's header.
+* The fast path that fills the features straight from the reply equals `assemble`
+  of the raw values, on events of every type with entities missing, IPv6 and lists.
+* The Python op classes and the Lua dispatch table name the same functions.
+The twin test (tests/test_feature_twin.py) holds every feature equal to the offline
+computation.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import math
+import re
+from datetime import date, timedelta
 from typing import Any
 
 import msgpack
-import pandas as pd
 import pytest
+import redis
 from eventgen import dense_events
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_online_store import CN, T0, pay
 
 from fengkong.events import flat_to_dict, parse_event
-from fengkong.features.assemble import FIRST_SEEN_TIMES, assemble, blank_features
+from fengkong.features import keys
+from fengkong.features.assemble import assemble, blank_features
 from fengkong.features.errors import FeatureDefinitionError
 from fengkong.features.lists import ListStore
-from fengkong.features.online import _READERS, OnlineStore, _Ref, _reply_outputs
+from fengkong.features.online import OnlineStore, load_script
+from fengkong.features.ops import OP_KINDS, Op, Opcode
+from fengkong.features.rows import event_row, ts_us
+
+ONBOARDED = "2026-08-01"
 
 
+@pytest.fixture
+def listed(store, redis_client):
+    lists = ListStore(redis_client, store.lists, prefix=store.prefix)
+    lists.add("blocked_ips", ["113.0.0.0/10"])
+    lists.add("blocked_cards", ["c7"])
+    lists.add("trusted_users", ["u3"])
+    store.set_merchant_profile("m1", grade="A", single_limit_minor=300_000, daily_cap_minor=2_000_000,
+                               onboarded_at=ONBOARDED)
+    return store
+
+
+def _holds(raw: dict[str, Any], expected: dict[str, Any]) -> None:
+    """``raw`` has ``expected``'s values at its names, of the same types (0, 0.0 and False differ)."""
+    assert {name: (type(raw[name]), raw[name]) for name in expected} == {
+        name: (type(value), value) for name, value in expected.items()}
+
+
+# -- golden replies -------------------------------------------------------------------------
+def test_golden_replies_of_every_op_kind(listed):
+    store = listed
+    card = dict(card="c7", user="u3", device="d1", ip="113.7.1.2", merchant="m1")
+    first = store.process(pay(T0, amount="2800.00", **card)).raw
+    second_at = T0 + timedelta(minutes=5)
+    second = store.process(pay(second_at, amount="100.00", **card)).raw
+    refund = store.process(pay(T0 + timedelta(minutes=6), typ="refund", amount="50.00", refers_to="x", **card))
+    other = store.process(pay(T0 + timedelta(minutes=7), amount="10.00", card="c2", user="u4", device="d2",
+                              ip="8.8.4.4", merchant="m1")).raw
+
+    # P: the merchant's profile (its own limit wins over its grade's)
+    profile = {"merchant.grade": "A", "merchant.single_limit_minor": 300_000,
+               "merchant.onboarded_day": (date.fromisoformat(ONBOARDED) - date(1970, 1, 1)).days,
+               "merchant.daily_cap_minor": 2_000_000, "merchant.anomaly": None}
+    _holds(first, profile)
+
+    # R: an entity's rings, first seen, moments and hour habit: all empty, then the first payment
+    windows = ("10m", "1h", "24h", "7d")
+    empty = {**{f"card.count_{w}": 0 for w in windows}, **{f"card.sum_{w}": 0.0 for w in windows},
+             "card.declines_1h": 0, "card.first_seen_us": None,
+             "card.merchant_count_30d": 0, "card.merchant_sum_30d": 0.0,
+             "user.count_1h": 0, "user.sum_1h": 0.0, "user.count_30d": 0, "user.sum_30d": 0.0,
+             "user.moments": (0, 0.0, 0.0), "user.hour_count": 0, "user.hour_total": 0,
+             "merchant.count_24h": 0, "merchant.near_limit_count_24h": 0, "merchant.round_count_24h": 0}
+    _holds(first, empty)
+    once = {**{f"card.count_{w}": 1 for w in windows}, **{f"card.sum_{w}": 2800.0 for w in windows},
+            "card.declines_1h": 0, "card.merchant_count_30d": 1, "card.merchant_sum_30d": 2800.0,
+            "user.count_1h": 1, "user.sum_1h": 2800.0, "user.count_30d": 1, "user.sum_30d": 2800.0,
+            "user.moments": (1, 280_000.0, 0.0), "user.hour_count": 1, "user.hour_total": 1,
+            # 2,800.00 is within 10% under the 3,000.00 limit, a credit card, a round amount, by day
+            "merchant.count_24h": 1, "merchant.sum_24h": 2800.0, "merchant.near_limit_count_24h": 1,
+            "merchant.credit_count_24h": 1, "merchant.round_count_24h": 1, "merchant.night_count_24h": 0,
+            "merchant.refund_sum_30d": 0.0}
+    _holds(second, once)
+    assert (second["card.first_seen_us"], second["user.first_seen_us"]) == (ts_us(T0), ts_us(T0))
+    assert second_at.astimezone(CN).hour == 12 and T0.hour == 12  # one hour-of-day bucket for both
+
+    # an outcome runs only the ops that count it, and gets no features
+    assert refund.features == {}
+    assert {name.split(".")[0] for name in refund.raw} == {"merchant"}
+    assert refund.raw["merchant.first_seen_us"] == ts_us(T0)
+    assert refund.raw["merchant.count_30d"] == 2 and refund.raw["merchant.refund_sum_30d"] == 0.0
+    assert other["merchant.refund_sum_30d"] == 50.0 and other["merchant.sum_30d"] == 2900.0
+
+    # D: distinct members in each window; S: whether this member was seen, and how many were
+    _holds(first, {"card.distinct_devices_24h": 0, "device.distinct_cards_1h": 0, "device.distinct_cards_24h": 0,
+                   "merchant.distinct_cards_24h": 0})
+    seen_once = {"card.distinct_devices_24h": 1, "card.distinct_ips_24h": 1, "card.distinct_merchants_24h": 1,
+                 "device.distinct_cards_1h": 1, "device.distinct_users_24h": 1, "ip.distinct_cards_1h": 1,
+                 "merchant.distinct_cards_24h": 1,
+                 "user.is_new_device": False, "user.devices_seen_90d": 1,
+                 "user.is_new_country": False, "user.countries_seen_90d": 1}
+    _holds(second, seen_once)
+    _holds(first, {"user.is_new_device": True, "user.devices_seen_90d": 0})
+    assert other["merchant.distinct_cards_24h"] == 1 and other["user.is_new_device"] is True
+
+    # V: today's and this hour's volume; no baseline for a merchant first seen today
+    volume = {"merchant.volume_today": 2800.0, "merchant.count_today": 1, "merchant.volume_hour": 2800.0,
+              "merchant.count_hour": 1, "merchant.baseline_today_7d": None, "merchant.baseline_hour_7d": None,
+              "merchant.baseline_count_today_7d": None, "merchant.baseline_today_28d": None,
+              "merchant.baseline_hour_28d": None, "merchant.baseline_count_today_28d": None}
+    _holds(second, volume)
+    assert other["merchant.volume_today"] == 2900.0 and other["merchant.count_today"] == 2
+
+    # T: the largest volume one card brought today, before this payment
+    _holds(first, {"merchant.top_card_volume_today": 0.0})
+    assert other["merchant.top_card_volume_today"] == 2900.0
+
+    # L: list membership, IPv4 ranges included
+    hits = {"lists.blocked_cards": True, "lists.blocked_ips": True, "lists.trusted_users": True,
+            "lists.blocked_devices": False, "lists.trusted_cards": False}
+    _holds(first, hits)
+    assert (other["lists.blocked_cards"], other["lists.blocked_ips"], other["lists.trusted_users"]) == (
+        False, False, False)
+
+
+# -- the rolling windows against a plain-Python oracle --------------------------------------
+_cards = itertools.count()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.integers(0, 3 * 86_400), st.integers(1, 500_000)), min_size=1, max_size=25))
+def test_rolling_windows_equal_a_plain_count_of_earlier_payments(store, steps):
+    """Payments of one card, in time order with gaps from none to days: each one's counts
+    and sums per window are those of the earlier payments whose bucket is one of the
+    window's (the event's bucket and the N-1 before it)."""
+    card = f"h{next(_cards)}"
+    windows = {"10m": (60, 10), "1h": (300, 12), "24h": (3600, 24), "7d": (21600, 28)}
+    at = T0
+    earlier: list[tuple[int, int]] = []  # (seconds since the epoch, amount in minor units)
+    for gap, amount in steps:
+        at += timedelta(seconds=gap)
+        t = ts_us(at) // 1_000_000
+        raw = store.process(pay(at, amount=f"{amount / 100:.2f}", card=card, user=None, device=None, ip=None,
+                                merchant=f"m{card}")).raw
+        for name, (res, n) in windows.items():
+            inside = [a for s, a in earlier if t // res - n < s // res <= t // res]
+            assert raw[f"card.count_{name}"] == len(inside), (name, earlier, t)
+            assert raw[f"card.sum_{name}"] == sum(inside) / 100, (name, earlier, t)
+        month = [a for s, a in earlier if t // 86_400 - 30 < s // 86_400]  # the merchant x card ring: 30 days
+        assert (raw["card.merchant_count_30d"], raw["card.merchant_sum_30d"]) == (len(month), sum(month) / 100)
+        earlier.append((t, amount))
+
+
+# -- the wire -------------------------------------------------------------------------------
+class _Recording(redis.UnixDomainSocketConnection):
+    """A real connection that also keeps the bytes of every command it sends."""
+
+    sent: list[bytes] = []
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        data = command if isinstance(command, (bytes, bytearray)) else b"".join(command)
+        _Recording.sent.append(bytes(data))
+        super().send_packed_command(command, check_health)
+
+
+def _resp_array(data: bytes) -> list[bytes]:
+    """A RESP array of bulk strings (what a client sends), decoded."""
+    assert data[:1] == b"*"
+    head, _, rest = data.partition(b"\r\n")
+    items = []
+    for _ in range(int(head[1:])):
+        size, _, rest = rest.partition(b"\r\n")
+        assert size[:1] == b"$"
+        n = int(size[1:])
+        items.append(rest[:n])
+        assert rest[n:n + 2] == b"\r\n"
+        rest = rest[n + 2:]
+    assert rest == b""
+    return items
+
+
+#: arguments after the opcode and key index, per opcode, as the script's header lists them
+def _op_width(code: str, args: list[Any]) -> int:
+    if code == "P":
+        return 2 + 2 * args[0]
+    if code == "R":
+        i = 2
+        for _ in range(args[1]):
+            i += 3 + args[i + 2]
+        return i + 1 + 3 * args[i] + 1
+    if code == "D":
+        return 5 + args[4]
+    return {"S": 6, "V": 5, "T": 4, "L": 3}[code]
+
+
+def _ops(packed: bytes) -> list[tuple[str, int, list[Any]]]:
+    items = msgpack.unpackb(packed)
+    ops, i = [], 0
+    while i < len(items):
+        code, key_index = items[i], items[i + 1]
+        width = _op_width(code, items[i + 2:])
+        ops.append((code, key_index, items[i + 2:i + 2 + width]))
+        i += 2 + width
+    assert i == len(items)
+    return ops
+
+
+def _captured_call(redis_server, store: OnlineStore, event) -> tuple[list[bytes], Any]:
+    pool = redis.ConnectionPool(connection_class=_Recording, path=redis_server.socket_path)
+    wired = OnlineStore(redis.Redis(connection_pool=pool), ipintel=store.ipintel, lists=store.lists,
+                        prefix=store.prefix)
+    _Recording.sent.clear()
+    result = wired.process(event)
+    evalsha = [_resp_array(data) for data in _Recording.sent if data.startswith(b"*")]
+    evalsha = [cmd for cmd in evalsha if cmd[0].upper() == b"EVALSHA"]
+    assert len(evalsha) == 1  # one round trip
+    return evalsha[0], result
+
+
+def test_a_payment_is_one_evalsha_whose_keys_and_ops_follow_the_script_header(redis_server, listed, redis_client):
+    store, prefix = listed, listed.prefix
+    event = pay(T0, amount="123.45", card="c1", user="u1", device="d1", ip="113.7.1.2", merchant="m1",
+                event_id="wire-1")
+    cmd, result = _captured_call(redis_server, store, event)
+    assert cmd[1].decode() == hashlib.sha1(load_script().encode()).hexdigest()
+    nkeys = int(cmd[2])
+    keys_sent = [k.decode() for k in cmd[3:3 + nkeys]]
+    ttl, amount, packed, tag = cmd[3 + nkeys:]
+    assert keys_sent[0] == keys.event_key(prefix, "wire-1", "dedup")
+    assert (int(ttl), int(amount)) == (3 * 86_400, 12_345)
+    assert msgpack.unpackb(redis_client.get(keys_sent[0]))[0] == tag.decode()  # the reply, stored, starts with it
+
+    ids = {"card": "c1", "user": "u1", "device": "d1", "ip": "113.7.1.2", "subnet": "113.7.1.0/24",
+           "merchant": "m1", "merchant_card": "m1|c1", "list": None}
+    t = ts_us(T0)
+    used = set()
+    seen_codes = set()
+    for code, k, args in _ops(packed):
+        seen_codes.add(code)
+        key = keys_sent[k - 1]
+        used.add(k)
+        entity, entity_id = re.match(rf"^{prefix}:v1:\{{([a-z_]+):([^}}]+)\}}:", key).groups()
+        if entity != "list":
+            assert entity_id == ids[entity], key
+        if code == "P":
+            assert key == keys.merchant_profile_key(prefix, "m1")
+        elif code == "R":
+            size, nrings = args[0], args[1]
+            value = redis_client.get(key)  # `size` doubles, if the payment counted in it
+            assert value is None or len(value) == 8 * size
+            i = 2
+            for _ in range(nrings):
+                buckets, bucket, ncounters = args[i:i + 3]
+                resolution_s = {10: 60, 12: 300, 24: 3600, 28: 21600, 30: 86400}[buckets]  # the windows' N
+                assert bucket == t // (resolution_s * 1_000_000)
+                increments = args[i + 3:i + 3 + ncounters]
+                assert set(increments) <= {0, 1, 12_345, "N"}
+                if entity == "card" and buckets == 10:
+                    assert increments == [1, 12_345] and len(value) == 8 * size  # count_10m, sum_10m
+                i += 3 + ncounters
+        elif code in ("D", "S"):
+            member, ts = args[0], args[1]
+            assert int(ts) == t
+            of = key.rsplit(":", 1)[1]
+            assert member == {"device_id": "d1", "ip": "113.7.1.2", "merchant_id": "m1", "card_fp": "c1",
+                              "user_id": "u1", "ip_country": "CN"}[of]
+        elif code == "V":
+            assert args[2] == 12_345 and args[1] == "12"  # the business hour (UTC+8) as text
+        elif code == "T":
+            assert key == f"{keys.entity_key(prefix, 'merchant', 'm1', 'top')}:{event_row(event, store.ipintel)['biz_day']}"
+            assert args[:2] == ["c1", "12345"]
+        elif code == "L":
+            ranges = args[0]
+            name = key.split("{list:")[1].split("}")[0]
+            assert key == keys.list_members_key(prefix, name)
+            if ranges:
+                used.add(ranges)
+                assert keys_sent[ranges - 1] == keys.list_ranges_key(prefix, name)
+                assert args[2] == str((113 << 24) | (7 << 16) | (1 << 8) | 2)
+    assert seen_codes == {op.value for op in Opcode}
+    assert used == set(range(2, nkeys + 1))  # every key but the dedup key is some op's
+    assert result.features["lists.blocked_ips"] is True
+
+
+def test_a_refund_sends_only_the_merchant_state_with_its_amount(redis_server, listed):
+    event = pay(T0, typ="refund", amount="50.00", refers_to="p1", event_id="wire-2")
+    cmd, result = _captured_call(redis_server, listed, event)
+    nkeys = int(cmd[2])
+    ops = _ops(cmd[3 + nkeys + 2])
+    assert [(code, k) for code, k, _ in ops] == [("R", 2)]
+    assert re.fullmatch(rf"{listed.prefix}:v1:\{{merchant:m1\}}:state\.[0-9a-f]{{8}}", cmd[4].decode())
+    assert 5_000 in ops[0][2]  # the refund sum's increment
+    assert result.features == {}
+
+
+# -- the fast path against assemble ----------------------------------------------------------
 def _events() -> list:
     frame = dense_events(3_000, seed=5, days=4)
     ipv6 = frame.index % 11 == 0
@@ -33,76 +317,33 @@ def _events() -> list:
     return [parse_event(flat_to_dict(row)) for row in frame.to_dict("records")]
 
 
-def _typed(mapping: dict[str, Any]) -> list[tuple[str, type, Any]]:
-    return [(k, type(v), "nan" if isinstance(v, float) and math.isnan(v) else v) for k, v in mapping.items()]
+def _same_typed(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    def norm(v: Any) -> Any:
+        return "nan" if isinstance(v, float) and math.isnan(v) else v
+    return [(k, type(v), norm(v)) for k, v in a.items()] == [(k, type(v), norm(v)) for k, v in b.items()]
 
 
-@pytest.fixture
-def listed(store, redis_client):
-    lists = ListStore(redis_client, store.lists, prefix=store.prefix)
-    lists.add("blocked_ips", ["113.0.0.0/10", "2001:db8::/32"])
-    lists.add("blocked_cards", ["c7", "c9"])
-    lists.add("trusted_users", ["u3"])
-    store.set_merchant_profile("m1", grade="A", single_limit_minor=300_000, daily_cap_minor=2_000_000,
-                               onboarded_at="2026-08-01")
-    return store
-
-
-def _reference_ops(store: OnlineStore, call) -> list[Any]:
-    """The plan's op list with this event's values in place of its `_Ref`s."""
-    row = call.row
-    values = dict(zip(store._value_at, store._values(row)))
-    values.update(zip(store._time_at, store._time_values(row["ts_us"])))
-    return [values[item.key] if isinstance(item, _Ref) else item for item in call.plan.ops]
-
-
-def _reference_raw(call, stored: list[Any]) -> dict[str, Any]:
-    """Every raw value of the reply, each read on its own, in reply order."""
-    raw = {}
-    for name, kind, at in _reply_outputs(call.plan.used):
-        convert, width = _READERS[kind]
-        (raw[name],) = list(convert(stored[at:at + width]))
-    return raw
-
-
-def test_the_op_array_joined_from_pieces_is_the_op_list_packed(listed):
+def test_features_equal_assemble_of_the_raw_values(listed):
     store = listed
-    plans = set()
+    decisions = outcomes = 0
     for event in _events():
-        call = store._prepare(event)
-        plans.add(id(call.plan))
-        ops = call.args[2]
-        assert ops == msgpack.packb(_reference_ops(store, call))
-    assert len(plans) > 20
-
-
-def test_features_and_raw_values_equal_assemble_of_every_raw_value(listed):
-    store = listed
-    decisions = 0
-    for event in _events():
-        call = store._prepare(event)
-        reply = store._script(keys=call.keys, args=call.args)
-        result = store._finish(event, call, reply)
-        raw = _reference_raw(call, msgpack.unpackb(reply[1]))
-        if call.plan.outcome:
-            assert result.features == {}
-            assert _typed(result.raw) == _typed(raw)
+        result = store.process(event)
+        if not result.features:
+            outcomes += 1
             continue
         decisions += 1
-        expected = assemble(call.row, dict(raw), store.default_limit, store.lists)
-        assert _typed(result.features) == _typed(expected)  # names, order, types and values
-        assert _typed(result.raw) == _typed({k: v for k, v in raw.items() if k not in FIRST_SEEN_TIMES})
-    assert decisions > 1_000
+        row = event_row(event, store.ipintel, store.biz_offset_min)
+        expected = assemble(row, dict(result.raw), store.default_limit, store.lists)
+        assert _same_typed(result.features, expected)  # names, order, types and values
+    assert decisions > 1_000 and outcomes > 100
 
 
 def test_the_blank_features_are_the_catalog_then_the_lists(store):
     from fengkong.features import definitions as d
 
-    plan = store._plan_for(("payment", *[False] * len(store._plan_columns)))
-    names = list(plan.blank)
+    result = store.process(pay(T0, event_id="blank-1"))
     catalog = [name for name, spec in d.CATALOG.items() if spec.source != "model"]
-    assert names == catalog + [spec.feature for spec in store.lists.values()]
-    assert set(plan.blank.values()) == {None}
+    assert list(result.features) == catalog + [spec.feature for spec in store.lists.values()]
 
 
 def test_a_raw_value_named_like_an_event_feature_is_refused():
@@ -117,8 +358,22 @@ def test_raw_is_built_once_and_only_when_read(store):
     assert "raw" not in vars(result)
     assert result.raw is result.raw
     assert result.raw["card.count_10m"] == 0
-    assert "card.first_seen_us" not in result.raw  # made an age of, as before
-    assert pd.isna(result.features["device.count_1h"])
+    assert result.raw["card.first_seen_us"] is None and result.features["card.is_first_seen"] is True
+    assert result.features["device.count_1h"] is None
+
+
+# -- the script and the op classes -----------------------------------------------------------
+def test_every_op_class_names_a_lua_function_the_dispatch_table_maps_its_opcode_to():
+    script = load_script()
+    table = re.search(r"local OPS = \{(.*?)\n\}", script, re.S)
+    assert table is not None
+    dispatch = dict(re.findall(r"(\w) = (\w+),", table.group(1)))
+    assert dispatch == {kind.code.value: kind.lua_function for kind in OP_KINDS}
+    assert {kind.code for kind in OP_KINDS} == set(Opcode)
+    assert set(OP_KINDS) == set(Op.__subclasses__())  # no kind left out of the store's ops
+    for kind in OP_KINDS:
+        assert re.search(rf"^local function {kind.lua_function}\(key\)$", script, re.M), kind
+        assert f"{kind.code.value} {kind.lua_function}" in script  # documented in the header
 
 
 def test_lookup_with_subnet_is_lookup_and_subnet_of(ipintel):

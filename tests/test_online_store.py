@@ -292,17 +292,17 @@ def test_a_plan_kept_across_events_sends_and_reads_what_a_fresh_one_does(redis_c
     for row in events.to_dict("records"):
         event = parse_event(flat_to_dict(row))
         a = kept._prepare(event)
-        fresh._plans.clear()
-        fresh._last_slot = (-1, [])
+        fresh.planner.plans.clear()
+        fresh.planner.args.last_slot = (-1, [])
         b = fresh._prepare(event)
         assert [k.replace(f"{prefix}:", f"{prefix}x:", 1) for k in a.keys] == b.keys
         assert a.args == b.args
-        assert len(kept._values(a.row)) == len(kept._value_at)
+        assert len(kept.planner.args.values(a.row)) == len(kept.planner.args.value_at)
         ra = kept._finish(event, a, kept._script(keys=a.keys, args=a.args))
         rb = fresh._finish(event, b, fresh._script(keys=b.keys, args=b.args))
         assert [(k, type(v), v) for k, v in ra.features.items()] == [(k, type(v), v) for k, v in rb.features.items()]
         assert [(k, type(v), v) for k, v in ra.raw.items()] == [(k, type(v), v) for k, v in rb.raw.items()]
-    assert 10 < len(kept._plans) < 200
+    assert 10 < len(kept.planner.plans) < 200
 
 
 @pytest.mark.parametrize(
@@ -310,9 +310,9 @@ def test_a_plan_kept_across_events_sends_and_reads_what_a_fresh_one_does(redis_c
            "1.2.3.4\x00", ""],
 )
 def test_the_ipv4_text_of_a_list_lookup_is_the_decimal_of_ipv4_int(ip):
-    from fengkong.features.online import _ipv4_int, _ipv4_text
+    from fengkong.features.plan import ipv4_int, ipv4_text
 
-    assert _ipv4_text(ip) == str(_ipv4_int(ip))
+    assert ipv4_text(ip) == str(ipv4_int(ip))
 
 
 @pytest.mark.parametrize("nops", [0, 3, 4, 850, 1700])

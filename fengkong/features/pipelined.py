@@ -1,8 +1,8 @@
 """One pipelined asyncio connection to Redis for the decision path.
 
 Why not redis-py here. Its synchronous client blocks the event loop for the whole
-round trip, and on this machine the Lua call's ~190 us of server work lands in
-that wait (the woken server often runs on the caller's core). Its asyncio client
+round trip, and the Lua call's server work lands in that wait (the woken server
+often runs on the caller's core). Its asyncio client
 takes one pooled connection per command and spends more Python per call than the
 call itself. The service's hot path needs something else: every in-flight decision
 of a worker writes its commands to *one* connection, the writes of one loop tick go
@@ -221,9 +221,9 @@ class PipelinedRedis:
                 proto = await asyncio.wait_for(self._connection(), timeout_s)
             except TimeoutError:
                 raise ConnectionFailed(f"redis did not answer within {timeout_s * 1000:.0f} ms") from None
-        # One timer on the batch's future, not `asyncio.timeout` around the await: the
-        # context manager cost ~15 us of worker CPU per call (py-spy, in-process), a
-        # call_at handle ~2 us. Replies come in order, so the batch is done when its last is.
+        # One timer on the batch's future, not `asyncio.timeout` around the await: a
+        # call_at handle costs the worker far less CPU than the context manager (see
+        # docs/benchmarks.md). Replies come in order, so the batch is done when its last is.
         batch = proto.send(commands)
         timer = loop.call_at(deadline, _expire, batch)
         try:

@@ -2,36 +2,43 @@
 -- count the event, in one atomic call (one round trip, no other client can
 -- interleave between the read and the write, a retried event_id is a no-op).
 --
--- KEYS[1]      dedup key of the event_id (holds the reply blob it got)
--- KEYS[2..]    entity keys, referenced by index from the ops below
--- ARGV[1]      dedup TTL in seconds
--- ARGV[2]      event amount in minor units (integer, 0 when none)
--- ARGV[4]      the layout tag of the reply (echoed first, stored with it)
--- ARGV[3]      the ops, one MessagePack array (packing 300 separate arguments
---              costs the client more than the whole script costs the server);
---              each op starts with an opcode and a key index:
---   P k npairs g1 l1 .. gn ln default_limit   merchant profile; sets the limit
---        -> grade|false, limit, onboarded_day|false, daily_cap|false, anomaly|false
---   R k size nrings (N b nc inc1..incnc)*nrings nextra (code mode value)*nextra ttl
---        an entity's state in one value of `size` doubles: its rings of N buckets
+-- KEYS[1]    the event_id's dedup key (holds the reply blob the event got)
+-- KEYS[2..]  entity keys, then the lists' fixed keys, referenced by index from the ops
+-- ARGV[1]    dedup TTL in seconds
+-- ARGV[2]    the event's amount in minor units (integer, 0 when none)
+-- ARGV[3]    the ops, one MessagePack array (one argument, not hundreds: packing
+--            many arguments costs the client more than the script costs the server)
+-- ARGV[4]    the reply tag: which ops ran (echoed first in the reply, stored with it)
+-- Returns {"ok", msgpack([tag, v1, v2, ...])} (false where missing), or {"dup", the
+-- same blob the first delivery of this event_id returned}.
+--
+-- Each op is: opcode, index of its key in KEYS, then its arguments. The opcode picks
+-- the op's function from OPS at the end; fengkong/features/ops.py has one class per
+-- opcode that encodes the arguments and decodes the values (the class names the
+-- function). Arguments -> reply values, per opcode:
+--   P op_profile   npairs g1 l1 .. gn ln default_limit   (the merchant profile; sets
+--        the limit) -> grade|false, limit, onboarded_day|false, daily_cap|false,
+--        anomaly|false
+--   R op_state     size nrings (N b nc inc1..incnc)*nrings nextra (code mode value)*nextra
+--        ttl: an entity's state in one value of `size` doubles: its rings of N buckets
 --        (inc "N" = the near-limit flag), then F first seen, M moments, H hour habit
---        -> each ring's nc totals, then F: first ts|false; M: n, mean, m2; H: count, total
---   D k member ts prune ttl nthr thr1..thrn   last-seen sorted set, distinct counts
---        -> n counts (members with last-seen >= thr)
---   S k member ts horizon prune ttl write -> is_new(1/0|false), members seen since horizon
---        (prune: "(bound", members last seen before the bound are dropped; the bound
---        is the lowest threshold, so never past one; ttl > 0)
---   V k day hour amount ttl write   merchant period volume and baselines -> 10 values
---        (order: volume today, count today, volume hour, count hour, then the 7-day
---        and 28-day baselines: through this hour, this hour alone, count through it)
---   T k member amount ttl write     largest per-member volume (today) -> max before
---   L k ks member ipint        list membership (set, and IPv4 ranges in ks) -> 1/0
--- (ARGV[3] is decoded as a stream of its items: fewer than 6000 bytes of them.)
+--        (mode 1 read, 2 read and write) -> each ring's nc totals, then F: first
+--        ts|false; M: n, mean, m2; H: count, total
+--   D op_distinct  member ts prune ttl nthr thr1..thrn   (last-seen sorted set; member
+--        "" = read only) -> n counts (members with last-seen >= thr)
+--   S op_seen      member ts horizon prune ttl write -> is_new (1/0|false), members
+--        seen since horizon (prune: "(bound", members last seen before the bound are
+--        dropped; the bound is the lowest threshold, so never past one; ttl > 0)
+--   V op_volume    day hour amount ttl write   (merchant period volume) -> volume
+--        today, count today, volume hour, count hour, then the 7-day and 28-day
+--        baselines: through this hour, this hour alone, count through it
+--   T op_top       member amount ttl write   (largest per-member volume today) -> max
+--        before
+--   L op_list      ks member ipint   (set membership, and IPv4 ranges in KEYS[ks] if
+--        ks > 0) -> 1/0
 -- Values passed on to Redis come as decimal strings (Redis would format a Lua number
 -- with "%.17g" on every call): the ttl of R, D, S, V and T; ts, thr, horizon of D
 -- and S; V's hour; T's amount; L's ipint ("" when not IPv4).
--- Returns {"ok", msgpack([v1, v2, ...])} (false where missing), or {"dup", the same
--- blob the first delivery of this event_id returned}.
 
 local dedup = KEYS[1]
 local stored = redis.call('GET', dedup)
@@ -39,18 +46,18 @@ if stored then
   return {'dup', stored}
 end
 
--- the first value is the layout of the reply (which ops ran), so that a retried
--- event_id whose body differs is told apart from a true retry
+-- the first value is the reply tag (which ops ran), so that a retried event_id
+-- whose body differs is told apart from a true retry
 local out = {ARGV[4]}
 local nout = 1
 
 local amount = tonumber(ARGV[2])
 local limit = nil
 -- ARGV[3] is one MessagePack array; its items are unpacked as a stream (the array's
--- header cut off) straight into a table constructor, which sizes the table once:
--- cmsgpack's own array decoding grows it item by item (1.5 us of the ~6 us here).
--- A stream leaves every item on the Lua stack at once, which holds 8000: an array
--- of 6000 bytes or more (none is near this) is decoded as a whole.
+-- header cut off) straight into a table constructor, which sizes the table once
+-- (cmsgpack's own array decoding grows it item by item). A stream leaves every item
+-- on the Lua stack at once, which holds 8000: an array of 6000 bytes or more (none
+-- is near this) is decoded as a whole.
 local A
 do
   local ops = ARGV[3]
@@ -108,7 +115,7 @@ end
 local FMT = {'<d', '<dd', '<ddd', '<dddd', '<ddddd', '<dddddd', '<ddddddd', '<dddddddd'}
 
 -- Runs of zero doubles are cuts of Z, grown by doubling as needed (string.rep builds
--- byte by byte, ~2 us per KiB here); a cut of a length made before is found interned.
+-- byte by byte); a cut of a length made before is found interned.
 local Z = '\0\0\0\0\0\0\0\0'  -- one double 0
 
 -- The entity's new value is built front to back from runs of the old value and
@@ -133,137 +140,24 @@ local function emit_zeros(k)  -- k zero doubles
   end
 end
 
--- an entity without a value yet (or with one of another layout): every total reads
--- 0, and each ring that counts the event gets one record, written twice: as the
--- header (L = b, totals = the increments) and as b's slot. (The shared state is
--- copied into locals first, and the positions written back at the end: a local
--- costs Lua no instruction to read, an upvalue one.)
-local function rings_fresh(key, size, nrings)
-  while #Z < size * 8 do Z = Z .. Z end  -- any run of zeros is a cut of Z
-  local A, out, Z, ssub, spack = A, out, Z, ssub, spack
-  local ai, no = argi, nout
-  local parts = {false, false, false, false, false, false, false, false,
-                 false, false, false, false, false, false, false, false}
-  local nparts = 0
-  local gap = 0  -- bytes of zeros owed before the next record
-  local near = (limit and amount * 10 >= limit * 9 and amount <= limit) and 1 or 0
-  for _ = 1, nrings do
-    local n, b, nc = A[ai], A[ai + 1], A[ai + 2]
-    local i0 = ai + 2
-    ai = i0 + nc + 1
-    local any = false
-    for i = i0 + 1, i0 + nc do
-      local inc = A[i]
-      if inc == 'N' then
-        inc = near
-        A[i] = inc
-      end
-      if inc ~= 0 then any = true end
-      no = no + 1
-      out[no] = 0
-    end
-    local w8 = (nc + 1) * 8
-    if any then
-      local rec = spack(FMT[nc + 1] or '<' .. string.rep('d', nc + 1), b, unpack(A, i0 + 1, i0 + nc))
-      local hi = b % n
-      if gap > 0 then
-        nparts = nparts + 1
-        parts[nparts] = ssub(Z, 1, gap)
-      end
-      parts[nparts + 1] = rec
-      nparts = nparts + 2
-      if hi > 0 then
-        parts[nparts] = ssub(Z, 1, hi * w8)
-        nparts = nparts + 1
-      end
-      parts[nparts] = rec
-      gap = (n - 1 - hi) * w8
-    else
-      gap = gap + (1 + n) * w8
-    end
-  end
-  local nextra = A[ai]
-  ai = ai + 1
-  for _ = 1, nextra do
-    local code, write, value = A[ai], A[ai + 1] == 2, A[ai + 2]
-    ai = ai + 3
-    if code == 'F' then
-      no = no + 1
-      out[no] = false
-      if write then
-        if gap > 0 then
-          nparts = nparts + 1
-          parts[nparts] = ssub(Z, 1, gap)
-          gap = 0
-        end
-        nparts = nparts + 1
-        parts[nparts] = spack('<d', value)
-      else
-        gap = gap + 8
-      end
-    elseif code == 'M' then
-      out[no + 1], out[no + 2], out[no + 3] = 0, 0, 0
-      no = no + 3
-      if write then
-        -- the Welford step from n = mean = m2 = 0, as op_rings computes it
-        local delta = value - 0
-        local mean = 0 + delta / 1
-        if gap > 0 then
-          nparts = nparts + 1
-          parts[nparts] = ssub(Z, 1, gap)
-          gap = 0
-        end
-        nparts = nparts + 1
-        parts[nparts] = spack('<ddd', 1, mean, 0 + delta * (value - mean))
-      else
-        gap = gap + 24
-      end
-    else
-      out[no + 1], out[no + 2] = 0, 0
-      no = no + 2
-      if write then
-        -- a count of 1 for the hour, zeros, then 1 as the total of all hours
-        local one = spack('<d', 1)
-        gap = gap + value * 8
-        if gap > 0 then
-          nparts = nparts + 1
-          parts[nparts] = ssub(Z, 1, gap)
-        end
-        parts[nparts + 1] = one
-        parts[nparts + 2] = ssub(Z, 1, (23 - value) * 8)
-        parts[nparts + 3] = one
-        nparts = nparts + 3
-        gap = 0
-      else
-        gap = gap + 200
-      end
-    end
-  end
-  local ttl = A[ai]
-  argi, nout = ai + 1, no
-  if nparts > 0 then
-    if gap > 0 then
-      nparts = nparts + 1
-      parts[nparts] = ssub(Z, 1, gap)
-    end
-    -- GET: the reply is nil (no value before, or one of another layout, read above)
-    -- where a plain SET's "OK" would cost Lua a table
-    rcall('SET', key, concat(parts, '', 1, nparts), 'EX', ttl, 'GET')
-  end
-end
-
-local function op_rings(key)
+local function op_state(key)
   local size, nrings = A[argi], A[argi + 1]
   argi = argi + 2
   old = rcall('GET', key)
-  if not old or #old ~= size * 8 then  -- none yet, or another layout
-    return rings_fresh(key, size, nrings)
+  local fresh = not old or #old ~= size * 8
+  if fresh then
+    -- none yet, or one of another layout: read as all zeros (every total 0, no first
+    -- seen, no moments), so one code path serves new and known entities alike
+    while #Z < size * 8 do Z = Z .. Z end
+    old = ssub(Z, 1, size * 8)
   end
   -- (sized up front: a table grown one item at a time is rehashed at 1, 2, 4, 8, 16)
   pieces = {false, false, false, false, false, false, false, false,
             false, false, false, false, false, false, false, false}
   npieces, done = 0, 0
-  local A, out, old, sunpack, spack = A, out, old, sunpack, spack  -- (as in rings_fresh)
+  -- the shared state in locals, written back at the end: Lua reads a local with no
+  -- instruction, an upvalue with one
+  local A, out, old, sunpack, spack = A, out, old, sunpack, spack
   local ai, no = argi, nout
   local changed = false
   local near = (limit and amount * 10 >= limit * 9 and amount <= limit) and 1 or 0
@@ -406,7 +300,13 @@ local function op_rings(key)
   argi, nout = ai + 1, no
   if changed then
     keep(size * 8)
-    rcall('SET', key, concat(pieces, '', 1, npieces), 'EX', ttl)
+    if fresh then
+      -- GET: the reply is nil (or the old value of another layout), where a plain
+      -- SET's "OK" would cost Lua a table
+      rcall('SET', key, concat(pieces, '', 1, npieces), 'EX', ttl, 'GET')
+    else
+      rcall('SET', key, concat(pieces, '', 1, npieces), 'EX', ttl)
+    end
   end
 end
 
@@ -656,22 +556,27 @@ local function op_list(key)
   out[nout] = hit
 end
 
+-- the function of each opcode (fengkong/features/ops.py: each Op class names its own)
+local OPS = {
+  P = op_profile,
+  R = op_state,
+  D = op_distinct,
+  S = op_seen,
+  V = op_volume,
+  T = op_top,
+  L = op_list,
+}
+
 local nargs, keys = #A, KEYS
 while argi <= nargs do
-  local code, key = A[argi], keys[A[argi + 1]]
+  local code = A[argi]
+  local op = OPS[code]
+  if not op then error('unknown op ' .. tostring(code)) end
+  local key = keys[A[argi + 1]]
   argi = argi + 2
-  -- the most frequent ops first
-  if code == 'D' then op_distinct(key)
-  elseif code == 'L' then op_list(key)
-  elseif code == 'R' then op_rings(key)
-  elseif code == 'S' then op_seen(key)
-  elseif code == 'V' then op_volume(key)
-  elseif code == 'T' then op_top(key)
-  elseif code == 'P' then op_profile(key)
-  else error('unknown op ' .. tostring(code))
-  end
+  op(key)
 end
 
 local blob = cmsgpack.pack(out)
-rcall('SET', dedup, blob, 'EX', ARGV[1], 'GET')  -- nil, as read above (see rings_fresh)
+rcall('SET', dedup, blob, 'EX', ARGV[1], 'GET')  -- nil, as read above (see op_state)
 return {'ok', blob}

@@ -1,0 +1,443 @@
+"""The feature store's wire protocol: one class per kind of op the Lua script runs.
+
+An op is what the script does to one key for one event: read the values the
+event's features need as of just before it, then count the event. Each op kind is
+one `Op` subclass that says, side by side:
+
+* ``code``: its `Opcode`, the first item of the op in ARGV[3];
+* ``lua_function``: the function of `lua/update_read.lua` that runs it (the
+  script's ``OPS`` dispatch table maps the opcode to it; a test holds the two equal);
+* ``args(event_type)``: encode, the op's arguments after its key index, as
+  constants and `Ref`s (values that change with every event, filled in by
+  `fengkong.features.plan.EventArgs`);
+* ``outputs`` and ``decode``: the reply values the op returns, in order, each with
+  the `DECODERS` entry that turns it into a raw value;
+* ``compile``: the ops of its kind that the definitions declare.
+
+Adding a kind of feature means one subclass here (listed in `OP_KINDS`) and one Lua
+function (with its opcode in `Opcode` and in the script's ``OPS`` table). The plan (`fengkong.features.plan`) turns ops into
+one packed op list per event type; it never looks inside an op's arguments.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import itertools
+import operator
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar, NamedTuple
+
+from fengkong.features import definitions as d
+from fengkong.features import keys
+from fengkong.features.assemble import AMOUNT_FEATURES
+from fengkong.features.lists import KIND_COLUMN, ListSpec
+
+_SCALE = d.MINOR_PER_MAJOR
+
+
+class Opcode(enum.StrEnum):
+    """The one-letter code an op starts with in ARGV[3] (the script dispatches on it).
+    The letters are part of the reply tag stored with every event id: keep them."""
+
+    PROFILE = "P"
+    STATE = "R"
+    DISTINCT = "D"
+    SEEN = "S"
+    VOLUME = "V"
+    TOP = "T"
+    LIST = "L"
+
+
+class Ref(NamedTuple):
+    """An op argument that changes with every event: the name of one of the values
+    `EventArgs` computes from the event row (a name, or a tuple of a name and what it is
+    of). Every other op argument is a constant for the event's type."""
+
+    key: str | tuple[Any, ...]
+
+
+# -- decoding reply values ------------------------------------------------------------------
+# Each decoder converts all the reply values of its kind in an event at once (one call per
+# kind, not per value). Lua's false is a missing value: None.
+_INT_ONLY = {int}
+_SCALES = itertools.repeat(_SCALE)
+_ONES = itertools.repeat(1)
+
+
+def _ints(vals: Sequence[Any]) -> Sequence[Any]:
+    # counts arrive as MessagePack integers: checking the types is cheaper than converting
+    return vals if set(map(type, vals)) == _INT_ONLY else list(map(int, vals))
+
+
+def _scaled(vals: Sequence[Any]) -> Iterable[Any]:
+    return map(operator.truediv, vals, _SCALES)
+
+
+def _optional(vals: Sequence[Any]) -> list[Any]:
+    return [None if v is False else v for v in vals]
+
+
+def _optional_ints(vals: Sequence[Any]) -> list[Any]:
+    return [None if v is False else int(float(v)) for v in vals]
+
+
+def _optional_floats(vals: Sequence[Any]) -> list[Any]:
+    return [None if v is False else float(v) for v in vals]
+
+
+def _optional_scaled(vals: Sequence[Any]) -> list[Any]:
+    return [None if v is False else v / _SCALE for v in vals]
+
+
+def _is_one(vals: Sequence[Any]) -> Iterable[Any]:
+    return map(operator.eq, vals, _ONES)
+
+
+def _optional_is_one(vals: Sequence[Any]) -> list[Any]:
+    return [None if v is False else v == 1 for v in vals]
+
+
+def _moments(vals: Sequence[Any]) -> list[Any]:
+    it = iter(vals)
+    return [(int(n), float(mean), float(m2)) for n, mean, m2 in zip(it, it, it)]
+
+
+class Decoder(NamedTuple):
+    """How reply values of one kind become raw values: the converter of a run of them,
+    and how many reply values one raw value takes."""
+
+    convert: Callable[[Sequence[Any]], Iterable[Any]]
+    width: int
+
+
+DECODERS: dict[str, Decoder] = {
+    "int": Decoder(_ints, 1),
+    "scaled": Decoder(_scaled, 1),  # minor units to major
+    "optional": Decoder(_optional, 1),
+    "optional_int": Decoder(_optional_ints, 1),
+    "optional_float": Decoder(_optional_floats, 1),
+    "optional_scaled": Decoder(_optional_scaled, 1),
+    "is_one": Decoder(_is_one, 1),
+    "optional_is_one": Decoder(_optional_is_one, 1),
+    "moments": Decoder(_moments, 3),  # (n, mean, m2)
+}
+
+
+# -- the ops --------------------------------------------------------------------------------
+class StoreConfig(NamedTuple):
+    """What a store adds to the definitions: its analyst lists and its merchant limits."""
+
+    lists: dict[str, ListSpec]
+    grade_limits: dict[str, int]
+    default_limit: int
+
+
+class Op:
+    """One op of the script: the entity key it works on, how its arguments encode for an
+    event of a given type, and how its reply values decode.
+
+    ``column`` is the event-row column holding the entity's id: an event that lacks it
+    runs no op on that entity. ``writes_on`` are the outcome types (refund, chargeback...)
+    the op counts; an outcome runs only the ops that count it."""
+
+    code: ClassVar[Opcode]
+    lua_function: ClassVar[str]
+    #: the key ends with the event's business day (one key per day)
+    per_day: ClassVar[bool] = False
+
+    def __init__(self, *, entity: str, column: str, suffix: str, outputs: Sequence[tuple[str, str]],
+                 writes_on: Iterable[str] = ()) -> None:
+        self.entity = entity
+        self.column = column
+        self.suffix = suffix
+        self.outputs = tuple(outputs)  # (raw name, DECODERS entry) per value of the reply, in order
+        self.writes_on = frozenset(writes_on)
+        self.width = sum(DECODERS[kind].width for _, kind in self.outputs)
+        self.nkeys = 1  # keys the op takes: its entity key, then fixed ones (a list's ranges)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.entity}:{self.suffix})"
+
+    @property
+    def ident(self) -> str:
+        """What tells this op from every other in the reply tag (`fengkong.features.plan`)."""
+        return f"{self.code.value}:{self.entity}:{self.suffix}"
+
+    @classmethod
+    def compile(cls, config: StoreConfig) -> list[Op]:
+        """The ops of this kind that the definitions (`fengkong.features.definitions`) declare."""
+        raise NotImplementedError
+
+    def args(self, event_type: str) -> list[Any]:
+        """The op's arguments after its key index(es) for an event of this type."""
+        raise NotImplementedError
+
+    def fixed_keys(self, prefix: str) -> tuple[str, ...]:
+        """The op's keys if they are the same for every event (else its key is the entity's)."""
+        return ()
+
+    def encode(self, event_type: str, key_index: int) -> list[Any]:
+        """The op as it stands in ARGV[3]: opcode, index of its key in KEYS, arguments."""
+        return [self.code.value, key_index, *self.args(event_type)]
+
+    def decode(self, values: Sequence[Any]) -> dict[str, Any]:
+        """This op's raw values by name, from its ``width`` values of the reply."""
+        raw: dict[str, Any] = {}
+        at = 0
+        for name, kind in self.outputs:
+            convert, width = DECODERS[kind]
+            (raw[name],) = convert(values[at:at + width])
+            at += width
+        return raw
+
+
+class ProfileOp(Op):
+    """The merchant's profile hash: grade, limit (its own, else its grade's), opening day,
+    daily cap, anomaly score. Runs first: the near-limit counters read the limit."""
+
+    code = Opcode.PROFILE
+    lua_function = "op_profile"
+
+    @classmethod
+    def compile(cls, config: StoreConfig) -> list[Op]:
+        return [cls(config.grade_limits, config.default_limit)]
+
+    def __init__(self, grade_limits: dict[str, int], default_limit: int) -> None:
+        super().__init__(entity="merchant", column="merchant_id", suffix="profile", outputs=[
+            ("merchant.grade", "optional"), ("merchant.single_limit_minor", "optional_int"),
+            ("merchant.onboarded_day", "optional_int"), ("merchant.daily_cap_minor", "optional_int"),
+            ("merchant.anomaly", "optional_float")])
+        self._args: list[Any] = [len(grade_limits)]
+        for grade, limit in grade_limits.items():
+            self._args += [grade, limit]
+        self._args.append(default_limit)
+
+    def args(self, event_type: str) -> list[Any]:
+        return list(self._args)
+
+
+class StateOp(Op):
+    """Everything one entity keeps as numbers, in one value: its rolling windows (a ring
+    of buckets each), and its first-seen time, amount moments and hour habit where
+    declared. One GET and at most one SET per event, however many windows."""
+
+    code = Opcode.STATE
+    lua_function = "op_state"
+
+    @classmethod
+    def compile(cls, config: StoreConfig) -> list[Op]:
+        entities: list[d.Entity] = []
+        for entity in [x.entity for x in d.ROLLING] + [x.entity for x in d.FIRST_SEEN] + [
+                x.entity for x in d.MOMENTS] + [x.entity for x in d.HOUR_HABITS]:
+            if entity not in entities:
+                entities.append(entity)
+        return [cls(entity) for entity in entities]
+
+    def __init__(self, entity: d.Entity) -> None:
+        self.rollings = [r for r in d.ROLLING if r.entity == entity]
+        firsts = [f for f in d.FIRST_SEEN if f.entity == entity]
+        moments = [m for m in d.MOMENTS if m.entity == entity]
+        hours = [h for h in d.HOUR_HABITS if h.entity == entity]
+        self._first_events = frozenset(firsts[0].events) if firsts else None
+        self._moment_events = frozenset(moments[0].events) if moments else None
+        self._hour_events = frozenset(hours[0].events) if hours else None
+        writes_on = {t for r in self.rollings for c in r.counters for t in c.events}
+        for events in (self._first_events, self._moment_events, self._hour_events):
+            writes_on |= events or set()
+        # the value's layout names its key: a new layout, a new key (never an old value misread)
+        layout = ";".join(f"{r.window.name}:{','.join(c.name for c in r.counters)}" for r in self.rollings)
+        layout += "|" + "".join(code for code, on in (("F", firsts), ("M", moments), ("H", hours)) if on)
+        ttl = max([r.window.seconds + r.window.resolution for r in self.rollings]
+                  + [f.ttl.seconds for f in firsts] + [m.ttl.seconds for m in moments]
+                  + [h.ttl.seconds for h in hours])
+        self._ttl = str(ttl)
+        self._size = sum(1 + len(r.counters) + r.window.buckets * (1 + len(r.counters)) for r in self.rollings)
+        self._size += (1 if firsts else 0) + (3 if moments else 0) + (25 if hours else 0)
+        ns = entity.name
+        outputs = [(name, "scaled" if name in AMOUNT_FEATURES else "int")
+                   for r in self.rollings for name in r.outputs()]
+        if firsts:
+            outputs.append((f"{ns}.first_seen_us", "optional_int"))
+        if moments:
+            outputs.append((f"{ns}.moments", "moments"))
+        if hours:
+            outputs += [(f"{ns}.hour_count", "int"), (f"{ns}.hour_total", "int")]
+        super().__init__(entity=ns, column=entity.column, suffix=f"state.{hashlib.sha1(layout.encode()).hexdigest()[:8]}",
+                         outputs=outputs, writes_on=writes_on)
+
+    def args(self, event_type: str) -> list[Any]:
+        """size, nrings, (buckets, bucket id, ncounters, increment per counter) per ring,
+        nextra, (code, mode, value) per extra section, ttl. An increment is 0 (the type
+        does not count), 1, the amount, a row flag's 0/1 or amount, or "N" (the script
+        tests the amount against the merchant's limit)."""
+        args: list[Any] = [self._size, len(self.rollings)]
+        for r in self.rollings:
+            args += [r.window.buckets, Ref(("bucket", r.window.resolution * 1_000_000)), len(r.counters)]
+            for c in r.counters:
+                if event_type not in c.events:
+                    args.append(0)
+                elif c.where == "near_limit":
+                    args.append("N")
+                elif c.where is not None:
+                    args.append(Ref(("where", c.where, c.value == "amount")))
+                else:
+                    args.append(Ref("amount") if c.value == "amount" else 1)
+        extras: list[Any] = []  # mode: 1 read, 2 read and write
+        if self._first_events is not None:
+            extras += ["F", 2 if event_type in self._first_events else 1, Ref("ts")]
+        if self._moment_events is not None:
+            extras += ["M", Ref("moment_mode") if event_type in self._moment_events else 1, Ref("amount")]
+        if self._hour_events is not None:
+            extras += ["H", 2 if event_type in self._hour_events else 1, Ref("hour")]
+        return [*args, len(extras) // 3, *extras, self._ttl]
+
+
+def _span(w: d.Window) -> tuple[int, int]:
+    """A window as (bucket resolution in us, buckets before the event's): its threshold."""
+    return (w.resolution * 1_000_000, w.buckets - 1)
+
+
+class DistinctOp(Op):
+    """How many distinct members the entity saw in each window: a sorted set of members
+    scored by when each was last seen, pruned past the longest window."""
+
+    code = Opcode.DISTINCT
+    lua_function = "op_distinct"
+
+    @classmethod
+    def compile(cls, config: StoreConfig) -> list[Op]:
+        return [cls(x) for x in d.DISTINCT]
+
+    def __init__(self, x: d.Distinct) -> None:
+        super().__init__(entity=x.entity.name, column=x.entity.column, suffix=f"d:{x.of}",
+                         outputs=[(name, "int") for name in x.outputs()], writes_on=x.events)
+        longest = max(x.windows, key=lambda w: w.seconds)
+        self._ttl = str(longest.seconds + longest.resolution)
+        self._of = x.of
+        self._spans = tuple(_span(w) for w in x.windows)
+        # the prune bound is the earliest threshold: with one window, its own "(thr" text
+        self._prune = Ref(("prune", *self._spans[0])) if len(self._spans) == 1 else Ref(("prune_min", self._spans))
+
+    def args(self, event_type: str) -> list[Any]:
+        """member ("" when the type does not count), ts, prune bound, ttl, nthr, thresholds."""
+        member = Ref(("member", self._of)) if event_type in self.writes_on else ""
+        return [member, Ref("ts_text"), self._prune, self._ttl, len(self._spans),
+                *[Ref(("thr", *s)) for s in self._spans]]
+
+
+class SeenOp(Op):
+    """Whether the entity saw this member within the horizon, and how many it saw."""
+
+    code = Opcode.SEEN
+    lua_function = "op_seen"
+
+    @classmethod
+    def compile(cls, config: StoreConfig) -> list[Op]:
+        return [cls(s) for s in d.SEEN]
+
+    def __init__(self, s: d.SeenBefore) -> None:
+        new_name, seen_name = s.outputs()
+        super().__init__(entity=s.entity.name, column=s.entity.column, suffix=f"s:{s.of}",
+                         outputs=[(new_name, "optional_is_one"), (seen_name, "int")], writes_on=s.events)
+        self._ttl = str(s.horizon.seconds + s.horizon.resolution)
+        self._of = s.of
+        self._span = _span(s.horizon)  # the horizon is the window's threshold
+
+    def args(self, event_type: str) -> list[Any]:
+        """member, ts, horizon, prune bound, ttl, write (1/0)."""
+        return [Ref(("member", self._of)), Ref("ts_text"), Ref(("thr", *self._span)), Ref(("prune", *self._span)),
+                self._ttl, 1 if event_type in self.writes_on else 0]
+
+
+class VolumeOp(Op):
+    """A merchant's volume and count today and this business hour, and their 7- and
+    28-day baselines (medians of the same period on earlier days)."""
+
+    code = Opcode.VOLUME
+    lua_function = "op_volume"
+    _ORDER = ("merchant.volume_today", "merchant.count_today", "merchant.volume_hour", "merchant.count_hour",
+              "merchant.baseline_today_7d", "merchant.baseline_hour_7d", "merchant.baseline_count_today_7d",
+              "merchant.baseline_today_28d", "merchant.baseline_hour_28d", "merchant.baseline_count_today_28d")
+    _TTL = str(31 * 86400)
+
+    @classmethod
+    def compile(cls, config: StoreConfig) -> list[Op]:
+        return [cls()]
+
+    def __init__(self) -> None:
+        super().__init__(entity="merchant", column="merchant_id", suffix="volume",
+                         outputs=[(name, "optional_scaled" if name in AMOUNT_FEATURES else "optional")
+                                  for name in self._ORDER],
+                         writes_on=d.PERIOD_VOLUME.events)
+
+    def args(self, event_type: str) -> list[Any]:
+        """business day, business hour, amount, ttl, write (1/0)."""
+        return [Ref("biz_day"), Ref("biz_hour_text"), Ref("amount"), self._TTL, 1 if event_type in self.writes_on else 0]
+
+
+class TopOp(Op):
+    """The largest volume one card brought the merchant today (a sorted set per business
+    day: its key ends with the day, see `fengkong.features.plan`)."""
+
+    code = Opcode.TOP
+    lua_function = "op_top"
+    per_day = True
+    _TTL = str(2 * 86400)
+
+    @classmethod
+    def compile(cls, config: StoreConfig) -> list[Op]:
+        return [cls()]
+
+    def __init__(self) -> None:
+        super().__init__(entity="merchant", column="merchant_id", suffix="top",
+                         outputs=[("merchant.top_card_volume_today", "scaled")], writes_on=d.TOP_SHARE.events)
+
+    def args(self, event_type: str) -> list[Any]:
+        """member ("" when the type does not count), amount, ttl, write (1/0)."""
+        write = event_type in self.writes_on
+        member = Ref(("member", d.TOP_SHARE.of)) if write else ""
+        return [member, Ref("amount_text"), self._TTL, 1 if write else 0]
+
+
+class ListOp(Op):
+    """Membership of the event's card, user, IP... in one analyst list (a set; an IP list
+    also has IPv4 ranges, a second key)."""
+
+    code = Opcode.LIST
+    lua_function = "op_list"
+
+    @classmethod
+    def compile(cls, config: StoreConfig) -> list[Op]:
+        return [cls(spec) for spec in config.lists.values()]
+
+    def __init__(self, spec: ListSpec) -> None:
+        column = KIND_COLUMN[spec.kind]
+        super().__init__(entity="list", column=column, suffix=spec.name, outputs=[(spec.feature, "is_one")])
+        self.ranges = spec.kind == "ip"
+        self.nkeys = 2 if self.ranges else 1
+
+    def args(self, event_type: str) -> list[Any]:
+        """member, the IPv4 address as decimal text ("" if the list has no ranges or the
+        address is not IPv4)."""
+        return [Ref(("member", self.column)), Ref("ipint") if self.ranges else ""]
+
+    def fixed_keys(self, prefix: str) -> tuple[str, ...]:
+        members = keys.list_members_key(prefix, self.suffix)
+        return (members, keys.list_ranges_key(prefix, self.suffix)) if self.ranges else (members,)
+
+    def encode(self, event_type: str, key_index: int) -> list[Any]:
+        """opcode, members key index, ranges key index (0: none), arguments."""
+        ranges_index = key_index + 1 if self.ranges else 0
+        return [self.code.value, key_index, ranges_index, *self.args(event_type)]
+
+
+#: every op kind, in the order the script runs them: the profile first (the near-limit
+#: counters read its limit), the lists last (their keys are fixed, after the entities')
+OP_KINDS: tuple[type[Op], ...] = (ProfileOp, StateOp, DistinctOp, SeenOp, VolumeOp, TopOp, ListOp)
+
+
+def compile_ops(lists: dict[str, ListSpec], grade_limits: dict[str, int], default_limit: int) -> list[Op]:
+    """The ops of every event, in the order the script runs them, from the definitions."""
+    config = StoreConfig(lists, grade_limits, default_limit)
+    return [op for kind in OP_KINDS for op in kind.compile(config)]

@@ -1,0 +1,343 @@
+"""The plan compiler: from the ops (`fengkong.features.ops`) to one script call per event.
+
+The Python side of a call runs once per decision, so what does not change from one
+event to the next is worked out once. A `Plan`, one per event type and set of
+entities present, holds the keys' fixed text, the op list with its constant runs
+already packed, the reply tag, how the reply reads and the features' blank dict;
+an event only adds its ids and a few dozen values (`EventArgs`). Both ends handle
+values in bulk (one ``itemgetter`` orders the packed pieces of the op list, one
+converter per kind of reply value), never one Python call per op or per value: see
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import operator
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import msgpack
+
+from fengkong.events import OUTCOME_TYPES, EventType
+from fengkong.features import keys
+from fengkong.features.assemble import INPUTS, blank_features
+from fengkong.features.errors import FeatureDefinitionError
+from fengkong.features.ops import DECODERS, Op, Opcode, Ref
+
+_OUTCOMES = frozenset(t.value for t in OUTCOME_TYPES)
+_EVENT_TYPES = tuple(t.value for t in EventType)
+_HOUR_TEXT = tuple(str(h) for h in range(24))
+_NONES = itertools.repeat(None)
+
+Pick = Callable[[Any], Sequence[Any]]  # the items at fixed positions, as one sequence
+Convert = Callable[[Sequence[Any]], Any]  # reply values to raw values, one kind
+
+
+def picker(positions: Sequence[Any]) -> Pick:
+    """The items at ``positions`` of a sequence (or at these keys of a dict), as one
+    sequence: one C call for many."""
+    if len(positions) > 1:
+        return operator.itemgetter(*positions)
+    if len(positions) == 1:
+        at = positions[0]
+        return lambda seq: (seq[at],)
+    return lambda seq: ()
+
+
+def ipv4_int(ip: str) -> int | str:
+    """A dotted IPv4 address as an integer ("" if it is not one): how list ranges are scored."""
+    try:
+        parts = ip.split(".")
+        return (int(parts[0]) << 24) | (int(parts[1]) << 16) | (int(parts[2]) << 8) | int(parts[3])
+    except (ValueError, IndexError):
+        return ""
+
+
+def ipv4_text(ip: str) -> str:
+    """`ipv4_int` as decimal text; inet_pton reads the dotted quads the event contract lets
+    through faster, and leaves anything else to `ipv4_int`."""
+    try:
+        return str(int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big"))
+    except (OSError, ValueError):  # ValueError: an embedded NUL
+        return str(ipv4_int(ip))
+
+
+# -- per-event arguments --------------------------------------------------------------------
+#: the arguments every event has, whatever the ops: `EventArgs.values` computes them first
+_SCALAR_ARGS = ("amount", "amount_text", "ts", "ts_text", "hour", "biz_day", "biz_hour_text", "moment_mode", "ipint")
+
+
+class EventArgs:
+    """The op arguments that change with each event (the `Ref`s of the ops: a scalar of
+    `_SCALAR_ARGS`, or a ``where``, ``member``, ``bucket``, ``thr``, ``prune`` or
+    ``prune_min`` tuple), and where each
+    lands among the packed pieces of an op list: first `values` (from the event row), then
+    `time_values` (from its time only; the same for every event of one minute-long slot,
+    so kept packed for the last slot).
+
+    Values Redis is given come as decimal strings (see the script's header): the Lua side
+    would otherwise format a number on every call."""
+
+    def __init__(self, ops: Sequence[Op]) -> None:
+        refs = dict.fromkeys(item.key for op in ops for typ in _EVENT_TYPES
+                             for item in op.args(typ) if isinstance(item, Ref))
+        tuple_refs = [key for key in refs if isinstance(key, tuple)]
+        self.wheres = tuple(key[1:] for key in tuple_refs if key[0] == "where")  # (column, is_amount)
+        self.members = tuple(key[1] for key in tuple_refs if key[0] == "member")  # columns
+        self.buckets = tuple(key[1] for key in tuple_refs if key[0] == "bucket")  # resolutions in us
+        self.prune_mins = tuple(key[1] for key in tuple_refs if key[0] == "prune_min")  # tuples of spans
+        spans = [key[1:] for key in tuple_refs if key[0] in ("thr", "prune")]
+        spans += [span for group in self.prune_mins for span in group]
+        self.horizons = tuple(dict.fromkeys(spans))  # (resolution in us, buckets back)
+        names: list[str | tuple[Any, ...]] = [*_SCALAR_ARGS]
+        names += [("where", *w) for w in self.wheres]
+        names += [("member", c) for c in self.members]
+        self.value_at = {name: i for i, name in enumerate(names)}
+        times: list[str | tuple[Any, ...]] = [("bucket", r) for r in self.buckets]
+        times += [("thr", *h) for h in self.horizons]
+        times += [("prune", *h) for h in self.horizons]
+        times += [("prune_min", s) for s in self.prune_mins]
+        self.time_at = {name: i for i, name in enumerate(times)}
+        self._prune_min_at = tuple(tuple(self.horizons.index(h) for h in s) for s in self.prune_mins)
+        self._member_values = picker(self.members)  # itemgetter reads a dict's keys too
+        # every resolution is a whole number of slots: buckets and thresholds change only
+        # from one slot to the next
+        self.slot_us = math.gcd(*self.buckets, *(res for res, _ in self.horizons))
+        self.last_slot: tuple[int, list[bytes]] = (-1, [])
+
+    def position(self, ref: Ref) -> int:
+        """Where the value of ``ref`` lands among an event's pieces (values, then time values)."""
+        at = self.value_at.get(ref.key)
+        return at if at is not None else len(self.value_at) + self.time_at[ref.key]
+
+    def values(self, row: dict[str, Any]) -> list[Any]:
+        """The values of the row, in `value_at`'s order: `_SCALAR_ARGS` (``moment_mode``:
+        an event without an amount only reads the moments), then the flags, the members."""
+        t = row["ts_us"]
+        amount = row["amount"]
+        ip = row["ip"]
+        vals = [amount, str(amount), t, str(t), row["hour"], row["biz_day"], _HOUR_TEXT[row["biz_hour"]],
+                2 if row["has_amount"] else 1,
+                ipv4_text(ip) if row["ip_info"] is not None and ":" not in ip else ""]
+        for column, is_amount in self.wheres:
+            vals.append((amount if is_amount else 1) if row[column] else 0)
+        vals += self._member_values(row)  # a missing one is never picked: the plan sends "" instead
+        return vals
+
+    def time_values(self, t: int) -> list[Any]:
+        """The ring bucket ids, window thresholds and prune bounds at time ``t``, in
+        `time_at`'s order; the same for every ``t`` of one slot."""
+        vals: list[Any] = [t // res for res in self.buckets]
+        thrs = [(t // res - back) * res for res, back in self.horizons]
+        texts = [str(thr) for thr in thrs]
+        vals += texts
+        vals += ["(" + text for text in texts]  # exclusive bounds: members last seen before them are pruned
+        vals += ["(" + str(min(thrs[i] for i in at)) for at in self._prune_min_at]
+        return vals
+
+    def packed_time_values(self, t: int) -> list[bytes]:
+        """`time_values` at ``t``, each packed; those of the last slot are kept, as events
+        come about in time order."""
+        slot = t // self.slot_us
+        last = self.last_slot
+        if last[0] != slot:
+            last = self.last_slot = (slot, list(map(msgpack.Packer().pack, self.time_values(t))))
+        return last[1]
+
+
+# -- reading the reply ----------------------------------------------------------------------
+class Reading(NamedTuple):
+    """Raw values of one decoder kind, read from the reply in one call: the picker of their
+    values, the kind's converter, and their raw names in that order."""
+
+    pick: Pick
+    convert: Convert
+    names: tuple[str, ...]
+
+
+def reply_outputs(ops: Sequence[Op]) -> list[tuple[str, str, int]]:
+    """(raw name, decoder kind, position of its first value in the reply) of every raw value
+    of these ops, in reply order (the reply's first value is the reply tag)."""
+    outputs: list[tuple[str, str, int]] = []
+    at = 1
+    for op in ops:
+        for name, kind in op.outputs:
+            outputs.append((sys.intern(name), kind, at))  # the very keys of `blank_features`: faster to find
+            at += DECODERS[kind].width
+    names = [name for name, _, _ in outputs]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise FeatureDefinitionError(f"two ops return the same raw values: {twice}")
+    return outputs
+
+
+def _readings(outputs: Sequence[tuple[str, str, int]]) -> tuple[Reading, ...]:
+    """One `Reading` per decoder kind of these raw values, in their order."""
+    groups: dict[str, tuple[list[int], list[str]]] = {}
+    for name, kind, at in outputs:
+        positions, names = groups.setdefault(kind, ([], []))
+        positions.extend(range(at, at + DECODERS[kind].width))
+        names.append(name)
+    return tuple(Reading(picker(positions), DECODERS[kind].convert, tuple(names))
+                 for kind, (positions, names) in groups.items())
+
+
+def _features_then_inputs(outputs: Sequence[tuple[str, str, int]]) -> tuple[tuple[Reading, ...], int]:
+    """`_readings` such that the values read, one reading after another, are the features'
+    (raw values that are features as they are) then the inputs' (those `assemble.derive`
+    makes other features of); and how many values the features take. A kind both have
+    (the counts) is read once, across the boundary."""
+    features = [out for out in outputs if out[0] not in INPUTS]
+    inputs = [out for out in outputs if out[0] in INPUTS]
+    shared = next((kind for _, kind, _ in features if any(kind == k for _, k, _ in inputs)), None)
+    ordered = [out for out in features if out[1] != shared] + [out for out in features if out[1] == shared]
+    ordered += [out for out in inputs if out[1] == shared] + [out for out in inputs if out[1] != shared]
+    return _readings(ordered), len(features)
+
+
+# -- plans ----------------------------------------------------------------------------------
+class Plan(NamedTuple):
+    """Everything about the script call that is the same for all events of one type with
+    the same entities present: built once (`Planner.plan_for`), then each event only fills
+    in its own values."""
+
+    ops: tuple[Op, ...]  # the ops that run, in order
+    reply_tag: str  # first value of the reply: which ops ran (a hash of their idents)
+    entity_keys: tuple[tuple[str, str, str], ...]  # (head, row column of the id, tail) of each entity key
+    day_key_at: int  # index in KEYS of the key that ends with the business day; 0 if none
+    list_keys: tuple[str, ...]  # the lists' keys, after the entity keys
+    op_list: tuple[Any, ...]  # ARGV[3] before packing: constants and `Ref`s
+    packed_runs: list[bytes]  # ARGV[3]'s array header and its runs of constants, packed
+    order_pieces: Pick  # ARGV[3]'s pieces from `EventArgs` values packed, time values packed, runs
+    outcome: bool  # an outcome event: it gets no features
+    blank: dict[str, Any]  # every feature, missing, in order (`assemble.blank_features`)
+    reads: tuple[Reading, ...]  # the raw values, kind by kind: the features' first
+    feature_names: tuple[str, ...]  # raw values that are features as they are, in read order
+    input_names: tuple[str, ...]  # then those that `assemble.derive` makes other features of
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    head, _, tail = key.partition("\0")
+    return head, tail
+
+
+class Planner:
+    """Compiles and keeps the plans of one store's ops, and lays out one event's call."""
+
+    def __init__(self, ops: Sequence[Op], prefix: str) -> None:
+        seen: set[tuple[str, str]] = set()
+        for op in ops:
+            if (op.entity, op.suffix) in seen:
+                raise FeatureDefinitionError(f"two features share the key {(op.entity, op.suffix)}: "
+                                             "give them distinct names")
+            seen.add((op.entity, op.suffix))
+        self.ops = tuple(ops)
+        self.args = EventArgs(ops)
+        # keys are built by `keys` around a placeholder id, split into the fixed text around it
+        self.dedup_key = _split_key(keys.event_key(prefix, "\0", "dedup"))
+        self._fixed_keys = {id(op): op.fixed_keys(prefix) for op in ops}
+        self._key_text = {
+            id(op): _split_key(keys.entity_key(prefix, op.entity, "\0", op.suffix + (":" if op.per_day else "")))
+            for op in ops
+        }
+        # a plan per event type and which of these columns are missing: bounded by types x 2^columns
+        self.columns = tuple(dict.fromkeys([op.column for op in ops] + list(self.args.members)))
+        self._column_values = picker(self.columns)
+        self.plans: dict[tuple[Any, ...], Plan] = {}
+
+    def plan_for(self, row: dict[str, Any]) -> Plan:
+        """The plan of an event with this row (built on first use)."""
+        plan_key = (row["type"], *map(operator.is_, self._column_values(row), _NONES))
+        plan = self.plans.get(plan_key)
+        if plan is None:
+            plan = self.plans[plan_key] = self.compile(plan_key)
+        return plan
+
+    def call(self, row: dict[str, Any]) -> tuple[Plan, list[str], bytes]:
+        """The plan of the event, its KEYS, and ARGV[3] joined from its packed pieces: the
+        event's values, its slot's time values, the plan's constant runs (a packer per call,
+        so that no two threads ever share one)."""
+        plan = self.plan_for(row)
+        dedup_head, dedup_tail = self.dedup_key
+        keys = [f"{dedup_head}{row['event_id']}{dedup_tail}"]
+        keys += [f"{head}{row[column]}{tail}" for head, column, tail in plan.entity_keys]
+        if plan.day_key_at:
+            keys[plan.day_key_at] += str(row["biz_day"])
+        keys += plan.list_keys
+        pieces = list(map(msgpack.Packer().pack, self.args.values(row)))
+        pieces += self.args.packed_time_values(row["ts_us"])
+        pieces += plan.packed_runs
+        return plan, keys, b"".join(plan.order_pieces(pieces))
+
+    def compile(self, plan_key: tuple[Any, ...]) -> Plan:
+        """The plan of events of type ``plan_key[0]`` whose columns are missing where
+        ``plan_key[1:]`` says (in `columns`' order)."""
+        typ, missing = plan_key[0], dict(zip(self.columns, plan_key[1:]))
+        outcome = typ in _OUTCOMES
+        used = tuple(op for op in self.ops
+                     if not missing[op.column] and not (outcome and typ not in op.writes_on))
+        entity_keys: list[tuple[str, str, str]] = []
+        list_keys: list[str] = []
+        day_key_at = 0
+        op_list: list[Any] = []
+        nkeys = 1  # KEYS[1] is the dedup key
+        for op in used:
+            fixed = self._fixed_keys[id(op)]
+            if fixed:
+                list_keys += fixed
+            else:
+                if list_keys:  # `call` puts the fixed keys last
+                    raise FeatureDefinitionError("ops on fixed keys must come after every entity op")
+                head, tail = self._key_text[id(op)]
+                entity_keys.append((head, op.column, tail))
+                if op.per_day:
+                    day_key_at = nkeys
+            op_list += op.encode(typ, nkeys + 1)
+            nkeys += op.nkeys
+        op_list = [_missing_as_empty(item, missing) for item in op_list]
+        packed_runs, order_pieces = self._pack(op_list)
+        outputs = reply_outputs(used)
+        reads, nfeatures = _features_then_inputs(outputs)
+        names = [name for reading in reads for name in reading.names]
+        tag = hashlib.sha1("|".join(op.ident for op in used).encode()).hexdigest()[:12]
+        return Plan(ops=used, reply_tag=tag, entity_keys=tuple(entity_keys), day_key_at=day_key_at,
+                    list_keys=tuple(list_keys), op_list=tuple(op_list), packed_runs=packed_runs,
+                    order_pieces=order_pieces, outcome=outcome, blank=blank_features(name for name, _, _ in outputs),
+                    reads=reads, feature_names=tuple(names[:nfeatures]), input_names=tuple(names[nfeatures:]))
+
+    def _pack(self, op_list: list[Any]) -> tuple[list[bytes], Pick]:
+        """ARGV[3], the op list as one MessagePack array, in pieces: an array is its header
+        then its items packed one after another, so the header and each run of constants
+        are packed here once, and an event packs only its own values, once each however many
+        ops use them. Returns the packed runs and the picker that orders an event's pieces
+        (`EventArgs` values packed, time values packed, then the runs)."""
+        pack = msgpack.Packer().pack
+        first_run = len(self.args.value_at) + len(self.args.time_at)
+        runs: list[bytes] = []
+        positions: list[int] = []
+        run = [msgpack.Packer().pack_array_header(len(op_list))]
+        for item in op_list:
+            if not isinstance(item, Ref):
+                run.append(pack(item))
+                continue
+            if run:
+                positions.append(first_run + len(runs))
+                runs.append(b"".join(run))
+                run = []
+            positions.append(self.args.position(item))
+        if run:
+            positions.append(first_run + len(runs))
+            runs.append(b"".join(run))
+        return runs, picker(positions)
+
+
+def _missing_as_empty(item: Any, missing: dict[str, bool]) -> Any:
+    """An op argument as a plan sends it: a member of a column the event lacks is ""."""
+    if isinstance(item, Ref) and isinstance(item.key, tuple) and item.key[0] == "member" and missing[item.key[1]]:
+        return ""
+    return item
