@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from fengkong.features.definitions import DEFAULT_GRADE_LIMITS
-from fengkong.models.grading import GradePolicy, GradePolicyError, grade_history
+from fengkong.training.grading import GradePolicy, GradePolicyError, grade_history
 
 POLICY = Path(__file__).resolve().parents[1] / "rules" / "grades" / "grades.yaml"
 

@@ -11,11 +11,11 @@ import pytest
 
 from fengkong.models import artifacts
 from fengkong.models.fast import CompiledTrees, compile_model
-from fengkong.models.merchant_features import FEATURES, daily_features
 from fengkong.models.merchant_model import MerchantAnomalyModel, design_matrix
 from fengkong.models.runtime import ModelRuntime
-from fengkong.models.training import train_merchants, train_transactions, transaction_frame
 from fengkong.models.transaction_model import habit_vectorizer, txn_vectorizer
+from fengkong.training.merchant_features import FEATURES, daily_features
+from fengkong.training.train import train_merchants, train_transactions, transaction_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -73,7 +73,7 @@ def train_merchants_cmd(
     import json
 
     from fengkong.models.artifacts import default_root
-    from fengkong.models.training import train_merchants
+    from fengkong.training.train import train_merchants
 
     art = train_merchants(_read_events(history), profiles=_read_profiles(merchants),
                           root=artifacts_dir or default_root(), until=_day(until, "--until"), n_estimators=trees,
@@ -110,9 +110,9 @@ def train_transactions_cmd(
     from fengkong.engine import RuleSetError, load_ruleset
     from fengkong.features.lists import load_list_specs
     from fengkong.models.artifacts import default_root
-    from fengkong.models.training import LABELS, train_transactions, transaction_frame
     from fengkong.replay.inputs import list_entries
     from fengkong.replay.mapping import MappingError
+    from fengkong.training.train import LABELS, train_transactions, transaction_frame
 
     if labels not in LABELS:
         raise typer.BadParameter(f"use one of {', '.join(LABELS)}", param_hint="--labels")
@@ -162,10 +162,10 @@ def register(app: typer.Typer) -> None:
         import pandas as pd
 
         from fengkong.features.lists import load_list_specs
-        from fengkong.models.quality import LABELS, run, summary
-        from fengkong.models.training import transaction_frame
         from fengkong.replay.inputs import list_entries
         from fengkong.replay.mapping import MappingError
+        from fengkong.training.quality import LABELS, run, summary
+        from fengkong.training.train import transaction_frame
 
         if labels not in LABELS:
             raise typer.BadParameter(f"use one of {', '.join(LABELS)}", param_hint="--labels")
@@ -213,8 +213,8 @@ def register(app: typer.Typer) -> None:
         from rich.progress import Progress
 
         from fengkong.models.artifacts import ArtifactError, latest
-        from fengkong.models.grading import GradePolicy, GradePolicyError
-        from fengkong.models.rescore import rescore, write_report, write_to_store
+        from fengkong.training.grading import GradePolicy, GradePolicyError
+        from fengkong.training.rescore import rescore, write_report, write_to_store
 
         console = Console(highlight=False)
         if engine not in ("pandas", "dask"):

@@ -35,7 +35,7 @@ import numpy as np
 
 from fengkong.models.artifacts import ArtifactError, latest
 from fengkong.models.fast import CompiledTrees
-from fengkong.models.fusion import RiskFusion, base_score
+from fengkong.models.fusion import Decided, RiskFusion, base_score
 from fengkong.models.transaction_model import Vectorizer
 
 #: The profile field the rescore job writes, as the store would return it.
@@ -110,7 +110,7 @@ class ModelRuntime:
             anomaly, bool) else None
         return out
 
-    def fuse(self, model_outputs: Mapping[str, Any], decision: Any) -> float | None:
+    def fuse(self, model_outputs: Mapping[str, Any], decision: Decided) -> float | None:
         """The fused risk (0-1) of one decided event: `fusion.RiskFusion` on the decision's
         rules-alone score and ``model.txn_risk``; None without a fusion or for non-payments."""
         if self.fusion is None or "model.txn_risk" not in model_outputs:

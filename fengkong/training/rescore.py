@@ -22,9 +22,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from fengkong.models.grading import GradePolicy, current_grades, grade_history
-from fengkong.models.merchant_features import daily_features, day_range
 from fengkong.models.merchant_model import MerchantAnomalyModel
+from fengkong.training.grading import GradePolicy, current_grades, grade_history
+from fengkong.training.merchant_features import FEATURES, daily_features, day_range
 
 _HISTORY_COLUMNS = ["merchant_id", "day", "grade", "changed", "reason", "anomaly"]
 
@@ -46,8 +46,6 @@ def score_partition(events: pd.DataFrame, *, profiles: pd.DataFrame | None, days
 
 
 def _empty() -> pd.DataFrame:
-    from fengkong.models.merchant_features import FEATURES
-
     cols: dict[str, Any] = {"merchant_id": pd.Series([], dtype="str"), "day": pd.Series([], dtype=object)}
     cols.update({f: pd.Series([], dtype="float64") for f in (*FEATURES, "anomaly")})
     cols.update({"grade": pd.Series([], dtype=object), "changed": pd.Series([], dtype=bool),
