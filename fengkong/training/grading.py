@@ -1,7 +1,10 @@
 """Merchant grade policy (`rules/grades/grades.yaml`) and the state machine that applies it.
 
-`GradePolicy.load(path)` reads and checks the analysts' file (every problem
-names the field); `grade_history(daily, policy)` runs the policy over every
+`GradePolicy.load(path)` reads and checks the analysts' file: a pydantic model
+checks each field's type and range, then how the fields relate (every grade
+named is listed under ``grades``; the clean thresholds sit below the warning
+ones), and every problem names the file, the line and the field, so an analyst
+goes straight to it. `grade_history(daily, policy)` runs the policy over every
 merchant's days: vectorised over merchants, one step per calendar day, so the
 same function runs on one partition of merchants (Dask) or all of them and gives
 the same answer. The rules of movement are in the policy file's header comment
@@ -10,177 +13,296 @@ and docs/models.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping, get_args, get_origin
 
 import numpy as np
 import pandas as pd
-import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from fengkong.engine.yamlio import Located, YamlSyntax, line_of, load_yaml
 from fengkong.features import definitions as d
 
 DEFAULT_POLICY = Path("rules/grades/grades.yaml")
 
 
 class GradePolicyError(ValueError):
-    """The grade policy file is invalid; the message names the field."""
+    """The grade policy file is invalid; each line of the message names the file, line and field."""
 
 
-def _money_minor(value: Any, where: str) -> int:
-    if isinstance(value, bool) or isinstance(value, float):
-        raise GradePolicyError(f"{where}: write money as a decimal string like \"5000.00\" (never a float)")
+class _Problems(ValueError):
+    """Problems found after every field is valid, each at its own location in the file (a plain
+    model validator would report them all at the root)."""
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+        super().__init__("; ".join(msg for _, msg in problems))
+        self.problems = problems
+
+
+def _money_minor(value: Any) -> int:
+    """A decimal amount in major units (a string like "5000.00", or an integer) -> minor units."""
+    if isinstance(value, (bool, float)):
+        raise ValueError('write money as a decimal string like "5000.00" (never a float)')
     try:
         amount = Decimal(str(value))
     except InvalidOperation:
-        raise GradePolicyError(f"{where}: {value!r} is not a decimal amount") from None
-    if amount < 0:
-        raise GradePolicyError(f"{where}: must not be negative")
+        raise ValueError(f"{value!r} is not a decimal amount") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError("must be a finite amount, not negative")
     minor = amount * d.MINOR_PER_MAJOR
     if minor != minor.to_integral_value():
-        raise GradePolicyError(f"{where}: at most two decimal places")
+        raise ValueError("at most two decimal places")
     return int(minor)
 
 
-def _num(node: Mapping[str, Any], key: str, where: str, *, lo: float = 0.0, hi: float | None = None) -> float:
-    if key not in node:
-        raise GradePolicyError(f"{where}.{key}: required")
-    value = node[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise GradePolicyError(f"{where}.{key}: must be a number, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        raise GradePolicyError(f"{where}.{key}: must be between {lo} and {hi if hi is not None else 'inf'}")
-    return float(value)
+Money = Annotated[int, BeforeValidator(_money_minor)]
+#: A share or score between 0 and 1 (a number: never a string or a boolean).
+Share = Annotated[float, Field(strict=True, ge=0.0, le=1.0)]
+Count = Annotated[int, Field(strict=True, ge=0)]
 
 
-@dataclass(frozen=True)
-class Trigger:
-    anomaly_at_least: float
-    chargeback_ratio_at_least: float
-    min_chargebacks: int
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-@dataclass(frozen=True)
-class Upgrade:
+class Limits(_Model):
+    """One grade's limits: the single-payment limit and the daily cap, in minor units."""
+
+    single_limit_minor: Money = Field(alias="single_limit")
+    daily_cap_minor: Money = Field(alias="daily_cap")
+
+
+class Trigger(_Model):
+    """When a day counts as a severe (or warning) day."""
+
+    anomaly_at_least: Share
+    chargeback_ratio_at_least: Share
+    min_chargebacks: Count
+
+
+class SevereTrigger(Trigger):
+    to: str | None = None
+
+
+class WarningTrigger(Trigger):
+    steps: Annotated[int, Field(strict=True, ge=1)] = 1
+    cooldown_days: Count = 7
+
+
+class Downgrade(_Model):
+    severe: SevereTrigger
+    warning: WarningTrigger
+
+
+class Clean(_Model):
+    anomaly_below: Share
+    chargeback_ratio_below: Share
+
+
+class Upgrade(_Model):
+    """Where a grade moves after a clean stretch, and what the stretch needs."""
+
     to: str
-    clean_days: int
-    min_active_days: int
-    min_volume_minor: int
+    clean_days: Annotated[int, Field(strict=True, ge=1)]
+    min_active_days: Count
+    min_volume_minor: Money = Field(default=0, alias="min_volume")
 
 
-@dataclass(frozen=True)
-class GradePolicy:
-    start: str
-    ladder: tuple[str, ...]  # worst to best
-    single_limit_minor: dict[str, int]
-    daily_cap_minor: dict[str, int]
-    severe: Trigger
-    severe_to: str
-    warning: Trigger
-    warning_steps: int
-    warning_cooldown_days: int
-    clean_anomaly_below: float
-    clean_chargeback_ratio_below: float
+class GradePolicy(_Model):
+    """The analysts' grade policy file, checked whole; grades are named as in the file."""
+
+    start: str = d.DEFAULT_GRADE
+    ladder: tuple[str, ...] = Field(min_length=1)  # worst to best
+    grades: dict[str, Limits] = Field(min_length=1)
+    downgrade: Downgrade
+    clean: Clean
     upgrade: dict[str, Upgrade]
-    source: str = ""
+    _source: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _relations(self) -> "GradePolicy":
+        known = self.grades
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for i, g in enumerate(self.ladder):
+            if g not in known:
+                problems.append((("ladder", i), f"{g} has no entry under grades"))
+        if self.start not in known:
+            problems.append((("start",), f"{self.start} has no entry under grades"))
+        if self.downgrade.severe.to is not None and self.downgrade.severe.to not in known:
+            problems.append((("downgrade", "severe", "to"), f"{self.downgrade.severe.to} has no entry under grades"))
+        warning, severe = self.downgrade.warning, self.downgrade.severe
+        if self.clean.anomaly_below > warning.anomaly_at_least:
+            problems.append((("clean", "anomaly_below"), "must not exceed downgrade.warning.anomaly_at_least "
+                             "(hysteresis: a clean day may not be a warning day)"))
+        if self.clean.chargeback_ratio_below > warning.chargeback_ratio_at_least:
+            problems.append((("clean", "chargeback_ratio_below"),
+                             "must not exceed downgrade.warning.chargeback_ratio_at_least (hysteresis)"))
+        if warning.anomaly_at_least > severe.anomaly_at_least:
+            problems.append((("downgrade", "warning", "anomaly_at_least"), "must not exceed severe's"))
+        for g, up in self.upgrade.items():
+            if g not in known:
+                problems.append((("upgrade", g), f"{g} has no entry under grades"))
+            if up.to not in known:
+                problems.append((("upgrade", g, "to"), f"{up.to} has no entry under grades"))
+        if problems:
+            raise _Problems(problems)
+        return self
+
+    # -- what the state machine reads -------------------------------------------------------------
+    @property
+    def source(self) -> str:
+        """The file the policy was read from ("" when built from a mapping)."""
+        return self._source
 
     @property
-    def grades(self) -> tuple[str, ...]:
-        return (*self.ladder, *(g for g in self.single_limit_minor if g not in self.ladder))
+    def names(self) -> tuple[str, ...]:
+        """Every grade: the ladder (worst to best), then those outside it (NEW)."""
+        return (*self.ladder, *(g for g in self.grades if g not in self.ladder))
+
+    @property
+    def single_limit_minor(self) -> dict[str, int]:
+        return {g: lim.single_limit_minor for g, lim in self.grades.items()}
+
+    @property
+    def daily_cap_minor(self) -> dict[str, int]:
+        return {g: lim.daily_cap_minor for g, lim in self.grades.items()}
+
+    @property
+    def severe(self) -> SevereTrigger:
+        return self.downgrade.severe
+
+    @property
+    def warning(self) -> WarningTrigger:
+        return self.downgrade.warning
+
+    @property
+    def severe_to(self) -> str:
+        return self.downgrade.severe.to if self.downgrade.severe.to is not None else self.ladder[0]
+
+    @property
+    def warning_steps(self) -> int:
+        return self.downgrade.warning.steps
+
+    @property
+    def warning_cooldown_days(self) -> int:
+        return self.downgrade.warning.cooldown_days
+
+    @property
+    def clean_anomaly_below(self) -> float:
+        return self.clean.anomaly_below
+
+    @property
+    def clean_chargeback_ratio_below(self) -> float:
+        return self.clean.chargeback_ratio_below
 
     def step_down(self, grade: str, steps: int) -> str:
         if grade not in self.ladder:
             return self.ladder[0]
         return self.ladder[max(0, self.ladder.index(grade) - steps)]
 
+    # -- reading the file -------------------------------------------------------------------------
     @classmethod
     def load(cls, path: Path | str = DEFAULT_POLICY) -> "GradePolicy":
+        """Read and check a policy file; `GradePolicyError` lists every problem with its line."""
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = load_yaml(path)
         except FileNotFoundError:
             raise GradePolicyError(f"{path}: grade policy file not found") from None
-        except yaml.YAMLError as exc:
-            raise GradePolicyError(f"{path}: not valid YAML: {exc}") from None
-        try:
-            return cls.from_dict(data, source=str(path))
-        except GradePolicyError as exc:
-            raise GradePolicyError(f"{path}: {exc}") from None
+        except YamlSyntax as exc:
+            raise GradePolicyError(f"{path}:{exc.line or 1}: {exc.reason}") from None
+        return cls.from_dict(data, source=str(path))
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "") -> "GradePolicy":
+        """Check a parsed policy; lines are named when ``data`` came from `load_yaml`."""
         if not isinstance(data, dict):
-            raise GradePolicyError("the policy must be a mapping")
-        known = {"start", "ladder", "grades", "downgrade", "clean", "upgrade"}
-        for key in data:
-            if key not in known:
-                raise GradePolicyError(f"{key}: unknown field (known: {', '.join(sorted(known))})")
-        grades = data.get("grades")
-        if not isinstance(grades, dict) or not grades:
-            raise GradePolicyError("grades: required, a mapping of grade -> {single_limit, daily_cap}")
-        single, cap = {}, {}
-        for g, spec in grades.items():
-            if not isinstance(spec, dict):
-                raise GradePolicyError(f"grades.{g}: must be {{single_limit, daily_cap}}")
-            single[str(g)] = _money_minor(spec.get("single_limit"), f"grades.{g}.single_limit")
-            cap[str(g)] = _money_minor(spec.get("daily_cap"), f"grades.{g}.daily_cap")
-        ladder = data.get("ladder")
-        if not isinstance(ladder, list) or not ladder:
-            raise GradePolicyError("ladder: required, the grades from worst to best, e.g. [D, C, B, A]")
-        ladder = [str(g) for g in ladder]
-        for g in ladder:
-            if g not in single:
-                raise GradePolicyError(f"ladder: {g} has no entry under grades")
-        start = str(data.get("start", d.DEFAULT_GRADE))
-        if start not in single:
-            raise GradePolicyError(f"start: {start} has no entry under grades")
+            raise GradePolicyError(_where(source, None, "", "the policy must be a mapping"))
+        problems = [_where(source, line, key, "written twice in one mapping") for key, line in _duplicates(data)]
+        if not problems:
+            try:
+                policy = cls.model_validate(data)
+            except ValidationError as exc:
+                problems = [_where(source, _line(data, loc), ".".join(map(str, loc)), msg)
+                            for loc, msg in _explain(exc)]
+            else:
+                policy._source = source
+                return policy
+        raise GradePolicyError("\n".join(problems))
 
-        down = data.get("downgrade")
-        if not isinstance(down, dict) or "severe" not in down or "warning" not in down:
-            raise GradePolicyError("downgrade: required, with `severe` and `warning`")
 
-        def trigger(node: Any, where: str) -> Trigger:
-            if not isinstance(node, dict):
-                raise GradePolicyError(f"{where}: must be a mapping")
-            return Trigger(_num(node, "anomaly_at_least", where, hi=1.0),
-                           _num(node, "chargeback_ratio_at_least", where, hi=1.0),
-                           int(_num(node, "min_chargebacks", where)))
+def _explain(exc: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
+    """(location, reason) of each problem pydantic found, in the file's own words."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, _Problems):
+            out.extend((loc + sub, msg) for sub, msg in cause.problems)
+        elif isinstance(cause, ValueError):
+            out.append((loc, str(cause)))
+        elif err["type"] == "extra_forbidden":
+            known = _fields_at(loc[:-1])
+            out.append((loc, "unknown field" + (f" (known: {', '.join(known)})" if known else "")))
+        elif err["type"] == "missing":
+            out.append((loc, "required"))
+        else:
+            out.append((loc, f"{err['msg']}, got {err['input']!r}"))
+    return out
 
-        severe = trigger(down["severe"], "downgrade.severe")
-        warning = trigger(down["warning"], "downgrade.warning")
-        severe_to = str(down["severe"].get("to", ladder[0]))
-        if severe_to not in single:
-            raise GradePolicyError(f"downgrade.severe.to: {severe_to} has no entry under grades")
-        clean = data.get("clean")
-        if not isinstance(clean, dict):
-            raise GradePolicyError("clean: required, {anomaly_below, chargeback_ratio_below}")
-        clean_an = _num(clean, "anomaly_below", "clean", hi=1.0)
-        clean_cb = _num(clean, "chargeback_ratio_below", "clean", hi=1.0)
-        if clean_an > warning.anomaly_at_least:
-            raise GradePolicyError("clean.anomaly_below: must not exceed downgrade.warning.anomaly_at_least "
-                                   "(hysteresis: a clean day may not be a warning day)")
-        if clean_cb > warning.chargeback_ratio_at_least:
-            raise GradePolicyError("clean.chargeback_ratio_below: must not exceed "
-                                   "downgrade.warning.chargeback_ratio_at_least")
-        if warning.anomaly_at_least > severe.anomaly_at_least:
-            raise GradePolicyError("downgrade.warning.anomaly_at_least: must not exceed severe's")
-        ups = data.get("upgrade")
-        if not isinstance(ups, dict):
-            raise GradePolicyError("upgrade: required, grade -> {to, clean_days, min_active_days, min_volume}")
-        upgrade = {}
-        for g, spec in ups.items():
-            where = f"upgrade.{g}"
-            if str(g) not in single:
-                raise GradePolicyError(f"{where}: {g} has no entry under grades")
-            if not isinstance(spec, dict) or str(spec.get("to")) not in single:
-                raise GradePolicyError(f"{where}.to: required, a grade listed under grades")
-            upgrade[str(g)] = Upgrade(str(spec["to"]), int(_num(spec, "clean_days", where, lo=1)),
-                                      int(_num(spec, "min_active_days", where)),
-                                      _money_minor(spec.get("min_volume", "0"), f"{where}.min_volume"))
-        dsteps = down["warning"].get("steps", 1)
-        return cls(start, tuple(ladder), single, cap, severe, severe_to, warning, int(dsteps),
-                   int(down["warning"].get("cooldown_days", 7)), clean_an, clean_cb, upgrade, source)
+
+def _fields_at(loc: tuple[str | int, ...]) -> list[str]:
+    """The field names a mapping at ``loc`` of the policy may hold (for "unknown field")."""
+    model: Any = GradePolicy
+    for key in loc:
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            field = next((f for n, f in model.model_fields.items() if (f.alias or n) == key), None)
+            if field is None:
+                return []
+            model = field.annotation
+        elif get_origin(model) is dict:
+            model = get_args(model)[1]
+        else:
+            return []
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return sorted(f.alias or n for n, f in model.model_fields.items())
+    return []
+
+
+def _line(data: Any, loc: tuple[str | int, ...]) -> int | None:
+    """The line of the deepest key of ``loc`` found in the parsed file."""
+    node, line = data, line_of(data)
+    for key in loc:
+        if isinstance(node, Located) and str(key) in node.lines:
+            line = node.lines[str(key)]
+            node = node[key] if key in node else None
+        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+            node = node[key]
+        else:
+            break
+    return line
+
+
+def _duplicates(node: Any, at: str = "") -> list[tuple[str, int]]:
+    """(dotted key, line) of keys written twice in one mapping, anywhere in the file (YAML alone
+    would keep the last one silently)."""
+    found: list[tuple[str, int]] = []
+    if isinstance(node, Located):
+        found.extend((f"{at}{key}", line) for key, line in node.duplicate_keys)
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found.extend(_duplicates(value, f"{at}{key}."))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found.extend(_duplicates(value, f"{at}{i}."))
+    return found
+
+
+def _where(source: str, line: int | None, field: str, reason: str) -> str:
+    """One problem as "file:line: field: reason" (the parts that are known)."""
+    place = f"{source}:{line}" if source and line else source
+    return ": ".join(part for part in (place, field, reason) if part)
 
 
 # -- the state machine ----------------------------------------------------------------------------
@@ -228,7 +350,7 @@ def grade_history(daily: pd.DataFrame, policy: GradePolicy, *, initial: Mapping[
     vol_minor = dense(frame["volume"] * d.MINOR_PER_MAJOR, 0.0)
     active = dense(frame["count"], 0.0) > 0
 
-    names = list(policy.grades)
+    names = list(policy.names)
     index = {g: i for i, g in enumerate(names)}
     down_lut = np.array([index[policy.step_down(g, policy.warning_steps)] for g in names])
     up_to = np.array([index[policy.upgrade[g].to] if g in policy.upgrade else -1 for g in names])

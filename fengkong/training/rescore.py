@@ -200,7 +200,7 @@ def _plot_png(daily: pd.DataFrame, policy: GradePolicy) -> str:
     import matplotlib.pyplot as plt
 
     counts = daily.groupby(["day", "grade"]).size().unstack(fill_value=0)
-    order = [g for g in (*reversed(policy.ladder), *[g for g in policy.grades if g not in policy.ladder])
+    order = [g for g in (*reversed(policy.ladder), *[g for g in policy.names if g not in policy.ladder])
              if g in counts.columns]
     counts = counts[order]
     moves = daily[daily["changed"]]
