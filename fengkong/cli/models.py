@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:  # pandas is imported when a command runs, so `fengkong --help` stays quick
+    import pandas as pd
 
 train_app = typer.Typer(help="Train the models (artifacts go to --artifacts, default $FENGKONG_ARTIFACTS or ./artifacts).",
                         no_args_is_help=True)
 
 
-def _read_events(path: Path, mapping: Optional[Path] = None):  # type: ignore[no-untyped-def]
+def _read_events(path: Path, mapping: Optional[Path] = None) -> pd.DataFrame:
     import pandas as pd
 
     if mapping is not None:
@@ -35,7 +38,7 @@ def _read_events(path: Path, mapping: Optional[Path] = None):  # type: ignore[no
     raise typer.BadParameter(f"{path}: expected .parquet, .jsonl or .csv", param_hint="--history")
 
 
-def _read_profiles(path: Optional[Path]):  # type: ignore[no-untyped-def]
+def _read_profiles(path: Optional[Path]) -> pd.DataFrame | None:
     import pandas as pd
 
     if path is None:

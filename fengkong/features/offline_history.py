@@ -38,7 +38,7 @@ def argsort_unique(keys: np.ndarray) -> np.ndarray:
     """argsort of keys that are all distinct, so no sort needs to be stable.
 
     Every (entity, position) key is distinct, and numpy's default sort on int64 is
-    several times faster than its stable one, which only matters for ties.
+    faster than its stable one, which only matters for ties.
     """
     return np.argsort(keys)
 

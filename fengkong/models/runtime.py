@@ -98,8 +98,7 @@ class ModelRuntime:
         if self._txn is not None:
             tv, hgb, hv, habit, medians = self._txn
             if features.get("event.type", "payment") == "payment":
-                # plain floats: decision records and audit lines are JSON, and the durable
-                # backend only learned to encode numpy scalars later (numpy 2 repr: error 202)
+                # plain floats: decision records and audit lines are JSON, and so is the fact durable_rules reads
                 out["model.txn_risk"] = float(hgb.score_one(tv.one(features)))
                 x = hv.one(features)
                 out["model.habit_anomaly"] = float(-habit.score_one(np.where(np.isnan(x), medians, x)))
