@@ -15,6 +15,9 @@ same profile hash) and to a report (`write_report`).
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -121,8 +124,9 @@ def rescore(
     return RescoreResult(daily, current, policy, payments, engine)
 
 
-def _rescore_dask(events: Any, *, policy: GradePolicy, model: Any, profiles: Any, parts: int, client: Any,
-                  initial: Any, progress: Any) -> tuple[pd.DataFrame, int]:
+def _rescore_dask(events: Any, *, policy: GradePolicy, model: MerchantAnomalyModel | None,
+                  profiles: pd.DataFrame | None, parts: int, client: Any, initial: dict[str, str] | None,
+                  progress: Callable[[int, int], None] | None) -> tuple[pd.DataFrame, int]:
     import dask.dataframe as dd
 
     ddf = events if isinstance(events, dd.DataFrame) else dd.from_pandas(events, npartitions=max(1, parts))
@@ -191,10 +195,7 @@ def write_report(result: RescoreResult, out: Path, *, recent_days: int = 7, seco
 
 
 def _plot_png(daily: pd.DataFrame, policy: GradePolicy) -> str:
-    import base64
-    import io
-
-    import matplotlib
+    import matplotlib  # only the report draws: the job itself never loads matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -226,8 +227,6 @@ def _plot_png(daily: pd.DataFrame, policy: GradePolicy) -> str:
 
 
 def _html(result: RescoreResult, changes: pd.DataFrame, recent_days: int, seconds: float | None) -> str:
-    import html
-
     daily = result.daily
     last_day = pd.to_datetime(daily["day"]).max() if len(daily) else None
     recent = changes
