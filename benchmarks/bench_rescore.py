@@ -64,7 +64,7 @@ def main() -> None:
     from fengkong.features.ipintel import IpIntel
     from fengkong.features.online import OnlineStore
     from fengkong.models.merchant_model import MerchantAnomalyModel
-    from fengkong.training.grading import GradePolicy
+    from fengkong.training.grade_policy import GradePolicy
     from fengkong.training.merchant_features import daily_features
     from fengkong.training.rescore import rescore, write_to_store
 

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from fengkong.features.definitions import DEFAULT_GRADE_LIMITS
-from fengkong.training.grading import GradePolicy, GradePolicyError, grade_history
+from fengkong.training.grade_policy import GradePolicy, GradePolicyError
+from fengkong.training.grading import grade_history
 
 POLICY = Path(__file__).resolve().parents[1] / "rules" / "grades" / "grades.yaml"
 

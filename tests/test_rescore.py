@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from fengkong.models.merchant_model import MerchantAnomalyModel
-from fengkong.training.grading import GradePolicy
+from fengkong.training.grade_policy import GradePolicy
 from fengkong.training.merchant_features import daily_features
 from fengkong.training.rescore import rescore, write_report, write_to_store
 

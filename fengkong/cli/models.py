@@ -216,7 +216,7 @@ def register(app: typer.Typer) -> None:
         from rich.progress import Progress
 
         from fengkong.models.artifacts import ArtifactError, latest
-        from fengkong.training.grading import GradePolicy, GradePolicyError
+        from fengkong.training.grade_policy import GradePolicy, GradePolicyError
         from fengkong.training.rescore import rescore, write_report, write_to_store
 
         console = Console(highlight=False)

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from fengkong.models.merchant_model import MerchantAnomalyModel
-from fengkong.training.grading import GradePolicy, current_grades, grade_history
+from fengkong.training.grade_policy import GradePolicy
+from fengkong.training.grading import current_grades, grade_history
 from fengkong.training.merchant_features import FEATURES, daily_features, day_range
 
 _HISTORY_COLUMNS = ["merchant_id", "day", "grade", "changed", "reason", "anomaly"]
