@@ -16,6 +16,8 @@ import pandas as pd
 from fengkong.features import definitions as d
 from fengkong.training.grade_policy import GradePolicy
 
+_REQUIRED = ("merchant_id", "day", "volume", "count", "chargeback_ratio_30d", "chargebacks_30d", "payments_30d")
+
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
