@@ -38,13 +38,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000, help="events timed per model")
     args = ap.parse_args()
 
-    from fengkong.models.merchant_features import daily_features
+    from fengkong.models.fast import CompiledTrees
     from fengkong.models.merchant_model import design_matrix
     from fengkong.models.runtime import ModelRuntime
-    from fengkong.models.training import train_merchants, train_transactions, transaction_frame
     from fengkong.models.transaction_model import txn_vectorizer
-    from fengkong.models.fast import CompiledTrees
     from fengkong.simulation import SimConfig, run
+    from fengkong.training.merchant_features import daily_features
+    from fengkong.training.train import train_merchants, train_transactions, transaction_frame
 
     sim = run(SimConfig(seed=11, days=30, shoppers=6000, merchants=300))
     root = Path(tempfile.mkdtemp(prefix="fk-bench-art-"))

@@ -63,10 +63,10 @@ def main() -> None:
     from fengkong.features.embedded_redis import EmbeddedRedis
     from fengkong.features.ipintel import IpIntel
     from fengkong.features.online import OnlineStore
-    from fengkong.models.grading import GradePolicy
-    from fengkong.models.merchant_features import daily_features
     from fengkong.models.merchant_model import MerchantAnomalyModel
-    from fengkong.models.rescore import rescore, write_to_store
+    from fengkong.training.grade_policy import GradePolicy
+    from fengkong.training.merchant_features import daily_features
+    from fengkong.training.rescore import rescore, write_to_store
 
     t0 = time.perf_counter()
     events = generate(args.payments, merchants, args.days, args.seed)

@@ -2,7 +2,7 @@
 
 Simulates a history per seed (``fengkong simulate --events N --days D --seed S``),
 trains on the first 70% of the days and evaluates on the rest (see
-`fengkong.models.quality`). Prints one table per (seed, labels) and ends with one
+`fengkong.training.quality`). Prints one table per (seed, labels) and ends with one
 JSON line: the "(all)" figures and whether the target (fused AP above both rules
 and model) is met.
 
@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def frame_for(seed: int, events: int, days: int, lists_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     from fengkong.features.lists import load_list_specs
-    from fengkong.models.training import transaction_frame
     from fengkong.replay.inputs import list_entries
     from fengkong.simulation import SimConfig, run
+    from fengkong.training.train import transaction_frame
 
     sim = run(SimConfig.for_events(events, days=days, seed=seed))
     entries = list_entries(lists_dir, load_list_specs(lists_dir))
@@ -37,7 +37,7 @@ def frame_for(seed: int, events: int, days: int, lists_dir: Path) -> tuple[pd.Da
 
 
 def main() -> None:
-    from fengkong.models.quality import run, summary
+    from fengkong.training.quality import run, summary
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="3,7")

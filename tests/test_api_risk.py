@@ -17,7 +17,7 @@ RULES = ROOT / "rules"
 
 @pytest.fixture(scope="module")
 def artifacts_root(tmp_path_factory):
-    from fengkong.models.training import train_transactions, transaction_frame
+    from fengkong.training.train import train_transactions, transaction_frame
     from fengkong.simulation import SimConfig, run
 
     sim = run(SimConfig(seed=3, days=14, shoppers=800, merchants=40))

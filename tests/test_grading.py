@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pandas as pd
 import pytest
 
 from fengkong.features.definitions import DEFAULT_GRADE_LIMITS
-from fengkong.models.grading import GradePolicy, GradePolicyError, grade_history
+from fengkong.training.grade_policy import GradePolicy, GradePolicyError
+from fengkong.training.grading import grade_history
 
 POLICY = Path(__file__).resolve().parents[1] / "rules" / "grades" / "grades.yaml"
 
@@ -93,13 +95,72 @@ def test_downgrade_restarts_the_stretch(policy: GradePolicy) -> None:
     assert h["grade"].iloc[10 + need] == policy.upgrade["D"].to
 
 
-def test_policy_errors_name_the_field(tmp_path: Path) -> None:
-    text = POLICY.read_text(encoding="utf-8").replace('single_limit: "5000.00"', "single_limit: 5000.5")
+def _line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def _bad(tmp_path: Path, old: str, new: str) -> tuple[Path, str]:
+    text = POLICY.read_text(encoding="utf-8")
+    assert old in text
+    bad = tmp_path / "grades.yaml"
+    bad.write_text(text.replace(old, new), encoding="utf-8")
+    return bad, text.replace(old, new)
+
+
+@pytest.mark.parametrize(("old", "new", "line_of", "field", "reason"), [
+    ('NEW: {single_limit: "5000.00"', "NEW: {single_limit: 5000.5", "NEW: {single_limit", "grades.NEW.single_limit",
+     "never a float"),
+    ("anomaly_below: 0.58", "anomaly_below: 0.9", "anomaly_below:", "clean.anomaly_below", "hysteresis"),
+    ("    min_chargebacks: 3", "    min_chargebacks: three", "min_chargebacks: three",
+     "downgrade.severe.min_chargebacks", "integer"),
+    ("    to: D", "    to: Z", "    to: Z", "downgrade.severe.to", "Z has no entry under grades"),
+    ("ladder: [D, C, B, A]", "ladder: [D, C, X, A]", "ladder:", "ladder.2", "X has no entry under grades"),
+    ("    cooldown_days: 7", "    cooldown_days: 7\n    cooldown: 3", "cooldown: 3", "downgrade.warning.cooldown",
+     "unknown field (known: anomaly_at_least, chargeback_ratio_at_least, cooldown_days, min_chargebacks, steps)"),
+    ("  chargeback_ratio_below: 0.004\n", "", "clean:", "clean.chargeback_ratio_below", "required"),
+    ("  anomaly_below: 0.58\n", "  anomaly_below: 0.58\n  anomaly_below: 0.5\n", "anomaly_below: 0.5",
+     "clean.anomaly_below", "written twice"),
+    ("  B:   {to: A,", "  B:   {to: AA,", "B:   {to: AA", "upgrade.B.to", "AA has no entry under grades"),
+])
+def test_policy_errors_name_file_line_and_field(tmp_path: Path, old: str, new: str, line_of: str, field: str,
+                                                reason: str) -> None:
+    bad, text = _bad(tmp_path, old, new)
+    # the last line holding the text: the upgrade block's B comes after the grades block's B
+    line = max(i for i, row in enumerate(text.splitlines(), 1) if line_of in row)
+    with pytest.raises(GradePolicyError) as info:
+        GradePolicy.load(bad)
+    message = str(info.value)
+    assert message.startswith(f"{bad}:{line}: {field}: "), message
+    assert reason in message, message
+
+
+def test_policy_lists_every_problem_in_one_error(tmp_path: Path) -> None:
+    text = POLICY.read_text(encoding="utf-8")
+    text = text.replace('NEW: {single_limit: "5000.00"', "NEW: {single_limit: -1").replace("    to: D", "    to: Z")
     bad = tmp_path / "grades.yaml"
     bad.write_text(text, encoding="utf-8")
-    with pytest.raises(GradePolicyError, match=r"grades\.NEW\.single_limit"):
+    with pytest.raises(GradePolicyError) as info:
         GradePolicy.load(bad)
-    text = POLICY.read_text(encoding="utf-8").replace("anomaly_below: 0.58", "anomaly_below: 0.9")
+    lines = str(info.value).splitlines()
+    assert any(f":{_line_of(text, 'NEW: {single_limit: -1')}: grades.NEW.single_limit: " in x for x in lines), lines
+    # the cross-field check runs only once every field is valid: fix the limit, the grade is then named
+    text = text.replace("single_limit: -1", 'single_limit: "5000.00"')
     bad.write_text(text, encoding="utf-8")
-    with pytest.raises(GradePolicyError, match="hysteresis"):
+    with pytest.raises(GradePolicyError, match=rf":{_line_of(text, '    to: Z')}: downgrade\.severe\.to: Z has no entry"):
         GradePolicy.load(bad)
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    bad, text = _bad(tmp_path, "ladder: [D, C, B, A]", "ladder: [D, C, B, A")
+    with pytest.raises(GradePolicyError, match=rf"^{re.escape(str(bad))}:\d+: YAML syntax"):
+        GradePolicy.load(bad)
+
+
+def test_the_default_policy_reads_as_written() -> None:
+    policy = GradePolicy.load(POLICY)
+    assert policy.source == str(POLICY)
+    assert policy.ladder == ("D", "C", "B", "A") and policy.start == "NEW"
+    assert policy.names == ("D", "C", "B", "A", "NEW")
+    assert policy.daily_cap_minor["A"] == 500_000_000 and policy.upgrade["NEW"].min_volume_minor == 1_000_000
+    assert (policy.severe_to, policy.warning_steps, policy.warning_cooldown_days) == ("D", 1, 7)
+    assert policy.severe.min_chargebacks == 3 and policy.clean_anomaly_below == 0.58

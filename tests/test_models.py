@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +14,11 @@ import pytest
 
 from fengkong.models import artifacts
 from fengkong.models.fast import CompiledTrees, compile_model
-from fengkong.models.merchant_features import FEATURES, daily_features
 from fengkong.models.merchant_model import MerchantAnomalyModel, design_matrix
 from fengkong.models.runtime import ModelRuntime
-from fengkong.models.training import train_merchants, train_transactions, transaction_frame
 from fengkong.models.transaction_model import habit_vectorizer, txn_vectorizer
+from fengkong.training.merchant_features import FEATURES, daily_features
+from fengkong.training.train import train_merchants, train_transactions, transaction_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,6 +115,27 @@ def test_runtime_scores_one_event_like_the_batch(trained, txn_frame) -> None:
         assert 0 < out["model.habit_anomaly"] < 1
         assert out["model.merchant_anomaly"] is None
     assert rt.score({"event.type": "payment", "merchant.anomaly": 0.8})["model.merchant_anomaly"] == 0.8
+
+
+def test_serving_loads_and_scores_without_sklearn_engine_or_training(trained) -> None:
+    """What the service imports to score: the artifacts' compiled trees, not scikit-learn (no
+    pickle, no version coupling), nor the rules engine or the training package."""
+    root, _, _ = trained
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from fengkong.models.runtime import ModelRuntime\n"
+        "rt = ModelRuntime.load(Path(sys.argv[1]))\n"
+        "assert set(rt.loaded) == {'merchants', 'transactions'}, rt.status\n"
+        "out = rt.score({'event.type': 'payment', 'event.amount': 10.0})\n"
+        "assert 0 <= out['model.txn_risk'] <= 1, out\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')\n"
+        "             or m.startswith(('fengkong.engine', 'fengkong.training'))))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]", res.stdout
 
 
 def test_rules_only_without_artifacts(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fengkong.cli import app
-from fengkong.models.fusion import cutoff_after, reported_labels
 from fengkong.models.runtime import ModelRuntime
+from fengkong.training.fusion import cutoff_after, reported_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "rules"

@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 
 from fengkong.engine import load_ruleset
-from fengkong.models import quality
-from fengkong.models.fusion import RiskFusion, base_score, cutoff_after, reported_labels, split_rules
+from fengkong.models.fusion import RiskFusion, base_score
 from fengkong.models.runtime import ModelRuntime
 from fengkong.models.transaction_model import HABIT_FEATURES, TXN_FEATURES
+from fengkong.training import quality
+from fengkong.training.fusion import cutoff_after, reported_labels, split_rules
 
 RULES = Path(__file__).resolve().parents[1] / "rules"
 
@@ -140,7 +141,7 @@ def test_fusion_weights_never_go_negative_and_round_trip() -> None:
 
 
 def test_trained_artifact_serves_the_fused_score(tmp_path: Path) -> None:
-    from fengkong.models.training import train_transactions
+    from fengkong.training.train import train_transactions
 
     feats = _synthetic(days=8, per_day=300, seed=2)
     art = train_transactions(feats, root=tmp_path, until=date(2025, 10, 6), max_iter=20, habit_trees=10,

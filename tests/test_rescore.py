@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fengkong.models.grading import GradePolicy
-from fengkong.models.merchant_features import daily_features
 from fengkong.models.merchant_model import MerchantAnomalyModel
-from fengkong.models.rescore import rescore, write_report, write_to_store
+from fengkong.training.grade_policy import GradePolicy
+from fengkong.training.merchant_features import daily_features
+from fengkong.training.rescore import rescore, write_report, write_to_store
 
 ROOT = Path(__file__).resolve().parents[1]
 

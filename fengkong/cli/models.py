@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:  # pandas is imported when a command runs, so `fengkong --help` stays quick
+    import pandas as pd
 
 train_app = typer.Typer(help="Train the models (artifacts go to --artifacts, default $FENGKONG_ARTIFACTS or ./artifacts).",
                         no_args_is_help=True)
 
 
-def _read_events(path: Path, mapping: Optional[Path] = None):  # type: ignore[no-untyped-def]
+def _read_events(path: Path, mapping: Optional[Path] = None) -> pd.DataFrame:
     import pandas as pd
 
     if mapping is not None:
@@ -35,7 +38,7 @@ def _read_events(path: Path, mapping: Optional[Path] = None):  # type: ignore[no
     raise typer.BadParameter(f"{path}: expected .parquet, .jsonl or .csv", param_hint="--history")
 
 
-def _read_profiles(path: Optional[Path]):  # type: ignore[no-untyped-def]
+def _read_profiles(path: Optional[Path]) -> pd.DataFrame | None:
     import pandas as pd
 
     if path is None:
@@ -73,7 +76,7 @@ def train_merchants_cmd(
     import json
 
     from fengkong.models.artifacts import default_root
-    from fengkong.models.training import train_merchants
+    from fengkong.training.train import train_merchants
 
     art = train_merchants(_read_events(history), profiles=_read_profiles(merchants),
                           root=artifacts_dir or default_root(), until=_day(until, "--until"), n_estimators=trees,
@@ -110,9 +113,9 @@ def train_transactions_cmd(
     from fengkong.engine import RuleSetError, load_ruleset
     from fengkong.features.lists import load_list_specs
     from fengkong.models.artifacts import default_root
-    from fengkong.models.training import LABELS, train_transactions, transaction_frame
     from fengkong.replay.inputs import list_entries
     from fengkong.replay.mapping import MappingError
+    from fengkong.training.train import LABELS, train_transactions, transaction_frame
 
     if labels not in LABELS:
         raise typer.BadParameter(f"use one of {', '.join(LABELS)}", param_hint="--labels")
@@ -162,10 +165,10 @@ def register(app: typer.Typer) -> None:
         import pandas as pd
 
         from fengkong.features.lists import load_list_specs
-        from fengkong.models.quality import LABELS, run, summary
-        from fengkong.models.training import transaction_frame
         from fengkong.replay.inputs import list_entries
         from fengkong.replay.mapping import MappingError
+        from fengkong.training.quality import LABELS, run, summary
+        from fengkong.training.train import transaction_frame
 
         if labels not in LABELS:
             raise typer.BadParameter(f"use one of {', '.join(LABELS)}", param_hint="--labels")
@@ -213,8 +216,8 @@ def register(app: typer.Typer) -> None:
         from rich.progress import Progress
 
         from fengkong.models.artifacts import ArtifactError, latest
-        from fengkong.models.grading import GradePolicy, GradePolicyError
-        from fengkong.models.rescore import rescore, write_report, write_to_store
+        from fengkong.training.grade_policy import GradePolicy, GradePolicyError
+        from fengkong.training.rescore import rescore, write_report, write_to_store
 
         console = Console(highlight=False)
         if engine not in ("pandas", "dask"):

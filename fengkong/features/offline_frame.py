@@ -1,15 +1,14 @@
-"""The offline twin's output: which rows it returns, what each reads, and the frame.
+"""The offline twin's output frame: per-event columns and the assembly of every kind's.
 
-The feature kinds (`offline.py`) write their values straight into output order,
-so the ~130 columns are computed once at their final length and never gathered
-again. Strings and flags that repeat (IP intelligence, merchant profiles, list
+The feature kinds (`offline_kinds`, `offline_merchant`) write their values straight
+into output order (`offline_history.Layout`), so the ~130 columns are computed once
+at their final length and never gathered again. Strings and flags that repeat (IP intelligence, merchant profiles, list
 membership) are answered once per distinct value and spread to the rows by code.
 """
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -17,78 +16,13 @@ import pandas as pd
 from fengkong.features import definitions as d
 from fengkong.features.assemble import AMOUNT_FEATURES, RATIOS
 from fengkong.features.lists import KIND_COLUMN, ListSpec, StaticLists
+from fengkong.features.offline_history import History, Layout
 from fengkong.features.rows import US_PER_DAY
-
-if TYPE_CHECKING:
-    from fengkong.features.offline import _History
 
 _SCALE = d.MINOR_PER_MAJOR
 _NUM, _DEN = d.NEAR_LIMIT_FRACTION
 _BOOL_OR_NONE = np.array([False, True, None, None], dtype=object)  # by value | (missing << 1)
 _PROFILE_COLUMNS = ("grade", "single_limit", "daily_cap", "onboarded_at", "anomaly")
-
-
-class _Columns:
-    """Float output columns, handed out as rows of blocks of a few columns.
-
-    A million-row column is ~8 MB of fresh memory, faulted in page by page; a
-    block of several columns is mostly mapped with huge pages (numpy advises them
-    for large allocations), so filling ~70 columns costs far fewer page faults.
-    Blocks stay small enough (~30 MB at a million rows) for the allocator to reuse
-    freed memory rather than map new. Rows are contiguous: each column is an
-    ordinary 1-D array.
-    """
-
-    def __init__(self, length: int, per_block: int = 4) -> None:
-        self.length = length
-        self.per_block = per_block
-        self._free: list[np.ndarray] = []
-        self._lock = threading.Lock()
-
-    def take(self) -> np.ndarray:
-        with self._lock:
-            if not self._free:
-                self._free = list(np.empty((self.per_block, self.length)))
-            return self._free.pop()
-
-
-class Layout:
-    """The output rows and where each reads its features.
-
-    Output rows are the decision events in the input's order (``sel``, as positions
-    in event-time order). A repeated event_id reads the features of its first
-    delivery (``src``); every other output row is its own query, at ``slot[p]`` for
-    its position p. Kinds write queries only; `fill_repeats` then copies each
-    repeat's values from its first delivery (left missing if that is no query).
-    """
-
-    def __init__(
-        self, order: np.ndarray, decision: np.ndarray, dup: np.ndarray, event_id: pd.Series
-    ) -> None:
-        n = len(order)
-        pos = np.arange(n, dtype=np.int64)
-        at = np.empty(n, dtype=np.int64)
-        at[order] = pos  # event-time position of each input row
-        self.sel = at[np.flatnonzero(decision[at])]
-        self.src = self.sel.copy()
-        self.repeats = np.flatnonzero(dup[self.sel])
-        if len(self.repeats):
-            live = ~dup
-            first_at = pd.Series(pos[live], index=event_id[live].to_numpy())
-            ids = event_id.to_numpy()[self.sel[self.repeats]]
-            self.src[self.repeats] = first_at.reindex(ids).to_numpy()
-        self.n_out = len(self.sel)
-        self.slot = np.full(n, -1, dtype=np.int64)
-        own = np.flatnonzero(~dup[self.sel])
-        self.slot[self.sel[own]] = own
-        self.repeat_from = self.slot[self.src[self.repeats]]
-        self.columns = _Columns(self.n_out)
-
-    def fill_repeats(self, values: np.ndarray) -> None:
-        """Give each repeated delivery the values of its first (a query, or left missing)."""
-        if len(self.repeats):
-            known = self.repeat_from >= 0
-            values[self.repeats[known]] = values[self.repeat_from[known]]
 
 
 def merchant_table(
@@ -150,7 +84,7 @@ def _spread(values: np.ndarray, codes: np.ndarray, missing: Any) -> np.ndarray:
 
 
 def event_columns(
-    h: _History,
+    h: History,
     lay: Layout,
     merchants: pd.DataFrame,
     lists: dict[str, ListSpec],
@@ -187,7 +121,7 @@ _FLAG_COLUMNS = ("event.near_limit", "event.over_limit")
 
 
 def assemble_frame(
-    h: _History, raw: dict[str, np.ndarray], event: dict[str, Any], lay: Layout, lists: dict[str, ListSpec]
+    h: History, raw: dict[str, np.ndarray], event: dict[str, Any], lay: Layout, lists: dict[str, ListSpec]
 ) -> pd.DataFrame:
     """The column-wise twin of `assemble.assemble` (same names, same formulas, same column
     order), in output order: ``event`` from `event_columns`, ``raw`` from the feature tasks."""
@@ -231,7 +165,7 @@ def _merchant_features(f: dict[str, Any], event: dict[str, Any], biz_day: np.nda
 
 
 def _event_attributes(
-    f: dict[str, Any], h: _History, src: np.ndarray, amount: np.ndarray, has_amount: np.ndarray
+    f: dict[str, Any], h: History, src: np.ndarray, amount: np.ndarray, has_amount: np.ndarray
 ) -> None:
     rows = h.rows
 
@@ -262,7 +196,7 @@ def _event_attributes(
     f["card.issuer_country"] = col("card_country")
 
 
-def _ip_columns(f: dict[str, Any], h: _History, src: np.ndarray) -> None:
+def _ip_columns(f: dict[str, Any], h: History, src: np.ndarray) -> None:
     """IP intelligence: ``frame_rows`` keeps country and AS name as categoricals (one entry
     per value)."""
     rows = h.rows
@@ -313,7 +247,7 @@ def _amount_moments(
 
 def _merchant_profile(
     f: dict[str, Any],
-    h: _History,
+    h: History,
     src: np.ndarray,
     merchants: pd.DataFrame,
     amount: np.ndarray,

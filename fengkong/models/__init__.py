@@ -1,0 +1,5 @@
+"""What serving loads: model artifacts, the runtime, the compiled trees and the estimators.
+
+Depends only on `fengkong.features` (definitions) and `fengkong.events`; never on the
+engine, the API or the CLI. Fitting on history is `fengkong.training`.
+"""

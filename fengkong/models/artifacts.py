@@ -16,7 +16,8 @@ artifact.
 
 `check_features` refuses an artifact asking for a feature the service cannot
 supply (transactions: `fengkong.features.definitions.CATALOG`; merchants: the
-daily features of `merchant_features.FEATURES`), naming every such feature.
+daily features `MERCHANT_FEATURES`, which `fengkong.training.merchant_features`
+computes), naming every such feature.
 """
 
 from __future__ import annotations
@@ -32,9 +33,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from fengkong.features.definitions import CATALOG
+
 KINDS = ("merchants", "transactions")
 META = "meta.json"
 MODEL = "model.joblib"
+#: The merchant daily features (`fengkong.training.merchant_features.daily_features` columns):
+#: what a merchants artifact may read. Kept here because serving checks artifacts against them.
+MERCHANT_FEATURES: tuple[str, ...] = (
+    "volume", "count", "avg_ticket", "growth_7d",
+    "credit_share", "round_share", "near_limit_share", "night_share",
+    "distinct_cards", "repeat_card_rate", "top_card_share",
+    "refund_ratio_30d", "chargebacks_30d", "payments_30d", "chargeback_ratio_30d",
+    "withdrawal_ratio_7d", "age_days",
+)
 
 
 class ArtifactError(RuntimeError):
@@ -63,13 +75,9 @@ def library_versions() -> dict[str, str]:
 def supplied_features(kind: str) -> frozenset[str]:
     """Names the service (transactions) or the nightly job (merchants) can supply."""
     if kind == "transactions":
-        from fengkong.features.definitions import CATALOG
-
         return frozenset(n for n, s in CATALOG.items() if s.source != "model")
     if kind == "merchants":
-        from fengkong.models.merchant_features import FEATURES
-
-        return frozenset(FEATURES)
+        return frozenset(MERCHANT_FEATURES)
     raise ArtifactError(f"unknown artifact kind {kind!r} (known: {', '.join(KINDS)})")
 
 
@@ -78,7 +86,7 @@ def check_features(kind: str, features: Iterable[str], *, where: str = "") -> No
     unknown = [f for f in features if f not in known]
     if unknown:
         src = "fengkong.features.definitions.CATALOG" if kind == "transactions" else \
-            "fengkong.models.merchant_features.FEATURES"
+            "fengkong.models.artifacts.MERCHANT_FEATURES"
         raise ArtifactError(
             f"{where or kind + ' artifact'}: refused: it needs feature(s) the service cannot supply: "
             f"{', '.join(unknown)} (not in {src}); retrain it on supplied features or add them to the store")

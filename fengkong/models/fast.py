@@ -20,7 +20,7 @@ steps. The arithmetic is scikit-learn's own:
 A test holds both equal to scikit-learn within 1e-5 on held-out rows (they agree to
 float rounding). The compiled arrays are saved beside the artifact (``.npz``), so the
 service needs neither the pickle nor the same scikit-learn version to score.
-ONNX Runtime was measured as the alternative: see benchmarks/bench_models.py.
+ONNX Runtime is the alternative benchmarks/bench_models.py compares (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -193,14 +193,14 @@ def compile_model(model: Any) -> CompiledTrees:
     raise TypeError(f"cannot compile {type(model).__name__}")
 
 
-# -- ONNX Runtime (measured alternative) ----------------------------------------------------------
+# -- ONNX Runtime (the compared alternative) -------------------------------------------------------
 def onnx_session(model: Any, n_features: int) -> Any:
     """An ONNX Runtime session for the model (benchmark comparison; needs skl2onnx + onnxruntime).
 
     HGB goes through skl2onnx (numpy scalars cast to int first: skl2onnx 1.20 with
     onnx 1.23 otherwise fails with "Expected an int, got a boolean"). IsolationForest
     is written as one TreeEnsembleRegressor whose leaves hold the path lengths
-    (skl2onnx's own IsolationForest graph is ~50x slower): the session's output is
+    (skl2onnx's own IsolationForest graph has a node per tree node and runs far slower): the session's output is
     the leaf sum, turned into the score as `CompiledTrees.score_one` does.
     """
     from sklearn.ensemble import IsolationForest

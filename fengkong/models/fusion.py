@@ -1,10 +1,10 @@
-"""Rules and the transaction model together: one fused fraud probability.
+"""The fused fraud risk at decision time: rules and the transaction model together.
 
 The rules' decision score (a sum of analyst-set points) and ``model.txn_risk`` (a
 probability) rank payments differently and catch different things: the rules know
 the analyst lists and hand-written patterns, the model the learned ones. Adding
 points for model bands (``rules/models.yaml``) mixes the two coarsely. The fused
-score is a logistic regression on two inputs, fit on the training days only::
+score is a logistic regression on two inputs::
 
     risk = expit(intercept + a * logit(model.txn_risk) + b * rules_score / 100)
 
@@ -13,103 +13,48 @@ score is a logistic regression on two inputs, fit on the training days only::
   of the scores of the enforced rules that fired. Two coefficients, not one per
   rule: analysts add and edit rules daily, and a weight per rule id would go
   stale with every edit, while "the pack's own score" keeps its meaning.
-* ``model.txn_risk`` on the training rows is taken out of fold (contiguous blocks
-  of training days, each scored by a model fit on the other blocks), so the
-  regression learns how far to trust the model on payments it has not seen, not
-  on its own training rows.
 
-At decision time nothing is evaluated twice: the model scores first (as now),
-the whole pack decides, then `base_score` reads the rules-alone score off the
-decision's reasons (every rule that fired records the features it read), and
-`RiskFusion.score_one` (or `ModelRuntime.fuse`) gives the fused risk, 0-1: the
-review queue's priority.
-
-Labels: a real system trains on what it has been told by the training cutoff:
-chargebacks and fraud reports received by then (`reported_labels`), not the
-simulator's ``is_fraud``, which marks every fraudulent attempt, declined or not,
-reported or never, at once.
+This module is what serving needs: the estimator (`RiskFusion`, stored as plain
+numbers in the artifact) and `base_score`, which reads the rules-alone score off a
+live decision's reasons (every rule that fired records the features it read), so
+nothing is evaluated twice. Fitting it on history (out-of-fold ``txn_risk``, labels
+known at the cutoff, the rules-alone score of a pack) is `fengkong.training.fusion`.
 """
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
-import pandas as pd
 
+#: Features the models supply; a rule reading one is not part of "rules alone".
 MODEL_PREFIX = "model."
-#: Outcome events that tell the platform a payment was fraudulent.
-REPORT_TYPES: tuple[str, ...] = ("chargeback", "fraud_report")
 _EPS = 1e-6
 
 
-# -- the rules-alone score ------------------------------------------------------------------------
-def reads_model(rule: Any) -> bool:
-    """Whether a rule reads a ``model.*`` feature (those are not "rules alone")."""
-    return any(name.startswith(MODEL_PREFIX) for name in rule.reads)
+# -- the rules-alone score of a live decision ---------------------------------------------------
+class Fired(Protocol):
+    """What `base_score` reads of a rule that fired (`fengkong.engine.decision.FiredRule`): typed
+    here, not imported, because models never import the engine."""
+
+    @property
+    def score(self) -> float: ...
+
+    @property
+    def values(self) -> Mapping[str, Any]: ...
 
 
-def split_rules(ruleset: Any) -> tuple[Any, Any]:
-    """Vectorised evaluators of (rules alone, the whole pack), sharing the policy."""
-    from fengkong.engine.vectorized import VectorizedRules
+class Decided(Protocol):
+    """What `base_score` reads of a decision (`fengkong.engine.decision.Decision`): its enforced fires."""
 
-    alone = [r for r in ruleset.rules if not reads_model(r)]
-    return (VectorizedRules(alone, ruleset.policy, ruleset.schema.dtypes),
-            VectorizedRules.from_ruleset(ruleset))
+    @property
+    def reasons(self) -> Sequence[Fired]: ...
 
 
-def base_score(decision: Any) -> float:
-    """Rules-alone score of one live `Decision`: enforced rules that fired and read no model.*."""
+def base_score(decision: Decided) -> float:
+    """Rules-alone score of one live decision: enforced rules that fired and read no model.*."""
     return float(sum(r.score for r in decision.reasons
                      if not any(name.startswith(MODEL_PREFIX) for name in r.values)))
-
-
-# -- labels as known at the cutoff ----------------------------------------------------------------
-def cutoff_after(last_day: date, utc_offset_min: int | None = None) -> pd.Timestamp:
-    """The end of business day ``last_day`` (local midnight after it), in UTC."""
-    from fengkong.features.definitions import DEFAULT_BUSINESS_UTC_OFFSET_MIN
-
-    offset = DEFAULT_BUSINESS_UTC_OFFSET_MIN if utc_offset_min is None else utc_offset_min
-    local_midnight = pd.Timestamp(last_day + timedelta(days=1))
-    return (local_midnight - pd.Timedelta(minutes=offset)).tz_localize("UTC")
-
-
-def reported_labels(events: pd.DataFrame, payment_ids: Iterable[str], cutoff: pd.Timestamp) -> np.ndarray:
-    """1 for each payment with a chargeback or fraud report that occurred before ``cutoff``.
-
-    What the platform knows when it trains: late reports are not known yet, unreported
-    fraud never is, declined attempts are never disputed, and a friendly-fraud
-    chargeback looks like fraud."""
-    ids = pd.Index(pd.Series(list(payment_ids), dtype=object).astype(str))
-    rep = events[events["type"].isin(REPORT_TYPES)]
-    when = pd.to_datetime(rep["occurred_at"], utc=True, format="ISO8601")
-    known = set(rep.loc[(when < cutoff).to_numpy(), "refers_to"].dropna().astype(str))
-    return ids.isin(known)
-
-
-# -- out-of-fold model scores ---------------------------------------------------------------------
-def out_of_fold(X: np.ndarray, y: np.ndarray, days: Sequence[Any], *, blocks: int = 4, max_iter: int = 200,
-                random_state: int = 0) -> np.ndarray:
-    """``txn_risk`` of every row from a model that did not train on that row's block of days.
-
-    Days are cut into ``blocks`` contiguous blocks; a block whose complement has no
-    positive (or no negative) gets the complement's base rate."""
-    from fengkong.models.transaction_model import fit_txn_model
-
-    days = np.asarray(days)
-    order = np.array(sorted(set(days.tolist())), dtype=object)
-    out = np.full(len(y), np.nan)
-    for part in np.array_split(order, min(blocks, len(order))):
-        inside = np.isin(days, part)
-        rest = ~inside
-        yr = y[rest]
-        if 0 < yr.sum() < len(yr):
-            out[inside] = fit_txn_model(X[rest], yr, max_iter=max_iter, random_state=random_state).predict_proba(
-                X[inside])[:, 1]
-        else:
-            out[inside] = float(yr.mean()) if len(yr) else 0.0
-    return out
 
 
 # -- the fused score ------------------------------------------------------------------------------
@@ -209,5 +154,4 @@ class RiskFusion:
         return f
 
 
-__all__ = ["RiskFusion", "base_score", "cutoff_after", "out_of_fold", "reads_model", "reported_labels",
-           "split_rules", "REPORT_TYPES"]
+__all__ = ["MODEL_PREFIX", "RiskFusion", "base_score"]

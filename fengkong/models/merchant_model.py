@@ -14,7 +14,7 @@ scoring ``score_samples`` (higher = more normal, as sklearn) -> ``decision_funct
 ``-score_samples``, Liu et al.'s ``s = 2 ** (-E[h] / c(n))``; about 0.5 is
 ordinary, towards 1 anomalous.
 
-Input: the daily feature frame of `merchant_features` (or an array of its
+Input: the daily feature frame of `fengkong.training.merchant_features` (or an array of its
 `INPUTS` columns in that order). Days with fewer than ``min_payments`` payments
 are left out of training and get no score (too few payments to judge).
 """
@@ -29,7 +29,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.ensemble import IsolationForest
 from sklearn.utils.validation import check_is_fitted
 
-#: Daily features the model reads (columns of `merchant_features.daily_features`).
+#: Daily features the model reads (columns of `fengkong.training.merchant_features.daily_features`).
 INPUTS: tuple[str, ...] = (
     "volume", "count", "avg_ticket", "growth_7d",
     "credit_share", "round_share", "near_limit_share", "night_share",

@@ -35,7 +35,7 @@ import numpy as np
 
 from fengkong.models.artifacts import ArtifactError, latest
 from fengkong.models.fast import CompiledTrees
-from fengkong.models.fusion import RiskFusion, base_score
+from fengkong.models.fusion import Decided, RiskFusion, base_score
 from fengkong.models.transaction_model import Vectorizer
 
 #: The profile field the rescore job writes, as the store would return it.
@@ -98,8 +98,7 @@ class ModelRuntime:
         if self._txn is not None:
             tv, hgb, hv, habit, medians = self._txn
             if features.get("event.type", "payment") == "payment":
-                # plain floats: decision records and audit lines are JSON, and the durable
-                # backend only learned to encode numpy scalars later (numpy 2 repr: error 202)
+                # plain floats: decision records and audit lines are JSON, and so is the fact durable_rules reads
                 out["model.txn_risk"] = float(hgb.score_one(tv.one(features)))
                 x = hv.one(features)
                 out["model.habit_anomaly"] = float(-habit.score_one(np.where(np.isnan(x), medians, x)))
@@ -110,7 +109,7 @@ class ModelRuntime:
             anomaly, bool) else None
         return out
 
-    def fuse(self, model_outputs: Mapping[str, Any], decision: Any) -> float | None:
+    def fuse(self, model_outputs: Mapping[str, Any], decision: Decided) -> float | None:
         """The fused risk (0-1) of one decided event: `fusion.RiskFusion` on the decision's
         rules-alone score and ``model.txn_risk``; None without a fusion or for non-payments."""
         if self.fusion is None or "model.txn_risk" not in model_outputs:

@@ -15,6 +15,9 @@ same profile hash) and to a report (`write_report`).
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,9 +25,10 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from fengkong.models.grading import GradePolicy, current_grades, grade_history
-from fengkong.models.merchant_features import daily_features, day_range
 from fengkong.models.merchant_model import MerchantAnomalyModel
+from fengkong.training.grade_policy import GradePolicy
+from fengkong.training.grading import current_grades, grade_history
+from fengkong.training.merchant_features import FEATURES, daily_features, day_range
 
 _HISTORY_COLUMNS = ["merchant_id", "day", "grade", "changed", "reason", "anomaly"]
 
@@ -46,8 +50,6 @@ def score_partition(events: pd.DataFrame, *, profiles: pd.DataFrame | None, days
 
 
 def _empty() -> pd.DataFrame:
-    from fengkong.models.merchant_features import FEATURES
-
     cols: dict[str, Any] = {"merchant_id": pd.Series([], dtype="str"), "day": pd.Series([], dtype=object)}
     cols.update({f: pd.Series([], dtype="float64") for f in (*FEATURES, "anomaly")})
     cols.update({"grade": pd.Series([], dtype=object), "changed": pd.Series([], dtype=bool),
@@ -123,8 +125,9 @@ def rescore(
     return RescoreResult(daily, current, policy, payments, engine)
 
 
-def _rescore_dask(events: Any, *, policy: GradePolicy, model: Any, profiles: Any, parts: int, client: Any,
-                  initial: Any, progress: Any) -> tuple[pd.DataFrame, int]:
+def _rescore_dask(events: Any, *, policy: GradePolicy, model: MerchantAnomalyModel | None,
+                  profiles: pd.DataFrame | None, parts: int, client: Any, initial: dict[str, str] | None,
+                  progress: Callable[[int, int], None] | None) -> tuple[pd.DataFrame, int]:
     import dask.dataframe as dd
 
     ddf = events if isinstance(events, dd.DataFrame) else dd.from_pandas(events, npartitions=max(1, parts))
@@ -193,16 +196,13 @@ def write_report(result: RescoreResult, out: Path, *, recent_days: int = 7, seco
 
 
 def _plot_png(daily: pd.DataFrame, policy: GradePolicy) -> str:
-    import base64
-    import io
-
-    import matplotlib
+    import matplotlib  # only the report draws: the job itself never loads matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     counts = daily.groupby(["day", "grade"]).size().unstack(fill_value=0)
-    order = [g for g in (*reversed(policy.ladder), *[g for g in policy.grades if g not in policy.ladder])
+    order = [g for g in (*reversed(policy.ladder), *[g for g in policy.names if g not in policy.ladder])
              if g in counts.columns]
     counts = counts[order]
     moves = daily[daily["changed"]]
@@ -228,8 +228,6 @@ def _plot_png(daily: pd.DataFrame, policy: GradePolicy) -> str:
 
 
 def _html(result: RescoreResult, changes: pd.DataFrame, recent_days: int, seconds: float | None) -> str:
-    import html
-
     daily = result.daily
     last_day = pd.to_datetime(daily["day"]).max() if len(daily) else None
     recent = changes

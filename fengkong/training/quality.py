@@ -18,7 +18,7 @@ Scorers (every input computed point in time by the offline twin and
 * ``pack``: the decision score of the whole pack (rules + `rules/models.yaml`,
   which reads model.txn_risk and model.habit_anomaly), ties broken by
   ``model.txn_risk`` (a reviewer works the highest score first);
-* ``fused``: "both together", `fusion.RiskFusion` fit on the training days only
+* ``fused``: "both together", `fengkong.models.fusion.RiskFusion` fit on the training days only
   (out-of-fold txn_risk and the rules-alone score of the training payments).
 
 Training labels (``labels``): ``reported`` (default) = the chargebacks and fraud
@@ -37,8 +37,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import average_precision_score
 
-from fengkong.models.fusion import RiskFusion, cutoff_after, out_of_fold, reported_labels, split_rules
+from fengkong.engine import load_ruleset
+from fengkong.models.fusion import RiskFusion
 from fengkong.models.transaction_model import (
     fill,
     fit_habit_model,
@@ -47,6 +49,8 @@ from fengkong.models.transaction_model import (
     recall_at_rate,
     txn_vectorizer,
 )
+from fengkong.training.fusion import cutoff_after, out_of_fold, reported_labels, split_rules
+from fengkong.training.train import split_day
 
 SCORERS = ("rules", "model", "pack", "fused")
 LABELS = ("reported", "oracle")
@@ -54,8 +58,6 @@ LABELS = ("reported", "oracle")
 
 def evaluate(feats: pd.DataFrame, scores: dict[str, np.ndarray], rate: float = 0.01) -> pd.DataFrame:
     """One row per (scenario, scorer): recall at ``rate`` and average precision."""
-    from sklearn.metrics import average_precision_score
-
     y = feats["is_fraud"].to_numpy(dtype=bool)
     scen = feats["scenario"].to_numpy()
     rows: list[dict[str, Any]] = []
@@ -87,8 +89,6 @@ def _recall_subset(score: np.ndarray, y: np.ndarray, pos: np.ndarray, rate: floa
 
 def rule_scores(feats: pd.DataFrame, rules_dir: Path, *, with_model_rules: bool = True) -> np.ndarray:
     """Decision score of every row: the whole pack, or the rules alone (no rule reading model.*)."""
-    from fengkong.engine import load_ruleset
-
     alone, pack = split_rules(load_ruleset(rules_dir))
     vec = pack if with_model_rules else alone
     return np.asarray(vec.evaluate(feats).score, dtype=np.float64)
@@ -116,12 +116,9 @@ def run(feats: pd.DataFrame, *, rules_dir: Path, events: pd.DataFrame | None = N
         random_state: int = 0) -> QualityResult:
     """Fit on the days up to ``until`` (default 70% of the span), evaluate on the later days.
 
-    ``feats``: `training.transaction_frame` output (offline-twin features plus
+    ``feats``: `fengkong.training.train.transaction_frame` output (offline-twin features plus
     ``is_fraud``, ``scenario``, ``day``). ``events``: the history, needed for
     ``labels="reported"``."""
-    from fengkong.engine import load_ruleset
-    from fengkong.models.training import split_day
-
     if labels not in LABELS:
         raise ValueError(f"labels: expected one of {LABELS}, got {labels!r}")
     last = split_day(feats["day"], until)

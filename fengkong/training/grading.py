@@ -1,189 +1,21 @@
-"""Merchant grade policy (`rules/grades/grades.yaml`) and the state machine that applies it.
+"""The merchant grade state machine: a `GradePolicy` applied to every merchant's days.
 
-`GradePolicy.load(path)` reads and checks the analysts' file (every problem
-names the field); `grade_history(daily, policy)` runs the policy over every
-merchant's days: vectorised over merchants, one step per calendar day, so the
-same function runs on one partition of merchants (Dask) or all of them and gives
-the same answer. The rules of movement are in the policy file's header comment
-and docs/models.md.
+`grade_history(daily, policy)` runs the policy (`fengkong.training.grade_policy`)
+over every merchant's days: vectorised over merchants, one step per calendar day,
+so the same function runs on one partition of merchants (Dask) or all of them and
+gives the same answer. `current_grades` keeps each merchant's last grade and why.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from fengkong.features import definitions as d
+from fengkong.training.grade_policy import GradePolicy
 
-DEFAULT_POLICY = Path("rules/grades/grades.yaml")
-
-
-class GradePolicyError(ValueError):
-    """The grade policy file is invalid; the message names the field."""
-
-
-def _money_minor(value: Any, where: str) -> int:
-    if isinstance(value, bool) or isinstance(value, float):
-        raise GradePolicyError(f"{where}: write money as a decimal string like \"5000.00\" (never a float)")
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        raise GradePolicyError(f"{where}: {value!r} is not a decimal amount") from None
-    if amount < 0:
-        raise GradePolicyError(f"{where}: must not be negative")
-    minor = amount * d.MINOR_PER_MAJOR
-    if minor != minor.to_integral_value():
-        raise GradePolicyError(f"{where}: at most two decimal places")
-    return int(minor)
-
-
-def _num(node: Mapping[str, Any], key: str, where: str, *, lo: float = 0.0, hi: float | None = None) -> float:
-    if key not in node:
-        raise GradePolicyError(f"{where}.{key}: required")
-    value = node[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise GradePolicyError(f"{where}.{key}: must be a number, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        raise GradePolicyError(f"{where}.{key}: must be between {lo} and {hi if hi is not None else 'inf'}")
-    return float(value)
-
-
-@dataclass(frozen=True)
-class Trigger:
-    anomaly_at_least: float
-    chargeback_ratio_at_least: float
-    min_chargebacks: int
-
-
-@dataclass(frozen=True)
-class Upgrade:
-    to: str
-    clean_days: int
-    min_active_days: int
-    min_volume_minor: int
-
-
-@dataclass(frozen=True)
-class GradePolicy:
-    start: str
-    ladder: tuple[str, ...]  # worst to best
-    single_limit_minor: dict[str, int]
-    daily_cap_minor: dict[str, int]
-    severe: Trigger
-    severe_to: str
-    warning: Trigger
-    warning_steps: int
-    warning_cooldown_days: int
-    clean_anomaly_below: float
-    clean_chargeback_ratio_below: float
-    upgrade: dict[str, Upgrade]
-    source: str = ""
-
-    @property
-    def grades(self) -> tuple[str, ...]:
-        return (*self.ladder, *(g for g in self.single_limit_minor if g not in self.ladder))
-
-    def step_down(self, grade: str, steps: int) -> str:
-        if grade not in self.ladder:
-            return self.ladder[0]
-        return self.ladder[max(0, self.ladder.index(grade) - steps)]
-
-    @classmethod
-    def load(cls, path: Path | str = DEFAULT_POLICY) -> "GradePolicy":
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise GradePolicyError(f"{path}: grade policy file not found") from None
-        except yaml.YAMLError as exc:
-            raise GradePolicyError(f"{path}: not valid YAML: {exc}") from None
-        try:
-            return cls.from_dict(data, source=str(path))
-        except GradePolicyError as exc:
-            raise GradePolicyError(f"{path}: {exc}") from None
-
-    @classmethod
-    def from_dict(cls, data: Any, *, source: str = "") -> "GradePolicy":
-        if not isinstance(data, dict):
-            raise GradePolicyError("the policy must be a mapping")
-        known = {"start", "ladder", "grades", "downgrade", "clean", "upgrade"}
-        for key in data:
-            if key not in known:
-                raise GradePolicyError(f"{key}: unknown field (known: {', '.join(sorted(known))})")
-        grades = data.get("grades")
-        if not isinstance(grades, dict) or not grades:
-            raise GradePolicyError("grades: required, a mapping of grade -> {single_limit, daily_cap}")
-        single, cap = {}, {}
-        for g, spec in grades.items():
-            if not isinstance(spec, dict):
-                raise GradePolicyError(f"grades.{g}: must be {{single_limit, daily_cap}}")
-            single[str(g)] = _money_minor(spec.get("single_limit"), f"grades.{g}.single_limit")
-            cap[str(g)] = _money_minor(spec.get("daily_cap"), f"grades.{g}.daily_cap")
-        ladder = data.get("ladder")
-        if not isinstance(ladder, list) or not ladder:
-            raise GradePolicyError("ladder: required, the grades from worst to best, e.g. [D, C, B, A]")
-        ladder = [str(g) for g in ladder]
-        for g in ladder:
-            if g not in single:
-                raise GradePolicyError(f"ladder: {g} has no entry under grades")
-        start = str(data.get("start", d.DEFAULT_GRADE))
-        if start not in single:
-            raise GradePolicyError(f"start: {start} has no entry under grades")
-
-        down = data.get("downgrade")
-        if not isinstance(down, dict) or "severe" not in down or "warning" not in down:
-            raise GradePolicyError("downgrade: required, with `severe` and `warning`")
-
-        def trigger(node: Any, where: str) -> Trigger:
-            if not isinstance(node, dict):
-                raise GradePolicyError(f"{where}: must be a mapping")
-            return Trigger(_num(node, "anomaly_at_least", where, hi=1.0),
-                           _num(node, "chargeback_ratio_at_least", where, hi=1.0),
-                           int(_num(node, "min_chargebacks", where)))
-
-        severe = trigger(down["severe"], "downgrade.severe")
-        warning = trigger(down["warning"], "downgrade.warning")
-        severe_to = str(down["severe"].get("to", ladder[0]))
-        if severe_to not in single:
-            raise GradePolicyError(f"downgrade.severe.to: {severe_to} has no entry under grades")
-        clean = data.get("clean")
-        if not isinstance(clean, dict):
-            raise GradePolicyError("clean: required, {anomaly_below, chargeback_ratio_below}")
-        clean_an = _num(clean, "anomaly_below", "clean", hi=1.0)
-        clean_cb = _num(clean, "chargeback_ratio_below", "clean", hi=1.0)
-        if clean_an > warning.anomaly_at_least:
-            raise GradePolicyError("clean.anomaly_below: must not exceed downgrade.warning.anomaly_at_least "
-                                   "(hysteresis: a clean day may not be a warning day)")
-        if clean_cb > warning.chargeback_ratio_at_least:
-            raise GradePolicyError("clean.chargeback_ratio_below: must not exceed "
-                                   "downgrade.warning.chargeback_ratio_at_least")
-        if warning.anomaly_at_least > severe.anomaly_at_least:
-            raise GradePolicyError("downgrade.warning.anomaly_at_least: must not exceed severe's")
-        ups = data.get("upgrade")
-        if not isinstance(ups, dict):
-            raise GradePolicyError("upgrade: required, grade -> {to, clean_days, min_active_days, min_volume}")
-        upgrade = {}
-        for g, spec in ups.items():
-            where = f"upgrade.{g}"
-            if str(g) not in single:
-                raise GradePolicyError(f"{where}: {g} has no entry under grades")
-            if not isinstance(spec, dict) or str(spec.get("to")) not in single:
-                raise GradePolicyError(f"{where}.to: required, a grade listed under grades")
-            upgrade[str(g)] = Upgrade(str(spec["to"]), int(_num(spec, "clean_days", where, lo=1)),
-                                      int(_num(spec, "min_active_days", where)),
-                                      _money_minor(spec.get("min_volume", "0"), f"{where}.min_volume"))
-        dsteps = down["warning"].get("steps", 1)
-        return cls(start, tuple(ladder), single, cap, severe, severe_to, warning, int(dsteps),
-                   int(down["warning"].get("cooldown_days", 7)), clean_an, clean_cb, upgrade, source)
-
-
-# -- the state machine ----------------------------------------------------------------------------
 _REQUIRED = ("merchant_id", "day", "volume", "count", "chargeback_ratio_30d", "chargebacks_30d", "payments_30d")
 
 
@@ -228,7 +60,7 @@ def grade_history(daily: pd.DataFrame, policy: GradePolicy, *, initial: Mapping[
     vol_minor = dense(frame["volume"] * d.MINOR_PER_MAJOR, 0.0)
     active = dense(frame["count"], 0.0) > 0
 
-    names = list(policy.grades)
+    names = list(policy.names)
     index = {g: i for i, g in enumerate(names)}
     down_lut = np.array([index[policy.step_down(g, policy.warning_steps)] for g in names])
     up_to = np.array([index[policy.upgrade[g].to] if g in policy.upgrade else -1 for g in names])

@@ -1,4 +1,9 @@
-"""`fengkong train merchants|transactions`: fit, validate on later days, save an artifact."""
+"""`fengkong train merchants|transactions`: fit, validate on later days, save an artifact.
+
+Training reads histories through the offline twin (`fengkong.features.offline`) and,
+for the fused risk, a rule pack; what it saves is all serving loads
+(`fengkong.models.artifacts`, `fengkong.models.runtime`).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,13 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
 
+from fengkong.features.ipintel import IpIntel
+from fengkong.features.lists import load_list_specs
+from fengkong.features.offline import offline_features
 from fengkong.models import artifacts
 from fengkong.models.fast import compile_model
-from fengkong.models.merchant_features import FEATURES as DAILY_FEATURES
-from fengkong.models.merchant_features import daily_features
 from fengkong.models.merchant_model import INPUTS, MerchantAnomalyModel
 from fengkong.models.transaction_model import (
     HABIT_FEATURES,
@@ -24,11 +31,12 @@ from fengkong.models.transaction_model import (
     recall_at_rate,
     txn_vectorizer,
 )
+from fengkong.training.fusion import cutoff_after, fit_fusion, reported_labels
+from fengkong.training.merchant_features import FEATURES as DAILY_FEATURES
+from fengkong.training.merchant_features import business_days, daily_features
 
 
 def _biz_dates(occurred: pd.Series) -> pd.Series:
-    from fengkong.models.merchant_features import business_days
-
     day, _ = business_days(occurred)
     return pd.Series(pd.Timestamp("1970-01-01") + pd.to_timedelta(day, unit="D"), index=occurred.index).dt.date
 
@@ -55,8 +63,6 @@ def train_merchants(events: pd.DataFrame, *, profiles: pd.DataFrame | None, root
     if len(scored):
         metrics["valid_anomaly_quantiles"] = {q: float(scored["anomaly"].quantile(q)) for q in (0.5, 0.9, 0.99)}
     if "is_fraud" in events.columns and len(scored):
-        from sklearn.metrics import average_precision_score, roc_auc_score
-
         pays = events[(events["type"] == "payment") & events["merchant_id"].notna()]
         share = pd.DataFrame({"merchant_id": pays["merchant_id"].astype(str), "day": _biz_dates(pays["occurred_at"]),
                               "fraud": pays["is_fraud"].astype(bool)}).groupby(["merchant_id", "day"])["fraud"].mean()
@@ -79,10 +85,6 @@ def train_merchants(events: pd.DataFrame, *, profiles: pd.DataFrame | None, root
 def transaction_frame(events: pd.DataFrame, *, profiles: pd.DataFrame | None, lists_dir: Path,
                       list_entries: Mapping[str, Iterable[str]] | None = None) -> pd.DataFrame:
     """Offline-twin features of every payment, with ``is_fraud``, ``scenario`` and the business day."""
-    from fengkong.features.ipintel import IpIntel
-    from fengkong.features.lists import load_list_specs
-    from fengkong.features.offline import offline_features
-
     ipintel = IpIntel.load(lists_dir)
     specs = load_list_specs(lists_dir) if (lists_dir / "lists.yaml").exists() else None
     feats = offline_features(events, ipintel=ipintel, lists=specs, list_entries=list_entries, profiles=profiles)
@@ -98,7 +100,7 @@ def transaction_frame(events: pd.DataFrame, *, profiles: pd.DataFrame | None, li
     return pd.concat([feats, extra], axis=1)
 
 
-#: Training labels of `train_transactions` (see `fengkong.models.fusion`).
+#: Training labels of `train_transactions` (see `fengkong.training.fusion`).
 LABELS: tuple[str, ...] = ("reported", "oracle")
 
 
@@ -116,8 +118,6 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
     With ``rules_dir``, also fit the fused score (`fusion.RiskFusion`: out-of-fold
     txn_risk and the rules-alone score of that pack, training days only, on the same
     labels) and store it in the artifact's ``params["fusion"]`` for `ModelRuntime.fuse`."""
-    from fengkong.models.fusion import cutoff_after, reported_labels
-
     if labels not in LABELS:
         raise ValueError(f"labels: expected one of {', '.join(LABELS)}, got {labels!r}")
     if labels == "oracle" and "is_fraud" not in feats.columns:
@@ -152,8 +152,6 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
     if simulated and labels != "oracle":
         metrics["train_true_fraud"] = int(train["is_fraud"].sum())
     if len(valid):
-        from sklearn.metrics import average_precision_score, roc_auc_score
-
         p = hgb.predict_proba(tv.frame(valid))[:, 1]
         h = -habit.score_samples(fill(hv.frame(valid), medians))
         metrics.update({"valid_label": "is_fraud" if simulated else "reported (whole history)",
@@ -183,19 +181,11 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
 def _fit_fusion(train: pd.DataFrame, valid: pd.DataFrame, y: np.ndarray, yv: np.ndarray, X_train: np.ndarray,
                 hgb: Any, rules_dir: Path, metrics: dict[str, Any], *, max_iter: int,
                 random_state: int) -> dict[str, Any]:
-    from fengkong.engine import load_ruleset
-    from fengkong.models.fusion import RiskFusion, out_of_fold, split_rules
-
-    ruleset = load_ruleset(rules_dir)
-    alone, _ = split_rules(ruleset)
-    oof = out_of_fold(X_train, y, train["day"].to_numpy(), max_iter=max_iter, random_state=random_state)
-    fusion = RiskFusion().fit(oof, alone.evaluate(train).score, y)
+    fusion, alone, ruleset = fit_fusion(train, y, X_train, rules_dir, max_iter=max_iter, random_state=random_state)
     if len(valid) and 0 < yv.sum() < len(yv):
-        from sklearn.metrics import average_precision_score
-
         p = hgb.predict_proba(txn_vectorizer().frame(valid))[:, 1]
         metrics["valid_fused_average_precision"] = float(average_precision_score(
-            yv, fusion.predict_proba(p, alone.evaluate(valid).score)))
+            yv, fusion.predict_proba(p, np.asarray(alone.evaluate(valid).score))))
     return {**fusion.to_params(), "ruleset": ruleset.content_hash[:12]}
 
 

@@ -3,7 +3,7 @@
 Pure pandas/numpy and engine-agnostic: `daily_features` needs every event of the
 merchants it is given (and nothing of other merchants), plus the global day range,
 so Dask runs the very same function on partitions split by merchant
-(`fengkong.models.rescore`). A merchant's row for day D uses events up to the end
+(`fengkong.training.rescore`). A merchant's row for day D uses events up to the end
 of day D only (the nightly job scores the day that just closed).
 
 Days are business days in the business time zone (UTC+08:00 by default, as the
@@ -44,15 +44,11 @@ import pandas as pd
 
 from fengkong.events import DEFAULT_CURRENCY, currency_exponent
 from fengkong.features import definitions as d
+from fengkong.models.artifacts import MERCHANT_FEATURES
 
-#: The columns `daily_features` returns besides merchant_id and day.
-FEATURES: tuple[str, ...] = (
-    "volume", "count", "avg_ticket", "growth_7d",
-    "credit_share", "round_share", "near_limit_share", "night_share",
-    "distinct_cards", "repeat_card_rate", "top_card_share",
-    "refund_ratio_30d", "chargebacks_30d", "payments_30d", "chargeback_ratio_30d",
-    "withdrawal_ratio_7d", "age_days",
-)
+#: The columns `daily_features` returns besides merchant_id and day: the names a merchants
+#: artifact may ask for, owned by `fengkong.models.artifacts` (serving checks artifacts against them).
+FEATURES: tuple[str, ...] = MERCHANT_FEATURES
 US_PER_DAY = 86_400_000_000
 US_PER_HOUR = 3_600_000_000
 _CHARGEBACK_TYPES = ("chargeback", "fraud_report")
