@@ -6,7 +6,7 @@ Built by the app's lifespan (never at import) and closed on shutdown.
 Two ways to Redis. The decision path (the store's script and the decision record)
 goes through one `PipelinedRedis` connection per worker: every in-flight decision's
 commands share it, and the event loop serves other requests while Redis works
-(measured against the synchronous client in docs/benchmarks.md). The store call
+(compared with the synchronous client in docs/benchmarks.md). The store call
 may take 80% of the decision deadline, the record write what is left of it; past
 that the connection is dropped and the decision degrades. Everything else (admin
 routes, lists, profiles, a duplicate's wait for the first delivery's record,
