@@ -98,7 +98,8 @@ def test_every_answer_arrives_in_one_segment(served):
 
 def test_without_the_protocol_an_answer_arrives_in_two_segments(redis_server):
     """The control: uvicorn's own httptools protocol writes an answer's head and body
-    separately. It shows that the measurement above can see a split answer."""
+    separately. It shows that the measurement above can see a split answer (and if an
+    uvicorn upgrade writes answers whole, this fails: `http_protocol` can then go)."""
     plain = {k: v for k, v in UVICORN_OPTIONS.items() if k != "http"} | {"http": "httptools"}
     with Served(settings(redis_server.url, "thttp0", max_body_bytes=4096), uvicorn_options=plain) as app:
         answers = _segments_per_answer(app.port, _requests())
