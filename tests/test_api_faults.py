@@ -10,7 +10,7 @@ import time
 import pytest
 
 from api_fixtures import DECIDE_KEY, KillableRedis, Served, payment, settings
-from fengkong.features.keys import request_key
+from fengkong.features.keys import audit_stream, request_key
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def test_a_record_write_redis_refuses_is_logged_counted_and_opens_the_breaker(re
     XADD gets WRONGTYPE), the decision already answered stands, the loss is logged and
     counted, and the breaker opens as for any store fault."""
     with Served(settings(redis_server.url, "tunstored", breaker_s=0.3)) as api, api.client(DECIDE_KEY) as c:
-        redis_client.set(api.runtime.audit.decisions_key, "not a stream")
+        redis_client.set(audit_stream("tunstored", "decisions"), "not a stream")
         first = _decide(c)
         assert not first["degraded"] and first["decision"] == "allow"
         stop = time.monotonic() + 5
@@ -142,7 +142,7 @@ def test_a_record_write_redis_refuses_is_logged_counted_and_opens_the_breaker(re
         assert c.get(f"/v1/decisions/{first['decision_id']}").status_code == 200  # the SETs before it ran
         second = _decide(c)
         assert second["degraded"] and "ResponseError" in second["degraded_reason"]  # the breaker is open
-        redis_client.delete(api.runtime.audit.decisions_key)
+        redis_client.delete(audit_stream("tunstored", "decisions"))
         assert not _until_recovered(c)["degraded"]
 
 
