@@ -119,7 +119,8 @@ def test_a_fault_that_is_not_the_stores_is_a_500_not_a_policy_answer(redis_serve
         assert r.status_code == 500
         assert r.json() == {"detail": "internal error (logged); not an error of the request", "field": None}
         assert redis_client.get(request_key(f"tboom{int(fast_path)}", ev["event_id"])) is None
-        metrics = c.get("/metrics").text
+        with api.client(None) as fresh:  # through Starlette's stack, uvicorn closes a connection after a 500
+            metrics = fresh.get("/metrics").text
         assert "fengkong_degraded_total{" not in metrics
         assert _metric(metrics, "fengkong_decisions_total") == 1  # the first decision only
 
