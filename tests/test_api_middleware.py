@@ -1,8 +1,8 @@
 """The fast layer never skips what a deployment registers on the app. A middleware
 (here Starlette's CORSMiddleware) or an exception handler of its own makes start-up
 fail, naming it, as any ASGI server sees it (the lifespan reports the failure, and
-uvicorn does not serve); with the fast layer off, the same middleware runs for the
-payment flow's routes."""
+uvicorn does not serve); with the fast layer off (or telemetry on), the same
+middleware runs for the payment flow's routes."""
 
 from __future__ import annotations
 
@@ -73,8 +73,10 @@ def test_the_service_as_built_starts(redis_server):
     assert _startup(create_app(settings(redis_server.url, "tmw")))["type"] == "lifespan.startup.complete"
 
 
-def test_with_the_fast_layer_off_the_middleware_runs_for_the_payment_routes(redis_server):
-    with Served(settings(redis_server.url, "tmwoff"), fast_path=False, middleware=(CORS,)) as api, \
+@pytest.mark.parametrize("fast_path, otel", [(False, False), (True, True)], ids=["fast-layer-off", "telemetry-on"])
+def test_with_the_fast_layer_off_the_middleware_runs_for_the_payment_routes(redis_server, fast_path, otel):
+    """Off by choice, or because telemetry is on (FastAPI's spans live in its stack)."""
+    with Served(settings(redis_server.url, "tmwoff", otel=otel), fast_path=fast_path, middleware=(CORS,)) as api, \
             api.client(DECIDE_KEY) as c:
         c.headers["Origin"] = "https://shop.example"
         r = c.post("/v1/decisions", json=payment())
