@@ -13,6 +13,7 @@ from api_fixtures import DECIDE_KEY, Served, payment, settings
 from starlette.middleware.cors import CORSMiddleware
 
 from fengkong.api.app import create_app
+from fengkong.api.fastpath import FastLayer
 from fengkong.events import EventRejected
 
 CORS = (CORSMiddleware, {"allow_origins": ["https://shop.example"]})
@@ -69,8 +70,12 @@ def test_an_exception_handler_the_fast_layer_would_skip_fails_start_up_naming_it
     assert "own" in message["message"] and "EventRejected" in message["message"]
 
 
-def test_the_service_as_built_starts(redis_server):
-    assert _startup(create_app(settings(redis_server.url, "tmw")))["type"] == "lifespan.startup.complete"
+def test_the_service_as_built_starts_with_the_fast_layer_outermost(redis_server):
+    app = create_app(settings(redis_server.url, "tmw"))
+    assert _startup(app)["type"] == "lifespan.startup.complete"
+    assert isinstance(app.middleware_stack, FastLayer)
+    assert sorted(app.middleware_stack.routes) == ["/v1/decisions", "/v1/events"]
+    app.state.runtime.close()
 
 
 @pytest.mark.parametrize("fast_path, otel", [(False, False), (True, True)], ids=["fast-layer-off", "telemetry-on"])
