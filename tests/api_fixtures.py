@@ -52,26 +52,40 @@ def settings(redis_url: str, prefix: str, **overrides: Any) -> Settings:
 
 
 class Served:
-    """One app served by uvicorn in a background thread (its lifespan runs: a real start)."""
+    """One app served by uvicorn in a background thread (its lifespan runs: a real start).
 
-    def __init__(self, app_settings: Settings) -> None:
+    `fast_path` and `middleware` ((class, options) pairs added to the app before it
+    starts) are what a deployment could choose."""
+
+    def __init__(self, app_settings: Settings, *, fast_path: bool = True,
+                 middleware: tuple[tuple[type, dict[str, Any]], ...] = (),
+                 uvicorn_options: dict[str, Any] | None = None) -> None:
         self.settings = app_settings
-        self.app = create_app(app_settings)
-        # served as `fengkong serve` serves it (its HTTP protocol and uvicorn options)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
-                                **UVICORN_OPTIONS)
+        self.app = create_app(app_settings, fast_path=fast_path)
+        for cls, kwargs in middleware:
+            self.app.add_middleware(cls, **kwargs)
+        # served as `fengkong serve` serves it (its HTTP protocol and uvicorn options) unless told
+        options = UVICORN_OPTIONS if uvicorn_options is None else uvicorn_options
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", **options)
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.exit_code: object = None
+
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except SystemExit as exc:  # uvicorn exits when the app refuses to start
+            self.exit_code = exc.code
 
     def __enter__(self) -> "Served":
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the app did not start")
+                raise RuntimeError(f"the app did not start (exit code {self.exit_code})")
             time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.port = int(self.server.servers[0].sockets[0].getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,6 +1,7 @@
 """Degraded mode: Redis killed mid-run, Redis frozen (slow past the budget), a model
-that fails, an unexpected fault. The service answers under its failure policy,
-says so, never returns a 500, and recovers without a restart when Redis is back."""
+that fails. The service answers under its failure policy, says so, and recovers
+without a restart when Redis is back. A fault that is not a dependency's (a bug)
+is not hidden behind the policy: it is a 500."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import pytest
 
 from api_fixtures import DECIDE_KEY, KillableRedis, Served, payment, settings
+from fengkong.features.keys import audit_stream, request_key
 
 
 @pytest.fixture
@@ -101,15 +103,26 @@ def test_a_failing_model_degrades_but_the_rules_still_decide(redis_server):
         assert plain["degraded"] and plain["decision"] == "review"  # fail_closed: at least review
 
 
-def test_an_unexpected_fault_is_answered_by_the_policy_not_a_500(redis_server):
-    with Served(settings(redis_server.url, "tboom")) as api, api.client(DECIDE_KEY) as c:
-        def boom(features):
-            raise ZeroDivisionError("bug")
-
-        api.runtime.rules.evaluate = boom
-        out = _decide(c)
-        assert out["degraded"] and out["decision"] == "allow"
-        assert out["degraded_reason"] == "internal error: ZeroDivisionError"
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_a_fault_that_is_not_the_stores_is_a_500_not_a_policy_answer(redis_server, redis_client, fast_path):
+    """The failure policy answers a fault of the feature store only. Here the live rule
+    set's durable_rules ruleset is closed under the service (the engine raises
+    RuleSetClosed): the answer is the error answer, 500 in the service's error shape,
+    on the fast layer and on the FastAPI route alike; nothing claims to be a decision,
+    none is stored, none is counted as degraded."""
+    with Served(settings(redis_server.url, f"tboom{int(fast_path)}"), fast_path=fast_path) as api, \
+            api.client(DECIDE_KEY) as c:
+        assert not _decide(c)["degraded"]
+        api.runtime.rules.current.close()
+        ev = payment()
+        r = c.post("/v1/decisions", json=ev)
+        assert r.status_code == 500
+        assert r.json() == {"detail": "internal error (logged); not an error of the request", "field": None}
+        assert redis_client.get(request_key(f"tboom{int(fast_path)}", ev["event_id"])) is None
+        with api.client(None) as fresh:  # through Starlette's stack, uvicorn closes a connection after a 500
+            metrics = fresh.get("/metrics").text
+        assert "fengkong_degraded_total{" not in metrics
+        assert _metric(metrics, "fengkong_decisions_total") == 1  # the first decision only
 
 
 def test_a_record_write_redis_refuses_is_logged_counted_and_opens_the_breaker(redis_server, redis_client, caplog):
@@ -118,7 +131,7 @@ def test_a_record_write_redis_refuses_is_logged_counted_and_opens_the_breaker(re
     XADD gets WRONGTYPE), the decision already answered stands, the loss is logged and
     counted, and the breaker opens as for any store fault."""
     with Served(settings(redis_server.url, "tunstored", breaker_s=0.3)) as api, api.client(DECIDE_KEY) as c:
-        redis_client.set(api.runtime.audit.decisions_key, "not a stream")
+        redis_client.set(audit_stream("tunstored", "decisions"), "not a stream")
         first = _decide(c)
         assert not first["degraded"] and first["decision"] == "allow"
         stop = time.monotonic() + 5
@@ -130,7 +143,7 @@ def test_a_record_write_redis_refuses_is_logged_counted_and_opens_the_breaker(re
         assert c.get(f"/v1/decisions/{first['decision_id']}").status_code == 200  # the SETs before it ran
         second = _decide(c)
         assert second["degraded"] and "ResponseError" in second["degraded_reason"]  # the breaker is open
-        redis_client.delete(api.runtime.audit.decisions_key)
+        redis_client.delete(audit_stream("tunstored", "decisions"))
         assert not _until_recovered(c)["degraded"]
 
 

@@ -14,14 +14,15 @@ from __future__ import annotations
 import gc
 import logging
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp
 
-from fengkong.api import errors
+from fengkong.api import errors, fastpath
+from fengkong.api.body import BodyLimit
 from fengkong.api.config import Settings, get_settings
-from fengkong.api.hot import HotRoute
+from fengkong.api.fastpath import FastLayer, FastRoute
 from fengkong.api.routes import decisions, events, health, lists, merchants, rules
 from fengkong.api.state import build_runtime, describe
 from fengkong.events import Event
@@ -38,35 +39,50 @@ Authenticate with `X-API-Key` (scopes: `decide`, `report`, `admin`). Errors are
 
 
 class ServiceApp(FastAPI):
-    """FastAPI, with the payment flow's two routes answered before its middleware
-    stack (`fengkong.api.hot`); everything else goes through FastAPI as usual."""
+    """FastAPI, with `FastLayer` (the payment flow's two routes) as the outermost layer
+    of its middleware stack when it is built with `fast_routes`.
 
-    def __init__(self, *, hot_routes: dict[str, HotRoute], **kwargs: Any) -> None:
+    Starlette builds the stack on the first ASGI call, the lifespan's. If the fast
+    layer would skip anything registered on the app (`fastpath.skipped`), the stack is
+    built without it (nothing is skipped, ever) and the lifespan refuses to start,
+    naming what it found."""
+
+    def __init__(self, *, fast_routes: Sequence[FastRoute] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.hot_routes = hot_routes  # path -> route, POST only
+        self.fast_routes = tuple(fast_routes)
+        self.fast_refusal: str | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
-            route = self.hot_routes.get(scope["path"])
-            if route is not None:
-                scope["app"] = self
-                await route(self, scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        if not self.fast_routes:
+            return stack
+        found = fastpath.skipped(self)
+        if found:
+            paths = " and ".join(f"POST {r.path}" for r in self.fast_routes)
+            self.fast_refusal = (f"{paths} are answered before the app's middleware (fengkong.api.fastpath), "
+                                 f"which would skip: {'; '.join(found)}. Build the app with "
+                                 "create_app(..., fast_path=False) to serve them through the middleware.")
+            return stack
+        return FastLayer(stack, self, self.fast_routes)
 
 
-def create_app(settings: Settings | None = None) -> ServiceApp:
-    """Build the app; its clients are created when it starts (lifespan), not here."""
+def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> ServiceApp:
+    """Build the app; its clients are created when it starts (lifespan), not here.
+
+    `fast_path` answers POST /v1/decisions and /v1/events in `FastLayer`; it is off with
+    telemetry on (FastAPI's spans live in its stack), and should be turned off by a
+    deployment that adds middleware of its own."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        refusal = getattr(app, "fast_refusal", None)
+        if refusal:
+            raise RuntimeError(refusal)
         rt = build_runtime(settings)
         app.state.runtime = rt
-        # What start-up built (rules, models, IP data: ~10^5 objects) lives as long as
-        # the process; frozen, the collector stops re-scanning it. Measured: a full
-        # collection took ~60 ms before the freeze (the service's p99 under load
-        # went from 112 to 22 ms) and ~0 after.
+        # What start-up built (rules, models, IP data) lives as long as the process:
+        # frozen, the collector stops re-scanning it (see docs/benchmarks.md).
         gc.collect()
         gc.freeze()
         log.info("fengkong service ready: %s", describe(rt))
@@ -76,19 +92,17 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
             rt.close()
 
     # FastAPI's native OpenTelemetry asks the global OTel providers on every request
-    # whether anyone listens (~3 us of a decision's worker CPU with none configured):
-    # off unless the deployment turns it on (FENGKONG_OTEL).
+    # whether anyone listens: off unless the deployment turns it on (FENGKONG_OTEL).
     otel = settings.otel
-    # With telemetry on, every request goes through FastAPI's instrumented stack (the
-    # hot routes skip it, and their spans would be missing).
-    hot_routes = {} if otel else {"/v1/decisions": decisions.HOT, "/v1/events": events.HOT}
-    app = ServiceApp(hot_routes=hot_routes, title="fengkong decision service", version="1", description=DESCRIPTION,
-                     lifespan=lifespan, telemetry={"tracing": otel, "metrics": otel, "logs": otel})
+    fast_routes = (decisions.FAST, events.FAST) if fast_path and not otel else ()
+    app = ServiceApp(fast_routes=fast_routes, title="fengkong decision service", version="1",
+                     description=DESCRIPTION, lifespan=lifespan,
+                     telemetry={"tracing": otel, "metrics": otel, "logs": otel})
     app.state.settings = settings
     for module in (decisions, events, merchants, lists, rules, health):
         app.include_router(module.router)
     errors.install(app)
-    app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     _document_event(app)
     return app
 

@@ -7,7 +7,7 @@ Where it goes:
   amortised; exact trimming is not): ``{prefix}:v1:audit:decisions`` and
   ``{prefix}:v1:audit:changes``. Each entry has one field, ``record``, holding the
   JSON record. The decision entry is written in the same pipeline (one round trip)
-  as the decision record itself, by `fengkong.api.service`.
+  as the decision record itself, by `fengkong.api.service.decisions`.
 * Optionally a JSON-lines file (``FENGKONG_AUDIT_FILE``), one line per record,
   written with a single ``write(2)`` on an ``O_APPEND`` descriptor so that several
   worker processes can share the file without interleaving lines. The file also

@@ -1,6 +1,6 @@
-"""JSON in and out of the service with orjson (several times faster than the
-standard library on the decision path: request parse, response, decision record,
-audit entry). Non-JSON values (datetimes, sets, tuples) are rendered, not refused,
+"""JSON in and out of the service with orjson (the decision path parses and writes
+JSON several times: request, response, decision record, audit entry; see
+docs/benchmarks.md). Non-JSON values (datetimes, sets, tuples) are rendered, not refused,
 because audit records must never fail to write."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ def _default(value: Any) -> Any:
 def dumps(value: Any) -> bytes:
     """Compact JSON bytes; non-string keys are allowed, NaN becomes null.
 
-    orjson's OPT_NON_STR_KEYS makes every dict slower (a decision record: 1.5 -> 2.4
-    us), and the service's dicts have string keys: it is only the retry."""
+    orjson's OPT_NON_STR_KEYS makes every dict slower, and the service's dicts have
+    string keys: it is only the retry."""
     try:
         return orjson.dumps(value, default=_default)
     except orjson.JSONEncodeError:

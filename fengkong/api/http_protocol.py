@@ -6,14 +6,18 @@ segment: two system calls for the worker and two arrivals for the caller, on
 every decision. `CoalescingHttpToolsProtocol` hands uvicorn a transport whose
 ``write`` queues the bytes and sends everything queued on that connection at the
 end of the loop tick in one ``write``, so a decision's answer leaves as one segment.
-The same idea as the Redis connection's write (`fengkong.features.pipelined`).
-
-Measured (bench_api's load, service alone, three interleaved pairs): write calls
-per decision 2.17 -> 1.21, the worker's system CPU 26-28 -> 15-23 us per decision.
+The same idea as the Redis connection's write (`fengkong.features.pipelined`); what
+it saves is in docs/benchmarks.md.
 
 `fengkong serve` runs uvicorn with it (``http=``); the API tests serve the app with
 it too. Nothing else changes: flow control (pause/resume) is still the real
 transport's, and closing sends what is queued first.
+
+It relies on uvicorn's private `HttpToolsProtocol`: its ``connection_made(transport)``
+sets ``self.transport`` (which every later write goes through) and its event loop is
+``self.loop``. pyproject.toml pins uvicorn to the minor series this was tested with,
+and tests/test_api_http.py fails if an upgrade changes that interface or its effect
+on the wire.
 """
 
 from __future__ import annotations

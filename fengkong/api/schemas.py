@@ -6,8 +6,8 @@ body, never by FastAPI's body binding, because FastAPI's 422 echoes the input
 value and a card number must never be echoed; the routes attach the Event schema
 to OpenAPI by hand (see `fengkong.api.app`).
 
-Responses on the hot path are built as dicts and serialised with orjson (a
-pydantic round trip costs tens of microseconds per decision); the tests validate
+Responses on the payment flow's routes are built as dicts and serialised with
+orjson (a pydantic round trip would cost more than the rest of the answer); the tests validate
 real responses against these models, so code and documentation cannot drift.
 """
 

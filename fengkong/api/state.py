@@ -3,14 +3,14 @@ live rules, the models, metrics, audit and the circuit breaker.
 
 Built by the app's lifespan (never at import) and closed on shutdown.
 
-Two ways to Redis. The decision path (the store's script and the decision record)
-goes through one `PipelinedRedis` connection per worker: every in-flight decision's
-commands share it, and the event loop serves other requests while Redis works
-(measured against the synchronous client in docs/benchmarks.md). The store call
+Two ways to Redis. The decision and outcome paths (the store's script, the
+records, a duplicate's wait for the first delivery's record) and the reads of those
+records go through one `PipelinedRedis` connection per worker: every in-flight
+request's commands share it, and the event loop serves other requests while Redis
+works (compared with the synchronous client in docs/benchmarks.md). The store call
 may take 80% of the decision deadline, the record write what is left of it; past
 that the connection is dropped and the decision degrades. Everything else (admin
-routes, lists, profiles, a duplicate's wait for the first delivery's record,
-/readyz) uses synchronous redis-py on the event loop: rare, small calls whose
+routes, lists, profiles, /readyz) uses synchronous redis-py on the event loop: rare, small calls whose
 ``socket_timeout`` is the same 80%, with retries off. After a fault the breaker
 keeps every decision off Redis for ``breaker_s`` seconds (they degrade at once),
 then one request probes; both connections reconnect by themselves when Redis is

@@ -1,1 +1,1 @@
-"""One router per resource; each route is thin and calls `fengkong.api.service`."""
+"""One router per resource; each route is thin and calls a `fengkong.api.service` module."""

@@ -2,8 +2,9 @@
 
 The POST body is read raw and parsed by the event contract (`parse_event`), not by
 FastAPI's binding: FastAPI's 422 echoes input values, and a card number must never
-be echoed. Its OpenAPI schema is attached by `fengkong.api.app` (``Event``).
-Any unexpected fault is answered by the failure policy (degraded), never a 500.
+be echoed. Its OpenAPI schema is attached by `fengkong.api.app` (``Event``). The
+POST is `FAST`: the app's fast layer answers it (`fengkong.api.fastpath`), and the
+route below, which documents it, gives the same answer through the same code.
 """
 
 from __future__ import annotations
@@ -12,21 +13,29 @@ import time
 
 from fastapi import APIRouter, Request, Response
 
-from fengkong.api import service
+from fengkong.api.body import parse_json
 from fengkong.api.config import Scope
-from fengkong.api.deps import API_KEY_SECURITY, ReaderCaller, RuntimeDep, authorize
+from fengkong.api.deps import API_KEY_SECURITY, ReaderCaller, RuntimeDep
 from fengkong.api.encoding import dumps
-from fengkong.api.errors import ERROR_RESPONSES, parse_json
-from fengkong.api.hot import HotRoute
+from fengkong.api.errors import ERROR_RESPONSES
+from fengkong.api.fastpath import FastRoute
 from fengkong.api.schemas import DecisionOut, DecisionRecordOut
 from fengkong.api.security import Caller
+from fengkong.api.service import decisions
 from fengkong.api.state import Runtime
-from fengkong.events import EventRejected
 
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
 
 EVENT_BODY = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": {"$ref": "#/components/schemas/Event"}}}}}
+
+
+async def decide_json(rt: Runtime, caller: Caller, body: bytes, t0: float) -> bytes:
+    """The decision for a JSON body, as JSON."""
+    return dumps(await decisions.decide(rt=rt, data=parse_json(body), caller=caller, t0=t0))
+
+
+FAST = FastRoute("/v1/decisions", (Scope.DECIDE,), decide_json)
 
 
 @router.post("", response_model=None, responses={200: {"model": DecisionOut}, **ERROR_RESPONSES},
@@ -37,24 +46,8 @@ async def post_decision(request: Request) -> Response:
     event_id again returns the stored decision (``duplicate: true``); with a different
     body it gets 409. Within the deadline whatever Redis or the models do."""
     t0 = time.perf_counter()
-    caller = authorize(request, (Scope.DECIDE,))
-    payload = await decide_json(request.app.state.runtime, caller, await request.body(), t0)
+    payload = await FAST.answer(request.app.state.runtime, request.scope, request.receive, t0)
     return Response(payload, media_type="application/json")
-
-
-async def decide_json(rt: Runtime, caller: Caller, body: bytes, t0: float) -> bytes:
-    """The decision for a JSON body, as JSON (served by `HOT` in front of the route above)."""
-    data = parse_json(body)
-    try:
-        out = await service.decide(rt=rt, data=data, caller=caller, t0=t0)
-    except (EventRejected, service.ServiceError):
-        raise
-    except Exception as exc:  # a bug or an unforeseen dependency fault: the policy answers
-        out = service.fallback(rt=rt, data=data, caller=caller, t0=t0, error=exc)
-    return dumps(out)
-
-
-HOT = HotRoute(decide_json, (Scope.DECIDE,))
 
 
 @router.get("/{decision_id}", response_model=DecisionRecordOut, responses=ERROR_RESPONSES,
@@ -62,4 +55,5 @@ HOT = HotRoute(decide_json, (Scope.DECIDE,))
 async def get_decision(decision_id: str, rt: RuntimeDep, caller: ReaderCaller) -> Response:
     """The event, the features the rule set read, enforced and shadow rules that fired,
     thresholds, version. Degraded decisions are not stored (see the audit file)."""
-    return Response(dumps(await service.get_decision(rt=rt, decision_id=decision_id)), media_type="application/json")
+    record = await decisions.get_decision(rt=rt, decision_id=decision_id)
+    return Response(dumps(record), media_type="application/json")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from fengkong.api import service
+from fengkong.api.service import admin
 from fengkong.api.deps import AdminCaller, RuntimeDep
 from fengkong.api.errors import ERROR_RESPONSES
 from fengkong.api.schemas import ListChangeIn, ListChangeOut, ListEntriesOut, ListInfoOut
@@ -17,28 +17,28 @@ router = APIRouter(prefix="/v1/lists", tags=["lists"])
 
 @router.get("", response_model=list[ListInfoOut], responses=ERROR_RESPONSES, summary="The declared lists")
 async def get_lists(rt: RuntimeDep, caller: AdminCaller) -> list[dict]:
-    return service.list_lists(rt=rt)
+    return admin.list_lists(rt=rt)
 
 
 @router.get("/{name}", response_model=ListEntriesOut, responses=ERROR_RESPONSES, summary="A list's entries")
 async def get_list(name: str, rt: RuntimeDep, caller: AdminCaller) -> dict:
-    return service.list_entries(rt=rt, name=name)
+    return admin.list_entries(rt=rt, name=name)
 
 
 @router.post("/{name}/entries", response_model=ListChangeOut, responses=ERROR_RESPONSES, summary="Add entries")
 async def add_entries(name: str, body: ListChangeIn, rt: RuntimeDep, caller: AdminCaller) -> dict:
-    return service.change_list(rt=rt, name=name, action="add", entries=body.entries, reason=body.reason,
+    return admin.change_list(rt=rt, name=name, action="add", entries=body.entries, reason=body.reason,
                                caller=caller)
 
 
 @router.post("/{name}/entries:remove", response_model=ListChangeOut, responses=ERROR_RESPONSES,
              summary="Remove entries")
 async def remove_entries(name: str, body: ListChangeIn, rt: RuntimeDep, caller: AdminCaller) -> dict:
-    return service.change_list(rt=rt, name=name, action="remove", entries=body.entries, reason=body.reason,
+    return admin.change_list(rt=rt, name=name, action="remove", entries=body.entries, reason=body.reason,
                                caller=caller)
 
 
 @router.delete("/{name}/entries/{entry:path}", response_model=ListChangeOut, responses=ERROR_RESPONSES,
                summary="Remove one entry (a CIDR's slash may stay in the path)")
 async def delete_entry(name: str, entry: str, rt: RuntimeDep, caller: AdminCaller) -> dict:
-    return service.change_list(rt=rt, name=name, action="remove", entries=[entry], reason=None, caller=caller)
+    return admin.change_list(rt=rt, name=name, action="remove", entries=[entry], reason=None, caller=caller)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from fengkong.api import service
+from fengkong.api.service import admin
 from fengkong.api.deps import AdminCaller, ReaderCaller, RuntimeDep
 from fengkong.api.errors import ERROR_RESPONSES
 from fengkong.api.schemas import MerchantOut, MerchantProfileIn
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/merchants", tags=["merchants"])
 async def get_merchant(merchant_id: str, rt: RuntimeDep, caller: ReaderCaller) -> dict:
     """Features are those the merchant's latest decision read (windows run on event
     time, so "current" means as of the latest event)."""
-    return await service.get_merchant(rt=rt, merchant_id=merchant_id)
+    return await admin.get_merchant(rt=rt, merchant_id=merchant_id)
 
 
 @router.put("/{merchant_id}", response_model=MerchantOut, responses=ERROR_RESPONSES,
@@ -25,4 +25,4 @@ async def get_merchant(merchant_id: str, rt: RuntimeDep, caller: ReaderCaller) -
 async def put_merchant(merchant_id: str, body: MerchantProfileIn, rt: RuntimeDep, caller: AdminCaller) -> dict:
     """Grade, limits, onboarding date, category; omitted fields stay. Effective on the
     next decision; audited with the key's name."""
-    return await service.put_merchant(rt=rt, merchant_id=merchant_id, changes=body.model_dump(), caller=caller)
+    return await admin.put_merchant(rt=rt, merchant_id=merchant_id, changes=body.model_dump(), caller=caller)

@@ -1,0 +1,309 @@
+"""Deciding one payment-flow event, and reading a stored decision back.
+
+Decision flow (`decide`):
+
+1. ``parse_event`` (the contract; refusals name the field and never echo a card
+   number). Outcome types are refused here: they go to `outcomes.report`.
+2. The feature store's one Lua call (counts the event and reads its features) over
+   the worker's pipelined connection (``OnlineStore.process_async``), then
+   ``fengkong.pipeline.decide_on``: the models and the live rules, the same code
+   replay runs.
+3. Idempotency (`idempotency`): the request whose store call counted the event_id
+   stores the decision; any other gets that stored decision (``duplicate: true``) or
+   409 for a different body.
+4. One pipelined write stores the decision record (with TTL), a pointer
+   ``decision_id -> event_id``, the merchant's latest features (for GET
+   /v1/merchants) and the audit stream entry; then the audit file line. The answer
+   does not wait for Redis's acknowledgement (`_write_behind`).
+
+Degraded mode answers a fault of the feature store only (`FeatureStoreError`:
+Redis down, slow past the budget, or refusing; and a Redis fault while a duplicate
+waits for its twin's record): nothing from Redis is evaluated and the failure
+policy answers, ``fail_open`` -> allow, ``fail_closed`` -> review, with
+``degraded: true`` and the reason. A reply that was only late while Redis kept
+answering the worker's other requests degrades that one decision and does not open
+the breaker. Such a decision cannot be stored in Redis (it goes to the audit file),
+so a retry after recovery gets a full decision. When only a model fails, the rules
+still decide without the ``model.*`` features; the decision is marked degraded and
+``fail_closed`` raises it to at least review. Any other exception (a bug, a caller
+error) is not the dependency's fault: it propagates to the error answer
+(`fengkong.api.errors.answer`: 4xx for the caller's errors, 500 otherwise).
+
+``risk``: the fused fraud risk 0-1 (`ModelRuntime.fuse`, the review queue's
+priority) that `pipeline.decide` returns as the feature ``model.risk``; it goes to
+the response and the record at the top level (not among the record's features,
+which are what the rules read), null without a fusion artifact, for non-payments,
+in degraded mode, or when the models failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from typing import Any, Mapping
+
+import redis
+
+from fengkong import pipeline
+from fengkong.api.audit import utc_now_iso
+from fengkong.api.encoding import dumps, loads
+from fengkong.api.errors import Conflict, NotFound, Unavailable
+from fengkong.api.security import Caller
+from fengkong.api.service.idempotency import body_hash, conflict_check, execute, get, set_record, stored
+from fengkong.api.service.ids import check_id, new_decision_id
+from fengkong.api.state import Runtime
+from fengkong.engine.decision import Decision
+from fengkong.events import OUTCOME_TYPES, Event, EventRejected, parse_event
+from fengkong.features.errors import DuplicateEventConflict, FeatureStoreError, FeatureStoreUnavailable
+from fengkong.features.pipelined import ReplyError, ReplyLate
+
+log = logging.getLogger(__name__)
+
+RESPONSE_KEYS = ("decision_id", "event_id", "decision", "score", "reasons", "merchant_grade", "ruleset_version",
+                 "degraded", "degraded_reason", "lane", "risk", "models")
+_INTERNAL_KEYS = ("kind", "body_sha256")
+
+
+class _GuardedModels:
+    """Runs the models for one decision; a failure is recorded, not raised.
+
+    ``fuse`` (the fused risk, after the rules decided) failing only costs the
+    ``risk`` field (null, logged): the decision does not depend on it, so it is not
+    degraded."""
+
+    __slots__ = ("runtime", "failure")
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+        self.failure: str | None = None
+
+    def score(self, features: Mapping[str, Any]) -> Mapping[str, Any]:
+        try:
+            return self.runtime.score(features)
+        except Exception as exc:  # any model fault degrades; it never fails the payment
+            self.failure = f"model failed: {type(exc).__name__}"
+            log.warning("model scoring failed: %s", type(exc).__name__)
+            return {}
+
+    def fuse(self, model_outputs: Mapping[str, Any], decision: Decision) -> float | None:
+        fuse = getattr(self.runtime, "fuse", None)
+        if fuse is None or self.failure is not None:
+            return None
+        try:
+            risk = fuse(model_outputs, decision)
+        except Exception as exc:
+            log.warning("fused risk failed: %s", type(exc).__name__)
+            return None
+        return None if risk is None else float(risk)
+
+
+def _response(record: Mapping[str, Any], latency_ms: float, duplicate: bool) -> dict[str, Any]:
+    out = {k: record.get(k) for k in RESPONSE_KEYS}
+    out["latency_ms"] = round(latency_ms, 3)
+    out["duplicate"] = duplicate
+    return out
+
+
+def _degraded(rt: Runtime, *, event: Event, data: Any, caller: Caller, reason: str,
+              metric_reason: str, t0: float) -> dict[str, Any]:
+    """The failure policy's answer to a fault of the feature store; audited to the file
+    (Redis is the thing that failed)."""
+    decision = rt.settings.degraded_decision
+    record = {
+        "decision_id": new_decision_id(), "event_id": event.event_id, "decision": decision, "score": 0.0,
+        "reasons": [], "merchant_grade": None, "ruleset_version": rt.rules.version, "degraded": True,
+        "degraded_reason": reason, "lane": None, "risk": None, "models": rt.models.status,
+        "decided_at": utc_now_iso(), "caller": caller.name,
+        "event": data, "features": {}, "shadow": [], "missing_features": [], "score_action": None,
+        "thresholds": {}, "policy": rt.settings.failure_policy,
+    }
+    latency = time.perf_counter() - t0
+    record["latency_ms"] = round(latency * 1000, 3)
+    rt.audit.to_file(dumps(record))
+    rt.metrics.degraded.labels(metric_reason).inc()
+    rt.metrics.decided(decision, True, (), latency)
+    return _response(record, latency * 1000, False)
+
+
+async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[str, Any]:
+    """Decide one payment/signup/login/card_bind event (see the module docstring)."""
+    event = parse_event(data)
+    if event.type in OUTCOME_TYPES:
+        raise EventRejected("type", f"{event.type.value} is an outcome event: send it to POST /v1/events")
+    digest = body_hash(data)
+    deadline = t0 + rt.deadline_s
+    breaker = rt.breaker
+    if not breaker.allow():
+        return _degraded(rt, event=event, data=data, caller=caller, t0=t0, metric_reason="store_unavailable",
+                         reason=f"feature store unavailable (recent fault: {breaker.last_error})")
+    key = rt.keys.request(event.event_id)
+    models = _GuardedModels(rt.models) if rt.models.available else None
+    try:
+        result = await rt.store.process_async(event, rt.conn, max(0.001, t0 + rt.store_budget_s - time.perf_counter()))
+        decision, features = pipeline.decide_on(result.features, rules=rt.rules, models=models)  # type: ignore[arg-type]
+    except DuplicateEventConflict:
+        raise Conflict("event_id", "was already used with a different body") from None
+    except FeatureStoreError as exc:
+        cause = exc.__cause__ or exc
+        if isinstance(cause, ReplyLate):  # Redis answers others: only this decision ran out of time
+            return _degraded(rt, event=event, data=data, caller=caller, t0=t0, metric_reason="store_late",
+                             reason="feature store slower than the deadline: ReplyLate")
+        unreachable = isinstance(exc, FeatureStoreUnavailable)
+        breaker.failed(exc)
+        what = "unavailable or slower than the deadline" if unreachable else "refused the update"
+        return _degraded(rt, event=event, data=data, caller=caller, t0=t0,
+                         metric_reason="store_unavailable" if unreachable else "store_error",
+                         reason=f"feature store {what}: {type(cause).__name__}")
+    except Exception:  # not the dependency's fault: the error answer (500), unless the body conflicts
+        await conflict_check(rt, key=key, digest=digest)
+        raise
+    if result.duplicate:
+        # Another request counted this event_id first (a retry, or a twin on another
+        # worker right now): answer with its stored decision once it is there.
+        try:
+            record = await stored(rt, key=key, digest=digest, kind="decision", deadline=deadline)
+        except (redis.RedisError, OSError) as exc:
+            breaker.failed(exc)
+            return _degraded(rt, event=event, data=data, caller=caller, t0=t0, metric_reason="store_unavailable",
+                             reason=f"feature store unavailable: {type(exc).__name__}")
+        if record is not None:
+            breaker.succeeded()
+            rt.metrics.duplicates.labels("decisions").inc()
+            return _response(record, (time.perf_counter() - t0) * 1000, True)
+        # The first delivery left no record (it degraded or died after counting): this
+        # request decides on the same features (the store replays them) and stores its
+        # answer unless a record appears meanwhile (SET NX below).
+    breaker.succeeded()
+
+    final = decision.decision
+    degraded_reason = models.failure if models is not None else None
+    if degraded_reason and rt.settings.failure_policy == "fail_closed":
+        final = rt.rules.current.policy.most_severe([final, "review"])
+    decision_id = new_decision_id()
+    record = _decision_record(rt, event=event, data=data, caller=caller, decision=decision, final=final,
+                              features=features, decision_id=decision_id, digest=digest,
+                              degraded_reason=degraded_reason)
+    latency = time.perf_counter() - t0
+    record["latency_ms"] = round(latency * 1000, 3)
+    blob = dumps(record)
+    ttl = rt.settings.decision_ttl_s
+    adopt = result.duplicate
+    commands: list[tuple[Any, ...]] = [
+        set_record(key, blob, ttl, only_if_absent=adopt),
+        ("SET", rt.keys.decision(decision_id), event.event_id, "EX", ttl),
+        rt.audit.decision_command(blob),
+    ]
+    if event.merchant_id:
+        snap = {"event_id": event.event_id, "occurred_at": event.occurred_at.isoformat(),
+                "decision_id": decision_id,
+                "features": {k: features[k] for k in _merchant_names(tuple(features))}}
+        commands.append(("SET", rt.keys.merchant_snapshot(event.merchant_id), dumps(snap), "EX", ttl))
+    if adopt:  # SET NX: this request answers with the first delivery's record if it arrived after all
+        try:
+            replies = await execute(rt, commands, max(0.001, deadline - time.perf_counter()))
+            if replies[0] is None:
+                earlier = await stored(rt, key=key, digest=digest, kind="decision", deadline=time.perf_counter())
+                if earlier is not None:
+                    return _response(earlier, (time.perf_counter() - t0) * 1000, True)
+        except (redis.RedisError, OSError) as exc:
+            _unstored(rt, decision_id, exc)
+    else:
+        _write_behind(rt, commands, decision_id)
+    rt.audit.to_file(blob)
+    if degraded_reason:
+        rt.metrics.degraded.labels("model_failed").inc()
+    rt.metrics.decided(final, bool(degraded_reason),
+                       [(r.id, r.mode) for r in decision.reasons] + [(r.id, r.mode) for r in decision.shadow],
+                       latency)
+    return _response(record, latency * 1000, False)
+
+
+def _write_behind(rt: Runtime, commands: list[tuple[Any, ...]], decision_id: str) -> None:
+    """Queue the decision's record, pointer, merchant snapshot and audit entry on the
+    pipelined connection, and answer without waiting for Redis to acknowledge them.
+
+    Why: waiting would be a second trip through the worker's queue of ready requests
+    on every decision (see docs/benchmarks.md). What holds: the commands leave in this
+    loop tick's write to Redis, with the other requests'; this worker's later reads of
+    the record (GET /v1/decisions, a retry of the event_id) go over the same
+    connection, where Redis runs them after the write; a retry on another worker polls
+    for the record until its deadline. A write Redis refuses or loses is logged and
+    counted (``fengkong_decision_records_unstored_total``) and opens the breaker: the
+    decision stands, it was made on real features."""
+    try:
+        batch = rt.conn.send_nowait(commands)
+    except OSError as exc:
+        _unstored(rt, decision_id, exc)
+        return
+    batch.add_done_callback(functools.partial(_written, rt, decision_id))
+
+
+def _written(rt: Runtime, decision_id: str, batch: "asyncio.Future[list[Any]]") -> None:
+    exc = batch.exception() if not batch.cancelled() else asyncio.CancelledError()
+    if exc is None:
+        exc = next((redis.ResponseError(str(r)) for r in batch.result() if isinstance(r, ReplyError)), None)
+    if exc is not None:
+        _unstored(rt, decision_id, exc)
+
+
+def _unstored(rt: Runtime, decision_id: str, exc: BaseException) -> None:
+    rt.breaker.failed(exc)
+    rt.metrics.unstored.inc()
+    log.warning("decision %s not stored: %s: %s", decision_id, type(exc).__name__, exc)
+
+
+def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], caller: Caller, decision: Decision,
+                     final: str, features: Mapping[str, Any], decision_id: str, digest: bytes,
+                     degraded_reason: str | None) -> dict[str, Any]:
+    ruleset = rt.rules.current
+    read = _plain(ruleset.features_read if ruleset.version == decision.ruleset_version else frozenset(features))
+    recorded = {name: features.get(name) for name in read}
+    if rt.models.available:
+        recorded.update((k, v) for k, v in features.items() if k.startswith("model.") and k != pipeline.RISK_FEATURE)
+    return {
+        "kind": "decision", "body_sha256": digest.decode(),
+        "decision_id": decision_id, "event_id": event.event_id, "decision": final, "score": decision.score,
+        "reasons": [r.to_dict() for r in decision.reasons],
+        "merchant_grade": features.get("merchant.grade"), "ruleset_version": decision.ruleset_version,
+        "degraded": degraded_reason is not None, "degraded_reason": degraded_reason, "lane": decision.lane,
+        "risk": features.get(pipeline.RISK_FEATURE), "models": rt.models.status,
+        "decided_at": utc_now_iso(), "caller": caller.name, "event": data,
+        "features": recorded,
+        "shadow": [r.to_dict() for r in decision.shadow], "missing_features": decision.missing_features,
+        "score_action": decision.score_action, "thresholds": decision.thresholds,
+    }
+
+
+@functools.lru_cache(maxsize=64)
+def _merchant_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The merchant.* names among a features mapping's keys (cached: the store gives
+    the same keys in the same order for every event of a kind)."""
+    return tuple(n for n in names if n.startswith("merchant."))
+
+
+@functools.lru_cache(maxsize=16)
+def _plain(names: frozenset[str]) -> tuple[str, ...]:
+    """The non-model features of a set of names (cached per rule set: frozensets keep their hash)."""
+    return tuple(sorted(n for n in names if not n.startswith("model.")))
+
+
+async def get_decision(*, rt: Runtime, decision_id: str) -> dict[str, Any]:
+    """The stored decision with its explanation. Read over the worker's pipelined
+    connection: a decision this worker just answered was written there first."""
+    check_id("decision_id", decision_id)
+    try:
+        event_id = await get(rt, rt.keys.decision(decision_id))
+        value = await get(rt, rt.keys.request(event_id.decode())) if event_id else None
+    except (redis.RedisError, OSError) as exc:
+        raise Unavailable(None, f"feature store unavailable: {type(exc).__name__}") from None
+    if not value:
+        raise NotFound("decision_id", "no stored decision has this id (unknown, expired, or made in degraded mode)")
+    record = loads(value)
+    if record.get("decision_id") != decision_id:
+        raise NotFound("decision_id", "no stored decision has this id")
+    for k in _INTERNAL_KEYS:
+        record.pop(k, None)
+    record.setdefault("duplicate", False)
+    return record

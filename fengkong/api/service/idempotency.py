@@ -1,0 +1,90 @@
+"""The record each event_id leaves in Redis, and the requests that share an event_id.
+
+The feature store's Lua call is the claim: it is atomic and counts an event_id
+once, so exactly one request -- across all workers -- gets ``duplicate=False`` from
+it and is the winner; it stores the record at ``{evt:<id>}:request``. Any other
+request with that event_id (a retry, or a twin arriving at the same moment on
+another worker) counted nothing and reads the winner's record (`stored`), polling
+every 2 ms until its deadline while the winner is still in flight. The record
+holds the SHA-256 of the body (`body_hash`: JSON with sorted keys, so key order and
+whitespace do not matter, any changed value does): a different body is `Conflict`
+(409), the same body gets the stored answer. If no record appears (the winner
+degraded or died after counting), the request decides again on the store's
+replayed features and adopts the key with ``SET NX`` (`set_record`).
+
+The pipelined connection's helpers (`execute`, `get`) live here too: the records are
+read and written over it, so a worker reads its own writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from typing import Any, Mapping, Sequence
+
+import orjson
+import redis
+
+from fengkong.api.encoding import loads
+from fengkong.api.errors import Conflict
+from fengkong.api.state import Runtime
+from fengkong.features.pipelined import ReplyError
+
+POLL_S = 0.002
+
+
+def body_hash(data: Mapping[str, Any]) -> bytes:
+    """SHA-256 of the body as canonical JSON (sorted keys, no whitespace), hex."""
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest().encode()
+
+
+async def execute(rt: Runtime, commands: Sequence[tuple[Any, ...]], timeout_s: float) -> list[Any]:
+    """The commands' replies over the pipelined connection; a refused one raises
+    `redis.ResponseError` (and a connection fault `ConnectionFailed`, an OSError)."""
+    replies = await rt.conn.execute(commands, timeout_s)
+    for reply in replies:
+        if isinstance(reply, ReplyError):
+            raise redis.ResponseError(str(reply))
+    return replies
+
+
+async def get(rt: Runtime, key: str) -> bytes | None:
+    """GET over the pipelined connection, within the store's budget."""
+    return (await execute(rt, (("GET", key),), rt.store_budget_s))[0]  # type: ignore[no-any-return]
+
+
+def set_record(key: str, blob: bytes, ttl: int, *, only_if_absent: bool) -> tuple[Any, ...]:
+    """SET of an event_id's record; a request that did not count the event only adopts
+    the key if the first delivery left nothing there."""
+    return ("SET", key, blob, "EX", ttl, "NX") if only_if_absent else ("SET", key, blob, "EX", ttl)
+
+
+async def stored(rt: Runtime, *, key: str, digest: bytes, kind: str, deadline: float) -> dict[str, Any] | None:
+    """The record stored for an event_id by the request that counted it, waiting (polling
+    every `POLL_S`) until `deadline` for an in-flight winner; None if none appeared.
+    Raises `Conflict` when the stored body differs (or the event_id was another kind)."""
+    while True:
+        value = await get(rt, key)
+        if value is not None:
+            record: dict[str, Any] = loads(value)
+            if record.get("body_sha256", "").encode() != digest:
+                raise Conflict("event_id", "was already used with a different body")
+            if record.get("kind") != kind:
+                raise Conflict("event_id", f"was already used by a {record.get('kind')} request")
+            return record
+        if time.perf_counter() >= deadline:
+            return None
+        await asyncio.sleep(POLL_S)
+
+
+async def conflict_check(rt: Runtime, *, key: str, digest: bytes) -> None:
+    """After an unexpected fault of the store's call: `Conflict` if the event_id already
+    holds a different body. (The store's replay of a first delivery's features can fail
+    when the second body has other entities or another type; the body hash settles it.)"""
+    try:
+        value = await get(rt, key)
+    except (redis.RedisError, OSError):
+        return
+    if value is not None and loads(value).get("body_sha256", "").encode() != digest:
+        raise Conflict("event_id", "was already used with a different body")

@@ -1,0 +1,29 @@
+"""Identifiers: new decision ids, and the shape an id from a caller must have."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from fengkong.events import EventRejected
+
+ID_RE = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
+
+_decision_ids: list[str] = []
+os.register_at_fork(after_in_child=_decision_ids.clear)  # a forked worker must not reuse its parent's ids
+
+
+def new_decision_id() -> str:
+    """``d_`` and 24 hex digits from the OS's CSPRNG, drawn 256 ids per system call
+    (a system call per decision shows in the worker's CPU; see docs/benchmarks.md)."""
+    if not _decision_ids:
+        raw = os.urandom(12 * 256).hex()
+        _decision_ids.extend("d_" + raw[i:i + 24] for i in range(0, len(raw), 24))
+    return _decision_ids.pop()
+
+
+def check_id(field: str, value: str) -> str:
+    """`value` if it is an id a caller may send (1-128 safe characters); `EventRejected` otherwise."""
+    if not ID_RE.match(value):
+        raise EventRejected(field, "must be 1-128 letters, digits or _.:@-")
+    return value

@@ -1,0 +1,71 @@
+"""Recording an outcome event (refund, chargeback, withdrawal, fraud_report, settlement, decline).
+
+Outcomes use the same winner/loser rule and body hash as decisions
+(`idempotency`), and go (over the pipelined connection) to the store, which counts
+them once, and to the capped labels stream ``{prefix}:v1:labels`` that model
+training reads. An outcome cannot be answered by a policy: if Redis is down the
+caller gets `Unavailable` (503, Retry-After) and retries. Any other exception is
+not the dependency's fault and goes to the error answer (4xx or 500).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from fengkong.api.audit import stream_entry, utc_now_iso
+from fengkong.api.encoding import dumps
+from fengkong.api.errors import Conflict, Unavailable
+from fengkong.api.security import Caller
+from fengkong.api.service.idempotency import body_hash, conflict_check, execute, set_record, stored
+from fengkong.api.state import Runtime
+from fengkong.events import OUTCOME_TYPES, EventRejected, parse_event
+from fengkong.features.errors import DuplicateEventConflict, FeatureStoreError
+
+
+async def report(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[str, Any]:
+    """Record one outcome event (refund, chargeback, withdrawal, fraud_report, settlement, decline)."""
+    event = parse_event(data)
+    if event.type not in OUTCOME_TYPES:
+        raise EventRejected("type", f"{event.type.value} needs a decision: send it to POST /v1/decisions "
+                                    f"(outcome types: {', '.join(sorted(t.value for t in OUTCOME_TYPES))})")
+    digest = body_hash(data)
+    key = rt.keys.request(event.event_id)
+    try:
+        try:
+            result = await rt.store.process_async(event, rt.conn, rt.store_budget_s)
+        except DuplicateEventConflict:
+            raise Conflict("event_id", "was already used with a different body") from None
+        except FeatureStoreError:
+            raise
+        except Exception:
+            await conflict_check(rt, key=key, digest=digest)
+            raise
+        if result.duplicate:  # counted before: the same body is a retry, another is a conflict
+            deadline = time.perf_counter() + max(rt.deadline_s, 0.5)
+            record = await stored(rt, key=key, digest=digest, kind="outcome", deadline=deadline)
+            if record is not None:
+                rt.breaker.succeeded()
+                rt.metrics.duplicates.labels("events").inc()
+                return {"event_id": event.event_id, "type": event.type.value, "recorded": False, "duplicate": True}
+        entry = {"kind": "outcome", "body_sha256": digest.decode(), "event_id": event.event_id,
+                  "type": event.type.value, "recorded_at": utc_now_iso(), "caller": caller.name, "event": data}
+        blob = dumps(entry)
+        commands = [set_record(key, blob, rt.settings.decision_ttl_s, only_if_absent=result.duplicate)]
+        if not result.duplicate:
+            commands.append(stream_entry(rt.keys.labels, rt.settings.audit_stream_maxlen, blob))
+        await execute(rt, commands, rt.store_budget_s)
+    except FeatureStoreError as exc:
+        rt.breaker.failed(exc)
+        raise Unavailable(None, f"feature store unavailable: {type(exc.__cause__ or exc).__name__}; "
+                                "the outcome was not recorded, retry") from None
+    except (redis.RedisError, OSError) as exc:
+        rt.breaker.failed(exc)
+        raise Unavailable(None, f"feature store unavailable: {type(exc).__name__}; retry") from None
+    rt.breaker.succeeded()
+    if not result.duplicate:
+        rt.metrics.events.labels(event.type.value).inc()
+    return {"event_id": event.event_id, "type": event.type.value, "recorded": not result.duplicate,
+            "duplicate": result.duplicate}
