@@ -9,7 +9,7 @@ from typing import Mapping
 from fengkong.simulation.constants import SCENARIOS
 
 #: Measured on the default mix (60 days): events per shopper and merchants per shopper.
-_EVENTS_PER_SHOPPER_60D = 26.0
+_EVENTS_PER_SHOPPER_60D = 28.0
 _SHOPPERS_PER_MERCHANT = 20
 
 
@@ -88,9 +88,9 @@ class SimConfig:
     first_order_share: float = 0.60
     multi_card_share: float = 0.03
     merchant_promo_share: float = 0.05
-    early_morning_share: float = 0.03
+    early_morning_share: float = 0.02
     habit_share: float = 0.05
-    pos_small_share: float = 0.05
+    pos_small_share: float = 0.03
 
     def __post_init__(self) -> None:
         if self.days < 7:
