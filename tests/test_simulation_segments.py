@@ -1,5 +1,5 @@
 """Legitimate segments that look like the signals a merchant's or a shopper's own baseline feeds
-(docs/simulation.md, "Legitimate segments"): merchants' own promotions bought by established
+(docs/simulation.md, "Legitimate look-alikes"): merchants' own promotions bought by established
 customers, early-morning merchants with tiny baselines, shoppers with a steady small habit who
 sometimes buy bigger, and small card-present shops. Each must be in the history with its shape,
 labelled legitimate, and gone when its knob is 0."""

@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from fengkong.simulation import constants as K
+from fengkong.simulation import traffic as T
 from fengkong.simulation.blocks import Block, block, concat
 from fengkong.simulation.population import DAY, HOUR, World, stage_rng
-from fengkong.simulation import traffic as T
 
 #: Share of a habit shopper's payments that are a bigger purchase, and how much bigger.
 BIGGER_SHARE = 0.05
