@@ -85,6 +85,33 @@ def test_early_morning_merchants_open_before_seven_with_a_handful_of_payments(le
     median = _daily(rows).median(axis=1)
     assert median.between(1, 10).all(), median        # a tiny baseline
     assert rows["amount"].median() <= 2500              # breakfast tickets
+    # early in the day the same-period baseline is a payment or two: the ratio is large with no fraud
+    shops = legit["merchant_id"].isin(set(rows["merchant_id"]))
+    ratios, no_baseline = _same_period_ratio(legit[shops], before_hour=7)
+    assert len(ratios) >= 20
+    large = ((ratios >= 2).sum() + no_baseline) / (len(ratios) + no_baseline)
+    assert large >= 0.3, (large, np.percentile(ratios, [10, 50, 90]))
+
+
+def _same_period_ratio(payments: pd.DataFrame, before_hour: int) -> tuple[np.ndarray, int]:
+    """For each payment before ``before_hour`` (local) from the eighth day on: payments so far that
+    day at its merchant over the median of the same period's count on the previous 7 days (the
+    engine's "today so far vs 7-day median"); and how many had a median of 0."""
+    local = payments["ts"].to_numpy() + 8 * 3600
+    frame = payments.assign(eday=local // 86400, tod=local % 86400)
+    first_day = (pd.Timestamp(CONFIG.start) - pd.Timestamp("1970-01-01")).days
+    ratios, zero = [], 0
+    for _, g in frame.groupby("merchant_id"):
+        by_day = {d: np.sort(x["tod"].to_numpy()) for d, x in g.groupby("eday")}
+        for day, tod in g.loc[(g["tod"] < before_hour * 3600) & (g["eday"] >= first_day + 7), ["eday", "tod"]].to_numpy():
+            base = np.median([np.searchsorted(by_day.get(day - k, np.zeros(0)), tod, side="right")
+                              for k in range(1, 8)])
+            today = np.searchsorted(by_day[day], tod, side="right")
+            if base == 0:
+                zero += 1
+            else:
+                ratios.append(today / base)
+    return np.array(ratios), zero
 
 
 def _previous_habit_stats(rows: pd.DataFrame) -> pd.DataFrame:
