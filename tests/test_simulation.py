@@ -63,7 +63,8 @@ def test_no_value_looks_like_a_card_number(sim):
 
 def test_written_files_read_back_as_valid_events(sim, tmp_path):
     paths = write_outputs(sim, tmp_path)
-    assert set(paths) == {"events.parquet", "events.jsonl", "merchants.parquet", "blacklist.json"}
+    assert set(paths) == {"events.parquet", "events.jsonl", "merchants.parquet", "blacklist.json",
+                          "promotions.parquet"}
     back = pd.read_parquet(paths["events.parquet"])
     assert list(back.columns) == list(sim.events.columns)
     assert len(back) == len(sim.events)
@@ -82,6 +83,11 @@ def test_written_files_read_back_as_valid_events(sim, tmp_path):
     assert set(blacklist) == {"blocked_cards", "blocked_users", "blocked_devices", "blocked_ips",
                               "blocked_merchants"}
     assert all(blacklist.values())
+    promotions = pd.read_parquet(paths["promotions.parquet"])
+    pd.testing.assert_frame_equal(promotions, sim.promotions)
+    assert list(promotions.columns) == ["merchant_id", "start", "end", "expected_multiple", "kind"]
+    assert set(promotions["merchant_id"]) <= set(merchants["merchant_id"])
+    assert set(promotions["kind"]) == {"platform", "merchant"}
 
 
 def pq_type(path, column):
@@ -118,7 +124,8 @@ def test_labels_are_consistent(df):
     assert ((df["scenario"] != "") == df["is_fraud"]).all()
     assert set(df.loc[df["is_fraud"], "type"]) <= {"payment", "decline", "chargeback", "fraud_report", "signup",
                                                    "login", "card_bind", "withdrawal"}
-    assert not df.loc[df["note"] == "promo_day", "is_fraud"].any()
+    look_alikes = ("promo_day", "early_morning", "pos_small", "habit", "habit_bigger", "travel", "vpn")
+    assert not df.loc[df["note"].isin(look_alikes), "is_fraud"].any()
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -141,6 +148,7 @@ def test_same_seed_same_history(sim):
     again = run(CONFIG)
     pd.testing.assert_frame_equal(sim.events, again.events)
     pd.testing.assert_frame_equal(sim.merchants, again.merchants)
+    pd.testing.assert_frame_equal(sim.promotions, again.promotions)
     assert sim.blacklist == again.blacklist
 
 

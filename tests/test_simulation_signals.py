@@ -68,11 +68,12 @@ def test_merchants_of_every_size_and_new_ones_wait_for_onboarding(sim, payments)
     assert (first >= onboard.loc[first.index]).all()
 
 
-def test_promotion_day_is_a_legitimate_spike(df, payments):
+def test_promotion_day_is_a_legitimate_spike(sim, payments):
     legit = payments[~payments["is_fraud"]]
     per_day = legit.groupby(legit["occurred_at"].str.slice(0, 10)).size()
-    promo = legit[legit["note"] == "promo_day"]["occurred_at"].str.slice(0, 10).unique()
-    assert len(promo) >= 1
+    platform = sim.promotions[sim.promotions["kind"] == "platform"]  # merchants' own: test_simulation_segments
+    promo = platform["start"].str.slice(0, 10).unique()
+    assert len(promo) >= 1 and legit["note"].eq("promo_day").any()
     for day in promo:
         assert per_day[day] > 1.8 * per_day.median()
 

@@ -9,7 +9,7 @@ from typing import Mapping
 from fengkong.simulation.constants import SCENARIOS
 
 #: Measured on the default mix (60 days): events per shopper and merchants per shopper.
-_EVENTS_PER_SHOPPER_60D = 26.0
+_EVENTS_PER_SHOPPER_60D = 28.0
 _SHOPPERS_PER_MERCHANT = 20
 
 
@@ -17,7 +17,7 @@ _SHOPPERS_PER_MERCHANT = 20
 OVERLAP_KNOBS: tuple[str, ...] = (
     "household_share", "family_device_share", "family_device_use", "family_card_share", "campus_share",
     "cgnat_share", "cgnat_users_per_ip", "promo_signup_wave", "street_signup_share", "first_order_share",
-    "multi_card_share",
+    "multi_card_share", "merchant_promo_share", "early_morning_share", "habit_share", "pos_small_share",
 )
 
 
@@ -47,6 +47,14 @@ class SimConfig:
     - ``first_order_share``: share of other new shoppers who pay within a day of signing up.
     - ``multi_card_share``: share of shoppers with 3-5 cards who spread payments over them and
       sometimes split one purchase over two or three cards within minutes.
+    - ``merchant_promo_share``: share of merchants that run a promotion of their own (1-3 days at a
+      planned 3-10x their usual daily volume), bought mostly by their earlier customers.
+    - ``early_morning_share``: breakfast stalls and commuter kiosks added (as a share of
+      ``merchants``): open at 5-6:30 a.m., a handful of payments a day, most in the first hours.
+    - ``habit_share``: share of shoppers with a steady small habit (about 40 yuan, low variance)
+      who now and then buy something 2-10x bigger, on their own card, device and network.
+    - ``pos_small_share``: small card-present (POS) shops added (as a share of ``merchants``), a
+      handful of payments a day and an occasional busy day.
 
     ``no_overlap()`` sets all of them to 0: a trivially separable world, a baseline.
 
@@ -79,6 +87,10 @@ class SimConfig:
     street_signup_share: float = 0.05
     first_order_share: float = 0.60
     multi_card_share: float = 0.03
+    merchant_promo_share: float = 0.05
+    early_morning_share: float = 0.02
+    habit_share: float = 0.05
+    pos_small_share: float = 0.03
 
     def __post_init__(self) -> None:
         if self.days < 7:

@@ -43,6 +43,7 @@ CT: dict[str, int] = {name: i for i, name in enumerate(CARD_TYPES)}
 NOTES: tuple[str, ...] = (
     "", "promo_day", "travel", "vpn", "ip:hosting", "ip:vpn", "ip:tor", "friendly_fraud",
     "account_takeover", "new_account", "brushing", "cash_out_withdrawal", "new_user", "split_payment",
+    "early_morning", "pos_small", "habit", "habit_bigger",
 )
 NOTE: dict[str, int] = {name: i for i, name in enumerate(NOTES)}
 
@@ -168,6 +169,20 @@ PROMO_HOUR_PROFILE = HOUR_PROFILE.copy()
 PROMO_HOUR_PROFILE[0:2] *= 12.0
 PROMO_HOUR_PROFILE[20:24] *= 1.8
 PROMO_HOUR_PROFILE = PROMO_HOUR_PROFILE / PROMO_HOUR_PROFILE.sum()
+
+#: A merchant's own promotion (店庆, a flash sale) is announced for the morning and the evening.
+MERCHANT_PROMO_HOUR_PROFILE = HOUR_PROFILE.copy()
+MERCHANT_PROMO_HOUR_PROFILE[10:12] *= 1.8
+MERCHANT_PROMO_HOUR_PROFILE[19:22] *= 1.5
+MERCHANT_PROMO_HOUR_PROFILE = MERCHANT_PROMO_HOUR_PROFILE / MERCHANT_PROMO_HOUR_PROFILE.sum()
+#: Breakfast stalls, bakeries and commuter kiosks (early-morning merchants).
+EARLY_MORNING_MCCS = ("5814", "5814", "5411")
+#: Small face-to-face shops taking cards at their own terminal (card-present, few payments a day).
+POS_SMALL_MCCS = ("5411", "5812", "5691", "5999", "5912", "5311")
+#: Where a shopper with a steady small habit spends it (lunch, coffee, the corner shop)...
+HABIT_MCCS = ("5814", "5812", "5411")
+#: ... and where the occasional bigger purchase happens (a gift, a phone case, a jacket).
+BIGGER_MCCS = ("5311", "5691", "5999", "5912", "5815", "5732")
 
 #: Platform offset: every occurred_at carries +08:00.
 PLATFORM_OFFSET_S = 8 * 3600

@@ -21,18 +21,23 @@ from fengkong.simulation.traffic import legit_traffic
 #: Columns of the events frame: the flat event, the labels, and an optional note.
 COLUMNS: tuple[str, ...] = (*FLAT_COLUMNS, *LABEL_COLUMNS, "note")
 
+#: Columns of the planned promotions (promotions.parquet).
+PROMOTION_COLUMNS: tuple[str, ...] = ("merchant_id", "start", "end", "expected_multiple", "kind")
+
 BLACKLIST_KEYS = ("blocked_cards", "blocked_users", "blocked_devices", "blocked_ips", "blocked_merchants")
 
 
 @dataclass
 class Simulation:
-    """A simulated history: the events, the merchants' profiles and the analysts' blacklist."""
+    """A simulated history: the events, the merchants' profiles, the analysts' blacklist and the
+    merchants' planned promotions."""
 
     config: SimConfig
     events: pd.DataFrame
     merchants: pd.DataFrame
     blacklist: dict[str, list[str]]
     timings: dict[str, float] = field(default_factory=dict)
+    promotions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(PROMOTION_COLUMNS)))
 
 
 def simulate(config: SimConfig) -> pd.DataFrame:
@@ -63,8 +68,10 @@ def run(config: SimConfig) -> Simulation:
     events = _frame(world, allrows)
     merchants = _merchant_frame(world)
     blacklist = _blacklist(world)
+    promotions = _promotion_frame(world)
     timings["frame"] = time.perf_counter() - t
-    return Simulation(config=config, events=events, merchants=merchants, blacklist=blacklist, timings=timings)
+    return Simulation(config=config, events=events, merchants=merchants, blacklist=blacklist, timings=timings,
+                      promotions=promotions)
 
 
 # ---- naming ------------------------------------------------------------------------------
@@ -166,6 +173,31 @@ def _merchant_frame(world: World) -> pd.DataFrame:
         "is_blacklisted": world.m_blacklisted.copy(),
     })
     return frame.sort_values("merchant_id", kind="stable").reset_index(drop=True)
+
+
+def _promotion_frame(world: World) -> pd.DataFrame:
+    """The promotions merchants planned: the platform's days they take part in and their own, each
+    from local midnight of its first day to local midnight after its last, with the expected
+    multiple of their usual daily volume."""
+    names = world._names["merchants"]  # type: ignore[attr-defined]
+    if not world.promotions:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+            PROMOTION_COLUMNS, (object, object, object, float, object))})
+    mer = np.concatenate([p[0] for p in world.promotions]).astype(np.int64)
+    first = np.concatenate([p[1] for p in world.promotions]).astype(np.int64)
+    length = np.concatenate([p[2] for p in world.promotions]).astype(np.int64)
+    day0 = np.datetime64(world.config.start.isoformat(), "D")
+    def stamp(days: np.ndarray) -> np.ndarray:
+        text = np.datetime_as_string((day0 + days).astype("datetime64[s]"), unit="s")
+        return np.char.add(text, K.PLATFORM_OFFSET).astype(object)
+    frame = pd.DataFrame({
+        "merchant_id": names[mer],
+        "start": stamp(first),
+        "end": stamp(first + length),
+        "expected_multiple": np.concatenate([p[3] for p in world.promotions]).astype(float),
+        "kind": np.concatenate([np.full(len(p[0]), p[4], dtype=object) for p in world.promotions]),
+    })
+    return frame.sort_values(["start", "merchant_id"], kind="stable").reset_index(drop=True)
 
 
 def _blacklist(world: World) -> dict[str, list[str]]:

@@ -74,6 +74,10 @@ class World:
         self.start_ts = int(start.timestamp())
         self.end_ts = self.start_ts + config.days * DAY
         self.promo_days = self._promo_days()
+        #: Planned promotions: (merchants, first day, days, expected multiple, kind) per batch.
+        self.promotions: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]] = []
+        #: (merchants, days) on which a merchant runs a promotion of its own.
+        self.promo_cells: list[tuple[np.ndarray, np.ndarray]] = []
         rng = stage_rng(config.seed, "population")
         self.n_devices = 0
         self.n_users = 0

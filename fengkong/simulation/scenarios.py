@@ -278,6 +278,8 @@ def volume_spike(world: World, legit: Block, factor: int) -> Result:
         day = int(rng.choice(candidates))
         baseline = np.median(counts[:, day - 7:day], axis=1)
         base_ok = (world.m_onboard <= day - min(28, day)) & ~used & (world.m_mcc != K.MCC_INDEX["6540"])
+        for mer_p, day_p in world.promo_cells:  # not on a merchant's own promotion day
+            base_ok[mer_p[day_p == day]] = False
         ok = np.flatnonzero(base_ok & (baseline >= 5) & (baseline <= cap))
         if len(ok) == 0:
             ok = np.flatnonzero(base_ok & (baseline >= 2))

@@ -38,13 +38,17 @@ def amounts_for(world: World, merchants: np.ndarray, offset: np.ndarray, rng: np
 
 
 def fill_payments(world: World, users: np.ndarray, merchants: np.ndarray, ts: np.ndarray,
-                  rng: np.random.Generator, orng: np.random.Generator | None = None) -> Block:
+                  rng: np.random.Generator, orng: np.random.Generator | None = None,
+                  channel: np.ndarray | None = None) -> Block:
     """Channel, card, device, IP and amount of legitimate payments by shoppers. ``orng`` draws the
-    shared networks and multi-card habits (the overlap with fraud signals), apart from ``rng``."""
+    shared networks and multi-card habits (the overlap with fraud signals), apart from ``rng``.
+    ``channel`` fixes the channels (a shop that only takes one kind of payment) instead of drawing
+    them from the category's mix."""
     n = len(users)
     mcc = world.m_mcc[merchants]
-    cum = np.cumsum(K.MCC_CHANNELS[mcc], axis=1)
-    channel = (rng.random(n)[:, None] > cum).sum(axis=1).clip(0, len(K.CHANNELS) - 1)
+    if channel is None:
+        cum = np.cumsum(K.MCC_CHANNELS[mcc], axis=1)
+        channel = (rng.random(n)[:, None] > cum).sum(axis=1).clip(0, len(K.CHANNELS) - 1)
     k = np.where(rng.random(n) < 0.65, 0, (rng.random(n) * world.u_ncards[users]).astype(np.int64))
     multi = world.u_multi[users]
     if orng is not None and multi.any():  # card jugglers use all their cards alike
@@ -107,7 +111,9 @@ def _shared_networks(world: World, users: np.ndarray, ts: np.ndarray, mobile: np
 
 
 def legit_traffic(world: World) -> tuple[Block, Block]:
-    """Legitimate payments (base days plus promotion-day extras) and the sign-ups and logins around them."""
+    """Legitimate payments (base days plus promotion-day extras, the segments of ``segments``) and
+    the sign-ups and logins around them."""
+    from fengkong.simulation import segments  # it builds on this module's helpers
     rng = stage_rng(world.config.seed, "legit")
     c = world.config
     s = world.n_shoppers
@@ -139,10 +145,14 @@ def legit_traffic(world: World) -> tuple[Block, Block]:
     base = fill_payments(world, users, merchants, ts, rng, orng)
     base = _split_payments(world, base, orng)
 
+    base = segments.apply_habits(world, base)
+
     extras = [base]
     for pd_ in world.promo_days:
         extras.append(_promo_day(world, base, pd_, rng, orng))
+    extras.append(segments.merchant_promotions(world, base))
     extras.append(_first_orders(world, stage_rng(c.seed, "first_orders")))
+    extras.append(segments.segment_merchants(world))
     payments = concat(extras, payment=True)
     return payments, _accounts_and_logins(world, payments, rng)
 
@@ -242,6 +252,9 @@ def _promo_day(world: World, base: Block, day: int, rng: np.random.Generator,
     """Legitimate promotion-day rush: participating merchants take promo_boost times their usual volume,
     much of it at midnight when the sale opens."""
     participates = rng.random(world.n_merchants) < np.array([0.5, 0.6, 0.75, 0.9])[world.m_size]
+    planned = np.flatnonzero(participates & (world.m_onboard <= day)).astype(np.int32)
+    world.promotions.append((planned, np.full(len(planned), day), np.ones(len(planned), dtype=np.int64),
+                             np.full(len(planned), world.config.promo_boost), "platform"))
     bday = world.day_of(base["ts"])
     pool = np.flatnonzero((bday == day) & participates[base["merchant"]])
     n = int(round((world.config.promo_boost - 1.0) * len(pool)))

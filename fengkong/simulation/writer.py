@@ -18,7 +18,8 @@ JSONL_CHUNK = 100_000
 def write_outputs(sim: Simulation | pd.DataFrame, out_dir: str | Path, *,
                   formats: Iterable[str] = FORMATS) -> dict[str, Path]:
     """Write ``events.parquet`` and/or ``events.jsonl`` (flat rows, one JSON object a line),
-    plus ``merchants.parquet`` and ``blacklist.json`` when given a Simulation. Returns the paths."""
+    plus ``merchants.parquet``, ``blacklist.json`` and ``promotions.parquet`` (the merchants' planned
+    promotions) when given a Simulation. Returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     events = sim.events if isinstance(sim, Simulation) else sim
@@ -41,6 +42,8 @@ def write_outputs(sim: Simulation | pd.DataFrame, out_dir: str | Path, *,
         sim.merchants.to_parquet(paths["merchants.parquet"], index=False)
         paths["blacklist.json"] = out / "blacklist.json"
         paths["blacklist.json"].write_text(json.dumps(sim.blacklist, indent=1) + "\n")
+        paths["promotions.parquet"] = out / "promotions.parquet"
+        sim.promotions.to_parquet(paths["promotions.parquet"], index=False)
     return paths
 
 
