@@ -23,7 +23,7 @@ from fengkong.api.deps import AuthError
 from fengkong.api.encoding import dumps, loads
 from fengkong.api.schemas import ErrorOut
 from fengkong.api.service import Conflict, Invalid, NotFound, ServiceError, Unavailable
-from fengkong.events import EventRejected
+from fengkong.events import EventRejected, nesting_problem
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "Malformed JSON"},
@@ -62,6 +62,8 @@ def parse_json(body: bytes) -> Any:
     """`MalformedBody` (400) for an empty or malformed body; the message never quotes it."""
     if not body:
         raise MalformedBody("is empty; send one JSON object")
+    if (too_deep := nesting_problem(body)) is not None:  # before the parser or any recursive walk
+        raise MalformedBody(too_deep)
     try:
         return loads(body)
     except ValueError as exc:
