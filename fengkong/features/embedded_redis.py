@@ -202,17 +202,20 @@ class EmbeddedRedis:
         """Start redis-server and wait until it answers (the caller holds ``_lock``)."""
         args = self.arguments()
         enable_aof_live = self.persist and args[args.index("--appendonly") + 1] == "no"
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                preexec_fn=_die_with_parent())
+        # stderr to a file, not a pipe: a killed server's forked child (a snapshot or an
+        # AOF rewrite still running) keeps a pipe open, and reading it would block.
+        errors = tempfile.TemporaryFile()
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=errors, preexec_fn=_die_with_parent())
         self._proc = proc
         deadline = time.monotonic() + timeout_s
         client = redis.Redis(unix_socket_path=self.socket_path, socket_timeout=timeout_s)
         try:
             while True:
                 if proc.poll() is not None:
-                    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                    errors.seek(0)
+                    err = errors.read().decode(errors="replace").strip() or f"see {self.data_dir}/redis.log"
                     self._proc = None
-                    raise FeatureStoreUnavailable(f"redis-server exited at start: {err.strip()}")
+                    raise FeatureStoreUnavailable(f"redis-server exited at start (exit {proc.returncode}): {err}")
                 try:
                     if client.ping():
                         break
@@ -231,6 +234,7 @@ class EmbeddedRedis:
                     time.sleep(0.01)
         finally:
             client.close()
+            errors.close()
 
     def _watch(self) -> None:
         """The watchdog: restart the server on the same socket and data dir when it dies."""
@@ -242,8 +246,6 @@ class EmbeddedRedis:
                 if self._stopping.is_set() or self._proc is not proc:
                     continue
                 code = proc.returncode
-                if proc.stderr:
-                    proc.stderr.close()
                 t0 = time.perf_counter()
                 try:
                     self._spawn(timeout_s=60.0)
@@ -284,8 +286,6 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
-        if proc.stderr:
-            proc.stderr.close()
         if self._sock_dir:
             shutil.rmtree(self._sock_dir, ignore_errors=True)
         if self._owned_data_dir and self.data_dir:
@@ -294,11 +294,13 @@ class EmbeddedRedis:
     def kill(self) -> None:
         """Stop the server abruptly (SIGKILL), as a crash would: for failure tests.
 
-        A supervised server is started again by the watchdog."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
+        A supervised server is started again by the watchdog (never killed while the
+        watchdog is still starting it)."""
+        with self._lock:
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=5)
 
     @property
     def running(self) -> bool:
