@@ -176,7 +176,7 @@ def _run_holds_pan(text: str, begin: int, end: int) -> bool:
         digits = group
         for j in range(i + 1, last + 1):
             size = len(groups[j])
-            if len(digits) + size > 19:
+            if size > 6 or len(digits) + size > 19:
                 break
             digits += groups[j]
             if len(digits) >= 13 and (j < last or not glued_last) and luhn_ok(digits):

@@ -123,6 +123,7 @@ class EmbeddedRedis:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _watchdog: threading.Thread | None = field(default=None, init=False, repr=False)
+    _failed_starts: int = field(default=0, init=False, repr=False)
 
     @property
     def socket_path(self) -> str:
@@ -237,8 +238,13 @@ class EmbeddedRedis:
             errors.close()
 
     def _watch(self) -> None:
-        """The watchdog: restart the server on the same socket and data dir when it dies."""
-        while not self._stopping.wait(self.watch_interval_s):
+        """The watchdog: restart the server on the same socket and data dir when it dies.
+
+        A server that will not start (a corrupt AOF, a full disk) is retried with a
+        doubling pause up to 5 s, each failure logged with redis' reason."""
+        pause = self.watch_interval_s
+        while not self._stopping.wait(pause):
+            pause = self.watch_interval_s
             proc = self._proc
             if proc is None or proc.poll() is None:
                 continue
@@ -252,7 +258,10 @@ class EmbeddedRedis:
                 except FeatureStoreUnavailable as exc:  # try again on the next tick
                     log.error("embedded redis-server died (exit %s) and did not restart: %s", code, exc)
                     self._proc = proc
+                    self._failed_starts += 1
+                    pause = min(5.0, self.watch_interval_s * 2 ** self._failed_starts)
                     continue
+                self._failed_starts = 0
                 self.restarts += 1
                 self._write_restarts()
             log.warning("embedded redis-server died (exit %s); restarted as pid %s on %s in %.2f s (restart %d)",
