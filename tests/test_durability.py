@@ -95,6 +95,19 @@ def test_a_data_dir_with_only_a_snapshot_is_loaded_and_gets_an_aof(tmp_path: Pat
         c.close()
 
 
+def test_one_data_dir_holds_one_server(tmp_path: Path) -> None:
+    from fengkong.features.errors import FeatureStoreUnavailable
+
+    first = EmbeddedRedis(data_dir=tmp_path, persist=True).start()
+    try:
+        with pytest.raises(FeatureStoreUnavailable, match="in use"):
+            EmbeddedRedis(data_dir=tmp_path, persist=True).start(timeout_s=0.5)
+    finally:
+        first.stop()
+    with EmbeddedRedis(data_dir=tmp_path, persist=True) as second:  # free again once the first stopped
+        assert second.running
+
+
 def test_a_full_server_refuses_writes_and_evicts_nothing(tmp_path: Path) -> None:
     with EmbeddedRedis(data_dir=tmp_path, persist=False, maxmemory="3mb") as server:
         c = server.client()

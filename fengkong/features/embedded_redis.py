@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import fcntl
 import logging
 import os
 import shutil
@@ -124,6 +125,7 @@ class EmbeddedRedis:
     _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _watchdog: threading.Thread | None = field(default=None, init=False, repr=False)
     _failed_starts: int = field(default=0, init=False, repr=False)
+    _lock_fd: int | None = field(default=None, init=False, repr=False)
 
     @property
     def socket_path(self) -> str:
@@ -185,11 +187,20 @@ class EmbeddedRedis:
             self._owned_data_dir = True
         self.data_dir = Path(self.data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.persist:
+            self._lock_fd = _lock_data_dir(self.data_dir, timeout_s)
         # unix socket paths are limited to ~107 bytes, so the socket lives in a short temp dir.
         self._sock_dir = tempfile.mkdtemp(prefix="fk-redis-")
         self._stopping.clear()
-        with self._lock:
-            self._spawn(timeout_s)
+        try:
+            with self._lock:
+                self._spawn(timeout_s)
+        except BaseException:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+            shutil.rmtree(self._sock_dir, ignore_errors=True)
+            raise
         atexit.register(self.stop)
         self.started_in_s = time.perf_counter() - t0
         if self.supervise:
@@ -206,7 +217,10 @@ class EmbeddedRedis:
         # stderr to a file, not a pipe: a killed server's forked child (a snapshot or an
         # AOF rewrite still running) keeps a pipe open, and reading it would block.
         errors = tempfile.TemporaryFile()
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=errors, preexec_fn=_die_with_parent())
+        # The data directory's lock goes to the child too: held while any server on it lives.
+        inherit = (self._lock_fd,) if self._lock_fd is not None else ()
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=errors, preexec_fn=_die_with_parent(),
+                                pass_fds=inherit)
         self._proc = proc
         deadline = time.monotonic() + timeout_s
         client = redis.Redis(unix_socket_path=self.socket_path, socket_timeout=timeout_s)
@@ -295,6 +309,9 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         if self._sock_dir:
             shutil.rmtree(self._sock_dir, ignore_errors=True)
         if self._owned_data_dir and self.data_dir:
@@ -320,6 +337,25 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _lock_data_dir(data_dir: Path, timeout_s: float) -> int:
+    """An exclusive ``flock`` on ``<data_dir>/lock``: two servers appending to one AOF
+    would corrupt it. Waits up to `timeout_s` (a killed owner's server may still be
+    shutting down), then refuses, naming the directory."""
+    fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise FeatureStoreUnavailable(
+                    f"{data_dir} is in use by another fengkong or its redis-server; stop it, or give another "
+                    "--data-dir") from None
+            time.sleep(0.05)
 
 
 def _persistence(client: redis.Redis) -> dict[str, Any]:
