@@ -21,7 +21,10 @@ a redis-server that died, on the same socket and data directory, logs it and
 counts it in a small file (`RESTARTS_FILE_ENV` names it for the service's
 workers, whose /metrics report it through `RestartsCollector`). The child also
 gets SIGTERM from the kernel if its owner dies (Linux ``PR_SET_PDEATHSIG``), so a
-killed service leaves no orphan redis-server behind holding the data directory.
+killed service leaves no orphan redis-server behind holding the data directory,
+and a persistent data directory is locked (``flock`` on ``<data_dir>/lock``, held
+by the owner and inherited by its server) so that two servers never append to
+one AOF.
 """
 
 from __future__ import annotations
