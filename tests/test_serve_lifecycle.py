@@ -15,7 +15,8 @@ from api_fixtures import payment
 from serve_process import ServeProcess, pid_alive, wait_until
 
 
-@pytest.mark.parametrize("workers, sig", [(1, signal.SIGTERM), (2, signal.SIGTERM), (1, signal.SIGINT)])
+@pytest.mark.parametrize("workers, sig", [(1, signal.SIGTERM), (2, signal.SIGTERM), (1, signal.SIGINT),
+                                          (2, signal.SIGINT)])
 def test_a_stop_signal_stops_the_embedded_redis_and_saves(tmp_path: Path, workers: int, sig: int) -> None:
     serve = ServeProcess(tmp_path / "data", tmp_path / "serve.log", workers=workers).start()
     try:
@@ -81,4 +82,20 @@ def test_a_killed_embedded_redis_is_restarted_on_the_same_socket_and_counted(tmp
     finally:
         serve.send(signal.SIGTERM)
         serve.wait(60)
+        serve.close()
+
+
+def test_a_killed_serve_takes_its_redis_with_it(tmp_path: Path) -> None:
+    """SIGKILL to the service process alone: the kernel stops its redis-server
+    (PR_SET_PDEATHSIG), which shuts down cleanly instead of living on with ppid 1."""
+    serve = ServeProcess(tmp_path / "data", tmp_path / "serve.log").start()
+    try:
+        with serve.client() as c:
+            assert not c.post("/v1/decisions", json=payment()).json()["degraded"]
+        assert serve.proc is not None
+        os.kill(serve.proc.pid, signal.SIGKILL)
+        serve.proc.wait(timeout=30)
+        assert wait_until(lambda: not pid_alive(serve.redis_pid), 10), "redis-server orphaned"
+        assert (tmp_path / "data" / "redis" / "fengkong.rdb").exists()  # its SIGTERM shutdown saved
+    finally:
         serve.close()
