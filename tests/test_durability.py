@@ -145,7 +145,7 @@ def test_a_supervised_server_is_restarted_with_its_data(tmp_path: Path) -> None:
 
 def test_kill_9_of_the_whole_service_keeps_what_decides(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    serve = ServeProcess(data, tmp_path / "serve1.log").start()
+    serve = ServeProcess(data, tmp_path / "serve1.log", env={"FENGKONG_REDIS_MAXMEMORY": "256mb"}).start()
     stolen = payment()
     card = stolen["card"]
     merchant = stolen["merchant_id"]
@@ -160,6 +160,9 @@ def test_kill_9_of_the_whole_service_keeps_what_decides(tmp_path: Path) -> None:
                 later = payment(card=card, merchant_id=merchant, occurred_at=(T0 + timedelta(seconds=i)).isoformat())
                 assert not c.post("/v1/decisions", json=later).json()["degraded"]
             r = redis.Redis(unix_socket_path=serve.redis_socket)
+            assert r.config_get("maxmemory")["maxmemory"] == str(256 * 1024 * 1024)
+            assert r.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+            assert r.config_get("appendonly")["appendonly"] == "yes"
             changes_before = r.xlen("fk:v1:audit:changes")
             r.close()
             assert changes_before >= 2  # the list change and the merchant profile change
