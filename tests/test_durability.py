@@ -143,6 +143,26 @@ def test_a_supervised_server_is_restarted_with_its_data(tmp_path: Path) -> None:
     assert not server.running and not pid_alive(first)
 
 
+def test_a_server_that_will_not_start_is_retried_until_it_does(tmp_path: Path, caplog) -> None:
+    server = EmbeddedRedis(data_dir=tmp_path, persist=True, supervise=True).start()
+    try:
+        c = server.client(socket_timeout=1)
+        c.set("survives", "yes")
+        aof = tmp_path / AOF_FILE
+        aof.rename(tmp_path / "aside.aof")  # the running server keeps writing to it
+        aof.write_bytes(b"*not an AOF*\r\n")  # what the restart will find: redis refuses to load it
+        with caplog.at_level("ERROR", logger="fengkong.features.embedded_redis"):
+            server.kill()
+            assert wait_until(lambda: "did not restart" in caplog.text, 5, 0.01)
+        assert server.restarts == 0
+        (tmp_path / "aside.aof").rename(aof)  # repaired: the next retry starts it
+        assert wait_until(lambda: server.restarts == 1, 10, 0.02)
+        assert c.get("survives") == b"yes"
+        c.close()
+    finally:
+        server.stop()
+
+
 def test_kill_9_of_the_whole_service_keeps_what_decides(tmp_path: Path) -> None:
     data = tmp_path / "data"
     serve = ServeProcess(data, tmp_path / "serve1.log", env={"FENGKONG_REDIS_MAXMEMORY": "256mb"}).start()

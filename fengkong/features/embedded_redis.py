@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -226,7 +228,10 @@ class EmbeddedRedis:
                                 pass_fds=inherit)
         self._proc = proc
         deadline = time.monotonic() + timeout_s
-        client = redis.Redis(unix_socket_path=self.socket_path, socket_timeout=timeout_s)
+        # No client-side retries: redis-py's default retries a refused connection with
+        # backoff of up to seconds, while this loop polls every 5 ms itself.
+        client = redis.Redis(unix_socket_path=self.socket_path, socket_timeout=timeout_s,
+                             retry=Retry(NoBackoff(), 0))
         try:
             while True:
                 if proc.poll() is not None:
