@@ -66,7 +66,7 @@ def _node_depths(children_left: np.ndarray, children_right: np.ndarray) -> np.nd
 def iforest_to_onnx(forest: Any) -> bytes:
     """One TreeEnsembleRegressor graph of a fitted IsolationForest; output ``score`` [N, 1]
     equals ``forest.score_samples``."""
-    attrs: dict[str, list[Any]] = {k: [] for k in (
+    attrs: dict[str, Any] = {k: [] for k in (
         "nodes_treeids", "nodes_nodeids", "nodes_modes", "nodes_featureids", "nodes_truenodeids",
         "nodes_falsenodeids", "target_treeids", "target_nodeids")}
     thresholds: list[float] = []
