@@ -70,7 +70,7 @@ def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for name in ("scikit-learn", "numpy", "pandas", "onnx", "onnxruntime", "skl2onnx", "fengkong"):
+    for name in ("scikit-learn", "numpy", "pandas", "onnx", "onnxruntime", "fengkong"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:  # fengkong itself when run from a checkout

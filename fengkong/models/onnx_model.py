@@ -8,10 +8,10 @@ pickle, no scikit-learn and no hand-written tree walker in the decision path.
 
 What an artifact's ``meta.json`` says of each model, under ``onnx.<name>``
 (`OnnxSpec.meta`): the file, its sha256, the output to read and its column
-(skl2onnx's HistGradientBoosting graph answers ``probabilities``, column 1; the
-IsolationForest graph answers ``score``, which is ``score_samples``), the number
-of input features, the tolerance and the largest difference from scikit-learn
-measured at save on every validation row.
+(the HistGradientBoosting graph answers ``probability``, ``predict_proba[:, 1]``;
+the IsolationForest graph answers ``score``, ``score_samples``), the number of
+input features (a float64 input ``X``), the tolerance and the largest difference
+from scikit-learn measured at save on every validation row.
 
 `load_model` refuses (`ArtifactError`, saying why) a model whose entry or file is
 missing (artifacts written before ONNX serving have neither: retrain them), whose
@@ -34,8 +34,9 @@ if TYPE_CHECKING:
     from fengkong.models.artifacts import Artifact
 
 #: Largest absolute difference between ONNX Runtime and scikit-learn an artifact may show:
-#: probabilities and scores are 0-1, and both ends compute in float32 at some step (tree
-#: leaves, the path-length transform), which leaves differences below 1e-6 in practice.
+#: probabilities and scores are 0-1; the graphs branch exactly as scikit-learn does, but
+#: ONNX Runtime's tree ensembles answer float32 (the sum, then the sigmoid or the score
+#: transform), which leaves differences below 1e-6 in practice.
 TOLERANCE = 1e-5
 #: Validation rows stored with each model to check it again at every load.
 CHECK_ROWS = 256
@@ -83,7 +84,7 @@ class OnnxSpec:
 
 class OnnxModel:
     """One ONNX Runtime session and where its score is: ``score_one`` for an event,
-    ``score_many`` for rows (float64 in, float out; inputs are cast to float32 as the graphs take)."""
+    ``score_many`` for rows (float64 in, as the graphs take; Python float out)."""
 
     def __init__(self, model: bytes, *, output: str, column: int, n_features: int) -> None:
         self.session = ort.InferenceSession(model, session_options(), providers=["CPUExecutionProvider"])
@@ -100,13 +101,13 @@ class OnnxModel:
         self._outputs = [output]
 
     def score_many(self, X: np.ndarray) -> np.ndarray:
-        X32 = np.ascontiguousarray(np.asarray(X, dtype=np.float32).reshape(-1, self.n_features))
-        out = self.session.run(self._outputs, {self.input: X32})[0]
-        return np.asarray(out, dtype=np.float64).reshape(len(X32), -1)[:, self.column]
+        rows = np.ascontiguousarray(np.asarray(X, dtype=np.float64).reshape(-1, self.n_features))
+        out = self.session.run(self._outputs, {self.input: rows})[0]
+        return np.asarray(out, dtype=np.float64).reshape(len(rows), -1)[:, self.column]
 
     def score_one(self, x: np.ndarray) -> float:
-        out = self.session.run(self._outputs, {self.input: np.asarray(x, dtype=np.float32).reshape(1, -1)})[0]
-        return float(out[0, self.column] if out.ndim == 2 else out[0])
+        out = self.session.run(self._outputs, {self.input: np.asarray(x, dtype=np.float64).reshape(1, -1)})[0]
+        return float(out[0, self.column])
 
 
 def load_model(art: Artifact, name: str) -> OnnxModel:
