@@ -82,7 +82,8 @@ class ModelRuntime:
                 if kind == "transactions":
                     p = art.meta["params"]
                     vocab = {k: tuple(v) for k, v in p["vocab"].items()}
-                    tv = Vectorizer(tuple(p["txn_features"]), {k: v for k, v in vocab.items() if k in p["txn_features"]})
+                    tv = Vectorizer(tuple(p["txn_features"]),
+                                    {k: v for k, v in vocab.items() if k in p["txn_features"]})
                     hv = Vectorizer(tuple(p["habit_features"]),
                                     {k: v for k, v in vocab.items() if k in p["habit_features"]})
                     medians = np.asarray(p["habit_medians"], dtype=float)
