@@ -1,7 +1,8 @@
-"""Merchant and transaction models: compiled trees equal scikit-learn, artifacts, runtime."""
+"""Merchant and transaction models: ONNX scoring equals scikit-learn, artifacts, runtime."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -13,11 +14,12 @@ import pandas as pd
 import pytest
 
 from fengkong.models import artifacts
-from fengkong.models.fast import CompiledTrees, compile_model
 from fengkong.models.merchant_model import MerchantAnomalyModel, design_matrix
+from fengkong.models.onnx_model import TOLERANCE, OnnxModel, load_model
 from fengkong.models.runtime import ModelRuntime
-from fengkong.models.transaction_model import habit_vectorizer, txn_vectorizer
+from fengkong.models.transaction_model import fit_txn_model, habit_vectorizer, txn_vectorizer
 from fengkong.training.merchant_features import FEATURES, daily_features
+from fengkong.training.onnx_export import OnnxMismatchError, checked, export, hgb_to_onnx
 from fengkong.training.train import train_merchants, train_transactions, transaction_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,32 +73,138 @@ def test_cash_out_merchants_score_higher(sim) -> None:
     assert peak[peak.index.isin(cash)].median() > peak[~peak.index.isin(cash)].median()
 
 
-def test_compiled_forest_equals_sklearn_on_held_out_rows(sim) -> None:
+def test_onnx_forest_equals_sklearn_on_held_out_rows(sim) -> None:
     events, merchants = sim
     f = daily_features(events, profiles=merchants)
     cut = sorted(f["day"].unique())[14]
     model = MerchantAnomalyModel(n_estimators=40).fit(f[f["day"] < cut])
     held = f[(f["day"] >= cut) & (f["count"] >= 5)]
     X = design_matrix(held)
-    c = compile_model(model.forest_)
+    spec = export("forest", model.forest_, X)
+    onnx_model = OnnxModel(spec.model, output=spec.output, column=spec.column, n_features=spec.n_features)
     ref = model.forest_.score_samples(X)
-    assert np.max(np.abs(c.score_many(X) - ref)) < 1e-5
-    assert max(abs(c.score_one(x) - r) for x, r in zip(X[:200], ref[:200])) < 1e-5
+    assert len(X) > 100 and spec.validated_rows == len(X)
+    assert np.max(np.abs(onnx_model.score_many(X) - ref)) < TOLERANCE
+    assert max(abs(onnx_model.score_one(x) - r) for x, r in zip(X[:200], ref[:200])) < TOLERANCE
+    # the save-time check measured the same thing, and keeps rows to check again at load
+    assert spec.max_abs_diff < TOLERANCE and len(spec.check_X) == min(len(X), 256)
+    assert np.array_equal(spec.check_expected, model.forest_.score_samples(spec.check_X))
 
 
-def test_compiled_hgb_and_habit_equal_sklearn(trained, txn_frame) -> None:
+def test_onnx_txn_risk_and_habit_equal_sklearn(trained, txn_frame) -> None:
     root, _, t = trained
     est = t.load_estimator()
     held = txn_frame[txn_frame["day"] > pd.to_datetime(t.meta["training_window"]["to"]).date()]
     X = txn_vectorizer().frame(held)
     assert np.isnan(X).any(), "held-out rows should exercise missing values"
-    c = CompiledTrees.load(t.file("txn_risk.npz"))
+    risk = load_model(t, "txn_risk")
     ref = est["txn_risk"].predict_proba(X)[:, 1]
-    assert np.max(np.abs(c.score_many(X) - ref)) < 1e-5
-    assert max(abs(c.score_one(x) - r) for x, r in zip(X[:300], ref[:300])) < 1e-5
+    assert np.max(np.abs(risk.score_many(X) - ref)) < TOLERANCE
+    assert max(abs(risk.score_one(x) - r) for x, r in zip(X[:300], ref[:300])) < TOLERANCE
     H = np.where(np.isnan(hv := habit_vectorizer().frame(held)), est["habit_medians"], hv)
-    ch = CompiledTrees.load(t.file("habit.npz"))
-    assert np.max(np.abs(ch.score_many(H) - est["habit_anomaly"].score_samples(H))) < 1e-5
+    habit = load_model(t, "habit")
+    assert np.max(np.abs(habit.score_many(H) - est["habit_anomaly"].score_samples(H))) < TOLERANCE
+    # the artifact records the check made at save, on every validation row
+    for name in ("txn_risk", "habit"):
+        entry = t.meta["onnx"][name]
+        assert entry["validated_rows"] == len(held) and entry["max_abs_diff"] <= entry["tolerance"] == TOLERANCE
+
+
+def test_a_conversion_that_disagrees_is_not_saved(trained, txn_frame) -> None:
+    """`checked` compares ONNX Runtime with scikit-learn's answers: another model's answers fail it."""
+    _, _, t = trained
+    est = t.load_estimator()
+    X = txn_vectorizer().frame(txn_frame.tail(500))
+    y = txn_frame["is_fraud"].to_numpy(dtype=bool)
+    other = fit_txn_model(txn_vectorizer().frame(txn_frame), ~y, max_iter=10)
+    data = hgb_to_onnx(est["txn_risk"])
+    onnx_model = OnnxModel(data, output="probability", column=0, n_features=X.shape[1])
+    with pytest.raises(OnnxMismatchError, match=r"txn_risk: the ONNX conversion differs from scikit-learn on 500 rows"):
+        checked("txn_risk", onnx_model, data, X, other.predict_proba(X)[:, 1])
+    assert checked("txn_risk", onnx_model, data, X, est["txn_risk"].predict_proba(X)[:, 1]).validated_rows == 500
+
+
+def test_hgb_graph_branches_on_float64_like_sklearn() -> None:
+    """Amounts near 1,000,000.00 in cents: float32 cannot tell neighbours apart (a graph
+    taking float32, as skl2onnx's does, scores them 0.7 away); this graph compares in float64."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(1)
+    amount = 1_000_000 + np.round(rng.uniform(0, 2, size=4000), 2)
+    X = np.column_stack([amount, rng.normal(size=4000)])
+    X[::9, 1] = np.nan
+    y = ((amount * 100).round().astype(int) % 2 == 0) ^ (rng.random(4000) < 0.1)
+    model = HistGradientBoostingClassifier(max_iter=40, random_state=0).fit(X, y)
+    rounded = X.astype(np.float32).astype(np.float64)
+    assert np.max(np.abs(model.predict_proba(rounded)[:, 1] - model.predict_proba(X)[:, 1])) > 0.1
+    spec = export("dense", model, X)
+    assert spec.max_abs_diff < TOLERANCE
+
+
+def test_forest_on_feature_subsets_and_hgb_on_missing_values_unseen_in_training() -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(3000, 6))
+    y = X[:, 0] + X[:, 2] + rng.normal(size=3000) > 0.5
+    held = rng.normal(size=(800, 6)) * np.array([1, 1, 1, 1e6, 1, 1])
+    holes = held.copy()
+    holes[rng.random(800) < 0.3, 2] = np.nan  # column 2 had no missing value in training
+    hgb = HistGradientBoostingClassifier(max_iter=60, random_state=0).fit(X, y)
+    forest = IsolationForest(n_estimators=20, max_features=0.5, max_samples=300, bootstrap=True,
+                             random_state=0).fit(X)
+    for name, model, rows in (("hgb", hgb, holes), ("forest", forest, held)):
+        spec = export(name, model, rows)
+        onnx_model = OnnxModel(spec.model, output=spec.output, column=spec.column, n_features=6)
+        ref = model.predict_proba(rows)[:, 1] if name == "hgb" else model.score_samples(rows)
+        assert np.max(np.abs(onnx_model.score_many(rows) - ref)) < TOLERANCE, name
+
+
+def _copy(art: artifacts.Artifact, root: Path) -> Path:
+    import shutil
+
+    dest = root / art.kind / art.path.name
+    shutil.copytree(art.path, dest)
+    return dest
+
+
+def _refused(root: Path, kind: str) -> str:
+    rt = ModelRuntime.load(root)
+    assert kind not in rt.loaded and not rt.available
+    assert rt.status.startswith("rules-only") and "refused" in rt.status
+    return rt.status
+
+
+def test_artifact_whose_onnx_file_is_missing_is_refused(trained, tmp_path: Path) -> None:
+    _, _, t = trained
+    (_copy(t, tmp_path) / "habit.onnx").unlink()
+    assert "habit.onnx is missing" in _refused(tmp_path, "transactions")
+
+
+def test_artifact_written_before_onnx_serving_is_refused(trained, tmp_path: Path) -> None:
+    _, m, _ = trained
+    path = _copy(m, tmp_path)
+    meta = json.loads((path / "meta.json").read_text())
+    del meta["onnx"]
+    (path / "forest.onnx").unlink()
+    (path / "meta.json").write_text(json.dumps(meta))
+    status = _refused(tmp_path, "merchants")
+    assert "no ONNX model 'forest'" in status and "fengkong train merchants" in status
+
+
+def test_artifact_whose_onnx_disagrees_is_refused(trained, txn_frame, tmp_path: Path) -> None:
+    _, _, t = trained
+    path = _copy(t, tmp_path)
+    y = txn_frame["is_fraud"].to_numpy(dtype=bool)
+    other = hgb_to_onnx(fit_txn_model(txn_vectorizer().frame(txn_frame), y, max_iter=5))
+    (path / "txn_risk.onnx").write_bytes(other)
+    assert "txn_risk.onnx is not the file saved with it" in _refused(tmp_path, "transactions")
+    # the same file with its hash recorded: the check rows saved with the artifact still catch it
+    meta = json.loads((path / "meta.json").read_text())
+    meta["onnx"]["txn_risk"]["sha256"] = hashlib.sha256(other).hexdigest()
+    (path / "meta.json").write_text(json.dumps(meta))
+    status = _refused(tmp_path, "transactions")
+    assert "txn_risk.onnx disagrees with scikit-learn on its 256 check rows" in status
 
 
 def test_runtime_scores_one_event_like_the_batch(trained, txn_frame) -> None:
@@ -108,18 +216,21 @@ def test_runtime_scores_one_event_like_the_batch(trained, txn_frame) -> None:
     rows = txn_frame.head(50)
     X = txn_vectorizer().frame(rows)
     ref = est["txn_risk"].predict_proba(X)[:, 1]
-    for (_, row), r in zip(rows.iterrows(), ref):
+    H = habit_vectorizer().frame(rows)
+    ref_habit = -est["habit_anomaly"].score_samples(np.where(np.isnan(H), est["habit_medians"], H))
+    for (_, row), r, rh in zip(rows.iterrows(), ref, ref_habit):
         features = {k: (None if (isinstance(v, float) and np.isnan(v)) else v) for k, v in row.items()}
         out = rt.score(features)
-        assert abs(out["model.txn_risk"] - r) < 1e-5
-        assert 0 < out["model.habit_anomaly"] < 1
+        assert abs(out["model.txn_risk"] - r) < TOLERANCE
+        assert abs(out["model.habit_anomaly"] - rh) < TOLERANCE
         assert out["model.merchant_anomaly"] is None
     assert rt.score({"event.type": "payment", "merchant.anomaly": 0.8})["model.merchant_anomaly"] == 0.8
 
 
 def test_serving_loads_and_scores_without_sklearn_engine_or_training(trained) -> None:
-    """What the service imports to score: the artifacts' compiled trees, not scikit-learn (no
-    pickle, no version coupling), nor the rules engine or the training package."""
+    """What the service imports to score: ONNX Runtime and the artifacts' ONNX models, not
+    scikit-learn or the onnx package (no pickle, no version coupling), nor the rules engine or
+    the training package."""
     root, _, _ = trained
     code = (
         "import sys; from pathlib import Path\n"
@@ -128,7 +239,8 @@ def test_serving_loads_and_scores_without_sklearn_engine_or_training(trained) ->
         "assert set(rt.loaded) == {'merchants', 'transactions'}, rt.status\n"
         "out = rt.score({'event.type': 'payment', 'event.amount': 10.0})\n"
         "assert 0 <= out['model.txn_risk'] <= 1, out\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')\n"
+        "assert 'onnxruntime' in sys.modules\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy', 'onnx')\n"
         "             or m.startswith(('fengkong.engine', 'fengkong.training'))))\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -151,8 +263,12 @@ def test_artifact_metadata(trained) -> None:
         meta = json.loads((art.path / "meta.json").read_text())
         assert meta["features"] and meta["training_window"]["to"]
         assert meta["libraries"]["scikit-learn"]
+        assert all(meta["libraries"][lib] not in ("", "unknown") for lib in ("onnx", "onnxruntime"))
+        for entry in meta["onnx"].values():
+            assert entry["file"] in meta["files"] and entry["check_file"] in meta["files"]
         assert meta["metrics"]
     assert "valid_txn_average_precision" in t.meta["metrics"]
+    assert set(m.meta["onnx"]) == {"forest"} and set(t.meta["onnx"]) == {"txn_risk", "habit"}
 
 
 def test_artifact_with_unknown_feature_is_refused(trained, tmp_path: Path) -> None:

@@ -4,9 +4,12 @@ Layout (the root defaults to ``$FENGKONG_ARTIFACTS``, else ``./artifacts``)::
 
     <root>/<kind>/<version>/meta.json      kind, version, features, training window,
                                            rows, library versions, metrics, params
-    <root>/<kind>/<version>/model.joblib   the fitted scikit-learn estimator(s)
-    <root>/<kind>/<version>/*.npz          compiled trees (`fast.CompiledTrees`): all the
-                                           service needs to score
+    <root>/<kind>/<version>/model.joblib   the fitted scikit-learn estimator(s), for batch jobs
+    <root>/<kind>/<version>/<name>.onnx    each model converted to ONNX at training time,
+                                           checked equal to scikit-learn: what the service scores
+    <root>/<kind>/<version>/<name>.check.npz  validation rows and scikit-learn's scores on
+                                           them, checked again at every load
+                                           (`fengkong.models.onnx_model`)
 
 ``kind`` is ``merchants`` or ``transactions``; ``version`` is the UTC training time
 ``YYYYmmddTHHMMSSZ`` plus a short content hash, so names sort by time and the
@@ -31,9 +34,14 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+import numpy as np
 
 from fengkong.features.definitions import CATALOG
+
+if TYPE_CHECKING:
+    from fengkong.models.onnx_model import OnnxSpec
 
 KINDS = ("merchants", "transactions")
 META = "meta.json"
@@ -58,18 +66,16 @@ def default_root() -> Path:
 
 
 def library_versions() -> dict[str, str]:
-    import numpy
-    import pandas
-    import sklearn
+    """Versions of what trained and converted the models (recorded in ``meta.json``)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        from importlib.metadata import version
-
-        fk = version("fengkong")
-    except Exception:  # pragma: no cover - not installed
-        fk = "unknown"
-    return {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
-            "numpy": numpy.__version__, "pandas": pandas.__version__, "fengkong": fk}
+    out = {"python": platform.python_version()}
+    for name in ("scikit-learn", "numpy", "pandas", "onnx", "onnxruntime", "fengkong"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:  # fengkong itself when run from a checkout
+            out[name] = "unknown"
+    return out
 
 
 def supplied_features(kind: str) -> frozenset[str]:
@@ -117,9 +123,10 @@ class Artifact:
 
 def save(root: Path, kind: str, *, estimator: Any, features: list[str], window: dict[str, Any],
          metrics: dict[str, Any], params: dict[str, Any], rows: int,
-         extra_files: dict[str, Any] | None = None) -> Artifact:
-    """Write a new version of ``kind``; ``extra_files`` maps a file name to an object
-    with ``save(path)`` (e.g. compiled trees)."""
+         onnx: Mapping[str, OnnxSpec]) -> Artifact:
+    """Write a new version of ``kind``; ``onnx`` maps a model name to its checked ONNX
+    conversion (`fengkong.training.onnx_export.export`), written as ``<name>.onnx`` with
+    its check rows and described under ``meta["onnx"][name]``."""
     import joblib
 
     if kind not in KINDS:
@@ -130,8 +137,12 @@ def save(root: Path, kind: str, *, estimator: Any, features: list[str], window: 
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=base))
     try:
         joblib.dump(estimator, tmp / MODEL)
-        for name, obj in (extra_files or {}).items():
-            obj.save(tmp / name)
+        onnx_meta = {}
+        for name, spec in onnx.items():
+            entry = spec.meta(name)
+            (tmp / entry["file"]).write_bytes(spec.model)
+            np.savez(tmp / entry["check_file"], X=spec.check_X, expected=spec.check_expected)
+            onnx_meta[name] = entry
         digest = hashlib.sha256()
         for p in sorted(tmp.iterdir()):
             digest.update(p.name.encode() + p.read_bytes())
@@ -140,7 +151,7 @@ def save(root: Path, kind: str, *, estimator: Any, features: list[str], window: 
         meta = {
             "kind": kind, "version": version, "created_at": now.isoformat(), "features": list(features),
             "training_window": window, "rows": int(rows), "libraries": library_versions(),
-            "metrics": metrics, "params": params, "files": sorted(p.name for p in tmp.iterdir()),
+            "metrics": metrics, "params": params, "onnx": onnx_meta, "files": sorted(p.name for p in tmp.iterdir()),
         }
         (tmp / META).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
         final = base / version

@@ -4,15 +4,19 @@ then turn one event's features into the ``model.*`` features the rules read.
 ``ModelRuntime.load(artifacts_dir)`` looks under ``<dir>/transactions/`` and
 ``<dir>/merchants/`` for the newest complete version of each (see
 `fengkong.models.artifacts`; ``None`` means ``$FENGKONG_ARTIFACTS`` or
-``./artifacts``). It loads only ``meta.json`` and the compiled trees (``*.npz``):
-no pickle, no scikit-learn at serve time. An artifact that asks for a feature the
-service cannot supply, or that cannot be read, is refused and the reason shows in
-``status`` (and ``problems``); the service then runs without it.
+``./artifacts``). It loads only ``meta.json`` and the models converted to ONNX at
+training time, one ONNX Runtime session each (`fengkong.models.onnx_model`): no
+pickle, no scikit-learn at serve time. An artifact that asks for a feature the
+service cannot supply, that cannot be read, whose ONNX model is missing (written
+before ONNX serving: retrain it) or disagrees with the scikit-learn scores saved
+with it, is refused and the reason shows in ``status`` (and ``problems``); the
+service then runs without it.
 
 ``score(features)`` returns, for one event:
 
 * ``model.txn_risk`` and ``model.habit_anomaly`` from the transaction artifact,
-  scored live on the event's features (payments only; None otherwise);
+  scored live on the event's features through ONNX Runtime (payments only; None
+  otherwise);
 * ``model.merchant_anomaly``: the nightly score `fengkong rescore` wrote into the
   merchant's profile hash (field ``anomaly``), read from the feature
   ``merchant.anomaly`` when the store returns it; None until then.
@@ -28,18 +32,31 @@ it and returns the value as the feature ``model.risk``; the API answers it as
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from fengkong.models.artifacts import ArtifactError, latest
-from fengkong.models.fast import CompiledTrees
 from fengkong.models.fusion import Decided, RiskFusion, base_score
+from fengkong.models.onnx_model import OnnxModel, load_model
 from fengkong.models.transaction_model import Vectorizer
 
 #: The profile field the rescore job writes, as the store would return it.
 MERCHANT_ANOMALY_FEATURE = "merchant.anomaly"
+
+
+@dataclass(frozen=True)
+class TransactionModels:
+    """The loaded transaction artifact: each model's vectorizer and ONNX model, and the medians
+    that fill the habit model's missing values (as in training)."""
+
+    risk_vectorizer: Vectorizer
+    risk: OnnxModel
+    habit_vectorizer: Vectorizer
+    habit: OnnxModel
+    habit_medians: np.ndarray
 
 
 class ModelRuntime:
@@ -48,9 +65,10 @@ class ModelRuntime:
     def __init__(self) -> None:
         self.loaded: dict[str, str] = {}  # kind -> version
         self.problems: list[str] = []
-        self._txn: tuple[Vectorizer, CompiledTrees, Vectorizer, CompiledTrees, np.ndarray] | None = None
+        self.transactions: TransactionModels | None = None
         self.merchant_meta: dict[str, Any] | None = None
-        self.merchant_forest: CompiledTrees | None = None
+        #: checked at load like the others; the live path reads the nightly score from the profile
+        self.merchant_forest: OnnxModel | None = None
         self.fusion: RiskFusion | None = None
 
     @classmethod
@@ -64,14 +82,16 @@ class ModelRuntime:
                 if kind == "transactions":
                     p = art.meta["params"]
                     vocab = {k: tuple(v) for k, v in p["vocab"].items()}
-                    tv = Vectorizer(tuple(p["txn_features"]), {k: v for k, v in vocab.items() if k in p["txn_features"]})
+                    tv = Vectorizer(tuple(p["txn_features"]),
+                                    {k: v for k, v in vocab.items() if k in p["txn_features"]})
                     hv = Vectorizer(tuple(p["habit_features"]),
                                     {k: v for k, v in vocab.items() if k in p["habit_features"]})
-                    rt._txn = (tv, CompiledTrees.load(art.file("txn_risk.npz")), hv,
-                               CompiledTrees.load(art.file("habit.npz")), np.asarray(p["habit_medians"], dtype=float))
+                    medians = np.asarray(p["habit_medians"], dtype=float)
+                    txn = TransactionModels(tv, load_model(art, "txn_risk"), hv, load_model(art, "habit"), medians)
                     rt.fusion = RiskFusion.from_params(p["fusion"]) if "fusion" in p else None
+                    rt.transactions = txn
                 else:
-                    rt.merchant_forest = CompiledTrees.load(art.file("forest.npz"))
+                    rt.merchant_forest = load_model(art, "forest")
                     rt.merchant_meta = art.meta
                 rt.loaded[kind] = art.version
             except (ArtifactError, OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
@@ -95,13 +115,13 @@ class ModelRuntime:
         if not self.loaded:
             return {}
         out: dict[str, float | None] = {}
-        if self._txn is not None:
-            tv, hgb, hv, habit, medians = self._txn
+        txn = self.transactions
+        if txn is not None:
             if features.get("event.type", "payment") == "payment":
                 # plain floats: decision records and audit lines are JSON, and so is the fact durable_rules reads
-                out["model.txn_risk"] = float(hgb.score_one(tv.one(features)))
-                x = hv.one(features)
-                out["model.habit_anomaly"] = float(-habit.score_one(np.where(np.isnan(x), medians, x)))
+                out["model.txn_risk"] = txn.risk.score_one(txn.risk_vectorizer.one(features))
+                x = txn.habit_vectorizer.one(features)
+                out["model.habit_anomaly"] = -txn.habit.score_one(np.where(np.isnan(x), txn.habit_medians, x))
             else:
                 out["model.txn_risk"] = out["model.habit_anomaly"] = None
         anomaly = features.get(MERCHANT_ANOMALY_FEATURE)

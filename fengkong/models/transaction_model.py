@@ -13,8 +13,8 @@
 
 Both read features by their catalog names (`definitions.CATALOG`); booleans are
 0/1, missing is NaN (HGB routes it; the forest gets the training median), the two
-text features use the fixed vocabularies below. `vectorize` turns one event's
-feature mapping into the row the compiled trees score; `frame_matrix` does the same
+text features use the fixed vocabularies below. `Vectorizer.one` turns one event's
+feature mapping into the row the ONNX models score; `Vectorizer.frame` does the same
 for a whole offline-twin frame; a test holds them equal.
 """
 

@@ -2,7 +2,10 @@
 
 Training reads histories through the offline twin (`fengkong.features.offline`) and,
 for the fused risk, a rule pack; what it saves is all serving loads
-(`fengkong.models.artifacts`, `fengkong.models.runtime`).
+(`fengkong.models.artifacts`, `fengkong.models.runtime`): each model converted to
+ONNX and checked equal to scikit-learn on the validation rows (the training rows
+when there are no later days) by `fengkong.training.onnx_export.export`, which
+refuses to save a conversion that differs.
 """
 
 from __future__ import annotations
@@ -19,8 +22,7 @@ from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import load_list_specs
 from fengkong.features.offline import offline_features
 from fengkong.models import artifacts
-from fengkong.models.fast import compile_model
-from fengkong.models.merchant_model import INPUTS, MerchantAnomalyModel
+from fengkong.models.merchant_model import INPUTS, MerchantAnomalyModel, design_matrix
 from fengkong.models.transaction_model import (
     HABIT_FEATURES,
     TXN_FEATURES,
@@ -34,6 +36,7 @@ from fengkong.models.transaction_model import (
 from fengkong.training.fusion import cutoff_after, fit_fusion, reported_labels
 from fengkong.training.merchant_features import FEATURES as DAILY_FEATURES
 from fengkong.training.merchant_features import business_days, daily_features
+from fengkong.training.onnx_export import export
 
 
 def _biz_dates(occurred: pd.Series) -> pd.Series:
@@ -75,10 +78,11 @@ def train_merchants(events: pd.DataFrame, *, profiles: pd.DataFrame | None, root
             metrics["valid_roc_auc"] = float(roc_auc_score(y, scored["anomaly"]))
             metrics["valid_average_precision"] = float(average_precision_score(y, scored["anomaly"]))
     window = {"from": str(min(daily["day"])), "to": str(last_train), "validated_to": str(max(daily["day"]))}
+    check = valid if (valid["count"] >= min_payments).any() else train
+    forest = export("merchants forest", model.forest_, design_matrix(check[check["count"] >= min_payments]))
     return artifacts.save(
         root, "merchants", estimator=model, features=list(INPUTS), window=window, metrics=metrics,
-        params=model.get_params(), rows=model.n_train_days_,
-        extra_files={"forest.npz": compile_model(model.forest_)},
+        params=model.get_params(), rows=model.n_train_days_, onnx={"forest": forest},
     )
 
 
@@ -166,7 +170,9 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
         fusion_params = _fit_fusion(train, valid, y, yv, tv.frame(train), hgb, rules_dir, metrics, max_iter=max_iter,
                                     random_state=random_state)
     window = {"from": str(min(feats["day"])), "to": str(last_train), "validated_to": str(max(feats["day"]))}
-
+    check = valid if len(valid) else train
+    onnx = {"txn_risk": export("transactions txn_risk", hgb, tv.frame(check)),
+            "habit": export("transactions habit", habit, fill(hv.frame(check), medians))}
     return artifacts.save(
         root, "transactions", estimator={"txn_risk": hgb, "habit_anomaly": habit, "habit_medians": medians},
         features=sorted(set(TXN_FEATURES) | set(HABIT_FEATURES)), window=window, metrics=metrics,
@@ -174,7 +180,7 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
                 "vocab": {k: list(v) for k, v in tv.vocab.items()}, "habit_medians": medians.tolist(),
                 "max_iter": max_iter, "habit_trees": habit_trees, "random_state": random_state, "labels": labels,
                 **({"fusion": fusion_params} if fusion_params else {})},
-        rows=len(train), extra_files={"txn_risk.npz": compile_model(hgb), "habit.npz": compile_model(habit)},
+        rows=len(train), onnx=onnx,
     )
 
 
