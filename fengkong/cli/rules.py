@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
+
+if TYPE_CHECKING:
+    from fengkong.engine.errors import Problem
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -13,34 +18,53 @@ RulesDir = typer.Option(Path("rules"), "--rules-dir", help="Folder holding the r
 
 @app.command("check")
 def check(rules_dir: Path = RulesDir) -> None:
-    """Report every problem in the rule files in one run (file, line, rule id, reason)."""
-    from rich.console import Console
+    """Report every problem in the rule files in one run (file, line, rule id, reason).
 
-    from fengkong.engine.errors import EvaluationError, Problem, RuleSetError
-    from fengkong.engine.ruleset import RuleSet, content_hash, parse_rules
-    from fengkong.engine.testing import load_cases
+    Exit 1 when the set has problems (each printed); exit 2, with one line naming the
+    folder, if the check itself fails: never a traceback."""
+    from rich.console import Console
 
     console = Console(highlight=False)
     try:
+        problems, summary = _check(rules_dir)
+        for p in problems:
+            _print_problem(console, p)
+    except Exception as exc:
+        console.print(f"error {rules_dir}: the check could not finish ({type(exc).__name__}: {exc})",
+                      soft_wrap=True, markup=False)
+        raise typer.Exit(2) from None
+    if problems:
+        console.print(f"[red]{len(problems)} problem(s)[/red] in {escape(str(rules_dir))}")
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/green]: {escape(summary)}")
+
+
+def _check(rules_dir: Path) -> tuple[list[Problem], str]:
+    """Every problem of the set in ``rules_dir`` (parsed, checked, compiled as a load
+    would), and a one-line summary for a clean set."""
+    from fengkong.engine.errors import RuleSetError
+    from fengkong.engine.ruleset import compile_ruleset, content_hash, parse_rules
+    from fengkong.engine.testing import load_cases
+
+    try:
         rules, policy, schema, problems = parse_rules(rules_dir)
     except RuleSetError as exc:
-        rules, policy, schema, problems = [], None, None, exc.problems
+        return exc.problems, ""
     _, case_problems = load_cases(rules_dir) if rules_dir.is_dir() else ([], [])
     problems = problems + case_problems
-    if not problems and policy is not None and schema is not None:
+    if not problems and policy is not None:
         try:  # compile too: "checks" means the set would load
-            RuleSet(rules, policy, schema, content_hash=content_hash(rules_dir), rules_dir=rules_dir).close()
-        except EvaluationError as exc:
-            problems.append(Problem(str(rules_dir), None, None, f"durable_rules compile failed: {exc}"))
-    for p in problems:
-        where = p.file + (f":{p.line}" if p.line else "")
-        rid = f" [bold]{p.rule_id}[/bold]" if p.rule_id else ""
-        console.print(f"[red]error[/red] {where}{rid}: {p.reason}", soft_wrap=True, markup=True)
-    if problems:
-        console.print(f"[red]{len(problems)} problem(s)[/red] in {rules_dir}")
-        raise typer.Exit(1)
-    console.print(f"[green]ok[/green]: {len(rules)} rules, policy with "
-                  f"{len(policy.lanes) if policy else 0} lane(s) in {rules_dir}")
+            compile_ruleset(rules, policy, schema, content_hash=content_hash(rules_dir), rules_dir=rules_dir).close()
+        except RuleSetError as exc:
+            problems += exc.problems
+    return problems, f"{len(rules)} rules, policy with {len(policy.lanes) if policy else 0} lane(s) in {rules_dir}"
+
+
+def _print_problem(console: Any, p: Problem) -> None:
+    """One problem as ``error file:line [rule]: reason``; the file's text is never markup."""
+    where = p.file + (f":{p.line}" if p.line else "")
+    rid = f" [bold]{escape(p.rule_id)}[/bold]" if p.rule_id else ""
+    console.print(f"[red]error[/red] {escape(where)}{rid}: {escape(p.reason)}", soft_wrap=True, markup=True)
 
 
 @app.command("test")

@@ -12,7 +12,8 @@ Missing values, exactly as `predicates.clean` sees them: a cell is missing when 
 is None/NaN/inf, when the column is absent, or when its value has the wrong type
 for the feature's declared type (a bool in a number column, a number in a string
 column...). After `to_nnf`, every comparison reading a missing value is false, and
-an arithmetic result is missing when an operand is missing or a divisor is zero;
+an arithmetic result is missing when an operand is missing, a divisor is zero or
+the result is not a finite number;
 only ``is missing`` is true on a missing value.
 
 tests/cases/**.yaml run through both this evaluator and durable_rules, and
@@ -196,6 +197,7 @@ class _Evaluator:
                 nonzero = bv != 0
                 present = np.logical_and(present, nonzero)
                 out = av / np.where(nonzero, bv, 1.0)
+        present = np.logical_and(present, np.isfinite(out))  # an overflow is missing, as in predicates.py
         return _Val(_NUMBER, out, np.broadcast_to(present, (self.n,)))
 
     def mask(self, e: Expr) -> np.ndarray:
