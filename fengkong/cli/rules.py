@@ -29,14 +29,15 @@ def check(rules_dir: Path = RulesDir) -> None:
         problems, summary = _check(rules_dir)
         for p in problems:
             _print_problem(console, p)
+        if problems:
+            console.print(f"[red]{len(problems)} problem(s)[/red] in {_text(console, str(rules_dir))}")
+        else:
+            console.print(f"[green]ok[/green]: {_text(console, summary)}")
     except Exception as exc:
-        console.print(f"error {rules_dir}: the check could not finish ({type(exc).__name__}: {exc})",
-                      soft_wrap=True, markup=False)
+        _last_words(f"error {rules_dir}: the check could not finish ({type(exc).__name__}: {exc})")
         raise typer.Exit(2) from None
     if problems:
-        console.print(f"[red]{len(problems)} problem(s)[/red] in {escape(str(rules_dir))}")
         raise typer.Exit(1)
-    console.print(f"[green]ok[/green]: {escape(summary)}")
 
 
 def _check(rules_dir: Path) -> tuple[list[Problem], str]:
@@ -63,8 +64,28 @@ def _check(rules_dir: Path) -> tuple[list[Problem], str]:
 def _print_problem(console: Any, p: Problem) -> None:
     """One problem as ``error file:line [rule]: reason``; the file's text is never markup."""
     where = p.file + (f":{p.line}" if p.line else "")
-    rid = f" [bold]{escape(p.rule_id)}[/bold]" if p.rule_id else ""
-    console.print(f"[red]error[/red] {escape(where)}{rid}: {escape(p.reason)}", soft_wrap=True, markup=True)
+    rid = f" [bold]{_text(console, p.rule_id)}[/bold]" if p.rule_id else ""
+    console.print(f"[red]error[/red] {_text(console, where)}{rid}: {_text(console, p.reason)}", soft_wrap=True,
+                  markup=True)
+
+
+def _text(console: Any, text: str) -> str:
+    """Text from the files, safe to print: not markup, and what the output's encoding
+    cannot hold written as escapes (an ASCII terminal gets ``\\u89c4``, not a crash)."""
+    encoding = console.encoding or "utf-8"
+    return escape(text.encode(encoding, "backslashreplace").decode(encoding, "replace"))
+
+
+def _last_words(line: str) -> None:
+    """One line on stderr, written past any console (whose output may be what failed)."""
+    import os
+    import sys
+
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    try:
+        os.write(2, (line + "\n").encode(encoding, "backslashreplace"))
+    except (OSError, LookupError):
+        pass
 
 
 @app.command("test")
