@@ -206,7 +206,7 @@ def backtest(
     for h in headers:
         table.add_column(h, justify="left" if h in ("rule", "status") else "right")
 
-    def num(v: object) -> str:
+    def num(v: Any) -> str:
         return "" if v is None or (isinstance(v, float) and v != v) else f"{int(v):,}"
 
     for r in shown.to_dict("records"):

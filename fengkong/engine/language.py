@@ -31,6 +31,7 @@ import ast
 import io
 import math
 import tokenize
+from typing import Any
 
 from fengkong.engine.errors import RuleSyntaxError
 from fengkong.engine.limits import MAX_EXACT_INT, MAX_EXPR_CHARS, MAX_EXPR_DEPTH, MAX_EXPR_NODES, MAX_EXPR_TOKENS
@@ -274,6 +275,7 @@ class _Parser:
             raise self.fail("arithmetic needs numbers", node)
         if op == "/" and b == 0:
             raise self.fail("division by zero", node)
+        out: Any
         try:
             if op == "+":
                 out = a + b  # type: ignore[operator]

@@ -87,8 +87,13 @@ def load_cases(rules_dir: Path) -> tuple[list[Case], list[Problem]]:
                 problems.append(Problem(name, line, None,
                                         f"case {node['name']!r}: unknown decision {expect['decision']!r}"))
                 continue
-            features = dict(plain(node.get("features") or {}))
-            for key, value in (plain(node.get("event")) or {}).items():
+            given, event = plain(node.get("features") or {}), plain(node.get("event") or {})
+            if not isinstance(given, dict) or not isinstance(event, dict):
+                problems.append(Problem(name, line, None, f"case {node['name']!r}: `features` and `event` must be "
+                                                          "mappings of names to values"))
+                continue
+            features = {str(k): v for k, v in given.items()}
+            for key, value in event.items():
                 features[f"event.{key}"] = value
             cases.append(Case(name, line, node["name"], features, plain(expect)))
     return cases, problems
