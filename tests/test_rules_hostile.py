@@ -82,8 +82,9 @@ HOSTILE: dict[str, tuple[dict[str, str], str | None, str]] = {
         {"hostile.yaml": "rules:\n" + rule_text("(" * 990 + "event.is_night" + ")" * 990)}, RID, "brackets"),
     "3,900 unary minus": ({"hostile.yaml": "rules:\n" + rule_text("event.amount > " + "-" * 3900 + "1")}, RID,
                           "in a row"),
-    "a sum of 100 terms": ({"hostile.yaml": "rules:\n" + rule_text("event.amount > " + " + ".join(["user.sum_1h"] * 100))},
-                           RID, "levels deep"),
+    "a sum of 100 terms": (
+        {"hostile.yaml": "rules:\n" + rule_text("event.amount > " + " + ".join(["user.sum_1h"] * 100))}, RID,
+        "levels deep"),
     "a list of 700 items": ({"hostile.yaml": "rules:\n" + rule_text("event.amount in [" + "1," * 700 + "]")}, RID,
                             "tokens"),
     "1e400": ({"hostile.yaml": "rules:\n" + rule_text("event.amount > 1e400")}, RID, "range"),
@@ -201,7 +202,8 @@ OVERFLOW_RULES = {
 
 
 def overflow_set(tmp_path: Path) -> Path:
-    return make_set(tmp_path, {"hostile.yaml": "rules:\n" + "".join(rule_text(w, k) for k, w in OVERFLOW_RULES.items())})
+    body = "".join(rule_text(when, rid) for rid, when in OVERFLOW_RULES.items())
+    return make_set(tmp_path, {"hostile.yaml": "rules:\n" + body})
 
 
 @pytest.mark.parametrize("features, fired", [
@@ -283,6 +285,19 @@ def test_the_watcher_does_not_rebuild_a_refused_set_whose_files_are_touched(tmp_
         assert live.builds == 3
     finally:
         live.stop_watching()
+
+
+def test_malformed_cases_are_problems_of_their_file(tmp_path: Path) -> None:
+    rules = make_set(tmp_path, {})
+    live = LiveRules(rules)
+    (rules / "good_test.yaml").write_text(
+        "cases:\n  - name: a list of features\n    features: [1, 2]\n    expect: {decision: allow}\n"
+        "  - name: fires is a number\n    expect: {fires: 5}\n"
+        "  - name: fires holds a mapping\n    expect: {fires: [{a: 1}]}\n", encoding="utf-8")
+    result = live.reload()
+    assert not result.ok and [p.line for p in result.problems] == [2, 5, 7]
+    assert all(p.file == "rules/good_test.yaml" for p in result.problems)
+    assert "must be mappings" in result.problems[0].reason and "list of rule ids" in result.problems[1].reason
 
 
 def test_a_set_over_the_size_limit_is_refused_unread_and_remembered(tmp_path: Path) -> None:

@@ -270,8 +270,8 @@ def compile_ruleset(rules: list[Rule], policy: Policy, schema: Schema, *, conten
         raise RuleSetError(problems) from None
     except Exception as exc:
         log.exception("rule set could not be compiled")
-        raise RuleSetError([Problem(str(rules_dir or "rules"), None, None,
-                                    f"durable_rules could not compile the set ({type(exc).__name__}: {exc})")]) from None
+        reason = f"durable_rules could not compile the set ({type(exc).__name__}: {exc})"
+        raise RuleSetError([Problem(str(rules_dir or "rules"), None, None, reason)]) from None
 
 
 def load_ruleset(rules_dir: Path | str, limits: Limits = DEFAULT_LIMITS) -> RuleSet:

@@ -83,6 +83,12 @@ def load_cases(rules_dir: Path) -> tuple[list[Case], list[Problem]]:
             if bad:
                 problems.append(Problem(name, line, None, f"case {node['name']!r}: unknown expect fields {bad}"))
                 continue
+            listed = [k for k in ("fires", "not_fires") if not isinstance(expect.get(k) or [], list)
+                      or not all(isinstance(rid, str) for rid in expect.get(k) or [])]
+            if listed:
+                problems.append(Problem(name, line, None,
+                                        f"case {node['name']!r}: {listed[0]} must be a list of rule ids"))
+                continue
             if "decision" in expect and expect["decision"] not in ACTIONS:
                 problems.append(Problem(name, line, None,
                                         f"case {node['name']!r}: unknown decision {expect['decision']!r}"))
