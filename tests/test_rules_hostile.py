@@ -149,6 +149,15 @@ def test_rules_check_prints_problems_not_a_traceback(tmp_path: Path, name: str) 
     assert "hostile.yaml" in out and word in out and (rid is None or rid in out)
 
 
+def test_rules_check_prints_markup_in_a_file_as_text(tmp_path: Path) -> None:
+    """A field named like console markup (``[/bold]``) is printed, not interpreted."""
+    done = run_check(make_set(tmp_path, {"hostile.yaml": "rules:\n" + rule_text("event.amount > 1")
+                                         + '    "[/bold]": 1\n'}))
+    out = done.stdout + done.stderr
+    assert done.returncode == 1 and "Traceback" not in out
+    assert "unknown field '[/bold]'" in out and RID in out
+
+
 def test_rules_check_on_an_ascii_terminal_escapes_what_it_cannot_print(tmp_path: Path) -> None:
     rules = make_set(tmp_path, {"规则.yaml": "rules: [\n"})
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONIOENCODING="ascii")

@@ -101,18 +101,18 @@ def test(rules_dir: Path = RulesDir, verbose: bool = typer.Option(False, "-v", "
         ruleset = load_ruleset(rules_dir)
     except RuleSetError as exc:
         for p in exc.problems:
-            console.print(f"[red]error[/red] {p}", soft_wrap=True)
+            _print_problem(console, p)
         console.print("[red]the rule set does not load; run `fengkong rules check`[/red]")
         raise typer.Exit(2)
     cases, problems = load_cases(rules_dir)
     for p in problems:
-        console.print(f"[red]error[/red] {p}", soft_wrap=True)
+        _print_problem(console, p)
     results = run_cases(ruleset, cases)
     failed = [r for r in results if not r.passed]
     for r in results:
         if verbose or not r.passed:
             mark = "[green]PASS[/green]" if r.passed else "[red]FAIL[/red]"
-            console.print(f"{mark} {r.case.file}:{r.case.line} {r.case.name}", soft_wrap=True)
+            console.print(f"{mark} {_text(console, f'{r.case.file}:{r.case.line} {r.case.name}')}", soft_wrap=True)
         for f in r.failures:
             console.print(f"     {f}", soft_wrap=True, markup=False)
     rules_hit = {rid for r in results if r.decision for rid in r.decision.fired_ids}
