@@ -405,3 +405,28 @@ def test_no_nesting_makes_the_engine_raise(prefix: list[str], core: str) -> None
     the limits (on tokens, before Python's parser recurses), checked below them."""
     text = "".join(prefix) + core + ")" * "".join(prefix).count("(")
     check_and_run(text, [{"event.amount": 5, "user.sum_1h": 1e308}])
+
+
+YAML_PIECES = ["rules:", "\n", "  ", "- ", "id: ", "when: ", "then: ", "score: ", "description: ", "tags: ", "mode: ",
+               "x.r", "deny", "shadow", "10", "1e400", ".nan", ".inf", "-1", "event.amount > 1", "[", "]", "{", "}",
+               ", ", ": ", "&a ", "*a", "!!python/object:os.system ", "? ", "'", '"', "|", ">", "#", "~", "null",
+               "true", "2**", "rules: [", "- id: y\n  when: event.is_night\n  then: deny\n  score: 1\n  description: d"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(YAML_PIECES), max_size=40))
+def test_no_rule_file_makes_reload_raise(tmp_path: Path, pieces: list[str]) -> None:
+    """Random YAML soups as a rule file: the reload answers (refused with problems that
+    each say what is wrong, not the loader's last-resort refusal, or swapped)."""
+    rules = tmp_path / "rules"
+    if not rules.exists():
+        make_set(tmp_path, {})
+    (rules / "soup.yaml").write_text("".join(pieces), encoding="utf-8")
+    live = LiveRules(rules, load=False)
+    result = live.reload()
+    assert result.ok or result.problems or result.failed_cases
+    assert not any("could not be" in p.reason for p in result.problems), result.problems  # no catch-all refusal
+    if result.ok:
+        assert live.evaluate({"event.amount": 5000}).fired_ids[:1] == ["good.big_amount"]
+        live.current.close()

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
 
 from fengkong.engine.limits import MAX_FILE_BYTES, MAX_YAML_DEPTH
 
@@ -54,6 +55,8 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Located:
     out.duplicate_keys = []
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (dict, list)):  # `? [a]: b` or `? {a: b}`: unhashable, and never a field name
+            raise ConstructorError(None, None, "a key must be plain text or a number", key_node.start_mark)
         if key in out:
             out.duplicate_keys.append((str(key), key_node.start_mark.line + 1))
         out[key] = loader.construct_object(value_node, deep=True)
