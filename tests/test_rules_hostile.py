@@ -14,6 +14,7 @@ extreme constants at the parser, checker, compiler and evaluator.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -25,7 +26,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import durable_rules_engine
+
 from fengkong.engine import LiveRules, RuleSetError, load_ruleset
+from fengkong.engine.durable_backend import DurableRefused, DurableRuleset, unique_name
+from fengkong.engine.language import parse
 from fengkong.engine.limits import MAX_EXPR_DEPTH, MAX_FILE_BYTES, MAX_RULES, MAX_YAML_DEPTH, Limits
 from fengkong.engine.policy import Policy
 from fengkong.engine.predicates import compile_predicate
@@ -179,6 +184,34 @@ def test_rules_check_that_cannot_finish_says_so_in_one_line_with_exit_2(tmp_path
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.startswith(f"error {rules}: the check could not finish (OSError")
+
+
+class _Creates:
+    """durable's C module, given to `DurableRuleset` as its ``engine``: records the
+    rules of every ruleset it is asked to create, and passes each call on."""
+
+    def __init__(self) -> None:
+        self.created: list[list[str]] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(durable_rules_engine, name)
+
+    def create_ruleset(self, name: str, text: str) -> object:
+        self.created.append(sorted(json.loads(text)))
+        return durable_rules_engine.create_ruleset(name, text)
+
+
+def test_durable_refusing_a_shard_of_several_rules_names_only_the_rule_it_refuses() -> None:
+    """A rule durable refuses (error 113), packed with others: the shard is tried rule
+    by rule, and only that rule is named."""
+    numbers = [n for n, spec in CATALOG.items() if spec.dtype == "number" and n != "event.amount"]
+    wide = " and ".join(f"event.amount > {name}" for name in numbers[:20])
+    conditions = [("good", parse("event.amount >= 1000")), ("wide", parse(wide)), ("other", parse("event.is_night"))]
+    engine = _Creates()
+    with pytest.raises(DurableRefused) as info:
+        DurableRuleset(unique_name("hostile"), conditions, SCHEMA.dtypes, engine=engine)
+    assert [key for key, _ in info.value.refusals] == ["wide"] and "error 113" in info.value.refusals[0][1]
+    assert engine.created == [["r0", "r1", "r2"], ["r0"], ["r0"], ["r0"]]  # one shard, then each rule alone
 
 
 def test_limits_can_be_set_per_load(tmp_path: Path) -> None:

@@ -257,9 +257,7 @@ def compile_ruleset(rules: list[Rule], policy: Policy, schema: Schema, *, conten
         return RuleSet(rules, policy, schema, content_hash=content_hash, rules_dir=rules_dir)
     except DurableRefused as exc:
         by_id = {r.id: r for r in rules}
-        where = str(rules_dir / POLICY_FILE) if rules_dir else POLICY_FILE
-        if rules_dir is not None:
-            where = _rel(rules_dir / POLICY_FILE, rules_dir)
+        where = _rel(rules_dir / POLICY_FILE, rules_dir) if rules_dir is not None else POLICY_FILE
         problems = []
         for key, reason in exc.refusals:
             rule = by_id.get(key)
