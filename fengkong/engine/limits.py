@@ -8,7 +8,7 @@ parser builds a tree and on that tree (walked with a loop) before anything recur
 of ours runs. docs/rules.md ("Limits") is the analyst's version.
 
 The defaults leave ample room for real rule sets (the default pack's largest rule
-file is a few KiB, its deepest expression nests 4 levels). `Limits` carries them;
+file is a few KiB, its deepest expression nests 5 levels). `Limits` carries them;
 `load_ruleset` and `LiveRules` take an instance where a deployment needs others.
 """
 
