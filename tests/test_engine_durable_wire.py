@@ -1,8 +1,8 @@
 """Golden wire: what the durable backend gives durable_rules for a few typical rules.
 
 The JSON rulesets and the fact are durable's whole input, so pinning them holds the
-compiler's translations (a right-hand field guarded with ``$ex``, division and
-arithmetic on the left as derived fields, ``is missing`` as ``$nex``, ``in`` as
+compiler's translations (a right-hand field guarded with ``$ex``, every arithmetic
+as a derived field Python computes, so an overflow is missing rather than infinite, ``is missing`` as ``$nex``, ``in`` as
 ``$or`` of equalities, a list test as a flag) and the fact's encoding (values no
 test can tell from absent left out, ``1.0e-05`` with its decimal point) whatever
 the modules behind `DurableRuleset` become. tests/test_engine_durable.py holds the
@@ -37,21 +37,23 @@ def test_compiled_rulesets_and_fact_are_golden() -> None:
     }
     (definition,) = backend.definition.values()
     assert {name: rule["all"][0]["m"] for name, rule in definition.items()} == {
-        "r0": {"$and": [{"$ex": {"f1": 1}}, {"$gte": {"f0": {"$mul": {"$l": 3, "$r": {"$m": "f1"}}}}}]},
-        "r1": {"$gte": {"d0": 5}},
+        "r0": {"$and": [{"$ex": {"d0": 1}}, {"$gte": {"f0": {"$m": "d0"}}}]},
+        "r1": {"$gte": {"d1": 5}},
         "r2": {"$nex": {"f4": 1}},
         "r3": {"$or": [{"f5": "C"}, {"f5": "D"}]},
         "r4": {"f6": False},
-        "r5": {"$gt": {"d1": 2}},
+        "r5": {"$gt": {"d2": 2}},
     }
     features = {"event.amount": 10, "user.amount_n": 3, "merchant.count_24h": 10, "merchant.distinct_cards_24h": 4,
                 "merchant.grade": "B", "lists.blocked_cards": False, "user.amount_zscore": 1e-05}
     (fact,), missing = backend.encode(features)
-    # grade B is named by no rule, so it is left out; the quotient's operands travel as d0 only
-    assert fact == '{"id":0,"sid":"0","f0":10,"f1":3,"f6":false,"d0":2.5,"d1":-0.99999}'
+    # grade B is named by no rule, so it is left out; arithmetic operands travel as their result only
+    assert fact == '{"id":0,"sid":"0","f0":10,"f6":false,"d0":9,"d1":2.5,"d2":-0.99999}'
     assert missing == ["card.type"]
     assert json.loads(backend.encode({"user.amount_zscore": 1e-05, "event.amount": 1e-05})[0][0]) == {
-        "id": 0, "sid": "0", "f0": 1e-05, "d1": -0.99999}
+        "id": 0, "sid": "0", "f0": 1e-05, "d2": -0.99999}
+    # a product that overflows a double is absent, so `event.amount >= 3 * user.amount_n` is false
+    assert '"d0"' not in backend.encode({"event.amount": 1.0, "user.amount_n": 1e308})[0][0]
     assert '"f0":1.0e-05' in backend.encode({"event.amount": 1e-05})[0][0]
     assert backend.fire(features).fired == ["arith", "absent", "clean"]
     backend.close()

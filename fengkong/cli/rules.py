@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
+
+if TYPE_CHECKING:
+    from fengkong.engine.errors import Problem
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -13,34 +18,74 @@ RulesDir = typer.Option(Path("rules"), "--rules-dir", help="Folder holding the r
 
 @app.command("check")
 def check(rules_dir: Path = RulesDir) -> None:
-    """Report every problem in the rule files in one run (file, line, rule id, reason)."""
-    from rich.console import Console
+    """Report every problem in the rule files in one run (file, line, rule id, reason).
 
-    from fengkong.engine.errors import EvaluationError, Problem, RuleSetError
-    from fengkong.engine.ruleset import RuleSet, content_hash, parse_rules
-    from fengkong.engine.testing import load_cases
+    Exit 1 when the set has problems (each printed); exit 2, with one line naming the
+    folder, if the check itself fails: never a traceback."""
+    from rich.console import Console
 
     console = Console(highlight=False)
     try:
+        problems, summary = _check(rules_dir)
+        for p in problems:
+            _print_problem(console, p)
+        if problems:
+            console.print(f"[red]{len(problems)} problem(s)[/red] in {_text(console, str(rules_dir))}")
+        else:
+            console.print(f"[green]ok[/green]: {_text(console, summary)}")
+    except Exception as exc:
+        _last_words(f"error {rules_dir}: the check could not finish ({type(exc).__name__}: {exc})")
+        raise typer.Exit(2) from None
+    if problems:
+        raise typer.Exit(1)
+
+
+def _check(rules_dir: Path) -> tuple[list[Problem], str]:
+    """Every problem of the set in ``rules_dir`` (parsed, checked, compiled as a load
+    would), and a one-line summary for a clean set."""
+    from fengkong.engine.errors import RuleSetError
+    from fengkong.engine.ruleset import compile_ruleset, content_hash, parse_rules
+    from fengkong.engine.testing import load_cases
+
+    try:
         rules, policy, schema, problems = parse_rules(rules_dir)
     except RuleSetError as exc:
-        rules, policy, schema, problems = [], None, None, exc.problems
+        return exc.problems, ""
     _, case_problems = load_cases(rules_dir) if rules_dir.is_dir() else ([], [])
     problems = problems + case_problems
-    if not problems and policy is not None and schema is not None:
+    if not problems and policy is not None:
         try:  # compile too: "checks" means the set would load
-            RuleSet(rules, policy, schema, content_hash=content_hash(rules_dir), rules_dir=rules_dir).close()
-        except EvaluationError as exc:
-            problems.append(Problem(str(rules_dir), None, None, f"durable_rules compile failed: {exc}"))
-    for p in problems:
-        where = p.file + (f":{p.line}" if p.line else "")
-        rid = f" [bold]{p.rule_id}[/bold]" if p.rule_id else ""
-        console.print(f"[red]error[/red] {where}{rid}: {p.reason}", soft_wrap=True, markup=True)
-    if problems:
-        console.print(f"[red]{len(problems)} problem(s)[/red] in {rules_dir}")
-        raise typer.Exit(1)
-    console.print(f"[green]ok[/green]: {len(rules)} rules, policy with "
-                  f"{len(policy.lanes) if policy else 0} lane(s) in {rules_dir}")
+            compile_ruleset(rules, policy, schema, content_hash=content_hash(rules_dir), rules_dir=rules_dir).close()
+        except RuleSetError as exc:
+            problems += exc.problems
+    return problems, f"{len(rules)} rules, policy with {len(policy.lanes) if policy else 0} lane(s) in {rules_dir}"
+
+
+def _print_problem(console: Any, p: Problem) -> None:
+    """One problem as ``error file:line [rule]: reason``; the file's text is never markup."""
+    where = p.file + (f":{p.line}" if p.line else "")
+    rid = f" [bold]{_text(console, p.rule_id)}[/bold]" if p.rule_id else ""
+    console.print(f"[red]error[/red] {_text(console, where)}{rid}: {_text(console, p.reason)}", soft_wrap=True,
+                  markup=True)
+
+
+def _text(console: Any, text: str) -> str:
+    """Text from the files, safe to print: not markup, and what the output's encoding
+    cannot hold written as escapes (an ASCII terminal gets ``\\u89c4``, not a crash)."""
+    encoding = console.encoding or "utf-8"
+    return escape(text.encode(encoding, "backslashreplace").decode(encoding, "replace"))
+
+
+def _last_words(line: str) -> None:
+    """One line on stderr, written past any console (whose output may be what failed)."""
+    import os
+    import sys
+
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    try:
+        os.write(2, (line + "\n").encode(encoding, "backslashreplace"))
+    except (OSError, LookupError):
+        pass
 
 
 @app.command("test")
@@ -56,18 +101,18 @@ def test(rules_dir: Path = RulesDir, verbose: bool = typer.Option(False, "-v", "
         ruleset = load_ruleset(rules_dir)
     except RuleSetError as exc:
         for p in exc.problems:
-            console.print(f"[red]error[/red] {p}", soft_wrap=True)
+            _print_problem(console, p)
         console.print("[red]the rule set does not load; run `fengkong rules check`[/red]")
         raise typer.Exit(2)
     cases, problems = load_cases(rules_dir)
     for p in problems:
-        console.print(f"[red]error[/red] {p}", soft_wrap=True)
+        _print_problem(console, p)
     results = run_cases(ruleset, cases)
     failed = [r for r in results if not r.passed]
     for r in results:
         if verbose or not r.passed:
             mark = "[green]PASS[/green]" if r.passed else "[red]FAIL[/red]"
-            console.print(f"{mark} {r.case.file}:{r.case.line} {r.case.name}", soft_wrap=True)
+            console.print(f"{mark} {_text(console, f'{r.case.file}:{r.case.line} {r.case.name}')}", soft_wrap=True)
         for f in r.failures:
             console.print(f"     {f}", soft_wrap=True, markup=False)
     rules_hit = {rid for r in results if r.decision for rid in r.decision.fired_ids}
@@ -161,7 +206,7 @@ def backtest(
     for h in headers:
         table.add_column(h, justify="left" if h in ("rule", "status") else "right")
 
-    def num(v: float | None) -> str:
+    def num(v: Any) -> str:
         return "" if v is None or (isinstance(v, float) and v != v) else f"{int(v):,}"
 
     for r in shown.to_dict("records"):

@@ -2,9 +2,12 @@
 
 Public API (the decision service and replay import these):
 
-* `load_ruleset(rules_dir) -> RuleSet` (raises `RuleSetError` with `.problems`)
+* `load_ruleset(rules_dir, limits=Limits()) -> RuleSet` (raises `RuleSetError` with
+  `.problems`, and nothing else: a hostile set is refused, never a crash)
 * `RuleSet`: ``.version``, ``.rules``, ``.policy``, ``.features_read``, ``.evaluate(features)``
-* `LiveRules(rules_dir)`: ``.current``, ``.evaluate``, ``.reload() -> ReloadResult``, ``.watch()``
+* `LiveRules(rules_dir)`: ``.current``, ``.evaluate``, ``.reload() -> ReloadResult``, ``.watch()``,
+  ``.refused_earlier()``, ``.builds`` (a refused set is not built again until its files change)
+* `Limits`: bytes per file and per set, rules per set (`limits.py` holds every limit)
 * `Decision`, `FiredRule`, `Problem` and the error tree under `RuleError`.
 
 docs/rules.md is the analyst's guide to the language and the policy.
@@ -20,6 +23,7 @@ from fengkong.engine.errors import (
     RuleSyntaxError,
     RuleTypeError,
 )
+from fengkong.engine.limits import Limits
 from fengkong.engine.live import LiveRules, ReloadResult
 from fengkong.engine.ruleset import RuleSet, load_ruleset
 
@@ -28,6 +32,7 @@ __all__ = [
     "EvaluationError",
     "ExpressionError",
     "FiredRule",
+    "Limits",
     "LiveRules",
     "Problem",
     "ReloadResult",

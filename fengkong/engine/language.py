@@ -17,13 +17,24 @@ Grammar (docs/rules.md has the analyst's version)::
     feature  := namespace "." name                       # event card user device ip merchant model lists
     const    := number | "string" | true | false
     cmp      := == != < <= > >=
+
+Limits (`limits.py`) are checked before anything can recurse deeply: the text's
+length, then its tokens (count, bracket nesting, runs of prefix operators) before
+`ast.parse` builds a tree, then the tree's depth and size, walked with a loop, before
+the recursive translation below. Every constant, literal or folded (``2 * 3``), must
+be a finite number (integers within ±2^53); ``1e400`` and ``1e308 * 10`` are refused.
 """
 
 from __future__ import annotations
 
 import ast
+import io
+import math
+import tokenize
+from typing import Any
 
 from fengkong.engine.errors import RuleSyntaxError
+from fengkong.engine.limits import MAX_EXACT_INT, MAX_EXPR_CHARS, MAX_EXPR_DEPTH, MAX_EXPR_NODES, MAX_EXPR_TOKENS
 from fengkong.engine.tree import (
     FLIP_OP,
     And,
@@ -44,21 +55,72 @@ from fengkong.engine.tree import (
 _CMP = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
 _ARITH = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _BOOL_NAMES = {"true": True, "false": False, "True": True, "False": False}
-_MAX_LEN = 4000
+_PREFIX_OPS = frozenset({"not", "-", "+", "~"})
+_OPENERS, _CLOSERS = frozenset("([{"), frozenset(")]}")
+#: tree nodes that are parts of their parent rather than nodes of their own
+_PARTS = (ast.expr_context, ast.boolop, ast.operator, ast.unaryop, ast.cmpop)
 
 
 def parse(text: str) -> Expr:
     """Parse `when` text into a tree; raise RuleSyntaxError for anything outside the grammar."""
     if not isinstance(text, str) or not text.strip():
         raise RuleSyntaxError("`when` must be a non-empty expression")
-    if len(text) > _MAX_LEN:
-        raise RuleSyntaxError(f"`when` is longer than {_MAX_LEN} characters")
+    if len(text) > MAX_EXPR_CHARS:
+        raise RuleSyntaxError(f"`when` is longer than {MAX_EXPR_CHARS} characters")
     source = " ".join(text.strip().splitlines())  # YAML folded text: one logical line
+    check_tokens(source)
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
         raise RuleSyntaxError(f"not a valid expression: {exc.msg}", 1, max((exc.offset or 1) - 1, 0)) from None
+    except ValueError as exc:  # e.g. a NUL character
+        raise RuleSyntaxError(f"not a valid expression: {exc}") from None
+    except (RecursionError, MemoryError):  # the token limits make this unreachable; kept as a refusal
+        raise RuleSyntaxError(f"the expression nests too deeply (at most {MAX_EXPR_DEPTH} levels)") from None
+    check_tree(tree.body)
     return _Parser().expr(tree.body)
+
+
+def check_tokens(source: str) -> None:
+    """Refuse text whose tokens could build a tree too big or deep for Python's parser:
+    more than `MAX_EXPR_TOKENS` tokens, brackets nested past `MAX_EXPR_DEPTH`, or a run
+    of prefix operators (``not not ...``, ``- - ...``) longer than it. One pass, no
+    recursion; text the tokenizer cannot read is left to `ast.parse` to describe."""
+    count = depth = run = 0
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.COMMENT):
+                continue
+            count += 1
+            column = tok.start[1]
+            if count > MAX_EXPR_TOKENS:
+                raise RuleSyntaxError(f"the expression has more than {MAX_EXPR_TOKENS} tokens", 1, column)
+            if tok.string in _OPENERS:
+                depth += 1
+                if depth > MAX_EXPR_DEPTH:
+                    raise RuleSyntaxError(f"brackets nest more than {MAX_EXPR_DEPTH} deep", 1, column)
+            elif tok.string in _CLOSERS:
+                depth -= 1
+            run = run + 1 if tok.string in _PREFIX_OPS else 0
+            if run > MAX_EXPR_DEPTH:
+                raise RuleSyntaxError(f"more than {MAX_EXPR_DEPTH} `not`, `-` or `+` in a row", 1, column)
+    except (tokenize.TokenError, SyntaxError):
+        return
+
+
+def check_tree(root: ast.AST) -> None:
+    """Refuse a tree deeper than `MAX_EXPR_DEPTH` or larger than `MAX_EXPR_NODES`
+    (walked with a loop, so the check itself cannot overflow the stack)."""
+    nodes = 0
+    stack: list[tuple[ast.AST, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_EXPR_DEPTH:
+            raise RuleSyntaxError(f"the expression nests more than {MAX_EXPR_DEPTH} levels deep", **_where(node))
+        if nodes > MAX_EXPR_NODES:
+            raise RuleSyntaxError(f"the expression has more than {MAX_EXPR_NODES} parts", **_where(node))
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node) if not isinstance(child, _PARTS))
 
 
 def _where(node: ast.AST) -> dict[str, int]:
@@ -170,16 +232,24 @@ class _Parser:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
             v = node.operand.value
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                return -v
+                return self.in_range(-v, node)
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
-            if isinstance(node.value, float) and node.value != node.value:
-                raise self.fail("NaN is not a constant", node)
+            if isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+                return self.in_range(node.value, node)
             return node.value
         if isinstance(node, ast.Name):
             if node.id == "missing":
                 raise self.fail("`missing` only goes after `is` / `is not`", node)
             raise self.fail(f"`{node.id}` is not a feature (features are namespace.name, e.g. card.type)", node)
         raise self.fail(f"{_describe(node)} is not a constant", node)
+
+    def in_range(self, value: int | float, node: ast.AST, what: str = "the number") -> int | float:
+        """``value`` if it is a finite number durable can hold (integers within ±2^53)."""
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(f"{what} is outside the range of numbers (finite, at most about 1.8e308)", node)
+        if isinstance(value, int) and abs(value) > MAX_EXACT_INT:
+            raise self.fail(f"{what} is an integer beyond ±2^53; write it as a decimal (e.g. 1.0e20)", node)
+        return value
 
     def feature(self, node: ast.AST) -> Feature:
         if not self._is_feature(node):
@@ -205,10 +275,16 @@ class _Parser:
             raise self.fail("arithmetic needs numbers", node)
         if op == "/" and b == 0:
             raise self.fail("division by zero", node)
-        if op == "+":
-            return a + b  # type: ignore[operator]
-        if op == "-":
-            return a - b  # type: ignore[operator]
-        if op == "*":
-            return a * b  # type: ignore[operator]
-        return a / b  # type: ignore[operator]
+        out: Any
+        try:
+            if op == "+":
+                out = a + b  # type: ignore[operator]
+            elif op == "-":
+                out = a - b  # type: ignore[operator]
+            elif op == "*":
+                out = a * b  # type: ignore[operator]
+            else:
+                out = a / b  # type: ignore[operator]
+        except OverflowError:
+            out = math.inf
+        return self.in_range(out, node, f"{a!r} {op} {b!r}")

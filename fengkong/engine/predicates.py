@@ -4,7 +4,8 @@ held equal to, and the baseline the benchmark compares durable_rules with.
 Built from the typed tree (never from text): each node becomes a small closure.
 Semantics are those of `tree.py`: after `to_nnf`, a comparison reading a missing
 value (absent, None, NaN, wrong type, or an arithmetic result that cannot be
-computed) is false.
+computed: a zero divisor, or a result that is not a finite number) is false.
+Nothing here raises on a value: an integer too large for a double is missing too.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ ValueFn = Callable[[Features], Any]
 _CMP = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
         "==": operator.eq, "!=": operator.ne}
 _TYPES: dict[str, tuple[type, ...]] = {"number": (int, float), "string": (str,), "bool": (bool,)}
+#: the largest finite double: an integer beyond it has no double, so it counts as missing
+FLOAT_MAX = sys.float_info.max
 
 
 def clean(value: Any, dtype: str | None) -> Any:
@@ -49,6 +52,8 @@ def clean(value: Any, dtype: str | None) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None
         if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, int) and not -FLOAT_MAX <= value <= FLOAT_MAX:
             return None
         return value
     if dtype is not None and not isinstance(value, _TYPES[dtype]):
@@ -75,7 +80,7 @@ def compile_value(v: Value, dtypes: Mapping[str, str]) -> ValueFn:
             b = right(f)
             if b is None or b == 0:
                 return None
-            return a / b
+            return finite(a / b)
 
         return divide
     apply = _ARITH[op]
@@ -87,9 +92,18 @@ def compile_value(v: Value, dtypes: Mapping[str, str]) -> ValueFn:
         b = right(f)
         if b is None:
             return None
-        return apply(a, b)
+        return finite(apply(a, b))
 
     return arith
+
+
+def finite(value: Any) -> Any:
+    """An arithmetic result as a rule sees it: None (missing) when it is not a finite
+    number. Operands are finite doubles or integers within them (`clean`), so an
+    int x int product can outgrow a double: that is missing too."""
+    if type(value) is float:
+        return value if value - value == 0 else None
+    return value if -FLOAT_MAX <= value <= FLOAT_MAX else None
 
 
 _ARITH: dict[str, Callable[[Any, Any], Any]] = {"+": operator.add, "-": operator.sub, "*": operator.mul}
@@ -104,7 +118,7 @@ def _number_reader(name: str) -> ValueFn:
     def number(f: Features) -> Any:
         value: Any = f.get(name)
         kind = type(value)
-        if kind is int or (kind is float and value - value == 0):
+        if (kind is int and -FLOAT_MAX <= value <= FLOAT_MAX) or (kind is float and value - value == 0):
             return value
         return clean(value, "number")
 

@@ -9,19 +9,27 @@ Layout of ``rules_dir``: ``*.yaml`` rule files (each ``rules: [...]``), their ca
 in ``*_test.yaml``, ``policy.yaml``, and ``lists/lists.yaml`` (the list declarations,
 owned by the lists service). The version is the SHA-256 of the rule files, the
 policy and the list declarations (not the test files) plus the load time.
+
+Limits (`limits.py`) come first: a set whose files together pass `Limits.set_bytes`
+is refused before any is read, a file past `Limits.file_bytes` is not read, rules
+past `Limits.rules` are not built. durable_rules refusing a compiled rule (its error
+113 for a rule too wide) is a problem naming that rule. Whatever else goes wrong
+inside is a problem too: `load_ruleset` raises `RuleSetError` and nothing else.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
 from fengkong.engine.decision import Decision, FiredRule
-from fengkong.engine.durable_backend import DurableRuleset, unique_name
+from fengkong.engine.durable_backend import DurableRefused, DurableRuleset, unique_name
 from fengkong.engine.errors import Problem, RuleSetError
+from fengkong.engine.limits import DEFAULT_LIMITS, Limits
 from fengkong.engine.policy import CHANNEL_FEATURE, GRADE_FEATURE, Policy, build_policy
 from fengkong.engine.rule import Rule, build_rule
 from fengkong.engine.schema import LISTS_FILE, Schema, read_lists
@@ -31,6 +39,8 @@ from fengkong.engine.yamlio import YamlSyntax, line_of, load_yaml
 POLICY_FILE = "policy.yaml"
 TEST_SUFFIX = "_test.yaml"
 LANE_PREFIX = "__lane__"
+
+log = logging.getLogger(__name__)
 
 
 def rule_files(rules_dir: Path) -> list[Path]:
@@ -50,6 +60,45 @@ def content_hash(rules_dir: Path) -> str:
     return h.hexdigest()
 
 
+def set_files(rules_dir: Path) -> list[Path]:
+    """Every file of a rule set: rule files, policy, list declarations and case files."""
+    paths = rule_files(rules_dir) + test_files(rules_dir) + [rules_dir / POLICY_FILE, rules_dir / LISTS_FILE]
+    return [p for p in paths if p.is_file()]
+
+
+def set_bytes(rules_dir: Path) -> int:
+    """The bytes of `set_files` together (read from the file system, not the files)."""
+    total = 0
+    for p in set_files(rules_dir):
+        try:
+            total += p.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+def files_hash(rules_dir: Path) -> str:
+    """SHA-256 of every file's name and content, case files included: what a refusal is
+    remembered by (`LiveRules`), since failing cases refuse a set as much as its rules."""
+    h = hashlib.sha256()
+    for p in set_files(rules_dir):
+        try:
+            data = p.read_bytes()
+        except OSError:
+            continue
+        h.update(str(p.relative_to(rules_dir)).encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+    return h.hexdigest()
+
+
+def size_problem(rules_dir: Path, limits: Limits = DEFAULT_LIMITS) -> Problem | None:
+    """The refusal of a set over `Limits.set_bytes`, found without reading a file."""
+    total = set_bytes(rules_dir)
+    if total <= limits.set_bytes:
+        return None
+    return Problem(str(rules_dir), None, None,
+                   f"the rule set's files hold {total:,} bytes; a rule set may hold at most {limits.set_bytes:,}")
+
+
 def _rel(path: Path, rules_dir: Path) -> str:
     try:
         return str(path.relative_to(rules_dir.parent))
@@ -57,8 +106,15 @@ def _rel(path: Path, rules_dir: Path) -> str:
         return str(path)
 
 
-def parse_rules(rules_dir: Path) -> tuple[list[Rule], Policy | None, Schema, list[Problem]]:
-    """Read and check everything without compiling; return what loaded and every problem."""
+def parse_rules(rules_dir: Path, limits: Limits = DEFAULT_LIMITS
+                ) -> tuple[list[Rule], Policy | None, Schema, list[Problem]]:
+    """Read and check everything without compiling; return what loaded and every problem.
+
+    A set over the size limit raises `RuleSetError` at once (nothing is read)."""
+    if rules_dir.is_dir():
+        too_big = size_problem(rules_dir, limits)
+        if too_big is not None:
+            raise RuleSetError([too_big])
     problems: list[Problem] = []
     lists, list_problems = read_lists(rules_dir)
     lists_name = _rel(rules_dir / LISTS_FILE, rules_dir)
@@ -68,10 +124,11 @@ def parse_rules(rules_dir: Path) -> tuple[list[Rule], Policy | None, Schema, lis
     seen: dict[str, Rule] = {}
     if not rules_dir.is_dir():
         raise RuleSetError([Problem(str(rules_dir), None, None, "rules directory not found")])
+    count = 0
     for path in rule_files(rules_dir):
         name = _rel(path, rules_dir)
         try:
-            data = load_yaml(path)
+            data = load_yaml(path, limits.file_bytes)
         except YamlSyntax as exc:
             problems.append(Problem(name, exc.line, None, exc.reason))
             continue
@@ -83,8 +140,14 @@ def parse_rules(rules_dir: Path) -> tuple[list[Rule], Policy | None, Schema, lis
         for key in data:
             if key != "rules":
                 problems.append(Problem(name, line_of(data, key), None, f"unknown top-level field {key!r}"))
+        if count + len(data["rules"]) > limits.rules:
+            problems.append(Problem(name, line_of(data, "rules"), None,
+                                    f"the rule set holds more than {limits.rules:,} rules "
+                                    f"({count + len(data['rules']):,} counted up to this file)"))
+            break
+        count += len(data["rules"])
         for node in data["rules"]:
-            rule, rule_problems = build_rule(node, name, schema)
+            rule, rule_problems = _build(node, name, schema)
             problems += rule_problems
             if rule is None:
                 continue
@@ -100,12 +163,23 @@ def parse_rules(rules_dir: Path) -> tuple[list[Rule], Policy | None, Schema, lis
     if policy_path.exists():
         pname = _rel(policy_path, rules_dir)
         try:
-            policy, policy_problems = build_policy(load_yaml(policy_path), pname, schema)
+            policy, policy_problems = build_policy(load_yaml(policy_path, limits.file_bytes), pname, schema)
             problems += policy_problems
         except YamlSyntax as exc:
             policy = None
             problems.append(Problem(pname, exc.line, None, exc.reason))
     return rules, policy, schema, problems
+
+
+def _build(node: Any, file: str, schema: Schema) -> tuple[Rule | None, list[Problem]]:
+    """`build_rule`, with anything unexpected it raises as a problem of that rule."""
+    try:
+        return build_rule(node, file, schema)
+    except Exception as exc:
+        log.exception("rule in %s could not be checked", file)
+        rid = node.get("id") if isinstance(node, dict) else None
+        return None, [Problem(file, line_of(node), str(rid) if rid is not None else None,
+                              f"the rule could not be checked ({type(exc).__name__}: {exc})")]
 
 
 class RuleSet:
@@ -175,10 +249,41 @@ class RuleSet:
         return f"RuleSet(version={self.version!r}, rules={len(self.rules)})"
 
 
-def load_ruleset(rules_dir: Path | str) -> RuleSet:
-    """Load, check and compile a rules directory; raise RuleSetError listing every problem."""
+def compile_ruleset(rules: list[Rule], policy: Policy, schema: Schema, *, content_hash: str,
+                    rules_dir: Path | None = None) -> RuleSet:
+    """A `RuleSet` of checked rules, or `RuleSetError`: each rule durable_rules refuses
+    is a problem naming its file, line and id (a lane names the policy file)."""
+    try:
+        return RuleSet(rules, policy, schema, content_hash=content_hash, rules_dir=rules_dir)
+    except DurableRefused as exc:
+        by_id = {r.id: r for r in rules}
+        where = _rel(rules_dir / POLICY_FILE, rules_dir) if rules_dir is not None else POLICY_FILE
+        problems = []
+        for key, reason in exc.refusals:
+            rule = by_id.get(key)
+            if rule is not None:
+                problems.append(Problem(rule.file, rule.line or None, rule.id, reason))
+            else:
+                problems.append(Problem(where, None, None, f"lanes.{key.removeprefix(LANE_PREFIX)}: {reason}"))
+        raise RuleSetError(problems) from None
+    except Exception as exc:
+        log.exception("rule set could not be compiled")
+        reason = f"durable_rules could not compile the set ({type(exc).__name__}: {exc})"
+        raise RuleSetError([Problem(str(rules_dir or "rules"), None, None, reason)]) from None
+
+
+def load_ruleset(rules_dir: Path | str, limits: Limits = DEFAULT_LIMITS) -> RuleSet:
+    """Load, check and compile a rules directory; raise RuleSetError listing every
+    problem, and never another exception (an unexpected one is a problem too)."""
     rules_dir = Path(rules_dir)
-    rules, policy, schema, problems = parse_rules(rules_dir)
-    if problems or policy is None:
-        raise RuleSetError(problems)
-    return RuleSet(rules, policy, schema, content_hash=content_hash(rules_dir), rules_dir=rules_dir)
+    try:
+        rules, policy, schema, problems = parse_rules(rules_dir, limits)
+        if problems or policy is None:
+            raise RuleSetError(problems)
+        return compile_ruleset(rules, policy, schema, content_hash=content_hash(rules_dir), rules_dir=rules_dir)
+    except RuleSetError:
+        raise
+    except Exception as exc:
+        log.exception("rule set %s could not be loaded", rules_dir)
+        raise RuleSetError([Problem(str(rules_dir), None, None,
+                                    f"the rule set could not be loaded ({type(exc).__name__}: {exc})")]) from None

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from fengkong.engine.yamlio import YamlSyntax, load_yaml, plain
 from fengkong.features.definitions import CATALOG, NAMESPACES, DType
 
 #: The event attribute a list of each kind is looked up by.
@@ -53,13 +52,17 @@ def read_lists(rules_dir: Path) -> tuple[dict[str, str], list[tuple[int | None, 
     if not path.exists():
         return {}, []
     try:
-        data: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        return {}, [(mark.line + 1 if mark else None, f"YAML syntax: {exc}")]
+        data: Any = plain(load_yaml(path)) or {}
+    except YamlSyntax as exc:
+        return {}, [(exc.line, exc.reason)]
     out: dict[str, str] = {}
     problems: list[tuple[int | None, str]] = []
-    for name, spec in (data.get("lists") or {}).items():
+    declared = data.get("lists") if isinstance(data, dict) else data
+    if declared is None:
+        return {}, []
+    if not isinstance(declared, dict):
+        return {}, [(None, "the lists file must have a top-level `lists:` mapping")]
+    for name, spec in declared.items():
         kind = (spec or {}).get("kind") if isinstance(spec, dict) else None
         if kind not in KIND_ATTRIBUTE:
             problems.append((None, f"list {name!r} has kind {kind!r}; expected one of {sorted(KIND_ATTRIBUTE)}"))

@@ -83,12 +83,23 @@ def load_cases(rules_dir: Path) -> tuple[list[Case], list[Problem]]:
             if bad:
                 problems.append(Problem(name, line, None, f"case {node['name']!r}: unknown expect fields {bad}"))
                 continue
+            listed = [k for k in ("fires", "not_fires") if not isinstance(expect.get(k) or [], list)
+                      or not all(isinstance(rid, str) for rid in expect.get(k) or [])]
+            if listed:
+                problems.append(Problem(name, line, None,
+                                        f"case {node['name']!r}: {listed[0]} must be a list of rule ids"))
+                continue
             if "decision" in expect and expect["decision"] not in ACTIONS:
                 problems.append(Problem(name, line, None,
                                         f"case {node['name']!r}: unknown decision {expect['decision']!r}"))
                 continue
-            features = dict(plain(node.get("features") or {}))
-            for key, value in (plain(node.get("event")) or {}).items():
+            given, event = plain(node.get("features") or {}), plain(node.get("event") or {})
+            if not isinstance(given, dict) or not isinstance(event, dict):
+                problems.append(Problem(name, line, None, f"case {node['name']!r}: `features` and `event` must be "
+                                                          "mappings of names to values"))
+                continue
+            features = {str(k): v for k, v in given.items()}
+            for key, value in event.items():
                 features[f"event.{key}"] = value
             cases.append(Case(name, line, node["name"], features, plain(expect)))
     return cases, problems

@@ -12,7 +12,8 @@ Missing values, exactly as `predicates.clean` sees them: a cell is missing when 
 is None/NaN/inf, when the column is absent, or when its value has the wrong type
 for the feature's declared type (a bool in a number column, a number in a string
 column...). After `to_nnf`, every comparison reading a missing value is false, and
-an arithmetic result is missing when an operand is missing or a divisor is zero;
+an arithmetic result is missing when an operand is missing, a divisor is zero or
+the result is not a finite number;
 only ``is missing`` is true on a missing value.
 
 tests/cases/**.yaml run through both this evaluator and durable_rules, and
@@ -32,6 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from fengkong.engine.predicates import FLOAT_MAX
 from fengkong.engine.policy import CHANNEL_FEATURE, GRADE_FEATURE, Policy
 from fengkong.engine.rule import Rule
 from fengkong.engine.tree import (
@@ -65,8 +67,12 @@ class _Col:
 
 
 def _is_num(v: Any) -> bool:
-    return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-            and math.isfinite(v))
+    """A finite number a double holds (an int past a double's range is missing, as in `predicates.clean`)."""
+    if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, (bool, np.bool_)):
+        return False
+    if isinstance(v, int) and not -FLOAT_MAX <= v <= FLOAT_MAX:
+        return False
+    return math.isfinite(v)
 
 
 class _Table:
@@ -100,8 +106,11 @@ class _Table:
             raw = s.to_numpy(dtype=object)
             if pd.api.types.infer_dtype(raw, skipna=True) in ("integer", "floating", "mixed-integer-float",
                                                                "empty"):
-                v = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-                return _Col(kind, v, np.isfinite(v))
+                try:
+                    v = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                    return _Col(kind, v, np.isfinite(v))
+                except OverflowError:  # an int past a double's range: cell by cell below
+                    pass
             present = np.fromiter((_is_num(x) for x in raw), dtype=bool, count=n)
             v = np.zeros(n)
             if present.any():
@@ -196,6 +205,7 @@ class _Evaluator:
                 nonzero = bv != 0
                 present = np.logical_and(present, nonzero)
                 out = av / np.where(nonzero, bv, 1.0)
+        present = np.logical_and(present, np.isfinite(out))  # an overflow is missing, as in predicates.py
         return _Val(_NUMBER, out, np.broadcast_to(present, (self.n,)))
 
     def mask(self, e: Expr) -> np.ndarray:

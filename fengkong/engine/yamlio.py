@@ -3,6 +3,11 @@
 Mappings come back as `Located` dicts with ``line`` (where the mapping starts) and
 ``lines`` (where each key is); a key written twice in one mapping is reported
 instead of silently keeping the last one (PyYAML's default).
+
+Hostile files are refused before they can cost much (`limits.py`): a file over
+`MAX_FILE_BYTES` is not read; aliases (``*name``) are refused, so no alias bomb can
+expand; a document nested past `MAX_YAML_DEPTH` is refused while it is composed
+(PyYAML's composer recurses once per level, so the count stops it first).
 """
 
 from __future__ import annotations
@@ -11,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
+
+from fengkong.engine.limits import MAX_FILE_BYTES, MAX_YAML_DEPTH
 
 
 class Located(dict):  # type: ignore[type-arg]
@@ -20,7 +29,22 @@ class Located(dict):  # type: ignore[type-arg]
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    """SafeLoader that refuses aliases and counts nesting while composing."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise ComposerError(None, None, "aliases (*name) are not allowed in rule files", mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Located:
@@ -31,6 +55,8 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Located:
     out.duplicate_keys = []
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (dict, list)):  # `? [a]: b` or `? {a: b}`: unhashable, and never a field name
+            raise ConstructorError(None, None, "a key must be plain text or a number", key_node.start_mark)
         if key in out:
             out.duplicate_keys.append((str(key), key_node.start_mark.line + 1))
         out[key] = loader.construct_object(value_node, deep=True)
@@ -48,16 +74,25 @@ class YamlSyntax(Exception):
         self.reason = reason
 
 
-def load_yaml(path: Path) -> Any:
-    """Parse one YAML file; raise YamlSyntax with the line of the error."""
+def load_yaml(path: Path, max_bytes: int = MAX_FILE_BYTES) -> Any:
+    """Parse one YAML file; raise YamlSyntax with the line of the error, or when the
+    file is over ``max_bytes`` (then it is not read)."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise YamlSyntax(None, f"cannot read the file: {exc.strerror or exc}") from None
+    if size > max_bytes:
+        raise YamlSyntax(None, f"the file is {size:,} bytes; a rule set's file may hold at most {max_bytes:,}")
     try:
         return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         reason = " ".join(str(x) for x in (exc.context, exc.problem) if x)
         raise YamlSyntax(mark.line + 1 if mark else None, f"YAML syntax: {reason}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
         raise YamlSyntax(None, f"YAML: {exc}") from None
+    except OSError as exc:
+        raise YamlSyntax(None, f"cannot read the file: {exc.strerror or exc}") from None
 
 
 def line_of(node: Any, key: str | None = None) -> int | None:

@@ -16,11 +16,18 @@ every fire with the plain-Python evaluator, under load and across threads.
 """
 
 from fengkong.engine.durable_backend.alpha import ALPHA_STACK_BUDGET, DURABLE_ALPHA_STACK, alpha_stack_peak
-from fengkong.engine.durable_backend.session import DurableRuleset, FireResult, RuleSetClosed, unique_name
+from fengkong.engine.durable_backend.session import (
+    DurableRefused,
+    DurableRuleset,
+    FireResult,
+    RuleSetClosed,
+    unique_name,
+)
 
 __all__ = [
     "ALPHA_STACK_BUDGET",
     "DURABLE_ALPHA_STACK",
+    "DurableRefused",
     "DurableRuleset",
     "FireResult",
     "RuleSetClosed",

@@ -71,44 +71,62 @@ def pack(rules: Sequence[tuple[Shape, set[str]]],
 
     Each rule goes to the first shard that can take it within durable's limits on
     fields and rules per ruleset and within ``budget`` for the alpha stack; a rule over
-    budget on its own gets a shard of its own."""
-    shards: list[tuple[list[int], set[str], list[Shape]]] = []
+    budget on its own gets a shard of its own. Each shard keeps its network: a rule is
+    linked into it on trial and unlinked when over budget, which gives the network
+    `alpha_stack_peak` would build from the shard's rules, without building it anew
+    for every rule tried."""
+    shards: list[tuple[list[int], set[str], _Alpha]] = []
     peaks: list[int] = []
     for i, (shape, fields) in enumerate(rules):
         home = None
         for j, s in enumerate(shards):
             if len(s[1] | fields) <= MAX_FIELDS_PER_SHARD and len(s[0]) < MAX_RULES_PER_SHARD:
-                peak = alpha_stack_peak([*s[2], shape])
+                undo: list[tuple[_Alpha, str | None]] = []
+                _link(shape, s[2], undo)
+                # a node's need is at least its count of children: a root already too wide is
+                # over budget without walking the network
+                peak = budget + 1 if len(s[2].next) > budget else _need(s[2], {})
                 if peak <= budget:
                     home, peaks[j] = s, peak
                     break
+                for node, key in reversed(undo):  # each step appended last: undone by pops
+                    node.next.pop()
+                    if key is not None:
+                        del node.tests[key]
         if home is None:
-            home = ([], set(), [])
+            home = ([], set(), _Alpha())
+            _link(shape, home[2])
             shards.append(home)
-            peaks.append(alpha_stack_peak([shape]))
+            peaks.append(_need(home[2], {}))
         home[0].append(i)
         home[1].update(fields)
-        home[2].append(shape)
     return [(indices, peak) for (indices, _, _), peak in zip(shards, peaks)]
 
 
-def _link(shape: Shape, parent: _Alpha) -> _Alpha:
-    """Add one condition under ``parent``; return the node it ends on."""
+def _link(shape: Shape, parent: _Alpha, undo: list[tuple[_Alpha, str | None]] | None = None) -> _Alpha:
+    """Add one condition under ``parent``; return the node it ends on. ``undo`` gets each
+    change in order: (node, test key) for a test node added under node, (node, None)
+    for a join appended to node's next."""
     if isinstance(shape, str):
         node = parent.tests.get(shape)
         if node is None:
             node = parent.tests[shape] = _Alpha()
             parent.next.append(node)
+            if undo is not None:
+                undo.append((parent, shape))
         return node
     kind, items = shape
     if kind == "and":
         node = parent
         for item in items:
-            node = _link(item, node)
+            node = _link(item, node, undo)
         return node
     join = _Alpha()
     for item in items:
-        _link(item, parent).next.append(join)
+        end = _link(item, parent, undo)
+        end.next.append(join)
+        if undo is not None:
+            undo.append((end, None))
     return join
 
 

@@ -1,12 +1,14 @@
 """The typed tree (after `to_nnf`) as durable_rules' JSON conditions.
 
 durable's JSON form is "field op constant-or-expression-of-fields". ``x > 3``,
-``x >= 3 * y`` and ``x in [..]`` compile natively (``$gt``, ``$mul``/``$m``, ``$or``
-of equalities). A comparison whose left side is arithmetic, or any division (a zero
-divisor must make the comparison false, not crash C), reads a derived field that
-Python computes before the fact is asserted (absent when it cannot be computed).
+``x >= y`` and ``x in [..]`` compile natively (``$gt``, ``$m``, ``$or`` of
+equalities). Every arithmetic (``3 * y``, ``a + b``, ``a / b``) is a derived field
+that Python computes before the fact is asserted, absent when it cannot be computed:
+an operand missing, a zero divisor, or a result that is not a finite number (the
+comparison is then false, docs/rules.md "Missing features"). durable's own
+arithmetic would compare an overflow as infinity, and its 64-bit integers wrap.
 durable treats a comparison on an absent LEFT field as false, as `tree.py` requires,
-but not an absent field on the right (``x < 2 * y`` fires with y absent), so every
+but not an absent field on the right (``x < y`` fires with y absent), so every
 right-hand field gets an ``$ex`` guard. ``is missing`` is ``$nex``.
 
 Features travel under short keys (``f0``, ``f1``...; derived fields ``d0``...) so a
@@ -19,8 +21,8 @@ from typing import Any
 
 from fengkong.engine.predicates import ValueFn, compile_value
 from fengkong.engine.tree import (
-    And,
     Arith,
+    And,
     Compare,
     Const,
     Expr,
@@ -35,7 +37,6 @@ from fengkong.engine.tree import (
 )
 
 _OPS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte", "!=": "$neq"}
-_ARITH = {"+": "$add", "-": "$sub", "*": "$mul"}
 
 
 class Compiler:
@@ -77,8 +78,6 @@ class Compiler:
             return v.value
         if isinstance(v, Feature):
             return {"$m": self._field(v.name)}
-        if isinstance(v, Arith) and _native_arith(v):
-            return {_ARITH[v.op]: {"$l": self._rhs(v.left), "$r": self._rhs(v.right)}}
         return {"$m": self._derive(v)}
 
     def _cond(self, e: Expr) -> dict[str, Any]:
@@ -128,10 +127,3 @@ def _leaves(v: Value) -> list[str]:
     if isinstance(v, Arith):
         return _leaves(v.left) + _leaves(v.right)
     return []
-
-
-def _native_arith(v: Value) -> bool:
-    """Arithmetic durable evaluates itself: + - * over fields and constants, no division."""
-    if isinstance(v, (Feature, Const)):
-        return True
-    return isinstance(v, Arith) and v.op in _ARITH and _native_arith(v.left) and _native_arith(v.right)

@@ -42,6 +42,31 @@ class RuleSetClosed(EvaluationError):
     """The ruleset was retired by a reload; the caller retries with the live one."""
 
 
+#: durable's refusals of a ruleset, in the analyst's words (error codes of rules.h)
+_REFUSALS = {
+    113: "it compares features with other features or computed values more often than durable_rules can "
+         "hold in one rule (its error 113; about 15 such comparisons at most); split it into several rules",
+    202: "durable_rules cannot read one of its constants (its error 202)",
+}
+
+
+class DurableRefused(EvaluationError):
+    """durable_rules refused some conditions; ``refusals`` holds (key, reason) for each."""
+
+    def __init__(self, refusals: list[tuple[str, str]]) -> None:
+        self.refusals = list(refusals)
+        super().__init__("; ".join(f"{key}: {reason}" for key, reason in self.refusals))
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """durable's exception as a plain reason (its error code named)."""
+    text = str(exc)
+    code = text.rsplit("error code:", 1)[-1].strip() if "error code:" in text else ""
+    if code.isdigit() and int(code) in _REFUSALS:
+        return _REFUSALS[int(code)]
+    return f"durable_rules refused it: {text or type(exc).__name__}"
+
+
 @dataclass(frozen=True)
 class FireResult:
     """The rule keys that fired (in declaration order) and the features found missing."""
@@ -78,13 +103,16 @@ class DurableRuleset:
         compiler = Compiler(dict(dtypes))
         self._order: dict[str, int] = {}
         compiled: list[tuple[str, dict[str, Any], set[str]]] = []
+        refused: list[tuple[str, str]] = []
         for i, (key, expr) in enumerate(conditions):
             self._order[key] = i
             cond, used = compiler.compile(expr)
             if len(used) > MAX_FIELDS_PER_SHARD:
-                raise EvaluationError(f"rule {key} reads {len(used)} features; durable_rules allows "
-                                      f"{MAX_FIELDS_PER_SHARD} per rule")
+                refused.append((key, f"it reads {len(used)} features and computed values; durable_rules "
+                                     f"allows {MAX_FIELDS_PER_SHARD} in one rule"))
             compiled.append((key, cond, used))
+        if refused:
+            raise DurableRefused(refused)
         groups = pack([(alpha_shape(cond), used) for _, cond, used in compiled], stack_budget)
         #: feature name -> the short field key it travels under in a fact
         self.field_keys: dict[str, str] = dict(compiler.keys)
@@ -92,17 +120,20 @@ class DurableRuleset:
         derived = dict(compiler.derived.values())
         owned: set[str] = set()
         self._shards: list[_Shard] = []
-        try:
-            for j, (group, _) in enumerate(groups):
-                definition = {f"r{i}": {"all": [{"m": compiled[i][1]}]} for i in group}
-                fields = set().union(*(compiled[i][2] for i in group))
-                plan = make_plan(fields, (compiled[i][1] for i in group), names, derived, dtypes, owned)
+        for j, (group, _) in enumerate(groups):
+            definition = {f"r{i}": {"all": [{"m": compiled[i][1]}]} for i in group}
+            fields = set().union(*(compiled[i][2] for i in group))
+            plan = make_plan(fields, (compiled[i][1] for i in group), names, derived, dtypes, owned)
+            try:
                 handle = self._engine.create_ruleset(f"{name}_s{j}", json.dumps(definition, ensure_ascii=False))
-                self._shards.append(_Shard(definition, {f"r{i}": compiled[i][0] for i in group}, plan, handle))
-        except EvaluationError:
-            raise
-        except Exception as exc:  # the C module raises its own error type
-            raise EvaluationError(f"durable_rules refused ruleset {name}: {exc}") from exc
+            except Exception as exc:  # the C module raises its own error type
+                refused += self._culprits(name, [(compiled[i][0], definition[f"r{i}"]) for i in group], exc)
+                continue
+            self._shards.append(_Shard(definition, {f"r{i}": compiled[i][0] for i in group}, plan, handle))
+        if refused:
+            for shard in self._shards:
+                self._engine.delete_ruleset(shard.handle)
+            raise DurableRefused(refused)
         #: each shard's alpha-stack peak as `alpha.alpha_stack_peak` models it (<= stack_budget
         #: but for a rule over budget on its own)
         self.stack_peaks: tuple[int, ...] = tuple(peak for _, peak in groups)
@@ -111,6 +142,24 @@ class DurableRuleset:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._closed = False
+
+    def _culprits(self, name: str, rules: list[tuple[str, dict[str, Any]]],
+                  exc: BaseException) -> list[tuple[str, str]]:
+        """The rules of a shard durable refused that it refuses alone (each compiled in a
+        ruleset of its own, then freed); every rule of the shard when none fails alone."""
+        if len(rules) == 1:
+            return [(rules[0][0], refusal_reason(exc))]
+        out: list[tuple[str, str]] = []
+        for key, rule in rules:
+            try:
+                handle = self._engine.create_ruleset(unique_name(f"{name}_probe"),
+                                                     json.dumps({"r0": rule}, ensure_ascii=False))
+            except Exception as alone:
+                out.append((key, refusal_reason(alone)))
+            else:
+                self._engine.delete_ruleset(handle)
+        return out or [(key, f"together with the other rules of its shard: {refusal_reason(exc)}")
+                       for key, _ in rules]
 
     @property
     def shard_count(self) -> int:
