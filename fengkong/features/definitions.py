@@ -19,6 +19,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from fengkong.features.robust import (  # re-exported: read as definitions.<NAME>
+    MAD_TO_SIGMA,
+    MERCHANT_MIN_EXPECTED_COUNT,
+    NEW_SESSION_MINUTES,
+    NEW_SESSION_NAME,
+    POISSON_SCORE_CAP,
+    RECENT_AMOUNTS_SIZE,
+    ROBUST_LOG_SCALE_FLOOR,
+    ROBUST_MIN_COUNT,
+)
+
 DType = Literal["number", "string", "bool"]
 
 
@@ -150,24 +161,16 @@ class Moments:
         return [f"{ns}.amount_n", f"{ns}.amount_mean", f"{ns}.amount_std", f"{ns}.amount_zscore"]
 
 
-#: How many of an entity's last payment amounts `RecentAmounts` keeps (one ring per entity).
-RECENT_AMOUNTS_SIZE = 32
-
-
 @dataclass(frozen=True)
 class RecentAmounts:
-    """The entity's last ``size`` payment amounts, for a robust score of this amount.
+    """The entity's last ``size`` payment amounts, and a robust score of this amount.
 
-    The running mean and std (`Moments`) let one outlier or a very steady habit make
-    any change huge (5 payments of 43 +- 4.7 make 104 a z of 13). This score works on
-    the log of the amount (a purchase twice the usual is as far above as half the usual
-    is below, whatever the currency or ticket size), centres on the median and scales
-    by the median absolute deviation (MAD x 1.4826, the std of a normal sample), so a
-    few odd payments move neither; the scale never drops below
-    `ROBUST_LOG_SCALE_FLOOR`, and the score is missing until the entity has
-    `ROBUST_MIN_COUNT` earlier payments. The last ``size`` amounts (a ring in the
-    entity's state) rather than all history: an exact median needs the values, and
-    recent habits are the ones that matter.
+    Running mean and std (`Moments`) let one outlier or a steady habit make any change
+    huge (5 payments of 43 +- 4.7 make 104 a z of 13). The robust score works on the
+    log amount (twice the usual is as far as half of it, whatever the ticket size),
+    centres on the median, scales by the MAD (x `MAD_TO_SIGMA`) but never below
+    `ROBUST_LOG_SCALE_FLOOR`, and is missing below `ROBUST_MIN_COUNT` earlier payments.
+    The last ``size`` amounts, not all history: an exact median needs the values.
     """
 
     entity: Entity
@@ -180,30 +183,13 @@ class RecentAmounts:
         return [f"{ns}.amount_recent_n", f"{ns}.amount_recent_median", f"{ns}.amount_robust_z"]
 
 
-#: A value seen by a user or card first used less than this many minutes ago counts as
-#: new (``is_new_<value>_<session>``), so every payment of one stolen session reads "new
-#: device", not only its first. The only place to change it.
-NEW_SESSION_MINUTES = 60
-
-
-def _duration_name(minutes: int) -> str:
-    return f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes}m"
-
-
-NEW_SESSION_NAME = _duration_name(NEW_SESSION_MINUTES)
-
-
 @dataclass(frozen=True)
 class MemberFirstSeen:
-    """When the entity first used each of these values (device, IP, IP country).
-
-    "First" is the start of the value's current run of use: a value not used by the
-    entity within ``horizon`` (its last use before the window that the horizon
-    covers) starts over, as `SeenBefore` forgets it. Outputs per value: minutes since
-    first use (missing when never used before, or the event lacks the value), and
-    whether it is new: never used, or first used less than `NEW_SESSION_MINUTES` ago
-    (missing when the event lacks the value).
-    """
+    """When the entity first used each value (device, IP, IP country) in the value's
+    current run of use: a value unused for ``horizon`` starts over, as `SeenBefore`
+    forgets it. Per value: minutes since first use (missing if never used, or the event
+    lacks the value) and whether it is new (never used, or first used less than
+    `NEW_SESSION_MINUTES` ago; missing if the event lacks the value)."""
 
     entity: Entity
     members: tuple[tuple[str, str], ...]  # (event-row column, label)
@@ -212,14 +198,11 @@ class MemberFirstSeen:
 
     def outputs(self) -> list[str]:
         ns = self.entity.name
-        out: list[str] = []
-        for _, label in self.members:
-            out += [f"{ns}.{label}_first_seen_min", f"{ns}.is_new_{label}_{NEW_SESSION_NAME}"]
-        return out
+        return [name for _, label in self.members
+                for name in (f"{ns}.{label}_first_seen_min", f"{ns}.is_new_{label}_{NEW_SESSION_NAME}")]
 
     def raw_names(self) -> list[str]:
-        """The store's value per member: the first-use time in microseconds (0 never, None
-        when the event lacks the value)."""
+        """The store's first-use time per value (us; 0 never used, None the event lacks it)."""
         return [f"{self.entity.name}.{label}_first_used_us" for _, label in self.members]
 
 
@@ -340,27 +323,8 @@ FIRST_SEEN: tuple[FirstSeen, ...] = (
 
 MOMENTS: tuple[Moments, ...] = (Moments(USER),)
 RECENT_AMOUNTS: tuple[RecentAmounts, ...] = (RecentAmounts(USER), RecentAmounts(CARD))
-_SESSION_MEMBERS = (("device_id", "device"), ("ip", "ip"), ("ip_country", "country"))
-MEMBER_FIRST_SEEN: tuple[MemberFirstSeen, ...] = (
-    MemberFirstSeen(USER, _SESSION_MEMBERS),
-    MemberFirstSeen(CARD, _SESSION_MEMBERS),
-)
-#: The robust amount score needs this many earlier payments (of the last `RecentAmounts.size`):
-#: with fewer, one odd payment is a quarter of the sample and the median means little.
-ROBUST_MIN_COUNT = 8
-#: MAD x this is the standard deviation of a normal sample: the robust score reads like a z.
-MAD_TO_SIGMA = 1.4826
-#: The robust score's scale (in natural-log units) never drops below this: everyday
-#: spending varies by a quarter around a habit, so a score of 3 needs about 2.1 x the
-#: usual amount (e^0.75) however steady the habit looked, and 10 x scores about 9.
-ROBUST_LOG_SCALE_FLOOR = 0.25
-#: The merchant significance and floored ratios treat an expected count below this as
-#: too little to compare against: early in the day (or for a small merchant) a median
-#: of 2 payments makes 6 look like a 3 x spike, while a Poisson count of 5 or more
-#: expected has a tail that means what it says.
-MERCHANT_MIN_EXPECTED_COUNT = 5
-#: -log10 of a tail probability below the smallest double is reported as this.
-POISSON_SCORE_CAP = 300.0
+_SESSION_VALUES = (("device_id", "device"), ("ip", "ip"), ("ip_country", "country"))
+MEMBER_FIRST_SEEN = (MemberFirstSeen(USER, _SESSION_VALUES), MemberFirstSeen(CARD, _SESSION_VALUES))
 HOUR_HABITS: tuple[HourHabit, ...] = (HourHabit(USER),)
 PERIOD_VOLUME = PeriodVolume()
 TOP_SHARE = TopShare()
@@ -447,17 +411,13 @@ DERIVED_FEATURES: tuple[FeatureSpec, ...] = (
     _spec("merchant.volume_ratio_today_28d", "number", "volume so far today / 28-day median", "derived"),
     _spec("merchant.volume_ratio_hour", "number", "volume this hour / 7-day median of this hour", "derived"),
     _spec("merchant.count_ratio_today", "number", "payments so far today / 7-day median count", "derived"),
-    _spec("merchant.count_today_poisson", "number",
-          "-log10 P(X >= payments so far today) for X ~ Poisson(7-day median count by the end of this hour); "
-          "missing without a 7-day baseline or when the baseline expects fewer than "
-          "MERCHANT_MIN_EXPECTED_COUNT payments. Assumes independent arrivals: a large merchant's own "
-          "day-to-day swing already scores high, so read it with a ratio", "derived"),
-    _spec("merchant.count_ratio_today_floored", "number",
-          "payments so far today / max(7-day median count, MERCHANT_MIN_EXPECTED_COUNT); "
-          "missing without a 7-day baseline", "derived"),
-    _spec("merchant.volume_ratio_today_floored", "number",
-          "volume so far today / max(7-day median volume, MERCHANT_MIN_EXPECTED_COUNT x the 30-day mean "
-          "payment); missing without a 7-day baseline or 30-day payments", "derived"),
+    _spec("merchant.count_today_poisson", "number", "-log10 P(X >= payments so far today), X ~ Poisson(7-day "
+          "median count by the end of this hour); missing without a baseline or below MERCHANT_MIN_EXPECTED_COUNT "
+          "expected (assumes independent arrivals: read it with a ratio on large merchants)", "derived"),
+    _spec("merchant.count_ratio_today_floored", "number", "payments so far today / max(7-day median count, "
+          "MERCHANT_MIN_EXPECTED_COUNT); missing without a baseline", "derived"),
+    _spec("merchant.volume_ratio_today_floored", "number", "volume so far today / max(7-day median, "
+          "MERCHANT_MIN_EXPECTED_COUNT x the 30-day mean payment); missing without a baseline", "derived"),
     _spec("merchant.credit_share_24h", "number", "share of 24h payments paid by credit card", "derived"),
     _spec("merchant.round_share_24h", "number", "share of 24h payments in round amounts", "derived"),
     _spec("merchant.near_limit_share_24h", "number", "share of 24h payments just under the limit", "derived"),
@@ -506,19 +466,15 @@ def _store_specs() -> list[FeatureSpec]:
             specs.append(_spec(name, "number", "running statistics of earlier payment amounts (major units)"))
     for ra in RECENT_AMOUNTS:
         n_name, median_name, z_name = ra.outputs()
-        specs.append(_spec(n_name, "number", f"earlier payments among the last {ra.size} kept (0 to {ra.size})"))
-        specs.append(_spec(median_name, "number", f"median of the last {ra.size} payment amounts (major units; "
-                                                  "missing if none)"))
-        specs.append(_spec(z_name, "number", "(ln amount - median ln) / max(1.4826 MAD, ROBUST_LOG_SCALE_FLOOR) "
-                                             f"over the last {ra.size} payments; missing below ROBUST_MIN_COUNT "
-                                             "of them or without an amount"))
+        specs += [_spec(n_name, "number", f"earlier payments among the last {ra.size} kept"),
+                  _spec(median_name, "number", f"median of the last {ra.size} amounts (major units)"),
+                  _spec(z_name, "number", "(ln amount - median ln) / max(1.4826 MAD, ROBUST_LOG_SCALE_FLOOR) over the "
+                        f"last {ra.size}; missing below ROBUST_MIN_COUNT of them or without an amount")]
     for mf in MEMBER_FIRST_SEEN:
         names = iter(mf.outputs())
-        for _, label in mf.members:
-            specs.append(_spec(next(names), "number", f"minutes since this {mf.entity.name} first used this "
-                                                      f"{label} (missing if never, or the event has none)"))
-            specs.append(_spec(next(names), "bool", f"{label} never used by this {mf.entity.name}, or first used "
-                                                    "less than NEW_SESSION_MINUTES ago (missing if none)"))
+        for _, x in mf.members:
+            specs += [_spec(next(names), "number", f"minutes since first use of this {x} (missing: never, or none)"),
+                      _spec(next(names), "bool", f"{x} never used or first used < NEW_SESSION_MINUTES ago")]
     for h in HOUR_HABITS:
         share, count = h.outputs()
         specs.append(_spec(share, "number", "share of earlier payments in this local hour (missing if none)"))
