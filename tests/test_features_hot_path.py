@@ -97,6 +97,14 @@ def test_golden_replies_of_every_op_kind(listed):
             "merchant.refund_sum_30d": 0.0}
     _holds(second, once)
     assert (second["card.first_seen_us"], second["user.first_seen_us"]) == (ts_us(T0), ts_us(T0))
+    # R's ring of the last amounts (minor units): none, then the first payment's
+    _holds(first, {"user.recent_amounts": (), "card.recent_amounts": ()})
+    _holds(second, {"user.recent_amounts": (280_000,), "card.recent_amounts": (280_000,)})
+    # N: each member's first use: 0 never used, then the first payment's time; None without one
+    used = {f"{ns}.{x}_first_used_us": ts_us(T0) for ns in ("user", "card") for x in ("device", "ip", "country")}
+    _holds(first, dict.fromkeys(used, 0))
+    _holds(second, used)
+    assert other["user.device_first_used_us"] == 0 and other["card.country_first_used_us"] == 0
     assert second_at.astimezone(CN).hour == 12 and T0.hour == 12  # one hour-of-day bucket for both
 
     # an outcome runs only the ops that count it, and gets no features

@@ -232,8 +232,9 @@ class ProfileOp(Op):
 
 class StateOp(Op):
     """Everything one entity keeps as numbers, in one value: its rolling windows (a ring
-    of buckets each), and its first-seen time, amount moments and hour habit where
-    declared. One GET and at most one SET per event, however many windows."""
+    of buckets each), and its first-seen time, amount moments, hour habit and last
+    amounts (`d.RecentAmounts`, a ring) where declared. One GET and at most one SET per
+    event, however many windows."""
 
     code = Opcode.STATE
     lua_function = "op_state"
@@ -241,9 +242,8 @@ class StateOp(Op):
     @classmethod
     def compile(cls, config: StoreConfig) -> list[Op]:
         entities: list[d.Entity] = []
-        for entity in [x.entity for x in d.ROLLING] + [x.entity for x in d.FIRST_SEEN] + [
-                x.entity for x in d.MOMENTS] + [x.entity for x in d.HOUR_HABITS] + [
-                x.entity for x in d.RECENT_AMOUNTS]:
+        for entity in [x.entity for kind in (d.ROLLING, d.FIRST_SEEN, d.MOMENTS, d.HOUR_HABITS, d.RECENT_AMOUNTS)
+                       for x in kind]:
             if entity not in entities:
                 entities.append(entity)
         return [cls(entity) for entity in entities]
@@ -292,7 +292,8 @@ class StateOp(Op):
         """size, nrings, (buckets, bucket id, ncounters, increment per counter) per ring,
         nextra, (code, mode, value) per extra section, ttl. An increment is 0 (the type
         does not count), 1, the amount, a row flag's 0/1 or amount, or "N" (the script
-        tests the amount against the merchant's limit)."""
+        tests the amount against the merchant's limit). An extra section's code is F, M,
+        H or "K<size>" (the last amounts)."""
         args: list[Any] = [self._size, len(self.rollings)]
         for r in self.rollings:
             args += [r.window.buckets, Ref(("bucket", r.window.resolution * 1_000_000)), len(r.counters)]
@@ -376,11 +377,10 @@ class SeenOp(Op):
 
 
 class FirstUsedOp(Op):
-    """When the entity first used each of its members (device, IP, country) in their
-    current run of use: one hash per entity, member -> (first use, last use) as two
-    doubles. A member last used before the horizon's threshold reads as never used and
-    starts over; such stale fields are dropped at most once per horizon bucket, when a
-    new member is added, so the hash holds about the members of one horizon."""
+    """When the entity first used each member (device, IP, country) in its current run
+    of use: a hash of member -> (first use, last use). A member unused since before the
+    horizon's threshold reads as never used; stale fields are dropped (at most once per
+    horizon bucket, as a member is added), so the hash holds about one horizon's."""
 
     code = Opcode.FIRST_USED
     lua_function = "op_first_used"
