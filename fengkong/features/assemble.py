@@ -8,6 +8,7 @@ so the two cannot drift without the equality test noticing.
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 import sys
@@ -130,12 +131,14 @@ def robust_amount(recent: Sequence[int], amount: int | None) -> tuple[int, float
     n = len(recent)
     if n == 0:
         return 0, None, None
-    median = median_of_sorted(sorted(recent)) / _SCALE
+    s = sorted(recent)
+    median = median_of_sorted(s) / _SCALE
     if n < d.ROBUST_MIN_COUNT or amount is None:
         return n, median, None
-    logs = sorted(map(log_amount, recent))
+    # the logs of the sorted amounts are sorted; an amount of 0 is taken as 1 (`log_amount`)
+    logs = list(map(math.log, s)) if s[0] >= 1 else list(map(log_amount, s))
     centre = median_of_sorted(logs)
-    mad = median_of_sorted(sorted([abs(x - centre) for x in logs]))
+    mad = median_of_sorted(sorted(map(abs, map(operator.sub, logs, itertools.repeat(centre, n)))))
     scale = max(d.MAD_TO_SIGMA * mad, d.ROBUST_LOG_SCALE_FLOOR)
     return n, median, (log_amount(amount) - centre) / scale
 

@@ -111,7 +111,7 @@ def _recent(vals: Sequence[Any]) -> list[Any]:
     out: list[Any] = []
     for at in range(0, len(vals), width):
         n = int(vals[at])
-        out.append(tuple(int(v) for v in vals[at + 1:at + 1 + min(n, width - 1)]))
+        out.append(tuple(map(int, vals[at + 1:at + 1 + min(n, width - 1)])))
     return out
 
 
