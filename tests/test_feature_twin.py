@@ -95,6 +95,34 @@ def test_offline_twin_equals_online_store_on_20k_events(store, redis_client, pre
     assert frame["lists.blocked_ips"].astype(bool).any() and frame["lists.blocked_cards"].astype(bool).any()
     assert frame["user.is_new_device"].dropna().astype(bool).any()
     assert (~frame["user.is_new_device"].dropna().astype(bool)).any()
+    _robust_features_took_every_kind_of_value(frame)
+
+
+def _num(frame: pd.DataFrame, name: str) -> pd.Series:
+    return pd.to_numeric(frame[name], errors="coerce").astype(float)
+
+
+def _robust_features_took_every_kind_of_value(frame: pd.DataFrame) -> None:
+    """The stream gave each robust feature its cases, so the equality above covers them."""
+    for ns in ("user", "card"):
+        n, z = _num(frame, f"{ns}.amount_recent_n"), _num(frame, f"{ns}.amount_robust_z")
+        assert ((n > 0) & (n < 8) & z.isna()).any() and (n == 32).any()  # below the minimum count; a full ring
+        assert (z > 3).any() and (z < -3).any() and z.between(-1, 1).any()
+        assert _num(frame, f"{ns}.amount_recent_median").notna().any()
+        for label in ("device", "ip", "country"):
+            minutes = _num(frame, f"{ns}.{label}_first_seen_min")
+            new = frame[f"{ns}.is_new_{label}_1h"]
+            # used before within the hour (still new), used before long ago (not new), never used (new)
+            assert ((minutes < 60) & (new == True)).any(), (ns, label)  # noqa: E712
+            assert ((minutes >= 60) & (new == False)).any(), (ns, label)  # noqa: E712
+            assert (minutes.isna() & (new == True)).any(), (ns, label)  # noqa: E712
+    score = _num(frame, "merchant.count_today_poisson")
+    has_baseline = frame["merchant.has_baseline"] == True  # noqa: E712
+    assert (score > 2).any() and (score == 0).any()
+    assert (has_baseline & score.isna()).any()  # a baseline below the minimum expected count
+    assert (~has_baseline).any() and not (~has_baseline & score.notna()).any()  # short histories: missing
+    for name in ("merchant.count_ratio_today_floored", "merchant.volume_ratio_today_floored"):
+        assert (_num(frame, name) > 1).any(), name
 
 
 def test_offline_twin_ignores_input_order_and_counts_a_repeated_event_once(ipintel, list_specs):

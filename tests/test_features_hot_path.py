@@ -97,6 +97,14 @@ def test_golden_replies_of_every_op_kind(listed):
             "merchant.refund_sum_30d": 0.0}
     _holds(second, once)
     assert (second["card.first_seen_us"], second["user.first_seen_us"]) == (ts_us(T0), ts_us(T0))
+    # R's ring of the last amounts (minor units): none, then the first payment's
+    _holds(first, {"user.recent_amounts": (), "card.recent_amounts": ()})
+    _holds(second, {"user.recent_amounts": (280_000,), "card.recent_amounts": (280_000,)})
+    # N: each member's first use: 0 never used, then the first payment's time; None without one
+    used = {f"{ns}.{x}_first_used_us": ts_us(T0) for ns in ("user", "card") for x in ("device", "ip", "country")}
+    _holds(first, dict.fromkeys(used, 0))
+    _holds(second, used)
+    assert other["user.device_first_used_us"] == 0 and other["card.country_first_used_us"] == 0
     assert second_at.astimezone(CN).hour == 12 and T0.hour == 12  # one hour-of-day bucket for both
 
     # an outcome runs only the ops that count it, and gets no features
@@ -203,8 +211,8 @@ def _op_width(code: str, args: list[Any]) -> int:
         for _ in range(args[1]):
             i += 3 + args[i + 2]
         return i + 1 + 3 * args[i] + 1
-    if code == "D":
-        return 5 + args[4]
+    if code in ("D", "N"):
+        return 5 + args[4] if code == "D" else 6 + args[5]
     return {"S": 6, "V": 5, "T": 4, "L": 3}[code]
 
 
@@ -279,6 +287,12 @@ def test_a_payment_is_one_evalsha_whose_keys_and_ops_follow_the_script_header(re
             of = key.rsplit(":", 1)[1]
             assert member == {"device_id": "d1", "ip": "113.7.1.2", "merchant_id": "m1", "card_fp": "c1",
                               "user_id": "u1", "ip_country": "CN"}[of]
+        elif code == "N":
+            ts, thr, every, _, write, nmembers = args[:6]
+            assert (ts, write, nmembers, every) == (t, 1, 3, 86_400_000_000)
+            assert int(thr) == (t // every - 89) * every  # the 90-day horizon's threshold
+            assert args[6:] == ["d1", "113.7.1.2", "CN"]
+            assert redis_client.type(key) == b"hash" and entity in ("user", "card")
         elif code == "V":
             assert args[2] == 12_345 and args[1] == "12"  # the business hour (UTC+8) as text
         elif code == "T":

@@ -8,11 +8,14 @@ so the two cannot drift without the equality test noticing.
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+from scipy.special import gammainc
 
 from fengkong.features import definitions as d
 from fengkong.features.errors import FeatureDefinitionError
@@ -54,10 +57,19 @@ _NUM, _DEN = d.NEAR_LIMIT_FRACTION
 #: the amount's mean, std and z-score, the merchant's limit, cap and age, the hour share),
 #: and they are not among the features it returns.
 FIRST_SEEN_TIMES = ("card.first_seen_us", "user.first_seen_us", "merchant.first_seen_us")
+RECENT_AMOUNTS = tuple((f"{r.entity.name}.recent_amounts", *r.outputs()) for r in d.RECENT_AMOUNTS)
+#: (raw first-use time, minutes since it, is new within the session) per entity and member
+FIRST_USED = tuple(
+    (raw, *outputs)
+    for mf in d.MEMBER_FIRST_SEEN
+    for raw, outputs in zip(mf.raw_names(), zip(mf.outputs()[0::2], mf.outputs()[1::2]))
+)
 INPUTS: frozenset[str] = frozenset((
     *FIRST_SEEN_TIMES, "user.moments", "user.hour_total",
     "merchant.single_limit_minor", "merchant.daily_cap_minor", "merchant.onboarded_day",
+    *(raw for raw, *_ in RECENT_AMOUNTS), *(raw for raw, *_ in FIRST_USED),
 ))
+_US_PER_MIN = 60_000_000
 
 # Precomputed once for `derive` (it runs once per decision): every store feature missing
 # to start with, each first-seen entity's names, the ratios as flat triples, the event's
@@ -97,6 +109,62 @@ def _ratio(num: Any, den: Any) -> float | None:
     if num is None or den is None or den == 0:
         return None
     return num / den
+
+
+def median_of_sorted(s: Sequence[float]) -> float:
+    """The median of a sorted, non-empty sequence (the mean of the middle two of an even count)."""
+    n = len(s)
+    return (s[(n - 1) // 2] + s[n // 2]) / 2
+
+
+def log_amount(amount_minor: int) -> float:
+    """The natural log of an amount in minor units (an amount of 0 reads as 1): the scale on
+    which the robust amount score measures, the same function online and offline."""
+    return math.log(max(amount_minor, 1))
+
+
+def robust_amount(recent: Sequence[int], amount: int | None) -> tuple[int, float | None, float | None]:
+    """(how many recent amounts, their median in major units, the robust score of
+    ``amount``) from the entity's last payment amounts in minor units (see
+    `definitions.RecentAmounts`). The offline twin's `offline_kinds.recent_amounts` is
+    the column-wise form of the same arithmetic, step by step."""
+    n = len(recent)
+    if n == 0:
+        return 0, None, None
+    s = sorted(recent)
+    median = median_of_sorted(s) / _SCALE
+    if n < d.ROBUST_MIN_COUNT or amount is None:
+        return n, median, None
+    # the logs of the sorted amounts are sorted; an amount of 0 is taken as 1 (`log_amount`)
+    logs = list(map(math.log, s)) if s[0] >= 1 else list(map(log_amount, s))
+    centre = median_of_sorted(logs)
+    mad = median_of_sorted(sorted(map(abs, map(operator.sub, logs, itertools.repeat(centre, n)))))
+    scale = max(d.MAD_TO_SIGMA * mad, d.ROBUST_LOG_SCALE_FLOOR)
+    return n, median, (log_amount(amount) - centre) / scale
+
+
+def poisson_score(count: float, expected: float) -> float:
+    """-log10 P(X >= count) for X ~ Poisson(expected), capped at `POISSON_SCORE_CAP`.
+    P(X >= k) is the regularized lower incomplete gamma P(k, expected) for k >= 1; the
+    offline twin calls this very function per distinct (count, expected)."""
+    p = float(gammainc(count, expected)) if count >= 1 else 1.0
+    return min(0.0 - math.log10(p), d.POISSON_SCORE_CAP) if p > 0 else d.POISSON_SCORE_CAP
+
+
+def merchant_significance(count_today: Any, baseline_count: Any, volume_today: Any, baseline_volume: Any,
+                          sum_30d: Any, count_30d: Any) -> tuple[Any, Any, Any]:
+    """(count_today_poisson, count_ratio_today_floored, volume_ratio_today_floored) of a
+    merchant: see their catalog entries. Missing without a 7-day baseline."""
+    if baseline_count is None or count_today is None:
+        return None, None, None
+    floor = d.MERCHANT_MIN_EXPECTED_COUNT
+    score = poisson_score(count_today, baseline_count) if baseline_count >= floor else None
+    count_ratio = count_today / max(baseline_count, floor)
+    volume_ratio = None
+    if count_30d and sum_30d is not None and volume_today is not None and baseline_volume is not None:
+        den = max(baseline_volume, floor * (sum_30d / count_30d))
+        volume_ratio = volume_today / den if den > 0 else None
+    return score, count_ratio, volume_ratio
 
 
 def blank_features(raw_names: Iterable[str]) -> dict[str, Any]:
@@ -169,6 +237,16 @@ def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], defau
         f["user.amount_zscore"] = (
             (amount / _SCALE - mean / _SCALE) / std if std and amount is not None else None
         )
+    for raw, n_name, median_name, z_name in RECENT_AMOUNTS:
+        recent = inputs.get(raw)
+        if recent is not None:
+            f[n_name], f[median_name], f[z_name] = robust_amount(recent, amount)
+    for raw, minutes_name, new_name in FIRST_USED:
+        began = inputs.get(raw)
+        if began is not None:  # else: no such entity or member in the event
+            minutes = (t - began) / _US_PER_MIN if began else None
+            f[minutes_name] = minutes
+            f[new_name] = minutes is None or minutes < d.NEW_SESSION_MINUTES
     if f["user.countries_seen_90d"] is not None:  # the user is known to the store
         f["user.country_mismatch_usual"] = bool(f["user.is_new_country"] and (f["user.countries_seen_90d"] or 0) > 0)
 
@@ -188,6 +266,10 @@ def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], defau
         else:
             f["event.near_limit"] = f["event.over_limit"] = None
         f["merchant.cap_used_today"] = _ratio(f["merchant.volume_today"], daily_cap)
+        (f["merchant.count_today_poisson"], f["merchant.count_ratio_today_floored"],
+         f["merchant.volume_ratio_today_floored"]) = merchant_significance(
+            f["merchant.count_today"], f["merchant.baseline_count_today_7d"], f["merchant.volume_today"],
+            f["merchant.baseline_today_7d"], f["merchant.sum_30d"], f["merchant.count_30d"])
     else:
         f["event.near_limit"] = f["event.over_limit"] = None
 

@@ -31,7 +31,16 @@ from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import ListSpec, StaticLists
 from fengkong.features.offline_frame import assemble_frame, event_columns, merchant_table
 from fengkong.features.offline_history import History, history
-from fengkong.features.offline_kinds import distinct, first_seen, hour_habit, moments, rolling, seen
+from fengkong.features.offline_kinds import (
+    distinct,
+    first_seen,
+    first_used,
+    hour_habit,
+    moments,
+    recent_amounts,
+    rolling,
+    seen,
+)
 from fengkong.features.offline_merchant import baselines, period_volume, top_share
 from fengkong.features.rows import frame_rows
 
@@ -93,6 +102,8 @@ def _tasks() -> list[Callable[[History], dict[str, np.ndarray]]]:
         *(partial(first_seen, f=f) for f in d.FIRST_SEEN),
         *(partial(moments, m=m) for m in d.MOMENTS),
         *(partial(hour_habit, hh=hh) for hh in d.HOUR_HABITS),
+        *(partial(recent_amounts, ra=ra) for ra in d.RECENT_AMOUNTS),
+        *(partial(first_used, mf=mf) for mf in d.MEMBER_FIRST_SEEN),
         period_volume,
         baselines,
         top_share,

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from fengkong.features import definitions as d
-from fengkong.features.assemble import AMOUNT_FEATURES, RATIOS
+from fengkong.features.assemble import AMOUNT_FEATURES, FIRST_USED, RATIOS, poisson_score
 from fengkong.features.lists import KIND_COLUMN, ListSpec, StaticLists
 from fengkong.features.offline_history import History, Layout
 from fengkong.features.rows import US_PER_DAY
@@ -22,6 +22,7 @@ from fengkong.features.rows import US_PER_DAY
 _SCALE = d.MINOR_PER_MAJOR
 _NUM, _DEN = d.NEAR_LIMIT_FRACTION
 _BOOL_OR_NONE = np.array([False, True, None, None], dtype=object)  # by value | (missing << 1)
+_FIRST_USED_RAW = frozenset(raw for raw, _, _ in FIRST_USED)
 _PROFILE_COLUMNS = ("grade", "single_limit", "daily_cap", "onboarded_at", "anomaly")
 
 
@@ -128,7 +129,7 @@ def assemble_frame(
     src = lay.src
     f: dict[str, Any] = {name: event[name] for name in _EARLY_EVENT_COLUMNS}
     for name, values in raw.items():
-        if name.endswith(".__has") or ".moments_" in name or name.endswith(".first_seen_us"):
+        if name.endswith(".__has") or ".moments_" in name or name.endswith(".first_seen_us") or name in _FIRST_USED_RAW:
             continue
         f[name] = np.divide(values, _SCALE, out=values) if name in AMOUNT_FEATURES else values
     _ages(f, raw, h.ts[src])
@@ -137,8 +138,10 @@ def assemble_frame(
     seen_countries = f["user.countries_seen_90d"]
     mismatch_usual = (is_new_country == True) & (np.nan_to_num(seen_countries) > 0)  # noqa: E712
     f["user.country_mismatch_usual"] = _nullable_bool(mismatch_usual, ~np.isnan(seen_countries))
+    _first_used(f, raw, h.ts[src])
     _merchant_features(f, event, h.rows["biz_day"].to_numpy(dtype=np.float64)[src])
     _ratios(f)
+    _significance(f)
     del f["user.hour_total"]  # only the share is a feature, as online
     for spec in lists.values():
         f[spec.feature] = event[spec.feature]
@@ -162,6 +165,43 @@ def _merchant_features(f: dict[str, Any], event: dict[str, Any], biz_day: np.nda
         f["merchant.cap_used_today"] = np.where(
             cap > 0, f["merchant.volume_today"] / np.where(cap > 0, cap / _SCALE, 1), np.nan
         )
+
+
+def _first_used(f: dict[str, Any], raw: dict[str, np.ndarray], ts: np.ndarray) -> None:
+    """Minutes since first use and "new within the session", as `assemble.derive` makes them."""
+    for raw_name, minutes_name, new_name in FIRST_USED:
+        began = raw[raw_name]
+        present = ~np.isnan(began)
+        used = present & (began != 0)
+        minutes = np.where(used, (ts - np.where(used, began, 0)) / 60_000_000, np.nan)
+        f[minutes_name] = minutes
+        f[new_name] = _nullable_bool(~used | (minutes < d.NEW_SESSION_MINUTES), present)
+
+
+def _significance(f: dict[str, Any]) -> None:
+    """The merchant's count significance and floored ratios (`assemble.merchant_significance`,
+    column by column; the Poisson score by the very same function per distinct pair)."""
+    count = np.asarray(f["merchant.count_today"], dtype=np.float64)
+    base = np.asarray(f["merchant.baseline_count_today_7d"], dtype=np.float64)
+    floor = d.MERCHANT_MIN_EXPECTED_COUNT
+    has = ~np.isnan(base) & ~np.isnan(count)
+    score = np.full(len(count), np.nan)
+    eligible = has & (base >= floor)
+    if eligible.any():
+        pairs, inverse = np.unique(np.stack((count[eligible], base[eligible]), axis=1), axis=0, return_inverse=True)
+        scores = np.array([poisson_score(float(k), float(lam)) for k, lam in pairs], dtype=np.float64)
+        score[eligible] = scores[inverse.ravel()]
+    f["merchant.count_today_poisson"] = score
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f["merchant.count_ratio_today_floored"] = np.where(has, count / np.maximum(base, floor), np.nan)
+        volume = np.asarray(f["merchant.volume_today"], dtype=np.float64)
+        base_volume = np.asarray(f["merchant.baseline_today_7d"], dtype=np.float64)
+        count_30d = np.asarray(f["merchant.count_30d"], dtype=np.float64)
+        sum_30d = np.asarray(f["merchant.sum_30d"], dtype=np.float64)
+        ok30 = has & (np.nan_to_num(count_30d) > 0) & ~np.isnan(sum_30d) & ~np.isnan(volume) & ~np.isnan(base_volume)
+        den = np.maximum(base_volume, floor * (sum_30d / np.where(ok30, count_30d, 1)))
+        ok = ok30 & (den > 0)
+        f["merchant.volume_ratio_today_floored"] = np.where(ok, volume / np.where(ok, den, 1), np.nan)
 
 
 def _event_attributes(

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from fengkong.features import definitions as d
+from fengkong.features.assemble import log_amount
 from fengkong.features.offline_history import History, argsort_unique, codes
 
 
@@ -273,4 +274,85 @@ def hour_habit(h: History, hh: d.HourHabit) -> dict[str, np.ndarray]:
         prior = Prior(e[writes], pos[writes])
         lo, hi = prior.index(e[qq], pos[qq])
         raw[f"{hh.entity.name}.{key}"] = h.put(h.slots(*cols), hi - lo)
+    return raw
+
+
+def recent_amounts(h: History, ra: d.RecentAmounts, chunk: int = 65_536) -> dict[str, np.ndarray]:
+    """The robust amount score over the entity's last ``ra.size`` payment amounts: the
+    column-wise form of `assemble.robust_amount`, the same arithmetic in the same order
+    (logs from `assemble.log_amount` per distinct amount), so the values are equal, not
+    close. Queries go in chunks: a (queries x size) matrix per chunk."""
+    pos = h.pos
+    ent = h.code(ra.entity.column)
+    occ = np.flatnonzero(h.typ_in(ra.events) & (ent >= 0) & h.rows["has_amount"].to_numpy())
+    prior = Prior(ent[occ], pos[occ])
+    amounts = h.amount[occ][prior.order]  # in (entity, position) order, as the indexes count
+    qq = h.queries(ra.entity.column)
+    lo, hi = prior.index(ent[qq], pos[qq])
+    n = np.minimum(hi - lo, ra.size)
+    distinct, inverse = np.unique(np.concatenate((amounts, h.amount[qq])), return_inverse=True)
+    logs_all = np.array([log_amount(int(a)) for a in distinct], dtype=np.float64)[inverse]
+    logs, q_logs = logs_all[:len(amounts)], logs_all[len(amounts):]
+    has_amount = h.rows["has_amount"].to_numpy()[qq]
+    median = np.full(len(qq), np.nan)
+    z = np.full(len(qq), np.nan)
+    back = np.arange(1, ra.size + 1)
+    for at in range(0, len(qq), chunk):
+        part = slice(at, at + chunk)
+        c, top = n[part], hi[part]
+        valid = back[None, :] <= c[:, None]  # the c most recent of each row
+        idx = np.where(valid, top[:, None] - back[None, :], 0)
+        some = c > 0
+        rows = np.flatnonzero(some)
+        mid_lo, mid_hi = (c[some] - 1) // 2, c[some] // 2
+        raw = np.where(valid, amounts[idx] if len(amounts) else 0, np.iinfo(np.int64).max)
+        raw.sort(axis=1)
+        med = np.full(len(c), np.nan)
+        med[some] = (raw[rows, mid_lo] + raw[rows, mid_hi]) / 2 / d.MINOR_PER_MAJOR
+        median[part] = med
+        enough = (c >= d.ROBUST_MIN_COUNT) & has_amount[part]
+        rows = np.flatnonzero(enough)
+        if not len(rows):
+            continue
+        mid_lo, mid_hi = (c[enough] - 1) // 2, c[enough] // 2
+        lg = np.where(valid[enough], logs[idx[enough]], np.inf)
+        lg.sort(axis=1)
+        centre = (lg[np.arange(len(rows)), mid_lo] + lg[np.arange(len(rows)), mid_hi]) / 2
+        dev = np.abs(lg - centre[:, None])  # inf for the padding, still last
+        dev.sort(axis=1)
+        mad = (dev[np.arange(len(rows)), mid_lo] + dev[np.arange(len(rows)), mid_hi]) / 2
+        scale = np.maximum(d.MAD_TO_SIGMA * mad, d.ROBUST_LOG_SCALE_FLOOR)
+        zz = np.full(len(c), np.nan)
+        zz[rows] = (q_logs[part][enough] - centre) / scale
+        z[part] = zz
+    n_name, median_name, z_name = ra.outputs()
+    slots = h.slots(ra.entity.column)
+    return {n_name: h.put(slots, n), median_name: h.put(slots, median), z_name: h.put(slots, z)}
+
+
+def first_used(h: History, mf: d.MemberFirstSeen) -> dict[str, np.ndarray]:
+    """When the entity first used each member in its current run of use (see
+    `d.MemberFirstSeen`): the runs of `Occurrences` over the horizon are exactly the
+    stretches in which the store reads the member as used, and a run starts when the
+    store writes its first use. Raw values as the store's: the run's first time in
+    microseconds, 0 when the member is not in use, missing when the event lacks it."""
+    raw: dict[str, np.ndarray] = {}
+    pos, ts = h.pos, h.ts
+    ent = h.code(mf.entity.column)
+    covered = h.last_covered(mf.horizon)
+    for (column, _), name in zip(mf.members, mf.raw_names()):
+        pair = h.code(mf.entity.column, column)
+        occ = np.flatnonzero(h.typ_in(mf.events) & (ent >= 0) & (pair >= 0))
+        run_pair, run_start, run_end, _ = Occurrences(pair[occ], np.zeros(len(occ), np.int64), pos[occ]).runs(
+            covered)
+        keys = run_pair * h.key_span + run_start
+        by_key = np.argsort(keys)
+        keys, run_pair, run_start, run_end = keys[by_key], run_pair[by_key], run_start[by_key], run_end[by_key]
+        qq = h.queries(mf.entity.column, column)
+        q_key = h.query_keys(mf.entity.column, column)
+        i = np.searchsorted(keys, q_key, side="left") - 1  # the last run starting before the query
+        j = np.maximum(i, 0)
+        inside = (i >= 0) & (run_pair[j] == pair[qq]) & (run_end[j] >= qq) if len(keys) else np.zeros(len(qq), bool)
+        began = np.where(inside, ts[run_start[j]] if len(keys) else 0, 0)
+        raw[name] = h.put(h.slots(mf.entity.column, column), began)
     return raw

@@ -31,6 +31,7 @@ from typing import Any, ClassVar, NamedTuple
 from fengkong.features import definitions as d
 from fengkong.features import keys
 from fengkong.features.assemble import AMOUNT_FEATURES
+from fengkong.features.errors import FeatureDefinitionError
 from fengkong.features.lists import KIND_COLUMN, ListSpec
 
 _SCALE = d.MINOR_PER_MAJOR
@@ -47,6 +48,7 @@ class Opcode(enum.StrEnum):
     VOLUME = "V"
     TOP = "T"
     LIST = "L"
+    FIRST_USED = "N"
 
 
 class Ref(NamedTuple):
@@ -103,6 +105,16 @@ def _moments(vals: Sequence[Any]) -> list[Any]:
     return [(int(n), float(mean), float(m2)) for n, mean, m2 in zip(it, it, it)]
 
 
+def _recent(vals: Sequence[Any]) -> list[Any]:
+    # how many amounts were ever written, then the ring: the first min(n, size) slots hold them
+    width = 1 + d.RECENT_AMOUNTS_SIZE
+    out: list[Any] = []
+    for at in range(0, len(vals), width):
+        n = int(vals[at])
+        out.append(tuple(map(int, vals[at + 1:at + 1 + min(n, width - 1)])))
+    return out
+
+
 class Decoder(NamedTuple):
     """How reply values of one kind become raw values: the converter of a run of them,
     and how many reply values one raw value takes."""
@@ -121,6 +133,7 @@ DECODERS: dict[str, Decoder] = {
     "is_one": Decoder(_is_one, 1),
     "optional_is_one": Decoder(_optional_is_one, 1),
     "moments": Decoder(_moments, 3),  # (n, mean, m2)
+    "recent": Decoder(_recent, 1 + d.RECENT_AMOUNTS_SIZE),  # the last amounts (minor units), a tuple
 }
 
 
@@ -219,8 +232,9 @@ class ProfileOp(Op):
 
 class StateOp(Op):
     """Everything one entity keeps as numbers, in one value: its rolling windows (a ring
-    of buckets each), and its first-seen time, amount moments and hour habit where
-    declared. One GET and at most one SET per event, however many windows."""
+    of buckets each), and its first-seen time, amount moments, hour habit and last
+    amounts (`d.RecentAmounts`, a ring) where declared. One GET and at most one SET per
+    event, however many windows."""
 
     code = Opcode.STATE
     lua_function = "op_state"
@@ -228,8 +242,8 @@ class StateOp(Op):
     @classmethod
     def compile(cls, config: StoreConfig) -> list[Op]:
         entities: list[d.Entity] = []
-        for entity in [x.entity for x in d.ROLLING] + [x.entity for x in d.FIRST_SEEN] + [
-                x.entity for x in d.MOMENTS] + [x.entity for x in d.HOUR_HABITS]:
+        for entity in [x.entity for kind in (d.ROLLING, d.FIRST_SEEN, d.MOMENTS, d.HOUR_HABITS, d.RECENT_AMOUNTS)
+                       for x in kind]:
             if entity not in entities:
                 entities.append(entity)
         return [cls(entity) for entity in entities]
@@ -239,21 +253,27 @@ class StateOp(Op):
         firsts = [f for f in d.FIRST_SEEN if f.entity == entity]
         moments = [m for m in d.MOMENTS if m.entity == entity]
         hours = [h for h in d.HOUR_HABITS if h.entity == entity]
+        recents = [r for r in d.RECENT_AMOUNTS if r.entity == entity]
+        if any(r.size != d.RECENT_AMOUNTS_SIZE for r in recents):
+            raise FeatureDefinitionError("RecentAmounts.size is RECENT_AMOUNTS_SIZE (the reply decodes that many)")
+        self._recent_events = frozenset(recents[0].events) if recents else None
         self._first_events = frozenset(firsts[0].events) if firsts else None
         self._moment_events = frozenset(moments[0].events) if moments else None
         self._hour_events = frozenset(hours[0].events) if hours else None
         writes_on = {t for r in self.rollings for c in r.counters for t in c.events}
-        for events in (self._first_events, self._moment_events, self._hour_events):
+        for events in (self._first_events, self._moment_events, self._hour_events, self._recent_events):
             writes_on |= events or set()
         # the value's layout names its key: a new layout, a new key (never an old value misread)
         layout = ";".join(f"{r.window.name}:{','.join(c.name for c in r.counters)}" for r in self.rollings)
         layout += "|" + "".join(code for code, on in (("F", firsts), ("M", moments), ("H", hours)) if on)
+        layout += f"K{d.RECENT_AMOUNTS_SIZE}" if recents else ""
         ttl = max([r.window.seconds + r.window.resolution for r in self.rollings]
                   + [f.ttl.seconds for f in firsts] + [m.ttl.seconds for m in moments]
-                  + [h.ttl.seconds for h in hours])
+                  + [h.ttl.seconds for h in hours] + [r.ttl.seconds for r in recents])
         self._ttl = str(ttl)
         self._size = sum(1 + len(r.counters) + r.window.buckets * (1 + len(r.counters)) for r in self.rollings)
         self._size += (1 if firsts else 0) + (3 if moments else 0) + (25 if hours else 0)
+        self._size += (1 + d.RECENT_AMOUNTS_SIZE) if recents else 0
         ns = entity.name
         outputs = [(name, "scaled" if name in AMOUNT_FEATURES else "int")
                    for r in self.rollings for name in r.outputs()]
@@ -263,6 +283,8 @@ class StateOp(Op):
             outputs.append((f"{ns}.moments", "moments"))
         if hours:
             outputs += [(f"{ns}.hour_count", "int"), (f"{ns}.hour_total", "int")]
+        if recents:
+            outputs.append((f"{ns}.recent_amounts", "recent"))
         super().__init__(entity=ns, column=entity.column, suffix=f"state.{hashlib.sha1(layout.encode()).hexdigest()[:8]}",
                          outputs=outputs, writes_on=writes_on)
 
@@ -270,7 +292,8 @@ class StateOp(Op):
         """size, nrings, (buckets, bucket id, ncounters, increment per counter) per ring,
         nextra, (code, mode, value) per extra section, ttl. An increment is 0 (the type
         does not count), 1, the amount, a row flag's 0/1 or amount, or "N" (the script
-        tests the amount against the merchant's limit)."""
+        tests the amount against the merchant's limit). An extra section's code is F, M,
+        H or "K<size>" (the last amounts)."""
         args: list[Any] = [self._size, len(self.rollings)]
         for r in self.rollings:
             args += [r.window.buckets, Ref(("bucket", r.window.resolution * 1_000_000)), len(r.counters)]
@@ -290,6 +313,9 @@ class StateOp(Op):
             extras += ["M", Ref("moment_mode") if event_type in self._moment_events else 1, Ref("amount")]
         if self._hour_events is not None:
             extras += ["H", 2 if event_type in self._hour_events else 1, Ref("hour")]
+        if self._recent_events is not None:  # "K<size>": the ring of the last amounts
+            extras += [f"K{d.RECENT_AMOUNTS_SIZE}", Ref("moment_mode") if event_type in self._recent_events else 1,
+                       Ref("amount")]
         return [*args, len(extras) // 3, *extras, self._ttl]
 
 
@@ -348,6 +374,36 @@ class SeenOp(Op):
         """member, ts, horizon, prune bound, ttl, write (1/0)."""
         return [Ref(("member", self._of)), Ref("ts_text"), Ref(("thr", *self._span)), Ref(("prune", *self._span)),
                 self._ttl, 1 if event_type in self.writes_on else 0]
+
+
+class FirstUsedOp(Op):
+    """When the entity first used each member (device, IP, country) in its current run
+    of use: a hash of member -> (first use, last use). A member unused since before the
+    horizon's threshold reads as never used; stale fields are dropped (at most once per
+    horizon bucket, as a member is added), so the hash holds about one horizon's."""
+
+    code = Opcode.FIRST_USED
+    lua_function = "op_first_used"
+
+    @classmethod
+    def compile(cls, config: StoreConfig) -> list[Op]:
+        return [cls(x) for x in d.MEMBER_FIRST_SEEN]
+
+    def __init__(self, x: d.MemberFirstSeen) -> None:
+        super().__init__(entity=x.entity.name, column=x.entity.column,
+                         suffix="n:" + ",".join(column for column, _ in x.members),
+                         outputs=[(name, "optional_int") for name in x.raw_names()], writes_on=x.events)
+        self._ttl = str(x.horizon.seconds + x.horizon.resolution)
+        self._span = _span(x.horizon)
+        self._every = x.horizon.resolution * 1_000_000
+        self._columns = tuple(column for column, _ in x.members)
+
+    def args(self, event_type: str) -> list[Any]:
+        """ts, horizon threshold, prune interval (us), ttl, write (1/0), nmembers, members
+        ("" for one the event lacks)."""
+        return [Ref("ts"), Ref(("thr", *self._span)), self._every, self._ttl,
+                1 if event_type in self.writes_on else 0, len(self._columns),
+                *[Ref(("member", column)) for column in self._columns]]
 
 
 class VolumeOp(Op):
@@ -434,7 +490,7 @@ class ListOp(Op):
 
 #: every op kind, in the order the script runs them: the profile first (the near-limit
 #: counters read its limit), the lists last (their keys are fixed, after the entities')
-OP_KINDS: tuple[type[Op], ...] = (ProfileOp, StateOp, DistinctOp, SeenOp, VolumeOp, TopOp, ListOp)
+OP_KINDS: tuple[type[Op], ...] = (ProfileOp, StateOp, DistinctOp, SeenOp, FirstUsedOp, VolumeOp, TopOp, ListOp)
 
 
 def compile_ops(lists: dict[str, ListSpec], grade_limits: dict[str, int], default_limit: int) -> list[Op]:

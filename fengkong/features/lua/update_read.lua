@@ -21,14 +21,18 @@
 --        anomaly|false
 --   R op_state     size nrings (N b nc inc1..incnc)*nrings nextra (code mode value)*nextra
 --        ttl: an entity's state in one value of `size` doubles: its rings of N buckets
---        (inc "N" = the near-limit flag), then F first seen, M moments, H hour habit
---        (mode 1 read, 2 read and write) -> each ring's nc totals, then F: first
---        ts|false; M: n, mean, m2; H: count, total
+--        (inc "N" = the near-limit flag), then F first seen, M moments, H hour habit,
+--        K<k> the last k amounts (mode 1 read, 2 read and write) -> each ring's nc
+--        totals, then F: first ts|false; M: n, mean, m2; H: count, total; K: amounts
+--        ever written, then the k slots of the ring
 --   D op_distinct  member ts prune ttl nthr thr1..thrn   (last-seen sorted set; member
 --        "" = read only) -> n counts (members with last-seen >= thr)
 --   S op_seen      member ts horizon prune ttl write -> is_new (1/0|false), members
 --        seen since horizon (prune: "(bound", members last seen before the bound are
 --        dropped; the bound is the lowest threshold, so never past one; ttl > 0)
+--   N op_first_used  ts thr every ttl write nm member1..membernm   (member -> first
+--        and last use; "" = the event lacks it) -> per member: first use ts, 0 if
+--        never used (or last used before thr), false for ""
 --   V op_volume    day hour amount ttl write   (merchant period volume) -> volume
 --        today, count today, volume hour, count hour, then the 7-day and 28-day
 --        baselines: through this hour, this hour alone, count through it
@@ -250,8 +254,9 @@ local function op_state(key)
     at = at + (1 + n) * w8
   end
   -- then the entity's other sections: F (first seen), M (Welford moments of the
-  -- amount), H (hour-of-day counts, then their total); each: code, mode (1 read,
-  -- 2 read and write), value
+  -- amount), H (hour-of-day counts, then their total), K<k> (how many amounts were
+  -- written, then a ring of the last k); each: code, mode (1 read, 2 read and
+  -- write), value
   local nextra = A[ai]
   ai = ai + 1
   for _ = 1, nextra do
@@ -281,6 +286,21 @@ local function op_state(key)
         changed = true
       end
       at = at + 24
+    elseif code ~= 'H' then
+      -- K<k>: the ring's slot n % k takes the n-th amount (n counted from 0)
+      local k = tonumber(ssub(code, 2))
+      local vals = {sunpack(FMT[k + 1] or '<' .. string.rep('d', k + 1), old, at + 1)}
+      for i = 1, k + 1 do out[no + i] = vals[i] end
+      no = no + k + 1
+      if write then
+        local n = vals[1]
+        keep(at)
+        emit(spack('<d', n + 1))
+        keep(at + 8 + (n % k) * 8)
+        emit(spack('<d', value))
+        changed = true
+      end
+      at = at + (k + 1) * 8
     else
       local count = sunpack('<d', old, at + value * 8 + 1)
       local total = sunpack('<d', old, at + 24 * 8 + 1)
@@ -380,6 +400,80 @@ local function op_seen(key)
   if write and rcall('ZADD', key, 'GT', ts, member) == 1 then
     rcall('ZREMRANGEBYSCORE', key, '-inf', prune)
   end
+end
+
+-- When the entity first used each member: a hash of member -> '<dd' (first use,
+-- last use), fields named by the member's place in the op ("1:d7", "2:113.7.1.2"),
+-- and "~p", when stale fields were last dropped. A member whose last use is before
+-- the horizon's threshold reads as never used and starts over on its next use.
+-- Stale fields are dropped when a new field is added and `every` has passed since
+-- the last drop: the hash holds about one horizon's members.
+local function op_first_used(key)
+  local ts, thr, every, ttl, write, nm = A[argi], tonumber(A[argi + 1]), A[argi + 2], A[argi + 3],
+    A[argi + 4] == 1, A[argi + 5]
+  local first = argi + 6
+  argi = first + nm
+  local fields, nf = {}, 0
+  for i = first, argi - 1 do
+    if A[i] ~= '' then
+      nf = nf + 1
+      fields[nf] = (i - first + 1) .. ':' .. A[i]
+    end
+  end
+  if nf == 0 then
+    for _ = 1, nm do
+      nout = nout + 1
+      out[nout] = false
+    end
+    return
+  end
+  fields[nf + 1] = '~p'
+  local vals = rcall('HMGET', key, unpack(fields, 1, nf + 1))
+  local set, nset, grew = {}, 0, false
+  local j = 0
+  for i = first, argi - 1 do
+    nout = nout + 1
+    if A[i] == '' then
+      out[nout] = false
+    else
+      j = j + 1
+      local began, last = 0, ts
+      local v = vals[j]
+      if v then
+        local f0, l0 = sunpack('<dd', v)
+        if l0 >= thr then
+          began = f0
+          if l0 > ts then last = l0 end
+        end
+      else
+        grew = true
+      end
+      out[nout] = began
+      if write then
+        set[nset + 1] = fields[j]
+        set[nset + 2] = spack('<dd', began ~= 0 and began or ts, last)
+        nset = nset + 2
+      end
+    end
+  end
+  if nset == 0 then return end
+  local pruned = vals[nf + 1]
+  if grew and (not pruned or ts - sunpack('<d', pruned) >= every) then
+    local all = rcall('HGETALL', key)
+    local stale = {}
+    for i = 1, #all, 2 do
+      if sbyte(all[i], 1) ~= 126 then  -- "~"
+        local _, l0 = sunpack('<dd', all[i + 1])
+        if l0 < thr then stale[#stale + 1] = all[i] end
+      end
+    end
+    if #stale > 0 then rcall('HDEL', key, unpack(stale)) end
+    set[nset + 1] = '~p'
+    set[nset + 2] = spack('<d', ts)
+    nset = nset + 2
+  end
+  rcall('HSET', key, unpack(set, 1, nset))
+  rcall('EXPIRE', key, ttl)
 end
 
 -- Merchant period volume. Fields of the merchant's volume hash:
@@ -562,6 +656,7 @@ local OPS = {
   R = op_state,
   D = op_distinct,
   S = op_seen,
+  N = op_first_used,
   V = op_volume,
   T = op_top,
   L = op_list,
