@@ -359,5 +359,5 @@ def test_top_k_card_precision_and_rule_metrics_by_hand() -> None:
     # only rules that stop count fraud only they caught: r1 alone among stopping rules on f (fraud); r2 fires
     # with r1 on a and alone on c, g (good); r3 challenges, so it stops nothing
     assert r.loc["r1", "fraud_only_it_caught"] == 1 and r.loc["r2", "fraud_only_it_caught"] == 0
-    assert r.loc["r3", "fraud_only_it_caught"] is None
+    assert r.loc["r3", "fraud_only_it_caught"] is pd.NA
     assert list(m.daily_top_k["known_left_out"]) == [0, 1]

@@ -162,8 +162,10 @@ def _per_rule(d: pd.DataFrame, fraud: np.ndarray, known: np.ndarray, info: dict[
             "precision": float(fraud[lab].mean()) if len(lab) else None,
             "fires_alone": len(alone), "fraud_only_it_caught": only,
         })
-    return pd.DataFrame(rows, columns=["rule", "mode", "then", "fires", "fire_rate", "precision", "fires_alone",
-                                       "fraud_only_it_caught"])
+    out = pd.DataFrame(rows, columns=["rule", "mode", "then", "fires", "fire_rate", "precision", "fires_alone",
+                                      "fraud_only_it_caught"])
+    out["fraud_only_it_caught"] = pd.array([r["fraud_only_it_caught"] for r in rows], dtype="Int64")
+    return out
 
 
 # -- rendering ----------------------------------------------------------------------------------
