@@ -51,11 +51,16 @@ def read_table(path: Path | str) -> pd.DataFrame:
     return flatten(pd.read_json(path, lines=True, dtype=False))
 
 
+def _holds_objects(s: pd.Series) -> bool:
+    """Whether a column holds JSON objects (its first present value is a dict)."""
+    first = s.first_valid_index()
+    return first is not None and isinstance(s[first], dict)
+
+
 def flatten(frame: pd.DataFrame) -> pd.DataFrame:
     """Columns holding objects (dicts) become one column per leaf, named ``parent.child``;
     rows without the object get missing values. Other columns are left as they are."""
-    nested = [c for c in frame.columns if frame[c].dtype == object
-              and frame[c].map(lambda v: isinstance(v, dict)).any()]
+    nested = [c for c in frame.columns if frame[c].dtype == object and _holds_objects(frame[c])]
     if not nested:
         return frame
     parts: list[pd.DataFrame] = []

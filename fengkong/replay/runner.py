@@ -184,11 +184,12 @@ def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, model
         for c in MODEL_COLUMNS:
             out[c].append(_score(features.get(c)))
         out["risk"].append(_score(features.get("model.risk")))  # the fused model+rules risk, with models
-        for k, v in features.items():
-            if k.startswith("model.") and k not in MODEL_COLUMNS and k != "model.risk":
-                extra_models.setdefault(k, [None] * (len(out["event_id"]) - 1)).append(_score(v))
-        for k in extra_models:
-            extra_models[k] += [None] * (len(out["event_id"]) - len(extra_models[k]))
+        if models is not None:  # a model output beyond MODEL_COLUMNS still gets its column
+            for k, v in features.items():
+                if k.startswith("model.") and k not in MODEL_COLUMNS and k != "model.risk":
+                    extra_models.setdefault(k, [None] * (len(out["event_id"]) - 1)).append(_score(v))
+            for k in extra_models:
+                extra_models[k] += [None] * (len(out["event_id"]) - len(extra_models[k]))
         for c in label_cols:
             v = row.get(c)
             labels[c].append(None if v is None or (isinstance(v, float) and v != v) or v is pd.NA else v)
