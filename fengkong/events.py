@@ -6,15 +6,37 @@ an integer is minor units (fen, cents), a string is a decimal in major units
 (yuan, dollars). A value that looks like a full card number (PAN) is refused
 wherever it appears, and the refusal never repeats the number.
 
+The reading is strict, because whatever the contract lets through reaches Redis
+keys, the audit trail and the rules, and a value that makes code raise later would
+be answered by the failure policy (an allow) instead of a 4xx:
+
+* an amount string is a plain ASCII decimal (``12.50``): no exponent, no ``_``,
+  no full-width or other non-ASCII digits, no spaces; an integer is minor units;
+  both within `MAX_AMOUNT_MINOR`;
+* ``occurred_at`` is ISO 8601 text with an offset, within `occurred_at_range`
+  (years 2000 to 2100 unless ``FENGKONG_OCCURRED_AT_MIN`` / ``_MAX`` say otherwise);
+* nesting is bounded (`MAX_DEPTH`): `nesting_problem` checks raw JSON bytes before
+  any parser or recursive scan sees them, and `parse_event` walks what it is given
+  without recursion;
+* a PAN is 13 to 19 digits that pass Luhn, in any value or object key, or a JSON
+  integer: unbroken, or grouped as card numbers are written (4-4-4-4, 4-6-5, ...)
+  with separators (space ``-`` ``.`` ``_`` ``/``, up to three between groups), alone
+  or inside a longer string (``pan:4111...``, ``e-4111...``); not glued to ASCII
+  letters (``x4111...``), which is what random hex ids look like.
+
 This module sits below everything else in fengkong: it imports nothing from the
 package.
 """
 
 from __future__ import annotations
 
+import array
+import functools
 import ipaddress
+import itertools
+import os
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Mapping
@@ -85,7 +107,19 @@ _ID = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 IPV4_TEXT = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 _UNSET = object()
-_PAN_CANDIDATE = re.compile(r"^[0-9][0-9 \-]{11,30}[0-9]$")
+#: Deepest nesting accepted (the event itself nests 2 deep: event -> card).
+MAX_DEPTH = 32
+#: 13 or more digits (any script), consecutive ones separated by at most three separators.
+_PAN_RUN = re.compile(r"(?<!\d)\d(?:[ \-._/]{0,3}+\d){12,}")
+_DIGIT_GROUP = re.compile(r"\d+")
+#: A plain decimal: ASCII digits, an optional fraction, an optional minus (refused as negative).
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed bytes
+_NOT_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
+OCCURRED_AT_MIN_ENV = "FENGKONG_OCCURRED_AT_MIN"
+OCCURRED_AT_MAX_ENV = "FENGKONG_OCCURRED_AT_MAX"
+DEFAULT_OCCURRED_AT_RANGE = (datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc))
 
 
 class EventRejected(ValueError):
@@ -98,6 +132,7 @@ class EventRejected(ValueError):
 
 
 def luhn_ok(digits: str) -> bool:
+    """The Luhn check digit test over ASCII digits."""
     total = 0
     for i, ch in enumerate(reversed(digits)):
         d = ord(ch) - 48
@@ -109,45 +144,135 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _glued(ch: str) -> bool:
+    """A neighbour that makes digits part of a word (``x4111...``): an ASCII letter or digit."""
+    return ch.isascii() and ch.isalnum()
+
+
+def _run_holds_pan(text: str, begin: int, end: int) -> bool:
+    """Whether the run ``text[begin:end]`` (digit groups joined by separators) holds a PAN.
+
+    A PAN here is 13 to 19 digits passing Luhn, either one group alone, or groups
+    written the way card numbers are grouped: a first group of 4, middle groups of
+    4 or 6, a last group of 1 to 6 (4-4-4-4, 4-4-4-4-3, 4-6-5, 4-6-4). That shape is
+    what keeps date-and-sequence ids (``ORD-20261125-00012345``: 8-8, which passes
+    Luhn one time in ten) from being taken for card numbers. A span may not start
+    or end glued to an ASCII letter or digit, so hex ids are not card numbers."""
+    groups = _DIGIT_GROUP.findall(text, begin, end)
+    if not text[begin:end].isascii():
+        groups = ["".join(str(int(c)) for c in g) for g in groups]
+    glued_first = begin > 0 and _glued(text[begin - 1])
+    glued_last = end < len(text) and _glued(text[end])
+    last = len(groups) - 1
+    for i, group in enumerate(groups):
+        if i == 0 and glued_first:
+            continue
+        if 13 <= len(group) <= 19:
+            if (i < last or not glued_last) and luhn_ok(group):
+                return True
+            continue
+        if len(group) != 4:
+            continue
+        digits = group
+        for j in range(i + 1, last + 1):
+            size = len(groups[j])
+            if size > 6 or len(digits) + size > 19:
+                break
+            digits += groups[j]
+            if len(digits) >= 13 and (j < last or not glued_last) and luhn_ok(digits):
+                return True
+            if size not in (4, 6):  # only a last group may have another size
+                break
+    return False
+
+
 def looks_like_pan(value: Any) -> bool:
-    """13 to 19 digits (spaces or dashes allowed between them) that pass the Luhn check."""
+    """A card number written anywhere in a string, or an integer that is one (see the module doc)."""
     if isinstance(value, str):
         if len(value) < 13:  # fewer than 13 characters cannot hold 13 digits
             return False
-        text = value.strip()
-        if not _PAN_CANDIDATE.match(text):
-            return False
-    elif isinstance(value, int) and not isinstance(value, bool):
+        m = _PAN_RUN.search(value)
+        while m is not None:
+            if _run_holds_pan(value, m.start(), m.end()):
+                return True
+            m = _PAN_RUN.search(value, m.end())
+        return False
+    if isinstance(value, int) and not isinstance(value, bool):
         if -10**12 < value < 10**12:
             return False
-        text = str(value)
-    else:
-        return False
-    digits = text.replace(" ", "").replace("-", "")
-    return digits.isdigit() and 13 <= len(digits) <= 19 and luhn_ok(digits)
+        digits = str(abs(value))
+        return 13 <= len(digits) <= 19 and luhn_ok(digits)
+    return False
 
 
-def find_pan(data: Any, path: str = "") -> str | None:
-    """Return the dotted path of the first value that looks like a card number, if any."""
-    if isinstance(data, dict) or (not isinstance(data, (str, int, float)) and isinstance(data, Mapping)):
-        for key, value in data.items():
-            if looks_like_pan(key):
-                return path or "<key>"
-            if isinstance(value, (str, int, float)) or value is None:  # a leaf: no path unless it is a hit
-                if looks_like_pan(value):
-                    return f"{path}.{key}" if path else str(key)
-                continue
-            found = find_pan(value, f"{path}.{key}" if path else str(key))
-            if found:
-                return found
-    elif isinstance(data, (list, tuple)):
-        for i, value in enumerate(data):
-            found = find_pan(value, f"{path}[{i}]")
-            if found:
-                return found
-    elif looks_like_pan(data):
-        return path or "<value>"
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def find_pan(data: Any, path: str = "", max_depth: int | None = None) -> str | None:
+    """Return the dotted path of the first value or key that looks like a card number, if any.
+
+    A key that is one is named by its parent's path and ``<key>``, so the number is
+    not repeated. The walk keeps its own stack, so no nesting can exhaust Python's;
+    with `max_depth`, nesting deeper than that (objects and arrays) is refused on
+    the way (`EventRejected`), so one walk does both checks."""
+    stack: list[tuple[Any, str, int]] = [(data, path, 1)]
+    while stack:
+        node, where, depth = stack.pop()
+        kind = type(node)
+        if kind is dict or (kind is not str and isinstance(node, Mapping)):
+            if max_depth is not None and depth > max_depth:
+                raise EventRejected("<event>", f"nests deeper than {max_depth} levels of objects and arrays")
+            nested = []
+            for key, value in node.items():  # this level's keys and plain values first
+                if looks_like_pan(key):
+                    return _join(where, "<key>")
+                vkind = type(value)
+                if vkind is str or vkind is int:
+                    if looks_like_pan(value):
+                        return _join(where, key)
+                elif vkind is dict or vkind is list or isinstance(value, (Mapping, list, tuple)):
+                    nested.append((value, _join(where, key), depth + 1))
+                elif looks_like_pan(value):
+                    return _join(where, key)
+            stack.extend(reversed(nested))
+        elif kind is list or kind is tuple:
+            if max_depth is not None and depth > max_depth:
+                raise EventRejected("<event>", f"nests deeper than {max_depth} levels of objects and arrays")
+            for i in range(len(node) - 1, -1, -1):
+                stack.append((node[i], f"{where}[{i}]", depth + 1))
+        elif looks_like_pan(node):
+            return where or "<value>"
     return None
+
+
+def nesting_problem(raw: bytes, limit: int = MAX_DEPTH) -> str | None:
+    """Why raw JSON bytes nest too deep to be read, or None; a linear scan that never recurses.
+
+    Meant to run before the JSON parser: brackets inside strings do not count. A body
+    with no more than `limit` brackets in all is passed at once (two ``count`` calls)."""
+    if raw.count(b"{") + raw.count(b"[") <= limit:
+        return None
+    steps = array.array("b", _JSON_STRING.sub(b"", raw).translate(_BRACKET_STEP, _NOT_BRACKET))
+    if max(itertools.accumulate(steps), default=0) > limit:
+        return f"nests deeper than {limit} levels of objects and arrays"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def occurred_at_range() -> tuple[datetime, datetime]:
+    """The accepted span of ``occurred_at``: [min, max), from ``FENGKONG_OCCURRED_AT_MIN`` /
+    ``FENGKONG_OCCURRED_AT_MAX`` (ISO 8601; a date or a time without offset is UTC) or years
+    2000 to 2100. Wide enough for replays of old histories, narrow enough that a year-1
+    or year-9999 typo is refused instead of landing in (or overflowing) every window."""
+    bounds = []
+    for env, default in zip((OCCURRED_AT_MIN_ENV, OCCURRED_AT_MAX_ENV), DEFAULT_OCCURRED_AT_RANGE):
+        text = os.environ.get(env, "").strip()
+        value = datetime.fromisoformat(text) if text else default
+        bounds.append(value if value.tzinfo else value.replace(tzinfo=timezone.utc))
+    if bounds[0] >= bounds[1]:
+        raise ValueError(f"{OCCURRED_AT_MIN_ENV} must be before {OCCURRED_AT_MAX_ENV}")
+    return bounds[0], bounds[1]
 
 
 class Card(BaseModel):
@@ -192,11 +317,24 @@ class Event(BaseModel):
             raise ValueError("must be an integer of minor units or a decimal string, never a float")
         return value
 
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _iso_text(cls, value: Any) -> Any:
+        if isinstance(value, datetime):  # built in Python (replay frames, tests): already parsed
+            return value
+        if not isinstance(value, str) or not value.isascii():
+            raise ValueError("must be ISO 8601 text with a UTC offset (e.g. 2026-11-25T10:00:00+08:00)")
+        return value
+
     @field_validator("occurred_at")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("must carry a UTC offset (e.g. 2026-11-25T10:00:00+08:00)")
+        low, high = occurred_at_range()
+        if not low <= value < high:
+            raise ValueError(f"must be from {low.isoformat()} up to {high.isoformat()} "
+                             f"(configured by {OCCURRED_AT_MIN_ENV} / {OCCURRED_AT_MAX_ENV})")
         return value
 
     @field_validator("ip")
@@ -245,15 +383,18 @@ def _to_minor(amount: int | str | None, currency: str) -> int | None:
         if amount > MAX_AMOUNT_MINOR:
             raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
         return amount
-    text = amount.strip()
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise EventRejected("amount", "is not a decimal number") from None
-    if not value.is_finite():
-        raise EventRejected("amount", "must be a finite number (no NaN or infinity)")
-    if value < 0:
+    if not _PLAIN_DECIMAL.fullmatch(amount):
+        raise EventRejected("amount", "must be a plain decimal like 12.50 (ASCII digits and one optional '.'; "
+                                      "no exponent, '_', spaces or other digits), or integer minor units")
+    if amount[0] == "-":
         raise EventRejected("amount", "must not be negative")
+    whole = amount.partition(".")[0].lstrip("0")
+    if len(whole) > 16:  # far above the cap whatever the currency: not worth converting
+        raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
+    try:
+        value = Decimal(amount)
+    except InvalidOperation:  # the pattern above leaves none; kept so no input can raise past here
+        raise EventRejected("amount", "is not a decimal number") from None
     exponent = currency_exponent(currency)
     minor = value.scaleb(exponent)
     if minor != minor.to_integral_value():
@@ -272,7 +413,7 @@ def parse_event(data: Any) -> Event:
     """Validate one event; raise EventRejected naming the field (never echoing a card number)."""
     if not isinstance(data, Mapping):
         raise EventRejected("<event>", "must be a JSON object")
-    pan_at = find_pan(data)
+    pan_at = find_pan(data, max_depth=MAX_DEPTH)
     if pan_at:
         raise EventRejected(pan_at, "looks like a full card number (PAN); send a card fingerprint instead")
     try:
@@ -321,7 +462,7 @@ def flat_to_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     card: dict[str, Any] = {}
     for col in FLAT_COLUMNS:
-        value = row.get(col)
+        value: Any = row.get(col)
         if not _present(value):
             continue
         if hasattr(value, "item"):  # numpy scalar -> python

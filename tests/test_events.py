@@ -177,3 +177,157 @@ def test_flat_rows_with_pandas_missing_markers_drop_those_fields():
     row = {"event_id": "e", "type": "login", "occurred_at": BASE["occurred_at"], "amount": pd.NA,
            "user_id": "u", "card_fingerprint": float("nan"), "ip": None}
     assert flat_to_dict(row) == {"event_id": "e", "type": "login", "occurred_at": BASE["occurred_at"], "user_id": "u"}
+
+
+# --- the strict reading of the wire --------------------------------------------------------------
+@pytest.mark.parametrize("amount", ["1E+999999", "1e-999999999", "1e3", "４９.９０", "1_000", " 12.50", "12.50 ",
+                                    "12.", ".5", "+12", "0x10", "1,000.00", "١٢", "12.5.0", "", "9" * 5000])
+def test_an_amount_is_a_plain_ascii_decimal(amount):
+    err = refused(with_(amount=amount))
+    assert err.field == "amount"
+
+
+@pytest.mark.parametrize("amount, minor", [("0.01", 1), ("12", 1200), ("012.50", 1250), ("12.500", 1250),
+                                           ("10000000000000.00", 10**15)])
+def test_plain_decimals_within_the_cap_are_accepted(amount, minor):
+    assert parse_event(with_(amount=amount)).amount_minor == minor
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59+00:00",
+                                  "1999-12-31T23:59:59+00:00", "2100-01-01T00:00:00+00:00", 1764036000,
+                                  "２０２６-11-25T10:00:00+08:00"])
+def test_occurred_at_outside_the_sane_range_or_not_text_is_refused(when):
+    assert refused(with_(occurred_at=when)).field == "occurred_at"
+
+
+def test_the_occurred_at_range_is_configurable(monkeypatch):
+    from fengkong.events import occurred_at_range
+
+    assert parse_event(with_(occurred_at="2000-01-01T00:00:00+00:00")).ts == 946684800
+    monkeypatch.setenv("FENGKONG_OCCURRED_AT_MIN", "1990-01-01")
+    monkeypatch.setenv("FENGKONG_OCCURRED_AT_MAX", "2027-01-01T00:00:00+00:00")
+    occurred_at_range.cache_clear()
+    try:
+        assert parse_event(with_(occurred_at="1995-06-01T00:00:00+08:00")).occurred_at.year == 1995
+        assert "2027-01-01" in refused(with_(occurred_at="2027-06-01T00:00:00+00:00")).reason
+    finally:
+        occurred_at_range.cache_clear()
+
+
+def _nested(depth: int) -> dict:
+    inner: dict = {}
+    outer = inner
+    for _ in range(depth - 1):
+        inner["x"] = {}
+        inner = inner["x"]
+    return outer
+
+
+def test_deep_nesting_is_refused_without_recursion():
+    import time
+
+    from fengkong.events import MAX_DEPTH
+
+    t0 = time.perf_counter()
+    err = refused(with_(note=_nested(100_000)))  # far past Python's recursion limit
+    assert err.field == "<event>" and f"{MAX_DEPTH} levels" in err.reason
+    assert time.perf_counter() - t0 < 1.0
+    assert refused(with_(note=[[[["x"]]]])).field == "note"  # shallow: refused as an unknown field
+
+
+def test_nesting_is_measured_on_raw_bytes_outside_strings():
+    from fengkong.events import MAX_DEPTH, nesting_problem
+
+    assert nesting_problem(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1)) is not None
+    assert nesting_problem(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH) is None
+    assert nesting_problem(b'{"a": "' + b"[{" * 500 + b'"}') is None  # brackets inside a string
+    assert nesting_problem(b'{"a": "\\"' + b"[" * 500 + b'"}') is None  # after an escaped quote
+    assert nesting_problem(b'{"a": "x"' + b', "b": {"c": [1]}' * 100 + b"}") is None  # wide, not deep
+    deep = b'{"a": "x\\\\", "b": ' + b"[" * 40 + b"]" * 40 + b"}"  # an escaped backslash ends the string
+    assert nesting_problem(deep) is not None
+
+
+# --- card numbers anywhere ----------------------------------------------------------------------
+SEPARATORS = " -._/"
+STRING_FIELDS = ["event_id", "merchant_id", "user_id", "device_id", "refers_to", "ip", "currency", "channel",
+                 "type", "occurred_at", "amount", "merchant_mcc", "card.fingerprint", "card.bin", "card.type",
+                 "card.issuer_country", "note", "card.note"]
+#: How card numbers are written in groups, by length.
+GROUPINGS = {13: [(4, 4, 4, 1)], 14: [(4, 6, 4)], 15: [(4, 6, 5)], 16: [(4, 4, 4, 4)], 17: [(4, 4, 4, 4, 1)],
+             18: [(4, 4, 4, 6)], 19: [(4, 4, 4, 4, 3)]}
+
+
+def luhn_complete(body: str) -> str:
+    """`body` plus the check digit that makes it pass Luhn."""
+    return next(body + d for d in "0123456789" if luhn_ok(body + d))
+
+
+@st.composite
+def written_pans(draw):
+    """A Luhn-valid 13-19 digit number, unbroken or grouped with random separators."""
+    length = draw(st.integers(13, 19))
+    pan = luhn_complete(draw(st.sampled_from("2345689")) + draw(st.text("0123456789", min_size=length - 2,
+                                                                          max_size=length - 2)))
+    if draw(st.booleans()):
+        return pan
+    out, at = [], 0
+    for size in draw(st.sampled_from(GROUPINGS[length])):
+        out.append(pan[at:at + size])
+        at += size
+    seps = [draw(st.text(SEPARATORS, min_size=1, max_size=3)) for _ in out[1:]]
+    return out[0] + "".join(s + g for s, g in zip(seps, out[1:]))
+
+
+_word = st.text("xyz9:#@=" + SEPARATORS, max_size=5)
+_boundary = st.sampled_from(":#@=" + SEPARATORS)
+#: Text around the number: anything, but never glued to it by a letter or a digit.
+before_pan = st.one_of(st.just(""), st.tuples(_word, _boundary).map("".join))
+after_pan = st.one_of(st.just(""), st.tuples(_boundary, _word).map("".join))
+
+
+def with_field(path: str, value: str) -> dict:
+    data = with_()
+    if path.startswith("card."):
+        data["card"] = dict(data["card"], **{path[5:]: value})
+    else:
+        data[path] = value
+    return data
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(STRING_FIELDS), written_pans(), before_pan, after_pan)
+def test_a_pan_in_any_string_field_is_refused_naming_the_field_without_echoing_it(path, pan, before, after):
+    err = refused(with_field(path, f"{before}{pan}{after}"))
+    assert err.field == path and "card number" in err.reason
+    digits = "".join(c for c in pan if c.isdigit())
+    assert digits[:6] not in str(err) and pan not in str(err)
+
+
+@settings(max_examples=100, deadline=None)
+@given(written_pans(), before_pan)
+def test_a_pan_as_an_object_key_is_refused_without_naming_it(pan, before):
+    err = refused(with_(card={"fingerprint": "tok", f"{before}{pan}": "x"}))
+    assert err.field == "card.<key>" and "card number" in err.reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.uuids().map(lambda u: u.hex),
+    st.uuids().map(str),
+    st.text("abcdefghijklmnopqrstuvwxyz-_:.", min_size=1, max_size=20).map(lambda t: "u" + t),
+    st.integers(0, 10**12 - 1).map(lambda n: f"acct-{n:012d}"),  # 12-digit runs
+    st.integers(10**15, 10**16 - 1).map(lambda n: f"n-{n}").filter(lambda t: not luhn_ok(t[2:])),
+    st.tuples(st.integers(0, 10**8 - 1), st.integers(0, 10**8 - 1)).map(lambda p: f"ORD-{p[0]:08d}-{p[1]:08d}"),
+    st.lists(st.integers(0, 10**6 - 1), min_size=1, max_size=6).map(lambda ns: "-".join(f"{n:06d}" for n in ns)),
+))
+def test_ordinary_ids_are_not_taken_for_card_numbers(ident):
+    for path in ("event_id", "user_id", "device_id", "card.fingerprint"):
+        assert parse_event(with_field(path, ident)) is not None
+
+
+def test_pans_written_as_reported_are_refused():
+    for where in [{"device_id": "4111.1111.1111.1111"}, {"device_id": "pan:4111111111111111"},
+                  {"event_id": "e-4111111111111111"}, {"user_id": "4111_1111_1111_1111"},
+                  {"device_id": "3782/822463/10005"}, {"device_id": "卡号4111111111111111"}]:
+        assert "card number" in refused(with_(**where)).reason, where
+    assert not looks_like_pan("x4111111111111111")  # glued to a letter: a hex id, not a card number

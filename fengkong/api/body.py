@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fengkong.api.encoding import loads
 from fengkong.api.errors import BodyTooLarge, MalformedBody, answer
+from fengkong.events import nesting_problem
 
 
 def limited(headers: list[tuple[bytes, bytes]], receive: Receive, limit: int) -> Receive:
@@ -66,6 +67,8 @@ def parse_json(body: bytes) -> Any:
     """`MalformedBody` (400) for an empty or malformed body; the message never quotes it."""
     if not body:
         raise MalformedBody("is empty; send one JSON object")
+    if (too_deep := nesting_problem(body)) is not None:  # before the parser or any recursive walk
+        raise MalformedBody(too_deep)
     try:
         return loads(body)
     except ValueError as exc:

@@ -18,6 +18,8 @@ from typing import Iterable
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, disable_created_metrics,
                                generate_latest)
 
+from fengkong.features.embedded_redis import RestartsCollector
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -47,6 +49,7 @@ class Metrics:
                                 "take (logged)", registry=r)
         self.rejected = Counter("fengkong_rejected_requests_total",
                                 "Requests refused before any feature was touched, by status", ["status"], registry=r)
+        r.register(RestartsCollector())
         self._decision_children: dict[tuple[str, bool], object] = {}
         self._fire_children: dict[tuple[str, str], object] = {}
 
@@ -70,5 +73,6 @@ class Metrics:
 
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
+            registry.register(RestartsCollector())
             return generate_latest(registry)
         return generate_latest(self.registry)

