@@ -127,7 +127,7 @@ def test_cli_reports_skipped_rows_and_the_report_lists_them(tmp_path, redis_serv
     assert res.exit_code == 2 and "error: column 'when' (occurred_at): row 8 value 'not a time'" in res.output
     res = CliRunner().invoke(app, [*args, "--max-bad-share", "0.01"])
     assert res.exit_code == 0, res.output
-    assert "warning: 1 row(s) mapping refused occurred_at (column 'when'): does not match format" in res.output
+    assert "warning: 1 row(s) skipped by the mapping, occurred_at (column 'when'): does not match format" in res.output
     assert "first rows 8" in res.output and "amounts rounded by the mapping's `round`: 1" in res.output
     d = pd.read_parquet(out / "decisions.parquet")
     assert len(d) == 399 and "t00007" not in set(d["event_id"])

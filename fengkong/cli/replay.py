@@ -142,6 +142,8 @@ def _write_report(result: Any, *, file: Path, mapping: Path | None, out: Path, t
         meta["source fields nothing reads"] = ", ".join(result.unused)
     md, html, m = write_report(result.decisions, out, meta=meta, top_k=top_k, rule_info=info, window=window,
                                card_reports=result.card_reports, refusals=refused.table())
+    if m.events == 0:
+        _warn(f"the evaluation window ({m.window.describe()}) holds none of the {len(result.decisions):,} decisions")
     if m.labelled:
         auc = "n/a" if m.roc_auc is None else f"{m.roc_auc:.4f}"
         ap = "n/a" if m.average_precision is None else f"{m.average_precision:.4f}"

@@ -163,7 +163,7 @@ class Mapping:
                 "write a mapping file (--mapping) naming which column feeds which field",
                 field=missing[0], column=missing[0])
         types = {"amount": "event" if contract else "minor", "occurred_at": "datetime"}
-        columns = {c: ColumnSpec(c, nested.get(c, c) if contract and nested.get(c) else c, types.get(c, "string"))
+        columns = {c: ColumnSpec(c, nested[c] if contract and c in nested else c, types.get(c, "string"))
                    for c in FLAT_COLUMNS if c in source_columns}
         label = None
         if "is_fraud" in source_columns:
@@ -307,7 +307,8 @@ def _to_times(s: pd.Series, spec: ColumnSpec, refusals: Refusals) -> tuple[pd.Se
     """ISO text with offset and UTC seconds; rows that cannot be read go to ``refusals``
     (None / NaN in the result)."""
     def refuse(reason: str, mask: np.ndarray, *, show_value: bool = True) -> None:
-        refusals.add("occurred_at", spec.column, reason, mask, s.to_numpy(dtype=object), show_value=show_value)
+        if mask.any():
+            refusals.add("occurred_at", spec.column, reason, mask, s.to_numpy(dtype=object), show_value=show_value)
 
     present = s.notna().to_numpy() & (s.astype(str).str.strip() != "").to_numpy()
     refuse("has no time; every event needs occurred_at", ~present, show_value=False)

@@ -101,6 +101,6 @@ class Refusals:
 
     def lines(self) -> list[str]:
         """One plain-text line per kind, for the CLI."""
-        return [f"{k.count:,} row(s) {k.stage} refused {k.field}"
+        return [f"{k.count:,} row(s) skipped by the {k.stage}, {k.field}"
                 f"{f' (column {k.column!r})' if k.column else ''}: {k.reason}; first rows "
                 f"{', '.join(map(str, k.rows))}" for k in sorted(self.kinds.values(), key=lambda k: -k.count)]
