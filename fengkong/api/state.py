@@ -35,6 +35,7 @@ from fengkong.features import keys
 from fengkong.api.config import Settings
 from fengkong.api.metrics import Metrics
 from fengkong.api.security import KeyRing
+from fengkong.api.snapshot import SnapshotKeeper
 from fengkong.engine import LiveRules
 from fengkong.engine.ruleset import content_hash
 from fengkong.features.embedded_redis import EmbeddedRedis
@@ -121,6 +122,7 @@ class Runtime:
     keyring: KeyRing
     breaker: Breaker
     keys: Keys
+    snapshot: SnapshotKeeper
     embedded: EmbeddedRedis | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
@@ -168,6 +170,7 @@ class Runtime:
         self._stop.set()
         if self._watcher is not None:
             self._watcher.join(timeout=5)
+        self.snapshot.stop()
         self.audit.close()
         self.conn.close()
         self.client.close()
@@ -197,10 +200,19 @@ def build_runtime(settings: Settings) -> Runtime:
     rules = LiveRules(settings.rules_dir)
     models = ModelRuntime.load(Path(settings.artifacts_dir) if settings.artifacts_dir else None)
     audit = Audit(prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, path=settings.audit_file)
-    conn = PipelinedRedis(url, connect_timeout_s=max(0.002, settings.deadline_s * STORE_SHARE))
+    conn = PipelinedRedis(url, connect_timeout_s=max(0.002, settings.deadline_s * STORE_SHARE),
+                          dead_after_s=settings.redis_dead_after_ms / 1000.0)
+    snapshot = SnapshotKeeper(client, specs, store, settings.key_prefix, max_entries=settings.snapshot_max_entries,
+                              max_profiles=settings.snapshot_max_profiles)
+    try:
+        snapshot.load()
+    except (redis.RedisError, OSError) as exc:  # Redis down at start: the refresh thread loads it later
+        log.warning("reference snapshot not loaded: %s", type(exc).__name__)
+    snapshot.start(settings.snapshot_refresh_s, settings.snapshot_full_reload_s)
     rt = Runtime(settings=settings, client=client, conn=conn, store=store, lists=list_store, list_specs=specs,
                  rules=rules, models=models, metrics=Metrics(), audit=audit, keyring=keyring,
-                 breaker=Breaker(settings.breaker_s), keys=Keys(settings.key_prefix), embedded=embedded)
+                 breaker=Breaker(settings.breaker_s), keys=Keys(settings.key_prefix), snapshot=snapshot,
+                 embedded=embedded)
     rt.start_watch(settings.rules_watch_s)
     return rt
 

@@ -15,11 +15,14 @@ and replies parsed by ``hiredis.Reader`` (the C parser redis-py itself uses); er
 replies come back as values (`ReplyError`), not exceptions, so one bad command does
 not disturb its neighbours. Connection faults fail every pending command with
 `ConnectionFailed`; the next command reconnects. A command that outlives its
-timeout while the server has said nothing for that long closes the connection (a
-hung server answers nobody; the rule redis-py's socket timeout applies). If replies
-kept arriving meanwhile, the server is alive and only this reply is late (a busy
-server, or a worker too busy to read it): the caller gets `ReplyLate`, the reply is
-dropped when it comes, and the connection serves everyone else on. URLs are
+timeout is judged only after the loop has read what the socket already holds (a
+worker short of CPU may run the timer before the reply it has received). The
+connection is then closed only if the server has been silent for ``dead_after_s``
+while commands waited on it (silence counts from the later of the last bytes
+received and the moment the oldest waiting command was sent: an idle period is not
+silence). Otherwise the server is alive and only this reply is late (a busy server,
+or a worker too busy to read it): the caller gets `ReplyLate`, the reply is dropped
+when it comes, and the connection serves everyone else on. URLs are
 read by redis-py's own parser: ``redis://``, ``rediss://`` (TLS with the system's
 default verification) and ``unix://``, with user, password and database.
 """
@@ -55,7 +58,7 @@ def _retrieve(task: "asyncio.Task[Any]") -> None:
 
 
 class _Protocol(asyncio.Protocol):
-    __slots__ = ("transport", "reader", "pending", "closed", "out", "flush_scheduled", "heard_at")
+    __slots__ = ("transport", "reader", "pending", "closed", "out", "flush_scheduled", "heard_at", "waiting_since")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -66,6 +69,11 @@ class _Protocol(asyncio.Protocol):
         self.out: list[bytes] = []
         self.flush_scheduled = False
         self.heard_at = 0.0  # loop time of the last bytes from the server (or of connecting)
+        self.waiting_since = 0.0  # loop time the oldest command now waiting was sent after none waited
+
+    def silent_for(self, now: float) -> float:
+        """How long the server has sent nothing while something waited on it."""
+        return now - max(self.heard_at, self.waiting_since)
 
     def send(self, commands: Sequence[Sequence[Any]]) -> "asyncio.Future[list[Any]]":
         """Queue the commands; everything queued in this loop tick goes out in one write.
@@ -76,6 +84,8 @@ class _Protocol(asyncio.Protocol):
         batch: asyncio.Future[list[Any]] = loop.create_future()
         replies: list[Any] = []
         pending = self.pending
+        if not pending:
+            self.waiting_since = loop.time()
         for command in commands[:-1]:
             pending.append((replies, None))
             self.out.append(hiredis.pack_command(tuple(command)))
@@ -130,9 +140,11 @@ class _Protocol(asyncio.Protocol):
 class PipelinedRedis:
     """Commands from many coroutines of one event loop, pipelined on one connection."""
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 1.0) -> None:
+    def __init__(self, url: str, *, connect_timeout_s: float = 1.0, dead_after_s: float | None = None) -> None:
         self.url = url
         self.connect_timeout_s = connect_timeout_s
+        #: silence that closes the connection; None: each call's own timeout
+        self.dead_after_s = dead_after_s
         opts = parse_url(url)
         self._path: str | None = opts.get("path")
         self._host: str = opts.get("host") or "localhost"
@@ -211,8 +223,9 @@ class PipelinedRedis:
         replies; an error reply is a `ReplyError` in the list, not an exception.
 
         Raises `ConnectionFailed` when the connection breaks, cannot be made, or the
-        server said nothing for ``timeout_s`` (the connection is then closed), and
-        `ReplyLate` when these replies did not all come in time while others did."""
+        server said nothing for ``dead_after_s`` (else ``timeout_s``) while commands
+        waited (the connection is then closed), and `ReplyLate` when these replies did
+        not all come in time but the server is not judged silent."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         proto = self._proto
@@ -230,7 +243,9 @@ class PipelinedRedis:
             return await batch
         except _Expired:
             message = f"redis did not answer within {timeout_s * 1000:.0f} ms"
-            if loop.time() - proto.heard_at < timeout_s:
+            dead_after = timeout_s if self.dead_after_s is None else self.dead_after_s
+            # 1 ms of slack: the timer and the send read the clock microseconds apart
+            if proto.silent_for(loop.time()) + 0.001 < dead_after and not proto.closed:
                 raise ReplyLate(message + " (the connection is answering others)") from None
             proto.fail(ConnectionFailed(message))
             raise ConnectionFailed(message) from None
@@ -254,6 +269,13 @@ class _Expired(Exception):
     """A batch's timer fired before its last reply (`execute` says which failure it was)."""
 
 
-def _expire(batch: "asyncio.Future[Any]") -> None:
-    if not batch.done():
-        batch.set_exception(_Expired())
+def _expire(batch: "asyncio.Future[Any]", hops: int = 2) -> None:
+    """Fail the batch with `_Expired`, after ``hops`` more loop turns: each turn polls the
+    sockets, so a reply that had arrived when the timer ran is read first (the
+    replies' callbacks of a turn run after the callbacks already scheduled)."""
+    if batch.done():
+        return
+    if hops:
+        asyncio.get_running_loop().call_soon(_expire, batch, hops - 1)
+        return
+    batch.set_exception(_Expired())

@@ -108,23 +108,40 @@ def _response(record: Mapping[str, Any], latency_ms: float, duplicate: bool) -> 
 
 def _degraded(rt: Runtime, *, event: Event, data: Any, caller: Caller, reason: str,
               metric_reason: str, t0: float) -> dict[str, Any]:
-    """The failure policy's answer to a fault of the feature store; audited to the file
-    (Redis is the thing that failed)."""
-    decision = rt.settings.degraded_decision
+    """The answer to a fault of the feature store; audited to the file (Redis is the
+    thing that failed).
+
+    The live rules run on what needs no stored state (`SnapshotKeeper.features`: the
+    event, the IP's intelligence, the lists and merchant profiles of the worker's
+    snapshot); rules that need a counted feature do not fire and the features are named
+    in ``missing_features``. The answer is the more severe of what those rules decided
+    and the failure policy's: a blacklist deny stays a deny, and the policy answers for
+    what could not be evaluated."""
+    features = rt.snapshot.features(event)
+    ruled = rt.rules.evaluate(features)
+    policy = rt.rules.current.policy
+    decision = policy.most_severe([ruled.decision, rt.settings.degraded_decision])
+    ruleset = rt.rules.current
+    read = ruleset.features_read if ruleset.version == ruled.ruleset_version else frozenset(features)
     record = {
-        "decision_id": new_decision_id(), "event_id": event.event_id, "decision": decision, "score": 0.0,
-        "reasons": [], "merchant_grade": None, "ruleset_version": rt.rules.version, "degraded": True,
-        "degraded_reason": reason, "lane": None, "risk": None, "models": rt.models.status,
+        "decision_id": new_decision_id(), "event_id": event.event_id, "decision": decision, "score": ruled.score,
+        "reasons": [r.to_dict() for r in ruled.reasons], "merchant_grade": features.get("merchant.grade"),
+        "ruleset_version": ruled.ruleset_version, "degraded": True,
+        "degraded_reason": reason, "lane": ruled.lane, "risk": None, "models": rt.models.status,
         "decided_at": utc_now_iso(), "caller": caller.name,
-        "event": data, "features": {}, "shadow": [], "missing_features": [], "score_action": None,
-        "thresholds": {}, "policy": rt.settings.failure_policy,
+        "event": data, "features": {name: features.get(name) for name in _plain(read)},
+        "shadow": [r.to_dict() for r in ruled.shadow], "missing_features": ruled.missing_features,
+        "score_action": ruled.score_action, "thresholds": ruled.thresholds, "policy": rt.settings.failure_policy,
     }
     latency = time.perf_counter() - t0
     record["latency_ms"] = round(latency * 1000, 3)
     rt.audit.to_file(dumps(record))
     rt.metrics.degraded.labels(metric_reason).inc()
-    rt.metrics.decided(decision, True, (), latency)
-    return _response(record, latency * 1000, False)
+    rt.metrics.decided(decision, True, [(r.id, r.mode) for r in ruled.reasons] + [(r.id, r.mode) for r in ruled.shadow],
+                       latency)
+    out = _response(record, latency * 1000, False)
+    out["missing_features"] = record["missing_features"]
+    return out
 
 
 async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[str, Any]:
