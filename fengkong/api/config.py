@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     breaker_s: float = Field(default=0.5, gt=0, description="After a Redis fault, degrade without trying for this long")
     redis_dead_after_ms: float = Field(default=1000.0, gt=0, description="The breaker opens when Redis has sent "
                                        "no byte for this long while commands wait on it (a late reply alone does not)")
+    late_wait_ms: float = Field(default=100.0, ge=0, description="A reply that is late while Redis is not silent "
+                                "is still waited for this long past the store's budget before the decision degrades")
     snapshot_refresh_s: float = Field(default=1.0, ge=0, description="How often each worker checks the lists and "
                                       "profiles version key (its degraded-mode snapshot); 0 = never")
     snapshot_full_reload_s: float = Field(default=30.0, gt=0, description="Reload the snapshot this often anyway "

@@ -201,7 +201,8 @@ def build_runtime(settings: Settings) -> Runtime:
     models = ModelRuntime.load(Path(settings.artifacts_dir) if settings.artifacts_dir else None)
     audit = Audit(prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, path=settings.audit_file)
     conn = PipelinedRedis(url, connect_timeout_s=max(0.002, settings.deadline_s * STORE_SHARE),
-                          dead_after_s=settings.redis_dead_after_ms / 1000.0)
+                          dead_after_s=settings.redis_dead_after_ms / 1000.0,
+                          late_wait_s=settings.late_wait_ms / 1000.0)
     snapshot = SnapshotKeeper(client, specs, store, settings.key_prefix, max_entries=settings.snapshot_max_entries,
                               max_profiles=settings.snapshot_max_profiles)
     try:

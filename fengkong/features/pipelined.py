@@ -16,7 +16,10 @@ replies come back as values (`ReplyError`), not exceptions, so one bad command d
 not disturb its neighbours. Connection faults fail every pending command with
 `ConnectionFailed`; the next command reconnects. A command that outlives its
 timeout is judged only after the loop has read what the socket already holds (a
-worker short of CPU may run the timer before the reply it has received). The
+worker short of CPU may run the timer before the reply it has received); while the
+server is not judged silent, the reply is waited for up to ``late_wait_s`` more: on
+a machine short of CPU a live server's lateness is the scheduler's, not a fault (a
+frozen server gets that grace only until ``dead_after_s`` of silence). The
 connection is then closed only if the server has been silent for ``dead_after_s``
 while commands waited on it (silence counts from the later of the last bytes
 received and the moment the oldest waiting command was sent: an idle period is not
@@ -71,9 +74,10 @@ class _Protocol(asyncio.Protocol):
         self.heard_at = 0.0  # loop time of the last bytes from the server (or of connecting)
         self.waiting_since = 0.0  # loop time the oldest command now waiting was sent after none waited
 
-    def silent_for(self, now: float) -> float:
-        """How long the server has sent nothing while something waited on it."""
-        return now - max(self.heard_at, self.waiting_since)
+    def judged_silent(self, now: float, dead_after: float) -> bool:
+        """Whether the server has sent nothing for ``dead_after`` while something waited on
+        it (1 ms of slack: the timer and the send read the clock microseconds apart)."""
+        return self.closed or now - max(self.heard_at, self.waiting_since) + 0.001 >= dead_after
 
     def send(self, commands: Sequence[Sequence[Any]]) -> "asyncio.Future[list[Any]]":
         """Queue the commands; everything queued in this loop tick goes out in one write.
@@ -140,11 +144,14 @@ class _Protocol(asyncio.Protocol):
 class PipelinedRedis:
     """Commands from many coroutines of one event loop, pipelined on one connection."""
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 1.0, dead_after_s: float | None = None) -> None:
+    def __init__(self, url: str, *, connect_timeout_s: float = 1.0, dead_after_s: float | None = None,
+                 late_wait_s: float = 0.0) -> None:
         self.url = url
         self.connect_timeout_s = connect_timeout_s
         #: silence that closes the connection; None: each call's own timeout
         self.dead_after_s = dead_after_s
+        #: how long past its timeout a reply is still waited for while the server is not silent
+        self.late_wait_s = late_wait_s
         opts = parse_url(url)
         self._path: str | None = opts.get("path")
         self._host: str = opts.get("host") or "localhost"
@@ -238,14 +245,13 @@ class PipelinedRedis:
         # call_at handle costs the worker far less CPU than the context manager (see
         # docs/benchmarks.md). Replies come in order, so the batch is done when its last is.
         batch = proto.send(commands)
-        timer = loop.call_at(deadline, _expire, batch)
+        dead_after = timeout_s if self.dead_after_s is None else self.dead_after_s
+        timer = loop.call_at(deadline, _expire, batch, proto, dead_after, deadline + self.late_wait_s)
         try:
             return await batch
         except _Expired:
             message = f"redis did not answer within {timeout_s * 1000:.0f} ms"
-            dead_after = timeout_s if self.dead_after_s is None else self.dead_after_s
-            # 1 ms of slack: the timer and the send read the clock microseconds apart
-            if proto.silent_for(loop.time()) + 0.001 < dead_after and not proto.closed:
+            if not proto.judged_silent(loop.time(), dead_after):
                 raise ReplyLate(message + " (the connection is answering others)") from None
             proto.fail(ConnectionFailed(message))
             raise ConnectionFailed(message) from None
@@ -269,13 +275,21 @@ class _Expired(Exception):
     """A batch's timer fired before its last reply (`execute` says which failure it was)."""
 
 
-def _expire(batch: "asyncio.Future[Any]", hops: int = 2) -> None:
-    """Fail the batch with `_Expired`, after ``hops`` more loop turns: each turn polls the
-    sockets, so a reply that had arrived when the timer ran is read first (the
-    replies' callbacks of a turn run after the callbacks already scheduled)."""
+def _expire(batch: "asyncio.Future[Any]", proto: _Protocol, dead_after: float, late_until: float,
+            hops: int = 2) -> None:
+    """The batch's timer. After ``hops`` more loop turns (each turn polls the sockets, and
+    the replies' callbacks of a turn run after those already scheduled, so a reply that
+    had arrived when the timer ran is read first): if the server is not judged silent
+    and ``late_until`` has not come, wait on until then; else fail the batch with
+    `_Expired`."""
     if batch.done():
         return
+    loop = asyncio.get_running_loop()
     if hops:
-        asyncio.get_running_loop().call_soon(_expire, batch, hops - 1)
+        loop.call_soon(_expire, batch, proto, dead_after, late_until, hops - 1)
+        return
+    now = loop.time()
+    if now < late_until and not proto.judged_silent(now, dead_after):
+        loop.call_at(late_until, _expire, batch, proto, dead_after, late_until)
         return
     batch.set_exception(_Expired())

@@ -18,11 +18,15 @@ Decision flow (`decide`):
 
 Degraded mode answers a fault of the feature store only (`FeatureStoreError`:
 Redis down, slow past the budget, or refusing; and a Redis fault while a duplicate
-waits for its twin's record): nothing from Redis is evaluated and the failure
-policy answers, ``fail_open`` -> allow, ``fail_closed`` -> review, with
-``degraded: true`` and the reason. A reply that was only late while Redis kept
-answering the worker's other requests degrades that one decision and does not open
-the breaker. Such a decision cannot be stored in Redis (it goes to the audit file),
+waits for its twin's record). The store's budget (80% of the deadline) runs from
+the store call, so a request that waited for the worker's CPU is not degraded for
+it. Degraded, the live rules still run on what needs no stored state (the event,
+the IP's intelligence, the worker's snapshot of the lists and merchant profiles,
+`fengkong.api.snapshot`); the answer is the more severe of theirs and the failure
+policy's (``fail_open`` -> allow, ``fail_closed`` -> review), with ``degraded:
+true``, the reason and ``missing_features``. A reply that was only late while Redis
+kept answering the worker's other requests degrades that one decision and does not
+open the breaker. Such a decision cannot be stored in Redis (it goes to the audit file),
 so a retry after recovery gets a full decision. When only a model fails, the rules
 still decide without the ``model.*`` features; the decision is marked degraded and
 ``fail_closed`` raises it to at least review. Any other exception (a bug, a caller
@@ -158,7 +162,9 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     key = rt.keys.request(event.event_id)
     models = _GuardedModels(rt.models) if rt.models.available else None
     try:
-        result = await rt.store.process_async(event, rt.conn, max(0.001, t0 + rt.store_budget_s - time.perf_counter()))
+        # Redis's budget runs from the call, not from the request's arrival: time the
+        # request waited for this worker's CPU is not Redis's fault (busy is not dead)
+        result = await rt.store.process_async(event, rt.conn, rt.store_budget_s)
         decision, features = pipeline.decide_on(result.features, rules=rt.rules, models=models)  # type: ignore[arg-type]
     except DuplicateEventConflict:
         raise Conflict("event_id", "was already used with a different body") from None
