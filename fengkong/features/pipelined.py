@@ -17,9 +17,10 @@ not disturb its neighbours. Connection faults fail every pending command with
 `ConnectionFailed`; the next command reconnects. A command that outlives its
 timeout is judged only after the loop has read what the socket already holds (a
 worker short of CPU may run the timer before the reply it has received); while the
-server is not judged silent, the reply is waited for up to ``late_wait_s`` more: on
-a machine short of CPU a live server's lateness is the scheduler's, not a fault (a
-frozen server gets that grace only until ``dead_after_s`` of silence). The
+server has answered on this connection and is not judged silent, the reply is
+waited for up to ``late_wait_s`` more: on a machine short of CPU a live server's
+lateness is the scheduler's, not a fault. A connection that never had a reply (one
+made to a frozen server) gets no grace. The
 connection is then closed only if the server has been silent for ``dead_after_s``
 while commands waited on it (silence counts from the later of the last bytes
 received and the moment the oldest waiting command was sent: an idle period is not
@@ -61,7 +62,8 @@ def _retrieve(task: "asyncio.Task[Any]") -> None:
 
 
 class _Protocol(asyncio.Protocol):
-    __slots__ = ("transport", "reader", "pending", "closed", "out", "flush_scheduled", "heard_at", "waiting_since")
+    __slots__ = ("transport", "reader", "pending", "closed", "out", "flush_scheduled", "heard_at", "waiting_since",
+                 "replied_at")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -73,6 +75,7 @@ class _Protocol(asyncio.Protocol):
         self.flush_scheduled = False
         self.heard_at = 0.0  # loop time of the last bytes from the server (or of connecting)
         self.waiting_since = 0.0  # loop time the oldest command now waiting was sent after none waited
+        self.replied_at = float("-inf")  # loop time of the last bytes from the server (connecting aside)
 
     def judged_silent(self, now: float, dead_after: float) -> bool:
         """Whether the server has sent nothing for ``dead_after`` while something waited on
@@ -111,7 +114,7 @@ class _Protocol(asyncio.Protocol):
         self.heard_at = asyncio.get_running_loop().time()
 
     def data_received(self, data: bytes) -> None:
-        self.heard_at = asyncio.get_running_loop().time()
+        self.heard_at = self.replied_at = asyncio.get_running_loop().time()
         reader = self.reader
         reader.feed(data)
         pending = self.pending
@@ -246,7 +249,8 @@ class PipelinedRedis:
         # docs/benchmarks.md). Replies come in order, so the batch is done when its last is.
         batch = proto.send(commands)
         dead_after = timeout_s if self.dead_after_s is None else self.dead_after_s
-        timer = loop.call_at(deadline, _expire, batch, proto, dead_after, deadline + self.late_wait_s)
+        timer = loop.call_at(deadline, _expire, batch, proto, dead_after, deadline - timeout_s,
+                             deadline + self.late_wait_s)
         try:
             return await batch
         except _Expired:
@@ -275,21 +279,23 @@ class _Expired(Exception):
     """A batch's timer fired before its last reply (`execute` says which failure it was)."""
 
 
-def _expire(batch: "asyncio.Future[Any]", proto: _Protocol, dead_after: float, late_until: float,
+def _expire(batch: "asyncio.Future[Any]", proto: _Protocol, dead_after: float, sent_at: float, late_until: float,
             hops: int = 2) -> None:
     """The batch's timer. After ``hops`` more loop turns (each turn polls the sockets, and
     the replies' callbacks of a turn run after those already scheduled, so a reply that
-    had arrived when the timer ran is read first): if the server is not judged silent
-    and ``late_until`` has not come, wait on until then; else fail the batch with
-    `_Expired`."""
+    had arrived when the timer ran is read first): if the server has answered on this
+    connection, is not judged silent and ``late_until`` has not come, wait on until
+    then; else fail the batch with `_Expired`. (``sent_at``: when the batch was sent.)"""
     if batch.done():
         return
     loop = asyncio.get_running_loop()
     if hops:
-        loop.call_soon(_expire, batch, proto, dead_after, late_until, hops - 1)
+        loop.call_soon(_expire, batch, proto, dead_after, sent_at, late_until, hops - 1)
         return
     now = loop.time()
-    if now < late_until and not proto.judged_silent(now, dead_after):
-        loop.call_at(late_until, _expire, batch, proto, dead_after, late_until)
+    # the grace: the server has answered on this connection and is not judged silent (a
+    # connection that never had a reply, e.g. one made to a frozen server, gets none)
+    if now < late_until and now - proto.replied_at < dead_after and not proto.judged_silent(now, dead_after):
+        loop.call_at(late_until, _expire, batch, proto, dead_after, sent_at, late_until)
         return
     batch.set_exception(_Expired())
