@@ -8,8 +8,12 @@ records, a duplicate's wait for the first delivery's record) and the reads of th
 records go through one `PipelinedRedis` connection per worker: every in-flight
 request's commands share it, and the event loop serves other requests while Redis
 works (compared with the synchronous client in docs/benchmarks.md). The store call
-may take 80% of the decision deadline, the record write what is left of it; past
-that the connection is dropped and the decision degrades. Everything else (admin
+may take 80% of the decision deadline from when it is sent, the record write what
+is left of it; a late reply from a Redis that is answering degrades that decision
+only (after ``late_wait_ms`` of grace), and the connection is dropped, opening the
+breaker, only after ``redis_dead_after_ms`` of silence while commands wait (busy is
+not dead; docs/api.md). The snapshot of lists and merchant profiles
+(`SnapshotKeeper`) keeps degraded decisions enforcing them. Everything else (admin
 routes, lists, profiles, /readyz) uses synchronous redis-py on the event loop: rare, small calls whose
 ``socket_timeout`` is the same 80%, with retries off. After a fault the breaker
 keeps every decision off Redis for ``breaker_s`` seconds (they degrade at once),
