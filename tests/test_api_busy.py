@@ -15,7 +15,7 @@ from api_fixtures import CpuHogs, KillableRedis, ServedProcess, payment
 
 BURST = 600
 DEADLINE_MS = int(os.environ.get("FK_BUSY_DEADLINE_MS", "50"))
-CONCURRENCY = 32
+CONCURRENCY = 16
 #: the code the service runs: this checkout unless FK_BUSY_PYTHONPATH names another (to compare)
 PYTHONPATH = os.environ.get("FK_BUSY_PYTHONPATH")
 
