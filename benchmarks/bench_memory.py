@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -44,8 +45,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_api import KEY, ROOT, _event_bytes, _free_port, _stop, _wait_http  # noqa: E402
-
-import random  # noqa: E402
 
 #: ``{prefix}:v1:{<entity>:<id>}:<suffix>`` (`fengkong.features.keys.entity_key`)
 _ENTITY = re.compile(rb"^[^:]+:v1:\{([^:}]+):(.*)\}:([^{}]+)$")
