@@ -64,6 +64,14 @@ class ApiKeySpec(BaseModel):
         return bytes.fromhex(self.key_sha256)
 
 
+def _artifacts_root() -> Path:
+    """The one artifacts location (`fengkong.models.artifacts.default_root`): read by the
+    field when ``FENGKONG_ARTIFACTS_DIR`` is unset, so the deprecated name still counts."""
+    from fengkong.models.artifacts import default_root
+
+    return default_root()
+
+
 class Settings(BaseSettings):
     """Everything the service can be told. Field docs are the configuration table in docs/api.md."""
 
@@ -72,7 +80,8 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, description="Redis URL; unset = start an embedded Redis")
     data_dir: Path = Field(default=Path(".fengkong"), description="Embedded Redis data and other local state")
     rules_dir: Path = Field(default=Path("rules"), description="Rule files, policy.yaml and lists/")
-    artifacts_dir: Path | None = Field(default=Path("artifacts"), description="Model artifacts (absent = rules-only)")
+    artifacts_dir: Path | None = Field(default_factory=_artifacts_root, description="Model artifacts, "
+                                       "the folder `fengkong train` writes (absent = rules-only)")
     api_keys: list[ApiKeySpec] = Field(default_factory=list, description="JSON list of {name, key, scopes}")
     api_keys_file: Path | None = Field(default=None, description="JSON/YAML file with the same list")
     deadline_ms: float = Field(default=50.0, gt=0, le=10_000, description="Time budget of one decision")

@@ -11,7 +11,8 @@ import typer
 if TYPE_CHECKING:  # pandas is imported when a command runs, so `fengkong --help` stays quick
     import pandas as pd
 
-train_app = typer.Typer(help="Train the models (artifacts go to --artifacts, default $FENGKONG_ARTIFACTS or ./artifacts).",
+train_app = typer.Typer(help="Train the models (artifacts go to --artifacts, default $FENGKONG_ARTIFACTS_DIR or "
+                             "./artifacts: where `fengkong serve` loads them).",
                         no_args_is_help=True)
 
 
@@ -59,7 +60,18 @@ def _day(text: Optional[str], hint: str) -> Optional[date]:
 
 HISTORY = typer.Option(..., "--history", help="Flat-event history (.parquet, .jsonl or .csv), e.g. from `fengkong simulate`.")
 MERCHANTS = typer.Option(None, "--merchants", help="Merchant profiles (merchant_id, onboarded_at, single_limit).")
-ARTIFACTS = typer.Option(None, "--artifacts", help="Artifacts root (default $FENGKONG_ARTIFACTS or ./artifacts).")
+ARTIFACTS = typer.Option(None, "--artifacts", help="Artifacts root (default $FENGKONG_ARTIFACTS_DIR or ./artifacts; "
+                         "the deprecated $FENGKONG_ARTIFACTS is still read).")
+
+
+def _root(artifacts_dir: Optional[Path]) -> Path:
+    """The artifacts folder every command resolves the same way (`default_root`)."""
+    from fengkong.models.artifacts import ArtifactError, default_root
+
+    try:
+        return default_root(artifacts_dir)
+    except ArtifactError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--artifacts") from None
 
 
 @train_app.command("merchants")
@@ -75,11 +87,11 @@ def train_merchants_cmd(
     """Fit the merchant anomaly model on merchant daily features."""
     import json
 
-    from fengkong.models.artifacts import default_root
     from fengkong.training.train import train_merchants
 
+    root = _root(artifacts_dir)
     art = train_merchants(_read_events(history), profiles=_read_profiles(merchants),
-                          root=artifacts_dir or default_root(), until=_day(until, "--until"), n_estimators=trees,
+                          root=root, until=_day(until, "--until"), n_estimators=trees,
                           min_payments=min_payments, random_state=seed)
     typer.echo(f"saved {art.path}")
     typer.echo(json.dumps(art.meta["metrics"], indent=2))
@@ -112,13 +124,13 @@ def train_transactions_cmd(
 
     from fengkong.engine import RuleSetError, load_ruleset
     from fengkong.features.lists import load_list_specs
-    from fengkong.models.artifacts import default_root
     from fengkong.replay.inputs import list_entries
     from fengkong.replay.mapping import MappingError
     from fengkong.training.train import LABELS, train_transactions, transaction_frame
 
     if labels not in LABELS:
         raise typer.BadParameter(f"use one of {', '.join(LABELS)}", param_hint="--labels")
+    root = _root(artifacts_dir)
     lists_dir = lists_dir or rules_dir / "lists"
     try:  # refuse a broken pack before the (long) feature computation
         load_ruleset(rules_dir).close()
@@ -135,7 +147,7 @@ def train_transactions_cmd(
     events = _read_events(history, mapping)
     feats = transaction_frame(events, profiles=_read_profiles(merchants), lists_dir=lists_dir, list_entries=entries)
     try:
-        art = train_transactions(feats, root=artifacts_dir or default_root(), until=_day(until, "--until"),
+        art = train_transactions(feats, root=root, until=_day(until, "--until"),
                                  max_iter=max_iter, random_state=seed, rules_dir=rules_dir, labels=labels,
                                  events=events)
     except ValueError as exc:
@@ -226,13 +238,14 @@ def register(app: typer.Typer) -> None:
             policy = GradePolicy.load(policy_path)
         except GradePolicyError as exc:
             raise typer.BadParameter(str(exc), param_hint="--policy") from None
+        root = _root(artifacts_dir)
         try:
-            art = latest(artifacts_dir, "merchants")
+            art = latest(root, "merchants")
         except ArtifactError as exc:
             raise typer.BadParameter(str(exc), param_hint="--artifacts") from None
         model = art.load_estimator() if art is not None else None
         if model is None:
-            console.print("[yellow]no merchants artifact: grading on chargebacks only (run `fengkong train merchants`)[/yellow]")
+            console.print(f"[yellow]no merchants artifact in {root}: grading on chargebacks only (run `fengkong train merchants`)[/yellow]")
         t0 = time.perf_counter()
         events = _read_events(history)
         profiles = _read_profiles(merchants)

@@ -43,8 +43,9 @@ def register(app: typer.Typer) -> None:
         lists: Optional[Path] = typer.Option(None, "--lists", help="JSON {list: [entries]} loaded into the analyst "
                                              "lists first (e.g. blacklist.json from fengkong simulate)."),
         merchants: Optional[Path] = typer.Option(None, "--merchants", help="Merchant profiles (merchants.parquet)."),
-        models_dir: Optional[Path] = typer.Option(None, "--models", help="Model artifacts folder (default: none, "
-                                                  "rules only)."),
+        models_dir: Optional[Path] = typer.Option(None, "--artifacts", "--models", help="Model artifacts folder "
+                                                  "(default $FENGKONG_ARTIFACTS_DIR or ./artifacts, as `fengkong "
+                                                  "train` and `serve`; rules only when it holds none)."),
         redis_url: Optional[str] = typer.Option(None, "--redis-url", help="Use this Redis (keys under a fresh "
                                                 "prefix) instead of an embedded one."),
         label_delay: Optional[str] = typer.Option(None, "--label-delay", help="Send a fraud report this long after "
@@ -68,6 +69,7 @@ def register(app: typer.Typer) -> None:
         import sys
 
         from fengkong.engine import RuleSetError
+        from fengkong.models.artifacts import ArtifactError, default_root
         from fengkong.replay.evaluation import Window
         from fengkong.replay.mapping import Mapping, MappingError, parse_delay
         from fengkong.replay.report import write_report
@@ -83,6 +85,10 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             _error(str(exc))
             raise typer.Exit(2)
+        try:
+            models_dir = default_root(models_dir)
+        except ArtifactError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--artifacts") from None
         try:
             mapping_obj = Mapping.load(mapping) if mapping else None
             delay = parse_delay(label_delay) if label_delay is not None else None

@@ -17,7 +17,10 @@ app with `fengkong.api.app.create_app_from_env`):
   scope, prints it once and says that it is one (it is never logged);
 * the rules are checked before any worker starts, so a broken rule file fails the
   command with file, line and reason instead of N crashing workers;
-* the models are loaded or the service runs rules-only, saying so;
+* the models are loaded from one folder, ``--artifacts`` else `default_root`
+  (``$FENGKONG_ARTIFACTS_DIR``, else the deprecated ``$FENGKONG_ARTIFACTS``, else
+  ``./artifacts``: where `fengkong train` writes), passed to the workers as
+  ``FENGKONG_ARTIFACTS_DIR``; or the service runs rules-only, saying so and where it looked;
 * with more than one worker, ``PROMETHEUS_MULTIPROC_DIR`` is set so /metrics sums
   the workers.
 """
@@ -58,6 +61,9 @@ def register(app: typer.Typer) -> None:
         redis_url: Optional[str] = typer.Option(None, "--redis-url", help="Redis URL; unset = embedded Redis."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local state (embedded Redis data)."),
         rules_dir: Optional[Path] = typer.Option(None, "--rules-dir", help="Rule files, policy.yaml and lists/."),
+        artifacts: Optional[Path] = typer.Option(
+            None, "--artifacts", help="Model artifacts folder (FENGKONG_ARTIFACTS_DIR, default ./artifacts: "
+                                      "where `fengkong train` writes); none there = rules-only."),
         redis_maxmemory: Optional[str] = typer.Option(
             None, "--redis-maxmemory",
             help="Embedded Redis memory bound, e.g. 512mb (FENGKONG_REDIS_MAXMEMORY, default 1gb); "
@@ -65,7 +71,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start the decision service: Redis (embedded unless a URL is given), rules, models, uvicorn."""
         run(host=host, port=port, workers=workers, redis_url=redis_url, data_dir=data_dir, rules_dir=rules_dir,
-            redis_maxmemory=redis_maxmemory)
+            redis_maxmemory=redis_maxmemory, artifacts=artifacts)
 
 
 def _terminated(signum: int, frame: FrameType | None) -> None:
@@ -75,21 +81,22 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
 
 def run(*, host: str | None = None, port: int | None = None, workers: int | None = None,
         redis_url: str | None = None, data_dir: Path | None = None, rules_dir: Path | None = None,
-        redis_maxmemory: str | None = None) -> None:
+        redis_maxmemory: str | None = None, artifacts: Path | None = None) -> None:
     """What `fengkong serve` does (importable for tests and embedding)."""
     previous: Any = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         _run(host=host, port=port, workers=workers, redis_url=redis_url, data_dir=data_dir, rules_dir=rules_dir,
-             redis_maxmemory=redis_maxmemory)
+             redis_maxmemory=redis_maxmemory, artifacts=artifacts)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
 def _run(*, host: str | None, port: int | None, workers: int | None, redis_url: str | None,
-         data_dir: Path | None, rules_dir: Path | None, redis_maxmemory: str | None) -> None:
+         data_dir: Path | None, rules_dir: Path | None, redis_maxmemory: str | None,
+         artifacts: Path | None) -> None:
     import uvicorn
 
     from fengkong.api.config import Settings, get_settings
@@ -97,7 +104,14 @@ def _run(*, host: str | None, port: int | None, workers: int | None, redis_url: 
     from fengkong.api.security import generate_key
     from fengkong.engine.ruleset import parse_rules
     from fengkong.features.embedded_redis import DEFAULT_MAXMEMORY, RESTARTS_FILE_ENV, EmbeddedRedis
+    from fengkong.models.artifacts import ARTIFACTS_ENV, ArtifactError, default_root
     from fengkong.models.runtime import ModelRuntime
+
+    try:  # one folder for the parent and every worker, whichever name the environment used
+        artifacts_root = default_root(artifacts).resolve()
+    except ArtifactError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--artifacts") from None
+    os.environ[ARTIFACTS_ENV] = str(artifacts_root)
 
     overrides = {"host": host, "port": port, "workers": workers, "redis_url": redis_url,
                  "data_dir": data_dir.resolve() if data_dir else None,
@@ -127,8 +141,9 @@ def _run(*, host: str | None, port: int | None, workers: int | None, redis_url: 
         say("until this process exits; configure FENGKONG_API_KEYS or FENGKONG_API_KEYS_FILE for real use):")
         say(f"  X-API-Key: {key}")
 
-    models = ModelRuntime.load(Path(settings.artifacts_dir) if settings.artifacts_dir else None)
-    say(f"models: {models.status}" + ("" if models.available else " (the service runs on rules alone)"))
+    models = ModelRuntime.load(artifacts_root)
+    say(f"models: {models.status} (artifacts: {artifacts_root})"
+        + ("" if models.available else " (the service runs on rules alone)"))
 
     embedded: EmbeddedRedis | None = None
     multiproc_dir: str | None = None

@@ -1,6 +1,6 @@
 """Model artifacts on disk: what was trained, on what, with which libraries, how well.
 
-Layout (the root defaults to ``$FENGKONG_ARTIFACTS``, else ``./artifacts``)::
+Layout (the root: `default_root`, i.e. ``$FENGKONG_ARTIFACTS_DIR``, else ``./artifacts``)::
 
     <root>/<kind>/<version>/meta.json      kind, version, features, training window,
                                            rows, library versions, metrics, params
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -61,8 +62,31 @@ class ArtifactError(RuntimeError):
     """An artifact that cannot be used; the message says why (and names the features)."""
 
 
-def default_root() -> Path:
-    return Path(os.environ.get("FENGKONG_ARTIFACTS", "artifacts"))
+ARTIFACTS_ENV = "FENGKONG_ARTIFACTS_DIR"
+#: The older name `fengkong train` read: still honoured, with a warning, unless it contradicts `ARTIFACTS_ENV`.
+DEPRECATED_ARTIFACTS_ENV = "FENGKONG_ARTIFACTS"
+_WARNED: set[str] = set()
+
+
+def default_root(option: Path | None = None) -> Path:
+    """Where models live, for every command (train, serve, replay, rescore) and the service.
+
+    ``option`` (a command's ``--artifacts``) wins; else ``$FENGKONG_ARTIFACTS_DIR``; else the
+    deprecated ``$FENGKONG_ARTIFACTS`` (logged as deprecated); else ``./artifacts``. Both
+    variables naming different folders is an `ArtifactError`, so that no command trains
+    into one folder while the service reads another."""
+    if option is not None:
+        return Path(option)
+    current, old = os.environ.get(ARTIFACTS_ENV) or None, os.environ.get(DEPRECATED_ARTIFACTS_ENV) or None
+    if old is not None:
+        if current is not None and Path(current).resolve() != Path(old).resolve():
+            raise ArtifactError(f"{ARTIFACTS_ENV}={current} and {DEPRECATED_ARTIFACTS_ENV}={old} name different "
+                                f"artifact folders; set only {ARTIFACTS_ENV}")
+        if old not in _WARNED:  # once per process and value: the service resolves it for every artifact kind
+            _WARNED.add(old)
+            logging.getLogger(__name__).warning("%s is deprecated; use %s (same meaning)", DEPRECATED_ARTIFACTS_ENV,
+                                                ARTIFACTS_ENV)
+    return Path(current or old or "artifacts")
 
 
 def library_versions() -> dict[str, str]:

@@ -1,0 +1,218 @@
+"""What the decision service stores per decision and per entity: Redis bytes and worker RSS.
+
+    python benchmarks/bench_memory.py [--decisions 200000] [--warmup 2000] [--concurrency 32] [--sample 2000]
+
+Starts its own Redis (embedded, persistence off, no maxmemory) and the service (default
+rules, one uvicorn worker, started as `fengkong serve` with that Redis), as
+benchmarks/bench_api.py does, and sends it varied payments (bench_api's generator: 20,000
+cards, 15,000 users, 500 merchants, 12,000 devices, nearly every IP new; every event_id
+fresh) over keep-alive connections at a bounded concurrency. After ``--warmup`` decisions
+it reads Redis' ``used_memory`` and the worker's RSS (/proc), sends ``--decisions`` more,
+and reads them again.
+
+Then it walks every key of the service's prefix (SCAN) and sorts it by kind from its shape
+(`fengkong.features.keys`): request records (``{evt:<id>}:request``), event-id dedup claims
+(``{evt:<id>}:<other>``), decision pointers (``{decision:<id>}:event``), merchant
+snapshots, the feature keys of each entity kind (card, user, merchant, ip, device, ...)
+and the streams (audit, labels). For each kind it measures ``MEMORY USAGE ... SAMPLES 0``
+and ``PTTL`` on up to ``--sample`` keys and scales the mean by the count.
+
+The last line is one JSON object: decisions, redis_bytes_per_decision (``used_memory``
+delta / decisions), redis_bytes_per_decision_without_streams (the same without the
+audit streams' growth: they are capped, so they stop growing), worker_rss_growth_mb,
+audit_stream_bytes (MEMORY USAGE of the audit streams), audit_stream_entries, and
+``kinds``: per kind its key count, estimated bytes, bytes per key, bytes per decision,
+distinct entities and bytes per entity (feature keys), and the TTL range seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_api import KEY, ROOT, _event_bytes, _free_port, _stop, _wait_http  # noqa: E402
+
+#: ``{prefix}:v1:{<entity>:<id>}:<suffix>`` (`fengkong.features.keys.entity_key`)
+_ENTITY = re.compile(rb"^[^:]+:v1:\{([^:}]+):(.*)\}:([^{}]+)$")
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident set size of a process in MiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+async def _send(port: int, count: int, concurrency: int, run: str) -> dict[str, int]:
+    """Send ``count`` fresh payments, ``concurrency`` requests in flight; count the answers."""
+    rng = random.Random(hash(run) & 0xFFFF)
+    t0 = datetime(2026, 11, 25, 9, 0, tzinfo=timezone(timedelta(hours=8)))
+    head = (f"POST /v1/decisions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\n"
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n")
+    counter = iter(range(count))
+    stats = {"ok": 0, "status": 0, "degraded": 0}
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in counter:
+            body = _event_bytes(rng, i, run, t0)
+            writer.write(head.format(len(body)).encode() + body)
+            status = await reader.readuntil(b"\r\n")
+            headers = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(h[15:]) for h in headers.split(b"\r\n") if h[:15].lower() == b"content-length:")
+            payload = await reader.readexactly(length)
+            if status[9:12] != b"200":
+                stats["status"] += 1
+            elif b'"degraded":true' in payload:
+                stats["degraded"] += 1
+            else:
+                stats["ok"] += 1
+        writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return stats
+
+
+def _kind(key: bytes) -> tuple[str, str | None]:
+    """(kind, entity id or None) of one key, from its shape."""
+    m = _ENTITY.match(key)
+    if m is None:
+        rest = key.split(b":", 2)[-1].decode(errors="replace")
+        return f"stream/other:{rest}", None
+    entity, ident, suffix = (g.decode(errors="replace") for g in m.groups())
+    if entity == "evt":
+        return ("request record" if suffix == "request" else f"dedup claim ({suffix})"), None
+    if entity == "decision":
+        return f"decision pointer ({suffix})", None
+    if entity == "merchant" and suffix == "last_decision":
+        return "merchant snapshot", ident
+    return f"features {entity}", ident
+
+
+def _breakdown(client: Any, prefix: str, sample: int, decisions: int) -> dict[str, dict[str, Any]]:
+    """Every key of ``prefix`` by kind: count, and bytes and TTL from a sample of each kind."""
+    counts: dict[str, int] = defaultdict(int)
+    entities: dict[str, set[str]] = defaultdict(set)
+    sampled: dict[str, list[bytes]] = defaultdict(list)
+    suffixes: dict[str, set[str]] = defaultdict(set)
+    for key in client.scan_iter(match=f"{prefix}:*", count=10_000):
+        kind, ident = _kind(key)
+        counts[kind] += 1
+        if ident is not None:
+            entities[kind].add(ident)
+            suffixes[kind].add(key.rsplit(b"}:", 1)[-1].decode(errors="replace"))
+        if len(sampled[kind]) < sample:
+            sampled[kind].append(key)
+    out: dict[str, dict[str, Any]] = {}
+    for kind, keys in sorted(sampled.items()):
+        pipe = client.pipeline(transaction=False)
+        for k in keys:
+            pipe.execute_command("MEMORY", "USAGE", k, "SAMPLES", "0")
+            pipe.pttl(k)
+        res = pipe.execute()
+        sizes = [int(s or 0) for s in res[0::2]]
+        ttls = [int(t) for t in res[1::2]]
+        per_key = sum(sizes) / len(sizes)
+        total = per_key * counts[kind]
+        row: dict[str, Any] = {"keys": counts[kind], "bytes": round(total), "bytes_per_key": round(per_key, 1),
+                               "bytes_per_decision": round(total / decisions, 1),
+                               "ttl_s": [None, None] if min(ttls) < 0 else
+                               [round(min(ttls) / 1000), round(max(ttls) / 1000)]}
+        if kind in entities:
+            row["entities"] = len(entities[kind])
+            row["bytes_per_entity"] = round(total / len(entities[kind]), 1)
+            row["suffixes"] = sorted(suffixes[kind])
+        out[kind] = row
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--decisions", type=int, default=200_000)
+    parser.add_argument("--warmup", type=int, default=2_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--sample", type=int, default=2_000, help="keys of each kind measured with MEMORY USAGE")
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    from fengkong.features.embedded_redis import EmbeddedRedis
+    from fengkong.features.keys import audit_stream
+
+    prefix = f"mem{os.getpid()}"
+    redis_server = EmbeddedRedis(persist=False).start()
+    client = redis_server.client()
+    port = _free_port()
+    env = dict(os.environ)
+    env.update({"FENGKONG_REDIS_URL": redis_server.url, "FENGKONG_RULES_DIR": str(ROOT / "rules"),
+                "FENGKONG_API_KEYS": json.dumps([{"name": "bench", "key": KEY, "scopes": ["decide"]}]),
+                "FENGKONG_KEY_PREFIX": prefix, "FENGKONG_RULES_WATCH_S": "0",
+                "FENGKONG_DEADLINE_MS": "2000"})  # a busy machine must not turn decisions into degraded answers
+    streams = [audit_stream(prefix, "decisions"), audit_stream(prefix, "changes")]
+
+    def stream_bytes() -> int:
+        return sum(int(client.execute_command("MEMORY", "USAGE", s, "SAMPLES", "0") or 0) for s in streams)
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            service = subprocess.Popen(
+                [sys.executable, "-c", "from fengkong.cli import app; app()", "serve", "--port", str(port),
+                 "--workers", "1", "--data-dir", tmp], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                _wait_http(port)
+                warm = asyncio.run(_send(port, args.warmup, args.concurrency, f"w{os.getpid()}"))
+                mem0, rss0, streams0 = int(client.info("memory")["used_memory"]), _rss_mb(service.pid), stream_bytes()
+                t = time.perf_counter()
+                sent = asyncio.run(_send(port, args.decisions, args.concurrency, f"m{os.getpid()}"))
+                seconds = time.perf_counter() - t
+                mem1, rss1 = int(client.info("memory")["used_memory"]), _rss_mb(service.pid)
+            finally:
+                _stop(service)
+        streams1 = stream_bytes()
+        entries = sum(int(client.xlen(s)) for s in streams)
+        total_decisions = args.warmup + args.decisions
+        kinds = _breakdown(client, prefix, args.sample, total_decisions)
+        info = client.info("memory")
+    finally:
+        redis_server.stop()
+
+    n = args.decisions
+    for kind, row in kinds.items():
+        extra = (f", {row['entities']:,} entities, {row['bytes_per_entity']:,.0f} B/entity ({', '.join(row['suffixes'])})"
+                 if "entities" in row else "")
+        print(f"{kind:34s} {row['keys']:>9,} keys {row['bytes'] / 2**20:8.1f} MiB {row['bytes_per_key']:7.0f} B/key "
+              f"{row['bytes_per_decision']:7.1f} B/decision ttl {row['ttl_s']}{extra}")
+    print(f"{n:,} decisions in {seconds:.0f} s after {args.warmup:,} warm-up ({warm}); answers {sent}; "
+          f"used_memory {mem0 / 2**20:.1f} -> {mem1 / 2**20:.1f} MiB (peak {int(info['used_memory_peak']) / 2**20:.1f}); "
+          f"worker RSS {rss0:.1f} -> {rss1:.1f} MiB")
+    print(json.dumps({
+        "decisions": n, "redis_bytes_per_decision": round((mem1 - mem0) / n, 1),
+        "redis_bytes_per_decision_without_streams": round((mem1 - mem0 - (streams1 - streams0)) / n, 1),
+        "worker_rss_growth_mb": round(rss1 - rss0, 1), "audit_stream_bytes": streams1,
+        "audit_stream_entries": entries, "redis_used_memory_mb": round(mem1 / 2**20, 1),
+        "errors": {"status": sent["status"], "degraded": sent["degraded"]}, "kinds": kinds,
+    }))
+
+
+if __name__ == "__main__":
+    main()
