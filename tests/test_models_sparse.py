@@ -55,7 +55,10 @@ def test_an_all_missing_column_fits_as_if_absent() -> None:
 @pytest.mark.parametrize("labels", LABELS)
 def test_history_without_ip_or_device_trains_and_serves(no_ip_device, tmp_path, labels) -> None:
     events, feats = no_ip_device
-    art = train_transactions(feats, root=tmp_path, max_iter=20, habit_trees=20, labels=labels, events=events)
+    # oracle as the issue's `--labels oracle` run did, with the fused score (its out-of-fold fits) on the rules
+    rules = ROOT / "rules" if labels == "oracle" else None
+    art = train_transactions(feats, root=tmp_path, max_iter=20, habit_trees=20, labels=labels, events=events,
+                             rules_dir=rules)
     params, metrics = art.meta["params"], art.meta["metrics"]
     dropped = params["dropped_features"]
     assert metrics["dropped_features"] == dropped  # the training report says it too
@@ -75,5 +78,6 @@ def test_history_without_ip_or_device_trains_and_serves(no_ip_device, tmp_path, 
     x = rt.transactions.risk_vectorizer.one(row)
     assert out["model.txn_risk"] == pytest.approx(est["txn_risk"].predict_proba(x.reshape(1, -1))[0, 1], abs=1e-5)
     assert 0.0 <= out["model.habit_anomaly"] <= 1.0
+    assert (rt.fusion is not None) == (rules is not None)
     # an event that does carry an IP and a device is scored on the trained features alone
     assert rt.score({**row, "ip.count_10m": 50, "device.count_1h": 9})["model.txn_risk"] == out["model.txn_risk"]
