@@ -35,7 +35,7 @@ service_models_redis_cpu_us and service_models_degraded_share (answers the failu
 policy gave, which no model scored: the figures hold only when it is near 0). The
 models are trained with the `fengkong train` defaults (200 boosting iterations, 100
 trees per forest), so the served artifact has the usual size; training, with the
-fused score's out-of-fold fits, takes about a minute of CPU before the run.
+fused score's out-of-fold fits, takes some tens of seconds before the run.
 
 The minimal app runs on uvicorn's defaults. The service runs uvicorn as
 `fengkong serve` does (`fengkong.api.http_protocol.UVICORN_OPTIONS`: one write per
