@@ -19,6 +19,24 @@ minimal_worker_cpu_us; from /proc, warm-up included on both sides of the
 division): on a shared 2-core machine they say where the cores went, and move
 less between runs than requests/s.
 
+With models (the default; ``--no-models`` skips it): the merchant and transaction
+models are first trained through the library (`fengkong.training.train`, with the
+fused score on the default rules) on a small simulated history into a temporary
+artifacts folder, which a second service run reads (passed as
+``FENGKONG_ARTIFACTS_DIR``, the setting the service reads); the run stops with an
+error unless /readyz lists both artifacts loaded and a probe decision carries the
+fused ``risk``, since a silent rules-only run would be a false figure. The
+history ends in 2025, the benchmark's payments are in 2026-11, after the training
+window. It is loaded like the rules-only run (same generator, concurrency and
+duration, from an empty key prefix of the same Redis) and adds service_models_rps,
+service_models_p50_ms, service_models_p99_ms, ratio_models_rps
+(service_models_rps / minimal_rps, the same minimal app), service_models_worker_cpu_us,
+service_models_redis_cpu_us and service_models_degraded_share (answers the failure
+policy gave, which no model scored: the figures hold only when it is near 0). The
+models are trained with the `fengkong train` defaults (200 boosting iterations, 100
+trees per forest), so the served artifact has the usual size; training, with the
+fused score's out-of-fold fits, takes some tens of seconds before the run.
+
 The minimal app runs on uvicorn's defaults. The service runs uvicorn as
 `fengkong serve` does (`fengkong.api.http_protocol.UVICORN_OPTIONS`: one write per
 answer, no proxy-header rewriting); ``--minimal-http service`` gives the minimal
@@ -203,6 +221,49 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def train_models(root: Path) -> dict[str, str]:
+    """Train the merchant and transaction models (the latter with its fused score on the
+    default rules, oracle labels) on a small simulated history into ``root``: enough for
+    real artifacts of the usual shape, whose serving cost is what the benchmark measures.
+    Returns kind -> version."""
+    from fengkong.simulation import SimConfig, run
+    from fengkong.training.train import train_merchants, train_transactions, transaction_frame
+
+    sim = run(SimConfig(seed=11, days=14, shoppers=800, merchants=40))
+    merchants = train_merchants(sim.events, profiles=sim.merchants, root=root, n_estimators=100)
+    feats = transaction_frame(sim.events, profiles=sim.merchants, lists_dir=ROOT / "rules" / "lists")
+    transactions = train_transactions(feats, root=root, max_iter=200, habit_trees=100, rules_dir=ROOT / "rules",
+                                      labels="oracle", events=sim.events)
+    return {"merchants": merchants.version, "transactions": transactions.version}
+
+
+def check_models_served(port: int, versions: dict[str, str]) -> str:
+    """Fail loudly unless the service on ``port`` loaded every artifact in ``versions`` (its
+    /readyz) and a probe payment comes back scored with the fused risk; returns the status."""
+    import httpx
+
+    ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()
+    status = str(ready.get("checks", {}).get("models", ""))
+    missing = [f"{kind} {v}" for kind, v in versions.items() if f"{kind} {v}" not in status]
+    if missing or "refused" in status:
+        raise SystemExit(f"bench_api: the service did not load the trained models ({', '.join(missing) or 'refused'}):"
+                         f" /readyz says {status!r}; a rules-only figure would be false")
+    t = datetime(2026, 11, 25, 8, 59, tzinfo=timezone(timedelta(hours=8)))
+    body = json.loads(_event_bytes(random.Random(1), 0, f"probe{os.getpid()}", t))
+    answer = httpx.post(f"http://127.0.0.1:{port}/v1/decisions", json=body, headers={"X-API-Key": KEY},
+                        timeout=10).json()
+    if answer.get("risk") is None or answer.get("degraded") or not str(answer.get("models", "")).startswith(
+            "transactions"):
+        raise SystemExit(f"bench_api: a probe payment was not scored by the models: {answer}")
+    return status
+
+
+def _serve(port: int, env: dict[str, str], data_dir: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from fengkong.cli import app; app()", "serve", "--port", str(port),
+         "--workers", "1", "--data-dir", data_dir], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -213,6 +274,8 @@ def main() -> None:
     parser.add_argument("--minimal-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--minimal-http", choices=("uvicorn", "service"), default="uvicorn",
                         help="the minimal app on uvicorn's defaults, or on the service's uvicorn options")
+    parser.add_argument("--models", action=argparse.BooleanOptionalAction, default=True,
+                        help="also load the service with trained models (default); --no-models skips that run")
     args = parser.parse_args()
 
     if args.load is not None:  # the load-generating process
@@ -260,6 +323,21 @@ def main() -> None:
                                                {"worker": service.pid, "redis": redis_pid})
             finally:
                 _stop(service)
+        if args.models:
+            with tempfile.TemporaryDirectory() as tmp:
+                versions = train_models(Path(tmp) / "artifacts")
+                port = _free_port()
+                # FENGKONG_ARTIFACTS_DIR: the setting `fengkong serve` reads the artifacts folder from
+                env_models = {**env, "FENGKONG_ARTIFACTS_DIR": str(Path(tmp) / "artifacts"),
+                              "FENGKONG_KEY_PREFIX": f"benchm{os.getpid()}"}
+                service = _serve(port, env_models, str(Path(tmp) / "data"))
+                try:
+                    _wait_http(port)
+                    print(f"models: {check_models_served(port, versions)}")
+                    results["service_models"] = _run_load(port, args.seconds, args.warmup, args.concurrency,
+                                                          run + "M", {"worker": service.pid, "redis": redis_pid})
+                finally:
+                    _stop(service)
         port = _free_port()
         minimal = subprocess.Popen([sys.executable, __file__, "--minimal-server", str(port),
                                     "--minimal-http", args.minimal_http],
@@ -279,6 +357,11 @@ def main() -> None:
               f"({r['requests']} requests, errors {r['errors']}; CPU per request: {cpu})")
     if args.minimal_http == "service":
         print("(the minimal app ran on the service's uvicorn options)")
+    for name in ("service", "service_models"):
+        if name in results and results[name]["errors"]["degraded"] > 0.01 * max(results[name]["requests"], 1):
+            print(f"warning: {results[name]['errors']['degraded']} of {results[name]['requests']} {name} answers were "
+                  "degraded (the failure policy answered, without features or models): its figures do not measure "
+                  "the decision path", file=sys.stderr)
     s, m = results["service"], results["minimal"]
     print(json.dumps({
         "service_rps": round(s["rps"], 1), "service_p50_ms": round(s["p50_ms"], 3),
@@ -288,7 +371,17 @@ def main() -> None:
         "service_worker_cpu_us": s["cpu_us_per_request"]["worker"],
         "service_redis_cpu_us": s["cpu_us_per_request"]["redis"],
         "minimal_worker_cpu_us": m["cpu_us_per_request"]["worker"],
+        **(models_keys(results["service_models"], m) if "service_models" in results else {}),
     }))
+
+
+def models_keys(sm: dict, m: dict) -> dict[str, float]:
+    """The JSON keys of the run with models (``sm``) against the minimal app (``m``)."""
+    return {"service_models_rps": round(sm["rps"], 1), "service_models_p50_ms": round(sm["p50_ms"], 3),
+            "service_models_p99_ms": round(sm["p99_ms"], 3), "ratio_models_rps": round(sm["rps"] / m["rps"], 3),
+            "service_models_worker_cpu_us": sm["cpu_us_per_request"]["worker"],
+            "service_models_redis_cpu_us": sm["cpu_us_per_request"]["redis"],
+            "service_models_degraded_share": round(sm["errors"]["degraded"] / max(sm["requests"], 1), 4)}
 
 
 if __name__ == "__main__":

@@ -48,6 +48,15 @@ def trained(sim, txn_frame, tmp_path_factory):
     return root, m, t
 
 
+def _tv(art: artifacts.Artifact):
+    """The vectorizer of the features the artifact's txn_risk was trained on."""
+    return txn_vectorizer(art.meta["params"]["txn_features"])
+
+
+def _hv(art: artifacts.Artifact):
+    return habit_vectorizer(art.meta["params"]["habit_features"])
+
+
 def test_daily_features_columns_and_shares(sim) -> None:
     events, merchants = sim
     f = daily_features(events, profiles=merchants)
@@ -95,13 +104,13 @@ def test_onnx_txn_risk_and_habit_equal_sklearn(trained, txn_frame) -> None:
     root, _, t = trained
     est = t.load_estimator()
     held = txn_frame[txn_frame["day"] > pd.to_datetime(t.meta["training_window"]["to"]).date()]
-    X = txn_vectorizer().frame(held)
+    X = _tv(t).frame(held)
     assert np.isnan(X).any(), "held-out rows should exercise missing values"
     risk = load_model(t, "txn_risk")
     ref = est["txn_risk"].predict_proba(X)[:, 1]
     assert np.max(np.abs(risk.score_many(X) - ref)) < TOLERANCE
     assert max(abs(risk.score_one(x) - r) for x, r in zip(X[:300], ref[:300])) < TOLERANCE
-    H = np.where(np.isnan(hv := habit_vectorizer().frame(held)), est["habit_medians"], hv)
+    H = np.where(np.isnan(hv := _hv(t).frame(held)), est["habit_medians"], hv)
     habit = load_model(t, "habit")
     assert np.max(np.abs(habit.score_many(H) - est["habit_anomaly"].score_samples(H))) < TOLERANCE
     # the artifact records the check made at save, on every validation row
@@ -114,9 +123,9 @@ def test_a_conversion_that_disagrees_is_not_saved(trained, txn_frame) -> None:
     """`checked` compares ONNX Runtime with scikit-learn's answers: another model's answers fail it."""
     _, _, t = trained
     est = t.load_estimator()
-    X = txn_vectorizer().frame(txn_frame.tail(500))
+    X = _tv(t).frame(txn_frame.tail(500))
     y = txn_frame["is_fraud"].to_numpy(dtype=bool)
-    other = fit_txn_model(txn_vectorizer().frame(txn_frame), ~y, max_iter=10)
+    other = fit_txn_model(_tv(t).frame(txn_frame), ~y, max_iter=10)
     data = hgb_to_onnx(est["txn_risk"])
     onnx_model = OnnxModel(data, output="probability", column=0, n_features=X.shape[1])
     with pytest.raises(OnnxMismatchError, match=r"txn_risk: the ONNX conversion differs from scikit-learn on 500 rows"):
@@ -196,7 +205,7 @@ def test_artifact_whose_onnx_disagrees_is_refused(trained, txn_frame, tmp_path: 
     _, _, t = trained
     path = _copy(t, tmp_path)
     y = txn_frame["is_fraud"].to_numpy(dtype=bool)
-    other = hgb_to_onnx(fit_txn_model(txn_vectorizer().frame(txn_frame), y, max_iter=5))
+    other = hgb_to_onnx(fit_txn_model(_tv(t).frame(txn_frame), y, max_iter=5))
     (path / "txn_risk.onnx").write_bytes(other)
     assert "txn_risk.onnx is not the file saved with it" in _refused(tmp_path, "transactions")
     # the same file with its hash recorded: the check rows saved with the artifact still catch it
@@ -214,9 +223,9 @@ def test_runtime_scores_one_event_like_the_batch(trained, txn_frame) -> None:
     assert t.version in rt.status
     est = t.load_estimator()
     rows = txn_frame.head(50)
-    X = txn_vectorizer().frame(rows)
+    X = _tv(t).frame(rows)
     ref = est["txn_risk"].predict_proba(X)[:, 1]
-    H = habit_vectorizer().frame(rows)
+    H = _hv(t).frame(rows)
     ref_habit = -est["habit_anomaly"].score_samples(np.where(np.isnan(H), est["habit_medians"], H))
     for (_, row), r, rh in zip(rows.iterrows(), ref, ref_habit):
         features = {k: (None if (isinstance(v, float) and np.isnan(v)) else v) for k, v in row.items()}

@@ -16,7 +16,9 @@ service then runs without it.
 
 * ``model.txn_risk`` and ``model.habit_anomaly`` from the transaction artifact,
   scored live on the event's features through ONNX Runtime (payments only; None
-  otherwise);
+  otherwise); each model reads the features its artifact lists (``params``), the
+  ones it was trained on: training leaves out features empty or constant on every
+  training row (``params["dropped_features"]``);
 * ``model.merchant_anomaly``: the nightly score `fengkong rescore` wrote into the
   merchant's profile hash (field ``anomaly``), read from the feature
   ``merchant.anomaly`` when the store returns it; None until then.
@@ -59,6 +61,19 @@ class TransactionModels:
     habit_medians: np.ndarray
 
 
+def _check_widths(version: str, txn: TransactionModels) -> None:
+    """Each model is fed exactly the features it was trained on (``params``: training leaves
+    out features empty or constant on its rows, `transaction_model.usable_columns`): a list
+    whose length differs from the ONNX input is a broken artifact, refused."""
+    for name, vec, model, extra in (("txn_risk", txn.risk_vectorizer, txn.risk, 0),
+                                    ("habit", txn.habit_vectorizer, txn.habit, len(txn.habit_medians))):
+        widths = {len(vec.names), model.n_features} | ({extra} if extra else set())
+        if len(widths) != 1:
+            raise ArtifactError(f"transactions artifact {version}: refused: {name} lists {len(vec.names)} features, "
+                                f"its ONNX model takes {model.n_features}" +
+                                (f" and {extra} medians" if extra else ""))
+
+
 class ModelRuntime:
     """Loaded model artifacts. ``status`` says what is loaded, for /readyz and decisions."""
 
@@ -88,6 +103,7 @@ class ModelRuntime:
                                     {k: v for k, v in vocab.items() if k in p["habit_features"]})
                     medians = np.asarray(p["habit_medians"], dtype=float)
                     txn = TransactionModels(tv, load_model(art, "txn_risk"), hv, load_model(art, "habit"), medians)
+                    _check_widths(art.version, txn)
                     rt.fusion = RiskFusion.from_params(p["fusion"]) if "fusion" in p else None
                     rt.transactions = txn
                 else:

@@ -112,9 +112,46 @@ def habit_vectorizer(names: Sequence[str] = HABIT_FEATURES) -> Vectorizer:
     return Vectorizer(tuple(names), {k: v for k, v in VOCAB.items() if k in names})
 
 
+#: Why `usable_columns` leaves a feature out (recorded in the artifact and the training report).
+EMPTY = "empty on every training row"
+CONSTANT = "constant on every training row"
+
+
+def usable_columns(X: np.ndarray, names: Sequence[str], *, missing_counts: bool) -> tuple[list[str], dict[str, str]]:
+    """The feature names worth fitting on, and the others with the reason.
+
+    A column empty (NaN) on every training row is left out: scikit-learn's binning fails
+    on it ("window shape cannot be larger than input array shape"), as an export without
+    IP or device data showed, and it carries nothing. So is a constant column: no model
+    can split on it. ``missing_counts``: whether a column holding one value and some
+    missing ones still informs (HistGradientBoosting branches on missing; the habit forest
+    fills missing with the median, which makes such a column constant)."""
+    keep: list[str] = []
+    dropped: dict[str, str] = {}
+    for j, name in enumerate(names):
+        col = X[:, j]
+        missing = np.isnan(col)
+        present = col[~missing]
+        if not len(present):
+            dropped[name] = EMPTY
+        elif np.all(present == present[0]) and not (missing_counts and missing.any()):
+            dropped[name] = CONSTANT
+        else:
+            keep.append(name)
+    return keep, dropped
+
+
 def fit_txn_model(X: np.ndarray, y: np.ndarray, *, max_iter: int = 200, random_state: int = 0) -> Any:
+    """HistGradientBoosting on ``X``. A column empty on every row of ``X`` (training drops
+    those; an out-of-fold block of days can still lack a source) is fit as zeros: scikit-learn's
+    binning fails on an all-missing column, and a constant one is never split on, so the
+    model answers the same as without it, missing values included."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    empty = np.isnan(X).all(axis=0) if len(X) else np.zeros(X.shape[1], dtype=bool)
+    if empty.any():
+        X = X.copy()
+        X[:, empty] = 0.0
     return HistGradientBoostingClassifier(max_iter=max_iter, learning_rate=0.1, max_leaf_nodes=31,
                                           l2_regularization=1.0, early_stopping=False,
                                           random_state=random_state).fit(X, y)

@@ -45,12 +45,10 @@ from fengkong.models.transaction_model import (
     fill,
     fit_habit_model,
     fit_txn_model,
-    habit_vectorizer,
     recall_at_rate,
-    txn_vectorizer,
 )
 from fengkong.training.fusion import cutoff_after, out_of_fold, reported_labels, split_rules
-from fengkong.training.train import split_day
+from fengkong.training.train import fitted_vectorizers, split_day
 
 SCORERS = ("rules", "model", "pack", "fused")
 LABELS = ("reported", "oracle")
@@ -136,7 +134,7 @@ def run(feats: pd.DataFrame, *, rules_dir: Path, events: pd.DataFrame | None = N
     if y.sum() == 0 or y.all():
         raise ValueError(f"the training days (to {last}) need both fraudulent and legitimate labelled payments")
 
-    tv, hv = txn_vectorizer(), habit_vectorizer()
+    tv, hv, dropped = fitted_vectorizers(train)  # features empty or constant on the training days left out
     X_train, X_valid = tv.frame(train), tv.frame(valid)
     hgb = fit_txn_model(X_train, y, max_iter=max_iter, random_state=random_state)
     risk = hgb.predict_proba(X_valid)[:, 1]
@@ -162,7 +160,7 @@ def run(feats: pd.DataFrame, *, rules_dir: Path, events: pd.DataFrame | None = N
             "train_labelled_fraud": int(y.sum()), "train_true_fraud": int(train["is_fraud"].sum()),
             "eval_payments": int(len(valid)), "eval_fraud": int(yv.sum()),
             "recall_cap_at_1pct": float(min(1.0, 0.01 * len(valid) / max(1, yv.sum()))),
-            "fusion": fusion.to_params(),
+            "fusion": fusion.to_params(), "dropped_features": dropped,
             "rules_alone": len(alone.rules), "model_rules": len(pack.rules) - len(alone.rules)}
     return QualityResult(table=table, scores=scores, fusion=fusion, info=info)
 

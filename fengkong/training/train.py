@@ -26,12 +26,14 @@ from fengkong.models.merchant_model import INPUTS, MerchantAnomalyModel, design_
 from fengkong.models.transaction_model import (
     HABIT_FEATURES,
     TXN_FEATURES,
+    Vectorizer,
     fill,
     fit_habit_model,
     fit_txn_model,
     habit_vectorizer,
     recall_at_rate,
     txn_vectorizer,
+    usable_columns,
 )
 from fengkong.training.fusion import cutoff_after, fit_fusion, reported_labels
 from fengkong.training.merchant_features import FEATURES as DAILY_FEATURES
@@ -149,10 +151,11 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
         assert events is not None
         yv = np.asarray(reported_labels(events, valid["event.event_id"], pd.Timestamp.max.tz_localize("UTC")),
                         dtype=bool)
-    tv, hv = txn_vectorizer(), habit_vectorizer()
+    tv, hv, dropped = fitted_vectorizers(train)
     hgb = fit_txn_model(tv.frame(train), y, max_iter=max_iter, random_state=random_state)
     habit, medians = fit_habit_model(hv.frame(train), n_estimators=habit_trees, random_state=random_state)
-    metrics: dict[str, Any] = {"train_labels": labels, "train_payments": int(len(train)), "train_fraud": int(y.sum())}
+    metrics: dict[str, Any] = {"train_labels": labels, "train_payments": int(len(train)), "train_fraud": int(y.sum()),
+                               "dropped_features": dropped}
     if simulated and labels != "oracle":
         metrics["train_true_fraud"] = int(train["is_fraud"].sum())
     if len(valid):
@@ -167,7 +170,7 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
             metrics["valid_habit_roc_auc"] = float(roc_auc_score(yv, h))
     fusion_params: dict[str, Any] = {}
     if rules_dir is not None:
-        fusion_params = _fit_fusion(train, valid, y, yv, tv.frame(train), hgb, rules_dir, metrics, max_iter=max_iter,
+        fusion_params = _fit_fusion(train, valid, y, yv, tv, hgb, rules_dir, metrics, max_iter=max_iter,
                                     random_state=random_state)
     window = {"from": str(min(feats["day"])), "to": str(last_train), "validated_to": str(max(feats["day"]))}
     check = valid if len(valid) else train
@@ -175,24 +178,40 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
             "habit": export("transactions habit", habit, fill(hv.frame(check), medians))}
     return artifacts.save(
         root, "transactions", estimator={"txn_risk": hgb, "habit_anomaly": habit, "habit_medians": medians},
-        features=sorted(set(TXN_FEATURES) | set(HABIT_FEATURES)), window=window, metrics=metrics,
-        params={"txn_features": list(TXN_FEATURES), "habit_features": list(HABIT_FEATURES),
-                "vocab": {k: list(v) for k, v in tv.vocab.items()}, "habit_medians": medians.tolist(),
+        features=sorted(set(tv.names) | set(hv.names)), window=window, metrics=metrics,
+        params={"txn_features": list(tv.names), "habit_features": list(hv.names), "dropped_features": dropped,
+                "vocab": {k: list(v) for k, v in {**tv.vocab, **hv.vocab}.items()},
+                "habit_medians": medians.tolist(),
                 "max_iter": max_iter, "habit_trees": habit_trees, "random_state": random_state, "labels": labels,
                 **({"fusion": fusion_params} if fusion_params else {})},
         rows=len(train), onnx=onnx,
     )
 
 
-def _fit_fusion(train: pd.DataFrame, valid: pd.DataFrame, y: np.ndarray, yv: np.ndarray, X_train: np.ndarray,
+def fitted_vectorizers(train: pd.DataFrame) -> tuple[Vectorizer, Vectorizer, dict[str, dict[str, str]]]:
+    """The vectorizers of the features worth fitting on (`usable_columns`: not empty or constant
+    on the training rows) for txn_risk and the habit model, and the features each left out, with
+    the reason: an export without IP or device data trains on the rest instead of failing."""
+    txn_names, txn_dropped = usable_columns(txn_vectorizer().frame(train), TXN_FEATURES, missing_counts=True)
+    habit_names, habit_dropped = usable_columns(habit_vectorizer().frame(train), HABIT_FEATURES,
+                                                missing_counts=False)
+    for model, names in (("txn_risk", txn_names), ("habit", habit_names)):
+        if not names:
+            raise ValueError(f"features: every {model} feature is empty or constant on the training rows")
+    return (txn_vectorizer(txn_names), habit_vectorizer(habit_names),
+            {"txn_risk": txn_dropped, "habit": habit_dropped})
+
+
+def _fit_fusion(train: pd.DataFrame, valid: pd.DataFrame, y: np.ndarray, yv: np.ndarray, tv: Vectorizer,
                 hgb: Any, rules_dir: Path, metrics: dict[str, Any], *, max_iter: int,
                 random_state: int) -> dict[str, Any]:
-    fusion, alone, ruleset = fit_fusion(train, y, X_train, rules_dir, max_iter=max_iter, random_state=random_state)
+    fusion, alone, ruleset = fit_fusion(train, y, tv.frame(train), rules_dir, max_iter=max_iter,
+                                        random_state=random_state)
     if len(valid) and 0 < yv.sum() < len(yv):
-        p = hgb.predict_proba(txn_vectorizer().frame(valid))[:, 1]
+        p = hgb.predict_proba(tv.frame(valid))[:, 1]
         metrics["valid_fused_average_precision"] = float(average_precision_score(
             yv, fusion.predict_proba(p, np.asarray(alone.evaluate(valid).score))))
     return {**fusion.to_params(), "ruleset": ruleset.content_hash[:12]}
 
 
-__all__ = ["DAILY_FEATURES", "LABELS", "train_merchants", "train_transactions", "transaction_frame", "split_day"]
+__all__ = ["DAILY_FEATURES", "LABELS", "fitted_vectorizers", "train_merchants", "train_transactions", "transaction_frame", "split_day"]
