@@ -124,23 +124,6 @@ def log_amount(amount_minor: int) -> float:
     return math.log(max(amount_minor, 1))
 
 
-class _LogAmounts(dict[int, float]):
-    """`log_amount` of each amount asked for, kept: a ring's amounts come back in up to
-    its size of the entity's later events. Emptied when it holds `LIMIT` amounts."""
-
-    LIMIT = 1 << 16
-
-    def __missing__(self, amount_minor: int) -> float:
-        if len(self) >= self.LIMIT:
-            self.clear()
-        value = self[amount_minor] = log_amount(amount_minor)
-        return value
-
-
-_LOGS = _LogAmounts()
-_log_of = _LOGS.__getitem__
-
-
 def robust_amount(recent: Sequence[int], amount: int | None) -> tuple[int, float | None, float | None]:
     """(how many recent amounts, their median in major units, the robust score of
     ``amount``) from the entity's last payment amounts in minor units (see
@@ -155,7 +138,7 @@ def robust_amount(recent: Sequence[int], amount: int | None) -> tuple[int, float
     if n < _ROBUST_MIN_COUNT or amount is None:
         return n, median, None
     # the logs of the sorted amounts are sorted (`log_amount`: an amount of 0 is taken as 1)
-    logs = list(map(_log_of, s))
+    logs = list(map(math.log, s)) if s[0] >= 1 else list(map(log_amount, s))
     centre = (logs[lo] + logs[hi]) / 2
     # |log - centre| without abs: the logs below the middle are at most the centre, the
     # others at least; the two runs, each ascending, are merged by one sort
@@ -164,7 +147,7 @@ def robust_amount(recent: Sequence[int], amount: int | None) -> tuple[int, float
     deviations.sort()
     mad = (deviations[lo] + deviations[hi]) / 2
     scale = max(_MAD_TO_SIGMA * mad, _LOG_SCALE_FLOOR)
-    return n, median, (_log_of(amount) - centre) / scale
+    return n, median, (log_amount(amount) - centre) / scale
 
 
 @functools.lru_cache(maxsize=1 << 14)
