@@ -8,7 +8,7 @@ so the two cannot drift without the equality test noticing.
 
 from __future__ import annotations
 
-import itertools
+import functools
 import math
 import operator
 import sys
@@ -52,6 +52,7 @@ AMOUNT_FEATURES: frozenset[str] = frozenset(
 _SCALE = d.MINOR_PER_MAJOR
 _STORE_NAMES = tuple(sys.intern(name) for name, spec in d.CATALOG.items() if spec.source != "model")
 _NUM, _DEN = d.NEAR_LIMIT_FRACTION
+_ROBUST_MIN_COUNT, _MAD_TO_SIGMA, _LOG_SCALE_FLOOR = d.ROBUST_MIN_COUNT, d.MAD_TO_SIGMA, d.ROBUST_LOG_SCALE_FLOOR
 
 #: Raw values that are not features themselves: `derive` turns them into others (ages,
 #: the amount's mean, std and z-score, the merchant's limit, cap and age, the hour share),
@@ -132,21 +133,29 @@ def robust_amount(recent: Sequence[int], amount: int | None) -> tuple[int, float
     if n == 0:
         return 0, None, None
     s = sorted(recent)
-    median = median_of_sorted(s) / _SCALE
-    if n < d.ROBUST_MIN_COUNT or amount is None:
+    lo, hi = (n - 1) // 2, n // 2  # `median_of_sorted`, inline: the middle two
+    median = (s[lo] + s[hi]) / 2 / _SCALE
+    if n < _ROBUST_MIN_COUNT or amount is None:
         return n, median, None
-    # the logs of the sorted amounts are sorted; an amount of 0 is taken as 1 (`log_amount`)
+    # the logs of the sorted amounts are sorted (`log_amount`: an amount of 0 is taken as 1)
     logs = list(map(math.log, s)) if s[0] >= 1 else list(map(log_amount, s))
-    centre = median_of_sorted(logs)
-    mad = median_of_sorted(sorted(map(abs, map(operator.sub, logs, itertools.repeat(centre, n)))))
-    scale = max(d.MAD_TO_SIGMA * mad, d.ROBUST_LOG_SCALE_FLOOR)
+    centre = (logs[lo] + logs[hi]) / 2
+    # |log - centre| without abs: the logs below the middle are at most the centre, the
+    # others at least; the two runs, each ascending, are merged by one sort
+    deviations = [centre - x for x in logs[hi - 1::-1]]
+    deviations += [x - centre for x in logs[hi:]]
+    deviations.sort()
+    mad = (deviations[lo] + deviations[hi]) / 2
+    scale = max(_MAD_TO_SIGMA * mad, _LOG_SCALE_FLOOR)
     return n, median, (log_amount(amount) - centre) / scale
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def poisson_score(count: float, expected: float) -> float:
     """-log10 P(X >= count) for X ~ Poisson(expected), capped at `POISSON_SCORE_CAP`.
     P(X >= k) is the regularized lower incomplete gamma P(k, expected) for k >= 1; the
-    offline twin calls this very function per distinct (count, expected)."""
+    offline twin calls this very function per distinct (count, expected). Kept per
+    (count, expected): a merchant's pair repeats until its next payment or baseline."""
     p = float(gammainc(count, expected)) if count >= 1 else 1.0
     return min(0.0 - math.log10(p), d.POISSON_SCORE_CAP) if p > 0 else d.POISSON_SCORE_CAP
 
