@@ -22,6 +22,21 @@ from fengkong.features.embedded_redis import AOF_FILE, RDB_FILE, EmbeddedRedis
 from serve_process import ServeProcess, pid_alive, wait_until
 
 
+def test_the_default_bound_is_a_quarter_of_the_machines_memory(tmp_path: Path) -> None:
+    """Without --redis-maxmemory the persisting server is bounded by a quarter of the memory
+    /proc/meminfo reports (at least 1 GB), never by a fixed small figure that an ordinary
+    day's decisions would fill."""
+    kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal:")))
+    expected_mb = max(1024, kib // 4 // 1024)
+    with EmbeddedRedis(data_dir=tmp_path, persist=True) as server:
+        c = server.client()
+        bound = int(c.config_get("maxmemory")["maxmemory"])
+        assert c.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        c.close()
+    assert abs(bound - expected_mb * (1 << 20)) <= 2 * (1 << 20), (bound, expected_mb)
+
+
 def test_persistence_is_configured_as_documented(tmp_path: Path) -> None:
     with EmbeddedRedis(data_dir=tmp_path, persist=True, maxmemory="64mb") as server:
         c = server.client()

@@ -66,8 +66,8 @@ def register(app: typer.Typer) -> None:
                                       "where `fengkong train` writes); none there = rules-only."),
         redis_maxmemory: Optional[str] = typer.Option(
             None, "--redis-maxmemory",
-            help="Embedded Redis memory bound, e.g. 512mb (FENGKONG_REDIS_MAXMEMORY, default 1gb); "
-                 "when full, writes are refused (noeviction) and the failure policy answers."),
+            help="Embedded Redis memory bound, e.g. 4gb (FENGKONG_REDIS_MAXMEMORY, default a quarter of the "
+                 "machine's memory, at least 1gb); when full, writes are refused (noeviction) and the failure policy answers."),
     ) -> None:
         """Start the decision service: Redis (embedded unless a URL is given), rules, models, uvicorn."""
         run(host=host, port=port, workers=workers, redis_url=redis_url, data_dir=data_dir, rules_dir=rules_dir,
@@ -103,7 +103,7 @@ def _run(*, host: str | None, port: int | None, workers: int | None, redis_url: 
     from fengkong.api.http_protocol import UVICORN_OPTIONS
     from fengkong.api.security import generate_key
     from fengkong.engine.ruleset import parse_rules
-    from fengkong.features.embedded_redis import DEFAULT_MAXMEMORY, RESTARTS_FILE_ENV, EmbeddedRedis
+    from fengkong.features.embedded_redis import RESTARTS_FILE_ENV, EmbeddedRedis, default_maxmemory
     from fengkong.models.artifacts import ARTIFACTS_ENV, ArtifactError, default_root
     from fengkong.models.runtime import ModelRuntime
 
@@ -150,7 +150,7 @@ def _run(*, host: str | None, port: int | None, workers: int | None, redis_url: 
     try:
         if not settings.redis_url:
             data = Path(settings.data_dir).resolve() / "redis"
-            maxmemory = redis_maxmemory or os.environ.get("FENGKONG_REDIS_MAXMEMORY") or DEFAULT_MAXMEMORY
+            maxmemory = redis_maxmemory or os.environ.get("FENGKONG_REDIS_MAXMEMORY") or default_maxmemory()
             embedded = EmbeddedRedis(data_dir=data, persist=True, maxmemory=maxmemory, supervise=True).start()
             os.environ["FENGKONG_REDIS_URL"] = embedded.url
             os.environ[RESTARTS_FILE_ENV] = str(embedded.restarts_file)

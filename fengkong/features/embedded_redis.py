@@ -55,8 +55,21 @@ from fengkong.features.errors import FeatureStoreUnavailable
 
 log = logging.getLogger(__name__)
 
-#: The embedded server's memory bound when none is given (``maxmemory`` syntax).
-DEFAULT_MAXMEMORY = "1gb"
+#: The smallest default memory bound (``maxmemory`` syntax), for machines with little memory.
+MIN_DEFAULT_MAXMEMORY_MB = 1024
+
+
+def default_maxmemory() -> str:
+    """The embedded server's memory bound when none is given: a quarter of the machine's
+    memory, at least 1 GB. A quarter, because a snapshot or an AOF rewrite forks the
+    server and copy-on-write may need as much again, and the service's workers share the
+    machine; a fixed small bound would refuse writes on an ordinary day's traffic
+    (docs/operations.md, "Memory sizing")."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 0
+    return f"{max(MIN_DEFAULT_MAXMEMORY_MB, total // 4 // (1 << 20))}mb"
 #: RDB snapshot rules: (seconds, changes) pairs, each passed as its own ``--save``.
 SNAPSHOT_RULES: tuple[tuple[int, int], ...] = ((300, 1), (60, 10000))
 RDB_FILE = "fengkong.rdb"
@@ -110,7 +123,7 @@ class EmbeddedRedis:
     ``data_dir`` keeps the AOF and the RDB snapshot (so state survives a crash and
     a restart); ``persist=False`` writes nothing to disk, which tests and
     benchmarks want. ``maxmemory`` is redis' syntax (``"512mb"``); ``None`` means
-    `DEFAULT_MAXMEMORY` when persisting and no bound otherwise. ``supervise`` starts
+    `default_maxmemory()` when persisting and no bound otherwise. ``supervise`` starts
     the watchdog that restarts a server that died; ``snapshot_rules`` are the RDB
     ``save`` rules as (seconds, changes) pairs.
     """
@@ -178,7 +191,7 @@ class EmbeddedRedis:
                      "--appendfsync", "everysec"]
         else:
             args += ["--save", "", "--appendonly", "no"]
-        maxmemory = self.maxmemory or (DEFAULT_MAXMEMORY if self.persist else None)
+        maxmemory = self.maxmemory or (default_maxmemory() if self.persist else None)
         if maxmemory:
             args += ["--maxmemory", maxmemory, "--maxmemory-policy", "noeviction"]
         return args
