@@ -164,10 +164,14 @@ class RulesOut(BaseModel):
 class ReloadOut(BaseModel):
     ok: bool
     changed: bool
+    message: str
     version: str | None
     previous_version: str | None
     problems: list[dict[str, Any]]
     failed_cases: list[str]
+    files_hash: str | None
+    refused_earlier: bool
+    at: str
 
 
 class DryRunIn(BaseModel):

@@ -159,8 +159,8 @@ class Runtime:
             while not self._stop.wait(interval_s):
                 try:
                     current = self.rules.current.content_hash
-                    if content_hash(rules_dir) == current:
-                        continue
+                    if content_hash(rules_dir) == current or self.rules.refused_earlier():
+                        continue  # unchanged, or the same files were refused (and audited) already
                     result = self.rules.reload()
                     self.audit.change(self.client, actor="file-watch", action="rules.reload",
                                       version=result.version, detail={"result": result.to_dict()})
