@@ -26,3 +26,15 @@ def test_string_keyed_output_is_what_the_standard_library_writes():
     value = {"decision": "allow", "score": 40, "features": {"merchant.sum_24h": 1.5, "card.bin": None},
              "reasons": [{"description": "网银充值", "values": {"user.is_new_device": True}}]}
     assert dumps(value) == json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_integers_past_64_bits_are_written_not_refused():
+    """A caller's huge integer (a dry-run feature, say) must not make the answer or the audit
+    record fail to write: written exactly, with NaN still null and keys still strings."""
+    import json as stdlib_json
+
+    from fengkong.api.encoding import dumps
+
+    value = {"event.amount": 2**64 + 1, "neg": -(2**70), "nan": float("nan"), 7: ("a", 2**65), "s": {1}}
+    assert stdlib_json.loads(dumps(value)) == {"event.amount": 2**64 + 1, "neg": -(2**70), "nan": None,
+                                               "7": ["a", 2**65], "s": [1]}
