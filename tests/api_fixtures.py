@@ -5,11 +5,13 @@ freeze (SIGSTOP) and bring back on the same socket path."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -174,3 +176,73 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class ServedProcess:
+    """The app in its own process (uvicorn as `fengkong serve` runs it), configured by
+    FENGKONG_* variables: for tests where the load generator must not share the
+    server's interpreter (its GIL) or where the server is given signals.
+    ``pythonpath`` picks the code it runs (default: this checkout)."""
+
+    def __init__(self, redis_url: str, prefix: str, *, pythonpath: str | None = None, **env: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FENGKONG_")}
+        self.env.update({
+            "PYTHONPATH": pythonpath or str(ROOT), "FENGKONG_REDIS_URL": redis_url, "FENGKONG_KEY_PREFIX": prefix,
+            "FENGKONG_API_KEYS": json.dumps(KEYS), "FENGKONG_RULES_DIR": str(RULES_DIR),
+            "FENGKONG_ARTIFACTS_DIR": os.path.join(tempfile.gettempdir(), "fk-no-artifacts"),
+            "FENGKONG_RULES_WATCH_S": "0", "FENGKONG_LOG_LEVEL": "warning",
+        })
+        self.env.update({f"FENGKONG_{k.upper()}": str(v) for k, v in env.items()})
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "ServedProcess":
+        code = ("import uvicorn\nfrom fengkong.api.app import create_app\nfrom fengkong.api.config import Settings\n"
+                "from fengkong.api.http_protocol import UVICORN_OPTIONS\n"
+                f"uvicorn.run(create_app(Settings()), host='127.0.0.1', port={self.port}, log_level='warning', "
+                "**UVICORN_OPTIONS)\n")
+        self.proc = subprocess.Popen([sys.executable, "-c", code], env=self.env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                self.__exit__()
+                raise RuntimeError(f"the app did not start: {err[-2000:]}")
+            time.sleep(0.05)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    def client(self, key: str | None = DECIDE_KEY, **kwargs: Any) -> httpx.Client:
+        headers = {"X-API-Key": key} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10, **kwargs)
+
+
+class CpuHogs:
+    """Processes that only burn CPU (a busy machine), stopped on exit."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> "CpuHogs":
+        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.n)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait(timeout=5)

@@ -104,7 +104,9 @@ def test_without_the_protocol_an_answer_arrives_in_two_segments(redis_server):
     with Served(settings(redis_server.url, "thttp0", max_body_bytes=4096), uvicorn_options=plain) as app:
         answers = _segments_per_answer(app.port, _requests())
     assert [status for status, _ in answers] == [200, 200, 401, 422, 413, 200, 200]
-    assert [segments for _, segments in answers] == [2] * 7
+    # at least two: head and body apart (on a loaded machine uvicorn has been seen to split
+    # one answer into three); what the control must show is that a split answer is visible
+    assert all(segments >= 2 for _, segments in answers), answers
 
 
 def test_a_closing_connection_gets_its_whole_answer(served):

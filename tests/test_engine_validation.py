@@ -176,7 +176,7 @@ def test_a_mapping_file_lists_every_problem_with_its_line_and_field(tmp_path: Pa
     lines = str(err.value).splitlines()
     assert lines == [
         f"{path}:5: columns.card_type: unknown field 'colour' (did you mean 'column'?); "
-        "fields: column, type, format, timezone, map",
+        "fields: column, type, format, timezone, map, round, rounding",
         f"{path}:10: label.delay: 'a week' is not a duration (e.g. 7d, 36h, 90m, 3600)",
         f"{path}:3: columns.amout: 'amout' is not an event field (did you mean 'amount'?) (fields: "
         + lines[2].split("(fields: ")[1],

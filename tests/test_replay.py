@@ -346,10 +346,18 @@ def test_top_k_card_precision_and_rule_metrics_by_hand() -> None:
         "is_fraud": pd.array([True, False, False, False, False, True, False, True], dtype="boolean"),
         "scenario": [None] * 8,
     })
-    m = compute(d, top_k=2)
-    # day 1: cards c1 (90, fraud), c3 (50), c2 (10) -> top2 = c1, c3 -> 1/2; day 2: c2 (80, fraud), c3 (70) -> 1/2
+    info = {"r1": {"mode": "enforce", "then": "deny"}, "r2": {"mode": "enforce", "then": "review"},
+            "r3": {"mode": "enforce", "then": "challenge"}}
+    m = compute(d, top_k=2, rule_info=info)
+    # day 1: cards c1 (90, fraud), c3 (50), c2 (10) -> top2 = c1, c3 -> 1/2; day 2: c1 was found on day 1 and
+    # is left out; c2 (80, fraud), c3 (70) -> 1/2
     assert list(m.daily_top_k["precision"]) == [0.5, 0.5] and m.card_precision_top_k == 0.5
     assert m.stop_rate == 4 / 8 and m.precision == 2 / 4 and m.recall == 2 / 3
     r = m.per_rule.set_index("rule")
     assert r.loc["r1", "fires"] == 2 and r.loc["r1", "precision"] == 1.0 and r.loc["r1", "fires_alone"] == 1
-    assert r.loc["r3", "fraud_only_it_caught"] == 1 and r.loc["r2", "fires_alone"] == 2
+    assert r.loc["r2", "fires_alone"] == 2 and r.loc["r3", "fires_alone"] == 1
+    # only rules that stop count fraud only they caught: r1 alone among stopping rules on f (fraud); r2 fires
+    # with r1 on a and alone on c, g (good); r3 challenges, so it stops nothing
+    assert r.loc["r1", "fraud_only_it_caught"] == 1 and r.loc["r2", "fraud_only_it_caught"] == 0
+    assert r.loc["r3", "fraud_only_it_caught"] is pd.NA
+    assert list(m.daily_top_k["known_left_out"]) == [0, 1]

@@ -54,6 +54,9 @@ def test_a_killed_embedded_redis_is_restarted_on_the_same_socket_and_counted(tmp
             ev = payment()
             first = c.post("/v1/decisions", json=ev).json()
             assert not first["degraded"]
+            # the record is written behind the answer: kill Redis only once it holds it (what
+            # reached Redis survives its kill -9; the answer alone does not promise that)
+            assert wait_until(lambda: c.get(f"/v1/decisions/{first['decision_id']}").status_code == 200, 5.0, 0.02)
             client = redis.Redis(unix_socket_path=serve.redis_socket, socket_timeout=2)
             old_pid = int(client.info("server")["process_id"])
             assert old_pid == serve.redis_pid

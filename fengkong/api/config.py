@@ -87,6 +87,19 @@ class Settings(BaseSettings):
     key_prefix: str = Field(default="fk", pattern=r"^[A-Za-z0-9_\-]{1,32}$", description="Redis key prefix")
     rules_watch_s: float = Field(default=2.0, ge=0, description="Poll rules_dir and reload on change; 0 = off")
     breaker_s: float = Field(default=0.5, gt=0, description="After a Redis fault, degrade without trying for this long")
+    redis_dead_after_ms: float = Field(default=1000.0, gt=0, description="The breaker opens when Redis has sent "
+                                       "no byte for this long while commands wait on it (a late reply alone does not)")
+    late_wait_ms: float = Field(default=100.0, ge=0, description="A reply that is late while Redis is not silent "
+                                "is still waited for this long past the store's budget before the decision degrades")
+    snapshot_refresh_s: float = Field(default=1.0, ge=0, description="How often each worker checks the lists and "
+                                      "profiles version key (its degraded-mode snapshot); 0 = never")
+    snapshot_full_reload_s: float = Field(default=30.0, gt=0, description="Reload the snapshot this often anyway "
+                                          "(changes made outside the API)")
+    snapshot_max_entries: int = Field(default=100_000, ge=1, description="Entries kept per list in the snapshot")
+    snapshot_max_profiles: int = Field(default=100_000, ge=1, description="Merchant profiles kept in the snapshot")
+    body_timeout_s: float = Field(default=10.0, gt=0, description="A request whose body has not all arrived "
+                                  "this long after its headers gets 408 and its connection is closed")
+    keep_alive_s: float = Field(default=5.0, gt=0, description="Idle keep-alive connections are closed after this")
     workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=8000, ge=0, le=65535)

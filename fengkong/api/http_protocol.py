@@ -59,12 +59,74 @@ class CoalescingTransport:
         return getattr(self.transport, name)
 
 
+#: when the app's runtime (its settings) is not there yet
+DEFAULT_READ_TIMEOUT_S = 10.0
+DEFAULT_KEEP_ALIVE_S = 5.0
+_TIMEOUT_BODY = b'{"detail":"body: did not arrive within the read timeout","field":"body"}'
+_408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"content-length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\n\r\n" + _TIMEOUT_BODY)
+
+
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol over a `CoalescingTransport`."""
+    """uvicorn's httptools protocol over a `CoalescingTransport`, with a read timeout.
+
+    Slow clients are cut off: a request whose headers and body have not all arrived
+    ``body_timeout_s`` after its first byte is answered 408 and its connection closed
+    (the app, if it was reading the body, sees a disconnect); a new connection that
+    sends nothing is closed after ``keep_alive_s``, and so is an idle keep-alive one
+    (uvicorn's own timer, given the same value). Both come from the app's settings
+    (``app.state.runtime``) when the connection is made."""
+
+    _read_timer: asyncio.TimerHandle | None = None
+    _read_timeout_s = DEFAULT_READ_TIMEOUT_S
+    _reading = False  # a request has begun and not all of it has arrived
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # flow control keeps the real transport
         self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
+        rt = getattr(getattr(self.app, "state", None), "runtime", None)
+        if rt is not None:
+            self._read_timeout_s = rt.settings.body_timeout_s
+            self.timeout_keep_alive = rt.settings.keep_alive_s
+        self._arm(self.timeout_keep_alive)
+
+    def _arm(self, delay: float) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+        self._read_timer = self.loop.call_later(delay, self._read_timed_out)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading = True
+        self._arm(self._read_timeout_s)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading = False
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+        super().connection_lost(exc)
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        transport = self.transport
+        if transport.is_closing():
+            return
+        cycle = self.cycle
+        answered = False
+        if cycle is not None and not cycle.response_complete:  # this request's: its headers had arrived
+            answered = cycle.response_started
+            cycle.disconnected = True  # the app reading the body gets a disconnect, and its answer goes nowhere
+            cycle.message_event.set()
+        if self._reading and not answered:
+            transport.write(_408)
+        transport.close()
 
 
 #: how `fengkong serve` (and the API tests) run uvicorn. No access log and no

@@ -74,6 +74,10 @@ class DecisionOut(BaseModel):
     models: str | None = Field(
         default=None,
         description="The model artifacts that scored this decision, or 'rules-only: ...' when none were loaded")
+    missing_features: list[str] | None = Field(
+        default=None,
+        description="Degraded answers only: the features some rule needed but the store could not give (those "
+                    "rules were skipped; lists, merchant profiles and the event's own features still decided)")
 
 
 class DecisionRecordOut(DecisionOut):

@@ -8,8 +8,12 @@ records, a duplicate's wait for the first delivery's record) and the reads of th
 records go through one `PipelinedRedis` connection per worker: every in-flight
 request's commands share it, and the event loop serves other requests while Redis
 works (compared with the synchronous client in docs/benchmarks.md). The store call
-may take 80% of the decision deadline, the record write what is left of it; past
-that the connection is dropped and the decision degrades. Everything else (admin
+may take 80% of the decision deadline from when it is sent, the record write what
+is left of it; a late reply from a Redis that is answering degrades that decision
+only (after ``late_wait_ms`` of grace), and the connection is dropped, opening the
+breaker, only after ``redis_dead_after_ms`` of silence while commands wait (busy is
+not dead; docs/api.md). The snapshot of lists and merchant profiles
+(`SnapshotKeeper`) keeps degraded decisions enforcing them. Everything else (admin
 routes, lists, profiles, /readyz) uses synchronous redis-py on the event loop: rare, small calls whose
 ``socket_timeout`` is the same 80%, with retries off. After a fault the breaker
 keeps every decision off Redis for ``breaker_s`` seconds (they degrade at once),
@@ -35,6 +39,7 @@ from fengkong.features import keys
 from fengkong.api.config import Settings
 from fengkong.api.metrics import Metrics
 from fengkong.api.security import KeyRing
+from fengkong.api.snapshot import SnapshotKeeper
 from fengkong.engine import LiveRules
 from fengkong.engine.ruleset import content_hash
 from fengkong.features.embedded_redis import EmbeddedRedis
@@ -121,6 +126,7 @@ class Runtime:
     keyring: KeyRing
     breaker: Breaker
     keys: Keys
+    snapshot: SnapshotKeeper
     embedded: EmbeddedRedis | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
@@ -168,6 +174,7 @@ class Runtime:
         self._stop.set()
         if self._watcher is not None:
             self._watcher.join(timeout=5)
+        self.snapshot.stop()
         self.audit.close()
         self.conn.close()
         self.client.close()
@@ -197,10 +204,20 @@ def build_runtime(settings: Settings) -> Runtime:
     rules = LiveRules(settings.rules_dir)
     models = ModelRuntime.load(Path(settings.artifacts_dir) if settings.artifacts_dir else None)
     audit = Audit(prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, path=settings.audit_file)
-    conn = PipelinedRedis(url, connect_timeout_s=max(0.002, settings.deadline_s * STORE_SHARE))
+    conn = PipelinedRedis(url, connect_timeout_s=max(0.002, settings.deadline_s * STORE_SHARE),
+                          dead_after_s=settings.redis_dead_after_ms / 1000.0,
+                          late_wait_s=settings.late_wait_ms / 1000.0)
+    snapshot = SnapshotKeeper(client, specs, store, settings.key_prefix, max_entries=settings.snapshot_max_entries,
+                              max_profiles=settings.snapshot_max_profiles)
+    try:
+        snapshot.load()
+    except (redis.RedisError, OSError) as exc:  # Redis down at start: the refresh thread loads it later
+        log.warning("reference snapshot not loaded: %s", type(exc).__name__)
+    snapshot.start(settings.snapshot_refresh_s, settings.snapshot_full_reload_s)
     rt = Runtime(settings=settings, client=client, conn=conn, store=store, lists=list_store, list_specs=specs,
                  rules=rules, models=models, metrics=Metrics(), audit=audit, keyring=keyring,
-                 breaker=Breaker(settings.breaker_s), keys=Keys(settings.key_prefix), embedded=embedded)
+                 breaker=Breaker(settings.breaker_s), keys=Keys(settings.key_prefix), snapshot=snapshot,
+                 embedded=embedded)
     rt.start_watch(settings.rules_watch_s)
     return rt
 

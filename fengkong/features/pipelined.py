@@ -15,11 +15,18 @@ and replies parsed by ``hiredis.Reader`` (the C parser redis-py itself uses); er
 replies come back as values (`ReplyError`), not exceptions, so one bad command does
 not disturb its neighbours. Connection faults fail every pending command with
 `ConnectionFailed`; the next command reconnects. A command that outlives its
-timeout while the server has said nothing for that long closes the connection (a
-hung server answers nobody; the rule redis-py's socket timeout applies). If replies
-kept arriving meanwhile, the server is alive and only this reply is late (a busy
-server, or a worker too busy to read it): the caller gets `ReplyLate`, the reply is
-dropped when it comes, and the connection serves everyone else on. URLs are
+timeout is judged only after the loop has read what the socket already holds (a
+worker short of CPU may run the timer before the reply it has received); while the
+server has answered on this connection and is not judged silent, the reply is
+waited for up to ``late_wait_s`` more: on a machine short of CPU a live server's
+lateness is the scheduler's, not a fault. A connection that never had a reply (one
+made to a frozen server) gets no grace. The
+connection is then closed only if the server has been silent for ``dead_after_s``
+while commands waited on it (silence counts from the later of the last bytes
+received and the moment the oldest waiting command was sent: an idle period is not
+silence). Otherwise the server is alive and only this reply is late (a busy server,
+or a worker too busy to read it): the caller gets `ReplyLate`, the reply is dropped
+when it comes, and the connection serves everyone else on. URLs are
 read by redis-py's own parser: ``redis://``, ``rediss://`` (TLS with the system's
 default verification) and ``unix://``, with user, password and database.
 """
@@ -55,7 +62,8 @@ def _retrieve(task: "asyncio.Task[Any]") -> None:
 
 
 class _Protocol(asyncio.Protocol):
-    __slots__ = ("transport", "reader", "pending", "closed", "out", "flush_scheduled", "heard_at")
+    __slots__ = ("transport", "reader", "pending", "closed", "out", "flush_scheduled", "heard_at", "waiting_since",
+                 "replied_at")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -66,6 +74,13 @@ class _Protocol(asyncio.Protocol):
         self.out: list[bytes] = []
         self.flush_scheduled = False
         self.heard_at = 0.0  # loop time of the last bytes from the server (or of connecting)
+        self.waiting_since = 0.0  # loop time the oldest command now waiting was sent after none waited
+        self.replied_at = float("-inf")  # loop time of the last bytes from the server (connecting aside)
+
+    def judged_silent(self, now: float, dead_after: float) -> bool:
+        """Whether the server has sent nothing for ``dead_after`` while something waited on
+        it (1 ms of slack: the timer and the send read the clock microseconds apart)."""
+        return self.closed or now - max(self.heard_at, self.waiting_since) + 0.001 >= dead_after
 
     def send(self, commands: Sequence[Sequence[Any]]) -> "asyncio.Future[list[Any]]":
         """Queue the commands; everything queued in this loop tick goes out in one write.
@@ -76,6 +91,8 @@ class _Protocol(asyncio.Protocol):
         batch: asyncio.Future[list[Any]] = loop.create_future()
         replies: list[Any] = []
         pending = self.pending
+        if not pending:
+            self.waiting_since = loop.time()
         for command in commands[:-1]:
             pending.append((replies, None))
             self.out.append(hiredis.pack_command(tuple(command)))
@@ -97,7 +114,7 @@ class _Protocol(asyncio.Protocol):
         self.heard_at = asyncio.get_running_loop().time()
 
     def data_received(self, data: bytes) -> None:
-        self.heard_at = asyncio.get_running_loop().time()
+        self.heard_at = self.replied_at = asyncio.get_running_loop().time()
         reader = self.reader
         reader.feed(data)
         pending = self.pending
@@ -130,9 +147,14 @@ class _Protocol(asyncio.Protocol):
 class PipelinedRedis:
     """Commands from many coroutines of one event loop, pipelined on one connection."""
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 1.0) -> None:
+    def __init__(self, url: str, *, connect_timeout_s: float = 1.0, dead_after_s: float | None = None,
+                 late_wait_s: float = 0.0) -> None:
         self.url = url
         self.connect_timeout_s = connect_timeout_s
+        #: silence that closes the connection; None: each call's own timeout
+        self.dead_after_s = dead_after_s
+        #: how long past its timeout a reply is still waited for while the server is not silent
+        self.late_wait_s = late_wait_s
         opts = parse_url(url)
         self._path: str | None = opts.get("path")
         self._host: str = opts.get("host") or "localhost"
@@ -211,8 +233,9 @@ class PipelinedRedis:
         replies; an error reply is a `ReplyError` in the list, not an exception.
 
         Raises `ConnectionFailed` when the connection breaks, cannot be made, or the
-        server said nothing for ``timeout_s`` (the connection is then closed), and
-        `ReplyLate` when these replies did not all come in time while others did."""
+        server said nothing for ``dead_after_s`` (else ``timeout_s``) while commands
+        waited (the connection is then closed), and `ReplyLate` when these replies did
+        not all come in time but the server is not judged silent."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         proto = self._proto
@@ -225,12 +248,14 @@ class PipelinedRedis:
         # call_at handle costs the worker far less CPU than the context manager (see
         # docs/benchmarks.md). Replies come in order, so the batch is done when its last is.
         batch = proto.send(commands)
-        timer = loop.call_at(deadline, _expire, batch)
+        dead_after = timeout_s if self.dead_after_s is None else self.dead_after_s
+        timer = loop.call_at(deadline, _expire, batch, proto, dead_after, deadline - timeout_s,
+                             deadline + self.late_wait_s)
         try:
             return await batch
         except _Expired:
             message = f"redis did not answer within {timeout_s * 1000:.0f} ms"
-            if loop.time() - proto.heard_at < timeout_s:
+            if not proto.judged_silent(loop.time(), dead_after):
                 raise ReplyLate(message + " (the connection is answering others)") from None
             proto.fail(ConnectionFailed(message))
             raise ConnectionFailed(message) from None
@@ -254,6 +279,23 @@ class _Expired(Exception):
     """A batch's timer fired before its last reply (`execute` says which failure it was)."""
 
 
-def _expire(batch: "asyncio.Future[Any]") -> None:
-    if not batch.done():
-        batch.set_exception(_Expired())
+def _expire(batch: "asyncio.Future[Any]", proto: _Protocol, dead_after: float, sent_at: float, late_until: float,
+            hops: int = 2) -> None:
+    """The batch's timer. After ``hops`` more loop turns (each turn polls the sockets, and
+    the replies' callbacks of a turn run after those already scheduled, so a reply that
+    had arrived when the timer ran is read first): if the server has answered on this
+    connection, is not judged silent and ``late_until`` has not come, wait on until
+    then; else fail the batch with `_Expired`. (``sent_at``: when the batch was sent.)"""
+    if batch.done():
+        return
+    loop = asyncio.get_running_loop()
+    if hops:
+        loop.call_soon(_expire, batch, proto, dead_after, sent_at, late_until, hops - 1)
+        return
+    now = loop.time()
+    # the grace: the server has answered on this connection and is not judged silent (a
+    # connection that never had a reply, e.g. one made to a frozen server, gets none)
+    if now < late_until and now - proto.replied_at < dead_after and not proto.judged_silent(now, dead_after):
+        loop.call_at(late_until, _expire, batch, proto, dead_after, sent_at, late_until)
+        return
+    batch.set_exception(_Expired())

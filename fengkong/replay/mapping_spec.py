@@ -14,7 +14,7 @@ import re
 from datetime import timedelta, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from fengkong.engine.validation import field_errors
 from fengkong.engine.yamlio import line_of
@@ -89,6 +89,8 @@ class ColumnModel(BaseModel):
     format: str | None = None
     timezone: str | None = None
     map: dict[Any, Any] | None = None
+    round: Annotated[int, Field(ge=0, le=12)] | None = None
+    rounding: Literal["half_even", "half_up"] | None = None
 
 
 class LabelModel(BaseModel):
@@ -112,6 +114,7 @@ class MappingSpec(BaseModel):
     columns: dict[Any, Annotated[ColumnModel, BeforeValidator(_column_spec)]] | None = None
     constants: dict[Any, Any] | None = None
     label: LabelModel | None = None
+    max_bad_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
 
 
 DEFAULT_TYPES = {"amount": "minor", "occurred_at": "datetime"}
@@ -138,6 +141,9 @@ def meaning_problems(data: dict[str, Any]) -> list[tuple[int | None, str, str | 
         if allowed and typ in TYPES and typ not in allowed:
             out.append((line_of(spec, "type"), fname, column,
                         f"columns.{fname}: type must be {' or '.join(allowed)}, not {typ!r}"))
+        if fname != "amount" and ("round" in spec or "rounding" in spec):
+            out.append((line_of(spec, "round" if "round" in spec else "rounding"), fname, column,
+                        f"columns.{fname}: round and rounding apply to amount only"))
         if isinstance(spec.get("timezone"), str):
             try:
                 parse_offset(spec["timezone"], f"columns.{fname}")

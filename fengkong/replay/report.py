@@ -1,17 +1,22 @@
 """The replay report: Markdown and HTML (plots embedded as base64 PNG).
 
 Populations: "decision events" are every event that got a decision (payments,
-signups, logins, card binds); the score metrics are over labelled payments.
-"Stopped" = review or deny.
+signups, logins, card binds); the score metrics are over labelled payments. Every
+figure counts only the decisions of the evaluation window (`evaluation.Window`,
+``--evaluate-from`` / ``--evaluate-until``; the whole history by default); the
+replay itself ran the whole history, so features were warm. "Friction" = challenge,
+review or deny; "stopped" = review or deny.
 
 * decisions by outcome: decision x label (fraud / good / unlabelled) over decision events;
 * for labelled data: ROC AUC and average precision of the score; precision and
-  recall of "stopped" at the achieved review-plus-deny rate; per-day top-k card
-  precision (for each local day, the k cards with the highest score that day —
-  ties broken by card id — and the share of them with a fraud payment that day;
-  the mean over days); recall per scenario;
+  recall of "stopped" at the achieved review-plus-deny rate; daily top-k card
+  precision with cards already known compromised left out, averaged over the days
+  that had fraud (`evaluation.daily_top_k`); recall per scenario over fraud
+  payments, as friction and as stopped;
 * per rule (enforced and shadow): fires, precision (fraud share of the labelled
-  events it fired on), fires where no other rule fired, and fraud only it caught.
+  events it fired on), fires where no other rule fired, and, for rules whose action
+  stops (review or deny), fraud payments only it caught: it fired and no other
+  stopping rule did (n/a for a rule that allows or challenges).
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fengkong.replay.evaluation import Window, business_days, daily_top_k, known_compromised
+
 STOP = ("review", "deny")
+FRICTION = ("challenge", "review", "deny")
 ACTIONS = ("allow", "challenge", "review", "deny")
 
 
@@ -51,15 +59,24 @@ class Metrics:
     by_scenario: pd.DataFrame | None = None
     per_rule: pd.DataFrame = field(default_factory=pd.DataFrame)
     curves: dict[str, Any] = field(default_factory=dict)
+    window: Window = field(default_factory=Window)
+    outside_window: int = 0  # decision events of the history left out of the figures
+    top_k_days_with_fraud: int = 0
 
 
 def _split(text: pd.Series) -> list[list[str]]:
     return [t.split(";") if isinstance(t, str) and t else [] for t in text]
 
 
-def compute(decisions: pd.DataFrame, *, top_k: int = 100, rule_info: dict[str, dict[str, Any]] | None = None) -> Metrics:
-    """The metrics of a replay's decisions (label metrics only where ``is_fraud`` is known)."""
-    d = decisions
+def compute(decisions: pd.DataFrame, *, top_k: int = 100, rule_info: dict[str, dict[str, Any]] | None = None,
+            window: Window | None = None, card_reports: pd.DataFrame | None = None) -> Metrics:
+    """The metrics of a replay's decisions in ``window`` (label metrics only where ``is_fraud``
+    is known). ``card_reports``: the fraud reports and chargebacks the replay sent
+    (``occurred_at``, ``card_fingerprint``, ``refers_to``), for the top-k's known cards."""
+    win = window or Window()
+    all_days = business_days(decisions["occurred_at"])
+    inside = win.mask(all_days)
+    d = decisions[inside].reset_index(drop=True)
     n = len(d)
     labelled = "is_fraud" in d.columns and bool(d["is_fraud"].notna().any())
     label = d["is_fraud"].map({True: "fraud", False: "good"}).fillna("unlabelled") if labelled \
@@ -69,12 +86,12 @@ def compute(decisions: pd.DataFrame, *, top_k: int = 100, rule_info: dict[str, d
     by = by.reindex(columns=[c for c in ("fraud", "good", "unlabelled") if c in by.columns])
     by["all"] = by.sum(axis=1)
     by["share"] = by["all"] / max(n, 1)
-    m = Metrics(n, by, labelled, top_k=top_k)
+    m = Metrics(n, by, labelled, top_k=top_k, window=win, outside_window=int((~inside).sum()))
     stopped = d["decision"].isin(STOP).to_numpy()
     fraud = d["is_fraud"].to_numpy(dtype=bool, na_value=False) if labelled else np.zeros(n, dtype=bool)
     known = d["is_fraud"].notna().to_numpy() if labelled else np.zeros(n, dtype=bool)
+    pay = (d["type"] == "payment").to_numpy() & known
     if labelled:
-        pay = (d["type"] == "payment").to_numpy() & known
         m.payments, m.fraud_payments = int(pay.sum()), int((pay & fraud).sum())
         y, s = fraud[pay], d["score"].to_numpy(dtype=float)[pay]
         if 0 < y.sum() < len(y):
@@ -89,36 +106,34 @@ def compute(decisions: pd.DataFrame, *, top_k: int = 100, rule_info: dict[str, d
         m.stop_rate = float(st.mean()) if len(st) else None
         m.precision = float(y[st].mean()) if st.any() else None
         m.recall = float(st[y].mean()) if y.any() else None
-        m.daily_top_k = _daily_top_k(d[pay], top_k)
-        if m.daily_top_k is not None and len(m.daily_top_k):
-            m.card_precision_top_k = float(m.daily_top_k["precision"].mean())
-        if "scenario" in d.columns and d["scenario"].notna().any():
-            sc = d[fraud & d["scenario"].notna().to_numpy()]
-            rows = []
-            for name, g in sc.groupby("scenario"):
-                rows.append({"scenario": name, "fraud_events": len(g),
-                             "stopped": int(g["decision"].isin(STOP).sum()),
-                             "challenged": int((g["decision"] == "challenge").sum()),
-                             "recall": float(g["decision"].isin(STOP).mean())})
-            m.by_scenario = pd.DataFrame(rows).sort_values("fraud_events", ascending=False)
+        full_pay = (decisions["type"] == "payment").to_numpy() & decisions["is_fraud"].notna().to_numpy()
+        m.daily_top_k = daily_top_k(decisions[full_pay], all_days[full_pay], top_k, window=win,
+                                    known=known_compromised(card_reports, decisions))
+        if m.daily_top_k is not None and m.daily_top_k["had_fraud"].any():
+            days = m.daily_top_k[m.daily_top_k["had_fraud"]]
+            m.top_k_days_with_fraud = len(days)
+            m.card_precision_top_k = float(days["precision"].mean())
+        m.by_scenario = _by_scenario(d, pay & fraud)
     m.per_rule = _per_rule(d, fraud, known, rule_info or {})
     return m
 
 
-def _daily_top_k(pay: pd.DataFrame, k: int) -> pd.DataFrame | None:
-    p = pay[pay["card_fingerprint"].notna()]
-    if p.empty:
+def _by_scenario(d: pd.DataFrame, fraud_pay: np.ndarray) -> pd.DataFrame | None:
+    """Recall per scenario over fraud payments: friction (challenge, review, deny) and stopped."""
+    if "scenario" not in d.columns:
         return None
-    frame = pd.DataFrame({"day": p["occurred_at"].astype(str).str[:10].to_numpy(),
-                          "card": p["card_fingerprint"].to_numpy(), "score": p["score"].to_numpy(dtype=float),
-                          "fraud": p["is_fraud"].to_numpy(dtype=bool, na_value=False)})
-    cards = frame.groupby(["day", "card"], sort=False).agg(score=("score", "max"), fraud=("fraud", "any")).reset_index()
-    cards = cards.sort_values(["day", "score", "card"], ascending=[True, False, True])
-    top = cards.groupby("day", sort=True).head(k)
-    out = top.groupby("day").agg(cards=("card", "size"), compromised=("fraud", "sum"))
-    out["precision"] = out["compromised"] / out["cards"]
-    out["compromised_that_day"] = cards.groupby("day")["fraud"].sum()
-    return out.reset_index()
+    sc = d["scenario"].astype(object).where(d["scenario"].notna(), "")
+    sc = sc.map(lambda v: "" if v is None else str(v))
+    has = fraud_pay & (sc != "").to_numpy()
+    if not has.any():
+        return None
+    g = pd.DataFrame({"scenario": sc[has].to_numpy(), "decision": d["decision"].to_numpy()[has]})
+    rows = [{"scenario": name, "fraud_payments": len(x),
+             "friction": int(x["decision"].isin(FRICTION).sum()), "stopped": int(x["decision"].isin(STOP).sum()),
+             "recall_friction": float(x["decision"].isin(FRICTION).mean()),
+             "recall_stopped": float(x["decision"].isin(STOP).mean())}
+            for name, x in g.groupby("scenario")]
+    return pd.DataFrame(rows).sort_values(["fraud_payments", "scenario"], ascending=[False, True])
 
 
 def _per_rule(d: pd.DataFrame, fraud: np.ndarray, known: np.ndarray, info: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -128,26 +143,37 @@ def _per_rule(d: pd.DataFrame, fraud: np.ndarray, known: np.ndarray, info: dict[
     for i, (e, s) in enumerate(zip(enforced, shadow)):
         for rid in e + s:
             fires.setdefault(rid, []).append(i)
-    n_fired = np.array([len(e) + len(s) for e, s in zip(enforced, shadow)])
+    n_fired = np.array([len(e) + len(s) for e, s in zip(enforced, shadow)], dtype=np.int64)
+    stops = {rid for rid, meta in info.items() if meta.get("then") in STOP}
+    n_stopping = np.array([sum(r in stops for r in e + s) for e, s in zip(enforced, shadow)], dtype=np.int64)
+    fraud_pay = fraud & (d["type"] == "payment").to_numpy()
     rows = []
     for rid in list(info) + [r for r in fires if r not in info]:
         idx = np.array(fires.get(rid, []), dtype=np.int64)
         lab = idx[known[idx]] if len(idx) else idx
         alone = idx[n_fired[idx] == 1] if len(idx) else idx
         meta = info.get(rid, {})
+        only: int | None = None
+        if rid in stops:
+            only = int(fraud_pay[idx[n_stopping[idx] == 1]].sum()) if len(idx) else 0
         rows.append({
             "rule": rid, "mode": meta.get("mode", ""), "then": meta.get("then", ""), "fires": len(idx),
             "fire_rate": len(idx) / max(len(d), 1),
             "precision": float(fraud[lab].mean()) if len(lab) else None,
-            "fires_alone": len(alone), "fraud_only_it_caught": int(fraud[alone].sum()) if len(alone) else 0,
+            "fires_alone": len(alone), "fraud_only_it_caught": only,
         })
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows, columns=["rule", "mode", "then", "fires", "fire_rate", "precision", "fires_alone",
+                                      "fraud_only_it_caught"])
+    out["fraud_only_it_caught"] = pd.array([r["fraud_only_it_caught"] for r in rows], dtype="Int64")
+    return out
 
 
 # -- rendering ----------------------------------------------------------------------------------
 def _fmt(v: Any, pct: bool = False) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
         return "n/a"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
     if pct:
         return f"{100 * v:.2f}%"
     if isinstance(v, float):
@@ -221,7 +247,7 @@ def _plots(m: Metrics, d: pd.DataFrame) -> dict[str, str]:
         save("score_curves", fig)
     if m.daily_top_k is not None and len(m.daily_top_k):
         fig, ax = plt.subplots(figsize=(8, 3))
-        ax.plot(np.arange(len(m.daily_top_k)), m.daily_top_k["precision"], marker=".")
+        ax.plot(np.arange(len(m.daily_top_k)), m.daily_top_k["precision"].astype(float), marker=".")
         ax.set_ylim(0, 1.02)
         ax.set_title(f"card precision top-{m.top_k} per day (mean {m.card_precision_top_k:.3f})")
         t = m.daily_top_k["day"]
@@ -231,13 +257,16 @@ def _plots(m: Metrics, d: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def render(m: Metrics, d: pd.DataFrame, *, meta: dict[str, Any], plots: bool = True) -> tuple[str, str]:
-    """(markdown, html)."""
+def render(m: Metrics, d: pd.DataFrame, *, meta: dict[str, Any], plots: bool = True,
+           refusals: list[dict[str, Any]] | None = None) -> tuple[str, str]:
+    """(markdown, html). ``refusals``: rows of `Refusals.table` (rows not replayed, and why)."""
     lines = ["# fengkong replay report", ""]
     for k, v in meta.items():
         lines.append(f"- **{k}**: {v}")
+    lines.append(f"- **evaluated**: {m.window.describe()}; {m.events:,} decision events"
+                 + (f" ({m.outside_window:,} outside the window replayed, not scored)" if m.outside_window else ""))
     lines += ["", "## Decisions by outcome", "",
-              "Decision events (payments, signups, logins, card binds); label from the history.", "",
+              "Decision events (payments, signups, logins, card binds) of the window; label from the history.", "",
               _md_table(m.by_outcome, pct_cols=("share",), index=True), ""]
     if m.labelled:
         lines += ["## Score and decisions against the labels (payments)", "",
@@ -246,24 +275,27 @@ def render(m: Metrics, d: pd.DataFrame, *, meta: dict[str, Any], plots: bool = T
                   f"- average precision of the score: {_fmt(m.average_precision)}",
                   f"- review + deny rate: {_fmt(m.stop_rate, True)}; at that rate precision "
                   f"{_fmt(m.precision, True)}, recall {_fmt(m.recall, True)}",
-                  f"- card precision top-{m.top_k} (mean over {0 if m.daily_top_k is None else len(m.daily_top_k)} "
-                  f"days): {_fmt(m.card_precision_top_k)}", ""]
+                  f"- card precision top-{m.top_k} (mean over {m.top_k_days_with_fraud} days that had fraud; "
+                  f"cards already known compromised left out): {_fmt(m.card_precision_top_k)}", ""]
         if m.daily_top_k is not None and len(m.daily_top_k):
-            lines += [f"### Daily card precision top-{m.top_k}", "", "<details><summary>per day</summary>", "",
+            lines += [f"### Daily card precision top-{m.top_k}", "",
+                      "candidates: cards with a labelled payment that day, less those known compromised "
+                      "(a fraud report or chargeback before the day, or found by an earlier day's top-k: "
+                      "known_left_out); compromised: top-k cards with a fraud payment that day.", "",
+                      "<details><summary>per day</summary>", "",
                       _md_table(m.daily_top_k, pct_cols=("precision",)), "", "</details>", ""]
         if m.by_scenario is not None and len(m.by_scenario):
-            lines += ["## Recall per scenario", "", "Fraud-labelled decision events of each scenario; "
-                      "recall = share stopped (review or deny).", "",
-                      _md_table(m.by_scenario, pct_cols=("recall",)), ""]
+            lines += ["## Recall per scenario", "", "Fraud-labelled payments of each scenario; friction = "
+                      "challenge, review or deny; stopped = review or deny.", "",
+                      _md_table(m.by_scenario, pct_cols=("recall_friction", "recall_stopped")), ""]
     lines += ["## Rules", "", "fires: decision events the rule fired on; precision: fraud share of the labelled "
-              "ones; fires alone: no other rule fired; fraud only it caught: fraud events among those.", "",
+              "ones; fires alone: no other rule fired; fraud only it caught: for a rule that stops (review or "
+              "deny), fraud payments it fired on where no other stopping rule fired (n/a for other rules).", "",
               _md_table(m.per_rule.sort_values("fires", ascending=False), pct_cols=("fire_rate", "precision")), ""]
-    rejects = meta.get("_rejects") or []
-    lines = [ln for ln in lines if not ln.startswith("- **_rejects**")]
-    if rejects:
-        lines += ["## Rows the event contract refused", "", "| source row | field | reason |", "| --- | --- | --- |"]
-        lines += [f"| {r} | {f} | {reason} |" for r, f, reason in rejects]
-        lines.append("")
+    if refusals:
+        lines += ["## Rows not replayed", "", "Rows the mapping could not read (skipped within max_bad_share) "
+                  "and rows the event contract refused, per field and reason; row numbers count data rows "
+                  "from 1.", "", _md_table(pd.DataFrame(refusals)), ""]
     md = "\n".join(lines)
     images = _plots(m, d) if plots else {}
     body = _md_to_html(md)
@@ -328,10 +360,14 @@ def _md_to_html(md: str) -> str:
 
 
 def write_report(decisions: pd.DataFrame, out_dir: Path, *, meta: dict[str, Any], top_k: int = 100,
-                 rule_info: dict[str, dict[str, Any]] | None = None, plots: bool = True) -> tuple[Path, Path, Metrics]:
-    """Write ``report.md`` and ``report.html`` into ``out_dir``; returns both paths and the metrics."""
-    m = compute(decisions, top_k=top_k, rule_info=rule_info)
-    md, page = render(m, decisions, meta=meta, plots=plots)
+                 rule_info: dict[str, dict[str, Any]] | None = None, plots: bool = True,
+                 window: Window | None = None, card_reports: pd.DataFrame | None = None,
+                 refusals: list[dict[str, Any]] | None = None) -> tuple[Path, Path, Metrics]:
+    """Write ``report.md`` and ``report.html`` into ``out_dir``; returns both paths and the metrics.
+    The figures (and the plots) count only the decisions of ``window``."""
+    m = compute(decisions, top_k=top_k, rule_info=rule_info, window=window, card_reports=card_reports)
+    shown = decisions[m.window.mask(business_days(decisions["occurred_at"]))]
+    md, page = render(m, shown, meta=meta, plots=plots, refusals=refusals)
     out_dir.mkdir(parents=True, exist_ok=True)
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     md_path.write_text(md, encoding="utf-8")

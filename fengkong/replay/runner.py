@@ -15,7 +15,13 @@ outcomes learns the truth when a real system would, not before. Reports that
 would arrive after the history's last event are not sent.
 
 A row the event contract refuses is skipped and counted (the first ones are listed
-in the report with the field and the reason); everything else is decided.
+in the report with the field and the reason); everything else is decided. Rows the
+mapping could not convert were left out before (up to its ``max_bad_share``); both
+kinds are in ``ReplayResult.refusals``.
+
+The decisions carry every model score the decision had as its own column
+(`MODEL_COLUMNS`, empty without models; any other ``model.*`` output gets a column
+too), the fused risk as ``risk``, and ``scenario`` as text ("" when none).
 """
 
 from __future__ import annotations
@@ -38,11 +44,15 @@ from fengkong.features.online import OnlineStore
 from fengkong.replay.inputs import list_entries, load_profiles
 from fengkong.replay.mapping import Mapping
 from fengkong.replay.reader import History, load_history
+from fengkong.replay.refusals import Refusals
 
 MAX_REJECTS_LISTED = 20
+#: The model outputs `fengkong.models.runtime.ModelRuntime.score` gives, one column each.
+MODEL_COLUMNS = ("model.txn_risk", "model.habit_anomaly", "model.merchant_anomaly")
 DECISION_COLUMNS = ("event_id", "type", "occurred_at", "merchant_id", "user_id", "card_fingerprint", "amount",
                     "channel", "decision", "score", "score_action", "lane", "rules", "shadow_rules",
-                    "missing_features", "ruleset_version", "risk")
+                    "missing_features", "ruleset_version", *MODEL_COLUMNS, "risk")
+CARD_REPORT_COLUMNS = ("occurred_at", "card_fingerprint", "refers_to", "type")
 
 
 @dataclass
@@ -60,6 +70,9 @@ class ReplayResult:
     rules: RuleSet | None = None
     source: str = ""
     models_status: str = ""
+    refusals: Refusals = field(default_factory=Refusals)  # mapping and event-contract refusals, per field/reason
+    card_reports: pd.DataFrame | None = None  # CARD_REPORT_COLUMNS: fraud reports and chargebacks sent
+    unused: list[str] = field(default_factory=list)  # source columns nothing read
 
     @property
     def events_per_s(self) -> float:
@@ -128,6 +141,9 @@ def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, model
     labels: dict[str, list[Any]] = {c: [] for c in label_cols}
     rejects: list[tuple[int, str, str]] = []
     stats: dict[str, Any] = {"outcomes": 0, "generated": 0, "rejected": 0}
+    refusals = Refusals()
+    card_reports: list[tuple[Any, ...]] = []  # fraud reports and chargebacks sent: the cards a team knows about
+    extra_models: dict[str, list[Any]] = {}  # model.* outputs beyond MODEL_COLUMNS, by decision position
     cols = [c for c in (*FLAT_COLUMNS, "row", "_gen", *label_cols) if c in stream.columns]
     for i, row in enumerate(_records(stream, cols)):
         if progress is not None and i % 256 == 0:
@@ -138,9 +154,13 @@ def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, model
             stats["rejected"] += 1
             if len(rejects) < MAX_REJECTS_LISTED:
                 rejects.append((int(row.get("row", -1)) + 1, exc.field, exc.reason))
+            refusals.add_row("event contract", exc.field, exc.reason, int(row.get("row", -1)) + 1)
             continue
         if pipeline.is_outcome(event):
             pipeline.record_outcome(event, store=store)
+            if event.type.value in ("fraud_report", "chargeback"):
+                card_reports.append((row["occurred_at"], event.card.fingerprint if event.card else None,
+                                     event.refers_to, event.type.value))
             stats["outcomes"] += 1
             stats["generated"] += int(row.get("_gen", 0) or 0)
             continue
@@ -161,7 +181,15 @@ def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, model
         out["shadow_rules"].append(_fired(decision, shadow=True))
         out["missing_features"].append(len(decision.missing_features))
         out["ruleset_version"].append(decision.ruleset_version)
-        out["risk"].append(features.get("model.risk"))  # the fused model+rules risk, when models are loaded
+        for c in MODEL_COLUMNS:
+            out[c].append(_score(features.get(c)))
+        out["risk"].append(_score(features.get("model.risk")))  # the fused model+rules risk, with models
+        if models is not None:  # a model output beyond MODEL_COLUMNS still gets its column
+            for k, v in features.items():
+                if k.startswith("model.") and k not in MODEL_COLUMNS and k != "model.risk":
+                    extra_models.setdefault(k, [None] * (len(out["event_id"]) - 1)).append(_score(v))
+            for k in extra_models:
+                extra_models[k] += [None] * (len(out["event_id"]) - len(extra_models[k]))
         for c in label_cols:
             v = row.get(c)
             labels[c].append(None if v is None or (isinstance(v, float) and v != v) or v is pd.NA else v)
@@ -169,10 +197,29 @@ def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, model
         progress(len(stream))
     frame = pd.DataFrame(out)
     frame["amount"] = frame["amount"].astype("Int64")
+    for c in (*MODEL_COLUMNS, "risk"):
+        frame[c] = frame[c].astype("float64")
+    for k, vals in extra_models.items():
+        frame[k] = pd.Series(vals, dtype="float64")
     for c in label_cols:
-        frame[c] = pd.array(labels[c], dtype="boolean") if c == "is_fraud" else pd.Series(labels[c], dtype=object)
+        if c == "is_fraud":
+            frame[c] = pd.array(labels[c], dtype="boolean")
+        else:  # scenario: text, "" for none
+            frame[c] = pd.Series(["" if v is None else str(v) for v in labels[c]], dtype="str")
     stats["rejects"] = rejects
+    stats["refusals"] = refusals
+    stats["card_reports"] = pd.DataFrame(card_reports, columns=list(CARD_REPORT_COLUMNS))
     return frame, stats
+
+
+def _score(v: Any) -> float | None:
+    """A model output as a float (None when absent or not a number)."""
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
 
 
 def _records(frame: pd.DataFrame, cols: list[str]) -> Iterator[dict[str, Any]]:
@@ -246,13 +293,13 @@ def run_replay(path: Path, *, mapping: Mapping | None = None, rules_dir: Path = 
                redis_url: str | None = None, prefix: str | None = None, lists_file: Path | None = None,
                merchants_file: Path | None = None, models_dir: Path | None = None,
                label_delay_s: float | None = None, emit_reports: bool | None = None,
-               progress: bool = False) -> ReplayResult:
+               progress: bool = False, max_bad_share: float | None = None) -> ReplayResult:
     """Replay the history at ``path`` through the online decision path, in event-time order.
 
     Labels become fraud reports after ``label_delay_s`` (the mapping's delay if
     None), so the store learns the truth when a real system would.
     """
-    history = load_history(path, mapping)
+    history = load_history(path, mapping, max_bad_share=max_bad_share)
     stream = event_stream(history, label_delay_s, emit_reports=emit_reports)
     env = setup(rules_dir=rules_dir, redis_url=redis_url, prefix=prefix, lists_file=lists_file,
                 merchants_file=merchants_file, models_dir=models_dir)
@@ -278,5 +325,8 @@ def run_replay(path: Path, *, mapping: Mapping | None = None, rules_dir: Path = 
         models_status = getattr(env.models, "status", "")
     finally:
         env.close()
+    refusals = history.refusals
+    refusals.merge(stats["refusals"])
     return ReplayResult(decisions, len(history.events), stats["outcomes"], stats["generated"], stats["rejected"],
-                        stats["rejects"], seconds, version, env.rules, str(path), models_status)
+                        stats["rejects"], seconds, version, env.rules, str(path), models_status, refusals,
+                        stats["card_reports"], history.unused)

@@ -49,13 +49,14 @@ async def put_merchant(*, rt: Runtime, merchant_id: str, changes: Mapping[str, A
         raise EventRejected("<body>", "give at least one profile field")
     onboarded = fields.get("onboarded_at")
     try:
-        rt.store.set_merchant_profile(
+        profile = rt.store.set_merchant_profile(
             merchant_id, grade=fields.get("grade"), single_limit_minor=fields.get("single_limit_minor"),
             daily_cap_minor=fields.get("daily_cap_minor"),
             onboarded_at=onboarded.isoformat() if onboarded is not None else None,
             mcc=fields.get("mcc"), reason=fields.get("reason"))
     except FeatureStoreError as exc:
         raise Unavailable(None, f"feature store unavailable: {type(exc.__cause__ or exc).__name__}") from None
+    rt.snapshot.profile_changed(merchant_id, profile)  # degraded decisions read it at once
     rt.audit.change(rt.client, actor=caller.name, action="merchant.profile", version=rt.rules.version,
                     detail={"merchant_id": merchant_id, "fields": {k: str(v) for k, v in fields.items()}})
     return await get_merchant(rt=rt, merchant_id=merchant_id)
@@ -89,7 +90,9 @@ def list_entries(*, rt: Runtime, name: str) -> dict[str, Any]:
 
 def change_list(*, rt: Runtime, name: str, action: str, entries: list[str], reason: str | None,
                 caller: Caller) -> dict[str, Any]:
-    """Add or remove entries (effective on the next decision: the store reads lists in its Lua call)."""
+    """Add or remove entries (effective on the next decision: the store reads lists in its
+    Lua call; this worker's degraded-mode snapshot at once, the other workers' on their
+    next refresh)."""
     spec = _spec(rt, name)
     clean: list[str] = []
     for i, entry in enumerate(entries):
@@ -106,6 +109,7 @@ def change_list(*, rt: Runtime, name: str, action: str, entries: list[str], reas
         changed = rt.lists.add(name, clean) if action == "add" else rt.lists.remove(name, clean)
     except FeatureStoreError as exc:
         raise Unavailable(None, f"feature store unavailable: {type(exc.__cause__ or exc).__name__}") from None
+    rt.snapshot.list_changed(name, clean, add=action == "add")  # degraded decisions read it at once
     rt.audit.change(rt.client, actor=caller.name, action=f"list.{action}", version=rt.rules.version,
                     detail={"list": name, "entries": clean, "changed": changed, "reason": reason})
     return {"name": name, "action": action, "changed": changed, "entries": clean}

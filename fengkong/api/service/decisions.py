@@ -18,11 +18,15 @@ Decision flow (`decide`):
 
 Degraded mode answers a fault of the feature store only (`FeatureStoreError`:
 Redis down, slow past the budget, or refusing; and a Redis fault while a duplicate
-waits for its twin's record): nothing from Redis is evaluated and the failure
-policy answers, ``fail_open`` -> allow, ``fail_closed`` -> review, with
-``degraded: true`` and the reason. A reply that was only late while Redis kept
-answering the worker's other requests degrades that one decision and does not open
-the breaker. Such a decision cannot be stored in Redis (it goes to the audit file),
+waits for its twin's record). The store's budget (80% of the deadline) runs from
+the store call, so a request that waited for the worker's CPU is not degraded for
+it. Degraded, the live rules still run on what needs no stored state (the event,
+the IP's intelligence, the worker's snapshot of the lists and merchant profiles,
+`fengkong.api.snapshot`); the answer is the more severe of theirs and the failure
+policy's (``fail_open`` -> allow, ``fail_closed`` -> review), with ``degraded:
+true``, the reason and ``missing_features``. A reply that was only late while Redis
+kept answering the worker's other requests degrades that one decision and does not
+open the breaker. Such a decision cannot be stored in Redis (it goes to the audit file),
 so a retry after recovery gets a full decision. When only a model fails, the rules
 still decide without the ``model.*`` features; the decision is marked degraded and
 ``fail_closed`` raises it to at least review. Any other exception (a bug, a caller
@@ -108,23 +112,40 @@ def _response(record: Mapping[str, Any], latency_ms: float, duplicate: bool) -> 
 
 def _degraded(rt: Runtime, *, event: Event, data: Any, caller: Caller, reason: str,
               metric_reason: str, t0: float) -> dict[str, Any]:
-    """The failure policy's answer to a fault of the feature store; audited to the file
-    (Redis is the thing that failed)."""
-    decision = rt.settings.degraded_decision
+    """The answer to a fault of the feature store; audited to the file (Redis is the
+    thing that failed).
+
+    The live rules run on what needs no stored state (`SnapshotKeeper.features`: the
+    event, the IP's intelligence, the lists and merchant profiles of the worker's
+    snapshot); rules that need a counted feature do not fire and the features are named
+    in ``missing_features``. The answer is the more severe of what those rules decided
+    and the failure policy's: a blacklist deny stays a deny, and the policy answers for
+    what could not be evaluated."""
+    features = rt.snapshot.features(event)
+    ruled = rt.rules.evaluate(features)
+    policy = rt.rules.current.policy
+    decision = policy.most_severe([ruled.decision, rt.settings.degraded_decision])
+    ruleset = rt.rules.current
+    read = ruleset.features_read if ruleset.version == ruled.ruleset_version else frozenset(features)
     record = {
-        "decision_id": new_decision_id(), "event_id": event.event_id, "decision": decision, "score": 0.0,
-        "reasons": [], "merchant_grade": None, "ruleset_version": rt.rules.version, "degraded": True,
-        "degraded_reason": reason, "lane": None, "risk": None, "models": rt.models.status,
+        "decision_id": new_decision_id(), "event_id": event.event_id, "decision": decision, "score": ruled.score,
+        "reasons": [r.to_dict() for r in ruled.reasons], "merchant_grade": features.get("merchant.grade"),
+        "ruleset_version": ruled.ruleset_version, "degraded": True,
+        "degraded_reason": reason, "lane": ruled.lane, "risk": None, "models": rt.models.status,
         "decided_at": utc_now_iso(), "caller": caller.name,
-        "event": data, "features": {}, "shadow": [], "missing_features": [], "score_action": None,
-        "thresholds": {}, "policy": rt.settings.failure_policy,
+        "event": data, "features": {name: features.get(name) for name in _plain(read)},
+        "shadow": [r.to_dict() for r in ruled.shadow], "missing_features": ruled.missing_features,
+        "score_action": ruled.score_action, "thresholds": ruled.thresholds, "policy": rt.settings.failure_policy,
     }
     latency = time.perf_counter() - t0
     record["latency_ms"] = round(latency * 1000, 3)
     rt.audit.to_file(dumps(record))
     rt.metrics.degraded.labels(metric_reason).inc()
-    rt.metrics.decided(decision, True, (), latency)
-    return _response(record, latency * 1000, False)
+    rt.metrics.decided(decision, True, [(r.id, r.mode) for r in ruled.reasons] + [(r.id, r.mode) for r in ruled.shadow],
+                       latency)
+    out = _response(record, latency * 1000, False)
+    out["missing_features"] = record["missing_features"]
+    return out
 
 
 async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[str, Any]:
@@ -141,7 +162,9 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     key = rt.keys.request(event.event_id)
     models = _GuardedModels(rt.models) if rt.models.available else None
     try:
-        result = await rt.store.process_async(event, rt.conn, max(0.001, t0 + rt.store_budget_s - time.perf_counter()))
+        # Redis's budget runs from the call, not from the request's arrival: time the
+        # request waited for this worker's CPU is not Redis's fault (busy is not dead)
+        result = await rt.store.process_async(event, rt.conn, rt.store_budget_s)
         decision, features = pipeline.decide_on(result.features, rules=rt.rules, models=models)  # type: ignore[arg-type]
     except DuplicateEventConflict:
         raise Conflict("event_id", "was already used with a different body") from None
