@@ -60,8 +60,9 @@ def main() -> None:
     daily = daily_features(sim.events, profiles=sim.merchants)
     Xm = design_matrix(daily[daily["count"] >= 5])[: args.n]
     held = feats.tail(args.n)
-    Xt = txn_vectorizer().frame(held)
-    Xh = fill(habit_vectorizer().frame(held), t_est["habit_medians"])
+    params = t_art.meta["params"]  # the columns each model was trained on (empty/constant ones are dropped)
+    Xt = txn_vectorizer(params["txn_features"]).frame(held)
+    Xh = fill(habit_vectorizer(params["habit_features"]).frame(held), t_est["habit_medians"])
     forest, risk, habit = load_model(m_art, "forest"), load_model(t_art, "txn_risk"), load_model(t_art, "habit")
     sk_forest, sk_risk, sk_habit = m_est.forest_, t_est["txn_risk"], t_est["habit_anomaly"]
     res: dict[str, float] = {}
