@@ -37,6 +37,7 @@ import redis
 from fengkong.events import Event
 from fengkong.features import keys
 from fengkong.features.assemble import blank_features, derive
+from fengkong.features.ip_addresses import merge_ranges
 from fengkong.features.lists import KIND_COLUMN, ListSpec, ipv4_range, normalise_entry
 from fengkong.features.online import OnlineStore
 from fengkong.features.rows import event_row
@@ -65,13 +66,7 @@ class ListCopy:
     @classmethod
     def build(cls, kind: str, entries: Iterable[str], partial: bool) -> "ListCopy":
         exact = frozenset(entries)
-        ranges = sorted(r for r in (ipv4_range(e) for e in exact if kind == "ip" and "/" in e) if r)
-        merged: list[list[int]] = []
-        for lo, hi in ranges:
-            if merged and lo <= merged[-1][1] + 1:
-                merged[-1][1] = max(merged[-1][1], hi)
-            else:
-                merged.append([lo, hi])
+        merged = merge_ranges(r for r in (ipv4_range(e) for e in exact if kind == "ip" and "/" in e) if r)
         return cls(exact, tuple(m[0] for m in merged), tuple(m[1] for m in merged), partial)
 
     def contains(self, value: str | None) -> bool | None:

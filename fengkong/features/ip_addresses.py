@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import socket
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -276,3 +276,14 @@ def network_contains(cidr: str, value: int, version: int) -> bool:
         return False
     return start <= value < start + size
 
+
+def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive integer ranges merged where they overlap or touch, sorted by start: the
+    form a bisect over starts and ends needs (lists of CIDRs, analyst lists' copies)."""
+    merged: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return [(lo, hi) for lo, hi in merged]

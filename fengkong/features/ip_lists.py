@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fengkong.features.errors import FeatureStoreError
-from fengkong.features.ip_addresses import parse_ip
+from fengkong.features.ip_addresses import merge_ranges, parse_ip
 
 __all__ = [
     "HOSTING_ASNS_FILE",
@@ -104,13 +104,7 @@ class RangeSet:
         self._starts: dict[int, list[int]] = {}
         self._ends: dict[int, list[int]] = {}
         for version, ranges in per_version.items():
-            ranges.sort()
-            merged: list[list[int]] = []
-            for lo, hi in ranges:
-                if merged and lo <= merged[-1][1] + 1:
-                    merged[-1][1] = max(merged[-1][1], hi)
-                else:
-                    merged.append([lo, hi])
+            merged = merge_ranges(ranges)
             self._starts[version] = [lo for lo, _ in merged]
             self._ends[version] = [hi for _, hi in merged]
         self._np4 = (np.array(self._starts[4], dtype=np.int64), np.array(self._ends[4], dtype=np.int64))
