@@ -154,6 +154,7 @@ def main() -> None:
             load.phase = "kill"
             holder["server"].kill()
             await asyncio.sleep(args.fault_s)
+            holder["server"].stop()  # the killed server's instance lets go of the data dir's lock
             restarted = EmbeddedRedis(data_dir=data, persist=True).start()
             os.unlink(link)
             os.symlink(restarted.socket_path, link)
