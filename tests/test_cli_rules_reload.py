@@ -29,6 +29,7 @@ def test_reload_command_swaps_good_rules_and_refuses_bad_ones(redis_server, tmp_
         bad = runner.invoke(app, ["rules", "reload", "--url", served.url, "--key", ADMIN_KEY])
         assert bad.exit_code == 1, bad.output
         assert "zz_broken.yaml" in bad.output and "not reloaded" in bad.output
+        assert "[red]" not in bad.output and "error " in bad.output  # styled, never markup printed as text
         assert served.runtime.rules.version == live
         with served.client(DECIDE_KEY) as client:
             assert client.post("/v1/decisions", json=payment()).status_code == 200

@@ -151,10 +151,11 @@ def reload(
         raise typer.Exit(2)
     result = resp.json()
     for p in result.get("problems", []):
-        console.print(f"[red]error[/red] {p.get('file')}:{p.get('line')} {p.get('rule_id') or ''} {p.get('reason')}",
-                      soft_wrap=True, markup=False)
+        # markup off: a reason may quote the analyst's text; the colour comes from style
+        console.print(f"error {p.get('file')}:{p.get('line')} {p.get('rule_id') or ''} {p.get('reason')}",
+                      soft_wrap=True, markup=False, style="red")
     for case in result.get("failed_cases", []):
-        console.print(f"[red]case failed[/red] {case}", soft_wrap=True, markup=False)
+        console.print(f"case failed {case}", soft_wrap=True, markup=False, style="red")
     if not result.get("ok"):
         console.print(f"[red]not reloaded: the live rules stay at {result.get('version')}[/red]")
         raise typer.Exit(1)
