@@ -141,3 +141,21 @@ def test_no_generated_body_gets_a_5xx(fuzz_clients, body, endpoint):
     assert PAN not in r.text
     if r.status_code >= 400:
         assert r.json()["detail"]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), [
+    ("PUT", "/v1/merchants/m-pan", {"grade": "B", "reason": "card 4111 1111 1111 1111 was stolen"}, "reason"),
+    ("PUT", "/v1/merchants/4111111111111111", {"grade": "B"}, "merchant_id"),
+    ("POST", "/v1/lists/blocked_cards/entries", {"entries": ["tok-ok", "4111-1111-1111-1111"]}, "entries"),
+    ("POST", "/v1/lists/blocked_users/entries", {"entries": ["u-1"], "reason": "pan:4111111111111111"}, "reason"),
+])
+def test_admin_changes_refuse_a_card_number_without_repeating_it(quiet_api, redis_client, method, path, body, field):
+    """List and merchant changes are stored and audited like events: a PAN in an entry, a
+    reason or a path id is a 422 naming the field, never stored, never echoed."""
+    with quiet_api.client(ADMIN_KEY) as admin:
+        r = admin.request(method, path, json=body)
+        assert r.status_code == 422, r.text
+        assert r.json()["field"] == field
+        assert "4111" not in r.text
+        stored = b"".join(k for k in redis_client.scan_iter("tbad:*"))
+        assert b"4111" not in stored

@@ -16,8 +16,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fengkong.events import looks_like_pan
 from fengkong.features import definitions as d
 
 Action = Literal["allow", "challenge", "review", "deny"]
@@ -114,6 +115,8 @@ class MerchantProfileIn(BaseModel):
     mcc: str | None = Field(default=None, pattern=r"^[0-9]{4}$", description="Merchant category code")
     reason: str | None = Field(default=None, max_length=500, description="Why (kept with the grade)")
 
+    _no_pan = field_validator("reason")(lambda v: _refuse_pan(v))
+
 
 class MerchantOut(BaseModel):
     merchant_id: str
@@ -142,6 +145,8 @@ class ListChangeIn(BaseModel):
     entries: list[str] = Field(min_length=1, max_length=10_000,
                                description="Card fingerprints, user/device/merchant ids, IPs or IPv4 CIDRs")
     reason: str | None = Field(default=None, max_length=500)
+
+    _no_pan = field_validator("entries", "reason")(lambda v: _refuse_pan(v))
 
 
 class ListChangeOut(BaseModel):
@@ -200,3 +205,12 @@ class DryRunOut(BaseModel):
 class HealthOut(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, Any] = Field(default_factory=dict)
+
+
+def _refuse_pan(value: Any) -> Any:
+    """Free text and list entries are stored and audited: a card number in them is refused
+    (without repeating it), as everywhere else in the service."""
+    values = value if isinstance(value, list) else [value]
+    if any(looks_like_pan(v) for v in values if v is not None):
+        raise ValueError("looks like a full card number (PAN); send a card fingerprint instead")
+    return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from fengkong.events import EventRejected
+from fengkong.events import EventRejected, looks_like_pan
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 
@@ -26,4 +26,6 @@ def check_id(field: str, value: str) -> str:
     """`value` if it is an id a caller may send (1-128 safe characters); `EventRejected` otherwise."""
     if not ID_RE.match(value):
         raise EventRejected(field, "must be 1-128 letters, digits or _.:@-")
+    if looks_like_pan(value):  # ids become Redis key names and audit lines
+        raise EventRejected(field, "looks like a full card number (PAN); send a card fingerprint instead")
     return value
