@@ -195,9 +195,7 @@ def _early_morning(world: World, rng: np.random.Generator) -> Block:
     n = max(1, int(round(world.config.early_morning_share * world.config.merchants)))
     shops = _new_shop(world, n, K.EARLY_MORNING_MCCS, rng)
     count = _daily(world, rng.uniform(2.0, 10.0, n), rng, weekend=0.6, busy_p=0.02)
-    cell = np.flatnonzero(count.ravel())
-    reps = count.ravel()[cell]
-    shop_i, day = np.repeat(cell // world.days, reps), np.repeat(cell % world.days, reps)
+    shop_i, day = _payments_of(count, world.days)
     k = len(shop_i)
     opens = (5 * HOUR + rng.integers(0, 4, n) * 1800)[shop_i]
     rush = rng.random(k) < 0.8
@@ -212,15 +210,20 @@ def _early_morning(world: World, rng: np.random.Generator) -> Block:
     return _tag(b, "early_morning")
 
 
+def _payments_of(count: np.ndarray, days: int) -> tuple[np.ndarray, np.ndarray]:
+    """(shop index, day) of every payment in a shops x days matrix of daily counts."""
+    cell = np.flatnonzero(count.ravel())
+    reps = count.ravel()[cell]
+    return np.repeat(cell // days, reps), np.repeat(cell % days, reps)
+
+
 def _pos_small(world: World, rng: np.random.Generator) -> Block:
     """Small shops taking cards at their own terminal: 1.5-6 payments a day between 09:00 and 21:00,
     all card-present (no device or IP), a busy day now and then."""
     n = max(1, int(round(world.config.pos_small_share * world.config.merchants)))
     shops = _new_shop(world, n, K.POS_SMALL_MCCS, rng)
     count = _daily(world, rng.uniform(1.5, 6.0, n), rng, weekend=1.2, busy_p=0.04)
-    cell = np.flatnonzero(count.ravel())
-    reps = count.ravel()[cell]
-    shop_i, day = np.repeat(cell // world.days, reps), np.repeat(cell % world.days, reps)
+    shop_i, day = _payments_of(count, world.days)
     k = len(shop_i)
     hours = K.HOUR_PROFILE[9:21] / K.HOUR_PROFILE[9:21].sum()
     hour = 9 + rng.choice(12, size=k, p=hours)
