@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 
 from fengkong.api import errors, fastpath
 from fengkong.api.body import BodyLimit
+from fengkong.api.console import create_console
 from fengkong.api.config import Settings, get_settings
 from fengkong.api.fastpath import FastLayer, FastRoute
 from fengkong.api.routes import decisions, events, health, lists, merchants, rules
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> S
         try:
             yield
         finally:
+            app.state.console.close()
             rt.close()
 
     # FastAPI's native OpenTelemetry asks the global OTel providers on every request
@@ -102,6 +104,11 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> S
     for module in (decisions, events, merchants, lists, rules, health):
         app.include_router(module.router)
     errors.install(app)
+    # The console is a sub-application with its own middleware (sessions): the fast
+    # layer never sees it, and refuses nothing on its account (see fengkong.api.console).
+    console = create_console(app, settings)
+    app.mount("/console", console)
+    app.state.console = console.state.console
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     _document_event(app)
     return app

@@ -94,6 +94,33 @@ def run(*, host: str | None = None, port: int | None = None, workers: int | None
             signal.signal(signal.SIGTERM, previous)
 
 
+def _first_admin(settings: Any, say: Any) -> None:
+    """Migrate the database and, when no active admin exists, create one with a random
+    password printed once (stored only hashed), as the development key is printed."""
+    from fengkong.accounts import Accounts
+    from fengkong.db import migrate
+    from fengkong.db.engine import make_engine
+    from fengkong.db.url import database_url, redacted
+
+    url = database_url(settings.database_url, Path(settings.data_dir).resolve())
+    os.environ["FENGKONG_DATABASE_URL"] = url  # every worker opens the same database
+    engine = make_engine(url)
+    try:
+        migrate.upgrade(engine)
+        created = Accounts(engine).ensure_admin()
+    finally:
+        engine.dispose()
+    say(f"database: {redacted(url)}")
+    console = f"http://{settings.host}:{settings.port}/console"
+    if created is None:
+        say(f"console: {console} (log in as a user of `fengkong users list`)")
+        return
+    say(f"console: {console}")
+    say("FIRST ADMIN LOGIN (created because the console had no admin; change the password after logging in")
+    say("or with `fengkong users passwd`; it is shown only now and stored hashed):")
+    say(f"  username: {created[0]}  password: {created[1]}")
+
+
 def _run(*, host: str | None, port: int | None, workers: int | None, redis_url: str | None,
          data_dir: Path | None, rules_dir: Path | None, redis_maxmemory: str | None,
          artifacts: Path | None) -> None:
@@ -140,6 +167,8 @@ def _run(*, host: str | None, port: int | None, workers: int | None, redis_url: 
         say("DEVELOPMENT KEY (generated because no API keys are configured; it has every scope and lasts")
         say("until this process exits; configure FENGKONG_API_KEYS or FENGKONG_API_KEYS_FILE for real use):")
         say(f"  X-API-Key: {key}")
+
+    _first_admin(settings, say)
 
     models = ModelRuntime.load(artifacts_root)
     say(f"models: {models.status} (artifacts: {artifacts_root})"
