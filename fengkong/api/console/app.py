@@ -110,6 +110,9 @@ class ConsoleState:
     def cases_engine(self) -> Any:
         """The engine of the cases tables (the same database), or None in a build without
         `fengkong.cases`."""
+        own = getattr(self.runtime, "cases", None)
+        if own is not None:
+            return own.engine
         try:
             import fengkong.cases.models  # noqa: F401
         except ImportError:
@@ -305,7 +308,8 @@ def create_console(parent: FastAPI, settings: Settings) -> FastAPI:
     app.include_router(login_router())
     for module in (pages_view, pages_cases, pages_rules, pages_admin):
         app.include_router(module.router)
-    for exc_class in (LoginRequired, ConsoleError, AccountError):
+    own: tuple[type[Exception], ...] = (LoginRequired, ConsoleError, AccountError)
+    for exc_class in own:
         app.add_exception_handler(exc_class, _error)
     for exc_class in errors.HANDLED:  # not Exception: a fault goes up to the service's 500 (logged)
         if exc_class is not Exception:

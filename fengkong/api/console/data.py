@@ -85,11 +85,12 @@ def _stream(rt: Runtime, key: str, *, since_ms: int | None, count: int) -> list[
     except (redis.RedisError, OSError):
         return []
     out = []
-    for entry_id, fields in entries:
-        raw = fields.get(b"record")
-        if raw is None:
+    for entry_id, fields in entries or ():
+        raw = (fields or {}).get(b"record")
+        if raw is None or entry_id is None:
             continue
-        out.append((int(entry_id.split(b"-")[0]), loads(raw)))
+        stamp = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        out.append((int(stamp.split("-")[0]), loads(raw)))
     return out
 
 

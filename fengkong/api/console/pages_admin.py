@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
@@ -23,7 +23,7 @@ Admin = Annotated[Page, Depends(acting(Role.ADMIN))]
 MAX_ENTRIES = 1000
 
 
-def _lists_page(page: Page, name: str | None, **extra: object) -> HTMLResponse:
+def _lists_page(page: Page, name: str | None, **extra: Any) -> HTMLResponse:
     rt = page.rt
     declared = admin.list_lists(rt=rt)
     name = name or (declared[0]["name"] if declared else None)

@@ -26,9 +26,9 @@ def desk(console: ConsoleState) -> Any:
     """The case desk: the service's own when its runtime holds one, else one on the same
     database, queue configuration and label sink."""
     rt = console.runtime
-    own = getattr(rt, "desk", None)
+    own = getattr(rt, "cases", None)  # the worker's CasesRuntime (fengkong.cases.runtime), when it has one
     if own is not None:
-        return own
+        return own.desk
     built = console.extras.get("desk")
     if built is None:
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import threading
 from datetime import datetime
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 #: colours per outcome, the same on every page (and in console.css)
 COLOURS = {"allow": "#4c9a6a", "challenge": "#e0b341", "review": "#e07b39", "deny": "#c0392b"}
@@ -32,7 +32,7 @@ def decisions_per_minute(starts_ms: Sequence[int], counts: Mapping[str, Sequence
 
     with _LOCK:
         fig, ax = plt.subplots(figsize=(9, 2.8))
-        x = [datetime.fromtimestamp(s / 1000) for s in starts_ms]
+        x: Any = [datetime.fromtimestamp(s / 1000) for s in starts_ms]
         bottom = [0] * len(x)
         for outcome, colour in COLOURS.items():
             values = list(counts.get(outcome, [0] * len(x)))
