@@ -21,8 +21,6 @@ from fengkong.db.engine import make_engine
 def accounts(database_url: str):
     engine = make_engine(database_url)
     migrate.upgrade(engine)
-    with engine.begin() as c:  # the postgresql database is shared by the run: start empty
-        c.execute(sa.delete(User))
     yield Accounts(engine)
     engine.dispose()
 
