@@ -58,25 +58,31 @@ class Consumer:
         self._thread: threading.Thread | None = None
         self._group_ready = False
 
-    def ensure_group(self) -> None:
-        """Create the consumer group (reading from the stream's start) unless it exists."""
+    def ensure_group(self) -> bool:
+        """Create the consumer group (reading from the stream's start) unless it exists;
+        False while nothing was ever queued (the stream is created by its first item, so a
+        service that opened no case leaves no key behind)."""
         try:
-            self.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+            self.client.xgroup_create(self.stream, GROUP, id="0")
         except redis.ResponseError as exc:
+            if "requires the key to exist" in str(exc):
+                return False
             if "BUSYGROUP" not in str(exc):
                 raise
         self._group_ready = True
+        return True
 
     def step(self, block_ms: int | None = None) -> int:
         """Take over idle pending items, read new ones (waiting up to ``block_ms``), file
         them; returns how many were acknowledged."""
-        if not self._group_ready:
-            self.ensure_group()
+        block = self.block_ms if block_ms is None else block_ms
+        if not self._group_ready and not self.ensure_group():
+            self._stop.wait(block / 1000)
+            return 0
         reply: Any = self.client.xautoclaim(self.stream, GROUP, self.name, self.claim_idle_ms, start_id="0-0",
                                        count=self.batch)
         entries = [e for e in reply[1] if e and e[1] is not None]
         if not entries:
-            block = self.block_ms if block_ms is None else block_ms
             got: Any = self.client.xreadgroup(GROUP, self.name, {self.stream: ">"}, count=self.batch,
                                               block=block or None)
             entries = [e for _, stream_entries in got or () for e in stream_entries]
