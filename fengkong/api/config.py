@@ -30,6 +30,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Scope(StrEnum):
     DECIDE = "decide"  # ask for decisions, read them back, read merchants
     REPORT = "report"  # report outcome events
+    ANALYST = "analyst"  # the review queue: list, read, claim, resolve and reopen cases
     ADMIN = "admin"  # lists, rules, merchant profiles (and everything else)
 
 

@@ -59,8 +59,13 @@ class CasesConfig:
         return any(r.get("id") in self.rules or self.tags.intersection(r.get("tags") or ()) for r in reasons)
 
     def queue_for(self, reasons: list[dict[str, Any]]) -> Queue:
-        """The first configured queue one of the rules belongs to, else the default queue."""
-        return next((q for q in self.queues if q.takes(reasons)), self.default_queue)
+        """The queue of the highest-scoring rule that belongs to one (the first such queue in
+        the file), else the default queue: the rule that weighed most says what the case is."""
+        for reason in sorted(reasons, key=lambda r: -float(r.get("score") or 0)):
+            queue = next((q for q in self.queues if q.takes([reason])), None)
+            if queue is not None:
+                return queue
+        return self.default_queue
 
     def sla_hours(self, queue: str) -> float:
         return next((q.sla_hours for q in self.all_queues() if q.name == queue), self.default_queue.sla_hours)

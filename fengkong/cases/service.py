@@ -27,6 +27,7 @@ from fengkong.cases import hooks
 from fengkong.cases.config import CasesConfig
 from fengkong.cases.errors import CaseNotFound, IllegalTransition, InvalidCaseInput
 from fengkong.cases.labels import LabelSink, label_events
+from fengkong.events import looks_like_pan
 from fengkong.cases.models import DISPOSITIONS, ENTITY_KINDS, STATUSES, Case, CaseDecision, CaseEvent
 
 MAX_LIMIT = 500
@@ -178,6 +179,8 @@ def _actor(actor: str) -> str:
 def _note(note: str | None) -> str | None:
     if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
         raise InvalidCaseInput("note", f"must be text of at most {MAX_NOTE} characters")
+    if looks_like_pan(note):  # never stored, audited or echoed
+        raise InvalidCaseInput("note", "looks like a full card number (PAN); refer to the card by its fingerprint")
     return note or None
 
 

@@ -15,6 +15,8 @@ app with `fengkong.api.app.create_app_from_env`):
   parent turns SIGTERM into ``SystemExit(143)`` while it runs;
 * no API keys configured: the parent generates a development key with every
   scope, prints it once and says that it is one (it is never logged);
+* the cases database (``FENGKONG_DATABASE_URL``, else SQLite in ``<data-dir>``) is
+  migrated once before any worker starts, and the analysts' ``rules/cases/cases.yaml`` checked;
 * the rules are checked before any worker starts, so a broken rule file fails the
   command with file, line and reason instead of N crashing workers;
 * the models are loaded from one folder, ``--artifacts`` else `default_root`
@@ -72,6 +74,34 @@ def register(app: typer.Typer) -> None:
         """Start the decision service: Redis (embedded unless a URL is given), rules, models, uvicorn."""
         run(host=host, port=port, workers=workers, redis_url=redis_url, data_dir=data_dir, rules_dir=rules_dir,
             redis_maxmemory=redis_maxmemory, artifacts=artifacts)
+
+
+def _open_database(settings: Any, rules_path: Path, say: Any) -> None:
+    """Check the analysts' cases.yaml and bring the cases database to the newest schema once,
+    before any worker starts (workers then find it migrated and never race to create
+    tables); the workers get the resolved URL. SQLite in the data directory by default."""
+    from fengkong.cases.config import CasesConfigError, load
+    from fengkong.db import migrate
+    from fengkong.db.engine import make_engine
+    from fengkong.db.url import database_url, redacted
+
+    try:
+        load(rules_path)
+    except CasesConfigError as exc:
+        say(f"error {exc}")
+        raise typer.Exit(2) from None
+    try:
+        url = database_url(settings.database_url, Path(settings.data_dir).resolve())
+        engine = make_engine(url)
+        try:
+            migrate.upgrade(engine)
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        say(f"error: the cases database could not be opened: {type(exc).__name__}: {exc}")
+        raise typer.Exit(2) from None
+    os.environ["FENGKONG_DATABASE_URL"] = url
+    say(f"cases database: {redacted(url)}")
 
 
 def _terminated(signum: int, frame: FrameType | None) -> None:
@@ -159,6 +189,7 @@ def _run(*, host: str | None, port: int | None, workers: int | None, redis_url: 
         say(f"the rules in {rules_path} do not load; run `fengkong rules check --rules-dir {rules_path}`")
         raise typer.Exit(2)
     say(f"rules: {rules_path}")
+    _open_database(settings, rules_path, say)
 
     if not settings.all_keys():
         key = generate_key()
