@@ -17,6 +17,9 @@ app with `fengkong.api.app.create_app_from_env`):
   scope, prints it once and says that it is one (it is never logged);
 * the cases database (``FENGKONG_DATABASE_URL``, else SQLite in ``<data-dir>``) is
   migrated once before any worker starts, and the analysts' ``rules/cases/cases.yaml`` checked;
+* no active admin in that database: the parent creates one (``admin``) with a random
+  password and prints it once with the console's URL (``/console``); only its argon2
+  hash is stored (`fengkong.accounts`);
 * the rules are checked before any worker starts, so a broken rule file fails the
   command with file, line and reason instead of N crashing workers;
 * the models are loaded from one folder, ``--artifacts`` else `default_root`
@@ -125,22 +128,20 @@ def run(*, host: str | None = None, port: int | None = None, workers: int | None
 
 
 def _first_admin(settings: Any, say: Any) -> None:
-    """Migrate the database and, when no active admin exists, create one with a random
-    password printed once (stored only hashed), as the development key is printed."""
+    """When the console has no active admin, create one with a random password printed
+    once (stored only as its argon2 hash), as the development key is printed. Runs after
+    `_open_database` migrated the database and put its URL in the environment."""
     from fengkong.accounts import Accounts
-    from fengkong.db import migrate
     from fengkong.db.engine import make_engine
-    from fengkong.db.url import database_url, redacted
+    from fengkong.db.url import database_url
 
-    url = database_url(settings.database_url, Path(settings.data_dir).resolve())
-    os.environ["FENGKONG_DATABASE_URL"] = url  # every worker opens the same database
+    url = os.environ.get("FENGKONG_DATABASE_URL") or database_url(settings.database_url,
+                                                                   Path(settings.data_dir).resolve())
     engine = make_engine(url)
     try:
-        migrate.upgrade(engine)
         created = Accounts(engine).ensure_admin()
     finally:
         engine.dispose()
-    say(f"database: {redacted(url)}")
     console = f"http://{settings.host}:{settings.port}/console"
     if created is None:
         say(f"console: {console} (log in as a user of `fengkong users list`)")
