@@ -88,6 +88,18 @@ def stored(service: Served, decision_id: str) -> dict:
         return r.json()
 
 
+def queue_row(page: Any, service: Served, entity: str) -> Any:
+    """The queue's row of the case about `entity`. The worker's consumer files cases
+    from a Redis stream, so the queue is reloaded until the row shows (or 20 s pass)."""
+    row = page.locator(f'tr[data-case]:has(code:text-is("{entity}"))')
+    deadline = time.monotonic() + 20
+    while True:
+        page.goto(f"{service.url}/console/queue")
+        if row.count() or time.monotonic() > deadline:
+            return row
+        page.wait_for_timeout(250)
+
+
 def csrf_of(page: Any) -> str:
     return str(page.get_attribute('meta[name="csrf-token"]', "content"))
 
@@ -112,13 +124,7 @@ def test_review_to_queue_to_fraud_and_the_next_payment_counts_it(page, service) 
     assert decided["decision"] == "review"
     login(page, service, "ana")
     # the case is filed by the worker's consumer: reload the queue until it shows
-    deadline = time.monotonic() + 20
-    row = page.locator(f'tr[data-case]:has(code:text-is("{card}"))')
-    while True:
-        page.goto(f"{service.url}/console/queue")
-        if row.count() or time.monotonic() > deadline:
-            break
-        page.wait_for_timeout(250)
+    row = queue_row(page, service, card)
     assert row.count() == 1, page.content()
     shot(page, "queue")
     row.locator('[data-key="open"]').click()
@@ -133,7 +139,7 @@ def test_review_to_queue_to_fraud_and_the_next_payment_counts_it(page, service) 
     page.fill("#note", "tor exit, card reported stolen")
     page.click("#resolve-fraud")
     page.wait_for_selector("#case-status")
-    assert "resolved" in page.inner_text("#case-status") and "fraud" in page.inner_text("#case-status")
+    assert page.get_attribute("#case-status", "data-status") == "resolved" and "fraud" in page.inner_text("#case-status")
     assert "user:ana" in page.inner_text("#case-history")
 
     later = payment(ip=first["ip"], merchant_id=first["merchant_id"], user_id=first["user_id"],
@@ -147,6 +153,34 @@ def test_review_to_queue_to_fraud_and_the_next_payment_counts_it(page, service) 
     assert "theft.reported_card" in page.inner_text("#fired") and "card.fraud_reports_30d" in page.inner_text("#fired")
     assert decided["decision_id"] in page.inner_html("#card-history")  # the card's earlier decision
     shot(page, "decision-after-fraud")
+
+
+def _select(page: Any, case_id: str) -> None:
+    """Press j until the queue's selected row is `case_id` (as a person would)."""
+    for _ in range(page.locator("tr[data-case]").count()):
+        if page.get_attribute("tr.selected", "data-case") == case_id:
+            return
+        page.keyboard.press("j")
+    assert page.get_attribute("tr.selected", "data-case") == case_id
+
+
+def test_the_queue_claims_and_resolves_with_keyboard_shortcuts(page, service) -> None:
+    event = payment(ip=TOR_IP)
+    decide(service, event)
+    login(page, service, "ana")
+    card = event["card"]["fingerprint"]
+    row = queue_row(page, service, card)
+    case_id = row.get_attribute("data-case")
+    _select(page, case_id)
+    with page.expect_navigation():
+        page.keyboard.press("c")  # claim
+    assert row.get_attribute("data-status") == "claimed" and "user:ana" in row.inner_text()
+    _select(page, case_id)
+    with page.expect_navigation():
+        page.keyboard.press("l")  # resolve as legit
+    assert row.count() == 0  # no longer among the open cases
+    page.goto(f"{service.url}/console/cases/{case_id}")
+    assert page.get_attribute("#case-status", "data-status") == "resolved" and "legit" in page.inner_text("#case-status")
 
 
 def test_a_list_edit_is_made_and_audited_with_the_user(page, service) -> None:
@@ -180,13 +214,7 @@ def test_a_viewer_sees_no_resolve_button_and_a_forged_post_is_refused(page, serv
     decide(service, event)
     login(page, service, "vic")
     entity = event["card"]["fingerprint"]
-    deadline = time.monotonic() + 20
-    row = page.locator(f'tr[data-case]:has(code:text-is("{entity}"))')
-    while True:
-        page.goto(f"{service.url}/console/queue")
-        if row.count() or time.monotonic() > deadline:
-            break
-        page.wait_for_timeout(250)
+    row = queue_row(page, service, entity)
     assert row.count() == 1
     assert row.locator("button").count() == 0  # no claim, no resolve
     case_id = row.get_attribute("data-case")
@@ -196,7 +224,7 @@ def test_a_viewer_sees_no_resolve_button_and_a_forged_post_is_refused(page, serv
                                form={"csrf": csrf_of(page), "disposition": "fraud"}, max_redirects=0)
     assert forged.status == 403 and "role" in forged.text()
     page.reload()
-    assert "open" in page.inner_text("#case-status")  # nothing changed
+    assert page.get_attribute("#case-status", "data-status") == "open"  # nothing changed
 
 
 def test_a_post_without_the_csrf_token_is_refused(page, service) -> None:

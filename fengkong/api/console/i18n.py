@@ -48,7 +48,8 @@ EN: dict[str, str] = {
     "last_login": "Last login", "never": "never", "forbidden": "Your role may not do this.",
     "error": "Error", "back": "Back", "saved": "Saved.", "time": "Time", "amount": "Amount", "id": "Id",
     "none": "none", "history": "History", "disposition": "Disposition", "decisions_in_case": "Decisions",
-    "view": "View", "reload_ok": "Reloaded.", "all_queues": "All queues",
+    "view": "View", "reload_ok": "Reloaded.", "all_queues": "All queues", "st_open": "open",
+    "st_claimed": "claimed", "st_resolved": "resolved", "st_all": "all",
 }
 
 ZH: dict[str, str] = {
@@ -80,7 +81,8 @@ ZH: dict[str, str] = {
     "created": "创建时间", "last_login": "最近登录", "never": "从未", "forbidden": "你的角色无权执行此操作。",
     "error": "错误", "back": "返回", "saved": "已保存。", "time": "时间", "amount": "金额", "id": "编号",
     "none": "无", "history": "历史", "disposition": "结论", "decisions_in_case": "决策",
-    "view": "查看", "reload_ok": "已重载。", "all_queues": "全部队列",
+    "view": "查看", "reload_ok": "已重载。", "all_queues": "全部队列", "st_open": "待处理",
+    "st_claimed": "已认领", "st_resolved": "已结案", "st_all": "全部",
 }
 
 LABELS: dict[str, dict[str, str]] = {"en": EN, "zh": ZH}
