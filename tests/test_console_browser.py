@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -117,7 +118,7 @@ def test_a_wrong_password_is_refused(page, service) -> None:
 
 
 def test_review_to_queue_to_fraud_and_the_next_payment_counts_it(page, service) -> None:
-    card = f"tok-cb-{time.monotonic_ns()}"
+    card = f"tok-cb-{uuid.uuid4().hex[:12]}"
     first = payment(ip=TOR_IP)
     first["card"]["fingerprint"] = card
     decided = decide(service, first)
@@ -141,6 +142,10 @@ def test_review_to_queue_to_fraud_and_the_next_payment_counts_it(page, service) 
     page.wait_for_selector("#case-status")
     assert page.get_attribute("#case-status", "data-status") == "resolved" and "fraud" in page.inner_text("#case-status")
     assert "user:ana" in page.inner_text("#case-history")
+    page.goto(f"{service.url}/console/rules")  # the label counts in the rule's precision
+    assert re.search(r"\d+% \(\d+/\d+\)", page.inner_text('tr[data-rule="ip.tor_exit"] >> nth=0'))
+    shot(page, "rules-after-fraud")
+    page.go_back()
 
     later = payment(ip=first["ip"], merchant_id=first["merchant_id"], user_id=first["user_id"],
                     device_id=first["device_id"], occurred_at=first["occurred_at"])
@@ -188,7 +193,7 @@ def test_a_list_edit_is_made_and_audited_with_the_user(page, service) -> None:
     page.goto(f"{service.url}/console/lists")
     name = page.locator("[data-list]").first.get_attribute("data-list")
     page.goto(f"{service.url}/console/lists?name={name}")
-    entry = "10.9.8.7" if "ip" in name else f"cb-entry-{time.monotonic_ns()}"
+    entry = "10.9.8.7" if "ip" in name else f"cb-entry-{uuid.uuid4().hex[:12]}"
     page.fill("#add-entries", entry)
     page.fill("#add-reason", "seen in a card-testing burst")
     page.click("#add-submit")
@@ -231,7 +236,7 @@ def test_a_post_without_the_csrf_token_is_refused(page, service) -> None:
     login(page, service, "ana")
     page.goto(f"{service.url}/console/lists")
     name = page.locator("[data-list]").first.get_attribute("data-list")
-    entry = "10.9.8.99" if "ip" in name else f"csrf-entry-{time.monotonic_ns()}"
+    entry = "10.9.8.99" if "ip" in name else f"csrf-entry-{uuid.uuid4().hex[:12]}"
     for form in ({"entries": entry, "reason": "no token"}, {"entries": entry, "reason": "bad token", "csrf": "x" * 32}):
         refused = page.request.post(f"{service.url}/console/lists/{name}/add", form=form, max_redirects=0)
         assert refused.status == 403 and "csrf" in refused.text()

@@ -98,3 +98,13 @@ def test_logout_and_a_password_change_end_the_session(service) -> None:
         service.app.state.console.accounts.set_password(username="ana", password=PASSWORD)  # same text, new hash
         with httpx.Client(base_url=service.url, cookies=stale) as replay:
             assert replay.get("/console/rules").status_code == 303
+
+
+def test_a_dry_run_from_the_form_shows_the_candidate_and_deploys_nothing(service) -> None:
+    live = service.runtime.rules.version
+    with _session(service, "ana") as c:
+        page = c.post("/console/rules/dry-run", data={"csrf": _token(c, "/console/rules"),
+                                                      "features": '{"ip.is_tor": true, "event.type": "payment"}'})
+        assert page.status_code == 200
+        assert re.search(r'id="dry-candidate">review<', page.text) and "ip.tor_exit" in page.text
+    assert service.runtime.rules.version == live
