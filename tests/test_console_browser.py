@@ -270,3 +270,21 @@ def test_every_page_in_both_languages(page, service) -> None:
     page.goto(f"{service.url}/console/merchants?merchant_id={merchant}")
     assert page.locator("#volume-plot svg").count() == 1
     assert page.locator("#merchant-grade").inner_text() == stored(service, decided["decision_id"])["merchant_grade"]
+
+
+def test_the_dry_run_form_answers_in_place_and_names_a_bad_field(page, service) -> None:
+    """htmx posts the form and swaps in the result (no page load); a refusal shows in the
+    page naming the field."""
+    login(page, service, "ana")
+    page.goto(f"{service.url}/console/rules")
+    page.evaluate("window.__same_page = true")
+    page.fill("#dry-features", '{"ip.is_tor": true, "event.type": "payment"}')
+    page.click("#dry-run")
+    page.wait_for_selector("#dry-candidate")
+    assert page.inner_text("#dry-candidate") == "review"
+    assert page.evaluate("window.__same_page") is True  # swapped in place, not a new page
+    page.fill("#dry-features", "{not json")
+    page.click("#dry-run")
+    page.wait_for_selector('#flash .error[data-field="features"]')
+    assert page.evaluate("window.__same_page") is True
+    shot(page, "rules-dry-run")

@@ -292,8 +292,13 @@ async def _error(request: Request, exc: Exception) -> Response:
         user = current_user(request)
     except Exception:  # the accounts database itself may be what failed
         log.exception("console: no user for the error page")
-    template = "error_fragment.html" if request.headers.get("hx-request") else "error.html"
-    return render(request, template, http_status=status, user=user, status_code=status, field=field_, reason=reason)
+    if request.headers.get("hx-request"):  # htmx: the message alone, into the page's #flash
+        answer = render(request, "error_fragment.html", http_status=status, user=user, status_code=status,
+                        field=field_, reason=reason)
+        answer.headers.update({"HX-Retarget": "#flash", "HX-Reswap": "innerHTML", "HX-Reselect": ".error"})
+        return answer
+    return render(request, "error.html", http_status=status, user=user, status_code=status, field=field_,
+                  reason=reason)
 
 
 def create_console(parent: FastAPI, settings: Settings) -> FastAPI:

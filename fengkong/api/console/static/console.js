@@ -3,6 +3,14 @@
 (function () {
   "use strict";
   var token = document.querySelector('meta[name="csrf-token"]');
+  // a refusal (4xx) is swapped too: the server retargets it to #flash (HX-Retarget), so
+  // the message naming the field shows where the person is working
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    if (e.detail.xhr.status >= 400 && e.detail.xhr.status < 500) {
+      e.detail.shouldSwap = true;
+      e.detail.isError = false;
+    }
+  });
   document.addEventListener("htmx:configRequest", function (e) {
     if (token) { e.detail.headers["X-CSRF-Token"] = token.content; }
   });
