@@ -34,6 +34,7 @@ def service(redis_server, tmp_path_factory) -> Iterator[Served]:
         accounts = api.app.state.console.accounts
         accounts.create(username="ana", password=PASSWORD, role="analyst")
         accounts.create(username="root", password=PASSWORD, role="admin")
+        accounts.create(username="vic", password=PASSWORD, role="viewer")
         yield api
 
 
@@ -108,3 +109,30 @@ def test_a_dry_run_from_the_form_shows_the_candidate_and_deploys_nothing(service
         assert page.status_code == 200
         assert re.search(r'id="dry-candidate">review<', page.text) and "ip.tor_exit" in page.text
     assert service.runtime.rules.version == live
+
+
+def test_each_role_is_held_on_the_server(service) -> None:
+    """Forged POSTs with a valid CSRF token: a viewer may not edit lists or dry-run, an
+    analyst may not reload rules or manage users; an admin may."""
+    name = next(iter(service.runtime.list_specs))
+    entry = "10.1.2.3" if service.runtime.list_specs[name].kind == "ip" else "role-test-entry"
+    with _session(service, "vic") as viewer:
+        token = _token(viewer)
+        for path, data in ((f"/console/lists/{name}/add", {"entries": entry, "reason": "r"}),
+                           ("/console/rules/dry-run", {"features": "{}"})):
+            refused = viewer.post(path, data={"csrf": token, **data})
+            assert refused.status_code == 403 and 'data-field="role"' in refused.text, path
+        assert viewer.get("/console/users").status_code == 403
+    assert entry not in service.runtime.lists.members(name)
+    with _session(service, "ana") as analyst:
+        token = _token(analyst)
+        for path, data in (("/console/rules/reload", {}),
+                           ("/console/users", {"username": "mallory", "password": "long password 1", "role": "admin"})):
+            refused = analyst.post(path, data={"csrf": token, **data})
+            assert refused.status_code == 403 and 'data-field="role"' in refused.text, path
+    assert service.app.state.console.accounts.by_name("mallory") is None
+    with _session(service, "root") as admin:
+        assert admin.post("/console/rules/reload", data={"csrf": _token(admin)}).status_code == 200
+        added = admin.post("/console/users", data={"csrf": _token(admin), "username": "newbie",
+                                                   "password": "long password 1", "role": "viewer"})
+        assert added.status_code == 200 and service.app.state.console.accounts.by_name("newbie") is not None
