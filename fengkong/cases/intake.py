@@ -22,11 +22,11 @@ import zlib
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
-from sqlalchemy import select, text, update
+from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
 from fengkong.cases.config import CasesConfig
-from fengkong.cases.models import Case, CaseDecision, CaseEvent
+from fengkong.cases.models import Case, CaseDecision, CaseEvent, UtcDateTime
 from fengkong.events import Event
 
 #: The actor named in the audit rows the intake writes.
@@ -89,13 +89,34 @@ def _joined(ids: set[str]) -> str:
     return " " + " ".join(sorted(ids)) + " " if ids else " "
 
 
+#: Reads of the hot path as text: built once, not per item (the consumer files every item).
+_FILED = text("SELECT 1 FROM case_decisions WHERE decision_id = :d")
+_OPEN_CASE = text("SELECT id FROM cases WHERE entity_kind = :k AND entity_id = :e AND status != 'resolved' "
+                  "AND first_occurred_at >= :lo AND first_occurred_at <= :hi ORDER BY id DESC LIMIT 1"
+                  ).bindparams(bindparam("lo", type_=UtcDateTime()), bindparam("hi", type_=UtcDateTime()))
+_SQLITE_LOCK = text("UPDATE cases SET status = status WHERE id = -1")
+
+
+def _tx_state(session: Session) -> dict[str, Any]:
+    """What this transaction already did for the intake (write lock taken, decisions added
+    but not flushed); a new transaction starts afresh."""
+    tx = id(session.get_transaction())
+    state = session.info.get("fk_intake")
+    if state is None or state[0] != tx:
+        state = session.info["fk_intake"] = (tx, {"locked": False, "filed": set()})
+    return state[1]
+
+
 def _lock_entity(session: Session, kind: str, entity: str) -> None:
     """Serialise the consumers that file decisions of one entity (see the module doc)."""
     if session.get_bind().dialect.name == "postgresql":
         lock_id = zlib.crc32(f"{kind}:{entity}".encode()) - 2**31
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_id})
-    else:  # SQLite: a write first takes the write lock; the reads that follow see the newest data
-        session.execute(update(Case).where(Case.id == -1).values(status="open"))
+    elif not _tx_state(session)["locked"]:
+        # SQLite: a write first takes the database's write lock for the whole transaction;
+        # the reads that follow see the newest data
+        session.execute(_SQLITE_LOCK)
+        _tx_state(session)["locked"] = True
 
 
 def ingest(session: Session, item: Mapping[str, Any], config: CasesConfig,
@@ -107,45 +128,47 @@ def ingest(session: Session, item: Mapping[str, Any], config: CasesConfig,
     if entity is None:
         return None
     kind, entity_id = entity
-    _lock_entity(session, kind, entity_id)
-    if session.scalar(select(CaseDecision.id).where(CaseDecision.decision_id == item["decision_id"])) is not None:
-        return None
-    occurred = datetime.fromisoformat(item["occurred_at"]).astimezone(timezone.utc)
-    window = timedelta(minutes=config.window_minutes)
-    reasons = list(item.get("reasons") or [])
-    ids = _rule_ids(reasons)
-    risk = item.get("risk")
-    score = float(item.get("score") or 0)
-    case = session.scalars(
-        select(Case).where(Case.entity_kind == kind, Case.entity_id == entity_id, Case.status != "resolved",
-                           Case.first_occurred_at >= occurred - window, Case.first_occurred_at <= occurred + window)
-        .order_by(Case.id.desc()).limit(1)).first()
-    opened = case is None
-    if case is None:
-        case = Case(entity_kind=kind, entity_id=entity_id, status="open", queue=config.queue_for(reasons).name,
-                    priority=risk, max_score=score, opened_at=now, updated_at=now, first_occurred_at=occurred,
-                    last_occurred_at=occurred, merchant_id=item.get("merchant_id"), rule_ids=_joined(ids),
-                    decision_count=1)
-        session.add(case)
-        session.flush()
-        session.add(CaseEvent(case_id=case.id, at=now, actor=INTAKE_ACTOR, action="opened", to_status="open",
-                              detail={"decision_id": item["decision_id"]}))
-    else:
-        if risk is not None and (case.priority is None or risk > case.priority):
-            case.priority = risk
-        case.max_score = max(case.max_score, score)
-        case.first_occurred_at = min(case.first_occurred_at, occurred)
-        case.last_occurred_at = max(case.last_occurred_at, occurred)
-        case.rule_ids = _joined(set(case.rule_ids.split()) | ids)
-        case.decision_count += 1
-        case.updated_at = now
-        session.add(CaseEvent(case_id=case.id, at=now, actor=INTAKE_ACTOR, action="decision_added",
-                              from_status=case.status, to_status=case.status,
-                              detail={"decision_id": item["decision_id"]}))
-    session.add(CaseDecision(
-        case_id=case.id, decision_id=item["decision_id"], event_id=item["event_id"], event_type=item.get("type") or "",
-        decision=item["decision"], score=score, risk=risk, reasons=reasons, rule_ids=_joined(ids),
-        occurred_at=occurred, added_at=now, amount_minor=item.get("amount_minor"), currency=item.get("currency"),
-        card_fingerprint=item.get("card"), user_id=item.get("user_id"), merchant_id=item.get("merchant_id")))
-    session.flush()
+    with session.no_autoflush:
+        _lock_entity(session, kind, entity_id)
+        filed = _tx_state(session)["filed"]  # this transaction's decisions, not flushed yet
+        if item["decision_id"] in filed or session.execute(_FILED, {"d": item["decision_id"]}).first() is not None:
+            return None
+        filed.add(item["decision_id"])
+        occurred = datetime.fromisoformat(item["occurred_at"]).astimezone(timezone.utc)
+        window = timedelta(minutes=config.window_minutes)
+        reasons = list(item.get("reasons") or [])
+        ids = _rule_ids(reasons)
+        risk = item.get("risk")
+        score = float(item.get("score") or 0)
+        found = session.execute(_OPEN_CASE, {"k": kind, "e": entity_id,
+                                             "lo": occurred - window, "hi": occurred + window}).first()
+        case = session.get(Case, found[0]) if found is not None else None
+        opened = case is None
+        if case is None:
+            case = Case(entity_kind=kind, entity_id=entity_id, status="open", queue=config.queue_for(reasons).name,
+                        priority=risk, max_score=score, opened_at=now, updated_at=now, first_occurred_at=occurred,
+                        last_occurred_at=occurred, merchant_id=item.get("merchant_id"), rule_ids=_joined(ids),
+                        decision_count=1)
+            session.add(case)
+            session.flush()  # its id, and the next item of this entity in the batch finds it
+            session.add(CaseEvent(case_id=case.id, at=now, actor=INTAKE_ACTOR, action="opened", to_status="open",
+                                  detail={"decision_id": item["decision_id"]}))
+        else:
+            if risk is not None and (case.priority is None or risk > case.priority):
+                case.priority = risk
+            case.max_score = max(case.max_score, score)
+            case.first_occurred_at = min(case.first_occurred_at, occurred)
+            case.last_occurred_at = max(case.last_occurred_at, occurred)
+            case.rule_ids = _joined(set(case.rule_ids.split()) | ids)
+            case.decision_count += 1
+            case.updated_at = now
+            session.add(CaseEvent(case_id=case.id, at=now, actor=INTAKE_ACTOR, action="decision_added",
+                                  from_status=case.status, to_status=case.status,
+                                  detail={"decision_id": item["decision_id"]}))
+        session.add(CaseDecision(
+            case_id=case.id, decision_id=item["decision_id"], event_id=item["event_id"],
+            event_type=item.get("type") or "", decision=item["decision"], score=score, risk=risk, reasons=reasons,
+            rule_ids=_joined(ids), occurred_at=occurred, added_at=now, amount_minor=item.get("amount_minor"),
+            currency=item.get("currency"), card_fingerprint=item.get("card"), user_id=item.get("user_id"),
+            merchant_id=item.get("merchant_id")))
     return case, opened
