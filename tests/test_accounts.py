@@ -32,6 +32,7 @@ def test_only_an_argon2id_hash_is_stored_and_it_verifies(accounts: Accounts) -> 
     assert stored.startswith("$argon2id$") and "correct horse" not in stored
     user = accounts.verify(username="ana", password="correct horse battery")
     assert user is not None and user.role is Role.ANALYST and user.last_login_at is not None
+    assert user.last_login_at.utcoffset() is not None and user.created_at.utcoffset() is not None  # UTC, both databases
     assert accounts.verify(username="ana", password="correct horse batterz") is None
     assert accounts.verify(username="nobody", password="correct horse battery") is None
 

@@ -65,9 +65,16 @@ def _stamp(password_hash: str) -> str:
     return hashlib.sha256(password_hash.encode()).hexdigest()[:20]
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    """Times are written in UTC; SQLite gives them back without their offset."""
+    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+
+
 def _info(user: User) -> UserInfo:
+    created = _utc(user.created_at)
+    assert created is not None
     return UserInfo(id=user.id, username=user.username, role=Role(user.role), active=user.active,
-                    created_at=user.created_at, last_login_at=user.last_login_at, stamp=_stamp(user.password_hash))
+                    created_at=created, last_login_at=_utc(user.last_login_at), stamp=_stamp(user.password_hash))
 
 
 def check_password(password: str) -> None:
