@@ -1,4 +1,4 @@
-"""`fengkong serve` (a real child process) with no admin creates one: it prints the
+"""`fengkong serve` (a real child process, two workers) with no admin creates one: it prints the
 console's URL and a first admin login once, stores only the argon2 hash, and that
 login opens the console; the next start creates no other admin."""
 
@@ -16,12 +16,14 @@ def _login(url: str, username: str, password: str) -> httpx.Response:
         form = browser.get("/console/login")
         token = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
         browser.post("/console/login", data={"username": username, "password": password, "csrf": token})
-        return browser.get("/console/")
+        page = browser.get("/console/")
+        page.extensions["cookies"] = dict(browser.cookies)
+        return page
 
 
 def test_serve_prints_the_console_and_a_first_admin_login(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    serve = ServeProcess(data, tmp_path / "serve.log")
+    serve = ServeProcess(data, tmp_path / "serve.log", workers=2)
     try:
         serve.start()
         out = serve.output()
@@ -31,6 +33,10 @@ def test_serve_prints_the_console_and_a_first_admin_login(tmp_path: Path) -> Non
         username, password = m.groups()
         page = _login(serve.url, username, password)
         assert page.status_code == 200 and f'id="whoami">{username}<' in page.text
+        # two workers, one signing key: the session holds on whichever worker a new connection reaches
+        for _ in range(12):
+            again = httpx.get(f"{serve.url}/console/rules", cookies=page.extensions["cookies"], timeout=15)
+            assert again.status_code == 200 and f'id="whoami">{username}<' in again.text
         assert _login(serve.url, username, password + "x").status_code == 303  # sent back to the login form
         assert password.encode() not in (data / "fengkong.sqlite3").read_bytes()  # stored hashed only
         assert (data / "console-secret").stat().st_mode & 0o077 == 0  # the cookie key is the owner's alone
