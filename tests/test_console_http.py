@@ -12,7 +12,7 @@ from typing import Iterator
 
 import httpx
 import pytest
-from api_fixtures import Served, settings
+from api_fixtures import ADMIN_KEY, DECIDE_KEY, Served, payment, settings
 
 from fengkong.api.console.i18n import EN, ZH
 
@@ -136,3 +136,21 @@ def test_each_role_is_held_on_the_server(service) -> None:
         added = admin.post("/console/users", data={"csrf": _token(admin), "username": "newbie",
                                                    "password": "long password 1", "role": "viewer"})
         assert added.status_code == 200 and service.app.state.console.accounts.by_name("newbie") is not None
+
+
+def test_a_merchant_page_shows_its_grade_history_with_reasons_and_its_volume(service) -> None:
+    event = payment(amount="321.00")
+    merchant = event["merchant_id"]
+    with service.client(DECIDE_KEY) as api:  # the second payment's features count the first one
+        assert api.post("/v1/decisions", json=event).status_code == 200
+        assert api.post("/v1/decisions", json=payment(merchant_id=merchant, amount="10.00")).status_code == 200
+    with service.client(ADMIN_KEY) as api:
+        assert api.put(f"/v1/merchants/{merchant}", json={"grade": "B", "reason": "clean 30 days"}).status_code == 200
+    with _session(service, "vic") as c:
+        page = c.get(f"/console/merchants?merchant_id={merchant}").text
+    assert re.search(r'id="merchant-grade">B<', page)
+    history = page[page.index('id="grade-history"'):]
+    assert "analyst-ana" in history and "clean 30 days" in history and "grade</code>=B" in history
+    assert 'id="no-baseline"' in page  # a day-old merchant: its grade decides
+    plot = page[page.index('id="volume-plot"'):]
+    assert "<svg" in plot[:500] and ">321<" in plot and ">n/a<" in plot  # today's volume; no baseline

@@ -50,6 +50,7 @@ EN: dict[str, str] = {
     "none": "none", "history": "History", "disposition": "Disposition", "decisions_in_case": "Decisions",
     "view": "View", "reload_ok": "Reloaded.", "all_queues": "All queues", "st_open": "open",
     "st_claimed": "claimed", "st_resolved": "resolved", "st_all": "all",
+    "no_baseline": "No baseline yet (under 7 days of history): its grade's limits decide, not a volume ratio.",
 }
 
 ZH: dict[str, str] = {
@@ -83,6 +84,7 @@ ZH: dict[str, str] = {
     "none": "无", "history": "历史", "disposition": "结论", "decisions_in_case": "决策",
     "view": "查看", "reload_ok": "已重载。", "all_queues": "全部队列", "st_open": "待处理",
     "st_claimed": "已认领", "st_resolved": "已结案", "st_all": "全部",
+    "no_baseline": "尚无基线（历史不足 7 天）：按评级限额判断，不看交易量倍数。",
 }
 
 LABELS: dict[str, dict[str, str]] = {"en": EN, "zh": ZH}

@@ -15,9 +15,15 @@ from fengkong.api.service import admin, decisions
 router = APIRouter()
 Viewer = Annotated[Page, Depends(viewer)]
 
-#: the merchant features drawn against the baseline (1.0 = the merchant's own usual)
-VOLUME_RATIOS = ("merchant.volume_ratio_today", "merchant.volume_ratio_today_28d", "merchant.volume_ratio_hour",
-                 "merchant.count_ratio_today")
+#: the merchant's volume against its own baseline: period -> bar label -> feature
+VOLUME_GROUPS: dict[str, dict[str, str]] = {
+    "volume today": {"today": "merchant.volume_today", "7d median": "merchant.baseline_today_7d",
+                     "28d median": "merchant.baseline_today_28d"},
+    "volume this hour": {"this hour": "merchant.volume_hour", "7d median": "merchant.baseline_hour_7d",
+                         "28d median": "merchant.baseline_hour_28d"},
+    "payments today": {"today": "merchant.count_today", "7d median": "merchant.baseline_count_today_7d",
+                       "28d median": "merchant.baseline_count_today_28d"},
+}
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -61,8 +67,9 @@ async def merchants(page: Viewer, merchant_id: str = "") -> HTMLResponse:
     history = data.changes(rt, prefix="merchant.", where={"merchant_id": merchant_id}, count=2000)
     plot = None
     features = (merchant or {}).get("features") or {}
-    ratios = {name.removeprefix("merchant."): features.get(name) for name in VOLUME_RATIOS if name in features}
-    if ratios:
-        plot = plots.volume_against_baseline(ratios, "")
+    groups = {period: {label: features.get(name) for label, name in bars.items()}
+              for period, bars in VOLUME_GROUPS.items() if any(name in features for name in bars.values())}
+    if groups:
+        plot = plots.volume_against_baseline(groups, "")
     return page.render("merchants.html", merchant_id=merchant_id, merchant=merchant, history=history, plot=plot,
                        features=features)

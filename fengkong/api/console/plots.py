@@ -17,7 +17,9 @@ def _svg(fig: object) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")  # type: ignore[attr-defined]
+    # text stays text (not glyph paths): smaller, selectable, and drawn in the page's fonts
+    with plt.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight")  # type: ignore[attr-defined]
     plt.close(fig)  # type: ignore[arg-type]
     text = buf.getvalue()
     return text[text.index("<svg"):]
@@ -46,24 +48,28 @@ def decisions_per_minute(starts_ms: Sequence[int], counts: Mapping[str, Sequence
         return _svg(fig)
 
 
-def volume_against_baseline(ratios: Mapping[str, float | None], title: str) -> str:
-    """Bars of the merchant's volume ratios against its own baseline (1.0), with the
-    3x (hard case) and 10x (surely a problem) lines analysts talk about."""
+def volume_against_baseline(groups: Mapping[str, Mapping[str, float | None]], title: str) -> str:
+    """Grouped bars: for each period (today so far, this hour, payments today) the
+    merchant's current value beside its own 7-day and 28-day baselines for the same
+    period; a missing baseline (a new merchant) is drawn as nothing, not as zero."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     with _LOCK:
-        fig, ax = plt.subplots(figsize=(7, 2.6))
-        names = list(ratios)
-        values = [float(v) if v is not None else 0.0 for v in ratios.values()]
-        colours = ["#c0392b" if v >= 10 else "#e07b39" if v >= 3 else "#4c7fb0" for v in values]
-        ax.barh(names, values, color=colours)
-        for line, style in ((1.0, "-"), (3.0, "--"), (10.0, ":")):
-            ax.axvline(line, color="#555", linestyle=style, linewidth=1)
-        ax.text(1.0, len(names) - 0.4, " baseline", fontsize=7)
-        ax.set_title(title, fontsize=9)
-        ax.spines[["top", "right"]].set_visible(False)
-        ax.tick_params(labelsize=7)
+        fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * max(1, len(groups)), 2.6), squeeze=False)
+        for ax, (period, bars) in zip(axes[0], groups.items()):
+            names = list(bars)
+            values = [float(v) if v is not None else 0.0 for v in bars.values()]
+            colours = ["#2f6db5" if i == 0 else "#9fb6cf" for i in range(len(names))]
+            drawn = ax.bar(names, values, color=colours)
+            for rect, raw in zip(drawn, bars.values()):
+                ax.annotate("n/a" if raw is None else f"{float(raw):,.0f}", (rect.get_x() + rect.get_width() / 2,
+                            rect.get_height()), ha="center", va="bottom", fontsize=7)
+            ax.set_title(period, fontsize=9)
+            ax.spines[["top", "right"]].set_visible(False)
+            ax.tick_params(labelsize=7)
+        fig.suptitle(title, fontsize=9)
+        fig.tight_layout()
         return _svg(fig)
