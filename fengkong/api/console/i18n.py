@@ -50,6 +50,8 @@ EN: dict[str, str] = {
     "none": "none", "history": "History", "disposition": "Disposition", "decisions_in_case": "Decisions",
     "view": "View", "reload_ok": "Reloaded.", "all_queues": "All queues", "st_open": "open",
     "st_claimed": "claimed", "st_resolved": "resolved", "st_all": "all",
+    "p_volume_today": "volume today", "p_volume_hour": "volume this hour", "p_count_today": "payments today",
+    "b_today": "today", "b_hour": "this hour", "b_7d": "7d median", "b_28d": "28d median",
     "no_baseline": "No baseline yet (under 7 days of history): its grade's limits decide, not a volume ratio.",
 }
 
@@ -84,6 +86,8 @@ ZH: dict[str, str] = {
     "none": "无", "history": "历史", "disposition": "结论", "decisions_in_case": "决策",
     "view": "查看", "reload_ok": "已重载。", "all_queues": "全部队列", "st_open": "待处理",
     "st_claimed": "已认领", "st_resolved": "已结案", "st_all": "全部",
+    "p_volume_today": "今日交易额", "p_volume_hour": "本小时交易额", "p_count_today": "今日笔数",
+    "b_today": "今日", "b_hour": "本小时", "b_7d": "7日中位数", "b_28d": "28日中位数",
     "no_baseline": "尚无基线（历史不足 7 天）：按评级限额判断，不看交易量倍数。",
 }
 

@@ -9,20 +9,21 @@ from fastapi.responses import HTMLResponse
 
 from fengkong.api.console import data, plots
 from fengkong.api.console.app import Page, viewer
+from fengkong.api.console.i18n import translator
 from fengkong.api.errors import NotFound
 from fengkong.api.service import admin, decisions
 
 router = APIRouter()
 Viewer = Annotated[Page, Depends(viewer)]
 
-#: the merchant's volume against its own baseline: period -> bar label -> feature
+#: the merchant's volume against its own baseline: period label -> bar label -> feature (labels: i18n keys)
 VOLUME_GROUPS: dict[str, dict[str, str]] = {
-    "volume today": {"today": "merchant.volume_today", "7d median": "merchant.baseline_today_7d",
-                     "28d median": "merchant.baseline_today_28d"},
-    "volume this hour": {"this hour": "merchant.volume_hour", "7d median": "merchant.baseline_hour_7d",
-                         "28d median": "merchant.baseline_hour_28d"},
-    "payments today": {"today": "merchant.count_today", "7d median": "merchant.baseline_count_today_7d",
-                       "28d median": "merchant.baseline_count_today_28d"},
+    "p_volume_today": {"b_today": "merchant.volume_today", "b_7d": "merchant.baseline_today_7d",
+                       "b_28d": "merchant.baseline_today_28d"},
+    "p_volume_hour": {"b_hour": "merchant.volume_hour", "b_7d": "merchant.baseline_hour_7d",
+                      "b_28d": "merchant.baseline_hour_28d"},
+    "p_count_today": {"b_today": "merchant.count_today", "b_7d": "merchant.baseline_count_today_7d",
+                      "b_28d": "merchant.baseline_count_today_28d"},
 }
 
 
@@ -67,7 +68,8 @@ async def merchants(page: Viewer, merchant_id: str = "") -> HTMLResponse:
     history = data.changes(rt, prefix="merchant.", where={"merchant_id": merchant_id}, count=2000)
     plot = None
     features = (merchant or {}).get("features") or {}
-    groups = {period: {label: features.get(name) for label, name in bars.items()}
+    t = translator(page.lang)
+    groups = {t(period): {t(label): features.get(name) for label, name in bars.items()}
               for period, bars in VOLUME_GROUPS.items() if any(name in features for name in bars.values())}
     if groups:
         plot = plots.volume_against_baseline(groups, "")

@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import io
 import threading
+import warnings
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, Sequence
 
 #: colours per outcome, the same on every page (and in console.css)
 COLOURS = {"allow": "#4c9a6a", "challenge": "#e0b341", "review": "#e07b39", "deny": "#c0392b"}
 _LOCK = threading.Lock()  # pyplot's state is global: one figure at a time
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """One figure at a time (pyplot's state is global), without matplotlib's warnings about
+    CJK glyphs its own font lacks (the SVG keeps text as text: the browser draws it)."""
+    with _LOCK, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        yield
 
 
 def _svg(fig: object) -> str:
@@ -18,6 +29,8 @@ def _svg(fig: object) -> str:
 
     buf = io.StringIO()
     # text stays text (not glyph paths): smaller, selectable, and drawn in the page's fonts
+    # (so a Chinese label is drawn by the browser's CJK font; matplotlib's own font only
+    # measures it, and its "glyph missing" warning says nothing about the result: `_quiet`)
     with plt.rc_context({"svg.fonttype": "none"}):
         fig.savefig(buf, format="svg", bbox_inches="tight")  # type: ignore[attr-defined]
     plt.close(fig)  # type: ignore[arg-type]
@@ -32,7 +45,7 @@ def decisions_per_minute(starts_ms: Sequence[int], counts: Mapping[str, Sequence
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with _LOCK:
+    with _quiet():
         fig, ax = plt.subplots(figsize=(9, 2.8))
         x: Any = [datetime.fromtimestamp(s / 1000) for s in starts_ms]
         bottom = [0] * len(x)
@@ -57,7 +70,7 @@ def volume_against_baseline(groups: Mapping[str, Mapping[str, float | None]], ti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with _LOCK:
+    with _quiet():
         fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * max(1, len(groups)), 2.6), squeeze=False)
         for ax, (period, bars) in zip(axes[0], groups.items()):
             names = list(bars)
