@@ -120,3 +120,34 @@ def test_admin_keys_work_the_queue_too(redis_server, scope, tmp_path):
     with Served(settings(redis_server.url, "tcase4", data_dir=tmp_path)) as api, api.client(ADMIN_KEY) as c:
         assert c.get("/v1/cases").status_code == 200
         assert (tmp_path / "fengkong.sqlite3").exists()  # the embedded default: SQLite in the data dir
+
+
+def test_with_the_workers_consumer_off_fengkong_cases_consume_files_them(redis_server, database_url, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from api_fixtures import ROOT, RULES_DIR
+
+    with served(redis_server, "tcase5", database_url, cases_consumer=False) as api, api.client(DECIDE_KEY) as pay, \
+            api.client(ANALYST_KEY) as desk:
+        assert api.runtime.cases.consumer._thread is None  # no consumer in the worker
+        ev = payment(ip=TOR)
+        assert pay.post("/v1/decisions", json=ev).json()["decision"] == "review"
+        time.sleep(0.5)
+        assert desk.get("/v1/cases", params={"entity_id": ev["card"]["fingerprint"]}).json()["total"] == 0
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FENGKONG_")}
+        env.update({"PYTHONPATH": str(ROOT), "FENGKONG_REDIS_URL": redis_server.url, "FENGKONG_KEY_PREFIX": "tcase5",
+                    "FENGKONG_DATABASE_URL": database_url, "FENGKONG_RULES_DIR": str(RULES_DIR),
+                    "FENGKONG_DATA_DIR": str(tmp_path)})
+        log = open(tmp_path / "consume.log", "w")
+        proc = subprocess.Popen([sys.executable, "-c", "from fengkong.cli import app; app()", "cases", "consume"],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            assert wait_case(desk, ev["card"]["fingerprint"], timeout=60)["decision_count"] == 1
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+            log.close()
+        assert "1 filed" in (tmp_path / "consume.log").read_text()

@@ -240,7 +240,8 @@ def _open_cases(settings: Settings, redis_url: str, store: OnlineStore) -> Cases
     url = database_url(settings.database_url, Path(settings.data_dir))
     try:
         return open_cases(database_url=url, rules_dir=Path(settings.rules_dir), redis_url=redis_url, store=store,
-                          prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen)
+                          prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen,
+                          consume=settings.cases_consumer)
     except cases_config.CasesConfigError:
         raise  # the analysts' file is wrong: say so at start, as a rule file would
     except Exception as exc:

@@ -75,17 +75,22 @@ class CasesConfig:
         return self.queues + (() if self.default_queue.name in names else (self.default_queue,))
 
 
+def _at(where: str, key: str) -> str:
+    """``file: section.key`` (``where`` is ``file: section``), or ``file: key`` at the top."""
+    return f"{where}{key}" if where.endswith(": ") else f"{where}.{key}"
+
+
 def _strings(data: dict[str, Any], key: str, where: str) -> frozenset[str]:
     value = data.get(key) or []
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise CasesConfigError(f"{where}.{key}: expected a list of non-empty strings")
+        raise CasesConfigError(f"{_at(where, key)}: expected a list of non-empty strings")
     return frozenset(value)
 
 
 def _positive(data: dict[str, Any], key: str, where: str, default: float) -> float:
     value = data.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise CasesConfigError(f"{where}.{key}: expected a positive number")
+        raise CasesConfigError(f"{_at(where, key)}: expected a positive number")
     return float(value)
 
 
@@ -94,7 +99,7 @@ def _queue(data: Any, where: str) -> Queue:
         raise CasesConfigError(f"{where}.name: every queue needs a name")
     unknown = set(data) - {"name", "sla_hours", "rules", "tags"}
     if unknown:
-        raise CasesConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
+        raise CasesConfigError(f"{_at(where, sorted(unknown)[0])}: unknown key")
     if len(data["name"]) > 64:
         raise CasesConfigError(f"{where}.name: at most 64 characters")
     return Queue(data["name"], _positive(data, "sla_hours", where, 24.0), _strings(data, "rules", where),
@@ -133,7 +138,7 @@ def parse(data: Any, source: str = "cases.yaml") -> CasesConfig:
         "general", 24.0)
     return CasesConfig(decisions=decisions, rules=_strings(open_on, "rules", f"{source}: open_on"),
                        tags=_strings(open_on, "tags", f"{source}: open_on"),
-                       window_minutes=_positive(data, "window_minutes", source, 60.0),
+                       window_minutes=_positive(data, "window_minutes", f"{source}: ", 60.0),
                        group_by=tuple(group_by), queues=parsed, default_queue=default)
 
 
