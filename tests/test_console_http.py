@@ -154,3 +154,16 @@ def test_a_merchant_page_shows_its_grade_history_with_reasons_and_its_volume(ser
     assert 'id="no-baseline"' in page  # a day-old merchant: its grade decides
     plot = page[page.index('id="volume-plot"'):]
     assert "<svg" in plot[:500] and ">321<" in plot and ">n/a<" in plot  # today's volume; no baseline
+
+
+def test_logins_to_a_name_stop_after_five_failures(service) -> None:
+    service.app.state.console.accounts.create(username="guessme", password=PASSWORD, role="viewer")
+    with httpx.Client(base_url=service.url, timeout=15) as c:
+        token = re.search(r'name="csrf" value="([^"]+)"', c.get("/console/login").text).group(1)
+        for i in range(5):
+            wrong = c.post("/console/login", data={"username": "guessme", "password": f"guess-{i}", "csrf": token})
+            assert wrong.status_code == 401
+        right = c.post("/console/login", data={"username": "guessme", "password": PASSWORD, "csrf": token})
+        assert right.status_code == 429 and 'data-field="username"' in right.text  # even the right password
+        other = c.post("/console/login", data={"username": "ana", "password": PASSWORD, "csrf": token})
+        assert other.status_code == 303  # another name is not held back

@@ -11,6 +11,7 @@ import hmac
 import logging
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -91,6 +92,38 @@ def secret_key(settings: Settings) -> str:
     return key
 
 
+class LoginThrottle:
+    """Refuses logins to a username after `limit` failures within `window_s` (per worker
+    process), so a password cannot be guessed at the speed of the network. A success
+    clears the count; the refusal answers before any hash is checked."""
+
+    def __init__(self, limit: int = 5, window_s: float = 900.0) -> None:
+        self.limit, self.window_s = limit, window_s
+        self.failures: dict[str, list[float]] = {}
+
+    def _recent(self, username: str, now: float) -> list[float]:
+        kept = [t for t in self.failures.get(username, ()) if now - t < self.window_s]
+        if kept:
+            self.failures[username] = kept
+        else:
+            self.failures.pop(username, None)
+        return kept
+
+    def blocked_for(self, username: str) -> float:
+        """Seconds until `username` may try again (0: now)."""
+        now = time.monotonic()
+        recent = self._recent(username, now)
+        return self.window_s - (now - recent[0]) if len(recent) >= self.limit else 0.0
+
+    def failed(self, username: str) -> None:
+        if len(self.failures) > 10_000:  # bounded: forget the oldest names first
+            self.failures.pop(next(iter(self.failures)))
+        self.failures.setdefault(username, []).append(time.monotonic())
+
+    def succeeded(self, username: str) -> None:
+        self.failures.pop(username, None)
+
+
 @dataclass
 class ConsoleState:
     """What the console's handlers share: the parent app (its runtime), templates, accounts."""
@@ -100,6 +133,7 @@ class ConsoleState:
     env: Environment
     _accounts: Accounts | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
     @property
     def runtime(self) -> Runtime:
@@ -351,12 +385,18 @@ def login_router() -> Any:
         check_csrf(request, form.get(CSRF_FIELD))
         username, password = form.get("username", "").strip(), form.get("password", "")
         console = state(request)
+        wait = console.throttle.blocked_for(username)
+        if wait > 0:
+            raise ConsoleError(429, "username", f"too many failed logins: try again in {wait / 60:.0f} minutes "
+                                                "(or ask an admin to set a new password)")
         user = await run_in_threadpool(lambda: console.accounts.verify(username=username, password=password))
         rt = console.runtime
         if user is None:
+            console.throttle.failed(username)
             rt.audit.change(rt.client, actor=f"user:{username[:64]}", action="console.login_failed",
                             version=rt.rules.version, detail={"via": "console"})
             return render(request, "login.html", http_status=401, failed=True, next=form.get("next", ""))
+        console.throttle.succeeded(username)
         lang = request.session.get("lang")
         request.session.clear()  # a new session (and CSRF token) on login: no fixation
         request.session.update({"uid": user.id, "stamp": user.stamp, "csrf": secrets.token_urlsafe(24)})
