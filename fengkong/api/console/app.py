@@ -387,8 +387,7 @@ def login_router() -> Any:
         console = state(request)
         wait = console.throttle.blocked_for(username)
         if wait > 0:
-            raise ConsoleError(429, "username", f"too many failed logins: try again in {wait / 60:.0f} minutes "
-                                                "(or ask an admin to set a new password)")
+            raise ConsoleError(429, "username", f"too many failed logins: try again in {wait / 60:.0f} minutes")
         user = await run_in_threadpool(lambda: console.accounts.verify(username=username, password=password))
         rt = console.runtime
         if user is None:
