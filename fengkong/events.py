@@ -58,6 +58,9 @@ class EventType(StrEnum):
     FRAUD_REPORT = "fraud_report"
     SETTLEMENT = "settlement"
     DECLINE = "decline"
+    # An analyst confirmed the payment (refers_to) legitimate (a case resolved `legit`,
+    # issue 16): a label for training and allow-lists; no feature counts it.
+    LEGIT_CONFIRMED = "legit_confirmed"
 
 
 class Channel(StrEnum):
@@ -88,6 +91,7 @@ OUTCOME_TYPES = frozenset(
         EventType.FRAUD_REPORT,
         EventType.SETTLEMENT,
         EventType.DECLINE,
+        EventType.LEGIT_CONFIRMED,
     }
 )
 

@@ -2,11 +2,12 @@
 # Installs what the test suite needs that is not a Python package, from the system's
 # package manager (Debian/Ubuntu apt), and only what is missing: PostgreSQL (the case
 # tests start their own server from its binaries) and Chromium with ChromeDriver (the
-# console's browser tests drive it headless). Nothing is downloaded at test time.
+# console's browser tests drive it headless) with a CJK font (fonts-wqy-zenhei: the
+# console's Chinese labels in its screenshots). Nothing is downloaded at test time.
 # Idempotent: a second run installs nothing. Run as root, or with sudo available.
 set -euo pipefail
 
-want=(postgresql chromium chromium-driver)
+want=(postgresql chromium chromium-driver fonts-wqy-zenhei)
 missing=()
 for pkg in "${want[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then

@@ -39,6 +39,9 @@ KEYS = [
     {"name": "ledger", "key": REPORT_KEY, "scopes": ["report"]},
     {"name": "analyst-ana", "key": ADMIN_KEY, "scopes": ["admin"]},
 ]
+#: The data directory of the apps these tests start (the cases database's SQLite file):
+#: one per test process, never the checkout's .fengkong.
+DATA_DIR = Path(tempfile.gettempdir()) / f"fk-api-{os.getpid()}"
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone(timedelta(hours=8)))
 _ids = itertools.count(int.from_bytes(os.urandom(2), "big") * 1000)  # fresh entities per run
 
@@ -48,7 +51,8 @@ def settings(redis_url: str, prefix: str, **overrides: Any) -> Settings:
     # degrades answers now and then, and only the tests of the budget itself (which
     # set deadline_ms) are about that.
     base: dict[str, Any] = dict(redis_url=redis_url, key_prefix=prefix, api_keys=KEYS, rules_dir=RULES_DIR,
-                                artifacts_dir=None, rules_watch_s=0, log_level="warning", deadline_ms=1000)
+                                artifacts_dir=None, rules_watch_s=0, log_level="warning", deadline_ms=1000,
+                                data_dir=DATA_DIR)
     base.update(overrides)
     return Settings(**base)
 
@@ -192,7 +196,7 @@ class ServedProcess:
             "PYTHONPATH": pythonpath or str(ROOT), "FENGKONG_REDIS_URL": redis_url, "FENGKONG_KEY_PREFIX": prefix,
             "FENGKONG_API_KEYS": json.dumps(KEYS), "FENGKONG_RULES_DIR": str(RULES_DIR),
             "FENGKONG_ARTIFACTS_DIR": os.path.join(tempfile.gettempdir(), "fk-no-artifacts"),
-            "FENGKONG_RULES_WATCH_S": "0", "FENGKONG_LOG_LEVEL": "warning",
+            "FENGKONG_RULES_WATCH_S": "0", "FENGKONG_LOG_LEVEL": "warning", "FENGKONG_DATA_DIR": str(DATA_DIR),
         })
         self.env.update({f"FENGKONG_{k.upper()}": str(v) for k, v in env.items()})
         self.proc: subprocess.Popen | None = None

@@ -21,9 +21,10 @@ from starlette.types import ASGIApp
 
 from fengkong.api import errors, fastpath
 from fengkong.api.body import BodyLimit
+from fengkong.api.console import create_console
 from fengkong.api.config import Settings, get_settings
 from fengkong.api.fastpath import FastLayer, FastRoute
-from fengkong.api.routes import decisions, events, health, lists, merchants, rules
+from fengkong.api.routes import cases, decisions, events, health, lists, merchants, rules
 from fengkong.api.state import build_runtime, describe
 from fengkong.events import Event
 
@@ -33,7 +34,7 @@ DESCRIPTION = """\
 fengkong (风控) decision service: a payment event in, allow / challenge / review / deny out,
 with the rules that fired and the values they read.
 
-Authenticate with `X-API-Key` (scopes: `decide`, `report`, `admin`). Errors are
+Authenticate with `X-API-Key` (scopes: `decide`, `report`, `analyst`, `admin`). Errors are
 `{"detail": "<field>: <reason>", "field": "<field>"}` and never repeat the refused value.
 """
 
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> S
         try:
             yield
         finally:
+            app.state.console.close()
             rt.close()
 
     # FastAPI's native OpenTelemetry asks the global OTel providers on every request
@@ -99,9 +101,14 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> S
                      description=DESCRIPTION, lifespan=lifespan,
                      telemetry={"tracing": otel, "metrics": otel, "logs": otel})
     app.state.settings = settings
-    for module in (decisions, events, merchants, lists, rules, health):
+    for module in (decisions, events, merchants, lists, rules, cases, health):
         app.include_router(module.router)
     errors.install(app)
+    # The console is a sub-application with its own middleware (sessions): the fast
+    # layer never sees it, and refuses nothing on its account (see fengkong.api.console).
+    console = create_console(app, settings)
+    app.mount("/console", console)
+    app.state.console = console.state.console
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     _document_event(app)
     return app

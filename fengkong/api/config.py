@@ -30,6 +30,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Scope(StrEnum):
     DECIDE = "decide"  # ask for decisions, read them back, read merchants
     REPORT = "report"  # report outcome events
+    ANALYST = "analyst"  # the review queue: list, read, claim, resolve and reopen cases
     ADMIN = "admin"  # lists, rules, merchant profiles (and everything else)
 
 
@@ -81,6 +82,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".fengkong"), description="Embedded Redis data and other local state")
     database_url: str | None = Field(default=None, description="Cases and accounts database "
                                      "(postgresql://...); unset = SQLite in data_dir")
+    cases_consumer: bool = Field(default=True, description="Each worker files queued review decisions as cases; "
+                                 "false = leave it to `fengkong cases consume`")
     rules_dir: Path = Field(default=Path("rules"), description="Rule files, policy.yaml and lists/")
     artifacts_dir: Path | None = Field(default_factory=_artifacts_root, description="Model artifacts, "
                                        "the folder `fengkong train` writes (absent = rules-only)")

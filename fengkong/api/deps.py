@@ -3,7 +3,7 @@
 ``RuntimeDep`` is the process's `Runtime` (built by the app's lifespan).
 ``AdminCaller`` authenticates the API key and checks its scope: 401 for a missing
 or unknown key, 403 for a key without the scope (``admin`` implies every scope).
-``ReaderCaller`` accepts ``decide`` or ``report``. Every key check, the fast path's
+``ReaderCaller`` accepts ``decide`` or ``report``; ``AnalystCaller`` ``analyst`` (the review queue). Every key check, the fast path's
 included (`fengkong.api.fastpath`), is `identify` on the request's raw headers.
 """
 
@@ -19,7 +19,7 @@ from fengkong.api.errors import AuthError
 from fengkong.api.security import Caller, KeyRing
 from fengkong.api.state import Runtime
 
-__all__ = ["AdminCaller", "API_KEY_SECURITY", "AuthError", "ReaderCaller", "RuntimeDep", "authorize", "identify",
+__all__ = ["AdminCaller", "AnalystCaller", "API_KEY_SECURITY", "AuthError", "ReaderCaller", "RuntimeDep", "authorize", "identify",
            "require_scope"]
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
@@ -76,3 +76,4 @@ API_KEY_SECURITY: dict[str, Any] = {"security": [{"APIKeyHeader": []}]}
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 AdminCaller = Annotated[Caller, Depends(require_scope(Scope.ADMIN))]
 ReaderCaller = Annotated[Caller, Depends(require_scope(Scope.DECIDE, Scope.REPORT))]
+AnalystCaller = Annotated[Caller, Depends(require_scope(Scope.ANALYST))]

@@ -214,3 +214,83 @@ def _refuse_pan(value: Any) -> Any:
     if any(looks_like_pan(v) for v in values if v is not None):
         raise ValueError("looks like a full card number (PAN); send a card fingerprint instead")
     return value
+
+
+# -- cases (the review queue; fengkong.cases) ---------------------------------------------------
+Disposition = Literal["fraud", "legit", "needs_info"]
+
+
+class CaseResolveIn(BaseModel):
+    """How an analyst concluded a case."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    disposition: Disposition = Field(description="fraud (sends a fraud_report), legit (sends legit_confirmed), "
+                                                 "needs_info (no label)")
+    note: str | None = Field(default=None, max_length=4000, description="Why; never a card number")
+
+
+class CaseReopenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(default=None, max_length=4000, description="Why it is reopened")
+
+
+class CaseBulkResolveIn(CaseResolveIn):
+    case_ids: list[int] = Field(min_length=1, max_length=500, description="Cases to resolve the same way")
+
+
+class EntityOut(BaseModel):
+    kind: Literal["card", "user", "merchant"]
+    id: str
+
+
+class CaseOut(BaseModel):
+    """A case as the queue lists it."""
+
+    id: int
+    entity: EntityOut
+    status: Literal["open", "claimed", "resolved"]
+    queue: str
+    priority: float | None = Field(description="The highest fused risk of the grouped decisions (null: none)")
+    max_score: float
+    assignee: str | None
+    disposition: Disposition | None
+    note: str | None
+    opened_at: str
+    claimed_at: str | None
+    resolved_at: str | None
+    first_occurred_at: str
+    last_occurred_at: str
+    merchant_id: str | None
+    rule_ids: list[str]
+    decision_count: int
+    age_s: float = Field(description="Seconds since the case opened")
+    sla_hours: float
+    sla_breached: bool
+
+
+class CaseDetailOut(CaseOut):
+    """A case with the decisions grouped into it and its history (who, when, what)."""
+
+    decisions: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+
+
+class CaseListOut(BaseModel):
+    total: int
+    cases: list[CaseOut]
+
+
+class QueueOut(BaseModel):
+    queue: str
+    sla_hours: float
+    open: int
+    claimed: int
+    oldest_age_s: float | None = Field(description="Age of the oldest unresolved case (null: none)")
+    breached: int = Field(description="Unresolved cases older than the SLA")
+
+
+class BulkResolveOut(BaseModel):
+    resolved: list[int]
+    refused: list[dict[str, Any]] = Field(description="{id, status (404/409), detail} per case not resolved")

@@ -40,6 +40,10 @@ from fengkong.api.config import Settings
 from fengkong.api.metrics import Metrics
 from fengkong.api.security import KeyRing
 from fengkong.api.snapshot import SnapshotKeeper
+from fengkong.cases import config as cases_config
+from fengkong.cases.intake import Intake
+from fengkong.cases.runtime import CasesRuntime, open_cases
+from fengkong.db.url import database_url, redacted
 from fengkong.engine import LiveRules
 from fengkong.engine.ruleset import content_hash
 from fengkong.features.embedded_redis import EmbeddedRedis
@@ -127,6 +131,8 @@ class Runtime:
     breaker: Breaker
     keys: Keys
     snapshot: SnapshotKeeper
+    intake: Intake
+    cases: CasesRuntime | None = None
     embedded: EmbeddedRedis | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
@@ -175,6 +181,8 @@ class Runtime:
         if self._watcher is not None:
             self._watcher.join(timeout=5)
         self.snapshot.stop()
+        if self.cases is not None:
+            self.cases.close()
         self.audit.close()
         self.conn.close()
         self.client.close()
@@ -214,12 +222,32 @@ def build_runtime(settings: Settings) -> Runtime:
     except (redis.RedisError, OSError) as exc:  # Redis down at start: the refresh thread loads it later
         log.warning("reference snapshot not loaded: %s", type(exc).__name__)
     snapshot.start(settings.snapshot_refresh_s, settings.snapshot_full_reload_s)
+    cases = _open_cases(settings, url, store)
+    intake = cases.intake if cases is not None else Intake(
+        cases_config.load(Path(settings.rules_dir)), prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen)
     rt = Runtime(settings=settings, client=client, conn=conn, store=store, lists=list_store, list_specs=specs,
                  rules=rules, models=models, metrics=Metrics(), audit=audit, keyring=keyring,
                  breaker=Breaker(settings.breaker_s), keys=Keys(settings.key_prefix), snapshot=snapshot,
-                 embedded=embedded)
+                 intake=intake, cases=cases, embedded=embedded)
     rt.start_watch(settings.rules_watch_s)
     return rt
+
+
+def _open_cases(settings: Settings, redis_url: str, store: OnlineStore) -> CasesRuntime | None:
+    """The cases database and its consumer. A database that cannot be opened does not stop
+    the decisions: the case routes answer 503, and review decisions stay queued in Redis
+    until a worker that has the database files them."""
+    url = database_url(settings.database_url, Path(settings.data_dir))
+    try:
+        return open_cases(database_url=url, rules_dir=Path(settings.rules_dir), redis_url=redis_url, store=store,
+                          prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen,
+                          consume=settings.cases_consumer)
+    except cases_config.CasesConfigError:
+        raise  # the analysts' file is wrong: say so at start, as a rule file would
+    except Exception as exc:
+        log.error("cases database %s not opened (%s: %s); case routes answer 503", redacted(url),
+                  type(exc).__name__, exc)
+        return None
 
 
 def describe(rt: Runtime) -> dict[str, Any]:

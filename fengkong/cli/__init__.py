@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from fengkong.cli import models, replay, rules, serve, simulate
+from fengkong.cli import cases, models, replay, rules, serve, simulate, users
 
 app = typer.Typer(
     help="fengkong (风控): a rules-driven risk control engine for payments.",
@@ -13,6 +13,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(rules.app, name="rules", help="Check, test and backtest the analyst rule files.")
+app.add_typer(cases.app, name="cases", help="The review queue's background work.")
+app.add_typer(users.app, name="users", help="Console users: add, list, passwd, disable.")
 serve.register(app)
 simulate.register(app)
 replay.register(app)

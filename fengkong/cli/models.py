@@ -115,6 +115,10 @@ def train_transactions_cmd(
     until: Optional[str] = typer.Option(None, "--until", help="Last training day (later days validate); default 70% of the span."),
     max_iter: int = typer.Option(200, "--max-iter", help="Boosting iterations."),
     seed: int = typer.Option(0, "--seed"),
+    labels_stream: Optional[str] = typer.Option(None, "--labels-stream", help="Redis URL of the service's labels "
+                                                "stream: analysts' case resolutions (fraud = positive, legit = "
+                                                "confirmed negative) and reported outcomes are added to --history."),
+    key_prefix: str = typer.Option("fk", "--key-prefix", help="The service's Redis key prefix (FENGKONG_KEY_PREFIX)."),
 ) -> None:
     """Fit model.txn_risk (supervised), model.habit_anomaly and the fused risk on the offline twin's features.
 
@@ -145,6 +149,8 @@ def train_transactions_cmd(
     elif lists_file is not None:
         raise typer.BadParameter(f"{lists_dir}: no lists.yaml declares the lists", param_hint="--lists")
     events = _read_events(history, mapping)
+    if labels_stream:
+        events = _with_stream_labels(events, labels_stream, key_prefix)
     feats = transaction_frame(events, profiles=_read_profiles(merchants), lists_dir=lists_dir, list_entries=entries)
     try:
         art = train_transactions(feats, root=root, until=_day(until, "--until"),
@@ -155,6 +161,22 @@ def train_transactions_cmd(
         raise typer.BadParameter(str(exc), param_hint=hint) from None
     typer.echo(f"saved {art.path}")
     typer.echo(json.dumps(art.meta["metrics"], indent=2))
+
+
+def _with_stream_labels(events: pd.DataFrame, url: str, prefix: str) -> pd.DataFrame:
+    """The history plus the labels stream's entries (`fengkong.training.analyst_labels`)."""
+    import redis
+
+    from fengkong.training.analyst_labels import from_stream, with_labels
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=30)
+        labels = from_stream(client, prefix)
+    except (redis.RedisError, OSError, ValueError) as exc:
+        raise typer.BadParameter(f"cannot read the labels stream: {type(exc).__name__}: {exc}",
+                                 param_hint="--labels-stream") from None
+    typer.echo(f"labels stream: {len(labels):,} labels")
+    return with_labels(events, labels)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,11 @@ app with `fengkong.api.app.create_app_from_env`):
   parent turns SIGTERM into ``SystemExit(143)`` while it runs;
 * no API keys configured: the parent generates a development key with every
   scope, prints it once and says that it is one (it is never logged);
+* the cases database (``FENGKONG_DATABASE_URL``, else SQLite in ``<data-dir>``) is
+  migrated once before any worker starts, and the analysts' ``rules/cases/cases.yaml`` checked;
+* no active admin in that database: the parent creates one (``admin``) with a random
+  password and prints it once with the console's URL (``/console``); only its argon2
+  hash is stored (`fengkong.accounts`);
 * the rules are checked before any worker starts, so a broken rule file fails the
   command with file, line and reason instead of N crashing workers;
 * the models are loaded from one folder, ``--artifacts`` else `default_root`
@@ -74,6 +79,34 @@ def register(app: typer.Typer) -> None:
             redis_maxmemory=redis_maxmemory, artifacts=artifacts)
 
 
+def _open_database(settings: Any, rules_path: Path, say: Any) -> None:
+    """Check the analysts' cases.yaml and bring the cases database to the newest schema once,
+    before any worker starts (workers then find it migrated and never race to create
+    tables); the workers get the resolved URL. SQLite in the data directory by default."""
+    from fengkong.cases.config import CasesConfigError, load
+    from fengkong.db import migrate
+    from fengkong.db.engine import make_engine
+    from fengkong.db.url import database_url, redacted
+
+    try:
+        load(rules_path)
+    except CasesConfigError as exc:
+        say(f"error {exc}")
+        raise typer.Exit(2) from None
+    try:
+        url = database_url(settings.database_url, Path(settings.data_dir).resolve())
+        engine = make_engine(url)
+        try:
+            migrate.upgrade(engine)
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        say(f"error: the cases database could not be opened: {type(exc).__name__}: {exc}")
+        raise typer.Exit(2) from None
+    os.environ["FENGKONG_DATABASE_URL"] = url
+    say(f"cases database: {redacted(url)}")
+
+
 def _terminated(signum: int, frame: FrameType | None) -> None:
     """SIGTERM while `run` runs: unwind (so the embedded Redis is stopped), exit 128 + 15."""
     raise SystemExit(128 + signum)
@@ -92,6 +125,31 @@ def run(*, host: str | None = None, port: int | None = None, workers: int | None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _first_admin(settings: Any, say: Any) -> None:
+    """When the console has no active admin, create one with a random password printed
+    once (stored only as its argon2 hash), as the development key is printed. Runs after
+    `_open_database` migrated the database and put its URL in the environment."""
+    from fengkong.accounts import Accounts
+    from fengkong.db.engine import make_engine
+    from fengkong.db.url import database_url
+
+    url = os.environ.get("FENGKONG_DATABASE_URL") or database_url(settings.database_url,
+                                                                   Path(settings.data_dir).resolve())
+    engine = make_engine(url)
+    try:
+        created = Accounts(engine).ensure_admin()
+    finally:
+        engine.dispose()
+    console = f"http://{settings.host}:{settings.port}/console"
+    if created is None:
+        say(f"console: {console} (log in as a user of `fengkong users list`)")
+        return
+    say(f"console: {console}")
+    say("FIRST ADMIN LOGIN (created because the console had no admin; change the password after logging in")
+    say("or with `fengkong users passwd`; it is shown only now and stored hashed):")
+    say(f"  username: {created[0]}  password: {created[1]}")
 
 
 def _run(*, host: str | None, port: int | None, workers: int | None, redis_url: str | None,
@@ -132,6 +190,7 @@ def _run(*, host: str | None, port: int | None, workers: int | None, redis_url: 
         say(f"the rules in {rules_path} do not load; run `fengkong rules check --rules-dir {rules_path}`")
         raise typer.Exit(2)
     say(f"rules: {rules_path}")
+    _open_database(settings, rules_path, say)
 
     if not settings.all_keys():
         key = generate_key()
@@ -140,6 +199,8 @@ def _run(*, host: str | None, port: int | None, workers: int | None, redis_url: 
         say("DEVELOPMENT KEY (generated because no API keys are configured; it has every scope and lasts")
         say("until this process exits; configure FENGKONG_API_KEYS or FENGKONG_API_KEYS_FILE for real use):")
         say(f"  X-API-Key: {key}")
+
+    _first_admin(settings, say)
 
     models = ModelRuntime.load(artifacts_root)
     say(f"models: {models.status} (artifacts: {artifacts_root})"

@@ -258,6 +258,7 @@ ROLLING: tuple[Rolling, ...] = (
         for w in (W10M, W1H, W24H, W7D)
     ),
     Rolling(CARD, W1H, (Counter("declines", events=("decline",)),)),
+    Rolling(CARD, W30D, (Counter("fraud_reports", events=("fraud_report",)),)),
     Rolling(
         MERCHANT_CARD, W30D, (Counter("merchant_count"), Counter("merchant_sum", value="amount")), namespace="card"
     ),

@@ -37,6 +37,8 @@ from fengkong.models.transaction_model import fit_txn_model
 
 #: Outcome events that tell the platform a payment was fraudulent.
 REPORT_TYPES: tuple[str, ...] = ("chargeback", "fraud_report")
+#: The outcome an analyst's `legit` resolution sends: a confirmed negative.
+LEGIT_TYPE = "legit_confirmed"
 
 
 # -- the rules-alone score ------------------------------------------------------------------------
@@ -61,16 +63,20 @@ def cutoff_after(last_day: date, utc_offset_min: int | None = None) -> pd.Timest
 
 
 def reported_labels(events: pd.DataFrame, payment_ids: Iterable[str], cutoff: pd.Timestamp) -> np.ndarray:
-    """1 for each payment with a chargeback or fraud report that occurred before ``cutoff``.
+    """1 for each payment with a chargeback or fraud report that occurred before ``cutoff``,
+    unless an analyst confirmed it legitimate (``legit_confirmed``, a confirmed negative:
+    the analyst saw the case, reports included).
 
     What the platform knows when it trains: late reports are not known yet, unreported
     fraud never is, declined attempts are never disputed, and a friendly-fraud
-    chargeback looks like fraud."""
+    chargeback looks like fraud until an analyst clears it."""
     ids = pd.Index(pd.Series(list(payment_ids), dtype=object).astype(str))
-    rep = events[events["type"].isin(REPORT_TYPES)]
+    rep = events[events["type"].isin(REPORT_TYPES + (LEGIT_TYPE,))]
     when = pd.to_datetime(rep["occurred_at"], utc=True, format="ISO8601")
-    known = set(rep.loc[(when < cutoff).to_numpy(), "refers_to"].dropna().astype(str))
-    return np.asarray(ids.isin(known))
+    known = rep.loc[(when < cutoff).to_numpy()]
+    legit = set(known.loc[known["type"] == LEGIT_TYPE, "refers_to"].dropna().astype(str))
+    reported = set(known.loc[known["type"] != LEGIT_TYPE, "refers_to"].dropna().astype(str))
+    return np.asarray(ids.isin(reported - legit))
 
 
 # -- out-of-fold model scores ---------------------------------------------------------------------
@@ -107,5 +113,5 @@ def fit_fusion(train: pd.DataFrame, y: np.ndarray, X_train: np.ndarray, rules_di
     return RiskFusion().fit(oof, np.asarray(alone.evaluate(train).score), y), alone, ruleset
 
 
-__all__ = ["REPORT_TYPES", "cutoff_after", "fit_fusion", "out_of_fold", "reads_model", "reported_labels",
+__all__ = ["LEGIT_TYPE", "REPORT_TYPES", "cutoff_after", "fit_fusion", "out_of_fold", "reads_model", "reported_labels",
            "split_rules"]

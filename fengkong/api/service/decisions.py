@@ -13,7 +13,8 @@ Decision flow (`decide`):
    409 for a different body.
 4. One pipelined write stores the decision record (with TTL), a pointer
    ``decision_id -> event_id``, the merchant's latest features (for GET
-   /v1/merchants) and the audit stream entry; then the audit file line. The answer
+   /v1/merchants), the audit stream entry and, for a decision that opens a case, its
+   intake item (`fengkong.cases.intake`); then the audit file line. The answer
    does not wait for Redis's acknowledgement (`_write_behind`).
 
 Degraded mode answers a fault of the feature store only (`FeatureStoreError`:
@@ -218,6 +219,9 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
         ("SET", rt.keys.decision(decision_id), event.event_id, "EX", ttl),
         rt.audit.decision_command(blob),
     ]
+    case_item = rt.intake.command(record, event)  # a review (or what cases.yaml names): queue it for a case
+    if case_item is not None:
+        commands.append(case_item)
     if event.merchant_id:
         snap = {"event_id": event.event_id, "occurred_at": event.occurred_at.isoformat(),
                 "decision_id": decision_id,

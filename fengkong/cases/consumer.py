@@ -1,0 +1,198 @@
+"""The background consumer that turns queued decisions into cases, in each service worker.
+
+Every worker runs one (`Consumer.start`: a daemon thread, since each step blocks, on a
+Redis read that waits for items and then on SQL) in the consumer group ``cases`` of the
+intake stream, so each queued item is filed once, whichever worker reads it. An item is
+acknowledged (``XACK``) only after its case is committed: a worker that dies between
+the two leaves the item pending, and another worker (or this one after a restart) takes
+it over with ``XAUTOCLAIM`` once it has been idle for ``claim_idle_ms`` (items a database
+fault left pending, the same consumer reads again at once). Filing is
+idempotent by decision id, so an item filed twice (committed, then the worker died
+before the ack) changes nothing the second time. The group is created reading the stream
+from its start, so items queued before any worker ran are filed too.
+
+A batch read at once is filed in one transaction (one commit); after a batch that was not
+full the consumer lingers ``linger_s`` so that, under load, items are filed many at a
+time (one transaction for many items costs far less per item than one each). A database fault
+(unreachable, locked past the busy timeout) leaves the items pending and the consumer
+waits ``retry_s`` before trying again; an item that cannot be filed for any other reason
+(it is malformed) is logged, acknowledged and counted in ``dropped`` (the batch is then
+filed item by item), so it cannot stop the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+from typing import Any, Callable
+
+import redis
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from fengkong.cases import hooks
+from fengkong.cases.intake import entity_of, ingest
+from fengkong.cases.service import Desk, summary
+
+log = logging.getLogger(__name__)
+
+GROUP = "cases"
+#: Faults that mean the database is away (not that the item is bad): the item waits.
+DB_AWAY = (OperationalError, InterfaceError)
+
+
+class Consumer:
+    """Reads the intake stream in the ``cases`` group and files each item (see the module doc)."""
+
+    def __init__(self, client: redis.Redis, desk: Desk, *, stream: str, name: str | None = None,
+                 block_ms: int = 250, batch: int = 100, claim_idle_ms: int = 30_000, retry_s: float = 1.0,
+                 linger_s: float = 0.2,
+                 tick: Callable[[], None] | None = None) -> None:
+        self.client = client
+        self.desk = desk
+        self.stream = stream
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.block_ms = block_ms
+        self.batch = batch
+        self.claim_idle_ms = claim_idle_ms
+        self.retry_s = retry_s
+        self.linger_s = linger_s
+        self.tick = tick
+        self.filed = 0
+        self.dropped = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._group_ready = False
+        self._own_pending = True
+
+    def ensure_group(self) -> bool:
+        """Create the consumer group (reading from the stream's start) unless it exists;
+        False while nothing was ever queued (the stream is created by its first item, so a
+        service that opened no case leaves no key behind)."""
+        try:
+            self.client.xgroup_create(self.stream, GROUP, id="0")
+        except redis.ResponseError as exc:
+            if "requires the key to exist" in str(exc):
+                return False
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+        return True
+
+    def step(self, block_ms: int | None = None) -> int:
+        """Take over idle pending items, read new ones (waiting up to ``block_ms``), file
+        them; returns how many were acknowledged."""
+        block = self.block_ms if block_ms is None else block_ms
+        if not self._group_ready and not self.ensure_group():
+            self._stop.wait(block / 1000)
+            return 0
+        reply: Any = self.client.xautoclaim(self.stream, GROUP, self.name, self.claim_idle_ms, start_id="0-0",
+                                       count=self.batch)
+        entries = [e for e in reply[1] if e and e[1] is not None]
+        if not entries and self._own_pending:  # this consumer's items left pending by a fault
+            got: Any = self.client.xreadgroup(GROUP, self.name, {self.stream: "0"}, count=self.batch)
+            entries = [e for _, stream_entries in got or () for e in stream_entries if e[1]]
+            self._own_pending = bool(entries)
+        if not entries:
+            got = self.client.xreadgroup(GROUP, self.name, {self.stream: ">"}, count=self.batch,
+                                              block=block or None)
+            entries = [e for _, stream_entries in got or () for e in stream_entries]
+        done = self._file_batch(entries)
+        if done:
+            self.client.xack(self.stream, GROUP, *done)
+        return len(done)
+
+    def _parse(self, fields: dict[Any, Any]) -> dict[str, Any] | None:
+        try:
+            item = json.loads(fields.get(b"item") or fields.get("item") or b"")
+        except (ValueError, TypeError):
+            item = None
+        if not isinstance(item, dict):
+            log.error("case intake: an item that is not a JSON object was dropped")
+            self.dropped += 1
+            return None
+        return item
+
+    def _file_batch(self, entries: list[Any]) -> list[Any]:
+        """File a batch in one transaction (one commit, not one per item); the ids to
+        acknowledge. The database away: none (they stay pending). An item that cannot be
+        filed: the batch is filed item by item, so that only it is dropped."""
+        items = [self._parse(fields) for _, fields in entries]
+        # one entity order for every consumer: their per-entity locks never deadlock
+        ordered = sorted((item for item in items if item), key=lambda i: entity_of(i, self.desk.config.group_by)
+                         or ("", ""))
+        try:
+            with self.desk.sessions() as session, session.begin():
+                opened = [got[0] for got in (ingest(session, item, self.desk.config) for item in ordered)
+                          if got is not None and got[1]]
+                summaries = [summary(case, self.desk.config) for case in opened]
+        except DB_AWAY as exc:
+            log.warning("case intake: database unavailable (%s); retrying", type(exc).__name__)
+            self._own_pending = True
+            self._stop.wait(self.retry_s)
+            return []
+        except Exception:
+            return self._file_each(entries, items)
+        self.filed += sum(1 for item in items if item)
+        for opened_case in summaries:
+            hooks.publish("case.opened", opened_case)
+        return [entry_id for entry_id, _ in entries]
+
+    def _file_each(self, entries: list[Any], items: list[dict[str, Any] | None]) -> list[Any]:
+        done = []
+        for (entry_id, _), item in zip(entries, items):
+            if item is None or self._file(item):
+                done.append(entry_id)
+            else:
+                break  # the database is away: leave this and the rest pending
+        return done
+
+    def _file(self, item: dict[str, Any]) -> bool:
+        """File one item; False only when the database is away (the item stays pending)."""
+        try:
+            with self.desk.sessions() as session, session.begin():
+                got = ingest(session, item, self.desk.config)
+                opened = summary(got[0], self.desk.config) if got is not None and got[1] else None
+        except DB_AWAY as exc:
+            log.warning("case intake: database unavailable (%s); retrying", type(exc).__name__)
+            self._own_pending = True
+            self._stop.wait(self.retry_s)
+            return False
+        except Exception:
+            log.exception("case intake: item of decision %s dropped", item.get("decision_id"))
+            self.dropped += 1
+            return True
+        self.filed += 1
+        if opened is not None:
+            hooks.publish("case.opened", opened)
+        return True
+
+    def run(self) -> None:
+        """Step until stopped; Redis faults are logged and retried after ``retry_s``."""
+        while not self._stop.is_set():
+            try:
+                if 0 < self.step() < self.batch:  # let the next items gather: one commit for many
+                    self._stop.wait(self.linger_s)
+                if self.tick is not None:
+                    self.tick()
+            except (redis.RedisError, OSError) as exc:
+                log.warning("case intake: Redis unavailable (%s); retrying", type(exc).__name__)
+                self._group_ready = False
+                self._stop.wait(self.retry_s)
+            except Exception:  # keep consuming whatever happens
+                log.exception("case intake step failed")
+                self._stop.wait(self.retry_s)
+
+    def start(self) -> "Consumer":
+        self._thread = threading.Thread(target=self.run, name="fengkong-cases-consumer", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop after the current step (its Redis wait ends within ``block_ms``)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)
+            self._thread = None

@@ -1,0 +1,93 @@
+"""What a service worker holds for cases: the database, the case desk, the intake the
+decision path calls, and the consumer; built at start, closed at shutdown.
+
+`open_cases` migrates the database to the newest schema (idempotent; `fengkong serve`
+also does it once before starting workers, so workers never race to create tables),
+then starts the consumer. The analysts' ``cases.yaml`` is re-read by the consumer
+thread when its modification time changes (`CasesRuntime.refresh_config`); a file
+that does not parse is logged and the previous configuration stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from sqlalchemy.engine import Engine
+
+from fengkong.cases import config as cases_config
+from fengkong.cases.consumer import Consumer
+from fengkong.cases.intake import Intake, stream_key
+from fengkong.cases.labels import StoreLabels
+from fengkong.cases.service import Desk
+from fengkong.db import migrate
+from fengkong.db.engine import make_engine, session_factory
+from fengkong.features.online import OnlineStore
+
+log = logging.getLogger(__name__)
+
+#: How long an analyst's call or the consumer may wait for Redis (a payment never does).
+REDIS_TIMEOUT_S = 5.0
+
+
+@dataclass
+class CasesRuntime:
+    """The cases side of one worker."""
+
+    engine: Engine
+    desk: Desk
+    intake: Intake
+    consumer: Consumer
+    client: redis.Redis
+    config_path: Path
+    _mtime: float | None = None
+    _checked: float = field(default=0.0)
+
+    def refresh_config(self, every_s: float = 2.0) -> None:
+        """Re-read cases.yaml if it changed (at most every ``every_s``)."""
+        now = time.monotonic()
+        if now - self._checked < every_s:
+            return
+        self._checked = now
+        try:
+            mtime = self.config_path.stat().st_mtime if self.config_path.exists() else None
+        except OSError:
+            return
+        if mtime == self._mtime:
+            return
+        self._mtime = mtime
+        try:
+            config = cases_config.load(self.config_path.parent.parent)
+        except cases_config.CasesConfigError as exc:
+            log.error("cases.yaml refused, the previous configuration stays: %s", exc)
+            return
+        self.desk.config = self.intake.config = config
+
+    def close(self) -> None:
+        self.consumer.stop()
+        self.client.close()
+        self.engine.dispose()
+
+
+def open_cases(*, database_url: str, rules_dir: Path, redis_url: str, store: OnlineStore, prefix: str,
+               maxlen: int, consume: bool = True) -> CasesRuntime:
+    """Migrate and open the database, and start the consumer (unless ``consume`` is off)."""
+    engine = make_engine(database_url)
+    migrate.upgrade(engine)
+    path = Path(rules_dir) / cases_config.CONFIG_PATH
+    config = cases_config.load(Path(rules_dir))
+    client = redis.Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+    labels_store = OnlineStore(client, ipintel=store.ipintel, lists=store.lists, prefix=prefix)
+    desk = Desk(sessions=session_factory(engine), config=config,
+                labels=StoreLabels(labels_store, client, prefix=prefix, maxlen=maxlen))
+    intake = Intake(config, prefix=prefix, maxlen=maxlen)
+    consumer = Consumer(client, desk, stream=stream_key(prefix))
+    rt = CasesRuntime(engine=engine, desk=desk, intake=intake, consumer=consumer, client=client, config_path=path,
+                      _mtime=path.stat().st_mtime if path.exists() else None)
+    consumer.tick = rt.refresh_config
+    if consume:
+        consumer.start()
+    return rt

@@ -1,0 +1,61 @@
+"""`fengkong cases consume`: file queued review decisions as cases from a process of its own.
+
+By default every service worker runs the consumer (`fengkong.cases.consumer`). A
+deployment that wants no SQL work beside its decisions sets ``FENGKONG_CASES_CONSUMER=false``
+for the service and runs this command (one or more; they share the consumer group, so
+each queued decision is filed once) with the same ``FENGKONG_*`` settings."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="The review queue's background work.", no_args_is_help=True)
+
+
+@app.command("consume")
+def consume(
+    redis_url: Optional[str] = typer.Option(None, "--redis-url", help="The service's Redis (FENGKONG_REDIS_URL)."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", help="The cases database "
+                                               "(FENGKONG_DATABASE_URL; default SQLite in the data dir)."),
+) -> None:
+    """Read the intake stream and file cases until SIGINT or SIGTERM."""
+    import redis
+
+    from fengkong.api.config import Settings
+    from fengkong.cases.runtime import REDIS_TIMEOUT_S, open_cases
+    from fengkong.db.url import database_url as resolve, redacted
+    from fengkong.features.ipintel import IpIntel
+    from fengkong.features.lists import load_list_specs
+    from fengkong.features.online import OnlineStore
+
+    settings = Settings()
+    url = redis_url or settings.redis_url
+    if not url:
+        raise typer.BadParameter("the service's Redis URL is needed", param_hint="--redis-url")
+    db = resolve(database_url or settings.database_url, Path(settings.data_dir))
+    lists_dir = Path(settings.rules_dir) / "lists"
+    client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S)
+    store = OnlineStore(client, ipintel=IpIntel.load(lists_dir), lists=load_list_specs(lists_dir),
+                        prefix=settings.key_prefix)
+    cases = open_cases(database_url=db, rules_dir=Path(settings.rules_dir), redis_url=url, store=store,
+                       prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen)
+    typer.echo(f"filing cases from {url.split('@')[-1]} into {redacted(db)}; stop with Ctrl-C")
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        stop.wait()
+    finally:
+        cases.close()
+        client.close()
+        typer.echo(f"stopped: {cases.consumer.filed} filed, {cases.consumer.dropped} dropped")

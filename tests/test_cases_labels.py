@@ -1,0 +1,132 @@
+"""Resolutions as labels on a real Redis feature store, and the intake consumer's
+delivery guarantees (consumer group, a dead worker's pending items taken over)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fengkong import pipeline
+from fengkong.cases import service
+from fengkong.cases.config import CasesConfig
+from fengkong.cases.consumer import GROUP, Consumer
+from fengkong.cases.intake import Intake, ingest, stream_key
+from fengkong.cases.labels import StoreLabels
+from fengkong.db import migrate
+from fengkong.db.engine import make_engine, session_factory
+from fengkong.engine import load_ruleset
+from fengkong.events import OUTCOME_TYPES, EventType, event_to_flat, parse_event
+from fengkong.features.keys import labels_stream
+from fengkong.features.offline import offline_features
+
+RULES = Path(__file__).resolve().parents[1] / "rules"
+T0 = datetime(2026, 11, 25, 2, 0, tzinfo=timezone.utc)
+
+
+def pay(n: int, card: str, minutes: float, ip: str = "185.220.101.7") -> dict:
+    return {"event_id": f"lab-{card}-{n}", "type": "payment", "occurred_at": (T0 + timedelta(minutes=minutes)).isoformat(),
+            "merchant_id": f"m-{card}", "user_id": f"u-{card}", "amount": "120.00", "channel": "quick_pay",
+            "card": {"fingerprint": card, "bin": "622202", "type": "debit", "issuer_country": "CN"},
+            "ip": ip, "device_id": f"d-{card}"}
+
+
+@pytest.fixture
+def db(database_url):
+    engine = make_engine(database_url)
+    migrate.upgrade(engine)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def rules():
+    ruleset = load_ruleset(RULES)
+    yield ruleset
+    ruleset.close()
+
+
+def test_legit_confirmed_is_an_outcome_the_store_and_the_twin_accept(store, ipintel, list_specs):
+    assert EventType.LEGIT_CONFIRMED in OUTCOME_TYPES
+    p = parse_event(pay(1, "twin1", 0))
+    legit = parse_event({"event_id": "lab-twin1-1:legit_confirmed", "type": "legit_confirmed",
+                         "occurred_at": T0.isoformat(), "refers_to": p.event_id, "card": {"fingerprint": "twin1"}})
+    fraud = parse_event({"event_id": "lab-twin1-1:fraud_report", "type": "fraud_report",
+                         "occurred_at": (T0 + timedelta(minutes=1)).isoformat(), "refers_to": p.event_id,
+                         "card": {"fingerprint": "twin1"}, "merchant_id": "m-twin1"})
+    nxt = parse_event(pay(2, "twin1", 30))
+    online = [store.process(e) for e in (p, legit, fraud, nxt)]
+    assert not online[1].duplicate  # counted (once), not refused
+    offline = offline_features(pd.DataFrame([event_to_flat(e) for e in (p, legit, fraud, nxt)]), ipintel=ipintel,
+                               lists=list_specs).set_index("event.event_id")
+    assert online[3].features["card.fraud_reports_30d"] == 1
+    assert offline.loc[nxt.event_id, "card.fraud_reports_30d"] == 1
+    assert online[0].features["card.fraud_reports_30d"] == offline.loc[p.event_id, "card.fraud_reports_30d"] == 0
+
+
+def test_a_fraud_resolution_is_counted_for_the_cards_next_decision(db, store, redis_client, prefix, rules):
+    desk = service.Desk(sessions=db, config=CasesConfig(),
+                        labels=StoreLabels(store, redis_client, prefix=prefix, maxlen=1000))
+    first = parse_event(pay(1, "lab-c1", 0))
+    decision, features = pipeline.decide(first, store=store, rules=rules)
+    assert decision.decision == "review" and features["card.fraud_reports_30d"] == 0
+    record = {"decision_id": "d_lab1", "decision": decision.decision, "score": decision.score, "risk": None,
+              "reasons": [r.to_dict() for r in decision.reasons]}
+    from fengkong.cases.intake import item_for
+
+    with db() as session, session.begin():
+        case, opened = ingest(session, item_for(record, first), desk.config)
+        case_id = case.id
+    service.resolve(desk, case_id=case_id, actor="ana", disposition="fraud", note="cardholder denies it")
+    nxt = parse_event(pay(2, "lab-c1", 90, ip="183.1.2.3"))
+    decision, features = pipeline.decide(nxt, store=store, rules=rules)
+    assert features["card.fraud_reports_30d"] == 1
+    assert decision.decision == "deny" and "theft.reported_card" in [r.id for r in decision.reasons]
+    # reopened and resolved as fraud again: the store counts the report once
+    service.reopen(desk, case_id=case_id, actor="bo")
+    service.resolve(desk, case_id=case_id, actor="bo", disposition="fraud")
+    _, features = pipeline.decide(parse_event(pay(3, "lab-c1", 120, ip="183.1.2.3")), store=store, rules=rules)
+    assert features["card.fraud_reports_30d"] == 1
+    service.reopen(desk, case_id=case_id, actor="bo")
+    service.resolve(desk, case_id=case_id, actor="bo", disposition="legit")
+    entries = [json.loads(f[b"record"]) for _, f in redis_client.xrange(labels_stream(prefix))]
+    assert [(e["type"], e["disposition"], e["caller"], e["event"]["refers_to"]) for e in entries] == [
+        ("fraud_report", "fraud", "ana", first.event_id), ("fraud_report", "fraud", "bo", first.event_id),
+        ("legit_confirmed", "legit", "bo", first.event_id)]
+
+
+def _item(n: int) -> tuple[dict, object]:
+    event = parse_event(pay(n, f"q{n}", n))
+    record = {"decision_id": f"d_q{n}", "decision": "review", "score": 50, "risk": 0.3,
+              "reasons": [{"id": "ip.tor_exit", "score": 50, "tags": ["proxy_ip"], "values": {"ip.is_tor": True}}]}
+    return record, event
+
+
+def test_the_consumer_takes_over_a_dead_workers_pending_items(db, redis_client, prefix):
+    desk = service.Desk(sessions=db, config=CasesConfig())
+    intake = Intake(desk.config, prefix=prefix, maxlen=1000)
+    for n in range(4):
+        command = intake.command(*_item(n))
+        assert command is not None
+        redis_client.execute_command(*command)
+    quiet = {"decision_id": "d_allow", "decision": "allow", "score": 0, "risk": None, "reasons": []}
+    assert intake.command(quiet, parse_event(pay(9, "q9", 9))) is None  # an allow opens no case
+    stream = stream_key(prefix)
+    dead = Consumer(redis_client, desk, stream=stream, name="dead")
+    dead.ensure_group()
+    taken = redis_client.xreadgroup(GROUP, "dead", {stream: ">"}, count=2)  # read, never acknowledged
+    assert len(taken[0][1]) == 2
+    alive = Consumer(redis_client, desk, stream=stream, name="alive", claim_idle_ms=0)
+    assert alive.step(block_ms=0) == 2  # the dead worker's two, taken over
+    assert alive.step(block_ms=0) == 2  # the two nobody had read
+    assert alive.step(block_ms=0) == 0
+    assert redis_client.xpending(stream, GROUP)["pending"] == 0
+    listed = service.list_cases(desk)["cases"]
+    assert sorted(c["entity"]["id"] for c in listed) == [f"q{n}" for n in range(4)]
+    # a redelivered item (filed, then the worker died before the ack) is filed once
+    redis_client.execute_command(*intake.command(*_item(0)))
+    assert alive.step(block_ms=0) == 1
+    assert service.list_cases(desk)["total"] == 4 and alive.filed == 5
