@@ -35,6 +35,7 @@ class Queue:
     tags: frozenset[str] = frozenset()
 
     def takes(self, reasons: list[dict[str, Any]]) -> bool:
+        """Whether one of these fired rules belongs to the queue, by id or by tag."""
         return any(r.get("id") in self.rules or self.tags.intersection(r.get("tags") or ()) for r in reasons)
 
 
@@ -68,9 +69,11 @@ class CasesConfig:
         return self.default_queue
 
     def sla_hours(self, queue: str) -> float:
+        """The queue's SLA; a queue no longer configured (its cases remain) gets the default's."""
         return next((q.sla_hours for q in self.all_queues() if q.name == queue), self.default_queue.sla_hours)
 
     def all_queues(self) -> tuple[Queue, ...]:
+        """The configured queues and the default queue, each once."""
         names = {q.name for q in self.queues}
         return self.queues + (() if self.default_queue.name in names else (self.default_queue,))
 

@@ -48,7 +48,7 @@ class Consumer:
 
     def __init__(self, client: redis.Redis, desk: Desk, *, stream: str, name: str | None = None,
                  block_ms: int = 250, batch: int = 100, claim_idle_ms: int = 30_000, retry_s: float = 1.0,
-                 linger_s: float = 0.2,
+                 linger_s: float = 1.0,
                  tick: Callable[[], None] | None = None) -> None:
         self.client = client
         self.desk = desk
@@ -186,6 +186,7 @@ class Consumer:
                 self._stop.wait(self.retry_s)
 
     def start(self) -> "Consumer":
+        """Run in a daemon thread (see the module doc for why a thread)."""
         self._thread = threading.Thread(target=self.run, name="fengkong-cases-consumer", daemon=True)
         self._thread.start()
         return self

@@ -67,6 +67,7 @@ class CasesRuntime:
         self.desk.config = self.intake.config = config
 
     def close(self) -> None:
+        """Stop the consumer (after its current step), then close Redis and the database."""
         self.consumer.stop()
         self.client.close()
         self.engine.dispose()
