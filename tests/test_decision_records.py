@@ -7,13 +7,28 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from api_fixtures import DECIDE_KEY, Served, payment, settings
+from api_fixtures import DECIDE_KEY, RULES_DIR, Served, payment, settings
 from fengkong.api.encoding import dumps
 from fengkong.api.service import records
 from fengkong.api.service.records import Records
+from fengkong.engine import load_ruleset
 from fengkong.features.keys import audit_stream, request_key
 
 PREFIX = "trec"
+
+
+@pytest.fixture(scope="module")
+def ruleset():
+    rs = load_ruleset(RULES_DIR)  # the default pack: the schema's rule table comes from it
+    yield rs
+    rs.close()
+
+
+def _fired(ruleset, rule_id, values):
+    """A fired rule as `Reason.to_dict` gives it."""
+    r = ruleset.by_id[rule_id]
+    return {"id": r.id, "description": r.description, "action": r.then, "score": r.score, "mode": r.mode,
+            "tags": list(r.tags), "values": values}
 
 
 def _record(**overrides):
@@ -43,11 +58,15 @@ def _record(**overrides):
     {"event_id": "other-than-the-event's", "degraded": True, "degraded_reason": "model failed: ValueError"},
     {"reasons": [{"id": "odd", "values": {}}], "missing_features": []},
     {"event": {"event_id": "e-1", "type": "payment", "unknown_field": {"nested": [1, 2]}}},
+    "fired from the rule set",
 ])
-def test_a_record_reads_back_exactly_as_written_and_smaller(overrides):
+def test_a_record_reads_back_exactly_as_written_and_smaller(overrides, ruleset):
+    if overrides == "fired from the rule set":  # by id and values (the schema has the rest); one edited
+        tor = _fired(ruleset, "ip.tor_exit", {"ip.is_tor": True, "not.a.feature": 1})
+        overrides = {"reasons": [tor, dict(tor, score=tor["score"] + 1)], "shadow": [dict(tor, mode="shadow")]}
     rec = _record(**overrides)
     store = Records("p", 3600)
-    blob, commands = store.encode(rec, vocab={"model.txn_risk", "ip.is_tor"}, faults=0)
+    blob, commands = store.encode(rec, ruleset=ruleset, faults=0)
     assert blob[:1] == records.COMPACT and commands and commands[0][0] == "SET"
     schema = records.Schema.from_blob(commands[0][2])
     assert records.schema_id(blob) == schema.id and commands[0][1] == store.schema_key(schema.id)
@@ -55,28 +74,32 @@ def test_a_record_reads_back_exactly_as_written_and_smaller(overrides):
     assert list(records.decode(blob, schema)) == list(rec)  # same key order: the same JSON
     assert records.header(blob) == ("decision", rec["body_sha256"])
     assert len(blob) < len(dumps(rec)) * 0.6
+    if rec["reasons"] and rec["reasons"][0]["id"] == "ip.tor_exit" and rec["reasons"][0]["values"].get("not.a.feature"):
+        stored_reasons = records._unpack(blob)[6]
+        assert len(stored_reasons[0]) == 2 and len(stored_reasons[1]) == 7  # by id; the edited one whole
 
 
 def test_the_schema_is_written_once_then_again_after_a_fault():
     store = Records("p", 3600)
-    _, first = store.encode(_record(), vocab=(), faults=0)
-    _, again = store.encode(_record(decision_id="d_" + "1" * 24), vocab=(), faults=0)
-    _, after_fault = store.encode(_record(), vocab=(), faults=1)
+    _, first = store.encode(_record(), ruleset=None, faults=0)
+    _, again = store.encode(_record(decision_id="d_" + "1" * 24), ruleset=None, faults=0)
+    _, after_fault = store.encode(_record(), ruleset=None, faults=1)
     assert len(first) == 1 and again == [] and after_fault == first
     assert first[0][3:] == ("EX", 3600 + 3600)  # outlives the records that name it
 
 
 def test_a_record_msgpack_cannot_hold_is_stored_as_json_and_read_back():
     rec = _record(event={"event_id": "e-1", "type": "payment", "huge": 2 ** 70})
-    blob, commands = Records("p", 3600).encode(rec, vocab=(), faults=0)
+    blob, commands = Records("p", 3600).encode(rec, ruleset=None, faults=0)
     assert blob[:1] == b"{" and records.schema_id(blob) is None and records.decode(blob, None) == rec
 
 
-def test_a_record_without_its_schema_keeps_its_decision():
-    rec = _record()
-    blob, _ = Records("p", 3600).encode(rec, vocab=(), faults=0)
+def test_a_record_without_its_schema_keeps_its_decision(ruleset):
+    rec = _record(reasons=[_fired(ruleset, "ip.tor_exit", {"ip.is_tor": True})])
+    blob, _ = Records("p", 3600).encode(rec, ruleset=ruleset, faults=0)
     got = records.decode(blob, None)
     assert got["decision_id"] == rec["decision_id"] and got["decision"] == "review" and got["features"] == {}
+    assert [r["id"] for r in got["reasons"]] == ["ip.tor_exit"]
 
 
 @pytest.fixture(scope="module")

@@ -211,9 +211,8 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     latency = time.perf_counter() - t0
     record["latency_ms"] = round(latency * 1000, 3)
     ruleset = rt.rules.current
-    blob, commands = rt.records.encode(
-        record, faults=rt.breaker.faults,
-        vocab=ruleset.features_read if ruleset.version == decision.ruleset_version else features)
+    blob, commands = rt.records.encode(record, faults=rt.breaker.faults,
+                                       ruleset=ruleset if ruleset.version == decision.ruleset_version else None)
     ttl = rt.settings.decision_ttl_s
     adopt = result.duplicate
     first = len(commands)  # the record's SET (after its schema's, when that is sent)

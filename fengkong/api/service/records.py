@@ -16,11 +16,12 @@ Format: one byte ``\\x01``, then one MessagePack array of the record's values in
   the schema outlives every record that names it (a Redis restarted empty gets it
   again with the next decision);
 * the features are a list of values in the schema's order; ``missing_features``
-  indexes into the schema's names;
+  indexes into the schema's names; a fired rule is its id and its values when the
+  schema's table of the rule set's rules has the rest (description, action, score,
+  mode, tags) as the rule fired it;
 * the event's field names are indexes into `EVENT_NAMES`; the body's SHA-256 and the
   decision id are raw bytes, ``decided_at`` an integer of
-  microseconds, ``event_id`` left out when it is the event's own; a fired rule is a
-  list of its `REASON_KEYS` values.
+  microseconds, ``event_id`` left out when it is the event's own.
 
 A record that MessagePack cannot hold (an integer past 64 bits) is written as JSON,
 the format before this one; readers take both (`decode`: a record starting with
@@ -73,26 +74,33 @@ class Schema:
     models: str | None
     names: tuple[str, ...]   # the features' names, in the records' order
     vocab: tuple[str, ...]   # names first, then the other names a missing feature may have
+    rules: Mapping[str, list[Any]]  # rule id -> its description, action, score, mode, tags
     blob: bytes
     id: str
     index: Mapping[str, int]  # position of each name in vocab
 
     @classmethod
     def make(cls, ruleset_version: str | None, models: str | None, names: tuple[str, ...],
-             extra: Collection[str]) -> "Schema":
+             extra: Collection[str], rules: Mapping[str, list[Any]]) -> "Schema":
         seen = set(names)
         vocab = names + tuple(sorted(n for n in extra if n not in seen))
-        blob = msgpack.packb([ruleset_version, models, list(names), list(vocab[len(names):])], use_bin_type=True)
-        return cls(ruleset_version, models, names, vocab, blob, hashlib.blake2b(blob, digest_size=8).hexdigest(),
-                   {n: i for i, n in enumerate(vocab)})
+        blob = msgpack.packb([ruleset_version, models, list(names), list(vocab[len(names):]), dict(rules)],
+                             use_bin_type=True)
+        return cls.from_blob(blob)
 
     @classmethod
     def from_blob(cls, blob: bytes) -> "Schema":
-        ruleset_version, models, names, extra = msgpack.unpackb(blob, raw=False)
+        ruleset_version, models, names, extra, rules = msgpack.unpackb(blob, raw=False)
         names = tuple(names)
         vocab = names + tuple(extra)
-        return cls(ruleset_version, models, names, vocab, blob, hashlib.blake2b(blob, digest_size=8).hexdigest(),
-                   {n: i for i, n in enumerate(vocab)})
+        return cls(ruleset_version, models, names, vocab, rules, blob,
+                   hashlib.blake2b(blob, digest_size=8).hexdigest(), {n: i for i, n in enumerate(vocab)})
+
+
+def rule_table(ruleset: Any) -> dict[str, list[Any]]:
+    """What a fired rule's record repeats of the rule (`REASON_KEYS` but id and values),
+    by id: a record then names the rule and its values only."""
+    return {r.id: [r.description, r.then, r.score, r.mode, list(r.tags)] for r in ruleset.rules}
 
 
 class Records:
@@ -129,17 +137,18 @@ class Records:
             self._sent.clear()
         self._by_id[schema.id] = schema
 
-    def encode(self, record: Mapping[str, Any], *, vocab: Collection[str], faults: int
-               ) -> tuple[bytes, list[tuple[Any, ...]]]:
+    def encode(self, record: Mapping[str, Any], *, ruleset: Any, faults: int) -> tuple[bytes, list[tuple[Any, ...]]]:
         """The stored form of a decision record, and the commands that must precede it
         (the schema's SET when this worker has not written it lately, or since the last
-        Redis fault `faults` counts)."""
+        Redis fault `faults` counts). `ruleset` is the rule set that decided (its rules
+        and the names it reads go to the schema), or None when it is no longer live."""
         features = record["features"]
         names = tuple(features)
-        shape = (record.get("ruleset_version"), record.get("models"), names)
+        shape = (record.get("ruleset_version"), record.get("models"), names, ruleset is None)
         schema = self._by_shape.get(shape)
         if schema is None:
-            schema = Schema.make(shape[0], shape[1], names, vocab)
+            schema = Schema.make(shape[0], shape[1], names, ruleset.features_read if ruleset is not None else (),
+                                 rule_table(ruleset) if ruleset is not None else {})
             self._remember(schema)
             self._by_shape[shape] = schema
         commands: list[tuple[Any, ...]] = []
@@ -169,12 +178,12 @@ def _values(record: Mapping[str, Any], schema: Schema) -> list[Any]:
         else decision_id,
         None if isinstance(event, Mapping) and event.get("event_id") == record.get("event_id")
         and record.get("event_id") is not None else [record.get("event_id")],
-        record.get("decision"), record.get("score"), [_reason(r) for r in record.get("reasons") or ()],
+        record.get("decision"), record.get("score"), [_reason(r, schema) for r in record.get("reasons") or ()],
         record.get("merchant_grade"), record.get("degraded"), record.get("degraded_reason"), record.get("lane"),
         record.get("risk"), _micros(decided_at) if isinstance(decided_at, str) and _DECIDED_AT.match(decided_at)
         else decided_at, record.get("caller"), _indexed(event) if isinstance(event, dict) else event,
         list(features.values()),
-        [_reason(r) for r in record.get("shadow") or ()],
+        [_reason(r, schema) for r in record.get("shadow") or ()],
         [index.get(n, n) for n in record.get("missing_features") or ()],
         record.get("score_action"), record.get("thresholds"), record.get("latency_ms"), extra or None,
         # ruleset_version and models are the schema's; kind is "decision"
@@ -194,8 +203,26 @@ def _named(value: dict[Any, Any]) -> dict[str, Any]:
             for k, v in value.items()}
 
 
-def _reason(reason: Mapping[str, Any]) -> Any:
-    return [reason[k] for k in REASON_KEYS] if tuple(reason) == REASON_KEYS else reason
+def _reason(reason: Mapping[str, Any], schema: Schema) -> Any:
+    """A fired rule as ``[id, values]`` when the schema's rule table has the rest as it
+    is (``values`` a flat list of name index and value), else the list of its values."""
+    if tuple(reason) != REASON_KEYS:
+        return reason
+    values = reason["values"]
+    known = schema.rules.get(reason["id"])
+    if known is not None and isinstance(values, dict) and _same(known, reason):
+        index = schema.index
+        flat: list[Any] = []
+        for name, value in values.items():
+            flat += (index.get(name, name), value)
+        return [reason["id"], flat]
+    return [reason[k] for k in REASON_KEYS]
+
+
+def _same(known: list[Any], reason: Mapping[str, Any]) -> bool:
+    score = reason["score"]
+    return (known[0] == reason["description"] and known[1] == reason["action"] and known[2] == score
+            and type(known[2]) is type(score) and known[3] == reason["mode"] and known[4] == list(reason["tags"]))
 
 
 def _micros(text: str) -> int:
@@ -242,13 +269,13 @@ def decode(value: bytes, schema: Schema | None) -> dict[str, Any]:
         "kind": "decision", "body_sha256": sha.hex(),
         "decision_id": "d_" + decision_id.hex() if isinstance(decision_id, bytes) else decision_id,
         "event_id": event["event_id"] if event_id is None else event_id[0],
-        "decision": decision, "score": score, "reasons": [_reason_dict(r) for r in reasons],
+        "decision": decision, "score": score, "reasons": [_reason_dict(r, schema) for r in reasons],
         "merchant_grade": grade, "ruleset_version": schema.ruleset_version if schema is not None else None,
         "degraded": degraded, "degraded_reason": degraded_reason, "lane": lane, "risk": risk,
         "models": schema.models if schema is not None else None,
         "decided_at": _iso(decided_at) if isinstance(decided_at, int) else decided_at, "caller": caller,
         "event": event, "features": dict(zip(names, values)) if len(names) == len(values) else {},
-        "shadow": [_reason_dict(r) for r in shadow],
+        "shadow": [_reason_dict(r, schema) for r in shadow],
         "missing_features": [vocab[m] if isinstance(m, int) and m < len(vocab) else str(m) for m in missing],
         "score_action": score_action, "thresholds": thresholds, "latency_ms": latency_ms,
     }
@@ -257,5 +284,16 @@ def decode(value: bytes, schema: Schema | None) -> dict[str, Any]:
     return record
 
 
-def _reason_dict(reason: Any) -> Any:
-    return dict(zip(REASON_KEYS, reason)) if isinstance(reason, list) else reason
+def _reason_dict(reason: Any, schema: Schema | None) -> Any:
+    if not isinstance(reason, list):
+        return reason
+    if len(reason) != 2:
+        return dict(zip(REASON_KEYS, reason))
+    rule_id, flat = reason
+    known = schema.rules.get(rule_id) if schema is not None else None
+    vocab = schema.vocab if schema is not None else ()
+    values = {vocab[k] if isinstance(k, int) and k < len(vocab) else str(k): v for k, v in zip(flat[::2], flat[1::2])}
+    if known is None:  # the schema is gone: the rule's id and values only
+        return {"id": rule_id, "values": values}
+    return {"id": rule_id, "description": known[0], "action": known[1], "score": known[2], "mode": known[3],
+            "tags": list(known[4]), "values": values}
