@@ -4,6 +4,7 @@ still answer GET /v1/decisions and retries."""
 
 from __future__ import annotations
 
+import msgpack
 import orjson
 import pytest
 
@@ -43,7 +44,8 @@ def _record(**overrides):
         "event": {"event_id": "e-1", "type": "payment", "occurred_at": "2026-11-25T10:00:00+08:00", "amount": "1.00",
                   "card": {"fingerprint": "tok-1", "type": "debit"}, "ip": "185.220.101.7"},
         "features": {"ip.is_tor": True, "event.amount": 1.0, "card.count_1h": 3, "merchant.grade": "NEW",
-                     "user.amount_zscore": None},
+                     "user.amount_zscore": None, "event.ip": "185.220.101.7", "card.fingerprint": "tok-1",
+                     "event.type": "payment", "event.channel": "not the event's"},
         "shadow": [dict(reason, id="shadow.x", mode="shadow", values={})],
         "missing_features": ["user.amount_zscore", "model.txn_risk", "not.in.the.schema"],
         "score_action": "review", "thresholds": {"challenge": 30, "review": 60, "deny": 90}, "latency_ms": 2.19,
@@ -74,6 +76,8 @@ def test_a_record_reads_back_exactly_as_written_and_smaller(overrides, ruleset):
     assert list(records.decode(blob, schema)) == list(rec)  # same key order: the same JSON
     assert records.header(blob) == ("decision", rec["body_sha256"])
     assert len(blob) < len(dumps(rec)) * 0.6
+    if overrides == {}:  # the features that repeat the event's texts refer to them
+        assert sum(1 for v in records._unpack(blob)[15] if isinstance(v, msgpack.ExtType)) == 3
     if rec["reasons"] and rec["reasons"][0]["id"] == "ip.tor_exit" and rec["reasons"][0]["values"].get("not.a.feature"):
         stored_reasons = records._unpack(blob)[6]
         assert len(stored_reasons[0]) == 2 and len(stored_reasons[1]) == 7  # by id; the edited one whole

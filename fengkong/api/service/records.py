@@ -19,6 +19,8 @@ Format: one byte ``\\x01``, then one MessagePack array of the record's values in
   indexes into the schema's names; a fired rule is its id and its values when the
   schema's table of the rule set's rules has the rest (description, action, score,
   mode, tags) as the rule fired it;
+* a feature whose value repeats one of the event's texts (``event.ip``,
+  ``card.fingerprint``, ...) is a reference to it (an extension type, `_REF`);
 * the event's field names are indexes into `EVENT_NAMES`; the body's SHA-256 and the
   decision id are raw bytes, ``decided_at`` an integer of
   microseconds, ``event_id`` left out when it is the event's own.
@@ -64,6 +66,7 @@ _DECISION_ID = re.compile(r"^d_[0-9a-f]{24}$")
 _DECIDED_AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+_REF = 1  # MessagePack extension type: "the event's text value number <byte>"
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Schema:
     blob: bytes
     id: str
     index: Mapping[str, int]  # position of each name in vocab
+    copies: tuple[int, ...]   # positions of the features that may repeat an event's text (event.*, card.*)
 
     @classmethod
     def make(cls, ruleset_version: str | None, models: str | None, names: tuple[str, ...],
@@ -94,7 +98,8 @@ class Schema:
         names = tuple(names)
         vocab = names + tuple(extra)
         return cls(ruleset_version, models, names, vocab, rules, blob,
-                   hashlib.blake2b(blob, digest_size=8).hexdigest(), {n: i for i, n in enumerate(vocab)})
+                   hashlib.blake2b(blob, digest_size=8).hexdigest(), {n: i for i, n in enumerate(vocab)},
+                   tuple(i for i, n in enumerate(names) if n.startswith(("event.", "card."))))
 
 
 def rule_table(ruleset: Any) -> dict[str, list[Any]]:
@@ -182,7 +187,8 @@ def _values(record: Mapping[str, Any], schema: Schema) -> list[Any]:
         record.get("merchant_grade"), record.get("degraded"), record.get("degraded_reason"), record.get("lane"),
         record.get("risk"), _micros(decided_at) if isinstance(decided_at, str) and _DECIDED_AT.match(decided_at)
         else decided_at, record.get("caller"), _indexed(event) if isinstance(event, dict) else event,
-        list(features.values()),
+        _with_refs(list(features.values()), schema.copies, event) if isinstance(event, dict)
+        else list(features.values()),
         [_reason(r, schema) for r in record.get("shadow") or ()],
         [index.get(n, n) for n in record.get("missing_features") or ()],
         record.get("score_action"), record.get("thresholds"), record.get("latency_ms"), extra or None,
@@ -191,6 +197,34 @@ def _values(record: Mapping[str, Any], schema: Schema) -> list[Any]:
 
 
 _FIELD_SET = frozenset(FIELDS)
+
+
+def _texts(event: dict[str, Any]) -> list[str]:
+    """The event's text values, top level then the card's, in order: what a feature's
+    value may refer to instead of repeating (`_REF`)."""
+    out = [v for v in event.values() if type(v) is str]
+    card = event.get("card")
+    if isinstance(card, dict):
+        out += [v for v in card.values() if type(v) is str]
+    return out
+
+
+def _with_refs(values: list[Any], positions: tuple[int, ...], event: dict[str, Any]) -> list[Any]:
+    """`values` with each one at `positions` that repeats a text of the event replaced by
+    a reference to it (the ids, ip, channel and types are the event's own)."""
+    texts = {v: i for i, v in enumerate(_texts(event)) if i < 256}
+    for i in positions:
+        ref = texts.get(values[i]) if type(values[i]) is str else None
+        if ref is not None:
+            values[i] = msgpack.ExtType(_REF, bytes((ref,)))
+    return values
+
+
+def _resolved(values: list[Any], event: Any) -> list[Any]:
+    if not isinstance(event, dict) or not any(type(v) is msgpack.ExtType for v in values):
+        return values
+    texts = _texts(event)
+    return [texts[v.data[0]] if type(v) is msgpack.ExtType and v.code == _REF else v for v in values]
 
 
 def _indexed(value: dict[str, Any]) -> dict[Any, Any]:
@@ -263,6 +297,7 @@ def decode(value: bytes, schema: Schema | None) -> dict[str, Any]:
      decided_at, caller, event, values, shadow, missing, score_action, thresholds, latency_ms, extra) = _unpack(value)
     if isinstance(event, dict):
         event = _named(event)
+        values = _resolved(values, event)
     names = schema.names if schema is not None else ()
     vocab = schema.vocab if schema is not None else ()
     record = {
