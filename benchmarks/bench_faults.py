@@ -223,7 +223,10 @@ def main() -> None:
         survived = bool(restarted_client.sismember("bf:v1:{list:blocked_cards}:members", BLOCKED))
         restarted_client.close()
         everything = load.records
-        records = [r for r in everything if r[1] in ("before", "kill", "between", "stop", "after")]
+        # a request in flight when the worker was killed belongs to that phase, whenever it was sent
+        worker_killed = marks.get("worker_killed", float("inf"))
+        records = [r for r in everything if r[1] in ("before", "kill", "between", "stop", "after")
+                   and r[0] < worker_killed]
         fault = [r for r in records if r[1] in ("kill", "stop")]
         lat = sorted(r[3] for r in fault if r[2] == 200)
         blocked = [r for r in fault if r[4] and r[2] == 200]
@@ -236,6 +239,7 @@ def main() -> None:
         result = {
             "workers": args.workers, "answers": len(records),
             "non_2xx": sum(1 for r in records if r[2] != 200),
+            "non_2xx_by_phase_status": _by_phase_status(records),
             "p99_ms_during_fault": round(lat[int(len(lat) * 0.99) - 1], 2) if lat else None,
             "recovery_s": None if None in rec else max(r for r in rec if r is not None),
             "blacklist_enforced_during_fault": round(sum(1 for r in blocked if r[6] == "deny") / len(blocked), 4)
@@ -279,7 +283,7 @@ def _worker_kill_figures(records: list[tuple[Any, ...]], marks: dict[str, float]
     if workers < 2 or "worker_killed" not in marks:
         return {"worker_kill_non_2xx": None, "worker_kill_recovery_s": None, "worker_kill_replaced_s": None}
     killed = marks["worker_killed"]
-    phase = [r for r in records if r[1] == "worker_kill"]
+    phase = [r for r in records if r[0] >= killed]
     failed = [r[0] for r in phase if r[2] != 200]
     last_failure = max(failed, default=killed)
     ok_after = [r[0] for r in phase if r[0] >= last_failure and r[2] == 200 and not r[5]]
@@ -384,6 +388,15 @@ def full_kill(data_dir: Path, workers: int, concurrency: int) -> dict[str, Any]:
                         proc.wait(timeout=30)
                     except subprocess.TimeoutExpired:
                         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _by_phase_status(records: list[tuple[Any, ...]]) -> dict[str, int]:
+    """The answers that were not 200, counted by ``phase:status`` (status 0: the request failed)."""
+    out: dict[str, int] = {}
+    for r in records:
+        if r[2] != 200:
+            out[f"{r[1]}:{r[2]}"] = out.get(f"{r[1]}:{r[2]}", 0) + 1
+    return out
 
 
 def _share_denied(blocked: list[tuple[Any, ...]], phase: str) -> float | None:
