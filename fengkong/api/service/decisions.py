@@ -11,10 +11,12 @@ Decision flow (`decide`):
 3. Idempotency (`idempotency`): the request whose store call counted the event_id
    stores the decision; any other gets that stored decision (``duplicate: true``) or
    409 for a different body.
-4. One pipelined write stores the decision record (with TTL), a pointer
-   ``decision_id -> event_id``, the merchant's latest features (for GET
-   /v1/merchants) and the audit stream entry; then the audit file line. The answer
-   does not wait for Redis's acknowledgement (`_write_behind`).
+4. One pipelined write stores the decision record (with TTL; compact, `records`,
+   preceded by its schema's SET when this worker has not written it lately), a
+   pointer ``decision_id -> event_id``, the merchant's latest features (for GET
+   /v1/merchants) and the audit stream entry (a reference to the decision); then the
+   audit file line (the whole record). The answer does not wait for Redis's
+   acknowledgement (`_write_behind`).
 
 Degraded mode answers a fault of the feature store only (`FeatureStoreError`:
 Redis down, slow past the budget, or refusing; and a Redis fault while a duplicate

@@ -14,7 +14,8 @@ Format: one byte ``\\x01``, then one MessagePack array of the record's values in
   ``{schema:<id>}:names`` (``id``: a hash of its content) with a TTL past the
   records' and re-sent by each worker every `RESEND_S` and after a Redis fault, so
   the schema outlives every record that names it (a Redis restarted empty gets it
-  again with the next decision);
+  again with a worker's first decision after the fault it saw, or within `RESEND_S`;
+  a record whose schema is gone still reads, without its feature names);
 * the features are a list of values in the schema's order; ``missing_features``
   indexes into the schema's names; a fired rule is its id and its values when the
   schema's table of the rule set's rules has the rest (description, action, score,
