@@ -12,8 +12,8 @@ and reads them again.
 
 Then it walks every key of the service's prefix (SCAN) and sorts it by kind from its shape
 (`fengkong.features.keys`): request records (``{evt:<id>}:request``), event-id dedup claims
-(``{evt:<id>}:<other>``), decision pointers (``{decision:<id>}:event``), merchant
-snapshots, the feature keys of each entity kind (card, user, merchant, ip, device, ...)
+(``{evt:<id>}:<other>``), decision pointers (``{decision:<id>}:event``), the records'
+schemas (``{schema:<id>}:names``), merchant snapshots, the feature keys of each entity kind (card, user, merchant, ip, device, ...)
 and the streams (audit, labels). For each kind it measures ``MEMORY USAGE ... SAMPLES 0``
 and ``PTTL`` on up to ``--sample`` keys and scales the mean by the count.
 
@@ -22,7 +22,8 @@ delta / decisions), redis_bytes_per_decision_without_streams (the same without t
 audit streams' growth: they are capped, so they stop growing), worker_rss_growth_mb,
 audit_stream_bytes (MEMORY USAGE of the audit streams), audit_stream_entries, and
 ``kinds``: per kind its key count, estimated bytes, bytes per key, bytes per decision,
-distinct entities and bytes per entity (feature keys), and the TTL range seen.
+distinct entities and bytes per entity (feature keys), and the TTL range seen (``[null,
+null]`` when a sampled key has no TTL).
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ def _kind(key: bytes) -> tuple[str, str | None]:
         return ("request record" if suffix == "request" else f"dedup claim ({suffix})"), None
     if entity == "decision":
         return f"decision pointer ({suffix})", None
+    if entity == "schema":  # shared by the records of one rule set (fengkong.api.service.records)
+        return "record schema", None
     if entity == "merchant" and suffix == "last_decision":
         return "merchant snapshot", ident
     return f"features {entity}", ident
@@ -126,8 +129,10 @@ def _breakdown(client: Any, prefix: str, sample: int, decisions: int) -> dict[st
             pipe.execute_command("MEMORY", "USAGE", k, "SAMPLES", "0")
             pipe.pttl(k)
         res = pipe.execute()
-        sizes = [int(s or 0) for s in res[0::2]]
-        ttls = [int(t) for t in res[1::2]]
+        # a key that expired between SCAN and here (PTTL -2) is left out, not counted as 0 bytes
+        live = [(int(s or 0), int(t)) for s, t in zip(res[0::2], res[1::2]) if int(t) != -2] or [(0, -1)]
+        sizes = [s for s, _ in live]
+        ttls = [t for _, t in live]
         per_key = sum(sizes) / len(sizes)
         total = per_key * counts[kind]
         row: dict[str, Any] = {"keys": counts[kind], "bytes": round(total), "bytes_per_key": round(per_key, 1),

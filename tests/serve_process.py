@@ -41,6 +41,22 @@ def wait_until(predicate: Any, timeout_s: float, step_s: float = 0.05) -> bool:
     return bool(predicate())
 
 
+def worker_pids(parent: int) -> list[int]:
+    """The uvicorn worker processes of a supervisor (its children started by
+    multiprocessing's spawn; not its redis-server, not multiprocessing's helpers)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"spawn_main" in cmdline and b"resource_tracker" not in cmdline and pid_alive(
+                int(stat.parent.name)):
+            pids.append(int(stat.parent.name))
+    return sorted(pids)
+
+
 class ServeProcess:
     """One `fengkong serve` on a free loopback port with the data directory `data_dir`."""
 

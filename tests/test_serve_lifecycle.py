@@ -1,6 +1,7 @@
 """`fengkong serve` stops its embedded Redis cleanly on SIGTERM and SIGINT, with one
 worker (uvicorn re-raises the signal it caught) and with two (uvicorn's supervisor
-handles it), and restarts a redis-server that died, counting it in /metrics."""
+handles it), restarts a redis-server that died, counting it in /metrics, and has a
+worker killed with SIGKILL replaced while the other one answers."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import redis
 
 from api_fixtures import payment
-from serve_process import ServeProcess, pid_alive, wait_until
+from serve_process import ServeProcess, pid_alive, wait_until, worker_pids
 
 
 @pytest.mark.parametrize("workers, sig", [(1, signal.SIGTERM), (2, signal.SIGTERM), (1, signal.SIGINT),
@@ -101,4 +102,43 @@ def test_a_killed_serve_takes_its_redis_with_it(tmp_path: Path) -> None:
         assert wait_until(lambda: not pid_alive(serve.redis_pid), 10), "redis-server orphaned"
         assert (tmp_path / "data" / "redis" / "fengkong.rdb").exists()  # its SIGTERM shutdown saved
     finally:
+        serve.close()
+
+
+def test_a_killed_worker_is_replaced_while_the_other_answers(tmp_path: Path) -> None:
+    """kill -9 of one of two uvicorn workers: uvicorn's supervisor starts a new one; new
+    connections meanwhile go to the live worker (they share the listening socket), the
+    embedded Redis is untouched and the stored state answers from the new worker too."""
+    serve = ServeProcess(tmp_path / "data", tmp_path / "serve.log", workers=2).start()
+    try:
+        assert serve.proc is not None
+        workers = worker_pids(serve.proc.pid)
+        assert len(workers) == 2, serve.output()
+        with serve.client() as c:
+            ev = payment()
+            first = c.post("/v1/decisions", json=ev).json()
+            assert not first["degraded"]
+            assert wait_until(lambda: c.get(f"/v1/decisions/{first['decision_id']}").status_code == 200, 5.0, 0.02)
+        os.kill(workers[0], signal.SIGKILL)
+        statuses = []
+        for _ in range(20):  # a fresh connection each: the live worker takes them
+            with serve.client() as fresh:
+                statuses.append(fresh.post("/v1/decisions", json=payment()).status_code)
+        assert statuses == [200] * 20
+
+        def replaced() -> bool:
+            now = worker_pids(serve.proc.pid)
+            return len(now) == 2 and workers[0] not in now
+
+        assert wait_until(replaced, 30.0, 0.1), serve.output()
+        new = next(p for p in worker_pids(serve.proc.pid) if p not in workers)
+        assert pid_alive(serve.redis_pid)  # the supervisor's Redis was not restarted
+        # now kill the other original worker: the new one alone answers, with the stored state
+        os.kill(workers[1], signal.SIGKILL)
+        with serve.client() as fresh:  # (the new worker may still be starting: the socket's backlog waits)
+            replay = fresh.post("/v1/decisions", json=ev, timeout=60).json()
+        assert replay["duplicate"] and replay["decision_id"] == first["decision_id"] and pid_alive(new)
+    finally:
+        serve.send(signal.SIGTERM)
+        serve.wait(60)
         serve.close()

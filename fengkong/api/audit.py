@@ -5,15 +5,19 @@ Where it goes:
 
 * Redis streams, capped with ``XADD ... MAXLEN ~ n`` (approximate trimming is O(1)
   amortised; exact trimming is not): ``{prefix}:v1:audit:decisions`` and
-  ``{prefix}:v1:audit:changes``. Each entry has one field, ``record``, holding the
-  JSON record. The decision entry is written in the same pipeline (one round trip)
-  as the decision record itself, by `fengkong.api.service.decisions`.
+  ``{prefix}:v1:audit:changes``. Each entry has one field, ``record``, holding JSON.
+  A change entry is the whole change record; a decision entry is a reference to the
+  decision (`reference`: ids, outcome, score, the rules that fired, rule-set version,
+  caller, time), written in the same pipeline (one round trip) as the decision record
+  itself by `fengkong.api.service.decisions`: the stored record has the rest, and a
+  second full copy in the stream cost as many bytes again as the record.
 * Optionally a JSON-lines file (``FENGKONG_AUDIT_FILE``), one line per record,
   written with a single ``write(2)`` on an ``O_APPEND`` descriptor so that several
   worker processes can share the file without interleaving lines. The file also
   receives decisions made while Redis was down, which the stream cannot.
 
-A decision record holds the event (the contract refuses card numbers, so there is
+A decision record (in the file, and in Redis as `fengkong.api.service.records`
+stores it) holds the event (the contract refuses card numbers, so there is
 no secret to drop), the features the live rule set reads (not all ~130 the store
 computes: the ones the decision could depend on), the rules that fired with their
 values, the version and the outcome. A change record holds the key's *name*
@@ -27,7 +31,7 @@ import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import redis
 
@@ -40,6 +44,20 @@ log = logging.getLogger(__name__)
 def stream_entry(key: str, maxlen: int, record_json: bytes) -> tuple[Any, ...]:
     """XADD of one ``record`` to a capped stream (approximate trimming: O(1) amortised)."""
     return ("XADD", key, "MAXLEN", "~", maxlen, "*", "record", record_json)
+
+
+def reference(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A decision's audit stream entry: who asked, what was decided, by which rules and
+    rule set, when; the event and the features are in the stored record (GET
+    /v1/decisions/{id}, for `decision_ttl_s`) and in the audit file."""
+    return {"decision_id": record.get("decision_id"), "event_id": record.get("event_id"),
+            "decision": record.get("decision"), "score": record.get("score"),
+            "rules": [r["id"] for r in record.get("reasons") or ()],
+            "shadow": [r["id"] for r in record.get("shadow") or ()],
+            "ruleset_version": record.get("ruleset_version"), "degraded": record.get("degraded"),
+            "caller": record.get("caller"), "at": record.get("decided_at"),
+            # the card's recent decisions (console) are found by it without reading every record
+            "card": ((record.get("event") or {}).get("card") or {}).get("fingerprint")}
 
 
 def utc_now_iso() -> str:
@@ -60,9 +78,15 @@ class Audit:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
-    def decision_command(self, record_json: bytes) -> tuple[Any, ...]:
-        """The decision's stream entry as a command, for the caller's pipelined write."""
-        return stream_entry(self.decisions_key, self.maxlen, record_json)
+    def decision_command(self, record: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The decision's stream entry as a command, for the caller's pipelined write: a
+        reference to the stored record (`reference`), not a second copy of it."""
+        return stream_entry(self.decisions_key, self.maxlen, dumps(reference(record)))
+
+    def decision_to_file(self, record: Mapping[str, Any]) -> None:
+        """The whole decision record as one line of the audit file (no-op without one)."""
+        if self._fd is not None:
+            self.to_file(dumps(record))
 
     def to_file(self, record_json: bytes) -> None:
         """Append one JSON line (no-op without an audit file)."""

@@ -39,6 +39,7 @@ from fengkong.features import keys
 from fengkong.api.config import Settings
 from fengkong.api.metrics import Metrics
 from fengkong.api.security import KeyRing
+from fengkong.api.service.records import Records
 from fengkong.api.snapshot import SnapshotKeeper
 from fengkong.cases import config as cases_config
 from fengkong.cases.intake import Intake
@@ -64,6 +65,7 @@ class Breaker:
         self.open_s = open_s
         self.open_until = 0.0
         self.last_error: str | None = None
+        self.faults = 0  # how many faults opened it (the decision records re-send their schema after one)
 
     def allow(self) -> bool:
         return time.monotonic() >= self.open_until
@@ -77,6 +79,7 @@ class Breaker:
             return
         self.open_until = time.monotonic() + self.open_s
         self.last_error = type(cause).__name__
+        self.faults += 1
 
     def succeeded(self) -> None:
         if self.open_until:
@@ -132,6 +135,7 @@ class Runtime:
     keys: Keys
     snapshot: SnapshotKeeper
     intake: Intake
+    records: Records
     cases: CasesRuntime | None = None
     embedded: EmbeddedRedis | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -228,7 +232,8 @@ def build_runtime(settings: Settings) -> Runtime:
     rt = Runtime(settings=settings, client=client, conn=conn, store=store, lists=list_store, list_specs=specs,
                  rules=rules, models=models, metrics=Metrics(), audit=audit, keyring=keyring,
                  breaker=Breaker(settings.breaker_s), keys=Keys(settings.key_prefix), snapshot=snapshot,
-                 intake=intake, cases=cases, embedded=embedded)
+                 intake=intake, records=Records(settings.key_prefix, settings.decision_ttl_s),
+                 cases=cases, embedded=embedded)
     rt.start_watch(settings.rules_watch_s)
     return rt
 

@@ -45,6 +45,12 @@ def decision_key(prefix: str, decision_id: str) -> str:
     return entity_key(prefix, "decision", decision_id, "event")
 
 
+def record_schema_key(prefix: str, schema_id: str) -> str:
+    """The names a compact decision record's values stand for (feature names, rule-set
+    version, models), shared by every record written under one rule set."""
+    return entity_key(prefix, "schema", schema_id, "names")
+
+
 def merchant_snapshot_key(prefix: str, merchant_id: str) -> str:
     """The features of a merchant's last decision (the merchant page reads it)."""
     return entity_key(prefix, "merchant", merchant_id, "last_decision")

@@ -126,13 +126,16 @@ def changes(rt: Runtime, *, prefix: str = "", count: int = 500, where: dict[str,
     return out
 
 
-def card_history(rt: Runtime, fingerprint: str, *, limit: int = 20, scan: int = SCAN_LIMIT) -> list[dict[str, Any]]:
-    """The card's most recent stored decisions, among the last `scan` decisions."""
+def card_history(rt: Runtime, fingerprint: str, *, limit: int = 20, scan: int = SCAN_LIMIT) -> list[str]:
+    """Ids of the card's most recent decisions (newest first), among the last `scan`
+    entries of the decision audit stream (each entry names its card)."""
     out = []
-    for _, record in _stream(rt, rt.audit.decisions_key, since_ms=None, count=scan):
-        card = (record.get("event") or {}).get("card") or {}
-        if card.get("fingerprint") == fingerprint:
-            out.append(record)
+    for _, entry in _stream(rt, rt.audit.decisions_key, since_ms=None, count=scan):
+        card = entry.get("card")
+        if card is None:  # an entry written before references named the card: a whole record
+            card = ((entry.get("event") or {}).get("card") or {}).get("fingerprint")
+        if card == fingerprint and entry.get("decision_id"):
+            out.append(str(entry["decision_id"]))
             if len(out) >= limit:
                 break
     return out

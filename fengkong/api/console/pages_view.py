@@ -49,7 +49,13 @@ async def decision(decision_id: str, page: Viewer) -> HTMLResponse:
     features = record.get("features") or {}
     models = {k: v for k, v in features.items() if k.startswith("model.")}
     card = ((record.get("event") or {}).get("card") or {}).get("fingerprint")
-    history = [r for r in data.card_history(rt, card) if r.get("decision_id") != decision_id] if card else []
+    history = []
+    for other in data.card_history(rt, card) if card else []:
+        if other != decision_id:
+            try:
+                history.append(await decisions.get_decision(rt=rt, decision_id=other))
+            except NotFound:  # expired since the stream entry was written
+                continue
     return page.render("decision.html", record=record, models=models, history=history, card=card,
                        features={k: v for k, v in sorted(features.items()) if not k.startswith("model.")})
 

@@ -11,11 +11,13 @@ Decision flow (`decide`):
 3. Idempotency (`idempotency`): the request whose store call counted the event_id
    stores the decision; any other gets that stored decision (``duplicate: true``) or
    409 for a different body.
-4. One pipelined write stores the decision record (with TTL), a pointer
-   ``decision_id -> event_id``, the merchant's latest features (for GET
-   /v1/merchants), the audit stream entry and, for a decision that opens a case, its
-   intake item (`fengkong.cases.intake`); then the audit file line. The answer
-   does not wait for Redis's acknowledgement (`_write_behind`).
+4. One pipelined write stores the decision record (with TTL; compact, `records`,
+   preceded by its schema's SET when this worker has not written it lately), a
+   pointer ``decision_id -> event_id``, the merchant's latest features (for GET
+   /v1/merchants), the audit stream entry (a reference to the decision) and, for a
+   decision that opens a case, its intake item (`fengkong.cases.intake`); then the
+   audit file line (the whole record). The answer does not wait for Redis's
+   acknowledgement (`_write_behind`).
 
 Degraded mode answers a fault of the feature store only (`FeatureStoreError`:
 Redis down, slow past the budget, or refusing; and a Redis fault while a duplicate
@@ -53,10 +55,10 @@ import redis
 
 from fengkong import pipeline
 from fengkong.api.audit import utc_now_iso
-from fengkong.api.encoding import dumps, loads
+from fengkong.api.encoding import dumps
 from fengkong.api.errors import Conflict, NotFound, Unavailable
 from fengkong.api.security import Caller
-from fengkong.api.service.idempotency import body_hash, conflict_check, execute, get, set_record, stored
+from fengkong.api.service.idempotency import body_hash, conflict_check, execute, get, load, set_record, stored
 from fengkong.api.service.ids import check_id, new_decision_id
 from fengkong.api.state import Runtime
 from fengkong.engine.decision import Decision
@@ -211,13 +213,16 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
                               degraded_reason=degraded_reason)
     latency = time.perf_counter() - t0
     record["latency_ms"] = round(latency * 1000, 3)
-    blob = dumps(record)
+    ruleset = rt.rules.current
+    blob, commands = rt.records.encode(record, faults=rt.breaker.faults,
+                                       ruleset=ruleset if ruleset.version == decision.ruleset_version else None)
     ttl = rt.settings.decision_ttl_s
     adopt = result.duplicate
-    commands: list[tuple[Any, ...]] = [
+    first = len(commands)  # the record's SET (after its schema's, when that is sent)
+    commands += [
         set_record(key, blob, ttl, only_if_absent=adopt),
         ("SET", rt.keys.decision(decision_id), event.event_id, "EX", ttl),
-        rt.audit.decision_command(blob),
+        rt.audit.decision_command(record),
     ]
     case_item = rt.intake.command(record, event)  # a review (or what cases.yaml names): queue it for a case
     if case_item is not None:
@@ -230,7 +235,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     if adopt:  # SET NX: this request answers with the first delivery's record if it arrived after all
         try:
             replies = await execute(rt, commands, max(0.001, deadline - time.perf_counter()))
-            if replies[0] is None:
+            if replies[first] is None:
                 earlier = await stored(rt, key=key, digest=digest, kind="decision", deadline=time.perf_counter())
                 if earlier is not None:
                     return _response(earlier, (time.perf_counter() - t0) * 1000, True)
@@ -238,7 +243,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
             _unstored(rt, decision_id, exc)
     else:
         _write_behind(rt, commands, decision_id)
-    rt.audit.to_file(blob)
+    rt.audit.decision_to_file(record)
     if degraded_reason:
         rt.metrics.degraded.labels("model_failed").inc()
     rt.metrics.decided(final, bool(degraded_reason),
@@ -323,11 +328,12 @@ async def get_decision(*, rt: Runtime, decision_id: str) -> dict[str, Any]:
     try:
         event_id = await get(rt, rt.keys.decision(decision_id))
         value = await get(rt, rt.keys.request(event_id.decode())) if event_id else None
+        if not value:
+            raise NotFound("decision_id",
+                           "no stored decision has this id (unknown, expired, or made in degraded mode)")
+        record = await load(rt, value)
     except (redis.RedisError, OSError) as exc:
         raise Unavailable(None, f"feature store unavailable: {type(exc).__name__}") from None
-    if not value:
-        raise NotFound("decision_id", "no stored decision has this id (unknown, expired, or made in degraded mode)")
-    record = loads(value)
     if record.get("decision_id") != decision_id:
         raise NotFound("decision_id", "no stored decision has this id")
     for k in _INTERNAL_KEYS:

@@ -6,12 +6,12 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import redis
 
-from fengkong.api.encoding import loads
 from fengkong.api.errors import Conflict, Invalid, NotFound, Unavailable
+from fengkong.api.service import records
 from fengkong.api.service.idempotency import body_hash
 from fengkong.api.state import Runtime
 from fengkong.engine import RuleSetError, load_ruleset
@@ -32,15 +32,24 @@ def dry_run(*, rt: Runtime, event: Mapping[str, Any] | None, features: Mapping[s
     if event is not None:
         parsed = parse_event(event)
         try:
-            value = rt.client.get(rt.keys.request(parsed.event_id))
+            value = cast("bytes | None", rt.client.get(rt.keys.request(parsed.event_id)))
         except (redis.RedisError, OSError) as exc:
             raise Unavailable(None, f"feature store unavailable: {type(exc).__name__}") from None
         if not value:
             raise NotFound("event.event_id", "no stored decision for this event: decide it first, or post `features`")
-        record = loads(value)
-        if record.get("kind") != "decision" or record.get("body_sha256", "").encode() != body_hash(event):
+        kind, sha = records.header(value)
+        if kind != "decision" or sha.encode() != body_hash(event):
             raise Conflict("event", "differs from the event stored under this event_id")
-        base = dict(record.get("features") or {})
+        sid = records.schema_id(value)
+        schema = None
+        if sid is not None:
+            schema = rt.records.known(sid)
+            if schema is None:
+                try:
+                    schema = rt.records.learn(cast("bytes | None", rt.client.get(rt.records.schema_key(sid))))
+                except (redis.RedisError, OSError) as exc:
+                    raise Unavailable(None, f"feature store unavailable: {type(exc).__name__}") from None
+        base = dict(records.decode(value, schema).get("features") or {})
         source = "stored"
     if features:
         base.update(features)

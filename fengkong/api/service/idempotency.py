@@ -26,8 +26,8 @@ from typing import Any, Mapping, Sequence
 import orjson
 import redis
 
-from fengkong.api.encoding import loads
 from fengkong.api.errors import Conflict
+from fengkong.api.service import records
 from fengkong.api.state import Runtime
 from fengkong.features.pipelined import ReplyError
 
@@ -49,6 +49,18 @@ async def execute(rt: Runtime, commands: Sequence[tuple[Any, ...]], timeout_s: f
     return replies
 
 
+async def load(rt: Runtime, value: bytes) -> dict[str, Any]:
+    """A stored record (`records`: compact or JSON), with its schema from the worker's
+    cache or, the first time, from Redis over the pipelined connection."""
+    sid = records.schema_id(value)
+    if sid is None:
+        return records.decode(value, None)
+    schema = rt.records.known(sid)
+    if schema is None:
+        schema = rt.records.learn(await get(rt, rt.records.schema_key(sid)))
+    return records.decode(value, schema)
+
+
 async def get(rt: Runtime, key: str) -> bytes | None:
     """GET over the pipelined connection, within the store's budget."""
     return (await execute(rt, (("GET", key),), rt.store_budget_s))[0]  # type: ignore[no-any-return]
@@ -67,12 +79,12 @@ async def stored(rt: Runtime, *, key: str, digest: bytes, kind: str, deadline: f
     while True:
         value = await get(rt, key)
         if value is not None:
-            record: dict[str, Any] = loads(value)
-            if record.get("body_sha256", "").encode() != digest:
+            stored_kind, sha = records.header(value)
+            if sha.encode() != digest:
                 raise Conflict("event_id", "was already used with a different body")
-            if record.get("kind") != kind:
-                raise Conflict("event_id", f"was already used by a {record.get('kind')} request")
-            return record
+            if stored_kind != kind:
+                raise Conflict("event_id", f"was already used by a {stored_kind} request")
+            return await load(rt, value)
         if time.perf_counter() >= deadline:
             return None
         await asyncio.sleep(POLL_S)
@@ -86,5 +98,5 @@ async def conflict_check(rt: Runtime, *, key: str, digest: bytes) -> None:
         value = await get(rt, key)
     except (redis.RedisError, OSError):
         return
-    if value is not None and loads(value).get("body_sha256", "").encode() != digest:
+    if value is not None and records.header(value)[1].encode() != digest:
         raise Conflict("event_id", "was already used with a different body")

@@ -1,0 +1,335 @@
+"""The decision record an event_id leaves in Redis, stored compactly.
+
+Why: the record is kept `decision_ttl_s` for every decision (idempotent retries and
+GET /v1/decisions/{id}), so its size is most of what Redis holds per decision. As
+JSON it repeated ~70 feature names, the rule-set version and the models' status in
+every record; here each record holds only its values, and what records written under
+one rule set share is stored once (docs/operations.md, "Memory sizing").
+
+Format: one byte ``\\x01``, then one MessagePack array of the record's values in
+`FIELDS` order, where
+
+* the feature names, the rule-set version, the models' status and the names a
+  ``missing_features`` entry may take are a `Schema`, stored once under
+  ``{schema:<id>}:names`` (``id``: a hash of its content) with a TTL past the
+  records' and re-sent by each worker every `RESEND_S` and after a Redis fault, so
+  the schema outlives every record that names it (a Redis restarted empty gets it
+  again with a worker's first decision after the fault it saw, or within `RESEND_S`;
+  a record whose schema is gone still reads, without its feature names);
+* the features are a list of values in the schema's order; ``missing_features``
+  indexes into the schema's names; a fired rule is its id and its values when the
+  schema's table of the rule set's rules has the rest (description, action, score,
+  mode, tags) as the rule fired it;
+* a feature whose value repeats one of the event's texts (``event.ip``,
+  ``card.fingerprint``, ...) is a reference to it (an extension type, `_REF`);
+* the event's field names are indexes into `EVENT_NAMES`; the body's SHA-256 and the
+  decision id are raw bytes, ``decided_at`` an integer of
+  microseconds, ``event_id`` left out when it is the event's own.
+
+A record that MessagePack cannot hold (an integer past 64 bits) is written as JSON,
+the format before this one; readers take both (`decode`: a record starting with
+``{`` is JSON), so records written by an older version stay readable after an upgrade.
+Outcome records are JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Collection, Mapping
+
+import msgpack
+
+from fengkong.api.encoding import loads
+from fengkong.features import keys
+
+#: the first byte of a compact decision record (a JSON record starts with ``{``)
+COMPACT = b"\x01"
+#: a decision record's fields, in the order the service writes them
+FIELDS = ("kind", "body_sha256", "decision_id", "event_id", "decision", "score", "reasons", "merchant_grade",
+          "ruleset_version", "degraded", "degraded_reason", "lane", "risk", "models", "decided_at", "caller", "event",
+          "features", "shadow", "missing_features", "score_action", "thresholds", "latency_ms")
+#: a fired rule's fields (`fengkong.engine.decision.Reason.to_dict`)
+REASON_KEYS = ("id", "description", "action", "score", "mode", "tags", "values")
+#: the event's field names (`fengkong.events.Event`, `Card`), written as their index here
+#: (part of the format: append new names, never reorder)
+EVENT_NAMES = ("event_id", "type", "occurred_at", "merchant_id", "user_id", "amount", "currency", "channel", "card",
+               "ip", "device_id", "merchant_mcc", "refers_to", "fingerprint", "bin", "issuer_country")
+_EVENT_INDEX = {n: i for i, n in enumerate(EVENT_NAMES)}
+#: how often a worker writes a schema again while it uses it (its TTL is the records' plus an hour)
+RESEND_S = 60.0
+_SCHEMA_GRACE_S = 3600
+
+_DECISION_ID = re.compile(r"^d_[0-9a-f]{24}$")
+_DECIDED_AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+_REF = 1  # MessagePack extension type: "the event's text value number <byte>"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What the values of the records written under one rule set stand for."""
+
+    ruleset_version: str | None
+    models: str | None
+    names: tuple[str, ...]   # the features' names, in the records' order
+    vocab: tuple[str, ...]   # names first, then the other names a missing feature may have
+    rules: Mapping[str, list[Any]]  # rule id -> its description, action, score, mode, tags
+    blob: bytes
+    id: str
+    index: Mapping[str, int]  # position of each name in vocab
+    copies: tuple[int, ...]   # positions of the features that may repeat an event's text (event.*, card.*)
+
+    @classmethod
+    def make(cls, ruleset_version: str | None, models: str | None, names: tuple[str, ...],
+             extra: Collection[str], rules: Mapping[str, list[Any]]) -> "Schema":
+        seen = set(names)
+        vocab = names + tuple(sorted(n for n in extra if n not in seen))
+        blob = msgpack.packb([ruleset_version, models, list(names), list(vocab[len(names):]), dict(rules)],
+                             use_bin_type=True)
+        return cls.from_blob(blob)
+
+    @classmethod
+    def from_blob(cls, blob: bytes) -> "Schema":
+        ruleset_version, models, names, extra, rules = msgpack.unpackb(blob, raw=False)
+        names = tuple(names)
+        vocab = names + tuple(extra)
+        return cls(ruleset_version, models, names, vocab, rules, blob,
+                   hashlib.blake2b(blob, digest_size=8).hexdigest(), {n: i for i, n in enumerate(vocab)},
+                   tuple(i for i, n in enumerate(names) if n.startswith(("event.", "card."))))
+
+
+def rule_table(ruleset: Any) -> dict[str, list[Any]]:
+    """What a fired rule's record repeats of the rule (`REASON_KEYS` but id and values),
+    by id: a record then names the rule and its values only."""
+    return {r.id: [r.description, r.then, r.score, r.mode, list(r.tags)] for r in ruleset.rules}
+
+
+class Records:
+    """One worker's encoder and schema cache for decision records (see the module docstring)."""
+
+    def __init__(self, prefix: str, ttl_s: int) -> None:
+        self.prefix = prefix
+        self.schema_ttl_s = ttl_s + _SCHEMA_GRACE_S
+        self._by_shape: dict[tuple[Any, ...], Schema] = {}
+        self._by_id: dict[str, Schema] = {}
+        self._sent: dict[str, tuple[float, int]] = {}  # schema id -> (monotonic time written, faults then)
+
+    def schema_key(self, schema_id: str) -> str:
+        return keys.record_schema_key(self.prefix, schema_id)
+
+    def known(self, schema_id: str) -> Schema | None:
+        """A schema this worker has written or read before."""
+        return self._by_id.get(schema_id)
+
+    def learn(self, blob: bytes | None) -> Schema | None:
+        """Remember a schema read from Redis (None when it is gone: then every schema is
+        written again with this worker's next decision)."""
+        if not blob:
+            self._sent.clear()
+            return None
+        schema = Schema.from_blob(blob)
+        self._remember(schema)
+        return schema
+
+    def _remember(self, schema: Schema) -> None:
+        if len(self._by_id) >= 256:  # rule sets come and go; a worker keeps the recent ones
+            self._by_id.clear()
+            self._by_shape.clear()
+            self._sent.clear()
+        self._by_id[schema.id] = schema
+
+    def encode(self, record: Mapping[str, Any], *, ruleset: Any, faults: int) -> tuple[bytes, list[tuple[Any, ...]]]:
+        """The stored form of a decision record, and the commands that must precede it
+        (the schema's SET when this worker has not written it lately, or since the last
+        Redis fault `faults` counts). `ruleset` is the rule set that decided (its rules
+        and the names it reads go to the schema), or None when it is no longer live."""
+        features = record["features"]
+        names = tuple(features)
+        shape = (record.get("ruleset_version"), record.get("models"), names, ruleset is None)
+        schema = self._by_shape.get(shape)
+        if schema is None:
+            schema = Schema.make(shape[0], shape[1], names, ruleset.features_read if ruleset is not None else (),
+                                 rule_table(ruleset) if ruleset is not None else {})
+            self._remember(schema)
+            self._by_shape[shape] = schema
+        commands: list[tuple[Any, ...]] = []
+        now = time.monotonic()
+        sent = self._sent.get(schema.id)
+        if sent is None or sent[1] != faults or now - sent[0] >= RESEND_S:
+            commands.append(("SET", self.schema_key(schema.id), schema.blob, "EX", self.schema_ttl_s))
+            self._sent[schema.id] = (now, faults)
+        try:
+            return COMPACT + _packer.pack(_values(record, schema)), commands
+        except (OverflowError, TypeError, ValueError, UnicodeEncodeError):  # what only JSON can hold
+            from fengkong.api.encoding import dumps
+
+            return dumps(record), []
+
+
+def _values(record: Mapping[str, Any], schema: Schema) -> list[Any]:
+    features = record["features"]
+    index = schema.index
+    event = record.get("event")
+    decision_id = record.get("decision_id")
+    decided_at = record.get("decided_at")
+    extra = {k: v for k, v in record.items() if k not in _FIELD_SET}
+    return [
+        bytes.fromhex(schema.id), bytes.fromhex(record["body_sha256"]),
+        bytes.fromhex(decision_id[2:]) if isinstance(decision_id, str) and _DECISION_ID.match(decision_id)
+        else decision_id,
+        None if isinstance(event, Mapping) and event.get("event_id") == record.get("event_id")
+        and record.get("event_id") is not None else [record.get("event_id")],
+        record.get("decision"), record.get("score"), [_reason(r, schema) for r in record.get("reasons") or ()],
+        record.get("merchant_grade"), record.get("degraded"), record.get("degraded_reason"), record.get("lane"),
+        record.get("risk"), _micros(decided_at) if isinstance(decided_at, str) and _DECIDED_AT.match(decided_at)
+        else decided_at, record.get("caller"), _indexed(event) if isinstance(event, dict) else event,
+        _with_refs(list(features.values()), schema.copies, event) if isinstance(event, dict)
+        else list(features.values()),
+        [_reason(r, schema) for r in record.get("shadow") or ()],
+        [index.get(n, n) for n in record.get("missing_features") or ()],
+        record.get("score_action"), record.get("thresholds"), record.get("latency_ms"), extra or None,
+        # ruleset_version and models are the schema's; kind is "decision"
+    ]
+
+
+_FIELD_SET = frozenset(FIELDS)
+
+
+def _texts(event: dict[str, Any]) -> list[str]:
+    """The event's text values, top level then the card's, in order: what a feature's
+    value may refer to instead of repeating (`_REF`)."""
+    out = [v for v in event.values() if type(v) is str]
+    card = event.get("card")
+    if isinstance(card, dict):
+        out += [v for v in card.values() if type(v) is str]
+    return out
+
+
+def _with_refs(values: list[Any], positions: tuple[int, ...], event: dict[str, Any]) -> list[Any]:
+    """`values` with each one at `positions` that repeats a text of the event replaced by
+    a reference to it (the ids, ip, channel and types are the event's own)."""
+    texts = {v: i for i, v in enumerate(_texts(event)) if i < 256}
+    for i in positions:
+        ref = texts.get(values[i]) if type(values[i]) is str else None
+        if ref is not None:
+            values[i] = msgpack.ExtType(_REF, bytes((ref,)))
+    return values
+
+
+def _resolved(values: list[Any], event: Any) -> list[Any]:
+    if not isinstance(event, dict) or not any(type(v) is msgpack.ExtType for v in values):
+        return values
+    texts = _texts(event)
+    return [texts[v.data[0]] if type(v) is msgpack.ExtType and v.code == _REF else v for v in values]
+
+
+def _indexed(value: dict[str, Any]) -> dict[Any, Any]:
+    """An event with its field names as `EVENT_NAMES` indexes (a name not there stays)."""
+    return {_EVENT_INDEX.get(k, k): _indexed(v) if isinstance(v, dict) else v for k, v in value.items()}
+
+
+def _named(value: dict[Any, Any]) -> dict[str, Any]:
+    return {EVENT_NAMES[k] if isinstance(k, int) else k: _named(v) if isinstance(v, dict) else v
+            for k, v in value.items()}
+
+
+def _reason(reason: Mapping[str, Any], schema: Schema) -> Any:
+    """A fired rule as ``[id, values]`` when the schema's rule table has the rest as it
+    is (``values`` a flat list of name index and value), else the list of its values."""
+    if tuple(reason) != REASON_KEYS:
+        return reason
+    values = reason["values"]
+    known = schema.rules.get(reason["id"])
+    if known is not None and isinstance(values, dict) and _same(known, reason):
+        index = schema.index
+        flat: list[Any] = []
+        for name, value in values.items():
+            flat += (index.get(name, name), value)
+        return [reason["id"], flat]
+    return [reason[k] for k in REASON_KEYS]
+
+
+def _same(known: list[Any], reason: Mapping[str, Any]) -> bool:
+    score = reason["score"]
+    return (known[0] == reason["description"] and known[1] == reason["action"] and known[2] == score
+            and type(known[2]) is type(score) and known[3] == reason["mode"] and known[4] == list(reason["tags"]))
+
+
+def _micros(text: str) -> int:
+    delta = datetime.fromisoformat(text) - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _iso(micros: int) -> str:
+    return (_EPOCH + timedelta(microseconds=micros)).isoformat(timespec="microseconds")
+
+
+def schema_id(value: bytes) -> str | None:
+    """The schema a stored record needs to be read, or None (a JSON record needs none)."""
+    if value[:1] != COMPACT:
+        return None
+    return _unpack(value)[0].hex()  # type: ignore[no-any-return]
+
+
+def _unpack(value: bytes) -> list[Any]:
+    return msgpack.unpackb(memoryview(value)[1:], raw=False, strict_map_key=False)  # type: ignore[no-any-return]
+
+
+def header(value: bytes) -> tuple[str | None, str]:
+    """(kind, body SHA-256 hex) of a stored record of either format, without its schema."""
+    if value[:1] != COMPACT:
+        record = loads(value)
+        return record.get("kind"), record.get("body_sha256", "")
+    return "decision", _unpack(value)[1].hex()
+
+
+def decode(value: bytes, schema: Schema | None) -> dict[str, Any]:
+    """The record as the service wrote it (either format). Without its schema (gone
+    from Redis) the record keeps its decision but not its feature names: features are
+    empty and the rule-set version and models unknown."""
+    if value[:1] != COMPACT:
+        return loads(value)  # type: ignore[no-any-return]
+    (sid, sha, decision_id, event_id, decision, score, reasons, grade, degraded, degraded_reason, lane, risk,
+     decided_at, caller, event, values, shadow, missing, score_action, thresholds, latency_ms, extra) = _unpack(value)
+    if isinstance(event, dict):
+        event = _named(event)
+        values = _resolved(values, event)
+    names = schema.names if schema is not None else ()
+    vocab = schema.vocab if schema is not None else ()
+    record = {
+        "kind": "decision", "body_sha256": sha.hex(),
+        "decision_id": "d_" + decision_id.hex() if isinstance(decision_id, bytes) else decision_id,
+        "event_id": event["event_id"] if event_id is None else event_id[0],
+        "decision": decision, "score": score, "reasons": [_reason_dict(r, schema) for r in reasons],
+        "merchant_grade": grade, "ruleset_version": schema.ruleset_version if schema is not None else None,
+        "degraded": degraded, "degraded_reason": degraded_reason, "lane": lane, "risk": risk,
+        "models": schema.models if schema is not None else None,
+        "decided_at": _iso(decided_at) if isinstance(decided_at, int) else decided_at, "caller": caller,
+        "event": event, "features": dict(zip(names, values)) if len(names) == len(values) else {},
+        "shadow": [_reason_dict(r, schema) for r in shadow],
+        "missing_features": [vocab[m] if isinstance(m, int) and m < len(vocab) else str(m) for m in missing],
+        "score_action": score_action, "thresholds": thresholds, "latency_ms": latency_ms,
+    }
+    if extra:
+        record.update(extra)
+    return record
+
+
+def _reason_dict(reason: Any, schema: Schema | None) -> Any:
+    if not isinstance(reason, list):
+        return reason
+    if len(reason) != 2:
+        return dict(zip(REASON_KEYS, reason))
+    rule_id, flat = reason
+    known = schema.rules.get(rule_id) if schema is not None else None
+    vocab = schema.vocab if schema is not None else ()
+    values = {vocab[k] if isinstance(k, int) and k < len(vocab) else str(k): v for k, v in zip(flat[::2], flat[1::2])}
+    if known is None:  # the schema is gone: the rule's id and values only
+        return {"id": rule_id, "values": values}
+    return {"id": rule_id, "description": known[0], "action": known[1], "score": known[2], "mode": known[3],
+            "tags": list(known[4]), "values": values}

@@ -1,0 +1,168 @@
+"""The decision record in Redis (`fengkong.api.service.records`): compact, read back
+exactly, shared schema found by other workers, and records in the older JSON format
+still answer GET /v1/decisions and retries."""
+
+from __future__ import annotations
+
+import msgpack
+import orjson
+import pytest
+
+from api_fixtures import DECIDE_KEY, RULES_DIR, Served, payment, settings
+from fengkong.api.encoding import dumps
+from fengkong.api.service import records
+from fengkong.api.service.records import Records
+from fengkong.engine import load_ruleset
+from fengkong.features.keys import audit_stream, request_key
+
+PREFIX = "trec"
+
+
+@pytest.fixture(scope="module")
+def ruleset():
+    rs = load_ruleset(RULES_DIR)  # the default pack: the schema's rule table comes from it
+    yield rs
+    rs.close()
+
+
+def _fired(ruleset, rule_id, values):
+    """A fired rule as `Reason.to_dict` gives it."""
+    r = ruleset.by_id[rule_id]
+    return {"id": r.id, "description": r.description, "action": r.then, "score": r.score, "mode": r.mode,
+            "tags": list(r.tags), "values": values}
+
+
+def _record(**overrides):
+    reason = {"id": "ip.tor_exit", "description": "Tor 出口节点 / payment from a Tor exit", "action": "review",
+              "score": 50, "mode": "enforce", "tags": ["proxy_ip"], "values": {"ip.is_tor": True}}
+    record = {
+        "kind": "decision", "body_sha256": "ab" * 32, "decision_id": "d_0123456789abcdef01234567",
+        "event_id": "e-1", "decision": "review", "score": 50, "reasons": [reason], "merchant_grade": "NEW",
+        "ruleset_version": "c4844d417b90@2026-12-04T22:29:04.361987Z", "degraded": False, "degraded_reason": None,
+        "lane": None, "risk": 0.25, "models": "rules-only: no model artifacts loaded",
+        "decided_at": "2026-12-04T22:29:05.896275+00:00", "caller": "gateway",
+        "event": {"event_id": "e-1", "type": "payment", "occurred_at": "2026-11-25T10:00:00+08:00", "amount": "1.00",
+                  "card": {"fingerprint": "tok-1", "type": "debit"}, "ip": "185.220.101.7"},
+        "features": {"ip.is_tor": True, "event.amount": 1.0, "card.count_1h": 3, "merchant.grade": "NEW",
+                     "user.amount_zscore": None, "event.ip": "185.220.101.7", "card.fingerprint": "tok-1",
+                     "event.type": "payment", "event.channel": "not the event's"},
+        "shadow": [dict(reason, id="shadow.x", mode="shadow", values={})],
+        "missing_features": ["user.amount_zscore", "model.txn_risk", "not.in.the.schema"],
+        "score_action": "review", "thresholds": {"challenge": 30, "review": 60, "deny": 90}, "latency_ms": 2.19,
+    }
+    record.update(overrides)
+    return record
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"decision_id": "not-a-hex-id", "decided_at": "yesterday", "reasons": [], "shadow": []},
+    {"event_id": "other-than-the-event's", "degraded": True, "degraded_reason": "model failed: ValueError"},
+    {"reasons": [{"id": "odd", "values": {}}], "missing_features": []},
+    {"event": {"event_id": "e-1", "type": "payment", "unknown_field": {"nested": [1, 2]}}},
+    "fired from the rule set",
+])
+def test_a_record_reads_back_exactly_as_written_and_smaller(overrides, ruleset):
+    if overrides == "fired from the rule set":  # by id and values (the schema has the rest); one edited
+        tor = _fired(ruleset, "ip.tor_exit", {"ip.is_tor": True, "not.a.feature": 1})
+        overrides = {"reasons": [tor, dict(tor, score=tor["score"] + 1)], "shadow": [dict(tor, mode="shadow")]}
+    rec = _record(**overrides)
+    store = Records("p", 3600)
+    blob, commands = store.encode(rec, ruleset=ruleset, faults=0)
+    assert blob[:1] == records.COMPACT and commands and commands[0][0] == "SET"
+    schema = records.Schema.from_blob(commands[0][2])
+    assert records.schema_id(blob) == schema.id and commands[0][1] == store.schema_key(schema.id)
+    assert records.decode(blob, schema) == rec
+    assert list(records.decode(blob, schema)) == list(rec)  # same key order: the same JSON
+    assert records.header(blob) == ("decision", rec["body_sha256"])
+    assert len(blob) < len(dumps(rec)) * 0.6
+    if overrides == {}:  # the features that repeat the event's texts refer to them
+        assert sum(1 for v in records._unpack(blob)[15] if isinstance(v, msgpack.ExtType)) == 3
+    if rec["reasons"] and rec["reasons"][0]["id"] == "ip.tor_exit" and rec["reasons"][0]["values"].get("not.a.feature"):
+        stored_reasons = records._unpack(blob)[6]
+        assert len(stored_reasons[0]) == 2 and len(stored_reasons[1]) == 7  # by id; the edited one whole
+
+
+def test_the_schema_is_written_once_then_again_after_a_fault():
+    store = Records("p", 3600)
+    _, first = store.encode(_record(), ruleset=None, faults=0)
+    _, again = store.encode(_record(decision_id="d_" + "1" * 24), ruleset=None, faults=0)
+    _, after_fault = store.encode(_record(), ruleset=None, faults=1)
+    assert len(first) == 1 and again == [] and after_fault == first
+    assert first[0][3:] == ("EX", 3600 + 3600)  # outlives the records that name it
+
+
+def test_a_record_msgpack_cannot_hold_is_stored_as_json_and_read_back():
+    rec = _record(event={"event_id": "e-1", "type": "payment", "huge": 2 ** 70})
+    blob, commands = Records("p", 3600).encode(rec, ruleset=None, faults=0)
+    assert blob[:1] == b"{" and records.schema_id(blob) is None and records.decode(blob, None) == rec
+
+
+def test_a_record_without_its_schema_keeps_its_decision(ruleset):
+    rec = _record(reasons=[_fired(ruleset, "ip.tor_exit", {"ip.is_tor": True})])
+    blob, _ = Records("p", 3600).encode(rec, ruleset=ruleset, faults=0)
+    got = records.decode(blob, None)
+    assert got["decision_id"] == rec["decision_id"] and got["decision"] == "review" and got["features"] == {}
+    assert [r["id"] for r in got["reasons"]] == ["ip.tor_exit"]
+
+
+@pytest.fixture(scope="module")
+def api(redis_server):
+    with Served(settings(redis_server.url, PREFIX)) as served:
+        yield served
+
+
+def test_the_stored_record_is_compact_and_answers_as_before(api, redis_client):
+    ev = payment(ip="185.220.101.7")
+    with api.client(DECIDE_KEY) as c:
+        out = c.post("/v1/decisions", json=ev).json()
+        detail = c.get(f"/v1/decisions/{out['decision_id']}").json()
+        again = c.post("/v1/decisions", json=ev).json()
+    key = request_key(PREFIX, ev["event_id"])
+    stored = redis_client.get(key)
+    assert stored[:1] == records.COMPACT
+    # the JSON record of this decision was ~3.2 kB (features by name, the event, the versions)
+    assert int(redis_client.execute_command("MEMORY", "USAGE", key, "SAMPLES", "0")) < 1200
+    assert detail["features"]["ip.is_tor"] is True and detail["event"] == ev and detail["caller"] == "gateway"
+    assert detail["ruleset_version"] == out["ruleset_version"] and detail["models"] == out["models"]
+    assert [r["id"] for r in detail["reasons"]] == [r["id"] for r in out["reasons"]]
+    assert again["duplicate"] is True
+    assert {k: v for k, v in again.items() if k not in ("latency_ms", "duplicate")} == \
+           {k: v for k, v in out.items() if k not in ("latency_ms", "duplicate")}
+    entry = redis_client.xrevrange(audit_stream(PREFIX, "decisions"), count=50)
+    ref = next(orjson.loads(v[b"record"]) for _, v in entry if b'"' + out["decision_id"].encode() in v[b"record"])
+    assert ref["rules"] == [r["id"] for r in out["reasons"]] and "features" not in ref
+
+
+def test_another_worker_reads_the_record_through_the_shared_schema(api, redis_server):
+    ev = payment()
+    with api.client(DECIDE_KEY) as c:
+        out = c.post("/v1/decisions", json=ev).json()
+        mine = c.get(f"/v1/decisions/{out['decision_id']}").json()
+    with Served(settings(redis_server.url, PREFIX)) as other, other.client(DECIDE_KEY) as c2:
+        assert other.runtime.records.known(records.schema_id(
+            redis_server.client().get(request_key(PREFIX, ev["event_id"])))) is None  # a fresh worker
+        theirs = c2.get(f"/v1/decisions/{out['decision_id']}").json()
+        retried = c2.post("/v1/decisions", json=ev).json()
+    assert theirs == mine and len(theirs["features"]) > 30
+    assert retried["decision_id"] == out["decision_id"] and retried["duplicate"] is True
+
+
+def test_records_in_the_older_json_format_still_answer(api, redis_client):
+    """A record written before this format (JSON, the whole record) is read as before:
+    GET /v1/decisions, a retry of the event_id, and a conflicting body's 409."""
+    ev = payment(ip="185.220.101.7")
+    key = request_key(PREFIX, ev["event_id"])
+    with api.client(DECIDE_KEY) as c:
+        out = c.post("/v1/decisions", json=ev).json()
+        detail = c.get(f"/v1/decisions/{out['decision_id']}").json()
+        schema = api.runtime.records.known(records.schema_id(redis_client.get(key)))
+        legacy = records.decode(redis_client.get(key), schema)
+        redis_client.set(key, dumps(legacy), keepttl=True)  # what the service wrote before
+        assert redis_client.get(key)[:1] == b"{"
+        assert c.get(f"/v1/decisions/{out['decision_id']}").json() == detail
+        retried = c.post("/v1/decisions", json=ev).json()
+        assert retried["decision_id"] == out["decision_id"] and retried["duplicate"] is True
+        assert retried["reasons"] == out["reasons"] and retried["decision"] == out["decision"]
+        other = c.post("/v1/decisions", json=dict(ev, amount="99.00"))
+        assert other.status_code == 409 and other.json()["field"] == "event_id"
