@@ -107,7 +107,8 @@ class EventArgs:
         self._member_values = picker(self.members)  # itemgetter reads a dict's keys too
         # every resolution is a whole number of slots: buckets and thresholds change only
         # from one slot to the next
-        self.slot_us = math.gcd(*self.buckets, *(res for res, _ in self.horizons))
+        # (1 for ops with no time values at all, e.g. a list's alone on a cluster slot)
+        self.slot_us = math.gcd(*self.buckets, *(res for res, _ in self.horizons)) or 1
         self.last_slot: tuple[int, list[bytes]] = (-1, [])
 
     def position(self, ref: Ref) -> int:

@@ -1,0 +1,142 @@
+"""The feature store on a real 3-master Redis Cluster (tests/redis_cluster.py): the
+per-slot split gives exactly the single-server script's features, and the event-id
+claim keeps a retried event from counting anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from eventgen import dense_events
+from fengkong.events import flat_to_dict, parse_event
+from fengkong.features.cluster import ClusterPipelined, command_key, is_cluster_url, parse_cluster_url, slot_of
+from fengkong.features.cluster_store import CLAIMED, UNSETTLED, ClusterOnlineStore
+from fengkong.features.errors import FeatureStoreError
+from fengkong.features.online import OnlineStore
+from redis_cluster import master_of
+from test_feature_twin import _stream, assert_twin
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b and type(a) is type(b)
+
+
+def test_cluster_url_lists_seed_nodes_and_credentials():
+    cfg = parse_cluster_url("redis+cluster://ops:s%40cret@10.0.0.1:7000,10.0.0.2:7001")
+    assert cfg.seeds == (("10.0.0.1", 7000), ("10.0.0.2", 7001))
+    assert (cfg.username, cfg.password, cfg.tls) == ("ops", "s@cret", False)
+    assert cfg.node_url("10.0.0.2", 7001) == "redis://ops:s@cret@10.0.0.2:7001"
+    assert parse_cluster_url("rediss+cluster://h:1").tls
+    assert is_cluster_url("redis+cluster://h:1") and not is_cluster_url("redis://h:1") and not is_cluster_url(None)
+    with pytest.raises(ValueError, match="host:port"):
+        parse_cluster_url("redis+cluster://h1:7000,h2")
+
+
+def test_commands_route_by_their_key_or_hash_tag():
+    assert command_key(("EVALSHA", "abc", 2, "k1", "k2", "a")) == "k1"
+    assert command_key(("EVALSHA", "abc", 0, "a")) is None
+    assert command_key(("XADD", "s", "*", "f", "v")) == "s"
+    assert command_key(("SCRIPT", "LOAD", "return 1")) is None
+    assert slot_of("fk:v1:{card:7}:state") == slot_of("other:{card:7}") != slot_of("fk:v1:{card:8}:state")
+
+
+def test_each_script_call_stays_on_one_slot(cluster_store):
+    """The split really splits: every call's KEYS share one slot, and the calls of a full
+    payment land on more than one master."""
+    events = dense_events(300, seed=3)
+    masters = set()
+    for row in events.to_dict("records"):
+        r = __import__("fengkong.features.rows", fromlist=["event_row"]).event_row(
+            parse_event(flat_to_dict(row)), cluster_store.ipintel, cluster_store.biz_offset_min)
+        _, _, calls = cluster_store.cluster.calls(r)
+        for _, keys, _ in calls:
+            assert len({slot_of(k) for k in keys}) == 1, keys
+            masters.add(slot_of(keys[0]))
+    assert len(masters) > 10
+
+
+def test_cluster_features_equal_single_server_and_the_offline_twin(store, redis_client, cluster_store,
+                                                                   cluster_client, prefix, ipintel, list_specs):
+    events = dense_events(20_000, seed=11)
+    single = _stream(store, redis_client, prefix, events)
+    clustered = _stream(cluster_store, cluster_client, prefix, events)
+    assert clustered.keys() == single.keys()
+    diffs = [(eid, name, value, single[eid][name]) for eid, feats in clustered.items()
+             for name, value in feats.items() if not _equal(value, single[eid][name])]
+    assert not diffs, diffs[:5]
+    assert_twin(clustered, events, ipintel, list_specs)
+
+
+def test_a_retried_event_counts_nothing_on_any_shard(cluster_store, cluster_client, store):
+    events = dense_events(400, seed=21).to_dict("records")
+    for row in events[:-1]:
+        cluster_store.process(parse_event(flat_to_dict(row)))
+    last = parse_event(flat_to_dict(events[-1]))
+    before = {k: cluster_client.dump(k) for k in cluster_client.scan_iter(match=f"{cluster_store.prefix}:*")
+              if b"{evt:" not in k}
+    first = cluster_store.process(last)
+    assert not first.duplicate and first.features
+    after_first = {k: cluster_client.dump(k) for k in cluster_client.scan_iter(match=f"{cluster_store.prefix}:*")
+                   if b"{evt:" not in k}
+    assert after_first != before  # the event counted
+    again = cluster_store.process(last)
+    assert again.duplicate and again.features == first.features
+    after_retry = {k: cluster_client.dump(k) for k in cluster_client.scan_iter(match=f"{cluster_store.prefix}:*")
+                   if b"{evt:" not in k}
+    assert after_retry == after_first  # nothing anywhere changed
+    # a twin over the decision path's connection: a duplicate too, with the same features
+    conn = ClusterPipelined(cluster_store_url(cluster_client))
+
+    async def twin():
+        try:
+            return await cluster_store.process_async(last, conn, 2.0)
+        finally:
+            conn.close()
+
+    got = asyncio.run(twin())
+    assert got.duplicate and got.features == first.features
+
+
+def cluster_store_url(client) -> str:
+    return "redis+cluster://" + ",".join(f"{n.host}:{n.port}" for n in client.get_primaries())
+
+
+def test_concurrent_duplicates_count_once_and_share_the_features(cluster_store, cluster_client):
+    """Many deliveries of one event id at once over several connections (as several
+    workers would): one counts, every other waits for and gets its features."""
+    rows = dense_events(600, seed=8).to_dict("records")
+    event = parse_event(flat_to_dict(rows[10]))
+    url = cluster_store_url(cluster_client)
+
+    async def run():
+        conns = [ClusterPipelined(url) for _ in range(4)]
+        try:
+            return await asyncio.gather(*(cluster_store.process_async(event, conns[i % 4], 2.0) for i in range(16)))
+        finally:
+            for c in conns:
+                c.close()
+
+    results = asyncio.run(run())
+    assert sum(not r.duplicate for r in results) == 1
+    assert all(r.features == results[0].features for r in results)
+    card = cluster_store.key("card", event.card.fingerprint, "")
+    assert card  # the card's counters saw the event once: its 10-minute count is 1 on a fresh read
+    probe = parse_event({**flat_to_dict(rows[10]), "event_id": "probe-" + event.event_id})
+    assert cluster_store.process(probe).features["card.count_10m"] == 1
+
+
+def test_an_unsettled_claim_counts_nothing_and_says_why(cluster_store, cluster_client):
+    event = parse_event(flat_to_dict(dense_events(5, seed=2).to_dict("records")[0]))
+    claim = cluster_store._claim_key(event)
+    cluster_client.set(claim, UNSETTLED)
+    with pytest.raises(FeatureStoreError, match="shard failed"):
+        cluster_store.process(event)
+    cluster_client.set(claim, CLAIMED)
+    with pytest.raises(FeatureStoreError, match="still being counted"):
+        cluster_store.process(event)
+    cluster_client.delete(claim)
+    assert not cluster_store.process(event).duplicate
