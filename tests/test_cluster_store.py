@@ -59,20 +59,61 @@ def test_each_script_call_stays_on_one_slot(cluster_store):
     assert len(masters) > 10
 
 
-def test_cluster_features_equal_single_server_and_the_offline_twin(store, redis_client, cluster_store,
-                                                                   cluster_client, prefix, ipintel, list_specs):
+class _OverDecisionPath:
+    """The cluster store as `_stream` drives it, but each event through `process_async`
+    over `ClusterPipelined` (the service's path), one at a time on one event loop."""
+
+    def __init__(self, store: ClusterOnlineStore, url: str) -> None:
+        self.store = store
+        self.loop = asyncio.new_event_loop()
+        self.conn = ClusterPipelined(url)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def process(self, event):
+        return self.loop.run_until_complete(self.store.process_async(event, self.conn, 5.0))
+
+    def close(self) -> None:
+        self.conn.close()
+        self.loop.close()
+
+
+def test_the_decision_path_on_a_cluster_equals_the_offline_twin(cluster_store, cluster_client, ipintel, list_specs):
+    """The online/offline twin test (tests/test_feature_twin.py) against the cluster."""
     events = dense_events(20_000, seed=11)
-    single = _stream(store, redis_client, prefix, events)
-    clustered = _stream(cluster_store, cluster_client, prefix, events)
-    assert clustered.keys() == single.keys()
-    diffs = [(eid, name, value, single[eid][name]) for eid, feats in clustered.items()
-             for name, value in feats.items() if not _equal(value, single[eid][name])]
-    assert not diffs, diffs[:5]
+    driver = _OverDecisionPath(cluster_store, cluster_store_url(cluster_client))
+    try:
+        clustered = _stream(driver, cluster_client, cluster_store.prefix, events)
+    finally:
+        driver.close()
     assert_twin(clustered, events, ipintel, list_specs)
 
 
-def test_a_retried_event_counts_nothing_on_any_shard(cluster_store, cluster_client, store):
-    events = dense_events(400, seed=21).to_dict("records")
+def test_cluster_features_equal_the_single_server_script(redis_client, cluster_client, ipintel, list_specs):
+    """Value for value and type for type, on both cluster paths: `process_async` over
+    `ClusterPipelined` (the service's) and `process` over RedisCluster (replay, scripts)."""
+    events = dense_events(3_000, seed=12)
+    single = _stream(OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix="eq1"), redis_client,
+                     "eq1", events)
+    assert len(single) > 1_500
+    driver = _OverDecisionPath(ClusterOnlineStore(cluster_client, ipintel=ipintel, lists=list_specs, prefix="eq1"),
+                               cluster_store_url(cluster_client))
+    try:
+        decision_path = _stream(driver, cluster_client, "eq1", events)
+    finally:
+        driver.close()
+    synchronous = _stream(ClusterOnlineStore(cluster_client, ipintel=ipintel, lists=list_specs, prefix="eq2"),
+                          cluster_client, "eq2", events)
+    for clustered in (decision_path, synchronous):
+        assert clustered.keys() == single.keys()
+        diffs = [(eid, name, value, single[eid][name]) for eid, feats in clustered.items()
+                 for name, value in feats.items() if not _equal(value, single[eid][name])]
+        assert not diffs, diffs[:5]
+
+
+def test_a_retried_event_counts_nothing_on_any_shard(cluster_store, cluster_client):
+    events = dense_events(600, seed=21)[:80].to_dict("records")
     for row in events[:-1]:
         cluster_store.process(parse_event(flat_to_dict(row)))
     last = parse_event(flat_to_dict(events[-1]))
@@ -108,8 +149,8 @@ def cluster_store_url(client) -> str:
 def test_concurrent_duplicates_count_once_and_share_the_features(cluster_store, cluster_client):
     """Many deliveries of one event id at once over several connections (as several
     workers would): one counts, every other waits for and gets its features."""
-    rows = dense_events(600, seed=8).to_dict("records")
-    event = parse_event(flat_to_dict(rows[10]))
+    events = [parse_event(flat_to_dict(r)) for r in dense_events(600, seed=8).to_dict("records")]
+    event = next(e for e in events if e.type.value == "payment" and e.card is not None)
     url = cluster_store_url(cluster_client)
 
     async def run():
@@ -123,14 +164,13 @@ def test_concurrent_duplicates_count_once_and_share_the_features(cluster_store, 
     results = asyncio.run(run())
     assert sum(not r.duplicate for r in results) == 1
     assert all(r.features == results[0].features for r in results)
-    card = cluster_store.key("card", event.card.fingerprint, "")
-    assert card  # the card's counters saw the event once: its 10-minute count is 1 on a fresh read
-    probe = parse_event({**flat_to_dict(rows[10]), "event_id": "probe-" + event.event_id})
+    # the card's counters saw the event once: a second event of the card reads a count of 1
+    probe = event.model_copy(update={"event_id": "probe-" + event.event_id})
     assert cluster_store.process(probe).features["card.count_10m"] == 1
 
 
 def test_an_unsettled_claim_counts_nothing_and_says_why(cluster_store, cluster_client):
-    event = parse_event(flat_to_dict(dense_events(5, seed=2).to_dict("records")[0]))
+    event = parse_event(flat_to_dict(dense_events(600, seed=2).to_dict("records")[0]))
     claim = cluster_store._claim_key(event)
     cluster_client.set(claim, UNSETTLED)
     with pytest.raises(FeatureStoreError, match="shard failed"):

@@ -21,8 +21,9 @@ more Python per call than the call), times the number of shards.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -89,6 +90,14 @@ def cluster_client(url: str, *, timeout_s: float) -> RedisCluster:
         password=cfg.password, ssl=cfg.tls, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0), health_check_interval=0,
     )
+
+
+def client_for_url(url: str, *, timeout_s: float | None = None) -> redis.Redis:
+    """redis-py's client for a URL of either kind: `RedisCluster` for ``redis+cluster://``
+    (typed as the single-server client: the stores call the same commands on both)."""
+    if is_cluster_url(url):
+        return cast(redis.Redis, cluster_client(url, timeout_s=timeout_s or 5.0))
+    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
 
 def command_key(command: Sequence[Any]) -> Any:
@@ -233,11 +242,11 @@ class ClusterPipelined:
             *(self.node(address).execute([commands[i] for i in positions], timeout_s) for address, positions in shares),
             return_exceptions=True)
         failure: BaseException | None = None
-        for (_, positions), got in zip(shares, results):
-            if isinstance(got, BaseException):
-                failure = failure or got
+        for (_, positions), result in zip(shares, results):
+            if isinstance(result, BaseException):
+                failure = failure or result
                 continue
-            for i, reply in zip(positions, got):
+            for i, reply in zip(positions, result):
                 replies[i] = reply
         if failure is not None:
             raise failure
@@ -271,7 +280,7 @@ class ClusterPipelined:
                 done.set_result(replies)
 
         for positions, future in futures:
-            future.add_done_callback(lambda f, p=positions: settle(p, f))
+            future.add_done_callback(functools.partial(settle, positions))
         return done
 
     def _open(self, address: str) -> bool:
