@@ -10,8 +10,9 @@ A cluster runs a script on one slot only, and the keys carry one hash tag per en
    nothing anywhere and reads the features the first delivery stored (waiting, within
    its budget, while they are being counted);
 2. **one script call per slot** (card, user, device, IP, subnet, merchant,
-   merchant x card, each list), all sent at once, each master's share pipelined on one
-   connection: the *same* script (`lua/update_read.lua`) given only that entity's ops,
+   merchant x card) and a plain lookup per analyst list (SISMEMBER, and the IP
+   ranges: what the script's ``op_list`` does, without a script call for one set
+   read), all sent at once, each master's share pipelined on one connection: the *same* script (`lua/update_read.lua`) given only that entity's ops,
    with ARGV[1] ``"0"`` (no dedup inside: the claim did it). The ops are independent
    per entity: an op reads and writes only its own entity's keys (a distinct count of
    another entity's ids is a member written into this entity's set), and the one value
@@ -44,7 +45,7 @@ from fengkong.features.errors import FeatureStoreError, FeatureStoreUnavailable
 from fengkong.features.online import FeatureResult, OnlineStore, _Call
 from fengkong.features.ops import ListOp, Op
 from fengkong.features.pipelined import ConnectionFailed, Pipelined, ReplyError, ReplyLate
-from fengkong.features.plan import Pick, Plan, Planner, picker
+from fengkong.features.plan import Pick, Plan, Planner, ipv4_text, picker
 from fengkong.features.rows import event_row
 
 #: the claim's value while the first delivery counts the event (a stored reply is a
@@ -63,36 +64,52 @@ class ClaimUnsettled(ReplyLate):
 
 
 class Join(NamedTuple):
-    """How one plan's per-slot calls are made and read back: the groups that have ops for
-    it, and the picker that orders their joined values as the single-server reply."""
+    """How one plan's per-slot calls are made and read back: the script groups that have
+    ops for it, its list lookups, and the picker that orders the joined values (the
+    scripts' values, then one per list) as the single-server reply."""
 
     groups: tuple[int, ...]
+    lists: tuple[ListOp, ...]
     order: Pick
 
 
-def _slot_identity(op: Op) -> tuple[str, str]:
-    """What decides an op's slot: its list (a list's keys are ``{list:<name>}``), else
-    its entity and the row column holding the entity's id."""
-    return ("list", op.suffix) if isinstance(op, ListOp) else (op.entity, op.column)
+class Lookup(NamedTuple):
+    """One analyst list's membership test for an event, as plain commands (a list is a
+    slot of its own, and a script call costs Redis more than a set lookup): SISMEMBER,
+    then for an IP list with an IPv4 address its range (ZREVRANGEBYSCORE ... LIMIT 0 1),
+    exactly what ``op_list`` of the script does."""
+
+    commands: tuple[tuple[Any, ...], ...]
+    ipint: str
+
+    def hit(self, replies: Sequence[Any]) -> int:
+        if replies[0]:
+            return 1
+        if len(replies) > 1 and replies[1]:
+            end = replies[1][0].split(b":", 1)[1]
+            return 1 if int(end) >= int(self.ipint) else 0
+        return 0
 
 
 class ClusterPlanner:
-    """The single-server `Planner`'s ops, grouped by slot: one sub-`Planner` per entity
-    (and per list), whose calls together do what the one script does."""
+    """The single-server `Planner`'s ops, grouped by slot: one sub-`Planner` per entity,
+    whose script calls together with the lists' lookups do what the one script does."""
 
     def __init__(self, planner: Planner, prefix: str) -> None:
         self.planner = planner
-        by_slot: dict[tuple[str, str], list[Op]] = {}
+        self.prefix = prefix
+        by_slot: dict[str, list[Op]] = {}
         for op in planner.ops:
-            by_slot.setdefault(_slot_identity(op), []).append(op)
+            if not isinstance(op, ListOp):
+                by_slot.setdefault(op.entity + "\0" + op.column, []).append(op)
         self.groups = tuple(Planner(ops, prefix) for ops in by_slot.values())
-        self._group_of = {id(op): g for g, group in enumerate(self.groups) for op in group.ops}
+        self._keys = {id(op): op.fixed_keys(prefix) for op in planner.ops if isinstance(op, ListOp)}
         self._joins: dict[str, Join] = {}
 
-    def calls(self, row: dict[str, Any]) -> tuple[Plan, Join, list[tuple[Plan, list[str], bytes]]]:
-        """The event's single-server plan, its join, and the per-slot calls (plan, KEYS,
-        ARGV[3]) of the groups that have ops for it. KEYS[1] of a call is its first own key
-        (the script ignores it: no dedup inside)."""
+    def calls(self, row: dict[str, Any]) -> tuple[Plan, Join, list[tuple[Plan, list[str], bytes]], list[Lookup]]:
+        """The event's single-server plan, its join, the per-slot script calls (plan, KEYS,
+        ARGV[3]) of the groups that have ops for it, and its list lookups. KEYS[1] of a
+        call is its first own key (the script ignores it: no dedup inside)."""
         plan = self.planner.plan_for(row)
         join = self._joins.get(plan.reply_tag)
         if join is None:
@@ -102,24 +119,38 @@ class ClusterPlanner:
             sub, keys, ops = self.groups[g].call(row)
             keys[0] = keys[1]
             out.append((sub, keys, ops))
-        return plan, join, out
+        lookups = []
+        if join.lists:
+            ip = row["ip"]
+            ipint = ipv4_text(ip) if row["ip_info"] is not None and ":" not in ip else ""
+            for op in join.lists:
+                fixed = self._keys[id(op)]
+                commands: tuple[tuple[Any, ...], ...] = (("SISMEMBER", fixed[0], row[op.column]),)
+                if op.ranges and ipint:
+                    commands += (("ZREVRANGEBYSCORE", fixed[1], ipint, "-inf", "LIMIT", 0, 1),)
+                lookups.append(Lookup(commands, ipint))
+        return plan, join, out, lookups
 
     def _join(self, plan: Plan, row: dict[str, Any]) -> Join:
         subs = {g: group.plan_for(row) for g, group in enumerate(self.groups)}
         active = tuple(g for g, sub in subs.items() if sub.ops)
+        lists = tuple(op for op in plan.ops if isinstance(op, ListOp))
         where: dict[int, tuple[int, int]] = {}  # id(op) -> (start in the joined values, width)
         at = 0
         for g in active:
             for op in subs[g].ops:
                 where[id(op)] = (at, op.width)
                 at += op.width
+        for op in lists:
+            where[id(op)] = (at, op.width)
+            at += op.width
         positions: list[int] = []
         for op in plan.ops:
             start, width = where[id(op)]
             positions += range(start, start + width)
         if len(positions) != at:
             raise FeatureStoreError("cluster split does not cover the plan's ops")  # a bug, never the caller's
-        return Join(active, picker(positions))
+        return Join(active, lists, picker(positions))
 
 
 class ClusterOnlineStore(OnlineStore):
@@ -135,16 +166,29 @@ class ClusterOnlineStore(OnlineStore):
         head, tail = self.planner.dedup_key
         return f"{head}{event.event_id}{tail}"
 
-    def _evalsha(self, keys: list[str], ops: bytes, plan: Plan, amount: int) -> tuple[Any, ...]:
-        """One slot's call: ARGV[1] "0" (no dedup inside), the amount (the merchant's
-        near-limit counter tests it), its ops and its own reply tag."""
-        return ("EVALSHA", self._script.sha, len(keys), *keys, 0, amount, ops, plan.reply_tag)
+    @staticmethod
+    def _commands(calls: list[tuple[Plan, list[str], bytes]], lookups: list[Lookup], sha: str,
+                  amount: int) -> list[tuple[Any, ...]]:
+        """Every command of the event's round: one EVALSHA per slot (ARGV[1] "0": no dedup
+        inside; the amount, which the merchant's near-limit counter tests; its ops and its
+        own reply tag), then the lists' lookups."""
+        commands: list[tuple[Any, ...]] = [("EVALSHA", sha, len(keys), *keys, 0, amount, ops, sub.reply_tag)
+                                           for sub, keys, ops in calls]
+        for lookup in lookups:
+            commands += lookup.commands
+        return commands
 
-    def _joined(self, event: Event, call: _Call, join: Join, replies: Sequence[Any]) -> tuple[list[Any], bytes]:
-        """The single-server reply's values from the per-slot replies, and their blob."""
+    def _joined(self, call: _Call, join: Join, nscripts: int, lookups: list[Lookup],
+                replies: Sequence[Any]) -> tuple[list[Any], bytes]:
+        """The single-server reply's values from the round's replies, and their blob."""
         values: list[Any] = []
-        for reply in replies:
+        for reply in replies[:nscripts]:
             values += msgpack.unpackb(reply[1])[1:]
+        at = nscripts
+        for lookup in lookups:
+            n = len(lookup.commands)
+            values.append(lookup.hit(replies[at:at + n]))
+            at += n
         stored = [call.plan.reply_tag, *join.order(values)]
         return stored, msgpack.packb(stored)
 
@@ -152,7 +196,7 @@ class ClusterOnlineStore(OnlineStore):
     def process(self, event: Event) -> FeatureResult:
         """Count the event and return its features as of just before it (idempotent by event_id)."""
         row = event_row(event, self.ipintel, self.biz_offset_min)
-        plan, join, calls = self.cluster.calls(row)
+        plan, join, calls, lookups = self.cluster.calls(row)
         call = _Call(row, (), plan)
         claim = self._claim_key(event)
         try:
@@ -166,15 +210,14 @@ class ClusterOnlineStore(OnlineStore):
                     time.sleep(POLL_S)
                     value = self.client.get(claim)
                 return self._duplicate(event, call, value)
-            commands = [self._evalsha(keys, ops, sub, row["amount"]) for sub, keys, ops in calls]
-            replies = self._run_sync(commands)
+            replies = self._run_sync(self._commands(calls, lookups, self._script.sha, row["amount"]))
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             self._unsettle_sync(claim)
             raise FeatureStoreUnavailable(f"feature store unreachable: {type(exc).__name__}: {exc}") from exc
         except redis.RedisError as exc:
             self._unsettle_sync(claim)
             raise FeatureStoreError(f"feature store refused the update: {exc}") from exc
-        stored, blob = self._joined(event, call, join, replies)
+        stored, blob = self._joined(call, join, len(calls), lookups, replies)
         try:
             self.client.set(claim, blob, ex=self.dedup_ttl_s)
         except (redis.RedisError, OSError):
@@ -222,7 +265,7 @@ class ClusterOnlineStore(OnlineStore):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         row = event_row(event, self.ipintel, self.biz_offset_min)
-        plan, join, calls = self.cluster.calls(row)
+        plan, join, calls, lookups = self.cluster.calls(row)
         call = _Call(row, (), plan)
         claim = self._claim_key(event)
         ttl = self.dedup_ttl_s
@@ -237,7 +280,7 @@ class ClusterOnlineStore(OnlineStore):
                 return self._duplicate(event, call, value)
         except ConnectionFailed as exc:
             raise FeatureStoreUnavailable(f"feature store unreachable: {exc}") from exc
-        commands = [self._evalsha(keys, ops, sub, row["amount"]) for sub, keys, ops in calls]
+        commands = self._commands(calls, lookups, self._script.sha, row["amount"])
         try:
             replies = await self._run_async(conn, commands, max(0.001, deadline - loop.time()))
         except ConnectionFailed as exc:
@@ -246,7 +289,7 @@ class ClusterOnlineStore(OnlineStore):
         except FeatureStoreError:
             self._unsettle(conn, claim)
             raise
-        stored, blob = self._joined(event, call, join, replies)
+        stored, blob = self._joined(call, join, len(calls), lookups, replies)
         self._send_quietly(conn, (("SET", claim, blob, "EX", ttl),))
         return self._read(event, call, stored, False)
 
