@@ -182,3 +182,39 @@ def test_an_unsettled_claim_counts_nothing_and_says_why(cluster_store, cluster_c
         cluster_store.process(event)
     cluster_client.delete(claim)
     assert not cluster_store.process(event).duplicate
+
+
+def test_the_rescore_jobs_grade_writes_reach_every_shard_and_the_next_decision(redis_cluster, ipintel):
+    """`fengkong rescore --redis-url redis+cluster://...` writes through `client_for_url`:
+    grades, anomaly and caps land in the profile hashes on their shards, and the
+    cluster store's next decision reads them."""
+    import pandas as pd
+
+    from fengkong.features.cluster import client_for_url
+    from fengkong.training.grade_policy import GradePolicy
+    from fengkong.training.rescore import write_to_store
+    from test_rescore import ROOT
+
+    policy = GradePolicy.load(ROOT / "rules" / "grades" / "grades.yaml")
+    grades = sorted(policy.daily_cap_minor)
+    current = pd.DataFrame({"merchant_id": [f"rsm{i}" for i in range(60)],
+                            "grade": [grades[i % len(grades)] for i in range(60)],
+                            "reason": [f"why {i}" for i in range(60)], "anomaly": [i / 100 for i in range(60)],
+                            "anomaly_day": ["2026-03-01"] * 60})
+    client = client_for_url(redis_cluster.url)
+    try:
+        store = ClusterOnlineStore(client, ipintel=ipintel, prefix="rescore1")
+        assert write_to_store(store, current, policy, batch=25) == 60
+        shards = {master_of(redis_cluster, store.profile_key(m)) for m in current["merchant_id"]}
+        assert shards == {0, 1, 2}
+        for row in current.itertuples():
+            profile = store.get_merchant_profile(row.merchant_id)
+            assert profile["grade"] == row.grade and profile["grade_reason"] == row.reason
+            assert int(profile["daily_cap"]) == policy.daily_cap_minor[row.grade]
+        row = current.iloc[7]
+        ev = parse_event({"event_id": "rs-c1", "type": "payment", "occurred_at": "2026-03-01T10:00:00+08:00",
+                          "merchant_id": row["merchant_id"], "amount": 1000, "user_id": "u1"})
+        feats = store.process(ev).features
+        assert feats["merchant.grade"] == row["grade"] and feats["merchant.anomaly"] == row["anomaly"]
+    finally:
+        client.close()

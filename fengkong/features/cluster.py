@@ -36,6 +36,9 @@ from fengkong.features.pipelined import ConnectionFailed, PipelinedRedis, ReplyE
 
 SCHEMES = ("redis+cluster", "rediss+cluster")
 NSLOTS = 16384
+#: how long a write nobody waits for (`ClusterPipelined.send_nowait` to a node not yet
+#: connected) may take to connect and be answered before it counts as failed
+_BEHIND_S = 5.0
 #: commands whose first key is not their first argument: where the key is
 _KEY_AT = {"EVALSHA": 3, "EVAL": 3, "FCALL": 3, "XREAD": 0, "XREADGROUP": 0}
 
@@ -259,8 +262,7 @@ class ClusterPipelined:
         route = self._route(commands)
         loop = asyncio.get_running_loop()
         if route is None or any(not self._open(address) for address in route):
-            task = loop.create_task(self.execute(commands, 5.0))
-            return task
+            return loop.create_task(self.execute(commands, _BEHIND_S))
         futures = [(positions, self.nodes[address].send_nowait([commands[i] for i in positions]))
                    for address, positions in route.items()]
         done: asyncio.Future[list[Any]] = loop.create_future()
