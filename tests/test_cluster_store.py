@@ -218,3 +218,28 @@ def test_the_rescore_jobs_grade_writes_reach_every_shard_and_the_next_decision(r
         assert feats["merchant.grade"] == row["grade"] and feats["merchant.anomaly"] == row["anomaly"]
     finally:
         client.close()
+
+
+def test_a_moved_reply_refreshes_the_slot_map_and_the_command_is_answered(redis_cluster, cluster_client):
+    """A stale slot map (as after a resharding or a failover): the command goes to the
+    wrong master, which answers MOVED; the connection re-reads the map and resends."""
+    key = "moved-test:{card:17}"
+    cluster_client.set(key, b"here")
+    conn = ClusterPipelined(redis_cluster.url)
+    owner = master_of(redis_cluster, key)
+    wrong = f"127.0.0.1:{redis_cluster.ports[(owner + 1) % 3]}"
+
+    async def run():
+        try:
+            await conn.refresh(2.0)
+            right = conn.slots[slot_of(key)]
+            conn.slots = [wrong] * len(conn.slots)  # every slot on one master: stale
+            replies = await conn.execute((("GET", key), ("SET", key + "x", b"1")), 2.0)
+            return right, replies
+        finally:
+            conn.close()
+
+    right, replies = asyncio.run(run())
+    assert replies == [b"here", b"OK"]
+    assert conn.slots[slot_of(key)] == right != wrong  # the map was read again
+    assert cluster_client.get(key + "x") == b"1"
