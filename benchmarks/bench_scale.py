@@ -97,7 +97,7 @@ def run_case(name: str, url: str, redis_pids: list[int], workers: int, args: arg
              "--workers", str(workers), "--data-dir", tmp], env=env, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         try:
-            bench_api._wait_http(port)
+            bench_api._wait_http(port, timeout=240.0)  # 4 workers start slowly on a loaded 2-core machine
             service = _wait_workers(proc.pid, workers)
             before = (_cpu(service), _cpu(redis_pids))
             result = bench_api._run_load(port, args.seconds, args.warmup, args.concurrency,
