@@ -14,6 +14,7 @@ from fengkong.events import flat_to_dict, parse_event
 from fengkong.features.cluster import ClusterPipelined, command_key, is_cluster_url, parse_cluster_url, slot_of
 from fengkong.features.cluster_store import CLAIMED, UNSETTLED, ClusterOnlineStore
 from fengkong.features.errors import FeatureStoreError
+from fengkong.features.pipelined import ConnectionFailed
 from fengkong.features.online import OnlineStore
 from redis_cluster import master_of
 from test_feature_twin import _stream, assert_twin
@@ -243,3 +244,33 @@ def test_a_moved_reply_refreshes_the_slot_map_and_the_command_is_answered(redis_
     assert replies == [b"here", b"OK"]
     assert conn.slots[slot_of(key)] == right != wrong  # the map was read again
     assert cluster_client.get(key + "x") == b"1"
+
+
+def test_an_unreachable_master_makes_the_connection_reread_the_slot_map(redis_cluster, cluster_client):
+    """As after a failover (the slots now on a promoted replica): commands routed to an
+    address nobody answers fail, the map is re-read in the background, and the next
+    commands reach the master that holds the slot."""
+    import socket
+
+    key = "failover-test:{user:17}"
+    cluster_client.set(key, b"alive")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        gone = f"127.0.0.1:{s.getsockname()[1]}"  # closed again: connections are refused
+    conn = ClusterPipelined(redis_cluster.url)
+
+    async def run():
+        try:
+            await conn.refresh(2.0)
+            conn.slots = [gone] * len(conn.slots)
+            with pytest.raises(ConnectionFailed):
+                await conn.execute((("GET", key),), 1.0)
+            for _ in range(200):  # the background re-read
+                if conn.slots[slot_of(key)] != gone:
+                    break
+                await asyncio.sleep(0.01)
+            return await conn.execute((("GET", key),), 2.0)
+        finally:
+            conn.close()
+
+    assert asyncio.run(run()) == [b"alive"]

@@ -32,13 +32,15 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from fengkong.features.pipelined import ConnectionFailed, PipelinedRedis, ReplyError
+from fengkong.features.pipelined import ConnectionFailed, PipelinedRedis, ReplyError, ReplyLate
 
 SCHEMES = ("redis+cluster", "rediss+cluster")
 NSLOTS = 16384
 #: how long a write nobody waits for (`ClusterPipelined.send_nowait` to a node not yet
 #: connected) may take to connect and be answered before it counts as failed
 _BEHIND_S = 5.0
+#: the least time between two re-reads of the slot map after unreachable masters
+REFRESH_EVERY_S = 0.5
 #: commands whose first key is not their first argument: where the key is
 _KEY_AT = {"EVALSHA": 3, "EVAL": 3, "FCALL": 3, "XREAD": 0, "XREADGROUP": 0}
 
@@ -140,6 +142,7 @@ class ClusterPipelined:
         self.nodes: dict[str, PipelinedRedis] = {}
         self.slots: list[str | None] = [None] * NSLOTS
         self._refreshing: asyncio.Task[None] | None = None
+        self._suspected_at = float("-inf")
 
     # -- the slot map ---------------------------------------------------------------------
     def node(self, address: str) -> PipelinedRedis:
@@ -234,6 +237,26 @@ class ClusterPipelined:
 
     async def _send(self, commands: Sequence[Sequence[Any]], route: dict[str, list[int]], replies: list[Any],
                     timeout_s: float) -> None:
+        try:
+            await self._send_shares(commands, route, replies, timeout_s)
+        except ConnectionFailed as exc:
+            if not isinstance(exc, ReplyLate):
+                self._suspect_map()
+            raise
+
+    def _suspect_map(self) -> None:
+        """A master could not be reached: re-read the slot map in the background (at most
+        every `REFRESH_EVERY_S`), so that after a failover the next commands go to the
+        promoted replica; until then they fail as this one did (the breaker's job)."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._suspected_at < REFRESH_EVERY_S:
+            return
+        self._suspected_at = loop.time()
+        task = loop.create_task(self.refresh(max(0.05, float(self._opts["connect_timeout_s"] or 1.0))))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _send_shares(self, commands: Sequence[Sequence[Any]], route: dict[str, list[int]], replies: list[Any],
+                           timeout_s: float) -> None:
         if len(route) == 1:  # the common case: no gather
             (address, positions), = route.items()
             got = await self.node(address).execute([commands[i] for i in positions], timeout_s)
