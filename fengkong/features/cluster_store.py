@@ -102,7 +102,8 @@ class ClusterPlanner:
         for op in planner.ops:
             if not isinstance(op, ListOp):
                 by_slot.setdefault(op.entity + "\0" + op.column, []).append(op)
-        self.groups = tuple(Planner(ops, prefix) for ops in by_slot.values())
+        # one `EventArgs` for all: an event's values are computed and packed once
+        self.groups = tuple(Planner(ops, prefix, planner.args) for ops in by_slot.values())
         self._keys = {id(op): op.fixed_keys(prefix) for op in planner.ops if isinstance(op, ListOp)}
         self._joins: dict[str, Join] = {}
 
@@ -115,8 +116,9 @@ class ClusterPlanner:
         if join is None:
             join = self._joins[plan.reply_tag] = self._join(plan, row)
         out = []
+        pieces = self.planner.packed_values(row) if join.groups else []
         for g in join.groups:
-            sub, keys, ops = self.groups[g].call(row)
+            sub, keys, ops = self.groups[g].call(row, pieces)
             keys[0] = keys[1]
             out.append((sub, keys, ops))
         lookups = []
