@@ -101,3 +101,27 @@ def database_url(request, tmp_path):
     with admin.connect() as connection:
         connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A real 3-master Redis Cluster (tests/redis_cluster.py) for the whole run."""
+    from redis_cluster import LocalCluster
+
+    cluster = LocalCluster(3).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_client(redis_cluster):
+    client = redis_cluster.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def cluster_store(cluster_client, ipintel, list_specs, prefix):
+    from fengkong.features.cluster_store import ClusterOnlineStore
+
+    return ClusterOnlineStore(cluster_client, ipintel=ipintel, lists=list_specs, prefix=prefix)

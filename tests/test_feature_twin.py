@@ -73,7 +73,12 @@ def _offline(events, ipintel, list_specs):
 
 def test_offline_twin_equals_online_store_on_20k_events(store, redis_client, prefix, ipintel, list_specs):
     events = dense_events(20_000, seed=11)
-    online = _stream(store, redis_client, prefix, events)
+    assert_twin(_stream(store, redis_client, prefix, events), events, ipintel, list_specs)
+
+
+def assert_twin(online: dict[str, dict], events: pd.DataFrame, ipintel, list_specs) -> None:
+    """The online store's features (`_stream`) equal the offline twin's, and the stream
+    exercised every kind of feature (also run against a Redis Cluster: test_cluster_store)."""
     offline = _offline(events, ipintel, list_specs)
     offline = offline.set_index("event.event_id", drop=False)
     assert len(online) == len(offline) > 10_000

@@ -5,7 +5,9 @@ Built by the app's lifespan (never at import) and closed on shutdown.
 
 Two ways to Redis. The decision and outcome paths (the store's script, the
 records, a duplicate's wait for the first delivery's record) and the reads of those
-records go through one `PipelinedRedis` connection per worker: every in-flight
+records go through one `PipelinedRedis` connection per worker (on a Redis Cluster,
+``redis+cluster://``, a `ClusterPipelined`: one such connection per master, each
+command sent to its key's slot; docs/scale.md): every in-flight
 request's commands share it, and the event loop serves other requests while Redis
 works (compared with the synchronous client in docs/benchmarks.md). The store call
 may take 80% of the decision deadline from when it is sent, the record write what
@@ -28,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
@@ -51,8 +53,10 @@ from fengkong.features.embedded_redis import EmbeddedRedis
 from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import ListSpec, ListStore, load_list_specs
 from fengkong.features.online import OnlineStore
+from fengkong.features.cluster import ClusterPipelined, cluster_client, is_cluster_url
+from fengkong.features.cluster_store import ClusterOnlineStore
 from fengkong.features.errors import FeatureStoreError
-from fengkong.features.pipelined import PipelinedRedis, ReplyLate
+from fengkong.features.pipelined import Pipelined, PipelinedRedis, ReplyLate
 from fengkong.models.runtime import ModelRuntime
 
 log = logging.getLogger(__name__)
@@ -110,8 +114,12 @@ STORE_SHARE = 0.8
 
 
 def make_client(url: str, deadline_s: float) -> redis.Redis:
-    """A client whose every wait is bounded by the decision budget, and which never retries."""
+    """A client whose every wait is bounded by the decision budget, and which never retries.
+    For a ``redis+cluster://`` URL, redis-py's `RedisCluster` (the same commands; typed
+    as the single-server client the stores are written against)."""
     timeout = max(0.002, deadline_s * STORE_SHARE)
+    if is_cluster_url(url):
+        return cast(redis.Redis, cluster_client(url, timeout_s=timeout))
     return redis.Redis.from_url(
         url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
         retry_on_timeout=False, health_check_interval=0,
@@ -122,7 +130,7 @@ def make_client(url: str, deadline_s: float) -> redis.Redis:
 class Runtime:
     settings: Settings
     client: redis.Redis
-    conn: PipelinedRedis
+    conn: Pipelined
     store: OnlineStore
     lists: ListStore
     list_specs: dict[str, ListSpec]
@@ -207,7 +215,9 @@ def build_runtime(settings: Settings) -> Runtime:
     client = make_client(url, settings.deadline_s)
     lists_dir = Path(settings.rules_dir) / "lists"
     specs = load_list_specs(lists_dir)
-    store = OnlineStore(client, ipintel=IpIntel.load(lists_dir), lists=specs, prefix=settings.key_prefix)
+    cluster = is_cluster_url(url)
+    store_class = ClusterOnlineStore if cluster else OnlineStore  # docs/scale.md
+    store = store_class(client, ipintel=IpIntel.load(lists_dir), lists=specs, prefix=settings.key_prefix)
     list_store = ListStore(client, specs, prefix=settings.key_prefix)
     try:
         list_store.seed_from_files(lists_dir)
@@ -216,7 +226,7 @@ def build_runtime(settings: Settings) -> Runtime:
     rules = LiveRules(settings.rules_dir)
     models = ModelRuntime.load(Path(settings.artifacts_dir) if settings.artifacts_dir else None)
     audit = Audit(prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, path=settings.audit_file)
-    conn = PipelinedRedis(url, connect_timeout_s=max(0.002, settings.deadline_s * STORE_SHARE),
+    conn: Pipelined = (ClusterPipelined if cluster else PipelinedRedis)(url, connect_timeout_s=max(0.002, settings.deadline_s * STORE_SHARE),
                           dead_after_s=settings.redis_dead_after_ms / 1000.0,
                           late_wait_s=settings.late_wait_ms / 1000.0)
     snapshot = SnapshotKeeper(client, specs, store, settings.key_prefix, max_entries=settings.snapshot_max_entries,

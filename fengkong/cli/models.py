@@ -292,12 +292,12 @@ def register(app: typer.Typer) -> None:
             if cluster is not None:
                 cluster.close()
         if redis_url:
-            import redis
-
+            from fengkong.features.cluster import client_for_url
             from fengkong.features.ipintel import IpIntel
             from fengkong.features.online import OnlineStore
 
-            store = OnlineStore(redis.Redis.from_url(redis_url), ipintel=IpIntel.load(Path("rules/lists")), prefix=prefix)
+            # a redis+cluster:// URL gets redis-py's RedisCluster (grades are per-merchant hashes)
+            store = OnlineStore(client_for_url(redis_url), ipintel=IpIntel.load(Path("rules/lists")), prefix=prefix)
             n = write_to_store(store, result.current, policy)
             console.print(f"wrote {n:,} merchant grades to {redis_url}")
         seconds = time.perf_counter() - t0

@@ -9,8 +9,8 @@ them. The script does both atomically on the server in one round trip
 
 Keys are ``{prefix}:v1:{<entity>:<id>}:<feature>`` (`fengkong.features.keys`): the
 braces are a Redis Cluster hash tag, so all keys of one entity share a slot. On a
-single server one script touches all of them; on a cluster the same op list would
-be split per entity and pipelined (not implemented: see README, Scale).
+single server one script touches all of them; on a Redis Cluster the same ops are
+split per slot and pipelined (`fengkong.features.cluster_store`, docs/scale.md).
 
 Who does what: `ops` declares each kind of op (its arguments, its reply values,
 its Lua function), `plan` compiles them into one call per event type, this module
@@ -36,7 +36,7 @@ from fengkong.features.errors import DuplicateEventConflict, FeatureStoreError, 
 from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import ListSpec
 from fengkong.features.ops import compile_ops
-from fengkong.features.pipelined import ConnectionFailed, PipelinedRedis, ReplyError
+from fengkong.features.pipelined import ConnectionFailed, Pipelined, ReplyError
 from fengkong.features.plan import Plan, Planner
 from fengkong.features.profiles import MerchantProfiles
 from fengkong.features.rows import event_row
@@ -137,7 +137,7 @@ class OnlineStore:
             raise FeatureStoreError(f"feature store refused the update: {exc}") from exc
         return self._finish(event, call, reply)
 
-    async def process_async(self, event: Event, conn: PipelinedRedis, timeout_s: float) -> FeatureResult:
+    async def process_async(self, event: Event, conn: Pipelined, timeout_s: float) -> FeatureResult:
         """`process` over a pipelined asyncio connection: the event loop serves other
         requests while Redis runs the script. After a Redis restart (the script cache is
         empty) the script is loaded and the call repeated, once."""
@@ -165,8 +165,11 @@ class OnlineStore:
         """The features from the script's reply: the raw values read kind by kind straight
         into a copy of the plan's blank dict (those other features derive from into their
         own), then `assemble.derive`."""
-        duplicate = reply[0] == b"dup"
-        stored = msgpack.unpackb(reply[1])
+        return self._read(event, call, msgpack.unpackb(reply[1]), reply[0] == b"dup")
+
+    def _read(self, event: Event, call: _Call, stored: list[Any], duplicate: bool) -> FeatureResult:
+        """`_finish` of the reply's values, decoded ([reply tag, values...]; the cluster
+        store joins its per-slot replies into the same list)."""
         plan = call.plan
         if stored[0] != plan.reply_tag:
             raise DuplicateEventConflict(

@@ -37,7 +37,7 @@ import asyncio
 import socket
 import ssl
 from collections import deque
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import hiredis
 from redis.connection import parse_url
@@ -263,6 +263,11 @@ class PipelinedRedis:
             timer.cancel()
 
 
+    def is_open(self) -> bool:
+        """Whether a connection is open on the running loop (`send_nowait` can use it)."""
+        proto = self._proto
+        return proto is not None and not proto.closed and self._loop is asyncio.get_running_loop()
+
     def send_nowait(self, commands: Sequence[Sequence[Any]]) -> "asyncio.Future[list[Any]]":
         """Queue the commands like `execute`, and return the future of their replies
         without waiting for it: for a write the caller does not wait for. They leave in
@@ -273,6 +278,17 @@ class PipelinedRedis:
         if proto is None or proto.closed or self._loop is not asyncio.get_running_loop():
             raise ConnectionFailed("no open redis connection")
         return proto.send(commands)
+
+
+class Pipelined(Protocol):
+    """What the decision path needs of its Redis connection: `PipelinedRedis` on one
+    server, `fengkong.features.cluster.ClusterPipelined` on a Redis Cluster."""
+
+    async def execute(self, commands: Sequence[Sequence[Any]], timeout_s: float) -> list[Any]: ...
+
+    def send_nowait(self, commands: Sequence[Sequence[Any]]) -> "asyncio.Future[list[Any]]": ...
+
+    def close(self) -> None: ...
 
 
 class _Expired(Exception):

@@ -107,7 +107,8 @@ class EventArgs:
         self._member_values = picker(self.members)  # itemgetter reads a dict's keys too
         # every resolution is a whole number of slots: buckets and thresholds change only
         # from one slot to the next
-        self.slot_us = math.gcd(*self.buckets, *(res for res, _ in self.horizons))
+        # (1 for ops with no time values at all, e.g. a list's alone on a cluster slot)
+        self.slot_us = math.gcd(*self.buckets, *(res for res, _ in self.horizons)) or 1
         self.last_slot: tuple[int, list[bytes]] = (-1, [])
 
     def position(self, ref: Ref) -> int:
@@ -229,7 +230,9 @@ def _split_key(key: str) -> tuple[str, str]:
 class Planner:
     """Compiles and keeps the plans of one store's ops, and lays out one event's call."""
 
-    def __init__(self, ops: Sequence[Op], prefix: str) -> None:
+    def __init__(self, ops: Sequence[Op], prefix: str, args: EventArgs | None = None) -> None:
+        """``args``: another planner's `EventArgs` whose refs cover these ops, to share
+        one event's packed values (the cluster store plans each entity's call apart)."""
         seen: set[tuple[str, str]] = set()
         for op in ops:
             if (op.entity, op.suffix) in seen:
@@ -237,7 +240,7 @@ class Planner:
                                              "give them distinct names")
             seen.add((op.entity, op.suffix))
         self.ops = tuple(ops)
-        self.args = EventArgs(ops)
+        self.args = args or EventArgs(ops)
         # keys are built by `keys` around a placeholder id, split into the fixed text around it
         self.dedup_key = _split_key(keys.event_key(prefix, "\0", "dedup"))
         self._fixed_keys = {id(op): op.fixed_keys(prefix) for op in ops}
@@ -258,10 +261,11 @@ class Planner:
             plan = self.plans[plan_key] = self.compile(plan_key)
         return plan
 
-    def call(self, row: dict[str, Any]) -> tuple[Plan, list[str], bytes]:
+    def call(self, row: dict[str, Any], pieces: list[bytes] | None = None) -> tuple[Plan, list[str], bytes]:
         """The plan of the event, its KEYS, and ARGV[3] joined from its packed pieces: the
         event's values, its slot's time values, the plan's constant runs (a packer per call,
-        so that no two threads ever share one)."""
+        so that no two threads ever share one). ``pieces``: the event's packed values and
+        time values, when the caller has them already (`packed_values`)."""
         plan = self.plan_for(row)
         dedup_head, dedup_tail = self.dedup_key
         keys = [f"{dedup_head}{row['event_id']}{dedup_tail}"]
@@ -269,10 +273,18 @@ class Planner:
         if plan.day_key_at:
             keys[plan.day_key_at] += str(row["biz_day"])
         keys += plan.list_keys
+        if pieces is None:
+            pieces = self.packed_values(row)
+            pieces += plan.packed_runs
+        else:
+            pieces = pieces + plan.packed_runs
+        return plan, keys, b"".join(plan.order_pieces(pieces))
+
+    def packed_values(self, row: dict[str, Any]) -> list[bytes]:
+        """The event's values and its slot's time values, each packed (`EventArgs`)."""
         pieces = list(map(msgpack.Packer().pack, self.args.values(row)))
         pieces += self.args.packed_time_values(row["ts_us"])
-        pieces += plan.packed_runs
-        return plan, keys, b"".join(plan.order_pieces(pieces))
+        return pieces
 
     def compile(self, plan_key: tuple[Any, ...]) -> Plan:
         """The plan of events of type ``plan_key[0]`` whose columns are missing where

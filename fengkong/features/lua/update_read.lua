@@ -2,9 +2,12 @@
 -- count the event, in one atomic call (one round trip, no other client can
 -- interleave between the read and the write, a retried event_id is a no-op).
 --
--- KEYS[1]    the event_id's dedup key (holds the reply blob the event got)
+-- KEYS[1]    the event_id's dedup key (holds the reply blob the event got); when
+--            ARGV[1] is "0", any key of the call's slot, never read or written
 -- KEYS[2..]  entity keys, then the lists' fixed keys, referenced by index from the ops
--- ARGV[1]    dedup TTL in seconds
+-- ARGV[1]    dedup TTL in seconds; "0": no dedup in this call (on a Redis Cluster the
+--            event id is claimed first, then this script runs once per entity's slot:
+--            fengkong/features/cluster_store.py)
 -- ARGV[2]    the event's amount in minor units (integer, 0 when none)
 -- ARGV[3]    the ops, one MessagePack array (one argument, not hundreds: packing
 --            many arguments costs the client more than the script costs the server)
@@ -44,10 +47,12 @@
 -- with "%.17g" on every call): the ttl of R, D, S, V and T; ts, thr, horizon of D
 -- and S; V's hour; T's amount; L's ipint ("" when not IPv4).
 
-local dedup = KEYS[1]
-local stored = redis.call('GET', dedup)
-if stored then
-  return {'dup', stored}
+local dedup = ARGV[1] ~= '0' and KEYS[1]
+if dedup then
+  local stored = redis.call('GET', dedup)
+  if stored then
+    return {'dup', stored}
+  end
 end
 
 -- the first value is the reply tag (which ops ran), so that a retried event_id
@@ -673,5 +678,7 @@ while argi <= nargs do
 end
 
 local blob = cmsgpack.pack(out)
-rcall('SET', dedup, blob, 'EX', ARGV[1], 'GET')  -- nil, as read above (see op_state)
+if dedup then
+  rcall('SET', dedup, blob, 'EX', ARGV[1], 'GET')  -- nil, as read above (see op_state)
+end
 return {'ok', blob}
