@@ -23,7 +23,7 @@ from fengkong.api import errors, fastpath
 from fengkong.api.body import BodyLimit
 from fengkong.api.config import Settings, get_settings
 from fengkong.api.fastpath import FastLayer, FastRoute
-from fengkong.api.routes import decisions, events, health, lists, merchants, rules
+from fengkong.api.routes import decisions, events, health, lists, merchants, rules, webhooks
 from fengkong.api.state import build_runtime, describe
 from fengkong.events import Event
 
@@ -33,7 +33,7 @@ DESCRIPTION = """\
 fengkong (风控) decision service: a payment event in, allow / challenge / review / deny out,
 with the rules that fired and the values they read.
 
-Authenticate with `X-API-Key` (scopes: `decide`, `report`, `admin`). Errors are
+Authenticate with `X-API-Key` (scopes: `decide`, `report`, `admin`). Webhooks: docs/webhooks.md. Errors are
 `{"detail": "<field>: <reason>", "field": "<field>"}` and never repeat the refused value.
 """
 
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> S
             raise RuntimeError(refusal)
         rt = build_runtime(settings)
         app.state.runtime = rt
+        rt.hooks.start()  # this worker's webhook delivery loop (docs/webhooks.md)
         # What start-up built (rules, models, IP data) lives as long as the process:
         # frozen, the collector stops re-scanning it (see docs/benchmarks.md).
         gc.collect()
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> S
         try:
             yield
         finally:
+            await rt.hooks.stop()
             rt.close()
 
     # FastAPI's native OpenTelemetry asks the global OTel providers on every request
@@ -99,7 +101,7 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> S
                      description=DESCRIPTION, lifespan=lifespan,
                      telemetry={"tracing": otel, "metrics": otel, "logs": otel})
     app.state.settings = settings
-    for module in (decisions, events, merchants, lists, rules, health):
+    for module in (decisions, events, merchants, lists, rules, webhooks, health):
         app.include_router(module.router)
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -37,6 +37,7 @@ from redis.retry import Retry
 from fengkong.api.audit import Audit
 from fengkong.features import keys
 from fengkong.api.config import Settings
+from fengkong.api.hooks import Hooks
 from fengkong.api.metrics import Metrics
 from fengkong.api.security import KeyRing
 from fengkong.api.snapshot import SnapshotKeeper
@@ -127,6 +128,7 @@ class Runtime:
     breaker: Breaker
     keys: Keys
     snapshot: SnapshotKeeper
+    hooks: Hooks
     embedded: EmbeddedRedis | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
@@ -164,6 +166,8 @@ class Runtime:
                     result = self.rules.reload()
                     self.audit.change(self.client, actor="file-watch", action="rules.reload",
                                       version=result.version, detail={"result": result.to_dict()})
+                    if result.changed:
+                        self.hooks.publish("rules.reloaded", rules_reloaded(result.to_dict(), actor="file-watch"))
                 except Exception:  # keep watching whatever happens
                     log.exception("rules watch failed")
 
@@ -214,10 +218,11 @@ def build_runtime(settings: Settings) -> Runtime:
     except (redis.RedisError, OSError) as exc:  # Redis down at start: the refresh thread loads it later
         log.warning("reference snapshot not loaded: %s", type(exc).__name__)
     snapshot.start(settings.snapshot_refresh_s, settings.snapshot_full_reload_s)
+    metrics = Metrics()
     rt = Runtime(settings=settings, client=client, conn=conn, store=store, lists=list_store, list_specs=specs,
-                 rules=rules, models=models, metrics=Metrics(), audit=audit, keyring=keyring,
+                 rules=rules, models=models, metrics=metrics, audit=audit, keyring=keyring,
                  breaker=Breaker(settings.breaker_s), keys=Keys(settings.key_prefix), snapshot=snapshot,
-                 embedded=embedded)
+                 hooks=Hooks(settings, client, url, metrics), embedded=embedded)
     rt.start_watch(settings.rules_watch_s)
     return rt
 
@@ -225,3 +230,9 @@ def build_runtime(settings: Settings) -> Runtime:
 def describe(rt: Runtime) -> dict[str, Any]:
     """A short status for logs and /readyz."""
     return {"ruleset_version": rt.rules.version, "models": rt.models.status, "keys": len(rt.keyring)}
+
+
+def rules_reloaded(result: dict[str, Any], *, actor: str) -> dict[str, Any]:
+    """The ``rules.reloaded`` webhook payload of a reload that swapped the live set."""
+    return {"version": result.get("version"), "previous_version": result.get("previous_version"),
+            "files_hash": result.get("files_hash"), "at": result.get("at"), "actor": actor}

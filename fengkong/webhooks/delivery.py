@@ -156,7 +156,7 @@ class Deliverer:
         # wait for new entries only when nothing is due: due retries must not wait a poll
         due = await self._redis.zcount(self.keys.schedule, "-inf", now)
         block = None if (due and free > 0) else max(1, int(self.config.poll_s * 1000))
-        read = await self._redis.xreadgroup(GROUP, self.consumer, {self.keys.outbox: ">"}, count=100, block=block)
+        read: Any = await self._redis.xreadgroup(GROUP, self.consumer, {self.keys.outbox: ">"}, count=100, block=block)
         ids = [entry_id for _, entries in read or () for entry_id, _ in entries]
         if ids:
             await self._fanout(ids)
@@ -202,7 +202,7 @@ class Deliverer:
 
     async def _claim(self, limit: int) -> list[Leased]:
         k = self.keys
-        rows = await self._scripts["claim"](keys=[k.schedule, k.subscriptions],
+        rows: Any = await self._scripts["claim"](keys=[k.schedule, k.subscriptions],
                                             args=[f"{time.time():.3f}", self.config.lease_s, limit,
                                                   k.delivery_prefix])
         out = []

@@ -185,7 +185,7 @@ class Subscriptions:
     dead letters, and redrive dead letters (the admin routes' service functions)."""
 
     def __init__(self, client: redis.Redis, prefix: str, *, dead_maxlen: int = DEAD_MAXLEN) -> None:
-        self.client = client
+        self.client: Any = client  # redis-py's reply types are unions of bytes and str; ours are bytes
         self.keys = WebhookKeys(prefix)
         self.dead_maxlen = dead_maxlen
 
@@ -206,7 +206,7 @@ class Subscriptions:
         }
         return out
 
-    def list(self) -> list[dict[str, Any]]:
+    def list_all(self) -> list[dict[str, Any]]:
         """Every subscription with its stats (never the secret), oldest first."""
         subs = sorted(self._all().values(), key=lambda s: (s["created_at"], s["id"]))
         pipe = self.client.pipeline(transaction=False)
@@ -239,7 +239,7 @@ class Subscriptions:
                description: str | None = None) -> dict[str, Any]:
         """A new subscription; the answer is the only one that carries its ``secret``.
         ValueError when the service already has `MAX_SUBSCRIPTIONS`."""
-        sub = {"id": "wh_" + uuid.uuid4().hex[:20], "url": check_url(url), "kinds": check_kinds(kinds),
+        sub: dict[str, Any] = {"id": "wh_" + uuid.uuid4().hex[:20], "url": check_url(url), "kinds": check_kinds(kinds),
                "active": bool(active), "description": description, "secret": new_secret(),
                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")}
         if self.client.hlen(self.keys.subscriptions) >= MAX_SUBSCRIPTIONS:
