@@ -55,10 +55,10 @@ def script_source(name: str) -> str:
     return resources.files("fengkong.webhooks").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
 
 
-@lru_cache(maxsize=None)
-def script(name: str) -> Script:
-    """A redis-py `Script` (hash computed once, reloaded on NOSCRIPT); call it with ``client=``."""
-    return Script(None, script_source(name))  # type: ignore[arg-type]
+def script(client: Any, name: str) -> Script:
+    """One of the scripts as a redis-py `Script` of `client` (a client or a pipeline;
+    reloaded on NOSCRIPT)."""
+    return client.register_script(script_source(name))  # type: ignore[no-any-return]
 
 
 class WebhookKeys:
@@ -118,7 +118,7 @@ def publish(client: redis.Redis, kind: str, payload: Mapping[str, Any], *, prefi
     its own work)."""
     k = WebhookKeys(prefix)
     event_id, body = envelope(kind, payload)
-    entry = script("publish")(keys=[k.wanted, k.outbox], args=[kind, event_id, body, maxlen], client=client)
+    entry = script(client, "publish")(keys=[k.wanted, k.outbox], args=[kind, event_id, body, maxlen])
     return event_id if entry is not None else None
 
 
@@ -127,11 +127,11 @@ def publish_many(client: redis.Redis, events: Iterable[tuple[str, Mapping[str, A
     """`publish` for many events in one pipeline (rescoring's grade changes); returns how many were queued."""
     k = WebhookKeys(prefix)
     pipe = client.pipeline(transaction=False)
-    publish_script = script("publish")
+    publish_script = script(pipe, "publish")
     n = 0
     for kind, payload in events:
         event_id, body = envelope(kind, payload)
-        publish_script(keys=[k.wanted, k.outbox], args=[kind, event_id, body, maxlen], client=pipe)
+        publish_script(keys=[k.wanted, k.outbox], args=[kind, event_id, body, maxlen])
         n += 1
     if not n:
         return 0
