@@ -182,15 +182,12 @@ class Deliverer:
         the group's consumers that hold nothing and have been idle a day."""
         assert self._redis is not None
         idle_ms = int(self.config.lease_s * 1000)
-        start = "0-0"
-        while True:
-            reply = await self._redis.xautoclaim(self.keys.outbox, GROUP, self.consumer, idle_ms, start_id=start,
-                                                 count=100, justid=True)
-            start, ids = reply[0], reply[1]
-            if ids:
-                await self._fanout(ids)
-            if not ids or start in (b"0-0", "0-0"):
+        for _ in range(1000):  # fanout acknowledges what it takes, so each scan from the start finds less
+            ids = await self._redis.xautoclaim(self.keys.outbox, GROUP, self.consumer, idle_ms, start_id="0-0",
+                                               count=100, justid=True)
+            if not ids:
                 break
+            await self._fanout(list(ids))
         for c in await self._redis.xinfo_consumers(self.keys.outbox, GROUP):
             if c["pending"] == 0 and c["idle"] > 86_400_000 and c["name"] != self.consumer.encode():
                 await self._redis.xgroup_delconsumer(self.keys.outbox, GROUP, c["name"])
