@@ -182,3 +182,28 @@ def test_dead_letters_are_listed_and_redriven_over_the_api(api, admin, receiver)
     assert admin.get(f"{url}/dead-letters").status_code == 200
     assert admin.get("/v1/webhooks/wh_00000000000000000000/dead-letters").status_code == 404
     admin.delete(url)
+
+
+def test_without_a_subscriber_a_deny_queues_nothing_and_another_workers_subscription_is_seen(
+        api, admin, receiver, redis_client):
+    from fengkong.webhooks import Subscriptions
+    from fengkong.webhooks.store import WebhookKeys
+
+    outbox = WebhookKeys(PREFIX).outbox
+    card = {"fingerprint": f"tok-wh-{event_id()}", "bin": "622202", "type": "debit", "issuer_country": "CN"}
+    assert admin.post("/v1/lists/blocked_cards/entries", json={"entries": [card["fingerprint"]]}).status_code == 200
+    assert admin.get("/v1/webhooks").json() == []  # every earlier test deleted its subscription
+    last = redis_client.xinfo_stream(outbox)["last-generated-id"]  # (Redis 6.2 has no entries-added)
+    with api.client(DECIDE_KEY) as c:
+        assert c.post("/v1/decisions", json=payment(card=card)).json()["decision"] == "deny"
+        time.sleep(0.2)
+        assert redis_client.xinfo_stream(outbox)["last-generated-id"] == last  # nothing queued
+        # a subscription made elsewhere (another worker, this very Redis): this worker's
+        # delivery loop reads the wanted kinds again within about a second
+        sub = Subscriptions(redis_client, PREFIX).create(url=receiver.url, kinds=["decision.deny"])
+        time.sleep(1.5)
+        denied = c.post("/v1/decisions", json=payment(card=card)).json()
+    assert receiver.wait_for(lambda r: len(of_kind(r, "decision.deny")) == 1)
+    assert json.loads(receiver.received[0]["body"])["data"]["decision_id"] == denied["decision_id"]
+    assert redis_client.xinfo_stream(outbox)["last-generated-id"] != last
+    admin.delete(f"/v1/webhooks/{sub['id']}")

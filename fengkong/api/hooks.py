@@ -6,7 +6,9 @@ publish, and each should do it in one line. A publish outside the decision path 
 one small round trip, and a Redis that refuses it is logged and counted
 (``fengkong_webhook_publish_failures_total``) without failing the change that caused
 it: the change is done and audited either way. The decision path queues its event
-with the decision's other writes (`decision_command`), so it adds no round trip.
+with the decision's other writes (`decision_command`), so it adds no round trip, and only when an active subscription wants the kind (the
+worker's delivery loop keeps that set current): with no subscriber a decision does
+nothing more than a set lookup.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import redis
 from fengkong.api.config import Settings
 from fengkong.api.metrics import Metrics
 from fengkong.webhooks import Deliverer, DeliveryConfig, Subscriptions, publish, publish_command
+from fengkong.webhooks.store import outbox_command, wanted_kinds
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ class Hooks:
             concurrency=settings.webhook_concurrency, dead_maxlen=settings.webhook_dead_maxlen)
         self.deliverer = Deliverer(redis_url, config, on_result=metrics.webhook_result) \
             if settings.webhook_deliver else None
+        self.refresh_wanted()
 
     def start(self) -> None:
         """Start the delivery loop in the running event loop (the app's lifespan)."""
@@ -51,6 +55,17 @@ class Hooks:
     async def stop(self) -> None:
         if self.deliverer is not None:
             await self.deliverer.stop()
+
+    def refresh_wanted(self) -> None:
+        """Read which kinds are wanted now (at start, and after this worker changed a
+        subscription; the delivery loop re-reads it about every second). Redis away at
+        start: nothing is wanted until the loop reads it."""
+        if self.deliverer is None:
+            return
+        try:
+            self.deliverer.wanted = wanted_kinds(self.client, self.prefix)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("webhook subscriptions not read: %s", type(exc).__name__)
 
     def publish(self, kind: str, payload: Mapping[str, Any]) -> str | None:
         """Queue an event (a no-op when nobody subscribed to `kind`); a Redis fault is
@@ -66,8 +81,8 @@ class Hooks:
         """The command that queues a deny or review decision's event, for the decision's
         write-behind batch; None for other decisions."""
         kind = DECISION_KINDS.get(record["decision"])
-        if kind is None:
-            return None
+        if kind is None or (self.deliverer is not None and kind not in self.deliverer.wanted):
+            return None  # nobody subscribed (as of this worker's last look): nothing to queue
         event = record.get("event") or {}
         payload = {
             "decision_id": record["decision_id"], "event_id": record["event_id"], "decision": record["decision"],
@@ -76,4 +91,6 @@ class Hooks:
             "user_id": event.get("user_id"), "risk": record.get("risk"),
             "ruleset_version": record.get("ruleset_version"), "decided_at": record.get("decided_at"),
         }
-        return publish_command(kind, payload, prefix=self.prefix, maxlen=self.outbox_maxlen)
+        if self.deliverer is None:  # no delivery loop here to keep `wanted` current: let Redis check
+            return publish_command(kind, payload, prefix=self.prefix, maxlen=self.outbox_maxlen)
+        return outbox_command(kind, payload, prefix=self.prefix, maxlen=self.outbox_maxlen)

@@ -42,6 +42,10 @@ from fengkong.webhooks.store import DEAD_MAXLEN, GROUP, WebhookKeys, script_sour
 
 log = logging.getLogger(__name__)
 
+#: how often a worker re-reads which kinds are wanted (a subscription made on another
+#: worker gets that worker's decisions from at most this long after its creation)
+WANTED_REFRESH_S = 1.0
+
 
 @dataclass(frozen=True)
 class DeliveryConfig:
@@ -99,6 +103,10 @@ class Deliverer:
         self._scripts: dict[str, Any] = {}
         self._next_autoclaim = 0.0
         self._group_ready = False
+        #: the kinds some active subscription wants, refreshed about every second (`step`):
+        #: the decision path queues an event only for these, without asking Redis
+        self.wanted: frozenset[str] = frozenset()
+        self._next_wanted = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------------
     def _open(self) -> None:
@@ -149,6 +157,10 @@ class Deliverer:
         if not self._group_ready:
             await self._ensure_group()
         now = time.time()
+        if now >= self._next_wanted:
+            self._next_wanted = now + WANTED_REFRESH_S
+            raw: Any = await self._redis.hkeys(self.keys.wanted)
+            self.wanted = frozenset(k.decode() for k in raw)
         if now >= self._next_autoclaim:
             self._next_autoclaim = now + max(1.0, self.config.lease_s / 2)
             await self._take_over()

@@ -105,6 +105,22 @@ def publish_command(kind: str, payload: Mapping[str, Any], *, prefix: str,
     return ("EVAL", script_source("publish"), 2, k.wanted, k.outbox, kind, event_id, body, maxlen)
 
 
+def outbox_command(kind: str, payload: Mapping[str, Any], *, prefix: str,
+                   maxlen: int = OUTBOX_MAXLEN) -> tuple[Any, ...]:
+    """A plain XADD of the event to the outbox, for a caller that already knows (from
+    `wanted_kinds`, refreshed by its delivery loop) that a subscription wants `kind`.
+    Cheaper for Redis than `publish_command`; an entry nobody wants after all (the
+    subscription was deleted meanwhile) is dropped at fan-out."""
+    event_id, body = envelope(kind, payload)
+    return ("XADD", WebhookKeys(prefix).outbox, "MAXLEN", "~", maxlen, "*", "id", event_id, "kind", kind,
+            "body", body)
+
+
+def wanted_kinds(client: Any, prefix: str) -> frozenset[str]:
+    """The kinds some active subscription wants now (the wanted-kinds hash)."""
+    return frozenset(k.decode() if isinstance(k, bytes) else k for k in client.hkeys(WebhookKeys(prefix).wanted))
+
+
 def publish(client: redis.Redis, kind: str, payload: Mapping[str, Any], *, prefix: str,
             maxlen: int = OUTBOX_MAXLEN) -> str | None:
     """Queue one event for the subscriptions that want `kind`; returns its id, or None

@@ -42,6 +42,7 @@ def create(*, rt: Runtime, url: str, kinds: list[str], active: bool, description
                                                            description=description))
     except ValueError as exc:  # the subscription cap (url and kinds were checked by the route's model)
         raise EventRejected("url", str(exc)) from None
+    rt.hooks.refresh_wanted()
     rt.audit.change(rt.client, actor=caller.name, action="webhook.create", version=rt.rules.version,
                     detail={"subscription_id": sub["id"], "url": sub["url"], "kinds": sub["kinds"]})
     return sub
@@ -65,6 +66,7 @@ def set_active(*, rt: Runtime, sub_id: str, active: bool, caller: Caller) -> dic
     sub = _redis(lambda: rt.hooks.subscriptions.set_active(_check(sub_id), active))
     if sub is None:
         raise NotFound("subscription_id", "no subscription has this id")
+    rt.hooks.refresh_wanted()
     rt.audit.change(rt.client, actor=caller.name, action="webhook.update", version=rt.rules.version,
                     detail={"subscription_id": sub_id, "active": active})
     return sub
@@ -74,6 +76,7 @@ def delete(*, rt: Runtime, sub_id: str, caller: Caller) -> None:
     """Delete a subscription with its stats and dead letters (audited)."""
     if not _redis(lambda: rt.hooks.subscriptions.delete(_check(sub_id))):
         raise NotFound("subscription_id", "no subscription has this id")
+    rt.hooks.refresh_wanted()
     rt.audit.change(rt.client, actor=caller.name, action="webhook.delete", version=rt.rules.version,
                     detail={"subscription_id": sub_id})
 
