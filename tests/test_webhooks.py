@@ -217,3 +217,26 @@ def _script(name: str) -> str:
     from fengkong.webhooks.store import script_source
 
     return script_source(name)
+
+
+def test_rescoring_publishes_only_the_grades_it_changed(store, redis_client, prefix) -> None:
+    import pandas as pd
+
+    from fengkong.training.rescore import write_to_store
+
+    Subscriptions(redis_client, prefix).create(url="https://hooks.example.com/g", kinds=["merchant.grade_changed"])
+    outbox = WebhookKeys(prefix).outbox
+
+    def published() -> list[dict]:
+        return [orjson.loads(f[b"body"])["data"] for _, f in redis_client.xrange(outbox)]
+
+    first = pd.DataFrame({"merchant_id": ["m-up", "m-new"], "grade": ["A", "NEW"], "reason": ["clean 30d", ""]})
+    write_to_store(store, first, policy=None, write_caps=False)  # type: ignore[arg-type]
+    assert published() == [{"merchant_id": "m-up", "grade": "A", "previous_grade": "NEW", "reason": "clean 30d",
+                            "source": "rescore"}]  # m-new kept the default grade: nothing to say
+    second = pd.DataFrame({"merchant_id": ["m-up", "m-new"], "grade": ["C", "NEW"], "reason": ["chargebacks", ""]})
+    write_to_store(store, second, policy=None, write_caps=False)  # type: ignore[arg-type]
+    write_to_store(store, second, policy=None, write_caps=False)  # type: ignore[arg-type]  (unchanged)
+    assert [(d["merchant_id"], d["previous_grade"], d["grade"]) for d in published()] == [
+        ("m-up", "NEW", "A"), ("m-up", "A", "C")]
+    assert store.get_merchant_profile("m-up")["grade"] == "C"

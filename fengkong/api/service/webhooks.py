@@ -16,7 +16,7 @@ from fengkong.api.state import Runtime
 from fengkong.events import EventRejected
 
 SUB_ID_RE = re.compile(r"^wh_[0-9a-f]{20}$")
-ENTRY_ID_RE = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+ENTRY_ID_RE = re.compile(r"^[0-9]{1,19}-[0-9]{1,19}$")
 
 T = TypeVar("T")
 
