@@ -68,3 +68,36 @@ def store(redis_client, ipintel, list_specs, prefix):
     from fengkong.features.online import OnlineStore
 
     return OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=prefix)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server for the session (tests/pg_server.py); yields its URL."""
+    from pg_server import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """An empty database of each supported kind: SQLite in WAL mode in a fresh data
+    directory, and a fresh database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        from fengkong.db.url import database_url as resolve
+
+        yield resolve(None, tmp_path / "data")
+        return
+    import uuid
+
+    import sqlalchemy as sa
+
+    server_url = request.getfixturevalue("postgres_url")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield server_url.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

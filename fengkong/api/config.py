@@ -79,6 +79,8 @@ class Settings(BaseSettings):
 
     redis_url: str | None = Field(default=None, description="Redis URL; unset = start an embedded Redis")
     data_dir: Path = Field(default=Path(".fengkong"), description="Embedded Redis data and other local state")
+    database_url: str | None = Field(default=None, description="Cases and accounts database "
+                                     "(postgresql://...); unset = SQLite in data_dir")
     rules_dir: Path = Field(default=Path("rules"), description="Rule files, policy.yaml and lists/")
     artifacts_dir: Path | None = Field(default_factory=_artifacts_root, description="Model artifacts, "
                                        "the folder `fengkong train` writes (absent = rules-only)")

@@ -1,0 +1,1 @@
+"""Migration scripts, one branch per part of the project that owns tables."""

@@ -1,0 +1,43 @@
+"""The relational store's foundation on both databases: connection settings and migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from fengkong.db import migrate
+from fengkong.db.engine import make_engine
+from fengkong.db.url import database_url, redacted
+
+
+def test_default_is_sqlite_in_the_data_directory(tmp_path: Path) -> None:
+    url = database_url(None, tmp_path / "data")
+    assert url.startswith("sqlite:///")
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(sa.text("PRAGMA foreign_keys")).scalar() == 1
+        connection.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+        connection.commit()
+    engine.dispose()
+    assert (tmp_path / "data" / "fengkong.sqlite3").exists()
+
+
+def test_postgres_urls_get_the_installed_driver(tmp_path: Path) -> None:
+    assert database_url("postgresql://u:secret@db:5432/risk", tmp_path).startswith("postgresql+psycopg://u:secret@")
+    assert "secret" not in redacted("postgresql+psycopg://u:secret@db:5432/risk")
+    with pytest.raises(ValueError, match="FENGKONG_DATABASE_URL"):
+        database_url("mysql://u@db/risk", tmp_path)
+
+
+def test_upgrade_is_idempotent_and_reaches_every_head(database_url: str) -> None:
+    engine = make_engine(database_url)
+    migrate.upgrade(engine)
+    migrate.upgrade(engine)
+    assert migrate.current(engine) == migrate.heads()
+    with engine.connect() as connection:
+        assert connection.dialect.name in ("sqlite", "postgresql")
+        assert connection.execute(sa.text("SELECT 1")).scalar() == 1
+    engine.dispose()
