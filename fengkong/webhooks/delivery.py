@@ -165,20 +165,20 @@ class Deliverer:
             self._next_autoclaim = now + max(1.0, self.config.lease_s / 2)
             await self._take_over()
         free = self.config.concurrency - len(self._sending)
-        # wait for new entries only when nothing is due: due retries must not wait a poll
+        if free <= 0:  # every slot is sending: go on as soon as one is free
+            await asyncio.wait(set(self._sending), timeout=self.config.poll_s, return_when=asyncio.FIRST_COMPLETED)
+            return
+        # wait for new entries only when nothing is due: due deliveries must not wait a poll
         due = await self._redis.zcount(self.keys.schedule, "-inf", now)
-        block = None if (due and free > 0) else max(1, int(self.config.poll_s * 1000))
+        block = None if due else max(1, int(self.config.poll_s * 1000))
         read: Any = await self._redis.xreadgroup(GROUP, self.consumer, {self.keys.outbox: ">"}, count=100, block=block)
         ids = [entry_id for _, entries in read or () for entry_id, _ in entries]
         if ids:
             await self._fanout(ids)
-        if free > 0:
-            for leased in await self._claim(free):
-                task = asyncio.get_running_loop().create_task(self._deliver(leased))
-                self._sending.add(task)
-                task.add_done_callback(self._sending.discard)
-        elif not ids:
-            await asyncio.sleep(self.config.poll_s / 10)
+        for leased in await self._claim(free):
+            task = asyncio.get_running_loop().create_task(self._deliver(leased))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
 
     async def _ensure_group(self) -> None:
         assert self._redis is not None
