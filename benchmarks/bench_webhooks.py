@@ -12,10 +12,12 @@ and the schedule; then dead-letters a sample (settle.lua) and measures the dead-
 stream. Delivery: ``--deliver`` events are published and one `Deliverer` (concurrency
 16, as a worker's default) sends them to an `http.server` receiver in another process
 that answers 200; the figure is deliveries per second from the first publish to the
-last 2xx, on whatever else the machine is doing.
+last 2xx, on whatever else the machine is doing, and the CPU this process (the
+delivery loop, and the bench's stats polls) spent per delivery.
 
 The last line is one JSON object: outbox_bytes_per_event, delivery_bytes_per_pending,
-dead_letter_bytes_per_entry, body_bytes, outbox_bytes_at_default_cap, deliveries_per_s.
+dead_letter_bytes_per_entry, body_bytes, outbox_bytes_at_default_cap, deliveries_per_s,
+cpu_us_per_delivery, deliver_failed.
 """
 
 from __future__ import annotations
@@ -106,18 +108,19 @@ def main() -> None:
         sub = subs.create(url=f"http://127.0.0.1:{port}/hook", kinds=["decision.deny"])
 
         async def drain() -> float:
-            deliverer = Deliverer(server.url, DeliveryConfig(prefix=prefix, poll_s=0.05))
-            t0 = time.perf_counter()
+            deliverer = Deliverer(server.url, DeliveryConfig(prefix=prefix))
+            t0, cpu0 = time.perf_counter(), time.process_time()
             publish_many(client, [("decision.deny", payload(i)) for i in range(args.deliver)], prefix=prefix)
             deliverer.start()
             while (subs.get(sub["id"]) or {})["stats"]["delivered"] < args.deliver:
                 await asyncio.sleep(0.05)
-            elapsed = time.perf_counter() - t0
+            elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             await deliverer.stop()
-            return elapsed
+            return elapsed, cpu
 
-        elapsed = asyncio.run(drain())
+        elapsed, cpu = asyncio.run(drain())
         out["deliveries_per_s"] = round(args.deliver / elapsed)
+        out["cpu_us_per_delivery"] = round(cpu / args.deliver * 1e6)
         out["deliver_failed"] = (subs.get(sub["id"]) or {})["stats"]["failed"]
         print(json.dumps(out))
     finally:

@@ -150,7 +150,8 @@ class Deliverer:
 
     # -- one round ----------------------------------------------------------------------------
     async def step(self) -> None:
-        """Fan out new and abandoned outbox entries, then lease and send what is due."""
+        """Lease and send what is due, then wait up to a poll for new outbox entries and
+        fan them out (abandoned ones too, every half lease)."""
         if self._redis is None:
             self._open()
         assert self._redis is not None
@@ -168,17 +169,19 @@ class Deliverer:
         if free <= 0:  # every slot is sending: go on as soon as one is free
             await asyncio.wait(set(self._sending), timeout=self.config.poll_s, return_when=asyncio.FIRST_COMPLETED)
             return
-        # wait for new entries only when nothing is due: due deliveries must not wait a poll
-        due = await self._redis.zcount(self.keys.schedule, "-inf", now)
-        block = None if due else max(1, int(self.config.poll_s * 1000))
-        read: Any = await self._redis.xreadgroup(GROUP, self.consumer, {self.keys.outbox: ">"}, count=100, block=block)
-        ids = [entry_id for _, entries in read or () for entry_id, _ in entries]
-        if ids:
-            await self._fanout(ids)
-        for leased in await self._claim(free):
-            task = asyncio.get_running_loop().create_task(self._deliver(leased))
+        leased = await self._claim(free)
+        for delivery in leased:
+            task = asyncio.get_running_loop().create_task(self._deliver(delivery))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
+        if len(leased) == free:
+            return  # more may be due: the next round waits for a free slot, not for new events
+        # nothing else is due: wait up to a poll for new events (a retry coming due meanwhile waits at most that)
+        read: Any = await self._redis.xreadgroup(GROUP, self.consumer, {self.keys.outbox: ">"}, count=100,
+                                                 block=max(1, int(self.config.poll_s * 1000)))
+        ids = [entry_id for _, entries in read or () for entry_id, _ in entries]
+        if ids:
+            await self._fanout(ids)  # due now: the next round leases them
 
     async def _ensure_group(self) -> None:
         assert self._redis is not None
