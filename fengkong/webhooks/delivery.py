@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 #: how often a worker re-reads which kinds are wanted (a subscription made on another
 #: worker gets that worker's decisions from at most this long after its creation)
 WANTED_REFRESH_S = 1.0
+#: a receiver's answer body is read up to this much (then the connection is dropped)
+MAX_ANSWER_BYTES = 65_536
 
 
 @dataclass(frozen=True)
@@ -245,7 +247,12 @@ class Deliverer:
         }
         try:
             async with self._http.stream("POST", d.url, content=d.body, headers=headers) as response:
-                status = response.status_code  # the body is not read: a receiver's answer is its status
+                status = response.status_code  # a receiver's answer is its status
+                read = 0  # read a short body, so the connection can be kept alive; stop on a long one
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read > MAX_ANSWER_BYTES:
+                        break
         except httpx.HTTPError as exc:
             return 0, f"{type(exc).__name__}: {exc}"[:300]
         return status, "" if 200 <= status < 300 else f"HTTP {status}"
