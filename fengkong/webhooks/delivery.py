@@ -140,13 +140,20 @@ class Deliverer:
 
     async def run(self) -> None:
         """Rounds until cancelled; a fault of Redis is logged and the round retried."""
+        failing = False
         while True:
             try:
                 await self.step()
+                if failing:
+                    log.warning("webhook delivery works again")
+                    failing = False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep delivering whatever happens (Redis away, a bug in one round)
-                log.warning("webhook delivery round failed: %s: %s", type(exc).__name__, exc)
+                # said once per outage, not every round
+                (log.debug if failing else log.warning)("webhook delivery round failed: %s: %s",
+                                                        type(exc).__name__, exc)
+                failing = True
                 self._group_ready = False
                 await asyncio.sleep(self.config.poll_s)
 
