@@ -90,8 +90,10 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> S
         try:
             yield
         finally:
-            await rt.hooks.stop()
-            rt.close()
+            try:
+                await rt.hooks.stop()
+            finally:
+                rt.close()
 
     # FastAPI's native OpenTelemetry asks the global OTel providers on every request
     # whether anyone listens: off unless the deployment turns it on (FENGKONG_OTEL).

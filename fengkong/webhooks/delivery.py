@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 #: how often a worker re-reads which kinds are wanted (a subscription made on another
 #: worker gets that worker's decisions from at most this long after its creation)
 WANTED_REFRESH_S = 1.0
+#: how long stopping waits for the loop's tasks and connections to close
+STOP_WAIT_S = 5.0
 #: a receiver's answer body is read up to this much (then the connection is dropped)
 MAX_ANSWER_BYTES = 65_536
 
@@ -132,11 +134,16 @@ class Deliverer:
         tasks = [t for t in (self._task, *self._sending) if t is not None]
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._http is not None:
-            await self._http.aclose()
-        if self._redis is not None:
-            await self._redis.aclose()
+        # bounded, and never raising: a service's shutdown must not hang or fail on webhooks
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+        for closer in (self._http, self._redis):
+            if closer is None:
+                continue
+            try:
+                await asyncio.wait_for(closer.aclose(), STOP_WAIT_S)
+            except Exception as exc:
+                log.warning("webhook delivery: closing %s failed: %s", type(closer).__name__, type(exc).__name__)
 
     async def run(self) -> None:
         """Rounds until cancelled; a fault of Redis is logged and the round retried."""
