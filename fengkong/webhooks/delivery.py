@@ -178,7 +178,7 @@ class Deliverer:
             self._next_wanted = now + WANTED_REFRESH_S
             raw: Any = await self._redis.hkeys(self.keys.wanted)
             self.wanted = frozenset(k.decode() for k in raw)
-        if now >= self._next_autoclaim:
+        if now >= self._next_autoclaim and self._group_ready:
             self._next_autoclaim = now + max(1.0, self.config.lease_s / 2)
             await self._take_over()
         free = self.config.concurrency - len(self._sending)
@@ -193,6 +193,9 @@ class Deliverer:
         if len(leased) == free:
             return  # more may be due: the next round waits for a free slot, not for new events
         # nothing else is due: wait up to a poll for new events (a retry coming due meanwhile waits at most that)
+        if not self._group_ready:  # no outbox yet: nothing to read
+            await asyncio.sleep(self.config.poll_s)
+            return
         read: Any = await self._redis.xreadgroup(GROUP, self.consumer, {self.keys.outbox: ">"}, count=100,
                                                  block=max(1, int(self.config.poll_s * 1000)))
         ids = [entry_id for _, entries in read or () for entry_id, _ in entries]
@@ -200,9 +203,13 @@ class Deliverer:
             await self._fanout(ids)  # due now: the next round leases them
 
     async def _ensure_group(self) -> None:
+        """Create the outbox's consumer group once the outbox exists (the first publish
+        makes it): a service nobody subscribed to writes no webhook key at all."""
         assert self._redis is not None
+        if not await self._redis.exists(self.keys.outbox):
+            return
         try:  # from the start of the stream: entries published before any worker ran are delivered
-            await self._redis.xgroup_create(self.keys.outbox, GROUP, id="0", mkstream=True)
+            await self._redis.xgroup_create(self.keys.outbox, GROUP, id="0")
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
