@@ -1,6 +1,7 @@
 """The delivery loop: one asyncio task per service worker that sends queued events.
 
-Each round (`Deliverer.step`):
+What happens to an event (`Deliverer.step` runs one round: lease and send what is
+due, then wait up to ``poll_s`` for new outbox entries and fan them out):
 
 1. Fan out. New outbox entries are read through the consumer group ``deliver``
    (XREADGROUP, so each entry goes to one worker) and turned into one delivery per
@@ -18,7 +19,9 @@ Each round (`Deliverer.step`):
    backoff with jitter) until ``max_attempts``, then dead-lettered (settle.lua keeps
    the stats). Redirects are not followed.
 
-The decision path never waits for any of this: it only queues (`store.publish_command`).
+The decision path never waits for any of this: it only queues (`store.outbox_command`,
+for the kinds in `Deliverer.wanted`), and the loop waits on Redis when there is nothing
+to do.
 """
 
 from __future__ import annotations

@@ -15,8 +15,10 @@ Keys (`fengkong.features.keys.webhook_key`, all under the hash tag ``{webhooks}`
 Publishing is one script call (publish.lua): it appends to the outbox only when an
 active subscription wants the kind, so a service with no subscriber stores nothing.
 `publish` is the call for code outside the decision path (rules reloads, rescoring,
-cases); the decision path sends `publish_command` in its write-behind batch instead,
-so it adds no round trip. Delivery is `fengkong.webhooks.delivery`.
+cases); the decision path sends `outbox_command` (a plain XADD, for the kinds its
+worker's delivery loop last saw wanted) or `publish_command` (the script, in a
+process without a delivery loop) in its write-behind batch instead, so it adds no
+round trip. Delivery is `fengkong.webhooks.delivery`.
 """
 
 from __future__ import annotations
