@@ -1,6 +1,6 @@
 """Throughput and latency of the decision service against a minimal FastAPI app.
 
-    python benchmarks/bench_api.py [--seconds 8] [--concurrency 32] [--minimal-http service]
+    python benchmarks/bench_api.py [--seconds 8] [--concurrency 32] [--minimal-http service] [--webhook]
 
 Starts its own Redis (embedded, no snapshots), the service (default rules, one
 uvicorn worker) and, after it, a minimal FastAPI app with one POST endpoint that
@@ -36,6 +36,11 @@ policy gave, which no model scored: the figures hold only when it is near 0). Th
 models are trained with the `fengkong train` defaults (200 boosting iterations, 100
 trees per forest), so the served artifact has the usual size; training, with the
 fused score's out-of-fold fits, takes some tens of seconds before the run.
+
+With ``--webhook`` a receiver process (answering 200) is subscribed to
+``decision.deny`` and ``decision.review`` before the rules-only run, so the worker
+queues those decisions' events and delivers them while it decides; the JSON adds
+webhook_delivered, webhook_failed and webhook_pending (after up to 30 s of draining).
 
 The minimal app runs on uvicorn's defaults. The service runs uvicorn as
 `fengkong serve` does (`fengkong.api.http_protocol.UVICORN_OPTIONS`: one write per
@@ -274,6 +279,9 @@ def main() -> None:
     parser.add_argument("--minimal-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--minimal-http", choices=("uvicorn", "service"), default="uvicorn",
                         help="the minimal app on uvicorn's defaults, or on the service's uvicorn options")
+    parser.add_argument("--webhook", action="store_true",
+                        help="subscribe a receiver (another process, answering 200) to decision.deny and "
+                             "decision.review before the rules-only run: the worker then queues and delivers them")
     parser.add_argument("--models", action=argparse.BooleanOptionalAction, default=True,
                         help="also load the service with trained models (default); --no-models skips that run")
     args = parser.parse_args()
@@ -313,6 +321,9 @@ def main() -> None:
                     "FENGKONG_API_KEYS": json.dumps([{"name": "bench", "key": KEY, "scopes": ["decide"]}]),
                     "FENGKONG_KEY_PREFIX": f"bench{os.getpid()}", "FENGKONG_RULES_WATCH_S": "0",
                     "FENGKONG_ARTIFACTS_DIR": str(ROOT / "artifacts")})
+        receiver = subs = None
+        if args.webhook:
+            receiver, subs = _subscribe(redis_server, env["FENGKONG_KEY_PREFIX"])
         with tempfile.TemporaryDirectory() as tmp:
             service = subprocess.Popen(
                 [sys.executable, "-c", "from fengkong.cli import app; app()", "serve", "--port", str(port),
@@ -321,8 +332,12 @@ def main() -> None:
                 _wait_http(port)
                 results["service"] = _run_load(port, args.seconds, args.warmup, args.concurrency, run,
                                                {"worker": service.pid, "redis": redis_pid})
+                if subs is not None:
+                    results["service"]["webhook"] = _webhook_stats(subs)
             finally:
                 _stop(service)
+                if receiver is not None:
+                    receiver.kill()
         if args.models:
             with tempfile.TemporaryDirectory() as tmp:
                 versions = train_models(Path(tmp) / "artifacts")
@@ -372,7 +387,42 @@ def main() -> None:
         "service_redis_cpu_us": s["cpu_us_per_request"]["redis"],
         "minimal_worker_cpu_us": m["cpu_us_per_request"]["worker"],
         **(models_keys(results["service_models"], m) if "service_models" in results else {}),
+        **({f"webhook_{k}": v for k, v in s["webhook"].items()} if "webhook" in s else {}),
     }))
+
+
+_RECEIVER = """
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+s = ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"""
+
+
+def _subscribe(redis_server, prefix: str):  # noqa: ANN001, ANN202 - benchmark only
+    """A receiver process answering 200, subscribed to decision.deny and decision.review."""
+    from fengkong.webhooks import Subscriptions
+
+    receiver = subprocess.Popen([sys.executable, "-c", _RECEIVER], stdout=subprocess.PIPE, text=True)
+    port = int(receiver.stdout.readline())  # type: ignore[union-attr]
+    subs = Subscriptions(redis_server.client(), prefix)
+    subs.create(url=f"http://127.0.0.1:{port}/hook", kinds=["decision.deny", "decision.review"])
+    return receiver, subs
+
+
+def _webhook_stats(subs) -> dict:  # noqa: ANN001 - benchmark only
+    """Deliveries of the run (after the backlog drained, up to 30 s): delivered, failed, still pending."""
+    stop = time.monotonic() + 30
+    while subs.pending() and time.monotonic() < stop:
+        time.sleep(0.2)
+    [sub] = subs.list_all()
+    return {"delivered": sub["stats"]["delivered"], "failed": sub["stats"]["failed"], "pending": subs.pending()}
 
 
 def models_keys(sm: dict, m: dict) -> dict[str, float]:

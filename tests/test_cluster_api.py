@@ -115,3 +115,42 @@ def test_a_killed_master_degrades_by_policy_the_snapshot_still_denies_and_it_rec
         assert not decide(c, payment())["degraded"]
         nxt = decide(c, payment(card=plain["card"]))
         assert not nxt["degraded"] and stored_features(c, nxt["decision_id"])["card.count_10m"] == 0
+
+
+def test_a_review_on_the_cluster_becomes_a_case_its_label_reaches_the_features_and_webhooks_tell(redis_cluster,
+                                                                                                 tmp_path):
+    """The case consumer, the analysts' labels (one script per slot, as a decision's
+    features) and the webhooks' delivery loop use the cluster too; case.opened and
+    case.resolved reach a subscribed receiver, signed."""
+    from test_cases_api import ANALYST_KEY, CASE_KEYS, TOR, wait_case
+    from webhook_receiver import Receiver
+
+    from api_fixtures import T0
+    from fengkong.webhooks import verify
+
+    sqlite_url = f"sqlite:///{tmp_path / 'cases.sqlite3'}"
+    s = settings(redis_cluster.url, "tclcase", database_url=sqlite_url, api_keys=CASE_KEYS, webhook_poll_s=0.05)
+    with Served(s) as api, api.client(DECIDE_KEY) as pay, api.client(ANALYST_KEY) as desk, \
+            api.client(ADMIN_KEY) as admin, Receiver() as receiver:
+        sub = admin.post("/v1/webhooks", json={"url": receiver.url, "kinds": [
+            "decision.review", "case.opened", "case.resolved"]})
+        assert sub.status_code == 201, sub.text
+        ev = payment(ip=TOR)
+        assert pay.post("/v1/decisions", json=ev).json()["decision"] == "review"
+        case = wait_case(desk, ev["card"]["fingerprint"])
+        r = desk.post(f"/v1/cases/{case['id']}/resolve", json={"disposition": "fraud", "note": "stolen card"})
+        assert r.status_code == 200, r.text
+        nxt = payment(card=ev["card"], occurred_at=T0.replace(hour=11).isoformat())
+        out = pay.post("/v1/decisions", json=nxt).json()
+        assert out["decision"] == "deny" and "theft.reported_card" in [x["id"] for x in out["reasons"]]
+        record = pay.get(f"/v1/decisions/{out['decision_id']}").json()
+        assert record["features"]["card.fraud_reports_30d"] == 1
+
+        def kinds() -> set[str]:
+            return {x["headers"]["x-fengkong-event"] for x in receiver.accepted()}
+
+        assert _until(lambda: {"decision.review", "case.opened", "case.resolved"} <= kinds()), kinds()
+        secret = sub.json()["secret"]
+        assert all(verify(secret, x["headers"]["x-fengkong-signature"], x["body"]) for x in receiver.accepted())
+        resolved = [x for x in receiver.bodies() if x["kind"] == "case.resolved"]
+        assert resolved[0]["data"]["disposition"] == "fraud"

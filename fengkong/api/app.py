@@ -24,7 +24,7 @@ from fengkong.api.body import BodyLimit
 from fengkong.api.console import create_console
 from fengkong.api.config import Settings, get_settings
 from fengkong.api.fastpath import FastLayer, FastRoute
-from fengkong.api.routes import cases, decisions, events, health, lists, merchants, rules
+from fengkong.api.routes import cases, decisions, events, health, lists, merchants, rules, webhooks
 from fengkong.api.state import build_runtime, describe
 from fengkong.events import Event
 
@@ -34,7 +34,7 @@ DESCRIPTION = """\
 fengkong (风控) decision service: a payment event in, allow / challenge / review / deny out,
 with the rules that fired and the values they read.
 
-Authenticate with `X-API-Key` (scopes: `decide`, `report`, `analyst`, `admin`). Errors are
+Authenticate with `X-API-Key` (scopes: `decide`, `report`, `analyst`, `admin`). Webhooks: docs/webhooks.md. Errors are
 `{"detail": "<field>: <reason>", "field": "<field>"}` and never repeat the refused value.
 """
 
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> S
             raise RuntimeError(refusal)
         rt = build_runtime(settings)
         app.state.runtime = rt
+        rt.hooks.start()  # this worker's webhook delivery loop (docs/webhooks.md)
         # What start-up built (rules, models, IP data) lives as long as the process:
         # frozen, the collector stops re-scanning it (see docs/benchmarks.md).
         gc.collect()
@@ -90,8 +91,11 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> S
         try:
             yield
         finally:
-            app.state.console.close()
-            rt.close()
+            try:
+                app.state.console.close()
+                await rt.hooks.stop()
+            finally:
+                rt.close()
 
     # FastAPI's native OpenTelemetry asks the global OTel providers on every request
     # whether anyone listens: off unless the deployment turns it on (FENGKONG_OTEL).
@@ -101,7 +105,7 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> S
                      description=DESCRIPTION, lifespan=lifespan,
                      telemetry={"tracing": otel, "metrics": otel, "logs": otel})
     app.state.settings = settings
-    for module in (decisions, events, merchants, lists, rules, cases, health):
+    for module in (decisions, events, merchants, lists, rules, cases, webhooks, health):
         app.include_router(module.router)
     errors.install(app)
     # The console is a sub-application with its own middleware (sessions): the fast

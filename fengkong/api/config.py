@@ -114,6 +114,22 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(default=10.0, gt=0, description="A request whose body has not all arrived "
                                   "this long after its headers gets 408 and its connection is closed")
     keep_alive_s: float = Field(default=5.0, gt=0, description="Idle keep-alive connections are closed after this")
+    webhook_deliver: bool = Field(default=True, description="Run the webhook delivery loop in each worker "
+                                  "(docs/webhooks.md); off, events are still queued for a service that runs it")
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100, description="Attempts of one webhook delivery "
+                                      "before it is dead-lettered")
+    webhook_retry_base_s: float = Field(default=5.0, gt=0, description="First retry delay of a failed webhook "
+                                        "delivery; doubles per attempt, with jitter")
+    webhook_retry_max_s: float = Field(default=3600.0, gt=0, description="Longest delay between two attempts")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=120, description="Time a receiver has to answer")
+    webhook_lease_s: float = Field(default=60.0, gt=0, description="A delivery a worker took and did not settle "
+                                   "(it died) is sent by another worker after this long; keep it above the timeout")
+    webhook_poll_s: float = Field(default=0.5, gt=0, le=10, description="How long the delivery loop waits for "
+                                  "new events in one round")
+    webhook_concurrency: int = Field(default=16, ge=1, le=256, description="Deliveries in flight per worker")
+    webhook_outbox_maxlen: int = Field(default=100_000, ge=100, description="Cap of the webhook outbox stream "
+                                       "(events not yet fanned out)")
+    webhook_dead_maxlen: int = Field(default=10_000, ge=10, description="Cap of each subscription's dead letters")
     workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=8000, ge=0, le=65535)

@@ -49,6 +49,12 @@ class Metrics:
                                 "take (logged)", registry=r)
         self.rejected = Counter("fengkong_rejected_requests_total",
                                 "Requests refused before any feature was touched, by status", ["status"], registry=r)
+        self.webhook_deliveries = Counter("fengkong_webhook_deliveries_total",
+                                          "Webhook delivery attempts, by result (delivered, failed, dead_lettered)",
+                                          ["result"], registry=r)
+        self.webhook_unqueued = Counter("fengkong_webhook_publish_failures_total",
+                                         "Webhook events this process could not queue (Redis refused; logged)",
+                                         registry=r)
         r.register(RestartsCollector())
         self._decision_children: dict[tuple[str, bool], object] = {}
         self._fire_children: dict[tuple[str, str], object] = {}
@@ -65,6 +71,10 @@ class Metrics:
                 fc = self._fire_children[rule_mode] = self.rule_fires.labels(*rule_mode)
             fc.inc()  # type: ignore[attr-defined]
         self.latency.observe(latency_s)
+
+    def webhook_result(self, result: str) -> None:
+        """Count one webhook delivery attempt (the delivery loop calls it)."""
+        self.webhook_deliveries.labels(result).inc()
 
     def render(self) -> bytes:
         """The text exposition; aggregated over workers in multiprocess mode."""

@@ -39,11 +39,13 @@ from redis.retry import Retry
 from fengkong.api.audit import Audit
 from fengkong.features import keys
 from fengkong.api.config import Settings
+from fengkong.api.hooks import Hooks
 from fengkong.api.metrics import Metrics
 from fengkong.api.security import KeyRing
 from fengkong.api.service.records import Records
 from fengkong.api.snapshot import SnapshotKeeper
 from fengkong.cases import config as cases_config
+from fengkong.cases import hooks as case_hooks
 from fengkong.cases.intake import Intake
 from fengkong.cases.runtime import CasesRuntime, open_cases
 from fengkong.db.url import database_url, redacted
@@ -144,6 +146,7 @@ class Runtime:
     snapshot: SnapshotKeeper
     intake: Intake
     records: Records
+    hooks: Hooks
     cases: CasesRuntime | None = None
     embedded: EmbeddedRedis | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -182,6 +185,8 @@ class Runtime:
                     result = self.rules.reload()
                     self.audit.change(self.client, actor="file-watch", action="rules.reload",
                                       version=result.version, detail={"result": result.to_dict()})
+                    if result.changed:
+                        self.hooks.publish("rules.reloaded", rules_reloaded(result.to_dict(), actor="file-watch"))
                 except Exception:  # keep watching whatever happens
                     log.exception("rules watch failed")
 
@@ -193,6 +198,8 @@ class Runtime:
         if self._watcher is not None:
             self._watcher.join(timeout=5)
         self.snapshot.stop()
+        if self.hooks.publish in case_hooks.SUBSCRIBERS:
+            case_hooks.SUBSCRIBERS.remove(self.hooks.publish)
         if self.cases is not None:
             self.cases.close()
         self.audit.close()
@@ -239,11 +246,13 @@ def build_runtime(settings: Settings) -> Runtime:
     cases = _open_cases(settings, url, store)
     intake = cases.intake if cases is not None else Intake(
         cases_config.load(Path(settings.rules_dir)), prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen)
+    metrics = Metrics()
     rt = Runtime(settings=settings, client=client, conn=conn, store=store, lists=list_store, list_specs=specs,
-                 rules=rules, models=models, metrics=Metrics(), audit=audit, keyring=keyring,
+                 rules=rules, models=models, metrics=metrics, audit=audit, keyring=keyring,
                  breaker=Breaker(settings.breaker_s), keys=Keys(settings.key_prefix), snapshot=snapshot,
                  intake=intake, records=Records(settings.key_prefix, settings.decision_ttl_s),
-                 cases=cases, embedded=embedded)
+                 hooks=Hooks(settings, client, url, metrics), cases=cases, embedded=embedded)
+    case_hooks.SUBSCRIBERS.append(rt.hooks.publish)  # case.opened / case.resolved reach the webhooks
     rt.start_watch(settings.rules_watch_s)
     return rt
 
@@ -268,3 +277,9 @@ def _open_cases(settings: Settings, redis_url: str, store: OnlineStore) -> Cases
 def describe(rt: Runtime) -> dict[str, Any]:
     """A short status for logs and /readyz."""
     return {"ruleset_version": rt.rules.version, "models": rt.models.status, "keys": len(rt.keyring)}
+
+
+def rules_reloaded(result: dict[str, Any], *, actor: str) -> dict[str, Any]:
+    """The ``rules.reloaded`` webhook payload of a reload that swapped the live set."""
+    return {"version": result.get("version"), "previous_version": result.get("previous_version"),
+            "files_hash": result.get("files_hash"), "at": result.get("at"), "actor": actor}

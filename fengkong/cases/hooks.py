@@ -1,7 +1,8 @@
 """Who else hears of a case opening or being resolved: the one call site for webhooks.
 
-``publish(kind, payload)`` of `fengkong.webhooks` is wired here at merge (the lead
-appends it to `SUBSCRIBERS`); until then nothing listens. Kinds: ``case.opened`` and
+The service's runtime (`fengkong.api.state`) appends its webhooks' ``publish`` to
+`SUBSCRIBERS` while it runs (cases sit below the api and beside the webhooks, so
+neither imports the other). Kinds: ``case.opened`` and
 ``case.resolved``; the payload is the case's summary (`fengkong.cases.service.summary`).
 A subscriber that raises is logged and never fails the case change, which is already
 committed when it is called.
@@ -14,8 +15,8 @@ from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
-#: Callables ``(kind, payload) -> None``; WEBHOOKS: append fengkong.webhooks.publish here.
-SUBSCRIBERS: list[Callable[[str, dict[str, Any]], None]] = []
+#: Callables ``(kind, payload) -> None``; the running service adds its webhooks' publish.
+SUBSCRIBERS: list[Callable[[str, dict[str, Any]], object]] = []
 
 
 def publish(kind: str, payload: dict[str, Any]) -> None:

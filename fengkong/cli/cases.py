@@ -25,13 +25,13 @@ def consume(
                                                "(FENGKONG_DATABASE_URL; default SQLite in the data dir)."),
 ) -> None:
     """Read the intake stream and file cases until SIGINT or SIGTERM."""
-    import redis
-
     from fengkong.api.config import Settings
     from fengkong.cases.runtime import REDIS_TIMEOUT_S, open_cases
     from fengkong.db.url import database_url as resolve, redacted
     from fengkong.features.ipintel import IpIntel
     from fengkong.features.lists import load_list_specs
+    from fengkong.features.cluster import client_for_url, is_cluster_url
+    from fengkong.features.cluster_store import ClusterOnlineStore
     from fengkong.features.online import OnlineStore
 
     settings = Settings()
@@ -40,11 +40,18 @@ def consume(
         raise typer.BadParameter("the service's Redis URL is needed", param_hint="--redis-url")
     db = resolve(database_url or settings.database_url, Path(settings.data_dir))
     lists_dir = Path(settings.rules_dir) / "lists"
-    client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S)
-    store = OnlineStore(client, ipintel=IpIntel.load(lists_dir), lists=load_list_specs(lists_dir),
+    client = client_for_url(url, timeout_s=REDIS_TIMEOUT_S)
+    store = (ClusterOnlineStore if is_cluster_url(url) else OnlineStore)(client, ipintel=IpIntel.load(lists_dir), lists=load_list_specs(lists_dir),
                         prefix=settings.key_prefix)
     cases = open_cases(database_url=db, rules_dir=Path(settings.rules_dir), redis_url=url, store=store,
                        prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen)
+    from fengkong.cases import hooks as case_hooks
+    from fengkong.webhooks import publish
+
+    def _webhook(kind: str, payload: dict[str, object]) -> None:  # case.opened reaches the subscriptions
+        publish(client, kind, payload, prefix=settings.key_prefix)
+
+    case_hooks.SUBSCRIBERS.append(_webhook)
     typer.echo(f"filing cases from {url.split('@')[-1]} into {redacted(db)}; stop with Ctrl-C")
     stop = threading.Event()
 

@@ -105,6 +105,20 @@ def client_for_url(url: str, *, timeout_s: float | None = None) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
 
+def async_client_for_url(url: str, *, timeout_s: float) -> Any:
+    """redis-py's asyncio client for a URL of either kind (the webhooks' delivery loop):
+    `redis.asyncio.RedisCluster` on the seeds of a ``redis+cluster://`` URL."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.cluster import ClusterNode as AsyncClusterNode, RedisCluster as AsyncRedisCluster
+
+    if is_cluster_url(url):
+        cfg = parse_cluster_url(url)
+        return AsyncRedisCluster(startup_nodes=[AsyncClusterNode(host, port) for host, port in cfg.seeds],
+                                 username=cfg.username, password=cfg.password, ssl=cfg.tls,
+                                 socket_timeout=timeout_s, socket_connect_timeout=min(5.0, timeout_s))
+    return aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=min(5.0, timeout_s))
+
+
 def command_key(command: Sequence[Any]) -> Any:
     """The key a command is routed by (its first), or None for a command without one."""
     name = command[0]

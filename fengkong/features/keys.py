@@ -79,3 +79,10 @@ def labels_stream(prefix: str) -> str:
 def audit_stream(prefix: str, kind: str) -> str:
     """The capped audit stream of ``decisions`` or ``changes``."""
     return f"{prefix}:{VERSION}:audit:{kind}"
+
+
+def webhook_key(prefix: str, suffix: str) -> str:
+    """A key of the webhooks (subscriptions, outbox, retry schedule, deliveries, stats,
+    dead letters). They share one hash tag, ``{webhooks}``, so each of their scripts
+    touches one Redis Cluster slot; ``fengkong.webhooks.store`` names the suffixes."""
+    return f"{prefix}:{VERSION}:{{webhooks}}:{suffix}"

@@ -10,7 +10,9 @@ shuffled by merchant_id), with the same answer either way.
 Then the current grades go to Redis (`OnlineStore.set_grades`: grade and
 reason, read by the next decision as ``merchant.grade``; plus ``daily_cap`` from
 the grade policy and the nightly ``anomaly`` score with its ``anomaly_day`` in the
-same profile hash) and to a report (`write_report`).
+same profile hash) and to a report (`write_report`). A merchant whose stored grade
+changes is published as a ``merchant.grade_changed`` webhook event (queued only
+when a subscription wants the kind; docs/webhooks.md).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from fengkong.features.definitions import DEFAULT_GRADE
 from fengkong.models.merchant_model import MerchantAnomalyModel
 from fengkong.training.grade_policy import GradePolicy
 from fengkong.training.grading import current_grades, grade_history
 from fengkong.training.merchant_features import FEATURES, daily_features, day_range
+from fengkong.webhooks import publish_many
 
 _HISTORY_COLUMNS = ["merchant_id", "day", "grade", "changed", "reason", "anomaly"]
 
@@ -164,7 +168,14 @@ def write_to_store(store: Any, current: pd.DataFrame, policy: GradePolicy, *, wr
     rows = current.to_dict("records")
     for s in range(0, len(rows), batch):
         chunk = rows[s:s + batch]
+        before = _grades_now(store, [r["merchant_id"] for r in chunk])
         store.set_grades({r["merchant_id"]: (r["grade"], r["reason"] or "") for r in chunk})
+        # webhooks: merchant.grade_changed for the merchants whose stored grade this changed
+        changed = [("merchant.grade_changed", {"merchant_id": r["merchant_id"], "grade": r["grade"],
+                                               "previous_grade": old, "reason": r["reason"] or None,
+                                               "source": "rescore"})
+                   for r, old in zip(chunk, before) if old != r["grade"]]
+        publish_many(store.client, changed, prefix=store.prefix)
         pipe = store.client.pipeline(transaction=False)
         for r in chunk:
             fields: dict[str, Any] = {}
@@ -177,6 +188,14 @@ def write_to_store(store: Any, current: pd.DataFrame, policy: GradePolicy, *, wr
                 pipe.hset(store.profile_key(r["merchant_id"]), mapping=fields)
         pipe.execute()
     return len(rows)
+
+
+def _grades_now(store: Any, merchant_ids: list[str]) -> list[str]:
+    """The grades stored now (the default grade where a merchant has none)."""
+    pipe = store.client.pipeline(transaction=False)
+    for m in merchant_ids:
+        pipe.hget(store.profile_key(m), "grade")
+    return [g.decode() if isinstance(g, bytes) else (g or DEFAULT_GRADE) for g in pipe.execute()]
 
 
 # -- report ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from fengkong.api.errors import NotFound, Unavailable
 from fengkong.api.security import Caller
 from fengkong.api.service.idempotency import get
 from fengkong.api.service.ids import ID_RE, check_id
-from fengkong.api.state import Runtime
+from fengkong.api.state import Runtime, rules_reloaded
 from fengkong.events import EventRejected, looks_like_pan
 from fengkong.features import definitions as d
 from fengkong.features.errors import FeatureStoreError
@@ -49,6 +49,7 @@ async def put_merchant(*, rt: Runtime, merchant_id: str, changes: Mapping[str, A
         raise EventRejected("<body>", "give at least one profile field")
     onboarded = fields.get("onboarded_at")
     try:
+        before = rt.store.get_merchant_profile(merchant_id).get("grade") if "grade" in fields else None
         profile = rt.store.set_merchant_profile(
             merchant_id, grade=fields.get("grade"), single_limit_minor=fields.get("single_limit_minor"),
             daily_cap_minor=fields.get("daily_cap_minor"),
@@ -59,6 +60,10 @@ async def put_merchant(*, rt: Runtime, merchant_id: str, changes: Mapping[str, A
     rt.snapshot.profile_changed(merchant_id, profile)  # degraded decisions read it at once
     rt.audit.change(rt.client, actor=caller.name, action="merchant.profile", version=rt.rules.version,
                     detail={"merchant_id": merchant_id, "fields": {k: str(v) for k, v in fields.items()}})
+    if "grade" in fields and str(fields["grade"]) != (before or d.DEFAULT_GRADE):
+        rt.hooks.publish("merchant.grade_changed", {
+            "merchant_id": merchant_id, "grade": str(fields["grade"]), "previous_grade": before or d.DEFAULT_GRADE,
+            "reason": fields.get("reason"), "source": "api", "actor": caller.name})
     return await get_merchant(rt=rt, merchant_id=merchant_id)
 
 
@@ -132,4 +137,6 @@ def reload_rules(*, rt: Runtime, caller: Caller) -> dict[str, Any]:
     result = rt.rules.reload()
     rt.audit.change(rt.client, actor=caller.name, action="rules.reload", version=result.version,
                     detail={"result": result.to_dict()})
+    if result.changed:
+        rt.hooks.publish("rules.reloaded", rules_reloaded(result.to_dict(), actor=caller.name))
     return result.to_dict() | {"changed": result.changed}

@@ -232,6 +232,9 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
                 "decision_id": decision_id,
                 "features": {k: features[k] for k in _merchant_names(tuple(features))}}
         commands.append(("SET", rt.keys.merchant_snapshot(event.merchant_id), dumps(snap), "EX", ttl))
+    hook = rt.hooks.decision_command(record)  # deny/review: queue the webhook event in this same write
+    if hook is not None:
+        commands.append(hook)
     if adopt:  # SET NX: this request answers with the first delivery's record if it arrived after all
         try:
             replies = await execute(rt, commands, max(0.001, deadline - time.perf_counter()))
