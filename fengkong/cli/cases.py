@@ -34,25 +34,7 @@ def consume(
     from fengkong.features.cluster_store import ClusterOnlineStore
     from fengkong.features.online import OnlineStore
 
-    settings = Settings()
-    url = redis_url or settings.redis_url
-    if not url:
-        raise typer.BadParameter("the service's Redis URL is needed", param_hint="--redis-url")
-    db = resolve(database_url or settings.database_url, Path(settings.data_dir))
-    lists_dir = Path(settings.rules_dir) / "lists"
-    client = client_for_url(url, timeout_s=REDIS_TIMEOUT_S)
-    store = (ClusterOnlineStore if is_cluster_url(url) else OnlineStore)(client, ipintel=IpIntel.load(lists_dir), lists=load_list_specs(lists_dir),
-                        prefix=settings.key_prefix)
-    cases = open_cases(database_url=db, rules_dir=Path(settings.rules_dir), redis_url=url, store=store,
-                       prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen)
-    from fengkong.cases import hooks as case_hooks
-    from fengkong.webhooks import publish
-
-    def _webhook(kind: str, payload: dict[str, object]) -> None:  # case.opened reaches the subscriptions
-        publish(client, kind, payload, prefix=settings.key_prefix)
-
-    case_hooks.SUBSCRIBERS.append(_webhook)
-    typer.echo(f"filing cases from {url.split('@')[-1]} into {redacted(db)}; stop with Ctrl-C")
+    # handlers first: a stop that arrives while the consumer starts still ends it cleanly
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -60,6 +42,26 @@ def consume(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    settings = Settings()
+    url = redis_url or settings.redis_url
+    if not url:
+        raise typer.BadParameter("the service's Redis URL is needed", param_hint="--redis-url")
+    db = resolve(database_url or settings.database_url, Path(settings.data_dir))
+    lists_dir = Path(settings.rules_dir) / "lists"
+    client = client_for_url(url, timeout_s=REDIS_TIMEOUT_S)
+    store_kind = ClusterOnlineStore if is_cluster_url(url) else OnlineStore
+    store = store_kind(client, ipintel=IpIntel.load(lists_dir), lists=load_list_specs(lists_dir),
+                       prefix=settings.key_prefix)
+    from fengkong.cases import hooks as case_hooks
+    from fengkong.webhooks import publish
+
+    def _webhook(kind: str, payload: dict[str, object]) -> None:  # case.opened reaches the subscriptions
+        publish(client, kind, payload, prefix=settings.key_prefix)
+
+    case_hooks.SUBSCRIBERS.append(_webhook)
+    cases = open_cases(database_url=db, rules_dir=Path(settings.rules_dir), redis_url=url, store=store,
+                       prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen)
+    typer.echo(f"filing cases from {url.split('@')[-1]} into {redacted(db)}; stop with Ctrl-C")
     try:
         stop.wait()
     finally:
