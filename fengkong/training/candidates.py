@@ -67,9 +67,9 @@ def fit_kind(kind: str, X: np.ndarray, y: np.ndarray, *, max_iter: int = 200, ra
         from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import StandardScaler
 
-        pipe = Pipeline([("impute", SimpleImputer(strategy="median", add_indicator=True,
-                                                        keep_empty_features=True)),
-                         ("scale", StandardScaler()),
+        # keep_empty_features: a calibration fold may lack every value of a sparse column
+        imputer = SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)
+        pipe = Pipeline([("impute", imputer), ("scale", StandardScaler()),
                          ("logreg", LogisticRegression(C=1.0, max_iter=2000))])
         cv = 3 if min(int(y.sum()), int(len(y) - y.sum())) >= 3 else 2
         return CalibratedClassifierCV(pipe, method="sigmoid", cv=cv, ensemble=False).fit(X, y)
