@@ -55,7 +55,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="fk-bench-art-"))
     m_art = train_merchants(sim.events, profiles=sim.merchants, root=root, n_estimators=100)
     feats = transaction_frame(sim.events, profiles=sim.merchants, lists_dir=ROOT / "rules" / "lists")
-    t_art = train_transactions(feats, root=root, max_iter=200, habit_trees=100)
+    # HistGradientBoosting, the kind these figures have always named (`fengkong train` compares kinds)
+    t_art = train_transactions(feats, root=root, max_iter=200, habit_trees=100, kinds=("hgb",))
     m_est, t_est = m_art.load_estimator(), t_art.load_estimator()
     daily = daily_features(sim.events, profiles=sim.merchants)
     Xm = design_matrix(daily[daily["count"] >= 5])[: args.n]

@@ -59,6 +59,6 @@ def test_train_counts_analyst_labels_from_the_labels_stream(tmp_path, redis_serv
                                    "--artifacts", str(tmp_path / "a1"), "--rules", str(RULES), "--max-iter", "10",
                                    "--labels-stream", redis_server.url, "--key-prefix", prefix])
     assert out.exit_code == 0, out.output
-    metrics = json.loads(out.output[out.output.index("{"):])
+    metrics, _ = json.JSONDecoder().raw_decode(out.output[out.output.index("{"):])  # the candidates' table follows
     assert metrics["train_fraud"] == n0 + len(added) - len(cleared) + 1
     assert np.isfinite(metrics["valid_txn_roc_auc"])

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import typer
 
@@ -16,17 +16,32 @@ train_app = typer.Typer(help="Train the models (artifacts go to --artifacts, def
                         no_args_is_help=True)
 
 
-def _read_events(path: Path, mapping: Optional[Path] = None) -> pd.DataFrame:
+def mapped_history(path: Path, mapping: Path) -> tuple[pd.DataFrame, float | None]:
+    """The events `fengkong replay HISTORY --mapping M` runs through, for training on the same
+    features: the mapped source events plus the fraud reports its ``label`` stands for
+    (``delay`` after each labelled payment, unless the source holds one; none after the last
+    event), in event-time order (`fengkong.replay.runner.event_stream`), so outcome-fed
+    features (``merchant.chargeback_ratio_30d``, ...) are filled in training as in replay.
+    Also returns the label's delay in seconds (None without a label that emits reports): how
+    long a payment's label takes to be known, the default label maturity."""
+    from fengkong.replay.mapping import Mapping, MappingError
+    from fengkong.replay.reader import load_history
+    from fengkong.replay.runner import event_stream
+
+    if not path.exists():
+        raise typer.BadParameter(f"{path}: no such file", param_hint="--history")
+    try:
+        history = load_history(path, Mapping.load(mapping))
+    except MappingError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--mapping") from None
+    label = history.mapping.label
+    stream = event_stream(history).drop(columns=["ts", "row", "_gen"], errors="ignore")
+    return stream, (label.delay_s if label is not None and label.emit_reports else None)
+
+
+def _read_events(path: Path) -> pd.DataFrame:
     import pandas as pd
 
-    if mapping is not None:
-        from fengkong.replay.mapping import Mapping, MappingError
-
-        try:
-            spec = Mapping.load(mapping)
-            return spec.apply(_read_events(path), source=str(path))
-        except MappingError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--mapping") from None
     if not path.exists():
         raise typer.BadParameter(f"{path}: no such file", param_hint="--history")
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
@@ -114,6 +129,12 @@ def train_transactions_cmd(
                                "knows) or oracle (the simulator's is_fraud)."),
     until: Optional[str] = typer.Option(None, "--until", help="Last training day (later days validate); default 70% of the span."),
     max_iter: int = typer.Option(200, "--max-iter", help="Boosting iterations."),
+    top_k: int = typer.Option(100, "--top-k", help="k of the daily top-k card precision each txn_risk candidate "
+                              "is reported with (as `fengkong replay --top-k`)."),
+    label_maturity_days: Optional[float] = typer.Option(
+        None, "--label-maturity-days", min=0, help="With --labels reported: payments younger than this at the end "
+        "of the last training day are left out of training (their report may not have arrived yet); default the "
+        "mapping's label delay, else 0."),
     seed: int = typer.Option(0, "--seed"),
     labels_stream: Optional[str] = typer.Option(None, "--labels-stream", help="Redis URL of the service's labels "
                                                 "stream: analysts' case resolutions (fraud = positive, legit = "
@@ -121,6 +142,9 @@ def train_transactions_cmd(
     key_prefix: str = typer.Option("fk", "--key-prefix", help="The service's Redis key prefix (FENGKONG_KEY_PREFIX)."),
 ) -> None:
     """Fit model.txn_risk (supervised), model.habit_anomaly and the fused risk on the offline twin's features.
+
+    With --mapping, the history is read as `fengkong replay` reads it, the label's delayed
+    fraud reports included, so training sees the features replay and serving see.
 
     The artifact carries the fused score (rules alone of --rules + txn_risk) that the
     service returns as `risk`; both are fit on the --labels labels of the training days."""
@@ -148,19 +172,51 @@ def train_transactions_cmd(
             raise typer.BadParameter(str(exc), param_hint="--lists-file") from None
     elif lists_file is not None:
         raise typer.BadParameter(f"{lists_dir}: no lists.yaml declares the lists", param_hint="--lists")
-    events = _read_events(history, mapping)
+    delay_s: float | None = None
+    if mapping is not None:
+        events, delay_s = mapped_history(history, mapping)
+    else:
+        events = _read_events(history)
+    maturity_days = label_maturity_days if label_maturity_days is not None else (delay_s or 0.0) / 86400.0
     if labels_stream:
         events = _with_stream_labels(events, labels_stream, key_prefix)
     feats = transaction_frame(events, profiles=_read_profiles(merchants), lists_dir=lists_dir, list_entries=entries)
     try:
         art = train_transactions(feats, root=root, until=_day(until, "--until"),
                                  max_iter=max_iter, random_state=seed, rules_dir=rules_dir, labels=labels,
-                                 events=events)
+                                 events=events, card_precision=replay_card_precision(events, top_k),
+                                 label_maturity=timedelta(days=maturity_days))
     except ValueError as exc:
         hint = "--labels" if str(exc).startswith("labels") else "--history"
         raise typer.BadParameter(str(exc), param_hint=hint) from None
     typer.echo(f"saved {art.path}")
-    typer.echo(json.dumps(art.meta["metrics"], indent=2))
+    metrics = dict(art.meta["metrics"])
+    table = metrics.pop("table", None)
+    typer.echo(json.dumps(metrics, indent=2))
+    if table:
+        typer.echo(f"\ntxn_risk candidates on the validation days (top-k: k = {top_k}):\n{table}")
+
+
+def replay_card_precision(events: pd.DataFrame, k: int) -> Callable[[pd.DataFrame], float | None]:
+    """The daily top-k card precision of the replay report (`fengkong.replay.evaluation.daily_top_k`)
+    for `fengkong.training.candidates` (training may not import replay): the mean, over validation
+    days with fraud among the candidates, of the share of the day's top-k cards with a fraud
+    payment that day; a card reported (fraud report or chargeback, any day of ``events``) before
+    the day, or found by an earlier validation day's top-k, is no candidate."""
+    from fengkong.replay.evaluation import Window, daily_top_k, known_compromised
+    from fengkong.training.fusion import REPORT_TYPES
+
+    cols = [c for c in ("occurred_at", "card_fingerprint", "refers_to") if c in events.columns]
+    reports = events.loc[events["type"].isin(REPORT_TYPES), cols] if len(cols) == 3 else None
+
+    def precision(rows: pd.DataFrame) -> float | None:
+        known = known_compromised(reports, rows)
+        table = daily_top_k(rows, rows["day"].to_numpy(dtype=object), k, window=Window(), known=known)
+        if table is None or not table["had_fraud"].any():
+            return None
+        return float(table.loc[table["had_fraud"], "precision"].mean())
+
+    return precision
 
 
 def _with_stream_labels(events: pd.DataFrame, url: str, prefix: str) -> pd.DataFrame:

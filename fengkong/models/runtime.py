@@ -34,7 +34,7 @@ it and returns the value as the feature ``model.risk``; the API answers it as
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -52,13 +52,35 @@ MERCHANT_ANOMALY_FEATURE = "merchant.anomaly"
 @dataclass(frozen=True)
 class TransactionModels:
     """The loaded transaction artifact: each model's vectorizer and ONNX model, and the medians
-    that fill the habit model's missing values (as in training)."""
+    that fill the habit model's missing values (as in training).
+
+    ``row`` reads the union of both models' features once per payment and ``risk_cols`` /
+    ``habit_cols`` pick each model's columns from it (a slice when they lead the union in
+    order, as txn_risk's always do), so an event's features are looked up and converted
+    once, not once per model."""
 
     risk_vectorizer: Vectorizer
     risk: OnnxModel
     habit_vectorizer: Vectorizer
     habit: OnnxModel
     habit_medians: np.ndarray
+    row: Vectorizer = field(init=False)
+    risk_cols: slice | np.ndarray = field(init=False)
+    habit_cols: slice | np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        names = self.risk_vectorizer.names + tuple(
+            n for n in self.habit_vectorizer.names if n not in set(self.risk_vectorizer.names))
+        vocab = {**self.risk_vectorizer.vocab, **self.habit_vectorizer.vocab}
+        position = {n: j for j, n in enumerate(names)}
+
+        def cols(vec: Vectorizer) -> slice | np.ndarray:
+            idx = [position[n] for n in vec.names]
+            return slice(0, len(idx)) if idx == list(range(len(idx))) else np.array(idx, dtype=np.intp)
+
+        object.__setattr__(self, "row", Vectorizer(names, {k: v for k, v in vocab.items() if k in position}))
+        object.__setattr__(self, "risk_cols", cols(self.risk_vectorizer))
+        object.__setattr__(self, "habit_cols", cols(self.habit_vectorizer))
 
 
 def _check_widths(version: str, txn: TransactionModels) -> None:
@@ -135,8 +157,9 @@ class ModelRuntime:
         if txn is not None:
             if features.get("event.type", "payment") == "payment":
                 # plain floats: decision records and audit lines are JSON, and so is the fact durable_rules reads
-                out["model.txn_risk"] = txn.risk.score_one(txn.risk_vectorizer.one(features))
-                x = txn.habit_vectorizer.one(features)
+                row = txn.row.one(features)
+                out["model.txn_risk"] = txn.risk.score_one(row[txn.risk_cols])
+                x = row[txn.habit_cols]
                 out["model.habit_anomaly"] = -txn.habit.score_one(np.where(np.isnan(x), txn.habit_medians, x))
             else:
                 out["model.txn_risk"] = out["model.habit_anomaly"] = None

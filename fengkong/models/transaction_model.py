@@ -72,6 +72,10 @@ def _cell(value: Any, vocab: dict[str, int] | None) -> float:
     return np.nan
 
 
+#: Cell types `np.array(..., dtype=float64)` converts exactly as `_cell` does (None -> NaN, bool -> 0/1).
+_PLAIN_TYPES = frozenset({float, int, bool, type(None)})
+
+
 @dataclass(frozen=True)
 class Vectorizer:
     """Feature mapping -> float row, in ``names`` order."""
@@ -82,10 +86,22 @@ class Vectorizer:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_lookups", [
             ({v: i for i, v in enumerate(self.vocab[n])} if n in self.vocab else None) for n in self.names])
+        object.__setattr__(self, "_coded", tuple((j, lk) for j, lk in enumerate(self._lookups)  # type: ignore[attr-defined]
+                                                 if lk is not None))
 
     def one(self, features: Mapping[str, Any]) -> np.ndarray:
+        """One event's row. The text features become their codes first; when every cell is then
+        a plain float, int, bool or None (what the store returns) numpy converts the list in one
+        call, which is what `_cell` would give cell by cell (the decision path runs this per
+        model per payment); anything else (numpy scalars, stray strings) goes cell by cell."""
         get = features.get
-        return np.array([_cell(get(n), lk) for n, lk in zip(self.names, self._lookups)])  # type: ignore[attr-defined]
+        cells = [get(n) for n in self.names]
+        for j, codes in self._coded:  # type: ignore[attr-defined]
+            v = cells[j]
+            cells[j] = codes.get(v, np.nan) if isinstance(v, str) else np.nan
+        if _PLAIN_TYPES.issuperset(map(type, cells)):
+            return np.array(cells, dtype=np.float64)
+        return np.array([_cell(v, None) for v in cells], dtype=np.float64)
 
     def frame(self, df: pd.DataFrame) -> np.ndarray:
         out = np.full((len(df), len(self.names)), np.nan)

@@ -33,7 +33,7 @@ from fengkong.engine.ruleset import RuleSet
 from fengkong.engine.vectorized import VectorizedRules
 from fengkong.features.definitions import DEFAULT_BUSINESS_UTC_OFFSET_MIN
 from fengkong.models.fusion import MODEL_PREFIX, RiskFusion
-from fengkong.models.transaction_model import fit_txn_model
+from fengkong.training.candidates import fit_kind
 
 #: Outcome events that tell the platform a payment was fraudulent.
 REPORT_TYPES: tuple[str, ...] = ("chargeback", "fraud_report")
@@ -81,8 +81,9 @@ def reported_labels(events: pd.DataFrame, payment_ids: Iterable[str], cutoff: pd
 
 # -- out-of-fold model scores ---------------------------------------------------------------------
 def out_of_fold(X: np.ndarray, y: np.ndarray, days: Sequence[Any] | np.ndarray, *, blocks: int = 4,
-                max_iter: int = 200, random_state: int = 0) -> np.ndarray:
-    """``txn_risk`` of every row from a model that did not train on that row's block of days.
+                max_iter: int = 200, random_state: int = 0, kind: str = "hgb") -> np.ndarray:
+    """``txn_risk`` of every row from a model (of ``kind``, `candidates.KINDS`) that did not train on
+    that row's block of days.
 
     Days are cut into ``blocks`` contiguous blocks; a block whose complement has no
     positive (or no negative) gets the complement's base rate."""
@@ -94,7 +95,7 @@ def out_of_fold(X: np.ndarray, y: np.ndarray, days: Sequence[Any] | np.ndarray, 
         rest = ~inside
         yr = y[rest]
         if 0 < yr.sum() < len(yr):
-            out[inside] = fit_txn_model(X[rest], yr, max_iter=max_iter, random_state=random_state).predict_proba(
+            out[inside] = fit_kind(kind, X[rest], yr, max_iter=max_iter, random_state=random_state).predict_proba(
                 X[inside])[:, 1]
         else:
             out[inside] = float(yr.mean()) if len(yr) else 0.0
@@ -103,13 +104,13 @@ def out_of_fold(X: np.ndarray, y: np.ndarray, days: Sequence[Any] | np.ndarray, 
 
 # -- the fused score on a pack --------------------------------------------------------------------
 def fit_fusion(train: pd.DataFrame, y: np.ndarray, X_train: np.ndarray, rules_dir: Path, *, max_iter: int,
-               random_state: int) -> tuple[RiskFusion, VectorizedRules, RuleSet]:
+               random_state: int, kind: str = "hgb") -> tuple[RiskFusion, VectorizedRules, RuleSet]:
     """`RiskFusion` fit on the training rows: out-of-fold txn_risk and the rules-alone score of the
     pack in ``rules_dir``; also returns the rules-alone evaluator and the pack (for validation and
     the artifact's record of which pack it was fit on)."""
     ruleset = load_ruleset(rules_dir)
     alone, _ = split_rules(ruleset)
-    oof = out_of_fold(X_train, y, train["day"].to_numpy(), max_iter=max_iter, random_state=random_state)
+    oof = out_of_fold(X_train, y, train["day"].to_numpy(), max_iter=max_iter, random_state=random_state, kind=kind)
     return RiskFusion().fit(oof, np.asarray(alone.evaluate(train).score), y), alone, ruleset
 
 

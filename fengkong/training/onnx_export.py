@@ -7,7 +7,7 @@ validation days, else the training rows) through ONNX Runtime and refuses
 scikit-learn's by more than `TOLERANCE`; it keeps a spread of those rows and
 scikit-learn's answers so that every load checks the model again.
 
-Both kinds become one ``TreeEnsembleRegressor`` (ai.onnx.ml) holding every tree,
+The tree kinds become one ``TreeEnsembleRegressor`` (ai.onnx.ml) holding every tree,
 built here from the fitted trees with ``onnx.helper`` (`tree_ensemble`), with
 double thresholds and leaf values and a double input ``X`` [N, n_features]:
 
@@ -27,6 +27,10 @@ double thresholds and leaf values and a double input ``X`` [N, n_features]:
   ``score`` [N, 1] = ``-(2 ** (-sum / (n_trees * c(max_samples_))))`` =
   ``score_samples``. The input goes through float32 and back to double first,
   exactly as scikit-learn's trees compare float32 features with float64 thresholds.
+* RandomForestClassifier (a txn_risk candidate): leaves hold each tree's positive share
+  over the number of trees, float32 input as the forest above (`forest_to_onnx`).
+* The calibrated logistic regression (the other candidate) is a few standard operators
+  in double precision (`calibrated_logreg_to_onnx`).
 """
 
 from __future__ import annotations
@@ -171,22 +175,112 @@ def hgb_to_onnx(model: Any) -> bytes:
     return _model(nodes, "hist_gradient_boosting", int(model.n_features_in_), "probability", [])
 
 
+def forest_to_onnx(model: Any) -> bytes:
+    """The graph of a fitted binary RandomForestClassifier; output ``probability`` [N, 1] equals
+    ``predict_proba[:, 1]``: each leaf holds its tree's positive-class share divided by the
+    number of trees, the ensemble sums them. A missing value follows the node's
+    ``missing_go_to_left`` (scikit-learn's trees learn it); the input goes through float32
+    first, as scikit-learn's trees compare float32 features with float64 thresholds."""
+    if len(model.classes_) != 2:
+        raise ValueError("only binary RandomForestClassifiers are served")
+    n_trees = len(model.estimators_)
+    trees = []
+    for est in model.estimators_:
+        t = est.tree_
+        leaf = t.children_left == -1
+        counts = t.value[:, 0, :]
+        share = counts[:, 1] / np.maximum(counts.sum(axis=1), np.finfo(np.float64).tiny)
+        trees.append(Tree(feature=np.maximum(t.feature, 0), threshold=t.threshold, left=t.children_left,
+                          right=t.children_right, missing_left=np.asarray(t.missing_go_to_left, dtype=bool),
+                          value=np.where(leaf, share / n_trees, 0.0)))
+    nodes = [
+        helper.make_node("Cast", ["X"], ["X32"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["X32"], ["X64"], to=TensorProto.DOUBLE),
+        tree_ensemble(trees, "X64", "probability"),
+    ]
+    return _model(nodes, "random_forest", int(model.n_features_in_), "probability", [])
+
+
+def calibrated_logreg_to_onnx(model: Any) -> bytes:
+    """The graph of a fitted ``CalibratedClassifierCV(method="sigmoid", ensemble=False)`` around a
+    Pipeline of SimpleImputer (median, with its missing indicator), StandardScaler and a binary
+    LogisticRegression; output ``probability`` [N, 1] equals ``predict_proba[:, 1]``.
+
+    Written with the standard operators in double precision (IsNaN, Where, Gather, Sub, Div,
+    MatMul, Sigmoid), not ai.onnx.ml's Imputer/Scaler/LinearClassifier, which compute in
+    float32: on amounts of hundreds of thousands of yuan that moves a scaled feature by more
+    than the tolerance allows."""
+    if len(model.calibrated_classifiers_) != 1 or model.method != "sigmoid":
+        raise ValueError("only CalibratedClassifierCV(method='sigmoid', ensemble=False) is exported")
+    cal = model.calibrated_classifiers_[0]
+    pipe = cal.estimator
+    imputer, scaler, lr = (pipe.named_steps[k] for k in ("impute", "scale", "logreg"))
+    if lr.coef_.shape[0] != 1:
+        raise ValueError("only a binary LogisticRegression is exported")
+    sigmoid = cal.calibrators[0]
+    indicator = imputer.indicator_.features_ if imputer.indicator_ is not None else np.zeros(0, dtype=np.int64)
+    f64 = np.float64
+    init = [numpy_helper.from_array(np.asarray(imputer.statistics_, dtype=f64), "medians"),
+            numpy_helper.from_array(np.asarray(scaler.mean_, dtype=f64), "mean"),
+            numpy_helper.from_array(np.asarray(scaler.scale_, dtype=f64), "scale"),
+            numpy_helper.from_array(np.asarray(lr.coef_, dtype=f64).T.copy(), "coef"),
+            numpy_helper.from_array(np.asarray(lr.intercept_, dtype=f64), "intercept"),
+            numpy_helper.from_array(np.array([-float(sigmoid.a_)], dtype=f64), "minus_a"),
+            numpy_helper.from_array(np.array([-float(sigmoid.b_)], dtype=f64), "minus_b")]
+    nodes = [helper.make_node("IsNaN", ["X"], ["missing"]),
+             helper.make_node("Where", ["missing", "medians", "X"], ["filled"])]
+    design = "filled"
+    if len(indicator):
+        init.append(numpy_helper.from_array(np.asarray(indicator, dtype=np.int64), "indicated"))
+        nodes += [helper.make_node("Gather", ["missing", "indicated"], ["flags"], axis=1),
+                  helper.make_node("Cast", ["flags"], ["flags64"], to=TensorProto.DOUBLE),
+                  helper.make_node("Concat", ["filled", "flags64"], ["design"], axis=1)]
+        design = "design"
+    nodes += [helper.make_node("Sub", [design, "mean"], ["centred"]),
+              helper.make_node("Div", ["centred", "scale"], ["scaled"]),
+              helper.make_node("MatMul", ["scaled", "coef"], ["linear"]),
+              helper.make_node("Add", ["linear", "intercept"], ["decision"]),
+              # scikit-learn's sigmoid calibration: expit(-(a * decision + b))
+              helper.make_node("Mul", ["decision", "minus_a"], ["scaled_decision"]),
+              helper.make_node("Add", ["scaled_decision", "minus_b"], ["calibrated_logit"]),
+              helper.make_node("Sigmoid", ["calibrated_logit"], ["probability64"]),
+              helper.make_node("Cast", ["probability64"], ["probability"], to=TensorProto.FLOAT)]
+    return _model(nodes, "calibrated_logistic_regression", int(pipe.n_features_in_), "probability", init)
+
+
+def _positive_probability(model: Any) -> tuple[bytes, str]:
+    """The ONNX graph of a supervised model kind served as txn_risk, and its output name."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+
+    if isinstance(model, HistGradientBoostingClassifier):
+        return hgb_to_onnx(model), "probability"
+    if isinstance(model, RandomForestClassifier):
+        return forest_to_onnx(model), "probability"
+    if isinstance(model, CalibratedClassifierCV):
+        return calibrated_logreg_to_onnx(model), "probability"
+    raise TypeError(f"no ONNX export for {type(model).__name__}")
+
+
 def export(name: str, model: Any, X: np.ndarray) -> OnnxSpec:
-    """Convert ``model`` (IsolationForest or binary HistGradientBoostingClassifier), check it on
-    the rows ``X`` (float64) against scikit-learn (``score_samples``, the positive-class
-    probability) and return what `fengkong.models.artifacts.save` writes; `OnnxMismatchError`
-    if it differs by more than `TOLERANCE` (or ``X`` has no row)."""
-    from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
+    """Convert ``model`` (IsolationForest; or a binary HistGradientBoostingClassifier,
+    RandomForestClassifier or calibrated logistic regression, `fengkong.training.candidates`),
+    check it on the rows ``X`` (float64) against scikit-learn (``score_samples``, the
+    positive-class probability) and return what `fengkong.models.artifacts.save` writes;
+    `OnnxMismatchError` if it differs by more than `TOLERANCE` (or ``X`` has no row)."""
+    from sklearn.ensemble import IsolationForest
 
     X = np.asarray(X, dtype=np.float64)
     if isinstance(model, IsolationForest):
         data, output, column = iforest_to_onnx(model), "score", 0
         expected = model.score_samples(X) if len(X) else np.empty(0)
-    elif isinstance(model, HistGradientBoostingClassifier):
-        data, output, column = hgb_to_onnx(model), "probability", 0
-        expected = model.predict_proba(X)[:, 1] if len(X) else np.empty(0)
     else:
-        raise TypeError(f"{name}: no ONNX export for {type(model).__name__}")
+        try:
+            data, output = _positive_probability(model)
+        except TypeError:
+            raise TypeError(f"{name}: no ONNX export for {type(model).__name__}") from None
+        column = 0
+        expected = model.predict_proba(X)[:, 1] if len(X) else np.empty(0)
     if not len(X):
         raise OnnxMismatchError(f"{name}: no rows to check the ONNX conversion on; not saved")
     onnx_model = OnnxModel(data, output=output, column=column, n_features=int(model.n_features_in_))
@@ -206,5 +300,5 @@ def checked(name: str, onnx_model: OnnxModel, data: bytes, X: np.ndarray, expect
                     validated_rows=int(len(X)), max_abs_diff=diff)
 
 
-__all__ = ["OPSETS", "OnnxMismatchError", "average_path_length", "checked", "export", "hgb_to_onnx",
-           "iforest_to_onnx"]
+__all__ = ["OPSETS", "OnnxMismatchError", "average_path_length", "calibrated_logreg_to_onnx", "checked", "export",
+           "forest_to_onnx", "hgb_to_onnx", "iforest_to_onnx"]

@@ -10,7 +10,7 @@ refuses to save a conversion that differs.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -29,12 +29,12 @@ from fengkong.models.transaction_model import (
     Vectorizer,
     fill,
     fit_habit_model,
-    fit_txn_model,
     habit_vectorizer,
     recall_at_rate,
     txn_vectorizer,
     usable_columns,
 )
+from fengkong.training.candidates import KINDS, CardPrecision, compare
 from fengkong.training.fusion import cutoff_after, fit_fusion, reported_labels
 from fengkong.training.merchant_features import FEATURES as DAILY_FEATURES
 from fengkong.training.merchant_features import business_days, daily_features
@@ -98,7 +98,8 @@ def transaction_frame(events: pd.DataFrame, *, profiles: pd.DataFrame | None, li
     feats = feats[pay.to_numpy()]
     src = events.loc[feats.index]
     extra = pd.DataFrame({
-        "is_fraud": src["is_fraud"].astype(bool).to_numpy() if "is_fraud" in src.columns else False,
+        "is_fraud": src["is_fraud"].fillna(False).astype(bool).to_numpy() if "is_fraud" in src.columns else False,
+        "occurred_at": pd.to_datetime(src["occurred_at"].astype(str), utc=True, format="ISO8601").to_numpy(),
         "scenario": src["scenario"].fillna("").astype(str).to_numpy() if "scenario" in src.columns else "",
         "day": _biz_dates(src["occurred_at"]).to_numpy(),
     }, index=feats.index)
@@ -112,8 +113,21 @@ LABELS: tuple[str, ...] = ("reported", "oracle")
 
 def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = None, max_iter: int = 200,
                        habit_trees: int = 100, random_state: int = 0, rules_dir: Path | None = None,
-                       labels: str = "oracle", events: pd.DataFrame | None = None) -> artifacts.Artifact:
+                       labels: str = "oracle", events: pd.DataFrame | None = None,
+                       kinds: tuple[str, ...] = KINDS, card_precision: CardPrecision | None = None,
+                       label_maturity: timedelta | None = None) -> artifacts.Artifact:
     """Fit both transaction models on the payments up to ``until``; validate on the later ones.
+
+    txn_risk's kind is chosen (`fengkong.training.candidates`): each of ``kinds`` is fit and
+    scored on the validation days, the one with the highest validation average precision is
+    kept; the comparison goes to ``metrics`` (``candidates``, ``selected``, ``selected_by``,
+    and the printed ``table``) and the kind to ``params["txn_model"]``. ``card_precision``
+    adds each kind's daily top-k card precision (the CLI passes the replay report's).
+
+    ``label_maturity`` (with ``reported`` labels): how long after a payment its fraud report
+    or chargeback can arrive. Training payments younger than that at the cutoff (the end of
+    the last training day) are left out, not labelled legitimate: their label could not be
+    known yet (`mature`). Counted in ``metrics["train_immature_left_out"]``.
 
     ``labels``: ``oracle`` (the default, for old callers) trains on ``is_fraud``, the
     simulator's truth; ``reported`` trains on what a real platform knows by the end of
@@ -133,6 +147,14 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
     last_train = split_day(feats["day"], until)
     train = feats[feats["day"] <= last_train]
     valid = feats[feats["day"] > last_train]
+    immature = 0
+    if labels == "reported" and label_maturity is not None and label_maturity > timedelta(0):
+        keep = mature(train, cutoff_after(last_train), label_maturity)
+        immature = int((~keep).sum())
+        train = train[keep]
+        if not len(train):
+            raise ValueError(f"labels: every training payment is younger than the label maturity "
+                             f"({label_maturity}) at the end of {last_train}: train on a later --until")
     if labels == "reported":
         assert events is not None
         cutoff = cutoff_after(last_train)
@@ -152,14 +174,23 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
         yv = np.asarray(reported_labels(events, valid["event.event_id"], pd.Timestamp.max.tz_localize("UTC")),
                         dtype=bool)
     tv, hv, dropped = fitted_vectorizers(train)
-    hgb = fit_txn_model(tv.frame(train), y, max_iter=max_iter, random_state=random_state)
+    valid_rows = pd.DataFrame({
+        "event_id": valid["event.event_id"].to_numpy() if "event.event_id" in valid.columns else None,
+        "card_fingerprint": valid["card.fingerprint"].to_numpy() if "card.fingerprint" in valid.columns else None,
+        "day": valid["day"].astype(str).to_numpy(), "is_fraud": yv})
+    choice = compare(tv.frame(train), y, tv.frame(valid), yv, kinds=kinds, valid_rows=valid_rows,
+                     card_precision=card_precision, max_iter=max_iter, random_state=random_state)
+    model = choice.estimator
     habit, medians = fit_habit_model(hv.frame(train), n_estimators=habit_trees, random_state=random_state)
     metrics: dict[str, Any] = {"train_labels": labels, "train_payments": int(len(train)), "train_fraud": int(y.sum()),
-                               "dropped_features": dropped}
+                               "dropped_features": dropped, **choice.meta(), "table": choice.table()}
     if simulated and labels != "oracle":
         metrics["train_true_fraud"] = int(train["is_fraud"].sum())
+    if label_maturity is not None and labels == "reported":
+        metrics["label_maturity_days"] = label_maturity / timedelta(days=1)
+        metrics["train_immature_left_out"] = immature
     if len(valid):
-        p = hgb.predict_proba(tv.frame(valid))[:, 1]
+        p = choice.valid_scores[choice.selected]
         h = -habit.score_samples(fill(hv.frame(valid), medians))
         metrics.update({"valid_label": "is_fraud" if simulated else "reported (whole history)",
                         "valid_payments": int(len(valid)), "valid_fraud": int(yv.sum())})
@@ -170,22 +201,29 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
             metrics["valid_habit_roc_auc"] = float(roc_auc_score(yv, h))
     fusion_params: dict[str, Any] = {}
     if rules_dir is not None:
-        fusion_params = _fit_fusion(train, valid, y, yv, tv, hgb, rules_dir, metrics, max_iter=max_iter,
-                                    random_state=random_state)
+        fusion_params = _fit_fusion(train, valid, y, yv, tv, p if len(valid) else None, choice.selected, rules_dir,
+                                    metrics, max_iter=max_iter, random_state=random_state)
     window = {"from": str(min(feats["day"])), "to": str(last_train), "validated_to": str(max(feats["day"]))}
     check = valid if len(valid) else train
-    onnx = {"txn_risk": export("transactions txn_risk", hgb, tv.frame(check)),
+    onnx = {"txn_risk": export(f"transactions txn_risk ({choice.selected})", model, tv.frame(check)),
             "habit": export("transactions habit", habit, fill(hv.frame(check), medians))}
     return artifacts.save(
-        root, "transactions", estimator={"txn_risk": hgb, "habit_anomaly": habit, "habit_medians": medians},
+        root, "transactions", estimator={"txn_risk": model, "habit_anomaly": habit, "habit_medians": medians},
         features=sorted(set(tv.names) | set(hv.names)), window=window, metrics=metrics,
         params={"txn_features": list(tv.names), "habit_features": list(hv.names), "dropped_features": dropped,
                 "vocab": {k: list(v) for k, v in {**tv.vocab, **hv.vocab}.items()},
                 "habit_medians": medians.tolist(),
+                "txn_model": choice.selected, "txn_candidates": list(kinds),
                 "max_iter": max_iter, "habit_trees": habit_trees, "random_state": random_state, "labels": labels,
                 **({"fusion": fusion_params} if fusion_params else {})},
         rows=len(train), onnx=onnx,
     )
+
+
+def mature(rows: pd.DataFrame, cutoff: pd.Timestamp, maturity: timedelta) -> np.ndarray:
+    """Which payments of ``rows`` (``occurred_at``, UTC) are at least ``maturity`` old at ``cutoff``:
+    a report or chargeback about them would have arrived by then, so no report means legitimate."""
+    return np.asarray(pd.to_datetime(rows["occurred_at"], utc=True) <= cutoff - pd.Timedelta(maturity), dtype=bool)
 
 
 def fitted_vectorizers(train: pd.DataFrame) -> tuple[Vectorizer, Vectorizer, dict[str, dict[str, str]]]:
@@ -203,15 +241,15 @@ def fitted_vectorizers(train: pd.DataFrame) -> tuple[Vectorizer, Vectorizer, dic
 
 
 def _fit_fusion(train: pd.DataFrame, valid: pd.DataFrame, y: np.ndarray, yv: np.ndarray, tv: Vectorizer,
-                hgb: Any, rules_dir: Path, metrics: dict[str, Any], *, max_iter: int,
+                p: np.ndarray | None, kind: str, rules_dir: Path, metrics: dict[str, Any], *, max_iter: int,
                 random_state: int) -> dict[str, Any]:
+    """The fused score on out-of-fold txn_risk of the kept ``kind``; ``p``: its validation scores."""
     fusion, alone, ruleset = fit_fusion(train, y, tv.frame(train), rules_dir, max_iter=max_iter,
-                                        random_state=random_state)
-    if len(valid) and 0 < yv.sum() < len(yv):
-        p = hgb.predict_proba(tv.frame(valid))[:, 1]
+                                        random_state=random_state, kind=kind)
+    if p is not None and 0 < yv.sum() < len(yv):
         metrics["valid_fused_average_precision"] = float(average_precision_score(
             yv, fusion.predict_proba(p, np.asarray(alone.evaluate(valid).score))))
     return {**fusion.to_params(), "ruleset": ruleset.content_hash[:12]}
 
 
-__all__ = ["DAILY_FEATURES", "LABELS", "fitted_vectorizers", "train_merchants", "train_transactions", "transaction_frame", "split_day"]
+__all__ = ["DAILY_FEATURES", "LABELS", "fitted_vectorizers", "mature", "train_merchants", "train_transactions", "transaction_frame", "split_day"]
