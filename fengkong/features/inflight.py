@@ -26,7 +26,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from typing import Any, Generic, Iterable, Iterator, TypeVar
+from typing import Any, Iterable, Iterator, TypeVar
 
 import hiredis
 import redis
@@ -69,7 +69,7 @@ class _Writer:
         self.thread.join()
 
 
-class InFlight(Generic[T]):
+class InFlight:
     """Feature-script calls of an ordered event stream, up to ``depth`` events in flight.
 
     ``run(items)`` takes ``(tag, event)`` pairs (``event`` None: a row that makes no
@@ -92,7 +92,8 @@ class InFlight(Generic[T]):
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise FeatureStoreUnavailable(f"feature store unreachable: {type(exc).__name__}: {exc}") from exc
         writer = _Writer(conn)
-        load = hiredis.pack_command(("SCRIPT", "LOAD", store._script.script))
+        script: tuple[Any, ...] = ("SCRIPT", "LOAD", store._script.script)
+        load = hiredis.pack_command(script)
         sent: deque[tuple[list[tuple[T, Event | None, Any]], int]] = deque()  # chunk, its calls
         in_flight = 0
         try:
@@ -112,11 +113,12 @@ class InFlight(Generic[T]):
                 in_flight += self._send(writer, load, chunk, calls, sent)
             while sent:
                 yield from self._receive(conn, writer, sent.popleft()[0])
-        finally:
-            writer.close()
+        finally:  # disconnect first: a writer still sending (the caller stopped early) then stops at once
             conn.disconnect()
+            writer.close()
 
-    def _send(self, writer: _Writer, load: bytes, chunk: list[tuple[T, Event | None, Any]], calls: int,
+    @staticmethod
+    def _send(writer: _Writer, load: bytes, chunk: list[tuple[T, Event | None, Any]], calls: int,
               sent: deque[tuple[list[tuple[T, Event | None, Any]], int]]) -> int:
         if calls:
             writer.chunks.put(b"".join([load, *(hiredis.pack_command(c.command) for _, _, c in chunk
