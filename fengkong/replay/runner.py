@@ -7,6 +7,13 @@ features (one Lua call), the models when artifacts are given, the rules — and
 outcome events (refund, chargeback, fraud_report, ...) through
 `pipeline.record_outcome`, so features fed by outcomes update as they would live.
 
+By default many events are in flight: their feature-script calls are sent ahead in
+event-time order on one connection (`fengkong.features.inflight`) and each decision
+is made from its call's reply with `pipeline.decide_on` (what `decide` does after the
+store). The script is the only Redis access on the path and a replay writes no
+decision back, so every event gets the one-by-one features and decision
+(docs/replay.md, "Many events in flight"; tests/test_replay_inflight.py).
+
 Labels: with a mapping whose ``label`` has ``emit_reports`` (the default), every
 payment labelled fraud gets a ``fraud_report`` outcome event (``refers_to`` the
 payment, same merchant, user, card and amount) delivered ``delay`` after the payment,
