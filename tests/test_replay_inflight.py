@@ -128,3 +128,23 @@ def test_cli_refuses_an_in_flight_depth_below_one(history) -> None:
                                    "--in-flight", "0", "--no-progress"])
     assert res.exit_code == 2
     assert "--in-flight" in res.output
+
+
+def test_a_refused_call_is_raised_at_its_event_as_one_by_one(redis_client, ipintel, list_specs) -> None:
+    from fengkong.features.errors import FeatureStoreError
+
+    base = {"type": "payment", "occurred_at": "2026-11-25T10:00:00+08:00", "merchant_id": "m1", "user_id": "u1",
+            "amount": 1000}
+    events = [parse_event({**base, "event_id": f"e{i}", "card": {"fingerprint": f"c{i}", "bin": "622202"}})
+              for i in range(3)]
+    stores = [OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=p) for p in ("tife1", "tife2")]
+    for store in stores:  # the second event's card state is not a string: Redis refuses its script call
+        key = next(k for k in store._prepare(events[1]).keys if "{card:c1}" in k)
+        redis_client.rpush(key, "not a state")
+    with pytest.raises(FeatureStoreError, match="refused"):
+        stores[0].process(events[1])
+    seen = []
+    with pytest.raises(FeatureStoreError, match="refused"):
+        for tag, _, result in InFlight(stores[1], depth=8).run((i, e) for i, e in enumerate(events)):
+            seen.append(tag)
+    assert seen == [0]
