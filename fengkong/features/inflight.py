@@ -86,7 +86,11 @@ class InFlight:
 
     def run(self, items: Iterable[tuple[T, Event | None]]) -> Iterator[tuple[T, Event | None, FeatureResult | None]]:
         store = self.store
-        conn = store.client.connection_pool.make_connection()
+        pool = getattr(store.client, "connection_pool", None)
+        if pool is None:  # e.g. a cluster client: one event's work spans several connections
+            raise ValueError(f"in flight: needs one Redis server's client, not {type(store.client).__name__}; "
+                             "send events one by one (in_flight=1)")
+        conn = pool.make_connection()
         try:
             conn.connect()
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
