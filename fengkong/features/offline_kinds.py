@@ -47,8 +47,12 @@ class Prior:
         self.key_pos = key[self.order]
 
     def upto(self, q_ent: np.ndarray, q_pos: np.ndarray) -> np.ndarray:
-        """Index (in entity order) just past the query's earlier occurrences."""
-        return np.searchsorted(self.key_pos, q_ent * self.m + q_pos, side="left")
+        """Index (in entity order) just past the query's earlier occurrences.
+
+        A query after the last occurrence (position m - 1 or later) is capped at m - 1:
+        every occurrence is before it, and its key must not reach into the next
+        entity's keys (which would count that entity's occurrences too)."""
+        return np.searchsorted(self.key_pos, q_ent * self.m + np.minimum(q_pos, self.m - 1), side="left")
 
     def start(self, q_ent: np.ndarray) -> np.ndarray:
         """Index of the entity's first occurrence."""
