@@ -36,3 +36,23 @@ def test_a_query_after_the_last_occurrence_counts_only_its_own_entity(ipintel, l
     online = [store.process(parse_event(flat_to_dict(r))).features["ip.subnet_signups_24h"]
               for r in events.astype(object).where(events.notna(), None).to_dict("records")]
     assert online == got
+
+
+def test_a_users_amount_moments_do_not_carry_other_users_rounding(ipintel, list_specs) -> None:
+    """Running sums restart per entity: a user with large, spread amounts coded first no
+    longer drowns the small differences of the users after it. (No payment carries a
+    card: the top card's volume is then 0, where it once failed.)"""
+    import numpy as np
+
+    rows = [{"event_id": f"b{i}", "type": "payment", "occurred_at": f"2026-11-25T09:{i:02d}:00+08:00",
+             "merchant_id": "m1", "user_id": "big", "amount": 400_000_000 + (i % 7) * 90_000_000,
+             "channel": "quick_pay"} for i in range(50)]
+    small = [10_000, 10_100, 10_200, 10_300]
+    rows += [{"event_id": f"s{i}", "type": "payment", "occurred_at": f"2026-11-25T10:{i:02d}:00+08:00",
+              "merchant_id": "m1", "user_id": "small", "amount": a, "channel": "quick_pay"}
+             for i, a in enumerate(small)]
+    f = offline_features(pd.DataFrame(rows), ipintel=ipintel, lists=list_specs)
+    last = f.iloc[-1]
+    want_std = float(np.std(np.array(small[:3]) / 100, ddof=1))  # 1.0 yuan
+    assert abs(last["user.amount_std"] - want_std) < 1e-9
+    assert abs(last["user.amount_mean"] - 101.0) < 1e-9
