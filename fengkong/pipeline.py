@@ -1,8 +1,9 @@
 """The per-event decision pipeline, in one place.
 
-Replay calls `decide`; the decision service gets the store's features over its
-asynchronous connection (`OnlineStore.process_async`, the same script) and calls
-`decide_on`, the part of `decide` after the store. So a replayed history gets
+Replay one by one calls `decide`; the decision service gets the store's features over
+its asynchronous connection (`OnlineStore.process_async`, the same script) and calls
+`decide_on`, the part of `decide` after the store, and so does replay with many
+events in flight (`fengkong.features.inflight`, the same script pipelined). So a replayed history gets
 exactly the decisions the live service would have given for the same event
 sequence: there is no second copy of "features, then models, then rules" to drift.
 

@@ -63,6 +63,9 @@ def register(app: typer.Typer) -> None:
         top_k: int = typer.Option(100, "--top-k", help="k of the per-day top-k card precision."),
         report: bool = typer.Option(True, "--report/--no-report", help="Write report.md and report.html."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        in_flight: int = typer.Option(1024, "--in-flight", min=1, help="Events whose Redis feature calls are "
+                                      "sent ahead, in event-time order, on one connection (same decisions as "
+                                      "one by one; 1 = send each event and wait for its answer)."),
     ) -> None:
         """Replay a history event by event through Redis features, the live rules and the models
         (the decision service's own path), write every decision, then a report."""
@@ -95,7 +98,8 @@ def register(app: typer.Typer) -> None:
             result = run_replay(file, mapping=mapping_obj, rules_dir=rules_dir, redis_url=redis_url,
                                 lists_file=lists, merchants_file=merchants, models_dir=models_dir,
                                 label_delay_s=delay, emit_reports=True if delay is not None else None,
-                                progress=progress and sys.stderr.isatty(), max_bad_share=max_bad_share)
+                                progress=progress and sys.stderr.isatty(), max_bad_share=max_bad_share,
+                                in_flight=in_flight)
         except MappingError as exc:
             _error(str(exc))
             raise typer.Exit(2)

@@ -173,6 +173,12 @@ def backtest(
     merchants: Path = typer.Option(None, "--merchants", help="Merchant profiles (merchants.parquet from fengkong simulate)."),
     out: Path = typer.Option(None, "--out", help="Folder for backtest.csv and changed_events.csv."),
     all_rules: bool = typer.Option(False, "--all-rules", help="List unchanged rules too."),
+    engine: str = typer.Option("pandas", "--engine", help="Offline features in this process (pandas) or on a "
+                               "Dask cluster (dask; the same features)."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address (with --engine dask; "
+                                  "default: a local cluster of --workers processes)."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Local Dask cluster workers (without --scheduler)."),
+    partitions: int = typer.Option(8, "--partitions", min=1, help="Parts per entity split (with --engine dask)."),
 ) -> None:
     """What the candidate rules would have decided on a history, next to the live rules."""
     import sys
@@ -185,10 +191,24 @@ def backtest(
     from fengkong.replay.mapping import Mapping, MappingError
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
+    if engine not in ("pandas", "dask"):
+        raise typer.BadParameter("use pandas or dask", param_hint="--engine")
+    if scheduler and engine != "dask":
+        raise typer.BadParameter("--scheduler needs --engine dask", param_hint="--scheduler")
+    client = cluster = None
     try:
+        if engine == "dask":
+            from dask.distributed import Client, LocalCluster
+
+            if scheduler:
+                client = Client(scheduler)
+            else:
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+                client = Client(cluster)
         mapping_obj = Mapping.load(mapping) if mapping else None
         result = run_backtest(history, candidate, live_dir=live, mapping=mapping_obj, lists_file=lists,
-                              merchants_file=merchants)
+                              merchants_file=merchants, dask_client=client, partitions=partitions)
     except RuleSetError as exc:
         for p in exc.problems:
             console.print(f"[red]error[/red] {p}", soft_wrap=True, markup=False)
@@ -196,6 +216,11 @@ def backtest(
     except MappingError as exc:
         console.print(f"[red]error[/red] {exc}", soft_wrap=True, markup=False)
         raise typer.Exit(2)
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
     frame = result.table
     shown = frame if all_rules else frame[(frame["status"] != "same") | (frame["events_affected"] > 0)]
     labelled = result.labels is not None

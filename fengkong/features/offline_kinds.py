@@ -47,8 +47,12 @@ class Prior:
         self.key_pos = key[self.order]
 
     def upto(self, q_ent: np.ndarray, q_pos: np.ndarray) -> np.ndarray:
-        """Index (in entity order) just past the query's earlier occurrences."""
-        return np.searchsorted(self.key_pos, q_ent * self.m + q_pos, side="left")
+        """Index (in entity order) just past the query's earlier occurrences.
+
+        A query after the last occurrence (position m - 1 or later) is capped at m - 1:
+        every occurrence is before it, and its key must not reach into the next
+        entity's keys (which would count that entity's occurrences too)."""
+        return np.searchsorted(self.key_pos, q_ent * self.m + np.minimum(q_pos, self.m - 1), side="left")
 
     def start(self, q_ent: np.ndarray) -> np.ndarray:
         """Index of the entity's first occurrence."""
@@ -88,8 +92,25 @@ class Prior:
         return self.start(q_ent), self.upto(q_ent, q_pos)
 
     def sums(self, values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        cum = np.concatenate(([0], np.cumsum(values[self.order])))
-        return cum[hi] - cum[lo]
+        """Sum of ``values`` (per occurrence, in position order) over occurrences lo..hi-1.
+
+        Integers: differences of one running sum (exact). Floats: running sums that
+        restart at each entity, so an entity's sums never carry the rounding of every
+        entity before it (one running sum over a long history loses the small
+        differences, and the result would depend on which other entities share it)."""
+        v = values[self.order]
+        if v.dtype.kind != "f":
+            cum = np.concatenate(([0], np.cumsum(v)))
+            return cum[hi] - cum[lo]
+        within = pd.Series(v).groupby(self.ent, sort=False).cumsum().to_numpy()
+        new = np.ones(len(v), dtype=bool)
+        new[1:] = self.ent[1:] != self.ent[:-1]
+        first = np.flatnonzero(new)[np.cumsum(new) - 1]  # each occurrence's entity's first index
+        out = np.zeros(len(lo))
+        has = hi > lo
+        last, start = hi[has] - 1, lo[has]
+        out[has] = within[last] - np.where(start > first[last], within[np.maximum(start - 1, 0)], 0.0)
+        return out
 
 
 class Occurrences:

@@ -157,6 +157,8 @@ def top_share(h: History) -> dict[str, np.ndarray]:
     frame, keys = frame.iloc[by_key], keys[by_key]
     qq = h.queries("merchant_id", "biz_day")
     i = searchsorted_sorted(keys, m_day[qq] * np.int64(n + 2) + pos[qq], side="left") - 1
+    if not len(frame):  # no payment with a card: no card's volume today
+        return {"merchant.top_card_volume_today": h.put(h.slots("merchant_id", "biz_day"), np.zeros(len(qq)))}
     ok = (i >= 0) & (frame["g"].to_numpy()[np.maximum(i, 0)] == m_day[qq])
     top = np.where(ok, frame["running_max"].to_numpy()[np.maximum(i, 0)], 0)
     return {"merchant.top_card_volume_today": h.put(h.slots("merchant_id", "biz_day"), top)}

@@ -148,14 +148,25 @@ def compare(live_rules: RuleSet, candidate_rules: RuleSet, features: pd.DataFram
 
 
 def history_features(history: History, *, rules_dir: Path, lists_file: Path | None = None,
-                     merchants_file: Path | None = None) -> tuple[pd.DataFrame, pd.Series | None]:
-    """Offline features of every decision event of a history, and their labels."""
+                     merchants_file: Path | None = None, dask_client: Any = None,
+                     partitions: int = 8) -> tuple[pd.DataFrame, pd.Series | None]:
+    """Offline features of every decision event of a history, and their labels.
+
+    With ``dask_client`` (a `distributed.Client`) the features are computed on its
+    cluster (`offline_features_dask`: the same frame, split by entity into
+    ``partitions`` parts per pass); else in this process."""
     lists_dir = Path(rules_dir) / "lists"
     specs = load_list_specs(lists_dir)
-    features = offline_features(
-        history.events, ipintel=IpIntel.load(lists_dir), lists=specs,
-        list_entries=list_entries(lists_dir, specs, lists_file), profiles=load_profiles(merchants_file),
-    )
+    entries = list_entries(lists_dir, specs, lists_file)
+    if dask_client is not None:
+        from fengkong.features.offline_dask import offline_features_dask
+
+        features = offline_features_dask(history.events, client=dask_client, lists_dir=lists_dir, lists=specs,
+                                         list_entries=entries, profiles=load_profiles(merchants_file),
+                                         partitions=partitions)
+    else:
+        features = offline_features(history.events, ipintel=IpIntel.load(lists_dir), lists=specs,
+                                    list_entries=entries, profiles=load_profiles(merchants_file))
     labels = None
     if history.labelled:
         labels = history.events["is_fraud"].loc[features.index].reset_index(drop=True)
@@ -164,8 +175,9 @@ def history_features(history: History, *, rules_dir: Path, lists_file: Path | No
 
 def backtest(history_path: Path, candidate_dir: Path, *, live_dir: Path = Path("rules"),
              mapping: Mapping | None = None, lists_file: Path | None = None,
-             merchants_file: Path | None = None) -> BacktestResult:
-    """Read a history, compute its features once, compare the candidate with the live rules."""
+             merchants_file: Path | None = None, dask_client: Any = None, partitions: int = 8) -> BacktestResult:
+    """Read a history, compute its features once, compare the candidate with the live rules
+    (features on the Dask cluster of ``dask_client`` when given: see `history_features`)."""
     t0 = time.perf_counter()
     live_rules = load_ruleset(live_dir)
     cand_rules = load_ruleset(candidate_dir)
@@ -174,7 +186,8 @@ def backtest(history_path: Path, candidate_dir: Path, *, live_dir: Path = Path("
         history = load_history(history_path, mapping)
         t2 = time.perf_counter()
         features, labels = history_features(history, rules_dir=live_dir, lists_file=lists_file,
-                                            merchants_file=merchants_file)
+                                            merchants_file=merchants_file, dask_client=dask_client,
+                                            partitions=partitions)
         t3 = time.perf_counter()
         result = compare(live_rules, cand_rules, features, labels)
     finally:

@@ -7,6 +7,13 @@ features (one Lua call), the models when artifacts are given, the rules — and
 outcome events (refund, chargeback, fraud_report, ...) through
 `pipeline.record_outcome`, so features fed by outcomes update as they would live.
 
+By default many events are in flight: their feature-script calls are sent ahead in
+event-time order on one connection (`fengkong.features.inflight`) and each decision
+is made from its call's reply with `pipeline.decide_on` (what `decide` does after the
+store). The script is the only Redis access on the path and a replay writes no
+decision back, so every event gets the one-by-one features and decision
+(docs/replay.md, "Many events in flight"; tests/test_replay_inflight.py).
+
 Labels: with a mapping whose ``label`` has ``emit_reports`` (the default), every
 payment labelled fraud gets a ``fraud_report`` outcome event (``refers_to`` the
 payment, same merchant, user, card and amount) delivered ``delay`` after the payment,
@@ -30,23 +37,26 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
 from fengkong import pipeline
 from fengkong.engine.ruleset import RuleSet, load_ruleset
-from fengkong.events import FLAT_COLUMNS, EventRejected, flat_to_dict, parse_event
+from fengkong.events import FLAT_COLUMNS, Event, EventRejected, flat_to_dict, parse_event
+from fengkong.features.inflight import InFlight
 from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import ListStore, load_list_specs
-from fengkong.features.online import OnlineStore
+from fengkong.features.online import FeatureResult, OnlineStore
 from fengkong.replay.inputs import list_entries, load_profiles
 from fengkong.replay.mapping import Mapping
 from fengkong.replay.reader import History, load_history
 from fengkong.replay.refusals import Refusals
 
 MAX_REJECTS_LISTED = 20
+#: Events whose feature calls a replay keeps sent ahead of the one being decided (1: one by one).
+DEFAULT_IN_FLIGHT = 1024
 #: The model outputs `fengkong.models.runtime.ModelRuntime.score` gives, one column each.
 MODEL_COLUMNS = ("model.txn_risk", "model.habit_anomaly", "model.merchant_anomaly")
 DECISION_COLUMNS = ("event_id", "type", "occurred_at", "merchant_id", "user_id", "card_fingerprint", "amount",
@@ -134,8 +144,14 @@ def _fired(d: Any, shadow: bool = False) -> str:
 
 
 def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, models: Any = None,
-                  progress: Callable[[int], None] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Send every event through the online path; the decisions (one row per decision event)."""
+                  progress: Callable[[int], None] | None = None,
+                  in_flight: int = DEFAULT_IN_FLIGHT) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Send every event through the online path; the decisions (one row per decision event).
+
+    ``in_flight`` > 1 keeps up to that many events' feature calls sent ahead on one
+    connection (`fengkong.features.inflight`), in event-time order, so each gets the
+    features of a one-by-one replay; 1 sends each event and waits for it
+    (`pipeline.decide` / `pipeline.record_outcome`, as the service's path)."""
     out: dict[str, list[Any]] = {c: [] for c in DECISION_COLUMNS}
     label_cols = [c for c in ("is_fraud", "scenario") if c in stream.columns]
     labels: dict[str, list[Any]] = {c: [] for c in label_cols}
@@ -145,26 +161,28 @@ def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, model
     card_reports: list[tuple[Any, ...]] = []  # fraud reports and chargebacks sent: the cards a team knows about
     extra_models: dict[str, list[Any]] = {}  # model.* outputs beyond MODEL_COLUMNS, by decision position
     cols = [c for c in (*FLAT_COLUMNS, "row", "_gen", *label_cols) if c in stream.columns]
-    for i, row in enumerate(_records(stream, cols)):
+    for i, (row, event, result) in enumerate(_flow(_records(stream, cols), store, in_flight)):
         if progress is not None and i % 256 == 0:
             progress(i)
-        try:
-            event = parse_event(flat_to_dict(row))
-        except EventRejected as exc:
+        if isinstance(event, EventRejected):
             stats["rejected"] += 1
             if len(rejects) < MAX_REJECTS_LISTED:
-                rejects.append((int(row.get("row", -1)) + 1, exc.field, exc.reason))
-            refusals.add_row("event contract", exc.field, exc.reason, int(row.get("row", -1)) + 1)
+                rejects.append((int(row.get("row", -1)) + 1, event.field, event.reason))
+            refusals.add_row("event contract", event.field, event.reason, int(row.get("row", -1)) + 1)
             continue
         if pipeline.is_outcome(event):
-            pipeline.record_outcome(event, store=store)
+            if result is None:  # one by one; in flight, the store has counted it already
+                pipeline.record_outcome(event, store=store)
             if event.type.value in ("fraud_report", "chargeback"):
                 card_reports.append((row["occurred_at"], event.card.fingerprint if event.card else None,
                                      event.refers_to, event.type.value))
             stats["outcomes"] += 1
             stats["generated"] += int(row.get("_gen", 0) or 0)
             continue
-        decision, features = pipeline.decide(event, store=store, rules=rules, models=models)
+        if result is None:
+            decision, features = pipeline.decide(event, store=store, rules=rules, models=models)
+        else:
+            decision, features = pipeline.decide_on(result.features, rules=rules, models=models)
         out["event_id"].append(event.event_id)
         out["type"].append(event.type.value)
         out["occurred_at"].append(row["occurred_at"])
@@ -210,6 +228,26 @@ def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, model
     stats["refusals"] = refusals
     stats["card_reports"] = pd.DataFrame(card_reports, columns=list(CARD_REPORT_COLUMNS))
     return frame, stats
+
+
+def _flow(records: Iterable[dict[str, Any]], store: OnlineStore, in_flight: int
+          ) -> Iterator[tuple[dict[str, Any], Event | EventRejected, FeatureResult | None]]:
+    """Each row with its parsed event (or the contract's refusal) and, in flight, the
+    store's result for it (None: the caller sends the event itself, one by one)."""
+    def parsed() -> Iterator[tuple[dict[str, Any], Event | EventRejected]]:
+        for row in records:
+            try:
+                yield row, parse_event(flat_to_dict(row))
+            except EventRejected as exc:
+                yield row, exc
+
+    if in_flight <= 1:
+        for row, event in parsed():
+            yield row, event, None
+        return
+    calls = (((row, event), event if isinstance(event, Event) else None) for row, event in parsed())
+    for (row, event), _, result in InFlight(store, depth=in_flight).run(calls):
+        yield row, event, result
 
 
 def _score(v: Any) -> float | None:
@@ -293,11 +331,13 @@ def run_replay(path: Path, *, mapping: Mapping | None = None, rules_dir: Path = 
                redis_url: str | None = None, prefix: str | None = None, lists_file: Path | None = None,
                merchants_file: Path | None = None, models_dir: Path | None = None,
                label_delay_s: float | None = None, emit_reports: bool | None = None,
-               progress: bool = False, max_bad_share: float | None = None) -> ReplayResult:
+               progress: bool = False, max_bad_share: float | None = None,
+               in_flight: int = DEFAULT_IN_FLIGHT) -> ReplayResult:
     """Replay the history at ``path`` through the online decision path, in event-time order.
 
     Labels become fraud reports after ``label_delay_s`` (the mapping's delay if
-    None), so the store learns the truth when a real system would.
+    None), so the store learns the truth when a real system would. ``in_flight``: see
+    `replay_stream` (the decisions are the same for every value).
     """
     history = load_history(path, mapping, max_bad_share=max_bad_share)
     stream = event_stream(history, label_delay_s, emit_reports=emit_reports)
@@ -317,9 +357,10 @@ def run_replay(path: Path, *, mapping: Mapping | None = None, rules_dir: Path = 
                     bar.update(task, completed=i, rate=f"{i / elapsed:,.0f} events/s" if elapsed > 0 else "")
 
                 decisions, stats = replay_stream(stream, store=env.store, rules=env.rules, models=env.models,
-                                                 progress=tick)
+                                                 progress=tick, in_flight=in_flight)
         else:
-            decisions, stats = replay_stream(stream, store=env.store, rules=env.rules, models=env.models)
+            decisions, stats = replay_stream(stream, store=env.store, rules=env.rules, models=env.models,
+                                             in_flight=in_flight)
         seconds = time.perf_counter() - t0
         version = env.rules.version
         models_status = getattr(env.models, "status", "")

@@ -1,0 +1,155 @@
+"""Many events' feature-script calls in flight on one Redis connection, in order.
+
+Why: a replay that waits for each event's round trip leaves Redis idle while
+Python parses, assembles and decides, and Python idle while Redis runs the script.
+Redis runs one connection's commands in the order it receives them, so the calls of
+a history can be sent ahead, in event-time order, and every event still gets
+exactly the features `OnlineStore.process` would have given it one by one: the
+script is the only thing that reads or writes the store, and each call sees the
+effects of every call sent before it (counters, the event-id claim and its stored
+reply for a retry, the merchant's limit).
+
+How: the calling thread prepares each event's EVALSHA exactly as `OnlineStore.process`
+does (`OnlineStore._prepare`), packs a chunk of them with ``hiredis.pack_command`` and
+hands the bytes to a writer thread, which sends them (a blocking ``sendall`` that
+releases the GIL, so a full socket buffer never stalls the caller); the caller then
+reads replies in order and turns each into a `FeatureResult` (`OnlineStore._finish`).
+At most ``depth`` events are sent and not yet read. Every chunk starts with a
+``SCRIPT LOAD`` of the script (a no-op when cached), so a server that lost its script
+cache never answers NOSCRIPT.
+
+Only a single Redis server: a cluster splits an event's work over several nodes.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from typing import Any, Iterable, Iterator, TypeVar
+
+import hiredis
+import redis
+
+from fengkong.events import Event
+from fengkong.features.errors import FeatureStoreError, FeatureStoreUnavailable
+from fengkong.features.online import FeatureResult, OnlineStore
+
+T = TypeVar("T")
+
+#: Events prepared and packed together (one write to the socket).
+CHUNK = 64
+
+
+class _Writer:
+    """A thread that sends packed chunks on the connection, in order."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.chunks: queue.Queue[bytes | None] = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="fengkong-inflight-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            data = self.chunks.get()
+            if data is None:
+                return
+            if self.error is not None:
+                continue
+            try:
+                self.conn.send_packed_command([data], check_health=False)
+            except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+                self.error = exc
+                self.conn.disconnect()  # wakes the reader blocked on this socket
+
+    def close(self) -> None:
+        self.chunks.put(None)
+        self.thread.join()
+
+
+class InFlight:
+    """Feature-script calls of an ordered event stream, up to ``depth`` events in flight.
+
+    ``run(items)`` takes ``(tag, event)`` pairs (``event`` None: a row that makes no
+    call, passed through in its place) and yields ``(tag, event, result)`` in the same
+    order; ``result`` is what ``store.process(event)`` would have returned one by one.
+    A store error is raised at the event it belongs to, as `process` would raise it."""
+
+    def __init__(self, store: OnlineStore, *, depth: int = 1024, chunk: int = CHUNK) -> None:
+        if depth < 1:
+            raise ValueError(f"depth: must be at least 1, got {depth}")
+        self.store = store
+        self.depth = depth
+        self.chunk = max(1, min(chunk, depth))
+
+    def run(self, items: Iterable[tuple[T, Event | None]]) -> Iterator[tuple[T, Event | None, FeatureResult | None]]:
+        store = self.store
+        pool = getattr(store.client, "connection_pool", None)
+        if pool is None:  # e.g. a cluster client: one event's work spans several connections
+            raise ValueError(f"in flight: needs one Redis server's client, not {type(store.client).__name__}; "
+                             "send events one by one (in_flight=1)")
+        conn = pool.make_connection()
+        try:
+            conn.connect()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise FeatureStoreUnavailable(f"feature store unreachable: {type(exc).__name__}: {exc}") from exc
+        writer = _Writer(conn)
+        script: tuple[Any, ...] = ("SCRIPT", "LOAD", store._script.script)
+        load = hiredis.pack_command(script)
+        sent: deque[tuple[list[tuple[T, Event | None, Any]], int]] = deque()  # chunk, its calls
+        in_flight = 0
+        try:
+            chunk: list[tuple[T, Event | None, Any]] = []
+            calls = 0
+            for tag, event in items:
+                call = store._prepare(event) if event is not None else None
+                chunk.append((tag, event, call))
+                calls += call is not None
+                if calls >= self.chunk:
+                    in_flight += self._send(writer, load, chunk, calls, sent)
+                    chunk, calls = [], 0
+                    while in_flight > self.depth - self.chunk and sent:
+                        in_flight -= sent[0][1]
+                        yield from self._receive(conn, writer, sent.popleft()[0])
+            if chunk:
+                in_flight += self._send(writer, load, chunk, calls, sent)
+            while sent:
+                yield from self._receive(conn, writer, sent.popleft()[0])
+        finally:  # disconnect first: a writer still sending (the caller stopped early) then stops at once
+            conn.disconnect()
+            writer.close()
+
+    @staticmethod
+    def _send(writer: _Writer, load: bytes, chunk: list[tuple[T, Event | None, Any]], calls: int,
+              sent: deque[tuple[list[tuple[T, Event | None, Any]], int]]) -> int:
+        if calls:
+            writer.chunks.put(b"".join([load, *(hiredis.pack_command(c.command) for _, _, c in chunk
+                                                if c is not None)]))
+        sent.append((chunk, calls))
+        return calls
+
+    def _receive(self, conn: Any, writer: _Writer,
+                 chunk: list[tuple[T, Event | None, Any]]) -> Iterator[tuple[T, Event | None, FeatureResult | None]]:
+        store = self.store
+        if any(c is not None for _, _, c in chunk):
+            self._read(conn, writer)  # the chunk's SCRIPT LOAD
+        for tag, event, call in chunk:
+            if call is None or event is None:
+                yield tag, event, None
+                continue
+            reply = self._read(conn, writer)
+            if isinstance(reply, redis.ResponseError):
+                raise FeatureStoreError(f"feature store refused the update: {reply}")
+            yield tag, event, store._finish(event, call, reply)
+
+    @staticmethod
+    def _read(conn: Any, writer: _Writer) -> Any:
+        try:
+            return conn.read_response()
+        except redis.ResponseError as exc:  # one command's error reply: the stream stays in step
+            return exc
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            cause = writer.error or exc
+            raise FeatureStoreUnavailable(f"feature store unreachable: {type(cause).__name__}: {cause}") from exc

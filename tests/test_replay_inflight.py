@@ -1,0 +1,150 @@
+"""Replay with many events in flight gets exactly the one-by-one replay's answers.
+
+The history has every fraud scenario, outcome events (refunds, chargebacks, fraud
+reports, label-derived reports), retried event_ids (the same event sent again) and a
+row the event contract refuses. The in-flight runs use depths that put chunk
+boundaries, retries and outcomes in many different places.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import redis
+
+from fengkong.events import EventRejected, flat_to_dict, parse_event
+from fengkong.features.errors import DuplicateEventConflict, FeatureStoreUnavailable
+from fengkong.features.inflight import InFlight
+from fengkong.features.online import OnlineStore
+from fengkong.replay.reader import load_history
+from fengkong.replay.runner import event_stream, run_replay
+from fengkong.simulation.config import SCENARIOS
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "rules"
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory) -> Path:
+    from fengkong.simulation import SimConfig, run, write_outputs
+
+    out = tmp_path_factory.mktemp("inflight_sim")
+    sim = run(SimConfig.for_events(5_000, seed=5, days=21, fraud_scale=3.0))
+    paths = write_outputs(sim, out, formats=("parquet",))
+    ev = pd.read_parquet(paths["events.parquet"])
+    # retries: every 40th event sent again, unchanged (payments, logins and outcomes alike)
+    retries = ev.iloc[::40]
+    bad = ev[ev["type"] == "payment"].iloc[[7]].assign(event_id="bad-ip-row", ip="999.1.2.3")
+    ev = pd.concat([ev, retries, bad], ignore_index=True)
+    ev.to_parquet(paths["events.parquet"], index=False)
+    return out
+
+
+def _replay(history: Path, redis_server, prefix: str, in_flight: int):
+    return run_replay(history / "events.parquet", rules_dir=RULES, redis_url=redis_server.url, prefix=prefix,
+                      lists_file=history / "blacklist.json", merchants_file=history / "merchants.parquet",
+                      label_delay_s=2 * 86400, emit_reports=True, in_flight=in_flight)
+
+
+def test_in_flight_decisions_equal_one_by_one(history, redis_server) -> None:
+    one = _replay(history, redis_server, "tif1", 1)
+    d1 = one.decisions
+    # the history has what the test claims: every scenario, outcomes, retries, a refused row
+    assert set(SCENARIOS) <= set(d1["scenario"])
+    assert one.outcomes_sent > 300 and one.reports_generated > 0 and one.rejected == 1
+    assert d1["event_id"].duplicated().sum() > 100
+    assert set(d1["decision"]) >= {"allow", "review", "deny"}
+    for prefix, depth in (("tif2", 1024), ("tif3", 100)):
+        many = _replay(history, redis_server, prefix, depth)
+        d2 = many.decisions
+        cols = [c for c in d1.columns if c != "ruleset_version"]  # the version ends with its load time
+        pd.testing.assert_frame_equal(d2[cols], d1[cols])
+        assert (d2["ruleset_version"].str.split("@").str[0] == d1["ruleset_version"].str.split("@").str[0]).all()
+        assert (many.outcomes_sent, many.reports_generated, many.rejected, many.rejects) == (
+            one.outcomes_sent, one.reports_generated, one.rejected, one.rejects)
+        pd.testing.assert_frame_equal(many.card_reports, one.card_reports)
+
+
+def _events(history: Path) -> list:
+    stream = event_stream(load_history(history / "events.parquet"), 2 * 86400, emit_reports=True)
+    out = []
+    for row in stream.astype(object).where(stream.notna(), None).to_dict("records"):
+        try:
+            out.append(parse_event(flat_to_dict(row)))
+        except EventRejected:
+            out.append(None)
+    return out
+
+
+def test_in_flight_features_equal_process_event_by_event(history, redis_client, ipintel, list_specs) -> None:
+    events = _events(history)
+    one = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix="tiff1")
+    want = [None if e is None else one.process(e) for e in events]
+    many = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix="tiff2")
+    got = list(InFlight(many, depth=30, chunk=7).run((i, e) for i, e in enumerate(events)))
+    assert [tag for tag, _, _ in got] == list(range(len(events)))
+    assert sum(w is not None and w.duplicate for w in want) > 100
+    for (i, event, result), w in zip(got, want):
+        assert event is events[i]
+        if w is None:
+            assert result is None
+            continue
+        assert result is not None
+        assert (result.duplicate, result.features) == (w.duplicate, w.features), events[i].event_id
+
+
+def test_a_conflicting_event_id_is_refused_at_that_event(redis_client, ipintel, list_specs) -> None:
+    store = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix="tifc")
+    base = {"type": "payment", "occurred_at": "2026-11-25T10:00:00+08:00", "merchant_id": "m1", "user_id": "u1",
+            "amount": 1000, "card": {"fingerprint": "c1", "bin": "622202", "type": "credit"}}
+    events = [parse_event({**base, "event_id": "e1"}), parse_event({**base, "event_id": "e2"}),
+              parse_event({**base, "event_id": "e1", "type": "refund"})]
+    seen = []
+    with pytest.raises(DuplicateEventConflict):
+        for tag, _, result in InFlight(store, depth=8).run((i, e) for i, e in enumerate(events)):
+            seen.append(tag)
+    assert seen == [0, 1]
+
+
+def test_an_unreachable_store_is_named(tmp_path, ipintel, list_specs) -> None:
+    client = redis.Redis(unix_socket_path=str(tmp_path / "no-such.sock"))
+    store = OnlineStore(client, ipintel=ipintel, lists=list_specs, prefix="tifu")
+    event = parse_event({"event_id": "e1", "type": "login", "occurred_at": "2026-11-25T10:00:00+08:00",
+                         "user_id": "u1"})
+    with pytest.raises(FeatureStoreUnavailable, match="feature store unreachable"):
+        list(InFlight(store).run([(0, event)]))
+    with pytest.raises(ValueError, match="depth"):
+        InFlight(store, depth=0)
+
+
+def test_cli_refuses_an_in_flight_depth_below_one(history) -> None:
+    from typer.testing import CliRunner
+
+    from fengkong.cli import app
+
+    res = CliRunner().invoke(app, ["replay", str(history / "events.parquet"), "--rules-dir", str(RULES),
+                                   "--in-flight", "0", "--no-progress"])
+    assert res.exit_code == 2
+    assert "--in-flight" in res.output
+
+
+def test_a_refused_call_is_raised_at_its_event_as_one_by_one(redis_client, ipintel, list_specs) -> None:
+    from fengkong.features.errors import FeatureStoreError
+
+    base = {"type": "payment", "occurred_at": "2026-11-25T10:00:00+08:00", "merchant_id": "m1", "user_id": "u1",
+            "amount": 1000}
+    events = [parse_event({**base, "event_id": f"e{i}", "card": {"fingerprint": f"c{i}", "bin": "622202"}})
+              for i in range(3)]
+    stores = [OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=p) for p in ("tife1", "tife2")]
+    for store in stores:  # the second event's card state is not a string: Redis refuses its script call
+        key = next(k for k in store._prepare(events[1]).keys if "{card:c1}" in k)
+        redis_client.rpush(key, "not a state")
+    with pytest.raises(FeatureStoreError, match="refused"):
+        stores[0].process(events[1])
+    seen = []
+    with pytest.raises(FeatureStoreError, match="refused"):
+        for tag, _, result in InFlight(stores[1], depth=8).run((i, e) for i, e in enumerate(events)):
+            seen.append(tag)
+    assert seen == [0]
