@@ -21,8 +21,9 @@ The fused risk. After the rules decided, a ``models`` object that also has
 0-1 of `fengkong.models.fusion` (the review queue's priority). It is returned in
 the features under ``RISK_FEATURE`` (``model.risk``), only when it is not None (no
 fusion artifact, a non-payment, or no ``model.txn_risk``: the key is absent), so
-the signature stays ``(decision, features)`` and replay gets it too. The rules
-never read it: it is computed after them, and it is not a catalog feature.
+the signature stays ``(decision, features)`` and replay gets it too. No rule reads
+it (it is not a catalog feature): the policy's soft step does (`fengkong.engine.soft`),
+through the ``fuse`` callback `RuleSet.evaluate` takes, on the rules' first decision.
 
 Outcome events (refund, chargeback, fraud_report, settlement, withdrawal, decline)
 get no decision: they go through `record_outcome`, which only updates the
@@ -34,12 +35,13 @@ from __future__ import annotations
 from typing import Any, Mapping, Protocol
 
 from fengkong.engine.decision import Decision
+from fengkong.engine.soft import Fuse
 from fengkong.events import OUTCOME_TYPES, Event
 from fengkong.features.online import FeatureResult, OnlineStore
 
 
 class Evaluates(Protocol):
-    def evaluate(self, features: Mapping[str, Any]) -> Decision: ...
+    def evaluate(self, features: Mapping[str, Any], fuse: Fuse | None = None) -> Decision: ...
 
 
 #: Where `decide` puts the fused risk in the features it returns (absent when None).
@@ -83,12 +85,19 @@ def decide_on(
     features = dict(store_features)
     if models is not None:
         features.update(models.score(features))
-    decision = rules.evaluate(features)
     fuse = getattr(models, "fuse", None)
-    if fuse is not None:
-        risk = fuse(features, decision)  # reads model.txn_risk, the model output merged in above
-        if risk is not None:
-            features[RISK_FEATURE] = risk
+    if fuse is None:
+        return rules.evaluate(features), features
+    fused: list[float | None] = []
+
+    def risk_of(first: Decision) -> float | None:
+        fused.append(fuse(features, first))  # reads model.txn_risk, the model output merged in above
+        return fused[-1]
+
+    decision = rules.evaluate(features, risk_of)  # the policy's soft step asks for it (engine.soft)
+    risk = fused[-1] if fused else risk_of(decision)
+    if risk is not None:
+        features[RISK_FEATURE] = risk
     return decision, features
 
 

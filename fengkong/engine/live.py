@@ -34,6 +34,7 @@ from fengkong.engine.durable_backend import RuleSetClosed
 from fengkong.engine.errors import EvaluationError, Problem, RuleSetError
 from fengkong.engine.limits import DEFAULT_LIMITS, Limits
 from fengkong.engine.ruleset import RuleSet, files_hash, load_ruleset, size_problem
+from fengkong.engine.soft import Fuse
 from fengkong.engine.testing import load_cases, run_cases
 
 log = logging.getLogger(__name__)
@@ -135,15 +136,16 @@ class LiveRules:
     def version(self) -> str | None:
         return self._current.version if self._current else None
 
-    def evaluate(self, features: Mapping[str, Any]) -> Decision:
-        """Decide with the live set (one read of the reference per decision)."""
+    def evaluate(self, features: Mapping[str, Any], fuse: Fuse | None = None) -> Decision:
+        """Decide with the live set (one read of the reference per decision); ``fuse`` as
+        `RuleSet.evaluate` takes it (the soft step)."""
         for _ in range(3):
             ruleset = self.current
             try:
-                return ruleset.evaluate(features)
+                return ruleset.evaluate(features, fuse)
             except RuleSetClosed:  # retired by a reload between our read and our call
                 continue
-        return self.current.evaluate(features)
+        return self.current.evaluate(features, fuse)
 
     def reload(self) -> ReloadResult:
         """Build, test, and only then swap. Never leaves a half-built set live, and
