@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from fengkong.features.model_outputs import MODEL_OUTPUTS
 from fengkong.features.robust import (  # re-exported: read as definitions.<NAME>
     MAD_TO_SIGMA,
     MERCHANT_MIN_EXPECTED_COUNT,
@@ -434,11 +435,8 @@ DERIVED_FEATURES: tuple[FeatureSpec, ...] = (
 )
 
 #: Model outputs the rules may read; `fengkong.models` supplies them (missing without a model).
-MODEL_FEATURES: tuple[FeatureSpec, ...] = (
-    _spec("model.txn_risk", "number", "supervised fraud probability of this payment (0-1)", "model"),
-    _spec("model.habit_anomaly", "number", "how unlike the cardholder's habits (0-1, 1 = most unusual)", "model"),
-    _spec("model.merchant_anomaly", "number", "merchant anomaly score from the nightly model (0-1)", "model"),
-)
+MODEL_FEATURES: tuple[FeatureSpec, ...] = tuple(
+    _spec(name, dtype, text, "model") for name, dtype, text in MODEL_OUTPUTS)
 
 _NUMBER_OUTPUT_KINDS = (Rolling, Distinct)
 

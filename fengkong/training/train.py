@@ -22,6 +22,7 @@ from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import load_list_specs
 from fengkong.features.offline import offline_features
 from fengkong.models import artifacts
+from fengkong.models.calibration import Calibration, reliability
 from fengkong.models.merchant_model import INPUTS, MerchantAnomalyModel, design_matrix
 from fengkong.models.transaction_model import (
     HABIT_FEATURES,
@@ -35,6 +36,7 @@ from fengkong.models.transaction_model import (
     txn_vectorizer,
     usable_columns,
 )
+from fengkong.training.calibration import fit_calibration
 from fengkong.training.fusion import cutoff_after, fit_fusion, reported_labels
 from fengkong.training.merchant_features import FEATURES as DAILY_FEATURES
 from fengkong.training.merchant_features import business_days, daily_features
@@ -153,13 +155,17 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
                         dtype=bool)
     tv, hv, dropped = fitted_vectorizers(train)
     hgb = fit_txn_model(tv.frame(train), y, max_iter=max_iter, random_state=random_state)
+    # a Platt map fit on the later training days (fengkong.training.calibration); serving applies it
+    calibration, cal_record = fit_calibration(tv.frame(train), y, train["day"].to_numpy(), max_iter=max_iter,
+                                              random_state=random_state)
+    calibrated = calibration.apply if calibration is not None else (lambda raw: raw)
     habit, medians = fit_habit_model(hv.frame(train), n_estimators=habit_trees, random_state=random_state)
     metrics: dict[str, Any] = {"train_labels": labels, "train_payments": int(len(train)), "train_fraud": int(y.sum()),
                                "dropped_features": dropped}
     if simulated and labels != "oracle":
         metrics["train_true_fraud"] = int(train["is_fraud"].sum())
     if len(valid):
-        p = hgb.predict_proba(tv.frame(valid))[:, 1]
+        p = calibrated(hgb.predict_proba(tv.frame(valid))[:, 1])
         h = -habit.score_samples(fill(hv.frame(valid), medians))
         metrics.update({"valid_label": "is_fraud" if simulated else "reported (whole history)",
                         "valid_payments": int(len(valid)), "valid_fraud": int(yv.sum())})
@@ -168,10 +174,12 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
             metrics["valid_txn_roc_auc"] = float(roc_auc_score(yv, p))
             metrics["valid_txn_recall_at_1pct"] = recall_at_rate(yv, p, 0.01)
             metrics["valid_habit_roc_auc"] = float(roc_auc_score(yv, h))
+            if calibration is not None:
+                metrics["valid_txn_reliability"] = reliability(p, yv)
     fusion_params: dict[str, Any] = {}
     if rules_dir is not None:
         fusion_params = _fit_fusion(train, valid, y, yv, tv, hgb, rules_dir, metrics, max_iter=max_iter,
-                                    random_state=random_state)
+                                    random_state=random_state, calibration=calibration)
     window = {"from": str(min(feats["day"])), "to": str(last_train), "validated_to": str(max(feats["day"]))}
     check = valid if len(valid) else train
     onnx = {"txn_risk": export("transactions txn_risk", hgb, tv.frame(check)),
@@ -183,7 +191,7 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
                 "vocab": {k: list(v) for k, v in {**tv.vocab, **hv.vocab}.items()},
                 "habit_medians": medians.tolist(),
                 "max_iter": max_iter, "habit_trees": habit_trees, "random_state": random_state, "labels": labels,
-                **({"fusion": fusion_params} if fusion_params else {})},
+                "calibration": cal_record, **({"fusion": fusion_params} if fusion_params else {})},
         rows=len(train), onnx=onnx,
     )
 
@@ -204,11 +212,12 @@ def fitted_vectorizers(train: pd.DataFrame) -> tuple[Vectorizer, Vectorizer, dic
 
 def _fit_fusion(train: pd.DataFrame, valid: pd.DataFrame, y: np.ndarray, yv: np.ndarray, tv: Vectorizer,
                 hgb: Any, rules_dir: Path, metrics: dict[str, Any], *, max_iter: int,
-                random_state: int) -> dict[str, Any]:
+                random_state: int, calibration: Calibration | None = None) -> dict[str, Any]:
     fusion, alone, ruleset = fit_fusion(train, y, tv.frame(train), rules_dir, max_iter=max_iter,
-                                        random_state=random_state)
+                                        random_state=random_state, calibration=calibration)
     if len(valid) and 0 < yv.sum() < len(yv):
         p = hgb.predict_proba(tv.frame(valid))[:, 1]
+        p = calibration.apply(p) if calibration is not None else p
         metrics["valid_fused_average_precision"] = float(average_precision_score(
             yv, fusion.predict_proba(p, np.asarray(alone.evaluate(valid).score))))
     return {**fusion.to_params(), "ruleset": ruleset.content_hash[:12]}
