@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from fengkong import pipeline
+from fengkong.engine.errors import RuleSetError
 from fengkong.engine.ruleset import RuleSet, load_ruleset
 from fengkong.events import FLAT_COLUMNS, EventRejected, flat_to_dict, parse_event
 from fengkong.features.ipintel import IpIntel
@@ -279,6 +280,10 @@ def setup(*, rules_dir: Path, redis_url: str | None = None, prefix: str | None =
             )
     rules = load_ruleset(rules_dir)
     models = ModelRuntime.load(models_dir)
+    refused = pipeline.threshold_problems(rules, models.calibration, models.loaded.get("transactions"))
+    if refused:  # a precision the loaded model cannot reach: refused like any rule problem
+        rules.close()
+        raise RuleSetError(refused)
 
     def close() -> None:
         rules.close()
