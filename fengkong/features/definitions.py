@@ -405,6 +405,9 @@ IP_FEATURES: tuple[FeatureSpec, ...] = (
 
 DERIVED_FEATURES: tuple[FeatureSpec, ...] = (
     _spec("card.days_since_first_seen", "number", "alias of card.age_days", "derived"),
+    _spec("merchant.in_promotion", "bool", "inside one of the merchant's planned promotions (features/promotions.py)",
+          "derived"),
+    _spec("merchant.promotion_multiple", "number", "the current promotion's expected volume multiple", "derived"),
     _spec("user.account_age_days", "number", "alias of user.age_days (first activity or signup)", "derived"),
     _spec("user.country_mismatch_usual", "bool", "IP country never seen for this user in 90d (user known)", "derived"),
     _spec("merchant.has_baseline", "bool", "the merchant has 7 days of history for a volume baseline", "derived"),
