@@ -33,7 +33,8 @@ def frame_for(seed: int, events: int, days: int, lists_dir: Path
     entries = list_entries(lists_dir, load_list_specs(lists_dir))
     for name, values in sim.blacklist.items():  # the analysts' lists, as `fengkong replay --lists` loads them
         entries[name] = sorted(set(entries.get(name, [])) | set(values))
-    feats = transaction_frame(sim.events, profiles=sim.merchants, lists_dir=lists_dir, list_entries=entries)
+    feats = transaction_frame(sim.events, profiles=sim.merchants, lists_dir=lists_dir, list_entries=entries,
+                              promotions=sim.promotions)  # the campaigns merchants planned, as replay --promotions
     return sim.events, feats, sim.promotions
 
 

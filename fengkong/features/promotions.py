@@ -143,7 +143,15 @@ def texts_by_merchant(frame: Any) -> dict[str, str]:
     API's items; a bad row raises ValueError naming its row and field."""
     items: dict[str, list[dict[str, Any]]] = {}
     for n, row in enumerate(frame.to_dict("records")):
-        item = {"start": str(row["start"]), "end": str(row["end"]), "expected_multiple": row["expected_multiple"]}
+        mult = row["expected_multiple"]
+        if isinstance(mult, str):  # a CSV read as text
+            try:
+                mult = float(mult)
+            except ValueError:
+                pass
+        elif hasattr(mult, "item"):  # a numpy scalar
+            mult = mult.item()
+        item = {"start": str(row["start"]), "end": str(row["end"]), "expected_multiple": mult}
         bad = problems([item])
         if bad:
             field, reason = bad[0]

@@ -91,11 +91,14 @@ def train_merchants(events: pd.DataFrame, *, profiles: pd.DataFrame | None, root
 
 
 def transaction_frame(events: pd.DataFrame, *, profiles: pd.DataFrame | None, lists_dir: Path,
-                      list_entries: Mapping[str, Iterable[str]] | None = None) -> pd.DataFrame:
-    """Offline-twin features of every payment, with ``is_fraud``, ``scenario`` and the business day."""
+                      list_entries: Mapping[str, Iterable[str]] | None = None,
+                      promotions: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Offline-twin features of every payment, with ``is_fraud``, ``scenario`` and the business day
+    (``promotions``: the merchants' planned campaigns, `fengkong.features.promotions`)."""
     ipintel = IpIntel.load(lists_dir)
     specs = load_list_specs(lists_dir) if (lists_dir / "lists.yaml").exists() else None
-    feats = offline_features(events, ipintel=ipintel, lists=specs, list_entries=list_entries, profiles=profiles)
+    feats = offline_features(events, ipintel=ipintel, lists=specs, list_entries=list_entries, profiles=profiles,
+                             promotions=promotions)
     pay = feats["event.type"] == "payment"
     feats = feats[pay.to_numpy()]
     src = events.loc[feats.index]
