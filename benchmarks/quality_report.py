@@ -82,6 +82,7 @@ def main() -> None:
                       f"{fr['min_pattern_stopped']:.3f}")
                 print("        " + ", ".join(f"{k} {v['friction']:.2f}/{v['stopped']:.2f}"
                                            for k, v in fr["per_pattern"].items()))
+            s["calibration"] = {k: v for k, v in s.get("calibration", {}).items() if k != "curve"}  # 200 points each
             out.append({"seed": seed, "events": args.events, "days": args.days, **s,
                         "fusion": res.info["fusion"]})
         print(f"(seed {seed}: {time.perf_counter() - t0:.1f} s)")
