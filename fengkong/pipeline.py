@@ -131,29 +131,31 @@ def threshold_problems(rules: Any, calibration: Any, version: str | None = None)
     the artifact has none. A comparison that asks ``model.txn_precision`` to reach at least c is a
     problem (file, line, rule id) when c is above the artifact's ``max_precision``, or when a
     transactions artifact is loaded without a calibration: such a rule would never fire, so the
-    set is refused rather than silently weakened. Rules-only (``version`` None): no problem, as
-    with any ``model.*`` rule."""
+    set is refused rather than silently weakened. A share of traffic (``model.txn_share``) is never
+    refused: without a calibration it is missing and its rules do not fire. Rules-only (``version``
+    None): no problem, as with any ``model.*`` rule."""
     from fengkong.engine.tree import FLIP_OP, Compare, Const, Feature, to_nnf, walk_atoms
-    from fengkong.models.calibration import MIN_SLICE, PRECISION_FEATURE, SHARE_FEATURE
+    from fengkong.models.calibration import MIN_SLICE, PRECISION_FEATURE
 
     if version is None:
         return []
     out: list[Problem] = []
     for rule in rules.rules:
-        if calibration is None and ({PRECISION_FEATURE, SHARE_FEATURE} & set(rule.reads)):
-            out.append(Problem(rule.file, rule.line or None, rule.id,
-                               f"when: reads {PRECISION_FEATURE}/{SHARE_FEATURE} but the transactions model {version} "
-                               "carries no calibration (retrain it with this version of fengkong train)"))
-            continue
         for atom in walk_atoms(to_nnf(rule.expr)):
             if not isinstance(atom, Compare):
                 continue
             op, left, right = atom.op, atom.left, atom.right
             if isinstance(left, Const) and isinstance(right, Feature):
                 op, left, right = FLIP_OP[op], right, left
-            if (isinstance(left, Feature) and left.name == PRECISION_FEATURE and isinstance(right, Const)
-                    and op in (">=", ">", "==") and isinstance(right.value, (int, float))
-                    and float(right.value) > calibration.max_precision):
+            if not (isinstance(left, Feature) and left.name == PRECISION_FEATURE and isinstance(right, Const)
+                    and op in (">=", ">", "==") and isinstance(right.value, (int, float))):
+                continue
+            if calibration is None:
+                out.append(Problem(rule.file, rule.line or None, rule.id,
+                                   f"when: {PRECISION_FEATURE} {op} {right.value} states a precision, but the "
+                                   f"transactions model {version} carries no calibration (retrain it with this "
+                                   "version of fengkong train)"))
+            elif float(right.value) > calibration.max_precision:
                 out.append(Problem(rule.file, rule.line or None, rule.id,
                                    f"when: {PRECISION_FEATURE} {op} {right.value} asks for a precision the transactions "
                                    f"model {version} cannot reach: at most {calibration.max_precision:.3f} (its riskiest "

@@ -63,6 +63,12 @@ def test_a_precision_the_artifact_cannot_reach_is_refused(tmp_path: Path, calibr
         assert "carries no calibration" in str(threshold_problems(rs, None, "v1")[0])
     finally:
         rs.close()
+    # a share of traffic is never refused: without a calibration it is missing and does not fire
+    rs = load_ruleset(_rules(tmp_path, "model.txn_share <= 0.01"))
+    try:
+        assert threshold_problems(rs, None, "v1") == [] == threshold_problems(rs, None, None)
+    finally:
+        rs.close()
     rs = load_ruleset(_rules(tmp_path, "0.7 <= model.txn_precision and model.txn_share <= 0.05"))
     try:
         assert threshold_problems(rs, calibration, "v1") == []
