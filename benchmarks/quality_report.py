@@ -22,7 +22,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def frame_for(seed: int, events: int, days: int, lists_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def frame_for(seed: int, events: int, days: int, lists_dir: Path
+              ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     from fengkong.features.lists import load_list_specs
     from fengkong.replay.inputs import list_entries
     from fengkong.simulation import SimConfig, run
@@ -32,8 +33,9 @@ def frame_for(seed: int, events: int, days: int, lists_dir: Path) -> tuple[pd.Da
     entries = list_entries(lists_dir, load_list_specs(lists_dir))
     for name, values in sim.blacklist.items():  # the analysts' lists, as `fengkong replay --lists` loads them
         entries[name] = sorted(set(entries.get(name, [])) | set(values))
-    feats = transaction_frame(sim.events, profiles=sim.merchants, lists_dir=lists_dir, list_entries=entries)
-    return sim.events, feats
+    feats = transaction_frame(sim.events, profiles=sim.merchants, lists_dir=lists_dir, list_entries=entries,
+                              promotions=sim.promotions)  # the campaigns merchants planned, as replay --promotions
+    return sim.events, feats, sim.promotions
 
 
 def main() -> None:
@@ -46,14 +48,16 @@ def main() -> None:
     ap.add_argument("--labels", default="reported,oracle", help="reported, oracle or both (comma-separated)")
     ap.add_argument("--rules", type=Path, default=ROOT / "rules")
     ap.add_argument("--max-iter", type=int, default=200)
+    ap.add_argument("--no-calibration", action="store_true", help="serve the model's raw score (as before issue 14)")
     args = ap.parse_args()
     pd.set_option("display.width", 200)
     out = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         t0 = time.perf_counter()
-        events, feats = frame_for(seed, args.events, args.days, args.rules / "lists")
+        events, feats, promotions = frame_for(seed, args.events, args.days, args.rules / "lists")
         for labels in args.labels.split(","):
-            res = run(feats, rules_dir=args.rules, events=events, labels=labels, max_iter=args.max_iter)
+            res = run(feats, rules_dir=args.rules, events=events, labels=labels, max_iter=args.max_iter,
+                      promotions=promotions, calibrate=not args.no_calibration)
             s = summary(res)
             print(f"\n== seed {seed}, --events {args.events} --days {args.days}, training labels: {labels} "
                   f"({s['train_labelled_fraud']} labelled of {s['train_true_fraud']} true frauds in "
@@ -64,10 +68,33 @@ def main() -> None:
             print(f"fused = expit({f.intercept_:+.3f} {f.coef_[0]:+.3f}*logit(txn_risk) {f.coef_[1]:+.3f}*rules_score/100)"
                   f"; target met: {s['target_met']}; fused beats both in {len(s['scenarios_fused_beats_both'])}"
                   f"/{s['scenarios']} scenarios")
+            cal = res.info.get("calibration", {})
+            if "a" in cal:
+                print(f"calibration: expit({cal['a']:.3f}*logit(raw){cal['b']:+.3f}) on {cal['calibration_days']}, "
+                      f"max precision {cal['max_precision']:.3f}; reliability (predicted/observed/count): "
+                      + ", ".join(f"{r['mean_predicted']:.3f}/{r['observed']:.3f}/{r['count']}"
+                                  for r in cal["reliability"]))
+            print("friction (challenge/review/deny) and stopped (review/deny), per payment on the evaluated days:")
+            for name, fr in res.info["friction"].items():
+                print(f"  {name:5s} legit_friction {fr['legit_friction']:.4f}  promo_legit_friction "
+                      f"{fr.get('promo_legit_friction', float('nan')):.4f} ({fr.get('promo_legit_payments', 0)} payments)"
+                      f"  min_pattern_friction {fr['min_pattern_friction']:.3f}  min_pattern_stopped "
+                      f"{fr['min_pattern_stopped']:.3f}")
+                print("        " + ", ".join(f"{k} {v['friction']:.2f}/{v['stopped']:.2f}"
+                                           for k, v in fr["per_pattern"].items()))
+            s["calibration"] = {k: v for k, v in s.get("calibration", {}).items() if k != "curve"}  # 200 points each
             out.append({"seed": seed, "events": args.events, "days": args.days, **s,
                         "fusion": res.info["fusion"]})
         print(f"(seed {seed}: {time.perf_counter() - t0:.1f} s)")
-    print(json.dumps({"quality": out, "target_met_all": all(o["target_met"] for o in out if o["labels"] == "reported")}))
+    keys = ("legit_friction", "promo_legit_friction", "min_pattern_friction", "min_pattern_stopped")
+    worst = {}
+    for name in ("rules", "soft"):
+        figs = [o["friction"][name] for o in out if "friction" in o]
+        if figs:
+            worst[name] = {k: (max if k.startswith(("legit", "promo")) else min)(f.get(k, float("nan")) for f in figs)
+                           for k in keys}
+    print(json.dumps({"quality": out, "target_met_all": all(o["target_met"] for o in out if o["labels"] == "reported"),
+                      "worst_seed": worst}))
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ The fused risk. After the rules decided, a ``models`` object that also has
 0-1 of `fengkong.models.fusion` (the review queue's priority). It is returned in
 the features under ``RISK_FEATURE`` (``model.risk``), only when it is not None (no
 fusion artifact, a non-payment, or no ``model.txn_risk``: the key is absent), so
-the signature stays ``(decision, features)`` and replay gets it too. The rules
-never read it: it is computed after them, and it is not a catalog feature.
+the signature stays ``(decision, features)`` and replay gets it too. No rule reads
+it (it is not a catalog feature): the policy's soft step does (`fengkong.engine.soft`),
+through the ``fuse`` callback `RuleSet.evaluate` takes, on the rules' first decision.
 
 Outcome events (refund, chargeback, fraud_report, settlement, withdrawal, decline)
 get no decision: they go through `record_outcome`, which only updates the
@@ -35,12 +36,14 @@ from __future__ import annotations
 from typing import Any, Mapping, Protocol
 
 from fengkong.engine.decision import Decision
+from fengkong.engine.errors import Problem
+from fengkong.engine.soft import Fuse
 from fengkong.events import OUTCOME_TYPES, Event
 from fengkong.features.online import FeatureResult, OnlineStore
 
 
 class Evaluates(Protocol):
-    def evaluate(self, features: Mapping[str, Any]) -> Decision: ...
+    def evaluate(self, features: Mapping[str, Any], fuse: Fuse | None = None) -> Decision: ...
 
 
 #: Where `decide` puts the fused risk in the features it returns (absent when None).
@@ -84,12 +87,19 @@ def decide_on(
     features = dict(store_features)
     if models is not None:
         features.update(models.score(features))
-    decision = rules.evaluate(features)
     fuse = getattr(models, "fuse", None)
-    if fuse is not None:
-        risk = fuse(features, decision)  # reads model.txn_risk, the model output merged in above
-        if risk is not None:
-            features[RISK_FEATURE] = risk
+    if fuse is None:
+        return rules.evaluate(features), features
+    fused: list[float | None] = []
+
+    def risk_of(first: Decision) -> float | None:
+        fused.append(fuse(features, first))  # reads model.txn_risk, the model output merged in above
+        return fused[-1]
+
+    decision = rules.evaluate(features, risk_of)  # the policy's soft step asks for it (engine.soft)
+    risk = fused[-1] if fused else risk_of(decision)
+    if risk is not None:
+        features[RISK_FEATURE] = risk
     return decision, features
 
 
@@ -113,3 +123,43 @@ def handle(
         record_outcome(event, store=store)
         return None, {}
     return decide(event, store=store, rules=rules, models=models)
+
+
+def threshold_problems(rules: Any, calibration: Any, version: str | None = None) -> list[Problem]:
+    """Rules stating a model threshold as a precision the loaded transactions artifact cannot give.
+
+    ``rules``: a `RuleSet`; ``calibration``: the runtime's (`ModelRuntime.calibration`), None when
+    the artifact has none. A comparison that asks ``model.txn_precision`` to reach at least c is a
+    problem (file, line, rule id) when c is above the artifact's ``max_precision``, or when a
+    transactions artifact is loaded without a calibration: such a rule would never fire, so the
+    set is refused rather than silently weakened. A share of traffic (``model.txn_share``) is never
+    refused: without a calibration it is missing and its rules do not fire. Rules-only (``version``
+    None): no problem, as with any ``model.*`` rule."""
+    from fengkong.engine.tree import FLIP_OP, Compare, Const, Feature, to_nnf, walk_atoms
+    from fengkong.models.calibration import MIN_SLICE, PRECISION_FEATURE
+
+    if version is None:
+        return []
+    out: list[Problem] = []
+    for rule in rules.rules:
+        for atom in walk_atoms(to_nnf(rule.expr)):
+            if not isinstance(atom, Compare):
+                continue
+            op, left, right = atom.op, atom.left, atom.right
+            if isinstance(left, Const) and isinstance(right, Feature):
+                op, left, right = FLIP_OP[op], right, left
+            if not (isinstance(left, Feature) and left.name == PRECISION_FEATURE and isinstance(right, Const)
+                    and op in (">=", ">", "==") and isinstance(right.value, (int, float))):
+                continue
+            if calibration is None:
+                out.append(Problem(rule.file, rule.line or None, rule.id,
+                                   f"when: {PRECISION_FEATURE} {op} {right.value} states a precision, but the "
+                                   f"transactions model {version} carries no calibration (retrain it with this "
+                                   "version of fengkong train)"))
+            elif float(right.value) > calibration.max_precision:
+                out.append(Problem(rule.file, rule.line or None, rule.id,
+                                   f"when: {PRECISION_FEATURE} {op} {right.value} asks for a precision the transactions "
+                                   f"model {version} cannot reach: at most {calibration.max_precision:.3f} (its riskiest "
+                                   f"{MIN_SLICE} calibration-day payments); lower the precision or retrain"))
+    return out
+

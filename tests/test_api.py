@@ -308,6 +308,35 @@ def test_a_merchant_profile_is_read_by_the_next_decision(c, admin):
     assert admin.put(f"/v1/merchants/{merchant}", json={"limit": 1}).status_code == 422
 
 
+def test_planned_promotions_are_checked_stored_audited_and_read_by_the_next_decision(c, admin, redis_client):
+    merchant = f"m-promo-{event_id()}"
+    window = {"start": (T0 - timedelta(hours=2)).isoformat(), "end": (T0 + timedelta(hours=10)).isoformat(),
+              "expected_multiple": 6}
+    assert c.put(f"/v1/merchants/{merchant}/promotions", json={"promotions": [window]}).status_code == 403
+    r = admin.put(f"/v1/merchants/{merchant}/promotions", json={"promotions": [window]})
+    assert r.status_code == 200, r.text
+    assert r.json()["promotions"][0]["expected_multiple"] == 6.0
+    assert c.get(f"/v1/merchants/{merchant}/promotions").json()["promotions"] == r.json()["promotions"]
+    out = decide(c, payment(merchant_id=merchant))
+    feats = stored_features(c, out["decision_id"])
+    assert feats["merchant.in_promotion"] is True and feats["merchant.promotion_multiple"] == 6.0
+    later = decide(c, payment(merchant_id=merchant, occurred_at=(T0 + timedelta(hours=11)).isoformat()))
+    assert stored_features(c, later["decision_id"])["merchant.in_promotion"] is False
+    # bad campaigns: 422 naming the field, nothing stored
+    bad = admin.put(f"/v1/merchants/{merchant}/promotions",
+                    json={"promotions": [{**window, "end": (T0 - timedelta(hours=3)).isoformat()}]})
+    assert bad.status_code == 422 and bad.json()["field"] == "promotions[0].end", bad.text
+    bad = admin.put(f"/v1/merchants/{merchant}/promotions", json={"promotions": [{**window, "expected_multiple": 500}]})
+    assert bad.status_code == 422 and bad.json()["field"] == "promotions[0].expected_multiple", bad.text
+    assert admin.put(f"/v1/merchants/{merchant}/promotions", json={"promotions": [window] * 51}).status_code == 422
+    assert c.get(f"/v1/merchants/{merchant}/promotions").json()["promotions"] == r.json()["promotions"]
+    changes = [json.loads(v[b"record"]) for _, v in redis_client.xrange(f"{PREFIX}:v1:audit:changes")]
+    mine = [x for x in changes if x.get("action") == "merchant.promotions" and x.get("merchant_id") == merchant]
+    assert len(mine) == 1 and mine[0]["promotions"][0]["expected_multiple"] == 6.0 and mine[0]["actor"]
+    # an empty list removes them
+    assert admin.put(f"/v1/merchants/{merchant}/promotions", json={"promotions": []}).json()["promotions"] == []
+
+
 # --- lists ------------------------------------------------------------------------------------
 def test_list_changes_take_effect_on_the_next_decision_and_are_audited(c, admin, redis_client):
     card = {"fingerprint": f"tok-stolen-{event_id()}", "bin": "622202", "type": "debit", "issuer_country": "CN"}

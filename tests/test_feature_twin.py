@@ -9,6 +9,7 @@ import pandas as pd
 
 from eventgen import dense_events
 from fengkong.events import flat_to_dict, parse_event
+from fengkong.features import promotions
 from fengkong.features.lists import ListStore
 from fengkong.features.offline import offline_features
 
@@ -43,6 +44,17 @@ def _same(name: str, online, offline) -> bool:
     return float(online) == float(offline)
 
 
+def _promotions(events: pd.DataFrame) -> pd.DataFrame:
+    """Planned campaigns over parts of the stream's span: two windows for m1 (one overlapping
+    a window of m2), one for m2, none for m3; times in the simulator's file shape."""
+    t = pd.to_datetime(events["occurred_at"], utc=True, format="ISO8601")
+    lo, hi = t.min(), t.max()
+    span = hi - lo
+    at = lambda share: (lo + span * share).floor("s").tz_convert("Asia/Shanghai").isoformat()  # noqa: E731
+    return pd.DataFrame({"merchant_id": ["m1", "m1", "m2"], "start": [at(0.1), at(0.5), at(0.55)],
+                         "end": [at(0.3), at(0.7), at(0.6)], "expected_multiple": [3.0, 5.0, 2.5]})
+
+
 def _stream(store, redis_client, prefix, events: pd.DataFrame) -> dict[str, dict]:
     lists = ListStore(redis_client, store.lists, prefix=prefix)
     for name, entries in LIST_ENTRIES.items():
@@ -57,6 +69,11 @@ def _stream(store, redis_client, prefix, events: pd.DataFrame) -> dict[str, dict
         )
         if p["anomaly"] is not None:
             redis_client.hset(store.profile_key(p["merchant_id"]), "anomaly", p["anomaly"])
+    promos = _promotions(events)
+    for merchant, rows in promos.groupby("merchant_id"):
+        items = rows[["start", "end", "expected_multiple"]].to_dict("records")
+        assert promotions.problems(items) == []
+        store.profiles.set_promotions(merchant, promotions.parse(items))
     got = {}
     for row in events.to_dict("records"):
         result = store.process(parse_event(flat_to_dict(row)))
@@ -67,7 +84,8 @@ def _stream(store, redis_client, prefix, events: pd.DataFrame) -> dict[str, dict
 
 def _offline(events, ipintel, list_specs):
     return offline_features(
-        events, ipintel=ipintel, lists=list_specs, list_entries=LIST_ENTRIES, profiles=PROFILES
+        events, ipintel=ipintel, lists=list_specs, list_entries=LIST_ENTRIES, profiles=PROFILES,
+        promotions=_promotions(events),
     )
 
 
@@ -101,6 +119,10 @@ def assert_twin(online: dict[str, dict], events: pd.DataFrame, ipintel, list_spe
     assert frame["user.is_new_device"].dropna().astype(bool).any()
     assert (~frame["user.is_new_device"].dropna().astype(bool)).any()
     _robust_features_took_every_kind_of_value(frame)
+    # the planned promotions were read at each event's time: inside and outside, both multiples
+    inside = frame["merchant.in_promotion"].dropna().astype(bool)
+    assert inside.any() and (~inside).any()
+    assert set(pd.to_numeric(frame["merchant.promotion_multiple"], errors="coerce").dropna()) == {3.0, 5.0, 2.5}
 
 
 def _num(frame: pd.DataFrame, name: str) -> pd.Series:

@@ -20,6 +20,7 @@ from fengkong.models.runtime import ModelRuntime
 from fengkong.models.transaction_model import fit_txn_model, habit_vectorizer, txn_vectorizer
 from fengkong.training.merchant_features import FEATURES, daily_features
 from fengkong.training.onnx_export import OnnxMismatchError, checked, export, hgb_to_onnx
+from fengkong.models.calibration import Calibration
 from fengkong.training.train import train_merchants, train_transactions, transaction_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,12 +228,18 @@ def test_runtime_scores_one_event_like_the_batch(trained, txn_frame) -> None:
     rows = txn_frame.head(50)
     X = _tv(t).frame(rows)
     ref = est["txn_risk"].predict_proba(X)[:, 1]
+    # the served txn_risk is the ONNX score through the artifact's stored calibration map
+    cal = Calibration.from_params(t.meta["params"]["calibration"])
+    assert rt.calibration is not None
+    ref = cal.apply(ref)
     H = _hv(t).frame(rows)
     ref_habit = -est["habit_anomaly"].score_samples(np.where(np.isnan(H), est["habit_medians"], H))
     for (_, row), r, rh in zip(rows.iterrows(), ref, ref_habit):
         features = {k: (None if (isinstance(v, float) and np.isnan(v)) else v) for k, v in row.items()}
         out = rt.score(features)
         assert abs(out["model.txn_risk"] - r) < TOLERANCE
+        assert out["model.txn_precision"] == pytest.approx(float(cal.precision_at(out["model.txn_risk"])))
+        assert 0 < out["model.txn_share"] <= 1
         assert abs(out["model.habit_anomaly"] - rh) < TOLERANCE
         assert out["model.merchant_anomaly"] is None
     assert rt.score({"event.type": "payment", "merchant.anomaly": 0.8})["model.merchant_anomaly"] == 0.8
@@ -306,3 +313,27 @@ def test_latest_version_wins(trained) -> None:
     older.mkdir()
     (older / "meta.json").write_text(json.dumps({**m.meta, "version": older.name}))
     assert artifacts.latest(root, "merchants").version == m.version
+
+
+def test_txn_risk_is_calibrated_on_later_days_with_a_reliability_table(trained, txn_frame) -> None:
+    """Training fits a Platt map on the later training days (a model of the earlier days scores
+    them), records it with its reliability table, and the map equals scikit-learn's
+    CalibratedClassifierCV on those days."""
+    _, _, t = trained
+    cal = t.meta["params"]["calibration"]
+    assert "skipped" not in cal, cal
+    assert cal["method"] == "sigmoid" and cal["a"] > 0  # increasing: the ranking is kept
+    assert cal["fit_days"][1] < cal["calibration_days"][0] <= cal["calibration_days"][1] <= t.meta["training_window"]["to"]
+    assert cal["check_max_abs_diff"] < 1e-9
+    rel = cal["reliability"]
+    assert sum(r["count"] for r in rel) == cal["calibration_rows"]
+    assert sum(r["observed"] * r["count"] for r in rel) == pytest.approx(cal["calibration_positives"])
+    assert [r["mean_predicted"] for r in rel] == sorted(r["mean_predicted"] for r in rel)
+    # calibrated: the predicted total is close to the observed total on the days it was fit on
+    predicted = sum(r["mean_predicted"] * r["count"] for r in rel)
+    assert abs(predicted - cal["calibration_positives"]) <= 0.25 * cal["calibration_positives"] + 2
+    c = Calibration.from_params(cal)
+    p = np.asarray(c.curve_precision)
+    assert (np.diff(p) >= -1e-12).all() and (np.diff(c.curve_share) <= 1e-12).all()
+    assert c.max_precision == pytest.approx(p.max(), rel=0.5)
+    assert "valid_txn_reliability" in t.meta["metrics"]

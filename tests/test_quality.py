@@ -110,6 +110,8 @@ def test_fusion_and_model_are_fit_on_training_days_only() -> None:
     scrambled.loc[later, "is_fraud"] = ~feats.loc[later, "is_fraud"]
     b = quality.run(scrambled, **kw)
     assert a.info["fusion"] == b.info["fusion"]
+    assert a.info["calibration"] == b.info["calibration"]  # the map is fit on training days only too
+    assert a.info["calibration"]["calibration_days"][1] <= "2025-10-07"
     for name in quality.SCORERS:
         np.testing.assert_array_equal(a.scores[name], b.scores[name])
     assert not a.table["average_precision"].equals(b.table["average_precision"])
@@ -158,3 +160,24 @@ def test_trained_artifact_serves_the_fused_score(tmp_path: Path) -> None:
     fused = rt.fuse(out, d)
     assert fused == pytest.approx(RiskFusion.from_params(params).score_one(out["model.txn_risk"], base_score(d)))
     assert 0.0 < fused < 1.0
+
+
+def test_friction_figures_count_friction_and_stopped_per_pattern_and_promotion_days() -> None:
+    from fengkong.training.friction import friction_figures, in_promotion
+
+    decision = np.array(["allow", "challenge", "review", "deny", "allow", "challenge", "allow", "deny"], dtype=object)
+    fraud = np.array([False, False, False, False, True, True, True, True])
+    scen = np.array(["", "", "", "", "a", "a", "b", "b"], dtype=object)
+    when = pd.Series(["2026-11-11T10:00:00+08:00", "2026-11-12T10:00:00+08:00", "2026-11-11T11:00:00+08:00",
+                      "2026-11-11T12:00:00+08:00"] + ["2026-11-11T10:00:00+08:00"] * 4)
+    merchants = np.array(["m1", "m1", "m2", "m1", "m1", "m1", "m1", "m1"], dtype=object)
+    promos = pd.DataFrame({"merchant_id": ["m1"], "start": ["2026-11-11T00:00:00+08:00"],
+                           "end": ["2026-11-12T00:00:00+08:00"], "expected_multiple": [5.0]})
+    promo = in_promotion(merchants, when, promos)
+    assert promo.tolist() == [True, False, False, True, True, True, True, True]
+    f = friction_figures(decision, fraud, scen, promo)
+    assert f["legit_friction"] == 0.75 and f["legit_stopped"] == 0.5
+    assert f["promo_legit_payments"] == 2 and f["promo_legit_friction"] == 0.5  # allow and deny
+    assert f["per_pattern"] == {"a": {"payments": 2, "friction": 0.5, "stopped": 0.0},
+                                "b": {"payments": 2, "friction": 0.5, "stopped": 0.5}}
+    assert (f["min_pattern_friction"], f["min_pattern_stopped"]) == (0.5, 0.0)

@@ -142,3 +142,42 @@ def test_generated_rules_agree_with_durable_on_a_simulated_history(sim_features,
         _agree(ruleset, sim_features.iloc[::2])
     finally:
         ruleset.close()
+
+
+def test_soft_step_agrees_with_durable_and_changes_decisions(sim_features) -> None:
+    """The policy's soft step (`fengkong.engine.soft`) over arrays gives the live path's decisions, row
+    for row, with a fused risk per row (some rows without one: NaN / None). The risks are drawn at
+    random, so every soft-table band and the hard/soft mixes occur."""
+    ruleset = load_ruleset(ROOT / "rules")
+    assert ruleset.policy.soft, "the default policy has a soft table"
+    frame = sim_features.iloc[:6000]
+    rng = np.random.default_rng(5)
+    risk = rng.uniform(0, 1, len(frame)) ** 3
+    risk[rng.uniform(size=len(frame)) < 0.1] = np.nan
+    try:
+        vec = VectorizedRules.from_ruleset(ruleset)
+        full = vec.evaluate(frame)
+        settled = vec.evaluate(frame, risk=risk)
+        records = python_records(frame[[c for c in frame.columns if c in ruleset.schema.dtypes]])
+        bad = []
+        for i, rec in enumerate(records):
+            r = None if np.isnan(risk[i]) else float(risk[i])
+            d = ruleset.evaluate(rec, lambda _first, r=r: r)
+            if (d.decision, d.lane, d.fired_ids) != (settled.decision[i], settled.lane[i], settled.fired_ids(i)):
+                bad.append((i, r, d.decision, settled.decision[i], d.fired_ids))
+        assert not bad, (len(bad), bad[:5])
+    finally:
+        ruleset.close()
+    soft_ids = [j for j, rule in enumerate(vec.rules) if rule.soft]
+    hard_ids = [j for j, rule in enumerate(vec.rules) if not rule.soft and rule.enforced]
+    only_soft = full.fired[:, soft_ids].any(axis=1) & ~full.fired[:, hard_ids].any(axis=1)
+    has = ~np.isnan(risk)
+    # a low fused risk lets payments stopped by soft rules alone through ...
+    low = only_soft & has & (risk < ruleset.policy.soft["challenge"]) & (full.decision != "allow")
+    assert low.any() and (settled.decision[low] == "allow").all()
+    # ... a high one stops payments no rule caught ...
+    no_lane = np.array([lane is None for lane in settled.lane], dtype=bool)  # a trusted lane still decides
+    high = has & (risk >= ruleset.policy.soft["review"]) & ~full.fired.any(axis=1) & no_lane
+    assert high.any() and np.isin(settled.decision[high], ["review", "deny"]).all()
+    # ... and without a fused risk nothing changes
+    assert (settled.decision[~has] == full.decision[~has]).all()

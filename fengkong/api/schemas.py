@@ -118,6 +118,30 @@ class MerchantProfileIn(BaseModel):
     _no_pan = field_validator("reason")(lambda v: _refuse_pan(v))
 
 
+class PromotionIn(BaseModel):
+    """One planned campaign (checked by `fengkong.features.promotions.problems`: end after start,
+    at most 31 days, multiple from 1 to 100)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: str = Field(description="Start, ISO 8601 with offset, e.g. 2026-11-11T00:00:00+08:00")
+    end: str = Field(description="End (exclusive), ISO 8601 with offset")
+    expected_multiple: float = Field(description="Expected multiple of the merchant's usual daily volume (1-100)")
+
+
+class PromotionsIn(BaseModel):
+    """The merchant's planned campaigns, replacing the stored ones ([] removes them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    promotions: list[PromotionIn] = Field(max_length=50, description="At most 50 campaigns")
+
+
+class PromotionsOut(BaseModel):
+    merchant_id: str
+    promotions: list[dict[str, Any]] = Field(description="Stored campaigns, times in UTC")
+
+
 class MerchantOut(BaseModel):
     merchant_id: str
     grade: str = Field(description="The grade rules use (NEW when the profile has none)")

@@ -29,6 +29,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -60,6 +61,7 @@ from fengkong.features.cluster_store import ClusterOnlineStore
 from fengkong.features.errors import FeatureStoreError
 from fengkong.features.pipelined import Pipelined, PipelinedRedis, ReplyLate
 from fengkong.models.runtime import ModelRuntime
+from fengkong.pipeline import threshold_problems
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +232,10 @@ def build_runtime(settings: Settings) -> Runtime:
         list_store.seed_from_files(lists_dir)
     except Exception as exc:  # Redis down at start: the lists are seeded on a later start
         log.warning("list seeding skipped: %s", type(exc).__name__)
-    rules = LiveRules(settings.rules_dir)
     models = ModelRuntime.load(Path(settings.artifacts_dir) if settings.artifacts_dir else None)
+    # a rule naming a model precision the loaded artifact cannot reach is refused, at start and reload
+    rules = LiveRules(settings.rules_dir, check=partial(threshold_problems, calibration=models.calibration,
+                                                        version=models.loaded.get("transactions")))
     audit = Audit(prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, path=settings.audit_file)
     conn: Pipelined = (ClusterPipelined if cluster else PipelinedRedis)(url, connect_timeout_s=max(0.002, settings.deadline_s * STORE_SHARE),
                           dead_after_s=settings.redis_dead_after_ms / 1000.0,

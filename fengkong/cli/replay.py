@@ -43,6 +43,9 @@ def register(app: typer.Typer) -> None:
         lists: Optional[Path] = typer.Option(None, "--lists", help="JSON {list: [entries]} loaded into the analyst "
                                              "lists first (e.g. blacklist.json from fengkong simulate)."),
         merchants: Optional[Path] = typer.Option(None, "--merchants", help="Merchant profiles (merchants.parquet)."),
+        promotions: Optional[Path] = typer.Option(None, "--promotions", help="Merchants' planned promotions "
+                                                  "(promotions.parquet from fengkong simulate, or a CSV: merchant_id, "
+                                                  "start, end, expected_multiple)."),
         models_dir: Optional[Path] = typer.Option(None, "--artifacts", "--models", help="Model artifacts folder "
                                                   "(default $FENGKONG_ARTIFACTS_DIR or ./artifacts, as `fengkong "
                                                   "train` and `serve`; rules only when it holds none)."),
@@ -99,7 +102,7 @@ def register(app: typer.Typer) -> None:
                                 lists_file=lists, merchants_file=merchants, models_dir=models_dir,
                                 label_delay_s=delay, emit_reports=True if delay is not None else None,
                                 progress=progress and sys.stderr.isatty(), max_bad_share=max_bad_share,
-                                in_flight=in_flight)
+                                in_flight=in_flight, promotions_file=promotions)
         except MappingError as exc:
             _error(str(exc))
             raise typer.Exit(2)

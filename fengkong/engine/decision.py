@@ -46,7 +46,10 @@ class Decision:
     fired (reported, never counted); ``score`` the sum of enforced scores;
     ``missing_features`` the features some rule needed but the mapping lacked;
     ``lane`` names the allow-list lane that decided (e.g. "trusted"), else None;
-    ``score_action`` is what the thresholds alone said.
+    ``score_action`` is what the thresholds alone said. When the policy's soft step
+    ran (`fengkong.engine.soft`): ``risk`` is the fused risk it read, ``soft_action``
+    what the soft table gave it and ``hard_action`` what the hard rules alone gave;
+    all three are None otherwise.
     """
 
     decision: str
@@ -58,13 +61,18 @@ class Decision:
     lane: str | None = None
     score_action: str = "allow"
     thresholds: dict[str, float] = field(default_factory=dict)
+    risk: float | None = None
+    soft_action: str | None = None
+    hard_action: str | None = None
 
     def __init__(self, decision: str, score: float, reasons: list[FiredRule], shadow: list[FiredRule],
                  missing_features: list[str], ruleset_version: str, lane: str | None = None,
-                 score_action: str = "allow", thresholds: dict[str, float] | None = None) -> None:
+                 score_action: str = "allow", thresholds: dict[str, float] | None = None,
+                 risk: float | None = None, soft_action: str | None = None, hard_action: str | None = None) -> None:
         self.__dict__.update(decision=decision, score=score, reasons=reasons, shadow=shadow,
                              missing_features=missing_features, ruleset_version=ruleset_version, lane=lane,
-                             score_action=score_action, thresholds={} if thresholds is None else thresholds)
+                             score_action=score_action, thresholds={} if thresholds is None else thresholds,
+                             risk=risk, soft_action=soft_action, hard_action=hard_action)
 
     @property
     def fired_ids(self) -> list[str]:
@@ -82,4 +90,6 @@ class Decision:
             "lane": self.lane,
             "score_action": self.score_action,
             "thresholds": dict(self.thresholds),
+            **({"soft_action": self.soft_action, "hard_action": self.hard_action}
+               if self.soft_action is not None else {}),
         }

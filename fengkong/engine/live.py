@@ -27,13 +27,14 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from fengkong.engine.decision import Decision
 from fengkong.engine.durable_backend import RuleSetClosed
 from fengkong.engine.errors import EvaluationError, Problem, RuleSetError
 from fengkong.engine.limits import DEFAULT_LIMITS, Limits
 from fengkong.engine.ruleset import RuleSet, files_hash, load_ruleset, size_problem
+from fengkong.engine.soft import Fuse
 from fengkong.engine.testing import load_cases, run_cases
 
 log = logging.getLogger(__name__)
@@ -106,9 +107,13 @@ def build_checked(rules_dir: Path, limits: Limits = DEFAULT_LIMITS
 class LiveRules:
     """Holds the live compiled rule set for a directory and swaps it atomically."""
 
-    def __init__(self, rules_dir: Path | str, *, load: bool = True, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, rules_dir: Path | str, *, load: bool = True, limits: Limits = DEFAULT_LIMITS,
+                 check: Callable[[RuleSet], list[Problem]] | None = None) -> None:
         self.rules_dir = Path(rules_dir)
         self.limits = limits
+        #: problems of a built set beyond its files (the service: model thresholds the loaded
+        #: artifact cannot meet, `pipeline.threshold_problems`); a set with any is refused
+        self.check = check
         #: how many candidate sets were built (parsed, compiled, their cases run)
         self.builds = 0
         #: files_hash -> the refusal (problems, failed cases) of a set refused by it
@@ -135,15 +140,16 @@ class LiveRules:
     def version(self) -> str | None:
         return self._current.version if self._current else None
 
-    def evaluate(self, features: Mapping[str, Any]) -> Decision:
-        """Decide with the live set (one read of the reference per decision)."""
+    def evaluate(self, features: Mapping[str, Any], fuse: Fuse | None = None) -> Decision:
+        """Decide with the live set (one read of the reference per decision); ``fuse`` as
+        `RuleSet.evaluate` takes it (the soft step)."""
         for _ in range(3):
             ruleset = self.current
             try:
-                return ruleset.evaluate(features)
+                return ruleset.evaluate(features, fuse)
             except RuleSetClosed:  # retired by a reload between our read and our call
                 continue
-        return self.current.evaluate(features)
+        return self.current.evaluate(features, fuse)
 
     def reload(self) -> ReloadResult:
         """Build, test, and only then swap. Never leaves a half-built set live, and
@@ -163,6 +169,11 @@ class LiveRules:
             else:
                 self.builds += 1
                 candidate, problems, failed = build_checked(self.rules_dir, self.limits)
+                if candidate is not None and self.check is not None:
+                    problems = self.check(candidate)
+                    if problems:
+                        candidate.close()
+                        candidate = None
                 if candidate is None:
                     if digest is not None:
                         self._remember(digest, problems, failed)

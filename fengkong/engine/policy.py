@@ -14,6 +14,11 @@
 5. Allow-list lanes (``lanes``): when a lane's ``when`` holds, the decision is the
    lane's ``decision`` (normally allow), unless an enforced rule that fired carries
    one of the lane's ``unless_tags`` (e.g. a blacklist hit still decides).
+6. Soft rules (``soft``: fused-risk thresholds, e.g. ``{challenge: 0.2, review: 0.5,
+   deny: 0.9}``): when the policy has the table and the decision has a fused risk,
+   rules marked ``soft: true`` are evidence only: the decision is the more severe of
+   what the hard rules alone give (1-5) and the action the table gives the fused risk
+   (`fengkong.engine.soft`). Without a fused risk (no model) soft rules decide as hard.
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ class Policy:
     by_grade: dict[str, dict[str, float]] = field(default_factory=dict)
     by_channel: dict[str, dict[str, float]] = field(default_factory=dict)
     lanes: tuple[Lane, ...] = ()
+    #: fused-risk thresholds of the soft step (action -> 0-1), None: no soft step (point 6)
+    soft: dict[str, float] | None = None
     #: action -> its place in ``severity`` (what `rank` returns), built once
     _rank: dict[str, int] = field(init=False, repr=False, compare=False, default_factory=dict)
     #: (grade, channel) -> `Thresholds`, for every grade and channel with a table (None: any
@@ -108,6 +115,10 @@ class Policy:
     def thresholds_for(self, grade: Any, channel: Any) -> dict[str, float]:
         return dict(self.table_for(grade, channel).limits)
 
+    def soft_action(self, risk: float) -> str:
+        """The most severe action whose fused-risk threshold ``risk`` reaches (point 6)."""
+        return self.most_severe([a for a, limit in (self.soft or {}).items() if risk >= limit])
+
     def score_action(self, total: float, thresholds: Mapping[str, float]) -> str:
         reached = [a for a, limit in thresholds.items() if total >= limit]
         return self.most_severe(reached)
@@ -125,6 +136,9 @@ class Policy:
 Threshold = Annotated[int | float, BeforeValidator(yaml_number), Field(ge=0)]
 #: an action's score threshold; allow has none (it is what a total below them all gets)
 Table = dict[Literal["challenge", "review", "deny"], Threshold]
+RiskThreshold = Annotated[int | float, BeforeValidator(yaml_number), Field(gt=0, le=1)]
+#: an action's fused-risk threshold (a calibrated probability, above 0 and at most 1)
+RiskTable = dict[Literal["challenge", "review", "deny"], RiskThreshold]
 
 
 class ThresholdsSpec(BaseModel):
@@ -155,6 +169,17 @@ class PolicySpec(BaseModel):
     severity: list[Action] | None = None
     thresholds: ThresholdsSpec | None = None
     lanes: dict[str, LaneSpec] | None = None
+    soft: RiskTable | None = None
+
+    @field_validator("soft")
+    @classmethod
+    def _increasing(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        order = [a for a in ACTIONS if value and a in value]
+        for lo, hi in zip(order, order[1:]):
+            if value and value[lo] > value[hi]:
+                raise ValueError(f"{lo} ({value[lo]}) must not be above {hi} ({value[hi]}): a higher risk is never "
+                                 "a milder action")
+        return value
 
     @field_validator("severity")
     @classmethod
@@ -194,7 +219,8 @@ def build_policy(node: Any, file: str, schema: Schema) -> tuple[Policy | None, l
     th = spec.thresholds or ThresholdsSpec()
     return Policy(tuple(spec.severity or ACTIONS), _table(th.default),
                   {str(g): _table(t) for g, t in (th.grade or {}).items()},
-                  {str(c): _table(t) for c, t in (th.channel or {}).items()}, tuple(lanes)), []
+                  {str(c): _table(t) for c, t in (th.channel or {}).items()}, tuple(lanes),
+                  _table(spec.soft) if spec.soft else None), []
 
 
 def _table(table: Table | None) -> dict[str, float]:

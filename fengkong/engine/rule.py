@@ -2,7 +2,11 @@
 
 Rule fields (docs/rules.md): ``id``, ``description``, ``when``, ``then``
 (allow/challenge/review/deny), ``score`` (0-100), ``tags`` (list, default empty),
-``mode`` (enforce/shadow, default enforce). `RuleSpec` (pydantic) checks them all in
+``mode`` (enforce/shadow, default enforce), ``soft`` (true: evidence, default false: hard).
+A soft rule's action and score reach the decision only through the calibrated fused
+risk when the policy has a ``soft`` table and a fused risk exists
+(`fengkong.engine.soft`); a hard rule (blacklist, Tor, limits) decides as written.
+`RuleSpec` (pydantic) checks them all in
 one pass; unknown fields are refused so a typo like ``scroe`` is caught instead of
 ignored. The ``when`` expression is then parsed and type-checked against the schema.
 """
@@ -13,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool, ValidationError, field_validator
 
 from fengkong.engine.errors import ExpressionError, Problem
 from fengkong.engine.language import parse
@@ -25,7 +29,7 @@ from fengkong.engine.yamlio import line_of
 
 ACTIONS: tuple[str, ...] = ("allow", "challenge", "review", "deny")
 MODES: tuple[str, ...] = ("enforce", "shadow")
-RULE_FIELDS = ("id", "description", "when", "then", "score", "tags", "mode")
+RULE_FIELDS = ("id", "description", "when", "then", "score", "tags", "mode", "soft")
 _ID = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 #: what the choices of a field are called in an error message
 NOUNS = {"then": "action", "decision": "action", "mode": "mode", "severity": "action", "[key]": "action"}
@@ -56,6 +60,7 @@ class RuleSpec(BaseModel):
     score: Number
     tags: list[str] = []
     mode: Literal["enforce", "shadow"] = "enforce"
+    soft: StrictBool = False
 
     @field_validator("id")
     @classmethod
@@ -94,6 +99,7 @@ class Rule:
     file: str = ""
     line: int = 0
     reads: tuple[str, ...] = field(default=())
+    soft: bool = False
 
     @property
     def enforced(self) -> bool:
@@ -136,5 +142,5 @@ def build_rule(node: Any, file: str, schema: Schema) -> tuple[Rule | None, list[
     return Rule(
         id=spec.id, description=spec.description, when=spec.when.strip(), expr=expr, then=spec.then,
         score=spec.score, tags=tuple(spec.tags), mode=spec.mode, file=file, line=line or 0,
-        reads=tuple(features(expr)),
+        reads=tuple(features(expr)), soft=spec.soft,
     ), []

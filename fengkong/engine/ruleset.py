@@ -22,10 +22,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
+from fengkong.engine import soft
 from fengkong.engine.decision import Decision, FiredRule
 from fengkong.engine.durable_backend import DurableRefused, DurableRuleset, unique_name
 from fengkong.engine.errors import Problem, RuleSetError
@@ -33,6 +35,7 @@ from fengkong.engine.limits import DEFAULT_LIMITS, Limits
 from fengkong.engine.policy import CHANNEL_FEATURE, GRADE_FEATURE, Policy, build_policy
 from fengkong.engine.rule import Rule, build_rule
 from fengkong.engine.schema import LISTS_FILE, Schema, read_lists
+from fengkong.engine.soft import Fuse
 from fengkong.engine.tree import Expr
 from fengkong.engine.yamlio import YamlSyntax, line_of, load_yaml
 
@@ -195,6 +198,7 @@ class RuleSet:
         self.loaded_at = loaded_at or datetime.now(timezone.utc)
         self.version = f"{content_hash[:12]}@{self.loaded_at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
         self.by_id = {r.id: r for r in self.rules}
+        self._soft_ids = frozenset(r.id for r in self.rules if r.soft)
         # What `decide` needs of each rule that fires, but its values: built once (the names
         # interned, as the feature store's keys are: a lookup then finds its key by identity)
         self._explain = {r.id: ((r.id, r.description, r.then, r.score, r.mode, r.tags),
@@ -209,10 +213,22 @@ class RuleSet:
         self._durable = DurableRuleset(unique_name(f"fengkong_{content_hash[:12]}"), self.conditions, schema.dtypes)
         self.evaluate({})  # warm the new ruleset before it takes traffic
 
-    def evaluate(self, features: Mapping[str, Any]) -> Decision:
-        """Decide one event from its features (dotted names; absent or None = missing)."""
+    def evaluate(self, features: Mapping[str, Any], fuse: Fuse | None = None) -> Decision:
+        """Decide one event from its features (dotted names; absent or None = missing).
+
+        ``fuse``: the fused risk of the decision the rules give (`pipeline.decide_on` passes
+        the model runtime's); with it and a policy ``soft`` table, the soft step runs
+        (`fengkong.engine.soft`: soft rules are evidence, the fused risk decides)."""
         fired, missing = self._durable.fire_keys(features)
-        return self.decide(fired, missing, features)
+        decision = self.decide(fired, missing, features)
+        if fuse is None or self.policy.soft is None:
+            return decision
+        risk = fuse(decision)
+        if not soft.applies(self.policy, risk):
+            return replace(decision, risk=risk) if risk is not None else decision
+        assert risk is not None
+        hard = self.decide([rid for rid in fired if rid not in self._soft_ids], missing, features)
+        return soft.settle(decision, hard, self.policy, risk)
 
     def decide(self, fired_ids: list[str], missing: list[str], features: Mapping[str, Any]) -> Decision:
         """Apply the policy to the ids that fired (shared by every evaluator)."""

@@ -6,6 +6,7 @@
       - name: round credit payments at night on a new merchant
         features: {card.type: credit, merchant.round_share_24h: 0.8, ...}
         event: {channel: pos}            # optional shorthand for event.* features
+        risk: 0.03                       # optional: the fused risk (0-1) the policy's soft step reads
         expect:
           decision: review               # optional
           fires: [cashout.round_credit]  # these rules must fire (enforced or shadow)
@@ -14,7 +15,8 @@
           score: 40                      # optional, exact total
 
 Each case is evaluated against the whole rule set (all files and the policy), the
-way a live decision is.
+way a live decision is. Without ``risk`` the case is decided as rules-only (no model:
+soft rules count as hard); with it, as with a model whose fused risk is that number.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from fengkong.engine.rule import ACTIONS
 from fengkong.engine.ruleset import RuleSet, test_files
 from fengkong.engine.yamlio import YamlSyntax, line_of, load_yaml, plain
 
-CASE_FIELDS = ("name", "features", "event", "expect")
+CASE_FIELDS = ("name", "features", "event", "risk", "expect")
 EXPECT_FIELDS = ("decision", "fires", "not_fires", "lane", "score")
 
 
@@ -40,6 +42,7 @@ class Case:
     name: str
     features: dict[str, Any]
     expect: dict[str, Any]
+    risk: float | None = None
 
 
 @dataclass
@@ -98,10 +101,17 @@ def load_cases(rules_dir: Path) -> tuple[list[Case], list[Problem]]:
                 problems.append(Problem(name, line, None, f"case {node['name']!r}: `features` and `event` must be "
                                                           "mappings of names to values"))
                 continue
+            risk = node.get("risk")
+            if risk is not None and (isinstance(risk, bool) or not isinstance(risk, (int, float))
+                                     or not 0 <= risk <= 1):
+                problems.append(Problem(name, line_of(node, "risk") or line, None,
+                                        f"case {node['name']!r}: risk: must be a number from 0 to 1, not {risk!r}"))
+                continue
             features = {str(k): v for k, v in given.items()}
             for key, value in event.items():
                 features[f"event.{key}"] = value
-            cases.append(Case(name, line, node["name"], features, plain(expect)))
+            cases.append(Case(name, line, node["name"], features, plain(expect),
+                              None if risk is None else float(risk)))
     return cases, problems
 
 
@@ -116,13 +126,21 @@ def run_case(ruleset: RuleSet, case: Case, evaluate: Callable[[dict[str, Any]], 
         for rid in case.expect.get(key) or []:
             if rid not in ids:
                 failures.append(f"{key} names rule {rid!r}, which is not in the rule set")
-    d = (evaluate or ruleset.evaluate)(case.features)
+    if evaluate is not None:
+        d = evaluate(case.features)
+    elif case.risk is not None:
+        risk = case.risk
+        d = ruleset.evaluate(case.features, lambda _first: risk)
+    else:
+        d = ruleset.evaluate(case.features)
     result.decision = d
     fired = set(d.fired_ids)
     expect = case.expect
     if "decision" in expect and d.decision != expect["decision"]:
+        soft_note = f", soft step: risk {d.risk:g} -> {d.soft_action}, hard rules -> {d.hard_action}" \
+            if d.soft_action is not None and d.risk is not None else ""
         failures.append(f"decision: expected {expect['decision']}, got {d.decision} "
-                        f"(score {d.score:g}, fired {sorted(fired) or 'nothing'}, lane {d.lane})")
+                        f"(score {d.score:g}, fired {sorted(fired) or 'nothing'}, lane {d.lane}{soft_note})")
     for rid in expect.get("fires") or []:
         if rid not in fired and rid in ids:
             needed = ", ".join(f"{k}={case.features.get(k)!r}" for k in ruleset.by_id[rid].reads)

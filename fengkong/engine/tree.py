@@ -151,6 +151,15 @@ def features(e: Expr) -> list[str]:
     return out
 
 
+def walk_atoms(e: Expr) -> list[Atom]:
+    """The atoms (comparisons, memberships, missing tests) of an expression, in order."""
+    if isinstance(e, (And, Or)):
+        return [a for i in e.items for a in walk_atoms(i)]
+    if isinstance(e, Not):
+        return walk_atoms(e.item)
+    return [e]
+
+
 def negate_atom(a: Atom) -> Atom:
     if isinstance(a, Compare):
         op = NEGATE_OP[a.op]

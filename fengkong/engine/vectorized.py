@@ -35,6 +35,7 @@ import pandas as pd
 
 from fengkong.engine.predicates import FLOAT_MAX
 from fengkong.engine.policy import CHANNEL_FEATURE, GRADE_FEATURE, Policy
+from fengkong.engine.soft import settle_arrays
 from fengkong.engine.rule import Rule
 from fengkong.engine.tree import (
     And,
@@ -375,10 +376,14 @@ class VectorizedRules:
         lanes = {lane.name: np.asarray(ev.mask(expr)) for lane, expr in self._lanes}
         return fired, lanes, table
 
-    def evaluate(self, frame: "pd.DataFrame | FeatureTable") -> VectorDecisions:
-        """Decide every row of ``frame`` (columns = dotted feature names; NaN/None = missing)."""
+    def evaluate(self, frame: "pd.DataFrame | FeatureTable", risk: np.ndarray | None = None) -> VectorDecisions:
+        """Decide every row of ``frame`` (columns = dotted feature names; NaN/None = missing);
+        ``risk``: each row's fused risk (NaN: none), for the policy's soft step (`soft.settle_arrays`)."""
         fired, lanes, table = self.fire_matrix(frame)
-        return decide_arrays(self.rules, self.policy, fired, lanes, table)
+        full = decide_arrays(self.rules, self.policy, fired, lanes, table)
+        if risk is None:
+            return full
+        return settle_arrays(self.rules, self.policy, fired, lanes, table, full, risk, decide_arrays)
 
     def evaluate_records(self, records: Iterable[Mapping[str, Any]]) -> VectorDecisions:
         """Convenience for a few feature mappings (tests, cases): one row each."""

@@ -20,6 +20,7 @@ from scipy.special import gammainc
 from fengkong.features import definitions as d
 from fengkong.features.errors import FeatureDefinitionError
 from fengkong.features.lists import ListSpec
+from fengkong.features.promotions import promotion_at
 from fengkong.features.rows import US_PER_DAY
 
 #: ratio feature -> (numerator, denominator); missing when the denominator is 0 or missing.
@@ -67,7 +68,7 @@ FIRST_USED = tuple(
 )
 INPUTS: frozenset[str] = frozenset((
     *FIRST_SEEN_TIMES, "user.moments", "user.hour_total",
-    "merchant.single_limit_minor", "merchant.daily_cap_minor", "merchant.onboarded_day",
+    "merchant.single_limit_minor", "merchant.daily_cap_minor", "merchant.onboarded_day", "merchant.promotions",
     *(raw for raw, *_ in RECENT_AMOUNTS), *(raw for raw, *_ in FIRST_USED),
 ))
 _US_PER_MIN = 60_000_000
@@ -269,6 +270,8 @@ def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], defau
         if onboarded is not None:
             f["merchant.age_days"] = float(row["biz_day"] - onboarded)
         f["merchant.has_baseline"] = f["merchant.baseline_today_7d"] is not None
+        f["merchant.in_promotion"], f["merchant.promotion_multiple"] = promotion_at(
+            inputs.get("merchant.promotions"), t)
         if amount is not None and row["type"] == "payment":
             f["event.near_limit"] = amount * _DEN >= limit * _NUM and amount <= limit
             f["event.over_limit"] = amount > limit

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from fengkong.features.model_outputs import MODEL_OUTPUTS
 from fengkong.features.robust import (  # re-exported: read as definitions.<NAME>
     MAD_TO_SIGMA,
     MERCHANT_MIN_EXPECTED_COUNT,
@@ -405,6 +406,9 @@ IP_FEATURES: tuple[FeatureSpec, ...] = (
 
 DERIVED_FEATURES: tuple[FeatureSpec, ...] = (
     _spec("card.days_since_first_seen", "number", "alias of card.age_days", "derived"),
+    _spec("merchant.in_promotion", "bool", "inside one of the merchant's planned promotions (features/promotions.py)",
+          "derived"),
+    _spec("merchant.promotion_multiple", "number", "the current promotion's expected volume multiple", "derived"),
     _spec("user.account_age_days", "number", "alias of user.age_days (first activity or signup)", "derived"),
     _spec("user.country_mismatch_usual", "bool", "IP country never seen for this user in 90d (user known)", "derived"),
     _spec("merchant.has_baseline", "bool", "the merchant has 7 days of history for a volume baseline", "derived"),
@@ -435,11 +439,8 @@ DERIVED_FEATURES: tuple[FeatureSpec, ...] = (
 )
 
 #: Model outputs the rules may read; `fengkong.models` supplies them (missing without a model).
-MODEL_FEATURES: tuple[FeatureSpec, ...] = (
-    _spec("model.txn_risk", "number", "supervised fraud probability of this payment (0-1)", "model"),
-    _spec("model.habit_anomaly", "number", "how unlike the cardholder's habits (0-1, 1 = most unusual)", "model"),
-    _spec("model.merchant_anomaly", "number", "merchant anomaly score from the nightly model (0-1)", "model"),
-)
+MODEL_FEATURES: tuple[FeatureSpec, ...] = tuple(
+    _spec(name, dtype, text, "model") for name, dtype, text in MODEL_OUTPUTS)
 
 _NUMBER_OUTPUT_KINDS = (Rolling, Distinct)
 

@@ -42,6 +42,7 @@ from fengkong.features.offline_kinds import (
     seen,
 )
 from fengkong.features.offline_merchant import baselines, period_volume, top_share
+from fengkong.features.promotions import texts_by_merchant
 from fengkong.features.rows import frame_rows
 
 _NUM, _DEN = d.NEAR_LIMIT_FRACTION
@@ -57,11 +58,14 @@ def offline_features(
     grade_limits: Mapping[str, int] | None = None,
     default_limit: int | None = None,
     business_utc_offset_min: int = d.DEFAULT_BUSINESS_UTC_OFFSET_MIN,
+    promotions: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Features of every row of a flat-event DataFrame, as the online store gives them.
 
     ``profiles`` (merchant_id, grade, single_limit, daily_cap, onboarded_at, anomaly) and
-    ``list_entries`` are taken as static for the whole history. Rows may come in
+    ``list_entries`` are taken as static for the whole history, and so are ``promotions``
+    (merchant_id, start, end, expected_multiple: the merchants' planned campaigns,
+    `fengkong.features.promotions`), which the profiles' ``promotions`` column may also hold. Rows may come in
     any order; a repeated event_id gets the features of its first delivery and
     counts once. The result holds the decision events (payment, signup, login,
     card_bind) in the input's order and with its index; outcome rows (refund,
@@ -75,6 +79,8 @@ def offline_features(
         default_limit = grade_limits.get(d.DEFAULT_GRADE, 500_000)
     h, original_index = history(frame_rows(events, ipintel, business_utc_offset_min))
     order = h.order
+    if promotions is not None:
+        profiles = with_promotions(profiles, promotions)
     merchants = merchant_table(h.distinct("merchant_id"), profiles, grade_limits, default_limit)
     limit = merchants["limit"].to_numpy()[h.code("merchant_id")]
     h.rows["near_limit"] = h.type_mask(("payment",)) & (h.amount * _DEN >= limit * _NUM) & (h.amount <= limit)
@@ -88,6 +94,19 @@ def offline_features(
     features = assemble_frame(h, raw, event, h.out, lists)
     features.index = original_index[order[h.out.sel]]
     return features
+
+
+def with_promotions(profiles: pd.DataFrame | None, promotions: pd.DataFrame) -> pd.DataFrame:
+    """``profiles`` with each merchant's planned campaigns as its ``promotions`` text (the profile
+    field the online store reads), merchants with campaigns but no profile added."""
+    texts = texts_by_merchant(promotions)
+    base = profiles.copy() if profiles is not None else pd.DataFrame({"merchant_id": pd.Series(dtype=object)})
+    known = set(base["merchant_id"].astype(str))
+    extra = [m for m in texts if m not in known]
+    if extra:
+        base = pd.concat([base, pd.DataFrame({"merchant_id": extra})], ignore_index=True)
+    base["promotions"] = base["merchant_id"].astype(str).map(texts).astype(object)
+    return base
 
 
 def _tasks() -> list[Callable[[History], dict[str, np.ndarray]]]:

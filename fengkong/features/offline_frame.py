@@ -16,6 +16,7 @@ import pandas as pd
 from fengkong.features import definitions as d
 from fengkong.features.assemble import AMOUNT_FEATURES, FIRST_USED, RATIOS, poisson_score
 from fengkong.features.lists import KIND_COLUMN, ListSpec, StaticLists
+from fengkong.features.promotions import decode
 from fengkong.features.offline_history import History, Layout
 from fengkong.features.rows import US_PER_DAY
 
@@ -23,7 +24,7 @@ _SCALE = d.MINOR_PER_MAJOR
 _NUM, _DEN = d.NEAR_LIMIT_FRACTION
 _BOOL_OR_NONE = np.array([False, True, None, None], dtype=object)  # by value | (missing << 1)
 _FIRST_USED_RAW = frozenset(raw for raw, _, _ in FIRST_USED)
-_PROFILE_COLUMNS = ("grade", "single_limit", "daily_cap", "onboarded_at", "anomaly")
+_PROFILE_COLUMNS = ("grade", "single_limit", "daily_cap", "onboarded_at", "anomaly", "promotions")
 
 
 def merchant_table(
@@ -61,6 +62,8 @@ def merchant_table(
             "daily_cap": pd.to_numeric(prof["daily_cap"], errors="coerce").to_numpy(dtype=np.float64),
             "onboarded_day": ((onboarded - pd.Timestamp("1970-01-01")).dt.days).to_numpy(dtype=np.float64),
             "anomaly": pd.to_numeric(prof["anomaly"], errors="coerce").to_numpy(dtype=np.float64),
+            "promotions": np.array([t if isinstance(t, str) and t else None for t in prof["promotions"]],
+                                   dtype=object),
         }
     )
 
@@ -117,7 +120,8 @@ _EARLY_EVENT_COLUMNS = (
     "card.bin", "card.type", "card.issuer_country", "ip.country", "ip.asn", "ip.is_hosting",
     "ip.is_tor", "ip.is_listed_proxy", "ip.is_private", "ip.country_mismatch_card",
 )
-_LATE_EVENT_COLUMNS = ("merchant.grade", "merchant.single_limit", "merchant.daily_cap")
+_LATE_EVENT_COLUMNS = ("merchant.grade", "merchant.single_limit", "merchant.daily_cap", "merchant.in_promotion",
+                       "merchant.promotion_multiple")
 _FLAG_COLUMNS = ("event.near_limit", "event.over_limit")
 
 
@@ -312,6 +316,19 @@ def _merchant_profile(
     f["merchant.__has"] = has_m
     f["merchant.__cap"] = cap
     f["merchant.__onboarded_day"] = merchants["onboarded_day"].to_numpy()[code]
+    # planned promotions at the event's time (features/promotions.py), per merchant that has some
+    texts = merchants["promotions"].to_numpy(dtype=object)[code]
+    ts = h.ts[src]
+    inside = np.zeros(len(code), dtype=bool)
+    multiple = np.full(len(code), np.nan)
+    for text in {t for t in texts[has_m] if isinstance(t, str)}:
+        mine = has_m & (texts == text)
+        for start, end, mult in decode(text):
+            hit = mine & (ts >= start) & (ts < end)
+            inside |= hit
+            multiple[hit] = np.fmax(multiple[hit], mult)
+    f["merchant.in_promotion"] = _nullable_bool(inside, has_m)
+    f["merchant.promotion_multiple"] = multiple
 
 
 def _ratios(f: dict[str, Any]) -> None:

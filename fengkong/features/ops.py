@@ -127,6 +127,7 @@ DECODERS: dict[str, Decoder] = {
     "int": Decoder(_ints, 1),
     "scaled": Decoder(_scaled, 1),  # minor units to major
     "optional": Decoder(_optional, 1),
+    "optional_text": Decoder(_optional, 1),  # as optional; a kind of its own for an input (plan reads kinds apart)
     "optional_int": Decoder(_optional_ints, 1),
     "optional_float": Decoder(_optional_floats, 1),
     "optional_scaled": Decoder(_optional_scaled, 1),
@@ -220,7 +221,7 @@ class ProfileOp(Op):
         super().__init__(entity="merchant", column="merchant_id", suffix="profile", outputs=[
             ("merchant.grade", "optional"), ("merchant.single_limit_minor", "optional_int"),
             ("merchant.onboarded_day", "optional_int"), ("merchant.daily_cap_minor", "optional_int"),
-            ("merchant.anomaly", "optional_float")])
+            ("merchant.anomaly", "optional_float"), ("merchant.promotions", "optional_text")])
         self._args: list[Any] = [len(grade_limits)]
         for grade, limit in grade_limits.items():
             self._args += [grade, limit]

@@ -14,6 +14,7 @@ from redis.typing import EncodableT, FieldT
 
 from fengkong.features import keys
 from fengkong.features.errors import FeatureStoreUnavailable
+from fengkong.features.promotions import PROFILE_FIELD, Promotion, encode, from_text
 
 _EPOCH_DAY = date(1970, 1, 1)
 
@@ -75,6 +76,26 @@ class MerchantProfiles:
         except redis.RedisError as exc:
             raise FeatureStoreUnavailable(f"merchant profile: {exc}") from exc
         return {_text(k): _text(v) for k, v in raw.items()}
+
+    def set_promotions(self, merchant_id: str, promotions: list[Promotion]) -> list[Promotion]:
+        """Replace the merchant's planned campaigns (checked by `promotions.problems` first);
+        an empty list removes them. The next decision reads them with the profile."""
+        try:
+            if promotions:
+                self.client.hset(self.key(merchant_id), PROFILE_FIELD, encode(promotions))
+            else:
+                self.client.hdel(self.key(merchant_id), PROFILE_FIELD)
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"merchant promotions: {exc}") from exc
+        return self.get_promotions(merchant_id)
+
+    def get_promotions(self, merchant_id: str) -> list[Promotion]:
+        """The merchant's planned campaigns (times in UTC), [] if none."""
+        try:
+            raw = self.client.hget(self.key(merchant_id), PROFILE_FIELD)
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"merchant promotions: {exc}") from exc
+        return from_text(_text(raw) if raw is not None else None)
 
     def set_grades(self, grades: dict[str, tuple[str, str]]) -> int:
         """Write many merchants' grades (merchant_id -> (grade, reason)) in one pipeline;

@@ -18,7 +18,10 @@ service then runs without it.
   scored live on the event's features through ONNX Runtime (payments only; None
   otherwise); each model reads the features its artifact lists (``params``), the
   ones it was trained on: training leaves out features empty or constant on every
-  training row (``params["dropped_features"]``);
+  training row (``params["dropped_features"]``). When the artifact carries a
+  calibration (``params["calibration"]``, `fengkong.models.calibration`), the ONNX
+  graph's score goes through its stored map, so ``model.txn_risk`` is a calibrated
+  probability, and ``model.txn_precision`` / ``model.txn_share`` come with it;
 * ``model.merchant_anomaly``: the nightly score `fengkong rescore` wrote into the
   merchant's profile hash (field ``anomaly``), read from the feature
   ``merchant.anomaly`` when the store returns it; None until then.
@@ -41,6 +44,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from fengkong.models.artifacts import ArtifactError, latest
+from fengkong.models.calibration import PRECISION_FEATURE, SHARE_FEATURE, Calibration
 from fengkong.models.fusion import Decided, RiskFusion, base_score
 from fengkong.models.onnx_model import OnnxModel, load_model
 from fengkong.models.transaction_model import Vectorizer
@@ -107,6 +111,8 @@ class ModelRuntime:
         #: checked at load like the others; the live path reads the nightly score from the profile
         self.merchant_forest: OnnxModel | None = None
         self.fusion: RiskFusion | None = None
+        #: the transaction model's calibration (`fengkong.models.calibration`), None: raw scores
+        self.calibration: Calibration | None = None
 
     @classmethod
     def load(cls, artifacts_dir: Path | None) -> "ModelRuntime":
@@ -127,6 +133,8 @@ class ModelRuntime:
                     txn = TransactionModels(tv, load_model(art, "txn_risk"), hv, load_model(art, "habit"), medians)
                     _check_widths(art.version, txn)
                     rt.fusion = RiskFusion.from_params(p["fusion"]) if "fusion" in p else None
+                    cal = p.get("calibration")
+                    rt.calibration = Calibration.from_params(cal) if cal and "skipped" not in cal else None
                     rt.transactions = txn
                 else:
                     rt.merchant_forest = load_model(art, "forest")
@@ -158,11 +166,17 @@ class ModelRuntime:
             if features.get("event.type", "payment") == "payment":
                 # plain floats: decision records and audit lines are JSON, and so is the fact durable_rules reads
                 row = txn.row.one(features)
-                out["model.txn_risk"] = txn.risk.score_one(row[txn.risk_cols])
+                raw = txn.risk.score_one(row[txn.risk_cols])
+                if self.calibration is not None:  # the stored map after the ONNX graph's score
+                    out.update(self.calibration.features(raw))
+                else:
+                    out["model.txn_risk"] = raw
                 x = row[txn.habit_cols]
                 out["model.habit_anomaly"] = -txn.habit.score_one(np.where(np.isnan(x), txn.habit_medians, x))
             else:
                 out["model.txn_risk"] = out["model.habit_anomaly"] = None
+                if self.calibration is not None:
+                    out[PRECISION_FEATURE] = out[SHARE_FEATURE] = None
         anomaly = features.get(MERCHANT_ANOMALY_FEATURE)
         out["model.merchant_anomaly"] = float(anomaly) if isinstance(anomaly, (int, float)) and not isinstance(
             anomaly, bool) else None

@@ -63,3 +63,23 @@ def load_profiles(path: Path | None) -> pd.DataFrame | None:
         if col in frame.columns:
             frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
     return frame
+
+
+def load_promotions(path: Path | None) -> dict[str, str] | None:
+    """Merchants' planned campaigns (``merchant_id, start, end, expected_multiple``: the simulator's
+    promotions.parquet, or a CSV) as each merchant's profile text (`fengkong.features.promotions`);
+    a bad row is a `MappingError` naming the row and the field."""
+    if path is None:
+        return None
+    from fengkong.features.promotions import texts_by_merchant
+    from fengkong.replay.reader import read_table
+
+    frame = read_table(path)
+    missing = [c for c in ("merchant_id", "start", "end", "expected_multiple") if c not in frame.columns]
+    if missing:
+        raise MappingError(f"{path}: promotions need the columns merchant_id, start, end, expected_multiple "
+                           f"(missing: {', '.join(missing)})")
+    try:
+        return texts_by_merchant(frame)
+    except ValueError as exc:
+        raise MappingError(f"{path}: {exc}") from None

@@ -43,13 +43,15 @@ import numpy as np
 import pandas as pd
 
 from fengkong import pipeline
+from fengkong.engine.errors import RuleSetError
 from fengkong.engine.ruleset import RuleSet, load_ruleset
 from fengkong.events import FLAT_COLUMNS, Event, EventRejected, flat_to_dict, parse_event
 from fengkong.features.inflight import InFlight
 from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import ListStore, load_list_specs
 from fengkong.features.online import FeatureResult, OnlineStore
-from fengkong.replay.inputs import list_entries, load_profiles
+from fengkong.features import promotions
+from fengkong.replay.inputs import list_entries, load_profiles, load_promotions
 from fengkong.replay.mapping import Mapping
 from fengkong.replay.reader import History, load_history
 from fengkong.replay.refusals import Refusals
@@ -281,8 +283,8 @@ class ReplaySetup:
 
 def setup(*, rules_dir: Path, redis_url: str | None = None, prefix: str | None = None,
           lists_file: Path | None = None, merchants_file: Path | None = None,
-          models_dir: Path | None = None) -> ReplaySetup:
-    """Start (or connect to) Redis, load lists, merchant profiles, rules and models."""
+          models_dir: Path | None = None, promotions_file: Path | None = None) -> ReplaySetup:
+    """Start (or connect to) Redis, load lists, merchant profiles, planned promotions, rules and models."""
     import redis as redis_lib
 
     from fengkong.features.embedded_redis import EmbeddedRedis
@@ -315,8 +317,14 @@ def setup(*, rules_dir: Path, redis_url: str | None = None, prefix: str | None =
                 onboarded_at=str(p["onboarded_at"]) if p.get("onboarded_at") is not None else None,
                 mcc=str(p["mcc"]) if p.get("mcc") is not None else None,
             )
+    for merchant_id, text in (load_promotions(promotions_file) or {}).items():
+        store.profiles.set_promotions(merchant_id, promotions.from_text(text))
     rules = load_ruleset(rules_dir)
     models = ModelRuntime.load(models_dir)
+    refused = pipeline.threshold_problems(rules, models.calibration, models.loaded.get("transactions"))
+    if refused:  # a precision the loaded model cannot reach: refused like any rule problem
+        rules.close()
+        raise RuleSetError(refused)
 
     def close() -> None:
         rules.close()
@@ -332,7 +340,7 @@ def run_replay(path: Path, *, mapping: Mapping | None = None, rules_dir: Path = 
                merchants_file: Path | None = None, models_dir: Path | None = None,
                label_delay_s: float | None = None, emit_reports: bool | None = None,
                progress: bool = False, max_bad_share: float | None = None,
-               in_flight: int = DEFAULT_IN_FLIGHT) -> ReplayResult:
+               in_flight: int = DEFAULT_IN_FLIGHT, promotions_file: Path | None = None) -> ReplayResult:
     """Replay the history at ``path`` through the online decision path, in event-time order.
 
     Labels become fraud reports after ``label_delay_s`` (the mapping's delay if
@@ -342,7 +350,7 @@ def run_replay(path: Path, *, mapping: Mapping | None = None, rules_dir: Path = 
     history = load_history(path, mapping, max_bad_share=max_bad_share)
     stream = event_stream(history, label_delay_s, emit_reports=emit_reports)
     env = setup(rules_dir=rules_dir, redis_url=redis_url, prefix=prefix, lists_file=lists_file,
-                merchants_file=merchants_file, models_dir=models_dir)
+                merchants_file=merchants_file, models_dir=models_dir, promotions_file=promotions_file)
     t0 = time.perf_counter()
     try:
         if progress:

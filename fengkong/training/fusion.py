@@ -32,6 +32,7 @@ from fengkong.engine.rule import Rule
 from fengkong.engine.ruleset import RuleSet
 from fengkong.engine.vectorized import VectorizedRules
 from fengkong.features.definitions import DEFAULT_BUSINESS_UTC_OFFSET_MIN
+from fengkong.models.calibration import Calibration
 from fengkong.models.fusion import MODEL_PREFIX, RiskFusion
 from fengkong.training.candidates import fit_kind
 
@@ -104,13 +105,17 @@ def out_of_fold(X: np.ndarray, y: np.ndarray, days: Sequence[Any] | np.ndarray, 
 
 # -- the fused score on a pack --------------------------------------------------------------------
 def fit_fusion(train: pd.DataFrame, y: np.ndarray, X_train: np.ndarray, rules_dir: Path, *, max_iter: int,
-               random_state: int, kind: str = "hgb") -> tuple[RiskFusion, VectorizedRules, RuleSet]:
+               random_state: int, kind: str = "hgb", calibration: Calibration | None = None
+               ) -> tuple[RiskFusion, VectorizedRules, RuleSet]:
     """`RiskFusion` fit on the training rows: out-of-fold txn_risk and the rules-alone score of the
     pack in ``rules_dir``; also returns the rules-alone evaluator and the pack (for validation and
-    the artifact's record of which pack it was fit on)."""
+    the artifact's record of which pack it was fit on). With ``calibration`` the out-of-fold
+    scores go through it first, as the served ``model.txn_risk`` does."""
     ruleset = load_ruleset(rules_dir)
     alone, _ = split_rules(ruleset)
     oof = out_of_fold(X_train, y, train["day"].to_numpy(), max_iter=max_iter, random_state=random_state, kind=kind)
+    if calibration is not None:
+        oof = calibration.apply(oof)
     return RiskFusion().fit(oof, np.asarray(alone.evaluate(train).score), y), alone, ruleset
 
 

@@ -47,6 +47,9 @@ from fengkong.models.transaction_model import (
     fit_txn_model,
     recall_at_rate,
 )
+from fengkong.models.calibration import PRECISION_FEATURE, SHARE_FEATURE
+from fengkong.training.calibration import fit_calibration
+from fengkong.training.friction import friction_figures, in_promotion
 from fengkong.training.fusion import cutoff_after, out_of_fold, reported_labels, split_rules
 from fengkong.training.train import fitted_vectorizers, split_day
 
@@ -111,12 +114,19 @@ class QualityResult:
 
 def run(feats: pd.DataFrame, *, rules_dir: Path, events: pd.DataFrame | None = None, until: date | None = None,
         labels: str = "reported", max_iter: int = 200, habit_trees: int = 100, oof_blocks: int = 4,
-        random_state: int = 0) -> QualityResult:
+        random_state: int = 0, promotions: pd.DataFrame | None = None, calibrate: bool = True) -> QualityResult:
     """Fit on the days up to ``until`` (default 70% of the span), evaluate on the later days.
 
     ``feats``: `fengkong.training.train.transaction_frame` output (offline-twin features plus
     ``is_fraud``, ``scenario``, ``day``). ``events``: the history, needed for
-    ``labels="reported"``."""
+    ``labels="reported"``. ``promotions``: the merchants' planned promotions, for the
+    promotion-day friction (`fengkong.training.friction`).
+
+    ``info["friction"]`` holds the friction figures of the evaluated payments' decisions
+    under the pack's policy, ``rules`` (the model's features in, no fused risk: soft rules
+    count as hard) and ``soft`` (the fused risk given: the policy's soft step). With ``calibrate``
+    (default) ``model.txn_risk`` is calibrated as training does (`fengkong.training.calibration`)
+    and ``info["calibration"]`` records the map and its reliability table."""
     if labels not in LABELS:
         raise ValueError(f"labels: expected one of {LABELS}, got {labels!r}")
     last = split_day(feats["day"], until)
@@ -138,6 +148,12 @@ def run(feats: pd.DataFrame, *, rules_dir: Path, events: pd.DataFrame | None = N
     X_train, X_valid = tv.frame(train), tv.frame(valid)
     hgb = fit_txn_model(X_train, y, max_iter=max_iter, random_state=random_state)
     risk = hgb.predict_proba(X_valid)[:, 1]
+    cal, cal_record = (fit_calibration(X_train, y, days[train_mask], max_iter=max_iter, random_state=random_state)
+                       if calibrate else (None, {"skipped": "calibrate=False"}))
+    model_extra: dict[str, np.ndarray] = {}
+    if cal is not None:  # as serving: the stored map after the model's score (fengkong.models.calibration)
+        risk = cal.apply(risk)
+        model_extra = {PRECISION_FEATURE: cal.precision_at(risk), SHARE_FEATURE: cal.share_at(risk)}
     habit, medians = fit_habit_model(hv.frame(train), n_estimators=habit_trees, random_state=random_state)
     habit_valid = -habit.score_samples(fill(hv.frame(valid), medians))
 
@@ -145,13 +161,24 @@ def run(feats: pd.DataFrame, *, rules_dir: Path, events: pd.DataFrame | None = N
     base_train = np.asarray(alone.evaluate(train).score, dtype=np.float64)
     base_valid = np.asarray(alone.evaluate(valid).score, dtype=np.float64)
     # the offline twin's frame keeps its columns unconsolidated; join, don't insert
-    model_cols = pd.DataFrame({"model.txn_risk": risk, "model.habit_anomaly": habit_valid}, index=valid.index)
+    model_cols = pd.DataFrame({"model.txn_risk": risk, "model.habit_anomaly": habit_valid, **model_extra},
+                              index=valid.index)
     with_model = pd.concat([valid.drop(columns=model_cols.columns, errors="ignore"), model_cols], axis=1)
     pack_valid = np.asarray(pack.evaluate(with_model).score, dtype=np.float64)
 
     oof = out_of_fold(X_train, y, days[train_mask], blocks=oof_blocks, max_iter=max_iter, random_state=random_state)
+    if cal is not None:
+        oof = cal.apply(oof)
     fusion = RiskFusion().fit(oof, base_train, y)
     fused = fusion.predict_proba(risk, base_valid)
+
+    decided = {"rules": pack.evaluate(with_model).decision, "soft": pack.evaluate(with_model, risk=fused).decision}
+    promo = None
+    if events is not None and promotions is not None and "merchant_id" in events.columns:
+        src = events.loc[valid.index]
+        promo = in_promotion(src["merchant_id"].to_numpy(), src["occurred_at"], promotions)
+    friction = {name: friction_figures(d, valid["is_fraud"].to_numpy(dtype=bool), valid["scenario"].to_numpy(), promo)
+                for name, d in decided.items()}
 
     scores = {"rules": base_valid, "model": risk, "pack": pack_valid + np.clip(risk, 0, 1) * 1e-3, "fused": fused}
     table = evaluate(valid, scores)
@@ -161,7 +188,8 @@ def run(feats: pd.DataFrame, *, rules_dir: Path, events: pd.DataFrame | None = N
             "eval_payments": int(len(valid)), "eval_fraud": int(yv.sum()),
             "recall_cap_at_1pct": float(min(1.0, 0.01 * len(valid) / max(1, yv.sum()))),
             "fusion": fusion.to_params(), "dropped_features": dropped,
-            "rules_alone": len(alone.rules), "model_rules": len(pack.rules) - len(alone.rules)}
+            "rules_alone": len(alone.rules), "model_rules": len(pack.rules) - len(alone.rules),
+            "friction": friction, "calibration": cal_record}
     return QualityResult(table=table, scores=scores, fusion=fusion, info=info)
 
 

@@ -22,6 +22,7 @@ from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import load_list_specs
 from fengkong.features.offline import offline_features
 from fengkong.models import artifacts
+from fengkong.models.calibration import Calibration, reliability
 from fengkong.models.merchant_model import INPUTS, MerchantAnomalyModel, design_matrix
 from fengkong.models.transaction_model import (
     HABIT_FEATURES,
@@ -35,6 +36,7 @@ from fengkong.models.transaction_model import (
     usable_columns,
 )
 from fengkong.training.candidates import KINDS, CardPrecision, compare
+from fengkong.training.calibration import fit_calibration
 from fengkong.training.fusion import cutoff_after, fit_fusion, reported_labels
 from fengkong.training.merchant_features import FEATURES as DAILY_FEATURES
 from fengkong.training.merchant_features import business_days, daily_features
@@ -89,11 +91,14 @@ def train_merchants(events: pd.DataFrame, *, profiles: pd.DataFrame | None, root
 
 
 def transaction_frame(events: pd.DataFrame, *, profiles: pd.DataFrame | None, lists_dir: Path,
-                      list_entries: Mapping[str, Iterable[str]] | None = None) -> pd.DataFrame:
-    """Offline-twin features of every payment, with ``is_fraud``, ``scenario`` and the business day."""
+                      list_entries: Mapping[str, Iterable[str]] | None = None,
+                      promotions: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Offline-twin features of every payment, with ``is_fraud``, ``scenario`` and the business day
+    (``promotions``: the merchants' planned campaigns, `fengkong.features.promotions`)."""
     ipintel = IpIntel.load(lists_dir)
     specs = load_list_specs(lists_dir) if (lists_dir / "lists.yaml").exists() else None
-    feats = offline_features(events, ipintel=ipintel, lists=specs, list_entries=list_entries, profiles=profiles)
+    feats = offline_features(events, ipintel=ipintel, lists=specs, list_entries=list_entries, profiles=profiles,
+                             promotions=promotions)
     pay = feats["event.type"] == "payment"
     feats = feats[pay.to_numpy()]
     src = events.loc[feats.index]
@@ -181,6 +186,11 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
     choice = compare(tv.frame(train), y, tv.frame(valid), yv, kinds=kinds, valid_rows=valid_rows,
                      card_precision=card_precision, max_iter=max_iter, random_state=random_state)
     model = choice.estimator
+    # a Platt map of the kept kind, fit on the later training days (fengkong.training.calibration);
+    # serving applies it after the ONNX graph's score
+    calibration, cal_record = fit_calibration(tv.frame(train), y, train["day"].to_numpy(), max_iter=max_iter,
+                                              random_state=random_state, kind=choice.selected)
+    calibrated = calibration.apply if calibration is not None else (lambda raw: raw)
     habit, medians = fit_habit_model(hv.frame(train), n_estimators=habit_trees, random_state=random_state)
     metrics: dict[str, Any] = {"train_labels": labels, "train_payments": int(len(train)), "train_fraud": int(y.sum()),
                                "dropped_features": dropped, **choice.meta(), "table": choice.table()}
@@ -190,7 +200,7 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
         metrics["label_maturity_days"] = label_maturity / timedelta(days=1)
         metrics["train_immature_left_out"] = immature
     if len(valid):
-        p = choice.valid_scores[choice.selected]
+        p = calibrated(choice.valid_scores[choice.selected])
         h = -habit.score_samples(fill(hv.frame(valid), medians))
         metrics.update({"valid_label": "is_fraud" if simulated else "reported (whole history)",
                         "valid_payments": int(len(valid)), "valid_fraud": int(yv.sum())})
@@ -199,10 +209,12 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
             metrics["valid_txn_roc_auc"] = float(roc_auc_score(yv, p))
             metrics["valid_txn_recall_at_1pct"] = recall_at_rate(yv, p, 0.01)
             metrics["valid_habit_roc_auc"] = float(roc_auc_score(yv, h))
+            if calibration is not None:
+                metrics["valid_txn_reliability"] = reliability(p, yv)
     fusion_params: dict[str, Any] = {}
     if rules_dir is not None:
         fusion_params = _fit_fusion(train, valid, y, yv, tv, p if len(valid) else None, choice.selected, rules_dir,
-                                    metrics, max_iter=max_iter, random_state=random_state)
+                                    metrics, max_iter=max_iter, random_state=random_state, calibration=calibration)
     window = {"from": str(min(feats["day"])), "to": str(last_train), "validated_to": str(max(feats["day"]))}
     check = valid if len(valid) else train
     onnx = {"txn_risk": export(f"transactions txn_risk ({choice.selected})", model, tv.frame(check)),
@@ -215,7 +227,7 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
                 "habit_medians": medians.tolist(),
                 "txn_model": choice.selected, "txn_candidates": list(kinds),
                 "max_iter": max_iter, "habit_trees": habit_trees, "random_state": random_state, "labels": labels,
-                **({"fusion": fusion_params} if fusion_params else {})},
+                "calibration": cal_record, **({"fusion": fusion_params} if fusion_params else {})},
         rows=len(train), onnx=onnx,
     )
 
@@ -242,10 +254,11 @@ def fitted_vectorizers(train: pd.DataFrame) -> tuple[Vectorizer, Vectorizer, dic
 
 def _fit_fusion(train: pd.DataFrame, valid: pd.DataFrame, y: np.ndarray, yv: np.ndarray, tv: Vectorizer,
                 p: np.ndarray | None, kind: str, rules_dir: Path, metrics: dict[str, Any], *, max_iter: int,
-                random_state: int) -> dict[str, Any]:
-    """The fused score on out-of-fold txn_risk of the kept ``kind``; ``p``: its validation scores."""
+                random_state: int, calibration: Calibration | None = None) -> dict[str, Any]:
+    """The fused score on out-of-fold txn_risk of the kept ``kind`` (through ``calibration``, as
+    served); ``p``: its validation scores, calibrated."""
     fusion, alone, ruleset = fit_fusion(train, y, tv.frame(train), rules_dir, max_iter=max_iter,
-                                        random_state=random_state, kind=kind)
+                                        random_state=random_state, kind=kind, calibration=calibration)
     if p is not None and 0 < yv.sum() < len(yv):
         metrics["valid_fused_average_precision"] = float(average_precision_score(
             yv, fusion.predict_proba(p, np.asarray(alone.evaluate(valid).score))))

@@ -15,6 +15,7 @@ from fengkong.api.service.ids import ID_RE, check_id
 from fengkong.api.state import Runtime, rules_reloaded
 from fengkong.events import EventRejected, looks_like_pan
 from fengkong.features import definitions as d
+from fengkong.features import promotions
 from fengkong.features.errors import FeatureStoreError
 from fengkong.features.lists import normalise_entry
 
@@ -65,6 +66,36 @@ async def put_merchant(*, rt: Runtime, merchant_id: str, changes: Mapping[str, A
             "merchant_id": merchant_id, "grade": str(fields["grade"]), "previous_grade": before or d.DEFAULT_GRADE,
             "reason": fields.get("reason"), "source": "api", "actor": caller.name})
     return await get_merchant(rt=rt, merchant_id=merchant_id)
+
+
+async def get_promotions(*, rt: Runtime, merchant_id: str) -> dict[str, Any]:
+    """The merchant's planned campaigns (times in UTC)."""
+    check_id("merchant_id", merchant_id)
+    try:
+        items = rt.store.profiles.get_promotions(merchant_id)
+    except FeatureStoreError as exc:
+        raise Unavailable(None, f"feature store unavailable: {type(exc.__cause__ or exc).__name__}") from None
+    return {"merchant_id": merchant_id, "promotions": promotions.to_items(items)}
+
+
+async def put_promotions(*, rt: Runtime, merchant_id: str, items: list[Any], caller: Caller) -> dict[str, Any]:
+    """Replace the merchant's planned campaigns (checked, audited); the next decision reads them
+    (`merchant.in_promotion`, `merchant.promotion_multiple`). An empty list removes them."""
+    check_id("merchant_id", merchant_id)
+    bad = promotions.problems(items)
+    if bad:
+        field, reason = bad[0]
+        raise EventRejected(field, reason)
+    try:
+        saved = rt.store.profiles.set_promotions(merchant_id, promotions.parse(items))
+        profile = rt.store.get_merchant_profile(merchant_id)
+    except FeatureStoreError as exc:
+        raise Unavailable(None, f"feature store unavailable: {type(exc.__cause__ or exc).__name__}") from None
+    rt.snapshot.profile_changed(merchant_id, profile)
+    out = promotions.to_items(saved)
+    rt.audit.change(rt.client, actor=caller.name, action="merchant.promotions", version=rt.rules.version,
+                    detail={"merchant_id": merchant_id, "promotions": out})
+    return {"merchant_id": merchant_id, "promotions": out}
 
 
 def _spec_info(spec: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@
 -- function). Arguments -> reply values, per opcode:
 --   P op_profile   npairs g1 l1 .. gn ln default_limit   (the merchant profile; sets
 --        the limit) -> grade|false, limit, onboarded_day|false, daily_cap|false,
---        anomaly|false
+--        anomaly|false, promotions|false (the planned campaigns' text, features/promotions.py)
 --   R op_state     size nrings (N b nc inc1..incnc)*nrings nextra (code mode value)*nextra
 --        ttl: an entity's state in one value of `size` doubles: its rings of N buckets
 --        (inc "N" = the near-limit flag), then F first seen, M moments, H hour habit,
@@ -91,7 +91,7 @@ local function op_profile(key)
   local first_pair = argi + 1
   local default_limit = A[first_pair + 2 * npairs]
   argi = first_pair + 2 * npairs + 1
-  local p = rcall('HMGET', key, 'grade', 'single_limit', 'onboarded_day', 'daily_cap', 'anomaly')
+  local p = rcall('HMGET', key, 'grade', 'single_limit', 'onboarded_day', 'daily_cap', 'anomaly', 'promotions')
   local grade = p[1]
   if p[2] then
     limit = tonumber(p[2])
@@ -109,7 +109,8 @@ local function op_profile(key)
   out[nout + 3] = p[3] and tonumber(p[3]) or false
   out[nout + 4] = p[4] and tonumber(p[4]) or false
   out[nout + 5] = p[5] and tonumber(p[5]) or false
-  nout = nout + 5
+  out[nout + 6] = p[6] or false
+  nout = nout + 6
 end
 
 -- An entity's rings, all in one binary string of little-endian doubles, read and

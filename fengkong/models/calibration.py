@@ -1,0 +1,126 @@
+"""The transaction model's calibration: a stored monotone map from its raw score to a probability.
+
+The ONNX graph gives the gradient-boosting model's raw probability (checked equal to
+scikit-learn at save and load); this map is applied after it, in numpy, so the graph
+still equals what it was checked against. Training fits it on days later than the
+ones the scored model learned from (`fengkong.training.calibration`) and stores it in
+the artifact's ``params["calibration"]`` with its reliability table, so serving needs
+no scikit-learn:
+
+* ``model.txn_risk`` = ``expit(a * logit(raw) + b)`` (Platt scaling, sklearn's
+  ``method="sigmoid"``): a strictly increasing map, so the model's ranking is unchanged
+  and a handful of reported frauds cannot bend it into steps as isotonic regression would;
+* ``model.txn_precision``: the expected precision of flagging every payment that scores
+  at least this one: the mean calibrated risk of the calibration days' payments at or
+  above this payment's risk. A rule ``model.txn_precision >= 0.8`` keeps meaning "the
+  slice of traffic the model is 80% sure of" when the model is retrained;
+* ``model.txn_share``: the share of the calibration days' payments scoring at least this
+  one (``model.txn_share <= 0.01``: the riskiest 1% of traffic).
+
+Both curves are step-free interpolations over at most `CURVE_POINTS` points of the
+calibration days. `Calibration.max_precision` is the highest precision the artifact can
+promise (over its top `MIN_SLICE` payments at least); `fengkong.pipeline.threshold_problems`
+refuses a rule set that asks for more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+#: Points kept of the precision / share curves.
+CURVE_POINTS = 200
+#: The fewest calibration-day payments a precision is stated over (the top slice).
+MIN_SLICE = 20
+_EPS = 1e-9
+#: The ``model.*`` features the calibration adds (declared in features/definitions.py).
+PRECISION_FEATURE = "model.txn_precision"
+SHARE_FEATURE = "model.txn_share"
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
+    return np.log(q / (1 - q))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The stored map and curves (see the module docstring); ``curve_risk`` ascending."""
+
+    a: float
+    b: float
+    curve_risk: np.ndarray
+    curve_precision: np.ndarray
+    curve_share: np.ndarray
+    max_precision: float
+
+    def apply(self, raw: np.ndarray | float) -> np.ndarray:
+        """Calibrated probabilities of raw model scores."""
+        z = self.a * logit(np.asarray(raw, dtype=np.float64)) + self.b
+        return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+    def precision_at(self, risk: np.ndarray | float) -> np.ndarray:
+        """Expected precision of flagging every payment at or above ``risk`` (calibrated)."""
+        return np.asarray(np.interp(risk, self.curve_risk, self.curve_precision))
+
+    def share_at(self, risk: np.ndarray | float) -> np.ndarray:
+        """Share of traffic at or above ``risk`` (calibrated), on the calibration days."""
+        return np.asarray(np.interp(risk, self.curve_risk, self.curve_share))
+
+    def features(self, raw: float) -> dict[str, float]:
+        """``model.txn_risk``, ``model.txn_precision`` and ``model.txn_share`` of one raw score."""
+        risk = float(self.apply(raw))
+        return {"model.txn_risk": risk, PRECISION_FEATURE: float(self.precision_at(risk)),
+                SHARE_FEATURE: float(self.share_at(risk))}
+
+    @classmethod
+    def from_scores(cls, a: float, b: float, raw: np.ndarray) -> "Calibration":
+        """The curves of the calibration days' raw scores under the map (a, b)."""
+        risk = np.sort(np.asarray(1.0 / (1.0 + np.exp(-(a * logit(raw) + b)))))[::-1]  # descending
+        n = len(risk)
+        if n == 0:
+            raise ValueError("calibration: no calibration-day payments to state precisions over")
+        mean_above = np.cumsum(risk) / np.arange(1, n + 1)  # mean risk of the top k
+        share = np.arange(1, n + 1) / n
+        keep = np.unique(np.linspace(0, n - 1, min(CURVE_POINTS, n)).round().astype(int))
+        # ascending risk for np.interp; the same risk may repeat: keep its largest slice
+        r, p, s = risk[keep][::-1], mean_above[keep][::-1], share[keep][::-1]
+        r, first = np.unique(r, return_index=True)
+        top = min(MIN_SLICE, n) - 1
+        return cls(float(a), float(b), r, p[first], s[first], float(mean_above[top]))
+
+    def to_params(self) -> dict[str, Any]:
+        return {"method": "sigmoid", "map": "expit(a * logit(raw) + b)", "a": self.a, "b": self.b,
+                "curve": {"risk": self.curve_risk.tolist(), "precision": self.curve_precision.tolist(),
+                          "share": self.curve_share.tolist()},
+                "max_precision": self.max_precision}
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any]) -> "Calibration":
+        if p.get("method") != "sigmoid":
+            raise ValueError(f"calibration: unknown method {p.get('method')!r} (this version reads 'sigmoid')")
+        c = p["curve"]
+        risk = np.asarray(c["risk"], dtype=np.float64)
+        if len(risk) == 0 or np.any(np.diff(risk) <= 0):
+            raise ValueError("calibration: the curve's risks must be increasing")
+        return cls(float(p["a"]), float(p["b"]), risk, np.asarray(c["precision"], dtype=np.float64),
+                   np.asarray(c["share"], dtype=np.float64), float(p["max_precision"]))
+
+
+def reliability(risk: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """The reliability table: payments binned by calibrated risk (equal-count bins), each bin's
+    mean predicted risk, observed fraud rate and count."""
+    risk = np.asarray(risk, dtype=np.float64)
+    y = np.asarray(y, dtype=bool)
+    order = np.argsort(risk, kind="stable")
+    rows = []
+    for part in np.array_split(order, min(bins, max(1, len(order)))):
+        if len(part):
+            rows.append({"mean_predicted": float(risk[part].mean()), "observed": float(y[part].mean()),
+                         "count": int(len(part)), "low": float(risk[part].min()), "high": float(risk[part].max())})
+    return rows
+
+
+__all__ = ["Calibration", "PRECISION_FEATURE", "SHARE_FEATURE", "logit", "reliability"]
