@@ -24,8 +24,8 @@ fusion artifact, a non-payment, or no ``model.txn_risk``: the key is absent), so
 the signature stays ``(decision, features)`` and replay gets it too. The rules
 never read it: it is computed after them, and it is not a catalog feature.
 
-Outcome events (refund, chargeback, fraud_report, settlement, withdrawal, decline)
-get no decision: they go through `record_outcome`, which only updates the
+Outcome events (refund, chargeback, fraud_report, settlement, withdrawal, decline,
+legit_confirmed, challenge_result) get no decision: they go through `record_outcome`, which only updates the
 features. `handle` dispatches on the event type for callers (replay) that see both.
 """
 
