@@ -94,7 +94,13 @@ async def _with_payment(rt: Runtime, event: Event) -> tuple[FeatureResult, dict[
     sent together on the pipelined connection: one round trip for both."""
     store_call = rt.store.process_async(event, rt.conn, rt.store_budget_s)
     read = get(rt, rt.keys.request(str(event.refers_to)))
-    result, value = await asyncio.gather(store_call, read)
+    # both awaited to the end (no stray exception left unread); the store's fault comes first
+    outcome, fetched = await asyncio.gather(store_call, read, return_exceptions=True)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    if isinstance(fetched, BaseException):
+        raise fetched
+    result, value = outcome, fetched
     if not value or records.header(value)[0] != "decision":
         return result, None
     return result, await load(rt, value)
