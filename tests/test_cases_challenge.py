@@ -4,15 +4,18 @@ setting, and the online store and offline twin accepting the event."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
 from api_fixtures import DECIDE_KEY, KEYS, REPORT_KEY, RULES_DIR, T0, Served, payment, settings
+from fengkong.api.console.i18n import ZH
 from fengkong.cases.config import CasesConfigError, parse
 from fengkong.events import OUTCOME_TYPES, EventType, event_to_flat, flat_to_dict, parse_event
 from fengkong.features.offline import offline_features
@@ -50,6 +53,19 @@ def wait_case(desk, card: str, timeout: float = 15.0) -> dict:
     return desk.get(f"/v1/cases/{found[0]['id']}").json()  # type: ignore[no-any-return]
 
 
+def console_case_page(api: Served, case_id: int) -> str:
+    """The console's page of a case as an analyst sees it."""
+    api.app.state.console.accounts.create(username="ana", password="challenge-test-password", role="analyst")
+    with httpx.Client(base_url=api.url, timeout=15) as client:
+        token = re.search(r'name="csrf" value="([^"]+)"', client.get("/console/login").text)
+        assert token is not None
+        assert client.post("/console/login", data={"username": "ana", "password": "challenge-test-password",
+                                                    "csrf": token.group(1)}).status_code == 303
+        page = client.get(f"/console/cases/{case_id}")
+        assert page.status_code == 200
+        return page.text
+
+
 def test_a_failed_challenge_opens_a_case_with_the_payments_decision(redis_server, database_url):
     s = settings(redis_server.url, "tchal1", database_url=database_url, api_keys=CASE_KEYS)
     with Served(s) as api, api.client(DECIDE_KEY) as pay, api.client(REPORT_KEY) as ledger, \
@@ -77,6 +93,7 @@ def test_a_failed_challenge_opens_a_case_with_the_payments_decision(redis_server
         assert opened["detail"]["challenge"]["method"] == "sms"
         # the passed challenge was queued before the failed one: filed by now if it wrongly was
         assert cases_of(desk, passed_ev["card"]["fingerprint"]) == []
+        assert f"{ZH['challenge_failed']} (sms)" in console_case_page(api, case["id"])  # the default language
 
         # a second payment of the card, reviewed, joins the entity's open case as usual
         pay.post("/v1/decisions", json=payment(ip=TOR, card=failed_ev["card"],
