@@ -25,15 +25,13 @@ be answered by the failure policy (an allow) instead of a 4xx:
   letters (``x4111...``), which is what random hex ids look like.
 
 This module sits below everything else in fengkong: it imports nothing from the
-package.
+package but `fengkong.pan` (the PAN and nesting scans, re-exported here).
 """
 
 from __future__ import annotations
 
-import array
 import functools
 import ipaddress
-import itertools
 import os
 import re
 from datetime import datetime, timezone
@@ -41,7 +39,9 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+
+from fengkong.pan import MAX_DEPTH, looks_like_pan, luhn_ok, nesting_problem  # noqa: F401  (re-exported)
 
 
 class EventType(StrEnum):
@@ -61,6 +61,10 @@ class EventType(StrEnum):
     # An analyst confirmed the payment (refers_to) legitimate (a case resolved `legit`,
     # issue 16): a label for training and allow-lists; no feature counts it.
     LEGIT_CONFIRMED = "legit_confirmed"
+    # The result of a step-up the payment (refers_to) was answered `challenge` for (an SMS
+    # code, 3-D Secure...): ``challenge.passed`` says how it went. A failed one can open a
+    # case (rules/cases/cases.yaml ``open_on.challenge_failed``); no feature counts it yet.
+    CHALLENGE_RESULT = "challenge_result"
 
 
 class Channel(StrEnum):
@@ -70,6 +74,17 @@ class Channel(StrEnum):
     POS = "pos"
     CARD_NOT_PRESENT = "card_not_present"
     WITHHOLDING = "withholding"
+
+
+class ChallengeMethod(StrEnum):
+    """How the payer was stepped up."""
+
+    SMS = "sms"
+    THREE_DS = "3ds"
+    OTP = "otp"  # an authenticator app's one-time code
+    BIOMETRIC = "biometric"
+    PASSWORD = "password"
+    OTHER = "other"
 
 
 class CardType(StrEnum):
@@ -92,6 +107,7 @@ OUTCOME_TYPES = frozenset(
         EventType.SETTLEMENT,
         EventType.DECLINE,
         EventType.LEGIT_CONFIRMED,
+        EventType.CHALLENGE_RESULT,
     }
 )
 
@@ -111,16 +127,8 @@ _ID = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 IPV4_TEXT = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 _UNSET = object()
-#: Deepest nesting accepted (the event itself nests 2 deep: event -> card).
-MAX_DEPTH = 32
-#: 13 or more digits (any script), consecutive ones separated by at most three separators.
-_PAN_RUN = re.compile(r"(?<!\d)\d(?:[ \-._/]{0,3}+\d){12,}")
-_DIGIT_GROUP = re.compile(r"\d+")
 #: A plain decimal: ASCII digits, an optional fraction, an optional minus (refused as negative).
 _PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed bytes
-_NOT_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
 OCCURRED_AT_MIN_ENV = "FENGKONG_OCCURRED_AT_MIN"
 OCCURRED_AT_MAX_ENV = "FENGKONG_OCCURRED_AT_MAX"
 DEFAULT_OCCURRED_AT_RANGE = (datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc))
@@ -133,80 +141,6 @@ class EventRejected(ValueError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
-
-
-def luhn_ok(digits: str) -> bool:
-    """The Luhn check digit test over ASCII digits."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
-def _glued(ch: str) -> bool:
-    """A neighbour that makes digits part of a word (``x4111...``): an ASCII letter or digit."""
-    return ch.isascii() and ch.isalnum()
-
-
-def _run_holds_pan(text: str, begin: int, end: int) -> bool:
-    """Whether the run ``text[begin:end]`` (digit groups joined by separators) holds a PAN.
-
-    A PAN here is 13 to 19 digits passing Luhn, either one group alone, or groups
-    written the way card numbers are grouped: a first group of 4, middle groups of
-    4 or 6, a last group of 1 to 6 (4-4-4-4, 4-4-4-4-3, 4-6-5, 4-6-4). That shape is
-    what keeps date-and-sequence ids (``ORD-20261125-00012345``: 8-8, which passes
-    Luhn one time in ten) from being taken for card numbers. A span may not start
-    or end glued to an ASCII letter or digit, so hex ids are not card numbers."""
-    groups = _DIGIT_GROUP.findall(text, begin, end)
-    if not text[begin:end].isascii():
-        groups = ["".join(str(int(c)) for c in g) for g in groups]
-    glued_first = begin > 0 and _glued(text[begin - 1])
-    glued_last = end < len(text) and _glued(text[end])
-    last = len(groups) - 1
-    for i, group in enumerate(groups):
-        if i == 0 and glued_first:
-            continue
-        if 13 <= len(group) <= 19:
-            if (i < last or not glued_last) and luhn_ok(group):
-                return True
-            continue
-        if len(group) != 4:
-            continue
-        digits = group
-        for j in range(i + 1, last + 1):
-            size = len(groups[j])
-            if size > 6 or len(digits) + size > 19:
-                break
-            digits += groups[j]
-            if len(digits) >= 13 and (j < last or not glued_last) and luhn_ok(digits):
-                return True
-            if size not in (4, 6):  # only a last group may have another size
-                break
-    return False
-
-
-def looks_like_pan(value: Any) -> bool:
-    """A card number written anywhere in a string, or an integer that is one (see the module doc)."""
-    if isinstance(value, str):
-        if len(value) < 13:  # fewer than 13 characters cannot hold 13 digits
-            return False
-        m = _PAN_RUN.search(value)
-        while m is not None:
-            if _run_holds_pan(value, m.start(), m.end()):
-                return True
-            m = _PAN_RUN.search(value, m.end())
-        return False
-    if isinstance(value, int) and not isinstance(value, bool):
-        if -10**12 < value < 10**12:
-            return False
-        digits = str(abs(value))
-        return 13 <= len(digits) <= 19 and luhn_ok(digits)
-    return False
 
 
 def _join(path: str, key: Any) -> str:
@@ -250,19 +184,6 @@ def find_pan(data: Any, path: str = "", max_depth: int | None = None) -> str | N
     return None
 
 
-def nesting_problem(raw: bytes, limit: int = MAX_DEPTH) -> str | None:
-    """Why raw JSON bytes nest too deep to be read, or None; a linear scan that never recurses.
-
-    Meant to run before the JSON parser: brackets inside strings do not count. A body
-    with no more than `limit` brackets in all is passed at once (two ``count`` calls)."""
-    if raw.count(b"{") + raw.count(b"[") <= limit:
-        return None
-    steps = array.array("b", _JSON_STRING.sub(b"", raw).translate(_BRACKET_STEP, _NOT_BRACKET))
-    if max(itertools.accumulate(steps), default=0) > limit:
-        return f"nests deeper than {limit} levels of objects and arrays"
-    return None
-
-
 @functools.lru_cache(maxsize=1)
 def occurred_at_range() -> tuple[datetime, datetime]:
     """The accepted span of ``occurred_at``: [min, max), from ``FENGKONG_OCCURRED_AT_MIN`` /
@@ -290,6 +211,15 @@ class Card(BaseModel):
     issuer_country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
 
 
+class Challenge(BaseModel):
+    """The result of a step-up (only on ``challenge_result`` events)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    passed: StrictBool = Field(description="true: the payer passed the challenge; false: failed or abandoned it")
+    method: ChallengeMethod | None = None
+
+
 class Event(BaseModel):
     """One payment-flow event. See README 'The event' for the field table."""
 
@@ -311,6 +241,7 @@ class Event(BaseModel):
     device_id: str | None = Field(default=None, pattern=_ID)
     merchant_mcc: str | None = Field(default=None, pattern=r"^[0-9]{4}$")
     refers_to: str | None = Field(default=None, pattern=_ID)
+    challenge: Challenge | None = Field(default=None, description="challenge_result only: {passed, method}")
 
     @field_validator("amount", mode="before")
     @classmethod
@@ -359,6 +290,14 @@ class Event(BaseModel):
             raise EventRejected("merchant_id", f"is required for {self.type.value} events")
         if self.type in (EventType.PAYMENT, EventType.REFUND, EventType.WITHDRAWAL) and self.amount is None:
             raise EventRejected("amount", f"is required for {self.type.value} events")
+        if self.type is EventType.CHALLENGE_RESULT:
+            if self.challenge is None:
+                raise EventRejected("challenge", 'is required for challenge_result events: {"passed": true|false}')
+            if not self.refers_to:
+                raise EventRejected("refers_to", "is required for challenge_result events: the challenged "
+                                                 "payment's event_id")
+        elif self.challenge is not None:
+            raise EventRejected("challenge", "is only for challenge_result events")
         object.__setattr__(self, "_amount_minor", _to_minor(self.amount, self.currency))
         return self
 
@@ -443,8 +382,10 @@ def parse_event(data: Any) -> Event:
 FLAT_COLUMNS: tuple[str, ...] = (
     "event_id", "type", "occurred_at", "merchant_id", "user_id", "amount", "currency", "channel",
     "card_fingerprint", "card_bin", "card_type", "card_issuer_country",
-    "ip", "device_id", "merchant_mcc", "refers_to",
+    "ip", "device_id", "merchant_mcc", "refers_to", "challenge_passed", "challenge_method",
 )
+#: Nested objects of the event and the prefix their fields take in a flat row.
+_NESTED = ("card", "challenge")
 #: Label columns a labelled history may carry beside the event columns.
 LABEL_COLUMNS: tuple[str, ...] = ("is_fraud", "scenario")
 
@@ -461,10 +402,21 @@ def _present(value: Any) -> bool:
     return True
 
 
+def _flat_bool(value: Any) -> Any:
+    """A flat file's boolean (CSV gives text): true/false/1/0 as bool, anything else as is
+    (the contract then refuses it, naming the field)."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "false", "0"):
+        return value.strip().lower() in ("true", "1")
+    if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+        return bool(value)
+    return value
+
+
 def flat_to_dict(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn a flat row (FLAT_COLUMNS; extra columns ignored) into the nested event dict."""
+    """Turn a flat row (FLAT_COLUMNS; extra columns ignored) into the nested event dict.
+    ``card_*`` columns become ``card``, ``challenge_*`` ``challenge``."""
     out: dict[str, Any] = {}
-    card: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
     for col in FLAT_COLUMNS:
         value: Any = row.get(col)
         if not _present(value):
@@ -473,12 +425,16 @@ def flat_to_dict(row: Mapping[str, Any]) -> dict[str, Any]:
             value = value.item()
         if col == "amount" and isinstance(value, float) and value.is_integer():
             value = int(value)  # pandas turns an int column with gaps into floats
-        if col.startswith("card_"):
-            card[col.removeprefix("card_")] = value
+        if col == "challenge_passed":
+            value = _flat_bool(value)
+        head, _, rest = col.partition("_")
+        if head in _NESTED and rest:
+            nested.setdefault(head, {})[rest] = value
         else:
             out[col] = value
-    if card:
-        out["card"] = card
+    for head in _NESTED:
+        if head in nested:
+            out[head] = nested[head]
     return out
 
 
@@ -486,10 +442,11 @@ def event_to_flat(event: Event) -> dict[str, Any]:
     """The flat row of an event; amount in integer minor units, time as ISO text with offset."""
     row: dict[str, Any] = {col: None for col in FLAT_COLUMNS}
     data = event.model_dump(mode="json", exclude_none=True)
-    card = data.pop("card", None) or {}
+    parts = {head: data.pop(head, None) or {} for head in _NESTED}
     row.update(data)
     row["amount"] = event.amount_minor
     row["occurred_at"] = event.occurred_at.isoformat()
-    for key, value in card.items():
-        row[f"card_{key}"] = value
+    for head, part in parts.items():
+        for key, value in part.items():
+            row[f"{head}_{key}"] = value
     return row

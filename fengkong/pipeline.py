@@ -26,8 +26,8 @@ the signature stays ``(decision, features)`` and replay gets it too. No rule rea
 it (it is not a catalog feature): the policy's soft step does (`fengkong.engine.soft`),
 through the ``fuse`` callback `RuleSet.evaluate` takes, on the rules' first decision.
 
-Outcome events (refund, chargeback, fraud_report, settlement, withdrawal, decline)
-get no decision: they go through `record_outcome`, which only updates the
+Outcome events (refund, chargeback, fraud_report, settlement, withdrawal, decline,
+legit_confirmed, challenge_result) get no decision: they go through `record_outcome`, which only updates the
 features. `handle` dispatches on the event type for callers (replay) that see both.
 """
 

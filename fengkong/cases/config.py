@@ -4,7 +4,8 @@ case, the grouping window, and the queues with their SLAs.
 It lives beside the rule files because analysts own it, but in its own folder: the rule
 loader reads every ``*.yaml`` at the top of ``rules/`` as a rule file. A file with an
 error is refused whole, naming the key (`CasesConfigError`); a missing file means the
-defaults (every ``review`` opens a case in one ``general`` queue).
+defaults (every ``review``, and every failed challenge of a ``challenge`` decision, opens a
+case in one ``general`` queue).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class CasesConfig:
     """What opens a case, how decisions group, and the queues."""
 
     decisions: frozenset[str] = frozenset({"review"})
+    #: a failed ``challenge_result`` of a payment answered ``challenge`` opens (or joins) a case
+    challenge_failed: bool = True
     rules: frozenset[str] = frozenset()
     tags: frozenset[str] = frozenset()
     window_minutes: float = 60.0
@@ -126,6 +129,12 @@ def parse(data: Any, source: str = "cases.yaml") -> CasesConfig:
     bad = sorted(decisions - set(DECISIONS))
     if bad:
         raise CasesConfigError(f"{source}: open_on.decisions: {bad[0]!r} is not one of {', '.join(DECISIONS)}")
+    unknown = set(open_on) - {"decisions", "challenge_failed", "rules", "tags"}
+    if unknown:
+        raise CasesConfigError(f"{source}: open_on.{sorted(unknown)[0]}: unknown key")
+    challenge_failed = open_on.get("challenge_failed", True)
+    if not isinstance(challenge_failed, bool):
+        raise CasesConfigError(f"{source}: open_on.challenge_failed: expected true or false")
     group_by = data.get("group_by", list(ENTITY_KINDS))
     if (not isinstance(group_by, list) or not group_by
             or any(g not in ENTITY_KINDS for g in group_by)):
@@ -139,7 +148,7 @@ def parse(data: Any, source: str = "cases.yaml") -> CasesConfig:
         raise CasesConfigError(f"{source}: queues: names must be unique")
     default = _queue(data["default_queue"], f"{source}: default_queue") if "default_queue" in data else Queue(
         "general", 24.0)
-    return CasesConfig(decisions=decisions, rules=_strings(open_on, "rules", f"{source}: open_on"),
+    return CasesConfig(decisions=decisions, challenge_failed=challenge_failed, rules=_strings(open_on, "rules", f"{source}: open_on"),
                        tags=_strings(open_on, "tags", f"{source}: open_on"),
                        window_minutes=_positive(data, "window_minutes", f"{source}: ", 60.0),
                        group_by=tuple(group_by), queues=parsed, default_queue=default)

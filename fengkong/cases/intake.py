@@ -5,7 +5,9 @@ The decision path only queues. `Intake.command` gives one ``XADD`` to the capped
 ``{prefix}:v1:cases:intake`` that the decision service appends to the decision's own
 pipelined write (the record, its pointer, the audit entry), so opening a case costs a
 decision no round trip; decisions the configuration does not send to a case cost a set
-lookup. `ingest` runs later in the consumer (`fengkong.cases.consumer`), in SQL.
+lookup. A failed step-up is queued the same way from the outcome path
+(`Intake.challenge_command`: a ``challenge_result`` with ``passed: false`` for a payment
+answered ``challenge``), with the payment's stored decision. `ingest` runs later in the consumer (`fengkong.cases.consumer`), in SQL.
 
 Grouping: the case is about the first entity of ``group_by`` the event has (card
 fingerprint, user, merchant). A decision joins the entity's unresolved case (open or
@@ -27,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from fengkong.cases.config import CasesConfig
 from fengkong.cases.models import Case, CaseDecision, CaseEvent, UtcDateTime
-from fengkong.events import Event
+from fengkong.events import Event, EventRejected, EventType, parse_event
 
 #: The actor named in the audit rows the intake writes.
 INTAKE_ACTOR = "intake"
@@ -68,8 +70,39 @@ class Intake:
         """``XADD`` of this decision's case item, or None when it opens no case."""
         if not self.config.opens_case(record["decision"], record.get("reasons") or []):
             return None
-        item = json.dumps(item_for(record, event), separators=(",", ":"), default=str)
-        return ("XADD", self.key, "MAXLEN", "~", self.maxlen, "*", "item", item)
+        return self._xadd(item_for(record, event))
+
+    def wants_challenge(self, outcome: Event) -> bool:
+        """Whether this outcome is a failed challenge the configuration sends to a case: only
+        then does the outcome path read the challenged payment's decision record."""
+        challenge = outcome.challenge
+        return (outcome.type is EventType.CHALLENGE_RESULT and challenge is not None and not challenge.passed
+                and self.config.challenge_failed)
+
+    def challenge_command(self, record: Mapping[str, Any] | None, outcome: Event) -> tuple[Any, ...] | None:
+        """``XADD`` of the case item of a failed challenge: the challenged payment's stored
+        decision (``record``), so the case shows its decision, reasons and values, plus the
+        challenge. None unless `wants_challenge` and the payment was answered ``challenge``
+        (a review already opened its case; a payment with no stored record, expired or
+        decided degraded, has nothing to show)."""
+        if record is None or record.get("kind") != "decision" or record.get("decision") != "challenge":
+            return None
+        if not self.wants_challenge(outcome):
+            return None
+        try:
+            payment = parse_event(record["event"])
+        except (EventRejected, KeyError, TypeError):
+            return None
+        item = item_for(record, payment)
+        challenge = outcome.challenge
+        item["challenge"] = {"event_id": outcome.event_id, "passed": False,
+                             "occurred_at": outcome.occurred_at.isoformat(),
+                             "method": challenge.method.value if challenge and challenge.method else None}
+        return self._xadd(item)
+
+    def _xadd(self, item: Mapping[str, Any]) -> tuple[Any, ...]:
+        text_ = json.dumps(item, separators=(",", ":"), default=str)
+        return ("XADD", self.key, "MAXLEN", "~", self.maxlen, "*", "item", text_)
 
 
 def entity_of(item: Mapping[str, Any], group_by: tuple[str, ...]) -> tuple[str, str] | None:
@@ -95,6 +128,14 @@ _OPEN_CASE = text("SELECT id FROM cases WHERE entity_kind = :k AND entity_id = :
                   "AND first_occurred_at >= :lo AND first_occurred_at <= :hi ORDER BY id DESC LIMIT 1"
                   ).bindparams(bindparam("lo", type_=UtcDateTime()), bindparam("hi", type_=UtcDateTime()))
 _SQLITE_LOCK = text("UPDATE cases SET status = status WHERE id = -1")
+
+
+def _detail(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The audit row's detail: the decision, and the failed challenge that sent it, if one did."""
+    detail: dict[str, Any] = {"decision_id": item["decision_id"]}
+    if item.get("challenge"):
+        detail["challenge"] = item["challenge"]
+    return detail
 
 
 def _tx_state(session: Session) -> dict[str, Any]:
@@ -152,7 +193,7 @@ def ingest(session: Session, item: Mapping[str, Any], config: CasesConfig,
             session.add(case)
             session.flush()  # its id, and the next item of this entity in the batch finds it
             session.add(CaseEvent(case_id=case.id, at=now, actor=INTAKE_ACTOR, action="opened", to_status="open",
-                                  detail={"decision_id": item["decision_id"]}))
+                                  detail=_detail(item)))
         else:
             if risk is not None and (case.priority is None or risk > case.priority):
                 case.priority = risk
@@ -163,8 +204,7 @@ def ingest(session: Session, item: Mapping[str, Any], config: CasesConfig,
             case.decision_count += 1
             case.updated_at = now
             session.add(CaseEvent(case_id=case.id, at=now, actor=INTAKE_ACTOR, action="decision_added",
-                                  from_status=case.status, to_status=case.status,
-                                  detail={"decision_id": item["decision_id"]}))
+                                  from_status=case.status, to_status=case.status, detail=_detail(item)))
         session.add(CaseDecision(
             case_id=case.id, decision_id=item["decision_id"], event_id=item["event_id"],
             event_type=item.get("type") or "", decision=item["decision"], score=score, risk=risk, reasons=reasons,

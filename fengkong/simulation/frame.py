@@ -150,6 +150,8 @@ def _frame(world: World, rows: Block) -> pd.DataFrame:
         "device_id": _lookup(devices, r["device"]),
         "merchant_mcc": _lookup(mcc, r["merchant"]),
         "refers_to": refers,
+        "challenge_passed": None,  # the simulator sends no challenge results
+        "challenge_method": None,
         "is_fraud": r["fraud"].astype(bool),
         "scenario": np.asarray(K.SCENARIO_NAMES, dtype=object)[r["scenario"]],
         "note": np.asarray(K.NOTES, dtype=object)[r["note"]],

@@ -1,4 +1,5 @@
-"""Recording an outcome event (refund, chargeback, withdrawal, fraud_report, settlement, decline).
+"""Recording an outcome event (refund, chargeback, withdrawal, fraud_report, settlement, decline,
+legit_confirmed, challenge_result).
 
 Outcomes use the same winner/loser rule and body hash as decisions
 (`idempotency`), and go (over the pipelined connection) to the store, which counts
@@ -6,10 +7,17 @@ them once, and to the capped labels stream ``{prefix}:v1:labels`` that model
 training reads. An outcome cannot be answered by a policy: if Redis is down the
 caller gets `Unavailable` (503, Retry-After) and retries. Any other exception is
 not the dependency's fault and goes to the error answer (4xx or 500).
+
+A failed ``challenge_result`` that ``cases.yaml`` sends to a case (`Intake.wants_challenge`)
+also reads the challenged payment's decision record (``refers_to``), concurrently with the
+store's call on the same pipelined connection, so it adds no round trip; its case item
+(`Intake.challenge_command`) joins the outcome's own write. A retry that finds no record
+of the first delivery queues it again: filing is idempotent by decision id.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -19,23 +27,30 @@ from fengkong.api.audit import stream_entry, utc_now_iso
 from fengkong.api.encoding import dumps
 from fengkong.api.errors import Conflict, Unavailable
 from fengkong.api.security import Caller
-from fengkong.api.service.idempotency import body_hash, conflict_check, execute, set_record, stored
+from fengkong.api.service import records
+from fengkong.api.service.idempotency import body_hash, conflict_check, execute, get, load, set_record, stored
 from fengkong.api.state import Runtime
-from fengkong.events import OUTCOME_TYPES, EventRejected, parse_event
+from fengkong.events import OUTCOME_TYPES, Event, EventRejected, parse_event
+from fengkong.features.online import FeatureResult
 from fengkong.features.errors import DuplicateEventConflict, FeatureStoreError
 
 
 async def report(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[str, Any]:
-    """Record one outcome event (refund, chargeback, withdrawal, fraud_report, settlement, decline)."""
+    """Record one outcome event (refund, chargeback, withdrawal, fraud_report, settlement, decline,
+    legit_confirmed, challenge_result)."""
     event = parse_event(data)
     if event.type not in OUTCOME_TYPES:
         raise EventRejected("type", f"{event.type.value} needs a decision: send it to POST /v1/decisions "
                                     f"(outcome types: {', '.join(sorted(t.value for t in OUTCOME_TYPES))})")
     digest = body_hash(data)
     key = rt.keys.request(event.event_id)
+    payment: dict[str, Any] | None = None
     try:
         try:
-            result = await rt.store.process_async(event, rt.conn, rt.store_budget_s)
+            if rt.intake.wants_challenge(event):
+                result, payment = await _with_payment(rt, event)
+            else:
+                result = await rt.store.process_async(event, rt.conn, rt.store_budget_s)
         except DuplicateEventConflict:
             raise Conflict("event_id", "was already used with a different body") from None
         except FeatureStoreError:
@@ -56,6 +71,9 @@ async def report(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
         commands = [set_record(key, blob, rt.settings.decision_ttl_s, only_if_absent=result.duplicate)]
         if not result.duplicate:
             commands.append(stream_entry(rt.keys.labels, rt.settings.audit_stream_maxlen, blob))
+        case_item = rt.intake.challenge_command(payment, event) if payment is not None else None
+        if case_item is not None:  # a failed step-up of a `challenge` payment: queue its case
+            commands.append(case_item)
         await execute(rt, commands, rt.store_budget_s)
     except FeatureStoreError as exc:
         rt.breaker.failed(exc)
@@ -69,3 +87,20 @@ async def report(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
         rt.metrics.events.labels(event.type.value).inc()
     return {"event_id": event.event_id, "type": event.type.value, "recorded": not result.duplicate,
             "duplicate": result.duplicate}
+
+
+async def _with_payment(rt: Runtime, event: Event) -> tuple[FeatureResult, dict[str, Any] | None]:
+    """The store's call and the challenged payment's decision record (None if there is none),
+    sent together on the pipelined connection: one round trip for both."""
+    store_call = rt.store.process_async(event, rt.conn, rt.store_budget_s)
+    read = get(rt, rt.keys.request(str(event.refers_to)))
+    # both awaited to the end (no stray exception left unread); the store's fault comes first
+    outcome, fetched = await asyncio.gather(store_call, read, return_exceptions=True)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    if isinstance(fetched, BaseException):
+        raise fetched
+    result, value = outcome, fetched
+    if not value or records.header(value)[0] != "decision":
+        return result, None
+    return result, await load(rt, value)

@@ -1,0 +1,108 @@
+"""Card numbers (PANs) and over-deep JSON, found without parsing or recursion.
+
+Split out of `fengkong.events` (which re-exports every name here) to keep each module
+short; the rules are in that module's docstring. It imports nothing from fengkong.
+"""
+
+from __future__ import annotations
+
+import array
+import itertools
+import re
+from typing import Any
+
+#: Deepest nesting accepted (the event itself nests 2 deep: event -> card).
+MAX_DEPTH = 32
+#: 13 or more digits (any script), consecutive ones separated by at most three separators.
+_PAN_RUN = re.compile(r"(?<!\d)\d(?:[ \-._/]{0,3}+\d){12,}")
+_DIGIT_GROUP = re.compile(r"\d+")
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed bytes
+_NOT_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
+
+
+def luhn_ok(digits: str) -> bool:
+    """The Luhn check digit test over ASCII digits."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _glued(ch: str) -> bool:
+    """A neighbour that makes digits part of a word (``x4111...``): an ASCII letter or digit."""
+    return ch.isascii() and ch.isalnum()
+
+
+def _run_holds_pan(text: str, begin: int, end: int) -> bool:
+    """Whether the run ``text[begin:end]`` (digit groups joined by separators) holds a PAN.
+
+    A PAN here is 13 to 19 digits passing Luhn, either one group alone, or groups
+    written the way card numbers are grouped: a first group of 4, middle groups of
+    4 or 6, a last group of 1 to 6 (4-4-4-4, 4-4-4-4-3, 4-6-5, 4-6-4). That shape is
+    what keeps date-and-sequence ids (``ORD-20261125-00012345``: 8-8, which passes
+    Luhn one time in ten) from being taken for card numbers. A span may not start
+    or end glued to an ASCII letter or digit, so hex ids are not card numbers."""
+    groups = _DIGIT_GROUP.findall(text, begin, end)
+    if not text[begin:end].isascii():
+        groups = ["".join(str(int(c)) for c in g) for g in groups]
+    glued_first = begin > 0 and _glued(text[begin - 1])
+    glued_last = end < len(text) and _glued(text[end])
+    last = len(groups) - 1
+    for i, group in enumerate(groups):
+        if i == 0 and glued_first:
+            continue
+        if 13 <= len(group) <= 19:
+            if (i < last or not glued_last) and luhn_ok(group):
+                return True
+            continue
+        if len(group) != 4:
+            continue
+        digits = group
+        for j in range(i + 1, last + 1):
+            size = len(groups[j])
+            if size > 6 or len(digits) + size > 19:
+                break
+            digits += groups[j]
+            if len(digits) >= 13 and (j < last or not glued_last) and luhn_ok(digits):
+                return True
+            if size not in (4, 6):  # only a last group may have another size
+                break
+    return False
+
+
+def looks_like_pan(value: Any) -> bool:
+    """A card number written anywhere in a string, or an integer that is one (see the module doc)."""
+    if isinstance(value, str):
+        if len(value) < 13:  # fewer than 13 characters cannot hold 13 digits
+            return False
+        m = _PAN_RUN.search(value)
+        while m is not None:
+            if _run_holds_pan(value, m.start(), m.end()):
+                return True
+            m = _PAN_RUN.search(value, m.end())
+        return False
+    if isinstance(value, int) and not isinstance(value, bool):
+        if -10**12 < value < 10**12:
+            return False
+        digits = str(abs(value))
+        return 13 <= len(digits) <= 19 and luhn_ok(digits)
+    return False
+
+
+def nesting_problem(raw: bytes, limit: int = MAX_DEPTH) -> str | None:
+    """Why raw JSON bytes nest too deep to be read, or None; a linear scan that never recurses.
+
+    Meant to run before the JSON parser: brackets inside strings do not count. A body
+    with no more than `limit` brackets in all is passed at once (two ``count`` calls)."""
+    if raw.count(b"{") + raw.count(b"[") <= limit:
+        return None
+    steps = array.array("b", _JSON_STRING.sub(b"", raw).translate(_BRACKET_STEP, _NOT_BRACKET))
+    if max(itertools.accumulate(steps), default=0) > limit:
+        return f"nests deeper than {limit} levels of objects and arrays"
+    return None
