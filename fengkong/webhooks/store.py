@@ -145,11 +145,13 @@ def publish_many(client: redis.Redis, events: Iterable[tuple[str, Mapping[str, A
     """`publish` for many events in one pipeline (rescoring's grade changes); returns how many were queued."""
     k = WebhookKeys(prefix)
     pipe = client.pipeline(transaction=False)
-    publish_script = script(pipe, "publish")
+    # EVAL, not a Script's EVALSHA: redis-py's cluster pipeline does not load scripts first,
+    # so a shard that never saw the script would answer NOSCRIPT
+    source = script_source("publish")
     n = 0
     for kind, payload in events:
         event_id, body = envelope(kind, payload)
-        publish_script(keys=[k.wanted, k.outbox], args=[kind, event_id, body, maxlen])
+        pipe.execute_command("EVAL", source, 2, k.wanted, k.outbox, kind, event_id, body, maxlen)
         n += 1
     if not n:
         return 0
