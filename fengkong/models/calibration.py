@@ -25,6 +25,7 @@ refuses a rule set that asks for more.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -70,8 +71,11 @@ class Calibration:
         return np.asarray(np.interp(risk, self.curve_risk, self.curve_share))
 
     def features(self, raw: float) -> dict[str, float]:
-        """``model.txn_risk``, ``model.txn_precision`` and ``model.txn_share`` of one raw score."""
-        risk = float(self.apply(raw))
+        """``model.txn_risk``, ``model.txn_precision`` and ``model.txn_share`` of one raw score
+        (the map in scalar arithmetic: numpy's per-call cost is most of the work for one value)."""
+        q = min(max(float(raw), _EPS), 1.0 - _EPS)
+        z = self.a * math.log(q / (1.0 - q)) + self.b
+        risk = 1.0 / (1.0 + math.exp(-z)) if z >= -700 else 0.0
         return {"model.txn_risk": risk, PRECISION_FEATURE: float(self.precision_at(risk)),
                 SHARE_FEATURE: float(self.share_at(risk))}
 

@@ -63,6 +63,7 @@ from fengkong.api.service.ids import check_id, new_decision_id
 from fengkong.api.state import Runtime
 from fengkong.engine.decision import Decision
 from fengkong.events import OUTCOME_TYPES, Event, EventRejected, parse_event
+from fengkong.features.model_outputs import MODEL_OUTPUTS
 from fengkong.features.errors import DuplicateEventConflict, FeatureStoreError, FeatureStoreUnavailable
 from fengkong.features.pipelined import ReplyError, ReplyLate
 
@@ -295,8 +296,8 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
     ruleset = rt.rules.current
     read = _plain(ruleset.features_read if ruleset.version == decision.ruleset_version else frozenset(features))
     recorded = {name: features.get(name) for name in read}
-    if rt.models.available:
-        recorded.update((k, v) for k, v in features.items() if k.startswith("model.") and k != pipeline.RISK_FEATURE)
+    if rt.models.available:  # the model outputs by name: scanning every feature for the prefix cost more
+        recorded.update((k, features[k]) for k in _MODEL_NAMES if k in features)
     return {
         "kind": "decision", "body_sha256": digest.decode(),
         "decision_id": decision_id, "event_id": event.event_id, "decision": final, "score": decision.score,
@@ -309,6 +310,10 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
         "shadow": [r.to_dict() for r in decision.shadow], "missing_features": decision.missing_features,
         "score_action": decision.score_action, "thresholds": decision.thresholds,
     }
+
+
+#: the model outputs a record keeps (`fengkong.features.model_outputs`; the fused risk has its own field)
+_MODEL_NAMES = tuple(name for name, _, _ in MODEL_OUTPUTS if name != pipeline.RISK_FEATURE)
 
 
 @functools.lru_cache(maxsize=64)
