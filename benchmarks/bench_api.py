@@ -391,25 +391,13 @@ def main() -> None:
     }))
 
 
-_RECEIVER = """
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", "0")))
-        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
-    def log_message(self, *a): pass
-s = ThreadingHTTPServer(("127.0.0.1", 0), H)
-print(s.server_address[1], flush=True)
-s.serve_forever()
-"""
-
-
 def _subscribe(redis_server, prefix: str):  # noqa: ANN001, ANN202 - benchmark only
     """A receiver process answering 200, subscribed to decision.deny and decision.review."""
     from fengkong.webhooks import Subscriptions
 
-    receiver = subprocess.Popen([sys.executable, "-c", _RECEIVER], stdout=subprocess.PIPE, text=True)
+    from bench_webhooks import RECEIVER  # the same 200-answering receiver bench_webhooks runs
+
+    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
     port = int(receiver.stdout.readline())  # type: ignore[union-attr]
     subs = Subscriptions(redis_server.client(), prefix)
     subs.create(url=f"http://127.0.0.1:{port}/hook", kinds=["decision.deny", "decision.review"])

@@ -81,20 +81,26 @@ def test_a_review_decision_becomes_a_case_and_the_routes_change_it(redis_server,
         assert bulk.json()["refused"][0]["status"] == 404
 
 
+def review_resolve_fraud_and_pay_again(pay, desk) -> dict:
+    """A Tor payment (review) becomes a case; resolved as fraud, the card's next payment (a
+    clean IP, later in event time) is denied with the report counted. Returns the first event."""
+    ev = payment(ip=TOR)
+    assert pay.post("/v1/decisions", json=ev).json()["decision"] == "review"
+    case = wait_case(desk, ev["card"]["fingerprint"])
+    r = desk.post(f"/v1/cases/{case['id']}/resolve", json={"disposition": "fraud", "note": "stolen card"})
+    assert r.status_code == 200, r.text
+    nxt = payment(card=ev["card"], occurred_at=T0.replace(hour=11).isoformat())
+    out = pay.post("/v1/decisions", json=nxt).json()
+    assert out["decision"] == "deny" and "theft.reported_card" in [x["id"] for x in out["reasons"]]
+    record = pay.get(f"/v1/decisions/{out['decision_id']}").json()
+    assert record["features"]["card.fraud_reports_30d"] == 1
+    return ev
+
+
 def test_fraud_resolution_counts_for_the_cards_next_payment(redis_server, database_url):
     with served(redis_server, "tcase2", database_url) as api, api.client(DECIDE_KEY) as pay, \
             api.client(ANALYST_KEY) as desk:
-        ev = payment(ip=TOR)
-        pay.post("/v1/decisions", json=ev)
-        case = wait_case(desk, ev["card"]["fingerprint"])
-        r = desk.post(f"/v1/cases/{case['id']}/resolve", json={"disposition": "fraud", "note": "stolen card"})
-        assert r.status_code == 200, r.text
-        # the card's next payment, from a clean IP, later in event time
-        nxt = payment(card=ev["card"], occurred_at=T0.replace(hour=11).isoformat())
-        out = pay.post("/v1/decisions", json=nxt).json()
-        assert out["decision"] == "deny" and "theft.reported_card" in [x["id"] for x in out["reasons"]]
-        record = pay.get(f"/v1/decisions/{out['decision_id']}").json()
-        assert record["features"]["card.fraud_reports_30d"] == 1
+        ev = review_resolve_fraud_and_pay_again(pay, desk)
         labels = api.runtime.client.xrange(api.runtime.keys.labels)
         assert any(b'"disposition":"fraud"' in fields[b"record"] and ev["event_id"].encode() in fields[b"record"]
                    for _, fields in labels)

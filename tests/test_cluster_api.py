@@ -122,10 +122,9 @@ def test_a_review_on_the_cluster_becomes_a_case_its_label_reaches_the_features_a
     """The case consumer, the analysts' labels (one script per slot, as a decision's
     features) and the webhooks' delivery loop use the cluster too; case.opened and
     case.resolved reach a subscribed receiver, signed."""
-    from test_cases_api import ANALYST_KEY, CASE_KEYS, TOR, wait_case
+    from test_cases_api import ANALYST_KEY, CASE_KEYS, review_resolve_fraud_and_pay_again
     from webhook_receiver import Receiver
 
-    from api_fixtures import T0
     from fengkong.webhooks import verify
 
     sqlite_url = f"sqlite:///{tmp_path / 'cases.sqlite3'}"
@@ -135,16 +134,7 @@ def test_a_review_on_the_cluster_becomes_a_case_its_label_reaches_the_features_a
         sub = admin.post("/v1/webhooks", json={"url": receiver.url, "kinds": [
             "decision.review", "case.opened", "case.resolved"]})
         assert sub.status_code == 201, sub.text
-        ev = payment(ip=TOR)
-        assert pay.post("/v1/decisions", json=ev).json()["decision"] == "review"
-        case = wait_case(desk, ev["card"]["fingerprint"])
-        r = desk.post(f"/v1/cases/{case['id']}/resolve", json={"disposition": "fraud", "note": "stolen card"})
-        assert r.status_code == 200, r.text
-        nxt = payment(card=ev["card"], occurred_at=T0.replace(hour=11).isoformat())
-        out = pay.post("/v1/decisions", json=nxt).json()
-        assert out["decision"] == "deny" and "theft.reported_card" in [x["id"] for x in out["reasons"]]
-        record = pay.get(f"/v1/decisions/{out['decision_id']}").json()
-        assert record["features"]["card.fraud_reports_30d"] == 1
+        review_resolve_fraud_and_pay_again(pay, desk)
 
         def kinds() -> set[str]:
             return {x["headers"]["x-fengkong-event"] for x in receiver.accepted()}
