@@ -57,7 +57,7 @@ from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import ListSpec, ListStore, load_list_specs
 from fengkong.features.online import OnlineStore
 from fengkong.features.cluster import ClusterPipelined, cluster_client, is_cluster_url
-from fengkong.features.cluster_store import ClusterOnlineStore
+from fengkong.features.cluster_store import store_class_for
 from fengkong.features.errors import FeatureStoreError
 from fengkong.features.pipelined import Pipelined, PipelinedRedis, ReplyLate
 from fengkong.models.runtime import ModelRuntime
@@ -225,8 +225,7 @@ def build_runtime(settings: Settings) -> Runtime:
     lists_dir = Path(settings.rules_dir) / "lists"
     specs = load_list_specs(lists_dir)
     cluster = is_cluster_url(url)
-    store_class = ClusterOnlineStore if cluster else OnlineStore  # docs/scale.md
-    store = store_class(client, ipintel=IpIntel.load(lists_dir), lists=specs, prefix=settings.key_prefix)
+    store = store_class_for(url)(client, ipintel=IpIntel.load(lists_dir), lists=specs, prefix=settings.key_prefix)
     list_store = ListStore(client, specs, prefix=settings.key_prefix)
     try:
         list_store.seed_from_files(lists_dir)

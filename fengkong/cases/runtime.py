@@ -25,8 +25,7 @@ from fengkong.cases.labels import StoreLabels
 from fengkong.cases.service import Desk
 from fengkong.db import migrate
 from fengkong.db.engine import make_engine, session_factory
-from fengkong.features.cluster import client_for_url, is_cluster_url
-from fengkong.features.cluster_store import ClusterOnlineStore
+from fengkong.features.cluster import client_for_url
 from fengkong.features.online import OnlineStore
 
 log = logging.getLogger(__name__)
@@ -83,9 +82,9 @@ def open_cases(*, database_url: str, rules_dir: Path, redis_url: str, store: Onl
     path = Path(rules_dir) / cases_config.CONFIG_PATH
     config = cases_config.load(Path(rules_dir))
     client = client_for_url(redis_url, timeout_s=REDIS_TIMEOUT_S)
-    # outcomes touch several entities: on a cluster they go one script per slot, as decisions do
-    store_kind = ClusterOnlineStore if is_cluster_url(redis_url) else OnlineStore
-    labels_store = store_kind(client, ipintel=store.ipintel, lists=store.lists, prefix=prefix)
+    # the service's kind of store (on a cluster, outcomes go one script per slot, as decisions
+    # do), on this thread's own client
+    labels_store = type(store)(client, ipintel=store.ipintel, lists=store.lists, prefix=prefix)
     desk = Desk(sessions=session_factory(engine), config=config,
                 labels=StoreLabels(labels_store, client, prefix=prefix, maxlen=maxlen))
     intake = Intake(config, prefix=prefix, maxlen=maxlen)

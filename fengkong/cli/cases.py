@@ -30,9 +30,8 @@ def consume(
     from fengkong.db.url import database_url as resolve, redacted
     from fengkong.features.ipintel import IpIntel
     from fengkong.features.lists import load_list_specs
-    from fengkong.features.cluster import client_for_url, is_cluster_url
-    from fengkong.features.cluster_store import ClusterOnlineStore
-    from fengkong.features.online import OnlineStore
+    from fengkong.features.cluster import client_for_url
+    from fengkong.features.cluster_store import store_class_for
 
     # handlers first: a stop that arrives while the consumer starts still ends it cleanly
     stop = threading.Event()
@@ -49,8 +48,7 @@ def consume(
     db = resolve(database_url or settings.database_url, Path(settings.data_dir))
     lists_dir = Path(settings.rules_dir) / "lists"
     client = client_for_url(url, timeout_s=REDIS_TIMEOUT_S)
-    store_kind = ClusterOnlineStore if is_cluster_url(url) else OnlineStore
-    store = store_kind(client, ipintel=IpIntel.load(lists_dir), lists=load_list_specs(lists_dir),
+    store = store_class_for(url)(client, ipintel=IpIntel.load(lists_dir), lists=load_list_specs(lists_dir),
                        prefix=settings.key_prefix)
     from fengkong.cases import hooks as case_hooks
     from fengkong.webhooks import publish

@@ -41,6 +41,7 @@ import msgpack
 import redis
 
 from fengkong.events import Event
+from fengkong.features.cluster import is_cluster_url
 from fengkong.features.errors import FeatureStoreError, FeatureStoreUnavailable
 from fengkong.features.online import FeatureResult, OnlineStore, _Call
 from fengkong.features.ops import ListOp, Op
@@ -324,3 +325,9 @@ class ClusterOnlineStore(OnlineStore):
         except OSError:
             return
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+def store_class_for(url: str) -> type[OnlineStore]:
+    """The feature store for a Redis URL: one script per slot on a Redis Cluster
+    (docs/scale.md), the single script on one server."""
+    return ClusterOnlineStore if is_cluster_url(url) else OnlineStore

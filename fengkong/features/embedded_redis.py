@@ -322,8 +322,8 @@ class EmbeddedRedis:
             return
         if proc.poll() is None:
             # SIGTERM is redis' SHUTDOWN: fsync the AOF and, when save rules are set (persist),
-            # a final snapshot. (SHUTDOWN sent by redis-py waited ~4 s: the client retries
-            # the connection the server just closed, with backoff.)
+            # a final snapshot. (A SHUTDOWN sent through redis-py is slower: the client
+            # retries the connection the server just closed, with backoff.)
             proc.terminate()
             try:
                 proc.wait(timeout=30)
