@@ -263,10 +263,12 @@ def check_models_served(port: int, versions: dict[str, str]) -> str:
     return status
 
 
-def _serve(port: int, env: dict[str, str], data_dir: str) -> subprocess.Popen:
+def _serve(port: int, env: dict[str, str], data_dir: str, workers: int = 1) -> subprocess.Popen:
+    """`fengkong serve` as the benchmarks run it: ``workers`` uvicorn workers, output discarded."""
     return subprocess.Popen(
         [sys.executable, "-c", "from fengkong.cli import app; app()", "serve", "--port", str(port),
-         "--workers", "1", "--data-dir", data_dir], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--workers", str(workers), "--data-dir", data_dir], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
 
 
 def main() -> None:
@@ -325,9 +327,7 @@ def main() -> None:
         if args.webhook:
             receiver, subs = _subscribe(redis_server, env["FENGKONG_KEY_PREFIX"])
         with tempfile.TemporaryDirectory() as tmp:
-            service = subprocess.Popen(
-                [sys.executable, "-c", "from fengkong.cli import app; app()", "serve", "--port", str(port),
-                 "--workers", "1", "--data-dir", tmp], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            service = _serve(port, env, tmp)
             try:
                 _wait_http(port)
                 results["service"] = _run_load(port, args.seconds, args.warmup, args.concurrency, run,

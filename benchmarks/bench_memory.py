@@ -35,7 +35,6 @@ import os
 import random
 import re
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_api import KEY, ROOT, _event_bytes, _free_port, _stop, _wait_http  # noqa: E402
+from bench_api import KEY, ROOT, _event_bytes, _free_port, _serve, _stop, _wait_http  # noqa: E402
 
 #: ``{prefix}:v1:{<entity>:<id>}:<suffix>`` (`fengkong.features.keys.entity_key`)
 _ENTITY = re.compile(rb"^[^:]+:v1:\{([^:}]+):(.*)\}:([^{}]+)$")
@@ -180,9 +179,7 @@ def main() -> None:
 
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            service = subprocess.Popen(
-                [sys.executable, "-c", "from fengkong.cli import app; app()", "serve", "--port", str(port),
-                 "--workers", "1", "--data-dir", tmp], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            service = _serve(port, env, tmp)
             try:
                 _wait_http(port)
                 warm = asyncio.run(_send(port, args.warmup, args.concurrency, f"w{os.getpid()}"))

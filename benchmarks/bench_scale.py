@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -92,10 +91,7 @@ def run_case(name: str, url: str, redis_pids: list[int], workers: int, args: arg
                 "FENGKONG_DEADLINE_MS": str(args.deadline_ms)})
     with tempfile.TemporaryDirectory() as tmp:
         env["FENGKONG_ARTIFACTS_DIR"] = str(Path(tmp) / "no-artifacts")
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from fengkong.cli import app; app()", "serve", "--port", str(port),
-             "--workers", str(workers), "--data-dir", tmp], env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+        proc = bench_api._serve(port, env, tmp, workers)
         try:
             bench_api._wait_http(port, timeout=240.0)  # 4 workers start slowly on a loaded 2-core machine
             service = _wait_workers(proc.pid, workers)
