@@ -22,7 +22,9 @@ machine's load (printed as ``load``). Only public interfaces are used, so the sa
 measures an older checkout: ``PYTHONPATH=/path/to/checkout python benchmarks/bench_cases.py``.
 
 The last line is one JSON object: items, cases_filed, decisions_filed, batch, database,
-filing_cpu_us_per_item, items_per_s, load.
+filing_cpu_us_per_item, items_per_s, load, and ``digest``: a hash of what was filed
+(cases with their grouped decisions and audit actions, no row ids or times), equal
+for two versions of the code that file the same cases from the same ``--seed``.
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ def main() -> None:
             with engine.connect() as conn:
                 cases = conn.execute(text("SELECT count(*) FROM cases")).scalar_one()
                 decisions = conn.execute(text("SELECT count(*) FROM case_decisions")).scalar_one()
+                digest = _digest(conn, text)
             if decisions != args.items or consumer.dropped:
                 raise SystemExit(f"filed {decisions} of {args.items} items ({consumer.dropped} dropped)")
         finally:
@@ -159,7 +162,27 @@ def main() -> None:
     print(json.dumps({"items": args.items, "cases_filed": int(cases), "decisions_filed": int(decisions),
                       "batch": args.batch, "database": engine.dialect.name,
                       "filing_cpu_us_per_item": round(cpu / args.items * 1e6, 1),
-                      "items_per_s": round(args.items / wall), "load": os.getloadavg()[0]}))
+                      "items_per_s": round(args.items / wall), "load": os.getloadavg()[0], "digest": digest}))
+
+
+def _digest(conn, text) -> str:  # noqa: ANN001 - benchmark only
+    """A hash of what was filed, without row ids or filing times: two versions of the code
+    that file the same cases (grouping, priority, rules, decisions, audit rows) print the
+    same digest."""
+    import hashlib
+
+    decisions: dict = {}
+    for case_id, decision_id in conn.execute(text("SELECT case_id, decision_id FROM case_decisions")):
+        decisions.setdefault(case_id, []).append(decision_id)
+    audit: dict = {}
+    for case_id, action, before, after in conn.execute(
+            text("SELECT case_id, action, from_status, to_status FROM case_events ORDER BY id")):
+        audit.setdefault(case_id, []).append((action, before, after))
+    rows = sorted(repr((*row[1:], sorted(decisions.get(row[0], [])), audit.get(row[0])))
+                  for row in conn.execute(text(
+                      "SELECT id, entity_kind, entity_id, status, queue, priority, max_score, first_occurred_at, "
+                      "last_occurred_at, merchant_id, rule_ids, decision_count FROM cases")))
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
 
 
 def _fresh_database(url: str, make_engine):  # noqa: ANN001 - benchmark only
