@@ -266,6 +266,8 @@ def _open_cases(settings: Settings, redis_url: str, store: OnlineStore, publish:
     url = database_url(settings.database_url, Path(settings.data_dir))
     try:
         client = cases_client(redis_url)
+        # the service's kind of store (on a cluster, outcomes go one script per slot, as
+        # decisions do), on the cases' own client
         labels_store = type(store)(client, ipintel=store.ipintel, lists=store.lists, prefix=settings.key_prefix)
         return open_cases(database_url=url, rules_dir=Path(settings.rules_dir), client=client, store=labels_store,
                           prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, publish=publish,
