@@ -245,3 +245,25 @@ def test_the_merchant_model_scores_each_night_and_the_next_day_reads_it(history,
                 scored += 1
         assert scored >= 4
     assert result.nightly.startswith(f"{DAYS - 1} run(s)")
+
+
+def test_cli_nightly_writes_the_grades_into_decisions_and_report(history, redis_server, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cli = [sys.executable, "-c", "from fengkong.cli import app; app(prog_name='fengkong')", "replay",
+           str(history / "events.parquet"), "--rules-dir", str(RULES), "--merchants",
+           str(history / "merchants.parquet"), "--redis-url", redis_server.url, "--no-progress",
+           "--artifacts", str(tmp_path / "no-models"), "--out", str(tmp_path / "out"), "--nightly"]
+    proc = subprocess.run(cli, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"nightly job: {DAYS - 1} run(s)" in proc.stdout and "grading on chargebacks only" in proc.stdout
+    d = pd.read_parquet(tmp_path / "out" / "decisions.parquet")
+    assert _one(d, "probe-up-after")["merchant_grade"] == "C" and _one(d, "probe-cb-after")["merchant_grade"] == "D"
+    assert "nightly job" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    # a policy file that is not there: a plain error naming it, before any event is read
+    bad = subprocess.run([*cli, "--grade-policy", str(tmp_path / "nope.yaml")], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "nope.yaml" in bad.stderr, bad.stderr

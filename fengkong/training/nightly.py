@@ -39,6 +39,10 @@ from fengkong.training.rescore import rescore, write_to_store
 BOOTSTRAP_REASON = "replay start: no history yet, the policy's start grade"
 
 
+class NightlyError(ValueError):
+    """The replay's merchant profiles do not fit the grade policy (the grade and the policy file named)."""
+
+
 @dataclass
 class NightlyRun:
     """One run of the job: the last business day it graded and each merchant's grade after it."""
@@ -83,7 +87,7 @@ class Nightly:
         """Refuse stated grades the policy does not know (the file and the grade named)."""
         bad = sorted({g for g in self.initial.values() if g not in self.policy.grades})
         if bad:
-            raise ValueError(f"merchant profiles: grade(s) {', '.join(bad)} unknown to the grade policy "
+            raise NightlyError(f"merchant profiles: grade(s) {', '.join(bad)} unknown to the grade policy "
                              f"{self.policy.source} (grades: {', '.join(self.policy.names)})")
 
     def bootstrap(self, store: OnlineStore, profiles: pd.DataFrame | None, merchant_ids: Iterable[str]) -> int:
@@ -100,7 +104,7 @@ class Nightly:
         pipe = store.client.pipeline(transaction=False)
         n = 0
         for m in sorted(set(map(str, merchant_ids))):
-            fields: dict[str, Any] = {}
+            fields: dict[str, str | int] = {}
             if m not in stated:
                 fields.update(grade=self.policy.start, grade_reason=BOOTSTRAP_REASON)
             if m not in own_cap:
