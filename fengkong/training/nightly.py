@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
+from redis.typing import EncodableT, FieldT
 
 from fengkong.events import FLAT_COLUMNS
 from fengkong.features.online import OnlineStore
@@ -104,7 +105,7 @@ class Nightly:
         pipe = store.client.pipeline(transaction=False)
         n = 0
         for m in sorted(set(map(str, merchant_ids))):
-            fields: dict[str, str | int] = {}
+            fields: dict[FieldT, EncodableT] = {}  # redis-py's own types: what hset takes
             if m not in stated:
                 fields.update(grade=self.policy.start, grade_reason=BOOTSTRAP_REASON)
             if m not in own_cap:
