@@ -84,7 +84,7 @@ class NightlyJob(Protocol):
 
     def run(self, store: OnlineStore, history: pd.DataFrame, day: Any) -> Any:
         """After business day ``day`` closed: grade from ``history`` (flat events, all before the
-        boundary) and write the profiles the next day reads."""
+        boundary, ``occurred_at`` as UTC datetimes) and write the profiles the next day reads."""
         ...
 
     def describe(self) -> str:
@@ -278,22 +278,29 @@ def _days(stream: pd.DataFrame, cols: list[str], store: OnlineStore, in_flight: 
     if nightly is None:
         yield from _flow(_records(stream, cols), store, in_flight)
         return
-    days = business_day(stream["occurred_at"], store.biz_offset_min)
+    when = _utc(stream["occurred_at"])  # parsed once, not by every run
+    days = business_day(when, store.biz_offset_min)
+    flat = stream[[c for c in FLAT_COLUMNS if c in stream.columns]].assign(occurred_at=when)
     cuts = np.flatnonzero(np.diff(days)) + 1
     bounds = [0, *cuts.tolist(), len(stream)]
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         yield from _flow(_records(stream.iloc[lo:hi], cols), store, in_flight)
         if hi < len(stream):  # the business day of rows lo..hi-1 has closed
-            history = stream.iloc[:hi][accepted[:hi]].drop_duplicates("event_id")  # a retry is no new event
-            nightly.run(store, history[[c for c in FLAT_COLUMNS if c in history.columns]],
-                        date(1970, 1, 1) + timedelta(days=int(days[lo])))
+            history = flat.iloc[:hi][accepted[:hi]].drop_duplicates("event_id")  # a retry is no new event
+            nightly.run(store, history, date(1970, 1, 1) + timedelta(days=int(days[lo])))
+
+
+def _utc(occurred_at: pd.Series) -> pd.Series:
+    """ISO times (any offset) as UTC datetimes, to the microsecond."""
+    return pd.to_datetime(occurred_at.astype(str), utc=True, format="ISO8601").astype("datetime64[us, UTC]")
 
 
 def business_day(occurred_at: pd.Series, offset_min: int = DEFAULT_BUSINESS_UTC_OFFSET_MIN) -> np.ndarray:
-    """The business day (days since 1970-01-01 in the business time zone) of each ISO time, as
-    the store counts merchant days and `fengkong rescore` closes them."""
-    us = pd.to_datetime(occurred_at.astype(str), utc=True, format="ISO8601").astype("datetime64[us, UTC]")
-    return (us.astype("int64").to_numpy() + offset_min * 60_000_000) // 86_400_000_000
+    """The business day (days since 1970-01-01 in the business time zone) of each time (ISO text
+    with any offset, or UTC datetimes), as the store counts merchant days and `fengkong rescore`
+    closes them."""
+    us = occurred_at if isinstance(occurred_at.dtype, pd.DatetimeTZDtype) else _utc(occurred_at)
+    return (us.astype("datetime64[us, UTC]").astype("int64").to_numpy() + offset_min * 60_000_000) // 86_400_000_000
 
 
 def _flow(records: Iterable[dict[str, Any]], store: OnlineStore, in_flight: int
