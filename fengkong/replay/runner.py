@@ -272,8 +272,8 @@ def _days(stream: pd.DataFrame, cols: list[str], store: OnlineStore, in_flight: 
     them has been sent, counted and handed to the caller (in flight: every reply read,
     so the window is drained); the caller asks for the next event only after deciding
     the last one. Then the job grades from the rows before the boundary that the store
-    counted (``accepted``, which the caller clears for refused rows) and writes the
-    profiles, and the next day starts. No event after the boundary reached the store
+    counted (``accepted``, which the caller clears for refused rows; a retried
+    ``event_id`` once) and writes the profiles, and the next day starts. No event after the boundary reached the store
     before the job, and none before it after."""
     if nightly is None:
         yield from _flow(_records(stream, cols), store, in_flight)
