@@ -267,3 +267,18 @@ def test_cli_nightly_writes_the_grades_into_decisions_and_report(history, redis_
     bad = subprocess.run([*cli, "--grade-policy", str(tmp_path / "nope.yaml")], capture_output=True, text=True,
                          env=env, cwd=tmp_path, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "nope.yaml" in bad.stderr, bad.stderr
+
+
+def test_grade_changes_reach_the_change_audit_as_the_replay_nightly_job(history, redis_server) -> None:
+    import orjson
+    import redis
+
+    from fengkong.features.change_audit import changes_key
+
+    _replay(history, redis_server, "nly6", nightly=Nightly(POLICY))
+    client = redis.Redis.from_url(redis_server.url)
+    records = [orjson.loads(fields[b"record"]) for _, fields in client.xrange(changes_key("nly6"))]
+    client.close()
+    moves = {(r["merchant_id"], r["fields"]["previous_grade"], r["fields"]["grade"]) for r in records}
+    assert {("m_up", "NEW", "C"), ("m_cb", "C", "D")} <= moves
+    assert {r["actor"] for r in records} == {"replay-nightly"}

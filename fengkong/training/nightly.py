@@ -40,6 +40,10 @@ from fengkong.training.rescore import rescore, write_to_store
 BOOTSTRAP_REASON = "replay start: no history yet, the policy's start grade"
 
 
+#: Who the change audit says changed a grade during a replay (the live job is "rescore").
+AUDIT_ACTOR = "replay-nightly"
+
+
 class NightlyError(ValueError):
     """The replay's merchant profiles do not fit the grade policy (the grade and the policy file named)."""
 
@@ -124,7 +128,8 @@ class Nightly:
         # one partition: the same answer as any split (tests/test_rescore.py), without a model call per part
         result = rescore(events, policy=self.policy, model=self.model, profiles=self.profiles, parts=1,
                          initial=self.initial or None)
-        write_to_store(store, result.current, self.policy, write_caps=True)
+        # as `rescore --redis-url`, grade changes included in the change audit (under the replay's prefix)
+        write_to_store(store, result.current, self.policy, write_caps=True, actor=AUDIT_ACTOR)
         run = NightlyRun(day, result.current, time.process_time() - t0)
         self.runs.append(run)
         return run
