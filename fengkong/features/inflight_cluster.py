@@ -42,10 +42,11 @@ from redis.crc import key_slot
 
 from fengkong.events import Event
 from fengkong.features.cluster import NSLOTS
-from fengkong.features.cluster_store import CLAIMED, POLL_S, ClusterOnlineStore
+from fengkong.features.cluster_store import CLAIMED, POLL_S, ClusterOnlineStore, Join, Lookup
 from fengkong.features.errors import FeatureStoreError, FeatureStoreUnavailable
 from fengkong.features.inflight import CHUNK, SocketWriter
 from fengkong.features.online import FeatureResult, OnlineStore, _Call
+from fengkong.features.plan import Plan
 from fengkong.features.rows import event_row
 
 T = TypeVar("T")
@@ -107,6 +108,16 @@ class _Entry:
 
     __slots__ = ("tag", "event", "call", "join", "calls", "lookups", "commands", "claim", "claim_node",
                  "claim_batch", "claim_at", "took", "value", "where", "failure")
+    call: _Call
+    join: Join
+    calls: list[tuple[Plan, list[str], bytes]]
+    lookups: list[Lookup]
+    commands: list[tuple[Any, ...]]
+    claim: str
+    claim_node: str
+    claim_batch: _Batch
+    claim_at: int
+    where: list[tuple[str, int]]
 
     def __init__(self, tag: Any, event: Event | None) -> None:
         self.tag = tag
@@ -153,7 +164,7 @@ class ClusterInFlight:
 
     # -- connections --------------------------------------------------------------------
     def _connect(self) -> None:
-        client = self.store.client
+        client: Any = self.store.client  # redis-py's RedisCluster (typed as the one-server client)
         cache = client.nodes_manager.slots_cache
         names: list[str] = []
         masters: dict[str, Any] = {}
@@ -256,7 +267,7 @@ class ClusterInFlight:
                 where.append((name, len(commands) + 1))  # + 1: after the batch's SCRIPT LOAD
                 commands.append(command)
             e.where = where
-        load = hiredis.pack_command(("SCRIPT", "LOAD", self.store._script.script))
+        load = hiredis.pack_command(("SCRIPT", "LOAD", self.store._script.script))  # type: ignore[arg-type]
         # every batch starts with SCRIPT LOAD (a no-op when cached): no master answers NOSCRIPT
         chunk.batches = {name: self.nodes[name].send(commands, load, 1) for name, commands in by_node.items()}
         return chunk
