@@ -95,7 +95,8 @@ def offline_features(
                          entries=StaticLists(lists, dict(list_entries) if list_entries is not None else None))
     skip = None if entities is None or not len(events) else [
         i for i, t in enumerate(_TASKS) if task_entity(t) not in entities]
-    raw, event = _run_tasks(h, event_task, skip=skip, blanks=lambda: _blank_template(events, ipintel, business_utc_offset_min))
+    raw, event = _run_tasks(h, event_task, skip=skip,
+                            blanks=lambda: _blank_template(events, ipintel, business_utc_offset_min))
     h.forget()  # the assembly below can reuse the memory of the shared codes and orders
     for values in raw.values():
         h.out.fill_repeats(values)
@@ -146,16 +147,19 @@ def task_entity(task: Callable[[History], dict[str, np.ndarray]]) -> str:
     if task in _MERCHANT_TASKS:
         return "merchant"
     keywords = getattr(task, "keywords", {})
-    names = {decl.entity.name for value in keywords.values() for decl in (value if isinstance(value, list) else [value])}
+    decls = [decl for value in keywords.values() for decl in (value if isinstance(value, list) else [value])]
+    names = {decl.entity.name for decl in decls}
     if len(names) != 1:
         raise ValueError(f"feature task {task!r} is not about one entity: {sorted(names)}")  # a bug, never the caller's
     return names.pop()
 
 
-_BLANKS: dict[int, list[tuple[str, np.dtype[Any]]]] = {}
+#: each task's output names and dtypes, by task position
+Blanks = dict[int, list[tuple[str, np.dtype[Any]]]]
+_BLANKS: Blanks = {}
 
 
-def _blank_template(events: pd.DataFrame, ipintel: IpIntel, offset_min: int) -> dict[int, list[tuple[str, np.dtype[Any]]]]:
+def _blank_template(events: pd.DataFrame, ipintel: IpIntel, offset_min: int) -> Blanks:
     """Every task's output names and dtypes (by task position), learnt once per process from
     the twin of one event: what a skipped task's blanks are made of."""
     if not _BLANKS:
@@ -171,7 +175,7 @@ def _blank(n: int, dtype: np.dtype[Any]) -> np.ndarray:
 
 
 def _run_tasks(h: History, first: Callable[[History], Any], *, skip: list[int] | None = None,
-               blanks: Callable[[], dict[int, list[tuple[str, np.dtype[Any]]]]] | None = None
+               blanks: Callable[[], Blanks] | None = None
                ) -> tuple[dict[str, np.ndarray], Any]:
     """Run ``first`` and every feature task on two threads, the longest first; the features
     come back in column order, with ``first``'s result. A task in ``skip`` is not run: its
@@ -189,8 +193,8 @@ def _run_tasks(h: History, first: Callable[[History], Any], *, skip: list[int] |
         futures = {i: pool.submit(_TASKS[i], h) for i in longest_first[:1]}
         first_result = pool.submit(first, h)
         futures.update({i: pool.submit(_TASKS[i], h) for i in longest_first[1:]})
-        parts = [futures[i].result() if i in futures else {name: _blank(h.out.n_out, dtype) for name, dtype in template[i]}
-                 for i in range(len(_TASKS))]
+        parts = [futures[i].result() if i in futures
+                 else {name: _blank(h.out.n_out, dtype) for name, dtype in template[i]} for i in range(len(_TASKS))]
         result = first_result.result()
     raw: dict[str, np.ndarray] = {}
     for part in parts:

@@ -152,8 +152,8 @@ def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, model
     """Send every event through the online path; the decisions (one row per decision event).
 
     ``in_flight`` > 1 keeps up to that many events' feature calls sent ahead on one
-    connection per Redis master (`fengkong.features.inflight`, `inflight_cluster`), in event-time order, so each gets the
-    features of a one-by-one replay; 1 sends each event and waits for it
+    connection per Redis master (`fengkong.features.inflight`, `inflight_cluster`), in
+    event-time order, so each gets the features of a one-by-one replay; 1 sends each event and waits for it
     (`pipeline.decide` / `pipeline.record_outcome`, as the service's path)."""
     out: dict[str, list[Any]] = {c: [] for c in DECISION_COLUMNS}
     label_cols = [c for c in ("is_fraud", "scenario") if c in stream.columns]
