@@ -40,7 +40,7 @@ import hashlib
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -130,26 +130,55 @@ def offline_features_dask(
     shared_f = {k: client.scatter(v, broadcast=True) if isinstance(v, pd.DataFrame) else v
                 for k, v in shared.items()}
     declared = _declared()
-    jobs = []
-    for pass_name in PASSES:
-        parts = split_keys(flat, pass_name, partitions)
-        for p in range(partitions):
-            rows = flat[parts == p]
-            if not len(rows):
-                continue
-            jobs.append((pass_name, client.submit(_pass_task, client.scatter(rows), pass_name=pass_name,
-                                                  declared=declared, pure=False, **shared_f)))
     pieces: dict[str, list[pd.DataFrame]] = {name: [] for name in PASSES}
     names: list[str] = []
-    for (pass_name, _), (frame, all_names) in zip(jobs, client.gather([f for _, f in jobs])):
+    for pass_name, result in _run_parts(client, flat, partitions, declared, shared_f):
+        frame, all_names = result
         pieces[pass_name].append(frame)
         names = names or all_names
-    by_pass = {name: pd.concat(frames).sort_index() for name, frames in pieces.items() if frames}
+    by_pass = {}
+    for name in list(pieces):  # each pass's pieces freed once joined
+        frames = pieces.pop(name)
+        if frames:
+            by_pass[name] = pd.concat(frames).sort_index()
+        del frames
     base = by_pass[_ROW]
     columns = {c: by_pass[column_pass(c, declared)][c] for c in names}
     out = pd.DataFrame(columns, index=base.index)
     out.index = original_index[out.index.to_numpy()]
     return out
+
+
+def _run_parts(client: Any, flat: pd.DataFrame, partitions: int, declared: Mapping[str, str],
+               shared: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """Every part of every pass as a task, at most two per worker sent at a time (so the
+    workers hold a few parts of the history, not five copies of it); each result with
+    its pass, in the order they finish."""
+    from distributed import as_completed
+
+    keys = {name: split_keys(flat, name, partitions) for name in PASSES}
+    todo = ((name, p) for name in PASSES for p in range(partitions))
+    passes: dict[str, str] = {}
+    running = as_completed()
+
+    def submit_next() -> None:
+        for name, p in todo:
+            rows = flat[keys[name] == p]
+            if len(rows):
+                future = client.submit(_pass_task, client.scatter(rows), pass_name=name, declared=declared,
+                                       pure=False, **shared)
+                passes[future.key] = name
+                running.add(future)
+                return
+
+    for _ in range(max(2, 2 * len(client.scheduler_info()["workers"]))):
+        submit_next()
+    for future in running:
+        result = future.result()
+        name = passes.pop(future.key)
+        future.release()
+        submit_next()
+        yield name, result
 
 
 def pass_entities(pass_name: str) -> frozenset[str]:
