@@ -68,7 +68,12 @@ def digest(frame: pd.DataFrame) -> dict[str, str]:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+    """This process's peak resident memory (VmHWM: its own, where ``ru_maxrss`` would carry
+    the high-water mark of the process it was forked from)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _worker_stats() -> tuple[float, float]:
@@ -76,7 +81,7 @@ def _worker_stats() -> tuple[float, float]:
     import resource as r
 
     use = r.getrusage(r.RUSAGE_SELF)
-    return use.ru_utime + use.ru_stime, use.ru_maxrss / 1024
+    return use.ru_utime + use.ru_stime, _peak_rss_mb()
 
 
 def load(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame | None]:

@@ -44,7 +44,7 @@ from fengkong.events import Event
 from fengkong.features.cluster import NSLOTS
 from fengkong.features.cluster_store import CLAIMED, POLL_S, ClusterOnlineStore, Join, Lookup
 from fengkong.features.errors import FeatureStoreError, FeatureStoreUnavailable
-from fengkong.features.inflight import CHUNK, SocketWriter
+from fengkong.features.inflight import CHUNK, InFlight, SocketWriter
 from fengkong.features.online import FeatureResult, OnlineStore, _Call
 from fengkong.features.plan import Plan
 from fengkong.features.rows import event_row
@@ -207,10 +207,11 @@ class ClusterInFlight:
     def run(self, items: Iterable[tuple[T, Event | None]]) -> Iterator[tuple[T, Event | None, FeatureResult | None]]:
         """Each ``(tag, event)`` with what ``store.process(event)`` returns one by one (None
         for a None event), in the order given."""
-        self._connect()
         claimed: deque[_Chunk] = deque()  # claims sent, not read
         counting: deque[_Chunk] = deque()  # entity calls sent, not read
+        self._mine, self._mine_until, self._seq = {}, deque(), 0
         try:
+            self._connect()
             entries: list[_Entry] = []
             for tag, event in items:
                 entries.append(_Entry(tag, event))
@@ -345,10 +346,8 @@ class ClusterInFlight:
         return self.store._duplicate(e.event, e.call, value)
 
 
-def in_flight_for(store: OnlineStore, *, depth: int) -> Any:
+def in_flight_for(store: OnlineStore, *, depth: int) -> InFlight | ClusterInFlight:
     """The in-flight sender for a store: `ClusterInFlight` on a cluster, else `InFlight`."""
-    from fengkong.features.inflight import InFlight
-
     if isinstance(store, ClusterOnlineStore):
         return ClusterInFlight(store, depth=depth)
     return InFlight(store, depth=depth)
