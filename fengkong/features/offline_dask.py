@@ -23,8 +23,10 @@ kind's state handed across the cut; splitting by entity needs nothing but the ke
 Each pass computes only the store features of its own entities (`offline_features`'s
 ``entities``): the other entities' columns are blanks it drops. What every pass still
 repeats is the per-row work (reading the events, IP intelligence, the event's own
-columns and the assembly), so the cluster does about twice the work of one pandas
-run, spread over its workers.
+columns and the assembly), and the history goes out and the features come back, so
+the cluster spends about four times the CPU of one pandas run, spread over its
+workers (docs/scale.md, "Batch on Dask"). At most two parts per worker are in flight,
+so the workers hold a few parts of the history at a time, not five copies of it.
 
 A retry (the same event_id, the same body) lands in the same part as its first
 delivery. An event_id reused with OTHER entities (which the online store refuses)
