@@ -176,6 +176,10 @@ class ClusterInFlight:
     # -- connections --------------------------------------------------------------------
     def _connect(self) -> None:
         client: Any = self.store.client  # redis-py's RedisCluster (typed as the one-server client)
+        try:
+            client.nodes_manager.initialize()  # the current slot map: a stale one would end the run at its first MOVED
+        except (redis.RedisError, OSError) as exc:
+            raise FeatureStoreUnavailable(f"feature store unreachable: {type(exc).__name__}: {exc}") from exc
         cache = client.nodes_manager.slots_cache
         names: list[str] = []
         masters: dict[str, Any] = {}
