@@ -12,15 +12,22 @@ events would take minutes for the same rate). With models (the default;
 benchmarks/bench_api.py trains them (a small simulated history, the `fengkong train`
 defaults) into a temporary folder and the in-flight replay is run again with them.
 
+With ``--cluster`` the same two replays (in flight, and one by one on the head) also
+run against a 3-master Redis Cluster started from the same redis-server binary
+(tests/redis_cluster.py), the in-flight one through `fengkong.features.inflight_cluster`;
+the Redis CPU is then the sum over the masters.
+
 Besides wall-clock rates it prints the CPU per event of the replaying process (all
 its threads) and of its Redis (from INFO cpu): on a shared machine the rate moves
 with the neighbours, the CPU per event much less, and the larger of the two CPU
 figures bounds the rate two free cores could reach.
 
-Run: python benchmarks/bench_replay.py [--events 200000] [--sequential-events 30000] [--no-models]
+Run: python benchmarks/bench_replay.py [--events 200000] [--sequential-events 30000] [--no-models] [--cluster]
 Last line: JSON with ``events``, ``seconds``, ``events_per_s`` (target >= 5,000),
 ``sequential_events_per_s`` (and ``sequential_events``), ``models_events_per_s``,
-``python_cpu_us_per_event`` and ``redis_cpu_us_per_event``.
+``python_cpu_us_per_event`` and ``redis_cpu_us_per_event``; with ``--cluster`` also
+``cluster_events_per_s``, ``cluster_python_cpu_us_per_event``, ``cluster_redis_cpu_us_per_event``,
+``cluster_sequential_events_per_s`` and ``cluster_sequential_python_cpu_us_per_event``.
 """
 
 from __future__ import annotations
@@ -41,16 +48,21 @@ from fengkong.replay.runner import run_replay  # noqa: E402
 from fengkong.simulation import SimConfig, run, write_outputs  # noqa: E402
 
 
-def _redis_cpu(server: EmbeddedRedis) -> float:
-    client = server.client()
-    try:
-        info = client.info("cpu")
-    finally:
-        client.close()
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+def _redis_cpu(server: Any) -> float:
+    """CPU seconds used so far by the server (an `EmbeddedRedis`), or by every master of a
+    cluster (tests/redis_cluster.py's `LocalCluster`)."""
+    clients = [server.node(i) for i in range(server.n)] if hasattr(server, "ports") else [server.client()]
+    total = 0.0
+    for client in clients:
+        try:
+            info = client.info("cpu")
+        finally:
+            client.close()
+        total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return total
 
 
-def timed_replay(path: Path, sim_dir: Path, server: EmbeddedRedis, prefix: str, *, in_flight: int,
+def timed_replay(path: Path, sim_dir: Path, server: Any, prefix: str, *, in_flight: int,
                  models_dir: Path | None = None) -> dict[str, Any]:
     """One replay as the CLI runs it, with its rate and the CPU it cost per event."""
     r0, p0 = _redis_cpu(server), time.process_time()
@@ -72,6 +84,7 @@ def main() -> None:
     ap.add_argument("--in-flight", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--models", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--cluster", action="store_true", help="also replay on a 3-master Redis Cluster")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -108,6 +121,7 @@ def main() -> None:
                       f"{models['redis_cpu_us_per_event']:.0f} us", flush=True)
         finally:
             server.stop()
+        clustered = _on_cluster(paths["events.parquet"], head, work / "sim", args.in_flight) if args.cluster else {}
     out = {"events": fast["events"], "seconds": round(fast["seconds"], 2), "events_per_s": round(fast["events_per_s"]),
            "in_flight": args.in_flight,
            "python_cpu_us_per_event": round(fast["python_cpu_us_per_event"]),
@@ -119,7 +133,33 @@ def main() -> None:
         out.update(models_events_per_s=round(models["events_per_s"]), models_seconds=round(models["seconds"], 2),
                    models_python_cpu_us_per_event=round(models["python_cpu_us_per_event"]),
                    models_redis_cpu_us_per_event=round(models["redis_cpu_us_per_event"]))
+    out.update(clustered)
     print(json.dumps(out))
+
+
+def _on_cluster(path: Path, head: Path, sim_dir: Path, in_flight: int) -> dict[str, Any]:
+    """The in-flight and one-by-one replays on a 3-master cluster started here."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from redis_cluster import LocalCluster
+
+    cluster = LocalCluster(3).start()
+    try:
+        fast = timed_replay(path, sim_dir, cluster, "cbench1", in_flight=in_flight)
+        print(f"cluster, in flight ({in_flight}): {fast['events']:,} events in {fast['seconds']:.1f} s, "
+              f"{fast['events_per_s']:,.0f} events/s; CPU per event: replay {fast['python_cpu_us_per_event']:.0f}"
+              f" us, Redis (3 masters) {fast['redis_cpu_us_per_event']:.0f} us", flush=True)
+        seq = timed_replay(head, sim_dir, cluster, "cbench2", in_flight=1)
+        print(f"cluster, one by one: {seq['events']:,} events in {seq['seconds']:.1f} s, "
+              f"{seq['events_per_s']:,.0f} events/s; CPU per event: replay {seq['python_cpu_us_per_event']:.0f} us,"
+              f" Redis {seq['redis_cpu_us_per_event']:.0f} us", flush=True)
+    finally:
+        cluster.stop()
+    return {"cluster_events_per_s": round(fast["events_per_s"]),
+            "cluster_python_cpu_us_per_event": round(fast["python_cpu_us_per_event"]),
+            "cluster_redis_cpu_us_per_event": round(fast["redis_cpu_us_per_event"]),
+            "cluster_sequential_events_per_s": round(seq["events_per_s"]),
+            "cluster_sequential_python_cpu_us_per_event": round(seq["python_cpu_us_per_event"]),
+            "cluster_sequential_redis_cpu_us_per_event": round(seq["redis_cpu_us_per_event"])}
 
 
 if __name__ == "__main__":

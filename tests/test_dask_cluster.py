@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from fengkong.features import definitions as d
 from fengkong.features.offline import offline_features
-from fengkong.features.offline_dask import PASSES, column_pass, offline_features_dask, split_keys
+from fengkong.features.offline_dask import PASSES, column_pass, offline_features_dask, pass_entities, split_keys
 from fengkong.replay.inputs import list_entries
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +71,24 @@ def test_dask_twin_equals_the_pandas_twin(cluster, history, ipintel, list_specs)
     card_part = offline_features(part, ipintel=ipintel, lists=list_specs, list_entries=entries, profiles=merchants)
     pd.testing.assert_series_equal(card_part["card.count_24h"], want["card.count_24h"].loc[card_part.index])
     assert not card_part["user.count_30d"].equals(want["user.count_30d"].loc[card_part.index])
+
+
+def test_a_pass_computes_only_its_own_entities(history, ipintel, list_specs) -> None:
+    """Each pass runs only its entities' feature tasks (no repeated work), and its own
+    columns are still exact; another entity's columns are then blanks."""
+    from fengkong.features.offline import _TASKS, task_entity
+
+    events, merchants, _ = history
+    assert {task_entity(t) for t in _TASKS} == {"card", "user", "device", "ip", "subnet", "merchant", "merchant_card"}
+    part = events[split_keys(events, "user", 3) == 1]
+    full = offline_features(part, ipintel=ipintel, lists=list_specs, profiles=merchants)
+    own = offline_features(part, ipintel=ipintel, lists=list_specs, profiles=merchants,
+                           entities=pass_entities("user"))
+    mine = [c for c in full.columns if column_pass(c) == "user"]
+    assert len(mine) > 20
+    pd.testing.assert_frame_equal(own[mine], full[mine])
+    assert full["card.count_24h"].notna().any() and own["card.count_24h"].isna().all()  # not computed
+    assert full["merchant.count_today"].notna().any() and own["merchant.count_today"].isna().all()
 
 
 def test_cli_backtest_on_a_dask_scheduler_equals_pandas(cluster, history, tmp_path) -> None:

@@ -49,8 +49,9 @@ def register(app: typer.Typer) -> None:
         models_dir: Optional[Path] = typer.Option(None, "--artifacts", "--models", help="Model artifacts folder "
                                                   "(default $FENGKONG_ARTIFACTS_DIR or ./artifacts, as `fengkong "
                                                   "train` and `serve`; rules only when it holds none)."),
-        redis_url: Optional[str] = typer.Option(None, "--redis-url", help="Use this Redis (keys under a fresh "
-                                                "prefix) instead of an embedded one."),
+        redis_url: Optional[str] = typer.Option(None, "--redis-url", help="Use this Redis, or a Redis Cluster "
+                                                "(redis+cluster://host:port,...), keys under a fresh prefix, "
+                                                "instead of an embedded one."),
         label_delay: Optional[str] = typer.Option(None, "--label-delay", help="Send a fraud report this long after "
                                                   "each fraud-labelled payment (e.g. 7d); overrides the mapping."),
         max_bad_share: Optional[float] = typer.Option(None, "--max-bad-share", help="Skip and report rows the "
@@ -67,8 +68,9 @@ def register(app: typer.Typer) -> None:
         report: bool = typer.Option(True, "--report/--no-report", help="Write report.md and report.html."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
         in_flight: int = typer.Option(1024, "--in-flight", min=1, help="Events whose Redis feature calls are "
-                                      "sent ahead, in event-time order, on one connection (same decisions as "
-                                      "one by one; 1 = send each event and wait for its answer)."),
+                                      "sent ahead, in event-time order, on one connection per Redis master "
+                                      "(same decisions as one by one; 1 = send each event and wait for its "
+                                      "answer)."),
         nightly: bool = typer.Option(False, "--nightly/--no-nightly", help="Run the nightly job (`fengkong "
                                      "rescore`: merchant grades, daily caps, the merchant model's anomaly score) at "
                                      "each business-day boundary (00:00 UTC+08:00) in event time, on the history "

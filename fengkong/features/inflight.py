@@ -18,7 +18,8 @@ At most ``depth`` events are sent and not yet read. Every chunk starts with a
 ``SCRIPT LOAD`` of the script (a no-op when cached), so a server that lost its script
 cache never answers NOSCRIPT.
 
-Only a single Redis server: a cluster splits an event's work over several nodes.
+One Redis server: on a Redis Cluster an event's work is a claim and then one call per
+entity on several nodes, kept in flight by `fengkong.features.inflight_cluster`.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ T = TypeVar("T")
 CHUNK = 64
 
 
-class _Writer:
-    """A thread that sends packed chunks on the connection, in order."""
+class SocketWriter:
+    """A thread that sends packed chunks on one connection, in order (a blocking ``sendall``
+    that releases the GIL, so a full socket buffer never stalls the thread reading replies)."""
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
@@ -89,13 +91,13 @@ class InFlight:
         pool = getattr(store.client, "connection_pool", None)
         if pool is None:  # e.g. a cluster client: one event's work spans several connections
             raise ValueError(f"in flight: needs one Redis server's client, not {type(store.client).__name__}; "
-                             "send events one by one (in_flight=1)")
+                             "a cluster's store goes through inflight_cluster.ClusterInFlight")
         conn = pool.make_connection()
         try:
             conn.connect()
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise FeatureStoreUnavailable(f"feature store unreachable: {type(exc).__name__}: {exc}") from exc
-        writer = _Writer(conn)
+        writer = SocketWriter(conn)
         script: tuple[Any, ...] = ("SCRIPT", "LOAD", store._script.script)
         load = hiredis.pack_command(script)
         sent: deque[tuple[list[tuple[T, Event | None, Any]], int]] = deque()  # chunk, its calls
@@ -122,7 +124,7 @@ class InFlight:
             writer.close()
 
     @staticmethod
-    def _send(writer: _Writer, load: bytes, chunk: list[tuple[T, Event | None, Any]], calls: int,
+    def _send(writer: SocketWriter, load: bytes, chunk: list[tuple[T, Event | None, Any]], calls: int,
               sent: deque[tuple[list[tuple[T, Event | None, Any]], int]]) -> int:
         if calls:
             writer.chunks.put(b"".join([load, *(hiredis.pack_command(c.command) for _, _, c in chunk
@@ -130,7 +132,7 @@ class InFlight:
         sent.append((chunk, calls))
         return calls
 
-    def _receive(self, conn: Any, writer: _Writer,
+    def _receive(self, conn: Any, writer: SocketWriter,
                  chunk: list[tuple[T, Event | None, Any]]) -> Iterator[tuple[T, Event | None, FeatureResult | None]]:
         store = self.store
         if any(c is not None for _, _, c in chunk):
@@ -145,7 +147,7 @@ class InFlight:
             yield tag, event, store._finish(event, call, reply)
 
     @staticmethod
-    def _read(conn: Any, writer: _Writer) -> Any:
+    def _read(conn: Any, writer: SocketWriter) -> Any:
         try:
             return conn.read_response()
         except redis.ResponseError as exc:  # one command's error reply: the stream stays in step

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Collection, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -59,6 +59,7 @@ def offline_features(
     default_limit: int | None = None,
     business_utc_offset_min: int = d.DEFAULT_BUSINESS_UTC_OFFSET_MIN,
     promotions: pd.DataFrame | None = None,
+    entities: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Features of every row of a flat-event DataFrame, as the online store gives them.
 
@@ -73,6 +74,11 @@ def offline_features(
     The ~130 columns are kept as computed, not consolidated (that would copy the
     whole frame): join new columns with ``pd.concat(axis=1)`` rather than inserting
     them one by one, or ``.copy()`` the frame first.
+
+    ``entities`` (names of `definitions.Entity`, e.g. ``{"card"}``): compute only the
+    store features kept per those entities; every other entity's columns are then
+    blanks, not features. For `offline_dask`, whose passes each keep the columns of the
+    entities they split by, so that no pass repeats another's work.
     """
     grade_limits = dict(grade_limits or d.DEFAULT_GRADE_LIMITS)
     if default_limit is None:
@@ -87,7 +93,10 @@ def offline_features(
     lists = lists or {}
     event_task = partial(event_columns, lay=h.out, merchants=merchants, lists=lists,
                          entries=StaticLists(lists, dict(list_entries) if list_entries is not None else None))
-    raw, event = _run_tasks(h, event_task)
+    skip = None if entities is None or not len(events) else [
+        i for i, t in enumerate(_TASKS) if task_entity(t) not in entities]
+    raw, event = _run_tasks(h, event_task, skip=skip,
+                            blanks=lambda: _blank_template(events, ipintel, business_utc_offset_min))
     h.forget()  # the assembly below can reuse the memory of the shared codes and orders
     for values in raw.values():
         h.out.fill_repeats(values)
@@ -130,22 +139,62 @@ def _tasks() -> list[Callable[[History], dict[str, np.ndarray]]]:
 
 
 _TASKS = _tasks()
+_MERCHANT_TASKS = (period_volume, baselines, top_share)
 
 
-def _run_tasks(h: History, first: Callable[[History], Any]) -> tuple[dict[str, np.ndarray], Any]:
+def task_entity(task: Callable[[History], dict[str, np.ndarray]]) -> str:
+    """The entity (a `definitions.Entity` name) whose store features a task computes."""
+    if task in _MERCHANT_TASKS:
+        return "merchant"
+    keywords = getattr(task, "keywords", {})
+    decls = [decl for value in keywords.values() for decl in (value if isinstance(value, list) else [value])]
+    names = {decl.entity.name for decl in decls}
+    if len(names) != 1:
+        raise ValueError(f"feature task {task!r} is not about one entity: {sorted(names)}")  # a bug, never the caller's
+    return names.pop()
+
+
+#: each task's output names and dtypes, by task position
+Blanks = dict[int, list[tuple[str, np.dtype[Any]]]]
+_BLANKS: Blanks = {}
+
+
+def _blank_template(events: pd.DataFrame, ipintel: IpIntel, offset_min: int) -> Blanks:
+    """Every task's output names and dtypes (by task position), learnt once per process from
+    the twin of one event: what a skipped task's blanks are made of."""
+    if not _BLANKS:
+        tiny, _ = history(frame_rows(events.iloc[:1], ipintel, offset_min))
+        tiny.rows["near_limit"] = False
+        for i, task in enumerate(_TASKS):
+            _BLANKS[i] = [(name, values.dtype) for name, values in task(tiny).items()]
+    return _BLANKS
+
+
+def _blank(n: int, dtype: np.dtype[Any]) -> np.ndarray:
+    return np.full(n, np.nan) if dtype.kind == "f" else np.zeros(n, dtype=dtype)
+
+
+def _run_tasks(h: History, first: Callable[[History], Any], *, skip: list[int] | None = None,
+               blanks: Callable[[], Blanks] | None = None
+               ) -> tuple[dict[str, np.ndarray], Any]:
     """Run ``first`` and every feature task on two threads, the longest first; the features
-    come back in column order, with ``first``'s result.
+    come back in column order, with ``first``'s result. A task in ``skip`` is not run: its
+    columns are blanks of their dtype (``blanks()``: each task's names and dtypes).
 
     The tasks share nothing but `History`'s values, and numpy releases the GIL in the
     sorts, searches and gathers that dominate them, so two threads use both cores;
     many small tasks keep both busy to the end.
     """
-    longest_first = sorted(range(len(_TASKS)), key=lambda i: _TASKS[i] is not baselines)
+    skipped = set(skip or ())
+    run = [i for i in range(len(_TASKS)) if i not in skipped]
+    longest_first = sorted(run, key=lambda i: _TASKS[i] is not baselines)
+    template = blanks() if skipped and blanks is not None else {}
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {i: pool.submit(_TASKS[i], h) for i in longest_first[:1]}
         first_result = pool.submit(first, h)
         futures.update({i: pool.submit(_TASKS[i], h) for i in longest_first[1:]})
-        parts = [futures[i].result() for i in range(len(_TASKS))]
+        parts = [futures[i].result() if i in futures
+                 else {name: _blank(h.out.n_out, dtype) for name, dtype in template[i]} for i in range(len(_TASKS))]
         result = first_result.result()
     raw: dict[str, np.ndarray] = {}
     for part in parts:

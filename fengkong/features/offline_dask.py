@@ -20,8 +20,13 @@ wrong and are dropped. A column's entity is the one its declaration names
 (`definitions`), else its namespace; ``ip.*`` columns no declaration names are IP
 intelligence (the row's own). Splitting by time with carried state would need every
 kind's state handed across the cut; splitting by entity needs nothing but the key.
-The price: each pass computes every feature of its part, so the cluster does about
-five times the work of one pandas run, spread over its workers.
+Each pass computes only the store features of its own entities (`offline_features`'s
+``entities``): the other entities' columns are blanks it drops. What every pass still
+repeats is the per-row work (reading the events, IP intelligence, the event's own
+columns and the assembly), and the history goes out and the features come back, so
+the cluster spends about four times the CPU of one pandas run, spread over its
+workers (docs/scale.md, "Batch on Dask"). At most two parts per worker are in flight,
+so the workers hold a few parts of the history at a time, not five copies of it.
 
 A retry (the same event_id, the same body) lands in the same part as its first
 delivery. An event_id reused with OTHER entities (which the online store refuses)
@@ -37,7 +42,7 @@ import hashlib
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -127,21 +132,18 @@ def offline_features_dask(
     shared_f = {k: client.scatter(v, broadcast=True) if isinstance(v, pd.DataFrame) else v
                 for k, v in shared.items()}
     declared = _declared()
-    jobs = []
-    for pass_name in PASSES:
-        parts = split_keys(flat, pass_name, partitions)
-        for p in range(partitions):
-            rows = flat[parts == p]
-            if not len(rows):
-                continue
-            jobs.append((pass_name, client.submit(_pass_task, client.scatter(rows), pass_name=pass_name,
-                                                  declared=declared, pure=False, **shared_f)))
     pieces: dict[str, list[pd.DataFrame]] = {name: [] for name in PASSES}
     names: list[str] = []
-    for (pass_name, _), (frame, all_names) in zip(jobs, client.gather([f for _, f in jobs])):
+    for pass_name, result in _run_parts(client, flat, partitions, declared, shared_f):
+        frame, all_names = result
         pieces[pass_name].append(frame)
         names = names or all_names
-    by_pass = {name: pd.concat(frames).sort_index() for name, frames in pieces.items() if frames}
+    by_pass = {}
+    for name in list(pieces):  # each pass's pieces freed once joined
+        frames = pieces.pop(name)
+        if frames:
+            by_pass[name] = pd.concat(frames).sort_index()
+        del frames
     base = by_pass[_ROW]
     columns = {c: by_pass[column_pass(c, declared)][c] for c in names}
     out = pd.DataFrame(columns, index=base.index)
@@ -149,14 +151,52 @@ def offline_features_dask(
     return out
 
 
+def _run_parts(client: Any, flat: pd.DataFrame, partitions: int, declared: Mapping[str, str],
+               shared: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """Every part of every pass as a task, at most two per worker sent at a time (so the
+    workers hold a few parts of the history, not five copies of it); each result with
+    its pass, in the order they finish."""
+    from distributed import as_completed
+
+    keys = {name: split_keys(flat, name, partitions) for name in PASSES}
+    todo = ((name, p) for name in PASSES for p in range(partitions))
+    passes: dict[str, str] = {}
+    running = as_completed()
+
+    def submit_next() -> None:
+        for name, p in todo:
+            rows = flat[keys[name] == p]
+            if len(rows):
+                future = client.submit(_pass_task, client.scatter(rows), pass_name=name, declared=declared,
+                                       pure=False, **shared)
+                passes[future.key] = name
+                running.add(future)
+                return
+
+    for _ in range(max(2, 2 * len(client.scheduler_info()["workers"]))):
+        submit_next()
+    for future in running:
+        result = future.result()
+        name = passes.pop(future.key)
+        future.release()
+        submit_next()
+        yield name, result
+
+
+def pass_entities(pass_name: str) -> frozenset[str]:
+    """The entities whose store features a pass keeps (and so computes)."""
+    return frozenset(entity for entity, name in _ENTITY_PASS.items() if name == pass_name)
+
+
 def _pass_task(rows: pd.DataFrame, *, pass_name: str, declared: Mapping[str, str], lists_files: dict[str, bytes],
                **kwargs: Any) -> tuple[pd.DataFrame, list[str]]:
-    """One part of one pass on a worker: the columns this pass computes exactly."""
+    """One part of one pass on a worker: the columns this pass computes exactly (and only
+    its own entities' store features are computed)."""
     from fengkong.features.offline import offline_features
 
     files = tuple(sorted(lists_files.items()))
     digest = hashlib.sha256(b"".join(n.encode() + b"\0" + b for n, b in files)).hexdigest()
-    features = offline_features(rows, ipintel=_ipintel(digest, files), **kwargs)
+    features = offline_features(rows, ipintel=_ipintel(digest, files), entities=pass_entities(pass_name), **kwargs)
     names = list(features.columns)
     keep = [c for c in names if column_pass(c, declared) == pass_name]
     return features[keep], names

@@ -8,7 +8,8 @@ outcome events (refund, chargeback, fraud_report, ...) through
 `pipeline.record_outcome`, so features fed by outcomes update as they would live.
 
 By default many events are in flight: their feature-script calls are sent ahead in
-event-time order on one connection (`fengkong.features.inflight`) and each decision
+event-time order on one connection (`fengkong.features.inflight`; on a Redis Cluster
+one connection per master, `fengkong.features.inflight_cluster`) and each decision
 is made from its call's reply with `pipeline.decide_on` (what `decide` does after the
 store). The script is the only Redis access on the path and a replay writes no
 decision back, so every event gets the one-by-one features and decision
@@ -52,7 +53,7 @@ from fengkong import pipeline
 from fengkong.engine.errors import RuleSetError
 from fengkong.engine.ruleset import RuleSet, load_ruleset
 from fengkong.events import FLAT_COLUMNS, Event, EventRejected, flat_to_dict, parse_event
-from fengkong.features.inflight import InFlight
+from fengkong.features.inflight_cluster import in_flight_for
 from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import ListStore, load_list_specs
 from fengkong.features.definitions import DEFAULT_BUSINESS_UTC_OFFSET_MIN
@@ -178,8 +179,8 @@ def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, model
     """Send every event through the online path; the decisions (one row per decision event).
 
     ``in_flight`` > 1 keeps up to that many events' feature calls sent ahead on one
-    connection (`fengkong.features.inflight`), in event-time order, so each gets the
-    features of a one-by-one replay; 1 sends each event and waits for it
+    connection per Redis master (`fengkong.features.inflight`, `inflight_cluster`), in
+    event-time order, so each gets the features of a one-by-one replay; 1 sends each event and waits for it
     (`pipeline.decide` / `pipeline.record_outcome`, as the service's path).
     ``nightly`` runs at each business-day boundary, between the day's last event and the
     next day's first (`_days`); the caller has bootstrapped it."""
@@ -319,7 +320,7 @@ def _flow(records: Iterable[dict[str, Any]], store: OnlineStore, in_flight: int
             yield row, event, None
         return
     calls = (((row, event), event if isinstance(event, Event) else None) for row, event in parsed())
-    for (row, event), _, result in InFlight(store, depth=in_flight).run(calls):
+    for (row, event), _, result in in_flight_for(store, depth=in_flight).run(calls):
         yield row, event, result
 
 
@@ -357,23 +358,25 @@ def setup(*, rules_dir: Path, redis_url: str | None = None, prefix: str | None =
           lists_file: Path | None = None, merchants_file: Path | None = None,
           models_dir: Path | None = None, promotions_file: Path | None = None) -> ReplaySetup:
     """Start (or connect to) Redis, load lists, merchant profiles, planned promotions, rules and models."""
-    import redis as redis_lib
-
+    from fengkong.features.cluster import client_for_url
+    from fengkong.features.cluster_store import store_class_for
     from fengkong.features.embedded_redis import EmbeddedRedis
     from fengkong.models.runtime import ModelRuntime
 
     rules_dir = Path(rules_dir)
     lists_dir = rules_dir / "lists"
     server = None
-    if redis_url:
-        client = redis_lib.Redis.from_url(redis_url)
+    store_class: type[OnlineStore] = OnlineStore
+    if redis_url:  # one server, or a Redis Cluster (redis+cluster://seed1,seed2,...)
+        client = client_for_url(redis_url)
+        store_class = store_class_for(redis_url)
         prefix = prefix or f"replay{int(time.time() * 1000)}"  # never touch a live service's keys
     else:
         server = EmbeddedRedis(persist=False).start()
         client = server.client()
         prefix = prefix or "fk"
     specs = load_list_specs(lists_dir)
-    store = OnlineStore(client, ipintel=IpIntel.load(lists_dir), lists=specs, prefix=prefix)
+    store = store_class(client, ipintel=IpIntel.load(lists_dir), lists=specs, prefix=prefix)
     lists = ListStore(client, specs, prefix=prefix)
     for name, entries in list_entries(lists_dir, specs, lists_file).items():
         if entries:

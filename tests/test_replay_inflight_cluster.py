@@ -1,0 +1,125 @@
+"""Replay with many events in flight on a real 3-master Redis Cluster gets exactly the
+one-by-one answers, and the single server's.
+
+The history (as tests/test_replay_inflight.py's) has every fraud scenario, outcome
+events, label-derived reports, retried event_ids and a row the event contract refuses.
+Small depths and chunks put the claim-then-entities steps of a retry and of its first
+delivery in the same chunk, in neighbouring chunks, and far apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fengkong.events import EventRejected, flat_to_dict, parse_event
+from fengkong.features.cluster_store import CLAIMED, ClusterOnlineStore
+from fengkong.features.errors import FeatureStoreError
+from fengkong.features.inflight import InFlight
+from fengkong.features.inflight_cluster import ClusterInFlight
+from fengkong.replay.reader import load_history
+from fengkong.replay.runner import event_stream, run_replay
+from fengkong.simulation.config import SCENARIOS
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "rules"
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory) -> Path:
+    from fengkong.simulation import SimConfig, run, write_outputs
+
+    out = tmp_path_factory.mktemp("inflight_cluster_sim")
+    sim = run(SimConfig.for_events(4_000, seed=11, days=21, fraud_scale=3.0))
+    paths = write_outputs(sim, out, formats=("parquet",))
+    ev = pd.read_parquet(paths["events.parquet"])
+    # retries: every 40th event sent again, unchanged; every 97th again a day later
+    late = ev.iloc[::97].copy()
+    late["occurred_at"] = (pd.to_datetime(late["occurred_at"], format="ISO8601") + pd.Timedelta(days=1)).map(
+        lambda t: t.isoformat())
+    bad = ev[ev["type"] == "payment"].iloc[[7]].assign(event_id="bad-ip-row", ip="999.1.2.3")
+    ev = pd.concat([ev, ev.iloc[::40], late, bad], ignore_index=True)
+    ev.to_parquet(paths["events.parquet"], index=False)
+    return out
+
+
+def _replay(history: Path, url: str, prefix: str, in_flight: int):
+    return run_replay(history / "events.parquet", rules_dir=RULES, redis_url=url, prefix=prefix,
+                      lists_file=history / "blacklist.json", merchants_file=history / "merchants.parquet",
+                      label_delay_s=2 * 86400, emit_reports=True, in_flight=in_flight)
+
+
+def _same(a, b) -> None:
+    cols = [c for c in a.decisions.columns if c != "ruleset_version"]  # the version ends with its load time
+    pd.testing.assert_frame_equal(b.decisions[cols], a.decisions[cols])
+    assert (b.outcomes_sent, b.reports_generated, b.rejected, b.rejects) == (
+        a.outcomes_sent, a.reports_generated, a.rejected, a.rejects)
+    pd.testing.assert_frame_equal(b.card_reports, a.card_reports)
+
+
+def test_cluster_in_flight_decisions_equal_one_by_one_and_one_server(history, redis_cluster, redis_server) -> None:
+    one = _replay(history, redis_cluster.url, "tcif1", 1)
+    d1 = one.decisions
+    assert set(SCENARIOS) <= set(d1["scenario"])
+    assert one.outcomes_sent > 300 and one.reports_generated > 0 and one.rejected == 1
+    assert d1["event_id"].duplicated().sum() > 100
+    assert set(d1["decision"]) >= {"allow", "review", "deny"}
+    for prefix, depth in (("tcif2", 1024), ("tcif3", 60)):
+        _same(one, _replay(history, redis_cluster.url, prefix, depth))
+    _same(one, _replay(history, redis_server.url, "tcif4", 1024))  # the single-server script's answers
+
+
+def _events(history: Path) -> list:
+    stream = event_stream(load_history(history / "events.parquet"), 2 * 86400, emit_reports=True)
+    out = []
+    for row in stream.astype(object).where(stream.notna(), None).to_dict("records"):
+        try:
+            out.append(parse_event(flat_to_dict(row)))
+        except EventRejected:
+            out.append(None)
+    return out
+
+
+def test_cluster_in_flight_features_equal_process_event_by_event(history, cluster_client, ipintel,
+                                                                   list_specs) -> None:
+    events = _events(history)
+    head = [e for e in events[:80] if e is not None]
+
+    def store(prefix: str) -> ClusterOnlineStore:
+        s = ClusterOnlineStore(cluster_client, ipintel=ipintel, lists=list_specs, prefix=prefix)
+        for e in head:  # claims and blobs already in the cluster before the run: read back from Redis
+            s.process(e)
+        return s
+
+    one = store("tciff1")
+    want = [None if e is None else one.process(e) for e in events]
+    assert sum(w is not None and w.duplicate for w in want) > 150
+    for prefix, depth, chunk in (("tciff2", 30, 7), ("tciff3", 1, 1), ("tciff4", 400, 64)):
+        got = list(ClusterInFlight(store(prefix), depth=depth, chunk=chunk).run(enumerate(events)))
+        assert [tag for tag, _, _ in got] == list(range(len(events)))
+        for (i, event, result), w in zip(got, want):
+            assert event is events[i]
+            if w is None:
+                assert result is None
+                continue
+            assert result is not None
+            assert (result.duplicate, result.features) == (w.duplicate, w.features), (prefix, events[i].event_id)
+
+
+def test_a_claim_held_elsewhere_is_refused_at_its_event(cluster_client, ipintel, list_specs) -> None:
+    store = ClusterOnlineStore(cluster_client, ipintel=ipintel, lists=list_specs, prefix="tcifc")
+    base = {"type": "payment", "occurred_at": "2026-11-25T10:00:00+08:00", "merchant_id": "m1", "user_id": "u1",
+            "amount": 1000, "card": {"fingerprint": "c1", "bin": "622202", "type": "credit"}}
+    events = [parse_event({**base, "event_id": f"e{i}"}) for i in range(3)]
+    cluster_client.set(store._claim_key(events[1]), CLAIMED)  # another worker counting it, never finishing
+    seen = []
+    with pytest.raises(FeatureStoreError, match="still being counted"):
+        for tag, _, result in ClusterInFlight(store, depth=8).run(enumerate(events)):
+            seen.append(tag)
+    assert seen == [0]
+    with pytest.raises(ValueError, match="cluster"):
+        list(InFlight(store).run([(0, events[0])]))
+    with pytest.raises(ValueError, match="depth"):
+        ClusterInFlight(store, depth=0)
