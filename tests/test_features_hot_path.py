@@ -248,8 +248,9 @@ def test_a_payment_is_one_evalsha_whose_keys_and_ops_follow_the_script_header(re
     assert cmd[1].decode() == hashlib.sha1(load_script().encode()).hexdigest()
     nkeys = int(cmd[2])
     keys_sent = [k.decode() for k in cmd[3:3 + nkeys]]
-    ttl, amount, packed, tag = cmd[3 + nkeys:]
-    assert keys_sent[0] == keys.event_key(prefix, "wire-1", "dedup")
+    ttl, amount, packed, tag, legacy = cmd[3 + nkeys:]
+    assert keys_sent[0] == keys.request_key(prefix, "wire-1")  # the claim, then the decision record
+    assert legacy.decode() == keys.legacy_claim_key(prefix, "wire-1")
     assert (int(ttl), int(amount)) == (3 * 86_400, 12_345)
     assert msgpack.unpackb(redis_client.get(keys_sent[0]))[0] == tag.decode()  # the reply, stored, starts with it
 

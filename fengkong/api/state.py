@@ -253,7 +253,7 @@ def build_runtime(settings: Settings) -> Runtime:
     rt = Runtime(settings=settings, client=client, conn=conn, store=store, lists=list_store, list_specs=specs,
                  rules=rules, models=models, metrics=metrics, audit=audit, keyring=keyring,
                  breaker=Breaker(settings.breaker_s), keys=Keys(settings.key_prefix), snapshot=snapshot,
-                 intake=intake, records=Records(settings.key_prefix, settings.decision_ttl_s),
+                 intake=intake, records=Records(settings.key_prefix, max(settings.decision_ttl_s, store.dedup_ttl_s)),
                  hooks=Hooks(settings, client, url, metrics), cases=cases, embedded=embedded)
     case_hooks.SUBSCRIBERS.append(rt.hooks.publish)  # case.opened / case.resolved reach the webhooks
     rt.start_watch(settings.rules_watch_s)

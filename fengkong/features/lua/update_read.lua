@@ -2,8 +2,10 @@
 -- count the event, in one atomic call (one round trip, no other client can
 -- interleave between the read and the write, a retried event_id is a no-op).
 --
--- KEYS[1]    the event_id's dedup key (holds the reply blob the event got); when
---            ARGV[1] is "0", any key of the call's slot, never read or written
+-- KEYS[1]    the event_id's claim, ``{evt:<id>}:request``: holds the reply blob the
+--            event got until the service replaces it with the decision record (any value
+--            there means "counted"); when ARGV[1] is "0", any key of the call's slot,
+--            never read or written
 -- KEYS[2..]  entity keys, then the lists' fixed keys, referenced by index from the ops
 -- ARGV[1]    dedup TTL in seconds; "0": no dedup in this call (on a Redis Cluster the
 --            event id is claimed first, then this script runs once per entity's slot:
@@ -12,8 +14,12 @@
 -- ARGV[3]    the ops, one MessagePack array (one argument, not hundreds: packing
 --            many arguments costs the client more than the script costs the server)
 -- ARGV[4]    the reply tag: which ops ran (echoed first in the reply, stored with it)
--- Returns {"ok", msgpack([tag, v1, v2, ...])} (false where missing), or {"dup", the
--- same blob the first delivery of this event_id returned}.
+-- ARGV[5]    optional: the claim key of the format before (``{evt:<id>}:dedup``, same
+--            slot as KEYS[1]), read when KEYS[1] is empty, so that an event counted
+--            before an upgrade is not counted again
+-- Returns {"ok", msgpack([tag, v1, v2, ...])} (false where missing), or {"dup", what
+-- the claim holds: the blob the first delivery got, or the decision record stored
+-- over it}.
 --
 -- Each op is: opcode, index of its key in KEYS, then its arguments. The opcode picks
 -- the op's function from OPS at the end; fengkong/features/ops.py has one class per
@@ -50,6 +56,9 @@
 local dedup = ARGV[1] ~= '0' and KEYS[1]
 if dedup then
   local stored = redis.call('GET', dedup)
+  if not stored and ARGV[5] then
+    stored = redis.call('GET', ARGV[5])
+  end
   if stored then
     return {'dup', stored}
   end
