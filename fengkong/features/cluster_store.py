@@ -292,8 +292,8 @@ class ClusterOnlineStore(OnlineStore):
             refused = next((r for r in (took, value, legacy) if isinstance(r, ReplyError)), None)
             if refused is not None:
                 raise FeatureStoreError(f"feature store refused the claim: {refused}")
-            if took is not None and legacy is not None:  # counted before an upgrade
-                self._send_quietly(conn, (("SET", claim, legacy, "EX", ttl),))
+            if took is not None and legacy is not None:  # counted before an upgrade: the claim takes its value
+                await conn.execute((("SET", claim, legacy, "EX", ttl),), max(0.001, deadline - loop.time()))
                 return self._duplicate(event, call, legacy)
             if took is None:
                 while value == CLAIMED and loop.time() + POLL_S < deadline:
