@@ -301,6 +301,7 @@ def main() -> None:
         entries = sum(int(client.xlen(s)) for s in streams)
         kinds = _breakdown(client, prefix, args.sample, total_decisions)
         info = client.info("memory")
+        script = client.info("commandstats").get("cmdstat_evalsha", {})
     finally:
         redis_server.stop()
 
@@ -318,6 +319,8 @@ def main() -> None:
         "redis_bytes_per_decision_without_streams": round((mem1 - mem0 - (streams1 - streams0)) / n, 1),
         **_summary(kinds, total_decisions),
         "worker_rss_growth_mb": round(rss1 - rss0, 1), "audit_stream_bytes": streams1,
+        # Redis' own time in the feature script per call (its one thread; a busy machine inflates it)
+        "redis_script_usec_per_call": script.get("usec_per_call"),
         "audit_stream_entries": entries, "redis_used_memory_mb": round(mem1 / 2**20, 1),
         "errors": {"status": sent["status"], "degraded": sent["degraded"]}, "kinds": kinds,
     }))

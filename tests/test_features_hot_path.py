@@ -240,6 +240,14 @@ def _captured_call(redis_server, store: OnlineStore, event) -> tuple[list[bytes]
     return evalsha[0], result
 
 
+def _unsqueezed(value: bytes | None, size: int) -> bytes | None:
+    """An entity's state value as its `size` doubles: a value shorter than that has its
+    runs of zero bytes stored as a zero byte and the run's length (the script's `squeeze`)."""
+    if value is None or len(value) == 8 * size:
+        return value
+    return re.sub(rb"\x00(.)", lambda m: b"\x00" * m.group(1)[0], value, flags=re.S)
+
+
 def test_a_payment_is_one_evalsha_whose_keys_and_ops_follow_the_script_header(redis_server, listed, redis_client):
     store, prefix = listed, listed.prefix
     event = pay(T0, amount="123.45", card="c1", user="u1", device="d1", ip="113.7.1.2", merchant="m1",
@@ -270,8 +278,10 @@ def test_a_payment_is_one_evalsha_whose_keys_and_ops_follow_the_script_header(re
             assert key == keys.merchant_profile_key(prefix, "m1")
         elif code == "R":
             size, nrings = args[0], args[1]
-            value = redis_client.get(key)  # `size` doubles, if the payment counted in it
+            stored = redis_client.get(key)  # `size` doubles, if the payment counted in it, squeezed
+            value = _unsqueezed(stored, size)
             assert value is None or len(value) == 8 * size
+            assert stored is None or len(stored) < 8 * size  # one payment: mostly zeros, stored shorter
             i = 2
             for _ in range(nrings):
                 buckets, bucket, ncounters = args[i:i + 3]
@@ -407,3 +417,33 @@ def test_lookup_with_subnet_is_lookup_and_subnet_of(ipintel):
             subnet_of(bad)
         with pytest.raises(ValueError):
             ipintel.lookup_with_subnet(bad)
+
+
+def test_entity_state_of_the_format_before_reads_as_the_squeezed_one(redis_client, ipintel, list_specs, prefix):
+    """Plain doubles (every entity value before zero runs were squeezed) and squeezed
+    values give the same features: one store keeps what it wrote, the other has every
+    state value rewritten as plain doubles after each event, as the version before
+    would have left it. The rewritten values are read, and the next write squeezes them."""
+    events = [parse_event(flat_to_dict(r)) for r in dense_events(400, seed=12).to_dict("records")]
+    squeezed = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=f"{prefix}s")
+    plain = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=f"{prefix}p")
+    sizes: dict[str, int] = {}
+    shorter = 0
+    for event in events:
+        a, b = squeezed.process(event), plain.process(event)
+        assert a.features == b.features or all(
+            (x == y) or (isinstance(x, float) and math.isnan(x) and math.isnan(y))
+            for x, y in zip(a.features.values(), b.features.values()))
+        call = plain._prepare(event)
+        for code, k, args in _ops(call.args[2]):
+            if code == "R":
+                sizes[call.keys[k - 1]] = args[0]
+        for key, size in sizes.items():
+            value = redis_client.get(key)
+            if value is not None and len(value) < 8 * size:
+                shorter += 1
+                redis_client.set(key, _unsqueezed(value, size), keepttl=True)
+    assert shorter > 100  # values were squeezed, then read back as plain doubles
+    long_run = next(v for k, v in ((k, redis_client.get(k.replace(f"{prefix}p:", f"{prefix}s:", 1)))
+                                   for k in sizes) if v is not None and b"\x00\xff" in v)
+    assert long_run  # a run of more than 255 zero bytes is stored as several
