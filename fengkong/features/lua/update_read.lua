@@ -159,31 +159,64 @@ local function emit_zeros(k)  -- k zero doubles
   end
 end
 
--- An entity's value is stored with its runs of zero bytes squeezed: each run becomes
--- "\0" and its length (a byte, 255 at most; a longer run is several). Most of a value
--- is zeros (slots of buckets an entity never paid in: a merchant-card pair seen twice
--- uses 2 of its 30), and a value that squeezes to `size * 8` bytes or more is stored
--- as it is, so a value of exactly `size * 8` bytes is always the plain doubles (as
--- every value was before) and any shorter one is squeezed.
+-- An entity's value is stored with its long runs of zero bytes cut out: most of a
+-- value is zeros (slots of buckets an entity never paid in: a merchant-card pair seen
+-- twice uses 2 of its 30). Squeezed, it is: the number of runs (u16), each run's
+-- offset and length (u16, u16), then the value's other bytes in order. Only runs of
+-- 32 zero bytes or more are cut (found with a plain search, which costs Redis far less
+-- than a pattern over every byte). A value that would not get shorter is stored as it
+-- is, so a value of exactly `size * 8` bytes is always the plain doubles (as every
+-- value was before) and a shorter one is squeezed. Only values of at most
+-- SQUEEZE_MAX bytes are squeezed (the merchant-card pair, IP, /24, device): the search
+-- costs Redis CPU in proportion to the value, and a card's or user's value is large,
+-- long-lived and denser (docs/scale.md has the figures).
+local SQUEEZE_MAX = 1024
+local Z32 = '\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0'
+local sfind = string.find
 local function zeros(n)
   while #Z < n do Z = Z .. Z end
   return ssub(Z, 1, n)
 end
-local function run_of(z)
-  local n, marks = #z, ''
-  while n > 255 do
-    marks = marks .. '\0\255'
-    n = n - 255
-  end
-  return marks .. '\0' .. string.char(n)
-end
 local function squeeze(value)
-  local packed = string.gsub(value, '%z+', run_of)
-  if #packed < #value then return packed end
+  local n = #value
+  if n >= 65536 then return value end
+  local runs, nr, lits, nl = {}, 0, {}, 0
+  local at = 1
+  while true do
+    local p = sfind(value, Z32, at, true)
+    if not p then break end
+    local _, e = sfind(value, '^%z*', p + 32)
+    nl = nl + 1
+    lits[nl] = ssub(value, at, p - 1)
+    nr = nr + 1
+    runs[nr] = spack('<HH', p - 1, e - p + 1)
+    at = e + 1
+  end
+  if nr == 0 then return value end
+  nl = nl + 1
+  lits[nl] = ssub(value, at)
+  local packed = spack('<H', nr) .. concat(runs, '', 1, nr) .. concat(lits, '', 1, nl)
+  if #packed < n then return packed end
   return value
 end
 local function unsqueeze(value)
-  return (string.gsub(value, '%z(.)', function(c) return zeros(sbyte(c)) end))
+  local nr = sunpack('<H', value, 1)
+  local parts, np = {}, 0
+  local lit, done = 3 + 4 * nr, 0  -- the next literal byte; bytes of the value rebuilt
+  for i = 0, nr - 1 do
+    local start, len = sunpack('<HH', value, 3 + 4 * i)
+    if start > done then
+      np = np + 1
+      parts[np] = ssub(value, lit, lit + start - done - 1)
+      lit = lit + start - done
+    end
+    np = np + 1
+    parts[np] = zeros(len)
+    done = start + len
+  end
+  np = np + 1
+  parts[np] = ssub(value, lit)
+  return concat(parts, '', 1, np)
 end
 
 local function op_state(key)
@@ -363,7 +396,8 @@ local function op_state(key)
   argi, nout = ai + 1, no
   if changed then
     keep(size * 8)
-    local value = squeeze(concat(pieces, '', 1, npieces))
+    local value = concat(pieces, '', 1, npieces)
+    if size * 8 <= SQUEEZE_MAX then value = squeeze(value) end
     if fresh then
       -- GET: the reply is nil (or the old value of another layout), where a plain
       -- SET's "OK" would cost Lua a table
