@@ -1,29 +1,57 @@
 """What the decision service stores per decision and per entity: Redis bytes and worker RSS.
 
-    python benchmarks/bench_memory.py [--decisions 200000] [--warmup 2000] [--concurrency 32] [--sample 2000]
+    python benchmarks/bench_memory.py [--decisions 200000] [--warmup 2000] [--traffic simulated|fresh]
+                                      [--seed 7] [--concurrency 32] [--sample 2000]
 
-Starts its own Redis (embedded, persistence off, no maxmemory) and the service (default
-rules, one uvicorn worker, started as `fengkong serve` with that Redis), as
-benchmarks/bench_api.py does, and sends it varied payments (bench_api's generator: 20,000
-cards, 15,000 users, 500 merchants, 12,000 devices, nearly every IP new; every event_id
-fresh) over keep-alive connections at a bounded concurrency. After ``--warmup`` decisions
-it reads Redis' ``used_memory`` and the worker's RSS (/proc), sends ``--decisions`` more,
-and reads them again.
+Starts its own Redis (embedded, persistence off, no maxmemory) and the service (default rules,
+one uvicorn worker, started as `fengkong serve` with that Redis), as benchmarks/bench_api.py
+does, and sends it ``--warmup`` then ``--decisions`` decision events over keep-alive
+connections at a bounded concurrency, reading Redis' ``used_memory`` and the worker's RSS
+(/proc) between the two and after.
+
+The traffic (``--traffic``):
+
+* ``simulated`` (default): the first decision events (payments, sign-ups, logins, card
+  bindings; the outcome events are left out) of a history from the project's simulator
+  (`fengkong.simulation`, docs/simulation.md) sized for the run, in event-time order: its
+  defaults, 60 days, shoppers paying 0.3 times a day at their usual merchants with one to
+  a few cards and devices, households and carrier-grade NAT sharing IPs. So a card pays
+  again, a shopper comes back to the merchants it knows, and an IP is shared or reused
+  within a session: for 202,000 decisions about 10 payments per card, 2 per merchant-card
+  pair and per IP (the JSON's ``traffic`` has the counts of that run). Real traffic
+  repeats entities; a benchmark that makes a new card, pair and IP with every decision
+  measures entity state, not what a decision costs.
+* ``fresh``: bench_api's generator (20,000 cards, 15,000 users, 500 merchants, nearly
+  every merchant-card pair, IP and /24 new): the worst case for entity state, and what
+  this benchmark sent before.
+
+The run compresses the history's weeks into minutes while every key's TTL runs on the
+wall clock, so nothing expires during it: keys that a deployment drops after 25 h (IPs,
+devices, a merchant's ``top:<day>``) pile up here. ``redis_bytes_per_decision`` is the
+honest total (``used_memory`` growth / decisions under this traffic, entity state
+included); size a deployment with the two parts apart (docs/scale.md): bytes per decision
+x decisions per day x retention, plus bytes per active entity x entities active within
+the entity's TTL.
 
 Then it walks every key of the service's prefix (SCAN) and sorts it by kind from its shape
-(`fengkong.features.keys`): request records (``{evt:<id>}:request``), event-id dedup claims
+(`fengkong.features.keys`): decision records (``{evt:<id>}:request``), event-id dedup claims
 (``{evt:<id>}:<other>``), decision pointers (``{decision:<id>}:event``), the records'
-schemas (``{schema:<id>}:names``), merchant snapshots, the feature keys of each entity kind (card, user, merchant, ip, device, ...)
-and the streams (audit, labels). For each kind it measures ``MEMORY USAGE ... SAMPLES 0``
-and ``PTTL`` on up to ``--sample`` keys and scales the mean by the count.
+schemas (``{schema:<id>}:names``), merchant snapshots, the feature keys of each entity kind
+(card, user, merchant, ip, device, ...) and the streams (audit, case intake). For each kind
+it measures ``MEMORY USAGE ... SAMPLES 0`` and ``PTTL`` on up to ``--sample`` keys and
+scales the mean by the count.
 
-The last line is one JSON object: decisions, redis_bytes_per_decision (``used_memory``
-delta / decisions), redis_bytes_per_decision_without_streams (the same without the
-audit streams' growth: they are capped, so they stop growing), worker_rss_growth_mb,
-audit_stream_bytes (MEMORY USAGE of the audit streams), audit_stream_entries, and
-``kinds``: per kind its key count, estimated bytes, bytes per key, bytes per decision,
-distinct entities and bytes per entity (feature keys), and the TTL range seen (``[null,
-null]`` when a sampled key has no TTL).
+The last line is one JSON object: decisions, traffic (what it was made of: distinct
+entities, decisions per entity), redis_bytes_per_decision, redis_bytes_per_decision_without_streams
+(the same without the audit streams' growth: they are capped, so they stop growing),
+bytes_per_decision_stored (record, claim and pointer: what every decision leaves for its
+TTL), bytes_per_card, bytes_per_user, bytes_per_device, bytes_per_ip, bytes_per_subnet
+(an IPv4 /24), bytes_per_merchant_card_pair, bytes_per_merchant (every key of the entity,
+divided by the entities seen), bytes_by_family (bytes summed by what they are stored per),
+worker_rss_growth_mb, audit_stream_bytes (MEMORY USAGE of the audit streams),
+audit_stream_entries, and ``kinds``: per kind its key count, estimated bytes, bytes per
+key, bytes per decision, distinct entities and bytes per entity (feature keys), and the TTL
+range seen (``[null, null]`` when a sampled key has no TTL).
 """
 
 from __future__ import annotations
@@ -58,20 +86,53 @@ def _rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-async def _send(port: int, count: int, concurrency: int, run: str) -> dict[str, int]:
-    """Send ``count`` fresh payments, ``concurrency`` requests in flight; count the answers."""
+def _simulated(count: int, seed: int) -> tuple[list[bytes], dict[str, Any]]:
+    """The first ``count`` decision events (payment, signup, login, card_bind) of a
+    history from the project's simulator (`fengkong.simulation`, its defaults: 60 days,
+    0.3 payments per shopper and day, households, shared and carrier-grade NAT IPs),
+    in event-time order, as request bodies; and what the traffic is made of."""
+    from fengkong.events import OUTCOME_TYPES, flat_to_dict
+    from fengkong.simulation import SimConfig, simulate
+
+    outcome = {t.value for t in OUTCOME_TYPES}
+    frame = simulate(SimConfig.for_events(int(count / 0.8) + 1000, seed=seed))
+    frame = frame[~frame["type"].isin(outcome)].head(count)
+    if len(frame) < count:
+        raise SystemExit(f"bench_memory: the simulated history has {len(frame)} decision events, {count} needed")
+    bodies = [json.dumps(flat_to_dict(row), separators=(",", ":")).encode() for row in frame.to_dict("records")]
+    pay = frame[frame["type"] == "payment"]
+    ip = frame["ip"].dropna()
+    distinct = {"cards": pay["card_fingerprint"].nunique(), "users": frame["user_id"].nunique(),
+                "devices": frame["device_id"].nunique(), "ips": ip.nunique(),
+                "subnets": ip.str.rsplit(".", n=1).str[0].nunique(), "merchants": pay["merchant_id"].nunique(),
+                "merchant_card_pairs": (pay["merchant_id"] + "|" + pay["card_fingerprint"]).nunique()}
+    traffic = {"kind": "simulated", "seed": seed, "decisions": count, "payments": len(pay),
+               "from": str(frame["occurred_at"].iloc[0]), "to": str(frame["occurred_at"].iloc[-1]),
+               "distinct": distinct,
+               "decisions_per_entity": {k: round((len(pay) if k in ("cards", "merchant_card_pairs", "merchants")
+                                                 else count) / v, 2) for k, v in distinct.items() if v}}
+    return bodies, traffic
+
+
+def _fresh(count: int, run: str) -> tuple[list[bytes], dict[str, Any]]:
+    """bench_api's generator: nearly every merchant-card pair, IP and /24 new (the
+    worst case for entity state; what this benchmark sent before it used the simulator)."""
     rng = random.Random(hash(run) & 0xFFFF)
     t0 = datetime(2026, 11, 25, 9, 0, tzinfo=timezone(timedelta(hours=8)))
+    return [_event_bytes(rng, i, run, t0) for i in range(count)], {"kind": "fresh", "decisions": count}
+
+
+async def _send(port: int, bodies: list[bytes], concurrency: int) -> dict[str, int]:
+    """Send ``bodies`` in order, ``concurrency`` requests in flight; count the answers."""
     head = (f"POST /v1/decisions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\n"
             "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n")
-    counter = iter(range(count))
+    counter = iter(bodies)
     stats = {"ok": 0, "status": 0, "degraded": 0}
 
     async def worker() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for i in counter:
-            body = _event_bytes(rng, i, run, t0)
+        for body in counter:
             writer.write(head.format(len(body)).encode() + body)
             status = await reader.readuntil(b"\r\n")
             headers = await reader.readuntil(b"\r\n\r\n")
@@ -79,6 +140,7 @@ async def _send(port: int, count: int, concurrency: int, run: str) -> dict[str, 
             payload = await reader.readexactly(length)
             if status[9:12] != b"200":
                 stats["status"] += 1
+                stats.setdefault("last", payload[:300].decode(errors="replace"))  # type: ignore[arg-type]
             elif b'"degraded":true' in payload:
                 stats["degraded"] += 1
             else:
@@ -118,7 +180,7 @@ def _breakdown(client: Any, prefix: str, sample: int, decisions: int) -> dict[st
         counts[kind] += 1
         if ident is not None:
             entities[kind].add(ident)
-            suffixes[kind].add(key.rsplit(b"}:", 1)[-1].decode(errors="replace"))
+            suffixes[kind].add(re.sub(r"(?<=:)\d+$", "<n>", key.rsplit(b"}:", 1)[-1].decode(errors="replace")))
         if len(sampled[kind]) < sample:
             sampled[kind].append(key)
     out: dict[str, dict[str, Any]] = {}
@@ -146,12 +208,52 @@ def _breakdown(client: Any, prefix: str, sample: int, decisions: int) -> dict[st
     return out
 
 
+#: per-decision key kinds (stored for `decision_ttl_s` or the dedup TTL) and their family
+_PER_DECISION = {"request record": "record", "decision pointer (event)": "pointer"}
+
+
+def _family(kind: str) -> str:
+    """The family a key kind is summed into in ``bytes_by_family``: what it is stored per."""
+    if kind in _PER_DECISION:
+        return _PER_DECISION[kind]
+    if kind.startswith("dedup claim"):
+        return "claim"
+    if kind.startswith("stream/other:"):
+        return kind.split(":", 1)[1].replace(":", "_") + "_stream"
+    if kind.startswith("features "):
+        return kind.split(" ", 1)[1]
+    return {"merchant snapshot": "merchant", "record schema": "schema"}.get(kind, kind)
+
+
+def _summary(kinds: dict[str, dict[str, Any]], decisions: int) -> dict[str, Any]:
+    """``bytes_by_family``, the bytes per decision of what each decision stores (record,
+    claim, pointer; the capped streams apart) and the bytes per entity of each kind."""
+    families: dict[str, int] = defaultdict(int)
+    for kind, row in kinds.items():
+        families[_family(kind)] += row["bytes"]
+    per_entity = {}
+    for entity, name in (("card", "bytes_per_card"), ("user", "bytes_per_user"), ("device", "bytes_per_device"),
+                         ("ip", "bytes_per_ip"), ("subnet", "bytes_per_subnet"),
+                         ("merchant_card", "bytes_per_merchant_card_pair"), ("merchant", "bytes_per_merchant")):
+        rows = [row for kind, row in kinds.items() if _family(kind) == entity and "entities" in row]
+        if rows:
+            count = max(row["entities"] for row in rows)
+            per_entity[name] = round(sum(row["bytes"] for row in rows) / count, 1)
+    stored = sum(families.get(f, 0) for f in ("record", "claim", "pointer"))
+    return {"bytes_per_decision_stored": round(stored / decisions, 1), **per_entity,
+            "bytes_by_family": dict(sorted(families.items(), key=lambda kv: -kv[1]))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--decisions", type=int, default=200_000)
     parser.add_argument("--warmup", type=int, default=2_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--sample", type=int, default=2_000, help="keys of each kind measured with MEMORY USAGE")
+    parser.add_argument("--traffic", choices=("simulated", "fresh"), default="simulated",
+                        help="simulated: the project's simulator (default); fresh: bench_api's generator, "
+                             "nearly every merchant-card pair and IP new")
+    parser.add_argument("--seed", type=int, default=7, help="the simulator's seed")
     args = parser.parse_args()
     try:
         import uvloop
@@ -163,6 +265,11 @@ def main() -> None:
     from fengkong.features.embedded_redis import EmbeddedRedis
     from fengkong.features.keys import audit_stream
 
+    total_decisions = args.warmup + args.decisions
+    if args.traffic == "simulated":
+        bodies, traffic = _simulated(total_decisions, args.seed)
+    else:
+        bodies, traffic = _fresh(total_decisions, f"m{os.getpid()}")
     prefix = f"mem{os.getpid()}"
     redis_server = EmbeddedRedis(persist=False).start()
     client = redis_server.client()
@@ -182,19 +289,19 @@ def main() -> None:
             service = _serve(port, env, tmp)
             try:
                 _wait_http(port)
-                warm = asyncio.run(_send(port, args.warmup, args.concurrency, f"w{os.getpid()}"))
+                warm = asyncio.run(_send(port, bodies[:args.warmup], args.concurrency))
                 mem0, rss0, streams0 = int(client.info("memory")["used_memory"]), _rss_mb(service.pid), stream_bytes()
                 t = time.perf_counter()
-                sent = asyncio.run(_send(port, args.decisions, args.concurrency, f"m{os.getpid()}"))
+                sent = asyncio.run(_send(port, bodies[args.warmup:], args.concurrency))
                 seconds = time.perf_counter() - t
                 mem1, rss1 = int(client.info("memory")["used_memory"]), _rss_mb(service.pid)
             finally:
                 _stop(service)
         streams1 = stream_bytes()
         entries = sum(int(client.xlen(s)) for s in streams)
-        total_decisions = args.warmup + args.decisions
         kinds = _breakdown(client, prefix, args.sample, total_decisions)
         info = client.info("memory")
+        script = client.info("commandstats").get("cmdstat_evalsha", {})
     finally:
         redis_server.stop()
 
@@ -206,11 +313,14 @@ def main() -> None:
               f"{row['bytes_per_decision']:7.1f} B/decision ttl {row['ttl_s']}{extra}")
     print(f"{n:,} decisions in {seconds:.0f} s after {args.warmup:,} warm-up ({warm}); answers {sent}; "
           f"used_memory {mem0 / 2**20:.1f} -> {mem1 / 2**20:.1f} MiB (peak {int(info['used_memory_peak']) / 2**20:.1f}); "
-          f"worker RSS {rss0:.1f} -> {rss1:.1f} MiB")
+          f"worker RSS {rss0:.1f} -> {rss1:.1f} MiB; traffic {traffic}")
     print(json.dumps({
-        "decisions": n, "redis_bytes_per_decision": round((mem1 - mem0) / n, 1),
+        "decisions": n, "traffic": traffic, "redis_bytes_per_decision": round((mem1 - mem0) / n, 1),
         "redis_bytes_per_decision_without_streams": round((mem1 - mem0 - (streams1 - streams0)) / n, 1),
+        **_summary(kinds, total_decisions),
         "worker_rss_growth_mb": round(rss1 - rss0, 1), "audit_stream_bytes": streams1,
+        # Redis' own time in the feature script per call (its one thread; a busy machine inflates it)
+        "redis_script_usec_per_call": script.get("usec_per_call"),
         "audit_stream_entries": entries, "redis_used_memory_mb": round(mem1 / 2**20, 1),
         "errors": {"status": sent["status"], "degraded": sent["degraded"]}, "kinds": kinds,
     }))

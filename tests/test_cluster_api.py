@@ -87,7 +87,7 @@ def test_a_killed_master_degrades_by_policy_the_snapshot_still_denies_and_it_rec
         victim = master_of(redis_cluster, keys.entity_key(prefix, "card", card, "x"))
         plain = payment(card=dict(stolen["card"], fingerprint=card + "-x"))
         while (master_of(redis_cluster, keys.entity_key(prefix, "card", plain["card"]["fingerprint"], "x")) != victim
-               or master_of(redis_cluster, keys.event_key(prefix, plain["event_id"], "dedup")) == victim):
+               or master_of(redis_cluster, keys.request_key(prefix, plain["event_id"])) == victim):
             plain = payment(card=dict(plain["card"], fingerprint=plain["card"]["fingerprint"] + "x"))
         assert _until(lambda: cc.get("/readyz").status_code == 200)
         # the other app (another worker) picked the list change up into its snapshot

@@ -185,6 +185,39 @@ def test_an_unsettled_claim_counts_nothing_and_says_why(cluster_store, cluster_c
     assert not cluster_store.process(event).duplicate
 
 
+def test_a_claim_of_the_format_before_or_a_record_over_the_claim_counts_nothing(cluster_store, cluster_client):
+    """The claim shares its key with the service's record (``{evt:<id>}:request``): a record
+    stored over the features is handed back as it is (`FeatureResult.stored`), and an
+    event whose claim is still under the older ``:dedup`` key counts nothing, on both paths."""
+    from fengkong.features import keys
+
+    events = [parse_event(flat_to_dict(r)) for r in dense_events(600, seed=5).to_dict("records")]
+    pays = [e for e in events if e.type.value == "payment" and e.card is not None][:3]
+    assert not cluster_store.process(pays[0]).duplicate
+    record = b"\x01" + b"\x90"  # what the service stores over the claim (a compact record)
+    cluster_client.set(cluster_store._claim_key(pays[0]), record)
+    again = cluster_store.process(pays[0])
+    assert again.duplicate and again.stored == record and again.features == {}
+    url = cluster_store_url(cluster_client)
+
+    async def replay(event):
+        conn = ClusterPipelined(url)
+        try:
+            return await cluster_store.process_async(event, conn, 2.0)
+        finally:
+            conn.close()
+
+    assert asyncio.run(replay(pays[0])).stored == record
+    for event, run in ((pays[1], cluster_store.process), (pays[2], lambda e: asyncio.run(replay(e)))):
+        counted = cluster_store.process(event.model_copy(update={"event_id": "old-" + event.event_id}))
+        blob = cluster_client.get(cluster_store._claim_key(event.model_copy(update={"event_id": "old-" + event.event_id})))
+        cluster_client.set(keys.legacy_claim_key(cluster_store.prefix, event.event_id), blob)
+        got = run(event)
+        assert got.duplicate and {k: v for k, v in got.features.items() if k != "event.event_id"} == \
+            {k: v for k, v in counted.features.items() if k != "event.event_id"}
+        assert cluster_client.get(cluster_store._claim_key(event)) == blob  # the claim took the old one's value
+
+
 def test_the_rescore_jobs_grade_writes_reach_every_shard_and_the_next_decision(redis_cluster, ipintel):
     """`fengkong rescore --redis-url redis+cluster://...` writes through `client_for_url`:
     grades, anomaly and caps land in the profile hashes on their shards, and the

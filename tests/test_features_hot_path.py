@@ -21,6 +21,7 @@ import hashlib
 import itertools
 import math
 import re
+import struct
 from datetime import date, timedelta
 from typing import Any
 
@@ -240,6 +241,23 @@ def _captured_call(redis_server, store: OnlineStore, event) -> tuple[list[bytes]
     return evalsha[0], result
 
 
+def _unsqueezed(value: bytes | None, size: int) -> bytes | None:
+    """An entity's state value as its `size` doubles. A shorter value is squeezed (the
+    script's `squeeze`): the number of zero runs cut out (u16), each run's offset and
+    length (u16, u16), then the other bytes in order."""
+    if value is None or len(value) == 8 * size:
+        return value
+    (nruns,) = struct.unpack_from("<H", value, 0)
+    literal = value[2 + 4 * nruns:]
+    out, done, at = bytearray(), 0, 0
+    for i in range(nruns):
+        start, length = struct.unpack_from("<HH", value, 2 + 4 * i)
+        out += literal[at:at + start - done] + bytes(length)
+        at += start - done
+        done = start + length
+    return bytes(out + literal[at:])
+
+
 def test_a_payment_is_one_evalsha_whose_keys_and_ops_follow_the_script_header(redis_server, listed, redis_client):
     store, prefix = listed, listed.prefix
     event = pay(T0, amount="123.45", card="c1", user="u1", device="d1", ip="113.7.1.2", merchant="m1",
@@ -248,8 +266,9 @@ def test_a_payment_is_one_evalsha_whose_keys_and_ops_follow_the_script_header(re
     assert cmd[1].decode() == hashlib.sha1(load_script().encode()).hexdigest()
     nkeys = int(cmd[2])
     keys_sent = [k.decode() for k in cmd[3:3 + nkeys]]
-    ttl, amount, packed, tag = cmd[3 + nkeys:]
-    assert keys_sent[0] == keys.event_key(prefix, "wire-1", "dedup")
+    ttl, amount, packed, tag, legacy = cmd[3 + nkeys:]
+    assert keys_sent[0] == keys.request_key(prefix, "wire-1")  # the claim, then the decision record
+    assert legacy.decode() == keys.legacy_claim_key(prefix, "wire-1")
     assert (int(ttl), int(amount)) == (3 * 86_400, 12_345)
     assert msgpack.unpackb(redis_client.get(keys_sent[0]))[0] == tag.decode()  # the reply, stored, starts with it
 
@@ -269,8 +288,12 @@ def test_a_payment_is_one_evalsha_whose_keys_and_ops_follow_the_script_header(re
             assert key == keys.merchant_profile_key(prefix, "m1")
         elif code == "R":
             size, nrings = args[0], args[1]
-            value = redis_client.get(key)  # `size` doubles, if the payment counted in it
+            stored = redis_client.get(key)  # `size` doubles, if the payment counted in it, squeezed
+            value = _unsqueezed(stored, size)
             assert value is None or len(value) == 8 * size
+            assert stored is None or len(stored) < 8 * size or 8 * size > 1024  # small values squeezed
+            if entity == "merchant_card":
+                assert len(stored) < 2 * size  # one day's slot of 30, the rest zeros cut out
             i = 2
             for _ in range(nrings):
                 buckets, bucket, ncounters = args[i:i + 3]
@@ -406,3 +429,30 @@ def test_lookup_with_subnet_is_lookup_and_subnet_of(ipintel):
             subnet_of(bad)
         with pytest.raises(ValueError):
             ipintel.lookup_with_subnet(bad)
+
+
+def test_entity_state_of_the_format_before_reads_as_the_squeezed_one(redis_client, ipintel, list_specs, prefix):
+    """Plain doubles (every entity value before zero runs were squeezed) and squeezed
+    values give the same features: one store keeps what it wrote, the other has every
+    state value rewritten as plain doubles after each event, as the version before
+    would have left it. The rewritten values are read, and the next write squeezes them."""
+    events = [parse_event(flat_to_dict(r)) for r in dense_events(400, seed=12).to_dict("records")]
+    squeezed = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=f"{prefix}s")
+    plain = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=f"{prefix}p")
+    sizes: dict[str, int] = {}
+    shorter = 0
+    for event in events:
+        a, b = squeezed.process(event), plain.process(event)
+        assert a.features == b.features or all(
+            (x == y) or (isinstance(x, float) and math.isnan(x) and math.isnan(y))
+            for x, y in zip(a.features.values(), b.features.values()))
+        call = plain._prepare(event)
+        for code, k, args in _ops(call.args[2]):
+            if code == "R":
+                sizes[call.keys[k - 1]] = args[0]
+        for key, size in sizes.items():
+            value = redis_client.get(key)
+            if value is not None and len(value) < 8 * size:
+                shorter += 1
+                redis_client.set(key, _unsqueezed(value, size), keepttl=True)
+    assert shorter > 100  # values were squeezed, then read back as plain doubles

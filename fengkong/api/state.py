@@ -252,7 +252,7 @@ def build_runtime(settings: Settings) -> Runtime:
     rt = Runtime(settings=settings, client=client, conn=conn, store=store, lists=list_store, list_specs=specs,
                  rules=rules, models=models, metrics=metrics, audit=audit, keyring=keyring,
                  breaker=Breaker(settings.breaker_s), keys=Keys(settings.key_prefix), snapshot=snapshot,
-                 intake=intake, records=Records(settings.key_prefix, settings.decision_ttl_s),
+                 intake=intake, records=Records(settings.key_prefix, max(settings.decision_ttl_s, store.dedup_ttl_s)),
                  hooks=hooks, cases=cases, embedded=embedded)
     rt.start_watch(settings.rules_watch_s)
     return rt

@@ -4,11 +4,14 @@ On one server a decision is one script over every key of the event (`OnlineStore
 A cluster runs a script on one slot only, and the keys carry one hash tag per entity
 (`fengkong.features.keys`), so here a decision is:
 
-1. **the claim** of the event id, on its own slot (``{evt:<id>}``): ``SET NX`` of a
-   marker, then ``GET``, in one pipelined batch. Only the request whose ``SET`` took
-   counts the event; every other one (a retry, a twin on another worker) counts
-   nothing anywhere and reads the features the first delivery stored (waiting, within
-   its budget, while they are being counted);
+1. **the claim** of the event id, on its own slot (``{evt:<id>}:request``, the key the
+   service then stores the decision record in): ``SET NX`` of a marker, then ``GET``,
+   in one pipelined batch (with a ``GET`` of the claim's key of the format before,
+   ``:dedup``, so an event counted before an upgrade counts nothing). Only the request
+   whose ``SET`` took counts the event; every other one (a retry, a twin on another
+   worker) counts nothing anywhere and reads what the first delivery stored there: its
+   features (waiting, within its budget, while they are being counted) or the record
+   that replaced them;
 2. **one script call per slot** (card, user, device, IP, subnet, merchant,
    merchant x card) and a plain lookup per analyst list (SISMEMBER, and the IP
    ranges: what the script's ``op_list`` does, without a script call for one set
@@ -43,7 +46,7 @@ import redis
 from fengkong.events import Event
 from fengkong.features.cluster import is_cluster_url
 from fengkong.features.errors import FeatureStoreError, FeatureStoreUnavailable
-from fengkong.features.online import FeatureResult, OnlineStore, _Call
+from fengkong.features.online import FeatureResult, OnlineStore, _Call, holds_features
 from fengkong.features.ops import ListOp, Op
 from fengkong.features.pipelined import ConnectionFailed, Pipelined, ReplyError, ReplyLate
 from fengkong.features.plan import Pick, Plan, Planner, ipv4_text, picker
@@ -169,6 +172,10 @@ class ClusterOnlineStore(OnlineStore):
         head, tail = self.planner.dedup_key
         return f"{head}{event.event_id}{tail}"
 
+    def _legacy_claim_key(self, event: Event) -> str:
+        head, tail = self.planner.legacy_dedup_key
+        return f"{head}{event.event_id}{tail}"
+
     @staticmethod
     def _commands(calls: list[tuple[Plan, list[str], bytes]], lookups: list[Lookup], sha: str,
                   amount: int) -> list[tuple[Any, ...]]:
@@ -206,7 +213,11 @@ class ClusterOnlineStore(OnlineStore):
             pipe = self.client.pipeline(transaction=False)
             pipe.set(claim, CLAIMED, nx=True, ex=self.dedup_ttl_s)
             pipe.get(claim)
-            took, value = pipe.execute()
+            pipe.get(self._legacy_claim_key(event))
+            took, value, legacy = pipe.execute()
+            if took and legacy is not None:  # counted before an upgrade: the claim takes its value
+                self.client.set(claim, legacy, ex=self.dedup_ttl_s)
+                return self._duplicate(event, call, legacy)
             if not took:
                 deadline = time.monotonic() + 1.0
                 while value == CLAIMED and time.monotonic() < deadline:
@@ -254,11 +265,14 @@ class ClusterOnlineStore(OnlineStore):
             pass
 
     def _duplicate(self, event: Event, call: _Call, value: Any) -> FeatureResult:
-        """A duplicate's features: those the first delivery stored under the claim."""
+        """A duplicate's features: those the first delivery stored under the claim (or,
+        once the service stored the record over them, that record, in `stored`)."""
         if value is None or value in (CLAIMED, UNSETTLED):
             why = "is still being counted" if value == CLAIMED else "was counted while a shard failed"
             raise FeatureStoreError(f"event_id {event.event_id!r} {why}: this delivery counts nothing") \
                 from ClaimUnsettled(why)
+        if not holds_features(value):
+            return FeatureResult({}, True, [], call.plan, stored=value)
         return self._read(event, call, msgpack.unpackb(value), True)
 
     # -- the decision path (ClusterPipelined) ----------------------------------------------
@@ -273,9 +287,14 @@ class ClusterOnlineStore(OnlineStore):
         claim = self._claim_key(event)
         ttl = self.dedup_ttl_s
         try:
-            took, value = await conn.execute((("SET", claim, CLAIMED, "NX", "EX", ttl), ("GET", claim)), timeout_s)
-            if isinstance(took, ReplyError) or isinstance(value, ReplyError):
-                raise FeatureStoreError(f"feature store refused the claim: {took if isinstance(took, ReplyError) else value}")
+            took, value, legacy = await conn.execute((("SET", claim, CLAIMED, "NX", "EX", ttl), ("GET", claim),
+                                                      ("GET", self._legacy_claim_key(event))), timeout_s)
+            refused = next((r for r in (took, value, legacy) if isinstance(r, ReplyError)), None)
+            if refused is not None:
+                raise FeatureStoreError(f"feature store refused the claim: {refused}")
+            if took is not None and legacy is not None:  # counted before an upgrade: the claim takes its value
+                await conn.execute((("SET", claim, legacy, "EX", ttl),), max(0.001, deadline - loop.time()))
+                return self._duplicate(event, call, legacy)
             if took is None:
                 while value == CLAIMED and loop.time() + POLL_S < deadline:
                     await asyncio.sleep(POLL_S)

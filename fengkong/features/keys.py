@@ -36,8 +36,18 @@ def event_key(prefix: str, event_id: str, suffix: str) -> str:
 
 
 def request_key(prefix: str, event_id: str) -> str:
-    """The stored decision (and its request digest) of one event id."""
+    """The claim of one event id, then its stored decision: the feature store's script
+    writes the reply the event got here when it counts it, and the service replaces
+    that with the decision record (with the request's digest). One key, not two: a
+    decision leaves one key of its event id (docs/operations.md, "Memory sizing")."""
     return event_key(prefix, event_id, "request")
+
+
+def legacy_claim_key(prefix: str, event_id: str) -> str:
+    """Where the claim of an event id was kept before it shared `request_key`: still
+    read when `request_key` is empty, so an event counted before an upgrade counts
+    nothing after it (keys of that format expire within the dedup TTL, 3 days)."""
+    return event_key(prefix, event_id, "dedup")
 
 
 def decision_key(prefix: str, decision_id: str) -> str:

@@ -42,6 +42,13 @@ from fengkong.features.profiles import MerchantProfiles
 from fengkong.features.rows import event_row
 
 
+def holds_features(value: bytes) -> bool:
+    """Whether a claim's value is the reply blob of the script (a MessagePack array)
+    rather than what the service stored over it (a record, or a cluster marker)."""
+    head = value[0] if value else 0
+    return 0x90 <= head <= 0x9F or head in (0xDC, 0xDD)
+
+
 def load_script() -> str:
     """The text of the feature store's Lua script."""
     return resources.files("fengkong.features").joinpath("lua/update_read.lua").read_text(encoding="utf-8")
@@ -75,6 +82,10 @@ class FeatureResult:
     duplicate: bool
     _reply: list[Any] = field(repr=False, compare=False)  # the script's values, decoded
     _plan: Plan = field(repr=False, compare=False)  # the ops they came from
+    #: a duplicate's claim when it already holds what the service stored over the
+    #: features (the decision or outcome record): then `features` is empty, and the
+    #: service answers with that record without reading it again
+    stored: bytes | None = field(default=None, repr=False, compare=False)
 
     @functools.cached_property
     def raw(self) -> dict[str, Any]:
@@ -157,14 +168,17 @@ class OnlineStore:
         """The event's row and its EVALSHA command (KEYS, then ARGV as the script's header says)."""
         row = event_row(event, self.ipintel, self.biz_offset_min)
         plan, keys, ops = self.planner.call(row)
+        head, tail = self.planner.legacy_dedup_key
         command = ("EVALSHA", self._script.sha, len(keys), *keys, self.dedup_ttl_s, row["amount"], ops,
-                   plan.reply_tag)
+                   plan.reply_tag, f"{head}{row['event_id']}{tail}")
         return _Call(row, command, plan)
 
     def _finish(self, event: Event, call: _Call, reply: Any) -> FeatureResult:
         """The features from the script's reply: the raw values read kind by kind straight
         into a copy of the plan's blank dict (those other features derive from into their
         own), then `assemble.derive`."""
+        if reply[0] == b"dup" and not holds_features(reply[1]):
+            return FeatureResult({}, True, [], call.plan, stored=reply[1])
         return self._read(event, call, msgpack.unpackb(reply[1]), reply[0] == b"dup")
 
     def _read(self, event: Event, call: _Call, stored: list[Any], duplicate: bool) -> FeatureResult:

@@ -242,7 +242,8 @@ class Planner:
         self.ops = tuple(ops)
         self.args = args or EventArgs(ops)
         # keys are built by `keys` around a placeholder id, split into the fixed text around it
-        self.dedup_key = _split_key(keys.event_key(prefix, "\0", "dedup"))
+        self.dedup_key = _split_key(keys.request_key(prefix, "\0"))
+        self.legacy_dedup_key = _split_key(keys.legacy_claim_key(prefix, "\0"))
         self._fixed_keys = {id(op): op.fixed_keys(prefix) for op in ops}
         self._key_text = {
             id(op): _split_key(keys.entity_key(prefix, op.entity, "\0", op.suffix + (":" if op.per_day else "")))

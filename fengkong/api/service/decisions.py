@@ -58,7 +58,9 @@ from fengkong.api.audit import utc_now_iso
 from fengkong.api.encoding import dumps
 from fengkong.api.errors import Conflict, NotFound, Unavailable
 from fengkong.api.security import Caller
-from fengkong.api.service.idempotency import body_hash, conflict_check, execute, get, load, set_record, stored
+from fengkong.api.service.idempotency import (body_hash, conflict_check, execute, get, load, record_ttl, set_record,
+                                              stored)
+from fengkong.api.service.records import is_record
 from fengkong.api.service.ids import check_id, new_decision_id
 from fengkong.api.state import Runtime
 from fengkong.engine.decision import Decision
@@ -169,7 +171,8 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
         # Redis's budget runs from the call, not from the request's arrival: time the
         # request waited for this worker's CPU is not Redis's fault (busy is not dead)
         result = await rt.store.process_async(event, rt.conn, rt.store_budget_s)
-        decision, features = pipeline.decide_on(result.features, rules=rt.rules, models=models)  # type: ignore[arg-type]
+        if result.stored is None:  # else a duplicate whose claim holds the record: nothing to decide
+            decision, features = pipeline.decide_on(result.features, rules=rt.rules, models=models)  # type: ignore[arg-type]
     except DuplicateEventConflict:
         raise Conflict("event_id", "was already used with a different body") from None
     except FeatureStoreError as exc:
@@ -190,7 +193,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
         # Another request counted this event_id first (a retry, or a twin on another
         # worker right now): answer with its stored decision once it is there.
         try:
-            record = await stored(rt, key=key, digest=digest, kind="decision", deadline=deadline)
+            record = await stored(rt, key=key, digest=digest, kind="decision", deadline=deadline, value=result.stored)
         except (redis.RedisError, OSError) as exc:
             breaker.failed(exc)
             return _degraded(rt, event=event, data=data, caller=caller, t0=t0, metric_reason="store_unavailable",
@@ -199,9 +202,11 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
             breaker.succeeded()
             rt.metrics.duplicates.labels("decisions").inc()
             return _response(record, (time.perf_counter() - t0) * 1000, True)
+        if result.stored is not None:  # neither features nor a record: not a claim this code wrote
+            raise RuntimeError(f"event_id {event.event_id!r}: its key holds neither features nor a record")
         # The first delivery left no record (it degraded or died after counting): this
         # request decides on the same features (the store replays them) and stores its
-        # answer unless a record appears meanwhile (SET NX below).
+        # answer unless a record appears meanwhile (`set_record` below).
     breaker.succeeded()
 
     final = decision.decision
@@ -221,7 +226,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     adopt = result.duplicate
     first = len(commands)  # the record's SET (after its schema's, when that is sent)
     commands += [
-        set_record(key, blob, ttl, only_if_absent=adopt),
+        set_record(key, blob, record_ttl(rt), only_if_absent=adopt),
         ("SET", rt.keys.decision(decision_id), event.event_id, "EX", ttl),
         rt.audit.decision_command(record),
     ]
@@ -236,11 +241,12 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     hook = rt.hooks.decision_command(record)  # deny/review: queue the webhook event in this same write
     if hook is not None:
         commands.append(hook)
-    if adopt:  # SET NX: this request answers with the first delivery's record if it arrived after all
+    if adopt:  # this request answers with the first delivery's record if it arrived after all
         try:
             replies = await execute(rt, commands, max(0.001, deadline - time.perf_counter()))
-            if replies[first] is None:
-                earlier = await stored(rt, key=key, digest=digest, kind="decision", deadline=time.perf_counter())
+            if replies[first] is not None:  # the record found over the claim (not replaced)
+                earlier = await stored(rt, key=key, digest=digest, kind="decision", deadline=time.perf_counter(),
+                                       value=replies[first])
                 if earlier is not None:
                     return _response(earlier, (time.perf_counter() - t0) * 1000, True)
         except (redis.RedisError, OSError) as exc:
@@ -336,7 +342,7 @@ async def get_decision(*, rt: Runtime, decision_id: str) -> dict[str, Any]:
     try:
         event_id = await get(rt, rt.keys.decision(decision_id))
         value = await get(rt, rt.keys.request(event_id.decode())) if event_id else None
-        if not value:
+        if value is None or not is_record(value):  # none, or the claim of a decision never stored
             raise NotFound("decision_id",
                            "no stored decision has this id (unknown, expired, or made in degraded mode)")
         record = await load(rt, value)

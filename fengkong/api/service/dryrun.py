@@ -35,7 +35,7 @@ def dry_run(*, rt: Runtime, event: Mapping[str, Any] | None, features: Mapping[s
             value = cast("bytes | None", rt.client.get(rt.keys.request(parsed.event_id)))
         except (redis.RedisError, OSError) as exc:
             raise Unavailable(None, f"feature store unavailable: {type(exc).__name__}") from None
-        if not value:
+        if value is None or not records.is_record(value):  # none, or only the claim of an undecided event
             raise NotFound("event.event_id", "no stored decision for this event: decide it first, or post `features`")
         kind, sha = records.header(value)
         if kind != "decision" or sha.encode() != body_hash(event):

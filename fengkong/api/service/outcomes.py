@@ -28,7 +28,8 @@ from fengkong.api.encoding import dumps
 from fengkong.api.errors import Conflict, Unavailable
 from fengkong.api.security import Caller
 from fengkong.api.service import records
-from fengkong.api.service.idempotency import body_hash, conflict_check, execute, get, load, set_record, stored
+from fengkong.api.service.idempotency import (body_hash, conflict_check, execute, get, load, record_ttl, set_record,
+                                              stored)
 from fengkong.api.state import Runtime
 from fengkong.events import OUTCOME_TYPES, Event, EventRejected, parse_event
 from fengkong.features.online import FeatureResult
@@ -60,7 +61,8 @@ async def report(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
             raise
         if result.duplicate:  # counted before: the same body is a retry, another is a conflict
             deadline = time.perf_counter() + max(rt.deadline_s, 0.5)
-            record = await stored(rt, key=key, digest=digest, kind="outcome", deadline=deadline)
+            record = await stored(rt, key=key, digest=digest, kind="outcome", deadline=deadline,
+                                  value=result.stored)
             if record is not None:
                 rt.breaker.succeeded()
                 rt.metrics.duplicates.labels("events").inc()
@@ -68,7 +70,7 @@ async def report(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
         entry = {"kind": "outcome", "body_sha256": digest.decode(), "event_id": event.event_id,
                   "type": event.type.value, "recorded_at": utc_now_iso(), "caller": caller.name, "event": data}
         blob = dumps(entry)
-        commands = [set_record(key, blob, rt.settings.decision_ttl_s, only_if_absent=result.duplicate)]
+        commands = [set_record(key, blob, record_ttl(rt), only_if_absent=result.duplicate)]
         if not result.duplicate:
             commands.append(stream_entry(rt.keys.labels, rt.settings.audit_stream_maxlen, blob))
         case_item = rt.intake.challenge_command(payment, event) if payment is not None else None
@@ -101,6 +103,6 @@ async def _with_payment(rt: Runtime, event: Event) -> tuple[FeatureResult, dict[
     if isinstance(fetched, BaseException):
         raise fetched
     result, value = outcome, fetched
-    if not value or records.header(value)[0] != "decision":
+    if value is None or not records.is_record(value) or records.header(value)[0] != "decision":
         return result, None
     return result, await load(rt, value)

@@ -269,6 +269,12 @@ def _iso(micros: int) -> str:
     return (_EPOCH + timedelta(microseconds=micros)).isoformat(timespec="microseconds")
 
 
+def is_record(value: bytes | None) -> bool:
+    """Whether a value of ``{evt:<id>}:request`` is a record (compact or JSON), not the
+    event id's claim that the record replaces (the feature store's blob, a marker)."""
+    return value is not None and value[:1] in (COMPACT, b"{")
+
+
 def schema_id(value: bytes) -> str | None:
     """The schema a stored record needs to be read, or None (a JSON record needs none)."""
     if value[:1] != COMPACT:

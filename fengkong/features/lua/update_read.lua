@@ -2,8 +2,10 @@
 -- count the event, in one atomic call (one round trip, no other client can
 -- interleave between the read and the write, a retried event_id is a no-op).
 --
--- KEYS[1]    the event_id's dedup key (holds the reply blob the event got); when
---            ARGV[1] is "0", any key of the call's slot, never read or written
+-- KEYS[1]    the event_id's claim, ``{evt:<id>}:request``: holds the reply blob the
+--            event got until the service replaces it with the decision record (any value
+--            there means "counted"); when ARGV[1] is "0", any key of the call's slot,
+--            never read or written
 -- KEYS[2..]  entity keys, then the lists' fixed keys, referenced by index from the ops
 -- ARGV[1]    dedup TTL in seconds; "0": no dedup in this call (on a Redis Cluster the
 --            event id is claimed first, then this script runs once per entity's slot:
@@ -12,8 +14,12 @@
 -- ARGV[3]    the ops, one MessagePack array (one argument, not hundreds: packing
 --            many arguments costs the client more than the script costs the server)
 -- ARGV[4]    the reply tag: which ops ran (echoed first in the reply, stored with it)
--- Returns {"ok", msgpack([tag, v1, v2, ...])} (false where missing), or {"dup", the
--- same blob the first delivery of this event_id returned}.
+-- ARGV[5]    optional: the claim key of the format before (``{evt:<id>}:dedup``, same
+--            slot as KEYS[1]), read when KEYS[1] is empty, so that an event counted
+--            before an upgrade is not counted again
+-- Returns {"ok", msgpack([tag, v1, v2, ...])} (false where missing), or {"dup", what
+-- the claim holds: the blob the first delivery got, or the decision record stored
+-- over it}.
 --
 -- Each op is: opcode, index of its key in KEYS, then its arguments. The opcode picks
 -- the op's function from OPS at the end; fengkong/features/ops.py has one class per
@@ -50,6 +56,9 @@
 local dedup = ARGV[1] ~= '0' and KEYS[1]
 if dedup then
   local stored = redis.call('GET', dedup)
+  if not stored and ARGV[5] then
+    stored = redis.call('GET', ARGV[5])
+  end
   if stored then
     return {'dup', stored}
   end
@@ -150,10 +159,71 @@ local function emit_zeros(k)  -- k zero doubles
   end
 end
 
+-- An entity's value is stored with its long runs of zero bytes cut out: most of a
+-- value is zeros (slots of buckets an entity never paid in: a merchant-card pair seen
+-- twice uses 2 of its 30). Squeezed, it is: the number of runs (u16), each run's
+-- offset and length (u16, u16), then the value's other bytes in order. Only runs of
+-- 32 zero bytes or more are cut (found with a plain search, which costs Redis far less
+-- than a pattern over every byte). A value that would not get shorter is stored as it
+-- is, so a value of exactly `size * 8` bytes is always the plain doubles (as every
+-- value was before) and a shorter one is squeezed. Only values of at most
+-- SQUEEZE_MAX bytes are squeezed (the merchant-card pair, IP, /24, device): the search
+-- costs Redis CPU in proportion to the value, and a card's or user's value is large,
+-- long-lived and denser (docs/scale.md has the figures).
+local SQUEEZE_MAX = 1024
+local Z32 = '\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0'
+local sfind = string.find
+local function zeros(n)
+  while #Z < n do Z = Z .. Z end
+  return ssub(Z, 1, n)
+end
+local function squeeze(value)
+  local n = #value
+  if n >= 65536 then return value end
+  local runs, nr, lits, nl = {}, 0, {}, 0
+  local at = 1
+  while true do
+    local p = sfind(value, Z32, at, true)
+    if not p then break end
+    local _, e = sfind(value, '^%z*', p + 32)
+    nl = nl + 1
+    lits[nl] = ssub(value, at, p - 1)
+    nr = nr + 1
+    runs[nr] = spack('<HH', p - 1, e - p + 1)
+    at = e + 1
+  end
+  if nr == 0 then return value end
+  nl = nl + 1
+  lits[nl] = ssub(value, at)
+  local packed = spack('<H', nr) .. concat(runs, '', 1, nr) .. concat(lits, '', 1, nl)
+  if #packed < n then return packed end
+  return value
+end
+local function unsqueeze(value)
+  local nr = sunpack('<H', value, 1)
+  local parts, np = {}, 0
+  local lit, done = 3 + 4 * nr, 0  -- the next literal byte; bytes of the value rebuilt
+  for i = 0, nr - 1 do
+    local start, len = sunpack('<HH', value, 3 + 4 * i)
+    if start > done then
+      np = np + 1
+      parts[np] = ssub(value, lit, lit + start - done - 1)
+      lit = lit + start - done
+    end
+    np = np + 1
+    parts[np] = zeros(len)
+    done = start + len
+  end
+  np = np + 1
+  parts[np] = ssub(value, lit)
+  return concat(parts, '', 1, np)
+end
+
 local function op_state(key)
   local size, nrings = A[argi], A[argi + 1]
   argi = argi + 2
   old = rcall('GET', key)
+  if old and #old < size * 8 then old = unsqueeze(old) end
   local fresh = not old or #old ~= size * 8
   if fresh then
     -- none yet, or one of another layout: read as all zeros (every total 0, no first
@@ -326,12 +396,14 @@ local function op_state(key)
   argi, nout = ai + 1, no
   if changed then
     keep(size * 8)
+    local value = concat(pieces, '', 1, npieces)
+    if size * 8 <= SQUEEZE_MAX then value = squeeze(value) end
     if fresh then
       -- GET: the reply is nil (or the old value of another layout), where a plain
       -- SET's "OK" would cost Lua a table
-      rcall('SET', key, concat(pieces, '', 1, npieces), 'EX', ttl, 'GET')
+      rcall('SET', key, value, 'EX', ttl, 'GET')
     else
-      rcall('SET', key, concat(pieces, '', 1, npieces), 'EX', ttl)
+      rcall('SET', key, value, 'EX', ttl)
     end
   end
 end
