@@ -59,6 +59,7 @@ def offline_features(
     default_limit: int | None = None,
     business_utc_offset_min: int = d.DEFAULT_BUSINESS_UTC_OFFSET_MIN,
     promotions: pd.DataFrame | None = None,
+    history_start_us: int | None = None,
 ) -> pd.DataFrame:
     """Features of every row of a flat-event DataFrame, as the online store gives them.
 
@@ -72,7 +73,9 @@ def offline_features(
     chargeback, ...) count but get no row, as they get no decision online.
     The ~130 columns are kept as computed, not consolidated (that would copy the
     whole frame): join new columns with ``pd.concat(axis=1)`` rather than inserting
-    them one by one, or ``.copy()`` the frame first.
+    them one by one, or ``.copy()`` the frame first. ``history_start_us``: when the
+    history began (as `OnlineStore`'s): ages and "new" flags younger than their window
+    are missing (`fengkong.features.young`).
     """
     grade_limits = dict(grade_limits or d.DEFAULT_GRADE_LIMITS)
     if default_limit is None:
@@ -91,7 +94,7 @@ def offline_features(
     h.forget()  # the assembly below can reuse the memory of the shared codes and orders
     for values in raw.values():
         h.out.fill_repeats(values)
-    features = assemble_frame(h, raw, event, h.out, lists)
+    features = assemble_frame(h, raw, event, h.out, lists, history_start_us)
     features.index = original_index[order[h.out.sel]]
     return features
 
