@@ -82,4 +82,31 @@ def start_us_of(occurred_at: pd.Series) -> int | None:
     return int(t.value // 1000)
 
 
-__all__ = ["YOUNG_FEATURES", "censor", "censor_columns", "start_us_of"]
+#: `history_start_for`'s words: the first event of the history, or no known start
+HISTORY_START_WORDS = ("first", "none")
+
+
+def history_start_for(value: str | None, occurred_at: pd.Series, *, mapped: bool) -> int | None:
+    """The history start of a replay or a training run, in microseconds (None: no start).
+
+    ``value``: ``first`` (the history's first event: nothing before it is known, as in a
+    bank's export), ``none`` (the history holds each entity's whole past, as a simulated
+    one whose population starts with it), or an ISO 8601 time (a date is its midnight at
+    UTC+08:00). None picks ``first`` for a history read through a mapping (``mapped``: an
+    export), else ``none``. ValueError naming ``--history-start`` for anything else."""
+    word = (value or ("first" if mapped else "none")).strip()
+    if word == "first":
+        return start_us_of(occurred_at)
+    if word == "none":
+        return None
+    try:
+        t = pd.Timestamp(word)
+    except ValueError:
+        raise ValueError(f"--history-start: {value!r} is not first, none or an ISO 8601 time") from None
+    if t.tzinfo is None:
+        t = t.tz_localize(f"UTC{'+' if d.DEFAULT_BUSINESS_UTC_OFFSET_MIN >= 0 else '-'}"
+                          f"{abs(d.DEFAULT_BUSINESS_UTC_OFFSET_MIN) // 60:02d}:00")
+    return int(t.value // 1000)
+
+
+__all__ = ["HISTORY_START_WORDS", "YOUNG_FEATURES", "censor", "censor_columns", "history_start_for", "start_us_of"]

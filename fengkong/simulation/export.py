@@ -38,19 +38,20 @@ _DAY_S = 86_400
 class ExportConfig:
     """Sizes and fraud rates of a simulated export; the same config and seed give the same rows.
 
-    The daily compromise counts are Poisson means, so small populations keep the fraud share
-    of the published data set (about 0.9%) without rounding to zero."""
+    The daily compromise counts are Poisson means per 1,000 terminals (customers), the
+    published data set's 2 a day of 10,000 terminals and 3 of 5,000 customers, so a smaller
+    population keeps its fraud share (about 0.9%) without rounding to zero."""
 
-    customers: int = 1500
-    terminals: int = 3000
+    customers: int = 1000
+    terminals: int = 2000
     days: int = 84
     start: date = date(2026, 4, 1)
     seed: int = 0
     radius: float = 5.0
     large_amount: float = 220.0
-    terminals_per_day: float = 0.7
+    terminals_per_day_per_1000: float = 0.26
     terminal_days: int = 28
-    customers_per_day: float = 0.9
+    customers_per_day_per_1000: float = 0.6
     customer_days: int = 14
     customer_multiple: float = 5.0
     label_delay_days: int = 7
@@ -96,10 +97,10 @@ def simulate_export(cfg: ExportConfig) -> pd.DataFrame:
     fday, fterm, fcust = f["day"].to_numpy(), f["terminal"].to_numpy(), f["customer"].to_numpy()
     amt = f["amount"].to_numpy().copy()
     for d in range(cfg.days):
-        for t in rng.choice(cfg.terminals, size=rng.poisson(cfg.terminals_per_day), replace=False):
+        for t in rng.choice(cfg.terminals, size=rng.poisson(cfg.terminals_per_day_per_1000 * cfg.terminals / 1000), replace=False):
             hit = (fterm == t) & (fday >= d) & (fday < d + cfg.terminal_days) & (scenario == 0)
             scenario[hit] = 2
-        for c in rng.choice(cfg.customers, size=rng.poisson(cfg.customers_per_day), replace=False):
+        for c in rng.choice(cfg.customers, size=rng.poisson(cfg.customers_per_day_per_1000 * cfg.customers / 1000), replace=False):
             mine = np.flatnonzero((fcust == c) & (fday >= d) & (fday < d + cfg.customer_days) & (scenario == 0))
             chosen = mine[rng.random(len(mine)) < 1 / 3]
             scenario[chosen] = 3

@@ -92,13 +92,14 @@ def train_merchants(events: pd.DataFrame, *, profiles: pd.DataFrame | None, root
 
 def transaction_frame(events: pd.DataFrame, *, profiles: pd.DataFrame | None, lists_dir: Path,
                       list_entries: Mapping[str, Iterable[str]] | None = None,
-                      promotions: pd.DataFrame | None = None) -> pd.DataFrame:
+                      promotions: pd.DataFrame | None = None, history_start_us: int | None = None) -> pd.DataFrame:
     """Offline-twin features of every payment, with ``is_fraud``, ``scenario`` and the business day
-    (``promotions``: the merchants' planned campaigns, `fengkong.features.promotions`)."""
+    (``promotions``: the merchants' planned campaigns, `fengkong.features.promotions`;
+    ``history_start_us``: when the history's past begins, as replay's, `fengkong.features.young`)."""
     ipintel = IpIntel.load(lists_dir)
     specs = load_list_specs(lists_dir) if (lists_dir / "lists.yaml").exists() else None
     feats = offline_features(events, ipintel=ipintel, lists=specs, list_entries=list_entries, profiles=profiles,
-                             promotions=promotions)
+                             promotions=promotions, history_start_us=history_start_us)
     pay = feats["event.type"] == "payment"
     feats = feats[pay.to_numpy()]
     src = events.loc[feats.index]
