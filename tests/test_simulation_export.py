@@ -88,5 +88,7 @@ def test_cli_trains_on_the_export_as_it_is(export, tmp_path: Path) -> None:
     assert dropped["ip.is_tor"] == dropped["device.count_1h"] == "empty on every training row"
     assert dropped["card.age_days"] == dropped["user.is_new_device"] == "empty on every training row"
     assert "card.age_days" not in meta["features"] and "event.amount" in meta["features"]
+    first = pd.read_csv(paths["export_train.csv"], nrows=1)["TX_DATETIME"][0]  # local, +08:00
+    assert meta["params"]["history_start"] == pd.Timestamp(first, tz="Asia/Shanghai").tz_convert("UTC").isoformat()
     m = meta["metrics"]
     assert m["train_fraud"] > 0 and m["label_maturity_days"] == 7 and m["valid_txn_roc_auc"] > 0.7

@@ -196,7 +196,7 @@ def train_transactions_cmd(
         art = train_transactions(feats, root=root, until=_day(until, "--until"),
                                  max_iter=max_iter, random_state=seed, rules_dir=rules_dir, labels=labels,
                                  events=events, card_precision=replay_card_precision(events, top_k),
-                                 label_maturity=timedelta(days=maturity_days))
+                                 label_maturity=timedelta(days=maturity_days), history_start_us=start_us)
     except ValueError as exc:
         hint = "--labels" if str(exc).startswith("labels") else "--history"
         raise typer.BadParameter(str(exc), param_hint=hint) from None

@@ -121,7 +121,8 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
                        habit_trees: int = 100, random_state: int = 0, rules_dir: Path | None = None,
                        labels: str = "oracle", events: pd.DataFrame | None = None,
                        kinds: tuple[str, ...] = KINDS, card_precision: CardPrecision | None = None,
-                       label_maturity: timedelta | None = None) -> artifacts.Artifact:
+                       label_maturity: timedelta | None = None,
+                       history_start_us: int | None = None) -> artifacts.Artifact:
     """Fit both transaction models on the payments up to ``until``; validate on the later ones.
 
     txn_risk's kind is chosen (`fengkong.training.candidates`): each of ``kinds`` is fit and
@@ -143,7 +144,10 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
 
     With ``rules_dir``, also fit the fused score (`fusion.RiskFusion`: out-of-fold
     txn_risk and the rules-alone score of that pack, training days only, on the same
-    labels) and store it in the artifact's ``params["fusion"]`` for `ModelRuntime.fuse`."""
+    labels) and store it in the artifact's ``params["fusion"]`` for `ModelRuntime.fuse`.
+
+    ``history_start_us``: the history start ``feats`` were computed with
+    (`fengkong.features.young`), recorded as ``params["history_start"]`` (ISO 8601, or None)."""
     if labels not in LABELS:
         raise ValueError(f"labels: expected one of {', '.join(LABELS)}, got {labels!r}")
     if labels == "oracle" and "is_fraud" not in feats.columns:
@@ -227,6 +231,8 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
                 "vocab": {k: list(v) for k, v in {**tv.vocab, **hv.vocab}.items()},
                 "habit_medians": medians.tolist(),
                 "txn_model": choice.selected, "txn_candidates": list(kinds),
+                "history_start": (pd.Timestamp(history_start_us, unit="us", tz="UTC").isoformat()
+                                  if history_start_us is not None else None),
                 "max_iter": max_iter, "habit_trees": habit_trees, "random_state": random_state, "labels": labels,
                 "calibration": cal_record, **({"fusion": fusion_params} if fusion_params else {})},
         rows=len(train), onnx=onnx,
