@@ -69,7 +69,7 @@ def main() -> None:
         t0 = time.perf_counter()
         events, feats, promotions = frame_for(seed, args.events, args.days, args.rules / "lists")
         rules_only[seed] = rules_auc(feats, args.rules)
-        print(f"seed {seed}: rules' score alone, ROC AUC on every payment: {rules_only[seed]:.4f}")
+        print(f"seed {seed}: rules' score alone, ROC AUC on every payment: {rules_only[seed]}")
         if args.export_only:
             break
         for labels in args.labels.split(","):
