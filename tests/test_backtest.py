@@ -80,19 +80,58 @@ def test_a_policy_change_is_counted_under_policy(sim_dir, tmp_path) -> None:
     assert t.loc["(policy)", "decisions_changed"] == t.loc["(all)", "decisions_changed"] > 0
 
 
-def test_cli_backtest_prints_the_table_and_writes_csv(sim_dir, tmp_path) -> None:
+def test_cli_backtest_prints_the_table_and_writes_csv_and_html(sim_dir, tmp_path) -> None:
+    from html.parser import HTMLParser
+
     from fengkong.cli import app
 
-    cand = copy_rules_dir(ROOT / "rules", tmp_path / "cand")
+    cand = copy_rules_dir(ROOT / "rules", tmp_path / "cand<b>&")  # a folder name that must be escaped
     write_rules_file(cand / "trial.yaml", [NEW_RULE])
     out = tmp_path / "out"
+    report = tmp_path / "data" / "reports" / "trial.html"
     res = CliRunner().invoke(app, ["rules", "backtest", str(sim_dir / "events.parquet"), "--candidate", str(cand),
                                    "--live", str(ROOT / "rules"), "--lists", str(sim_dir / "blacklist.json"),
-                                   "--merchants", str(sim_dir / "merchants.parquet"), "--out", str(out)])
+                                   "--merchants", str(sim_dir / "merchants.parquet"), "--out", str(out),
+                                   "--html", str(report)])
     assert res.exit_code == 0, res.output
     assert NEW_RULE["id"] in res.output and "(all)" in res.output
     table = pd.read_csv(out / "backtest.csv")
     assert list(table["rule"][:2]) == ["(all)", "(policy)"]
+    # the HTML report: the new rule's row carries its figures; self-contained and escaped
+    page = report.read_text(encoding="utf-8")
+    assert page == (out / "backtest.html").read_text(encoding="utf-8")
+
+    class Rows(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[list[str]] = []
+            self.cell: list[str] | None = None
+
+        def handle_starttag(self, tag, attrs):  # noqa: ANN001
+            if tag == "tr":
+                self.rows.append([])
+            elif tag in ("td", "th"):
+                self.cell = []
+
+        def handle_endtag(self, tag):  # noqa: ANN001
+            if tag in ("td", "th") and self.cell is not None:
+                self.rows[-1].append("".join(self.cell))
+                self.cell = None
+
+        def handle_data(self, data):  # noqa: ANN001
+            if self.cell is not None:
+                self.cell.append(data)
+
+    parsed = Rows()
+    parsed.feed(page)
+    row = next(r for r in parsed.rows if r and r[0] == NEW_RULE["id"])
+    new = table.set_index("rule").loc[NEW_RULE["id"]]
+    assert row[1] == "added" and row[2] == ""  # not fired live: it is not in the live rules
+    assert row[3] == f"{int(new['fires_candidate']):,}" and row[5] == f"{int(new['decisions_changed']):,}"
+    assert row[-1] == f"{new['review_rate_change_pp']:+.3f}"
+    assert ["Candidate rules", str(cand)] in parsed.rows  # the folder's name, unescaped by the parser
+    assert "cand&lt;b&gt;&amp;" in page and "<b>&" not in page
+    assert "src=" not in page and "href=" not in page and "<script" not in page
     bad = copy_rules_dir(ROOT / "rules", tmp_path / "bad")
     write_rules_file(bad / "broken.yaml", [dict(NEW_RULE, when="event.amount >= ")])
     res = CliRunner().invoke(app, ["rules", "backtest", str(sim_dir / "events.parquet"), "--candidate", str(bad),

@@ -129,16 +129,20 @@ def test_admin_keys_work_the_queue_too(redis_server, scope, tmp_path):
 
 
 def test_with_the_workers_consumer_off_fengkong_cases_consume_files_them(redis_server, database_url, tmp_path):
+    """... and its case.opened reaches the webhooks through the publisher it hands the runtime."""
     import os
     import signal
     import subprocess
     import sys
 
-    from api_fixtures import ROOT, RULES_DIR
+    from api_fixtures import ADMIN_KEY, ROOT, RULES_DIR
+    from webhook_receiver import Receiver
 
-    with served(redis_server, "tcase5", database_url, cases_consumer=False) as api, api.client(DECIDE_KEY) as pay, \
-            api.client(ANALYST_KEY) as desk:
+    with served(redis_server, "tcase5", database_url, cases_consumer=False, webhook_poll_s=0.05) as api, \
+            api.client(DECIDE_KEY) as pay, api.client(ANALYST_KEY) as desk, api.client(ADMIN_KEY) as admin, \
+            Receiver() as receiver:
         assert api.runtime.cases.consumer._thread is None  # no consumer in the worker
+        assert admin.post("/v1/webhooks", json={"url": receiver.url, "kinds": ["case.opened"]}).status_code == 201
         ev = payment(ip=TOR)
         assert pay.post("/v1/decisions", json=ev).json()["decision"] == "review"
         time.sleep(0.5)
@@ -151,9 +155,13 @@ def test_with_the_workers_consumer_off_fengkong_cases_consume_files_them(redis_s
         proc = subprocess.Popen([sys.executable, "-c", "from fengkong.cli import app; app()", "cases", "consume"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            assert wait_case(desk, ev["card"]["fingerprint"], timeout=60)["decision_count"] == 1
+            case = wait_case(desk, ev["card"]["fingerprint"], timeout=60)
+            assert case["decision_count"] == 1
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0
             log.close()
         assert "1 filed" in (tmp_path / "consume.log").read_text()
+        assert receiver.wait_for(lambda r: any(b["kind"] == "case.opened" for b in r.bodies()))
+        opened = [b["data"] for b in receiver.bodies() if b["kind"] == "case.opened"]
+        assert [(o["id"], o["entity"]["id"]) for o in opened] == [(case["id"], ev["card"]["fingerprint"])]

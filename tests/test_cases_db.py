@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from fengkong.cases import service
 from fengkong.cases.config import CasesConfig, Queue
 from fengkong.cases.errors import CaseNotFound, IllegalTransition, InvalidCaseInput
-from fengkong.cases.intake import ingest
+from fengkong.cases.filing import ingest
 from fengkong.cases.models import Base
 from fengkong.db import migrate
 from fengkong.db.engine import make_engine, session_factory

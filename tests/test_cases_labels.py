@@ -14,7 +14,8 @@ from fengkong import pipeline
 from fengkong.cases import service
 from fengkong.cases.config import CasesConfig
 from fengkong.cases.consumer import GROUP, Consumer
-from fengkong.cases.intake import Intake, ingest, stream_key
+from fengkong.cases.filing import ingest
+from fengkong.cases.intake import Intake, stream_key
 from fengkong.cases.labels import StoreLabels
 from fengkong.db import migrate
 from fengkong.db.engine import make_engine, session_factory

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fengkong.features.definitions import DEFAULT_GRADE
 from fengkong.models.merchant_model import MerchantAnomalyModel
 from fengkong.training.grade_policy import GradePolicy
 from fengkong.training.merchant_features import daily_features
@@ -70,3 +71,34 @@ def test_grades_reach_redis_and_the_next_decision(setup, redis_client, tmp_path:
     html = paths["html"].read_text(encoding="utf-8")
     assert "data:image/png;base64," in html and "Merchants that moved" in html
     assert len(pd.read_csv(paths["grades"])) == len(result.current)
+
+
+def test_grade_changes_are_in_the_change_audit(setup, redis_client) -> None:
+    """The console's grade history reads `merchant.*` records of the change audit: the
+    nightly job's changes must be there (who, old and new grade, reason), and a rerun
+    that changes nothing adds nothing."""
+    import orjson
+
+    from fengkong.features import keys
+    from fengkong.features.ipintel import IpIntel
+    from fengkong.features.online import OnlineStore
+
+    events, merchants, policy, model = setup
+    result = rescore(events, policy=policy, model=model, profiles=merchants, parts=2)
+    prefix = f"rsa{id(result)}"
+    store = OnlineStore(redis_client, ipintel=IpIntel.load(ROOT / "rules" / "lists"), prefix=prefix)
+    current = result.current
+    # one merchant already holds its new grade: that one is not a change
+    same = current.iloc[0]
+    store.set_grades({same["merchant_id"]: (same["grade"], "")})
+    write_to_store(store, current, policy, actor="nightly-test")
+    stream = keys.audit_stream(prefix, "changes")
+    records = [orjson.loads(fields[b"record"]) for _, fields in redis_client.xrange(stream)]
+    expected = {r["merchant_id"]: r["grade"] for r in current.to_dict("records")
+                if r["grade"] != DEFAULT_GRADE and r["merchant_id"] != same["merchant_id"]}
+    assert expected, "the simulated history should move some merchant off the default grade"
+    assert {r["merchant_id"]: r["fields"]["grade"] for r in records} == expected
+    assert all(r["action"] == "merchant.grade" and r["actor"] == "nightly-test" for r in records)
+    assert all(r["fields"]["previous_grade"] == DEFAULT_GRADE for r in records)
+    write_to_store(store, current, policy)
+    assert redis_client.xlen(stream) == len(records)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -37,13 +36,11 @@ import redis
 
 from fengkong.api.encoding import dumps
 from fengkong.features import keys
+from fengkong.features.change_audit import change_record, changes_key, stream_entry, utc_now_iso
+
+__all__ = ["Audit", "reference", "stream_entry", "utc_now_iso"]
 
 log = logging.getLogger(__name__)
-
-
-def stream_entry(key: str, maxlen: int, record_json: bytes) -> tuple[Any, ...]:
-    """XADD of one ``record`` to a capped stream (approximate trimming: O(1) amortised)."""
-    return ("XADD", key, "MAXLEN", "~", maxlen, "*", "record", record_json)
 
 
 def reference(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -60,16 +57,12 @@ def reference(record: Mapping[str, Any]) -> dict[str, Any]:
             "card": ((record.get("event") or {}).get("card") or {}).get("fingerprint")}
 
 
-def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
 class Audit:
     """Writes audit records to the Redis streams and the optional file."""
 
     def __init__(self, *, prefix: str, maxlen: int, path: Path | None) -> None:
         self.decisions_key = keys.audit_stream(prefix, "decisions")
-        self.changes_key = keys.audit_stream(prefix, "changes")
+        self.changes_key = changes_key(prefix)
         self.maxlen = maxlen
         self.path = Path(path) if path else None
         self._fd: int | None = None
@@ -104,8 +97,7 @@ class Audit:
 
         The stream write is best effort (Redis may be the thing that is down); the
         file line is always written when a file is configured."""
-        record = {"at": utc_now_iso(), "actor": actor, "action": action, "ruleset_version": version,
-                  "pid": os.getpid(), **detail}
+        record = change_record(actor=actor, action=action, version=version, detail=detail)
         data = dumps(record)
         with self._lock:
             self.to_file(data)

@@ -14,13 +14,13 @@ nothing more than a set lookup.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import redis
 
 from fengkong.api.config import Settings
 from fengkong.api.metrics import Metrics
-from fengkong.webhooks import Deliverer, DeliveryConfig, Subscriptions, publish, publish_command
+from fengkong.webhooks import Deliverer, DeliveryConfig, Subscriptions, publish, publish_command, publish_many
 from fengkong.webhooks.store import outbox_command, wanted_kinds
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,23 @@ class Hooks:
             self.metrics.webhook_unqueued.inc()
             log.warning("webhook event %s not queued: %s: %s", kind, type(exc).__name__, exc)
             return None
+
+    def publish_many(self, events: Sequence[tuple[str, Mapping[str, Any]]]) -> int:
+        """Queue a batch of events in one pipeline (the case consumer's opened cases, a
+        resolution): only the kinds an active subscription wants, when this worker's
+        delivery loop knows them (as `decision_command`), so with no subscriber it costs
+        nothing. Returns how many were queued; a Redis fault is logged and counted, never
+        raised."""
+        if self.deliverer is not None:
+            events = [e for e in events if e[0] in self.deliverer.wanted]
+        if not events:
+            return 0
+        try:
+            return publish_many(self.client, events, prefix=self.prefix, maxlen=self.outbox_maxlen)
+        except (redis.RedisError, OSError) as exc:
+            self.metrics.webhook_unqueued.inc(len(events))
+            log.warning("%d webhook events not queued: %s: %s", len(events), type(exc).__name__, exc)
+            return 0
 
     def decision_command(self, record: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The command that queues a deny or review decision's event, for the decision's

@@ -46,9 +46,9 @@ from fengkong.api.security import KeyRing
 from fengkong.api.service.records import Records
 from fengkong.api.snapshot import SnapshotKeeper
 from fengkong.cases import config as cases_config
-from fengkong.cases import hooks as case_hooks
+from fengkong.cases.hooks import Publish
 from fengkong.cases.intake import Intake
-from fengkong.cases.runtime import CasesRuntime, open_cases
+from fengkong.cases.runtime import CasesRuntime, cases_client, open_cases
 from fengkong.db.url import database_url, redacted
 from fengkong.engine import LiveRules
 from fengkong.engine.ruleset import content_hash
@@ -200,8 +200,6 @@ class Runtime:
         if self._watcher is not None:
             self._watcher.join(timeout=5)
         self.snapshot.stop()
-        if self.hooks.publish in case_hooks.SUBSCRIBERS:
-            case_hooks.SUBSCRIBERS.remove(self.hooks.publish)
         if self.cases is not None:
             self.cases.close()
         self.audit.close()
@@ -246,28 +244,33 @@ def build_runtime(settings: Settings) -> Runtime:
     except (redis.RedisError, OSError) as exc:  # Redis down at start: the refresh thread loads it later
         log.warning("reference snapshot not loaded: %s", type(exc).__name__)
     snapshot.start(settings.snapshot_refresh_s, settings.snapshot_full_reload_s)
-    cases = _open_cases(settings, url, store)
+    metrics = Metrics()
+    hooks = Hooks(settings, client, url, metrics)
+    cases = _open_cases(settings, url, store, hooks.publish_many)  # case.opened / case.resolved reach the webhooks
     intake = cases.intake if cases is not None else Intake(
         cases_config.load(Path(settings.rules_dir)), prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen)
-    metrics = Metrics()
     rt = Runtime(settings=settings, client=client, conn=conn, store=store, lists=list_store, list_specs=specs,
                  rules=rules, models=models, metrics=metrics, audit=audit, keyring=keyring,
                  breaker=Breaker(settings.breaker_s), keys=Keys(settings.key_prefix), snapshot=snapshot,
                  intake=intake, records=Records(settings.key_prefix, settings.decision_ttl_s),
-                 hooks=Hooks(settings, client, url, metrics), cases=cases, embedded=embedded)
-    case_hooks.SUBSCRIBERS.append(rt.hooks.publish)  # case.opened / case.resolved reach the webhooks
+                 hooks=hooks, cases=cases, embedded=embedded)
     rt.start_watch(settings.rules_watch_s)
     return rt
 
 
-def _open_cases(settings: Settings, redis_url: str, store: OnlineStore) -> CasesRuntime | None:
-    """The cases database and its consumer. A database that cannot be opened does not stop
+def _open_cases(settings: Settings, redis_url: str, store: OnlineStore, publish: Publish) -> CasesRuntime | None:
+    """The cases database and its consumer, on a Redis client of their own (with a store of
+    the service's kind on it, for labels). A database that cannot be opened does not stop
     the decisions: the case routes answer 503, and review decisions stay queued in Redis
     until a worker that has the database files them."""
     url = database_url(settings.database_url, Path(settings.data_dir))
     try:
-        return open_cases(database_url=url, rules_dir=Path(settings.rules_dir), redis_url=redis_url, store=store,
-                          prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen,
+        client = cases_client(redis_url)
+        # the service's kind of store (on a cluster, outcomes go one script per slot, as
+        # decisions do), on the cases' own client
+        labels_store = type(store)(client, ipintel=store.ipintel, lists=store.lists, prefix=settings.key_prefix)
+        return open_cases(database_url=url, rules_dir=Path(settings.rules_dir), client=client, store=labels_store,
+                          prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, publish=publish,
                           consume=settings.cases_consumer)
     except cases_config.CasesConfigError:
         raise  # the analysts' file is wrong: say so at start, as a rule file would

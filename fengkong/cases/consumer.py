@@ -11,9 +11,11 @@ idempotent by decision id, so an item filed twice (committed, then the worker di
 before the ack) changes nothing the second time. The group is created reading the stream
 from its start, so items queued before any worker ran are filed too.
 
-A batch read at once is filed in one transaction (one commit); after a batch that was not
-full the consumer lingers ``linger_s`` so that, under load, items are filed many at a
-time (one transaction for many items costs far less per item than one each). A database fault
+A batch read at once is filed in one transaction with a few statements for all its items
+(`fengkong.cases.filing`); after a batch that was not full the consumer lingers
+``linger_s`` so that, under load, items are filed many at a time (a batch costs far
+less per item than one item alone). The cases a batch opened are told to the desk's
+publisher (``case.opened``, the webhooks) in one call after the commit. A database fault
 (unreachable, locked past the busy timeout) leaves the items pending and the consumer
 waits ``retry_s`` before trying again; an item that cannot be filed for any other reason
 (it is malformed) is logged, acknowledged and counted in ``dropped`` (the batch is then
@@ -33,7 +35,8 @@ import redis
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from fengkong.cases import hooks
-from fengkong.cases.intake import entity_of, ingest
+from fengkong.cases.filing import file_items
+from fengkong.cases.models import CaseRow
 from fengkong.cases.service import Desk, summary
 
 log = logging.getLogger(__name__)
@@ -116,28 +119,21 @@ class Consumer:
         return item
 
     def _file_batch(self, entries: list[Any]) -> list[Any]:
-        """File a batch in one transaction (one commit, not one per item); the ids to
-        acknowledge. The database away: none (they stay pending). An item that cannot be
-        filed: the batch is filed item by item, so that only it is dropped."""
+        """File a batch in one transaction, a few statements for all its items
+        (`fengkong.cases.filing`); the ids to acknowledge. The database away: none (they
+        stay pending). An item that cannot be filed: the batch is filed item by item, so
+        that only it is dropped."""
         items = [self._parse(fields) for _, fields in entries]
-        # one entity order for every consumer: their per-entity locks never deadlock
-        ordered = sorted((item for item in items if item), key=lambda i: entity_of(i, self.desk.config.group_by)
-                         or ("", ""))
         try:
             with self.desk.sessions() as session, session.begin():
-                opened = [got[0] for got in (ingest(session, item, self.desk.config) for item in ordered)
-                          if got is not None and got[1]]
-                summaries = [summary(case, self.desk.config) for case in opened]
+                filing = file_items(session.connection(), [item for item in items if item], self.desk.config)
         except DB_AWAY as exc:
-            log.warning("case intake: database unavailable (%s); retrying", type(exc).__name__)
-            self._own_pending = True
-            self._stop.wait(self.retry_s)
+            self._away(exc)
             return []
         except Exception:
             return self._file_each(entries, items)
         self.filed += sum(1 for item in items if item)
-        for opened_case in summaries:
-            hooks.publish("case.opened", opened_case)
+        self._tell(filing.opened)
         return [entry_id for entry_id, _ in entries]
 
     def _file_each(self, entries: list[Any], items: list[dict[str, Any] | None]) -> list[Any]:
@@ -153,21 +149,27 @@ class Consumer:
         """File one item; False only when the database is away (the item stays pending)."""
         try:
             with self.desk.sessions() as session, session.begin():
-                got = ingest(session, item, self.desk.config)
-                opened = summary(got[0], self.desk.config) if got is not None and got[1] else None
+                filing = file_items(session.connection(), [item], self.desk.config)
         except DB_AWAY as exc:
-            log.warning("case intake: database unavailable (%s); retrying", type(exc).__name__)
-            self._own_pending = True
-            self._stop.wait(self.retry_s)
+            self._away(exc)
             return False
         except Exception:
             log.exception("case intake: item of decision %s dropped", item.get("decision_id"))
             self.dropped += 1
             return True
         self.filed += 1
-        if opened is not None:
-            hooks.publish("case.opened", opened)
+        self._tell(filing.opened)
         return True
+
+    def _away(self, exc: Exception) -> None:
+        log.warning("case intake: database unavailable (%s); retrying", type(exc).__name__)
+        self._own_pending = True
+        self._stop.wait(self.retry_s)
+
+    def _tell(self, opened: list[CaseRow]) -> None:
+        """``case.opened`` for the cases a batch opened, in one call (after the commit)."""
+        if opened and self.desk.publish is not None:
+            hooks.tell(self.desk.publish, [("case.opened", summary(case, self.desk.config)) for case in opened])
 
     def run(self) -> None:
         """Step until stopped; Redis faults are logged and retried after ``retry_s``."""

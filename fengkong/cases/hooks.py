@@ -1,28 +1,32 @@
-"""Who else hears of a case opening or being resolved: the one call site for webhooks.
+"""Who else hears of cases opening or being resolved: the one call site for webhooks.
 
-The service's runtime (`fengkong.api.state`) appends its webhooks' ``publish`` to
-`SUBSCRIBERS` while it runs (cases sit below the api and beside the webhooks, so
-neither imports the other). Kinds: ``case.opened`` and
-``case.resolved``; the payload is the case's summary (`fengkong.cases.service.summary`).
-A subscriber that raises is logged and never fails the case change, which is already
+Cases sit below the api and beside the webhooks, so neither imports the other: whoever
+opens the case runtime (`fengkong.cases.runtime.open_cases`: the service's worker, or
+`fengkong cases consume`) passes a `Publish` callable, which the `Desk` carries to the
+consumer (``case.opened``) and to `resolve` (``case.resolved``). The payload is the
+case's summary (`fengkong.cases.service.summary`). It takes a list of events, so the
+consumer tells of a whole batch's opened cases in one call (one Redis pipeline).
+A publisher that raises is logged and never fails the case change, which is already
 committed when it is called.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 log = logging.getLogger(__name__)
 
-#: Callables ``(kind, payload) -> None``; the running service adds its webhooks' publish.
-SUBSCRIBERS: list[Callable[[str, dict[str, Any]], object]] = []
+#: ``publish([(kind, payload), ...])``: queue these events for the webhooks.
+Publish = Callable[[Sequence[tuple[str, dict[str, Any]]]], object]
 
 
-def publish(kind: str, payload: dict[str, Any]) -> None:
-    """Tell every subscriber; after the change is committed, never raising."""
-    for subscriber in list(SUBSCRIBERS):
-        try:
-            subscriber(kind, payload)
-        except Exception:  # a listener's fault is not the case's
-            log.exception("case hook %r failed for %s", subscriber, kind)
+def tell(publish: Publish | None, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Hand ``events`` to ``publish`` (none: nobody listens); after the change is
+    committed, never raising."""
+    if publish is None or not events:
+        return
+    try:
+        publish(events)
+    except Exception:  # a listener's fault is not the case's
+        log.exception("case hook failed for %s", sorted({kind for kind, _ in events}))

@@ -9,6 +9,7 @@ timezone-aware, on SQLite (which keeps no offset) as on PostgreSQL.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -137,3 +138,29 @@ class CaseEvent(Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     case: Mapped[Case] = relationship(back_populates="history")
+
+
+@dataclass(kw_only=True)
+class CaseRow:
+    """A case's columns as plain values: what the intake reads and writes with SQLAlchemy
+    Core (no ORM object per case) and what `fengkong.cases.service.summary` shows."""
+
+    id: int
+    entity_kind: str
+    entity_id: str
+    status: str
+    queue: str
+    priority: float | None
+    max_score: float
+    assignee: str | None = None
+    disposition: str | None = None
+    note: str | None = None
+    opened_at: datetime
+    claimed_at: datetime | None = None
+    resolved_at: datetime | None = None
+    updated_at: datetime
+    first_occurred_at: datetime
+    last_occurred_at: datetime
+    merchant_id: str | None
+    rule_ids: str
+    decision_count: int

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from fengkong.cases import config as cases_config
 from fengkong.cases.consumer import Consumer
+from fengkong.cases.hooks import Publish
 from fengkong.cases.intake import Intake, stream_key
 from fengkong.cases.labels import StoreLabels
 from fengkong.cases.service import Desk
@@ -74,19 +75,28 @@ class CasesRuntime:
         self.engine.dispose()
 
 
-def open_cases(*, database_url: str, rules_dir: Path, redis_url: str, store: OnlineStore, prefix: str,
-               maxlen: int, consume: bool = True) -> CasesRuntime:
-    """Migrate and open the database, and start the consumer (unless ``consume`` is off)."""
-    engine = make_engine(database_url)
-    migrate.upgrade(engine)
-    path = Path(rules_dir) / cases_config.CONFIG_PATH
-    config = cases_config.load(Path(rules_dir))
-    client = client_for_url(redis_url, timeout_s=REDIS_TIMEOUT_S)
-    # the service's kind of store (on a cluster, outcomes go one script per slot, as decisions
-    # do), on this thread's own client
-    labels_store = type(store)(client, ipintel=store.ipintel, lists=store.lists, prefix=prefix)
+def open_cases(*, database_url: str, rules_dir: Path, client: redis.Redis, store: OnlineStore, prefix: str,
+               maxlen: int, publish: Publish | None = None, consume: bool = True) -> CasesRuntime:
+    """Migrate and open the database, and start the consumer (unless ``consume`` is off).
+
+    ``client`` is the cases' own Redis client (`cases_client`: analysts' calls and the
+    consumer may wait, a payment never does); the runtime owns it from now on and closes
+    it, also when opening fails. ``store`` is the feature store on that client that
+    resolutions write their labels to; ``publish`` hears of cases opened and resolved
+    (`fengkong.cases.hooks`; None: nobody)."""
+    engine: Engine | None = None
+    try:
+        engine = make_engine(database_url)
+        migrate.upgrade(engine)
+        path = Path(rules_dir) / cases_config.CONFIG_PATH
+        config = cases_config.load(Path(rules_dir))
+    except BaseException:
+        if engine is not None:
+            engine.dispose()
+        client.close()
+        raise
     desk = Desk(sessions=session_factory(engine), config=config,
-                labels=StoreLabels(labels_store, client, prefix=prefix, maxlen=maxlen))
+                labels=StoreLabels(store, client, prefix=prefix, maxlen=maxlen), publish=publish)
     intake = Intake(config, prefix=prefix, maxlen=maxlen)
     consumer = Consumer(client, desk, stream=stream_key(prefix))
     rt = CasesRuntime(engine=engine, desk=desk, intake=intake, consumer=consumer, client=client, config_path=path,
@@ -95,3 +105,9 @@ def open_cases(*, database_url: str, rules_dir: Path, redis_url: str, store: Onl
     if consume:
         consumer.start()
     return rt
+
+
+def cases_client(redis_url: str) -> redis.Redis:
+    """The cases' own client of the service's Redis (either kind), with the longer timeout
+    an analyst's call or the consumer may wait."""
+    return client_for_url(redis_url, timeout_s=REDIS_TIMEOUT_S)

@@ -28,7 +28,7 @@ from fengkong.cases.config import CasesConfig
 from fengkong.cases.errors import CaseNotFound, IllegalTransition, InvalidCaseInput
 from fengkong.cases.labels import LabelSink, label_events
 from fengkong.events import looks_like_pan
-from fengkong.cases.models import DISPOSITIONS, ENTITY_KINDS, STATUSES, Case, CaseDecision, CaseEvent
+from fengkong.cases.models import DISPOSITIONS, ENTITY_KINDS, STATUSES, Case, CaseDecision, CaseEvent, CaseRow
 
 MAX_LIMIT = 500
 MAX_NOTE = 4000
@@ -38,11 +38,14 @@ MAX_BULK = 500
 @dataclass
 class Desk:
     """What the case functions work with: the database's sessions, the analysts'
-    configuration (queues and SLAs) and where labels go (None: labels are not sent)."""
+    configuration (queues and SLAs), where labels go (None: labels are not sent) and who
+    is told of case changes (`fengkong.cases.hooks`)."""
 
     sessions: sessionmaker[Session]
     config: CasesConfig
     labels: LabelSink | None = None
+    #: who hears of cases opened and resolved (the webhooks); None: nobody
+    publish: hooks.Publish | None = None
 
 
 def _now() -> datetime:
@@ -53,8 +56,8 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def summary(case: Case, config: CasesConfig, now: datetime | None = None) -> dict[str, Any]:
-    """A case as the queue shows it (JSON-ready)."""
+def summary(case: Case | CaseRow, config: CasesConfig, now: datetime | None = None) -> dict[str, Any]:
+    """A case as the queue shows it (JSON-ready); from the ORM object or the intake's row."""
     now = now or _now()
     age = (now - case.opened_at).total_seconds()
     sla = config.sla_hours(case.queue)
@@ -236,7 +239,7 @@ def resolve(desk: Desk, *, case_id: int, actor: str, disposition: str, note: str
         session.flush()
         session.refresh(case, ["history"])
         out = detail(case, desk.config, now)
-    hooks.publish("case.resolved", {k: v for k, v in out.items() if k not in ("decisions", "history")})
+    hooks.tell(desk.publish, [("case.resolved", {k: v for k, v in out.items() if k not in ("decisions", "history")})])
     return out
 
 

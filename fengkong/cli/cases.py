@@ -11,7 +11,7 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import typer
 
@@ -26,11 +26,10 @@ def consume(
 ) -> None:
     """Read the intake stream and file cases until SIGINT or SIGTERM."""
     from fengkong.api.config import Settings
-    from fengkong.cases.runtime import REDIS_TIMEOUT_S, open_cases
+    from fengkong.cases.runtime import cases_client, open_cases
     from fengkong.db.url import database_url as resolve, redacted
     from fengkong.features.ipintel import IpIntel
     from fengkong.features.lists import load_list_specs
-    from fengkong.features.cluster import client_for_url
     from fengkong.features.cluster_store import store_class_for
 
     # handlers first: a stop that arrives while the consumer starts still ends it cleanly
@@ -47,22 +46,20 @@ def consume(
         raise typer.BadParameter("the service's Redis URL is needed", param_hint="--redis-url")
     db = resolve(database_url or settings.database_url, Path(settings.data_dir))
     lists_dir = Path(settings.rules_dir) / "lists"
-    client = client_for_url(url, timeout_s=REDIS_TIMEOUT_S)
+    from fengkong.webhooks import publish_many
+
+    client = cases_client(url)  # one client for the consumer, labels and webhooks; the runtime closes it
     store = store_class_for(url)(client, ipintel=IpIntel.load(lists_dir), lists=load_list_specs(lists_dir),
-                       prefix=settings.key_prefix)
-    from fengkong.cases import hooks as case_hooks
-    from fengkong.webhooks import publish
+                                 prefix=settings.key_prefix)
 
-    def _webhook(kind: str, payload: dict[str, object]) -> None:  # case.opened reaches the subscriptions
-        publish(client, kind, payload, prefix=settings.key_prefix)
+    def _webhooks(events: Sequence[tuple[str, dict[str, Any]]]) -> None:  # case.opened reaches the subscriptions
+        publish_many(client, events, prefix=settings.key_prefix)
 
-    case_hooks.SUBSCRIBERS.append(_webhook)
-    cases = open_cases(database_url=db, rules_dir=Path(settings.rules_dir), redis_url=url, store=store,
-                       prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen)
+    cases = open_cases(database_url=db, rules_dir=Path(settings.rules_dir), client=client, store=store,
+                       prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, publish=_webhooks)
     typer.echo(f"filing cases from {url.split('@')[-1]} into {redacted(db)}; stop with Ctrl-C")
     try:
         stop.wait()
     finally:
         cases.close()
-        client.close()
         typer.echo(f"stopped: {cases.consumer.filed} filed, {cases.consumer.dropped} dropped")

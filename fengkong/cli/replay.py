@@ -74,6 +74,13 @@ def register(app: typer.Typer) -> None:
         in_flight: int = typer.Option(1024, "--in-flight", min=1, help="Events whose Redis feature calls are "
                                       "sent ahead, in event-time order, on one connection (same decisions as "
                                       "one by one; 1 = send each event and wait for its answer)."),
+        nightly: bool = typer.Option(False, "--nightly/--no-nightly", help="Run the nightly job (`fengkong "
+                                     "rescore`: merchant grades, daily caps, the merchant model's anomaly score) at "
+                                     "each business-day boundary (00:00 UTC+08:00) in event time, on the history "
+                                     "before it; merchants without a grade start at the policy's start grade with "
+                                     "its daily cap."),
+        grade_policy: Optional[Path] = typer.Option(None, "--grade-policy", help="Grade policy for --nightly "
+                                                    "(default RULES_DIR/grades/grades.yaml)."),
     ) -> None:
         """Replay a history event by event through Redis features, the live rules and the models
         (the decision service's own path), write every decision, then a report."""
@@ -85,6 +92,8 @@ def register(app: typer.Typer) -> None:
         from fengkong.replay.mapping import Mapping, MappingError, parse_delay
         from fengkong.replay.report import write_report
         from fengkong.replay.runner import run_replay
+        from fengkong.training.grade_policy import GradePolicyError
+        from fengkong.training.nightly import Nightly, NightlyError
 
         if not (rules_dir / "lists").is_dir():
             _error(f"rules folder {rules_dir} (with lists/) not found; give --rules-dir")
@@ -101,14 +110,21 @@ def register(app: typer.Typer) -> None:
         except ArtifactError as exc:
             raise typer.BadParameter(str(exc), param_hint="--artifacts") from None
         try:
+            job = Nightly.load(policy_path=grade_policy or rules_dir / "grades" / "grades.yaml",
+                               models_dir=models_dir) if nightly else None
+        except (GradePolicyError, ArtifactError) as exc:
+            _error(str(exc))
+            raise typer.Exit(2)
+        try:
             mapping_obj = Mapping.load(mapping) if mapping else None
             delay = parse_delay(label_delay) if label_delay is not None else None
             result = run_replay(file, mapping=mapping_obj, rules_dir=rules_dir, redis_url=redis_url,
                                 lists_file=lists, merchants_file=merchants, models_dir=models_dir,
                                 label_delay_s=delay, emit_reports=True if delay is not None else None,
                                 progress=progress and sys.stderr.isatty(), max_bad_share=max_bad_share,
-                                in_flight=in_flight, promotions_file=promotions, history_start=history_start)
-        except MappingError as exc:
+                                in_flight=in_flight, promotions_file=promotions, nightly=job,
+                                history_start=history_start)
+        except (MappingError, NightlyError) as exc:
             _error(str(exc))
             raise typer.Exit(2)
         except RuleSetError as exc:
@@ -133,6 +149,8 @@ def register(app: typer.Typer) -> None:
                    f"(+{result.reports_generated:,} fraud reports from labels) in {result.seconds:.1f} s, "
                    f"{result.events_per_s:,.0f} events/s; rules {result.ruleset_version}; "
                    f"models: {result.models_status or 'none'}")
+        if result.nightly:
+            typer.echo(f"nightly job: {result.nightly}")
         typer.echo("decisions: " + ", ".join(f"{a} {int(counts.get(a, 0)):,}"
                                              for a in ("allow", "challenge", "review", "deny")))
         typer.echo(f"wrote {path}")
@@ -153,6 +171,7 @@ def _write_report(result: Any, *, file: Path, mapping: Path | None, out: Path, t
                       f"mapping could not read, {result.rejected:,} refused by the event contract)",
             "decisions": f"{len(result.decisions):,}", "rules": result.ruleset_version,
             "models": result.models_status or "none",
+            "nightly job": result.nightly or "off (merchant profiles as they started)",
             "replay time": f"{result.seconds:.1f} s ({result.events_per_s:,.0f} events/s)"}
     if refused.rounded:
         meta["amounts rounded"] = f"{refused.rounded:,} (the mapping's `round`)"

@@ -171,7 +171,9 @@ def backtest(
     mapping: Path = typer.Option(None, "--mapping", help="Mapping file: which source column feeds which event field."),
     lists: Path = typer.Option(None, "--lists", help="JSON {list: [entries]} loaded into the analyst lists (e.g. blacklist.json)."),
     merchants: Path = typer.Option(None, "--merchants", help="Merchant profiles (merchants.parquet from fengkong simulate)."),
-    out: Path = typer.Option(None, "--out", help="Folder for backtest.csv and changed_events.csv."),
+    out: Path = typer.Option(None, "--out", help="Folder for backtest.csv, changed_events.csv and backtest.html."),
+    html_path: Path = typer.Option(None, "--html", help="Write the HTML report here too (e.g. under "
+                                   "<data_dir>/reports, where the console's report viewer lists it)."),
     all_rules: bool = typer.Option(False, "--all-rules", help="List unchanged rules too."),
     engine: str = typer.Option("pandas", "--engine", help="Offline features in this process (pandas) or on a "
                                "Dask cluster (dask; the same features)."),
@@ -188,6 +190,7 @@ def backtest(
 
     from fengkong.engine import RuleSetError
     from fengkong.replay.backtest import backtest as run_backtest
+    from fengkong.replay.backtest_report import backtest_html
     from fengkong.replay.mapping import Mapping, MappingError
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
@@ -247,8 +250,14 @@ def backtest(
     console.print(f"live {result.live_version}, candidate {result.candidate_version}; "
                   f"features {t['features_s']:.1f} s, rules {t['evaluate_s']:.1f} s, total {t['total_s']:.1f} s "
                   f"({t['events'] / max(t['total_s'], 1e-9):,.0f} events/s)")
+    page = backtest_html(result, candidate=str(candidate), live=str(live), all_rules=all_rules)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         frame.to_csv(out / "backtest.csv", index=False)
         result.changed_events().to_csv(out / "changed_events.csv", index=False)
-        console.print(f"wrote {out / 'backtest.csv'} and {out / 'changed_events.csv'}")
+        (out / "backtest.html").write_text(page, encoding="utf-8")
+        console.print(f"wrote {out / 'backtest.csv'}, {out / 'changed_events.csv'} and {out / 'backtest.html'}")
+    if html_path is not None:
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        html_path.write_text(page, encoding="utf-8")
+        console.print(f"wrote {html_path}")

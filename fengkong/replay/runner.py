@@ -28,16 +28,22 @@ kinds are in ``ReplayResult.refusals``.
 
 The decisions carry every model score the decision had as its own column
 (`MODEL_COLUMNS`, empty without models; any other ``model.*`` output gets a column
-too), the fused risk as ``risk``, and ``scenario`` as text ("" when none).
+too), the fused risk as ``risk``, the merchant's grade the decision read as
+``merchant_grade``, and ``scenario`` as text ("" when none).
+
+With a `NightlyJob` (``--nightly``), the stream is cut at every business-day boundary
+in event time: the day's events are all sent and counted (the in-flight window
+drained), the job grades every merchant from the events before the boundary and
+writes their profiles, and only then is the next day's first event sent.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import pandas as pd
@@ -49,6 +55,7 @@ from fengkong.events import FLAT_COLUMNS, Event, EventRejected, flat_to_dict, pa
 from fengkong.features.inflight import InFlight
 from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import ListStore, load_list_specs
+from fengkong.features.definitions import DEFAULT_BUSINESS_UTC_OFFSET_MIN
 from fengkong.features.online import FeatureResult, OnlineStore
 from fengkong.features import promotions
 from fengkong.features.young import history_start_for
@@ -64,8 +71,26 @@ DEFAULT_IN_FLIGHT = 1024
 MODEL_COLUMNS = ("model.txn_risk", "model.habit_anomaly", "model.merchant_anomaly")
 DECISION_COLUMNS = ("event_id", "type", "occurred_at", "merchant_id", "user_id", "card_fingerprint", "amount",
                     "channel", "decision", "score", "score_action", "lane", "rules", "shadow_rules",
-                    "missing_features", "ruleset_version", *MODEL_COLUMNS, "risk")
+                    "missing_features", "ruleset_version", *MODEL_COLUMNS, "risk", "merchant_grade")
 CARD_REPORT_COLUMNS = ("occurred_at", "card_fingerprint", "refers_to", "type")
+
+
+class NightlyJob(Protocol):
+    """The nightly job a replay runs at each business-day boundary (`fengkong.training.nightly.Nightly`:
+    the replay layer takes it from its caller and never imports training)."""
+
+    def bootstrap(self, store: OnlineStore, profiles: pd.DataFrame | None, merchant_ids: Iterable[str]) -> int:
+        """Before the first event: the starting profiles, and what merchants without a grade get."""
+        ...
+
+    def run(self, store: OnlineStore, history: pd.DataFrame, day: Any) -> Any:
+        """After business day ``day`` closed: grade from ``history`` (flat events, all before the
+        boundary, ``occurred_at`` as UTC datetimes) and write the profiles the next day reads."""
+        ...
+
+    def describe(self) -> str:
+        """One line for the console and the report."""
+        ...
 
 
 @dataclass
@@ -86,6 +111,7 @@ class ReplayResult:
     refusals: Refusals = field(default_factory=Refusals)  # mapping and event-contract refusals, per field/reason
     card_reports: pd.DataFrame | None = None  # CARD_REPORT_COLUMNS: fraud reports and chargebacks sent
     unused: list[str] = field(default_factory=list)  # source columns nothing read
+    nightly: str = ""  # what the nightly job did ("" without --nightly)
 
     @property
     def events_per_s(self) -> float:
@@ -148,13 +174,16 @@ def _fired(d: Any, shadow: bool = False) -> str:
 
 def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, models: Any = None,
                   progress: Callable[[int], None] | None = None,
-                  in_flight: int = DEFAULT_IN_FLIGHT) -> tuple[pd.DataFrame, dict[str, Any]]:
+                  in_flight: int = DEFAULT_IN_FLIGHT,
+                  nightly: NightlyJob | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Send every event through the online path; the decisions (one row per decision event).
 
     ``in_flight`` > 1 keeps up to that many events' feature calls sent ahead on one
     connection (`fengkong.features.inflight`), in event-time order, so each gets the
     features of a one-by-one replay; 1 sends each event and waits for it
-    (`pipeline.decide` / `pipeline.record_outcome`, as the service's path)."""
+    (`pipeline.decide` / `pipeline.record_outcome`, as the service's path).
+    ``nightly`` runs at each business-day boundary, between the day's last event and the
+    next day's first (`_days`); the caller has bootstrapped it."""
     out: dict[str, list[Any]] = {c: [] for c in DECISION_COLUMNS}
     label_cols = [c for c in ("is_fraud", "scenario") if c in stream.columns]
     labels: dict[str, list[Any]] = {c: [] for c in label_cols}
@@ -164,10 +193,12 @@ def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, model
     card_reports: list[tuple[Any, ...]] = []  # fraud reports and chargebacks sent: the cards a team knows about
     extra_models: dict[str, list[Any]] = {}  # model.* outputs beyond MODEL_COLUMNS, by decision position
     cols = [c for c in (*FLAT_COLUMNS, "row", "_gen", *label_cols) if c in stream.columns]
-    for i, (row, event, result) in enumerate(_flow(_records(stream, cols), store, in_flight)):
+    accepted = np.ones(len(stream), dtype=bool)  # rows the store counted: the nightly job's history
+    for i, (row, event, result) in enumerate(_days(stream, cols, store, in_flight, nightly, accepted)):
         if progress is not None and i % 256 == 0:
             progress(i)
         if isinstance(event, EventRejected):
+            accepted[i] = False
             stats["rejected"] += 1
             if len(rejects) < MAX_REJECTS_LISTED:
                 rejects.append((int(row.get("row", -1)) + 1, event.field, event.reason))
@@ -205,6 +236,7 @@ def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, model
         for c in MODEL_COLUMNS:
             out[c].append(_score(features.get(c)))
         out["risk"].append(_score(features.get("model.risk")))  # the fused model+rules risk, with models
+        out["merchant_grade"].append(features.get("merchant.grade"))  # what the limits and rules read
         if models is not None:  # a model output beyond MODEL_COLUMNS still gets its column
             for k, v in features.items():
                 if k.startswith("model.") and k not in MODEL_COLUMNS and k != "model.risk":
@@ -231,6 +263,45 @@ def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, model
     stats["refusals"] = refusals
     stats["card_reports"] = pd.DataFrame(card_reports, columns=list(CARD_REPORT_COLUMNS))
     return frame, stats
+
+
+def _days(stream: pd.DataFrame, cols: list[str], store: OnlineStore, in_flight: int, nightly: NightlyJob | None,
+          accepted: np.ndarray) -> Iterator[tuple[dict[str, Any], Event | EventRejected, FeatureResult | None]]:
+    """`_flow` over the stream, one business day at a time when there is a nightly job.
+
+    A day's events go through their own `_flow`, which returns only once every one of
+    them has been sent, counted and handed to the caller (in flight: every reply read,
+    so the window is drained); the caller asks for the next event only after deciding
+    the last one. Then the job grades from the rows before the boundary that the store
+    counted (``accepted``, which the caller clears for refused rows; a retried
+    ``event_id`` once) and writes the profiles, and the next day starts. No event after the boundary reached the store
+    before the job, and none before it after."""
+    if nightly is None:
+        yield from _flow(_records(stream, cols), store, in_flight)
+        return
+    when = _utc(stream["occurred_at"])  # parsed once, not by every run
+    days = business_day(when, store.biz_offset_min)
+    flat = stream[[c for c in FLAT_COLUMNS if c in stream.columns]].assign(occurred_at=when)
+    cuts = np.flatnonzero(np.diff(days)) + 1
+    bounds = [0, *cuts.tolist(), len(stream)]
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        yield from _flow(_records(stream.iloc[lo:hi], cols), store, in_flight)
+        if hi < len(stream):  # the business day of rows lo..hi-1 has closed
+            history = flat.iloc[:hi][accepted[:hi]].drop_duplicates("event_id")  # a retry is no new event
+            nightly.run(store, history, date(1970, 1, 1) + timedelta(days=int(days[lo])))
+
+
+def _utc(occurred_at: pd.Series) -> pd.Series:
+    """ISO times (any offset) as UTC datetimes, to the microsecond."""
+    return pd.to_datetime(occurred_at.astype(str), utc=True, format="ISO8601").astype("datetime64[us, UTC]")
+
+
+def business_day(occurred_at: pd.Series, offset_min: int = DEFAULT_BUSINESS_UTC_OFFSET_MIN) -> np.ndarray:
+    """The business day (days since 1970-01-01 in the business time zone) of each time (ISO text
+    with any offset, or UTC datetimes), as the store counts merchant days and `fengkong rescore`
+    closes them."""
+    us = occurred_at if isinstance(occurred_at.dtype, pd.DatetimeTZDtype) else _utc(occurred_at)
+    return (us.astype("datetime64[us, UTC]").astype("int64").to_numpy() + offset_min * 60_000_000) // 86_400_000_000
 
 
 def _flow(records: Iterable[dict[str, Any]], store: OnlineStore, in_flight: int
@@ -280,6 +351,7 @@ class ReplaySetup:
     rules: RuleSet
     models: Any
     close: Callable[[], None]
+    profiles: pd.DataFrame | None = None  # the merchant profiles written at the start
 
 
 def setup(*, rules_dir: Path, redis_url: str | None = None, prefix: str | None = None,
@@ -333,7 +405,7 @@ def setup(*, rules_dir: Path, redis_url: str | None = None, prefix: str | None =
         if server is not None:
             server.stop()
 
-    return ReplaySetup(store, rules, models, close)
+    return ReplaySetup(store, rules, models, close, profiles)
 
 
 def run_replay(path: Path, *, mapping: Mapping | None = None, rules_dir: Path = Path("rules"),
@@ -342,7 +414,7 @@ def run_replay(path: Path, *, mapping: Mapping | None = None, rules_dir: Path = 
                label_delay_s: float | None = None, emit_reports: bool | None = None,
                progress: bool = False, max_bad_share: float | None = None,
                in_flight: int = DEFAULT_IN_FLIGHT, promotions_file: Path | None = None,
-               history_start: str | None = None) -> ReplayResult:
+               nightly: NightlyJob | None = None, history_start: str | None = None) -> ReplayResult:
     """Replay the history at ``path`` through the online decision path, in event-time order.
 
     ``history_start`` (`fengkong.features.young.history_start_for`): when the store's past
@@ -351,7 +423,10 @@ def run_replay(path: Path, *, mapping: Mapping | None = None, rules_dir: Path = 
 
     Labels become fraud reports after ``label_delay_s`` (the mapping's delay if
     None), so the store learns the truth when a real system would. ``in_flight``: see
-    `replay_stream` (the decisions are the same for every value).
+    `replay_stream` (the decisions are the same for every value). ``nightly``: the
+    nightly job, bootstrapped with the starting profiles and every merchant of the
+    profiles and the history before the first event, then run at each business-day
+    boundary.
     """
     history = load_history(path, mapping, max_bad_share=max_bad_share)
     stream = event_stream(history, label_delay_s, emit_reports=emit_reports)
@@ -364,6 +439,11 @@ def run_replay(path: Path, *, mapping: Mapping | None = None, rules_dir: Path = 
     env.store.history_start_us = start_us
     t0 = time.perf_counter()
     try:
+        if nightly is not None:
+            merchants = set(stream["merchant_id"].dropna().astype(str))
+            if env.profiles is not None:
+                merchants |= set(env.profiles["merchant_id"].dropna().astype(str))
+            nightly.bootstrap(env.store, env.profiles, merchants)
         if progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -376,10 +456,10 @@ def run_replay(path: Path, *, mapping: Mapping | None = None, rules_dir: Path = 
                     bar.update(task, completed=i, rate=f"{i / elapsed:,.0f} events/s" if elapsed > 0 else "")
 
                 decisions, stats = replay_stream(stream, store=env.store, rules=env.rules, models=env.models,
-                                                 progress=tick, in_flight=in_flight)
+                                                 progress=tick, in_flight=in_flight, nightly=nightly)
         else:
             decisions, stats = replay_stream(stream, store=env.store, rules=env.rules, models=env.models,
-                                             in_flight=in_flight)
+                                             in_flight=in_flight, nightly=nightly)
         seconds = time.perf_counter() - t0
         version = env.rules.version
         models_status = getattr(env.models, "status", "")
@@ -389,4 +469,4 @@ def run_replay(path: Path, *, mapping: Mapping | None = None, rules_dir: Path = 
     refusals.merge(stats["refusals"])
     return ReplayResult(decisions, len(history.events), stats["outcomes"], stats["generated"], stats["rejected"],
                         stats["rejects"], seconds, version, env.rules, str(path), models_status, refusals,
-                        stats["card_reports"], history.unused)
+                        stats["card_reports"], history.unused, nightly.describe() if nightly is not None else "")

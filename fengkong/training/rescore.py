@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import orjson
 import pandas as pd
 
+from fengkong.features.change_audit import change_record, changes_key
 from fengkong.features.definitions import DEFAULT_GRADE
 from fengkong.models.merchant_model import MerchantAnomalyModel
 from fengkong.training.grade_policy import GradePolicy
@@ -162,9 +164,13 @@ def dask_compute(client: Any, *collections: Any) -> tuple[Any, ...]:
 
 # -- Redis ----------------------------------------------------------------------------------------
 def write_to_store(store: Any, current: pd.DataFrame, policy: GradePolicy, *, write_caps: bool = True,
-                   batch: int = 5_000) -> int:
+                   batch: int = 5_000, actor: str = "rescore", audit_maxlen: int = 100_000) -> int:
     """Grades (+ reason) through `OnlineStore.set_grades`; anomaly, anomaly_day and the
-    grade's daily cap into the same profile hash. Returns the merchants written."""
+    grade's daily cap into the same profile hash. Returns the merchants written.
+
+    Each grade this changes is also a ``merchant.grade`` record in the change audit (by
+    `actor`), so a merchant's grade history shows the nightly job's changes beside the
+    analysts' edits."""
     rows = current.to_dict("records")
     for s in range(0, len(rows), batch):
         chunk = rows[s:s + batch]
@@ -177,6 +183,13 @@ def write_to_store(store: Any, current: pd.DataFrame, policy: GradePolicy, *, wr
                    for r, old in zip(chunk, before) if old != r["grade"]]
         publish_many(store.client, changed, prefix=store.prefix)
         pipe = store.client.pipeline(transaction=False)
+        for _, payload in changed:
+            record = change_record(actor=actor, action="merchant.grade", version=None, detail={
+                "merchant_id": payload["merchant_id"],
+                "fields": {"grade": payload["grade"], "previous_grade": payload["previous_grade"],
+                           "reason": payload["reason"] or ""}})
+            pipe.xadd(changes_key(store.prefix), {"record": orjson.dumps(record)}, maxlen=audit_maxlen,
+                      approximate=True)
         for r in chunk:
             fields: dict[str, Any] = {}
             if r.get("anomaly") is not None and not pd.isna(r["anomaly"]):
