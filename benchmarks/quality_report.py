@@ -3,11 +3,16 @@
 Simulates a history per seed (``fengkong simulate --events N --days D --seed S``),
 trains on the first 70% of the days and evaluates on the rest (see
 `fengkong.training.quality`). Prints one table per (seed, labels) and ends with one
-JSON line: the "(all)" figures and whether the target (fused AP above both rules
-and model) is met.
+JSON line: the "(all)" figures, whether the target (fused AP above both rules
+and model) is met, ``rules_only_auc`` (ROC AUC of the rules' score alone on the first
+seed's payments) and the export run (`quality_export`: a simulated bank export trained
+with `fengkong train transactions --mapping` and scored by `fengkong replay
+--evaluate-from` on a later week: ``export_auc``, ``export_ap``,
+``export_topk_card_precision``).
 
-    python benchmarks/quality_report.py                       # seeds 3 and 7, both label regimes
+    python benchmarks/quality_report.py                       # seeds 3 and 7, both label regimes, the export
     python benchmarks/quality_report.py --seeds 3 --labels reported --events 200000 --days 45
+    python benchmarks/quality_report.py --export-only         # rules_only_auc and the export run
 """
 
 from __future__ import annotations
@@ -49,12 +54,24 @@ def main() -> None:
     ap.add_argument("--rules", type=Path, default=ROOT / "rules")
     ap.add_argument("--max-iter", type=int, default=200)
     ap.add_argument("--no-calibration", action="store_true", help="serve the model's raw score (as before issue 14)")
+    ap.add_argument("--export-only", action="store_true", help="only rules_only_auc (first seed) and the export run")
+    ap.add_argument("--no-export", action="store_true", help="skip the export run")
+    ap.add_argument("--export-customers", type=int, default=1000)
+    ap.add_argument("--export-terminals", type=int, default=2000)
+    ap.add_argument("--export-seed", type=int, default=0)
     args = ap.parse_args()
     pd.set_option("display.width", 200)
+    from fengkong.training.quality import rules_auc
+
     out = []
+    rules_only: dict[int, float | None] = {}
     for seed in [int(s) for s in args.seeds.split(",")]:
         t0 = time.perf_counter()
         events, feats, promotions = frame_for(seed, args.events, args.days, args.rules / "lists")
+        rules_only[seed] = rules_auc(feats, args.rules)
+        print(f"seed {seed}: rules' score alone, ROC AUC on every payment: {rules_only[seed]}")
+        if args.export_only:
+            break
         for labels in args.labels.split(","):
             res = run(feats, rules_dir=args.rules, events=events, labels=labels, max_iter=args.max_iter,
                       promotions=promotions, calibrate=not args.no_calibration)
@@ -93,8 +110,20 @@ def main() -> None:
         if figs:
             worst[name] = {k: (max if k.startswith(("legit", "promo")) else min)(f.get(k, float("nan")) for f in figs)
                            for k in keys}
+    export: dict[str, object] = {}
+    if not args.no_export:
+        import tempfile
+
+        from quality_export import run_export
+
+        with tempfile.TemporaryDirectory(prefix="fk-export-") as work:
+            export = run_export(Path(work), seed=args.export_seed, customers=args.export_customers,
+                                terminals=args.export_terminals)
+        print(f"\n== export run: {json.dumps(export, default=str)}")
+    first = next(iter(rules_only.values()))
     print(json.dumps({"quality": out, "target_met_all": all(o["target_met"] for o in out if o["labels"] == "reported"),
-                      "worst_seed": worst}))
+                      "worst_seed": worst, "rules_only_auc": first, "rules_only_auc_per_seed": rules_only,
+                      **export}, default=str))
 
 
 if __name__ == "__main__":

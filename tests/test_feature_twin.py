@@ -82,10 +82,10 @@ def _stream(store, redis_client, prefix, events: pd.DataFrame) -> dict[str, dict
     return got
 
 
-def _offline(events, ipintel, list_specs):
+def _offline(events, ipintel, list_specs, history_start_us=None):
     return offline_features(
         events, ipintel=ipintel, lists=list_specs, list_entries=LIST_ENTRIES, profiles=PROFILES,
-        promotions=_promotions(events),
+        promotions=_promotions(events), history_start_us=history_start_us,
     )
 
 

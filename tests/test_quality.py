@@ -181,3 +181,38 @@ def test_friction_figures_count_friction_and_stopped_per_pattern_and_promotion_d
     assert f["per_pattern"] == {"a": {"payments": 2, "friction": 0.5, "stopped": 0.0},
                                 "b": {"payments": 2, "friction": 0.5, "stopped": 0.5}}
     assert (f["min_pattern_friction"], f["min_pattern_stopped"]) == (0.5, 0.0)
+
+
+def test_rules_auc_is_the_auc_of_the_summed_rule_score_without_model_rules(tmp_path: Path) -> None:
+    d = tmp_path / "rules"
+    (d / "lists").mkdir(parents=True)
+    (d / "lists" / "lists.yaml").write_text((RULES / "lists" / "lists.yaml").read_text())
+    (d / "policy.yaml").write_text("severity: [allow, challenge, review, deny]\n"
+                                   "thresholds:\n  default: {challenge: 40, review: 70, deny: 100}\n")
+    (d / "r.yaml").write_text("""rules:
+  - id: big
+    description: big amount
+    when: event.amount >= 100
+    then: challenge
+    score: 30
+  - id: night
+    description: at night
+    when: event.is_night
+    then: challenge
+    score: 20
+  - id: model_high
+    description: reads the model, so not among the rules alone
+    when: model.txn_risk >= 0.5
+    then: deny
+    score: 100
+""")
+    feats = pd.DataFrame({
+        "event.amount": [150.0, 150.0, 10.0, 10.0, 150.0, 10.0],
+        "event.is_night": [True, False, True, False, False, False],
+        "model.txn_risk": [0.0, 0.0, 0.0, 0.0, 0.9, 0.9],
+        "is_fraud": [True, True, False, False, False, True],
+    })
+    # scores without model_high: 50, 30, 20, 0, 30, 0; frauds {50, 30, 0} vs legit {20, 0, 30}
+    # pairs (fraud > legit = 1, tie = 1/2): 50 beats 3; 30: beats 20 and 0, ties 30; 0: ties 0
+    assert quality.rules_auc(feats, d) == pytest.approx((3 + 2.5 + 0.5) / 9)
+    assert quality.rules_auc(feats.assign(is_fraud=True), d) is None

@@ -202,8 +202,10 @@ def test_a_file_with_foreign_columns_replays_to_the_same_decisions(sim, replayed
             "refers_to", "is_fraud"]
     pd.testing.assert_frame_equal(mapped[cols].astype(object).where(mapped[cols].notna(), None),
                                   flat[cols].astype(object).where(flat[cols].notna(), None))
+    # the flat file's default history start (none): a mapped export defaults to its first event
     result = run_replay(csv, mapping=mapping, rules_dir=RULES, redis_url=redis_server.url, prefix="trp4",
-                        lists_file=sim / "blacklist.json", merchants_file=sim / "merchants.parquet")
+                        lists_file=sim / "blacklist.json", merchants_file=sim / "merchants.parquet",
+                        history_start="none")
     assert result.reports_generated == replayed.reports_generated > 0
     pd.testing.assert_frame_equal(_key(result.decisions).sort_index(), _key(replayed.decisions).sort_index())
     assert result.decisions["is_fraud"].sum() == replayed.decisions["is_fraud"].sum() > 0

@@ -135,6 +135,10 @@ def train_transactions_cmd(
         None, "--label-maturity-days", min=0, help="With --labels reported: payments younger than this at the end "
         "of the last training day are left out of training (their report may not have arrived yet); default the "
         "mapping's label delay, else 0."),
+    history_start: Optional[str] = typer.Option(
+        None, "--history-start", help="When the history's past begins, as `fengkong replay --history-start`: "
+        "first (ages, first seen and new-device flags missing until the history is as old as their window), "
+        "none, or an ISO 8601 time. Default: first with --mapping, else none."),
     seed: int = typer.Option(0, "--seed"),
     labels_stream: Optional[str] = typer.Option(None, "--labels-stream", help="Redis URL of the service's labels "
                                                 "stream: analysts' case resolutions (fraud = positive, legit = "
@@ -180,12 +184,19 @@ def train_transactions_cmd(
     maturity_days = label_maturity_days if label_maturity_days is not None else (delay_s or 0.0) / 86400.0
     if labels_stream:
         events = _with_stream_labels(events, labels_stream, key_prefix)
-    feats = transaction_frame(events, profiles=_read_profiles(merchants), lists_dir=lists_dir, list_entries=entries)
+    from fengkong.features.young import history_start_for
+
+    try:
+        start_us = history_start_for(history_start, events["occurred_at"], mapped=mapping is not None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("--history-start: "), param_hint="--history-start") from None
+    feats = transaction_frame(events, profiles=_read_profiles(merchants), lists_dir=lists_dir, list_entries=entries,
+                              history_start_us=start_us)
     try:
         art = train_transactions(feats, root=root, until=_day(until, "--until"),
                                  max_iter=max_iter, random_state=seed, rules_dir=rules_dir, labels=labels,
                                  events=events, card_precision=replay_card_precision(events, top_k),
-                                 label_maturity=timedelta(days=maturity_days))
+                                 label_maturity=timedelta(days=maturity_days), history_start_us=start_us)
     except ValueError as exc:
         hint = "--labels" if str(exc).startswith("labels") else "--history"
         raise typer.BadParameter(str(exc), param_hint=hint) from None

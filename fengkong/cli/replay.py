@@ -67,6 +67,11 @@ def register(app: typer.Typer) -> None:
         top_k: int = typer.Option(100, "--top-k", help="k of the per-day top-k card precision."),
         report: bool = typer.Option(True, "--report/--no-report", help="Write report.md and report.html."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        history_start: Optional[str] = typer.Option(
+            None, "--history-start", help="When the history's past begins: first (its first event: ages, first "
+            "seen and new-device flags are missing until the history is as old as their window), none (the "
+            "history holds every entity's whole past), or an ISO 8601 time. Default: first with --mapping, "
+            "else none."),
         in_flight: int = typer.Option(1024, "--in-flight", min=1, help="Events whose Redis feature calls are "
                                       "sent ahead, in event-time order, on one connection per Redis master "
                                       "(same decisions as one by one; 1 = send each event and wait for its "
@@ -119,7 +124,8 @@ def register(app: typer.Typer) -> None:
                                 lists_file=lists, merchants_file=merchants, models_dir=models_dir,
                                 label_delay_s=delay, emit_reports=True if delay is not None else None,
                                 progress=progress and sys.stderr.isatty(), max_bad_share=max_bad_share,
-                                in_flight=in_flight, promotions_file=promotions, nightly=job)
+                                in_flight=in_flight, promotions_file=promotions, nightly=job,
+                                history_start=history_start)
         except (MappingError, NightlyError) as exc:
             _error(str(exc))
             raise typer.Exit(2)

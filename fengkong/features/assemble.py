@@ -22,6 +22,7 @@ from fengkong.features.errors import FeatureDefinitionError
 from fengkong.features.lists import ListSpec
 from fengkong.features.promotions import promotion_at
 from fengkong.features.rows import US_PER_DAY
+from fengkong.features.young import censor
 
 #: ratio feature -> (numerator, denominator); missing when the denominator is 0 or missing.
 RATIOS: dict[str, tuple[str, str]] = {
@@ -194,7 +195,8 @@ def blank_features(raw_names: Iterable[str]) -> dict[str, Any]:
     return dict.fromkeys([*_STORE_NAMES, *(n for n in names if n not in _BLANK and n not in INPUTS)])
 
 
-def assemble(row: dict[str, Any], raw: dict[str, Any], default_limit: int, lists: dict[str, ListSpec]) -> dict[str, Any]:
+def assemble(row: dict[str, Any], raw: dict[str, Any], default_limit: int, lists: dict[str, ListSpec],
+             history_start_us: int | None = None) -> dict[str, Any]:
     """One event's features (dotted names; None = missing).
 
     ``raw`` comes from the store's readers, amounts already in major units; an
@@ -209,13 +211,16 @@ def assemble(row: dict[str, Any], raw: dict[str, Any], default_limit: int, lists
             inputs[name] = value
         else:
             f[name] = value
-    return derive(f, row, inputs, default_limit)
+    return derive(f, row, inputs, default_limit, history_start_us)
 
 
-def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], default_limit: int) -> dict[str, Any]:
+def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], default_limit: int,
+           history_start_us: int | None = None) -> dict[str, Any]:
     """Complete ``f``, which holds every feature (missing) and the raw features already,
     with the event's own features and those derived from the raw values: ``inputs`` holds
-    the raw values of `INPUTS` that the event has. Returns ``f``."""
+    the raw values of `INPUTS` that the event has. ``history_start_us``: when the store's
+    history began, if known: ages and "new" flags younger than their window are missing
+    (`fengkong.features.young`). Returns ``f``."""
     f.update(zip(_ROW_NAMES, _row_values(row)))
     amount = row["amount"] if row["has_amount"] else None
     f["event.amount"] = amount / _SCALE if amount is not None else None
@@ -259,6 +264,8 @@ def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], defau
             f[new_name] = minutes is None or minutes < d.NEW_SESSION_MINUTES
     if f["user.countries_seen_90d"] is not None:  # the user is known to the store
         f["user.country_mismatch_usual"] = bool(f["user.is_new_country"] and (f["user.countries_seen_90d"] or 0) > 0)
+    if history_start_us is not None:
+        censor(f, t, history_start_us)
 
     if row["merchant_id"] is not None:
         limit = inputs.get("merchant.single_limit_minor") or default_limit

@@ -60,6 +60,7 @@ def offline_features(
     business_utc_offset_min: int = d.DEFAULT_BUSINESS_UTC_OFFSET_MIN,
     promotions: pd.DataFrame | None = None,
     entities: Collection[str] | None = None,
+    history_start_us: int | None = None,
 ) -> pd.DataFrame:
     """Features of every row of a flat-event DataFrame, as the online store gives them.
 
@@ -79,6 +80,10 @@ def offline_features(
     store features kept per those entities; every other entity's columns are then
     blanks, not features. For `offline_dask`, whose passes each keep the columns of the
     entities they split by, so that no pass repeats another's work.
+
+    ``history_start_us``: when the
+    history began (as `OnlineStore`'s): ages and "new" flags younger than their window
+    are missing (`fengkong.features.young`).
     """
     grade_limits = dict(grade_limits or d.DEFAULT_GRADE_LIMITS)
     if default_limit is None:
@@ -100,7 +105,7 @@ def offline_features(
     h.forget()  # the assembly below can reuse the memory of the shared codes and orders
     for values in raw.values():
         h.out.fill_repeats(values)
-    features = assemble_frame(h, raw, event, h.out, lists)
+    features = assemble_frame(h, raw, event, h.out, lists, history_start_us)
     features.index = original_index[order[h.out.sel]]
     return features
 

@@ -19,6 +19,7 @@ from fengkong.features.lists import KIND_COLUMN, ListSpec, StaticLists
 from fengkong.features.promotions import decode
 from fengkong.features.offline_history import History, Layout
 from fengkong.features.rows import US_PER_DAY
+from fengkong.features.young import censor_columns
 
 _SCALE = d.MINOR_PER_MAJOR
 _NUM, _DEN = d.NEAR_LIMIT_FRACTION
@@ -126,7 +127,8 @@ _FLAG_COLUMNS = ("event.near_limit", "event.over_limit")
 
 
 def assemble_frame(
-    h: History, raw: dict[str, np.ndarray], event: dict[str, Any], lay: Layout, lists: dict[str, ListSpec]
+    h: History, raw: dict[str, np.ndarray], event: dict[str, Any], lay: Layout, lists: dict[str, ListSpec],
+    history_start_us: int | None = None,
 ) -> pd.DataFrame:
     """The column-wise twin of `assemble.assemble` (same names, same formulas, same column
     order), in output order: ``event`` from `event_columns`, ``raw`` from the feature tasks."""
@@ -143,6 +145,7 @@ def assemble_frame(
     mismatch_usual = (is_new_country == True) & (np.nan_to_num(seen_countries) > 0)  # noqa: E712
     f["user.country_mismatch_usual"] = _nullable_bool(mismatch_usual, ~np.isnan(seen_countries))
     _first_used(f, raw, h.ts[src])
+    censor_columns(f, h.ts[src], history_start_us)  # before the profile's onboarding date, as online
     _merchant_features(f, event, h.rows["biz_day"].to_numpy(dtype=np.float64)[src])
     _ratios(f)
     _significance(f)

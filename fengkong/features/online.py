@@ -112,8 +112,11 @@ class OnlineStore:
         default_limit: int | None = None,
         business_utc_offset_min: int = d.DEFAULT_BUSINESS_UTC_OFFSET_MIN,
         dedup_ttl_s: int = d.DEDUP_TTL_S,
+        history_start_us: int | None = None,
     ) -> None:
         self.client = client
+        #: when the store's history began, if known: younger ages are missing (`features.young`)
+        self.history_start_us = history_start_us
         self.ipintel = ipintel
         self.lists = lists or {}
         self.prefix = prefix
@@ -197,7 +200,7 @@ class OnlineStore:
         f = plan.blank.copy()
         f.update(zip(plan.feature_names, values))
         inputs = dict(zip(plan.input_names, values[len(plan.feature_names):]))
-        return FeatureResult(derive(f, call.row, inputs, self.default_limit), duplicate, stored, plan)
+        return FeatureResult(derive(f, call.row, inputs, self.default_limit, self.history_start_us), duplicate, stored, plan)
 
     # -- merchant profiles (see `MerchantProfiles`) ---------------------------------------------
     def set_merchant_profile(

@@ -38,6 +38,7 @@ from fengkong.engine.vectorized import FeatureTable, VectorDecisions, Vectorized
 from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import load_list_specs
 from fengkong.features.offline import offline_features
+from fengkong.features.young import history_start_for
 from fengkong.replay.inputs import list_entries, load_profiles
 from fengkong.replay.mapping import Mapping
 from fengkong.replay.reader import History, load_history
@@ -149,12 +150,13 @@ def compare(live_rules: RuleSet, candidate_rules: RuleSet, features: pd.DataFram
 
 def history_features(history: History, *, rules_dir: Path, lists_file: Path | None = None,
                      merchants_file: Path | None = None, dask_client: Any = None,
-                     partitions: int = 8) -> tuple[pd.DataFrame, pd.Series | None]:
+                     partitions: int = 8, history_start_us: int | None = None) -> tuple[pd.DataFrame, pd.Series | None]:
     """Offline features of every decision event of a history, and their labels.
 
     With ``dask_client`` (a `distributed.Client`) the features are computed on its
     cluster (`offline_features_dask`: the same frame, split by entity into
-    ``partitions`` parts per pass); else in this process."""
+    ``partitions`` parts per pass); else in this process. ``history_start_us``: see
+    `fengkong.features.young` (as the replay's store)."""
     lists_dir = Path(rules_dir) / "lists"
     specs = load_list_specs(lists_dir)
     entries = list_entries(lists_dir, specs, lists_file)
@@ -163,10 +165,11 @@ def history_features(history: History, *, rules_dir: Path, lists_file: Path | No
 
         features = offline_features_dask(history.events, client=dask_client, lists_dir=lists_dir, lists=specs,
                                          list_entries=entries, profiles=load_profiles(merchants_file),
-                                         partitions=partitions)
+                                         partitions=partitions, history_start_us=history_start_us)
     else:
         features = offline_features(history.events, ipintel=IpIntel.load(lists_dir), lists=specs,
-                                    list_entries=entries, profiles=load_profiles(merchants_file))
+                                    list_entries=entries, profiles=load_profiles(merchants_file),
+                                    history_start_us=history_start_us)
     labels = None
     if history.labelled:
         labels = history.events["is_fraud"].loc[features.index].reset_index(drop=True)
@@ -187,7 +190,9 @@ def backtest(history_path: Path, candidate_dir: Path, *, live_dir: Path = Path("
         t2 = time.perf_counter()
         features, labels = history_features(history, rules_dir=live_dir, lists_file=lists_file,
                                             merchants_file=merchants_file, dask_client=dask_client,
-                                            partitions=partitions)
+                                            partitions=partitions,
+                                            history_start_us=history_start_for(  # as `fengkong replay`'s default
+                                                None, history.events["occurred_at"], mapped=mapping is not None))
         t3 = time.perf_counter()
         result = compare(live_rules, cand_rules, features, labels)
     finally:

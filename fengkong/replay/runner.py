@@ -59,8 +59,9 @@ from fengkong.features.lists import ListStore, load_list_specs
 from fengkong.features.definitions import DEFAULT_BUSINESS_UTC_OFFSET_MIN
 from fengkong.features.online import FeatureResult, OnlineStore
 from fengkong.features import promotions
+from fengkong.features.young import history_start_for
 from fengkong.replay.inputs import list_entries, load_profiles, load_promotions
-from fengkong.replay.mapping import Mapping
+from fengkong.replay.mapping import Mapping, MappingError
 from fengkong.replay.reader import History, load_history
 from fengkong.replay.refusals import Refusals
 
@@ -416,8 +417,12 @@ def run_replay(path: Path, *, mapping: Mapping | None = None, rules_dir: Path = 
                label_delay_s: float | None = None, emit_reports: bool | None = None,
                progress: bool = False, max_bad_share: float | None = None,
                in_flight: int = DEFAULT_IN_FLIGHT, promotions_file: Path | None = None,
-               nightly: NightlyJob | None = None) -> ReplayResult:
+               nightly: NightlyJob | None = None, history_start: str | None = None) -> ReplayResult:
     """Replay the history at ``path`` through the online decision path, in event-time order.
+
+    ``history_start`` (`fengkong.features.young.history_start_for`): when the store's past
+    begins; ``first`` (the default with a mapping: an export) makes ages and "new" flags
+    missing until the history is as old as their window, ``none`` (the default without).
 
     Labels become fraud reports after ``label_delay_s`` (the mapping's delay if
     None), so the store learns the truth when a real system would. ``in_flight``: see
@@ -428,8 +433,13 @@ def run_replay(path: Path, *, mapping: Mapping | None = None, rules_dir: Path = 
     """
     history = load_history(path, mapping, max_bad_share=max_bad_share)
     stream = event_stream(history, label_delay_s, emit_reports=emit_reports)
+    try:
+        start_us = history_start_for(history_start, history.events["occurred_at"], mapped=mapping is not None)
+    except ValueError as exc:
+        raise MappingError(str(exc), field="history_start") from None
     env = setup(rules_dir=rules_dir, redis_url=redis_url, prefix=prefix, lists_file=lists_file,
                 merchants_file=merchants_file, models_dir=models_dir, promotions_file=promotions_file)
+    env.store.history_start_us = start_us
     t0 = time.perf_counter()
     try:
         if nightly is not None:

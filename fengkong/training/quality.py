@@ -95,6 +95,18 @@ def rule_scores(feats: pd.DataFrame, rules_dir: Path, *, with_model_rules: bool 
     return np.asarray(vec.evaluate(feats).score, dtype=np.float64)
 
 
+def rules_auc(feats: pd.DataFrame, rules_dir: Path, *, label: str = "is_fraud") -> float | None:
+    """ROC AUC of the rules' score alone (the pack without the rules that read ``model.*``)
+    on ``feats``' payments against ``label``: how well the rules rank, ties (most payments
+    score 0) counted as half. None when the rows lack either class."""
+    from sklearn.metrics import roc_auc_score
+
+    y = feats[label].to_numpy(dtype=bool)
+    if y.all() or not y.any():
+        return None
+    return float(roc_auc_score(y, rule_scores(feats, rules_dir, with_model_rules=False)))
+
+
 @dataclass
 class QualityResult:
     """What `run` measured: the long table, the eval rows' scores, the fitted fusion."""
@@ -208,4 +220,4 @@ def summary(result: QualityResult) -> dict[str, Any]:
                 k: v for k, v in result.info.items() if k != "fusion"}}
 
 
-__all__ = ["run", "evaluate", "rule_scores", "summary", "QualityResult", "recall_at_rate", "SCORERS", "LABELS"]
+__all__ = ["run", "evaluate", "rule_scores", "rules_auc", "summary", "QualityResult", "recall_at_rate", "SCORERS", "LABELS"]

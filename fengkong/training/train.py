@@ -92,13 +92,14 @@ def train_merchants(events: pd.DataFrame, *, profiles: pd.DataFrame | None, root
 
 def transaction_frame(events: pd.DataFrame, *, profiles: pd.DataFrame | None, lists_dir: Path,
                       list_entries: Mapping[str, Iterable[str]] | None = None,
-                      promotions: pd.DataFrame | None = None) -> pd.DataFrame:
+                      promotions: pd.DataFrame | None = None, history_start_us: int | None = None) -> pd.DataFrame:
     """Offline-twin features of every payment, with ``is_fraud``, ``scenario`` and the business day
-    (``promotions``: the merchants' planned campaigns, `fengkong.features.promotions`)."""
+    (``promotions``: the merchants' planned campaigns, `fengkong.features.promotions`;
+    ``history_start_us``: when the history's past begins, as replay's, `fengkong.features.young`)."""
     ipintel = IpIntel.load(lists_dir)
     specs = load_list_specs(lists_dir) if (lists_dir / "lists.yaml").exists() else None
     feats = offline_features(events, ipintel=ipintel, lists=specs, list_entries=list_entries, profiles=profiles,
-                             promotions=promotions)
+                             promotions=promotions, history_start_us=history_start_us)
     pay = feats["event.type"] == "payment"
     feats = feats[pay.to_numpy()]
     src = events.loc[feats.index]
@@ -120,7 +121,8 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
                        habit_trees: int = 100, random_state: int = 0, rules_dir: Path | None = None,
                        labels: str = "oracle", events: pd.DataFrame | None = None,
                        kinds: tuple[str, ...] = KINDS, card_precision: CardPrecision | None = None,
-                       label_maturity: timedelta | None = None) -> artifacts.Artifact:
+                       label_maturity: timedelta | None = None,
+                       history_start_us: int | None = None) -> artifacts.Artifact:
     """Fit both transaction models on the payments up to ``until``; validate on the later ones.
 
     txn_risk's kind is chosen (`fengkong.training.candidates`): each of ``kinds`` is fit and
@@ -142,7 +144,10 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
 
     With ``rules_dir``, also fit the fused score (`fusion.RiskFusion`: out-of-fold
     txn_risk and the rules-alone score of that pack, training days only, on the same
-    labels) and store it in the artifact's ``params["fusion"]`` for `ModelRuntime.fuse`."""
+    labels) and store it in the artifact's ``params["fusion"]`` for `ModelRuntime.fuse`.
+
+    ``history_start_us``: the history start ``feats`` were computed with
+    (`fengkong.features.young`), recorded as ``params["history_start"]`` (ISO 8601, or None)."""
     if labels not in LABELS:
         raise ValueError(f"labels: expected one of {', '.join(LABELS)}, got {labels!r}")
     if labels == "oracle" and "is_fraud" not in feats.columns:
@@ -226,6 +231,8 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
                 "vocab": {k: list(v) for k, v in {**tv.vocab, **hv.vocab}.items()},
                 "habit_medians": medians.tolist(),
                 "txn_model": choice.selected, "txn_candidates": list(kinds),
+                "history_start": (pd.Timestamp(history_start_us, unit="us", tz="UTC").isoformat()
+                                  if history_start_us is not None else None),
                 "max_iter": max_iter, "habit_trees": habit_trees, "random_state": random_state, "labels": labels,
                 "calibration": cal_record, **({"fusion": fusion_params} if fusion_params else {})},
         rows=len(train), onnx=onnx,
