@@ -41,7 +41,7 @@ from fengkong.features.offline_kinds import (
     rolling,
     seen,
 )
-from fengkong.features.offline_merchant import baselines, period_volume, top_share
+from fengkong.features.offline_merchant import baselines, period_volume, today_makeup, top_share
 from fengkong.features.promotions import texts_by_merchant
 from fengkong.features.rows import frame_rows
 
@@ -126,6 +126,7 @@ def _tasks() -> list[Callable[[History], dict[str, np.ndarray]]]:
         period_volume,
         baselines,
         top_share,
+        today_makeup,
     ]
 
 
