@@ -488,7 +488,7 @@ class MakeupOp(Op):
     code = Opcode.MAKEUP
     lua_function = "op_makeup"
     per_day = True
-    _TTL = str(2 * 86400)
+    ttl = str(2 * 86400)
     SOURCES = ("card.first_seen_us", "user.first_seen_us", f"{d.FIRST_DAY_AT_MERCHANT.name}.first_day")
 
     @classmethod
@@ -505,7 +505,7 @@ class MakeupOp(Op):
         """ts, how long a card or account stays new (us), business day, ttl, write (1/0),
         then where the card's first-seen time, the account's, and the card's first day at
         this merchant are in the reply (`Source`)."""
-        return [Ref("ts"), self._new_within_us, Ref("biz_day"), self._TTL, 1 if event_type in self.writes_on else 0,
+        return [Ref("ts"), self._new_within_us, Ref("biz_day"), self.ttl, 1 if event_type in self.writes_on else 0,
                 *map(Source, self.SOURCES)]
 
 
