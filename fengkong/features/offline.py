@@ -59,6 +59,7 @@ def offline_features(
     default_limit: int | None = None,
     business_utc_offset_min: int = d.DEFAULT_BUSINESS_UTC_OFFSET_MIN,
     promotions: pd.DataFrame | None = None,
+    known_new: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Features of every row of a flat-event DataFrame, as the online store gives them.
 
@@ -73,12 +74,18 @@ def offline_features(
     The ~130 columns are kept as computed, not consolidated (that would copy the
     whole frame): join new columns with ``pd.concat(axis=1)`` rather than inserting
     them one by one, or ``.copy()`` the frame first.
+    ``known_new`` (boolean columns ``card`` and ``user``, indexed like ``events``): whether
+    each payment's card and account were new (`definitions.TodayMakeup`), as found over
+    the whole history, for a part of it that lacks their other events (`offline_dask`).
     """
     grade_limits = dict(grade_limits or d.DEFAULT_GRADE_LIMITS)
     if default_limit is None:
         default_limit = grade_limits.get(d.DEFAULT_GRADE, 500_000)
     h, original_index = history(frame_rows(events, ipintel, business_utc_offset_min))
     order = h.order
+    if known_new is not None:
+        given = known_new.reindex(events.index)
+        h.known_new = {name: given[name].fillna(False).to_numpy(dtype=bool)[order] for name in ("card", "user")}
     if promotions is not None:
         profiles = with_promotions(profiles, promotions)
     merchants = merchant_table(h.distinct("merchant_id"), profiles, grade_limits, default_limit)

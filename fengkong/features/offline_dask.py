@@ -23,6 +23,11 @@ kind's state handed across the cut; splitting by entity needs nothing but the ke
 The price: each pass computes every feature of its part, so the cluster does about
 five times the work of one pandas run, spread over its workers.
 
+One kind reads two entities: today's make-up of a merchant's payments counts those whose
+card or account was new (`definitions.TodayMakeup`), which only the card and user passes
+see whole. So the merchant pass runs after the others and is handed, per payment,
+whether its card and account were new (their ``age_days`` from those passes).
+
 A retry (the same event_id, the same body) lands in the same part as its first
 delivery. An event_id reused with OTHER entities (which the online store refuses)
 could land in two parts, and each would count it: not the pandas twin's answer.
@@ -52,6 +57,7 @@ PASSES: dict[str, str] = {"card": "card_fingerprint", "user": "user_id", "device
 _ENTITY_PASS = {"card": "card", "user": "user", "device": "device", "ip": "subnet", "subnet": "subnet",
                 "merchant": "merchant", "merchant_card": "merchant"}
 _ROW = "card"  # the pass the row's own features are taken from (any would do)
+_LAST = "merchant"  # the pass that runs after the others (`_known_new`)
 
 
 def _declared() -> dict[str, str]:
@@ -127,26 +133,43 @@ def offline_features_dask(
     shared_f = {k: client.scatter(v, broadcast=True) if isinstance(v, pd.DataFrame) else v
                 for k, v in shared.items()}
     declared = _declared()
-    jobs = []
-    for pass_name in PASSES:
-        parts = split_keys(flat, pass_name, partitions)
-        for p in range(partitions):
-            rows = flat[parts == p]
-            if not len(rows):
-                continue
-            jobs.append((pass_name, client.submit(_pass_task, client.scatter(rows), pass_name=pass_name,
-                                                  declared=declared, pure=False, **shared_f)))
     pieces: dict[str, list[pd.DataFrame]] = {name: [] for name in PASSES}
     names: list[str] = []
-    for (pass_name, _), (frame, all_names) in zip(jobs, client.gather([f for _, f in jobs])):
-        pieces[pass_name].append(frame)
-        names = names or all_names
-    by_pass = {name: pd.concat(frames).sort_index() for name, frames in pieces.items() if frames}
+    by_pass: dict[str, pd.DataFrame] = {}
+    # the merchant pass last: its make-up of today reads whether each payment's card and
+    # account were new, which only the card and user passes see whole
+    for stage in ([name for name in PASSES if name != _LAST], [_LAST]):
+        known_new = _known_new(by_pass) if stage == [_LAST] else None
+        jobs = []
+        for pass_name in stage:
+            parts = split_keys(flat, pass_name, partitions)
+            for p in range(partitions):
+                rows = flat[parts == p]
+                if not len(rows):
+                    continue
+                extra = {"known_new": client.scatter(known_new.reindex(rows.index))} if known_new is not None else {}
+                jobs.append((pass_name, client.submit(_pass_task, client.scatter(rows), pass_name=pass_name,
+                                                      declared=declared, pure=False, **shared_f, **extra)))
+        for (pass_name, _), (frame, all_names) in zip(jobs, client.gather([f for _, f in jobs])):
+            pieces[pass_name].append(frame)
+            names = names or all_names
+        by_pass.update({name: pd.concat(pieces[name]).sort_index() for name in stage if pieces[name]})
     base = by_pass[_ROW]
     columns = {c: by_pass[column_pass(c, declared)][c] for c in names}
     out = pd.DataFrame(columns, index=base.index)
     out.index = original_index[out.index.to_numpy()]
     return out
+
+
+def _known_new(by_pass: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per decision row, whether its card and its account were new (`d.TodayMakeup`), from
+    the card and user passes (their age in days against ``new_within``)."""
+    days = d.TODAY_MAKEUP.new_within.seconds / 86400
+    out = {}
+    for name in ("card", "user"):
+        age = by_pass[name][f"{name}.age_days"] if name in by_pass else pd.Series(dtype=float)
+        out[name] = pd.to_numeric(age, errors="coerce").lt(days)
+    return pd.DataFrame(out)
 
 
 def _pass_task(rows: pd.DataFrame, *, pass_name: str, declared: Mapping[str, str], lists_files: dict[str, bytes],

@@ -178,7 +178,10 @@ def today_makeup(h: History) -> dict[str, np.ndarray]:
     card_first = next(f for f in d.FIRST_SEEN if f.entity == d.CARD)
     user_first = next(f for f in d.FIRST_SEEN if f.entity == d.USER)
     flags = []
-    for column, events in ((d.CARD.column, card_first.events), (d.USER.column, user_first.events)):
+    for name, column, events in (("card", d.CARD.column, card_first.events), ("user", d.USER.column, user_first.events)):
+        if h.known_new is not None:
+            flags.append(h.known_new[name][occ].astype(np.int64))
+            continue
         first = _first_position(h, column, events)[occ]
         present = first >= 0  # the payment has the entity (its own row counts as a first event)
         new = present & ((first >= pos[occ]) | (ts[occ] - ts[np.maximum(first, 0)] < within))
