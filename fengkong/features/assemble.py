@@ -70,7 +70,7 @@ INPUTS: frozenset[str] = frozenset((
     *FIRST_SEEN_TIMES, "user.moments", "user.hour_total",
     "merchant.single_limit_minor", "merchant.daily_cap_minor", "merchant.onboarded_day", "merchant.promotions",
     *(raw for raw, *_ in RECENT_AMOUNTS), *(raw for raw, *_ in FIRST_USED),
-    f"{d.FIRST_DAY_AT_MERCHANT.name}.first_day",
+    f"{d.FIRST_DAY_AT_MERCHANT}.first_day",
 ))
 #: (share, count) of today's make-up (`definitions.TodayMakeup`): count / merchant.count_today
 MAKEUP_SHARES = tuple(zip(d.TODAY_MAKEUP.outputs(), d.TODAY_MAKEUP.counts()))

@@ -29,8 +29,8 @@ from fengkong.features.robust import (  # re-exported: read as definitions.<NAME
     RECENT_AMOUNTS_SIZE,
     ROBUST_LOG_SCALE_FLOOR,
     ROBUST_MIN_COUNT,
-    TODAY_MAKEUP_MIN_COUNT,
 )
+from fengkong.features.makeup import FIRST_DAY_AT_MERCHANT, MAKEUP_CATALOG, TODAY_MAKEUP  # noqa: F401 (re-export)
 
 DType = Literal["number", "string", "bool"]
 
@@ -254,40 +254,6 @@ class TopShare:
         return ["merchant.top_card_volume_today"]
 
 
-@dataclass(frozen=True)
-class TodayMakeup:
-    """Who made up a merchant's payments today (the business day of ``merchant.count_today``):
-    how many came from cards, or accounts, first seen anywhere less than ``new_within``
-    before the payment, and how many from cards that had paid this merchant on an earlier
-    business day.
-
-    Why "first seen anywhere" and not "new to this merchant": a promotion draws shoppers
-    who are new to the shop but long known elsewhere, so newness at the merchant rises on
-    a genuine promotion day as much as in a ring; a card or account the whole platform met
-    within the day is what a ring of fresh cards and sign-ups looks like (DOMAIN.md), and
-    what an established customer is not. "Returning" is per merchant: it is what says a
-    busy day is the shop's own customers coming back.
-
-    Counted in the same script call as the payment: three counters in a per-day hash of
-    the merchant, no set read. The card's and account's first-seen times and the card's
-    first day at this merchant come from the card, user and merchant x card states read
-    earlier in the same call (on a Redis Cluster, from the joined replies:
-    `cluster_store`). Shares are missing below ``min_count`` payments today.
-    """
-
-    new_within: Window = W24H
-    min_count: int = TODAY_MAKEUP_MIN_COUNT
-    events: tuple[str, ...] = PAYMENT
-
-    def counts(self) -> list[str]:
-        """The store's counts (payments today before this one, per kind)."""
-        return ["merchant.new_card_count_today", "merchant.new_user_count_today", "merchant.returning_count_today"]
-
-    def outputs(self) -> list[str]:
-        """The shares the rules read, in `counts`' order (count / merchant.count_today)."""
-        return ["merchant.today_new_card_share", "merchant.today_new_user_share", "merchant.today_returning_share"]
-
-
 ROLLING: tuple[Rolling, ...] = (
     *(
         Rolling(CARD, w, (Counter("count"), Counter("sum", value="amount")))
@@ -365,10 +331,6 @@ MEMBER_FIRST_SEEN = (MemberFirstSeen(USER, _SESSION_VALUES), MemberFirstSeen(CAR
 HOUR_HABITS: tuple[HourHabit, ...] = (HourHabit(USER),)
 PERIOD_VOLUME = PeriodVolume()
 TOP_SHARE = TopShare()
-TODAY_MAKEUP = TodayMakeup()
-#: The state that remembers a card's first business day at a merchant (for "returning"):
-#: the merchant x card pair's, one more number in the value it already keeps.
-FIRST_DAY_AT_MERCHANT = MERCHANT_CARD
 
 #: Horizon after which an idle dedup record (event_id -> features it got) is forgotten.
 DEDUP_TTL_S = 3 * 86400
@@ -467,12 +429,6 @@ DERIVED_FEATURES: tuple[FeatureSpec, ...] = (
     _spec("merchant.near_limit_share_24h", "number", "share of 24h payments just under the limit", "derived"),
     _spec("merchant.night_share_24h", "number", "share of 24h payments at night", "derived"),
     _spec("merchant.top_card_share_today", "number", "largest share of today's volume from one card", "derived"),
-    _spec("merchant.today_new_card_share", "number", "share of today's payments (before this one) from cards first "
-          "seen anywhere < 24h before them; missing below TODAY_MAKEUP_MIN_COUNT payments today", "derived"),
-    _spec("merchant.today_new_user_share", "number", "share of today's payments from accounts first seen anywhere "
-          "< 24h before them; missing below TODAY_MAKEUP_MIN_COUNT payments today", "derived"),
-    _spec("merchant.today_returning_share", "number", "share of today's payments from cards that paid this merchant "
-          "on an earlier business day; missing below TODAY_MAKEUP_MIN_COUNT payments today", "derived"),
     _spec("merchant.refund_ratio_30d", "number", "refunded amount / paid amount over 30d", "derived"),
     _spec("merchant.chargeback_ratio_30d", "number", "chargebacks and fraud reports / payments over 30d", "derived"),
     _spec("merchant.withdrawal_ratio_7d", "number", "withdrawn amount / paid amount over 7d", "derived"),
@@ -486,8 +442,7 @@ DERIVED_FEATURES: tuple[FeatureSpec, ...] = (
 #: Model outputs the rules may read; `fengkong.models` supplies them (missing without a model).
 MODEL_FEATURES: tuple[FeatureSpec, ...] = tuple(
     _spec(name, dtype, text, "model") for name, dtype, text in MODEL_OUTPUTS)
-
-_NUMBER_OUTPUT_KINDS = (Rolling, Distinct)
+MAKEUP_FEATURES: tuple[FeatureSpec, ...] = tuple(FeatureSpec(*entry) for entry in MAKEUP_CATALOG)
 
 
 def _store_specs() -> list[FeatureSpec]:
@@ -530,17 +485,12 @@ def _store_specs() -> list[FeatureSpec]:
         specs.append(_spec(name, "number", "merchant period volume (major units) or count"))
     for name in TOP_SHARE.outputs():
         specs.append(_spec(name, "number", "largest volume today from one card (major units)"))
-    mk = TODAY_MAKEUP
-    new_card, new_user, returning = mk.counts()
-    specs += [_spec(new_card, "number", f"payments today from cards first seen < {mk.new_within.name} before them"),
-              _spec(new_user, "number", f"payments today from accounts first seen < {mk.new_within.name} before them"),
-              _spec(returning, "number", "payments today from cards that paid this merchant on an earlier day")]
     return specs
 
 
 CATALOG: dict[str, FeatureSpec] = {
     s.name: s
-    for s in (*EVENT_FEATURES, *IP_FEATURES, *_store_specs(), *DERIVED_FEATURES, *MODEL_FEATURES)
+    for s in (*EVENT_FEATURES, *IP_FEATURES, *_store_specs(), *DERIVED_FEATURES, *MAKEUP_FEATURES, *MODEL_FEATURES)
 }
 
 NAMESPACES = ("event", "card", "user", "device", "ip", "merchant", "model", "lists")

@@ -163,8 +163,8 @@ def offline_features_dask(
 
 def _known_new(by_pass: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Per decision row, whether its card and its account were new (`d.TodayMakeup`), from
-    the card and user passes (their age in days against ``new_within``)."""
-    days = d.TODAY_MAKEUP.new_within.seconds / 86400
+    the card and user passes (their age in days against ``new_within_s``)."""
+    days = d.TODAY_MAKEUP.new_within_s / 86400
     out = {}
     for name in ("card", "user"):
         age = by_pass[name][f"{name}.age_days"] if name in by_pass else pd.Series(dtype=float)

@@ -174,7 +174,7 @@ def today_makeup(h: History) -> dict[str, np.ndarray]:
     merchant = h.code("merchant_id")
     occ = np.flatnonzero(h.typ_in(mk.events) & (merchant >= 0))
     day = rows["biz_day"].to_numpy(dtype=np.int64)
-    within = np.int64(mk.new_within.seconds * 1_000_000)
+    within = np.int64(mk.new_within_s * 1_000_000)
     card_first = next(f for f in d.FIRST_SEEN if f.entity == d.CARD)
     user_first = next(f for f in d.FIRST_SEEN if f.entity == d.USER)
     flags = []
@@ -186,7 +186,7 @@ def today_makeup(h: History) -> dict[str, np.ndarray]:
         present = first >= 0  # the payment has the entity (its own row counts as a first event)
         new = present & ((first >= pos[occ]) | (ts[occ] - ts[np.maximum(first, 0)] < within))
         flags.append(new.astype(np.int64))
-    pair_first = _first_position(h, d.FIRST_DAY_AT_MERCHANT.column, mk.events)[occ]
+    pair_first = _first_position(h, d.MERCHANT_CARD.column, mk.events)[occ]
     returning = (pair_first >= 0) & (pair_first < pos[occ]) & (day[np.maximum(pair_first, 0)] < day[occ])
     flags.append(returning.astype(np.int64))
     qq = h.queries("merchant_id")

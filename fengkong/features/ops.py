@@ -11,7 +11,7 @@ one `Op` subclass that says, side by side:
   constants and `Ref`s (values that change with every event, filled in by
   `fengkong.features.plan.EventArgs`);
 * ``outputs`` and ``decode``: the reply values the op returns, in order, each with
-  the `DECODERS` entry that turns it into a raw value;
+  the `DECODERS` entry (`fengkong.features.decoders`) that turns it into a raw value;
 * ``compile``: the ops of its kind that the definitions declare.
 
 Adding a kind of feature means one subclass here (listed in `OP_KINDS`) and one Lua
@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import itertools
-import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 from fengkong.features import definitions as d
 from fengkong.features import keys
 from fengkong.features.assemble import AMOUNT_FEATURES
+from fengkong.features.decoders import DECODERS
 from fengkong.features.errors import FeatureDefinitionError
 from fengkong.features.lists import KIND_COLUMN, ListSpec
-
-_SCALE = d.MINOR_PER_MAJOR
 
 
 class Opcode(enum.StrEnum):
@@ -68,85 +65,6 @@ class Source(NamedTuple):
     share, `fengkong.features.cluster_store`)."""
 
     name: str
-
-
-# -- decoding reply values ------------------------------------------------------------------
-# Each decoder converts all the reply values of its kind in an event at once (one call per
-# kind, not per value). Lua's false is a missing value: None.
-_INT_ONLY = {int}
-_SCALES = itertools.repeat(_SCALE)
-_ONES = itertools.repeat(1)
-
-
-def _ints(vals: Sequence[Any]) -> Sequence[Any]:
-    # counts arrive as MessagePack integers: checking the types is cheaper than converting
-    return vals if set(map(type, vals)) == _INT_ONLY else list(map(int, vals))
-
-
-def _scaled(vals: Sequence[Any]) -> Iterable[Any]:
-    return map(operator.truediv, vals, _SCALES)
-
-
-def _optional(vals: Sequence[Any]) -> list[Any]:
-    return [None if v is False else v for v in vals]
-
-
-def _optional_ints(vals: Sequence[Any]) -> list[Any]:
-    return [None if v is False else int(float(v)) for v in vals]
-
-
-def _optional_floats(vals: Sequence[Any]) -> list[Any]:
-    return [None if v is False else float(v) for v in vals]
-
-
-def _optional_scaled(vals: Sequence[Any]) -> list[Any]:
-    return [None if v is False else v / _SCALE for v in vals]
-
-
-def _is_one(vals: Sequence[Any]) -> Iterable[Any]:
-    return map(operator.eq, vals, _ONES)
-
-
-def _optional_is_one(vals: Sequence[Any]) -> list[Any]:
-    return [None if v is False else v == 1 for v in vals]
-
-
-def _moments(vals: Sequence[Any]) -> list[Any]:
-    it = iter(vals)
-    return [(int(n), float(mean), float(m2)) for n, mean, m2 in zip(it, it, it)]
-
-
-def _recent(vals: Sequence[Any]) -> list[Any]:
-    # how many amounts were ever written, then the ring: the first min(n, size) slots hold them
-    width = 1 + d.RECENT_AMOUNTS_SIZE
-    out: list[Any] = []
-    for at in range(0, len(vals), width):
-        n = int(vals[at])
-        out.append(tuple(map(int, vals[at + 1:at + 1 + min(n, width - 1)])))
-    return out
-
-
-class Decoder(NamedTuple):
-    """How reply values of one kind become raw values: the converter of a run of them,
-    and how many reply values one raw value takes."""
-
-    convert: Callable[[Sequence[Any]], Iterable[Any]]
-    width: int
-
-
-DECODERS: dict[str, Decoder] = {
-    "int": Decoder(_ints, 1),
-    "scaled": Decoder(_scaled, 1),  # minor units to major
-    "optional": Decoder(_optional, 1),
-    "optional_text": Decoder(_optional, 1),  # as optional; a kind of its own for an input (plan reads kinds apart)
-    "optional_int": Decoder(_optional_ints, 1),
-    "optional_float": Decoder(_optional_floats, 1),
-    "optional_scaled": Decoder(_optional_scaled, 1),
-    "is_one": Decoder(_is_one, 1),
-    "optional_is_one": Decoder(_optional_is_one, 1),
-    "moments": Decoder(_moments, 3),  # (n, mean, m2)
-    "recent": Decoder(_recent, 1 + d.RECENT_AMOUNTS_SIZE),  # the last amounts (minor units), a tuple
-}
 
 
 # -- the ops --------------------------------------------------------------------------------
@@ -268,7 +186,7 @@ class StateOp(Op):
         recents = [r for r in d.RECENT_AMOUNTS if r.entity == entity]
         # the card's first business day at this merchant (`d.TodayMakeup`'s "returning"),
         # an F section whose value is the business day, not the time
-        first_day = entity == d.FIRST_DAY_AT_MERCHANT and not firsts
+        first_day = entity.name == d.FIRST_DAY_AT_MERCHANT and not firsts
         self._first_day_events = frozenset(d.TODAY_MAKEUP.events) if first_day else None
         if any(r.size != d.RECENT_AMOUNTS_SIZE for r in recents):
             raise FeatureDefinitionError("RecentAmounts.size is RECENT_AMOUNTS_SIZE (the reply decodes that many)")
@@ -489,7 +407,7 @@ class MakeupOp(Op):
     lua_function = "op_makeup"
     per_day = True
     ttl = str(2 * 86400)
-    SOURCES = ("card.first_seen_us", "user.first_seen_us", f"{d.FIRST_DAY_AT_MERCHANT.name}.first_day")
+    SOURCES = ("card.first_seen_us", "user.first_seen_us", f"{d.FIRST_DAY_AT_MERCHANT}.first_day")
 
     @classmethod
     def compile(cls, config: StoreConfig) -> list[Op]:
@@ -499,7 +417,7 @@ class MakeupOp(Op):
         super().__init__(entity="merchant", column="merchant_id", suffix="mix",
                          outputs=[(name, "int") for name in d.TODAY_MAKEUP.counts()],
                          writes_on=d.TODAY_MAKEUP.events)
-        self._new_within_us = d.TODAY_MAKEUP.new_within.seconds * 1_000_000
+        self._new_within_us = d.TODAY_MAKEUP.new_within_s * 1_000_000
 
     def args(self, event_type: str) -> list[Any]:
         """ts, how long a card or account stays new (us), business day, ttl, write (1/0),

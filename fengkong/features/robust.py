@@ -30,7 +30,3 @@ ROBUST_LOG_SCALE_FLOOR = 0.25
 MERCHANT_MIN_EXPECTED_COUNT = 5
 #: -log10 of a tail probability below the smallest double is reported as this.
 POISSON_SCORE_CAP = 300.0
-#: The make-up of a merchant's day (`TodayMakeup`) needs this many payments today: a share
-#: of 20 has a standard error of at most 0.11, so "mostly new cards" is not one odd buyer
-#: early in the morning; a spike rule needs far more payments than this anyway.
-TODAY_MAKEUP_MIN_COUNT = 20
