@@ -178,7 +178,8 @@ def today_makeup(h: History) -> dict[str, np.ndarray]:
     card_first = next(f for f in d.FIRST_SEEN if f.entity == d.CARD)
     user_first = next(f for f in d.FIRST_SEEN if f.entity == d.USER)
     flags = []
-    for name, column, events in (("card", d.CARD.column, card_first.events), ("user", d.USER.column, user_first.events)):
+    for name, column, events in (("card", d.CARD.column, card_first.events),
+                                 ("user", d.USER.column, user_first.events)):
         if h.known_new is not None:
             flags.append(h.known_new[name][occ].astype(np.int64))
             continue
@@ -202,7 +203,7 @@ def _first_position(h: History, column: str, events: tuple[str, ...]) -> np.ndar
     of ``column`` (-1 where the row lacks it or no such event has it)."""
     ent = h.code(column)
     occ = np.flatnonzero(h.typ_in(events) & (ent >= 0))
-    first = np.full(int(ent.max()) + 1 if len(ent) else 0, -1, dtype=np.int64)
+    first = np.full(max(int(ent.max()) + 1 if len(ent) else 0, 1), -1, dtype=np.int64)  # never empty: indexed below
     seen, at = np.unique(ent[occ], return_index=True)  # positions ascend: each entity's first
     first[seen] = h.pos[occ][at]
     return np.where(ent >= 0, first[np.maximum(ent, 0)], -1)
