@@ -65,6 +65,8 @@ def test_dask_twin_equals_the_pandas_twin(cluster, history, ipintel, list_specs)
     got = offline_features_dask(events, client=cluster, lists_dir=LISTS, lists=list_specs, list_entries=entries,
                                 profiles=merchants, partitions=3)
     assert len(want) > 4_000 and want.shape[1] > 140
+    # today's make-up reads the card's and the account's whole history (the merchant pass is handed it)
+    assert (want["merchant.new_card_count_today"] > 0).any() and (want["merchant.new_user_count_today"] > 0).any()
     pd.testing.assert_frame_equal(got, want)
     # the split matters: a pass's other columns are wrong in its parts (so the test can fail)
     part = events[split_keys(events, "card", 3) == 0]

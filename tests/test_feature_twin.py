@@ -119,6 +119,7 @@ def assert_twin(online: dict[str, dict], events: pd.DataFrame, ipintel, list_spe
     assert frame["user.is_new_device"].dropna().astype(bool).any()
     assert (~frame["user.is_new_device"].dropna().astype(bool)).any()
     _robust_features_took_every_kind_of_value(frame)
+    _makeup_took_every_kind_of_value(frame)
     # the planned promotions were read at each event's time: inside and outside, both multiples
     inside = frame["merchant.in_promotion"].dropna().astype(bool)
     assert inside.any() and (~inside).any()
@@ -150,6 +151,18 @@ def _robust_features_took_every_kind_of_value(frame: pd.DataFrame) -> None:
     assert (~has_baseline).any() and not (~has_baseline & score.notna()).any()  # short histories: missing
     for name in ("merchant.count_ratio_today_floored", "merchant.volume_ratio_today_floored"):
         assert (_num(frame, name) > 1).any(), name
+
+
+def _makeup_took_every_kind_of_value(frame: pd.DataFrame) -> None:
+    """Today's make-up was counted (each kind), shared out, and missing on quiet days."""
+    today = _num(frame, "merchant.count_today")
+    for count, share in (("merchant.new_card_count_today", "merchant.today_new_card_share"),
+                         ("merchant.new_user_count_today", "merchant.today_new_user_share"),
+                         ("merchant.returning_count_today", "merchant.today_returning_share")):
+        n, s = _num(frame, count), _num(frame, share)
+        assert (n > 0).any() and (n[today.notna()] <= today[today.notna()]).all(), count
+        assert s.between(0.01, 0.99).any(), share
+        assert s[today < 20].isna().all() and s[today >= 20].notna().all(), share  # TODAY_MAKEUP_MIN_COUNT
 
 
 def test_offline_twin_ignores_input_order_and_counts_a_repeated_event_once(ipintel, list_specs):

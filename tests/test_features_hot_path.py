@@ -214,7 +214,7 @@ def _op_width(code: str, args: list[Any]) -> int:
         return i + 1 + 3 * args[i] + 1
     if code in ("D", "N"):
         return 5 + args[4] if code == "D" else 6 + args[5]
-    return {"S": 6, "V": 5, "T": 4, "L": 3}[code]
+    return {"S": 6, "V": 5, "T": 4, "C": 8, "L": 3}[code]
 
 
 def _ops(packed: bytes) -> list[tuple[str, int, list[Any]]]:
@@ -321,6 +321,14 @@ def test_a_payment_is_one_evalsha_whose_keys_and_ops_follow_the_script_header(re
         elif code == "T":
             assert key == f"{keys.entity_key(prefix, 'merchant', 'm1', 'top')}:{event_row(event, store.ipintel)['biz_day']}"
             assert args[:2] == ["c1", "12345"]
+        elif code == "C":
+            day = event_row(event, store.ipintel)["biz_day"]
+            assert key == f"{keys.entity_key(prefix, 'merchant', 'm1', 'mix')}:{day}"
+            assert args[:5] == [t, 86_400_000_000, day, str(2 * 86_400), 1]
+            # where the card's and the account's first seen and the pair's first day are in the reply
+            stored = msgpack.unpackb(redis_client.get(keys_sent[0]))
+            assert [stored[at - 1] for at in args[5:]] == [False, False, False]  # c1, u1, m1|c1: never seen
+            assert redis_client.hgetall(key) == {b"c": b"1", b"u": b"1"}  # a new card, a new account
         elif code == "L":
             ranges = args[0]
             name = key.split("{list:")[1].split("}")[0]

@@ -71,7 +71,10 @@ INPUTS: frozenset[str] = frozenset((
     *FIRST_SEEN_TIMES, "user.moments", "user.hour_total",
     "merchant.single_limit_minor", "merchant.daily_cap_minor", "merchant.onboarded_day", "merchant.promotions",
     *(raw for raw, *_ in RECENT_AMOUNTS), *(raw for raw, *_ in FIRST_USED),
+    f"{d.FIRST_DAY_AT_MERCHANT}.first_day",
 ))
+#: (share, count) of today's make-up (`definitions.TodayMakeup`): count / merchant.count_today
+MAKEUP_SHARES = tuple(zip(d.TODAY_MAKEUP.outputs(), d.TODAY_MAKEUP.counts()))
 _US_PER_MIN = 60_000_000
 
 # Precomputed once for `derive` (it runs once per decision): every store feature missing
@@ -289,6 +292,10 @@ def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], defau
          f["merchant.volume_ratio_today_floored"]) = merchant_significance(
             f["merchant.count_today"], f["merchant.baseline_count_today_7d"], f["merchant.volume_today"],
             f["merchant.baseline_today_7d"], f["merchant.sum_30d"], f["merchant.count_30d"])
+        today = f["merchant.count_today"]
+        if today is not None and today >= d.TODAY_MAKEUP.min_count:
+            for share, count in MAKEUP_SHARES:
+                f[share] = f[count] / today if f[count] is not None else None
     else:
         f["event.near_limit"] = f["event.over_limit"] = None
 

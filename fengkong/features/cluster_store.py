@@ -24,7 +24,14 @@ A cluster runs a script on one slot only, and the keys carry one hash tag per en
    ``{merchant:<id>}`` slot);
 3. the replies are joined, value for value, into the list the single-server script
    returns (same order, same reply tag), stored under the claim (write-behind) for the
-   duplicates, and read into features by the same code (`OnlineStore._read`).
+   duplicates, and read into features by the same code (`OnlineStore._read`);
+4. the one count that needs values of other slots, today's make-up of the merchant's
+   payments (`definitions.TodayMakeup`: is the card, the account new, has the card paid
+   here before), is decided from the joined reply (`makeup.makeup_flags`, what the
+   single-server script decides inside its call) and counted on the merchant's slot
+   with the claim's write-behind: the merchant's call of step 2 only reads it. A later
+   event sent after it on the same connection sees it; if that write is lost, the
+   make-up misses one payment (never counts one twice: the claim ran first).
 
 If a shard fails during step 2 the event may be counted on some entities and not on
 others; the claim is then marked *unsettled* and a retry of that event id counts
@@ -47,9 +54,11 @@ from fengkong.events import Event
 from fengkong.features.cluster import is_cluster_url
 from fengkong.features.errors import FeatureStoreError, FeatureStoreUnavailable
 from fengkong.features.online import FeatureResult, OnlineStore, _Call, holds_features
-from fengkong.features.ops import ListOp, Op
+from fengkong.features import keys
+from fengkong.features.makeup import FIELDS, makeup_flags
+from fengkong.features.ops import ListOp, MakeupOp, Op
 from fengkong.features.pipelined import ConnectionFailed, Pipelined, ReplyError, ReplyLate
-from fengkong.features.plan import Pick, Plan, Planner, ipv4_text, picker
+from fengkong.features.plan import Pick, Plan, Planner, ipv4_text, picker, reply_outputs
 from fengkong.features.rows import event_row
 
 #: the claim's value while the first delivery counts the event (a stored reply is a
@@ -75,6 +84,8 @@ class Join(NamedTuple):
     groups: tuple[int, ...]
     lists: tuple[ListOp, ...]
     order: Pick
+    makeup: MakeupOp | None  # the merchant's make-up op, if the plan has it (joins are shared by event types)
+    sources: tuple[int | None, ...]  # where its sources are in the joined reply (None: absent)
 
 
 class Lookup(NamedTuple):
@@ -107,7 +118,7 @@ class ClusterPlanner:
             if not isinstance(op, ListOp):
                 by_slot.setdefault(op.entity + "\0" + op.column, []).append(op)
         # one `EventArgs` for all: an event's values are computed and packed once
-        self.groups = tuple(Planner(ops, prefix, planner.args) for ops in by_slot.values())
+        self.groups = tuple(Planner(ops, prefix, planner.args, split=True) for ops in by_slot.values())
         self._keys = {id(op): op.fixed_keys(prefix) for op in planner.ops if isinstance(op, ListOp)}
         self._joins: dict[str, Join] = {}
 
@@ -156,7 +167,24 @@ class ClusterPlanner:
             positions += range(start, start + width)
         if len(positions) != at:
             raise FeatureStoreError("cluster split does not cover the plan's ops")  # a bug, never the caller's
-        return Join(active, lists, picker(positions))
+        makeup = next((op for op in plan.ops if isinstance(op, MakeupOp)), None)
+        at_reply = {name: at for name, _, at in reply_outputs(plan.ops)}
+        return Join(active, lists, picker(positions), makeup, tuple(at_reply.get(name) for name in MakeupOp.SOURCES))
+
+    def makeup_commands(self, row: dict[str, Any], join: Join, stored: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The commands that count the event in its merchant's make-up of today, from the
+        joined reply ``stored`` (none when it counts in no kind, or is no payment)."""
+        op = join.makeup
+        if op is None or row["type"] not in op.writes_on:
+            return []
+        card, user, pair = (stored[at] if at is not None else None for at in join.sources)
+        flags = makeup_flags(card, user, pair, row["ts_us"], row["biz_day"], join.sources[0] is not None,
+                             join.sources[1] is not None)
+        fields = [field for field, on in zip(FIELDS, flags) if on]
+        if not fields:
+            return []
+        key = keys.entity_key(self.prefix, op.entity, row[op.column], f"{op.suffix}:{row['biz_day']}")
+        return [*(("HINCRBY", key, field, 1) for field in fields), ("EXPIRE", key, op.ttl)]
 
 
 class ClusterOnlineStore(OnlineStore):
@@ -233,6 +261,7 @@ class ClusterOnlineStore(OnlineStore):
             raise FeatureStoreError(f"feature store refused the update: {exc}") from exc
         stored, blob = self._joined(call, join, len(calls), lookups, replies)
         try:
+            self._run_sync(self.cluster.makeup_commands(row, join, stored))
             self.client.set(claim, blob, ex=self.dedup_ttl_s)
         except (redis.RedisError, OSError):
             pass  # the event is counted; a retry meets the claim marker and counts nothing
@@ -312,7 +341,7 @@ class ClusterOnlineStore(OnlineStore):
             self._unsettle(conn, claim)
             raise
         stored, blob = self._joined(call, join, len(calls), lookups, replies)
-        self._send_quietly(conn, (("SET", claim, blob, "EX", ttl),))
+        self._send_quietly(conn, (("SET", claim, blob, "EX", ttl), *self.cluster.makeup_commands(row, join, stored)))
         return self._read(event, call, stored, False)
 
     async def _run_async(self, conn: Pipelined, commands: list[tuple[Any, ...]], timeout_s: float) -> list[Any]:

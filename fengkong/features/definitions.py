@@ -30,6 +30,7 @@ from fengkong.features.robust import (  # re-exported: read as definitions.<NAME
     ROBUST_LOG_SCALE_FLOOR,
     ROBUST_MIN_COUNT,
 )
+from fengkong.features.makeup import FIRST_DAY_AT_MERCHANT, MAKEUP_CATALOG, TODAY_MAKEUP  # noqa: F401 (re-export)
 
 DType = Literal["number", "string", "bool"]
 
@@ -441,8 +442,7 @@ DERIVED_FEATURES: tuple[FeatureSpec, ...] = (
 #: Model outputs the rules may read; `fengkong.models` supplies them (missing without a model).
 MODEL_FEATURES: tuple[FeatureSpec, ...] = tuple(
     _spec(name, dtype, text, "model") for name, dtype, text in MODEL_OUTPUTS)
-
-_NUMBER_OUTPUT_KINDS = (Rolling, Distinct)
+MAKEUP_FEATURES: tuple[FeatureSpec, ...] = tuple(FeatureSpec(*entry) for entry in MAKEUP_CATALOG)
 
 
 def _store_specs() -> list[FeatureSpec]:
@@ -490,7 +490,7 @@ def _store_specs() -> list[FeatureSpec]:
 
 CATALOG: dict[str, FeatureSpec] = {
     s.name: s
-    for s in (*EVENT_FEATURES, *IP_FEATURES, *_store_specs(), *DERIVED_FEATURES, *MODEL_FEATURES)
+    for s in (*EVENT_FEATURES, *IP_FEATURES, *_store_specs(), *DERIVED_FEATURES, *MAKEUP_FEATURES, *MODEL_FEATURES)
 }
 
 NAMESPACES = ("event", "card", "user", "device", "ip", "merchant", "model", "lists")

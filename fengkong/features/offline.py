@@ -41,7 +41,7 @@ from fengkong.features.offline_kinds import (
     rolling,
     seen,
 )
-from fengkong.features.offline_merchant import baselines, period_volume, top_share
+from fengkong.features.offline_merchant import baselines, period_volume, today_makeup, top_share
 from fengkong.features.promotions import texts_by_merchant
 from fengkong.features.rows import frame_rows
 
@@ -61,6 +61,7 @@ def offline_features(
     promotions: pd.DataFrame | None = None,
     entities: Collection[str] | None = None,
     history_start_us: int | None = None,
+    known_new: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Features of every row of a flat-event DataFrame, as the online store gives them.
 
@@ -84,12 +85,19 @@ def offline_features(
     ``history_start_us``: when the
     history began (as `OnlineStore`'s): ages and "new" flags younger than their window
     are missing (`fengkong.features.young`).
+
+    ``known_new`` (boolean columns ``card`` and ``user``, indexed like ``events``): whether
+    each payment's card and account were new (`definitions.TodayMakeup`), as found over
+    the whole history, for a part of it that lacks their other events (`offline_dask`).
     """
     grade_limits = dict(grade_limits or d.DEFAULT_GRADE_LIMITS)
     if default_limit is None:
         default_limit = grade_limits.get(d.DEFAULT_GRADE, 500_000)
     h, original_index = history(frame_rows(events, ipintel, business_utc_offset_min))
     order = h.order
+    if known_new is not None:
+        given = known_new.reindex(events.index)
+        h.known_new = {name: given[name].fillna(False).to_numpy(dtype=bool)[order] for name in ("card", "user")}
     if promotions is not None:
         profiles = with_promotions(profiles, promotions)
     merchants = merchant_table(h.distinct("merchant_id"), profiles, grade_limits, default_limit)
@@ -140,6 +148,7 @@ def _tasks() -> list[Callable[[History], dict[str, np.ndarray]]]:
         period_volume,
         baselines,
         top_share,
+        today_makeup,
     ]
 
 

@@ -28,6 +28,11 @@ the cluster spends about four times the CPU of one pandas run, spread over its
 workers (docs/scale.md, "Batch on Dask"). At most two parts per worker are in flight,
 so the workers hold a few parts of the history at a time, not five copies of it.
 
+One kind reads two entities: today's make-up of a merchant's payments counts those whose
+card or account was new (`definitions.TodayMakeup`), which only the card and user passes
+see whole. So the merchant pass runs after the others and is handed, per payment,
+whether its card and account were new (their ``age_days`` from those passes).
+
 A retry (the same event_id, the same body) lands in the same part as its first
 delivery. An event_id reused with OTHER entities (which the online store refuses)
 could land in two parts, and each would count it: not the pandas twin's answer.
@@ -57,6 +62,7 @@ PASSES: dict[str, str] = {"card": "card_fingerprint", "user": "user_id", "device
 _ENTITY_PASS = {"card": "card", "user": "user", "device": "device", "ip": "subnet", "subnet": "subnet",
                 "merchant": "merchant", "merchant_card": "merchant"}
 _ROW = "card"  # the pass the row's own features are taken from (any would do)
+_LAST = "merchant"  # the pass that runs after the others (`_known_new`)
 
 
 def _declared() -> dict[str, str]:
@@ -134,16 +140,20 @@ def offline_features_dask(
     declared = _declared()
     pieces: dict[str, list[pd.DataFrame]] = {name: [] for name in PASSES}
     names: list[str] = []
-    for pass_name, result in _run_parts(client, flat, partitions, declared, shared_f):
-        frame, all_names = result
-        pieces[pass_name].append(frame)
-        names = names or all_names
-    by_pass = {}
-    for name in list(pieces):  # each pass's pieces freed once joined
-        frames = pieces.pop(name)
-        if frames:
-            by_pass[name] = pd.concat(frames).sort_index()
-        del frames
+    by_pass: dict[str, pd.DataFrame] = {}
+    # the merchant pass last: its make-up of today reads whether each payment's card and
+    # account were new, which only the card and user passes see whole
+    for stage in ([name for name in PASSES if name != _LAST], [_LAST]):
+        known_new = _known_new(by_pass) if stage == [_LAST] else None
+        for pass_name, result in _run_parts(client, flat, partitions, declared, shared_f, stage, known_new):
+            frame, all_names = result
+            pieces[pass_name].append(frame)
+            names = names or all_names
+        for name in stage:  # each pass's pieces freed once joined
+            frames = pieces.pop(name)
+            if frames:
+                by_pass[name] = pd.concat(frames).sort_index()
+            del frames
     base = by_pass[_ROW]
     columns = {c: by_pass[column_pass(c, declared)][c] for c in names}
     out = pd.DataFrame(columns, index=base.index)
@@ -152,14 +162,16 @@ def offline_features_dask(
 
 
 def _run_parts(client: Any, flat: pd.DataFrame, partitions: int, declared: Mapping[str, str],
-               shared: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    """Every part of every pass as a task, at most two per worker sent at a time (so the
-    workers hold a few parts of the history, not five copies of it); each result with
-    its pass, in the order they finish."""
+               shared: Mapping[str, Any], stage: list[str],
+               known_new: pd.DataFrame | None) -> Iterator[tuple[str, Any]]:
+    """Every part of every pass of `stage` as a task, at most two per worker sent at a
+    time (so the workers hold a few parts of the history, not five copies of it); each
+    result with its pass, in the order they finish. ``known_new`` goes to each part
+    (the merchant pass's make-up of today)."""
     from distributed import as_completed
 
-    keys = {name: split_keys(flat, name, partitions) for name in PASSES}
-    todo = ((name, p) for name in PASSES for p in range(partitions))
+    keys = {name: split_keys(flat, name, partitions) for name in stage}
+    todo = ((name, p) for name in stage for p in range(partitions))
     passes: dict[str, str] = {}
     running = as_completed()
 
@@ -167,8 +179,9 @@ def _run_parts(client: Any, flat: pd.DataFrame, partitions: int, declared: Mappi
         for name, p in todo:
             rows = flat[keys[name] == p]
             if len(rows):
+                extra = {"known_new": client.scatter(known_new.reindex(rows.index))} if known_new is not None else {}
                 future = client.submit(_pass_task, client.scatter(rows), pass_name=name, declared=declared,
-                                       pure=False, **shared)
+                                       pure=False, **shared, **extra)
                 passes[future.key] = name
                 running.add(future)
                 return
@@ -186,6 +199,17 @@ def _run_parts(client: Any, flat: pd.DataFrame, partitions: int, declared: Mappi
 def pass_entities(pass_name: str) -> frozenset[str]:
     """The entities whose store features a pass keeps (and so computes)."""
     return frozenset(entity for entity, name in _ENTITY_PASS.items() if name == pass_name)
+
+
+def _known_new(by_pass: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per decision row, whether its card and its account were new (`d.TodayMakeup`), from
+    the card and user passes (their age in days against ``new_within_s``)."""
+    days = d.TODAY_MAKEUP.new_within_s / 86400
+    out = {}
+    for name in ("card", "user"):
+        age = by_pass[name][f"{name}.age_days"] if name in by_pass else pd.Series(dtype=float)
+        out[name] = pd.to_numeric(age, errors="coerce").lt(days)
+    return pd.DataFrame(out)
 
 
 def _pass_task(rows: pd.DataFrame, *, pass_name: str, declared: Mapping[str, str], lists_files: dict[str, bytes],

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from fengkong.features import definitions as d
-from fengkong.features.assemble import AMOUNT_FEATURES, FIRST_USED, RATIOS, poisson_score
+from fengkong.features.assemble import AMOUNT_FEATURES, FIRST_USED, MAKEUP_SHARES, RATIOS, poisson_score
 from fengkong.features.lists import KIND_COLUMN, ListSpec, StaticLists
 from fengkong.features.promotions import decode
 from fengkong.features.offline_history import History, Layout
@@ -149,6 +149,7 @@ def assemble_frame(
     _merchant_features(f, event, h.rows["biz_day"].to_numpy(dtype=np.float64)[src])
     _ratios(f)
     _significance(f)
+    _makeup(f)
     del f["user.hour_total"]  # only the share is a feature, as online
     for spec in lists.values():
         f[spec.feature] = event[spec.feature]
@@ -172,6 +173,14 @@ def _merchant_features(f: dict[str, Any], event: dict[str, Any], biz_day: np.nda
         f["merchant.cap_used_today"] = np.where(
             cap > 0, f["merchant.volume_today"] / np.where(cap > 0, cap / _SCALE, 1), np.nan
         )
+
+
+def _makeup(f: dict[str, Any]) -> None:
+    """Today's make-up shares (`assemble.MAKEUP_SHARES`): missing below the minimum count."""
+    today = np.asarray(f["merchant.count_today"], dtype=np.float64)
+    enough = today >= d.TODAY_MAKEUP.min_count  # NaN compares false
+    for share, count in MAKEUP_SHARES:
+        f[share] = np.where(enough, np.asarray(f[count], dtype=np.float64) / np.where(enough, today, 1), np.nan)
 
 
 def _first_used(f: dict[str, Any], raw: dict[str, np.ndarray], ts: np.ndarray) -> None:

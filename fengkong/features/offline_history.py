@@ -113,6 +113,10 @@ class History:
         self._locks: dict[tuple[Any, ...], threading.Lock] = {}
         self._guard = threading.Lock()
         self.q = np.flatnonzero(self.typ_in(DECISION_TYPES))
+        #: per row, whether its card / its account was new (``"card"``, ``"user"``), when a
+        #: pass over the whole history found it (`offline_dask`'s merchant pass: its part
+        #: lacks the cards' and accounts' events elsewhere); None: found here
+        self.known_new: dict[str, np.ndarray] | None = None
         self.out = Layout(order, self.type_mask(DECISION_TYPES), self.dup, rows["event_id"])
 
     def _memo(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:

@@ -162,3 +162,48 @@ def top_share(h: History) -> dict[str, np.ndarray]:
     ok = (i >= 0) & (frame["g"].to_numpy()[np.maximum(i, 0)] == m_day[qq])
     top = np.where(ok, frame["running_max"].to_numpy()[np.maximum(i, 0)], 0)
     return {"merchant.top_card_volume_today": h.put(h.slots("merchant_id", "biz_day"), top)}
+
+
+def today_makeup(h: History) -> dict[str, np.ndarray]:
+    """Today's make-up of the merchant's payments (`d.TodayMakeup`): each payment's kinds as
+    `fengkong.features.makeup.makeup_flags` decides them (the card's and the account's first
+    event, and the card's first payment at this merchant, before or at it), then running
+    sums per merchant and business day, as `period_volume` sums today's count."""
+    mk = d.TODAY_MAKEUP
+    rows, pos, ts = h.rows, h.pos, h.ts
+    merchant = h.code("merchant_id")
+    occ = np.flatnonzero(h.typ_in(mk.events) & (merchant >= 0))
+    day = rows["biz_day"].to_numpy(dtype=np.int64)
+    within = np.int64(mk.new_within_s * 1_000_000)
+    card_first = next(f for f in d.FIRST_SEEN if f.entity == d.CARD)
+    user_first = next(f for f in d.FIRST_SEEN if f.entity == d.USER)
+    flags = []
+    for name, column, events in (("card", d.CARD.column, card_first.events),
+                                 ("user", d.USER.column, user_first.events)):
+        if h.known_new is not None:
+            flags.append(h.known_new[name][occ].astype(np.int64))
+            continue
+        first = _first_position(h, column, events)[occ]
+        present = first >= 0  # the payment has the entity (its own row counts as a first event)
+        new = present & ((first >= pos[occ]) | (ts[occ] - ts[np.maximum(first, 0)] < within))
+        flags.append(new.astype(np.int64))
+    pair_first = _first_position(h, d.MERCHANT_CARD.column, mk.events)[occ]
+    returning = (pair_first >= 0) & (pair_first < pos[occ]) & (day[np.maximum(pair_first, 0)] < day[occ])
+    flags.append(returning.astype(np.int64))
+    qq = h.queries("merchant_id")
+    prior = Prior(merchant[occ], pos[occ])
+    hi = prior.upto(merchant[qq], pos[qq])
+    lo = np.minimum(prior.from_bucket(day[occ], merchant[qq], day[qq]), hi)
+    return {name: h.put(h.slots("merchant_id"), prior.sums(values, lo, hi))
+            for name, values in zip(mk.counts(), flags)}
+
+
+def _first_position(h: History, column: str, events: tuple[str, ...]) -> np.ndarray:
+    """Per row, the position of the first counted event of these types with the row's value
+    of ``column`` (-1 where the row lacks it or no such event has it)."""
+    ent = h.code(column)
+    occ = np.flatnonzero(h.typ_in(events) & (ent >= 0))
+    first = np.full(max(int(ent.max()) + 1 if len(ent) else 0, 1), -1, dtype=np.int64)  # never empty: indexed below
+    seen, at = np.unique(ent[occ], return_index=True)  # positions ascend: each entity's first
+    first[seen] = h.pos[occ][at]
+    return np.where(ent >= 0, first[np.maximum(ent, 0)], -1)

@@ -11,7 +11,7 @@ one `Op` subclass that says, side by side:
   constants and `Ref`s (values that change with every event, filled in by
   `fengkong.features.plan.EventArgs`);
 * ``outputs`` and ``decode``: the reply values the op returns, in order, each with
-  the `DECODERS` entry that turns it into a raw value;
+  the `DECODERS` entry (`fengkong.features.decoders`) that turns it into a raw value;
 * ``compile``: the ops of its kind that the definitions declare.
 
 Adding a kind of feature means one subclass here (listed in `OP_KINDS`) and one Lua
@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import itertools
-import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 from fengkong.features import definitions as d
 from fengkong.features import keys
 from fengkong.features.assemble import AMOUNT_FEATURES
+from fengkong.features.decoders import DECODERS
 from fengkong.features.errors import FeatureDefinitionError
 from fengkong.features.lists import KIND_COLUMN, ListSpec
-
-_SCALE = d.MINOR_PER_MAJOR
 
 
 class Opcode(enum.StrEnum):
@@ -49,6 +46,7 @@ class Opcode(enum.StrEnum):
     TOP = "T"
     LIST = "L"
     FIRST_USED = "N"
+    MAKEUP = "C"
 
 
 class Ref(NamedTuple):
@@ -59,83 +57,14 @@ class Ref(NamedTuple):
     key: str | tuple[Any, ...]
 
 
-# -- decoding reply values ------------------------------------------------------------------
-# Each decoder converts all the reply values of its kind in an event at once (one call per
-# kind, not per value). Lua's false is a missing value: None.
-_INT_ONLY = {int}
-_SCALES = itertools.repeat(_SCALE)
-_ONES = itertools.repeat(1)
+class Source(NamedTuple):
+    """An op argument that is where another op's raw value ``name`` lands in the same
+    call's reply (the script's ``out``), so that one op can use what an earlier one read:
+    the plan resolves it to that index, to 0 when no op of the call returns it because the
+    event lacks the entity, or to -1 when it is read by another call (a cluster slot's
+    share, `fengkong.features.cluster_store`)."""
 
-
-def _ints(vals: Sequence[Any]) -> Sequence[Any]:
-    # counts arrive as MessagePack integers: checking the types is cheaper than converting
-    return vals if set(map(type, vals)) == _INT_ONLY else list(map(int, vals))
-
-
-def _scaled(vals: Sequence[Any]) -> Iterable[Any]:
-    return map(operator.truediv, vals, _SCALES)
-
-
-def _optional(vals: Sequence[Any]) -> list[Any]:
-    return [None if v is False else v for v in vals]
-
-
-def _optional_ints(vals: Sequence[Any]) -> list[Any]:
-    return [None if v is False else int(float(v)) for v in vals]
-
-
-def _optional_floats(vals: Sequence[Any]) -> list[Any]:
-    return [None if v is False else float(v) for v in vals]
-
-
-def _optional_scaled(vals: Sequence[Any]) -> list[Any]:
-    return [None if v is False else v / _SCALE for v in vals]
-
-
-def _is_one(vals: Sequence[Any]) -> Iterable[Any]:
-    return map(operator.eq, vals, _ONES)
-
-
-def _optional_is_one(vals: Sequence[Any]) -> list[Any]:
-    return [None if v is False else v == 1 for v in vals]
-
-
-def _moments(vals: Sequence[Any]) -> list[Any]:
-    it = iter(vals)
-    return [(int(n), float(mean), float(m2)) for n, mean, m2 in zip(it, it, it)]
-
-
-def _recent(vals: Sequence[Any]) -> list[Any]:
-    # how many amounts were ever written, then the ring: the first min(n, size) slots hold them
-    width = 1 + d.RECENT_AMOUNTS_SIZE
-    out: list[Any] = []
-    for at in range(0, len(vals), width):
-        n = int(vals[at])
-        out.append(tuple(map(int, vals[at + 1:at + 1 + min(n, width - 1)])))
-    return out
-
-
-class Decoder(NamedTuple):
-    """How reply values of one kind become raw values: the converter of a run of them,
-    and how many reply values one raw value takes."""
-
-    convert: Callable[[Sequence[Any]], Iterable[Any]]
-    width: int
-
-
-DECODERS: dict[str, Decoder] = {
-    "int": Decoder(_ints, 1),
-    "scaled": Decoder(_scaled, 1),  # minor units to major
-    "optional": Decoder(_optional, 1),
-    "optional_text": Decoder(_optional, 1),  # as optional; a kind of its own for an input (plan reads kinds apart)
-    "optional_int": Decoder(_optional_ints, 1),
-    "optional_float": Decoder(_optional_floats, 1),
-    "optional_scaled": Decoder(_optional_scaled, 1),
-    "is_one": Decoder(_is_one, 1),
-    "optional_is_one": Decoder(_optional_is_one, 1),
-    "moments": Decoder(_moments, 3),  # (n, mean, m2)
-    "recent": Decoder(_recent, 1 + d.RECENT_AMOUNTS_SIZE),  # the last amounts (minor units), a tuple
-}
+    name: str
 
 
 # -- the ops --------------------------------------------------------------------------------
@@ -255,6 +184,10 @@ class StateOp(Op):
         moments = [m for m in d.MOMENTS if m.entity == entity]
         hours = [h for h in d.HOUR_HABITS if h.entity == entity]
         recents = [r for r in d.RECENT_AMOUNTS if r.entity == entity]
+        # the card's first business day at this merchant (`d.TodayMakeup`'s "returning"),
+        # an F section whose value is the business day, not the time
+        first_day = entity.name == d.FIRST_DAY_AT_MERCHANT and not firsts
+        self._first_day_events = frozenset(d.TODAY_MAKEUP.events) if first_day else None
         if any(r.size != d.RECENT_AMOUNTS_SIZE for r in recents):
             raise FeatureDefinitionError("RecentAmounts.size is RECENT_AMOUNTS_SIZE (the reply decodes that many)")
         self._recent_events = frozenset(recents[0].events) if recents else None
@@ -262,24 +195,28 @@ class StateOp(Op):
         self._moment_events = frozenset(moments[0].events) if moments else None
         self._hour_events = frozenset(hours[0].events) if hours else None
         writes_on = {t for r in self.rollings for c in r.counters for t in c.events}
-        for events in (self._first_events, self._moment_events, self._hour_events, self._recent_events):
+        for events in (self._first_events, self._first_day_events, self._moment_events, self._hour_events,
+                       self._recent_events):
             writes_on |= events or set()
         # the value's layout names its key: a new layout, a new key (never an old value misread)
         layout = ";".join(f"{r.window.name}:{','.join(c.name for c in r.counters)}" for r in self.rollings)
         layout += "|" + "".join(code for code, on in (("F", firsts), ("M", moments), ("H", hours)) if on)
         layout += f"K{d.RECENT_AMOUNTS_SIZE}" if recents else ""
+        layout += "Fd" if first_day else ""
         ttl = max([r.window.seconds + r.window.resolution for r in self.rollings]
                   + [f.ttl.seconds for f in firsts] + [m.ttl.seconds for m in moments]
                   + [h.ttl.seconds for h in hours] + [r.ttl.seconds for r in recents])
         self._ttl = str(ttl)
         self._size = sum(1 + len(r.counters) + r.window.buckets * (1 + len(r.counters)) for r in self.rollings)
-        self._size += (1 if firsts else 0) + (3 if moments else 0) + (25 if hours else 0)
+        self._size += (1 if firsts or first_day else 0) + (3 if moments else 0) + (25 if hours else 0)
         self._size += (1 + d.RECENT_AMOUNTS_SIZE) if recents else 0
         ns = entity.name
         outputs = [(name, "scaled" if name in AMOUNT_FEATURES else "int")
                    for r in self.rollings for name in r.outputs()]
         if firsts:
             outputs.append((f"{ns}.first_seen_us", "optional_int"))
+        if first_day:
+            outputs.append((f"{ns}.first_day", "optional_int"))
         if moments:
             outputs.append((f"{ns}.moments", "moments"))
         if hours:
@@ -294,7 +231,8 @@ class StateOp(Op):
         nextra, (code, mode, value) per extra section, ttl. An increment is 0 (the type
         does not count), 1, the amount, a row flag's 0/1 or amount, or "N" (the script
         tests the amount against the merchant's limit). An extra section's code is F, M,
-        H or "K<size>" (the last amounts)."""
+        H or "K<size>" (the last amounts); an F section holds the first time, or for the
+        merchant x card pair the first business day."""
         args: list[Any] = [self._size, len(self.rollings)]
         for r in self.rollings:
             args += [r.window.buckets, Ref(("bucket", r.window.resolution * 1_000_000)), len(r.counters)]
@@ -310,6 +248,8 @@ class StateOp(Op):
         extras: list[Any] = []  # mode: 1 read, 2 read and write
         if self._first_events is not None:
             extras += ["F", 2 if event_type in self._first_events else 1, Ref("ts")]
+        if self._first_day_events is not None:
+            extras += ["F", 2 if event_type in self._first_day_events else 1, Ref("biz_day")]
         if self._moment_events is not None:
             extras += ["M", Ref("moment_mode") if event_type in self._moment_events else 1, Ref("amount")]
         if self._hour_events is not None:
@@ -457,6 +397,36 @@ class TopOp(Op):
         return [member, Ref("amount_text"), self._TTL, 1 if write else 0]
 
 
+class MakeupOp(Op):
+    """Today's make-up of a merchant's payments (`d.TodayMakeup`): three counts in a hash per
+    business day (its key ends with the day, as `TopOp`'s). The script decides what the
+    payment adds from the card's and account's first-seen times and the card's first day
+    at this merchant, read earlier in the same call (`Source`s)."""
+
+    code = Opcode.MAKEUP
+    lua_function = "op_makeup"
+    per_day = True
+    ttl = str(2 * 86400)
+    SOURCES = ("card.first_seen_us", "user.first_seen_us", f"{d.FIRST_DAY_AT_MERCHANT}.first_day")
+
+    @classmethod
+    def compile(cls, config: StoreConfig) -> list[Op]:
+        return [cls()]
+
+    def __init__(self) -> None:
+        super().__init__(entity="merchant", column="merchant_id", suffix="mix",
+                         outputs=[(name, "int") for name in d.TODAY_MAKEUP.counts()],
+                         writes_on=d.TODAY_MAKEUP.events)
+        self._new_within_us = d.TODAY_MAKEUP.new_within_s * 1_000_000
+
+    def args(self, event_type: str) -> list[Any]:
+        """ts, how long a card or account stays new (us), business day, ttl, write (1/0),
+        then where the card's first-seen time, the account's, and the card's first day at
+        this merchant are in the reply (`Source`)."""
+        return [Ref("ts"), self._new_within_us, Ref("biz_day"), self.ttl, 1 if event_type in self.writes_on else 0,
+                *map(Source, self.SOURCES)]
+
+
 class ListOp(Op):
     """Membership of the event's card, user, IP... in one analyst list (a set; an IP list
     also has IPv4 ranges, a second key)."""
@@ -490,8 +460,10 @@ class ListOp(Op):
 
 
 #: every op kind, in the order the script runs them: the profile first (the near-limit
-#: counters read its limit), the lists last (their keys are fixed, after the entities')
-OP_KINDS: tuple[type[Op], ...] = (ProfileOp, StateOp, DistinctOp, SeenOp, FirstUsedOp, VolumeOp, TopOp, ListOp)
+#: counters read its limit), the make-up after the states whose values it reads, the
+#: lists last (their keys are fixed, after the entities')
+OP_KINDS: tuple[type[Op], ...] = (ProfileOp, StateOp, DistinctOp, SeenOp, FirstUsedOp, VolumeOp, TopOp, MakeupOp,
+                                  ListOp)
 
 
 def compile_ops(lists: dict[str, ListSpec], grade_limits: dict[str, int], default_limit: int) -> list[Op]:

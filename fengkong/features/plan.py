@@ -27,7 +27,7 @@ from fengkong.events import OUTCOME_TYPES, EventType
 from fengkong.features import keys
 from fengkong.features.assemble import INPUTS, blank_features
 from fengkong.features.errors import FeatureDefinitionError
-from fengkong.features.ops import DECODERS, Op, Opcode, Ref
+from fengkong.features.ops import DECODERS, Op, Opcode, Ref, Source
 
 _OUTCOMES = frozenset(t.value for t in OUTCOME_TYPES)
 _EVENT_TYPES = tuple(t.value for t in EventType)
@@ -210,7 +210,7 @@ class Plan(NamedTuple):
     ops: tuple[Op, ...]  # the ops that run, in order
     reply_tag: str  # first value of the reply: which ops ran (a hash of their idents)
     entity_keys: tuple[tuple[str, str, str], ...]  # (head, row column of the id, tail) of each entity key
-    day_key_at: int  # index in KEYS of the key that ends with the business day; 0 if none
+    day_keys_at: tuple[int, ...]  # indexes in KEYS of the keys that end with the business day
     list_keys: tuple[str, ...]  # the lists' keys, after the entity keys
     op_list: tuple[Any, ...]  # ARGV[3] before packing: constants and `Ref`s
     packed_runs: list[bytes]  # ARGV[3]'s array header and its runs of constants, packed
@@ -230,9 +230,11 @@ def _split_key(key: str) -> tuple[str, str]:
 class Planner:
     """Compiles and keeps the plans of one store's ops, and lays out one event's call."""
 
-    def __init__(self, ops: Sequence[Op], prefix: str, args: EventArgs | None = None) -> None:
+    def __init__(self, ops: Sequence[Op], prefix: str, args: EventArgs | None = None, *, split: bool = False) -> None:
         """``args``: another planner's `EventArgs` whose refs cover these ops, to share
-        one event's packed values (the cluster store plans each entity's call apart)."""
+        one event's packed values (the cluster store plans each entity's call apart).
+        ``split``: these ops are one slot's share of an event's work, so a `Source` that
+        none of them returns is read by another call (-1), not absent from the event (0)."""
         seen: set[tuple[str, str]] = set()
         for op in ops:
             if (op.entity, op.suffix) in seen:
@@ -240,6 +242,7 @@ class Planner:
                                              "give them distinct names")
             seen.add((op.entity, op.suffix))
         self.ops = tuple(ops)
+        self.split = split
         self.args = args or EventArgs(ops)
         # keys are built by `keys` around a placeholder id, split into the fixed text around it
         self.dedup_key = _split_key(keys.request_key(prefix, "\0"))
@@ -271,8 +274,10 @@ class Planner:
         dedup_head, dedup_tail = self.dedup_key
         keys = [f"{dedup_head}{row['event_id']}{dedup_tail}"]
         keys += [f"{head}{row[column]}{tail}" for head, column, tail in plan.entity_keys]
-        if plan.day_key_at:
-            keys[plan.day_key_at] += str(row["biz_day"])
+        if plan.day_keys_at:
+            day = str(row["biz_day"])
+            for at in plan.day_keys_at:
+                keys[at] += day
         keys += plan.list_keys
         if pieces is None:
             pieces = self.packed_values(row)
@@ -296,7 +301,7 @@ class Planner:
                      if not missing[op.column] and not (outcome and typ not in op.writes_on))
         entity_keys: list[tuple[str, str, str]] = []
         list_keys: list[str] = []
-        day_key_at = 0
+        day_keys_at: list[int] = []
         op_list: list[Any] = []
         nkeys = 1  # KEYS[1] is the dedup key
         for op in used:
@@ -309,16 +314,19 @@ class Planner:
                 head, tail = self._key_text[id(op)]
                 entity_keys.append((head, op.column, tail))
                 if op.per_day:
-                    day_key_at = nkeys
+                    day_keys_at.append(nkeys)
             op_list += op.encode(typ, nkeys + 1)
             nkeys += op.nkeys
-        op_list = [_missing_as_empty(item, missing) for item in op_list]
-        packed_runs, order_pieces = self._pack(op_list)
         outputs = reply_outputs(used)
+        absent = -1 if self.split else 0
+        sources = {name: at + 1 for name, _, at in outputs}  # the script's `out` has the tag at 1
+        op_list = [sources.get(item.name, absent) if isinstance(item, Source) else _missing_as_empty(item, missing)
+                   for item in op_list]
+        packed_runs, order_pieces = self._pack(op_list)
         reads, nfeatures = _features_then_inputs(outputs)
         names = [name for reading in reads for name in reading.names]
         tag = hashlib.sha1("|".join(op.ident for op in used).encode()).hexdigest()[:12]
-        return Plan(ops=used, reply_tag=tag, entity_keys=tuple(entity_keys), day_key_at=day_key_at,
+        return Plan(ops=used, reply_tag=tag, entity_keys=tuple(entity_keys), day_keys_at=tuple(day_keys_at),
                     list_keys=tuple(list_keys), op_list=tuple(op_list), packed_runs=packed_runs,
                     order_pieces=order_pieces, outcome=outcome, blank=blank_features(name for name, _, _ in outputs),
                     reads=reads, feature_names=tuple(names[:nfeatures]), input_names=tuple(names[nfeatures:]))

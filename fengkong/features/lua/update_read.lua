@@ -47,6 +47,11 @@
 --        baselines: through this hour, this hour alone, count through it
 --   T op_top       member amount ttl write   (largest per-member volume today) -> max
 --        before
+--   C op_makeup    ts new_within day ttl write card_at user_at pair_at   (today's make-up of
+--        the merchant's payments, a hash per business day: c new cards, u new accounts,
+--        r returning cards; *_at: where the card's first seen, the account's, and the
+--        card's first day at this merchant are in `out`, 0 the event lacks it, -1 another
+--        call reads it: count nothing here) -> c, u, r today before the event
 --   L op_list      ks member ipint   (set membership, and IPv4 ranges in KEYS[ks] if
 --        ks > 0) -> 1/0
 -- Values passed on to Redis come as decimal strings (Redis would format a Lua number
@@ -712,6 +717,26 @@ local function op_top(key)
   end
 end
 
+local function op_makeup(key)
+  local ts, within, day, ttl, write = A[argi], A[argi + 1], A[argi + 2], A[argi + 3], A[argi + 4] == 1
+  local ca, ua, pa = A[argi + 5], A[argi + 6], A[argi + 7]
+  argi = argi + 8
+  local r = rcall('HMGET', key, 'c', 'u', 'r')
+  for i = 1, 3 do out[nout + i] = tonumber(r[i] or '0') end
+  nout = nout + 3
+  if not write or ca < 0 or ua < 0 or pa < 0 then return end
+  -- read before the event: false = never seen (new); fengkong/features/makeup.py says the same
+  local cf, uf, pf = ca > 0 and out[ca], ua > 0 and out[ua], pa > 0 and out[pa]
+  local set = {}
+  if ca > 0 and (not cf or ts - cf < within) then set[#set + 1] = 'c' end
+  if ua > 0 and (not uf or ts - uf < within) then set[#set + 1] = 'u' end
+  if pf and pf < day then set[#set + 1] = 'r' end
+  if #set > 0 then
+    for i = 1, #set do rcall('HINCRBY', key, set[i], 1) end
+    rcall('EXPIRE', key, ttl)
+  end
+end
+
 local function op_list(key)
   local kidx, member, ipint = A[argi], A[argi + 1], A[argi + 2]
   argi = argi + 3
@@ -737,6 +762,7 @@ local OPS = {
   N = op_first_used,
   V = op_volume,
   T = op_top,
+  C = op_makeup,
   L = op_list,
 }
 
