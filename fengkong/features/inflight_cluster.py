@@ -46,7 +46,9 @@ from fengkong.features.cluster_store import CLAIMED, POLL_S, ClusterOnlineStore,
 from fengkong.features.errors import FeatureStoreError, FeatureStoreUnavailable
 from fengkong.features.inflight import CHUNK, InFlight, SocketWriter
 from fengkong.features.online import FeatureResult, OnlineStore, _Call
-from fengkong.features.plan import Plan
+from fengkong.features import keys
+from fengkong.features.makeup import FIELDS, TODAY_MAKEUP
+from fengkong.features.plan import Plan, reply_outputs
 from fengkong.features.rows import event_row
 
 T = TypeVar("T")
@@ -58,11 +60,12 @@ _SLOT_CACHE = 500_000
 class _Batch:
     """Commands sent together to one master; their replies once read."""
 
-    __slots__ = ("n", "replies")
+    __slots__ = ("n", "replies", "seq")
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, seq: int) -> None:
         self.n = n
         self.replies: list[Any] | None = None
+        self.seq = seq  # its place among the batches sent to its master
 
 
 class _Node:
@@ -77,10 +80,12 @@ class _Node:
         # the parse for the ~15 small replies of each event
         self.sock = conn._sock
         self.reader = hiredis.Reader()
+        self.sent = 0
 
     def send(self, commands: list[tuple[Any, ...]], head: bytes = b"", head_n: int = 0) -> _Batch:
         """Queue ``commands`` (after ``head``: ``head_n`` packed commands whose replies are skipped)."""
-        batch = _Batch(len(commands) + head_n)
+        batch = _Batch(len(commands) + head_n, self.sent)
+        self.sent += 1
         self.queue.append(batch)
         self.writer.chunks.put(head + b"".join([hiredis.pack_command(c) for c in commands]))
         return batch
@@ -172,6 +177,10 @@ class ClusterInFlight:
         self._mine: dict[str, bytes] = {}
         self._mine_until: deque[tuple[int, list[str]]] = deque()
         self._seq = 0
+        # today's make-up counts each payment adds (`_makeup`): per counter key, [batch seq
+        # that sent them (None: not yet sent), counts], until no read before them is left
+        self._makeup: dict[str, list[list[Any]]] = {}
+        self._makeup_at: dict[int, list[int]] = {}
 
     # -- connections --------------------------------------------------------------------
     def _connect(self) -> None:
@@ -214,6 +223,7 @@ class ClusterInFlight:
         claimed: deque[_Chunk] = deque()  # claims sent, not read
         counting: deque[_Chunk] = deque()  # entity calls sent, not read
         self._mine, self._mine_until, self._seq = {}, deque(), 0
+        self._makeup = {}
         try:
             self._connect()
             entries: list[_Entry] = []
@@ -292,6 +302,7 @@ class ClusterInFlight:
         """Step 3: each event's features, in order; the first deliveries' replies stored under their claims."""
         store = self.store
         stores: dict[str, list[tuple[Any, ...]]] = {}
+        sent_makeup: dict[str, list[list[Any]]] = {}
         mine: list[str] = []
         ttl = store.dedup_ttl_s
         try:
@@ -308,18 +319,67 @@ class ClusterInFlight:
                 replies = [self.nodes[name].wait(chunk.batches[name])[at] for name, at in e.where]
                 self._check(e, replies)
                 stored, blob = store._joined(e.call, e.join, len(e.calls), e.lookups, replies)
+                if e.join.makeup is not None:
+                    blob = self._makeup_counts(e, chunk, stored, stores, sent_makeup) or blob
                 stores.setdefault(e.claim_node, []).append(("SET", e.claim, blob, "EX", ttl))
                 self._mine[event.event_id] = blob
                 mine.append(event.event_id)
                 yield e.tag, event, store._read(event, e.call, stored, False)
         finally:
             for name, commands in stores.items():
-                self.nodes[name].send(commands)  # replies read (and dropped) with a later batch's
+                batch = self.nodes[name].send(commands)  # replies read (and dropped) with a later batch's
+                for counted in sent_makeup.get(name, ()):
+                    counted[0] = batch.seq
             # a claim read before these blobs are written is in a chunk up to self._seq
             self._mine_until.append((self._seq, mine))
             while self._mine_until and self._mine_until[0][0] <= chunk.seq:
                 for event_id in self._mine_until.popleft()[1]:
                     self._mine.pop(event_id, None)
+
+    def _makeup_counts(self, e: _Entry, chunk: _Chunk, stored: list[Any], stores: dict[str, list[tuple[Any, ...]]],
+                       sent_makeup: dict[str, list[list[Any]]]) -> bytes | None:
+        """Today's make-up as one by one reads it, and what this payment adds to it.
+
+        On a cluster the merchant's call only reads the make-up counters and the store adds
+        to them after the join (`ClusterPlanner.makeup_commands`); one by one that write
+        lands before the next event's read, here the next events' reads may already be
+        sent. So the counts a read missed (added by earlier payments in batches sent to
+        the counters' master at or after the read's batch) are added to its reply, and the
+        new blob is returned (None when nothing was missed)."""
+        store = self.store
+        op = e.join.makeup
+        assert op is not None
+        row = e.call.row
+        key = keys.entity_key(store.prefix, op.entity, row[op.column], f"{op.suffix}:{row['biz_day']}")
+        node = self._node_of(key)
+        read_seq = chunk.batches[node].seq
+        log = self._makeup.get(key)
+        blob = None
+        if log:
+            log[:] = [c for c in log if c[0] is None or c[0] >= read_seq]  # later reads come later
+            missed = [sum(c[1][i] for c in log) for i in range(len(FIELDS))]
+            if any(missed):
+                for at, n in zip(self._makeup_positions(e.call.plan), missed):
+                    stored[at] = (stored[at] or 0) + n
+                blob = msgpack.packb(stored)
+        commands = store.cluster.makeup_commands(row, e.join, stored)
+        if commands:
+            fields = {c[2] for c in commands if c[0] == "HINCRBY"}
+            counted: list[Any] = [None, [1 if f in fields else 0 for f in FIELDS]]
+            self._makeup.setdefault(key, []).append(counted)
+            sent_makeup.setdefault(node, []).append(counted)
+            stores.setdefault(node, []).extend(commands)
+        elif log is not None and not log:
+            del self._makeup[key]
+        return blob
+
+    def _makeup_positions(self, plan: Plan) -> list[int]:
+        """Where the make-up counts (in `FIELDS` order) are in a plan's reply."""
+        at = self._makeup_at.get(id(plan))
+        if at is None:
+            where = {name: pos for name, _, pos in reply_outputs(plan.ops)}
+            at = self._makeup_at[id(plan)] = [where[name] for name in TODAY_MAKEUP.counts()]
+        return at
 
     def _check(self, e: _Entry, replies: list[Any]) -> None:
         """Raise as one by one for a refused call (the claim marked unsettled, as

@@ -153,7 +153,7 @@ def _tasks() -> list[Callable[[History], dict[str, np.ndarray]]]:
 
 
 _TASKS = _tasks()
-_MERCHANT_TASKS = (period_volume, baselines, top_share)
+_MERCHANT_TASKS = (period_volume, baselines, top_share, today_makeup)
 
 
 def task_entity(task: Callable[[History], dict[str, np.ndarray]]) -> str:
