@@ -42,7 +42,8 @@ class TuneRun:
 
 def tune_history(history_path: Path, *, rules_dir: Path, out: Path, budget: float, until: date | None = None,
                  mapping: Path | None = None, lists: Path | None = None, merchants: Path | None = None,
-                 seed: int = 0, passes: int = 4, objective: str = "payments", max_seconds: float | None = None,
+                 promotions: Path | None = None, seed: int = 0, passes: int = 4, objective: str = "payments",
+                 max_seconds: float | None = None,
                  risk_column: str | None = None, progress: Callable[[str], None] | None = None) -> TuneRun:
     """Read, compute features once, tune on the days up to ``until`` (default: the first 70%),
     write ``out/rules`` (the candidate) and ``out/report.md``, check the candidate."""
@@ -70,7 +71,8 @@ def tune_history(history_path: Path, *, rules_dir: Path, out: Path, budget: floa
         raise ValueError(f"{history_path}: tune needs labels (is_fraud, or a mapping's label:)")
     if progress:
         progress(f"computing features of {len(history.events):,} events")
-    feats, labels = history_features(history, rules_dir=rules_dir, lists_file=lists, merchants_file=merchants)
+    feats, labels = history_features(history, rules_dir=rules_dir, lists_file=lists, merchants_file=merchants,
+                                     promotions_file=promotions)
     assert labels is not None
     pay = (feats["event.type"] == "payment").to_numpy()
     src = history.events.drop_duplicates("event_id").set_index("event_id")
@@ -85,7 +87,14 @@ def tune_history(history_path: Path, *, rules_dir: Path, out: Path, budget: floa
         if risk_column not in src.columns:
             raise ValueError(f"--risk-column: {history_path} has no column {risk_column!r}")
         risk = pd.to_numeric(src.loc[ids, risk_column], errors="coerce").to_numpy(dtype=np.float64)
-    rows = Rows(feats[pay].reset_index(drop=True), y, scen, risk)
+    promo = None
+    if promotions is not None:
+        from fengkong.replay.reader import read_table
+        from fengkong.training.friction import in_promotion
+
+        promo = in_promotion(src.loc[ids, "merchant_id"].to_numpy(), src.loc[ids, "occurred_at"].astype(str),
+                             read_table(promotions))
+    rows = Rows(feats[pay].reset_index(drop=True), y, scen, risk, promo)
     last = split_day(pd.Series(days), until)
     train = days <= last
     if not train.any() or not y[train].any():
@@ -123,6 +132,7 @@ def register(app: typer.Typer) -> None:
         mapping: Path = typer.Option(None, "--mapping", help="Mapping file (see fengkong replay)."),
         lists: Path = typer.Option(None, "--lists", help="JSON {list: [entries]} for the analyst lists."),
         merchants: Path = typer.Option(None, "--merchants", help="Merchant profiles (merchants.parquet)."),
+        promotions: Path = typer.Option(None, "--promotions", help="Merchants' planned promotions (as replay)."),
         seed: int = typer.Option(0, "--seed", help="Orders the search (the same seed gives the same candidate)."),
         passes: int = typer.Option(4, "--passes", min=1, help="At most this many passes over the parameters."),
         objective: str = typer.Option("payments", "--objective", help="payments (fraud payments caught) or "
@@ -143,7 +153,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"{until!r} is not a date YYYY-MM-DD", param_hint="--until") from None
         try:
             run = tune_history(history, rules_dir=rules_dir, out=out, budget=budget, until=last, mapping=mapping,
-                               lists=lists, merchants=merchants, seed=seed, passes=passes, objective=objective,
+                               lists=lists, merchants=merchants, promotions=promotions, seed=seed, passes=passes,
+                               objective=objective,
                                max_seconds=max_seconds, risk_column=risk_column, progress=typer.echo)
         except RuleSetError as exc:
             for p in exc.problems:

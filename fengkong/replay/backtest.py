@@ -37,10 +37,10 @@ from fengkong.engine.ruleset import RuleSet, load_ruleset
 from fengkong.engine.vectorized import FeatureTable, VectorDecisions, VectorizedRules
 from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import load_list_specs
-from fengkong.features.offline import offline_features
-from fengkong.replay.inputs import list_entries, load_profiles
+from fengkong.features.offline import offline_features, with_promotions
+from fengkong.replay.inputs import list_entries, load_profiles, load_promotions
 from fengkong.replay.mapping import Mapping
-from fengkong.replay.reader import History, load_history
+from fengkong.replay.reader import History, load_history, read_table
 
 STOP = ("review", "deny")
 COLUMNS = ("rule", "status", "fires_live", "fires_candidate", "events_affected", "decisions_changed",
@@ -149,7 +149,7 @@ def compare(live_rules: RuleSet, candidate_rules: RuleSet, features: pd.DataFram
 
 def history_features(history: History, *, rules_dir: Path, lists_file: Path | None = None,
                      merchants_file: Path | None = None, dask_client: Any = None,
-                     partitions: int = 8) -> tuple[pd.DataFrame, pd.Series | None]:
+                     partitions: int = 8, promotions_file: Path | None = None) -> tuple[pd.DataFrame, pd.Series | None]:
     """Offline features of every decision event of a history, and their labels.
 
     With ``dask_client`` (a `distributed.Client`) the features are computed on its
@@ -158,15 +158,19 @@ def history_features(history: History, *, rules_dir: Path, lists_file: Path | No
     lists_dir = Path(rules_dir) / "lists"
     specs = load_list_specs(lists_dir)
     entries = list_entries(lists_dir, specs, lists_file)
+    profiles = load_profiles(merchants_file)
+    if promotions_file is not None:  # the planned campaigns, as `fengkong replay --promotions` stores them
+        load_promotions(promotions_file)  # every row checked: a bad one names its row and field
+        profiles = with_promotions(profiles, read_table(promotions_file))
     if dask_client is not None:
         from fengkong.features.offline_dask import offline_features_dask
 
         features = offline_features_dask(history.events, client=dask_client, lists_dir=lists_dir, lists=specs,
-                                         list_entries=entries, profiles=load_profiles(merchants_file),
+                                         list_entries=entries, profiles=profiles,
                                          partitions=partitions)
     else:
         features = offline_features(history.events, ipintel=IpIntel.load(lists_dir), lists=specs,
-                                    list_entries=entries, profiles=load_profiles(merchants_file))
+                                    list_entries=entries, profiles=profiles)
     labels = None
     if history.labelled:
         labels = history.events["is_fraud"].loc[features.index].reset_index(drop=True)
@@ -175,7 +179,8 @@ def history_features(history: History, *, rules_dir: Path, lists_file: Path | No
 
 def backtest(history_path: Path, candidate_dir: Path, *, live_dir: Path = Path("rules"),
              mapping: Mapping | None = None, lists_file: Path | None = None,
-             merchants_file: Path | None = None, dask_client: Any = None, partitions: int = 8) -> BacktestResult:
+             merchants_file: Path | None = None, dask_client: Any = None, partitions: int = 8,
+             promotions_file: Path | None = None) -> BacktestResult:
     """Read a history, compute its features once, compare the candidate with the live rules
     (features on the Dask cluster of ``dask_client`` when given: see `history_features`)."""
     t0 = time.perf_counter()
@@ -187,7 +192,7 @@ def backtest(history_path: Path, candidate_dir: Path, *, live_dir: Path = Path("
         t2 = time.perf_counter()
         features, labels = history_features(history, rules_dir=live_dir, lists_file=lists_file,
                                             merchants_file=merchants_file, dask_client=dask_client,
-                                            partitions=partitions)
+                                            partitions=partitions, promotions_file=promotions_file)
         t3 = time.perf_counter()
         result = compare(live_rules, cand_rules, features, labels)
     finally:
