@@ -170,10 +170,10 @@ def register(app: typer.Typer) -> None:
             if f:
                 typer.echo(f"candidate, {name}: legit friction {f['legit_friction']:.2%}, fraud caught "
                            f"{f['fraud_caught']:.2%}")
-        for p in run.problems:
-            typer.echo(f"error {p}", err=True)
-        for c in run.failed_cases:
-            typer.echo(f"case fails with the candidate: {c}")
+        for line in run.problems:
+            typer.echo(f"error {line}", err=True)
+        for case in run.failed_cases:
+            typer.echo(f"case fails with the candidate: {case}")
         typer.echo(f"wrote {run.candidate} and {run.report}")
         if run.problems:
             raise typer.Exit(1)

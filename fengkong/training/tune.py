@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -130,7 +130,7 @@ class Scorer:
     """Decides one set of rows for any candidate (the fire matrix is kept and only the
     column of a rule whose constant moved is evaluated again)."""
 
-    def __init__(self, rules: Sequence[Rule], policy: Policy, frame: pd.DataFrame, dtypes: dict[str, str],
+    def __init__(self, rules: Sequence[Rule], policy: Policy, frame: pd.DataFrame, dtypes: Mapping[str, str],
                  risk: np.ndarray | None = None) -> None:
         self.rules = tuple(rules)
         self.policy = policy
@@ -308,7 +308,7 @@ def descend(scorer: Scorer, rows: Rows, rules: Sequence[Rule], policy: Policy, p
     return state, evaluations, timed_out, log
 
 
-def tune(rules: Sequence[Rule], policy: Policy, dtypes: dict[str, str], train: Rows, *, budget: float,
+def tune(rules: Sequence[Rule], policy: Policy, dtypes: Mapping[str, str], train: Rows, *, budget: float,
          test: Rows | None = None, seed: int = 0, max_passes: int = 4, objective: str = "payments",
          thresholds: bool = True, curve: Sequence[float] = (0.25, 0.5, 2.0), max_seconds: float | None = None,
          progress: Callable[[str], None] | None = None) -> TuneResult:
