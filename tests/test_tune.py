@@ -75,7 +75,8 @@ def test_a_bad_tunable_is_refused_with_file_and_line(tmp_path: Path, tunable: st
 
 def test_rewrite_changes_only_the_named_numbers() -> None:
     text = "when: x.a >= 3 and x.b >= 3 and 3 < x.a and x.a < 3 * x.c\n"
-    assert rewrite_constants(text, "x.a", None, 3.0, 4.5) == "when: x.a >= 4.5 and x.b >= 3 and 4.5 < x.a and x.a < 3 * x.c\n"
+    want = "when: x.a >= 4.5 and x.b >= 3 and 4.5 < x.a and x.a < 3 * x.c\n"
+    assert rewrite_constants(text, "x.a", None, 3.0, 4.5) == want
     assert rewrite_constants(text, "x.a", ">", 3.0, 2) == "when: x.a >= 3 and x.b >= 3 and 2 < x.a and x.a < 3 * x.c\n"
     with pytest.raises(ValueError, match="no number 7"):
         rewrite_constants(text, "x.a", None, 7.0, 2)

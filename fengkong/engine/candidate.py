@@ -20,7 +20,7 @@ from fengkong.engine.errors import RuleSetError
 from fengkong.engine.policy import Policy
 from fengkong.engine.rule import Rule
 from fengkong.engine.ruleset import POLICY_FILE, parse_rules
-from fengkong.engine.tunable import Tunable, _fmt, rewrite_constants, substitute
+from fengkong.engine.tunable import Tunable, format_number, rewrite_constants, substitute
 from fengkong.engine.yamlio import line_of, load_yaml
 
 #: a policy threshold: ("default", None, action), ("grade", "A", action), ("channel", name, action)
@@ -137,7 +137,7 @@ def _policy_number(lines: list[str], data: Any, c: Change, name: str) -> None:
     if line is None:
         raise ValueError(f"{name}: {c.label()} is not in the file")
     pat = re.compile(rf"(\b{re.escape(action)}\s*:\s*)(-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
-    text, n = pat.subn(lambda m: m.group(1) + _fmt(c.new), lines[line - 1], count=1)
+    text, n = pat.subn(lambda m: m.group(1) + format_number(c.new), lines[line - 1], count=1)
     if not n:
         raise ValueError(f"{name}:{line}: no number for {action} on this line")
     lines[line - 1] = text

@@ -64,19 +64,20 @@ def resolve(key: str, lo: float, hi: float, expr: Expr) -> Tunable:
     feature, op = _split_key(key)
     if not math.isfinite(lo) or not math.isfinite(hi) or lo >= hi:
         raise ValueError(f"tunable.{key}: the range [{lo}, {hi}] must be two finite numbers, low first")
-    values = sorted({float(a.right.value) for a in walk_atoms(expr) if _matches(a, feature, op)  # type: ignore[union-attr,arg-type]
-                     })
+    matching = [a for a in walk_atoms(expr) if _matches(a, feature, op)]
+    values = sorted({float(a.right.value) for a in matching})  # type: ignore[union-attr,arg-type]
     if not values:
         what = f"{feature} {op}" if op else feature
         raise ValueError(f"tunable.{key}: `when` compares no feature {what} with a number")
     if len(values) > 1:
-        ops = sorted({a.op for a in walk_atoms(expr) if _matches(a, feature, op)})  # type: ignore[union-attr]
-        raise ValueError(f"tunable.{key}: {feature} is compared with several numbers ({', '.join(map(_fmt, values))}); "
+        ops = sorted({a.op for a in matching})  # type: ignore[union-attr]
+        numbers = ", ".join(map(format_number, values))
+        raise ValueError(f"tunable.{key}: {feature} is compared with several numbers ({numbers}); "
                          f"name the operator, e.g. \"{feature} {ops[0]}\"")
     value = values[0]
     if not lo <= value <= hi:
-        raise ValueError(f"tunable.{key}: the range [{_fmt(lo)}, {_fmt(hi)}] does not contain the current value "
-                         f"{_fmt(value)}")
+        raise ValueError(f"tunable.{key}: the range [{format_number(lo)}, {format_number(hi)}] does not contain "
+                         f"the current value {format_number(value)}")
     return Tunable(key, feature, op, value, float(lo), float(hi))
 
 
@@ -92,11 +93,11 @@ def substitute(expr: Expr, t: Tunable, new: float) -> Expr:
 
 
 def _const(v: float) -> int | float:
-    """A value as the parser would read its text back (`_fmt`): an int when whole."""
+    """A value as the parser would read its text back (`format_number`): an int when whole."""
     return int(v) if float(v).is_integer() and abs(v) < 2**53 else float(v)
 
 
-def _fmt(v: float) -> str:
+def format_number(v: float) -> str:
     """The shortest text of a number that reads back as the same value."""
     if float(v).is_integer() and abs(v) < 2**53:
         return str(int(v))
@@ -131,24 +132,24 @@ def rewrite_constants(text: str, feature: str, op: str | None, old: float, new: 
         before = toks[i - 2: i] if i >= 2 else []
         after = toks[i + 1: i + 3]
         if len(before) == 2 and before[0][:2] == ("feature", feature) and before[1][0] == "op" \
-                and (op is None or before[1][1] == op) and not _minus_before(toks, i):
+                and (op is None or before[1][1] == op) and not _in_arithmetic(toks, i):
             spans.append((start, end))
         elif len(after) == 2 and after[1][:2] == ("feature", feature) and after[0][0] == "op" \
-                and (op is None or FLIP_OP[after[0][1]] == op) and not _minus_before(toks, i):
+                and (op is None or FLIP_OP[after[0][1]] == op) and not _in_arithmetic(toks, i):
             spans.append((start, end))
     if not spans:
-        raise ValueError(f"no number {_fmt(old)} compared with {feature} in the text")
+        raise ValueError(f"no number {format_number(old)} compared with {feature} in the text")
     out = text
     for start, end in reversed(spans):
-        out = out[:start] + _fmt(new) + out[end:]
+        out = out[:start] + format_number(new) + out[end:]
     return out
 
 
-def _minus_before(toks: list[tuple[str, str, int, int]], i: int) -> bool:
+def _in_arithmetic(toks: list[tuple[str, str, int, int]], i: int) -> bool:
     """A sign or an arithmetic operator next to the number: not a plain constant."""
     prev = toks[i - 1][1] if i >= 1 else ""
     nxt = toks[i + 1][1] if i + 1 < len(toks) else ""
     return prev in ("-", "+", "*", "/") or nxt in ("*", "/", "+", "-")
 
 
-__all__ = ["Tunable", "resolve", "rewrite_constants", "substitute"]
+__all__ = ["Tunable", "format_number", "resolve", "rewrite_constants", "substitute"]

@@ -323,7 +323,6 @@ def tune(rules: Sequence[Rule], policy: Policy, dtypes: Mapping[str, str], train
     scorer = Scorer(rules, policy, train.frame, dtypes, train.risk)
     test_scorer = Scorer(rules, policy, test.frame, dtypes, test.risk) if test is not None and len(test.frame) else None
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
-    grade = _grades(train.frame)
 
     def figs(scr: Scorer | None, rows: Rows | None, s: State) -> dict[str, Any] | None:
         if scr is None or rows is None:
@@ -337,7 +336,6 @@ def tune(rules: Sequence[Rule], policy: Policy, dtypes: Mapping[str, str], train
     state, evals, timed_out, log = descend(scorer, train, rules, policy, params, budget, seed=seed,
                                            max_passes=max_passes, objective=objective, deadline=deadline,
                                            progress=progress)
-    del grade
     before, after = State(), state
     result = TuneResult(state.changes(rules, policy), *state.build(rules, policy), budget,
                         figs(scorer, train, before) or {}, figs(scorer, train, after) or {},

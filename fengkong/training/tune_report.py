@@ -36,12 +36,12 @@ def markdown(result: TuneResult, *, candidate_dir: Path | None = None, problems:
     out = [f"# fengkong tune: budget {_pct(result.budget)} legitimate friction", ""]
     if split:
         out += [split, ""]
-    out += [f"{result.evaluations:,} candidates decided; " + ("stopped by the time limit; " if result.stopped_by_time
-                                                              else "") + "search log:", ""]
+    stopped = "stopped by the time limit; " if result.stopped_by_time else ""
+    out += [f"{result.evaluations:,} candidates decided; {stopped}search log:", ""]
     out += [f"    {line}" for line in result.log] + [""]
     if candidate_dir is not None:
-        out += [f"Candidate rules: `{candidate_dir}` (check it with `fengkong rules check --rules-dir {candidate_dir}`, "
-                f"compare it with `fengkong rules backtest HISTORY --candidate {candidate_dir}`).", ""]
+        out += [f"Candidate rules: `{candidate_dir}` (check it with "
+                f"`fengkong rules check --rules-dir {candidate_dir}`, compare it with `fengkong rules backtest HISTORY --candidate {candidate_dir}`).", ""]
     if problems:
         out += ["**The candidate does not check:**", ""] + [f"- {p}" for p in problems] + [""]
     if failed_cases:
@@ -60,10 +60,12 @@ def markdown(result: TuneResult, *, candidate_dir: Path | None = None, problems:
             "| --- | --- | --- | --- | --- |"]
     for days, f in (("tuning", result.train_after), ("later", result.test_after)):
         for g, v in (f or {}).get("per_grade", {}).items():
-            out.append(f"| {days} | {g} | {v['payments']:,} | {_pct(v['legit_friction'])} | {_pct(v['fraud_caught'])} |")
-    out += ["", "## Trade-off curve (each budget tuned from the answer at the budget)", "", "![trade-off](tradeoff.png)",
-            "", "| budget | legit friction (tuning) | fraud caught (tuning) | legit friction (later) | "
-            "fraud caught (later) |", "| --- | --- | --- | --- | --- |"]
+            out.append(f"| {days} | {g} | {v['payments']:,} | {_pct(v['legit_friction'])} | "
+                       f"{_pct(v['fraud_caught'])} |")
+    out += ["", "## Trade-off curve (each budget tuned from the answer at the budget)", "",
+            "![trade-off](tradeoff.png)", "",
+            "| budget | legit friction (tuning) | fraud caught (tuning) | legit friction (later) | fraud caught (later) |",
+            "| --- | --- | --- | --- | --- |"]
     for p in result.curve:
         tr, te = p["train"] or {}, p["test"] or {}
         out.append(f"| {_pct(p['budget'])} | {_pct(tr.get('legit_friction'))} | {_pct(tr.get('fraud_caught'))} | "
@@ -110,7 +112,8 @@ def write_report(result: TuneResult, out_dir: Path, **kw: Any) -> Path:
     plot(result, out_dir / "tradeoff.png")
     md = out_dir / "report.md"
     md.write_text(markdown(result, **kw), encoding="utf-8")
-    doc = {"budget": result.budget, "changes": [{"what": c.label(), "old": c.old, "new": c.new} for c in result.changes],
+    changes = [{"what": c.label(), "old": c.old, "new": c.new} for c in result.changes]
+    doc = {"budget": result.budget, "changes": changes,
            "train_before": result.train_before, "train_after": result.train_after, "test_before": result.test_before,
            "test_after": result.test_after, "curve": result.curve, "evaluations": result.evaluations,
            "stopped_by_time": result.stopped_by_time, "log": result.log}
