@@ -41,7 +41,8 @@ def markdown(result: TuneResult, *, candidate_dir: Path | None = None, problems:
     out += [f"    {line}" for line in result.log] + [""]
     if candidate_dir is not None:
         out += [f"Candidate rules: `{candidate_dir}` (check it with "
-                f"`fengkong rules check --rules-dir {candidate_dir}`, compare it with `fengkong rules backtest HISTORY --candidate {candidate_dir}`).", ""]
+                f"`fengkong rules check --rules-dir {candidate_dir}`, compare it with "
+                f"`fengkong rules backtest HISTORY --candidate {candidate_dir}`).", ""]
     if problems:
         out += ["**The candidate does not check:**", ""] + [f"- {p}" for p in problems] + [""]
     if failed_cases:
@@ -64,7 +65,8 @@ def markdown(result: TuneResult, *, candidate_dir: Path | None = None, problems:
                        f"{_pct(v['fraud_caught'])} |")
     out += ["", "## Trade-off curve (each budget tuned from the answer at the budget)", "",
             "![trade-off](tradeoff.png)", "",
-            "| budget | legit friction (tuning) | fraud caught (tuning) | legit friction (later) | fraud caught (later) |",
+            "| budget | legit friction (tuning) | fraud caught (tuning) | legit friction (later) "
+            "| fraud caught (later) |",
             "| --- | --- | --- | --- | --- |"]
     for p in result.curve:
         tr, te = p["train"] or {}, p["test"] or {}
