@@ -216,3 +216,19 @@ def test_rules_auc_is_the_auc_of_the_summed_rule_score_without_model_rules(tmp_p
     # pairs (fraud > legit = 1, tie = 1/2): 50 beats 3; 30: beats 20 and 0, ties 30; 0: ties 0
     assert quality.rules_auc(feats, d) == pytest.approx((3 + 2.5 + 0.5) / 9)
     assert quality.rules_auc(feats.assign(is_fraud=True), d) is None
+
+
+def test_quality_run_tunes_on_training_days_and_measures_later_days() -> None:
+    feats = _synthetic(days=6, per_day=150, seed=4)
+    res = quality.run(feats, rules_dir=RULES, until=date(2025, 10, 4), labels="oracle", max_iter=10, habit_trees=5,
+                      oof_blocks=2, tune_budget=0.03, tune_passes=1)
+    tuned = res.info["tune"]
+    # the synthetic noise features make hard rules fire on legitimate payments: over the budget,
+    # the search lowers the training days' legitimate friction
+    assert tuned["train_before"]["legit_friction"] > 0.03
+    assert tuned["train_after"]["legit_friction"] < tuned["train_before"]["legit_friction"]
+    assert tuned["changes"] and tuned["evaluations"] > len(tuned["changes"])
+    later = feats["day"] > date(2025, 10, 4)
+    assert set(res.info["friction"]) == {"rules", "soft", "tuned"}
+    assert sum(v["payments"] for v in res.info["friction"]["tuned"]["per_pattern"].values()) == \
+        int(feats.loc[later, "is_fraud"].sum())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from fengkong.cli import cases, models, replay, rules, serve, simulate, users
+from fengkong.cli import cases, models, replay, rules, serve, simulate, tune, users
 
 app = typer.Typer(
     help="fengkong (风控): a rules-driven risk control engine for payments.",
@@ -19,6 +19,7 @@ serve.register(app)
 simulate.register(app)
 replay.register(app)
 models.register(app)
+tune.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -171,6 +171,8 @@ def backtest(
     mapping: Path = typer.Option(None, "--mapping", help="Mapping file: which source column feeds which event field."),
     lists: Path = typer.Option(None, "--lists", help="JSON {list: [entries]} loaded into the analyst lists (e.g. blacklist.json)."),
     merchants: Path = typer.Option(None, "--merchants", help="Merchant profiles (merchants.parquet from fengkong simulate)."),
+    promotions: Path = typer.Option(None, "--promotions", help="Merchants' planned promotions (promotions.parquet "
+                                    "from fengkong simulate, or a CSV), as fengkong replay --promotions."),
     out: Path = typer.Option(None, "--out", help="Folder for backtest.csv, changed_events.csv and backtest.html."),
     html_path: Path = typer.Option(None, "--html", help="Write the HTML report here too (e.g. under "
                                    "<data_dir>/reports, where the console's report viewer lists it)."),
@@ -211,7 +213,8 @@ def backtest(
                 client = Client(cluster)
         mapping_obj = Mapping.load(mapping) if mapping else None
         result = run_backtest(history, candidate, live_dir=live, mapping=mapping_obj, lists_file=lists,
-                              merchants_file=merchants, dask_client=client, partitions=partitions)
+                              merchants_file=merchants, dask_client=client, partitions=partitions,
+                              promotions_file=promotions)
     except RuleSetError as exc:
         for p in exc.problems:
             console.print(f"[red]error[/red] {p}", soft_wrap=True, markup=False)

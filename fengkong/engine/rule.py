@@ -2,7 +2,8 @@
 
 Rule fields (docs/rules.md): ``id``, ``description``, ``when``, ``then``
 (allow/challenge/review/deny), ``score`` (0-100), ``tags`` (list, default empty),
-``mode`` (enforce/shadow, default enforce), ``soft`` (true: evidence, default false: hard).
+``mode`` (enforce/shadow, default enforce), ``soft`` (true: evidence, default false: hard),
+``tunable`` (the constants `fengkong tune` may move, each with its range: `tunable.py`).
 A soft rule's action and score reach the decision only through the calibrated fused
 risk when the policy has a ``soft`` table and a fused risk exists
 (`fengkong.engine.soft`); a hard rule (blacklist, Tor, limits) decides as written.
@@ -23,13 +24,14 @@ from fengkong.engine.errors import ExpressionError, Problem
 from fengkong.engine.language import parse
 from fengkong.engine.schema import Schema
 from fengkong.engine.tree import Expr, features
+from fengkong.engine.tunable import Tunable, resolve
 from fengkong.engine.typecheck import typecheck
 from fengkong.engine.validation import duplicate_keys, field_errors
 from fengkong.engine.yamlio import line_of
 
 ACTIONS: tuple[str, ...] = ("allow", "challenge", "review", "deny")
 MODES: tuple[str, ...] = ("enforce", "shadow")
-RULE_FIELDS = ("id", "description", "when", "then", "score", "tags", "mode", "soft")
+RULE_FIELDS = ("id", "description", "when", "then", "score", "tags", "mode", "soft", "tunable")
 _ID = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 #: what the choices of a field are called in an error message
 NOUNS = {"then": "action", "decision": "action", "mode": "mode", "severity": "action", "[key]": "action"}
@@ -61,6 +63,7 @@ class RuleSpec(BaseModel):
     tags: list[str] = []
     mode: Literal["enforce", "shadow"] = "enforce"
     soft: StrictBool = False
+    tunable: dict[str, tuple[Number, Number]] = {}
 
     @field_validator("id")
     @classmethod
@@ -100,6 +103,7 @@ class Rule:
     line: int = 0
     reads: tuple[str, ...] = field(default=())
     soft: bool = False
+    tunables: tuple[Tunable, ...] = ()
 
     @property
     def enforced(self) -> bool:
@@ -137,10 +141,17 @@ def build_rule(node: Any, file: str, schema: Schema) -> tuple[Rule | None, list[
         expr, errors = parse_expression(when, schema)
         wline = line_of(node, "when") or line
         problems += [Problem(file, wline, rid_s, f"when: {e.reason}") for e in errors]
+    tunables: list[Tunable] = []
+    if spec is not None and expr is not None:
+        for key, (lo, hi) in spec.tunable.items():
+            try:
+                tunables.append(resolve(key, lo, hi, expr))
+            except ValueError as exc:
+                problems.append(Problem(file, line_of(node.get("tunable"), key) or line, rid_s, str(exc)))
     if problems or spec is None or expr is None:
         return None, problems
     return Rule(
         id=spec.id, description=spec.description, when=spec.when.strip(), expr=expr, then=spec.then,
         score=spec.score, tags=tuple(spec.tags), mode=spec.mode, file=file, line=line or 0,
-        reads=tuple(features(expr)), soft=spec.soft,
+        reads=tuple(features(expr)), soft=spec.soft, tunables=tuple(tunables),
     ), []

@@ -37,11 +37,11 @@ from fengkong.engine.ruleset import RuleSet, load_ruleset
 from fengkong.engine.vectorized import FeatureTable, VectorDecisions, VectorizedRules
 from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import load_list_specs
-from fengkong.features.offline import offline_features
+from fengkong.features.offline import offline_features, with_promotions
 from fengkong.features.young import history_start_for
-from fengkong.replay.inputs import list_entries, load_profiles
+from fengkong.replay.inputs import list_entries, load_profiles, load_promotions
 from fengkong.replay.mapping import Mapping
-from fengkong.replay.reader import History, load_history
+from fengkong.replay.reader import History, load_history, read_table
 
 STOP = ("review", "deny")
 COLUMNS = ("rule", "status", "fires_live", "fires_candidate", "events_affected", "decisions_changed",
@@ -150,7 +150,8 @@ def compare(live_rules: RuleSet, candidate_rules: RuleSet, features: pd.DataFram
 
 def history_features(history: History, *, rules_dir: Path, lists_file: Path | None = None,
                      merchants_file: Path | None = None, dask_client: Any = None,
-                     partitions: int = 8, history_start_us: int | None = None) -> tuple[pd.DataFrame, pd.Series | None]:
+                     partitions: int = 8, history_start_us: int | None = None,
+                     promotions_file: Path | None = None) -> tuple[pd.DataFrame, pd.Series | None]:
     """Offline features of every decision event of a history, and their labels.
 
     With ``dask_client`` (a `distributed.Client`) the features are computed on its
@@ -160,15 +161,19 @@ def history_features(history: History, *, rules_dir: Path, lists_file: Path | No
     lists_dir = Path(rules_dir) / "lists"
     specs = load_list_specs(lists_dir)
     entries = list_entries(lists_dir, specs, lists_file)
+    profiles = load_profiles(merchants_file)
+    if promotions_file is not None:  # the planned campaigns, as `fengkong replay --promotions` stores them
+        load_promotions(promotions_file)  # every row checked: a bad one names its row and field
+        profiles = with_promotions(profiles, read_table(promotions_file))
     if dask_client is not None:
         from fengkong.features.offline_dask import offline_features_dask
 
         features = offline_features_dask(history.events, client=dask_client, lists_dir=lists_dir, lists=specs,
-                                         list_entries=entries, profiles=load_profiles(merchants_file),
+                                         list_entries=entries, profiles=profiles,
                                          partitions=partitions, history_start_us=history_start_us)
     else:
         features = offline_features(history.events, ipintel=IpIntel.load(lists_dir), lists=specs,
-                                    list_entries=entries, profiles=load_profiles(merchants_file),
+                                    list_entries=entries, profiles=profiles,
                                     history_start_us=history_start_us)
     labels = None
     if history.labelled:
@@ -178,7 +183,8 @@ def history_features(history: History, *, rules_dir: Path, lists_file: Path | No
 
 def backtest(history_path: Path, candidate_dir: Path, *, live_dir: Path = Path("rules"),
              mapping: Mapping | None = None, lists_file: Path | None = None,
-             merchants_file: Path | None = None, dask_client: Any = None, partitions: int = 8) -> BacktestResult:
+             merchants_file: Path | None = None, dask_client: Any = None, partitions: int = 8,
+             promotions_file: Path | None = None) -> BacktestResult:
     """Read a history, compute its features once, compare the candidate with the live rules
     (features on the Dask cluster of ``dask_client`` when given: see `history_features`)."""
     t0 = time.perf_counter()
@@ -192,7 +198,8 @@ def backtest(history_path: Path, candidate_dir: Path, *, live_dir: Path = Path("
                                             merchants_file=merchants_file, dask_client=dask_client,
                                             partitions=partitions,
                                             history_start_us=history_start_for(  # as `fengkong replay`'s default
-                                                None, history.events["occurred_at"], mapped=mapping is not None))
+                                                None, history.events["occurred_at"], mapped=mapping is not None),
+                                            promotions_file=promotions_file)
         t3 = time.perf_counter()
         result = compare(live_rules, cand_rules, features, labels)
     finally:

@@ -126,7 +126,8 @@ class QualityResult:
 
 def run(feats: pd.DataFrame, *, rules_dir: Path, events: pd.DataFrame | None = None, until: date | None = None,
         labels: str = "reported", max_iter: int = 200, habit_trees: int = 100, oof_blocks: int = 4,
-        random_state: int = 0, promotions: pd.DataFrame | None = None, calibrate: bool = True) -> QualityResult:
+        random_state: int = 0, promotions: pd.DataFrame | None = None, calibrate: bool = True,
+        tune_budget: float | None = None, tune_passes: int = 3) -> QualityResult:
     """Fit on the days up to ``until`` (default 70% of the span), evaluate on the later days.
 
     ``feats``: `fengkong.training.train.transaction_frame` output (offline-twin features plus
@@ -138,7 +139,14 @@ def run(feats: pd.DataFrame, *, rules_dir: Path, events: pd.DataFrame | None = N
     under the pack's policy, ``rules`` (the model's features in, no fused risk: soft rules
     count as hard) and ``soft`` (the fused risk given: the policy's soft step). With ``calibrate``
     (default) ``model.txn_risk`` is calibrated as training does (`fengkong.training.calibration`)
-    and ``info["calibration"]`` records the map and its reliability table."""
+    and ``info["calibration"]`` records the map and its reliability table.
+
+    ``tune_budget`` (e.g. 0.01): `fengkong.training.tune` fits the policy and the tunable constants
+    to that legitimate-friction budget on the training days (their out-of-fold model scores and
+    fused risk, the training labels), and ``info["friction"]["tuned"]`` holds the candidate's
+    figures on the evaluated days, its fused risk recomputed from its own rules' score;
+    ``info["tune"]`` what changed. The search holds each training payment's fused risk fixed
+    (that of the original rules), an approximation when a tunable rule feeds the score."""
     if labels not in LABELS:
         raise ValueError(f"labels: expected one of {LABELS}, got {labels!r}")
     last = split_day(feats["day"], until)
@@ -185,10 +193,22 @@ def run(feats: pd.DataFrame, *, rules_dir: Path, events: pd.DataFrame | None = N
     fused = fusion.predict_proba(risk, base_valid)
 
     decided = {"rules": pack.evaluate(with_model).decision, "soft": pack.evaluate(with_model, risk=fused).decision}
-    promo = None
+    promo = promo_train = None
     if events is not None and promotions is not None and "merchant_id" in events.columns:
         src = events.loc[valid.index]
         promo = in_promotion(src["merchant_id"].to_numpy(), src["occurred_at"], promotions)
+        src_train = events.loc[train.index]
+        promo_train = in_promotion(src_train["merchant_id"].to_numpy(), src_train["occurred_at"], promotions)
+    tuned_info: dict[str, Any] = {}
+    if tune_budget is not None:
+        habit_train = -habit.score_samples(fill(hv.frame(train), medians))
+        train_extra = {PRECISION_FEATURE: cal.precision_at(oof), SHARE_FEATURE: cal.share_at(oof)} if cal else {}
+        train_cols = pd.DataFrame({"model.txn_risk": oof, "model.habit_anomaly": habit_train, **train_extra},
+                                  index=train.index)
+        train_with = pd.concat([train.drop(columns=train_cols.columns, errors="ignore"), train_cols], axis=1)
+        decided["tuned"], tuned_info = _tuned(rules_dir, train_with, y, fusion.predict_proba(oof, base_train),
+                                              promo_train, with_model, risk, fusion, tune_budget, tune_passes,
+                                              random_state)
     friction = {name: friction_figures(d, valid["is_fraud"].to_numpy(dtype=bool), valid["scenario"].to_numpy(), promo)
                 for name, d in decided.items()}
 
@@ -201,8 +221,33 @@ def run(feats: pd.DataFrame, *, rules_dir: Path, events: pd.DataFrame | None = N
             "recall_cap_at_1pct": float(min(1.0, 0.01 * len(valid) / max(1, yv.sum()))),
             "fusion": fusion.to_params(), "dropped_features": dropped,
             "rules_alone": len(alone.rules), "model_rules": len(pack.rules) - len(alone.rules),
-            "friction": friction, "calibration": cal_record}
+            "friction": friction, "calibration": cal_record, **({"tune": tuned_info} if tuned_info else {})}
     return QualityResult(table=table, scores=scores, fusion=fusion, info=info)
+
+
+def _tuned(rules_dir: Path, train: pd.DataFrame, y: np.ndarray, fused_train: np.ndarray, promo_train: Any,
+           valid: pd.DataFrame, risk: np.ndarray, fusion: RiskFusion, budget: float, passes: int, seed: int
+           ) -> tuple[np.ndarray, dict[str, Any]]:
+    """The decisions on the evaluated days of the set tuned on the training days (see `run`)."""
+    from fengkong.engine.vectorized import VectorizedRules
+    from fengkong.training.fusion import reads_model
+    from fengkong.training.tune import Rows, tune
+
+    rs = load_ruleset(rules_dir)
+    try:
+        scen = train["scenario"].to_numpy(dtype=object) if "scenario" in train.columns else None
+        res = tune(rs.rules, rs.policy, rs.schema.dtypes, Rows(train, y, scen, fused_train, promo_train),
+                   budget=budget, seed=seed, max_passes=passes, curve=())
+        alone = VectorizedRules([r for r in res.rules if not reads_model(r)], res.policy, rs.schema.dtypes)
+        fused = fusion.predict_proba(risk, np.asarray(alone.evaluate(valid).score, dtype=np.float64))
+        decision = VectorizedRules(res.rules, res.policy, rs.schema.dtypes).evaluate(valid, risk=fused).decision
+    finally:
+        rs.close()
+    return decision, {"budget": budget, "changes": [{"what": c.label(), "old": c.old, "new": c.new}
+                                                    for c in res.changes],
+                      "train_before": {k: v for k, v in res.train_before.items() if k != "per_grade"},
+                      "train_after": {k: v for k, v in res.train_after.items() if k != "per_grade"},
+                      "log": res.log, "evaluations": res.evaluations}
 
 
 def summary(result: QualityResult) -> dict[str, Any]:
