@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import random
 import shutil
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +143,19 @@ def test_soft_step_verdict_is_the_hard_rules_whole_decision(rule_sets: list[Rule
                 lowered += rs.policy.rank(final) < rs.policy.rank(whole.decision)
                 raised += rs.policy.rank(final) > rs.policy.rank(whole.decision)
     assert lowered > 0 and raised > 0, (lowered, raised)  # the soft step changed decisions both ways
+
+
+def test_with_outcome_is_dataclasses_replace() -> None:
+    from fengkong.engine.decision import Decision, FiredRule
+
+    # every field away from its default, so a field `with_outcome` forgets shows here
+    reason = FiredRule("r", "d", "review", 30, "enforce", ("t",), {"x": 1})
+    d = Decision("review", 30.5, [reason], [reason], ["m"], "v1", "lane", "challenge", {"review": 70.0}, 0.3,
+                 "challenge", "review")
+    # with_outcome names every field: one added to Decision must be added there too
+    assert [f.name for f in fields(Decision)] == [
+        "decision", "score", "reasons", "shadow", "missing_features", "ruleset_version", "lane", "score_action",
+        "thresholds", "risk", "soft_action", "hard_action"]
+    changes = {"decision": "deny", "lane": None, "risk": 0.95, "soft_action": "deny", "hard_action": "allow"}
+    assert d.with_outcome(**changes) == replace(d, **changes)
+    assert d.with_outcome(**changes).__dict__ == replace(d, **changes).__dict__

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -238,7 +237,10 @@ class RuleSet:
             return decision
         risk = fuse(decision)
         if not soft.applies(self.policy, risk):
-            return replace(decision, risk=risk) if risk is not None else decision
+            if risk is None:
+                return decision
+            return decision.with_outcome(decision=decision.decision, lane=decision.lane, risk=risk,
+                                         soft_action=decision.soft_action, hard_action=decision.hard_action)
         assert risk is not None
         hard, lane = self.verdict([rid for rid in fired if rid not in self._soft_ids], features)
         return soft.settle(decision, hard, lane, self.policy, risk)

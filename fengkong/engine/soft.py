@@ -52,7 +52,7 @@ def settle(decision: Decision, hard: str, hard_lane: str | None, policy: Policy,
     explanation)."""
     soft_action = policy.soft_action(risk)
     final = hard if hard_lane is not None else policy.most_severe([hard, soft_action])
-    return replace(decision, decision=final, lane=hard_lane, risk=risk, soft_action=soft_action, hard_action=hard)
+    return decision.with_outcome(decision=final, lane=hard_lane, risk=risk, soft_action=soft_action, hard_action=hard)
 
 
 def settle_arrays(rules: Sequence[Rule], policy: Policy, fired: np.ndarray, lanes: dict[str, np.ndarray],

@@ -82,7 +82,9 @@ def _report_missing(names: Sequence[tuple[str, str | None]], features: Mapping[s
     get = features.get
     for name, dtype in names:
         value = get(name)
-        if value is None or clean(value, dtype) is None:
+        if value is None:
+            missing.append(name)
+        elif not (dtype == "bool" and (value is True or value is False)) and clean(value, dtype) is None:
             missing.append(name)
 
 
