@@ -131,7 +131,7 @@ def test_soft_step_verdict_is_the_hard_rules_whole_decision(rule_sets: list[Rule
                 got = rs.evaluate(f, lambda first: risk)
                 # the long way: the whole policy over every rule, then again over the hard ones
                 fired, missing = rs._durable.fire_keys(f)
-                fired += [f"__lane__{name}" for name, holds in rs._lanes if holds(f)]
+                fired += [key for key, holds in rs._lanes if holds(f)]
                 whole = rs.decide(fired, missing, f)
                 hard_ids = [i for i in fired if i not in soft_ids]
                 hard = rs.decide(hard_ids, missing, f)

@@ -217,7 +217,9 @@ class RuleSet:
         self._durable = DurableRuleset(unique_name(f"fengkong_{content_hash[:12]}"),
                                        [(r.id, r.expr) for r in self.rules], schema.dtypes,
                                        also_missing=[lane.expr for lane in policy.lanes])
-        self._lanes = tuple((lane.name, compile_predicate(lane.expr, schema.dtypes)) for lane in policy.lanes)
+        #: (the lane's key among the fired ids, its condition as a closure)
+        self._lanes = tuple((LANE_PREFIX + lane.name, compile_predicate(lane.expr, schema.dtypes))
+                            for lane in policy.lanes)
         #: each enforced rule as it fires with no values: what `verdict` reads (action, score, tags)
         self._bare = {r.id: FiredRule(r.id, r.description, r.then, r.score, r.mode, r.tags, {})
                       for r in self.rules if r.enforced}
@@ -231,7 +233,7 @@ class RuleSet:
         (`fengkong.engine.soft`: soft rules are evidence, the fused risk decides)."""
         fired, missing = self._durable.fire_keys(features)
         if self._lanes:
-            fired += [LANE_PREFIX + name for name, holds in self._lanes if holds(features)]
+            fired += [key for key, holds in self._lanes if holds(features)]
         decision = self.decide(fired, missing, features)
         if fuse is None or self.policy.soft is None:
             return decision
