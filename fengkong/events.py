@@ -163,10 +163,15 @@ def find_pan(data: Any, path: str = "", max_depth: int | None = None) -> str | N
                 raise EventRejected("<event>", f"nests deeper than {max_depth} levels of objects and arrays")
             nested = []
             for key, value in node.items():  # this level's keys and plain values first
-                if looks_like_pan(key):
+                # a text shorter than 13 characters cannot hold a card number (`looks_like_pan`
+                # says so first): most of an event's keys and values, passed without the call
+                if (type(key) is not str or len(key) >= 13) and looks_like_pan(key):
                     return _join(where, "<key>")
                 vkind = type(value)
-                if vkind is str or vkind is int:
+                if vkind is str:
+                    if len(value) >= 13 and looks_like_pan(value):
+                        return _join(where, key)
+                elif vkind is int:
                     if looks_like_pan(value):
                         return _join(where, key)
                 elif vkind is dict or vkind is list or isinstance(value, (Mapping, list, tuple)):

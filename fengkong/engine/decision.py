@@ -74,6 +74,15 @@ class Decision:
                              score_action=score_action, thresholds={} if thresholds is None else thresholds,
                              risk=risk, soft_action=soft_action, hard_action=hard_action)
 
+    def with_outcome(self, *, decision: str, lane: str | None, risk: float | None, soft_action: str | None,
+                     hard_action: str | None) -> "Decision":
+        """This decision with another outcome and the soft step's fields (`fengkong.engine.soft`),
+        its explanation unchanged: `dataclasses.replace` of those fields, without replace's
+        per-call look at the fields (the decision path asks for it per payment with models;
+        tests/test_engine_shortcuts.py holds the two equal)."""
+        return Decision(decision, self.score, self.reasons, self.shadow, self.missing_features, self.ruleset_version,
+                        lane, self.score_action, self.thresholds, risk, soft_action, hard_action)
+
     @property
     def fired_ids(self) -> list[str]:
         """Ids of every fired rule, enforced and shadow."""

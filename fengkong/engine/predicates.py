@@ -131,12 +131,28 @@ def compile_predicate(expr: Expr, dtypes: Mapping[str, str]) -> Predicate:
 
 
 def _compile(e: Expr, dtypes: Mapping[str, str]) -> Predicate:
+    # `and` / `or` as loops rather than all()/any() over a generator: the decision path
+    # evaluates the policy's lanes with these closures on every event
     if isinstance(e, And):
-        parts = [_compile(i, dtypes) for i in e.items]
-        return lambda f: all(p(f) for p in parts)
+        parts = tuple(_compile(i, dtypes) for i in e.items)
+
+        def every(f: Features) -> bool:
+            for p in parts:
+                if not p(f):
+                    return False
+            return True
+
+        return every
     if isinstance(e, Or):
-        parts = [_compile(i, dtypes) for i in e.items]
-        return lambda f: any(p(f) for p in parts)
+        parts = tuple(_compile(i, dtypes) for i in e.items)
+
+        def some(f: Features) -> bool:
+            for p in parts:
+                if p(f):
+                    return True
+            return False
+
+        return some
     if isinstance(e, Compare):
         left, right, cmp = compile_value(e.left, dtypes), compile_value(e.right, dtypes), _CMP[e.op]
 
@@ -160,7 +176,10 @@ def _compile(e: Expr, dtypes: Mapping[str, str]) -> Predicate:
         flag, want = e.flag, not e.negated
 
         def listed(f: Features) -> bool:
-            a = clean(f.get(flag), "bool")
+            a = f.get(flag)
+            if a is True or a is False:  # what the store gives: no need to clean it
+                return a is want
+            a = clean(a, "bool")
             return a is not None and a == want
 
         return listed

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,7 +31,8 @@ from fengkong.engine.decision import Decision, FiredRule
 from fengkong.engine.durable_backend import DurableRefused, DurableRuleset, unique_name
 from fengkong.engine.errors import Problem, RuleSetError
 from fengkong.engine.limits import DEFAULT_LIMITS, Limits
-from fengkong.engine.policy import CHANNEL_FEATURE, GRADE_FEATURE, Policy, build_policy
+from fengkong.engine.policy import CHANNEL_FEATURE, GRADE_FEATURE, Policy, Thresholds, build_policy
+from fengkong.engine.predicates import compile_predicate
 from fengkong.engine.rule import Rule, build_rule
 from fengkong.engine.schema import LISTS_FILE, Schema, read_lists
 from fengkong.engine.soft import Fuse
@@ -207,10 +207,22 @@ class RuleSet:
         for r in self.rules:
             reads.update(r.reads)
         self.features_read: frozenset[str] = frozenset(reads)
-        #: what durable_rules evaluates: (key, tree) for each rule, then each lane (key prefixed)
+        #: every condition of the set: (key, tree) for each rule, then each lane (key prefixed)
         self.conditions: tuple[tuple[str, Expr], ...] = (
             *((r.id, r.expr) for r in self.rules), *((LANE_PREFIX + lane.name, lane.expr) for lane in policy.lanes))
-        self._durable = DurableRuleset(unique_name(f"fengkong_{content_hash[:12]}"), self.conditions, schema.dtypes)
+        # durable_rules evaluates the rules. A lane is policy, not a rule: its condition runs
+        # as the reference closure (`predicates`, which the tests hold equal to durable), so it
+        # never costs a shard of its own (one more fact per decision); durable still reports
+        # the features it reads missing, as it did when it evaluated it.
+        self._durable = DurableRuleset(unique_name(f"fengkong_{content_hash[:12]}"),
+                                       [(r.id, r.expr) for r in self.rules], schema.dtypes,
+                                       also_missing=[lane.expr for lane in policy.lanes])
+        #: (the lane's key among the fired ids, its condition as a closure)
+        self._lanes = tuple((LANE_PREFIX + lane.name, compile_predicate(lane.expr, schema.dtypes))
+                            for lane in policy.lanes)
+        #: each enforced rule as it fires with no values: what `verdict` reads (action, score, tags)
+        self._bare = {r.id: FiredRule(r.id, r.description, r.then, r.score, r.mode, r.tags, {})
+                      for r in self.rules if r.enforced}
         self.evaluate({})  # warm the new ruleset before it takes traffic
 
     def evaluate(self, features: Mapping[str, Any], fuse: Fuse | None = None) -> Decision:
@@ -220,19 +232,23 @@ class RuleSet:
         the model runtime's); with it and a policy ``soft`` table, the soft step runs
         (`fengkong.engine.soft`: soft rules are evidence, the fused risk decides)."""
         fired, missing = self._durable.fire_keys(features)
+        if self._lanes:
+            fired += [key for key, holds in self._lanes if holds(features)]
         decision = self.decide(fired, missing, features)
         if fuse is None or self.policy.soft is None:
             return decision
         risk = fuse(decision)
         if not soft.applies(self.policy, risk):
-            return replace(decision, risk=risk) if risk is not None else decision
+            if risk is None:
+                return decision
+            return decision.with_outcome(decision=decision.decision, lane=decision.lane, risk=risk,
+                                         soft_action=decision.soft_action, hard_action=decision.hard_action)
         assert risk is not None
-        hard = self.decide([rid for rid in fired if rid not in self._soft_ids], missing, features)
-        return soft.settle(decision, hard, self.policy, risk)
+        hard, lane = self.verdict([rid for rid in fired if rid not in self._soft_ids], features)
+        return soft.settle(decision, hard, lane, self.policy, risk)
 
     def decide(self, fired_ids: list[str], missing: list[str], features: Mapping[str, Any]) -> Decision:
         """Apply the policy to the ids that fired (shared by every evaluator)."""
-        policy = self.policy
         get = features.get
         reasons: list[FiredRule] = []
         shadow: list[FiredRule] = []
@@ -243,6 +259,24 @@ class RuleSet:
                 continue
             fields, reads, enforced = self._explain[rid]
             (reasons if enforced else shadow).append(FiredRule(*fields, {name: get(name) for name in reads}))
+        decision, total, score_action, table, lane_used = self._outcome(reasons, lanes_hit, get)
+        return Decision(decision, total, reasons, shadow, sorted(missing), self.version, lane_used,
+                        score_action, dict(table.limits))
+
+    def verdict(self, fired_ids: list[str], features: Mapping[str, Any]) -> tuple[str, str | None]:
+        """The decision and lane `decide` would give for these ids, without the explanation
+        (no rule's values are read): what the soft step needs of the hard rules alone."""
+        bare = self._bare
+        lanes_hit = [rid.removeprefix(LANE_PREFIX) for rid in fired_ids if rid.startswith(LANE_PREFIX)]
+        reasons = [bare[rid] for rid in fired_ids if rid in bare]
+        decision, _, _, _, lane_used = self._outcome(reasons, lanes_hit, features.get)
+        return decision, lane_used
+
+    def _outcome(self, reasons: list[FiredRule], lanes_hit: list[str],
+                 get: Any) -> tuple[str, float, str, Thresholds, str | None]:
+        """The policy (module docs/rules.md points 2-5) over the enforced rules that fired:
+        the decision, the total score, the thresholds' action and table, the lane used."""
+        policy = self.policy
         total = sum([r.score for r in reasons])
         table = policy.table_for(get(GRADE_FEATURE), get(CHANNEL_FEATURE))
         score_action = table.action_for(total)
@@ -254,8 +288,7 @@ class RuleSet:
                 if lane.name in lanes_hit and not tags.intersection(lane.unless_tags):
                     decision, lane_used = lane.decision, lane.name
                     break
-        return Decision(decision, total, reasons, shadow, sorted(missing), self.version, lane_used,
-                        score_action, dict(table.limits))
+        return decision, total, score_action, table, lane_used
 
     def close(self) -> None:
         """Release the durable_rules ruleset (only once no decision will use this set)."""

@@ -45,14 +45,14 @@ def applies(policy: Policy, risk: float | None) -> bool:
     return policy.soft is not None and risk is not None and risk == risk
 
 
-def settle(decision: Decision, hard: Decision, policy: Policy, risk: float) -> Decision:
-    """The decision after the soft step: ``hard`` is the policy over the hard rules alone
-    (`RuleSet.decide` without the soft ids); ``decision`` is the one over every rule, whose
-    reasons, score and thresholds the answer keeps (the explanation)."""
+def settle(decision: Decision, hard: str, hard_lane: str | None, policy: Policy, risk: float) -> Decision:
+    """The decision after the soft step: ``hard`` and ``hard_lane`` are what the policy
+    gives over the hard rules alone (`RuleSet.verdict` without the soft ids); ``decision``
+    is the one over every rule, whose reasons, score and thresholds the answer keeps (the
+    explanation)."""
     soft_action = policy.soft_action(risk)
-    final = hard.decision if hard.lane is not None else policy.most_severe([hard.decision, soft_action])
-    return replace(decision, decision=final, lane=hard.lane, risk=risk, soft_action=soft_action,
-                   hard_action=hard.decision)
+    final = hard if hard_lane is not None else policy.most_severe([hard, soft_action])
+    return decision.with_outcome(decision=final, lane=hard_lane, risk=risk, soft_action=soft_action, hard_action=hard)
 
 
 def settle_arrays(rules: Sequence[Rule], policy: Policy, fired: np.ndarray, lanes: dict[str, np.ndarray],

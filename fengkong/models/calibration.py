@@ -25,6 +25,7 @@ refuses a rule set that asks for more.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -39,6 +40,30 @@ _EPS = 1e-9
 #: The ``model.*`` features the calibration adds (declared in features/definitions.py).
 PRECISION_FEATURE = "model.txn_precision"
 SHARE_FEATURE = "model.txn_share"
+
+
+def interp_one(x: float, xs: list[float], ys: list[float]) -> float:
+    """``float(np.interp(x, xs, ys))`` for one float and increasing ``xs``, in numpy's own
+    arithmetic (its ``arr_interp``: the same search, the same slope, the same two operations,
+    so the same double); tests/test_models_calibration_interp.py holds the two equal."""
+    if len(xs) == 1:  # numpy's one-point case: that point's value, whatever x (NaN too)
+        return ys[0]
+    if x != x:
+        return x
+    j = bisect.bisect_right(xs, x) - 1
+    if j < 0:
+        return ys[0]
+    if j >= len(xs) - 1:
+        return ys[-1]
+    if xs[j] == x:
+        return ys[j]
+    slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
+    out = slope * (x - xs[j]) + ys[j]
+    if out != out:  # NaN one way: numpy tries the other end
+        out = slope * (x - xs[j + 1]) + ys[j + 1]
+        if out != out and ys[j] == ys[j + 1]:
+            out = ys[j]
+    return out
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -70,14 +95,21 @@ class Calibration:
         """Share of traffic at or above ``risk`` (calibrated), on the calibration days."""
         return np.asarray(np.interp(risk, self.curve_risk, self.curve_share))
 
+    def __post_init__(self) -> None:
+        # the curves as Python floats, for `features` (one payment at a time)
+        object.__setattr__(self, "_curves", (self.curve_risk.tolist(), self.curve_precision.tolist(),
+                                             self.curve_share.tolist()))
+
     def features(self, raw: float) -> dict[str, float]:
         """``model.txn_risk``, ``model.txn_precision`` and ``model.txn_share`` of one raw score
-        (the map in scalar arithmetic: numpy's per-call cost is most of the work for one value)."""
+        (the map and the curves in scalar arithmetic: numpy's per-call cost is most of the
+        work for one value; `interp_one` is ``np.interp``'s)."""
         q = min(max(float(raw), _EPS), 1.0 - _EPS)
         z = self.a * math.log(q / (1.0 - q)) + self.b
         risk = 1.0 / (1.0 + math.exp(-z)) if z >= -700 else 0.0
-        return {"model.txn_risk": risk, PRECISION_FEATURE: float(self.precision_at(risk)),
-                SHARE_FEATURE: float(self.share_at(risk))}
+        xs, precision, share = self._curves  # type: ignore[attr-defined]
+        return {"model.txn_risk": risk, PRECISION_FEATURE: interp_one(risk, xs, precision),
+                SHARE_FEATURE: interp_one(risk, xs, share)}
 
     @classmethod
     def from_scores(cls, a: float, b: float, raw: np.ndarray) -> "Calibration":

@@ -301,7 +301,7 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
                      degraded_reason: str | None) -> dict[str, Any]:
     ruleset = rt.rules.current
     read = _plain(ruleset.features_read if ruleset.version == decision.ruleset_version else frozenset(features))
-    recorded = {name: features.get(name) for name in read}
+    recorded = dict(zip(read, map(features.get, read)))
     if rt.models.available:  # the model outputs by name: scanning every feature for the prefix cost more
         recorded.update((k, features[k]) for k in _MODEL_NAMES if k in features)
     return {

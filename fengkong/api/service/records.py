@@ -68,6 +68,7 @@ _DECIDED_AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 _REF = 1  # MessagePack extension type: "the event's text value number <byte>"
+_REFS = tuple(msgpack.ExtType(_REF, bytes((i,))) for i in range(256))  # made once: ExtType() checks its args in Python
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,7 @@ def _with_refs(values: list[Any], positions: tuple[int, ...], event: dict[str, A
     for i in positions:
         ref = texts.get(values[i]) if type(values[i]) is str else None
         if ref is not None:
-            values[i] = msgpack.ExtType(_REF, bytes((ref,)))
+            values[i] = _REFS[ref]
     return values
 
 

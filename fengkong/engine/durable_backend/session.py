@@ -25,6 +25,7 @@ from fengkong.engine.durable_backend.alpha import ALPHA_STACK_BUDGET, MAX_FIELDS
 from fengkong.engine.durable_backend.compiler import Compiler
 from fengkong.engine.durable_backend.facts import FactPlan, encode_fact, make_plan
 from fengkong.engine.errors import EvaluationError
+from fengkong.engine.predicates import clean
 from fengkong.engine.tree import Expr
 
 _SID = "0"
@@ -75,6 +76,18 @@ class FireResult:
     missing: list[str]
 
 
+def _report_missing(names: Sequence[tuple[str, str | None]], features: Mapping[str, Any], missing: list[str]) -> None:
+    """Add to ``missing`` each of ``names`` (name, dtype) that is absent or unreadable, as a
+    shard's fact does for a feature it reads (`facts.encode_fact`)."""
+    get = features.get
+    for name, dtype in names:
+        value = get(name)
+        if value is None:
+            missing.append(name)
+        elif not (dtype == "bool" and (value is True or value is False)) and clean(value, dtype) is None:
+            missing.append(name)
+
+
 class _Shard:
     """One durable ruleset holding a subset of the rules, and how to write its fact."""
 
@@ -94,10 +107,12 @@ class DurableRuleset:
     whose condition holds for one mapping of features. ``stack_budget`` bounds each
     shard's alpha stack (`alpha.pack`; durable fails a fact past 64). ``engine`` is
     durable's C module, or a wrapper of it (the tests record the wire through one).
+    ``also_missing``: conditions the caller evaluates itself (a rule set's lanes), whose
+    features `fire` reports missing exactly as if a shard read them.
     """
 
     def __init__(self, name: str, conditions: Sequence[tuple[str, Expr]], dtypes: Mapping[str, str], *,
-                 stack_budget: int = ALPHA_STACK_BUDGET, engine: Any = None) -> None:
+                 stack_budget: int = ALPHA_STACK_BUDGET, engine: Any = None, also_missing: Sequence[Expr] = ()) -> None:
         self.name = name
         self._engine = engine if engine is not None else durable_rules_engine
         compiler = Compiler(dict(dtypes))
@@ -113,6 +128,11 @@ class DurableRuleset:
             compiled.append((key, cond, used))
         if refused:
             raise DurableRefused(refused)
+        # conditions evaluated elsewhere (a rule set's lanes): the features durable would
+        # read for them are reported missing as if it evaluated them (`fire_keys`)
+        also_keys: set[str] = set()
+        for expr in also_missing:
+            also_keys |= compiler.compile(expr)[1]
         groups = pack([(alpha_shape(cond), used) for _, cond, used in compiled], stack_budget)
         #: feature name -> the short field key it travels under in a fact
         self.field_keys: dict[str, str] = dict(compiler.keys)
@@ -134,6 +154,9 @@ class DurableRuleset:
             for shard in self._shards:
                 self._engine.delete_ruleset(shard.handle)
             raise DurableRefused(refused)
+        #: (name, dtype) of each feature only ``also_missing`` reads, reported missing like a shard's
+        self._also_missing = tuple((names[k], dtypes.get(names[k])) for k in sorted(also_keys)
+                                   if k not in derived and names[k] not in owned)
         #: each shard's alpha-stack peak as `alpha.alpha_stack_peak` models it (<= stack_budget
         #: but for a rule over budget on its own)
         self.stack_peaks: tuple[int, ...] = tuple(peak for _, peak in groups)
@@ -178,6 +201,8 @@ class DurableRuleset:
         fid = next(self._ids)  # one id per decision: each shard is a durable ruleset of its own
         head = f'{{"id":{fid},"sid":"{_SID}"'
         texts = [encode_fact(shard.plan, features, head, missing) for shard in self._shards]
+        if self._also_missing:
+            _report_missing(self._also_missing, features, missing)
         fired: set[str] = set()
         retract = head + "}"
         with self._lock:
@@ -194,7 +219,9 @@ class DurableRuleset:
         missing features: what `fire` sends, for a check or a look, asserting nothing."""
         missing: list[str] = []
         head = f'{{"id":0,"sid":"{_SID}"'
-        return [encode_fact(shard.plan, features, head, missing) for shard in self._shards], missing
+        texts = [encode_fact(shard.plan, features, head, missing) for shard in self._shards]
+        _report_missing(self._also_missing, features, missing)
+        return texts, missing
 
     def _fire_shard(self, shard: _Shard, fid: int, text: str, retract: str, fired: set[str]) -> None:
         engine = self._engine
