@@ -23,7 +23,7 @@ import pytest
 
 from fengkong.engine import load_ruleset
 from fengkong.engine.durable_backend import DurableRuleset, unique_name
-from fengkong.engine.ruleset import RuleSet
+from fengkong.engine.ruleset import LANE_PREFIX, RuleSet
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 
@@ -116,9 +116,17 @@ def test_lane_features_are_reported_missing_as_before(rule_sets: list[RuleSet]) 
         reference.close()
 
 
-def test_the_default_pack_asserts_one_fact_per_decision(rule_sets: list[RuleSet]) -> None:
-    # the trusted lane's condition used to take a second shard: one more fact per decision
-    assert rule_sets[0]._durable.shard_count == 1
+def test_lanes_are_not_durable_conditions(rule_sets: list[RuleSet]) -> None:
+    # a lane's condition used to be a durable_rules condition (with the default pack's
+    # rules, a shard of its own: one more fact per decision); now durable fires rules only
+    rs = rule_sets[1]
+    lanes_held = 0
+    for f in _varied(rs, 1500, seed=11):
+        if any(holds(f) for _, holds in rs._lanes):
+            lanes_held += 1
+            fired, _ = rs._durable.fire_keys(f)
+            assert not [key for key in fired if key.startswith(LANE_PREFIX)]
+    assert lanes_held
 
 
 def test_soft_step_verdict_is_the_hard_rules_whole_decision(rule_sets: list[RuleSet]) -> None:
