@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import redis
 
@@ -19,37 +18,19 @@ from fengkong.features.errors import DuplicateEventConflict, FeatureStoreUnavail
 from fengkong.features.inflight import InFlight
 from fengkong.features.online import OnlineStore
 from fengkong.replay.reader import load_history
-from fengkong.replay.runner import event_stream, run_replay
+from fengkong.replay.runner import event_stream
 from fengkong.simulation.config import SCENARIOS
 
-ROOT = Path(__file__).resolve().parent.parent
-RULES = ROOT / "rules"
+from replay_histories import RULES, assert_same_replay, history_with_retries, replay
 
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory) -> Path:
-    from fengkong.simulation import SimConfig, run, write_outputs
-
-    out = tmp_path_factory.mktemp("inflight_sim")
-    sim = run(SimConfig.for_events(5_000, seed=5, days=21, fraud_scale=3.0))
-    paths = write_outputs(sim, out, formats=("parquet",))
-    ev = pd.read_parquet(paths["events.parquet"])
-    # retries: every 40th event sent again, unchanged (payments, logins and outcomes alike)
-    retries = ev.iloc[::40]
-    bad = ev[ev["type"] == "payment"].iloc[[7]].assign(event_id="bad-ip-row", ip="999.1.2.3")
-    ev = pd.concat([ev, retries, bad], ignore_index=True)
-    ev.to_parquet(paths["events.parquet"], index=False)
-    return out
-
-
-def _replay(history: Path, redis_server, prefix: str, in_flight: int):
-    return run_replay(history / "events.parquet", rules_dir=RULES, redis_url=redis_server.url, prefix=prefix,
-                      lists_file=history / "blacklist.json", merchants_file=history / "merchants.parquet",
-                      label_delay_s=2 * 86400, emit_reports=True, in_flight=in_flight)
+    return history_with_retries(tmp_path_factory.mktemp("inflight_sim"), events=5_000, seed=5)
 
 
 def test_in_flight_decisions_equal_one_by_one(history, redis_server) -> None:
-    one = _replay(history, redis_server, "tif1", 1)
+    one = replay(history, redis_server.url, "tif1", 1)
     d1 = one.decisions
     # the history has what the test claims: every scenario, outcomes, retries, a refused row
     assert set(SCENARIOS) <= set(d1["scenario"])
@@ -57,14 +38,7 @@ def test_in_flight_decisions_equal_one_by_one(history, redis_server) -> None:
     assert d1["event_id"].duplicated().sum() > 100
     assert set(d1["decision"]) >= {"allow", "review", "deny"}
     for prefix, depth in (("tif2", 1024), ("tif3", 100)):
-        many = _replay(history, redis_server, prefix, depth)
-        d2 = many.decisions
-        cols = [c for c in d1.columns if c != "ruleset_version"]  # the version ends with its load time
-        pd.testing.assert_frame_equal(d2[cols], d1[cols])
-        assert (d2["ruleset_version"].str.split("@").str[0] == d1["ruleset_version"].str.split("@").str[0]).all()
-        assert (many.outcomes_sent, many.reports_generated, many.rejected, many.rejects) == (
-            one.outcomes_sent, one.reports_generated, one.rejected, one.rejects)
-        pd.testing.assert_frame_equal(many.card_reports, one.card_reports)
+        assert_same_replay(one, replay(history, redis_server.url, prefix, depth))
 
 
 def _events(history: Path) -> list:

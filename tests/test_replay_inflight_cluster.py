@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from fengkong.events import EventRejected, flat_to_dict, parse_event
@@ -20,55 +19,27 @@ from fengkong.features.errors import FeatureStoreError
 from fengkong.features.inflight import InFlight
 from fengkong.features.inflight_cluster import ClusterInFlight
 from fengkong.replay.reader import load_history
-from fengkong.replay.runner import event_stream, run_replay
+from fengkong.replay.runner import event_stream
 from fengkong.simulation.config import SCENARIOS
 
-ROOT = Path(__file__).resolve().parent.parent
-RULES = ROOT / "rules"
+from replay_histories import assert_same_replay, history_with_retries, replay
 
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory) -> Path:
-    from fengkong.simulation import SimConfig, run, write_outputs
-
-    out = tmp_path_factory.mktemp("inflight_cluster_sim")
-    sim = run(SimConfig.for_events(4_000, seed=11, days=21, fraud_scale=3.0))
-    paths = write_outputs(sim, out, formats=("parquet",))
-    ev = pd.read_parquet(paths["events.parquet"])
-    # retries: every 40th event sent again, unchanged; every 97th again a day later
-    late = ev.iloc[::97].copy()
-    late["occurred_at"] = (pd.to_datetime(late["occurred_at"], format="ISO8601") + pd.Timedelta(days=1)).map(
-        lambda t: t.isoformat())
-    bad = ev[ev["type"] == "payment"].iloc[[7]].assign(event_id="bad-ip-row", ip="999.1.2.3")
-    ev = pd.concat([ev, ev.iloc[::40], late, bad], ignore_index=True)
-    ev.to_parquet(paths["events.parquet"], index=False)
-    return out
-
-
-def _replay(history: Path, url: str, prefix: str, in_flight: int):
-    return run_replay(history / "events.parquet", rules_dir=RULES, redis_url=url, prefix=prefix,
-                      lists_file=history / "blacklist.json", merchants_file=history / "merchants.parquet",
-                      label_delay_s=2 * 86400, emit_reports=True, in_flight=in_flight)
-
-
-def _same(a, b) -> None:
-    cols = [c for c in a.decisions.columns if c != "ruleset_version"]  # the version ends with its load time
-    pd.testing.assert_frame_equal(b.decisions[cols], a.decisions[cols])
-    assert (b.outcomes_sent, b.reports_generated, b.rejected, b.rejects) == (
-        a.outcomes_sent, a.reports_generated, a.rejected, a.rejects)
-    pd.testing.assert_frame_equal(b.card_reports, a.card_reports)
+    return history_with_retries(tmp_path_factory.mktemp("inflight_cluster_sim"), events=4_000, seed=11, late_every=97)
 
 
 def test_cluster_in_flight_decisions_equal_one_by_one_and_one_server(history, redis_cluster, redis_server) -> None:
-    one = _replay(history, redis_cluster.url, "tcif1", 1)
+    one = replay(history, redis_cluster.url, "tcif1", 1)
     d1 = one.decisions
     assert set(SCENARIOS) <= set(d1["scenario"])
     assert one.outcomes_sent > 300 and one.reports_generated > 0 and one.rejected == 1
     assert d1["event_id"].duplicated().sum() > 100
     assert set(d1["decision"]) >= {"allow", "review", "deny"}
     for prefix, depth in (("tcif2", 1024), ("tcif3", 60)):
-        _same(one, _replay(history, redis_cluster.url, prefix, depth))
-    _same(one, _replay(history, redis_server.url, "tcif4", 1024))  # the single-server script's answers
+        assert_same_replay(one, replay(history, redis_cluster.url, prefix, depth))
+    assert_same_replay(one, replay(history, redis_server.url, "tcif4", 1024))  # the single-server script's answers
 
 
 def _events(history: Path) -> list:
