@@ -10,7 +10,9 @@ import time
 import pytest
 
 from api_fixtures import DECIDE_KEY, KillableRedis, Served, payment, settings
+from fengkong.api.service.records import is_record
 from fengkong.features.keys import audit_stream, request_key
+from fengkong.features.online import holds_features
 
 
 @pytest.fixture
@@ -118,7 +120,9 @@ def test_a_fault_that_is_not_the_stores_is_a_500_not_a_policy_answer(redis_serve
         r = c.post("/v1/decisions", json=ev)
         assert r.status_code == 500
         assert r.json() == {"detail": "internal error (logged); not an error of the request", "field": None}
-        assert redis_client.get(request_key(f"tboom{int(fast_path)}", ev["event_id"])) is None
+        # the event id's key holds the store's features (its claim: a retry counts nothing), never a record
+        stored = redis_client.get(request_key(f"tboom{int(fast_path)}", ev["event_id"]))
+        assert stored is not None and holds_features(stored) and not is_record(stored)
         with api.client(None) as fresh:  # through Starlette's stack, uvicorn closes a connection after a 500
             metrics = fresh.get("/metrics").text
         assert "fengkong_degraded_total{" not in metrics
