@@ -55,7 +55,7 @@ from fengkong.features.cluster import is_cluster_url
 from fengkong.features.errors import FeatureStoreError, FeatureStoreUnavailable
 from fengkong.features.online import FeatureResult, OnlineStore, _Call, holds_features
 from fengkong.features import keys
-from fengkong.features.makeup import FIELDS, makeup_flags
+from fengkong.features.makeup import FIELDS, TODAY_MAKEUP, makeup_flags
 from fengkong.features.ops import ListOp, MakeupOp, Op
 from fengkong.features.pipelined import ConnectionFailed, Pipelined, ReplyError, ReplyLate
 from fengkong.features.plan import Pick, Plan, Planner, ipv4_text, picker, reply_outputs
@@ -86,6 +86,7 @@ class Join(NamedTuple):
     order: Pick
     makeup: MakeupOp | None  # the merchant's make-up op, if the plan has it (joins are shared by event types)
     sources: tuple[int | None, ...]  # where its sources are in the joined reply (None: absent)
+    counts: tuple[int, ...]  # where its counts are in the joined reply, in `makeup.FIELDS` order (none without it)
 
 
 class Lookup(NamedTuple):
@@ -169,7 +170,9 @@ class ClusterPlanner:
             raise FeatureStoreError("cluster split does not cover the plan's ops")  # a bug, never the caller's
         makeup = next((op for op in plan.ops if isinstance(op, MakeupOp)), None)
         at_reply = {name: at for name, _, at in reply_outputs(plan.ops)}
-        return Join(active, lists, picker(positions), makeup, tuple(at_reply.get(name) for name in MakeupOp.SOURCES))
+        counts = tuple(at_reply[name] for name in TODAY_MAKEUP.counts()) if makeup is not None else ()
+        return Join(active, lists, picker(positions), makeup, tuple(at_reply.get(name) for name in MakeupOp.SOURCES),
+                    counts)
 
     def makeup_commands(self, row: dict[str, Any], join: Join, stored: Sequence[Any]) -> list[tuple[Any, ...]]:
         """The commands that count the event in its merchant's make-up of today, from the

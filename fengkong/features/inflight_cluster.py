@@ -47,8 +47,8 @@ from fengkong.features.errors import FeatureStoreError, FeatureStoreUnavailable
 from fengkong.features.inflight import CHUNK, InFlight, SocketWriter
 from fengkong.features.online import FeatureResult, OnlineStore, _Call
 from fengkong.features import keys
-from fengkong.features.makeup import FIELDS, TODAY_MAKEUP
-from fengkong.features.plan import Plan, reply_outputs
+from fengkong.features.makeup import FIELDS
+from fengkong.features.plan import Plan
 from fengkong.features.rows import event_row
 
 T = TypeVar("T")
@@ -180,7 +180,6 @@ class ClusterInFlight:
         # today's make-up counts each payment adds (`_makeup`): per counter key, [batch seq
         # that sent them (None: not yet sent), counts], until no read before them is left
         self._makeup: dict[str, list[list[Any]]] = {}
-        self._makeup_at: dict[int, list[int]] = {}
 
     # -- connections --------------------------------------------------------------------
     def _connect(self) -> None:
@@ -359,7 +358,7 @@ class ClusterInFlight:
             log[:] = [c for c in log if c[0] is None or c[0] >= read_seq]  # later reads come later
             missed = [sum(c[1][i] for c in log) for i in range(len(FIELDS))]
             if any(missed):
-                for at, n in zip(self._makeup_positions(e.call.plan), missed):
+                for at, n in zip(e.join.counts, missed):
                     stored[at] = (stored[at] or 0) + n
                 blob = msgpack.packb(stored)
         commands = store.cluster.makeup_commands(row, e.join, stored)
@@ -372,14 +371,6 @@ class ClusterInFlight:
         elif log is not None and not log:
             del self._makeup[key]
         return blob
-
-    def _makeup_positions(self, plan: Plan) -> list[int]:
-        """Where the make-up counts (in `FIELDS` order) are in a plan's reply."""
-        at = self._makeup_at.get(id(plan))
-        if at is None:
-            where = {name: pos for name, _, pos in reply_outputs(plan.ops)}
-            at = self._makeup_at[id(plan)] = [where[name] for name in TODAY_MAKEUP.counts()]
-        return at
 
     def _check(self, e: _Entry, replies: list[Any]) -> None:
         """Raise as one by one for a refused call (the claim marked unsettled, as
