@@ -40,6 +40,18 @@ def replay(history: Path, url: str, prefix: str, in_flight: int) -> ReplayResult
                       label_delay_s=2 * 86400, emit_reports=True, in_flight=in_flight)
 
 
+def assert_varied(one: ReplayResult) -> None:
+    """The replayed history has what the in-flight tests claim: every scenario, outcomes,
+    label-derived reports, retries, the refused row and every kind of decision."""
+    from fengkong.simulation.config import SCENARIOS
+
+    d = one.decisions
+    assert set(SCENARIOS) <= set(d["scenario"])
+    assert one.outcomes_sent > 300 and one.reports_generated > 0 and one.rejected == 1
+    assert d["event_id"].duplicated().sum() > 100
+    assert set(d["decision"]) >= {"allow", "review", "deny"}
+
+
 def assert_same_replay(a: ReplayResult, b: ReplayResult) -> None:
     """The same decisions (the rule-set version aside: it ends with its load time), outcomes
     sent, reports, refusals and card reports."""

@@ -10,25 +10,13 @@ import pytest
 import sqlalchemy as sa
 
 from fengkong.cases import service
-from fengkong.cases.config import CasesConfig, Queue
 from fengkong.cases.errors import CaseNotFound, IllegalTransition, InvalidCaseInput
 from fengkong.cases.filing import ingest
 from fengkong.cases.models import Base
-from fengkong.db import migrate
-from fengkong.db.engine import make_engine, session_factory
 
-T0 = datetime(2026, 11, 25, 2, 0, tzinfo=timezone.utc)
+from case_desk import CONFIG, T0, desk  # noqa: F401 (desk: a fixture)
+
 _n = itertools.count(1)
-CONFIG = CasesConfig(window_minutes=60, queues=(Queue("card_theft", 4.0, tags=frozenset({"card_theft"})),),
-                     default_queue=Queue("general", 24.0))
-
-
-@pytest.fixture
-def desk(database_url):
-    engine = make_engine(database_url)
-    migrate.upgrade(engine)
-    yield service.Desk(sessions=session_factory(engine), config=CONFIG)
-    engine.dispose()
 
 
 def item(*, card="c1", minutes=0.0, risk=0.5, score=60, rule="ip.tor_exit", tags=("proxy_ip",), merchant="m1",

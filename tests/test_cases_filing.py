@@ -8,31 +8,19 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from fengkong.cases import service
-from fengkong.cases.config import CasesConfig, Queue
 from fengkong.cases.consumer import GROUP, Consumer
 from fengkong.cases.filing import file_items
 from fengkong.cases.intake import stream_key
-from fengkong.db import migrate
-from fengkong.db.engine import make_engine, session_factory
 
-T0 = datetime(2026, 11, 25, 2, 0, tzinfo=timezone.utc)
-CONFIG = CasesConfig(window_minutes=60, queues=(Queue("card_theft", 4.0, tags=frozenset({"card_theft"})),),
-                     default_queue=Queue("general", 24.0))
+from case_desk import CONFIG, T0, desk  # noqa: F401 (desk: a fixture)
+
 _n = itertools.count(1)
-
-
-@pytest.fixture
-def desk(database_url):
-    engine = make_engine(database_url)
-    migrate.upgrade(engine)
-    yield service.Desk(sessions=session_factory(engine), config=CONFIG)
-    engine.dispose()
 
 
 def item(card: str | None, minutes: float, *, risk: float | None = 0.5, score: float = 40, rule: str = "ip.tor_exit",
