@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from fengkong.replay.runner import ReplayResult, run_replay
+from fengkong.events import Event, EventRejected, flat_to_dict, parse_event
+from fengkong.replay.reader import load_history
+from fengkong.replay.runner import ReplayResult, event_stream, run_replay
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules"
@@ -30,6 +32,19 @@ def history_with_retries(out: Path, *, events: int, seed: int, late_every: int |
         parts.append(late)
     parts.append(ev[ev["type"] == "payment"].iloc[[7]].assign(event_id="bad-ip-row", ip="999.1.2.3"))
     pd.concat(parts, ignore_index=True).to_parquet(paths["events.parquet"], index=False)
+    return out
+
+
+def parsed_events(history: Path) -> list[Event | None]:
+    """The history's stream as replay sends it (labels reported two days late), each row
+    parsed by the event contract (None where the contract refuses it)."""
+    stream = event_stream(load_history(history / "events.parquet"), 2 * 86400, emit_reports=True)
+    out: list[Event | None] = []
+    for row in stream.astype(object).where(stream.notna(), None).to_dict("records"):
+        try:
+            out.append(parse_event(flat_to_dict(row)))
+        except EventRejected:
+            out.append(None)
     return out
 
 

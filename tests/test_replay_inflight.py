@@ -13,14 +13,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from fengkong.events import EventRejected, flat_to_dict, parse_event
+from fengkong.events import parse_event
 from fengkong.features.errors import DuplicateEventConflict, FeatureStoreUnavailable
 from fengkong.features.inflight import InFlight
 from fengkong.features.online import OnlineStore
-from fengkong.replay.reader import load_history
-from fengkong.replay.runner import event_stream
 
-from replay_histories import RULES, assert_same_replay, assert_varied, history_with_retries, replay
+from replay_histories import RULES, assert_same_replay, assert_varied, history_with_retries, parsed_events, replay
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +33,8 @@ def test_in_flight_decisions_equal_one_by_one(history, redis_server) -> None:
         assert_same_replay(one, replay(history, redis_server.url, prefix, depth))
 
 
-def _events(history: Path) -> list:
-    stream = event_stream(load_history(history / "events.parquet"), 2 * 86400, emit_reports=True)
-    out = []
-    for row in stream.astype(object).where(stream.notna(), None).to_dict("records"):
-        try:
-            out.append(parse_event(flat_to_dict(row)))
-        except EventRejected:
-            out.append(None)
-    return out
-
-
 def test_in_flight_features_equal_process_event_by_event(history, redis_client, ipintel, list_specs) -> None:
-    events = _events(history)
+    events = parsed_events(history)
     one = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix="tiff1")
     want = [None if e is None else one.process(e) for e in events]
     many = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix="tiff2")

@@ -13,15 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from fengkong.events import EventRejected, flat_to_dict, parse_event
+from fengkong.events import parse_event
 from fengkong.features.cluster_store import CLAIMED, ClusterOnlineStore
 from fengkong.features.errors import FeatureStoreError
 from fengkong.features.inflight import InFlight
 from fengkong.features.inflight_cluster import ClusterInFlight
-from fengkong.replay.reader import load_history
-from fengkong.replay.runner import event_stream
 
-from replay_histories import assert_same_replay, assert_varied, history_with_retries, replay
+from replay_histories import assert_same_replay, assert_varied, history_with_retries, parsed_events, replay
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +35,9 @@ def test_cluster_in_flight_decisions_equal_one_by_one_and_one_server(history, re
     assert_same_replay(one, replay(history, redis_server.url, "tcif4", 1024))  # the single-server script's answers
 
 
-def _events(history: Path) -> list:
-    stream = event_stream(load_history(history / "events.parquet"), 2 * 86400, emit_reports=True)
-    out = []
-    for row in stream.astype(object).where(stream.notna(), None).to_dict("records"):
-        try:
-            out.append(parse_event(flat_to_dict(row)))
-        except EventRejected:
-            out.append(None)
-    return out
-
-
 def test_cluster_in_flight_features_equal_process_event_by_event(history, cluster_client, ipintel,
                                                                    list_specs) -> None:
-    events = _events(history)
+    events = parsed_events(history)
     head = [e for e in events[:80] if e is not None]
 
     def store(prefix: str) -> ClusterOnlineStore:
