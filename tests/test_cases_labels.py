@@ -108,7 +108,7 @@ def _item(n: int) -> tuple[dict, object]:
 
 def test_the_consumer_takes_over_a_dead_workers_pending_items(db, redis_client, prefix):
     desk = service.Desk(sessions=db, config=CasesConfig())
-    intake = Intake(desk.config, prefix=prefix, maxlen=1000)
+    intake = Intake(desk.config, prefix=prefix)
     for n in range(4):
         command = intake.command(*_item(n))
         assert command is not None
@@ -131,3 +131,25 @@ def test_the_consumer_takes_over_a_dead_workers_pending_items(db, redis_client, 
     redis_client.execute_command(*intake.command(*_item(0)))
     assert alive.step(block_ms=0) == 1
     assert service.list_cases(desk)["total"] == 4 and alive.filed == 5
+
+
+def test_a_backlog_longer_than_any_cap_loses_no_review_and_filed_items_leave_the_stream(db, redis_client, prefix):
+    """Every review must become a case: with no consumer running (workers stopped, the
+    database away), the intake keeps every queued item however many, and a filed item is
+    deleted from the stream, so the stream holds only what is still to file."""
+    desk = service.Desk(sessions=db, config=CasesConfig())
+    intake = Intake(desk.config, prefix=prefix)
+    backlog = 2_000  # more than any length cap Redis' approximate trimming would keep (the old cap was >= 100)
+    with redis_client.pipeline(transaction=False) as pipe:
+        for n in range(backlog):
+            pipe.execute_command(*intake.command(*_item(n)))
+        pipe.execute()
+    stream = stream_key(prefix)
+    assert redis_client.xlen(stream) == backlog
+    consumer = Consumer(redis_client, desk, stream=stream, name="late", linger_s=0)
+    while consumer.step(block_ms=0):
+        pass
+    assert consumer.filed == backlog and consumer.dropped == 0
+    assert service.list_cases(desk)["total"] == backlog
+    assert redis_client.xlen(stream) == 0  # filed items do not linger in Redis
+    assert redis_client.xpending(stream, GROUP)["pending"] == 0

@@ -1,7 +1,7 @@
 """From a decision to a case's queue: the item the decision path queues, and the command
 that queues it.
 
-The decision path only queues. `Intake.command` gives one ``XADD`` to the capped stream
+The decision path only queues. `Intake.command` gives one ``XADD`` to the stream
 ``{prefix}:v1:cases:intake`` that the decision service appends to the decision's own
 pipelined write (the record, its pointer, the audit entry), so opening a case costs a
 decision no round trip; decisions the configuration does not send to a case cost a set
@@ -9,7 +9,14 @@ lookup. A failed step-up is queued the same way from the outcome path
 (`Intake.challenge_command`: a ``challenge_result`` with ``passed: false`` for a payment
 answered ``challenge``), with the payment's stored decision. The consumer
 (`fengkong.cases.consumer`) files the items later, a batch at a time
-(`fengkong.cases.filing`, which says how decisions group into cases).
+(`fengkong.cases.filing`, which says how decisions group into cases) and deletes each
+item once its case is committed.
+
+The stream is not trimmed by length: a bank expects every review to become a case, and a
+length cap would drop the oldest unfiled items while the consumer is away. Since filed
+items are deleted, the stream holds only the backlog; its memory is bounded by Redis'
+``maxmemory`` (policy ``noeviction``, so nothing queued is evicted either), and
+docs/cases.md says how to watch it.
 """
 
 from __future__ import annotations
@@ -48,10 +55,9 @@ class Intake:
     ``config`` may be swapped (a changed cases.yaml) while requests run: each call reads
     the attribute once."""
 
-    def __init__(self, config: CasesConfig, *, prefix: str, maxlen: int) -> None:
+    def __init__(self, config: CasesConfig, *, prefix: str) -> None:
         self.config = config
         self.key = stream_key(prefix)
-        self.maxlen = maxlen
 
     def command(self, record: Mapping[str, Any], event: Event) -> tuple[Any, ...] | None:
         """``XADD`` of this decision's case item, or None when it opens no case."""
@@ -89,4 +95,4 @@ class Intake:
 
     def _xadd(self, item: Mapping[str, Any]) -> tuple[Any, ...]:
         text_ = json.dumps(item, separators=(",", ":"), default=str)
-        return ("XADD", self.key, "MAXLEN", "~", self.maxlen, "*", "item", text_)
+        return ("XADD", self.key, "*", "item", text_)  # never trimmed: see the module doc

@@ -97,7 +97,7 @@ def open_cases(*, database_url: str, rules_dir: Path, client: redis.Redis, store
         raise
     desk = Desk(sessions=session_factory(engine), config=config,
                 labels=StoreLabels(store, client, prefix=prefix, maxlen=maxlen), publish=publish)
-    intake = Intake(config, prefix=prefix, maxlen=maxlen)
+    intake = Intake(config, prefix=prefix)
     consumer = Consumer(client, desk, stream=stream_key(prefix))
     rt = CasesRuntime(engine=engine, desk=desk, intake=intake, consumer=consumer, client=client, config_path=path,
                       _mtime=path.stat().st_mtime if path.exists() else None)
