@@ -81,11 +81,16 @@ def test_admin_routes_create_show_the_secret_once_list_get_pause_delete(api, adm
     ({"url": "https://hooks.example.com/x", "kinds": []}, "kinds"),
     ({"url": "https://hooks.example.com/x"}, "kinds"),
     ({"url": "https://hooks.example.com/x", "kinds": ["case.opened"], "secret": "mine"}, "secret"),
+    ({"url": "https://hooks.example.com/x?card=4111111111111111", "kinds": ["decision.deny"]}, "url"),
+    ({"url": "https://hooks.example.com/4111-1111-1111-1111/in", "kinds": ["decision.deny"]}, "url"),
+    ({"url": "https://hooks.example.com/x", "kinds": ["decision.deny"], "description": "pan:4111.1111.1111.1111"},
+     "description"),
 ])
 def test_bad_subscriptions_get_422_naming_the_field(admin, body, field):
     r = admin.post("/v1/webhooks", json=body)
     assert r.status_code == 422 and r.json()["field"] == field, r.text
-    assert "ftp://" not in r.text  # the refused value is not echoed
+    assert "ftp://" not in r.text and "4111" not in r.text  # the refused value is not echoed
+    assert "4111" not in admin.get("/v1/webhooks").text  # nor stored
 
 
 def test_webhooks_need_the_admin_scope(api):
