@@ -153,3 +153,33 @@ def test_a_backlog_longer_than_any_cap_loses_no_review_and_filed_items_leave_the
     assert service.list_cases(desk)["total"] == backlog
     assert redis_client.xlen(stream) == 0  # filed items do not linger in Redis
     assert redis_client.xpending(stream, GROUP)["pending"] == 0
+
+
+def test_a_locked_database_leaves_the_items_pending_and_they_are_filed_after(tmp_path, redis_client, prefix):
+    """SQLite locked by another process past its busy timeout (or full: the same
+    OperationalError) is the database away, not a bad item: nothing is acknowledged or
+    dropped, and everything is filed once the lock is gone."""
+    import sqlite3
+
+    path = tmp_path / "cases.sqlite3"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    desk = service.Desk(sessions=session_factory(engine), config=CasesConfig())
+    intake = Intake(desk.config, prefix=prefix)
+    for n in range(5):
+        redis_client.execute_command(*intake.command(*_item(100 + n)))
+    stream = stream_key(prefix)
+    consumer = Consumer(redis_client, desk, stream=stream, name="c", retry_s=0)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        assert consumer.step(block_ms=0) == 0
+        assert (consumer.filed, consumer.dropped) == (0, 0)
+        assert redis_client.xpending(stream, GROUP)["pending"] == 5 and redis_client.xlen(stream) == 5
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert consumer.step(block_ms=0) == 5  # its own pending items, read again at once
+    assert service.list_cases(desk)["total"] == 5 and consumer.dropped == 0
+    assert redis_client.xlen(stream) == 0
+    engine.dispose()
