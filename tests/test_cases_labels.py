@@ -183,3 +183,38 @@ def test_a_locked_database_leaves_the_items_pending_and_they_are_filed_after(tmp
     assert service.list_cases(desk)["total"] == 5 and consumer.dropped == 0
     assert redis_client.xlen(stream) == 0
     engine.dispose()
+
+
+def test_a_full_disk_under_the_database_leaves_the_items_pending(tmp_path, redis_client, prefix):
+    """SQLite out of room ("database or disk is full", here by SQLite's own page limit on
+    the consumer's connections) is the database away too: the items wait, none dropped."""
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'full.sqlite3'}"
+    migrate.upgrade(make_engine(url))
+    full = make_engine(url)
+
+    @sa.event.listens_for(full, "connect")
+    def _no_room(dbapi_connection, _record):  # no page beyond those the file has now
+        cursor = dbapi_connection.cursor()
+        pages = cursor.execute("PRAGMA page_count").fetchone()[0]
+        cursor.execute(f"PRAGMA max_page_count={pages}")
+        cursor.close()
+
+    intake = Intake(CasesConfig(), prefix=prefix)
+    for n in range(200):  # enough rows to need pages the file does not have
+        redis_client.execute_command(*intake.command(*_item(300 + n)))
+    stream = stream_key(prefix)
+    consumer = Consumer(redis_client, service.Desk(sessions=session_factory(full), config=CasesConfig()),
+                        stream=stream, name="c", retry_s=0, batch=200)
+    assert consumer.step(block_ms=0) == 0
+    assert (consumer.filed, consumer.dropped) == (0, 0)
+    assert redis_client.xpending(stream, GROUP)["pending"] == 200
+    full.dispose()
+    roomy = make_engine(url)
+    desk = service.Desk(sessions=session_factory(roomy), config=CasesConfig())
+    consumer.desk = desk
+    while consumer.step(block_ms=0):
+        pass
+    assert consumer.filed == 200 and service.list_cases(desk)["total"] == 200
+    roomy.dispose()
