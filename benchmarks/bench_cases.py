@@ -123,7 +123,7 @@ def main() -> None:
             migrate.upgrade(engine)
             config = cases_config.load(rules_dir)
             desk = Desk(sessions=session_factory(engine), config=config)
-            intake = Intake(config, prefix=PREFIX, maxlen=args.items * 2)
+            intake = Intake(config, prefix=PREFIX)
             rng = random.Random(args.seed)
             t0 = datetime(2026, 11, 25, 9, 0, tzinfo=timezone(timedelta(hours=8)))
             pipe = client.pipeline(transaction=False)

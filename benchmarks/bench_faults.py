@@ -165,7 +165,8 @@ def main() -> None:
     env.update({"PYTHONPATH": str(ROOT), "FENGKONG_REDIS_URL": f"unix://{link}", "FENGKONG_KEY_PREFIX": "bf",
                 "FENGKONG_API_KEYS": json.dumps([{"name": "bench", "key": KEY, "scopes": ["decide", "admin"]}]),
                 "FENGKONG_RULES_DIR": str(ROOT / "rules"), "FENGKONG_ARTIFACTS_DIR": str(work / "none"),
-                "FENGKONG_RULES_WATCH_S": "0", "FENGKONG_LOG_LEVEL": "error"})
+                "FENGKONG_RULES_WATCH_S": "0", "FENGKONG_LOG_LEVEL": "error",
+                "FENGKONG_DATA_DIR": str(work / "data")})  # the cases database too, not the working directory's
     code = ("import uvicorn\nfrom fengkong.api.http_protocol import UVICORN_OPTIONS\n"
             f"uvicorn.run('fengkong.api.app:create_app_from_env', factory=True, host='127.0.0.1', port={port}, "
             f"workers={args.workers}, log_level='error', **UVICORN_OPTIONS)\n")

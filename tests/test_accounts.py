@@ -47,6 +47,9 @@ def test_refusals_name_the_field(accounts: Accounts) -> None:
     with pytest.raises(AccountError) as name:
         accounts.create(username="bo bo", password="long enough pw", role="viewer")
     assert name.value.field == "username"
+    with pytest.raises(AccountError) as pan:
+        accounts.create(username="4111_1111_1111_1111", password="long enough pw", role="viewer")
+    assert pan.value.field == "username" and "4111" not in str(pan.value)
     accounts.create(username="bo", password="long enough pw", role="viewer")
     with pytest.raises(AccountError) as dup:
         accounts.create(username="bo", password="another long pw", role="viewer")

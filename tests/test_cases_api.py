@@ -165,3 +165,24 @@ def test_with_the_workers_consumer_off_fengkong_cases_consume_files_them(redis_s
         assert receiver.wait_for(lambda r: any(b["kind"] == "case.opened" for b in r.bodies()))
         opened = [b["data"] for b in receiver.bodies() if b["kind"] == "case.opened"]
         assert [(o["id"], o["entity"]["id"]) for o in opened] == [(case["id"], ev["card"]["fingerprint"])]
+
+
+def test_a_review_decided_while_redis_is_down_still_becomes_a_case(tmp_path):
+    """Every review must become a case, also one the failure path answered: with Redis
+    down the worker cannot queue it, so it holds the item and queues it once Redis is back."""
+    from api_fixtures import KillableRedis
+
+    killable = KillableRedis().start()
+    try:
+        url = f"sqlite:///{tmp_path / 'cases.sqlite3'}"
+        with Served(settings(killable.url, "tcase9", database_url=url, api_keys=CASE_KEYS, breaker_s=0.2)) as api, \
+                api.client(DECIDE_KEY) as pay, api.client(ANALYST_KEY) as desk:
+            killable.kill()
+            ev = payment(ip=TOR)
+            out = pay.post("/v1/decisions", json=ev).json()
+            assert out["degraded"] and out["decision"] == "review", out
+            killable.start()  # an empty Redis at the same URL, as after a restart without its data
+            case = wait_case(desk, ev["card"]["fingerprint"], timeout=20)
+            assert [d["decision_id"] for d in case["decisions"]] == [out["decision_id"]]
+    finally:
+        killable.close()

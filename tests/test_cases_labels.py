@@ -108,7 +108,7 @@ def _item(n: int) -> tuple[dict, object]:
 
 def test_the_consumer_takes_over_a_dead_workers_pending_items(db, redis_client, prefix):
     desk = service.Desk(sessions=db, config=CasesConfig())
-    intake = Intake(desk.config, prefix=prefix, maxlen=1000)
+    intake = Intake(desk.config, prefix=prefix)
     for n in range(4):
         command = intake.command(*_item(n))
         assert command is not None
@@ -131,3 +131,90 @@ def test_the_consumer_takes_over_a_dead_workers_pending_items(db, redis_client, 
     redis_client.execute_command(*intake.command(*_item(0)))
     assert alive.step(block_ms=0) == 1
     assert service.list_cases(desk)["total"] == 4 and alive.filed == 5
+
+
+def test_a_backlog_longer_than_any_cap_loses_no_review_and_filed_items_leave_the_stream(db, redis_client, prefix):
+    """Every review must become a case: with no consumer running (workers stopped, the
+    database away), the intake keeps every queued item however many, and a filed item is
+    deleted from the stream, so the stream holds only what is still to file."""
+    desk = service.Desk(sessions=db, config=CasesConfig())
+    intake = Intake(desk.config, prefix=prefix)
+    backlog = 2_000  # more than any length cap Redis' approximate trimming would keep (the old cap was >= 100)
+    with redis_client.pipeline(transaction=False) as pipe:
+        for n in range(backlog):
+            pipe.execute_command(*intake.command(*_item(n)))
+        pipe.execute()
+    stream = stream_key(prefix)
+    assert redis_client.xlen(stream) == backlog
+    consumer = Consumer(redis_client, desk, stream=stream, name="late", linger_s=0)
+    while consumer.step(block_ms=0):
+        pass
+    assert consumer.filed == backlog and consumer.dropped == 0
+    assert service.list_cases(desk)["total"] == backlog
+    assert redis_client.xlen(stream) == 0  # filed items do not linger in Redis
+    assert redis_client.xpending(stream, GROUP)["pending"] == 0
+
+
+def test_a_locked_database_leaves_the_items_pending_and_they_are_filed_after(tmp_path, redis_client, prefix):
+    """SQLite locked by another process past its busy timeout (or full: the same
+    OperationalError) is the database away, not a bad item: nothing is acknowledged or
+    dropped, and everything is filed once the lock is gone."""
+    import sqlite3
+
+    path = tmp_path / "cases.sqlite3"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    desk = service.Desk(sessions=session_factory(engine), config=CasesConfig())
+    intake = Intake(desk.config, prefix=prefix)
+    for n in range(5):
+        redis_client.execute_command(*intake.command(*_item(100 + n)))
+    stream = stream_key(prefix)
+    consumer = Consumer(redis_client, desk, stream=stream, name="c", retry_s=0)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        assert consumer.step(block_ms=0) == 0
+        assert (consumer.filed, consumer.dropped) == (0, 0)
+        assert redis_client.xpending(stream, GROUP)["pending"] == 5 and redis_client.xlen(stream) == 5
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert consumer.step(block_ms=0) == 5  # its own pending items, read again at once
+    assert service.list_cases(desk)["total"] == 5 and consumer.dropped == 0
+    assert redis_client.xlen(stream) == 0
+    engine.dispose()
+
+
+def test_a_full_disk_under_the_database_leaves_the_items_pending(tmp_path, redis_client, prefix):
+    """SQLite out of room ("database or disk is full", here by SQLite's own page limit on
+    the consumer's connections) is the database away too: the items wait, none dropped."""
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'full.sqlite3'}"
+    migrate.upgrade(make_engine(url))
+    full = make_engine(url)
+
+    @sa.event.listens_for(full, "connect")
+    def _no_room(dbapi_connection, _record):  # no page beyond those the file has now
+        cursor = dbapi_connection.cursor()
+        pages = cursor.execute("PRAGMA page_count").fetchone()[0]
+        cursor.execute(f"PRAGMA max_page_count={pages}")
+        cursor.close()
+
+    intake = Intake(CasesConfig(), prefix=prefix)
+    for n in range(200):  # enough rows to need pages the file does not have
+        redis_client.execute_command(*intake.command(*_item(300 + n)))
+    stream = stream_key(prefix)
+    consumer = Consumer(redis_client, service.Desk(sessions=session_factory(full), config=CasesConfig()),
+                        stream=stream, name="c", retry_s=0, batch=200)
+    assert consumer.step(block_ms=0) == 0
+    assert (consumer.filed, consumer.dropped) == (0, 0)
+    assert redis_client.xpending(stream, GROUP)["pending"] == 200
+    full.dispose()
+    roomy = make_engine(url)
+    desk = service.Desk(sessions=session_factory(roomy), config=CasesConfig())
+    consumer.desk = desk
+    while consumer.step(block_ms=0):
+        pass
+    assert consumer.filed == 200 and service.list_cases(desk)["total"] == 200
+    roomy.dispose()

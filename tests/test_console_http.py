@@ -61,11 +61,19 @@ def test_bad_form_input_is_a_4xx_naming_the_field(service) -> None:
         assert unknown.status_code == 404 and 'data-field="name"' in unknown.text
         pan = c.post(f"/console/lists/{name}/add", data={"csrf": token, "entries": "4111111111111111", "reason": "r"})
         assert pan.status_code == 422 and "4111111111111111" not in pan.text  # never echoed
+        pan_reason = c.post(f"/console/lists/{name}/add",
+                            data={"csrf": token, "entries": "x-2", "reason": "card 4111-1111-1111-1111 stolen"})
+        assert pan_reason.status_code == 422 and 'data-field="reason"' in pan_reason.text, pan_reason.text
+        assert "4111" not in pan_reason.text and "4111" not in c.get("/console/lists").text  # nor audited
         dry = c.post("/console/rules/dry-run", data={"csrf": token, "features": "{not json"})
         assert dry.status_code == 422 and 'data-field="features"' in dry.text
     with _session(service, "root") as admin:
         weak = admin.post("/console/users", data={"csrf": _token(admin), "username": "x", "password": "short",
                                                   "role": "viewer"})
+        pan_name = admin.post("/console/users", data={"csrf": _token(admin), "username": "u-4111.1111.1111.1111",
+                                                      "password": "long enough password", "role": "viewer"})
+        assert pan_name.status_code == 422 and 'data-field="username"' in pan_name.text, pan_name.text
+        assert "4111" not in pan_name.text and "4111" not in admin.get("/console/users").text
     assert weak.status_code == 422 and 'data-field="password"' in weak.text
 
 

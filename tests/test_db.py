@@ -41,3 +41,27 @@ def test_upgrade_is_idempotent_and_reaches_every_head(database_url: str) -> None
         assert connection.dialect.name in ("sqlite", "postgresql")
         assert connection.execute(sa.text("SELECT 1")).scalar() == 1
     engine.dispose()
+
+
+def test_workers_migrating_a_fresh_database_at_once_all_succeed(tmp_path: Path) -> None:
+    """Workers started without `fengkong serve` (uvicorn or a process manager running the
+    app) each migrate at start: the one that loses the race to create a table must not
+    fail (a failed upgrade leaves that worker with no case desk). Processes, as workers
+    are (Alembic's command API is not for threads)."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time; from fengkong.db import migrate; from fengkong.db.engine import make_engine; "
+            "e = make_engine(sys.argv[1]); time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
+            "migrate.upgrade(e)")
+    for round_ in range(2):
+        url = f"sqlite:///{tmp_path / f'race{round_}.sqlite3'}"
+        at = str(time.time() + 2.0)  # after every interpreter has started: they migrate at once
+        procs = [subprocess.Popen([sys.executable, "-c", code, url, at], stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+        failed = [err for p in procs for _, err in [p.communicate(timeout=120)] if p.returncode != 0]
+        assert not failed, failed[0][-2000:]
+        engine = make_engine(url)
+        assert migrate.current(engine) == migrate.heads()
+        engine.dispose()

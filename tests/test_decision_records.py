@@ -166,3 +166,16 @@ def test_records_in_the_older_json_format_still_answer(api, redis_client):
         assert retried["reasons"] == out["reasons"] and retried["decision"] == out["decision"]
         other = c.post("/v1/decisions", json=dict(ev, amount="99.00"))
         assert other.status_code == 409 and other.json()["field"] == "event_id"
+
+
+def test_the_audit_streams_stay_near_their_length_cap(redis_server, redis_client):
+    """Memory is bounded: the decisions' audit stream is trimmed to about
+    ``audit_stream_maxlen`` entries however many decisions are made (Redis trims whole
+    nodes of up to 100 entries, hence the slack)."""
+    cap = 100
+    with Served(settings(redis_server.url, "trcap", audit_stream_maxlen=cap)) as api, api.client(DECIDE_KEY) as c:
+        for _ in range(5 * cap):
+            assert c.post("/v1/decisions", json=payment()).status_code == 200
+        c.get("/v1/decisions/d_" + "0" * 24)  # after the write-behind batches, on the same connection
+    length = redis_client.xlen(audit_stream("trcap", "decisions"))
+    assert cap <= length <= 2 * cap, length

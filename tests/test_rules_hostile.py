@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 import durable_rules_engine
 
 from fengkong.engine import LiveRules, RuleSetError, load_ruleset
+from fengkong.engine.errors import Problem
 from fengkong.engine.durable_backend import DurableRefused, DurableRuleset, alpha_stack_peak, unique_name
 from fengkong.engine.durable_backend.alpha import pack
 from fengkong.engine.language import parse
@@ -488,3 +489,27 @@ def test_no_file_of_a_set_makes_reload_raise(tmp_path: Path, target: str) -> Non
             live.current.close()
 
     reload_soup()
+
+
+def test_a_set_refused_while_its_files_changed_under_the_build_is_not_remembered(tmp_path: Path) -> None:
+    """A reload reads the files' hash, then builds: an edit landing in between (an editor
+    saving while the watcher or an API call reloads) must not pin the refusal on the hash
+    of files the build never judged. Here the service's check stands for the build and
+    the edit lands inside it; once the files are back as they were, they are built again."""
+    rules = make_set(tmp_path, {})
+    good = (rules / "good.yaml").read_text(encoding="utf-8")
+    calls: list[int] = []
+
+    def check(_candidate) -> list:
+        calls.append(1)
+        if len(calls) == 2:  # the reload under test (the first call was the initial load)
+            (rules / "good.yaml").write_text(good + "# being edited\n", encoding="utf-8")
+            return [Problem(file="good.yaml", line=None, rule_id=None, reason="refused while being edited")]
+        return []
+
+    live = LiveRules(rules, check=check)
+    (rules / "good.yaml").write_text(good + "# v2\n", encoding="utf-8")
+    assert not live.reload().ok
+    (rules / "good.yaml").write_text(good + "# v2\n", encoding="utf-8")  # the edit ends where it began
+    again = live.reload()
+    assert again.ok and not again.refused_earlier, again.to_dict()

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from api_fixtures import ADMIN_KEY, DECIDE_KEY, RULES_DIR, Served, event_id, payment, settings
+from fengkong.features.keys import audit_stream
 from fengkong.webhooks import verify
 from webhook_receiver import Receiver
 
@@ -81,11 +82,16 @@ def test_admin_routes_create_show_the_secret_once_list_get_pause_delete(api, adm
     ({"url": "https://hooks.example.com/x", "kinds": []}, "kinds"),
     ({"url": "https://hooks.example.com/x"}, "kinds"),
     ({"url": "https://hooks.example.com/x", "kinds": ["case.opened"], "secret": "mine"}, "secret"),
+    ({"url": "https://hooks.example.com/x?card=4111111111111111", "kinds": ["decision.deny"]}, "url"),
+    ({"url": "https://hooks.example.com/4111-1111-1111-1111/in", "kinds": ["decision.deny"]}, "url"),
+    ({"url": "https://hooks.example.com/x", "kinds": ["decision.deny"], "description": "pan:4111.1111.1111.1111"},
+     "description"),
 ])
 def test_bad_subscriptions_get_422_naming_the_field(admin, body, field):
     r = admin.post("/v1/webhooks", json=body)
     assert r.status_code == 422 and r.json()["field"] == field, r.text
-    assert "ftp://" not in r.text  # the refused value is not echoed
+    assert "ftp://" not in r.text and "4111" not in r.text  # the refused value is not echoed
+    assert "4111" not in admin.get("/v1/webhooks").text  # nor stored
 
 
 def test_webhooks_need_the_admin_scope(api):
@@ -127,9 +133,14 @@ def test_a_rules_reload_is_published_and_a_refused_one_is_not(api, admin, receiv
     good = path.read_text(encoding="utf-8")
     path.write_text(good + "\n  - id: broken\n", encoding="utf-8")
     try:
-        assert admin.post("/v1/rules/reload").json()["ok"] is False
+        refused = admin.post("/v1/rules/reload").json()
+        assert refused["ok"] is False and refused["problems"], refused  # the problem list is answered
     finally:
         path.write_text(good, encoding="utf-8")
+    changes = [json.loads(v[b"record"]) for _, v in api.runtime.client.xrange(audit_stream(PREFIX, "changes"))]
+    audited = [x for x in changes if x["action"] == "rules.reload"][-1]  # and the refusal is audited
+    assert audited["actor"] == "analyst-ana" and audited["result"]["ok"] is False
+    assert audited["result"]["problems"] == refused["problems"]
     reloaded = admin.post("/v1/rules/reload").json()
     assert reloaded["ok"] is True and reloaded["changed"] is True
     assert receiver.wait_for(lambda r: len(of_kind(r, "rules.reloaded")) == 1)

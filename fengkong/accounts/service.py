@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from fengkong.accounts.models import ROLES, Role, User
 from fengkong.db.engine import session_factory
+from fengkong.pan import looks_like_pan
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@\-]{1,64}$")
 MIN_PASSWORD = 10
@@ -110,6 +111,8 @@ class Accounts:
         """Add an active user; the username must be new."""
         if not USERNAME_RE.match(username or ""):
             raise AccountError("username", "must be 1-64 letters, digits or _.@-")
+        if looks_like_pan(username):  # stored, shown and written into every audit row of the user
+            raise AccountError("username", "looks like a full card number (PAN)")
         role_ = check_role(role)
         check_password(password)
         now = _now()

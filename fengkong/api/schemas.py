@@ -115,7 +115,7 @@ class MerchantProfileIn(BaseModel):
     mcc: str | None = Field(default=None, pattern=r"^[0-9]{4}$", description="Merchant category code")
     reason: str | None = Field(default=None, max_length=500, description="Why (kept with the grade)")
 
-    _no_pan = field_validator("reason")(lambda v: _refuse_pan(v))
+    _no_pan = field_validator("reason")(lambda v: refuse_pan(v))
 
 
 class PromotionIn(BaseModel):
@@ -170,7 +170,7 @@ class ListChangeIn(BaseModel):
                                description="Card fingerprints, user/device/merchant ids, IPs or IPv4 CIDRs")
     reason: str | None = Field(default=None, max_length=500)
 
-    _no_pan = field_validator("entries", "reason")(lambda v: _refuse_pan(v))
+    _no_pan = field_validator("entries", "reason")(lambda v: refuse_pan(v))
 
 
 class ListChangeOut(BaseModel):
@@ -231,7 +231,7 @@ class HealthOut(BaseModel):
     checks: dict[str, Any] = Field(default_factory=dict)
 
 
-def _refuse_pan(value: Any) -> Any:
+def refuse_pan(value: Any) -> Any:
     """Free text and list entries are stored and audited: a card number in them is refused
     (without repeating it), as everywhere else in the service."""
     values = value if isinstance(value, list) else [value]

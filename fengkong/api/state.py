@@ -247,8 +247,8 @@ def build_runtime(settings: Settings) -> Runtime:
     metrics = Metrics()
     hooks = Hooks(settings, client, url, metrics)
     cases = _open_cases(settings, url, store, hooks.publish_many)  # case.opened / case.resolved reach the webhooks
-    intake = cases.intake if cases is not None else Intake(
-        cases_config.load(Path(settings.rules_dir)), prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen)
+    intake = cases.intake if cases is not None else Intake(cases_config.load(Path(settings.rules_dir)),
+                                                           prefix=settings.key_prefix, hold_max=0)
     rt = Runtime(settings=settings, client=client, conn=conn, store=store, lists=list_store, list_specs=specs,
                  rules=rules, models=models, metrics=metrics, audit=audit, keyring=keyring,
                  breaker=Breaker(settings.breaker_s), keys=Keys(settings.key_prefix), snapshot=snapshot,

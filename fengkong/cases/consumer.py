@@ -3,7 +3,8 @@
 Every worker runs one (`Consumer.start`: a daemon thread, since each step blocks, on a
 Redis read that waits for items and then on SQL) in the consumer group ``cases`` of the
 intake stream, so each queued item is filed once, whichever worker reads it. An item is
-acknowledged (``XACK``) only after its case is committed: a worker that dies between
+acknowledged (``XACK``) and deleted (``XDEL``: the stream is never trimmed by length, so
+it must not keep what is filed) only after its case is committed: a worker that dies between
 the two leaves the item pending, and another worker (or this one after a restart) takes
 it over with ``XAUTOCLAIM`` once it has been idle for ``claim_idle_ms`` (items a database
 fault left pending, the same consumer reads again at once). Filing is
@@ -103,8 +104,11 @@ class Consumer:
                                               block=block or None)
             entries = [e for _, stream_entries in got or () for e in stream_entries]
         done = self._file_batch(entries)
-        if done:
-            self.client.xack(self.stream, GROUP, *done)
+        if done:  # acknowledged and deleted: the stream holds only what is still to file
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.xack(self.stream, GROUP, *done)
+                pipe.xdel(self.stream, *done)
+                pipe.execute()
         return len(done)
 
     def _parse(self, fields: dict[Any, Any]) -> dict[str, Any] | None:

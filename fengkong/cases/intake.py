@@ -1,7 +1,7 @@
 """From a decision to a case's queue: the item the decision path queues, and the command
 that queues it.
 
-The decision path only queues. `Intake.command` gives one ``XADD`` to the capped stream
+The decision path only queues. `Intake.command` gives one ``XADD`` to the stream
 ``{prefix}:v1:cases:intake`` that the decision service appends to the decision's own
 pipelined write (the record, its pointer, the audit entry), so opening a case costs a
 decision no round trip; decisions the configuration does not send to a case cost a set
@@ -9,16 +9,39 @@ lookup. A failed step-up is queued the same way from the outcome path
 (`Intake.challenge_command`: a ``challenge_result`` with ``passed: false`` for a payment
 answered ``challenge``), with the payment's stored decision. The consumer
 (`fengkong.cases.consumer`) files the items later, a batch at a time
-(`fengkong.cases.filing`, which says how decisions group into cases).
+(`fengkong.cases.filing`, which says how decisions group into cases) and deletes each
+item once its case is committed.
+
+A decision answered while Redis is away (degraded: the failure path, which writes
+nothing to Redis) is still a review an analyst must see: `Intake.hold` keeps its item in
+the worker (at most `HOLD_MAX`; beyond that the oldest is dropped, logged and counted in
+``lost``), and `Intake.release`, called by the worker's case runtime about once a
+second, queues what it holds once Redis answers. Held items die with their worker.
+
+The stream is not trimmed by length: a bank expects every review to become a case, and a
+length cap would drop the oldest unfiled items while the consumer is away. Since filed
+items are deleted, the stream holds only the backlog; its memory is bounded by Redis'
+``maxmemory`` (policy ``noeviction``, so nothing queued is evicted either), and
+docs/cases.md says how to watch it.
 """
 
 from __future__ import annotations
 
+import collections
 import json
+import logging
+import threading
 from typing import Any, Mapping
+
+import redis
 
 from fengkong.cases.config import CasesConfig
 from fengkong.events import Event, EventRejected, EventType, parse_event
+
+log = logging.getLogger(__name__)
+
+#: Case items a worker holds while Redis is away (a bound, so a long outage cannot exhaust it).
+HOLD_MAX = 10_000
 
 #: What an item keeps of a reason (the description is in the stored decision).
 _REASON_KEYS = ("id", "action", "score", "mode", "tags", "values")
@@ -48,16 +71,53 @@ class Intake:
     ``config`` may be swapped (a changed cases.yaml) while requests run: each call reads
     the attribute once."""
 
-    def __init__(self, config: CasesConfig, *, prefix: str, maxlen: int) -> None:
+    def __init__(self, config: CasesConfig, *, prefix: str, hold_max: int = HOLD_MAX) -> None:
         self.config = config
         self.key = stream_key(prefix)
-        self.maxlen = maxlen
+        self.held: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.hold_max = hold_max
+        self.lost = 0
+        self._release_lock = threading.Lock()
 
     def command(self, record: Mapping[str, Any], event: Event) -> tuple[Any, ...] | None:
         """``XADD`` of this decision's case item, or None when it opens no case."""
         if not self.config.opens_case(record["decision"], record.get("reasons") or []):
             return None
         return self._xadd(item_for(record, event))
+
+    def hold(self, record: Mapping[str, Any], event: Event) -> None:
+        """Keep this decision's case item, if it opens one, until `release` can queue it
+        (Redis is away: see the module doc). Cheap: no I/O."""
+        command = self.command(record, event)
+        if command is None:
+            return
+        if self.hold_max <= 0:  # nobody here would release it (see `fengkong.api.state`)
+            self.lost += 1
+            log.error("case intake: decision %s opens a case but Redis is away and this worker holds none",
+                      record.get("decision_id"))
+            return
+        if len(self.held) >= self.hold_max:
+            self.held.popleft()
+            self.lost += 1
+            log.error("case intake: more than %d case items held while Redis is away; the oldest was dropped "
+                      "(%d so far)", self.hold_max, self.lost)
+        self.held.append(command)
+
+    def release(self, client: redis.Redis) -> int:
+        """Queue the held items on ``client`` in one pipeline; how many were queued. On a
+        Redis fault they stay held (and the fault is raised) for the next call."""
+        if not self.held:
+            return 0
+        with self._release_lock:
+            batch = list(self.held)
+            with client.pipeline(transaction=False) as pipe:
+                for command in batch:
+                    pipe.execute_command(*command)
+                pipe.execute()
+            for _ in batch:  # only now: items held meanwhile stay behind them
+                self.held.popleft()
+        log.warning("case intake: %d case items of decisions made while Redis was away queued", len(batch))
+        return len(batch)
 
     def wants_challenge(self, outcome: Event) -> bool:
         """Whether this outcome is a failed challenge the configuration sends to a case: only
@@ -89,4 +149,4 @@ class Intake:
 
     def _xadd(self, item: Mapping[str, Any]) -> tuple[Any, ...]:
         text_ = json.dumps(item, separators=(",", ":"), default=str)
-        return ("XADD", self.key, "MAXLEN", "~", self.maxlen, "*", "item", text_)
+        return ("XADD", self.key, "*", "item", text_)  # never trimmed: see the module doc

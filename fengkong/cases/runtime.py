@@ -5,12 +5,15 @@ decision path calls, and the consumer; built at start, closed at shutdown.
 also does it once before starting workers, so workers never race to create tables),
 then starts the consumer. The analysts' ``cases.yaml`` is re-read by the consumer
 thread when its modification time changes (`CasesRuntime.refresh_config`); a file
-that does not parse is logged and the previous configuration stays.
+that does not parse is logged and the previous configuration stays. The same thread
+queues the case items the worker held while Redis was away (`Intake.release`); with
+the consumer off, a small thread of its own does both (`CasesRuntime.tick`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +50,25 @@ class CasesRuntime:
     config_path: Path
     _mtime: float | None = None
     _checked: float = field(default=0.0)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def tick(self) -> None:
+        """The worker's periodic case chores: a changed cases.yaml, and the case items held
+        while Redis was away (they stay held while it still is)."""
+        self.refresh_config()
+        try:
+            self.intake.release(self.client)
+        except (redis.RedisError, OSError) as exc:
+            log.debug("held case items wait for Redis: %s", type(exc).__name__)
+
+    def run_ticks(self, every_s: float = 1.0) -> None:
+        """`tick` until closed, in a daemon thread (only when the consumer, which ticks
+        otherwise, does not run in this worker)."""
+        def loop() -> None:
+            while not self._stop.wait(every_s):
+                self.tick()
+
+        threading.Thread(target=loop, name="fengkong-cases-tick", daemon=True).start()
 
     def refresh_config(self, every_s: float = 2.0) -> None:
         """Re-read cases.yaml if it changed (at most every ``every_s``)."""
@@ -70,6 +92,7 @@ class CasesRuntime:
 
     def close(self) -> None:
         """Stop the consumer (after its current step), then close Redis and the database."""
+        self._stop.set()
         self.consumer.stop()
         self.client.close()
         self.engine.dispose()
@@ -97,13 +120,15 @@ def open_cases(*, database_url: str, rules_dir: Path, client: redis.Redis, store
         raise
     desk = Desk(sessions=session_factory(engine), config=config,
                 labels=StoreLabels(store, client, prefix=prefix, maxlen=maxlen), publish=publish)
-    intake = Intake(config, prefix=prefix, maxlen=maxlen)
+    intake = Intake(config, prefix=prefix)
     consumer = Consumer(client, desk, stream=stream_key(prefix))
     rt = CasesRuntime(engine=engine, desk=desk, intake=intake, consumer=consumer, client=client, config_path=path,
                       _mtime=path.stat().st_mtime if path.exists() else None)
-    consumer.tick = rt.refresh_config
+    consumer.tick = rt.tick
     if consume:
         consumer.start()
+    else:
+        rt.run_ticks()
     return rt
 
 

@@ -8,6 +8,7 @@ CLI call ``upgrade`` at start; it is idempotent.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from alembic import command
@@ -15,6 +16,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+
+#: Tries of `upgrade` while other processes migrate the same database at once.
+ATTEMPTS = 10
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -28,8 +33,25 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine) -> None:
-    """Apply every pending migration of every branch."""
-    command.upgrade(alembic_config(engine), "heads")
+    """Apply every pending migration of every branch.
+
+    Workers started without `fengkong serve` (which migrates once before them) migrate
+    at once: the loser of the race to create a table gets a database error. It then
+    tries again, after the winner committed, and is done when the database is at the
+    heads; a fault that persists is raised after `ATTEMPTS` tries."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            command.upgrade(alembic_config(engine), "heads")
+            return
+        except DBAPIError:
+            if attempt == ATTEMPTS:
+                raise
+            try:
+                if current(engine) == heads():
+                    return  # another process migrated it meanwhile
+            except DBAPIError:
+                pass
+            time.sleep(0.05 * attempt)
 
 
 def heads() -> set[str]:

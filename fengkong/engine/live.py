@@ -175,8 +175,8 @@ class LiveRules:
                         candidate.close()
                         candidate = None
                 if candidate is None:
-                    if digest is not None:
-                        self._remember(digest, problems, failed)
+                    if digest is not None and self._key()[1] == digest:  # not if the files changed meanwhile:
+                        self._remember(digest, problems, failed)         # the build judged other bytes
                     result = ReloadResult(False, prev_version, prev_version, problems, failed, files_hash=digest)
                 else:
                     self._current = candidate  # the atomic swap: one reference assignment

@@ -37,6 +37,7 @@ import redis
 from redis.commands.core import Script
 
 from fengkong.features import keys
+from fengkong.pan import looks_like_pan
 
 #: every kind of event a subscription can ask for
 KINDS = ("decision.deny", "decision.review", "case.opened", "case.resolved", "merchant.grade_changed",
@@ -176,6 +177,8 @@ def check_url(url: str) -> str:
         raise ValueError("must name a host")
     if parts.username or parts.password:
         raise ValueError("must not carry credentials (the signature authenticates the sender)")
+    if looks_like_pan(url):  # stored, listed and logged like any field: no card number in it
+        raise ValueError("looks like it holds a full card number (PAN)")
     return url
 
 

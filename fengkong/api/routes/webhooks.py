@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fengkong.api.deps import AdminCaller, RuntimeDep
 from fengkong.api.errors import ERROR_RESPONSES
+from fengkong.api.schemas import refuse_pan
 from fengkong.api.service import webhooks as service
 from fengkong.webhooks import KINDS, check_kinds, check_url
 
@@ -28,6 +29,7 @@ class SubscriptionIn(BaseModel):
     description: str | None = Field(default=None, max_length=200)
 
     _url = field_validator("url")(lambda v: check_url(v))
+    _no_pan = field_validator("description")(lambda v: refuse_pan(v))
     _kinds = field_validator("kinds")(lambda v: check_kinds(v))
 
 

@@ -130,6 +130,8 @@ def change_list(*, rt: Runtime, name: str, action: str, entries: list[str], reas
     Lua call; this worker's degraded-mode snapshot at once, the other workers' on their
     next refresh)."""
     spec = _spec(rt, name)
+    if looks_like_pan(reason):  # the console's forms come here without the API's schema
+        raise EventRejected("reason", "looks like a full card number (PAN); send a card fingerprint instead")
     clean: list[str] = []
     for i, entry in enumerate(entries):
         if looks_like_pan(entry):

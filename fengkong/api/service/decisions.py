@@ -146,6 +146,7 @@ def _degraded(rt: Runtime, *, event: Event, data: Any, caller: Caller, reason: s
     latency = time.perf_counter() - t0
     record["latency_ms"] = round(latency * 1000, 3)
     rt.audit.to_file(dumps(record))
+    rt.intake.hold(record, event)  # a review must still become a case: queued once Redis is back
     rt.metrics.degraded.labels(metric_reason).inc()
     rt.metrics.decided(decision, True, [(r.id, r.mode) for r in ruled.reasons] + [(r.id, r.mode) for r in ruled.shadow],
                        latency)
