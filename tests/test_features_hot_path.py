@@ -538,3 +538,34 @@ def test_entity_state_of_the_formats_before_reads_as_the_compact_one(redis_clien
                 rewritten["squeezed" if len(old) < len(plain) else "plain"] += 1
                 redis_client.set(key, old, keepttl=True)
     assert rewritten["plain"] > 100 and rewritten["squeezed"] > 100  # both formats were read back
+
+
+def test_a_merchants_closed_days_are_packed_as_doubles_and_packs_of_the_format_before_read(
+        redis_client, ipintel, list_specs, prefix):
+    """A closed day's volumes are 72 doubles (576 bytes, where 72 numbers of 15 digits
+    took 1,080); a merchant whose packs are of the format before gets the same 7- and
+    28-day baselines. One store keeps what it wrote, the other has every pack rewritten
+    as 15-digit numbers after each event."""
+    events = [pay(T0 + timedelta(days=day, hours=hour), amount=f"{10 + (day * 7 + hour) % 13}.{day % 10}0",
+                  card=f"c{(day + hour) % 4}", event_id=f"mv-{day}-{hour}")
+              for day in range(34) for hour in (0, 3, 7)]
+    packed = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=f"{prefix}b")
+    before = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=f"{prefix}t")
+    volume_key = keys.entity_key(f"{prefix}t", "merchant", "m1", "volume")
+    rewritten = 0
+    with_baseline = 0
+    for event in events:
+        a, b = packed.process(event), before.process(event)
+        assert a.features == b.features or all(
+            (x == y) or (isinstance(x, float) and math.isnan(x) and math.isnan(y))
+            for x, y in zip(a.features.values(), b.features.values()))
+        with_baseline += a.features["merchant.baseline_today_28d"] is not None
+        for field, value in redis_client.hgetall(volume_key).items():
+            if field.startswith(b"P:") and len(value) == 576:
+                numbers = struct.unpack("<72d", value)
+                redis_client.hset(volume_key, field, "".join(f"{n:015.0f}" for n in numbers))
+                rewritten += 1
+    packs = {f: v for f, v in redis_client.hgetall(keys.entity_key(f"{prefix}b", "merchant", "m1", "volume")).items()
+             if f.startswith(b"P:")}
+    assert len(packs) >= 28 and {len(v) for v in packs.values()} == {576}
+    assert rewritten >= 30 and with_baseline >= 10  # 28-day baselines read from the rewritten packs

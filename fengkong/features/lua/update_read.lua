@@ -616,7 +616,8 @@ end
 --   f         first local day with a payment
 --   cd        the open day: the latest day with a payment
 --   V / C     volume and count of the open day; v:h / c:h the same per hour
---   P:d       closed day d packed as 72 fixed-width numbers: the volume through
+--   P:d       closed day d packed as 72 little-endian doubles (576 bytes; 72 numbers of
+--             15 digits each, 1,080 bytes, in the format before, still read): the volume through
 --             each hour (cumulative), each hour's own volume, the cumulative count
 --   B:h       baseline cache for hour h: "day bt7 bh7 bc7 bt28 bh28 bc28"
 -- Closing a day packs its hours once; a baseline is computed once per merchant
@@ -629,15 +630,13 @@ local function close_day(key, cd, day)
     fields[#fields + 1] = 'c:' .. h
   end
   local vals = rcall('HMGET', key, unpack(fields))
-  local cum_v, hour_v, cum_c = {}, {}, {}
+  local nums = {}  -- the volume through each hour, each hour's own, the count through each
   local cv, cc = 0, 0
   for h = 0, 23 do
     local v = tonumber(vals[2 * h + 1] or '0')
     cv = cv + v
     cc = cc + tonumber(vals[2 * h + 2] or '0')
-    cum_v[h + 1] = string.format('%015.0f', cv)
-    hour_v[h + 1] = string.format('%015.0f', v)
-    cum_c[h + 1] = string.format('%015.0f', cc)
+    nums[h + 1], nums[h + 25], nums[h + 49] = cv, v, cc
   end
   fields[#fields + 1] = 'V'
   fields[#fields + 1] = 'C'
@@ -647,7 +646,9 @@ local function close_day(key, cd, day)
   end
   rcall('HDEL', key, unpack(fields))
   if cv > 0 or cc > 0 then
-    rcall('HSET', key, 'P:' .. cd, table.concat(cum_v) .. table.concat(hour_v) .. table.concat(cum_c))
+    local f24 = '<' .. string.rep('d', 24)
+    rcall('HSET', key, 'P:' .. cd, spack(f24, unpack(nums, 1, 24)) .. spack(f24, unpack(nums, 25, 48))
+      .. spack(f24, unpack(nums, 49, 72)))
   end
 end
 
@@ -664,9 +665,10 @@ local function baselines(key, day, hour, bfield, first)
     end
     return (s[n / 2] + s[n / 2 + 1]) / 2
   end
-  -- the i-th of a pack's fixed-width numbers
+  -- the i-th of a pack's numbers (a double; 15 digits in a pack of the format before)
   local function packed_at(p, i)
-    return tonumber(ssub(p, i * 15 + 1, i * 15 + 15))
+    if #p == 1080 then return tonumber(ssub(p, i * 15 + 1, i * 15 + 15)) end
+    return (sunpack('<d', p, i * 8 + 1))
   end
   local age = first and day - first or -1
   local span = (age >= 28 and 28) or (age >= 7 and 7) or 0
