@@ -287,7 +287,8 @@ def _plain(value: bytes | None, args: list[Any]) -> bytes | None:
     """An entity's state value (the script's `op_state`, any format) as the `size` doubles
     the format before kept: each ring's header and its n slots (bucket b in slot b % n),
     then F, M, H and the whole K ring. Checks that a compact value holds each ring's
-    buckets inside its window, in order, and nothing else."""
+    buckets inside its window, in order, and nothing else (a ring of one bucket holds
+    its record alone: the header is that record)."""
     if value is None:
         return None
     size, rings, codes = _layout(args)
@@ -301,9 +302,9 @@ def _plain(value: bytes | None, args: list[Any]) -> bytes | None:
         w8 = width * 8
         section = bytearray((1 + n) * w8)
         if k:
-            section[:w8] = value[at:at + w8]
+            section[:w8] = value[at:at + w8]  # the header; one record is its own header
             (last,) = struct.unpack_from("<d", value, at)
-            at += w8
+            at += w8 if k > 1 else 0
             previous = -math.inf
             for _ in range(k):
                 (bucket,) = struct.unpack_from("<d", value, at)
@@ -312,6 +313,7 @@ def _plain(value: bytes | None, args: list[Any]) -> bytes | None:
                 slot = 1 + int(bucket) % n
                 section[slot * w8:(slot + 1) * w8] = value[at:at + w8]
                 at += w8
+            assert previous == last  # the header's newest bucket is the last record's
         out += section
     for code in codes:
         if code in ("F", "M", "H"):

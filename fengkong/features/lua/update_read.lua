@@ -131,11 +131,12 @@ end
 -- rebuilt from runs of the old bytes and the parts that changed. It is:
 --   byte 0xFE, u16 the layout's size in doubles (`size`: a value of another layout
 --   reads as none), then each ring, then the other sections in the op's order.
--- Ring r: u16 k, the buckets it holds; when k > 0, its header [L, t1..tnc] (L the
--- newest bucket counted, t the running totals of buckets L-n+1..L) and its k records
+-- Ring r: u16 k, the buckets it holds; when k > 1, its header [L, t1..tnc] (L the
+-- newest bucket counted, t the running totals of buckets L-n+1..L); then its k records
 -- (bucket, c1..cnc) in bucket order, only buckets inside the window: a card that paid
--- twice this week keeps 2 of its 28 slots, not 28. A newer bucket first drops (and
--- subtracts) the records that leave the window, which are the first ones.
+-- twice this week keeps 2 of its 28 slots, not 28. One record is its own header (the
+-- totals are its counters, L its bucket), so it is stored once. A newer bucket first
+-- drops (and subtracts) the records that leave the window, which are the first ones.
 -- F: a double, M: 3 doubles, H: 25 doubles, K<k>: n (amounts ever written), then the
 -- min(n, k) amounts of the ring (it grows to k, then the n-th amount takes slot n % k).
 -- The values of the formats before (`size` doubles with a ring of n slots each,
@@ -228,6 +229,8 @@ local function from_plain(plain, size, ai, nrings)
     np = np + 1
     if #recs == 0 then
       parts[np] = K0
+    elseif #recs == 1 then
+      parts[np] = '\1\0' .. recs[1][2]  -- its own header
     else
       parts[np] = spack('<H', #recs) .. ssub(plain, at + 1, at + w8)
       for i = 1, #recs do
@@ -292,8 +295,8 @@ local function op_state(key)
     local w8 = width * 8
     local f = fmt(width)
     local k = sunpack('<H', old, at + 1)
-    local rstart = at + 2 + w8  -- offset of the first record
-    local send = k > 0 and rstart + k * w8 or at + 2  -- offset past the section
+    local rstart = at + 2 + (k > 1 and w8 or 0)  -- offset of the first record
+    local send = rstart + k * w8  -- offset past the section
     -- the header: t[1] = L, t[1 + i] = total i
     local t
     if k > 0 then
@@ -343,9 +346,12 @@ local function op_state(key)
       if reset or b > last then
         t[1] = b
         local kept = reset and 0 or k - drop
-        put(spack('<H', kept + 1) .. spack(f, unpack(t, 1, width)))
-        if kept > 0 then put(ssub(old, rstart + drop * w8 + 1, send)) end
-        put(spack(f, b, unpack(A, i0 + 1, i0 + nc)))
+        if kept == 0 then
+          put('\1\0' .. spack(f, unpack(t, 1, width)))  -- the one record is the header
+        else
+          put(spack('<H', kept + 1) .. spack(f, unpack(t, 1, width)) .. ssub(old, rstart + drop * w8 + 1, send)
+              .. spack(f, b, unpack(A, i0 + 1, i0 + nc)))
+        end
       else
         -- an older bucket still in the window: add to its record, or insert one in order
         local j = k  -- records 1..j are the ones of buckets up to b
@@ -356,7 +362,9 @@ local function op_state(key)
         end
         if bj > b then j = 0 end
         local cut = rstart + j * w8  -- where the records after b's begin
-        if j > 0 and bj == b then
+        if k == 1 and bj == b then
+          put('\1\0' .. spack(f, unpack(t, 1, width)))  -- the one record is the header
+        elseif j > 0 and bj == b then
           local cur = {sunpack(f, old, cut - w8 + 1)}
           for i = 2, width do cur[i] = cur[i] + A[i0 + i - 1] end
           put(ssub(old, at + 1, at + 2) .. spack(f, unpack(t, 1, width)) .. ssub(old, rstart + 1, cut - w8)
