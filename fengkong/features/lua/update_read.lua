@@ -29,7 +29,8 @@
 --        the limit) -> grade|false, limit, onboarded_day|false, daily_cap|false,
 --        anomaly|false, promotions|false (the planned campaigns' text, features/promotions.py)
 --   R op_state     size nrings (N b nc inc1..incnc)*nrings nextra (code mode value)*nextra
---        ttl: an entity's state in one value of `size` doubles: its rings of N buckets
+--        ttl: an entity's state in one value (`size`: the doubles of its layout, stored
+--        compact: only the buckets in use, see op_state): its rings of N buckets
 --        (inc "N" = the near-limit flag), then F first seen, M moments, H hour habit,
 --        K<k> the last k amounts (mode 1 read, 2 read and write) -> each ring's nc
 --        totals, then F: first ts|false; M: n, mean, m2; H: count, total; K: amounts
@@ -139,9 +140,9 @@ end
 -- drops (and subtracts) the records that leave the window, which are the first ones.
 -- F: a double, M: 3 doubles, H: 25 doubles, K<k>: n (amounts ever written), then the
 -- min(n, k) amounts of the ring (it grows to k, then the n-th amount takes slot n % k).
--- The values of the formats before (`size` doubles with a ring of n slots each,
--- DESIGN in docs/operations.md "Memory sizing"; or those with zero runs cut out) are
--- read and rewritten in this one (`from_plain`).
+-- Values of the formats before (`size` doubles, a ring of n slots each; or those with
+-- their zero runs cut out) are read and rewritten in this one (`from_plain`): an
+-- upgrade starts no counter over (docs/operations.md, "Upgrading").
 
 -- '<dd...d' for k doubles: one struct call reads or writes a whole record
 -- (a wider record than these, which no layout has yet, gets its format made)
