@@ -35,7 +35,8 @@ the entity's TTL.
 
 Then it walks every key of the service's prefix (SCAN) and sorts it by kind from its shape
 (`fengkong.features.keys`): decision records (``{evt:<id>}:request``), event-id dedup claims
-(``{evt:<id>}:<other>``), decision pointers (``{decision:<id>}:event``), the records'
+(``{evt:<id>}:<other>``), decision pointers (``{decision:<id>}:event``, or their hour's
+buckets ``{dp:<hour><shard>}:ptr``), the records'
 schemas (``{schema:<id>}:names``), merchant snapshots, the feature keys of each entity kind
 (card, user, merchant, ip, device, ...) and the streams (audit, case intake). For each kind
 it measures ``MEMORY USAGE ... SAMPLES 0`` and ``PTTL`` on up to ``--sample`` keys and
@@ -160,7 +161,7 @@ def _kind(key: bytes) -> tuple[str, str | None]:
     entity, ident, suffix = (g.decode(errors="replace") for g in m.groups())
     if entity == "evt":
         return ("request record" if suffix == "request" else f"dedup claim ({suffix})"), None
-    if entity == "decision":
+    if entity in ("decision", "dp"):  # one key per decision before; a bucket of them (dp) since
         return f"decision pointer ({suffix})", None
     if entity == "schema":  # shared by the records of one rule set (fengkong.api.service.records)
         return "record schema", None
@@ -209,7 +210,7 @@ def _breakdown(client: Any, prefix: str, sample: int, decisions: int) -> dict[st
 
 
 #: per-decision key kinds (stored for `decision_ttl_s` or the dedup TTL) and their family
-_PER_DECISION = {"request record": "record", "decision pointer (event)": "pointer"}
+_PER_DECISION = {"request record": "record", "decision pointer (event)": "pointer", "decision pointer (ptr)": "pointer"}
 
 
 def _family(kind: str) -> str:

@@ -1,5 +1,8 @@
-"""Redis CPU of the feature script with entity values squeezed (zero-byte runs) against
-the script that stores them as plain doubles, side by side on the same events.
+"""Redis CPU of the current feature script against an older one, side by side on the same
+events: for a change to how entity values are stored, CPU against memory. (First written
+for entity values squeezed of their zero-byte runs against plain doubles; since used for
+the compact state, each ring's buckets in use only.) The current script's rows are
+labelled ``current``, the older one's ``plain``.
 
     python benchmarks/bench_squeeze_cpu.py --plain-script OLD.lua [--events 5000] [--rounds 3]
 
@@ -44,7 +47,7 @@ def main() -> None:
     server = EmbeddedRedis(persist=False).start()
     client = server.client()
     ipintel = IpIntel.load(Path(__file__).resolve().parent.parent / "rules" / "lists")
-    variants = {"squeezed": load_script(), "plain": args.plain_script.read_text()}
+    variants = {"current": load_script(), "plain": args.plain_script.read_text()}
     out: dict[str, list[float]] = {name: [] for name in variants}
     sizes: dict[str, int] = {}
     try:

@@ -54,7 +54,9 @@ def test_a_decision_leaves_one_key_of_its_event_id_and_a_retry_counts_nothing(ap
     assert records.is_record(redis_client.get(key))
     # the key is the claim too: it lasts the dedup TTL; the pointer (GET by id) decision_ttl_s
     assert DEDUP_TTL_S - 60 < redis_client.ttl(key) <= DEDUP_TTL_S
-    assert DECISION_TTL_S - 60 < redis_client.ttl(keys.decision_key(PREFIX, first["decision_id"])) <= DECISION_TTL_S
+    bucket, field = keys.decision_bucket(PREFIX, first["decision_id"])  # the pointer: a field of its hour's hash
+    assert redis_client.hget(bucket, field).decode() == ev["event_id"]
+    assert DECISION_TTL_S < redis_client.ttl(bucket) <= DECISION_TTL_S + 3600
     again = c.post("/v1/decisions", json=ev).json()
     assert again["decision_id"] == first["decision_id"] and again["duplicate"] and not first["duplicate"]
     assert _count_10m(c, ev["card"], 30) == 1

@@ -83,6 +83,42 @@ def test_a_record_reads_back_exactly_as_written_and_smaller(overrides, ruleset):
         assert len(stored_reasons[0]) == 2 and len(stored_reasons[1]) == 7  # by id; the edited one whole
 
 
+def test_floats_are_stored_as_integers_where_exact_and_read_back_as_the_same_floats(ruleset):
+    """Whole floats and whole numbers of hundredths are stored as integers, and read
+    back as floats equal bit for bit (the same JSON); the others stay floats."""
+    floats = [0.0, -0.0, 120.0, 123.45, 0.1 + 0.2, 33.33, -7.5, 1e300, float(2 ** 60), 2.0 ** 53 - 1, 1 / 3,
+              float("inf"), -2.37, 5000.0]
+    features = {f"f{i}": v for i, v in enumerate(floats)}
+    features.update({"n": 3, "b": True, "none": None, "s": "x", "big": 2 ** 62})
+    rec = _record(features=features)
+    store = Records("p", 3600)
+    blob, commands = store.encode(rec, ruleset=ruleset, faults=0)
+    schema = records.Schema.from_blob(commands[0][2])
+    got = records.decode(blob, schema)["features"]
+    assert [(type(v), repr(v)) for v in got.values()] == [(type(v), repr(v)) for v in features.values()]
+    assert dumps(records.decode(blob, schema)) == dumps(rec)
+    stored = records._unpack(blob)[15]
+    as_ints = {i for i, v in enumerate(stored) if type(v) is int}
+    # 0.0, 120.0, 123.45, 33.33, -7.5, 2**53-1, -2.37, 5000.0 (and n, big); not -0.0, 0.1+0.2, 1e300, 2**60, 1/3, inf
+    assert as_ints == {0, 2, 3, 5, 6, 9, 12, 13, 14, 18}
+    plain, _ = Records("p", 3600).encode(_record(features={k: str(v) for k, v in features.items()}),
+                                         ruleset=ruleset, faults=0)
+    assert records._unpack(plain)[22] is None  # no float: no bitmaps
+
+
+def test_a_record_of_the_format_before_bitmaps_reads_as_it_was(ruleset):
+    """Records written before floats were scaled (22 items, floats as floats) read as before."""
+    rec = _record(features={"a": 1.5, "b": 120.0, "c": 3})
+    store = Records("p", 3600)
+    blob, commands = store.encode(rec, ruleset=ruleset, faults=0)
+    schema = records.Schema.from_blob(commands[0][2])
+    items = records._unpack(blob)
+    items[15] = [1.5, 120.0, 3]
+    items[19] = rec["thresholds"]  # names, as before they were indexed
+    before = records.COMPACT + msgpack.packb(items[:22], use_bin_type=True)
+    assert dumps(records.decode(before, schema)) == dumps(rec)
+
+
 def test_the_schema_is_written_once_then_again_after_a_fault():
     store = Records("p", 3600)
     _, first = store.encode(_record(), ruleset=None, faults=0)

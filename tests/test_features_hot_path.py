@@ -241,11 +241,11 @@ def _captured_call(redis_server, store: OnlineStore, event) -> tuple[list[bytes]
     return evalsha[0], result
 
 
-def _unsqueezed(value: bytes | None, size: int) -> bytes | None:
-    """An entity's state value as its `size` doubles. A shorter value is squeezed (the
-    script's `squeeze`): the number of zero runs cut out (u16), each run's offset and
-    length (u16, u16), then the other bytes in order."""
-    if value is None or len(value) == 8 * size:
+def _unsqueezed(value: bytes, size: int) -> bytes:
+    """An entity's state value of the format before, as its `size` doubles. A shorter
+    value is squeezed (values of at most 1 kB were): the number of zero runs cut out
+    (u16), each run's offset and length (u16, u16), then the other bytes in order."""
+    if len(value) == 8 * size:
         return value
     (nruns,) = struct.unpack_from("<H", value, 0)
     literal = value[2 + 4 * nruns:]
@@ -256,6 +256,78 @@ def _unsqueezed(value: bytes | None, size: int) -> bytes | None:
         at += start - done
         done = start + length
     return bytes(out + literal[at:])
+
+
+def _squeezed(plain: bytes) -> bytes:
+    """`plain` as the format before stored a value of at most 1 kB: its runs of 32 or more
+    zero bytes cut out (`_unsqueezed` reads it back), or as it is if that is not shorter."""
+    runs = [(m.start(), m.end() - m.start()) for m in re.finditer(rb"\x00{32,}", plain)]
+    if not runs:
+        return plain
+    literal, at = bytearray(), 0
+    for start, length in runs:
+        literal += plain[at:start]
+        at = start + length
+    packed = struct.pack("<H", len(runs)) + b"".join(struct.pack("<HH", *r) for r in runs) + literal + plain[at:]
+    return packed if len(packed) < len(plain) else plain
+
+
+def _layout(args: list[Any]) -> tuple[int, list[tuple[int, int]], list[str]]:
+    """(size in doubles, (buckets, record width) per ring, the other sections' codes) of an R op."""
+    size, nrings = args[0], args[1]
+    rings, i = [], 2
+    for _ in range(nrings):
+        n, _, ncounters = args[i:i + 3]
+        rings.append((n, ncounters + 1))
+        i += 3 + ncounters
+    return size, rings, [args[i + 1 + 3 * j] for j in range(args[i])]
+
+
+def _plain(value: bytes | None, args: list[Any]) -> bytes | None:
+    """An entity's state value (the script's `op_state`, any format) as the `size` doubles
+    the format before kept: each ring's header and its n slots (bucket b in slot b % n),
+    then F, M, H and the whole K ring. Checks that a compact value holds each ring's
+    buckets inside its window, in order, and nothing else (a ring of one bucket holds
+    its record alone: the header is that record)."""
+    if value is None:
+        return None
+    size, rings, codes = _layout(args)
+    if value[:1] != b"\xfe":
+        return _unsqueezed(value, size)
+    assert struct.unpack_from("<H", value, 1)[0] == size
+    out, at = bytearray(), 3
+    for n, width in rings:
+        (k,) = struct.unpack_from("<H", value, at)
+        at += 2
+        w8 = width * 8
+        section = bytearray((1 + n) * w8)
+        if k:
+            section[:w8] = value[at:at + w8]  # the header; one record is its own header
+            (last,) = struct.unpack_from("<d", value, at)
+            at += w8 if k > 1 else 0
+            previous = -math.inf
+            for _ in range(k):
+                (bucket,) = struct.unpack_from("<d", value, at)
+                assert previous < bucket and last - n < bucket <= last
+                previous = bucket
+                slot = 1 + int(bucket) % n
+                section[slot * w8:(slot + 1) * w8] = value[at:at + w8]
+                at += w8
+            assert previous == last  # the header's newest bucket is the last record's
+        out += section
+    for code in codes:
+        if code in ("F", "M", "H"):
+            length = {"F": 8, "M": 24, "H": 200}[code]
+            out += value[at:at + length]
+            at += length
+        else:  # K<k>: n, then the min(n, k) amounts held
+            k = int(code[1:])
+            (n,) = struct.unpack_from("<d", value, at)
+            held = min(int(n), k)
+            out += value[at:at + 8 + 8 * held] + bytes(8 * (k - held))
+            at += 8 + 8 * held
+    assert at == len(value) and len(out) == 8 * size
+    return bytes(out)
 
 
 def test_a_payment_is_one_evalsha_whose_keys_and_ops_follow_the_script_header(redis_server, listed, redis_client):
@@ -288,12 +360,12 @@ def test_a_payment_is_one_evalsha_whose_keys_and_ops_follow_the_script_header(re
             assert key == keys.merchant_profile_key(prefix, "m1")
         elif code == "R":
             size, nrings = args[0], args[1]
-            stored = redis_client.get(key)  # `size` doubles, if the payment counted in it, squeezed
-            value = _unsqueezed(stored, size)
+            stored = redis_client.get(key)  # the buckets in use of `size` doubles' rings, if the payment counted
+            value = _plain(stored, args)
             assert value is None or len(value) == 8 * size
-            assert stored is None or len(stored) < 8 * size or 8 * size > 1024  # small values squeezed
+            assert stored is None or len(stored) < 4 * size  # a first payment: one bucket per ring, not n
             if entity == "merchant_card":
-                assert len(stored) < 2 * size  # one day's slot of 30, the rest zeros cut out
+                assert len(stored) < 2 * size  # one day's slot of 30, the rest not stored
             i = 2
             for _ in range(nrings):
                 buckets, bucket, ncounters = args[i:i + 3]
@@ -439,28 +511,63 @@ def test_lookup_with_subnet_is_lookup_and_subnet_of(ipintel):
             ipintel.lookup_with_subnet(bad)
 
 
-def test_entity_state_of_the_format_before_reads_as_the_squeezed_one(redis_client, ipintel, list_specs, prefix):
-    """Plain doubles (every entity value before zero runs were squeezed) and squeezed
-    values give the same features: one store keeps what it wrote, the other has every
-    state value rewritten as plain doubles after each event, as the version before
-    would have left it. The rewritten values are read, and the next write squeezes them."""
+def test_entity_state_of_the_formats_before_reads_as_the_compact_one(redis_client, ipintel, list_specs, prefix):
+    """Values of the formats before (plain doubles, a ring of n slots each; and those
+    with their zero runs cut out) and compact ones give the same features: one store
+    keeps what it wrote, the other has every state value rewritten after each event as
+    a version before would have left it, plain or squeezed by turns. The rewritten
+    values are read, and the next write stores them compact again."""
     events = [parse_event(flat_to_dict(r)) for r in dense_events(400, seed=12).to_dict("records")]
-    squeezed = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=f"{prefix}s")
-    plain = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=f"{prefix}p")
-    sizes: dict[str, int] = {}
-    shorter = 0
-    for event in events:
-        a, b = squeezed.process(event), plain.process(event)
+    compact = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=f"{prefix}s")
+    before = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=f"{prefix}p")
+    layouts: dict[str, list[Any]] = {}
+    rewritten = {"plain": 0, "squeezed": 0}
+    for turn, event in enumerate(events):
+        a, b = compact.process(event), before.process(event)
         assert a.features == b.features or all(
             (x == y) or (isinstance(x, float) and math.isnan(x) and math.isnan(y))
             for x, y in zip(a.features.values(), b.features.values()))
-        call = plain._prepare(event)
+        call = before._prepare(event)
         for code, k, args in _ops(call.args[2]):
             if code == "R":
-                sizes[call.keys[k - 1]] = args[0]
-        for key, size in sizes.items():
+                layouts[call.keys[k - 1]] = args
+        for key, args in layouts.items():
             value = redis_client.get(key)
-            if value is not None and len(value) < 8 * size:
-                shorter += 1
-                redis_client.set(key, _unsqueezed(value, size), keepttl=True)
-    assert shorter > 100  # values were squeezed, then read back as plain doubles
+            if value is not None and value[:1] == b"\xfe":  # written compact since the last rewrite
+                plain = _plain(value, args)
+                assert plain is not None and len(value) < len(plain)
+                old = _squeezed(plain) if turn % 2 and len(plain) <= 1024 else plain
+                rewritten["squeezed" if len(old) < len(plain) else "plain"] += 1
+                redis_client.set(key, old, keepttl=True)
+    assert rewritten["plain"] > 100 and rewritten["squeezed"] > 100  # both formats were read back
+
+
+def test_a_merchants_closed_days_are_packed_as_doubles_and_packs_of_the_format_before_read(
+        redis_client, ipintel, list_specs, prefix):
+    """A closed day's volumes are 72 doubles (576 bytes, where 72 numbers of 15 digits
+    took 1,080); a merchant whose packs are of the format before gets the same 7- and
+    28-day baselines. One store keeps what it wrote, the other has every pack rewritten
+    as 15-digit numbers after each event."""
+    events = [pay(T0 + timedelta(days=day, hours=hour), amount=f"{10 + (day * 7 + hour) % 13}.{day % 10}0",
+                  card=f"c{(day + hour) % 4}", event_id=f"mv-{day}-{hour}")
+              for day in range(34) for hour in (0, 3, 7)]
+    packed = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=f"{prefix}b")
+    before = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=f"{prefix}t")
+    volume_key = keys.entity_key(f"{prefix}t", "merchant", "m1", "volume")
+    rewritten = 0
+    with_baseline = 0
+    for event in events:
+        a, b = packed.process(event), before.process(event)
+        assert a.features == b.features or all(
+            (x == y) or (isinstance(x, float) and math.isnan(x) and math.isnan(y))
+            for x, y in zip(a.features.values(), b.features.values()))
+        with_baseline += a.features["merchant.baseline_today_28d"] is not None
+        for field, value in redis_client.hgetall(volume_key).items():
+            if field.startswith(b"P:") and len(value) == 576:
+                numbers = struct.unpack("<72d", value)
+                redis_client.hset(volume_key, field, "".join(f"{n:015.0f}" for n in numbers))
+                rewritten += 1
+    packs = {f: v for f, v in redis_client.hgetall(keys.entity_key(f"{prefix}b", "merchant", "m1", "volume")).items()
+             if f.startswith(b"P:")}
+    assert len(packs) >= 28 and {len(v) for v in packs.values()} == {576}
+    assert rewritten >= 30 and with_baseline >= 10  # 28-day baselines read from the rewritten packs

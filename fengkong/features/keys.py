@@ -51,8 +51,20 @@ def legacy_claim_key(prefix: str, event_id: str) -> str:
 
 
 def decision_key(prefix: str, decision_id: str) -> str:
-    """Pointer from a decision id to the event id that holds its record."""
+    """Pointer from a decision id to the event id that holds its record, as decisions
+    made before `decision_bucket` stored it (one key each): still read for them."""
     return entity_key(prefix, "decision", decision_id, "event")
+
+
+#: hex digits of a decision id (after ``d_``) that name its pointer bucket: the hour it was
+#: made (6) and a shard of that hour (3, so 4,096 buckets an hour)
+BUCKET_DIGITS = 9
+
+
+def decision_bucket(prefix: str, decision_id: str) -> tuple[str, str]:
+    """(key, field) of a decision id's pointer to its event id: a hash per hour and shard
+    (`fengkong.api.service.pointers`), where a key per decision cost Redis ~126 bytes."""
+    return entity_key(prefix, "dp", decision_id[2:2 + BUCKET_DIGITS], "ptr"), decision_id[2 + BUCKET_DIGITS:]
 
 
 def record_schema_key(prefix: str, schema_id: str) -> str:

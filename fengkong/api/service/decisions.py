@@ -60,6 +60,7 @@ from fengkong.api.errors import Conflict, NotFound, Unavailable
 from fengkong.api.security import Caller
 from fengkong.api.service.idempotency import (body_hash, conflict_check, execute, get, load, record_ttl, set_record,
                                               stored)
+from fengkong.api.service import pointers
 from fengkong.api.service.records import is_record
 from fengkong.api.service.ids import check_id, new_decision_id
 from fengkong.api.state import Runtime
@@ -228,7 +229,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     first = len(commands)  # the record's SET (after its schema's, when that is sent)
     commands += [
         set_record(key, blob, record_ttl(rt), only_if_absent=adopt),
-        ("SET", rt.keys.decision(decision_id), event.event_id, "EX", ttl),
+        *pointers.commands(rt.keys.prefix, decision_id=decision_id, event_id=event.event_id, ttl_s=ttl),
         rt.audit.decision_command(record),
     ]
     case_item = rt.intake.command(record, event)  # a review (or what cases.yaml names): queue it for a case
@@ -341,8 +342,8 @@ async def get_decision(*, rt: Runtime, decision_id: str) -> dict[str, Any]:
     connection: a decision this worker just answered was written there first."""
     check_id("decision_id", decision_id)
     try:
-        event_id = await get(rt, rt.keys.decision(decision_id))
-        value = await get(rt, rt.keys.request(event_id.decode())) if event_id else None
+        event_id = await pointers.event_id_of(rt, decision_id)
+        value = await get(rt, rt.keys.request(event_id)) if event_id else None
         if value is None or not is_record(value):  # none, or the claim of a decision never stored
             raise NotFound("decision_id",
                            "no stored decision has this id (unknown, expired, or made in degraded mode)")

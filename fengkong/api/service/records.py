@@ -24,7 +24,13 @@ Format: one byte ``\\x01``, then one MessagePack array of the record's values in
   ``card.fingerprint``, ...) is a reference to it (an extension type, `_REF`);
 * the event's field names are indexes into `EVENT_NAMES`; the body's SHA-256 and the
   decision id are raw bytes, ``decided_at`` an integer of
-  microseconds, ``event_id`` left out when it is the event's own.
+  microseconds, ``event_id`` left out when it is the event's own;
+* a feature that is a float with a whole value, or a whole number of hundredths (an
+  amount in major units), is stored as that integer (1 to 5 bytes where a float takes
+  9), and the record's last item says which: two bitmaps over the features, whole
+  values then hundredths (`_scaled`; absent in records written before, which read as
+  they were);
+* the thresholds' names are indexes into `THRESHOLD_NAMES`.
 
 A record that MessagePack cannot hold (an integer past 64 bits) is written as JSON,
 the format before this one; readers take both (`decode`: a record starting with
@@ -35,6 +41,7 @@ Outcome records are JSON.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -59,6 +66,10 @@ REASON_KEYS = ("id", "description", "action", "score", "mode", "tags", "values")
 EVENT_NAMES = ("event_id", "type", "occurred_at", "merchant_id", "user_id", "amount", "currency", "channel", "card",
                "ip", "device_id", "merchant_mcc", "refers_to", "fingerprint", "bin", "issuer_country")
 _EVENT_INDEX = {n: i for i, n in enumerate(EVENT_NAMES)}
+#: the thresholds' names (`fengkong.engine.decision.Decision.thresholds`), written as their
+#: index here (part of the format: append new names, never reorder)
+THRESHOLD_NAMES = ("challenge", "review", "deny")
+_THRESHOLD_INDEX = {n: i for i, n in enumerate(THRESHOLD_NAMES)}
 #: how often a worker writes a schema again while it uses it (its TTL is the records' plus an hour)
 RESEND_S = 60.0
 _SCHEMA_GRACE_S = 3600
@@ -179,6 +190,10 @@ def _values(record: Mapping[str, Any], schema: Schema) -> list[Any]:
     decision_id = record.get("decision_id")
     decided_at = record.get("decided_at")
     extra = {k: v for k, v in record.items() if k not in _FIELD_SET}
+    values = _with_refs(list(features.values()), schema.copies, event) if isinstance(event, dict) \
+        else list(features.values())
+    scales = _scaled(values)
+    thresholds = record.get("thresholds")
     return [
         bytes.fromhex(schema.id), bytes.fromhex(record["body_sha256"]),
         bytes.fromhex(decision_id[2:]) if isinstance(decision_id, str) and _DECISION_ID.match(decision_id)
@@ -189,13 +204,61 @@ def _values(record: Mapping[str, Any], schema: Schema) -> list[Any]:
         record.get("merchant_grade"), record.get("degraded"), record.get("degraded_reason"), record.get("lane"),
         record.get("risk"), _micros(decided_at) if isinstance(decided_at, str) and _DECIDED_AT.match(decided_at)
         else decided_at, record.get("caller"), _indexed(event) if isinstance(event, dict) else event,
-        _with_refs(list(features.values()), schema.copies, event) if isinstance(event, dict)
-        else list(features.values()),
+        values,
         [_reason(r, schema) for r in record.get("shadow") or ()],
         [index.get(n, n) for n in record.get("missing_features") or ()],
-        record.get("score_action"), record.get("thresholds"), record.get("latency_ms"), extra or None,
+        record.get("score_action"),
+        {_THRESHOLD_INDEX.get(k, k): v for k, v in thresholds.items()} if isinstance(thresholds, dict) else thresholds,
+        record.get("latency_ms"), extra or None, scales,
         # ruleset_version and models are the schema's; kind is "decision"
     ]
+
+
+_WHOLE = float(2 ** 53)  # past this a float's whole value is not exact, and int() would widen it
+
+
+def _scaled(values: list[Any]) -> list[bytes] | None:
+    """Replace in `values` each float that is a whole number, or a whole number of
+    hundredths, by that integer, and say which were: [whole bitmap, hundredths bitmap]
+    (bit i = values[i]; little-endian bytes), or None when none was. -0.0, NaN and
+    infinities stay floats; a hundredths value is one that `n / 100` gives back exactly."""
+    whole = cents = 0
+    for i, v in enumerate(values):
+        if type(v) is not float or not -_WHOLE < v < _WHOLE:
+            continue
+        if v.is_integer():
+            if v or math.copysign(1.0, v) > 0:
+                values[i] = int(v)
+                whole |= 1 << i
+        else:
+            n = round(v * 100)
+            if n / 100 == v:
+                values[i] = n
+                cents |= 1 << i
+    if not (whole or cents):
+        return None
+    return [whole.to_bytes((whole.bit_length() + 7) // 8, "little"),
+            cents.to_bytes((cents.bit_length() + 7) // 8, "little")]
+
+
+def _unscaled(values: list[Any], scales: Any) -> list[Any]:
+    """`values` with the floats `_scaled` stored as integers made floats again."""
+    if not scales:
+        return values
+    whole, cents = (int.from_bytes(b, "little") for b in scales)
+    i = 0
+    while whole:
+        if whole & 1:
+            values[i] = float(values[i])
+        whole >>= 1
+        i += 1
+    i = 0
+    while cents:
+        if cents & 1:
+            values[i] = values[i] / 100
+        cents >>= 1
+        i += 1
+    return values
 
 
 _FIELD_SET = frozenset(FIELDS)
@@ -301,8 +364,13 @@ def decode(value: bytes, schema: Schema | None) -> dict[str, Any]:
     empty and the rule-set version and models unknown."""
     if value[:1] != COMPACT:
         return loads(value)  # type: ignore[no-any-return]
+    items = _unpack(value)
     (sid, sha, decision_id, event_id, decision, score, reasons, grade, degraded, degraded_reason, lane, risk,
-     decided_at, caller, event, values, shadow, missing, score_action, thresholds, latency_ms, extra) = _unpack(value)
+     decided_at, caller, event, values, shadow, missing, score_action, thresholds, latency_ms, extra) = items[:22]
+    values = _unscaled(values, items[22] if len(items) > 22 else None)
+    if isinstance(thresholds, dict):
+        thresholds = {THRESHOLD_NAMES[k] if isinstance(k, int) and k < len(THRESHOLD_NAMES) else k: v
+                      for k, v in thresholds.items()}
     if isinstance(event, dict):
         event = _named(event)
         values = _resolved(values, event)

@@ -29,7 +29,8 @@
 --        the limit) -> grade|false, limit, onboarded_day|false, daily_cap|false,
 --        anomaly|false, promotions|false (the planned campaigns' text, features/promotions.py)
 --   R op_state     size nrings (N b nc inc1..incnc)*nrings nextra (code mode value)*nextra
---        ttl: an entity's state in one value of `size` doubles: its rings of N buckets
+--        ttl: an entity's state in one value (`size`: the doubles of its layout, stored
+--        compact: only the buckets in use, see op_state): its rings of N buckets
 --        (inc "N" = the near-limit flag), then F first seen, M moments, H hour habit,
 --        K<k> the last k amounts (mode 1 read, 2 read and write) -> each ring's nc
 --        totals, then F: first ts|false; M: n, mean, m2; H: count, total; K: amounts
@@ -127,23 +128,46 @@ local function op_profile(key)
   nout = nout + 6
 end
 
--- An entity's rings, all in one binary string of little-endian doubles, read and
--- patched in place by position (no decoding of the whole value). Ring r holds
--- [L, t1..tnc, (bucket, c1..cnc) x n]: L the newest bucket counted, t the running
--- totals of buckets L-n+1..L, then n slots. Zero is "empty" (bucket ids are large).
--- A newer bucket first subtracts the slots that leave the window; a slot left
--- from an older bucket is reused when its turn comes, so the value never grows.
+-- An entity's state, all in one binary string (little-endian), read by position and
+-- rebuilt from runs of the old bytes and the parts that changed. It is:
+--   byte 0xFE, u16 the layout's size in doubles (`size`: a value of another layout
+--   reads as none), then each ring, then the other sections in the op's order.
+-- Ring r: u16 k, the buckets it holds; when k > 1, its header [L, t1..tnc] (L the
+-- newest bucket counted, t the running totals of buckets L-n+1..L); then its k records
+-- (bucket, c1..cnc) in bucket order, only buckets inside the window: a card that paid
+-- twice this week keeps 2 of its 28 slots, not 28. One record is its own header (the
+-- totals are its counters, L its bucket), so it is stored once. A newer bucket first
+-- drops (and subtracts) the records that leave the window, which are the first ones.
+-- F: a double, M: 3 doubles, H: 25 doubles, K<k>: n (amounts ever written), then the
+-- min(n, k) amounts of the ring (it grows to k, then the n-th amount takes slot n % k).
+-- Values of the formats before (`size` doubles, a ring of n slots each; or those with
+-- their zero runs cut out) are read and rewritten in this one (`from_plain`): an
+-- upgrade starts no counter over (docs/operations.md, "Upgrading").
 
 -- '<dd...d' for k doubles: one struct call reads or writes a whole record
 -- (a wider record than these, which no layout has yet, gets its format made)
 local FMT = {'<d', '<dd', '<ddd', '<dddd', '<ddddd', '<dddddd', '<ddddddd', '<dddddddd'}
+local function fmt(k)
+  local f = FMT[k]
+  if not f then
+    f = '<' .. string.rep('d', k)
+    FMT[k] = f
+  end
+  return f
+end
+local MARK = '\254'
+local K0 = '\0\0'  -- a ring that holds no bucket
 
--- Runs of zero doubles are cuts of Z, grown by doubling as needed (string.rep builds
+-- Runs of zero bytes are cuts of Z, grown by doubling as needed (string.rep builds
 -- byte by byte); a cut of a length made before is found interned.
-local Z = '\0\0\0\0\0\0\0\0'  -- one double 0
+local Z = '\0\0\0\0\0\0\0\0'
+local function zeros(n)
+  while #Z < n do Z = Z .. Z end
+  return ssub(Z, 1, n)
+end
 
 -- The entity's new value is built front to back from runs of the old value and
--- the records that changed, then joined once.
+-- the parts that changed, then joined once.
 local old, pieces, npieces, done
 local function keep(upto)  -- keep the old bytes up to offset `upto`
   if upto > done then
@@ -152,90 +176,107 @@ local function keep(upto)  -- keep the old bytes up to offset `upto`
     done = upto
   end
 end
-local function emit(bytes)  -- replace the old bytes from `done` on
+local function put(bytes)  -- new bytes at the current place (the caller moves `done` past what they replace)
   npieces = npieces + 1
   pieces[npieces] = bytes
-  done = done + #bytes
-end
-local function emit_zeros(k)  -- k zero doubles
-  if k > 0 then
-    while #Z < k * 8 do Z = Z .. Z end
-    emit(ssub(Z, 1, k * 8))
-  end
 end
 
--- An entity's value is stored with its long runs of zero bytes cut out: most of a
--- value is zeros (slots of buckets an entity never paid in: a merchant-card pair seen
--- twice uses 2 of its 30). Squeezed, it is: the number of runs (u16), each run's
--- offset and length (u16, u16), then the value's other bytes in order. Only runs of
--- 32 zero bytes or more are cut (found with a plain search, which costs Redis far less
--- than a pattern over every byte). A value that would not get shorter is stored as it
--- is, so a value of exactly `size * 8` bytes is always the plain doubles (as every
--- value was before) and a shorter one is squeezed. Only values of at most
--- SQUEEZE_MAX bytes are squeezed (the merchant-card pair, IP, /24, device): the search
--- costs Redis CPU in proportion to the value, and a card's or user's value is large,
--- long-lived and denser (docs/scale.md has the figures).
-local SQUEEZE_MAX = 1024
-local Z32 = '\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0'
-local sfind = string.find
-local function zeros(n)
-  while #Z < n do Z = Z .. Z end
-  return ssub(Z, 1, n)
-end
-local function squeeze(value)
-  local n = #value
-  if n >= 65536 then return value end
-  local runs, nr, lits, nl = {}, 0, {}, 0
-  local at = 1
-  while true do
-    local p = sfind(value, Z32, at, true)
-    if not p then break end
-    local _, e = sfind(value, '^%z*', p + 32)
-    nl = nl + 1
-    lits[nl] = ssub(value, at, p - 1)
-    nr = nr + 1
-    runs[nr] = spack('<HH', p - 1, e - p + 1)
-    at = e + 1
-  end
-  if nr == 0 then return value end
-  nl = nl + 1
-  lits[nl] = ssub(value, at)
-  local packed = spack('<H', nr) .. concat(runs, '', 1, nr) .. concat(lits, '', 1, nl)
-  if #packed < n then return packed end
-  return value
-end
+-- A value of the format before with its runs of zero bytes cut out (values of at most
+-- 1 kB were stored so): the number of runs (u16), each run's offset and length (u16,
+-- u16), then the value's other bytes in order. Read only: it is rewritten as `size`
+-- doubles, then in this format.
 local function unsqueeze(value)
   local nr = sunpack('<H', value, 1)
   local parts, np = {}, 0
-  local lit, done = 3 + 4 * nr, 0  -- the next literal byte; bytes of the value rebuilt
+  local lit, got = 3 + 4 * nr, 0  -- the next literal byte; bytes of the value rebuilt
   for i = 0, nr - 1 do
     local start, len = sunpack('<HH', value, 3 + 4 * i)
-    if start > done then
+    if start > got then
       np = np + 1
-      parts[np] = ssub(value, lit, lit + start - done - 1)
-      lit = lit + start - done
+      parts[np] = ssub(value, lit, lit + start - got - 1)
+      lit = lit + start - got
     end
     np = np + 1
     parts[np] = zeros(len)
-    done = start + len
+    got = start + len
   end
   np = np + 1
   parts[np] = ssub(value, lit)
   return concat(parts, '', 1, np)
 end
 
+-- The value in this format of `plain`, `size` doubles laid out as before (a ring of n
+-- slots each; all zeros: an entity never seen), the op's arguments from A[ai] on (its
+-- rings, then its other sections) giving the layout.
+local function from_plain(plain, size, ai, nrings)
+  local parts, np = {MARK .. spack('<H', size % 65536)}, 1
+  local at = 0
+  for _ = 1, nrings do
+    local n, nc = A[ai], A[ai + 2]
+    ai = ai + 3 + nc
+    local w8 = (nc + 1) * 8
+    local last = sunpack('<d', plain, at + 1)
+    local recs = {}
+    if last ~= 0 then
+      for s = 0, n - 1 do
+        local off = at + (1 + s) * w8
+        local bucket = sunpack('<d', plain, off + 1)
+        if bucket > last - n and bucket <= last then
+          recs[#recs + 1] = {bucket, ssub(plain, off + 1, off + w8)}
+        end
+      end
+      table.sort(recs, function(x, y) return x[1] < y[1] end)
+    end
+    np = np + 1
+    if #recs == 0 then
+      parts[np] = K0
+    elseif #recs == 1 then
+      parts[np] = '\1\0' .. recs[1][2]  -- its own header
+    else
+      parts[np] = spack('<H', #recs) .. ssub(plain, at + 1, at + w8)
+      for i = 1, #recs do
+        np = np + 1
+        parts[np] = recs[i][2]
+      end
+    end
+    at = at + (1 + n) * w8
+  end
+  for _ = 1, A[ai] do
+    local code = A[ai + 1]
+    ai = ai + 3
+    local len = (code == 'F' and 8) or (code == 'M' and 24) or (code == 'H' and 200) or nil
+    np = np + 1
+    if len then
+      parts[np] = ssub(plain, at + 1, at + len)
+      at = at + len
+    else
+      local k = tonumber(ssub(code, 2))
+      local n = sunpack('<d', plain, at + 1)
+      parts[np] = ssub(plain, at + 1, at + 8 * (1 + math.min(n, k)))
+      at = at + 8 * (k + 1)
+    end
+  end
+  return concat(parts, '', 1, np)
+end
+
 local function op_state(key)
   local size, nrings = A[argi], A[argi + 1]
   argi = argi + 2
-  old = rcall('GET', key)
-  if old and #old < size * 8 then old = unsqueeze(old) end
-  local fresh = not old or #old ~= size * 8
-  if fresh then
+  local value = rcall('GET', key)
+  local fresh = not value
+  if value and sbyte(value, 1) == 254 then
+    if sunpack('<H', value, 2) ~= size % 65536 then value, fresh = nil, true end  -- another layout
+  elseif value then
+    -- the format before: plain doubles, or those with zero runs cut out (shorter)
+    if #value < size * 8 then value = unsqueeze(value) end
+    if #value == size * 8 then value = from_plain(value, size, argi, nrings) else value, fresh = nil, true end
+  end
+  if not value then
     -- none yet, or one of another layout: read as all zeros (every total 0, no first
     -- seen, no moments), so one code path serves new and known entities alike
-    while #Z < size * 8 do Z = Z .. Z end
-    old = ssub(Z, 1, size * 8)
+    value = from_plain(zeros(size * 8), size, argi, nrings)
   end
+  old = value
   -- (sized up front: a table grown one item at a time is rehashed at 1, 2, 4, 8, 16)
   pieces = {false, false, false, false, false, false, false, false,
             false, false, false, false, false, false, false, false}
@@ -246,19 +287,28 @@ local function op_state(key)
   local ai, no = argi, nout
   local changed = false
   local near = (limit and amount * 10 >= limit * 9 and amount <= limit) and 1 or 0
-  local at = 0  -- byte offset of the current section
+  local at = 3  -- byte offset of the current section
   for _ = 1, nrings do
     local n, b, nc = A[ai], A[ai + 1], A[ai + 2]
     local i0 = ai + 2  -- A[i0 + i] increments counter i
     ai = i0 + nc + 1
     local width = nc + 1
     local w8 = width * 8
-    local f = FMT[width] or '<' .. string.rep('d', width)
-    -- the header: t[1] = L, t[1 + i] = total i (t[width + 1], the next position, is unused)
-    local t = {sunpack(f, old, at + 1)}
+    local f = fmt(width)
+    local k = sunpack('<H', old, at + 1)
+    local rstart = at + 2 + (k > 1 and w8 or 0)  -- offset of the first record
+    local send = rstart + k * w8  -- offset past the section
+    -- the header: t[1] = L, t[1 + i] = total i
+    local t
+    if k > 0 then
+      t = {sunpack(f, old, at + 3)}
+    else
+      t = {0}
+      for i = 2, width do t[i] = 0 end
+    end
     local last = t[1]
     local reset = last == 0 or b - last >= n
-    local advance = not reset and b > last  -- buckets last+1 .. b leave the window
+    local advance = not reset and b > last  -- buckets up to b - n leave the window
     local any = false
     -- each total is read as it stands before the event, then the event's increment
     -- is added (the header written if the ring counts the event)
@@ -276,13 +326,15 @@ local function op_state(key)
         t[i] = t[i] + inc
       end
     end
+    local drop = 0  -- the first records, that leave the window
     if advance then
-      for x = last + 1, b do
-        local off = at + (1 + x % n) * w8 + 1
-        if sunpack('<d', old, off) ~= 0 then
-          local rec = {sunpack(f, old, off)}
-          for i = 2, width do t[i] = t[i] - rec[i] end
-        end
+      local bound = b - n
+      while drop < k do
+        local off = rstart + drop * w8 + 1
+        if sunpack('<d', old, off) > bound then break end
+        local rec = {sunpack(f, old, off)}
+        for i = 2, width do t[i] = t[i] - rec[i] end
+        drop = drop + 1
       end
       for i = 2, width do
         no = no + 1
@@ -291,52 +343,47 @@ local function op_state(key)
       end
     end
     if any and (reset or b > last - n) then
-      local hi = b % n
-      local soff = at + (1 + hi) * w8
-      local rec
+      keep(at)
       if reset or b > last then
         t[1] = b
-        rec = spack(f, b, unpack(A, i0 + 1, i0 + nc))
-      else
-        -- an older bucket still in the window: add to its slot
-        local cur = {sunpack(f, old, soff + 1)}
-        if cur[1] ~= b then
-          rec = spack(f, b, unpack(A, i0 + 1, i0 + nc))
+        local kept = reset and 0 or k - drop
+        if kept == 0 then
+          put('\1\0' .. spack(f, unpack(t, 1, width)))  -- the one record is the header
         else
+          put(spack('<H', kept + 1) .. spack(f, unpack(t, 1, width)) .. ssub(old, rstart + drop * w8 + 1, send)
+              .. spack(f, b, unpack(A, i0 + 1, i0 + nc)))
+        end
+      else
+        -- an older bucket still in the window: add to its record, or insert one in order
+        local j = k  -- records 1..j are the ones of buckets up to b
+        local bj = sunpack('<d', old, rstart + (j - 1) * w8 + 1)
+        while bj > b and j > 1 do
+          j = j - 1
+          bj = sunpack('<d', old, rstart + (j - 1) * w8 + 1)
+        end
+        if bj > b then j = 0 end
+        local cut = rstart + j * w8  -- where the records after b's begin
+        if k == 1 and bj == b then
+          put('\1\0' .. spack(f, unpack(t, 1, width)))  -- the one record is the header
+        elseif j > 0 and bj == b then
+          local cur = {sunpack(f, old, cut - w8 + 1)}
           for i = 2, width do cur[i] = cur[i] + A[i0 + i - 1] end
-          rec = spack(f, unpack(cur, 1, width))
-        end
-      end
-      keep(at)
-      emit(spack(f, unpack(t, 1, width)))
-      if reset then
-        emit_zeros(hi * width)
-        emit(rec)
-        emit_zeros((n - 1 - hi) * width)
-      elseif b <= last then
-        keep(soff)
-        emit(rec)
-      else
-        -- slots last+1 .. b (cyclic) left the window: cleared, then b's is written
-        local lo = (last + 1) % n
-        if lo <= hi then
-          keep(at + (1 + lo) * w8)
-          emit_zeros((hi - lo) * width)
-          emit(rec)
+          put(ssub(old, at + 1, at + 2) .. spack(f, unpack(t, 1, width)) .. ssub(old, rstart + 1, cut - w8)
+              .. spack(f, unpack(cur, 1, width)))
         else
-          emit_zeros(hi * width)
-          emit(rec)
-          keep(at + (1 + lo) * w8)
-          emit_zeros((n - lo) * width)
+          put(spack('<H', k + 1) .. spack(f, unpack(t, 1, width)) .. ssub(old, rstart + 1, cut)
+              .. spack(f, b, unpack(A, i0 + 1, i0 + nc)))
         end
+        if cut < send then put(ssub(old, cut + 1, send)) end
       end
+      done = send
       changed = true
     end
-    at = at + (1 + n) * w8
+    at = send
   end
   -- then the entity's other sections: F (first seen), M (Welford moments of the
   -- amount), H (hour-of-day counts, then their total), K<k> (how many amounts were
-  -- written, then a ring of the last k); each: code, mode (1 read, 2 read and
+  -- written, then the ring of the last k); each: code, mode (1 read, 2 read and
   -- write), value
   local nextra = A[ai]
   ai = ai + 1
@@ -349,7 +396,8 @@ local function op_state(key)
       out[no] = first ~= 0 and first or false
       if write and first == 0 then
         keep(at)
-        emit(spack('<d', value))
+        put(spack('<d', value))
+        done = at + 8
         changed = true
       end
       at = at + 8
@@ -363,25 +411,38 @@ local function op_state(key)
         mean = mean + delta / n
         m2 = m2 + delta * (value - mean)
         keep(at)
-        emit(spack('<ddd', n, mean, m2))
+        put(spack('<ddd', n, mean, m2))
+        done = at + 24
         changed = true
       end
       at = at + 24
     elseif code ~= 'H' then
-      -- K<k>: the ring's slot n % k takes the n-th amount (n counted from 0)
+      -- K<k>: the ring's slot n % k takes the n-th amount (n counted from 0); it
+      -- holds min(n, k) slots, the others read as 0
       local k = tonumber(ssub(code, 2))
-      local vals = {sunpack(FMT[k + 1] or '<' .. string.rep('d', k + 1), old, at + 1)}
-      for i = 1, k + 1 do out[no + i] = vals[i] end
+      local n = sunpack('<d', old, at + 1)
+      local m = n < k and n or k
+      out[no + 1] = n
+      if m > 0 then
+        local vals = {sunpack(fmt(m), old, at + 9)}
+        for i = 1, m do out[no + 1 + i] = vals[i] end
+      end
+      for i = m + 1, k do out[no + 1 + i] = 0 end
       no = no + k + 1
       if write then
-        local n = vals[1]
         keep(at)
-        emit(spack('<d', n + 1))
-        keep(at + 8 + (n % k) * 8)
-        emit(spack('<d', value))
+        put(spack('<d', n + 1))
+        done = at + 8
+        if n < k then
+          keep(at + 8 + n * 8)  -- the ring grows by one slot
+        else
+          keep(at + 8 + (n % k) * 8)
+          done = done + 8
+        end
+        put(spack('<d', value))
         changed = true
       end
-      at = at + (k + 1) * 8
+      at = at + 8 + m * 8
     else
       local count = sunpack('<d', old, at + value * 8 + 1)
       local total = sunpack('<d', old, at + 24 * 8 + 1)
@@ -389,9 +450,11 @@ local function op_state(key)
       no = no + 2
       if write then
         keep(at + value * 8)
-        emit(spack('<d', count + 1))
+        put(spack('<d', count + 1))
+        done = done + 8
         keep(at + 24 * 8)
-        emit(spack('<d', total + 1))
+        put(spack('<d', total + 1))
+        done = done + 8
         changed = true
       end
       at = at + 25 * 8
@@ -400,15 +463,14 @@ local function op_state(key)
   local ttl = A[ai]
   argi, nout = ai + 1, no
   if changed then
-    keep(size * 8)
-    local value = concat(pieces, '', 1, npieces)
-    if size * 8 <= SQUEEZE_MAX then value = squeeze(value) end
+    keep(#old)
+    local new = concat(pieces, '', 1, npieces)
     if fresh then
       -- GET: the reply is nil (or the old value of another layout), where a plain
       -- SET's "OK" would cost Lua a table
-      rcall('SET', key, value, 'EX', ttl, 'GET')
+      rcall('SET', key, new, 'EX', ttl, 'GET')
     else
-      rcall('SET', key, value, 'EX', ttl)
+      rcall('SET', key, new, 'EX', ttl)
     end
   end
 end
@@ -563,7 +625,8 @@ end
 --   f         first local day with a payment
 --   cd        the open day: the latest day with a payment
 --   V / C     volume and count of the open day; v:h / c:h the same per hour
---   P:d       closed day d packed as 72 fixed-width numbers: the volume through
+--   P:d       closed day d packed as 72 little-endian doubles (576 bytes; 72 numbers of
+--             15 digits each, 1,080 bytes, in the format before, still read): the volume through
 --             each hour (cumulative), each hour's own volume, the cumulative count
 --   B:h       baseline cache for hour h: "day bt7 bh7 bc7 bt28 bh28 bc28"
 -- Closing a day packs its hours once; a baseline is computed once per merchant
@@ -576,15 +639,13 @@ local function close_day(key, cd, day)
     fields[#fields + 1] = 'c:' .. h
   end
   local vals = rcall('HMGET', key, unpack(fields))
-  local cum_v, hour_v, cum_c = {}, {}, {}
+  local nums = {}  -- the volume through each hour, each hour's own, the count through each
   local cv, cc = 0, 0
   for h = 0, 23 do
     local v = tonumber(vals[2 * h + 1] or '0')
     cv = cv + v
     cc = cc + tonumber(vals[2 * h + 2] or '0')
-    cum_v[h + 1] = string.format('%015.0f', cv)
-    hour_v[h + 1] = string.format('%015.0f', v)
-    cum_c[h + 1] = string.format('%015.0f', cc)
+    nums[h + 1], nums[h + 25], nums[h + 49] = cv, v, cc
   end
   fields[#fields + 1] = 'V'
   fields[#fields + 1] = 'C'
@@ -594,7 +655,9 @@ local function close_day(key, cd, day)
   end
   rcall('HDEL', key, unpack(fields))
   if cv > 0 or cc > 0 then
-    rcall('HSET', key, 'P:' .. cd, table.concat(cum_v) .. table.concat(hour_v) .. table.concat(cum_c))
+    local f24 = '<' .. string.rep('d', 24)
+    rcall('HSET', key, 'P:' .. cd, spack(f24, unpack(nums, 1, 24)) .. spack(f24, unpack(nums, 25, 48))
+      .. spack(f24, unpack(nums, 49, 72)))
   end
 end
 
@@ -611,9 +674,10 @@ local function baselines(key, day, hour, bfield, first)
     end
     return (s[n / 2] + s[n / 2 + 1]) / 2
   end
-  -- the i-th of a pack's fixed-width numbers
+  -- the i-th of a pack's numbers (a double; 15 digits in a pack of the format before)
   local function packed_at(p, i)
-    return tonumber(ssub(p, i * 15 + 1, i * 15 + 15))
+    if #p == 1080 then return tonumber(ssub(p, i * 15 + 1, i * 15 + 15)) end
+    return (sunpack('<d', p, i * 8 + 1))
   end
   local age = first and day - first or -1
   local span = (age >= 28 and 28) or (age >= 7 and 7) or 0

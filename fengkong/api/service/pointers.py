@@ -1,0 +1,40 @@
+"""Where a decision id finds its event id (whose key holds the decision record).
+
+Why: GET /v1/decisions/{id} needs the event id, and one key per decision for it cost
+Redis about 126 bytes per decision (key name, value, the key's own tables and its
+expiry). A decision id now names the hour it was made and a shard of that hour (its
+first hex digits, `fengkong.api.service.ids`), and the pointer is a field of that
+bucket's hash (``{dp:<hour><shard>}``, field: the rest of the id): a few dozen bytes
+when the hash's fields stay in one listpack (docs/operations.md, "Memory sizing").
+The bucket's TTL is renewed with each write to `decision_ttl_s` plus an hour, so a
+pointer lives from `decision_ttl_s` to an hour longer. Pointers of the format before
+(``{decision:<id>}:event``) are still read, in the same round trip.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fengkong.api.service.idempotency import execute
+from fengkong.api.state import Runtime
+from fengkong.features import keys
+
+#: how much longer than `decision_ttl_s` a bucket lives after its last write (a bucket
+#: is written for an hour: its last pointer must live its full TTL)
+BUCKET_GRACE_S = 3600
+
+
+def commands(prefix: str, *, decision_id: str, event_id: str, ttl_s: int) -> list[tuple[Any, ...]]:
+    """The writes that let `decision_id` find `event_id` for at least `ttl_s` seconds."""
+    key, field = keys.decision_bucket(prefix, decision_id)
+    return [("HSET", key, field, event_id), ("EXPIRE", key, ttl_s + BUCKET_GRACE_S)]
+
+
+async def event_id_of(rt: Runtime, decision_id: str) -> str | None:
+    """The event id a decision id points to (its bucket, else a pointer of the format
+    before), or None; one round trip over the worker's pipelined connection."""
+    key, field = keys.decision_bucket(rt.keys.prefix, decision_id)
+    bucketed, before = await execute(rt, (("HGET", key, field), ("GET", rt.keys.decision(decision_id))),
+                                     rt.store_budget_s)
+    found = bucketed if bucketed is not None else before
+    return found.decode() if found is not None else None

@@ -1,0 +1,57 @@
+"""A decision id finds its event's record through its hour's pointer bucket
+(`fengkong.api.service.pointers`): one hash field per decision, not a key, with the
+bucket's TTL past `decision_ttl_s`; pointers of the format before still answer."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from api_fixtures import DECIDE_KEY, Served, payment, settings
+from fengkong.api.service.ids import new_decision_id
+from fengkong.api.service.pointers import BUCKET_GRACE_S
+from fengkong.features import keys
+
+PREFIX = "tptr"
+TTL_S = 7200
+
+
+@pytest.fixture(scope="module")
+def api(redis_server):
+    with Served(settings(redis_server.url, PREFIX, decision_ttl_s=TTL_S)) as served:
+        yield served
+
+
+def test_a_decision_id_names_the_hour_it_was_made():
+    before = int(time.time()) // 3600
+    decision_id = new_decision_id()
+    assert before <= int(decision_id[2:8], 16) <= int(time.time()) // 3600
+    assert len(decision_id) == 26 and int(decision_id[8:], 16) >= 0
+
+
+def test_the_pointer_is_a_field_of_its_bucket_and_answers_get(api, redis_client):
+    with api.client(DECIDE_KEY) as c:
+        made = [c.post("/v1/decisions", json=payment()).json() for _ in range(3)]
+        got = [c.get(f"/v1/decisions/{m['decision_id']}").json() for m in made]
+    assert [g["decision_id"] for g in got] == [m["decision_id"] for m in made]
+    assert [g["event_id"] for g in got] == [m["event_id"] for m in made]
+    for m in made:
+        key, field = keys.decision_bucket(PREFIX, m["decision_id"])
+        assert redis_client.hget(key, field).decode() == m["event_id"]
+        assert TTL_S < redis_client.ttl(key) <= TTL_S + BUCKET_GRACE_S  # outlives decision_ttl_s
+        assert not redis_client.exists(keys.decision_key(PREFIX, m["decision_id"]))  # no key per decision
+    with api.client(DECIDE_KEY) as c:
+        assert c.get("/v1/decisions/d_" + "0" * 24).status_code == 404
+
+
+def test_a_pointer_of_the_format_before_still_answers(api, redis_client):
+    with api.client(DECIDE_KEY) as c:
+        made = c.post("/v1/decisions", json=payment()).json()
+        want = c.get(f"/v1/decisions/{made['decision_id']}").json()
+        key, field = keys.decision_bucket(PREFIX, made["decision_id"])
+        redis_client.hdel(key, field)
+        assert c.get(f"/v1/decisions/{made['decision_id']}").status_code == 404
+        # as the version before wrote it: one key per decision id
+        redis_client.set(keys.decision_key(PREFIX, made["decision_id"]), made["event_id"], ex=TTL_S)
+        assert c.get(f"/v1/decisions/{made['decision_id']}").json() == want
