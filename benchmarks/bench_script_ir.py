@@ -59,8 +59,10 @@ def capture(events: int, out: Path) -> None:
             sent.append(data)
             self.conn.send_packed_command([data], check_health=False)
 
-    original = inflight.SocketWriter._run
-    inflight.SocketWriter._run = keep  # type: ignore[method-assign]
+    # (the class was `_Writer` before 2026-12-05: so older code captures the same way)
+    writer = getattr(inflight, "SocketWriter", None) or getattr(inflight, "_Writer")
+    original = writer._run
+    writer._run = keep
     try:
         with tempfile.TemporaryDirectory() as tmp:
             sim = Path(tmp)
@@ -68,7 +70,7 @@ def capture(events: int, out: Path) -> None:
             run_replay(sim / "events.parquet", rules_dir=root / "rules", redis_url=server.url, prefix="ir",
                        lists_file=sim / "blacklist.json", merchants_file=sim / "merchants.parquet", in_flight=1024)
     finally:
-        inflight.SocketWriter._run = original  # type: ignore[method-assign]
+        writer._run = original
         server.stop()
     reader, calls = hiredis.Reader(), []
     for data in sent:  # fed chunk by chunk: one feed of everything is quadratic in hiredis
