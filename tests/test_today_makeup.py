@@ -4,9 +4,13 @@ live on other slots than the merchant's counts)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from fengkong.events import parse_event
+from fengkong.features import keys
+from fengkong.features.definitions import DEFAULT_BUSINESS_UTC_OFFSET_MIN
 
 
 def _pay(event_id: str, when: str, merchant: str, card: str, user: str) -> dict:
@@ -55,3 +59,22 @@ def test_the_make_up_counts_new_cards_new_accounts_and_returning_cards(which, re
     assert got["d3-new-0"][0] is True
     assert got["d3-probe"][1] == (21, 9, 9, 11, 9 / 21, 9 / 21, 11 / 21)
     assert got["d4-probe"][1] == (0, 0, 0, 0, None, None, None)
+
+
+@pytest.mark.parametrize("which", ["store", "cluster_store"])
+def test_the_day_s_make_up_hash_holds_the_counts_and_gets_its_ttl_when_made(which, request) -> None:
+    """The script writes the new counts in one HSET and sets the TTL only when the day's hash
+    is made (the cluster store the same from its joined reply): the hash must still hold every
+    count, and never be left without a TTL."""
+    store = request.getfixturevalue(which)
+    for i in range(3):  # three new cards of new accounts
+        store.process(parse_event(_pay(f"a{i}", f"2026-11-10T10:0{i}:00+08:00", "m", f"c{i}", f"u{i}")))
+    store.process(parse_event(_pay("b0", "2026-11-11T10:00:00+08:00", "m", "c0", "u0")))  # returning
+    store.process(parse_event(_pay("b1", "2026-11-11T10:01:00+08:00", "m", "c1", "u1")))
+    store.process(parse_event(_pay("b1", "2026-11-11T10:01:00+08:00", "m", "c1", "u1")))  # a retry
+    ts = datetime.fromisoformat("2026-11-10T10:00:00+08:00").timestamp()
+    first = (int(ts) + DEFAULT_BUSINESS_UTC_OFFSET_MIN * 60) // 86400  # its business day
+    for day, counts in ((first, {b"c": b"3", b"u": b"3"}), (first + 1, {b"r": b"2"})):
+        key = keys.entity_key(store.prefix, "merchant", "m", f"mix:{day}")
+        assert store.client.hgetall(key) == counts
+        assert 0 < store.client.ttl(key) <= 2 * 86400

@@ -187,7 +187,10 @@ class ClusterPlanner:
         if not fields:
             return []
         key = keys.entity_key(self.prefix, op.entity, row[op.column], f"{op.suffix}:{row['biz_day']}")
-        return [*(("HINCRBY", key, field, 1) for field in fields), ("EXPIRE", key, op.ttl)]
+        commands: list[tuple[Any, ...]] = [("HINCRBY", key, field, 1) for field in fields]
+        if not any(stored[at] for at in join.counts):  # the day's hash is made now: its TTL, as the script sets it
+            commands.append(("EXPIRE", key, op.ttl))
+        return commands
 
 
 class ClusterOnlineStore(OnlineStore):

@@ -52,7 +52,8 @@
 --        the merchant's payments, a hash per business day: c new cards, u new accounts,
 --        r returning cards; *_at: where the card's first seen, the account's, and the
 --        card's first day at this merchant are in `out`, 0 the event lacks it, -1 another
---        call reads it: count nothing here) -> c, u, r today before the event
+--        call reads it: count nothing here) -> c, u, r today before the event (the
+--        new counts are written in one HSET; the TTL is set when the day's hash is made)
 --   L op_list      ks member ipint   (set membership, and IPv4 ranges in KEYS[ks] if
 --        ks > 0) -> 1/0
 -- Values passed on to Redis come as decimal strings (Redis would format a Lua number
@@ -61,11 +62,18 @@
 
 local dedup = ARGV[1] ~= '0' and KEYS[1]
 if dedup then
-  local stored = redis.call('GET', dedup)
-  if not stored and ARGV[5] then
-    stored = redis.call('GET', ARGV[5])
+  -- one EXISTS over both claims: nearly every event is new, and an integer reply
+  -- costs Lua less than two GETs' nils; only a retry reads what its claim holds
+  local legacy = ARGV[5]
+  local found
+  if legacy then
+    found = redis.call('EXISTS', dedup, legacy)
+  else
+    found = redis.call('EXISTS', dedup)
   end
-  if stored then
+  if found ~= 0 then
+    local stored = redis.call('GET', dedup)
+    if not stored then stored = redis.call('GET', legacy) end
     return {'dup', stored}
   end
 end
@@ -786,18 +794,22 @@ local function op_makeup(key)
   local ca, ua, pa = A[argi + 5], A[argi + 6], A[argi + 7]
   argi = argi + 8
   local r = rcall('HMGET', key, 'c', 'u', 'r')
-  for i = 1, 3 do out[nout + i] = tonumber(r[i] or '0') end
+  local c, u, n = tonumber(r[1] or '0'), tonumber(r[2] or '0'), tonumber(r[3] or '0')
+  out[nout + 1], out[nout + 2], out[nout + 3] = c, u, n
   nout = nout + 3
   if not write or ca < 0 or ua < 0 or pa < 0 then return end
   -- read before the event: false = never seen (new); fengkong/features/makeup.py says the same
   local cf, uf, pf = ca > 0 and out[ca], ua > 0 and out[ua], pa > 0 and out[pa]
-  local set = {}
-  if ca > 0 and (not cf or ts - cf < within) then set[#set + 1] = 'c' end
-  if ua > 0 and (not uf or ts - uf < within) then set[#set + 1] = 'u' end
-  if pf and pf < day then set[#set + 1] = 'r' end
-  if #set > 0 then
-    for i = 1, #set do rcall('HINCRBY', key, set[i], 1) end
-    rcall('EXPIRE', key, ttl)
+  -- the counts were just read: one HSET writes the new ones (not an HINCRBY per count)
+  local set, ns = {}, 0
+  if ca > 0 and (not cf or ts - cf < within) then set[ns + 1], set[ns + 2], ns = 'c', c + 1, ns + 2 end
+  if ua > 0 and (not uf or ts - uf < within) then set[ns + 1], set[ns + 2], ns = 'u', u + 1, ns + 2 end
+  if pf and pf < day then set[ns + 1], set[ns + 2], ns = 'r', n + 1, ns + 2 end
+  if ns > 0 then
+    rcall('HSET', key, unpack(set, 1, ns))
+    -- the TTL is set when the day's hash is made (no count yet: no key), not on every
+    -- payment: the hash is read by its own business day only, which its TTL outlasts
+    if c + u + n == 0 then rcall('EXPIRE', key, ttl) end
   end
 end
 
