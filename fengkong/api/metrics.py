@@ -7,11 +7,15 @@ values in per-process files and ``/metrics`` aggregates them with
 `MultiProcessCollector`, so a scrape sees the whole service, not one worker.
 
 Label children are cached in dicts: ``.labels()`` costs a lock and a tuple
-lookup, which adds up on the hot path.
+lookup, which adds up on the hot path. The decision and rule-fire counters are counted
+in plain dicts and added to the Prometheus counters once per event-loop tick (and before
+every render), not once per decision: a counter's ``inc`` is a lock and a few Python
+calls, and a worker's tick holds many decisions (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Iterable
 
@@ -58,19 +62,47 @@ class Metrics:
         r.register(RestartsCollector())
         self._decision_children: dict[tuple[str, bool], object] = {}
         self._fire_children: dict[tuple[str, str], object] = {}
+        # counted since the last `flush`: (decision, degraded) and (rule, mode) -> count
+        self._pending_decisions: dict[tuple[str, bool], int] = {}
+        self._pending_fires: dict[tuple[str, str], int] = {}
+        self._flush_scheduled = False
 
     def decided(self, decision: str, degraded: bool, fired: Iterable[tuple[str, str]], latency_s: float) -> None:
+        """Count one decision and the rules it fired, and observe its latency. The counts
+        reach the counters at the end of this loop tick (`flush`); outside a running
+        event loop, at once."""
+        pending = self._pending_decisions
         key = (decision, degraded)
-        child = self._decision_children.get(key)
-        if child is None:
-            child = self._decision_children[key] = self.decisions.labels(decision, "true" if degraded else "false")
-        child.inc()  # type: ignore[attr-defined]
+        pending[key] = pending.get(key, 0) + 1
+        fires = self._pending_fires
         for rule_mode in fired:
+            fires[rule_mode] = fires.get(rule_mode, 0) + 1
+        self.latency.observe(latency_s)
+        if not self._flush_scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop in this thread: nothing would run the flush
+                self.flush()
+                return
+            self._flush_scheduled = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Add the decisions and rule fires counted since the last flush to the counters."""
+        self._flush_scheduled = False
+        pending, self._pending_decisions = self._pending_decisions, {}
+        fires, self._pending_fires = self._pending_fires, {}
+        for (decision, degraded), n in pending.items():
+            child = self._decision_children.get((decision, degraded))
+            if child is None:
+                child = self._decision_children[(decision, degraded)] = self.decisions.labels(
+                    decision, "true" if degraded else "false")
+            child.inc(n)  # type: ignore[attr-defined]
+        for rule_mode, n in fires.items():
             fc = self._fire_children.get(rule_mode)
             if fc is None:
                 fc = self._fire_children[rule_mode] = self.rule_fires.labels(*rule_mode)
-            fc.inc()  # type: ignore[attr-defined]
-        self.latency.observe(latency_s)
+            fc.inc(n)  # type: ignore[attr-defined]
 
     def webhook_result(self, result: str) -> None:
         """Count one webhook delivery attempt (the delivery loop calls it)."""
@@ -78,6 +110,7 @@ class Metrics:
 
     def render(self) -> bytes:
         """The text exposition; aggregated over workers in multiprocess mode."""
+        self.flush()
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             from prometheus_client import multiprocess
 

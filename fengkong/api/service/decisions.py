@@ -236,9 +236,9 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     if case_item is not None:
         commands.append(case_item)
     if event.merchant_id:
+        names = _merchant_names(tuple(features))
         snap = {"event_id": event.event_id, "occurred_at": event.occurred_at.isoformat(),
-                "decision_id": decision_id,
-                "features": {k: features[k] for k in _merchant_names(tuple(features))}}
+                "decision_id": decision_id, "features": dict(zip(names, map(features.__getitem__, names)))}
         commands.append(("SET", rt.keys.merchant_snapshot(event.merchant_id), dumps(snap), "EX", ttl))
     hook = rt.hooks.decision_command(record)  # deny/review: queue the webhook event in this same write
     if hook is not None:
