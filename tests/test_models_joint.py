@@ -4,6 +4,7 @@ that cannot be built or differs is not used."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from fengkong.models.joint import JointModel, check_rows
 from fengkong.models.onnx_model import TOLERANCE, OnnxModel
 from fengkong.models.runtime import ModelRuntime, TransactionModels
 from fengkong.models.transaction_model import Vectorizer
+from fengkong.training.joint_export import joint_graph
 from fengkong.training.onnx_export import hgb_to_onnx, iforest_to_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +102,7 @@ def _toy_models(medians_shift: float = 0.0):
 
 def test_joint_graph_gives_each_model_its_columns_and_fills_the_habit_models_missing_values() -> None:
     X, hgb, forest, risk, habit, medians = _toy_models()
-    joint = JointModel(risk, habit, width=4, risk_cols=[0, 1, 2], habit_cols=[3, 1], medians=medians)
+    joint = JointModel(joint_graph(risk, habit, width=4, risk_cols=[0, 1, 2], habit_cols=[3, 1], medians=medians))
     H = X[:, [3, 1]]
     expected_habit = forest.score_samples(np.where(np.isnan(H), medians, H))
     got_risk, got_habit = joint.score_many(X)
@@ -116,29 +118,50 @@ def test_joint_graph_gives_each_model_its_columns_and_fills_the_habit_models_mis
 def test_a_joint_session_that_differs_from_the_two_is_told_apart() -> None:
     """Medians that are not the habit model's: the check rows with x1 missing score differently."""
     X, _, _, risk, habit, medians = _toy_models()
-    wrong = JointModel(risk, habit, width=4, risk_cols=[0, 1, 2], habit_cols=[3, 1], medians=medians + 3.0)
+    wrong = JointModel(joint_graph(risk, habit, width=4, risk_cols=[0, 1, 2], habit_cols=[3, 1], medians=medians + 3))
     rows = np.vstack([check_rows(risk, habit, width=4, risk_cols=[0, 1, 2], habit_cols=[3, 1]), X])
     assert wrong.differs(risk, habit, rows, risk_cols=[0, 1, 2], habit_cols=[3, 1], medians=medians) > 1e-3
 
 
-def test_models_whose_graphs_cannot_be_joined_are_scored_in_two_sessions() -> None:
+def test_models_without_a_joint_graph_or_with_one_that_differs_are_scored_in_two_sessions() -> None:
     X, hgb, forest, risk, habit, medians = _toy_models()
+    vectorizers = (Vectorizer(("x0", "x1", "x2"), {}), Vectorizer(("x3", "x1"), {}))
+    where = dict(width=4, risk_cols=[0, 1, 2], habit_cols=[3, 1])
+    cases = {"none": None, "differs": joint_graph(risk, habit, medians=medians + 3, **where),  # type: ignore[arg-type]
+             "joined": joint_graph(risk, habit, medians=medians, **where)}  # type: ignore[arg-type]
+    built = {k: TransactionModels(vectorizers[0], risk, vectorizers[1], habit, medians, graph)
+             for k, graph in cases.items()}
+    assert built["none"].joint is None and "no joint graph" in str(built["none"].joint_problem)
+    assert built["differs"].joint is None and "differs from the two models" in str(built["differs"].joint_problem)
+    assert built["joined"].joint is not None, built["joined"].joint_problem
+    H = X[:, [3, 1]]
+    expected = np.column_stack([hgb.predict_proba(X[:, :3])[:, 1],
+                                forest.score_samples(np.where(np.isnan(H), medians, H))])
+    for models in built.values():
+        got = np.array([models.score_one({f"x{j}": (None if np.isnan(v) else float(v)) for j, v in enumerate(x)})
+                        for x in X])
+        assert np.max(np.abs(got - expected)) < TOLERANCE
+
+
+def test_graphs_of_two_opsets_are_not_joined() -> None:
+    _, _, _, risk, habit, medians = _toy_models()
     proto = onnx.load_from_string(habit.model)
     for opset in proto.opset_import:
         if opset.domain == "":
             opset.version = 16  # still a valid graph on its own, but not the risk graph's opset
     habit16 = OnnxModel(proto.SerializeToString(), output="score", column=0, n_features=2)
-    txn = TransactionModels(Vectorizer(("x0", "x1", "x2"), {}), risk, Vectorizer(("x3", "x1"), {}), habit16, medians)
-    assert txn.joint is None and "different opsets" in str(txn.joint_problem)
-    joined = TransactionModels(Vectorizer(("x0", "x1", "x2"), {}), risk, Vectorizer(("x3", "x1"), {}), habit, medians)
-    assert joined.joint is not None, joined.joint_problem
-    H = X[:, [3, 1]]
-    expected = np.column_stack([hgb.predict_proba(X[:, :3])[:, 1],
-                                forest.score_samples(np.where(np.isnan(H), medians, H))])
-    for models in (txn, joined):
-        got = np.array([models.score_one({f"x{j}": (None if np.isnan(v) else float(v)) for j, v in enumerate(x)})
-                        for x in X])
-        assert np.max(np.abs(got - expected)) < TOLERANCE
+    with pytest.raises(ValueError, match="different opsets"):
+        joint_graph(risk, habit16, width=4, risk_cols=[0, 1, 2], habit_cols=[3, 1], medians=medians)
+
+
+def test_an_artifact_whose_joint_graph_is_not_the_saved_one_is_served_in_two_sessions(served, tmp_path) -> None:
+    rt, art, payments = served
+    copy = tmp_path / "transactions" / art.path.name
+    shutil.copytree(art.path, copy)
+    (copy / "joint.onnx").write_bytes((copy / "joint.onnx").read_bytes() + b"\0")
+    apart = ModelRuntime.load(tmp_path)
+    assert apart.loaded == {"transactions": art.version} and apart.transactions.joint is None
+    assert [apart.score(p) for p in payments[:200]] == [rt.score(p) for p in payments[:200]]
 
 
 def test_scoring_from_several_threads_answers_as_one_thread(served) -> None:
