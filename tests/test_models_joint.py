@@ -181,3 +181,21 @@ def test_scoring_from_several_threads_answers_as_one_thread(served) -> None:
         t.join()
     assert all(results[k] == expected for k in range(4))
     assert pd.Series([e["model.txn_risk"] for e in expected]).nunique() > 50
+
+
+@pytest.mark.parametrize("kind", ["forest", "logreg"])
+def test_every_txn_risk_kind_joins_with_the_habit_model(kind: str) -> None:
+    """The other candidate kinds' graphs (`fengkong.training.candidates`) name their nodes as the
+    habit graph does (Cast X32 / X64 in the forest): the prefixes keep them apart."""
+    from fengkong.training.candidates import fit_kind
+    from fengkong.training.onnx_export import export
+
+    X, _, forest, _, habit, medians = _toy_models()
+    y = (X[:, 0] + np.nan_to_num(X[:, 1])) > 0.5
+    model = fit_kind(kind, X[:, :3], y, max_iter=20)
+    risk = export(kind, model, X[:, :3])
+    joint = JointModel(joint_graph(risk, habit, width=4, risk_cols=[0, 1, 2], habit_cols=[3, 1], medians=medians))
+    got_risk, got_habit = joint.score_many(X)
+    assert np.max(np.abs(got_risk - model.predict_proba(X[:, :3])[:, 1])) < TOLERANCE
+    H = X[:, [3, 1]]
+    assert np.max(np.abs(got_habit - forest.score_samples(np.where(np.isnan(H), medians, H)))) < TOLERANCE
