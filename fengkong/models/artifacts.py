@@ -10,6 +10,9 @@ Layout (the root: `default_root`, i.e. ``$FENGKONG_ARTIFACTS_DIR``, else ``./art
     <root>/<kind>/<version>/<name>.check.npz  validation rows and scikit-learn's scores on
                                            them, checked again at every load
                                            (`fengkong.models.onnx_model`)
+    <root>/transactions/<version>/joint.onnx   both transaction models in one graph, scored
+                                           with one call (`fengkong.models.joint`); checked
+                                           equal to the two at every load
 
 ``kind`` is ``merchants`` or ``transactions``; ``version`` is the UTC training time
 ``YYYYmmddTHHMMSSZ`` plus a short content hash, so names sort by time and the
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 KINDS = ("merchants", "transactions")
 META = "meta.json"
 MODEL = "model.joblib"
+JOINT = "joint.onnx"
 #: The merchant daily features (`fengkong.training.merchant_features.daily_features` columns):
 #: what a merchants artifact may read. Kept here because serving checks artifacts against them.
 MERCHANT_FEATURES: tuple[str, ...] = (
@@ -147,10 +151,12 @@ class Artifact:
 
 def save(root: Path, kind: str, *, estimator: Any, features: list[str], window: dict[str, Any],
          metrics: dict[str, Any], params: dict[str, Any], rows: int,
-         onnx: Mapping[str, OnnxSpec]) -> Artifact:
+         onnx: Mapping[str, OnnxSpec], joint: tuple[bytes, list[str]] | None = None) -> Artifact:
     """Write a new version of ``kind``; ``onnx`` maps a model name to its checked ONNX
     conversion (`fengkong.training.onnx_export.export`), written as ``<name>.onnx`` with
-    its check rows and described under ``meta["onnx"][name]``."""
+    its check rows and described under ``meta["onnx"][name]``. ``joint``: the graph of
+    both transaction models and the row it reads (`fengkong.training.joint_export`),
+    written as ``joint.onnx`` and described under ``meta["joint"]``."""
     import joblib
 
     if kind not in KINDS:
@@ -167,6 +173,11 @@ def save(root: Path, kind: str, *, estimator: Any, features: list[str], window: 
             (tmp / entry["file"]).write_bytes(spec.model)
             np.savez(tmp / entry["check_file"], X=spec.check_X, expected=spec.check_expected)
             onnx_meta[name] = entry
+        joint_meta = {}
+        if joint is not None:
+            (tmp / JOINT).write_bytes(joint[0])
+            joint_meta = {"joint": {"file": JOINT, "sha256": hashlib.sha256(joint[0]).hexdigest(),
+                                    "features": list(joint[1])}}
         digest = hashlib.sha256()
         for p in sorted(tmp.iterdir()):
             digest.update(p.name.encode() + p.read_bytes())
@@ -175,7 +186,7 @@ def save(root: Path, kind: str, *, estimator: Any, features: list[str], window: 
         meta = {
             "kind": kind, "version": version, "created_at": now.isoformat(), "features": list(features),
             "training_window": window, "rows": int(rows), "libraries": library_versions(),
-            "metrics": metrics, "params": params, "onnx": onnx_meta, "files": sorted(p.name for p in tmp.iterdir()),
+            "metrics": metrics, "params": params, "onnx": onnx_meta, **joint_meta, "files": sorted(p.name for p in tmp.iterdir()),
         }
         (tmp / META).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
         final = base / version

@@ -44,10 +44,15 @@ CHECK_ROWS = 256
 
 def session_options() -> ort.SessionOptions:
     """One thread per session: the service scores one event per call, and a thread pool
-    per call costs more than it saves (worker processes supply the parallelism)."""
+    per call costs more than it saves (worker processes supply the parallelism). Nodes run
+    one after another, and no thread spins waiting for work: on a worker's shared cores a
+    spinning pool thread takes the CPU the event loop needs."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     opts.log_severity_level = 3  # errors only: the load check reports what matters
     return opts
 
@@ -84,9 +89,15 @@ class OnnxSpec:
 
 class OnnxModel:
     """One ONNX Runtime session and where its score is: ``score_one`` for an event,
-    ``score_many`` for rows (float64 in, as the graphs take; Python float out)."""
+    ``score_many`` for rows (float64 in, as the graphs take; Python float out).
+
+    Keeps the graph's bytes (``model``) and, once `load_model` checked it, its check rows
+    (``check_X``), from which `fengkong.models.joint` builds and checks one session of both
+    transaction models."""
 
     def __init__(self, model: bytes, *, output: str, column: int, n_features: int) -> None:
+        self.model = model
+        self.check_X: np.ndarray | None = None
         self.session = ort.InferenceSession(model, session_options(), providers=["CPUExecutionProvider"])
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
@@ -136,6 +147,7 @@ def load_model(art: Artifact, name: str) -> OnnxModel:
     if not diff <= tol:
         raise ArtifactError(f"{where}: refused: {path.name} disagrees with scikit-learn on its {len(X)} check rows "
                             f"(max abs difference {diff:.3g} > {tol:g}); retrain it")
+    model.check_X = X
     return model
 
 

@@ -36,21 +36,28 @@ it and returns the value as the feature ``model.risk``; the API answers it as
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from fengkong.models.artifacts import ArtifactError, latest
+from fengkong.models.artifacts import Artifact, ArtifactError, latest
 from fengkong.models.calibration import PRECISION_FEATURE, SHARE_FEATURE, Calibration
 from fengkong.models.fusion import Decided, RiskFusion, base_score
+from fengkong.models.joint import JointModel, check_rows, union_names
 from fengkong.models.onnx_model import OnnxModel, load_model
 from fengkong.models.transaction_model import Vectorizer
 
 #: The profile field the rescore job writes, as the store would return it.
 MERCHANT_ANOMALY_FEATURE = "merchant.anomaly"
+#: Largest difference the joint session (`fengkong.models.joint`) may show from the two
+#: sessions it replaces; it runs the same nodes on the same values, so in practice none.
+JOINT_TOLERANCE = 1e-9
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,20 +68,27 @@ class TransactionModels:
     ``row`` reads the union of both models' features once per payment and ``risk_cols`` /
     ``habit_cols`` pick each model's columns from it (a slice when they lead the union in
     order, as txn_risk's always do), so an event's features are looked up and converted
-    once, not once per model."""
+    once, not once per model.
+
+    ``joint`` scores both models with one call: the artifact's ``joint_graph``
+    (`fengkong.models.joint`), checked at construction against the two sessions apart; None
+    (and ``joint_problem`` says why) without one, or when it does not open or differs, and
+    then the two sessions serve."""
 
     risk_vectorizer: Vectorizer
     risk: OnnxModel
     habit_vectorizer: Vectorizer
     habit: OnnxModel
     habit_medians: np.ndarray
+    joint_graph: bytes | None = None
     row: Vectorizer = field(init=False)
     risk_cols: slice | np.ndarray = field(init=False)
     habit_cols: slice | np.ndarray = field(init=False)
+    joint: JointModel | None = field(init=False, default=None)
+    joint_problem: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        names = self.risk_vectorizer.names + tuple(
-            n for n in self.habit_vectorizer.names if n not in set(self.risk_vectorizer.names))
+        names = union_names(self.risk_vectorizer.names, self.habit_vectorizer.names)
         vocab = {**self.risk_vectorizer.vocab, **self.habit_vectorizer.vocab}
         position = {n: j for j, n in enumerate(names)}
 
@@ -85,6 +99,61 @@ class TransactionModels:
         object.__setattr__(self, "row", Vectorizer(names, {k: v for k, v in vocab.items() if k in position}))
         object.__setattr__(self, "risk_cols", cols(self.risk_vectorizer))
         object.__setattr__(self, "habit_cols", cols(self.habit_vectorizer))
+        if self.joint_graph is None:
+            object.__setattr__(self, "joint_problem", "the artifact carries no joint graph (trained before it did)")
+            return
+        try:
+            self._join([position[n] for n in self.risk_vectorizer.names],
+                       [position[n] for n in self.habit_vectorizer.names])
+        except Exception as exc:  # ONNX Runtime's errors derive from Exception itself
+            object.__setattr__(self, "joint_problem", f"{type(exc).__name__}: {exc}")
+        if self.joint_problem is not None:
+            log.warning("transaction models: scored in two sessions (%s)", self.joint_problem)
+
+    def _join(self, risk_cols: list[int], habit_cols: list[int]) -> None:
+        """Open ``joint`` and check it equal to the two sessions, or say why not in ``joint_problem``."""
+        assert self.joint_graph is not None
+        joint = JointModel(self.joint_graph)
+        if joint.width != len(self.row.names):
+            raise ValueError(f"the joint graph reads {joint.width} features, the two models {len(self.row.names)}")
+        rows = check_rows(self.risk, self.habit, width=joint.width, risk_cols=risk_cols, habit_cols=habit_cols)
+        diff = joint.differs(self.risk, self.habit, rows, risk_cols=risk_cols, habit_cols=habit_cols,
+                             medians=self.habit_medians)
+        if not diff <= JOINT_TOLERANCE:
+            object.__setattr__(self, "joint_problem", f"the joint graph differs from the two models by "
+                                                      f"{diff:.3g} on {len(rows)} check rows")
+            return
+        object.__setattr__(self, "joint", joint)
+
+    def score_one(self, features: Mapping[str, Any]) -> tuple[float, float]:
+        """(txn_risk's raw score, the habit model's score) of one payment's features."""
+        row = self.row.one(features)
+        if self.joint is not None:
+            return self.joint.score_one(row)
+        x = row[self.habit_cols]
+        return (self.risk.score_one(row[self.risk_cols]),
+                self.habit.score_one(np.where(np.isnan(x), self.habit_medians, x)))
+
+
+def load_joint(art: Artifact) -> bytes | None:
+    """The artifact's joint graph (`fengkong.models.joint`), None when it has none or the file is
+    not the one saved with it (logged: the two models still serve, each checked on its own)."""
+    entry = art.meta.get("joint")
+    if not entry:
+        return None
+    p = art.meta["params"]
+    if list(entry["features"]) != list(union_names(p["txn_features"], p["habit_features"])):
+        log.warning("transactions artifact %s: its joint graph reads other features than its models", art.version)
+        return None
+    try:
+        data = art.file(entry["file"]).read_bytes()
+    except OSError:
+        log.warning("transactions artifact %s: its joint graph %s is missing", art.version, entry["file"])
+        return None
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        log.warning("transactions artifact %s: %s is not the file saved with it (sha256)", art.version, entry["file"])
+        return None
+    return data
 
 
 def _check_widths(version: str, txn: TransactionModels) -> None:
@@ -130,7 +199,8 @@ class ModelRuntime:
                     hv = Vectorizer(tuple(p["habit_features"]),
                                     {k: v for k, v in vocab.items() if k in p["habit_features"]})
                     medians = np.asarray(p["habit_medians"], dtype=float)
-                    txn = TransactionModels(tv, load_model(art, "txn_risk"), hv, load_model(art, "habit"), medians)
+                    txn = TransactionModels(tv, load_model(art, "txn_risk"), hv, load_model(art, "habit"), medians,
+                                            load_joint(art))
                     _check_widths(art.version, txn)
                     rt.fusion = RiskFusion.from_params(p["fusion"]) if "fusion" in p else None
                     cal = p.get("calibration")
@@ -165,14 +235,12 @@ class ModelRuntime:
         if txn is not None:
             if features.get("event.type", "payment") == "payment":
                 # plain floats: decision records and audit lines are JSON, and so is the fact durable_rules reads
-                row = txn.row.one(features)
-                raw = txn.risk.score_one(row[txn.risk_cols])
+                raw, habit = txn.score_one(features)
                 if self.calibration is not None:  # the stored map after the ONNX graph's score
                     out.update(self.calibration.features(raw))
                 else:
                     out["model.txn_risk"] = raw
-                x = row[txn.habit_cols]
-                out["model.habit_anomaly"] = -txn.habit.score_one(np.where(np.isnan(x), txn.habit_medians, x))
+                out["model.habit_anomaly"] = -habit
             else:
                 out["model.txn_risk"] = out["model.habit_anomaly"] = None
                 if self.calibration is not None:

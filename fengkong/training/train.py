@@ -23,6 +23,7 @@ from fengkong.features.lists import load_list_specs
 from fengkong.features.offline import offline_features
 from fengkong.models import artifacts
 from fengkong.models.calibration import Calibration, reliability
+from fengkong.models.joint import union_names
 from fengkong.models.merchant_model import INPUTS, MerchantAnomalyModel, design_matrix
 from fengkong.models.transaction_model import (
     HABIT_FEATURES,
@@ -40,6 +41,7 @@ from fengkong.training.calibration import fit_calibration
 from fengkong.training.fusion import cutoff_after, fit_fusion, reported_labels
 from fengkong.training.merchant_features import FEATURES as DAILY_FEATURES
 from fengkong.training.merchant_features import business_days, daily_features
+from fengkong.training.joint_export import export_joint
 from fengkong.training.onnx_export import export
 
 
@@ -224,6 +226,8 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
     check = valid if len(valid) else train
     onnx = {"txn_risk": export(f"transactions txn_risk ({choice.selected})", model, tv.frame(check)),
             "habit": export("transactions habit", habit, fill(hv.frame(check), medians))}
+    joint = (export_joint(onnx["txn_risk"], onnx["habit"], risk_names=tv.names, habit_names=hv.names,
+                          medians=medians), list(union_names(tv.names, hv.names)))
     return artifacts.save(
         root, "transactions", estimator={"txn_risk": model, "habit_anomaly": habit, "habit_medians": medians},
         features=sorted(set(tv.names) | set(hv.names)), window=window, metrics=metrics,
@@ -235,7 +239,7 @@ def train_transactions(feats: pd.DataFrame, *, root: Path, until: date | None = 
                                   if history_start_us is not None else None),
                 "max_iter": max_iter, "habit_trees": habit_trees, "random_state": random_state, "labels": labels,
                 "calibration": cal_record, **({"fusion": fusion_params} if fusion_params else {})},
-        rows=len(train), onnx=onnx,
+        rows=len(train), onnx=onnx, joint=joint,
     )
 
 

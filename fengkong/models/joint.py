@@ -1,0 +1,108 @@
+"""Both transaction models in one ONNX Runtime session: one call per payment, not two.
+
+Why: most of what scoring a payment costs the worker is not the trees but ONNX
+Runtime's per-call machinery (the feed's conversion, the executor, the outputs'
+allocation) and the instructions and cache lines it brings in, which the rules
+that run next then miss (docs/benchmarks.md). Training writes the joint graph
+beside the two (`fengkong.training.joint_export`, the artifact's ``joint.onnx``):
+input the union row (`union_names`), outputs ``txn_risk`` and ``habit``, the
+habit model's missing values filled in the graph with the training medians.
+`JointModel` scores one row through IO binding: the input and output buffers are
+bound once, so a call only copies the row in.
+
+`JointModel.differs` holds the joint session to the two separate sessions on
+`check_rows` (both models' check rows in their columns): any difference and the
+caller serves the two sessions instead (`runtime.TransactionModels`).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from fengkong.models.onnx_model import OnnxModel, max_abs_diff, session_options
+
+#: The names the joint graph gives its input and its two outputs.
+INPUT, RISK, HABIT = "X", "txn_risk", "habit"
+_NUMPY_OF = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+
+
+def union_names(risk: Sequence[str], habit: Sequence[str]) -> tuple[str, ...]:
+    """The row both models read: txn_risk's features, then the habit model's others, in order."""
+    return tuple(risk) + tuple(n for n in habit if n not in set(risk))
+
+
+class JointModel:
+    """One session for both transaction models; ``score_one`` answers (txn_risk's score, the
+    habit model's score) of one union row with one IO-bound call.
+
+    The bound buffers belong to the session: a call made while another thread holds them
+    (the service scores on one thread; a caller with threads may not) runs unbound instead."""
+
+    def __init__(self, data: bytes) -> None:
+        self.session = ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
+        inputs = self.session.get_inputs()
+        types = {o.name: o.type for o in self.session.get_outputs()}
+        if [i.name for i in inputs] != [INPUT] or set(types) != {RISK, HABIT} or \
+                not isinstance(inputs[0].shape[1], int) or not set(types.values()) <= set(_NUMPY_OF):
+            raise ValueError(f"not a joint graph: inputs {[i.name for i in inputs]}, outputs {sorted(types)}")
+        width = int(inputs[0].shape[1])
+        self.width = width
+        self._row = np.zeros((1, width), dtype=np.float64)
+        self._risk = np.zeros((1, 1), dtype=_NUMPY_OF[types[RISK]])
+        self._habit = np.zeros((1, 1), dtype=_NUMPY_OF[types[HABIT]])
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(INPUT, ort.OrtValue.ortvalue_from_numpy(self._row))
+        for name, buf in ((RISK, self._risk), (HABIT, self._habit)):
+            binding.bind_output(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
+        self._binding = binding
+        self._lock = threading.Lock()
+
+    def score_one(self, row: np.ndarray) -> tuple[float, float]:
+        if not self._lock.acquire(blocking=False):
+            risk, habit = self.score_many(row)
+            return float(risk[0]), float(habit[0])
+        try:
+            self._row[0] = row
+            self.session.run_with_iobinding(self._binding)
+            return float(self._risk[0, 0]), float(self._habit[0, 0])
+        finally:
+            self._lock.release()
+
+    def score_many(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.ascontiguousarray(np.asarray(X, dtype=np.float64).reshape(-1, self.width))
+        risk, habit = self.session.run([RISK, HABIT], {INPUT: rows})
+        return np.asarray(risk, dtype=np.float64)[:, 0], np.asarray(habit, dtype=np.float64)[:, 0]
+
+    def differs(self, risk: OnnxModel, habit: OnnxModel, rows: np.ndarray, *, risk_cols: Sequence[int],
+                habit_cols: Sequence[int], medians: np.ndarray) -> float:
+        """Largest difference between this session and the two models scored apart (the habit
+        model on its medians-filled columns) on ``rows``, in batch and one row at a time (the
+        bound path); inf when a NaN is where the other has none."""
+        risk_cols, habit_cols = list(risk_cols), list(habit_cols)
+        H = rows[:, habit_cols]
+        parts = (risk.score_many(rows[:, risk_cols]), habit.score_many(np.where(np.isnan(H), medians, H)))
+        joint = self.score_many(rows)
+        one = [self.score_one(row) for row in rows]
+        return max(max_abs_diff(joint[0], parts[0]), max_abs_diff(joint[1], parts[1]),
+                   max_abs_diff(np.array([r for r, _ in one]), parts[0]),
+                   max_abs_diff(np.array([h for _, h in one]), parts[1]))
+
+
+def check_rows(risk: OnnxModel, habit: OnnxModel, *, width: int, risk_cols: Sequence[int],
+               habit_cols: Sequence[int]) -> np.ndarray:
+    """Union rows to check a `JointModel` on: each model's check rows (`load_model` keeps them)
+    in its columns with the others missing, then a row all missing and a row all zero."""
+    blocks = [np.full((1, width), np.nan), np.zeros((1, width))]
+    for model, cols in ((risk, risk_cols), (habit, habit_cols)):
+        if model.check_X is not None and len(model.check_X):
+            block = np.full((len(model.check_X), width), np.nan)
+            block[:, list(cols)] = model.check_X
+            blocks.append(block)
+    return np.vstack(blocks)
+
+
+__all__ = ["HABIT", "INPUT", "RISK", "JointModel", "check_rows", "union_names"]
