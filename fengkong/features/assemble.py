@@ -324,6 +324,6 @@ def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], defau
                          inputs.get(den_name) if den_name in INPUTS else get(den_name))
     amount_major = f["event.amount"]
     for ratio_name, (sum_name, count_name) in AMOUNT_TO_MEAN.items():
-        total, count = get(sum_name), get(count_name)
-        f[ratio_name] = None if amount_major is None or not total or not count else amount_major * count / total
+        total, paid = get(sum_name), get(count_name)
+        f[ratio_name] = None if amount_major is None or not total or not paid else amount_major * paid / total
     return f
