@@ -12,6 +12,7 @@ on the fused ``risk`` the service returns, and on ``model.txn_risk`` and the rul
 
 from __future__ import annotations
 
+import json
 import resource
 import subprocess
 import sys
@@ -90,12 +91,14 @@ def run_export(work: Path, *, seed: int = 0, customers: int = 1000, terminals: i
     fig = {name: figures(decisions, col, window=window, reports=reports, top_k=top_k)
            for name, col in (("risk", "risk"), ("txn_risk", "model.txn_risk"), ("rules", "score"))}
     kept = next((line.split("kept: ")[1] for line in train_out.splitlines() if "kept: " in line), "")
+    metas = sorted((work / "artifacts" / "transactions").glob("*/meta.json"))
+    fusion_rules = json.loads(metas[-1].read_text())["metrics"].get("fusion_rules") if metas else None
     return {
         "export_auc": fig["risk"]["auc"], "export_ap": fig["risk"]["ap"],
         "export_topk_card_precision": fig["risk"]["topk_card_precision"],
         "export_topk_ceiling": fig["risk"].get("topk_ceiling"),
         "export_txn_risk": fig["txn_risk"], "export_rules": fig["rules"],
-        "export_model_kept": kept,
+        "export_model_kept": kept, "export_fusion_rules": fusion_rules,
         "export_size": {"rows": len(rows), "fraud_share": round(float(rows["TX_FRAUD"].mean()), 5),
                         "customers": customers, "terminals": terminals, "days": days,
                         "train_until": until.isoformat(), "train_file_days": train_days,
@@ -138,7 +141,6 @@ def history_start_ab(work: Path, *, train_until: str = "2026-05-23", test_from: 
 
 if __name__ == "__main__":
     import argparse
-    import json
 
     ap = argparse.ArgumentParser(description="The export run alone, or the history-start A/B on its files.")
     ap.add_argument("--work", type=Path, required=True, help="folder for the export, artifacts and replay")

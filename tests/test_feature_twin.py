@@ -113,7 +113,9 @@ def assert_twin(online: dict[str, dict], events: pd.DataFrame, ipintel, list_spe
     frame = pd.DataFrame.from_dict(online, orient="index")
     for name in ("card.count_10m", "ip.distinct_users_1h", "merchant.baseline_today_28d",
                  "user.amount_zscore", "merchant.top_card_share_today", "card.declines_1h",
-                 "merchant.chargeback_count_30d", "merchant.withdrawal_sum_7d", "device.signups_24h"):
+                 "merchant.chargeback_count_30d", "merchant.withdrawal_sum_7d", "device.signups_24h",
+                 "merchant.fraud_reports_24h", "merchant.fraud_reports_7d", "merchant.fraud_report_ratio_7d",
+                 "card.fraud_reports_7d", "card.mean_amount_7d", "card.amount_to_mean_24h", "user.amount_to_mean_30d"):
         assert pd.to_numeric(frame[name], errors="coerce").fillna(0).abs().sum() > 0, name
     assert frame["lists.blocked_ips"].astype(bool).any() and frame["lists.blocked_cards"].astype(bool).any()
     assert frame["user.is_new_device"].dropna().astype(bool).any()

@@ -39,6 +39,21 @@ RATIOS: dict[str, tuple[str, str]] = {
     "merchant.chargeback_ratio_30d": ("merchant.chargeback_count_30d", "merchant.count_30d"),
     "merchant.withdrawal_ratio_7d": ("merchant.withdrawal_sum_7d", "merchant.sum_7d"),
     "user.hour_share": ("user.hour_count", "user.hour_total"),
+    "merchant.fraud_report_ratio_24h": ("merchant.fraud_reports_24h", "merchant.count_24h"),
+    "merchant.fraud_report_ratio_7d": ("merchant.fraud_reports_7d", "merchant.count_7d"),
+    "card.mean_amount_24h": ("card.sum_24h", "card.count_24h"),
+    "card.mean_amount_7d": ("card.sum_7d", "card.count_7d"),
+    "user.mean_amount_30d": ("user.sum_30d", "user.count_30d"),
+}
+
+#: amount-to-mean feature -> (sum, count) of one of the entity's windows: this payment's amount
+#: over the entity's mean payment in that window (``amount * count / sum``), so a customer who
+#: suddenly spends several times their own usual stands out whatever their usual ticket; missing
+#: without an amount or without earlier payments in the window.
+AMOUNT_TO_MEAN: dict[str, tuple[str, str]] = {
+    "card.amount_to_mean_24h": ("card.sum_24h", "card.count_24h"),
+    "card.amount_to_mean_7d": ("card.sum_7d", "card.count_7d"),
+    "user.amount_to_mean_30d": ("user.sum_30d", "user.count_30d"),
 }
 
 #: store outputs kept in minor units that rules read in major units
@@ -307,4 +322,8 @@ def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], defau
     for name, num_name, den_name in _INPUT_RATIOS:
         f[name] = _ratio(inputs.get(num_name) if num_name in INPUTS else get(num_name),
                          inputs.get(den_name) if den_name in INPUTS else get(den_name))
+    amount_major = f["event.amount"]
+    for ratio_name, (sum_name, count_name) in AMOUNT_TO_MEAN.items():
+        total, paid = get(sum_name), get(count_name)
+        f[ratio_name] = None if amount_major is None or not total or not paid else amount_major * paid / total
     return f

@@ -261,6 +261,9 @@ ROLLING: tuple[Rolling, ...] = (
     ),
     Rolling(CARD, W1H, (Counter("declines", events=("decline",)),)),
     Rolling(CARD, W30D, (Counter("fraud_reports", events=("fraud_report",)),)),
+    # reports arrive late (a bank's export: a week), so a 7-day window of reports is the card's
+    # fraud of about [d-14, d-7): sharper than 30 days on a card that keeps paying after one
+    Rolling(CARD, W7D, (Counter("fraud_reports", events=("fraud_report",)),)),
     Rolling(
         MERCHANT_CARD, W30D, (Counter("merchant_count"), Counter("merchant_sum", value="amount")), namespace="card"
     ),
@@ -282,12 +285,14 @@ ROLLING: tuple[Rolling, ...] = (
             Counter("round_count", where="is_round"),
             Counter("near_limit_count", where="near_limit"),
             Counter("night_count", where="biz_night"),
+            Counter("fraud_reports", events=("fraud_report",)),
         ),
     ),
     Rolling(
         MERCHANT,
         W7D,
-        (Counter("sum", value="amount"), Counter("withdrawal_sum", events=("withdrawal",), value="amount")),
+        (Counter("sum", value="amount"), Counter("withdrawal_sum", events=("withdrawal",), value="amount"),
+         Counter("count"), Counter("fraud_reports", events=("fraud_report",))),
     ),
     Rolling(
         MERCHANT,
@@ -431,6 +436,18 @@ DERIVED_FEATURES: tuple[FeatureSpec, ...] = (
     _spec("merchant.top_card_share_today", "number", "largest share of today's volume from one card", "derived"),
     _spec("merchant.refund_ratio_30d", "number", "refunded amount / paid amount over 30d", "derived"),
     _spec("merchant.chargeback_ratio_30d", "number", "chargebacks and fraud reports / payments over 30d", "derived"),
+    _spec("merchant.fraud_report_ratio_24h", "number", "fraud reports received in 24h / payments in 24h (reports "
+          "arrive late, so this is the merchant's fraud of some days ago over today's volume)", "derived"),
+    _spec("merchant.fraud_report_ratio_7d", "number", "fraud reports received in 7d / payments in 7d", "derived"),
+    _spec("card.mean_amount_24h", "number", "mean payment of the card over 24h (major units; missing if none)",
+          "derived"),
+    _spec("card.mean_amount_7d", "number", "mean payment of the card over 7d (major units; missing if none)",
+          "derived"),
+    _spec("user.mean_amount_30d", "number", "mean payment of the user over 30d (major units; missing if none)",
+          "derived"),
+    *(_spec(f"{ns}.amount_to_mean_{w}", "number", f"this amount / the {ns}'s mean payment over {w} "
+            "(missing without earlier payments in the window)", "derived")
+      for ns, w in (("card", "24h"), ("card", "7d"), ("user", "30d"))),
     _spec("merchant.withdrawal_ratio_7d", "number", "withdrawn amount / paid amount over 7d", "derived"),
     _spec("merchant.grade", "string", "NEW, A, B, C, D (written by `fengkong rescore`)", "derived"),
     _spec("merchant.single_limit", "number", "single-payment limit in major units", "derived"),

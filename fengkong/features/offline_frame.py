@@ -14,7 +14,14 @@ import numpy as np
 import pandas as pd
 
 from fengkong.features import definitions as d
-from fengkong.features.assemble import AMOUNT_FEATURES, FIRST_USED, MAKEUP_SHARES, RATIOS, poisson_score
+from fengkong.features.assemble import (
+    AMOUNT_FEATURES,
+    AMOUNT_TO_MEAN,
+    FIRST_USED,
+    MAKEUP_SHARES,
+    RATIOS,
+    poisson_score,
+)
 from fengkong.features.lists import KIND_COLUMN, ListSpec, StaticLists
 from fengkong.features.promotions import decode
 from fengkong.features.offline_history import History, Layout
@@ -351,4 +358,12 @@ def _ratios(f: dict[str, Any]) -> None:
         with np.errstate(invalid="ignore", divide="ignore"):
             out = a / b  # NaN already where either is NaN
         out[b == 0] = np.nan
+        f[name] = out
+    amount = np.asarray(f["event.amount"], dtype=np.float64)
+    for name, (sum_name, count_name) in AMOUNT_TO_MEAN.items():
+        total = np.asarray(f[sum_name], dtype=np.float64)
+        count = np.asarray(f[count_name], dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = amount * count / total  # as `assemble.derive`: the same order of operations
+        out[(total == 0) | (count == 0)] = np.nan
         f[name] = out

@@ -46,6 +46,15 @@ TXN_FEATURES: tuple[str, ...] = (
     "merchant.round_share_24h", "merchant.near_limit_share_24h", "merchant.night_share_24h",
     "merchant.top_card_share_today", "merchant.refund_ratio_30d", "merchant.chargeback_ratio_30d",
     "merchant.withdrawal_ratio_7d", "merchant.age_days", "merchant.count_24h",
+    # what a bank's export carries (customers, terminals, amounts, late fraud reports; issue 15):
+    # the customer's amount against its own recent payments, the reports on the card and on the
+    # terminal per window (a report arrives a week late, so a window of reports is earlier fraud)
+    "card.sum_7d", "card.mean_amount_24h", "card.mean_amount_7d", "card.amount_to_mean_24h",
+    "card.amount_to_mean_7d", "card.amount_recent_median", "card.amount_robust_z", "card.fraud_reports_7d",
+    "card.fraud_reports_30d", "user.sum_30d", "user.amount_mean", "user.mean_amount_30d",
+    "user.amount_to_mean_30d", "user.amount_robust_z", "merchant.count_7d", "merchant.count_30d",
+    "merchant.fraud_reports_24h", "merchant.fraud_reports_7d", "merchant.chargeback_count_30d",
+    "merchant.fraud_report_ratio_24h", "merchant.fraud_report_ratio_7d",
 )
 #: Features of the habit model: the cardholder against their own history.
 HABIT_FEATURES: tuple[str, ...] = (

@@ -105,19 +105,51 @@ def out_of_fold(X: np.ndarray, y: np.ndarray, days: Sequence[Any] | np.ndarray, 
 
 # -- the fused score on a pack --------------------------------------------------------------------
 def fit_fusion(train: pd.DataFrame, y: np.ndarray, X_train: np.ndarray, rules_dir: Path, *, max_iter: int,
-               random_state: int, kind: str = "hgb", calibration: Calibration | None = None
-               ) -> tuple[RiskFusion, VectorizedRules, RuleSet]:
+               random_state: int, kind: str = "hgb", calibration: Calibration | None = None,
+               valid: tuple[np.ndarray, pd.DataFrame, np.ndarray] | None = None,
+               ) -> tuple[RiskFusion, VectorizedRules, RuleSet, dict[str, Any]]:
     """`RiskFusion` fit on the training rows: out-of-fold txn_risk and the rules-alone score of the
-    pack in ``rules_dir``; also returns the rules-alone evaluator and the pack (for validation and
-    the artifact's record of which pack it was fit on). With ``calibration`` the out-of-fold
-    scores go through it first, as the served ``model.txn_risk`` does."""
+    pack in ``rules_dir``; also returns the rules-alone evaluator, the pack (for validation and
+    the artifact's record of which pack it was fit on) and what to record of the choice. With
+    ``calibration`` the out-of-fold scores go through it first, as the served ``model.txn_risk`` does.
+
+    ``valid``: the validation days' (calibrated txn_risk, rows, labels). When the fused score ranks
+    them worse than txn_risk alone (lower average precision), the rules' weight is dropped
+    (`keeps_rules`): a pack whose firing rules are low-precision on this history (a reported card
+    that keeps paying) would otherwise blur a calibrated model's ranking."""
     ruleset = load_ruleset(rules_dir)
     alone, _ = split_rules(ruleset)
     oof = out_of_fold(X_train, y, train["day"].to_numpy(), max_iter=max_iter, random_state=random_state, kind=kind)
     if calibration is not None:
         oof = calibration.apply(oof)
-    return RiskFusion().fit(oof, np.asarray(alone.evaluate(train).score), y), alone, ruleset
+    rules = np.asarray(alone.evaluate(train).score, dtype=np.float64)
+    fusion = RiskFusion().fit(oof, rules, y)
+    record: dict[str, Any] = {}
+    if valid is not None:
+        p, rows, yv = valid
+        keep, record = keeps_rules(fusion, p, np.asarray(alone.evaluate(rows).score, dtype=np.float64), yv)
+        if not keep:
+            fusion = RiskFusion().fit(oof, np.zeros_like(rules), y)
+    return fusion, alone, ruleset, record
 
 
-__all__ = ["LEGIT_TYPE", "REPORT_TYPES", "cutoff_after", "fit_fusion", "out_of_fold", "reads_model", "reported_labels",
+def keeps_rules(fusion: RiskFusion, p: np.ndarray, rules: np.ndarray, yv: np.ndarray) -> tuple[bool, dict[str, Any]]:
+    """Whether the fused score (``fusion`` on validation txn_risk ``p`` and rules score ``rules``)
+    ranks the validation labels ``yv`` at least as well as ``p`` alone, by average precision, and
+    the two figures (a fused score only of txn_risk is monotone in it, so it ranks as ``p`` does).
+    Kept when the validation days cannot say (one class only)."""
+    from sklearn.metrics import average_precision_score
+
+    yv = np.asarray(yv, dtype=bool)
+    if not 0 < yv.sum() < len(yv):
+        return True, {"rules_weight": "kept: no validation days with both classes to compare on"}
+    fused = float(average_precision_score(yv, fusion.predict_proba(p, rules)))
+    alone = float(average_precision_score(yv, p))
+    keep = fused >= alone
+    return keep, {"valid_fused_with_rules_average_precision": fused, "valid_txn_average_precision": alone,
+                  "rules_weight": "kept" if keep else "dropped: the fused score ranked the validation days "
+                                                      "worse than txn_risk alone"}
+
+
+__all__ = ["LEGIT_TYPE", "REPORT_TYPES", "cutoff_after", "fit_fusion", "keeps_rules", "out_of_fold", "reads_model", "reported_labels",
            "split_rules"]

@@ -268,11 +268,14 @@ def _fit_fusion(train: pd.DataFrame, valid: pd.DataFrame, y: np.ndarray, yv: np.
                 random_state: int, calibration: Calibration | None = None) -> dict[str, Any]:
     """The fused score on out-of-fold txn_risk of the kept ``kind`` (through ``calibration``, as
     served); ``p``: its validation scores, calibrated."""
-    fusion, alone, ruleset = fit_fusion(train, y, tv.frame(train), rules_dir, max_iter=max_iter,
-                                        random_state=random_state, kind=kind, calibration=calibration)
+    fusion, alone, ruleset, record = fit_fusion(
+        train, y, tv.frame(train), rules_dir, max_iter=max_iter, random_state=random_state, kind=kind,
+        calibration=calibration, valid=(p, valid, yv) if p is not None else None)
     if p is not None and 0 < yv.sum() < len(yv):
         metrics["valid_fused_average_precision"] = float(average_precision_score(
             yv, fusion.predict_proba(p, np.asarray(alone.evaluate(valid).score))))
+    if record:
+        metrics["fusion_rules"] = record
     return {**fusion.to_params(), "ruleset": ruleset.content_hash[:12]}
 
 
