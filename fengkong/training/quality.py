@@ -215,8 +215,8 @@ def run(feats: pd.DataFrame, *, rules_dir: Path, events: pd.DataFrame | None = N
                                   index=train.index)
         train_with = pd.concat([train.drop(columns=train_cols.columns, errors="ignore"), train_cols], axis=1)
         cutoff = cutoff_after(max(feats["day"]))  # "now": the end of the history's last payment day
-        labelling = TuneLabelling(events, cutoff, timedelta(days=tune_maturity_days), tune_analyst,
-                                  y if events is None else None)
+        labelling = TuneLabelling(events if labels == "reported" else None, cutoff,
+                                  timedelta(days=tune_maturity_days), tune_analyst, y)
         decided["tuned"], tuned_info = _tuned(rules_dir, train_with, labelling, fusion.predict_proba(oof, base_train),
                                               promo_train, with_model, risk, fusion, tune_budget, tune_passes,
                                               random_state, tune_pattern_floor)
@@ -239,8 +239,9 @@ def run(feats: pd.DataFrame, *, rules_dir: Path, events: pd.DataFrame | None = N
 @dataclass(frozen=True)
 class TuneLabelling:
     """How `_tuned` labels the training payments (see `run`): the history, the time tune runs at,
-    the label maturity, whether analysts' dispositions of stopped payments count, and labels to
-    use as reported when there is no history."""
+    the label maturity, whether analysts' dispositions of stopped payments count, and the
+    model's training labels, used as they are (every one known) when there is no history
+    (``labels="oracle"``: the upper bound)."""
 
     events: pd.DataFrame | None
     cutoff: pd.Timestamp
@@ -257,18 +258,21 @@ def _tuned(rules_dir: Path, train: pd.DataFrame, labelling: TuneLabelling, fused
     from fengkong.training.friction import STOPPED
     from fengkong.training.fusion import reads_model
     from fengkong.training.tune import Rows, tune
-    from fengkong.training.tune_labels import known_labels
+    from fengkong.training.tune_labels import KnownLabels, known_labels
 
     rs = load_ruleset(rules_dir)
     try:
         analyst: dict[str, bool] = {}
-        if labelling.analyst:  # the cases the starting pack opened on the training days, worked
+        if labelling.analyst and labelling.events is not None:  # the cases the starting pack opened on the training days, worked
             start = VectorizedRules.from_ruleset(rs).evaluate(train, risk=fused_train).decision
             worked = np.isin(np.asarray(start, dtype=object), STOPPED)
             analyst = dict(zip(train["event.event_id"].astype(str).to_numpy()[worked],
                                train["is_fraud"].to_numpy(dtype=bool)[worked]))
-        lab = known_labels(train, cutoff=labelling.cutoff, maturity=labelling.maturity, events=labelling.events,
-                           reported=labelling.reported, analyst=analyst)
+        if labelling.events is None:
+            lab = KnownLabels(np.asarray(labelling.reported, dtype=bool), np.ones(len(train), dtype=bool), 0, 0)
+        else:
+            lab = known_labels(train, cutoff=labelling.cutoff, maturity=labelling.maturity,
+                               events=labelling.events, analyst=analyst)
         scen = train["scenario"].to_numpy(dtype=object) if "scenario" in train.columns else None
         rows = Rows(train, lab.is_fraud, scen, fused_train, promo_train).subset(lab.known)
         res = tune(rs.rules, rs.policy, rs.schema.dtypes, rows, budget=budget, seed=seed, max_passes=passes,
