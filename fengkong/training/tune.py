@@ -309,9 +309,9 @@ def descend(scorer: Scorer, rows: Rows, rules: Sequence[Rule], policy: Policy, p
 
     if guarded:
         r0, p0 = state.build(rules, policy)
-        here = _objective(scorer.decide(r0, p0), y, scen, objective)[2]
-        base = dict(floor_from) if floor_from is not None else here
-        floor = {g: base.get(g, here[g]) - float(pattern_floor or 0.0) for g in guarded}
+        at_start = _objective(scorer.decide(r0, p0), y, scen, objective)[2]
+        base = dict(floor_from) if floor_from is not None else at_start
+        floor = {g: base.get(g, at_start[g]) - float(pattern_floor or 0.0) for g in guarded}
     best = key(state)
     evaluations, timed_out, log = 1, False, []
     for n in range(max_passes):
