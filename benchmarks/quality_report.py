@@ -17,7 +17,12 @@ with `fengkong train transactions --mapping` and scored by `fengkong replay
 
 With ``--budget`` (default 1%) the rules and policy are tuned to that legitimate friction on the
 training days (`fengkong.training.tune`) and the tuned set's friction on the later days is the
-``tuned`` line; the JSON line's top-level ``legit_friction``, ``promo_legit_friction``,
+``tuned`` line. Tune reads only labels that could be known at the end of the history
+(`fengkong.training.tune_labels`): chargebacks and fraud reports of training payments at least
+``--tune-maturity-days`` old then, and the analysts' dispositions of the training payments the
+starting pack stopped (``--no-analyst`` to leave those out); never the evaluated days' labels.
+``--pattern-floor`` keeps every fraud pattern's training-day friction within that share of the
+starting rules'; the JSON line's top-level ``legit_friction``, ``promo_legit_friction``,
 ``min_pattern_friction`` and ``min_pattern_stopped`` are the worst seed's for the tuned set.
 """
 
@@ -68,6 +73,12 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=0.01, help="tune to this legitimate friction on the training "
                     "days (fengkong.training.tune); 0: no tuning")
     ap.add_argument("--tune-passes", type=int, default=3)
+    ap.add_argument("--tune-maturity-days", type=float, default=10.0, help="tune judges training payments at least "
+                    "this old at the end of the history by their reports; younger ones are left out")
+    ap.add_argument("--no-analyst", action="store_true", help="tune without the analysts' dispositions of the "
+                    "payments the starting pack stopped on the training days")
+    ap.add_argument("--pattern-floor", type=float, default=0.05, help="no fraud pattern's friction on the training "
+                    "days may fall more than this below the starting rules' (negative: no floor)")
     args = ap.parse_args()
     pd.set_option("display.width", 200)
     from fengkong.training.quality import rules_auc
@@ -84,7 +95,9 @@ def main() -> None:
         for labels in args.labels.split(","):
             res = run(feats, rules_dir=args.rules, events=events, labels=labels, max_iter=args.max_iter,
                       promotions=promotions, calibrate=not args.no_calibration,
-                      tune_budget=args.budget or None, tune_passes=args.tune_passes)
+                      tune_budget=args.budget or None, tune_passes=args.tune_passes,
+                      tune_maturity_days=args.tune_maturity_days, tune_analyst=not args.no_analyst,
+                      tune_pattern_floor=None if args.pattern_floor < 0 else args.pattern_floor)
             s = summary(res)
             print(f"\n== seed {seed}, --events {args.events} --days {args.days}, training labels: {labels} "
                   f"({s['train_labelled_fraud']} labelled of {s['train_true_fraud']} true frauds in "
@@ -111,6 +124,11 @@ def main() -> None:
                                            for k, v in fr["per_pattern"].items()))
             tuned = res.info.get("tune")
             if tuned:
+                lab = tuned["labels"]
+                print(f"tune's labels (known at {lab['cutoff']}, maturity {lab['maturity_days']:g} days): "
+                      f"{lab['known']:,} training payments judged ({lab['fraud']} fraud; {lab['matured']:,} matured, "
+                      f"{lab['analyst']:,} analyst-worked), {lab['left_out']:,} left out; pattern floor "
+                      f"{tuned['pattern_floor']}")
                 print(f"tuned to {tuned['budget']:.2%} on the training days ({tuned['evaluations']} candidates): "
                       f"training-day legit friction {tuned['train_before']['legit_friction']:.4f} -> "
                       f"{tuned['train_after']['legit_friction']:.4f}, fraud caught "

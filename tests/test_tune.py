@@ -171,3 +171,22 @@ def test_tune_is_deterministic(sim: Path) -> None:
 def test_max_friction_is_a_share() -> None:
     res = CliRunner().invoke(app, ["tune", "x.parquet", "--max-friction", "150%"])
     assert res.exit_code == 2 and "--max-friction" in res.output
+
+
+def test_label_maturity_leaves_young_tuning_payments_out(tuned: tuple, sim: Path, tmp_path: Path) -> None:
+    run, _ = tuned
+    young = tune_history(sim / "events.parquet", rules_dir=RULES, out=tmp_path, budget=0.01,
+                         merchants=sim / "merchants.parquet", lists=sim / "blacklist.json", passes=1,
+                         promotions=sim / "promotions.parquet", label_maturity_days=5, pattern_floor=0.05)
+    assert young.last_tuning_day == run.last_tuning_day
+    ev = pd.read_parquet(sim / "events.parquet")
+    pay = ev[ev["type"] == "payment"]
+    when = pd.to_datetime(pay["occurred_at"].astype(str), utc=True, format="ISO8601")
+    day = (when + pd.Timedelta(hours=8)).dt.date
+    # the history ends on its last business day; payments from its last 5 days are too young to judge
+    last_day = day.max()
+    old_enough = day < last_day - pd.Timedelta(days=4)
+    tuning = day <= run.last_tuning_day
+    assert young.result.train_before["payments"] == int((tuning & old_enough).sum())
+    assert 0 < young.result.train_before["payments"] < run.result.train_before["payments"]
+    assert young.result.test_before["payments"] == run.result.test_before["payments"]  # the later days still measured

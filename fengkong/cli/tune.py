@@ -9,7 +9,7 @@ check, its example cases and the report are written under ``--out``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,10 +43,15 @@ class TuneRun:
 def tune_history(history_path: Path, *, rules_dir: Path, out: Path, budget: float, until: date | None = None,
                  mapping: Path | None = None, lists: Path | None = None, merchants: Path | None = None,
                  promotions: Path | None = None, seed: int = 0, passes: int = 4, objective: str = "payments",
-                 max_seconds: float | None = None,
+                 max_seconds: float | None = None, label_maturity_days: float = 0.0,
+                 pattern_floor: float | None = None,
                  risk_column: str | None = None, progress: Callable[[str], None] | None = None) -> TuneRun:
     """Read, compute features once, tune on the days up to ``until`` (default: the first 70%),
-    write ``out/rules`` (the candidate) and ``out/report.md``, check the candidate."""
+    write ``out/rules`` (the candidate) and ``out/report.md``, check the candidate.
+
+    The history's labels are what was known at its end: tuning payments younger than
+    ``label_maturity_days`` then are left out (`fengkong.training.tune_labels`), not judged
+    legitimate. ``pattern_floor``: `fengkong.training.tune`'s per-pattern floor."""
     import numpy as np
     import pandas as pd
 
@@ -60,7 +65,9 @@ def tune_history(history_path: Path, *, rules_dir: Path, out: Path, budget: floa
     from fengkong.replay.mapping import Mapping
     from fengkong.replay.reader import load_history
     from fengkong.training.train import split_day
+    from fengkong.training.fusion import cutoff_after
     from fengkong.training.tune import Rows, tune
+    from fengkong.training.tune_labels import known_labels
     from fengkong.training.tune_report import write_report
 
     rules, policy, schema, problems = parse_rules(rules_dir)
@@ -97,10 +104,18 @@ def tune_history(history_path: Path, *, rules_dir: Path, out: Path, budget: floa
     rows = Rows(feats[pay].reset_index(drop=True), y, scen, risk, promo)
     last = split_day(pd.Series(days), until)
     train = days <= last
-    if not train.any() or not y[train].any():
-        raise ValueError(f"--until {last}: the tuning days hold no labelled fraud to tune on")
-    result = tune(rules, policy, schema.dtypes, rows.subset(train), budget=budget, test=rows.subset(~train),
-                  seed=seed, max_passes=passes, objective=objective, max_seconds=max_seconds, progress=progress)
+    known = known_labels(pd.DataFrame({"event.event_id": ids, "occurred_at": when.to_numpy()}),
+                         cutoff=cutoff_after(max(days)), maturity=timedelta(days=label_maturity_days),
+                         reported=y).known
+    if not (train & known).any() or not y[train & known].any():
+        raise ValueError(f"--until {last}: the tuning days hold no labelled fraud to tune on"
+                         + (f" older than --label-maturity-days {label_maturity_days:g}" if label_maturity_days else ""))
+    if progress and label_maturity_days:
+        progress(f"{int((train & ~known).sum()):,} tuning payments younger than {label_maturity_days:g} days at the "
+                 f"end of the history left out (their label may not be known yet)")
+    result = tune(rules, policy, schema.dtypes, rows.subset(train & known), budget=budget, test=rows.subset(~train),
+                  seed=seed, max_passes=passes, objective=objective, max_seconds=max_seconds,
+                  pattern_floor=pattern_floor, progress=progress)
     candidate = write_candidate(rules_dir, out / "rules", result.changes)
     found, _ = _check(candidate)
     found_text = [str(p) for p in found]
@@ -113,7 +128,8 @@ def tune_history(history_path: Path, *, rules_dir: Path, out: Path, budget: floa
                       for r in run_cases(ruleset, cases) if not r.passed]
         finally:
             ruleset.close()
-    split = (f"Tuned on the payments of business days up to {last} ({int(train.sum()):,}); "
+    split = (f"Tuned on the payments of business days up to {last} ({int((train & known).sum()):,}"
+             f"{f', {int((train & ~known).sum()):,} younger than the label maturity left out' if label_maturity_days else ''}); "
              f"later days ({int((~train).sum()):,} payments) only measured.")
     report = write_report(result, out, candidate_dir=candidate, problems=found_text, failed_cases=failed, split=split)
     return TuneRun(result, candidate, report, found_text, failed, last)
@@ -138,6 +154,12 @@ def register(app: typer.Typer) -> None:
         objective: str = typer.Option("payments", "--objective", help="payments (fraud payments caught) or "
                                       "patterns (the mean over fraud patterns, needs a scenario column)."),
         max_seconds: float = typer.Option(None, "--max-seconds", help="Stop searching after this long (wall clock)."),
+        label_maturity_days: float = typer.Option(0.0, "--label-maturity-days", min=0, help="Leave out tuning "
+                                                  "payments younger than this at the end of the history: their fraud "
+                                                  "report may not have arrived (as fengkong train)."),
+        pattern_floor: float = typer.Option(None, "--pattern-floor", min=0, max=0.99, help="No fraud pattern's "
+                                            "friction on the tuning days may fall more than this share below the "
+                                            "starting rules' (needs a scenario column; e.g. 0.05)."),
         risk_column: str = typer.Option(None, "--risk-column", help="A history column holding each payment's fused "
                                         "risk (e.g. a replay's decisions file: risk): tunes the soft table too."),
     ) -> None:
@@ -154,8 +176,9 @@ def register(app: typer.Typer) -> None:
         try:
             run = tune_history(history, rules_dir=rules_dir, out=out, budget=budget, until=last, mapping=mapping,
                                lists=lists, merchants=merchants, promotions=promotions, seed=seed, passes=passes,
-                               objective=objective,
-                               max_seconds=max_seconds, risk_column=risk_column, progress=typer.echo)
+                               objective=objective, max_seconds=max_seconds,
+                               label_maturity_days=label_maturity_days, pattern_floor=pattern_floor,
+                               risk_column=risk_column, progress=typer.echo)
         except RuleSetError as exc:
             for p in exc.problems:
                 typer.echo(f"error {p}", err=True)

@@ -31,7 +31,7 @@ attempt, at once: an upper bound, not a real setting). Evaluation always uses
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +127,8 @@ class QualityResult:
 def run(feats: pd.DataFrame, *, rules_dir: Path, events: pd.DataFrame | None = None, until: date | None = None,
         labels: str = "reported", max_iter: int = 200, habit_trees: int = 100, oof_blocks: int = 4,
         random_state: int = 0, promotions: pd.DataFrame | None = None, calibrate: bool = True,
-        tune_budget: float | None = None, tune_passes: int = 3) -> QualityResult:
+        tune_budget: float | None = None, tune_passes: int = 3, tune_maturity_days: float = 10.0,
+        tune_analyst: bool = True, tune_pattern_floor: float | None = 0.05) -> QualityResult:
     """Fit on the days up to ``until`` (default 70% of the span), evaluate on the later days.
 
     ``feats``: `fengkong.training.train.transaction_frame` output (offline-twin features plus
@@ -146,7 +147,14 @@ def run(feats: pd.DataFrame, *, rules_dir: Path, events: pd.DataFrame | None = N
     fused risk, the training labels), and ``info["friction"]["tuned"]`` holds the candidate's
     figures on the evaluated days, its fused risk recomputed from its own rules' score;
     ``info["tune"]`` what changed. The search holds each training payment's fused risk fixed
-    (that of the original rules), an approximation when a tunable rule feeds the score."""
+    (that of the original rules), an approximation when a tunable rule feeds the score.
+
+    Tune judges the training payments by the labels known at the end of the history
+    (`fengkong.training.tune_labels`, never the evaluated days' labels): payments at least
+    ``tune_maturity_days`` old then, by their chargebacks and fraud reports; with ``tune_analyst``
+    also the training payments the starting pack stopped (review or deny), as an analyst
+    working those cases concludes (the simulator's truth for those payments only); the rest are
+    left out. ``tune_pattern_floor``: `fengkong.training.tune`'s per-pattern floor."""
     if labels not in LABELS:
         raise ValueError(f"labels: expected one of {LABELS}, got {labels!r}")
     last = split_day(feats["day"], until)
@@ -206,9 +214,12 @@ def run(feats: pd.DataFrame, *, rules_dir: Path, events: pd.DataFrame | None = N
         train_cols = pd.DataFrame({"model.txn_risk": oof, "model.habit_anomaly": habit_train, **train_extra},
                                   index=train.index)
         train_with = pd.concat([train.drop(columns=train_cols.columns, errors="ignore"), train_cols], axis=1)
-        decided["tuned"], tuned_info = _tuned(rules_dir, train_with, y, fusion.predict_proba(oof, base_train),
+        cutoff = cutoff_after(max(feats["day"]))  # "now": the end of the history's last payment day
+        labelling = TuneLabelling(events if labels == "reported" else None, cutoff,
+                                  timedelta(days=tune_maturity_days), tune_analyst, y)
+        decided["tuned"], tuned_info = _tuned(rules_dir, train_with, labelling, fusion.predict_proba(oof, base_train),
                                               promo_train, with_model, risk, fusion, tune_budget, tune_passes,
-                                              random_state)
+                                              random_state, tune_pattern_floor)
     friction = {name: friction_figures(d, valid["is_fraud"].to_numpy(dtype=bool), valid["scenario"].to_numpy(), promo)
                 for name, d in decided.items()}
 
@@ -225,25 +236,55 @@ def run(feats: pd.DataFrame, *, rules_dir: Path, events: pd.DataFrame | None = N
     return QualityResult(table=table, scores=scores, fusion=fusion, info=info)
 
 
-def _tuned(rules_dir: Path, train: pd.DataFrame, y: np.ndarray, fused_train: np.ndarray, promo_train: Any,
-           valid: pd.DataFrame, risk: np.ndarray, fusion: RiskFusion, budget: float, passes: int, seed: int
-           ) -> tuple[np.ndarray, dict[str, Any]]:
+@dataclass(frozen=True)
+class TuneLabelling:
+    """How `_tuned` labels the training payments (see `run`): the history, the time tune runs at,
+    the label maturity, whether analysts' dispositions of stopped payments count, and the
+    model's training labels, used as they are (every one known) when there is no history
+    (``labels="oracle"``: the upper bound)."""
+
+    events: pd.DataFrame | None
+    cutoff: pd.Timestamp
+    maturity: timedelta
+    analyst: bool
+    reported: np.ndarray | None = None
+
+
+def _tuned(rules_dir: Path, train: pd.DataFrame, labelling: TuneLabelling, fused_train: np.ndarray,
+           promo_train: Any, valid: pd.DataFrame, risk: np.ndarray, fusion: RiskFusion, budget: float, passes: int,
+           seed: int, pattern_floor: float | None) -> tuple[np.ndarray, dict[str, Any]]:
     """The decisions on the evaluated days of the set tuned on the training days (see `run`)."""
     from fengkong.engine.vectorized import VectorizedRules
+    from fengkong.training.friction import STOPPED
     from fengkong.training.fusion import reads_model
     from fengkong.training.tune import Rows, tune
+    from fengkong.training.tune_labels import KnownLabels, known_labels
 
     rs = load_ruleset(rules_dir)
     try:
+        analyst: dict[str, bool] = {}
+        if labelling.analyst and labelling.events is not None:  # the cases the starting pack opened on the training days, worked
+            start = VectorizedRules.from_ruleset(rs).evaluate(train, risk=fused_train).decision
+            worked = np.isin(np.asarray(start, dtype=object), STOPPED)
+            analyst = dict(zip(train["event.event_id"].astype(str).to_numpy()[worked],
+                               train["is_fraud"].to_numpy(dtype=bool)[worked]))
+        if labelling.events is None:
+            lab = KnownLabels(np.asarray(labelling.reported, dtype=bool), np.ones(len(train), dtype=bool), 0, 0)
+        else:
+            lab = known_labels(train, cutoff=labelling.cutoff, maturity=labelling.maturity,
+                               events=labelling.events, analyst=analyst)
         scen = train["scenario"].to_numpy(dtype=object) if "scenario" in train.columns else None
-        res = tune(rs.rules, rs.policy, rs.schema.dtypes, Rows(train, y, scen, fused_train, promo_train),
-                   budget=budget, seed=seed, max_passes=passes, curve=())
+        rows = Rows(train, lab.is_fraud, scen, fused_train, promo_train).subset(lab.known)
+        res = tune(rs.rules, rs.policy, rs.schema.dtypes, rows, budget=budget, seed=seed, max_passes=passes,
+                   curve=(), pattern_floor=pattern_floor)
         alone = VectorizedRules([r for r in res.rules if not reads_model(r)], res.policy, rs.schema.dtypes)
         fused = fusion.predict_proba(risk, np.asarray(alone.evaluate(valid).score, dtype=np.float64))
         decision = VectorizedRules(res.rules, res.policy, rs.schema.dtypes).evaluate(valid, risk=fused).decision
     finally:
         rs.close()
-    return decision, {"budget": budget, "changes": [{"what": c.label(), "old": c.old, "new": c.new}
+    return decision, {"budget": budget, "labels": {**lab.summary(), "cutoff": str(labelling.cutoff),
+                                                   "maturity_days": labelling.maturity / timedelta(days=1)},
+                      "pattern_floor": pattern_floor, "changes": [{"what": c.label(), "old": c.old, "new": c.new}
                                                     for c in res.changes],
                       "train_before": {k: v for k, v in res.train_before.items() if k != "per_grade"},
                       "train_after": {k: v for k, v in res.train_after.items() if k != "per_grade"},

@@ -21,6 +21,13 @@ in an order shuffled by ``seed`` each pass, until a pass changes nothing or
 or the mean over fraud patterns with ``objective="patterns"``), ties going to the lower
 friction. Tune only on training days and read the later days' figures (`TuneResult.test`):
 a threshold fit to the days it is judged on overstates.
+
+``pattern_floor`` (a share, e.g. 0.05) keeps the search from trading a whole fraud pattern
+away for friction: a candidate under which any pattern (with at least
+``MIN_PATTERN_PAYMENTS`` labelled payments) meets friction on a share of its payments more
+than ``pattern_floor`` below the starting rules' is never taken, over budget or within it.
+When the budget cannot be met that way the search stops at the lowest friction that keeps
+every pattern, and the log says the budget was not met.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ SCORE_GRID = tuple(float(v) for v in range(5, 205, 5))
 RISK_GRID = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9,
              0.95, 0.99)
 OBJECTIVES = ("payments", "patterns")
+#: A pattern with fewer labelled payments on the tuning days than this has no floor (too few to measure).
+MIN_PATTERN_PAYMENTS = 5
 
 
 @dataclass(frozen=True)
@@ -248,36 +257,61 @@ class Rows:
                     pick(self.risk), pick(self.promo))
 
 
-def _objective(dec: np.ndarray, y: np.ndarray, scen: np.ndarray | None, objective: str) -> tuple[float, float]:
+def _objective(dec: np.ndarray, y: np.ndarray, scen: np.ndarray | None, objective: str
+               ) -> tuple[float, float, dict[str, float]]:
+    """Legitimate friction, fraud caught (per ``objective``) and the friction of each pattern."""
     fr = np.isin(dec, FRICTION)
     legit = float(fr[~y].mean()) if (~y).any() else 0.0
-    if objective == "patterns" and scen is not None and y.any():
-        pats = [float(fr[y & (scen == s)].mean()) for s in sorted({str(v) for v in scen[y]})]
-        caught = float(np.mean(pats))
+    pats: dict[str, float] = {}
+    if scen is not None and y.any():
+        pats = {s: float(fr[y & (scen == s)].mean()) for s in sorted({str(v) for v in scen[y]})}
+    if objective == "patterns" and pats:
+        caught = float(np.mean(list(pats.values())))
     else:
         caught = float(fr[y].mean()) if y.any() else 0.0
-    return legit, caught
+    return legit, caught, pats
+
+
+def floored_patterns(y: np.ndarray, scen: np.ndarray | None, minimum: int = MIN_PATTERN_PAYMENTS) -> list[str]:
+    """The fraud patterns with enough labelled payments for ``pattern_floor`` to guard them."""
+    if scen is None:
+        return []
+    names, counts = np.unique(np.asarray(scen[y], dtype=str), return_counts=True)
+    return [str(n) for n, c in zip(names, counts) if c >= minimum and n != ""]
 
 
 def descend(scorer: Scorer, rows: Rows, rules: Sequence[Rule], policy: Policy, params: list[Param], budget: float,
             *, start: State | None = None, seed: int = 0, max_passes: int = 4, objective: str = "payments",
+            pattern_floor: float | None = None, floor_from: Mapping[str, float] | None = None,
             deadline: float | None = None, progress: Callable[[str], None] | None = None
             ) -> tuple[State, int, bool, list[str]]:
     """Coordinate descent from ``start`` (module docstring); the best state, the number of
-    candidates decided, whether ``deadline`` (a `time.monotonic` value) stopped it, and a log."""
+    candidates decided, whether ``deadline`` (a `time.monotonic` value) stopped it, and a log.
+
+    ``floor_from``: each pattern's friction the floor is measured from (default: ``start``'s)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
+    if pattern_floor is not None and not 0 <= pattern_floor < 1:
+        raise ValueError(f"pattern_floor: {pattern_floor} is not a share between 0 and 1 (e.g. 0.05)")
     y = np.asarray(rows.is_fraud, dtype=bool)
     scen = None if rows.scenario is None else np.asarray(rows.scenario, dtype=object)
     rng = np.random.default_rng(seed)
     state = (start or State()).copy()
+    guarded = floored_patterns(y, scen) if pattern_floor is not None else []
+    floor: dict[str, float] = {}
 
-    def key(s: State) -> tuple[bool, float, float]:
+    def key(s: State) -> tuple[bool, bool, float, float]:
         r, p = s.build(rules, policy)
-        legit, caught = _objective(scorer.decide(r, p), y, scen, objective)
+        legit, caught, pats = _objective(scorer.decide(r, p), y, scen, objective)
+        kept = all(pats.get(g, 0.0) >= floor[g] - 1e-12 for g in floor)
         ok = legit <= budget + 1e-12
-        return ok, (caught if ok else -legit), -legit
+        return kept, ok, (caught if ok else -legit), -legit
 
+    if guarded:
+        r0, p0 = state.build(rules, policy)
+        at_start = _objective(scorer.decide(r0, p0), y, scen, objective)[2]
+        base = dict(floor_from) if floor_from is not None else at_start
+        floor = {g: base.get(g, at_start[g]) - float(pattern_floor or 0.0) for g in guarded}
     best = key(state)
     evaluations, timed_out, log = 1, False, []
     for n in range(max_passes):
@@ -297,9 +331,10 @@ def descend(scorer: Scorer, rows: Rows, rules: Sequence[Rule], policy: Policy, p
             if deadline is not None and time.monotonic() > deadline:
                 timed_out = True
                 break
-        line = (f"pass {n + 1}: legit friction {-best[2]:.4%}, fraud caught "
-                f"{best[1] if best[0] else float('nan'):.4f} ({objective}), {moved} moves, "
-                f"{evaluations} candidates{' (time limit)' if timed_out else ''}")
+        line = (f"pass {n + 1}: legit friction {-best[3]:.4%}, fraud caught "
+                f"{best[2] if best[1] else float('nan'):.4f} ({objective}), {moved} moves, "
+                f"{evaluations} candidates{' (time limit)' if timed_out else ''}"
+                f"{'' if best[1] else ' (budget not met' + (' within the pattern floor)' if floor else ')')}")
         log.append(line)
         if progress is not None:
             progress(line)
@@ -311,7 +346,7 @@ def descend(scorer: Scorer, rows: Rows, rules: Sequence[Rule], policy: Policy, p
 def tune(rules: Sequence[Rule], policy: Policy, dtypes: Mapping[str, str], train: Rows, *, budget: float,
          test: Rows | None = None, seed: int = 0, max_passes: int = 4, objective: str = "payments",
          thresholds: bool = True, curve: Sequence[float] = (0.25, 0.5, 2.0), max_seconds: float | None = None,
-         progress: Callable[[str], None] | None = None) -> TuneResult:
+         pattern_floor: float | None = None, progress: Callable[[str], None] | None = None) -> TuneResult:
     """Search (module docstring) on ``train`` within ``budget``; figures on ``train`` and ``test``.
 
     ``curve``: multiples of the budget also tuned (each starting from the answer at the
@@ -335,7 +370,7 @@ def tune(rules: Sequence[Rule], policy: Policy, dtypes: Mapping[str, str], train
                  f"({int(np.sum(train.is_fraud)):,} fraud), budget {budget:.2%}")
     state, evals, timed_out, log = descend(scorer, train, rules, policy, params, budget, seed=seed,
                                            max_passes=max_passes, objective=objective, deadline=deadline,
-                                           progress=progress)
+                                           pattern_floor=pattern_floor, progress=progress)
     before, after = State(), state
     result = TuneResult(state.changes(rules, policy), *state.build(rules, policy), budget,
                         figs(scorer, train, before) or {}, figs(scorer, train, after) or {},
@@ -346,7 +381,8 @@ def tune(rules: Sequence[Rule], policy: Policy, dtypes: Mapping[str, str], train
         if deadline is not None and time.monotonic() > deadline:
             break
         s, n, _, _ = descend(scorer, train, rules, policy, params, budget * m, start=state, seed=seed,
-                             max_passes=2, objective=objective, deadline=deadline)
+                             max_passes=2, objective=objective, deadline=deadline, pattern_floor=pattern_floor,
+                             floor_from=result.train_before.get("per_pattern"))
         result.evaluations += n
         points.append((m, s))
     for m, s in sorted(points, key=lambda x: x[0]):
@@ -358,5 +394,5 @@ def _grades(frame: pd.DataFrame) -> np.ndarray | None:
     return frame["merchant.grade"].to_numpy(dtype=object) if "merchant.grade" in frame.columns else None
 
 
-__all__ = ["OBJECTIVES", "Param", "Rows", "Scorer", "State", "TuneResult", "descend", "figures", "search_space",
+__all__ = ["MIN_PATTERN_PAYMENTS", "OBJECTIVES", "Param", "Rows", "Scorer", "State", "TuneResult", "descend", "figures", "floored_patterns", "search_space",
            "tune", "tunable_grid"]
