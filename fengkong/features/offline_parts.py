@@ -23,7 +23,7 @@ import hashlib
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -169,14 +169,19 @@ def offline_features_parts(
     list_entries: Mapping[str, Iterable[str]] | None = None,
     profiles: pd.DataFrame | None = None,
     batch_rows: int = 1_000_000,
+    progress: Callable[[str], None] | None = None,
     **kwargs: Any,
 ) -> FeatureParts:
     """`offline_features` of ``history`` (a frame, or the Parquet file of one) written under
     ``folder`` part by part: in this process (``client`` None) or on the Dask cluster of
     ``client``, whose workers must reach ``folder`` at the same path. Returns the handle that
-    reads them back (`FeatureParts.read`: the very frame `offline_features` returns)."""
+    reads them back (`FeatureParts.read`: the very frame `offline_features` returns).
+    ``progress`` is called with the name of each step as it ends (``split``, ``passes``,
+    ``merchant``): for a caller that measures them."""
     folder = Path(folder)
+    step = progress or (lambda name: None)
     split = split_history(history, folder, partitions, batch_rows=batch_rows)
+    step("split")
     files = _lists_files(lists_dir)
     shared = {"lists_files": files, "lists": lists, "profiles": profiles,
               "list_entries": {k: list(v) for k, v in (list_entries or {}).items()}, **kwargs}
@@ -193,6 +198,7 @@ def offline_features_parts(
         out.names = out.names or names
         if name in new_pieces:
             new_pieces[name].append(new)
+    step("passes")
     known_new = pd.DataFrame({k: pd.concat(v) if v else pd.Series(dtype=bool) for k, v in new_pieces.items()})
     del new_pieces
     merchant_part = _parts_of(split, _LAST)
@@ -200,6 +206,7 @@ def offline_features_parts(
     del known_new
     for _, (names, _) in _run(jobs, split, out, shared, client):
         out.names = out.names or names
+    step("merchant")
     return out
 
 
