@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -138,7 +139,7 @@ class Framing:
         world._names = {"merchants": self.merchants, "users": self.users, "cards": self.cards,  # type: ignore[attr-defined]
                         "devices": self.devices}
 
-    def _event_ids(self, ranks: np.ndarray) -> np.ndarray:
+    def _event_ids(self, ranks: Iterable[int]) -> np.ndarray:
         return np.array([f"ev_{i:0{self.width}d}" for i in ranks], dtype=object)
 
     def frame(self, lo: int = 0, hi: int | None = None) -> pd.DataFrame:

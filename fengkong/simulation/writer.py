@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import pandas as pd
 
 from fengkong.simulation.config import SimConfig
 from fengkong.simulation.constants import EVENT_TYPES, SCENARIOS
 from fengkong.simulation.frame import Framing, Simulation, _blacklist, _merchant_frame, _promotion_frame, generate
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FORMATS = ("parquet", "jsonl")
 JSONL_CHUNK = 100_000
@@ -87,7 +90,7 @@ def write_run(config: SimConfig, out_dir: str | Path, *, chunk_rows: int = 1_000
     return paths
 
 
-def _unified(schemas: list["pa.Schema"]) -> "pa.Schema":
+def _unified(schemas: list[pa.Schema]) -> pa.Schema:
     """One schema for every chunk: a column that is all missing in one chunk (Arrow's null
     type) takes the type the other chunks give it; the first chunk's metadata."""
     import pyarrow as pa
