@@ -178,6 +178,14 @@ def test_cli_writes_and_summarises(tmp_path):
         assert word in result.output
     bad = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path), "--mix", "nope=1"])
     assert bad.exit_code != 0
+    sliced = tmp_path / "sliced"
+    again = CliRunner().invoke(app, ["simulate", "--out", str(sliced), "--shoppers", "300", "--merchants", "40",
+                                     "--days", "21", "--seed", "3", "--format", "parquet", "--chunk-rows", "500"])
+    assert again.exit_code == 0, again.output
+    assert again.output.split("fraud rate")[1].split("\n")[0] == result.output.split("fraud rate")[1].split("\n")[0]
+    pd.testing.assert_frame_equal(pd.read_parquet(sliced / "events.parquet"), pd.read_parquet(tmp_path / "events.parquet"))
+    refused = CliRunner().invoke(app, ["simulate", "--out", str(sliced), "--chunk-rows", "500"])
+    assert refused.exit_code == 2 and "--format parquet" in refused.output
 
 
 def test_written_in_slices_reads_back_as_the_whole_history(tmp_path):
