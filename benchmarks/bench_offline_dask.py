@@ -101,11 +101,16 @@ class Steps:
 
     def __init__(self) -> None:
         self.steps: dict[str, dict[str, float]] = {}
+        self._t, self._c = time.perf_counter(), time.process_time()
         _reset_peak()
 
     def __call__(self, name: str) -> None:
-        self.steps[name] = {"peak_mb": round(_peak_rss_mb()), "after_mb": round(_rss_mb())}
-        print(f"  step {name}: peak {_peak_rss_mb():,.0f} MB, after {_rss_mb():,.0f} MB", flush=True)
+        wall, cpu = time.perf_counter() - self._t, time.process_time() - self._c
+        self.steps[name] = {"peak_mb": round(_peak_rss_mb()), "after_mb": round(_rss_mb()), "wall_s": round(wall, 1),
+                            "cpu_s": round(cpu, 1)}
+        print(f"  step {name}: peak {_peak_rss_mb():,.0f} MB, after {_rss_mb():,.0f} MB; {wall:.1f} s, this "
+              f"process's CPU {cpu:.1f} s", flush=True)
+        self._t, self._c = time.perf_counter(), time.process_time()
         _reset_peak()
 
 
