@@ -38,7 +38,9 @@ delivery. An event_id reused with OTHER entities (which the online store refuses
 could land in two parts, and each would count it: not the pandas twin's answer.
 
 Workers need nothing from this machine's disk: the IP lists travel with the tasks
-(a few KB) and are loaded once per worker process.
+(a few KB) and are loaded once per worker process. The price is that this process holds
+the history and gathers every part's features; for a history past its memory,
+`offline_parts` runs the same passes from files and leaves the features in files.
 """
 
 from __future__ import annotations
