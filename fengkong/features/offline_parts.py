@@ -107,8 +107,12 @@ def _split_file(source: Path, folder: Path, partitions: int, batch_rows: int) ->
             keyed = table.select([c for c in _KEY_COLUMNS if c in table.column_names]).to_pandas()
             for name in PASSES:
                 keys = split_keys(keyed, name, partitions)
+                order = np.argsort(keys, kind="stable")  # by part, each part's rows in history order
+                by_part = table.take(pa.array(order))
+                bounds = np.searchsorted(keys[order], np.arange(partitions + 1))
                 for p in range(partitions):
-                    writers[name, p].write_table(table.filter(pa.array(keys == p)))
+                    writers[name, p].write_table(by_part.slice(bounds[p], bounds[p + 1] - bounds[p]))
+                del by_part
     finally:
         for writer in writers.values():
             writer.close()
