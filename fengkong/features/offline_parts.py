@@ -43,7 +43,7 @@ from fengkong.features.offline_dask import (
 
 _LAST = "merchant"  # after the others: its make-up of today reads whether cards and accounts were new
 ROW = "__row"  # a part's column holding each event's position in the whole history
-_KEY_COLUMNS = sorted(set(PASSES.values()))
+_KEY_COLUMNS = sorted({*PASSES.values(), "event_id"})  # event_id: where a row without the key goes
 
 
 @dataclass
