@@ -174,3 +174,14 @@ def test_twin_in_parts_of_a_frame_keeps_its_index(history, ipintel, list_specs, 
     pd.testing.assert_frame_equal(got, want)
     with pytest.raises(KeyError, match="not features"):
         parts.read(["card.no_such_feature"])
+
+
+def test_rows_without_the_key_spread_over_the_parts(history) -> None:
+    """Rows that lack a pass's key (a login has no card) go by their event_id, so that they do
+    not all crowd into one part; a retry still goes with its first delivery."""
+    events, _, _ = history
+    no_card = events["card_fingerprint"].isna()
+    assert no_card.sum() > 300
+    keys = pd.Series(split_keys(events, "card", 4), index=events.index)
+    assert keys[no_card].nunique() == 4 and keys[no_card].value_counts().max() < 0.4 * no_card.sum()
+    assert (keys.groupby(events["event_id"]).nunique() == 1).all()
