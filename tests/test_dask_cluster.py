@@ -137,3 +137,51 @@ def test_rescore_on_a_two_process_cluster_equals_pandas(cluster) -> None:
     pd.testing.assert_frame_equal(a.current, b.current, check_dtype=False)
     cols = ["merchant_id", "day", "grade", "changed", "reason", "anomaly", "volume"]
     pd.testing.assert_frame_equal(a.daily[cols], b.daily[cols], check_dtype=False)
+
+
+def test_twin_in_parts_on_disk_equals_the_pandas_twin(cluster, history, ipintel, list_specs, tmp_path) -> None:
+    """A history file split into parts on disk, each part's features written by whoever ran
+    it (this process, or the cluster's workers), reads back as the pandas twin's frame."""
+    from fengkong.features.offline_parts import offline_features_parts
+
+    events, merchants, paths = history
+    entries = list_entries(LISTS, list_specs, paths["blacklist.json"])
+    from_file = pd.read_parquet(paths["events.parquet"])
+    want = offline_features(from_file, ipintel=ipintel, lists=list_specs, list_entries=entries, profiles=merchants)
+    for name, client in (("here", None), ("dask", cluster)):
+        parts = offline_features_parts(paths["events.parquet"], tmp_path / name, lists_dir=LISTS, client=client,
+                                       partitions=3, lists=list_specs, list_entries=entries, profiles=merchants,
+                                       batch_rows=1_500)
+        assert len(list((tmp_path / name / "history" / "card").glob("part-*.parquet"))) == 3
+        pd.testing.assert_frame_equal(parts.read(), want)
+        some = ["merchant.new_card_count_today", "card.count_24h", "event.event_id"]
+        pd.testing.assert_frame_equal(parts.read(some), want[some])
+    # the parts of the merchant pass are not the whole: their card columns are not written
+    one = pd.read_pickle(tmp_path / "here" / "features" / "merchant" / "part-00000.pkl")
+    assert "merchant.count_today" in one.columns and "card.count_24h" not in one.columns
+    assert 0 < len(one) < len(want)
+
+
+def test_twin_in_parts_of_a_frame_keeps_its_index(history, ipintel, list_specs, tmp_path) -> None:
+    from fengkong.features.offline_parts import offline_features_parts
+
+    events, merchants, _ = history
+    want = offline_features(events, ipintel=ipintel, lists=list_specs, profiles=merchants)
+    parts = offline_features_parts(events, tmp_path, lists_dir=LISTS, partitions=2, lists=list_specs,
+                                   profiles=merchants)
+    got = parts.read()
+    assert (got.index % 3 == 1).all()  # the history's own index (positions * 3 + 7), not positions
+    pd.testing.assert_frame_equal(got, want)
+    with pytest.raises(KeyError, match="not features"):
+        parts.read(["card.no_such_feature"])
+
+
+def test_rows_without_the_key_spread_over_the_parts(history) -> None:
+    """Rows that lack a pass's key (a login has no card) go by their event_id, so that they do
+    not all crowd into one part; a retry still goes with its first delivery."""
+    events, _, _ = history
+    no_card = events["card_fingerprint"].isna()
+    assert no_card.sum() > 300
+    keys = pd.Series(split_keys(events, "card", 4), index=events.index)
+    assert keys[no_card].nunique() == 4 and keys[no_card].value_counts().max() < 0.4 * no_card.sum()
+    assert (keys.groupby(events["event_id"]).nunique() == 1).all()

@@ -38,7 +38,9 @@ delivery. An event_id reused with OTHER entities (which the online store refuses
 could land in two parts, and each would count it: not the pandas twin's answer.
 
 Workers need nothing from this machine's disk: the IP lists travel with the tasks
-(a few KB) and are loaded once per worker process.
+(a few KB) and are loaded once per worker process. The price is that this process holds
+the history and gathers every part's features; for a history past its memory,
+`offline_parts` runs the same passes from files and leaves the features in files.
 """
 
 from __future__ import annotations
@@ -88,13 +90,17 @@ def column_pass(name: str, declared: Mapping[str, str] | None = None) -> str:
 
 
 def split_keys(events: pd.DataFrame, pass_name: str, partitions: int) -> np.ndarray:
-    """The part (0..partitions-1) of every row for one pass: a stable hash of its key."""
+    """The part (0..partitions-1) of every row for one pass: a stable hash of its key.
+
+    A row without the key (a login has no card) has none of the pass's entity features, so
+    it may go to any part: it goes by its event_id (a retry with its first delivery), so
+    that the rows without a card, say, do not all crowd into one part."""
     col = PASSES[pass_name]
-    if col not in events.columns:
-        return np.zeros(len(events), dtype=np.int64)
-    key = events[col].astype(object)
+    key = events[col].astype(object) if col in events.columns else pd.Series(None, index=events.index, dtype=object)
     if pass_name == "subnet":
         key = subnets_of(key.where(key.notna(), None))
+    if "event_id" in events.columns:
+        key = key.where(key.notna(), "\0" + events["event_id"].astype(str).to_numpy(dtype=object))
     text = key.where(key.notna(), "").astype(str)
     hashed = pd.util.hash_pandas_object(text, index=False).to_numpy()
     return (hashed % np.uint64(partitions)).astype(np.int64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,21 @@ def simulate(config: SimConfig) -> pd.DataFrame:
 
 def run(config: SimConfig) -> Simulation:
     """Generate a whole history. Deterministic: the same config gives an identical result."""
+    world, allrows, timings = generate(config)
+    t = time.perf_counter()
+    events = _frame(world, allrows)
+    merchants = _merchant_frame(world)
+    blacklist = _blacklist(world)
+    promotions = _promotion_frame(world)
+    timings["frame"] = time.perf_counter() - t
+    return Simulation(config=config, events=events, merchants=merchants, blacklist=blacklist, timings=timings,
+                      promotions=promotions)
+
+
+def generate(config: SimConfig) -> tuple[World, Block, dict[str, float]]:
+    """Every event of the history as numeric blocks (not yet sorted or named), the world they
+    came from, and each stage's time: what `run` frames whole and `writer.write_run` frames
+    in slices."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
     world = World(config)
@@ -64,14 +80,7 @@ def run(config: SimConfig) -> Simulation:
     after = outcomes(world, payments)
     allrows = concat([{k: payments[k] for k in after}, after, concat(others)])
     timings["outcomes"] = time.perf_counter() - t
-    t = time.perf_counter()
-    events = _frame(world, allrows)
-    merchants = _merchant_frame(world)
-    blacklist = _blacklist(world)
-    promotions = _promotion_frame(world)
-    timings["frame"] = time.perf_counter() - t
-    return Simulation(config=config, events=events, merchants=merchants, blacklist=blacklist, timings=timings,
-                      promotions=promotions)
+    return world, allrows, timings
 
 
 # ---- naming ------------------------------------------------------------------------------
@@ -108,57 +117,77 @@ def ip_text(ips: np.ndarray) -> np.ndarray:
     return text[inv.reshape(-1)]
 
 
+class Framing:
+    """What naming the events needs over the whole history: the event-time order, each row's
+    rank in it, and the entity names (drawn once, in a fixed order, from the seeded "names"
+    stream), so that any slice of the sorted rows can be framed alone, as `_frame` frames all."""
+
+    def __init__(self, world: World, rows: Block) -> None:
+        rng = stage_rng(world.config.seed, "names")
+        n = len(rows["ts"])
+        self.world, self.rows, self.n = world, rows, n
+        self.order = np.lexsort((np.arange(n), rows["ts"]))  # by time, ties in generation order
+        self.rank = np.empty(n, dtype=np.int64)
+        self.rank[self.order] = np.arange(n)
+        self.width = max(9, len(str(n)))
+        self.merchants = _names("m_", world.n_merchants, rng)
+        self.users = _names("u_", world.n_users, rng)
+        self.cards = _names("c_", world.n_cards, rng)
+        self.devices = _names("d_", world.n_devices, rng)
+        self.card_table = world.card_table()
+        # keep the generator's names available for side tables
+        world._names = {"merchants": self.merchants, "users": self.users, "cards": self.cards,  # type: ignore[attr-defined]
+                        "devices": self.devices}
+
+    def _event_ids(self, ranks: Iterable[int]) -> np.ndarray:
+        return np.array([f"ev_{i:0{self.width}d}" for i in ranks], dtype=object)
+
+    def frame(self, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
+        """The flat events of sorted positions lo..hi-1 (all by default)."""
+        world = self.world
+        hi = self.n if hi is None else hi
+        r = {k: v[self.order[lo:hi]] for k, v in self.rows.items()}
+        event_ids = self._event_ids(range(lo, hi))
+        refers = np.full(hi - lo, None, dtype=object)
+        has_ref = r["refers"] >= 0
+        refers[has_ref] = self._event_ids(self.rank[r["refers"][has_ref]])
+
+        local = (r["ts"] + K.PLATFORM_OFFSET_S).astype("datetime64[s]")
+        occurred = np.char.add(np.datetime_as_string(local, unit="s"), K.PLATFORM_OFFSET)
+
+        c_bin, c_type, c_country = self.card_table
+        card = r["card"]
+        mcc = _with_none(K.MCC_CODES[world.m_mcc])
+        amount = pd.array(np.where(r["amount"] >= 0, r["amount"], 0), dtype="Int64")
+        amount[r["amount"] < 0] = pd.NA
+        df = pd.DataFrame({
+            "event_id": event_ids,
+            "type": np.asarray(K.EVENT_TYPES, dtype=object)[r["etype"]],
+            "occurred_at": occurred.astype(object),
+            "merchant_id": _lookup(self.merchants, r["merchant"]),
+            "user_id": _lookup(self.users, r["user"]),
+            "amount": amount,
+            "currency": "CNY",
+            "channel": _lookup(_with_none(K.CHANNELS), r["channel"]),
+            "card_fingerprint": _lookup(self.cards, card),
+            "card_bin": _lookup(_with_none(c_bin), card),
+            "card_type": _lookup(_with_none(np.asarray(K.CARD_TYPES, dtype=object)[c_type]), card),
+            "card_issuer_country": _lookup(_with_none(np.asarray(K.COUNTRIES, dtype=object)[c_country]), card),
+            "ip": ip_text(r["ip"]),
+            "device_id": _lookup(self.devices, r["device"]),
+            "merchant_mcc": _lookup(mcc, r["merchant"]),
+            "refers_to": refers,
+            "challenge_passed": None,  # the simulator sends no challenge results
+            "challenge_method": None,
+            "is_fraud": r["fraud"].astype(bool),
+            "scenario": np.asarray(K.SCENARIO_NAMES, dtype=object)[r["scenario"]],
+            "note": np.asarray(K.NOTES, dtype=object)[r["note"]],
+        }, index=pd.RangeIndex(lo, hi))
+        return df[list(COLUMNS)]
+
+
 def _frame(world: World, rows: Block) -> pd.DataFrame:
-    rng = stage_rng(world.config.seed, "names")
-    n = len(rows["ts"])
-    order = np.lexsort((np.arange(n), rows["ts"]))  # by time, ties in generation order
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
-    r = {k: v[order] for k, v in rows.items()}
-    width = max(9, len(str(n)))
-    event_ids = np.array([f"ev_{i:0{width}d}" for i in range(n)], dtype=object)
-    refers = np.full(n, None, dtype=object)
-    has_ref = r["refers"] >= 0
-    refers[has_ref] = event_ids[rank[r["refers"][has_ref]]]
-
-    local = (r["ts"] + K.PLATFORM_OFFSET_S).astype("datetime64[s]")
-    occurred = np.char.add(np.datetime_as_string(local, unit="s"), K.PLATFORM_OFFSET)
-
-    merchants = _names("m_", world.n_merchants, rng)
-    users = _names("u_", world.n_users, rng)
-    cards = _names("c_", world.n_cards, rng)
-    devices = _names("d_", world.n_devices, rng)
-    c_bin, c_type, c_country = world.card_table()
-    card = r["card"]
-    mcc = _with_none(K.MCC_CODES[world.m_mcc])
-    amount = pd.array(np.where(r["amount"] >= 0, r["amount"], 0), dtype="Int64")
-    amount[r["amount"] < 0] = pd.NA
-    df = pd.DataFrame({
-        "event_id": event_ids,
-        "type": np.asarray(K.EVENT_TYPES, dtype=object)[r["etype"]],
-        "occurred_at": occurred.astype(object),
-        "merchant_id": _lookup(merchants, r["merchant"]),
-        "user_id": _lookup(users, r["user"]),
-        "amount": amount,
-        "currency": "CNY",
-        "channel": _lookup(_with_none(K.CHANNELS), r["channel"]),
-        "card_fingerprint": _lookup(cards, card),
-        "card_bin": _lookup(_with_none(c_bin), card),
-        "card_type": _lookup(_with_none(np.asarray(K.CARD_TYPES, dtype=object)[c_type]), card),
-        "card_issuer_country": _lookup(_with_none(np.asarray(K.COUNTRIES, dtype=object)[c_country]), card),
-        "ip": ip_text(r["ip"]),
-        "device_id": _lookup(devices, r["device"]),
-        "merchant_mcc": _lookup(mcc, r["merchant"]),
-        "refers_to": refers,
-        "challenge_passed": None,  # the simulator sends no challenge results
-        "challenge_method": None,
-        "is_fraud": r["fraud"].astype(bool),
-        "scenario": np.asarray(K.SCENARIO_NAMES, dtype=object)[r["scenario"]],
-        "note": np.asarray(K.NOTES, dtype=object)[r["note"]],
-    })
-    # keep the generator's names available for side tables
-    world._names = {"merchants": merchants, "users": users, "cards": cards, "devices": devices}  # type: ignore[attr-defined]
-    return df[list(COLUMNS)]
+    return Framing(world, rows).frame()
 
 
 def _merchant_frame(world: World) -> pd.DataFrame:
