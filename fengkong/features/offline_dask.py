@@ -49,7 +49,7 @@ import hashlib
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -57,6 +57,9 @@ import pandas as pd
 from fengkong.features import definitions as d
 from fengkong.features.ip_addresses import subnets_of
 from fengkong.features.lists import ListSpec
+
+#: A job of `bounded_tasks`: whatever names one task.
+J = TypeVar("J")
 
 #: pass name -> the flat-event key it splits on (subnet: computed from ``ip``)
 PASSES: dict[str, str] = {"card": "card_fingerprint", "user": "user_id", "device": "device_id", "subnet": "ip",
@@ -174,21 +177,37 @@ def _run_parts(client: Any, flat: pd.DataFrame, partitions: int, declared: Mappi
     time (so the workers hold a few parts of the history, not five copies of it); each
     result with its pass, in the order they finish. ``known_new`` goes to each part
     (the merchant pass's make-up of today)."""
+    keys = {name: split_keys(flat, name, partitions) for name in stage}
+
+    def submit(job: tuple[str, int]) -> Any:
+        name, p = job
+        rows = flat[keys[name] == p]
+        if not len(rows):
+            return None
+        extra = {"known_new": client.scatter(known_new.reindex(rows.index))} if known_new is not None else {}
+        return client.submit(_pass_task, client.scatter(rows), pass_name=name, declared=declared,
+                             pure=False, **shared, **extra)
+
+    jobs = ((name, p) for name in stage for p in range(partitions))
+    for (name, _), result in bounded_tasks(client, jobs, submit):
+        yield name, result
+
+
+def bounded_tasks(client: Any, jobs: Iterable[J], submit: Callable[[J], Any]) -> Iterator[tuple[J, Any]]:
+    """Each job's result with its job, in the order they finish, with at most two tasks per
+    worker in flight: the workers then hold a few parts of a history, never all of it.
+    ``submit`` sends one job (a future) or returns None for a job with nothing to do."""
     from distributed import as_completed
 
-    keys = {name: split_keys(flat, name, partitions) for name in stage}
-    todo = ((name, p) for name in stage for p in range(partitions))
-    passes: dict[str, str] = {}
+    todo = iter(jobs)
     running = as_completed()
+    by_key: dict[str, J] = {}
 
     def submit_next() -> None:
-        for name, p in todo:
-            rows = flat[keys[name] == p]
-            if len(rows):
-                extra = {"known_new": client.scatter(known_new.reindex(rows.index))} if known_new is not None else {}
-                future = client.submit(_pass_task, client.scatter(rows), pass_name=name, declared=declared,
-                                       pure=False, **shared, **extra)
-                passes[future.key] = name
+        for job in todo:
+            future = submit(job)
+            if future is not None:
+                by_key[future.key] = job
                 running.add(future)
                 return
 
@@ -196,10 +215,10 @@ def _run_parts(client: Any, flat: pd.DataFrame, partitions: int, declared: Mappi
         submit_next()
     for future in running:
         result = future.result()
-        name = passes.pop(future.key)
+        job = by_key.pop(future.key)
         future.release()
         submit_next()
-        yield name, result
+        yield job, result
 
 
 def pass_entities(pass_name: str) -> frozenset[str]:

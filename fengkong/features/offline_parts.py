@@ -36,6 +36,7 @@ from fengkong.features.offline_dask import (
     _declared,
     _ipintel,
     _lists_files,
+    bounded_tasks,
     column_pass,
     pass_entities,
     split_keys,
@@ -239,30 +240,14 @@ def _run(jobs: list[tuple[str, int, pd.DataFrame | None]], split: SplitHistory, 
         for job in jobs:
             yield job, part_task(**kwargs(job))
         return
-    from distributed import as_completed
 
-    todo = iter(jobs)
-    running = as_completed()
-    by_key: dict[str, tuple[str, int, Any]] = {}
+    def submit(job: tuple[str, int, pd.DataFrame | None]) -> Any:
+        args = kwargs(job)
+        if "known_new" in args:
+            args["known_new"] = client.scatter(args["known_new"])
+        return client.submit(part_task, pure=False, **args)
 
-    def submit_next() -> None:
-        for job in todo:
-            args = kwargs(job)
-            if "known_new" in args:
-                args["known_new"] = client.scatter(args["known_new"])
-            future = client.submit(part_task, pure=False, **args)
-            by_key[future.key] = job
-            running.add(future)
-            return
-
-    for _ in range(max(2, 2 * len(client.scheduler_info()["workers"]))):
-        submit_next()
-    for future in running:
-        result = future.result()
-        job = by_key.pop(future.key)
-        future.release()
-        submit_next()
-        yield job, result
+    yield from bounded_tasks(client, jobs, submit)
 
 
 def part_task(*, part: str, out: str, pass_name: str, declared: Mapping[str, str], lists_files: dict[str, bytes],
