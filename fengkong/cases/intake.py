@@ -114,7 +114,10 @@ class Intake:
                 for command in batch:
                     pipe.execute_command(*command)
                 pipe.execute()
-            for _ in batch:  # only now: items held meanwhile stay behind them
+            # only now, and only the items sent: items held meanwhile stay behind them, and an
+            # item `hold` dropped at the cap meanwhile is not taken for one that was sent
+            sent = {id(command) for command in batch}
+            while self.held and id(self.held[0]) in sent:
                 self.held.popleft()
         log.warning("case intake: %d case items of decisions made while Redis was away queued", len(batch))
         return len(batch)
