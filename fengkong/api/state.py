@@ -46,6 +46,7 @@ from fengkong.api.security import KeyRing
 from fengkong.api.service.records import Records
 from fengkong.api.snapshot import SnapshotKeeper
 from fengkong.cases import config as cases_config
+from fengkong.cases.held import held_dir
 from fengkong.cases.hooks import Publish
 from fengkong.cases.intake import Intake
 from fengkong.cases.runtime import CasesRuntime, cases_client, open_cases
@@ -271,7 +272,7 @@ def _open_cases(settings: Settings, redis_url: str, store: OnlineStore, publish:
         labels_store = type(store)(client, ipintel=store.ipintel, lists=store.lists, prefix=settings.key_prefix)
         return open_cases(database_url=url, rules_dir=Path(settings.rules_dir), client=client, store=labels_store,
                           prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, publish=publish,
-                          consume=settings.cases_consumer)
+                          consume=settings.cases_consumer, hold_dir=held_dir(settings.data_dir))
     except cases_config.CasesConfigError:
         raise  # the analysts' file is wrong: say so at start, as a rule file would
     except Exception as exc:

@@ -1,0 +1,73 @@
+"""A review whose case item Redis cannot take is held until it can, and the hold outlives
+the worker: Redis down and the whole service killed with kill -9, or the decision's
+write-behind batch refused by Redis."""
+
+from __future__ import annotations
+
+import time
+
+from api_fixtures import DECIDE_KEY, KillableRedis, Served, payment, settings
+from fengkong.cases.intake import stream_key
+from serve_process import ServeProcess, wait_until
+from test_cases_api import ANALYST_KEY, CASE_KEYS, TOR, wait_case
+
+
+def _cases(c, card: str) -> list:
+    r = c.get("/v1/cases", params={"entity_kind": "card", "entity_id": card})
+    assert r.status_code == 200, r.text
+    return r.json()["cases"]
+
+
+def test_a_review_held_while_redis_is_down_survives_kill_9_of_the_service(tmp_path):
+    """Redis is down, a review is answered degraded and its item held; the service is then
+    killed (SIGKILL to the whole process group) before Redis returns. Redis comes back
+    empty, `fengkong serve` starts again on the same data directory: the case opens."""
+    killable = KillableRedis().start()
+    data = tmp_path / "data"
+    env = {"FENGKONG_REDIS_URL": killable.url, "FENGKONG_KEY_PREFIX": "theld1", "FENGKONG_BREAKER_S": "0.2"}
+    first = ServeProcess(data, tmp_path / "serve.log", workers=2, env=env)
+    second = ServeProcess(data, tmp_path / "serve2.log", workers=2, env=env)
+    try:
+        first.start()
+        killable.kill()
+        cards, ids = [], []
+        with first.client() as c:
+            for _ in range(3):
+                ev = payment(ip=TOR)
+                out = c.post("/v1/decisions", json=ev).json()
+                assert out["degraded"] and out["decision"] == "review", out
+                cards.append(ev["card"]["fingerprint"])
+                ids.append(out["decision_id"])
+        first.kill_everything()
+        killable.start()  # empty: nothing of the outage reached it
+        second.start()
+        with second.client() as c:
+            assert wait_until(lambda: all(_cases(c, card) for card in cards), 30), second.output()
+            for card, decision_id in zip(cards, ids):
+                found = _cases(c, card)
+                assert len(found) == 1 and found[0]["decision_count"] == 1
+        assert not list((data / "cases" / "held").glob("held-*.jsonl"))  # queued, then deleted
+    finally:
+        first.close()
+        second.close()
+        killable.close()
+
+
+def test_a_review_whose_write_behind_redis_refuses_is_held_and_becomes_a_case(redis_server, redis_client,
+                                                                             database_url, tmp_path):
+    """The decision was made on real features; its write-behind batch (record, pointer,
+    audit entry, case item) is refused at the case item (the intake stream's key holds a
+    string: XADD gets WRONGTYPE). The item is held like one of a degraded decision and
+    queued once Redis takes it."""
+    prefix = "theld2"
+    with Served(settings(redis_server.url, prefix, database_url=database_url, api_keys=CASE_KEYS, breaker_s=0.2,
+                         data_dir=tmp_path)) as api, api.client(DECIDE_KEY) as pay, api.client(ANALYST_KEY) as desk:
+        redis_client.set(stream_key(prefix), "not a stream")
+        ev = payment(ip=TOR)
+        out = pay.post("/v1/decisions", json=ev).json()
+        assert not out["degraded"] and out["decision"] == "review", out
+        assert wait_until(lambda: len(api.runtime.intake.held) == 1, 5)
+        time.sleep(0.5)
+        redis_client.delete(stream_key(prefix))
+        case = wait_case(desk, ev["card"]["fingerprint"], timeout=20)
+        assert [d["decision_id"] for d in case["decisions"]] == [out["decision_id"]]
