@@ -114,6 +114,11 @@ class Keys:
     def labels(self) -> str:
         return keys.labels_stream(self.prefix)
 
+    @property
+    def probe(self) -> str:
+        """The key /readyz writes to learn whether Redis takes writes."""
+        return f"{self.prefix}:v1:readyz:probe"
+
 
 STORE_SHARE = 0.8
 
@@ -164,11 +169,20 @@ class Runtime:
         """How long the store's call may take: 80% of the deadline, the rest for the rules."""
         return self.settings.deadline_s * STORE_SHARE
 
-    def redis_ok(self) -> bool:
+    def redis_problem(self) -> str | None:
+        """Why the store cannot take a decision's writes now (None: it can), for /readyz.
+
+        A write probe (a key that expires in seconds), not PING: a Redis that answers PING
+        may still refuse every write (OOM at ``maxmemory`` under ``noeviction``, READONLY as
+        a replica; MISCONF after a failed snapshot refuses PING too)."""
         try:
-            return bool(self.client.ping())
-        except (redis.RedisError, OSError):
-            return False
+            self.client.set(self.keys.probe, b"1", px=10_000)
+        except redis.ResponseError as exc:  # redis-py drops the error's code for these two
+            code = {redis.exceptions.OutOfMemoryError: "OOM ", redis.exceptions.ReadOnlyError: "READONLY "}
+            return f"refuses writes: {code.get(type(exc), '')}{str(exc)[:160]}"
+        except (redis.RedisError, OSError) as exc:
+            return f"unavailable: {type(exc).__name__}"
+        return None
 
     def start_watch(self, interval_s: float) -> None:
         """Reload the rules when the files' content hash changes (audited as actor 'file-watch').
