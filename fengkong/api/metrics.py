@@ -59,6 +59,9 @@ class Metrics:
         self.webhook_unqueued = Counter("fengkong_webhook_publish_failures_total",
                                          "Webhook events this process could not queue (Redis refused; logged)",
                                          registry=r)
+        self.webhook_dropped = Counter("fengkong_webhook_outbox_dropped_total",
+                                       "Webhook events this worker dropped at the outbox's cap, never delivered",
+                                       registry=r)
         r.register(RestartsCollector())
         self._decision_children: dict[tuple[str, bool], object] = {}
         self._fire_children: dict[tuple[str, str], object] = {}
