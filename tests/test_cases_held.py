@@ -71,3 +71,23 @@ def test_a_review_whose_write_behind_redis_refuses_is_held_and_becomes_a_case(re
         redis_client.delete(stream_key(prefix))
         case = wait_case(desk, ev["card"]["fingerprint"], timeout=20)
         assert [d["decision_id"] for d in case["decisions"]] == [out["decision_id"]]
+
+
+def test_held_items_are_bounded_written_before_the_answer_and_deleted_once_queued(redis_client, prefix, tmp_path):
+    """At the bound a new item is dropped and counted (the held ones stay); each held item
+    is a line of the worker's file until `release` queues it, then the file is gone."""
+    from fengkong.cases.config import CasesConfig
+    from fengkong.cases.intake import Intake
+
+    intake = Intake(CasesConfig(), prefix=prefix, hold_max=2, hold_dir=tmp_path / "held")
+    commands = [("XADD", stream_key(prefix), "*", "item", f'{{"decision_id":"d{n}"}}') for n in range(3)]
+    for n, command in enumerate(commands):
+        intake.hold_command(command, f"d{n}")
+    assert intake.lost == 1 and len(intake.held) == 2
+    files = list((tmp_path / "held").glob("held-*.jsonl"))
+    assert len(files) == 1 and len(files[0].read_text().splitlines()) == 2  # on disk before any fsync
+    assert intake.release(redis_client) == 2
+    assert [f[b"item"] for _, f in redis_client.xrange(stream_key(prefix))] == [b'{"decision_id":"d0"}',
+                                                                                b'{"decision_id":"d1"}']
+    assert not list((tmp_path / "held").glob("held-*.jsonl")) and len(intake.held) == 0
+    intake.close()
