@@ -91,3 +91,22 @@ def test_held_items_are_bounded_written_before_the_answer_and_deleted_once_queue
                                                                                 b'{"decision_id":"d1"}']
     assert not list((tmp_path / "held").glob("held-*.jsonl")) and len(intake.held) == 0
     intake.close()
+
+
+def test_a_review_no_worker_can_hold_is_counted_in_metrics(tmp_path):
+    """A worker whose cases database could not be opened holds nothing: a review it cannot
+    queue (Redis down) is lost, and counted in /metrics, not only logged."""
+    from test_api_faults import _metric
+
+    killable = KillableRedis().start()
+    try:
+        nowhere = "postgresql://fk:fk@127.0.0.1:1/cases"  # no server listens on port 1
+        with Served(settings(killable.url, "theld4", database_url=nowhere, breaker_s=0.2,
+                             data_dir=tmp_path)) as api, api.client(DECIDE_KEY) as pay:
+            assert api.runtime.cases is None
+            killable.kill()
+            out = pay.post("/v1/decisions", json=payment(ip=TOR)).json()
+            assert out["degraded"] and out["decision"] == "review", out
+            assert _metric(pay.get("/metrics").text, "fengkong_case_items_lost_total") == 1
+    finally:
+        killable.close()

@@ -264,6 +264,7 @@ def build_runtime(settings: Settings) -> Runtime:
     cases = _open_cases(settings, url, store, hooks.publish_many)  # case.opened / case.resolved reach the webhooks
     intake = cases.intake if cases is not None else Intake(cases_config.load(Path(settings.rules_dir)),
                                                            prefix=settings.key_prefix, hold_max=0)
+    intake.on_lost = metrics.case_items_lost.inc  # a review that will never become a case is counted
     rt = Runtime(settings=settings, client=client, conn=conn, store=store, lists=list_store, list_specs=specs,
                  rules=rules, models=models, metrics=metrics, audit=audit, keyring=keyring,
                  breaker=Breaker(settings.breaker_s), keys=Keys(settings.key_prefix), snapshot=snapshot,

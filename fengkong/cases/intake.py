@@ -17,7 +17,7 @@ to Redis; or a decision whose write-behind batch Redis refused) is still a revie
 analyst must see: `Intake.hold` keeps its item (`fengkong.cases.held`: in memory and in a
 file of the worker's own in the data directory, so that it outlives a killed worker; at
 most `HOLD_MAX` per worker, beyond which a new item is dropped, logged and counted in
-``lost``), and `Intake.release`, called by the worker's case runtime about once a second,
+``lost`` and by `on_lost`), and `Intake.release`, called by the worker's case runtime about once a second,
 queues what it holds once Redis answers, and the items of workers that died.
 
 The stream is not trimmed by length: a bank expects every review to become a case, and a
@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import redis
 
@@ -79,6 +79,8 @@ class Intake:
         self.key = stream_key(prefix)
         self.held = HeldItems(hold_dir, max_items=hold_max)
         self.lost = 0
+        #: told of each item lost (the service counts them in /metrics)
+        self.on_lost: Callable[[], None] | None = None
 
     def command(self, record: Mapping[str, Any], event: Event) -> tuple[Any, ...] | None:
         """``XADD`` of this decision's case item, or None when it opens no case."""
@@ -96,14 +98,19 @@ class Intake:
     def hold_command(self, command: tuple[Any, ...], decision_id: Any) -> None:
         """Keep an ``XADD`` built by `command` that Redis did not take (see `hold`)."""
         if self.held.max_items <= 0:  # nobody here would release it (see `fengkong.api.state`)
-            self.lost += 1
+            self._lose()
             log.error("case intake: decision %s opens a case but Redis is away and this worker holds none",
                       decision_id)
             return
         if not self.held.add(command):
-            self.lost += 1
+            self._lose()
             log.error("case intake: %d case items held while Redis is away; the case item of decision %s was "
                       "dropped (%d so far)", self.held.max_items, decision_id, self.lost)
+
+    def _lose(self) -> None:
+        self.lost += 1
+        if self.on_lost is not None:
+            self.on_lost()
 
     def release(self, client: redis.Redis) -> int:
         """Queue the held items on ``client`` (and those a worker that died left in the data
