@@ -81,11 +81,12 @@ class ServeProcess:
             [sys.executable, "-c", "from fengkong.cli import app; app()", "serve", "--port", str(self.port),
              "--workers", str(self.workers), "--data-dir", str(self.data_dir), "--rules-dir", str(RULES_DIR)],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        found = wait_until(lambda: self.proc.poll() is not None or re.search(
-            r"embedded server at unix://(\S+) \(pid (\d+)", self.output()) is not None, timeout_s)
-        m = re.search(r"embedded server at unix://(\S+) \(pid (\d+)", self.output())
-        assert found and m, "serve did not start its Redis:\n" + self.output()
-        self.redis_socket, self.redis_pid = m.group(1), int(m.group(2))
+        if "FENGKONG_REDIS_URL" not in self.extra_env:  # the embedded Redis: its socket and pid
+            found = wait_until(lambda: self.proc.poll() is not None or re.search(
+                r"embedded server at unix://(\S+) \(pid (\d+)", self.output()) is not None, timeout_s)
+            m = re.search(r"embedded server at unix://(\S+) \(pid (\d+)", self.output())
+            assert found and m, "serve did not start its Redis:\n" + self.output()
+            self.redis_socket, self.redis_pid = m.group(1), int(m.group(2))
         with self.client() as c:
             def ready() -> bool:
                 assert self.proc is not None and self.proc.poll() is None, "serve exited:\n" + self.output()

@@ -370,11 +370,15 @@ def test_ip_lists_take_cidrs_and_refuse_bad_entries(c, admin):
 def test_rules_version_reload_and_audit(admin, redis_client):
     info = RulesOut.model_validate(admin.get("/v1/rules").json())
     assert info.rules > 0 and info.version and info.content_hash and info.version.startswith(info.content_hash[:12])
+    # the files are those of the live set: a no-op that says so (nothing compiled, no new version)
     out = ReloadOut.model_validate(admin.post("/v1/rules/reload").json())
-    assert out.ok and out.previous_version == info.version and out.version != info.version
+    assert out.ok and not out.changed and out.unchanged and out.version == out.previous_version == info.version
+    assert "nothing compiled" in out.message
+    assert RulesOut.model_validate(admin.get("/v1/rules").json()).loaded_at == info.loaded_at  # not rebuilt
     changes = [json.loads(v[b"record"]) for _, v in redis_client.xrange(f"{PREFIX}:v1:audit:changes")]
     reload = [x for x in changes if x["action"] == "rules.reload"][-1]
     assert reload["actor"] == "analyst-ana" and reload["ruleset_version"] == out.version
+    assert reload["result"]["unchanged"] is True and "nothing compiled" in reload["result"]["message"]
 
 
 def test_dry_run_tries_a_candidate_on_a_decided_event_without_deploying_or_counting(c, admin):

@@ -141,7 +141,13 @@ def test_a_rules_reload_is_published_and_a_refused_one_is_not(api, admin, receiv
     audited = [x for x in changes if x["action"] == "rules.reload"][-1]  # and the refusal is audited
     assert audited["actor"] == "analyst-ana" and audited["result"]["ok"] is False
     assert audited["result"]["problems"] == refused["problems"]
-    reloaded = admin.post("/v1/rules/reload").json()
+    same = admin.post("/v1/rules/reload").json()  # the live set's own files: a no-op, not published
+    assert same["ok"] is True and same["changed"] is False and same["unchanged"] is True
+    path.write_text(good + "\n# reviewed\n", encoding="utf-8")  # a change: a new set
+    try:
+        reloaded = admin.post("/v1/rules/reload").json()
+    finally:
+        path.write_text(good, encoding="utf-8")
     assert reloaded["ok"] is True and reloaded["changed"] is True
     assert receiver.wait_for(lambda r: len(of_kind(r, "rules.reloaded")) == 1)
     time.sleep(0.3)

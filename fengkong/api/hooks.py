@@ -42,8 +42,10 @@ class Hooks:
             prefix=settings.key_prefix, max_attempts=settings.webhook_max_attempts,
             retry_base_s=settings.webhook_retry_base_s, retry_max_s=settings.webhook_retry_max_s,
             timeout_s=settings.webhook_timeout_s, lease_s=settings.webhook_lease_s, poll_s=settings.webhook_poll_s,
-            concurrency=settings.webhook_concurrency, dead_maxlen=settings.webhook_dead_maxlen)
-        self.deliverer = Deliverer(redis_url, config, on_result=metrics.webhook_result) \
+            concurrency=settings.webhook_concurrency, dead_maxlen=settings.webhook_dead_maxlen,
+            outbox_maxlen=settings.webhook_outbox_maxlen)
+        self.deliverer = Deliverer(redis_url, config, on_result=metrics.webhook_result,
+                                   on_dropped=metrics.webhook_dropped.inc) \
             if settings.webhook_deliver else None
         self.refresh_wanted()
 

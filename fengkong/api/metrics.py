@@ -59,6 +59,12 @@ class Metrics:
         self.webhook_unqueued = Counter("fengkong_webhook_publish_failures_total",
                                          "Webhook events this process could not queue (Redis refused; logged)",
                                          registry=r)
+        self.webhook_dropped = Counter("fengkong_webhook_outbox_dropped_total",
+                                       "Webhook events this worker dropped at the outbox's cap, never delivered",
+                                       registry=r)
+        self.case_items_lost = Counter("fengkong_case_items_lost_total",
+                                       "Review decisions whose case item was dropped (Redis away and the "
+                                       "worker's hold full, or no cases database; logged)", registry=r)
         r.register(RestartsCollector())
         self._decision_children: dict[tuple[str, bool], object] = {}
         self._fire_children: dict[tuple[str, str], object] = {}

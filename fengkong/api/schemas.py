@@ -200,6 +200,7 @@ class ReloadOut(BaseModel):
     failed_cases: list[str]
     files_hash: str | None
     refused_earlier: bool
+    unchanged: bool = False
     at: str
 
 

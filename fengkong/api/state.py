@@ -46,6 +46,7 @@ from fengkong.api.security import KeyRing
 from fengkong.api.service.records import Records
 from fengkong.api.snapshot import SnapshotKeeper
 from fengkong.cases import config as cases_config
+from fengkong.cases.held import held_dir
 from fengkong.cases.hooks import Publish
 from fengkong.cases.intake import Intake
 from fengkong.cases.runtime import CasesRuntime, cases_client, open_cases
@@ -113,6 +114,11 @@ class Keys:
     def labels(self) -> str:
         return keys.labels_stream(self.prefix)
 
+    @property
+    def probe(self) -> str:
+        """The key /readyz writes to learn whether Redis takes writes."""
+        return f"{self.prefix}:v1:readyz:probe"
+
 
 STORE_SHARE = 0.8
 
@@ -163,11 +169,20 @@ class Runtime:
         """How long the store's call may take: 80% of the deadline, the rest for the rules."""
         return self.settings.deadline_s * STORE_SHARE
 
-    def redis_ok(self) -> bool:
+    def redis_problem(self) -> str | None:
+        """Why the store cannot take a decision's writes now (None: it can), for /readyz.
+
+        A write probe (a key that expires in seconds), not PING: a Redis that answers PING
+        may still refuse every write (OOM at ``maxmemory`` under ``noeviction``, READONLY as
+        a replica; MISCONF after a failed snapshot refuses PING too)."""
         try:
-            return bool(self.client.ping())
-        except (redis.RedisError, OSError):
-            return False
+            self.client.set(self.keys.probe, b"1", px=10_000)
+        except redis.ResponseError as exc:  # redis-py drops the error's code for these two
+            code = {redis.exceptions.OutOfMemoryError: "OOM ", redis.exceptions.ReadOnlyError: "READONLY "}
+            return f"refuses writes: {code.get(type(exc), '')}{str(exc)[:160]}"
+        except (redis.RedisError, OSError) as exc:
+            return f"unavailable: {type(exc).__name__}"
+        return None
 
     def start_watch(self, interval_s: float) -> None:
         """Reload the rules when the files' content hash changes (audited as actor 'file-watch').
@@ -249,6 +264,7 @@ def build_runtime(settings: Settings) -> Runtime:
     cases = _open_cases(settings, url, store, hooks.publish_many)  # case.opened / case.resolved reach the webhooks
     intake = cases.intake if cases is not None else Intake(cases_config.load(Path(settings.rules_dir)),
                                                            prefix=settings.key_prefix, hold_max=0)
+    intake.on_lost = metrics.case_items_lost.inc  # a review that will never become a case is counted
     rt = Runtime(settings=settings, client=client, conn=conn, store=store, lists=list_store, list_specs=specs,
                  rules=rules, models=models, metrics=metrics, audit=audit, keyring=keyring,
                  breaker=Breaker(settings.breaker_s), keys=Keys(settings.key_prefix), snapshot=snapshot,
@@ -271,7 +287,7 @@ def _open_cases(settings: Settings, redis_url: str, store: OnlineStore, publish:
         labels_store = type(store)(client, ipintel=store.ipintel, lists=store.lists, prefix=settings.key_prefix)
         return open_cases(database_url=url, rules_dir=Path(settings.rules_dir), client=client, store=labels_store,
                           prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, publish=publish,
-                          consume=settings.cases_consumer)
+                          consume=settings.cases_consumer, hold_dir=held_dir(settings.data_dir))
     except cases_config.CasesConfigError:
         raise  # the analysts' file is wrong: say so at start, as a rule file would
     except Exception as exc:

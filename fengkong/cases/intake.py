@@ -12,11 +12,13 @@ answered ``challenge``), with the payment's stored decision. The consumer
 (`fengkong.cases.filing`, which says how decisions group into cases) and deletes each
 item once its case is committed.
 
-A decision answered while Redis is away (degraded: the failure path, which writes
-nothing to Redis) is still a review an analyst must see: `Intake.hold` keeps its item in
-the worker (at most `HOLD_MAX`; beyond that the oldest is dropped, logged and counted in
-``lost``), and `Intake.release`, called by the worker's case runtime about once a
-second, queues what it holds once Redis answers. Held items die with their worker.
+A decision whose item Redis cannot take (degraded: the failure path, which writes nothing
+to Redis; or a decision whose write-behind batch Redis refused) is still a review an
+analyst must see: `Intake.hold` keeps its item (`fengkong.cases.held`: in memory and in a
+file of the worker's own in the data directory, so that it outlives a killed worker; at
+most `HOLD_MAX` per worker, beyond which a new item is dropped, logged and counted in
+``lost`` and by `on_lost`), and `Intake.release`, called by the worker's case runtime about once a second,
+queues what it holds once Redis answers, and the items of workers that died.
 
 The stream is not trimmed by length: a bank expects every review to become a case, and a
 length cap would drop the oldest unfiled items while the consumer is away. Since filed
@@ -27,15 +29,15 @@ docs/cases.md says how to watch it.
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
-import threading
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import redis
 
 from fengkong.cases.config import CasesConfig
+from fengkong.cases.held import HeldItems
 from fengkong.events import Event, EventRejected, EventType, parse_event
 
 log = logging.getLogger(__name__)
@@ -71,13 +73,14 @@ class Intake:
     ``config`` may be swapped (a changed cases.yaml) while requests run: each call reads
     the attribute once."""
 
-    def __init__(self, config: CasesConfig, *, prefix: str, hold_max: int = HOLD_MAX) -> None:
+    def __init__(self, config: CasesConfig, *, prefix: str, hold_max: int = HOLD_MAX,
+                 hold_dir: Path | None = None) -> None:
         self.config = config
         self.key = stream_key(prefix)
-        self.held: collections.deque[tuple[Any, ...]] = collections.deque()
-        self.hold_max = hold_max
+        self.held = HeldItems(hold_dir, max_items=hold_max)
         self.lost = 0
-        self._release_lock = threading.Lock()
+        #: told of each item lost (the service counts them in /metrics)
+        self.on_lost: Callable[[], None] | None = None
 
     def command(self, record: Mapping[str, Any], event: Event) -> tuple[Any, ...] | None:
         """``XADD`` of this decision's case item, or None when it opens no case."""
@@ -87,40 +90,37 @@ class Intake:
 
     def hold(self, record: Mapping[str, Any], event: Event) -> None:
         """Keep this decision's case item, if it opens one, until `release` can queue it
-        (Redis is away: see the module doc). Cheap: no I/O."""
+        (Redis is away: see the module doc). Cheap: one small file write, no fsync."""
         command = self.command(record, event)
-        if command is None:
-            return
-        if self.hold_max <= 0:  # nobody here would release it (see `fengkong.api.state`)
-            self.lost += 1
+        if command is not None:
+            self.hold_command(command, record.get("decision_id"))
+
+    def hold_command(self, command: tuple[Any, ...], decision_id: Any) -> None:
+        """Keep an ``XADD`` built by `command` that Redis did not take (see `hold`)."""
+        if self.held.max_items <= 0:  # nobody here would release it (see `fengkong.api.state`)
+            self._lose()
             log.error("case intake: decision %s opens a case but Redis is away and this worker holds none",
-                      record.get("decision_id"))
+                      decision_id)
             return
-        if len(self.held) >= self.hold_max:
-            self.held.popleft()
-            self.lost += 1
-            log.error("case intake: more than %d case items held while Redis is away; the oldest was dropped "
-                      "(%d so far)", self.hold_max, self.lost)
-        self.held.append(command)
+        if not self.held.add(command):
+            self._lose()
+            log.error("case intake: %d case items held while Redis is away; the case item of decision %s was "
+                      "dropped (%d so far)", self.held.max_items, decision_id, self.lost)
+
+    def _lose(self) -> None:
+        self.lost += 1
+        if self.on_lost is not None:
+            self.on_lost()
 
     def release(self, client: redis.Redis) -> int:
-        """Queue the held items on ``client`` in one pipeline; how many were queued. On a
-        Redis fault they stay held (and the fault is raised) for the next call."""
-        if not self.held:
-            return 0
-        with self._release_lock:
-            batch = list(self.held)
-            with client.pipeline(transaction=False) as pipe:
-                for command in batch:
-                    pipe.execute_command(*command)
-                pipe.execute()
-            # only now, and only the items sent: items held meanwhile stay behind them, and an
-            # item `hold` dropped at the cap meanwhile is not taken for one that was sent
-            sent = {id(command) for command in batch}
-            while self.held and id(self.held[0]) in sent:
-                self.held.popleft()
-        log.warning("case intake: %d case items of decisions made while Redis was away queued", len(batch))
-        return len(batch)
+        """Queue the held items on ``client`` (and those a worker that died left in the data
+        directory); how many were queued. On a Redis fault they stay held (and the fault is
+        raised) for the next call."""
+        return self.held.release(client)
+
+    def close(self) -> None:
+        """fsync what is held; it stays on disk for the next `release` of any worker."""
+        self.held.close()
 
     def wants_challenge(self, outcome: Event) -> bool:
         """Whether this outcome is a failed challenge the configuration sends to a case: only

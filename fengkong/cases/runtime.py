@@ -94,19 +94,22 @@ class CasesRuntime:
         """Stop the consumer (after its current step), then close Redis and the database."""
         self._stop.set()
         self.consumer.stop()
+        self.intake.close()
         self.client.close()
         self.engine.dispose()
 
 
 def open_cases(*, database_url: str, rules_dir: Path, client: redis.Redis, store: OnlineStore, prefix: str,
-               maxlen: int, publish: Publish | None = None, consume: bool = True) -> CasesRuntime:
+               maxlen: int, publish: Publish | None = None, consume: bool = True,
+               hold_dir: Path | None = None) -> CasesRuntime:
     """Migrate and open the database, and start the consumer (unless ``consume`` is off).
 
     ``client`` is the cases' own Redis client (`cases_client`: analysts' calls and the
     consumer may wait, a payment never does); the runtime owns it from now on and closes
     it, also when opening fails. ``store`` is the feature store on that client that
     resolutions write their labels to; ``publish`` hears of cases opened and resolved
-    (`fengkong.cases.hooks`; None: nobody)."""
+    (`fengkong.cases.hooks`; None: nobody). ``hold_dir`` keeps the case items Redis could
+    not take so that they outlive the process (`fengkong.cases.held`; None: memory only)."""
     engine: Engine | None = None
     try:
         engine = make_engine(database_url)
@@ -120,7 +123,7 @@ def open_cases(*, database_url: str, rules_dir: Path, client: redis.Redis, store
         raise
     desk = Desk(sessions=session_factory(engine), config=config,
                 labels=StoreLabels(store, client, prefix=prefix, maxlen=maxlen), publish=publish)
-    intake = Intake(config, prefix=prefix)
+    intake = Intake(config, prefix=prefix, hold_dir=hold_dir)
     consumer = Consumer(client, desk, stream=stream_key(prefix))
     rt = CasesRuntime(engine=engine, desk=desk, intake=intake, consumer=consumer, client=client, config_path=path,
                       _mtime=path.stat().st_mtime if path.exists() else None)

@@ -27,6 +27,7 @@ def consume(
     """Read the intake stream and file cases until SIGINT or SIGTERM."""
     from fengkong.api.config import Settings
     from fengkong.cases.runtime import cases_client, open_cases
+    from fengkong.cases.held import held_dir
     from fengkong.db.url import database_url as resolve, redacted
     from fengkong.features.ipintel import IpIntel
     from fengkong.features.lists import load_list_specs
@@ -56,7 +57,8 @@ def consume(
         publish_many(client, events, prefix=settings.key_prefix)
 
     cases = open_cases(database_url=db, rules_dir=Path(settings.rules_dir), client=client, store=store,
-                       prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, publish=_webhooks)
+                       prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, publish=_webhooks,
+                       hold_dir=held_dir(settings.data_dir))  # drains what workers that died held
     typer.echo(f"filing cases from {url.split('@')[-1]} into {redacted(db)}; stop with Ctrl-C")
     try:
         stop.wait()

@@ -12,7 +12,9 @@ case files included): reloading it again, unchanged, compiles nothing and answer
 once with the same problems and ``refused_earlier`` set, so a watcher polling a bad
 set left on disk costs a hash, not a compile. Any change to the files gives another
 hash, which is built. A set over the size limit is refused before it is hashed.
-`builds` counts the sets actually built.
+`builds` counts the sets actually built. Reloading the very files of the live set
+(the same hash) is a no-op as well: nothing is compiled or swapped, the version stays,
+and the result says so (``unchanged``, "unchanged: ... nothing compiled").
 
 Triggers: a direct call (CLI, admin endpoint), or `watch(interval_s)`, a daemon
 thread that polls the files' names, sizes and mtimes and reloads on a change.
@@ -58,6 +60,7 @@ class ReloadResult:
     failed_cases: list[str] = field(default_factory=list)
     files_hash: str | None = None
     refused_earlier: bool = False
+    unchanged: bool = False  # the files are the live set's: nothing was built
     at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
     @property
@@ -68,6 +71,8 @@ class ReloadResult:
     def message(self) -> str:
         """One line for a log, an audit entry or a person: what happened, and why."""
         if self.ok:
+            if self.unchanged:
+                return f"unchanged: {self.version} (the files are those of the live set; nothing compiled)"
             return f"reloaded: {self.version}" if self.changed else f"unchanged: {self.version}"
         reasons = [str(p) for p in self.problems] + [f"case failed: {c}" for c in self.failed_cases]
         head = "refused earlier (the files have not changed since)" if self.refused_earlier else "refused"
@@ -78,7 +83,8 @@ class ReloadResult:
         return {
             "ok": self.ok, "message": self.message, "version": self.version, "previous_version": self.previous_version,
             "problems": [p.to_dict() for p in self.problems], "failed_cases": list(self.failed_cases),
-            "files_hash": self.files_hash, "refused_earlier": self.refused_earlier, "at": self.at,
+            "files_hash": self.files_hash, "refused_earlier": self.refused_earlier, "unchanged": self.unchanged,
+            "at": self.at,
         }
 
 
@@ -119,6 +125,8 @@ class LiveRules:
         #: files_hash -> the refusal (problems, failed cases) of a set refused by it
         self._refused: OrderedDict[str, tuple[list[Problem], list[str]]] = OrderedDict()
         self._current: RuleSet | None = None
+        #: the files hash the live set was built from (None: unknown, the files changed during its build)
+        self._live_digest: str | None = None
         self._reload_lock = threading.Lock()
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
@@ -159,7 +167,10 @@ class LiveRules:
             prev_version = previous.version if previous else None
             too_big, digest = self._key()
             earlier = self._refused.get(digest) if digest is not None else None
-            if earlier is not None:
+            if previous is not None and digest is not None and digest == self._live_digest:
+                result = ReloadResult(True, prev_version, prev_version, files_hash=digest, unchanged=True)
+                log.info("rules reload: the files are those of the live set %s; nothing compiled", prev_version)
+            elif earlier is not None:
                 result = ReloadResult(False, prev_version, prev_version, list(earlier[0]), list(earlier[1]),
                                       files_hash=digest, refused_earlier=True)
             elif too_big is not None:
@@ -180,6 +191,7 @@ class LiveRules:
                     result = ReloadResult(False, prev_version, prev_version, problems, failed, files_hash=digest)
                 else:
                     self._current = candidate  # the atomic swap: one reference assignment
+                    self._live_digest = digest if digest is not None and self._key()[1] == digest else None
                     result = ReloadResult(True, candidate.version, prev_version, files_hash=digest)
                     log.info("rules reloaded: %s -> %s", prev_version, candidate.version)
                     if previous is not None:

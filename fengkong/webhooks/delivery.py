@@ -42,7 +42,7 @@ from redis.exceptions import ResponseError
 
 from fengkong.features.cluster import async_client_for_url
 from fengkong.webhooks import signing
-from fengkong.webhooks.store import DEAD_MAXLEN, GROUP, WebhookKeys, script_source
+from fengkong.webhooks.store import DEAD_MAXLEN, GROUP, OUTBOX_MAXLEN, WebhookKeys, script_source
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class DeliveryConfig:
     poll_s: float = 0.5
     concurrency: int = 16
     dead_maxlen: int = DEAD_MAXLEN
+    outbox_maxlen: int = OUTBOX_MAXLEN
 
 
 def retry_delay(attempts: int, base_s: float, max_s: float, rand: Callable[[], float] = random.random) -> float:
@@ -95,14 +96,17 @@ class Deliverer:
     """A worker's delivery loop (`start` in the worker's event loop, `stop` on shutdown).
 
     `on_result` is called with ``delivered``, ``failed`` or ``dead_lettered`` after
-    each attempt (the service counts them in Prometheus)."""
+    each attempt (the service counts them in Prometheus); `on_dropped` with the number of
+    events this loop dropped at the outbox's cap (`trim_outbox`)."""
 
     def __init__(self, redis_url: str, config: DeliveryConfig, *,
-                 on_result: Callable[[str], None] | None = None) -> None:
+                 on_result: Callable[[str], None] | None = None,
+                 on_dropped: Callable[[int], None] | None = None) -> None:
         self.redis_url = redis_url
         self.config = config
         self.keys = WebhookKeys(config.prefix)
         self.on_result = on_result
+        self.on_dropped = on_dropped
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self._task: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
@@ -123,7 +127,7 @@ class Deliverer:
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(cfg.timeout_s, connect=min(5.0, cfg.timeout_s)),
                                        follow_redirects=False, headers={"user-agent": "fengkong-webhooks/1"})
         self._scripts = {name: self._redis.register_script(script_source(name))
-                         for name in ("fanout", "claim", "settle")}
+                         for name in ("fanout", "claim", "settle", "trim")}
 
     def start(self) -> "asyncio.Task[None]":
         """Run the loop as a task of the running event loop."""
@@ -181,6 +185,7 @@ class Deliverer:
             self._next_wanted = now + WANTED_REFRESH_S
             raw: Any = await self._redis.hkeys(self.keys.wanted)
             self.wanted = frozenset(k.decode() for k in raw)
+            await self.trim_outbox()
         if now >= self._next_autoclaim and self._group_ready:
             self._next_autoclaim = now + max(1.0, self.config.lease_s / 2)
             await self._take_over()
@@ -204,6 +209,21 @@ class Deliverer:
         ids = [entry_id for _, entries in read or () for entry_id, _ in entries]
         if ids:
             await self._fanout(ids)  # due now: the next round leases them
+
+    async def trim_outbox(self) -> int:
+        """Hold the outbox to its cap (about every second, from `step`): the oldest events
+        not yet fanned out are dropped, counted in Redis (``outbox_dropped``), logged and
+        reported to `on_dropped`. How many were dropped."""
+        if not self._scripts:
+            self._open()
+        dropped = int(await self._scripts["trim"](keys=[self.keys.outbox, self.keys.outbox_dropped],
+                                                  args=[self.config.outbox_maxlen]))
+        if dropped:
+            log.error("webhook outbox over its cap of %d events: the %d oldest events not yet fanned out were "
+                      "dropped; no subscriber will receive them", self.config.outbox_maxlen, dropped)
+            if self.on_dropped is not None:
+                self.on_dropped(dropped)
+        return dropped
 
     async def _ensure_group(self) -> None:
         """Create the outbox's consumer group once the outbox exists (the first publish

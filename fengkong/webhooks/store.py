@@ -6,7 +6,8 @@ Keys (`fengkong.features.keys.webhook_key`, all under the hash tag ``{webhooks}`
 | --- | --- | --- |
 | ``subscriptions`` | hash | subscription id -> JSON (url, kinds, active, secret, created_at) |
 | ``wanted`` | hash | kind -> number of active subscriptions that want it (publish reads it) |
-| ``outbox`` | stream | events waiting to be fanned out, capped (``MAXLEN ~``) |
+| ``outbox`` | stream | events waiting to be fanned out, capped (below) |
+| ``outbox_dropped`` | string | events dropped at the outbox's cap, ever |
 | ``schedule`` | sorted set | delivery id -> unix time it is due (retries and leases) |
 | ``delivery:<event id>.<sub id>`` | hash | one event for one subscription, until settled |
 | ``stats:<sub id>`` | hash | delivered, failed, dead_lettered, last_status, last_error |
@@ -19,6 +20,12 @@ cases); the decision path sends `outbox_command` (a plain XADD, for the kinds it
 worker's delivery loop last saw wanted) or `publish_command` (the script, in a
 process without a delivery loop) in its write-behind batch instead, so it adds no
 round trip. Delivery is `fengkong.webhooks.delivery`.
+
+The cap (``maxlen``, `OUTBOX_MAXLEN` by default): about once a second each delivery loop
+trims the outbox to it (trim.lua), dropping the oldest events not yet fanned out, and
+counts, logs and adds to ``outbox_dropped`` what it dropped. A publish trims only at
+`BACKSTOP` times the cap (``MAXLEN ~``), silently: a bound on memory for a service
+where no delivery loop runs.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ KINDS = ("decision.deny", "decision.review", "case.opened", "case.resolved", "me
 MAX_SUBSCRIPTIONS = 100
 #: default cap of the outbox stream (entries waiting to be fanned out)
 OUTBOX_MAXLEN = 100_000
+#: how far past its cap a publish lets the outbox grow before it trims it itself, silently
+BACKSTOP = 2
 #: default cap of each subscription's dead-letter stream
 DEAD_MAXLEN = 10_000
 #: the outbox's consumer group (every worker reads through it)
@@ -72,6 +81,7 @@ class WebhookKeys:
         self.subscriptions = keys.webhook_key(prefix, "subscriptions")
         self.wanted = keys.webhook_key(prefix, "wanted")
         self.outbox = keys.webhook_key(prefix, "outbox")
+        self.outbox_dropped = keys.webhook_key(prefix, "outbox_dropped")
         self.schedule = keys.webhook_key(prefix, "schedule")
         self.delivery_prefix = keys.webhook_key(prefix, "delivery:")
 
@@ -105,7 +115,7 @@ def publish_command(kind: str, payload: Mapping[str, Any], *, prefix: str,
     a batch whose script Redis forgot would otherwise get NOSCRIPT."""
     k = WebhookKeys(prefix)
     event_id, body = envelope(kind, payload)
-    return ("EVAL", script_source("publish"), 2, k.wanted, k.outbox, kind, event_id, body, maxlen)
+    return ("EVAL", script_source("publish"), 2, k.wanted, k.outbox, kind, event_id, body, BACKSTOP * maxlen)
 
 
 def outbox_command(kind: str, payload: Mapping[str, Any], *, prefix: str,
@@ -115,7 +125,7 @@ def outbox_command(kind: str, payload: Mapping[str, Any], *, prefix: str,
     Cheaper for Redis than `publish_command`; an entry nobody wants after all (the
     subscription was deleted meanwhile) is dropped at fan-out."""
     event_id, body = envelope(kind, payload)
-    return ("XADD", WebhookKeys(prefix).outbox, "MAXLEN", "~", maxlen, "*", "id", event_id, "kind", kind,
+    return ("XADD", WebhookKeys(prefix).outbox, "MAXLEN", "~", BACKSTOP * maxlen, "*", "id", event_id, "kind", kind,
             "body", body)
 
 
@@ -137,7 +147,7 @@ def publish(client: redis.Redis, kind: str, payload: Mapping[str, Any], *, prefi
     its own work)."""
     k = WebhookKeys(prefix)
     event_id, body = envelope(kind, payload)
-    entry = script(client, "publish")(keys=[k.wanted, k.outbox], args=[kind, event_id, body, maxlen])
+    entry = script(client, "publish")(keys=[k.wanted, k.outbox], args=[kind, event_id, body, BACKSTOP * maxlen])
     return event_id if entry is not None else None
 
 
@@ -152,7 +162,7 @@ def publish_many(client: redis.Redis, events: Iterable[tuple[str, Mapping[str, A
     n = 0
     for kind, payload in events:
         event_id, body = envelope(kind, payload)
-        pipe.execute_command("EVAL", source, 2, k.wanted, k.outbox, kind, event_id, body, maxlen)
+        pipe.execute_command("EVAL", source, 2, k.wanted, k.outbox, kind, event_id, body, BACKSTOP * maxlen)
         n += 1
     if not n:
         return 0

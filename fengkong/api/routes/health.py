@@ -1,4 +1,4 @@
-"""/healthz (the process answers), /readyz (Redis answers and rules are loaded), /metrics.
+"""/healthz (the process answers), /readyz (Redis takes writes and rules are loaded), /metrics.
 
 No key is needed: probes and scrapers call these. /metrics shows counts and rule
 ids, no event data."""
@@ -21,13 +21,13 @@ async def healthz() -> dict:
 @router.get("/readyz", response_model=HealthOut, responses={503: {"model": HealthOut}}, summary="Readiness")
 async def readyz(request: Request) -> Response:
     rt = request.app.state.runtime
-    redis_ok = rt.redis_ok()
-    if redis_ok:
+    problem = rt.redis_problem()  # None when Redis takes the decision's writes
+    if problem is None:
         rt.breaker.succeeded()
     version = rt.rules.version
-    checks = {"redis": "ok" if redis_ok else "unavailable", "rules": version or "not loaded",
+    checks = {"redis": problem or "ok", "rules": version or "not loaded",
               "models": rt.models.status, "failure_policy": rt.settings.failure_policy}
-    ready = redis_ok and version is not None
+    ready = problem is None and version is not None
     return Response(dumps({"status": "ok" if ready else "unavailable", "checks": checks}),
                     status_code=200 if ready else 503, media_type="application/json")
 

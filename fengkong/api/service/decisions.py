@@ -233,6 +233,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
         rt.audit.decision_command(record),
     ]
     case_item = rt.intake.command(record, event)  # a review (or what cases.yaml names): queue it for a case
+    case_at = len(commands) if case_item is not None else None
     if case_item is not None:
         commands.append(case_item)
     if event.merchant_id:
@@ -253,8 +254,9 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
                     return _response(earlier, (time.perf_counter() - t0) * 1000, True)
         except (redis.RedisError, OSError) as exc:
             _unstored(rt, decision_id, exc)
+            _hold(rt, commands, case_at, decision_id)
     else:
-        _write_behind(rt, commands, decision_id)
+        _write_behind(rt, commands, decision_id, case_at)
     rt.audit.decision_to_file(record)
     if degraded_reason:
         rt.metrics.degraded.labels("model_failed").inc()
@@ -264,7 +266,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     return _response(record, latency * 1000, False)
 
 
-def _write_behind(rt: Runtime, commands: list[tuple[Any, ...]], decision_id: str) -> None:
+def _write_behind(rt: Runtime, commands: list[tuple[Any, ...]], decision_id: str, case_at: int | None) -> None:
     """Queue the decision's record, pointer, merchant snapshot and audit entry on the
     pipelined connection, and answer without waiting for Redis to acknowledge them.
 
@@ -275,21 +277,36 @@ def _write_behind(rt: Runtime, commands: list[tuple[Any, ...]], decision_id: str
     connection, where Redis runs them after the write; a retry on another worker polls
     for the record until its deadline. A write Redis refuses or loses is logged and
     counted (``fengkong_decision_records_unstored_total``) and opens the breaker: the
-    decision stands, it was made on real features."""
+    decision stands, it was made on real features. The case item (``commands[case_at]``)
+    is not given up with it: refused, or lost with the connection, it is held as a
+    degraded decision's is (`fengkong.cases.intake`), so the review still becomes a case."""
     try:
         batch = rt.conn.send_nowait(commands)
     except OSError as exc:
         _unstored(rt, decision_id, exc)
+        _hold(rt, commands, case_at, decision_id)
         return
-    batch.add_done_callback(functools.partial(_written, rt, decision_id))
+    batch.add_done_callback(functools.partial(_written, rt, decision_id, commands, case_at))
 
 
-def _written(rt: Runtime, decision_id: str, batch: "asyncio.Future[list[Any]]") -> None:
+def _written(rt: Runtime, decision_id: str, commands: list[tuple[Any, ...]], case_at: int | None,
+             batch: "asyncio.Future[list[Any]]") -> None:
     exc = batch.exception() if not batch.cancelled() else asyncio.CancelledError()
     if exc is None:
-        exc = next((redis.ResponseError(str(r)) for r in batch.result() if isinstance(r, ReplyError)), None)
+        replies = batch.result()
+        exc = next((redis.ResponseError(str(r)) for r in replies if isinstance(r, ReplyError)), None)
+        if case_at is not None and not isinstance(replies[case_at], ReplyError):
+            case_at = None  # the case item was queued: only another command was refused
     if exc is not None:
         _unstored(rt, decision_id, exc)
+        _hold(rt, commands, case_at, decision_id)
+
+
+def _hold(rt: Runtime, commands: list[tuple[Any, ...]], case_at: int | None, decision_id: str) -> None:
+    """Hold the case item Redis did not take (a fault that may have taken it after all, such
+    as a connection lost after sending, queues it twice at worst: filing takes a decision once)."""
+    if case_at is not None:
+        rt.intake.hold_command(commands[case_at], decision_id)
 
 
 def _unstored(rt: Runtime, decision_id: str, exc: BaseException) -> None:

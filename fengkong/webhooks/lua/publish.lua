@@ -6,7 +6,7 @@
 -- ARGV[1]  the event's kind (decision.deny, rules.reloaded, ...)
 -- ARGV[2]  the event's id (evt_...; the body carries it too)
 -- ARGV[3]  the body every subscriber receives (JSON)
--- ARGV[4]  the outbox cap (XADD MAXLEN ~)
+-- ARGV[4]  the backstop: twice the outbox cap (XADD MAXLEN ~; the delivery loops trim to the cap, trim.lua)
 -- Returns the stream entry id, or nil when no active subscription wants the kind.
 if not redis.call('HGET', KEYS[1], ARGV[1]) then
   return false
