@@ -29,12 +29,15 @@
 --        the limit) -> grade|false, limit, onboarded_day|false, daily_cap|false,
 --        anomaly|false, promotions|false (the planned campaigns' text, features/promotions.py)
 --   R op_state     size nrings (N b nc inc1..incnc)*nrings nextra (code mode value)*nextra
---        ttl: an entity's state in one value (`size`: the doubles of its layout, stored
---        compact: only the buckets in use, see op_state): its rings of N buckets
---        (inc "N" = the near-limit flag), then F first seen, M moments, H hour habit,
---        K<k> the last k amounts (mode 1 read, 2 read and write) -> each ring's nc
+--        nsets [tag ts (member legacy nthr thr1..thrn)*nsets] ttl: an entity's state in
+--        one value (`size`: the doubles of its layout, stored compact: only the buckets
+--        in use, see op_state): its rings of N buckets (inc "N" = the near-limit flag),
+--        then F first seen, M moments, H hour habit, K<k> the last k amounts (mode 1
+--        read, 2 read and write), then its distinct-count sets (member "" = read only;
+--        legacy: the suffix of the sorted set it was kept in before) -> each ring's nc
 --        totals, then F: first ts|false; M: n, mean, m2; H: count, total; K: amounts
---        ever written, then the k slots of the ring
+--        ever written, then the k slots of the ring; then per set n counts (members
+--        last seen at or after each thr)
 --   D op_distinct  member ts prune ttl nthr thr1..thrn   (last-seen sorted set; member
 --        "" = read only) -> n counts (members with last-seen >= thr)
 --   S op_seen      member ts horizon prune ttl write -> is_new (1/0|false), members
@@ -148,6 +151,10 @@ end
 -- drops (and subtracts) the records that leave the window, which are the first ones.
 -- F: a double, M: 3 doubles, H: 25 doubles, K<k>: n (amounts ever written), then the
 -- min(n, k) amounts of the ring (it grows to k, then the n-th amount takes slot n % k).
+-- Then, where the entity has distinct-count sets: u16 their tag (the sets' layout: a
+-- value without it, or with another, has none yet), then per set u16 m and m members,
+-- each (double last seen, u16 length, the member's bytes), only those seen within the
+-- longest window (the rest are dropped as the set is written).
 -- Values of the formats before (`size` doubles, a ring of n slots each; or those with
 -- their zero runs cut out) are read and rewritten in this one (`from_plain`): an
 -- upgrade starts no counter over (docs/operations.md, "Upgrading").
@@ -267,6 +274,85 @@ local function from_plain(plain, size, ai, nrings)
   return concat(parts, '', 1, np)
 end
 
+-- An entity's distinct-count sets, the end of its state value from byte offset `at`
+-- (see above), with the op's arguments from A[ai] on: puts the counts in `out` after
+-- `no`, and the sets rewritten when the event counts in one (`sets_changed`). A value
+-- without them (written before they were folded in, or an entity never seen) reads
+-- each from the sorted set it was kept in before, once: no distinct count starts over.
+-- Returns the next argument's index and `no`.
+local sets_changed
+local function state_sets(key, ai, no, at, nsets)
+  local tag, ts = A[ai], A[ai + 1]
+  ai = ai + 2
+  local has = #old >= at + 2 and sunpack('<H', old, at + 1) == tag
+  local pos = at + 3  -- where the next set starts (1-based)
+  local parts, np = {spack('<H', tag)}, 1
+  local write = false
+  for _ = 1, nsets do
+    local member, legacy, nthr = A[ai], A[ai + 1], A[ai + 2]
+    local t0 = ai + 3
+    ai = t0 + nthr
+    local ms, n = {}, 0  -- ms[2k - 1] last seen, ms[2k] member
+    local start = pos
+    if has then
+      local m = sunpack('<H', old, pos)
+      pos = pos + 2
+      for _ = 1, m do
+        local seen, len, at1 = sunpack('<dH', old, pos)
+        ms[n + 1], ms[n + 2] = seen, ssub(old, at1, at1 + len - 1)
+        n = n + 2
+        pos = at1 + len
+      end
+    else
+      local z = rcall('ZRANGE', string.match(key, '^.*}:') .. legacy, 0, -1, 'WITHSCORES')
+      for k = 1, #z, 2 do
+        ms[n + 1], ms[n + 2] = tonumber(z[k + 1]), z[k]
+        n = n + 2
+      end
+    end
+    local low
+    for i = t0, ai - 1 do
+      local thr = tonumber(A[i])
+      local c = 0
+      for k = 1, n, 2 do
+        if ms[k] >= thr then c = c + 1 end
+      end
+      no = no + 1
+      out[no] = c
+      if not low or thr < low then low = thr end
+    end
+    np = np + 1
+    if member ~= '' or not has then
+      -- the members still inside the longest window, the event's last seen at ts
+      local buf, nb, seen = {}, 0, ts
+      for k = 1, n, 2 do
+        local other = ms[k + 1]
+        if other == member then
+          if ms[k] > seen then seen = ms[k] end
+        elseif ms[k] >= low then
+          nb = nb + 1
+          buf[nb] = spack('<dH', ms[k], #other) .. other
+        end
+      end
+      if member ~= '' then
+        nb = nb + 1
+        buf[nb] = spack('<dH', seen, #member) .. member
+        write = true
+      end
+      parts[np] = spack('<H', nb) .. concat(buf, '', 1, nb)
+    else
+      parts[np] = ssub(old, start, pos - 1)
+    end
+  end
+  if write then
+    keep(at)
+    put(concat(parts, '', 1, np))
+    done = #old
+    sets_changed = true
+  end
+  return ai, no
+end
+
 local function op_state(key)
   local size, nrings = A[argi], A[argi + 1]
   argi = argi + 2
@@ -294,6 +380,7 @@ local function op_state(key)
   local A, out, old, sunpack, spack = A, out, old, sunpack, spack
   local ai, no = argi, nout
   local changed = false
+  sets_changed = false
   local near = (limit and amount * 10 >= limit * 9 and amount <= limit) and 1 or 0
   local at = 3  -- byte offset of the current section
   for _ = 1, nrings do
@@ -468,9 +555,14 @@ local function op_state(key)
       at = at + 25 * 8
     end
   end
+  local nsets = A[ai]
+  ai = ai + 1
+  if nsets > 0 then
+    ai, no = state_sets(key, ai, no, at, nsets)
+  end
   local ttl = A[ai]
   argi, nout = ai + 1, no
-  if changed then
+  if changed or sets_changed then
     keep(#old)
     local new = concat(pieces, '', 1, npieces)
     if fresh then
