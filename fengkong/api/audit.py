@@ -86,7 +86,7 @@ def entry_values(ref: Mapping[str, Any]) -> list[Any]:
     return out
 
 
-def read_entry(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> dict[str, Any] | None:
+def read_entry(entry_id: bytes | str, fields: Mapping[Any, Any]) -> dict[str, Any] | None:
     """A decision entry of the stream as the dict `reference` made, with ``at`` (ISO
     8601, UTC) from the entry's id; an entry written before (one JSON ``record``)
     as it was. None for an entry of neither shape."""

@@ -160,16 +160,11 @@ class ProfileOp(Op):
         return list(self._args)
 
 
-#: the entities whose distinct-count sets live in their state value (`StateOp`'s D
-#: sections) rather than in a sorted set each: theirs hold a few members (a card's IPs of
-#: a day), where a key of its own cost ~110 bytes of Redis overhead and three commands
-#: per event. A merchant's set of the day's cards (hundreds) stays a sorted set: the
-#: value is rewritten whole at each event that counts.
+#: the entities whose distinct-count sets live in their state value (`StateOp`) rather
+#: than in a sorted set each: theirs hold a few members (a card's IPs of a day), where a
+#: key of its own cost ~110 bytes of Redis overhead and three commands per event. A
+#: merchant's day of cards (hundreds) stays a sorted set: a value is rewritten whole.
 FOLDED_DISTINCT = frozenset({"card", "device", "ip", "subnet"})
-
-
-def _folded(entity: d.Entity) -> list[d.Distinct]:
-    return [x for x in d.DISTINCT if x.entity == entity and entity.name in FOLDED_DISTINCT]
 
 
 class StateOp(Op):
@@ -208,7 +203,7 @@ class StateOp(Op):
         self._first_events = frozenset(firsts[0].events) if firsts else None
         self._moment_events = frozenset(moments[0].events) if moments else None
         self._hour_events = frozenset(hours[0].events) if hours else None
-        self.distincts = _folded(entity)
+        self.distincts = [x for x in d.DISTINCT if x.entity == entity and entity.name in FOLDED_DISTINCT]
         writes_on = {t for r in self.rollings for c in r.counters for t in c.events}
         writes_on |= {t for x in self.distincts for t in x.events}
         for events in (self._first_events, self._first_day_events, self._moment_events, self._hour_events,

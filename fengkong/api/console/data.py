@@ -86,7 +86,9 @@ def _stream(rt: Runtime, key: str, *, since_ms: int | None, count: int) -> list[
         return []
     out = []
     for entry_id, fields in entries or ():
-        record = read_entry(entry_id, fields or {}) if entry_id is not None else None
+        if entry_id is None:
+            continue
+        record = read_entry(entry_id, fields or {})
         if record is None:
             continue
         stamp = entry_id.decode() if isinstance(entry_id, bytes) else entry_id

@@ -292,52 +292,82 @@ local function state_sets(key, ai, no, at, nsets)
     local member, legacy, nthr = A[ai], A[ai + 1], A[ai + 2]
     local t0 = ai + 3
     ai = t0 + nthr
-    local ms, n = {}, 0  -- ms[2k - 1] last seen, ms[2k] member
-    local start = pos
-    if has then
-      local m = sunpack('<H', old, pos)
-      pos = pos + 2
-      for _ = 1, m do
-        local seen, len, at1 = sunpack('<dH', old, pos)
-        ms[n + 1], ms[n + 2] = seen, ssub(old, at1, at1 + len - 1)
-        n = n + 2
-        pos = at1 + len
-      end
-    else
-      local z = rcall('ZRANGE', string.match(key, '^.*}:') .. legacy, 0, -1, 'WITHSCORES')
-      for k = 1, #z, 2 do
-        ms[n + 1], ms[n + 2] = tonumber(z[k + 1]), z[k]
-        n = n + 2
-      end
-    end
+    -- seen[k]: when member k was last seen; at1[k]: where its record starts (has), or
+    -- the member itself (read from the sorted set of before)
+    local seen, at1, n = {}, {}, 0
+    local start, mine = pos, nil  -- mine: the event's member's index
     local low
     for i = t0, ai - 1 do
       local thr = tonumber(A[i])
-      local c = 0
-      for k = 1, n, 2 do
-        if ms[k] >= thr then c = c + 1 end
+      A[i] = thr
+      if not low or thr < low then low = thr end
+    end
+    local stale = false  -- a member last seen before the longest window (dropped as the set is written)
+    if has then
+      local m = sunpack('<H', old, pos)
+      pos = pos + 2
+      local mlen = #member
+      for k = 1, m do
+        local t, len, q = sunpack('<dH', old, pos)
+        seen[k], at1[k] = t, pos
+        if t < low then stale = true end
+        if len == mlen and not mine and ssub(old, q, q + len - 1) == member then mine = k end
+        pos = q + len
+      end
+      n = m
+    else
+      local z = rcall('ZRANGE', ssub(key, 1, #key - 14) .. legacy, 0, -1, 'WITHSCORES')  -- (key: "...:state.<8 hex>")
+      for k = 1, #z, 2 do
+        n = n + 1
+        seen[n], at1[n] = tonumber(z[k + 1]), z[k]
+        if z[k] == member then mine = n end
+      end
+      stale = true  -- written in this format
+    end
+    for i = t0, ai - 1 do
+      local thr, c = A[i], 0
+      for k = 1, n do
+        if seen[k] >= thr then c = c + 1 end
       end
       no = no + 1
       out[no] = c
-      if not low or thr < low then low = thr end
     end
     np = np + 1
-    if member ~= '' or not has then
+    if member ~= '' and not stale then
+      -- the records as they are, the event's member's time moved on or its record added
+      if mine then
+        if ts > seen[mine] then
+          local r = at1[mine]
+          parts[np] = ssub(old, start, r - 1) .. spack('<d', ts) .. ssub(old, r + 8, pos - 1)
+          write = true
+        else
+          parts[np] = ssub(old, start, pos - 1)
+        end
+      else
+        parts[np] = spack('<H', n + 1) .. ssub(old, start + 2, pos - 1) .. spack('<dH', ts, #member) .. member
+        write = true
+      end
+    elseif member ~= '' or not has then
       -- the members still inside the longest window, the event's last seen at ts
-      local buf, nb, seen = {}, 0, ts
-      for k = 1, n, 2 do
-        local other = ms[k + 1]
-        if other == member then
-          if ms[k] > seen then seen = ms[k] end
-        elseif ms[k] >= low then
+      local buf, nb = {}, 0
+      for k = 1, n do
+        if k ~= mine and seen[k] >= low then
+          local text = at1[k]
+          if has then
+            local _, len, q = sunpack('<dH', old, text)
+            text = ssub(old, q, q + len - 1)
+          end
           nb = nb + 1
-          buf[nb] = spack('<dH', ms[k], #other) .. other
+          buf[nb] = spack('<dH', seen[k], #text) .. text
         end
       end
       if member ~= '' then
         nb = nb + 1
-        buf[nb] = spack('<dH', seen, #member) .. member
+        buf[nb] = spack('<dH', mine and seen[mine] > ts and seen[mine] or ts, #member) .. member
         write = true
+      elseif mine then  -- read only: the member stays as it was
+        nb = nb + 1
+        buf[nb] = spack('<dH', seen[mine], #member) .. member
       end
       parts[np] = spack('<H', nb) .. concat(buf, '', 1, nb)
     else
