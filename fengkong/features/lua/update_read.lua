@@ -288,6 +288,16 @@ local function state_sets(key, ai, no, at, nsets)
   local pos = at + 3  -- where the next set starts (1-based)
   local parts, np = {spack('<H', tag)}, 1
   local write = false
+  local base, before  -- the entity's keys' common start; whether any sorted set of before exists
+  if not has then
+    base = ssub(key, 1, #key - 14)  -- (key: "...:state.<8 hex>")
+    local names, j = {}, ai
+    for s = 1, nsets do
+      names[s] = base .. A[j + 1]
+      j = j + 3 + A[j + 2]
+    end
+    before = rcall('EXISTS', unpack(names, 1, nsets)) > 0  -- one call for all, not a ZRANGE each
+  end
   for _ = 1, nsets do
     local member, legacy, nthr = A[ai], A[ai + 1], A[ai + 2]
     local t0 = ai + 3
@@ -315,15 +325,15 @@ local function state_sets(key, ai, no, at, nsets)
         pos = q + len
       end
       n = m
-    else
-      local z = rcall('ZRANGE', ssub(key, 1, #key - 14) .. legacy, 0, -1, 'WITHSCORES')  -- (key: "...:state.<8 hex>")
+    elseif before then
+      local z = rcall('ZRANGE', base .. legacy, 0, -1, 'WITHSCORES')
       for k = 1, #z, 2 do
         n = n + 1
         seen[n], at1[n] = tonumber(z[k + 1]), z[k]
         if z[k] == member then mine = n end
       end
-      stale = true  -- written in this format
     end
+    if not has then stale = true end  -- written in this format
     for i = t0, ai - 1 do
       local thr, c = A[i], 0
       for k = 1, n do
