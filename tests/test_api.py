@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from api_fixtures import ADMIN_KEY, DECIDE_KEY, REPORT_KEY, T0, Served, event_id, payment, settings
+from fengkong.api.audit import read_entry
 from fengkong.api.schemas import (DecisionOut, DecisionRecordOut, DryRunOut, ListChangeOut, MerchantOut,
                                   OutcomeOut, ReloadOut, RulesOut)
 
@@ -214,13 +215,13 @@ def test_keys_are_never_logged_nor_audited(api, caplog, audit_path, redis_client
         bad.post("/v1/decisions", json=payment())
         adm.post("/v1/lists/blocked_users/entries", json={"entries": ["u-audit"]})
     logged = caplog.text
-    stream = b"".join(v[b"record"] for _, v in redis_client.xrange(f"{PREFIX}:v1:audit:decisions")
+    stream = b"".join(b"".join(v.values()) for _, v in redis_client.xrange(f"{PREFIX}:v1:audit:decisions")
                       + redis_client.xrange(f"{PREFIX}:v1:audit:changes"))
     for secret in (DECIDE_KEY, ADMIN_KEY, "wrong-key-xyz-1234567"):
         assert secret not in logged
         assert secret.encode() not in stream
         assert secret not in audit_path.read_text()
-    assert b'"caller":"gateway"' in stream and b'"actor":"analyst-ana"' in stream
+    assert b"gateway" in stream and b'"actor":"analyst-ana"' in stream
 
 
 # --- idempotency ------------------------------------------------------------------------------
@@ -407,14 +408,24 @@ def test_dry_run_tries_a_candidate_on_a_decided_event_without_deploying_or_count
 
 # --- audit, health, metrics -------------------------------------------------------------------
 def test_every_decision_is_in_the_audit_stream_and_file(c, redis_client, audit_path):
-    out = decide(c, payment(ip="185.220.101.7"))
-    entries = [json.loads(v[b"record"]) for _, v in redis_client.xrange(f"{PREFIX}:v1:audit:decisions")]
+    ev = payment(ip="185.220.101.7")
+    out = decide(c, ev)
+    entries = [read_entry(i, v) for i, v in redis_client.xrange(f"{PREFIX}:v1:audit:decisions")]
     rec = next(x for x in entries if x["decision_id"] == out["decision_id"])
     # the stream holds a reference to the decision, not a second copy of the record
     assert rec["rules"] == [r["id"] for r in out["reasons"]] and "ip.tor_exit" in rec["rules"]
     assert rec["ruleset_version"] == out["ruleset_version"] and rec["decision"] == out["decision"]
     assert rec["event_id"] == out["event_id"] and rec["caller"] == "gateway" and rec["at"]
+    assert rec["score"] == out["score"] and type(rec["score"]) is type(out["score"])
+    assert rec["degraded"] is False and rec["card"] == ev["card"]["fingerprint"] and rec["shadow"] == []
     assert "event" not in rec and "features" not in rec
+    # its values only, under the same field names in every entry: no JSON document per entry
+    raw = next(v for _, v in redis_client.xrange(f"{PREFIX}:v1:audit:decisions")
+               if v.get(b"decision_id") == out["decision_id"].encode())
+    assert b"record" not in raw and raw[b"rules"].split() == [r.encode() for r in rec["rules"]]
+    # an entry of the format before (one JSON field) still reads
+    old = {"decision_id": "d_1", "event_id": "e1", "rules": ["a"], "at": "2026-01-01T00:00:00+00:00"}
+    assert read_entry(b"1-0", {b"record": json.dumps(old).encode()}) == old
     # the file has the whole record
     lines = [json.loads(line) for line in audit_path.read_text().splitlines()]
     line = next(x for x in lines if x.get("decision_id") == out["decision_id"])

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from api_fixtures import DECIDE_KEY, RULES_DIR, Served, payment, settings
+from fengkong.api.audit import read_entry
 from fengkong.api.encoding import dumps
 from fengkong.api.service import records
 from fengkong.api.service.records import Records
@@ -72,15 +73,36 @@ def test_a_record_reads_back_exactly_as_written_and_smaller(overrides, ruleset):
     assert blob[:1] == records.COMPACT and commands and commands[0][0] == "SET"
     schema = records.Schema.from_blob(commands[0][2])
     assert records.schema_id(blob) == schema.id and commands[0][1] == store.schema_key(schema.id)
-    assert records.decode(blob, schema) == rec
+    # the body's hash is kept to its first 16 bytes: enough to tell a retry from another body
+    assert records.decode(blob, schema) == dict(rec, body_sha256=rec["body_sha256"][:32])
     assert list(records.decode(blob, schema)) == list(rec)  # same key order: the same JSON
-    assert records.header(blob) == ("decision", rec["body_sha256"])
+    assert records.header(blob) == ("decision", rec["body_sha256"][:32])
+    assert records.same_body(records.header(blob)[1], rec["body_sha256"].encode())
+    assert not records.same_body(records.header(blob)[1], ("ab" * 15 + "ac" + "ab" * 16).encode())
     assert len(blob) < len(dumps(rec)) * 0.6
     if overrides == {}:  # the features that repeat the event's texts refer to them
         assert sum(1 for v in records._unpack(blob)[15] if isinstance(v, msgpack.ExtType)) == 3
     if rec["reasons"] and rec["reasons"][0]["id"] == "ip.tor_exit" and rec["reasons"][0]["values"].get("not.a.feature"):
         stored_reasons = records._unpack(blob)[6]
         assert len(stored_reasons[0]) == 2 and len(stored_reasons[1]) == 7  # by id; the edited one whole
+
+
+@pytest.mark.parametrize("text", ["2026-11-25T10:00:00+08:00", "2026-11-25T10:00:00.123456+08:00",
+                                  "1999-12-31T23:59:59-09:30", "2026-11-25T02:00:00+00:00", "2026-11-25T10:00:00+05:45"])
+def test_the_time_of_the_event_is_an_integer_that_gives_its_text_back(text):
+    rec = _record(event={"event_id": "e-1", "type": "payment", "occurred_at": text})
+    blob, commands = Records("p", 3600).encode(rec, ruleset=None, faults=0)
+    assert type(records._unpack(blob)[14][2]) is int  # 9 bytes, not the text's 25-32
+    assert records.decode(blob, records.Schema.from_blob(commands[0][2]))["event"]["occurred_at"] == text
+
+
+@pytest.mark.parametrize("text", ["2026-11-25T02:00:00Z", "2026-11-25T10:00:00", "2026-11-25 10:00:00+08:00",
+                                  "2026-11-25T10:00:00.500+08:00", "soon", 17])
+def test_a_time_that_would_not_read_back_as_written_is_kept_as_it_is(text):
+    rec = _record(event={"event_id": "e-1", "type": "payment", "occurred_at": text})
+    blob, commands = Records("p", 3600).encode(rec, ruleset=None, faults=0)
+    assert records._unpack(blob)[14][2] in (text, [text])
+    assert records.decode(blob, records.Schema.from_blob(commands[0][2]))["event"]["occurred_at"] == text
 
 
 def test_floats_are_stored_as_integers_where_exact_and_read_back_as_the_same_floats(ruleset):
@@ -96,7 +118,7 @@ def test_floats_are_stored_as_integers_where_exact_and_read_back_as_the_same_flo
     schema = records.Schema.from_blob(commands[0][2])
     got = records.decode(blob, schema)["features"]
     assert [(type(v), repr(v)) for v in got.values()] == [(type(v), repr(v)) for v in features.values()]
-    assert dumps(records.decode(blob, schema)) == dumps(rec)
+    assert dumps(records.decode(blob, schema)) == dumps(dict(rec, body_sha256=rec["body_sha256"][:32]))
     stored = records._unpack(blob)[15]
     as_ints = {i for i, v in enumerate(stored) if type(v) is int}
     # 0.0, 120.0, 123.45, 33.33, -7.5, 2**53-1, -2.37, 5000.0 (and n, big); not -0.0, 0.1+0.2, 1e300, 2**60, 1/3, inf
@@ -115,6 +137,8 @@ def test_a_record_of_the_format_before_bitmaps_reads_as_it_was(ruleset):
     items = records._unpack(blob)
     items[15] = [1.5, 120.0, 3]
     items[19] = rec["thresholds"]  # names, as before they were indexed
+    items[1] = bytes.fromhex(rec["body_sha256"])  # all 32 bytes, as before
+    items[14][2] = rec["event"]["occurred_at"]  # the text, as before
     before = records.COMPACT + msgpack.packb(items[:22], use_bin_type=True)
     assert dumps(records.decode(before, schema)) == dumps(rec)
 
@@ -166,7 +190,7 @@ def test_the_stored_record_is_compact_and_answers_as_before(api, redis_client):
     assert {k: v for k, v in again.items() if k not in ("latency_ms", "duplicate")} == \
            {k: v for k, v in out.items() if k not in ("latency_ms", "duplicate")}
     entry = redis_client.xrevrange(audit_stream(PREFIX, "decisions"), count=50)
-    ref = next(orjson.loads(v[b"record"]) for _, v in entry if b'"' + out["decision_id"].encode() in v[b"record"])
+    ref = next(read_entry(i, v) for i, v in entry if v[b"decision_id"] == out["decision_id"].encode())
     assert ref["rules"] == [r["id"] for r in out["reasons"]] and "features" not in ref
 
 

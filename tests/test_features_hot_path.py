@@ -211,7 +211,13 @@ def _op_width(code: str, args: list[Any]) -> int:
         i = 2
         for _ in range(args[1]):
             i += 3 + args[i + 2]
-        return i + 1 + 3 * args[i] + 1
+        i += 1 + 3 * args[i]  # the extra sections
+        nsets, i = args[i], i + 1
+        if nsets:  # the distinct-count sets: tag, ts, then (member, legacy, nthr, thresholds) each
+            i += 2
+            for _ in range(nsets):
+                i += 3 + args[i + 2]
+        return i + 1
     if code in ("D", "N"):
         return 5 + args[4] if code == "D" else 6 + args[5]
     return {"S": 6, "V": 5, "T": 4, "C": 8, "L": 3}[code]
@@ -284,16 +290,33 @@ def _layout(args: list[Any]) -> tuple[int, list[tuple[int, int]], list[str]]:
 
 
 def _plain(value: bytes | None, args: list[Any]) -> bytes | None:
+    return _plain_and_sets(value, args)[0]
+
+
+def _set_names(args: list[Any]) -> list[str]:
+    """The suffixes of the sorted sets an R op's distinct-count sets were kept in before."""
+    i = 2
+    for _ in range(args[1]):
+        i += 3 + args[i + 2]
+    i += 1 + 3 * args[i]
+    nsets, i, names = args[i], i + 3, []
+    for _ in range(nsets):
+        names.append(args[i + 1])
+        i += 3 + args[i + 2]
+    return names
+
+
+def _plain_and_sets(value: bytes | None, args: list[Any]) -> tuple[bytes | None, list[dict[bytes, float]]]:
     """An entity's state value (the script's `op_state`, any format) as the `size` doubles
     the format before kept: each ring's header and its n slots (bucket b in slot b % n),
     then F, M, H and the whole K ring. Checks that a compact value holds each ring's
     buckets inside its window, in order, and nothing else (a ring of one bucket holds
     its record alone: the header is that record)."""
     if value is None:
-        return None
+        return None, []
     size, rings, codes = _layout(args)
     if value[:1] != b"\xfe":
-        return _unsqueezed(value, size)
+        return _unsqueezed(value, size), []
     assert struct.unpack_from("<H", value, 1)[0] == size
     out, at = bytearray(), 3
     for n, width in rings:
@@ -326,8 +349,21 @@ def _plain(value: bytes | None, args: list[Any]) -> bytes | None:
             held = min(int(n), k)
             out += value[at:at + 8 + 8 * held] + bytes(8 * (k - held))
             at += 8 + 8 * held
+    sets = []
+    if at < len(value):  # the distinct-count sets: their tag, then per set its members, each seen once
+        at += 2
+        while at < len(value):
+            (m,) = struct.unpack_from("<H", value, at)
+            at += 2
+            members = {}
+            for _ in range(m):
+                seen, length = struct.unpack_from("<dH", value, at)
+                members[value[at + 10:at + 10 + length]] = seen
+                at += 10 + length
+            assert len(members) == m
+            sets.append(members)
     assert at == len(value) and len(out) == 8 * size
-    return bytes(out)
+    return bytes(out), sets
 
 
 def test_a_payment_is_one_evalsha_whose_keys_and_ops_follow_the_script_header(redis_server, listed, redis_client):
@@ -515,13 +551,15 @@ def test_entity_state_of_the_formats_before_reads_as_the_compact_one(redis_clien
     """Values of the formats before (plain doubles, a ring of n slots each; and those
     with their zero runs cut out) and compact ones give the same features: one store
     keeps what it wrote, the other has every state value rewritten after each event as
-    a version before would have left it, plain or squeezed by turns. The rewritten
-    values are read, and the next write stores them compact again."""
+    a version before would have left it, plain or squeezed by turns, and its
+    distinct-count sets put back in the sorted sets that version kept them in. The
+    rewritten values and those sets are read, and the next write stores them compact
+    again."""
     events = [parse_event(flat_to_dict(r)) for r in dense_events(400, seed=12).to_dict("records")]
     compact = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=f"{prefix}s")
     before = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=f"{prefix}p")
     layouts: dict[str, list[Any]] = {}
-    rewritten = {"plain": 0, "squeezed": 0}
+    rewritten = {"plain": 0, "squeezed": 0, "sets": 0}
     for turn, event in enumerate(events):
         a, b = compact.process(event), before.process(event)
         assert a.features == b.features or all(
@@ -534,12 +572,19 @@ def test_entity_state_of_the_formats_before_reads_as_the_compact_one(redis_clien
         for key, args in layouts.items():
             value = redis_client.get(key)
             if value is not None and value[:1] == b"\xfe":  # written compact since the last rewrite
-                plain = _plain(value, args)
-                assert plain is not None and len(value) < len(plain)
+                plain, sets = _plain_and_sets(value, args)
+                assert plain is not None and len(value) < len(plain) + sum(12 * len(x) for x in sets)
                 old = _squeezed(plain) if turn % 2 and len(plain) <= 1024 else plain
                 rewritten["squeezed" if len(old) < len(plain) else "plain"] += 1
                 redis_client.set(key, old, keepttl=True)
-    assert rewritten["plain"] > 100 and rewritten["squeezed"] > 100  # both formats were read back
+                base = key.rsplit("}:", 1)[0] + "}:"
+                for name, members in zip(_set_names(args), sets):
+                    if members:
+                        rewritten["sets"] += 1
+                        redis_client.zadd(base + name, members)
+                        redis_client.expire(base + name, 86_400 + 3600)
+    # both formats were read back, and sets from their sorted sets
+    assert rewritten["plain"] > 100 and rewritten["squeezed"] > 100 and rewritten["sets"] > 100
 
 
 def test_a_merchants_closed_days_are_packed_as_doubles_and_packs_of_the_format_before_read(

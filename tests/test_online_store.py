@@ -141,29 +141,57 @@ def test_distinct_counts_of_two_windows_from_one_set(store):
 
 def test_an_event_that_counts_in_a_set_refreshes_its_ttl_and_one_that_only_reads_it_does_not(
         store, redis_client, prefix):
-    """D and S ops refresh a set's TTL before reading it (EXPIRE's answer says whether the
-    set exists, and a new set needs no reads): a new set and an existing one alike are
-    left with their full TTL, which covers the longest window (24 h + 1 h for a card's
-    devices, 90 + 1 days for a user's devices), as when the TTL was set after the write."""
-    devices = f"{prefix}:v1:{{card:c1}}:d:device_id"
+    """D and S ops refresh a sorted set's TTL before reading it (EXPIRE's answer says
+    whether the set exists, and a new set needs no reads): a new set and an existing one
+    alike are left with their full TTL, which covers the longest window (24 h + 1 h for a
+    merchant's cards, 90 + 1 days for a user's devices), as when the TTL was set after
+    the write."""
+    cards = f"{prefix}:v1:{{merchant:m1}}:d:card_fp"
     seen = f"{prefix}:v1:{{user:u1}}:s:device_id"
-    full = {devices: 86400 + 3600, seen: 91 * 86400}
+    full = {cards: 86400 + 3600, seen: 91 * 86400}
     store.process(pay(T0))  # both sets are new
     for key, ttl in full.items():
         assert ttl - 5 <= redis_client.ttl(key) <= ttl, key
         redis_client.expire(key, 100)  # as if the last write were long ago
-    store.process(pay(T0 + timedelta(seconds=5), device="d2"))  # both exist: a new member each
+    store.process(pay(T0 + timedelta(seconds=5), device="d2", card="c2"))  # both exist: a new member each
     for key, ttl in full.items():
         assert ttl - 5 <= redis_client.ttl(key) <= ttl, key
         redis_client.expire(key, 100)
-    store.process(pay(T0 + timedelta(seconds=9), device="d2"))  # both exist: the member is not new
+    store.process(pay(T0 + timedelta(seconds=9), device="d2", card="c2"))  # both exist: the member is not new
     for key, ttl in full.items():
         assert ttl - 5 <= redis_client.ttl(key) <= ttl, key
         redis_client.expire(key, 100)
-    # a login counts no card devices (payments and card binds do): the set is only read
-    store.process(pay(T0 + timedelta(seconds=12), typ="login", amount=None, device="d3"))
-    assert redis_client.ttl(devices) <= 100
-    assert redis_client.zscore(devices, "d3") is None
+    # a card bind counts no merchant cards (payments do): the set is only read
+    store.process(pay(T0 + timedelta(seconds=12), typ="card_bind", amount=None, card="c3"))
+    assert redis_client.ttl(cards) <= 100
+    assert redis_client.zscore(cards, "c3") is None
+
+
+def test_small_distinct_sets_live_in_the_entity_state_and_a_set_of_before_is_read_once(
+        store, redis_client, prefix):
+    """An IP's (card's, device's, subnet's) distinct-count sets are part of its state
+    value, not sorted sets of their own; a sorted set written before they were folded in
+    is read when the state has no sets yet, so no distinct count starts over."""
+    ip = "113.87.9.9"
+    legacy = f"{prefix}:v1:{{ip:{ip}}}:d:card_fp"
+    before = T0 - timedelta(minutes=10)
+    redis_client.zadd(legacy, {"c_old": int(before.timestamp()) * 1_000_000})
+    first = store.process(pay(T0, ip=ip, card="c1", user="u5"))
+    assert first.features["ip.distinct_cards_1h"] == 1  # c_old, from the set of before
+    assert redis_client.zscore(legacy, "c1") is None  # the new member went to the state
+    redis_client.delete(legacy)
+    second = store.process(pay(T0 + timedelta(minutes=1), ip=ip, card="c2", user="u6"))
+    assert second.features["ip.distinct_cards_1h"] == 2  # c_old and c1, from the state now
+    assert second.features["ip.distinct_users_1h"] == 1
+    # a login counts no IP cards (payments and card binds do): read, not written
+    login = store.process(pay(T0 + timedelta(minutes=2), ip=ip, typ="login", amount=None, card=None, user="u7"))
+    assert login.features["ip.distinct_cards_1h"] == 3 and login.features["ip.distinct_users_1h"] == 2
+    later = store.process(pay(T0 + timedelta(minutes=3), ip=ip, card="c9", user="u8"))
+    assert later.features["ip.distinct_cards_1h"] == 3 and later.features["ip.distinct_users_1h"] == 3
+    keys = sorted(k.decode().rsplit("}:", 1)[1] for k in redis_client.scan_iter(f"{prefix}:v1:{{ip:{ip}}}:*"))
+    assert len(keys) == 1 and keys[0].startswith("state."), keys  # one key per IP, not three
+    assert not list(redis_client.scan_iter(f"{prefix}:v1:{{card:c1}}:d:*"))
+
 
 def test_running_mean_std_and_zscore(store):
     for i, amount in enumerate(["100.00", "200.00", "300.00"]):

@@ -160,10 +160,18 @@ class ProfileOp(Op):
         return list(self._args)
 
 
+#: the entities whose distinct-count sets live in their state value (`StateOp`) rather
+#: than in a sorted set each: theirs hold a few members (a card's IPs of a day), where a
+#: key of its own cost ~110 bytes of Redis overhead and three commands per event. A
+#: merchant's day of cards (hundreds) stays a sorted set: a value is rewritten whole.
+FOLDED_DISTINCT = frozenset({"card", "device", "ip", "subnet"})
+
+
 class StateOp(Op):
-    """Everything one entity keeps as numbers, in one value: its rolling windows (a ring
-    of buckets each), and its first-seen time, amount moments, hour habit and last
-    amounts (`d.RecentAmounts`, a ring) where declared. One GET and at most one SET per
+    """Everything one entity keeps, in one value: its rolling windows (a ring of buckets
+    each), and its first-seen time, amount moments, hour habit and last amounts
+    (`d.RecentAmounts`, a ring) where declared, then the members of its distinct counts
+    (`FOLDED_DISTINCT`) with when each was last seen. One GET and at most one SET per
     event, however many windows."""
 
     code = Opcode.STATE
@@ -172,8 +180,9 @@ class StateOp(Op):
     @classmethod
     def compile(cls, config: StoreConfig) -> list[Op]:
         entities: list[d.Entity] = []
-        for entity in [x.entity for kind in (d.ROLLING, d.FIRST_SEEN, d.MOMENTS, d.HOUR_HABITS, d.RECENT_AMOUNTS)
-                       for x in kind]:
+        for entity in [x.entity for kind in (d.ROLLING, d.FIRST_SEEN, d.MOMENTS, d.HOUR_HABITS, d.RECENT_AMOUNTS,
+                                             d.DISTINCT) for x in kind
+                       if kind is not d.DISTINCT or x.entity.name in FOLDED_DISTINCT]:
             if entity not in entities:
                 entities.append(entity)
         return [cls(entity) for entity in entities]
@@ -194,7 +203,9 @@ class StateOp(Op):
         self._first_events = frozenset(firsts[0].events) if firsts else None
         self._moment_events = frozenset(moments[0].events) if moments else None
         self._hour_events = frozenset(hours[0].events) if hours else None
+        self.distincts = [x for x in d.DISTINCT if x.entity == entity and entity.name in FOLDED_DISTINCT]
         writes_on = {t for r in self.rollings for c in r.counters for t in c.events}
+        writes_on |= {t for x in self.distincts for t in x.events}
         for events in (self._first_events, self._first_day_events, self._moment_events, self._hour_events,
                        self._recent_events):
             writes_on |= events or set()
@@ -205,7 +216,8 @@ class StateOp(Op):
         layout += "Fd" if first_day else ""
         ttl = max([r.window.seconds + r.window.resolution for r in self.rollings]
                   + [f.ttl.seconds for f in firsts] + [m.ttl.seconds for m in moments]
-                  + [h.ttl.seconds for h in hours] + [r.ttl.seconds for r in recents])
+                  + [h.ttl.seconds for h in hours] + [r.ttl.seconds for r in recents]
+                  + [w.seconds + w.resolution for x in self.distincts for w in x.windows])
         self._ttl = str(ttl)
         self._size = sum(1 + len(r.counters) + r.window.buckets * (1 + len(r.counters)) for r in self.rollings)
         self._size += (1 if firsts or first_day else 0) + (3 if moments else 0) + (25 if hours else 0)
@@ -223,6 +235,11 @@ class StateOp(Op):
             outputs += [(f"{ns}.hour_count", "int"), (f"{ns}.hour_total", "int")]
         if recents:
             outputs.append((f"{ns}.recent_amounts", "recent"))
+        outputs += [(name, "int") for x in self.distincts for name in x.outputs()]
+        # the sets' layout is not in the key's name (adding them kept every counter): a
+        # tag of it ends the fixed sections, so sets of another layout read as none
+        sets = ";".join(f"{x.of}:{','.join(w.name for w in x.windows)}" for x in self.distincts)
+        self._set_tag = int(hashlib.sha1(sets.encode()).hexdigest()[:4], 16)
         super().__init__(entity=ns, column=entity.column, suffix=f"state.{hashlib.sha1(layout.encode()).hexdigest()[:8]}",
                          outputs=outputs, writes_on=writes_on)
 
@@ -232,7 +249,10 @@ class StateOp(Op):
         does not count), 1, the amount, a row flag's 0/1 or amount, or "N" (the script
         tests the amount against the merchant's limit). An extra section's code is F, M,
         H or "K<size>" (the last amounts); an F section holds the first time, or for the
-        merchant x card pair the first business day."""
+        merchant x card pair the first business day. Then nsets and, when there are
+        sets, their tag, ts and per set: member ("" when the type does not count), the
+        sorted set it was kept in before (read once, when the value has no sets yet),
+        nthr, thresholds."""
         args: list[Any] = [self._size, len(self.rollings)]
         for r in self.rollings:
             args += [r.window.buckets, Ref(("bucket", r.window.resolution * 1_000_000)), len(r.counters)]
@@ -257,7 +277,13 @@ class StateOp(Op):
         if self._recent_events is not None:  # "K<size>": the ring of the last amounts
             extras += [f"K{d.RECENT_AMOUNTS_SIZE}", Ref("moment_mode") if event_type in self._recent_events else 1,
                        Ref("amount")]
-        return [*args, len(extras) // 3, *extras, self._ttl]
+        sets: list[Any] = []
+        if self.distincts:
+            sets += [self._set_tag, Ref("ts")]
+            for x in self.distincts:
+                member = Ref(("member", x.of)) if event_type in x.events else ""
+                sets += [member, f"d:{x.of}", len(x.windows), *[Ref(("thr", *_span(w))) for w in x.windows]]
+        return [*args, len(extras) // 3, *extras, len(self.distincts), *sets, self._ttl]
 
 
 def _span(w: d.Window) -> tuple[int, int]:
@@ -274,7 +300,7 @@ class DistinctOp(Op):
 
     @classmethod
     def compile(cls, config: StoreConfig) -> list[Op]:
-        return [cls(x) for x in d.DISTINCT]
+        return [cls(x) for x in d.DISTINCT if x.entity.name not in FOLDED_DISTINCT]
 
     def __init__(self, x: d.Distinct) -> None:
         super().__init__(entity=x.entity.name, column=x.entity.column, suffix=f"d:{x.of}",

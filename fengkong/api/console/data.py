@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from fengkong.api.encoding import loads
+from fengkong.api.audit import read_entry
 from fengkong.api.state import Runtime
 
 SCAN_LIMIT = 5000
@@ -86,11 +86,13 @@ def _stream(rt: Runtime, key: str, *, since_ms: int | None, count: int) -> list[
         return []
     out = []
     for entry_id, fields in entries or ():
-        raw = (fields or {}).get(b"record")
-        if raw is None or entry_id is None:
+        if entry_id is None:
+            continue
+        record = read_entry(entry_id, fields or {})
+        if record is None:
             continue
         stamp = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        out.append((int(stamp.split("-")[0]), loads(raw)))
+        out.append((int(stamp.split("-")[0]), record))
     return out
 
 

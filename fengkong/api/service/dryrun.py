@@ -38,7 +38,7 @@ def dry_run(*, rt: Runtime, event: Mapping[str, Any] | None, features: Mapping[s
         if value is None or not records.is_record(value):  # none, or only the claim of an undecided event
             raise NotFound("event.event_id", "no stored decision for this event: decide it first, or post `features`")
         kind, sha = records.header(value)
-        if kind != "decision" or sha.encode() != body_hash(event):
+        if kind != "decision" or not records.same_body(sha, body_hash(event)):
             raise Conflict("event", "differs from the event stored under this event_id")
         sid = records.schema_id(value)
         schema = None

@@ -97,7 +97,7 @@ def set_record(key: str, blob: bytes, ttl: int, *, only_if_absent: bool) -> tupl
 def check_stored(value: bytes, *, digest: bytes, kind: str) -> None:
     """`Conflict` unless a stored record is of this body (`digest`) and kind."""
     stored_kind, sha = records.header(value)
-    if sha.encode() != digest:
+    if not records.same_body(sha, digest):
         raise Conflict("event_id", "was already used with a different body")
     if stored_kind != kind:
         raise Conflict("event_id", f"was already used by a {stored_kind} request")
@@ -130,5 +130,6 @@ async def conflict_check(rt: Runtime, *, key: str, digest: bytes) -> None:
         value = await get(rt, key)
     except (redis.RedisError, OSError):
         return
-    if value is not None and records.is_record(value) and records.header(value)[1].encode() != digest:
+    if value is not None and records.is_record(value) and not records.same_body(records.header(value)[1],
+                                                                                 digest):
         raise Conflict("event_id", "was already used with a different body")

@@ -22,8 +22,10 @@ Format: one byte ``\\x01``, then one MessagePack array of the record's values in
   mode, tags) as the rule fired it;
 * a feature whose value repeats one of the event's texts (``event.ip``,
   ``card.fingerprint``, ...) is a reference to it (an extension type, `_REF`);
-* the event's field names are indexes into `EVENT_NAMES`; the body's SHA-256 and the
-  decision id are raw bytes, ``decided_at`` an integer of
+* the event's field names are indexes into `EVENT_NAMES`, its ``occurred_at`` an
+  integer (`_when`: microseconds and the UTC offset) where that gives the same text
+  back; the body's SHA-256 is its first 16 bytes (enough to tell a retry from another
+  body: `same_body`), the decision id raw bytes, ``decided_at`` an integer of
   microseconds, ``event_id`` left out when it is the event's own;
 * a feature that is a float with a whole value, or a whole number of hundredths (an
   amount in major units), is stored as that integer (1 to 5 bytes where a float takes
@@ -183,6 +185,42 @@ class Records:
             return dumps(record), []
 
 
+#: bytes of the body's SHA-256 a compact record keeps (128 bits: a retry with another body
+#: is told apart by them as surely as by all 32)
+SHA_BYTES = 16
+
+
+def same_body(stored_sha: str, digest: bytes) -> bool:
+    """Whether a stored record's body hash (`header`: hex, the first `SHA_BYTES` of a
+    compact record's, all 32 of a JSON one's) is of the body whose SHA-256 hex is `digest`."""
+    return len(stored_sha) >= 2 * SHA_BYTES and digest.startswith(stored_sha.encode())
+
+
+_OFFSETS = 4096  # an event's UTC offset in minutes, +2048, is the low 12 bits of `_when`
+
+
+def _when(text: str) -> int | str:
+    """An event's ``occurred_at`` as one integer (microseconds since the epoch x 4096 +
+    the UTC offset in minutes + 2048: 9 bytes where the text takes 26-33) when `_occurred`
+    gives back the same text; else the text as it is."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    offset = at.utcoffset()
+    if offset is None:
+        return text
+    minutes = offset.days * 1440 + offset.seconds // 60
+    code = _micros_of(at) * _OFFSETS + minutes + 2048
+    return code if 0 <= code < 2 ** 64 and _occurred(code) == text else text
+
+
+def _occurred(code: int) -> str:
+    micros, minutes = divmod(code, _OFFSETS)
+    zone = timezone(timedelta(minutes=minutes - 2048))
+    return (_EPOCH + timedelta(microseconds=micros)).astimezone(zone).isoformat()
+
+
 def _values(record: Mapping[str, Any], schema: Schema) -> list[Any]:
     features = record["features"]
     index = schema.index
@@ -195,7 +233,7 @@ def _values(record: Mapping[str, Any], schema: Schema) -> list[Any]:
     scales = _scaled(values)
     thresholds = record.get("thresholds")
     return [
-        bytes.fromhex(schema.id), bytes.fromhex(record["body_sha256"]),
+        bytes.fromhex(schema.id), bytes.fromhex(record["body_sha256"])[:SHA_BYTES],
         bytes.fromhex(decision_id[2:]) if isinstance(decision_id, str) and _DECISION_ID.match(decision_id)
         else decision_id,
         None if isinstance(event, Mapping) and event.get("event_id") == record.get("event_id")
@@ -292,14 +330,29 @@ def _resolved(values: list[Any], event: Any) -> list[Any]:
     return [texts[v.data[0]] if type(v) is msgpack.ExtType and v.code == _REF else v for v in values]
 
 
-def _indexed(value: dict[str, Any]) -> dict[Any, Any]:
-    """An event with its field names as `EVENT_NAMES` indexes (a name not there stays)."""
-    return {_EVENT_INDEX.get(k, k): _indexed(v) if isinstance(v, dict) else v for k, v in value.items()}
+_OCCURRED_AT = _EVENT_INDEX["occurred_at"]
 
 
-def _named(value: dict[Any, Any]) -> dict[str, Any]:
-    return {EVENT_NAMES[k] if isinstance(k, int) else k: _named(v) if isinstance(v, dict) else v
-            for k, v in value.items()}
+def _indexed(value: dict[str, Any], top: bool = True) -> dict[Any, Any]:
+    """An event with its field names as `EVENT_NAMES` indexes (a name not there stays)
+    and its ``occurred_at`` as `_when` gives it."""
+    out = {_EVENT_INDEX.get(k, k): _indexed(v, False) if isinstance(v, dict) else v for k, v in value.items()}
+    if top and _OCCURRED_AT in out:
+        at = out[_OCCURRED_AT]
+        out[_OCCURRED_AT] = _when(at) if type(at) is str else [at]  # (an integer there is a `_when`)
+    return out
+
+
+def _named(value: dict[Any, Any], top: bool = True) -> dict[str, Any]:
+    out = {EVENT_NAMES[k] if isinstance(k, int) else k: _named(v, False) if isinstance(v, dict) else v
+           for k, v in value.items()}
+    if top and "occurred_at" in out:
+        at = out["occurred_at"]
+        if type(at) is int:
+            out["occurred_at"] = _occurred(at)
+        elif type(at) is list and len(at) == 1:
+            out["occurred_at"] = at[0]
+    return out
 
 
 def _reason(reason: Mapping[str, Any], schema: Schema) -> Any:
@@ -325,7 +378,11 @@ def _same(known: list[Any], reason: Mapping[str, Any]) -> bool:
 
 
 def _micros(text: str) -> int:
-    delta = datetime.fromisoformat(text) - _EPOCH
+    return _micros_of(datetime.fromisoformat(text))
+
+
+def _micros_of(at: datetime) -> int:
+    delta = at - _EPOCH
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
@@ -351,7 +408,8 @@ def _unpack(value: bytes) -> list[Any]:
 
 
 def header(value: bytes) -> tuple[str | None, str]:
-    """(kind, body SHA-256 hex) of a stored record of either format, without its schema."""
+    """(kind, body SHA-256 hex: its first `SHA_BYTES` in a compact record, compare with
+    `same_body`) of a stored record of either format, without its schema."""
     if value[:1] != COMPACT:
         record = loads(value)
         return record.get("kind"), record.get("body_sha256", "")

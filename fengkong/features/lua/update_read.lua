@@ -29,12 +29,15 @@
 --        the limit) -> grade|false, limit, onboarded_day|false, daily_cap|false,
 --        anomaly|false, promotions|false (the planned campaigns' text, features/promotions.py)
 --   R op_state     size nrings (N b nc inc1..incnc)*nrings nextra (code mode value)*nextra
---        ttl: an entity's state in one value (`size`: the doubles of its layout, stored
---        compact: only the buckets in use, see op_state): its rings of N buckets
---        (inc "N" = the near-limit flag), then F first seen, M moments, H hour habit,
---        K<k> the last k amounts (mode 1 read, 2 read and write) -> each ring's nc
+--        nsets [tag ts (member legacy nthr thr1..thrn)*nsets] ttl: an entity's state in
+--        one value (`size`: the doubles of its layout, stored compact: only the buckets
+--        in use, see op_state): its rings of N buckets (inc "N" = the near-limit flag),
+--        then F first seen, M moments, H hour habit, K<k> the last k amounts (mode 1
+--        read, 2 read and write), then its distinct-count sets (member "" = read only;
+--        legacy: the suffix of the sorted set it was kept in before) -> each ring's nc
 --        totals, then F: first ts|false; M: n, mean, m2; H: count, total; K: amounts
---        ever written, then the k slots of the ring
+--        ever written, then the k slots of the ring; then per set n counts (members
+--        last seen at or after each thr)
 --   D op_distinct  member ts prune ttl nthr thr1..thrn   (last-seen sorted set; member
 --        "" = read only) -> n counts (members with last-seen >= thr)
 --   S op_seen      member ts horizon prune ttl write -> is_new (1/0|false), members
@@ -148,6 +151,10 @@ end
 -- drops (and subtracts) the records that leave the window, which are the first ones.
 -- F: a double, M: 3 doubles, H: 25 doubles, K<k>: n (amounts ever written), then the
 -- min(n, k) amounts of the ring (it grows to k, then the n-th amount takes slot n % k).
+-- Then, where the entity has distinct-count sets: u16 their tag (the sets' layout: a
+-- value without it, or with another, has none yet), then per set u16 m and m members,
+-- each (double last seen, u16 length, the member's bytes), only those seen within the
+-- longest window (the rest are dropped as the set is written).
 -- Values of the formats before (`size` doubles, a ring of n slots each; or those with
 -- their zero runs cut out) are read and rewritten in this one (`from_plain`): an
 -- upgrade starts no counter over (docs/operations.md, "Upgrading").
@@ -267,6 +274,125 @@ local function from_plain(plain, size, ai, nrings)
   return concat(parts, '', 1, np)
 end
 
+-- An entity's distinct-count sets, the end of its state value from byte offset `at`
+-- (see above), with the op's arguments from A[ai] on: puts the counts in `out` after
+-- `no`, and the sets rewritten when the event counts in one (`sets_changed`). A value
+-- without them (written before they were folded in, or an entity never seen) reads
+-- each from the sorted set it was kept in before, once: no distinct count starts over.
+-- Returns the next argument's index and `no`.
+local sets_changed
+local function state_sets(key, ai, no, at, nsets)
+  local tag, ts = A[ai], A[ai + 1]
+  ai = ai + 2
+  local has = #old >= at + 2 and sunpack('<H', old, at + 1) == tag
+  local pos = at + 3  -- where the next set starts (1-based)
+  local parts, np = {spack('<H', tag)}, 1
+  local write = false
+  local base, before  -- the entity's keys' common start; whether any sorted set of before exists
+  if not has then
+    base = ssub(key, 1, #key - 14)  -- (key: "...:state.<8 hex>")
+    local names, j = {}, ai
+    for s = 1, nsets do
+      names[s] = base .. A[j + 1]
+      j = j + 3 + A[j + 2]
+    end
+    before = rcall('EXISTS', unpack(names, 1, nsets)) > 0  -- one call for all, not a ZRANGE each
+  end
+  for _ = 1, nsets do
+    local member, legacy, nthr = A[ai], A[ai + 1], A[ai + 2]
+    local t0 = ai + 3
+    ai = t0 + nthr
+    -- seen[k]: when member k was last seen; at1[k]: where its record starts (has), or
+    -- the member itself (read from the sorted set of before)
+    local seen, at1, n = {}, {}, 0
+    local start, mine = pos, nil  -- mine: the event's member's index
+    local low
+    for i = t0, ai - 1 do
+      local thr = tonumber(A[i])
+      A[i] = thr
+      if not low or thr < low then low = thr end
+    end
+    local stale = false  -- a member last seen before the longest window (dropped as the set is written)
+    if has then
+      local m = sunpack('<H', old, pos)
+      pos = pos + 2
+      local mlen = #member
+      for k = 1, m do
+        local t, len, q = sunpack('<dH', old, pos)
+        seen[k], at1[k] = t, pos
+        if t < low then stale = true end
+        if len == mlen and not mine and ssub(old, q, q + len - 1) == member then mine = k end
+        pos = q + len
+      end
+      n = m
+    elseif before then
+      local z = rcall('ZRANGE', base .. legacy, 0, -1, 'WITHSCORES')
+      for k = 1, #z, 2 do
+        n = n + 1
+        seen[n], at1[n] = tonumber(z[k + 1]), z[k]
+        if z[k] == member then mine = n end
+      end
+    end
+    if not has then stale = true end  -- written in this format
+    for i = t0, ai - 1 do
+      local thr, c = A[i], 0
+      for k = 1, n do
+        if seen[k] >= thr then c = c + 1 end
+      end
+      no = no + 1
+      out[no] = c
+    end
+    np = np + 1
+    if member ~= '' and not stale then
+      -- the records as they are, the event's member's time moved on or its record added
+      if mine then
+        if ts > seen[mine] then
+          local r = at1[mine]
+          parts[np] = ssub(old, start, r - 1) .. spack('<d', ts) .. ssub(old, r + 8, pos - 1)
+          write = true
+        else
+          parts[np] = ssub(old, start, pos - 1)
+        end
+      else
+        parts[np] = spack('<H', n + 1) .. ssub(old, start + 2, pos - 1) .. spack('<dH', ts, #member) .. member
+        write = true
+      end
+    elseif member ~= '' or not has then
+      -- the members still inside the longest window, the event's last seen at ts
+      local buf, nb = {}, 0
+      for k = 1, n do
+        if k ~= mine and seen[k] >= low then
+          local text = at1[k]
+          if has then
+            local _, len, q = sunpack('<dH', old, text)
+            text = ssub(old, q, q + len - 1)
+          end
+          nb = nb + 1
+          buf[nb] = spack('<dH', seen[k], #text) .. text
+        end
+      end
+      if member ~= '' then
+        nb = nb + 1
+        buf[nb] = spack('<dH', mine and seen[mine] > ts and seen[mine] or ts, #member) .. member
+        write = true
+      elseif mine then  -- read only: the member stays as it was
+        nb = nb + 1
+        buf[nb] = spack('<dH', seen[mine], #member) .. member
+      end
+      parts[np] = spack('<H', nb) .. concat(buf, '', 1, nb)
+    else
+      parts[np] = ssub(old, start, pos - 1)
+    end
+  end
+  if write then
+    keep(at)
+    put(concat(parts, '', 1, np))
+    done = #old
+    sets_changed = true
+  end
+  return ai, no
+end
+
 local function op_state(key)
   local size, nrings = A[argi], A[argi + 1]
   argi = argi + 2
@@ -294,6 +420,7 @@ local function op_state(key)
   local A, out, old, sunpack, spack = A, out, old, sunpack, spack
   local ai, no = argi, nout
   local changed = false
+  sets_changed = false
   local near = (limit and amount * 10 >= limit * 9 and amount <= limit) and 1 or 0
   local at = 3  -- byte offset of the current section
   for _ = 1, nrings do
@@ -468,9 +595,14 @@ local function op_state(key)
       at = at + 25 * 8
     end
   end
+  local nsets = A[ai]
+  ai = ai + 1
+  if nsets > 0 then
+    ai, no = state_sets(key, ai, no, at, nsets)
+  end
   local ttl = A[ai]
   argi, nout = ai + 1, no
-  if changed then
+  if changed or sets_changed then
     keep(#old)
     local new = concat(pieces, '', 1, npieces)
     if fresh then
