@@ -45,7 +45,9 @@ Both runs also report the share of measured answers that were ``review``
 (service_review_share, service_models_review_share: each opens a case), and, when
 `fengkong serve` runs the case consumer as a process of its own, that process's CPU per
 answered request (service_cases_cpu_us, service_models_cases_cpu_us): it is the
-service's CPU too, on the same 2 cores.
+service's CPU too, on the same 2 cores; and the review items still queued, not filed,
+when the load stopped (service_cases_backlog, service_models_cases_backlog: filing that a
+lagging consumer deferred past the run).
 
 With ``--webhook`` a receiver process (answering 200) is subscribed to
 ``decision.deny`` and ``decision.review`` before the rules-only run, so the worker
@@ -231,6 +233,12 @@ def _consumer_pid(parent: int) -> int | None:
     return None
 
 
+def _backlog(redis_server, prefix: str) -> int:  # noqa: ANN001 - benchmark only
+    """Review items queued and not yet filed when the load stopped (a consumer that lags
+    defers its CPU past the run: this says how much)."""
+    return int(redis_server.client().xlen(f"{prefix}:v1:cases:intake"))
+
+
 def _watch(service: subprocess.Popen, redis_pid: int) -> dict[str, int]:
     """The processes whose CPU a run reports: the worker, Redis, and the case consumer when
     it runs apart (its CPU is the service's too: on 2 cores it competes with the worker)."""
@@ -386,6 +394,7 @@ def main() -> None:
                 _wait_http(port)
                 results["service"] = _run_load(port, args.seconds, args.warmup, args.concurrency, run,
                                                _watch(service, redis_pid))
+                results["service"]["cases_backlog"] = _backlog(redis_server, env["FENGKONG_KEY_PREFIX"])
                 if subs is not None:
                     results["service"]["webhook"] = _webhook_stats(subs)
             finally:
@@ -406,6 +415,8 @@ def main() -> None:
                     print(f"models: {check_models_served(port, versions)}")
                     results["service_models"] = _run_load(port, args.seconds, args.warmup, args.concurrency,
                                                           run + "M", _watch(service, redis_pid))
+                    results["service_models"]["cases_backlog"] = _backlog(redis_server,
+                                                                          env_models["FENGKONG_KEY_PREFIX"])
                 finally:
                     _stop(service)
         port = _free_port()
@@ -442,7 +453,7 @@ def main() -> None:
         "service_redis_cpu_us": s["cpu_us_per_request"]["redis"],
         "minimal_worker_cpu_us": m["cpu_us_per_request"]["worker"],
         **({"service_cases_cpu_us": s["cpu_us_per_request"]["cases"]} if "cases" in s["cpu_us_per_request"] else {}),
-        "service_review_share": _share(s, "review"),
+        "service_review_share": _share(s, "review"), "service_cases_backlog": s.get("cases_backlog"),
         **(models_keys(results["service_models"], m) if "service_models" in results else {}),
         **({f"webhook_{k}": v for k, v in s["webhook"].items()} if "webhook" in s else {}),
     }))
@@ -477,7 +488,7 @@ def models_keys(sm: dict, m: dict) -> dict[str, float]:
             "service_models_worker_cpu_us": sm["cpu_us_per_request"]["worker"],
             "service_models_redis_cpu_us": sm["cpu_us_per_request"]["redis"],
             "service_models_degraded_share": round(sm["errors"]["degraded"] / max(sm["requests"], 1), 4),
-            "service_models_review_share": _share(sm, "review"),
+            "service_models_review_share": _share(sm, "review"), "service_models_cases_backlog": sm.get("cases_backlog"),
             **({"service_models_cases_cpu_us": sm["cpu_us_per_request"]["cases"]}
                if "cases" in sm["cpu_us_per_request"] else {})}
 

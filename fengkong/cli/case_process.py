@@ -8,6 +8,10 @@ many payments to review, it was most of what they cost a worker (docs/benchmarks
 Apart, the decision path only queues a case (one ``XADD`` in its write-behind batch), as
 the issue asks: opening a case never slows a decision.
 
+It runs at a lower priority (`NICE`): when the cores are busy, decisions come first and
+the queue holds the reviews until filing catches up (a backlog in Redis, bounded by its
+``maxmemory`` like everything queued; docs/cases.md says how to watch it).
+
 The parent starts it once the database is migrated and Redis answers, and restarts it
 when it dies (after `RESTART_DELAY_S`, counted in ``restarts``): items it had read but not
 filed stay pending in the consumer group, and the new process takes them over once idle
@@ -30,6 +34,10 @@ log = logging.getLogger(__name__)
 COMMAND = (sys.executable, "-c", "from fengkong.cli import app; app()", "cases", "consume")
 #: Wait before starting a consumer that died again (so a consumer that cannot start does not spin).
 RESTART_DELAY_S = 1.0
+#: The consumer's niceness: on cores it shares with the workers, a decision's CPU comes
+#: before filing (queued reviews wait in Redis meanwhile; filing catches up when the
+#: workers leave CPU idle).
+NICE = 10
 #: How long a stopping consumer may take to finish its step before it is killed.
 STOP_TIMEOUT_S = 10.0
 
@@ -77,11 +85,17 @@ class CaseConsumerProcess:
     def _spawn(self) -> None:
         from fengkong.features.embedded_redis import _die_with_parent  # here: `fengkong --help` stays light
 
+        die = _die_with_parent()
+
+        def preexec() -> None:  # in the child, before it runs the command
+            if die is not None:
+                die()
+            os.nice(NICE)
+
         with self._lock:
             if self._stop.is_set():
                 return
-            self.proc = subprocess.Popen(list(COMMAND), env=self.env, stdout=subprocess.DEVNULL,
-                                         preexec_fn=_die_with_parent())
+            self.proc = subprocess.Popen(list(COMMAND), env=self.env, stdout=subprocess.DEVNULL, preexec_fn=preexec)
 
     def stop(self) -> None:
         """SIGTERM, wait for the current step to end (kill past `STOP_TIMEOUT_S`), stop watching."""
