@@ -1,5 +1,5 @@
-"""`fengkong serve` files cases from one consumer process beside its workers: a decision
-worker only queues (a stopped consumer means no case is filed, however long the worker
+"""`fengkong serve` files cases from one consumer process beside its workers, at a lower
+priority than theirs: a decision worker only queues (a stopped consumer means no case is filed, however long the worker
 runs), a killed consumer is restarted and files what was queued meanwhile, and stopping
 the service stops it."""
 
@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from api_fixtures import payment
+from fengkong.cli.case_process import NICE
 from serve_process import ServeProcess, pid_alive, wait_until
 
 TOR = "185.220.101.7"  # on the default rules' Tor list: the payment is answered `review`
@@ -28,6 +29,11 @@ def consumer_pids(parent: int) -> list[int]:
         if ppid == parent and b"cases" in argv and b"consume" in argv and pid_alive(int(stat.parent.name)):
             found.append(int(stat.parent.name))
     return found
+
+
+def _nice(pid: int) -> int:
+    """A process's niceness (/proc/<pid>/stat, field 19)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
 def _cases(c, card: str) -> list[dict]:
@@ -49,6 +55,7 @@ def test_the_workers_only_queue_and_a_killed_consumer_is_restarted(tmp_path: Pat
         assert wait_until(lambda: len(consumer_pids(serve.proc.pid)) == 1, 30), serve.output()
         [consumer] = consumer_pids(serve.proc.pid)
         assert f"cases: a consumer process (pid {consumer})" in serve.output()
+        assert _nice(consumer) == NICE and _nice(serve.proc.pid) == 0  # decisions come first on shared cores
         with serve.client() as c:
             filed = _review(c)
             assert wait_until(lambda: bool(_cases(c, filed)), 30), serve.output()
