@@ -64,7 +64,7 @@ class CaseConsumerProcess:
         started = threading.Event()
 
         def watch() -> None:
-            self._spawn()
+            self._try_spawn()
             started.set()
             while not self._stop.is_set():
                 proc = self.proc
@@ -74,13 +74,24 @@ class CaseConsumerProcess:
                     if self._stop.wait(RESTART_DELAY_S):
                         break
                     self.restarts += 1
-                    self._spawn()
+                    self._try_spawn()
                 self._stop.wait(0.2)
 
         self._watch = threading.Thread(target=watch, name="fengkong-case-consumer-watch", daemon=True)
         self._watch.start()
         started.wait(30)
         return self
+
+    def _try_spawn(self) -> None:
+        """`_spawn`; a process that cannot be started is logged and tried again after the delay."""
+        while not self._stop.is_set():
+            try:
+                self._spawn()
+                return
+            except OSError as exc:
+                log.error("case consumer not started (%s: %s); retrying in %.0f s", type(exc).__name__, exc,
+                          RESTART_DELAY_S)
+                self._stop.wait(RESTART_DELAY_S)
 
     def _spawn(self) -> None:
         from fengkong.features.embedded_redis import _die_with_parent  # here: `fengkong --help` stays light
