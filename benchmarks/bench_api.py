@@ -37,6 +37,18 @@ models are trained with the `fengkong train` defaults (200 boosting iterations, 
 trees per forest), so the served artifact has the usual size; training, with the
 fused score's out-of-fold fits, takes some tens of seconds before the run.
 
+``--artifacts DIR`` serves the artifacts of DIR instead of training (the same check
+that both loaded): interleaved runs of two codes then serve one artifact and skip the
+training's minutes of CPU between them.
+
+Both runs also report the share of measured answers that were ``review``
+(service_review_share, service_models_review_share: each opens a case), and, when
+`fengkong serve` runs the case consumer as a process of its own, that process's CPU per
+answered request (service_cases_cpu_us, service_models_cases_cpu_us): it is the
+service's CPU too, on the same 2 cores; and the review items still queued, not filed,
+when the load stopped (service_cases_backlog, service_models_cases_backlog: filing that a
+lagging consumer deferred past the run).
+
 With ``--webhook`` a receiver process (answering 200) is subscribed to
 ``decision.deny`` and ``decision.review`` before the rules-only run, so the worker
 queues those decisions' events and delivers them while it decides; the JSON adds
@@ -122,6 +134,7 @@ async def _load(host: str, port: int, seconds: float, warmup: float, concurrency
     latencies: list[float] = []
     completed = [0]  # every answered request, warm-up included (the CPU figures divide by it)
     errors: dict = {"status": 0, "io": 0, "degraded": 0}
+    decisions: dict[str, int] = {}  # measured answers by decision (the review share files cases)
     cpu_before = time.process_time()
     start = time.perf_counter()
     measure_from = start + warmup
@@ -156,6 +169,10 @@ async def _load(host: str, port: int, seconds: float, warmup: float, concurrency
             if t < measure_from:
                 continue
             latencies.append(done - t)
+            at = payload.find(b'"decision":"') + 12
+            if at >= 12:
+                decision = payload[at:payload.find(b'"', at)].decode()
+                decisions[decision] = decisions.get(decision, 0) + 1
             if status_line[9:12] != b"200":
                 errors["status"] += 1
                 errors["last"] = (status_line + payload)[:300].decode(errors="replace")
@@ -172,7 +189,8 @@ async def _load(host: str, port: int, seconds: float, warmup: float, concurrency
     n = len(latencies)
     return {"requests": n, "completed": completed[0], "rps": n / seconds,
             "p50_ms": latencies[n // 2] * 1000 if n else None,
-            "p99_ms": latencies[int(n * 0.99)] * 1000 if n else None, "errors": errors, "load_cpu_s": load_cpu_s}
+            "p99_ms": latencies[int(n * 0.99)] * 1000 if n else None, "errors": errors, "load_cpu_s": load_cpu_s,
+            "decisions": decisions}
 
 
 # --- orchestration ------------------------------------------------------------------------------
@@ -199,6 +217,36 @@ def _cpu_s(pid: int) -> float:
     """User + system CPU seconds a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _consumer_pid(parent: int) -> int | None:
+    """The case consumer process `fengkong serve` runs beside its worker (its child running
+    `fengkong cases consume`); None when the code under test files cases in the worker."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"cases" in cmdline and b"consume" in cmdline:
+            return int(stat.parent.name)
+    return None
+
+
+def _backlog(redis_server, prefix: str) -> int:  # noqa: ANN001 - benchmark only
+    """Review items queued and not yet filed when the load stopped (a consumer that lags
+    defers its CPU past the run: this says how much)."""
+    return int(redis_server.client().xlen(f"{prefix}:v1:cases:intake"))
+
+
+def _watch(service: subprocess.Popen, redis_pid: int) -> dict[str, int]:
+    """The processes whose CPU a run reports: the worker, Redis, and the case consumer when
+    it runs apart (its CPU is the service's too: on 2 cores it competes with the worker)."""
+    watch = {"worker": service.pid, "redis": redis_pid}
+    consumer = _consumer_pid(service.pid)
+    if consumer is not None:
+        watch["cases"] = consumer
+    return watch
 
 
 def _run_load(port: int, seconds: float, warmup: float, concurrency: int, run: str,
@@ -240,6 +288,17 @@ def train_models(root: Path) -> dict[str, str]:
     transactions = train_transactions(feats, root=root, max_iter=200, habit_trees=100, rules_dir=ROOT / "rules",
                                       labels="oracle", events=sim.events)
     return {"merchants": merchants.version, "transactions": transactions.version}
+
+
+def given_models(root: Path) -> dict[str, str]:
+    """kind -> version of the newest merchant and transaction artifacts in ``root`` (``--artifacts``)."""
+    from fengkong.models.artifacts import latest
+
+    found = {kind: latest(root, kind) for kind in ("merchants", "transactions")}
+    missing = [kind for kind, art in found.items() if art is None]
+    if missing:
+        raise SystemExit(f"bench_api: --artifacts {root}: no {' or '.join(missing)} artifact")
+    return {kind: art.version for kind, art in found.items() if art is not None}
 
 
 def check_models_served(port: int, versions: dict[str, str]) -> str:
@@ -286,6 +345,9 @@ def main() -> None:
                              "decision.review before the rules-only run: the worker then queues and delivers them")
     parser.add_argument("--models", action=argparse.BooleanOptionalAction, default=True,
                         help="also load the service with trained models (default); --no-models skips that run")
+    parser.add_argument("--artifacts", type=Path,
+                        help="serve the models of this folder (a `fengkong train` output, e.g. an earlier run's "
+                             "training) instead of training them first: paired runs of two codes on one artifact")
     args = parser.parse_args()
 
     if args.load is not None:  # the load-generating process
@@ -331,7 +393,8 @@ def main() -> None:
             try:
                 _wait_http(port)
                 results["service"] = _run_load(port, args.seconds, args.warmup, args.concurrency, run,
-                                               {"worker": service.pid, "redis": redis_pid})
+                                               _watch(service, redis_pid))
+                results["service"]["cases_backlog"] = _backlog(redis_server, env["FENGKONG_KEY_PREFIX"])
                 if subs is not None:
                     results["service"]["webhook"] = _webhook_stats(subs)
             finally:
@@ -340,17 +403,20 @@ def main() -> None:
                     receiver.kill()
         if args.models:
             with tempfile.TemporaryDirectory() as tmp:
-                versions = train_models(Path(tmp) / "artifacts")
+                artifacts = args.artifacts.resolve() if args.artifacts else Path(tmp) / "artifacts"
+                versions = given_models(artifacts) if args.artifacts else train_models(artifacts)
                 port = _free_port()
                 # FENGKONG_ARTIFACTS_DIR: the setting `fengkong serve` reads the artifacts folder from
-                env_models = {**env, "FENGKONG_ARTIFACTS_DIR": str(Path(tmp) / "artifacts"),
+                env_models = {**env, "FENGKONG_ARTIFACTS_DIR": str(artifacts),
                               "FENGKONG_KEY_PREFIX": f"benchm{os.getpid()}"}
                 service = _serve(port, env_models, str(Path(tmp) / "data"))
                 try:
                     _wait_http(port)
                     print(f"models: {check_models_served(port, versions)}")
                     results["service_models"] = _run_load(port, args.seconds, args.warmup, args.concurrency,
-                                                          run + "M", {"worker": service.pid, "redis": redis_pid})
+                                                          run + "M", _watch(service, redis_pid))
+                    results["service_models"]["cases_backlog"] = _backlog(redis_server,
+                                                                          env_models["FENGKONG_KEY_PREFIX"])
                 finally:
                     _stop(service)
         port = _free_port()
@@ -386,6 +452,8 @@ def main() -> None:
         "service_worker_cpu_us": s["cpu_us_per_request"]["worker"],
         "service_redis_cpu_us": s["cpu_us_per_request"]["redis"],
         "minimal_worker_cpu_us": m["cpu_us_per_request"]["worker"],
+        **({"service_cases_cpu_us": s["cpu_us_per_request"]["cases"]} if "cases" in s["cpu_us_per_request"] else {}),
+        "service_review_share": _share(s, "review"), "service_cases_backlog": s.get("cases_backlog"),
         **(models_keys(results["service_models"], m) if "service_models" in results else {}),
         **({f"webhook_{k}": v for k, v in s["webhook"].items()} if "webhook" in s else {}),
     }))
@@ -419,7 +487,15 @@ def models_keys(sm: dict, m: dict) -> dict[str, float]:
             "service_models_p99_ms": round(sm["p99_ms"], 3), "ratio_models_rps": round(sm["rps"] / m["rps"], 3),
             "service_models_worker_cpu_us": sm["cpu_us_per_request"]["worker"],
             "service_models_redis_cpu_us": sm["cpu_us_per_request"]["redis"],
-            "service_models_degraded_share": round(sm["errors"]["degraded"] / max(sm["requests"], 1), 4)}
+            "service_models_degraded_share": round(sm["errors"]["degraded"] / max(sm["requests"], 1), 4),
+            "service_models_review_share": _share(sm, "review"), "service_models_cases_backlog": sm.get("cases_backlog"),
+            **({"service_models_cases_cpu_us": sm["cpu_us_per_request"]["cases"]}
+               if "cases" in sm["cpu_us_per_request"] else {})}
+
+
+def _share(r: dict, decision: str) -> float:
+    """The share of a run's measured answers that were ``decision``."""
+    return round(r["decisions"].get(decision, 0) / max(r["requests"], 1), 4)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ in instructions under callgrind. Two parts are measured:
   service's ASGI app (`create_app`, its fast layer, 32 requests in flight at a time, an
   embedded Redis, the case consumer off as in bench_api's comparisons), after a warm-up:
   the HTTP server's parsing is left out, everything from the raw body to the answer's
-  bytes and the write-behind is in;
+  bytes and the write-behind is in (``--consumer``: and the case consumer's thread, filing
+  the review decisions into SQLite in this process, as each worker did before `fengkong
+  serve` ran it as a process of its own);
 * ``decide_on``: `pipeline.decide_on` alone (models, rules, fused risk) on the store
   features the service computed for the same payloads.
 
@@ -103,7 +105,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "FENGKONG_API_KEYS": json.dumps([{"name": "bench", "key": bench_api.KEY, "scopes": ["decide"]}]),
         "FENGKONG_KEY_PREFIX": f"decide{os.getpid()}", "FENGKONG_RULES_WATCH_S": "0",
         "FENGKONG_ARTIFACTS_DIR": str(args.artifacts or Path(data_dir) / "no-artifacts"),
-        "FENGKONG_CASES_CONSUMER": "false", "FENGKONG_DATA_DIR": data_dir,
+        "FENGKONG_CASES_CONSUMER": "true" if args.consumer else "false", "FENGKONG_DATA_DIR": data_dir,
         # the deadline never degrades a decision here (callgrind runs some 50 times slower)
         "FENGKONG_DEADLINE_MS": "10000"})
     from fengkong.api.app import create_app
@@ -142,6 +144,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 _callgrind("dump")
             pipeline.decide_on = decide_on
             await asyncio.sleep(0.2)  # the last write-behind batches
+            cases = rt.cases.consumer.filed if args.consumer and rt.cases is not None else None
             models = rt.models if rt.models.available else None
             from fengkong.api.service.decisions import _GuardedModels
 
@@ -160,7 +163,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     n = args.decisions
     return {"decisions": n, "models": bool(args.artifacts), "service_cpu_us": round(service_cpu / n * 1e6, 1),
             "decide_on_cpu_us": round(decide_cpu / len(captured) * 1e6, 1), "outcomes": counts,
-            "answers_sha256": digest, "load": os.getloadavg()[0]}
+            "answers_sha256": digest, "load": os.getloadavg()[0],
+            **({"cases_filed": cases} if cases is not None else {})}
 
 
 def main() -> None:
@@ -168,6 +172,9 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--artifacts", type=Path, help="serve the models of this artifacts folder")
+    parser.add_argument("--consumer", action="store_true",
+                        help="run the case consumer in this process, as a worker did before `fengkong serve` ran it "
+                             "apart: its filing of the review decisions then counts in service_cpu_us")
     parser.add_argument("--callgrind", action="store_true",
                         help="under valgrind --tool=callgrind --instr-atstart=no: count only the measured loops")
     args = parser.parse_args()

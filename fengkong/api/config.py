@@ -82,8 +82,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".fengkong"), description="Embedded Redis data and other local state")
     database_url: str | None = Field(default=None, description="Cases and accounts database "
                                      "(postgresql://...); unset = SQLite in data_dir")
-    cases_consumer: bool = Field(default=True, description="Each worker files queued review decisions as cases; "
-                                 "false = leave it to `fengkong cases consume`")
+    cases_consumer: bool = Field(default=True, description="File queued review decisions as cases: `fengkong "
+                                 "serve` runs one consumer process beside its workers (they get false); an app "
+                                 "built directly, one in each worker; false = leave it to `fengkong cases consume`")
     rules_dir: Path = Field(default=Path("rules"), description="Rule files, policy.yaml and lists/")
     artifacts_dir: Path | None = Field(default_factory=_artifacts_root, description="Model artifacts, "
                                        "the folder `fengkong train` writes (absent = rules-only)")

@@ -1,9 +1,10 @@
 """`fengkong cases consume`: file queued review decisions as cases from a process of its own.
 
-By default every service worker runs the consumer (`fengkong.cases.consumer`). A
-deployment that wants no SQL work beside its decisions sets ``FENGKONG_CASES_CONSUMER=false``
-for the service and runs this command (one or more; they share the consumer group, so
-each queued decision is filed once) with the same ``FENGKONG_*`` settings."""
+`fengkong serve` runs this command as one process beside its workers
+(`fengkong.cli.case_process`), which then only queue. A deployment that runs its
+consumers elsewhere sets ``FENGKONG_CASES_CONSUMER=false`` for the service and runs this
+command (one or more; they share the consumer group, so each queued decision is filed
+once) with the same ``FENGKONG_*`` settings."""
 
 from __future__ import annotations
 

@@ -26,6 +26,10 @@ app with `fengkong.api.app.create_app_from_env`):
   (``$FENGKONG_ARTIFACTS_DIR``, else the deprecated ``$FENGKONG_ARTIFACTS``, else
   ``./artifacts``: where `fengkong train` writes), passed to the workers as
   ``FENGKONG_ARTIFACTS_DIR``; or the service runs rules-only, saying so and where it looked;
+* the case consumer (``FENGKONG_CASES_CONSUMER``, on by default) runs as one process of
+  its own beside the workers (`fengkong.cli.case_process`: restarted if it dies, stopped
+  with the service), and the workers get ``FENGKONG_CASES_CONSUMER=false``: a decision
+  only queues its case; with it off, nothing here files cases;
 * with more than one worker, ``PROMETHEUS_MULTIPROC_DIR`` is set so /metrics sums
   the workers.
 """
@@ -45,6 +49,8 @@ from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
+
+from fengkong.cli.case_process import CaseConsumerProcess
 
 
 def _masked(url: str) -> str:
@@ -105,6 +111,32 @@ def _open_database(settings: Any, rules_path: Path, say: Any) -> None:
         raise typer.Exit(2) from None
     os.environ["FENGKONG_DATABASE_URL"] = url
     say(f"cases database: {redacted(url)}")
+
+
+#: The workers' setting that runs a case consumer in each of them (`fengkong.api.config`).
+CONSUMER_ENV = "FENGKONG_CASES_CONSUMER"
+
+
+def _start_case_consumer(settings: Any, say: Any) -> CaseConsumerProcess | None:
+    """With the consumer on (the default), run it as one process beside the workers and
+    turn it off in them (see `fengkong.cli.case_process`); off, nothing files here (the
+    deployment runs `fengkong cases consume` itself)."""
+    if not settings.cases_consumer:
+        say("cases: no consumer here (FENGKONG_CASES_CONSUMER=false): run `fengkong cases consume`")
+        return None
+    consumer = CaseConsumerProcess(dict(os.environ)).start()
+    os.environ[CONSUMER_ENV] = "false"  # the workers only queue
+    say(f"cases: a consumer process (pid {consumer.pid}) files the queued review decisions; "
+        "the workers only queue them")
+    return consumer
+
+
+def _restore(name: str, value: str | None) -> None:
+    """Put an environment variable `_run` changed back as it was."""
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def _terminated(signum: int, frame: FrameType | None) -> None:
@@ -207,6 +239,7 @@ def _run(*, host: str | None, port: int | None, workers: int | None, redis_url: 
         + ("" if models.available else " (the service runs on rules alone)"))
 
     embedded: EmbeddedRedis | None = None
+    consumer: CaseConsumerProcess | None = None
     multiproc_dir: str | None = None
     try:
         if not settings.redis_url:
@@ -219,6 +252,7 @@ def _run(*, host: str | None, port: int | None, workers: int | None, redis_url: 
                 f"second, snapshots; maxmemory {maxmemory}, noeviction)")
         else:
             say(f"redis: {_masked(settings.redis_url)}")
+        consumer = _start_case_consumer(settings, say)
         if settings.workers > 1:
             multiproc_dir = tempfile.mkdtemp(prefix="fengkong-metrics-")
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
@@ -227,6 +261,9 @@ def _run(*, host: str | None, port: int | None, workers: int | None, redis_url: 
         uvicorn.run("fengkong.api.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
                     workers=settings.workers, log_level=settings.log_level, **UVICORN_OPTIONS)
     finally:
+        if consumer is not None:
+            consumer.stop()
+            _restore(CONSUMER_ENV, consumer.env.get(CONSUMER_ENV))
         if embedded is not None:
             embedded.stop()
             os.environ.pop(RESTARTS_FILE_ENV, None)
