@@ -13,7 +13,7 @@ arguments; a change of the arguments needs a capture of its own.
 
     PYTHONPATH=<root> python benchmarks/bench_script_ir.py capture --events 30000 --out /tmp/cap
     PYTHONPATH=<root> python benchmarks/bench_script_ir.py measure --capture /tmp/cap \\
-        --script fengkong/features/lua/update_read.lua [--warm 3000] [--calls 1000]
+        --script fengkong/features/lua/update_read.lua [--warm 3000] [--calls 1000] [--keep /tmp/cg.out]
 
 The last line of ``measure`` is JSON: ``ir_per_call`` (instructions per call, Redis's
 whole process: parsing, the script, its commands, the reply).
@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import tempfile
 import time
@@ -83,8 +84,9 @@ def capture(events: int, out: Path) -> None:
     print(json.dumps({"calls": len(calls), "keys_before": len(before)}))
 
 
-def measure(cap: Path, script: Path, warm: int, count: int) -> None:
-    """Callgrind's instruction count of ``count`` calls after ``warm`` uninstrumented ones."""
+def measure(cap: Path, script: Path, warm: int, count: int, keep: Path | None = None) -> None:
+    """Callgrind's instruction count of ``count`` calls after ``warm`` uninstrumented ones
+    (``keep``: where to copy callgrind's output, for ``callgrind_annotate``)."""
     calls = pickle.loads(Path(f"{cap}.calls").read_bytes())[:warm + count]
     if len(calls) < warm + count:
         raise SystemExit(f"bench_script_ir: the capture has {len(calls)} calls, fewer than --warm + --calls")
@@ -126,6 +128,8 @@ def measure(cap: Path, script: Path, warm: int, count: int) -> None:
         except redis.ConnectionError:
             pass
         proc.wait()
+        if keep is not None:
+            shutil.copyfile(out, keep)
         totals = [int(line.split()[1]) for line in Path(out).read_text().splitlines()
                   if line.startswith(("summary:", "totals:"))]
     if errors:
@@ -145,11 +149,12 @@ def main() -> None:
     mes.add_argument("--script", type=Path, required=True)
     mes.add_argument("--warm", type=int, default=3000)
     mes.add_argument("--calls", type=int, default=1000)
+    mes.add_argument("--keep", type=Path, help="copy callgrind's output here (for callgrind_annotate)")
     args = ap.parse_args()
     if args.step == "capture":
         capture(args.events, args.out)
     else:
-        measure(args.capture, args.script, args.warm, args.calls)
+        measure(args.capture, args.script, args.warm, args.calls, args.keep)
 
 
 if __name__ == "__main__":
