@@ -13,8 +13,12 @@ arguments; a change of the arguments needs a capture of its own.
 
     PYTHONPATH=<root> python benchmarks/bench_script_ir.py capture --events 30000 --out /tmp/cap
     PYTHONPATH=<root> python benchmarks/bench_script_ir.py measure --capture /tmp/cap \\
-        --script fengkong/features/lua/update_read.lua [--warm 3000] [--calls 1000]
+        --script fengkong/features/lua/update_read.lua [--warm 3000] [--calls 1000] [--keep /tmp/cg.out]
 
+    PYTHONPATH=<root> python benchmarks/bench_script_ir.py load --script fengkong/features/lua/update_read.lua
+
+``load`` counts the instructions of one SCRIPT LOAD of the cached script (Redis hashes its
+whole text each time), which the in-flight replay sends once per window of calls.
 The last line of ``measure`` is JSON: ``ir_per_call`` (instructions per call, Redis's
 whole process: parsing, the script, its commands, the reply).
 """
@@ -26,6 +30,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import tempfile
 import time
@@ -83,25 +88,56 @@ def capture(events: int, out: Path) -> None:
     print(json.dumps({"calls": len(calls), "keys_before": len(before)}))
 
 
-def measure(cap: Path, script: Path, warm: int, count: int) -> None:
-    """Callgrind's instruction count of ``count`` calls after ``warm`` uninstrumented ones."""
+def _server(tmp: str) -> tuple[subprocess.Popen[bytes], redis.Redis, str]:
+    """A redis-server under callgrind (instrumentation off), its client, callgrind's output file."""
+    sock, out = f"{tmp}/redis.sock", f"{tmp}/callgrind.out"
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+                             find_redis_server(), "--port", "0", "--unixsocket", sock, "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(unix_socket_path=sock)
+    for _ in range(600):
+        try:
+            client.ping()
+            break
+        except (redis.ConnectionError, FileNotFoundError):
+            time.sleep(0.2)
+    return proc, client, out
+
+
+def load_cost(script: Path, count: int) -> None:
+    """Callgrind's instruction count of one SCRIPT LOAD of a script already cached (what the
+    in-flight replay sends before a window of calls), over ``count`` loads."""
+    text = script.read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, client, out = _server(tmp)
+        client.script_load(text)
+        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True, check=True)
+        pipe = client.pipeline(transaction=False)
+        for _ in range(count):
+            pipe.script_load(text)
+        pipe.execute()
+        subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True, check=True)
+        try:
+            client.shutdown(nosave=True)
+        except redis.ConnectionError:
+            pass
+        proc.wait()
+        totals = [int(line.split()[1]) for line in Path(out).read_text().splitlines()
+                  if line.startswith(("summary:", "totals:"))]
+    print(json.dumps({"script": str(script), "bytes": len(text.encode()), "loads": count,
+                      "ir_per_load": round(totals[-1] / count)}))
+
+
+def measure(cap: Path, script: Path, warm: int, count: int, keep: Path | None = None) -> None:
+    """Callgrind's instruction count of ``count`` calls after ``warm`` uninstrumented ones
+    (``keep``: where to copy callgrind's output, for ``callgrind_annotate``)."""
     calls = pickle.loads(Path(f"{cap}.calls").read_bytes())[:warm + count]
     if len(calls) < warm + count:
         raise SystemExit(f"bench_script_ir: the capture has {len(calls)} calls, fewer than --warm + --calls")
     text = script.read_text(encoding="utf-8")
     sha = hashlib.sha1(text.encode()).hexdigest()
     with tempfile.TemporaryDirectory() as tmp:
-        sock, out = f"{tmp}/redis.sock", f"{tmp}/callgrind.out"
-        proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-                                 find_redis_server(), "--port", "0", "--unixsocket", sock, "--save", "",
-                                 "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(unix_socket_path=sock)
-        for _ in range(600):
-            try:
-                client.ping()
-                break
-            except (redis.ConnectionError, FileNotFoundError):
-                time.sleep(0.2)
+        proc, client, out = _server(tmp)
         for key, value in json.loads(Path(f"{cap}.keys").read_text()).items():
             client.restore(key, 0, bytes.fromhex(value), replace=True)
         client.script_load(text)
@@ -126,6 +162,8 @@ def measure(cap: Path, script: Path, warm: int, count: int) -> None:
         except redis.ConnectionError:
             pass
         proc.wait()
+        if keep is not None:
+            shutil.copyfile(out, keep)
         totals = [int(line.split()[1]) for line in Path(out).read_text().splitlines()
                   if line.startswith(("summary:", "totals:"))]
     if errors:
@@ -145,11 +183,17 @@ def main() -> None:
     mes.add_argument("--script", type=Path, required=True)
     mes.add_argument("--warm", type=int, default=3000)
     mes.add_argument("--calls", type=int, default=1000)
+    mes.add_argument("--keep", type=Path, help="copy callgrind's output here (for callgrind_annotate)")
+    load = sub.add_parser("load")
+    load.add_argument("--script", type=Path, required=True)
+    load.add_argument("--loads", type=int, default=100)
     args = ap.parse_args()
     if args.step == "capture":
         capture(args.events, args.out)
+    elif args.step == "load":
+        load_cost(args.script, args.loads)
     else:
-        measure(args.capture, args.script, args.warm, args.calls)
+        measure(args.capture, args.script, args.warm, args.calls, args.keep)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,19 @@ def test_in_flight_features_equal_process_event_by_event(history, redis_client, 
         assert (result.duplicate, result.features) == (w.duplicate, w.features), events[i].event_id
 
 
+def test_the_script_is_loaded_once_per_window_not_per_chunk(history, redis_client, ipintel, list_specs) -> None:
+    """A flushed script cache is loaded by the first chunk, and then once per ``depth``
+    events: Redis hashes the whole script on every SCRIPT LOAD."""
+    events = [e for e in parsed_events(history)[:600] if e is not None]
+    store = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix="tifl")
+    redis_client.script_flush()
+    before = redis_client.info("commandstats").get("cmdstat_script", {}).get("calls", 0)
+    got = list(InFlight(store, depth=128, chunk=16).run((i, e) for i, e in enumerate(events)))
+    loads = redis_client.info("commandstats")["cmdstat_script"]["calls"] - before
+    assert [r is not None and not isinstance(r, Exception) for _, _, r in got] == [True] * len(events)
+    assert loads == -(-len(events) // 128), (loads, len(events))  # one per window of 128, not one per 16
+
+
 def test_a_conflicting_event_id_is_refused_at_that_event(redis_client, ipintel, list_specs) -> None:
     store = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix="tifc")
     base = {"type": "payment", "occurred_at": "2026-11-25T10:00:00+08:00", "merchant_id": "m1", "user_id": "u1",

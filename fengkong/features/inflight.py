@@ -14,9 +14,12 @@ does (`OnlineStore._prepare`), packs a chunk of them with ``hiredis.pack_command
 hands the bytes to a writer thread, which sends them (a blocking ``sendall`` that
 releases the GIL, so a full socket buffer never stalls the caller); the caller then
 reads replies in order and turns each into a `FeatureResult` (`OnlineStore._finish`).
-At most ``depth`` events are sent and not yet read. Every chunk starts with a
-``SCRIPT LOAD`` of the script (a no-op when cached), so a server that lost its script
-cache never answers NOSCRIPT.
+At most ``depth`` events are sent and not yet read. The first chunk, and then one
+chunk per ``depth`` events, starts with a ``SCRIPT LOAD`` of the script (a no-op when
+cached): a server that lost its script cache (a ``SCRIPT FLUSH``) answers NOSCRIPT for
+at most one window, and the run stops there with a `FeatureStoreError`, as for any
+refused call. Not every chunk: Redis hashes the whole script text on each load, most of
+an event's own work (docs/benchmarks.md, "Replay at the speed of Redis").
 
 One Redis server: on a Redis Cluster an event's work is a claim and then one call per
 entity on several nodes, kept in flight by `fengkong.features.inflight_cluster`.
@@ -100,8 +103,9 @@ class InFlight:
         writer = SocketWriter(conn)
         script: tuple[Any, ...] = ("SCRIPT", "LOAD", store._script.script)
         load = hiredis.pack_command(script)
-        sent: deque[tuple[list[tuple[T, Event | None, Any]], int]] = deque()  # chunk, its calls
+        sent: deque[tuple[list[tuple[T, Event | None, Any]], int, bool]] = deque()  # chunk, its calls, loads
         in_flight = 0
+        since_load = self.depth  # calls sent since the last SCRIPT LOAD: the first chunk loads
         try:
             chunk: list[tuple[T, Event | None, Any]] = []
             calls = 0
@@ -110,32 +114,39 @@ class InFlight:
                 chunk.append((tag, event, call))
                 calls += call is not None
                 if calls >= self.chunk:
-                    in_flight += self._send(writer, load, chunk, calls, sent)
+                    loads = since_load >= self.depth
+                    since_load = calls if loads else since_load + calls
+                    in_flight += self._send(writer, load if loads else b"", chunk, calls, sent)
                     chunk, calls = [], 0
                     while in_flight > self.depth - self.chunk and sent:
-                        in_flight -= sent[0][1]
-                        yield from self._receive(conn, writer, sent.popleft()[0])
+                        done, ncalls, loaded = sent.popleft()
+                        in_flight -= ncalls
+                        yield from self._receive(conn, writer, done, loaded)
             if chunk:
-                in_flight += self._send(writer, load, chunk, calls, sent)
+                in_flight += self._send(writer, load if since_load >= self.depth else b"", chunk, calls, sent)
             while sent:
-                yield from self._receive(conn, writer, sent.popleft()[0])
+                done, _, loaded = sent.popleft()
+                yield from self._receive(conn, writer, done, loaded)
         finally:  # disconnect first: a writer still sending (the caller stopped early) then stops at once
             conn.disconnect()
             writer.close()
 
     @staticmethod
     def _send(writer: SocketWriter, load: bytes, chunk: list[tuple[T, Event | None, Any]], calls: int,
-              sent: deque[tuple[list[tuple[T, Event | None, Any]], int]]) -> int:
+              sent: deque[tuple[list[tuple[T, Event | None, Any]], int, bool]]) -> int:
+        """Hand the chunk's calls to the writer, after ``load`` (a packed SCRIPT LOAD, or
+        nothing); returns how many calls it sent."""
+        loads = bool(calls and load)
         if calls:
             writer.chunks.put(b"".join([load, *(hiredis.pack_command(c.command) for _, _, c in chunk
                                                 if c is not None)]))
-        sent.append((chunk, calls))
+        sent.append((chunk, calls, loads))
         return calls
 
-    def _receive(self, conn: Any, writer: SocketWriter,
-                 chunk: list[tuple[T, Event | None, Any]]) -> Iterator[tuple[T, Event | None, FeatureResult | None]]:
+    def _receive(self, conn: Any, writer: SocketWriter, chunk: list[tuple[T, Event | None, Any]],
+                 loads: bool) -> Iterator[tuple[T, Event | None, FeatureResult | None]]:
         store = self.store
-        if any(c is not None for _, _, c in chunk):
+        if loads:
             self._read(conn, writer)  # the chunk's SCRIPT LOAD
         for tag, event, call in chunk:
             if call is None or event is None:

@@ -238,7 +238,9 @@ def replay_stream(stream: pd.DataFrame, *, store: OnlineStore, rules: Any, model
             out[c].append(_score(features.get(c)))
         out["risk"].append(_score(features.get("model.risk")))  # the fused model+rules risk, with models
         out["merchant_grade"].append(features.get("merchant.grade"))  # what the limits and rules read
-        if models is not None:  # a model output beyond MODEL_COLUMNS still gets its column
+        # a model output beyond MODEL_COLUMNS still gets its column (looked for only while a
+        # model is loaded, which the nightly job may do mid-run: without one there is none)
+        if models is not None and getattr(models, "available", True):
             for k, v in features.items():
                 if k.startswith("model.") and k not in MODEL_COLUMNS and k != "model.risk":
                     extra_models.setdefault(k, [None] * (len(out["event_id"]) - 1)).append(_score(v))
