@@ -467,7 +467,8 @@ def test_values_a_test_can_tell_from_absent_are_always_sent() -> None:
 def test_default_pack_facts_leave_out_false_flags_and_unnamed_strings() -> None:
     # the default pack's flags are tested for true only, but `merchant.has_baseline` (for
     # false), `user.country_mismatch_usual` and `merchant.in_promotion` (both: the spike
-    # rules' promotion exception reads `not merchant.in_promotion`); `merchant.grade` meets != and is
+    # rules' promotion exception reads `not merchant.in_promotion`), `user.is_new_device_1h`
+    # (ip.country_mismatch_known_device: a known device abroad); `merchant.grade` meets != and is
     # always sent. Pinned on the wire, so a change of what is sent shows here.
     rs = load_ruleset(RULES_DIR)
     backend = DurableRuleset(unique_name("pack"), rs.conditions, rs.schema.dtypes)
@@ -482,7 +483,7 @@ def test_default_pack_facts_leave_out_false_flags_and_unnamed_strings() -> None:
         return {n for fact in _facts(backend, features) for n, k in keys.items() if k in fact}
 
     assert sent(dict.fromkeys(bools, False)) == {"merchant.has_baseline", "user.country_mismatch_usual",
-                                                 "merchant.in_promotion"}
+                                                 "merchant.in_promotion", "user.is_new_device_1h"}
     assert sent(dict.fromkeys(bools, True)) == set(bools) - {"merchant.has_baseline"}
     strings = {"card.type": ["credit", "debit"], "merchant.grade": ["A", "B"], "event.type": ["signup", "payment"],
                "event.channel": ["online_banking", "quick_pay", "card_not_present", "wallet", "pos"]}

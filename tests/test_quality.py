@@ -223,12 +223,13 @@ def test_rules_auc_is_the_auc_of_the_summed_rule_score_without_model_rules(tmp_p
 def test_quality_run_tunes_on_training_days_and_measures_later_days() -> None:
     feats = _synthetic(days=6, per_day=150, seed=4)
     res = quality.run(feats, rules_dir=RULES, until=date(2025, 10, 4), labels="oracle", max_iter=10, habit_trees=5,
-                      oof_blocks=2, tune_budget=0.03, tune_passes=1, tune_pattern_floor=None)
+                      oof_blocks=2, tune_budget=0.005, tune_passes=1, tune_pattern_floor=None)
     tuned = res.info["tune"]
-    # the synthetic noise features make hard rules fire on legitimate payments: over the budget,
-    # the search lowers the training days' legitimate friction (no pattern floor: the noise rules
-    # that fire on legitimate payments are the ones that catch the synthetic fraud)
-    assert tuned["train_before"]["legit_friction"] > 0.03
+    # the synthetic noise features make hard rules fire on legitimate payments (about 0.9% of them
+    # with this pack): over the budget, the search lowers the
+    # training days' legitimate friction (no pattern floor: the noise rules that fire on
+    # legitimate payments are the ones that catch the synthetic fraud)
+    assert tuned["train_before"]["legit_friction"] > 0.005
     # the noise fires hard rules tune cannot move, so whether a move helps depends on the draw; the
     # search itself is held by tests/test_tune.py: here, it searched and never made the training days worse
     assert tuned["train_after"]["legit_friction"] <= tuned["train_before"]["legit_friction"]

@@ -109,10 +109,18 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+#: A budget the default pack is over on this history's tuning days and the search can reach.
+#: Rules-only (no model: soft rules decide like hard ones) the pack meets friction on about
+#: 1.7% of these 10 days' judged legitimate payments; what its rules that mark nothing tunable
+#: fire on (ip.country_mismatch_new_account's young accounts, theft.new_device_country_amount)
+#: keeps it above 1.3% whatever the search moves, so 1% would test the floor, not the search.
+BUDGET = 0.016
+
+
 @pytest.fixture(scope="module")
 def tuned(sim: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
     out = tmp_path_factory.mktemp("tuned")
-    run = tune_history(sim / "events.parquet", rules_dir=RULES, out=out, budget=0.01,
+    run = tune_history(sim / "events.parquet", rules_dir=RULES, out=out, budget=BUDGET,
                        merchants=sim / "merchants.parquet", lists=sim / "blacklist.json", passes=2,
                        promotions=sim / "promotions.parquet")
     return run, out
@@ -121,8 +129,8 @@ def tuned(sim: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[object, 
 def test_tune_brings_legit_friction_under_the_budget_and_catches_more(tuned: tuple) -> None:
     run, out = tuned
     r = run.result
-    # the default pack is over a 1% budget on these tuning days; the candidate is within it
-    assert r.train_before["legit_friction"] > 0.01 >= r.train_after["legit_friction"]
+    # the default pack is over the budget on these tuning days; the candidate is within it
+    assert r.train_before["legit_friction"] > BUDGET >= r.train_after["legit_friction"]
     assert r.train_after["fraud_caught"] >= r.train_before["fraud_caught"]
     assert r.changes and r.test_after is not None and r.test_after["payments"] > 0
     assert run.problems == []  # the candidate passes rules check
@@ -131,7 +139,7 @@ def test_tune_brings_legit_friction_under_the_budget_and_catches_more(tuned: tup
     assert doc["train_after"]["legit_friction"] == r.train_after["legit_friction"]
     assert (out / "tradeoff.png").stat().st_size > 0 and "## Changes" in (out / "report.md").read_text()
     budgets = [p["budget"] for p in r.curve]
-    assert budgets == sorted(budgets) and 0.01 in budgets
+    assert budgets == sorted(budgets) and BUDGET in budgets
     # a bigger budget never catches less on the days it was tuned on
     caught = [p["train"]["fraud_caught"] for p in r.curve]
     assert caught == sorted(caught)
