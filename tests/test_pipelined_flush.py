@@ -1,10 +1,15 @@
-"""When the pipelined connection writes: at the end of the loop tick, or as soon as
-``flush_bytes`` are queued (so Redis works on the first commands while the worker
-still prepares the next). Against a real Redis: the early write really reaches the
-server within the tick, the tick-end write does not, Redis reads a tick's commands
-in one write or in several as the setting says, and under every setting replies
-reach their callers in order, error replies stay values and faults keep their
-meaning."""
+"""When the pipelined connection writes: at once when Redis has nothing of ours to
+do, else as soon as ``flush_bytes`` are queued or at the end of the loop tick (so
+Redis works on the first commands while the worker still prepares the next).
+Against a real Redis: an early write really reaches the server within the tick, a
+queued one does not, Redis reads a busy tick's commands in one write or one per
+call as the setting says, and under every setting replies reach their callers in
+order, error replies stay values and faults keep their meaning.
+
+"Within the tick": the test polls Redis from another connection with a blocking
+client, so the event loop does not turn meanwhile. A command is "in flight" while
+its reply has not been read, which within one tick is every command written in it.
+"""
 
 from __future__ import annotations
 
@@ -35,44 +40,66 @@ def test_queued_bytes_past_the_threshold_are_written_within_the_tick(redis_serve
     early = PipelinedRedis(redis_server.url, flush_bytes=64)
     late = PipelinedRedis(redis_server.url, flush_bytes=1 << 20)
 
-    async def main() -> tuple[bool, bool, bool, list, list]:
+    async def main() -> tuple[bool, bool, bool, bool, list, list]:
         await asyncio.gather(early.execute([("PING",)], 1.0), late.execute([("PING",)], 1.0))
-        # one tick, no await: a small command stays queued, a large one goes out with it at once
+        # one tick, no await: the PINGs go at once (nothing in flight) and keep each connection busy
+        pings = [early.send_nowait([("PING",)]), late.send_nowait([("PING",)])]
+        # ... so a small command stays queued, until a large one brings the queue past 64 bytes
         small = early.send_nowait([("SET", f"{prefix}:small", "1")])
         small_seen = _seen_within(redis_client, f"{prefix}:small", 0.05)
         large = early.send_nowait([("SET", f"{prefix}:large", "x" * 100)])
         large_seen = _seen_within(redis_client, f"{prefix}:large", 2.0)
+        small_then = redis_client.get(f"{prefix}:small") == b"1"
         held = late.send_nowait([("SET", f"{prefix}:held", "x" * 100)])
         held_seen = _seen_within(redis_client, f"{prefix}:held", 0.05)
-        return small_seen, large_seen, held_seen, await asyncio.gather(small, large), await held
+        replies = await asyncio.gather(*pings, small, large)
+        return small_seen, large_seen, small_then, held_seen, replies, await held
 
-    small_seen, large_seen, held_seen, early_replies, late_reply = asyncio.run(main())
-    assert not small_seen  # 34 bytes < 64: it waited for the tick's end ...
-    assert large_seen  # ... until a command brought the queue past 64 bytes: both left then
-    assert redis_client.get(f"{prefix}:small") == b"1"
+    small_seen, large_seen, small_then, held_seen, replies, late_reply = asyncio.run(main())
+    assert not small_seen  # ~34 bytes < 64 while the PING is in flight: it waited ...
+    assert large_seen and small_then  # ... until the queue passed 64 bytes: both left then, in order
     assert not held_seen and late_reply == [b"OK"]  # under the threshold: written at the tick's end only
-    assert early_replies == [[b"OK"], [b"OK"]]
+    assert replies == [[b"PONG"], [b"PONG"], [b"OK"], [b"OK"]]
 
 
-def test_one_tick_is_one_write_by_default_and_each_call_is_its_own_with_zero(redis_server, redis_client, prefix):
+def test_a_call_on_an_idle_connection_is_written_at_once(redis_server, redis_client, prefix):
+    conn = PipelinedRedis(redis_server.url, flush_bytes=1 << 20)
+
+    async def main() -> tuple[bool, bool, list]:
+        await conn.execute([("PING",)], 1.0)  # its reply read: nothing in flight
+        first = conn.send_nowait([("SET", f"{prefix}:first", "1")])
+        first_seen = _seen_within(redis_client, f"{prefix}:first", 2.0)
+        second = conn.send_nowait([("SET", f"{prefix}:second", "1")])  # the first is in flight now
+        second_seen = _seen_within(redis_client, f"{prefix}:second", 0.05)
+        return first_seen, second_seen, await asyncio.gather(first, second)
+
+    first_seen, second_seen, replies = asyncio.run(main())
+    assert first_seen and not second_seen
+    assert replies == [[b"OK"], [b"OK"]]
+    assert redis_client.get(f"{prefix}:second") == b"1"
+
+
+def test_a_busy_tick_is_one_write_by_default_and_each_call_is_its_own_with_zero(redis_server, redis_client, prefix):
     batched = PipelinedRedis(redis_server.url, flush_bytes=1 << 30)
     each = PipelinedRedis(redis_server.url, flush_bytes=0)
 
     async def main() -> tuple[int, list, list[bool], list]:
         await asyncio.gather(batched.execute([("PING",)], 1.0), each.execute([("PING",)], 1.0))
+        first = batched.send_nowait([("PING",)])  # written at once (idle); the 60 below find it in flight
         before = redis_client.info("stats")["total_reads_processed"]
         futures = [batched.send_nowait([("INCR", f"{prefix}:n")]) for _ in range(60)]  # one tick
-        replies = await asyncio.gather(*futures)
+        replies = await asyncio.gather(first, *futures)
         reads = redis_client.info("stats")["total_reads_processed"] - before - 1  # less the first INFO's own
         seen, futures = [], []
+        await asyncio.sleep(0)
         for i in range(5):  # one tick again: each call reaches Redis before the next is made
             futures.append(each.send_nowait([("SET", f"{prefix}:each{i}", i)]))
             seen.append(_seen_within(redis_client, f"{prefix}:each{i}", 2.0))
         return reads, replies, seen, await asyncio.gather(*futures)
 
     reads, replies, seen, each_replies = asyncio.run(main())
-    assert replies == [[i] for i in range(1, 61)]
-    assert reads <= 2  # the 60 calls in one write (the second INFO is the other read)
+    assert replies == [[b"PONG"]] + [[i] for i in range(1, 61)]
+    assert reads <= 3  # the PING (if Redis had not read it before), the 60 calls in one write, the second INFO
     assert seen == [True] * 5 and each_replies == [[b"OK"]] * 5
 
 

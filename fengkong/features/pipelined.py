@@ -10,15 +10,16 @@ out together, and replies are matched to callers in order (Redis answers a
 connection's commands in the order it received them). The worker then parses and
 evaluates other requests while Redis runs the scripts.
 
-When the commands are written (``flush_bytes``): at the end of the loop tick, or as
-soon as ``flush_bytes`` are queued. One write per tick costs the fewest syscalls,
-but on a busy worker a tick is long (it parses, evaluates and answers many requests)
-and Redis idles until its end, then the worker waits while Redis runs the whole
-batch: they take turns instead of working at once. Writing every few kilobytes
-hands Redis the first scripts while the worker still prepares the next, and their
-replies come back sooner, at the price of more (smaller) writes and reads on both
-sides. 0 writes each call's commands at once. docs/benchmarks.md has the
-measurements behind the default.
+When the commands are written. At once when every command written before has had
+its reply (Redis has nothing of ours to do); else when ``flush_bytes`` are queued,
+or at the end of the loop tick. One write per tick costs the fewest syscalls, but on
+a busy worker a tick is long (it parses, evaluates and answers many requests): Redis
+would idle until its end, and the worker then wait while Redis ran the whole batch;
+they would take turns instead of working at once. Writing when Redis is idle, and
+every few kilobytes while it is busy, hands Redis the first scripts while the worker
+prepares the next, and their replies come back sooner, for a few more (smaller)
+writes and reads on both sides. ``flush_bytes`` 0 writes each call's commands at
+once. docs/benchmarks.md has the measurements behind the default.
 
 What it is not: a general client. Commands are packed by ``hiredis.pack_command``
 and replies parsed by ``hiredis.Reader`` (the C parser redis-py itself uses); error
@@ -98,9 +99,10 @@ class _Protocol(asyncio.Protocol):
         return self.closed or now - max(self.heard_at, self.waiting_since) + 0.001 >= dead_after
 
     def send(self, commands: Sequence[Sequence[Any]]) -> "asyncio.Future[list[Any]]":
-        """Queue the commands; they are written once ``flush_bytes`` are queued, else
-        with everything else queued in this loop tick, in one write at its end. The
-        returned future gets the batch's replies, in order, once the last has come."""
+        """Queue the commands; they are written at once when Redis has nothing of ours
+        to do or ``flush_bytes`` are queued, else with everything else queued in this
+        loop tick, in one write at its end. The returned future gets the batch's
+        replies, in order, once the last has come."""
         if self.closed:
             raise ConnectionFailed("redis connection closed")
         loop = asyncio.get_running_loop()
@@ -111,6 +113,7 @@ class _Protocol(asyncio.Protocol):
             self.waiting_since = loop.time()
         out = self.out
         size = self.out_bytes
+        idle = len(pending) == len(out)  # every command written has had its reply: Redis waits on us
         for command in commands[:-1]:
             pending.append((replies, None))
             packed = hiredis.pack_command(tuple(command))
@@ -120,7 +123,7 @@ class _Protocol(asyncio.Protocol):
         packed = hiredis.pack_command(tuple(commands[-1]))
         out.append(packed)
         size += len(packed)
-        if size >= self.flush_bytes:  # Redis starts on these now, not after the rest of the tick
+        if idle or size >= self.flush_bytes:  # Redis starts on these now, not after the rest of the tick
             self.write_out()
         else:
             self.out_bytes = size
