@@ -164,6 +164,22 @@ def test_a_silent_server_still_fails_within_the_budget(redis_server, redis_clien
     time.sleep(0.3)
 
 
+def test_the_setting_reaches_the_services_connection_and_every_cluster_node(redis_server, prefix, tmp_path):
+    from api_fixtures import settings
+
+    from fengkong.api.state import build_runtime
+    from fengkong.features.cluster import ClusterPipelined
+
+    rt = build_runtime(settings(redis_server.url, prefix, redis_flush_bytes=1234, cases_consumer=False,
+                                data_dir=tmp_path))
+    try:
+        assert isinstance(rt.conn, PipelinedRedis) and rt.conn.flush_bytes == 1234
+    finally:
+        rt.close()
+    cluster = ClusterPipelined("redis+cluster://127.0.0.1:7000", flush_bytes=0)
+    assert cluster.node("127.0.0.1:7001").flush_bytes == 0  # made on first use, not connected yet
+
+
 def test_a_negative_threshold_is_refused_by_name(redis_server):
     with pytest.raises(ValueError, match="flush_bytes"):
         PipelinedRedis(redis_server.url, flush_bytes=-1)
