@@ -26,6 +26,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fengkong.features.pipelined import FLUSH_BYTES
+
 
 class Scope(StrEnum):
     DECIDE = "decide"  # ask for decisions, read them back, read merchants
@@ -106,6 +108,9 @@ class Settings(BaseSettings):
                                        "no byte for this long while commands wait on it (a late reply alone does not)")
     late_wait_ms: float = Field(default=100.0, ge=0, description="A reply that is late while Redis is not silent "
                                 "is still waited for this long past the store's budget before the decision degrades")
+    redis_flush_bytes: int = Field(default=FLUSH_BYTES, ge=0, description="While Redis has commands of the "
+                                   "worker in flight, its next ones are written once this many bytes are queued, "
+                                   "else at the end of the event-loop tick; 0 writes each call's commands at once")
     snapshot_refresh_s: float = Field(default=1.0, ge=0, description="How often each worker checks the lists and "
                                       "profiles version key (its degraded-mode snapshot); 0 = never")
     snapshot_full_reload_s: float = Field(default=30.0, gt=0, description="Reload the snapshot this often anyway "

@@ -251,7 +251,7 @@ def build_runtime(settings: Settings) -> Runtime:
     audit = Audit(prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, path=settings.audit_file)
     conn: Pipelined = (ClusterPipelined if cluster else PipelinedRedis)(url, connect_timeout_s=max(0.002, settings.deadline_s * STORE_SHARE),
                           dead_after_s=settings.redis_dead_after_ms / 1000.0,
-                          late_wait_s=settings.late_wait_ms / 1000.0)
+                          late_wait_s=settings.late_wait_ms / 1000.0, flush_bytes=settings.redis_flush_bytes)
     snapshot = SnapshotKeeper(client, specs, store, settings.key_prefix, max_entries=settings.snapshot_max_entries,
                               max_profiles=settings.snapshot_max_profiles)
     try:

@@ -32,7 +32,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from fengkong.features.pipelined import ConnectionFailed, PipelinedRedis, ReplyError, ReplyLate
+from fengkong.features.pipelined import FLUSH_BYTES, ConnectionFailed, PipelinedRedis, ReplyError, ReplyLate
 
 SCHEMES = ("redis+cluster", "rediss+cluster")
 NSLOTS = 16384
@@ -150,9 +150,10 @@ class ClusterPipelined:
     so a script is loaded on the node that runs it."""
 
     def __init__(self, url: str, *, connect_timeout_s: float = 1.0, dead_after_s: float | None = None,
-                 late_wait_s: float = 0.0) -> None:
+                 late_wait_s: float = 0.0, flush_bytes: int = FLUSH_BYTES) -> None:
         self.cfg = parse_cluster_url(url)
-        self._opts = dict(connect_timeout_s=connect_timeout_s, dead_after_s=dead_after_s, late_wait_s=late_wait_s)
+        self._opts = dict(connect_timeout_s=connect_timeout_s, dead_after_s=dead_after_s, late_wait_s=late_wait_s,
+                          flush_bytes=flush_bytes)
         self.nodes: dict[str, PipelinedRedis] = {}
         self.slots: list[str | None] = [None] * NSLOTS
         self._refreshing: asyncio.Task[None] | None = None

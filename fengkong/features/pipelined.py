@@ -6,9 +6,20 @@ often runs on the caller's core). Its asyncio client
 takes one pooled connection per command and spends more Python per call than the
 call itself. The service's hot path needs something else: every in-flight decision
 of a worker writes its commands to *one* connection, the writes of one loop tick go
-out in one ``write``, and replies are matched to callers in order (Redis answers a
+out together, and replies are matched to callers in order (Redis answers a
 connection's commands in the order it received them). The worker then parses and
 evaluates other requests while Redis runs the scripts.
+
+When the commands are written. At once when every command written before has had
+its reply (Redis has nothing of ours to do); else when ``flush_bytes`` are queued,
+or at the end of the loop tick. One write per tick costs the fewest syscalls, but on
+a busy worker a tick is long (it parses, evaluates and answers many requests): Redis
+would idle until its end, and the worker then wait while Redis ran the whole batch;
+they would take turns instead of working at once. Writing when Redis is idle, and
+every few kilobytes while it is busy, hands Redis the first scripts while the worker
+prepares the next, and their replies come back sooner, for a few more (smaller)
+writes and reads on both sides. ``flush_bytes`` 0 writes each call's commands at
+once. docs/benchmarks.md has the measurements behind the default.
 
 What it is not: a general client. Commands are packed by ``hiredis.pack_command``
 and replies parsed by ``hiredis.Reader`` (the C parser redis-py itself uses); error
@@ -44,6 +55,9 @@ from redis.connection import parse_url
 
 ReplyError = hiredis.ReplyError
 
+#: Queued bytes that are written at once rather than at the end of the loop tick (see `PipelinedRedis`).
+FLUSH_BYTES = 8192
+
 
 class ConnectionFailed(ConnectionError):
     """The connection broke, could not be made, or the server fell silent on it."""
@@ -62,16 +76,18 @@ def _retrieve(task: "asyncio.Task[Any]") -> None:
 
 
 class _Protocol(asyncio.Protocol):
-    __slots__ = ("transport", "reader", "pending", "closed", "out", "flush_scheduled", "heard_at", "waiting_since",
-                 "replied_at")
+    __slots__ = ("transport", "reader", "pending", "closed", "out", "out_bytes", "flush_bytes", "flush_scheduled",
+                 "heard_at", "waiting_since", "replied_at")
 
-    def __init__(self) -> None:
+    def __init__(self, flush_bytes: int = FLUSH_BYTES) -> None:
         self.transport: asyncio.Transport | None = None
         self.reader = hiredis.Reader()
         # one entry per command sent: the batch's reply list, and its future on its last command
         self.pending: deque[tuple[list[Any], asyncio.Future[list[Any]] | None]] = deque()
         self.closed = False
-        self.out: list[bytes] = []
+        self.out: list[bytes] = []  # packed commands not yet written
+        self.out_bytes = 0  # their size
+        self.flush_bytes = flush_bytes
         self.flush_scheduled = False
         self.heard_at = 0.0  # loop time of the last bytes from the server (or of connecting)
         self.waiting_since = 0.0  # loop time the oldest command now waiting was sent after none waited
@@ -83,8 +99,10 @@ class _Protocol(asyncio.Protocol):
         return self.closed or now - max(self.heard_at, self.waiting_since) + 0.001 >= dead_after
 
     def send(self, commands: Sequence[Sequence[Any]]) -> "asyncio.Future[list[Any]]":
-        """Queue the commands; everything queued in this loop tick goes out in one write.
-        The returned future gets the batch's replies, in order, once the last has come."""
+        """Queue the commands; they are written at once when Redis has nothing of ours
+        to do or ``flush_bytes`` are queued, else with everything else queued in this
+        loop tick, in one write at its end. The returned future gets the batch's
+        replies, in order, once the last has come."""
         if self.closed:
             raise ConnectionFailed("redis connection closed")
         loop = asyncio.get_running_loop()
@@ -93,21 +111,37 @@ class _Protocol(asyncio.Protocol):
         pending = self.pending
         if not pending:
             self.waiting_since = loop.time()
+        out = self.out
+        size = self.out_bytes
+        idle = len(pending) == len(out)  # every command written has had its reply: Redis waits on us
         for command in commands[:-1]:
             pending.append((replies, None))
-            self.out.append(hiredis.pack_command(tuple(command)))
+            packed = hiredis.pack_command(tuple(command))
+            out.append(packed)
+            size += len(packed)
         pending.append((replies, batch))
-        self.out.append(hiredis.pack_command(tuple(commands[-1])))
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            loop.call_soon(self.flush)
+        packed = hiredis.pack_command(tuple(commands[-1]))
+        out.append(packed)
+        size += len(packed)
+        if idle or size >= self.flush_bytes:  # Redis starts on these now, not after the rest of the tick
+            self.write_out()
+        else:
+            self.out_bytes = size
+            if not self.flush_scheduled:
+                self.flush_scheduled = True
+                loop.call_soon(self.flush)
         return batch
 
     def flush(self) -> None:
+        """The end of a loop tick in which commands were queued: write what is left."""
         self.flush_scheduled = False
-        out, self.out = self.out, []
-        if out and not self.closed and self.transport is not None:
-            self.transport.write(b"".join(out))
+        if self.out:
+            self.write_out()
+
+    def write_out(self) -> None:
+        out, self.out, self.out_bytes = self.out, [], 0
+        if not self.closed and self.transport is not None:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -148,13 +182,17 @@ class PipelinedRedis:
     """Commands from many coroutines of one event loop, pipelined on one connection."""
 
     def __init__(self, url: str, *, connect_timeout_s: float = 1.0, dead_after_s: float | None = None,
-                 late_wait_s: float = 0.0) -> None:
+                 late_wait_s: float = 0.0, flush_bytes: int = FLUSH_BYTES) -> None:
+        if flush_bytes < 0:
+            raise ValueError(f"flush_bytes: must be 0 or more, got {flush_bytes}")
         self.url = url
         self.connect_timeout_s = connect_timeout_s
         #: silence that closes the connection; None: each call's own timeout
         self.dead_after_s = dead_after_s
         #: how long past its timeout a reply is still waited for while the server is not silent
         self.late_wait_s = late_wait_s
+        #: queued bytes written at once instead of at the tick's end (0: every call's commands at once)
+        self.flush_bytes = flush_bytes
         opts = parse_url(url)
         self._path: str | None = opts.get("path")
         self._host: str = opts.get("host") or "localhost"
@@ -187,13 +225,16 @@ class PipelinedRedis:
         return await asyncio.shield(task)
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
+        def protocol() -> _Protocol:
+            return _Protocol(self.flush_bytes)
+
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 if self._path:
-                    _, proto = await loop.create_unix_connection(_Protocol, self._path)
+                    _, proto = await loop.create_unix_connection(protocol, self._path)
                 else:
                     _, proto = await loop.create_connection(
-                        _Protocol, self._host, self._port, ssl=ssl.create_default_context() if self._tls else None)
+                        protocol, self._host, self._port, ssl=ssl.create_default_context() if self._tls else None)
                     sock = proto.transport.get_extra_info("socket") if proto.transport else None
                     if sock is not None:
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
