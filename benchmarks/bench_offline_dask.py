@@ -291,14 +291,19 @@ def parts_main(args: argparse.Namespace) -> None:
                 cluster.close()
         workers_cpu = sum(after[w][0] - before[w][0] for w in after if w in before)
         worker_rss = max((s[1] for s in after.values()), default=0.0)
+        each_worker = {w: {"cpu_s": round(after[w][0] - before[w][0], 1), "peak_rss_mb": round(after[w][1])}
+                       for w in after if w in before}
         total = cpu + workers_cpu
         print(f"{engine} in {args.partitions} parts per pass: {seconds:.1f} s, {n / seconds:,.0f} events/s, CPU "
               f"{total:.1f} s (this process {cpu:.1f}, workers {workers_cpu:.1f}; {1e6 * total / n:.1f} us per "
-              f"event); largest worker {worker_rss:,.0f} MB; {len(parts.names)} columns", flush=True)
+              f"event); largest worker {worker_rss:,.0f} MB; {len(parts.names)} columns; this process's peak "
+              f"{max(v['peak_mb'] for v in steps.steps.values()):,.0f} MB", flush=True)
+        for w, stats in each_worker.items():
+            print(f"  worker {w}: CPU {stats['cpu_s']:.1f} s, peak {stats['peak_rss_mb']:,} MB", flush=True)
         out[engine] = {"seconds": round(seconds, 2), "events_per_s": round(n / seconds), "cpu_s": round(total, 2),
                        "events_per_cpu_s": round(n / total), "client_cpu_s": round(cpu, 2),
                        "workers_cpu_s": round(workers_cpu, 2), "worker_peak_rss_mb": round(worker_rss),
-                       "steps": steps.steps, "columns": len(parts.names)}
+                       "workers": each_worker, "steps": steps.steps, "columns": len(parts.names)}
     if len(engines) == 2:
         out["equal"] = compare_parts(args.parts / "pandas", args.parts / "dask")
     print(json.dumps(out))

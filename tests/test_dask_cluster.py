@@ -5,7 +5,10 @@ processes that this module starts (and stops), addressed like a remote one.
   frame, every row, column and dtype, on a history with every scenario, outcomes,
   retried event_ids, list entries and merchant profiles;
 * `fengkong rules backtest --engine dask --scheduler ADDRESS` writes the pandas run's table;
-* `rescore(engine="dask")` on the cluster gives the pandas grades.
+* `rescore(engine="dask")` on the cluster gives the pandas grades, also when the workers
+  read the Parquet history themselves (`fengkong rescore --history-on-workers`);
+* the twin in parts on disk (`offline_parts`) reads back as the pandas twin, and
+  `fengkong rules backtest --parts DIR` writes the in-memory run's table from it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from typer.testing import CliRunner
 
 from fengkong.features import definitions as d
 from fengkong.features.offline import offline_features
-from fengkong.features.offline_dask import PASSES, column_pass, offline_features_dask, pass_entities, split_keys
+from fengkong.features.offline_dask import offline_features_dask
+from fengkong.features.offline_split import PASSES, column_pass, pass_entities, split_keys
 from fengkong.replay.inputs import list_entries
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,3 +189,73 @@ def test_rows_without_the_key_spread_over_the_parts(history) -> None:
     keys = pd.Series(split_keys(events, "card", 4), index=events.index)
     assert keys[no_card].nunique() == 4 and keys[no_card].value_counts().max() < 0.4 * no_card.sum()
     assert (keys.groupby(events["event_id"]).nunique() == 1).all()
+
+
+TRIAL_RULE = {"id": "trial.big_new_card", "description": "large amount on a card first seen today",
+              "when": "event.amount >= 2000 and card.age_days < 1", "then": "review", "score": 10}
+
+
+def test_cli_backtest_in_parts_equals_the_whole_twin(cluster, history, tmp_path) -> None:
+    """`rules backtest --parts DIR`, here and on the cluster, writes the in-memory run's table and
+    changed events, while holding only the columns the two rule sets read."""
+    from fengkong.cli import app
+    from fengkong.engine.ruleset import load_ruleset
+    from fengkong.replay.backtest import backtest, rules_columns
+    from fengkong.replay.rulegen import copy_rules_dir, write_rules_file
+
+    _, _, paths = history
+    cand = copy_rules_dir(RULES, tmp_path / "cand")
+    write_rules_file(cand / "trial.yaml", [TRIAL_RULE])
+    address = cluster.scheduler_info()["address"]
+    runs = {"memory": [], "parts": ["--parts", str(tmp_path / "p1"), "--partitions", "3"],
+            "parts_dask": ["--parts", str(tmp_path / "p2"), "--partitions", "2", "--engine", "dask",
+                           "--scheduler", address]}
+    got = {}
+    for name, extra in runs.items():
+        res = CliRunner().invoke(app, ["rules", "backtest", str(paths["events.parquet"]), "--candidate", str(cand),
+                                       "--live", str(RULES), "--lists", str(paths["blacklist.json"]),
+                                       "--merchants", str(paths["merchants.parquet"]), "--out", str(tmp_path / name),
+                                       *extra])
+        assert res.exit_code == 0, res.output
+        got[name] = [pd.read_csv(tmp_path / name / f) for f in ("backtest.csv", "changed_events.csv")]
+    table, changed = got["memory"]
+    assert int(table.loc[table["rule"] == TRIAL_RULE["id"], "fires_candidate"].iloc[0]) > 0 and len(changed) > 0
+    for name in ("parts", "parts_dask"):
+        pd.testing.assert_frame_equal(got[name][0], table)
+        pd.testing.assert_frame_equal(got[name][1], changed)
+    assert len(list((tmp_path / "p2" / "features" / "merchant").glob("part-*.pkl"))) == 2
+    result = backtest(paths["events.parquet"], cand, live_dir=RULES, lists_file=paths["blacklist.json"],
+                      merchants_file=paths["merchants.parquet"], parts_dir=tmp_path / "p3", partitions=2)
+    assert "card.age_days" in result.features.columns and result.features.shape[1] < 100  # the whole twin: > 140
+    live, candidate = load_ruleset(RULES), load_ruleset(cand)
+    try:
+        assert set(result.features.columns) <= set(rules_columns(live, candidate))
+    finally:
+        live.close()
+        candidate.close()
+
+
+def test_cli_rescore_reading_the_history_on_the_workers_equals_pandas(cluster, history, tmp_path) -> None:
+    """`fengkong rescore --engine dask --history-on-workers`: the workers read the Parquet history
+    (only the columns the job reads) and the grades are pandas' on the whole frame."""
+    from fengkong.cli import app
+    from fengkong.training.grade_policy import GradePolicy
+    from fengkong.training.rescore import rescore
+
+    events, merchants, paths = history
+    (tmp_path / "artifacts").mkdir()
+    address = cluster.scheduler_info()["address"]
+    common = ["rescore", "--history", str(paths["events.parquet"]), "--merchants", str(paths["merchants.parquet"]),
+              "--artifacts", str(tmp_path / "artifacts")]
+    for name, extra in (("pandas", []), ("dask", ["--engine", "dask", "--scheduler", address, "--partitions", "3",
+                                                  "--history-on-workers"])):
+        res = CliRunner().invoke(app, [*common, "--out", str(tmp_path / name), *extra])
+        assert res.exit_code == 0, res.output
+    a, b = (pd.read_csv(tmp_path / name / "grades.csv") for name in ("pandas", "dask"))
+    want = rescore(events, policy=GradePolicy.load(RULES / "grades" / "grades.yaml"), model=None, profiles=merchants)
+    want.current.to_csv(tmp_path / "want.csv", index=False)
+    assert len(a) == events["merchant_id"].nunique() and a["grade"].nunique() > 1
+    pd.testing.assert_frame_equal(a, pd.read_csv(tmp_path / "want.csv"))
+    pd.testing.assert_frame_equal(b, a)
+    res = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "x"), "--history-on-workers"])
+    assert res.exit_code == 2 and "--history-on-workers" in res.output

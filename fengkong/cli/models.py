@@ -309,6 +309,9 @@ def register(app: typer.Typer) -> None:
         redis_url: Optional[str] = typer.Option(None, "--redis-url", help="Write grades to this Redis (the feature store's)."),
         prefix: str = typer.Option("fk", "--prefix", help="Feature store key prefix."),
         recent_days: int = typer.Option(7, "--recent-days", help="The report lists the merchants that moved in these days."),
+        on_workers: bool = typer.Option(False, "--history-on-workers", help="With --engine dask and a Parquet "
+                                        "history: the workers read it (only the columns the job reads), so this "
+                                        "process never holds it; they must reach the path."),
     ) -> None:
         """Nightly job: merchant daily features, anomaly scores and grades -> Redis and a report."""
         import time
@@ -318,7 +321,7 @@ def register(app: typer.Typer) -> None:
 
         from fengkong.models.artifacts import ArtifactError, latest
         from fengkong.training.grade_policy import GradePolicy, GradePolicyError
-        from fengkong.training.rescore import rescore, write_report, write_to_store
+        from fengkong.training.rescore import read_history, rescore, write_report, write_to_store
 
         console = Console(highlight=False)
         if engine not in ("pandas", "dask"):
@@ -335,8 +338,14 @@ def register(app: typer.Typer) -> None:
         model = art.load_estimator() if art is not None else None
         if model is None:
             console.print(f"[yellow]no merchants artifact in {root}: grading on chargebacks only (run `fengkong train merchants`)[/yellow]")
+        parquet = history.is_dir() or history.suffix == ".parquet"
+        if on_workers and not (engine == "dask" and parquet):
+            raise typer.BadParameter("needs --engine dask and a Parquet history", param_hint="--history-on-workers")
         t0 = time.perf_counter()
-        events = _read_events(history)
+        if parquet and history.exists():  # only the columns the job reads
+            events = read_history(history, on_workers=on_workers)
+        else:
+            events = _read_events(history)
         profiles = _read_profiles(merchants)
         client = cluster = None
         if engine == "dask":

@@ -182,7 +182,11 @@ def backtest(
     scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address (with --engine dask; "
                                   "default: a local cluster of --workers processes)."),
     workers: int = typer.Option(2, "--workers", min=1, help="Local Dask cluster workers (without --scheduler)."),
-    partitions: int = typer.Option(8, "--partitions", min=1, help="Parts per entity split (with --engine dask)."),
+    partitions: int = typer.Option(8, "--partitions", min=1, help="Parts per entity split (with --engine dask "
+                                   "or --parts)."),
+    parts: Path = typer.Option(None, "--parts", help="Run the offline twin in parts on disk under this folder "
+                               "and keep only the columns the rules read: for a history whose features do not "
+                               "fit in memory (the same table; with --engine dask the workers must reach it)."),
 ) -> None:
     """What the candidate rules would have decided on a history, next to the live rules."""
     import sys
@@ -214,7 +218,7 @@ def backtest(
         mapping_obj = Mapping.load(mapping) if mapping else None
         result = run_backtest(history, candidate, live_dir=live, mapping=mapping_obj, lists_file=lists,
                               merchants_file=merchants, dask_client=client, partitions=partitions,
-                              promotions_file=promotions)
+                              promotions_file=promotions, parts_dir=parts)
     except RuleSetError as exc:
         for p in exc.problems:
             console.print(f"[red]error[/red] {p}", soft_wrap=True, markup=False)

@@ -45,83 +45,25 @@ the history and gathers every part's features; for a history past its memory,
 
 from __future__ import annotations
 
-import hashlib
-import tempfile
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+from typing import Any, Iterable, Iterator, Mapping
 
-import numpy as np
 import pandas as pd
 
-from fengkong.features import definitions as d
-from fengkong.features.ip_addresses import subnets_of
 from fengkong.features.lists import ListSpec
-
-#: A job of `bounded_tasks`: whatever names one task.
-J = TypeVar("J")
-
-#: pass name -> the flat-event key it splits on (subnet: computed from ``ip``)
-PASSES: dict[str, str] = {"card": "card_fingerprint", "user": "user_id", "device": "device_id", "subnet": "ip",
-                          "merchant": "merchant_id"}
-_ENTITY_PASS = {"card": "card", "user": "user", "device": "device", "ip": "subnet", "subnet": "subnet",
-                "merchant": "merchant", "merchant_card": "merchant"}
-_ROW = "card"  # the pass the row's own features are taken from (any would do)
-_LAST = "merchant"  # the pass that runs after the others (`_known_new`)
-
-
-def _declared() -> dict[str, str]:
-    """Feature name -> the entity its declaration is about."""
-    out: dict[str, str] = {}
-    for kind in (d.ROLLING, d.DISTINCT, d.SEEN, d.FIRST_SEEN, d.MOMENTS, d.HOUR_HABITS, d.RECENT_AMOUNTS,
-                 d.MEMBER_FIRST_SEEN):
-        for decl in kind:
-            for name in decl.outputs():
-                out[name] = decl.entity.name
-    return out
-
-
-def column_pass(name: str, declared: Mapping[str, str] | None = None) -> str:
-    """Which pass computes the column ``name`` exactly."""
-    declared = _declared() if declared is None else declared
-    if name in declared:
-        return _ENTITY_PASS[declared[name]]
-    ns = name.split(".", 1)[0]
-    if ns in ("card", "user", "device", "merchant"):
-        return ns
-    return _ROW  # event.*, lists.*, IP intelligence: the row's own
-
-
-def split_keys(events: pd.DataFrame, pass_name: str, partitions: int) -> np.ndarray:
-    """The part (0..partitions-1) of every row for one pass: a stable hash of its key.
-
-    A row without the key (a login has no card) has none of the pass's entity features, so
-    it may go to any part: it goes by its event_id (a retry with its first delivery), so
-    that the rows without a card, say, do not all crowd into one part."""
-    col = PASSES[pass_name]
-    key = events[col].astype(object) if col in events.columns else pd.Series(None, index=events.index, dtype=object)
-    if pass_name == "subnet":
-        key = subnets_of(key.where(key.notna(), None))
-    if "event_id" in events.columns:
-        key = key.where(key.notna(), "\0" + events["event_id"].astype(str).to_numpy(dtype=object))
-    text = key.where(key.notna(), "").astype(str)
-    hashed = pd.util.hash_pandas_object(text, index=False).to_numpy()
-    return (hashed % np.uint64(partitions)).astype(np.int64)
-
-
-def _lists_files(lists_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(Path(lists_dir).iterdir()) if p.is_file()}
-
-
-@lru_cache(maxsize=4)
-def _ipintel(digest: str, files: tuple[tuple[str, bytes], ...]) -> Any:
-    """The IP intelligence a worker loads once per lists content (``digest`` keys the cache)."""
-    from fengkong.features.ipintel import IpIntel
-
-    folder = Path(tempfile.mkdtemp(prefix=f"fk-lists-{digest[:8]}-"))
-    for name, data in files:
-        (folder / name).write_bytes(data)
-    return IpIntel.load(folder)
+from fengkong.features.offline_split import (
+    LAST_PASS,
+    PASSES,
+    ROW_PASS,
+    bounded_tasks,
+    column_pass,
+    declared_entities,
+    lists_files,
+    new_within,
+    pass_entities,
+    split_keys,
+    worker_ipintel,
+)
 
 
 def offline_features_dask(
@@ -142,18 +84,18 @@ def offline_features_dask(
         raise ValueError(f"partitions: must be at least 1, got {partitions}")
     original_index = events.index
     flat = events.reset_index(drop=True)
-    shared = {"lists_files": _lists_files(lists_dir), "lists": lists,
+    shared = {"lists_files": lists_files(lists_dir), "lists": lists,
               "list_entries": {k: list(v) for k, v in (list_entries or {}).items()}, "profiles": profiles, **kwargs}
     shared_f = {k: client.scatter(v, broadcast=True) if isinstance(v, pd.DataFrame) else v
                 for k, v in shared.items()}
-    declared = _declared()
+    declared = declared_entities()
     pieces: dict[str, list[pd.DataFrame]] = {name: [] for name in PASSES}
     names: list[str] = []
     by_pass: dict[str, pd.DataFrame] = {}
     # the merchant pass last: its make-up of today reads whether each payment's card and
     # account were new, which only the card and user passes see whole
-    for stage in ([name for name in PASSES if name != _LAST], [_LAST]):
-        known_new = _known_new(by_pass) if stage == [_LAST] else None
+    for stage in ([name for name in PASSES if name != LAST_PASS], [LAST_PASS]):
+        known_new = _known_new(by_pass) if stage == [LAST_PASS] else None
         for pass_name, result in _run_parts(client, flat, partitions, declared, shared_f, stage, known_new):
             frame, all_names = result
             pieces[pass_name].append(frame)
@@ -163,7 +105,7 @@ def offline_features_dask(
             if frames:
                 by_pass[name] = pd.concat(frames).sort_index()
             del frames
-    base = by_pass[_ROW]
+    base = by_pass[ROW_PASS]
     columns = {c: by_pass[column_pass(c, declared)][c] for c in names}
     out = pd.DataFrame(columns, index=base.index)
     out.index = original_index[out.index.to_numpy()]
@@ -193,48 +135,11 @@ def _run_parts(client: Any, flat: pd.DataFrame, partitions: int, declared: Mappi
         yield name, result
 
 
-def bounded_tasks(client: Any, jobs: Iterable[J], submit: Callable[[J], Any]) -> Iterator[tuple[J, Any]]:
-    """Each job's result with its job, in the order they finish, with at most two tasks per
-    worker in flight: the workers then hold a few parts of a history, never all of it.
-    ``submit`` sends one job (a future) or returns None for a job with nothing to do."""
-    from distributed import as_completed
-
-    todo = iter(jobs)
-    running = as_completed()
-    by_key: dict[str, J] = {}
-
-    def submit_next() -> None:
-        for job in todo:
-            future = submit(job)
-            if future is not None:
-                by_key[future.key] = job
-                running.add(future)
-                return
-
-    for _ in range(max(2, 2 * len(client.scheduler_info()["workers"]))):
-        submit_next()
-    for future in running:
-        result = future.result()
-        job = by_key.pop(future.key)
-        future.release()
-        submit_next()
-        yield job, result
-
-
-def pass_entities(pass_name: str) -> frozenset[str]:
-    """The entities whose store features a pass keeps (and so computes)."""
-    return frozenset(entity for entity, name in _ENTITY_PASS.items() if name == pass_name)
-
-
 def _known_new(by_pass: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Per decision row, whether its card and its account were new (`d.TodayMakeup`), from
-    the card and user passes (their age in days against ``new_within_s``)."""
-    days = d.TODAY_MAKEUP.new_within_s / 86400
-    out = {}
-    for name in ("card", "user"):
-        age = by_pass[name][f"{name}.age_days"] if name in by_pass else pd.Series(dtype=float)
-        out[name] = pd.to_numeric(age, errors="coerce").lt(days)
-    return pd.DataFrame(out)
+    the card and user passes."""
+    return pd.DataFrame({name: new_within(by_pass[name][f"{name}.age_days"] if name in by_pass
+                                          else pd.Series(dtype=float)) for name in ("card", "user")})
 
 
 def _pass_task(rows: pd.DataFrame, *, pass_name: str, declared: Mapping[str, str], lists_files: dict[str, bytes],
@@ -243,9 +148,7 @@ def _pass_task(rows: pd.DataFrame, *, pass_name: str, declared: Mapping[str, str
     its own entities' store features are computed)."""
     from fengkong.features.offline import offline_features
 
-    files = tuple(sorted(lists_files.items()))
-    digest = hashlib.sha256(b"".join(n.encode() + b"\0" + b for n, b in files)).hexdigest()
-    features = offline_features(rows, ipintel=_ipintel(digest, files), entities=pass_entities(pass_name), **kwargs)
+    features = offline_features(rows, ipintel=worker_ipintel(lists_files), entities=pass_entities(pass_name), **kwargs)
     names = list(features.columns)
     keep = [c for c in names if column_pass(c, declared) == pass_name]
     return features[keep], names

@@ -1,7 +1,7 @@
 """The offline twin of a history larger than memory: split by entity into parts on disk,
 each part's features written to a file beside it, read back only as far as asked.
 
-The split is `offline_dask`'s (each pass keys the history by one entity, and a part holds
+The split is `offline_split`'s (as `offline_dask`'s) (each pass keys the history by one entity, and a part holds
 every event of its entities, so their features are exact), but both the history's parts
 and their features live in files under one folder, so no process ever holds the whole
 history's features, nor the whole history as a frame: `split_history` streams the history
@@ -19,7 +19,6 @@ bools with None, which a Parquet round trip would not give back exactly.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,21 +27,20 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from fengkong.features import definitions as d
 from fengkong.features.lists import ListSpec
-from fengkong.features.offline_dask import (
+from fengkong.features.offline_split import (
+    LAST_PASS,
     PASSES,
-    _ROW,
-    _declared,
-    _ipintel,
-    _lists_files,
+    ROW_PASS,
     bounded_tasks,
     column_pass,
+    declared_entities,
+    lists_files,
+    new_within,
     pass_entities,
     split_keys,
+    worker_ipintel,
 )
-
-_LAST = "merchant"  # after the others: its make-up of today reads whether cards and accounts were new
 ROW = "__row"  # a part's column holding each event's position in the whole history
 _KEY_COLUMNS = sorted({*PASSES.values(), "event_id"})  # event_id: where a row without the key goes
 
@@ -135,7 +133,7 @@ class FeatureParts:
     partitions: int
     names: list[str]
     index: pd.Index | None = None
-    declared: Mapping[str, str] = field(default_factory=_declared, repr=False)
+    declared: Mapping[str, str] = field(default_factory=declared_entities, repr=False)
 
     def path(self, pass_name: str, part: int) -> Path:
         return self.folder / "features" / pass_name / f"part-{part:05d}.pkl"
@@ -150,7 +148,7 @@ class FeatureParts:
         by_pass: dict[str, list[str]] = {}
         for c in wanted:
             by_pass.setdefault(column_pass(c, self.declared), []).append(c)
-        row_pass = next(iter(by_pass), _ROW)
+        row_pass = next(iter(by_pass), ROW_PASS)
         got: dict[str, pd.DataFrame] = {}
         for name in dict.fromkeys([row_pass, *by_pass]):
             parts = [pd.read_pickle(self.path(name, p))[by_pass.get(name, [])] for p in range(self.partitions)]
@@ -187,8 +185,7 @@ def offline_features_parts(
     step = progress or (lambda name: None)
     split = split_history(history, folder, partitions, batch_rows=batch_rows)
     step("split")
-    files = _lists_files(lists_dir)
-    shared = {"lists_files": files, "lists": lists, "profiles": profiles,
+    shared = {"lists_files": lists_files(lists_dir), "lists": lists, "profiles": profiles,
               "list_entries": {k: list(v) for k, v in (list_entries or {}).items()}, **kwargs}
     if client is not None:
         shared = {k: client.scatter(v, broadcast=True) if isinstance(v, pd.DataFrame) else v
@@ -197,7 +194,7 @@ def offline_features_parts(
     for name in PASSES:
         (folder / "features" / name).mkdir(parents=True, exist_ok=True)
     new_pieces: dict[str, list[pd.Series]] = {"card": [], "user": []}
-    first = [name for name in PASSES if name != _LAST]
+    first = [name for name in PASSES if name != LAST_PASS]
     jobs = [(name, p, None) for name in first for p in range(partitions)]
     for (name, _, _), (names, new) in _run(jobs, split, out, shared, client):
         out.names = out.names or names
@@ -206,8 +203,8 @@ def offline_features_parts(
     step("passes")
     known_new = pd.DataFrame({k: pd.concat(v) if v else pd.Series(dtype=bool) for k, v in new_pieces.items()})
     del new_pieces
-    merchant_part = _parts_of(split, _LAST)
-    jobs = [(_LAST, p, known_new[merchant_part.reindex(known_new.index).to_numpy() == p]) for p in range(partitions)]
+    merchant_part = _parts_of(split, LAST_PASS)
+    jobs = [(LAST_PASS, p, known_new[merchant_part.reindex(known_new.index).to_numpy() == p]) for p in range(partitions)]
     del known_new
     for _, (names, _) in _run(jobs, split, out, shared, client):
         out.names = out.names or names
@@ -258,10 +255,8 @@ def part_task(*, part: str, out: str, pass_name: str, declared: Mapping[str, str
     (account) was new (`d.TodayMakeup`)."""
     from fengkong.features.offline import offline_features
 
-    files = tuple(sorted(lists_files.items()))
-    digest = hashlib.sha256(b"".join(n.encode() + b"\0" + b for n, b in files)).hexdigest()
     rows = read_part(Path(part))
-    features = offline_features(rows, ipintel=_ipintel(digest, files), entities=pass_entities(pass_name), **kwargs)
+    features = offline_features(rows, ipintel=worker_ipintel(lists_files), entities=pass_entities(pass_name), **kwargs)
     del rows
     names = list(features.columns)
     own = features[[c for c in names if column_pass(c, declared) == pass_name]]
@@ -269,6 +264,5 @@ def part_task(*, part: str, out: str, pass_name: str, declared: Mapping[str, str
         pickle.dump(own, fh, protocol=pickle.HIGHEST_PROTOCOL)
     new = None
     if pass_name in ("card", "user"):
-        age = pd.to_numeric(features[f"{pass_name}.age_days"], errors="coerce")
-        new = age.lt(d.TODAY_MAKEUP.new_within_s / 86400)
+        new = new_within(features[f"{pass_name}.age_days"])
     return names, new

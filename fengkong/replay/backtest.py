@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -151,13 +151,18 @@ def compare(live_rules: RuleSet, candidate_rules: RuleSet, features: pd.DataFram
 def history_features(history: History, *, rules_dir: Path, lists_file: Path | None = None,
                      merchants_file: Path | None = None, dask_client: Any = None,
                      partitions: int = 8, history_start_us: int | None = None,
-                     promotions_file: Path | None = None) -> tuple[pd.DataFrame, pd.Series | None]:
+                     promotions_file: Path | None = None, parts_dir: Path | None = None,
+                     columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.Series | None]:
     """Offline features of every decision event of a history, and their labels.
 
     With ``dask_client`` (a `distributed.Client`) the features are computed on its
     cluster (`offline_features_dask`: the same frame, split by entity into
-    ``partitions`` parts per pass); else in this process. ``history_start_us``: see
-    `fengkong.features.young` (as the replay's store)."""
+    ``partitions`` parts per pass); else in this process. With ``parts_dir`` the twin
+    runs in parts on disk under that folder (`offline_features_parts`, on the cluster
+    if given, which must reach the folder), so that no process holds the whole twin at
+    once, and only ``columns`` (those the twin has) are read back: for a history whose
+    features would not fit in memory. ``history_start_us``: see `fengkong.features.young`
+    (as the replay's store)."""
     lists_dir = Path(rules_dir) / "lists"
     specs = load_list_specs(lists_dir)
     entries = list_entries(lists_dir, specs, lists_file)
@@ -165,7 +170,14 @@ def history_features(history: History, *, rules_dir: Path, lists_file: Path | No
     if promotions_file is not None:  # the planned campaigns, as `fengkong replay --promotions` stores them
         load_promotions(promotions_file)  # every row checked: a bad one names its row and field
         profiles = with_promotions(profiles, read_table(promotions_file))
-    if dask_client is not None:
+    if parts_dir is not None:
+        from fengkong.features.offline_parts import offline_features_parts
+
+        parts = offline_features_parts(history.events, Path(parts_dir), lists_dir=lists_dir, client=dask_client,
+                                       partitions=partitions, lists=specs, list_entries=entries,
+                                       profiles=profiles, history_start_us=history_start_us)
+        features = parts.read(None if columns is None else [c for c in dict.fromkeys(columns) if c in parts.names])
+    elif dask_client is not None:
         from fengkong.features.offline_dask import offline_features_dask
 
         features = offline_features_dask(history.events, client=dask_client, lists_dir=lists_dir, lists=specs,
@@ -175,18 +187,33 @@ def history_features(history: History, *, rules_dir: Path, lists_file: Path | No
         features = offline_features(history.events, ipintel=IpIntel.load(lists_dir), lists=specs,
                                     list_entries=entries, profiles=profiles,
                                     history_start_us=history_start_us)
+    if columns is not None:
+        features = features[[c for c in dict.fromkeys(columns) if c in features.columns]]
     labels = None
     if history.labelled:
         labels = history.events["is_fraud"].loc[features.index].reset_index(drop=True)
     return features.reset_index(drop=True), labels
 
 
+def rules_columns(*rulesets: RuleSet) -> list[str]:
+    """The feature columns the vectorised evaluation of these rule sets reads, and those a
+    backtest's report shows (`BacktestResult.changed_events`): the only ones a backtest
+    needs to hold."""
+    out: dict[str, None] = dict.fromkeys(["event.event_id", "event.type"])
+    for rs in rulesets:
+        for rule in rs.rules:
+            out.update(dict.fromkeys(rule.reads))
+        out.update(dict.fromkeys(sorted(rs.policy.features_read)))
+    return list(out)
+
+
 def backtest(history_path: Path, candidate_dir: Path, *, live_dir: Path = Path("rules"),
              mapping: Mapping | None = None, lists_file: Path | None = None,
              merchants_file: Path | None = None, dask_client: Any = None, partitions: int = 8,
-             promotions_file: Path | None = None) -> BacktestResult:
+             promotions_file: Path | None = None, parts_dir: Path | None = None) -> BacktestResult:
     """Read a history, compute its features once, compare the candidate with the live rules
-    (features on the Dask cluster of ``dask_client`` when given: see `history_features`)."""
+    (features on the Dask cluster of ``dask_client`` when given, and in parts on disk under
+    ``parts_dir`` when given, keeping only the columns the rules read: see `history_features`)."""
     t0 = time.perf_counter()
     live_rules = load_ruleset(live_dir)
     cand_rules = load_ruleset(candidate_dir)
@@ -199,7 +226,8 @@ def backtest(history_path: Path, candidate_dir: Path, *, live_dir: Path = Path("
                                             partitions=partitions,
                                             history_start_us=history_start_for(  # as `fengkong replay`'s default
                                                 None, history.events["occurred_at"], mapped=mapping is not None),
-                                            promotions_file=promotions_file)
+                                            promotions_file=promotions_file, parts_dir=parts_dir,
+                                            columns=rules_columns(live_rules, cand_rules) if parts_dir else None)
         t3 = time.perf_counter()
         result = compare(live_rules, cand_rules, features, labels)
     finally:

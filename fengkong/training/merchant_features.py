@@ -49,6 +49,9 @@ from fengkong.models.artifacts import MERCHANT_FEATURES
 #: The columns `daily_features` returns besides merchant_id and day: the names a merchants
 #: artifact may ask for, owned by `fengkong.models.artifacts` (serving checks artifacts against them).
 FEATURES: tuple[str, ...] = MERCHANT_FEATURES
+#: The flat-event columns `daily_features` reads (the last three optional): a history read
+#: for the nightly job needs no others.
+READS: tuple[str, ...] = ("merchant_id", "occurred_at", "type", "amount", "currency", "card_type", "card_fingerprint")
 US_PER_DAY = 86_400_000_000
 US_PER_HOUR = 3_600_000_000
 _CHARGEBACK_TYPES = ("chargeback", "fraud_report")

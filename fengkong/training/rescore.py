@@ -33,7 +33,7 @@ from fengkong.features.definitions import DEFAULT_GRADE
 from fengkong.models.merchant_model import MerchantAnomalyModel
 from fengkong.training.grade_policy import GradePolicy
 from fengkong.training.grading import current_grades, grade_history
-from fengkong.training.merchant_features import FEATURES, daily_features, day_range
+from fengkong.training.merchant_features import FEATURES, READS, daily_features, day_range
 from fengkong.webhooks import publish_many
 
 _HISTORY_COLUMNS = ["merchant_id", "day", "grade", "changed", "reason", "anomaly"]
@@ -129,6 +129,22 @@ def rescore(
     hist = daily[_HISTORY_COLUMNS]
     current = _with_limits(current_grades(hist), policy)
     return RescoreResult(daily, current, policy, payments, engine)
+
+
+def read_history(path: Path, *, on_workers: bool = False) -> Any:
+    """The columns the job reads (`merchant_features.READS`) of a Parquet history (a file or a
+    folder of files): a pandas frame, or with ``on_workers`` a Dask frame that the cluster's
+    workers read themselves, so that this process never holds the history (the workers must
+    reach ``path``: the local cluster's disk, or a shared mount)."""
+    import pyarrow.dataset as ds
+
+    names = set(ds.dataset(path, format="parquet").schema.names)
+    columns = [c for c in READS if c in names]
+    if on_workers:
+        import dask.dataframe as dd
+
+        return dd.read_parquet(str(path), columns=columns)
+    return pd.read_parquet(path, columns=columns)
 
 
 def _rescore_dask(events: Any, *, policy: GradePolicy, model: MerchantAnomalyModel | None,
