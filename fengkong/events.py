@@ -318,6 +318,24 @@ class Event(BaseModel):
         return self.occurred_at.timestamp()
 
 
+#: the datetime `iso_text` formatted last (held, so its identity cannot be reused) and its text
+_last_iso: tuple[datetime | None, str] = (None, "")
+
+
+def iso_text(at: datetime) -> str:
+    """``at.isoformat()``, remembered for the last datetime object asked about: the
+    decision path formats its event's ``occurred_at`` for the merchant snapshot and again
+    for a review's case item, and the C formatter is not cheap. Identity, not equality,
+    decides (two equal times at different offsets have different texts)."""
+    global _last_iso
+    last = _last_iso
+    if last[0] is at:
+        return last[1]
+    text = at.isoformat()
+    _last_iso = (at, text)
+    return text
+
+
 def currency_exponent(currency: str) -> int:
     return CURRENCY_EXPONENT.get(currency, 2)
 

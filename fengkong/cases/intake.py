@@ -39,7 +39,7 @@ import redis
 
 from fengkong.cases.config import CasesConfig
 from fengkong.cases.held import HeldItems
-from fengkong.events import Event, EventRejected, EventType, parse_event
+from fengkong.events import Event, EventRejected, EventType, iso_text, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def item_for(record: Mapping[str, Any], event: Event) -> dict[str, Any]:
         "decision_id": record["decision_id"], "event_id": event.event_id, "type": event.type.value,
         "decision": record["decision"], "score": record.get("score") or 0, "risk": record.get("risk"),
         "reasons": [{k: r.get(k) for k in _REASON_KEYS} for r in record.get("reasons") or ()],
-        "occurred_at": event.occurred_at.isoformat(), "amount_minor": event.amount_minor,
+        "occurred_at": iso_text(event.occurred_at), "amount_minor": event.amount_minor,
         "currency": event.currency, "card": card.fingerprint if card else None,
         "user_id": event.user_id, "merchant_id": event.merchant_id,
     }

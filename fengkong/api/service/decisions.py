@@ -66,7 +66,7 @@ from fengkong.api.service.records import is_record
 from fengkong.api.service.ids import check_id, new_decision_id
 from fengkong.api.state import Runtime
 from fengkong.engine.decision import Decision
-from fengkong.events import OUTCOME_TYPES, Event, EventRejected, parse_event
+from fengkong.events import OUTCOME_TYPES, Event, EventRejected, iso_text, parse_event
 from fengkong.features.model_outputs import MODEL_OUTPUTS
 from fengkong.features.errors import DuplicateEventConflict, FeatureStoreError, FeatureStoreUnavailable
 from fengkong.features.pipelined import ReplyError, ReplyLate
@@ -230,7 +230,8 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     first = len(commands)  # the record's SET (after its schema's, when that is sent)
     commands += [
         set_record(key, blob, record_ttl(rt), only_if_absent=adopt),
-        *pointers.commands(rt.keys.prefix, decision_id=decision_id, event_id=event.event_id, ttl_s=ttl),
+        *pointers.commands(rt.keys.prefix, decision_id=decision_id, event_id=event.event_id, ttl_s=ttl,
+                           renewals=rt.renewals, faults=rt.breaker.faults),
         rt.audit.decision_command(record),
     ]
     case_item = rt.intake.command(record, event)  # a review (or what cases.yaml names): queue it for a case
@@ -238,7 +239,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     if case_item is not None:
         commands.append(case_item)
     if event.merchant_id:
-        snap = {"event_id": event.event_id, "occurred_at": event.occurred_at.isoformat(),
+        snap = {"event_id": event.event_id, "occurred_at": iso_text(event.occurred_at),
                 "decision_id": decision_id, "features": _merchant_features(features)}
         commands.append(("SET", rt.keys.merchant_snapshot(event.merchant_id), dumps(snap), "EX", ttl))
     hook = rt.hooks.decision_command(record)  # deny/review: queue the webhook event in this same write
