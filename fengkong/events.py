@@ -37,6 +37,7 @@ import re
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from collections import abc
 from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
@@ -147,6 +148,20 @@ def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
+#: keys of 13 characters or more found not to hold a card number (bounded: keys are the caller's)
+_CLEAN_KEYS: set[str] = set()
+
+
+def _pan_key(key: Any) -> bool:
+    """`looks_like_pan` of a key, remembering a clean text key (the same field names come
+    with every event)."""
+    if looks_like_pan(key):
+        return True
+    if type(key) is str and len(_CLEAN_KEYS) < 1024:
+        _CLEAN_KEYS.add(key)
+    return False
+
+
 def find_pan(data: Any, path: str = "", max_depth: int | None = None) -> str | None:
     """Return the dotted path of the first value or key that looks like a card number, if any.
 
@@ -158,14 +173,15 @@ def find_pan(data: Any, path: str = "", max_depth: int | None = None) -> str | N
     while stack:
         node, where, depth = stack.pop()
         kind = type(node)
-        if kind is dict or (kind is not str and isinstance(node, Mapping)):
+        if kind is dict or (kind is not str and isinstance(node, abc.Mapping)):
             if max_depth is not None and depth > max_depth:
                 raise EventRejected("<event>", f"nests deeper than {max_depth} levels of objects and arrays")
             nested = []
             for key, value in node.items():  # this level's keys and plain values first
                 # a text shorter than 13 characters cannot hold a card number (`looks_like_pan`
-                # says so first): most of an event's keys and values, passed without the call
-                if (type(key) is not str or len(key) >= 13) and looks_like_pan(key):
+                # says so first): most of an event's keys and values, passed without the call;
+                # so are the longer keys already found clean (the contract's field names)
+                if (type(key) is not str or (len(key) >= 13 and key not in _CLEAN_KEYS)) and _pan_key(key):
                     return _join(where, "<key>")
                 vkind = type(value)
                 if vkind is str:
@@ -174,7 +190,9 @@ def find_pan(data: Any, path: str = "", max_depth: int | None = None) -> str | N
                 elif vkind is int:
                     if looks_like_pan(value):
                         return _join(where, key)
-                elif vkind is dict or vkind is list or isinstance(value, (Mapping, list, tuple)):
+                elif value is None or vkind is float or vkind is bool:
+                    continue  # neither a container nor ever a card number (`looks_like_pan`)
+                elif vkind is dict or vkind is list or isinstance(value, (abc.Mapping, list, tuple)):
                     nested.append((value, _join(where, key), depth + 1))
                 elif looks_like_pan(value):
                     return _join(where, key)
@@ -318,6 +336,24 @@ class Event(BaseModel):
         return self.occurred_at.timestamp()
 
 
+#: the datetime `iso_text` formatted last (held, so its identity cannot be reused) and its text
+_last_iso: tuple[datetime | None, str] = (None, "")
+
+
+def iso_text(at: datetime) -> str:
+    """``at.isoformat()``, remembered for the last datetime object asked about: the
+    decision path formats its event's ``occurred_at`` for the merchant snapshot and again
+    for a review's case item, and the C formatter is not cheap. Identity, not equality,
+    decides (two equal times at different offsets have different texts)."""
+    global _last_iso
+    last = _last_iso
+    if last[0] is at:
+        return last[1]
+    text = at.isoformat()
+    _last_iso = (at, text)
+    return text
+
+
 def currency_exponent(currency: str) -> int:
     return CURRENCY_EXPONENT.get(currency, 2)
 
@@ -359,7 +395,7 @@ def _field_of(error: Mapping[str, Any]) -> str:
 
 def parse_event(data: Any) -> Event:
     """Validate one event; raise EventRejected naming the field (never echoing a card number)."""
-    if not isinstance(data, Mapping):
+    if not isinstance(data, abc.Mapping):
         raise EventRejected("<event>", "must be a JSON object")
     pan_at = find_pan(data, max_depth=MAX_DEPTH)
     if pan_at:

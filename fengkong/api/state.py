@@ -43,6 +43,7 @@ from fengkong.api.config import Settings
 from fengkong.api.hooks import Hooks
 from fengkong.api.metrics import Metrics
 from fengkong.api.security import KeyRing
+from fengkong.api.service.renewals import Renewals
 from fengkong.api.service.records import Records
 from fengkong.api.snapshot import SnapshotKeeper
 from fengkong.cases import config as cases_config
@@ -157,6 +158,8 @@ class Runtime:
     hooks: Hooks
     cases: CasesRuntime | None = None
     embedded: EmbeddedRedis | None = None
+    #: the decision pointers' buckets this worker renewed lately (`pointers.Renewals`)
+    renewals: Renewals = field(default_factory=Renewals)
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
 

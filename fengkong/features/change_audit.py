@@ -10,15 +10,27 @@ made it.
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime, timezone
 from typing import Any
 
 from fengkong.features import keys
 
 
+#: the second `utc_now_iso` last wrote, and its text up to the seconds
+_second: tuple[int, str] = (-1, "")
+
+
 def utc_now_iso() -> str:
-    """Now in UTC, ISO 8601 with microseconds (the audit's time format)."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    """Now in UTC, ISO 8601 with microseconds (the audit's time format): what
+    ``datetime.now(timezone.utc).isoformat(timespec="microseconds")`` gives (the clock
+    read the same way, microseconds floored), with the date and time of the current second
+    formatted once per second, as every decision asks for it."""
+    global _second
+    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    if seconds != _second[0]:
+        _second = (seconds, datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_second[1]}.{micros:06d}+00:00"
 
 
 def change_record(*, actor: str, action: str, version: str | None, detail: dict[str, Any],

@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import operator
 import time
 from typing import Any, Mapping
 
@@ -65,7 +66,7 @@ from fengkong.api.service.records import is_record
 from fengkong.api.service.ids import check_id, new_decision_id
 from fengkong.api.state import Runtime
 from fengkong.engine.decision import Decision
-from fengkong.events import OUTCOME_TYPES, Event, EventRejected, parse_event
+from fengkong.events import OUTCOME_TYPES, Event, EventRejected, iso_text, parse_event
 from fengkong.features.model_outputs import MODEL_OUTPUTS
 from fengkong.features.errors import DuplicateEventConflict, FeatureStoreError, FeatureStoreUnavailable
 from fengkong.features.pipelined import ReplyError, ReplyLate
@@ -229,7 +230,8 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     first = len(commands)  # the record's SET (after its schema's, when that is sent)
     commands += [
         set_record(key, blob, record_ttl(rt), only_if_absent=adopt),
-        *pointers.commands(rt.keys.prefix, decision_id=decision_id, event_id=event.event_id, ttl_s=ttl),
+        *pointers.commands(rt.keys.prefix, decision_id=decision_id, event_id=event.event_id, ttl_s=ttl,
+                           renewals=rt.renewals, faults=rt.breaker.faults),
         rt.audit.decision_command(record),
     ]
     case_item = rt.intake.command(record, event)  # a review (or what cases.yaml names): queue it for a case
@@ -237,9 +239,8 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     if case_item is not None:
         commands.append(case_item)
     if event.merchant_id:
-        names = _merchant_names(tuple(features))
-        snap = {"event_id": event.event_id, "occurred_at": event.occurred_at.isoformat(),
-                "decision_id": decision_id, "features": dict(zip(names, map(features.__getitem__, names)))}
+        snap = {"event_id": event.event_id, "occurred_at": iso_text(event.occurred_at),
+                "decision_id": decision_id, "features": _merchant_features(features)}
         commands.append(("SET", rt.keys.merchant_snapshot(event.merchant_id), dumps(snap), "EX", ttl))
     hook = rt.hooks.decision_command(record)  # deny/review: queue the webhook event in this same write
     if hook is not None:
@@ -320,7 +321,7 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
                      degraded_reason: str | None) -> dict[str, Any]:
     ruleset = rt.rules.current
     read = _plain(ruleset.features_read if ruleset.version == decision.ruleset_version else frozenset(features))
-    recorded = dict(zip(read, map(features.get, read)))
+    recorded = _picked(read, features)
     if rt.models.available:  # the model outputs by name: scanning every feature for the prefix cost more
         recorded.update((k, features[k]) for k in _MODEL_NAMES if k in features)
     return {
@@ -341,11 +342,49 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
 _MODEL_NAMES = tuple(name for name, _, _ in MODEL_OUTPUTS if name != pipeline.RISK_FEATURE)
 
 
+#: (count of features, last feature's name) -> a getter of their merchant.* values, and those names
+_MERCHANT_GETTERS: dict[tuple[int, str], tuple[tuple[str, ...], Any]] = {}
+
+
+def _merchant_features(features: dict[str, Any]) -> dict[str, Any]:
+    """The merchant.* features, in the features' order (for the merchant's snapshot).
+
+    The store gives the same keys in the same order for every event of a kind, so the
+    names are found once per shape of the features (their count and last name: cheaper
+    to tell than hashing every name per decision) and read with one ``itemgetter``; a
+    name the cached getter misses finds them again."""
+    shape = (len(features), next(reversed(features), ""))
+    cached = _MERCHANT_GETTERS.get(shape)
+    if cached is not None:
+        try:
+            return dict(zip(cached[0], cached[1](features)))
+        except KeyError:
+            pass
+    names = tuple(n for n in features if n.startswith("merchant."))
+    if len(_MERCHANT_GETTERS) >= 64:
+        _MERCHANT_GETTERS.clear()
+    _MERCHANT_GETTERS[shape] = (names, _getter(names))
+    return {n: features[n] for n in names}
+
+
+def _picked(names: tuple[str, ...], features: Mapping[str, Any]) -> dict[str, Any]:
+    """``{name: features.get(name)}`` for `names` (the features a record keeps): one
+    ``itemgetter`` call when every name is there, which is the common case and cheaper
+    than a ``get`` per name."""
+    try:
+        return dict(zip(names, _getter(names)(features)))
+    except KeyError:
+        return dict(zip(names, map(features.get, names)))
+
+
 @functools.lru_cache(maxsize=64)
-def _merchant_names(names: tuple[str, ...]) -> tuple[str, ...]:
-    """The merchant.* names among a features mapping's keys (cached: the store gives
-    the same keys in the same order for every event of a kind)."""
-    return tuple(n for n in names if n.startswith("merchant."))
+def _getter(names: tuple[str, ...]) -> Any:
+    """A getter of `names`' values as a tuple (also for zero or one name, unlike a bare
+    ``itemgetter``); cached per names tuple (the rule set's, `_plain`'s cached object)."""
+    if len(names) == 1:
+        one = names[0]
+        return lambda mapping: (mapping[one],)
+    return operator.itemgetter(*names) if names else (lambda mapping: ())
 
 
 @functools.lru_cache(maxsize=16)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from fengkong.api.service.idempotency import execute
+from fengkong.api.service.renewals import Renewals
 from fengkong.api.state import Runtime
 from fengkong.features import keys
 
@@ -24,9 +25,13 @@ from fengkong.features import keys
 BUCKET_GRACE_S = 3600
 
 
-def commands(prefix: str, *, decision_id: str, event_id: str, ttl_s: int) -> list[tuple[Any, ...]]:
-    """The writes that let `decision_id` find `event_id` for at least `ttl_s` seconds."""
+def commands(prefix: str, *, decision_id: str, event_id: str, ttl_s: int,
+             renewals: Renewals | None = None, faults: int = 0) -> list[tuple[Any, ...]]:
+    """The writes that let `decision_id` find `event_id` for at least `ttl_s` seconds
+    (with `renewals`: the bucket's EXPIRE only when it is due)."""
     key, field = keys.decision_bucket(prefix, decision_id)
+    if renewals is not None and not renewals.due(key, faults):
+        return [("HSET", key, field, event_id)]
     return [("HSET", key, field, event_id), ("EXPIRE", key, ttl_s + BUCKET_GRACE_S)]
 
 

@@ -208,11 +208,12 @@ def _when(text: str) -> int | str:
     except ValueError:
         return text
     offset = at.utcoffset()
-    if offset is None:
+    if offset is None or offset.seconds % 60 or offset.microseconds:  # `_occurred` keeps whole minutes
         return text
     minutes = offset.days * 1440 + offset.seconds // 60
     code = _micros_of(at) * _OFFSETS + minutes + 2048
-    return code if 0 <= code < 2 ** 64 and _occurred(code) == text else text
+    # `_occurred(code)` is this instant at this offset: the same text as `at`'s, formatted once
+    return code if 0 <= code < 2 ** 64 and at.isoformat() == text else text
 
 
 def _occurred(code: int) -> str:
