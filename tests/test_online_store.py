@@ -141,13 +141,14 @@ def test_distinct_counts_of_two_windows_from_one_set(store):
 
 def test_an_event_that_counts_in_a_set_refreshes_its_ttl_and_one_that_only_reads_it_does_not(
         store, redis_client, prefix):
-    """D and S ops refresh a sorted set's TTL before reading it (EXPIRE's answer says
-    whether the set exists, and a new set needs no reads): a new set and an existing one
-    alike are left with their full TTL, which covers the longest window (24 h + 1 h for a
-    merchant's cards, 90 + 1 days for a user's devices), as when the TTL was set after
-    the write."""
+    """D ops refresh a sorted set's TTL before reading it (EXPIRE's answer says whether
+    the set exists, and a new set needs no reads): a new set and an existing one alike
+    are left with their full TTL, which covers the longest window (24 h + 1 h for a
+    merchant's cards), as when the TTL was set after the write. A user's seen devices
+    live in its state value, whose TTL covers their horizon (90 + 1 days)."""
     cards = f"{prefix}:v1:{{merchant:m1}}:d:card_fp"
-    seen = f"{prefix}:v1:{{user:u1}}:s:device_id"
+    seen = f"{prefix}:v1:{{user:u1}}:" + next(op.suffix for op in store.planner.ops
+                                               if op.entity == "user" and op.suffix.startswith("state."))
     full = {cards: 86400 + 3600, seen: 91 * 86400}
     store.process(pay(T0))  # both sets are new
     for key, ttl in full.items():
