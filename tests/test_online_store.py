@@ -168,6 +168,27 @@ def test_an_event_that_counts_in_a_set_refreshes_its_ttl_and_one_that_only_reads
     assert redis_client.zscore(cards, "c3") is None
 
 
+def test_a_merchants_volume_and_top_card_ttls_are_set_once_a_day_not_per_payment(store, redis_client, prefix):
+    """The volume hash's TTL (32 days) is refreshed by the merchant's first payment of a
+    business day, the day's top-card set's (2 days) when it is made: a later payment the
+    same day sends no EXPIRE, and leaves a shortened TTL as it was."""
+    volume = f"{prefix}:v1:{{merchant:m7}}:volume"
+    store.process(pay(T0, merchant="m7"))
+    (top,) = [k.decode() for k in redis_client.scan_iter(f"{prefix}:v1:{{merchant:m7}}:top:*")]
+    assert 32 * 86400 - 5 <= redis_client.ttl(volume) <= 32 * 86400
+    assert 2 * 86400 - 5 <= redis_client.ttl(top) <= 2 * 86400
+    for key in (volume, top):
+        redis_client.expire(key, 100)
+    later = store.process(pay(T0 + timedelta(minutes=5), merchant="m7", card="c2"))
+    assert later.features["merchant.count_today"] == 1  # the same day: the first payment was read
+    assert redis_client.ttl(volume) <= 100 and redis_client.ttl(top) <= 100  # not refreshed
+    assert redis_client.zscore(top, "c2") == 10_000  # (written all the same)
+    store.process(pay(T0 + timedelta(days=1), merchant="m7"))  # the next business day
+    assert 32 * 86400 - 5 <= redis_client.ttl(volume) <= 32 * 86400
+    tops = [k.decode() for k in redis_client.scan_iter(f"{prefix}:v1:{{merchant:m7}}:top:*") if k.decode() != top]
+    assert len(tops) == 1 and 2 * 86400 - 5 <= redis_client.ttl(tops[0]) <= 2 * 86400
+
+
 def test_small_distinct_sets_live_in_the_entity_state_and_a_set_of_before_is_read_once(
         store, redis_client, prefix):
     """An IP's (card's, device's, subnet's) distinct-count sets are part of its state

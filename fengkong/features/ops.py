@@ -360,7 +360,9 @@ class VolumeOp(Op):
     _ORDER = ("merchant.volume_today", "merchant.count_today", "merchant.volume_hour", "merchant.count_hour",
               "merchant.baseline_today_7d", "merchant.baseline_hour_7d", "merchant.baseline_count_today_7d",
               "merchant.baseline_today_28d", "merchant.baseline_hour_28d", "merchant.baseline_count_today_28d")
-    _TTL = str(31 * 86400)
+    #: a day more than the 28 days of packs and the open day read: the script refreshes
+    #: it on a merchant's first payment of each business day, not on every payment
+    _TTL = str(32 * 86400)
 
     @classmethod
     def compile(cls, config: StoreConfig) -> list[Op]:

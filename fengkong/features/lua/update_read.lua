@@ -864,7 +864,9 @@ local function op_volume(key)
       set[#set + 1] = day
     end
     rcall('HSET', key, unpack(set))
-    rcall('EXPIRE', key, ttl)
+    -- the TTL is refreshed by a merchant's first payment of each business day (a new
+    -- hash's too), not by every payment: it is a day longer than the reads need
+    if cd ~= day then rcall('EXPIRE', key, ttl) end
   elseif cd and day > cd then
     rcall('HSET', key, 'cd', day)
   end
@@ -878,7 +880,8 @@ local function op_top(key)
   out[nout] = top[2] and tonumber(top[2]) or 0
   if write and member ~= '' then
     rcall('ZINCRBY', key, amt, member)
-    rcall('EXPIRE', key, ttl)
+    -- the TTL is set when the day's set is made (it was empty: no key), as op_makeup's
+    if not top[1] then rcall('EXPIRE', key, ttl) end
   end
 end
 
