@@ -292,7 +292,6 @@ local function state_sets(key, ai, no, at, ts)
   ai = ai + 2
   local has = #old >= at + 2 and sunpack('<H', old, at + 1) == tag
   local pos = at + 3  -- where the next set starts (1-based)
-  local parts, np = {spack('<H', tag)}, 1
   local write = false
   local base, before  -- the entity's keys' common start; whether any key of before exists
   local hashes = {}  -- a first use's hash of before, read once
@@ -306,6 +305,8 @@ local function state_sets(key, ai, no, at, ts)
       j = j + 4 + A[j + 3]
     end
     before = rcall('EXISTS', unpack(names, 1, nsets)) > 0  -- one call for all, not a read each
+    keep(at)
+    put(spack('<H', tag))  -- the group, new: its sets follow
   end
   for _ = 1, nsets do
     local kind, member, legacy, nthr = A[ai], A[ai + 1], A[ai + 2], A[ai + 3]
@@ -387,20 +388,24 @@ local function state_sets(key, ai, no, at, ts)
         out[no] = c
       end
     end
-    np = np + 1
+    -- the new bytes go straight into the value's pieces (`keep`, `put`): the old bytes of
+    -- a set that does not change are copied once, when the value is joined
     if put_member and not stale then
       -- the records as they are, the event's member's time moved on or its record added
       if mine then
         if ts > seen[mine] then
           local r = at1[mine]
-          parts[np] = ssub(old, start, r - 1) .. spack('<d', ts) .. ssub(old, r + 8, pos - 1)
+          keep(r - 1)
+          put(spack('<d', ts))
+          done = r + 7
           write = true
-        else
-          parts[np] = ssub(old, start, pos - 1)
         end
       else
-        local rec = counts and spack('<dH', ts, #member) or spack('<ddH', ts, ts, #member)
-        parts[np] = spack('<H', n + 1) .. ssub(old, start + 2, pos - 1) .. rec .. member
+        keep(start - 1)
+        put(spack('<H', n + 1))
+        done = start + 1
+        keep(pos - 1)
+        put(counts and spack('<dH', ts, #member) .. member or spack('<ddH', ts, ts, #member) .. member)
         write = true
       end
     elseif put_member or not has then
@@ -430,20 +435,15 @@ local function state_sets(key, ai, no, at, ts)
         end
         write = true
       end
-      parts[np] = spack('<H', nb) .. concat(buf, '', 1, nb)
-    else
-      parts[np] = ssub(old, start, pos - 1)
+      if has then keep(start - 1) end
+      put(spack('<H', nb) .. concat(buf, '', 1, nb))
+      if has then done = pos - 1 end
     end
   end
   local ends = has and pos - 1 or at
-  if write or not has then
-    -- a group of before (or none) is written in this format with the value, whenever the
-    -- value is written: with its sets of before now, even if the event counts in none
-    keep(at)
-    put(concat(parts, '', 1, np))
-    done = ends
-    if write or before then sets_changed = true end
-  end
+  -- a group of before (or none) is written in this format with the value, whenever the
+  -- value is written: with its sets of before now, even if the event counts in none
+  if write or (before and not has) then sets_changed = true end
   return ai, no, ends
 end
 
