@@ -287,6 +287,9 @@ end
 -- entity without a value pays one EXISTS: keys of before may outlive its value by a
 -- day). Returns the next argument's index, `no`, and where the group ends in the old value.
 local sets_changed
+-- (one set of tables for every set of the call, read only up to the set's count: a
+-- table made per set cost more than the set's own work)
+local SEEN, AT1, FIRST = {}, {}, {}
 local function state_sets(key, ai, no, at, ts)
   local tag, nsets = A[ai], A[ai + 1]
   ai = ai + 2
@@ -294,7 +297,7 @@ local function state_sets(key, ai, no, at, ts)
   local pos = at + 3  -- where the next set starts (1-based)
   local write = false
   local base, before  -- the entity's keys' common start; whether any key of before exists
-  local hashes = {}  -- a first use's hash of before, read once
+  local hashes  -- the first uses' hashes of before, each read once
   if not has then
     base = ssub(key, 1, #key - 14)  -- (key: "...:state.<8 hex>")
     local names, j = {}, ai
@@ -305,6 +308,7 @@ local function state_sets(key, ai, no, at, ts)
       j = j + 4 + A[j + 3]
     end
     before = rcall('EXISTS', unpack(names, 1, nsets)) > 0  -- one call for all, not a read each
+    hashes = {}
     keep(at)
     put(spack('<H', tag))  -- the group, new: its sets follow
   end
@@ -317,7 +321,7 @@ local function state_sets(key, ai, no, at, ts)
     local put_member = kind % 2 == 1 and member ~= ''
     -- seen[k]: when member k was last seen; at1[k]: where its record starts (has), or
     -- the member itself (read from the key of before); first[k]: its run's start (kind 4/5)
-    local seen, at1, first, n = {}, {}, {}, 0
+    local seen, at1, first, n = SEEN, AT1, FIRST, 0
     local start, mine = pos, nil  -- mine: the event's member's index
     local low
     for i = t0, ai - 1 do
