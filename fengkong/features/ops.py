@@ -208,7 +208,9 @@ class StateOp(Op):
         self.seens = [s for s in d.SEEN if s.entity == entity]
         self.first_uses = [x for x in d.MEMBER_FIRST_SEEN if x.entity == entity]
         writes_on = {t for r in self.rollings for c in r.counters for t in c.events}
-        writes_on |= {t for x in [*self.distincts, *self.seens, *self.first_uses] for t in x.events}
+        writes_on |= {t for x in self.distincts for t in x.events}
+        horizons: list[d.SeenBefore | d.MemberFirstSeen] = [*self.seens, *self.first_uses]
+        writes_on |= {t for y in horizons for t in y.events}
         for events in (self._first_events, self._first_day_events, self._moment_events, self._hour_events,
                        self._recent_events):
             writes_on |= events or set()
@@ -221,7 +223,7 @@ class StateOp(Op):
                   + [f.ttl.seconds for f in firsts] + [m.ttl.seconds for m in moments]
                   + [h.ttl.seconds for h in hours] + [r.ttl.seconds for r in recents]
                   + [w.seconds + w.resolution for x in self.distincts for w in x.windows]
-                  + [w.horizon.seconds + w.horizon.resolution for w in [*self.seens, *self.first_uses]])
+                  + [y.horizon.seconds + y.horizon.resolution for y in horizons])
         self._ttl = str(ttl)
         self._size = sum(1 + len(r.counters) + r.window.buckets * (1 + len(r.counters)) for r in self.rollings)
         self._size += (1 if firsts or first_day else 0) + (3 if moments else 0) + (25 if hours else 0)
