@@ -168,6 +168,27 @@ def test_an_event_that_counts_in_a_set_refreshes_its_ttl_and_one_that_only_reads
     assert redis_client.zscore(cards, "c3") is None
 
 
+def test_an_entity_in_the_new_format_pays_no_read_of_the_keys_of_before(store, redis_client, prefix):
+    """A user's seen sets and first uses, and a card's, are in its state value (one key
+    each); an entity whose value carries its groups of sets pays no EXISTS over the keys
+    of before: the event's only EXISTS is its claim's. A read-only event (a decline
+    counts no first use of the card) still finds every group in place."""
+    def exists_calls() -> int:
+        return int(redis_client.info("commandstats").get("cmdstat_exists", {}).get("calls", 0))
+
+    store.process(pay(T0, user="u-x", card="c-x", device="d-x", ip="113.9.9.9"))
+    assert [k.decode().rsplit("}:", 1)[1][:6] for k in redis_client.scan_iter(f"{prefix}:v1:{{user:u-x}}:*")] == [
+        "state."]
+    assert [k.decode().rsplit("}:", 1)[1][:6] for k in redis_client.scan_iter(f"{prefix}:v1:{{card:c-x}}:*")] == [
+        "state."]
+    for i, typ in enumerate(("payment", "login", "payment"), 1):
+        before = exists_calls()
+        f = store.process(pay(T0 + timedelta(minutes=i), user="u-x", card="c-x", device="d-x", ip="113.9.9.9",
+                              typ=typ, amount=None if typ == "login" else "100.00")).features
+        assert exists_calls() - before == 1, typ  # the claim's, no entity's
+        assert f["user.is_new_device"] is False and f["user.devices_seen_90d"] == 1
+
+
 def test_a_merchants_volume_and_top_card_ttls_are_set_once_a_day_not_per_payment(store, redis_client, prefix):
     """The volume hash's TTL (32 days) is refreshed by the merchant's first payment of a
     business day, the day's top-card set's (2 days) when it is made: a later payment the
