@@ -679,7 +679,7 @@ local function op_state(key)
   end
 end
 
--- D and S keep a sorted set of members scored by when each was last seen. An op
+-- D keeps a sorted set of members scored by when each was last seen. An op
 -- that counts the event refreshes the key's TTL first, and EXPIRE's answer says
 -- whether the key exists: a missing key needs no reads (every count is 0) and no
 -- pruning (its one member is the new one), only the write and its TTL. An existing
