@@ -212,15 +212,17 @@ def _op_width(code: str, args: list[Any]) -> int:
         for _ in range(args[1]):
             i += 3 + args[i + 2]
         i += 1 + 3 * args[i]  # the extra sections
-        nsets, i = args[i], i + 1
-        if nsets:  # the distinct-count sets: tag, ts, then (member, legacy, nthr, thresholds) each
-            i += 2
-            for _ in range(nsets):
-                i += 3 + args[i + 2]
+        ngroups, i = args[i], i + 1
+        if ngroups:  # the groups of sets: ts, then per group tag, nsets, (kind, member, legacy, nthr, thresholds) each
+            i += 1
+            for _ in range(ngroups):
+                nsets, i = args[i + 1], i + 2
+                for _ in range(nsets):
+                    i += 4 + args[i + 3]
         return i + 1
-    if code in ("D", "N"):
-        return 5 + args[4] if code == "D" else 6 + args[5]
-    return {"S": 6, "V": 5, "T": 4, "C": 8, "L": 3}[code]
+    if code == "D":
+        return 5 + args[4]
+    return {"V": 5, "T": 4, "C": 8, "L": 3}[code]
 
 
 def _ops(packed: bytes) -> list[tuple[str, int, list[Any]]]:
@@ -293,20 +295,28 @@ def _plain(value: bytes | None, args: list[Any]) -> bytes | None:
     return _plain_and_sets(value, args)[0]
 
 
-def _set_names(args: list[Any]) -> list[str]:
-    """The suffixes of the sorted sets an R op's distinct-count sets were kept in before."""
+def _set_groups(args: list[Any]) -> list[list[tuple[int, Any, str, list[Any]]]]:
+    """An R op's groups of sets: (kind, member, the key it was kept in before, thresholds) per set."""
     i = 2
     for _ in range(args[1]):
         i += 3 + args[i + 2]
     i += 1 + 3 * args[i]
-    nsets, i, names = args[i], i + 3, []
-    for _ in range(nsets):
-        names.append(args[i + 1])
-        i += 3 + args[i + 2]
-    return names
+    ngroups, i, groups = args[i], i + 2, []
+    for _ in range(ngroups):
+        nsets, i, group = args[i + 1], i + 2, []
+        for _ in range(nsets):
+            group.append((args[i], args[i + 1], args[i + 2], args[i + 4:i + 4 + args[i + 3]]))
+            i += 4 + args[i + 3]
+        groups.append(group)
+    return groups
 
 
-def _plain_and_sets(value: bytes | None, args: list[Any]) -> tuple[bytes | None, list[dict[bytes, float]]]:
+def _set_names(args: list[Any]) -> list[tuple[int, str]]:
+    """(kind, the key it was kept in before) of each set of an R op, in order."""
+    return [(kind, legacy) for group in _set_groups(args) for kind, _, legacy, _ in group]
+
+
+def _plain_and_sets(value: bytes | None, args: list[Any]) -> tuple[bytes | None, list[dict[bytes, Any]]]:
     """An entity's state value (the script's `op_state`, any format) as the `size` doubles
     the format before kept: each ring's header and its n slots (bucket b in slot b % n),
     then F, M, H and the whole K ring. Checks that a compact value holds each ring's
@@ -349,17 +359,26 @@ def _plain_and_sets(value: bytes | None, args: list[Any]) -> tuple[bytes | None,
             held = min(int(n), k)
             out += value[at:at + 8 + 8 * held] + bytes(8 * (k - held))
             at += 8 + 8 * held
-    sets = []
-    if at < len(value):  # the distinct-count sets: their tag, then per set its members, each seen once
+    sets: list[dict[bytes, Any]] = []
+    # the groups of sets: each its tag, then per set its members, each seen once (a first
+    # use's: last seen, first use)
+    for group in _set_groups(args):
+        if at == len(value):
+            break
         at += 2
-        while at < len(value):
+        for kind, *_ in group:
             (m,) = struct.unpack_from("<H", value, at)
             at += 2
-            members = {}
+            members: dict[bytes, Any] = {}
             for _ in range(m):
-                seen, length = struct.unpack_from("<dH", value, at)
-                members[value[at + 10:at + 10 + length]] = seen
-                at += 10 + length
+                if kind < 4:
+                    seen, length = struct.unpack_from("<dH", value, at)
+                    members[value[at + 10:at + 10 + length]] = seen
+                    at += 10 + length
+                else:
+                    seen, first, length = struct.unpack_from("<ddH", value, at)
+                    members[value[at + 18:at + 18 + length]] = (seen, first)
+                    at += 18 + length
             assert len(members) == m
             sets.append(members)
     assert at == len(value) and len(out) == 8 * size
@@ -412,18 +431,28 @@ def test_a_payment_is_one_evalsha_whose_keys_and_ops_follow_the_script_header(re
                 if entity == "card" and buckets == 10:
                     assert increments == [1, 12_345] and len(value) == 8 * size  # count_10m, sum_10m
                 i += 3 + ncounters
-        elif code in ("D", "S"):
+            members = {"device_id": "d1", "ip": "113.7.1.2", "merchant_id": "m1", "card_fp": "c1",
+                       "user_id": "u1", "ip_country": "CN"}
+            day_us = 86_400_000_000
+            for kind, member, legacy, thresholds in (s for g in _set_groups(args) for s in g):
+                if kind < 4:  # "d:<column>", "s:<column>": the sorted set of before
+                    of = legacy.split(":")[1]
+                else:  # "n:<columns>#<place>:": the hash of before and the member's field prefix
+                    columns, place = legacy.removeprefix("n:").split("#")
+                    of = columns.split(",")[int(place[:-1]) - 1]
+                assert kind % 2 == 1 and member == members[of], (kind, legacy)  # the payment counts in each
+                if kind >= 2:  # seen and first use: the 90-day horizon's threshold
+                    assert [int(x) for x in thresholds] == [(t // day_us - 89) * day_us]
+            kinds = sorted(kind for g in _set_groups(args) for kind, *_ in g)
+            assert kinds == {"card": [1, 1, 1, 5, 5, 5], "user": [3, 3, 5, 5, 5], "device": [1, 1],
+                             "ip": [1, 1], "subnet": [1]}.get(entity, []), (entity, kinds)
+            if kinds and kinds[-1] == 5:  # the country's first use: this payment's, the run begun now
+                assert _plain_and_sets(stored, args)[1][-1] == {b"CN": (t, t)}
+        elif code == "D":
             member, ts = args[0], args[1]
             assert int(ts) == t
             of = key.rsplit(":", 1)[1]
-            assert member == {"device_id": "d1", "ip": "113.7.1.2", "merchant_id": "m1", "card_fp": "c1",
-                              "user_id": "u1", "ip_country": "CN"}[of]
-        elif code == "N":
-            ts, thr, every, _, write, nmembers = args[:6]
-            assert (ts, write, nmembers, every) == (t, 1, 3, 86_400_000_000)
-            assert int(thr) == (t // every - 89) * every  # the 90-day horizon's threshold
-            assert args[6:] == ["d1", "113.7.1.2", "CN"]
-            assert redis_client.type(key) == b"hash" and entity in ("user", "card")
+            assert member == members[of]
         elif code == "V":
             assert args[2] == 12_345 and args[1] == "12"  # the business hour (UTC+8) as text
         elif code == "T":
@@ -551,15 +580,15 @@ def test_entity_state_of_the_formats_before_reads_as_the_compact_one(redis_clien
     """Values of the formats before (plain doubles, a ring of n slots each; and those
     with their zero runs cut out) and compact ones give the same features: one store
     keeps what it wrote, the other has every state value rewritten after each event as
-    a version before would have left it, plain or squeezed by turns, and its
-    distinct-count sets put back in the sorted sets that version kept them in. The
-    rewritten values and those sets are read, and the next write stores them compact
+    a version before would have left it, plain or squeezed by turns, and its sets put
+    back in the keys that versions kept them in (sorted sets; a hash of first uses). The
+    rewritten values and those keys are read, and the next write stores them compact
     again."""
     events = [parse_event(flat_to_dict(r)) for r in dense_events(400, seed=12).to_dict("records")]
     compact = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=f"{prefix}s")
     before = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=f"{prefix}p")
     layouts: dict[str, list[Any]] = {}
-    rewritten = {"plain": 0, "squeezed": 0, "sets": 0}
+    rewritten = {"plain": 0, "squeezed": 0, "sets": 0, "first uses": 0}
     for turn, event in enumerate(events):
         a, b = compact.process(event), before.process(event)
         assert a.features == b.features or all(
@@ -578,13 +607,19 @@ def test_entity_state_of_the_formats_before_reads_as_the_compact_one(redis_clien
                 rewritten["squeezed" if len(old) < len(plain) else "plain"] += 1
                 redis_client.set(key, old, keepttl=True)
                 base = key.rsplit("}:", 1)[0] + "}:"
-                for name, members in zip(_set_names(args), sets):
-                    if members:
+                for (kind, name), members in zip(_set_names(args), sets):
+                    if members and kind < 4:
                         rewritten["sets"] += 1
                         redis_client.zadd(base + name, members)
                         redis_client.expire(base + name, 86_400 + 3600)
-    # both formats were read back, and sets from their sorted sets
-    assert rewritten["plain"] > 100 and rewritten["squeezed"] > 100 and rewritten["sets"] > 100
+                    elif members:  # a first use: fields "<place>:<member>" of a hash
+                        rewritten["first uses"] += 1
+                        hash_name, place = name.split("#")
+                        redis_client.hset(base + hash_name, mapping={
+                            place.encode() + m: struct.pack("<dd", first, seen) for m, (seen, first) in members.items()})
+                        redis_client.expire(base + hash_name, 91 * 86_400)
+    # both formats were read back, and sets from their sorted sets and hashes
+    assert min(rewritten.values()) > 100, rewritten
 
 
 def test_a_merchants_closed_days_are_packed_as_doubles_and_packs_of_the_format_before_read(

@@ -141,13 +141,14 @@ def test_distinct_counts_of_two_windows_from_one_set(store):
 
 def test_an_event_that_counts_in_a_set_refreshes_its_ttl_and_one_that_only_reads_it_does_not(
         store, redis_client, prefix):
-    """D and S ops refresh a sorted set's TTL before reading it (EXPIRE's answer says
-    whether the set exists, and a new set needs no reads): a new set and an existing one
-    alike are left with their full TTL, which covers the longest window (24 h + 1 h for a
-    merchant's cards, 90 + 1 days for a user's devices), as when the TTL was set after
-    the write."""
+    """D ops refresh a sorted set's TTL before reading it (EXPIRE's answer says whether
+    the set exists, and a new set needs no reads): a new set and an existing one alike
+    are left with their full TTL, which covers the longest window (24 h + 1 h for a
+    merchant's cards), as when the TTL was set after the write. A user's seen devices
+    live in its state value, whose TTL covers their horizon (90 + 1 days)."""
     cards = f"{prefix}:v1:{{merchant:m1}}:d:card_fp"
-    seen = f"{prefix}:v1:{{user:u1}}:s:device_id"
+    seen = f"{prefix}:v1:{{user:u1}}:" + next(op.suffix for op in store.planner.ops
+                                               if op.entity == "user" and op.suffix.startswith("state."))
     full = {cards: 86400 + 3600, seen: 91 * 86400}
     store.process(pay(T0))  # both sets are new
     for key, ttl in full.items():
@@ -165,6 +166,48 @@ def test_an_event_that_counts_in_a_set_refreshes_its_ttl_and_one_that_only_reads
     store.process(pay(T0 + timedelta(seconds=12), typ="card_bind", amount=None, card="c3"))
     assert redis_client.ttl(cards) <= 100
     assert redis_client.zscore(cards, "c3") is None
+
+
+def test_an_entity_in_the_new_format_pays_no_read_of_the_keys_of_before(store, redis_client, prefix):
+    """A user's seen sets and first uses, and a card's, are in its state value (one key
+    each); an entity whose value carries its groups of sets pays no EXISTS over the keys
+    of before: the event's only EXISTS is its claim's. A read-only event (a decline
+    counts no first use of the card) still finds every group in place."""
+    def exists_calls() -> int:
+        return int(redis_client.info("commandstats").get("cmdstat_exists", {}).get("calls", 0))
+
+    store.process(pay(T0, user="u-x", card="c-x", device="d-x", ip="113.9.9.9"))
+    assert [k.decode().rsplit("}:", 1)[1][:6] for k in redis_client.scan_iter(f"{prefix}:v1:{{user:u-x}}:*")] == [
+        "state."]
+    assert [k.decode().rsplit("}:", 1)[1][:6] for k in redis_client.scan_iter(f"{prefix}:v1:{{card:c-x}}:*")] == [
+        "state."]
+    for i, typ in enumerate(("payment", "login", "payment"), 1):
+        before = exists_calls()
+        f = store.process(pay(T0 + timedelta(minutes=i), user="u-x", card="c-x", device="d-x", ip="113.9.9.9",
+                              typ=typ, amount=None if typ == "login" else "100.00")).features
+        assert exists_calls() - before == 1, typ  # the claim's, no entity's
+        assert f["user.is_new_device"] is False and f["user.devices_seen_90d"] == 1
+
+
+def test_a_merchants_volume_and_top_card_ttls_are_set_once_a_day_not_per_payment(store, redis_client, prefix):
+    """The volume hash's TTL (32 days) is refreshed by the merchant's first payment of a
+    business day, the day's top-card set's (2 days) when it is made: a later payment the
+    same day sends no EXPIRE, and leaves a shortened TTL as it was."""
+    volume = f"{prefix}:v1:{{merchant:m7}}:volume"
+    store.process(pay(T0, merchant="m7"))
+    (top,) = [k.decode() for k in redis_client.scan_iter(f"{prefix}:v1:{{merchant:m7}}:top:*")]
+    assert 32 * 86400 - 5 <= redis_client.ttl(volume) <= 32 * 86400
+    assert 2 * 86400 - 5 <= redis_client.ttl(top) <= 2 * 86400
+    for key in (volume, top):
+        redis_client.expire(key, 100)
+    later = store.process(pay(T0 + timedelta(minutes=5), merchant="m7", card="c2"))
+    assert later.features["merchant.count_today"] == 1  # the same day: the first payment was read
+    assert redis_client.ttl(volume) <= 100 and redis_client.ttl(top) <= 100  # not refreshed
+    assert redis_client.zscore(top, "c2") == 10_000  # (written all the same)
+    store.process(pay(T0 + timedelta(days=1), merchant="m7"))  # the next business day
+    assert 32 * 86400 - 5 <= redis_client.ttl(volume) <= 32 * 86400
+    tops = [k.decode() for k in redis_client.scan_iter(f"{prefix}:v1:{{merchant:m7}}:top:*") if k.decode() != top]
+    assert len(tops) == 1 and 2 * 86400 - 5 <= redis_client.ttl(tops[0]) <= 2 * 86400
 
 
 def test_small_distinct_sets_live_in_the_entity_state_and_a_set_of_before_is_read_once(

@@ -6,6 +6,7 @@ card, so a whole stolen session reads "new device"."""
 from __future__ import annotations
 
 import math
+import struct
 from datetime import datetime, timedelta
 
 from test_online_store import CN, pay
@@ -174,9 +175,14 @@ def test_a_value_unused_for_the_horizon_starts_over_and_the_hash_stays_bounded(s
     f = store.process(pay(back + timedelta(minutes=10), user="u-back", card="c-back", device="d-old")).features
     assert f["user.device_first_seen_min"] == 10.0
 
-    # one new IP a day for 150 days: the hash keeps about the last 90 days of them
-    for k in range(150):
-        store.process(pay(at + timedelta(days=k), user="u-rotate", card=None, device=None,
-                          ip=f"113.{k // 250 + 1}.{k % 250}.9", merchant="m-shop"))
-    key = store.key("user", "u-rotate", "n:device_id,ip,ip_country")
-    assert 90 <= redis_client.hlen(key) <= 94  # ~90 IPs, the country, the prune mark
+    # one new IP a day for 150 days: the user's state value keeps about the last 90 days
+    # of them (its records: ..., u16 length, the member's bytes)
+    ips = [f"113.{k // 250 + 1}.{k % 250}.9" for k in range(150)]
+    for k, ip in enumerate(ips):
+        store.process(pay(at + timedelta(days=k), user="u-rotate", card=None, device=None, ip=ip,
+                          merchant="m-shop"))
+    suffix = next(op.suffix for op in store.planner.ops if op.entity == "user" and op.suffix.startswith("state."))
+    value = redis_client.get(store.key("user", "u-rotate", suffix))
+    kept = [k for k, ip in enumerate(ips) if struct.pack("<H", len(ip)) + ip.encode() in value]
+    assert 89 <= len(kept) <= 92 and kept == list(range(150 - len(kept), 150)), kept  # the latest ~90
+    assert not list(redis_client.scan_iter(store.key("user", "u-rotate", "n:*")))  # no hash of its own

@@ -41,12 +41,12 @@ class Opcode(enum.StrEnum):
     PROFILE = "P"
     STATE = "R"
     DISTINCT = "D"
-    SEEN = "S"
     VOLUME = "V"
     TOP = "T"
     LIST = "L"
-    FIRST_USED = "N"
     MAKEUP = "C"
+    # ("S" and "N", seen and first use, were ops of their own before they moved into
+    # the entity's state value: not to be reused)
 
 
 class Ref(NamedTuple):
@@ -170,9 +170,10 @@ FOLDED_DISTINCT = frozenset({"card", "device", "ip", "subnet"})
 class StateOp(Op):
     """Everything one entity keeps, in one value: its rolling windows (a ring of buckets
     each), and its first-seen time, amount moments, hour habit and last amounts
-    (`d.RecentAmounts`, a ring) where declared, then the members of its distinct counts
-    (`FOLDED_DISTINCT`) with when each was last seen. One GET and at most one SET per
-    event, however many windows."""
+    (`d.RecentAmounts`, a ring) where declared, then its sets, members with when each was
+    last seen: those of its distinct counts (`FOLDED_DISTINCT`), then its seen-before
+    sets (`d.SeenBefore`) and first uses (`d.MemberFirstSeen`, one set per member
+    column). One GET and at most one SET per event, however many windows and sets."""
 
     code = Opcode.STATE
     lua_function = "op_state"
@@ -181,7 +182,7 @@ class StateOp(Op):
     def compile(cls, config: StoreConfig) -> list[Op]:
         entities: list[d.Entity] = []
         for entity in [x.entity for kind in (d.ROLLING, d.FIRST_SEEN, d.MOMENTS, d.HOUR_HABITS, d.RECENT_AMOUNTS,
-                                             d.DISTINCT) for x in kind
+                                             d.DISTINCT, d.SEEN, d.MEMBER_FIRST_SEEN) for x in kind
                        if kind is not d.DISTINCT or x.entity.name in FOLDED_DISTINCT]:
             if entity not in entities:
                 entities.append(entity)
@@ -204,8 +205,12 @@ class StateOp(Op):
         self._moment_events = frozenset(moments[0].events) if moments else None
         self._hour_events = frozenset(hours[0].events) if hours else None
         self.distincts = [x for x in d.DISTINCT if x.entity == entity and entity.name in FOLDED_DISTINCT]
+        self.seens = [s for s in d.SEEN if s.entity == entity]
+        self.first_uses = [x for x in d.MEMBER_FIRST_SEEN if x.entity == entity]
         writes_on = {t for r in self.rollings for c in r.counters for t in c.events}
         writes_on |= {t for x in self.distincts for t in x.events}
+        horizons: list[d.SeenBefore | d.MemberFirstSeen] = [*self.seens, *self.first_uses]
+        writes_on |= {t for y in horizons for t in y.events}
         for events in (self._first_events, self._first_day_events, self._moment_events, self._hour_events,
                        self._recent_events):
             writes_on |= events or set()
@@ -217,7 +222,8 @@ class StateOp(Op):
         ttl = max([r.window.seconds + r.window.resolution for r in self.rollings]
                   + [f.ttl.seconds for f in firsts] + [m.ttl.seconds for m in moments]
                   + [h.ttl.seconds for h in hours] + [r.ttl.seconds for r in recents]
-                  + [w.seconds + w.resolution for x in self.distincts for w in x.windows])
+                  + [w.seconds + w.resolution for x in self.distincts for w in x.windows]
+                  + [y.horizon.seconds + y.horizon.resolution for y in horizons])
         self._ttl = str(ttl)
         self._size = sum(1 + len(r.counters) + r.window.buckets * (1 + len(r.counters)) for r in self.rollings)
         self._size += (1 if firsts or first_day else 0) + (3 if moments else 0) + (25 if hours else 0)
@@ -236,12 +242,33 @@ class StateOp(Op):
         if recents:
             outputs.append((f"{ns}.recent_amounts", "recent"))
         outputs += [(name, "int") for x in self.distincts for name in x.outputs()]
-        # the sets' layout is not in the key's name (adding them kept every counter): a
-        # tag of it ends the fixed sections, so sets of another layout read as none
-        sets = ";".join(f"{x.of}:{','.join(w.name for w in x.windows)}" for x in self.distincts)
-        self._set_tag = int(hashlib.sha1(sets.encode()).hexdigest()[:4], 16)
+        for s in self.seens:
+            new_name, seen_name = s.outputs()
+            outputs += [(new_name, "optional_is_one"), (seen_name, "int")]
+        outputs += [(name, "optional_int") for x in self.first_uses for name in x.raw_names()]
+        # the sets' layout is not in the key's name (adding them kept every counter): each
+        # group of sets (those folded in at one time) starts with a tag of its layout, so
+        # sets of another layout read as none and a new group keeps the ones before
+        self._groups = [g for g in (self._distinct_sets(), self._other_sets()) if g[1]]
         super().__init__(entity=ns, column=entity.column, suffix=f"state.{hashlib.sha1(layout.encode()).hexdigest()[:8]}",
                          outputs=outputs, writes_on=writes_on)
+
+    def _distinct_sets(self) -> tuple[int, list[tuple[Any, ...]]]:
+        """The group of the distinct counts: its tag, then (kind, member column, events,
+        key of before, spans) per set."""
+        layout = ";".join(f"{x.of}:{','.join(w.name for w in x.windows)}" for x in self.distincts)
+        return _tag(layout), [(0, x.of, x.events, f"d:{x.of}", [_span(w) for w in x.windows])
+                              for x in self.distincts]
+
+    def _other_sets(self) -> tuple[int, list[tuple[Any, ...]]]:
+        """The group of the seen-before sets and first uses (kinds 2 and 4)."""
+        sets: list[tuple[Any, ...]] = [(2, s.of, s.events, f"s:{s.of}", [_span(s.horizon)]) for s in self.seens]
+        for x in self.first_uses:
+            hash_name = "n:" + ",".join(column for column, _ in x.members)
+            sets += [(4, column, x.events, f"{hash_name}#{i}:", [_span(x.horizon)])
+                     for i, (column, _) in enumerate(x.members, 1)]
+        layout = "g2;" + ";".join(f"{kind}:{of}:{spans}" for kind, of, _, _, spans in sets)
+        return _tag(layout), sets
 
     def args(self, event_type: str) -> list[Any]:
         """size, nrings, (buckets, bucket id, ncounters, increment per counter) per ring,
@@ -249,10 +276,11 @@ class StateOp(Op):
         does not count), 1, the amount, a row flag's 0/1 or amount, or "N" (the script
         tests the amount against the merchant's limit). An extra section's code is F, M,
         H or "K<size>" (the last amounts); an F section holds the first time, or for the
-        merchant x card pair the first business day. Then nsets and, when there are
-        sets, their tag, ts and per set: member ("" when the type does not count), the
-        sorted set it was kept in before (read once, when the value has no sets yet),
-        nthr, thresholds."""
+        merchant x card pair the first business day. Then ngroups and, when there are
+        sets, ts and per group: its tag, nsets, and per set: kind (0 distinct, 2 seen, 4
+        first use; + 1: the type counts in it), member ("" when a distinct count's type
+        does not count), the key it was kept in before (read once, when the value has no
+        group yet), nthr, thresholds. Then the ttl."""
         args: list[Any] = [self._size, len(self.rollings)]
         for r in self.rollings:
             args += [r.window.buckets, Ref(("bucket", r.window.resolution * 1_000_000)), len(r.counters)]
@@ -277,13 +305,19 @@ class StateOp(Op):
         if self._recent_events is not None:  # "K<size>": the ring of the last amounts
             extras += [f"K{d.RECENT_AMOUNTS_SIZE}", Ref("moment_mode") if event_type in self._recent_events else 1,
                        Ref("amount")]
-        sets: list[Any] = []
-        if self.distincts:
-            sets += [self._set_tag, Ref("ts")]
-            for x in self.distincts:
-                member = Ref(("member", x.of)) if event_type in x.events else ""
-                sets += [member, f"d:{x.of}", len(x.windows), *[Ref(("thr", *_span(w))) for w in x.windows]]
-        return [*args, len(extras) // 3, *extras, len(self.distincts), *sets, self._ttl]
+        sets: list[Any] = [Ref("ts")] if self._groups else []
+        for tag, group in self._groups:
+            sets += [tag, len(group)]
+            for kind, of, events, legacy, spans in group:
+                counts = event_type in events
+                member = Ref(("member", of)) if counts or kind > 0 else ""
+                sets += [kind + counts, member, legacy, len(spans), *[Ref(("thr", *span)) for span in spans]]
+        return [*args, len(extras) // 3, *extras, len(self._groups), *sets, self._ttl]
+
+
+def _tag(layout: str) -> int:
+    """A group of sets' tag: 16 bits of its layout's hash."""
+    return int(hashlib.sha1(layout.encode()).hexdigest()[:4], 16)
 
 
 def _span(w: d.Window) -> tuple[int, int]:
@@ -319,60 +353,6 @@ class DistinctOp(Op):
                 *[Ref(("thr", *s)) for s in self._spans]]
 
 
-class SeenOp(Op):
-    """Whether the entity saw this member within the horizon, and how many it saw."""
-
-    code = Opcode.SEEN
-    lua_function = "op_seen"
-
-    @classmethod
-    def compile(cls, config: StoreConfig) -> list[Op]:
-        return [cls(s) for s in d.SEEN]
-
-    def __init__(self, s: d.SeenBefore) -> None:
-        new_name, seen_name = s.outputs()
-        super().__init__(entity=s.entity.name, column=s.entity.column, suffix=f"s:{s.of}",
-                         outputs=[(new_name, "optional_is_one"), (seen_name, "int")], writes_on=s.events)
-        self._ttl = str(s.horizon.seconds + s.horizon.resolution)
-        self._of = s.of
-        self._span = _span(s.horizon)  # the horizon is the window's threshold
-
-    def args(self, event_type: str) -> list[Any]:
-        """member, ts, horizon, prune bound, ttl, write (1/0)."""
-        return [Ref(("member", self._of)), Ref("ts_text"), Ref(("thr", *self._span)), Ref(("prune", *self._span)),
-                self._ttl, 1 if event_type in self.writes_on else 0]
-
-
-class FirstUsedOp(Op):
-    """When the entity first used each member (device, IP, country) in its current run
-    of use: a hash of member -> (first use, last use). A member unused since before the
-    horizon's threshold reads as never used; stale fields are dropped (at most once per
-    horizon bucket, as a member is added), so the hash holds about one horizon's."""
-
-    code = Opcode.FIRST_USED
-    lua_function = "op_first_used"
-
-    @classmethod
-    def compile(cls, config: StoreConfig) -> list[Op]:
-        return [cls(x) for x in d.MEMBER_FIRST_SEEN]
-
-    def __init__(self, x: d.MemberFirstSeen) -> None:
-        super().__init__(entity=x.entity.name, column=x.entity.column,
-                         suffix="n:" + ",".join(column for column, _ in x.members),
-                         outputs=[(name, "optional_int") for name in x.raw_names()], writes_on=x.events)
-        self._ttl = str(x.horizon.seconds + x.horizon.resolution)
-        self._span = _span(x.horizon)
-        self._every = x.horizon.resolution * 1_000_000
-        self._columns = tuple(column for column, _ in x.members)
-
-    def args(self, event_type: str) -> list[Any]:
-        """ts, horizon threshold, prune interval (us), ttl, write (1/0), nmembers, members
-        ("" for one the event lacks)."""
-        return [Ref("ts"), Ref(("thr", *self._span)), self._every, self._ttl,
-                1 if event_type in self.writes_on else 0, len(self._columns),
-                *[Ref(("member", column)) for column in self._columns]]
-
-
 class VolumeOp(Op):
     """A merchant's volume and count today and this business hour, and their 7- and
     28-day baselines (medians of the same period on earlier days)."""
@@ -382,7 +362,9 @@ class VolumeOp(Op):
     _ORDER = ("merchant.volume_today", "merchant.count_today", "merchant.volume_hour", "merchant.count_hour",
               "merchant.baseline_today_7d", "merchant.baseline_hour_7d", "merchant.baseline_count_today_7d",
               "merchant.baseline_today_28d", "merchant.baseline_hour_28d", "merchant.baseline_count_today_28d")
-    _TTL = str(31 * 86400)
+    #: a day more than the 28 days of packs and the open day read: the script refreshes
+    #: it on a merchant's first payment of each business day, not on every payment
+    _TTL = str(32 * 86400)
 
     @classmethod
     def compile(cls, config: StoreConfig) -> list[Op]:
@@ -488,8 +470,7 @@ class ListOp(Op):
 #: every op kind, in the order the script runs them: the profile first (the near-limit
 #: counters read its limit), the make-up after the states whose values it reads, the
 #: lists last (their keys are fixed, after the entities')
-OP_KINDS: tuple[type[Op], ...] = (ProfileOp, StateOp, DistinctOp, SeenOp, FirstUsedOp, VolumeOp, TopOp, MakeupOp,
-                                  ListOp)
+OP_KINDS: tuple[type[Op], ...] = (ProfileOp, StateOp, DistinctOp, VolumeOp, TopOp, MakeupOp, ListOp)
 
 
 def compile_ops(lists: dict[str, ListSpec], grade_limits: dict[str, int], default_limit: int) -> list[Op]:

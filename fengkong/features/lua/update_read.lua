@@ -29,23 +29,20 @@
 --        the limit) -> grade|false, limit, onboarded_day|false, daily_cap|false,
 --        anomaly|false, promotions|false (the planned campaigns' text, features/promotions.py)
 --   R op_state     size nrings (N b nc inc1..incnc)*nrings nextra (code mode value)*nextra
---        nsets [tag ts (member legacy nthr thr1..thrn)*nsets] ttl: an entity's state in
---        one value (`size`: the doubles of its layout, stored compact: only the buckets
---        in use, see op_state): its rings of N buckets (inc "N" = the near-limit flag),
---        then F first seen, M moments, H hour habit, K<k> the last k amounts (mode 1
---        read, 2 read and write), then its distinct-count sets (member "" = read only;
---        legacy: the suffix of the sorted set it was kept in before) -> each ring's nc
+--        ngroups [ts (tag nsets (kind member legacy nthr thr1..thrn)*nsets)*ngroups] ttl:
+--        an entity's state in one value (`size`: the doubles of its layout, stored
+--        compact: only the buckets in use, see op_state): its rings of N buckets (inc
+--        "N" = the near-limit flag), then F first seen, M moments, H hour habit, K<k> the
+--        last k amounts (mode 1 read, 2 read and write), then its groups of sets (kind
+--        0/1 distinct count, 2/3 seen, 4/5 first use; odd: the event counts in it;
+--        legacy: the key it was kept in before, see state_sets) -> each ring's nc
 --        totals, then F: first ts|false; M: n, mean, m2; H: count, total; K: amounts
---        ever written, then the k slots of the ring; then per set n counts (members
---        last seen at or after each thr)
+--        ever written, then the k slots of the ring; then per distinct set n counts
+--        (members last seen at or after each thr), per seen set is_new (1/0|false) and
+--        the members seen since thr, per first use the member's first use in its run
+--        (0: none since thr, false: no member)
 --   D op_distinct  member ts prune ttl nthr thr1..thrn   (last-seen sorted set; member
 --        "" = read only) -> n counts (members with last-seen >= thr)
---   S op_seen      member ts horizon prune ttl write -> is_new (1/0|false), members
---        seen since horizon (prune: "(bound", members last seen before the bound are
---        dropped; the bound is the lowest threshold, so never past one; ttl > 0)
---   N op_first_used  ts thr every ttl write nm member1..membernm   (member -> first
---        and last use; "" = the event lacks it) -> per member: first use ts, 0 if
---        never used (or last used before thr), false for ""
 --   V op_volume    day hour amount ttl write   (merchant period volume) -> volume
 --        today, count today, volume hour, count hour, then the 7-day and 28-day
 --        baselines: through this hour, this hour alone, count through it
@@ -60,8 +57,8 @@
 --   L op_list      ks member ipint   (set membership, and IPv4 ranges in KEYS[ks] if
 --        ks > 0) -> 1/0
 -- Values passed on to Redis come as decimal strings (Redis would format a Lua number
--- with "%.17g" on every call): the ttl of R, D, S, V and T; ts, thr, horizon of D
--- and S; V's hour; T's amount; L's ipint ("" when not IPv4).
+-- with "%.17g" on every call): the ttl of R, D, V and T; ts, thr of D; V's hour; T's
+-- amount; L's ipint ("" when not IPv4).
 
 local dedup = ARGV[1] ~= '0' and KEYS[1]
 if dedup then
@@ -151,10 +148,11 @@ end
 -- drops (and subtracts) the records that leave the window, which are the first ones.
 -- F: a double, M: 3 doubles, H: 25 doubles, K<k>: n (amounts ever written), then the
 -- min(n, k) amounts of the ring (it grows to k, then the n-th amount takes slot n % k).
--- Then, where the entity has distinct-count sets: u16 their tag (the sets' layout: a
--- value without it, or with another, has none yet), then per set u16 m and m members,
--- each (double last seen, u16 length, the member's bytes), only those seen within the
--- longest window (the rest are dropped as the set is written).
+-- Then, where the entity has sets, each group of them (the distinct counts; the seen
+-- sets and first uses): u16 its tag (the group's layout: a value without it, or with
+-- another, has none yet), then per set u16 m and m members, each (double last seen,
+-- [a first use's double: when its run of use began], u16 length, the member's bytes),
+-- only those seen within the longest window (the rest are dropped as the set is written).
 -- Values of the formats before (`size` doubles, a ring of n slots each; or those with
 -- their zero runs cut out) are read and rewritten in this one (`from_plain`): an
 -- upgrade starts no counter over (docs/operations.md, "Upgrading").
@@ -274,37 +272,56 @@ local function from_plain(plain, size, ai, nrings)
   return concat(parts, '', 1, np)
 end
 
--- An entity's distinct-count sets, the end of its state value from byte offset `at`
--- (see above), with the op's arguments from A[ai] on: puts the counts in `out` after
--- `no`, and the sets rewritten when the event counts in one (`sets_changed`). A value
--- without them (written before they were folded in, or an entity never seen) reads
--- each from the sorted set it was kept in before, once: no distinct count starts over.
--- Returns the next argument's index and `no`.
+-- A group of an entity's sets, in its state value from byte offset `at` (see above),
+-- with the op's arguments from A[ai] on (tag nsets, then per set: kind member legacy
+-- nthr thr1..thrn): puts the set's values in `out` after `no` and the group rewritten in
+-- `pieces` when the event counts in a set (`sets_changed`). Kinds: 0/1 a distinct count
+-- (read / read and write) -> a count per threshold; 2/3 seen (`d.SeenBefore`) ->
+-- whether the member is new (false: no member), the members seen since the threshold;
+-- 4/5 first use (`d.MemberFirstSeen`, records also hold when the member's run of use
+-- began) -> that time, 0 if none in the window, false: no member. A value without the
+-- group (written by a version before, or another layout) reads each set from the key
+-- it was kept in before (`legacy`: a sorted set, or for a first use "<hash>#<field
+-- prefix>"), once, and the group is written with the value whenever the value is
+-- written: an entity already in this format pays no read of the formats before (an
+-- entity without a value pays one EXISTS: keys of before may outlive its value by a
+-- day). Returns the next argument's index, `no`, and where the group ends in the old value.
 local sets_changed
-local function state_sets(key, ai, no, at, nsets)
-  local tag, ts = A[ai], A[ai + 1]
+-- (one set of tables for every set of the call, read only up to the set's count: a
+-- table made per set cost more than the set's own work)
+local SEEN, AT1, FIRST = {}, {}, {}
+local function state_sets(key, ai, no, at, ts)
+  local tag, nsets = A[ai], A[ai + 1]
   ai = ai + 2
   local has = #old >= at + 2 and sunpack('<H', old, at + 1) == tag
   local pos = at + 3  -- where the next set starts (1-based)
-  local parts, np = {spack('<H', tag)}, 1
   local write = false
-  local base, before  -- the entity's keys' common start; whether any sorted set of before exists
+  local base, before  -- the entity's keys' common start; whether any key of before exists
+  local hashes  -- the first uses' hashes of before, each read once
   if not has then
     base = ssub(key, 1, #key - 14)  -- (key: "...:state.<8 hex>")
     local names, j = {}, ai
     for s = 1, nsets do
-      names[s] = base .. A[j + 1]
-      j = j + 3 + A[j + 2]
+      local legacy = A[j + 2]
+      local cut = string.find(legacy, '#', 1, true)
+      names[s] = base .. (cut and ssub(legacy, 1, cut - 1) or legacy)
+      j = j + 4 + A[j + 3]
     end
-    before = rcall('EXISTS', unpack(names, 1, nsets)) > 0  -- one call for all, not a ZRANGE each
+    before = rcall('EXISTS', unpack(names, 1, nsets)) > 0  -- one call for all, not a read each
+    hashes = {}
+    keep(at)
+    put(spack('<H', tag))  -- the group, new: its sets follow
   end
   for _ = 1, nsets do
-    local member, legacy, nthr = A[ai], A[ai + 1], A[ai + 2]
-    local t0 = ai + 3
+    local kind, member, legacy, nthr = A[ai], A[ai + 1], A[ai + 2], A[ai + 3]
+    local t0 = ai + 4
     ai = t0 + nthr
+    local counts = kind < 4  -- records (last seen, length, member); a first use's also have (first use)
+    local rw = counts and 10 or 18  -- a record's bytes before the member's
+    local put_member = kind % 2 == 1 and member ~= ''
     -- seen[k]: when member k was last seen; at1[k]: where its record starts (has), or
-    -- the member itself (read from the sorted set of before)
-    local seen, at1, n = {}, {}, 0
+    -- the member itself (read from the key of before); first[k]: its run's start (kind 4/5)
+    local seen, at1, first, n = SEEN, AT1, FIRST, 0
     local start, mine = pos, nil  -- mine: the event's member's index
     local low
     for i = t0, ai - 1 do
@@ -318,79 +335,120 @@ local function state_sets(key, ai, no, at, nsets)
       pos = pos + 2
       local mlen = #member
       for k = 1, m do
-        local t, len, q = sunpack('<dH', old, pos)
+        local t, len, q
+        if counts then
+          t, len, q = sunpack('<dH', old, pos)
+        else
+          t, first[k], len, q = sunpack('<ddH', old, pos)
+        end
         seen[k], at1[k] = t, pos
         if t < low then stale = true end
         if len == mlen and not mine and ssub(old, q, q + len - 1) == member then mine = k end
         pos = q + len
       end
       n = m
-    elseif before then
+    elseif before and counts then
       local z = rcall('ZRANGE', base .. legacy, 0, -1, 'WITHSCORES')
       for k = 1, #z, 2 do
         n = n + 1
         seen[n], at1[n] = tonumber(z[k + 1]), z[k]
         if z[k] == member then mine = n end
       end
+    elseif before then
+      local cut = string.find(legacy, '#', 1, true)
+      local name, prefix = ssub(legacy, 1, cut - 1), ssub(legacy, cut + 1)
+      local all = hashes[name]
+      if not all then
+        all = rcall('HGETALL', base .. name)
+        hashes[name] = all
+      end
+      local plen = #prefix
+      for k = 1, #all, 2 do
+        local field = all[k]
+        if ssub(field, 1, plen) == prefix then
+          n = n + 1
+          first[n], seen[n] = sunpack('<dd', all[k + 1])
+          at1[n] = ssub(field, plen + 1)
+          if at1[n] == member then mine = n end
+        end
+      end
     end
     if not has then stale = true end  -- written in this format
-    for i = t0, ai - 1 do
-      local thr, c = A[i], 0
-      for k = 1, n do
-        if seen[k] >= thr then c = c + 1 end
-      end
+    local hit = mine and seen[mine] >= low  -- the member was seen inside the window
+    if kind >= 4 then
       no = no + 1
-      out[no] = c
+      out[no] = member ~= '' and (hit and first[mine] or 0)
+    else
+      if kind >= 2 then
+        no = no + 1
+        out[no] = member ~= '' and (hit and 0 or 1)
+      end
+      for i = t0, ai - 1 do
+        local thr, c = A[i], 0
+        for k = 1, n do
+          if seen[k] >= thr then c = c + 1 end
+        end
+        no = no + 1
+        out[no] = c
+      end
     end
-    np = np + 1
-    if member ~= '' and not stale then
+    -- the new bytes go straight into the value's pieces (`keep`, `put`): the old bytes of
+    -- a set that does not change are copied once, when the value is joined
+    if put_member and not stale then
       -- the records as they are, the event's member's time moved on or its record added
       if mine then
         if ts > seen[mine] then
           local r = at1[mine]
-          parts[np] = ssub(old, start, r - 1) .. spack('<d', ts) .. ssub(old, r + 8, pos - 1)
+          keep(r - 1)
+          put(spack('<d', ts))
+          done = r + 7
           write = true
-        else
-          parts[np] = ssub(old, start, pos - 1)
         end
       else
-        parts[np] = spack('<H', n + 1) .. ssub(old, start + 2, pos - 1) .. spack('<dH', ts, #member) .. member
+        keep(start - 1)
+        put(spack('<H', n + 1))
+        done = start + 1
+        keep(pos - 1)
+        put(counts and spack('<dH', ts, #member) .. member or spack('<ddH', ts, ts, #member) .. member)
         write = true
       end
-    elseif member ~= '' or not has then
+    elseif put_member or not has then
       -- the members still inside the longest window, the event's last seen at ts
       local buf, nb = {}, 0
       for k = 1, n do
-        if k ~= mine and seen[k] >= low then
+        if seen[k] >= low and not (put_member and k == mine) then
           local text = at1[k]
-          if has then
-            local _, len, q = sunpack('<dH', old, text)
-            text = ssub(old, q, q + len - 1)
-          end
           nb = nb + 1
-          buf[nb] = spack('<dH', seen[k], #text) .. text
+          if has then
+            local len = sunpack('<H', old, text + rw - 2)
+            buf[nb] = ssub(old, text, text + rw + len - 1)
+          elseif counts then
+            buf[nb] = spack('<dH', seen[k], #text) .. text
+          else
+            buf[nb] = spack('<ddH', seen[k], first[k], #text) .. text
+          end
         end
       end
-      if member ~= '' then
+      if put_member then
+        local last = hit and seen[mine] > ts and seen[mine] or ts
         nb = nb + 1
-        buf[nb] = spack('<dH', mine and seen[mine] > ts and seen[mine] or ts, #member) .. member
+        if counts then
+          buf[nb] = spack('<dH', last, #member) .. member
+        else
+          buf[nb] = spack('<ddH', last, hit and first[mine] or ts, #member) .. member
+        end
         write = true
-      elseif mine then  -- read only: the member stays as it was
-        nb = nb + 1
-        buf[nb] = spack('<dH', seen[mine], #member) .. member
       end
-      parts[np] = spack('<H', nb) .. concat(buf, '', 1, nb)
-    else
-      parts[np] = ssub(old, start, pos - 1)
+      if has then keep(start - 1) end
+      put(spack('<H', nb) .. concat(buf, '', 1, nb))
+      if has then done = pos - 1 end
     end
   end
-  if write then
-    keep(at)
-    put(concat(parts, '', 1, np))
-    done = #old
-    sets_changed = true
-  end
-  return ai, no
+  local ends = has and pos - 1 or at
+  -- a group of before (or none) is written in this format with the value, whenever the
+  -- value is written: with its sets of before now, even if the event counts in none
+  if write or (before and not has) then sets_changed = true end
+  return ai, no, ends
 end
 
 local function op_state(key)
@@ -595,10 +653,16 @@ local function op_state(key)
       at = at + 25 * 8
     end
   end
-  local nsets = A[ai]
+  local ngroups = A[ai]
   ai = ai + 1
-  if nsets > 0 then
-    ai, no = state_sets(key, ai, no, at, nsets)
+  if ngroups > 0 then
+    local ts = A[ai]
+    ai = ai + 1
+    for _ = 1, ngroups do
+      ai, no, at = state_sets(key, ai, no, at, ts)
+    end
+    keep(at)
+    done = #old  -- bytes past the last group (of a layout before) are dropped
   end
   local ttl = A[ai]
   argi, nout = ai + 1, no
@@ -615,7 +679,7 @@ local function op_state(key)
   end
 end
 
--- D and S keep a sorted set of members scored by when each was last seen. An op
+-- D keeps a sorted set of members scored by when each was last seen. An op
 -- that counts the event refreshes the key's TTL first, and EXPIRE's answer says
 -- whether the key exists: a missing key needs no reads (every count is 0) and no
 -- pruning (its one member is the new one), only the write and its TTL. An existing
@@ -660,105 +724,6 @@ local function op_distinct(key)
   if write and rcall('ZADD', key, 'GT', ts, member) == 1 then
     rcall('ZREMRANGEBYSCORE', key, '-inf', prune)
   end
-end
-
--- as op_distinct, with one threshold (the horizon) and whether the member is new
-local function op_seen(key)
-  local member, ts, horizon, prune, ttl, write = A[argi], A[argi + 1], A[argi + 2], A[argi + 3], A[argi + 4], A[argi + 5] == 1
-  argi = argi + 6
-  if member == '' then
-    out[nout + 1], out[nout + 2] = false, rcall('ZCOUNT', key, horizon, '+inf')
-    nout = nout + 2
-    return
-  end
-  if write and rcall('EXPIRE', key, ttl) == 0 then
-    out[nout + 1], out[nout + 2] = 1, 0
-    nout = nout + 2
-    rcall('ZADD', key, 'GT', ts, member)
-    rcall('EXPIRE', key, ttl)
-    return
-  end
-  local sc = rcall('ZSCORE', key, member)
-  out[nout + 1] = (sc and tonumber(sc) >= tonumber(horizon)) and 0 or 1
-  out[nout + 2] = rcall('ZCOUNT', key, horizon, '+inf')
-  nout = nout + 2
-  if write and rcall('ZADD', key, 'GT', ts, member) == 1 then
-    rcall('ZREMRANGEBYSCORE', key, '-inf', prune)
-  end
-end
-
--- When the entity first used each member: a hash of member -> '<dd' (first use,
--- last use), fields named by the member's place in the op ("1:d7", "2:113.7.1.2"),
--- and "~p", when stale fields were last dropped. A member whose last use is before
--- the horizon's threshold reads as never used and starts over on its next use.
--- Stale fields are dropped when a new field is added and `every` has passed since
--- the last drop: the hash holds about one horizon's members.
-local function op_first_used(key)
-  local ts, thr, every, ttl, write, nm = A[argi], tonumber(A[argi + 1]), A[argi + 2], A[argi + 3],
-    A[argi + 4] == 1, A[argi + 5]
-  local first = argi + 6
-  argi = first + nm
-  local fields, nf = {}, 0
-  for i = first, argi - 1 do
-    if A[i] ~= '' then
-      nf = nf + 1
-      fields[nf] = (i - first + 1) .. ':' .. A[i]
-    end
-  end
-  if nf == 0 then
-    for _ = 1, nm do
-      nout = nout + 1
-      out[nout] = false
-    end
-    return
-  end
-  fields[nf + 1] = '~p'
-  local vals = rcall('HMGET', key, unpack(fields, 1, nf + 1))
-  local set, nset, grew = {}, 0, false
-  local j = 0
-  for i = first, argi - 1 do
-    nout = nout + 1
-    if A[i] == '' then
-      out[nout] = false
-    else
-      j = j + 1
-      local began, last = 0, ts
-      local v = vals[j]
-      if v then
-        local f0, l0 = sunpack('<dd', v)
-        if l0 >= thr then
-          began = f0
-          if l0 > ts then last = l0 end
-        end
-      else
-        grew = true
-      end
-      out[nout] = began
-      if write then
-        set[nset + 1] = fields[j]
-        set[nset + 2] = spack('<dd', began ~= 0 and began or ts, last)
-        nset = nset + 2
-      end
-    end
-  end
-  if nset == 0 then return end
-  local pruned = vals[nf + 1]
-  if grew and (not pruned or ts - sunpack('<d', pruned) >= every) then
-    local all = rcall('HGETALL', key)
-    local stale = {}
-    for i = 1, #all, 2 do
-      if sbyte(all[i], 1) ~= 126 then  -- "~"
-        local _, l0 = sunpack('<dd', all[i + 1])
-        if l0 < thr then stale[#stale + 1] = all[i] end
-      end
-    end
-    if #stale > 0 then rcall('HDEL', key, unpack(stale)) end
-    set[nset + 1] = '~p'
-    set[nset + 2] = spack('<d', ts)
-    nset = nset + 2
-  end
-  rcall('HSET', key, unpack(set, 1, nset))
-  rcall('EXPIRE', key, ttl)
 end
 
 -- Merchant period volume. Fields of the merchant's volume hash:
@@ -903,7 +868,9 @@ local function op_volume(key)
       set[#set + 1] = day
     end
     rcall('HSET', key, unpack(set))
-    rcall('EXPIRE', key, ttl)
+    -- the TTL is refreshed by a merchant's first payment of each business day (a new
+    -- hash's too), not by every payment: it is a day longer than the reads need
+    if cd ~= day then rcall('EXPIRE', key, ttl) end
   elseif cd and day > cd then
     rcall('HSET', key, 'cd', day)
   end
@@ -917,7 +884,8 @@ local function op_top(key)
   out[nout] = top[2] and tonumber(top[2]) or 0
   if write and member ~= '' then
     rcall('ZINCRBY', key, amt, member)
-    rcall('EXPIRE', key, ttl)
+    -- the TTL is set when the day's set is made (it was empty: no key), as op_makeup's
+    if not top[1] then rcall('EXPIRE', key, ttl) end
   end
 end
 
@@ -966,8 +934,6 @@ local OPS = {
   P = op_profile,
   R = op_state,
   D = op_distinct,
-  S = op_seen,
-  N = op_first_used,
   V = op_volume,
   T = op_top,
   C = op_makeup,
