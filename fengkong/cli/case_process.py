@@ -94,9 +94,9 @@ class CaseConsumerProcess:
                 self._stop.wait(RESTART_DELAY_S)
 
     def _spawn(self) -> None:
-        from fengkong.features.embedded_redis import _die_with_parent  # here: `fengkong --help` stays light
+        from fengkong.features.embedded_redis import die_with_parent  # here: `fengkong --help` stays light
 
-        die = _die_with_parent()
+        die = die_with_parent()
 
         def preexec() -> None:  # in the child, before it runs the command
             if die is not None:

@@ -99,7 +99,7 @@ def find_redis_server() -> str:
     )
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` that asks Linux to SIGTERM the child when its parent dies.
 
     The libc function is looked up here, in the parent: the child only calls it."""
@@ -237,7 +237,7 @@ class EmbeddedRedis:
         errors = tempfile.TemporaryFile()
         # The data directory's lock goes to the child too: held while any server on it lives.
         inherit = (self._lock_fd,) if self._lock_fd is not None else ()
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=errors, preexec_fn=_die_with_parent(),
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=errors, preexec_fn=die_with_parent(),
                                 pass_fds=inherit)
         self._proc = proc
         deadline = time.monotonic() + timeout_s
