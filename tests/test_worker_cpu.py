@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from fengkong.api.audit import Audit, entry_values, reference
+from fengkong.api.audit import Audit, read_entry, reference
 from fengkong.api.service import records
 from fengkong.api.service.decisions import _merchant_features, _picked
 from fengkong.api.service.renewals import RENEW_S, Renewals
@@ -79,7 +79,7 @@ def test_occurred_at_code_is_what_it_was(text):
         assert records._occurred(code) == text
 
 
-def test_audit_entry_is_entry_values_of_the_reference():
+def test_audit_entry_reads_back_as_the_reference():
     audit = Audit(prefix="t", maxlen=100, path=None)
     reason = {"id": "r.one"}
     for record in [
@@ -89,8 +89,14 @@ def test_audit_entry_is_entry_values_of_the_reference():
         {"decision_id": "d_2", "score": 0, "degraded": True, "event": {}},  # 0 is not False's JSON
         {"decision_id": "d_3", "score": 1.5, "degraded": None, "reasons": None, "event": {"card": None}},
     ]:
-        assert audit.decision_command(record) == ("XADD", audit.decisions_key, "MAXLEN", "~", 100, "*",
-                                                  *entry_values(reference(record)))
+        command = audit.decision_command(record)
+        assert command[:6] == ("XADD", audit.decisions_key, "MAXLEN", "~", 100, "*")
+        pairs = command[6:]
+        fields = {str(k).encode(): v if isinstance(v, bytes) else str(v).encode()
+                  for k, v in zip(pairs[::2], pairs[1::2])}
+        back = read_entry(b"1700000000000-0", fields)
+        assert back is not None and back.pop("at").startswith("2023-11-14T22:13:20")
+        assert back == reference(record)
 
 
 def test_a_bucket_is_renewed_once_a_minute_and_again_after_a_fault():
