@@ -11,14 +11,12 @@ connection's commands in the order it received them). The worker then parses and
 evaluates other requests while Redis runs the scripts.
 
 When the commands are written. At once when every command written before has had
-its reply (Redis has nothing of ours to do); else when ``flush_bytes`` are queued,
-or at the end of the loop tick. One write per tick costs the fewest syscalls, but on
-a busy worker a tick is long (it parses, evaluates and answers many requests): Redis
-would idle until its end, and the worker then wait while Redis ran the whole batch;
-they would take turns instead of working at once. Writing when Redis is idle, and
-every few kilobytes while it is busy, hands Redis the first scripts while the worker
-prepares the next, and their replies come back sooner, for a few more (smaller)
-writes and reads on both sides. ``flush_bytes`` 0 writes each call's commands at
+its reply (Redis has nothing of ours to do, and would otherwise idle until the tick's
+end); else when ``flush_bytes`` are queued, or at the end of the loop tick. Writing
+every few kilobytes while Redis is busy hands it the first scripts sooner, for more
+(smaller) writes and reads on both sides; on the 2-core machines measured that cost
+more than it gave, so by default the threshold is past any tick's commands and a busy
+tick's commands go out in one write. ``flush_bytes`` 0 writes each call's commands at
 once. docs/benchmarks.md has the measurements behind the default.
 
 What it is not: a general client. Commands are packed by ``hiredis.pack_command``
