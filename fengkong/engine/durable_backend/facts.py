@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from json.encoder import encode_basestring as _encode_str  # what json.dumps(str, ensure_ascii=False) returns
+from json.encoder import encode_basestring as encode_str  # what json.dumps(str, ensure_ascii=False) returns
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -55,7 +55,7 @@ def make_plan(field_keys: Iterable[str], conditions: Iterable[dict[str, Any]], n
     unsent: list[tuple[str, str | None]] = []
     computed: list[tuple[str, ValueFn]] = []
     for key in sorted(field_keys):
-        prefix = f'"{key}":'
+        prefix = field_prefix(key)
         if key in derived:
             computed.append((prefix, derived[key]))
             continue
@@ -78,6 +78,11 @@ def make_plan(field_keys: Iterable[str], conditions: Iterable[dict[str, Any]], n
         else:
             others.append((name, prefix, dtype, report))
     return FactPlan(tuple(numbers), tuple(bools), tuple(strings), tuple(others), tuple(unsent), tuple(computed))
+
+
+def field_prefix(key: str) -> str:
+    """How a field starts in a fact: ``"key":``."""
+    return f'"{key}":'
 
 
 def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing: list[str]) -> str:
@@ -105,7 +110,7 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
             if report:
                 missing.append(name)
         else:
-            _written_clean(parts, missing, name, value, prefix, "number", report)
+            written_clean(parts, missing, name, value, prefix, "number", report)
     for name, true, false, report in plan.bools:
         value = get(name)
         if value is not True and value is not False:
@@ -121,7 +126,7 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
         value = get(name)
         if type(value) is str:
             if sent is None or value in sent:
-                append(prefix + _encode_str(value))
+                append(prefix + encode_str(value))
         elif value is None:
             if report:
                 missing.append(name)
@@ -133,7 +138,7 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
             elif sent is None or value in sent:
                 append(prefix + json_value(value))
     for name, prefix, dtype, report in plan.others:
-        _written_clean(parts, missing, name, get(name), prefix, dtype, report)
+        written_clean(parts, missing, name, get(name), prefix, dtype, report)
     for name, dtype in plan.unsent:
         value = get(name)
         if value is None or clean(value, dtype) is None:
@@ -145,10 +150,10 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
     return ",".join(parts) + "}"
 
 
-def _written_clean(parts: list[str], missing: list[str], name: str, value: Any, prefix: str, dtype: str | None,
+def written_clean(parts: list[str], missing: list[str], name: str, value: Any, prefix: str, dtype: str | None,
                    report: bool) -> None:
-    """The slow path of `encode_fact`: the value `clean` makes of it, or the feature's
-    name in ``missing``."""
+    """The slow path of `encode_fact` (and of `fact_code`'s writers): the value `clean`
+    makes of it, or the feature's name in ``missing``."""
     value = clean(value, dtype)
     if value is not None:
         parts.append(prefix + json_value(value))
@@ -227,6 +232,6 @@ def sent_values(dtype: str, constants: set[Any]) -> frozenset[Any] | None:
     always sent (durable's int64/double comparisons are not Python's)."""
     if dtype == "bool" and all(type(c) is bool for c in constants):
         return frozenset(constants)
-    if dtype == "string" and all(type(c) is str and _encode_str(c) == f'"{c}"' for c in constants):
+    if dtype == "string" and all(type(c) is str and encode_str(c) == f'"{c}"' for c in constants):
         return frozenset(constants)
     return None
