@@ -39,6 +39,7 @@ RULES = [
     # nested arithmetic, constants on either side, a quotient of a difference
     "(event.amount + user.amount_n) * 2 - merchant.count_24h / (merchant.distinct_cards_24h - 1) > 3",
     "1.5 - event.amount * -2 <= user.amount_zscore", "user.sum_1h / 4 >= 100",
+    "user.sum_1h * 9007199254740992 > 1.0e300", "event.amount * 1.0e300 > 1",
 ]
 NAMES = ["event.amount", "user.amount_zscore", "user.amount_n", "merchant.count_24h", "merchant.distinct_cards_24h",
          "event.is_night", "lists.blocked_cards", "card.type", "event.channel", "merchant.grade", "user.sum_1h"]

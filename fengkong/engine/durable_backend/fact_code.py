@@ -202,7 +202,8 @@ class _Writer:
         closures."""
         emit = self.lines.append
         if isinstance(v, Const):
-            return _literal(v.value)  # never None: `_inlinable`
+            assert isinstance(v.value, int | float)  # `_inlinable`: a plain int or a finite float
+            return _literal(v.value)
         out = self.temp()
         if isinstance(v, Feature):
             x = self.read(v.name)
@@ -234,8 +235,9 @@ class _Writer:
 def _inlinable(v: Value, dtypes: Mapping[str, str]) -> bool:
     """Whether `_Writer.value` writes ``v`` inline: arithmetic of number features and
     int or finite float constants (what the type checker lets arithmetic read)."""
-    if isinstance(v, Const):
-        return type(v.value) in (int, float) and math.isfinite(v.value)
+    if isinstance(v, Const):  # its repr is then a literal of the same value and type
+        value = v.value
+        return type(value) is int or (type(value) is float and math.isfinite(value))
     if isinstance(v, Feature):
         return dtypes.get(v.name) == "number"
     if isinstance(v, Arith):
