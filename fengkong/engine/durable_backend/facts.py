@@ -6,6 +6,10 @@ durable. So are values no durable test can tell from an absent field (a false fl
 tested only for true, a string no rule names: `sent_values`) and fields read only
 through a derived field; durable walks less, and the fires are the same. Python,
 not durable, reports the missing features. See docs/benchmarks.md for the cost.
+
+`encode_fact` interprets a shard's `FactPlan` and is the reference; what a decision
+runs is the straight-line writer `fact_code` compiles from the same plan, which
+tests/test_engine_fact_code.py holds equal to it.
 """
 
 from __future__ import annotations
@@ -89,8 +93,8 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
     """One shard's fact: ``head`` (id and sid), then ``"key":value`` for each present
     field worth sending; the names of absent features are added to ``missing``.
 
-    Written inline by type rather than through `json_value` for each field, since it
-    runs once per shard per decision (docs/benchmarks.md)."""
+    The reference `fact_code.compile_writer`'s writers are held to; written inline by
+    type rather than through `json_value` for each field (docs/benchmarks.md)."""
     get = features.get
     parts = [head]
     append = parts.append

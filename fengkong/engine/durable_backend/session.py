@@ -79,7 +79,7 @@ class FireResult:
 
 def _report_missing(names: Sequence[tuple[str, str | None]], features: Mapping[str, Any], missing: list[str]) -> None:
     """Add to ``missing`` each of ``names`` (name, dtype) that is absent or unreadable, as a
-    shard's fact does for a feature it reads (`facts.encode_fact`)."""
+    shard's fact writer does for a feature it reads (`fact_code`)."""
     get = features.get
     for name, dtype in names:
         value = get(name)
