@@ -8,6 +8,7 @@ host (DESIGN.md, "durable_rules: what is known"). One job per module:
 * `alpha`: the model of durable's alpha stack, and the packing of rules into shards
   that stay inside it;
 * `facts`: one decision's features as the JSON fact durable reads;
+* `fact_code`: each shard's fact writer, compiled once per rule set from its plan;
 * `session`: the rulesets in durable's C module, and the fires of a decision
   collected on the calling thread.
 

@@ -48,6 +48,8 @@ class Compiler:
         self.keys: dict[str, str] = {}
         #: expression text -> (field key, the function that computes it)
         self.derived: dict[str, tuple[str, ValueFn]] = {}
+        #: derived field key -> its expression (what `fact_code` writes inline)
+        self.exprs: dict[str, Value] = {}
         self._used: set[str] = set()
 
     def compile(self, expr: Expr) -> tuple[dict[str, Any], set[str]]:
@@ -67,6 +69,7 @@ class Compiler:
         text = to_text(v)
         if text not in self.derived:
             self.derived[text] = (f"d{len(self.derived)}", compile_value(v, self.dtypes))
+            self.exprs[self.derived[text][0]] = v
         for name in _leaves(v):
             self._field(name)  # so "missing" is reported for derived operands too
         key = self.derived[text][0]

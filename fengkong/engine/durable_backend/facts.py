@@ -6,6 +6,10 @@ durable. So are values no durable test can tell from an absent field (a false fl
 tested only for true, a string no rule names: `sent_values`) and fields read only
 through a derived field; durable walks less, and the fires are the same. Python,
 not durable, reports the missing features. See docs/benchmarks.md for the cost.
+
+`encode_fact` interprets a shard's `FactPlan` and is the reference; what a decision
+runs is the straight-line writer `fact_code` compiles from the same plan, which
+tests/test_engine_fact_code.py holds equal to it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from json.encoder import encode_basestring as _encode_str  # what json.dumps(str, ensure_ascii=False) returns
+from json.encoder import encode_basestring as encode_str  # what json.dumps(str, ensure_ascii=False) returns
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -55,7 +59,7 @@ def make_plan(field_keys: Iterable[str], conditions: Iterable[dict[str, Any]], n
     unsent: list[tuple[str, str | None]] = []
     computed: list[tuple[str, ValueFn]] = []
     for key in sorted(field_keys):
-        prefix = f'"{key}":'
+        prefix = field_prefix(key)
         if key in derived:
             computed.append((prefix, derived[key]))
             continue
@@ -80,12 +84,17 @@ def make_plan(field_keys: Iterable[str], conditions: Iterable[dict[str, Any]], n
     return FactPlan(tuple(numbers), tuple(bools), tuple(strings), tuple(others), tuple(unsent), tuple(computed))
 
 
+def field_prefix(key: str) -> str:
+    """How a field starts in a fact: ``"key":``."""
+    return f'"{key}":'
+
+
 def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing: list[str]) -> str:
     """One shard's fact: ``head`` (id and sid), then ``"key":value`` for each present
     field worth sending; the names of absent features are added to ``missing``.
 
-    Written inline by type rather than through `json_value` for each field, since it
-    runs once per shard per decision (docs/benchmarks.md)."""
+    The reference `fact_code.compile_writer`'s writers are held to; written inline by
+    type rather than through `json_value` for each field (docs/benchmarks.md)."""
     get = features.get
     parts = [head]
     append = parts.append
@@ -105,7 +114,7 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
             if report:
                 missing.append(name)
         else:
-            _written_clean(parts, missing, name, value, prefix, "number", report)
+            written_clean(parts, missing, name, value, prefix, "number", report)
     for name, true, false, report in plan.bools:
         value = get(name)
         if value is not True and value is not False:
@@ -121,7 +130,7 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
         value = get(name)
         if type(value) is str:
             if sent is None or value in sent:
-                append(prefix + _encode_str(value))
+                append(prefix + encode_str(value))
         elif value is None:
             if report:
                 missing.append(name)
@@ -133,7 +142,7 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
             elif sent is None or value in sent:
                 append(prefix + json_value(value))
     for name, prefix, dtype, report in plan.others:
-        _written_clean(parts, missing, name, get(name), prefix, dtype, report)
+        written_clean(parts, missing, name, get(name), prefix, dtype, report)
     for name, dtype in plan.unsent:
         value = get(name)
         if value is None or clean(value, dtype) is None:
@@ -145,10 +154,10 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
     return ",".join(parts) + "}"
 
 
-def _written_clean(parts: list[str], missing: list[str], name: str, value: Any, prefix: str, dtype: str | None,
+def written_clean(parts: list[str], missing: list[str], name: str, value: Any, prefix: str, dtype: str | None,
                    report: bool) -> None:
-    """The slow path of `encode_fact`: the value `clean` makes of it, or the feature's
-    name in ``missing``."""
+    """The slow path of `encode_fact` (and of `fact_code`'s writers): the value `clean`
+    makes of it, or the feature's name in ``missing``."""
     value = clean(value, dtype)
     if value is not None:
         parts.append(prefix + json_value(value))
@@ -227,6 +236,6 @@ def sent_values(dtype: str, constants: set[Any]) -> frozenset[Any] | None:
     always sent (durable's int64/double comparisons are not Python's)."""
     if dtype == "bool" and all(type(c) is bool for c in constants):
         return frozenset(constants)
-    if dtype == "string" and all(type(c) is str and _encode_str(c) == f'"{c}"' for c in constants):
+    if dtype == "string" and all(type(c) is str and encode_str(c) == f'"{c}"' for c in constants):
         return frozenset(constants)
     return None

@@ -23,7 +23,8 @@ import durable_rules_engine
 
 from fengkong.engine.durable_backend.alpha import ALPHA_STACK_BUDGET, MAX_FIELDS_PER_SHARD, alpha_shape, pack
 from fengkong.engine.durable_backend.compiler import Compiler
-from fengkong.engine.durable_backend.facts import FactPlan, encode_fact, make_plan
+from fengkong.engine.durable_backend.fact_code import FactWriter, compile_writer
+from fengkong.engine.durable_backend.facts import FactPlan, field_prefix, make_plan
 from fengkong.engine.errors import EvaluationError
 from fengkong.engine.predicates import clean
 from fengkong.engine.tree import Expr
@@ -78,7 +79,7 @@ class FireResult:
 
 def _report_missing(names: Sequence[tuple[str, str | None]], features: Mapping[str, Any], missing: list[str]) -> None:
     """Add to ``missing`` each of ``names`` (name, dtype) that is absent or unreadable, as a
-    shard's fact does for a feature it reads (`facts.encode_fact`)."""
+    shard's fact writer does for a feature it reads (`fact_code`)."""
     get = features.get
     for name, dtype in names:
         value = get(name)
@@ -89,14 +90,17 @@ def _report_missing(names: Sequence[tuple[str, str | None]], features: Mapping[s
 
 
 class _Shard:
-    """One durable ruleset holding a subset of the rules, and how to write its fact."""
+    """One durable ruleset holding a subset of the rules, and how to write its fact
+    (``plan``, as data; ``write``, the function compiled from it that writes it)."""
 
-    __slots__ = ("definition", "handle", "plan", "rule_of")
+    __slots__ = ("definition", "handle", "plan", "rule_of", "write")
 
-    def __init__(self, definition: dict[str, Any], rule_of: dict[str, str], plan: FactPlan, handle: Any) -> None:
+    def __init__(self, definition: dict[str, Any], rule_of: dict[str, str], plan: FactPlan, write: FactWriter,
+                 handle: Any) -> None:
         self.definition = definition
         self.rule_of = rule_of
         self.plan = plan
+        self.write = write
         self.handle = handle
 
 
@@ -138,6 +142,7 @@ class DurableRuleset:
         self.field_keys: dict[str, str] = dict(compiler.keys)
         names = {k: n for n, k in compiler.keys.items()}
         derived = dict(compiler.derived.values())
+        exprs = {field_prefix(key): v for key, v in compiler.exprs.items()}
         owned: set[str] = set()
         self._shards: list[_Shard] = []
         for j, (group, _) in enumerate(groups):
@@ -149,7 +154,8 @@ class DurableRuleset:
             except Exception as exc:  # the C module raises its own error type
                 refused += self._culprits(name, [(compiled[i][0], definition[f"r{i}"]) for i in group], exc)
                 continue
-            self._shards.append(_Shard(definition, {f"r{i}": compiled[i][0] for i in group}, plan, handle))
+            self._shards.append(_Shard(definition, {f"r{i}": compiled[i][0] for i in group}, plan,
+                                       compile_writer(plan, exprs, dtypes), handle))
         if refused:
             for shard in self._shards:
                 self._engine.delete_ruleset(shard.handle)
@@ -200,7 +206,7 @@ class DurableRuleset:
         missing: list[str] = []
         fid = next(self._ids)  # one id per decision: each shard is a durable ruleset of its own
         head = f'{{"id":{fid},"sid":"{_SID}"'
-        texts = [encode_fact(shard.plan, features, head, missing) for shard in self._shards]
+        texts = [shard.write(features, head, missing) for shard in self._shards]
         if self._also_missing:
             _report_missing(self._also_missing, features, missing)
         fired: set[str] = set()
@@ -219,7 +225,7 @@ class DurableRuleset:
         missing features: what `fire` sends, for a check or a look, asserting nothing."""
         missing: list[str] = []
         head = f'{{"id":0,"sid":"{_SID}"'
-        texts = [encode_fact(shard.plan, features, head, missing) for shard in self._shards]
+        texts = [shard.write(features, head, missing) for shard in self._shards]
         _report_missing(self._also_missing, features, missing)
         return texts, missing
 

@@ -1,0 +1,266 @@
+"""A shard's fact writer as straight-line Python, generated once per rule-set compile.
+
+`facts.encode_fact` interprets a `FactPlan` on every decision: per field it unpacks a
+tuple, reads the feature, then writes it; each derived field is a chain of closure
+calls (`predicates.compile_value`) that reads its operands again. The plan never
+changes once the rule set is compiled, so this module writes the same steps out as
+the source of one function per shard (names, prefixes and members as literals, each
+feature read once into a local that the derived fields reuse, their arithmetic
+inline) and compiles it. The text it returns is `encode_fact`'s, byte for byte, and
+``missing`` gets the same names in the same order: tests/test_engine_durable.py holds
+the two equal on every kind of value.
+
+Only literals the module writes itself go into the source (``repr`` of a str, an int
+or a float, a fixed operator); anything else (a set of members, a non-numeric
+constant, a derived field of a shape it does not inline) is passed in by name.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Callable, Mapping
+
+from fengkong.engine.durable_backend.facts import EXACT_INT, FactPlan, encode_str, json_value, written_clean
+from fengkong.engine.predicates import FLOAT_MAX, clean
+from fengkong.engine.tree import Arith, Const, Feature, Value
+
+#: a shard's writer: (features, head, missing) -> the fact's JSON text
+FactWriter = Callable[[Mapping[str, Any], str, list[str]], str]
+
+_ARITH_OPS = frozenset("+-*/")
+_PREFIX = re.compile(r'"[fd][0-9]+":(true|false)?\Z')
+
+
+def compile_writer(plan: FactPlan, exprs: Mapping[str, Value], dtypes: Mapping[str, str]) -> FactWriter:
+    """The function that writes ``plan``'s fact, as `encode_fact(plan, ...)` does.
+
+    ``exprs`` maps a derived field's prefix (``'"d0":'``) to its expression, whose
+    arithmetic is then written inline; a derived field without one calls its function."""
+    prefixes = [p for _, p, _ in plan.numbers] + [p for _, p, _, _ in plan.strings] + [p for _, p, _, _ in plan.others]
+    prefixes += [p for p, _ in plan.computed]
+    prefixes += [m for _, t, f, _ in plan.bools for m in (t, f) if m is not None]
+    odd = [p for p in prefixes if not _PREFIX.match(p)]
+    if odd:  # the compiler's keys (f0, d0...): anything else is not written into source
+        raise ValueError(f"fact field prefixes not of the compiler's form: {odd}")
+    return _Writer(plan, exprs, dtypes).build()
+
+
+class _Writer:
+    """Accumulates one writer's source lines and the objects it refers to by name."""
+
+    def __init__(self, plan: FactPlan, exprs: Mapping[str, Value], dtypes: Mapping[str, str]) -> None:
+        self.plan = plan
+        self.exprs = exprs
+        self.dtypes = dtypes
+        self.lines: list[str] = []
+        self.env: dict[str, Any] = {"clean": clean, "json_value": json_value, "written_clean": written_clean,
+                                    "encode_str": encode_str}
+        self.locals: dict[str, str] = {}  # feature name -> the local holding its raw value
+        self._temps = 0
+
+    def name_of(self, obj: Any, stem: str) -> str:
+        """A global name for ``obj`` in the generated function."""
+        name = f"_{stem}{len(self.env)}"
+        self.env[name] = obj
+        return name
+
+    def temp(self) -> str:
+        self._temps += 1
+        return f"t{self._temps}"
+
+    def read(self, feature: str) -> str:
+        """The local holding ``feature``'s raw value (`build` reads them all first)."""
+        return self.locals[feature]
+
+    def build(self) -> FactWriter:
+        plan, emit = self.plan, self.lines.append
+        emit("def write(features, head, missing):")
+        emit("    get = features.get")
+        emit("    parts = [head]")
+        emit("    append = parts.append")
+        emit("    miss = missing.append")
+        # every feature the fact reads, read at once (a C loop) into locals
+        names = [n for n, *_ in plan.numbers] + [n for n, *_ in plan.bools] + [n for n, *_ in plan.strings]
+        names += [n for n, *_ in plan.others] + [n for n, _ in plan.unsent]
+        for prefix, _ in plan.computed:
+            expr = self.exprs.get(prefix)
+            if expr is not None and _inlinable(expr, self.dtypes):
+                names += _leaf_names(expr)
+        names = list(dict.fromkeys(names))
+        self.locals = {name: f"x{i}" for i, name in enumerate(names)}
+        if len(names) == 1:
+            emit(f"    x0 = get({names[0]!r})")
+        elif names:
+            emit(f"    {', '.join(self.locals.values())} = map(get, {self.name_of(tuple(names), 'names')})")
+        for name, prefix, report in plan.numbers:
+            self.number(name, prefix, report)
+        for name, true, false, report in plan.bools:
+            self.boolean(name, true, false, report)
+        for name, prefix, sent, report in plan.strings:
+            self.string(name, prefix, sent, report)
+        for name, prefix, dtype, report in plan.others:
+            v = self.read(name)
+            emit(f"    written_clean(parts, missing, {name!r}, {v}, {prefix!r}, {dtype!r}, {report!r})")
+        for name, dtype in plan.unsent:
+            self.unsent(name, dtype)
+        for prefix, fn in plan.computed:
+            self.computed(prefix, fn)
+        emit("    return ','.join(parts) + '}'")
+        source = "\n".join(self.lines) + "\n"
+        namespace = dict(self.env)
+        exec(compile(source, f"<fact writer of {len(plan.numbers) + len(plan.bools)} fields>", "exec"), namespace)
+        writer: FactWriter = namespace["write"]
+        writer.__doc__ = "This shard's fact (`fact_code.compile_writer`); its source:\n\n" + source
+        return writer
+
+    def number(self, name: str, prefix: str, report: bool) -> None:
+        emit = self.lines.append
+        v = self.read(name)
+        emit(f"    if {v} is None:")
+        emit(f"        miss({name!r})" if report else "        pass")
+        emit(f"    elif type({v}) is int and {-EXACT_INT} <= {v} <= {EXACT_INT}:")
+        emit(f"        append(f'{_braces(prefix)}{{{v}}}')")
+        emit(f"    elif type({v}) is float and {v} - {v} == 0:")
+        emit(f"        t = f'{{{v}!r}}'")
+        emit("        if 'e' in t and '.' not in t:")
+        emit("            t = t.replace('e', '.0e')")
+        emit(f"        append({prefix!r} + t)")
+        emit("    else:")
+        emit(f"        written_clean(parts, missing, {name!r}, {v}, {prefix!r}, 'number', {report!r})")
+
+    def boolean(self, name: str, true: str | None, false: str | None, report: bool) -> None:
+        emit = self.lines.append
+        v = self.read(name)
+        emit(f"    if {v} is True:")
+        emit(f"        append({true!r})" if true is not None else "        pass")
+        emit(f"    elif {v} is False:")
+        emit(f"        append({false!r})" if false is not None else "        pass")
+        emit("    else:")
+        emit(f"        t = clean({v}, 'bool')")
+        emit("        if t is None:")
+        emit(f"            miss({name!r})" if report else "            pass")
+        emit("        elif t:")
+        emit(f"            append({true!r})" if true is not None else "            pass")
+        emit("        else:")
+        emit(f"            append({false!r})" if false is not None else "            pass")
+
+    def string(self, name: str, prefix: str, sent: frozenset[Any] | None, report: bool) -> None:
+        emit = self.lines.append
+        v = self.read(name)
+        test = "True" if sent is None else f"t in {self.name_of(sent, 'sent')}"
+        emit(f"    if type({v}) is str:")
+        emit(f"        t = {v}")
+        emit(f"        if {test}:")
+        emit(f"            append({prefix!r} + encode_str(t))")
+        emit(f"    elif {v} is None:")
+        emit(f"        miss({name!r})" if report else "        pass")
+        emit("    else:")
+        emit(f"        t = clean({v}, 'string')")
+        emit("        if t is None:")
+        emit(f"            miss({name!r})" if report else "            pass")
+        emit(f"        elif {test}:")
+        emit(f"            append({prefix!r} + json_value(t))")
+
+    def unsent(self, name: str, dtype: str | None) -> None:
+        emit = self.lines.append
+        v = self.read(name)
+        emit(f"    if {v} is None:")
+        emit(f"        miss({name!r})")
+        if dtype == "number":
+            emit(f"    elif not ((type({v}) is int and {-FLOAT_MAX!r} <= {v} <= {FLOAT_MAX!r})"
+                 f" or (type({v}) is float and {v} - {v} == 0)) and clean({v}, 'number') is None:")
+        elif dtype == "bool":
+            emit(f"    elif {v} is not True and {v} is not False and clean({v}, 'bool') is None:")
+        else:
+            emit(f"    elif clean({v}, {dtype!r}) is None:")
+        emit(f"        miss({name!r})")
+
+    def computed(self, prefix: str, fn: Any) -> None:
+        emit = self.lines.append
+        expr = self.exprs.get(prefix)
+        if expr is None or not _inlinable(expr, self.dtypes):
+            emit(f"    t = {self.name_of(fn, 'derived')}(features)")
+            emit("    if t is not None:")
+            emit(f"        append({prefix!r} + json_value(t))")
+            return
+        result = self.value(expr, "    ")
+        emit(f"    if {result} is not None:")
+        emit(f"        if type({result}) is float:")
+        emit(f"            t = repr({result})")
+        emit("            if 'e' in t and '.' not in t:")
+        emit("                t = t.replace('e', '.0e')")
+        emit(f"            append({prefix!r} + t)")
+        emit(f"        elif type({result}) is int and {-EXACT_INT} <= {result} <= {EXACT_INT}:")
+        emit(f"            append({prefix!r} + str({result}))")
+        emit("        else:")
+        emit(f"            append({prefix!r} + json_value({result}))")
+
+    def value(self, v: Value, indent: str) -> str:
+        """Lines that leave ``v``'s value (None when missing) in a temp, and the temp's
+        name (a constant's literal instead): the same steps as `predicates.compile_value`'s
+        closures."""
+        emit = self.lines.append
+        if isinstance(v, Const):
+            assert isinstance(v.value, int | float)  # `_inlinable`: a plain int or a finite float
+            return _literal(v.value)
+        out = self.temp()
+        if isinstance(v, Feature):
+            x = self.read(v.name)
+            # `predicates._number_reader`: a plain int within a double's range or a finite float as it is
+            emit(f"{indent}{out} = {x}")
+            emit(f"{indent}if {x} is not None and not ((type({x}) is int and {-FLOAT_MAX!r} <= {x} <= {FLOAT_MAX!r})"
+                 f" or (type({x}) is float and {x} - {x} == 0)):")
+            emit(f"{indent}    {out} = clean({x}, 'number')")
+        else:
+            assert isinstance(v, Arith)
+            a = self.value(v.left, indent)
+            emit(f"{indent}{out} = None")
+            emit(f"{indent}if {a} is not None:" if not isinstance(v.left, Const) else f"{indent}if True:")
+            inner = indent + "    "
+            b = self.value(v.right, inner)
+            guard = f"{b} is not None" if isinstance(v.right, Feature | Arith) else "True"
+            guard += f" and {b} != 0" if v.op == "/" else ""
+            emit(f"{inner}if {guard}:")
+            # `predicates.finite`, inline
+            emit(f"{inner}    {out} = {a} {v.op} {b}")
+            emit(f"{inner}    if type({out}) is float:")
+            emit(f"{inner}        if not {out} - {out} == 0:")
+            emit(f"{inner}            {out} = None")
+            emit(f"{inner}    elif not {-FLOAT_MAX!r} <= {out} <= {FLOAT_MAX!r}:")
+            emit(f"{inner}        {out} = None")
+        return out
+
+
+def _inlinable(v: Value, dtypes: Mapping[str, str]) -> bool:
+    """Whether `_Writer.value` writes ``v`` inline: arithmetic of number features and
+    int or finite float constants (what the type checker lets arithmetic read)."""
+    if isinstance(v, Const):  # its repr is then a literal of the same value and type
+        value = v.value
+        return type(value) is int or (type(value) is float and math.isfinite(value))
+    if isinstance(v, Feature):
+        return dtypes.get(v.name) == "number"
+    if isinstance(v, Arith):
+        return v.op in _ARITH_OPS and _inlinable(v.left, dtypes) and _inlinable(v.right, dtypes)
+    return False
+
+
+def _braces(text: str) -> str:
+    """``text`` as it must appear inside an f-string literal."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _leaf_names(v: Value) -> list[str]:
+    if isinstance(v, Feature):
+        return [v.name]
+    if isinstance(v, Arith):
+        return _leaf_names(v.left) + _leaf_names(v.right)
+    return []
+
+
+def _literal(value: int | float) -> str:
+    """A number constant as Python source that evaluates to the same value and type."""
+    text = repr(value)
+    return f"({text})" if text.startswith("-") else text
+
+

@@ -1,0 +1,138 @@
+"""The generated fact writers (`fact_code`) against the plan they are compiled from.
+
+`facts.encode_fact` interprets a shard's `FactPlan`; `fact_code.compile_writer` turns
+the same plan into straight-line Python, which is what `DurableRuleset` asserts. The
+two must write the same text and report the same missing features, in the same
+order, for every kind of value in every kind of field: held here on random values,
+on nested arithmetic, with features another shard reports, and on the default pack
+with the bench's kinds of rows. tests/test_engine_durable.py holds the fires.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fengkong.engine import load_ruleset
+from fengkong.engine.durable_backend.compiler import Compiler
+from fengkong.engine.durable_backend.fact_code import compile_writer
+from fengkong.engine.durable_backend.facts import FactPlan, encode_fact, field_prefix, make_plan
+from fengkong.engine.language import parse
+from fengkong.engine.schema import Schema
+
+RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
+SCHEMA = Schema.from_catalog({"blocked_cards": "card"})
+HEAD = '{"id":7,"sid":"0"'
+
+RULES = [
+    "event.amount >= 0.5", "user.amount_zscore == 0", "event.amount >= 3 * user.amount_n",
+    "merchant.count_24h / merchant.distinct_cards_24h >= 1", "event.is_night", "not event.is_night",
+    "card.fingerprint in lists.blocked_cards", "card.type == 'credit'", "event.channel in ['wallet', 'pos']",
+    "merchant.grade != 'A'", "card.type is missing", "user.amount_n is not missing",
+    # nested arithmetic, constants on either side, a quotient of a difference
+    "(event.amount + user.amount_n) * 2 - merchant.count_24h / (merchant.distinct_cards_24h - 1) > 3",
+    "1.5 - event.amount * -2 <= user.amount_zscore", "user.sum_1h / 4 >= 100",
+    "user.sum_1h * 9007199254740992 > 1.0e300", "event.amount * 1.0e300 > 1",
+]
+NAMES = ["event.amount", "user.amount_zscore", "user.amount_n", "merchant.count_24h", "merchant.distinct_cards_24h",
+         "event.is_night", "lists.blocked_cards", "card.type", "event.channel", "merchant.grade", "user.sum_1h"]
+
+
+class _Channel(enum.StrEnum):
+    WALLET = "wallet"
+
+
+_ANY = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**20, 10**20), st.integers(-5, 5),
+    st.floats(allow_nan=True, allow_infinity=True), st.floats(-5, 5),
+    st.sampled_from([1e-05, -1e-07, 1e16, 1.5e300, -0.0, 0.0, 5e-324, 123456789.125, 2**53 + 1, 10**400]),
+    st.sampled_from([np.float64(0.3), np.float64(1e-05), np.float32(0.5), np.int64(7), np.uint8(3),
+                     np.bool_(True), np.bool_(False), np.float64("nan"), np.str_("credit")]),
+    st.sampled_from(["credit", "debit", "", 'a "quoted" \\ back\nslash', "信用卡", _Channel.WALLET, "1e-05", "A"]),
+)
+
+
+def plans(rules: list[str], owned: set[str] | None = None) -> list[tuple[FactPlan, Any]]:
+    """The plan of one shard of ``rules``, and its writer; with ``owned``, the features
+    another shard reports (so this one reports none of them)."""
+    compiler = Compiler(dict(SCHEMA.dtypes))
+    compiled = [compiler.compile(parse(text)) for text in rules]
+    names = {k: n for n, k in compiler.keys.items()}
+    plan = make_plan(set().union(*(used for _, used in compiled)), (cond for cond, _ in compiled), names,
+                     dict(compiler.derived.values()), SCHEMA.dtypes, set(owned or ()))
+    exprs = {field_prefix(key): v for key, v in compiler.exprs.items()}
+    return [(plan, compile_writer(plan, exprs, SCHEMA.dtypes)), (plan, compile_writer(plan, {}, SCHEMA.dtypes))]
+
+
+PLANS = plans(RULES) + plans(RULES, owned={"event.amount", "card.type", "event.is_night", "user.sum_1h"})
+
+
+def assert_same(features: dict[str, Any]) -> None:
+    for plan, write in PLANS:
+        want_missing: list[str] = []
+        got_missing: list[str] = []
+        want = encode_fact(plan, features, HEAD, want_missing)
+        assert write(features, HEAD, got_missing) == want, features
+        assert got_missing == want_missing, features
+
+
+def test_writers_inline_the_arithmetic_and_fall_back_without_expressions() -> None:
+    inline, called = PLANS[0][1], PLANS[1][1]
+    assert " * 2" in inline.__doc__ and "_derived" not in inline.__doc__
+    assert "_derived" in called.__doc__  # each derived field's own function
+    f = {"event.amount": 10, "user.amount_n": 3, "merchant.count_24h": 9, "merchant.distinct_cards_24h": 4,
+         "user.amount_zscore": -1e-05, "user.sum_1h": 1e-300}
+    text = PLANS[0][1](f, HEAD, [])
+    # 10 >= 3 * 3 -> d0 = 9; (10 + 3) * 2 - 9 / 3 = 23; 1.5 - 10 * -2 = 21.5; 1e-300 / 4
+    assert '"d0":9' in text and ":23" in text and ":21.5" in text and ":2.5e-301" in text, text
+
+
+@settings(max_examples=500, deadline=None)
+@given(values=st.lists(_ANY, min_size=len(NAMES), max_size=len(NAMES)))
+def test_property_writers_equal_the_plan_on_any_value(values: list[Any]) -> None:
+    assert_same(dict(zip(NAMES, values)))
+
+
+def test_writers_equal_the_plan_on_absent_and_overflowing_values() -> None:
+    assert_same({})
+    assert_same({"event.amount": 1e308, "user.amount_n": 1e308, "merchant.count_24h": 1,
+                 "merchant.distinct_cards_24h": 1, "user.amount_zscore": float("inf")})
+    assert_same({"merchant.count_24h": 5, "merchant.distinct_cards_24h": 1})  # a zero divisor
+    assert_same({"event.amount": 10**400, "user.amount_n": 2**53, "user.sum_1h": -(2**60)})
+
+
+def test_default_pack_writers_equal_the_plan() -> None:
+    rs = load_ruleset(RULES_DIR)
+    compiler = Compiler(dict(rs.schema.dtypes))
+    compiled = [compiler.compile(expr) for _, expr in rs.conditions]
+    names = {k: n for n, k in compiler.keys.items()}
+    plan = make_plan(set().union(*(used for _, used in compiled)), (c for c, _ in compiled), names,
+                     dict(compiler.derived.values()), rs.schema.dtypes, set())
+    write = compile_writer(plan, {field_prefix(k): v for k, v in compiler.exprs.items()}, rs.schema.dtypes)
+    rng = random.Random(16)
+    dtypes = rs.schema.dtypes
+    pool = {"number": [None, 0, 1, 7, 250.5, 0.125, 1e-05, 3e16, -2.0, float("nan")],
+            "bool": [None, True, False, np.bool_(True)], "string": [None, "A", "B", "credit", "signup", "wallet"]}
+    for _ in range(400):
+        f = {n: rng.choice(pool.get(dtypes.get(n, ""), [None])) for n in names.values()}
+        if rng.random() < 0.2:  # absent rather than None
+            f = {n: v for n, v in f.items() if v is not None}
+        want_missing: list[str] = []
+        got_missing: list[str] = []
+        assert write(f, HEAD, got_missing) == encode_fact(plan, f, HEAD, want_missing)
+        assert got_missing == want_missing
+
+
+def test_a_prefix_not_of_the_compilers_form_is_refused() -> None:
+    plan, _ = PLANS[0]
+    odd = FactPlan((("event.amount", "\"f0\":'); import os; ('", True),), (), (), (), (), ())
+    with pytest.raises(ValueError, match="prefixes"):
+        compile_writer(odd, {}, SCHEMA.dtypes)
+    assert plan.numbers  # the real plan has numbers, all of the form
