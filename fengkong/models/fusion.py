@@ -55,9 +55,17 @@ class Decided(Protocol):
 
 
 def base_score(decision: Decided) -> float:
-    """Rules-alone score of one live decision: enforced rules that fired and read no model.*."""
-    return float(sum(r.score for r in decision.reasons
-                     if not any(name.startswith(MODEL_PREFIX) for name in r.values)))
+    """Rules-alone score of one live decision: enforced rules that fired and read no model.*
+    (summed in the reasons' order from 0, as ``sum`` would: loops, not generators, because
+    the decision path asks for it per payment)."""
+    total = 0
+    for r in decision.reasons:
+        for name in r.values:
+            if name.startswith(MODEL_PREFIX):
+                break
+        else:
+            total += r.score
+    return float(total)
 
 
 # -- the fused score ------------------------------------------------------------------------------
