@@ -31,6 +31,10 @@ def test_fused_risk_of_one_decision_equals_predict_proba() -> None:
             for fusion in (f, g):
                 assert fusion.score_one(r, s) == pytest.approx(expected, rel=1e-12, abs=1e-300), (r, s)
     assert f.score_one(None, 30.0) > f.score_one(None, 0.0)  # missing risk: the base rate, rules still count
+    before = f.score_one(0.3, 15.0)
+    f.coef_ = f.coef_ * 2  # new coefficients (as a new fit sets): the scalar path must not keep the old ones
+    assert f.score_one(0.3, 15.0) == pytest.approx(float(f.predict_proba(np.array([0.3]), np.array([15.0]))[0]),
+                                                   rel=1e-12) and f.score_one(0.3, 15.0) != before
 
 
 def test_rules_alone_score_sums_the_fires_that_read_no_model_feature_in_order() -> None:

@@ -153,12 +153,21 @@ class RiskFusion:
             lg = math.log(q / (1 - q))
         s = float(rules_score)
         s = 0.0 if s != s else min(max(s, -_MAX), _MAX)  # as np.nan_to_num
-        a, b = self.coef_.tolist()
+        a, b = self._coef_floats()
         z = lg * a + s / self.score_scale * b + self.intercept_
         if z >= 0:
             return 1.0 / (1.0 + math.exp(-z))
         e = math.exp(z)
         return e / (1.0 + e)
+
+    def _coef_floats(self) -> tuple[float, float]:
+        """``coef_`` as two Python floats, converted once per fitted ``coef_`` (a new fit or
+        `from_params` sets a new array) rather than once per decision."""
+        cached = self.__dict__.get("_coef_cache")
+        if cached is None or cached[0] is not self.coef_:
+            a, b = self.coef_.tolist()
+            cached = self._coef_cache = (self.coef_, float(a), float(b))
+        return cached[1], cached[2]
 
     # -- storage: plain numbers in the artifact's meta.json (no pickle at serve time) --------
     def to_params(self) -> dict[str, Any]:
