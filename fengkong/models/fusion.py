@@ -58,7 +58,7 @@ def base_score(decision: Decided) -> float:
     """Rules-alone score of one live decision: enforced rules that fired and read no model.*
     (summed in the reasons' order from 0, as ``sum`` would: loops, not generators, because
     the decision path asks for it per payment)."""
-    total = 0
+    total: float = 0  # an int until a float is added, as sum's start
     for r in decision.reasons:
         for name in r.values:
             if name.startswith(MODEL_PREFIX):
