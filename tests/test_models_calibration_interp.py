@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from fengkong.models.calibration import PRECISION_FEATURE, SHARE_FEATURE, Calibration, interp_one
+from fengkong.models.calibration import PRECISION_FEATURE, SHARE_FEATURE, Calibration, interp_one, interp_pair
 
 
 def _same(a: float, b: float) -> bool:
@@ -25,8 +25,12 @@ def test_interp_one_is_np_interp_bit_for_bit() -> None:
         points = np.concatenate([xs, rng.random(2000), (xs[:-1] + xs[1:]) / 2 if n > 1 else xs,
                                  np.nextafter(xs, 0), np.nextafter(xs, 1), [-1.0, 0.0, 1.0, 2.0, math.nan]])
         xl, yl = xs.tolist(), ys.tolist()
+        zs = ys[::-1].copy()
+        zl = zs.tolist()
         for x in points.tolist():
             assert _same(interp_one(x, xl, yl), float(np.interp(x, xs, ys))), (n, x)
+            pair = interp_pair(x, xl, yl, zl)  # one search, both curves
+            assert _same(pair[0], float(np.interp(x, xs, ys))) and _same(pair[1], float(np.interp(x, xs, zs))), (n, x)
             checked += 1
     assert checked > 10_000
 

@@ -31,6 +31,24 @@ def test_fused_risk_of_one_decision_equals_predict_proba() -> None:
             for fusion in (f, g):
                 assert fusion.score_one(r, s) == pytest.approx(expected, rel=1e-12, abs=1e-300), (r, s)
     assert f.score_one(None, 30.0) > f.score_one(None, 0.0)  # missing risk: the base rate, rules still count
+    before = f.score_one(0.3, 15.0)
+    f.coef_ = f.coef_ * 2  # new coefficients (as a new fit sets): the scalar path must not keep the old ones
+    assert f.score_one(0.3, 15.0) == pytest.approx(float(f.predict_proba(np.array([0.3]), np.array([15.0]))[0]),
+                                                   rel=1e-12) and f.score_one(0.3, 15.0) != before
+
+
+def test_rules_alone_score_sums_the_fires_that_read_no_model_feature_in_order() -> None:
+    from types import SimpleNamespace as NS
+
+    from fengkong.models.fusion import base_score
+
+    reasons = [NS(score=0.1, values={"card.count_1h": 3}), NS(score=50, values={"model.txn_risk": 0.9}),
+               NS(score=0.2, values={}), NS(score=7, values={"ip.is_tor": True, "model.habit_anomaly": 0.7}),
+               NS(score=0.3, values={"user.amount_zscore": 2.0, "event.amount": 10})]
+    got = base_score(NS(reasons=reasons))
+    assert got == float(sum(r.score for r in reasons if not any(n.startswith("model.") for n in r.values)))
+    assert got == 0.1 + 0.2 + 0.3 and got != 0.6  # the reasons' order (0.1 + 0.2 + 0.3 is not 0.6 in floats)
+    assert base_score(NS(reasons=[])) == 0.0 and isinstance(base_score(NS(reasons=[NS(score=3, values={})])), float)
 
 
 def test_one_row_converts_cells_as_the_cell_rule_does() -> None:
@@ -45,6 +63,36 @@ def test_one_row_converts_cells_as_the_cell_rule_does() -> None:
     odd = {**plain, "a": np.int64(3), "d": "2.5", "event.channel": "fax", "card.type": 1, "f": np.float32(0.5)}
     expected_odd = np.array([3.0, 1.0, np.nan, np.nan, np.nan, np.nan, np.nan, 0.5])
     assert np.array_equal(vec.one(odd), expected_odd, equal_nan=True)
+
+
+def test_the_cells_of_a_row_convert_as_the_row_whatever_the_mapping() -> None:
+    """`Vectorizer.cells` (what the joint session copies into its bound row) converts as
+    `one`, cell by cell as `_cell`: a plain dict holding every name (read with one
+    ``itemgetter``), a dict missing some names, and a mapping whose ``[]`` is not ``get``
+    (a defaultdict: reading it must neither add keys nor see the default)."""
+    from collections import defaultdict
+
+    names = ("a", "b", "c", "event.channel", "card.type", "d", "e")
+    vec = Vectorizer(names, {k: VOCAB[k] for k in ("event.channel", "card.type")})
+    pos, credit = VOCAB["event.channel"].index("pos"), VOCAB["card.type"].index("credit")
+    full = {"a": 3, "b": True, "c": None, "event.channel": "pos", "card.type": "credit", "d": 2 ** 70, "e": -0.5,
+            "other": "x"}
+    expected = np.array([3.0, 1.0, np.nan, pos, credit, 2.0 ** 70, -0.5])
+    partial = {k: v for k, v in full.items() if k not in ("c", "e")}
+    expected_partial = expected.copy()
+    expected_partial[6] = np.nan
+    odd = {**full, "a": np.int64(3), "d": "7", "e": np.bool_(True)}  # numpy scalars and a stray string: by `_cell`
+    expected_odd = np.array([3.0, 1.0, np.nan, pos, credit, np.nan, np.nan])
+    fallback = defaultdict(lambda: 99.0, partial)
+    for features, want in ((full, expected), (partial, expected_partial), (odd, expected_odd),
+                           (fallback, expected_partial)):
+        cells = vec.cells(features)
+        assert np.array_equal(np.array(cells, dtype=np.float64), want, equal_nan=True), features
+        assert np.array_equal(vec.one(features), want, equal_nan=True), features
+        bound = np.zeros((1, len(names)))
+        bound[0] = cells  # what `JointModel.score_one` does with them
+        assert np.array_equal(bound[0], want, equal_nan=True)
+    assert set(fallback) == set(partial)  # no key added by the read
 
 
 def test_both_transaction_models_score_from_one_row_of_their_union() -> None:

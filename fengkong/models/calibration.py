@@ -57,6 +57,28 @@ def interp_one(x: float, xs: list[float], ys: list[float]) -> float:
         return ys[-1]
     if xs[j] == x:
         return ys[j]
+    return _between(x, xs, ys, j)
+
+
+def interp_pair(x: float, xs: list[float], ys: list[float], zs: list[float]) -> tuple[float, float]:
+    """``(interp_one(x, xs, ys), interp_one(x, xs, zs))`` with one search of ``xs``: the
+    precision and share curves share their risks."""
+    if len(xs) == 1:
+        return ys[0], zs[0]
+    if x != x:
+        return x, x
+    j = bisect.bisect_right(xs, x) - 1
+    if j < 0:
+        return ys[0], zs[0]
+    if j >= len(xs) - 1:
+        return ys[-1], zs[-1]
+    if xs[j] == x:
+        return ys[j], zs[j]
+    return _between(x, xs, ys, j), _between(x, xs, zs, j)
+
+
+def _between(x: float, xs: list[float], ys: list[float], j: int) -> float:
+    """numpy's value for ``xs[j] < x < xs[j + 1]``."""
     slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
     out = slope * (x - xs[j]) + ys[j]
     if out != out:  # NaN one way: numpy tries the other end
@@ -103,13 +125,13 @@ class Calibration:
     def features(self, raw: float) -> dict[str, float]:
         """``model.txn_risk``, ``model.txn_precision`` and ``model.txn_share`` of one raw score
         (the map and the curves in scalar arithmetic: numpy's per-call cost is most of the
-        work for one value; `interp_one` is ``np.interp``'s)."""
+        work for one value; `interp_pair` is ``np.interp``'s on both curves)."""
         q = min(max(float(raw), _EPS), 1.0 - _EPS)
         z = self.a * math.log(q / (1.0 - q)) + self.b
         risk = 1.0 / (1.0 + math.exp(-z)) if z >= -700 else 0.0
         xs, precision, share = self._curves  # type: ignore[attr-defined]
-        return {"model.txn_risk": risk, PRECISION_FEATURE: interp_one(risk, xs, precision),
-                SHARE_FEATURE: interp_one(risk, xs, share)}
+        at, of = interp_pair(risk, xs, precision, share)
+        return {"model.txn_risk": risk, PRECISION_FEATURE: at, SHARE_FEATURE: of}
 
     @classmethod
     def from_scores(cls, a: float, b: float, raw: np.ndarray) -> "Calibration":

@@ -55,9 +55,17 @@ class Decided(Protocol):
 
 
 def base_score(decision: Decided) -> float:
-    """Rules-alone score of one live decision: enforced rules that fired and read no model.*."""
-    return float(sum(r.score for r in decision.reasons
-                     if not any(name.startswith(MODEL_PREFIX) for name in r.values)))
+    """Rules-alone score of one live decision: enforced rules that fired and read no model.*
+    (summed in the reasons' order from 0, as ``sum`` would: loops, not generators, because
+    the decision path asks for it per payment)."""
+    total: float = 0  # an int until a float is added, as sum's start
+    for r in decision.reasons:
+        for name in r.values:
+            if name.startswith(MODEL_PREFIX):
+                break
+        else:
+            total += r.score
+    return float(total)
 
 
 # -- the fused score ------------------------------------------------------------------------------
@@ -145,12 +153,21 @@ class RiskFusion:
             lg = math.log(q / (1 - q))
         s = float(rules_score)
         s = 0.0 if s != s else min(max(s, -_MAX), _MAX)  # as np.nan_to_num
-        a, b = self.coef_.tolist()
+        a, b = self._coef_floats()
         z = lg * a + s / self.score_scale * b + self.intercept_
         if z >= 0:
             return 1.0 / (1.0 + math.exp(-z))
         e = math.exp(z)
         return e / (1.0 + e)
+
+    def _coef_floats(self) -> tuple[float, float]:
+        """``coef_`` as two Python floats, converted once per fitted ``coef_`` (a new fit or
+        `from_params` sets a new array) rather than once per decision."""
+        cached = self.__dict__.get("_coef_cache")
+        if cached is None or cached[0] is not self.coef_:
+            a, b = self.coef_.tolist()
+            cached = self._coef_cache = (self.coef_, float(a), float(b))
+        return cached[1], cached[2]
 
     # -- storage: plain numbers in the artifact's meta.json (no pickle at serve time) --------
     def to_params(self) -> dict[str, Any]:

@@ -18,7 +18,8 @@ caller serves the two sessions instead (`runtime.TransactionModels`).
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from functools import partial
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -59,15 +60,19 @@ class JointModel:
         for name, buf in ((RISK, self._risk), (HABIT, self._habit)):
             binding.bind_output(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
         self._binding = binding
+        self._run = _bound_run(self.session, binding)
         self._lock = threading.Lock()
 
-    def score_one(self, row: np.ndarray) -> tuple[float, float]:
+    def score_one(self, row: np.ndarray | list[Any]) -> tuple[float, float]:
+        """``row``: the union row, an array or the cells `Vectorizer.cells` gives (numpy converts
+        them into the bound buffer as ``np.array(row, dtype=np.float64)`` would, without the
+        array in between)."""
         if not self._lock.acquire(blocking=False):
-            risk, habit = self.score_many(row)
+            risk, habit = self.score_many(np.asarray(row, dtype=np.float64))
             return float(risk[0]), float(habit[0])
         try:
             self._row[0] = row
-            self.session.run_with_iobinding(self._binding)
+            self._run()
             return float(self._risk[0, 0]), float(self._habit[0, 0])
         finally:
             self._lock.release()
@@ -90,6 +95,18 @@ class JointModel:
         return max(max_abs_diff(joint[0], parts[0]), max_abs_diff(joint[1], parts[1]),
                    max_abs_diff(np.array([r for r, _ in one]), parts[0]),
                    max_abs_diff(np.array([h for _, h in one]), parts[1]))
+
+
+def _bound_run(session: ort.InferenceSession, binding: ort.IOBinding) -> Callable[[], None]:
+    """The bound run of ``session``, with no arguments. ONNX Runtime's Python
+    ``run_with_iobinding`` first asks, on every call, whether a WebGPU graph is being captured
+    (a look at the run options, a call into the runtime) and only then calls the C++
+    session's own ``run_with_iobinding``; a CPU session never captures, so this calls the C++
+    one directly when the wrapper exposes it (``_sess``, ``_iobinding``), else the wrapper."""
+    sess, bound = getattr(session, "_sess", None), getattr(binding, "_iobinding", None)
+    if bound is not None and callable(getattr(sess, "run_with_iobinding", None)):
+        return partial(sess.run_with_iobinding, bound, None)  # type: ignore[union-attr]
+    return partial(session.run_with_iobinding, binding)
 
 
 def check_rows(risk: OnnxModel, habit: OnnxModel, *, width: int, risk_cols: Sequence[int],

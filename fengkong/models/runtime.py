@@ -127,9 +127,9 @@ class TransactionModels:
 
     def score_one(self, features: Mapping[str, Any]) -> tuple[float, float]:
         """(txn_risk's raw score, the habit model's score) of one payment's features."""
-        row = self.row.one(features)
         if self.joint is not None:
-            return self.joint.score_one(row)
+            return self.joint.score_one(self.row.cells(features))
+        row = self.row.one(features)
         x = row[self.habit_cols]
         return (self.risk.score_one(row[self.risk_cols]),
                 self.habit.score_one(np.where(np.isnan(x), self.habit_medians, x)))

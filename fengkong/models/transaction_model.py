@@ -21,6 +21,7 @@ for a whole offline-twin frame; a test holds them equal.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -93,24 +94,37 @@ class Vectorizer:
     vocab: Mapping[str, tuple[str, ...]]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_lookups", [
-            ({v: i for i, v in enumerate(self.vocab[n])} if n in self.vocab else None) for n in self.names])
-        object.__setattr__(self, "_coded", tuple((j, lk) for j, lk in enumerate(self._lookups)  # type: ignore[attr-defined]
-                                                 if lk is not None))
+        lookups = [({v: i for i, v in enumerate(self.vocab[n])} if n in self.vocab else None) for n in self.names]
+        object.__setattr__(self, "_coded", tuple((j, lk) for j, lk in enumerate(lookups) if lk is not None))
+        getter = itemgetter(*self.names) if len(self.names) > 1 else None
+        object.__setattr__(self, "_getter", getter)
 
-    def one(self, features: Mapping[str, Any]) -> np.ndarray:
-        """One event's row. The text features become their codes first; when every cell is then
-        a plain float, int, bool or None (what the store returns) numpy converts the list in one
-        call, which is what `_cell` would give cell by cell (the decision path runs this per
-        model per payment); anything else (numpy scalars, stray strings) goes cell by cell."""
-        get = features.get
-        cells = [get(n) for n in self.names]
+    def cells(self, features: Mapping[str, Any]) -> list[Any]:
+        """One event's row as a list that ``np.array(cells, dtype=np.float64)`` converts exactly as
+        `_cell` would cell by cell: the text features as their codes, and, when every cell is a
+        plain float, int, bool or None (what the store returns), the store's values as they are
+        (numpy converts them, None as NaN); anything else (numpy scalars, stray strings) goes
+        through `_cell`. A plain dict holding every name (the decision path's) is read with
+        one ``itemgetter`` call."""
+        getter = self._getter  # type: ignore[attr-defined]
+        cells: list[Any] | None = None
+        if getter is not None and type(features) is dict:
+            try:
+                cells = list(getter(features))
+            except KeyError:
+                pass
+        if cells is None:
+            cells = list(map(features.get, self.names))
         for j, codes in self._coded:  # type: ignore[attr-defined]
             v = cells[j]
             cells[j] = codes.get(v, np.nan) if isinstance(v, str) else np.nan
         if _PLAIN_TYPES.issuperset(map(type, cells)):
-            return np.array(cells, dtype=np.float64)
-        return np.array([_cell(v, None) for v in cells], dtype=np.float64)
+            return cells
+        return [_cell(v, None) for v in cells]
+
+    def one(self, features: Mapping[str, Any]) -> np.ndarray:
+        """One event's row (`cells` converted)."""
+        return np.array(self.cells(features), dtype=np.float64)
 
     def frame(self, df: pd.DataFrame) -> np.ndarray:
         out = np.full((len(df), len(self.names)), np.nan)
