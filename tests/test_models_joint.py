@@ -115,29 +115,15 @@ def test_joint_graph_gives_each_model_its_columns_and_fills_the_habit_models_mis
     assert joint.differs(risk, habit, rows, risk_cols=[0, 1, 2], habit_cols=[3, 1], medians=medians) == 0.0
 
 
-def test_the_bound_run_scores_cells_and_rows_alike_with_or_without_the_wrappers_internals() -> None:
-    """The joint session's bound run calls ONNX Runtime's C++ session directly (its Python
-    wrapper's per-call WebGPU check skipped); the wrapper's public call is the fallback. A list
-    of cells, an array row and the batch call answer the same floats on every path."""
-    from functools import partial
-
-    from fengkong.models import joint as joint_module
-
+def test_the_bound_run_scores_cells_and_rows_alike() -> None:
+    """The joint session's bound run (ONNX Runtime's public ``run_with_iobinding``): a list of
+    cells, an array row and the batch call answer the same floats."""
     X, _, _, risk, habit, medians = _toy_models()
     joint = JointModel(joint_graph(risk, habit, width=4, risk_cols=[0, 1, 2], habit_cols=[3, 1], medians=medians))
-    assert isinstance(joint._run, partial) and joint._run.func.__self__ is joint.session._sess
     batch = np.column_stack(joint.score_many(X))
     cells = [[None if np.isnan(v) else float(v) for v in x] for x in X]
     assert np.array_equal(np.array([joint.score_one(c) for c in cells]), batch)
     assert np.array_equal(np.array([joint.score_one(x) for x in X]), batch)
-
-    class Wrapper:  # an ONNX Runtime whose wrapper hides its C++ session
-        def __init__(self, session):
-            self.run_with_iobinding = session.run_with_iobinding
-
-    joint._run = joint_module._bound_run(Wrapper(joint.session), joint._binding)  # type: ignore[arg-type]
-    assert joint._run.func.__self__ is not joint.session._sess
-    assert np.array_equal(np.array([joint.score_one(c) for c in cells]), batch)
 
 
 def test_a_joint_session_that_differs_from_the_two_is_told_apart() -> None:
