@@ -46,6 +46,7 @@ import hashlib
 import math
 import re
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Collection, Mapping
@@ -57,6 +58,13 @@ from fengkong.features import keys
 
 #: the first byte of a compact decision record (a JSON record starts with ``{``)
 COMPACT = b"\x01"
+#: the first byte of a compressed compact record (`Records.encode`, the module docstring)
+DEFLATED = b"\x02"
+#: records a worker writes under a new schema before it makes that schema's dictionary of them
+SAMPLES = 16
+#: raw deflate's window (8 kB: the dictionary's last 8 kB are what a record can refer to)
+_WBITS = -13
+_DICT_BYTES = 1 << -_WBITS
 #: a decision record's fields, in the order the service writes them
 FIELDS = ("kind", "body_sha256", "decision_id", "event_id", "decision", "score", "reasons", "merchant_grade",
           "ruleset_version", "degraded", "degraded_reason", "lane", "risk", "models", "decided_at", "caller", "event",
@@ -97,6 +105,7 @@ class Schema:
     id: str
     index: Mapping[str, int]  # position of each name in vocab
     copies: tuple[int, ...]   # positions of the features that may repeat an event's text (event.*, card.*)
+    zdict: bytes              # the deflate dictionary of its compressed records (b"": none, records not compressed)
 
     @classmethod
     def make(cls, ruleset_version: str | None, models: str | None, names: tuple[str, ...],
@@ -107,14 +116,22 @@ class Schema:
                              use_bin_type=True)
         return cls.from_blob(blob)
 
+    def with_dictionary(self, zdict: bytes) -> "Schema":
+        """This schema with a deflate dictionary (its own id, since its blob differs)."""
+        ruleset_version, models, names, extra, rules = msgpack.unpackb(self.blob, raw=False)[:5]
+        return Schema.from_blob(msgpack.packb([ruleset_version, models, names, extra, rules, zdict],
+                                              use_bin_type=True))
+
     @classmethod
     def from_blob(cls, blob: bytes) -> "Schema":
-        ruleset_version, models, names, extra, rules = msgpack.unpackb(blob, raw=False)
+        parts = msgpack.unpackb(blob, raw=False)
+        ruleset_version, models, names, extra, rules = parts[:5]  # a sixth item: the dictionary (since s6)
         names = tuple(names)
         vocab = names + tuple(extra)
         return cls(ruleset_version, models, names, vocab, rules, blob,
                    hashlib.blake2b(blob, digest_size=8).hexdigest(), {n: i for i, n in enumerate(vocab)},
-                   tuple(i for i, n in enumerate(names) if n.startswith(("event.", "card."))))
+                   tuple(i for i, n in enumerate(names) if n.startswith(("event.", "card."))),
+                   parts[5] if len(parts) > 5 else b"")
 
 
 def rule_table(ruleset: Any) -> dict[str, list[Any]]:
@@ -132,6 +149,8 @@ class Records:
         self._by_shape: dict[tuple[Any, ...], Schema] = {}
         self._by_id: dict[str, Schema] = {}
         self._sent: dict[str, tuple[float, int]] = {}  # schema id -> (monotonic time written, faults then)
+        self._samples: dict[str, list[bytes]] = {}  # schema id (no dictionary yet) -> its first records' values
+        self._deflaters: dict[str, Any] = {}  # schema id -> a deflater primed with its dictionary (copied per record)
 
     def schema_key(self, schema_id: str) -> str:
         return keys.record_schema_key(self.prefix, schema_id)
@@ -155,6 +174,8 @@ class Records:
             self._by_id.clear()
             self._by_shape.clear()
             self._sent.clear()
+            self._samples.clear()
+            self._deflaters.clear()
         self._by_id[schema.id] = schema
 
     def encode(self, record: Mapping[str, Any], *, ruleset: Any, faults: int) -> tuple[bytes, list[tuple[Any, ...]]]:
@@ -178,11 +199,47 @@ class Records:
             commands.append(("SET", self.schema_key(schema.id), schema.blob, "EX", self.schema_ttl_s))
             self._sent[schema.id] = (now, faults)
         try:
-            return COMPACT + _packer.pack(_values(record, schema)), commands
+            if schema.zdict:
+                return self._deflated(record, schema), commands
+            values = _values(record, schema)
+            plain = _packer.pack(values)
+            self._sample(shape, schema, values)
+            return COMPACT + plain, commands
         except (OverflowError, TypeError, ValueError, UnicodeEncodeError):  # what only JSON can hold
             from fengkong.api.encoding import dumps
 
             return dumps(record), []
+
+    def _deflated(self, record: Mapping[str, Any], schema: Schema) -> bytes:
+        values = _values(record, schema, scale=False)
+        head = values[0] + values[1]  # the schema id and the body's hash, read without inflating
+        if len(head) != _HEAD:
+            raise ValueError("body_sha256 is not a SHA-256")
+        values[0] = values[1] = None
+        deflater = self._deflaters.get(schema.id)
+        if deflater is None:
+            deflater = self._deflaters[schema.id] = _deflater(schema.zdict)
+        one = deflater.copy()
+        return DEFLATED + head + one.compress(_packer.pack(values)) + one.flush()
+
+    def _sample(self, shape: tuple[Any, ...], schema: Schema, values: list[Any]) -> None:
+        """Keep a record written under a schema without a dictionary; after `SAMPLES`,
+        the shape's records are written under the schema with their dictionary."""
+        if values[-1] is not None:  # `_scaled` changed the values: pack them as `_deflated` does
+            values[15] = _unscaled(list(values[15]), values[-1])
+        values[0] = values[1] = None
+        values[-1] = None
+        samples = self._samples.setdefault(schema.id, [])
+        samples.append(_packer.pack(values))
+        if len(samples) >= SAMPLES:
+            del self._samples[schema.id]
+            compressed = schema.with_dictionary(b"".join(samples)[-_DICT_BYTES:])
+            self._remember(compressed)
+            self._by_shape[shape] = compressed
+
+
+def _deflater(zdict: bytes) -> Any:
+    return zlib.compressobj(6, zlib.DEFLATED, _WBITS, 8, zlib.Z_DEFAULT_STRATEGY, zdict=zdict)
 
 
 #: bytes of the body's SHA-256 a compact record keeps (128 bits: a retry with another body
@@ -195,6 +252,8 @@ def same_body(stored_sha: str, digest: bytes) -> bool:
     compact record's, all 32 of a JSON one's) is of the body whose SHA-256 hex is `digest`."""
     return len(stored_sha) >= 2 * SHA_BYTES and digest.startswith(stored_sha.encode())
 
+
+_HEAD = 8 + SHA_BYTES  # a deflated record's schema id and body hash, after its first byte
 
 _OFFSETS = 4096  # an event's UTC offset in minutes, +2048, is the low 12 bits of `_when`
 
@@ -222,7 +281,7 @@ def _occurred(code: int) -> str:
     return (_EPOCH + timedelta(microseconds=micros)).astimezone(zone).isoformat()
 
 
-def _values(record: Mapping[str, Any], schema: Schema) -> list[Any]:
+def _values(record: Mapping[str, Any], schema: Schema, scale: bool = True) -> list[Any]:
     features = record["features"]
     index = schema.index
     event = record.get("event")
@@ -231,7 +290,7 @@ def _values(record: Mapping[str, Any], schema: Schema) -> list[Any]:
     extra = {k: v for k, v in record.items() if k not in _FIELD_SET}
     values = _with_refs(list(features.values()), schema.copies, event) if isinstance(event, dict) \
         else list(features.values())
-    scales = _scaled(values)
+    scales = _scaled(values) if scale else None  # deflate packs a float's repeated bytes as well
     thresholds = record.get("thresholds")
     return [
         bytes.fromhex(schema.id), bytes.fromhex(record["body_sha256"])[:SHA_BYTES],
@@ -392,14 +451,17 @@ def _iso(micros: int) -> str:
 
 
 def is_record(value: bytes | None) -> bool:
-    """Whether a value of ``{evt:<id>}:request`` is a record (compact or JSON), not the
-    event id's claim that the record replaces (the feature store's blob, a marker)."""
-    return value is not None and value[:1] in (COMPACT, b"{")
+    """Whether a value of ``{evt:<id>}:request`` is a record (compact, deflated or JSON),
+    not the event id's claim that the record replaces (the feature store's blob, a marker)."""
+    return value is not None and value[:1] in (DEFLATED, COMPACT, b"{")
 
 
 def schema_id(value: bytes) -> str | None:
     """The schema a stored record needs to be read, or None (a JSON record needs none)."""
-    if value[:1] != COMPACT:
+    head = value[:1]
+    if head == DEFLATED:
+        return value[1:9].hex()
+    if head != COMPACT:
         return None
     return _unpack(value)[0].hex()  # type: ignore[no-any-return]
 
@@ -410,20 +472,42 @@ def _unpack(value: bytes) -> list[Any]:
 
 def header(value: bytes) -> tuple[str | None, str]:
     """(kind, body SHA-256 hex: its first `SHA_BYTES` in a compact record, compare with
-    `same_body`) of a stored record of either format, without its schema."""
-    if value[:1] != COMPACT:
+    `same_body`) of a stored record of any format, without its schema."""
+    head = value[:1]
+    if head == DEFLATED:
+        return "decision", value[9:1 + _HEAD].hex()
+    if head != COMPACT:
         record = loads(value)
         return record.get("kind"), record.get("body_sha256", "")
     return "decision", _unpack(value)[1].hex()
 
 
+def _inflated(value: bytes, schema: Schema | None) -> list[Any]:
+    """A deflated record's items as a compact record has them; without its schema's
+    dictionary only the schema id and the body's hash (`decode`)."""
+    sid, sha = value[1:9], value[9:1 + _HEAD]
+    if schema is None or not schema.zdict:
+        return [sid, sha, None, [None], None, None, [], None, None, None, None, None, None, None, None, [], [], [],
+                None, None, None, None]
+    inflater = zlib.decompressobj(_WBITS, zdict=schema.zdict)
+    items: list[Any] = msgpack.unpackb(inflater.decompress(memoryview(value)[1 + _HEAD:]) + inflater.flush(),
+                                       raw=False, strict_map_key=False)
+    items[0], items[1] = sid, sha
+    return items
+
+
 def decode(value: bytes, schema: Schema | None) -> dict[str, Any]:
-    """The record as the service wrote it (either format). Without its schema (gone
-    from Redis) the record keeps its decision but not its feature names: features are
-    empty and the rule-set version and models unknown."""
-    if value[:1] != COMPACT:
+    """The record as the service wrote it (any format). Without its schema (gone from
+    Redis) a compact record keeps its decision but not its feature names: features are
+    empty and the rule-set version and models unknown; a deflated one keeps only its
+    body's hash (the schema outlives every record that names it: `Records`)."""
+    head = value[:1]
+    if head == DEFLATED:
+        items = _inflated(value, schema)
+    elif head != COMPACT:
         return loads(value)  # type: ignore[no-any-return]
-    items = _unpack(value)
+    else:
+        items = _unpack(value)
     (sid, sha, decision_id, event_id, decision, score, reasons, grade, degraded, degraded_reason, lane, risk,
      decided_at, caller, event, values, shadow, missing, score_action, thresholds, latency_ms, extra) = items[:22]
     values = _unscaled(values, items[22] if len(items) > 22 else None)
