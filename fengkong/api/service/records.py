@@ -239,7 +239,7 @@ class Records:
 
 
 def _deflater(zdict: bytes) -> Any:
-    return zlib.compressobj(6, zlib.DEFLATED, _WBITS, 8, zlib.Z_DEFAULT_STRATEGY, zdict=zdict)
+    return zlib.compressobj(3, zlib.DEFLATED, _WBITS, 6, zlib.Z_DEFAULT_STRATEGY, zdict=zdict)
 
 
 #: bytes of the body's SHA-256 a compact record keeps (128 bits: a retry with another body
@@ -287,7 +287,7 @@ def _values(record: Mapping[str, Any], schema: Schema, scale: bool = True) -> li
     event = record.get("event")
     decision_id = record.get("decision_id")
     decided_at = record.get("decided_at")
-    extra = {k: v for k, v in record.items() if k not in _FIELD_SET}
+    extra = {k: v for k, v in record.items() if k not in _FIELD_SET} if record.keys() - _FIELD_SET else None
     values = _with_refs(list(features.values()), schema.copies, event) if isinstance(event, dict) \
         else list(features.values())
     scales = _scaled(values) if scale else None  # deflate packs a float's repeated bytes as well
