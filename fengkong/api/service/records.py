@@ -239,7 +239,7 @@ class Records:
 
 
 def _deflater(zdict: bytes) -> Any:
-    return zlib.compressobj(3, zlib.DEFLATED, _WBITS, 6, zlib.Z_DEFAULT_STRATEGY, zdict=zdict)
+    return zlib.compressobj(3, zlib.DEFLATED, _WBITS, 4, zlib.Z_DEFAULT_STRATEGY, zdict=zdict)
 
 
 #: bytes of the body's SHA-256 a compact record keeps (128 bits: a retry with another body
