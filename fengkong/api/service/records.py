@@ -34,10 +34,24 @@ Format: one byte ``\\x01``, then one MessagePack array of the record's values in
   they were);
 * the thresholds' names are indexes into `THRESHOLD_NAMES`.
 
+Deflated: once a worker has written `SAMPLES` records under a schema, it makes that
+schema's dictionary of them (their values packed as below, the last 8 kB) and writes the
+next records under a schema of its own, the same plus the dictionary (``zdict``, the blob's
+sixth item), as one byte ``\x02``, the schema id (8 bytes) and the body's hash (16 bytes)
+in the clear (what `header` and `schema_id` read without inflating), then raw deflate
+(`_WBITS`, with the dictionary) of the MessagePack array above with those two items left
+None and the floats as they are (no bitmaps: deflate packs a whole float's repeated bytes
+as well). Records of one rule set repeat most of each other's bytes (the structure, the
+features' usual values, the merchants' and rules' texts), so a deflated record is a
+fraction of its compact size (docs/operations.md, "Memory sizing"). The dictionary is a worker's own sample of its traffic; a rule set reloaded
+makes a new schema, sampled again. A deflated record cannot be read without its schema
+(the schema outlives every record that names it, as above): `decode` then keeps only the
+body's hash.
+
 A record that MessagePack cannot hold (an integer past 64 bits) is written as JSON,
-the format before this one; readers take both (`decode`: a record starting with
-``{`` is JSON), so records written by an older version stay readable after an upgrade.
-Outcome records are JSON.
+the format before this one; readers take every format (`decode`: a record starting with
+``{`` is JSON, ``\x01`` compact, ``\x02`` deflated), so records written by an older
+version stay readable after an upgrade. Outcome records are JSON.
 """
 
 from __future__ import annotations
@@ -179,10 +193,11 @@ class Records:
         self._by_id[schema.id] = schema
 
     def encode(self, record: Mapping[str, Any], *, ruleset: Any, faults: int) -> tuple[bytes, list[tuple[Any, ...]]]:
-        """The stored form of a decision record, and the commands that must precede it
-        (the schema's SET when this worker has not written it lately, or since the last
-        Redis fault `faults` counts). `ruleset` is the rule set that decided (its rules
-        and the names it reads go to the schema), or None when it is no longer live."""
+        """The stored form of a decision record (compact for a schema's first `SAMPLES`
+        records, deflated after), and the commands that must precede it (the schema's SET
+        when this worker has not written it lately, or since the last Redis fault `faults`
+        counts). `ruleset` is the rule set that decided (its rules and the names it reads
+        go to the schema), or None when it is no longer live."""
         features = record["features"]
         names = tuple(features)
         shape = (record.get("ruleset_version"), record.get("models"), names, ruleset is None)
@@ -211,6 +226,8 @@ class Records:
             return dumps(record), []
 
     def _deflated(self, record: Mapping[str, Any], schema: Schema) -> bytes:
+        """The record deflated with its schema's dictionary (the module docstring): a copy
+        of one deflater primed with it per record, since priming costs more than copying."""
         values = _values(record, schema, scale=False)
         head = values[0] + values[1]  # the schema id and the body's hash, read without inflating
         if len(head) != _HEAD:
@@ -239,6 +256,8 @@ class Records:
 
 
 def _deflater(zdict: bytes) -> Any:
+    """Raw deflate with `zdict` primed: level 3 and a small hash table (memory level 4),
+    which keep the state each record copies small at no cost in bytes for records this short."""
     return zlib.compressobj(3, zlib.DEFLATED, _WBITS, 4, zlib.Z_DEFAULT_STRATEGY, zdict=zdict)
 
 
