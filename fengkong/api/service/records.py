@@ -101,6 +101,7 @@ _SCHEMA_GRACE_S = 3600
 _DECISION_ID = re.compile(r"^d_[0-9a-f]{24}$")
 _DECIDED_AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 _REF = 1  # MessagePack extension type: "the event's text value number <byte>"
 _REFS = tuple(msgpack.ExtType(_REF, bytes((i,))) for i in range(256))  # made once: ExtType() checks its args in Python
@@ -394,11 +395,13 @@ def _texts(event: dict[str, Any]) -> list[str]:
 def _with_refs(values: list[Any], positions: tuple[int, ...], event: dict[str, Any]) -> list[Any]:
     """`values` with each one at `positions` that repeats a text of the event replaced by
     a reference to it (the ids, ip, channel and types are the event's own)."""
-    texts = {v: i for i, v in enumerate(_texts(event)) if i < 256}
+    texts = _texts(event)  # a dozen: scanning them (in C) costs less than making a dict of them
     for i in positions:
-        ref = texts.get(values[i]) if type(values[i]) is str else None
-        if ref is not None:
-            values[i] = _REFS[ref]
+        value = values[i]
+        if type(value) is str and value in texts:
+            ref = texts.index(value)
+            if ref < 256:
+                values[i] = _REFS[ref]
     return values
 
 
@@ -461,8 +464,7 @@ def _micros(text: str) -> int:
 
 
 def _micros_of(at: datetime) -> int:
-    delta = at - _EPOCH
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (at - _EPOCH) // _MICROSECOND
 
 
 def _iso(micros: int) -> str:
