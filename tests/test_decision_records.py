@@ -260,6 +260,8 @@ def _deflating(store, ruleset, features=None):
     {"features": {"a": 0.0, "b": -0.0, "c": 123.45, "d": 1 / 3, "e": 2 ** 62, "f": True, "g": None, "h": "x",
                   "i": float("inf"), "j": 7}},
     {"lane": "fast", "risk": None, "score": 12.5, "thresholds": None, "merchant_grade": None, "latency_ms": 3},
+    {"latency_ms": 0.1 + 0.2}, {"latency_ms": -0.0}, {"latency_ms": None}, {"latency_ms": 1e300},
+    {"latency_ms": 41.233},
     {"extra_field": {"kept": [1, "two"]}},
 ])
 def test_after_its_first_records_a_schema_gets_a_dictionary_and_records_are_deflated(overrides, ruleset):

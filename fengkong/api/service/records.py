@@ -40,8 +40,8 @@ next records under a schema of its own, the same plus the dictionary (``zdict``,
 sixth item), as one byte ``\x02``, the schema id (8 bytes) and the body's hash (16 bytes)
 in the clear (what `header` and `schema_id` read without inflating), then raw deflate
 (`_WBITS`, with the dictionary) of the MessagePack array above with those two items left
-None and the floats as they are (no bitmaps: deflate packs a whole float's repeated bytes
-as well). Records of one rule set repeat most of each other's bytes (the structure, the
+None, the features' floats as they are (no bitmaps: deflate packs a whole float's repeated
+bytes as well) and ``latency_ms`` a whole number of microseconds (`_thousandths`). Records of one rule set repeat most of each other's bytes (the structure, the
 features' usual values, the merchants' and rules' texts), so a deflated record is a
 fraction of its compact size (docs/operations.md, "Memory sizing"). The dictionary is a worker's own sample of its traffic; a rule set reloaded
 makes a new schema, sampled again. A deflated record cannot be read without its schema
@@ -234,6 +234,7 @@ class Records:
         if len(head) != _HEAD:
             raise ValueError("body_sha256 is not a SHA-256")
         values[0] = values[1] = None
+        values[20] = _thousandths(values[20])
         deflater = self._deflaters.get(schema.id)
         if deflater is None:
             deflater = self._deflaters[schema.id] = _deflater(schema.zdict)
@@ -246,6 +247,7 @@ class Records:
         if values[-1] is not None:  # `_scaled` changed the values: pack them as `_deflated` does
             values[15] = _unscaled(list(values[15]), values[-1])
         values[0] = values[1] = None
+        values[20] = _thousandths(values[20])
         values[-1] = None
         samples = self._samples.setdefault(schema.id, [])
         samples.append(_packer.pack(values))
@@ -254,6 +256,22 @@ class Records:
             compressed = schema.with_dictionary(b"".join(samples)[-_DICT_BYTES:])
             self._remember(compressed)
             self._by_shape[shape] = compressed
+
+
+def _thousandths(latency: Any) -> Any:
+    """A deflated record's ``latency_ms`` (rounded to the microsecond by the service): a
+    float of whole thousandths as that integer (3 to 5 bytes where a float's 9 do not
+    deflate), another float as it is, anything else in a list (`_latency` reads it back)."""
+    if type(latency) is float:
+        n = round(latency * 1000) if -2.0 ** 31 < latency < 2.0 ** 31 else None
+        return n if n is not None and n / 1000 == latency and (n or math.copysign(1.0, latency) > 0) else latency
+    return [latency]
+
+
+def _latency(stored: Any) -> Any:
+    if type(stored) is int:
+        return stored / 1000
+    return stored[0] if type(stored) is list else stored
 
 
 def _deflater(zdict: bytes) -> Any:
@@ -513,7 +531,7 @@ def _inflated(value: bytes, schema: Schema | None) -> list[Any]:
     inflater = zlib.decompressobj(_WBITS, zdict=schema.zdict)
     items: list[Any] = msgpack.unpackb(inflater.decompress(memoryview(value)[1 + _HEAD:]) + inflater.flush(),
                                        raw=False, strict_map_key=False)
-    items[0], items[1] = sid, sha
+    items[0], items[1], items[20] = sid, sha, _latency(items[20])
     return items
 
 
