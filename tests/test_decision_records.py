@@ -7,6 +7,9 @@ from __future__ import annotations
 import msgpack
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from api_fixtures import DECIDE_KEY, RULES_DIR, Served, payment, settings
 from fengkong.api.audit import read_entry
@@ -352,3 +355,29 @@ def test_the_deflated_record_answers_as_the_record_written(api, redis_client, re
     with Served(settings(redis_server.url, PREFIX)) as other, other.client(DECIDE_KEY) as c2:
         assert other.runtime.records.known(records.schema_id(stored)) is None
         assert c2.get(f"/v1/decisions/{out['decision_id']}").json() == detail
+
+
+_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 63, 2 ** 64 - 1), st.floats(allow_nan=False),
+                   st.text(max_size=12))
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(features=st.lists(_VALUE, min_size=1, max_size=12), latency=st.one_of(st.floats(allow_nan=False),
+                                                                            st.integers(0, 10 ** 6), st.none()),
+       event_texts=st.lists(st.text(max_size=8), max_size=3))
+def test_any_record_reads_back_deflated_as_written(features, latency, event_texts):
+    """Whatever values the features and the latency take (the floats bit for bit), and
+    whichever of them repeat the event's texts, a deflated record reads back as written."""
+    names = {f"event.f{i}": v for i, v in enumerate(features)}
+    event = dict(_record()["event"], **{f"x{i}": t for i, t in enumerate(event_texts)})
+    store = Records("p", 3600)
+    for i in range(records.SAMPLES):
+        store.encode(_record(features=names, event_id=f"e-{i}", event=dict(event, event_id=f"e-{i}")),
+                     ruleset=None, faults=0)
+    rec = _record(features=names, latency_ms=latency, event=event)
+    blob, commands = store.encode(rec, ruleset=None, faults=0)
+    assert blob[:1] == records.DEFLATED
+    got = records.decode(blob, store.known(records.schema_id(blob)))
+    assert dumps(got) == dumps(dict(rec, body_sha256=rec["body_sha256"][:32]))
+    assert [(type(v), repr(v)) for v in got["features"].values()] == [(type(v), repr(v)) for v in features]
+    assert (type(got["latency_ms"]), repr(got["latency_ms"])) == (type(latency), repr(latency))
