@@ -36,21 +36,22 @@ Format: one byte ``\\x01``, then one MessagePack array of the record's values in
 
 Deflated: once a worker has written `SAMPLES` records under a schema, it makes that
 schema's dictionary of them (their values packed as below, the last 8 kB) and writes the
-next records under a schema of its own, the same plus the dictionary (``zdict``, the blob's
-sixth item), as one byte ``\x02``, the schema id (8 bytes) and the body's hash (16 bytes)
-in the clear (what `header` and `schema_id` read without inflating), then raw deflate
-(`_WBITS`, with the dictionary) of the MessagePack array above with those two items left
-None, the features' floats as they are (no bitmaps: deflate packs a whole float's repeated
-bytes as well) and ``latency_ms`` a whole number of microseconds (`_thousandths`). Records of one rule set repeat most of each other's bytes (the structure, the
-features' usual values, the merchants' and rules' texts), so a deflated record is a
-fraction of its compact size (docs/operations.md, "Memory sizing"). The dictionary is a worker's own sample of its traffic; a rule set reloaded
-makes a new schema, sampled again. A deflated record cannot be read without its schema
-(the schema outlives every record that names it, as above): `decode` then keeps only the
-body's hash.
+next records under a schema of its own, the same plus the dictionary (``zdict``, the
+blob's sixth item), as one byte ``\\x02``, the schema id (8 bytes) and the body's hash
+(16 bytes) in the clear (what `header` and `schema_id` read without inflating), then raw
+deflate (`_WBITS`, with the dictionary) of the MessagePack array above with those two
+items left None, the features' floats as they are (no bitmaps: deflate packs a whole
+float's repeated bytes as well) and ``latency_ms`` a whole number of microseconds
+(`_thousandths`). Records of one rule set repeat most of each other's bytes (the
+structure, the features' usual values, the merchants' and rules' texts), so a deflated
+record is a fraction of its compact size (docs/operations.md, "Memory sizing"). The
+dictionary is a worker's own sample of its traffic; a rule set reloaded makes a new
+schema, sampled again. A deflated record cannot be read without its schema (the schema
+outlives every record that names it, as above): `decode` then keeps only the body's hash.
 
 A record that MessagePack cannot hold (an integer past 64 bits) is written as JSON,
 the format before this one; readers take every format (`decode`: a record starting with
-``{`` is JSON, ``\x01`` compact, ``\x02`` deflated), so records written by an older
+``{`` is JSON, ``\\x01`` compact, ``\\x02`` deflated), so records written by an older
 version stay readable after an upgrade. Outcome records are JSON.
 """
 
@@ -72,7 +73,7 @@ from fengkong.features import keys
 
 #: the first byte of a compact decision record (a JSON record starts with ``{``)
 COMPACT = b"\x01"
-#: the first byte of a compressed compact record (`Records.encode`, the module docstring)
+#: the first byte of a deflated decision record (`Records.encode`, the module docstring)
 DEFLATED = b"\x02"
 #: records a worker writes under a new schema before it makes that schema's dictionary of them
 SAMPLES = 16
@@ -140,7 +141,7 @@ class Schema:
     @classmethod
     def from_blob(cls, blob: bytes) -> "Schema":
         parts = msgpack.unpackb(blob, raw=False)
-        ruleset_version, models, names, extra, rules = parts[:5]  # a sixth item: the dictionary (since s6)
+        ruleset_version, models, names, extra, rules = parts[:5]  # a sixth item: the dictionary of deflated records
         names = tuple(names)
         vocab = names + tuple(extra)
         return cls(ruleset_version, models, names, vocab, rules, blob,
