@@ -117,3 +117,15 @@ def test_what_a_claim_holds_is_told_apart_by_its_first_byte():
         assert not holds_features(value)
     assert records.is_record(records.COMPACT + b"\x90") and records.is_record(b"{}")
     assert not records.is_record(msgpack.packb(["t"])) and not records.is_record(None)
+
+
+def test_a_deflated_record_is_a_record_to_the_settling_script_and_the_readers(redis_client):
+    """A deflated record (first byte 2) is never replaced by a late adopter, and is
+    neither features nor a claim to the readers."""
+    key = keys.request_key(PREFIX, "settle-deflated")
+    deflated = records.DEFLATED + bytes(24) + b"\x03\x00"
+    redis_client.set(key, deflated)
+    other = records.COMPACT + msgpack.packb([b"y"])
+    assert redis_client.execute_command(*set_record(key, other, 600, only_if_absent=True)) == deflated
+    assert redis_client.get(key) == deflated
+    assert records.is_record(deflated) and not holds_features(deflated)

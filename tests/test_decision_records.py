@@ -7,6 +7,9 @@ from __future__ import annotations
 import msgpack
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from api_fixtures import DECIDE_KEY, RULES_DIR, Served, payment, settings
 from fengkong.api.audit import read_entry
@@ -239,3 +242,142 @@ def test_the_audit_streams_stay_near_their_length_cap(redis_server, redis_client
         c.get("/v1/decisions/d_" + "0" * 24)  # after the write-behind batches, on the same connection
     length = redis_client.xlen(audit_stream("trcap", "decisions"))
     assert cap <= length <= 2 * cap, length
+
+
+def _deflating(store, ruleset, features=None):
+    """Write `SAMPLES` records through `store` (the ones the dictionary of their schema,
+    the one of `features`' names, is made of)."""
+    for i in range(records.SAMPLES):
+        blob, _ = store.encode(_record(decision_id=f"d_{i:024x}", event=dict(_record()["event"], event_id=f"e-{i}"),
+                                       event_id=f"e-{i}", latency_ms=1.5 + i,
+                                       features=features or _record()["features"]), ruleset=ruleset, faults=0)
+        assert blob[:1] == records.COMPACT
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"decision_id": "not-a-hex-id", "decided_at": "yesterday", "reasons": [], "shadow": []},
+    {"event_id": "other-than-the-event's", "degraded": True, "degraded_reason": "model failed: ValueError"},
+    {"reasons": [{"id": "odd", "values": {}}], "missing_features": []},
+    {"event": {"event_id": "e-1", "type": "payment", "unknown_field": {"nested": [1, 2]}}},
+    {"features": {"a": 0.0, "b": -0.0, "c": 123.45, "d": 1 / 3, "e": 2 ** 62, "f": True, "g": None, "h": "x",
+                  "i": float("inf"), "j": 7}},
+    {"lane": "fast", "risk": None, "score": 12.5, "thresholds": None, "merchant_grade": None, "latency_ms": 3},
+    {"latency_ms": 0.1 + 0.2}, {"latency_ms": -0.0}, {"latency_ms": None}, {"latency_ms": 1e300},
+    {"latency_ms": 41.233},
+    {"extra_field": {"kept": [1, "two"]}},
+])
+def test_after_its_first_records_a_schema_gets_a_dictionary_and_records_are_deflated(overrides, ruleset):
+    """Once a worker has written `SAMPLES` records under a schema, it writes them
+    deflated with a dictionary of those records, stored in a schema of its own; every
+    field reads back as written (same values, types and key order)."""
+    store = Records("p", 3600)
+    rec = _record(**overrides)
+    _deflating(store, ruleset, rec["features"])
+    plain = records.COMPACT + msgpack.packb(records._values(rec, next(iter(store._by_id.values()))),
+                                            use_bin_type=True)
+    blob, commands = store.encode(rec, ruleset=ruleset, faults=0)
+    assert blob[:1] == records.DEFLATED
+    assert commands and commands[0][0] == "SET"  # the schema with the dictionary, written before the record
+    schema = records.Schema.from_blob(commands[0][2])
+    assert schema.zdict and records.schema_id(blob) == schema.id and commands[0][1] == store.schema_key(schema.id)
+    want = dict(rec, body_sha256=rec["body_sha256"][:32])
+    got = records.decode(blob, schema)
+    assert dumps(got) == dumps(want) and list(got) == list(want)
+    assert [(type(v), repr(v)) for v in got["features"].values()] == \
+           [(type(v), repr(v)) for v in rec["features"].values()]
+    assert records.header(blob) == ("decision", rec["body_sha256"][:32])
+    assert records.same_body(records.header(blob)[1], rec["body_sha256"].encode())
+    assert not records.same_body(records.header(blob)[1], ("ab" * 15 + "ac" + "ab" * 16).encode())
+    assert records.is_record(blob)
+    if overrides == {}:
+        assert len(blob) < 0.6 * len(plain)  # the dictionary's records share most of its bytes
+
+
+def test_a_deflated_record_is_read_by_a_worker_that_learns_its_schema(ruleset):
+    store = Records("p", 3600)
+    _deflating(store, ruleset)
+    rec = _record()
+    blob, commands = store.encode(rec, ruleset=ruleset, faults=0)
+    other = Records("p", 3600)
+    assert other.known(records.schema_id(blob)) is None
+    schema = other.learn(commands[0][2])
+    assert records.decode(blob, schema) == dict(rec, body_sha256=rec["body_sha256"][:32])
+    # without its schema only the body's hash is known (the schema outlives its records)
+    got = records.decode(blob, None)
+    assert got["body_sha256"] == rec["body_sha256"][:32] and got["decision"] is None and got["features"] == {}
+
+
+def test_the_schema_with_a_dictionary_is_written_again_after_a_fault(ruleset):
+    store = Records("p", 3600)
+    _deflating(store, ruleset)
+    _, first = store.encode(_record(), ruleset=ruleset, faults=0)
+    _, again = store.encode(_record(), ruleset=ruleset, faults=0)
+    _, after_fault = store.encode(_record(), ruleset=ruleset, faults=1)
+    assert len(first) == 1 and again == [] and after_fault == first
+    assert records.Schema.from_blob(first[0][2]).zdict
+
+
+def test_the_deflated_record_answers_as_the_record_written(api, redis_client, redis_server):
+    """Through the service and its Redis: past the first records, the stored record is
+    deflated, and GET /v1/decisions/{id} (this worker and a fresh one), a retry and a
+    changed body's 409 give what the service wrote, field by field."""
+    written = {}
+    encode = api.runtime.records.encode
+
+    def keep(record, **kw):  # what the service stores, to compare the reads with
+        written[record["decision_id"]] = dumps(record)
+        return encode(record, **kw)
+
+    api.runtime.records.encode = keep
+    try:
+        with api.client(DECIDE_KEY) as c:
+            outs = [c.post("/v1/decisions", json=payment(ip="185.220.101.7")).json()
+                    for _ in range(records.SAMPLES + 2)]
+            ev = payment(ip="185.220.101.7", amount="12.34")
+            out = c.post("/v1/decisions", json=ev).json()
+            detail = c.get(f"/v1/decisions/{out['decision_id']}").json()
+            again = c.post("/v1/decisions", json=ev).json()
+            conflict = c.post("/v1/decisions", json=dict(ev, amount="99.00"))
+    finally:
+        api.runtime.records.encode = encode
+    stored = redis_client.get(request_key(PREFIX, ev["event_id"]))
+    assert stored[:1] == records.DEFLATED and len(outs) == records.SAMPLES + 2
+    want = orjson.loads(written[out["decision_id"]])
+    for k in ("kind", "body_sha256"):
+        want.pop(k)
+    assert {k: v for k, v in detail.items() if k != "duplicate"} == want
+    assert detail["features"]["ip.is_tor"] is True and detail["event"] == ev
+    assert again["duplicate"] is True and again["decision_id"] == out["decision_id"]
+    assert {k: v for k, v in again.items() if k not in ("latency_ms", "duplicate")} == \
+           {k: v for k, v in out.items() if k not in ("latency_ms", "duplicate")}
+    assert conflict.status_code == 409 and conflict.json()["field"] == "event_id"
+    with Served(settings(redis_server.url, PREFIX)) as other, other.client(DECIDE_KEY) as c2:
+        assert other.runtime.records.known(records.schema_id(stored)) is None
+        assert c2.get(f"/v1/decisions/{out['decision_id']}").json() == detail
+
+
+_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 63, 2 ** 64 - 1), st.floats(allow_nan=False),
+                   st.text(max_size=12))
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(features=st.lists(_VALUE, min_size=1, max_size=12), latency=st.one_of(st.floats(allow_nan=False),
+                                                                            st.integers(0, 10 ** 6), st.none()),
+       event_texts=st.lists(st.text(max_size=8), max_size=3))
+def test_any_record_reads_back_deflated_as_written(features, latency, event_texts):
+    """Whatever values the features and the latency take (the floats bit for bit), and
+    whichever of them repeat the event's texts, a deflated record reads back as written."""
+    names = {f"event.f{i}": v for i, v in enumerate(features)}
+    event = dict(_record()["event"], **{f"x{i}": t for i, t in enumerate(event_texts)})
+    store = Records("p", 3600)
+    for i in range(records.SAMPLES):
+        store.encode(_record(features=names, event_id=f"e-{i}", event=dict(event, event_id=f"e-{i}")),
+                     ruleset=None, faults=0)
+    rec = _record(features=names, latency_ms=latency, event=event)
+    blob, commands = store.encode(rec, ruleset=None, faults=0)
+    assert blob[:1] == records.DEFLATED
+    got = records.decode(blob, store.known(records.schema_id(blob)))
+    assert dumps(got) == dumps(dict(rec, body_sha256=rec["body_sha256"][:32]))
+    assert [(type(v), repr(v)) for v in got["features"].values()] == [(type(v), repr(v)) for v in features]
+    assert (type(got["latency_ms"]), repr(got["latency_ms"])) == (type(latency), repr(latency))

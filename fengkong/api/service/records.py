@@ -34,10 +34,25 @@ Format: one byte ``\\x01``, then one MessagePack array of the record's values in
   they were);
 * the thresholds' names are indexes into `THRESHOLD_NAMES`.
 
+Deflated: once a worker has written `SAMPLES` records under a schema, it makes that
+schema's dictionary of them (their values packed as below, the last 8 kB) and writes the
+next records under a schema of its own, the same plus the dictionary (``zdict``, the
+blob's sixth item), as one byte ``\\x02``, the schema id (8 bytes) and the body's hash
+(16 bytes) in the clear (what `header` and `schema_id` read without inflating), then raw
+deflate (`_WBITS`, with the dictionary) of the MessagePack array above with those two
+items left None, the features' floats as they are (no bitmaps: deflate packs a whole
+float's repeated bytes as well) and ``latency_ms`` a whole number of microseconds
+(`_thousandths`). Records of one rule set repeat most of each other's bytes (the
+structure, the features' usual values, the merchants' and rules' texts), so a deflated
+record is a fraction of its compact size (docs/operations.md, "Memory sizing"). The
+dictionary is a worker's own sample of its traffic; a rule set reloaded makes a new
+schema, sampled again. A deflated record cannot be read without its schema (the schema
+outlives every record that names it, as above): `decode` then keeps only the body's hash.
+
 A record that MessagePack cannot hold (an integer past 64 bits) is written as JSON,
-the format before this one; readers take both (`decode`: a record starting with
-``{`` is JSON), so records written by an older version stay readable after an upgrade.
-Outcome records are JSON.
+the format before this one; readers take every format (`decode`: a record starting with
+``{`` is JSON, ``\\x01`` compact, ``\\x02`` deflated), so records written by an older
+version stay readable after an upgrade. Outcome records are JSON.
 """
 
 from __future__ import annotations
@@ -46,6 +61,7 @@ import hashlib
 import math
 import re
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Collection, Mapping
@@ -57,6 +73,13 @@ from fengkong.features import keys
 
 #: the first byte of a compact decision record (a JSON record starts with ``{``)
 COMPACT = b"\x01"
+#: the first byte of a deflated decision record (`Records.encode`, the module docstring)
+DEFLATED = b"\x02"
+#: records a worker writes under a new schema before it makes that schema's dictionary of them
+SAMPLES = 16
+#: raw deflate's window (8 kB: the dictionary's last 8 kB are what a record can refer to)
+_WBITS = -13
+_DICT_BYTES = 1 << -_WBITS
 #: a decision record's fields, in the order the service writes them
 FIELDS = ("kind", "body_sha256", "decision_id", "event_id", "decision", "score", "reasons", "merchant_grade",
           "ruleset_version", "degraded", "degraded_reason", "lane", "risk", "models", "decided_at", "caller", "event",
@@ -79,6 +102,7 @@ _SCHEMA_GRACE_S = 3600
 _DECISION_ID = re.compile(r"^d_[0-9a-f]{24}$")
 _DECIDED_AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 _REF = 1  # MessagePack extension type: "the event's text value number <byte>"
 _REFS = tuple(msgpack.ExtType(_REF, bytes((i,))) for i in range(256))  # made once: ExtType() checks its args in Python
@@ -97,6 +121,7 @@ class Schema:
     id: str
     index: Mapping[str, int]  # position of each name in vocab
     copies: tuple[int, ...]   # positions of the features that may repeat an event's text (event.*, card.*)
+    zdict: bytes              # the deflate dictionary of its compressed records (b"": none, records not compressed)
 
     @classmethod
     def make(cls, ruleset_version: str | None, models: str | None, names: tuple[str, ...],
@@ -107,14 +132,22 @@ class Schema:
                              use_bin_type=True)
         return cls.from_blob(blob)
 
+    def with_dictionary(self, zdict: bytes) -> "Schema":
+        """This schema with a deflate dictionary (its own id, since its blob differs)."""
+        ruleset_version, models, names, extra, rules = msgpack.unpackb(self.blob, raw=False)[:5]
+        return Schema.from_blob(msgpack.packb([ruleset_version, models, names, extra, rules, zdict],
+                                              use_bin_type=True))
+
     @classmethod
     def from_blob(cls, blob: bytes) -> "Schema":
-        ruleset_version, models, names, extra, rules = msgpack.unpackb(blob, raw=False)
+        parts = msgpack.unpackb(blob, raw=False)
+        ruleset_version, models, names, extra, rules = parts[:5]  # a sixth item: the dictionary of deflated records
         names = tuple(names)
         vocab = names + tuple(extra)
         return cls(ruleset_version, models, names, vocab, rules, blob,
                    hashlib.blake2b(blob, digest_size=8).hexdigest(), {n: i for i, n in enumerate(vocab)},
-                   tuple(i for i, n in enumerate(names) if n.startswith(("event.", "card."))))
+                   tuple(i for i, n in enumerate(names) if n.startswith(("event.", "card."))),
+                   parts[5] if len(parts) > 5 else b"")
 
 
 def rule_table(ruleset: Any) -> dict[str, list[Any]]:
@@ -132,6 +165,8 @@ class Records:
         self._by_shape: dict[tuple[Any, ...], Schema] = {}
         self._by_id: dict[str, Schema] = {}
         self._sent: dict[str, tuple[float, int]] = {}  # schema id -> (monotonic time written, faults then)
+        self._samples: dict[str, list[bytes]] = {}  # schema id (no dictionary yet) -> its first records' values
+        self._deflaters: dict[str, Any] = {}  # schema id -> a deflater primed with its dictionary (copied per record)
 
     def schema_key(self, schema_id: str) -> str:
         return keys.record_schema_key(self.prefix, schema_id)
@@ -155,13 +190,16 @@ class Records:
             self._by_id.clear()
             self._by_shape.clear()
             self._sent.clear()
+            self._samples.clear()
+            self._deflaters.clear()
         self._by_id[schema.id] = schema
 
     def encode(self, record: Mapping[str, Any], *, ruleset: Any, faults: int) -> tuple[bytes, list[tuple[Any, ...]]]:
-        """The stored form of a decision record, and the commands that must precede it
-        (the schema's SET when this worker has not written it lately, or since the last
-        Redis fault `faults` counts). `ruleset` is the rule set that decided (its rules
-        and the names it reads go to the schema), or None when it is no longer live."""
+        """The stored form of a decision record (compact for a schema's first `SAMPLES`
+        records, deflated after), and the commands that must precede it (the schema's SET
+        when this worker has not written it lately, or since the last Redis fault `faults`
+        counts). `ruleset` is the rule set that decided (its rules and the names it reads
+        go to the schema), or None when it is no longer live."""
         features = record["features"]
         names = tuple(features)
         shape = (record.get("ruleset_version"), record.get("models"), names, ruleset is None)
@@ -178,11 +216,69 @@ class Records:
             commands.append(("SET", self.schema_key(schema.id), schema.blob, "EX", self.schema_ttl_s))
             self._sent[schema.id] = (now, faults)
         try:
-            return COMPACT + _packer.pack(_values(record, schema)), commands
+            if schema.zdict:
+                return self._deflated(record, schema), commands
+            values = _values(record, schema)
+            plain = _packer.pack(values)
+            self._sample(shape, schema, values)
+            return COMPACT + plain, commands
         except (OverflowError, TypeError, ValueError, UnicodeEncodeError):  # what only JSON can hold
             from fengkong.api.encoding import dumps
 
             return dumps(record), []
+
+    def _deflated(self, record: Mapping[str, Any], schema: Schema) -> bytes:
+        """The record deflated with its schema's dictionary (the module docstring): a copy
+        of one deflater primed with it per record, since priming costs more than copying."""
+        values = _values(record, schema, scale=False)
+        head = values[0] + values[1]  # the schema id and the body's hash, read without inflating
+        if len(head) != _HEAD:
+            raise ValueError("body_sha256 is not a SHA-256")
+        values[0] = values[1] = None
+        values[20] = _thousandths(values[20])
+        deflater = self._deflaters.get(schema.id)
+        if deflater is None:
+            deflater = self._deflaters[schema.id] = _deflater(schema.zdict)
+        one = deflater.copy()
+        return DEFLATED + head + one.compress(_packer.pack(values)) + one.flush()
+
+    def _sample(self, shape: tuple[Any, ...], schema: Schema, values: list[Any]) -> None:
+        """Keep a record written under a schema without a dictionary; after `SAMPLES`,
+        the shape's records are written under the schema with their dictionary."""
+        if values[-1] is not None:  # `_scaled` changed the values: pack them as `_deflated` does
+            values[15] = _unscaled(list(values[15]), values[-1])
+        values[0] = values[1] = None
+        values[20] = _thousandths(values[20])
+        values[-1] = None
+        samples = self._samples.setdefault(schema.id, [])
+        samples.append(_packer.pack(values))
+        if len(samples) >= SAMPLES:
+            del self._samples[schema.id]
+            compressed = schema.with_dictionary(b"".join(samples)[-_DICT_BYTES:])
+            self._remember(compressed)
+            self._by_shape[shape] = compressed
+
+
+def _thousandths(latency: Any) -> Any:
+    """A deflated record's ``latency_ms`` (rounded to the microsecond by the service): a
+    float of whole thousandths as that integer (3 to 5 bytes where a float's 9 do not
+    deflate), another float as it is, anything else in a list (`_latency` reads it back)."""
+    if type(latency) is float:
+        n = round(latency * 1000) if -2.0 ** 31 < latency < 2.0 ** 31 else None
+        return n if n is not None and n / 1000 == latency and (n or math.copysign(1.0, latency) > 0) else latency
+    return [latency]
+
+
+def _latency(stored: Any) -> Any:
+    if type(stored) is int:
+        return stored / 1000
+    return stored[0] if type(stored) is list else stored
+
+
+def _deflater(zdict: bytes) -> Any:
+    """Raw deflate with `zdict` primed: level 3 and a small hash table (memory level 4),
+    which keep the state each record copies small at no cost in bytes for records this short."""
+    return zlib.compressobj(3, zlib.DEFLATED, _WBITS, 4, zlib.Z_DEFAULT_STRATEGY, zdict=zdict)
 
 
 #: bytes of the body's SHA-256 a compact record keeps (128 bits: a retry with another body
@@ -195,6 +291,8 @@ def same_body(stored_sha: str, digest: bytes) -> bool:
     compact record's, all 32 of a JSON one's) is of the body whose SHA-256 hex is `digest`."""
     return len(stored_sha) >= 2 * SHA_BYTES and digest.startswith(stored_sha.encode())
 
+
+_HEAD = 8 + SHA_BYTES  # a deflated record's schema id and body hash, after its first byte
 
 _OFFSETS = 4096  # an event's UTC offset in minutes, +2048, is the low 12 bits of `_when`
 
@@ -222,16 +320,16 @@ def _occurred(code: int) -> str:
     return (_EPOCH + timedelta(microseconds=micros)).astimezone(zone).isoformat()
 
 
-def _values(record: Mapping[str, Any], schema: Schema) -> list[Any]:
+def _values(record: Mapping[str, Any], schema: Schema, scale: bool = True) -> list[Any]:
     features = record["features"]
     index = schema.index
     event = record.get("event")
     decision_id = record.get("decision_id")
     decided_at = record.get("decided_at")
-    extra = {k: v for k, v in record.items() if k not in _FIELD_SET}
+    extra = {k: v for k, v in record.items() if k not in _FIELD_SET} if record.keys() - _FIELD_SET else None
     values = _with_refs(list(features.values()), schema.copies, event) if isinstance(event, dict) \
         else list(features.values())
-    scales = _scaled(values)
+    scales = _scaled(values) if scale else None  # deflate packs a float's repeated bytes as well
     thresholds = record.get("thresholds")
     return [
         bytes.fromhex(schema.id), bytes.fromhex(record["body_sha256"])[:SHA_BYTES],
@@ -316,11 +414,13 @@ def _texts(event: dict[str, Any]) -> list[str]:
 def _with_refs(values: list[Any], positions: tuple[int, ...], event: dict[str, Any]) -> list[Any]:
     """`values` with each one at `positions` that repeats a text of the event replaced by
     a reference to it (the ids, ip, channel and types are the event's own)."""
-    texts = {v: i for i, v in enumerate(_texts(event)) if i < 256}
+    texts = _texts(event)  # a dozen: scanning them (in C) costs less than making a dict of them
     for i in positions:
-        ref = texts.get(values[i]) if type(values[i]) is str else None
-        if ref is not None:
-            values[i] = _REFS[ref]
+        value = values[i]
+        if type(value) is str and value in texts:
+            ref = texts.index(value)
+            if ref < 256:
+                values[i] = _REFS[ref]
     return values
 
 
@@ -383,8 +483,7 @@ def _micros(text: str) -> int:
 
 
 def _micros_of(at: datetime) -> int:
-    delta = at - _EPOCH
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (at - _EPOCH) // _MICROSECOND
 
 
 def _iso(micros: int) -> str:
@@ -392,14 +491,17 @@ def _iso(micros: int) -> str:
 
 
 def is_record(value: bytes | None) -> bool:
-    """Whether a value of ``{evt:<id>}:request`` is a record (compact or JSON), not the
-    event id's claim that the record replaces (the feature store's blob, a marker)."""
-    return value is not None and value[:1] in (COMPACT, b"{")
+    """Whether a value of ``{evt:<id>}:request`` is a record (compact, deflated or JSON),
+    not the event id's claim that the record replaces (the feature store's blob, a marker)."""
+    return value is not None and value[:1] in (DEFLATED, COMPACT, b"{")
 
 
 def schema_id(value: bytes) -> str | None:
     """The schema a stored record needs to be read, or None (a JSON record needs none)."""
-    if value[:1] != COMPACT:
+    head = value[:1]
+    if head == DEFLATED:
+        return value[1:9].hex()
+    if head != COMPACT:
         return None
     return _unpack(value)[0].hex()  # type: ignore[no-any-return]
 
@@ -410,20 +512,42 @@ def _unpack(value: bytes) -> list[Any]:
 
 def header(value: bytes) -> tuple[str | None, str]:
     """(kind, body SHA-256 hex: its first `SHA_BYTES` in a compact record, compare with
-    `same_body`) of a stored record of either format, without its schema."""
-    if value[:1] != COMPACT:
+    `same_body`) of a stored record of any format, without its schema."""
+    head = value[:1]
+    if head == DEFLATED:
+        return "decision", value[9:1 + _HEAD].hex()
+    if head != COMPACT:
         record = loads(value)
         return record.get("kind"), record.get("body_sha256", "")
     return "decision", _unpack(value)[1].hex()
 
 
+def _inflated(value: bytes, schema: Schema | None) -> list[Any]:
+    """A deflated record's items as a compact record has them; without its schema's
+    dictionary only the schema id and the body's hash (`decode`)."""
+    sid, sha = value[1:9], value[9:1 + _HEAD]
+    if schema is None or not schema.zdict:
+        return [sid, sha, None, [None], None, None, [], None, None, None, None, None, None, None, None, [], [], [],
+                None, None, None, None]
+    inflater = zlib.decompressobj(_WBITS, zdict=schema.zdict)
+    items: list[Any] = msgpack.unpackb(inflater.decompress(memoryview(value)[1 + _HEAD:]) + inflater.flush(),
+                                       raw=False, strict_map_key=False)
+    items[0], items[1], items[20] = sid, sha, _latency(items[20])
+    return items
+
+
 def decode(value: bytes, schema: Schema | None) -> dict[str, Any]:
-    """The record as the service wrote it (either format). Without its schema (gone
-    from Redis) the record keeps its decision but not its feature names: features are
-    empty and the rule-set version and models unknown."""
-    if value[:1] != COMPACT:
+    """The record as the service wrote it (any format). Without its schema (gone from
+    Redis) a compact record keeps its decision but not its feature names: features are
+    empty and the rule-set version and models unknown; a deflated one keeps only its
+    body's hash (the schema outlives every record that names it: `Records`)."""
+    head = value[:1]
+    if head == DEFLATED:
+        items = _inflated(value, schema)
+    elif head != COMPACT:
         return loads(value)  # type: ignore[no-any-return]
-    items = _unpack(value)
+    else:
+        items = _unpack(value)
     (sid, sha, decision_id, event_id, decision, score, reasons, grade, degraded, degraded_reason, lane, risk,
      decided_at, caller, event, values, shadow, missing, score_action, thresholds, latency_ms, extra) = items[:22]
     values = _unscaled(values, items[22] if len(items) > 22 else None)
