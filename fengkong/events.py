@@ -35,7 +35,6 @@ import ipaddress
 import os
 import re
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from collections import abc
 from typing import Any, Mapping
@@ -342,8 +341,8 @@ _last_iso: tuple[datetime | None, str] = (None, "")
 
 def iso_text(at: datetime) -> str:
     """``at.isoformat()``, remembered for the last datetime object asked about: the
-    decision path formats its event's ``occurred_at`` for the merchant snapshot and again
-    for a review's case item, and the C formatter is not cheap. Identity, not equality,
+    decision path may format its event's ``occurred_at`` more than once (a review's case
+    item, for one), and the C formatter is not cheap. Identity, not equality,
     decides (two equal times at different offsets have different texts)."""
     global _last_iso
     last = _last_iso
@@ -372,20 +371,18 @@ def _to_minor(amount: int | str | None, currency: str) -> int | None:
                                       "no exponent, '_', spaces or other digits), or integer minor units")
     if amount[0] == "-":
         raise EventRejected("amount", "must not be negative")
-    whole = amount.partition(".")[0].lstrip("0")
-    if len(whole) > 16:  # far above the cap whatever the currency: not worth converting
+    whole, _, fraction = amount.partition(".")
+    if len(whole.lstrip("0")) > 16:  # far above the cap whatever the currency: not worth converting
         raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
-    try:
-        value = Decimal(amount)
-    except InvalidOperation:  # the pattern above leaves none; kept so no input can raise past here
-        raise EventRejected("amount", "is not a decimal number") from None
+    # ASCII digits only (the pattern): the minor units are the digits with the point moved
+    # `exponent` places right, exact in integers; digits past them must all be zeros
     exponent = currency_exponent(currency)
-    minor = value.scaleb(exponent)
-    if minor != minor.to_integral_value():
+    if fraction[exponent:].strip("0"):
         raise EventRejected("amount", f"has more than {exponent} decimal places for {currency}")
+    minor = int(whole + fraction[:exponent].ljust(exponent, "0"))
     if minor > MAX_AMOUNT_MINOR:
         raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
-    return int(minor)
+    return minor
 
 
 def _field_of(error: Mapping[str, Any]) -> str:

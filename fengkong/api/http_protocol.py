@@ -131,5 +131,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
 #: how `fengkong serve` (and the API tests) run uvicorn. No access log and no
 #: proxy-header rewriting either: nothing in the service reads the peer's address or
-#: scheme (a payment's IP travels in its event), and both ran on every request.
-UVICORN_OPTIONS: dict[str, Any] = {"http": CoalescingHttpToolsProtocol, "access_log": False, "proxy_headers": False}
+#: scheme (a payment's IP travels in its event), and both ran on every request. No
+#: ``server: uvicorn`` header: a header less to check and write on every answer, and
+#: the server's name is nobody's business.
+UVICORN_OPTIONS: dict[str, Any] = {"http": CoalescingHttpToolsProtocol, "access_log": False, "proxy_headers": False,
+                                   "server_header": False}
