@@ -34,7 +34,7 @@ import functools
 import ipaddress
 import os
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from collections import abc
 from typing import Any, Mapping
@@ -222,6 +222,22 @@ def occurred_at_range() -> tuple[datetime, datetime]:
     return bounds[0], bounds[1]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: `occurred_at_range`'s bounds (the very tuple it returned) and the same as time since `_EPOCH`
+_span: tuple[tuple[datetime, datetime] | None, tuple[timedelta, timedelta]] = (None, (timedelta(0), timedelta(0)))
+
+
+def _range_since_epoch() -> tuple[timedelta, timedelta]:
+    """`occurred_at_range` as time since the epoch: a parsed time is checked against it by
+    one exact subtraction (`timedelta`), where comparing it with the two bounds asked each
+    time for both sides' UTC offsets."""
+    global _span
+    bounds = occurred_at_range()
+    if _span[0] is not bounds:
+        _span = (bounds, (bounds[0] - _EPOCH, bounds[1] - _EPOCH))
+    return _span[1]
+
+
 class Card(BaseModel):
     """What the engine may know of a card: never the number itself."""
 
@@ -288,8 +304,9 @@ class Event(BaseModel):
     def _aware(cls, value: datetime) -> datetime:
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("must carry a UTC offset (e.g. 2026-11-25T10:00:00+08:00)")
-        low, high = occurred_at_range()
-        if not low <= value < high:
+        since_low, since_high = _range_since_epoch()
+        if not since_low <= value - _EPOCH < since_high:
+            low, high = occurred_at_range()
             raise ValueError(f"must be from {low.isoformat()} up to {high.isoformat()} "
                              f"(configured by {OCCURRED_AT_MIN_ENV} / {OCCURRED_AT_MAX_ENV})")
         return value

@@ -222,9 +222,18 @@ def test_a_decimal_amount_is_converted_as_decimal_arithmetic_would(whole, fracti
 
 @pytest.mark.parametrize("when", ["0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59+00:00",
                                   "1999-12-31T23:59:59+00:00", "2100-01-01T00:00:00+00:00", 1764036000,
-                                  "２０２６-11-25T10:00:00+08:00"])
+                                  "２０２６-11-25T10:00:00+08:00", "0001-01-01T00:00:00+23:59",
+                                  "9999-12-31T23:59:59-23:59", "2000-01-01T07:59:59.999999+08:00",
+                                  "2100-01-01T08:00:00+08:00"])
 def test_occurred_at_outside_the_sane_range_or_not_text_is_refused(when):
     assert refused(with_(occurred_at=when)).field == "occurred_at"
+
+
+@pytest.mark.parametrize("when", ["2000-01-01T00:00:00+00:00", "2000-01-01T08:00:00+08:00",
+                                  "1999-12-31T19:00:00-05:00", "2099-12-31T23:59:59.999999+00:00",
+                                  "2100-01-01T07:59:59.999999+08:00"])
+def test_occurred_at_at_the_edges_of_the_range_at_any_offset_is_accepted(when):
+    assert parse_event(with_(occurred_at=when)).occurred_at.isoformat() == when
 
 
 def test_the_occurred_at_range_is_configurable(monkeypatch):
