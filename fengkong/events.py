@@ -34,8 +34,7 @@ import functools
 import ipaddress
 import os
 import re
-from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from collections import abc
 from typing import Any, Mapping
@@ -223,6 +222,22 @@ def occurred_at_range() -> tuple[datetime, datetime]:
     return bounds[0], bounds[1]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: `occurred_at_range`'s bounds (the very tuple it returned) and the same as time since `_EPOCH`
+_span: tuple[tuple[datetime, datetime] | None, tuple[timedelta, timedelta]] = (None, (timedelta(0), timedelta(0)))
+
+
+def _range_since_epoch() -> tuple[timedelta, timedelta]:
+    """`occurred_at_range` as time since the epoch: a parsed time is checked against it by
+    one exact subtraction (`timedelta`), where comparing it with the two bounds asked each
+    time for both sides' UTC offsets."""
+    global _span
+    bounds = occurred_at_range()
+    if _span[0] is not bounds:
+        _span = (bounds, (bounds[0] - _EPOCH, bounds[1] - _EPOCH))
+    return _span[1]
+
+
 class Card(BaseModel):
     """What the engine may know of a card: never the number itself."""
 
@@ -289,8 +304,9 @@ class Event(BaseModel):
     def _aware(cls, value: datetime) -> datetime:
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("must carry a UTC offset (e.g. 2026-11-25T10:00:00+08:00)")
-        low, high = occurred_at_range()
-        if not low <= value < high:
+        since_low, since_high = _range_since_epoch()
+        if not since_low <= value - _EPOCH < since_high:
+            low, high = occurred_at_range()
             raise ValueError(f"must be from {low.isoformat()} up to {high.isoformat()} "
                              f"(configured by {OCCURRED_AT_MIN_ENV} / {OCCURRED_AT_MAX_ENV})")
         return value
@@ -342,8 +358,8 @@ _last_iso: tuple[datetime | None, str] = (None, "")
 
 def iso_text(at: datetime) -> str:
     """``at.isoformat()``, remembered for the last datetime object asked about: the
-    decision path formats its event's ``occurred_at`` for the merchant snapshot and again
-    for a review's case item, and the C formatter is not cheap. Identity, not equality,
+    decision path may format its event's ``occurred_at`` more than once (a review's case
+    item, for one), and the C formatter is not cheap. Identity, not equality,
     decides (two equal times at different offsets have different texts)."""
     global _last_iso
     last = _last_iso
@@ -372,20 +388,18 @@ def _to_minor(amount: int | str | None, currency: str) -> int | None:
                                       "no exponent, '_', spaces or other digits), or integer minor units")
     if amount[0] == "-":
         raise EventRejected("amount", "must not be negative")
-    whole = amount.partition(".")[0].lstrip("0")
-    if len(whole) > 16:  # far above the cap whatever the currency: not worth converting
+    whole, _, fraction = amount.partition(".")
+    if len(whole.lstrip("0")) > 16:  # far above the cap whatever the currency: not worth converting
         raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
-    try:
-        value = Decimal(amount)
-    except InvalidOperation:  # the pattern above leaves none; kept so no input can raise past here
-        raise EventRejected("amount", "is not a decimal number") from None
+    # ASCII digits only (the pattern): the minor units are the digits with the point moved
+    # `exponent` places right, exact in integers; digits past them must all be zeros
     exponent = currency_exponent(currency)
-    minor = value.scaleb(exponent)
-    if minor != minor.to_integral_value():
+    if fraction[exponent:].strip("0"):
         raise EventRejected("amount", f"has more than {exponent} decimal places for {currency}")
+    minor = int(whole + fraction[:exponent].ljust(exponent, "0"))
     if minor > MAX_AMOUNT_MINOR:
         raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
-    return int(minor)
+    return minor
 
 
 def _field_of(error: Mapping[str, Any]) -> str:

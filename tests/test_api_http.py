@@ -96,6 +96,14 @@ def test_every_answer_arrives_in_one_segment(served):
     assert [segments for _, segments in answers] == [1] * 7
 
 
+def test_answers_carry_a_date_and_no_server_header(served):
+    with socket.create_connection(("127.0.0.1", served.port)) as sock:
+        sock.sendall(_request("POST", "/v1/decisions", json.dumps(payment()).encode()))
+        status, head, _ = _read_answer(sock)
+    names = [line.split(b":")[0].lower() for line in head.split(b"\r\n")[1:]]
+    assert status == 200 and b"date" in names and b"server" not in names
+
+
 def test_without_the_protocol_an_answer_arrives_in_two_segments(redis_server):
     """The control: uvicorn's own httptools protocol writes an answer's head and body
     separately. It shows that the measurement above can see a split answer (and if an

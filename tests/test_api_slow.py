@@ -77,3 +77,28 @@ def test_an_idle_keep_alive_connection_is_closed_after_its_timeout(redis_server)
         closed = _until_closed([s], TIMEOUT_S + MARGIN_S)
         assert s in closed and closed[s].startswith(b"HTTP/1.1 200 "), closed
         assert time.monotonic() - t0 >= TIMEOUT_S * 0.9
+
+
+def test_a_later_request_on_a_keep_alive_connection_gets_its_own_full_timeout(redis_server):
+    """The connection's timer was set for the first request's deadline: the second, begun
+    half a timeout later and never finished, is cut off a whole timeout after it began."""
+    def request() -> bytes:
+        body = json.dumps(payment()).encode()
+        return (f"POST /v1/decisions HTTP/1.1\r\nhost: x\r\nx-api-key: {DECIDE_KEY}\r\n"
+                f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+
+    with Served(settings(redis_server.url, "tlater", body_timeout_s=TIMEOUT_S, keep_alive_s=30)) as api:
+        s = _open(api.port, request())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        time.sleep(TIMEOUT_S / 2)
+        second = request()
+        s.sendall(second[:len(second) - 5])
+        t0 = time.monotonic()
+        s.setblocking(False)
+        closed = _until_closed([s], TIMEOUT_S + MARGIN_S)
+        elapsed = time.monotonic() - t0
+        assert s in closed and b"HTTP/1.1 408 " in closed[s], closed
+        assert TIMEOUT_S * 0.9 <= elapsed <= TIMEOUT_S + MARGIN_S

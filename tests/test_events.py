@@ -193,11 +193,47 @@ def test_plain_decimals_within_the_cap_are_accepted(amount, minor):
     assert parse_event(with_(amount=amount)).amount_minor == minor
 
 
+def _decimal_minor(amount: str, currency: str) -> int | None:
+    """The oracle: the amount in minor units by `decimal`, None where the contract refuses it."""
+    from decimal import Decimal
+
+    from fengkong.events import MAX_AMOUNT_MINOR, currency_exponent
+
+    minor = Decimal(amount).scaleb(currency_exponent(currency))
+    if amount.startswith("-") or minor != minor.to_integral_value() or minor > MAX_AMOUNT_MINOR:
+        return None
+    return int(minor)
+
+
+@settings(max_examples=400)
+@given(whole=st.text("0123456789", min_size=1, max_size=19), fraction=st.none() | st.text("0123456789", max_size=6),
+       negative=st.booleans(), currency=st.sampled_from(["CNY", "JPY", "KWD", "XXX"]))
+def test_a_decimal_amount_is_converted_as_decimal_arithmetic_would(whole, fraction, negative, currency):
+    amount = ("-" if negative else "") + whole + ("" if fraction is None else "." + fraction)
+    if fraction == "":  # "12." is not a plain decimal
+        assert refused(with_(amount=amount, currency=currency)).field == "amount"
+        return
+    expected = _decimal_minor(amount, currency)
+    if expected is None:
+        assert refused(with_(amount=amount, currency=currency)).field == "amount"
+    else:
+        assert parse_event(with_(amount=amount, currency=currency)).amount_minor == expected
+
+
 @pytest.mark.parametrize("when", ["0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59+00:00",
                                   "1999-12-31T23:59:59+00:00", "2100-01-01T00:00:00+00:00", 1764036000,
-                                  "２０２６-11-25T10:00:00+08:00"])
+                                  "２０２６-11-25T10:00:00+08:00", "0001-01-01T00:00:00+23:59",
+                                  "9999-12-31T23:59:59-23:59", "2000-01-01T07:59:59.999999+08:00",
+                                  "2100-01-01T08:00:00+08:00"])
 def test_occurred_at_outside_the_sane_range_or_not_text_is_refused(when):
     assert refused(with_(occurred_at=when)).field == "occurred_at"
+
+
+@pytest.mark.parametrize("when", ["2000-01-01T00:00:00+00:00", "2000-01-01T08:00:00+08:00",
+                                  "1999-12-31T19:00:00-05:00", "2099-12-31T23:59:59.999999+00:00",
+                                  "2100-01-01T07:59:59.999999+08:00"])
+def test_occurred_at_at_the_edges_of_the_range_at_any_offset_is_accepted(when):
+    assert parse_event(with_(occurred_at=when)).occurred_at.isoformat() == when
 
 
 def test_the_occurred_at_range_is_configurable(monkeypatch):

@@ -117,6 +117,9 @@ class Settings(BaseSettings):
                                           "(changes made outside the API)")
     snapshot_max_entries: int = Field(default=100_000, ge=1, description="Entries kept per list in the snapshot")
     snapshot_max_profiles: int = Field(default=100_000, ge=1, description="Merchant profiles kept in the snapshot")
+    merchant_snapshot_s: float = Field(default=1.0, ge=0, le=60, description="Each worker writes the merchant "
+                                       "snapshots (GET /v1/merchants: features of the latest decision) of this "
+                                       "long together; 0 = with every decision")
     body_timeout_s: float = Field(default=10.0, gt=0, description="A request whose body has not all arrived "
                                   "this long after its headers gets 408 and its connection is closed")
     keep_alive_s: float = Field(default=5.0, gt=0, description="Idle keep-alive connections are closed after this")

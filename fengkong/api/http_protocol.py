@@ -75,11 +75,19 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     (the app, if it was reading the body, sees a disconnect); a new connection that
     sends nothing is closed after ``keep_alive_s``, and so is an idle keep-alive one
     (uvicorn's own timer, given the same value). Both come from the app's settings
-    (``app.state.runtime``) when the connection is made."""
+    (``app.state.runtime``) when the connection is made.
+
+    The read timer is lazy: a request notes its deadline, and the connection's one timer
+    is set again only when it would fire after that deadline; when it fires before, it
+    looks at the deadline and waits on for what is left. So a keep-alive connection's
+    requests do not each set and cancel a timer."""
 
     _read_timer: asyncio.TimerHandle | None = None
+    _timer_at = 0.0  # when `_read_timer` fires (loop time)
+    _read_by = 0.0  # the deadline of the request being read (loop time)
     _read_timeout_s = DEFAULT_READ_TIMEOUT_S
     _reading = False  # a request has begun and not all of it has arrived
+    _began = False  # a request has begun on this connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # flow control keeps the real transport
@@ -88,24 +96,24 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if rt is not None:
             self._read_timeout_s = rt.settings.body_timeout_s
             self.timeout_keep_alive = rt.settings.keep_alive_s
-        self._arm(self.timeout_keep_alive)
+        self._arm(self.loop.time() + self.timeout_keep_alive)
 
-    def _arm(self, delay: float) -> None:
+    def _arm(self, at: float) -> None:
         if self._read_timer is not None:
             self._read_timer.cancel()
-        self._read_timer = self.loop.call_later(delay, self._read_timed_out)
+        self._timer_at = at
+        self._read_timer = self.loop.call_at(at, self._read_timed_out)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._reading = True
-        self._arm(self._read_timeout_s)
+        self._reading = self._began = True
+        self._read_by = self.loop.time() + self._read_timeout_s
+        if self._read_timer is None or self._timer_at > self._read_by:
+            self._arm(self._read_by)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._reading = False
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+        self._reading = False  # the timer, if it fires, finds nothing to time out
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._read_timer is not None:
@@ -115,6 +123,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def _read_timed_out(self) -> None:
         self._read_timer = None
+        if self._reading:
+            if self.loop.time() < self._read_by:  # a later request's deadline: wait for what is left
+                self._arm(self._read_by)
+                return
+        elif self._began:  # between requests: uvicorn's keep-alive timer closes an idle connection
+            return
         transport = self.transport
         if transport.is_closing():
             return
@@ -131,5 +145,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
 #: how `fengkong serve` (and the API tests) run uvicorn. No access log and no
 #: proxy-header rewriting either: nothing in the service reads the peer's address or
-#: scheme (a payment's IP travels in its event), and both ran on every request.
-UVICORN_OPTIONS: dict[str, Any] = {"http": CoalescingHttpToolsProtocol, "access_log": False, "proxy_headers": False}
+#: scheme (a payment's IP travels in its event), and both ran on every request. No
+#: ``server: uvicorn`` header: a header less to check and write on every answer, and
+#: the server's name is nobody's business.
+UVICORN_OPTIONS: dict[str, Any] = {"http": CoalescingHttpToolsProtocol, "access_log": False, "proxy_headers": False,
+                                   "server_header": False}

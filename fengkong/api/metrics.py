@@ -49,7 +49,7 @@ class Metrics:
                                   "Requests answered from a stored result (same event_id)", ["endpoint"], registry=r)
         self.events = Counter("fengkong_outcome_events_total", "Outcome events recorded, by type", ["type"], registry=r)
         self.unstored = Counter("fengkong_decision_records_unstored_total",
-                                "Decisions answered whose record, pointer, snapshot or audit entry Redis did not "
+                                "Decisions answered whose record, pointer or audit entry Redis did not "
                                 "take (logged)", registry=r)
         self.rejected = Counter("fengkong_rejected_requests_total",
                                 "Requests refused before any feature was touched, by status", ["status"], registry=r)

@@ -43,6 +43,7 @@ from fengkong.api.config import Settings
 from fengkong.api.hooks import Hooks
 from fengkong.api.metrics import Metrics
 from fengkong.api.security import KeyRing
+from fengkong.api.service.merchant_snapshots import MerchantSnapshots
 from fengkong.api.service.renewals import Renewals
 from fengkong.api.service.records import Records
 from fengkong.api.snapshot import SnapshotKeeper
@@ -156,6 +157,8 @@ class Runtime:
     intake: Intake
     records: Records
     hooks: Hooks
+    #: the merchants' snapshots this worker has still to write (`merchant_snapshots`)
+    merchant_snapshots: MerchantSnapshots
     cases: CasesRuntime | None = None
     embedded: EmbeddedRedis | None = None
     #: the decision pointers' buckets this worker renewed lately (`pointers.Renewals`)
@@ -218,6 +221,7 @@ class Runtime:
         if self._watcher is not None:
             self._watcher.join(timeout=5)
         self.snapshot.stop()
+        self.merchant_snapshots.close()
         if self.cases is not None:
             self.cases.close()
         self.audit.close()
@@ -272,7 +276,9 @@ def build_runtime(settings: Settings) -> Runtime:
                  rules=rules, models=models, metrics=metrics, audit=audit, keyring=keyring,
                  breaker=Breaker(settings.breaker_s), keys=Keys(settings.key_prefix), snapshot=snapshot,
                  intake=intake, records=Records(settings.key_prefix, max(settings.decision_ttl_s, store.dedup_ttl_s)),
-                 hooks=hooks, cases=cases, embedded=embedded)
+                 hooks=hooks, cases=cases, embedded=embedded,
+                 merchant_snapshots=MerchantSnapshots(conn, settings.key_prefix, settings.decision_ttl_s,
+                                                      settings.merchant_snapshot_s))
     rt.start_watch(settings.rules_watch_s)
     return rt
 

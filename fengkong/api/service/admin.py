@@ -10,7 +10,7 @@ import redis
 from fengkong.api.encoding import loads
 from fengkong.api.errors import NotFound, Unavailable
 from fengkong.api.security import Caller
-from fengkong.api.service.idempotency import get
+from fengkong.api.service.idempotency import execute, get
 from fengkong.api.service.ids import ID_RE, check_id
 from fengkong.api.state import Runtime, rules_reloaded
 from fengkong.events import EventRejected, looks_like_pan
@@ -22,11 +22,17 @@ from fengkong.features.lists import normalise_entry
 
 async def get_merchant(*, rt: Runtime, merchant_id: str) -> dict[str, Any]:
     """The merchant's profile, grade, and merchant.* features as its latest decision read
-    them (the snapshot over the pipelined connection, where this worker wrote it)."""
+    them (the snapshot over the pipelined connection, where this worker writes it; this
+    worker's snapshot still pending is written first, `merchant_snapshots`)."""
     check_id("merchant_id", merchant_id)
+    key = rt.keys.merchant_snapshot(merchant_id)
+    pending = rt.merchant_snapshots.take(merchant_id)  # this worker's latest, not written yet: it goes first
     try:
         profile = rt.store.get_merchant_profile(merchant_id)
-        snap_raw = await get(rt, rt.keys.merchant_snapshot(merchant_id))
+        if pending is None:
+            snap_raw = await get(rt, key)
+        else:
+            snap_raw = (await execute(rt, (pending, ("GET", key)), rt.store_budget_s))[1]
     except FeatureStoreError as exc:
         raise Unavailable(None, f"feature store unavailable: {type(exc.__cause__ or exc).__name__}") from None
     except (redis.RedisError, OSError) as exc:

@@ -13,11 +13,12 @@ Decision flow (`decide`):
    409 for a different body.
 4. One pipelined write stores the decision record (with TTL; compact, `records`,
    preceded by its schema's SET when this worker has not written it lately), a
-   pointer ``decision_id -> event_id``, the merchant's latest features (for GET
-   /v1/merchants), the audit stream entry (a reference to the decision) and, for a
-   decision that opens a case, its intake item (`fengkong.cases.intake`); then the
+   pointer ``decision_id -> event_id``, the audit stream entry (a reference to the
+   decision) and, for a decision that opens a case, its intake item (`fengkong.cases.intake`); then the
    audit file line (the whole record). The answer does not wait for Redis's
-   acknowledgement (`_write_behind`).
+   acknowledgement (`_write_behind`). The merchant's latest features (for GET
+   /v1/merchants) are noted, and written with the other merchants' of the interval
+   (`merchant_snapshots`).
 
 Degraded mode answers a fault of the feature store only (`FeatureStoreError`:
 Redis down, slow past the budget, or refusing; and a Redis fault while a duplicate
@@ -66,7 +67,7 @@ from fengkong.api.service.records import is_record
 from fengkong.api.service.ids import check_id, new_decision_id
 from fengkong.api.state import Runtime
 from fengkong.engine.decision import Decision
-from fengkong.events import OUTCOME_TYPES, Event, EventRejected, iso_text, parse_event
+from fengkong.events import OUTCOME_TYPES, Event, EventRejected, parse_event
 from fengkong.features.model_outputs import MODEL_OUTPUTS
 from fengkong.features.errors import DuplicateEventConflict, FeatureStoreError, FeatureStoreUnavailable
 from fengkong.features.pipelined import ReplyError, ReplyLate
@@ -238,10 +239,12 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     case_at = len(commands) if case_item is not None else None
     if case_item is not None:
         commands.append(case_item)
-    if event.merchant_id:
-        snap = {"event_id": event.event_id, "occurred_at": iso_text(event.occurred_at),
-                "decision_id": decision_id, "features": _merchant_features(features)}
-        commands.append(("SET", rt.keys.merchant_snapshot(event.merchant_id), dumps(snap), "EX", ttl))
+    if event.merchant_id:  # the merchant's snapshot: written with the interval's others (`merchant_snapshots`)
+        names, values = _merchant_values(features)
+        snap = rt.merchant_snapshots.note(event.merchant_id, event_id=event.event_id, occurred_at=event.occurred_at,
+                                          decision_id=decision_id, names=names, values=values)
+        if snap is not None:
+            commands.append(snap)
     hook = rt.hooks.decision_command(record)  # deny/review: queue the webhook event in this same write
     if hook is not None:
         commands.append(hook)
@@ -268,7 +271,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
 
 
 def _write_behind(rt: Runtime, commands: list[tuple[Any, ...]], decision_id: str, case_at: int | None) -> None:
-    """Queue the decision's record, pointer, merchant snapshot and audit entry on the
+    """Queue the decision's record, pointer and audit entry on the
     pipelined connection, and answer without waiting for Redis to acknowledge them.
 
     Why: waiting would be a second trip through the worker's queue of ready requests
@@ -346,8 +349,9 @@ _MODEL_NAMES = tuple(name for name, _, _ in MODEL_OUTPUTS if name != pipeline.RI
 _MERCHANT_GETTERS: dict[tuple[int, str], tuple[tuple[str, ...], Any]] = {}
 
 
-def _merchant_features(features: dict[str, Any]) -> dict[str, Any]:
-    """The merchant.* features, in the features' order (for the merchant's snapshot).
+def _merchant_values(features: dict[str, Any]) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """The merchant.* features' names, in the features' order, and their values (for the
+    merchant's snapshot).
 
     The store gives the same keys in the same order for every event of a kind, so the
     names are found once per shape of the features (their count and last name: cheaper
@@ -357,14 +361,20 @@ def _merchant_features(features: dict[str, Any]) -> dict[str, Any]:
     cached = _MERCHANT_GETTERS.get(shape)
     if cached is not None:
         try:
-            return dict(zip(cached[0], cached[1](features)))
+            return cached[0], cached[1](features)
         except KeyError:
             pass
     names = tuple(n for n in features if n.startswith("merchant."))
     if len(_MERCHANT_GETTERS) >= 64:
         _MERCHANT_GETTERS.clear()
-    _MERCHANT_GETTERS[shape] = (names, _getter(names))
-    return {n: features[n] for n in names}
+    getter = _getter(names)
+    _MERCHANT_GETTERS[shape] = (names, getter)
+    return names, getter(features)
+
+
+def _merchant_features(features: dict[str, Any]) -> dict[str, Any]:
+    """The merchant.* features, in the features' order: the snapshot's ``features``."""
+    return dict(zip(*_merchant_values(features)))
 
 
 def _picked(names: tuple[str, ...], features: Mapping[str, Any]) -> dict[str, Any]:

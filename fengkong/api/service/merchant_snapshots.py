@@ -1,0 +1,108 @@
+"""Each merchant's snapshot: the ``merchant.*`` features of its latest decision, which GET
+/v1/merchants/{id} and the console's merchant page show (`fengkong.api.service.admin`).
+
+Why not a SET with every decision: the snapshot (some sixty features, about 2 kB of JSON)
+was picked out of the features, encoded and sent with each decision, for readers that are
+people looking at a page. A worker now notes the latest decision of each merchant (the
+feature values, not the JSON) and writes the merchants noted in the last `interval_s`
+together when it ends: a merchant decided many times a second costs one SET per
+interval. What a reader sees: on the worker that decided, the latest decision (`take`
+hands the read its pending snapshot, written in the same round trip before the GET); from
+another worker, a snapshot up to `interval_s` older than the merchant's latest decision
+(its ``features_as_of`` and ``features_event_id`` say which decision it is; with several
+workers the latest written had always won, whichever decided last). A worker that stops
+loses the snapshots of its last interval; the merchant keeps its snapshot before them.
+``interval_s`` 0 writes the snapshot with the decision's own write, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any, Mapping
+
+from fengkong.api.encoding import dumps
+from fengkong.features import keys
+from fengkong.features.pipelined import ConnectionFailed, Pipelined, ReplyError
+
+log = logging.getLogger(__name__)
+
+#: merchants noted before the interval's write is sent at once (bounds the memory held)
+MAX_PENDING = 4096
+
+#: (event_id, occurred_at, decision_id, feature names, their values)
+Noted = tuple[str, datetime, str, tuple[str, ...], tuple[Any, ...]]
+
+
+class MerchantSnapshots:
+    """The merchant snapshots a worker has still to write (see the module docstring)."""
+
+    def __init__(self, conn: Pipelined, prefix: str, ttl_s: int, interval_s: float) -> None:
+        self.conn = conn
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self.interval_s = interval_s
+        self._pending: dict[str, Noted] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def note(self, merchant_id: str, *, event_id: str, occurred_at: datetime, decision_id: str,
+             names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """Note a decision of the merchant (`names`: its ``merchant.*`` features, `values`
+        theirs). Returns the SET to send with the decision's write when snapshots are
+        not held (``interval_s`` 0), else None: the interval's write sends it."""
+        noted = (event_id, occurred_at, decision_id, names, values)
+        if self.interval_s <= 0:
+            return self.command(merchant_id, noted)
+        pending = self._pending
+        pending[merchant_id] = noted
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.interval_s, self.flush)
+        elif len(pending) >= MAX_PENDING:
+            self.flush()
+        return None
+
+    def take(self, merchant_id: str) -> tuple[Any, ...] | None:
+        """The SET of the merchant's pending snapshot, no longer pending (the caller sends
+        it), or None when none is pending."""
+        noted = self._pending.pop(merchant_id, None)
+        return None if noted is None else self.command(merchant_id, noted)
+
+    def command(self, merchant_id: str, noted: Noted) -> tuple[Any, ...]:
+        """The SET that stores a noted snapshot (the JSON GET /v1/merchants reads)."""
+        event_id, occurred_at, decision_id, names, values = noted
+        snap = {"event_id": event_id, "occurred_at": occurred_at.isoformat(), "decision_id": decision_id,
+                "features": dict(zip(names, values))}
+        return ("SET", keys.merchant_snapshot_key(self.prefix, merchant_id), dumps(snap), "EX", self.ttl_s)
+
+    def flush(self) -> None:
+        """Send the pending snapshots in one write, without waiting for Redis (a refusal or
+        a lost connection is logged: the next decision of the merchant writes it again)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        commands = [self.command(merchant_id, noted) for merchant_id, noted in pending.items()]
+        try:
+            self.conn.send_nowait(commands).add_done_callback(_written)
+        except (ConnectionFailed, OSError) as exc:
+            log.warning("%d merchant snapshots not written: %s", len(commands), type(exc).__name__)
+
+    def close(self) -> None:
+        """Drop the pending snapshots and the interval's timer (the worker is stopping)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._pending.clear()
+
+
+def _written(batch: "asyncio.Future[list[Any]]") -> None:
+    if batch.cancelled():
+        return
+    exc = batch.exception()
+    refused = [r for r in batch.result() if isinstance(r, ReplyError)] if exc is None else []
+    if exc is not None or refused:
+        log.warning("merchant snapshots not written: %s", type(exc).__name__ if exc is not None else refused[0])
+

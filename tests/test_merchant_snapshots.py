@@ -1,0 +1,86 @@
+"""A worker's merchant snapshots against a real Redis: decisions of an interval leave one
+SET per merchant, holding the latest; a read on the worker takes its pending snapshot;
+interval 0 writes with the decision; a full set of pending merchants is sent at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timedelta, timezone
+
+from fengkong.api.service import merchant_snapshots as ms
+from fengkong.api.service.merchant_snapshots import MerchantSnapshots
+from fengkong.features import keys
+from fengkong.features.pipelined import PipelinedRedis
+
+T0 = datetime(2026, 11, 25, 9, 0, tzinfo=timezone(timedelta(hours=8)))
+NAMES = ("merchant.count_24h", "merchant.sum_24h")
+
+
+def _note(snaps: MerchantSnapshots, merchant: str, i: int) -> tuple | None:
+    return snaps.note(merchant, event_id=f"e{i}", occurred_at=T0 + timedelta(seconds=i), decision_id=f"d{i}",
+                      names=NAMES, values=(i, i * 1.5))
+
+
+def _stored(redis_client, prefix: str, merchant: str) -> dict | None:
+    raw = redis_client.get(keys.merchant_snapshot_key(prefix, merchant))
+    return json.loads(raw) if raw else None
+
+
+def test_decisions_of_an_interval_leave_one_write_per_merchant_with_its_latest(redis_server, redis_client, prefix):
+    conn = PipelinedRedis(redis_server.url)
+
+    async def main() -> tuple:
+        await conn.execute([("PING",)], 1.0)  # the connection the interval's write goes over
+        snaps = MerchantSnapshots(conn, prefix, 600, interval_s=0.05)
+        assert [_note(snaps, "m1", i) for i in range(3)] == [None, None, None]
+        assert _note(snaps, "m2", 7) is None
+        before = _stored(redis_client, prefix, "m1")
+        calls = redis_client.info("commandstats").get("cmdstat_set", {}).get("calls", 0)
+        await asyncio.sleep(0.2)
+        after_calls = redis_client.info("commandstats")["cmdstat_set"]["calls"]
+        return before, after_calls - calls
+
+    before, sets = asyncio.run(main())
+    assert before is None  # nothing written within the interval
+    assert sets == 2  # one per merchant, not one per decision
+    assert _stored(redis_client, prefix, "m1") == {
+        "event_id": "e2", "occurred_at": (T0 + timedelta(seconds=2)).isoformat(), "decision_id": "d2",
+        "features": {"merchant.count_24h": 2, "merchant.sum_24h": 3.0}}
+    assert _stored(redis_client, prefix, "m2")["decision_id"] == "d7"
+    assert 0 < redis_client.ttl(keys.merchant_snapshot_key(prefix, "m1")) <= 600
+
+
+def test_a_read_takes_the_pending_snapshot_and_interval_zero_writes_with_the_decision(redis_server, prefix):
+    conn = PipelinedRedis(redis_server.url)
+
+    async def main() -> None:
+        snaps = MerchantSnapshots(conn, prefix, 600, interval_s=60)
+        assert _note(snaps, "m1", 1) is None
+        taken = snaps.take("m1")
+        assert taken is not None and taken[:2] == ("SET", keys.merchant_snapshot_key(prefix, "m1"))
+        assert snaps.take("m1") is None  # no longer pending: the interval's write leaves it out
+        snaps.close()
+
+    asyncio.run(main())
+    now = MerchantSnapshots(conn, prefix, 600, interval_s=0)
+    command = _note(now, "m3", 4)
+    assert command is not None and json.loads(command[2])["event_id"] == "e4" and command[3:] == ("EX", 600)
+    assert now.take("m3") is None
+
+
+def test_a_full_set_of_pending_merchants_is_written_at_once(redis_server, redis_client, prefix, monkeypatch):
+    monkeypatch.setattr(ms, "MAX_PENDING", 3)
+    conn = PipelinedRedis(redis_server.url)
+
+    async def main() -> None:
+        await conn.execute([("PING",)], 1.0)
+        snaps = MerchantSnapshots(conn, prefix, 600, interval_s=60)
+        for i in range(4):  # the third makes three pending: they leave now; the fourth waits
+            _note(snaps, f"m{i}", i)
+        await asyncio.sleep(0.05)
+        snaps.close()
+
+    asyncio.run(main())
+    assert [(_stored(redis_client, prefix, f"m{i}") or {}).get("event_id") for i in range(4)] == \
+        ["e0", "e1", "e2", None]
