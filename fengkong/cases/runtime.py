@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import redis
 from sqlalchemy.engine import Engine
@@ -101,7 +102,7 @@ class CasesRuntime:
 
 def open_cases(*, database_url: str, rules_dir: Path, client: redis.Redis, store: OnlineStore, prefix: str,
                maxlen: int, publish: Publish | None = None, consume: bool = True,
-               hold_dir: Path | None = None) -> CasesRuntime:
+               hold_dir: Path | None = None, gate: Callable[[], bool] | None = None) -> CasesRuntime:
     """Migrate and open the database, and start the consumer (unless ``consume`` is off).
 
     ``client`` is the cases' own Redis client (`cases_client`: analysts' calls and the
@@ -109,7 +110,9 @@ def open_cases(*, database_url: str, rules_dir: Path, client: redis.Redis, store
     it, also when opening fails. ``store`` is the feature store on that client that
     resolutions write their labels to; ``publish`` hears of cases opened and resolved
     (`fengkong.cases.hooks`; None: nobody). ``hold_dir`` keeps the case items Redis could
-    not take so that they outlive the process (`fengkong.cases.held`; None: memory only)."""
+    not take so that they outlive the process (`fengkong.cases.held`; None: memory only).
+    ``gate``: the consumer files only while it answers True (the catch-up consumer's
+    `fengkong.cases.lag.LagGate`); such a consumer leaves the held items to the others."""
     engine: Engine | None = None
     try:
         engine = make_engine(database_url)
@@ -124,10 +127,10 @@ def open_cases(*, database_url: str, rules_dir: Path, client: redis.Redis, store
     desk = Desk(sessions=session_factory(engine), config=config,
                 labels=StoreLabels(store, client, prefix=prefix, maxlen=maxlen), publish=publish)
     intake = Intake(config, prefix=prefix, hold_dir=hold_dir)
-    consumer = Consumer(client, desk, stream=stream_key(prefix))
+    consumer = Consumer(client, desk, stream=stream_key(prefix), gate=gate)
     rt = CasesRuntime(engine=engine, desk=desk, intake=intake, consumer=consumer, client=client, config_path=path,
                       _mtime=path.stat().st_mtime if path.exists() else None)
-    consumer.tick = rt.tick
+    consumer.tick = rt.tick if gate is None else rt.refresh_config
     if consume:
         consumer.start()
     else:

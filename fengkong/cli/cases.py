@@ -24,11 +24,16 @@ def consume(
     redis_url: Optional[str] = typer.Option(None, "--redis-url", help="The service's Redis (FENGKONG_REDIS_URL)."),
     database_url: Optional[str] = typer.Option(None, "--database-url", help="The cases database "
                                                "(FENGKONG_DATABASE_URL; default SQLite in the data dir)."),
+    catch_up: bool = typer.Option(False, "--catch-up", help="File only while filing is behind its bound "
+                                  "(FENGKONG_CASES_MAX_LAG_S, FENGKONG_CASES_MAX_BACKLOG), until back under half "
+                                  "of it: the normal-priority companion of a consumer run at idle priority."),
 ) -> None:
     """Read the intake stream and file cases until SIGINT or SIGTERM."""
     from fengkong.api.config import Settings
     from fengkong.cases.runtime import cases_client, open_cases
     from fengkong.cases.held import held_dir
+    from fengkong.cases.intake import stream_key
+    from fengkong.cases.lag import LagGate
     from fengkong.db.url import database_url as resolve, redacted
     from fengkong.features.ipintel import IpIntel
     from fengkong.features.lists import load_list_specs
@@ -57,12 +62,45 @@ def consume(
     def _webhooks(events: Sequence[tuple[str, dict[str, Any]]]) -> None:  # case.opened reaches the subscriptions
         publish_many(client, events, prefix=settings.key_prefix)
 
+    gate = LagGate(client, stream_key(settings.key_prefix), max_lag_s=settings.cases_max_lag_s,
+                   max_backlog=settings.cases_max_backlog) if catch_up else None
     cases = open_cases(database_url=db, rules_dir=Path(settings.rules_dir), client=client, store=store,
                        prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, publish=_webhooks,
-                       hold_dir=held_dir(settings.data_dir))  # drains what workers that died held
-    typer.echo(f"filing cases from {url.split('@')[-1]} into {redacted(db)}; stop with Ctrl-C")
+                       hold_dir=held_dir(settings.data_dir), gate=gate)  # drains what workers that died held
+    when = (f" while behind the bound ({settings.cases_max_lag_s:g} s or {settings.cases_max_backlog} items)"
+            if catch_up else "")
+    typer.echo(f"filing cases from {url.split('@')[-1]} into {redacted(db)}{when}; stop with Ctrl-C")
     try:
         stop.wait()
     finally:
         cases.close()
         typer.echo(f"stopped: {cases.consumer.filed} filed, {cases.consumer.dropped} dropped")
+
+
+@app.command("backlog")
+def backlog(
+    redis_url: Optional[str] = typer.Option(None, "--redis-url", help="The service's Redis (FENGKONG_REDIS_URL)."),
+) -> None:
+    """Print the unfiled reviews as JSON: how many, the oldest one's age, and the bound
+    past which the catch-up consumer files at normal priority (docs/cases.md)."""
+    import json
+
+    from fengkong.api.config import Settings
+    from fengkong.cases.intake import stream_key
+    from fengkong.cases.lag import LagGate, read_backlog
+    from fengkong.cases.runtime import cases_client
+
+    settings = Settings()
+    url = redis_url or settings.redis_url
+    if not url:
+        raise typer.BadParameter("the service's Redis URL is needed", param_hint="--redis-url")
+    client = cases_client(url)
+    try:
+        stream = stream_key(settings.key_prefix)
+        now = read_backlog(client, stream)
+        gate = LagGate(client, stream, max_lag_s=settings.cases_max_lag_s, max_backlog=settings.cases_max_backlog)
+    finally:
+        client.close()
+    typer.echo(json.dumps({"stream": stream, "unfiled": now.length, "oldest_age_s": now.oldest_age_s,
+                           "max_lag_s": gate.max_lag_s, "max_backlog": gate.max_backlog,
+                           "over_bound": gate.over(now)}))
