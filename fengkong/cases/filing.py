@@ -11,8 +11,9 @@ one batch group with each other as if filed one after the other, in their order.
 A batch is: take the entities' locks, read which of its decisions are filed already
 (a redelivery files nothing: filing is idempotent by decision id, and the unique
 ``decision_id`` column is the last guard), read the entities' unresolved cases within
-the batch's window, group in memory, then one bulk INSERT of the new cases (their ids
-returned in order), one bulk UPDATE of the cases that took decisions, one bulk INSERT of
+the batch's window, group in memory, then one bulk INSERT of the new cases (on
+PostgreSQL their ids returned in order; on SQLite, where that would insert row by row,
+ids allocated after the largest under the write lock the batch holds), one bulk UPDATE of the cases that took decisions, one bulk INSERT of
 the decisions and one of the audit rows. The caller owns the transaction.
 
 Concurrent consumers (one per worker) cannot open two cases for one entity nor file a

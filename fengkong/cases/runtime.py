@@ -102,7 +102,8 @@ class CasesRuntime:
 
 def open_cases(*, database_url: str, rules_dir: Path, client: redis.Redis, store: OnlineStore, prefix: str,
                maxlen: int, publish: Publish | None = None, consume: bool = True,
-               hold_dir: Path | None = None, gate: Callable[[], bool] | None = None) -> CasesRuntime:
+               hold_dir: Path | None = None, gate: Callable[[], bool] | None = None,
+               grow: bool = True) -> CasesRuntime:
     """Migrate and open the database, and start the consumer (unless ``consume`` is off).
 
     ``client`` is the cases' own Redis client (`cases_client`: analysts' calls and the
@@ -112,7 +113,9 @@ def open_cases(*, database_url: str, rules_dir: Path, client: redis.Redis, store
     (`fengkong.cases.hooks`; None: nobody). ``hold_dir`` keeps the case items Redis could
     not take so that they outlive the process (`fengkong.cases.held`; None: memory only).
     ``gate``: the consumer files only while it answers True (the catch-up consumer's
-    `fengkong.cases.lag.LagGate`); such a consumer leaves the held items to the others."""
+    `fengkong.cases.lag.LagGate`); such a consumer leaves the held items to the others.
+    ``grow`` off keeps every batch at the first size (`Consumer.batch`): a process at idle
+    priority keeps its transactions, and the locks they hold, short."""
     engine: Engine | None = None
     try:
         engine = make_engine(database_url)
@@ -128,6 +131,8 @@ def open_cases(*, database_url: str, rules_dir: Path, client: redis.Redis, store
                 labels=StoreLabels(store, client, prefix=prefix, maxlen=maxlen), publish=publish)
     intake = Intake(config, prefix=prefix, hold_dir=hold_dir)
     consumer = Consumer(client, desk, stream=stream_key(prefix), gate=gate)
+    if not grow:
+        consumer.max_batch = consumer.batch
     rt = CasesRuntime(engine=engine, desk=desk, intake=intake, consumer=consumer, client=client, config_path=path,
                       _mtime=path.stat().st_mtime if path.exists() else None)
     consumer.tick = rt.tick if gate is None else rt.refresh_config

@@ -19,6 +19,19 @@ import typer
 app = typer.Typer(help="The review queue's background work.", no_args_is_help=True)
 
 
+def _idle() -> bool:
+    """Whether this process runs at ``SCHED_IDLE`` (`fengkong serve`'s steady consumer): it
+    may be starved in the middle of a batch, holding the batch's database locks, so its
+    batches stay small."""
+    import os
+
+    idle = getattr(os, "SCHED_IDLE", None)
+    try:
+        return idle is not None and os.sched_getscheduler(0) == idle
+    except OSError:
+        return False
+
+
 @app.command("consume")
 def consume(
     redis_url: Optional[str] = typer.Option(None, "--redis-url", help="The service's Redis (FENGKONG_REDIS_URL)."),
@@ -66,7 +79,8 @@ def consume(
                    max_backlog=settings.cases_max_backlog) if catch_up else None
     cases = open_cases(database_url=db, rules_dir=Path(settings.rules_dir), client=client, store=store,
                        prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, publish=_webhooks,
-                       hold_dir=held_dir(settings.data_dir), gate=gate)  # drains what workers that died held
+                       hold_dir=held_dir(settings.data_dir), gate=gate,  # drains what workers that died held
+                       grow=not _idle())
     when = (f" while behind the bound ({settings.cases_max_lag_s:g} s or {settings.cases_max_backlog} items)"
             if catch_up else "")
     typer.echo(f"filing cases from {url.split('@')[-1]} into {redacted(db)}{when}; stop with Ctrl-C")
