@@ -6,6 +6,7 @@ and files nothing younger."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -147,6 +148,9 @@ def test_a_backlog_older_than_the_bound_is_filed_beside_cpu_bound_processes(tmp_
         # the idle-priority consumer (the cases' opened_at is the filing time, in UTC)
         first_ms = min(datetime.fromisoformat(opened + "+00:00").timestamp() * 1000 for _, opened in filed)
         assert first_ms - queued_ms >= bound_s * 1000 - 5, (first_ms, queued_ms)
+        deadline = time.monotonic() + 30  # acknowledged and deleted after the commit
+        while redis_client.xlen(stream_key(prefix)) and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert redis_client.xlen(stream_key(prefix)) == 0
     finally:
         for proc in hogs:
@@ -158,3 +162,30 @@ def test_a_backlog_older_than_the_bound_is_filed_beside_cpu_bound_processes(tmp_
             consumer.kill()
         for proc in hogs:
             proc.wait()
+
+
+def test_under_a_backlog_batches_grow_and_shrink_back_when_it_is_gone(db, redis_client, prefix):
+    stream = stream_key(prefix)
+    _queue(redis_client, prefix, range(20))
+    consumer = Consumer(redis_client, Desk(sessions=db, config=CasesConfig()), stream=stream, name="grow", batch=2,
+                        max_batch=8)
+    assert [consumer.step(block_ms=0) for _ in range(5)] == [2, 4, 8, 6, 0]  # 6 < 8: the backlog is gone
+    assert consumer.count == 2 and consumer.filed == 20
+    kept = Consumer(redis_client, Desk(sessions=db, config=CasesConfig()), stream=stream, name="kept", batch=2,
+                    max_batch=2)  # the idle-priority consumer's: its transactions stay short
+    _queue(redis_client, prefix, range(20, 26))
+    assert [kept.step(block_ms=0) for _ in range(4)] == [2, 2, 2, 0]
+
+
+def test_the_backlog_command_prints_the_backlog_and_the_bound(redis_server, redis_client, prefix):
+    from typer.testing import CliRunner
+
+    from fengkong.cli import app
+
+    _queue(redis_client, prefix, range(3), at_ms=_redis_ms(redis_client) - 50_000)
+    result = CliRunner().invoke(app, ["cases", "backlog"], env={
+        "FENGKONG_REDIS_URL": redis_server.url, "FENGKONG_KEY_PREFIX": prefix, "FENGKONG_CASES_MAX_LAG_S": "40"})
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["unfiled"] == 3 and 50 <= out["oldest_age_s"] < 55 and out["max_lag_s"] == 40
+    assert out["over_bound"] is True
