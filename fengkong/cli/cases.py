@@ -19,6 +19,17 @@ import typer
 app = typer.Typer(help="The review queue's background work.", no_args_is_help=True)
 
 
+def _freeze_start_up() -> None:
+    """Move what start-up made (modules, SQLAlchemy's compiled statements, the migration's
+    leftovers once collected) out of the garbage collector's reach: this process only files
+    cases, those objects live as long as it does, and every collection would otherwise walk
+    them again (a large part of filing a batch: docs/benchmarks.md)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def _idle() -> bool:
     """Whether this process runs at ``SCHED_IDLE`` (`fengkong serve`'s steady consumer): it
     may be starved in the middle of a batch, holding the batch's database locks, so its
@@ -81,6 +92,7 @@ def consume(
                        prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, publish=_webhooks,
                        hold_dir=held_dir(settings.data_dir), gate=gate,  # drains what workers that died held
                        grow=not _idle())
+    _freeze_start_up()
     when = (f" while behind the bound ({settings.cases_max_lag_s:g} s or {settings.cases_max_backlog} items)"
             if catch_up else "")
     typer.echo(f"filing cases from {url.split('@')[-1]} into {redacted(db)}{when}; stop with Ctrl-C")
