@@ -59,9 +59,6 @@ def consume(
     from fengkong.cases.intake import stream_key
     from fengkong.cases.lag import LagGate
     from fengkong.db.url import database_url as resolve, redacted
-    from fengkong.features.ipintel import IpIntel
-    from fengkong.features.lists import load_list_specs
-    from fengkong.features.cluster_store import store_class_for
 
     # handlers first: a stop that arrives while the consumer starts still ends it cleanly
     stop = threading.Event()
@@ -76,19 +73,17 @@ def consume(
     if not url:
         raise typer.BadParameter("the service's Redis URL is needed", param_hint="--redis-url")
     db = resolve(database_url or settings.database_url, Path(settings.data_dir))
-    lists_dir = Path(settings.rules_dir) / "lists"
     from fengkong.webhooks import publish_many
 
-    client = cases_client(url)  # one client for the consumer, labels and webhooks; the runtime closes it
-    store = store_class_for(url)(client, ipintel=IpIntel.load(lists_dir), lists=load_list_specs(lists_dir),
-                                 prefix=settings.key_prefix)
+    client = cases_client(url)  # one client for the consumer and webhooks; the runtime closes it
 
     def _webhooks(events: Sequence[tuple[str, dict[str, Any]]]) -> None:  # case.opened reaches the subscriptions
         publish_many(client, events, prefix=settings.key_prefix)
 
     gate = LagGate(client, stream_key(settings.key_prefix), max_lag_s=settings.cases_max_lag_s,
                    max_backlog=settings.cases_max_backlog) if catch_up else None
-    cases = open_cases(database_url=db, rules_dir=Path(settings.rules_dir), client=client, store=store,
+    # no feature store: this process resolves no case, so it sends no label (and starts faster)
+    cases = open_cases(database_url=db, rules_dir=Path(settings.rules_dir), client=client, store=None,
                        prefix=settings.key_prefix, maxlen=settings.audit_stream_maxlen, publish=_webhooks,
                        hold_dir=held_dir(settings.data_dir), gate=gate,  # drains what workers that died held
                        grow=not _idle())
