@@ -219,16 +219,17 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _consumer_pid(parent: int) -> int | None:
+def _consumer_pid(parent: int, catch_up: bool = False) -> int | None:
     """The case consumer process `fengkong serve` runs beside its worker (its child running
-    `fengkong cases consume`); None when the code under test files cases in the worker."""
+    `fengkong cases consume`; with ``catch_up``, the one run with ``--catch-up``); None when
+    the code under test files cases in the worker (or has no catch-up consumer)."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
             cmdline = (stat.parent / "cmdline").read_bytes().split(b"\0")
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == parent and b"cases" in cmdline and b"consume" in cmdline:
+        if ppid == parent and b"cases" in cmdline and b"consume" in cmdline and (b"--catch-up" in cmdline) == catch_up:
             return int(stat.parent.name)
     return None
 
@@ -246,6 +247,9 @@ def _watch(service: subprocess.Popen, redis_pid: int) -> dict[str, int]:
     consumer = _consumer_pid(service.pid)
     if consumer is not None:
         watch["cases"] = consumer
+    catch_up = _consumer_pid(service.pid, catch_up=True)
+    if catch_up is not None:
+        watch["cases_catch_up"] = catch_up
     return watch
 
 
@@ -453,6 +457,8 @@ def main() -> None:
         "service_redis_cpu_us": s["cpu_us_per_request"]["redis"],
         "minimal_worker_cpu_us": m["cpu_us_per_request"]["worker"],
         **({"service_cases_cpu_us": s["cpu_us_per_request"]["cases"]} if "cases" in s["cpu_us_per_request"] else {}),
+        **({"service_cases_catch_up_cpu_us": s["cpu_us_per_request"]["cases_catch_up"]}
+           if "cases_catch_up" in s["cpu_us_per_request"] else {}),
         "service_review_share": _share(s, "review"), "service_cases_backlog": s.get("cases_backlog"),
         **(models_keys(results["service_models"], m) if "service_models" in results else {}),
         **({f"webhook_{k}": v for k, v in s["webhook"].items()} if "webhook" in s else {}),

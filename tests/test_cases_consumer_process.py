@@ -1,7 +1,8 @@
-"""`fengkong serve` files cases from one consumer process beside its workers, at a lower
-priority than theirs: a decision worker only queues (a stopped consumer means no case is filed, however long the worker
+"""`fengkong serve` files cases from a consumer process beside its workers, at idle
+priority (with a catch-up consumer at nice 10 for a backlog past its bound): a decision
+worker only queues (a stopped consumer means no case is filed, however long the worker
 runs), a killed consumer is restarted and files what was queued meanwhile, and stopping
-the service stops it."""
+the service stops them."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import time
 from pathlib import Path
 
 from api_fixtures import payment
-from fengkong.cli.case_process import NICE
+from fengkong.cli.case_process import CATCH_UP, NICE
 from serve_process import ServeProcess, pid_alive, wait_until
 
 TOR = "185.220.101.7"  # on the default rules' Tor list: the payment is answered `review`
 
 
-def consumer_pids(parent: int) -> list[int]:
-    """The supervisor's children running `fengkong cases consume`."""
+def consumer_pids(parent: int, catch_up: bool = False) -> list[int]:
+    """The supervisor's children running `fengkong cases consume` (the steady ones, or
+    with ``catch_up`` those run with ``--catch-up``)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -26,7 +28,8 @@ def consumer_pids(parent: int) -> list[int]:
             argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == parent and b"cases" in argv and b"consume" in argv and pid_alive(int(stat.parent.name)):
+        if (ppid == parent and b"cases" in argv and b"consume" in argv and (CATCH_UP.encode() in argv) == catch_up
+                and pid_alive(int(stat.parent.name))):
             found.append(int(stat.parent.name))
     return found
 
@@ -55,12 +58,18 @@ def test_the_workers_only_queue_and_a_killed_consumer_is_restarted(tmp_path: Pat
         assert wait_until(lambda: len(consumer_pids(serve.proc.pid)) == 1, 30), serve.output()
         [consumer] = consumer_pids(serve.proc.pid)
         assert f"cases: a consumer process (pid {consumer})" in serve.output()
-        assert _nice(consumer) == NICE and _nice(serve.proc.pid) == 0  # decisions come first on shared cores
+        [catch_up] = consumer_pids(serve.proc.pid, catch_up=True)
+        # decisions come first on shared cores: the steady consumer files with idle CPU only,
+        # the catch-up one (filing only past the lag bound) at nice 10, the service at 0
+        assert os.sched_getscheduler(consumer) == os.SCHED_IDLE
+        assert os.sched_getscheduler(catch_up) == os.SCHED_OTHER and _nice(catch_up) == NICE
+        assert os.sched_getscheduler(serve.proc.pid) == os.SCHED_OTHER and _nice(serve.proc.pid) == 0
         with serve.client() as c:
             filed = _review(c)
             assert wait_until(lambda: bool(_cases(c, filed)), 30), serve.output()
 
-            # the consumer stopped: the worker files nothing itself, the review waits queued
+            # the consumer stopped: the worker files nothing itself, nor does the catch-up
+            # consumer while the review is younger than the lag bound (30 s): it waits queued
             os.kill(consumer, signal.SIGSTOP)
             try:
                 waiting = _review(c)
@@ -81,5 +90,6 @@ def test_the_workers_only_queue_and_a_killed_consumer_is_restarted(tmp_path: Pat
         serve.send(signal.SIGTERM)
         serve.wait(60)
         assert wait_until(lambda: not pid_alive(restarted), 15), "the consumer outlived the service"
+        assert wait_until(lambda: not pid_alive(catch_up), 15), "the catch-up consumer outlived the service"
     finally:
         serve.close()

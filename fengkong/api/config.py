@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     cases_consumer: bool = Field(default=True, description="File queued review decisions as cases: `fengkong "
                                  "serve` runs one consumer process beside its workers (they get false); an app "
                                  "built directly, one in each worker; false = leave it to `fengkong cases consume`")
+    cases_max_lag_s: float = Field(default=30.0, gt=0, description="The case filing lag bound: once the oldest "
+                                   "unfiled review is older, a catch-up consumer files at normal priority (nice "
+                                   "10) until it is back under half (docs/cases.md)")
+    cases_max_backlog: int = Field(default=100_000, gt=0, description="The same bound as a count of unfiled "
+                                   "reviews (the intake stream's length)")
     rules_dir: Path = Field(default=Path("rules"), description="Rule files, policy.yaml and lists/")
     artifacts_dir: Path | None = Field(default_factory=_artifacts_root, description="Model artifacts, "
                                        "the folder `fengkong train` writes (absent = rules-only)")

@@ -65,10 +65,12 @@ class CasesConfig:
     def queue_for(self, reasons: list[dict[str, Any]]) -> Queue:
         """The queue of the highest-scoring rule that belongs to one (the first such queue in
         the file), else the default queue: the rule that weighed most says what the case is."""
-        for reason in sorted(reasons, key=lambda r: -float(r.get("score") or 0)):
-            queue = next((q for q in self.queues if q.takes([reason])), None)
-            if queue is not None:
-                return queue
+        if self.queues:
+            for reason in sorted(reasons, key=_weight, reverse=True):  # stable: the first of equals first
+                rule, tags = reason.get("id"), reason.get("tags") or ()
+                for queue in self.queues:  # `Queue.takes` of this one reason, without its lists
+                    if rule in queue.rules or not queue.tags.isdisjoint(tags):
+                        return queue
         return self.default_queue
 
     def sla_hours(self, queue: str) -> float:
@@ -79,6 +81,10 @@ class CasesConfig:
         """The configured queues and the default queue, each once."""
         names = {q.name for q in self.queues}
         return self.queues + (() if self.default_queue.name in names else (self.default_queue,))
+
+
+def _weight(reason: dict[str, Any]) -> float:
+    return float(reason.get("score") or 0)
 
 
 def _at(where: str, key: str) -> str:

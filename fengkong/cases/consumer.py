@@ -15,7 +15,10 @@ from its start, so items queued before any worker ran are filed too.
 A batch read at once is filed in one transaction with a few statements for all its items
 (`fengkong.cases.filing`); after a batch that was not full the consumer lingers
 ``linger_s`` so that, under load, items are filed many at a time (a batch costs far
-less per item than one item alone). The cases a batch opened are told to the desk's
+less per item than one item alone), and after a full one it reads twice as many next
+time, up to ``max_batch``, so that a backlog is worked off in fewer, larger transactions.
+A consumer given a ``gate`` (the catch-up consumer, `fengkong.cases.lag`) files only
+while the gate is open. The cases a batch opened are told to the desk's
 publisher (``case.opened``, the webhooks) in one call after the commit. A database fault
 (unreachable, locked past the busy timeout) leaves the items pending and the consumer
 waits ``retry_s`` before trying again; an item that cannot be filed for any other reason
@@ -51,25 +54,32 @@ class Consumer:
     """Reads the intake stream in the ``cases`` group and files each item (see the module doc)."""
 
     def __init__(self, client: redis.Redis, desk: Desk, *, stream: str, name: str | None = None,
-                 block_ms: int = 250, batch: int = 100, claim_idle_ms: int = 30_000, retry_s: float = 1.0,
-                 linger_s: float = 1.0,
-                 tick: Callable[[], None] | None = None) -> None:
+                 block_ms: int = 250, batch: int = 100, max_batch: int = 800, claim_idle_ms: int = 30_000,
+                 retry_s: float = 1.0, linger_s: float = 1.0, tick: Callable[[], None] | None = None,
+                 gate: Callable[[], bool] | None = None) -> None:
         self.client = client
         self.desk = desk
         self.stream = stream
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.block_ms = block_ms
         self.batch = batch
+        self.max_batch = max(batch, max_batch)
+        #: the next read's size: `batch`, doubled after each full read up to `max_batch`
+        self.count = batch
         self.claim_idle_ms = claim_idle_ms
         self.retry_s = retry_s
         self.linger_s = linger_s
         self.tick = tick
+        #: None: file whatever is queued; else file only while it answers True (the
+        #: catch-up consumer's `fengkong.cases.lag.LagGate`)
+        self.gate = gate
         self.filed = 0
         self.dropped = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._group_ready = False
         self._own_pending = True
+        self._full = False
 
     def ensure_group(self) -> bool:
         """Create the consumer group (reading from the stream's start) unless it exists;
@@ -92,17 +102,20 @@ class Consumer:
         if not self._group_ready and not self.ensure_group():
             self._stop.wait(block / 1000)
             return 0
+        count = self.count
         reply: Any = self.client.xautoclaim(self.stream, GROUP, self.name, self.claim_idle_ms, start_id="0-0",
-                                       count=self.batch)
+                                            count=count)
         entries = [e for e in reply[1] if e and e[1] is not None]
         if not entries and self._own_pending:  # this consumer's items left pending by a fault
-            got: Any = self.client.xreadgroup(GROUP, self.name, {self.stream: "0"}, count=self.batch)
+            got: Any = self.client.xreadgroup(GROUP, self.name, {self.stream: "0"}, count=count)
             entries = [e for _, stream_entries in got or () for e in stream_entries if e[1]]
             self._own_pending = bool(entries)
         if not entries:
-            got = self.client.xreadgroup(GROUP, self.name, {self.stream: ">"}, count=self.batch,
-                                              block=block or None)
+            got = self.client.xreadgroup(GROUP, self.name, {self.stream: ">"}, count=count, block=block or None)
             entries = [e for _, stream_entries in got or () for e in stream_entries]
+        # a full read means a backlog: read more at once (fewer statements and commits per item)
+        self._full = len(entries) >= count
+        self.count = min(count * 2, self.max_batch) if self._full else self.batch
         done = self._file_batch(entries)
         if done:  # acknowledged and deleted: the stream holds only what is still to file
             with self.client.pipeline(transaction=True) as pipe:
@@ -179,7 +192,9 @@ class Consumer:
         """Step until stopped; Redis faults are logged and retried after ``retry_s``."""
         while not self._stop.is_set():
             try:
-                if 0 < self.step() < self.batch:  # let the next items gather: one commit for many
+                if self.gate is not None and not self.gate():  # under the bound: the idle consumer files
+                    self._stop.wait(self.block_ms / 1000)
+                elif 0 < self.step() and not self._full:  # not full: let the next items gather
                     self._stop.wait(self.linger_s)
                 if self.tick is not None:
                     self.tick()

@@ -11,8 +11,9 @@ one batch group with each other as if filed one after the other, in their order.
 A batch is: take the entities' locks, read which of its decisions are filed already
 (a redelivery files nothing: filing is idempotent by decision id, and the unique
 ``decision_id`` column is the last guard), read the entities' unresolved cases within
-the batch's window, group in memory, then one bulk INSERT of the new cases (their ids
-returned in order), one bulk UPDATE of the cases that took decisions, one bulk INSERT of
+the batch's window, group in memory, then one bulk INSERT of the new cases (on
+PostgreSQL their ids returned in order; on SQLite, where that would insert row by row,
+ids allocated after the largest under the write lock the batch holds), one bulk UPDATE of the cases that took decisions, one bulk INSERT of
 the decisions and one of the audit rows. The caller owns the transaction.
 
 Concurrent consumers (one per worker) cannot open two cases for one entity nor file a
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, Sequence, cast
 
-from sqlalchemy import Table, bindparam, insert, select, text, update
+from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -56,6 +57,10 @@ _OPEN = (select(*_ROW_COLUMNS)
                 _CASES.c.first_occurred_at >= bindparam("lo"), _CASES.c.first_occurred_at <= bindparam("hi"))
          .order_by(_CASES.c.id))
 _NEW_CASE = insert(_CASES).returning(_CASES.c.id, sort_by_parameter_order=True)
+_NEW_CASE_WITH_ID = insert(_CASES)
+_LAST_ID = select(func.max(_CASES.c.id))
+#: A new case's columns that are null until an analyst acts (left to their default).
+_UNSET_ON_OPEN = frozenset({"id", "assignee", "disposition", "note", "claimed_at", "resolved_at"})
 _GROUPED = (update(_CASES).where(_CASES.c.id == bindparam("b_id"))
             .values(priority=bindparam("b_priority"), max_score=bindparam("b_max_score"),
                     first_occurred_at=bindparam("b_first"), last_occurred_at=bindparam("b_last"),
@@ -224,9 +229,18 @@ def _write(conn: Connection, new: list[CaseRow], grouped: list[CaseRow], decisio
            audit: list[tuple[CaseRow, dict[str, Any]]], now: datetime) -> None:
     """The batch's rows: new cases first (the others refer to their ids), in item order."""
     if new:
-        rows = [{k: v for k, v in vars(c).items() if k != "id"} for c in new]
-        for case, case_id in zip(new, conn.execute(_NEW_CASE, rows).scalars()):
-            case.id = case_id
+        rows = [{k: v for k, v in vars(c).items() if k not in _UNSET_ON_OPEN} for c in new]
+        if conn.dialect.name == "sqlite":
+            # the batch holds the database's write lock (`_lock`), so no other writer can
+            # take these ids; one executemany, where RETURNING in parameter order would
+            # insert row by row on SQLite
+            first = (conn.execute(_LAST_ID).scalar() or 0) + 1
+            for n, (case, row) in enumerate(zip(new, rows)):
+                case.id = row["id"] = first + n
+            conn.execute(_NEW_CASE_WITH_ID, rows)
+        else:
+            for case, case_id in zip(new, conn.execute(_NEW_CASE, rows).scalars()):
+                case.id = case_id
     if grouped:
         conn.execute(_GROUPED, [{"b_id": c.id, "b_priority": c.priority, "b_max_score": c.max_score,
                                  "b_first": c.first_occurred_at, "b_last": c.last_occurred_at,

@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import redis
 from sqlalchemy.engine import Engine
@@ -25,12 +26,14 @@ from fengkong.cases import config as cases_config
 from fengkong.cases.consumer import Consumer
 from fengkong.cases.hooks import Publish
 from fengkong.cases.intake import Intake, stream_key
-from fengkong.cases.labels import StoreLabels
 from fengkong.cases.service import Desk
 from fengkong.db import migrate
 from fengkong.db.engine import make_engine, session_factory
 from fengkong.features.cluster import client_for_url
-from fengkong.features.online import OnlineStore
+
+if TYPE_CHECKING:  # imported where needed: a consumer process, which resolves nothing, does without them
+    from fengkong.cases.labels import LabelSink
+    from fengkong.features.online import OnlineStore
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +102,34 @@ class CasesRuntime:
         self.engine.dispose()
 
 
-def open_cases(*, database_url: str, rules_dir: Path, client: redis.Redis, store: OnlineStore, prefix: str,
+def _labels(store: OnlineStore | None, client: redis.Redis, *, prefix: str, maxlen: int) -> LabelSink | None:
+    """Where resolutions send their labels: the feature store, or nowhere (None) for a
+    process that resolves no case (`fengkong cases consume` spares itself the feature
+    store's start-up)."""
+    if store is None:
+        return None
+    from fengkong.cases.labels import StoreLabels
+
+    return StoreLabels(store, client, prefix=prefix, maxlen=maxlen)
+
+
+def open_cases(*, database_url: str, rules_dir: Path, client: redis.Redis, store: OnlineStore | None, prefix: str,
                maxlen: int, publish: Publish | None = None, consume: bool = True,
-               hold_dir: Path | None = None) -> CasesRuntime:
+               hold_dir: Path | None = None, gate: Callable[[], bool] | None = None,
+               grow: bool = True) -> CasesRuntime:
     """Migrate and open the database, and start the consumer (unless ``consume`` is off).
 
     ``client`` is the cases' own Redis client (`cases_client`: analysts' calls and the
     consumer may wait, a payment never does); the runtime owns it from now on and closes
     it, also when opening fails. ``store`` is the feature store on that client that
-    resolutions write their labels to; ``publish`` hears of cases opened and resolved
+    resolutions write their labels to (None: they write none; for a process that only
+    files, `fengkong cases consume`); ``publish`` hears of cases opened and resolved
     (`fengkong.cases.hooks`; None: nobody). ``hold_dir`` keeps the case items Redis could
-    not take so that they outlive the process (`fengkong.cases.held`; None: memory only)."""
+    not take so that they outlive the process (`fengkong.cases.held`; None: memory only).
+    ``gate``: the consumer files only while it answers True (the catch-up consumer's
+    `fengkong.cases.lag.LagGate`); such a consumer leaves the held items to the others.
+    ``grow`` off keeps every batch at the first size (`Consumer.batch`): a process at idle
+    priority keeps its transactions, and the locks they hold, short."""
     engine: Engine | None = None
     try:
         engine = make_engine(database_url)
@@ -122,12 +142,14 @@ def open_cases(*, database_url: str, rules_dir: Path, client: redis.Redis, store
         client.close()
         raise
     desk = Desk(sessions=session_factory(engine), config=config,
-                labels=StoreLabels(store, client, prefix=prefix, maxlen=maxlen), publish=publish)
+                labels=_labels(store, client, prefix=prefix, maxlen=maxlen), publish=publish)
     intake = Intake(config, prefix=prefix, hold_dir=hold_dir)
-    consumer = Consumer(client, desk, stream=stream_key(prefix))
+    consumer = Consumer(client, desk, stream=stream_key(prefix), gate=gate)
+    if not grow:
+        consumer.max_batch = consumer.batch
     rt = CasesRuntime(engine=engine, desk=desk, intake=intake, consumer=consumer, client=client, config_path=path,
                       _mtime=path.stat().st_mtime if path.exists() else None)
-    consumer.tick = rt.tick
+    consumer.tick = rt.tick if gate is None else rt.refresh_config
     if consume:
         consumer.start()
     else:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
@@ -26,9 +26,11 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from fengkong.cases import hooks
 from fengkong.cases.config import CasesConfig
 from fengkong.cases.errors import CaseNotFound, IllegalTransition, InvalidCaseInput
-from fengkong.cases.labels import LabelSink, label_events
 from fengkong.events import looks_like_pan
 from fengkong.cases.models import DISPOSITIONS, ENTITY_KINDS, STATUSES, Case, CaseDecision, CaseEvent, CaseRow
+
+if TYPE_CHECKING:  # at run time only `resolve` needs labels: a consumer process does without the feature store
+    from fengkong.cases.labels import LabelSink
 
 MAX_LIMIT = 500
 MAX_NOTE = 4000
@@ -225,6 +227,8 @@ def resolve(desk: Desk, *, case_id: int, actor: str, disposition: str, note: str
         if case.status == "resolved" or (case.status == "claimed" and case.assignee != actor):
             raise IllegalTransition("status", _refusal(case, "resolve"))
         if desk.labels is not None:
+            from fengkong.cases.labels import label_events
+
             events = label_events(case, disposition)
             if events:
                 desk.labels.record(events, case_id=case.id, disposition=disposition, actor=actor)

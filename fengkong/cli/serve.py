@@ -126,7 +126,8 @@ def _start_case_consumer(settings: Any, say: Any) -> CaseConsumerProcess | None:
         return None
     consumer = CaseConsumerProcess(dict(os.environ)).start()
     os.environ[CONSUMER_ENV] = "false"  # the workers only queue
-    say(f"cases: a consumer process (pid {consumer.pid}) files the queued review decisions; "
+    say(f"cases: a consumer process (pid {consumer.pid}) files the queued review decisions at idle priority, "
+        f"a catch-up one (pid {consumer.catch_up_pid}) when filing is over {settings.cases_max_lag_s:g} s behind; "
         "the workers only queue them")
     return consumer
 
