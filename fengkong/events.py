@@ -41,6 +41,8 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
+from fengkong.event_times import (  # noqa: F401  (re-exported)
+    DEFAULT_OCCURRED_AT_RANGE, EPOCH, OCCURRED_AT_MAX_ENV, OCCURRED_AT_MIN_ENV, occurred_at_range, range_since_epoch)
 from fengkong.pan import MAX_DEPTH, looks_like_pan, luhn_ok, nesting_problem  # noqa: F401  (re-exported)
 
 
@@ -129,9 +131,6 @@ IPV4_TEXT = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 _UNSET = object()
 #: A plain decimal: ASCII digits, an optional fraction, an optional minus (refused as negative).
 _PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
-OCCURRED_AT_MIN_ENV = "FENGKONG_OCCURRED_AT_MIN"
-OCCURRED_AT_MAX_ENV = "FENGKONG_OCCURRED_AT_MAX"
-DEFAULT_OCCURRED_AT_RANGE = (datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc))
 
 
 class EventRejected(ValueError):
@@ -206,38 +205,6 @@ def find_pan(data: Any, path: str = "", max_depth: int | None = None) -> str | N
     return None
 
 
-@functools.lru_cache(maxsize=1)
-def occurred_at_range() -> tuple[datetime, datetime]:
-    """The accepted span of ``occurred_at``: [min, max), from ``FENGKONG_OCCURRED_AT_MIN`` /
-    ``FENGKONG_OCCURRED_AT_MAX`` (ISO 8601; a date or a time without offset is UTC) or years
-    2000 to 2100. Wide enough for replays of old histories, narrow enough that a year-1
-    or year-9999 typo is refused instead of landing in (or overflowing) every window."""
-    bounds = []
-    for env, default in zip((OCCURRED_AT_MIN_ENV, OCCURRED_AT_MAX_ENV), DEFAULT_OCCURRED_AT_RANGE):
-        text = os.environ.get(env, "").strip()
-        value = datetime.fromisoformat(text) if text else default
-        bounds.append(value if value.tzinfo else value.replace(tzinfo=timezone.utc))
-    if bounds[0] >= bounds[1]:
-        raise ValueError(f"{OCCURRED_AT_MIN_ENV} must be before {OCCURRED_AT_MAX_ENV}")
-    return bounds[0], bounds[1]
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-#: `occurred_at_range`'s bounds (the very tuple it returned) and the same as time since `_EPOCH`
-_span: tuple[tuple[datetime, datetime] | None, tuple[timedelta, timedelta]] = (None, (timedelta(0), timedelta(0)))
-
-
-def _range_since_epoch() -> tuple[timedelta, timedelta]:
-    """`occurred_at_range` as time since the epoch: a parsed time is checked against it by
-    one exact subtraction (`timedelta`), where comparing it with the two bounds asked each
-    time for both sides' UTC offsets."""
-    global _span
-    bounds = occurred_at_range()
-    if _span[0] is not bounds:
-        _span = (bounds, (bounds[0] - _EPOCH, bounds[1] - _EPOCH))
-    return _span[1]
-
-
 class Card(BaseModel):
     """What the engine may know of a card: never the number itself."""
 
@@ -304,8 +271,8 @@ class Event(BaseModel):
     def _aware(cls, value: datetime) -> datetime:
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("must carry a UTC offset (e.g. 2026-11-25T10:00:00+08:00)")
-        since_low, since_high = _range_since_epoch()
-        if not since_low <= value - _EPOCH < since_high:
+        since_low, since_high = range_since_epoch()
+        if not since_low <= value - EPOCH < since_high:
             low, high = occurred_at_range()
             raise ValueError(f"must be from {low.isoformat()} up to {high.isoformat()} "
                              f"(configured by {OCCURRED_AT_MIN_ENV} / {OCCURRED_AT_MAX_ENV})")

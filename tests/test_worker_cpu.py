@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from fengkong.api.audit import Audit, read_entry, reference
-from fengkong.api.service import records
+from fengkong.api.service import record_values, records
 from fengkong.api.service.decisions import _merchant_features, _picked
 from fengkong.api.service.renewals import RENEW_S, Renewals
 from fengkong.cases.intake import item_text
@@ -56,7 +56,7 @@ def test_utc_now_iso_is_the_datetime_text_of_now():
 
 
 def _when_before(text: str) -> int | str:
-    """`records._when` as it was: the round trip checked by rebuilding the time from its code."""
+    """`record_values.when_code` as it was: the round trip checked by rebuilding the time from its code."""
     try:
         at = datetime.fromisoformat(text)
     except ValueError:
@@ -64,8 +64,8 @@ def _when_before(text: str) -> int | str:
     offset = at.utcoffset()
     if offset is None:
         return text
-    code = records._micros_of(at) * records._OFFSETS + offset.days * 1440 + offset.seconds // 60 + 2048
-    return code if 0 <= code < 2 ** 64 and records._occurred(code) == text else text
+    code = record_values.micros_of(at) * record_values.OFFSETS + offset.days * 1440 + offset.seconds // 60 + 2048
+    return code if 0 <= code < 2 ** 64 and record_values.occurred_text(code) == text else text
 
 
 @pytest.mark.parametrize("text", [
@@ -73,10 +73,10 @@ def _when_before(text: str) -> int | str:
     "2026-11-25T09:00:00Z", "2026-11-25T09:00:00+05:30:15", "2026-11-25T09:00:00-09:30", "2026-11-25 09:00:00+00:00",
     "2026-11-25T09:00:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59.999999-12:00", "not a time"])
 def test_occurred_at_code_is_what_it_was(text):
-    assert records._when(text) == _when_before(text)
-    code = records._when(text)
+    assert record_values.when_code(text) == _when_before(text)
+    code = record_values.when_code(text)
     if isinstance(code, int):
-        assert records._occurred(code) == text
+        assert record_values.occurred_text(code) == text
 
 
 def test_audit_entry_reads_back_as_the_reference():

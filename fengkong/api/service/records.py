@@ -23,14 +23,14 @@ Format: one byte ``\\x01``, then one MessagePack array of the record's values in
 * a feature whose value repeats one of the event's texts (``event.ip``,
   ``card.fingerprint``, ...) is a reference to it (an extension type, `_REF`);
 * the event's field names are indexes into `EVENT_NAMES`, its ``occurred_at`` an
-  integer (`_when`: microseconds and the UTC offset) where that gives the same text
+  integer (`when_code`: microseconds and the UTC offset) where that gives the same text
   back; the body's SHA-256 is its first 16 bytes (enough to tell a retry from another
   body: `same_body`), the decision id raw bytes, ``decided_at`` an integer of
   microseconds, ``event_id`` left out when it is the event's own;
 * a feature that is a float with a whole value, or a whole number of hundredths (an
   amount in major units), is stored as that integer (1 to 5 bytes where a float takes
   9), and the record's last item says which: two bitmaps over the features, whole
-  values then hundredths (`_scaled`; absent in records written before, which read as
+  values then hundredths (`scaled`; absent in records written before, which read as
   they were);
 * the thresholds' names are indexes into `THRESHOLD_NAMES`.
 
@@ -42,7 +42,7 @@ blob's sixth item), as one byte ``\\x02``, the schema id (8 bytes) and the body'
 deflate (`_WBITS`, with the dictionary) of the MessagePack array above with those two
 items left None, the features' floats as they are (no bitmaps: deflate packs a whole
 float's repeated bytes as well) and ``latency_ms`` a whole number of microseconds
-(`_thousandths`). Records of one rule set repeat most of each other's bytes (the
+(`thousandths`). Records of one rule set repeat most of each other's bytes (the
 structure, the features' usual values, the merchants' and rules' texts), so a deflated
 record is a fraction of its compact size (docs/operations.md, "Memory sizing"). The
 dictionary is a worker's own sample of its traffic; a rule set reloaded makes a new
@@ -58,17 +58,17 @@ version stay readable after an upgrade. Outcome records are JSON.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import time
 import zlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Any, Collection, Mapping
 
 import msgpack
 
 from fengkong.api.encoding import loads
+from fengkong.api.service.record_values import (
+    iso_micros, latency_of, micros, occurred_text, scaled, thousandths, unscaled, when_code)
 from fengkong.features import keys
 
 #: the first byte of a compact decision record (a JSON record starts with ``{``)
@@ -101,8 +101,6 @@ _SCHEMA_GRACE_S = 3600
 
 _DECISION_ID = re.compile(r"^d_[0-9a-f]{24}$")
 _DECIDED_AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 _REF = 1  # MessagePack extension type: "the event's text value number <byte>"
 _REFS = tuple(msgpack.ExtType(_REF, bytes((i,))) for i in range(256))  # made once: ExtType() checks its args in Python
@@ -235,7 +233,7 @@ class Records:
         if len(head) != _HEAD:
             raise ValueError("body_sha256 is not a SHA-256")
         values[0] = values[1] = None
-        values[20] = _thousandths(values[20])
+        values[20] = thousandths(values[20])
         deflater = self._deflaters.get(schema.id)
         if deflater is None:
             deflater = self._deflaters[schema.id] = _deflater(schema.zdict)
@@ -245,10 +243,10 @@ class Records:
     def _sample(self, shape: tuple[Any, ...], schema: Schema, values: list[Any]) -> None:
         """Keep a record written under a schema without a dictionary; after `SAMPLES`,
         the shape's records are written under the schema with their dictionary."""
-        if values[-1] is not None:  # `_scaled` changed the values: pack them as `_deflated` does
-            values[15] = _unscaled(list(values[15]), values[-1])
+        if values[-1] is not None:  # `scaled` changed the values: pack them as `_deflated` does
+            values[15] = unscaled(list(values[15]), values[-1])
         values[0] = values[1] = None
-        values[20] = _thousandths(values[20])
+        values[20] = thousandths(values[20])
         values[-1] = None
         samples = self._samples.setdefault(schema.id, [])
         samples.append(_packer.pack(values))
@@ -257,22 +255,6 @@ class Records:
             compressed = schema.with_dictionary(b"".join(samples)[-_DICT_BYTES:])
             self._remember(compressed)
             self._by_shape[shape] = compressed
-
-
-def _thousandths(latency: Any) -> Any:
-    """A deflated record's ``latency_ms`` (rounded to the microsecond by the service): a
-    float of whole thousandths as that integer (3 to 5 bytes where a float's 9 do not
-    deflate), another float as it is, anything else in a list (`_latency` reads it back)."""
-    if type(latency) is float:
-        n = round(latency * 1000) if -2.0 ** 31 < latency < 2.0 ** 31 else None
-        return n if n is not None and n / 1000 == latency and (n or math.copysign(1.0, latency) > 0) else latency
-    return [latency]
-
-
-def _latency(stored: Any) -> Any:
-    if type(stored) is int:
-        return stored / 1000
-    return stored[0] if type(stored) is list else stored
 
 
 def _deflater(zdict: bytes) -> Any:
@@ -294,32 +276,6 @@ def same_body(stored_sha: str, digest: bytes) -> bool:
 
 _HEAD = 8 + SHA_BYTES  # a deflated record's schema id and body hash, after its first byte
 
-_OFFSETS = 4096  # an event's UTC offset in minutes, +2048, is the low 12 bits of `_when`
-
-
-def _when(text: str) -> int | str:
-    """An event's ``occurred_at`` as one integer (microseconds since the epoch x 4096 +
-    the UTC offset in minutes + 2048: 9 bytes where the text takes 26-33) when `_occurred`
-    gives back the same text; else the text as it is."""
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        return text
-    offset = at.utcoffset()
-    if offset is None or offset.seconds % 60 or offset.microseconds:  # `_occurred` keeps whole minutes
-        return text
-    minutes = offset.days * 1440 + offset.seconds // 60
-    code = _micros_of(at) * _OFFSETS + minutes + 2048
-    # `_occurred(code)` is this instant at this offset: the same text as `at`'s, formatted once
-    return code if 0 <= code < 2 ** 64 and at.isoformat() == text else text
-
-
-def _occurred(code: int) -> str:
-    micros, minutes = divmod(code, _OFFSETS)
-    zone = timezone(timedelta(minutes=minutes - 2048))
-    return (_EPOCH + timedelta(microseconds=micros)).astimezone(zone).isoformat()
-
-
 def _values(record: Mapping[str, Any], schema: Schema, scale: bool = True) -> list[Any]:
     features = record["features"]
     index = schema.index
@@ -329,7 +285,7 @@ def _values(record: Mapping[str, Any], schema: Schema, scale: bool = True) -> li
     extra = {k: v for k, v in record.items() if k not in _FIELD_SET} if record.keys() - _FIELD_SET else None
     values = _with_refs(list(features.values()), schema.copies, event) if isinstance(event, dict) \
         else list(features.values())
-    scales = _scaled(values) if scale else None  # deflate packs a float's repeated bytes as well
+    scales = scaled(values) if scale else None  # deflate packs a float's repeated bytes as well
     thresholds = record.get("thresholds")
     return [
         bytes.fromhex(schema.id), bytes.fromhex(record["body_sha256"])[:SHA_BYTES],
@@ -339,7 +295,7 @@ def _values(record: Mapping[str, Any], schema: Schema, scale: bool = True) -> li
         and record.get("event_id") is not None else [record.get("event_id")],
         record.get("decision"), record.get("score"), [_reason(r, schema) for r in record.get("reasons") or ()],
         record.get("merchant_grade"), record.get("degraded"), record.get("degraded_reason"), record.get("lane"),
-        record.get("risk"), _micros(decided_at) if isinstance(decided_at, str) and _DECIDED_AT.match(decided_at)
+        record.get("risk"), micros(decided_at) if isinstance(decided_at, str) and _DECIDED_AT.match(decided_at)
         else decided_at, record.get("caller"), _indexed(event) if isinstance(event, dict) else event,
         values,
         [_reason(r, schema) for r in record.get("shadow") or ()],
@@ -349,53 +305,6 @@ def _values(record: Mapping[str, Any], schema: Schema, scale: bool = True) -> li
         record.get("latency_ms"), extra or None, scales,
         # ruleset_version and models are the schema's; kind is "decision"
     ]
-
-
-_WHOLE = float(2 ** 53)  # past this a float's whole value is not exact, and int() would widen it
-
-
-def _scaled(values: list[Any]) -> list[bytes] | None:
-    """Replace in `values` each float that is a whole number, or a whole number of
-    hundredths, by that integer, and say which were: [whole bitmap, hundredths bitmap]
-    (bit i = values[i]; little-endian bytes), or None when none was. -0.0, NaN and
-    infinities stay floats; a hundredths value is one that `n / 100` gives back exactly."""
-    whole = cents = 0
-    for i, v in enumerate(values):
-        if type(v) is not float or not -_WHOLE < v < _WHOLE:
-            continue
-        if v.is_integer():
-            if v or math.copysign(1.0, v) > 0:
-                values[i] = int(v)
-                whole |= 1 << i
-        else:
-            n = round(v * 100)
-            if n / 100 == v:
-                values[i] = n
-                cents |= 1 << i
-    if not (whole or cents):
-        return None
-    return [whole.to_bytes((whole.bit_length() + 7) // 8, "little"),
-            cents.to_bytes((cents.bit_length() + 7) // 8, "little")]
-
-
-def _unscaled(values: list[Any], scales: Any) -> list[Any]:
-    """`values` with the floats `_scaled` stored as integers made floats again."""
-    if not scales:
-        return values
-    whole, cents = (int.from_bytes(b, "little") for b in scales)
-    i = 0
-    while whole:
-        if whole & 1:
-            values[i] = float(values[i])
-        whole >>= 1
-        i += 1
-    i = 0
-    while cents:
-        if cents & 1:
-            values[i] = values[i] / 100
-        cents >>= 1
-        i += 1
-    return values
 
 
 _FIELD_SET = frozenset(FIELDS)
@@ -436,11 +345,11 @@ _OCCURRED_AT = _EVENT_INDEX["occurred_at"]
 
 def _indexed(value: dict[str, Any], top: bool = True) -> dict[Any, Any]:
     """An event with its field names as `EVENT_NAMES` indexes (a name not there stays)
-    and its ``occurred_at`` as `_when` gives it."""
+    and its ``occurred_at`` as `when_code` gives it."""
     out = {_EVENT_INDEX.get(k, k): _indexed(v, False) if isinstance(v, dict) else v for k, v in value.items()}
     if top and _OCCURRED_AT in out:
         at = out[_OCCURRED_AT]
-        out[_OCCURRED_AT] = _when(at) if type(at) is str else [at]  # (an integer there is a `_when`)
+        out[_OCCURRED_AT] = when_code(at) if type(at) is str else [at]  # (an integer there is a `when_code`)
     return out
 
 
@@ -450,7 +359,7 @@ def _named(value: dict[Any, Any], top: bool = True) -> dict[str, Any]:
     if top and "occurred_at" in out:
         at = out["occurred_at"]
         if type(at) is int:
-            out["occurred_at"] = _occurred(at)
+            out["occurred_at"] = occurred_text(at)
         elif type(at) is list and len(at) == 1:
             out["occurred_at"] = at[0]
     return out
@@ -476,18 +385,6 @@ def _same(known: list[Any], reason: Mapping[str, Any]) -> bool:
     score = reason["score"]
     return (known[0] == reason["description"] and known[1] == reason["action"] and known[2] == score
             and type(known[2]) is type(score) and known[3] == reason["mode"] and known[4] == list(reason["tags"]))
-
-
-def _micros(text: str) -> int:
-    return _micros_of(datetime.fromisoformat(text))
-
-
-def _micros_of(at: datetime) -> int:
-    return (at - _EPOCH) // _MICROSECOND
-
-
-def _iso(micros: int) -> str:
-    return (_EPOCH + timedelta(microseconds=micros)).isoformat(timespec="microseconds")
 
 
 def is_record(value: bytes | None) -> bool:
@@ -532,7 +429,7 @@ def _inflated(value: bytes, schema: Schema | None) -> list[Any]:
     inflater = zlib.decompressobj(_WBITS, zdict=schema.zdict)
     items: list[Any] = msgpack.unpackb(inflater.decompress(memoryview(value)[1 + _HEAD:]) + inflater.flush(),
                                        raw=False, strict_map_key=False)
-    items[0], items[1], items[20] = sid, sha, _latency(items[20])
+    items[0], items[1], items[20] = sid, sha, latency_of(items[20])
     return items
 
 
@@ -550,7 +447,7 @@ def decode(value: bytes, schema: Schema | None) -> dict[str, Any]:
         items = _unpack(value)
     (sid, sha, decision_id, event_id, decision, score, reasons, grade, degraded, degraded_reason, lane, risk,
      decided_at, caller, event, values, shadow, missing, score_action, thresholds, latency_ms, extra) = items[:22]
-    values = _unscaled(values, items[22] if len(items) > 22 else None)
+    values = unscaled(values, items[22] if len(items) > 22 else None)
     if isinstance(thresholds, dict):
         thresholds = {THRESHOLD_NAMES[k] if isinstance(k, int) and k < len(THRESHOLD_NAMES) else k: v
                       for k, v in thresholds.items()}
@@ -567,7 +464,7 @@ def decode(value: bytes, schema: Schema | None) -> dict[str, Any]:
         "merchant_grade": grade, "ruleset_version": schema.ruleset_version if schema is not None else None,
         "degraded": degraded, "degraded_reason": degraded_reason, "lane": lane, "risk": risk,
         "models": schema.models if schema is not None else None,
-        "decided_at": _iso(decided_at) if isinstance(decided_at, int) else decided_at, "caller": caller,
+        "decided_at": iso_micros(decided_at) if isinstance(decided_at, int) else decided_at, "caller": caller,
         "event": event, "features": dict(zip(names, values)) if len(names) == len(values) else {},
         "shadow": [_reason_dict(r, schema) for r in shadow],
         "missing_features": [vocab[m] if isinstance(m, int) and m < len(vocab) else str(m) for m in missing],

@@ -1,0 +1,117 @@
+"""How a decision record writes single values compactly: times as integers, floats that
+are whole numbers or whole hundredths as integers (with a bitmap to read them back), the
+latency in whole microseconds. Part of the record's stored format (`records`): a change
+here must keep reading what earlier code wrote within the records' TTL.
+
+A module of its own so that the record's layout (`records`) and these value codecs can
+each be read whole."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+OFFSETS = 4096  # an event's UTC offset in minutes, +2048, is the low 12 bits of `when_code`
+
+
+def when_code(text: str) -> int | str:
+    """An event's ``occurred_at`` as one integer (microseconds since the epoch x 4096 +
+    the UTC offset in minutes + 2048: 9 bytes where the text takes 26-33) when `occurred_text`
+    gives back the same text; else the text as it is."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    offset = at.utcoffset()
+    if offset is None or offset.seconds % 60 or offset.microseconds:  # `occurred_text` keeps whole minutes
+        return text
+    minutes = offset.days * 1440 + offset.seconds // 60
+    code = micros_of(at) * OFFSETS + minutes + 2048
+    # `occurred_text(code)` is this instant at this offset: the same text as `at`'s, formatted once
+    return code if 0 <= code < 2 ** 64 and at.isoformat() == text else text
+
+
+def occurred_text(code: int) -> str:
+    micros, minutes = divmod(code, OFFSETS)
+    zone = timezone(timedelta(minutes=minutes - 2048))
+    return (_EPOCH + timedelta(microseconds=micros)).astimezone(zone).isoformat()
+
+
+def micros(text: str) -> int:
+    return micros_of(datetime.fromisoformat(text))
+
+
+def micros_of(at: datetime) -> int:
+    return (at - _EPOCH) // _MICROSECOND
+
+
+def iso_micros(micros: int) -> str:
+    return (_EPOCH + timedelta(microseconds=micros)).isoformat(timespec="microseconds")
+
+
+_WHOLE = float(2 ** 53)  # past this a float's whole value is not exact, and int() would widen it
+
+
+def scaled(values: list[Any]) -> list[bytes] | None:
+    """Replace in `values` each float that is a whole number, or a whole number of
+    hundredths, by that integer, and say which were: [whole bitmap, hundredths bitmap]
+    (bit i = values[i]; little-endian bytes), or None when none was. -0.0, NaN and
+    infinities stay floats; a hundredths value is one that `n / 100` gives back exactly."""
+    whole = cents = 0
+    for i, v in enumerate(values):
+        if type(v) is not float or not -_WHOLE < v < _WHOLE:
+            continue
+        if v.is_integer():
+            if v or math.copysign(1.0, v) > 0:
+                values[i] = int(v)
+                whole |= 1 << i
+        else:
+            n = round(v * 100)
+            if n / 100 == v:
+                values[i] = n
+                cents |= 1 << i
+    if not (whole or cents):
+        return None
+    return [whole.to_bytes((whole.bit_length() + 7) // 8, "little"),
+            cents.to_bytes((cents.bit_length() + 7) // 8, "little")]
+
+
+def unscaled(values: list[Any], scales: Any) -> list[Any]:
+    """`values` with the floats `scaled` stored as integers made floats again."""
+    if not scales:
+        return values
+    whole, cents = (int.from_bytes(b, "little") for b in scales)
+    i = 0
+    while whole:
+        if whole & 1:
+            values[i] = float(values[i])
+        whole >>= 1
+        i += 1
+    i = 0
+    while cents:
+        if cents & 1:
+            values[i] = values[i] / 100
+        cents >>= 1
+        i += 1
+    return values
+
+
+def thousandths(latency: Any) -> Any:
+    """A deflated record's ``latency_ms`` (rounded to the microsecond by the service): a
+    float of whole thousandths as that integer (3 to 5 bytes where a float's 9 do not
+    deflate), another float as it is, anything else in a list (`latency_of` reads it back)."""
+    if type(latency) is float:
+        n = round(latency * 1000) if -2.0 ** 31 < latency < 2.0 ** 31 else None
+        return n if n is not None and n / 1000 == latency and (n or math.copysign(1.0, latency) > 0) else latency
+    return [latency]
+
+
+def latency_of(stored: Any) -> Any:
+    if type(stored) is int:
+        return stored / 1000
+    return stored[0] if type(stored) is list else stored
