@@ -84,3 +84,61 @@ def test_a_full_set_of_pending_merchants_is_written_at_once(redis_server, redis_
     asyncio.run(main())
     assert [(_stored(redis_client, prefix, f"m{i}") or {}).get("event_id") for i in range(4)] == \
         ["e0", "e1", "e2", None]
+
+
+def test_an_intervals_write_goes_out_a_slice_per_loop_turn_with_decisions_between(redis_server, redis_client, prefix,
+                                                                                  monkeypatch):
+    """A worker with many merchants never holds its decisions behind one long write: the
+    interval's snapshots leave `SLICE` at a time, and work queued meanwhile runs between."""
+    monkeypatch.setattr(ms, "SLICE", 2)
+    conn = PipelinedRedis(redis_server.url)
+    batches: list[int] = []
+    send = conn.send_nowait
+
+    def counted(commands):  # the real connection sends; this only notes each write's size
+        batches.append(len(commands))
+        return send(commands)
+
+    monkeypatch.setattr(conn, "send_nowait", counted)
+    order: list[str] = []
+
+    async def main() -> None:
+        await conn.execute([("PING",)], 1.0)
+        snaps = MerchantSnapshots(conn, prefix, 600, interval_s=60)
+        for i in range(5):
+            _note(snaps, f"m{i}", i)
+        snaps.flush()
+        assert batches == []  # nothing encoded in the flush itself
+        loop = asyncio.get_running_loop()
+        loop.call_soon(lambda: order.append(f"decision after {sum(batches)}"))
+        await asyncio.sleep(0.05)
+        snaps.close()
+
+    asyncio.run(main())
+    assert batches == [2, 2, 1]
+    assert order == ["decision after 2"]  # ran between the first slice and the second
+    assert [(_stored(redis_client, prefix, f"m{i}") or {}).get("event_id") for i in range(5)] == \
+        [f"e{i}" for i in range(5)]
+
+
+def test_a_read_during_the_slices_gets_the_newest_and_the_older_is_never_written_after_it(redis_server, redis_client,
+                                                                                          prefix, monkeypatch):
+    monkeypatch.setattr(ms, "SLICE", 1)
+    conn = PipelinedRedis(redis_server.url)
+
+    async def main() -> None:
+        await conn.execute([("PING",)], 1.0)
+        snaps = MerchantSnapshots(conn, prefix, 600, interval_s=60)
+        for i in range(3):
+            _note(snaps, f"m{i}", i)
+        snaps.flush()  # m0, m1, m2 to send, a slice per turn
+        _note(snaps, "m2", 9)  # a newer decision of m2, in the next interval
+        taken = snaps.take("m2")
+        assert taken is not None and json.loads(taken[2])["event_id"] == "e9"
+        await conn.execute([taken], 1.0)  # the read sends it with its GET
+        await asyncio.sleep(0.05)
+        snaps.close()
+
+    asyncio.run(main())
+    assert _stored(redis_client, prefix, "m2")["event_id"] == "e9"  # the older e2 was dropped, not sent after
+    assert _stored(redis_client, prefix, "m1")["event_id"] == "e1"

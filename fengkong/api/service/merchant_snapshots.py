@@ -6,7 +6,9 @@ was picked out of the features, encoded and sent with each decision, for readers
 people looking at a page. A worker now notes the latest decision of each merchant (the
 feature values, not the JSON) and writes the merchants noted in the last `interval_s`
 together when it ends: a merchant decided many times a second costs one SET per
-interval. What a reader sees: on the worker that decided, the latest decision (`take`
+interval. The interval's snapshots are encoded and sent `SLICE` merchants at a time, one
+slice per turn of the event loop, so that a worker with thousands of merchants never
+holds its decisions behind one long write. What a reader sees: on the worker that decided, the latest decision (`take`
 hands the read its pending snapshot, written in the same round trip before the GET); from
 another worker, a snapshot up to `interval_s` older than the merchant's latest decision
 (its ``features_as_of`` and ``features_event_id`` say which decision it is; with several
@@ -28,8 +30,11 @@ from fengkong.features.pipelined import ConnectionFailed, Pipelined, ReplyError
 
 log = logging.getLogger(__name__)
 
-#: merchants noted before the interval's write is sent at once (bounds the memory held)
+#: merchants noted before the interval's write is started at once (bounds the memory held)
 MAX_PENDING = 4096
+#: merchants encoded and sent per turn of the event loop (a slice takes a fraction of a
+#: millisecond; the decisions that arrived meanwhile run between two slices)
+SLICE = 32
 
 #: (event_id, occurred_at, decision_id, feature names, their values)
 Noted = tuple[str, datetime, str, tuple[str, ...], tuple[Any, ...]]
@@ -44,6 +49,9 @@ class MerchantSnapshots:
         self.ttl_s = ttl_s
         self.interval_s = interval_s
         self._pending: dict[str, Noted] = {}
+        #: the ended intervals' snapshots not yet sent, oldest first (`_write_slice`)
+        self._writing: dict[str, Noted] = {}
+        self._slice_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
 
     def note(self, merchant_id: str, *, event_id: str, occurred_at: datetime, decision_id: str,
@@ -65,7 +73,8 @@ class MerchantSnapshots:
     def take(self, merchant_id: str) -> tuple[Any, ...] | None:
         """The SET of the merchant's pending snapshot, no longer pending (the caller sends
         it), or None when none is pending."""
-        noted = self._pending.pop(merchant_id, None)
+        older = self._writing.pop(merchant_id, None)  # never sent after the newer one
+        noted = self._pending.pop(merchant_id, older)
         return None if noted is None else self.command(merchant_id, noted)
 
     def command(self, merchant_id: str, noted: Noted) -> tuple[Any, ...]:
@@ -76,26 +85,44 @@ class MerchantSnapshots:
         return ("SET", keys.merchant_snapshot_key(self.prefix, merchant_id), dumps(snap), "EX", self.ttl_s)
 
     def flush(self) -> None:
-        """Send the pending snapshots in one write, without waiting for Redis (a refusal or
-        a lost connection is logged: the next decision of the merchant writes it again)."""
+        """End the interval: its snapshots join those still to send, which go out a
+        `SLICE` at a time from the next turn of the event loop (`_write_slice`)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         pending, self._pending = self._pending, {}
-        if not pending:
+        for merchant_id, noted in pending.items():
+            self._writing.pop(merchant_id, None)  # the older one is not sent: the newer replaces it
+            self._writing[merchant_id] = noted
+        if self._writing and not self._slice_scheduled:
+            self._slice_scheduled = True
+            asyncio.get_running_loop().call_soon(self._write_slice)
+
+    def _write_slice(self) -> None:
+        """Send up to `SLICE` of the snapshots still to send in one write, without waiting
+        for Redis (a refusal or a lost connection is logged: the merchant's next decision
+        writes it again), and come back on the next turn while any are left."""
+        self._slice_scheduled = False
+        writing = self._writing
+        merchants = [merchant_id for merchant_id, _ in zip(writing, range(SLICE))]
+        if not merchants:
             return
-        commands = [self.command(merchant_id, noted) for merchant_id, noted in pending.items()]
+        commands = [self.command(merchant_id, writing.pop(merchant_id)) for merchant_id in merchants]
+        if writing:
+            self._slice_scheduled = True
+            asyncio.get_running_loop().call_soon(self._write_slice)
         try:
             self.conn.send_nowait(commands).add_done_callback(_written)
         except (ConnectionFailed, OSError) as exc:
             log.warning("%d merchant snapshots not written: %s", len(commands), type(exc).__name__)
 
     def close(self) -> None:
-        """Drop the pending snapshots and the interval's timer (the worker is stopping)."""
+        """Drop the snapshots not yet sent and the interval's timer (the worker is stopping)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._pending.clear()
+        self._writing.clear()
 
 
 def _written(batch: "asyncio.Future[list[Any]]") -> None:
