@@ -47,7 +47,8 @@ Both runs also report the share of measured answers that were ``review``
 answered request (service_cases_cpu_us, service_models_cases_cpu_us): it is the
 service's CPU too, on the same 2 cores; and the review items still queued, not filed,
 when the load stopped (service_cases_backlog, service_models_cases_backlog: filing that a
-lagging consumer deferred past the run).
+lagging consumer deferred past the run). Each load starts once the case consumers are idle
+(their start-up is not filing).
 
 With ``--webhook`` a receiver process (answering 200) is subscribed to
 ``decision.deny`` and ``decision.review`` before the rules-only run, so the worker
@@ -253,10 +254,27 @@ def _watch(service: subprocess.Popen, redis_pid: int) -> dict[str, int]:
     return watch
 
 
+def _settled(watch: dict[str, int], quiet_s: float = 0.5, idle_cpu_s: float = 0.02, limit_s: float = 15.0) -> None:
+    """Wait until the case consumers have finished starting (less than ``idle_cpu_s`` of
+    CPU each in ``quiet_s``; at most ``limit_s``): they start beside the worker and their
+    imports would otherwise be counted as filing in the run's CPU per request."""
+    pids = [pid for name, pid in watch.items() if name.startswith("cases")]
+    start = time.monotonic()
+    while pids and time.monotonic() < start + limit_s:
+        before = [_cpu_s(pid) for pid in pids]
+        time.sleep(quiet_s)
+        if all(_cpu_s(pid) - b < idle_cpu_s for pid, b in zip(pids, before)):
+            break
+    if pids:
+        print(f"case consumers idle after {time.monotonic() - start:.1f} s", file=sys.stderr)
+
+
 def _run_load(port: int, seconds: float, warmup: float, concurrency: int, run: str,
               watch: dict[str, int]) -> dict:
     """Load the server from a second process; also report the CPU each watched process
-    spent per answered request (on 2 shared cores, CPU is what the servers compete for)."""
+    spent per answered request (on 2 shared cores, CPU is what the servers compete for),
+    once the case consumers have finished starting (`_settled`)."""
+    _settled(watch)
     before = {name: _cpu_s(pid) for name, pid in watch.items()}
     out = subprocess.run([sys.executable, __file__, "--load", str(port), "--seconds", str(seconds),
                           "--warmup", str(warmup), "--concurrency", str(concurrency), "--run", run],
