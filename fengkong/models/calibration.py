@@ -46,24 +46,13 @@ def interp_one(x: float, xs: list[float], ys: list[float]) -> float:
     """``float(np.interp(x, xs, ys))`` for one float and increasing ``xs``, in numpy's own
     arithmetic (its ``arr_interp``: the same search, the same slope, the same two operations,
     so the same double); tests/test_models_calibration_interp.py holds the two equal."""
-    if len(xs) == 1:  # numpy's one-point case: that point's value, whatever x (NaN too)
-        return ys[0]
-    if x != x:
-        return x
-    j = bisect.bisect_right(xs, x) - 1
-    if j < 0:
-        return ys[0]
-    if j >= len(xs) - 1:
-        return ys[-1]
-    if xs[j] == x:
-        return ys[j]
-    return _between(x, xs, ys, j)
+    return interp_pair(x, xs, ys, ys)[0]
 
 
 def interp_pair(x: float, xs: list[float], ys: list[float], zs: list[float]) -> tuple[float, float]:
     """``(interp_one(x, xs, ys), interp_one(x, xs, zs))`` with one search of ``xs``: the
     precision and share curves share their risks."""
-    if len(xs) == 1:
+    if len(xs) == 1:  # numpy's one-point case: that point's value, whatever x (NaN too)
         return ys[0], zs[0]
     if x != x:
         return x, x
