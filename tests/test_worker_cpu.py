@@ -12,7 +12,7 @@ import pytest
 
 from fengkong.api.audit import Audit, read_entry, reference
 from fengkong.api.service import record_values, records
-from fengkong.api.service.decisions import _merchant_features, _picked
+from fengkong.api.service.decisions import _merchant_values, _picked
 from fengkong.api.service.renewals import RENEW_S, Renewals
 from fengkong.cases.intake import item_text
 from fengkong.events import find_pan, iso_text
@@ -34,6 +34,11 @@ def test_picked_features_are_a_get_per_name_with_or_without_every_name():
     for names in [("a", "b", "c"), ("a",), (), ("a", "missing"), ("missing",)]:
         assert _picked(names, features) == {n: features.get(n) for n in names}
         assert list(_picked(names, features)) == list(names)
+
+
+def _merchant_features(features: dict) -> dict:
+    """The snapshot's ``features`` (`MerchantSnapshots.command` zips the two)."""
+    return dict(zip(*_merchant_values(features)))
 
 
 def test_merchant_features_follow_the_features_keys_when_their_shape_changes():

@@ -372,11 +372,6 @@ def _merchant_values(features: dict[str, Any]) -> tuple[tuple[str, ...], tuple[A
     return names, getter(features)
 
 
-def _merchant_features(features: dict[str, Any]) -> dict[str, Any]:
-    """The merchant.* features, in the features' order: the snapshot's ``features``."""
-    return dict(zip(*_merchant_values(features)))
-
-
 def _picked(names: tuple[str, ...], features: Mapping[str, Any]) -> dict[str, Any]:
     """``{name: features.get(name)}`` for `names` (the features a record keeps): one
     ``itemgetter`` call when every name is there, which is the common case and cheaper
