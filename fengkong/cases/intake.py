@@ -29,16 +29,15 @@ docs/cases.md says how to watch it.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import orjson
 import redis
 
 from fengkong.cases.config import CasesConfig
 from fengkong.cases.held import HeldItems
+from fengkong.db.engine import json_text
 from fengkong.events import Event, EventRejected, EventType, iso_text, parse_event
 
 log = logging.getLogger(__name__)
@@ -156,11 +155,7 @@ class Intake:
 
 
 def item_text(item: Mapping[str, Any]) -> str:
-    """An item as the compact JSON the consumer parses: orjson on the decision path (the
-    standard library's encoder cost a review decision several times as much), the standard
-    library's for what orjson refuses (an integer past 64 bits). A text, not bytes, so the
-    held file (`fengkong.cases.held`) can write the command as JSON."""
-    try:
-        return orjson.dumps(item, default=str).decode()
-    except orjson.JSONEncodeError:
-        return json.dumps(item, separators=(",", ":"), default=str)
+    """An item as the compact JSON the consumer parses (`json_text`: orjson on the decision
+    path, the standard library's for what orjson refuses). A text, not bytes, so the held
+    file (`fengkong.cases.held`) can write the command as JSON."""
+    return json_text(item, default=str)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from sqlalchemy import MetaData, create_engine, event
@@ -39,14 +39,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def json_text(value: Any) -> str:
-    """A JSON column's text: orjson (the standard library's encoder was a large part of
-    filing a case), the standard library's for what orjson refuses (an integer past 64
-    bits, a key that is not a string)."""
+def json_text(value: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """Compact JSON text: orjson (the standard library's encoder was a large part of
+    filing a case and of queueing one), the standard library's for what orjson refuses (an
+    integer past 64 bits, a key that is not a string). ``default`` as both take it. A JSON
+    column's serializer, and the case intake's item (`fengkong.cases.intake.item_text`)."""
     try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value)
+        return orjson.dumps(value, default=default).decode()
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(value, default=default, separators=(",", ":"))
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
