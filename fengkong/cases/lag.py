@@ -23,6 +23,7 @@ import redis
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Backlog:
     """The unfiled items: how many, and how long the oldest has waited (None: none)."""
