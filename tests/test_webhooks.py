@@ -180,6 +180,9 @@ def test_a_dead_workers_entries_and_leases_are_taken_over(redis_client, redis_se
         assert redis_client.xreadgroup(GROUP, "dead-worker-2", {k.outbox: ">"})
         with Running(redis_server.url, config(prefix, lease_s=1.0)):
             assert receiver.wait_for(lambda r: len(r.accepted()) == 2, timeout_s=20)
+            # the worker counts a delivery once the receiver's answer is back: wait for it
+            # before stopping the worker (stopped in between, the delivery is sent again later)
+            assert wait(lambda: subs.get(sub["id"])["stats"]["delivered"] == 2)
         got = sorted(orjson.loads(r["body"])["id"] for r in receiver.accepted())
         assert got == sorted([leased, read_only])
         assert subs.get(sub["id"])["stats"]["delivered"] == 2
