@@ -152,15 +152,16 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._timer_at = at
         self._read_timer = self.loop.call_at(at, self._read_timed_out)
 
+    # the base's callbacks are called by name, not through super(): once per request each
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)
         self._reading = self._began = True
         self._read_by = self.loop.time() + self._read_timeout_s
         if self._read_timer is None or self._timer_at > self._read_by:
             self._arm(self._read_by)
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        HttpToolsProtocol.on_message_complete(self)
         self._reading = False  # the timer, if it fires, finds nothing to time out
 
     def connection_lost(self, exc: Exception | None) -> None:
