@@ -14,18 +14,21 @@ each turn starts a fresh worker. The last line is JSON: every turn's figure and 
 median of each checkout.
 
 ``--callgrind``: the worker runs under ``valgrind --tool=callgrind --instr-atstart=no``;
-after a warm-up load, instrumentation is switched on for the measured load and the
-dump's instruction count is divided by the requests answered in it
-(``instructions_per_request``). The worker is then the bottleneck by far, so each loop
-tick holds many requests, as in a saturated worker; the count moves little with the
-machine's load, where the CPU figures move a lot.
+32 keep-alive connections are opened and warmed up (``--warm-requests`` each), then
+instrumentation is on for exactly ``--requests`` more on each, and the dump's count is
+divided by them (``instructions_per_request``): connection set-up is out, and the
+count does not move with the machine's load, where the CPU figures move a lot. The
+worker is the bottleneck by far under callgrind, so each loop tick holds many
+requests, as in a saturated worker.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -61,7 +64,8 @@ def _turn(code: Path, redis_url: str, run: str, args: argparse.Namespace) -> dic
     try:
         bench_api._wait_http(port, timeout=300)
         if args.callgrind:
-            return {"code": str(code), **_counted(server.pid, port, run, out_dir, args), "load": os.getloadavg()[0]}
+            counted = asyncio.run(_counted_load(server.pid, port, run, out_dir, args))
+            return {"code": str(code), **counted, "load": os.getloadavg()[0]}
         result = bench_api._run_load(port, args.seconds, args.warmup, args.concurrency, run, {"worker": server.pid})
     finally:
         bench_api._stop(server)
@@ -69,24 +73,41 @@ def _turn(code: Path, redis_url: str, run: str, args: argparse.Namespace) -> dic
             "errors": {k: v for k, v in result["errors"].items() if v}, "load": os.getloadavg()[0]}
 
 
-def _load(port: int, seconds: float, run: str, args: argparse.Namespace) -> dict:
-    out = subprocess.run([sys.executable, bench_api.__file__, "--load", str(port), "--seconds", str(seconds),
-                          "--warmup", "0", "--concurrency", str(args.concurrency), "--run", run],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+async def _requests_on(connections: list, requests: list[bytes], at: list[int], count: int) -> None:
+    """`count` requests on each open connection, one in flight on each (as bench_api's load)."""
+
+    async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(count):
+            writer.write(requests[at[0] % len(requests)])
+            at[0] += 1
+            await reader.readuntil(b"\r\n")
+            headers = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line[15:]) for line in headers.split(b"\r\n")
+                          if line[:15].lower() == b"content-length:")
+            await reader.readexactly(length)
+
+    await asyncio.gather(*(one(r, w) for r, w in connections))
 
 
-def _counted(pid: int, port: int, run: str, out_dir: str, args: argparse.Namespace) -> dict:
-    """Instructions per answered request of a load, the worker under callgrind (after a warm-up load)."""
-    _load(port, args.warmup, run + "w", args)
+async def _counted_load(pid: int, port: int, run: str, out_dir: str, args: argparse.Namespace) -> dict:
+    """Instructions per request: connections opened and warmed up first, then
+    instrumentation on for exactly ``--requests`` requests per connection, then the dump."""
+    requests = bench_api._requests("127.0.0.1", run, args.concurrency * (args.warm_requests + args.requests))
+    connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(args.concurrency)]
+    for _, writer in connections:
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    at = [0]
+    await _requests_on(connections, requests, at, args.warm_requests)
     subprocess.run(["callgrind_control", "-i", "on", str(pid)], check=True, capture_output=True)
-    result = _load(port, args.seconds, run, args)
+    await _requests_on(connections, requests, at, args.requests)
     subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
     subprocess.run(["callgrind_control", "-i", "off", str(pid)], check=True, capture_output=True)
-    dumps = sorted(Path(out_dir).glob("callgrind.out*"), key=lambda p: p.stat().st_mtime)
-    totals = next(int(line.split()[1]) for line in dumps[-1].read_text().splitlines() if line.startswith("totals:"))
-    return {"instructions_per_request": round(totals / max(result["completed"], 1)), "requests": result["completed"],
-            "errors": {k: v for k, v in result["errors"].items() if v}}
+    for _, writer in connections:
+        writer.close()
+    dump = sorted(Path(out_dir).glob("callgrind.out*"), key=lambda p: p.stat().st_mtime)[-1]
+    totals = next(int(line.split()[1]) for line in dump.read_text().splitlines() if line.startswith("totals:"))
+    n = args.requests * args.concurrency
+    return {"instructions_per_request": round(totals / n), "requests": n}
 
 
 def main() -> None:
@@ -97,6 +118,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.5)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--callgrind", action="store_true", help="count the worker's instructions per request")
+    parser.add_argument("--requests", type=int, default=25, help="--callgrind: measured requests per connection")
+    parser.add_argument("--warm-requests", type=int, default=10, help="--callgrind: warm-up requests per connection")
     args = parser.parse_args()
     from fengkong.features.embedded_redis import EmbeddedRedis
 
