@@ -120,6 +120,7 @@ class Schema:
     index: Mapping[str, int]  # position of each name in vocab
     copies: tuple[int, ...]   # positions of the features that may repeat an event's text (event.*, card.*)
     zdict: bytes              # the deflate dictionary of its compressed records (b"": none, records not compressed)
+    raw_id: bytes             # the id's 8 bytes (what a record holds)
 
     @classmethod
     def make(cls, ruleset_version: str | None, models: str | None, names: tuple[str, ...],
@@ -142,10 +143,10 @@ class Schema:
         ruleset_version, models, names, extra, rules = parts[:5]  # a sixth item: the dictionary of deflated records
         names = tuple(names)
         vocab = names + tuple(extra)
-        return cls(ruleset_version, models, names, vocab, rules, blob,
-                   hashlib.blake2b(blob, digest_size=8).hexdigest(), {n: i for i, n in enumerate(vocab)},
+        raw_id = hashlib.blake2b(blob, digest_size=8).digest()
+        return cls(ruleset_version, models, names, vocab, rules, blob, raw_id.hex(), {n: i for i, n in enumerate(vocab)},
                    tuple(i for i, n in enumerate(names) if n.startswith(("event.", "card."))),
-                   parts[5] if len(parts) > 5 else b"")
+                   parts[5] if len(parts) > 5 else b"", raw_id)
 
 
 def rule_table(ruleset: Any) -> dict[str, list[Any]]:
@@ -165,6 +166,7 @@ class Records:
         self._sent: dict[str, tuple[float, int]] = {}  # schema id -> (monotonic time written, faults then)
         self._samples: dict[str, list[bytes]] = {}  # schema id (no dictionary yet) -> its first records' values
         self._deflaters: dict[str, Any] = {}  # schema id -> a deflater primed with its dictionary (copied per record)
+        self._last: tuple[Any, ...] | None = None  # the last record's shape and schema (`_schema`)
 
     def schema_key(self, schema_id: str) -> str:
         return keys.record_schema_key(self.prefix, schema_id)
@@ -190,23 +192,31 @@ class Records:
             self._sent.clear()
             self._samples.clear()
             self._deflaters.clear()
+            self._last = None
         self._by_id[schema.id] = schema
 
-    def encode(self, record: Mapping[str, Any], *, ruleset: Any, faults: int) -> tuple[bytes, list[tuple[Any, ...]]]:
+    def encode(self, record: Mapping[str, Any], *, ruleset: Any, faults: int,
+               features: tuple[tuple[str, ...], Any] | None = None) -> tuple[bytes, list[tuple[Any, ...]]]:
         """The stored form of a decision record (compact for a schema's first `SAMPLES`
         records, deflated after), and the commands that must precede it (the schema's SET
         when this worker has not written it lately, or since the last Redis fault `faults`
         counts). `ruleset` is the rule set that decided (its rules and the names it reads
-        go to the schema), or None when it is no longer live."""
-        features = record["features"]
-        names = tuple(features)
-        shape = (record.get("ruleset_version"), record.get("models"), names, ruleset is None)
-        schema = self._by_shape.get(shape)
-        if schema is None:
-            schema = Schema.make(shape[0], shape[1], names, ruleset.features_read if ruleset is not None else (),
-                                 rule_table(ruleset) if ruleset is not None else {})
-            self._remember(schema)
-            self._by_shape[shape] = schema
+        go to the schema), or None when it is no longer live. `features`: the record's
+        features as their names and values (the decision path, which builds no dict of
+        them; its names one tuple object per rule set), when ``record["features"]`` is not
+        there to read them from."""
+        if features is None:
+            recorded = record["features"]
+            names, values = tuple(recorded), list(recorded.values())
+        else:
+            names, values = features[0], list(features[1])
+        version, models = record.get("ruleset_version"), record.get("models")
+        last = self._last
+        if (last is not None and last[0] is names and last[1] == version and last[2] == models
+                and last[3] is (ruleset is None)):
+            schema = last[4]  # the last record's schema: the same names object, no tuple to hash
+        else:
+            schema = self._schema((version, models, names, ruleset is None), ruleset)
         commands: list[tuple[Any, ...]] = []
         now = time.monotonic()
         sent = self._sent.get(schema.id)
@@ -215,22 +225,34 @@ class Records:
             self._sent[schema.id] = (now, faults)
         try:
             if schema.zdict:
-                return self._deflated(record, schema), commands
-            values = _values(record, schema)
-            plain = _packer.pack(values)
-            self._sample(shape, schema, values)
+                return self._deflated(record, schema, values), commands
+            items = _values(record, schema, values)
+            plain = _packer.pack(items)
+            self._sample((version, models, names, ruleset is None), schema, items)
             return COMPACT + plain, commands
         except (OverflowError, TypeError, ValueError, UnicodeEncodeError):  # what only JSON can hold
             from fengkong.api.encoding import dumps
 
-            return dumps(record), []
+            return dumps(record if features is None else with_features(record, names, features[1])), []
 
-    def _deflated(self, record: Mapping[str, Any], schema: Schema) -> bytes:
+    def _schema(self, shape: tuple[Any, ...], ruleset: Any) -> Schema:
+        """The schema of records of this shape (rule-set version, models, feature names, no
+        live rule set), made the first time; remembered as the last one asked for."""
+        schema = self._by_shape.get(shape)
+        if schema is None:
+            schema = Schema.make(shape[0], shape[1], shape[2], ruleset.features_read if ruleset is not None else (),
+                                 rule_table(ruleset) if ruleset is not None else {})
+            self._remember(schema)
+            self._by_shape[shape] = schema
+        self._last = (*shape, schema)
+        return schema
+
+    def _deflated(self, record: Mapping[str, Any], schema: Schema, features: list[Any]) -> bytes:
         """The record deflated with its schema's dictionary (the module docstring): a copy
         of one deflater primed with it per record, since priming costs more than copying."""
-        values = _values(record, schema, scale=False)
-        head = values[0] + values[1]  # the schema id and the body's hash, read without inflating
-        if len(head) != _HEAD:
+        values = _values(record, schema, features, scale=False)
+        sha = values[1]
+        if len(sha) != SHA_BYTES:
             raise ValueError("body_sha256 is not a SHA-256")
         values[0] = values[1] = None
         values[20] = thousandths(values[20])
@@ -238,7 +260,8 @@ class Records:
         if deflater is None:
             deflater = self._deflaters[schema.id] = _deflater(schema.zdict)
         one = deflater.copy()
-        return DEFLATED + head + one.compress(_packer.pack(values)) + one.flush()
+        # the schema id and the body's hash, read without inflating
+        return b"".join((DEFLATED, schema.raw_id, sha, one.compress(_packer.pack(values)), one.flush()))
 
     def _sample(self, shape: tuple[Any, ...], schema: Schema, values: list[Any]) -> None:
         """Keep a record written under a schema without a dictionary; after `SAMPLES`,
@@ -255,6 +278,18 @@ class Records:
             compressed = schema.with_dictionary(b"".join(samples)[-_DICT_BYTES:])
             self._remember(compressed)
             self._by_shape[shape] = compressed
+            self._last = None
+
+
+def with_features(record: Mapping[str, Any], names: tuple[str, ...], values: Any) -> dict[str, Any]:
+    """The whole record of one given without its features (`Records.encode`'s `features`),
+    with them after its event, where the record's fields have them (`FIELDS`)."""
+    out: dict[str, Any] = {}
+    for k, v in record.items():
+        out[k] = v
+        if k == "event":
+            out["features"] = dict(zip(names, values))
+    return out
 
 
 def _deflater(zdict: bytes) -> Any:
@@ -276,33 +311,41 @@ def same_body(stored_sha: str, digest: bytes) -> bool:
 
 _HEAD = 8 + SHA_BYTES  # a deflated record's schema id and body hash, after its first byte
 
-def _values(record: Mapping[str, Any], schema: Schema, scale: bool = True) -> list[Any]:
-    features = record["features"]
+def _values(record: Mapping[str, Any], schema: Schema, features: list[Any], scale: bool = True) -> list[Any]:
+    """The record's items in their stored order (the module docstring); `features` is its
+    features' values in the schema's order, a list this changes and returns among them."""
+    get = record.get
+    event = get("event")
+    event_id = get("event_id")
+    decision_id = get("decision_id")
+    decided_at = get("decided_at")
+    thresholds = get("thresholds")
+    reasons = get("reasons")
+    shadow = get("shadow")
+    missing = get("missing_features")
     index = schema.index
-    event = record.get("event")
-    decision_id = record.get("decision_id")
-    decided_at = record.get("decided_at")
-    extra = {k: v for k, v in record.items() if k not in _FIELD_SET} if record.keys() - _FIELD_SET else None
-    values = _with_refs(list(features.values()), schema.copies, event) if isinstance(event, dict) \
-        else list(features.values())
-    scales = scaled(values) if scale else None  # deflate packs a float's repeated bytes as well
-    thresholds = record.get("thresholds")
+    extra = None if record.keys() <= _FIELD_SET else {k: v for k, v in record.items() if k not in _FIELD_SET}
+    if isinstance(event, dict):
+        features = _with_refs(features, schema.copies, event)
+        stored_event: Any = _indexed(event)
+    else:
+        stored_event = event
     return [
-        bytes.fromhex(schema.id), bytes.fromhex(record["body_sha256"])[:SHA_BYTES],
+        schema.raw_id, bytes.fromhex(record["body_sha256"])[:SHA_BYTES],
         bytes.fromhex(decision_id[2:]) if isinstance(decision_id, str) and _DECISION_ID.match(decision_id)
         else decision_id,
-        None if isinstance(event, Mapping) and event.get("event_id") == record.get("event_id")
-        and record.get("event_id") is not None else [record.get("event_id")],
-        record.get("decision"), record.get("score"), [_reason(r, schema) for r in record.get("reasons") or ()],
-        record.get("merchant_grade"), record.get("degraded"), record.get("degraded_reason"), record.get("lane"),
-        record.get("risk"), micros(decided_at) if isinstance(decided_at, str) and _DECIDED_AT.match(decided_at)
-        else decided_at, record.get("caller"), _indexed(event) if isinstance(event, dict) else event,
-        values,
-        [_reason(r, schema) for r in record.get("shadow") or ()],
-        [index.get(n, n) for n in record.get("missing_features") or ()],
-        record.get("score_action"),
+        None if isinstance(event, Mapping) and event.get("event_id") == event_id and event_id is not None
+        else [event_id],
+        get("decision"), get("score"), [_reason(r, schema) for r in reasons] if reasons else [],
+        get("merchant_grade"), get("degraded"), get("degraded_reason"), get("lane"),
+        get("risk"), micros(decided_at) if isinstance(decided_at, str) and _DECIDED_AT.match(decided_at)
+        else decided_at, get("caller"), stored_event,
+        features,
+        [_reason(r, schema) for r in shadow] if shadow else [],
+        list(map(index.get, missing, missing)) if missing else [],
+        get("score_action"),
         {_THRESHOLD_INDEX.get(k, k): v for k, v in thresholds.items()} if isinstance(thresholds, dict) else thresholds,
-        record.get("latency_ms"), extra or None, scales,
+        get("latency_ms"), extra or None, scaled(features) if scale else None,  # deflate packs a float's bytes as well
         # ruleset_version and models are the schema's; kind is "decision"
     ]
 
@@ -323,13 +366,16 @@ def _texts(event: dict[str, Any]) -> list[str]:
 def _with_refs(values: list[Any], positions: tuple[int, ...], event: dict[str, Any]) -> list[Any]:
     """`values` with each one at `positions` that repeats a text of the event replaced by
     a reference to it (the ids, ip, channel and types are the event's own)."""
-    texts = _texts(event)  # a dozen: scanning them (in C) costs less than making a dict of them
+    texts = _texts(event)[:256]
+    if not texts:
+        return values
+    refs = dict(zip(texts[::-1], _REFS[len(texts) - 1::-1]))  # a text's first place wins, as ``index`` gives
     for i in positions:
         value = values[i]
-        if type(value) is str and value in texts:
-            ref = texts.index(value)
-            if ref < 256:
-                values[i] = _REFS[ref]
+        if type(value) is str:
+            ref = refs.get(value)
+            if ref is not None:
+                values[i] = ref
     return values
 
 
