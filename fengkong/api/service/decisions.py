@@ -63,6 +63,7 @@ from fengkong.api.security import Caller
 from fengkong.api.service.idempotency import (body_hash, conflict_check, execute, get, load, record_ttl, set_record,
                                               stored)
 from fengkong.api.service import pointers
+from fengkong.api.service.record_values import when_code
 from fengkong.api.service.records import is_record, with_features
 from fengkong.api.service.ids import check_id, new_decision_id
 from fengkong.api.state import Runtime
@@ -237,7 +238,8 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
                            renewals=rt.renewals, faults=rt.breaker.faults),
         rt.audit.decision_command(record),
     ]
-    case_item = rt.intake.command(record, event)  # a review (or what cases.yaml names): queue it for a case
+    # a review (or what cases.yaml names): queue it for a case
+    case_item = rt.intake.command(record, event, _iso_occurred_at(data))
     case_at = len(commands) if case_item is not None else None
     if case_item is not None:
         commands.append(case_item)
@@ -339,6 +341,13 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
         "missing_features": decision.missing_features,
         "score_action": decision.score_action, "thresholds": decision.thresholds,
     }
+
+
+def _iso_occurred_at(data: Any) -> str | None:
+    """The event's ``occurred_at`` as received when it is what ``isoformat`` gives of it
+    (`when_code` codes it then, and has just been asked by the record's encoder), else None."""
+    text = data.get("occurred_at") if isinstance(data, dict) else None
+    return text if type(text) is str and type(when_code(text)) is int else None
 
 
 def _recorded(read: frozenset[str] | None, features: Mapping[str, Any], *,

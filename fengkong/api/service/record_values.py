@@ -32,7 +32,23 @@ def when_code(text: str) -> int | str:
 
     A text of the form ``<second>.<6 digits><offset>`` (or without the fraction) is its
     second's code (`_whole_code`, found once per second and offset) plus its microseconds:
-    the fraction, 6 ASCII digits not all zero, is exactly what ``isoformat`` writes of them."""
+    the fraction, 6 ASCII digits not all zero, is exactly what ``isoformat`` writes of them.
+    The last text asked about is answered again without a look (the record's event and the
+    case item's time ask about one text)."""
+    global _last_when
+    last = _last_when
+    if last[0] is text:
+        return last[1]
+    code = _coded(text)
+    _last_when = (text, code)
+    return code
+
+
+#: the text `when_code` answered last, and its answer
+_last_when: tuple[str, int | str] = ("", "")
+
+
+def _coded(text: str) -> int | str:
     n = len(text)
     if n == 32 and text[19] == ".":
         digits = text[20:26]

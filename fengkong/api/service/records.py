@@ -365,17 +365,30 @@ def _texts(event: dict[str, Any]) -> list[str]:
 
 def _with_refs(values: list[Any], positions: tuple[int, ...], event: dict[str, Any]) -> list[Any]:
     """`values` with each one at `positions` that repeats a text of the event replaced by
-    a reference to it (the ids, ip, channel and types are the event's own)."""
-    texts = _texts(event)[:256]
-    if not texts:
+    a reference to it (the ids, ip, channel and types are the event's own): its number
+    among `_texts`, the first where a text repeats."""
+    refs: dict[str, int] = {}
+    n = 0
+    for value in event.values():
+        if type(value) is str:
+            if value not in refs:
+                refs[value] = n
+            n += 1
+    card = event.get("card")
+    if isinstance(card, dict):
+        for value in card.values():
+            if type(value) is str:
+                if value not in refs:
+                    refs[value] = n
+                n += 1
+    if not refs:
         return values
-    refs = dict(zip(texts[::-1], _REFS[len(texts) - 1::-1]))  # a text's first place wins, as ``index`` gives
     for i in positions:
         value = values[i]
         if type(value) is str:
             ref = refs.get(value)
-            if ref is not None:
-                values[i] = ref
+            if ref is not None and ref < 256:
+                values[i] = _REFS[ref]
     return values
 
 
@@ -386,13 +399,27 @@ def _resolved(values: list[Any], event: Any) -> list[Any]:
     return [texts[v.data[0]] if type(v) is msgpack.ExtType and v.code == _REF else v for v in values]
 
 
-_OCCURRED_AT = _EVENT_INDEX["occurred_at"]
+_OCCURRED_AT, _CARD = _EVENT_INDEX["occurred_at"], _EVENT_INDEX["card"]
+
+
+#: an event's (or its card's) names, in order -> their `EVENT_NAMES` indexes (a name not there
+#: stays): events of one sender name the same fields in the same order
+_KEY_INDEXES: dict[tuple[str, ...], tuple[Any, ...]] = {}
 
 
 def _indexed(value: dict[str, Any], top: bool = True) -> dict[Any, Any]:
-    """An event with its field names as `EVENT_NAMES` indexes (a name not there stays)
-    and its ``occurred_at`` as `when_code` gives it."""
-    out = {_EVENT_INDEX.get(k, k): _indexed(v, False) if isinstance(v, dict) else v for k, v in value.items()}
+    """An event with its field names as `EVENT_NAMES` indexes (a name not there stays), its
+    card's likewise, and its ``occurred_at`` as `when_code` gives it."""
+    names = tuple(value)
+    indexes = _KEY_INDEXES.get(names)
+    if indexes is None:
+        if len(_KEY_INDEXES) >= 1024:
+            _KEY_INDEXES.clear()
+        indexes = _KEY_INDEXES[names] = tuple(_EVENT_INDEX.get(k, k) for k in names)
+    out = dict(zip(indexes, value.values()))
+    card = value.get("card") if top else None
+    if isinstance(card, dict):  # other dicts (none in a valid event) stay as they are: they read back alike
+        out[_CARD] = _indexed(card, False)
     if top and _OCCURRED_AT in out:
         at = out[_OCCURRED_AT]
         out[_OCCURRED_AT] = when_code(at) if type(at) is str else [at]  # (an integer there is a `when_code`)
@@ -416,21 +443,16 @@ def _reason(reason: Mapping[str, Any], schema: Schema) -> Any:
     is (``values`` a flat list of name index and value), else the list of its values."""
     if tuple(reason) != REASON_KEYS:
         return reason
-    values = reason["values"]
-    known = schema.rules.get(reason["id"])
-    if known is not None and isinstance(values, dict) and _same(known, reason):
+    rule_id, values, score = reason["id"], reason["values"], reason["score"]
+    known = schema.rules.get(rule_id)
+    if (known is not None and isinstance(values, dict) and type(known[2]) is type(score)
+            and known == [reason["description"], reason["action"], score, reason["mode"], list(reason["tags"])]):
         index = schema.index
         flat: list[Any] = []
         for name, value in values.items():
             flat += (index.get(name, name), value)
-        return [reason["id"], flat]
+        return [rule_id, flat]
     return [reason[k] for k in REASON_KEYS]
-
-
-def _same(known: list[Any], reason: Mapping[str, Any]) -> bool:
-    score = reason["score"]
-    return (known[0] == reason["description"] and known[1] == reason["action"] and known[2] == score
-            and type(known[2]) is type(score) and known[3] == reason["mode"] and known[4] == list(reason["tags"]))
 
 
 def is_record(value: bytes | None) -> bool:
