@@ -127,12 +127,23 @@ def test_occurred_at_code_is_what_it_was(text):
 @pytest.mark.parametrize("text", [
     "2026-12-04T22:29:05.896275+00:00", "2026-12-04T22:29:05.000000+00:00", "2026-12-04T22:29:05.896276+00:00",
     "2026-12-04T22:29:06.000001+00:00", "2026-12-04T22:29:05+00:00", "2026-12-04T22:29:05.896275+08:00",
-    "2026-12-04T22:29:05.89627Z"])
-def test_decided_at_micros_are_what_a_parse_gives(text):
-    want = record_values.micros_of(datetime.fromisoformat(text))
-    assert record_values.micros(text) == want and record_values.micros(text) == want
-    with pytest.raises(ValueError):  # what the parse refuses is refused
-        record_values.micros(text[:20] + " 12345+00:00")
+    "2026-12-04T22:29:05.89627Z", "2026-12-04 22:29:05.896275+00:00", "2026-12-04T22:29:05.89627 +00:00",
+    "2026-13-04T22:29:05.896275+00:00", "\u0662026-12-04T22:29:05.896275+00:00", "2026-12-04T22:29:05.+96275+00:00",
+    "yesterday", ""])
+def test_decided_at_micros_are_kept_only_where_they_give_the_text_back(text):
+    """`decided_micros` codes the texts that `iso_micros` gives back (what the decision's
+    ``decided_at`` is), and no other; twice, as its second is remembered."""
+    for _ in range(2):
+        code = record_values.decided_micros(text)
+        if code is None:
+            try:
+                parsed = datetime.fromisoformat(text)
+            except ValueError:
+                continue
+            assert record_values.iso_micros(record_values.micros_of(parsed)) != text
+        else:
+            assert record_values.iso_micros(code) == text
+            assert code == record_values.micros_of(datetime.fromisoformat(text))
 
 
 def test_audit_entry_reads_back_as_the_reference():
@@ -182,3 +193,42 @@ def test_find_pan_after_the_shortcuts():
     assert find_pan({pan: 1}) == "<key>"  # a PAN key is never remembered as clean
     assert find_pan({pan: 1}) == "<key>"
     assert find_pan({"x": (pan,)}) == "x[0]"
+
+
+@pytest.mark.parametrize("decision_id", [
+    "d_0123456789abcdef01234567", "d_0123456789ABCDEF01234567", "d_0123456789abcdef0123456 ",
+    "d_0123 56789abcdef01234567", "x_0123456789abcdef01234567", "d_0123456789abcdef012345678",
+    "d_0123456789abcdef0123456\n", "d_0123456789abcdef0123456g"])
+def test_a_decision_id_is_kept_as_bytes_only_where_they_give_it_back(decision_id):
+    raw = records._raw_id(decision_id)
+    if decision_id == "d_0123456789abcdef01234567":
+        assert raw == bytes.fromhex(decision_id[2:])
+    else:
+        assert raw is decision_id
+
+
+@pytest.mark.parametrize("text", [
+    "2026-11-25T09:00:00+08:00", "2026-11-25T09:00:00.545000+08:00", "2026-11-25T09:00:00.000001-05:30",
+    "2026-11-25T23:59:59.999999+00:00", "2030-01-01T00:00:00-12:00", "2026-11-25T09:00:00Z",
+    "2026-11-25T09:00:00.5+08:00", "2026-11-25 09:00:00+08:00"])
+def test_the_case_item_time_is_the_received_text_only_where_isoformat_gives_it(text):
+    """The decision path hands the case item the event's ``occurred_at`` as received when
+    `when_code` codes it; the item then reads what ``iso_text`` of the parsed event gives."""
+    from fengkong.api.service.decisions import _iso_occurred_at
+    from fengkong.cases.intake import item_for
+    from fengkong.events import parse_event
+
+    data = {"event_id": "e-1", "type": "payment", "occurred_at": text, "merchant_id": "m1", "amount": "1.00",
+            "currency": "CNY"}
+    event = parse_event(data)
+    record = {"decision_id": "d_1", "decision": "review", "reasons": [{"id": "r", "description": "d", "action": "review",
+                                                                       "score": 50, "mode": "enforce", "tags": ["t"],
+                                                                       "values": {"x": 1}}]}
+    given = _iso_occurred_at(data)
+    assert given is None or given == text
+    if type(record_values.when_code(text)) is int:
+        assert given == text
+    assert item_for(record, event, given) == item_for(record, event)
+    assert item_for(record, event)["occurred_at"] == iso_text(event.occurred_at)
+    assert item_for(record, event)["reasons"] == [{"id": "r", "action": "review", "score": 50, "mode": "enforce",
+                                                  "tags": ["t"], "values": {"x": 1}}]

@@ -77,6 +77,7 @@ log = logging.getLogger(__name__)
 
 RESPONSE_KEYS = ("decision_id", "event_id", "decision", "score", "reasons", "merchant_grade", "ruleset_version",
                  "degraded", "degraded_reason", "lane", "risk", "models")
+_RESPONSE_VALUES = operator.itemgetter(*RESPONSE_KEYS)
 _INTERNAL_KEYS = ("kind", "body_sha256")
 
 
@@ -114,7 +115,10 @@ class _GuardedModels:
 
 
 def _response(record: Mapping[str, Any], latency_ms: float, duplicate: bool) -> dict[str, Any]:
-    out = {k: record.get(k) for k in RESPONSE_KEYS}
+    try:
+        out = dict(zip(RESPONSE_KEYS, _RESPONSE_VALUES(record)))  # one call where every key is there
+    except KeyError:
+        out = {k: record.get(k) for k in RESPONSE_KEYS}
     out["latency_ms"] = round(latency_ms, 3)
     out["duplicate"] = duplicate
     return out
@@ -269,9 +273,10 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
         rt.audit.decision_to_file(with_features(record, *recorded))
     if degraded_reason:
         rt.metrics.degraded.labels("model_failed").inc()
-    rt.metrics.decided(final, bool(degraded_reason),
-                       [(r.id, r.mode) for r in decision.reasons] + [(r.id, r.mode) for r in decision.shadow],
-                       latency)
+    fired = [(r.id, r.mode) for r in decision.reasons]
+    if decision.shadow:
+        fired += [(r.id, r.mode) for r in decision.shadow]
+    rt.metrics.decided(final, bool(degraded_reason), fired, latency)
     return _response(record, latency * 1000, False)
 
 

@@ -9,6 +9,7 @@ each be read whole."""
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -91,22 +92,36 @@ def occurred_text(code: int) -> str:
     return (_EPOCH + timedelta(microseconds=micros)).astimezone(zone).isoformat()
 
 
-#: `micros` of a second's text (``YYYY-MM-DDTHH:MM:SS``), the last one asked
-_micros_second: tuple[str, int] = ("", 0)
-
-
 def micros(text: str) -> int:
-    """Microseconds since the epoch of an ISO 8601 time (the decision's ``decided_at``,
-    ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``: its second is parsed once, for the decisions of
-    that second, and the fraction added)."""
-    global _micros_second
+    return micros_of(datetime.fromisoformat(text))
+
+
+#: a second as `decided_micros` takes it (ASCII digits: ``\\d`` takes others too)
+_SECOND = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}")
+#: the second `decided_micros` read last, and its microseconds since the epoch
+_decided_second: tuple[str, int] = ("", 0)
+
+
+def decided_micros(text: str) -> int | None:
+    """Microseconds since the epoch of a decision's ``decided_at`` when it is of the form
+    ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00`` (what `iso_micros` gives back), else None. Its
+    second is parsed once, for the decisions of that second, and the fraction added."""
+    global _decided_second
+    if len(text) != 32 or text[19] != "." or text[26:] != "+00:00":
+        return None
     digits = text[20:26]
-    if len(text) != 32 or text[19] != "." or not text.endswith("+00:00") or not (digits.isdigit() and digits.isascii()):
-        return micros_of(datetime.fromisoformat(text))
+    if not (digits.isdigit() and digits.isascii()):
+        return None
     second = text[:19]
-    if _micros_second[0] != second:
-        _micros_second = (second, micros_of(datetime.fromisoformat(second + "+00:00")))
-    return _micros_second[1] + int(digits)
+    if second != _decided_second[0]:
+        if not _SECOND.fullmatch(second):
+            return None
+        try:
+            at = datetime.fromisoformat(second + "+00:00")
+        except ValueError:
+            return None
+        _decided_second = (second, micros_of(at))
+    return _decided_second[1] + int(digits)
 
 
 def micros_of(at: datetime) -> int:

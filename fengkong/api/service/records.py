@@ -58,17 +58,16 @@ version stay readable after an upgrade. Outcome records are JSON.
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Collection, Mapping
 
 import msgpack
 
 from fengkong.api.encoding import loads
 from fengkong.api.service.record_values import (
-    iso_micros, latency_of, micros, occurred_text, scaled, thousandths, unscaled, when_code)
+    decided_micros, iso_micros, latency_of, occurred_text, scaled, thousandths, unscaled, when_code)
 from fengkong.features import keys
 
 #: the first byte of a compact decision record (a JSON record starts with ``{``)
@@ -99,8 +98,6 @@ _THRESHOLD_INDEX = {n: i for i, n in enumerate(THRESHOLD_NAMES)}
 RESEND_S = 60.0
 _SCHEMA_GRACE_S = 3600
 
-_DECISION_ID = re.compile(r"^d_[0-9a-f]{24}$")
-_DECIDED_AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 _REF = 1  # MessagePack extension type: "the event's text value number <byte>"
 _REFS = tuple(msgpack.ExtType(_REF, bytes((i,))) for i in range(256))  # made once: ExtType() checks its args in Python
@@ -118,9 +115,12 @@ class Schema:
     blob: bytes
     id: str
     index: Mapping[str, int]  # position of each name in vocab
-    copies: tuple[int, ...]   # positions of the features that may repeat an event's text (event.*, card.*)
+    copies: tuple[int, ...]   # positions of the features that may repeat an event's text (event.ip, card.type, ...)
     zdict: bytes              # the deflate dictionary of its compressed records (b"": none, records not compressed)
     raw_id: bytes             # the id's 8 bytes (what a record holds)
+    #: missing_features lists (as tuples) -> their indexes into vocab: a rule set's decisions
+    #: of one kind of event miss the same features, and looking a name up costs more than a list
+    missing: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def make(cls, ruleset_version: str | None, models: str | None, names: tuple[str, ...],
@@ -145,7 +145,8 @@ class Schema:
         vocab = names + tuple(extra)
         raw_id = hashlib.blake2b(blob, digest_size=8).digest()
         return cls(ruleset_version, models, names, vocab, rules, blob, raw_id.hex(), {n: i for i, n in enumerate(vocab)},
-                   tuple(i for i, n in enumerate(names) if n.startswith(("event.", "card."))),
+                   tuple(i for i, n in enumerate(names) if n.startswith(("event.", "card."))
+                         and n.partition(".")[2] in _EVENT_INDEX),
                    parts[5] if len(parts) > 5 else b"", raw_id)
 
 
@@ -323,7 +324,6 @@ def _values(record: Mapping[str, Any], schema: Schema, features: list[Any], scal
     reasons = get("reasons")
     shadow = get("shadow")
     missing = get("missing_features")
-    index = schema.index
     extra = None if record.keys() <= _FIELD_SET else {k: v for k, v in record.items() if k not in _FIELD_SET}
     if isinstance(event, dict):
         features = _with_refs(features, schema.copies, event)
@@ -332,17 +332,15 @@ def _values(record: Mapping[str, Any], schema: Schema, features: list[Any], scal
         stored_event = event
     return [
         schema.raw_id, bytes.fromhex(record["body_sha256"])[:SHA_BYTES],
-        bytes.fromhex(decision_id[2:]) if isinstance(decision_id, str) and _DECISION_ID.match(decision_id)
-        else decision_id,
+        _raw_id(decision_id),
         None if isinstance(event, Mapping) and event.get("event_id") == event_id and event_id is not None
         else [event_id],
         get("decision"), get("score"), [_reason(r, schema) for r in reasons] if reasons else [],
         get("merchant_grade"), get("degraded"), get("degraded_reason"), get("lane"),
-        get("risk"), micros(decided_at) if isinstance(decided_at, str) and _DECIDED_AT.match(decided_at)
-        else decided_at, get("caller"), stored_event,
+        get("risk"), _decided(decided_at), get("caller"), stored_event,
         features,
         [_reason(r, schema) for r in shadow] if shadow else [],
-        list(map(index.get, missing, missing)) if missing else [],
+        _missing(missing, schema) if missing else [],
         get("score_action"),
         {_THRESHOLD_INDEX.get(k, k): v for k, v in thresholds.items()} if isinstance(thresholds, dict) else thresholds,
         get("latency_ms"), extra or None, scaled(features) if scale else None,  # deflate packs a float's bytes as well
@@ -351,6 +349,41 @@ def _values(record: Mapping[str, Any], schema: Schema, features: list[Any], scal
 
 
 _FIELD_SET = frozenset(FIELDS)
+
+
+def _decided(decided_at: Any) -> Any:
+    """``decided_at`` as an integer of microseconds where `iso_micros` gives its text back."""
+    if type(decided_at) is str:
+        code = decided_micros(decided_at)
+        if code is not None:
+            return code
+    return decided_at
+
+
+def _raw_id(decision_id: Any) -> Any:
+    """A decision id ``d_`` + 24 lowercase hex digits as its 12 bytes; another id as it is."""
+    if type(decision_id) is str and len(decision_id) == 26 and decision_id[:2] == "d_":
+        digits = decision_id[2:]
+        try:
+            raw = bytes.fromhex(digits)
+        except ValueError:
+            return decision_id
+        if raw.hex() == digits:  # lowercase, no spaces: what decoding gives back
+            return raw
+    return decision_id
+
+
+def _missing(names: Any, schema: Schema) -> list[Any]:
+    """A record's missing_features as indexes into the schema's vocab (a name not there
+    stays), remembered per list: the list is only packed, never changed."""
+    key = tuple(names)
+    out = schema.missing.get(key)
+    if out is None:
+        if len(schema.missing) >= 256:
+            schema.missing.clear()
+        get = schema.index.get
+        out = schema.missing[key] = [get(n, n) for n in key]
+    return out
 
 
 def _texts(event: dict[str, Any]) -> list[str]:
