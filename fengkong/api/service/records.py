@@ -476,10 +476,11 @@ def _reason(reason: Mapping[str, Any], schema: Schema) -> Any:
     is (``values`` a flat list of name index and value), else the list of its values."""
     if tuple(reason) != REASON_KEYS:
         return reason
-    rule_id, values, score = reason["id"], reason["values"], reason["score"]
+    rule_id, values, score, tags = reason["id"], reason["values"], reason["score"], reason["tags"]
     known = schema.rules.get(rule_id)
-    if (known is not None and isinstance(values, dict) and type(known[2]) is type(score)
-            and known == [reason["description"], reason["action"], score, reason["mode"], list(reason["tags"])]):
+    if (known is not None and isinstance(values, dict) and known[2] == score and type(known[2]) is type(score)
+            and known[0] == reason["description"] and known[1] == reason["action"] and known[3] == reason["mode"]
+            and known[4] == (tags if type(tags) is list else list(tags))):
         index = schema.index
         flat: list[Any] = []
         for name, value in values.items():
