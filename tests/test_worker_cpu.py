@@ -200,7 +200,7 @@ def test_find_pan_after_the_shortcuts():
     "d_0123 56789abcdef01234567", "x_0123456789abcdef01234567", "d_0123456789abcdef012345678",
     "d_0123456789abcdef0123456\n", "d_0123456789abcdef0123456g"])
 def test_a_decision_id_is_kept_as_bytes_only_where_they_give_it_back(decision_id):
-    raw = records._raw_id(decision_id)
+    raw = record_values.id_bytes(decision_id)
     if decision_id == "d_0123456789abcdef01234567":
         assert raw == bytes.fromhex(decision_id[2:])
     else:
@@ -221,9 +221,9 @@ def test_the_case_item_time_is_the_received_text_only_where_isoformat_gives_it(t
     data = {"event_id": "e-1", "type": "payment", "occurred_at": text, "merchant_id": "m1", "amount": "1.00",
             "currency": "CNY"}
     event = parse_event(data)
-    record = {"decision_id": "d_1", "decision": "review", "reasons": [{"id": "r", "description": "d", "action": "review",
-                                                                       "score": 50, "mode": "enforce", "tags": ["t"],
-                                                                       "values": {"x": 1}}]}
+    reason = {"id": "r", "description": "d", "action": "review", "score": 50, "mode": "enforce", "tags": ["t"],
+              "values": {"x": 1}}
+    record = {"decision_id": "d_1", "decision": "review", "reasons": [reason]}
     given = _iso_occurred_at(data)
     assert given is None or given == text
     if type(record_values.when_code(text)) is int:

@@ -65,7 +65,7 @@ def _coded(text: str) -> int | str:
         if len(_SECONDS) >= 4096:
             _SECONDS.clear()
         code = _SECONDS[head] = _when_code(head)
-    if type(code) is str:
+    if not isinstance(code, int):
         return text
     if digits:
         code += int(digits) * OFFSETS
@@ -193,3 +193,25 @@ def latency_of(stored: Any) -> Any:
     if type(stored) is int:
         return stored / 1000
     return stored[0] if type(stored) is list else stored
+
+
+def decided_code(decided_at: Any) -> Any:
+    """``decided_at`` as an integer of microseconds where `iso_micros` gives its text back."""
+    if type(decided_at) is str:
+        code = decided_micros(decided_at)
+        if code is not None:
+            return code
+    return decided_at
+
+
+def id_bytes(decision_id: Any) -> Any:
+    """A decision id ``d_`` + 24 lowercase hex digits as its 12 bytes; another id as it is."""
+    if type(decision_id) is str and len(decision_id) == 26 and decision_id[:2] == "d_":
+        digits = decision_id[2:]
+        try:
+            raw = bytes.fromhex(digits)
+        except ValueError:
+            return decision_id
+        if raw.hex() == digits:  # lowercase, no spaces: what decoding gives back
+            return raw
+    return decision_id

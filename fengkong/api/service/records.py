@@ -21,7 +21,7 @@ Format: one byte ``\\x01``, then one MessagePack array of the record's values in
   schema's table of the rule set's rules has the rest (description, action, score,
   mode, tags) as the rule fired it;
 * a feature whose value repeats one of the event's texts (``event.ip``,
-  ``card.fingerprint``, ...) is a reference to it (an extension type, `_REF`);
+  ``card.fingerprint``, ...) is a reference to it (an extension type, `record_event`);
 * the event's field names are indexes into `EVENT_NAMES`, its ``occurred_at`` an
   integer (`when_code`: microseconds and the UTC offset) where that gives the same text
   back; the body's SHA-256 is its first 16 bytes (enough to tell a retry from another
@@ -67,7 +67,8 @@ import msgpack
 
 from fengkong.api.encoding import loads
 from fengkong.api.service.record_values import (
-    decided_micros, iso_micros, latency_of, occurred_text, scaled, thousandths, unscaled, when_code)
+    decided_code, id_bytes, iso_micros, latency_of, scaled, thousandths, unscaled)
+from fengkong.api.service.record_event import copies, indexed, named, resolved, with_refs
 from fengkong.features import keys
 
 #: the first byte of a compact decision record (a JSON record starts with ``{``)
@@ -85,11 +86,6 @@ FIELDS = ("kind", "body_sha256", "decision_id", "event_id", "decision", "score",
           "features", "shadow", "missing_features", "score_action", "thresholds", "latency_ms")
 #: a fired rule's fields (`fengkong.engine.decision.Reason.to_dict`)
 REASON_KEYS = ("id", "description", "action", "score", "mode", "tags", "values")
-#: the event's field names (`fengkong.events.Event`, `Card`), written as their index here
-#: (part of the format: append new names, never reorder)
-EVENT_NAMES = ("event_id", "type", "occurred_at", "merchant_id", "user_id", "amount", "currency", "channel", "card",
-               "ip", "device_id", "merchant_mcc", "refers_to", "fingerprint", "bin", "issuer_country")
-_EVENT_INDEX = {n: i for i, n in enumerate(EVENT_NAMES)}
 #: the thresholds' names (`fengkong.engine.decision.Decision.thresholds`), written as their
 #: index here (part of the format: append new names, never reorder)
 THRESHOLD_NAMES = ("challenge", "review", "deny")
@@ -99,8 +95,6 @@ RESEND_S = 60.0
 _SCHEMA_GRACE_S = 3600
 
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
-_REF = 1  # MessagePack extension type: "the event's text value number <byte>"
-_REFS = tuple(msgpack.ExtType(_REF, bytes((i,))) for i in range(256))  # made once: ExtType() checks its args in Python
 
 
 @dataclass(frozen=True)
@@ -144,9 +138,8 @@ class Schema:
         names = tuple(names)
         vocab = names + tuple(extra)
         raw_id = hashlib.blake2b(blob, digest_size=8).digest()
-        return cls(ruleset_version, models, names, vocab, rules, blob, raw_id.hex(), {n: i for i, n in enumerate(vocab)},
-                   tuple(i for i, n in enumerate(names) if n.startswith(("event.", "card."))
-                         and n.partition(".")[2] in _EVENT_INDEX),
+        return cls(ruleset_version, models, names, vocab, rules, blob, raw_id.hex(),
+                   {n: i for i, n in enumerate(vocab)}, copies(names),
                    parts[5] if len(parts) > 5 else b"", raw_id)
 
 
@@ -326,18 +319,18 @@ def _values(record: Mapping[str, Any], schema: Schema, features: list[Any], scal
     missing = get("missing_features")
     extra = None if record.keys() <= _FIELD_SET else {k: v for k, v in record.items() if k not in _FIELD_SET}
     if isinstance(event, dict):
-        features = _with_refs(features, schema.copies, event)
-        stored_event: Any = _indexed(event)
+        features = with_refs(features, schema.copies, event)
+        stored_event: Any = indexed(event)
     else:
         stored_event = event
     return [
         schema.raw_id, bytes.fromhex(record["body_sha256"])[:SHA_BYTES],
-        _raw_id(decision_id),
+        id_bytes(decision_id),
         None if isinstance(event, Mapping) and event.get("event_id") == event_id and event_id is not None
         else [event_id],
         get("decision"), get("score"), [_reason(r, schema) for r in reasons] if reasons else [],
         get("merchant_grade"), get("degraded"), get("degraded_reason"), get("lane"),
-        get("risk"), _decided(decided_at), get("caller"), stored_event,
+        get("risk"), decided_code(decided_at), get("caller"), stored_event,
         features,
         [_reason(r, schema) for r in shadow] if shadow else [],
         _missing(missing, schema) if missing else [],
@@ -351,28 +344,6 @@ def _values(record: Mapping[str, Any], schema: Schema, features: list[Any], scal
 _FIELD_SET = frozenset(FIELDS)
 
 
-def _decided(decided_at: Any) -> Any:
-    """``decided_at`` as an integer of microseconds where `iso_micros` gives its text back."""
-    if type(decided_at) is str:
-        code = decided_micros(decided_at)
-        if code is not None:
-            return code
-    return decided_at
-
-
-def _raw_id(decision_id: Any) -> Any:
-    """A decision id ``d_`` + 24 lowercase hex digits as its 12 bytes; another id as it is."""
-    if type(decision_id) is str and len(decision_id) == 26 and decision_id[:2] == "d_":
-        digits = decision_id[2:]
-        try:
-            raw = bytes.fromhex(digits)
-        except ValueError:
-            return decision_id
-        if raw.hex() == digits:  # lowercase, no spaces: what decoding gives back
-            return raw
-    return decision_id
-
-
 def _missing(names: Any, schema: Schema) -> list[Any]:
     """A record's missing_features as indexes into the schema's vocab (a name not there
     stays), remembered per list: the list is only packed, never changed."""
@@ -383,91 +354,6 @@ def _missing(names: Any, schema: Schema) -> list[Any]:
             schema.missing.clear()
         get = schema.index.get
         out = schema.missing[key] = [get(n, n) for n in key]
-    return out
-
-
-def _texts(event: dict[str, Any]) -> list[str]:
-    """The event's text values, top level then the card's, in order: what a feature's
-    value may refer to instead of repeating (`_REF`)."""
-    out = [v for v in event.values() if type(v) is str]
-    card = event.get("card")
-    if isinstance(card, dict):
-        out += [v for v in card.values() if type(v) is str]
-    return out
-
-
-def _with_refs(values: list[Any], positions: tuple[int, ...], event: dict[str, Any]) -> list[Any]:
-    """`values` with each one at `positions` that repeats a text of the event replaced by
-    a reference to it (the ids, ip, channel and types are the event's own): its number
-    among `_texts`, the first where a text repeats."""
-    refs: dict[str, int] = {}
-    n = 0
-    for value in event.values():
-        if type(value) is str:
-            if value not in refs:
-                refs[value] = n
-            n += 1
-    card = event.get("card")
-    if isinstance(card, dict):
-        for value in card.values():
-            if type(value) is str:
-                if value not in refs:
-                    refs[value] = n
-                n += 1
-    if not refs:
-        return values
-    for i in positions:
-        value = values[i]
-        if type(value) is str:
-            ref = refs.get(value)
-            if ref is not None and ref < 256:
-                values[i] = _REFS[ref]
-    return values
-
-
-def _resolved(values: list[Any], event: Any) -> list[Any]:
-    if not isinstance(event, dict) or not any(type(v) is msgpack.ExtType for v in values):
-        return values
-    texts = _texts(event)
-    return [texts[v.data[0]] if type(v) is msgpack.ExtType and v.code == _REF else v for v in values]
-
-
-_OCCURRED_AT, _CARD = _EVENT_INDEX["occurred_at"], _EVENT_INDEX["card"]
-
-
-#: an event's (or its card's) names, in order -> their `EVENT_NAMES` indexes (a name not there
-#: stays): events of one sender name the same fields in the same order
-_KEY_INDEXES: dict[tuple[str, ...], tuple[Any, ...]] = {}
-
-
-def _indexed(value: dict[str, Any], top: bool = True) -> dict[Any, Any]:
-    """An event with its field names as `EVENT_NAMES` indexes (a name not there stays), its
-    card's likewise, and its ``occurred_at`` as `when_code` gives it."""
-    names = tuple(value)
-    indexes = _KEY_INDEXES.get(names)
-    if indexes is None:
-        if len(_KEY_INDEXES) >= 1024:
-            _KEY_INDEXES.clear()
-        indexes = _KEY_INDEXES[names] = tuple(_EVENT_INDEX.get(k, k) for k in names)
-    out = dict(zip(indexes, value.values()))
-    card = value.get("card") if top else None
-    if isinstance(card, dict):  # other dicts (none in a valid event) stay as they are: they read back alike
-        out[_CARD] = _indexed(card, False)
-    if top and _OCCURRED_AT in out:
-        at = out[_OCCURRED_AT]
-        out[_OCCURRED_AT] = when_code(at) if type(at) is str else [at]  # (an integer there is a `when_code`)
-    return out
-
-
-def _named(value: dict[Any, Any], top: bool = True) -> dict[str, Any]:
-    out = {EVENT_NAMES[k] if isinstance(k, int) else k: _named(v, False) if isinstance(v, dict) else v
-           for k, v in value.items()}
-    if top and "occurred_at" in out:
-        at = out["occurred_at"]
-        if type(at) is int:
-            out["occurred_at"] = occurred_text(at)
-        elif type(at) is list and len(at) == 1:
-            out["occurred_at"] = at[0]
     return out
 
 
@@ -554,8 +440,8 @@ def decode(value: bytes, schema: Schema | None) -> dict[str, Any]:
         thresholds = {THRESHOLD_NAMES[k] if isinstance(k, int) and k < len(THRESHOLD_NAMES) else k: v
                       for k, v in thresholds.items()}
     if isinstance(event, dict):
-        event = _named(event)
-        values = _resolved(values, event)
+        event = named(event)
+        values = resolved(values, event)
     names = schema.names if schema is not None else ()
     vocab = schema.vocab if schema is not None else ()
     record = {
