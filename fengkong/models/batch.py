@@ -1,0 +1,100 @@
+"""Scoring the payments of one event-loop turn together: one ONNX Runtime call for all.
+
+Why: the service has many decisions in flight, and the store's replies to several of
+them arrive in one read, so several decisions reach the models in the same turn of
+the event loop. Scoring each alone walks both tree ensembles once per payment, and in
+the worker, between two payments, the rest of the decision path has pushed the trees
+and ONNX Runtime's code out of the caches: a call then costs several times what it
+costs in a loop. One call on the turn's rows loads them once for all (docs/benchmarks.md).
+
+`TickBatcher.submit` copies a payment's row into the batch and returns a future; the
+first row of a batch schedules the call with ``loop.call_soon``, which runs after every
+callback already ready in this turn, so the decisions resumed by the same reply join
+the batch. Each row's answer is exactly what `JointModel.score_one` gives it alone:
+ONNX Runtime's tree ensembles, on one thread, sum each row's trees in the same order
+whatever the batch (tests/test_models_batch.py holds them equal bit for bit).
+
+Each thread has its own batch (an event loop runs on one thread), so a caller with
+threads and loops of its own never mixes rows of two loops in one call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from fengkong.models.joint import JointModel
+
+#: Rows in one call at most; a fuller turn is scored in several calls.
+CAPACITY = 64
+
+
+class _Batch:
+    """One thread's rows waiting for the call, and their futures."""
+
+    __slots__ = ("rows", "waiting", "scheduled")
+
+    def __init__(self, width: int) -> None:
+        self.rows = np.zeros((CAPACITY, width), dtype=np.float64)
+        self.waiting: list[asyncio.Future[tuple[float, float]]] = []
+        self.scheduled = False
+
+
+class TickBatcher:
+    """Batches `JointModel` scoring per event-loop turn (module docstring); the answer of a
+    row is ``(txn_risk's score, the habit model's score)`` as `JointModel.score_one`'s."""
+
+    def __init__(self, joint: JointModel) -> None:
+        self.joint = joint
+        self._local = threading.local()
+
+    def submit(self, cells: Sequence[Any] | np.ndarray) -> asyncio.Future[tuple[float, float]]:
+        """The future answer of one union row (`Vectorizer.cells` or an array), scored at the
+        end of this turn with the rows submitted meanwhile. Must be called from a running event
+        loop. A row numpy cannot convert raises here, for this payment alone."""
+        loop = asyncio.get_running_loop()
+        batch: _Batch | None = getattr(self._local, "batch", None)
+        if batch is None:
+            batch = self._local.batch = _Batch(self.joint.width)
+        n = len(batch.waiting)
+        if n == CAPACITY:
+            self._score(batch)
+            n = 0
+        batch.rows[n] = cells
+        future: asyncio.Future[tuple[float, float]] = loop.create_future()
+        batch.waiting.append(future)
+        if not batch.scheduled:
+            batch.scheduled = True
+            loop.call_soon(self._flush, batch)
+        return future
+
+    def _flush(self, batch: _Batch) -> None:
+        batch.scheduled = False
+        self._score(batch)
+
+    def _score(self, batch: _Batch) -> None:
+        """One call on the waiting rows; each future gets its row's answer, or the error."""
+        waiting = batch.waiting
+        if not waiting:
+            return
+        batch.waiting = []
+        try:
+            if len(waiting) == 1:  # the session's bound buffers: no input or output to allocate
+                answers = [self.joint.score_one(batch.rows[0])]
+            else:
+                risk, habit = self.joint.score_many(batch.rows[:len(waiting)])
+                answers = list(zip(risk.tolist(), habit.tolist()))
+        except Exception as exc:  # ONNX Runtime's errors derive from Exception itself
+            for future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for future, answer in zip(waiting, answers):
+            if not future.done():  # a cancelled decision
+                future.set_result(answer)
+
+
+__all__ = ["CAPACITY", "TickBatcher"]
