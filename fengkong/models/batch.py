@@ -12,7 +12,8 @@ first row of a batch schedules the call with ``loop.call_soon``, which runs afte
 callback already ready in this turn, so the decisions resumed by the same reply join
 the batch. Each row's answer is exactly what `JointModel.score_one` gives it alone:
 ONNX Runtime's tree ensembles, on one thread, sum each row's trees in the same order
-whatever the batch (tests/test_models_batch.py holds them equal bit for bit).
+whatever the batch; `alike` checks it on the artifact's check rows before any batching, and
+tests/test_models_batch.py holds it on every kind of txn_risk graph.
 
 Each thread has its own batch (an event loop runs on one thread), so a caller with
 threads and loops of its own never mixes rows of two loops in one call.
@@ -97,4 +98,16 @@ class TickBatcher:
                 future.set_result(answer)
 
 
-__all__ = ["CAPACITY", "TickBatcher"]
+def alike(joint: JointModel, rows: np.ndarray) -> bool:
+    """Whether ``joint`` answers each of ``rows`` in batches of up to `CAPACITY` exactly (bit for
+    bit, NaN as NaN) as alone: what `TickBatcher` relies on, checked on an artifact's check rows
+    before it batches (a graph of other operators could sum a batch in another order)."""
+    one = np.array([joint.score_one(row) for row in rows], dtype=np.float64).reshape(-1, 2)
+    for start in range(0, len(rows), CAPACITY):
+        risk, habit = joint.score_many(rows[start:start + CAPACITY])
+        if not np.array_equal(np.column_stack([risk, habit]), one[start:start + CAPACITY], equal_nan=True):
+            return False
+    return True
+
+
+__all__ = ["CAPACITY", "TickBatcher", "alike"]

@@ -46,7 +46,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from fengkong.models.artifacts import Artifact, ArtifactError, latest
-from fengkong.models.batch import TickBatcher
+from fengkong.models.batch import TickBatcher, alike
 from fengkong.models.calibration import PRECISION_FEATURE, SHARE_FEATURE, Calibration
 from fengkong.models.fusion import Decided, RiskFusion, base_score
 from fengkong.models.joint import JointModel, check_rows, union_names
@@ -75,7 +75,8 @@ class TransactionModels:
     (`fengkong.models.joint`), checked at construction against the two sessions apart; None
     (and ``joint_problem`` says why) without one, or when it does not open or differs, and
     then the two sessions serve. ``batcher`` scores the payments of one event-loop turn with one
-    call of ``joint`` (`fengkong.models.batch`; None without ``joint``)."""
+    call of ``joint`` (`fengkong.models.batch`; None without ``joint``, or when ``joint`` answers a
+    batch of the check rows otherwise than one row at a time)."""
 
     risk_vectorizer: Vectorizer
     risk: OnnxModel
@@ -127,7 +128,10 @@ class TransactionModels:
                                                       f"{diff:.3g} on {len(rows)} check rows")
             return
         object.__setattr__(self, "joint", joint)
-        object.__setattr__(self, "batcher", TickBatcher(joint))
+        if alike(joint, rows):
+            object.__setattr__(self, "batcher", TickBatcher(joint))
+        else:
+            log.warning("transaction models: scored one payment per call (a batch answers other floats than a row)")
 
     def score_one(self, features: Mapping[str, Any]) -> tuple[float, float]:
         """(txn_risk's raw score, the habit model's score) of one payment's features."""
@@ -262,15 +266,13 @@ class ModelRuntime:
         """The model.* features of a payment whose two models answered ``raw`` and ``habit``:
         plain floats (decision records and audit lines are JSON, and so is the fact durable_rules
         reads); the calibration's stored map after the ONNX graph's score, when there is one."""
-        out: dict[str, float | None]
         cal = self.calibration
-        if cal is not None:
-            out = cal.features(raw)
-            out["model.habit_anomaly"] = -habit
-        else:
-            out = {"model.txn_risk": raw, "model.habit_anomaly": -habit}
-        out["model.merchant_anomaly"] = _merchant_anomaly(features)
-        return out
+        if cal is None:
+            return {"model.txn_risk": raw, "model.habit_anomaly": -habit,
+                    "model.merchant_anomaly": _merchant_anomaly(features)}
+        risk, precision, share = cal.values(raw)
+        return {"model.txn_risk": risk, PRECISION_FEATURE: precision, SHARE_FEATURE: share,
+                "model.habit_anomaly": -habit, "model.merchant_anomaly": _merchant_anomaly(features)}
 
     def _unscored(self, features: Mapping[str, Any]) -> dict[str, float | None]:
         """The model.* features of an event the transaction models do not score (a non-payment;
