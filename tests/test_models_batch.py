@@ -81,7 +81,7 @@ def test_the_payments_of_one_turn_are_one_call_with_the_answers_each_gets_alone(
     joint = CountingJoint(_graph())
     X = _rows(40)
     expected = _alone(joint, X)
-    batcher = TickBatcher(joint)
+    batcher = TickBatcher(joint, lambda r, h: (r, h))
 
     async def one(x: np.ndarray) -> tuple[float, float]:
         return await batcher.submit([None if math.isnan(v) else float(v) for v in x])  # cells, as the store's
@@ -99,7 +99,7 @@ def test_a_turn_of_more_rows_than_a_call_takes_is_several_calls_and_later_turns_
     joint = CountingJoint(_graph())
     X = _rows(2 * CAPACITY + 22)
     expected = _alone(joint, X)
-    batcher = TickBatcher(joint)
+    batcher = TickBatcher(joint, lambda r, h: (r, h))
 
     async def main() -> tuple[list, list]:
         futures = [batcher.submit(x) for x in X]  # all in one turn
@@ -116,7 +116,7 @@ def test_a_row_that_does_not_convert_fails_alone_and_a_cancelled_one_is_skipped(
     joint = CountingJoint(_graph())
     X = _rows(6)
     expected = _alone(joint, X)
-    batcher = TickBatcher(joint)
+    batcher = TickBatcher(joint, lambda r, h: (r, h))
 
     async def main() -> list:
         futures = [batcher.submit(X[0]), batcher.submit(X[1])]
@@ -138,7 +138,7 @@ def test_an_error_of_the_call_reaches_every_payment_of_the_turn() -> None:
         def score_many(self, X):
             raise RuntimeError("session failed")
 
-    batcher = TickBatcher(Failing(_graph()))
+    batcher = TickBatcher(Failing(_graph()), lambda r, h: (r, h))
 
     async def main() -> list:
         return await asyncio.gather(*(batcher.submit(x) for x in _rows(3)), return_exceptions=True)
@@ -184,7 +184,7 @@ def artifacts_root(tmp_path_factory):
 def test_score_async_answers_what_score_does_and_guarded_models_hand_it_to_decide_on(artifacts_root) -> None:
     root, payments = artifacts_root
     rt = ModelRuntime.load(root)
-    assert rt.transactions is not None and rt.transactions.batcher is not None, rt.status
+    assert rt.transactions is not None and rt.batcher is not None, rt.status
     assert rt.calibration is not None and rt.fusion is not None
     events = [{**p, "event.type": "payment"} for p in payments] + [{**payments[0], "event.type": "login"}]
     expected = [rt.score(e) for e in events]
@@ -224,7 +224,7 @@ def test_concurrent_decisions_through_the_service_are_batched_and_scored_as_alon
     monkeypatch.setattr(pipeline, "decide_on", capture)
     with Served(settings(redis_server.url, "tbatch", artifacts_dir=root)) as api:
         rt = api.runtime.models
-        assert rt.transactions is not None and rt.transactions.batcher is not None, rt.status
+        assert rt.transactions is not None and rt.batcher is not None, rt.status
 
         async def main() -> list[httpx.Response]:
             async with httpx.AsyncClient(base_url=api.url, headers={"x-api-key": DECIDE_KEY}, timeout=10) as client:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 import numpy as np
 
@@ -31,33 +31,37 @@ from fengkong.models.joint import JointModel
 
 #: Rows in one call at most; a fuller turn is scored in several calls.
 CAPACITY = 64
+T = TypeVar("T")
 
 
-class _Batch:
+class _Batch(Generic[T]):
     """One thread's rows waiting for the call, and their futures."""
 
     __slots__ = ("rows", "waiting", "scheduled")
 
     def __init__(self, width: int) -> None:
         self.rows = np.zeros((CAPACITY, width), dtype=np.float64)
-        self.waiting: list[asyncio.Future[tuple[float, float]]] = []
+        self.waiting: list[asyncio.Future[T]] = []
         self.scheduled = False
 
 
-class TickBatcher:
-    """Batches `JointModel` scoring per event-loop turn (module docstring); the answer of a
-    row is ``(txn_risk's score, the habit model's score)`` as `JointModel.score_one`'s."""
+class TickBatcher(Generic[T]):
+    """Batches `JointModel` scoring per event-loop turn (module docstring). A row's answer is
+    ``answer(txn_risk's score, the habit model's score)``, the two as `JointModel.score_one`
+    gives them: ``answer`` (the runtime's calibration and output features) runs in the call's
+    loop too, row after row, while what it reads is in the caches."""
 
-    def __init__(self, joint: JointModel) -> None:
+    def __init__(self, joint: JointModel, answer: Callable[[float, float], T]) -> None:
         self.joint = joint
+        self.answer = answer
         self._local = threading.local()
 
-    def submit(self, cells: Sequence[Any] | np.ndarray) -> asyncio.Future[tuple[float, float]]:
+    def submit(self, cells: Sequence[Any] | np.ndarray) -> asyncio.Future[T]:
         """The future answer of one union row (`Vectorizer.cells` or an array), scored at the
         end of this turn with the rows submitted meanwhile. Must be called from a running event
         loop. A row numpy cannot convert raises here, for this payment alone."""
         loop = asyncio.get_running_loop()
-        batch: _Batch | None = getattr(self._local, "batch", None)
+        batch: _Batch[T] | None = getattr(self._local, "batch", None)
         if batch is None:
             batch = self._local.batch = _Batch(self.joint.width)
         n = len(batch.waiting)
@@ -65,37 +69,38 @@ class TickBatcher:
             self._score(batch)
             n = 0
         batch.rows[n] = cells
-        future: asyncio.Future[tuple[float, float]] = loop.create_future()
+        future: asyncio.Future[T] = loop.create_future()
         batch.waiting.append(future)
         if not batch.scheduled:
             batch.scheduled = True
             loop.call_soon(self._flush, batch)
         return future
 
-    def _flush(self, batch: _Batch) -> None:
+    def _flush(self, batch: _Batch[T]) -> None:
         batch.scheduled = False
         self._score(batch)
 
-    def _score(self, batch: _Batch) -> None:
+    def _score(self, batch: _Batch[T]) -> None:
         """One call on the waiting rows; each future gets its row's answer, or the error."""
         waiting = batch.waiting
         if not waiting:
             return
         batch.waiting = []
+        answer = self.answer
         try:
             if len(waiting) == 1:  # the session's bound buffers: no input or output to allocate
-                answers = [self.joint.score_one(batch.rows[0])]
+                answers = [answer(*self.joint.score_one(batch.rows[0]))]
             else:
                 risk, habit = self.joint.score_many(batch.rows[:len(waiting)])
-                answers = list(zip(risk.tolist(), habit.tolist()))
+                answers = list(map(answer, risk.tolist(), habit.tolist()))
         except Exception as exc:  # ONNX Runtime's errors derive from Exception itself
             for future in waiting:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for future, answer in zip(waiting, answers):
+        for future, out in zip(waiting, answers):
             if not future.done():  # a cancelled decision
-                future.set_result(answer)
+                future.set_result(out)
 
 
 def alike(joint: JointModel, rows: np.ndarray) -> bool:

@@ -74,9 +74,8 @@ class TransactionModels:
     ``joint`` scores both models with one call: the artifact's ``joint_graph``
     (`fengkong.models.joint`), checked at construction against the two sessions apart; None
     (and ``joint_problem`` says why) without one, or when it does not open or differs, and
-    then the two sessions serve. ``batcher`` scores the payments of one event-loop turn with one
-    call of ``joint`` (`fengkong.models.batch`; None without ``joint``, or when ``joint`` answers a
-    batch of the check rows otherwise than one row at a time)."""
+    then the two sessions serve. ``batchable``: ``joint`` answers a batch of the check rows as one
+    row at a time, so the payments of one event-loop turn may share a call (`fengkong.models.batch`)."""
 
     risk_vectorizer: Vectorizer
     risk: OnnxModel
@@ -89,7 +88,7 @@ class TransactionModels:
     habit_cols: slice | np.ndarray = field(init=False)
     joint: JointModel | None = field(init=False, default=None)
     joint_problem: str | None = field(init=False, default=None)
-    batcher: TickBatcher | None = field(init=False, default=None)
+    batchable: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         names = union_names(self.risk_vectorizer.names, self.habit_vectorizer.names)
@@ -129,7 +128,7 @@ class TransactionModels:
             return
         object.__setattr__(self, "joint", joint)
         if alike(joint, rows):
-            object.__setattr__(self, "batcher", TickBatcher(joint))
+            object.__setattr__(self, "batchable", True)
         else:
             log.warning("transaction models: scored one payment per call (a batch answers other floats than a row)")
 
@@ -198,6 +197,8 @@ class ModelRuntime:
         self.fusion: RiskFusion | None = None
         #: the transaction model's calibration (`fengkong.models.calibration`), None: raw scores
         self.calibration: Calibration | None = None
+        #: scores the payments of one event-loop turn in one call (`score_async`); None: one by one
+        self.batcher: TickBatcher[dict[str, float | None]] | None = None
 
     @classmethod
     def load(cls, artifacts_dir: Path | None) -> "ModelRuntime":
@@ -222,6 +223,8 @@ class ModelRuntime:
                     cal = p.get("calibration")
                     rt.calibration = Calibration.from_params(cal) if cal and "skipped" not in cal else None
                     rt.transactions = txn
+                    if txn.joint is not None and txn.batchable:
+                        rt.batcher = TickBatcher(txn.joint, rt._answer)
                 else:
                     rt.merchant_forest = load_model(art, "forest")
                     rt.merchant_meta = art.meta
@@ -256,23 +259,29 @@ class ModelRuntime:
         """`score`, with the payment scored in one call together with the other payments that
         reach the models in this turn of the event loop (`fengkong.models.batch`): the same
         answer, for less of the worker's time. Needs a running event loop."""
-        txn = self.transactions
-        if txn is None or txn.batcher is None or features.get("event.type", "payment") != "payment":
+        txn, batcher = self.transactions, self.batcher
+        if txn is None or batcher is None or features.get("event.type", "payment") != "payment":
             return self.score(features)
-        raw, habit = await txn.batcher.submit(txn.row.cells(features))
-        return self._payment(raw, habit, features)
+        out = await batcher.submit(txn.row.cells(features))
+        out["model.merchant_anomaly"] = _merchant_anomaly(features)
+        return out
 
     def _payment(self, raw: float, habit: float, features: Mapping[str, Any]) -> dict[str, float | None]:
-        """The model.* features of a payment whose two models answered ``raw`` and ``habit``:
-        plain floats (decision records and audit lines are JSON, and so is the fact durable_rules
-        reads); the calibration's stored map after the ONNX graph's score, when there is one."""
+        out = self._answer(raw, habit)
+        out["model.merchant_anomaly"] = _merchant_anomaly(features)
+        return out
+
+    def _answer(self, raw: float, habit: float) -> dict[str, float | None]:
+        """The transaction models' features of a payment whose two models answered ``raw`` and
+        ``habit``: plain floats (decision records and audit lines are JSON, and so is the fact
+        durable_rules reads); the calibration's stored map after the ONNX graph's score, when
+        there is one."""
         cal = self.calibration
         if cal is None:
-            return {"model.txn_risk": raw, "model.habit_anomaly": -habit,
-                    "model.merchant_anomaly": _merchant_anomaly(features)}
+            return {"model.txn_risk": raw, "model.habit_anomaly": -habit}
         risk, precision, share = cal.values(raw)
         return {"model.txn_risk": risk, PRECISION_FEATURE: precision, SHARE_FEATURE: share,
-                "model.habit_anomaly": -habit, "model.merchant_anomaly": _merchant_anomaly(features)}
+                "model.habit_anomaly": -habit}
 
     def _unscored(self, features: Mapping[str, Any]) -> dict[str, float | None]:
         """The model.* features of an event the transaction models do not score (a non-payment;
