@@ -112,6 +112,27 @@ def test_a_turn_of_more_rows_than_a_call_takes_is_several_calls_and_later_turns_
     assert _same(first, expected) and _same(later, expected[:3])
 
 
+def test_a_loop_that_ends_before_its_call_leaves_nothing_behind_for_the_next() -> None:
+    joint = CountingJoint(_graph())
+    X = _rows(3)
+    expected = _alone(joint, X)
+    batcher = TickBatcher(joint, lambda r, h: (r, h))
+
+    loop = asyncio.new_event_loop()
+
+    async def abandoned() -> None:
+        batcher.submit(X[0])
+        loop.stop()  # the loop stops, and closes, before the batch's call runs
+
+    async def main() -> list:
+        return [await asyncio.wait_for(batcher.submit(x), 5) for x in X[1:]]
+
+    loop.run_until_complete(abandoned())
+    loop.close()
+    assert _same(asyncio.run(main()), expected[1:])
+    assert joint.calls == []  # one row a turn: the bound call, no batch
+
+
 def test_a_row_that_does_not_convert_fails_alone_and_a_cancelled_one_is_skipped() -> None:
     joint = CountingJoint(_graph())
     X = _rows(6)

@@ -35,11 +35,12 @@ T = TypeVar("T")
 
 
 class _Batch(Generic[T]):
-    """One thread's rows waiting for the call, and their futures."""
+    """One thread's rows waiting for the call of ``loop``, and their futures."""
 
-    __slots__ = ("rows", "waiting", "scheduled")
+    __slots__ = ("loop", "rows", "waiting", "scheduled")
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, width: int) -> None:
+        self.loop = loop
         self.rows = np.zeros((CAPACITY, width), dtype=np.float64)
         self.waiting: list[asyncio.Future[T]] = []
         self.scheduled = False
@@ -62,8 +63,8 @@ class TickBatcher(Generic[T]):
         loop. A row numpy cannot convert raises here, for this payment alone."""
         loop = asyncio.get_running_loop()
         batch: _Batch[T] | None = getattr(self._local, "batch", None)
-        if batch is None:
-            batch = self._local.batch = _Batch(self.joint.width)
+        if batch is None or batch.loop is not loop:  # a loop that ended before its call leaves nothing behind
+            batch = self._local.batch = _Batch(loop, self.joint.width)
         n = len(batch.waiting)
         if n == CAPACITY:
             self._score(batch)
