@@ -84,23 +84,44 @@ _INTERNAL_KEYS = ("kind", "body_sha256")
 class _GuardedModels:
     """Runs the models for one decision; a failure is recorded, not raised.
 
-    ``fuse`` (the fused risk, after the rules decided) failing only costs the
-    ``risk`` field (null, logged): the decision does not depend on it, so it is not
-    degraded."""
+    ``prepare`` scores the payment with the others that reach the models in the same turn
+    of the event loop (`ModelRuntime.score_async`); the ``score`` that `pipeline.decide_on`
+    then calls answers what it prepared. ``fuse`` (the fused risk, after the rules decided)
+    failing only costs the ``risk`` field (null, logged): the decision does not depend on
+    it, so it is not degraded."""
 
-    __slots__ = ("runtime", "failure")
+    __slots__ = ("runtime", "failure", "prepared")
 
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
         self.failure: str | None = None
+        self.prepared: Mapping[str, Any] | None = None
+
+    async def prepare(self, features: Mapping[str, Any]) -> None:
+        score_async = getattr(self.runtime, "score_async", None)
+        if score_async is None:  # a runtime that scores one event at a time: `score` does
+            return
+        try:
+            self.prepared = await score_async(features)
+        except Exception as exc:  # any model fault degrades; it never fails the payment
+            self._failed(exc)
 
     def score(self, features: Mapping[str, Any]) -> Mapping[str, Any]:
+        prepared = self.prepared
+        if prepared is not None:
+            self.prepared = None
+            return prepared
+        if self.failure is not None:
+            return {}
         try:
             return self.runtime.score(features)
         except Exception as exc:  # any model fault degrades; it never fails the payment
-            self.failure = f"model failed: {type(exc).__name__}"
-            log.warning("model scoring failed: %s", type(exc).__name__)
+            self._failed(exc)
             return {}
+
+    def _failed(self, exc: Exception) -> None:
+        self.failure = f"model failed: {type(exc).__name__}"
+        log.warning("model scoring failed: %s", type(exc).__name__)
 
     def fuse(self, model_outputs: Mapping[str, Any], decision: Decision) -> float | None:
         fuse = getattr(self.runtime, "fuse", None)
@@ -181,6 +202,8 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
         # request waited for this worker's CPU is not Redis's fault (busy is not dead)
         result = await rt.store.process_async(event, rt.conn, rt.store_budget_s)
         if result.stored is None:  # else a duplicate whose claim holds the record: nothing to decide
+            if models is not None:
+                await models.prepare(result.features)
             decision, features = pipeline.decide_on(result.features, rules=rt.rules, models=models)  # type: ignore[arg-type]
     except DuplicateEventConflict:
         raise Conflict("event_id", "was already used with a different body") from None
