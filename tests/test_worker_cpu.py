@@ -12,7 +12,7 @@ import pytest
 
 from fengkong.api.audit import Audit, read_entry, reference
 from fengkong.api.service import record_values, records
-from fengkong.api.service.decisions import _merchant_values, _picked
+from fengkong.api.service.decisions import _merchant_values, _plain, _recorded
 from fengkong.api.service.renewals import RENEW_S, Renewals
 from fengkong.cases.intake import item_text
 from fengkong.events import find_pan, iso_text
@@ -29,11 +29,43 @@ def test_case_item_text_parses_to_what_the_standard_encoder_wrote():
     assert json.loads(item_text(big)) == big
 
 
-def test_picked_features_are_a_get_per_name_with_or_without_every_name():
-    features = {"a": 1, "b": None, "c": 2.5}
-    for names in [("a", "b", "c"), ("a",), (), ("a", "missing"), ("missing",)]:
-        assert _picked(names, features) == {n: features.get(n) for n in names}
-        assert list(_picked(names, features)) == list(names)
+def test_recorded_features_are_a_get_per_name_with_or_without_every_name():
+    """The record's features as names and values: what ``{name: features.get(name)}`` over
+    the rule set's non-model names, then the model outputs present, gave as a dict."""
+    features = {"a": 1, "b": None, "c": 2.5, "model.txn_risk": 0.5, "model.habit_anomaly": 0.25}
+    for read in [{"a", "b", "c"}, {"a"}, set(), {"a", "missing"}, {"missing"}, {"c", "model.txn_risk"}]:
+        for models in (False, True):
+            names, values = _recorded(frozenset(read), features, models=models)
+            want = {n: features.get(n) for n in _plain(frozenset(read))}
+            if models:
+                want.update((k, features[k]) for k in ("model.txn_risk", "model.habit_anomaly"))
+            assert dict(zip(names, values)) == want and list(names) == list(want) and len(values) == len(names)
+            assert _recorded(frozenset(read), features, models=models)[0] is names  # one object: the schema's key
+    names, values = _recorded(None, features, models=False)  # the rule set is gone: every feature but the models'
+    assert dict(zip(names, values)) == {"a": 1, "b": None, "c": 2.5}
+
+
+def test_a_record_given_its_features_apart_is_stored_and_read_as_the_whole_record():
+    """`Records.encode` with the features as names and values stores what it stores of the
+    whole record (`with_features` puts them back where the record has them)."""
+    whole = {"kind": "decision", "body_sha256": "ab" * 32, "decision_id": "d_0123456789abcdef01234567",
+             "event_id": "e-1", "decision": "allow", "score": 0, "event": {"event_id": "e-1", "ip": "10.0.0.1"},
+             "features": {"event.ip": "10.0.0.1", "x": 1.5}, "shadow": [], "latency_ms": 1.0}
+    apart = {k: v for k, v in whole.items() if k != "features"}
+    names = tuple(whole["features"])
+    assert records.with_features(apart, names, (whole["features"].values())) == whole
+    assert list(records.with_features(apart, names, tuple(whole["features"].values()))) == list(whole)
+    by_dict, apart_store = records.Records("p", 60), records.Records("p", 60)
+    for _ in range(records.SAMPLES + 2):  # compact, then deflated: the same bytes
+        one, _ = by_dict.encode(whole, ruleset=None, faults=0)
+        two, commands = apart_store.encode(apart, ruleset=None, faults=0,
+                                           features=(names, tuple(whole["features"].values())))
+        assert one == two
+    assert two[:1] == records.DEFLATED
+    back = records.decode(two, apart_store.known(records.schema_id(two)))
+    assert back["features"] == whole["features"] and back["event"] == whole["event"]
+    blob, _ = apart_store.encode(apart, ruleset=None, faults=0, features=(names, (2 ** 70, 1)))  # JSON only
+    assert json.loads(blob)["features"] == {"event.ip": 2 ** 70, "x": 1} and list(json.loads(blob)) == list(whole)
 
 
 def _merchant_features(features: dict) -> dict:
@@ -76,12 +108,42 @@ def _when_before(text: str) -> int | str:
 @pytest.mark.parametrize("text", [
     "2026-11-25T09:00:00+08:00", "2026-11-25T09:00:00.250000-05:00", "2026-11-25T09:00:00.5+08:00",
     "2026-11-25T09:00:00Z", "2026-11-25T09:00:00+05:30:15", "2026-11-25T09:00:00-09:30", "2026-11-25 09:00:00+00:00",
-    "2026-11-25T09:00:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59.999999-12:00", "not a time"])
+    "2026-11-25T09:00:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59.999999-12:00", "not a time",
+    # the per-second path (`_SECONDS`): a fraction of 6 ASCII digits, not all zero, else the full parse
+    "2026-11-25T09:00:00.000001+08:00", "2026-11-25T09:00:00.000000+08:00", "2026-11-25T09:00:00.12345a+08:00",
+    "2026-11-25T09:00:00.\u0661\u0662\u0663\u0664\u0665\u0666+08:00", "2026-11-25T09:00:00. 12345+08:00",
+    "2026-11-25T09:00:00.+12345+08:00", "2026-11-25T09:00:00.123456-00:00", "2026-11-25T09:00:00-00:00",
+    "2026-11-25T24:00:00.123456+08:00", "2026-02-30T09:00:00.123456+08:00", "2026-11-25T09:00:00.123456+24:00",
+    "2026-11-25 09:00:00.123456+08:00", "2026-11-25T09:00:00.123456Z+0800", "2026-11-25T09:00:00.1234567+08:00",
+    "2026-11-25T09:00:00.999999+05:30", "9999-12-31T23:59:59.999999+14:00"])
 def test_occurred_at_code_is_what_it_was(text):
+    assert record_values.when_code(text) == _when_before(text)  # twice: its second may be known now
     assert record_values.when_code(text) == _when_before(text)
     code = record_values.when_code(text)
     if isinstance(code, int):
         assert record_values.occurred_text(code) == text
+
+
+@pytest.mark.parametrize("text", [
+    "2026-12-04T22:29:05.896275+00:00", "2026-12-04T22:29:05.000000+00:00", "2026-12-04T22:29:05.896276+00:00",
+    "2026-12-04T22:29:06.000001+00:00", "2026-12-04T22:29:05+00:00", "2026-12-04T22:29:05.896275+08:00",
+    "2026-12-04T22:29:05.89627Z", "2026-12-04 22:29:05.896275+00:00", "2026-12-04T22:29:05.89627 +00:00",
+    "2026-13-04T22:29:05.896275+00:00", "\u0662026-12-04T22:29:05.896275+00:00", "2026-12-04T22:29:05.+96275+00:00",
+    "yesterday", ""])
+def test_decided_at_micros_are_kept_only_where_they_give_the_text_back(text):
+    """`decided_micros` codes the texts that `iso_micros` gives back (what the decision's
+    ``decided_at`` is), and no other; twice, as its second is remembered."""
+    for _ in range(2):
+        code = record_values.decided_micros(text)
+        if code is None:
+            try:
+                parsed = datetime.fromisoformat(text)
+            except ValueError:
+                continue
+            assert record_values.iso_micros(record_values.micros_of(parsed)) != text
+        else:
+            assert record_values.iso_micros(code) == text
+            assert code == record_values.micros_of(datetime.fromisoformat(text))
 
 
 def test_audit_entry_reads_back_as_the_reference():
@@ -131,3 +193,42 @@ def test_find_pan_after_the_shortcuts():
     assert find_pan({pan: 1}) == "<key>"  # a PAN key is never remembered as clean
     assert find_pan({pan: 1}) == "<key>"
     assert find_pan({"x": (pan,)}) == "x[0]"
+
+
+@pytest.mark.parametrize("decision_id", [
+    "d_0123456789abcdef01234567", "d_0123456789ABCDEF01234567", "d_0123456789abcdef0123456 ",
+    "d_0123 56789abcdef01234567", "x_0123456789abcdef01234567", "d_0123456789abcdef012345678",
+    "d_0123456789abcdef0123456\n", "d_0123456789abcdef0123456g"])
+def test_a_decision_id_is_kept_as_bytes_only_where_they_give_it_back(decision_id):
+    raw = record_values.id_bytes(decision_id)
+    if decision_id == "d_0123456789abcdef01234567":
+        assert raw == bytes.fromhex(decision_id[2:])
+    else:
+        assert raw is decision_id
+
+
+@pytest.mark.parametrize("text", [
+    "2026-11-25T09:00:00+08:00", "2026-11-25T09:00:00.545000+08:00", "2026-11-25T09:00:00.000001-05:30",
+    "2026-11-25T23:59:59.999999+00:00", "2030-01-01T00:00:00-12:00", "2026-11-25T09:00:00Z",
+    "2026-11-25T09:00:00.5+08:00", "2026-11-25 09:00:00+08:00"])
+def test_the_case_item_time_is_the_received_text_only_where_isoformat_gives_it(text):
+    """The decision path hands the case item the event's ``occurred_at`` as received when
+    `when_code` codes it; the item then reads what ``iso_text`` of the parsed event gives."""
+    from fengkong.api.service.decisions import _iso_occurred_at
+    from fengkong.cases.intake import item_for
+    from fengkong.events import parse_event
+
+    data = {"event_id": "e-1", "type": "payment", "occurred_at": text, "merchant_id": "m1", "amount": "1.00",
+            "currency": "CNY"}
+    event = parse_event(data)
+    reason = {"id": "r", "description": "d", "action": "review", "score": 50, "mode": "enforce", "tags": ["t"],
+              "values": {"x": 1}}
+    record = {"decision_id": "d_1", "decision": "review", "reasons": [reason]}
+    given = _iso_occurred_at(data)
+    assert given is None or given == text
+    if type(record_values.when_code(text)) is int:
+        assert given == text
+    assert item_for(record, event, given) == item_for(record, event)
+    assert item_for(record, event)["occurred_at"] == iso_text(event.occurred_at)
+    assert item_for(record, event)["reasons"] == [{"id": "r", "action": "review", "score": 50, "mode": "enforce",
+                                                  "tags": ["t"], "values": {"x": 1}}]

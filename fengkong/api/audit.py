@@ -86,6 +86,10 @@ def entry_values(ref: Mapping[str, Any]) -> list[Any]:
     return out
 
 
+#: a bool's JSON (`entry_values`)
+_BOOLS = {True: dumps(True), False: dumps(False)}
+
+
 def read_entry(entry_id: bytes | str, fields: Mapping[Any, Any]) -> dict[str, Any] | None:
     """A decision entry of the stream as the dict `reference` made, with ``at`` (ISO
     8601, UTC) from the entry's id; an entry written before (one JSON ``record``)
@@ -127,7 +131,27 @@ class Audit:
     def decision_command(self, record: Mapping[str, Any]) -> tuple[Any, ...]:
         """The decision's stream entry as a command, for the caller's pipelined write: a
         reference to the stored record (`reference`), not a second copy of it."""
-        return ("XADD", self.decisions_key, "MAXLEN", "~", self.maxlen, "*", *entry_values(reference(record)))
+        get = record.get
+        decision_id, event_id, decision, version, caller = (get("decision_id"), get("event_id"), get("decision"),
+                                                            get("ruleset_version"), get("caller"))
+        reasons, shadow, degraded = get("reasons"), get("shadow"), get("degraded")
+        card = ((get("event") or {}).get("card") or {}).get("fingerprint")
+        # `entry_values(reference(record))`, written out: this runs for every decision
+        return ("XADD", self.decisions_key, "MAXLEN", "~", self.maxlen, "*",
+                "decision_id", "" if decision_id is None else decision_id,
+                "event_id", "" if event_id is None else event_id, "decision", "" if decision is None else decision,
+                "score", dumps(get("score")),
+                "rules", " ".join([r["id"] for r in reasons]) if reasons else "",
+                "shadow", " ".join([r["id"] for r in shadow]) if shadow else "",
+                "ruleset_version", "" if version is None else version,
+                "degraded", _BOOLS[degraded] if type(degraded) is bool else dumps(degraded),
+                "caller", "" if caller is None else caller, "card", "" if card is None else card)
+
+    @property
+    def to_a_file(self) -> bool:
+        """Whether records go to an audit file too (else the decision path need not make the
+        whole record for it)."""
+        return self._fd is not None
 
     def decision_to_file(self, record: Mapping[str, Any]) -> None:
         """The whole decision record as one line of the audit file (no-op without one)."""

@@ -54,17 +54,26 @@ def stream_key(prefix: str) -> str:
     return f"{prefix}:v1:cases:intake"
 
 
-def item_for(record: Mapping[str, Any], event: Event) -> dict[str, Any]:
-    """The compact item a case needs from a decision and its event."""
+def item_for(record: Mapping[str, Any], event: Event, occurred_at: str | None = None) -> dict[str, Any]:
+    """The compact item a case needs from a decision and its event. `occurred_at`: the
+    event's time as ``isoformat`` writes it, when the caller knows it already (the decision
+    path: the text it received, when that is the form ``isoformat`` gives back)."""
     card = event.card
     return {
         "decision_id": record["decision_id"], "event_id": event.event_id, "type": event.type.value,
         "decision": record["decision"], "score": record.get("score") or 0, "risk": record.get("risk"),
-        "reasons": [{k: r.get(k) for k in _REASON_KEYS} for r in record.get("reasons") or ()],
-        "occurred_at": iso_text(event.occurred_at), "amount_minor": event.amount_minor,
-        "currency": event.currency, "card": card.fingerprint if card else None,
+        "reasons": [_reason(r) for r in record.get("reasons") or ()],
+        "occurred_at": iso_text(event.occurred_at) if occurred_at is None else occurred_at,
+        "amount_minor": event.amount_minor, "currency": event.currency, "card": card.fingerprint if card else None,
         "user_id": event.user_id, "merchant_id": event.merchant_id,
     }
+
+
+def _reason(reason: Mapping[str, Any]) -> dict[str, Any]:
+    """What an item keeps of a fired rule (`_REASON_KEYS`; the description is in the stored decision)."""
+    get = reason.get
+    return {"id": get("id"), "action": get("action"), "score": get("score"), "mode": get("mode"),
+            "tags": get("tags"), "values": get("values")}
 
 
 class Intake:
@@ -82,11 +91,13 @@ class Intake:
         #: told of each item lost (the service counts them in /metrics)
         self.on_lost: Callable[[], None] | None = None
 
-    def command(self, record: Mapping[str, Any], event: Event) -> tuple[Any, ...] | None:
-        """``XADD`` of this decision's case item, or None when it opens no case."""
+    def command(self, record: Mapping[str, Any], event: Event,
+                occurred_at: str | None = None) -> tuple[Any, ...] | None:
+        """``XADD`` of this decision's case item, or None when it opens no case
+        (`occurred_at` as `item_for` takes it)."""
         if not self.config.opens_case(record["decision"], record.get("reasons") or []):
             return None
-        return self._xadd(item_for(record, event))
+        return self._xadd(item_for(record, event, occurred_at))
 
     def hold(self, record: Mapping[str, Any], event: Event) -> None:
         """Keep this decision's case item, if it opens one, until `release` can queue it

@@ -112,15 +112,20 @@ class Calibration:
                                              self.curve_share.tolist()))
 
     def features(self, raw: float) -> dict[str, float]:
-        """``model.txn_risk``, ``model.txn_precision`` and ``model.txn_share`` of one raw score
-        (the map and the curves in scalar arithmetic: numpy's per-call cost is most of the
-        work for one value; `interp_pair` is ``np.interp``'s on both curves)."""
+        """``model.txn_risk``, ``model.txn_precision`` and ``model.txn_share`` of one raw score."""
+        risk, at, of = self.values(raw)
+        return {"model.txn_risk": risk, PRECISION_FEATURE: at, SHARE_FEATURE: of}
+
+    def values(self, raw: float) -> tuple[float, float, float]:
+        """The calibrated risk, precision and share of one raw score (the map and the curves in
+        scalar arithmetic: numpy's per-call cost is most of the work for one value;
+        `interp_pair` is ``np.interp``'s on both curves)."""
         q = min(max(float(raw), _EPS), 1.0 - _EPS)
         z = self.a * math.log(q / (1.0 - q)) + self.b
         risk = 1.0 / (1.0 + math.exp(-z)) if z >= -700 else 0.0
         xs, precision, share = self._curves  # type: ignore[attr-defined]
         at, of = interp_pair(risk, xs, precision, share)
-        return {"model.txn_risk": risk, PRECISION_FEATURE: at, SHARE_FEATURE: of}
+        return risk, at, of
 
     @classmethod
     def from_scores(cls, a: float, b: float, raw: np.ndarray) -> "Calibration":

@@ -63,7 +63,8 @@ from fengkong.api.security import Caller
 from fengkong.api.service.idempotency import (body_hash, conflict_check, execute, get, load, record_ttl, set_record,
                                               stored)
 from fengkong.api.service import pointers
-from fengkong.api.service.records import is_record
+from fengkong.api.service.record_values import when_code
+from fengkong.api.service.records import is_record, with_features
 from fengkong.api.service.ids import check_id, new_decision_id
 from fengkong.api.state import Runtime
 from fengkong.engine.decision import Decision
@@ -76,29 +77,51 @@ log = logging.getLogger(__name__)
 
 RESPONSE_KEYS = ("decision_id", "event_id", "decision", "score", "reasons", "merchant_grade", "ruleset_version",
                  "degraded", "degraded_reason", "lane", "risk", "models")
+_RESPONSE_VALUES = operator.itemgetter(*RESPONSE_KEYS)
 _INTERNAL_KEYS = ("kind", "body_sha256")
 
 
 class _GuardedModels:
     """Runs the models for one decision; a failure is recorded, not raised.
 
-    ``fuse`` (the fused risk, after the rules decided) failing only costs the
-    ``risk`` field (null, logged): the decision does not depend on it, so it is not
-    degraded."""
+    ``prepare`` scores the payment with the others that reach the models in the same turn
+    of the event loop (`ModelRuntime.score_async`); the ``score`` that `pipeline.decide_on`
+    then calls answers what it prepared. ``fuse`` (the fused risk, after the rules decided)
+    failing only costs the ``risk`` field (null, logged): the decision does not depend on
+    it, so it is not degraded."""
 
-    __slots__ = ("runtime", "failure")
+    __slots__ = ("runtime", "failure", "prepared")
 
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
         self.failure: str | None = None
+        self.prepared: Mapping[str, Any] | None = None
+
+    async def prepare(self, features: Mapping[str, Any]) -> None:
+        score_async = getattr(self.runtime, "score_async", None)
+        if score_async is None:  # a runtime that scores one event at a time: `score` does
+            return
+        try:
+            self.prepared = await score_async(features)
+        except Exception as exc:  # any model fault degrades; it never fails the payment
+            self._failed(exc)
 
     def score(self, features: Mapping[str, Any]) -> Mapping[str, Any]:
+        prepared = self.prepared
+        if prepared is not None:
+            self.prepared = None
+            return prepared
+        if self.failure is not None:
+            return {}
         try:
             return self.runtime.score(features)
         except Exception as exc:  # any model fault degrades; it never fails the payment
-            self.failure = f"model failed: {type(exc).__name__}"
-            log.warning("model scoring failed: %s", type(exc).__name__)
+            self._failed(exc)
             return {}
+
+    def _failed(self, exc: Exception) -> None:
+        self.failure = f"model failed: {type(exc).__name__}"
+        log.warning("model scoring failed: %s", type(exc).__name__)
 
     def fuse(self, model_outputs: Mapping[str, Any], decision: Decision) -> float | None:
         fuse = getattr(self.runtime, "fuse", None)
@@ -113,7 +136,10 @@ class _GuardedModels:
 
 
 def _response(record: Mapping[str, Any], latency_ms: float, duplicate: bool) -> dict[str, Any]:
-    out = {k: record.get(k) for k in RESPONSE_KEYS}
+    try:
+        out = dict(zip(RESPONSE_KEYS, _RESPONSE_VALUES(record)))  # one call where every key is there
+    except KeyError:
+        out = {k: record.get(k) for k in RESPONSE_KEYS}
     out["latency_ms"] = round(latency_ms, 3)
     out["duplicate"] = duplicate
     return out
@@ -176,6 +202,8 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
         # request waited for this worker's CPU is not Redis's fault (busy is not dead)
         result = await rt.store.process_async(event, rt.conn, rt.store_budget_s)
         if result.stored is None:  # else a duplicate whose claim holds the record: nothing to decide
+            if models is not None:
+                await models.prepare(result.features)
             decision, features = pipeline.decide_on(result.features, rules=rt.rules, models=models)  # type: ignore[arg-type]
     except DuplicateEventConflict:
         raise Conflict("event_id", "was already used with a different body") from None
@@ -218,14 +246,16 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
     if degraded_reason and rt.settings.failure_policy == "fail_closed":
         final = rt.rules.current.policy.most_severe([final, "review"])
     decision_id = new_decision_id()
+    ruleset = rt.rules.current
+    live = ruleset.version == decision.ruleset_version
+    recorded = _recorded(ruleset.features_read if live else None, features, models=rt.models.available)
     record = _decision_record(rt, event=event, data=data, caller=caller, decision=decision, final=final,
                               features=features, decision_id=decision_id, digest=digest,
                               degraded_reason=degraded_reason)
     latency = time.perf_counter() - t0
     record["latency_ms"] = round(latency * 1000, 3)
-    ruleset = rt.rules.current
-    blob, commands = rt.records.encode(record, faults=rt.breaker.faults,
-                                       ruleset=ruleset if ruleset.version == decision.ruleset_version else None)
+    blob, commands = rt.records.encode(record, faults=rt.breaker.faults, ruleset=ruleset if live else None,
+                                       features=recorded)
     ttl = rt.settings.decision_ttl_s
     adopt = result.duplicate
     first = len(commands)  # the record's SET (after its schema's, when that is sent)
@@ -235,7 +265,8 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
                            renewals=rt.renewals, faults=rt.breaker.faults),
         rt.audit.decision_command(record),
     ]
-    case_item = rt.intake.command(record, event)  # a review (or what cases.yaml names): queue it for a case
+    # a review (or what cases.yaml names): queue it for a case
+    case_item = rt.intake.command(record, event, _iso_occurred_at(data))
     case_at = len(commands) if case_item is not None else None
     if case_item is not None:
         commands.append(case_item)
@@ -261,12 +292,14 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[s
             _hold(rt, commands, case_at, decision_id)
     else:
         _write_behind(rt, commands, decision_id, case_at)
-    rt.audit.decision_to_file(record)
+    if rt.audit.to_a_file:
+        rt.audit.decision_to_file(with_features(record, *recorded))
     if degraded_reason:
         rt.metrics.degraded.labels("model_failed").inc()
-    rt.metrics.decided(final, bool(degraded_reason),
-                       [(r.id, r.mode) for r in decision.reasons] + [(r.id, r.mode) for r in decision.shadow],
-                       latency)
+    fired = [(r.id, r.mode) for r in decision.reasons]
+    if decision.shadow:
+        fired += [(r.id, r.mode) for r in decision.shadow]
+    rt.metrics.decided(final, bool(degraded_reason), fired, latency)
     return _response(record, latency * 1000, False)
 
 
@@ -322,11 +355,8 @@ def _unstored(rt: Runtime, decision_id: str, exc: BaseException) -> None:
 def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], caller: Caller, decision: Decision,
                      final: str, features: Mapping[str, Any], decision_id: str, digest: bytes,
                      degraded_reason: str | None) -> dict[str, Any]:
-    ruleset = rt.rules.current
-    read = _plain(ruleset.features_read if ruleset.version == decision.ruleset_version else frozenset(features))
-    recorded = _picked(read, features)
-    if rt.models.available:  # the model outputs by name: scanning every feature for the prefix cost more
-        recorded.update((k, features[k]) for k in _MODEL_NAMES if k in features)
+    """The decision's record but its features (`_recorded`: the record's encoder takes
+    them as names and values, and `records.with_features` makes the whole record for the audit file)."""
     return {
         "kind": "decision", "body_sha256": digest.decode(),
         "decision_id": decision_id, "event_id": event.event_id, "decision": final, "score": decision.score,
@@ -335,10 +365,43 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
         "degraded": degraded_reason is not None, "degraded_reason": degraded_reason, "lane": decision.lane,
         "risk": features.get(pipeline.RISK_FEATURE), "models": rt.models.status,
         "decided_at": utc_now_iso(), "caller": caller.name, "event": data,
-        "features": recorded,
-        "shadow": [r.to_dict() for r in decision.shadow], "missing_features": decision.missing_features,
+        "shadow": [r.to_dict() for r in decision.shadow] if decision.shadow else [],
+        "missing_features": decision.missing_features,
         "score_action": decision.score_action, "thresholds": decision.thresholds,
     }
+
+
+def _iso_occurred_at(data: Any) -> str | None:
+    """The event's ``occurred_at`` as received when it is what ``isoformat`` gives of it
+    (`when_code` codes it then, and has just been asked by the record's encoder), else None."""
+    text = data.get("occurred_at") if isinstance(data, dict) else None
+    return text if type(text) is str and type(when_code(text)) is int else None
+
+
+def _recorded(read: frozenset[str] | None, features: Mapping[str, Any], *,
+              models: bool) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """The names and values of the features a decision's record keeps: those the live rule
+    set reads (`read`; every feature when the rule set that decided is no longer live), but
+    the model outputs, which follow by name when `models` are served (scanning every feature
+    for the prefix cost more). A name the features lack has the value None. The names are
+    one tuple object per rule set and model outputs (the record encoder's schema is found
+    by it without hashing its names)."""
+    names, getter = _reader(read if read is not None else frozenset(features))
+    try:
+        values = getter(features)
+    except KeyError:
+        values = tuple(map(features.get, names))
+    if models:
+        outputs = tuple(k for k in _MODEL_NAMES if k in features)
+        if outputs:
+            names = _joined(names, outputs)
+            values += tuple(map(features.__getitem__, outputs))
+    return names, values
+
+
+@functools.lru_cache(maxsize=64)
+def _joined(names: tuple[str, ...], outputs: tuple[str, ...]) -> tuple[str, ...]:
+    return names + outputs
 
 
 #: the model outputs a record keeps (`fengkong.features.model_outputs`; the fused risk has its own field)
@@ -372,14 +435,13 @@ def _merchant_values(features: dict[str, Any]) -> tuple[tuple[str, ...], tuple[A
     return names, getter(features)
 
 
-def _picked(names: tuple[str, ...], features: Mapping[str, Any]) -> dict[str, Any]:
-    """``{name: features.get(name)}`` for `names` (the features a record keeps): one
-    ``itemgetter`` call when every name is there, which is the common case and cheaper
-    than a ``get`` per name."""
-    try:
-        return dict(zip(names, _getter(names)(features)))
-    except KeyError:
-        return dict(zip(names, map(features.get, names)))
+@functools.lru_cache(maxsize=16)
+def _reader(read: frozenset[str]) -> tuple[tuple[str, ...], Any]:
+    """The names a record keeps of a rule set's (`_plain`) and a getter of their values (one
+    ``itemgetter`` call when every name is there, the common case: cheaper than a ``get``
+    per name); cached per rule set (its frozenset keeps its hash)."""
+    names = _plain(read)
+    return names, _getter(names)
 
 
 @functools.lru_cache(maxsize=64)

@@ -9,6 +9,7 @@ each be read whole."""
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -19,10 +20,59 @@ _MICROSECOND = timedelta(microseconds=1)
 OFFSETS = 4096  # an event's UTC offset in minutes, +2048, is the low 12 bits of `when_code`
 
 
+#: texts of whole seconds (`when_code`'s text without its fraction) -> their code, or the text
+#: when it has none: events of one second share it, and parsing and formatting a time cost
+#: more than the rest of a record's items together
+_SECONDS: dict[str, int | str] = {}
+
+
 def when_code(text: str) -> int | str:
     """An event's ``occurred_at`` as one integer (microseconds since the epoch x 4096 +
     the UTC offset in minutes + 2048: 9 bytes where the text takes 26-33) when `occurred_text`
-    gives back the same text; else the text as it is."""
+    gives back the same text; else the text as it is.
+
+    A text of the form ``<second>.<6 digits><offset>`` (or without the fraction) is its
+    second's code (`_whole_code`, found once per second and offset) plus its microseconds:
+    the fraction, 6 ASCII digits not all zero, is exactly what ``isoformat`` writes of them.
+    The last text asked about is answered again without a look (the record's event and the
+    case item's time ask about one text)."""
+    global _last_when
+    last = _last_when
+    if last[0] is text:
+        return last[1]
+    code = _coded(text)
+    _last_when = (text, code)
+    return code
+
+
+#: the text `when_code` answered last, and its answer
+_last_when: tuple[str, int | str] = ("", "")
+
+
+def _coded(text: str) -> int | str:
+    n = len(text)
+    if n == 32 and text[19] == ".":
+        digits = text[20:26]
+        head = text[:19] + text[26:]
+        if not (digits.isdigit() and digits.isascii()) or digits == "000000":
+            return _when_code(text)
+    elif n == 25:
+        digits, head = "", text
+    else:
+        return _when_code(text)
+    code = _SECONDS.get(head)
+    if code is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        code = _SECONDS[head] = _when_code(head)
+    if not isinstance(code, int):
+        return text
+    if digits:
+        code += int(digits) * OFFSETS
+    return code if code < 2 ** 64 else text
+
+
+def _when_code(text: str) -> int | str:
     try:
         at = datetime.fromisoformat(text)
     except ValueError:
@@ -44,6 +94,34 @@ def occurred_text(code: int) -> str:
 
 def micros(text: str) -> int:
     return micros_of(datetime.fromisoformat(text))
+
+
+#: a second as `decided_micros` takes it (ASCII digits: ``\\d`` takes others too)
+_SECOND = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}")
+#: the second `decided_micros` read last, and its microseconds since the epoch
+_decided_second: tuple[str, int] = ("", 0)
+
+
+def decided_micros(text: str) -> int | None:
+    """Microseconds since the epoch of a decision's ``decided_at`` when it is of the form
+    ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00`` (what `iso_micros` gives back), else None. Its
+    second is parsed once, for the decisions of that second, and the fraction added."""
+    global _decided_second
+    if len(text) != 32 or text[19] != "." or text[26:] != "+00:00":
+        return None
+    digits = text[20:26]
+    if not (digits.isdigit() and digits.isascii()):
+        return None
+    second = text[:19]
+    if second != _decided_second[0]:
+        if not _SECOND.fullmatch(second):
+            return None
+        try:
+            at = datetime.fromisoformat(second + "+00:00")
+        except ValueError:
+            return None
+        _decided_second = (second, micros_of(at))
+    return _decided_second[1] + int(digits)
 
 
 def micros_of(at: datetime) -> int:
@@ -115,3 +193,25 @@ def latency_of(stored: Any) -> Any:
     if type(stored) is int:
         return stored / 1000
     return stored[0] if type(stored) is list else stored
+
+
+def decided_code(decided_at: Any) -> Any:
+    """``decided_at`` as an integer of microseconds where `iso_micros` gives its text back."""
+    if type(decided_at) is str:
+        code = decided_micros(decided_at)
+        if code is not None:
+            return code
+    return decided_at
+
+
+def id_bytes(decision_id: Any) -> Any:
+    """A decision id ``d_`` + 24 lowercase hex digits as its 12 bytes; another id as it is."""
+    if type(decision_id) is str and len(decision_id) == 26 and decision_id[:2] == "d_":
+        digits = decision_id[2:]
+        try:
+            raw = bytes.fromhex(digits)
+        except ValueError:
+            return decision_id
+        if raw.hex() == digits:  # lowercase, no spaces: what decoding gives back
+            return raw
+    return decision_id

@@ -21,7 +21,7 @@ Format: one byte ``\\x01``, then one MessagePack array of the record's values in
   schema's table of the rule set's rules has the rest (description, action, score,
   mode, tags) as the rule fired it;
 * a feature whose value repeats one of the event's texts (``event.ip``,
-  ``card.fingerprint``, ...) is a reference to it (an extension type, `_REF`);
+  ``card.fingerprint``, ...) is a reference to it (an extension type, `record_event`);
 * the event's field names are indexes into `EVENT_NAMES`, its ``occurred_at`` an
   integer (`when_code`: microseconds and the UTC offset) where that gives the same text
   back; the body's SHA-256 is its first 16 bytes (enough to tell a retry from another
@@ -58,17 +58,17 @@ version stay readable after an upgrade. Outcome records are JSON.
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Collection, Mapping
 
 import msgpack
 
 from fengkong.api.encoding import loads
 from fengkong.api.service.record_values import (
-    iso_micros, latency_of, micros, occurred_text, scaled, thousandths, unscaled, when_code)
+    decided_code, id_bytes, iso_micros, latency_of, scaled, thousandths, unscaled)
+from fengkong.api.service.record_event import copies, indexed, named, resolved, with_refs
 from fengkong.features import keys
 
 #: the first byte of a compact decision record (a JSON record starts with ``{``)
@@ -86,11 +86,6 @@ FIELDS = ("kind", "body_sha256", "decision_id", "event_id", "decision", "score",
           "features", "shadow", "missing_features", "score_action", "thresholds", "latency_ms")
 #: a fired rule's fields (`fengkong.engine.decision.Reason.to_dict`)
 REASON_KEYS = ("id", "description", "action", "score", "mode", "tags", "values")
-#: the event's field names (`fengkong.events.Event`, `Card`), written as their index here
-#: (part of the format: append new names, never reorder)
-EVENT_NAMES = ("event_id", "type", "occurred_at", "merchant_id", "user_id", "amount", "currency", "channel", "card",
-               "ip", "device_id", "merchant_mcc", "refers_to", "fingerprint", "bin", "issuer_country")
-_EVENT_INDEX = {n: i for i, n in enumerate(EVENT_NAMES)}
 #: the thresholds' names (`fengkong.engine.decision.Decision.thresholds`), written as their
 #: index here (part of the format: append new names, never reorder)
 THRESHOLD_NAMES = ("challenge", "review", "deny")
@@ -99,11 +94,7 @@ _THRESHOLD_INDEX = {n: i for i, n in enumerate(THRESHOLD_NAMES)}
 RESEND_S = 60.0
 _SCHEMA_GRACE_S = 3600
 
-_DECISION_ID = re.compile(r"^d_[0-9a-f]{24}$")
-_DECIDED_AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
-_REF = 1  # MessagePack extension type: "the event's text value number <byte>"
-_REFS = tuple(msgpack.ExtType(_REF, bytes((i,))) for i in range(256))  # made once: ExtType() checks its args in Python
 
 
 @dataclass(frozen=True)
@@ -118,8 +109,12 @@ class Schema:
     blob: bytes
     id: str
     index: Mapping[str, int]  # position of each name in vocab
-    copies: tuple[int, ...]   # positions of the features that may repeat an event's text (event.*, card.*)
+    copies: tuple[int, ...]   # positions of the features that may repeat an event's text (event.ip, card.type, ...)
     zdict: bytes              # the deflate dictionary of its compressed records (b"": none, records not compressed)
+    raw_id: bytes             # the id's 8 bytes (what a record holds)
+    #: missing_features lists (as tuples) -> their indexes into vocab: a rule set's decisions
+    #: of one kind of event miss the same features, and looking a name up costs more than a list
+    missing: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def make(cls, ruleset_version: str | None, models: str | None, names: tuple[str, ...],
@@ -142,10 +137,10 @@ class Schema:
         ruleset_version, models, names, extra, rules = parts[:5]  # a sixth item: the dictionary of deflated records
         names = tuple(names)
         vocab = names + tuple(extra)
-        return cls(ruleset_version, models, names, vocab, rules, blob,
-                   hashlib.blake2b(blob, digest_size=8).hexdigest(), {n: i for i, n in enumerate(vocab)},
-                   tuple(i for i, n in enumerate(names) if n.startswith(("event.", "card."))),
-                   parts[5] if len(parts) > 5 else b"")
+        raw_id = hashlib.blake2b(blob, digest_size=8).digest()
+        return cls(ruleset_version, models, names, vocab, rules, blob, raw_id.hex(),
+                   {n: i for i, n in enumerate(vocab)}, copies(names),
+                   parts[5] if len(parts) > 5 else b"", raw_id)
 
 
 def rule_table(ruleset: Any) -> dict[str, list[Any]]:
@@ -165,6 +160,7 @@ class Records:
         self._sent: dict[str, tuple[float, int]] = {}  # schema id -> (monotonic time written, faults then)
         self._samples: dict[str, list[bytes]] = {}  # schema id (no dictionary yet) -> its first records' values
         self._deflaters: dict[str, Any] = {}  # schema id -> a deflater primed with its dictionary (copied per record)
+        self._last: tuple[Any, ...] | None = None  # the last record's shape and schema (`_schema`)
 
     def schema_key(self, schema_id: str) -> str:
         return keys.record_schema_key(self.prefix, schema_id)
@@ -190,23 +186,31 @@ class Records:
             self._sent.clear()
             self._samples.clear()
             self._deflaters.clear()
+            self._last = None
         self._by_id[schema.id] = schema
 
-    def encode(self, record: Mapping[str, Any], *, ruleset: Any, faults: int) -> tuple[bytes, list[tuple[Any, ...]]]:
+    def encode(self, record: Mapping[str, Any], *, ruleset: Any, faults: int,
+               features: tuple[tuple[str, ...], Any] | None = None) -> tuple[bytes, list[tuple[Any, ...]]]:
         """The stored form of a decision record (compact for a schema's first `SAMPLES`
         records, deflated after), and the commands that must precede it (the schema's SET
         when this worker has not written it lately, or since the last Redis fault `faults`
         counts). `ruleset` is the rule set that decided (its rules and the names it reads
-        go to the schema), or None when it is no longer live."""
-        features = record["features"]
-        names = tuple(features)
-        shape = (record.get("ruleset_version"), record.get("models"), names, ruleset is None)
-        schema = self._by_shape.get(shape)
-        if schema is None:
-            schema = Schema.make(shape[0], shape[1], names, ruleset.features_read if ruleset is not None else (),
-                                 rule_table(ruleset) if ruleset is not None else {})
-            self._remember(schema)
-            self._by_shape[shape] = schema
+        go to the schema), or None when it is no longer live. `features`: the record's
+        features as their names and values (the decision path, which builds no dict of
+        them; its names one tuple object per rule set), when ``record["features"]`` is not
+        there to read them from."""
+        if features is None:
+            recorded = record["features"]
+            names, values = tuple(recorded), list(recorded.values())
+        else:
+            names, values = features[0], list(features[1])
+        version, models = record.get("ruleset_version"), record.get("models")
+        last = self._last
+        if (last is not None and last[0] is names and last[1] == version and last[2] == models
+                and last[3] is (ruleset is None)):
+            schema = last[4]  # the last record's schema: the same names object, no tuple to hash
+        else:
+            schema = self._schema((version, models, names, ruleset is None), ruleset)
         commands: list[tuple[Any, ...]] = []
         now = time.monotonic()
         sent = self._sent.get(schema.id)
@@ -215,22 +219,34 @@ class Records:
             self._sent[schema.id] = (now, faults)
         try:
             if schema.zdict:
-                return self._deflated(record, schema), commands
-            values = _values(record, schema)
-            plain = _packer.pack(values)
-            self._sample(shape, schema, values)
+                return self._deflated(record, schema, values), commands
+            items = _values(record, schema, values)
+            plain = _packer.pack(items)
+            self._sample((version, models, names, ruleset is None), schema, items)
             return COMPACT + plain, commands
         except (OverflowError, TypeError, ValueError, UnicodeEncodeError):  # what only JSON can hold
             from fengkong.api.encoding import dumps
 
-            return dumps(record), []
+            return dumps(record if features is None else with_features(record, names, features[1])), []
 
-    def _deflated(self, record: Mapping[str, Any], schema: Schema) -> bytes:
+    def _schema(self, shape: tuple[Any, ...], ruleset: Any) -> Schema:
+        """The schema of records of this shape (rule-set version, models, feature names, no
+        live rule set), made the first time; remembered as the last one asked for."""
+        schema = self._by_shape.get(shape)
+        if schema is None:
+            schema = Schema.make(shape[0], shape[1], shape[2], ruleset.features_read if ruleset is not None else (),
+                                 rule_table(ruleset) if ruleset is not None else {})
+            self._remember(schema)
+            self._by_shape[shape] = schema
+        self._last = (*shape, schema)
+        return schema
+
+    def _deflated(self, record: Mapping[str, Any], schema: Schema, features: list[Any]) -> bytes:
         """The record deflated with its schema's dictionary (the module docstring): a copy
         of one deflater primed with it per record, since priming costs more than copying."""
-        values = _values(record, schema, scale=False)
-        head = values[0] + values[1]  # the schema id and the body's hash, read without inflating
-        if len(head) != _HEAD:
+        values = _values(record, schema, features, scale=False)
+        sha = values[1]
+        if len(sha) != SHA_BYTES:
             raise ValueError("body_sha256 is not a SHA-256")
         values[0] = values[1] = None
         values[20] = thousandths(values[20])
@@ -238,7 +254,8 @@ class Records:
         if deflater is None:
             deflater = self._deflaters[schema.id] = _deflater(schema.zdict)
         one = deflater.copy()
-        return DEFLATED + head + one.compress(_packer.pack(values)) + one.flush()
+        # the schema id and the body's hash, read without inflating
+        return b"".join((DEFLATED, schema.raw_id, sha, one.compress(_packer.pack(values)), one.flush()))
 
     def _sample(self, shape: tuple[Any, ...], schema: Schema, values: list[Any]) -> None:
         """Keep a record written under a schema without a dictionary; after `SAMPLES`,
@@ -255,6 +272,18 @@ class Records:
             compressed = schema.with_dictionary(b"".join(samples)[-_DICT_BYTES:])
             self._remember(compressed)
             self._by_shape[shape] = compressed
+            self._last = None
+
+
+def with_features(record: Mapping[str, Any], names: tuple[str, ...], values: Any) -> dict[str, Any]:
+    """The whole record of one given without its features (`Records.encode`'s `features`),
+    with them after its event, where the record's fields have them (`FIELDS`)."""
+    out: dict[str, Any] = {}
+    for k, v in record.items():
+        out[k] = v
+        if k == "event":
+            out["features"] = dict(zip(names, values))
+    return out
 
 
 def _deflater(zdict: bytes) -> Any:
@@ -276,33 +305,38 @@ def same_body(stored_sha: str, digest: bytes) -> bool:
 
 _HEAD = 8 + SHA_BYTES  # a deflated record's schema id and body hash, after its first byte
 
-def _values(record: Mapping[str, Any], schema: Schema, scale: bool = True) -> list[Any]:
-    features = record["features"]
-    index = schema.index
-    event = record.get("event")
-    decision_id = record.get("decision_id")
-    decided_at = record.get("decided_at")
-    extra = {k: v for k, v in record.items() if k not in _FIELD_SET} if record.keys() - _FIELD_SET else None
-    values = _with_refs(list(features.values()), schema.copies, event) if isinstance(event, dict) \
-        else list(features.values())
-    scales = scaled(values) if scale else None  # deflate packs a float's repeated bytes as well
-    thresholds = record.get("thresholds")
+def _values(record: Mapping[str, Any], schema: Schema, features: list[Any], scale: bool = True) -> list[Any]:
+    """The record's items in their stored order (the module docstring); `features` is its
+    features' values in the schema's order, a list this changes and returns among them."""
+    get = record.get
+    event = get("event")
+    event_id = get("event_id")
+    decision_id = get("decision_id")
+    decided_at = get("decided_at")
+    thresholds = get("thresholds")
+    reasons = get("reasons")
+    shadow = get("shadow")
+    missing = get("missing_features")
+    extra = None if record.keys() <= _FIELD_SET else {k: v for k, v in record.items() if k not in _FIELD_SET}
+    if isinstance(event, dict):
+        features = with_refs(features, schema.copies, event)
+        stored_event: Any = indexed(event)
+    else:
+        stored_event = event
     return [
-        bytes.fromhex(schema.id), bytes.fromhex(record["body_sha256"])[:SHA_BYTES],
-        bytes.fromhex(decision_id[2:]) if isinstance(decision_id, str) and _DECISION_ID.match(decision_id)
-        else decision_id,
-        None if isinstance(event, Mapping) and event.get("event_id") == record.get("event_id")
-        and record.get("event_id") is not None else [record.get("event_id")],
-        record.get("decision"), record.get("score"), [_reason(r, schema) for r in record.get("reasons") or ()],
-        record.get("merchant_grade"), record.get("degraded"), record.get("degraded_reason"), record.get("lane"),
-        record.get("risk"), micros(decided_at) if isinstance(decided_at, str) and _DECIDED_AT.match(decided_at)
-        else decided_at, record.get("caller"), _indexed(event) if isinstance(event, dict) else event,
-        values,
-        [_reason(r, schema) for r in record.get("shadow") or ()],
-        [index.get(n, n) for n in record.get("missing_features") or ()],
-        record.get("score_action"),
+        schema.raw_id, bytes.fromhex(record["body_sha256"])[:SHA_BYTES],
+        id_bytes(decision_id),
+        None if isinstance(event, Mapping) and event.get("event_id") == event_id and event_id is not None
+        else [event_id],
+        get("decision"), get("score"), [_reason(r, schema) for r in reasons] if reasons else [],
+        get("merchant_grade"), get("degraded"), get("degraded_reason"), get("lane"),
+        get("risk"), decided_code(decided_at), get("caller"), stored_event,
+        features,
+        [_reason(r, schema) for r in shadow] if shadow else [],
+        _missing(missing, schema) if missing else [],
+        get("score_action"),
         {_THRESHOLD_INDEX.get(k, k): v for k, v in thresholds.items()} if isinstance(thresholds, dict) else thresholds,
-        record.get("latency_ms"), extra or None, scales,
+        get("latency_ms"), extra or None, scaled(features) if scale else None,  # deflate packs a float's bytes as well
         # ruleset_version and models are the schema's; kind is "decision"
     ]
 
@@ -310,58 +344,16 @@ def _values(record: Mapping[str, Any], schema: Schema, scale: bool = True) -> li
 _FIELD_SET = frozenset(FIELDS)
 
 
-def _texts(event: dict[str, Any]) -> list[str]:
-    """The event's text values, top level then the card's, in order: what a feature's
-    value may refer to instead of repeating (`_REF`)."""
-    out = [v for v in event.values() if type(v) is str]
-    card = event.get("card")
-    if isinstance(card, dict):
-        out += [v for v in card.values() if type(v) is str]
-    return out
-
-
-def _with_refs(values: list[Any], positions: tuple[int, ...], event: dict[str, Any]) -> list[Any]:
-    """`values` with each one at `positions` that repeats a text of the event replaced by
-    a reference to it (the ids, ip, channel and types are the event's own)."""
-    texts = _texts(event)  # a dozen: scanning them (in C) costs less than making a dict of them
-    for i in positions:
-        value = values[i]
-        if type(value) is str and value in texts:
-            ref = texts.index(value)
-            if ref < 256:
-                values[i] = _REFS[ref]
-    return values
-
-
-def _resolved(values: list[Any], event: Any) -> list[Any]:
-    if not isinstance(event, dict) or not any(type(v) is msgpack.ExtType for v in values):
-        return values
-    texts = _texts(event)
-    return [texts[v.data[0]] if type(v) is msgpack.ExtType and v.code == _REF else v for v in values]
-
-
-_OCCURRED_AT = _EVENT_INDEX["occurred_at"]
-
-
-def _indexed(value: dict[str, Any], top: bool = True) -> dict[Any, Any]:
-    """An event with its field names as `EVENT_NAMES` indexes (a name not there stays)
-    and its ``occurred_at`` as `when_code` gives it."""
-    out = {_EVENT_INDEX.get(k, k): _indexed(v, False) if isinstance(v, dict) else v for k, v in value.items()}
-    if top and _OCCURRED_AT in out:
-        at = out[_OCCURRED_AT]
-        out[_OCCURRED_AT] = when_code(at) if type(at) is str else [at]  # (an integer there is a `when_code`)
-    return out
-
-
-def _named(value: dict[Any, Any], top: bool = True) -> dict[str, Any]:
-    out = {EVENT_NAMES[k] if isinstance(k, int) else k: _named(v, False) if isinstance(v, dict) else v
-           for k, v in value.items()}
-    if top and "occurred_at" in out:
-        at = out["occurred_at"]
-        if type(at) is int:
-            out["occurred_at"] = occurred_text(at)
-        elif type(at) is list and len(at) == 1:
-            out["occurred_at"] = at[0]
+def _missing(names: Any, schema: Schema) -> list[Any]:
+    """A record's missing_features as indexes into the schema's vocab (a name not there
+    stays), remembered per list: the list is only packed, never changed."""
+    key = tuple(names)
+    out = schema.missing.get(key)
+    if out is None:
+        if len(schema.missing) >= 256:
+            schema.missing.clear()
+        get = schema.index.get
+        out = schema.missing[key] = [get(n, n) for n in key]
     return out
 
 
@@ -370,21 +362,17 @@ def _reason(reason: Mapping[str, Any], schema: Schema) -> Any:
     is (``values`` a flat list of name index and value), else the list of its values."""
     if tuple(reason) != REASON_KEYS:
         return reason
-    values = reason["values"]
-    known = schema.rules.get(reason["id"])
-    if known is not None and isinstance(values, dict) and _same(known, reason):
+    rule_id, values, score, tags = reason["id"], reason["values"], reason["score"], reason["tags"]
+    known = schema.rules.get(rule_id)
+    if (known is not None and isinstance(values, dict) and known[2] == score and type(known[2]) is type(score)
+            and known[0] == reason["description"] and known[1] == reason["action"] and known[3] == reason["mode"]
+            and known[4] == (tags if type(tags) is list else list(tags))):
         index = schema.index
         flat: list[Any] = []
         for name, value in values.items():
             flat += (index.get(name, name), value)
-        return [reason["id"], flat]
+        return [rule_id, flat]
     return [reason[k] for k in REASON_KEYS]
-
-
-def _same(known: list[Any], reason: Mapping[str, Any]) -> bool:
-    score = reason["score"]
-    return (known[0] == reason["description"] and known[1] == reason["action"] and known[2] == score
-            and type(known[2]) is type(score) and known[3] == reason["mode"] and known[4] == list(reason["tags"]))
 
 
 def is_record(value: bytes | None) -> bool:
@@ -452,8 +440,8 @@ def decode(value: bytes, schema: Schema | None) -> dict[str, Any]:
         thresholds = {THRESHOLD_NAMES[k] if isinstance(k, int) and k < len(THRESHOLD_NAMES) else k: v
                       for k, v in thresholds.items()}
     if isinstance(event, dict):
-        event = _named(event)
-        values = _resolved(values, event)
+        event = named(event)
+        values = resolved(values, event)
     names = schema.names if schema is not None else ()
     vocab = schema.vocab if schema is not None else ()
     record = {

@@ -1,0 +1,118 @@
+"""How a decision record stores its event (part of the record's format, `records`): the
+event's field names as their index in `EVENT_NAMES`, its ``occurred_at`` as `when_code`
+gives it, and a feature that repeats one of the event's texts (``event.ip``,
+``card.fingerprint``, ...) as a reference to it (`with_refs`, read back by `resolved`).
+
+A module of its own so that the record's layout (`records`) and the event's codec can each
+be read whole."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from fengkong.api.service.record_values import occurred_text, when_code
+
+#: the event's field names (`fengkong.events.Event`, `Card`), written as their index here
+#: (part of the format: append new names, never reorder)
+EVENT_NAMES = ("event_id", "type", "occurred_at", "merchant_id", "user_id", "amount", "currency", "channel", "card",
+               "ip", "device_id", "merchant_mcc", "refers_to", "fingerprint", "bin", "issuer_country")
+_EVENT_INDEX = {n: i for i, n in enumerate(EVENT_NAMES)}
+
+_REF = 1  # MessagePack extension type: "the event's text value number <byte>"
+_REFS = tuple(msgpack.ExtType(_REF, bytes((i,))) for i in range(256))  # made once: ExtType() checks its args in Python
+
+
+def texts(event: dict[str, Any]) -> list[str]:
+    """The event's text values, top level then the card's, in order: what a feature's
+    value may refer to instead of repeating (`_REF`)."""
+    out = [v for v in event.values() if type(v) is str]
+    card = event.get("card")
+    if isinstance(card, dict):
+        out += [v for v in card.values() if type(v) is str]
+    return out
+
+
+def with_refs(values: list[Any], positions: tuple[int, ...], event: dict[str, Any]) -> list[Any]:
+    """`values` with each one at `positions` that repeats a text of the event replaced by
+    a reference to it (the ids, ip, channel and types are the event's own): its number
+    among `texts`, the first where a text repeats."""
+    refs: dict[str, int] = {}
+    n = 0
+    for value in event.values():
+        if type(value) is str:
+            if value not in refs:
+                refs[value] = n
+            n += 1
+    card = event.get("card")
+    if isinstance(card, dict):
+        for value in card.values():
+            if type(value) is str:
+                if value not in refs:
+                    refs[value] = n
+                n += 1
+    if not refs:
+        return values
+    for i in positions:
+        value = values[i]
+        if type(value) is str:
+            ref = refs.get(value)
+            if ref is not None and ref < 256:
+                values[i] = _REFS[ref]
+    return values
+
+
+def resolved(values: list[Any], event: Any) -> list[Any]:
+    """`values` with each reference `with_refs` made replaced by the event's text it names."""
+    if not isinstance(event, dict) or not any(type(v) is msgpack.ExtType for v in values):
+        return values
+    known = texts(event)
+    return [known[v.data[0]] if type(v) is msgpack.ExtType and v.code == _REF else v for v in values]
+
+
+_OCCURRED_AT, _CARD = _EVENT_INDEX["occurred_at"], _EVENT_INDEX["card"]
+
+
+#: an event's (or its card's) names, in order -> their `EVENT_NAMES` indexes (a name not there
+#: stays): events of one sender name the same fields in the same order
+_KEY_INDEXES: dict[tuple[str, ...], tuple[Any, ...]] = {}
+
+
+def indexed(value: dict[str, Any], top: bool = True) -> dict[Any, Any]:
+    """An event with its field names as `EVENT_NAMES` indexes (a name not there stays), its
+    card's likewise, and its ``occurred_at`` as `when_code` gives it."""
+    names = tuple(value)
+    indexes = _KEY_INDEXES.get(names)
+    if indexes is None:
+        if len(_KEY_INDEXES) >= 1024:
+            _KEY_INDEXES.clear()
+        indexes = _KEY_INDEXES[names] = tuple(_EVENT_INDEX.get(k, k) for k in names)
+    out = dict(zip(indexes, value.values()))
+    card = value.get("card") if top else None
+    if isinstance(card, dict):  # other dicts (none in a valid event) stay as they are: they read back alike
+        out[_CARD] = indexed(card, False)
+    if top and _OCCURRED_AT in out:
+        at = out[_OCCURRED_AT]
+        out[_OCCURRED_AT] = when_code(at) if type(at) is str else [at]  # (an integer there is a `when_code`)
+    return out
+
+
+def named(value: dict[Any, Any], top: bool = True) -> dict[str, Any]:
+    """An event as `indexed` stored it, with its field names and its time's text back."""
+    out = {EVENT_NAMES[k] if isinstance(k, int) else k: named(v, False) if isinstance(v, dict) else v
+           for k, v in value.items()}
+    if top and "occurred_at" in out:
+        at = out["occurred_at"]
+        if type(at) is int:
+            out["occurred_at"] = occurred_text(at)
+        elif type(at) is list and len(at) == 1:
+            out["occurred_at"] = at[0]
+    return out
+
+
+def copies(names: tuple[str, ...]) -> tuple[int, ...]:
+    """The positions of the features that may repeat a text of the event: those named
+    after one of its fields (``event.ip``, ``card.type``, ...)."""
+    return tuple(i for i, n in enumerate(names)
+                 if n.startswith(("event.", "card.")) and n.partition(".")[2] in _EVENT_INDEX)
