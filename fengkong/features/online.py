@@ -177,9 +177,9 @@ class OnlineStore:
         return _Call(row, command, plan)
 
     def _finish(self, event: Event, call: _Call, reply: Any) -> FeatureResult:
-        """The features from the script's reply: the raw values read kind by kind straight
-        into a copy of the plan's blank dict (those other features derive from into their
-        own), then `assemble.derive`."""
+        """The features from the script's reply: the raw values read by the plan's reader
+        (`plan_code`) into a copy of the plan's blank dict (those other features derive
+        from into their own), then `assemble.derive`."""
         if reply[0] == b"dup" and not holds_features(reply[1]):
             return FeatureResult({}, True, [], call.plan, stored=reply[1])
         return self._read(event, call, msgpack.unpackb(reply[1]), reply[0] == b"dup")
@@ -194,12 +194,13 @@ class OnlineStore:
             )
         if plan.outcome:  # counted; an outcome gets no decision, so no features
             return FeatureResult({}, duplicate, stored, plan)
-        values: list[Any] = []
-        for pick, convert, _ in plan.reads:
-            values += convert(pick(stored))
-        f = plan.blank.copy()
-        f.update(zip(plan.feature_names, values))
-        inputs = dict(zip(plan.input_names, values[len(plan.feature_names):]))
+        try:
+            f, inputs = plan.read(stored)
+        except ValueError:
+            if len(stored) != plan.width:
+                raise FeatureStoreError(f"the store's reply holds {len(stored)} values, "
+                                        f"its ops return {plan.width}") from None
+            raise
         return FeatureResult(derive(f, call.row, inputs, self.default_limit, self.history_start_us), duplicate, stored, plan)
 
     # -- merchant profiles (see `MerchantProfiles`) ---------------------------------------------
