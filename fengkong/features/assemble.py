@@ -20,6 +20,7 @@ from scipy.special import gammainc
 from fengkong.features import definitions as d
 from fengkong.features.errors import FeatureDefinitionError
 from fengkong.features.lists import ListSpec
+from fengkong.features.plan_code import interned_names
 from fengkong.features.promotions import promotion_at
 from fengkong.features.rows import US_PER_DAY
 from fengkong.features.young import censor
@@ -75,10 +76,11 @@ _ROBUST_MIN_COUNT, _MAD_TO_SIGMA, _LOG_SCALE_FLOOR = d.ROBUST_MIN_COUNT, d.MAD_T
 #: the amount's mean, std and z-score, the merchant's limit, cap and age, the hour share),
 #: and they are not among the features it returns.
 FIRST_SEEN_TIMES = ("card.first_seen_us", "user.first_seen_us", "merchant.first_seen_us")
-RECENT_AMOUNTS = tuple((f"{r.entity.name}.recent_amounts", *r.outputs()) for r in d.RECENT_AMOUNTS)
+RECENT_AMOUNTS = tuple(tuple(map(sys.intern, (f"{r.entity.name}.recent_amounts", *r.outputs())))
+                       for r in d.RECENT_AMOUNTS)
 #: (raw first-use time, minutes since it, is new within the session) per entity and member
 FIRST_USED = tuple(
-    (raw, *outputs)
+    tuple(map(sys.intern, (raw, *outputs)))
     for mf in d.MEMBER_FIRST_SEEN
     for raw, outputs in zip(mf.raw_names(), zip(mf.outputs()[0::2], mf.outputs()[1::2]))
 )
@@ -89,7 +91,7 @@ INPUTS: frozenset[str] = frozenset((
     f"{d.FIRST_DAY_AT_MERCHANT}.first_day",
 ))
 #: (share, count) of today's make-up (`definitions.TodayMakeup`): count / merchant.count_today
-MAKEUP_SHARES = tuple(zip(d.TODAY_MAKEUP.outputs(), d.TODAY_MAKEUP.counts()))
+MAKEUP_SHARES = tuple(zip(map(sys.intern, d.TODAY_MAKEUP.outputs()), map(sys.intern, d.TODAY_MAKEUP.counts())))
 _US_PER_MIN = 60_000_000
 
 # Precomputed once for `derive` (it runs once per decision): every store feature missing
@@ -98,7 +100,8 @@ _US_PER_MIN = 60_000_000
 # event (see docs/benchmarks.md).
 _BLANK: dict[str, Any] = dict.fromkeys(_STORE_NAMES)
 _FIRST_SEEN = tuple(
-    (f"{ns}.first_seen_us", f"{ns}.age_days", f"{ns}.is_first_seen") for ns in ("card", "user", "merchant")
+    tuple(map(sys.intern, (f"{ns}.first_seen_us", f"{ns}.age_days", f"{ns}.is_first_seen")))
+    for ns in ("card", "user", "merchant")
 )
 _RATIO_TRIPLES = tuple(
     (name, num, den) for name, (num, den) in RATIOS.items() if num not in INPUTS and den not in INPUTS
@@ -106,6 +109,12 @@ _RATIO_TRIPLES = tuple(
 _INPUT_RATIOS = tuple(  # user.hour_share: its denominator, the hour habit's total, is an input
     (name, num, den) for name, (num, den) in RATIOS.items() if num in INPUTS or den in INPUTS
 )
+_RATIO_NAMES = tuple(sys.intern(name) for name, _, _ in _RATIO_TRIPLES)
+_ratio_nums = operator.itemgetter(*(sys.intern(num) for _, num, _ in _RATIO_TRIPLES))
+_ratio_dens = operator.itemgetter(*(sys.intern(den) for _, _, den in _RATIO_TRIPLES))
+_AMOUNT_TO_MEAN = tuple(tuple(map(sys.intern, (name, total, count))) for name, (total, count) in AMOUNT_TO_MEAN.items())
+if {name for name, _, _ in _RATIO_TRIPLES} & {x for _, num, den in _RATIO_TRIPLES for x in (num, den)}:
+    raise FeatureDefinitionError("a ratio is another ratio's operand: `derive` reads the operands at once")
 #: features that are an event-row column as it is: (feature, column)
 _ROW_FEATURES = (
     ("event.event_id", "event_id"), ("event.type", "type"), ("event.currency", "currency"),
@@ -314,16 +323,18 @@ def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], defau
     else:
         f["event.near_limit"] = f["event.over_limit"] = None
 
+    # the ratios read at once (none is another's operand), then written at once
+    f.update(zip(_RATIO_NAMES, [None if num is None or den is None or den == 0 else num / den
+                                for num, den in zip(_ratio_nums(f), _ratio_dens(f))]))
     get = f.get
-    for name, num_name, den_name in _RATIO_TRIPLES:
-        num = get(num_name)
-        den = get(den_name)
-        f[name] = None if num is None or den is None or den == 0 else num / den
     for name, num_name, den_name in _INPUT_RATIOS:
         f[name] = _ratio(inputs.get(num_name) if num_name in INPUTS else get(num_name),
                          inputs.get(den_name) if den_name in INPUTS else get(den_name))
     amount_major = f["event.amount"]
-    for ratio_name, (sum_name, count_name) in AMOUNT_TO_MEAN.items():
-        total, paid = get(sum_name), get(count_name)
+    for ratio_name, sum_name, count_name in _AMOUNT_TO_MEAN:
+        total, paid = f[sum_name], f[count_name]
         f[ratio_name] = None if amount_major is None or not total or not paid else amount_major * paid / total
     return f
+
+
+derive.__code__ = interned_names(derive.__code__)  # its feature names, the blank dicts' very keys

@@ -28,7 +28,7 @@ from fengkong.features import keys
 from fengkong.features.assemble import INPUTS, blank_features
 from fengkong.features.errors import FeatureDefinitionError
 from fengkong.features.ops import DECODERS, Op, Opcode, Ref, Source
-from fengkong.features.plan_code import Reader, compile_reader
+from fengkong.features.plan_code import Reader, Writer, compile_reader, compile_writer
 
 _OUTCOMES = frozenset(t.value for t in OUTCOME_TYPES)
 _EVENT_TYPES = tuple(t.value for t in EventType)
@@ -186,6 +186,7 @@ class Plan(NamedTuple):
     blank: dict[str, Any]  # every feature, missing, in order (`assemble.blank_features`)
     read: Reader  # the reply -> (a copy of `blank` with the raw features, the inputs of `assemble.derive`)
     width: int  # how many values the reply holds, its tag first
+    write: Writer  # the EVALSHA command in RESP, from the row and `Planner.packed_values`
 
 
 def _split_key(key: str) -> tuple[str, str]:
@@ -288,22 +289,31 @@ class Planner:
         sources = {name: at + 1 for name, _, at in outputs}  # the script's `out` has the tag at 1
         op_list = [sources.get(item.name, absent) if isinstance(item, Source) else _missing_as_empty(item, missing)
                    for item in op_list]
-        packed_runs, order_pieces = self._pack(op_list)
+        packed_runs, positions = self._pack(op_list)
         tag = hashlib.sha1("|".join(op.ident for op in used).encode()).hexdigest()[:12]
         blank = blank_features(name for name, _, _ in outputs)
+        write = compile_writer(dedup_key=self.dedup_key, legacy_key=self.legacy_dedup_key, entity_keys=entity_keys,
+                               day_keys_at=day_keys_at, list_keys=list_keys, reply_tag=tag, runs=packed_runs,
+                               positions=positions, first_run=self._first_run)
         return Plan(ops=used, reply_tag=tag, entity_keys=tuple(entity_keys), day_keys_at=tuple(day_keys_at),
                     list_keys=tuple(list_keys), op_list=tuple(op_list), packed_runs=packed_runs,
-                    order_pieces=order_pieces, outcome=outcome, blank=blank,
-                    read=compile_reader(outputs, blank, INPUTS), width=1 + sum(op.width for op in used))
+                    order_pieces=picker(positions), outcome=outcome, blank=blank,
+                    read=compile_reader(outputs, blank, INPUTS), width=1 + sum(op.width for op in used),
+                    write=write)
 
-    def _pack(self, op_list: list[Any]) -> tuple[list[bytes], Pick]:
+    @property
+    def _first_run(self) -> int:
+        """Where the plan's runs start among an event's pieces (after `packed_values`')."""
+        return len(self.args.value_at) + len(self.args.time_at)
+
+    def _pack(self, op_list: list[Any]) -> tuple[list[bytes], list[int]]:
         """ARGV[3], the op list as one MessagePack array, in pieces: an array is its header
         then its items packed one after another, so the header and each run of constants
         are packed here once, and an event packs only its own values, once each however many
-        ops use them. Returns the packed runs and the picker that orders an event's pieces
+        ops use them. Returns the packed runs and the positions that order an event's pieces
         (`EventArgs` values packed, time values packed, then the runs)."""
         pack = msgpack.Packer().pack
-        first_run = len(self.args.value_at) + len(self.args.time_at)
+        first_run = self._first_run
         runs: list[bytes] = []
         positions: list[int] = []
         run = [msgpack.Packer().pack_array_header(len(op_list))]
@@ -319,7 +329,7 @@ class Planner:
         if run:
             positions.append(first_run + len(runs))
             runs.append(b"".join(run))
-        return runs, picker(positions)
+        return runs, positions
 
 
 def _missing_as_empty(item: Any, missing: dict[str, bool]) -> Any:
