@@ -183,9 +183,7 @@ class OnlineStore:
         """`_prepare`'s call with the command packed as the connection writes it (and no
         command tuple): the plan's writer lays the command out in one step (`plan_code`)."""
         row = event_row(event, self.ipintel, self.biz_offset_min)
-        planner = self.planner
-        plan = planner.plan_for(row)
-        packed = plan.write(row, planner.packed_values(row), self._script.sha, self.dedup_ttl_s)
+        plan, packed = self.planner.command(row, self._script.sha, self.dedup_ttl_s)
         if packed is None:  # a key with other than ASCII text: packed the general way
             packed = hiredis.pack_command(self._prepare(event).command)
         return _Call(row, (), plan, packed)

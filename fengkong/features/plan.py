@@ -186,7 +186,7 @@ class Plan(NamedTuple):
     blank: dict[str, Any]  # every feature, missing, in order (`assemble.blank_features`)
     read: Reader  # the reply -> (a copy of `blank` with the raw features, the inputs of `assemble.derive`)
     width: int  # how many values the reply holds, its tag first
-    write: Writer  # the EVALSHA command in RESP, from the row and `Planner.packed_values`
+    write: Writer  # the EVALSHA command in RESP (`Planner.command`)
 
 
 def _split_key(key: str) -> tuple[str, str]:
@@ -259,6 +259,14 @@ class Planner:
         pieces += self.args.packed_time_values(row["ts_us"])
         return pieces
 
+    def command(self, row: dict[str, Any], sha: str, ttl: int) -> tuple[Plan, bytes | None]:
+        """The plan of the event and its EVALSHA command as Redis reads it (the plan's
+        writer, `plan_code.compile_writer`; None: a key is not ASCII text)."""
+        plan = self.plan_for(row)
+        args = self.args
+        values = list(map(msgpack.Packer().pack, args.values(row)))
+        return plan, plan.write(row, values, args.packed_time_values(row["ts_us"]), sha, ttl)
+
     def compile(self, plan_key: tuple[Any, ...]) -> Plan:
         """The plan of events of type ``plan_key[0]`` whose columns are missing where
         ``plan_key[1:]`` says (in `columns`' order)."""
@@ -294,7 +302,7 @@ class Planner:
         blank = blank_features(name for name, _, _ in outputs)
         write = compile_writer(dedup_key=self.dedup_key, legacy_key=self.legacy_dedup_key, entity_keys=entity_keys,
                                day_keys_at=day_keys_at, list_keys=list_keys, reply_tag=tag, runs=packed_runs,
-                               positions=positions, first_run=self._first_run)
+                               positions=positions, nvalues=len(self.args.value_at), ntimes=len(self.args.time_at))
         return Plan(ops=used, reply_tag=tag, entity_keys=tuple(entity_keys), day_keys_at=tuple(day_keys_at),
                     list_keys=tuple(list_keys), op_list=tuple(op_list), packed_runs=packed_runs,
                     order_pieces=picker(positions), outcome=outcome, blank=blank,

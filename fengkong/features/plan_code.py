@@ -68,54 +68,116 @@ def compile_reader(outputs: Sequence[tuple[str, str, int]], blank: dict[str, Any
     return reader  # type: ignore[no-any-return]
 
 
-#: a plan's command writer: (event row, its packed values and time values, script sha, dedup
-#: TTL) -> the EVALSHA command as Redis reads it (RESP), or None when a key is not ASCII text
-Writer = Callable[[dict[str, Any], Sequence[bytes], str, int], "bytes | None"]
+#: a plan's command writer: (event row, its packed values, its slot's packed time values as
+#: `EventArgs.packed_time_values` keeps them, script sha, dedup TTL) -> the EVALSHA command
+#: as Redis reads it (RESP), or None when a key is not ASCII text
+Writer = Callable[[dict[str, Any], Sequence[bytes], list[bytes], str, int], "bytes | None"]
+
+#: lengths as text, looked up rather than formatted (a longer key gets the general way)
+_LENGTHS = tuple(str(n) for n in range(1024))
+
+
+class _FString:
+    """The source of one f-string whose every piece is an expression: constant text goes
+    into the writer's globals, adjacent pieces of it as one, so that no text of a key (a
+    configured prefix) is ever written into source."""
+
+    def __init__(self, env: dict[str, Any]) -> None:
+        self.env = env
+        self.parts: list[str] = []
+        self.pending: list[str] = []
+
+    def text(self, text: str) -> None:
+        self.pending.append(text)
+
+    def expr(self, expr: str) -> None:
+        self._flush()
+        self.parts.append(f"{{{expr}}}")
+
+    def length(self, expr: str) -> None:
+        """The decimal text of the int ``expr`` (below 1024: an IndexError otherwise)."""
+        self.expr(f"_L[{expr}]")
+
+    def source(self) -> str:
+        self._flush()
+        return 'f"' + "".join(self.parts) + '"'
+
+    def _flush(self) -> None:
+        if self.pending:
+            name = f"_c{len(self.env)}"
+            self.env[name] = "".join(self.pending)
+            self.pending = []
+            self.parts.append(f"{{{name}}}")
 
 
 def compile_writer(*, dedup_key: tuple[str, str], legacy_key: tuple[str, str],
                    entity_keys: Sequence[tuple[str, str, str]], day_keys_at: Sequence[int],
                    list_keys: Sequence[str], reply_tag: str, runs: Sequence[bytes], positions: Sequence[int],
-                   first_run: int) -> Writer:
+                   nvalues: int, ntimes: int) -> Writer:
     """The writer of a plan's EVALSHA command, byte for byte what ``hiredis.pack_command``
     makes of ``("EVALSHA", sha, numkeys, *KEYS, ttl, amount, ops, reply_tag, legacy key)``
     as `OnlineStore` lays it out: the keys' fixed text around the row's ids (``entity_keys``:
-    head, row column, tail; the keys at ``day_keys_at`` end with the business day), the op
-    list joined from the event's packed pieces and the plan's constant ``runs`` in the order
-    of ``positions`` (below ``first_run``: a piece; from it on: a run). One f-string of
-    the whole head, in place of a key list, a command tuple and hiredis' formatting of each
-    argument. Lengths are counted in characters, so a key with other than ASCII text gets
-    None (the caller packs that command the general way)."""
-    env: dict[str, Any] = {}
+    head, row column, tail; the keys at ``day_keys_at`` end with the business day), then the
+    op list, its pieces in the order of ``positions`` (below ``nvalues``: an event's packed
+    value; then ``ntimes`` time values; then the plan's constant ``runs``).
 
-    def name(obj: Any, stem: str) -> str:
-        key = f"_{stem}{len(env)}"
-        env[key] = obj
-        return key
-
+    Why: packing the command argument by argument (a key list, a command tuple, hiredis'
+    formatting of each argument) and joining the op list from some two hundred pieces cost
+    more than all the rest of the call. Here the head is one f-string of the ids between
+    constant text, lengths looked up; and the op list's runs are joined with the time values
+    of a slot once per slot (`merge`), so that an event joins its own values between fewer,
+    longer runs. Lengths are counted in characters, so a key with other than ASCII text (or
+    one past `_LENGTHS`) gets None: the caller packs that command the general way."""
+    env: dict[str, Any] = {"_L": _LENGTHS, "_merged": [((), ())]}
     columns = list(dict.fromkeys(column for _, column, _ in entity_keys))
     local = {column: f"x{i}" for i, column in enumerate(columns)}
-    lines = ["def write(row, pieces, sha, ttl):", "    e = f\"{row['event_id']}\""]
-    lines += [f"    {local[c]} = f\"{{row[{c!r}]}}\"" for c in columns]
+    lines = ["def write(row, values, times, sha, ttl):",
+             "    merged = _merged[0]",
+             "    if merged[0] is not times:  # a new slot: its time values joined into the runs",
+             "        merged = _merged[0] = (times, _merge(times))",
+             "    m = merged[1]",
+             "    e = f\"{row['event_id']}\"",
+             "    ne = len(e)"]
+    for c in columns:
+        lines += [f"    {local[c]} = f\"{{row[{c!r}]}}\"", f"    n{local[c]} = len({local[c]})"]
     if day_keys_at:
-        lines.append("    day = str(row['biz_day'])")
-    lines.append(f"    ops = b''.join(({', '.join(_piece(at, first_run, runs, name) for at in positions)},))")
-    lines.append("    amount = f\"{row['amount']}\"")
-    lines.append("    ttl = f\"{ttl}\"")
+        lines += ["    day = str(row['biz_day'])", "    nday = len(day)"]
+    refs, merge = _merged_runs(runs, positions, nvalues, ntimes)
+    env["_merge"] = merge
+    lines.append(f"    ops = b''.join(({', '.join(refs)},))")
+    lines += ["    amount = f\"{row['amount']}\"", "    ttl = f\"{ttl}\""]
     nkeys = 1 + len(entity_keys) + len(list_keys)
-    head = [f"*{3 + nkeys + 5}\\r\\n$7\\r\\nEVALSHA\\r\\n${{len(sha)}}\\r\\n{{sha}}\\r\\n",
-            f"${len(str(nkeys))}\\r\\n{nkeys}\\r\\n", _key("e", dedup_key, "", name)]
+    head = _FString(env)
+    head.text(f"*{3 + nkeys + 5}\r\n$7\r\nEVALSHA\r\n$")
+    head.length("len(sha)")
+    head.text("\r\n")
+    head.expr("sha")
+    head.text(f"\r\n${len(str(nkeys))}\r\n{nkeys}\r\n")
+    _key(head, "e", dedup_key, False)
     for at, (key_head, column, key_tail) in enumerate(entity_keys, start=1):
-        head.append(_key(local[column], (key_head, key_tail), "day" if at in day_keys_at else "", name))
+        _key(head, local[column], (key_head, key_tail), at in day_keys_at)
     for key in list_keys:
-        head.append(f"${len(key)}\\r\\n{{{name(key, 'k')}}}\\r\\n")
-    head.append("${len(ttl)}\\r\\n{ttl}\\r\\n${len(amount)}\\r\\n{amount}\\r\\n${len(ops)}\\r\\n")
-    lines.append(f"    head = f\"{''.join(head)}\"")
-    tail = [f"\\r\\n${len(reply_tag)}\\r\\n{{{name(reply_tag, 'tag')}}}\\r\\n", _key("e", legacy_key, "", name)]
-    lines.append(f"    tail = f\"{''.join(tail)}\"")
-    lines.append("    if not (head.isascii() and tail.isascii()):")
-    lines.append("        return None")
-    lines.append("    return b''.join((head.encode(), ops, tail.encode()))")
+        head.text(f"${len(key)}\r\n{key}\r\n")
+    for value in ("ttl", "amount"):
+        head.text("$")
+        head.length(f"len({value})")
+        head.text("\r\n")
+        head.expr(value)
+        head.text("\r\n")
+    head.text("$")
+    head.expr("len(ops)")
+    head.text("\r\n")
+    tail = _FString(env)
+    tail.text(f"\r\n${len(reply_tag)}\r\n{reply_tag}\r\n")
+    _key(tail, "e", legacy_key, False)
+    lines += ["    try:",
+              f"        head = {head.source()}",
+              f"        tail = {tail.source()}",
+              "    except IndexError:  # a length past _L",
+              "        return None",
+              "    if not (head.isascii() and tail.isascii()):",
+              "        return None",
+              "    return b''.join((head.encode(), ops, tail.encode()))"]
     source = "\n".join(lines) + "\n"
     namespace = dict(env)
     exec(compile(source, f"<command writer of {nkeys} keys>", "exec"), namespace)
@@ -124,16 +186,41 @@ def compile_writer(*, dedup_key: tuple[str, str], legacy_key: tuple[str, str],
     return writer  # type: ignore[no-any-return]
 
 
-def _key(value: str, text: tuple[str, str], day: str, name: Callable[[Any, str], str]) -> str:
-    """The f-string text of one key argument: its length, then head, id (the local
-    ``value``), tail and, for a per-day key, the day."""
-    head, tail = text
+def _key(text: _FString, value: str, key: tuple[str, str], per_day: bool) -> None:
+    """One key argument: its length, then head, id (the local ``value``, its length in
+    ``n<value>``), tail and, for a per-day key, the day."""
+    head, tail = key
     fixed = len(head) + len(tail)
-    length = f"len({value}) + len({day}) + {fixed}" if day else f"len({value}) + {fixed}"
-    return (f"${{{length}}}\\r\\n{{{name(head, 'h')}}}{{{value}}}{{{name(tail, 't')}}}"
-            + (f"{{{day}}}" if day else "") + "\\r\\n")
+    text.text("$")
+    text.length(f"n{value} + nday + {fixed}" if per_day else f"n{value} + {fixed}")
+    text.text(f"\r\n{head}")
+    text.expr(value)
+    text.text(tail)
+    if per_day:
+        text.expr("day")
+    text.text("\r\n")
 
 
-def _piece(at: int, first_run: int, runs: Sequence[bytes], name: Callable[[Any, str], str]) -> str:
-    """One piece of the op list in the writer's source: an event's piece, or a run."""
-    return f"pieces[{at}]" if at < first_run else name(runs[at - first_run], "r")
+def _merged_runs(runs: Sequence[bytes], positions: Sequence[int], nvalues: int,
+                 ntimes: int) -> tuple[list[str], Callable[[Sequence[bytes]], tuple[bytes, ...]]]:
+    """The op list's pieces in the writer's source (``values[i]``, an event's own, and
+    ``m[k]``, a merged run) and the function that merges, for one slot's time values, each
+    stretch of runs and time values between two of the event's own values into one run."""
+    refs: list[str] = []
+    stretches: list[list[int]] = []  # per merged run: the positions it joins
+    for at in positions:
+        if at < nvalues:
+            refs.append(f"values[{at}]")
+            continue
+        if not refs or not refs[-1].startswith("m["):
+            refs.append(f"m[{len(stretches)}]")
+            stretches.append([])
+        stretches[-1].append(at)
+    constant = [runs[at - nvalues - ntimes] if at >= nvalues + ntimes else None
+                for at in range(nvalues + ntimes + len(runs))]
+
+    def merge(times: Sequence[bytes]) -> tuple[bytes, ...]:
+        return tuple(b"".join(times[at - nvalues] if constant[at] is None else constant[at] for at in stretch)
+                     for stretch in stretches)
+
+    return refs, merge
