@@ -220,7 +220,7 @@ def _merged_runs(runs: Sequence[bytes], positions: Sequence[int], nvalues: int,
                 for at in range(nvalues + ntimes + len(runs))]
 
     def merge(times: Sequence[bytes]) -> tuple[bytes, ...]:
-        return tuple(b"".join(times[at - nvalues] if constant[at] is None else constant[at] for at in stretch)
+        return tuple(b"".join([times[at - nvalues] if (run := constant[at]) is None else run for at in stretch])
                      for stretch in stretches)
 
     return refs, merge

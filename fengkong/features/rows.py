@@ -74,11 +74,11 @@ def event_row(event: Event, ipintel: IpIntel, biz_offset_min: int = DEFAULT_BUSI
     if step is None:
         step = _ROUND_STEPS[currency] = ROUND_MAJOR_UNITS * 10 ** currency_exponent(currency)
     card = event.card
+    card_fp: str | None = None
+    card_type: str | None = None
     if card is not None:
         card_fp = card.fingerprint
         card_type = _CARD_TYPES[card.type] if card.type else None
-    else:
-        card_fp = card_type = None
     ip = event.ip
     info, subnet = ipintel.lookup_with_subnet(ip) if ip else (None, None)
     merchant = event.merchant_id
