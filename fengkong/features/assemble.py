@@ -144,7 +144,8 @@ _ratios = _straight_line("ratios", "f", [
 _IP_FIELDS = ("country", "asn", "is_hosting", "is_tor", "is_listed_proxy", "is_private")
 _IP_NAMES = tuple(sys.intern(f"ip.{name}") for name in _IP_FIELDS)
 #: the IP's features from its `IpInfo`
-_copy_ip = _straight_line("copy_ip", "f, info", [f"f[{name!r}] = info.{field}" for name, field in zip(_IP_NAMES, _IP_FIELDS)])
+_copy_ip = _straight_line("copy_ip", "f, info",
+                          [f"f[{name!r}] = info.{field}" for name, field in zip(_IP_NAMES, _IP_FIELDS)])
 #: what `derive` writes whatever the store returned: a raw value of one of these names would be overwritten
 _DERIVED_ONLY = frozenset(
     [*_ROW_NAMES, *_IP_NAMES, "event.amount", "event.amount_minor", "ip.country_mismatch_card"]
