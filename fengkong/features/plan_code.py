@@ -1,17 +1,23 @@
-"""A plan's reply reader as straight-line Python, generated once per plan.
+"""A plan's reply reader and command writer as straight-line Python, generated once per plan.
 
-Every decision turns the script's reply (the reply tag, then each op's values) into the
-features' dict and the inputs `assemble.derive` reads. What each reply value becomes is
-fixed by the plan: its position, its raw name, its decoder kind. So this module writes
-the steps out once per plan as the source of one function (the reply unpacked into
-locals, then one line per raw value: `decoders.INLINE`'s expression stored under its
-name) and compiles it, as `fengkong.engine.durable_backend.fact_code` does for the
-rules' facts. The features come out as the kind-by-kind converters (`Op.decode`) give
-them, value for value and type for type: tests/test_features_hot_path.py holds the two
-equal.
+Every decision turns its row into the script's EVALSHA and the script's reply (the reply
+tag, then each op's values) into the features' dict and the inputs `assemble.derive`
+reads. Both are fixed by the plan but for the event's own values: which keys with which
+ids, which op list with which values where; which raw name and decoder kind at which
+reply position. So this module writes the steps out once per plan as the source of one
+function each and compiles it, as `fengkong.engine.durable_backend.fact_code` does for
+the rules' facts:
 
-Only names and expressions this module writes go into the source (``repr`` of a raw
-name, `INLINE`'s templates); the blank dict is passed in by name.
+* `compile_reader`: the reply unpacked into locals, then one line per raw value
+  (`decoders.INLINE`'s expression of its kind, stored under its name);
+* `compile_writer`: the command as Redis reads it (RESP), in place of a key list, a
+  command tuple and ``hiredis.pack_command``.
+
+What they give is what they replace, value for value and type for type (the converters
+of `Op.decode`) and byte for byte (``hiredis.pack_command`` of `OnlineStore._prepare`'s
+command): tests/test_plan_code.py. Only names and expressions this module writes go into
+the source (``repr`` of a raw name or a row column, `INLINE`'s templates, locals); every
+other text (the keys' prefix, the op list's packed runs) is passed in by name.
 """
 
 from __future__ import annotations
