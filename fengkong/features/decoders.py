@@ -1,8 +1,10 @@
 """How the feature script's reply values become raw values: one decoder per kind of value.
 
 Each op (`fengkong.features.ops`) names, per reply value, the entry of `DECODERS` that
-reads it; the plan (`fengkong.features.plan`) reads all values of one kind in an event
-with one call of that kind's converter, never one Python call per value.
+reads it. A decoder says it twice: as a converter of a run of values (`Op.decode`, the
+debugging view `FeatureResult.raw`) and as a Python expression of one raw value's reply
+values (`INLINE`), which `fengkong.features.plan_code` writes into each plan's reply
+reader, so that the decision path runs no Python call per kind or per value.
 """
 
 from __future__ import annotations
@@ -93,4 +95,23 @@ DECODERS: dict[str, Decoder] = {
     "optional_is_one": Decoder(_optional_is_one, 1),
     "moments": Decoder(_moments, 3),  # (n, mean, m2)
     "recent": Decoder(_recent, 1 + d.RECENT_AMOUNTS_SIZE),  # the last amounts (minor units), a tuple
+}
+
+
+#: `DECODERS` as one Python expression per kind: ``{0}``, ``{1}``... are the raw value's
+#: reply values (locals of the generated reader), ``{s}`` the whole reply and ``{at}`` the
+#: position of ``{0}`` in it. Each gives what the kind's converter gives for one raw value,
+#: value for value and type for type (tests/test_features_hot_path.py holds the two equal).
+INLINE: dict[str, str] = {
+    "int": "{0} if type({0}) is int else int({0})",  # `_ints`, one value at a time
+    "scaled": f"{{0}} / {_SCALE!r}",
+    "optional": "None if {0} is False else {0}",
+    "optional_text": "None if {0} is False else {0}",
+    "optional_int": "None if {0} is False else int(float({0}))",
+    "optional_float": "None if {0} is False else float({0})",
+    "optional_scaled": f"None if {{0}} is False else {{0}} / {_SCALE!r}",
+    "is_one": "{0} == 1",
+    "optional_is_one": "None if {0} is False else {0} == 1",
+    "moments": "(int({0}), float({1}), float({2}))",
+    "recent": f"tuple(map(int, {{s}}[{{at}} + 1:{{at}} + 1 + min(int({{0}}), {d.RECENT_AMOUNTS_SIZE})]))",
 }

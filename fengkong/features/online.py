@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, NamedTuple
 
+import hiredis
 import msgpack
 import redis
 
@@ -55,11 +56,13 @@ def load_script() -> str:
 
 
 class _Call(NamedTuple):
-    """One event's script call: its row, the EVALSHA command, and the plan its reply is read with."""
+    """One event's script call: its row, the EVALSHA command, and the plan its reply is read
+    with; or, on the decision path, the command already packed (`OnlineStore._packed_call`)."""
 
     row: dict[str, Any]
-    command: tuple[Any, ...]  # EVALSHA sha numkeys KEYS... ARGV...
+    command: tuple[Any, ...]  # EVALSHA sha numkeys KEYS... ARGV...; () when packed
     plan: Plan
+    packed: bytes = b""  # the command as Redis reads it (RESP), when so prepared
 
     @property
     def keys(self) -> list[str]:
@@ -155,8 +158,8 @@ class OnlineStore:
         """`process` over a pipelined asyncio connection: the event loop serves other
         requests while Redis runs the script. After a Redis restart (the script cache is
         empty) the script is loaded and the call repeated, once."""
-        call = self._prepare(event)
-        evalsha = call.command
+        call = self._packed_call(event)
+        evalsha = call.packed
         try:
             reply = (await conn.execute((evalsha,), timeout_s))[0]
             if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
@@ -176,10 +179,19 @@ class OnlineStore:
                    plan.reply_tag, f"{head}{row['event_id']}{tail}")
         return _Call(row, command, plan)
 
+    def _packed_call(self, event: Event) -> _Call:
+        """`_prepare`'s call with the command packed as the connection writes it (and no
+        command tuple): the plan's writer lays the command out in one step (`plan_code`)."""
+        row = event_row(event, self.ipintel, self.biz_offset_min)
+        plan, packed = self.planner.command(row, self._script.sha, self.dedup_ttl_s)
+        if packed is None:  # a key with other than ASCII text: packed the general way
+            packed = hiredis.pack_command(self._prepare(event).command)
+        return _Call(row, (), plan, packed)
+
     def _finish(self, event: Event, call: _Call, reply: Any) -> FeatureResult:
-        """The features from the script's reply: the raw values read kind by kind straight
-        into a copy of the plan's blank dict (those other features derive from into their
-        own), then `assemble.derive`."""
+        """The features from the script's reply: the raw values read by the plan's reader
+        (`plan_code`) into a copy of the plan's blank dict (those other features derive
+        from into their own), then `assemble.derive`."""
         if reply[0] == b"dup" and not holds_features(reply[1]):
             return FeatureResult({}, True, [], call.plan, stored=reply[1])
         return self._read(event, call, msgpack.unpackb(reply[1]), reply[0] == b"dup")
@@ -194,12 +206,13 @@ class OnlineStore:
             )
         if plan.outcome:  # counted; an outcome gets no decision, so no features
             return FeatureResult({}, duplicate, stored, plan)
-        values: list[Any] = []
-        for pick, convert, _ in plan.reads:
-            values += convert(pick(stored))
-        f = plan.blank.copy()
-        f.update(zip(plan.feature_names, values))
-        inputs = dict(zip(plan.input_names, values[len(plan.feature_names):]))
+        try:
+            f, inputs = plan.read(stored)
+        except ValueError:
+            if len(stored) != plan.width:
+                raise FeatureStoreError(f"the store's reply holds {len(stored)} values, "
+                                        f"its ops return {plan.width}") from None
+            raise
         return FeatureResult(derive(f, call.row, inputs, self.default_limit, self.history_start_us), duplicate, stored, plan)
 
     # -- merchant profiles (see `MerchantProfiles`) ---------------------------------------------

@@ -102,7 +102,8 @@ class _Protocol(asyncio.Protocol):
         """Queue the commands; they are written at once when Redis has nothing of ours
         to do or ``flush_bytes`` are queued, else with everything else queued in this
         loop tick, in one write at its end. The returned future gets the batch's
-        replies, in order, once the last has come."""
+        replies, in order, once the last has come. A command is its arguments, or
+        ``bytes``: the command already packed as Redis reads it (RESP)."""
         if self.closed:
             raise ConnectionFailed("redis connection closed")
         loop = asyncio.get_running_loop()
@@ -116,11 +117,12 @@ class _Protocol(asyncio.Protocol):
         idle = len(pending) == len(out)  # every command written has had its reply: Redis waits on us
         for command in commands[:-1]:
             pending.append((replies, None))
-            packed = hiredis.pack_command(tuple(command))
+            packed = command if type(command) is bytes else hiredis.pack_command(tuple(command))
             out.append(packed)
             size += len(packed)
         pending.append((replies, batch))
-        packed = hiredis.pack_command(tuple(commands[-1]))
+        command = commands[-1]
+        packed = command if type(command) is bytes else hiredis.pack_command(tuple(command))
         out.append(packed)
         size += len(packed)
         if idle or size >= self.flush_bytes:  # Redis starts on these now, not after the rest of the tick
@@ -271,7 +273,8 @@ class PipelinedRedis:
     # -- commands ---------------------------------------------------------------------------
     async def execute(self, commands: Sequence[Sequence[Any]], timeout_s: float) -> list[Any]:
         """Send the commands (in order, pipelined with everyone else's) and return their
-        replies; an error reply is a `ReplyError` in the list, not an exception.
+        replies; an error reply is a `ReplyError` in the list, not an exception. A command
+        given as ``bytes`` is already packed (RESP) and is written as it is.
 
         Raises `ConnectionFailed` when the connection breaks, cannot be made, or the
         server said nothing for ``dead_after_s`` (else ``timeout_s``) while commands

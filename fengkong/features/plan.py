@@ -5,9 +5,9 @@ event to the next is worked out once. A `Plan`, one per event type and set of
 entities present, holds the keys' fixed text, the op list with its constant runs
 already packed, the reply tag, how the reply reads and the features' blank dict;
 an event only adds its ids and a few dozen values (`EventArgs`). Both ends handle
-values in bulk (one ``itemgetter`` orders the packed pieces of the op list, one
-converter per kind of reply value), never one Python call per op or per value: see
-docs/benchmarks.md.
+values in bulk (one ``itemgetter`` orders the packed pieces of the op list; the reply is
+read by straight-line code generated once per plan, `plan_code`), never one Python call
+per op or per value: see docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from fengkong.features import keys
 from fengkong.features.assemble import INPUTS, blank_features
 from fengkong.features.errors import FeatureDefinitionError
 from fengkong.features.ops import DECODERS, Op, Opcode, Ref, Source
+from fengkong.features.plan_code import Reader, Writer, compile_reader, compile_writer
 
 _OUTCOMES = frozenset(t.value for t in OUTCOME_TYPES)
 _EVENT_TYPES = tuple(t.value for t in EventType)
@@ -35,7 +36,6 @@ _HOUR_TEXT = tuple(str(h) for h in range(24))
 _NONES = itertools.repeat(None)
 
 Pick = Callable[[Any], Sequence[Any]]  # the items at fixed positions, as one sequence
-Convert = Callable[[Sequence[Any]], Any]  # reply values to raw values, one kind
 
 
 def picker(positions: Sequence[Any]) -> Pick:
@@ -152,15 +152,6 @@ class EventArgs:
 
 
 # -- reading the reply ----------------------------------------------------------------------
-class Reading(NamedTuple):
-    """Raw values of one decoder kind, read from the reply in one call: the picker of their
-    values, the kind's converter, and their raw names in that order."""
-
-    pick: Pick
-    convert: Convert
-    names: tuple[str, ...]
-
-
 def reply_outputs(ops: Sequence[Op]) -> list[tuple[str, str, int]]:
     """(raw name, decoder kind, position of its first value in the reply) of every raw value
     of these ops, in reply order (the reply's first value is the reply tag)."""
@@ -175,30 +166,6 @@ def reply_outputs(ops: Sequence[Op]) -> list[tuple[str, str, int]]:
     if twice:
         raise FeatureDefinitionError(f"two ops return the same raw values: {twice}")
     return outputs
-
-
-def _readings(outputs: Sequence[tuple[str, str, int]]) -> tuple[Reading, ...]:
-    """One `Reading` per decoder kind of these raw values, in their order."""
-    groups: dict[str, tuple[list[int], list[str]]] = {}
-    for name, kind, at in outputs:
-        positions, names = groups.setdefault(kind, ([], []))
-        positions.extend(range(at, at + DECODERS[kind].width))
-        names.append(name)
-    return tuple(Reading(picker(positions), DECODERS[kind].convert, tuple(names))
-                 for kind, (positions, names) in groups.items())
-
-
-def _features_then_inputs(outputs: Sequence[tuple[str, str, int]]) -> tuple[tuple[Reading, ...], int]:
-    """`_readings` such that the values read, one reading after another, are the features'
-    (raw values that are features as they are) then the inputs' (those `assemble.derive`
-    makes other features of); and how many values the features take. A kind both have
-    (the counts) is read once, across the boundary."""
-    features = [out for out in outputs if out[0] not in INPUTS]
-    inputs = [out for out in outputs if out[0] in INPUTS]
-    shared = next((kind for _, kind, _ in features if any(kind == k for _, k, _ in inputs)), None)
-    ordered = [out for out in features if out[1] != shared] + [out for out in features if out[1] == shared]
-    ordered += [out for out in inputs if out[1] == shared] + [out for out in inputs if out[1] != shared]
-    return _readings(ordered), len(features)
 
 
 # -- plans ----------------------------------------------------------------------------------
@@ -217,9 +184,9 @@ class Plan(NamedTuple):
     order_pieces: Pick  # ARGV[3]'s pieces from `EventArgs` values packed, time values packed, runs
     outcome: bool  # an outcome event: it gets no features
     blank: dict[str, Any]  # every feature, missing, in order (`assemble.blank_features`)
-    reads: tuple[Reading, ...]  # the raw values, kind by kind: the features' first
-    feature_names: tuple[str, ...]  # raw values that are features as they are, in read order
-    input_names: tuple[str, ...]  # then those that `assemble.derive` makes other features of
+    read: Reader  # the reply -> (a copy of `blank` with the raw features, the inputs of `assemble.derive`)
+    width: int  # how many values the reply holds, its tag first
+    write: Writer  # the EVALSHA command in RESP (`Planner.command`)
 
 
 def _split_key(key: str) -> tuple[str, str]:
@@ -292,6 +259,14 @@ class Planner:
         pieces += self.args.packed_time_values(row["ts_us"])
         return pieces
 
+    def command(self, row: dict[str, Any], sha: str, ttl: int) -> tuple[Plan, bytes | None]:
+        """The plan of the event and its EVALSHA command as Redis reads it (the plan's
+        writer, `plan_code.compile_writer`; None: a key is not ASCII text)."""
+        plan = self.plan_for(row)
+        args = self.args
+        values = list(map(msgpack.Packer().pack, args.values(row)))
+        return plan, plan.write(row, values, args.packed_time_values(row["ts_us"]), sha, ttl)
+
     def compile(self, plan_key: tuple[Any, ...]) -> Plan:
         """The plan of events of type ``plan_key[0]`` whose columns are missing where
         ``plan_key[1:]`` says (in `columns`' order)."""
@@ -322,23 +297,31 @@ class Planner:
         sources = {name: at + 1 for name, _, at in outputs}  # the script's `out` has the tag at 1
         op_list = [sources.get(item.name, absent) if isinstance(item, Source) else _missing_as_empty(item, missing)
                    for item in op_list]
-        packed_runs, order_pieces = self._pack(op_list)
-        reads, nfeatures = _features_then_inputs(outputs)
-        names = [name for reading in reads for name in reading.names]
+        packed_runs, positions = self._pack(op_list)
         tag = hashlib.sha1("|".join(op.ident for op in used).encode()).hexdigest()[:12]
+        blank = blank_features(name for name, _, _ in outputs)
+        write = compile_writer(dedup_key=self.dedup_key, legacy_key=self.legacy_dedup_key, entity_keys=entity_keys,
+                               day_keys_at=day_keys_at, list_keys=list_keys, reply_tag=tag, runs=packed_runs,
+                               positions=positions, nvalues=len(self.args.value_at), ntimes=len(self.args.time_at))
         return Plan(ops=used, reply_tag=tag, entity_keys=tuple(entity_keys), day_keys_at=tuple(day_keys_at),
                     list_keys=tuple(list_keys), op_list=tuple(op_list), packed_runs=packed_runs,
-                    order_pieces=order_pieces, outcome=outcome, blank=blank_features(name for name, _, _ in outputs),
-                    reads=reads, feature_names=tuple(names[:nfeatures]), input_names=tuple(names[nfeatures:]))
+                    order_pieces=picker(positions), outcome=outcome, blank=blank,
+                    read=compile_reader(outputs, blank, INPUTS), width=1 + sum(op.width for op in used),
+                    write=write)
 
-    def _pack(self, op_list: list[Any]) -> tuple[list[bytes], Pick]:
+    @property
+    def _first_run(self) -> int:
+        """Where the plan's runs start among an event's pieces (after `packed_values`')."""
+        return len(self.args.value_at) + len(self.args.time_at)
+
+    def _pack(self, op_list: list[Any]) -> tuple[list[bytes], list[int]]:
         """ARGV[3], the op list as one MessagePack array, in pieces: an array is its header
         then its items packed one after another, so the header and each run of constants
         are packed here once, and an event packs only its own values, once each however many
-        ops use them. Returns the packed runs and the picker that orders an event's pieces
+        ops use them. Returns the packed runs and the positions that order an event's pieces
         (`EventArgs` values packed, time values packed, then the runs)."""
         pack = msgpack.Packer().pack
-        first_run = len(self.args.value_at) + len(self.args.time_at)
+        first_run = self._first_run
         runs: list[bytes] = []
         positions: list[int] = []
         run = [msgpack.Packer().pack_array_header(len(op_list))]
@@ -354,7 +337,7 @@ class Planner:
         if run:
             positions.append(first_run + len(runs))
             runs.append(b"".join(run))
-        return runs, picker(positions)
+        return runs, positions
 
 
 def _missing_as_empty(item: Any, missing: dict[str, bool]) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fengkong.events import Event, currency_exponent
+from fengkong.events import CardType, Channel, Event, EventType, currency_exponent
 from fengkong.features.definitions import (
     DEFAULT_BUSINESS_UTC_OFFSET_MIN,
     NIGHT_HOURS,
@@ -23,6 +23,7 @@ from fengkong.features.definitions import (
 from fengkong.features.ipintel import IpIntel, subnets_of
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH_ORDINAL = _EPOCH.toordinal()
 US_PER_HOUR = 3_600_000_000
 US_PER_DAY = 86_400_000_000
 _NIGHT_END = NIGHT_HOURS.stop
@@ -41,13 +42,29 @@ def is_round(amount_minor: int, currency: str) -> bool:
 
 #: `is_round`'s step per currency, filled on first use (codes are three letters: bounded)
 _ROUND_STEPS: dict[str, int] = {}
+#: each enum member's value, by member
+_EVENT_TYPES: dict[EventType, str] = {m: m.value for m in EventType}
+_CHANNELS: dict[Channel, str] = {m: m.value for m in Channel}
+_CARD_TYPES: dict[CardType, str] = {m: m.value for m in CardType}
 
 
 def event_row(event: Event, ipintel: IpIntel, biz_offset_min: int = DEFAULT_BUSINESS_UTC_OFFSET_MIN) -> dict[str, Any]:
+    """The row of one event (the online store's; `frame_rows` is the offline twin's).
+
+    The time is read once, as the local wall time plus one UTC offset: an aware
+    datetime's subtraction (`ts_us`) asks the tzinfo for its offset again, and the
+    event's tzinfo answers through a call of its own. The enums' values come from
+    dicts, a lookup rather than the enum's ``value`` descriptor."""
     when = event.occurred_at
-    t = ts_us(when)
     offset = when.utcoffset()
-    local = t + (int(offset.total_seconds()) * 1_000_000 if offset else 0)
+    # the wall time's microseconds since the epoch, then UTC's; exact integers
+    local = (((when.toordinal() - _EPOCH_ORDINAL) * 86400 + when.hour * 3600 + when.minute * 60 + when.second)
+             * 1_000_000 + when.microsecond)
+    if offset is None or offset.microseconds:  # naive (refused), or a sub-second offset: as it always was
+        t = ts_us(when)
+        local = t + (int(offset.total_seconds()) * 1_000_000 if offset else 0)
+    else:
+        t = local - (offset.days * 86400 + offset.seconds) * 1_000_000
     biz = t + biz_offset_min * 60_000_000
     hour = (local // US_PER_HOUR) % 24
     biz_hour = (biz // US_PER_HOUR) % 24
@@ -57,15 +74,18 @@ def event_row(event: Event, ipintel: IpIntel, biz_offset_min: int = DEFAULT_BUSI
     if step is None:
         step = _ROUND_STEPS[currency] = ROUND_MAJOR_UNITS * 10 ** currency_exponent(currency)
     card = event.card
-    card_fp = card.fingerprint if card else None
-    card_type = card.type.value if card and card.type else None
+    card_fp: str | None = None
+    card_type: str | None = None
+    if card is not None:
+        card_fp = card.fingerprint
+        card_type = _CARD_TYPES[card.type] if card.type else None
     ip = event.ip
     info, subnet = ipintel.lookup_with_subnet(ip) if ip else (None, None)
     merchant = event.merchant_id
     channel = event.channel
     return {
         "event_id": event.event_id,
-        "type": event.type.value,
+        "type": _EVENT_TYPES[event.type],
         "ts_us": t,
         "hour": hour,
         "is_night": hour < _NIGHT_END,
@@ -75,12 +95,12 @@ def event_row(event: Event, ipintel: IpIntel, biz_offset_min: int = DEFAULT_BUSI
         "amount": amount,
         "has_amount": event.amount is not None,
         "currency": currency,
-        "channel": channel.value if channel else None,
+        "channel": _CHANNELS[channel] if channel else None,
         "is_round": amount > 0 and amount % step == 0,  # is_round(amount, currency)
         "card_fp": card_fp,
         "card_type": card_type,
-        "card_bin": card.bin if card else None,
-        "card_country": card.issuer_country if card else None,
+        "card_bin": card.bin if card is not None else None,
+        "card_country": card.issuer_country if card is not None else None,
         "is_credit": card_type == "credit",
         "user_id": event.user_id,
         "device_id": event.device_id,

@@ -1,0 +1,232 @@
+"""A plan's reply reader and command writer as straight-line Python, generated once per plan.
+
+Every decision turns its row into the script's EVALSHA and the script's reply (the reply
+tag, then each op's values) into the features' dict and the inputs `assemble.derive`
+reads. Both are fixed by the plan but for the event's own values: which keys with which
+ids, which op list with which values where; which raw name and decoder kind at which
+reply position. So this module writes the steps out once per plan as the source of one
+function each and compiles it, as `fengkong.engine.durable_backend.fact_code` does for
+the rules' facts:
+
+* `compile_reader`: the reply unpacked into locals, then one line per raw value
+  (`decoders.INLINE`'s expression of its kind, stored under its name);
+* `compile_writer`: the command as Redis reads it (RESP), in place of a key list, a
+  command tuple and ``hiredis.pack_command``.
+
+What they give is what they replace, value for value and type for type (the converters
+of `Op.decode`) and byte for byte (``hiredis.pack_command`` of `OnlineStore._prepare`'s
+command): tests/test_plan_code.py. Only names and expressions this module writes go into
+the source (``repr`` of a raw name or a row column, `INLINE`'s templates, locals); every
+other text (the keys' prefix, the op list's packed runs) is passed in by name.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from types import CodeType
+from typing import Any
+
+from fengkong.features.decoders import DECODERS, INLINE
+from fengkong.features.errors import FeatureDefinitionError
+
+#: a plan's reader: the script's reply values (tag first) -> (the features, the inputs)
+Reader = Callable[[Sequence[Any]], tuple[dict[str, Any], dict[str, Any]]]
+
+
+def interned_names(code: CodeType) -> CodeType:
+    """``code`` with its str constants interned: the feature names it stores or looks up
+    are then the very str objects that key the features' dicts (whose names are interned
+    too), so each finds its key without comparing the text (Python interns only the
+    constants that look like identifiers, and a dotted name does not)."""
+    return code.replace(co_consts=tuple(sys.intern(c) if type(c) is str else c for c in code.co_consts))
+
+
+def compile_reader(outputs: Sequence[tuple[str, str, int]], blank: dict[str, Any],
+                   inputs: frozenset[str]) -> Reader:
+    """The reader of a reply whose raw values are ``outputs`` (raw name, decoder kind,
+    position of its first value; `plan.reply_outputs`): a copy of ``blank`` with every
+    raw value that is a feature stored in it, and a dict of those named in ``inputs``
+    (in reply order). A reply of another length raises ValueError."""
+    width = 1 + sum(DECODERS[kind].width for _, kind, _ in outputs)
+    lines = ["def read(s):"]
+    names = ["_"] + [f"v{at}" for at in range(1, width)]
+    lines.append(f"    ({', '.join(names)},) = s")
+    lines.append("    f = _blank_copy()")
+    read_inputs: list[str] = []
+    for name, kind, at in outputs:
+        template = INLINE.get(kind)
+        if template is None:
+            raise FeatureDefinitionError(f"decoder kind {kind!r} has no inline expression in decoders.INLINE")
+        values = [f"v{at + i}" for i in range(DECODERS[kind].width)]
+        expr = template.format(*values, s="s", at=at)
+        if name in inputs:
+            read_inputs.append(f"{name!r}: {expr}")
+        else:
+            lines.append(f"    f[{name!r}] = {expr}")
+    lines.append(f"    return f, {{{', '.join(read_inputs)}}}")
+    source = "\n".join(lines) + "\n"
+    namespace: dict[str, Any] = {"_blank_copy": blank.copy}
+    exec(compile(source, f"<reply reader of {len(outputs)} raw values>", "exec"), namespace)
+    reader = namespace["read"]
+    reader.__code__ = interned_names(reader.__code__)
+    reader.__doc__ = "A plan's reply reader (`plan_code.compile_reader`); its source:\n\n" + source
+    return reader  # type: ignore[no-any-return]
+
+
+#: a plan's command writer: (event row, its packed values, its slot's packed time values as
+#: `EventArgs.packed_time_values` keeps them, script sha, dedup TTL) -> the EVALSHA command
+#: as Redis reads it (RESP), or None when a key is not ASCII text
+Writer = Callable[[dict[str, Any], Sequence[bytes], list[bytes], str, int], "bytes | None"]
+
+#: lengths as text, looked up rather than formatted (a longer key gets the general way)
+_LENGTHS = tuple(str(n) for n in range(1024))
+
+
+class _FString:
+    """The source of one f-string whose every piece is an expression: constant text goes
+    into the writer's globals, adjacent pieces of it as one, so that no text of a key (a
+    configured prefix) is ever written into source."""
+
+    def __init__(self, env: dict[str, Any]) -> None:
+        self.env = env
+        self.parts: list[str] = []
+        self.pending: list[str] = []
+
+    def text(self, text: str) -> None:
+        self.pending.append(text)
+
+    def expr(self, expr: str) -> None:
+        self._flush()
+        self.parts.append(f"{{{expr}}}")
+
+    def length(self, expr: str) -> None:
+        """The decimal text of the int ``expr`` (below 1024: an IndexError otherwise)."""
+        self.expr(f"_L[{expr}]")
+
+    def source(self) -> str:
+        self._flush()
+        return 'f"' + "".join(self.parts) + '"'
+
+    def _flush(self) -> None:
+        if self.pending:
+            name = f"_c{len(self.env)}"
+            self.env[name] = "".join(self.pending)
+            self.pending = []
+            self.parts.append(f"{{{name}}}")
+
+
+def compile_writer(*, dedup_key: tuple[str, str], legacy_key: tuple[str, str],
+                   entity_keys: Sequence[tuple[str, str, str]], day_keys_at: Sequence[int],
+                   list_keys: Sequence[str], reply_tag: str, runs: Sequence[bytes], positions: Sequence[int],
+                   nvalues: int, ntimes: int) -> Writer:
+    """The writer of a plan's EVALSHA command, byte for byte what ``hiredis.pack_command``
+    makes of ``("EVALSHA", sha, numkeys, *KEYS, ttl, amount, ops, reply_tag, legacy key)``
+    as `OnlineStore` lays it out: the keys' fixed text around the row's ids (``entity_keys``:
+    head, row column, tail; the keys at ``day_keys_at`` end with the business day), then the
+    op list, its pieces in the order of ``positions`` (below ``nvalues``: an event's packed
+    value; then ``ntimes`` time values; then the plan's constant ``runs``).
+
+    Why: packing the command argument by argument (a key list, a command tuple, hiredis'
+    formatting of each argument) and joining the op list from some two hundred pieces cost
+    more than all the rest of the call. Here the head is one f-string of the ids between
+    constant text, lengths looked up; and the op list's runs are joined with the time values
+    of a slot once per slot (`merge`), so that an event joins its own values between fewer,
+    longer runs. Lengths are counted in characters, so a key with other than ASCII text (or
+    one past `_LENGTHS`) gets None: the caller packs that command the general way."""
+    env: dict[str, Any] = {"_L": _LENGTHS, "_merged": [((), ())]}
+    columns = list(dict.fromkeys(column for _, column, _ in entity_keys))
+    local = {column: f"x{i}" for i, column in enumerate(columns)}
+    lines = ["def write(row, values, times, sha, ttl):",
+             "    merged = _merged[0]",
+             "    if merged[0] is not times:  # a new slot: its time values joined into the runs",
+             "        merged = _merged[0] = (times, _merge(times))",
+             "    m = merged[1]",
+             "    e = f\"{row['event_id']}\"",
+             "    ne = len(e)"]
+    for c in columns:
+        lines += [f"    {local[c]} = f\"{{row[{c!r}]}}\"", f"    n{local[c]} = len({local[c]})"]
+    if day_keys_at:
+        lines += ["    day = str(row['biz_day'])", "    nday = len(day)"]
+    refs, merge = _merged_runs(runs, positions, nvalues, ntimes)
+    env["_merge"] = merge
+    lines.append(f"    ops = b''.join(({', '.join(refs)},))")
+    lines += ["    amount = f\"{row['amount']}\"", "    ttl = f\"{ttl}\""]
+    nkeys = 1 + len(entity_keys) + len(list_keys)
+    head = _FString(env)
+    head.text(f"*{3 + nkeys + 5}\r\n$7\r\nEVALSHA\r\n$")
+    head.length("len(sha)")
+    head.text("\r\n")
+    head.expr("sha")
+    head.text(f"\r\n${len(str(nkeys))}\r\n{nkeys}\r\n")
+    _key(head, "e", dedup_key, False)
+    for at, (key_head, column, key_tail) in enumerate(entity_keys, start=1):
+        _key(head, local[column], (key_head, key_tail), at in day_keys_at)
+    for key in list_keys:
+        head.text(f"${len(key)}\r\n{key}\r\n")
+    for value in ("ttl", "amount"):
+        head.text("$")
+        head.length(f"len({value})")
+        head.text("\r\n")
+        head.expr(value)
+        head.text("\r\n")
+    head.text("$")
+    head.expr("len(ops)")
+    head.text("\r\n")
+    tail = _FString(env)
+    tail.text(f"\r\n${len(reply_tag)}\r\n{reply_tag}\r\n")
+    _key(tail, "e", legacy_key, False)
+    lines += ["    try:",
+              f"        head = {head.source()}",
+              f"        tail = {tail.source()}",
+              "    except IndexError:  # a length past _L",
+              "        return None",
+              "    if not (head.isascii() and tail.isascii()):",
+              "        return None",
+              "    return b''.join((head.encode(), ops, tail.encode()))"]
+    source = "\n".join(lines) + "\n"
+    namespace = dict(env)
+    exec(compile(source, f"<command writer of {nkeys} keys>", "exec"), namespace)
+    writer = namespace["write"]
+    writer.__doc__ = "A plan's command writer (`plan_code.compile_writer`); its source:\n\n" + source
+    return writer  # type: ignore[no-any-return]
+
+
+def _key(text: _FString, value: str, key: tuple[str, str], per_day: bool) -> None:
+    """One key argument: its length, then head, id (the local ``value``, its length in
+    ``n<value>``), tail and, for a per-day key, the day."""
+    head, tail = key
+    fixed = len(head) + len(tail)
+    text.text("$")
+    text.length(f"n{value} + nday + {fixed}" if per_day else f"n{value} + {fixed}")
+    text.text(f"\r\n{head}")
+    text.expr(value)
+    text.text(tail)
+    if per_day:
+        text.expr("day")
+    text.text("\r\n")
+
+
+def _merged_runs(runs: Sequence[bytes], positions: Sequence[int], nvalues: int,
+                 ntimes: int) -> tuple[list[str], Callable[[Sequence[bytes]], tuple[bytes, ...]]]:
+    """The op list's pieces in the writer's source (``values[i]``, an event's own, and
+    ``m[k]``, a merged run) and the function that merges, for one slot's time values, each
+    stretch of runs and time values between two of the event's own values into one run."""
+    refs: list[str] = []
+    stretches: list[list[int]] = []  # per merged run: the positions it joins
+    for at in positions:
+        if at < nvalues:
+            refs.append(f"values[{at}]")
+            continue
+        if not refs or not refs[-1].startswith("m["):
+            refs.append(f"m[{len(stretches)}]")
+            stretches.append([])
+        stretches[-1].append(at)
+    constant = [runs[at - nvalues - ntimes] if at >= nvalues + ntimes else None
+                for at in range(nvalues + ntimes + len(runs))]
+
+    def merge(times: Sequence[bytes]) -> tuple[bytes, ...]:
+        return tuple(b"".join([times[at - nvalues] if (run := constant[at]) is None else run for at in stretch])
+                     for stretch in stretches)
+
+    return refs, merge

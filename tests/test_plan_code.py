@@ -1,0 +1,158 @@
+"""The code each plan generates (`fengkong.features.plan_code`) against what it replaces:
+the reply reader against the kind-by-kind converters (`DECODERS`), the command writer
+against ``hiredis.pack_command`` of the command tuple, byte for byte, on every plan a
+dense history makes, and on keys it cannot write (not ASCII, too long)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import hiredis
+import msgpack
+import pytest
+from eventgen import dense_events
+
+from fengkong.events import flat_to_dict, parse_event
+from fengkong.features.decoders import DECODERS, INLINE
+from fengkong.features.errors import FeatureStoreError
+from fengkong.features.online import OnlineStore
+from fengkong.features.pipelined import PipelinedRedis
+from fengkong.features.plan_code import compile_reader
+from fengkong.features.rows import event_row, ts_us
+
+#: reply values of each kind as the script sends them (Lua's false is missing), and the odd
+#: ones a converter must still read alike (text, floats)
+SAMPLES: dict[str, list[list[Any]]] = {
+    "int": [[0], [7], [False], ["12"], [3.0]],
+    "scaled": [[0], [12345], [-5], [False]],
+    "optional": [[False], [0], ["A"], [2.5]],
+    "optional_text": [[False], ["x"], [""]],
+    "optional_int": [[False], [0], [1795568400147000], ["17.9"], [3.7]],
+    "optional_float": [[False], [0], [1.25], ["2.5"]],
+    "optional_scaled": [[False], [0], [12345], [7.5]],
+    "is_one": [[0], [1], [False], [2]],
+    "optional_is_one": [[False], [0], [1], [2]],
+    "moments": [[0, 0, 0], [3, 1500.5, 20.25], ["2", "10", "0.5"]],
+    "recent": [[0] + [0] * 32, [3, 500, 700, "900"] + [0] * 29, [40] + list(range(32)), [1, 12] + [9] * 31],
+}
+
+
+def _typed(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_typed(v) for v in value)
+    return type(value), value
+
+
+def test_each_kinds_inline_expression_reads_as_its_converter():
+    assert set(SAMPLES) == set(DECODERS) == set(INLINE)
+    for kind, runs in SAMPLES.items():
+        read_feature = compile_reader([("x.raw", kind, 1)], {"x.raw": None}, frozenset())
+        read_input = compile_reader([("x.raw", kind, 1)], {}, frozenset({"x.raw"}))
+        for values in runs:
+            assert len(values) == DECODERS[kind].width, (kind, values)
+            (expected,) = DECODERS[kind].convert(values)
+            features, inputs = read_feature(["tag", *values])
+            assert inputs == {} and _typed(features["x.raw"]) == _typed(expected), (kind, values)
+            features, inputs = read_input(["tag", *values])
+            assert features == {} and _typed(inputs["x.raw"]) == _typed(expected), (kind, values)
+
+
+def test_a_plans_reader_gives_what_each_ops_decode_gives(store):
+    features = inputs = 0
+    for event in _dense(800):
+        call = store._prepare(event)
+        reply = store._script(keys=call.keys, args=call.args)
+        stored = msgpack.unpackb(reply[1])
+        f, i = call.plan.read(stored)
+        raw: dict[str, Any] = {}
+        at = 1
+        for op in call.plan.ops:
+            raw.update(op.decode(stored[at:at + op.width]))
+            at += op.width
+        assert at == len(stored) == call.plan.width
+        assert {k: _typed(v) for k, v in i.items()} == {k: _typed(raw[k]) for k in i}
+        assert set(i) | {k for k in f if k in raw} == set(raw)  # every raw value, once
+        assert all(_typed(f[k]) == _typed(raw[k]) for k in f if k in raw)
+        assert list(f) == list(call.plan.blank)
+        features += len(f)
+        inputs += len(i)
+    assert features and inputs
+
+
+def test_a_reply_of_another_length_is_refused_by_name(store):
+    event = next(e for e in _dense(50) if e.type.value == "payment")
+    call = store._prepare(event)
+    reply = store._script(keys=call.keys, args=call.args)
+    stored = msgpack.unpackb(reply[1])
+    with pytest.raises(FeatureStoreError, match=f"holds {len(stored) - 1} values, its ops return {len(stored)}"):
+        store._read(event, call, stored[:-1], False)
+
+
+def test_the_written_command_is_hiredis_pack_of_the_command_tuple(store):
+    for event in _dense(3000):
+        call = store._packed_call(event)
+        assert call.packed == hiredis.pack_command(store._prepare(event).command), event.event_id
+    assert len(store.planner.plans) > 40  # types x entities present: the writers of many plans
+
+
+@pytest.mark.parametrize("prefix_text", ["fk-é", "p" * 1100])
+def test_keys_the_writer_cannot_count_are_packed_the_general_way(redis_client, ipintel, list_specs, prefix_text):
+    store = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=prefix_text)
+    for event in _dense(50):
+        row = event_row(event, store.ipintel, store.biz_offset_min)
+        assert store.planner.command(row, store._script.sha, store.dedup_ttl_s)[1] is None
+        assert store._packed_call(event).packed == hiredis.pack_command(store._prepare(event).command)
+
+
+def test_process_async_answers_as_process(redis_client, redis_server, ipintel, list_specs, prefix):
+    sync = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=prefix + "s")
+    pipelined = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=prefix + "a")
+    events = _dense(400)
+
+    async def run() -> list[Any]:
+        conn = PipelinedRedis(redis_server.url)
+        try:
+            return [await pipelined.process_async(e, conn, 2.0) for e in events]
+        finally:
+            conn.close()
+
+    for event, got in zip(events, asyncio.run(run())):
+        want = sync.process(event)
+        assert got.duplicate == want.duplicate
+        assert {k: _typed(v) for k, v in got.features.items()} == {k: _typed(v) for k, v in want.features.items()}
+
+
+def test_a_command_given_as_bytes_is_written_as_it_is(redis_server):
+    async def run() -> list[Any]:
+        conn = PipelinedRedis(redis_server.url)
+        try:
+            return await conn.execute([hiredis.pack_command(("ECHO", "as packed")), ("ECHO", "as args")], 2.0)
+        finally:
+            conn.close()
+
+    assert asyncio.run(run()) == [b"as packed", b"as args"]
+
+
+@pytest.mark.parametrize("offset", [timedelta(0), timedelta(hours=8), timedelta(hours=-9, minutes=-30),
+                                    timedelta(hours=5, minutes=45), timedelta(seconds=-1, microseconds=250_000)])
+def test_the_rows_time_is_the_exact_microseconds_of_its_instant(ipintel, offset):
+    tz = timezone(offset)
+    for when in (datetime(2026, 11, 25, 23, 59, 59, 999_999, tzinfo=tz), datetime(2027, 1, 1, 0, 0, tzinfo=tz),
+                 datetime(2026, 3, 1, 12, 30, 0, 5, tzinfo=tz)):
+        event = parse_event({"event_id": "t1", "type": "payment", "merchant_id": "m1", "amount": 100,
+                             "occurred_at": when})
+        row = event_row(event, ipintel, 480)
+        t = ts_us(when)
+        local = t + int(offset.total_seconds()) * 1_000_000
+        assert row["ts_us"] == t
+        assert row["hour"] == (local // 3_600_000_000) % 24  # as it always was, a sub-second offset too
+        assert offset.microseconds or row["hour"] == when.hour
+        assert row["biz_day"] == (t + 480 * 60_000_000) // 86_400_000_000
+
+
+def _dense(n: int) -> list[Any]:
+    """The first ``n`` events of a dense history (every type, entities often missing)."""
+    frame = dense_events(max(n, 400)).head(n)
+    return [parse_event(flat_to_dict(r)) for r in frame.to_dict("records")]
