@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -57,7 +58,7 @@ def _turn(code: Path, redis_url: str, run: str, args: argparse.Namespace) -> dic
     if args.callgrind:  # a worker under callgrind is slow: its connections must not time out between phases
         env.update(FENGKONG_KEEP_ALIVE_S="600", FENGKONG_BODY_TIMEOUT_S="600", FENGKONG_DEADLINE_MS="10000")
     command = [sys.executable, "-c", _SERVER.format(port=port)]
-    out_dir = tempfile.mkdtemp(prefix="bench-http-cg-")
+    out_dir = tempfile.mkdtemp(prefix="bench-http-cg-") if args.callgrind else ""
     if args.callgrind:
         python = os.path.realpath(sys.executable)  # the real binary, not a shim
         command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
@@ -71,6 +72,9 @@ def _turn(code: Path, redis_url: str, run: str, args: argparse.Namespace) -> dic
         result = bench_api._run_load(port, args.seconds, args.warmup, args.concurrency, run, {"worker": server.pid})
     finally:
         bench_api._stop(server)
+        shutil.rmtree(env["FENGKONG_DATA_DIR"], ignore_errors=True)
+        if out_dir:
+            shutil.rmtree(out_dir, ignore_errors=True)
     return {"code": str(code), "worker_cpu_us": result["cpu_us_per_request"]["worker"], "rps": round(result["rps"]),
             "errors": {k: v for k, v in result["errors"].items() if v}, "load": os.getloadavg()[0]}
 
