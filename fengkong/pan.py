@@ -19,6 +19,10 @@ _DIGIT_GROUP = re.compile(r"\d+")
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed bytes
 _NOT_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
+#: ASCII digits become ``0`` (every other byte stays); `_PAN_RUN`'s separators are deleted
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_RUN_SEPARATORS = b" -._/"
+_THIRTEEN_DIGITS = b"0" * 13
 
 
 def luhn_ok(digits: str) -> bool:
@@ -93,6 +97,20 @@ def looks_like_pan(value: Any) -> bool:
         digits = str(abs(value))
         return 13 <= len(digits) <= 19 and luhn_ok(digits)
     return False
+
+
+def text_shows_no_pan(raw: bytes) -> bool:
+    """True when the JSON text `raw` cannot hold a card number in any value, key or
+    integer; False when it may (then look, with `fengkong.events.find_pan`).
+
+    A PAN needs a `_PAN_RUN`: 13 or more digits with nothing but its separators
+    between them. In ASCII text without escapes every string and number of the
+    document is written out as it is, so such a run shows as 13 adjacent digits once
+    the separators are deleted. Non-ASCII text (digits of other scripts) and escapes
+    (``\\u0034`` is a 4) answer False."""
+    if not raw.isascii() or b"\\" in raw:
+        return False
+    return _THIRTEEN_DIGITS not in raw.translate(_DIGITS_AS_ZERO, _RUN_SEPARATORS)
 
 
 def nesting_problem(raw: bytes, limit: int = MAX_DEPTH) -> str | None:

@@ -148,3 +148,63 @@ def test_the_uvicorn_interface_the_protocol_overrides_is_there():
     source = inspect.getsource(HttpToolsProtocol)
     assert "self.transport = transport" in source and "self.transport.write(" in source
     assert "self.loop = " in inspect.getsource(HttpToolsProtocol.__init__)
+
+
+def test_the_transport_answers_every_method_uvicorn_and_asyncio_name_without_a_fallback():
+    """`CoalescingTransport` writes out each method (no ``__getattr__``): every public
+    method of `asyncio.Transport`, and every ``transport.<name>`` uvicorn's HTTP and
+    websocket protocols call, must be on it, or an upgrade that calls a new one fails
+    here rather than on a live connection."""
+    import asyncio
+    import re
+    from pathlib import Path
+
+    import uvicorn.protocols
+
+    from fengkong.api.http_protocol import CoalescingTransport
+
+    assert "__getattr__" not in CoalescingTransport.__dict__
+    wanted = {name for name in dir(asyncio.Transport) if not name.startswith("_")}
+    for source in Path(uvicorn.protocols.__file__).parent.rglob("*.py"):
+        wanted |= set(re.findall(r"\btransport\.([a-z_]+)\(", source.read_text()))
+    assert wanted >= {"write", "close", "is_closing", "get_extra_info", "set_protocol"}
+    assert sorted(n for n in wanted if not callable(getattr(CoalescingTransport, n, None))) == []
+
+
+def test_queued_writes_keep_their_order_through_writelines_and_eof():
+    import asyncio
+
+    from fengkong.api.http_protocol import CoalescingTransport
+
+    class Real:
+        def __init__(self) -> None:
+            self.out: list[bytes] = []
+            self.closing = False
+
+        def write(self, data: bytes) -> None:
+            self.out.append(data)
+
+        def write_eof(self) -> None:
+            self.out.append(b"<eof>")
+
+        def is_closing(self) -> bool:
+            return self.closing
+
+        def abort(self) -> None:
+            self.closing = True
+
+    async def run() -> list[bytes]:
+        real = Real()
+        t = CoalescingTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+        t.write(b"a")
+        t.writelines([b"b", b"c"])
+        assert real.out == [] and t.is_closing() is False
+        await asyncio.sleep(0)
+        t.write(b"d")
+        t.write_eof()
+        t.write(b"e")
+        t.abort()  # drops what is queued, as an abort does
+        await asyncio.sleep(0)
+        return real.out
+
+    assert asyncio.run(run()) == [b"abc", b"d", b"<eof>"]

@@ -47,9 +47,10 @@ def identify(keyring: KeyRing, headers: Iterable[tuple[bytes, bytes]], scopes: t
     caller = keyring.identify(api_key or None)
     if caller is None:
         raise AuthError(401, "missing or unknown API key (send it in the X-API-Key header)")
-    if not any(caller.allows(s) for s in scopes):
-        raise AuthError(403, f"the key {caller.name!r} lacks the scope {' or '.join(s.value for s in scopes)}")
-    return caller
+    for scope in scopes:
+        if caller.allows(scope):
+            return caller
+    raise AuthError(403, f"the key {caller.name!r} lacks the scope {' or '.join(s.value for s in scopes)}")
 
 
 def authorize(request: Request, scopes: tuple[Scope, ...]) -> Caller:

@@ -15,9 +15,10 @@ transport's, and closing sends what is queued first.
 
 It relies on uvicorn's private `HttpToolsProtocol`: its ``connection_made(transport)``
 sets ``self.transport`` (which every later write goes through) and its event loop is
-``self.loop``. pyproject.toml pins uvicorn to the minor series this was tested with,
-and tests/test_api_http.py fails if an upgrade changes that interface or its effect
-on the wire.
+``self.loop``; the transport it hands uvicorn has every method of `asyncio.Transport`
+written out (no ``__getattr__``). pyproject.toml pins uvicorn to the minor series this
+was tested with, and tests/test_api_http.py fails if an upgrade changes that interface,
+calls a transport method the transport lacks, or changes the effect on the wire.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 class CoalescingTransport:
-    """A transport whose writes leave together at the end of the loop tick."""
+    """A transport whose writes leave together at the end of the loop tick.
+
+    Every public method of `asyncio.Transport` is written out (tests/test_api_http.py
+    holds that): no ``__getattr__`` fallback, which would make each of the several
+    attribute reads an answer makes on it (its own included) go through Python's
+    slower lookup, and one of them through a failed lookup and its exception."""
 
     __slots__ = ("transport", "loop", "queued")
 
@@ -44,6 +50,9 @@ class CoalescingTransport:
             self.loop.call_soon(self.flush)
         queued.append(data)
 
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
     def flush(self) -> None:
         queued = self.queued
         if queued:
@@ -55,8 +64,47 @@ class CoalescingTransport:
         self.flush()
         self.transport.close()
 
-    def __getattr__(self, name: str) -> Any:  # everything else is the real transport's
-        return getattr(self.transport, name)
+    def write_eof(self) -> None:
+        self.flush()
+        self.transport.write_eof()
+
+    def abort(self) -> None:
+        self.queued = []
+        self.transport.abort()
+
+    # the rest is the real transport's
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def can_write_eof(self) -> bool:
+        return self.transport.can_write_eof()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.transport.get_protocol()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.transport.set_protocol(protocol)
+
+    def is_reading(self) -> bool:
+        return self.transport.is_reading()
+
+    def pause_reading(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.transport.resume_reading()
+
+    def get_write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self.transport.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.transport.set_write_buffer_limits(high, low)
 
 
 #: when the app's runtime (its settings) is not there yet
@@ -104,15 +152,16 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._timer_at = at
         self._read_timer = self.loop.call_at(at, self._read_timed_out)
 
+    # the base's callbacks are called by name, not through super(): once per request each
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)
         self._reading = self._began = True
         self._read_by = self.loop.time() + self._read_timeout_s
         if self._read_timer is None or self._timer_at > self._read_by:
             self._arm(self._read_by)
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        HttpToolsProtocol.on_message_complete(self)
         self._reading = False  # the timer, if it fires, finds nothing to time out
 
     def connection_lost(self, exc: Exception | None) -> None:

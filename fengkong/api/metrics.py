@@ -10,7 +10,10 @@ Label children are cached in dicts: ``.labels()`` costs a lock and a tuple
 lookup, which adds up on the hot path. The decision and rule-fire counters are counted
 in plain dicts and added to the Prometheus counters once per event-loop tick (and before
 every render), not once per decision: a counter's ``inc`` is a lock and a few Python
-calls, and a worker's tick holds many decisions (docs/benchmarks.md).
+calls, and a worker's tick holds many decisions (docs/benchmarks.md). The latency
+histogram of a single process is a `LatencyHistogram` (plain numbers, read at scrape
+time); with ``PROMETHEUS_MULTIPROC_DIR`` it is prometheus_client's, whose values other
+processes' scrapes read.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Iterable
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, disable_created_metrics,
                                generate_latest)
 
+from fengkong.api.latency import LatencyHistogram
 from fengkong.features.embedded_redis import RestartsCollector
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -40,9 +44,14 @@ class Metrics:
                                  ["decision", "degraded"], registry=r)
         self.rule_fires = Counter("fengkong_rule_fires_total", "Rules that fired, by rule and mode",
                                   ["rule", "mode"], registry=r)
-        self.latency = Histogram("fengkong_decision_latency_seconds",
-                                 "Time to decide, from the request body read to the answer",
-                                 buckets=_LATENCY_BUCKETS, registry=r)
+        latency_doc = "Time to decide, from the request body read to the answer"
+        self.latency: Histogram | LatencyHistogram
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # values in files, read by every worker's scrape
+            self.latency = Histogram("fengkong_decision_latency_seconds", latency_doc, buckets=_LATENCY_BUCKETS,
+                                     registry=r)
+        else:
+            self.latency = LatencyHistogram("fengkong_decision_latency_seconds", latency_doc, _LATENCY_BUCKETS)
+            r.register(self.latency)  # type: ignore[arg-type]
         self.degraded = Counter("fengkong_degraded_total", "Decisions made in degraded mode, by reason",
                                 ["reason"], registry=r)
         self.duplicates = Counter("fengkong_duplicate_requests_total",

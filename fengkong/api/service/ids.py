@@ -12,6 +12,8 @@ ID_RE = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 
 _decision_ids: list[str] = []
 os.register_at_fork(after_in_child=_decision_ids.clear)  # a forked worker must not reuse its parent's ids
+#: the hour the text was made for (hours since 1970 UTC) and ``d_`` with its 6 hex digits
+_hour: tuple[int, str] = (-1, "")
 
 
 def new_decision_id() -> str:
@@ -19,11 +21,15 @@ def new_decision_id() -> str:
     which with the next 3 names the hash that holds its pointer
     (`fengkong.api.service.pointers`), then 18 from the OS's CSPRNG, drawn 256 ids per
     system call (a system call per decision shows in the worker's CPU; see
-    docs/benchmarks.md)."""
+    docs/benchmarks.md). The hour's text is made once an hour."""
+    global _hour
     if not _decision_ids:
         raw = os.urandom(9 * 256).hex()
         _decision_ids.extend(raw[i:i + 18] for i in range(0, len(raw), 18))
-    return f"d_{int(time.time()) // 3600 % 0x1000000:06x}{_decision_ids.pop()}"
+    hour = int(time.time()) // 3600
+    if hour != _hour[0]:
+        _hour = (hour, f"d_{hour % 0x1000000:06x}")
+    return _hour[1] + _decision_ids.pop()
 
 
 def check_id(field: str, value: str) -> str:

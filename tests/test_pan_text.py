@@ -1,0 +1,104 @@
+"""The scan of a request's raw JSON text for card numbers (`text_shows_no_pan`), and the
+voucher that lets `parse_event` skip its walk of values for a body that scan cleared.
+
+The scan is only ever allowed to say "no PAN" when the walk (`find_pan`) would find
+none: every written PAN the contract's tests use, in any field, key or integer, and
+any JSON document the walk refuses, must make it say "look"."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fengkong.api.body import parse_json
+from fengkong.api.errors import MalformedBody
+from fengkong.events import EventRejected, MAX_DEPTH, find_pan, parse_event, text_shows_no_pan, vouch_no_pan
+from test_events import STRING_FIELDS, VISA_TEST, after_pan, before_pan, with_, with_field, written_pans
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(STRING_FIELDS), written_pans(), before_pan, after_pan)
+def test_a_body_with_a_pan_in_any_field_is_looked_at_and_refused_naming_the_field(path, pan, before, after):
+    body = orjson.dumps(with_field(path, f"{before}{pan}{after}"))
+    assert not text_shows_no_pan(body)
+    with pytest.raises(EventRejected) as err:
+        parse_event(parse_json(body))
+    assert err.value.field == path and "card number" in err.value.reason
+
+
+@settings(max_examples=100, deadline=None)
+@given(written_pans(), before_pan)
+def test_a_body_with_a_pan_as_a_key_is_refused(pan, before):
+    body = orjson.dumps(with_(card={"fingerprint": "tok", f"{before}{pan}": "x"}))
+    assert not text_shows_no_pan(body)
+    with pytest.raises(EventRejected) as err:
+        parse_event(parse_json(body))
+    assert err.value.field == "card.<key>"
+
+
+ARABIC_INDIC_PAN = "٤١١١١١١١١١١١١١١١"  # 4111111111111111 in Arabic-Indic digits
+
+
+def test_a_pan_as_an_integer_escaped_or_in_other_digits_is_looked_at():
+    other_script = json.dumps(with_(device_id=ARABIC_INDIC_PAN), ensure_ascii=False).encode()
+    escaped = b'{"event_id":"e-1","device_id":"\\u0034' + VISA_TEST[1:].encode() + b'"}'  # an escaped 4
+    for body in (json.dumps(with_(amount=int(VISA_TEST))).encode(),  # a JSON integer
+                 json.dumps(with_(amount=-int(VISA_TEST))).encode(), escaped, other_script):
+        assert not text_shows_no_pan(body), body
+    assert "card number" in _refused(other_script)
+    assert "card number" in _refused(escaped)
+
+
+def _refused(body: bytes) -> str:
+    with pytest.raises(EventRejected) as err:
+        parse_event(parse_json(body))
+    return err.value.reason
+
+
+_keys = st.one_of(st.text("0123456789 -._/ab", max_size=25), written_pans())
+_json = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-10**19, 10**19), st.text(max_size=40),
+              st.text("0123456789 -._/x", max_size=40), st.tuples(before_pan, written_pans(), after_pan).map("".join)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(_keys, inner, max_size=4)),
+    max_leaves=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(_keys, _json, max_size=5), st.booleans())
+def test_whatever_the_walk_finds_the_text_scan_never_clears(data, ascii_escapes):
+    body = json.dumps(data, ensure_ascii=ascii_escapes).encode()
+    if find_pan(json.loads(body), max_depth=MAX_DEPTH) is not None:
+        assert not text_shows_no_pan(body)
+
+
+def test_ordinary_bench_shaped_bodies_are_cleared():
+    assert text_shows_no_pan(orjson.dumps(with_(occurred_at="2026-11-25T09:00:00.003000+08:00",
+                                                ip="192.168.100.200", amount=123456789012)))
+
+
+def test_the_voucher_spares_one_parse_of_that_very_object_only():
+    data = parse_json(orjson.dumps(with_()))
+    assert parse_event(data).event_id == "evt-1"
+    data["device_id"] = VISA_TEST  # changed after its text was scanned: the voucher was used up
+    with pytest.raises(EventRejected, match="card number"):
+        parse_event(data)
+    other = with_(device_id=VISA_TEST)
+    vouch_no_pan(with_(), orjson.dumps(with_()))  # vouches for another object, not this one
+    with pytest.raises(EventRejected, match="card number"):
+        parse_event(other)
+    twin = with_(device_id=VISA_TEST)
+    vouch_no_pan(twin, orjson.dumps(twin))  # its text shows a PAN: no voucher
+    with pytest.raises(EventRejected, match="card number"):
+        parse_event(twin)
+
+
+def test_a_vouched_body_is_still_held_to_the_depth_limit():
+    deep = b'{"event_id":"e","note":' + b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1) + b"}"
+    assert text_shows_no_pan(deep)
+    with pytest.raises(MalformedBody, match="nests deeper"):
+        parse_json(deep)
