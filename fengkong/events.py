@@ -375,29 +375,15 @@ def _field_of(error: Mapping[str, Any]) -> str:
     return ".".join(loc) or "<event>"
 
 
-#: the object `vouch_no_pan` vouched for, until `parse_event` is given it
-_vouched: Any = None
+def parse_event(data: Any, *, text_clear: bool = False) -> Event:
+    """Validate one event; raise EventRejected naming the field (never echoing a card number).
 
-
-def vouch_no_pan(data: Any, raw: bytes) -> None:
-    """Spare the next `parse_event` of `data` its card-number and depth walk, when the
-    JSON text `data` was just parsed from, `raw`, shows no PAN (`text_shows_no_pan`)
-    and `nesting_problem` passed it (the caller checked). The request's body is
-    scanned as bytes, in C, instead of its values one by one in Python; `data` must
-    not change before it reaches `parse_event`. Only the object last vouched for is
-    spared (by identity), once."""
-    global _vouched
-    _vouched = data if text_shows_no_pan(raw) else None
-
-
-def parse_event(data: Any) -> Event:
-    """Validate one event; raise EventRejected naming the field (never echoing a card number)."""
-    global _vouched
+    ``text_clear``: the JSON text ``data`` was parsed from, unchanged since, passed
+    `nesting_problem` and `text_shows_no_pan` (`fengkong.api.body.parse_json_clear`):
+    then the value-by-value walk for card numbers and depth is not done again."""
     if not isinstance(data, abc.Mapping):
         raise EventRejected("<event>", "must be a JSON object")
-    if data is _vouched:  # its raw text showed no PAN and passed the depth check
-        _vouched = None
-    else:
+    if not text_clear:
         pan_at = find_pan(data, max_depth=MAX_DEPTH)
         if pan_at:
             raise EventRejected(pan_at, "looks like a full card number (PAN); send a card fingerprint instead")

@@ -1,5 +1,5 @@
-"""The scan of a request's raw JSON text for card numbers (`text_shows_no_pan`), and the
-voucher that lets `parse_event` skip its walk of values for a body that scan cleared.
+"""The scan of a request's raw JSON text for card numbers (`text_shows_no_pan`), and
+`parse_event`'s ``text_clear``, which skips its walk of values for a body that scan cleared.
 
 The scan is only ever allowed to say "no PAN" when the walk (`find_pan`) would find
 none: every written PAN the contract's tests use, in any field, key or integer, and
@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fengkong.api.body import parse_json
+from fengkong.api.body import parse_json, parse_json_clear
 from fengkong.api.errors import MalformedBody
-from fengkong.events import EventRejected, MAX_DEPTH, find_pan, parse_event, text_shows_no_pan, vouch_no_pan
+from fengkong.events import EventRejected, MAX_DEPTH, find_pan, parse_event, text_shows_no_pan
 from test_events import STRING_FIELDS, VISA_TEST, after_pan, before_pan, with_, with_field, written_pans
 
 
@@ -26,7 +26,7 @@ def test_a_body_with_a_pan_in_any_field_is_looked_at_and_refused_naming_the_fiel
     body = orjson.dumps(with_field(path, f"{before}{pan}{after}"))
     assert not text_shows_no_pan(body)
     with pytest.raises(EventRejected) as err:
-        parse_event(parse_json(body))
+        _parsed(body)
     assert err.value.field == path and "card number" in err.value.reason
 
 
@@ -36,7 +36,7 @@ def test_a_body_with_a_pan_as_a_key_is_refused(pan, before):
     body = orjson.dumps(with_(card={"fingerprint": "tok", f"{before}{pan}": "x"}))
     assert not text_shows_no_pan(body)
     with pytest.raises(EventRejected) as err:
-        parse_event(parse_json(body))
+        _parsed(body)
     assert err.value.field == "card.<key>"
 
 
@@ -55,7 +55,7 @@ def test_a_pan_as_an_integer_escaped_or_in_other_digits_is_looked_at():
 
 def _refused(body: bytes) -> str:
     with pytest.raises(EventRejected) as err:
-        parse_event(parse_json(body))
+        _parsed(body)
     return err.value.reason
 
 
@@ -81,23 +81,26 @@ def test_ordinary_bench_shaped_bodies_are_cleared():
                                                 ip="192.168.100.200", amount=123456789012)))
 
 
-def test_the_voucher_spares_one_parse_of_that_very_object_only():
-    data = parse_json(orjson.dumps(with_()))
-    assert parse_event(data).event_id == "evt-1"
-    data["device_id"] = VISA_TEST  # changed after its text was scanned: the voucher was used up
-    with pytest.raises(EventRejected, match="card number"):
+def _parsed(body: bytes) -> object:
+    """The event parsed as the routes parse it: ``text_clear`` from the body's own scan."""
+    data, text_clear = parse_json_clear(body)
+    return parse_event(data, text_clear=text_clear)
+
+
+def test_a_cleared_body_skips_the_walk_and_an_uncleared_one_is_walked():
+    data, text_clear = parse_json_clear(orjson.dumps(with_()))
+    assert text_clear and parse_event(data, text_clear=text_clear).event_id == "evt-1"
+    data["device_id"] = VISA_TEST  # what text_clear promises no longer holds: the walk is skipped,
+    assert parse_event(data, text_clear=True).device_id == VISA_TEST  # so the flag is the caller's word
+    with pytest.raises(EventRejected, match="card number"):  # and without it the walk runs
         parse_event(data)
-    other = with_(device_id=VISA_TEST)
-    vouch_no_pan(with_(), orjson.dumps(with_()))  # vouches for another object, not this one
+    twin, text_clear = parse_json_clear(orjson.dumps(with_(device_id=VISA_TEST)))
+    assert not text_clear  # its text shows a PAN: the route walks it
     with pytest.raises(EventRejected, match="card number"):
-        parse_event(other)
-    twin = with_(device_id=VISA_TEST)
-    vouch_no_pan(twin, orjson.dumps(twin))  # its text shows a PAN: no voucher
-    with pytest.raises(EventRejected, match="card number"):
-        parse_event(twin)
+        parse_event(twin, text_clear=text_clear)
 
 
-def test_a_vouched_body_is_still_held_to_the_depth_limit():
+def test_a_body_the_scan_clears_is_still_held_to_the_depth_limit():
     deep = b'{"event_id":"e","note":' + b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1) + b"}"
     assert text_shows_no_pan(deep)
     with pytest.raises(MalformedBody, match="nests deeper"):

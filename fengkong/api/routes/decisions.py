@@ -13,7 +13,7 @@ import time
 
 from fastapi import APIRouter, Request, Response
 
-from fengkong.api.body import parse_json
+from fengkong.api.body import parse_json_clear
 from fengkong.api.config import Scope
 from fengkong.api.deps import API_KEY_SECURITY, ReaderCaller, RuntimeDep
 from fengkong.api.encoding import dumps
@@ -32,7 +32,8 @@ EVENT_BODY = {"requestBody": {"required": True, "content": {"application/json": 
 
 async def decide_json(rt: Runtime, caller: Caller, body: bytes, t0: float) -> bytes:
     """The decision for a JSON body, as JSON."""
-    return dumps(await decisions.decide(rt=rt, data=parse_json(body), caller=caller, t0=t0))
+    data, text_clear = parse_json_clear(body)
+    return dumps(await decisions.decide(rt=rt, data=data, caller=caller, t0=t0, text_clear=text_clear))
 
 
 FAST = FastRoute("/v1/decisions", (Scope.DECIDE,), decide_json)

@@ -10,7 +10,7 @@ import time
 
 from fastapi import APIRouter, Request, Response
 
-from fengkong.api.body import parse_json
+from fengkong.api.body import parse_json_clear
 from fengkong.api.config import Scope
 from fengkong.api.deps import API_KEY_SECURITY
 from fengkong.api.encoding import dumps
@@ -27,7 +27,8 @@ router = APIRouter(prefix="/v1/events", tags=["events"])
 
 async def report_json(rt: Runtime, caller: Caller, body: bytes, t0: float) -> bytes:
     """The outcome's receipt for a JSON body, as JSON."""
-    return dumps(await outcomes.report(rt=rt, data=parse_json(body), caller=caller, t0=t0))
+    data, text_clear = parse_json_clear(body)
+    return dumps(await outcomes.report(rt=rt, data=data, caller=caller, t0=t0, text_clear=text_clear))
 
 
 FAST = FastRoute("/v1/events", (Scope.REPORT,), report_json)

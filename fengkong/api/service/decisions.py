@@ -184,9 +184,10 @@ def _degraded(rt: Runtime, *, event: Event, data: Any, caller: Caller, reason: s
     return out
 
 
-async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[str, Any]:
-    """Decide one payment/signup/login/card_bind event (see the module docstring)."""
-    event = parse_event(data)
+async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float, text_clear: bool = False) -> dict[str, Any]:
+    """Decide one payment/signup/login/card_bind event (see the module docstring);
+    ``text_clear`` as `parse_event` takes it."""
+    event = parse_event(data, text_clear=text_clear)
     if event.type in OUTCOME_TYPES:
         raise EventRejected("type", f"{event.type.value} is an outcome event: send it to POST /v1/events")
     digest = body_hash(data)

@@ -36,10 +36,10 @@ from fengkong.features.online import FeatureResult
 from fengkong.features.errors import DuplicateEventConflict, FeatureStoreError
 
 
-async def report(*, rt: Runtime, data: Any, caller: Caller, t0: float) -> dict[str, Any]:
+async def report(*, rt: Runtime, data: Any, caller: Caller, t0: float, text_clear: bool = False) -> dict[str, Any]:
     """Record one outcome event (refund, chargeback, withdrawal, fraud_report, settlement, decline,
-    legit_confirmed, challenge_result)."""
-    event = parse_event(data)
+    legit_confirmed, challenge_result); ``text_clear`` as `parse_event` takes it."""
+    event = parse_event(data, text_clear=text_clear)
     if event.type not in OUTCOME_TYPES:
         raise EventRejected("type", f"{event.type.value} needs a decision: send it to POST /v1/decisions "
                                     f"(outcome types: {', '.join(sorted(t.value for t in OUTCOME_TYPES))})")
