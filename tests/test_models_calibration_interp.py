@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from fengkong.models.calibration import PRECISION_FEATURE, SHARE_FEATURE, Calibration, interp_one, interp_pair
+from fengkong.models.calibration import Calibration, interp_one, interp_pair
 
 
 def _same(a: float, b: float) -> bool:
@@ -35,11 +35,10 @@ def test_interp_one_is_np_interp_bit_for_bit() -> None:
     assert checked > 10_000
 
 
-def test_calibration_features_match_the_numpy_curves() -> None:
+def test_calibration_values_match_the_numpy_curves() -> None:
     rng = np.random.default_rng(3)
     cal = Calibration.from_scores(1.3, -0.4, rng.beta(0.5, 8, size=5000))
     for raw in np.concatenate([rng.random(3000), [0.0, 1.0, 1e-12, 1 - 1e-12]]).tolist():
-        f = cal.features(raw)
-        risk = f["model.txn_risk"]
-        assert f[PRECISION_FEATURE] == float(cal.precision_at(risk))
-        assert f[SHARE_FEATURE] == float(cal.share_at(risk))
+        risk, precision, share = cal.values(raw)
+        assert precision == float(cal.precision_at(risk))
+        assert share == float(cal.share_at(risk))

@@ -107,17 +107,13 @@ class Calibration:
         return np.asarray(np.interp(risk, self.curve_risk, self.curve_share))
 
     def __post_init__(self) -> None:
-        # the curves as Python floats, for `features` (one payment at a time)
+        # the curves as Python floats, for `values` (one payment at a time)
         object.__setattr__(self, "_curves", (self.curve_risk.tolist(), self.curve_precision.tolist(),
                                              self.curve_share.tolist()))
 
-    def features(self, raw: float) -> dict[str, float]:
-        """``model.txn_risk``, ``model.txn_precision`` and ``model.txn_share`` of one raw score."""
-        risk, at, of = self.values(raw)
-        return {"model.txn_risk": risk, PRECISION_FEATURE: at, SHARE_FEATURE: of}
-
     def values(self, raw: float) -> tuple[float, float, float]:
-        """The calibrated risk, precision and share of one raw score (the map and the curves in
+        """The calibrated risk, precision and share of one raw score (``model.txn_risk``,
+        ``model.txn_precision``, ``model.txn_share``; the map and the curves in
         scalar arithmetic: numpy's per-call cost is most of the work for one value;
         `interp_pair` is ``np.interp``'s on both curves)."""
         q = min(max(float(raw), _EPS), 1.0 - _EPS)
