@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from fengkong.api.audit import Audit, read_entry, reference
+from fengkong.api.audit import ENTRY_FIELDS, Audit, read_entry, reference
 from fengkong.api.service import record_values, records
 from fengkong.api.service.decisions import _merchant_values, _plain, _recorded
 from fengkong.api.service.renewals import RENEW_S, Renewals
@@ -159,6 +159,7 @@ def test_audit_entry_reads_back_as_the_reference():
         command = audit.decision_command(record)
         assert command[:6] == ("XADD", audit.decisions_key, "MAXLEN", "~", 100, "*")
         pairs = command[6:]
+        assert tuple(pairs[::2]) == ENTRY_FIELDS  # one order: the stream stores the names once per node
         fields = {str(k).encode(): v if isinstance(v, bytes) else str(v).encode()
                   for k, v in zip(pairs[::2], pairs[1::2])}
         back = read_entry(b"1700000000000-0", fields)

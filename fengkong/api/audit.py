@@ -69,24 +69,7 @@ def reference(record: Mapping[str, Any]) -> dict[str, Any]:
             "card": ((record.get("event") or {}).get("card") or {}).get("fingerprint")}
 
 
-def entry_values(ref: Mapping[str, Any]) -> list[Any]:
-    """A reference (`reference`) as the field-value pairs of its stream entry: texts as
-    they are ("" for none), the rules' ids joined by spaces (an id has none), the score
-    and the degraded flag as JSON."""
-    out: list[Any] = []
-    for name in ENTRY_FIELDS:
-        value = ref.get(name)
-        if name in _LISTS:
-            value = " ".join(value or ())
-        elif name in _JSON:
-            value = dumps(value)
-        elif value is None:
-            value = ""
-        out += (name, value)
-    return out
-
-
-#: a bool's JSON (`entry_values`)
+#: a bool's JSON (`Audit.decision_command`)
 _BOOLS = {True: dumps(True), False: dumps(False)}
 
 
@@ -136,7 +119,9 @@ class Audit:
                                                             get("ruleset_version"), get("caller"))
         reasons, shadow, degraded = get("reasons"), get("shadow"), get("degraded")
         card = ((get("event") or {}).get("card") or {}).get("fingerprint")
-        # `entry_values(reference(record))`, written out: this runs for every decision
+        # `reference(record)` as the entry's fields in `ENTRY_FIELDS` order (texts as they are, "" for
+        # none; the rules' ids joined by spaces; score and degraded as JSON), written out: this runs
+        # for every decision; tests/test_worker_cpu.py holds `read_entry` of it to `reference`
         return ("XADD", self.decisions_key, "MAXLEN", "~", self.maxlen, "*",
                 "decision_id", "" if decision_id is None else decision_id,
                 "event_id", "" if event_id is None else event_id, "decision", "" if decision is None else decision,
