@@ -45,9 +45,6 @@ log = logging.getLogger(__name__)
 #: Case items a worker holds while Redis is away (a bound, so a long outage cannot exhaust it).
 HOLD_MAX = 10_000
 
-#: What an item keeps of a reason (the description is in the stored decision).
-_REASON_KEYS = ("id", "action", "score", "mode", "tags", "values")
-
 
 def stream_key(prefix: str) -> str:
     """The capped stream the decision path queues case items on."""
@@ -70,7 +67,7 @@ def item_for(record: Mapping[str, Any], event: Event, occurred_at: str | None = 
 
 
 def _reason(reason: Mapping[str, Any]) -> dict[str, Any]:
-    """What an item keeps of a fired rule (`_REASON_KEYS`; the description is in the stored decision)."""
+    """What an item keeps of a fired rule (the description is in the stored decision)."""
     get = reason.get
     return {"id": get("id"), "action": get("action"), "score": get("score"), "mode": get("mode"),
             "tags": get("tags"), "values": get("values")}
