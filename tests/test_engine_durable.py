@@ -286,10 +286,12 @@ _WIDE_BACKEND = make(_WIDE)
 #: Which clean values of each _WIDE field go into the fact: every value, but the values
 #: no durable test can tell from an absent field (`facts.make_plan`): the operands
 #: of n5's quotient (only the quotient is tested), a list flag tested only for true
-#: (b3), a channel tested only for equality with two names (s3).
+#: (b3), a channel tested only for equality with two names (s3), a z-score tested only
+#: for equality with 0 (n3; an int past 2^53 durable compares as a double is sent).
 _WIDE_SENT = dict.fromkeys(_WIDE_NAMES, lambda v: True) | {
     "merchant.count_24h": lambda v: False, "merchant.distinct_cards_24h": lambda v: False,
     "lists.blocked_cards": lambda v: v is True, "event.channel": lambda v: v in ("wallet", "pos"),
+    "user.amount_zscore": lambda v: v == 0 or (type(v) is int and abs(v) > 2**53),
 }
 
 
@@ -445,12 +447,13 @@ def test_values_no_test_can_tell_from_absent_are_left_out_of_the_fact() -> None:
 
 
 def test_values_a_test_can_tell_from_absent_are_always_sent() -> None:
-    # a flag tested for false, a string tested with != or for missing, a number, a field
-    # on the right of a comparison, a string constant durable compares in escaped form:
+    # a flag tested for false, a string tested with != or for missing, a number tested with
+    # != (tests/test_engine_sent_numbers.py: one compared only with constants), a field on
+    # the right of a comparison, a string constant durable compares in escaped form:
     # every clean value goes in, and durable fires as plain Python does
     backend, preds = make([("not_flag", "not (card.fingerprint in lists.blocked_cards)"),
                            ("not_credit", "card.type != 'credit'"), ("no_channel", "event.channel is missing"),
-                           ("zero", "user.amount_zscore == 0"), ("night", "event.is_night"),
+                           ("nonzero", "user.amount_zscore != 0"), ("night", "event.is_night"),
                            ("quoted", "merchant.grade in ['A', 'say \"hi\"']"),
                            ("above", "event.amount > user.amount_n")])
     keys = backend.field_keys
@@ -458,7 +461,7 @@ def test_values_a_test_can_tell_from_absent_are_always_sent() -> None:
          "event.is_night": True, "merchant.grade": "B", "event.amount": 5, "user.amount_n": 7}
     (fact,) = _facts(backend, f)
     assert {k: fact[keys[k]] for k in f} == f
-    assert backend.fire(f).fired == expected(preds, f) == ["not_flag", "not_credit", "night"]
+    assert backend.fire(f).fired == expected(preds, f) == ["not_flag", "not_credit", "nonzero", "night"]
     for f in ({"lists.blocked_cards": True, "card.type": "credit", "event.is_night": False,
                "merchant.grade": 'say "hi"', "event.amount": 9, "user.amount_n": 7}, {}):
         assert backend.fire(f).fired == expected(preds, f), f

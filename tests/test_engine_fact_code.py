@@ -90,8 +90,10 @@ def test_writers_inline_the_arithmetic_and_fall_back_without_expressions() -> No
     f = {"event.amount": 10, "user.amount_n": 3, "merchant.count_24h": 9, "merchant.distinct_cards_24h": 4,
          "user.amount_zscore": -1e-05, "user.sum_1h": 1e-300}
     text = PLANS[0][1](f, HEAD, [])
-    # 10 >= 3 * 3 -> d0 = 9; (10 + 3) * 2 - 9 / 3 = 23; 1.5 - 10 * -2 = 21.5; 1e-300 / 4
-    assert '"d0":9' in text and ":23" in text and ":21.5" in text and ":2.5e-301" in text, text
+    # 10 >= 3 * 3 -> d0 = 9; (10 + 3) * 2 - 9 / 3 = 23; 1.5 - 10 * -2 = 21.5; 1e-300 / 4, which fails
+    # `>= 100`, its one test, so it is left out (`facts.sent_when`) as 1e3 / 4 is not
+    assert '"d0":9' in text and ":23" in text and ":21.5" in text and '"d4"' not in text, text
+    assert '"d4":250.0' in PLANS[0][1](f | {"user.sum_1h": 1e3}, HEAD, [])
 
 
 @settings(max_examples=500, deadline=None)
@@ -132,7 +134,12 @@ def test_default_pack_writers_equal_the_plan() -> None:
 
 def test_a_prefix_not_of_the_compilers_form_is_refused() -> None:
     plan, _ = PLANS[0]
-    odd = FactPlan((("event.amount", "\"f0\":'); import os; ('", True),), (), (), (), (), ())
+    odd = FactPlan((("event.amount", "\"f0\":'); import os; ('", True, None),), (), (), (), (), ())
     with pytest.raises(ValueError, match="prefixes"):
         compile_writer(odd, {}, SCHEMA.dtypes)
+    # nor a test that is not an operator and a number of `facts.sent_when`'s
+    for test in (("<", "0); import os; (0"), ("in", 1), ("<", True)):
+        odd = FactPlan((("event.amount", '"f0":', True, (test,)),), (), (), (), (), ())
+        with pytest.raises(ValueError, match="tests"):
+            compile_writer(odd, {}, SCHEMA.dtypes)
     assert plan.numbers  # the real plan has numbers, all of the form

@@ -21,7 +21,16 @@ import math
 import re
 from typing import Any, Callable, Mapping
 
-from fengkong.engine.durable_backend.facts import EXACT_INT, FactPlan, encode_str, json_value, written_clean
+from fengkong.engine.durable_backend.facts import (
+    EXACT_INT,
+    FactPlan,
+    Sent,
+    encode_str,
+    json_value,
+    passes,
+    plain_number,
+    written_clean,
+)
 from fengkong.engine.predicates import FLOAT_MAX, clean
 from fengkong.engine.tree import Arith, Const, Feature, Value
 
@@ -30,6 +39,7 @@ FactWriter = Callable[[Mapping[str, Any], str, list[str]], str]
 
 _ARITH_OPS = frozenset("+-*/")
 _PREFIX = re.compile(r'"[fd][0-9]+":(true|false)?\Z')
+_TEST_OPS = frozenset(("<", "<=", ">", ">=", "=="))
 
 
 def compile_writer(plan: FactPlan, exprs: Mapping[str, Value], dtypes: Mapping[str, str]) -> FactWriter:
@@ -37,12 +47,17 @@ def compile_writer(plan: FactPlan, exprs: Mapping[str, Value], dtypes: Mapping[s
 
     ``exprs`` maps a derived field's prefix (``'"d0":'``) to its expression, whose
     arithmetic is then written inline; a derived field without one calls its function."""
-    prefixes = [p for _, p, _ in plan.numbers] + [p for _, p, _, _ in plan.strings] + [p for _, p, _, _ in plan.others]
-    prefixes += [p for p, _ in plan.computed]
+    prefixes = [p for _, p, _, _ in plan.numbers] + [p for _, p, _, _ in plan.strings]
+    prefixes += [p for _, p, _, _ in plan.others] + [p for p, _, _ in plan.computed]
     prefixes += [m for _, t, f, _ in plan.bools for m in (t, f) if m is not None]
     odd = [p for p in prefixes if not _PREFIX.match(p)]
     if odd:  # the compiler's keys (f0, d0...): anything else is not written into source
         raise ValueError(f"fact field prefixes not of the compiler's form: {odd}")
+    whens = [when for *_, when in plan.numbers] + [when for *_, when in plan.computed]
+    tests = [t for when in whens if when is not None for t in when]
+    odd_tests = [t for t in tests if t[0] not in _TEST_OPS or type(t[1]) not in (int, float)]
+    if odd_tests:  # `facts.sent_when`'s operators and number constants: nothing else goes into source
+        raise ValueError(f"fact field tests not of `sent_when`'s form: {odd_tests}")
     return _Writer(plan, exprs, dtypes).build()
 
 
@@ -55,7 +70,7 @@ class _Writer:
         self.dtypes = dtypes
         self.lines: list[str] = []
         self.env: dict[str, Any] = {"clean": clean, "json_value": json_value, "written_clean": written_clean,
-                                    "encode_str": encode_str}
+                                    "encode_str": encode_str, "passes": passes, "plain_number": plain_number}
         self.locals: dict[str, str] = {}  # feature name -> the local holding its raw value
         self._temps = 0
 
@@ -83,7 +98,7 @@ class _Writer:
         # every feature the fact reads, read at once (a C loop) into locals
         names = [n for n, *_ in plan.numbers] + [n for n, *_ in plan.bools] + [n for n, *_ in plan.strings]
         names += [n for n, *_ in plan.others] + [n for n, _ in plan.unsent]
-        for prefix, _ in plan.computed:
+        for prefix, _, _ in plan.computed:
             expr = self.exprs.get(prefix)
             if expr is not None and _inlinable(expr, self.dtypes):
                 names += _leaf_names(expr)
@@ -93,8 +108,8 @@ class _Writer:
             emit(f"    x0 = get({names[0]!r})")
         elif names:
             emit(f"    {', '.join(self.locals.values())} = map(get, {self.name_of(tuple(names), 'names')})")
-        for name, prefix, report in plan.numbers:
-            self.number(name, prefix, report)
+        for name, prefix, report, when in plan.numbers:
+            self.number(name, prefix, report, when)
         for name, true, false, report in plan.bools:
             self.boolean(name, true, false, report)
         for name, prefix, sent, report in plan.strings:
@@ -104,8 +119,8 @@ class _Writer:
             emit(f"    written_clean(parts, missing, {name!r}, {v}, {prefix!r}, {dtype!r}, {report!r})")
         for name, dtype in plan.unsent:
             self.unsent(name, dtype)
-        for prefix, fn in plan.computed:
-            self.computed(prefix, fn)
+        for prefix, fn, when in plan.computed:
+            self.computed(prefix, fn, when)
         emit("    return ','.join(parts) + '}'")
         source = "\n".join(self.lines) + "\n"
         namespace = dict(self.env)
@@ -114,20 +129,27 @@ class _Writer:
         writer.__doc__ = "This shard's fact (`fact_code.compile_writer`); its source:\n\n" + source
         return writer
 
-    def number(self, name: str, prefix: str, report: bool) -> None:
+    def number(self, name: str, prefix: str, report: bool, sent: Sent) -> None:
         emit = self.lines.append
         v = self.read(name)
+        # a value that fails every test of its field is left out (`facts.sent_when`)
+        pad = "    " if sent is not None else ""
         emit(f"    if {v} is None:")
         emit(f"        miss({name!r})" if report else "        pass")
         emit(f"    elif type({v}) is int and {-EXACT_INT} <= {v} <= {EXACT_INT}:")
-        emit(f"        append(f'{_braces(prefix)}{{{v}}}')")
+        if sent is not None:
+            emit(f"        if {_test(v, sent)}:")
+        emit(f"        {pad}append(f'{_braces(prefix)}{{{v}}}')")
         emit(f"    elif type({v}) is float and {v} - {v} == 0:")
-        emit(f"        t = f'{{{v}!r}}'")
-        emit("        if 'e' in t and '.' not in t:")
-        emit("            t = t.replace('e', '.0e')")
-        emit(f"        append({prefix!r} + t)")
+        if sent is not None:
+            emit(f"        if {_test(v, sent)}:")
+        emit(f"        {pad}t = f'{{{v}!r}}'")
+        emit(f"        {pad}if 'e' in t and '.' not in t:")
+        emit(f"        {pad}    t = t.replace('e', '.0e')")
+        emit(f"        {pad}append({prefix!r} + t)")
         emit("    else:")
-        emit(f"        written_clean(parts, missing, {name!r}, {v}, {prefix!r}, 'number', {report!r})")
+        tail = "" if sent is None else f", {self.name_of(sent, 'sent')}"
+        emit(f"        written_clean(parts, missing, {name!r}, {v}, {prefix!r}, 'number', {report!r}{tail})")
 
     def boolean(self, name: str, true: str | None, false: str | None, report: bool) -> None:
         emit = self.lines.append
@@ -176,23 +198,31 @@ class _Writer:
             emit(f"    elif clean({v}, {dtype!r}) is None:")
         emit(f"        miss({name!r})")
 
-    def computed(self, prefix: str, fn: Any) -> None:
+    def computed(self, prefix: str, fn: Any, sent: Sent) -> None:
         emit = self.lines.append
         expr = self.exprs.get(prefix)
         if expr is None or not _inlinable(expr, self.dtypes):
             emit(f"    t = {self.name_of(fn, 'derived')}(features)")
-            emit("    if t is not None:")
+            if sent is None:
+                emit("    if t is not None:")
+            else:
+                emit(f"    if t is not None and (not plain_number(t) or passes(t, {self.name_of(sent, 'sent')})):")
             emit(f"        append({prefix!r} + json_value(t))")
             return
         result = self.value(expr, "    ")
+        pad = "    " if sent is not None else ""
         emit(f"    if {result} is not None:")
         emit(f"        if type({result}) is float:")
-        emit(f"            t = repr({result})")
-        emit("            if 'e' in t and '.' not in t:")
-        emit("                t = t.replace('e', '.0e')")
-        emit(f"            append({prefix!r} + t)")
+        if sent is not None:  # a float that is not finite is sent as `facts.encode_fact` sends it
+            emit(f"            if not {result} - {result} == 0 or {_test(result, sent)}:")
+        emit(f"            {pad}t = repr({result})")
+        emit(f"            {pad}if 'e' in t and '.' not in t:")
+        emit(f"            {pad}    t = t.replace('e', '.0e')")
+        emit(f"            {pad}append({prefix!r} + t)")
         emit(f"        elif type({result}) is int and {-EXACT_INT} <= {result} <= {EXACT_INT}:")
-        emit(f"            append({prefix!r} + str({result}))")
+        if sent is not None:
+            emit(f"            if {_test(result, sent)}:")
+        emit(f"            {pad}append({prefix!r} + str({result}))")
         emit("        else:")
         emit(f"            append({prefix!r} + json_value({result}))")
 
@@ -243,6 +273,11 @@ def _inlinable(v: Value, dtypes: Mapping[str, str]) -> bool:
     if isinstance(v, Arith):
         return v.op in _ARITH_OPS and _inlinable(v.left, dtypes) and _inlinable(v.right, dtypes)
     return False
+
+
+def _test(v: str, sent: tuple[tuple[str, int | float], ...]) -> str:
+    """`facts.passes` of the local ``v`` as an inline expression."""
+    return " or ".join(f"{v} {op} {_literal(const)}" for op, const in sent)
 
 
 def _braces(text: str) -> str:

@@ -4,8 +4,11 @@ Only the fields a shard's rules read are written, under their short keys. ``None
 NaN and wrong-typed values are left out: that is how a missing feature reaches
 durable. So are values no durable test can tell from an absent field (a false flag
 tested only for true, a string no rule names: `sent_values`) and fields read only
-through a derived field; durable walks less, and the fires are the same. Python,
-not durable, reports the missing features. See docs/benchmarks.md for the cost.
+through a derived field; durable walks less, and the fires are the same. A number
+(or a derived field) that durable only compares with constants is sent only when it
+passes one of those comparisons (`sent_when`): one that passes none fails every test
+of it, as an absent field does. Python, not durable, reports the missing features.
+See docs/benchmarks.md for the cost.
 
 `encode_fact` interprets a shard's `FactPlan` and is the reference; what a decision
 runs is the straight-line writer `fact_code` compiles from the same plan, which
@@ -15,10 +18,11 @@ tests/test_engine_fact_code.py holds equal to it.
 from __future__ import annotations
 
 import json
+import operator
 import sys
 from dataclasses import dataclass
 from json.encoder import encode_basestring as encode_str  # what json.dumps(str, ensure_ascii=False) returns
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -30,6 +34,10 @@ from fengkong.engine.predicates import ValueFn, clean
 #: never wraps, and up to 2^53 it is exact.
 EXACT_INT = 2**53
 
+#: When a number is worth sending (`sent_when`): it passes one of these (operator,
+#: constant) tests; None: always.
+Sent = tuple[tuple[str, int | float], ...] | None
+
 
 @dataclass(frozen=True, slots=True)
 class FactPlan:
@@ -37,12 +45,12 @@ class FactPlan:
     are written without a call (prefixes are ``"key":``; ``report`` is False for a
     feature another shard already reports missing)."""
 
-    numbers: tuple[tuple[str, str, bool], ...]  # name, prefix, report
+    numbers: tuple[tuple[str, str, bool, Sent], ...]  # name, prefix, report, when sent (`sent_when`)
     bools: tuple[tuple[str, str | None, str | None, bool], ...]  # name, true member, false member (None: not sent)
     strings: tuple[tuple[str, str, frozenset[Any] | None, bool], ...]  # name, prefix, values sent (None: all)
     others: tuple[tuple[str, str, str | None, bool], ...]  # name, prefix, dtype, report
     unsent: tuple[tuple[str, str | None], ...]  # read only to report them missing
-    computed: tuple[tuple[str, ValueFn], ...]  # prefix, derived field's function
+    computed: tuple[tuple[str, ValueFn, Sent], ...]  # prefix, derived field's function, when sent
 
 
 def make_plan(field_keys: Iterable[str], conditions: Iterable[dict[str, Any]], names: Mapping[str, str],
@@ -51,17 +59,19 @@ def make_plan(field_keys: Iterable[str], conditions: Iterable[dict[str, Any]], n
 
     ``names`` maps a field key to its feature, ``derived`` a derived key to its
     function; ``owned`` (updated) holds the features some shard already reports."""
+    conditions = list(conditions)
     constants, other_uses = field_uses(conditions)
-    numbers: list[tuple[str, str, bool]] = []
+    tests = number_tests(conditions)
+    numbers: list[tuple[str, str, bool, Sent]] = []
     bools: list[tuple[str, str | None, str | None, bool]] = []
     strings: list[tuple[str, str, frozenset[Any] | None, bool]] = []
     others: list[tuple[str, str, str | None, bool]] = []
     unsent: list[tuple[str, str | None]] = []
-    computed: list[tuple[str, ValueFn]] = []
+    computed: list[tuple[str, ValueFn, Sent]] = []
     for key in sorted(field_keys):
         prefix = field_prefix(key)
         if key in derived:
-            computed.append((prefix, derived[key]))
+            computed.append((prefix, derived[key], sent_when(tests.get(key))))
             continue
         name = sys.intern(names[key])  # as the store's keys are: found by identity
         dtype = dtypes.get(name)
@@ -71,7 +81,7 @@ def make_plan(field_keys: Iterable[str], conditions: Iterable[dict[str, Any]], n
             if report:
                 unsent.append((name, dtype))
         elif dtype == "number":
-            numbers.append((name, prefix, report))
+            numbers.append((name, prefix, report, sent_when(tests.get(key))))
         elif dtype == "bool":
             sent = None if key in other_uses else sent_values(dtype, constants[key])
             bools.append((name, prefix + "true" if sent is None or True in sent else None,
@@ -100,21 +110,23 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
     append = parts.append
     low, high = -EXACT_INT, EXACT_INT
     value: Any
-    for name, prefix, report in plan.numbers:
+    for name, prefix, report, when in plan.numbers:
         value = get(name)
         kind = type(value)
         if kind is int and low <= value <= high:
-            append(f"{prefix}{value}")
+            if when is None or passes(value, when):
+                append(f"{prefix}{value}")
         elif kind is float and value - value == 0:  # finite
-            text = repr(value)
-            if "e" in text and "." not in text:  # 1e-05 -> 1.0e-05, as `float_text`
-                text = text.replace("e", ".0e")
-            append(prefix + text)
+            if when is None or passes(value, when):
+                text = repr(value)
+                if "e" in text and "." not in text:  # 1e-05 -> 1.0e-05, as `float_text`
+                    text = text.replace("e", ".0e")
+                append(prefix + text)
         elif value is None:
             if report:
                 missing.append(name)
         else:
-            written_clean(parts, missing, name, value, prefix, "number", report)
+            written_clean(parts, missing, name, value, prefix, "number", report, when)
     for name, true, false, report in plan.bools:
         value = get(name)
         if value is not True and value is not False:
@@ -147,20 +159,21 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
         value = get(name)
         if value is None or clean(value, dtype) is None:
             missing.append(name)
-    for prefix, fn in plan.computed:
+    for prefix, fn, when in plan.computed:
         value = fn(features)
-        if value is not None:
+        if value is not None and (when is None or not plain_number(value) or passes(value, when)):
             append(prefix + json_value(value))
     return ",".join(parts) + "}"
 
 
 def written_clean(parts: list[str], missing: list[str], name: str, value: Any, prefix: str, dtype: str | None,
-                   report: bool) -> None:
+                   report: bool, sent: Sent = None) -> None:
     """The slow path of `encode_fact` (and of `fact_code`'s writers): the value `clean`
-    makes of it, or the feature's name in ``missing``."""
+    makes of it (unless it fails every test of ``sent``), or the feature's name in ``missing``."""
     value = clean(value, dtype)
     if value is not None:
-        parts.append(prefix + json_value(value))
+        if sent is None or not plain_number(value) or passes(value, sent):
+            parts.append(prefix + json_value(value))
     elif report:
         missing.append(name)
 
@@ -225,6 +238,90 @@ def field_uses(conditions: Iterable[dict[str, Any]]) -> tuple[dict[str, set[Any]
     return constants, other
 
 
+#: the comparisons `number_tests` reads: durable's operator -> Python's
+_ORDER = {"$lt": "<", "$lte": "<=", "$gt": ">", "$gte": ">="}
+_PY_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
+
+
+def number_tests(conditions: Iterable[dict[str, Any]]) -> dict[str, list[tuple[str, int | float]]]:
+    """The field keys whose every durable test is a comparison with a number constant
+    (``$lt``, ``$lte``, ``$gt``, ``$gte`` or equality), each with its tests as (Python
+    operator, constant). A key used any other way (``$neq``, ``$ex`` / ``$nex``, with a
+    field or an expression, on the right of ``$m``) or against a constant `exact_constant`
+    refuses is left out: its value is always sent."""
+    tests: dict[str, list[tuple[str, int | float]]] = {}
+    other: set[str] = set()
+
+    def walk(cond: dict[str, Any]) -> None:
+        (op, arg), = cond.items()
+        if op in ("$and", "$or"):
+            for item in arg:
+                walk(item)
+        elif op in _ORDER and len(arg) == 1 and exact_constant(next(iter(arg.values()))):
+            (key, const), = arg.items()
+            tests.setdefault(key, []).append((_ORDER[op], const))
+        elif op.startswith("$"):
+            for key, rhs in arg.items():
+                other.add(key)
+                other.update(refs(rhs))
+        elif exact_constant(arg):
+            tests.setdefault(op, []).append(("==", arg))
+        else:
+            other.add(op)
+            other.update(refs(arg))
+
+    for cond in conditions:
+        walk(cond)
+    return {key: found for key, found in tests.items() if key not in other}
+
+
+def exact_constant(value: Any) -> bool:
+    """Whether durable compares a value with this constant as Python does: a plain int
+    within ±2^53 or a finite float written without an exponent. durable reads the
+    constant with atoll / atof and compares an int with an int as int64s, anything else
+    as doubles (events.c, reduceProperties); a fact's value the writers send (an int
+    within ±2^53, a finite float as its shortest repr) and such a constant are both
+    exact doubles, so every comparison gives Python's answer."""
+    if type(value) is int:
+        return -EXACT_INT <= value <= EXACT_INT
+    return type(value) is float and value - value == 0 and "e" not in repr(value)
+
+
+def sent_when(tests: list[tuple[str, int | float]] | None) -> Sent:
+    """The tests a number must pass to be worth sending (None: send it
+    always), from all of its durable tests (`number_tests`).
+
+    durable makes a test on an absent field false, and so is a test the value fails
+    (`exact_constant`): a value that fails every test of its field is left out with no
+    change of fire, as `sent_values` does for flags and strings. Of the lower bounds only
+    the loosest matters, so too of the upper bounds; when together they hold for every
+    number, the value is always sent."""
+    if not tests:
+        return None
+    lows = [t for t in tests if t[0] in (">", ">=")]
+    highs = [t for t in tests if t[0] in ("<", "<=")]
+    low = min(lows, key=lambda t: (t[1], t[0] == ">")) if lows else None  # >= before > at a tie
+    high = max(highs, key=lambda t: (t[1], t[0] == "<=")) if highs else None
+    if low is not None and high is not None and (
+            high[1] > low[1] or (high[1] == low[1] and (low[0] == ">=" or high[0] == "<="))):
+        return None
+    bounds = [t for t in (low, high) if t is not None]
+    equal = sorted({c for op, c in tests if op == "==" and not passes(c, tuple(bounds))})
+    return tuple(bounds) + tuple(("==", c) for c in equal)
+
+
+def passes(value: int | float, sent: tuple[tuple[str, int | float], ...]) -> bool:
+    """Whether a number passes one of ``sent``'s tests (`sent_when`)."""
+    return any(_PY_OPS[op](value, const) for op, const in sent)
+
+
+def plain_number(value: Any) -> bool:
+    """An int within ±2^53 or a finite float: a value `passes` compares as durable does."""
+    kind = type(value)
+    return (kind is int and -EXACT_INT <= value <= EXACT_INT) or (kind is float and value - value == 0)
+
+
 def sent_values(dtype: str, constants: set[Any]) -> frozenset[Any] | None:
     """The values worth sending of a field whose every durable test is ``field ==
     constant`` (None: send every value).
@@ -232,8 +329,8 @@ def sent_values(dtype: str, constants: set[Any]) -> frozenset[Any] | None:
     durable makes a test on an absent field false; a value equal to none of the
     constants fails every such test too, so leaving it out changes no fire. This holds
     for bools, and for strings whose constants need no JSON escape (durable compares
-    the escaped texts with strcmp, which then agrees with Python's ==); numbers are
-    always sent (durable's int64/double comparisons are not Python's)."""
+    the escaped texts with strcmp, which then agrees with Python's ==); numbers have
+    `sent_when`, which holds only for constants durable compares as Python does."""
     if dtype == "bool" and all(type(c) is bool for c in constants):
         return frozenset(constants)
     if dtype == "string" and all(type(c) is str and encode_str(c) == f'"{c}"' for c in constants):
