@@ -9,6 +9,8 @@ host (DESIGN.md, "durable_rules: what is known"). One job per module:
   that stay inside it;
 * `facts`: one decision's features as the JSON fact durable reads;
 * `fact_code`: each shard's fact writer, compiled once per rule set from its plan;
+* `guards`: the fields a shard's rules cannot fire without (a fact lacking them all
+  is not asserted);
 * `session`: the rulesets in durable's C module, and the fires of a decision
   collected on the calling thread.
 

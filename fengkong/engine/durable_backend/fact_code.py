@@ -34,8 +34,8 @@ from fengkong.engine.durable_backend.facts import (
 from fengkong.engine.predicates import FLOAT_MAX, clean
 from fengkong.engine.tree import Arith, Const, Feature, Value
 
-#: a shard's writer: (features, head, missing) -> the fact's JSON text
-FactWriter = Callable[[Mapping[str, Any], str, list[str]], str]
+#: a shard's writer: (features, head, missing) -> the fact's JSON text (None: not to be asserted)
+FactWriter = Callable[[Mapping[str, Any], str, list[str]], str | None]
 
 _ARITH_OPS = frozenset("+-*/")
 _PREFIX = re.compile(r'"[fd][0-9]+":(true|false)?\Z')
@@ -48,7 +48,7 @@ def compile_writer(plan: FactPlan, exprs: Mapping[str, Value], dtypes: Mapping[s
     ``exprs`` maps a derived field's prefix (``'"d0":'``) to its expression, whose
     arithmetic is then written inline; a derived field without one calls its function."""
     prefixes = [p for _, p, _, _ in plan.numbers] + [p for _, p, _, _ in plan.strings]
-    prefixes += [p for _, p, _, _ in plan.others] + [p for p, _, _ in plan.computed]
+    prefixes += [p for _, p, _, _ in plan.others] + [p for p, _, _ in plan.computed] + list(plan.guards)
     prefixes += [m for _, t, f, _ in plan.bools for m in (t, f) if m is not None]
     odd = [p for p in prefixes if not _PREFIX.match(p)]
     if odd:  # the compiler's keys (f0, d0...): anything else is not written into source
@@ -121,7 +121,13 @@ class _Writer:
             self.unsent(name, dtype)
         for prefix, fn, when in plan.computed:
             self.computed(prefix, fn, when)
-        emit("    return ','.join(parts) + '}'")
+        if plan.guards:  # none of them sent: no rule of the shard can fire (`guards`)
+            emit("    text = ','.join(parts) + '}'")
+            emit(f"    if {' and '.join(f'{g!r} not in text' for g in plan.guards)}:")
+            emit("        return None")
+            emit("    return text")
+        else:
+            emit("    return ','.join(parts) + '}'")
         source = "\n".join(self.lines) + "\n"
         namespace = dict(self.env)
         exec(compile(source, f"<fact writer of {len(plan.numbers) + len(plan.bools)} fields>", "exec"), namespace)

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from fengkong.engine.durable_backend.compiler import refs
+from fengkong.engine.durable_backend.guards import guard_keys
 from fengkong.engine.predicates import ValueFn, clean
 
 #: Integers beyond this go to durable as doubles. durable computes with 64-bit integers,
@@ -51,6 +52,9 @@ class FactPlan:
     others: tuple[tuple[str, str, str | None, bool], ...]  # name, prefix, dtype, report
     unsent: tuple[tuple[str, str | None], ...]  # read only to report them missing
     computed: tuple[tuple[str, ValueFn, Sent], ...]  # prefix, derived field's function, when sent
+    #: prefixes of the shard's `guards.guard_keys`: a fact with none of them is not asserted
+    #: (() : always asserted)
+    guards: tuple[str, ...] = ()
 
 
 def make_plan(field_keys: Iterable[str], conditions: Iterable[dict[str, Any]], names: Mapping[str, str],
@@ -68,10 +72,14 @@ def make_plan(field_keys: Iterable[str], conditions: Iterable[dict[str, Any]], n
     others: list[tuple[str, str, str | None, bool]] = []
     unsent: list[tuple[str, str | None]] = []
     computed: list[tuple[str, ValueFn, Sent]] = []
+    partly: set[str] = set()  # the fields sent for some values only, so most often left out
     for key in sorted(field_keys):
         prefix = field_prefix(key)
+        when = sent_when(tests.get(key))
+        if when is not None:
+            partly.add(key)
         if key in derived:
-            computed.append((prefix, derived[key], sent_when(tests.get(key))))
+            computed.append((prefix, derived[key], when))
             continue
         name = sys.intern(names[key])  # as the store's keys are: found by identity
         dtype = dtypes.get(name)
@@ -81,17 +89,23 @@ def make_plan(field_keys: Iterable[str], conditions: Iterable[dict[str, Any]], n
             if report:
                 unsent.append((name, dtype))
         elif dtype == "number":
-            numbers.append((name, prefix, report, sent_when(tests.get(key))))
+            numbers.append((name, prefix, report, when))
         elif dtype == "bool":
             sent = None if key in other_uses else sent_values(dtype, constants[key])
+            if sent is not None and len(sent) == 1:
+                partly.add(key)
             bools.append((name, prefix + "true" if sent is None or True in sent else None,
                           prefix + "false" if sent is None or False in sent else None, report))
         elif dtype == "string":
             sent = None if key in other_uses else sent_values(dtype, constants[key])
+            if sent is not None:
+                partly.add(key)
             strings.append((name, prefix, sent, report))
         else:
             others.append((name, prefix, dtype, report))
-    return FactPlan(tuple(numbers), tuple(bools), tuple(strings), tuple(others), tuple(unsent), tuple(computed))
+    guards = tuple(field_prefix(key) for key in guard_keys(conditions, partly))
+    return FactPlan(tuple(numbers), tuple(bools), tuple(strings), tuple(others), tuple(unsent), tuple(computed),
+                    guards)
 
 
 def field_prefix(key: str) -> str:
@@ -99,9 +113,10 @@ def field_prefix(key: str) -> str:
     return f'"{key}":'
 
 
-def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing: list[str]) -> str:
+def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing: list[str]) -> str | None:
     """One shard's fact: ``head`` (id and sid), then ``"key":value`` for each present
-    field worth sending; the names of absent features are added to ``missing``.
+    field worth sending; the names of absent features are added to ``missing``. None
+    when the fact carries none of the plan's guards: no rule of the shard can fire.
 
     The reference `fact_code.compile_writer`'s writers are held to; written inline by
     type rather than through `json_value` for each field (docs/benchmarks.md)."""
@@ -163,7 +178,10 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
         value = fn(features)
         if value is not None and (when is None or not plain_number(value) or passes(value, when)):
             append(prefix + json_value(value))
-    return ",".join(parts) + "}"
+    text = ",".join(parts) + "}"
+    if plan.guards and not any(guard in text for guard in plan.guards):
+        return None
+    return text
 
 
 def written_clean(parts: list[str], missing: list[str], name: str, value: Any, prefix: str, dtype: str | None,

@@ -215,14 +215,16 @@ class DurableRuleset:
             if self._closed:
                 raise RuleSetClosed(f"ruleset {self.name} is closed")
             for shard, text in zip(self._shards, texts):
-                self._fire_shard(shard, fid, text, retract, fired)
+                if text is not None:  # None: no rule of the shard can fire (`guards`)
+                    self._fire_shard(shard, fid, text, retract, fired)
         if not fired:
             return [], missing
         return sorted(fired, key=self._order.__getitem__), missing
 
-    def encode(self, features: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-        """The facts one decision would assert (one JSON text per shard, id 0), and the
-        missing features: what `fire` sends, for a check or a look, asserting nothing."""
+    def encode(self, features: Mapping[str, Any]) -> tuple[list[str | None], list[str]]:
+        """The facts one decision would assert (one JSON text per shard, id 0; None for a
+        shard `fire` skips, as no rule of it can fire), and the missing features: what
+        `fire` sends, for a check or a look, asserting nothing."""
         missing: list[str] = []
         head = f'{{"id":0,"sid":"{_SID}"'
         texts = [shard.write(features, head, missing) for shard in self._shards]
