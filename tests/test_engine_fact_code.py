@@ -71,7 +71,12 @@ def plans(rules: list[str], owned: set[str] | None = None) -> list[tuple[FactPla
     return [(plan, compile_writer(plan, exprs, SCHEMA.dtypes)), (plan, compile_writer(plan, {}, SCHEMA.dtypes))]
 
 
-PLANS = plans(RULES) + plans(RULES, owned={"event.amount", "card.type", "event.is_night", "user.sum_1h"})
+#: every rule needs a feature (not only a derived field), so the plan has guards the writer
+#: checks before it formats anything (`guards`)
+GUARDED = ["event.amount >= 0.5 and card.type == 'credit'", "event.is_night", "event.channel in ['wallet', 'pos']",
+           "merchant.grade != 'A' and user.amount_n > 2", "user.sum_1h / 4 >= 100 and user.amount_zscore == 0"]
+PLANS = (plans(RULES) + plans(RULES, owned={"event.amount", "card.type", "event.is_night", "user.sum_1h"})
+         + plans(GUARDED) + plans(GUARDED, owned={"event.amount", "user.sum_1h"}))
 
 
 def assert_same(features: dict[str, Any]) -> None:
@@ -130,6 +135,18 @@ def test_default_pack_writers_equal_the_plan() -> None:
         got_missing: list[str] = []
         assert write(f, HEAD, got_missing) == encode_fact(plan, f, HEAD, want_missing)
         assert got_missing == want_missing
+
+
+def test_a_guarded_writer_skips_the_formatting_when_no_guard_is_there() -> None:
+    plan, write = PLANS[4]
+    assert plan.guards and not PLANS[0][0].guards
+    assert "return None" in write.__doc__ and " is None and " in write.__doc__
+    features = {"user.amount_n": float("nan"), "user.sum_1h": np.int64(2), "card.type": 5, "event.amount": 0.1}
+    for f in ({}, features, features | {"merchant.grade": "A"}, features | {"event.is_night": True}):
+        assert_same(f)
+    missing: list[str] = []
+    assert write(features, HEAD, missing) is None
+    assert "user.amount_n" in missing and "card.type" in missing and "user.sum_1h" not in missing
 
 
 def test_a_prefix_not_of_the_compilers_form_is_refused() -> None:

@@ -108,6 +108,7 @@ class _Writer:
             emit(f"    x0 = get({names[0]!r})")
         elif names:
             emit(f"    {', '.join(self.locals.values())} = map(get, {self.name_of(tuple(names), 'names')})")
+        self.unguarded()
         for name, prefix, report, when in plan.numbers:
             self.number(name, prefix, report, when)
         for name, true, false, report in plan.bools:
@@ -190,19 +191,40 @@ class _Writer:
         emit(f"        elif {test}:")
         emit(f"            append({prefix!r} + json_value(t))")
 
-    def unsent(self, name: str, dtype: str | None) -> None:
+    def unsent(self, name: str, dtype: str | None, indent: str = "    ") -> None:
+        """Report ``name`` missing when its value is absent or unreadable, and send nothing."""
         emit = self.lines.append
         v = self.read(name)
-        emit(f"    if {v} is None:")
-        emit(f"        miss({name!r})")
+        emit(f"{indent}if {v} is None:")
+        emit(f"{indent}    miss({name!r})")
         if dtype == "number":
-            emit(f"    elif not ((type({v}) is int and {-FLOAT_MAX!r} <= {v} <= {FLOAT_MAX!r})"
+            emit(f"{indent}elif not ((type({v}) is int and {-FLOAT_MAX!r} <= {v} <= {FLOAT_MAX!r})"
                  f" or (type({v}) is float and {v} - {v} == 0)) and clean({v}, 'number') is None:")
         elif dtype == "bool":
-            emit(f"    elif {v} is not True and {v} is not False and clean({v}, 'bool') is None:")
+            emit(f"{indent}elif {v} is not True and {v} is not False and clean({v}, 'bool') is None:")
         else:
-            emit(f"    elif clean({v}, {dtype!r}) is None:")
-        emit(f"        miss({name!r})")
+            emit(f"{indent}elif clean({v}, {dtype!r}) is None:")
+        emit(f"{indent}    miss({name!r})")
+
+    def unguarded(self) -> None:
+        """When every guard is a feature and each is None, no guard can be sent (`guards`):
+        only report the missing features, in the order the whole writer would, and
+        return None, skipping the formatting of every other field."""
+        plan = self.plan
+        fields = [(n, p, "number", r) for n, p, r, _ in plan.numbers]
+        fields += [(n, (t or f or "")[:-4 if t else -5], "bool", r) for n, t, f, r in plan.bools]
+        fields += [(n, p, "string", r) for n, p, _, r in plan.strings] + [(n, p, d, r) for n, p, d, r in plan.others]
+        name_of = {p: n for n, p, _, _ in fields}
+        if not plan.guards or not all(g in name_of for g in plan.guards):
+            return
+        emit = self.lines.append
+        emit(f"    if {' and '.join(f'{self.read(name_of[g])} is None' for g in plan.guards)}:")
+        for name, _, dtype, report in fields:
+            if report:
+                self.unsent(name, dtype, "        ")
+        for name, dtype in plan.unsent:
+            self.unsent(name, dtype, "        ")
+        emit("        return None")
 
     def computed(self, prefix: str, fn: Any, sent: Sent) -> None:
         emit = self.lines.append

@@ -76,7 +76,7 @@ def make_plan(field_keys: Iterable[str], conditions: Iterable[dict[str, Any]], n
     for key in sorted(field_keys):
         prefix = field_prefix(key)
         when = sent_when(tests.get(key))
-        if when is not None:
+        if when is not None and key not in derived:  # a writer checks a feature guard before all else
             partly.add(key)
         if key in derived:
             computed.append((prefix, derived[key], when))
