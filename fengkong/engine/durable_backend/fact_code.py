@@ -211,7 +211,7 @@ class _Writer:
         only report the missing features, in the order the whole writer would, and
         return None, skipping the formatting of every other field."""
         plan = self.plan
-        fields = [(n, p, "number", r) for n, p, r, _ in plan.numbers]
+        fields: list[tuple[str, str, str | None, bool]] = [(n, p, "number", r) for n, p, r, _ in plan.numbers]
         fields += [(n, (t or f or "")[:-4 if t else -5], "bool", r) for n, t, f, r in plan.bools]
         fields += [(n, p, "string", r) for n, p, _, r in plan.strings] + [(n, p, d, r) for n, p, d, r in plan.others]
         name_of = {p: n for n, p, _, _ in fields}
