@@ -4,8 +4,8 @@ The JSON rulesets and the fact are durable's whole input, so pinning them holds 
 compiler's translations (a right-hand field guarded with ``$ex``, every arithmetic
 as a derived field Python computes, so an overflow is missing rather than infinite, ``is missing`` as ``$nex``, ``in`` as
 ``$or`` of equalities, a list test as a flag) and the fact's encoding (values no
-test can tell from absent left out, a number that fails every test of it too,
-``1.0e-05`` with its decimal point) whatever the modules behind `DurableRuleset`
+test can tell from absent left out, a number compared only with constants as its
+class's representative, ``1.0e-05`` with its decimal point) whatever the modules behind `DurableRuleset`
 become. tests/test_engine_durable.py holds the fires themselves against plain Python.
 """
 
@@ -51,8 +51,9 @@ def test_compiled_rulesets_and_fact_are_golden() -> None:
     # d1 (2.5) and d2 (-0.99999) fail their only tests (>= 5, > 2), so they are left out too
     assert fact == '{"id":0,"sid":"0","f0":10,"f6":false,"d0":9}'
     assert missing == ["card.type"]
+    # passing them, each travels as its class's representative (`classes`): from 5 up, above 2
     passing = features | {"merchant.count_24h": 30, "user.amount_zscore": 3.5}
-    assert backend.encode(passing)[0][0] == '{"id":0,"sid":"0","f0":10,"f6":false,"d0":9,"d1":7.5,"d2":2.5}'
+    assert backend.encode(passing)[0][0] == '{"id":0,"sid":"0","f0":10,"f6":false,"d0":9,"d1":5,"d2":3}'
     assert json.loads(backend.encode({"user.amount_zscore": 1e-05, "event.amount": 1e-05})[0][0]) == {
         "id": 0, "sid": "0", "f0": 1e-05}
     # a product that overflows a double is absent, so `event.amount >= 3 * user.amount_n` is false

@@ -95,10 +95,11 @@ def test_writers_inline_the_arithmetic_and_fall_back_without_expressions() -> No
     f = {"event.amount": 10, "user.amount_n": 3, "merchant.count_24h": 9, "merchant.distinct_cards_24h": 4,
          "user.amount_zscore": -1e-05, "user.sum_1h": 1e-300}
     text = PLANS[0][1](f, HEAD, [])
-    # 10 >= 3 * 3 -> d0 = 9; (10 + 3) * 2 - 9 / 3 = 23; 1.5 - 10 * -2 = 21.5; 1e-300 / 4, which fails
-    # `>= 100`, its one test, so it is left out (`facts.sent_when`) as 1e3 / 4 is not
-    assert '"d0":9' in text and ":23" in text and ":21.5" in text and '"d4"' not in text, text
-    assert '"d4":250.0' in PLANS[0][1](f | {"user.sum_1h": 1e3}, HEAD, [])
+    # 10 >= 3 * 3 -> d0 = 9; 1.5 - 10 * -2 = 21.5 (both compared with fields: sent as they are);
+    # (10 + 3) * 2 - 9 / 3 = 23 > 3: the class above 3, sent as 4 (`classes`); 1e-300 / 4 fails
+    # `>= 100`, its one test, so it is left out, as 1e3 / 4 is not (the class from 100 up)
+    assert '"d0":9' in text and '"d2":4' in text and ":21.5" in text and '"d4"' not in text, text
+    assert '"d4":100' in PLANS[0][1](f | {"user.sum_1h": 1e3}, HEAD, [])
 
 
 @settings(max_examples=500, deadline=None)
@@ -154,9 +155,10 @@ def test_a_prefix_not_of_the_compilers_form_is_refused() -> None:
     odd = FactPlan((("event.amount", "\"f0\":'); import os; ('", True, None),), (), (), (), (), ())
     with pytest.raises(ValueError, match="prefixes"):
         compile_writer(odd, {}, SCHEMA.dtypes)
-    # nor a test that is not an operator and a number of `facts.sent_when`'s
-    for test in (("<", "0); import os; (0"), ("in", 1), ("<", True)):
-        odd = FactPlan((("event.amount", '"f0":', True, (test,)),), (), (), (), (), ())
-        with pytest.raises(ValueError, match="tests"):
+    # nor a class that is not a bound and a number text of `classes.value_classes`'s
+    for cls in (("<", "0); import os; (0", "1"), ("in", 1, "1"), ("<", True, "1"), ("<", 1, "1'); import os; ('"),
+                (None, 1, "1"), ("<", 1, 1)):
+        odd = FactPlan((("event.amount", '"f0":', True, (cls, (None, None, None))),), (), (), (), (), ())
+        with pytest.raises(ValueError, match="classes"):
             compile_writer(odd, {}, SCHEMA.dtypes)
     assert plan.numbers  # the real plan has numbers, all of the form

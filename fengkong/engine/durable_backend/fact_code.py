@@ -21,16 +21,8 @@ import math
 import re
 from typing import Any, Callable, Mapping
 
-from fengkong.engine.durable_backend.facts import (
-    EXACT_INT,
-    FactPlan,
-    Sent,
-    encode_str,
-    json_value,
-    passes,
-    plain_number,
-    written_clean,
-)
+from fengkong.engine.durable_backend.classes import Classes, classify, plain_number
+from fengkong.engine.durable_backend.facts import EXACT_INT, FactPlan, encode_str, json_value, written_clean
 from fengkong.engine.predicates import FLOAT_MAX, clean
 from fengkong.engine.tree import Arith, Const, Feature, Value
 
@@ -39,7 +31,8 @@ FactWriter = Callable[[Mapping[str, Any], str, list[str]], str | None]
 
 _ARITH_OPS = frozenset("+-*/")
 _PREFIX = re.compile(r'"[fd][0-9]+":(true|false)?\Z')
-_TEST_OPS = frozenset(("<", "<=", ">", ">=", "=="))
+_CLASS_OPS = frozenset(("<", "<=", None))
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?(e[+-]?[0-9]+)?\Z")
 
 
 def compile_writer(plan: FactPlan, exprs: Mapping[str, Value], dtypes: Mapping[str, str]) -> FactWriter:
@@ -54,10 +47,11 @@ def compile_writer(plan: FactPlan, exprs: Mapping[str, Value], dtypes: Mapping[s
     if odd:  # the compiler's keys (f0, d0...): anything else is not written into source
         raise ValueError(f"fact field prefixes not of the compiler's form: {odd}")
     whens = [when for *_, when in plan.numbers] + [when for *_, when in plan.computed]
-    tests = [t for when in whens if when is not None for t in when]
-    odd_tests = [t for t in tests if t[0] not in _TEST_OPS or type(t[1]) not in (int, float)]
-    if odd_tests:  # `facts.sent_when`'s operators and number constants: nothing else goes into source
-        raise ValueError(f"fact field tests not of `sent_when`'s form: {odd_tests}")
+    odd_classes = [c for when in whens if when is not None for c in when
+                   if c[0] not in _CLASS_OPS or type(c[1]) not in ((int, float) if c[0] else (type(None),))
+                   or not (c[2] is None or (type(c[2]) is str and _NUMBER.match(c[2])))]
+    if odd_classes:  # `classes.value_classes`'s bounds and number texts: nothing else goes into source
+        raise ValueError(f"fact field classes not of `value_classes`'s form: {odd_classes}")
     return _Writer(plan, exprs, dtypes).build()
 
 
@@ -70,7 +64,7 @@ class _Writer:
         self.dtypes = dtypes
         self.lines: list[str] = []
         self.env: dict[str, Any] = {"clean": clean, "json_value": json_value, "written_clean": written_clean,
-                                    "encode_str": encode_str, "passes": passes, "plain_number": plain_number}
+                                    "encode_str": encode_str, "classify": classify, "plain_number": plain_number}
         self.locals: dict[str, str] = {}  # feature name -> the local holding its raw value
         self._temps = 0
 
@@ -136,27 +130,37 @@ class _Writer:
         writer.__doc__ = "This shard's fact (`fact_code.compile_writer`); its source:\n\n" + source
         return writer
 
-    def number(self, name: str, prefix: str, report: bool, sent: Sent) -> None:
+    def number(self, name: str, prefix: str, report: bool, classes: Classes) -> None:
         emit = self.lines.append
         v = self.read(name)
-        # a value that fails every test of its field is left out (`facts.sent_when`)
-        pad = "    " if sent is not None else ""
         emit(f"    if {v} is None:")
         emit(f"        miss({name!r})" if report else "        pass")
-        emit(f"    elif type({v}) is int and {-EXACT_INT} <= {v} <= {EXACT_INT}:")
-        if sent is not None:
-            emit(f"        if {_test(v, sent)}:")
-        emit(f"        {pad}append(f'{_braces(prefix)}{{{v}}}')")
-        emit(f"    elif type({v}) is float and {v} - {v} == 0:")
-        if sent is not None:
-            emit(f"        if {_test(v, sent)}:")
-        emit(f"        {pad}t = f'{{{v}!r}}'")
-        emit(f"        {pad}if 'e' in t and '.' not in t:")
-        emit(f"        {pad}    t = t.replace('e', '.0e')")
-        emit(f"        {pad}append({prefix!r} + t)")
+        if classes is not None:  # its class's text, or nothing (`classes`)
+            emit(f"    elif (type({v}) is float and {v} - {v} == 0) or (type({v}) is int and {-EXACT_INT} <= {v} <= {EXACT_INT}):")
+            self.chain(v, prefix, classes, "        ")
+        else:
+            emit(f"    elif type({v}) is int and {-EXACT_INT} <= {v} <= {EXACT_INT}:")
+            emit(f"        append(f'{_braces(prefix)}{{{v}}}')")
+            emit(f"    elif type({v}) is float and {v} - {v} == 0:")
+            emit(f"        t = f'{{{v}!r}}'")
+            emit("        if 'e' in t and '.' not in t:")
+            emit("            t = t.replace('e', '.0e')")
+            emit(f"        append({prefix!r} + t)")
         emit("    else:")
-        tail = "" if sent is None else f", {self.name_of(sent, 'sent')}"
+        tail = "" if classes is None else f", {self.name_of(classes, 'classes')}"
         emit(f"        written_clean(parts, missing, {name!r}, {v}, {prefix!r}, 'number', {report!r}{tail})")
+
+    def chain(self, v: str, prefix: str, classes: tuple[tuple[str | None, int | float | None, str | None], ...],
+              indent: str) -> None:
+        """Lines that append the text of the class of the plain number in ``v`` (`classes.classify`)."""
+        emit = self.lines.append
+        for k, (op, const, text) in enumerate(classes):
+            if op is None:
+                emit(f"{indent}else:" if k else f"{indent}if True:")
+            else:
+                assert const is not None
+                emit(f"{indent}{'elif' if k else 'if'} {v} {op} {_literal(const)}:")
+            emit(f"{indent}    append({prefix + text!r})" if text is not None else f"{indent}    pass")
 
     def boolean(self, name: str, true: str | None, false: str | None, report: bool) -> None:
         emit = self.lines.append
@@ -226,31 +230,38 @@ class _Writer:
             self.unsent(name, dtype, "        ")
         emit("        return None")
 
-    def computed(self, prefix: str, fn: Any, sent: Sent) -> None:
+    def computed(self, prefix: str, fn: Any, classes: Classes) -> None:
         emit = self.lines.append
         expr = self.exprs.get(prefix)
         if expr is None or not _inlinable(expr, self.dtypes):
             emit(f"    t = {self.name_of(fn, 'derived')}(features)")
-            if sent is None:
+            if classes is None:
                 emit("    if t is not None:")
-            else:
-                emit(f"    if t is not None and (not plain_number(t) or passes(t, {self.name_of(sent, 'sent')})):")
+                emit(f"        append({prefix!r} + json_value(t))")
+                return
+            emit("    if t is None:")
+            emit("        pass")
+            emit("    elif plain_number(t):")
+            emit(f"        t = classify(t, {self.name_of(classes, 'classes')})")
+            emit("        if t is not None:")
+            emit(f"            append({prefix!r} + t)")
+            emit("    else:")
             emit(f"        append({prefix!r} + json_value(t))")
             return
         result = self.value(expr, "    ")
-        pad = "    " if sent is not None else ""
         emit(f"    if {result} is not None:")
-        emit(f"        if type({result}) is float:")
-        if sent is not None:  # a float that is not finite is sent as `facts.encode_fact` sends it
-            emit(f"            if not {result} - {result} == 0 or {_test(result, sent)}:")
-        emit(f"            {pad}t = repr({result})")
-        emit(f"            {pad}if 'e' in t and '.' not in t:")
-        emit(f"            {pad}    t = t.replace('e', '.0e')")
-        emit(f"            {pad}append({prefix!r} + t)")
-        emit(f"        elif type({result}) is int and {-EXACT_INT} <= {result} <= {EXACT_INT}:")
-        if sent is not None:
-            emit(f"            if {_test(result, sent)}:")
-        emit(f"            {pad}append({prefix!r} + str({result}))")
+        if classes is not None:  # its class's text, or nothing (`classes`)
+            emit(f"        if (type({result}) is float and {result} - {result} == 0)"
+                 f" or (type({result}) is int and {-EXACT_INT} <= {result} <= {EXACT_INT}):")
+            self.chain(result, prefix, classes, "            ")
+        else:
+            emit(f"        if type({result}) is float:")
+            emit(f"            t = repr({result})")
+            emit("            if 'e' in t and '.' not in t:")
+            emit("                t = t.replace('e', '.0e')")
+            emit(f"            append({prefix!r} + t)")
+            emit(f"        elif type({result}) is int and {-EXACT_INT} <= {result} <= {EXACT_INT}:")
+            emit(f"            append({prefix!r} + str({result}))")
         emit("        else:")
         emit(f"            append({prefix!r} + json_value({result}))")
 
@@ -301,11 +312,6 @@ def _inlinable(v: Value, dtypes: Mapping[str, str]) -> bool:
     if isinstance(v, Arith):
         return v.op in _ARITH_OPS and _inlinable(v.left, dtypes) and _inlinable(v.right, dtypes)
     return False
-
-
-def _test(v: str, sent: tuple[tuple[str, int | float], ...]) -> str:
-    """`facts.passes` of the local ``v`` as an inline expression."""
-    return " or ".join(f"{v} {op} {_literal(const)}" for op, const in sent)
 
 
 def _braces(text: str) -> str:

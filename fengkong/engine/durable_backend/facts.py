@@ -5,9 +5,9 @@ NaN and wrong-typed values are left out: that is how a missing feature reaches
 durable. So are values no durable test can tell from an absent field (a false flag
 tested only for true, a string no rule names: `sent_values`) and fields read only
 through a derived field; durable walks less, and the fires are the same. A number
-(or a derived field) that durable only compares with constants is sent only when it
-passes one of those comparisons (`sent_when`): one that passes none fails every test
-of it, as an absent field does. Python, not durable, reports the missing features.
+(or a derived field) that durable only compares with constants travels as its class's
+representative, and not at all when its class passes no test (`classes`). Python, not
+durable, reports the missing features.
 See docs/benchmarks.md for the cost.
 
 `encode_fact` interprets a shard's `FactPlan` and is the reference; what a decision
@@ -18,14 +18,21 @@ tests/test_engine_fact_code.py holds equal to it.
 from __future__ import annotations
 
 import json
-import operator
 import sys
 from dataclasses import dataclass
 from json.encoder import encode_basestring as encode_str  # what json.dumps(str, ensure_ascii=False) returns
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from fengkong.engine.durable_backend.classes import (
+    Classes,
+    classify,
+    number_tests,
+    plain_number,
+    sometimes_unsent,
+    value_classes,
+)
 from fengkong.engine.durable_backend.compiler import refs
 from fengkong.engine.durable_backend.guards import guard_keys
 from fengkong.engine.predicates import ValueFn, clean
@@ -35,9 +42,6 @@ from fengkong.engine.predicates import ValueFn, clean
 #: never wraps, and up to 2^53 it is exact.
 EXACT_INT = 2**53
 
-#: When a number is worth sending (`sent_when`): it passes one of these (operator,
-#: constant) tests; None: always.
-Sent = tuple[tuple[str, int | float], ...] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +50,12 @@ class FactPlan:
     are written without a call (prefixes are ``"key":``; ``report`` is False for a
     feature another shard already reports missing)."""
 
-    numbers: tuple[tuple[str, str, bool, Sent], ...]  # name, prefix, report, when sent (`sent_when`)
+    numbers: tuple[tuple[str, str, bool, Classes], ...]  # name, prefix, report, its classes (`classes`)
     bools: tuple[tuple[str, str | None, str | None, bool], ...]  # name, true member, false member (None: not sent)
     strings: tuple[tuple[str, str, frozenset[Any] | None, bool], ...]  # name, prefix, values sent (None: all)
     others: tuple[tuple[str, str, str | None, bool], ...]  # name, prefix, dtype, report
     unsent: tuple[tuple[str, str | None], ...]  # read only to report them missing
-    computed: tuple[tuple[str, ValueFn, Sent], ...]  # prefix, derived field's function, when sent
+    computed: tuple[tuple[str, ValueFn, Classes], ...]  # prefix, derived field's function, its classes
     #: prefixes of the shard's `guards.guard_keys`: a fact with none of them is not asserted
     #: (() : always asserted)
     guards: tuple[str, ...] = ()
@@ -66,17 +70,17 @@ def make_plan(field_keys: Iterable[str], conditions: Iterable[dict[str, Any]], n
     conditions = list(conditions)
     constants, other_uses = field_uses(conditions)
     tests = number_tests(conditions)
-    numbers: list[tuple[str, str, bool, Sent]] = []
+    numbers: list[tuple[str, str, bool, Classes]] = []
     bools: list[tuple[str, str | None, str | None, bool]] = []
     strings: list[tuple[str, str, frozenset[Any] | None, bool]] = []
     others: list[tuple[str, str, str | None, bool]] = []
     unsent: list[tuple[str, str | None]] = []
-    computed: list[tuple[str, ValueFn, Sent]] = []
+    computed: list[tuple[str, ValueFn, Classes]] = []
     partly: set[str] = set()  # the fields sent for some values only, so most often left out
     for key in sorted(field_keys):
         prefix = field_prefix(key)
-        when = sent_when(tests.get(key))
-        if when is not None and key not in derived:  # a writer checks a feature guard before all else
+        when = value_classes(tests.get(key))
+        if sometimes_unsent(when) and key not in derived:  # a writer checks a feature guard before all else
             partly.add(key)
         if key in derived:
             computed.append((prefix, derived[key], when))
@@ -128,15 +132,17 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
     for name, prefix, report, when in plan.numbers:
         value = get(name)
         kind = type(value)
-        if kind is int and low <= value <= high:
-            if when is None or passes(value, when):
-                append(f"{prefix}{value}")
-        elif kind is float and value - value == 0:  # finite
-            if when is None or passes(value, when):
-                text = repr(value)
-                if "e" in text and "." not in text:  # 1e-05 -> 1.0e-05, as `float_text`
-                    text = text.replace("e", ".0e")
+        if when is not None and ((kind is int and low <= value <= high) or (kind is float and value - value == 0)):
+            text = classify(value, when)
+            if text is not None:
                 append(prefix + text)
+        elif kind is int and low <= value <= high:
+            append(f"{prefix}{value}")
+        elif kind is float and value - value == 0:  # finite
+            text = repr(value)
+            if "e" in text and "." not in text:  # 1e-05 -> 1.0e-05, as `float_text`
+                text = text.replace("e", ".0e")
+            append(prefix + text)
         elif value is None:
             if report:
                 missing.append(name)
@@ -176,7 +182,13 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
             missing.append(name)
     for prefix, fn, when in plan.computed:
         value = fn(features)
-        if value is not None and (when is None or not plain_number(value) or passes(value, when)):
+        if value is None:
+            continue
+        if when is not None and plain_number(value):
+            text = classify(value, when)
+            if text is not None:
+                append(prefix + text)
+        else:
             append(prefix + json_value(value))
     text = ",".join(parts) + "}"
     if plan.guards and not any(guard in text for guard in plan.guards):
@@ -185,12 +197,16 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
 
 
 def written_clean(parts: list[str], missing: list[str], name: str, value: Any, prefix: str, dtype: str | None,
-                   report: bool, sent: Sent = None) -> None:
+                   report: bool, classes: Classes = None) -> None:
     """The slow path of `encode_fact` (and of `fact_code`'s writers): the value `clean`
-    makes of it (unless it fails every test of ``sent``), or the feature's name in ``missing``."""
+    makes of it (its class's text, with ``classes``), or the feature's name in ``missing``."""
     value = clean(value, dtype)
     if value is not None:
-        if sent is None or not plain_number(value) or passes(value, sent):
+        if classes is not None and plain_number(value):
+            text = classify(value, classes)
+            if text is not None:
+                parts.append(prefix + text)
+        else:
             parts.append(prefix + json_value(value))
     elif report:
         missing.append(name)
@@ -256,90 +272,6 @@ def field_uses(conditions: Iterable[dict[str, Any]]) -> tuple[dict[str, set[Any]
     return constants, other
 
 
-#: the comparisons `number_tests` reads: durable's operator -> Python's
-_ORDER = {"$lt": "<", "$lte": "<=", "$gt": ">", "$gte": ">="}
-_PY_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
-
-
-def number_tests(conditions: Iterable[dict[str, Any]]) -> dict[str, list[tuple[str, int | float]]]:
-    """The field keys whose every durable test is a comparison with a number constant
-    (``$lt``, ``$lte``, ``$gt``, ``$gte`` or equality), each with its tests as (Python
-    operator, constant). A key used any other way (``$neq``, ``$ex`` / ``$nex``, with a
-    field or an expression, on the right of ``$m``) or against a constant `exact_constant`
-    refuses is left out: its value is always sent."""
-    tests: dict[str, list[tuple[str, int | float]]] = {}
-    other: set[str] = set()
-
-    def walk(cond: dict[str, Any]) -> None:
-        (op, arg), = cond.items()
-        if op in ("$and", "$or"):
-            for item in arg:
-                walk(item)
-        elif op in _ORDER and len(arg) == 1 and exact_constant(next(iter(arg.values()))):
-            (key, const), = arg.items()
-            tests.setdefault(key, []).append((_ORDER[op], const))
-        elif op.startswith("$"):
-            for key, rhs in arg.items():
-                other.add(key)
-                other.update(refs(rhs))
-        elif exact_constant(arg):
-            tests.setdefault(op, []).append(("==", arg))
-        else:
-            other.add(op)
-            other.update(refs(arg))
-
-    for cond in conditions:
-        walk(cond)
-    return {key: found for key, found in tests.items() if key not in other}
-
-
-def exact_constant(value: Any) -> bool:
-    """Whether durable compares a value with this constant as Python does: a plain int
-    within ±2^53 or a finite float written without an exponent. durable reads the
-    constant with atoll / atof and compares an int with an int as int64s, anything else
-    as doubles (events.c, reduceProperties); a fact's value the writers send (an int
-    within ±2^53, a finite float as its shortest repr) and such a constant are both
-    exact doubles, so every comparison gives Python's answer."""
-    if type(value) is int:
-        return -EXACT_INT <= value <= EXACT_INT
-    return type(value) is float and value - value == 0 and "e" not in repr(value)
-
-
-def sent_when(tests: list[tuple[str, int | float]] | None) -> Sent:
-    """The tests a number must pass to be worth sending (None: send it
-    always), from all of its durable tests (`number_tests`).
-
-    durable makes a test on an absent field false, and so is a test the value fails
-    (`exact_constant`): a value that fails every test of its field is left out with no
-    change of fire, as `sent_values` does for flags and strings. Of the lower bounds only
-    the loosest matters, so too of the upper bounds; when together they hold for every
-    number, the value is always sent."""
-    if not tests:
-        return None
-    lows = [t for t in tests if t[0] in (">", ">=")]
-    highs = [t for t in tests if t[0] in ("<", "<=")]
-    low = min(lows, key=lambda t: (t[1], t[0] == ">")) if lows else None  # >= before > at a tie
-    high = max(highs, key=lambda t: (t[1], t[0] == "<=")) if highs else None
-    if low is not None and high is not None and (
-            high[1] > low[1] or (high[1] == low[1] and (low[0] == ">=" or high[0] == "<="))):
-        return None
-    bounds = [t for t in (low, high) if t is not None]
-    equal = sorted({c for op, c in tests if op == "==" and not passes(c, tuple(bounds))})
-    return tuple(bounds) + tuple(("==", c) for c in equal)
-
-
-def passes(value: int | float, sent: tuple[tuple[str, int | float], ...]) -> bool:
-    """Whether a number passes one of ``sent``'s tests (`sent_when`)."""
-    return any(_PY_OPS[op](value, const) for op, const in sent)
-
-
-def plain_number(value: Any) -> bool:
-    """An int within ±2^53 or a finite float: a value `passes` compares as durable does."""
-    kind = type(value)
-    return (kind is int and -EXACT_INT <= value <= EXACT_INT) or (kind is float and value - value == 0)
-
-
 def sent_values(dtype: str, constants: set[Any]) -> frozenset[Any] | None:
     """The values worth sending of a field whose every durable test is ``field ==
     constant`` (None: send every value).
@@ -348,7 +280,7 @@ def sent_values(dtype: str, constants: set[Any]) -> frozenset[Any] | None:
     constants fails every such test too, so leaving it out changes no fire. This holds
     for bools, and for strings whose constants need no JSON escape (durable compares
     the escaped texts with strcmp, which then agrees with Python's ==); numbers have
-    `sent_when`, which holds only for constants durable compares as Python does."""
+    their classes (`classes`), which hold only for constants durable compares as Python does."""
     if dtype == "bool" and all(type(c) is bool for c in constants):
         return frozenset(constants)
     if dtype == "string" and all(type(c) is str and encode_str(c) == f'"{c}"' for c in constants):

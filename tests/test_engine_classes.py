@@ -1,11 +1,11 @@
-"""A number durable only compares with constants is sent only when it passes a test.
+"""A number durable only compares with constants travels as its class's representative.
 
-`facts.sent_when` leaves out of the fact a number (or a derived field) that fails every
-comparison durable makes of it, as an absent field fails them: durable walks fewer
-fields, Python formats fewer. Held here: the reduction of a field's tests to the
-loosest bounds, which fields qualify, and durable's fires against the plain-Python
-predicates on values at, around and past each threshold (ints and floats on either
-side, -0.0, 2^53 and past it, numpy scalars, NaN, infinities, bools).
+`classes.value_classes` cuts the number line at a field's constants into classes that
+pass the same tests, each with a fixed text (nothing, when it passes no test: an
+absent field fails them all too); durable then walks fewer fields and Python formats
+no float. Held here: the classes, which fields have them, and durable's fires against
+the plain-Python predicates on values at, around and past each constant (ints and
+floats on either side, -0.0, 2^53 and past it, numpy scalars, NaN, infinities, bools).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fengkong.engine.durable_backend import DurableRuleset, unique_name
-from fengkong.engine.durable_backend.facts import exact_constant, number_tests, passes, sent_when
+from fengkong.engine.durable_backend.classes import classify, exact_constant, number_tests, value_classes
 from fengkong.engine.language import parse
 from fengkong.engine.predicates import clean, compile_predicate
 from fengkong.engine.schema import Schema
@@ -25,20 +25,26 @@ from fengkong.engine.schema import Schema
 SCHEMA = Schema.from_catalog({"blocked_cards": "card"})
 
 
-def test_sent_when_keeps_the_loosest_bounds() -> None:
-    assert sent_when(None) is None and sent_when([]) is None
-    assert sent_when([(">=", 20), (">=", 5), (">", 5), (">=", 50)]) == ((">=", 5),)
-    assert sent_when([(">", 5), (">=", 5.0)]) == ((">=", 5.0),)  # >= is the looser at a tie
-    assert sent_when([("<", 7), ("<", 1), ("<=", 7)]) == (("<=", 7),)
-    assert sent_when([(">=", 0.9), ("<", 0.5)]) == ((">=", 0.9), ("<", 0.5))
-    # bounds that together hold for every number: always sent
-    assert sent_when([(">=", 1), ("<", 1)]) is None
-    assert sent_when([(">", 1), ("<=", 1)]) is None
-    assert sent_when([(">", 1), ("<", 2)]) is None
-    assert sent_when([(">", 1), ("<", 1)]) == ((">", 1), ("<", 1))  # 1 itself passes neither
-    # equalities the bounds already cover are dropped
-    assert sent_when([("==", 0), ("==", 7), (">=", 5)]) == ((">=", 5), ("==", 0))
-    assert passes(1, ((">", 1), ("<", 1))) is False and passes(0.5, ((">", 1), ("<", 1))) is True
+def test_classes_merge_neighbours_that_pass_the_same_tests() -> None:
+    assert value_classes(None) is None and value_classes([]) is None
+    assert value_classes([(">=", 20), (">=", 5), (">=", 50)]) == (
+        ("<", 5, None), ("<", 20, "5"), ("<", 50, "20"), (None, None, "50"))
+    assert value_classes([(">=", 1), ("<", 1)]) == (("<", 1, "0"), (None, None, "1"))
+    assert value_classes([(">", 2)]) == (("<=", 2, None), (None, None, "3"))
+    assert value_classes([("<", 7), ("<", 1)]) == (("<", 1, "0"), ("<", 7, "1"), (None, None, None))
+    assert value_classes([("==", 2), ("<", 2)]) == (("<", 2, "1"), ("<=", 2, "2"), (None, None, None))
+    # between two constants: a number strictly inside (here their mean)
+    assert value_classes([(">", 0.1), ("<", 0.3)]) == (("<=", 0.1, "0.1"), ("<", 0.3, "0.2"), (None, None, "0.3"))
+    # no plain representative past 2^53: the value is sent as it is
+    assert value_classes([(">=", 2**53)]) is None
+
+
+def test_classify_places_a_value_in_its_class() -> None:
+    classes = value_classes([(">=", 0.9), ("<", 0.5), (">=", 0.1)])
+    assert classes is not None
+    got = {x: classify(x, classes) for x in (-5, 0.0999, 0.1, 0.3, 0.5, 0.8999, 0.9, 7)}
+    assert got == {-5: "-0.9", 0.0999: "-0.9", 0.1: "0.1", 0.3: "0.1", 0.5: "0.5", 0.8999: "0.5", 0.9: "0.9",
+                   7: "0.9"}
 
 
 def test_only_fields_compared_with_exact_constants_qualify() -> None:
@@ -84,7 +90,7 @@ def test_property_durable_fires_like_python_at_every_threshold(values: list) -> 
     assert sorted(result.missing) == sorted(n for n in NAMES if clean(f[n], "number") is None)
 
 
-def test_a_value_that_fails_every_test_is_left_out_and_one_that_passes_is_sent() -> None:
+def test_a_value_that_fails_every_test_is_left_out_and_one_that_passes_travels_as_its_class() -> None:
     keys = _BACKEND.field_keys
 
     def fact(features: dict) -> dict:
@@ -94,16 +100,18 @@ def test_a_value_that_fails_every_test_is_left_out_and_one_that_passes_is_sent()
     failing = {"user.amount_n": 2, "merchant.count_24h": -3, "user.amount_zscore": 0.0, "user.sum_1h": 0.2,
                "card.count_1h": 2.5, "merchant.count_today": 50, "merchant.volume_today": 8}
     sent = fact(failing)
-    # but user.sum_1h (<= 0.1 or > 0: every number passes one) and merchant.volume_today (also
-    # tested for missing), always sent
-    assert {k for k in sent if k.startswith("f")} == {keys["user.sum_1h"], keys["merchant.volume_today"]}
+    # but user.sum_1h (<= 0.1 or > 0: every number passes one), merchant.volume_today (also tested
+    # for missing) and merchant.count_24h (also compared with 2^53, with no representative above it)
+    assert {k for k in sent if k.startswith("f")} == {keys["user.sum_1h"], keys["merchant.volume_today"],
+                                                      keys["merchant.count_24h"]}
     assert "d0" not in sent  # 8 / 50 fails `>= 2.5`
     assert _BACKEND.fire(failing).fired == _expected(failing) == ["tiny"]
     passing = {"user.amount_n": 3, "merchant.count_24h": -2, "user.amount_zscore": -0.5, "user.sum_1h": 0.1,
                "card.count_1h": 2, "merchant.count_today": -101, "merchant.volume_today": -300}
     sent = fact(passing)
     assert {n for n in passing if keys[n] in sent} == set(passing)
-    assert sent[keys["user.amount_n"]] == 3 and sent["d0"] == -300 / -101
+    assert sent[keys["user.amount_n"]] == 3 and sent["d0"] == 2.5  # its class from 2.5 up
+    assert sent[keys["merchant.volume_today"]] == -300 and sent[keys["merchant.count_today"]] == -101.0  # < -100
     assert _BACKEND.fire(passing).fired == _expected(passing) == ["ge", "gt", "lt", "le", "eq", "or", "tiny", "derived", "mixed"]
     # left out is not missing
     assert _BACKEND.fire(failing).missing == []
