@@ -165,10 +165,11 @@ class _Writer:
     def boolean(self, name: str, true: str | None, false: str | None, report: bool) -> None:
         emit = self.lines.append
         v = self.read(name)
-        emit(f"    if {v} is True:")
-        emit(f"        append({true!r})" if true is not None else "        pass")
-        emit(f"    elif {v} is False:")
-        emit(f"        append({false!r})" if false is not None else "        pass")
+        # a flag sent only when true (a list hit, a risk signal) is most often false: that test first
+        first, second = ((False, false), (True, true)) if false is None else ((True, true), (False, false))
+        for k, (value, member) in enumerate((first, second)):
+            emit(f"    {'elif' if k else 'if'} {v} is {value}:")
+            emit(f"        append({member!r})" if member is not None else "        pass")
         emit("    else:")
         emit(f"        t = clean({v}, 'bool')")
         emit("        if t is None:")
