@@ -30,6 +30,8 @@ from fengkong.engine.tree import Arith, Const, Feature, Value
 FactWriter = Callable[[Mapping[str, Any], str, list[str]], str | None]
 
 _ARITH_OPS = frozenset("+-*/")
+# In the generated source ``-1e309 < x < 1e309`` is "x is finite" for a float: 1e309 is read
+# as infinity, a constant; NaN fails both comparisons. No float is made, as ``x - x == 0`` does.
 _PREFIX = re.compile(r'"[fd][0-9]+":(true|false)?\Z')
 _CLASS_OPS = frozenset(("<", "<=", None))
 _NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?(e[+-]?[0-9]+)?\Z")
@@ -136,12 +138,12 @@ class _Writer:
         emit(f"    if {v} is None:")
         emit(f"        miss({name!r})" if report else "        pass")
         if classes is not None:  # its class's text, or nothing (`classes`)
-            emit(f"    elif (type({v}) is float and {v} - {v} == 0) or (type({v}) is int and {-EXACT_INT} <= {v} <= {EXACT_INT}):")
+            emit(f"    elif (type({v}) is float and -1e309 < {v} < 1e309) or (type({v}) is int and {-EXACT_INT} <= {v} <= {EXACT_INT}):")
             self.chain(v, prefix, classes, "        ")
         else:
             emit(f"    elif type({v}) is int and {-EXACT_INT} <= {v} <= {EXACT_INT}:")
             emit(f"        append(f'{_braces(prefix)}{{{v}}}')")
-            emit(f"    elif type({v}) is float and {v} - {v} == 0:")
+            emit(f"    elif type({v}) is float and -1e309 < {v} < 1e309:")
             emit(f"        t = f'{{{v}!r}}'")
             emit("        if 'e' in t and '.' not in t:")
             emit("            t = t.replace('e', '.0e')")
@@ -204,7 +206,7 @@ class _Writer:
         emit(f"{indent}    miss({name!r})")
         if dtype == "number":
             emit(f"{indent}elif not ((type({v}) is int and {-FLOAT_MAX!r} <= {v} <= {FLOAT_MAX!r})"
-                 f" or (type({v}) is float and {v} - {v} == 0)) and clean({v}, 'number') is None:")
+                 f" or (type({v}) is float and -1e309 < {v} < 1e309)) and clean({v}, 'number') is None:")
         elif dtype == "bool":
             emit(f"{indent}elif {v} is not True and {v} is not False and clean({v}, 'bool') is None:")
         else:
@@ -252,7 +254,7 @@ class _Writer:
         result = self.value(expr, "    ")
         emit(f"    if {result} is not None:")
         if classes is not None:  # its class's text, or nothing (`classes`)
-            emit(f"        if (type({result}) is float and {result} - {result} == 0)"
+            emit(f"        if (type({result}) is float and -1e309 < {result} < 1e309)"
                  f" or (type({result}) is int and {-EXACT_INT} <= {result} <= {EXACT_INT}):")
             self.chain(result, prefix, classes, "            ")
         else:
@@ -280,7 +282,7 @@ class _Writer:
             # `predicates._number_reader`: a plain int within a double's range or a finite float as it is
             emit(f"{indent}{out} = {x}")
             emit(f"{indent}if {x} is not None and not ((type({x}) is int and {-FLOAT_MAX!r} <= {x} <= {FLOAT_MAX!r})"
-                 f" or (type({x}) is float and {x} - {x} == 0)):")
+                 f" or (type({x}) is float and -1e309 < {x} < 1e309)):")
             emit(f"{indent}    {out} = clean({x}, 'number')")
         else:
             assert isinstance(v, Arith)
@@ -295,7 +297,7 @@ class _Writer:
             # `predicates.finite`, inline
             emit(f"{inner}    {out} = {a} {v.op} {b}")
             emit(f"{inner}    if type({out}) is float:")
-            emit(f"{inner}        if not {out} - {out} == 0:")
+            emit(f"{inner}        if not -1e309 < {out} < 1e309:")
             emit(f"{inner}            {out} = None")
             emit(f"{inner}    elif not {-FLOAT_MAX!r} <= {out} <= {FLOAT_MAX!r}:")
             emit(f"{inner}        {out} = None")
