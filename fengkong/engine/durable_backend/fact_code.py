@@ -138,7 +138,9 @@ class _Writer:
         emit(f"    if {v} is None:")
         emit(f"        miss({name!r})" if report else "        pass")
         if classes is not None:  # its class's text, or nothing (`classes`)
-            emit(f"    elif (type({v}) is float and -1e309 < {v} < 1e309) or (type({v}) is int and {-EXACT_INT} <= {v} <= {EXACT_INT}):")
+            emit(f"    elif type({v}) is float and -1e309 < {v} < 1e309:")
+            self.chain(v, prefix, classes, "        ", as_float=True)
+            emit(f"    elif type({v}) is int and {-EXACT_INT} <= {v} <= {EXACT_INT}:")
             self.chain(v, prefix, classes, "        ")
         else:
             emit(f"    elif type({v}) is int and {-EXACT_INT} <= {v} <= {EXACT_INT}:")
@@ -153,15 +155,17 @@ class _Writer:
         emit(f"        written_clean(parts, missing, {name!r}, {v}, {prefix!r}, 'number', {report!r}{tail})")
 
     def chain(self, v: str, prefix: str, classes: tuple[tuple[str | None, int | float | None, str | None], ...],
-              indent: str) -> None:
-        """Lines that append the text of the class of the plain number in ``v`` (`classes.classify`)."""
+              indent: str, as_float: bool = False) -> None:
+        """Lines that append the text of the class of the plain number in ``v`` (`classes.classify`).
+        ``as_float``: ``v`` holds a float, so the constants are written as floats (the same
+        values, every one exact: `classes.exact_constant`), which Python compares faster."""
         emit = self.lines.append
         for k, (op, const, text) in enumerate(classes):
             if op is None:
                 emit(f"{indent}else:" if k else f"{indent}if True:")
             else:
                 assert const is not None
-                emit(f"{indent}{'elif' if k else 'if'} {v} {op} {_literal(const)}:")
+                emit(f"{indent}{'elif' if k else 'if'} {v} {op} {_literal(float(const) if as_float else const)}:")
             emit(f"{indent}    append({prefix + text!r})" if text is not None else f"{indent}    pass")
 
     def boolean(self, name: str, true: str | None, false: str | None, report: bool) -> None:
@@ -254,8 +258,9 @@ class _Writer:
         result = self.value(expr, "    ")
         emit(f"    if {result} is not None:")
         if classes is not None:  # its class's text, or nothing (`classes`)
-            emit(f"        if (type({result}) is float and -1e309 < {result} < 1e309)"
-                 f" or (type({result}) is int and {-EXACT_INT} <= {result} <= {EXACT_INT}):")
+            emit(f"        if type({result}) is float and -1e309 < {result} < 1e309:")
+            self.chain(result, prefix, classes, "            ", as_float=True)
+            emit(f"        elif type({result}) is int and {-EXACT_INT} <= {result} <= {EXACT_INT}:")
             self.chain(result, prefix, classes, "            ")
         else:
             emit(f"        if type({result}) is float:")
