@@ -199,6 +199,7 @@ class _Recorder:
 
     def __init__(self, rewrite=None) -> None:
         self.calls: list[tuple[str, object, str]] = []
+        self.codes: list[int] = []  # what each assert returned (1: no rule matched)
         self.rewrite = rewrite
 
     def __getattr__(self, name: str):
@@ -209,7 +210,9 @@ class _Recorder:
 
     def assert_fact(self, handle, text):
         self.calls.append(("assert", handle, text))
-        return dre.assert_fact(handle, text)
+        result = dre.assert_fact(handle, text)
+        self.codes.append(result[0])
+        return result
 
     def retract_fact(self, handle, text):
         self.calls.append(("retract", handle, text))
@@ -228,20 +231,29 @@ class _Recorder:
 
 
 def test_fire_retracts_every_fact_it_asserts() -> None:
-    # each fact is retracted (by id and sid) before the next is asserted; were one left
-    # behind, asserting it again would be refused as already observed (code 2)
+    # each fact a rule matched is retracted (by id and sid) before the next is asserted; one
+    # no rule matched was never stored. Were one left behind, asserting it again would be
+    # refused as already observed (code 2)
     wire = _Recorder()
-    backend, _ = make([*RULES, *_stack_rules(60)], engine=wire)
+    backend, _ = make([*RULES[:-1], *_stack_rules(60)], engine=wire)  # the last rule holds of most facts
     assert backend.shard_count >= 2
     rng = random.Random(5)
-    for _ in range(50):
-        backend.fire(random_features(rng))
-    assert len(wire.facts()) == 50 * backend.shard_count
-    for (op, handle, text), (op2, handle2, retract) in zip(wire.calls[::2], wire.calls[1::2]):
-        assert (op, op2, handle2) == ("assert", "retract", handle)
-        head = json.loads(retract)
-        assert head == {k: json.loads(text)[k] for k in ("id", "sid")}
-    for _, handle, text in wire.calls[::2]:
+    quiet = {"event.is_night": True, "merchant.volume_ratio_today": -1000, "merchant.grade": "A"}
+    events = [random_features(rng) for _ in range(50)] + [quiet] * 15  # quiet: no rule of RULES matches
+    for f in events:
+        backend.fire(f)
+    # a shard none of whose rules can fire is not asserted (`guards`): as many facts as `encode` gives
+    assert len(wire.facts()) == sum(t is not None for f in events for t in backend.encode(f)[0]) >= 50
+    calls, codes = iter(wire.calls), iter(wire.codes)
+    for op, handle, text in calls:
+        assert op == "assert"
+        if next(codes) == 1:
+            continue
+        op2, handle2, retract = next(calls)
+        assert (op2, handle2) == ("retract", handle)
+        assert json.loads(retract) == {k: json.loads(text)[k] for k in ("id", "sid")}
+    assert 10 < wire.codes.count(0) and 10 <= wire.codes.count(1)  # both kinds seen
+    for _, handle, text in [call for call in wire.calls if call[0] == "assert"]:
         code, state = dre.assert_fact(handle, text)
         assert code in (0, 1), text
         result = dre.start_action_for_state(handle, state) if code == 0 else None
@@ -286,10 +298,12 @@ _WIDE_BACKEND = make(_WIDE)
 #: Which clean values of each _WIDE field go into the fact: every value, but the values
 #: no durable test can tell from an absent field (`facts.make_plan`): the operands
 #: of n5's quotient (only the quotient is tested), a list flag tested only for true
-#: (b3), a channel tested only for equality with two names (s3).
+#: (b3), a channel tested only for equality with two names (s3), a z-score tested only
+#: for equality with 0 (n3; an int past 2^53 durable compares as a double is sent).
 _WIDE_SENT = dict.fromkeys(_WIDE_NAMES, lambda v: True) | {
     "merchant.count_24h": lambda v: False, "merchant.distinct_cards_24h": lambda v: False,
     "lists.blocked_cards": lambda v: v is True, "event.channel": lambda v: v in ("wallet", "pos"),
+    "user.amount_zscore": lambda v: v == 0 or (type(v) is int and abs(v) > 2**53),
 }
 
 
@@ -329,6 +343,8 @@ def test_property_fact_text_is_json_of_the_clean_values(values) -> None:
     keys = backend.field_keys
     want = {keys[n]: clean(f[n], SCHEMA.dtypes[n]) for n in _WIDE_NAMES if _WIDE_SENT[n](clean(f[n], SCHEMA.dtypes[n]))}
     want = {k: float(v) if type(v) is int and abs(v) > 2**53 else v for k, v in want.items()}  # sent as doubles
+    if want.get(keys["user.amount_zscore"]) == 0:  # compared only with 0: its class's representative (`classes`)
+        want[keys["user.amount_zscore"]] = 0
     assert {k: v for k, v in fact.items() if k in want} == {k: v for k, v in want.items() if v is not None}
     assert set(fact) - set(want) == {"id", "sid"} | {key for key in fact if key.startswith("d")}  # + derived
     for k, v in fact.items():
@@ -346,6 +362,7 @@ def test_encode_is_what_fire_asserts() -> None:
     for _ in range(100):
         f = random_features(rng)
         texts, missing = backend.encode(f)
+        texts = [t for t in texts if t is not None]  # None: a shard fire skips (`guards`)
         result = backend.fire(f)
         assert sorted(missing) == sorted(result.missing)
         sent = wire.facts()[-len(texts):]
@@ -402,8 +419,10 @@ def test_numpy_scalars_get_the_same_decision_as_python_scalars() -> None:
 
 
 def test_encoded_fact_is_json_for_every_numpy_scalar() -> None:
-    backend, _ = make([("a", "event.amount >= 0"), ("b", "user.amount_zscore >= 0"), ("c", "user.amount_n >= 0"),
-                       ("d", "event.is_night"), ("e", "merchant.count_24h >= 0"),
+    # the amount and the z-score are compared with a field, so they travel as they are; the
+    # rest only with constants, so as their class's representative (`classes`)
+    backend, _ = make([("a", "event.amount >= 0"), ("b", "user.amount_zscore > event.amount"),
+                       ("c", "user.amount_n >= 0"), ("d", "event.is_night"), ("e", "merchant.count_24h >= 0"),
                        ("f", "merchant.distinct_cards_24h >= 0")])
     names = ["event.amount", "user.amount_zscore", "user.amount_n", "event.is_night", "merchant.count_24h",
              "merchant.distinct_cards_24h"]
@@ -413,7 +432,8 @@ def test_encoded_fact_is_json_for_every_numpy_scalar() -> None:
     (text,), _ = backend.encode(dict(zip(names, numpy)))
     (plain_text,), _ = backend.encode(dict(zip(names, plain)))
     keys = backend.field_keys
-    assert json.loads(text) == {"id": 0, "sid": "0", **{keys[n]: v for n, v in zip(names, plain)}}
+    as_sent = {"user.amount_n": 0, "merchant.count_24h": 0, "merchant.distinct_cards_24h": 0}
+    assert json.loads(text) == {"id": 0, "sid": "0", **{keys[n]: as_sent.get(n, v) for n, v in zip(names, plain)}}
     assert f'"{keys["user.amount_zscore"]}":1.0e-05' in text  # durable's parser needs a decimal point
     assert text == plain_text
 
@@ -445,12 +465,13 @@ def test_values_no_test_can_tell_from_absent_are_left_out_of_the_fact() -> None:
 
 
 def test_values_a_test_can_tell_from_absent_are_always_sent() -> None:
-    # a flag tested for false, a string tested with != or for missing, a number, a field
-    # on the right of a comparison, a string constant durable compares in escaped form:
+    # a flag tested for false, a string tested with != or for missing, a number tested with
+    # != (tests/test_engine_sent_numbers.py: one compared only with constants), a field on
+    # the right of a comparison, a string constant durable compares in escaped form:
     # every clean value goes in, and durable fires as plain Python does
     backend, preds = make([("not_flag", "not (card.fingerprint in lists.blocked_cards)"),
                            ("not_credit", "card.type != 'credit'"), ("no_channel", "event.channel is missing"),
-                           ("zero", "user.amount_zscore == 0"), ("night", "event.is_night"),
+                           ("nonzero", "user.amount_zscore != 0"), ("night", "event.is_night"),
                            ("quoted", "merchant.grade in ['A', 'say \"hi\"']"),
                            ("above", "event.amount > user.amount_n")])
     keys = backend.field_keys
@@ -458,7 +479,7 @@ def test_values_a_test_can_tell_from_absent_are_always_sent() -> None:
          "event.is_night": True, "merchant.grade": "B", "event.amount": 5, "user.amount_n": 7}
     (fact,) = _facts(backend, f)
     assert {k: fact[keys[k]] for k in f} == f
-    assert backend.fire(f).fired == expected(preds, f) == ["not_flag", "not_credit", "night"]
+    assert backend.fire(f).fired == expected(preds, f) == ["not_flag", "not_credit", "nonzero", "night"]
     for f in ({"lists.blocked_cards": True, "card.type": "credit", "event.is_night": False,
                "merchant.grade": 'say "hi"', "event.amount": 9, "user.amount_n": 7}, {}):
         assert backend.fire(f).fired == expected(preds, f), f

@@ -4,9 +4,9 @@ The JSON rulesets and the fact are durable's whole input, so pinning them holds 
 compiler's translations (a right-hand field guarded with ``$ex``, every arithmetic
 as a derived field Python computes, so an overflow is missing rather than infinite, ``is missing`` as ``$nex``, ``in`` as
 ``$or`` of equalities, a list test as a flag) and the fact's encoding (values no
-test can tell from absent left out, ``1.0e-05`` with its decimal point) whatever
-the modules behind `DurableRuleset` become. tests/test_engine_durable.py holds the
-fires themselves against plain Python.
+test can tell from absent left out, a number compared only with constants as its
+class's representative, ``1.0e-05`` with its decimal point) whatever the modules behind `DurableRuleset`
+become. tests/test_engine_durable.py holds the fires themselves against plain Python.
 """
 
 from __future__ import annotations
@@ -47,11 +47,15 @@ def test_compiled_rulesets_and_fact_are_golden() -> None:
     features = {"event.amount": 10, "user.amount_n": 3, "merchant.count_24h": 10, "merchant.distinct_cards_24h": 4,
                 "merchant.grade": "B", "lists.blocked_cards": False, "user.amount_zscore": 1e-05}
     (fact,), missing = backend.encode(features)
-    # grade B is named by no rule, so it is left out; arithmetic operands travel as their result only
-    assert fact == '{"id":0,"sid":"0","f0":10,"f6":false,"d0":9,"d1":2.5,"d2":-0.99999}'
+    # grade B is named by no rule, so it is left out; arithmetic operands travel as their result only;
+    # d1 (2.5) and d2 (-0.99999) fail their only tests (>= 5, > 2), so they are left out too
+    assert fact == '{"id":0,"sid":"0","f0":10,"f6":false,"d0":9}'
     assert missing == ["card.type"]
+    # passing them, each travels as its class's representative (`classes`): from 5 up, above 2
+    passing = features | {"merchant.count_24h": 30, "user.amount_zscore": 3.5}
+    assert backend.encode(passing)[0][0] == '{"id":0,"sid":"0","f0":10,"f6":false,"d0":9,"d1":5,"d2":3}'
     assert json.loads(backend.encode({"user.amount_zscore": 1e-05, "event.amount": 1e-05})[0][0]) == {
-        "id": 0, "sid": "0", "f0": 1e-05, "d2": -0.99999}
+        "id": 0, "sid": "0", "f0": 1e-05}
     # a product that overflows a double is absent, so `event.amount >= 3 * user.amount_n` is false
     assert '"d0"' not in backend.encode({"event.amount": 1.0, "user.amount_n": 1e308})[0][0]
     assert '"f0":1.0e-05' in backend.encode({"event.amount": 1e-05})[0][0]

@@ -71,7 +71,12 @@ def plans(rules: list[str], owned: set[str] | None = None) -> list[tuple[FactPla
     return [(plan, compile_writer(plan, exprs, SCHEMA.dtypes)), (plan, compile_writer(plan, {}, SCHEMA.dtypes))]
 
 
-PLANS = plans(RULES) + plans(RULES, owned={"event.amount", "card.type", "event.is_night", "user.sum_1h"})
+#: every rule needs a feature (not only a derived field), so the plan has guards the writer
+#: checks before it formats anything (`guards`)
+GUARDED = ["event.amount >= 0.5 and card.type == 'credit'", "event.is_night", "event.channel in ['wallet', 'pos']",
+           "merchant.grade != 'A' and user.amount_n > 2", "user.sum_1h / 4 >= 100 and user.amount_zscore == 0"]
+PLANS = (plans(RULES) + plans(RULES, owned={"event.amount", "card.type", "event.is_night", "user.sum_1h"})
+         + plans(GUARDED) + plans(GUARDED, owned={"event.amount", "user.sum_1h"}))
 
 
 def assert_same(features: dict[str, Any]) -> None:
@@ -90,8 +95,11 @@ def test_writers_inline_the_arithmetic_and_fall_back_without_expressions() -> No
     f = {"event.amount": 10, "user.amount_n": 3, "merchant.count_24h": 9, "merchant.distinct_cards_24h": 4,
          "user.amount_zscore": -1e-05, "user.sum_1h": 1e-300}
     text = PLANS[0][1](f, HEAD, [])
-    # 10 >= 3 * 3 -> d0 = 9; (10 + 3) * 2 - 9 / 3 = 23; 1.5 - 10 * -2 = 21.5; 1e-300 / 4
-    assert '"d0":9' in text and ":23" in text and ":21.5" in text and ":2.5e-301" in text, text
+    # 10 >= 3 * 3 -> d0 = 9; 1.5 - 10 * -2 = 21.5 (both compared with fields: sent as they are);
+    # (10 + 3) * 2 - 9 / 3 = 23 > 3: the class above 3, sent as 4 (`classes`); 1e-300 / 4 fails
+    # `>= 100`, its one test, so it is left out, as 1e3 / 4 is not (the class from 100 up)
+    assert '"d0":9' in text and '"d2":4' in text and ":21.5" in text and '"d4"' not in text, text
+    assert '"d4":100' in PLANS[0][1](f | {"user.sum_1h": 1e3}, HEAD, [])
 
 
 @settings(max_examples=500, deadline=None)
@@ -130,9 +138,27 @@ def test_default_pack_writers_equal_the_plan() -> None:
         assert got_missing == want_missing
 
 
+def test_a_guarded_writer_skips_the_formatting_when_no_guard_is_there() -> None:
+    plan, write = PLANS[4]
+    assert plan.guards and not PLANS[0][0].guards
+    assert "return None" in write.__doc__ and " is None and " in write.__doc__
+    features = {"user.amount_n": float("nan"), "user.sum_1h": np.int64(2), "card.type": 5, "event.amount": 0.1}
+    for f in ({}, features, features | {"merchant.grade": "A"}, features | {"event.is_night": True}):
+        assert_same(f)
+    missing: list[str] = []
+    assert write(features, HEAD, missing) is None
+    assert "user.amount_n" in missing and "card.type" in missing and "user.sum_1h" not in missing
+
+
 def test_a_prefix_not_of_the_compilers_form_is_refused() -> None:
     plan, _ = PLANS[0]
-    odd = FactPlan((("event.amount", "\"f0\":'); import os; ('", True),), (), (), (), (), ())
+    odd = FactPlan((("event.amount", "\"f0\":'); import os; ('", True, None),), (), (), (), (), ())
     with pytest.raises(ValueError, match="prefixes"):
         compile_writer(odd, {}, SCHEMA.dtypes)
+    # nor a class that is not a bound and a number text of `classes.value_classes`'s
+    for cls in (("<", "0); import os; (0", "1"), ("in", 1, "1"), ("<", True, "1"), ("<", 1, "1'); import os; ('"),
+                (None, 1, "1"), ("<", 1, 1)):
+        odd = FactPlan((("event.amount", '"f0":', True, (cls, (None, None, None))),), (), (), (), (), ())
+        with pytest.raises(ValueError, match="classes"):
+            compile_writer(odd, {}, SCHEMA.dtypes)
     assert plan.numbers  # the real plan has numbers, all of the form

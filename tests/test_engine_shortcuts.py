@@ -153,6 +153,32 @@ def test_soft_step_verdict_is_the_hard_rules_whole_decision(rule_sets: list[Rule
     assert lowered > 0 and raised > 0, (lowered, raised)  # the soft step changed decisions both ways
 
 
+def test_remembered_outcomes_are_the_policy_over_the_rules(rule_sets: list[RuleSet],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # `RuleSet._outcome` remembers the policy's answer per (fired ids, thresholds table): each
+    # answer, remembered or not, is the policy worked out afresh, table by table (grades and
+    # channels with tables of their own), and the memory stops growing at its bound
+    import fengkong.engine.ruleset as ruleset_module
+
+    monkeypatch.setattr(ruleset_module, "_OUTCOMES", 40)
+    for rs in rule_sets:
+        rs._outcomes.clear()
+        tables = set()
+        for f in _varied(rs, 600, seed=21):
+            fired, missing = rs._durable.fire_keys(f)
+            fired += [key for key, holds in rs._lanes if holds(f)]
+            got = rs.decide(fired, missing, f)
+            reasons = [rs._bare[rid] for rid in fired if rid in rs._bare]
+            lanes_hit = [rid.removeprefix(LANE_PREFIX) for rid in fired if rid.startswith(LANE_PREFIX)]
+            table = rs.policy.table_for(f.get("merchant.grade"), f.get("event.channel"))
+            tables.add(id(table))
+            decision, total, score_action, lane = rs._policy_outcome(reasons, lanes_hit, table)
+            assert (got.decision, got.score, got.score_action, got.lane) == (decision, total, score_action, lane), f
+            assert got.thresholds == table.limits
+        assert len(rs._outcomes) == 40 and len(tables) > 1
+        rs._outcomes.clear()
+
+
 def test_with_outcome_is_dataclasses_replace() -> None:
     from fengkong.engine.decision import Decision, FiredRule
 

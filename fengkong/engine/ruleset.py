@@ -42,6 +42,8 @@ from fengkong.engine.yamlio import YamlSyntax, line_of, load_yaml
 POLICY_FILE = "policy.yaml"
 TEST_SUFFIX = "_test.yaml"
 LANE_PREFIX = "__lane__"
+#: how many outcomes a rule set remembers (`RuleSet._outcome`)
+_OUTCOMES = 4096
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +225,8 @@ class RuleSet:
         #: each enforced rule as it fires with no values: what `verdict` reads (action, score, tags)
         self._bare = {r.id: FiredRule(r.id, r.description, r.then, r.score, r.mode, r.tags, {})
                       for r in self.rules if r.enforced}
+        #: (fired ids, id of the thresholds table) -> `_outcome`'s answer
+        self._outcomes: dict[tuple[tuple[str, ...], int], tuple[str, float, str, str | None]] = {}
         self.evaluate({})  # warm the new ruleset before it takes traffic
 
     def evaluate(self, features: Mapping[str, Any], fuse: Fuse | None = None) -> Decision:
@@ -259,7 +263,8 @@ class RuleSet:
                 continue
             fields, reads, enforced = self._explain[rid]
             (reasons if enforced else shadow).append(FiredRule(*fields, {name: get(name) for name in reads}))
-        decision, total, score_action, table, lane_used = self._outcome(reasons, lanes_hit, get)
+        table = self.policy.table_for(get(GRADE_FEATURE), get(CHANNEL_FEATURE))
+        decision, total, score_action, lane_used = self._outcome(fired_ids, reasons, lanes_hit, table)
         return Decision(decision, total, reasons, shadow, sorted(missing), self.version, lane_used,
                         score_action, dict(table.limits))
 
@@ -269,16 +274,32 @@ class RuleSet:
         bare = self._bare
         lanes_hit = [rid.removeprefix(LANE_PREFIX) for rid in fired_ids if rid.startswith(LANE_PREFIX)]
         reasons = [bare[rid] for rid in fired_ids if rid in bare]
-        decision, _, _, _, lane_used = self._outcome(reasons, lanes_hit, features.get)
+        table = self.policy.table_for(features.get(GRADE_FEATURE), features.get(CHANNEL_FEATURE))
+        decision, _, _, lane_used = self._outcome(fired_ids, reasons, lanes_hit, table)
         return decision, lane_used
 
-    def _outcome(self, reasons: list[FiredRule], lanes_hit: list[str],
-                 get: Any) -> tuple[str, float, str, Thresholds, str | None]:
-        """The policy (module docs/rules.md points 2-5) over the enforced rules that fired:
-        the decision, the total score, the thresholds' action and table, the lane used."""
+    def _outcome(self, fired_ids: list[str], reasons: list[FiredRule], lanes_hit: list[str],
+                 table: Thresholds) -> tuple[str, float, str, str | None]:
+        """The policy (module docs/rules.md points 2-5) over the enforced rules that fired
+        (``reasons``, those of ``fired_ids``) with a grade's and channel's thresholds: the
+        decision, the total score, the thresholds' action, the lane used.
+
+        A pure function of the ids (in order: the total is summed in it) and the table, so
+        remembered per rule set (`_OUTCOMES` of them at most): most decisions meet a few
+        combinations again."""
+        key = (tuple(fired_ids), id(table))  # a table lives as long as the policy, which this set holds
+        known = self._outcomes.get(key)
+        if known is not None:
+            return known
+        known = self._policy_outcome(reasons, lanes_hit, table)
+        if len(self._outcomes) < _OUTCOMES:
+            self._outcomes[key] = known
+        return known
+
+    def _policy_outcome(self, reasons: list[FiredRule], lanes_hit: list[str],
+                        table: Thresholds) -> tuple[str, float, str, str | None]:
         policy = self.policy
         total = sum([r.score for r in reasons])
-        table = policy.table_for(get(GRADE_FEATURE), get(CHANNEL_FEATURE))
         score_action = table.action_for(total)
         decision = policy.most_severe([r.action for r in reasons] + [score_action]) if reasons else score_action
         lane_used = None
@@ -288,7 +309,7 @@ class RuleSet:
                 if lane.name in lanes_hit and not tags.intersection(lane.unless_tags):
                     decision, lane_used = lane.decision, lane.name
                     break
-        return decision, total, score_action, table, lane_used
+        return decision, total, score_action, lane_used
 
     def close(self) -> None:
         """Release the durable_rules ruleset (only once no decision will use this set)."""

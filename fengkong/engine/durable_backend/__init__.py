@@ -8,7 +8,10 @@ host (DESIGN.md, "durable_rules: what is known"). One job per module:
 * `alpha`: the model of durable's alpha stack, and the packing of rules into shards
   that stay inside it;
 * `facts`: one decision's features as the JSON fact durable reads;
+* `classes`: a number compared only with constants as its class's representative;
 * `fact_code`: each shard's fact writer, compiled once per rule set from its plan;
+* `guards`: the fields a shard's rules cannot fire without (a fact lacking them all
+  is not asserted);
 * `session`: the rulesets in durable's C module, and the fires of a decision
   collected on the calling thread.
 

@@ -21,15 +21,20 @@ import math
 import re
 from typing import Any, Callable, Mapping
 
+from fengkong.engine.durable_backend.classes import Classes, classify, plain_number
 from fengkong.engine.durable_backend.facts import EXACT_INT, FactPlan, encode_str, json_value, written_clean
 from fengkong.engine.predicates import FLOAT_MAX, clean
 from fengkong.engine.tree import Arith, Const, Feature, Value
 
-#: a shard's writer: (features, head, missing) -> the fact's JSON text
-FactWriter = Callable[[Mapping[str, Any], str, list[str]], str]
+#: a shard's writer: (features, head, missing) -> the fact's JSON text (None: not to be asserted)
+FactWriter = Callable[[Mapping[str, Any], str, list[str]], str | None]
 
 _ARITH_OPS = frozenset("+-*/")
+# In the generated source ``-1e309 < x < 1e309`` is "x is finite" for a float: 1e309 is read
+# as infinity, a constant; NaN fails both comparisons. No float is made, as ``x - x == 0`` does.
 _PREFIX = re.compile(r'"[fd][0-9]+":(true|false)?\Z')
+_CLASS_OPS = frozenset(("<", "<=", None))
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?(e[+-]?[0-9]+)?\Z")
 
 
 def compile_writer(plan: FactPlan, exprs: Mapping[str, Value], dtypes: Mapping[str, str]) -> FactWriter:
@@ -37,12 +42,18 @@ def compile_writer(plan: FactPlan, exprs: Mapping[str, Value], dtypes: Mapping[s
 
     ``exprs`` maps a derived field's prefix (``'"d0":'``) to its expression, whose
     arithmetic is then written inline; a derived field without one calls its function."""
-    prefixes = [p for _, p, _ in plan.numbers] + [p for _, p, _, _ in plan.strings] + [p for _, p, _, _ in plan.others]
-    prefixes += [p for p, _ in plan.computed]
+    prefixes = [p for _, p, _, _ in plan.numbers] + [p for _, p, _, _ in plan.strings]
+    prefixes += [p for _, p, _, _ in plan.others] + [p for p, _, _ in plan.computed] + list(plan.guards)
     prefixes += [m for _, t, f, _ in plan.bools for m in (t, f) if m is not None]
     odd = [p for p in prefixes if not _PREFIX.match(p)]
     if odd:  # the compiler's keys (f0, d0...): anything else is not written into source
         raise ValueError(f"fact field prefixes not of the compiler's form: {odd}")
+    whens = [when for *_, when in plan.numbers] + [when for *_, when in plan.computed]
+    odd_classes = [c for when in whens if when is not None for c in when
+                   if c[0] not in _CLASS_OPS or type(c[1]) not in ((int, float) if c[0] else (type(None),))
+                   or not (c[2] is None or (type(c[2]) is str and _NUMBER.match(c[2])))]
+    if odd_classes:  # `classes.value_classes`'s bounds and number texts: nothing else goes into source
+        raise ValueError(f"fact field classes not of `value_classes`'s form: {odd_classes}")
     return _Writer(plan, exprs, dtypes).build()
 
 
@@ -55,7 +66,7 @@ class _Writer:
         self.dtypes = dtypes
         self.lines: list[str] = []
         self.env: dict[str, Any] = {"clean": clean, "json_value": json_value, "written_clean": written_clean,
-                                    "encode_str": encode_str}
+                                    "encode_str": encode_str, "classify": classify, "plain_number": plain_number}
         self.locals: dict[str, str] = {}  # feature name -> the local holding its raw value
         self._temps = 0
 
@@ -83,7 +94,7 @@ class _Writer:
         # every feature the fact reads, read at once (a C loop) into locals
         names = [n for n, *_ in plan.numbers] + [n for n, *_ in plan.bools] + [n for n, *_ in plan.strings]
         names += [n for n, *_ in plan.others] + [n for n, _ in plan.unsent]
-        for prefix, _ in plan.computed:
+        for prefix, _, _ in plan.computed:
             expr = self.exprs.get(prefix)
             if expr is not None and _inlinable(expr, self.dtypes):
                 names += _leaf_names(expr)
@@ -93,8 +104,9 @@ class _Writer:
             emit(f"    x0 = get({names[0]!r})")
         elif names:
             emit(f"    {', '.join(self.locals.values())} = map(get, {self.name_of(tuple(names), 'names')})")
-        for name, prefix, report in plan.numbers:
-            self.number(name, prefix, report)
+        self.unguarded()
+        for name, prefix, report, when in plan.numbers:
+            self.number(name, prefix, report, when)
         for name, true, false, report in plan.bools:
             self.boolean(name, true, false, report)
         for name, prefix, sent, report in plan.strings:
@@ -104,9 +116,15 @@ class _Writer:
             emit(f"    written_clean(parts, missing, {name!r}, {v}, {prefix!r}, {dtype!r}, {report!r})")
         for name, dtype in plan.unsent:
             self.unsent(name, dtype)
-        for prefix, fn in plan.computed:
-            self.computed(prefix, fn)
-        emit("    return ','.join(parts) + '}'")
+        for prefix, fn, when in plan.computed:
+            self.computed(prefix, fn, when)
+        if plan.guards:  # none of them sent: no rule of the shard can fire (`guards`)
+            emit("    text = ','.join(parts) + '}'")
+            emit(f"    if {' and '.join(f'{g!r} not in text' for g in plan.guards)}:")
+            emit("        return None")
+            emit("    return text")
+        else:
+            emit("    return ','.join(parts) + '}'")
         source = "\n".join(self.lines) + "\n"
         namespace = dict(self.env)
         exec(compile(source, f"<fact writer of {len(plan.numbers) + len(plan.bools)} fields>", "exec"), namespace)
@@ -114,28 +132,50 @@ class _Writer:
         writer.__doc__ = "This shard's fact (`fact_code.compile_writer`); its source:\n\n" + source
         return writer
 
-    def number(self, name: str, prefix: str, report: bool) -> None:
+    def number(self, name: str, prefix: str, report: bool, classes: Classes) -> None:
         emit = self.lines.append
         v = self.read(name)
         emit(f"    if {v} is None:")
         emit(f"        miss({name!r})" if report else "        pass")
-        emit(f"    elif type({v}) is int and {-EXACT_INT} <= {v} <= {EXACT_INT}:")
-        emit(f"        append(f'{_braces(prefix)}{{{v}}}')")
-        emit(f"    elif type({v}) is float and {v} - {v} == 0:")
-        emit(f"        t = f'{{{v}!r}}'")
-        emit("        if 'e' in t and '.' not in t:")
-        emit("            t = t.replace('e', '.0e')")
-        emit(f"        append({prefix!r} + t)")
+        if classes is not None:  # its class's text, or nothing (`classes`)
+            emit(f"    elif type({v}) is float and -1e309 < {v} < 1e309:")
+            self.chain(v, prefix, classes, "        ", as_float=True)
+            emit(f"    elif type({v}) is int and {-EXACT_INT} <= {v} <= {EXACT_INT}:")
+            self.chain(v, prefix, classes, "        ")
+        else:
+            emit(f"    elif type({v}) is int and {-EXACT_INT} <= {v} <= {EXACT_INT}:")
+            emit(f"        append(f'{_braces(prefix)}{{{v}}}')")
+            emit(f"    elif type({v}) is float and -1e309 < {v} < 1e309:")
+            emit(f"        t = f'{{{v}!r}}'")
+            emit("        if 'e' in t and '.' not in t:")
+            emit("            t = t.replace('e', '.0e')")
+            emit(f"        append({prefix!r} + t)")
         emit("    else:")
-        emit(f"        written_clean(parts, missing, {name!r}, {v}, {prefix!r}, 'number', {report!r})")
+        tail = "" if classes is None else f", {self.name_of(classes, 'classes')}"
+        emit(f"        written_clean(parts, missing, {name!r}, {v}, {prefix!r}, 'number', {report!r}{tail})")
+
+    def chain(self, v: str, prefix: str, classes: tuple[tuple[str | None, int | float | None, str | None], ...],
+              indent: str, as_float: bool = False) -> None:
+        """Lines that append the text of the class of the plain number in ``v`` (`classes.classify`).
+        ``as_float``: ``v`` holds a float, so the constants are written as floats (the same
+        values, every one exact: `classes.exact_constant`), which Python compares faster."""
+        emit = self.lines.append
+        for k, (op, const, text) in enumerate(classes):
+            if op is None:
+                emit(f"{indent}else:" if k else f"{indent}if True:")
+            else:
+                assert const is not None
+                emit(f"{indent}{'elif' if k else 'if'} {v} {op} {_literal(float(const) if as_float else const)}:")
+            emit(f"{indent}    append({prefix + text!r})" if text is not None else f"{indent}    pass")
 
     def boolean(self, name: str, true: str | None, false: str | None, report: bool) -> None:
         emit = self.lines.append
         v = self.read(name)
-        emit(f"    if {v} is True:")
-        emit(f"        append({true!r})" if true is not None else "        pass")
-        emit(f"    elif {v} is False:")
-        emit(f"        append({false!r})" if false is not None else "        pass")
+        # a flag sent only when true (a list hit, a risk signal) is most often false: that test first
+        first, second = ((False, false), (True, true)) if false is None else ((True, true), (False, false))
+        for k, (value, member) in enumerate((first, second)):
+            emit(f"    {'elif' if k else 'if'} {v} is {value}:")
+            emit(f"        append({member!r})" if member is not None else "        pass")
         emit("    else:")
         emit(f"        t = clean({v}, 'bool')")
         emit("        if t is None:")
@@ -162,37 +202,74 @@ class _Writer:
         emit(f"        elif {test}:")
         emit(f"            append({prefix!r} + json_value(t))")
 
-    def unsent(self, name: str, dtype: str | None) -> None:
+    def unsent(self, name: str, dtype: str | None, indent: str = "    ") -> None:
+        """Report ``name`` missing when its value is absent or unreadable, and send nothing."""
         emit = self.lines.append
         v = self.read(name)
-        emit(f"    if {v} is None:")
-        emit(f"        miss({name!r})")
+        emit(f"{indent}if {v} is None:")
+        emit(f"{indent}    miss({name!r})")
         if dtype == "number":
-            emit(f"    elif not ((type({v}) is int and {-FLOAT_MAX!r} <= {v} <= {FLOAT_MAX!r})"
-                 f" or (type({v}) is float and {v} - {v} == 0)) and clean({v}, 'number') is None:")
+            emit(f"{indent}elif not ((type({v}) is int and {-FLOAT_MAX!r} <= {v} <= {FLOAT_MAX!r})"
+                 f" or (type({v}) is float and -1e309 < {v} < 1e309)) and clean({v}, 'number') is None:")
         elif dtype == "bool":
-            emit(f"    elif {v} is not True and {v} is not False and clean({v}, 'bool') is None:")
+            emit(f"{indent}elif {v} is not True and {v} is not False and clean({v}, 'bool') is None:")
         else:
-            emit(f"    elif clean({v}, {dtype!r}) is None:")
-        emit(f"        miss({name!r})")
+            emit(f"{indent}elif clean({v}, {dtype!r}) is None:")
+        emit(f"{indent}    miss({name!r})")
 
-    def computed(self, prefix: str, fn: Any) -> None:
+    def unguarded(self) -> None:
+        """When every guard is a feature and each is None, no guard can be sent (`guards`):
+        only report the missing features, in the order the whole writer would, and
+        return None, skipping the formatting of every other field."""
+        plan = self.plan
+        fields: list[tuple[str, str, str | None, bool]] = [(n, p, "number", r) for n, p, r, _ in plan.numbers]
+        fields += [(n, (t or f or "")[:-4 if t else -5], "bool", r) for n, t, f, r in plan.bools]
+        fields += [(n, p, "string", r) for n, p, _, r in plan.strings] + [(n, p, d, r) for n, p, d, r in plan.others]
+        name_of = {p: n for n, p, _, _ in fields}
+        if not plan.guards or not all(g in name_of for g in plan.guards):
+            return
+        emit = self.lines.append
+        emit(f"    if {' and '.join(f'{self.read(name_of[g])} is None' for g in plan.guards)}:")
+        for name, _, dtype, report in fields:
+            if report:
+                self.unsent(name, dtype, "        ")
+        for name, dtype in plan.unsent:
+            self.unsent(name, dtype, "        ")
+        emit("        return None")
+
+    def computed(self, prefix: str, fn: Any, classes: Classes) -> None:
         emit = self.lines.append
         expr = self.exprs.get(prefix)
         if expr is None or not _inlinable(expr, self.dtypes):
             emit(f"    t = {self.name_of(fn, 'derived')}(features)")
-            emit("    if t is not None:")
+            if classes is None:
+                emit("    if t is not None:")
+                emit(f"        append({prefix!r} + json_value(t))")
+                return
+            emit("    if t is None:")
+            emit("        pass")
+            emit("    elif plain_number(t):")
+            emit(f"        t = classify(t, {self.name_of(classes, 'classes')})")
+            emit("        if t is not None:")
+            emit(f"            append({prefix!r} + t)")
+            emit("    else:")
             emit(f"        append({prefix!r} + json_value(t))")
             return
         result = self.value(expr, "    ")
         emit(f"    if {result} is not None:")
-        emit(f"        if type({result}) is float:")
-        emit(f"            t = repr({result})")
-        emit("            if 'e' in t and '.' not in t:")
-        emit("                t = t.replace('e', '.0e')")
-        emit(f"            append({prefix!r} + t)")
-        emit(f"        elif type({result}) is int and {-EXACT_INT} <= {result} <= {EXACT_INT}:")
-        emit(f"            append({prefix!r} + str({result}))")
+        if classes is not None:  # its class's text, or nothing (`classes`)
+            emit(f"        if type({result}) is float and -1e309 < {result} < 1e309:")
+            self.chain(result, prefix, classes, "            ", as_float=True)
+            emit(f"        elif type({result}) is int and {-EXACT_INT} <= {result} <= {EXACT_INT}:")
+            self.chain(result, prefix, classes, "            ")
+        else:
+            emit(f"        if type({result}) is float:")
+            emit(f"            t = repr({result})")
+            emit("            if 'e' in t and '.' not in t:")
+            emit("                t = t.replace('e', '.0e')")
+            emit(f"            append({prefix!r} + t)")
+            emit(f"        elif type({result}) is int and {-EXACT_INT} <= {result} <= {EXACT_INT}:")
+            emit(f"            append({prefix!r} + str({result}))")
         emit("        else:")
         emit(f"            append({prefix!r} + json_value({result}))")
 
@@ -210,7 +287,7 @@ class _Writer:
             # `predicates._number_reader`: a plain int within a double's range or a finite float as it is
             emit(f"{indent}{out} = {x}")
             emit(f"{indent}if {x} is not None and not ((type({x}) is int and {-FLOAT_MAX!r} <= {x} <= {FLOAT_MAX!r})"
-                 f" or (type({x}) is float and {x} - {x} == 0)):")
+                 f" or (type({x}) is float and -1e309 < {x} < 1e309)):")
             emit(f"{indent}    {out} = clean({x}, 'number')")
         else:
             assert isinstance(v, Arith)
@@ -225,7 +302,7 @@ class _Writer:
             # `predicates.finite`, inline
             emit(f"{inner}    {out} = {a} {v.op} {b}")
             emit(f"{inner}    if type({out}) is float:")
-            emit(f"{inner}        if not {out} - {out} == 0:")
+            emit(f"{inner}        if not -1e309 < {out} < 1e309:")
             emit(f"{inner}            {out} = None")
             emit(f"{inner}    elif not {-FLOAT_MAX!r} <= {out} <= {FLOAT_MAX!r}:")
             emit(f"{inner}        {out} = None")

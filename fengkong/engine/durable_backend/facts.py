@@ -4,8 +4,11 @@ Only the fields a shard's rules read are written, under their short keys. ``None
 NaN and wrong-typed values are left out: that is how a missing feature reaches
 durable. So are values no durable test can tell from an absent field (a false flag
 tested only for true, a string no rule names: `sent_values`) and fields read only
-through a derived field; durable walks less, and the fires are the same. Python,
-not durable, reports the missing features. See docs/benchmarks.md for the cost.
+through a derived field; durable walks less, and the fires are the same. A number
+(or a derived field) that durable only compares with constants travels as its class's
+representative, and not at all when its class passes no test (`classes`). Python, not
+durable, reports the missing features.
+See docs/benchmarks.md for the cost.
 
 `encode_fact` interprets a shard's `FactPlan` and is the reference; what a decision
 runs is the straight-line writer `fact_code` compiles from the same plan, which
@@ -22,7 +25,16 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from fengkong.engine.durable_backend.classes import (
+    Classes,
+    classify,
+    number_tests,
+    plain_number,
+    sometimes_unsent,
+    value_classes,
+)
 from fengkong.engine.durable_backend.compiler import refs
+from fengkong.engine.durable_backend.guards import guard_keys
 from fengkong.engine.predicates import ValueFn, clean
 
 #: Integers beyond this go to durable as doubles. durable computes with 64-bit integers,
@@ -31,18 +43,22 @@ from fengkong.engine.predicates import ValueFn, clean
 EXACT_INT = 2**53
 
 
+
 @dataclass(frozen=True, slots=True)
 class FactPlan:
     """What `encode_fact` reads for one shard, split by type, so the common values
     are written without a call (prefixes are ``"key":``; ``report`` is False for a
     feature another shard already reports missing)."""
 
-    numbers: tuple[tuple[str, str, bool], ...]  # name, prefix, report
+    numbers: tuple[tuple[str, str, bool, Classes], ...]  # name, prefix, report, its classes (`classes`)
     bools: tuple[tuple[str, str | None, str | None, bool], ...]  # name, true member, false member (None: not sent)
     strings: tuple[tuple[str, str, frozenset[Any] | None, bool], ...]  # name, prefix, values sent (None: all)
     others: tuple[tuple[str, str, str | None, bool], ...]  # name, prefix, dtype, report
     unsent: tuple[tuple[str, str | None], ...]  # read only to report them missing
-    computed: tuple[tuple[str, ValueFn], ...]  # prefix, derived field's function
+    computed: tuple[tuple[str, ValueFn, Classes], ...]  # prefix, derived field's function, its classes
+    #: prefixes of the shard's `guards.guard_keys`: a fact with none of them is not asserted
+    #: (() : always asserted)
+    guards: tuple[str, ...] = ()
 
 
 def make_plan(field_keys: Iterable[str], conditions: Iterable[dict[str, Any]], names: Mapping[str, str],
@@ -51,17 +67,23 @@ def make_plan(field_keys: Iterable[str], conditions: Iterable[dict[str, Any]], n
 
     ``names`` maps a field key to its feature, ``derived`` a derived key to its
     function; ``owned`` (updated) holds the features some shard already reports."""
+    conditions = list(conditions)
     constants, other_uses = field_uses(conditions)
-    numbers: list[tuple[str, str, bool]] = []
+    tests = number_tests(conditions)
+    numbers: list[tuple[str, str, bool, Classes]] = []
     bools: list[tuple[str, str | None, str | None, bool]] = []
     strings: list[tuple[str, str, frozenset[Any] | None, bool]] = []
     others: list[tuple[str, str, str | None, bool]] = []
     unsent: list[tuple[str, str | None]] = []
-    computed: list[tuple[str, ValueFn]] = []
+    computed: list[tuple[str, ValueFn, Classes]] = []
+    partly: set[str] = set()  # the fields sent for some values only, so most often left out
     for key in sorted(field_keys):
         prefix = field_prefix(key)
+        when = value_classes(tests.get(key))
+        if sometimes_unsent(when) and key not in derived:  # a writer checks a feature guard before all else
+            partly.add(key)
         if key in derived:
-            computed.append((prefix, derived[key]))
+            computed.append((prefix, derived[key], when))
             continue
         name = sys.intern(names[key])  # as the store's keys are: found by identity
         dtype = dtypes.get(name)
@@ -71,17 +93,23 @@ def make_plan(field_keys: Iterable[str], conditions: Iterable[dict[str, Any]], n
             if report:
                 unsent.append((name, dtype))
         elif dtype == "number":
-            numbers.append((name, prefix, report))
+            numbers.append((name, prefix, report, when))
         elif dtype == "bool":
             sent = None if key in other_uses else sent_values(dtype, constants[key])
+            if sent is not None and len(sent) == 1:
+                partly.add(key)
             bools.append((name, prefix + "true" if sent is None or True in sent else None,
                           prefix + "false" if sent is None or False in sent else None, report))
         elif dtype == "string":
             sent = None if key in other_uses else sent_values(dtype, constants[key])
+            if sent is not None:
+                partly.add(key)
             strings.append((name, prefix, sent, report))
         else:
             others.append((name, prefix, dtype, report))
-    return FactPlan(tuple(numbers), tuple(bools), tuple(strings), tuple(others), tuple(unsent), tuple(computed))
+    guards = tuple(field_prefix(key) for key in guard_keys(conditions, partly))
+    return FactPlan(tuple(numbers), tuple(bools), tuple(strings), tuple(others), tuple(unsent), tuple(computed),
+                    guards)
 
 
 def field_prefix(key: str) -> str:
@@ -89,9 +117,10 @@ def field_prefix(key: str) -> str:
     return f'"{key}":'
 
 
-def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing: list[str]) -> str:
+def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing: list[str]) -> str | None:
     """One shard's fact: ``head`` (id and sid), then ``"key":value`` for each present
-    field worth sending; the names of absent features are added to ``missing``.
+    field worth sending; the names of absent features are added to ``missing``. None
+    when the fact carries none of the plan's guards: no rule of the shard can fire.
 
     The reference `fact_code.compile_writer`'s writers are held to; written inline by
     type rather than through `json_value` for each field (docs/benchmarks.md)."""
@@ -100,10 +129,14 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
     append = parts.append
     low, high = -EXACT_INT, EXACT_INT
     value: Any
-    for name, prefix, report in plan.numbers:
+    for name, prefix, report, when in plan.numbers:
         value = get(name)
         kind = type(value)
-        if kind is int and low <= value <= high:
+        if when is not None and ((kind is int and low <= value <= high) or (kind is float and value - value == 0)):
+            text = classify(value, when)
+            if text is not None:
+                append(prefix + text)
+        elif kind is int and low <= value <= high:
             append(f"{prefix}{value}")
         elif kind is float and value - value == 0:  # finite
             text = repr(value)
@@ -114,7 +147,7 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
             if report:
                 missing.append(name)
         else:
-            written_clean(parts, missing, name, value, prefix, "number", report)
+            written_clean(parts, missing, name, value, prefix, "number", report, when)
     for name, true, false, report in plan.bools:
         value = get(name)
         if value is not True and value is not False:
@@ -147,20 +180,34 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
         value = get(name)
         if value is None or clean(value, dtype) is None:
             missing.append(name)
-    for prefix, fn in plan.computed:
+    for prefix, fn, when in plan.computed:
         value = fn(features)
-        if value is not None:
+        if value is None:
+            continue
+        if when is not None and plain_number(value):
+            text = classify(value, when)
+            if text is not None:
+                append(prefix + text)
+        else:
             append(prefix + json_value(value))
-    return ",".join(parts) + "}"
+    text = ",".join(parts) + "}"
+    if plan.guards and not any(guard in text for guard in plan.guards):
+        return None
+    return text
 
 
 def written_clean(parts: list[str], missing: list[str], name: str, value: Any, prefix: str, dtype: str | None,
-                   report: bool) -> None:
+                   report: bool, classes: Classes = None) -> None:
     """The slow path of `encode_fact` (and of `fact_code`'s writers): the value `clean`
-    makes of it, or the feature's name in ``missing``."""
+    makes of it (its class's text, with ``classes``), or the feature's name in ``missing``."""
     value = clean(value, dtype)
     if value is not None:
-        parts.append(prefix + json_value(value))
+        if classes is not None and plain_number(value):
+            text = classify(value, classes)
+            if text is not None:
+                parts.append(prefix + text)
+        else:
+            parts.append(prefix + json_value(value))
     elif report:
         missing.append(name)
 
@@ -232,8 +279,8 @@ def sent_values(dtype: str, constants: set[Any]) -> frozenset[Any] | None:
     durable makes a test on an absent field false; a value equal to none of the
     constants fails every such test too, so leaving it out changes no fire. This holds
     for bools, and for strings whose constants need no JSON escape (durable compares
-    the escaped texts with strcmp, which then agrees with Python's ==); numbers are
-    always sent (durable's int64/double comparisons are not Python's)."""
+    the escaped texts with strcmp, which then agrees with Python's ==); numbers have
+    their classes (`classes`), which hold only for constants durable compares as Python does."""
     if dtype == "bool" and all(type(c) is bool for c in constants):
         return frozenset(constants)
     if dtype == "string" and all(type(c) is str and encode_str(c) == f'"{c}"' for c in constants):

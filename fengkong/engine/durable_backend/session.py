@@ -3,7 +3,8 @@
 Each decision asserts ONE fact per shard (``assert_fact`` fires every matching rule;
 ``post`` would fire only one), drains the fired actions with
 ``start_action_for_state`` / ``complete_and_start_action`` on the calling thread,
-then retracts the fact. There is no host, so no background dispatcher that could
+then retracts the fact (a fact no rule matched was never stored, and a shard none of
+whose rules can fire is not asserted at all: `guards`). There is no host, so no background dispatcher that could
 steal or delay a fire. The whole sequence holds a per-ruleset lock, and each fire is
 matched to our fact by its unique id (the session's own state message can match a
 ``$nex`` rule once, and is ignored): a decision never misses or borrows a fire,
@@ -215,14 +216,16 @@ class DurableRuleset:
             if self._closed:
                 raise RuleSetClosed(f"ruleset {self.name} is closed")
             for shard, text in zip(self._shards, texts):
-                self._fire_shard(shard, fid, text, retract, fired)
+                if text is not None:  # None: no rule of the shard can fire (`guards`)
+                    self._fire_shard(shard, fid, text, retract, fired)
         if not fired:
             return [], missing
         return sorted(fired, key=self._order.__getitem__), missing
 
-    def encode(self, features: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-        """The facts one decision would assert (one JSON text per shard, id 0), and the
-        missing features: what `fire` sends, for a check or a look, asserting nothing."""
+    def encode(self, features: Mapping[str, Any]) -> tuple[list[str | None], list[str]]:
+        """The facts one decision would assert (one JSON text per shard, id 0; None for a
+        shard `fire` skips, as no rule of it can fire), and the missing features: what
+        `fire` sends, for a check or a look, asserting nothing."""
         missing: list[str] = []
         head = f'{{"id":0,"sid":"{_SID}"'
         texts = [shard.write(features, head, missing) for shard in self._shards]
@@ -233,14 +236,19 @@ class DurableRuleset:
         engine = self._engine
         handle = shard.handle
         rule_of = shard.rule_of
-        # durable hands each fire back as '{"<rule>":{"m":<our fact text, verbatim>}}';
-        # recognising that shape spares parsing the whole fact per fire. Any other
-        # message (the session's state message, another layout) is parsed.
-        tail = '":{"m":' + text + "}}"
         try:
             code, state = engine.assert_fact(handle, text)
+            if code == 1:
+                # no rule matched: durable stores a fact only once it reaches a rule (events.c,
+                # handleAlpha calls storeMessage at a beta node, and returns 1 when none was
+                # reached), so there is nothing to retract
+                return
             try:
                 if code == 0:
+                    # durable hands each fire back as '{"<rule>":{"m":<our fact text, verbatim>}}';
+                    # recognising that shape spares parsing the whole fact per fire. Any other
+                    # message (the session's state message, another layout) is parsed.
+                    tail = '":{"m":' + text + "}}"
                     result = engine.start_action_for_state(handle, state)
                     while result:
                         message = result[1] if isinstance(result, tuple) else result
@@ -253,7 +261,7 @@ class DurableRuleset:
                                 if body.get("m", {}).get("id") == fid:
                                     fired.add(rule_of[rname])
                         result = engine.complete_and_start_action(handle, state)
-                elif code != 1:  # 1: no rule matched
+                else:
                     raise EvaluationError(f"durable_rules returned code {code} for a fresh fact")
             finally:
                 # durable finds a fact to retract by its sid and id alone (events.c,
