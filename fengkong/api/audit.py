@@ -160,9 +160,12 @@ class Audit:
                   "" if version is None else version,
                   _BOOLS[degraded] if type(degraded) is bool else dumps(degraded).decode(),
                   "" if caller is None else caller, "" if card is None else card)
-        return entry_command(self._head, values) or hiredis.pack_command(
-            ("XADD", self.decisions_key, "MAXLEN", "~", self.maxlen, "*",
-             *(item for pair in zip(ENTRY_FIELDS, values) for item in pair)))
+        packed = entry_command(self._head, values)
+        if packed is not None:
+            return packed
+        args: Any = ("XADD", self.decisions_key, "MAXLEN", "~", self.maxlen, "*",
+                     *(item for pair in zip(ENTRY_FIELDS, values) for item in pair))
+        return hiredis.pack_command(args)
 
     @property
     def to_a_file(self) -> bool:

@@ -85,13 +85,24 @@ def _settle_script() -> str:
     return resources.files("fengkong.features").joinpath("lua/settle_claim.lua").read_text(encoding="utf-8")
 
 
-def set_record(key: str, blob: bytes, ttl: int, *, only_if_absent: bool) -> tuple[Any, ...]:
+def set_record(key: str, blob: bytes, ttl: int, *, only_if_absent: bool) -> tuple[Any, ...] | bytes:
     """The command that stores an event_id's record over its claim. A request that did
     not count the event (``only_if_absent``) adopts the key only if no record is there:
-    its reply is then None when stored, or the record found (``lua/settle_claim.lua``)."""
+    its reply is then None when stored, or the record found (``lua/settle_claim.lua``).
+    The plain ``SET ... EX`` (every decision's) comes packed as Redis reads it (`set_ex`)."""
     if only_if_absent:
         return ("EVAL", _settle_script(), 1, key, blob, ttl)
-    return ("SET", key, blob, "EX", ttl)
+    return set_ex(key, blob, ttl) if type(blob) is bytes and type(ttl) is int else ("SET", key, blob, "EX", ttl)
+
+
+def set_ex(key: str, value: bytes, ttl: int) -> bytes:
+    """``SET key value EX ttl`` as RESP bytes, byte for byte ``hiredis.pack_command``'s
+    (tests/test_decision_pointers.py): written by the decision path for every record, where
+    packing the arguments one by one cost more."""
+    name = key.encode()
+    expiry = b"%d" % ttl
+    return b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nEX\r\n$%d\r\n%b\r\n" % (
+        len(name), name, len(value), value, len(expiry), expiry)
 
 
 def check_stored(value: bytes, *, digest: bytes, kind: str) -> None:

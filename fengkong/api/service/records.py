@@ -190,7 +190,7 @@ class Records:
         self._by_id[schema.id] = schema
 
     def encode(self, record: Mapping[str, Any], *, ruleset: Any, faults: int,
-               features: tuple[tuple[str, ...], Any] | None = None) -> tuple[bytes, list[tuple[Any, ...]]]:
+               features: tuple[tuple[str, ...], Any] | None = None) -> tuple[bytes, list[Any]]:
         """The stored form of a decision record (compact for a schema's first `SAMPLES`
         records, deflated after), and the commands that must precede it (the schema's SET
         when this worker has not written it lately, or since the last Redis fault `faults`
@@ -211,7 +211,7 @@ class Records:
             schema = last[4]  # the last record's schema: the same names object, no tuple to hash
         else:
             schema = self._schema((version, models, names, ruleset is None), ruleset)
-        commands: list[tuple[Any, ...]] = []
+        commands: list[Any] = []  # what `Records.encode`'s caller adds to: commands as tuples or RESP bytes
         now = time.monotonic()
         sent = self._sent.get(schema.id)
         if sent is None or sent[1] != faults or now - sent[0] >= RESEND_S:
