@@ -73,20 +73,28 @@ _KEY_INDEXES: dict[tuple[str, ...], tuple[Any, ...]] = {}
 def indexed(value: dict[str, Any], top: bool = True) -> dict[Any, Any]:
     """An event with its field names as `EVENT_NAMES` indexes (a name not there stays), its
     card's likewise, and its ``occurred_at`` as `when_code` gives it."""
+    out = dict(zip(_indexes(value), value.values()))
+    if not top:
+        return out
+    card = value.get("card")
+    if isinstance(card, dict):  # other dicts (none in a valid event) stay as they are: they read back alike
+        out[_CARD] = dict(zip(_indexes(card), card.values()))
+    at = out.get(_OCCURRED_AT, out)
+    if at is not out:
+        out[_OCCURRED_AT] = when_code(at) if type(at) is str else [at]  # (an integer there is a `when_code`)
+    return out
+
+
+def _indexes(value: dict[str, Any]) -> tuple[Any, ...]:
+    """The `EVENT_NAMES` indexes of an event's (or its card's) names, in order (a name not
+    there stays), found once per list of names."""
     names = tuple(value)
     indexes = _KEY_INDEXES.get(names)
     if indexes is None:
         if len(_KEY_INDEXES) >= 1024:
             _KEY_INDEXES.clear()
         indexes = _KEY_INDEXES[names] = tuple(_EVENT_INDEX.get(k, k) for k in names)
-    out = dict(zip(indexes, value.values()))
-    card = value.get("card") if top else None
-    if isinstance(card, dict):  # other dicts (none in a valid event) stay as they are: they read back alike
-        out[_CARD] = indexed(card, False)
-    if top and _OCCURRED_AT in out:
-        at = out[_OCCURRED_AT]
-        out[_OCCURRED_AT] = when_code(at) if type(at) is str else [at]  # (an integer there is a `when_code`)
-    return out
+    return indexes
 
 
 def named(value: dict[Any, Any], top: bool = True) -> dict[str, Any]:
