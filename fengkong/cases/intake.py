@@ -33,6 +33,8 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import hiredis
+import orjson
 import redis
 
 from fengkong.cases.config import CasesConfig
@@ -83,34 +85,40 @@ class Intake:
                  hold_dir: Path | None = None) -> None:
         self.config = config
         self.key = stream_key(prefix)
+        key = self.key.encode()
+        #: `command`'s RESP up to the item's JSON: ``XADD <key> * item``
+        self._head = b"*5\r\n$4\r\nXADD\r\n$%d\r\n%b\r\n$1\r\n*\r\n$4\r\nitem\r\n" % (len(key), key)
         self.held = HeldItems(hold_dir, max_items=hold_max)
         self.lost = 0
         #: told of each item lost (the service counts them in /metrics)
         self.on_lost: Callable[[], None] | None = None
 
-    def command(self, record: Mapping[str, Any], event: Event,
-                occurred_at: str | None = None) -> tuple[Any, ...] | None:
-        """``XADD`` of this decision's case item, or None when it opens no case
-        (`occurred_at` as `item_for` takes it)."""
+    def command(self, record: Mapping[str, Any], event: Event, occurred_at: str | None = None) -> bytes | None:
+        """``XADD`` of this decision's case item as Redis reads it (RESP: the decision path's
+        pipelined write takes it as it is; `unpacked` gives its arguments back), or None when
+        it opens no case (`occurred_at` as `item_for` takes it). Packed here, since the item's
+        JSON is bytes already: no text to decode and encode again, no argument packing."""
         if not self.config.opens_case(record["decision"], record.get("reasons") or []):
             return None
-        return self._xadd(item_for(record, event, occurred_at))
+        data = item_json(item_for(record, event, occurred_at))
+        return self._head + b"$%d\r\n%b\r\n" % (len(data), data)
 
     def hold(self, record: Mapping[str, Any], event: Event) -> None:
         """Keep this decision's case item, if it opens one, until `release` can queue it
         (Redis is away: see the module doc). Cheap: one small file write, no fsync."""
-        command = self.command(record, event)
-        if command is not None:
-            self.hold_command(command, record.get("decision_id"))
+        if self.config.opens_case(record["decision"], record.get("reasons") or []):
+            self.hold_command(self._xadd(item_for(record, event)), record.get("decision_id"))
 
-    def hold_command(self, command: tuple[Any, ...], decision_id: Any) -> None:
-        """Keep an ``XADD`` built by `command` that Redis did not take (see `hold`)."""
+    def hold_command(self, command: tuple[Any, ...] | bytes, decision_id: Any) -> None:
+        """Keep an ``XADD`` built by `command` (its RESP bytes, or its arguments) that Redis
+        did not take (see `hold`)."""
+        args = unpacked(command) if isinstance(command, bytes) else command
         if self.held.max_items <= 0:  # nobody here would release it (see `fengkong.api.state`)
             self._lose()
             log.error("case intake: decision %s opens a case but Redis is away and this worker holds none",
                       decision_id)
             return
-        if not self.held.add(command):
+        if not self.held.add(args):
             self._lose()
             log.error("case intake: %d case items held while Redis is away; the case item of decision %s was "
                       "dropped (%d so far)", self.held.max_items, decision_id, self.lost)
@@ -160,6 +168,25 @@ class Intake:
 
     def _xadd(self, item: Mapping[str, Any]) -> tuple[Any, ...]:
         return ("XADD", self.key, "*", "item", item_text(item))  # never trimmed: see the module doc
+
+
+def item_json(item: Mapping[str, Any]) -> bytes:
+    """`item_text` as UTF-8 bytes (orjson's own output on the decision path)."""
+    try:
+        return orjson.dumps(item, default=str)
+    except TypeError:  # orjson.JSONEncodeError is one: what orjson refuses, the standard library's
+        return item_text(item).encode()
+
+
+def unpacked(command: bytes) -> tuple[str, ...]:
+    """The arguments of a command `Intake.command` packed (RESP), as texts: what
+    `fengkong.cases.held` writes and queues again."""
+    reader = hiredis.Reader()
+    reader.feed(command)
+    args = reader.gets()
+    if not isinstance(args, list) or reader.gets() is not False:
+        raise ValueError("command: not one RESP command")
+    return tuple(a.decode() for a in args)
 
 
 def item_text(item: Mapping[str, Any]) -> str:

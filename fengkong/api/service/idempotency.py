@@ -45,8 +45,9 @@ def body_hash(data: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest().encode()
 
 
-async def execute(rt: Runtime, commands: Sequence[tuple[Any, ...]], timeout_s: float) -> list[Any]:
-    """The commands' replies over the pipelined connection; a refused one raises
+async def execute(rt: Runtime, commands: Sequence[Any], timeout_s: float) -> list[Any]:
+    """The commands' replies over the pipelined connection (a command: its arguments, or its RESP
+    bytes); a refused one raises
     `redis.ResponseError` (and a connection fault `ConnectionFailed`, an OSError)."""
     replies = await rt.conn.execute(commands, timeout_s)
     for reply in replies:
