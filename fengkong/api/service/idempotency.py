@@ -46,9 +46,9 @@ def body_hash(data: Mapping[str, Any]) -> bytes:
 
 
 async def execute(rt: Runtime, commands: Sequence[Any], timeout_s: float) -> list[Any]:
-    """The commands' replies over the pipelined connection (a command: its arguments, or its RESP
-    bytes); a refused one raises
-    `redis.ResponseError` (and a connection fault `ConnectionFailed`, an OSError)."""
+    """The commands' replies over the pipelined connection (a command: its arguments, or its
+    RESP bytes); a refused one raises `redis.ResponseError` (and a connection fault
+    `ConnectionFailed`, an OSError)."""
     replies = await rt.conn.execute(commands, timeout_s)
     for reply in replies:
         if isinstance(reply, ReplyError):
