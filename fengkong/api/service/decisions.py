@@ -332,7 +332,12 @@ def _written(rt: Runtime, decision_id: str, commands: list[Any], case_at: int | 
     exc = batch.exception() if not batch.cancelled() else asyncio.CancelledError()
     if exc is None:
         replies = batch.result()
-        exc = next((redis.ResponseError(str(r)) for r in replies if isinstance(r, ReplyError)), None)
+        for reply in replies:  # (a loop, not a generator: this runs for every decision)
+            if isinstance(reply, ReplyError):
+                exc = redis.ResponseError(str(reply))
+                break
+        else:
+            return  # every command taken: the common case
         if case_at is not None and not isinstance(replies[case_at], ReplyError):
             case_at = None  # the case item was queued: only another command was refused
     if exc is not None:
