@@ -101,7 +101,7 @@ class Intake:
         if not self.config.opens_case(record["decision"], record.get("reasons") or []):
             return None
         data = item_json(item_for(record, event, occurred_at))
-        return self._head + b"$%d\r\n%b\r\n" % (len(data), data)
+        return b"".join((self._head, f"${len(data)}\r\n".encode(), data, b"\r\n"))
 
     def hold(self, record: Mapping[str, Any], event: Event) -> None:
         """Keep this decision's case item, if it opens one, until `release` can queue it

@@ -26,20 +26,15 @@ BUCKET_GRACE_S = 3600
 
 
 def commands(prefix: str, *, decision_id: str, event_id: str, ttl_s: int,
-             renewals: Renewals | None = None, faults: int = 0) -> list[bytes]:
+             renewals: Renewals | None = None, faults: int = 0) -> list[tuple[Any, ...]]:
     """The writes that let `decision_id` find `event_id` for at least `ttl_s` seconds
-    (with `renewals`: the bucket's EXPIRE only when it is due): ``HSET key field event_id``
-    and ``EXPIRE key seconds``, packed as Redis reads them (RESP, byte for byte
-    ``hiredis.pack_command``'s: tests/test_decision_pointers.py), since every decision
-    writes them and packing the arguments one by one cost more."""
+    (with `renewals`: the bucket's EXPIRE only when it is due). As arguments, not RESP
+    bytes: for commands of a few short texts hiredis' packing costs no more than
+    formatting them here (docs/benchmarks.md, "s8-record")."""
     key, field = keys.decision_bucket(prefix, decision_id)
-    name, member, value = key.encode(), field.encode(), event_id.encode()
-    hset = b"*4\r\n$4\r\nHSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
-        len(name), name, len(member), member, len(value), value)
     if renewals is not None and not renewals.due(key, faults):
-        return [hset]
-    seconds = b"%d" % (ttl_s + BUCKET_GRACE_S)
-    return [hset, b"*3\r\n$6\r\nEXPIRE\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(name), name, len(seconds), seconds)]
+        return [("HSET", key, field, event_id)]
+    return [("HSET", key, field, event_id), ("EXPIRE", key, ttl_s + BUCKET_GRACE_S)]
 
 
 async def event_id_of(rt: Runtime, decision_id: str) -> str | None:
