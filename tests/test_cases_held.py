@@ -141,7 +141,7 @@ def test_the_queued_item_is_what_hiredis_packs_and_held_reads_back(redis_client,
         expected = ("XADD", stream_key(key_prefix), "*", "item", item_text(item_for(record, event)))
         assert command == hiredis.pack_command(expected)
         assert unpacked(command) == expected
-        assert json.loads(expected[4])["score"] == score
+        assert json.loads(expected[4])["score"] == score and json.loads(expected[4])["type"] == "payment"
         intake.hold_command(command, "d_h1")  # as the write-behind holds what Redis refused
         assert list(intake.held.items) == [expected]
         assert intake.release(redis_client) == 1

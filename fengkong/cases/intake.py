@@ -56,10 +56,12 @@ def stream_key(prefix: str) -> str:
 def item_for(record: Mapping[str, Any], event: Event, occurred_at: str | None = None) -> dict[str, Any]:
     """The compact item a case needs from a decision and its event. `occurred_at`: the
     event's time as ``isoformat`` writes it, when the caller knows it already (the decision
-    path: the text it received, when that is the form ``isoformat`` gives back)."""
+    path: the text it received, when that is the form ``isoformat`` gives back). Its ``type``
+    is the event's `EventType`, a `StrEnum`: a text whose JSON is its value (no ``.value``
+    property read per review)."""
     card = event.card
     return {
-        "decision_id": record["decision_id"], "event_id": event.event_id, "type": event.type.value,
+        "decision_id": record["decision_id"], "event_id": event.event_id, "type": event.type,
         "decision": record["decision"], "score": record.get("score") or 0, "risk": record.get("risk"),
         "reasons": [_reason(r) for r in record.get("reasons") or ()],
         "occurred_at": iso_text(event.occurred_at) if occurred_at is None else occurred_at,
