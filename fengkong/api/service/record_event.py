@@ -37,19 +37,28 @@ def texts(event: dict[str, Any]) -> list[str]:
 def with_refs(values: list[Any], positions: tuple[int, ...], event: dict[str, Any]) -> list[Any]:
     """`values` with each one at `positions` that repeats a text of the event replaced by
     a reference to it (the ids, ip, channel and types are the event's own): its number
-    among `texts`, the first where a text repeats (``list.index``: a scan of the event's
-    few texts costs less than a dict of them made per record)."""
-    known = [v for v in event.values() if type(v) is str]
+    among `texts`, the first where a text repeats."""
+    refs: dict[str, int] = {}
+    n = 0
+    for value in event.values():
+        if type(value) is str:
+            if value not in refs:
+                refs[value] = n
+            n += 1
     card = event.get("card")
     if isinstance(card, dict):
-        known += [v for v in card.values() if type(v) is str]
-    if not known:
+        for value in card.values():
+            if type(value) is str:
+                if value not in refs:
+                    refs[value] = n
+                n += 1
+    if not refs:
         return values
     for i in positions:
         value = values[i]
-        if type(value) is str and value in known:
-            ref = known.index(value)
-            if ref < 256:
+        if type(value) is str:
+            ref = refs.get(value)
+            if ref is not None and ref < 256:
                 values[i] = _REFS[ref]
     return values
 
@@ -73,28 +82,20 @@ _KEY_INDEXES: dict[tuple[str, ...], tuple[Any, ...]] = {}
 def indexed(value: dict[str, Any], top: bool = True) -> dict[Any, Any]:
     """An event with its field names as `EVENT_NAMES` indexes (a name not there stays), its
     card's likewise, and its ``occurred_at`` as `when_code` gives it."""
-    out = dict(zip(_indexes(value), value.values()))
-    if not top:
-        return out
-    card = value.get("card")
-    if isinstance(card, dict):  # other dicts (none in a valid event) stay as they are: they read back alike
-        out[_CARD] = dict(zip(_indexes(card), card.values()))
-    at = out.get(_OCCURRED_AT, out)
-    if at is not out:
-        out[_OCCURRED_AT] = when_code(at) if type(at) is str else [at]  # (an integer there is a `when_code`)
-    return out
-
-
-def _indexes(value: dict[str, Any]) -> tuple[Any, ...]:
-    """The `EVENT_NAMES` indexes of an event's (or its card's) names, in order (a name not
-    there stays), found once per list of names."""
     names = tuple(value)
     indexes = _KEY_INDEXES.get(names)
     if indexes is None:
         if len(_KEY_INDEXES) >= 1024:
             _KEY_INDEXES.clear()
         indexes = _KEY_INDEXES[names] = tuple(_EVENT_INDEX.get(k, k) for k in names)
-    return indexes
+    out = dict(zip(indexes, value.values()))
+    card = value.get("card") if top else None
+    if isinstance(card, dict):  # other dicts (none in a valid event) stay as they are: they read back alike
+        out[_CARD] = indexed(card, False)
+    if top and _OCCURRED_AT in out:
+        at = out[_OCCURRED_AT]
+        out[_OCCURRED_AT] = when_code(at) if type(at) is str else [at]  # (an integer there is a `when_code`)
+    return out
 
 
 def named(value: dict[Any, Any], top: bool = True) -> dict[str, Any]:
