@@ -1,7 +1,7 @@
 """From a decision to a case's queue: the item the decision path queues, and the command
 that queues it.
 
-The decision path only queues. `Intake.command` gives one ``XADD`` to the stream
+The decision path only queues. `Intake.command` gives one ``XADD`` (RESP bytes) to the stream
 ``{prefix}:v1:cases:intake`` that the decision service appends to the decision's own
 pipelined write (the record, its pointer, the audit entry), so opening a case costs a
 decision no round trip; decisions the configuration does not send to a case cost a set
