@@ -4,7 +4,10 @@ write-behind batch refused by Redis."""
 
 from __future__ import annotations
 
+import json
 import time
+
+import hiredis
 
 from api_fixtures import DECIDE_KEY, KillableRedis, Served, payment, settings
 from fengkong.cases.intake import stream_key
@@ -110,3 +113,37 @@ def test_a_review_no_worker_can_hold_is_counted_in_metrics(tmp_path):
             assert _metric(pay.get("/metrics").text, "fengkong_case_items_lost_total") == 1
     finally:
         killable.close()
+
+
+def _review(n: int, score: int = 50) -> tuple[dict, object]:
+    from fengkong.events import parse_event
+
+    event = parse_event({"event_id": f"h{n}", "type": "payment", "occurred_at": "2026-11-25T09:00:05.397000+08:00",
+                         "merchant_id": "m1", "user_id": "u1", "amount": "12.50", "currency": "CNY",
+                         "card": {"fingerprint": "c1"}})
+    record = {"decision_id": f"d_h{n}", "decision": "review", "score": score, "risk": 0.3,
+              "reasons": [{"id": "ip.tor_exit", "description": "d", "action": "review", "score": 50,
+                           "mode": "enforce", "tags": ["proxy_ip"], "values": {"ip.is_tor": True}}]}
+    return record, event
+
+
+def test_the_queued_item_is_what_hiredis_packs_and_held_reads_back(redis_client, prefix, tmp_path):
+    """`Intake.command` packs the XADD itself (RESP): byte for byte hiredis' packing of the
+    arguments, for a prefix not ASCII and an item only the standard library's JSON writes;
+    held, it is kept as those arguments and queued as the same item."""
+    from fengkong.cases.config import CasesConfig
+    from fengkong.cases.intake import Intake, item_for, item_text, unpacked
+
+    for key_prefix, score in ((prefix, 50), ("租户" + prefix, 2 ** 70)):  # 2**70: orjson refuses it
+        intake = Intake(CasesConfig(), prefix=key_prefix, hold_dir=tmp_path / key_prefix)
+        record, event = _review(1, score)
+        command = intake.command(record, event)
+        expected = ("XADD", stream_key(key_prefix), "*", "item", item_text(item_for(record, event)))
+        assert command == hiredis.pack_command(expected)
+        assert unpacked(command) == expected
+        assert json.loads(expected[4])["score"] == score and json.loads(expected[4])["type"] == "payment"
+        intake.hold_command(command, "d_h1")  # as the write-behind holds what Redis refused
+        assert list(intake.held.items) == [expected]
+        assert intake.release(redis_client) == 1
+        assert [f[b"item"] for _, f in redis_client.xrange(stream_key(key_prefix))] == [expected[4].encode()]
+        intake.close()

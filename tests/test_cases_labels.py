@@ -15,7 +15,7 @@ from fengkong.cases import service
 from fengkong.cases.config import CasesConfig
 from fengkong.cases.consumer import GROUP, Consumer
 from fengkong.cases.filing import ingest
-from fengkong.cases.intake import Intake, stream_key
+from fengkong.cases.intake import Intake, stream_key, unpacked
 from fengkong.cases.labels import StoreLabels
 from fengkong.db import migrate
 from fengkong.db.engine import make_engine, session_factory
@@ -112,7 +112,7 @@ def test_the_consumer_takes_over_a_dead_workers_pending_items(db, redis_client, 
     for n in range(4):
         command = intake.command(*_item(n))
         assert command is not None
-        redis_client.execute_command(*command)
+        redis_client.execute_command(*unpacked(command))
     quiet = {"decision_id": "d_allow", "decision": "allow", "score": 0, "risk": None, "reasons": []}
     assert intake.command(quiet, parse_event(pay(9, "q9", 9))) is None  # an allow opens no case
     stream = stream_key(prefix)
@@ -128,7 +128,7 @@ def test_the_consumer_takes_over_a_dead_workers_pending_items(db, redis_client, 
     listed = service.list_cases(desk)["cases"]
     assert sorted(c["entity"]["id"] for c in listed) == [f"q{n}" for n in range(4)]
     # a redelivered item (filed, then the worker died before the ack) is filed once
-    redis_client.execute_command(*intake.command(*_item(0)))
+    redis_client.execute_command(*unpacked(intake.command(*_item(0))))
     assert alive.step(block_ms=0) == 1
     assert service.list_cases(desk)["total"] == 4 and alive.filed == 5
 
@@ -142,7 +142,7 @@ def test_a_backlog_longer_than_any_cap_loses_no_review_and_filed_items_leave_the
     backlog = 2_000  # more than any length cap Redis' approximate trimming would keep (the old cap was >= 100)
     with redis_client.pipeline(transaction=False) as pipe:
         for n in range(backlog):
-            pipe.execute_command(*intake.command(*_item(n)))
+            pipe.execute_command(*unpacked(intake.command(*_item(n))))
         pipe.execute()
     stream = stream_key(prefix)
     assert redis_client.xlen(stream) == backlog
@@ -167,7 +167,7 @@ def test_a_locked_database_leaves_the_items_pending_and_they_are_filed_after(tmp
     desk = service.Desk(sessions=session_factory(engine), config=CasesConfig())
     intake = Intake(desk.config, prefix=prefix)
     for n in range(5):
-        redis_client.execute_command(*intake.command(*_item(100 + n)))
+        redis_client.execute_command(*unpacked(intake.command(*_item(100 + n))))
     stream = stream_key(prefix)
     consumer = Consumer(redis_client, desk, stream=stream, name="c", retry_s=0)
     holder = sqlite3.connect(path, isolation_level=None)
@@ -203,7 +203,7 @@ def test_a_full_disk_under_the_database_leaves_the_items_pending(tmp_path, redis
 
     intake = Intake(CasesConfig(), prefix=prefix)
     for n in range(200):  # enough rows to need pages the file does not have
-        redis_client.execute_command(*intake.command(*_item(300 + n)))
+        redis_client.execute_command(*unpacked(intake.command(*_item(300 + n))))
     stream = stream_key(prefix)
     consumer = Consumer(redis_client, service.Desk(sessions=session_factory(full), config=CasesConfig()),
                         stream=stream, name="c", retry_s=0, batch=200)

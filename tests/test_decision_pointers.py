@@ -4,14 +4,19 @@ bucket's TTL past `decision_ttl_s`; pointers of the format before still answer."
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+import hiredis
 import pytest
 
 from api_fixtures import DECIDE_KEY, Served, payment, settings
 from fengkong.api.service.ids import new_decision_id
+from fengkong.api.service import pointers
+from fengkong.api.service.idempotency import set_record
 from fengkong.api.service.pointers import BUCKET_GRACE_S
 from fengkong.features import keys
+from fengkong.features.pipelined import PipelinedRedis
 
 PREFIX = "tptr"
 TTL_S = 7200
@@ -55,3 +60,33 @@ def test_a_pointer_of_the_format_before_still_answers(api, redis_client):
         # as the version before wrote it: one key per decision id
         redis_client.set(keys.decision_key(PREFIX, made["decision_id"]), made["event_id"], ex=TTL_S)
         assert c.get(f"/v1/decisions/{made['decision_id']}").json() == want
+
+
+@pytest.mark.parametrize("key,blob,ttl", [("p:{evt:e1}:request", b"\x02\x00\r\n\xff" * 40, 259200),
+                                          ("p:{evt:事件}:request", b"", 1), ("k", b"{}", 10 ** 12)])
+def test_the_record_set_is_what_hiredis_packs(key, blob, ttl):
+    """The record's SET is written as RESP by hand (`idempotency.set_ex`): byte for byte
+    what hiredis packs of the arguments, for a key not ASCII too, and again for a TTL seen before."""
+    for _ in range(2):
+        assert set_record(key, blob, ttl, only_if_absent=False) == hiredis.pack_command(("SET", key, blob, "EX", ttl))
+
+
+def test_the_packed_commands_run_on_redis(redis_server, redis_client):
+    """What Redis makes of the record's packed SET sent with the pointer's commands, as the
+    decision path sends them (the pipelined connection writes bytes as they are)."""
+    decision_id = new_decision_id()
+    sent = [set_record("tptr:raw:rec", b"\x02blob", 600, only_if_absent=False),
+            *pointers.commands("tptr", decision_id=decision_id, event_id="事件-2", ttl_s=TTL_S)]
+
+    async def run() -> list:
+        conn = PipelinedRedis(redis_server.url)
+        try:
+            return await conn.execute(sent, 5.0)
+        finally:
+            conn.close()
+
+    assert asyncio.run(run()) == [b"OK", 1, 1]
+    key, field = keys.decision_bucket("tptr", decision_id)
+    assert redis_client.hget(key, field) == "事件-2".encode()
+    assert TTL_S < redis_client.ttl(key) <= TTL_S + BUCKET_GRACE_S
+    assert redis_client.get("tptr:raw:rec") == b"\x02blob" and 0 < redis_client.ttl("tptr:raw:rec") <= 600

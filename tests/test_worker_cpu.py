@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
+import hiredis
 import pytest
 
 from fengkong.api.audit import ENTRY_FIELDS, Audit, read_entry, reference
@@ -146,25 +147,38 @@ def test_decided_at_micros_are_kept_only_where_they_give_the_text_back(text):
             assert code == record_values.micros_of(datetime.fromisoformat(text))
 
 
+def _resp_args(command: bytes) -> list[bytes]:
+    """A command as Redis reads it (RESP), back to its arguments (hiredis parses the array)."""
+    reader = hiredis.Reader()
+    reader.feed(command)
+    args = reader.gets()
+    assert isinstance(args, list) and reader.gets() is False  # one whole command, nothing left over
+    return args
+
+
 def test_audit_entry_reads_back_as_the_reference():
-    audit = Audit(prefix="t", maxlen=100, path=None)
     reason = {"id": "r.one"}
-    for record in [
-        {"decision_id": "d_1", "event_id": "e1", "decision": "review", "score": 40, "reasons": [reason, {"id": "r.two"}],
-         "shadow": [{"id": "s"}], "ruleset_version": "v", "degraded": False, "caller": "c",
-         "event": {"card": {"fingerprint": "fp"}}},
-        {"decision_id": "d_2", "score": 0, "degraded": True, "event": {}},  # 0 is not False's JSON
-        {"decision_id": "d_3", "score": 1.5, "degraded": None, "reasons": None, "event": {"card": None}},
-    ]:
-        command = audit.decision_command(record)
-        assert command[:6] == ("XADD", audit.decisions_key, "MAXLEN", "~", 100, "*")
-        pairs = command[6:]
-        assert tuple(pairs[::2]) == ENTRY_FIELDS  # one order: the stream stores the names once per node
-        fields = {str(k).encode(): v if isinstance(v, bytes) else str(v).encode()
-                  for k, v in zip(pairs[::2], pairs[1::2])}
-        back = read_entry(b"1700000000000-0", fields)
-        assert back is not None and back.pop("at").startswith("2023-11-14T22:13:20")
-        assert back == reference(record)
+    for prefix in ("t", "租户"):  # a prefix not ASCII: packed the general way
+        audit = Audit(prefix=prefix, maxlen=100, path=None)
+        for record in [
+            {"decision_id": "d_1", "event_id": "e1", "decision": "review", "score": 40,
+             "reasons": [reason, {"id": "r.two"}], "shadow": [{"id": "s"}], "ruleset_version": "v",
+             "degraded": False, "caller": "c", "event": {"card": {"fingerprint": "fp"}}},
+            {"decision_id": "d_2", "score": 0, "degraded": True, "event": {}},  # 0 is not False's JSON
+            {"decision_id": "d_3", "score": 1.5, "degraded": None, "reasons": None, "event": {"card": None}},
+            {"decision_id": "d_4", "event_id": "事件", "score": -7, "caller": "商户", "degraded": False,
+             "event": {"card": {"fingerprint": "fp"}}},  # text not ASCII: packed the general way
+        ]:
+            command = audit.decision_command(record)
+            assert isinstance(command, bytes)
+            args = _resp_args(command)
+            assert args[:6] == [b"XADD", audit.decisions_key.encode(), b"MAXLEN", b"~", b"100", b"*"]
+            pairs = args[6:]
+            assert tuple(k.decode() for k in pairs[::2]) == ENTRY_FIELDS  # the stream stores the names once per node
+            assert command == hiredis.pack_command(tuple(a.decode() for a in args))  # what hiredis makes of it
+            back = read_entry(b"1700000000000-0", dict(zip(pairs[::2], pairs[1::2])))
+            assert back is not None and back.pop("at").startswith("2023-11-14T22:13:20")
+            assert back == reference(record)
 
 
 def test_a_bucket_is_renewed_once_a_minute_and_again_after_a_fault():

@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
+import hiredis
 import redis
 
 from fengkong.api.encoding import dumps, loads
@@ -70,7 +71,35 @@ def reference(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 #: a bool's JSON (`Audit.decision_command`)
-_BOOLS = {True: dumps(True), False: dumps(False)}
+_BOOLS = {True: "true", False: "false"}
+
+
+def entry_command(head: str, values: tuple[Any, ...]) -> bytes | None:
+    """The RESP bytes of an ``XADD`` whose text up to its fields is `head` (`resp_head`)
+    and whose fields are `ENTRY_FIELDS` with these `values`, byte for byte what
+    ``hiredis.pack_command`` makes of the command's arguments; None unless every value is
+    ASCII text (the caller packs that command the general way). Written out, since the
+    decision path queues one per decision: tests/test_worker_cpu.py holds it to hiredis."""
+    a, b, c, d, e, f, g, h, i, j = values
+    if not (type(a) is type(b) is type(c) is type(d) is type(e) is type(f) is type(g) is type(h) is type(i)
+            is type(j) is str):
+        return None
+    text = (f"{head}$11\r\ndecision_id\r\n${len(a)}\r\n{a}\r\n$8\r\nevent_id\r\n${len(b)}\r\n{b}\r\n"
+            f"$8\r\ndecision\r\n${len(c)}\r\n{c}\r\n$5\r\nscore\r\n${len(d)}\r\n{d}\r\n"
+            f"$5\r\nrules\r\n${len(e)}\r\n{e}\r\n$6\r\nshadow\r\n${len(f)}\r\n{f}\r\n"
+            f"$15\r\nruleset_version\r\n${len(g)}\r\n{g}\r\n$8\r\ndegraded\r\n${len(h)}\r\n{h}\r\n"
+            f"$6\r\ncaller\r\n${len(i)}\r\n{i}\r\n$4\r\ncard\r\n${len(j)}\r\n{j}\r\n")
+    data = text.encode()
+    return data if len(data) == len(text) else None  # a longer encoding: not ASCII, lengths counted in characters
+
+
+def resp_head(*args: str | int) -> str:
+    """The RESP text of a command's first arguments (texts or integers), with the count of
+    all its arguments (`entry_command`'s head): ``*<count>`` and each as a bulk string, its
+    length counted in characters (a text not ASCII, such as a key prefix, makes
+    `entry_command` give None: the command is then packed the general way)."""
+    count = len(args) + 2 * len(ENTRY_FIELDS)
+    return f"*{count}\r\n" + "".join(f"${len(str(arg))}\r\n{arg}\r\n" for arg in args)
 
 
 def read_entry(entry_id: bytes | str, fields: Mapping[Any, Any]) -> dict[str, Any] | None:
@@ -104,6 +133,7 @@ class Audit:
         self.decisions_key = keys.audit_stream(prefix, "decisions")
         self.changes_key = changes_key(prefix)
         self.maxlen = maxlen
+        self._head = resp_head("XADD", self.decisions_key, "MAXLEN", "~", maxlen, "*")
         self.path = Path(path) if path else None
         self._fd: int | None = None
         self._lock = threading.Lock()  # the rules watcher thread audits too
@@ -111,26 +141,31 @@ class Audit:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
-    def decision_command(self, record: Mapping[str, Any]) -> tuple[Any, ...]:
+    def decision_command(self, record: Mapping[str, Any]) -> bytes:
         """The decision's stream entry as a command, for the caller's pipelined write: a
-        reference to the stored record (`reference`), not a second copy of it."""
+        reference to the stored record (`reference`), not a second copy of it; packed as
+        Redis reads it (RESP: `fengkong.features.pipelined` writes bytes as they are)."""
         get = record.get
         decision_id, event_id, decision, version, caller = (get("decision_id"), get("event_id"), get("decision"),
                                                             get("ruleset_version"), get("caller"))
-        reasons, shadow, degraded = get("reasons"), get("shadow"), get("degraded")
+        reasons, shadow, degraded, score = get("reasons"), get("shadow"), get("degraded"), get("score")
         card = ((get("event") or {}).get("card") or {}).get("fingerprint")
         # `reference(record)` as the entry's fields in `ENTRY_FIELDS` order (texts as they are, "" for
         # none; the rules' ids joined by spaces; score and degraded as JSON), written out: this runs
         # for every decision; tests/test_worker_cpu.py holds `read_entry` of it to `reference`
-        return ("XADD", self.decisions_key, "MAXLEN", "~", self.maxlen, "*",
-                "decision_id", "" if decision_id is None else decision_id,
-                "event_id", "" if event_id is None else event_id, "decision", "" if decision is None else decision,
-                "score", dumps(get("score")),
-                "rules", " ".join([r["id"] for r in reasons]) if reasons else "",
-                "shadow", " ".join([r["id"] for r in shadow]) if shadow else "",
-                "ruleset_version", "" if version is None else version,
-                "degraded", _BOOLS[degraded] if type(degraded) is bool else dumps(degraded),
-                "caller", "" if caller is None else caller, "card", "" if card is None else card)
+        values = ("" if decision_id is None else decision_id, "" if event_id is None else event_id,
+                  "" if decision is None else decision, str(score) if type(score) is int else dumps(score).decode(),
+                  " ".join([r["id"] for r in reasons]) if reasons else "",
+                  " ".join([r["id"] for r in shadow]) if shadow else "",
+                  "" if version is None else version,
+                  _BOOLS[degraded] if type(degraded) is bool else dumps(degraded).decode(),
+                  "" if caller is None else caller, "" if card is None else card)
+        packed = entry_command(self._head, values)
+        if packed is not None:
+            return packed
+        args: Any = ("XADD", self.decisions_key, "MAXLEN", "~", self.maxlen, "*",
+                     *(item for pair in zip(ENTRY_FIELDS, values) for item in pair))
+        return hiredis.pack_command(args)
 
     @property
     def to_a_file(self) -> bool:

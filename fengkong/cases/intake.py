@@ -1,7 +1,7 @@
 """From a decision to a case's queue: the item the decision path queues, and the command
 that queues it.
 
-The decision path only queues. `Intake.command` gives one ``XADD`` to the stream
+The decision path only queues. `Intake.command` gives one ``XADD`` (RESP bytes) to the stream
 ``{prefix}:v1:cases:intake`` that the decision service appends to the decision's own
 pipelined write (the record, its pointer, the audit entry), so opening a case costs a
 decision no round trip; decisions the configuration does not send to a case cost a set
@@ -33,6 +33,8 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import hiredis
+import orjson
 import redis
 
 from fengkong.cases.config import CasesConfig
@@ -54,10 +56,12 @@ def stream_key(prefix: str) -> str:
 def item_for(record: Mapping[str, Any], event: Event, occurred_at: str | None = None) -> dict[str, Any]:
     """The compact item a case needs from a decision and its event. `occurred_at`: the
     event's time as ``isoformat`` writes it, when the caller knows it already (the decision
-    path: the text it received, when that is the form ``isoformat`` gives back)."""
+    path: the text it received, when that is the form ``isoformat`` gives back). Its ``type``
+    is the event's `EventType`, a `StrEnum`: a text whose JSON is its value (no ``.value``
+    property read per review)."""
     card = event.card
     return {
-        "decision_id": record["decision_id"], "event_id": event.event_id, "type": event.type.value,
+        "decision_id": record["decision_id"], "event_id": event.event_id, "type": event.type,
         "decision": record["decision"], "score": record.get("score") or 0, "risk": record.get("risk"),
         "reasons": [_reason(r) for r in record.get("reasons") or ()],
         "occurred_at": iso_text(event.occurred_at) if occurred_at is None else occurred_at,
@@ -83,34 +87,40 @@ class Intake:
                  hold_dir: Path | None = None) -> None:
         self.config = config
         self.key = stream_key(prefix)
+        key = self.key.encode()
+        #: `command`'s RESP up to the item's JSON: ``XADD <key> * item``
+        self._head = b"*5\r\n$4\r\nXADD\r\n$%d\r\n%b\r\n$1\r\n*\r\n$4\r\nitem\r\n" % (len(key), key)
         self.held = HeldItems(hold_dir, max_items=hold_max)
         self.lost = 0
         #: told of each item lost (the service counts them in /metrics)
         self.on_lost: Callable[[], None] | None = None
 
-    def command(self, record: Mapping[str, Any], event: Event,
-                occurred_at: str | None = None) -> tuple[Any, ...] | None:
-        """``XADD`` of this decision's case item, or None when it opens no case
-        (`occurred_at` as `item_for` takes it)."""
+    def command(self, record: Mapping[str, Any], event: Event, occurred_at: str | None = None) -> bytes | None:
+        """``XADD`` of this decision's case item as Redis reads it (RESP: the decision path's
+        pipelined write takes it as it is; `unpacked` gives its arguments back), or None when
+        it opens no case (`occurred_at` as `item_for` takes it). Packed here, since the item's
+        JSON is bytes already: no text to decode and encode again, no argument packing."""
         if not self.config.opens_case(record["decision"], record.get("reasons") or []):
             return None
-        return self._xadd(item_for(record, event, occurred_at))
+        data = item_json(item_for(record, event, occurred_at))
+        return b"".join((self._head, f"${len(data)}\r\n".encode(), data, b"\r\n"))
 
     def hold(self, record: Mapping[str, Any], event: Event) -> None:
         """Keep this decision's case item, if it opens one, until `release` can queue it
         (Redis is away: see the module doc). Cheap: one small file write, no fsync."""
-        command = self.command(record, event)
-        if command is not None:
-            self.hold_command(command, record.get("decision_id"))
+        if self.config.opens_case(record["decision"], record.get("reasons") or []):
+            self.hold_command(self._xadd(item_for(record, event)), record.get("decision_id"))
 
-    def hold_command(self, command: tuple[Any, ...], decision_id: Any) -> None:
-        """Keep an ``XADD`` built by `command` that Redis did not take (see `hold`)."""
+    def hold_command(self, command: tuple[Any, ...] | bytes, decision_id: Any) -> None:
+        """Keep an ``XADD`` built by `command` (its RESP bytes, or its arguments) that Redis
+        did not take (see `hold`)."""
+        args = unpacked(command) if isinstance(command, bytes) else command
         if self.held.max_items <= 0:  # nobody here would release it (see `fengkong.api.state`)
             self._lose()
             log.error("case intake: decision %s opens a case but Redis is away and this worker holds none",
                       decision_id)
             return
-        if not self.held.add(command):
+        if not self.held.add(args):
             self._lose()
             log.error("case intake: %d case items held while Redis is away; the case item of decision %s was "
                       "dropped (%d so far)", self.held.max_items, decision_id, self.lost)
@@ -160,6 +170,25 @@ class Intake:
 
     def _xadd(self, item: Mapping[str, Any]) -> tuple[Any, ...]:
         return ("XADD", self.key, "*", "item", item_text(item))  # never trimmed: see the module doc
+
+
+def item_json(item: Mapping[str, Any]) -> bytes:
+    """`item_text` as UTF-8 bytes (orjson's own output on the decision path)."""
+    try:
+        return orjson.dumps(item, default=str)
+    except TypeError:  # orjson.JSONEncodeError is one: what orjson refuses, the standard library's
+        return item_text(item).encode()
+
+
+def unpacked(command: bytes) -> tuple[str, ...]:
+    """The arguments of a command `Intake.command` packed (RESP), as texts: what
+    `fengkong.cases.held` writes and queues again."""
+    reader = hiredis.Reader()
+    reader.feed(command)
+    args = reader.gets()
+    if not isinstance(args, list) or reader.gets() is not False:
+        raise ValueError("command: not one RESP command")
+    return tuple(a.decode() for a in args)
 
 
 def item_text(item: Mapping[str, Any]) -> str:

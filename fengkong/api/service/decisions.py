@@ -304,7 +304,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float, text_clea
     return _response(record, latency * 1000, False)
 
 
-def _write_behind(rt: Runtime, commands: list[tuple[Any, ...]], decision_id: str, case_at: int | None) -> None:
+def _write_behind(rt: Runtime, commands: list[Any], decision_id: str, case_at: int | None) -> None:
     """Queue the decision's record, pointer and audit entry on the
     pipelined connection, and answer without waiting for Redis to acknowledge them.
 
@@ -327,12 +327,17 @@ def _write_behind(rt: Runtime, commands: list[tuple[Any, ...]], decision_id: str
     batch.add_done_callback(functools.partial(_written, rt, decision_id, commands, case_at))
 
 
-def _written(rt: Runtime, decision_id: str, commands: list[tuple[Any, ...]], case_at: int | None,
+def _written(rt: Runtime, decision_id: str, commands: list[Any], case_at: int | None,
              batch: "asyncio.Future[list[Any]]") -> None:
     exc = batch.exception() if not batch.cancelled() else asyncio.CancelledError()
     if exc is None:
         replies = batch.result()
-        exc = next((redis.ResponseError(str(r)) for r in replies if isinstance(r, ReplyError)), None)
+        for reply in replies:  # (a loop, not a generator: this runs for every decision)
+            if isinstance(reply, ReplyError):
+                exc = redis.ResponseError(str(reply))
+                break
+        else:
+            return  # every command taken: the common case
         if case_at is not None and not isinstance(replies[case_at], ReplyError):
             case_at = None  # the case item was queued: only another command was refused
     if exc is not None:
@@ -340,7 +345,7 @@ def _written(rt: Runtime, decision_id: str, commands: list[tuple[Any, ...]], cas
         _hold(rt, commands, case_at, decision_id)
 
 
-def _hold(rt: Runtime, commands: list[tuple[Any, ...]], case_at: int | None, decision_id: str) -> None:
+def _hold(rt: Runtime, commands: list[Any], case_at: int | None, decision_id: str) -> None:
     """Hold the case item Redis did not take (a fault that may have taken it after all, such
     as a connection lost after sending, queues it twice at worst: filing takes a decision once)."""
     if case_at is not None:

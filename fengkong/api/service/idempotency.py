@@ -45,9 +45,10 @@ def body_hash(data: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest().encode()
 
 
-async def execute(rt: Runtime, commands: Sequence[tuple[Any, ...]], timeout_s: float) -> list[Any]:
-    """The commands' replies over the pipelined connection; a refused one raises
-    `redis.ResponseError` (and a connection fault `ConnectionFailed`, an OSError)."""
+async def execute(rt: Runtime, commands: Sequence[Any], timeout_s: float) -> list[Any]:
+    """The commands' replies over the pipelined connection (a command: its arguments, or its
+    RESP bytes); a refused one raises `redis.ResponseError` (and a connection fault
+    `ConnectionFailed`, an OSError)."""
     replies = await rt.conn.execute(commands, timeout_s)
     for reply in replies:
         if isinstance(reply, ReplyError):
@@ -85,13 +86,36 @@ def _settle_script() -> str:
     return resources.files("fengkong.features").joinpath("lua/settle_claim.lua").read_text(encoding="utf-8")
 
 
-def set_record(key: str, blob: bytes, ttl: int, *, only_if_absent: bool) -> tuple[Any, ...]:
+def set_record(key: str, blob: bytes, ttl: int, *, only_if_absent: bool) -> tuple[Any, ...] | bytes:
     """The command that stores an event_id's record over its claim. A request that did
     not count the event (``only_if_absent``) adopts the key only if no record is there:
-    its reply is then None when stored, or the record found (``lua/settle_claim.lua``)."""
+    its reply is then None when stored, or the record found (``lua/settle_claim.lua``).
+    The plain ``SET ... EX`` (every decision's) comes packed as Redis reads it (`set_ex`)."""
     if only_if_absent:
         return ("EVAL", _settle_script(), 1, key, blob, ttl)
-    return ("SET", key, blob, "EX", ttl)
+    return set_ex(key, blob, ttl) if type(blob) is bytes and type(ttl) is int else ("SET", key, blob, "EX", ttl)
+
+
+def set_ex(key: str, value: bytes, ttl: int) -> bytes:
+    """``SET key value EX ttl`` as RESP bytes, byte for byte ``hiredis.pack_command``'s
+    (tests/test_decision_pointers.py): written by the decision path for every record, where
+    hiredis' packing of the arguments (a copy of the record among them) cost more. The key's
+    length is counted in characters where it is ASCII (the decision path's keys), else in
+    its UTF-8 bytes."""
+    tail = _EX_TAILS.get(ttl)
+    if tail is None:
+        if len(_EX_TAILS) >= 16:
+            _EX_TAILS.clear()
+        expiry = b"%d" % ttl
+        tail = _EX_TAILS[ttl] = b"\r\n$2\r\nEX\r\n$%d\r\n%b\r\n" % (len(expiry), expiry)
+    if key.isascii():
+        return f"*5\r\n$3\r\nSET\r\n${len(key)}\r\n{key}\r\n${len(value)}\r\n".encode() + value + tail
+    name = key.encode()
+    return b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n" % (len(name), name, len(value)) + value + tail
+
+
+#: ``set_ex``'s text after the value, by TTL (a worker writes its records with one or two TTLs)
+_EX_TAILS: dict[int, bytes] = {}
 
 
 def check_stored(value: bytes, *, digest: bytes, kind: str) -> None:

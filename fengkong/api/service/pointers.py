@@ -28,7 +28,9 @@ BUCKET_GRACE_S = 3600
 def commands(prefix: str, *, decision_id: str, event_id: str, ttl_s: int,
              renewals: Renewals | None = None, faults: int = 0) -> list[tuple[Any, ...]]:
     """The writes that let `decision_id` find `event_id` for at least `ttl_s` seconds
-    (with `renewals`: the bucket's EXPIRE only when it is due)."""
+    (with `renewals`: the bucket's EXPIRE only when it is due). As arguments, not RESP
+    bytes: for commands of a few short texts hiredis' packing costs no more than
+    formatting them here (docs/benchmarks.md, "s8-record")."""
     key, field = keys.decision_bucket(prefix, decision_id)
     if renewals is not None and not renewals.due(key, faults):
         return [("HSET", key, field, event_id)]

@@ -58,6 +58,7 @@ version stay readable after an upgrade. Outcome records are JSON.
 from __future__ import annotations
 
 import hashlib
+import operator
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -190,7 +191,7 @@ class Records:
         self._by_id[schema.id] = schema
 
     def encode(self, record: Mapping[str, Any], *, ruleset: Any, faults: int,
-               features: tuple[tuple[str, ...], Any] | None = None) -> tuple[bytes, list[tuple[Any, ...]]]:
+               features: tuple[tuple[str, ...], Any] | None = None) -> tuple[bytes, list[Any]]:
         """The stored form of a decision record (compact for a schema's first `SAMPLES`
         records, deflated after), and the commands that must precede it (the schema's SET
         when this worker has not written it lately, or since the last Redis fault `faults`
@@ -211,7 +212,7 @@ class Records:
             schema = last[4]  # the last record's schema: the same names object, no tuple to hash
         else:
             schema = self._schema((version, models, names, ruleset is None), ruleset)
-        commands: list[tuple[Any, ...]] = []
+        commands: list[Any] = []  # what `Records.encode`'s caller adds to: commands as tuples or RESP bytes
         now = time.monotonic()
         sent = self._sent.get(schema.id)
         if sent is None or sent[1] != faults or now - sent[0] >= RESEND_S:
@@ -305,38 +306,41 @@ def same_body(stored_sha: str, digest: bytes) -> bool:
 
 _HEAD = 8 + SHA_BYTES  # a deflated record's schema id and body hash, after its first byte
 
+#: the fields `_values` reads, in the order it reads them (one ``itemgetter`` call where the
+#: record has them all, as the decision path's always does: cheaper than a ``get`` per field)
+_READ = ("body_sha256", "decision_id", "event_id", "decision", "score", "reasons", "merchant_grade", "degraded",
+         "degraded_reason", "lane", "risk", "decided_at", "caller", "event", "shadow", "missing_features",
+         "score_action", "thresholds", "latency_ms")
+_read_all = operator.itemgetter(*_READ)
+
+
 def _values(record: Mapping[str, Any], schema: Schema, features: list[Any], scale: bool = True) -> list[Any]:
     """The record's items in their stored order (the module docstring); `features` is its
     features' values in the schema's order, a list this changes and returns among them."""
-    get = record.get
-    event = get("event")
-    event_id = get("event_id")
-    decision_id = get("decision_id")
-    decided_at = get("decided_at")
-    thresholds = get("thresholds")
-    reasons = get("reasons")
-    shadow = get("shadow")
-    missing = get("missing_features")
+    try:
+        fields = _read_all(record)
+    except KeyError:
+        fields = (record["body_sha256"], *map(record.get, _READ[1:]))
+    (sha, decision_id, event_id, decision, score, reasons, grade, degraded, degraded_reason, lane, risk, decided_at,
+     caller, event, shadow, missing, score_action, thresholds, latency) = fields
     extra = None if record.keys() <= _FIELD_SET else {k: v for k, v in record.items() if k not in _FIELD_SET}
     if isinstance(event, dict):
         features = with_refs(features, schema.copies, event)
         stored_event: Any = indexed(event)
+        own_id = event_id is not None and event.get("event_id") == event_id
     else:
         stored_event = event
+        own_id = isinstance(event, Mapping) and event.get("event_id") == event_id and event_id is not None
     return [
-        schema.raw_id, bytes.fromhex(record["body_sha256"])[:SHA_BYTES],
-        id_bytes(decision_id),
-        None if isinstance(event, Mapping) and event.get("event_id") == event_id and event_id is not None
-        else [event_id],
-        get("decision"), get("score"), [_reason(r, schema) for r in reasons] if reasons else [],
-        get("merchant_grade"), get("degraded"), get("degraded_reason"), get("lane"),
-        get("risk"), decided_code(decided_at), get("caller"), stored_event,
+        schema.raw_id, bytes.fromhex(sha)[:SHA_BYTES], id_bytes(decision_id), None if own_id else [event_id],
+        decision, score, [_reason(r, schema) for r in reasons] if reasons else [],
+        grade, degraded, degraded_reason, lane, risk, decided_code(decided_at), caller, stored_event,
         features,
         [_reason(r, schema) for r in shadow] if shadow else [],
         _missing(missing, schema) if missing else [],
-        get("score_action"),
+        score_action,
         {_THRESHOLD_INDEX.get(k, k): v for k, v in thresholds.items()} if isinstance(thresholds, dict) else thresholds,
-        get("latency_ms"), extra or None, scaled(features) if scale else None,  # deflate packs a float's bytes as well
+        latency, extra or None, scaled(features) if scale else None,  # deflate packs a float's bytes as well
         # ruleset_version and models are the schema's; kind is "decision"
     ]
 
