@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Sequence
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fengkong.api import errors, fastpath
 from fengkong.api.body import BodyLimit
@@ -60,6 +60,21 @@ class ServiceApp(FastAPI):
         super().__init__(**kwargs)
         self.fast_routes = tuple(fast_routes)
         self.fast_refusal: str | None = None
+        telemetry = kwargs.get("telemetry") or {}
+        #: no FastAPI telemetry to run: an HTTP request may go straight to the fast layer
+        self.untraced = all(telemetry.get(k) is False for k in ("tracing", "metrics", "logs"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """An HTTP request goes straight to the fast layer when the stack is one and nothing
+        FastAPI's and Starlette's ``__call__`` do for it is needed (a root path, telemetry):
+        what they would do then is the one line ``scope["app"] = self``, and their two
+        coroutines ran on every decision. Anything else goes through them."""
+        stack = self.middleware_stack
+        if type(stack) is FastLayer and scope["type"] == "http" and self.untraced and not self.root_path:
+            scope["app"] = self
+            await stack(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
         stack = super().build_middleware_stack()
