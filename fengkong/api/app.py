@@ -31,11 +31,10 @@ from fengkong.events import Event
 log = logging.getLogger("fengkong.api")
 
 #: The collector's youngest-generation threshold in a serving process (Python's default
-#: is 700). A decision leaves a few dozen container objects alive until its answer
-#: (features, record, commands) with 32 in flight, so at 700 the collector ran every few
-#: dozen decisions and walked all of them each time; a higher threshold runs it a
-#: fraction as often for little more work per run (docs/benchmarks.md, s8-edge). The
-#: older generations keep Python's defaults.
+#: is 700). With 32 decisions in flight, each holding its features, record and commands
+#: until answered, a young collection at 700 ran every few dozen decisions and walked what
+#: they all held; at this threshold it runs a few times per thousand, each run costing a
+#: few times more (docs/benchmarks.md, s8-edge). The older generations keep Python's.
 YOUNG_GC_THRESHOLD = 10_000
 
 DESCRIPTION = """\
