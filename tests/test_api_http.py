@@ -150,6 +150,19 @@ def test_the_uvicorn_interface_the_protocol_overrides_is_there():
     assert "self.loop = " in inspect.getsource(HttpToolsProtocol.__init__)
 
 
+def test_the_uvicorn_answer_callback_the_protocol_repeats_is_still_what_it_repeats():
+    """`CoalescingHttpToolsProtocol.on_response_complete` repeats uvicorn's, but for its
+    keep-alive timer: an upgrade that changes the base's method fails here."""
+    base = inspect.getsource(HttpToolsProtocol.on_response_complete)
+    for line in ("self.server_state.total_requests += 1", "if self.transport.is_closing():",
+                 "self._unset_keepalive_if_required()", "self.flow.resume_reading()", "if self.pipeline:",
+                 "cycle, app = self.pipeline.pop()", "self._start_asgi_task(cycle, app)",
+                 "self.timeout_keep_alive_task = self.loop.call_later("):
+        assert line in base, line
+    assert len([ln for ln in base.splitlines() if ln.strip() and not ln.strip().startswith("#")]) == 13
+    assert "on_response=self.on_response_complete" in inspect.getsource(HttpToolsProtocol)
+
+
 def test_the_transport_answers_every_method_uvicorn_and_asyncio_name_without_a_fallback():
     """`CoalescingTransport` writes out each method (no ``__getattr__``): every public
     method of `asyncio.Transport`, and every ``transport.<name>`` uvicorn's HTTP and

@@ -89,3 +89,45 @@ def test_with_the_fast_layer_off_the_middleware_runs_for_the_payment_routes(redi
         assert r.headers["access-control-allow-origin"] == "https://shop.example"
         refused = c.post("/v1/events", json=payment())  # the decide key lacks report: refused, CORS still on
         assert refused.status_code == 403 and refused.headers["access-control-allow-origin"] == "https://shop.example"
+
+
+@pytest.mark.parametrize("otel", [False, True], ids=["untraced", "telemetry-on"])
+def test_an_http_request_skips_fastapis_call_only_when_it_has_nothing_to_do(redis_server, monkeypatch, otel):
+    """`ServiceApp.__call__` hands an HTTP request straight to the fast layer; with telemetry
+    on (no fast layer) FastAPI's ``__call__`` runs for it, spans and all."""
+    import json
+
+    from fastapi import FastAPI
+
+    calls: list[str] = []
+    original = FastAPI.__call__
+
+    async def counting(self, scope, receive, send):  # FastAPI's own, counted
+        calls.append(scope["type"])
+        await original(self, scope, receive, send)
+
+    monkeypatch.setattr(FastAPI, "__call__", counting)
+    app = create_app(settings(redis_server.url, "tmwcall", otel=otel))
+    body = json.dumps(payment()).encode()
+    sent: list[dict] = []
+
+    async def run() -> None:
+        async with app.router.lifespan_context(app):
+            app.middleware_stack = app.build_middleware_stack()
+            messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+            async def receive() -> dict:
+                return messages.pop() if messages else {"type": "http.disconnect"}
+
+            async def send(message: dict) -> None:
+                sent.append(message)
+
+            scope = {"type": "http", "method": "POST", "path": "/v1/decisions", "query_string": b"",
+                     "root_path": "", "headers": [(b"x-api-key", DECIDE_KEY.encode()),
+                                                  (b"content-type", b"application/json")]}
+            await app(scope, receive, send)
+            assert scope["app"] is app
+
+    asyncio.run(run())
+    assert sent[0]["status"] == 200 and json.loads(sent[1]["body"])["decision"] == "allow"
+    assert calls == (["http"] if otel else [])

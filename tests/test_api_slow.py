@@ -102,3 +102,31 @@ def test_a_later_request_on_a_keep_alive_connection_gets_its_own_full_timeout(re
         elapsed = time.monotonic() - t0
         assert s in closed and b"HTTP/1.1 408 " in closed[s], closed
         assert TIMEOUT_S * 0.9 <= elapsed <= TIMEOUT_S + MARGIN_S
+
+
+def test_an_idle_connection_is_closed_a_whole_timeout_after_its_last_answer(redis_server):
+    """The connection's timer was set for the first answer's idle deadline: a second request
+    answered half a timeout later moves the close to a whole timeout after that answer."""
+    def request() -> bytes:
+        body = json.dumps(payment()).encode()
+        return (f"POST /v1/decisions HTTP/1.1\r\nhost: x\r\nx-api-key: {DECIDE_KEY}\r\n"
+                f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+
+    def answer(s: socket.socket) -> bytes:
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += s.recv(65536)
+        return got
+
+    with Served(settings(redis_server.url, "tidle2", body_timeout_s=30, keep_alive_s=TIMEOUT_S)) as api:
+        s = _open(api.port, request())
+        assert answer(s).startswith(b"HTTP/1.1 200 ")
+        time.sleep(TIMEOUT_S / 2)
+        s.sendall(request())
+        assert answer(s).startswith(b"HTTP/1.1 200 ")
+        t0 = time.monotonic()
+        s.setblocking(False)
+        closed = _until_closed([s], TIMEOUT_S + MARGIN_S)
+        elapsed = time.monotonic() - t0
+        assert s in closed, "still open"
+        assert TIMEOUT_S * 0.9 <= elapsed <= TIMEOUT_S + MARGIN_S

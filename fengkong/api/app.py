@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Sequence
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fengkong.api import errors, fastpath
 from fengkong.api.body import BodyLimit
@@ -29,6 +29,13 @@ from fengkong.api.state import build_runtime, describe
 from fengkong.events import Event
 
 log = logging.getLogger("fengkong.api")
+
+#: The collector's youngest-generation threshold in a serving process (Python's default
+#: is 700). With 32 decisions in flight, each holding its features, record and commands
+#: until answered, a young collection at 700 ran every few dozen decisions and walked what
+#: they all held; at this threshold it runs a few times per thousand, each run costing a
+#: few times more (docs/benchmarks.md, s8-edge). The older generations keep Python's.
+YOUNG_GC_THRESHOLD = 10_000
 
 DESCRIPTION = """\
 fengkong (风控) decision service: a payment event in, allow / challenge / review / deny out,
@@ -52,6 +59,21 @@ class ServiceApp(FastAPI):
         super().__init__(**kwargs)
         self.fast_routes = tuple(fast_routes)
         self.fast_refusal: str | None = None
+        telemetry = kwargs.get("telemetry") or {}
+        #: no FastAPI telemetry to run: an HTTP request may go straight to the fast layer
+        self.untraced = all(telemetry.get(k) is False for k in ("tracing", "metrics", "logs"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """An HTTP request goes straight to the fast layer when the stack is one and nothing
+        FastAPI's and Starlette's ``__call__`` do for it is needed (a root path, telemetry):
+        what they would do then is the one line ``scope["app"] = self``, and their two
+        coroutines ran on every decision. Anything else goes through them."""
+        stack = self.middleware_stack
+        if type(stack) is FastLayer and scope["type"] == "http" and self.untraced and not self.root_path:
+            scope["app"] = self
+            await stack(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
         stack = super().build_middleware_stack()
@@ -87,6 +109,7 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> S
         # frozen, the collector stops re-scanning it (see docs/benchmarks.md).
         gc.collect()
         gc.freeze()
+        gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
         log.info("fengkong service ready: %s", describe(rt))
         try:
             yield

@@ -122,13 +122,15 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     ``body_timeout_s`` after its first byte is answered 408 and its connection closed
     (the app, if it was reading the body, sees a disconnect); a new connection that
     sends nothing is closed after ``keep_alive_s``, and so is an idle keep-alive one
-    (uvicorn's own timer, given the same value). Both come from the app's settings
+    (by this protocol's timer, not uvicorn's). Both come from the app's settings
     (``app.state.runtime``) when the connection is made.
 
-    The read timer is lazy: a request notes its deadline, and the connection's one timer
-    is set again only when it would fire after that deadline; when it fires before, it
-    looks at the deadline and waits on for what is left. So a keep-alive connection's
-    requests do not each set and cancel a timer."""
+    The connection's one timer is lazy, and serves the keep-alive timeout too: a request
+    notes its read deadline, an answered one its idle deadline (instead of uvicorn's
+    ``call_later`` and ``cancel`` per answer, `on_response_complete`), and the timer is
+    set again only when it would fire after that deadline; when it fires before, it looks
+    at the deadline of the moment and waits on for what is left. So a keep-alive
+    connection's requests do not each set and cancel a timer."""
 
     _read_timer: asyncio.TimerHandle | None = None
     _timer_at = 0.0  # when `_read_timer` fires (loop time)
@@ -136,6 +138,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     _read_timeout_s = DEFAULT_READ_TIMEOUT_S
     _reading = False  # a request has begun and not all of it has arrived
     _began = False  # a request has begun on this connection
+    _idle_by = 0.0  # when an answered connection with no request since is closed (loop time)
+    _idle = False  # answered, and no request has begun since
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # flow control keeps the real transport
@@ -156,6 +160,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         HttpToolsProtocol.on_message_begin(self)
         self._reading = self._began = True
+        self._idle = False
         self._read_by = self.loop.time() + self._read_timeout_s
         if self._read_timer is None or self._timer_at > self._read_by:
             self._arm(self._read_by)
@@ -163,6 +168,24 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         HttpToolsProtocol.on_message_complete(self)
         self._reading = False  # the timer, if it fires, finds nothing to time out
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, but for its keep-alive timer: the idle deadline is noted and the
+        connection's timer moved only when it would fire later (tests/test_api_http.py
+        holds the base's method to what this one repeats)."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle = True
+        self._idle_by = self.loop.time() + self.timeout_keep_alive
+        if self._read_timer is None or self._timer_at > self._idle_by:
+            self._arm(self._idle_by)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._read_timer is not None:
@@ -176,7 +199,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             if self.loop.time() < self._read_by:  # a later request's deadline: wait for what is left
                 self._arm(self._read_by)
                 return
-        elif self._began:  # between requests: uvicorn's keep-alive timer closes an idle connection
+        elif self._idle:  # answered, and nothing since: closed once idle for the keep-alive timeout
+            if self.loop.time() < self._idle_by:
+                self._arm(self._idle_by)
+                return
+        elif self._began:  # a request read whole and not answered yet: its answer arms the timer
             return
         transport = self.transport
         if transport.is_closing():

@@ -136,13 +136,21 @@ class _GuardedModels:
 
 
 def _response(record: Mapping[str, Any], latency_ms: float, duplicate: bool) -> dict[str, Any]:
+    """The answer's fields of `record`, with `latency_ms` (already rounded: `_ms_since`, or
+    the record's own, which ``round`` made once) and whether it is a duplicate's."""
     try:
         out = dict(zip(RESPONSE_KEYS, _RESPONSE_VALUES(record)))  # one call where every key is there
     except KeyError:
         out = {k: record.get(k) for k in RESPONSE_KEYS}
-    out["latency_ms"] = round(latency_ms, 3)
+    out["latency_ms"] = latency_ms
     out["duplicate"] = duplicate
     return out
+
+
+def _ms_since(t0: float) -> float:
+    """Milliseconds since `t0` (a ``perf_counter`` reading), rounded to the microsecond as
+    the answer and the record give them."""
+    return round((time.perf_counter() - t0) * 1000, 3)
 
 
 def _degraded(rt: Runtime, *, event: Event, data: Any, caller: Caller, reason: str,
@@ -179,7 +187,7 @@ def _degraded(rt: Runtime, *, event: Event, data: Any, caller: Caller, reason: s
     rt.metrics.degraded.labels(metric_reason).inc()
     rt.metrics.decided(decision, True, [(r.id, r.mode) for r in ruled.reasons] + [(r.id, r.mode) for r in ruled.shadow],
                        latency)
-    out = _response(record, latency * 1000, False)
+    out = _response(record, record["latency_ms"], False)
     out["missing_features"] = record["missing_features"]
     return out
 
@@ -234,7 +242,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float, text_clea
         if record is not None:
             breaker.succeeded()
             rt.metrics.duplicates.labels("decisions").inc()
-            return _response(record, (time.perf_counter() - t0) * 1000, True)
+            return _response(record, _ms_since(t0), True)
         if result.stored is not None:  # neither features nor a record: not a claim this code wrote
             raise RuntimeError(f"event_id {event.event_id!r}: its key holds neither features nor a record")
         # The first delivery left no record (it degraded or died after counting): this
@@ -287,7 +295,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float, text_clea
                 earlier = await stored(rt, key=key, digest=digest, kind="decision", deadline=time.perf_counter(),
                                        value=replies[first])
                 if earlier is not None:
-                    return _response(earlier, (time.perf_counter() - t0) * 1000, True)
+                    return _response(earlier, _ms_since(t0), True)
         except (redis.RedisError, OSError) as exc:
             _unstored(rt, decision_id, exc)
             _hold(rt, commands, case_at, decision_id)
@@ -301,7 +309,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float, text_clea
     if decision.shadow:
         fired += [(r.id, r.mode) for r in decision.shadow]
     rt.metrics.decided(final, bool(degraded_reason), fired, latency)
-    return _response(record, latency * 1000, False)
+    return _response(record, record["latency_ms"], False)
 
 
 def _write_behind(rt: Runtime, commands: list[Any], decision_id: str, case_at: int | None) -> None:
