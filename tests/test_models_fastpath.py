@@ -6,6 +6,7 @@ writes what ``rows[i] = cells(features)`` writes, `BoundRows` answers what ``sco
 from __future__ import annotations
 
 import math
+import pickle
 from collections import defaultdict
 from decimal import Decimal
 
@@ -78,6 +79,13 @@ def test_pack_into_refuses_what_numpy_refuses_and_remembers_a_bounded_number_of_
         assert _packed(vec, features).tobytes() == _assigned(vec, features).tobytes()
     assert 0 < len(vec._nans) <= 4  # type: ignore[attr-defined]
     assert all(len(k) == len(NAMES) and set(k) <= set(kinds) | {str} for k in vec._nans)  # type: ignore[attr-defined]
+
+
+def test_a_pickled_vectorizer_packs_as_the_original() -> None:
+    vec = _vectorizer()
+    features = {"a": 3, "b": True, "c": None, "event.channel": "pos", "card.type": "debit", "d": 0.25, "e": 7}
+    copy = pickle.loads(pickle.dumps(vec))
+    assert copy == vec and _packed(copy, features).tobytes() == _packed(vec, features).tobytes()
 
 
 def test_pack_into_needs_a_float64_row_of_its_width() -> None:

@@ -107,6 +107,16 @@ class Vectorizer:
         object.__setattr__(self, "_packer", struct.Struct(f"@{len(self.names)}d"))
         object.__setattr__(self, "_nans", {})
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled as its two fields: what `__post_init__` derives (a ``struct.Struct`` among them,
+        which does not pickle) is derived again."""
+        return {"names": self.names, "vocab": self.vocab}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        self.__post_init__()
+
     def cells(self, features: Mapping[str, Any]) -> list[Any]:
         """One event's row as a list that ``np.array(cells, dtype=np.float64)`` converts exactly as
         `_cell` would cell by cell: the text features as their codes, and, when every cell is a
