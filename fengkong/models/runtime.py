@@ -198,7 +198,7 @@ class ModelRuntime:
         self.fusion: RiskFusion | None = None
         #: the transaction model's calibration (`fengkong.models.calibration`), None: raw scores
         self.calibration: Calibration | None = None
-        #: scores the payments of one event-loop turn in one call (`score_async`); None: one by one
+        #: scores the payments of one event-loop turn in one call (`submit`); None: one by one
         self.batcher: TickBatcher[Mapping[str, Any], dict[str, float | None]] | None = None
         self._status: tuple[dict[str, str], list[str], str] | None = None
 
