@@ -31,15 +31,20 @@ WHERE = dict(width=4, risk_cols=[0, 1, 2], habit_cols=[3, 1])
 
 
 class CountingJoint(JointModel):
-    """A real joint session that records the number of rows of each batched call."""
+    """A real joint session that records the number of rows of each call of a batch."""
 
     def __init__(self, data: bytes) -> None:
         super().__init__(data)
         self.calls: list[int] = []
 
-    def score_many(self, X):
-        self.calls.append(len(X))
-        return super().score_many(X)
+    def rows_scorer(self, rows):
+        score = super().rows_scorer(rows)
+
+        def counted(k):
+            self.calls.append(k)
+            return score(k)
+
+        return counted
 
 
 def _rows(n: int = 300, seed: int = 7) -> np.ndarray:
@@ -81,7 +86,7 @@ def test_the_payments_of_one_turn_are_one_call_with_the_answers_each_gets_alone(
     joint = CountingJoint(_graph())
     X = _rows(40)
     expected = _alone(joint, X)
-    batcher = TickBatcher(joint, lambda r, h: (r, h))
+    batcher = TickBatcher(joint, lambda r, h, _: (r, h))
 
     async def one(x: np.ndarray) -> tuple[float, float]:
         return await batcher.submit([None if math.isnan(v) else float(v) for v in x])  # cells, as the store's
@@ -99,7 +104,7 @@ def test_a_turn_of_more_rows_than_a_call_takes_is_several_calls_and_later_turns_
     joint = CountingJoint(_graph())
     X = _rows(2 * CAPACITY + 22)
     expected = _alone(joint, X)
-    batcher = TickBatcher(joint, lambda r, h: (r, h))
+    batcher = TickBatcher(joint, lambda r, h, _: (r, h))
 
     async def main() -> tuple[list, list]:
         futures = [batcher.submit(x) for x in X]  # all in one turn
@@ -108,7 +113,7 @@ def test_a_turn_of_more_rows_than_a_call_takes_is_several_calls_and_later_turns_
         return first, later
 
     first, later = asyncio.run(main())
-    assert joint.calls == [CAPACITY, CAPACITY, 22]
+    assert joint.calls == [CAPACITY, CAPACITY, 22, 1, 1, 1]
     assert _same(first, expected) and _same(later, expected[:3])
 
 
@@ -116,7 +121,7 @@ def test_a_loop_that_ends_before_its_call_leaves_nothing_behind_for_the_next() -
     joint = CountingJoint(_graph())
     X = _rows(3)
     expected = _alone(joint, X)
-    batcher = TickBatcher(joint, lambda r, h: (r, h))
+    batcher = TickBatcher(joint, lambda r, h, _: (r, h))
 
     loop = asyncio.new_event_loop()
 
@@ -130,14 +135,14 @@ def test_a_loop_that_ends_before_its_call_leaves_nothing_behind_for_the_next() -
     loop.run_until_complete(abandoned())
     loop.close()
     assert _same(asyncio.run(main()), expected[1:])
-    assert joint.calls == []  # one row a turn: the bound call, no batch
+    assert joint.calls == [1, 1]  # one row a turn, each its own call
 
 
 def test_a_row_that_does_not_convert_fails_alone_and_a_cancelled_one_is_skipped() -> None:
     joint = CountingJoint(_graph())
     X = _rows(6)
     expected = _alone(joint, X)
-    batcher = TickBatcher(joint, lambda r, h: (r, h))
+    batcher = TickBatcher(joint, lambda r, h, _: (r, h))
 
     async def main() -> list:
         futures = [batcher.submit(X[0]), batcher.submit(X[1])]
@@ -156,10 +161,13 @@ def test_a_row_that_does_not_convert_fails_alone_and_a_cancelled_one_is_skipped(
 
 def test_an_error_of_the_call_reaches_every_payment_of_the_turn() -> None:
     class Failing(CountingJoint):
-        def score_many(self, X):
-            raise RuntimeError("session failed")
+        def rows_scorer(self, rows):
+            def failing(k):
+                raise RuntimeError("session failed")
 
-    batcher = TickBatcher(Failing(_graph()), lambda r, h: (r, h))
+            return failing
+
+    batcher = TickBatcher(Failing(_graph()), lambda r, h, _: (r, h))
 
     async def main() -> list:
         return await asyncio.gather(*(batcher.submit(x) for x in _rows(3)), return_exceptions=True)
@@ -179,9 +187,14 @@ def test_every_txn_risk_kind_answers_a_batch_as_one_row_at_a_time(kind: str) -> 
 
 def test_a_graph_whose_batch_answers_differ_is_not_batched() -> None:
     class Drifting(JointModel):
-        def score_many(self, X):
-            risk, habit = super().score_many(X)
-            return np.nextafter(risk, 2.0), habit
+        def rows_scorer(self, rows):
+            score = super().rows_scorer(rows)
+
+            def drifting(k):
+                risk, habit = score(k)
+                return (np.nextafter(risk, 2.0) if k > 1 else risk), habit
+
+            return drifting
 
     assert not alike(Drifting(_graph()), _rows(10))
 

@@ -7,10 +7,12 @@ the worker, between two payments, the rest of the decision path has pushed the t
 and ONNX Runtime's code out of the caches: a call then costs several times what it
 costs in a loop. One call on the turn's rows loads them once for all (docs/benchmarks.md).
 
-`TickBatcher.submit` copies a payment's row into the batch and returns a future; the
-first row of a batch schedules the call with ``loop.call_soon``, which runs after every
-callback already ready in this turn, so the decisions resumed by the same reply join
-the batch. Each row's answer is exactly what `JointModel.score_one` gives it alone:
+`TickBatcher.submit` writes a payment's row into the batch (the runtime's writer:
+`Vectorizer.pack_into` from the features) and returns a future; the first row of a batch
+schedules the call with ``loop.call_soon``, which runs after every callback already ready
+in this turn, so the decisions resumed by the same reply join the batch. The call is
+IO-bound on the batch's own buffer (`joint.BoundRows`): no feed to convert, no outputs to
+allocate. Each row's answer is exactly what `JointModel.score_one` gives it alone:
 ONNX Runtime's tree ensembles, on one thread, sum each row's trees in the same order
 whatever the batch; `alike` checks it on the artifact's check rows before any batching, and
 tests/test_models_batch.py holds it on every kind of txn_risk graph.
@@ -23,77 +25,86 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 import numpy as np
 
-from fengkong.models.joint import JointModel
+from fengkong.models.joint import BoundRows, JointModel
 
 #: Rows in one call at most; a fuller turn is scored in several calls.
 CAPACITY = 64
+S = TypeVar("S")
 T = TypeVar("T")
 
 
-class _Batch(Generic[T]):
-    """One thread's rows waiting for the call of ``loop``, and their futures."""
+def assign(cells: Any, rows: np.ndarray, i: int) -> None:
+    """The default writer: ``rows[i] = cells`` (a union row as cells or an array; numpy converts it)."""
+    rows[i] = cells
 
-    __slots__ = ("loop", "rows", "waiting", "scheduled")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, width: int) -> None:
+class _Batch(Generic[S, T]):
+    """One thread's rows waiting for the call of ``loop``, what was submitted for each, and
+    their futures."""
+
+    __slots__ = ("loop", "rows", "score", "items", "waiting", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, joint: JointModel) -> None:
         self.loop = loop
-        self.rows = np.zeros((CAPACITY, width), dtype=np.float64)
+        self.rows = np.zeros((CAPACITY, joint.width), dtype=np.float64)
+        self.score: BoundRows = joint.rows_scorer(self.rows)
+        self.items: list[S] = []
         self.waiting: list[asyncio.Future[T]] = []
         self.scheduled = False
 
 
-class TickBatcher(Generic[T]):
-    """Batches `JointModel` scoring per event-loop turn (module docstring). A row's answer is
-    ``answer(txn_risk's score, the habit model's score)``, the two as `JointModel.score_one`
-    gives them: ``answer`` (the runtime's calibration and output features) runs in the call's
-    loop too, row after row, while what it reads is in the caches."""
+class TickBatcher(Generic[S, T]):
+    """Batches `JointModel` scoring per event-loop turn (module docstring). ``submit(item)`` writes
+    the item's union row with ``write(item, rows, i)`` (default `assign`: the item is the row); its
+    answer is ``answer(txn_risk's score, the habit model's score, item)``, the two scores as
+    `JointModel.score_one` gives them: ``answer`` (the runtime's calibration and output features)
+    runs in the call's loop too, row after row, while what it reads is in the caches."""
 
-    def __init__(self, joint: JointModel, answer: Callable[[float, float], T]) -> None:
+    def __init__(self, joint: JointModel, answer: Callable[[float, float, S], T],
+                 write: Callable[[S, np.ndarray, int], None] = assign) -> None:
         self.joint = joint
         self.answer = answer
+        self.write = write
         self._local = threading.local()
 
-    def submit(self, cells: Sequence[Any] | np.ndarray) -> asyncio.Future[T]:
-        """The future answer of one union row (`Vectorizer.cells` or an array), scored at the
-        end of this turn with the rows submitted meanwhile. Must be called from a running event
-        loop. A row numpy cannot convert raises here, for this payment alone."""
+    def submit(self, item: S) -> asyncio.Future[T]:
+        """The future answer of one item, scored at the end of this turn with the items submitted
+        meanwhile. Must be called from a running event loop. An item whose row cannot be written
+        raises here, for this payment alone."""
         loop = asyncio.get_running_loop()
-        batch: _Batch[T] | None = getattr(self._local, "batch", None)
+        batch: _Batch[S, T] | None = getattr(self._local, "batch", None)
         if batch is None or batch.loop is not loop:  # a loop that ended before its call leaves nothing behind
-            batch = self._local.batch = _Batch(loop, self.joint.width)
+            batch = self._local.batch = _Batch(loop, self.joint)
         n = len(batch.waiting)
         if n == CAPACITY:
             self._score(batch)
             n = 0
-        batch.rows[n] = cells
+        self.write(item, batch.rows, n)
         future: asyncio.Future[T] = loop.create_future()
         batch.waiting.append(future)
+        batch.items.append(item)
         if not batch.scheduled:
             batch.scheduled = True
             loop.call_soon(self._flush, batch)
         return future
 
-    def _flush(self, batch: _Batch[T]) -> None:
+    def _flush(self, batch: _Batch[S, T]) -> None:
         batch.scheduled = False
         self._score(batch)
 
-    def _score(self, batch: _Batch[T]) -> None:
+    def _score(self, batch: _Batch[S, T]) -> None:
         """One call on the waiting rows; each future gets its row's answer, or the error."""
-        waiting = batch.waiting
+        waiting, items = batch.waiting, batch.items
         if not waiting:
             return
-        batch.waiting = []
-        answer = self.answer
+        batch.waiting, batch.items = [], []
         try:
-            if len(waiting) == 1:  # the session's bound buffers: no input or output to allocate
-                answers = [answer(*self.joint.score_one(batch.rows[0]))]
-            else:
-                risk, habit = self.joint.score_many(batch.rows[:len(waiting)])
-                answers = list(map(answer, risk.tolist(), habit.tolist()))
+            risk, habit = batch.score(len(waiting))
+            answers = list(map(self.answer, risk, habit, items))
         except Exception as exc:  # ONNX Runtime's errors derive from Exception itself
             for future in waiting:
                 if not future.done():
@@ -105,15 +116,24 @@ class TickBatcher(Generic[T]):
 
 
 def alike(joint: JointModel, rows: np.ndarray) -> bool:
-    """Whether ``joint`` answers each of ``rows`` in batches of up to `CAPACITY` exactly (bit for
-    bit, NaN as NaN) as alone: what `TickBatcher` relies on, checked on an artifact's check rows
-    before it batches (a graph of other operators could sum a batch in another order)."""
+    """Whether ``joint`` answers each of ``rows`` in batches of up to `CAPACITY` (bound as
+    `TickBatcher` binds them) exactly (bit for bit, NaN as NaN) as alone: what `TickBatcher`
+    relies on, checked on an artifact's check rows before it batches (a graph of other operators
+    could sum a batch in another order)."""
     one = np.array([joint.score_one(row) for row in rows], dtype=np.float64).reshape(-1, 2)
+    buffer = np.zeros((CAPACITY, joint.width), dtype=np.float64)
+    score = joint.rows_scorer(buffer)
     for start in range(0, len(rows), CAPACITY):
-        risk, habit = joint.score_many(rows[start:start + CAPACITY])
+        chunk = rows[start:start + CAPACITY]
+        buffer[:len(chunk)] = chunk
+        risk, habit = score(len(chunk))
         if not np.array_equal(np.column_stack([risk, habit]), one[start:start + CAPACITY], equal_nan=True):
+            return False
+    for i in range(min(len(rows), CAPACITY)):  # and a turn of one payment: a call of one row
+        buffer[0] = rows[i]
+        if not np.array_equal(np.column_stack(score(1)), one[i:i + 1], equal_nan=True):
             return False
     return True
 
 
-__all__ = ["CAPACITY", "TickBatcher", "alike"]
+__all__ = ["CAPACITY", "TickBatcher", "alike", "assign"]

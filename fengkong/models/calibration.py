@@ -37,6 +37,7 @@ CURVE_POINTS = 200
 #: The fewest calibration-day payments a precision is stated over (the top slice).
 MIN_SLICE = 20
 _EPS = 1e-9
+_ONE_LESS = 1.0 - _EPS
 #: The ``model.*`` features the calibration adds (declared in features/definitions.py).
 PRECISION_FEATURE = "model.txn_precision"
 SHARE_FEATURE = "model.txn_share"
@@ -113,14 +114,36 @@ class Calibration:
 
     def values(self, raw: float) -> tuple[float, float, float]:
         """The calibrated risk, precision and share of one raw score (``model.txn_risk``,
-        ``model.txn_precision``, ``model.txn_share``; the map and the curves in
-        scalar arithmetic: numpy's per-call cost is most of the work for one value;
-        `interp_pair` is ``np.interp``'s on both curves)."""
-        q = min(max(float(raw), _EPS), 1.0 - _EPS)
+        ``model.txn_precision``, ``model.txn_share``): the map and the curves in scalar
+        arithmetic, as `interp_pair` computes ``np.interp`` on both curves (numpy's per-call
+        cost is most of the work for one value). Written out in one function, comparisons for
+        ``min``/``max``: it runs for every payment; tests hold it to `interp_pair` and numpy."""
+        q = float(raw)
+        if q < _EPS:  # min(max(q, _EPS), 1 - _EPS), NaN staying NaN
+            q = _EPS
+        elif q > _ONE_LESS:
+            q = _ONE_LESS
         z = self.a * math.log(q / (1.0 - q)) + self.b
         risk = 1.0 / (1.0 + math.exp(-z)) if z >= -700 else 0.0
-        xs, precision, share = self._curves  # type: ignore[attr-defined]
-        at, of = interp_pair(risk, xs, precision, share)
+        xs, ys, zs = self._curves  # type: ignore[attr-defined]
+        last = len(xs) - 1
+        if last == 0 or risk != risk:  # one point, or NaN: `interp_pair`'s answers
+            at, of = interp_pair(risk, xs, ys, zs)
+            return risk, at, of
+        j = bisect.bisect_right(xs, risk) - 1
+        if j < 0:
+            return risk, ys[0], zs[0]
+        if j >= last:
+            return risk, ys[-1], zs[-1]
+        x0 = xs[j]
+        if x0 == risk:
+            return risk, ys[j], zs[j]
+        # `_between` on both curves, with its operations in its order
+        span, dx = xs[j + 1] - x0, risk - x0
+        at = (ys[j + 1] - ys[j]) / span * dx + ys[j]
+        of = (zs[j + 1] - zs[j]) / span * dx + zs[j]
+        if at != at or of != of:  # NaN one way: numpy tries the other end
+            at, of = _between(risk, xs, ys, j), _between(risk, xs, zs, j)
         return risk, at, of
 
     @classmethod

@@ -32,6 +32,7 @@ import numpy as np
 #: Features the models supply; a rule reading one is not part of "rules alone".
 MODEL_PREFIX = "model."
 _EPS = 1e-6
+_ONE_LESS = 1 - _EPS
 _MAX = sys.float_info.max
 
 
@@ -144,30 +145,37 @@ class RiskFusion:
     def score_one(self, txn_risk: float | None, rules_score: float) -> float:
         """The fused risk (0-1) of one decision: `predict_proba` on one row, in scalar
         arithmetic (the decision path calls it per payment; numpy's per-call overhead on
-        a row of two values is most of what it would cost); a test holds the two equal."""
+        a row of two values is most of what it would cost); a test holds the two equal.
+        Comparisons stand for ``np.clip`` / ``np.nan_to_num`` (NaN staying NaN), for the same
+        reason."""
         r = math.nan if txn_risk is None else float(txn_risk)
         if r != r:  # missing: the base rate the regression saw, as `_design`
             lg = getattr(self, "fill_logit_", 0.0)
         else:
-            q = min(max(r, _EPS), 1 - _EPS)
+            q = _EPS if r < _EPS else (_ONE_LESS if r > _ONE_LESS else r)
             lg = math.log(q / (1 - q))
         s = float(rules_score)
-        s = 0.0 if s != s else min(max(s, -_MAX), _MAX)  # as np.nan_to_num
-        a, b = self._coef_floats()
-        z = lg * a + s / self.score_scale * b + self.intercept_
+        if s != s:  # as np.nan_to_num
+            s = 0.0
+        elif s < -_MAX:
+            s = -_MAX
+        elif s > _MAX:
+            s = _MAX
+        cached = self.__dict__.get("_coef_cache")
+        if cached is None or cached[0] is not self.coef_:
+            cached = self._coef_floats()
+        z = lg * cached[1] + s / self.score_scale * cached[2] + self.intercept_
         if z >= 0:
             return 1.0 / (1.0 + math.exp(-z))
         e = math.exp(z)
         return e / (1.0 + e)
 
-    def _coef_floats(self) -> tuple[float, float]:
-        """``coef_`` as two Python floats, converted once per fitted ``coef_`` (a new fit or
-        `from_params` sets a new array) rather than once per decision."""
-        cached = self.__dict__.get("_coef_cache")
-        if cached is None or cached[0] is not self.coef_:
-            a, b = self.coef_.tolist()
-            cached = self._coef_cache = (self.coef_, float(a), float(b))
-        return cached[1], cached[2]
+    def _coef_floats(self) -> tuple[Any, float, float]:
+        """(``coef_``, its two weights as Python floats): converted once per fitted ``coef_`` (a
+        new fit or `from_params` sets a new array) rather than once per decision."""
+        a, b = self.coef_.tolist()
+        cached = self._coef_cache = (self.coef_, float(a), float(b))
+        return cached
 
     # -- storage: plain numbers in the artifact's meta.json (no pickle at serve time) --------
     def to_params(self) -> dict[str, Any]:

@@ -77,6 +77,26 @@ class JointModel:
         finally:
             self._lock.release()
 
+    def score_features(self, pack: Callable[[Any, np.ndarray, int], None], features: Any) -> tuple[float, float]:
+        """`score_one` of the union row ``pack(features, rows, i)`` writes (`Vectorizer.pack_into`),
+        written straight into the bound buffer."""
+        if not self._lock.acquire(blocking=False):
+            row = np.zeros((1, self.width), dtype=np.float64)
+            pack(features, row, 0)
+            risk, habit = self.score_many(row)
+            return float(risk[0]), float(habit[0])
+        try:
+            pack(features, self._row, 0)
+            self._run()
+            return float(self._risk[0, 0]), float(self._habit[0, 0])
+        finally:
+            self._lock.release()
+
+    def rows_scorer(self, rows: np.ndarray) -> "BoundRows":
+        """A scorer of the first k rows of ``rows`` (a C-ordered float64 array this model's width
+        wide, which the caller fills and keeps) through IO binding: `BoundRows`."""
+        return BoundRows(self.session, rows, self._risk.dtype, self._habit.dtype)
+
     def score_many(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows = np.ascontiguousarray(np.asarray(X, dtype=np.float64).reshape(-1, self.width))
         risk, habit = self.session.run([RISK, HABIT], {INPUT: rows})
@@ -95,6 +115,43 @@ class JointModel:
         return max(max_abs_diff(joint[0], parts[0]), max_abs_diff(joint[1], parts[1]),
                    max_abs_diff(np.array([r for r, _ in one]), parts[0]),
                    max_abs_diff(np.array([h for _, h in one]), parts[1]))
+
+
+class BoundRows:
+    """Scores the first k rows of one buffer with IO binding: ONNX Runtime reads them where they
+    are and writes both outputs into buffers of this object, so a call neither converts a feed
+    nor allocates outputs (`JointModel.score_many` does both per call). One binding per k, made
+    the first time k rows are scored; a k-row call answers each row what ``score_many`` of the
+    same rows answers (the same session and nodes on the same values; tests hold it).
+
+    Not for two threads at once: the output buffers are this object's (`fengkong.models.batch`
+    keeps one per thread)."""
+
+    def __init__(self, session: ort.InferenceSession, rows: np.ndarray, risk_dtype: Any, habit_dtype: Any) -> None:
+        if rows.dtype != np.float64 or not rows.flags.c_contiguous or rows.ndim != 2:
+            raise ValueError("rows: a C-ordered 2-D float64 array")
+        self.session = session
+        self.rows = rows
+        self._risk = np.zeros((len(rows), 1), dtype=risk_dtype)
+        self._habit = np.zeros((len(rows), 1), dtype=habit_dtype)
+        self._runs: dict[int, Callable[[], None]] = {}
+
+    def __call__(self, k: int) -> tuple[list[float], list[float]]:
+        """(txn_risk's scores, the habit model's scores) of the first ``k`` rows, as Python floats."""
+        run = self._runs.get(k)
+        if run is None:
+            run = self._runs[k] = self._bind(k)
+        run()
+        return self._risk[:k, 0].tolist(), self._habit[:k, 0].tolist()
+
+    def _bind(self, k: int) -> Callable[[], None]:
+        if not 0 < k <= len(self.rows):
+            raise ValueError(f"k: {k} rows of a buffer of {len(self.rows)}")
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(INPUT, ort.OrtValue.ortvalue_from_numpy(self.rows[:k]))
+        for name, buf in ((RISK, self._risk), (HABIT, self._habit)):
+            binding.bind_output(name, "cpu", 0, buf.dtype, [k, 1], buf.ctypes.data)
+        return _bound_run(self.session, binding)
 
 
 def _bound_run(session: ort.InferenceSession, binding: ort.IOBinding) -> Callable[[], None]:
@@ -118,4 +175,4 @@ def check_rows(risk: OnnxModel, habit: OnnxModel, *, width: int, risk_cols: Sequ
     return np.vstack(blocks)
 
 
-__all__ = ["HABIT", "INPUT", "RISK", "JointModel", "check_rows", "union_names"]
+__all__ = ["HABIT", "INPUT", "RISK", "BoundRows", "JointModel", "check_rows", "union_names"]

@@ -36,6 +36,7 @@ it and returns the value as the feature ``model.risk``; the API answers it as
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -135,7 +136,7 @@ class TransactionModels:
     def score_one(self, features: Mapping[str, Any]) -> tuple[float, float]:
         """(txn_risk's raw score, the habit model's score) of one payment's features."""
         if self.joint is not None:
-            return self.joint.score_one(self.row.cells(features))
+            return self.joint.score_features(self.row.pack_into, features)
         row = self.row.one(features)
         x = row[self.habit_cols]
         return (self.risk.score_one(row[self.risk_cols]),
@@ -197,8 +198,9 @@ class ModelRuntime:
         self.fusion: RiskFusion | None = None
         #: the transaction model's calibration (`fengkong.models.calibration`), None: raw scores
         self.calibration: Calibration | None = None
-        #: scores the payments of one event-loop turn in one call (`score_async`); None: one by one
-        self.batcher: TickBatcher[dict[str, float | None]] | None = None
+        #: scores the payments of one event-loop turn in one call (`submit`); None: one by one
+        self.batcher: TickBatcher[Mapping[str, Any], dict[str, float | None]] | None = None
+        self._status: tuple[dict[str, str], list[str], str] | None = None
 
     @classmethod
     def load(cls, artifacts_dir: Path | None) -> "ModelRuntime":
@@ -224,7 +226,7 @@ class ModelRuntime:
                     rt.calibration = Calibration.from_params(cal) if cal and "skipped" not in cal else None
                     rt.transactions = txn
                     if txn.joint is not None and txn.batchable:
-                        rt.batcher = TickBatcher(txn.joint, rt._answer)
+                        rt.batcher = TickBatcher(txn.joint, rt._answer, txn.row.pack_into)
                 else:
                     rt.merchant_forest = load_model(art, "forest")
                     rt.merchant_meta = art.meta
@@ -239,10 +241,16 @@ class ModelRuntime:
 
     @property
     def status(self) -> str:
+        """What is loaded (and refused), as text; built again only when ``loaded`` or ``problems``
+        changed (every decision record carries it)."""
+        cached = self._status
+        if cached is not None and cached[0] == self.loaded and cached[1] == self.problems:
+            return cached[2]
         parts = [f"{kind} {version}" for kind, version in self.loaded.items()]
         text = ", ".join(parts) if parts else "rules-only: no model artifacts loaded"
         if self.problems:
             text += "; refused: " + "; ".join(self.problems)
+        self._status = (dict(self.loaded), list(self.problems), text)
         return text
 
     def score(self, features: Mapping[str, Any]) -> dict[str, float | None]:
@@ -252,36 +260,36 @@ class ModelRuntime:
         txn = self.transactions
         if txn is not None and features.get("event.type", "payment") == "payment":
             raw, habit = txn.score_one(features)
-            return self._payment(raw, habit, features)
+            return self._answer(raw, habit, features)
         return self._unscored(features)
 
+    def submit(self, features: Mapping[str, Any]) -> asyncio.Future[dict[str, float | None]] | None:
+        """The future `score` of a payment, scored in one call together with the other payments
+        that reach the models in this turn of the event loop (`fengkong.models.batch`): the same
+        answer, for less of the worker's time; None when there is nothing to batch (no batcher,
+        or not a payment): `score` then answers at once. Needs a running event loop."""
+        batcher = self.batcher
+        if batcher is None or features.get("event.type", "payment") != "payment":
+            return None
+        return batcher.submit(features)
+
     async def score_async(self, features: Mapping[str, Any]) -> dict[str, float | None]:
-        """`score`, with the payment scored in one call together with the other payments that
-        reach the models in this turn of the event loop (`fengkong.models.batch`): the same
-        answer, for less of the worker's time. Needs a running event loop."""
-        txn, batcher = self.transactions, self.batcher
-        if txn is None or batcher is None or features.get("event.type", "payment") != "payment":
-            return self.score(features)
-        out = await batcher.submit(txn.row.cells(features))
-        out["model.merchant_anomaly"] = _merchant_anomaly(features)
-        return out
+        """`score`, batched as `submit` does when it can. Needs a running event loop."""
+        future = self.submit(features)
+        return self.score(features) if future is None else await future
 
-    def _payment(self, raw: float, habit: float, features: Mapping[str, Any]) -> dict[str, float | None]:
-        out = self._answer(raw, habit)
-        out["model.merchant_anomaly"] = _merchant_anomaly(features)
-        return out
-
-    def _answer(self, raw: float, habit: float) -> dict[str, float | None]:
-        """The transaction models' features of a payment whose two models answered ``raw`` and
-        ``habit``: plain floats (decision records and audit lines are JSON, and so is the fact
+    def _answer(self, raw: float, habit: float, features: Mapping[str, Any]) -> dict[str, float | None]:
+        """The model.* features of a payment whose two models answered ``raw`` and ``habit``:
+        plain floats (decision records and audit lines are JSON, and so is the fact
         durable_rules reads); the calibration's stored map after the ONNX graph's score, when
-        there is one."""
+        there is one; and the merchant's nightly score."""
         cal = self.calibration
         if cal is None:
-            return {"model.txn_risk": raw, "model.habit_anomaly": -habit}
+            return {"model.txn_risk": raw, "model.habit_anomaly": -habit,
+                    "model.merchant_anomaly": _merchant_anomaly(features)}
         risk, precision, share = cal.values(raw)
         return {"model.txn_risk": risk, PRECISION_FEATURE: precision, SHARE_FEATURE: share,
-                "model.habit_anomaly": -habit}
+                "model.habit_anomaly": -habit, "model.merchant_anomaly": _merchant_anomaly(features)}
 
     def _unscored(self, features: Mapping[str, Any]) -> dict[str, float | None]:
         """The model.* features of an event the transaction models do not score (a non-payment;
@@ -297,9 +305,10 @@ class ModelRuntime:
     def fuse(self, model_outputs: Mapping[str, Any], decision: Decided) -> float | None:
         """The fused risk (0-1) of one decided event: `fusion.RiskFusion` on the decision's
         rules-alone score and ``model.txn_risk``; None without a fusion or for non-payments."""
-        if self.fusion is None or "model.txn_risk" not in model_outputs:
+        fusion = self.fusion
+        if fusion is None:
             return None
-        risk = model_outputs.get("model.txn_risk")
+        risk = model_outputs.get("model.txn_risk")  # absent or None: no risk
         if risk is None:
             return None
-        return self.fusion.score_one(float(risk), base_score(decision))
+        return fusion.score_one(float(risk), base_score(decision))

@@ -85,7 +85,7 @@ class _GuardedModels:
     """Runs the models for one decision; a failure is recorded, not raised.
 
     ``prepare`` scores the payment with the others that reach the models in the same turn
-    of the event loop (`ModelRuntime.score_async`); the ``score`` that `pipeline.decide_on`
+    of the event loop (`ModelRuntime.submit`); the ``score`` that `pipeline.decide_on`
     then calls answers what it prepared. ``fuse`` (the fused risk, after the rules decided)
     failing only costs the ``risk`` field (null, logged): the decision does not depend on
     it, so it is not degraded."""
@@ -98,11 +98,13 @@ class _GuardedModels:
         self.prepared: Mapping[str, Any] | None = None
 
     async def prepare(self, features: Mapping[str, Any]) -> None:
-        score_async = getattr(self.runtime, "score_async", None)
-        if score_async is None:  # a runtime that scores one event at a time: `score` does
+        submit = getattr(self.runtime, "submit", None)
+        if submit is None:  # a runtime that scores one event at a time: `score` does
             return
         try:
-            self.prepared = await score_async(features)
+            future = submit(features)  # None: nothing to batch, `score` answers
+            if future is not None:
+                self.prepared = await future
         except Exception as exc:  # any model fault degrades; it never fails the payment
             self._failed(exc)
 
