@@ -65,6 +65,11 @@ FLUSH_BYTES = 1 << 30
 _Watch = tuple["asyncio.Future[list[Any]]", float, float, float]
 #: ties between equal deadlines, broken in the order the batches were watched (futures do not compare)
 _ORDER = itertools.count()
+#: how early the timer may judge a deadline: uvloop rounds a timer's delay to whole milliseconds
+#: and libuv's clock ticks in them, so a timer fires up to about a millisecond early (as the
+#: per-call timers did); a deadline that near is judged at once, not re-armed, which could
+#: otherwise spin the loop until the clock ticks
+_EARLY_S = 0.001
 
 
 class ConnectionFailed(ConnectionError):
@@ -131,7 +136,7 @@ class _Protocol(asyncio.Protocol):
         while deadlines:
             deadline, _, (batch, dead_after, sent_at, late_until) = deadlines[0]
             if not batch.done():
-                if deadline > now:
+                if deadline > now + _EARLY_S:
                     self.timer_at = deadline
                     self.timer = loop.call_at(deadline, self._deadlines_due)
                     return
