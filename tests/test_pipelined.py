@@ -99,6 +99,34 @@ def test_a_reply_late_while_the_server_answers_is_reply_late_and_keeps_the_conne
     assert redis_client.info("stats")["total_connections_received"] - opened_before == 1
 
 
+def test_one_timer_judges_every_batch_at_its_own_deadline(redis_server, redis_client, prefix):
+    """The connection's one timer: a batch with a shorter budget, sent after two with a
+    longer one, is still judged at its own deadline (ReplyLate: the server answered the
+    first meanwhile); batches answered in time leave nothing behind: no timer, no deadlines."""
+    conn = PipelinedRedis(redis_server.url)
+
+    async def main() -> tuple:
+        await conn.execute([("PING",)], 1.0)
+        first = asyncio.ensure_future(conn.execute([("EVAL", BUSY, 0, 60)], 5.0))
+        await asyncio.sleep(0.005)  # written on its own: Redis answers it when it is done, at ~60 ms
+        second = asyncio.ensure_future(conn.execute([("EVAL", BUSY, 0, 60)], 5.0))
+        t = time.perf_counter()
+        with pytest.raises(ReplyLate):  # its reply would come at ~120 ms
+            await conn.execute([("PING",)], 0.1)
+        waited = time.perf_counter() - t
+        late = (await first) + (await second)
+        proto = conn._proto
+        assert proto is not None
+        timed = await asyncio.gather(*(conn.execute([("INCR", f"{prefix}:n")], 0.05) for _ in range(200)))
+        await asyncio.sleep(0.1)  # past every deadline: the timer has fired and found them all done
+        return waited, late, timed, proto.deadlines, proto.timer
+
+    waited, late, timed, deadlines, timer = asyncio.run(main())
+    assert 0.09 <= waited < 0.2  # its own 100 ms, not the others' 5 s
+    assert late == [1, 1] and sorted(r[0] for r in timed) == list(range(1, 201))
+    assert deadlines == [] and timer is None
+
+
 def test_a_killed_connection_fails_its_pending_callers_and_is_replaced(redis_server, redis_client, prefix):
     conn = PipelinedRedis(redis_server.url)
 

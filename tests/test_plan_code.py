@@ -97,6 +97,27 @@ def test_the_written_command_is_hiredis_pack_of_the_command_tuple(store):
     assert len(store.planner.plans) > 40  # types x entities present: the writers of many plans
 
 
+def test_the_packed_values_and_the_plan_key_are_those_of_the_rows_values(store):
+    """The generated packer against ``Packer().pack`` of `EventArgs.values`, the generated
+    plan key against the type and the columns' ``is None``: on a dense history's rows and
+    on rows varied where the packer looks values up (every hour, no amount, flags, an
+    IPv6 address, none)."""
+    args, planner = store.planner.args, store.planner
+    rows = [event_row(e, store.ipintel, store.biz_offset_min) for e in _dense(1500)]
+    base = next(r for r in rows if r["type"] == "payment" and r["ip"])
+    for hour in range(24):
+        rows.append({**base, "hour": hour, "biz_hour": (hour + 5) % 24})
+    for column, _ in args.wheres:
+        rows += [{**base, column: True}, {**base, column: False}, {**base, column: True, "amount": 0}]
+    rows += [{**base, "has_amount": False, "amount": 0}, {**base, "ip": "2001:db8::1"},
+             {**base, "ip": None, "ip_info": None, "subnet": None}, {**base, "amount": 10**12, "ts_us": 2**62}]
+    assert args.wheres and args.members
+    for row in rows:
+        assert args.packed(row) == list(map(msgpack.Packer().pack, args.values(row))), row["event_id"]
+        assert planner._plan_key(row) == (row["type"], *(row[c] is None for c in planner.columns))
+    assert len({planner._plan_key(row) for row in rows}) > 40
+
+
 @pytest.mark.parametrize("prefix_text", ["fk-é", "p" * 1100])
 def test_keys_the_writer_cannot_count_are_packed_the_general_way(redis_client, ipintel, list_specs, prefix_text):
     store = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=prefix_text)

@@ -43,6 +43,8 @@ default verification) and ``unix://``, with user, password and database.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import socket
 import ssl
 from collections import deque
@@ -57,6 +59,17 @@ ReplyError = hiredis.ReplyError
 #: The default is past any tick's commands, so the threshold is off: in interleaved runs a tick's one
 #: write answered more than writing every few kilobytes did (docs/benchmarks.md); it stays a setting.
 FLUSH_BYTES = 1 << 30
+
+
+#: (batch, dead_after, sent_at, late_until): what `_expire` judges a batch by (`_Protocol.watch`)
+_Watch = tuple["asyncio.Future[list[Any]]", float, float, float]
+#: ties between equal deadlines, broken in the order the batches were watched (futures do not compare)
+_ORDER = itertools.count()
+#: how early the timer may judge a deadline: uvloop rounds a timer's delay to whole milliseconds
+#: and libuv's clock ticks in them, so a timer fires up to about a millisecond early (as the
+#: per-call timers did); a deadline that near is judged at once, not re-armed, which could
+#: otherwise spin the loop until the clock ticks
+_EARLY_S = 0.001
 
 
 class ConnectionFailed(ConnectionError):
@@ -77,7 +90,7 @@ def _retrieve(task: "asyncio.Task[Any]") -> None:
 
 class _Protocol(asyncio.Protocol):
     __slots__ = ("transport", "reader", "pending", "closed", "out", "out_bytes", "flush_bytes", "flush_scheduled",
-                 "heard_at", "waiting_since", "replied_at")
+                 "heard_at", "waiting_since", "replied_at", "deadlines", "timer", "timer_at")
 
     def __init__(self, flush_bytes: int = FLUSH_BYTES) -> None:
         self.transport: asyncio.Transport | None = None
@@ -92,6 +105,43 @@ class _Protocol(asyncio.Protocol):
         self.heard_at = 0.0  # loop time of the last bytes from the server (or of connecting)
         self.waiting_since = 0.0  # loop time the oldest command now waiting was sent after none waited
         self.replied_at = float("-inf")  # loop time of the last bytes from the server (connecting aside)
+        #: the batches `execute` waits on, by deadline (`watch`); a done one leaves when it comes to the top
+        self.deadlines: list[tuple[float, int, _Watch]] = []
+        self.timer: asyncio.TimerHandle | None = None  # the one timer, at the earliest deadline
+        self.timer_at = float("inf")
+
+    def watch(self, batch: "asyncio.Future[list[Any]]", deadline: float, dead_after: float, sent_at: float,
+              late_until: float) -> None:
+        """Judge ``batch`` at ``deadline`` unless it is done by then (`_expire`'s steps).
+
+        Why one timer for all: a timer per call (``call_at``, then its cancel when the reply
+        came) cost the worker more than the rest of `PipelinedRedis.execute`; replies mostly
+        come long before their deadline, so one timer at the earliest deadline, which drops
+        the batches done meanwhile when it fires, is set a few times per budget instead of
+        once per call. A batch is judged at its own deadline as before."""
+        heapq.heappush(self.deadlines, (deadline, next(_ORDER), (batch, dead_after, sent_at, late_until)))
+        if deadline < self.timer_at:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer_at = deadline
+            self.timer = asyncio.get_running_loop().call_at(deadline, self._deadlines_due)
+
+    def _deadlines_due(self) -> None:
+        """The timer: judge every waiting batch whose deadline has come, drop the done ones at
+        the top, and set the timer again for the earliest deadline left."""
+        self.timer, self.timer_at = None, float("inf")
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        deadlines = self.deadlines
+        while deadlines:
+            deadline, _, (batch, dead_after, sent_at, late_until) = deadlines[0]
+            if not batch.done():
+                if deadline > now + _EARLY_S:
+                    self.timer_at = deadline
+                    self.timer = loop.call_at(deadline, self._deadlines_due)
+                    return
+                _expire(batch, self, dead_after, sent_at, late_until)
+            heapq.heappop(deadlines)
 
     def judged_silent(self, now: float, dead_after: float) -> bool:
         """Whether the server has sent nothing for ``dead_after`` while something waited on
@@ -176,6 +226,9 @@ class _Protocol(asyncio.Protocol):
             if batch is not None and not batch.done():
                 batch.set_exception(exc)
                 batch.exception()  # seen: a caller whose budget ended is not there to see it
+        if self.timer is not None:  # every batch is done: nothing left to judge
+            self.timer.cancel()
+        self.timer, self.timer_at, self.deadlines = None, float("inf"), []
         if self.transport is not None:
             self.transport.close()
 
@@ -288,13 +341,13 @@ class PipelinedRedis:
                 proto = await asyncio.wait_for(self._connection(), timeout_s)
             except TimeoutError:
                 raise ConnectionFailed(f"redis did not answer within {timeout_s * 1000:.0f} ms") from None
-        # One timer on the batch's future, not `asyncio.timeout` around the await: a
-        # call_at handle costs the worker far less CPU than the context manager (see
-        # docs/benchmarks.md). Replies come in order, so the batch is done when its last is.
+        # The connection's one timer judges the batch at its deadline (`_Protocol.watch`),
+        # not `asyncio.timeout` around the await nor a timer per call: either costs the
+        # worker more CPU (see docs/benchmarks.md). Replies come in order, so the batch is
+        # done when its last is.
         batch = proto.send(commands)
         dead_after = timeout_s if self.dead_after_s is None else self.dead_after_s
-        timer = loop.call_at(deadline, _expire, batch, proto, dead_after, deadline - timeout_s,
-                             deadline + self.late_wait_s)
+        proto.watch(batch, deadline, dead_after, deadline - timeout_s, deadline + self.late_wait_s)
         try:
             return await batch
         except _Expired:
@@ -303,8 +356,6 @@ class PipelinedRedis:
                 raise ReplyLate(message + " (the connection is answering others)") from None
             proto.fail(ConnectionFailed(message))
             raise ConnectionFailed(message) from None
-        finally:
-            timer.cancel()
 
 
     def is_open(self) -> bool:

@@ -13,7 +13,6 @@ per op or per value: see docs/benchmarks.md.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 import operator
 import socket
@@ -28,12 +27,19 @@ from fengkong.features import keys
 from fengkong.features.assemble import INPUTS, blank_features
 from fengkong.features.errors import FeatureDefinitionError
 from fengkong.features.ops import DECODERS, Op, Opcode, Ref, Source
-from fengkong.features.plan_code import Reader, Writer, compile_reader, compile_writer
+from fengkong.features.plan_code import (
+    PackedValues,
+    Reader,
+    Writer,
+    compile_packed_values,
+    compile_plan_key,
+    compile_reader,
+    compile_writer,
+)
 
 _OUTCOMES = frozenset(t.value for t in OUTCOME_TYPES)
 _EVENT_TYPES = tuple(t.value for t in EventType)
 _HOUR_TEXT = tuple(str(h) for h in range(24))
-_NONES = itertools.repeat(None)
 
 Pick = Callable[[Any], Sequence[Any]]  # the items at fixed positions, as one sequence
 
@@ -105,6 +111,8 @@ class EventArgs:
         self.time_at = {name: i for i, name in enumerate(times)}
         self._prune_min_at = tuple(tuple(self.horizons.index(h) for h in s) for s in self.prune_mins)
         self._member_values = picker(self.members)  # itemgetter reads a dict's keys too
+        #: `values`, each packed, from generated code (`plan_code.compile_packed_values`)
+        self.packed: PackedValues = compile_packed_values(self.wheres, self.members, ipv4_text)
         # every resolution is a whole number of slots: buckets and thresholds change only
         # from one slot to the next
         # (1 for ops with no time values at all, e.g. a list's alone on a cluster slot)
@@ -221,12 +229,12 @@ class Planner:
         }
         # a plan per event type and which of these columns are missing: bounded by types x 2^columns
         self.columns = tuple(dict.fromkeys([op.column for op in ops] + list(self.args.members)))
-        self._column_values = picker(self.columns)
+        self._plan_key = compile_plan_key(self.columns)  # (type, column is None for each column)
         self.plans: dict[tuple[Any, ...], Plan] = {}
 
     def plan_for(self, row: dict[str, Any]) -> Plan:
         """The plan of an event with this row (built on first use)."""
-        plan_key = (row["type"], *map(operator.is_, self._column_values(row), _NONES))
+        plan_key = self._plan_key(row)
         plan = self.plans.get(plan_key)
         if plan is None:
             plan = self.plans[plan_key] = self.compile(plan_key)
@@ -255,7 +263,7 @@ class Planner:
 
     def packed_values(self, row: dict[str, Any]) -> list[bytes]:
         """The event's values and its slot's time values, each packed (`EventArgs`)."""
-        pieces = list(map(msgpack.Packer().pack, self.args.values(row)))
+        pieces = self.args.packed(row)
         pieces += self.args.packed_time_values(row["ts_us"])
         return pieces
 
@@ -264,8 +272,7 @@ class Planner:
         writer, `plan_code.compile_writer`; None: a key is not ASCII text)."""
         plan = self.plan_for(row)
         args = self.args
-        values = list(map(msgpack.Packer().pack, args.values(row)))
-        return plan, plan.write(row, values, args.packed_time_values(row["ts_us"]), sha, ttl)
+        return plan, plan.write(row, args.packed(row), args.packed_time_values(row["ts_us"]), sha, ttl)
 
     def compile(self, plan_key: tuple[Any, ...]) -> Plan:
         """The plan of events of type ``plan_key[0]`` whose columns are missing where

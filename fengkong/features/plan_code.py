@@ -11,7 +11,10 @@ the rules' facts:
 * `compile_reader`: the reply unpacked into locals, then one line per raw value
   (`decoders.INLINE`'s expression of its kind, stored under its name);
 * `compile_writer`: the command as Redis reads it (RESP), in place of a key list, a
-  command tuple and ``hiredis.pack_command``.
+  command tuple and ``hiredis.pack_command``;
+* `compile_plan_key`: which plan an event's row takes (its type, which columns it lacks);
+* `compile_packed_values`: the event's own op-list values, each packed (`plan.EventArgs`),
+  those of a few known values looked up rather than packed.
 
 What they give is what they replace, value for value and type for type (the converters
 of `Op.decode`) and byte for byte (``hiredis.pack_command`` of `OnlineStore._prepare`'s
@@ -26,6 +29,8 @@ import sys
 from collections.abc import Callable, Sequence
 from types import CodeType
 from typing import Any
+
+import msgpack
 
 from fengkong.features.decoders import DECODERS, INLINE
 from fengkong.features.errors import FeatureDefinitionError
@@ -230,3 +235,60 @@ def _merged_runs(runs: Sequence[bytes], positions: Sequence[int], nvalues: int,
                      for stretch in stretches)
 
     return refs, merge
+
+
+#: an event row -> its plan's key (`compile_plan_key`)
+PlanKey = Callable[[dict[str, Any]], tuple[Any, ...]]
+
+
+def compile_plan_key(columns: Sequence[str]) -> PlanKey:
+    """``(row["type"], row[c] is None for c in columns)`` as one tuple display: the key
+    of an event's plan (`plan.Planner.plan_for`), without an itemgetter, a map and an
+    unpacking per event."""
+    items = ["row['type']"] + [f"row[{c!r}] is None" for c in columns]
+    source = f"def plan_key(row):\n    return ({', '.join(items)},)\n"
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<plan key of {len(columns)} columns>", "exec"), namespace)
+    key = namespace["plan_key"]
+    key.__code__ = interned_names(key.__code__)
+    key.__doc__ = "An event's plan key (`plan_code.compile_plan_key`); its source:\n\n" + source
+    return key  # type: ignore[no-any-return]
+
+
+#: an event row -> its op-list values, each packed (`compile_packed_values`)
+PackedValues = Callable[[dict[str, Any]], list[bytes]]
+
+#: MessagePack of the small ints 0..127 (each its own byte) and of the hours' text
+_SMALL_INTS = tuple(msgpack.packb(i) for i in range(128))
+_HOURS_PACKED = tuple(msgpack.packb(str(h)) for h in range(24))
+
+
+def compile_packed_values(wheres: Sequence[tuple[str, bool]], members: Sequence[str],
+                          ipv4_text: Callable[[str], str]) -> PackedValues:
+    """The packed form of `plan.EventArgs.values` (``msgpack.Packer().pack`` of each, in
+    order, byte for byte: tests/test_plan_code.py): one list display, the hour, the
+    moment mode and the 0 or 1 of a flag looked up packed, the others packed by one
+    packer per call (so that no two threads ever share one). ``wheres``: (row column,
+    whether the value is the amount rather than 1) of each flag; ``members``: the row
+    columns whose values the ops add as members."""
+    items = ["pack(amount)", "pack(f'{amount}')", "pack(t)", "pack(f'{t}')", "_SMALL[row['hour']]",
+             "pack(row['biz_day'])", "_HOURS[row['biz_hour']]", "_SMALL[2 if row['has_amount'] else 1]",
+             "pack(_ipv4_text(ip) if row['ip_info'] is not None and ':' not in ip else '')"]
+    for column, is_amount in wheres:
+        items.append(f"(pack(amount) if row[{column!r}] else _ZERO)" if is_amount
+                     else f"(_ONE if row[{column!r}] else _ZERO)")
+    items += [f"pack(row[{column!r}])" for column in members]
+    lines = ["def packed_values(row):",
+             "    pack = _Packer().pack",
+             "    amount = row['amount']",
+             "    t = row['ts_us']",
+             "    ip = row['ip']",
+             f"    return [{', '.join(items)}]"]
+    source = "\n".join(lines) + "\n"
+    namespace: dict[str, Any] = {"_Packer": msgpack.Packer, "_SMALL": _SMALL_INTS, "_HOURS": _HOURS_PACKED,
+                                 "_ZERO": _SMALL_INTS[0], "_ONE": _SMALL_INTS[1], "_ipv4_text": ipv4_text}
+    exec(compile(source, f"<packed values of {len(items)} values>", "exec"), namespace)
+    packed = namespace["packed_values"]
+    packed.__code__ = interned_names(packed.__code__)
+    packed.__doc__ = "An event's packed op-list values (`plan_code.compile_packed_values`); its source:\n\n" + source
+    return packed  # type: ignore[no-any-return]
