@@ -259,8 +259,7 @@ class IpIntel:
             # the pattern admits canonical dotted quads only, which inet_pton reads as ipaddress does
             v = int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big")
             p = v >> 16
-            info: IpInfo = seg.infos[bisect.bisect_right(seg.starts, v, seg.at16[p], seg.at16[p + 1]) - 1]
-            return info
+            return seg.infos[bisect.bisect_right(seg.starts, v, seg.at16[p], seg.at16[p + 1]) - 1]  # type: ignore[no-any-return]
         return self._lookup(ip)
 
     def _lookup_v4(self, v4: ScalarTablesV4, v: int) -> IpInfo:
