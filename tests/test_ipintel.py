@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fengkong.features import geoip_adapter, ip_addresses, ip_lists, ip_segments, ipintel
+from fengkong.features import geoip_adapter, ip_addresses, ip_lists, ipintel
 from fengkong.features.ipintel import (
     UNKNOWN,
     IpInfo,
@@ -416,44 +416,3 @@ def test_the_live_lookup_at_the_edges_of_its_16_bit_index(intel: IpIntel) -> Non
                     proxy_ranges=intel.proxy_ranges)
     for ip in _v4(ints):
         assert fresh.lookup(ip) == intel._lookup(ip), ip
-
-
-def test_the_segments_answer_as_the_scalar_tables_at_every_kind_of_boundary(intel: IpIntel) -> None:
-    """The decision path's segments (`ip_segments`) against `_lookup_v4` (the flat tables,
-    held to the reference above) at boundaries of every table, one address either side,
-    and at the first and last address of the space: where a wrong merge or a missing
-    boundary would show."""
-    segments, v4 = intel._segments, intel._v4
-    assert segments is not None and v4 is not None
-    rng = np.random.default_rng(31)
-    points = ip_segments.boundaries(intel._tables, intel.tor_ranges, intel.proxy_ranges)  # type: ignore[arg-type]
-    starts = np.asarray(segments.starts)
-    pick = np.concatenate([rng.choice(points, 40_000, replace=False), starts[rng.integers(0, len(starts), 20_000)],
-                           intel.tor_ranges.v4_arrays()[0], intel.tor_ranges.v4_arrays()[1],
-                           ip_addresses.PRIVATE_V4_STARTS])
-    ints = np.unique(np.clip(np.concatenate([pick - 1, pick, pick + 1, [0, 2**32 - 1]]), 0, 2**32 - 1))
-    for v in ints.tolist():
-        ip = socket.inet_ntoa(v.to_bytes(4, "big"))
-        want = intel._lookup_v4(v4, v)
-        assert intel._lookup_one(ip) == want and intel._lookup_with_subnet(ip)[0] == want, ip
-    assert len(segments) < len(points)  # neighbours with one answer are merged
-    answers = set(segments.infos)
-    assert any(a.is_tor for a in answers) and any(a.is_hosting for a in answers) and any(a.is_private for a in answers)
-
-
-def test_a_replaced_list_changes_the_answers_also_those_cached(intel: IpIntel) -> None:
-    """Replacing a list (or loading other lists) rebuilds the segments and empties the
-    caches of answers: no address keeps the answer of the list it no longer is (or now is) in."""
-    fresh = IpIntel(geo=intel._geo, hosting_asns=intel.hosting_asns, tor_ranges=intel.tor_ranges,
-                    proxy_ranges=intel.proxy_ranges)
-    ip = "52.1.2.3"
-    before = fresh.lookup(ip), fresh.lookup_with_subnet(ip)
-    assert not before[0].is_tor and not before[1][0].is_tor and before[0].is_hosting
-    fresh.tor_ranges = ip_lists.RangeSet([ipaddress.ip_network("52.1.2.0/24")])
-    assert fresh.lookup(ip).is_tor and fresh.lookup_with_subnet(ip)[0].is_tor
-    assert not fresh.lookup("52.1.3.1").is_tor and not fresh.lookup("185.220.101.1").is_tor  # no longer listed
-    fresh.hosting_asns = frozenset()
-    assert not fresh.lookup(ip).is_hosting and not fresh.lookup_with_subnet(ip)[0].is_hosting
-    fresh.proxy_ranges = ip_lists.RangeSet([ipaddress.ip_network("52.1.2.3/32")])
-    assert fresh.lookup(ip) == fresh._lookup(ip) == IpInfo("US", "AMAZON-AES", False, True, True, False)
-    assert intel.lookup(ip) == before[0]  # the other instance keeps its own lists

@@ -93,7 +93,7 @@ class RangeSet:
     :mod:`ipaddress` networks.
     """
 
-    __slots__ = ("_starts", "_ends", "_np4", "_v4_key")
+    __slots__ = ("_starts", "_ends", "_np4")
 
     def __init__(self, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
         per_version: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
@@ -108,15 +108,6 @@ class RangeSet:
             self._starts[version] = [lo for lo, _ in merged]
             self._ends[version] = [hi for _, hi in merged]
         self._np4 = (np.array(self._starts[4], dtype=np.int64), np.array(self._ends[4], dtype=np.int64))
-        self._v4_key = (tuple(self._starts[4]), tuple(self._ends[4]))
-
-    def v4_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """The IPv4 ranges' first and last addresses, ascending, as int64 arrays."""
-        return self._np4
-
-    def v4_key(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """The IPv4 ranges as a hashable value: equal for two sets of the same ranges."""
-        return self._v4_key
 
     def __len__(self) -> int:
         return len(self._starts[4]) + len(self._starts[6])

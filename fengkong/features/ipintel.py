@@ -80,7 +80,6 @@ from fengkong.features.ip_addresses import (
     subnet_of,
     subnets_of,
 )
-from fengkong.features.ip_segments import SegmentsV4, segments_for
 from fengkong.features.ip_lists import (
     HOSTING_ASNS_FILE,
     PROXY_IPS_FILE,
@@ -158,60 +157,17 @@ class IpIntel:
         cache_size: int = 65_536,
     ) -> None:
         self._geo = geo
-        self._hosting_asns = hosting_asns
-        self._tor_ranges = tor_ranges
-        self._proxy_ranges = proxy_ranges
+        self.hosting_asns = hosting_asns
+        self.tor_ranges = tor_ranges
+        self.proxy_ranges = proxy_ranges
         self._hosting_ids: tuple[GeoTablesV4, frozenset[str], np.ndarray] | None = None
         # the flat IPv4 tables, built once per loaded database here at start-up rather than
         # on the first payment; None if `geo` is not geoip2fast as we know it
-        self._tables = geo_tables_v4(geo)
-        self._v4 = ScalarTablesV4(self._tables) if self._tables is not None else None
-        self._segments: SegmentsV4 | None = None
+        tables = geo_tables_v4(geo)
+        self._v4 = ScalarTablesV4(tables) if tables is not None else None
         self.lookup = functools.lru_cache(maxsize=cache_size)(self._lookup_one)  # type: ignore[method-assign]
         self.lookup_with_subnet = functools.lru_cache(  # type: ignore[method-assign]
             maxsize=cache_size)(self._lookup_with_subnet)
-        self._lists_changed()
-
-    # The lists are read through properties so that replacing one rebuilds what is
-    # derived from it (the segments) and empties the caches of answers.
-    @property
-    def hosting_asns(self) -> frozenset[str]:
-        """AS names whose addresses are hosting (``ip.is_hosting``)."""
-        return self._hosting_asns
-
-    @hosting_asns.setter
-    def hosting_asns(self, value: frozenset[str]) -> None:
-        self._hosting_asns = value
-        self._lists_changed()
-
-    @property
-    def tor_ranges(self) -> RangeSet:
-        """Tor exit ranges (``ip.is_tor``)."""
-        return self._tor_ranges
-
-    @tor_ranges.setter
-    def tor_ranges(self, value: RangeSet) -> None:
-        self._tor_ranges = value
-        self._lists_changed()
-
-    @property
-    def proxy_ranges(self) -> RangeSet:
-        """Listed proxies (``ip.is_listed_proxy``)."""
-        return self._proxy_ranges
-
-    @proxy_ranges.setter
-    def proxy_ranges(self, value: RangeSet) -> None:
-        self._proxy_ranges = value
-        self._lists_changed()
-
-    def _lists_changed(self) -> None:
-        """The IPv4 segments of the database and the lists as they are now (`ip_segments`),
-        and no cached answer of the lists as they were."""
-        if self._tables is not None:
-            self._segments = segments_for(self._tables, self._hosting_asns, self._tor_ranges, self._proxy_ranges,
-                                          IpInfo)
-        self.lookup.cache_clear()  # type: ignore[attr-defined]
-        self.lookup_with_subnet.cache_clear()  # type: ignore[attr-defined]
 
     @classmethod
     def load(cls, lists_dir: Path, *, cache_size: int = 65_536) -> IpIntel:
@@ -241,30 +197,24 @@ class IpIntel:
     def _lookup_with_subnet(self, ip: str) -> tuple[IpInfo, str]:
         if not (isinstance(ip, str) and IPV4_TEXT.fullmatch(ip)):
             return self._lookup(ip), subnet_of(ip)
-        seg = self._segments  # as `_lookup_one` answers plain IPv4 text
-        if seg is None:
-            return self._lookup(ip), subnet24_of_text(ip)
-        v = int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big")
-        p = v >> 16
-        return seg.infos[bisect.bisect_right(seg.starts, v, seg.at16[p], seg.at16[p + 1]) - 1], \
-            ip[:ip.rindex(".")] + ".0/24"  # subnet24_of_text(ip)
+        v4 = self._v4  # as `_lookup_one` answers plain IPv4 text
+        info = self._lookup(ip) if v4 is None else \
+            self._lookup_v4(v4, int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big"))
+        return info, subnet24_of_text(ip)
 
     def _lookup_one(self, ip: str) -> IpInfo:
-        """`_lookup`, answered for plain IPv4 text from the segments of every table
-        (`ip_segments`), one bisection where geoip2fast's own lookup plus `ipaddress` take
-        many times longer: the decision path asks once per event, and live traffic mostly
+        """`_lookup`, answered for plain IPv4 text from the flat tables `lookup_many` uses
+        (`ScalarTablesV4`), which is several times faster than geoip2fast's own lookup
+        plus `ipaddress`: the decision path asks once per event, and live traffic mostly
         misses the LRU (docs/benchmarks.md). The answers are `_lookup`'s (tested)."""
-        seg = self._segments
-        if seg is not None and isinstance(ip, str) and IPV4_TEXT.fullmatch(ip):
+        v4 = self._v4
+        if v4 is not None and isinstance(ip, str) and IPV4_TEXT.fullmatch(ip):
             # the pattern admits canonical dotted quads only, which inet_pton reads as ipaddress does
-            v = int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big")
-            p = v >> 16
-            return seg.infos[bisect.bisect_right(seg.starts, v, seg.at16[p], seg.at16[p + 1]) - 1]  # type: ignore[no-any-return]
+            return self._lookup_v4(v4, int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big"))
         return self._lookup(ip)
 
     def _lookup_v4(self, v4: ScalarTablesV4, v: int) -> IpInfo:
-        """One IPv4 integer through `_lookup_ipv4`'s steps, with scalars (the scalar
-        reference of the segments, `ip_segments`, which answer the decision path)."""
+        """One IPv4 integer through `_lookup_ipv4`'s steps, with scalars."""
         is_tor = self.tor_ranges.contains(4, v)
         is_proxy = self.proxy_ranges.contains(4, v)
         if PRIVATE_V4_FLAGS_LIST[bisect.bisect_right(PRIVATE_V4_STARTS_LIST, v) - 1]:
