@@ -193,3 +193,43 @@ def test_with_outcome_is_dataclasses_replace() -> None:
     changes = {"decision": "deny", "lane": None, "risk": 0.95, "soft_action": "deny", "hard_action": "allow"}
     assert d.with_outcome(**changes) == replace(d, **changes)
     assert d.with_outcome(**changes).__dict__ == replace(d, **changes).__dict__
+
+
+@pytest.mark.parametrize("severity", [("allow", "challenge", "review", "deny"), ("allow", "review", "challenge", "deny")])
+@pytest.mark.parametrize("soft", [{"challenge": 0.2, "review": 0.5, "deny": 0.9}, {"review": 0.4},
+                                  {"deny": 0.3, "challenge": 0.3}, {"challenge": 0.5, "review": 0.5, "deny": 1}])
+def test_soft_action_and_more_severe_are_the_lists_answers(severity: tuple[str, ...], soft: dict[str, float]) -> None:
+    # `Policy.soft_action` reads its table most severe first and `more_severe` compares two
+    # ranks: the most severe of the reached actions, as `most_severe` over the list gives it,
+    # at every threshold, between them, at 0 and 1, and for NaN (no action reached)
+    from fengkong.engine.policy import Policy
+
+    policy = Policy(severity=severity, soft=soft)
+    risks = [0.0, 1.0, math.nan, *soft.values(), *(v - 1e-12 for v in soft.values()), *np.linspace(0, 1, 41)]
+    for risk in risks:
+        reached = [a for a, limit in soft.items() if risk >= limit]
+        assert policy.soft_action(risk) == policy.most_severe(reached), (risk, soft)
+    for first in severity:
+        for second in severity:
+            assert policy.more_severe(first, second) == policy.most_severe([first, second])
+    assert Policy(severity=severity).soft_action(0.99) == severity[0]  # no soft table: nothing reached
+
+
+def test_remembered_hard_verdicts_are_the_verdict_afresh(rule_sets: list[RuleSet],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # the soft step remembers the hard rules' verdict per (fired ids, thresholds table): each
+    # answer, remembered or not, is `verdict` of the hard ids worked out afresh, and the memory
+    # stops growing at its bound
+    import fengkong.engine.ruleset as ruleset_module
+
+    monkeypatch.setattr(ruleset_module, "_OUTCOMES", 30)
+    for rs in rule_sets:
+        rs._verdicts.clear()
+        soft_ids = {r.id for r in rs.rules if r.soft}
+        for f in _varied(rs, 500, seed=33) * 2:
+            fired, _ = rs._durable.fire_keys(f)
+            fired += [key for key, holds in rs._lanes if holds(f)]
+            rs._outcomes.clear()  # `verdict` below works the policy out again
+            assert rs._hard_verdict(fired, f) == rs.verdict([i for i in fired if i not in soft_ids], f), f
+        assert len(rs._verdicts) == 30
+        rs._verdicts.clear()

@@ -80,6 +80,9 @@ class Policy:
     #: other); built once, since every decision needs one (`table_for`)
     _tables: dict[tuple[str | None, str | None], Thresholds] = field(init=False, repr=False, compare=False,
                                                                      default_factory=dict)
+    #: ``soft`` as a `Thresholds` (most severe first), for `soft_action`; None without a soft
+    #: table (or with an action ``severity`` does not rank: `soft_action` then fails as it did)
+    _soft_table: Thresholds | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         for i, action in enumerate(self.severity):
@@ -89,6 +92,9 @@ class Policy:
                 limits = self._thresholds(grade, channel)
                 by_severity = sorted(limits.items(), key=lambda item: self._rank[item[0]], reverse=True)
                 self._tables[grade, channel] = Thresholds(limits, tuple(by_severity), self.severity[0])
+        if self.soft is not None and all(action in self._rank for action in self.soft):
+            steps = sorted(self.soft.items(), key=lambda item: self._rank[item[0]], reverse=True)
+            object.__setattr__(self, "_soft_table", Thresholds(dict(self.soft), tuple(steps), self.severity[0]))
 
     @property
     def features_read(self) -> set[str]:
@@ -104,6 +110,11 @@ class Policy:
         # the dict, not `rank` (a tuple search behind a method call): this runs twice per decision
         return max(actions, key=self._rank.__getitem__) if actions else self.severity[0]
 
+    def more_severe(self, first: str, second: str) -> str:
+        """``most_severe([first, second])`` (``first`` on a tie), with one comparison of ranks."""
+        rank = self._rank
+        return second if rank[second] > rank[first] else first
+
     def table_for(self, grade: Any, channel: Any) -> Thresholds:
         """The thresholds for a merchant grade and a channel (the features' values, any type)."""
         if not (isinstance(grade, str) and grade in self.by_grade):
@@ -116,7 +127,12 @@ class Policy:
         return dict(self.table_for(grade, channel).limits)
 
     def soft_action(self, risk: float) -> str:
-        """The most severe action whose fused-risk threshold ``risk`` reaches (point 6)."""
+        """The most severe action whose fused-risk threshold ``risk`` reaches (point 6): the
+        first one reached, most severe first (`Thresholds.action_for`), as the decision path
+        asks it per payment with models; tests/test_engine_shortcuts.py holds it to the list."""
+        table = self._soft_table
+        if table is not None:
+            return table.action_for(risk)
         return self.most_severe([a for a, limit in (self.soft or {}).items() if risk >= limit])
 
     def score_action(self, total: float, thresholds: Mapping[str, float]) -> str:

@@ -227,6 +227,8 @@ class RuleSet:
                       for r in self.rules if r.enforced}
         #: (fired ids, id of the thresholds table) -> `_outcome`'s answer
         self._outcomes: dict[tuple[tuple[str, ...], int], tuple[str, float, str, str | None]] = {}
+        #: (fired ids, id of the thresholds table) -> the hard rules' `verdict` (`_hard_verdict`)
+        self._verdicts: dict[tuple[tuple[str, ...], int], tuple[str, str | None]] = {}
         self.evaluate({})  # warm the new ruleset before it takes traffic
 
     def evaluate(self, features: Mapping[str, Any], fuse: Fuse | None = None) -> Decision:
@@ -242,14 +244,29 @@ class RuleSet:
         if fuse is None or self.policy.soft is None:
             return decision
         risk = fuse(decision)
-        if not soft.applies(self.policy, risk):
-            if risk is None:
-                return decision
+        if risk is None:
+            return decision
+        if not soft.applies(self.policy, risk):  # NaN: no soft step, the risk noted
             return decision.with_outcome(decision=decision.decision, lane=decision.lane, risk=risk,
                                          soft_action=decision.soft_action, hard_action=decision.hard_action)
-        assert risk is not None
-        hard, lane = self.verdict([rid for rid in fired if rid not in self._soft_ids], features)
+        hard, lane = self._hard_verdict(fired, features)
         return soft.settle(decision, hard, lane, self.policy, risk)
+
+    def _hard_verdict(self, fired: list[str], features: Mapping[str, Any]) -> tuple[str, str | None]:
+        """`verdict` of the hard rules among ``fired`` (the soft ids left out): a pure function
+        of the ids and the thresholds table, so remembered per pair as `_outcome` is (the soft
+        step asks it per payment with models; this spares filtering the ids and listing the
+        rules before `_outcome` finds its answer)."""
+        get = features.get
+        table = self.policy.table_for(get(GRADE_FEATURE), get(CHANNEL_FEATURE))
+        key = (tuple(fired), id(table))  # a table lives as long as the policy, which this set holds
+        known = self._verdicts.get(key)
+        if known is None:
+            soft_ids = self._soft_ids
+            known = self.verdict([rid for rid in fired if rid not in soft_ids], features)
+            if len(self._verdicts) < _OUTCOMES:
+                self._verdicts[key] = known
+        return known
 
     def decide(self, fired_ids: list[str], missing: list[str], features: Mapping[str, Any]) -> Decision:
         """Apply the policy to the ids that fired (shared by every evaluator)."""

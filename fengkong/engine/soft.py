@@ -51,7 +51,7 @@ def settle(decision: Decision, hard: str, hard_lane: str | None, policy: Policy,
     is the one over every rule, whose reasons, score and thresholds the answer keeps (the
     explanation)."""
     soft_action = policy.soft_action(risk)
-    final = hard if hard_lane is not None else policy.most_severe([hard, soft_action])
+    final = hard if hard_lane is not None else policy.more_severe(hard, soft_action)
     return decision.with_outcome(decision=final, lane=hard_lane, risk=risk, soft_action=soft_action, hard_action=hard)
 
 
