@@ -45,6 +45,21 @@ def test_commands_route_by_their_key_or_hash_tag():
     assert slot_of("fk:v1:{card:7}:state") == slot_of("other:{card:7}") != slot_of("fk:v1:{card:8}:state")
 
 
+def test_a_packed_command_routes_by_the_key_of_its_arguments():
+    """The decision path writes some commands packed (RESP bytes: the record's SET, the
+    audit XADD, the case item's XADD); on a cluster they route by the same key."""
+    import hiredis
+
+    for command in (("EVALSHA", "abc", 2, "k1", "k2", "a"), ("EVALSHA", "abc", 0, "a"),
+                    ("XADD", "fk:v1:{audit}:decisions", "MAXLEN", "~", 1000, "*", "f", "v"),
+                    ("SET", "fk:v1:dec:{e-7}", b"\x02rec", "EX", 259200), ("PING",)):
+        key = command_key(command)
+        packed = command_key(hiredis.pack_command(command))
+        assert packed == (None if key is None else str(key).encode())
+    with pytest.raises(ValueError, match="RESP"):
+        command_key(b"")
+
+
 def test_each_script_call_stays_on_one_slot(cluster_store):
     """The split really splits: every call's KEYS share one slot, and the calls of a full
     payment land on more than one master."""

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 from urllib.parse import unquote, urlsplit
 
+import hiredis
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
@@ -119,8 +120,12 @@ def async_client_for_url(url: str, *, timeout_s: float) -> Any:
     return aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=min(5.0, timeout_s))
 
 
-def command_key(command: Sequence[Any]) -> Any:
-    """The key a command is routed by (its first), or None for a command without one."""
+def command_key(command: Sequence[Any] | bytes) -> Any:
+    """The key a command is routed by (its first), or None for a command without one. A
+    command may come already packed as Redis reads it (RESP ``bytes``, as the decision
+    path writes its record, audit entry and case item): its arguments are read back first."""
+    if isinstance(command, bytes):
+        command = packed_args(command)
     name = command[0]
     name = (name.decode() if isinstance(name, bytes) else str(name)).upper()
     at = _KEY_AT.get(name, 1)
@@ -129,6 +134,17 @@ def command_key(command: Sequence[Any]) -> Any:
     if at == 0 or len(command) <= at or name in ("SCRIPT", "PING", "ASKING", "CLUSTER", "INFO"):
         return None
     return command[at]
+
+
+def packed_args(command: bytes) -> list[bytes]:
+    """The arguments of one command packed as RESP (an array of bulk strings), read by
+    hiredis, which reads that form as it reads a reply."""
+    reader = hiredis.Reader()
+    reader.feed(command)
+    args = reader.gets()
+    if not isinstance(args, list) or not args:
+        raise ValueError("command: not one packed RESP command")
+    return args
 
 
 def slot_of(key: Any) -> int:
