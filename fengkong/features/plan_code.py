@@ -155,6 +155,12 @@ def compile_writer(*, dedup_key: tuple[str, str], legacy_key: tuple[str, str],
         lines += ["    day = str(row['biz_day'])", "    nday = len(day)"]
     refs, merge = _merged_runs(runs, positions, nvalues, ntimes)
     env["_merge"] = merge
+    # the pieces as locals: one load each in the join, in place of a load, a constant and a subscript
+    merged_refs = [ref for ref in refs if ref.startswith("m")]
+    if nvalues:
+        lines.append(f"    ({', '.join(f'a{i}' for i in range(nvalues))},) = values")
+    if merged_refs:
+        lines.append(f"    ({', '.join(merged_refs)},) = m")
     lines.append(f"    ops = b''.join(({', '.join(refs)},))")
     lines += ["    amount = f\"{row['amount']}\"", "    ttl = f\"{ttl}\""]
     nkeys = 1 + len(entity_keys) + len(list_keys)
@@ -214,17 +220,18 @@ def _key(text: _FString, value: str, key: tuple[str, str], per_day: bool) -> Non
 
 def _merged_runs(runs: Sequence[bytes], positions: Sequence[int], nvalues: int,
                  ntimes: int) -> tuple[list[str], Callable[[Sequence[bytes]], tuple[bytes, ...]]]:
-    """The op list's pieces in the writer's source (``values[i]``, an event's own, and
-    ``m[k]``, a merged run) and the function that merges, for one slot's time values, each
-    stretch of runs and time values between two of the event's own values into one run."""
+    """The op list's pieces in the writer's source (``a<i>``, an event's own value i, and
+    ``m<k>``, merged run k: locals the writer unpacks them into) and the function that
+    merges, for one slot's time values, each stretch of runs and time values between two
+    of the event's own values into one run."""
     refs: list[str] = []
     stretches: list[list[int]] = []  # per merged run: the positions it joins
     for at in positions:
         if at < nvalues:
-            refs.append(f"values[{at}]")
+            refs.append(f"a{at}")
             continue
-        if not refs or not refs[-1].startswith("m["):
-            refs.append(f"m[{len(stretches)}]")
+        if not refs or not refs[-1].startswith("m"):
+            refs.append(f"m{len(stretches)}")
             stretches.append([])
         stretches[-1].append(at)
     constant = [runs[at - nvalues - ntimes] if at >= nvalues + ntimes else None
