@@ -204,7 +204,7 @@ class OnlineStore:
             return self._read(event, call, stored, duplicate)  # refused, or no features to read
         # `_read`'s common case, inline: one Python call less per decision
         f, inputs = plan.read(stored)
-        features = derive(f, call.row, inputs, self.default_limit, self.history_start_us)
+        features = derive(f, call.row, inputs, self.default_limit, self.history_start_us, raw_ratios=True)
         return FeatureResult(features, duplicate, stored, plan)
 
     def _read(self, event: Event, call: _Call, stored: list[Any], duplicate: bool) -> FeatureResult:
@@ -224,7 +224,8 @@ class OnlineStore:
                 raise FeatureStoreError(f"the store's reply holds {len(stored)} values, "
                                         f"its ops return {plan.width}") from None
             raise
-        return FeatureResult(derive(f, call.row, inputs, self.default_limit, self.history_start_us), duplicate, stored, plan)
+        features = derive(f, call.row, inputs, self.default_limit, self.history_start_us, raw_ratios=True)
+        return FeatureResult(features, duplicate, stored, plan)
 
     # -- merchant profiles (see `MerchantProfiles`) ---------------------------------------------
     def set_merchant_profile(

@@ -24,7 +24,7 @@ import msgpack
 
 from fengkong.events import OUTCOME_TYPES, EventType
 from fengkong.features import keys
-from fengkong.features.assemble import INPUTS, blank_features
+from fengkong.features.assemble import INPUTS, RAW_RATIOS, blank_features
 from fengkong.features.errors import FeatureDefinitionError
 from fengkong.features.ops import DECODERS, Op, Opcode, Ref, Source
 from fengkong.features.plan_code import (
@@ -313,7 +313,7 @@ class Planner:
         return Plan(ops=used, reply_tag=tag, entity_keys=tuple(entity_keys), day_keys_at=tuple(day_keys_at),
                     list_keys=tuple(list_keys), op_list=tuple(op_list), packed_runs=packed_runs,
                     order_pieces=picker(positions), outcome=outcome, blank=blank,
-                    read=compile_reader(outputs, blank, INPUTS), width=1 + sum(op.width for op in used),
+                    read=compile_reader(outputs, blank, INPUTS, RAW_RATIOS), width=1 + sum(op.width for op in used),
                     write=write)
 
     @property

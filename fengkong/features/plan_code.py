@@ -48,17 +48,25 @@ def interned_names(code: CodeType) -> CodeType:
 
 
 def compile_reader(outputs: Sequence[tuple[str, str, int]], blank: dict[str, Any],
-                   inputs: frozenset[str]) -> Reader:
+                   inputs: frozenset[str], ratios: Sequence[tuple[str, str, str]] = ()) -> Reader:
     """The reader of a reply whose raw values are ``outputs`` (raw name, decoder kind,
     position of its first value; `plan.reply_outputs`): a copy of ``blank`` with every
     raw value that is a feature stored in it, and a dict of those named in ``inputs``
-    (in reply order). A reply of another length raises ValueError."""
+    (in reply order). A reply of another length raises ValueError.
+
+    ``ratios``: (feature, numerator, denominator) of ratios of two raw features to store as
+    well, from the values the reader holds in locals rather than read back from the dict
+    (`assemble.RAW_RATIOS`, what `assemble.derive` then leaves alone): one whose
+    numerator or denominator the reply lacks is missing, as the blank dict has it."""
     width = 1 + sum(DECODERS[kind].width for _, kind, _ in outputs)
     lines = ["def read(s):"]
     names = ["_"] + [f"v{at}" for at in range(1, width)]
     lines.append(f"    ({', '.join(names)},) = s")
     lines.append("    f = _blank_copy()")
     read_inputs: list[str] = []
+    features = {name for name, _, _ in outputs if name not in inputs}
+    ratios = [(name, num, den) for name, num, den in ratios if num in features and den in features]
+    kept = {side: f"r{i}" for i, side in enumerate(dict.fromkeys(side for _, *sides in ratios for side in sides))}
     for name, kind, at in outputs:
         template = INLINE.get(kind)
         if template is None:
@@ -67,8 +75,13 @@ def compile_reader(outputs: Sequence[tuple[str, str, int]], blank: dict[str, Any
         expr = template.format(*values, s="s", at=at)
         if name in inputs:
             read_inputs.append(f"{name!r}: {expr}")
+        elif name in kept:
+            lines.append(f"    f[{name!r}] = {kept[name]} = {expr}")
         else:
             lines.append(f"    f[{name!r}] = {expr}")
+    for name, num, den in ratios:  # as `assemble.derive` computes them
+        n, d = kept[num], kept[den]
+        lines.append(f"    f[{name!r}] = None if {n} is None or {d} is None or {d} == 0 else {n} / {d}")
     lines.append(f"    return f, {{{', '.join(read_inputs)}}}")
     source = "\n".join(lines) + "\n"
     namespace: dict[str, Any] = {"_blank_copy": blank.copy}
