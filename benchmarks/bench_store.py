@@ -1,6 +1,6 @@
 """The feature store's Python steps per decision, one at a time, as CPU per event.
 
-    python benchmarks/bench_store.py [--events 3500] [--repeats 5]
+    python benchmarks/bench_store.py [--events 3500] [--repeats 5] [--callgrind]
 
 Why: bench_decide measures the whole decision; this one splits the online store's part
 (`OnlineStore.process_async`) into its steps, each run alone over bench_api's payloads
@@ -8,7 +8,9 @@ Why: bench_decide measures the whole decision; this one splits the online store'
 measured without the rest's noise: the event row (its IP lookup's cache emptied first,
 as the bench's random addresses always miss it), the IP lookup alone, the command
 (`Planner.command`: plan, packed values, writer) and the reply's features (`_finish`:
-unpack, read, derive) on replies an embedded Redis gave. CPU is ``time.process_time``;
+unpack, read, derive) on replies an embedded Redis gave. CPU is ``time.process_time``
+(``--callgrind``: instructions instead, one dump per step; per event = the dump's summary
+/ ``--events``);
 the median of ``--repeats`` passes is printed, as JSON, with the load average and a
 digest of every event's features (two versions of the code must print the same).
 """
@@ -37,6 +39,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=3500)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--callgrind", action="store_true",
+                        help="under valgrind --tool=callgrind --instr-atstart=no: count one pass of each step "
+                             "(callgrind.out.<pid>.1 the event row, .2 the IP lookup, .3 the command, .4 the features)")
     args = parser.parse_args()
 
     import redis
@@ -101,6 +106,12 @@ def main() -> None:
                                                 "command": command, "finish": features}
         out: dict[str, Any] = {}
         for name, step in steps.items():
+            if args.callgrind:  # one warm pass, then one counted
+                step()
+                bench_decide._callgrind("start")
+                step()
+                bench_decide._callgrind("dump")
+                continue
             runs = []
             for _ in range(args.repeats):
                 cpu = time.process_time()

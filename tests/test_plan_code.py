@@ -59,6 +59,25 @@ def test_each_kinds_inline_expression_reads_as_its_converter():
             assert features == {} and _typed(inputs["x.raw"]) == _typed(expected), (kind, values)
 
 
+def test_a_readers_ratios_are_deriveds_from_the_values_it_read():
+    """The ratios of two raw features a reader computes (`assemble.RAW_RATIOS`) are what
+    `derive` computes from the dict: missing when a side is missing, absent from the reply
+    or the denominator is 0; the blank dict's order kept."""
+    blank = dict.fromkeys(["a.n", "a.d", "b.n", "r.ab", "r.bc", "r.self"])
+    read = compile_reader([("a.n", "int", 1), ("a.d", "optional", 2), ("b.n", "scaled", 3)], blank, frozenset(),
+                          [("r.ab", "a.n", "a.d"), ("r.bc", "b.n", "c.absent"), ("r.self", "b.n", "b.n")])
+    for reply, expected in [(["t", 3, 4, 500], (0.75, None, 1.0)), (["t", 3, 0, 0], (None, None, None)),
+                            (["t", "7", False, 250], (None, None, 1.0)), (["t", 0, 2.5, -100], (0.0, None, 1.0))]:
+        f, inputs = read(reply)
+        assert list(f) == list(blank) and inputs == {}
+        oracle = dict(f, **{"r.ab": None, "r.bc": None, "r.self": None})
+        for name, num, den in (("r.ab", "a.n", "a.d"), ("r.self", "b.n", "b.n")):
+            n, d = oracle[num], oracle[den]
+            oracle[name] = None if n is None or d is None or d == 0 else n / d
+        assert _typed(tuple(f[k] for k in ("r.ab", "r.bc", "r.self"))) == _typed(expected), reply
+        assert {k: _typed(v) for k, v in f.items()} == {k: _typed(v) for k, v in oracle.items()}, reply
+
+
 def test_a_plans_reader_gives_what_each_ops_decode_gives(store):
     features = inputs = 0
     for event in _dense(800):

@@ -105,6 +105,9 @@ _FIRST_SEEN = tuple(
 _RATIO_TRIPLES = tuple(
     (name, num, den) for name, (num, den) in RATIOS.items() if num not in INPUTS and den not in INPUTS
 )
+#: the ratios of two raw features: the online store's plan readers compute them from the
+#: reply as they read it (`plan_code.compile_reader`), and `derive` told so leaves them be
+RAW_RATIOS = _RATIO_TRIPLES
 _INPUT_RATIOS = tuple(  # user.hour_share: its denominator, the hour habit's total, is an input
     (name, num, den) for name, (num, den) in RATIOS.items() if num in INPUTS or den in INPUTS
 )
@@ -259,12 +262,13 @@ def assemble(row: dict[str, Any], raw: dict[str, Any], default_limit: int, lists
 
 
 def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], default_limit: int,
-           history_start_us: int | None = None) -> dict[str, Any]:
+           history_start_us: int | None = None, *, raw_ratios: bool = False) -> dict[str, Any]:
     """Complete ``f``, which holds every feature (missing) and the raw features already,
     with the event's own features and those derived from the raw values: ``inputs`` holds
     the raw values of `INPUTS` that the event has. ``history_start_us``: when the store's
     history began, if known: ages and "new" flags younger than their window are missing
-    (`fengkong.features.young`). Returns ``f``."""
+    (`fengkong.features.young`). ``raw_ratios``: ``f`` holds `RAW_RATIOS` already (a plan's
+    reader computed them). Returns ``f``."""
     _copy_row(f, row)
     amount = row["amount"] if row["has_amount"] else None
     f["event.amount"] = amount / _SCALE if amount is not None else None
@@ -340,7 +344,8 @@ def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], defau
     else:
         f["event.near_limit"] = f["event.over_limit"] = None
 
-    _ratios(f)
+    if not raw_ratios:
+        _ratios(f)
     get = f.get
     for name, num_name, den_name in _INPUT_RATIOS:
         f[name] = _ratio(inputs.get(num_name) if num_name in INPUTS else get(num_name),

@@ -24,7 +24,7 @@ import msgpack
 
 from fengkong.events import OUTCOME_TYPES, EventType
 from fengkong.features import keys
-from fengkong.features.assemble import INPUTS, blank_features
+from fengkong.features.assemble import INPUTS, RAW_RATIOS, blank_features
 from fengkong.features.errors import FeatureDefinitionError
 from fengkong.features.ops import DECODERS, Op, Opcode, Ref, Source
 from fengkong.features.plan_code import (
@@ -270,9 +270,15 @@ class Planner:
     def command(self, row: dict[str, Any], sha: str, ttl: int) -> tuple[Plan, bytes | None]:
         """The plan of the event and its EVALSHA command as Redis reads it (the plan's
         writer, `plan_code.compile_writer`; None: a key is not ASCII text)."""
-        plan = self.plan_for(row)
+        plan_key = self._plan_key(row)  # `plan_for` and `packed_time_values`' common case, inline
+        plan = self.plans.get(plan_key)
+        if plan is None:
+            plan = self.plans[plan_key] = self.compile(plan_key)
         args = self.args
-        return plan, plan.write(row, args.packed(row), args.packed_time_values(row["ts_us"]), sha, ttl)
+        t = row["ts_us"]
+        last = args.last_slot
+        times = last[1] if last[0] == t // args.slot_us else args.packed_time_values(t)
+        return plan, plan.write(row, args.packed(row), times, sha, ttl)
 
     def compile(self, plan_key: tuple[Any, ...]) -> Plan:
         """The plan of events of type ``plan_key[0]`` whose columns are missing where
@@ -313,7 +319,7 @@ class Planner:
         return Plan(ops=used, reply_tag=tag, entity_keys=tuple(entity_keys), day_keys_at=tuple(day_keys_at),
                     list_keys=tuple(list_keys), op_list=tuple(op_list), packed_runs=packed_runs,
                     order_pieces=picker(positions), outcome=outcome, blank=blank,
-                    read=compile_reader(outputs, blank, INPUTS), width=1 + sum(op.width for op in used),
+                    read=compile_reader(outputs, blank, INPUTS, RAW_RATIOS), width=1 + sum(op.width for op in used),
                     write=write)
 
     @property

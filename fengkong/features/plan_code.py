@@ -48,17 +48,25 @@ def interned_names(code: CodeType) -> CodeType:
 
 
 def compile_reader(outputs: Sequence[tuple[str, str, int]], blank: dict[str, Any],
-                   inputs: frozenset[str]) -> Reader:
+                   inputs: frozenset[str], ratios: Sequence[tuple[str, str, str]] = ()) -> Reader:
     """The reader of a reply whose raw values are ``outputs`` (raw name, decoder kind,
     position of its first value; `plan.reply_outputs`): a copy of ``blank`` with every
     raw value that is a feature stored in it, and a dict of those named in ``inputs``
-    (in reply order). A reply of another length raises ValueError."""
+    (in reply order). A reply of another length raises ValueError.
+
+    ``ratios``: (feature, numerator, denominator) of ratios of two raw features to store as
+    well, from the values the reader holds in locals rather than read back from the dict
+    (`assemble.RAW_RATIOS`, what `assemble.derive` then leaves alone): one whose
+    numerator or denominator the reply lacks is missing, as the blank dict has it."""
     width = 1 + sum(DECODERS[kind].width for _, kind, _ in outputs)
     lines = ["def read(s):"]
     names = ["_"] + [f"v{at}" for at in range(1, width)]
     lines.append(f"    ({', '.join(names)},) = s")
     lines.append("    f = _blank_copy()")
     read_inputs: list[str] = []
+    features = {name for name, _, _ in outputs if name not in inputs}
+    ratios = [(name, num, den) for name, num, den in ratios if num in features and den in features]
+    kept = {side: f"r{i}" for i, side in enumerate(dict.fromkeys(side for _, *sides in ratios for side in sides))}
     for name, kind, at in outputs:
         template = INLINE.get(kind)
         if template is None:
@@ -67,8 +75,13 @@ def compile_reader(outputs: Sequence[tuple[str, str, int]], blank: dict[str, Any
         expr = template.format(*values, s="s", at=at)
         if name in inputs:
             read_inputs.append(f"{name!r}: {expr}")
+        elif name in kept:
+            lines.append(f"    f[{name!r}] = {kept[name]} = {expr}")
         else:
             lines.append(f"    f[{name!r}] = {expr}")
+    for name, num, den in ratios:  # as `assemble.derive` computes them
+        n, d = kept[num], kept[den]
+        lines.append(f"    f[{name!r}] = None if {n} is None or {d} is None or {d} == 0 else {n} / {d}")
     lines.append(f"    return f, {{{', '.join(read_inputs)}}}")
     source = "\n".join(lines) + "\n"
     namespace: dict[str, Any] = {"_blank_copy": blank.copy}
@@ -155,6 +168,12 @@ def compile_writer(*, dedup_key: tuple[str, str], legacy_key: tuple[str, str],
         lines += ["    day = str(row['biz_day'])", "    nday = len(day)"]
     refs, merge = _merged_runs(runs, positions, nvalues, ntimes)
     env["_merge"] = merge
+    # the pieces as locals: one load each in the join, in place of a load, a constant and a subscript
+    merged_refs = [ref for ref in refs if ref.startswith("m")]
+    if nvalues:
+        lines.append(f"    ({', '.join(f'a{i}' for i in range(nvalues))},) = values")
+    if merged_refs:
+        lines.append(f"    ({', '.join(merged_refs)},) = m")
     lines.append(f"    ops = b''.join(({', '.join(refs)},))")
     lines += ["    amount = f\"{row['amount']}\"", "    ttl = f\"{ttl}\""]
     nkeys = 1 + len(entity_keys) + len(list_keys)
@@ -214,17 +233,18 @@ def _key(text: _FString, value: str, key: tuple[str, str], per_day: bool) -> Non
 
 def _merged_runs(runs: Sequence[bytes], positions: Sequence[int], nvalues: int,
                  ntimes: int) -> tuple[list[str], Callable[[Sequence[bytes]], tuple[bytes, ...]]]:
-    """The op list's pieces in the writer's source (``values[i]``, an event's own, and
-    ``m[k]``, a merged run) and the function that merges, for one slot's time values, each
-    stretch of runs and time values between two of the event's own values into one run."""
+    """The op list's pieces in the writer's source (``a<i>``, an event's own value i, and
+    ``m<k>``, merged run k: locals the writer unpacks them into) and the function that
+    merges, for one slot's time values, each stretch of runs and time values between two
+    of the event's own values into one run."""
     refs: list[str] = []
     stretches: list[list[int]] = []  # per merged run: the positions it joins
     for at in positions:
         if at < nvalues:
-            refs.append(f"values[{at}]")
+            refs.append(f"a{at}")
             continue
-        if not refs or not refs[-1].startswith("m["):
-            refs.append(f"m[{len(stretches)}]")
+        if not refs or not refs[-1].startswith("m"):
+            refs.append(f"m{len(stretches)}")
             stretches.append([])
         stretches[-1].append(at)
     constant = [runs[at - nvalues - ntimes] if at >= nvalues + ntimes else None
