@@ -401,8 +401,12 @@ def _recorded(read: frozenset[str] | None, features: Mapping[str, Any], *,
     the model outputs, which follow by name when `models` are served (scanning every feature
     for the prefix cost more). A name the features lack has the value None. The names are
     one tuple object per rule set and model outputs (the record encoder's schema is found
-    by it without hashing its names)."""
-    names, getter = _reader(read if read is not None else frozenset(features))
+    by it without hashing its names); one call reads them all when all are there."""
+    names, getter = _reader(read := read if read is not None else frozenset(features), models)
+    try:
+        return names, getter(features)
+    except KeyError:
+        names, getter = _reader(read, False)
     try:
         values = getter(features)
     except KeyError:
@@ -452,12 +456,11 @@ def _merchant_values(features: dict[str, Any]) -> tuple[tuple[str, ...], tuple[A
 
 
 @functools.lru_cache(maxsize=16)
-def _reader(read: frozenset[str]) -> tuple[tuple[str, ...], Any]:
-    """The names a record keeps of a rule set's (`_plain`) and a getter of their values (one
-    ``itemgetter`` call when every name is there, the common case: cheaper than a ``get``
-    per name); cached per rule set (its frozenset keeps its hash)."""
-    names = _plain(read)
-    return names, _getter(names)
+def _reader(read: frozenset[str], models: bool) -> tuple[tuple[str, ...], Any]:
+    """The names a record keeps of a rule set's (`_plain`), then every model output when
+    `models`, and a getter of their values (one ``itemgetter`` call when every name is there:
+    cheaper than a ``get`` per name); cached per rule set (its frozenset keeps its hash)."""
+    return (names := _joined(_plain(read), _MODEL_NAMES) if models else _plain(read)), _getter(names)
 
 
 @functools.lru_cache(maxsize=64)
