@@ -281,3 +281,29 @@ def test_feature_references_are_the_first_number_of_a_repeated_text():
             want = _refs_by_loop(list(values), at, event)
             assert record_event.with_refs(list(values), at, event) == want
             assert record_event.resolved(want, event) == values
+
+
+def test_thresholds_and_reasons_are_stored_as_the_plain_forms_stored_them():
+    """The record's thresholds (names as their index, another name as it is) and a fired rule
+    the schema's table does not hold (its values as a list in `REASON_KEYS` order) are what a
+    comprehension over each gave; both read back as written."""
+    schema = records.Schema.make("v1", None, ("event.ip",), (), {"known": ["d", "deny", 5, "enforce", ["t"]]})
+    thresholds = {"review": 60, "other": 7, "challenge": 30}
+    reasons = [{"id": "known", "description": "d", "action": "deny", "score": 5, "mode": "enforce", "tags": ["t"],
+                "values": {"event.ip": "1.2.3.4", "x": 1}},
+               {"id": "known", "description": "changed", "action": "deny", "score": 5, "mode": "enforce",
+                "tags": ["t"], "values": {}},
+               {"id": "unknown", "description": "u", "action": "review", "score": 1, "mode": "shadow", "tags": [],
+                "values": {"a": None}}]
+    record = {"body_sha256": "ab" * 32, "decision_id": "d_0123456789abcdef01234567", "event_id": "e-1",
+              "decision": "deny", "score": 5, "reasons": reasons, "thresholds": thresholds, "latency_ms": 1.5,
+              "event": {"event_id": "e-1", "ip": "1.2.3.4"}}
+    items = records._values(record, schema, ["1.2.3.4"], scale=False)
+    assert items[19] == {records._THRESHOLD_INDEX.get(k, k): v for k, v in thresholds.items()}
+    assert list(items[19]) == [1, "other", 0]
+    assert items[6] == [["known", [0, "1.2.3.4", "x", 1]], [reasons[1][k] for k in records.REASON_KEYS],
+                        [reasons[2][k] for k in records.REASON_KEYS]]
+    blob, _ = records.Records("p", 60).encode(dict(record, features={"event.ip": "1.2.3.4"}), ruleset=None, faults=0)
+    back = records.decode(blob, records.Schema.make("v1", None, ("event.ip",), (), {}))
+    assert back["thresholds"] == thresholds and list(back["thresholds"]) == list(thresholds)
+    assert back["reasons"][1:] == reasons[1:]

@@ -339,7 +339,8 @@ def _values(record: Mapping[str, Any], schema: Schema, features: list[Any], scal
         [_reason(r, schema) for r in shadow] if shadow else [],
         _missing(missing, schema) if missing else [],
         score_action,
-        {_THRESHOLD_INDEX.get(k, k): v for k, v in thresholds.items()} if isinstance(thresholds, dict) else thresholds,
+        dict(zip(map(_THRESHOLD_INDEX.get, thresholds, thresholds), thresholds.values()))  # a name not there stays
+        if isinstance(thresholds, dict) else thresholds,
         latency, extra or None, scaled(features) if scale else None,  # deflate packs a float's bytes as well
         # ruleset_version and models are the schema's; kind is "decision"
     ]
@@ -366,17 +367,22 @@ def _reason(reason: Mapping[str, Any], schema: Schema) -> Any:
     is (``values`` a flat list of name index and value), else the list of its values."""
     if tuple(reason) != REASON_KEYS:
         return reason
-    rule_id, values, score, tags = reason["id"], reason["values"], reason["score"], reason["tags"]
+    fields = _reason_fields(reason)
+    rule_id, description, action, score, mode, tags, values = fields
     known = schema.rules.get(rule_id)
     if (known is not None and isinstance(values, dict) and known[2] == score and type(known[2]) is type(score)
-            and known[0] == reason["description"] and known[1] == reason["action"] and known[3] == reason["mode"]
+            and known[0] == description and known[1] == action and known[3] == mode
             and known[4] == (tags if type(tags) is list else list(tags))):
         index = schema.index
         flat: list[Any] = []
         for name, value in values.items():
             flat += (index.get(name, name), value)
         return [rule_id, flat]
-    return [reason[k] for k in REASON_KEYS]
+    return list(fields)
+
+
+#: a fired rule's fields in `REASON_KEYS` order, by one call
+_reason_fields = operator.itemgetter(*REASON_KEYS)
 
 
 def is_record(value: bytes | None) -> bool:
