@@ -314,8 +314,7 @@ def _values(record: Mapping[str, Any], schema: Schema, features: list[Any], scal
         [_reason(r, schema) for r in shadow] if shadow else [],
         _missing(missing, schema) if missing else [],
         score_action,
-        dict(zip(map(_THRESHOLD_INDEX.get, thresholds, thresholds), thresholds.values()))  # a name not there stays
-        if isinstance(thresholds, dict) else thresholds,
+        {_THRESHOLD_INDEX.get(k, k): v for k, v in thresholds.items()} if isinstance(thresholds, dict) else thresholds,
         latency, extra or None, scaled(features) if scale else None,  # deflate packs a float's bytes as well
         # ruleset_version and models are the schema's; kind is "decision"
     ]
