@@ -1,10 +1,11 @@
 """The CPU of writing one decision down, part by part, on bench_decide's traffic.
 
-    python benchmarks/bench_record.py [--decisions 1000] [--warmup 300] [--repeat 7]
+    python benchmarks/bench_record.py [--decisions 1000] [--warmup 300] [--repeat 7] [--artifacts DIR]
 
 Why: the record's encoder, the audit entry, the pointer and the write-behind's packing
 are a few microseconds each, too little to see in bench_decide's service figure on a
-shared machine. Here bench_decide's run (rules only) is made with its encoder and
+shared machine. Here bench_decide's run (rules only; with ``--artifacts``, the models of
+that folder, as bench_decide's) is made with its encoder and
 write-behind watched; then, with no other work in the process, each part runs again on
 the last ``--decisions`` records the service wrote, ``--repeat`` times, and the median CPU
 per decision (``time.process_time``) is printed as JSON, with the mean sizes:
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--artifacts", type=Path, help="serve the models of this artifacts folder")
     args = parser.parse_args()
     seen: dict[str, Any] = {}
     calls: list[tuple[dict[str, Any], dict[str, Any]]] = []
@@ -78,8 +80,8 @@ def main() -> None:
 
     records.Records.encode = watched_encode  # type: ignore[method-assign]
     decisions._write_behind = watched_write_behind
-    run = argparse.Namespace(decisions=args.decisions + 200, warmup=args.warmup, artifacts=None, consumer=False,
-                             callgrind=False)
+    run = argparse.Namespace(decisions=args.decisions + 200, warmup=args.warmup, artifacts=args.artifacts,
+                             consumer=False, callgrind=False)
     answers = asyncio.run(bench_decide._run(run))["answers_sha256"]
     records.Records.encode = encode  # type: ignore[method-assign]
     rt, store = seen["rt"], seen["records"]

@@ -295,6 +295,44 @@ def test_after_its_first_records_a_schema_gets_a_dictionary_and_records_are_defl
         assert len(blob) < 0.6 * len(plain)  # the dictionary's records share most of its bytes
 
 
+def test_the_records_after_the_first_dictionarys_make_the_last_one(ruleset):
+    """The first dictionary is of a rule set's first records (cold entities); after
+    `RESAMPLE_AFTER` records deflated with it, the next `SAMPLES` make the shape's last
+    schema and dictionary: the records after are written with it (smaller when the traffic
+    moved on from the first records), no third one is made, and every record reads back."""
+    store = Records("p", 3600)
+    _deflating(store, ruleset)  # cold: the first records' features
+
+    def warm(i):
+        features = dict(_record()["features"], **{"card.count_1h": 40 + i % 3, "user.amount_zscore": 1.25,
+                                                   "merchant.grade": "A", "event.channel": "wallet app"})
+        return _record(decision_id=f"d_{i:024x}", event_id=f"e-{i}", event=dict(_record()["event"], event_id=f"e-{i}"),
+                       features=features, latency_ms=3.5)
+
+    written = []
+    for i in range(2 * (records.RESAMPLE_AFTER + records.SAMPLES)):
+        rec = warm(i)
+        blob, commands = store.encode(rec, ruleset=ruleset, faults=0)
+        written.append((rec, blob, commands))
+    ids = [records.schema_id(blob) for _, blob, _ in written]
+    first, last = ids[0], ids[-1]
+    assert first != last and ids.count(first) == records.RESAMPLE_AFTER + records.SAMPLES
+    assert set(ids) == {first, last}  # no third schema
+    _, blob, commands = written[records.RESAMPLE_AFTER + records.SAMPLES]  # the last schema's first record
+    assert commands and commands[0][0] == "SET" and records.Schema.from_blob(commands[0][2]).id == last
+    one, two = store.known(first), store.known(last)
+    assert two.zdict and two.zdict != one.zdict and (two.names, two.rules) == (one.names, one.rules)
+    assert len(written[-1][1]) < len(written[5][1])  # the same traffic, deflated with the dictionary of it
+    other = Records("p", 3600)  # another worker, which learns the schemas from their SETs
+    assert records.Schema.from_blob(written[0][2][0][2]).id == first  # the first's SET, with its first record
+    other.learn(written[0][2][0][2])
+    other.learn(commands[0][2])
+    for rec, blob, _ in written:
+        want = dict(rec, body_sha256=rec["body_sha256"][:32])
+        assert records.decode(blob, store.known(records.schema_id(blob))) == want
+        assert records.decode(blob, other.known(records.schema_id(blob))) == want
+
+
 def test_a_deflated_record_is_read_by_a_worker_that_learns_its_schema(ruleset):
     store = Records("p", 3600)
     _deflating(store, ruleset)

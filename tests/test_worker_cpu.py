@@ -12,7 +12,7 @@ import hiredis
 import pytest
 
 from fengkong.api.audit import ENTRY_FIELDS, Audit, read_entry, reference
-from fengkong.api.service import record_values, records
+from fengkong.api.service import record_event, record_values, records
 from fengkong.api.service.decisions import _merchant_values, _plain, _recorded
 from fengkong.api.service.renewals import RENEW_S, Renewals
 from fengkong.cases.intake import item_text
@@ -247,3 +247,63 @@ def test_the_case_item_time_is_the_received_text_only_where_isoformat_gives_it(t
     assert item_for(record, event)["occurred_at"] == iso_text(event.occurred_at)
     assert item_for(record, event)["reasons"] == [{"id": "r", "action": "review", "score": 50, "mode": "enforce",
                                                   "tags": ["t"], "values": {"x": 1}}]
+
+
+def _refs_by_loop(values: list, positions: tuple, event: dict) -> list:
+    """What `record_event.with_refs` stands for, written plainly (the texts numbered in order)."""
+    refs: dict = {}
+    n = 0
+    for value in [*event.values(), *(event["card"].values() if isinstance(event.get("card"), dict) else ())]:
+        if type(value) is str:
+            refs.setdefault(value, n)
+            n += 1
+    for i in positions:
+        if type(values[i]) is str and refs.get(values[i], 256) < 256:
+            values[i] = record_event._REFS[refs[values[i]]]
+    return values
+
+
+def test_feature_references_are_the_first_number_of_a_repeated_text():
+    """`with_refs` numbers a text by its first place among the event's texts (top level then
+    the card's), and `resolved` reads it back: repeats, a card, numbers past 255, other types."""
+    card = {"fingerprint": "c1", "bin": "622038", "type": "debit", "issuer_country": "CN"}
+    wide = {f"x{i}": f"t{i}" for i in range(300)}
+    events = [
+        {"event_id": "e1", "ip": "10.0.0.1", "user_id": "u1", "device_id": "u1", "amount": 5, "card": card},
+        {"event_id": "same", "channel": "same", "card": dict(card, type="same")},
+        {"event_id": "e2", **wide, "card": {"fingerprint": "t299", "type": "x1"}},
+        {"amount": 1, "card": None}, {},
+    ]
+    values = ["10.0.0.1", "u1", "c1", "same", "t299", "t1", "x1", 7, None, "nowhere", "CN", "t255", "t256"]
+    positions = tuple(range(len(values)))
+    for event in events:
+        for at in (positions, positions[::2], ()):
+            want = _refs_by_loop(list(values), at, event)
+            assert record_event.with_refs(list(values), at, event) == want
+            assert record_event.resolved(want, event) == values
+
+
+def test_thresholds_and_reasons_are_stored_as_the_plain_forms_stored_them():
+    """The record's thresholds (names as their index, another name as it is) and a fired rule
+    the schema's table does not hold (its values as a list in `REASON_KEYS` order) are what a
+    comprehension over each gave; both read back as written."""
+    schema = records.Schema.make("v1", None, ("event.ip",), (), {"known": ["d", "deny", 5, "enforce", ["t"]]})
+    thresholds = {"review": 60, "other": 7, "challenge": 30}
+    reasons = [{"id": "known", "description": "d", "action": "deny", "score": 5, "mode": "enforce", "tags": ["t"],
+                "values": {"event.ip": "1.2.3.4", "x": 1}},
+               {"id": "known", "description": "changed", "action": "deny", "score": 5, "mode": "enforce",
+                "tags": ["t"], "values": {}},
+               {"id": "unknown", "description": "u", "action": "review", "score": 1, "mode": "shadow", "tags": [],
+                "values": {"a": None}}]
+    record = {"body_sha256": "ab" * 32, "decision_id": "d_0123456789abcdef01234567", "event_id": "e-1",
+              "decision": "deny", "score": 5, "reasons": reasons, "thresholds": thresholds, "latency_ms": 1.5,
+              "event": {"event_id": "e-1", "ip": "1.2.3.4"}}
+    items = records._values(record, schema, ["1.2.3.4"], scale=False)
+    assert items[19] == {records._THRESHOLD_INDEX.get(k, k): v for k, v in thresholds.items()}
+    assert list(items[19]) == [1, "other", 0]
+    assert items[6] == [["known", [0, "1.2.3.4", "x", 1]], [reasons[1][k] for k in records.REASON_KEYS],
+                        [reasons[2][k] for k in records.REASON_KEYS]]
+    blob, _ = records.Records("p", 60).encode(dict(record, features={"event.ip": "1.2.3.4"}), ruleset=None, faults=0)
+    back = records.decode(blob, records.Schema.make("v1", None, ("event.ip",), (), {}))
+    assert back["thresholds"] == thresholds and list(back["thresholds"]) == list(thresholds)
+    assert back["reasons"][1:] == reasons[1:]

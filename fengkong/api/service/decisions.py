@@ -50,6 +50,7 @@ import asyncio
 import functools
 import logging
 import operator
+import sys
 import time
 from typing import Any, Mapping
 
@@ -398,11 +399,14 @@ def _recorded(read: frozenset[str] | None, features: Mapping[str, Any], *,
               models: bool) -> tuple[tuple[str, ...], tuple[Any, ...]]:
     """The names and values of the features a decision's record keeps: those the live rule
     set reads (`read`; every feature when the rule set that decided is no longer live), but
-    the model outputs, which follow by name when `models` are served (scanning every feature
-    for the prefix cost more). A name the features lack has the value None. The names are
-    one tuple object per rule set and model outputs (the record encoder's schema is found
-    by it without hashing its names)."""
-    names, getter = _reader(read if read is not None else frozenset(features))
+    the model outputs, which follow by name when `models` are served. A name the features lack
+    has the value None. The names are one tuple object per rule set and model outputs (the
+    record encoder's schema is found by it without hashing them); one call reads them all."""
+    names, getter = _reader(read := read if read is not None else frozenset(features), models)
+    try:
+        return names, getter(features)
+    except KeyError:
+        names, getter = _reader(read, False)
     try:
         values = getter(features)
     except KeyError:
@@ -430,12 +434,10 @@ _MERCHANT_GETTERS: dict[tuple[int, str], tuple[tuple[str, ...], Any]] = {}
 
 def _merchant_values(features: dict[str, Any]) -> tuple[tuple[str, ...], tuple[Any, ...]]:
     """The merchant.* features' names, in the features' order, and their values (for the
-    merchant's snapshot).
-
-    The store gives the same keys in the same order for every event of a kind, so the
-    names are found once per shape of the features (their count and last name: cheaper
-    to tell than hashing every name per decision) and read with one ``itemgetter``; a
-    name the cached getter misses finds them again."""
+    merchant's snapshot). The store gives the same keys in the same order for every event of
+    a kind, so the names are found once per shape of the features (their count and last name:
+    cheaper to tell than hashing every name per decision) and read with one ``itemgetter``;
+    a name the cached getter misses finds them again."""
     shape = (len(features), next(reversed(features), ""))
     cached = _MERCHANT_GETTERS.get(shape)
     if cached is not None:
@@ -452,12 +454,11 @@ def _merchant_values(features: dict[str, Any]) -> tuple[tuple[str, ...], tuple[A
 
 
 @functools.lru_cache(maxsize=16)
-def _reader(read: frozenset[str]) -> tuple[tuple[str, ...], Any]:
-    """The names a record keeps of a rule set's (`_plain`) and a getter of their values (one
-    ``itemgetter`` call when every name is there, the common case: cheaper than a ``get``
-    per name); cached per rule set (its frozenset keeps its hash)."""
-    names = _plain(read)
-    return names, _getter(names)
+def _reader(read: frozenset[str], models: bool) -> tuple[tuple[str, ...], Any]:
+    """The names a record keeps of a rule set's (`_plain`), then every model output when
+    `models`, and a getter of their values (one ``itemgetter`` call when every name is there:
+    cheaper than a ``get`` per name); cached per rule set (its frozenset keeps its hash)."""
+    return (names := _joined(_plain(read), _MODEL_NAMES) if models else _plain(read)), _getter(names)
 
 
 @functools.lru_cache(maxsize=64)
@@ -472,8 +473,9 @@ def _getter(names: tuple[str, ...]) -> Any:
 
 @functools.lru_cache(maxsize=16)
 def _plain(names: frozenset[str]) -> tuple[str, ...]:
-    """The non-model features of a set of names (cached per rule set: frozensets keep their hash)."""
-    return tuple(sorted(n for n in names if not n.startswith("model.")))
+    """The non-model features of a set of names (cached per rule set: frozensets keep their hash),
+    interned as the store's are (`fengkong.features.assemble`): a lookup then matches by identity."""
+    return tuple(sorted(sys.intern(n) for n in names if not n.startswith("model.")))
 
 
 async def get_decision(*, rt: Runtime, decision_id: str) -> dict[str, Any]:

@@ -46,8 +46,12 @@ float's repeated bytes as well) and ``latency_ms`` a whole number of microsecond
 structure, the features' usual values, the merchants' and rules' texts), so a deflated
 record is a fraction of its compact size (docs/operations.md, "Memory sizing"). The
 dictionary is a worker's own sample of its traffic; a rule set reloaded makes a new
-schema, sampled again. A deflated record cannot be read without its schema (the schema
-outlives every record that names it, as above): `decode` then keeps only the body's hash.
+schema, sampled again. That first dictionary is of a rule set's first records, which meet
+cold entities (no history, empty counts): after `RESAMPLE_AFTER` records deflated with it,
+the next `SAMPLES` make the shape's last schema and dictionary, as the first was made
+(a record with it is some 14 % smaller and cheaper to deflate: docs/benchmarks.md). A
+deflated record cannot be read without its schema (the schema outlives every record that
+names it, as above): `decode` then keeps only the body's hash.
 
 A record that MessagePack cannot hold (an integer past 64 bits) is written as JSON,
 the format before this one; readers take every format (`decode`: a record starting with
@@ -57,19 +61,18 @@ version stay readable after an upgrade. Outcome records are JSON.
 
 from __future__ import annotations
 
-import hashlib
 import operator
 import time
 import zlib
-from dataclasses import dataclass, field
-from typing import Any, Collection, Mapping
+from typing import Any, Mapping
 
 import msgpack
 
 from fengkong.api.encoding import loads
 from fengkong.api.service.record_values import (
     decided_code, id_bytes, iso_micros, latency_of, scaled, thousandths, unscaled)
-from fengkong.api.service.record_event import copies, indexed, named, resolved, with_refs
+from fengkong.api.service.record_event import indexed, named, resolved, with_refs
+from fengkong.api.service.record_schema import Schema, rule_table
 from fengkong.features import keys
 
 #: the first byte of a compact decision record (a JSON record starts with ``{``)
@@ -78,6 +81,9 @@ COMPACT = b"\x01"
 DEFLATED = b"\x02"
 #: records a worker writes under a new schema before it makes that schema's dictionary of them
 SAMPLES = 16
+#: records a worker deflates with a schema's first dictionary before it samples the next `SAMPLES`
+#: for the last one (the first records of a rule set meet cold entities: unlike the traffic after)
+RESAMPLE_AFTER = 256
 #: raw deflate's window (8 kB: the dictionary's last 8 kB are what a record can refer to)
 _WBITS = -13
 _DICT_BYTES = 1 << -_WBITS
@@ -98,58 +104,6 @@ _SCHEMA_GRACE_S = 3600
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 
 
-@dataclass(frozen=True)
-class Schema:
-    """What the values of the records written under one rule set stand for."""
-
-    ruleset_version: str | None
-    models: str | None
-    names: tuple[str, ...]   # the features' names, in the records' order
-    vocab: tuple[str, ...]   # names first, then the other names a missing feature may have
-    rules: Mapping[str, list[Any]]  # rule id -> its description, action, score, mode, tags
-    blob: bytes
-    id: str
-    index: Mapping[str, int]  # position of each name in vocab
-    copies: tuple[int, ...]   # positions of the features that may repeat an event's text (event.ip, card.type, ...)
-    zdict: bytes              # the deflate dictionary of its compressed records (b"": none, records not compressed)
-    raw_id: bytes             # the id's 8 bytes (what a record holds)
-    #: missing_features lists (as tuples) -> their indexes into vocab: a rule set's decisions
-    #: of one kind of event miss the same features, and looking a name up costs more than a list
-    missing: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict, compare=False, repr=False)
-
-    @classmethod
-    def make(cls, ruleset_version: str | None, models: str | None, names: tuple[str, ...],
-             extra: Collection[str], rules: Mapping[str, list[Any]]) -> "Schema":
-        seen = set(names)
-        vocab = names + tuple(sorted(n for n in extra if n not in seen))
-        blob = msgpack.packb([ruleset_version, models, list(names), list(vocab[len(names):]), dict(rules)],
-                             use_bin_type=True)
-        return cls.from_blob(blob)
-
-    def with_dictionary(self, zdict: bytes) -> "Schema":
-        """This schema with a deflate dictionary (its own id, since its blob differs)."""
-        ruleset_version, models, names, extra, rules = msgpack.unpackb(self.blob, raw=False)[:5]
-        return Schema.from_blob(msgpack.packb([ruleset_version, models, names, extra, rules, zdict],
-                                              use_bin_type=True))
-
-    @classmethod
-    def from_blob(cls, blob: bytes) -> "Schema":
-        parts = msgpack.unpackb(blob, raw=False)
-        ruleset_version, models, names, extra, rules = parts[:5]  # a sixth item: the dictionary of deflated records
-        names = tuple(names)
-        vocab = names + tuple(extra)
-        raw_id = hashlib.blake2b(blob, digest_size=8).digest()
-        return cls(ruleset_version, models, names, vocab, rules, blob, raw_id.hex(),
-                   {n: i for i, n in enumerate(vocab)}, copies(names),
-                   parts[5] if len(parts) > 5 else b"", raw_id)
-
-
-def rule_table(ruleset: Any) -> dict[str, list[Any]]:
-    """What a fired rule's record repeats of the rule (`REASON_KEYS` but id and values),
-    by id: a record then names the rule and its values only."""
-    return {r.id: [r.description, r.then, r.score, r.mode, list(r.tags)] for r in ruleset.rules}
-
-
 class Records:
     """One worker's encoder and schema cache for decision records (see the module docstring)."""
 
@@ -160,6 +114,7 @@ class Records:
         self._by_id: dict[str, Schema] = {}
         self._sent: dict[str, tuple[float, int]] = {}  # schema id -> (monotonic time written, faults then)
         self._samples: dict[str, list[bytes]] = {}  # schema id (no dictionary yet) -> its first records' values
+        self._resample: dict[str, int] = {}  # schema id (first dictionary) -> records until its samples are kept
         self._deflaters: dict[str, Any] = {}  # schema id -> a deflater primed with its dictionary (copied per record)
         self._last: tuple[Any, ...] | None = None  # the last record's shape and schema (`_schema`)
 
@@ -186,6 +141,7 @@ class Records:
             self._by_shape.clear()
             self._sent.clear()
             self._samples.clear()
+            self._resample.clear()
             self._deflaters.clear()
             self._last = None
         self._by_id[schema.id] = schema
@@ -220,7 +176,7 @@ class Records:
             self._sent[schema.id] = (now, faults)
         try:
             if schema.zdict:
-                return self._deflated(record, schema, values), commands
+                return self._deflated(record, schema, values, (version, models, names, ruleset is None)), commands
             items = _values(record, schema, values)
             plain = _packer.pack(items)
             self._sample((version, models, names, ruleset is None), schema, items)
@@ -242,9 +198,12 @@ class Records:
         self._last = (*shape, schema)
         return schema
 
-    def _deflated(self, record: Mapping[str, Any], schema: Schema, features: list[Any]) -> bytes:
+    def _deflated(self, record: Mapping[str, Any], schema: Schema, features: list[Any],
+                  shape: tuple[Any, ...]) -> bytes:
         """The record deflated with its schema's dictionary (the module docstring): a copy
-        of one deflater primed with it per record, since priming costs more than copying."""
+        of one deflater primed with it per record, since priming costs more than copying.
+        Records under a schema's first dictionary are counted, and the `SAMPLES` after
+        `RESAMPLE_AFTER` of them make its last (`_collect`)."""
         values = _values(record, schema, features, scale=False)
         sha = values[1]
         if len(sha) != SHA_BYTES:
@@ -255,8 +214,15 @@ class Records:
         if deflater is None:
             deflater = self._deflaters[schema.id] = _deflater(schema.zdict)
         one = deflater.copy()
+        packed = _packer.pack(values)
+        left = self._resample.get(schema.id)  # None: a last dictionary (or one of another worker's)
+        if left is not None:
+            if left:
+                self._resample[schema.id] = left - 1
+            else:
+                self._collect(shape, schema, packed)
         # the schema id and the body's hash, read without inflating
-        return b"".join((DEFLATED, schema.raw_id, sha, one.compress(_packer.pack(values)), one.flush()))
+        return b"".join((DEFLATED, schema.raw_id, sha, one.compress(packed), one.flush()))
 
     def _sample(self, shape: tuple[Any, ...], schema: Schema, values: list[Any]) -> None:
         """Keep a record written under a schema without a dictionary; after `SAMPLES`,
@@ -266,12 +232,21 @@ class Records:
         values[0] = values[1] = None
         values[20] = thousandths(values[20])
         values[-1] = None
+        self._collect(shape, schema, _packer.pack(values))
+
+    def _collect(self, shape: tuple[Any, ...], schema: Schema, packed: bytes) -> None:
+        """Keep a record's values packed as `_deflated` packs them; after `SAMPLES`, the
+        shape's records are written under the schema with their dictionary (the first: counted
+        until it is sampled again, `_deflated`; or the last)."""
         samples = self._samples.setdefault(schema.id, [])
-        samples.append(_packer.pack(values))
+        samples.append(packed)
         if len(samples) >= SAMPLES:
             del self._samples[schema.id]
+            first = self._resample.pop(schema.id, None) is None
             compressed = schema.with_dictionary(b"".join(samples)[-_DICT_BYTES:])
             self._remember(compressed)
+            if first:
+                self._resample[compressed.id] = RESAMPLE_AFTER
             self._by_shape[shape] = compressed
             self._last = None
 
@@ -366,17 +341,22 @@ def _reason(reason: Mapping[str, Any], schema: Schema) -> Any:
     is (``values`` a flat list of name index and value), else the list of its values."""
     if tuple(reason) != REASON_KEYS:
         return reason
-    rule_id, values, score, tags = reason["id"], reason["values"], reason["score"], reason["tags"]
+    fields = _reason_fields(reason)
+    rule_id, description, action, score, mode, tags, values = fields
     known = schema.rules.get(rule_id)
     if (known is not None and isinstance(values, dict) and known[2] == score and type(known[2]) is type(score)
-            and known[0] == reason["description"] and known[1] == reason["action"] and known[3] == reason["mode"]
+            and known[0] == description and known[1] == action and known[3] == mode
             and known[4] == (tags if type(tags) is list else list(tags))):
         index = schema.index
         flat: list[Any] = []
         for name, value in values.items():
             flat += (index.get(name, name), value)
         return [rule_id, flat]
-    return [reason[k] for k in REASON_KEYS]
+    return list(fields)
+
+
+#: a fired rule's fields in `REASON_KEYS` order, by one call
+_reason_fields = operator.itemgetter(*REASON_KEYS)
 
 
 def is_record(value: bytes | None) -> bool:
