@@ -20,8 +20,10 @@ from typing import Any, Callable, Iterable
 
 from fengkong.engine.durable_backend.compiler import refs
 
-#: Integers beyond this go to durable as doubles (`facts.EXACT_INT`, which is this).
-_EXACT_INT = 2**53
+#: Integers beyond this go to durable as doubles. durable computes with 64-bit integers,
+#: which wrap (``x >= 3 * y`` fired for x = 0 with y = 3074457345618258603); a double
+#: never wraps, and up to 2^53 it is exact. (`facts` writes values by it too.)
+EXACT_INT = 2**53
 
 #: A field's classes, in order along the number line: (op, constant, text) where a
 #: value belongs to the first class whose ``value op constant`` holds (op None: the
@@ -74,14 +76,14 @@ def exact_constant(value: Any) -> bool:
     as doubles (events.c, reduceProperties); a plain number (`plain_number`) and such a
     constant are both exact doubles, so every comparison gives Python's answer."""
     if type(value) is int:
-        return -_EXACT_INT <= value <= _EXACT_INT
+        return -EXACT_INT <= value <= EXACT_INT
     return type(value) is float and value - value == 0 and "e" not in repr(value)
 
 
 def plain_number(value: Any) -> bool:
     """An int within ±2^53 or a finite float: a value `classify` may place."""
     kind = type(value)
-    return (kind is int and -_EXACT_INT <= value <= _EXACT_INT) or (kind is float and value - value == 0)
+    return (kind is int and -EXACT_INT <= value <= EXACT_INT) or (kind is float and value - value == 0)
 
 
 def value_classes(tests: list[tuple[str, int | float]] | None) -> Classes:
@@ -113,7 +115,7 @@ def value_classes(tests: list[tuple[str, int | float]] | None) -> Classes:
     for group in groups:
         op, const = bounds[group[-1]] if group[-1] < len(bounds) else (None, None)
         pick = next((i for i in group if i % 2), group[0])  # a constant, when the class holds one
-        out.append((op, const, _text(reps[pick]) if any(outcomes[group[0]]) else None))
+        out.append((op, const, float_text(reps[pick]) if any(outcomes[group[0]]) else None))
     return tuple(out)
 
 
@@ -130,7 +132,8 @@ def sometimes_unsent(classes: Classes) -> bool:
     return classes is not None and any(text is None for _, _, text in classes)
 
 
-def _text(value: int | float) -> str:
-    """A representative as durable's parser reads it exactly (an exponent after a point)."""
+def float_text(value: int | float) -> str:
+    """``repr``, with a decimal point before an exponent (``1e-05`` -> ``1.0e-05``): a number
+    as durable's parser reads it exactly (an int is its ``repr``)."""
     text = repr(value)
     return text.replace("e", ".0e") if "e" in text and "." not in text else text

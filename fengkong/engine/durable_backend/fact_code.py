@@ -138,10 +138,7 @@ class _Writer:
         emit(f"    if {v} is None:")
         emit(f"        miss({name!r})" if report else "        pass")
         if classes is not None:  # its class's text, or nothing (`classes`)
-            emit(f"    elif type({v}) is float and -1e309 < {v} < 1e309:")
-            self.chain(v, prefix, classes, "        ", as_float=True)
-            emit(f"    elif type({v}) is int and {-EXACT_INT} <= {v} <= {EXACT_INT}:")
-            self.chain(v, prefix, classes, "        ")
+            self.classed(v, prefix, classes, "    ", "elif")
         else:
             emit(f"    elif type({v}) is int and {-EXACT_INT} <= {v} <= {EXACT_INT}:")
             emit(f"        append(f'{_braces(prefix)}{{{v}}}')")
@@ -153,6 +150,16 @@ class _Writer:
         emit("    else:")
         tail = "" if classes is None else f", {self.name_of(classes, 'classes')}"
         emit(f"        written_clean(parts, missing, {name!r}, {v}, {prefix!r}, 'number', {report!r}{tail})")
+
+    def classed(self, v: str, prefix: str, classes: tuple[tuple[str | None, int | float | None, str | None], ...],
+                indent: str, keyword: str) -> None:
+        """The branches (the first opened by ``keyword``: ``if`` or ``elif``) that send a finite
+        float's or an exact int's class text (`chain`); any other value falls past them."""
+        emit = self.lines.append
+        emit(f"{indent}{keyword} type({v}) is float and -1e309 < {v} < 1e309:")
+        self.chain(v, prefix, classes, indent + "    ", as_float=True)
+        emit(f"{indent}elif type({v}) is int and {-EXACT_INT} <= {v} <= {EXACT_INT}:")
+        self.chain(v, prefix, classes, indent + "    ")
 
     def chain(self, v: str, prefix: str, classes: tuple[tuple[str | None, int | float | None, str | None], ...],
               indent: str, as_float: bool = False) -> None:
@@ -258,10 +265,7 @@ class _Writer:
         result = self.value(expr, "    ")
         emit(f"    if {result} is not None:")
         if classes is not None:  # its class's text, or nothing (`classes`)
-            emit(f"        if type({result}) is float and -1e309 < {result} < 1e309:")
-            self.chain(result, prefix, classes, "            ", as_float=True)
-            emit(f"        elif type({result}) is int and {-EXACT_INT} <= {result} <= {EXACT_INT}:")
-            self.chain(result, prefix, classes, "            ")
+            self.classed(result, prefix, classes, "        ", "if")
         else:
             emit(f"        if type({result}) is float:")
             emit(f"            t = repr({result})")

@@ -25,9 +25,11 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from fengkong.engine.durable_backend.classes import (
+from fengkong.engine.durable_backend.classes import (  # EXACT_INT, float_text: facts' names too
+    EXACT_INT,
     Classes,
     classify,
+    float_text,
     number_tests,
     plain_number,
     sometimes_unsent,
@@ -36,12 +38,6 @@ from fengkong.engine.durable_backend.classes import (
 from fengkong.engine.durable_backend.compiler import refs
 from fengkong.engine.durable_backend.guards import guard_keys
 from fengkong.engine.predicates import ValueFn, clean
-
-#: Integers beyond this go to durable as doubles. durable computes with 64-bit integers,
-#: which wrap (``x >= 3 * y`` fired for x = 0 with y = 3074457345618258603); a double
-#: never wraps, and up to 2^53 it is exact.
-EXACT_INT = 2**53
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,12 +233,6 @@ def json_value(value: Any) -> str:
     if isinstance(value, float):
         return float_text(value)
     return json.dumps(value, ensure_ascii=False)
-
-
-def float_text(value: float) -> str:
-    """``repr``, with a decimal point before an exponent (``1e-05`` -> ``1.0e-05``)."""
-    text = repr(value)
-    return text.replace("e", ".0e") if "e" in text and "." not in text else text
 
 
 def field_uses(conditions: Iterable[dict[str, Any]]) -> tuple[dict[str, set[Any]], set[str]]:
