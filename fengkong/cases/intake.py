@@ -33,7 +33,6 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import hiredis
 import orjson
 import redis
 
@@ -41,6 +40,7 @@ from fengkong.cases.config import CasesConfig
 from fengkong.cases.held import HeldItems
 from fengkong.db.engine import json_text
 from fengkong.events import Event, EventRejected, EventType, iso_text, parse_event
+from fengkong.features.pipelined import packed_args
 
 log = logging.getLogger(__name__)
 
@@ -183,12 +183,7 @@ def item_json(item: Mapping[str, Any]) -> bytes:
 def unpacked(command: bytes) -> tuple[str, ...]:
     """The arguments of a command `Intake.command` packed (RESP), as texts: what
     `fengkong.cases.held` writes and queues again."""
-    reader = hiredis.Reader()
-    reader.feed(command)
-    args = reader.gets()
-    if not isinstance(args, list) or reader.gets() is not False:
-        raise ValueError("command: not one RESP command")
-    return tuple(a.decode() for a in args)
+    return tuple(a.decode() for a in packed_args(command))
 
 
 def item_text(item: Mapping[str, Any]) -> str:

@@ -26,14 +26,20 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 from urllib.parse import unquote, urlsplit
 
-import hiredis
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from fengkong.features.pipelined import FLUSH_BYTES, ConnectionFailed, PipelinedRedis, ReplyError, ReplyLate
+from fengkong.features.pipelined import (
+    FLUSH_BYTES,
+    ConnectionFailed,
+    PipelinedRedis,
+    ReplyError,
+    ReplyLate,
+    packed_args,
+)
 
 SCHEMES = ("redis+cluster", "rediss+cluster")
 NSLOTS = 16384
@@ -134,17 +140,6 @@ def command_key(command: Sequence[Any] | bytes) -> Any:
     if at == 0 or len(command) <= at or name in ("SCRIPT", "PING", "ASKING", "CLUSTER", "INFO"):
         return None
     return command[at]
-
-
-def packed_args(command: bytes) -> list[bytes]:
-    """The arguments of one command packed as RESP (an array of bulk strings), read by
-    hiredis, which reads that form as it reads a reply."""
-    reader = hiredis.Reader()
-    reader.feed(command)
-    args = reader.gets()
-    if not isinstance(args, list) or not args:
-        raise ValueError("command: not one packed RESP command")
-    return args
 
 
 def slot_of(key: Any) -> int:

@@ -375,6 +375,18 @@ class PipelinedRedis:
         return proto.send(commands)
 
 
+def packed_args(command: bytes) -> list[bytes]:
+    """The arguments of ONE command given packed (RESP ``bytes``, as `PipelinedRedis` takes
+    it): what routing by key (`fengkong.features.cluster`) and keeping a command in a file
+    (`fengkong.cases.intake.unpacked`) read back. hiredis reads that form as it reads a reply."""
+    reader = hiredis.Reader()
+    reader.feed(command)
+    args = reader.gets()
+    if not isinstance(args, list) or not args or reader.gets() is not False:
+        raise ValueError("command: not one RESP command")
+    return args
+
+
 class Pipelined(Protocol):
     """What the decision path needs of its Redis connection: `PipelinedRedis` on one
     server, `fengkong.features.cluster.ClusterPipelined` on a Redis Cluster."""
