@@ -119,13 +119,14 @@ def test_what_a_claim_holds_is_told_apart_by_its_first_byte():
     assert not records.is_record(msgpack.packb(["t"])) and not records.is_record(None)
 
 
-def test_a_deflated_record_is_a_record_to_the_settling_script_and_the_readers(redis_client):
-    """A deflated record (first byte 2) is never replaced by a late adopter, and is
-    neither features nor a claim to the readers."""
+@pytest.mark.parametrize("head", [records.DEFLATED, records.COMPRESSED])
+def test_a_compressed_record_is_a_record_to_the_settling_script_and_the_readers(redis_client, head):
+    """A compressed record (first byte 3), or a deflated one of before (2), is never
+    replaced by a late adopter, and is neither features nor a claim to the readers."""
     key = keys.request_key(PREFIX, "settle-deflated")
-    deflated = records.DEFLATED + bytes(24) + b"\x03\x00"
-    redis_client.set(key, deflated)
+    compressed = head + bytes(24) + b"\x03\x00"
+    redis_client.set(key, compressed)
     other = records.COMPACT + msgpack.packb([b"y"])
-    assert redis_client.execute_command(*set_record(key, other, 600, only_if_absent=True)) == deflated
-    assert redis_client.get(key) == deflated
-    assert records.is_record(deflated) and not holds_features(deflated)
+    assert redis_client.execute_command(*set_record(key, other, 600, only_if_absent=True)) == compressed
+    assert redis_client.get(key) == compressed
+    assert records.is_record(compressed) and not holds_features(compressed)

@@ -1,8 +1,10 @@
 """The decision record in Redis (`fengkong.api.service.records`): compact, read back
-exactly, shared schema found by other workers, and records in the older JSON format
-still answer GET /v1/decisions and retries."""
+exactly, shared schema found by other workers, and records in the older JSON and deflated
+formats still answer GET /v1/decisions and retries."""
 
 from __future__ import annotations
+
+import zlib
 
 import msgpack
 import orjson
@@ -14,10 +16,11 @@ from hypothesis import strategies as st
 from api_fixtures import DECIDE_KEY, RULES_DIR, Served, payment, settings
 from fengkong.api.audit import read_entry
 from fengkong.api.encoding import dumps
-from fengkong.api.service import records
+from fengkong.api.service import record_codec, records
+from fengkong.api.service.record_values import thousandths
 from fengkong.api.service.records import Records
 from fengkong.engine import load_ruleset
-from fengkong.features.keys import audit_stream, request_key
+from fengkong.features.keys import audit_stream, record_schema_key, request_key
 
 PREFIX = "trec"
 
@@ -244,7 +247,7 @@ def test_the_audit_streams_stay_near_their_length_cap(redis_server, redis_client
     assert cap <= length <= 2 * cap, length
 
 
-def _deflating(store, ruleset, features=None):
+def _compressing(store, ruleset, features=None):
     """Write `SAMPLES` records through `store` (the ones the dictionary of their schema,
     the one of `features`' names, is made of)."""
     for i in range(records.SAMPLES):
@@ -267,20 +270,21 @@ def _deflating(store, ruleset, features=None):
     {"latency_ms": 41.233},
     {"extra_field": {"kept": [1, "two"]}},
 ])
-def test_after_its_first_records_a_schema_gets_a_dictionary_and_records_are_deflated(overrides, ruleset):
+def test_after_its_first_records_a_schema_gets_a_dictionary_and_records_are_compressed(overrides, ruleset):
     """Once a worker has written `SAMPLES` records under a schema, it writes them
-    deflated with a dictionary of those records, stored in a schema of its own; every
-    field reads back as written (same values, types and key order)."""
+    compressed with a dictionary trained on those records, stored in a schema of its own;
+    every field reads back as written (same values, types and key order)."""
     store = Records("p", 3600)
     rec = _record(**overrides)
-    _deflating(store, ruleset, rec["features"])
+    _compressing(store, ruleset, rec["features"])
     plain = records.COMPACT + msgpack.packb(records._values(rec, next(iter(store._by_id.values())),
                                                             list(rec["features"].values())),
                                             use_bin_type=True)
     blob, commands = store.encode(rec, ruleset=ruleset, faults=0)
-    assert blob[:1] == records.DEFLATED
+    assert blob[:1] == records.COMPRESSED
     assert commands and commands[0][0] == "SET"  # the schema with the dictionary, written before the record
     schema = records.Schema.from_blob(commands[0][2])
+    assert schema.zdict[:4] == b"\x37\xa4\x30\xec"  # a trained zstd dictionary (with entropy tables)
     assert schema.zdict and records.schema_id(blob) == schema.id and commands[0][1] == store.schema_key(schema.id)
     want = dict(rec, body_sha256=rec["body_sha256"][:32])
     got = records.decode(blob, schema)
@@ -297,11 +301,11 @@ def test_after_its_first_records_a_schema_gets_a_dictionary_and_records_are_defl
 
 def test_the_records_after_the_first_dictionarys_make_the_last_one(ruleset):
     """The first dictionary is of a rule set's first records (cold entities); after
-    `RESAMPLE_AFTER` records deflated with it, the next `SAMPLES` make the shape's last
+    `RESAMPLE_AFTER` records compressed with it, the next `SAMPLES` make the shape's last
     schema and dictionary: the records after are written with it (smaller when the traffic
     moved on from the first records), no third one is made, and every record reads back."""
     store = Records("p", 3600)
-    _deflating(store, ruleset)  # cold: the first records' features
+    _compressing(store, ruleset)  # cold: the first records' features
 
     def warm(i):
         features = dict(_record()["features"], **{"card.count_1h": 40 + i % 3, "user.amount_zscore": 1.25,
@@ -322,7 +326,7 @@ def test_the_records_after_the_first_dictionarys_make_the_last_one(ruleset):
     assert commands and commands[0][0] == "SET" and records.Schema.from_blob(commands[0][2]).id == last
     one, two = store.known(first), store.known(last)
     assert two.zdict and two.zdict != one.zdict and (two.names, two.rules) == (one.names, one.rules)
-    assert len(written[-1][1]) < len(written[5][1])  # the same traffic, deflated with the dictionary of it
+    assert len(written[-1][1]) < len(written[5][1])  # the same traffic, compressed with the dictionary of it
     other = Records("p", 3600)  # another worker, which learns the schemas from their SETs
     assert records.Schema.from_blob(written[0][2][0][2]).id == first  # the first's SET, with its first record
     other.learn(written[0][2][0][2])
@@ -333,9 +337,9 @@ def test_the_records_after_the_first_dictionarys_make_the_last_one(ruleset):
         assert records.decode(blob, other.known(records.schema_id(blob))) == want
 
 
-def test_a_deflated_record_is_read_by_a_worker_that_learns_its_schema(ruleset):
+def test_a_compressed_record_is_read_by_a_worker_that_learns_its_schema(ruleset):
     store = Records("p", 3600)
-    _deflating(store, ruleset)
+    _compressing(store, ruleset)
     rec = _record()
     blob, commands = store.encode(rec, ruleset=ruleset, faults=0)
     other = Records("p", 3600)
@@ -345,11 +349,12 @@ def test_a_deflated_record_is_read_by_a_worker_that_learns_its_schema(ruleset):
     # without its schema only the body's hash is known (the schema outlives its records)
     got = records.decode(blob, None)
     assert got["body_sha256"] == rec["body_sha256"][:32] and got["decision"] is None and got["features"] == {}
+    assert records.header(blob) == ("decision", rec["body_sha256"][:32]) and records.schema_id(blob) == schema.id
 
 
 def test_the_schema_with_a_dictionary_is_written_again_after_a_fault(ruleset):
     store = Records("p", 3600)
-    _deflating(store, ruleset)
+    _compressing(store, ruleset)
     _, first = store.encode(_record(), ruleset=ruleset, faults=0)
     _, again = store.encode(_record(), ruleset=ruleset, faults=0)
     _, after_fault = store.encode(_record(), ruleset=ruleset, faults=1)
@@ -357,9 +362,9 @@ def test_the_schema_with_a_dictionary_is_written_again_after_a_fault(ruleset):
     assert records.Schema.from_blob(first[0][2]).zdict
 
 
-def test_the_deflated_record_answers_as_the_record_written(api, redis_client, redis_server):
+def test_the_compressed_record_answers_as_the_record_written(api, redis_client, redis_server):
     """Through the service and its Redis: past the first records, the stored record is
-    deflated, and GET /v1/decisions/{id} (this worker and a fresh one), a retry and a
+    compressed, and GET /v1/decisions/{id} (this worker and a fresh one), a retry and a
     changed body's 409 give what the service wrote, field by field."""
     written = {}
     encode = api.runtime.records.encode
@@ -382,7 +387,7 @@ def test_the_deflated_record_answers_as_the_record_written(api, redis_client, re
     finally:
         api.runtime.records.encode = encode
     stored = redis_client.get(request_key(PREFIX, ev["event_id"]))
-    assert stored[:1] == records.DEFLATED and len(outs) == records.SAMPLES + 2
+    assert stored[:1] == records.COMPRESSED and len(outs) == records.SAMPLES + 2
     want = orjson.loads(written[out["decision_id"]])
     for k in ("kind", "body_sha256"):
         want.pop(k)
@@ -405,9 +410,9 @@ _VALUE = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 63, 2 ** 64 - 1),
 @given(features=st.lists(_VALUE, min_size=1, max_size=12), latency=st.one_of(st.floats(allow_nan=False),
                                                                             st.integers(0, 10 ** 6), st.none()),
        event_texts=st.lists(st.text(max_size=8), max_size=3))
-def test_any_record_reads_back_deflated_as_written(features, latency, event_texts):
+def test_any_record_reads_back_compressed_as_written(features, latency, event_texts):
     """Whatever values the features and the latency take (the floats bit for bit), and
-    whichever of them repeat the event's texts, a deflated record reads back as written."""
+    whichever of them repeat the event's texts, a compressed record reads back as written."""
     names = {f"event.f{i}": v for i, v in enumerate(features)}
     event = dict(_record()["event"], **{f"x{i}": t for i, t in enumerate(event_texts)})
     store = Records("p", 3600)
@@ -416,8 +421,134 @@ def test_any_record_reads_back_deflated_as_written(features, latency, event_text
                      ruleset=None, faults=0)
     rec = _record(features=names, latency_ms=latency, event=event)
     blob, commands = store.encode(rec, ruleset=None, faults=0)
-    assert blob[:1] == records.DEFLATED
+    assert blob[:1] == records.COMPRESSED
     got = records.decode(blob, store.known(records.schema_id(blob)))
     assert dumps(got) == dumps(dict(rec, body_sha256=rec["body_sha256"][:32]))
     assert [(type(v), repr(v)) for v in got["features"].values()] == [(type(v), repr(v)) for v in features]
     assert (type(got["latency_ms"]), repr(got["latency_ms"])) == (type(latency), repr(latency))
+
+
+def _old_packed(rec, schema):
+    """A record's values as the code before zstd packed them to deflate (and to sample):
+    the schema id and body hash taken out, the floats unscaled, the latency in microseconds."""
+    values = records._values(rec, schema, list(rec["features"].values()), scale=False)
+    values[0] = values[1] = None
+    values[20] = thousandths(values[20])
+    return msgpack.packb(values, use_bin_type=True)
+
+
+def _old_deflated(rec, schema):
+    """A record as the code before zstd wrote it (format ``\\x02``, kept here to test that
+    such records still read): its schema id and body hash in the clear, then raw deflate
+    (level 3, window 2^13, memory level 4) with the schema's dictionary."""
+    one = zlib.compressobj(3, zlib.DEFLATED, -13, 4, zlib.Z_DEFAULT_STRATEGY, zdict=schema.zdict)
+    return b"".join((b"\x02", schema.raw_id, bytes.fromhex(rec["body_sha256"])[:16],
+                     one.compress(_old_packed(rec, schema)), one.flush()))
+
+
+def _old_schema(schema, rec):
+    """The schema the code before zstd made of `schema` (its names, no dictionary) after its
+    first 16 records (here: `rec` under 16 decision ids): the last 8 kB of their packed values
+    as a raw deflate dictionary."""
+    base = records.Schema.from_blob(msgpack.packb(msgpack.unpackb(schema.blob)[:5], use_bin_type=True))
+    samples = [_old_packed(dict(rec, decision_id=f"d_{i:024x}"), base) for i in range(16)]
+    return base.with_dictionary(b"".join(samples)[-8192:])
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"decision_id": "not-a-hex-id", "decided_at": "yesterday", "reasons": [], "shadow": []},
+    {"features": {"a": 0.0, "b": -0.0, "c": 123.45, "d": 1 / 3, "e": 2 ** 62, "f": True, "g": None, "h": "x"}},
+    {"latency_ms": 0.1 + 0.2}, {"latency_ms": None}, {"extra_field": {"kept": [1, "two"]}},
+    "fired from the rule set",
+])
+def test_a_deflated_record_of_before_still_reads_as_written(overrides, ruleset):
+    """A ``\\x02`` record (raw deflate with a schema's raw dictionary, what the code before
+    zstd wrote) reads back as written with its schema, and gives its body's hash without it."""
+    if overrides == "fired from the rule set":
+        overrides = {"reasons": [_fired(ruleset, "ip.tor_exit", {"ip.is_tor": True})]}
+    rec = _record(**overrides)
+    _, commands = Records("p", 3600).encode(rec, ruleset=ruleset, faults=0)
+    schema = _old_schema(records.Schema.from_blob(commands[0][2]), rec)
+    blob = _old_deflated(rec, schema)
+    assert records.is_record(blob) and records.schema_id(blob) == schema.id
+    assert records.header(blob) == ("decision", rec["body_sha256"][:32])
+    reader = Records("p", 3600)  # a worker after the upgrade, which learns the schema from Redis
+    got = records.decode(blob, reader.learn(schema.blob))
+    want = dict(rec, body_sha256=rec["body_sha256"][:32])
+    assert dumps(got) == dumps(want) and list(got) == list(want)
+    gone = records.decode(blob, None)
+    assert gone["body_sha256"] == rec["body_sha256"][:32] and gone["features"] == {} and gone["decision"] is None
+
+
+def test_a_deflated_record_of_before_answers_through_the_service(api, redis_client, redis_server):
+    """A ``\\x02`` record left in Redis by the code before (with its schema) answers GET
+    /v1/decisions/{id} as written, on this worker and a fresh one, a retry of its event id
+    with its decision, and a changed body with 409."""
+    ev = payment(ip="185.220.101.7")
+    key = request_key(PREFIX, ev["event_id"])
+    with api.client(DECIDE_KEY) as c:
+        out = c.post("/v1/decisions", json=ev).json()
+        detail = c.get(f"/v1/decisions/{out['decision_id']}").json()
+        stored = redis_client.get(key)
+        schema = api.runtime.records.known(records.schema_id(stored))
+        rec = records.decode(stored, schema)
+        old = _old_schema(schema, rec)
+        redis_client.set(record_schema_key(PREFIX, old.id), old.blob, ex=600)
+        redis_client.set(key, _old_deflated(rec, old), keepttl=True)  # what the code before wrote
+        assert redis_client.get(key)[:1] == records.DEFLATED
+        assert c.get(f"/v1/decisions/{out['decision_id']}").json() == detail
+        retried = c.post("/v1/decisions", json=ev).json()
+        assert retried["decision_id"] == out["decision_id"] and retried["duplicate"] is True
+        assert retried["reasons"] == out["reasons"] and retried["decision"] == out["decision"]
+        other = c.post("/v1/decisions", json=dict(ev, amount="99.00"))
+        assert other.status_code == 409 and other.json()["field"] == "event_id"
+    with Served(settings(redis_server.url, PREFIX)) as fresh, fresh.client(DECIDE_KEY) as c2:
+        assert c2.get(f"/v1/decisions/{out['decision_id']}").json() == detail
+
+
+def test_a_schema_whose_dictionary_cannot_be_trained_keeps_the_samples_bytes(ruleset, monkeypatch):
+    """Where zstd cannot train a dictionary (too few samples) the schema's is the samples'
+    last bytes, read as raw content (never as a trained one, even when they begin as one
+    does), and its records compress and read back as written."""
+    magic = b"\x37\xa4\x30\xec"  # what a trained zstd dictionary begins with
+    assert record_codec.dictionary([b"ab"] * 4) == b"ab" * 4
+    assert record_codec.dictionary([magic + b"x" * 20] * 4) == ((magic + b"x" * 20) * 4)[1:]
+
+    def untrainable(*a, **kw):
+        raise record_codec.zstandard.ZstdError("cannot train dict")
+
+    monkeypatch.setattr(record_codec.zstandard, "train_dictionary", untrainable)
+    store = Records("p", 3600)
+    _compressing(store, ruleset)
+    rec = _record()
+    blob, commands = store.encode(rec, ruleset=ruleset, faults=0)
+    schema = records.Schema.from_blob(commands[0][2])
+    assert blob[:1] == records.COMPRESSED and schema.zdict[:4] != magic
+    assert len(schema.zdict) == record_codec.DICT_BYTES
+    assert records.decode(blob, Records("p", 3600).learn(schema.blob)) == dict(rec, body_sha256=rec["body_sha256"][:32])
+
+
+def test_a_restarted_worker_samples_again_and_a_reader_of_the_schemas_reads_every_record(ruleset):
+    """A worker restarted (a new encoder, nothing remembered) writes its first records
+    compact again and trains a dictionary of its own records, under a schema of its own
+    (sent with its first record); a reader that learns the schemas from their SETs reads
+    the records of both."""
+    sets = {}
+    written = []
+    for offset in (0, 1000):  # the worker, then the same worker restarted
+        store = Records("p", 3600)
+        for i in range(offset, offset + records.SAMPLES + 3):
+            rec = _record(decision_id=f"d_{i:024x}", event_id=f"e-{i}", latency_ms=1.5 + i,
+                          event=dict(_record()["event"], event_id=f"e-{i}"))
+            blob, commands = store.encode(rec, ruleset=ruleset, faults=0)
+            sets.update((c[1], c[2]) for c in commands)
+            written.append((rec, blob))
+    assert [blob[:1] for _, blob in written] == 2 * ([records.COMPACT] * records.SAMPLES + [records.COMPRESSED] * 3)
+    ids = [records.schema_id(blob) for _, blob in written]
+    assert ids[0] == ids[len(ids) // 2]  # the names' schema is the same after the restart
+    assert ids[records.SAMPLES] != ids[-1]  # the dictionary is of each one's own records
+    reader = Records("p", 3600)
+    for rec, blob in written:
+        sid = records.schema_id(blob)
+        schema = reader.known(sid) or reader.learn(sets[reader.schema_key(sid)])
+        assert records.decode(blob, schema) == dict(rec, body_sha256=rec["body_sha256"][:32])

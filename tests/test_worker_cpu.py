@@ -57,12 +57,12 @@ def test_a_record_given_its_features_apart_is_stored_and_read_as_the_whole_recor
     assert records.with_features(apart, names, (whole["features"].values())) == whole
     assert list(records.with_features(apart, names, tuple(whole["features"].values()))) == list(whole)
     by_dict, apart_store = records.Records("p", 60), records.Records("p", 60)
-    for _ in range(records.SAMPLES + 2):  # compact, then deflated: the same bytes
+    for _ in range(records.SAMPLES + 2):  # compact, then compressed: the same bytes
         one, _ = by_dict.encode(whole, ruleset=None, faults=0)
         two, commands = apart_store.encode(apart, ruleset=None, faults=0,
                                            features=(names, tuple(whole["features"].values())))
         assert one == two
-    assert two[:1] == records.DEFLATED
+    assert two[:1] == records.COMPRESSED
     back = records.decode(two, apart_store.known(records.schema_id(two)))
     assert back["features"] == whole["features"] and back["event"] == whole["event"]
     blob, _ = apart_store.encode(apart, ruleset=None, faults=0, features=(names, (2 ** 70, 1)))  # JSON only

@@ -1,6 +1,6 @@
 """What the values of the decision records written under one rule set stand for: the
-feature names, the rule-set version, the models' status, the rules' table and the deflate
-dictionary, stored once per schema (`records`, the module docstring).
+feature names, the rule-set version, the models' status, the rules' table and the
+compression dictionary, stored once per schema (`records`, the module docstring).
 
 A module of its own so that the record's layout (`records`) and its schema can each be
 read whole."""
@@ -29,11 +29,13 @@ class Schema:
     id: str
     index: Mapping[str, int]  # position of each name in vocab
     copies: tuple[int, ...]   # positions of the features that may repeat an event's text (event.ip, card.type, ...)
-    zdict: bytes              # the deflate dictionary of its compressed records (b"": none, records not compressed)
+    zdict: bytes              # the dictionary of its compressed records (b"": none, records not compressed)
     raw_id: bytes             # the id's 8 bytes (what a record holds)
     #: missing_features lists (as tuples) -> their indexes into vocab: a rule set's decisions
     #: of one kind of event miss the same features, and looking a name up costs more than a list
     missing: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict, compare=False, repr=False)
+    #: `zdict` loaded, made when first needed (`record_codec`): "compress", "decompress" -> what does it
+    codec: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def make(cls, ruleset_version: str | None, models: str | None, names: tuple[str, ...],
@@ -45,7 +47,7 @@ class Schema:
         return cls.from_blob(blob)
 
     def with_dictionary(self, zdict: bytes) -> "Schema":
-        """This schema with a deflate dictionary (its own id, since its blob differs)."""
+        """This schema with a compression dictionary (its own id, since its blob differs)."""
         ruleset_version, models, names, extra, rules = msgpack.unpackb(self.blob, raw=False)[:5]
         return Schema.from_blob(msgpack.packb([ruleset_version, models, names, extra, rules, zdict],
                                               use_bin_type=True))

@@ -34,41 +34,44 @@ Format: one byte ``\\x01``, then one MessagePack array of the record's values in
   they were);
 * the thresholds' names are indexes into `THRESHOLD_NAMES`.
 
-Deflated: once a worker has written `SAMPLES` records under a schema, it makes that
-schema's dictionary of them (their values packed as below, the last 8 kB) and writes the
-next records under a schema of its own, the same plus the dictionary (``zdict``, the
-blob's sixth item), as one byte ``\\x02``, the schema id (8 bytes) and the body's hash
-(16 bytes) in the clear (what `header` and `schema_id` read without inflating), then raw
-deflate (`_WBITS`, with the dictionary) of the MessagePack array above with those two
-items left None, the features' floats as they are (no bitmaps: deflate packs a whole
-float's repeated bytes as well) and ``latency_ms`` a whole number of microseconds
-(`thousandths`). Records of one rule set repeat most of each other's bytes (the
-structure, the features' usual values, the merchants' and rules' texts), so a deflated
-record is a fraction of its compact size (docs/operations.md, "Memory sizing"). The
-dictionary is a worker's own sample of its traffic; a rule set reloaded makes a new
-schema, sampled again. That first dictionary is of a rule set's first records, which meet
-cold entities (no history, empty counts): after `RESAMPLE_AFTER` records deflated with it,
-the next `SAMPLES` make the shape's last schema and dictionary, as the first was made
-(a record with it is some 14 % smaller and cheaper to deflate: docs/benchmarks.md). A
-deflated record cannot be read without its schema (the schema outlives every record that
-names it, as above): `decode` then keeps only the body's hash.
+Compressed: once a worker has written `SAMPLES` records under a schema, it makes that
+schema's dictionary of them (a zstd dictionary trained on their values packed as below,
+`record_codec.dictionary`) and writes the next records under a schema of its own, the same
+plus the dictionary (``zdict``, the blob's sixth item), as one byte ``\\x03``, the schema id
+(8 bytes) and the body's hash (16 bytes) in the clear (what `header` and `schema_id` read
+without decompressing), then one zstd frame (`record_codec`: no magic number, content size,
+checksum or dictionary id, the clear header names the schema) of the MessagePack array above
+with those two items left None, the features' floats as they are (no bitmaps: the
+dictionary's repeats pack a whole float's bytes as well) and ``latency_ms`` a whole number of
+microseconds (`thousandths`). Records of one rule set repeat most of each other's bytes (the
+structure, the features' usual values, the merchants' and rules' texts), so a compressed
+record is a fraction of its compact size (docs/operations.md, "Memory sizing"); a trained
+dictionary also holds the entropy tables, which a record of a few hundred bytes could not
+pay for on its own. The dictionary is a worker's own sample of its traffic; a rule set
+reloaded makes a new schema, sampled again. That first dictionary is of a rule set's first
+records, which meet cold entities (no history, empty counts): after `RESAMPLE_AFTER` records
+compressed with it, the next `SAMPLES` make the shape's last schema and dictionary, as the
+first was made (a record with it is smaller: docs/benchmarks.md). A compressed record cannot
+be read without its schema (the schema outlives every record that names it, as above):
+`decode` then keeps only the body's hash. Records written before as ``\\x02`` (the same
+header, then raw deflate with an 8 kB dictionary of raw sampled bytes) are still read.
 
 A record that MessagePack cannot hold (an integer past 64 bits) is written as JSON,
 the format before this one; readers take every format (`decode`: a record starting with
-``{`` is JSON, ``\\x01`` compact, ``\\x02`` deflated), so records written by an older
-version stay readable after an upgrade. Outcome records are JSON.
+``{`` is JSON, ``\\x01`` compact, ``\\x02`` deflated, ``\\x03`` compressed), so records
+written by an older version stay readable after an upgrade. Outcome records are JSON.
 """
 
 from __future__ import annotations
 
 import operator
 import time
-import zlib
 from typing import Any, Mapping
 
 import msgpack
 
 from fengkong.api.encoding import loads
+from fengkong.api.service import record_codec
 from fengkong.api.service.record_values import (
     decided_code, id_bytes, iso_micros, latency_of, scaled, thousandths, unscaled)
 from fengkong.api.service.record_event import indexed, named, resolved, with_refs
@@ -77,16 +80,15 @@ from fengkong.features import keys
 
 #: the first byte of a compact decision record (a JSON record starts with ``{``)
 COMPACT = b"\x01"
-#: the first byte of a deflated decision record (`Records.encode`, the module docstring)
+#: the first byte of a deflated decision record (written before `COMPRESSED`; still read)
 DEFLATED = b"\x02"
+#: the first byte of a compressed decision record (`Records.encode`, the module docstring)
+COMPRESSED = b"\x03"
 #: records a worker writes under a new schema before it makes that schema's dictionary of them
-SAMPLES = 16
-#: records a worker deflates with a schema's first dictionary before it samples the next `SAMPLES`
+SAMPLES = 64
+#: records a worker compresses with a schema's first dictionary before it samples the next `SAMPLES`
 #: for the last one (the first records of a rule set meet cold entities: unlike the traffic after)
 RESAMPLE_AFTER = 256
-#: raw deflate's window (8 kB: the dictionary's last 8 kB are what a record can refer to)
-_WBITS = -13
-_DICT_BYTES = 1 << -_WBITS
 #: a decision record's fields, in the order the service writes them
 FIELDS = ("kind", "body_sha256", "decision_id", "event_id", "decision", "score", "reasons", "merchant_grade",
           "ruleset_version", "degraded", "degraded_reason", "lane", "risk", "models", "decided_at", "caller", "event",
@@ -115,7 +117,6 @@ class Records:
         self._sent: dict[str, tuple[float, int]] = {}  # schema id -> (monotonic time written, faults then)
         self._samples: dict[str, list[bytes]] = {}  # schema id (no dictionary yet) -> its first records' values
         self._resample: dict[str, int] = {}  # schema id (first dictionary) -> records until its samples are kept
-        self._deflaters: dict[str, Any] = {}  # schema id -> a deflater primed with its dictionary (copied per record)
         self._last: tuple[Any, ...] | None = None  # the last record's shape and schema (`_schema`)
 
     def schema_key(self, schema_id: str) -> str:
@@ -142,14 +143,13 @@ class Records:
             self._sent.clear()
             self._samples.clear()
             self._resample.clear()
-            self._deflaters.clear()
             self._last = None
         self._by_id[schema.id] = schema
 
     def encode(self, record: Mapping[str, Any], *, ruleset: Any, faults: int,
                features: tuple[tuple[str, ...], Any] | None = None) -> tuple[bytes, list[Any]]:
         """The stored form of a decision record (compact for a schema's first `SAMPLES`
-        records, deflated after), and the commands that must precede it (the schema's SET
+        records, compressed after), and the commands that must precede it (the schema's SET
         when this worker has not written it lately, or since the last Redis fault `faults`
         counts). `ruleset` is the rule set that decided (its rules and the names it reads
         go to the schema), or None when it is no longer live. `features`: the record's
@@ -176,7 +176,7 @@ class Records:
             self._sent[schema.id] = (now, faults)
         try:
             if schema.zdict:
-                return self._deflated(record, schema, values, (version, models, names, ruleset is None)), commands
+                return self._compressed(record, schema, values, (version, models, names, ruleset is None)), commands
             items = _values(record, schema, values)
             plain = _packer.pack(items)
             self._sample((version, models, names, ruleset is None), schema, items)
@@ -198,22 +198,20 @@ class Records:
         self._last = (*shape, schema)
         return schema
 
-    def _deflated(self, record: Mapping[str, Any], schema: Schema, features: list[Any],
-                  shape: tuple[Any, ...]) -> bytes:
-        """The record deflated with its schema's dictionary (the module docstring): a copy
-        of one deflater primed with it per record, since priming costs more than copying.
-        Records under a schema's first dictionary are counted, and the `SAMPLES` after
-        `RESAMPLE_AFTER` of them make its last (`_collect`)."""
+    def _compressed(self, record: Mapping[str, Any], schema: Schema, features: list[Any],
+                    shape: tuple[Any, ...]) -> bytes:
+        """The record compressed with its schema's dictionary (the module docstring), by
+        one compressor per schema. Records under a schema's first dictionary are counted,
+        and the `SAMPLES` after `RESAMPLE_AFTER` of them make its last (`_collect`)."""
         values = _values(record, schema, features, scale=False)
         sha = values[1]
         if len(sha) != SHA_BYTES:
             raise ValueError("body_sha256 is not a SHA-256")
         values[0] = values[1] = None
         values[20] = thousandths(values[20])
-        deflater = self._deflaters.get(schema.id)
-        if deflater is None:
-            deflater = self._deflaters[schema.id] = _deflater(schema.zdict)
-        one = deflater.copy()
+        compress = schema.codec.get("compress")
+        if compress is None:
+            compress = schema.codec["compress"] = record_codec.compressor(schema.zdict)
         packed = _packer.pack(values)
         left = self._resample.get(schema.id)  # None: a last dictionary (or one of another worker's)
         if left is not None:
@@ -221,13 +219,13 @@ class Records:
                 self._resample[schema.id] = left - 1
             else:
                 self._collect(shape, schema, packed)
-        # the schema id and the body's hash, read without inflating
-        return b"".join((DEFLATED, schema.raw_id, sha, one.compress(packed), one.flush()))
+        # the schema id and the body's hash, read without decompressing
+        return b"".join((COMPRESSED, schema.raw_id, sha, compress(packed)))
 
     def _sample(self, shape: tuple[Any, ...], schema: Schema, values: list[Any]) -> None:
         """Keep a record written under a schema without a dictionary; after `SAMPLES`,
         the shape's records are written under the schema with their dictionary."""
-        if values[-1] is not None:  # `scaled` changed the values: pack them as `_deflated` does
+        if values[-1] is not None:  # `scaled` changed the values: pack them as `_compressed` does
             values[15] = unscaled(list(values[15]), values[-1])
         values[0] = values[1] = None
         values[20] = thousandths(values[20])
@@ -235,15 +233,15 @@ class Records:
         self._collect(shape, schema, _packer.pack(values))
 
     def _collect(self, shape: tuple[Any, ...], schema: Schema, packed: bytes) -> None:
-        """Keep a record's values packed as `_deflated` packs them; after `SAMPLES`, the
+        """Keep a record's values packed as `_compressed` packs them; after `SAMPLES`, the
         shape's records are written under the schema with their dictionary (the first: counted
-        until it is sampled again, `_deflated`; or the last)."""
+        until it is sampled again, `_compressed`; or the last)."""
         samples = self._samples.setdefault(schema.id, [])
         samples.append(packed)
         if len(samples) >= SAMPLES:
             del self._samples[schema.id]
             first = self._resample.pop(schema.id, None) is None
-            compressed = schema.with_dictionary(b"".join(samples)[-_DICT_BYTES:])
+            compressed = schema.with_dictionary(record_codec.dictionary(samples))
             self._remember(compressed)
             if first:
                 self._resample[compressed.id] = RESAMPLE_AFTER
@@ -262,12 +260,6 @@ def with_features(record: Mapping[str, Any], names: tuple[str, ...], values: Any
     return out
 
 
-def _deflater(zdict: bytes) -> Any:
-    """Raw deflate with `zdict` primed: level 3 and a small hash table (memory level 4),
-    which keep the state each record copies small at no cost in bytes for records this short."""
-    return zlib.compressobj(3, zlib.DEFLATED, _WBITS, 4, zlib.Z_DEFAULT_STRATEGY, zdict=zdict)
-
-
 #: bytes of the body's SHA-256 a compact record keeps (128 bits: a retry with another body
 #: is told apart by them as surely as by all 32)
 SHA_BYTES = 16
@@ -279,7 +271,9 @@ def same_body(stored_sha: str, digest: bytes) -> bool:
     return len(stored_sha) >= 2 * SHA_BYTES and digest.startswith(stored_sha.encode())
 
 
-_HEAD = 8 + SHA_BYTES  # a deflated record's schema id and body hash, after its first byte
+_HEAD = 8 + SHA_BYTES  # a compressed (or deflated) record's schema id and body hash, after its first byte
+#: the first bytes of the records whose schema id and body hash are in the clear
+_HEADED = (COMPRESSED, DEFLATED)
 
 #: the fields `_values` reads, in the order it reads them (one ``itemgetter`` call where the
 #: record has them all, as the decision path's always does: cheaper than a ``get`` per field)
@@ -315,7 +309,7 @@ def _values(record: Mapping[str, Any], schema: Schema, features: list[Any], scal
         _missing(missing, schema) if missing else [],
         score_action,
         {_THRESHOLD_INDEX.get(k, k): v for k, v in thresholds.items()} if isinstance(thresholds, dict) else thresholds,
-        latency, extra or None, scaled(features) if scale else None,  # deflate packs a float's bytes as well
+        latency, extra or None, scaled(features) if scale else None,  # zstd packs a float's bytes as well
         # ruleset_version and models are the schema's; kind is "decision"
     ]
 
@@ -360,15 +354,15 @@ _reason_fields = operator.itemgetter(*REASON_KEYS)
 
 
 def is_record(value: bytes | None) -> bool:
-    """Whether a value of ``{evt:<id>}:request`` is a record (compact, deflated or JSON),
-    not the event id's claim that the record replaces (the feature store's blob, a marker)."""
-    return value is not None and value[:1] in (DEFLATED, COMPACT, b"{")
+    """Whether a value of ``{evt:<id>}:request`` is a record (compact, compressed, deflated or
+    JSON), not the event id's claim that the record replaces (the feature store's blob, a marker)."""
+    return value is not None and value[:1] in (COMPRESSED, COMPACT, b"{", DEFLATED)
 
 
 def schema_id(value: bytes) -> str | None:
     """The schema a stored record needs to be read, or None (a JSON record needs none)."""
     head = value[:1]
-    if head == DEFLATED:
+    if head in _HEADED:
         return value[1:9].hex()
     if head != COMPACT:
         return None
@@ -383,7 +377,7 @@ def header(value: bytes) -> tuple[str | None, str]:
     """(kind, body SHA-256 hex: its first `SHA_BYTES` in a compact record, compare with
     `same_body`) of a stored record of any format, without its schema."""
     head = value[:1]
-    if head == DEFLATED:
+    if head in _HEADED:
         return "decision", value[9:1 + _HEAD].hex()
     if head != COMPACT:
         record = loads(value)
@@ -391,16 +385,22 @@ def header(value: bytes) -> tuple[str | None, str]:
     return "decision", _unpack(value)[1].hex()
 
 
-def _inflated(value: bytes, schema: Schema | None) -> list[Any]:
-    """A deflated record's items as a compact record has them; without its schema's
-    dictionary only the schema id and the body's hash (`decode`)."""
+def _expanded(value: bytes, schema: Schema | None) -> list[Any]:
+    """A compressed (or deflated) record's items as a compact record has them; without its
+    schema's dictionary only the schema id and the body's hash (`decode`)."""
     sid, sha = value[1:9], value[9:1 + _HEAD]
     if schema is None or not schema.zdict:
         return [sid, sha, None, [None], None, None, [], None, None, None, None, None, None, None, None, [], [], [],
                 None, None, None, None]
-    inflater = zlib.decompressobj(_WBITS, zdict=schema.zdict)
-    items: list[Any] = msgpack.unpackb(inflater.decompress(memoryview(value)[1 + _HEAD:]) + inflater.flush(),
-                                       raw=False, strict_map_key=False)
+    body = memoryview(value)[1 + _HEAD:]
+    if value[:1] == DEFLATED:
+        packed = record_codec.inflated(body, schema.zdict)
+    else:
+        zdict = schema.codec.get("decompress")
+        if zdict is None:
+            zdict = schema.codec["decompress"] = record_codec.loaded(schema.zdict)
+        packed = record_codec.decompressed(body, zdict)
+    items: list[Any] = msgpack.unpackb(packed, raw=False, strict_map_key=False)
     items[0], items[1], items[20] = sid, sha, latency_of(items[20])
     return items
 
@@ -408,11 +408,11 @@ def _inflated(value: bytes, schema: Schema | None) -> list[Any]:
 def decode(value: bytes, schema: Schema | None) -> dict[str, Any]:
     """The record as the service wrote it (any format). Without its schema (gone from
     Redis) a compact record keeps its decision but not its feature names: features are
-    empty and the rule-set version and models unknown; a deflated one keeps only its
+    empty and the rule-set version and models unknown; a compressed one keeps only its
     body's hash (the schema outlives every record that names it: `Records`)."""
     head = value[:1]
-    if head == DEFLATED:
-        items = _inflated(value, schema)
+    if head in _HEADED:
+        items = _expanded(value, schema)
     elif head != COMPACT:
         return loads(value)  # type: ignore[no-any-return]
     else:

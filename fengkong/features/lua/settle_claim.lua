@@ -5,14 +5,14 @@
 -- (fengkong/api/service/idempotency.py).
 --
 -- KEYS[1]  the event id's claim and record key ({evt:<id>}:request)
--- ARGV[1]  the record: its first byte is \1 (compact), \2 (deflated) or "{" (JSON); anything else in
---          the key (the script's features blob, a cluster claim marker) is a claim
+-- ARGV[1]  the record: its first byte is \1 (compact), \2 (deflated), \3 (compressed) or "{" (JSON);
+--          anything else in the key (the script's features blob, a cluster claim marker) is a claim
 -- ARGV[2]  the record's TTL in seconds
 -- Returns nil when the record was stored, or the record found there (left as it is).
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local head = string.byte(cur, 1)
-  if head == 1 or head == 2 or head == 123 then
+  if head == 1 or head == 2 or head == 3 or head == 123 then
     return cur
   end
 end
