@@ -77,8 +77,8 @@ def test_pack_into_refuses_what_numpy_refuses_and_remembers_a_bounded_number_of_
     for i in range(12):
         features = {n: [1, 1.5, True, None][(i + j) % 4] for j, n in enumerate(NAMES)}
         assert _packed(vec, features).tobytes() == _assigned(vec, features).tobytes()
-    assert 0 < len(vec._nans) <= 4  # type: ignore[attr-defined]
-    assert all(len(k) == len(NAMES) and set(k) <= set(kinds) | {str} for k in vec._nans)  # type: ignore[attr-defined]
+    assert 0 < len(vec._plans) <= 4  # type: ignore[attr-defined]
+    assert all(len(k) == len(NAMES) and set(k) <= set(kinds) | {str} for k in vec._plans)  # type: ignore[attr-defined]
 
 
 def test_a_pickled_vectorizer_packs_as_the_original() -> None:

@@ -136,7 +136,7 @@ class TransactionModels:
     def score_one(self, features: Mapping[str, Any]) -> tuple[float, float]:
         """(txn_risk's raw score, the habit model's score) of one payment's features."""
         if self.joint is not None:
-            return self.joint.score_features(self.row.pack_into, features)
+            return self.joint.score_features(self.row.write_row, features)
         row = self.row.one(features)
         x = row[self.habit_cols]
         return (self.risk.score_one(row[self.risk_cols]),
@@ -226,7 +226,7 @@ class ModelRuntime:
                     rt.calibration = Calibration.from_params(cal) if cal and "skipped" not in cal else None
                     rt.transactions = txn
                     if txn.joint is not None and txn.batchable:
-                        rt.batcher = TickBatcher(txn.joint, rt._answer, txn.row.pack_into)
+                        rt.batcher = TickBatcher(txn.joint, rt._answer, txn.row.write_row)
                 else:
                     rt.merchant_forest = load_model(art, "forest")
                     rt.merchant_meta = art.meta
