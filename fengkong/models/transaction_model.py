@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from dataclasses import dataclass
 from types import NoneType
 from operator import itemgetter
@@ -100,6 +101,9 @@ class Vectorizer:
     vocab: Mapping[str, tuple[str, ...]]
 
     def __post_init__(self) -> None:
+        # the names as the interned strings the store's feature mappings use for keys, so that
+        # each lookup finds its key by identity rather than comparing the text
+        object.__setattr__(self, "names", tuple(map(sys.intern, self.names)))
         lookups = [({v: i for i, v in enumerate(self.vocab[n])} if n in self.vocab else None) for n in self.names]
         object.__setattr__(self, "_coded", tuple((j, lk) for j, lk in enumerate(lookups) if lk is not None))
         getter = itemgetter(*self.names) if len(self.names) > 1 else None
