@@ -195,3 +195,19 @@ def test_submit_leaves_what_it_does_not_batch_to_score() -> None:
     rt.loaded = {"transactions": "test"}
     assert rt.submit({"event.type": "payment"}) is None  # no batcher
     assert rt.score({"event.type": "login", "merchant.anomaly": 0.25}) == {"model.merchant_anomaly": 0.25}
+
+
+def test_base_score_remembers_a_bounded_number_of_names_and_answers_as_startswith(monkeypatch) -> None:
+    from types import SimpleNamespace as NS
+
+    from fengkong.models import fusion
+
+    monkeypatch.setattr(fusion, "_IS_MODEL", {})
+    monkeypatch.setattr(fusion, "_NAMES_KEPT", 3)
+    names = ["card.count_1h", "model.txn_risk", "ip.is_tor", "model.", "modelx.a", "Model.a", "user.model.x"]
+    for _ in range(3):  # the names met again, from the remembered answers and after forgetting them
+        for i, name in enumerate(names):
+            reasons = [NS(score=1.5, values={"event.amount": 1}), NS(score=2 ** i, values={name: 0.1, "a.b": 2})]
+            want = 1.5 + (0 if name.startswith("model.") else 2 ** i)
+            assert fusion.base_score(NS(reasons=reasons)) == want, name
+            assert 0 < len(fusion._IS_MODEL) <= 3
