@@ -319,4 +319,4 @@ class ModelRuntime:
         risk = model_outputs.get(TXN_RISK_FEATURE)  # absent or None: no risk
         if risk is None:
             return None
-        return fusion.score_one(float(risk), base_score(decision))
+        return fusion.score_one(risk, base_score(decision))  # score_one converts it with float()
