@@ -35,6 +35,9 @@ def _packed(vec: Vectorizer, features) -> np.ndarray:
     rows = np.full((3, len(vec.names)), 7.0)
     vec.pack_into(features, rows, 1)
     assert (rows[0] == 7.0).all() and (rows[2] == 7.0).all()  # only its own row is written
+    written = np.full((3, len(vec.names)), 7.0)
+    vec.write_row(features, written, 1)  # the unchecked writer the batcher uses writes the same bits
+    assert written.tobytes() == rows.tobytes()
     return rows[1]
 
 
@@ -211,3 +214,20 @@ def test_base_score_remembers_a_bounded_number_of_names_and_answers_as_startswit
             want = 1.5 + (0 if name.startswith("model.") else 2 ** i)
             assert fusion.base_score(NS(reasons=reasons)) == want, name
             assert 0 < len(fusion._IS_MODEL) <= 3
+
+
+def test_the_names_and_the_model_keys_are_the_interned_strings_the_store_and_rules_use() -> None:
+    import sys
+
+    from fengkong import pipeline
+    from fengkong.models import calibration, runtime
+
+    built = "".join(["card.", "count_1h"])  # a string equal to a name, but another object
+    assert built is not sys.intern("card.count_1h")  # a fresh copy: the vectorizer must swap it
+    vec = Vectorizer(("event.amount", built), {})
+    assert vec.names == ("event.amount", "card.count_1h") and vec.names[1] is sys.intern("card.count_1h")
+    assert pickle.loads(pickle.dumps(vec)).names[1] is sys.intern("card.count_1h")
+    for key in (runtime.TXN_RISK_FEATURE, runtime.HABIT_FEATURE, runtime.MERCHANT_FEATURE,
+                runtime.MERCHANT_ANOMALY_FEATURE, calibration.PRECISION_FEATURE, calibration.SHARE_FEATURE,
+                pipeline.RISK_FEATURE):
+        assert key is sys.intern("".join(key))  # the same object as any interned copy of its text
