@@ -89,8 +89,11 @@ def _cell(value: Any, vocab: dict[str, int] | None) -> float:
 #: Cell types `np.array(..., dtype=float64)` converts exactly as `_cell` does (None -> NaN, bool -> 0/1).
 _PLAIN_TYPES = frozenset({float, int, bool, type(None)})
 _NAN = math.nan
-#: Combinations of cell types `Vectorizer.pack_into` remembers (the store gives a handful).
+#: Combinations of cell types `Vectorizer.write_row` remembers (the store gives a handful).
 _KINDS_KEPT = 256
+#: What `Vectorizer.write_row` does to cells of one combination of types: the positions that
+#: become NaN, and the text features' positions holding text, with their codes.
+_Plan = tuple[tuple[int, ...], tuple[tuple[int, dict[str, int]], ...]]
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,7 @@ class Vectorizer:
         except struct.error:  # an int too large for a float, or i past the rows: numpy's error
             rows[i] = self.cells(features)
 
-    def _plan_of(self, kinds: tuple[type, ...]) -> tuple[tuple[int, ...], tuple[tuple[int, dict[str, int]], ...]] | bool:
+    def _plan_of(self, kinds: tuple[type, ...]) -> _Plan | bool:
         """For cells of these types, what `write_row` does to them: (the positions that become NaN:
         the Nones, and the text features' cells that are not text; the text features' positions
         that are text, with their codes), or False when a cell other than a text feature's is not
@@ -200,7 +203,7 @@ class Vectorizer:
         `_KINDS_KEPT` combinations)."""
         coded = dict(self._coded)  # type: ignore[attr-defined]
         plain = all(t in _PLAIN_TYPES for j, t in enumerate(kinds) if j not in coded)
-        plan: tuple[tuple[int, ...], tuple[tuple[int, dict[str, int]], ...]] | bool = False
+        plan: _Plan | bool = False
         if plain:
             plan = (tuple(j for j, t in enumerate(kinds)
                           if (t is NoneType and j not in coded) or (j in coded and not issubclass(t, str))),
