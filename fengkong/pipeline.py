@@ -33,6 +33,7 @@ features. `handle` dispatches on the event type for callers (replay) that see bo
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Mapping, Protocol
 
 from fengkong.engine.decision import Decision
@@ -46,8 +47,9 @@ class Evaluates(Protocol):
     def evaluate(self, features: Mapping[str, Any], fuse: Fuse | None = None) -> Decision: ...
 
 
-#: Where `decide` puts the fused risk in the features it returns (absent when None).
-RISK_FEATURE = "model.risk"
+#: Where `decide` puts the fused risk in the features it returns (absent when None); interned,
+#: as the feature store's keys are.
+RISK_FEATURE = sys.intern("model.risk")
 
 
 class Scores(Protocol):

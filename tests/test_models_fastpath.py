@@ -35,6 +35,9 @@ def _packed(vec: Vectorizer, features) -> np.ndarray:
     rows = np.full((3, len(vec.names)), 7.0)
     vec.pack_into(features, rows, 1)
     assert (rows[0] == 7.0).all() and (rows[2] == 7.0).all()  # only its own row is written
+    written = np.full((3, len(vec.names)), 7.0)
+    vec.write_row(features, written, 1)  # the unchecked writer the batcher uses writes the same bits
+    assert written.tobytes() == rows.tobytes()
     return rows[1]
 
 
@@ -77,8 +80,8 @@ def test_pack_into_refuses_what_numpy_refuses_and_remembers_a_bounded_number_of_
     for i in range(12):
         features = {n: [1, 1.5, True, None][(i + j) % 4] for j, n in enumerate(NAMES)}
         assert _packed(vec, features).tobytes() == _assigned(vec, features).tobytes()
-    assert 0 < len(vec._nans) <= 4  # type: ignore[attr-defined]
-    assert all(len(k) == len(NAMES) and set(k) <= set(kinds) | {str} for k in vec._nans)  # type: ignore[attr-defined]
+    assert 0 < len(vec._plans) <= 4  # type: ignore[attr-defined]
+    assert all(len(k) == len(NAMES) and set(k) <= set(kinds) | {str} for k in vec._plans)  # type: ignore[attr-defined]
 
 
 def test_a_pickled_vectorizer_packs_as_the_original() -> None:
@@ -195,3 +198,36 @@ def test_submit_leaves_what_it_does_not_batch_to_score() -> None:
     rt.loaded = {"transactions": "test"}
     assert rt.submit({"event.type": "payment"}) is None  # no batcher
     assert rt.score({"event.type": "login", "merchant.anomaly": 0.25}) == {"model.merchant_anomaly": 0.25}
+
+
+def test_base_score_remembers_a_bounded_number_of_names_and_answers_as_startswith(monkeypatch) -> None:
+    from types import SimpleNamespace as NS
+
+    from fengkong.models import fusion
+
+    monkeypatch.setattr(fusion, "_IS_MODEL", {})
+    monkeypatch.setattr(fusion, "_NAMES_KEPT", 3)
+    names = ["card.count_1h", "model.txn_risk", "ip.is_tor", "model.", "modelx.a", "Model.a", "user.model.x"]
+    for _ in range(3):  # the names met again, from the remembered answers and after forgetting them
+        for i, name in enumerate(names):
+            reasons = [NS(score=1.5, values={"event.amount": 1}), NS(score=2 ** i, values={name: 0.1, "a.b": 2})]
+            want = 1.5 + (0 if name.startswith("model.") else 2 ** i)
+            assert fusion.base_score(NS(reasons=reasons)) == want, name
+            assert 0 < len(fusion._IS_MODEL) <= 3
+
+
+def test_the_names_and_the_model_keys_are_the_interned_strings_the_store_and_rules_use() -> None:
+    import sys
+
+    from fengkong import pipeline
+    from fengkong.models import calibration, runtime
+
+    built = "".join(["card.", "count_1h"])  # a string equal to a name, but another object
+    assert built is not sys.intern("card.count_1h")  # a fresh copy: the vectorizer must swap it
+    vec = Vectorizer(("event.amount", built), {})
+    assert vec.names == ("event.amount", "card.count_1h") and vec.names[1] is sys.intern("card.count_1h")
+    assert pickle.loads(pickle.dumps(vec)).names[1] is sys.intern("card.count_1h")
+    for key in (runtime.TXN_RISK_FEATURE, runtime.HABIT_FEATURE, runtime.MERCHANT_FEATURE,
+                runtime.MERCHANT_ANOMALY_FEATURE, calibration.PRECISION_FEATURE, calibration.SHARE_FEATURE,
+                pipeline.RISK_FEATURE):
+        assert key is sys.intern("".join(key))  # the same object as any interned copy of its text

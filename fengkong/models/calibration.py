@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -38,9 +39,10 @@ CURVE_POINTS = 200
 MIN_SLICE = 20
 _EPS = 1e-9
 _ONE_LESS = 1.0 - _EPS
-#: The ``model.*`` features the calibration adds (declared in features/definitions.py).
-PRECISION_FEATURE = "model.txn_precision"
-SHARE_FEATURE = "model.txn_share"
+#: The ``model.*`` features the calibration adds (declared in features/definitions.py); interned,
+#: as the feature store's keys and the rules' names are.
+PRECISION_FEATURE = sys.intern("model.txn_precision")
+SHARE_FEATURE = sys.intern("model.txn_share")
 
 
 def interp_one(x: float, xs: list[float], ys: list[float]) -> float:

@@ -55,14 +55,34 @@ class Decided(Protocol):
     def reasons(self) -> Sequence[Fired]: ...
 
 
+#: Whether a feature name is a model's (``model.*``), remembered per name: the names a fired rule
+#: read are the rule set's few (interned, so a lookup finds its key by identity), and
+#: ``str.startswith`` parses its arguments at every call. Forgotten past `_NAMES_KEPT` names.
+_IS_MODEL: dict[str, bool] = {}
+_NAMES_KEPT = 4096
+
+
+def _is_model(name: str) -> bool:
+    """`_IS_MODEL` of a name met for the first time."""
+    if len(_IS_MODEL) >= _NAMES_KEPT:
+        _IS_MODEL.clear()
+    known = _IS_MODEL[name] = name.startswith(MODEL_PREFIX)
+    return known
+
+
 def base_score(decision: Decided) -> float:
     """Rules-alone score of one live decision: enforced rules that fired and read no model.*
     (summed in the reasons' order from 0, as ``sum`` would: loops, not generators, because
     the decision path asks for it per payment)."""
     total: float = 0  # an int until a float is added, as sum's start
+    is_model = _IS_MODEL
     for r in decision.reasons:
         for name in r.values:
-            if name.startswith(MODEL_PREFIX):
+            try:
+                model = is_model[name]
+            except KeyError:
+                model = _is_model(name)
+            if model:
                 break
         else:
             total += r.score
@@ -161,10 +181,13 @@ class RiskFusion:
             s = -_MAX
         elif s > _MAX:
             s = _MAX
-        cached = self.__dict__.get("_coef_cache")
-        if cached is None or cached[0] is not self.coef_:
-            cached = self._coef_floats()
-        z = lg * cached[1] + s / self.score_scale * cached[2] + self.intercept_
+        try:
+            coef, a, b = self._coef_cache
+        except AttributeError:  # the first call
+            coef = None
+        if coef is not self.coef_:
+            _, a, b = self._coef_floats()
+        z = lg * a + s / self.score_scale * b + self.intercept_
         if z >= 0:
             return 1.0 / (1.0 + math.exp(-z))
         e = math.exp(z)

@@ -134,24 +134,27 @@ class BoundRows:
         self.rows = rows
         self._risk = np.zeros((len(rows), 1), dtype=risk_dtype)
         self._habit = np.zeros((len(rows), 1), dtype=habit_dtype)
-        self._runs: dict[int, Callable[[], None]] = {}
+        self._runs: dict[int, tuple[Callable[[], None], np.ndarray, np.ndarray]] = {}
 
     def __call__(self, k: int) -> tuple[list[float], list[float]]:
         """(txn_risk's scores, the habit model's scores) of the first ``k`` rows, as Python floats."""
-        run = self._runs.get(k)
-        if run is None:
-            run = self._runs[k] = self._bind(k)
+        bound = self._runs.get(k)
+        if bound is None:
+            bound = self._runs[k] = self._bind(k)
+        run, risk, habit = bound
         run()
-        return self._risk[:k, 0].tolist(), self._habit[:k, 0].tolist()
+        return risk.tolist(), habit.tolist()
 
-    def _bind(self, k: int) -> Callable[[], None]:
+    def _bind(self, k: int) -> tuple[Callable[[], None], np.ndarray, np.ndarray]:
+        """The bound run of k rows and the views of its k scores of each output (made once per k,
+        like the binding, rather than sliced again at every call)."""
         if not 0 < k <= len(self.rows):
             raise ValueError(f"k: {k} rows of a buffer of {len(self.rows)}")
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(INPUT, ort.OrtValue.ortvalue_from_numpy(self.rows[:k]))
         for name, buf in ((RISK, self._risk), (HABIT, self._habit)):
             binding.bind_output(name, "cpu", 0, buf.dtype, [k, 1], buf.ctypes.data)
-        return _bound_run(self.session, binding)
+        return _bound_run(self.session, binding), self._risk[:k, 0], self._habit[:k, 0]
 
 
 def _bound_run(session: ort.InferenceSession, binding: ort.IOBinding) -> Callable[[], None]:

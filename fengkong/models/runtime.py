@@ -40,6 +40,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -54,8 +55,15 @@ from fengkong.models.joint import JointModel, check_rows, union_names
 from fengkong.models.onnx_model import OnnxModel, load_model
 from fengkong.models.transaction_model import Vectorizer
 
-#: The profile field the rescore job writes, as the store would return it.
-MERCHANT_ANOMALY_FEATURE = "merchant.anomaly"
+#: The profile field the rescore job writes, as the store would return it. This and the names
+#: below are interned, as the feature store's keys and the rules' names are
+#: (`fengkong.features.assemble`): a lookup of one then finds its key by identity.
+MERCHANT_ANOMALY_FEATURE = sys.intern("merchant.anomaly")
+#: The model.* features the runtime gives (with the calibration's two).
+TXN_RISK_FEATURE = sys.intern("model.txn_risk")
+HABIT_FEATURE = sys.intern("model.habit_anomaly")
+MERCHANT_FEATURE = sys.intern("model.merchant_anomaly")
+_EVENT_TYPE = sys.intern("event.type")
 #: Largest difference the joint session (`fengkong.models.joint`) may show from the two
 #: sessions it replaces; it runs the same nodes on the same values, so in practice none.
 JOINT_TOLERANCE = 1e-9
@@ -136,7 +144,7 @@ class TransactionModels:
     def score_one(self, features: Mapping[str, Any]) -> tuple[float, float]:
         """(txn_risk's raw score, the habit model's score) of one payment's features."""
         if self.joint is not None:
-            return self.joint.score_features(self.row.pack_into, features)
+            return self.joint.score_features(self.row.write_row, features)
         row = self.row.one(features)
         x = row[self.habit_cols]
         return (self.risk.score_one(row[self.risk_cols]),
@@ -226,7 +234,7 @@ class ModelRuntime:
                     rt.calibration = Calibration.from_params(cal) if cal and "skipped" not in cal else None
                     rt.transactions = txn
                     if txn.joint is not None and txn.batchable:
-                        rt.batcher = TickBatcher(txn.joint, rt._answer, txn.row.pack_into)
+                        rt.batcher = TickBatcher(txn.joint, rt._answer, txn.row.write_row)
                 else:
                     rt.merchant_forest = load_model(art, "forest")
                     rt.merchant_meta = art.meta
@@ -258,7 +266,7 @@ class ModelRuntime:
         if not self.loaded:
             return {}
         txn = self.transactions
-        if txn is not None and features.get("event.type", "payment") == "payment":
+        if txn is not None and features.get(_EVENT_TYPE, "payment") == "payment":
             raw, habit = txn.score_one(features)
             return self._answer(raw, habit, features)
         return self._unscored(features)
@@ -269,7 +277,7 @@ class ModelRuntime:
         answer, for less of the worker's time; None when there is nothing to batch (no batcher,
         or not a payment): `score` then answers at once. Needs a running event loop."""
         batcher = self.batcher
-        if batcher is None or features.get("event.type", "payment") != "payment":
+        if batcher is None or features.get(_EVENT_TYPE, "payment") != "payment":
             return None
         return batcher.submit(features)
 
@@ -285,21 +293,21 @@ class ModelRuntime:
         there is one; and the merchant's nightly score."""
         cal = self.calibration
         if cal is None:
-            return {"model.txn_risk": raw, "model.habit_anomaly": -habit,
-                    "model.merchant_anomaly": _merchant_anomaly(features)}
+            return {TXN_RISK_FEATURE: raw, HABIT_FEATURE: -habit,
+                    MERCHANT_FEATURE: _merchant_anomaly(features)}
         risk, precision, share = cal.values(raw)
-        return {"model.txn_risk": risk, PRECISION_FEATURE: precision, SHARE_FEATURE: share,
-                "model.habit_anomaly": -habit, "model.merchant_anomaly": _merchant_anomaly(features)}
+        return {TXN_RISK_FEATURE: risk, PRECISION_FEATURE: precision, SHARE_FEATURE: share,
+                HABIT_FEATURE: -habit, MERCHANT_FEATURE: _merchant_anomaly(features)}
 
     def _unscored(self, features: Mapping[str, Any]) -> dict[str, float | None]:
         """The model.* features of an event the transaction models do not score (a non-payment;
         or no transactions artifact): theirs None, the merchant's nightly score as stored."""
         out: dict[str, float | None] = {}
         if self.transactions is not None:
-            out["model.txn_risk"] = out["model.habit_anomaly"] = None
+            out[TXN_RISK_FEATURE] = out[HABIT_FEATURE] = None
             if self.calibration is not None:
                 out[PRECISION_FEATURE] = out[SHARE_FEATURE] = None
-        out["model.merchant_anomaly"] = _merchant_anomaly(features)
+        out[MERCHANT_FEATURE] = _merchant_anomaly(features)
         return out
 
     def fuse(self, model_outputs: Mapping[str, Any], decision: Decided) -> float | None:
@@ -308,7 +316,7 @@ class ModelRuntime:
         fusion = self.fusion
         if fusion is None:
             return None
-        risk = model_outputs.get("model.txn_risk")  # absent or None: no risk
+        risk = model_outputs.get(TXN_RISK_FEATURE)  # absent or None: no risk
         if risk is None:
             return None
-        return fusion.score_one(float(risk), base_score(decision))
+        return fusion.score_one(risk, base_score(decision))  # score_one converts it with float()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from dataclasses import dataclass
 from types import NoneType
 from operator import itemgetter
@@ -88,8 +89,11 @@ def _cell(value: Any, vocab: dict[str, int] | None) -> float:
 #: Cell types `np.array(..., dtype=float64)` converts exactly as `_cell` does (None -> NaN, bool -> 0/1).
 _PLAIN_TYPES = frozenset({float, int, bool, type(None)})
 _NAN = math.nan
-#: Combinations of cell types `Vectorizer.pack_into` remembers (the store gives a handful).
+#: Combinations of cell types `Vectorizer.write_row` remembers (the store gives a handful).
 _KINDS_KEPT = 256
+#: What `Vectorizer.write_row` does to cells of one combination of types: the positions that
+#: become NaN, and the text features' positions holding text, with their codes.
+_Plan = tuple[tuple[int, ...], tuple[tuple[int, dict[str, int]], ...]]
 
 
 @dataclass(frozen=True)
@@ -100,12 +104,15 @@ class Vectorizer:
     vocab: Mapping[str, tuple[str, ...]]
 
     def __post_init__(self) -> None:
+        # the names as the interned strings the store's feature mappings use for keys, so that
+        # each lookup finds its key by identity rather than comparing the text
+        object.__setattr__(self, "names", tuple(map(sys.intern, self.names)))
         lookups = [({v: i for i, v in enumerate(self.vocab[n])} if n in self.vocab else None) for n in self.names]
         object.__setattr__(self, "_coded", tuple((j, lk) for j, lk in enumerate(lookups) if lk is not None))
         getter = itemgetter(*self.names) if len(self.names) > 1 else None
         object.__setattr__(self, "_getter", getter)
         object.__setattr__(self, "_packer", struct.Struct(f"@{len(self.names)}d"))
-        object.__setattr__(self, "_nans", {})
+        object.__setattr__(self, "_plans", {})
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled as its two fields: what `__post_init__` derives (a ``struct.Struct`` among them,
@@ -142,14 +149,24 @@ class Vectorizer:
 
     def pack_into(self, features: Mapping[str, Any], rows: np.ndarray, i: int) -> None:
         """Write one event's row into ``rows[i]`` (a C-ordered float64 array ``len(names)`` wide)
-        exactly as ``rows[i] = self.cells(features)`` would, for less of the worker's time.
+        exactly as ``rows[i] = self.cells(features)`` would, for less of the worker's time: `write_row`
+        after checking ``rows`` (a ValueError for an array of another width or type)."""
+        packer = self._packer  # type: ignore[attr-defined]
+        if rows.shape[1] != packer.size >> 3 or rows.dtype != np.float64:
+            raise ValueError(f"rows: {rows.dtype} rows {rows.shape[1]} wide, not float64 {len(self.names)} wide")
+        self.write_row(features, rows, i)
+
+    def write_row(self, features: Mapping[str, Any], rows: np.ndarray, i: int) -> None:
+        """`pack_into` without its check of ``rows``, for a writer whose buffer is float64, C-ordered
+        and this row's width by construction (`fengkong.models.batch` allocates its own).
 
         The store gives each feature the same few types event after event, so the cells' types
-        (`_nans_of`) are checked once per combination: when every cell is a plain float, int,
-        bool or None, its Nones become NaN and one ``struct`` call packs the doubles (Python's
-        int-to-float conversion, the one numpy uses), without numpy's per-cell discovery of a
-        list. Any other cell (numpy scalars, stray strings) takes the `cells` path. A value numpy
-        refuses (an int too large for a float) raises as ``rows[i] = ...`` does."""
+        are planned once per combination (`_plan_of`): when every cell is a plain float, int,
+        bool or None, its Nones (and a text feature's cell that is not text) become NaN, the text
+        features their codes, and one ``struct`` call packs the doubles (Python's int-to-float
+        conversion, the one numpy uses), without numpy's per-cell discovery of a list. Any other
+        cell (numpy scalars, stray strings) takes the `cells` path. A value numpy refuses (an int
+        too large for a float) raises as ``rows[i] = ...`` does."""
         getter = self._getter  # type: ignore[attr-defined]
         values: Sequence[Any] | None = None
         if getter is not None and type(features) is dict:
@@ -160,38 +177,42 @@ class Vectorizer:
         if values is None:
             values = list(map(features.get, self.names))
         kinds = tuple(map(type, values))
-        nans = self._nans.get(kinds)  # type: ignore[attr-defined]
-        if nans is None:
-            nans = self._nans_of(kinds)
-        if nans is False:
+        plan = self._plans.get(kinds)  # type: ignore[attr-defined]
+        if plan is None:
+            plan = self._plan_of(kinds)
+        if plan is False:
             rows[i] = self.cells(features)
             return
+        nans, coded = plan
         row = list(values)
         for j in nans:
             row[j] = _NAN
-        for j, codes in self._coded:  # type: ignore[attr-defined]
-            v = row[j]
-            row[j] = codes.get(v, _NAN) if isinstance(v, str) else _NAN
+        for j, codes in coded:
+            row[j] = codes.get(row[j], _NAN)
         packer = self._packer  # type: ignore[attr-defined]
-        if rows.shape[1] != packer.size >> 3 or rows.dtype != np.float64:
-            raise ValueError(f"rows: {rows.dtype} rows {rows.shape[1]} wide, not float64 {len(self.names)} wide")
         try:
             packer.pack_into(rows, i * packer.size, *row)
-        except struct.error:  # an int too large for a float: numpy's error
+        except struct.error:  # an int too large for a float, or i past the rows: numpy's error
             rows[i] = self.cells(features)
 
-    def _nans_of(self, kinds: tuple[type, ...]) -> tuple[int, ...] | bool:
-        """For cells of these types: the positions of the Nones, or False when a cell other than a
-        text feature's is not a plain float, int, bool or None (the row then goes through
-        `cells`); remembered for `pack_into` (up to `_KINDS_KEPT` combinations)."""
-        coded = {j for j, _ in self._coded}  # type: ignore[attr-defined]
+    def _plan_of(self, kinds: tuple[type, ...]) -> _Plan | bool:
+        """For cells of these types, what `write_row` does to them: (the positions that become NaN:
+        the Nones, and the text features' cells that are not text; the text features' positions
+        that are text, with their codes), or False when a cell other than a text feature's is not
+        a plain float, int, bool or None (the row then goes through `cells`); remembered (up to
+        `_KINDS_KEPT` combinations)."""
+        coded = dict(self._coded)  # type: ignore[attr-defined]
         plain = all(t in _PLAIN_TYPES for j, t in enumerate(kinds) if j not in coded)
-        nans = tuple(j for j, t in enumerate(kinds) if t is NoneType and j not in coded) if plain else False
-        known = self._nans  # type: ignore[attr-defined]
+        plan: _Plan | bool = False
+        if plain:
+            plan = (tuple(j for j, t in enumerate(kinds)
+                          if (t is NoneType and j not in coded) or (j in coded and not issubclass(t, str))),
+                    tuple((j, codes) for j, codes in coded.items() if issubclass(kinds[j], str)))
+        known = self._plans  # type: ignore[attr-defined]
         if len(known) >= _KINDS_KEPT:
             known.clear()
-        known[kinds] = nans
-        return nans
+        known[kinds] = plan
+        return plan
 
     def one(self, features: Mapping[str, Any]) -> np.ndarray:
         """One event's row (`cells` converted)."""
