@@ -148,10 +148,15 @@ class _Protocol(asyncio.Protocol):
         it (1 ms of slack: the timer and the send read the clock microseconds apart)."""
         return self.closed or now - max(self.heard_at, self.waiting_since) + 0.001 >= dead_after
 
-    def send(self, commands: Sequence[Sequence[Any]]) -> "asyncio.Future[list[Any]]":
+    def send(self, commands: Sequence[Sequence[Any]], waited: bool = True) -> "asyncio.Future[list[Any]]":
         """Queue the commands; they are written at once when Redis has nothing of ours
         to do or ``flush_bytes`` are queued, else with everything else queued in this
-        loop tick, in one write at its end. The returned future gets the batch's
+        loop tick, in one write at its end. Commands nobody waits for (``waited`` false:
+        `PipelinedRedis.send_nowait`) are not worth a write of their own: while Redis has
+        ours to do they are held, and leave with the next write or when Redis has answered
+        everything written (`data_received`), whichever comes first; Redis would not have
+        run them sooner (it runs a connection's commands in order), and each write is a
+        system call that wakes it. The returned future gets the batch's
         replies, in order, once the last has come. A command is its arguments, or
         ``bytes``: the command already packed as Redis reads it (RESP)."""
         if self.closed:
@@ -179,7 +184,7 @@ class _Protocol(asyncio.Protocol):
             self.write_out()
         else:
             self.out_bytes = size
-            if not self.flush_scheduled:
+            if waited and not self.flush_scheduled:
                 self.flush_scheduled = True
                 loop.call_soon(self.flush)
         return batch
@@ -208,6 +213,8 @@ class _Protocol(asyncio.Protocol):
             while True:
                 reply = reader.gets()
                 if reply is False:
+                    if self.out and len(pending) == len(self.out):  # held commands: Redis has answered the rest
+                        self.write_out()
                     return
                 replies, batch = pending.popleft()
                 replies.append(reply)
@@ -372,7 +379,7 @@ class PipelinedRedis:
         proto = self._proto
         if proto is None or proto.closed or self._loop is not asyncio.get_running_loop():
             raise ConnectionFailed("no open redis connection")
-        return proto.send(commands)
+        return proto.send(commands, waited=False)
 
 
 def packed_args(command: bytes) -> list[bytes]:
