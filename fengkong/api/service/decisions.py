@@ -265,7 +265,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float, text_clea
                               features=features, decision_id=decision_id, digest=digest,
                               degraded_reason=degraded_reason)
     latency = time.perf_counter() - t0
-    record["latency_ms"] = round(latency * 1000, 3)
+    record["latency_ms"] = round(latency * 1_000_000) / 1000  # whole microseconds: no decimal rounding of a float
     blob, commands = rt.records.encode(record, faults=rt.breaker.faults, ruleset=ruleset if live else None,
                                        features=recorded)
     ttl = rt.settings.decision_ttl_s
