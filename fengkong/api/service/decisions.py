@@ -78,7 +78,7 @@ log = logging.getLogger(__name__)
 
 RESPONSE_KEYS = ("decision_id", "event_id", "decision", "score", "reasons", "merchant_grade", "ruleset_version",
                  "degraded", "degraded_reason", "lane", "risk", "models")
-_RESPONSE_VALUES = operator.itemgetter(*RESPONSE_KEYS)
+_response_of = eval("lambda r: {" + ", ".join(f"{k!r}: r[{k!r}]" for k in RESPONSE_KEYS) + "}")  # one dict display
 _INTERNAL_KEYS = ("kind", "body_sha256")
 
 
@@ -142,7 +142,7 @@ def _response(record: Mapping[str, Any], latency_ms: float, duplicate: bool) -> 
     """The answer's fields of `record`, with `latency_ms` (already rounded: `_ms_since`, or
     the record's own, which ``round`` made once) and whether it is a duplicate's."""
     try:
-        out = dict(zip(RESPONSE_KEYS, _RESPONSE_VALUES(record)))  # one call where every key is there
+        out = _response_of(record)  # where every key is there (a display: no zip, no pairs)
     except KeyError:
         out = {k: record.get(k) for k in RESPONSE_KEYS}
     out["latency_ms"] = latency_ms
