@@ -219,3 +219,30 @@ def test_a_write_nobody_waits_for_is_held_while_redis_has_ours_to_do(redis_serve
     assert blpop == [None] and wrote == [b"OK"] and held_value == b"1"
     assert after == 0 and out_left == 0  # nothing left behind
     assert read == [b"2"]  # the held SET went before the GET that followed it
+
+
+def test_closing_hands_what_was_held_to_the_transport(redis_server, prefix):
+    """A worker that stops (`PipelinedRedis.close`) hands the writes it held to the transport,
+    which sends them before it closes, instead of dropping them unsent; the commands still
+    waiting for replies fail as before."""
+    conn = PipelinedRedis(redis_server.url)
+
+    async def main() -> tuple[int, list[bytes], list]:
+        await conn.execute([("PING",)], 1.0)
+        proto = conn._proto
+        assert proto is not None and proto.transport is not None
+        written: list[bytes] = []
+        write = proto.transport.write
+        proto.transport.write = lambda data: (written.append(bytes(data)), write(data))[1]  # type: ignore[method-assign]
+        busy = asyncio.ensure_future(conn.execute([("BLPOP", f"{prefix}:nothing", 0.2)], 2.0))
+        await asyncio.sleep(0)
+        held = conn.send_nowait([("SET", f"{prefix}:last", "1")])
+        out = len(proto.out)
+        conn.close()
+        return out, written, await asyncio.gather(busy, held, return_exceptions=True)
+
+    out, written, results = asyncio.run(main())
+    assert out == 1  # the SET was held when the connection closed ...
+    assert written[-1] == b"*3\r\n$3\r\nSET\r\n$" + str(len(f"{prefix}:last")).encode() + b"\r\n" + \
+        f"{prefix}:last".encode() + b"\r\n$1\r\n1\r\n"  # ... and was written by the close
+    assert all(isinstance(r, ConnectionFailed) for r in results)  # what still waited failed, as before

@@ -226,6 +226,13 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(ConnectionFailed(f"redis connection lost: {exc or 'closed by server'}"))
 
+    def close(self, exc: BaseException) -> None:
+        """Close on the client's side: what `send` held is written first (the transport sends
+        it before closing), then every command still waiting fails with ``exc``."""
+        if self.out and not self.closed:
+            self.write_out()
+        self.fail(exc)
+
     def fail(self, exc: BaseException) -> None:
         self.closed = True
         pending, self.pending = self.pending, deque()
@@ -326,9 +333,9 @@ class PipelinedRedis:
         except RuntimeError:
             running = None
         if running is loop:
-            proto.fail(closed)
+            proto.close(closed)
         else:
-            loop.call_soon_threadsafe(proto.fail, closed)
+            loop.call_soon_threadsafe(proto.close, closed)
 
     # -- commands ---------------------------------------------------------------------------
     async def execute(self, commands: Sequence[Sequence[Any]], timeout_s: float) -> list[Any]:
