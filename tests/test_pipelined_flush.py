@@ -233,7 +233,8 @@ def test_closing_hands_what_was_held_to_the_transport(redis_server, prefix):
         assert proto is not None and proto.transport is not None
         written: list[bytes] = []
         write = proto.transport.write
-        proto.transport.write = lambda data: (written.append(bytes(data)), write(data))[1]  # type: ignore[method-assign]
+        proto.transport.write = (  # type: ignore[method-assign]
+            lambda data: (written.append(bytes(data)), write(data))[1])
         busy = asyncio.ensure_future(conn.execute([("BLPOP", f"{prefix}:nothing", 0.2)], 2.0))
         await asyncio.sleep(0)
         held = conn.send_nowait([("SET", f"{prefix}:last", "1")])
