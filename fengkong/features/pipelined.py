@@ -17,7 +17,10 @@ every few kilobytes while Redis is busy hands it the first scripts sooner, for m
 (smaller) writes and reads on both sides; on the 2-core machines measured that cost
 more than it gave, so by default the threshold is past any tick's commands and a busy
 tick's commands go out in one write. ``flush_bytes`` 0 writes each call's commands at
-once. docs/benchmarks.md has the measurements behind the default.
+once. docs/benchmarks.md has the measurements behind the default. Commands nobody waits
+for (`PipelinedRedis.send_nowait`: a decision's write-behind) get no write of their own while
+Redis has commands of ours to answer: they leave with the next write, or as soon as Redis has
+answered everything written (`_Protocol.send`).
 
 What it is not: a general client. Commands are packed by ``hiredis.pack_command``
 and replies parsed by ``hiredis.Reader`` (the C parser redis-py itself uses); error
