@@ -382,8 +382,9 @@ class PipelinedRedis:
 
     def send_nowait(self, commands: Sequence[Sequence[Any]]) -> "asyncio.Future[list[Any]]":
         """Queue the commands like `execute`, and return the future of their replies
-        without waiting for it: for a write the caller does not wait for. They leave in
-        this loop tick's write; commands sent later on this connection run after them
+        without waiting for it: for a write the caller does not wait for. They leave at
+        once on an idle connection, else with its next write or once Redis has answered
+        what was written (`_Protocol.send`); commands sent later on this connection run after them
         (Redis runs a connection's commands in order). Raises `ConnectionFailed` when
         no connection is open (`execute` makes one)."""
         proto = self._proto

@@ -320,8 +320,8 @@ def _write_behind(rt: Runtime, commands: list[Any], decision_id: str, case_at: i
     pipelined connection, and answer without waiting for Redis to acknowledge them.
 
     Why: waiting would be a second trip through the worker's queue of ready requests
-    on every decision (see docs/benchmarks.md). What holds: the commands leave in this
-    loop tick's write to Redis, with the other requests'; this worker's later reads of
+    on every decision (see docs/benchmarks.md). What holds: the commands leave with the
+    connection's next write to Redis (`PipelinedRedis.send_nowait`); this worker's later reads of
     the record (GET /v1/decisions, a retry of the event_id) go over the same
     connection, where Redis runs them after the write; a retry on another worker polls
     for the record until its deadline. A write Redis refuses or loses is logged and
