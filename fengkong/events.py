@@ -100,6 +100,8 @@ class CardType(StrEnum):
 MERCHANT_TYPES = frozenset(
     {EventType.PAYMENT, EventType.REFUND, EventType.WITHDRAWAL, EventType.SETTLEMENT, EventType.DECLINE}
 )
+#: Event types that move money and so need an amount.
+AMOUNT_TYPES = frozenset({EventType.PAYMENT, EventType.REFUND, EventType.WITHDRAWAL})
 #: Outcome events: they update features and labels but never get a decision.
 OUTCOME_TYPES = frozenset(
     {
@@ -130,8 +132,8 @@ _ID = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 IPV4_TEXT = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 _UNSET = object()
-#: A plain decimal: ASCII digits, an optional fraction, an optional minus (refused as negative).
-_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+#: A plain decimal: an optional minus (refused as negative), ASCII digits, an optional fraction.
+_PLAIN_DECIMAL = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")
 
 
 class EventRejected(ValueError):
@@ -270,10 +272,12 @@ class Event(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("must carry a UTC offset (e.g. 2026-11-25T10:00:00+08:00)")
+        try:  # a time without a UTC offset cannot be subtracted from the (aware) epoch
+            since = value - EPOCH
+        except TypeError:
+            raise ValueError("must carry a UTC offset (e.g. 2026-11-25T10:00:00+08:00)") from None
         since_low, since_high = range_since_epoch()
-        if not since_low <= value - EPOCH < since_high:
+        if not since_low <= since < since_high:
             low, high = occurred_at_range()
             raise ValueError(f"must be from {low.isoformat()} up to {high.isoformat()} "
                              f"(configured by {OCCURRED_AT_MIN_ENV} / {OCCURRED_AT_MAX_ENV})")
@@ -293,11 +297,12 @@ class Event(BaseModel):
 
     @model_validator(mode="after")
     def _money_and_merchant(self) -> "Event":
-        if self.type in MERCHANT_TYPES and not self.merchant_id:
-            raise EventRejected("merchant_id", f"is required for {self.type.value} events")
-        if self.type in (EventType.PAYMENT, EventType.REFUND, EventType.WITHDRAWAL) and self.amount is None:
-            raise EventRejected("amount", f"is required for {self.type.value} events")
-        if self.type is EventType.CHALLENGE_RESULT:
+        kind = self.type
+        if kind in MERCHANT_TYPES and not self.merchant_id:
+            raise EventRejected("merchant_id", f"is required for {kind.value} events")
+        if kind in AMOUNT_TYPES and self.amount is None:
+            raise EventRejected("amount", f"is required for {kind.value} events")
+        if kind is EventType.CHALLENGE_RESULT:
             if self.challenge is None:
                 raise EventRejected("challenge", 'is required for challenge_result events: {"passed": true|false}')
             if not self.refers_to:
@@ -351,20 +356,27 @@ def _to_minor(amount: int | str | None, currency: str) -> int | None:
         if amount > MAX_AMOUNT_MINOR:
             raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
         return amount
-    if not _PLAIN_DECIMAL.fullmatch(amount):
+    plain = _PLAIN_DECIMAL.fullmatch(amount)
+    if plain is None:
         raise EventRejected("amount", "must be a plain decimal like 12.50 (ASCII digits and one optional '.'; "
                                       "no exponent, '_', spaces or other digits), or integer minor units")
-    if amount[0] == "-":
+    negative, whole, fraction = plain.groups()
+    if negative:
         raise EventRejected("amount", "must not be negative")
-    whole, _, fraction = amount.partition(".")
-    if len(whole.lstrip("0")) > 16:  # far above the cap whatever the currency: not worth converting
+    if len(whole) > 16 and len(whole.lstrip("0")) > 16:  # far above the cap whatever the currency
         raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
     # ASCII digits only (the pattern): the minor units are the digits with the point moved
     # `exponent` places right, exact in integers; digits past them must all be zeros
-    exponent = currency_exponent(currency)
-    if fraction[exponent:].strip("0"):
-        raise EventRejected("amount", f"has more than {exponent} decimal places for {currency}")
-    minor = int(whole + fraction[:exponent].ljust(exponent, "0"))
+    exponent = CURRENCY_EXPONENT.get(currency, 2)
+    if fraction is None:
+        digits = whole + "0" * exponent
+    elif len(fraction) == exponent:  # the usual form: as many decimals as the currency has
+        digits = whole + fraction
+    else:
+        if fraction[exponent:].strip("0"):
+            raise EventRejected("amount", f"has more than {exponent} decimal places for {currency}")
+        digits = whole + fraction[:exponent].ljust(exponent, "0")
+    minor = int(digits)
     if minor > MAX_AMOUNT_MINOR:
         raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
     return minor
@@ -388,7 +400,9 @@ def parse_event(data: Any, *, text_clear: bool = False) -> Event:
         if pan_at:
             raise EventRejected(pan_at, "looks like a full card number (PAN); send a card fingerprint instead")
     try:
-        return Event.model_validate(data)
+        # the model's validator itself (what ``Event.model_validate`` calls, without its
+        # keyword handling): this runs for every event
+        return Event.__pydantic_validator__.validate_python(data)  # type: ignore[no-any-return]
     except EventRejected:
         raise
     except ValidationError as exc:

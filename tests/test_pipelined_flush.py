@@ -186,3 +186,64 @@ def test_a_negative_threshold_is_refused_by_name(redis_server):
     with pytest.raises(ValueError, match="redis_flush_bytes"):
         Settings(redis_url=redis_server.url, redis_flush_bytes=-1)
     assert Settings(redis_url=redis_server.url, redis_flush_bytes=0).redis_flush_bytes == 0
+
+
+def test_a_write_nobody_waits_for_is_held_while_redis_has_ours_to_do(redis_server, redis_client, prefix):
+    """`send_nowait` while a command is in flight: no write of its own, not even at the
+    tick's end; it leaves with the next call's write or once Redis has answered what was
+    written, and Redis still runs the connection's commands in the order they were queued."""
+    conn = PipelinedRedis(redis_server.url)
+
+    async def main() -> tuple[int, int, list, list, int, list, bytes | None]:
+        await conn.execute([("PING",)], 1.0)
+        proto = conn._proto
+        assert proto is not None
+        busy = asyncio.ensure_future(conn.execute([("BLPOP", f"{prefix}:nothing", 0.2)], 2.0))
+        await asyncio.sleep(0)  # the BLPOP is written (nothing was in flight) and holds Redis
+        held = conn.send_nowait([("SET", f"{prefix}:held", "1")])
+        await asyncio.sleep(0.05)  # many ticks: still held
+        held_then = len(proto.out)
+        blpop = await busy
+        wrote = await held  # written once Redis answered the BLPOP
+        after = len(proto.out)
+        # while a call is in flight, a held write leaves with the next call's write, before it
+        blocker = asyncio.ensure_future(conn.execute([("BLPOP", f"{prefix}:nothing", 0.1)], 2.0))
+        await asyncio.sleep(0)
+        rider = conn.send_nowait([("SET", f"{prefix}:rider", "2")])
+        read = await conn.execute([("GET", f"{prefix}:rider")], 2.0)
+        await asyncio.gather(blocker, rider)
+        return held_then, after, blpop, wrote, len(proto.out), read, redis_client.get(f"{prefix}:held")
+
+    held_then, after, blpop, wrote, out_left, read, held_value = asyncio.run(main())
+    assert held_then == 1  # the SET was queued, not written, while the BLPOP held Redis
+    assert blpop == [None] and wrote == [b"OK"] and held_value == b"1"
+    assert after == 0 and out_left == 0  # nothing left behind
+    assert read == [b"2"]  # the held SET went before the GET that followed it
+
+
+def test_closing_hands_what_was_held_to_the_transport(redis_server, prefix):
+    """A worker that stops (`PipelinedRedis.close`) hands the writes it held to the transport,
+    which sends them before it closes, instead of dropping them unsent; the commands still
+    waiting for replies fail as before."""
+    conn = PipelinedRedis(redis_server.url)
+
+    async def main() -> tuple[int, list[bytes], list]:
+        await conn.execute([("PING",)], 1.0)
+        proto = conn._proto
+        assert proto is not None and proto.transport is not None
+        written: list[bytes] = []
+        write = proto.transport.write
+        proto.transport.write = (  # type: ignore[method-assign]
+            lambda data: (written.append(bytes(data)), write(data))[1])
+        busy = asyncio.ensure_future(conn.execute([("BLPOP", f"{prefix}:nothing", 0.2)], 2.0))
+        await asyncio.sleep(0)
+        held = conn.send_nowait([("SET", f"{prefix}:last", "1")])
+        out = len(proto.out)
+        conn.close()
+        return out, written, await asyncio.gather(busy, held, return_exceptions=True)
+
+    out, written, results = asyncio.run(main())
+    assert out == 1  # the SET was held when the connection closed ...
+    assert written[-1] == b"*3\r\n$3\r\nSET\r\n$" + str(len(f"{prefix}:last")).encode() + b"\r\n" + \
+        f"{prefix}:last".encode() + b"\r\n$1\r\n1\r\n"  # ... and was written by the close
+    assert all(isinstance(r, ConnectionFailed) for r in results)  # what still waited failed, as before

@@ -168,6 +168,8 @@ def test_audit_entry_reads_back_as_the_reference():
             {"decision_id": "d_3", "score": 1.5, "degraded": None, "reasons": None, "event": {"card": None}},
             {"decision_id": "d_4", "event_id": "事件", "score": -7, "caller": "商户", "degraded": False,
              "event": {"card": {"fingerprint": "fp"}}},  # text not ASCII: packed the general way
+            {"decision_id": "d_5", "reasons": [{"id": f"rule.{k:03d}." + "x" * 30} for k in range(40)],
+             "event": {}},  # a value longer than the lengths looked up (1,600 characters): the general way
         ]:
             command = audit.decision_command(record)
             assert isinstance(command, bytes)

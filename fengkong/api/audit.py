@@ -70,6 +70,9 @@ def reference(record: Mapping[str, Any]) -> dict[str, Any]:
             "card": ((record.get("event") or {}).get("card") or {}).get("fingerprint")}
 
 
+#: lengths as text (`entry_command`), as the plans' command writers look them up
+_LENGTHS = tuple(str(n) for n in range(1024))
+
 #: a bool's JSON (`Audit.decision_command`)
 _BOOLS = {True: "true", False: "false"}
 
@@ -84,11 +87,15 @@ def entry_command(head: str, values: tuple[Any, ...]) -> bytes | None:
     if not (type(a) is type(b) is type(c) is type(d) is type(e) is type(f) is type(g) is type(h) is type(i)
             is type(j) is str):
         return None
-    text = (f"{head}$11\r\ndecision_id\r\n${len(a)}\r\n{a}\r\n$8\r\nevent_id\r\n${len(b)}\r\n{b}\r\n"
-            f"$8\r\ndecision\r\n${len(c)}\r\n{c}\r\n$5\r\nscore\r\n${len(d)}\r\n{d}\r\n"
-            f"$5\r\nrules\r\n${len(e)}\r\n{e}\r\n$6\r\nshadow\r\n${len(f)}\r\n{f}\r\n"
-            f"$15\r\nruleset_version\r\n${len(g)}\r\n{g}\r\n$8\r\ndegraded\r\n${len(h)}\r\n{h}\r\n"
-            f"$6\r\ncaller\r\n${len(i)}\r\n{i}\r\n$4\r\ncard\r\n${len(j)}\r\n{j}\r\n")
+    n = _LENGTHS  # lengths as text, looked up rather than formatted (one past the table: the general way)
+    try:
+        text = (f"{head}$11\r\ndecision_id\r\n${n[len(a)]}\r\n{a}\r\n$8\r\nevent_id\r\n${n[len(b)]}\r\n{b}\r\n"
+                f"$8\r\ndecision\r\n${n[len(c)]}\r\n{c}\r\n$5\r\nscore\r\n${n[len(d)]}\r\n{d}\r\n"
+                f"$5\r\nrules\r\n${n[len(e)]}\r\n{e}\r\n$6\r\nshadow\r\n${n[len(f)]}\r\n{f}\r\n"
+                f"$15\r\nruleset_version\r\n${n[len(g)]}\r\n{g}\r\n$8\r\ndegraded\r\n${n[len(h)]}\r\n{h}\r\n"
+                f"$6\r\ncaller\r\n${n[len(i)]}\r\n{i}\r\n$4\r\ncard\r\n${n[len(j)]}\r\n{j}\r\n")
+    except IndexError:
+        return None
     data = text.encode()
     return data if len(data) == len(text) else None  # a longer encoding: not ASCII, lengths counted in characters
 

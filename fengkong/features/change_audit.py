@@ -17,8 +17,9 @@ from typing import Any
 from fengkong.features import keys
 
 
-#: the second `utc_now_iso` last wrote, and its text up to the seconds
-_second: tuple[int, str] = (-1, "")
+#: the second `utc_now_iso` last wrote (microseconds since the epoch at its start) and its text
+#: up to the seconds' fraction (the point included)
+_second: tuple[int, str] = (-(10 ** 6), "")
 
 
 def utc_now_iso() -> str:
@@ -27,10 +28,16 @@ def utc_now_iso() -> str:
     read the same way, microseconds floored), with the date and time of the current second
     formatted once per second, as every decision asks for it."""
     global _second
-    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
-    if seconds != _second[0]:
-        _second = (seconds, datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
-    return f"{_second[1]}.{micros:06d}+00:00"
+    micros = time.time_ns() // 1000
+    start, text = _second
+    fraction = micros - start
+    if not 0 <= fraction < 1_000_000:
+        seconds = micros // 1_000_000
+        start = seconds * 1_000_000
+        text = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+        _second = (start, text)
+        fraction = micros - start
+    return f"{text}{fraction:06d}+00:00"
 
 
 def change_record(*, actor: str, action: str, version: str | None, detail: dict[str, Any],

@@ -305,7 +305,7 @@ class ClusterPipelined:
 
     def send_nowait(self, commands: Sequence[Sequence[Any]]) -> "asyncio.Future[list[Any]]":
         """Queue the commands like `execute` and return the future of their replies without
-        waiting. Shares for nodes whose connection is open leave in this loop tick (so a
+        waiting. Shares for nodes whose connection is open are queued on it now (so a
         later command on the same key runs after them); any other share (a node this
         worker has not talked to yet) is sent by a task that connects first."""
         route = self._route(commands)

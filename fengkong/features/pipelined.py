@@ -17,7 +17,10 @@ every few kilobytes while Redis is busy hands it the first scripts sooner, for m
 (smaller) writes and reads on both sides; on the 2-core machines measured that cost
 more than it gave, so by default the threshold is past any tick's commands and a busy
 tick's commands go out in one write. ``flush_bytes`` 0 writes each call's commands at
-once. docs/benchmarks.md has the measurements behind the default.
+once. docs/benchmarks.md has the measurements behind the default. Commands nobody waits
+for (`PipelinedRedis.send_nowait`: a decision's write-behind) get no write of their own while
+Redis has commands of ours to answer: they leave with the next write, or as soon as Redis has
+answered everything written (`_Protocol.send`).
 
 What it is not: a general client. Commands are packed by ``hiredis.pack_command``
 and replies parsed by ``hiredis.Reader`` (the C parser redis-py itself uses); error
@@ -148,10 +151,15 @@ class _Protocol(asyncio.Protocol):
         it (1 ms of slack: the timer and the send read the clock microseconds apart)."""
         return self.closed or now - max(self.heard_at, self.waiting_since) + 0.001 >= dead_after
 
-    def send(self, commands: Sequence[Sequence[Any]]) -> "asyncio.Future[list[Any]]":
+    def send(self, commands: Sequence[Sequence[Any]], waited: bool = True) -> "asyncio.Future[list[Any]]":
         """Queue the commands; they are written at once when Redis has nothing of ours
         to do or ``flush_bytes`` are queued, else with everything else queued in this
-        loop tick, in one write at its end. The returned future gets the batch's
+        loop tick, in one write at its end. Commands nobody waits for (``waited`` false:
+        `PipelinedRedis.send_nowait`) are not worth a write of their own: while Redis has
+        ours to do they are held, and leave with the next write or when Redis has answered
+        everything written (`data_received`), whichever comes first; Redis would not have
+        run them sooner (it runs a connection's commands in order), and each write is a
+        system call that wakes it. The returned future gets the batch's
         replies, in order, once the last has come. A command is its arguments, or
         ``bytes``: the command already packed as Redis reads it (RESP)."""
         if self.closed:
@@ -179,7 +187,7 @@ class _Protocol(asyncio.Protocol):
             self.write_out()
         else:
             self.out_bytes = size
-            if not self.flush_scheduled:
+            if waited and not self.flush_scheduled:
                 self.flush_scheduled = True
                 loop.call_soon(self.flush)
         return batch
@@ -208,6 +216,8 @@ class _Protocol(asyncio.Protocol):
             while True:
                 reply = reader.gets()
                 if reply is False:
+                    if self.out and len(pending) == len(self.out):  # held commands: Redis has answered the rest
+                        self.write_out()
                     return
                 replies, batch = pending.popleft()
                 replies.append(reply)
@@ -218,6 +228,13 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(ConnectionFailed(f"redis connection lost: {exc or 'closed by server'}"))
+
+    def close(self, exc: BaseException) -> None:
+        """Close on the client's side: what `send` held is written first (the transport sends
+        it before closing), then every command still waiting fails with ``exc``."""
+        if self.out and not self.closed:
+            self.write_out()
+        self.fail(exc)
 
     def fail(self, exc: BaseException) -> None:
         self.closed = True
@@ -319,9 +336,9 @@ class PipelinedRedis:
         except RuntimeError:
             running = None
         if running is loop:
-            proto.fail(closed)
+            proto.close(closed)
         else:
-            loop.call_soon_threadsafe(proto.fail, closed)
+            loop.call_soon_threadsafe(proto.close, closed)
 
     # -- commands ---------------------------------------------------------------------------
     async def execute(self, commands: Sequence[Sequence[Any]], timeout_s: float) -> list[Any]:
@@ -365,14 +382,15 @@ class PipelinedRedis:
 
     def send_nowait(self, commands: Sequence[Sequence[Any]]) -> "asyncio.Future[list[Any]]":
         """Queue the commands like `execute`, and return the future of their replies
-        without waiting for it: for a write the caller does not wait for. They leave in
-        this loop tick's write; commands sent later on this connection run after them
+        without waiting for it: for a write the caller does not wait for. They leave at
+        once on an idle connection, else with its next write or once Redis has answered
+        what was written (`_Protocol.send`); commands sent later on this connection run after them
         (Redis runs a connection's commands in order). Raises `ConnectionFailed` when
         no connection is open (`execute` makes one)."""
         proto = self._proto
         if proto is None or proto.closed or self._loop is not asyncio.get_running_loop():
             raise ConnectionFailed("no open redis connection")
-        return proto.send(commands)
+        return proto.send(commands, waited=False)
 
 
 def packed_args(command: bytes) -> list[bytes]:

@@ -78,7 +78,7 @@ log = logging.getLogger(__name__)
 
 RESPONSE_KEYS = ("decision_id", "event_id", "decision", "score", "reasons", "merchant_grade", "ruleset_version",
                  "degraded", "degraded_reason", "lane", "risk", "models")
-_RESPONSE_VALUES = operator.itemgetter(*RESPONSE_KEYS)
+_response_of = eval("lambda r: {" + ", ".join(f"{k!r}: r[{k!r}]" for k in RESPONSE_KEYS) + "}")  # one dict display
 _INTERNAL_KEYS = ("kind", "body_sha256")
 
 
@@ -142,7 +142,7 @@ def _response(record: Mapping[str, Any], latency_ms: float, duplicate: bool) -> 
     """The answer's fields of `record`, with `latency_ms` (already rounded: `_ms_since`, or
     the record's own, which ``round`` made once) and whether it is a duplicate's."""
     try:
-        out = dict(zip(RESPONSE_KEYS, _RESPONSE_VALUES(record)))  # one call where every key is there
+        out = _response_of(record)  # where every key is there (a display: no zip, no pairs)
     except KeyError:
         out = {k: record.get(k) for k in RESPONSE_KEYS}
     out["latency_ms"] = latency_ms
@@ -265,7 +265,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float, text_clea
                               features=features, decision_id=decision_id, digest=digest,
                               degraded_reason=degraded_reason)
     latency = time.perf_counter() - t0
-    record["latency_ms"] = round(latency * 1000, 3)
+    record["latency_ms"] = round(latency * 1_000_000) / 1000  # whole microseconds: no decimal rounding of a float
     blob, commands = rt.records.encode(record, faults=rt.breaker.faults, ruleset=ruleset if live else None,
                                        features=recorded)
     ttl = rt.settings.decision_ttl_s
@@ -320,8 +320,8 @@ def _write_behind(rt: Runtime, commands: list[Any], decision_id: str, case_at: i
     pipelined connection, and answer without waiting for Redis to acknowledge them.
 
     Why: waiting would be a second trip through the worker's queue of ready requests
-    on every decision (see docs/benchmarks.md). What holds: the commands leave in this
-    loop tick's write to Redis, with the other requests'; this worker's later reads of
+    on every decision (see docs/benchmarks.md). What holds: the commands leave with the
+    connection's next write to Redis (`PipelinedRedis.send_nowait`); this worker's later reads of
     the record (GET /v1/decisions, a retry of the event_id) go over the same
     connection, where Redis runs them after the write; a retry on another worker polls
     for the record until its deadline. A write Redis refuses or loses is logged and
