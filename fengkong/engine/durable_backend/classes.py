@@ -18,7 +18,7 @@ from __future__ import annotations
 import operator
 from typing import Any, Callable, Iterable
 
-from fengkong.engine.durable_backend.compiler import refs
+from fengkong.engine.durable_backend.compiler import leaf_tests, refs
 
 #: Integers beyond this go to durable as doubles. durable computes with 64-bit integers,
 #: which wrap (``x >= 3 * y`` fired for x = 0 with y = 3074457345618258603); a double
@@ -45,13 +45,8 @@ def number_tests(conditions: Iterable[dict[str, Any]]) -> dict[str, list[tuple[s
     refuses is left out: its value is always sent as it is."""
     tests: dict[str, list[tuple[str, int | float]]] = {}
     other: set[str] = set()
-
-    def walk(cond: dict[str, Any]) -> None:
-        (op, arg), = cond.items()
-        if op in ("$and", "$or"):
-            for item in arg:
-                walk(item)
-        elif op in _ORDER and len(arg) == 1 and exact_constant(next(iter(arg.values()))):
+    for op, arg in leaf_tests(conditions):
+        if op in _ORDER and len(arg) == 1 and exact_constant(next(iter(arg.values()))):
             (key, const), = arg.items()
             tests.setdefault(key, []).append((_ORDER[op], const))
         elif op.startswith("$"):
@@ -63,9 +58,6 @@ def number_tests(conditions: Iterable[dict[str, Any]]) -> dict[str, list[tuple[s
         else:
             other.add(op)
             other.update(refs(arg))
-
-    for cond in conditions:
-        walk(cond)
     return {key: found for key, found in tests.items() if key not in other}
 
 

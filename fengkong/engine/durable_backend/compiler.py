@@ -17,7 +17,7 @@ fact stays small; one `Compiler` gives each feature one key across every shard.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from fengkong.engine.predicates import ValueFn, compile_value
 from fengkong.engine.tree import (
@@ -109,6 +109,18 @@ class Compiler:
         if isinstance(e, IsMissing):
             return {("$ex" if e.negated else "$nex"): {self._field(e.feature.name): 1}}
         raise TypeError(f"not an NNF node: {e!r}")
+
+
+def leaf_tests(conditions: Iterable[dict[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """Each test of compiled conditions that is not an ``$and`` / ``$or`` of others, as
+    (operator or field key, argument): what the walks over a rule set's tests (the
+    classes of numbers, the values worth sending) read, in one place."""
+    for cond in conditions:
+        (op, arg), = cond.items()
+        if op in ("$and", "$or"):
+            yield from leaf_tests(arg)
+        else:
+            yield op, arg
 
 
 def refs(node: Any) -> set[str]:

@@ -35,7 +35,7 @@ from fengkong.engine.durable_backend.classes import (  # EXACT_INT, float_text: 
     sometimes_unsent,
     value_classes,
 )
-from fengkong.engine.durable_backend.compiler import refs
+from fengkong.engine.durable_backend.compiler import leaf_tests, refs
 from fengkong.engine.durable_backend.guards import guard_keys
 from fengkong.engine.predicates import ValueFn, clean
 
@@ -242,12 +242,8 @@ def field_uses(conditions: Iterable[dict[str, Any]]) -> tuple[dict[str, set[Any]
     constants: dict[str, set[Any]] = {}
     other: set[str] = set()
 
-    def walk(cond: dict[str, Any]) -> None:
-        (op, arg), = cond.items()
-        if op in ("$and", "$or"):
-            for item in arg:
-                walk(item)
-        elif op.startswith("$"):
+    for op, arg in leaf_tests(conditions):
+        if op.startswith("$"):
             for key, rhs in arg.items():
                 other.add(key)
                 other.update(refs(rhs))
@@ -256,9 +252,6 @@ def field_uses(conditions: Iterable[dict[str, Any]]) -> tuple[dict[str, set[Any]
             other.update(refs(arg))
         else:
             constants.setdefault(op, set()).add(arg)
-
-    for cond in conditions:
-        walk(cond)
     return constants, other
 
 
