@@ -214,6 +214,17 @@ def test_another_worker_reads_the_record_through_the_shared_schema(api, redis_se
     assert retried["decision_id"] == out["decision_id"] and retried["duplicate"] is True
 
 
+def _answers_as_stored(c, ev, out, detail):
+    """A stored record rewritten in another format still answers as the one written: GET
+    gives the same detail, a retry the same decision, another body under the id a 409."""
+    assert c.get(f"/v1/decisions/{out['decision_id']}").json() == detail
+    retried = c.post("/v1/decisions", json=ev).json()
+    assert retried["decision_id"] == out["decision_id"] and retried["duplicate"] is True
+    assert retried["reasons"] == out["reasons"] and retried["decision"] == out["decision"]
+    other = c.post("/v1/decisions", json=dict(ev, amount="99.00"))
+    assert other.status_code == 409 and other.json()["field"] == "event_id"
+
+
 def test_records_in_the_older_json_format_still_answer(api, redis_client):
     """A record written before this format (JSON, the whole record) is read as before:
     GET /v1/decisions, a retry of the event_id, and a conflicting body's 409."""
@@ -226,12 +237,7 @@ def test_records_in_the_older_json_format_still_answer(api, redis_client):
         legacy = records.decode(redis_client.get(key), schema)
         redis_client.set(key, dumps(legacy), keepttl=True)  # what the service wrote before
         assert redis_client.get(key)[:1] == b"{"
-        assert c.get(f"/v1/decisions/{out['decision_id']}").json() == detail
-        retried = c.post("/v1/decisions", json=ev).json()
-        assert retried["decision_id"] == out["decision_id"] and retried["duplicate"] is True
-        assert retried["reasons"] == out["reasons"] and retried["decision"] == out["decision"]
-        other = c.post("/v1/decisions", json=dict(ev, amount="99.00"))
-        assert other.status_code == 409 and other.json()["field"] == "event_id"
+        _answers_as_stored(c, ev, out, detail)
 
 
 def test_the_audit_streams_stay_near_their_length_cap(redis_server, redis_client):
@@ -496,12 +502,7 @@ def test_a_deflated_record_of_before_answers_through_the_service(api, redis_clie
         redis_client.set(record_schema_key(PREFIX, old.id), old.blob, ex=600)
         redis_client.set(key, _old_deflated(rec, old), keepttl=True)  # what the code before wrote
         assert redis_client.get(key)[:1] == records.DEFLATED
-        assert c.get(f"/v1/decisions/{out['decision_id']}").json() == detail
-        retried = c.post("/v1/decisions", json=ev).json()
-        assert retried["decision_id"] == out["decision_id"] and retried["duplicate"] is True
-        assert retried["reasons"] == out["reasons"] and retried["decision"] == out["decision"]
-        other = c.post("/v1/decisions", json=dict(ev, amount="99.00"))
-        assert other.status_code == 409 and other.json()["field"] == "event_id"
+        _answers_as_stored(c, ev, out, detail)
     with Served(settings(redis_server.url, PREFIX)) as fresh, fresh.client(DECIDE_KEY) as c2:
         assert c2.get(f"/v1/decisions/{out['decision_id']}").json() == detail
 
