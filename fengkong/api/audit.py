@@ -43,6 +43,7 @@ import redis
 from fengkong.api.encoding import dumps, loads
 from fengkong.features import keys
 from fengkong.features.change_audit import change_record, changes_key, stream_entry, utc_now_iso
+from fengkong.features.plan_code import LENGTHS
 
 __all__ = ["ENTRY_FIELDS", "Audit", "read_entry", "reference", "stream_entry", "utc_now_iso"]
 
@@ -70,9 +71,6 @@ def reference(record: Mapping[str, Any]) -> dict[str, Any]:
             "card": ((record.get("event") or {}).get("card") or {}).get("fingerprint")}
 
 
-#: lengths as text (`entry_command`), as the plans' command writers look them up
-_LENGTHS = tuple(str(n) for n in range(1024))
-
 #: a bool's JSON (`Audit.decision_command`)
 _BOOLS = {True: "true", False: "false"}
 
@@ -87,7 +85,7 @@ def entry_command(head: str, values: tuple[Any, ...]) -> bytes | None:
     if not (type(a) is type(b) is type(c) is type(d) is type(e) is type(f) is type(g) is type(h) is type(i)
             is type(j) is str):
         return None
-    n = _LENGTHS  # lengths as text, looked up rather than formatted (one past the table: the general way)
+    n = LENGTHS  # lengths as text, looked up rather than formatted (one past the table: the general way)
     try:
         text = (f"{head}$11\r\ndecision_id\r\n${n[len(a)]}\r\n{a}\r\n$8\r\nevent_id\r\n${n[len(b)]}\r\n{b}\r\n"
                 f"$8\r\ndecision\r\n${n[len(c)]}\r\n{c}\r\n$5\r\nscore\r\n${n[len(d)]}\r\n{d}\r\n"

@@ -97,8 +97,9 @@ def compile_reader(outputs: Sequence[tuple[str, str, int]], blank: dict[str, Any
 #: as Redis reads it (RESP), or None when a key is not ASCII text
 Writer = Callable[[dict[str, Any], Sequence[bytes], list[bytes], str, int], "bytes | None"]
 
-#: lengths as text, looked up rather than formatted (a longer key gets the general way)
-_LENGTHS = tuple(str(n) for n in range(1024))
+#: lengths as text, looked up rather than formatted (a longer key gets the general way; the
+#: audit entry's writer, `fengkong.api.audit.entry_command`, reads it too)
+LENGTHS = tuple(str(n) for n in range(1024))
 
 
 class _FString:
@@ -151,8 +152,8 @@ def compile_writer(*, dedup_key: tuple[str, str], legacy_key: tuple[str, str],
     constant text, lengths looked up; and the op list's runs are joined with the time values
     of a slot once per slot (`merge`), so that an event joins its own values between fewer,
     longer runs. Lengths are counted in characters, so a key with other than ASCII text (or
-    one past `_LENGTHS`) gets None: the caller packs that command the general way."""
-    env: dict[str, Any] = {"_L": _LENGTHS, "_merged": [((), ())]}
+    one past `LENGTHS`) gets None: the caller packs that command the general way."""
+    env: dict[str, Any] = {"_L": LENGTHS, "_merged": [((), ())]}
     columns = list(dict.fromkeys(column for _, column, _ in entity_keys))
     local = {column: f"x{i}" for i, column in enumerate(columns)}
     lines = ["def write(row, values, times, sha, ttl):",
