@@ -367,16 +367,11 @@ def _to_minor(amount: int | str | None, currency: str) -> int | None:
         raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
     # ASCII digits only (the pattern): the minor units are the digits with the point moved
     # `exponent` places right, exact in integers; digits past them must all be zeros
-    exponent = CURRENCY_EXPONENT.get(currency, 2)
-    if fraction is None:
-        digits = whole + "0" * exponent
-    elif len(fraction) == exponent:  # the usual form: as many decimals as the currency has
-        digits = whole + fraction
-    else:
-        if fraction[exponent:].strip("0"):
-            raise EventRejected("amount", f"has more than {exponent} decimal places for {currency}")
-        digits = whole + fraction[:exponent].ljust(exponent, "0")
-    minor = int(digits)
+    exponent = currency_exponent(currency)
+    fraction = fraction or ""
+    if fraction[exponent:].strip("0"):
+        raise EventRejected("amount", f"has more than {exponent} decimal places for {currency}")
+    minor = int(whole + fraction[:exponent].ljust(exponent, "0"))
     if minor > MAX_AMOUNT_MINOR:
         raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
     return minor
