@@ -76,11 +76,12 @@ class TickBatcher(Generic[S, T]):
         meanwhile. Must be called from a running event loop. An item whose row cannot be written
         raises here, for this payment alone."""
         loop = asyncio.get_running_loop()
+        batch: _Batch[S, T] | None
         try:
-            batch: _Batch[S, T] = self._local.batch
+            batch = self._local.batch
         except AttributeError:  # this thread's first
-            batch = self._local.batch = _Batch(loop, self.joint)
-        if batch.loop is not loop:  # a loop that ended before its call leaves nothing behind
+            batch = None
+        if batch is None or batch.loop is not loop:  # a loop that ended before its call leaves nothing behind
             batch = self._local.batch = _Batch(loop, self.joint)
         n = len(batch.waiting)
         if n == CAPACITY:
