@@ -363,7 +363,8 @@ def _to_minor(amount: int | str | None, currency: str) -> int | None:
     negative, whole, fraction = plain.groups()
     if negative:
         raise EventRejected("amount", "must not be negative")
-    if len(whole) > 16 and len(whole.lstrip("0")) > 16:  # far above the cap whatever the currency
+    whole = whole.lstrip("0")  # leading zeros, however many, are no digits of the value (nor for int())
+    if len(whole) > 16:  # far above the cap whatever the currency: not worth converting
         raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
     # ASCII digits only (the pattern): the minor units are the digits with the point moved
     # `exponent` places right, exact in integers; digits past them must all be zeros
@@ -371,7 +372,7 @@ def _to_minor(amount: int | str | None, currency: str) -> int | None:
     fraction = fraction or ""
     if fraction[exponent:].strip("0"):
         raise EventRejected("amount", f"has more than {exponent} decimal places for {currency}")
-    minor = int(whole + fraction[:exponent].ljust(exponent, "0"))
+    minor = int(whole + fraction[:exponent].ljust(exponent, "0") or "0")  # "0" of a currency without decimals
     if minor > MAX_AMOUNT_MINOR:
         raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
     return minor

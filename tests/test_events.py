@@ -193,6 +193,18 @@ def test_plain_decimals_within_the_cap_are_accepted(amount, minor):
     assert parse_event(with_(amount=amount)).amount_minor == minor
 
 
+@pytest.mark.parametrize("amount, currency, minor", [("0" * 5000 + "1", "CNY", 100), ("0" * 5000 + "1.50", "CNY", 150),
+                                                     ("0" * 5000, "JPY", 0), ("000", "JPY", 0)])
+def test_leading_zeros_past_pythons_digit_limit_are_only_zeros(amount, currency, minor):
+    """int() refuses a text of more than 4,300 digits: leading zeros are not the value's digits,
+    so an amount padded with thousands of them is the amount, not an error naming no field."""
+    assert parse_event(with_(amount=amount, currency=currency)).amount_minor == minor
+
+
+def test_an_amount_of_thousands_of_digits_is_refused_by_its_field():
+    assert refused(with_(amount="1" + "0" * 5000)).field == "amount"
+
+
 def _decimal_minor(amount: str, currency: str) -> int | None:
     """The oracle: the amount in minor units by `decimal`, None where the contract refuses it."""
     from decimal import Decimal
