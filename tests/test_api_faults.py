@@ -134,7 +134,9 @@ def test_a_record_write_redis_refuses_is_logged_counted_and_opens_the_breaker(re
     answer. When Redis refuses one of them (here the audit stream's key holds a string:
     XADD gets WRONGTYPE), the decision already answered stands, the loss is logged and
     counted, and the breaker opens as for any store fault."""
-    with Served(settings(redis_server.url, "tunstored", breaker_s=0.3)) as api, api.client(DECIDE_KEY) as c:
+    # breaker_s: long enough that the second decision still finds the breaker open on a loaded
+    # machine (the wait for the log line and two GETs come between), short enough to recover
+    with Served(settings(redis_server.url, "tunstored", breaker_s=3.0)) as api, api.client(DECIDE_KEY) as c:
         redis_client.set(audit_stream("tunstored", "decisions"), "not a stream")
         first = _decide(c)
         assert not first["degraded"] and first["decision"] == "allow"
