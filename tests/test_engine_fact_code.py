@@ -10,6 +10,7 @@ with the bench's kinds of rows. tests/test_engine_durable.py holds the fires.
 
 from __future__ import annotations
 
+import collections
 import enum
 import random
 from pathlib import Path
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 
 from fengkong.engine import load_ruleset
 from fengkong.engine.durable_backend.compiler import Compiler
+from fengkong.engine.durable_backend import fact_code
 from fengkong.engine.durable_backend.fact_code import compile_writer
 from fengkong.engine.durable_backend.facts import FactPlan, encode_fact, field_prefix, make_plan
 from fengkong.engine.language import parse
@@ -136,6 +138,33 @@ def test_default_pack_writers_equal_the_plan() -> None:
         got_missing: list[str] = []
         assert write(f, HEAD, got_missing) == encode_fact(plan, f, HEAD, want_missing)
         assert got_missing == want_missing
+
+
+def test_a_full_dict_is_read_at_once_and_any_other_mapping_through_get() -> None:
+    """A plain dict with every name is read by one itemgetter; one that lacks a name, and
+    the next `_GET_SPELL` calls, through ``get``, as is any other mapping (a mapping whose
+    subscript answers for an absent name, as a defaultdict does, still reads it as absent)."""
+    plan, write = PLANS[0]
+    spell = next(v for k, v in write.__globals__.items() if k.startswith("_spell"))
+    full = {"event.amount": 10, "user.amount_zscore": 0, "user.amount_n": 2, "merchant.count_24h": 9,
+            "merchant.distinct_cards_24h": 4, "event.is_night": True, "lists.blocked_cards": False,
+            "card.type": "credit", "event.channel": "pos", "merchant.grade": "B", "user.sum_1h": 1e3}
+    want = encode_fact(plan, full, HEAD, [])
+    spell[0] = 0
+    assert write(full, HEAD, []) == want and spell[0] == 0  # read at once, no fallback
+    lacking = {k: v for k, v in full.items() if k != "card.type"}
+    want_missing: list[str] = []
+    got_missing: list[str] = []
+    assert write(lacking, HEAD, got_missing) == encode_fact(plan, lacking, HEAD, want_missing)
+    assert got_missing == want_missing and "card.type" in got_missing
+    assert spell[0] == fact_code._GET_SPELL  # the subscript raised: a spell of `get` reads
+    for _ in range(fact_code._GET_SPELL):
+        assert write(full, HEAD, []) == want
+    assert spell[0] == 0
+    answers_one = collections.defaultdict(lambda: 1, lacking)
+    got_missing = []
+    assert write(answers_one, HEAD, got_missing) == encode_fact(plan, lacking, HEAD, [])
+    assert "card.type" in got_missing and "card.type" not in answers_one  # get never calls __missing__
 
 
 def test_a_guarded_writer_skips_the_formatting_when_no_guard_is_there() -> None:

@@ -23,6 +23,8 @@ import pytest
 
 from fengkong.engine import load_ruleset
 from fengkong.engine.durable_backend import DurableRuleset, unique_name
+from fengkong.engine.decision import FiredRule
+from fengkong.engine.policy import CHANNEL_FEATURE, GRADE_FEATURE
 from fengkong.engine.ruleset import LANE_PREFIX, RuleSet
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
@@ -230,6 +232,25 @@ def test_remembered_hard_verdicts_are_the_verdict_afresh(rule_sets: list[RuleSet
             fired, _ = rs._durable.fire_keys(f)
             fired += [key for key, holds in rs._lanes if holds(f)]
             rs._outcomes.clear()  # `verdict` below works the policy out again
-            assert rs._hard_verdict(fired, f) == rs.verdict([i for i in fired if i not in soft_ids], f), f
+            table = rs.policy.table_for(f.get(GRADE_FEATURE), f.get(CHANNEL_FEATURE))
+            assert rs._hard_verdict(fired, f, table) == rs.verdict([i for i in fired if i not in soft_ids], f), f
         assert len(rs._verdicts) == 30
         rs._verdicts.clear()
+
+
+def test_fired_rules_are_made_as_their_init_makes_them(rule_sets: list[RuleSet]) -> None:
+    # `RuleSet._decide` fills each FiredRule's dict from the rule's own rather than calling
+    # ``__init__``: the same fields, equal, frozen, and the values those the rule reads
+    seen = 0
+    for rs in rule_sets:
+        for f in _varied(rs, 300, seed=7):
+            d = rs.evaluate(f)
+            for fired in d.reasons + d.shadow:
+                r = rs.by_id[fired.id]
+                want = FiredRule(r.id, r.description, r.then, r.score, r.mode, r.tags, {n: f.get(n) for n in r.reads})
+                assert fired == want and fired.__dict__ == want.__dict__
+                assert list(fired.__dict__) == [fl.name for fl in fields(FiredRule)]  # the fields' order
+                with pytest.raises(AttributeError):
+                    fired.score = 0.0  # type: ignore[misc]
+                seen += 1
+    assert seen > 100

@@ -44,6 +44,7 @@ TEST_SUFFIX = "_test.yaml"
 LANE_PREFIX = "__lane__"
 #: how many outcomes a rule set remembers (`RuleSet._outcome`)
 _OUTCOMES = 4096
+_new = object.__new__
 
 log = logging.getLogger(__name__)
 
@@ -202,9 +203,10 @@ class RuleSet:
         self.by_id = {r.id: r for r in self.rules}
         self._soft_ids = frozenset(r.id for r in self.rules if r.soft)
         # What `decide` needs of each rule that fires, but its values: built once (the names
-        # interned, as the feature store's keys are: a lookup then finds its key by identity)
-        self._explain = {r.id: ((r.id, r.description, r.then, r.score, r.mode, r.tags),
-                                tuple(map(sys.intern, r.reads)), r.enforced) for r in self.rules}
+        # interned, as the feature store's keys are: a lookup then finds its key by identity);
+        # the fields as the `FiredRule` dict `_decide` copies them from
+        self._explain = {r.id: (dict(id=r.id, description=r.description, action=r.then, score=r.score, mode=r.mode,
+                                     tags=r.tags), tuple(map(sys.intern, r.reads)), r.enforced) for r in self.rules}
         reads: set[str] = set(policy.features_read)
         for r in self.rules:
             reads.update(r.reads)
@@ -240,7 +242,9 @@ class RuleSet:
         fired, missing = self._durable.fire_keys(features)
         if self._lanes:
             fired += [key for key, holds in self._lanes if holds(features)]
-        decision = self.decide(fired, missing, features)
+        get = features.get
+        table = self.policy.table_for(get(GRADE_FEATURE), get(CHANNEL_FEATURE))  # once for both steps
+        decision = self._decide(fired, missing, features, table)
         if fuse is None or self.policy.soft is None:
             return decision
         risk = fuse(decision)
@@ -249,16 +253,15 @@ class RuleSet:
         if not soft.applies(self.policy, risk):  # NaN: no soft step, the risk noted
             return decision.with_outcome(decision=decision.decision, lane=decision.lane, risk=risk,
                                          soft_action=decision.soft_action, hard_action=decision.hard_action)
-        hard, lane = self._hard_verdict(fired, features)
+        hard, lane = self._hard_verdict(fired, features, table)
         return soft.settle(decision, hard, lane, self.policy, risk)
 
-    def _hard_verdict(self, fired: list[str], features: Mapping[str, Any]) -> tuple[str, str | None]:
+    def _hard_verdict(self, fired: list[str], features: Mapping[str, Any],
+                      table: Thresholds) -> tuple[str, str | None]:
         """`verdict` of the hard rules among ``fired`` (the soft ids left out): a pure function
-        of the ids and the thresholds table, so remembered per pair as `_outcome` is (the soft
-        step asks it per payment with models; this spares filtering the ids and listing the
-        rules before `_outcome` finds its answer)."""
-        get = features.get
-        table = self.policy.table_for(get(GRADE_FEATURE), get(CHANNEL_FEATURE))
+        of the ids and the thresholds table (``features``' own), so remembered per pair as
+        `_outcome` is (the soft step asks it per payment with models; this spares filtering the
+        ids and listing the rules before `_outcome` finds its answer)."""
         key = (tuple(fired), id(table))  # a table lives as long as the policy, which this set holds
         known = self._verdicts.get(key)
         if known is None:
@@ -271,6 +274,16 @@ class RuleSet:
     def decide(self, fired_ids: list[str], missing: list[str], features: Mapping[str, Any]) -> Decision:
         """Apply the policy to the ids that fired (shared by every evaluator)."""
         get = features.get
+        return self._decide(fired_ids, missing, features, self.policy.table_for(get(GRADE_FEATURE),
+                                                                                  get(CHANNEL_FEATURE)))
+
+    def _decide(self, fired_ids: list[str], missing: list[str], features: Mapping[str, Any],
+                table: Thresholds) -> Decision:
+        """`decide` with the features' thresholds table already found (`evaluate` finds it
+        once for this and the soft step). Each `FiredRule` is made as ``FiredRule.__init__``
+        makes it, its dict filled from the rule's own (`_explain`) and its values: no call
+        of ``__init__`` with seven arguments per rule that fires (tests/test_engine_shortcuts.py)."""
+        get = features.get
         reasons: list[FiredRule] = []
         shadow: list[FiredRule] = []
         lanes_hit: list[str] = []
@@ -279,8 +292,9 @@ class RuleSet:
                 lanes_hit.append(rid.removeprefix(LANE_PREFIX))
                 continue
             fields, reads, enforced = self._explain[rid]
-            (reasons if enforced else shadow).append(FiredRule(*fields, {name: get(name) for name in reads}))
-        table = self.policy.table_for(get(GRADE_FEATURE), get(CHANNEL_FEATURE))
+            fired = _new(FiredRule)
+            fired.__dict__.update(fields, values={name: get(name) for name in reads})
+            (reasons if enforced else shadow).append(fired)
         decision, total, score_action, lane_used = self._outcome(fired_ids, reasons, lanes_hit, table)
         return Decision(decision, total, reasons, shadow, sorted(missing), self.version, lane_used,
                         score_action, dict(table.limits))

@@ -18,6 +18,7 @@ constant, a derived field of a shape it does not inline) is passed in by name.
 from __future__ import annotations
 
 import math
+import operator
 import re
 from typing import Any, Callable, Mapping
 
@@ -35,6 +36,9 @@ _ARITH_OPS = frozenset("+-*/")
 _PREFIX = re.compile(r'"[fd][0-9]+":(true|false)?\Z')
 _CLASS_OPS = frozenset(("<", "<=", None))
 _NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?(e[+-]?[0-9]+)?\Z")
+#: after a mapping lacked one of a writer's names, how many calls read through ``get`` before
+#: its itemgetter is tried again (a rules-only service lacks the model features every time)
+_GET_SPELL = 64
 
 
 def compile_writer(plan: FactPlan, exprs: Mapping[str, Value], dtypes: Mapping[str, str]) -> FactWriter:
@@ -103,7 +107,23 @@ class _Writer:
         if len(names) == 1:
             emit(f"    x0 = get({names[0]!r})")
         elif names:
-            emit(f"    {', '.join(self.locals.values())} = map(get, {self.name_of(tuple(names), 'names')})")
+            # A plain dict holding every name (the decision path's, with models) is read by one
+            # itemgetter: a C loop of subscripts, a fraction of the cost of a ``get`` call per
+            # name. When a name is absent (rules only: no model.* features) the subscript raises,
+            # and the next `_GET_SPELL` calls read through ``get`` without trying it again.
+            targets = ", ".join(self.locals.values())
+            spell = self.name_of([0], "spell")
+            all_names = self.name_of(tuple(names), "names")
+            emit(f"    if type(features) is dict and not {spell}[0]:")
+            emit("        try:")
+            emit(f"            {targets} = {self.name_of(operator.itemgetter(*names), 'items')}(features)")
+            emit("        except KeyError:")
+            emit(f"            {spell}[0] = {_GET_SPELL}")
+            emit(f"            {targets} = map(get, {all_names})")
+            emit("    else:")
+            emit(f"        if {spell}[0]:")
+            emit(f"            {spell}[0] -= 1")
+            emit(f"        {targets} = map(get, {all_names})")
         self.unguarded()
         for name, prefix, report, when in plan.numbers:
             self.number(name, prefix, report, when)
