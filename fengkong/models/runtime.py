@@ -85,7 +85,9 @@ class TransactionModels:
     (`fengkong.models.joint`), checked at construction against the two sessions apart; None
     (and ``joint_problem`` says why) without one, or when it does not open or differs, and
     then the two sessions serve. ``batchable``: ``joint`` answers a batch of the check rows as one
-    row at a time, so the payments of one event-loop turn may share a call (`fengkong.models.batch`)."""
+    row at a time, so the payments of one event-loop turn may share a call (`fengkong.models.batch`).
+    ``write`` writes a payment's union row for ``joint``: only the columns its graph reads
+    (`Vectorizer.writer`, `fengkong.models.graph_reads`), or ``row.write_row``."""
 
     risk_vectorizer: Vectorizer
     risk: OnnxModel
@@ -156,7 +158,8 @@ class TransactionModels:
         unread = np.setdiff1d(np.arange(joint.width), read)
         zeroed = rows.copy()
         zeroed[:, unread] = 0.0
-        if not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(joint.score_many(zeroed), joint.score_many(rows))):
+        whole, part = joint.score_many(rows), joint.score_many(zeroed)
+        if not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(whole, part)):
             log.warning("transaction models: the joint graph reads columns graph_reads did not find; whole rows")
             return self.row.write_row
         return self.row.writer(read)
