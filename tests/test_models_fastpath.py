@@ -205,8 +205,7 @@ def test_base_score_remembers_a_bounded_number_of_names_and_answers_as_startswit
 
     from fengkong.models import fusion
 
-    monkeypatch.setattr(fusion, "_PLAIN_NAMES", set())
-    monkeypatch.setattr(fusion, "_MODEL_NAMES", set())
+    monkeypatch.setattr(fusion, "_IS_MODEL", {})
     monkeypatch.setattr(fusion, "_NAMES_KEPT", 3)
     names = ["card.count_1h", "model.txn_risk", "ip.is_tor", "model.", "modelx.a", "Model.a", "user.model.x"]
     for _ in range(3):  # the names met again, from the remembered answers and after forgetting them
@@ -214,8 +213,7 @@ def test_base_score_remembers_a_bounded_number_of_names_and_answers_as_startswit
             reasons = [NS(score=1.5, values={"event.amount": 1}), NS(score=2 ** i, values={name: 0.1, "a.b": 2})]
             want = 1.5 + (0 if name.startswith("model.") else 2 ** i)
             assert fusion.base_score(NS(reasons=reasons)) == want, name
-            # bounded: forgotten past 3 before a read's names (here 2) are remembered
-            assert 0 < len(fusion._PLAIN_NAMES) + len(fusion._MODEL_NAMES) <= 3 + 2 - 1
+            assert 0 < len(fusion._IS_MODEL) <= 3
 
 
 def test_the_names_and_the_model_keys_are_the_interned_strings_the_store_and_rules_use() -> None:

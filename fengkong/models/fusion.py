@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -55,41 +55,36 @@ class Decided(Protocol):
     def reasons(self) -> Sequence[Fired]: ...
 
 
-#: The feature names met in fired rules' reads, as known not to be a model's (``model.*``) or known
-#: to be: a rule's reads are then told apart by one set operation in C (`base_score`), rather
-#: than name after name in Python. The names a fired rule read are the rule set's few;
-#: forgotten past `_NAMES_KEPT` names.
-_PLAIN_NAMES: set[str] = set()
-_MODEL_NAMES: set[str] = set()
+#: Whether a feature name is a model's (``model.*``), remembered per name: the names a fired rule
+#: read are the rule set's few (interned, so a lookup finds its key by identity), and
+#: ``str.startswith`` parses its arguments at every call. Forgotten past `_NAMES_KEPT` names.
+_IS_MODEL: dict[str, bool] = {}
 _NAMES_KEPT = 4096
 
 
-def _reads_model(names: Iterable[str]) -> bool:
-    """Whether one of ``names`` is a model's (``startswith(MODEL_PREFIX)``), each name remembered
-    in `_PLAIN_NAMES` or `_MODEL_NAMES`: for reads with a name not met before."""
-    if len(_PLAIN_NAMES) + len(_MODEL_NAMES) >= _NAMES_KEPT:
-        _PLAIN_NAMES.clear()
-        _MODEL_NAMES.clear()
-    found = False
-    for name in names:
-        if name.startswith(MODEL_PREFIX):
-            _MODEL_NAMES.add(name)
-            found = True
-        else:
-            _PLAIN_NAMES.add(name)
-    return found
+def _is_model(name: str) -> bool:
+    """`_IS_MODEL` of a name met for the first time."""
+    if len(_IS_MODEL) >= _NAMES_KEPT:
+        _IS_MODEL.clear()
+    known = _IS_MODEL[name] = name.startswith(MODEL_PREFIX)
+    return known
 
 
 def base_score(decision: Decided) -> float:
     """Rules-alone score of one live decision: enforced rules that fired and read no model.*
-    (summed in the reasons' order from 0, as ``sum`` would: a loop, not a generator, because
-    the decision path asks for it per payment). A rule's reads all known plain, or one known a
-    model's, is decided by one set operation; only names not met before are looked at."""
+    (summed in the reasons' order from 0, as ``sum`` would: loops, not generators, because
+    the decision path asks for it per payment)."""
     total: float = 0  # an int until a float is added, as sum's start
-    plain, model = _PLAIN_NAMES, _MODEL_NAMES
+    is_model = _IS_MODEL
     for r in decision.reasons:
-        values = r.values
-        if plain.issuperset(values) or (model.isdisjoint(values) and not _reads_model(values)):
+        for name in r.values:
+            try:
+                model = is_model[name]
+            except KeyError:
+                model = _is_model(name)
+            if model:
+                break
+        else:
             total += r.score
     return float(total)
 
@@ -205,10 +200,16 @@ class RiskFusion:
         then). `base_score`'s loop and `score_one`'s arithmetic, in their order; a test holds the
         three equal."""
         total: float = 0  # `base_score`
-        plain, model = _PLAIN_NAMES, _MODEL_NAMES
+        is_model = _IS_MODEL
         for reason in decision.reasons:
-            values = reason.values
-            if plain.issuperset(values) or (model.isdisjoint(values) and not _reads_model(values)):
+            for name in reason.values:
+                try:
+                    model = is_model[name]
+                except KeyError:
+                    model = _is_model(name)
+                if model:
+                    break
+            else:
                 total += reason.score
         r = math.nan if txn_risk is None else float(txn_risk)  # `score_one` from here
         if r != r:
