@@ -4,14 +4,16 @@
 
 Why: bench_decide measures the whole decision with models or without; this one splits the
 model path into its parts, each run alone in a loop over the same payments, so a change to
-one part can be measured beside the others: the union row (`Vectorizer.pack_into`), the
+one part can be measured beside the others: the union row (`TransactionModels.write`), the
 model outputs (`ModelRuntime._answer`), the fused risk (`_GuardedModels.fuse`, with
 `base_score` and `RiskFusion.score_one` apart), the joint ONNX call for one row and for ten,
 and the rules: `RuleSet.evaluate` on the store's features alone, with the model outputs,
 then with a constant fused risk (the soft step's own cost is the difference) and with the
 real fuse. The payments' store features are computed first by bench_decide's service (its
 payloads, fixed seed, an embedded Redis). CPU is ``time.process_time``; the best and the
-median of ``--repeats`` passes are printed as JSON with the load average.
+median of ``--repeats`` passes are printed as JSON with the load average. ``--callgrind``
+(under ``valgrind --tool=callgrind --instr-atstart=no``): each part's loop is counted once,
+after a warm pass, into a dump of its own (``callgrind.out.<pid>.N``, N the part's place).
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ def main() -> None:
     parser.add_argument("--artifacts", type=Path, default=Path("/work/bench_out/s6/artifacts"))
     parser.add_argument("--payments", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--callgrind", action="store_true",
+                        help="under valgrind --tool=callgrind --instr-atstart=no: count each part's loop once "
+                             "(dump N is the Nth part; instructions per payment = its totals / count)")
     args = parser.parse_args()
 
     from fengkong.api.service.decisions import _GuardedModels
@@ -96,12 +101,12 @@ def main() -> None:
     n = len(pay)
 
     def pack() -> None:
-        write = txn.row.pack_into
+        write = txn.write  # the service's writer: only the columns the joint graph reads
         for i, f in enumerate(pay):
             write(f, rows, i & 63)
 
     parts: dict[str, tuple[Callable[[], Any], int]] = {
-        "pack_into": (pack, n),
+        "row": (pack, n),
         "answer": (lambda: [rt._answer(r, h, f) for f, (r, h) in zip(pay, scores)], n),
         "fuse": (lambda: [guarded.fuse(f, d) for f, d in zip(full, decisions)], n),
         "base_score": (lambda: [base_score(d) for d in decisions], n),
@@ -114,7 +119,14 @@ def main() -> None:
         "evaluate_with_fuse": (lambda: [rules.evaluate(f, partial(guarded.fuse, f)) for f in full], n),
     }
     out: dict[str, Any] = {"payments": n}
-    for name, (loop, count) in parts.items():
+    for number, (name, (loop, count)) in enumerate(parts.items(), start=1):
+        if args.callgrind:  # a warm pass, then the counted one, into a dump of its own
+            loop()
+            bench_decide._callgrind("start")
+            loop()
+            bench_decide._callgrind("dump")
+            out[name] = {"dump": number, "count": count}
+            continue
         out[name] = _cpu(loop, count, args.repeats)
     out["load"] = os.getloadavg()[0]
     print(json.dumps(out))

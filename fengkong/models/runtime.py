@@ -43,14 +43,15 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from fengkong.models.artifacts import Artifact, ArtifactError, latest
 from fengkong.models.batch import TickBatcher, alike
 from fengkong.models.calibration import PRECISION_FEATURE, SHARE_FEATURE, Calibration
-from fengkong.models.fusion import Decided, RiskFusion, base_score
+from fengkong.models.fusion import Decided, RiskFusion
+from fengkong.models.graph_reads import read_columns
 from fengkong.models.joint import JointModel, check_rows, union_names
 from fengkong.models.onnx_model import OnnxModel, load_model
 from fengkong.models.transaction_model import Vectorizer
@@ -84,7 +85,9 @@ class TransactionModels:
     (`fengkong.models.joint`), checked at construction against the two sessions apart; None
     (and ``joint_problem`` says why) without one, or when it does not open or differs, and
     then the two sessions serve. ``batchable``: ``joint`` answers a batch of the check rows as one
-    row at a time, so the payments of one event-loop turn may share a call (`fengkong.models.batch`)."""
+    row at a time, so the payments of one event-loop turn may share a call (`fengkong.models.batch`).
+    ``write`` writes a payment's union row for ``joint``: only the columns its graph reads
+    (`Vectorizer.writer`, `fengkong.models.graph_reads`), or ``row.write_row``."""
 
     risk_vectorizer: Vectorizer
     risk: OnnxModel
@@ -98,6 +101,7 @@ class TransactionModels:
     joint: JointModel | None = field(init=False, default=None)
     joint_problem: str | None = field(init=False, default=None)
     batchable: bool = field(init=False, default=False)
+    write: Callable[[Mapping[str, Any], np.ndarray, int], None] = field(init=False)
 
     def __post_init__(self) -> None:
         names = union_names(self.risk_vectorizer.names, self.habit_vectorizer.names)
@@ -109,6 +113,7 @@ class TransactionModels:
             return slice(0, len(idx)) if idx == list(range(len(idx))) else np.array(idx, dtype=np.intp)
 
         object.__setattr__(self, "row", Vectorizer(names, {k: v for k, v in vocab.items() if k in position}))
+        object.__setattr__(self, "write", self.row.write_row)
         object.__setattr__(self, "risk_cols", cols(self.risk_vectorizer))
         object.__setattr__(self, "habit_cols", cols(self.habit_vectorizer))
         if self.joint_graph is None:
@@ -136,15 +141,33 @@ class TransactionModels:
                                                       f"{diff:.3g} on {len(rows)} check rows")
             return
         object.__setattr__(self, "joint", joint)
+        object.__setattr__(self, "write", self._writer(joint, rows))
         if alike(joint, rows):
             object.__setattr__(self, "batchable", True)
         else:
             log.warning("transaction models: scored one payment per call (a batch answers other floats than a row)")
 
+    def _writer(self, joint: JointModel, rows: np.ndarray) -> Callable[[Mapping[str, Any], np.ndarray, int], None]:
+        """The union row's writer for ``joint``: only the columns its graph reads
+        (`fengkong.models.graph_reads`), when ``joint`` answers the check ``rows`` with the others
+        zeroed exactly as whole (a second guard of the reading); else the whole row."""
+        assert self.joint_graph is not None
+        read = read_columns(self.joint_graph, joint.width)
+        if len(read) == joint.width:
+            return self.row.write_row
+        unread = np.setdiff1d(np.arange(joint.width), read)
+        zeroed = rows.copy()
+        zeroed[:, unread] = 0.0
+        whole, part = joint.score_many(rows), joint.score_many(zeroed)
+        if not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(whole, part)):
+            log.warning("transaction models: the joint graph reads columns graph_reads did not find; whole rows")
+            return self.row.write_row
+        return self.row.writer(read)
+
     def score_one(self, features: Mapping[str, Any]) -> tuple[float, float]:
         """(txn_risk's raw score, the habit model's score) of one payment's features."""
         if self.joint is not None:
-            return self.joint.score_features(self.row.write_row, features)
+            return self.joint.score_features(self.write, features)
         row = self.row.one(features)
         x = row[self.habit_cols]
         return (self.risk.score_one(row[self.risk_cols]),
@@ -234,7 +257,7 @@ class ModelRuntime:
                     rt.calibration = Calibration.from_params(cal) if cal and "skipped" not in cal else None
                     rt.transactions = txn
                     if txn.joint is not None and txn.batchable:
-                        rt.batcher = TickBatcher(txn.joint, rt._answer, txn.row.write_row)
+                        rt.batcher = TickBatcher(txn.joint, rt._answer, txn.write)
                 else:
                     rt.merchant_forest = load_model(art, "forest")
                     rt.merchant_meta = art.meta
@@ -291,13 +314,14 @@ class ModelRuntime:
         plain floats (decision records and audit lines are JSON, and so is the fact
         durable_rules reads); the calibration's stored map after the ONNX graph's score, when
         there is one; and the merchant's nightly score."""
+        anomaly = features.get(MERCHANT_ANOMALY_FEATURE)  # `_merchant_anomaly`, written out: a call per row
+        merchant = float(anomaly) if isinstance(anomaly, (int, float)) and not isinstance(anomaly, bool) else None
         cal = self.calibration
         if cal is None:
-            return {TXN_RISK_FEATURE: raw, HABIT_FEATURE: -habit,
-                    MERCHANT_FEATURE: _merchant_anomaly(features)}
+            return {TXN_RISK_FEATURE: raw, HABIT_FEATURE: -habit, MERCHANT_FEATURE: merchant}
         risk, precision, share = cal.values(raw)
         return {TXN_RISK_FEATURE: risk, PRECISION_FEATURE: precision, SHARE_FEATURE: share,
-                HABIT_FEATURE: -habit, MERCHANT_FEATURE: _merchant_anomaly(features)}
+                HABIT_FEATURE: -habit, MERCHANT_FEATURE: merchant}
 
     def _unscored(self, features: Mapping[str, Any]) -> dict[str, float | None]:
         """The model.* features of an event the transaction models do not score (a non-payment;
@@ -319,4 +343,4 @@ class ModelRuntime:
         risk = model_outputs.get(TXN_RISK_FEATURE)  # absent or None: no risk
         if risk is None:
             return None
-        return fusion.score_one(risk, base_score(decision))  # score_one converts it with float()
+        return fusion.score_decision(risk, decision)  # converts it with float()

@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from types import NoneType
 from operator import itemgetter
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -113,6 +113,7 @@ class Vectorizer:
         object.__setattr__(self, "_getter", getter)
         object.__setattr__(self, "_packer", struct.Struct(f"@{len(self.names)}d"))
         object.__setattr__(self, "_plans", {})
+        object.__setattr__(self, "_whole", self)  # `writer`'s vectorizers: the one they write part of
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled as its two fields: what `__post_init__` derives (a ``struct.Struct`` among them,
@@ -181,7 +182,7 @@ class Vectorizer:
         if plan is None:
             plan = self._plan_of(kinds)
         if plan is False:
-            rows[i] = self.cells(features)
+            rows[i] = self._whole.cells(features)  # type: ignore[attr-defined]
             return
         nans, coded = plan
         row = list(values)
@@ -193,7 +194,26 @@ class Vectorizer:
         try:
             packer.pack_into(rows, i * packer.size, *row)
         except struct.error:  # an int too large for a float, or i past the rows: numpy's error
-            rows[i] = self.cells(features)
+            rows[i] = self._whole.cells(features)  # type: ignore[attr-defined]
+
+    def writer(self, columns: Sequence[int]) -> Callable[[Mapping[str, Any], np.ndarray, int], None]:
+        """A `write_row` that writes only ``columns`` of the row (positions in ``names``, e.g. the
+        ones a graph reads: `fengkong.models.graph_reads`) as `write_row` would, and zeros in the
+        others: it looks up, types and converts only those features. A row it cannot write so
+        (the `cells` path) is written whole. `write_row` itself when ``columns`` are all of them."""
+        chosen = sorted(set(columns))
+        if chosen == list(range(len(self.names))):
+            return self.write_row
+        if chosen and not 0 <= chosen[0] <= chosen[-1] < len(self.names):
+            raise ValueError(f"columns: positions in a row of {len(self.names)}, not {chosen}")
+        names = tuple(self.names[j] for j in chosen)
+        part = Vectorizer(names, {k: v for k, v in self.vocab.items() if k in names})
+        held = set(chosen)
+        # each column 8 bytes at its offset: a double where written, pad bytes (zeros) elsewhere
+        packer = struct.Struct("@" + "".join("d" if j in held else "8x" for j in range(len(self.names))))
+        object.__setattr__(part, "_packer", packer)
+        object.__setattr__(part, "_whole", self)
+        return part.write_row
 
     def _plan_of(self, kinds: tuple[type, ...]) -> _Plan | bool:
         """For cells of these types, what `write_row` does to them: (the positions that become NaN:
