@@ -13,7 +13,8 @@ import pytest
 
 from fengkong.api.audit import ENTRY_FIELDS, Audit, read_entry, reference
 from fengkong.api.service import record_event, record_values, records
-from fengkong.api.service.decisions import _merchant_values, _plain, _recorded
+from fengkong.api.service.decisions import _plain, _recorded
+from fengkong.api.service.merchant_snapshots import merchant_values
 from fengkong.api.service.renewals import RENEW_S, Renewals
 from fengkong.cases.intake import item_text
 from fengkong.events import find_pan, iso_text
@@ -71,7 +72,7 @@ def test_a_record_given_its_features_apart_is_stored_and_read_as_the_whole_recor
 
 def _merchant_features(features: dict) -> dict:
     """The snapshot's ``features`` (`MerchantSnapshots.command` zips the two)."""
-    return dict(zip(*_merchant_values(features)))
+    return dict(zip(*merchant_values(features)))
 
 
 def test_merchant_features_follow_the_features_keys_when_their_shape_changes():

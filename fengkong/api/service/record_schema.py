@@ -34,6 +34,9 @@ class Schema:
     #: missing_features lists (as tuples) -> their indexes into vocab: a rule set's decisions
     #: of one kind of event miss the same features, and looking a name up costs more than a list
     missing: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict, compare=False, repr=False)
+    #: a fired rule's value names (as a tuple) -> their indexes into vocab, by rule id: a rule
+    #: reads the same names in the same order each time it fires (`records._reason`)
+    flats: dict[str, tuple[tuple[str, ...], list[Any]]] = field(default_factory=dict, compare=False, repr=False)
     #: `zdict` loaded, made when first needed (`record_codec`): "compress", "decompress" -> what does it
     codec: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

@@ -335,17 +335,21 @@ def _reason(reason: Mapping[str, Any], schema: Schema) -> Any:
     is (``values`` a flat list of name index and value), else the list of its values."""
     if tuple(reason) != REASON_KEYS:
         return reason
-    fields = _reason_fields(reason)
-    rule_id, description, action, score, mode, tags, values = fields
+    rule_id, description, action, score, mode, tags, values = fields = _reason_fields(reason)
     known = schema.rules.get(rule_id)
-    if (known is not None and isinstance(values, dict) and known[2] == score and type(known[2]) is type(score)
-            and known[0] == description and known[1] == action and known[3] == mode
-            and known[4] == (tags if type(tags) is list else list(tags))):
-        index = schema.index
-        flat: list[Any] = []
-        for name, value in values.items():
-            flat += (index.get(name, name), value)
-        return [rule_id, flat]
+    if (known is not None and isinstance(values, dict) and type(known[2]) is type(score)
+            and known == [description, action, score, mode, tags if type(tags) is list else list(tags)]):
+        names = tuple(values)
+        flat = schema.flats.get(rule_id)
+        if flat is None or flat[0] != names:  # the rule's names, indexed once
+            if len(schema.flats) >= 1024:
+                schema.flats.clear()
+            get = schema.index.get
+            flat = schema.flats[rule_id] = (names, [get(name, name) for name in names])
+        out: list[Any] = [None] * (2 * len(names))
+        out[::2] = flat[1]
+        out[1::2] = values.values()
+        return [rule_id, out]
     return list(fields)
 
 
