@@ -372,17 +372,18 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
                      final: str, features: Mapping[str, Any], decision_id: str, digest: bytes,
                      degraded_reason: str | None) -> dict[str, Any]:
     """The decision's record but its features (`_recorded`: the record's encoder takes
-    them as names and values, and `records.with_features` makes the whole record for the audit file)."""
+    them as names and values, and `records.with_features` makes the whole record for the audit file).
+    Its fired rules are the engine's `FiredRule` objects, not their ``to_dict``: orjson writes a
+    dataclass as that dict, and the record's readers here take either."""
     return {
         "kind": "decision", "body_sha256": digest.decode(),
         "decision_id": decision_id, "event_id": event.event_id, "decision": final, "score": decision.score,
-        "reasons": [r.to_dict() for r in decision.reasons],
+        "reasons": decision.reasons,
         "merchant_grade": features.get("merchant.grade"), "ruleset_version": decision.ruleset_version,
         "degraded": degraded_reason is not None, "degraded_reason": degraded_reason, "lane": decision.lane,
         "risk": features.get(pipeline.RISK_FEATURE), "models": rt.models.status,
         "decided_at": decided_now(), "caller": caller.name, "event": data,
-        "shadow": [r.to_dict() for r in decision.shadow] if decision.shadow else [],
-        "missing_features": decision.missing_features,
+        "shadow": decision.shadow, "missing_features": decision.missing_features,
         "score_action": decision.score_action, "thresholds": decision.thresholds,
     }
 

@@ -37,16 +37,28 @@ def texts(event: dict[str, Any]) -> list[str]:
 def with_refs(values: list[Any], positions: tuple[int, ...], event: dict[str, Any]) -> list[Any]:
     """`values` with each one at `positions` that repeats a text of the event replaced by
     a reference to it (the ids, ip, channel and types are the event's own): its number
-    among `texts`, the first where a text repeats (``list.index``: a record has a few such
-    positions, and the event a dozen texts)."""
-    known = texts(event)
-    if not known:
+    among `texts`, the first where a text repeats."""
+    refs: dict[str, int] = {}
+    n = 0
+    for value in event.values():
+        if type(value) is str:
+            if value not in refs:
+                refs[value] = n
+            n += 1
+    card = event.get("card")
+    if isinstance(card, dict):
+        for value in card.values():
+            if type(value) is str:
+                if value not in refs:
+                    refs[value] = n
+                n += 1
+    if not refs:
         return values
     for i in positions:
         value = values[i]
-        if type(value) is str and value in known:
-            ref = known.index(value)
-            if ref < 256:
+        if type(value) is str:
+            ref = refs.get(value)
+            if ref is not None and ref < 256:
                 values[i] = _REFS[ref]
     return values
 

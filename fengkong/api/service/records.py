@@ -76,6 +76,7 @@ from fengkong.api.service.record_values import (
     decided_code, id_bytes, iso_micros, latency_of, scaled, thousandths, unscaled)
 from fengkong.api.service.record_event import indexed, named, resolved, with_refs
 from fengkong.api.service.record_schema import Schema, rule_table
+from fengkong.engine.decision import FiredRule
 from fengkong.features import keys
 
 #: the first byte of a compact decision record (a JSON record starts with ``{``)
@@ -330,15 +331,21 @@ def _missing(names: Any, schema: Schema) -> list[Any]:
     return out
 
 
-def _reason(reason: Mapping[str, Any], schema: Schema) -> Any:
-    """A fired rule as ``[id, values]`` when the schema's rule table has the rest as it
-    is (``values`` a flat list of name index and value), else the list of its values."""
-    if tuple(reason) != REASON_KEYS:
-        return reason
-    rule_id, description, action, score, mode, tags, values = fields = _reason_fields(reason)
-    known = schema.rules.get(rule_id)
-    if (known is not None and isinstance(values, dict) and type(known[2]) is type(score)
-            and known == [description, action, score, mode, tags if type(tags) is list else list(tags)]):
+def _reason(reason: Any, schema: Schema) -> Any:
+    """A fired rule (a `FiredRule`, or its ``to_dict``) as ``[id, values]`` when the schema's
+    rule table has the rest as it is (``values`` a flat list of name index and value), else
+    the list of its values (`REASON_KEYS` order)."""
+    if type(reason) is FiredRule:
+        fields: Any = None
+        rule_id, values, score, tags = reason.id, reason.values, reason.score, reason.tags
+        same = (reason.description, reason.action, score, reason.mode, tags if type(tags) is tuple else tuple(tags))
+    else:
+        if tuple(reason) != REASON_KEYS:
+            return reason
+        rule_id, description, action, score, mode, tags, values = fields = _reason_fields(reason)
+        same = (description, action, score, mode, tuple(tags))
+    known = schema.heads.get(rule_id)
+    if known is not None and isinstance(values, dict) and type(known[2]) is type(score) and known == same:
         names = tuple(values)
         flat = schema.flats.get(rule_id)
         if flat is None or flat[0] != names:  # the rule's names, indexed once
@@ -350,6 +357,8 @@ def _reason(reason: Mapping[str, Any], schema: Schema) -> Any:
         out[::2] = flat[1]
         out[1::2] = values.values()
         return [rule_id, out]
+    if fields is None:  # what ``FiredRule.to_dict`` gives, as its list of values
+        return [rule_id, reason.description, reason.action, score, reason.mode, list(tags), dict(values)]
     return list(fields)
 
 
