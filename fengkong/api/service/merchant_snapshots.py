@@ -25,7 +25,7 @@ import asyncio
 import logging
 import operator
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from fengkong.api.encoding import dumps
 from fengkong.features import keys
@@ -40,7 +40,7 @@ MAX_PENDING = 4096
 SLICE = 32
 
 #: (event_id, occurred_at, decision_id, the decision's features: `merchant_values` picks the snapshot's)
-Noted = tuple[str, datetime, str, Mapping[str, Any]]
+Noted = tuple[str, datetime, str, dict[str, Any]]
 
 
 class MerchantSnapshots:
@@ -58,7 +58,7 @@ class MerchantSnapshots:
         self._timer: asyncio.TimerHandle | None = None
 
     def note(self, merchant_id: str, *, event_id: str, occurred_at: datetime, decision_id: str,
-             features: Mapping[str, Any]) -> tuple[Any, ...] | None:
+             features: dict[str, Any]) -> tuple[Any, ...] | None:
         """Note a decision of the merchant (`features`: the decision's, kept as they are
         until its snapshot is written; the caller never changes them). Returns the SET to
         send with the decision's write when snapshots are not held (``interval_s`` 0), else
@@ -133,13 +133,13 @@ class MerchantSnapshots:
 _MERCHANT_GETTERS: dict[tuple[int, str], tuple[tuple[str, ...], Any]] = {}
 
 
-def merchant_values(features: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+def merchant_values(features: dict[str, Any]) -> tuple[tuple[str, ...], tuple[Any, ...]]:
     """The merchant.* features' names, in the features' order, and their values (a snapshot's
     ``features``). The store gives the same keys in the same order for every event of a kind,
     so the names are found once per shape of the features (their count and last name: cheaper
     to tell than hashing every name) and read with one ``itemgetter``; a name the cached
     getter misses finds them again."""
-    shape = (len(features), next(reversed(features.keys()), ""))
+    shape = (len(features), next(reversed(features), ""))
     cached = _MERCHANT_GETTERS.get(shape)
     if cached is not None:
         try:
