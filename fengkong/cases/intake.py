@@ -73,10 +73,13 @@ def item_for(record: Mapping[str, Any], event: Event, occurred_at: str | None = 
 def _reason(reason: Any) -> dict[str, Any]:
     """What an item keeps of a fired rule (the description is in the stored decision): of the
     engine's `FiredRule` (the decision path's record; orjson writes its tags, a tuple, as a list)
-    or of its dict (a record read back, a degraded decision's)."""
-    if not isinstance(reason, Mapping):
-        return {"id": reason.id, "action": reason.action, "score": reason.score, "mode": reason.mode,
-                "tags": reason.tags, "values": reason.values}
+    or of its dict (a record read back, a degraded decision's). A `FiredRule`'s dict holds its
+    fields in their order (`fengkong.engine.decision`): tests/test_write_behind.py holds the two
+    items equal."""
+    if not isinstance(reason, Mapping):  # its fields as its dict holds them (a copy: the rule keeps its own)
+        item: dict[str, Any] = reason.__dict__.copy()
+        del item["description"]
+        return item
     get = reason.get
     return {"id": get("id"), "action": get("action"), "score": get("score"), "mode": get("mode"),
             "tags": get("tags"), "values": get("values")}
