@@ -117,6 +117,13 @@ def test_audit_entries_and_case_items_are_the_same_for_objects_and_dicts(ruleset
             assert intake.command(one, event, EVENT["occurred_at"]) == intake.command(two, event, EVENT["occurred_at"])
         assert (intake.command(dict(objects, decision="deny"), event) is not None) == (reasons[:1] != []
                                                                                       and reasons[0].id == "not.in.the.set")
+    by_tag = Intake(CasesConfig(decisions=frozenset({"review"}), tags=frozenset({"proxy_ip"})), prefix="p")
+    tor = _cases(ruleset)[0][0]
+    assert "proxy_ip" in tor[0].tags
+    for reasons, opens in ((tor, True), ([FiredRule("x", "d", "deny", 10, "enforce", ("other",), {})], False)):
+        one, two = _record(reasons, []), _as_dicts(_record(reasons, []))
+        got = by_tag.command(dict(one, decision="deny"), event)
+        assert got == by_tag.command(dict(two, decision="deny"), event) and (got is not None) == opens
     args = packed_args(audit.decision_command(_record(*_cases(ruleset)[1])))[6:]  # past XADD key MAXLEN ~ n *
     fields = dict(zip(args[::2], args[1::2]))
     assert read_entry(b"1-0", fields)["rules"] == ["ip.tor_exit", "ip.tor_exit"]

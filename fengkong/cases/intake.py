@@ -182,8 +182,10 @@ class Intake:
 
 
 def _dicts(reasons: list[Any]) -> list[Any]:
-    """Fired rules as `CasesConfig` reads them (dicts), from the engine's `FiredRule` objects."""
-    return [r if isinstance(r, Mapping) else r.to_dict() for r in reasons]
+    """Fired rules as `CasesConfig.opens_case` reads them: dicts, of which it reads the id and
+    the tags (of the engine's `FiredRule` objects, only those: not a ``to_dict`` per rule of
+    every decision the configuration's rules and tags are checked for)."""
+    return [r if isinstance(r, Mapping) else {"id": r.id, "tags": r.tags} for r in reasons]
 
 
 def item_json(item: Mapping[str, Any]) -> bytes:
