@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import msgpack
+import msgspec
+import numpy
 import pytest
 
 from api_fixtures import RULES_DIR
 from fengkong.api.audit import Audit, read_entry, reference, rule_ids
 from fengkong.api.encoding import dumps
-from fengkong.api.service import record_values, records
+from fengkong.api.service import record_event, record_values, records
 from fengkong.api.service.records import Records
 from fengkong.cases.config import CasesConfig
 from fengkong.cases.intake import Intake
@@ -142,3 +145,28 @@ def test_decided_now_is_the_time_as_text_and_its_code_is_the_texts():
     assert record_values.decided_code(other) == record_values.decided_micros(other)
     copy = "".join(list(text))  # an equal text, another object: parsed, the same code
     assert record_values.decided_code(copy) == record_values.decided_code(text)
+
+
+def _msgpack(values):
+    return msgpack.packb(values, use_bin_type=True,
+                         default=lambda o: msgpack.ExtType(o.code, o.data) if isinstance(o, msgspec.msgpack.Ext) else o)
+
+
+def test_a_records_values_pack_as_msgpack_packed_them():
+    """`records.pack` (msgspec) writes msgpack's bytes: each kind of value a record holds, the
+    feature references, a float subclass (numpy's: msgpack packs what msgspec refuses), and an
+    integer past 64 bits fails in both (the record is then JSON)."""
+    values = [None, True, False, 0, 1, 127, 128, 255, 256, 65535, 65536, 2 ** 32, 2 ** 64 - 1, -1, -32, -33, -129,
+              -2 ** 63, 1.5, -0.0, float("nan"), float("inf"), "", "a" * 31, "a" * 32, "a" * 256, "a" * 65536, "商户",
+              b"", b"x" * 300, [], [1] * 16, (1, 2), {}, {1: "a", "b": [2.5, None]}, {i: i for i in range(16)},
+              record_event._REFS[0], record_event._REFS[255]]
+    for value in values:
+        assert records.pack([value]) == _msgpack([value])
+    assert records.pack(values) == _msgpack(values)
+    assert records.pack([numpy.float64(0.25), 0.5]) == msgpack.packb([0.25, 0.5])  # a float subclass
+    for big in (2 ** 64, -2 ** 63 - 1):
+        with pytest.raises(OverflowError):
+            records.pack([big])
+    refs = msgpack.unpackb(records.pack([record_event._REFS[3]]))
+    assert type(refs[0]) is msgpack.ExtType and record_event.resolved(refs, {"a": "x", "b": 1, "c": "y", "d": "z",
+                                                                            "e": "w"}) == ["w"]
