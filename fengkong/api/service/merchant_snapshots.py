@@ -33,7 +33,8 @@ from fengkong.features.pipelined import ConnectionFailed, Pipelined, ReplyError
 
 log = logging.getLogger(__name__)
 
-#: merchants noted before the interval's write is started at once (bounds the memory held)
+#: merchants noted before the interval's write is started at once (bounds the memory held: a
+#: noted decision's features mapping each, a few kB)
 MAX_PENDING = 4096
 #: merchants encoded and sent per turn of the event loop (a slice takes a fraction of a
 #: millisecond; the decisions that arrived meanwhile run between two slices)
