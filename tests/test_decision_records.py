@@ -7,6 +7,7 @@ from __future__ import annotations
 import zlib
 
 import msgpack
+import msgspec
 import orjson
 import pytest
 from hypothesis import given
@@ -283,9 +284,8 @@ def test_after_its_first_records_a_schema_gets_a_dictionary_and_records_are_comp
     store = Records("p", 3600)
     rec = _record(**overrides)
     _compressing(store, ruleset, rec["features"])
-    plain = records.COMPACT + msgpack.packb(records._values(rec, next(iter(store._by_id.values())),
-                                                            list(rec["features"].values())),
-                                            use_bin_type=True)
+    plain = records.COMPACT + _msgpacked(records._values(rec, next(iter(store._by_id.values())),
+                                                         list(rec["features"].values())))
     blob, commands = store.encode(rec, ruleset=ruleset, faults=0)
     assert blob[:1] == records.COMPRESSED
     assert commands and commands[0][0] == "SET"  # the schema with the dictionary, written before the record
@@ -440,7 +440,16 @@ def _old_packed(rec, schema):
     values = records._values(rec, schema, list(rec["features"].values()), scale=False)
     values[0] = values[1] = None
     values[20] = thousandths(values[20])
-    return msgpack.packb(values, use_bin_type=True)
+    return _msgpacked(values)
+
+
+def _msgpacked(values):
+    """Values as msgpack packed them (the code before msgspec): the feature references as its
+    ExtType. The record's encoder (`records.pack`) writes the same bytes."""
+    packed = msgpack.packb(values, use_bin_type=True,
+                           default=lambda o: msgpack.ExtType(o.code, o.data) if isinstance(o, msgspec.msgpack.Ext) else o)
+    assert records.pack(values) == packed
+    return packed
 
 
 def _old_deflated(rec, schema):

@@ -18,8 +18,9 @@ NAMES = ("merchant.count_24h", "merchant.sum_24h")
 
 
 def _note(snaps: MerchantSnapshots, merchant: str, i: int) -> tuple | None:
+    # the decision's features as they are: the snapshot keeps the merchant.* ones
     return snaps.note(merchant, event_id=f"e{i}", occurred_at=T0 + timedelta(seconds=i), decision_id=f"d{i}",
-                      names=NAMES, values=(i, i * 1.5))
+                      features={"card.count_1h": i + 1, NAMES[0]: i, "user.x": None, NAMES[1]: i * 1.5})
 
 
 def _stored(redis_client, prefix: str, merchant: str) -> dict | None:

@@ -13,10 +13,13 @@ import pytest
 
 from fengkong.api.audit import ENTRY_FIELDS, Audit, read_entry, reference
 from fengkong.api.service import record_event, record_values, records
-from fengkong.api.service.decisions import _merchant_values, _plain, _recorded
-from fengkong.api.service.renewals import RENEW_S, Renewals
+from fengkong.api.service.decisions import _plain, _recorded
+from fengkong.api.service.merchant_snapshots import merchant_values
+from fengkong.api.service import renewals as renewals_module
+from fengkong.api.service.renewals import MAX_BUCKETS, RENEW_S, Renewals
 from fengkong.cases.intake import item_text
 from fengkong.events import find_pan, iso_text
+from fengkong.features import keys
 from fengkong.features.change_audit import utc_now_iso
 
 
@@ -71,7 +74,7 @@ def test_a_record_given_its_features_apart_is_stored_and_read_as_the_whole_recor
 
 def _merchant_features(features: dict) -> dict:
     """The snapshot's ``features`` (`MerchantSnapshots.command` zips the two)."""
-    return dict(zip(*_merchant_values(features)))
+    return dict(zip(*merchant_values(features)))
 
 
 def test_merchant_features_follow_the_features_keys_when_their_shape_changes():
@@ -192,6 +195,25 @@ def test_a_bucket_is_renewed_once_a_minute_and_again_after_a_fault():
     assert not renewals.due("b1", faults=1)
     renewals._at["b1"] -= RENEW_S  # a minute later
     assert renewals.due("b1", faults=1)
+
+
+def test_an_hours_buckets_are_all_remembered_and_only_the_stale_forgotten(monkeypatch):
+    """An hour has 4,096 buckets (keys.BUCKET_DIGITS): all of them seen does not forget them
+    (which renewed every bucket again); a full memory forgets the buckets due again anyway."""
+    now = [1000.0]
+    monkeypatch.setattr(renewals_module.time, "monotonic", lambda: now[0])
+    renewals = Renewals()
+    hour = [f"h1:{i:03x}" for i in range(16 ** (keys.BUCKET_DIGITS - 6))]
+    assert len(hour) == 4096 and all(renewals.due(k, faults=0) for k in hour)
+    assert not any(renewals.due(k, faults=0) for k in hour)  # within the minute: none again
+    now[0] += RENEW_S  # a minute on: each once again
+    assert all(renewals.due(k, faults=0) for k in hour) and not renewals.due(hour[0], faults=0)
+    now[0] += RENEW_S
+    recent = [f"h2:{i}" for i in range(MAX_BUCKETS - len(hour))]
+    assert all(renewals.due(k, faults=0) for k in recent)  # fills the memory: the next forgets the stale
+    assert renewals.due("h3:0", faults=0)
+    assert not any(renewals.due(k, faults=0) for k in recent[-10:])  # the recent ones kept
+    assert renewals.due(hour[0], faults=0)  # a stale one forgotten (it was due anyway)
 
 
 def test_iso_text_is_each_datetime_objects_own_text():

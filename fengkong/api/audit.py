@@ -63,12 +63,21 @@ def reference(record: Mapping[str, Any]) -> dict[str, Any]:
     /v1/decisions/{id}, for `decision_ttl_s`) and in the audit file."""
     return {"decision_id": record.get("decision_id"), "event_id": record.get("event_id"),
             "decision": record.get("decision"), "score": record.get("score"),
-            "rules": [r["id"] for r in record.get("reasons") or ()],
-            "shadow": [r["id"] for r in record.get("shadow") or ()],
+            "rules": rule_ids(record.get("reasons") or ()),
+            "shadow": rule_ids(record.get("shadow") or ()),
             "ruleset_version": record.get("ruleset_version"), "degraded": record.get("degraded"),
             "caller": record.get("caller"),
             # the card's recent decisions (console) are found by it without reading every record
             "card": ((record.get("event") or {}).get("card") or {}).get("fingerprint")}
+
+
+def rule_ids(reasons: Any) -> list[Any]:
+    """The ids of fired rules given as the engine's `FiredRule` objects (the decision path's
+    record) or as their dicts (a record read back, a degraded decision's)."""
+    try:
+        return [r.id for r in reasons]
+    except AttributeError:
+        return [r["id"] for r in reasons]
 
 
 #: a bool's JSON (`Audit.decision_command`)
@@ -160,8 +169,7 @@ class Audit:
         # for every decision; tests/test_worker_cpu.py holds `read_entry` of it to `reference`
         values = ("" if decision_id is None else decision_id, "" if event_id is None else event_id,
                   "" if decision is None else decision, str(score) if type(score) is int else dumps(score).decode(),
-                  " ".join([r["id"] for r in reasons]) if reasons else "",
-                  " ".join([r["id"] for r in shadow]) if shadow else "",
+                  " ".join(rule_ids(reasons)) if reasons else "", " ".join(rule_ids(shadow)) if shadow else "",
                   "" if version is None else version,
                   _BOOLS[degraded] if type(degraded) is bool else dumps(degraded).decode(),
                   "" if caller is None else caller, "" if card is None else card)

@@ -105,7 +105,7 @@ class Hooks:
         event = record.get("event") or {}
         payload = {
             "decision_id": record["decision_id"], "event_id": record["event_id"], "decision": record["decision"],
-            "score": record.get("score"), "reasons": [r.get("id") for r in record.get("reasons") or ()],
+            "score": record.get("score"), "reasons": [r.get("id") if isinstance(r, Mapping) else r.id for r in record.get("reasons") or ()],
             "event_type": event.get("type"), "merchant_id": event.get("merchant_id"),
             "user_id": event.get("user_id"), "risk": record.get("risk"),
             "ruleset_version": record.get("ruleset_version"), "decided_at": record.get("decided_at"),

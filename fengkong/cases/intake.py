@@ -70,8 +70,16 @@ def item_for(record: Mapping[str, Any], event: Event, occurred_at: str | None = 
     }
 
 
-def _reason(reason: Mapping[str, Any]) -> dict[str, Any]:
-    """What an item keeps of a fired rule (the description is in the stored decision)."""
+def _reason(reason: Any) -> dict[str, Any]:
+    """What an item keeps of a fired rule (the description is in the stored decision): of the
+    engine's `FiredRule` (the decision path's record; orjson writes its tags, a tuple, as a list)
+    or of its dict (a record read back, a degraded decision's). A `FiredRule`'s dict holds its
+    fields in their order (`fengkong.engine.decision`): tests/test_write_behind.py holds the two
+    items equal."""
+    if not isinstance(reason, Mapping):  # its fields as its dict holds them (a copy: the rule keeps its own)
+        item: dict[str, Any] = reason.__dict__.copy()
+        del item["description"]
+        return item
     get = reason.get
     return {"id": get("id"), "action": get("action"), "score": get("score"), "mode": get("mode"),
             "tags": get("tags"), "values": get("values")}
@@ -100,7 +108,8 @@ class Intake:
         pipelined write takes it as it is; `unpacked` gives its arguments back), or None when
         it opens no case (`occurred_at` as `item_for` takes it). Packed here, since the item's
         JSON is bytes already: no text to decode and encode again, no argument packing."""
-        if not self.config.opens_case(record["decision"], record.get("reasons") or []):
+        config, decision = self.config, record["decision"]
+        if decision not in config.decisions and not config.opens_case(decision, _dicts(record.get("reasons") or [])):
             return None
         data = item_json(item_for(record, event, occurred_at))
         return b"".join((self._head, f"${len(data)}\r\n".encode(), data, b"\r\n"))
@@ -170,6 +179,13 @@ class Intake:
 
     def _xadd(self, item: Mapping[str, Any]) -> tuple[Any, ...]:
         return ("XADD", self.key, "*", "item", item_text(item))  # never trimmed: see the module doc
+
+
+def _dicts(reasons: list[Any]) -> list[Any]:
+    """Fired rules as `CasesConfig.opens_case` reads them: dicts, of which it reads the id and
+    the tags (of the engine's `FiredRule` objects, only those: not a ``to_dict`` per rule of
+    every decision the configuration's rules and tags are checked for)."""
+    return [r if isinstance(r, Mapping) else {"id": r.id, "tags": r.tags} for r in reasons]
 
 
 def item_json(item: Mapping[str, Any]) -> bytes:

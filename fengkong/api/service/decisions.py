@@ -64,7 +64,7 @@ from fengkong.api.security import Caller
 from fengkong.api.service.idempotency import (body_hash, conflict_check, execute, get, load, record_ttl, set_record,
                                               stored)
 from fengkong.api.service import pointers
-from fengkong.api.service.record_values import when_code
+from fengkong.api.service.record_values import decided_now, when_code
 from fengkong.api.service.records import is_record, with_features
 from fengkong.api.service.ids import check_id, new_decision_id
 from fengkong.api.state import Runtime
@@ -283,9 +283,8 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float, text_clea
     if case_item is not None:
         commands.append(case_item)
     if event.merchant_id:  # the merchant's snapshot: written with the interval's others (`merchant_snapshots`)
-        names, values = _merchant_values(features)
         snap = rt.merchant_snapshots.note(event.merchant_id, event_id=event.event_id, occurred_at=event.occurred_at,
-                                          decision_id=decision_id, names=names, values=values)
+                                          decision_id=decision_id, features=features)
         if snap is not None:
             commands.append(snap)
     hook = rt.hooks.decision_command(record)  # deny/review: queue the webhook event in this same write
@@ -373,17 +372,18 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
                      final: str, features: Mapping[str, Any], decision_id: str, digest: bytes,
                      degraded_reason: str | None) -> dict[str, Any]:
     """The decision's record but its features (`_recorded`: the record's encoder takes
-    them as names and values, and `records.with_features` makes the whole record for the audit file)."""
+    them as names and values, and `records.with_features` makes the whole record for the audit file).
+    Its fired rules are the engine's `FiredRule` objects, not their ``to_dict``: orjson writes a
+    dataclass as that dict, and the record's readers here take either."""
     return {
         "kind": "decision", "body_sha256": digest.decode(),
         "decision_id": decision_id, "event_id": event.event_id, "decision": final, "score": decision.score,
-        "reasons": [r.to_dict() for r in decision.reasons],
+        "reasons": decision.reasons,
         "merchant_grade": features.get("merchant.grade"), "ruleset_version": decision.ruleset_version,
         "degraded": degraded_reason is not None, "degraded_reason": degraded_reason, "lane": decision.lane,
         "risk": features.get(pipeline.RISK_FEATURE), "models": rt.models.status,
-        "decided_at": utc_now_iso(), "caller": caller.name, "event": data,
-        "shadow": [r.to_dict() for r in decision.shadow] if decision.shadow else [],
-        "missing_features": decision.missing_features,
+        "decided_at": decided_now(), "caller": caller.name, "event": data,
+        "shadow": decision.shadow, "missing_features": decision.missing_features,
         "score_action": decision.score_action, "thresholds": decision.thresholds,
     }
 
@@ -426,31 +426,6 @@ def _joined(names: tuple[str, ...], outputs: tuple[str, ...]) -> tuple[str, ...]
 
 #: the model outputs a record keeps (`fengkong.features.model_outputs`; the fused risk has its own field)
 _MODEL_NAMES = tuple(name for name, _, _ in MODEL_OUTPUTS if name != pipeline.RISK_FEATURE)
-
-
-#: (count of features, last feature's name) -> a getter of their merchant.* values, and those names
-_MERCHANT_GETTERS: dict[tuple[int, str], tuple[tuple[str, ...], Any]] = {}
-
-
-def _merchant_values(features: dict[str, Any]) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    """The merchant.* features' names, in the features' order, and their values (for the
-    merchant's snapshot). The store gives the same keys in the same order for every event of
-    a kind, so the names are found once per shape of the features (their count and last name:
-    cheaper to tell than hashing every name per decision) and read with one ``itemgetter``;
-    a name the cached getter misses finds them again."""
-    shape = (len(features), next(reversed(features), ""))
-    cached = _MERCHANT_GETTERS.get(shape)
-    if cached is not None:
-        try:
-            return cached[0], cached[1](features)
-        except KeyError:
-            pass
-    names = tuple(n for n in features if n.startswith("merchant."))
-    if len(_MERCHANT_GETTERS) >= 64:
-        _MERCHANT_GETTERS.clear()
-    getter = _getter(names)
-    _MERCHANT_GETTERS[shape] = (names, getter)
-    return names, getter(features)
 
 
 @functools.lru_cache(maxsize=16)

@@ -6,7 +6,9 @@ was picked out of the features, encoded and sent with each decision, for readers
 people looking at a page. A worker now notes the latest decision of each merchant (the
 feature values, not the JSON) and writes the merchants noted in the last `interval_s`
 together when it ends: a merchant decided many times a second costs one SET per
-interval. The interval's snapshots are encoded and sent `SLICE` merchants at a time, one
+interval. A decision notes its features as they are (the mapping the rules read, never
+changed after): the ``merchant.*`` ones are picked out only for the snapshot that is
+written, not for each decision a newer one replaces. The interval's snapshots are encoded and sent `SLICE` merchants at a time, one
 slice per turn of the event loop, so that a worker with thousands of merchants never
 holds its decisions behind one long write. What a reader sees: on the worker that decided, the latest decision (`take`
 hands the read its pending snapshot, written in the same round trip before the GET); from
@@ -21,8 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from fengkong.api.encoding import dumps
 from fengkong.features import keys
@@ -30,14 +33,15 @@ from fengkong.features.pipelined import ConnectionFailed, Pipelined, ReplyError
 
 log = logging.getLogger(__name__)
 
-#: merchants noted before the interval's write is started at once (bounds the memory held)
+#: merchants noted before the interval's write is started at once (bounds the memory held: a
+#: noted decision's features mapping each, a few kB)
 MAX_PENDING = 4096
 #: merchants encoded and sent per turn of the event loop (a slice takes a fraction of a
 #: millisecond; the decisions that arrived meanwhile run between two slices)
 SLICE = 32
 
-#: (event_id, occurred_at, decision_id, feature names, their values)
-Noted = tuple[str, datetime, str, tuple[str, ...], tuple[Any, ...]]
+#: (event_id, occurred_at, decision_id, the decision's features: `merchant_values` picks the snapshot's)
+Noted = tuple[str, datetime, str, dict[str, Any]]
 
 
 class MerchantSnapshots:
@@ -55,11 +59,12 @@ class MerchantSnapshots:
         self._timer: asyncio.TimerHandle | None = None
 
     def note(self, merchant_id: str, *, event_id: str, occurred_at: datetime, decision_id: str,
-             names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        """Note a decision of the merchant (`names`: its ``merchant.*`` features, `values`
-        theirs). Returns the SET to send with the decision's write when snapshots are
-        not held (``interval_s`` 0), else None: the interval's write sends it."""
-        noted = (event_id, occurred_at, decision_id, names, values)
+             features: dict[str, Any]) -> tuple[Any, ...] | None:
+        """Note a decision of the merchant (`features`: the decision's, kept as they are
+        until its snapshot is written; the caller never changes them). Returns the SET to
+        send with the decision's write when snapshots are not held (``interval_s`` 0), else
+        None: the interval's write sends it."""
+        noted = (event_id, occurred_at, decision_id, features)
         if self.interval_s <= 0:
             return self.command(merchant_id, noted)
         pending = self._pending
@@ -79,9 +84,9 @@ class MerchantSnapshots:
 
     def command(self, merchant_id: str, noted: Noted) -> tuple[Any, ...]:
         """The SET that stores a noted snapshot (the JSON GET /v1/merchants reads)."""
-        event_id, occurred_at, decision_id, names, values = noted
+        event_id, occurred_at, decision_id, features = noted
         snap = {"event_id": event_id, "occurred_at": occurred_at.isoformat(), "decision_id": decision_id,
-                "features": dict(zip(names, values))}
+                "features": dict(zip(*merchant_values(features)))}
         return ("SET", keys.merchant_snapshot_key(self.prefix, merchant_id), dumps(snap), "EX", self.ttl_s)
 
     def flush(self) -> None:
@@ -123,6 +128,39 @@ class MerchantSnapshots:
             self._timer = None
         self._pending.clear()
         self._writing.clear()
+
+
+#: (count of features, last feature's name) -> their merchant.* names, and a getter of their values
+_MERCHANT_GETTERS: dict[tuple[int, str], tuple[tuple[str, ...], Any]] = {}
+
+
+def merchant_values(features: dict[str, Any]) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """The merchant.* features' names, in the features' order, and their values (a snapshot's
+    ``features``). The store gives the same keys in the same order for every event of a kind,
+    so the names are found once per shape of the features (their count and last name: cheaper
+    to tell than hashing every name) and read with one ``itemgetter``; a name the cached
+    getter misses finds them again."""
+    shape = (len(features), next(reversed(features), ""))
+    cached = _MERCHANT_GETTERS.get(shape)
+    if cached is not None:
+        try:
+            return cached[0], cached[1](features)
+        except KeyError:
+            pass
+    names = tuple(n for n in features if n.startswith("merchant."))
+    if len(_MERCHANT_GETTERS) >= 64:
+        _MERCHANT_GETTERS.clear()
+    getter = _getter(names)
+    _MERCHANT_GETTERS[shape] = (names, getter)
+    return names, getter(features)
+
+
+def _getter(names: tuple[str, ...]) -> Any:
+    """A getter of `names`' values as a tuple (also for zero or one name, unlike a bare ``itemgetter``)."""
+    if len(names) == 1:
+        one = names[0]
+        return lambda mapping: (mapping[one],)
+    return operator.itemgetter(*names) if names else (lambda mapping: ())
 
 
 def _written(batch: "asyncio.Future[list[Any]]") -> None:

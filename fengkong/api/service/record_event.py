@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+import msgspec
 
 from fengkong.api.service.record_values import occurred_text, when_code
 
@@ -21,7 +22,9 @@ EVENT_NAMES = ("event_id", "type", "occurred_at", "merchant_id", "user_id", "amo
 _EVENT_INDEX = {n: i for i, n in enumerate(EVENT_NAMES)}
 
 _REF = 1  # MessagePack extension type: "the event's text value number <byte>"
-_REFS = tuple(msgpack.ExtType(_REF, bytes((i,))) for i in range(256))  # made once: ExtType() checks its args in Python
+#: the references, made once, as the record's encoder (`records.pack`, msgspec) writes them; read
+#: back (msgpack) they are `msgpack.ExtType`
+_REFS = tuple(msgspec.msgpack.Ext(_REF, bytes((i,))) for i in range(256))
 
 
 def texts(event: dict[str, Any]) -> list[str]:
@@ -65,10 +68,14 @@ def with_refs(values: list[Any], positions: tuple[int, ...], event: dict[str, An
 
 def resolved(values: list[Any], event: Any) -> list[Any]:
     """`values` with each reference `with_refs` made replaced by the event's text it names."""
-    if not isinstance(event, dict) or not any(type(v) is msgpack.ExtType for v in values):
+    if not isinstance(event, dict) or not any(type(v) in _EXTS for v in values):
         return values
     known = texts(event)
-    return [known[v.data[0]] if type(v) is msgpack.ExtType and v.code == _REF else v for v in values]
+    return [known[v.data[0]] if type(v) in _EXTS and v.code == _REF else v for v in values]
+
+
+#: an extension type as msgpack reads it, and as the encoder takes it
+_EXTS = (msgpack.ExtType, msgspec.msgpack.Ext)
 
 
 _OCCURRED_AT, _CARD = _EVENT_INDEX["occurred_at"], _EVENT_INDEX["card"]

@@ -34,6 +34,12 @@ class Schema:
     #: missing_features lists (as tuples) -> their indexes into vocab: a rule set's decisions
     #: of one kind of event miss the same features, and looking a name up costs more than a list
     missing: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict, compare=False, repr=False)
+    #: rule id -> its description, action, score, mode and tags (a tuple): what a fired rule is
+    #: compared with (`records._reason`) in one tuple comparison
+    heads: dict[str, tuple[Any, ...]] = field(default_factory=dict, compare=False, repr=False)
+    #: a fired rule's value names (as a tuple) -> their indexes into vocab, by rule id: a rule
+    #: reads the same names in the same order each time it fires (`records._reason`)
+    flats: dict[str, tuple[tuple[str, ...], list[Any]]] = field(default_factory=dict, compare=False, repr=False)
     #: `zdict` loaded, made when first needed (`record_codec`): "compress", "decompress" -> what does it
     codec: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -61,7 +67,9 @@ class Schema:
         raw_id = hashlib.blake2b(blob, digest_size=8).digest()
         return cls(ruleset_version, models, names, vocab, rules, blob, raw_id.hex(),
                    {n: i for i, n in enumerate(vocab)}, copies(names),
-                   parts[5] if len(parts) > 5 else b"", raw_id)
+                   parts[5] if len(parts) > 5 else b"", raw_id,
+                   heads={rule_id: (*known[:4], tuple(known[4])) for rule_id, known in rules.items()
+                          if type(known) is list and len(known) == 5 and type(known[4]) is list})
 
 
 def rule_table(ruleset: Any) -> dict[str, list[Any]]:

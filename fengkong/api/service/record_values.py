@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -124,6 +125,31 @@ def decided_micros(text: str) -> int | None:
     return _decided_second[1] + int(digits)
 
 
+#: the second `decided_now` wrote last: its microseconds since the epoch and its text up to the fraction
+_now_second: tuple[int, str] = (-(10 ** 6), "")
+#: the text `decided_now` gave last and its microseconds: what `decided_code` answers without parsing it
+_last_decided: tuple[str, int] = ("", 0)
+
+
+def decided_now() -> str:
+    """Now as a decision's ``decided_at``: UTC, ISO 8601 with microseconds (the clock read
+    and floored as `fengkong.features.change_audit.utc_now_iso` reads it, the date and time
+    formatted once per second), remembered with its microseconds so that the record's
+    encoder (`decided_code`) does not parse the text it was just given back."""
+    global _now_second, _last_decided
+    micros = time.time_ns() // 1000
+    start, head = _now_second
+    fraction = micros - start
+    if not 0 <= fraction < 1_000_000:
+        start = micros - micros % 1_000_000
+        head = iso_micros(start)[:20]  # "YYYY-MM-DDTHH:MM:SS."
+        _now_second = (start, head)
+        fraction = micros - start
+    text = f"{head}{fraction:06d}+00:00"
+    _last_decided = (text, micros)
+    return text
+
+
 def micros_of(at: datetime) -> int:
     return (at - _EPOCH) // _MICROSECOND
 
@@ -196,8 +222,12 @@ def latency_of(stored: Any) -> Any:
 
 
 def decided_code(decided_at: Any) -> Any:
-    """``decided_at`` as an integer of microseconds where `iso_micros` gives its text back."""
+    """``decided_at`` as an integer of microseconds where `iso_micros` gives its text back
+    (the text `decided_now` gave last: its microseconds, known)."""
     if type(decided_at) is str:
+        last = _last_decided
+        if last[0] is decided_at:
+            return last[1]
         code = decided_micros(decided_at)
         if code is not None:
             return code

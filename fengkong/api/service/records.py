@@ -69,6 +69,7 @@ import time
 from typing import Any, Mapping
 
 import msgpack
+import msgspec
 
 from fengkong.api.encoding import loads
 from fengkong.api.service import record_codec
@@ -76,6 +77,7 @@ from fengkong.api.service.record_values import (
     decided_code, id_bytes, iso_micros, latency_of, scaled, thousandths, unscaled)
 from fengkong.api.service.record_event import indexed, named, resolved, with_refs
 from fengkong.api.service.record_schema import Schema, rule_table
+from fengkong.engine.decision import FiredRule
 from fengkong.features import keys
 
 #: the first byte of a compact decision record (a JSON record starts with ``{``)
@@ -103,7 +105,22 @@ _THRESHOLD_INDEX = {n: i for i, n in enumerate(THRESHOLD_NAMES)}
 RESEND_S = 60.0
 _SCHEMA_GRACE_S = 3600
 
-_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+_encode = msgspec.msgpack.Encoder().encode
+#: what packs a record msgspec does not take (a float or int subclass such as numpy's): msgpack,
+#: which writes the same bytes (tests/test_write_behind.py), the references as its ExtType
+_packer = msgpack.Packer(use_bin_type=True, autoreset=True,
+                         default=lambda o: msgpack.ExtType(o.code, o.data) if type(o) is msgspec.msgpack.Ext else o)
+
+
+def pack(values: list[Any]) -> bytes:
+    """A record's values as MessagePack: msgspec's encoder (a third of msgpack's CPU for a
+    record's hundred-odd values), the same bytes as ``msgpack.packb(..., use_bin_type=True)``;
+    what msgspec refuses as a type, by msgpack. Past 64 bits, an integer raises OverflowError
+    in both (the record is then JSON: `Records.encode`)."""
+    try:
+        return _encode(values)
+    except TypeError:
+        return _packer.pack(values)
 
 
 class Records:
@@ -178,7 +195,7 @@ class Records:
             if schema.zdict:
                 return self._compressed(record, schema, values, (version, models, names, ruleset is None)), commands
             items = _values(record, schema, values)
-            plain = _packer.pack(items)
+            plain = pack(items)
             self._sample((version, models, names, ruleset is None), schema, items)
             return COMPACT + plain, commands
         except (OverflowError, TypeError, ValueError, UnicodeEncodeError):  # what only JSON can hold
@@ -212,7 +229,7 @@ class Records:
         compress = schema.codec.get("compress")
         if compress is None:
             compress = schema.codec["compress"] = record_codec.compressor(schema.zdict)
-        packed = _packer.pack(values)
+        packed = pack(values)
         left = self._resample.get(schema.id)  # None: a last dictionary (or one of another worker's)
         if left is not None:
             if left:
@@ -230,7 +247,7 @@ class Records:
         values[0] = values[1] = None
         values[20] = thousandths(values[20])
         values[-1] = None
-        self._collect(shape, schema, _packer.pack(values))
+        self._collect(shape, schema, pack(values))
 
     def _collect(self, shape: tuple[Any, ...], schema: Schema, packed: bytes) -> None:
         """Keep a record's values packed as `_compressed` packs them; after `SAMPLES`, the
@@ -330,22 +347,34 @@ def _missing(names: Any, schema: Schema) -> list[Any]:
     return out
 
 
-def _reason(reason: Mapping[str, Any], schema: Schema) -> Any:
-    """A fired rule as ``[id, values]`` when the schema's rule table has the rest as it
-    is (``values`` a flat list of name index and value), else the list of its values."""
-    if tuple(reason) != REASON_KEYS:
-        return reason
-    fields = _reason_fields(reason)
-    rule_id, description, action, score, mode, tags, values = fields
-    known = schema.rules.get(rule_id)
-    if (known is not None and isinstance(values, dict) and known[2] == score and type(known[2]) is type(score)
-            and known[0] == description and known[1] == action and known[3] == mode
-            and known[4] == (tags if type(tags) is list else list(tags))):
-        index = schema.index
-        flat: list[Any] = []
-        for name, value in values.items():
-            flat += (index.get(name, name), value)
-        return [rule_id, flat]
+def _reason(reason: Any, schema: Schema) -> Any:
+    """A fired rule (a `FiredRule`, or its ``to_dict``) as ``[id, values]`` when the schema's
+    rule table has the rest as it is (``values`` a flat list of name index and value), else
+    the list of its values (`REASON_KEYS` order)."""
+    if type(reason) is FiredRule:
+        fields: Any = None
+        rule_id, values, score, tags = reason.id, reason.values, reason.score, reason.tags
+        same = (reason.description, reason.action, score, reason.mode, tags if type(tags) is tuple else tuple(tags))
+    else:
+        if tuple(reason) != REASON_KEYS:
+            return reason
+        rule_id, description, action, score, mode, tags, values = fields = _reason_fields(reason)
+        same = (description, action, score, mode, tuple(tags))
+    known = schema.heads.get(rule_id)
+    if known is not None and isinstance(values, dict) and type(known[2]) is type(score) and known == same:
+        names = tuple(values)
+        flat = schema.flats.get(rule_id)
+        if flat is None or flat[0] != names:  # the rule's names, indexed once
+            if len(schema.flats) >= 1024:
+                schema.flats.clear()
+            get = schema.index.get
+            flat = schema.flats[rule_id] = (names, [get(name, name) for name in names])
+        out: list[Any] = [None] * (2 * len(names))
+        out[::2] = flat[1]
+        out[1::2] = values.values()
+        return [rule_id, out]
+    if fields is None:  # what ``FiredRule.to_dict`` gives, as its list of values
+        return [rule_id, reason.description, reason.action, score, reason.mode, list(tags), dict(values)]
     return list(fields)
 
 
