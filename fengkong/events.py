@@ -125,6 +125,9 @@ DEFAULT_CURRENCY = "CNY"
 #: Largest amount accepted, in minor units (10 trillion yuan). The feature store's
 #: Lua numbers are doubles, exact to 2^53 (~9.0e15), and window sums must stay exact.
 MAX_AMOUNT_MINOR = 10**15
+#: the magnitude from which an integral float amount can only be an integer literal too large
+#: for 64 bits, which orjson (the service's parser) returns as a float
+_PAST_64_BITS = float(2**63)
 
 _ID = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 #: Plain dotted-quad IPv4 exactly as `ipaddress` writes it (decimal octets 0-255, no
@@ -257,6 +260,10 @@ class Event(BaseModel):
         if isinstance(value, bool):
             raise ValueError("must be an integer of minor units or a decimal string, not a boolean")
         if isinstance(value, float):
+            # JSON parsers hand an integer literal past 64 bits over as a float: say what is wrong with it
+            if value.is_integer() and abs(value) >= _PAST_64_BITS:
+                raise ValueError("must not be negative" if value < 0
+                                 else f"is larger than {MAX_AMOUNT_MINOR} minor units")
             raise ValueError("must be an integer of minor units or a decimal string, never a float")
         return value
 

@@ -205,6 +205,20 @@ def test_an_amount_of_thousands_of_digits_is_refused_by_its_field():
     assert refused(with_(amount="1" + "0" * 5000)).field == "amount"
 
 
+@pytest.mark.parametrize("literal, reason", [("123456789012345678901234567890", "is larger than"),
+                                             ("9223372036854775808", "is larger than"),
+                                             ("-123456789012345678901234567890", "must not be negative"),
+                                             ("12.5", "never a float"), ("100.0", "never a float")])
+def test_an_integer_too_large_for_64_bits_is_refused_as_too_large_not_as_a_float(literal, reason):
+    """orjson, the service's parser, returns an integer literal past 64 bits as a float: the
+    client sent an integer, so the answer says it is too large (or negative), not "never a float"."""
+    from fengkong.api.encoding import loads
+
+    body = json.dumps(with_(amount=0)).replace('"amount": 0', f'"amount": {literal}')
+    err = refused(loads(body))
+    assert err.field == "amount" and reason in err.reason, err
+
+
 def _decimal_minor(amount: str, currency: str) -> int | None:
     """The oracle: the amount in minor units by `decimal`, None where the contract refuses it."""
     from decimal import Decimal
