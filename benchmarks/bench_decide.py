@@ -1,6 +1,7 @@
 """The worker's CPU per decision, in one process: no HTTP server, no load generator.
 
     python benchmarks/bench_decide.py [--decisions 3000] [--warmup 500] [--artifacts DIR] [--callgrind]
+                                      [--callgrind-redis]
 
 Why: on a shared 2-core machine bench_api's requests/s move with everything else that
 runs; what the decision path costs the worker moves much less when measured as CPU
@@ -22,7 +23,12 @@ the models are served; without, rules only. ``--callgrind``: run under
 ``valgrind --tool=callgrind --instr-atstart=no``; the script switches instrumentation on
 before each measured loop and dumps after it (``callgrind_control``), so the start-up runs
 at full speed and each dump (``callgrind.out.<pid>.1`` the service, ``.2`` decide_on)
-counts only its loop: instructions per decision = the dump's ``summary`` / ``--decisions``. The last line
+counts only its loop: instructions per decision = the dump's ``summary`` / ``--decisions``.
+``redis_cpu_us``: the embedded Redis's CPU (``INFO cpu``) per decision over the service loop
+and its last write-behind: the feature script and every write, on the same traffic; on 2 cores
+Redis's CPU bounds bench_api's requests/s next after the worker's. ``--callgrind-redis`` runs that
+Redis under callgrind instead (instrumentation on for the same span only) and adds
+``redis_ir_per_decision``, a count that does not move with the machine's load. The last line
 is JSON: the CPU per decision of each part, the count of each decision, and a digest of
 every answer (decision ids and latencies left out) so two versions of the code can be
 checked to decide alike (``PYTHONHASHSEED`` does not matter: the payloads are seeded).
@@ -76,10 +82,41 @@ async def _one(app: Any, body: bytes, out: list[bytes]) -> None:
     await app(scope, receive, send)
 
 
-def _callgrind(what: str) -> None:
-    """Switch callgrind's instrumentation on (``-i on``), or dump and switch it off (``-d``, ``-i off``)."""
+def _callgrind(what: str, pid: int | None = None) -> None:
+    """Switch callgrind's instrumentation of process ``pid`` (this one by default) on (``-i on``),
+    or dump and switch it off (``-d``, ``-i off``)."""
     for args in (["-i", "on"],) if what == "start" else (["-d"], ["-i", "off"]):
-        subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
+        subprocess.run(["callgrind_control", *args, str(pid or os.getpid())], check=True, capture_output=True)
+
+
+def _redis_under_callgrind(data_dir: str) -> Path:
+    """Make the embedded Redis start under ``valgrind --tool=callgrind --instr-atstart=no`` (a
+    wrapper script in place of the binary; the benchmark's own, nothing the service does) and
+    return where its dumps go (``<that>.<n>``)."""
+    from fengkong.features import embedded_redis
+
+    binary = embedded_redis.find_redis_server()
+    out = Path(data_dir) / "redis.callgrind"
+    wrapper = Path(data_dir) / "redis-under-callgrind"
+    wrapper.write_text(f"#!/bin/sh\nexec valgrind --tool=callgrind --instr-atstart=no "
+                       f"--callgrind-out-file={out} {binary} \"$@\"\n")
+    wrapper.chmod(0o755)
+    embedded_redis.find_redis_server = lambda: str(wrapper)
+    return out
+
+
+def _redis_cpu_s(client: Any) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _dumped_instructions(path: Path) -> int:
+    """The instructions of callgrind's last dump at ``path``.<n> (its ``summary`` line)."""
+    dumps = sorted(path.parent.glob(path.name + ".*"), key=lambda p: int(p.suffix[1:]))
+    for line in dumps[-1].read_text().splitlines():
+        if line.startswith("summary:"):
+            return int(line.split()[1])
+    raise SystemExit(f"bench_decide: no summary in {dumps[-1]}")
 
 
 def _digest(answers: list[bytes]) -> tuple[str, dict[str, int]]:
@@ -98,8 +135,11 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     from fengkong import pipeline
     from fengkong.features.embedded_redis import EmbeddedRedis
 
-    redis_server = EmbeddedRedis(persist=False).start()
     data_dir = tempfile.mkdtemp(prefix="bench-decide-")
+    redis_dump = _redis_under_callgrind(data_dir) if args.callgrind_redis else None
+    redis_server = EmbeddedRedis(persist=False).start(timeout_s=120.0 if redis_dump else 10.0)
+    redis_client = redis_server.client()
+    redis_pid = int(redis_client.info("server")["process_id"])
     os.environ.update({
         "FENGKONG_REDIS_URL": redis_server.url, "FENGKONG_RULES_DIR": str(ROOT / "rules"),
         "FENGKONG_API_KEYS": json.dumps([{"name": "bench", "key": bench_api.KEY, "scopes": ["decide"]}]),
@@ -135,6 +175,9 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             await decide(bodies[:args.warmup])
             answers.clear()
             pipeline.decide_on = capture  # the service calls it through the module
+            if redis_dump:
+                _callgrind("start", redis_pid)
+            redis_cpu = _redis_cpu_s(redis_client)
             if args.callgrind:
                 _callgrind("start")
             cpu = time.process_time()
@@ -144,6 +187,9 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 _callgrind("dump")
             pipeline.decide_on = decide_on
             await asyncio.sleep(0.2)  # the last write-behind batches
+            redis_cpu = _redis_cpu_s(redis_client) - redis_cpu
+            if redis_dump:
+                _callgrind("dump", redis_pid)
             cases = rt.cases.consumer.filed if args.consumer and rt.cases is not None else None
             models = rt.models if rt.models.available else None
             from fengkong.api.service.decisions import _GuardedModels
@@ -162,7 +208,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     digest, counts = _digest(answers)
     n = args.decisions
     return {"decisions": n, "models": bool(args.artifacts), "service_cpu_us": round(service_cpu / n * 1e6, 1),
-            "decide_on_cpu_us": round(decide_cpu / len(captured) * 1e6, 1), "outcomes": counts,
+            "decide_on_cpu_us": round(decide_cpu / len(captured) * 1e6, 1),
+            "redis_cpu_us": round(redis_cpu / n * 1e6, 1),
+            **({"redis_ir_per_decision": round(_dumped_instructions(redis_dump) / n)} if redis_dump else {}),
+            "outcomes": counts,
             "answers_sha256": digest, "load": os.getloadavg()[0],
             **({"cases_filed": cases} if cases is not None else {})}
 
@@ -177,6 +226,9 @@ def main() -> None:
                              "apart: its filing of the review decisions then counts in service_cpu_us")
     parser.add_argument("--callgrind", action="store_true",
                         help="under valgrind --tool=callgrind --instr-atstart=no: count only the measured loops")
+    parser.add_argument("--callgrind-redis", action="store_true",
+                        help="run the embedded Redis under callgrind and count its instructions per decision over "
+                             "the service loop (redis_ir_per_decision)")
     args = parser.parse_args()
     try:
         import uvloop
