@@ -231,33 +231,3 @@ def test_the_names_and_the_model_keys_are_the_interned_strings_the_store_and_rul
                 runtime.MERCHANT_ANOMALY_FEATURE, calibration.PRECISION_FEATURE, calibration.SHARE_FEATURE,
                 pipeline.RISK_FEATURE):
         assert key is sys.intern("".join(key))  # the same object as any interned copy of its text
-
-
-def test_fusion_score_decision_is_score_one_of_base_score_bit_for_bit() -> None:
-    """The one-call fused risk of a decision (what the runtime's ``fuse`` uses) answers exactly as
-    `base_score` then `score_one`, on sums that stay ints, turn floats, overflow and go NaN."""
-    from types import SimpleNamespace as NS
-
-    from fengkong.models.fusion import base_score
-
-    f = RiskFusion.from_params({"inputs": list(RiskFusion.INPUTS), "coef": [0.9, 1.7], "intercept": -2.5,
-                                "fill_logit": -3.0, "score_scale": 100.0})
-    rng = np.random.default_rng(5)
-    reads = [{"event.amount": 1}, {"model.txn_risk": 0.2}, {"ip.is_tor": True, "model.habit_anomaly": 0.1}, {}]
-    points = [0, 5, 12.5, -7, 1e308, math.inf, -math.inf, math.nan]
-    decisions = [NS(reasons=[])]
-    for _ in range(300):
-        k = int(rng.integers(1, 6))
-        decisions.append(NS(reasons=[NS(score=points[int(rng.integers(len(points)))] if rng.random() < 0.2
-                                        else int(rng.integers(0, 60)), values=reads[int(rng.integers(len(reads)))])
-                                     for _ in range(k)]))
-    risks = [None, math.nan, 0.0, 1.0, 1e-9, 2.0, *rng.random(20).tolist()]
-    sums = set()
-    for d in decisions:
-        sums.add(type(base_score(d)))
-        for r in risks:
-            got, want = f.score_decision(r, d), f.score_one(r, base_score(d))
-            assert got == want or (got != got and want != want), (r, d)
-    assert f.score_decision(0.4, decisions[1]) != f.score_decision(0.9, decisions[1])
-    f.coef_ = np.array([0.1, 0.2])  # a new fit: its weights, not the remembered ones
-    assert f.score_decision(0.4, decisions[1]) == f.score_one(0.4, base_score(decisions[1]))

@@ -193,49 +193,6 @@ class RiskFusion:
         e = math.exp(z)
         return e / (1.0 + e)
 
-    def score_decision(self, txn_risk: float | None, decision: Decided) -> float:
-        """``score_one(txn_risk, base_score(decision))``, the fused risk of one live decision, in
-        one call: the decision path asks it per payment, from inside the rules' soft step, where
-        each further Python call costs more than its arithmetic (its code is out of the caches by
-        then). `base_score`'s loop and `score_one`'s arithmetic, in their order; a test holds the
-        three equal."""
-        total: float = 0  # `base_score`
-        is_model = _IS_MODEL
-        for reason in decision.reasons:
-            for name in reason.values:
-                try:
-                    model = is_model[name]
-                except KeyError:
-                    model = _is_model(name)
-                if model:
-                    break
-            else:
-                total += reason.score
-        r = math.nan if txn_risk is None else float(txn_risk)  # `score_one` from here
-        if r != r:
-            lg = getattr(self, "fill_logit_", 0.0)
-        else:
-            q = _EPS if r < _EPS else (_ONE_LESS if r > _ONE_LESS else r)
-            lg = math.log(q / (1 - q))
-        s = float(total)
-        if s != s:
-            s = 0.0
-        elif s < -_MAX:
-            s = -_MAX
-        elif s > _MAX:
-            s = _MAX
-        try:
-            coef, a, b = self._coef_cache
-        except AttributeError:
-            coef = None
-        if coef is not self.coef_:
-            _, a, b = self._coef_floats()
-        z = lg * a + s / self.score_scale * b + self.intercept_
-        if z >= 0:
-            return 1.0 / (1.0 + math.exp(-z))
-        e = math.exp(z)
-        return e / (1.0 + e)
-
     def _coef_floats(self) -> tuple[Any, float, float]:
         """(``coef_``, its two weights as Python floats): converted once per fitted ``coef_`` (a
         new fit or `from_params` sets a new array) rather than once per decision."""

@@ -50,7 +50,7 @@ import numpy as np
 from fengkong.models.artifacts import Artifact, ArtifactError, latest
 from fengkong.models.batch import TickBatcher, alike
 from fengkong.models.calibration import PRECISION_FEATURE, SHARE_FEATURE, Calibration
-from fengkong.models.fusion import Decided, RiskFusion
+from fengkong.models.fusion import Decided, RiskFusion, base_score
 from fengkong.models.graph_reads import read_columns
 from fengkong.models.joint import JointModel, check_rows, union_names
 from fengkong.models.onnx_model import OnnxModel, load_model
@@ -343,4 +343,4 @@ class ModelRuntime:
         risk = model_outputs.get(TXN_RISK_FEATURE)  # absent or None: no risk
         if risk is None:
             return None
-        return fusion.score_decision(risk, decision)  # converts it with float()
+        return fusion.score_one(risk, base_score(decision))  # score_one converts it with float()
