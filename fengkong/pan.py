@@ -23,6 +23,9 @@ _NOT_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _RUN_SEPARATORS = b" -._/"
 _THIRTEEN_DIGITS = b"0" * 13
+#: a stretch of ASCII digits and `_PAN_RUN`'s separators, from a digit on, long enough to hold 13 digits
+_NO_SEPARATORS = str.maketrans("", "", " -._/")
+_DIGIT_STRETCH = re.compile(r"[0-9][0-9 \-._/]{12,}")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -107,10 +110,28 @@ def text_shows_no_pan(raw: bytes) -> bool:
     between them. In ASCII text without escapes every string and number of the
     document is written out as it is, so such a run shows as 13 adjacent digits once
     the separators are deleted. Non-ASCII text (digits of other scripts) and escapes
-    (``\\u0034`` is a 4) answer False."""
+    (``\\u0034`` is a 4) answer False.
+
+    Text with such a run (an id with a date and a sequence number, a millisecond
+    timestamp) is judged run by run, as `looks_like_pan` judges a value: a string or
+    number without escapes is its own text, and the quotes and punctuation around it
+    end a run where the value ends. One regular-expression pass over the text finds
+    the stretches to judge, where the walk over the values would judge every one."""
     if not raw.isascii() or b"\\" in raw:
         return False
-    return _THIRTEEN_DIGITS not in raw.translate(_DIGITS_AS_ZERO, _RUN_SEPARATORS)
+    if _THIRTEEN_DIGITS not in raw.translate(_DIGITS_AS_ZERO, _RUN_SEPARATORS):
+        return True
+    text = raw.decode("ascii")
+    for stretch in _DIGIT_STRETCH.finditer(text):
+        begin, end = stretch.span()
+        if len(stretch.group().translate(_NO_SEPARATORS)) < 13:
+            continue
+        run = _PAN_RUN.search(text, begin, end)
+        while run is not None:
+            if _run_holds_pan(text, run.start(), run.end()):
+                return False
+            run = _PAN_RUN.search(text, run.end(), end)
+    return True
 
 
 def nesting_problem(raw: bytes, limit: int = MAX_DEPTH) -> str | None:

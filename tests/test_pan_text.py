@@ -81,6 +81,25 @@ def test_ordinary_bench_shaped_bodies_are_cleared():
                                                 ip="192.168.100.200", amount=123456789012)))
 
 
+def test_long_digit_runs_that_are_not_card_numbers_are_cleared_in_the_text():
+    # ids with a date and a sequence (8-8 digits, Luhn-valid or not), millisecond timestamps, a
+    # process id and an epoch: 13+ digits in a run, none a card number; cleared without the walk
+    for event_id in ("ORD-20261125-00012345", "ORD-20261125-00012346", "b14669-1796515002M-5",
+                     "1796515002418", "evt_2026.11.25_000123456"):
+        body = orjson.dumps(with_(event_id=event_id, amount=1796515002418))
+        assert find_pan(orjson.loads(body), max_depth=MAX_DEPTH) is None
+        assert text_shows_no_pan(body), event_id
+
+
+def test_a_card_number_beside_long_non_card_runs_is_still_found():
+    for device_id in (f"ORD-20261125-00012345 {VISA_TEST}", f"{VISA_TEST[:4]} {VISA_TEST[4:8]} {VISA_TEST[8:12]} "
+                      f"{VISA_TEST[12:]}", f"1796515002418/{VISA_TEST}"):
+        body = orjson.dumps(with_(event_id="ORD-20261125-00012345", device_id=device_id))
+        assert not text_shows_no_pan(body), device_id
+        assert "card number" in _refused(body)
+    assert not text_shows_no_pan(orjson.dumps(with_(event_id="1796515002418", amount=int(VISA_TEST))))
+
+
 def _parsed(body: bytes) -> object:
     """The event parsed as the routes parse it: ``text_clear`` from the body's own scan."""
     data, text_clear = parse_json_clear(body)
