@@ -25,6 +25,9 @@ _RUN_SEPARATORS = b" -._/"
 _THIRTEEN_DIGITS = b"0" * 13
 #: a stretch of ASCII digits and `_PAN_RUN`'s separators, from a digit on, long enough to hold 13 digits
 _DIGIT_STRETCH = re.compile(r"[0-9][0-9 \-._/]{12,}")
+#: what a run needs to hold a PAN (`_run_holds_pan`): a group of exactly 4 digits (a grouped
+#: number's first) or of 13 or more (one group alone)
+_MAY_HOLD = re.compile(r"(?<![0-9])[0-9]{4}(?![0-9])|[0-9]{13}")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -135,9 +138,10 @@ def text_shows_no_pan(raw: bytes) -> bool:
             continue
         run = _PAN_RUN.search(text, begin, end)
         while run is not None:
-            if _run_holds_pan(text, run.start(), run.end()):
+            start, stop = run.span()
+            if _MAY_HOLD.search(text, start, stop) is not None and _run_holds_pan(text, start, stop):
                 return False
-            run = _PAN_RUN.search(text, run.end(), end)
+            run = _PAN_RUN.search(text, stop, end)
     return True
 
 
