@@ -17,7 +17,13 @@ minimal_rps, minimal_p50_ms, minimal_p99_ms, ratio_rps, and the CPU each server
 process used per answered request (service_worker_cpu_us, service_redis_cpu_us,
 minimal_worker_cpu_us; from /proc, warm-up included on both sides of the
 division): on a shared 2-core machine they say where the cores went, and move
-less between runs than requests/s.
+less between runs than requests/s. The service's worker also reports, per answered
+request, its read and write system calls (service_worker_reads, service_worker_writes:
+``/proc/<pid>/io``, sockets included: the caller's request and answer, and Redis's
+reads and writes of the batches they share) and its context switches
+(service_worker_switches, of which service_worker_preempted were involuntary): the
+part of its CPU the in-process benchmark (bench_decide) does not see, counted rather
+than timed.
 
 With models (the default; ``--no-models`` skips it): the merchant and transaction
 models are first trained through the library (`fengkong.training.train`, with the
@@ -30,7 +36,8 @@ history ends in 2025, the benchmark's payments are in 2026-11, after the trainin
 window. It is loaded like the rules-only run (same generator, concurrency and
 duration, from an empty key prefix of the same Redis) and adds service_models_rps,
 service_models_p50_ms, service_models_p99_ms, ratio_models_rps
-(service_models_rps / minimal_rps, the same minimal app), service_models_worker_cpu_us,
+(service_models_rps / minimal_rps, the same minimal app), service_models_worker_cpu_us (and
+service_models_worker_reads, _writes, _switches, _preempted as above),
 service_models_redis_cpu_us and service_models_degraded_share (answers the failure
 policy gave, which no model scored: the figures hold only when it is near 0). The
 models are trained with the `fengkong train` defaults (200 boosting iterations, 100
@@ -220,6 +227,16 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _io_counts(pid: int) -> dict[str, int]:
+    """A process's read and write system calls and its context switches so far (Linux /proc:
+    ``syscr``/``syscw`` count every read-like and write-like call, sockets included)."""
+    io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    status = dict(line.split(":\t") for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+    return {"reads": int(io["syscr"]), "writes": int(io["syscw"]),
+            "switches": int(status["voluntary_ctxt_switches"]) + int(status["nonvoluntary_ctxt_switches"]),
+            "preempted": int(status["nonvoluntary_ctxt_switches"])}
+
+
 def _consumer_pid(parent: int, catch_up: bool = False) -> int | None:
     """The case consumer process `fengkong serve` runs beside its worker (its child running
     `fengkong cases consume`; with ``catch_up``, the one run with ``--catch-up``); None when
@@ -276,6 +293,7 @@ def _run_load(port: int, seconds: float, warmup: float, concurrency: int, run: s
     once the case consumers have finished starting (`_settled`)."""
     _settled(watch)
     before = {name: _cpu_s(pid) for name, pid in watch.items()}
+    io_before = _io_counts(watch["worker"])
     out = subprocess.run([sys.executable, __file__, "--load", str(port), "--seconds", str(seconds),
                           "--warmup", str(warmup), "--concurrency", str(concurrency), "--run", run],
                          capture_output=True, text=True, check=True)
@@ -284,6 +302,7 @@ def _run_load(port: int, seconds: float, warmup: float, concurrency: int, run: s
     result["cpu_us_per_request"] = {name: round((_cpu_s(pid) - before[name]) / done * 1e6, 1)
                                     for name, pid in watch.items()}
     result["cpu_us_per_request"]["load"] = round(result["load_cpu_s"] / done * 1e6, 1)
+    result["worker_per_request"] = {k: round((v - io_before[k]) / done, 3) for k, v in _io_counts(watch["worker"]).items()}
     return result
 
 
@@ -457,7 +476,8 @@ def main() -> None:
     for name, r in results.items():
         cpu = ", ".join(f"{k} {v:.0f} us" for k, v in r["cpu_us_per_request"].items())
         print(f"{name:8s} {r['rps']:8.0f} req/s   p50 {r['p50_ms']:6.2f} ms   p99 {r['p99_ms']:6.2f} ms   "
-              f"({r['requests']} requests, errors {r['errors']}; CPU per request: {cpu})")
+              f"({r['requests']} requests, errors {r['errors']}; CPU per request: {cpu}; the worker's per request: "
+              f"{r['worker_per_request']})")
     if args.minimal_http == "service":
         print("(the minimal app ran on the service's uvicorn options)")
     for name in ("service", "service_models"):
@@ -472,6 +492,7 @@ def main() -> None:
         "minimal_p50_ms": round(m["p50_ms"], 3), "minimal_p99_ms": round(m["p99_ms"], 3),
         "ratio_rps": round(s["rps"] / m["rps"], 3),
         "service_worker_cpu_us": s["cpu_us_per_request"]["worker"],
+        **{f"service_worker_{k}": v for k, v in s["worker_per_request"].items()},
         "service_redis_cpu_us": s["cpu_us_per_request"]["redis"],
         "minimal_worker_cpu_us": m["cpu_us_per_request"]["worker"],
         **({"service_cases_cpu_us": s["cpu_us_per_request"]["cases"]} if "cases" in s["cpu_us_per_request"] else {}),
@@ -510,6 +531,7 @@ def models_keys(sm: dict, m: dict) -> dict[str, float]:
     return {"service_models_rps": round(sm["rps"], 1), "service_models_p50_ms": round(sm["p50_ms"], 3),
             "service_models_p99_ms": round(sm["p99_ms"], 3), "ratio_models_rps": round(sm["rps"] / m["rps"], 3),
             "service_models_worker_cpu_us": sm["cpu_us_per_request"]["worker"],
+            **{f"service_models_worker_{k}": v for k, v in sm["worker_per_request"].items()},
             "service_models_redis_cpu_us": sm["cpu_us_per_request"]["redis"],
             "service_models_degraded_share": round(sm["errors"]["degraded"] / max(sm["requests"], 1), 4),
             "service_models_review_share": _share(sm, "review"), "service_models_cases_backlog": sm.get("cases_backlog"),

@@ -24,8 +24,10 @@ _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _RUN_SEPARATORS = b" -._/"
 _THIRTEEN_DIGITS = b"0" * 13
 #: a stretch of ASCII digits and `_PAN_RUN`'s separators, from a digit on, long enough to hold 13 digits
-_NO_SEPARATORS = str.maketrans("", "", " -._/")
 _DIGIT_STRETCH = re.compile(r"[0-9][0-9 \-._/]{12,}")
+#: what a run needs to hold a PAN (`_run_holds_pan`): a group of exactly 4 digits (a grouped
+#: number's first) or of 13 or more (one group alone)
+_MAY_HOLD = re.compile(r"(?<![0-9])[0-9]{4}(?![0-9])|[0-9]{13}")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -115,22 +117,31 @@ def text_shows_no_pan(raw: bytes) -> bool:
     Text with such a run (an id with a date and a sequence number, a millisecond
     timestamp) is judged run by run, as `looks_like_pan` judges a value: a string or
     number without escapes is its own text, and the quotes and punctuation around it
-    end a run where the value ends. One regular-expression pass over the text finds
-    the stretches to judge, where the walk over the values would judge every one."""
+    end a run where the value ends. One regular-expression pass finds the stretches to
+    judge, where the walk over the values would judge every one; it scans only the part
+    of the text between the first and the last 13 digits the separator-free copy shows
+    (a stretch's place in the text is its place in the copy plus at most the separators
+    deleted), not every digit of the body's times, amounts and addresses."""
     if not raw.isascii() or b"\\" in raw:
         return False
-    if _THIRTEEN_DIGITS not in raw.translate(_DIGITS_AS_ZERO, _RUN_SEPARATORS):
+    digits = raw.translate(_DIGITS_AS_ZERO, _RUN_SEPARATORS)
+    first = digits.find(_THIRTEEN_DIGITS)
+    if first < 0:
         return True
+    # the last such run's last digit is at ``rfind + 12`` in the copy, so at most that
+    # plus the separators deleted (``len(raw) - len(digits)``) in the text
+    last = digits.rfind(_THIRTEEN_DIGITS) + 13 + len(raw) - len(digits)
     text = raw.decode("ascii")
-    for stretch in _DIGIT_STRETCH.finditer(text):
+    for stretch in _DIGIT_STRETCH.finditer(text, first, last):
         begin, end = stretch.span()
-        if len(stretch.group().translate(_NO_SEPARATORS)) < 13:
+        if len(raw[begin:end].translate(None, _RUN_SEPARATORS)) < 13:  # its digits (bytes: a C table)
             continue
         run = _PAN_RUN.search(text, begin, end)
         while run is not None:
-            if _run_holds_pan(text, run.start(), run.end()):
+            start, stop = run.span()
+            if _MAY_HOLD.search(text, start, stop) is not None and _run_holds_pan(text, start, stop):
                 return False
-            run = _PAN_RUN.search(text, run.end(), end)
+            run = _PAN_RUN.search(text, stop, end)
     return True
 
 

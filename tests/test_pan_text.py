@@ -124,3 +124,47 @@ def test_a_body_the_scan_clears_is_still_held_to_the_depth_limit():
     assert text_shows_no_pan(deep)
     with pytest.raises(MalformedBody, match="nests deeper"):
         parse_json(deep)
+
+
+def _scan_of_the_whole_text(raw: bytes) -> bool:
+    """`text_shows_no_pan` as it was before it bounded its scan: every stretch of the text judged."""
+    import re
+
+    from fengkong.pan import _PAN_RUN, _run_holds_pan
+
+    if not raw.isascii() or b"\\" in raw:
+        return False
+    text = raw.decode("ascii")
+    for stretch in re.finditer(r"[0-9][0-9 \-._/]{12,}", text):
+        begin, end = stretch.span()
+        run = _PAN_RUN.search(text, begin, end)
+        while run is not None:
+            if _run_holds_pan(text, run.start(), run.end()):
+                return False
+            run = _PAN_RUN.search(text, run.end(), end)
+    return True
+
+
+_texty = st.lists(st.one_of(st.text("0123456789 -._/x\":,", max_size=30), written_pans(),
+                            st.sampled_from(["b14669-1796515002M-5", "ORD-20261125-00012345", "1796515002418",
+                                             "- - - - - - - - -", "2026-11-25T09:00:00.003+08:00", VISA_TEST])),
+                  max_size=8).map("".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_texty)
+def test_the_bounded_scan_judges_as_the_scan_of_the_whole_text(text):
+    # the scan looks only between the first and the last 13-digit run of the separator-free
+    # copy, widened by the separators deleted: separators anywhere, runs at either end, card
+    # numbers before, between and after long non-card runs must all judge as a whole scan does
+    raw = text.encode()
+    assert text_shows_no_pan(raw) == _scan_of_the_whole_text(raw)
+
+
+def test_a_card_number_after_many_separators_and_long_runs_is_found():
+    seps = "- . _ / " * 20
+    for text in (f'{{"a":"{seps}","b":"1796515002418","c":"{seps}{VISA_TEST}"}}',
+                 f'{{"a":"1-2-3","b":"{VISA_TEST}","c":"{seps}b14669-1796515002M-5"}}',
+                 f'{{"a":"b14669-1796515002M-5{seps}","d":"{VISA_TEST[:4]} {VISA_TEST[4:8]} {VISA_TEST[8:12]} '
+                 f'{VISA_TEST[12:]}"}}'):
+        assert not text_shows_no_pan(text.encode()) and not _scan_of_the_whole_text(text.encode()), text
