@@ -272,6 +272,19 @@ local function from_plain(plain, size, ai, nrings)
   return concat(parts, '', 1, np)
 end
 
+-- The value of an entity never seen (or of another layout): what `from_plain` makes of
+-- all zeros (every ring K0, two zero bytes; F, M, H, K<k> zeros), without reading them.
+local function empty(size, ai, nrings)
+  for _ = 1, nrings do ai = ai + 3 + A[ai + 2] end
+  local len = 2 * nrings
+  for _ = 1, A[ai] do
+    local code = A[ai + 1]
+    ai = ai + 3
+    len = len + ((code == 'M' and 24) or (code == 'H' and 200) or 8)  -- K<k>: n = 0, no amounts
+  end
+  return MARK .. spack('<H', size % 65536) .. zeros(len)
+end
+
 -- A group of an entity's sets, in its state value from byte offset `at` (see above),
 -- with the op's arguments from A[ai] on (tag nsets, then per set: kind member legacy
 -- nthr thr1..thrn): puts the set's values in `out` after `no` and the group rewritten in
@@ -290,6 +303,9 @@ local sets_changed
 -- (one set of tables for every set of the call, read only up to the set's count: a
 -- table made per set cost more than the set's own work)
 local SEEN, AT1, FIRST = {}, {}, {}
+-- each threshold's text parsed once per call (tonumber runs strtod): the sets of a call
+-- share a few thresholds
+local THR = {}
 local function state_sets(key, ai, no, at, ts)
   local tag, nsets = A[ai], A[ai + 1]
   ai = ai + 2
@@ -308,7 +324,7 @@ local function state_sets(key, ai, no, at, ts)
       j = j + 4 + A[j + 3]
     end
     before = rcall('EXISTS', unpack(names, 1, nsets)) > 0  -- one call for all, not a read each
-    hashes = {}
+    if before then hashes = {} end
     keep(at)
     put(spack('<H', tag))  -- the group, new: its sets follow
   end
@@ -325,7 +341,12 @@ local function state_sets(key, ai, no, at, ts)
     local start, mine = pos, nil  -- mine: the event's member's index
     local low
     for i = t0, ai - 1 do
-      local thr = tonumber(A[i])
+      local text = A[i]
+      local thr = THR[text]
+      if not thr then
+        thr = tonumber(text)
+        THR[text] = thr
+      end
       A[i] = thr
       if not low or thr < low then low = thr end
     end
@@ -466,7 +487,7 @@ local function op_state(key)
   if not value then
     -- none yet, or one of another layout: read as all zeros (every total 0, no first
     -- seen, no moments), so one code path serves new and known entities alike
-    value = from_plain(zeros(size * 8), size, argi, nrings)
+    value = empty(size, argi, nrings)
   end
   old = value
   -- (sized up front: a table grown one item at a time is rehashed at 1, 2, 4, 8, 16)
@@ -496,8 +517,8 @@ local function op_state(key)
     if k > 0 then
       t = {sunpack(f, old, at + 3)}
     else
-      t = {0}
-      for i = 2, width do t[i] = 0 end
+      t = {0, 0, 0, 0, 0, 0, 0, 0}  -- (sized once; a record wider than 8 grows it)
+      for i = 9, width do t[i] = 0 end
     end
     local last = t[1]
     local reset = last == 0 or b - last >= n
