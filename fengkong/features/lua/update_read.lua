@@ -433,6 +433,19 @@ local function state_sets(key, ai, no, at, ts)
         put(counts and spack('<dH', ts, #member) .. member or spack('<ddH', ts, ts, #member) .. member)
         write = true
       end
+    elseif (put_member or not has) and n == 0 then
+      -- no member yet (a new entity's set): the event's alone, or none, with no scratch table
+      if has then keep(start - 1) end
+      if not put_member then
+        put(K0)
+      elseif counts then
+        put('\1\0' .. spack('<dH', ts, #member) .. member)
+        write = true
+      else
+        put('\1\0' .. spack('<ddH', ts, ts, #member) .. member)
+        write = true
+      end
+      if has then done = pos - 1 end
     elseif put_member or not has then
       -- the members still inside the longest window, the event's last seen at ts
       local buf, nb = {}, 0
@@ -510,90 +523,107 @@ local function op_state(key)
     local w8 = width * 8
     local f = fmt(width)
     local k = sunpack('<H', old, at + 1)
-    local rstart = at + 2 + (k > 1 and w8 or 0)  -- offset of the first record
-    local send = rstart + k * w8  -- offset past the section
-    -- the header: t[1] = L, t[1 + i] = total i
-    local t
-    if k > 0 then
-      t = {sunpack(f, old, at + 3)}
+    if k == 0 then
+      -- an empty ring (a new entity's): every total 0; the event's bucket, if the ring
+      -- counts it, is its one record (its own header), with no scratch table
+      local any = false
+      for i = 1, nc do
+        local inc = A[i0 + i]
+        if inc == 'N' then
+          inc = near
+          A[i0 + i] = inc
+        end
+        if inc ~= 0 then any = true end
+        out[no + i] = 0
+      end
+      no = no + nc
+      if any then
+        keep(at)
+        put('\1\0' .. spack(f, b, unpack(A, i0 + 1, i0 + nc)))
+        done = at + 2
+        changed = true
+      end
+      at = at + 2
     else
-      t = {0, 0, 0, 0, 0, 0, 0, 0}  -- (sized once; a record wider than 8 grows it)
-      for i = 9, width do t[i] = 0 end
-    end
-    local last = t[1]
-    local reset = last == 0 or b - last >= n
-    local advance = not reset and b > last  -- buckets up to b - n leave the window
-    local any = false
-    -- each total is read as it stands before the event, then the event's increment
-    -- is added (the header written if the ring counts the event)
-    for i = 2, width do
-      local inc = A[i0 + i - 1]
-      if inc == 'N' then
-        inc = near
-        A[i0 + i - 1] = inc
-      end
-      if inc ~= 0 then any = true end
-      if reset then t[i] = 0 end
-      if not advance then
-        no = no + 1
-        out[no] = t[i]
-        t[i] = t[i] + inc
-      end
-    end
-    local drop = 0  -- the first records, that leave the window
-    if advance then
-      local bound = b - n
-      while drop < k do
-        local off = rstart + drop * w8 + 1
-        if sunpack('<d', old, off) > bound then break end
-        local rec = {sunpack(f, old, off)}
-        for i = 2, width do t[i] = t[i] - rec[i] end
-        drop = drop + 1
-      end
+      local rstart = at + 2 + (k > 1 and w8 or 0)  -- offset of the first record
+      local send = rstart + k * w8  -- offset past the section
+      -- the header: t[1] = L, t[1 + i] = total i
+      local t = {sunpack(f, old, at + 3)}
+      local last = t[1]
+      local reset = last == 0 or b - last >= n
+      local advance = not reset and b > last  -- buckets up to b - n leave the window
+      local any = false
+      -- each total is read as it stands before the event, then the event's increment
+      -- is added (the header written if the ring counts the event)
       for i = 2, width do
-        no = no + 1
-        out[no] = t[i]
-        t[i] = t[i] + A[i0 + i - 1]
+        local inc = A[i0 + i - 1]
+        if inc == 'N' then
+          inc = near
+          A[i0 + i - 1] = inc
+        end
+        if inc ~= 0 then any = true end
+        if reset then t[i] = 0 end
+        if not advance then
+          no = no + 1
+          out[no] = t[i]
+          t[i] = t[i] + inc
+        end
       end
-    end
-    if any and (reset or b > last - n) then
-      keep(at)
-      if reset or b > last then
-        t[1] = b
-        local kept = reset and 0 or k - drop
-        if kept == 0 then
-          put('\1\0' .. spack(f, unpack(t, 1, width)))  -- the one record is the header
-        else
-          put(spack('<H', kept + 1) .. spack(f, unpack(t, 1, width)) .. ssub(old, rstart + drop * w8 + 1, send)
-              .. spack(f, b, unpack(A, i0 + 1, i0 + nc)))
+      local drop = 0  -- the first records, that leave the window
+      if advance then
+        local bound = b - n
+        while drop < k do
+          local off = rstart + drop * w8 + 1
+          if sunpack('<d', old, off) > bound then break end
+          local rec = {sunpack(f, old, off)}
+          for i = 2, width do t[i] = t[i] - rec[i] end
+          drop = drop + 1
         end
-      else
-        -- an older bucket still in the window: add to its record, or insert one in order
-        local j = k  -- records 1..j are the ones of buckets up to b
-        local bj = sunpack('<d', old, rstart + (j - 1) * w8 + 1)
-        while bj > b and j > 1 do
-          j = j - 1
-          bj = sunpack('<d', old, rstart + (j - 1) * w8 + 1)
+        for i = 2, width do
+          no = no + 1
+          out[no] = t[i]
+          t[i] = t[i] + A[i0 + i - 1]
         end
-        if bj > b then j = 0 end
-        local cut = rstart + j * w8  -- where the records after b's begin
-        if k == 1 and bj == b then
-          put('\1\0' .. spack(f, unpack(t, 1, width)))  -- the one record is the header
-        elseif j > 0 and bj == b then
-          local cur = {sunpack(f, old, cut - w8 + 1)}
-          for i = 2, width do cur[i] = cur[i] + A[i0 + i - 1] end
-          put(ssub(old, at + 1, at + 2) .. spack(f, unpack(t, 1, width)) .. ssub(old, rstart + 1, cut - w8)
-              .. spack(f, unpack(cur, 1, width)))
-        else
-          put(spack('<H', k + 1) .. spack(f, unpack(t, 1, width)) .. ssub(old, rstart + 1, cut)
-              .. spack(f, b, unpack(A, i0 + 1, i0 + nc)))
-        end
-        if cut < send then put(ssub(old, cut + 1, send)) end
       end
-      done = send
-      changed = true
+      if any and (reset or b > last - n) then
+        keep(at)
+        if reset or b > last then
+          t[1] = b
+          local kept = reset and 0 or k - drop
+          if kept == 0 then
+            put('\1\0' .. spack(f, unpack(t, 1, width)))  -- the one record is the header
+          else
+            put(spack('<H', kept + 1) .. spack(f, unpack(t, 1, width)) .. ssub(old, rstart + drop * w8 + 1, send)
+                .. spack(f, b, unpack(A, i0 + 1, i0 + nc)))
+          end
+        else
+          -- an older bucket still in the window: add to its record, or insert one in order
+          local j = k  -- records 1..j are the ones of buckets up to b
+          local bj = sunpack('<d', old, rstart + (j - 1) * w8 + 1)
+          while bj > b and j > 1 do
+            j = j - 1
+            bj = sunpack('<d', old, rstart + (j - 1) * w8 + 1)
+          end
+          if bj > b then j = 0 end
+          local cut = rstart + j * w8  -- where the records after b's begin
+          if k == 1 and bj == b then
+            put('\1\0' .. spack(f, unpack(t, 1, width)))  -- the one record is the header
+          elseif j > 0 and bj == b then
+            local cur = {sunpack(f, old, cut - w8 + 1)}
+            for i = 2, width do cur[i] = cur[i] + A[i0 + i - 1] end
+            put(ssub(old, at + 1, at + 2) .. spack(f, unpack(t, 1, width)) .. ssub(old, rstart + 1, cut - w8)
+                .. spack(f, unpack(cur, 1, width)))
+          else
+            put(spack('<H', k + 1) .. spack(f, unpack(t, 1, width)) .. ssub(old, rstart + 1, cut)
+                .. spack(f, b, unpack(A, i0 + 1, i0 + nc)))
+          end
+          if cut < send then put(ssub(old, cut + 1, send)) end
+        end
+        done = send
+        changed = true
+      end
+      at = send
     end
-    at = send
   end
   -- then the entity's other sections: F (first seen), M (Welford moments of the
   -- amount), H (hour-of-day counts, then their total), K<k> (how many amounts were
