@@ -107,6 +107,7 @@ local argi = 1  -- the next argument in A
 -- (library functions the ops call, in locals: declared after the other locals the
 -- ops share, as a closure finds its upvalues by walking the open ones newest first)
 local rcall, tonumber, unpack, concat = redis.call, tonumber, unpack, table.concat
+local sformat = string.format
 local sunpack, spack, ssub, sbyte = struct.unpack, struct.pack, string.sub, string.byte
 
 local function op_profile(key)
@@ -180,8 +181,13 @@ local function zeros(n)
 end
 
 -- The entity's new value is built front to back from runs of the old value and
--- the parts that changed, then joined once.
-local old, pieces, npieces, done
+-- the parts that changed, then joined once. (One table of pieces serves every entity of
+-- the call, read only up to `npieces`; sized up front: a table grown one item at a time
+-- is rehashed at 1, 2, 4, 8, 16.)
+local old, npieces, done
+local pieces = {false, false, false, false, false, false, false, false,
+                false, false, false, false, false, false, false, false,
+                false, false, false, false, false, false, false, false}
 local function keep(upto)  -- keep the old bytes up to offset `upto`
   if upto > done then
     npieces = npieces + 1
@@ -340,15 +346,17 @@ local function state_sets(key, ai, no, at, ts)
     local seen, at1, first, n = SEEN, AT1, FIRST, 0
     local start, mine = pos, nil  -- mine: the event's member's index
     local low
-    for i = t0, ai - 1 do
-      local text = A[i]
-      local thr = THR[text]
-      if not thr then
-        thr = tonumber(text)
-        THR[text] = thr
+    if has or before then  -- (a set with no member yet needs no threshold: every count is 0)
+      for i = t0, ai - 1 do
+        local text = A[i]
+        local thr = THR[text]
+        if not thr then
+          thr = tonumber(text)
+          THR[text] = thr
+        end
+        A[i] = thr
+        if not low or thr < low then low = thr end
       end
-      A[i] = thr
-      if not low or thr < low then low = thr end
     end
     local stale = false  -- a member last seen before the longest window (dropped as the set is written)
     if has then
@@ -503,9 +511,6 @@ local function op_state(key)
     value = empty(size, argi, nrings)
   end
   old = value
-  -- (sized up front: a table grown one item at a time is rehashed at 1, 2, 4, 8, 16)
-  pieces = {false, false, false, false, false, false, false, false,
-            false, false, false, false, false, false, false, false}
   npieces, done = 0, 0
   -- the shared state in locals, written back at the end: Lua reads a local with no
   -- instruction, an upvalue with one
@@ -867,6 +872,14 @@ local function baselines(key, day, hour, bfield, first)
   return base
 end
 
+-- A count or a volume for Redis, as the decimal text Redis would make of the number
+-- ("%.17g"): a whole number below 2^53 is formatted as an integer (the same digits,
+-- without printf's floating-point conversion), anything else as "%.17g".
+local function decimal(x)
+  if x > 0 and x < 9007199254740992 and x % 1 == 0 then return sformat('%d', x) end
+  return sformat('%.17g', x)
+end
+
 local function op_volume(key)
   local day, hour, amt, ttl, write = A[argi], A[argi + 1], A[argi + 2], A[argi + 3], A[argi + 4] == 1
   argi = argi + 5
@@ -908,17 +921,12 @@ local function op_volume(key)
   end
   if write then
     -- the four totals were just read: one HSET writes them all (and f, cd if new)
-    local set = {'V', string.format('%.17g', now[3] + amt), 'C', now[4] + 1,
-                 vfield, string.format('%.17g', now[5] + amt), cfield, now[6] + 1}
-    if not first then
-      set[#set + 1] = 'f'
-      set[#set + 1] = day
-    end
-    if cd ~= day then
-      set[#set + 1] = 'cd'
-      set[#set + 1] = day
-    end
-    rcall('HSET', key, unpack(set))
+    local set = {'V', decimal(now[3] + amt), 'C', decimal(now[4] + 1),
+                 vfield, decimal(now[5] + amt), cfield, decimal(now[6] + 1), false, false, false, false}
+    local ns = 8
+    if not first then set[9], set[10], ns = 'f', decimal(day), 10 end
+    if cd ~= day then set[ns + 1], set[ns + 2], ns = 'cd', decimal(day), ns + 2 end
+    rcall('HSET', key, unpack(set, 1, ns))
     -- the TTL is refreshed by a merchant's first payment of each business day (a new
     -- hash's too), not by every payment: it is a day longer than the reads need
     if cd ~= day then rcall('EXPIRE', key, ttl) end
@@ -952,10 +960,10 @@ local function op_makeup(key)
   -- read before the event: false = never seen (new); fengkong/features/makeup.py says the same
   local cf, uf, pf = ca > 0 and out[ca], ua > 0 and out[ua], pa > 0 and out[pa]
   -- the counts were just read: one HSET writes the new ones (not an HINCRBY per count)
-  local set, ns = {}, 0
-  if ca > 0 and (not cf or ts - cf < within) then set[ns + 1], set[ns + 2], ns = 'c', c + 1, ns + 2 end
-  if ua > 0 and (not uf or ts - uf < within) then set[ns + 1], set[ns + 2], ns = 'u', u + 1, ns + 2 end
-  if pf and pf < day then set[ns + 1], set[ns + 2], ns = 'r', n + 1, ns + 2 end
+  local set, ns = {false, false, false, false, false, false}, 0
+  if ca > 0 and (not cf or ts - cf < within) then set[ns + 1], set[ns + 2], ns = 'c', decimal(c + 1), ns + 2 end
+  if ua > 0 and (not uf or ts - uf < within) then set[ns + 1], set[ns + 2], ns = 'u', decimal(u + 1), ns + 2 end
+  if pf and pf < day then set[ns + 1], set[ns + 2], ns = 'r', decimal(n + 1), ns + 2 end
   if ns > 0 then
     rcall('HSET', key, unpack(set, 1, ns))
     -- the TTL is set when the day's hash is made (no count yet: no key), not on every
