@@ -493,6 +493,147 @@ local function state_sets(key, ai, no, at, ts)
   return ai, no, ends
 end
 
+-- An entity with no value (or one of another layout) and no key of the formats before:
+-- every read is 0 (or false), and its new value is made from the event alone, one piece
+-- per section, joined once -- the bytes and reads the general path (op_state, below)
+-- makes of `empty`'s zeros, without reading them. Most entities of a payment (its card,
+-- device, IP, subnet) are new ones. Returns false, having written nothing, when a key
+-- of the formats before exists: the general path reads it.
+local ONE = spack('<d', 1)
+local NAMES, LEGACY = {}, {}  -- the keys of before of one entity; each legacy name's key part
+local FRESH = {}  -- the new value's pieces (read up to their count)
+local function fresh_state(key, ai, size, nrings)
+  local P, np = FRESH, 2
+  P[1], P[2] = MARK, spack('<H', size % 65536)
+  local A, out, no = A, out, nout
+  local changed = false
+  local near = (limit and amount * 10 >= limit * 9 and amount <= limit) and 1 or 0
+  for _ = 1, nrings do
+    local b, nc = A[ai + 1], A[ai + 2]
+    local i0 = ai + 2  -- A[i0 + i] increments counter i
+    ai = i0 + nc + 1
+    local any = false
+    for i = 1, nc do
+      local inc = A[i0 + i]
+      if inc == 'N' then
+        inc = near
+        A[i0 + i] = inc
+      end
+      if inc ~= 0 then any = true end
+      out[no + i] = 0
+    end
+    no = no + nc
+    np = np + 1
+    if any then
+      P[np] = '\1\0' .. spack(fmt(nc + 1), b, unpack(A, i0 + 1, i0 + nc))  -- its one record, its own header
+      changed = true
+    else
+      P[np] = K0
+    end
+  end
+  local nextra = A[ai]
+  ai = ai + 1
+  for _ = 1, nextra do
+    local code, write, value = A[ai], A[ai + 1] == 2, A[ai + 2]
+    ai = ai + 3
+    np = np + 1
+    if code == 'F' then
+      no = no + 1
+      out[no] = false
+      P[np] = write and spack('<d', value) or zeros(8)
+    elseif code == 'M' then
+      out[no + 1], out[no + 2], out[no + 3] = 0, 0, 0
+      no = no + 3
+      if write then  -- (op_state's update of n = mean = m2 = 0)
+        local delta = value - 0
+        local mean = 0 + delta / 1
+        P[np] = spack('<ddd', 1, mean, 0 + delta * (value - mean))
+      else
+        P[np] = zeros(24)
+      end
+    elseif code ~= 'H' then
+      local k = tonumber(ssub(code, 2))  -- K<k>: no amount yet, then k empty slots
+      for i = 1, k + 1 do out[no + i] = 0 end
+      no = no + k + 1
+      P[np] = write and spack('<dd', 1, value) or zeros(8)
+    else
+      out[no + 1], out[no + 2] = 0, 0
+      no = no + 2
+      if write then  -- the hour's count and the total, 1 each
+        P[np], P[np + 1], P[np + 2], P[np + 3] = zeros(value * 8), ONE, zeros(184 - value * 8), ONE
+        np = np + 3
+      else
+        P[np] = zeros(200)
+      end
+    end
+    if write then changed = true end
+  end
+  local ngroups = A[ai]
+  ai = ai + 1
+  if ngroups > 0 then
+    local ts = A[ai]
+    ai = ai + 1
+    -- one EXISTS over the keys of before of all the entity's sets (see state_sets)
+    local base, names, nn, j = ssub(key, 1, #key - 14), NAMES, 0, ai
+    for _ = 1, ngroups do
+      local nsets = A[j + 1]
+      j = j + 2
+      for _ = 1, nsets do
+        local legacy = A[j + 2]
+        local part = LEGACY[legacy]
+        if not part then
+          local cut = string.find(legacy, '#', 1, true)
+          part = cut and ssub(legacy, 1, cut - 1) or legacy
+          LEGACY[legacy] = part
+        end
+        nn = nn + 1
+        names[nn] = base .. part
+        j = j + 4 + A[j + 3]
+      end
+    end
+    if rcall('EXISTS', unpack(names, 1, nn)) > 0 then return false end
+    for _ = 1, ngroups do
+      local tag, nsets = A[ai], A[ai + 1]
+      ai = ai + 2
+      np = np + 1
+      P[np] = spack('<H', tag)
+      for _ = 1, nsets do
+        local kind, member, nthr = A[ai], A[ai + 1], A[ai + 3]
+        ai = ai + 4 + nthr
+        if kind >= 4 then
+          no = no + 1
+          out[no] = member ~= '' and 0
+        else
+          if kind >= 2 then
+            no = no + 1
+            out[no] = member ~= '' and 1
+          end
+          for i = 1, nthr do out[no + i] = 0 end
+          no = no + nthr
+        end
+        np = np + 1
+        if kind % 2 == 0 or member == '' then
+          P[np] = K0
+        elseif kind < 4 then
+          P[np] = '\1\0' .. spack('<dH', ts, #member) .. member
+          changed = true
+        else
+          P[np] = '\1\0' .. spack('<ddH', ts, ts, #member) .. member
+          changed = true
+        end
+      end
+    end
+  end
+  local ttl = A[ai]
+  argi, nout = ai + 1, no
+  if changed then
+    -- GET: the reply is nil (or the value of another layout), where a plain SET's "OK"
+    -- would cost Lua a table
+    rcall('SET', key, concat(P, '', 1, np), 'EX', ttl, 'GET')
+  end
+  return true
+end
+
 local function op_state(key)
   local size, nrings = A[argi], A[argi + 1]
   argi = argi + 2
@@ -506,8 +647,10 @@ local function op_state(key)
     if #value == size * 8 then value = from_plain(value, size, argi, nrings) else value, fresh = nil, true end
   end
   if not value then
-    -- none yet, or one of another layout: read as all zeros (every total 0, no first
-    -- seen, no moments), so one code path serves new and known entities alike
+    if fresh_state(key, argi, size, nrings) then return end
+    -- none yet, or one of another layout, with keys of before: read as all zeros (every
+    -- total 0, no first seen, no moments), so one code path serves new and known
+    -- entities alike
     value = empty(size, argi, nrings)
   end
   old = value
