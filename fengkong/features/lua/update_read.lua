@@ -309,9 +309,6 @@ local sets_changed
 -- (one set of tables for every set of the call, read only up to the set's count: a
 -- table made per set cost more than the set's own work)
 local SEEN, AT1, FIRST = {}, {}, {}
--- each threshold's text parsed once per call (tonumber runs strtod): the sets of a call
--- share a few thresholds
-local THR = {}
 local function state_sets(key, ai, no, at, ts)
   local tag, nsets = A[ai], A[ai + 1]
   ai = ai + 2
@@ -348,12 +345,7 @@ local function state_sets(key, ai, no, at, ts)
     local low
     if has or before then  -- (a set with no member yet needs no threshold: every count is 0)
       for i = t0, ai - 1 do
-        local text = A[i]
-        local thr = THR[text]
-        if not thr then
-          thr = tonumber(text)
-          THR[text] = thr
-        end
+        local thr = tonumber(A[i])  -- (a number; text from a client before)
         A[i] = thr
         if not low or thr < low then low = thr end
       end
