@@ -492,6 +492,9 @@ end
 -- device, IP, subnet) are new ones. Returns false, having written nothing, when a key
 -- of the formats before exists: the general path reads it.
 local ONE = spack('<d', 1)
+local Z8 = '\0\0\0\0\0\0\0\0'
+-- a ring holding one record (its own header): '<H' (1) then the record's doubles
+local HFMT = {'<Hd', '<Hdd', '<Hddd', '<Hdddd', '<Hddddd', '<Hdddddd', '<Hddddddd', '<Hdddddddd'}
 local NAMES, LEGACY = {}, {}  -- the keys of before of one entity; each legacy name's key part
 local FRESH = {}  -- the new value's pieces (read up to their count)
 local function fresh_state(key, ai, size, nrings)
@@ -517,7 +520,7 @@ local function fresh_state(key, ai, size, nrings)
     no = no + nc
     np = np + 1
     if any then
-      P[np] = '\1\0' .. spack(fmt(nc + 1), b, unpack(A, i0 + 1, i0 + nc))  -- its one record, its own header
+      P[np] = spack(HFMT[nc + 1] or '<H' .. ssub(fmt(nc + 1), 2), 1, b, unpack(A, i0 + 1, i0 + nc))
       changed = true
     else
       P[np] = K0
@@ -532,7 +535,7 @@ local function fresh_state(key, ai, size, nrings)
     if code == 'F' then
       no = no + 1
       out[no] = false
-      P[np] = write and spack('<d', value) or zeros(8)
+      P[np] = write and spack('<d', value) or Z8
     elseif code == 'M' then
       out[no + 1], out[no + 2], out[no + 3] = 0, 0, 0
       no = no + 3
@@ -547,7 +550,7 @@ local function fresh_state(key, ai, size, nrings)
       local k = tonumber(ssub(code, 2))  -- K<k>: no amount yet, then k empty slots
       for i = 1, k + 1 do out[no + i] = 0 end
       no = no + k + 1
-      P[np] = write and spack('<dd', 1, value) or zeros(8)
+      P[np] = write and spack('<dd', 1, value) or Z8
     else
       out[no + 1], out[no + 2] = 0, 0
       no = no + 2
@@ -565,8 +568,10 @@ local function fresh_state(key, ai, size, nrings)
   if ngroups > 0 then
     local ts = A[ai]
     ai = ai + 1
-    -- one EXISTS over the keys of before of all the entity's sets (see state_sets)
+    -- one EXISTS over the keys of before of all the entity's sets (see state_sets; the
+    -- first uses of one set of columns share a hash: named once)
     local base, names, nn, j = ssub(key, 1, #key - 14), NAMES, 0, ai
+    local last
     for _ = 1, ngroups do
       local nsets = A[j + 1]
       j = j + 2
@@ -578,8 +583,11 @@ local function fresh_state(key, ai, size, nrings)
           part = cut and ssub(legacy, 1, cut - 1) or legacy
           LEGACY[legacy] = part
         end
-        nn = nn + 1
-        names[nn] = base .. part
+        if part ~= last then
+          nn = nn + 1
+          names[nn] = base .. part
+          last = part
+        end
         j = j + 4 + A[j + 3]
       end
     end
@@ -606,11 +614,10 @@ local function fresh_state(key, ai, size, nrings)
         np = np + 1
         if kind % 2 == 0 or member == '' then
           P[np] = K0
-        elseif kind < 4 then
-          P[np] = '\1\0' .. spack('<dH', ts, #member) .. member
-          changed = true
-        else
-          P[np] = '\1\0' .. spack('<ddH', ts, ts, #member) .. member
+        else  -- the set's one record: the event's member
+          P[np] = kind < 4 and spack('<HdH', 1, ts, #member) or spack('<HddH', 1, ts, ts, #member)
+          np = np + 1
+          P[np] = member
           changed = true
         end
       end
@@ -1108,19 +1115,25 @@ local function op_makeup(key)
 end
 
 local function op_list(key)
-  local kidx, member, ipint = A[argi], A[argi + 1], A[argi + 2]
-  argi = argi + 3
-  local hit = rcall('SISMEMBER', key, member)
-  if hit == 0 and kidx > 0 and ipint ~= '' then
-    -- ranges are stored as members "start:end" scored by their start address
-    local r = rcall('ZREVRANGEBYSCORE', KEYS[kidx], ipint, '-inf', 'LIMIT', '0', '1')
-    if r[1] then
-      local sep = string.find(r[1], ':', 1, true)
-      if tonumber(ssub(r[1], sep + 1)) >= tonumber(ipint) then hit = 1 end
+  -- the list ops come last, one after another: this call runs them all (no dispatch each)
+  while true do
+    local kidx, member, ipint = A[argi], A[argi + 1], A[argi + 2]
+    argi = argi + 3
+    local hit = rcall('SISMEMBER', key, member)
+    if hit == 0 and kidx > 0 and ipint ~= '' then
+      -- ranges are stored as members "start:end" scored by their start address
+      local r = rcall('ZREVRANGEBYSCORE', KEYS[kidx], ipint, '-inf', 'LIMIT', '0', '1')
+      if r[1] then
+        local sep = string.find(r[1], ':', 1, true)
+        if tonumber(ssub(r[1], sep + 1)) >= tonumber(ipint) then hit = 1 end
+      end
     end
+    nout = nout + 1
+    out[nout] = hit
+    if A[argi] ~= 'L' then return end
+    key = KEYS[A[argi + 1]]
+    argi = argi + 2
   end
-  nout = nout + 1
-  out[nout] = hit
 end
 
 -- the function of each opcode (fengkong/features/ops.py: each Op class names its own)
