@@ -169,8 +169,11 @@ local function fmt(k)
   end
   return f
 end
-local MARK = '\254'
-local K0 = '\0\0'  -- a ring that holds no bucket
+-- (constants are written out where used, not held in locals: each local a function
+-- uses is an upvalue found anew each call, when the function is made)
+--   '\254'                 the mark a value of this format starts with
+--   '\0\0'                 a ring that holds no bucket (k = 0), a set with no member
+--   '\0\0\0\0\0\0\240\63'   the double 1 (little-endian)
 
 -- Runs of zero bytes are cuts of Z, grown by doubling as needed (string.rep builds
 -- byte by byte); a cut of a length made before is found interned.
@@ -228,7 +231,7 @@ end
 -- slots each; all zeros: an entity never seen), the op's arguments from A[ai] on (its
 -- rings, then its other sections) giving the layout.
 local function from_plain(plain, size, ai, nrings)
-  local parts, np = {MARK .. spack('<H', size % 65536)}, 1
+  local parts, np = {'\254' .. spack('<H', size % 65536)}, 1
   local at = 0
   for _ = 1, nrings do
     local n, nc = A[ai], A[ai + 2]
@@ -248,7 +251,7 @@ local function from_plain(plain, size, ai, nrings)
     end
     np = np + 1
     if #recs == 0 then
-      parts[np] = K0
+      parts[np] = '\0\0'
     elseif #recs == 1 then
       parts[np] = '\1\0' .. recs[1][2]  -- its own header
     else
@@ -279,7 +282,7 @@ local function from_plain(plain, size, ai, nrings)
 end
 
 -- The value of an entity never seen (or of another layout): what `from_plain` makes of
--- all zeros (every ring K0, two zero bytes; F, M, H, K<k> zeros), without reading them.
+-- all zeros (every ring '\0\0': no bucket; F, M, H, K<k> zeros), without reading them.
 local function empty(size, ai, nrings)
   for _ = 1, nrings do ai = ai + 3 + A[ai + 2] end
   local len = 2 * nrings
@@ -288,7 +291,7 @@ local function empty(size, ai, nrings)
     ai = ai + 3
     len = len + ((code == 'M' and 24) or (code == 'H' and 200) or 8)  -- K<k>: n = 0, no amounts
   end
-  return MARK .. spack('<H', size % 65536) .. zeros(len)
+  return '\254' .. spack('<H', size % 65536) .. zeros(len)
 end
 
 -- A group of an entity's sets, in its state value from byte offset `at` (see above),
@@ -437,7 +440,7 @@ local function state_sets(key, ai, no, at, ts)
       -- no member yet (a new entity's set): the event's alone, or none, with no scratch table
       if has then keep(start - 1) end
       if not put_member then
-        put(K0)
+        put('\0\0')
       elseif counts then
         put('\1\0' .. spack('<dH', ts, #member) .. member)
         write = true
@@ -491,15 +494,13 @@ end
 -- makes of `empty`'s zeros, without reading them. Most entities of a payment (its card,
 -- device, IP, subnet) are new ones. Returns false, having written nothing, when a key
 -- of the formats before exists: the general path reads it.
-local ONE = spack('<d', 1)
-local Z8 = '\0\0\0\0\0\0\0\0'
 -- a ring holding one record (its own header): '<H' (1) then the record's doubles
 local HFMT = {'<Hd', '<Hdd', '<Hddd', '<Hdddd', '<Hddddd', '<Hdddddd', '<Hddddddd', '<Hdddddddd'}
 local NAMES, LEGACY = {}, {}  -- the keys of before of one entity; each legacy name's key part
 local FRESH = {}  -- the new value's pieces (read up to their count)
 local function fresh_state(key, ai, size, nrings)
   local P, np = FRESH, 2
-  P[1], P[2] = MARK, spack('<H', size % 65536)
+  P[1], P[2] = '\254', spack('<H', size % 65536)
   local A, out, no = A, out, nout
   local changed = false
   local near = (limit and amount * 10 >= limit * 9 and amount <= limit) and 1 or 0
@@ -523,7 +524,7 @@ local function fresh_state(key, ai, size, nrings)
       P[np] = spack(HFMT[nc + 1] or '<H' .. ssub(fmt(nc + 1), 2), 1, b, unpack(A, i0 + 1, i0 + nc))
       changed = true
     else
-      P[np] = K0
+      P[np] = '\0\0'
     end
   end
   local nextra = A[ai]
@@ -535,7 +536,7 @@ local function fresh_state(key, ai, size, nrings)
     if code == 'F' then
       no = no + 1
       out[no] = false
-      P[np] = write and spack('<d', value) or Z8
+      P[np] = write and spack('<d', value) or '\0\0\0\0\0\0\0\0'
     elseif code == 'M' then
       out[no + 1], out[no + 2], out[no + 3] = 0, 0, 0
       no = no + 3
@@ -550,12 +551,13 @@ local function fresh_state(key, ai, size, nrings)
       local k = tonumber(ssub(code, 2))  -- K<k>: no amount yet, then k empty slots
       for i = 1, k + 1 do out[no + i] = 0 end
       no = no + k + 1
-      P[np] = write and spack('<dd', 1, value) or Z8
+      P[np] = write and spack('<dd', 1, value) or '\0\0\0\0\0\0\0\0'
     else
       out[no + 1], out[no + 2] = 0, 0
       no = no + 2
       if write then  -- the hour's count and the total, 1 each
-        P[np], P[np + 1], P[np + 2], P[np + 3] = zeros(value * 8), ONE, zeros(184 - value * 8), ONE
+        local one = '\0\0\0\0\0\0\240\63'
+        P[np], P[np + 1], P[np + 2], P[np + 3] = zeros(value * 8), one, zeros(184 - value * 8), one
         np = np + 3
       else
         P[np] = zeros(200)
@@ -613,7 +615,7 @@ local function fresh_state(key, ai, size, nrings)
         end
         np = np + 1
         if kind % 2 == 0 or member == '' then
-          P[np] = K0
+          P[np] = '\0\0'
         else  -- the set's one record: the event's member
           P[np] = kind < 4 and spack('<HdH', 1, ts, #member) or spack('<HddH', 1, ts, ts, #member)
           np = np + 1
