@@ -85,6 +85,9 @@ local nout = 1
 
 local amount = tonumber(ARGV[2])
 local limit = nil
+-- the near-limit flag ("N" increments): 1 when the amount is within 10 % under the
+-- merchant's limit (set with the limit, by op_profile, which runs first)
+local near = 0
 -- ARGV[3] is one MessagePack array; its items are unpacked as a stream (the array's
 -- header cut off) straight into a table constructor, which sizes the table once
 -- (cmsgpack's own array decoding grows it item by item). A stream leaves every item
@@ -130,6 +133,7 @@ local function op_profile(key)
   end
   out[nout + 1] = grade  -- false when none
   out[nout + 2] = limit or false  -- nil if single_limit is not a number
+  near = (limit and amount * 10 >= limit * 9 and amount <= limit) and 1 or 0
   out[nout + 3] = p[3] and tonumber(p[3]) or false
   out[nout + 4] = p[4] and tonumber(p[4]) or false
   out[nout + 5] = p[5] and tonumber(p[5]) or false
@@ -503,7 +507,6 @@ local function fresh_state(key, ai, size, nrings)
   P[1], P[2] = '\254', spack('<H', size % 65536)
   local A, out, no = A, out, nout
   local changed = false
-  local near = (limit and amount * 10 >= limit * 9 and amount <= limit) and 1 or 0
   for _ = 1, nrings do
     local b, nc = A[ai + 1], A[ai + 2]
     local i0 = ai + 2  -- A[i0 + i] increments counter i
@@ -662,7 +665,6 @@ local function op_state(key)
   local ai, no = argi, nout
   local changed = false
   sets_changed = false
-  local near = (limit and amount * 10 >= limit * 9 and amount <= limit) and 1 or 0
   local at = 3  -- byte offset of the current section
   for _ = 1, nrings do
     local n, b, nc = A[ai], A[ai + 1], A[ai + 2]
@@ -1043,12 +1045,9 @@ local function op_volume(key)
     close_day(key, cd, day)
     r[3], r[4], r[5], r[6] = false, false, false, false
   end
-  local now = {}
-  for i = 3, 6 do
-    now[i] = tonumber(r[i] or '0')
-    nout = nout + 1
-    out[nout] = now[i]
-  end
+  local v, c, vh, ch = tonumber(r[3] or '0'), tonumber(r[4] or '0'), tonumber(r[5] or '0'), tonumber(r[6] or '0')
+  out[nout + 1], out[nout + 2], out[nout + 3], out[nout + 4] = v, c, vh, ch
+  nout = nout + 4
   local cached = {}
   if r[7] then
     cached = {string.match(r[7], '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')}
@@ -1065,8 +1064,8 @@ local function op_volume(key)
   end
   if write then
     -- the four totals were just read: one HSET writes them all (and f, cd if new)
-    local set = {'V', decimal(now[3] + amt), 'C', decimal(now[4] + 1),
-                 vfield, decimal(now[5] + amt), cfield, decimal(now[6] + 1), false, false, false, false}
+    local set = {'V', decimal(v + amt), 'C', decimal(c + 1),
+                 vfield, decimal(vh + amt), cfield, decimal(ch + 1), false, false, false, false}
     local ns = 8
     if not first then set[9], set[10], ns = 'f', decimal(day), 10 end
     if cd ~= day then set[ns + 1], set[ns + 2], ns = 'cd', decimal(day), ns + 2 end
