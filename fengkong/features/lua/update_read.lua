@@ -552,8 +552,9 @@ local function fresh_state(key, ai, size, nrings)
       end
     elseif code ~= 'H' then
       local k = tonumber(ssub(code, 2))  -- K<k>: no amount yet, then k empty slots
-      for i = 1, k + 1 do out[no + i] = 0 end
-      no = no + k + 1
+      local last = no + k + 1
+      for i = no + 1, last do out[i] = 0 end
+      no = last
       P[np] = write and spack('<dd', 1, value) or '\0\0\0\0\0\0\0\0'
     else
       out[no + 1], out[no + 2] = 0, 0
@@ -613,7 +614,7 @@ local function fresh_state(key, ai, size, nrings)
             no = no + 1
             out[no] = member ~= '' and 1
           end
-          for i = 1, nthr do out[no + i] = 0 end
+          for i = no + 1, no + nthr do out[i] = 0 end
           no = no + nthr
         end
         np = np + 1
@@ -822,7 +823,7 @@ local function op_state(key)
         local vals = {sunpack(fmt(m), old, at + 9)}
         for i = 1, m do out[no + 1 + i] = vals[i] end
       end
-      for i = m + 1, k do out[no + 1 + i] = 0 end
+      for i = no + 2 + m, no + 1 + k do out[i] = 0 end
       no = no + k + 1
       if write then
         keep(at)
@@ -1116,25 +1117,28 @@ local function op_makeup(key)
 end
 
 local function op_list(key)
-  -- the list ops come last, one after another: this call runs them all (no dispatch each)
+  -- the list ops come last, one after another: this call runs them all (no dispatch
+  -- each), with the shared state in locals
+  local A, out, keys, ai, no = A, out, KEYS, argi, nout
   while true do
-    local kidx, member, ipint = A[argi], A[argi + 1], A[argi + 2]
-    argi = argi + 3
+    local kidx, member, ipint = A[ai], A[ai + 1], A[ai + 2]
+    ai = ai + 3
     local hit = rcall('SISMEMBER', key, member)
     if hit == 0 and kidx > 0 and ipint ~= '' then
       -- ranges are stored as members "start:end" scored by their start address
-      local r = rcall('ZREVRANGEBYSCORE', KEYS[kidx], ipint, '-inf', 'LIMIT', '0', '1')
+      local r = rcall('ZREVRANGEBYSCORE', keys[kidx], ipint, '-inf', 'LIMIT', '0', '1')
       if r[1] then
         local sep = string.find(r[1], ':', 1, true)
         if tonumber(ssub(r[1], sep + 1)) >= tonumber(ipint) then hit = 1 end
       end
     end
-    nout = nout + 1
-    out[nout] = hit
-    if A[argi] ~= 'L' then return end
-    key = KEYS[A[argi + 1]]
-    argi = argi + 2
+    no = no + 1
+    out[no] = hit
+    if A[ai] ~= 'L' then break end
+    key = keys[A[ai + 1]]
+    ai = ai + 2
   end
+  argi, nout = ai, no
 end
 
 -- the function of each opcode (fengkong/features/ops.py: each Op class names its own)
