@@ -29,7 +29,8 @@
 --        the limit) -> grade|false, limit, onboarded_day|false, daily_cap|false,
 --        anomaly|false, promotions|false (the planned campaigns' text, features/promotions.py)
 --   R op_state     size nrings (N b nc inc1..incnc)*nrings nextra (code mode value)*nextra
---        ngroups [ts (tag nsets (kind member legacy nthr thr1..thrn)*nsets)*ngroups] ttl:
+--        ngroups [ts (tag nsets (kind member legacy nthr thr1..thrn)*nsets)*ngroups] ttl
+--        (the thresholds are numbers):
 --        an entity's state in one value (`size`: the doubles of its layout, stored
 --        compact: only the buckets in use, see op_state): its rings of N buckets (inc
 --        "N" = the near-limit flag), then F first seen, M moments, H hour habit, K<k> the
@@ -310,8 +311,9 @@ end
 -- it was kept in before (`legacy`: a sorted set, or for a first use "<hash>#<field
 -- prefix>"), once, and the group is written with the value whenever the value is
 -- written: an entity already in this format pays no read of the formats before (an
--- entity without a value pays one EXISTS: keys of before may outlive its value by a
--- day). Returns the next argument's index, `no`, and where the group ends in the old value.
+-- entity without a value pays one EXISTS over all its groups' keys, in fresh_state: keys
+-- of before may outlive its value by a day; it comes here, one EXISTS per group, only if
+-- one exists). Returns the next argument's index, `no`, and where the group ends in the old value.
 local sets_changed
 -- (one set of tables for every set of the call, read only up to the set's count: a
 -- table made per set cost more than the set's own work)
