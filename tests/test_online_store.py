@@ -5,6 +5,7 @@ the window definitions in `fengkong/features/definitions.py`."""
 from __future__ import annotations
 
 import re
+import struct
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -432,3 +433,18 @@ def test_a_new_entity_is_written_as_the_general_path_writes_it_and_checks_its_ke
         k: v for k, v in known.items() if k.startswith("ip.")}
     later = store.process(pay(T0 + timedelta(minutes=1), ip="113.87.60.1", card="c-2", user="u-2")).features
     assert later["ip.distinct_cards_1h"] == 1  # c-n, from the state (before the event); not c_gone
+
+
+def test_a_new_entity_with_only_a_first_use_hash_of_before_reads_it(store, redis_client):
+    """A user with no state value whose first uses were kept in a hash of before (the
+    format before they moved into the value) reads them: the one EXISTS over the keys of
+    before names the hash ("<hash>#<field prefix>" cut at "#"), so the event goes the
+    general way and no device's first use starts over."""
+    first, seen = T0 - timedelta(minutes=30), T0 - timedelta(minutes=10)
+    key = store.key("user", "u-hash", "n:device_id,ip,ip_country")
+    redis_client.hset(key, "1:d-old", struct.pack("<dd", int(first.timestamp()) * 1_000_000,
+                                                  int(seen.timestamp()) * 1_000_000))
+    f = store.process(pay(T0, user="u-hash", card="c-hash", device="d-old")).features
+    assert f["user.device_first_seen_min"] == 30.0  # its run began 30 minutes before
+    new = store.process(pay(T0, user="u-none", card="c-none", device="d-old")).features
+    assert new["user.device_first_seen_min"] is None  # another user: none

@@ -585,11 +585,13 @@ local function fresh_state(key, ai, size, nrings)
       j = j + 2
       for _ = 1, nsets do
         local legacy = A[j + 2]
-        local part = LEGACY[legacy]
-        if not part then
-          local cut = string.find(legacy, '#', 1, true)
-          part = cut and ssub(legacy, 1, cut - 1) or legacy
-          LEGACY[legacy] = part
+        local part = legacy  -- a sorted set's name; a first use's (kind 4/5) is "<hash>#<field prefix>"
+        if A[j] >= 4 then
+          part = LEGACY[legacy]
+          if not part then
+            part = ssub(legacy, 1, string.find(legacy, '#', 1, true) - 1)
+            LEGACY[legacy] = part
+          end
         end
         if part ~= last then
           nn = nn + 1
@@ -675,7 +677,7 @@ local function op_state(key)
     ai = i0 + nc + 1
     local width = nc + 1
     local w8 = width * 8
-    local f = fmt(width)
+    local f = FMT[width] or fmt(width)
     local k = sunpack('<H', old, at + 1)
     if k == 0 then
       -- an empty ring (a new entity's): every total 0; the event's bucket, if the ring
