@@ -5,6 +5,7 @@ the window definitions in `fengkong/features/definitions.py`."""
 from __future__ import annotations
 
 import re
+import struct
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -403,3 +404,47 @@ def test_the_op_list_reads_the_same_whatever_the_size_of_its_array(store, redis_
     reply = store._script(keys=[f"{prefix}:v1:{{evt:ops{nops}}}:dedup", members], args=[60, 0, msgpack.packb(ops), "tag"])
     assert reply[0] == b"ok"
     assert msgpack.unpackb(reply[1]) == ["tag"] + [1 if i % 3 else 0 for i in range(nops)]
+
+
+def test_a_new_entity_is_written_as_the_general_path_writes_it_and_checks_its_keys_of_before_once(
+        store, redis_client, prefix):
+    """A new entity (no value, no key of before) is read as zeros and written from the event
+    alone, with one EXISTS over the keys of before of all its sets; one with a key of before
+    goes the general way (reads it, drops its members outside the window). With nothing of
+    before inside the window, both ways write the same bytes and read the same features."""
+    def exists_calls() -> int:
+        return int(redis_client.info("commandstats").get("cmdstat_exists", {}).get("calls", 0))
+
+    def state(ip: str) -> bytes:
+        (key,) = redis_client.scan_iter(f"{prefix}:v1:{{ip:{ip}}}:state.*")
+        return redis_client.get(key)
+
+    old = f"{prefix}:v1:{{ip:113.87.60.1}}:d:card_fp"
+    redis_client.zadd(old, {"c_gone": int((T0 - timedelta(days=3)).timestamp()) * 1_000_000})
+    before = exists_calls()
+    new = store.process(pay(T0, ip="113.87.50.1", card="c-n", user="u-n", device="d-n")).features
+    # the claim's, then one per new entity with sets: card (two groups), user, device, IP, subnet
+    assert exists_calls() - before == 6
+    # the same card, user and device: the two IPs' values hold the same members
+    known = store.process(pay(T0, ip="113.87.60.1", card="c-n", user="u-n", device="d-n")).features
+    assert state("113.87.50.1") == state("113.87.60.1")
+    assert new["ip.distinct_cards_1h"] == known["ip.distinct_cards_1h"] == 0
+    assert {k: v for k, v in new.items() if k.startswith("ip.")} == {
+        k: v for k, v in known.items() if k.startswith("ip.")}
+    later = store.process(pay(T0 + timedelta(minutes=1), ip="113.87.60.1", card="c-2", user="u-2")).features
+    assert later["ip.distinct_cards_1h"] == 1  # c-n, from the state (before the event); not c_gone
+
+
+def test_a_new_entity_with_only_a_first_use_hash_of_before_reads_it(store, redis_client):
+    """A user with no state value whose first uses were kept in a hash of before (the
+    format before they moved into the value) reads them: the one EXISTS over the keys of
+    before names the hash ("<hash>#<field prefix>" cut at "#"), so the event goes the
+    general way and no device's first use starts over."""
+    first, seen = T0 - timedelta(minutes=30), T0 - timedelta(minutes=10)
+    key = store.key("user", "u-hash", "n:device_id,ip,ip_country")
+    redis_client.hset(key, "1:d-old", struct.pack("<dd", int(first.timestamp()) * 1_000_000,
+                                                  int(seen.timestamp()) * 1_000_000))
+    f = store.process(pay(T0, user="u-hash", card="c-hash", device="d-old")).features
+    assert f["user.device_first_seen_min"] == 30.0  # its run began 30 minutes before
+    new = store.process(pay(T0, user="u-none", card="c-none", device="d-old")).features
+    assert new["user.device_first_seen_min"] is None  # another user: none

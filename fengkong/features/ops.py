@@ -280,7 +280,9 @@ class StateOp(Op):
         sets, ts and per group: its tag, nsets, and per set: kind (0 distinct, 2 seen, 4
         first use; + 1: the type counts in it), member ("" when a distinct count's type
         does not count), the key it was kept in before (read once, when the value has no
-        group yet), nthr, thresholds. Then the ttl."""
+        group yet), nthr, thresholds (numbers: the script only compares them, where a
+        distinct count of its own key (`DistinctOp`) passes its thresholds on to Redis as
+        text). Then the ttl."""
         args: list[Any] = [self._size, len(self.rollings)]
         for r in self.rollings:
             args += [r.window.buckets, Ref(("bucket", r.window.resolution * 1_000_000)), len(r.counters)]
@@ -311,7 +313,7 @@ class StateOp(Op):
             for kind, of, events, legacy, spans in group:
                 counts = event_type in events
                 member = Ref(("member", of)) if counts or kind > 0 else ""
-                sets += [kind + counts, member, legacy, len(spans), *[Ref(("thr", *span)) for span in spans]]
+                sets += [kind + counts, member, legacy, len(spans), *[Ref(("thr_num", *span)) for span in spans]]
         return [*args, len(extras) // 3, *extras, len(self._groups), *sets, self._ttl]
 
 

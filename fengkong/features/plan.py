@@ -80,8 +80,8 @@ _SCALAR_ARGS = ("amount", "amount_text", "ts", "ts_text", "hour", "biz_day", "bi
 
 class EventArgs:
     """The op arguments that change with each event (the `Ref`s of the ops: a scalar of
-    `_SCALAR_ARGS`, or a ``where``, ``member``, ``bucket``, ``thr``, ``prune`` or
-    ``prune_min`` tuple), and where each
+    `_SCALAR_ARGS`, or a ``where``, ``member``, ``bucket``, ``thr`` (a threshold's text),
+    ``thr_num`` (the same threshold as a number), ``prune`` or ``prune_min`` tuple), and where each
     lands among the packed pieces of an op list: first `values` (from the event row), then
     `time_values` (from its time only; the same for every event of one minute-long slot,
     so kept packed for the last slot).
@@ -97,7 +97,7 @@ class EventArgs:
         self.members = tuple(key[1] for key in tuple_refs if key[0] == "member")  # columns
         self.buckets = tuple(key[1] for key in tuple_refs if key[0] == "bucket")  # resolutions in us
         self.prune_mins = tuple(key[1] for key in tuple_refs if key[0] == "prune_min")  # tuples of spans
-        spans = [key[1:] for key in tuple_refs if key[0] in ("thr", "prune")]
+        spans = [key[1:] for key in tuple_refs if key[0] in ("thr", "thr_num", "prune")]
         spans += [span for group in self.prune_mins for span in group]
         self.horizons = tuple(dict.fromkeys(spans))  # (resolution in us, buckets back)
         names: list[str | tuple[Any, ...]] = [*_SCALAR_ARGS]
@@ -106,6 +106,7 @@ class EventArgs:
         self.value_at = {name: i for i, name in enumerate(names)}
         times: list[str | tuple[Any, ...]] = [("bucket", r) for r in self.buckets]
         times += [("thr", *h) for h in self.horizons]
+        times += [("thr_num", *h) for h in self.horizons]
         times += [("prune", *h) for h in self.horizons]
         times += [("prune_min", s) for s in self.prune_mins]
         self.time_at = {name: i for i, name in enumerate(times)}
@@ -145,6 +146,7 @@ class EventArgs:
         thrs = [(t // res - back) * res for res, back in self.horizons]
         texts = [str(thr) for thr in thrs]
         vals += texts
+        vals += thrs
         vals += ["(" + text for text in texts]  # exclusive bounds: members last seen before them are pruned
         vals += ["(" + str(min(thrs[i] for i in at)) for at in self._prune_min_at]
         return vals

@@ -29,7 +29,8 @@
 --        the limit) -> grade|false, limit, onboarded_day|false, daily_cap|false,
 --        anomaly|false, promotions|false (the planned campaigns' text, features/promotions.py)
 --   R op_state     size nrings (N b nc inc1..incnc)*nrings nextra (code mode value)*nextra
---        ngroups [ts (tag nsets (kind member legacy nthr thr1..thrn)*nsets)*ngroups] ttl:
+--        ngroups [ts (tag nsets (kind member legacy nthr thr1..thrn)*nsets)*ngroups] ttl
+--        (the thresholds are numbers):
 --        an entity's state in one value (`size`: the doubles of its layout, stored
 --        compact: only the buckets in use, see op_state): its rings of N buckets (inc
 --        "N" = the near-limit flag), then F first seen, M moments, H hour habit, K<k> the
@@ -85,6 +86,9 @@ local nout = 1
 
 local amount = tonumber(ARGV[2])
 local limit = nil
+-- the near-limit flag ("N" increments): 1 when the amount is within 10 % under the
+-- merchant's limit (set with the limit, by op_profile, which runs first)
+local near = 0
 -- ARGV[3] is one MessagePack array; its items are unpacked as a stream (the array's
 -- header cut off) straight into a table constructor, which sizes the table once
 -- (cmsgpack's own array decoding grows it item by item). A stream leaves every item
@@ -107,6 +111,7 @@ local argi = 1  -- the next argument in A
 -- (library functions the ops call, in locals: declared after the other locals the
 -- ops share, as a closure finds its upvalues by walking the open ones newest first)
 local rcall, tonumber, unpack, concat = redis.call, tonumber, unpack, table.concat
+local sformat = string.format
 local sunpack, spack, ssub, sbyte = struct.unpack, struct.pack, string.sub, string.byte
 
 local function op_profile(key)
@@ -129,6 +134,7 @@ local function op_profile(key)
   end
   out[nout + 1] = grade  -- false when none
   out[nout + 2] = limit or false  -- nil if single_limit is not a number
+  near = (limit and amount * 10 >= limit * 9 and amount <= limit) and 1 or 0
   out[nout + 3] = p[3] and tonumber(p[3]) or false
   out[nout + 4] = p[4] and tonumber(p[4]) or false
   out[nout + 5] = p[5] and tonumber(p[5]) or false
@@ -168,8 +174,11 @@ local function fmt(k)
   end
   return f
 end
-local MARK = '\254'
-local K0 = '\0\0'  -- a ring that holds no bucket
+-- (constants are written out where used, not held in locals: each local a function
+-- uses is an upvalue found anew each call, when the function is made)
+--   '\254'                 the mark a value of this format starts with
+--   '\0\0'                 a ring that holds no bucket (k = 0), a set with no member
+--   '\0\0\0\0\0\0\240\63'   the double 1 (little-endian)
 
 -- Runs of zero bytes are cuts of Z, grown by doubling as needed (string.rep builds
 -- byte by byte); a cut of a length made before is found interned.
@@ -180,8 +189,13 @@ local function zeros(n)
 end
 
 -- The entity's new value is built front to back from runs of the old value and
--- the parts that changed, then joined once.
-local old, pieces, npieces, done
+-- the parts that changed, then joined once. (One table of pieces serves every entity of
+-- the call, read only up to `npieces`; sized up front: a table grown one item at a time
+-- is rehashed at 1, 2, 4, 8, 16.)
+local old, npieces, done
+local pieces = {false, false, false, false, false, false, false, false,
+                false, false, false, false, false, false, false, false,
+                false, false, false, false, false, false, false, false}
 local function keep(upto)  -- keep the old bytes up to offset `upto`
   if upto > done then
     npieces = npieces + 1
@@ -222,7 +236,7 @@ end
 -- slots each; all zeros: an entity never seen), the op's arguments from A[ai] on (its
 -- rings, then its other sections) giving the layout.
 local function from_plain(plain, size, ai, nrings)
-  local parts, np = {MARK .. spack('<H', size % 65536)}, 1
+  local parts, np = {'\254' .. spack('<H', size % 65536)}, 1
   local at = 0
   for _ = 1, nrings do
     local n, nc = A[ai], A[ai + 2]
@@ -242,7 +256,7 @@ local function from_plain(plain, size, ai, nrings)
     end
     np = np + 1
     if #recs == 0 then
-      parts[np] = K0
+      parts[np] = '\0\0'
     elseif #recs == 1 then
       parts[np] = '\1\0' .. recs[1][2]  -- its own header
     else
@@ -272,6 +286,19 @@ local function from_plain(plain, size, ai, nrings)
   return concat(parts, '', 1, np)
 end
 
+-- The value of an entity never seen (or of another layout): what `from_plain` makes of
+-- all zeros (every ring '\0\0': no bucket; F, M, H, K<k> zeros), without reading them.
+local function empty(size, ai, nrings)
+  for _ = 1, nrings do ai = ai + 3 + A[ai + 2] end
+  local len = 2 * nrings
+  for _ = 1, A[ai] do
+    local code = A[ai + 1]
+    ai = ai + 3
+    len = len + ((code == 'M' and 24) or (code == 'H' and 200) or 8)  -- K<k>: n = 0, no amounts
+  end
+  return '\254' .. spack('<H', size % 65536) .. zeros(len)
+end
+
 -- A group of an entity's sets, in its state value from byte offset `at` (see above),
 -- with the op's arguments from A[ai] on (tag nsets, then per set: kind member legacy
 -- nthr thr1..thrn): puts the set's values in `out` after `no` and the group rewritten in
@@ -284,8 +311,9 @@ end
 -- it was kept in before (`legacy`: a sorted set, or for a first use "<hash>#<field
 -- prefix>"), once, and the group is written with the value whenever the value is
 -- written: an entity already in this format pays no read of the formats before (an
--- entity without a value pays one EXISTS: keys of before may outlive its value by a
--- day). Returns the next argument's index, `no`, and where the group ends in the old value.
+-- entity without a value pays one EXISTS over all its groups' keys, in fresh_state: keys
+-- of before may outlive its value by a day; it comes here, one EXISTS per group, only if
+-- one exists). Returns the next argument's index, `no`, and where the group ends in the old value.
 local sets_changed
 -- (one set of tables for every set of the call, read only up to the set's count: a
 -- table made per set cost more than the set's own work)
@@ -308,7 +336,7 @@ local function state_sets(key, ai, no, at, ts)
       j = j + 4 + A[j + 3]
     end
     before = rcall('EXISTS', unpack(names, 1, nsets)) > 0  -- one call for all, not a read each
-    hashes = {}
+    if before then hashes = {} end
     keep(at)
     put(spack('<H', tag))  -- the group, new: its sets follow
   end
@@ -324,10 +352,12 @@ local function state_sets(key, ai, no, at, ts)
     local seen, at1, first, n = SEEN, AT1, FIRST, 0
     local start, mine = pos, nil  -- mine: the event's member's index
     local low
-    for i = t0, ai - 1 do
-      local thr = tonumber(A[i])
-      A[i] = thr
-      if not low or thr < low then low = thr end
+    if has or before then  -- (a set with no member yet needs no threshold: every count is 0)
+      for i = t0, ai - 1 do
+        local thr = tonumber(A[i])  -- (a number; text from a client before)
+        A[i] = thr
+        if not low or thr < low then low = thr end
+      end
     end
     local stale = false  -- a member last seen before the longest window (dropped as the set is written)
     if has then
@@ -412,6 +442,19 @@ local function state_sets(key, ai, no, at, ts)
         put(counts and spack('<dH', ts, #member) .. member or spack('<ddH', ts, ts, #member) .. member)
         write = true
       end
+    elseif (put_member or not has) and n == 0 then
+      -- no member yet (a new entity's set): the event's alone, or none, with no scratch table
+      if has then keep(start - 1) end
+      if not put_member then
+        put('\0\0')
+      elseif counts then
+        put('\1\0' .. spack('<dH', ts, #member) .. member)
+        write = true
+      else
+        put('\1\0' .. spack('<ddH', ts, ts, #member) .. member)
+        write = true
+      end
+      if has then done = pos - 1 end
     elseif put_member or not has then
       -- the members still inside the longest window, the event's last seen at ts
       local buf, nb = {}, 0
@@ -451,6 +494,155 @@ local function state_sets(key, ai, no, at, ts)
   return ai, no, ends
 end
 
+-- An entity with no value (or one of another layout) and no key of the formats before:
+-- every read is 0 (or false), and its new value is made from the event alone, one piece
+-- per section, joined once -- the bytes and reads the general path (op_state, below)
+-- makes of `empty`'s zeros, without reading them. Most entities of a payment (its card,
+-- device, IP, subnet) are new ones. Returns false, having written nothing, when a key
+-- of the formats before exists: the general path reads it.
+-- a ring holding one record (its own header): '<H' (1) then the record's doubles
+local HFMT = {'<Hd', '<Hdd', '<Hddd', '<Hdddd', '<Hddddd', '<Hdddddd', '<Hddddddd', '<Hdddddddd'}
+local NAMES, LEGACY = {}, {}  -- the keys of before of one entity; each legacy name's key part
+local FRESH = {}  -- the new value's pieces (read up to their count)
+local function fresh_state(key, ai, size, nrings)
+  local P, np = FRESH, 2
+  P[1], P[2] = '\254', spack('<H', size % 65536)
+  local A, out, no = A, out, nout
+  local changed = false
+  for _ = 1, nrings do
+    local b, nc = A[ai + 1], A[ai + 2]
+    local i0 = ai + 2  -- A[i0 + i] increments counter i
+    ai = i0 + nc + 1
+    local any = false
+    for i = 1, nc do
+      local inc = A[i0 + i]
+      if inc == 'N' then
+        inc = near
+        A[i0 + i] = inc
+      end
+      if inc ~= 0 then any = true end
+      out[no + i] = 0
+    end
+    no = no + nc
+    np = np + 1
+    if any then
+      P[np] = spack(HFMT[nc + 1] or '<H' .. ssub(fmt(nc + 1), 2), 1, b, unpack(A, i0 + 1, i0 + nc))
+      changed = true
+    else
+      P[np] = '\0\0'
+    end
+  end
+  local nextra = A[ai]
+  ai = ai + 1
+  for _ = 1, nextra do
+    local code, write, value = A[ai], A[ai + 1] == 2, A[ai + 2]
+    ai = ai + 3
+    np = np + 1
+    if code == 'F' then
+      no = no + 1
+      out[no] = false
+      P[np] = write and spack('<d', value) or '\0\0\0\0\0\0\0\0'
+    elseif code == 'M' then
+      out[no + 1], out[no + 2], out[no + 3] = 0, 0, 0
+      no = no + 3
+      if write then  -- (op_state's update of n = mean = m2 = 0)
+        local delta = value - 0
+        local mean = 0 + delta / 1
+        P[np] = spack('<ddd', 1, mean, 0 + delta * (value - mean))
+      else
+        P[np] = zeros(24)
+      end
+    elseif code ~= 'H' then
+      local k = tonumber(ssub(code, 2))  -- K<k>: no amount yet, then k empty slots
+      local last = no + k + 1
+      for i = no + 1, last do out[i] = 0 end
+      no = last
+      P[np] = write and spack('<dd', 1, value) or '\0\0\0\0\0\0\0\0'
+    else
+      out[no + 1], out[no + 2] = 0, 0
+      no = no + 2
+      if write then  -- the hour's count and the total, 1 each
+        local one = '\0\0\0\0\0\0\240\63'
+        P[np], P[np + 1], P[np + 2], P[np + 3] = zeros(value * 8), one, zeros(184 - value * 8), one
+        np = np + 3
+      else
+        P[np] = zeros(200)
+      end
+    end
+    if write then changed = true end
+  end
+  local ngroups = A[ai]
+  ai = ai + 1
+  if ngroups > 0 then
+    local ts = A[ai]
+    ai = ai + 1
+    -- one EXISTS over the keys of before of all the entity's sets (see state_sets; the
+    -- first uses of one set of columns share a hash: named once)
+    local base, names, nn, j = ssub(key, 1, #key - 14), NAMES, 0, ai
+    local last
+    for _ = 1, ngroups do
+      local nsets = A[j + 1]
+      j = j + 2
+      for _ = 1, nsets do
+        local legacy = A[j + 2]
+        local part = legacy  -- a sorted set's name; a first use's (kind 4/5) is "<hash>#<field prefix>"
+        if A[j] >= 4 then
+          part = LEGACY[legacy]
+          if not part then
+            part = ssub(legacy, 1, string.find(legacy, '#', 1, true) - 1)
+            LEGACY[legacy] = part
+          end
+        end
+        if part ~= last then
+          nn = nn + 1
+          names[nn] = base .. part
+          last = part
+        end
+        j = j + 4 + A[j + 3]
+      end
+    end
+    if rcall('EXISTS', unpack(names, 1, nn)) > 0 then return false end
+    for _ = 1, ngroups do
+      local tag, nsets = A[ai], A[ai + 1]
+      ai = ai + 2
+      np = np + 1
+      P[np] = spack('<H', tag)
+      for _ = 1, nsets do
+        local kind, member, nthr = A[ai], A[ai + 1], A[ai + 3]
+        ai = ai + 4 + nthr
+        if kind >= 4 then
+          no = no + 1
+          out[no] = member ~= '' and 0
+        else
+          if kind >= 2 then
+            no = no + 1
+            out[no] = member ~= '' and 1
+          end
+          for i = no + 1, no + nthr do out[i] = 0 end
+          no = no + nthr
+        end
+        np = np + 1
+        if kind % 2 == 0 or member == '' then
+          P[np] = '\0\0'
+        else  -- the set's one record: the event's member
+          P[np] = kind < 4 and spack('<HdH', 1, ts, #member) or spack('<HddH', 1, ts, ts, #member)
+          np = np + 1
+          P[np] = member
+          changed = true
+        end
+      end
+    end
+  end
+  local ttl = A[ai]
+  argi, nout = ai + 1, no
+  if changed then
+    -- GET: the reply is nil (or the value of another layout), where a plain SET's "OK"
+    -- would cost Lua a table
+    rcall('SET', key, concat(P, '', 1, np), 'EX', ttl, 'GET')
+  end
+  return true
+end
+
 local function op_state(key)
   local size, nrings = A[argi], A[argi + 1]
   argi = argi + 2
@@ -464,14 +656,13 @@ local function op_state(key)
     if #value == size * 8 then value = from_plain(value, size, argi, nrings) else value, fresh = nil, true end
   end
   if not value then
-    -- none yet, or one of another layout: read as all zeros (every total 0, no first
-    -- seen, no moments), so one code path serves new and known entities alike
-    value = from_plain(zeros(size * 8), size, argi, nrings)
+    if fresh_state(key, argi, size, nrings) then return end
+    -- none yet, or one of another layout, with keys of before: read as all zeros (every
+    -- total 0, no first seen, no moments), so one code path serves new and known
+    -- entities alike
+    value = empty(size, argi, nrings)
   end
   old = value
-  -- (sized up front: a table grown one item at a time is rehashed at 1, 2, 4, 8, 16)
-  pieces = {false, false, false, false, false, false, false, false,
-            false, false, false, false, false, false, false, false}
   npieces, done = 0, 0
   -- the shared state in locals, written back at the end: Lua reads a local with no
   -- instruction, an upvalue with one
@@ -479,7 +670,6 @@ local function op_state(key)
   local ai, no = argi, nout
   local changed = false
   sets_changed = false
-  local near = (limit and amount * 10 >= limit * 9 and amount <= limit) and 1 or 0
   local at = 3  -- byte offset of the current section
   for _ = 1, nrings do
     local n, b, nc = A[ai], A[ai + 1], A[ai + 2]
@@ -487,92 +677,109 @@ local function op_state(key)
     ai = i0 + nc + 1
     local width = nc + 1
     local w8 = width * 8
-    local f = fmt(width)
+    local f = FMT[width] or fmt(width)
     local k = sunpack('<H', old, at + 1)
-    local rstart = at + 2 + (k > 1 and w8 or 0)  -- offset of the first record
-    local send = rstart + k * w8  -- offset past the section
-    -- the header: t[1] = L, t[1 + i] = total i
-    local t
-    if k > 0 then
-      t = {sunpack(f, old, at + 3)}
+    if k == 0 then
+      -- an empty ring (a new entity's): every total 0; the event's bucket, if the ring
+      -- counts it, is its one record (its own header), with no scratch table
+      local any = false
+      for i = 1, nc do
+        local inc = A[i0 + i]
+        if inc == 'N' then
+          inc = near
+          A[i0 + i] = inc
+        end
+        if inc ~= 0 then any = true end
+        out[no + i] = 0
+      end
+      no = no + nc
+      if any then
+        keep(at)
+        put('\1\0' .. spack(f, b, unpack(A, i0 + 1, i0 + nc)))
+        done = at + 2
+        changed = true
+      end
+      at = at + 2
     else
-      t = {0}
-      for i = 2, width do t[i] = 0 end
-    end
-    local last = t[1]
-    local reset = last == 0 or b - last >= n
-    local advance = not reset and b > last  -- buckets up to b - n leave the window
-    local any = false
-    -- each total is read as it stands before the event, then the event's increment
-    -- is added (the header written if the ring counts the event)
-    for i = 2, width do
-      local inc = A[i0 + i - 1]
-      if inc == 'N' then
-        inc = near
-        A[i0 + i - 1] = inc
-      end
-      if inc ~= 0 then any = true end
-      if reset then t[i] = 0 end
-      if not advance then
-        no = no + 1
-        out[no] = t[i]
-        t[i] = t[i] + inc
-      end
-    end
-    local drop = 0  -- the first records, that leave the window
-    if advance then
-      local bound = b - n
-      while drop < k do
-        local off = rstart + drop * w8 + 1
-        if sunpack('<d', old, off) > bound then break end
-        local rec = {sunpack(f, old, off)}
-        for i = 2, width do t[i] = t[i] - rec[i] end
-        drop = drop + 1
-      end
+      local rstart = at + 2 + (k > 1 and w8 or 0)  -- offset of the first record
+      local send = rstart + k * w8  -- offset past the section
+      -- the header: t[1] = L, t[1 + i] = total i
+      local t = {sunpack(f, old, at + 3)}
+      local last = t[1]
+      local reset = last == 0 or b - last >= n
+      local advance = not reset and b > last  -- buckets up to b - n leave the window
+      local any = false
+      -- each total is read as it stands before the event, then the event's increment
+      -- is added (the header written if the ring counts the event)
       for i = 2, width do
-        no = no + 1
-        out[no] = t[i]
-        t[i] = t[i] + A[i0 + i - 1]
+        local inc = A[i0 + i - 1]
+        if inc == 'N' then
+          inc = near
+          A[i0 + i - 1] = inc
+        end
+        if inc ~= 0 then any = true end
+        if reset then t[i] = 0 end
+        if not advance then
+          no = no + 1
+          out[no] = t[i]
+          t[i] = t[i] + inc
+        end
       end
-    end
-    if any and (reset or b > last - n) then
-      keep(at)
-      if reset or b > last then
-        t[1] = b
-        local kept = reset and 0 or k - drop
-        if kept == 0 then
-          put('\1\0' .. spack(f, unpack(t, 1, width)))  -- the one record is the header
-        else
-          put(spack('<H', kept + 1) .. spack(f, unpack(t, 1, width)) .. ssub(old, rstart + drop * w8 + 1, send)
-              .. spack(f, b, unpack(A, i0 + 1, i0 + nc)))
+      local drop = 0  -- the first records, that leave the window
+      if advance then
+        local bound = b - n
+        while drop < k do
+          local off = rstart + drop * w8 + 1
+          if sunpack('<d', old, off) > bound then break end
+          local rec = {sunpack(f, old, off)}
+          for i = 2, width do t[i] = t[i] - rec[i] end
+          drop = drop + 1
         end
-      else
-        -- an older bucket still in the window: add to its record, or insert one in order
-        local j = k  -- records 1..j are the ones of buckets up to b
-        local bj = sunpack('<d', old, rstart + (j - 1) * w8 + 1)
-        while bj > b and j > 1 do
-          j = j - 1
-          bj = sunpack('<d', old, rstart + (j - 1) * w8 + 1)
+        for i = 2, width do
+          no = no + 1
+          out[no] = t[i]
+          t[i] = t[i] + A[i0 + i - 1]
         end
-        if bj > b then j = 0 end
-        local cut = rstart + j * w8  -- where the records after b's begin
-        if k == 1 and bj == b then
-          put('\1\0' .. spack(f, unpack(t, 1, width)))  -- the one record is the header
-        elseif j > 0 and bj == b then
-          local cur = {sunpack(f, old, cut - w8 + 1)}
-          for i = 2, width do cur[i] = cur[i] + A[i0 + i - 1] end
-          put(ssub(old, at + 1, at + 2) .. spack(f, unpack(t, 1, width)) .. ssub(old, rstart + 1, cut - w8)
-              .. spack(f, unpack(cur, 1, width)))
-        else
-          put(spack('<H', k + 1) .. spack(f, unpack(t, 1, width)) .. ssub(old, rstart + 1, cut)
-              .. spack(f, b, unpack(A, i0 + 1, i0 + nc)))
-        end
-        if cut < send then put(ssub(old, cut + 1, send)) end
       end
-      done = send
-      changed = true
+      if any and (reset or b > last - n) then
+        keep(at)
+        if reset or b > last then
+          t[1] = b
+          local kept = reset and 0 or k - drop
+          if kept == 0 then
+            put('\1\0' .. spack(f, unpack(t, 1, width)))  -- the one record is the header
+          else
+            put(spack('<H', kept + 1) .. spack(f, unpack(t, 1, width)) .. ssub(old, rstart + drop * w8 + 1, send)
+                .. spack(f, b, unpack(A, i0 + 1, i0 + nc)))
+          end
+        else
+          -- an older bucket still in the window: add to its record, or insert one in order
+          local j = k  -- records 1..j are the ones of buckets up to b
+          local bj = sunpack('<d', old, rstart + (j - 1) * w8 + 1)
+          while bj > b and j > 1 do
+            j = j - 1
+            bj = sunpack('<d', old, rstart + (j - 1) * w8 + 1)
+          end
+          if bj > b then j = 0 end
+          local cut = rstart + j * w8  -- where the records after b's begin
+          if k == 1 and bj == b then
+            put('\1\0' .. spack(f, unpack(t, 1, width)))  -- the one record is the header
+          elseif j > 0 and bj == b then
+            local cur = {sunpack(f, old, cut - w8 + 1)}
+            for i = 2, width do cur[i] = cur[i] + A[i0 + i - 1] end
+            put(ssub(old, at + 1, at + 2) .. spack(f, unpack(t, 1, width)) .. ssub(old, rstart + 1, cut - w8)
+                .. spack(f, unpack(cur, 1, width)))
+          else
+            put(spack('<H', k + 1) .. spack(f, unpack(t, 1, width)) .. ssub(old, rstart + 1, cut)
+                .. spack(f, b, unpack(A, i0 + 1, i0 + nc)))
+          end
+          if cut < send then put(ssub(old, cut + 1, send)) end
+        end
+        done = send
+        changed = true
+      end
+      at = send
     end
-    at = send
   end
   -- then the entity's other sections: F (first seen), M (Welford moments of the
   -- amount), H (hour-of-day counts, then their total), K<k> (how many amounts were
@@ -620,7 +827,7 @@ local function op_state(key)
         local vals = {sunpack(fmt(m), old, at + 9)}
         for i = 1, m do out[no + 1 + i] = vals[i] end
       end
-      for i = m + 1, k do out[no + 1 + i] = 0 end
+      for i = no + 2 + m, no + 1 + k do out[i] = 0 end
       no = no + k + 1
       if write then
         keep(at)
@@ -816,6 +1023,14 @@ local function baselines(key, day, hour, bfield, first)
   return base
 end
 
+-- A count or a volume for Redis, as the decimal text Redis would make of the number
+-- ("%.17g"): a whole number below 2^53 is formatted as an integer (the same digits,
+-- without printf's floating-point conversion), anything else as "%.17g".
+local function decimal(x)
+  if x > 0 and x < 9007199254740992 and x % 1 == 0 then return sformat('%d', x) end
+  return sformat('%.17g', x)
+end
+
 local function op_volume(key)
   local day, hour, amt, ttl, write = A[argi], A[argi + 1], A[argi + 2], A[argi + 3], A[argi + 4] == 1
   argi = argi + 5
@@ -835,12 +1050,9 @@ local function op_volume(key)
     close_day(key, cd, day)
     r[3], r[4], r[5], r[6] = false, false, false, false
   end
-  local now = {}
-  for i = 3, 6 do
-    now[i] = tonumber(r[i] or '0')
-    nout = nout + 1
-    out[nout] = now[i]
-  end
+  local v, c, vh, ch = tonumber(r[3] or '0'), tonumber(r[4] or '0'), tonumber(r[5] or '0'), tonumber(r[6] or '0')
+  out[nout + 1], out[nout + 2], out[nout + 3], out[nout + 4] = v, c, vh, ch
+  nout = nout + 4
   local cached = {}
   if r[7] then
     cached = {string.match(r[7], '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')}
@@ -857,17 +1069,12 @@ local function op_volume(key)
   end
   if write then
     -- the four totals were just read: one HSET writes them all (and f, cd if new)
-    local set = {'V', string.format('%.17g', now[3] + amt), 'C', now[4] + 1,
-                 vfield, string.format('%.17g', now[5] + amt), cfield, now[6] + 1}
-    if not first then
-      set[#set + 1] = 'f'
-      set[#set + 1] = day
-    end
-    if cd ~= day then
-      set[#set + 1] = 'cd'
-      set[#set + 1] = day
-    end
-    rcall('HSET', key, unpack(set))
+    local set = {'V', decimal(v + amt), 'C', decimal(c + 1),
+                 vfield, decimal(vh + amt), cfield, decimal(ch + 1), false, false, false, false}
+    local ns = 8
+    if not first then set[9], set[10], ns = 'f', decimal(day), 10 end
+    if cd ~= day then set[ns + 1], set[ns + 2], ns = 'cd', decimal(day), ns + 2 end
+    rcall('HSET', key, unpack(set, 1, ns))
     -- the TTL is refreshed by a merchant's first payment of each business day (a new
     -- hash's too), not by every payment: it is a day longer than the reads need
     if cd ~= day then rcall('EXPIRE', key, ttl) end
@@ -901,10 +1108,10 @@ local function op_makeup(key)
   -- read before the event: false = never seen (new); fengkong/features/makeup.py says the same
   local cf, uf, pf = ca > 0 and out[ca], ua > 0 and out[ua], pa > 0 and out[pa]
   -- the counts were just read: one HSET writes the new ones (not an HINCRBY per count)
-  local set, ns = {}, 0
-  if ca > 0 and (not cf or ts - cf < within) then set[ns + 1], set[ns + 2], ns = 'c', c + 1, ns + 2 end
-  if ua > 0 and (not uf or ts - uf < within) then set[ns + 1], set[ns + 2], ns = 'u', u + 1, ns + 2 end
-  if pf and pf < day then set[ns + 1], set[ns + 2], ns = 'r', n + 1, ns + 2 end
+  local set, ns = {false, false, false, false, false, false}, 0
+  if ca > 0 and (not cf or ts - cf < within) then set[ns + 1], set[ns + 2], ns = 'c', decimal(c + 1), ns + 2 end
+  if ua > 0 and (not uf or ts - uf < within) then set[ns + 1], set[ns + 2], ns = 'u', decimal(u + 1), ns + 2 end
+  if pf and pf < day then set[ns + 1], set[ns + 2], ns = 'r', decimal(n + 1), ns + 2 end
   if ns > 0 then
     rcall('HSET', key, unpack(set, 1, ns))
     -- the TTL is set when the day's hash is made (no count yet: no key), not on every
@@ -914,19 +1121,28 @@ local function op_makeup(key)
 end
 
 local function op_list(key)
-  local kidx, member, ipint = A[argi], A[argi + 1], A[argi + 2]
-  argi = argi + 3
-  local hit = rcall('SISMEMBER', key, member)
-  if hit == 0 and kidx > 0 and ipint ~= '' then
-    -- ranges are stored as members "start:end" scored by their start address
-    local r = rcall('ZREVRANGEBYSCORE', KEYS[kidx], ipint, '-inf', 'LIMIT', '0', '1')
-    if r[1] then
-      local sep = string.find(r[1], ':', 1, true)
-      if tonumber(ssub(r[1], sep + 1)) >= tonumber(ipint) then hit = 1 end
+  -- the list ops come last, one after another: this call runs them all (no dispatch
+  -- each), with the shared state in locals
+  local A, out, keys, ai, no = A, out, KEYS, argi, nout
+  while true do
+    local kidx, member, ipint = A[ai], A[ai + 1], A[ai + 2]
+    ai = ai + 3
+    local hit = rcall('SISMEMBER', key, member)
+    if hit == 0 and kidx > 0 and ipint ~= '' then
+      -- ranges are stored as members "start:end" scored by their start address
+      local r = rcall('ZREVRANGEBYSCORE', keys[kidx], ipint, '-inf', 'LIMIT', '0', '1')
+      if r[1] then
+        local sep = string.find(r[1], ':', 1, true)
+        if tonumber(ssub(r[1], sep + 1)) >= tonumber(ipint) then hit = 1 end
+      end
     end
+    no = no + 1
+    out[no] = hit
+    if A[ai] ~= 'L' then break end
+    key = keys[A[ai + 1]]
+    ai = ai + 2
   end
-  nout = nout + 1
-  out[nout] = hit
+  argi, nout = ai, no
 end
 
 -- the function of each opcode (fengkong/features/ops.py: each Op class names its own)
