@@ -501,6 +501,24 @@ end
 -- device, IP, subnet) are new ones. Returns false, having written nothing, when a key
 -- of the formats before exists: the general path reads it.
 -- a ring holding one record (its own header): '<H' (1) then the record's doubles
+-- An empty ring's reading (a new entity's, or one with no bucket yet): its nc totals, all
+-- 0, go in `out` after `no`; answers whether the event counts in the ring (its increments
+-- from A[i0 + 1] on, the near-limit flag "N" resolved in place). fresh_state and op_state
+-- both read an empty ring so.
+local function empty_ring(i0, nc, no)
+  local any = false
+  for i = 1, nc do
+    local inc = A[i0 + i]
+    if inc == 'N' then
+      inc = near
+      A[i0 + i] = inc
+    end
+    if inc ~= 0 then any = true end
+    out[no + i] = 0
+  end
+  return any
+end
+
 local HFMT = {'<Hd', '<Hdd', '<Hddd', '<Hdddd', '<Hddddd', '<Hdddddd', '<Hddddddd', '<Hdddddddd'}
 local NAMES, LEGACY = {}, {}  -- the keys of before of one entity; each legacy name's key part
 local FRESH = {}  -- the new value's pieces (read up to their count)
@@ -513,16 +531,7 @@ local function fresh_state(key, ai, size, nrings)
     local b, nc = A[ai + 1], A[ai + 2]
     local i0 = ai + 2  -- A[i0 + i] increments counter i
     ai = i0 + nc + 1
-    local any = false
-    for i = 1, nc do
-      local inc = A[i0 + i]
-      if inc == 'N' then
-        inc = near
-        A[i0 + i] = inc
-      end
-      if inc ~= 0 then any = true end
-      out[no + i] = 0
-    end
+    local any = empty_ring(i0, nc, no)
     no = no + nc
     np = np + 1
     if any then
@@ -682,16 +691,7 @@ local function op_state(key)
     if k == 0 then
       -- an empty ring (a new entity's): every total 0; the event's bucket, if the ring
       -- counts it, is its one record (its own header), with no scratch table
-      local any = false
-      for i = 1, nc do
-        local inc = A[i0 + i]
-        if inc == 'N' then
-          inc = near
-          A[i0 + i] = inc
-        end
-        if inc ~= 0 then any = true end
-        out[no + i] = 0
-      end
+      local any = empty_ring(i0, nc, no)
       no = no + nc
       if any then
         keep(at)
