@@ -26,8 +26,8 @@ _THIRTEEN_DIGITS = b"0" * 13
 #: a stretch of ASCII digits and `_PAN_RUN`'s separators, from a digit on, long enough to hold 13 digits
 _DIGIT_STRETCH = re.compile(r"[0-9][0-9 \-._/]{12,}")
 #: what a run needs to hold a PAN (`_run_holds_pan`): a group of exactly 4 digits (a grouped
-#: number's first) or of 13 or more (one group alone)
-_MAY_HOLD = re.compile(r"(?<![0-9])[0-9]{4}(?![0-9])|[0-9]{13}")
+#: number's first) or of 13 or more (one group alone), digits of any script as `_PAN_RUN`'s
+_MAY_HOLD = re.compile(r"(?<!\d)\d{4}(?!\d)|\d{13}")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -85,17 +85,25 @@ def _run_holds_pan(text: str, begin: int, end: int) -> bool:
     return False
 
 
+def _holds_pan(text: str, begin: int, end: int) -> bool:
+    """Whether a `_PAN_RUN` of ``text[begin:end]`` holds a PAN (`_run_holds_pan`), runs without
+    a group that could start or be one (`_MAY_HOLD`) passed over: a value's test in
+    `looks_like_pan`, and a stretch's in `text_shows_no_pan`."""
+    run = _PAN_RUN.search(text, begin, end)
+    while run is not None:
+        start, stop = run.span()
+        if _MAY_HOLD.search(text, start, stop) is not None and _run_holds_pan(text, start, stop):
+            return True
+        run = _PAN_RUN.search(text, stop, end)
+    return False
+
+
 def looks_like_pan(value: Any) -> bool:
     """A card number written anywhere in a string, or an integer that is one (see the module doc)."""
     if isinstance(value, str):
         if len(value) < 13:  # fewer than 13 characters cannot hold 13 digits
             return False
-        m = _PAN_RUN.search(value)
-        while m is not None:
-            if _run_holds_pan(value, m.start(), m.end()):
-                return True
-            m = _PAN_RUN.search(value, m.end())
-        return False
+        return _holds_pan(value, 0, len(value))
     if isinstance(value, int) and not isinstance(value, bool):
         if -10**12 < value < 10**12:
             return False
@@ -136,12 +144,8 @@ def text_shows_no_pan(raw: bytes) -> bool:
         begin, end = stretch.span()
         if len(raw[begin:end].translate(None, _RUN_SEPARATORS)) < 13:  # its digits (bytes: a C table)
             continue
-        run = _PAN_RUN.search(text, begin, end)
-        while run is not None:
-            start, stop = run.span()
-            if _MAY_HOLD.search(text, start, stop) is not None and _run_holds_pan(text, start, stop):
-                return False
-            run = _PAN_RUN.search(text, stop, end)
+        if _holds_pan(text, begin, end):
+            return False
     return True
 
 
