@@ -253,7 +253,7 @@ class RuleSet:
         risk = fuse(decision)
         if risk is None:
             return decision
-        if not soft.applies(self.policy, risk):  # NaN: no soft step, the risk noted
+        if risk != risk:  # NaN: no soft step, the risk noted (`soft.applies`, the table known to be there)
             return decision.with_outcome(decision=decision.decision, lane=decision.lane, risk=risk,
                                          soft_action=decision.soft_action, hard_action=decision.hard_action)
         hard, lane = self._hard_verdict(fired, features, table)
