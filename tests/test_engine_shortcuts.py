@@ -254,3 +254,22 @@ def test_fired_rules_are_made_as_their_init_makes_them(rule_sets: list[RuleSet])
                     fired.score = 0.0  # type: ignore[misc]
                 seen += 1
     assert seen > 100
+
+
+def test_missing_features_are_sorted_fresh_lists_remembered_boundedly(rule_sets: list[RuleSet], monkeypatch) -> None:
+    # `RuleSet._sorted` remembers the sorted list per reported one: each decision still gets
+    # sorted(missing), as a list of its own (a caller changing one changes no other decision)
+    from fengkong.engine import ruleset as ruleset_module
+
+    monkeypatch.setattr(ruleset_module, "_OUTCOMES", 20)
+    for rs in rule_sets:
+        rs._missing_sorted.clear()
+        kinds = set()
+        for f in _varied(rs, 300, seed=5) * 2:
+            _, missing = rs._durable.fire_keys(f)
+            got = rs.evaluate(f).missing_features
+            assert got == sorted(missing), f
+            kinds.add(tuple(missing))
+            got.append("changed by a caller")
+            assert rs.evaluate(f).missing_features == sorted(missing)
+        assert len(kinds) > 20 and len(rs._missing_sorted) == 20

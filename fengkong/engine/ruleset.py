@@ -229,6 +229,8 @@ class RuleSet:
                       for r in self.rules if r.enforced}
         #: (fired ids, id of the thresholds table) -> `_outcome`'s answer
         self._outcomes: dict[tuple[tuple[str, ...], int], tuple[str, float, str, str | None]] = {}
+        #: the missing features as reported -> sorted (`_sorted`)
+        self._missing_sorted: dict[tuple[str, ...], tuple[str, ...]] = {}
         #: (fired ids, id of the thresholds table) -> the hard rules' `verdict` (`_hard_verdict`)
         self._verdicts: dict[tuple[tuple[str, ...], int], tuple[str, str | None]] = {}
         self.evaluate({})  # warm the new ruleset before it takes traffic
@@ -240,8 +242,9 @@ class RuleSet:
         the model runtime's); with it and a policy ``soft`` table, the soft step runs
         (`fengkong.engine.soft`: soft rules are evidence, the fused risk decides)."""
         fired, missing = self._durable.fire_keys(features)
-        if self._lanes:
-            fired += [key for key, holds in self._lanes if holds(features)]
+        for key, holds in self._lanes:  # (a loop, not a comprehension: this runs per decision)
+            if holds(features):
+                fired.append(key)
         get = features.get
         table = self.policy.table_for(get(GRADE_FEATURE), get(CHANNEL_FEATURE))  # once for both steps
         decision = self._decide(fired, missing, features, table)
@@ -250,7 +253,7 @@ class RuleSet:
         risk = fuse(decision)
         if risk is None:
             return decision
-        if not soft.applies(self.policy, risk):  # NaN: no soft step, the risk noted
+        if risk != risk:  # NaN: no soft step, the risk noted (`soft.applies`, the table known to be there)
             return decision.with_outcome(decision=decision.decision, lane=decision.lane, risk=risk,
                                          soft_action=decision.soft_action, hard_action=decision.hard_action)
         hard, lane = self._hard_verdict(fired, features, table)
@@ -296,8 +299,20 @@ class RuleSet:
             fired.__dict__.update(fields, values={name: get(name) for name in reads})
             (reasons if enforced else shadow).append(fired)
         decision, total, score_action, lane_used = self._outcome(fired_ids, reasons, lanes_hit, table)
-        return Decision(decision, total, reasons, shadow, sorted(missing), self.version, lane_used,
+        return Decision(decision, total, reasons, shadow, self._sorted(missing), self.version, lane_used,
                         score_action, dict(table.limits))
+
+    def _sorted(self, missing: list[str]) -> list[str]:
+        """``sorted(missing)``, remembered per list (in the writers' order, `_OUTCOMES` of them at
+        most): the features a decision lacks are most often those the last one lacked, and a
+        look-up of the tuple is cheaper than sorting it again. A new list each call."""
+        key = tuple(missing)
+        known = self._missing_sorted.get(key)
+        if known is None:
+            known = tuple(sorted(key))
+            if len(self._missing_sorted) < _OUTCOMES:
+                self._missing_sorted[key] = known
+        return list(known)
 
     def verdict(self, fired_ids: list[str], features: Mapping[str, Any]) -> tuple[str, str | None]:
         """The decision and lane `decide` would give for these ids, without the explanation

@@ -91,9 +91,6 @@ class _Writer:
     def build(self) -> FactWriter:
         plan, emit = self.plan, self.lines.append
         emit("def write(features, head, missing):")
-        emit("    get = features.get")
-        emit("    parts = [head]")
-        emit("    append = parts.append")
         emit("    miss = missing.append")
         # every feature the fact reads, read at once (a C loop) into locals
         names = [n for n, *_ in plan.numbers] + [n for n, *_ in plan.bools] + [n for n, *_ in plan.strings]
@@ -105,7 +102,7 @@ class _Writer:
         names = list(dict.fromkeys(names))
         self.locals = {name: f"x{i}" for i, name in enumerate(names)}
         if len(names) == 1:
-            emit(f"    x0 = get({names[0]!r})")
+            emit(f"    x0 = features.get({names[0]!r})")
         elif names:
             # A plain dict holding every name (the decision path's, with models) is read by one
             # itemgetter: a C loop of subscripts, a fraction of the cost of a ``get`` call per
@@ -119,12 +116,15 @@ class _Writer:
             emit(f"            {targets} = {self.name_of(operator.itemgetter(*names), 'items')}(features)")
             emit("        except KeyError:")
             emit(f"            {spell}[0] = {_GET_SPELL}")
-            emit(f"            {targets} = map(get, {all_names})")
+            emit(f"            {targets} = map(features.get, {all_names})")
             emit("    else:")
             emit(f"        if {spell}[0]:")
             emit(f"            {spell}[0] -= 1")
-            emit(f"        {targets} = map(get, {all_names})")
+            emit(f"        {targets} = map(features.get, {all_names})")
         self.unguarded()
+        # the text's parts, made only once the fact may be asserted (past `unguarded`'s return)
+        emit("    parts = [head]")
+        emit("    append = parts.append")
         for name, prefix, report, when in plan.numbers:
             self.number(name, prefix, report, when)
         for name, true, false, report in plan.bools:

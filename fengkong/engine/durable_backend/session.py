@@ -91,12 +91,13 @@ def _report_missing(names: Sequence[tuple[str, str | None]], features: Mapping[s
 
 
 class _Shard:
-    """One durable ruleset holding a subset of the rules, and how to write its fact
-    (``plan``, as data; ``write``, the function compiled from it that writes it)."""
+    """One durable ruleset holding a subset of the rules (``rule_of``: durable's name of each,
+    ``r<i>``, to its declaration index i), and how to write its fact (``plan``, as data;
+    ``write``, the function compiled from it that writes it)."""
 
     __slots__ = ("definition", "handle", "plan", "rule_of", "write")
 
-    def __init__(self, definition: dict[str, Any], rule_of: dict[str, str], plan: FactPlan, write: FactWriter,
+    def __init__(self, definition: dict[str, Any], rule_of: dict[str, int], plan: FactPlan, write: FactWriter,
                  handle: Any) -> None:
         self.definition = definition
         self.rule_of = rule_of
@@ -121,11 +122,9 @@ class DurableRuleset:
         self.name = name
         self._engine = engine if engine is not None else durable_rules_engine
         compiler = Compiler(dict(dtypes))
-        self._order: dict[str, int] = {}
         compiled: list[tuple[str, dict[str, Any], set[str]]] = []
         refused: list[tuple[str, str]] = []
-        for i, (key, expr) in enumerate(conditions):
-            self._order[key] = i
+        for key, expr in conditions:
             cond, used = compiler.compile(expr)
             if len(used) > MAX_FIELDS_PER_SHARD:
                 refused.append((key, f"it reads {len(used)} features and computed values; durable_rules "
@@ -133,6 +132,8 @@ class DurableRuleset:
             compiled.append((key, cond, used))
         if refused:
             raise DurableRefused(refused)
+        #: each condition's key, by its declaration index (the shards name rule i ``r{i}``)
+        self._keys: tuple[str, ...] = tuple(key for key, _, _ in compiled)
         # conditions evaluated elsewhere (a rule set's lanes): the features durable would
         # read for them are reported missing as if it evaluated them (`fire_keys`)
         also_keys: set[str] = set()
@@ -155,7 +156,7 @@ class DurableRuleset:
             except Exception as exc:  # the C module raises its own error type
                 refused += self._culprits(name, [(compiled[i][0], definition[f"r{i}"]) for i in group], exc)
                 continue
-            self._shards.append(_Shard(definition, {f"r{i}": compiled[i][0] for i in group}, plan,
+            self._shards.append(_Shard(definition, {f"r{i}": i for i in group}, plan,
                                        compile_writer(plan, exprs, dtypes), handle))
         if refused:
             for shard in self._shards:
@@ -203,24 +204,26 @@ class DurableRuleset:
 
     def fire_keys(self, features: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         """`fire` as a plain pair (the keys that fired, in declaration order; the missing
-        features), for the decision path, which unpacks it at once."""
+        features), for the decision path, which unpacks it at once. Each shard's fact is
+        written and, unless no rule of it can fire, asserted in one pass (the writers run in
+        shard order, so ``missing`` is in the order `encode` gives)."""
         missing: list[str] = []
         fid = next(self._ids)  # one id per decision: each shard is a durable ruleset of its own
         head = f'{{"id":{fid},"sid":"{_SID}"'
-        texts = [shard.write(features, head, missing) for shard in self._shards]
-        if self._also_missing:
-            _report_missing(self._also_missing, features, missing)
-        fired: set[str] = set()
-        retract = head + "}"
+        fired: set[int] = set()
         with self._lock:
             if self._closed:
                 raise RuleSetClosed(f"ruleset {self.name} is closed")
-            for shard, text in zip(self._shards, texts):
+            for shard in self._shards:
+                text = shard.write(features, head, missing)
                 if text is not None:  # None: no rule of the shard can fire (`guards`)
-                    self._fire_shard(shard, fid, text, retract, fired)
+                    self._fire_shard(shard, fid, text, head, fired)
+        if self._also_missing:
+            _report_missing(self._also_missing, features, missing)
         if not fired:
             return [], missing
-        return sorted(fired, key=self._order.__getitem__), missing
+        # the rules' declaration indices, sorted, as their keys: the declaration order
+        return list(map(self._keys.__getitem__, sorted(fired))), missing
 
     def encode(self, features: Mapping[str, Any]) -> tuple[list[str | None], list[str]]:
         """The facts one decision would assert (one JSON text per shard, id 0; None for a
@@ -232,10 +235,11 @@ class DurableRuleset:
         _report_missing(self._also_missing, features, missing)
         return texts, missing
 
-    def _fire_shard(self, shard: _Shard, fid: int, text: str, retract: str, fired: set[str]) -> None:
+    def _fire_shard(self, shard: _Shard, fid: int, text: str, head: str, fired: set[int]) -> None:
+        """Assert ``text`` into ``shard``, add the declaration index of each rule it fires to
+        ``fired``, and retract it (by ``head``, its id and sid)."""
         engine = self._engine
         handle = shard.handle
-        rule_of = shard.rule_of
         try:
             code, state = engine.assert_fact(handle, text)
             if code == 1:
@@ -249,12 +253,14 @@ class DurableRuleset:
                     # recognising that shape spares parsing the whole fact per fire. Any other
                     # message (the session's state message, another layout) is parsed.
                     tail = '":{"m":' + text + "}}"
+                    cut = -len(tail)
+                    rule_of = shard.rule_of
                     result = engine.start_action_for_state(handle, state)
                     while result:
                         message = result[1] if isinstance(result, tuple) else result
-                        rname = message[2:-len(tail)]
-                        if message.startswith('{"') and message.endswith(tail) and rname in rule_of:
-                            fired.add(rule_of[rname])
+                        index = rule_of.get(message[2:cut]) if message.endswith(tail) else None
+                        if index is not None and message.startswith('{"'):
+                            fired.add(index)
                         else:
                             # A rule with `or` fires once per true branch; the set dedupes.
                             for rname, body in json.loads(message).items():
@@ -266,7 +272,7 @@ class DurableRuleset:
             finally:
                 # durable finds a fact to retract by its sid and id alone (events.c,
                 # ACTION_RETRACT_FACT), so the retraction need not repeat every field.
-                engine.retract_fact(handle, retract)
+                engine.retract_fact(handle, head + "}")
         except EvaluationError:
             raise
         except Exception as exc:
