@@ -98,6 +98,9 @@ DECODERS: dict[str, Decoder] = {
 }
 
 
+#: every int of at most this size is a float exactly (53-bit significand)
+_EXACT = 2 ** 53
+
 #: `DECODERS` as one Python expression per kind: ``{0}``, ``{1}``... are the raw value's
 #: reply values (locals of the generated reader), ``{s}`` the whole reply and ``{at}`` the
 #: position of ``{0}`` in it. Each gives what the kind's converter gives for one raw value,
@@ -107,7 +110,9 @@ INLINE: dict[str, str] = {
     "scaled": f"{{0}} / {_SCALE!r}",
     "optional": "None if {0} is False else {0}",
     "optional_text": "None if {0} is False else {0}",
-    "optional_int": "None if {0} is False else int(float({0}))",
+    # an int that a float holds exactly is int(float(v)) already: no float made and read back
+    "optional_int": f"None if {{0}} is False else {{0}} if type({{0}}) is int and -{_EXACT} <= {{0}} <= {_EXACT} "
+                    "else int(float({0}))",
     "optional_float": "None if {0} is False else float({0})",
     "optional_scaled": f"None if {{0}} is False else {{0}} / {_SCALE!r}",
     "is_one": "{0} == 1",
