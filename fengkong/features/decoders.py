@@ -117,6 +117,8 @@ INLINE: dict[str, str] = {
     "optional_scaled": f"None if {{0}} is False else {{0}} / {_SCALE!r}",
     "is_one": "{0} == 1",
     "optional_is_one": "None if {0} is False else {0} == 1",
-    "moments": "(int({0}), float({1}), float({2}))",
+    # int() of an int and float() of a float are the value itself: called only for another type
+    "moments": "({0} if type({0}) is int else int({0}), {1} if type({1}) is float else float({1}), "
+               "{2} if type({2}) is float else float({2}))",
     "recent": f"tuple(map(int, {{s}}[{{at}} + 1:{{at}} + 1 + min(int({{0}}), {d.RECENT_AMOUNTS_SIZE})]))",
 }
