@@ -102,6 +102,10 @@ Writer = Callable[[dict[str, Any], Sequence[bytes], list[bytes], str, int], "byt
 LENGTHS = tuple(str(n) for n in range(1024))
 
 
+#: the pieces of one f-string in a writer's source (CPython compiles up to 30 onto the stack)
+_FSTRING_PIECES = 30
+
+
 class _FString:
     """The source of one f-string whose every piece is an expression: constant text goes
     into the writer's globals, adjacent pieces of it as one, so that no text of a key (a
@@ -124,8 +128,12 @@ class _FString:
         self.expr(f"_L[{expr}]")
 
     def source(self) -> str:
+        """The f-string's source; past `_FSTRING_PIECES` pieces, f-strings of that many joined
+        by ``+`` (Python builds a longer one in a list, a call to ``str.join`` and an append per
+        piece, where one of at most 30 is built on the stack in one step)."""
         self._flush()
-        return 'f"' + "".join(self.parts) + '"'
+        chunks = [self.parts[at:at + _FSTRING_PIECES] for at in range(0, len(self.parts), _FSTRING_PIECES)]
+        return " + ".join('f"' + "".join(chunk) + '"' for chunk in chunks) or 'f""'
 
     def _flush(self) -> None:
         if self.pending:
@@ -175,7 +183,8 @@ def compile_writer(*, dedup_key: tuple[str, str], legacy_key: tuple[str, str],
         lines.append(f"    ({', '.join(f'a{i}' for i in range(nvalues))},) = values")
     if merged_refs:
         lines.append(f"    ({', '.join(merged_refs)},) = m")
-    lines.append(f"    ops = b''.join(({', '.join(refs)},))")
+    # a list display: past 30 items a tuple display is built as a list, then copied into a tuple
+    lines.append(f"    ops = b''.join([{', '.join(refs)}])")
     lines += ["    amount = f\"{row['amount']}\"", "    ttl = f\"{ttl}\""]
     nkeys = 1 + len(entity_keys) + len(list_keys)
     head = _FString(env)
