@@ -35,6 +35,10 @@ import msgpack
 from fengkong.features.decoders import DECODERS, INLINE
 from fengkong.features.errors import FeatureDefinitionError
 
+#: the items of a dict display that CPython builds on the stack in one step (more than 15 it
+#: builds as two dicts, one item at a time, and merges them)
+_DISPLAY_ITEMS = 15
+
 #: a plan's reader: the script's reply values (tag first) -> (the features, the inputs)
 Reader = Callable[[Sequence[Any]], tuple[dict[str, Any], dict[str, Any]]]
 
@@ -63,7 +67,7 @@ def compile_reader(outputs: Sequence[tuple[str, str, int]], blank: dict[str, Any
     names = ["_"] + [f"v{at}" for at in range(1, width)]
     lines.append(f"    ({', '.join(names)},) = s")
     lines.append("    f = _blank_copy()")
-    read_inputs: list[str] = []
+    read_inputs: list[tuple[str, str]] = []  # (raw name, its expression)
     features = {name for name, _, _ in outputs if name not in inputs}
     ratios = [(name, num, den) for name, num, den in ratios if num in features and den in features]
     kept = {side: f"r{i}" for i, side in enumerate(dict.fromkeys(side for _, *sides in ratios for side in sides))}
@@ -74,7 +78,7 @@ def compile_reader(outputs: Sequence[tuple[str, str, int]], blank: dict[str, Any
         values = [f"v{at + i}" for i in range(DECODERS[kind].width)]
         expr = template.format(*values, s="s", at=at)
         if name in inputs:
-            read_inputs.append(f"{name!r}: {expr}")
+            read_inputs.append((name, expr))
         elif name in kept:
             lines.append(f"    f[{name!r}] = {kept[name]} = {expr}")
         else:
@@ -82,7 +86,11 @@ def compile_reader(outputs: Sequence[tuple[str, str, int]], blank: dict[str, Any
     for name, num, den in ratios:  # as `assemble.derive` computes them
         n, d = kept[num], kept[den]
         lines.append(f"    f[{name!r}] = None if {n} is None or {d} is None or {d} == 0 else {n} / {d}")
-    lines.append(f"    return f, {{{', '.join(read_inputs)}}}")
+    # the inputs' dict: a display of at most `_DISPLAY_ITEMS` (CPython builds a longer one as
+    # two dicts, item by item, then merges them), the others set after it
+    lines.append(f"    i = {{{', '.join(f'{name!r}: {expr}' for name, expr in read_inputs[:_DISPLAY_ITEMS])}}}")
+    lines += [f"    i[{name!r}] = {expr}" for name, expr in read_inputs[_DISPLAY_ITEMS:]]
+    lines.append("    return f, i")
     source = "\n".join(lines) + "\n"
     namespace: dict[str, Any] = {"_blank_copy": blank.copy}
     exec(compile(source, f"<reply reader of {len(outputs)} raw values>", "exec"), namespace)
