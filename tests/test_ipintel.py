@@ -425,8 +425,8 @@ def test_the_live_lookup_at_the_edges_of_the_listed_ranges(intel: IpIntel, tmp_p
     `lookup` and `lookup_with_subnet` alike."""
     (tmp_path / "tor.txt").write_text("10.0.0.0/31\n10.0.0.2/32\n52.1.2.0/24\n1.0.0.0/8\n")
     (tmp_path / "proxy.txt").write_text("52.1.2.3\n52.1.3.0/30\n255.255.255.255\n0.0.0.0/32\n")
-    for tor, proxy in ((intel.tor_ranges, intel.proxy_ranges),
-                       (ip_lists.load_range_list(tmp_path / "tor.txt"), ip_lists.load_range_list(tmp_path / "proxy.txt"))):
+    made = (ip_lists.load_range_list(tmp_path / "tor.txt"), ip_lists.load_range_list(tmp_path / "proxy.txt"))
+    for tor, proxy in ((intel.tor_ranges, intel.proxy_ranges), made):
         fresh = IpIntel(geo=intel._geo, hosting_asns=intel.hosting_asns, tor_ranges=tor, proxy_ranges=proxy)
         starts = [s for ranges in (tor, proxy) for s in ranges.ranges(4)[0]]
         ends = [e for ranges in (tor, proxy) for e in ranges.ranges(4)[1]]
