@@ -169,7 +169,7 @@ def compile_writer(*, dedup_key: tuple[str, str], legacy_key: tuple[str, str],
     of a slot once per slot (`merge`), so that an event joins its own values between fewer,
     longer runs. Lengths are counted in characters, so a key with other than ASCII text (or
     one past `LENGTHS`) gets None: the caller packs that command the general way."""
-    env: dict[str, Any] = {"_L": LENGTHS, "_merged": [((), ())]}
+    env: dict[str, Any] = {"_L": LENGTHS, "_merged": [((), ())], "_join": b"".join}
     columns = list(dict.fromkeys(column for _, column, _ in entity_keys))
     local = {column: f"x{i}" for i, column in enumerate(columns)}
     lines = ["def write(row, values, times, sha, ttl):",
@@ -191,8 +191,13 @@ def compile_writer(*, dedup_key: tuple[str, str], legacy_key: tuple[str, str],
         lines.append(f"    ({', '.join(f'a{i}' for i in range(nvalues))},) = values")
     if merged_refs:
         lines.append(f"    ({', '.join(merged_refs)},) = m")
-    # a list display: past 30 items a tuple display is built as a list, then copied into a tuple
-    lines.append(f"    ops = b''.join([{', '.join(refs)}])")
+    # tuple displays of at most 29 items, each joined, then joined (past 30 items CPython
+    # builds a display in a list, an append per item)
+    chunks = [refs[at:at + 29] for at in range(0, len(refs), 29)]
+    if len(chunks) == 1:
+        lines.append(f"    ops = b''.join(({', '.join(refs)},))")
+    else:
+        lines.append(f"    ops = b''.join(({', '.join(f'_join(({chr(44).join(c)},))' for c in chunks)},))")
     lines += ["    amount = f\"{row['amount']}\"", "    ttl = f\"{ttl}\""]
     nkeys = 1 + len(entity_keys) + len(list_keys)
     head = _FString(env)
