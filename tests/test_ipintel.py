@@ -416,3 +416,26 @@ def test_the_live_lookup_at_the_edges_of_its_16_bit_index(intel: IpIntel) -> Non
                     proxy_ranges=intel.proxy_ranges)
     for ip in _v4(ints):
         assert fresh.lookup(ip) == intel._lookup(ip), ip
+
+
+def test_the_live_lookup_at_the_edges_of_the_listed_ranges(intel: IpIntel, tmp_path: Path) -> None:
+    """`_lookup_v4` bisects the Tor and proxy lists' IPv4 ranges itself (`RangeSet.ranges`):
+    the first and last address of every range and their neighbours, in the shipped lists and
+    in lists of adjacent and single-address ranges, read as the reference does, through
+    `lookup` and `lookup_with_subnet` alike."""
+    (tmp_path / "tor.txt").write_text("10.0.0.0/31\n10.0.0.2/32\n52.1.2.0/24\n1.0.0.0/8\n")
+    (tmp_path / "proxy.txt").write_text("52.1.2.3\n52.1.3.0/30\n255.255.255.255\n0.0.0.0/32\n")
+    made = (ip_lists.load_range_list(tmp_path / "tor.txt"), ip_lists.load_range_list(tmp_path / "proxy.txt"))
+    for tor, proxy in ((intel.tor_ranges, intel.proxy_ranges), made):
+        fresh = IpIntel(geo=intel._geo, hosting_asns=intel.hosting_asns, tor_ranges=tor, proxy_ranges=proxy)
+        starts = [s for ranges in (tor, proxy) for s in ranges.ranges(4)[0]]
+        ends = [e for ranges in (tor, proxy) for e in ranges.ranges(4)[1]]
+        ints = np.clip(np.array([v + d for v in starts + ends for d in (-1, 0, 1)], dtype=np.int64), 0, 2**32 - 1)
+        flagged = 0
+        for ip in _v4(ints):
+            expected = fresh._lookup(ip)
+            value = int(ipaddress.ip_address(ip))
+            assert (expected.is_tor, expected.is_listed_proxy) == (tor.contains(4, value), proxy.contains(4, value))
+            assert fresh.lookup(ip) == expected and fresh.lookup_with_subnet(ip) == (expected, subnet_of(ip)), ip
+            flagged += expected.is_tor or expected.is_listed_proxy
+        assert flagged >= len(starts)

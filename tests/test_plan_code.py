@@ -29,12 +29,13 @@ SAMPLES: dict[str, list[list[Any]]] = {
     "scaled": [[0], [12345], [-5], [False]],
     "optional": [[False], [0], ["A"], [2.5]],
     "optional_text": [[False], ["x"], [""]],
-    "optional_int": [[False], [0], [1795568400147000], ["17.9"], [3.7]],
+    "optional_int": [[False], [0], [1795568400147000], ["17.9"], [3.7], [True], [2**53], [-(2**53)], [2**53 + 1],
+                     [-(2**53) - 1], [10**20 + 1]],  # past 2**53 an int is what a float makes of it
     "optional_float": [[False], [0], [1.25], ["2.5"]],
     "optional_scaled": [[False], [0], [12345], [7.5]],
     "is_one": [[0], [1], [False], [2]],
     "optional_is_one": [[False], [0], [1], [2]],
-    "moments": [[0, 0, 0], [3, 1500.5, 20.25], ["2", "10", "0.5"]],
+    "moments": [[0, 0, 0], [3, 1500.5, 20.25], ["2", "10", "0.5"], [True, 7, False], [2.0, 1, 2]],
     "recent": [[0] + [0] * 32, [3, 500, 700, "900"] + [0] * 29, [40] + list(range(32)), [1, 12] + [9] * 31],
 }
 

@@ -98,6 +98,9 @@ DECODERS: dict[str, Decoder] = {
 }
 
 
+#: every int of at most this size is a float exactly (53-bit significand)
+_EXACT = 2 ** 53
+
 #: `DECODERS` as one Python expression per kind: ``{0}``, ``{1}``... are the raw value's
 #: reply values (locals of the generated reader), ``{s}`` the whole reply and ``{at}`` the
 #: position of ``{0}`` in it. Each gives what the kind's converter gives for one raw value,
@@ -107,11 +110,15 @@ INLINE: dict[str, str] = {
     "scaled": f"{{0}} / {_SCALE!r}",
     "optional": "None if {0} is False else {0}",
     "optional_text": "None if {0} is False else {0}",
-    "optional_int": "None if {0} is False else int(float({0}))",
+    # an int that a float holds exactly is int(float(v)) already: no float made and read back
+    "optional_int": f"None if {{0}} is False else {{0}} if type({{0}}) is int and -{_EXACT} <= {{0}} <= {_EXACT} "
+                    "else int(float({0}))",
     "optional_float": "None if {0} is False else float({0})",
     "optional_scaled": f"None if {{0}} is False else {{0}} / {_SCALE!r}",
     "is_one": "{0} == 1",
     "optional_is_one": "None if {0} is False else {0} == 1",
-    "moments": "(int({0}), float({1}), float({2}))",
+    # int() of an int and float() of a float are the value itself: called only for another type
+    "moments": "({0} if type({0}) is int else int({0}), {1} if type({1}) is float else float({1}), "
+               "{2} if type({2}) is float else float({2}))",
     "recent": f"tuple(map(int, {{s}}[{{at}} + 1:{{at}} + 1 + min(int({{0}}), {d.RECENT_AMOUNTS_SIZE})]))",
 }

@@ -35,6 +35,10 @@ import msgpack
 from fengkong.features.decoders import DECODERS, INLINE
 from fengkong.features.errors import FeatureDefinitionError
 
+#: the items of a dict display that CPython builds on the stack in one step (more than 15 it
+#: builds as two dicts, one item at a time, and merges them)
+_DISPLAY_ITEMS = 15
+
 #: a plan's reader: the script's reply values (tag first) -> (the features, the inputs)
 Reader = Callable[[Sequence[Any]], tuple[dict[str, Any], dict[str, Any]]]
 
@@ -63,7 +67,7 @@ def compile_reader(outputs: Sequence[tuple[str, str, int]], blank: dict[str, Any
     names = ["_"] + [f"v{at}" for at in range(1, width)]
     lines.append(f"    ({', '.join(names)},) = s")
     lines.append("    f = _blank_copy()")
-    read_inputs: list[str] = []
+    read_inputs: list[tuple[str, str]] = []  # (raw name, its expression)
     features = {name for name, _, _ in outputs if name not in inputs}
     ratios = [(name, num, den) for name, num, den in ratios if num in features and den in features]
     kept = {side: f"r{i}" for i, side in enumerate(dict.fromkeys(side for _, *sides in ratios for side in sides))}
@@ -74,7 +78,7 @@ def compile_reader(outputs: Sequence[tuple[str, str, int]], blank: dict[str, Any
         values = [f"v{at + i}" for i in range(DECODERS[kind].width)]
         expr = template.format(*values, s="s", at=at)
         if name in inputs:
-            read_inputs.append(f"{name!r}: {expr}")
+            read_inputs.append((name, expr))
         elif name in kept:
             lines.append(f"    f[{name!r}] = {kept[name]} = {expr}")
         else:
@@ -82,7 +86,11 @@ def compile_reader(outputs: Sequence[tuple[str, str, int]], blank: dict[str, Any
     for name, num, den in ratios:  # as `assemble.derive` computes them
         n, d = kept[num], kept[den]
         lines.append(f"    f[{name!r}] = None if {n} is None or {d} is None or {d} == 0 else {n} / {d}")
-    lines.append(f"    return f, {{{', '.join(read_inputs)}}}")
+    # the inputs' dict: a display of at most `_DISPLAY_ITEMS` (CPython builds a longer one as
+    # two dicts, item by item, then merges them), the others set after it
+    lines.append(f"    i = {{{', '.join(f'{name!r}: {expr}' for name, expr in read_inputs[:_DISPLAY_ITEMS])}}}")
+    lines += [f"    i[{name!r}] = {expr}" for name, expr in read_inputs[_DISPLAY_ITEMS:]]
+    lines.append("    return f, i")
     source = "\n".join(lines) + "\n"
     namespace: dict[str, Any] = {"_blank_copy": blank.copy}
     exec(compile(source, f"<reply reader of {len(outputs)} raw values>", "exec"), namespace)
@@ -100,6 +108,10 @@ Writer = Callable[[dict[str, Any], Sequence[bytes], list[bytes], str, int], "byt
 #: lengths as text, looked up rather than formatted (a longer key gets the general way; the
 #: audit entry's writer, `fengkong.api.audit.entry_command`, reads it too)
 LENGTHS = tuple(str(n) for n in range(1024))
+
+
+#: the pieces of one f-string in a writer's source (CPython compiles up to 30 onto the stack)
+_FSTRING_PIECES = 30
 
 
 class _FString:
@@ -124,8 +136,12 @@ class _FString:
         self.expr(f"_L[{expr}]")
 
     def source(self) -> str:
+        """The f-string's source; past `_FSTRING_PIECES` pieces, f-strings of that many joined
+        by ``+`` (Python builds a longer one in a list, a call to ``str.join`` and an append per
+        piece, where one of at most 30 is built on the stack in one step)."""
         self._flush()
-        return 'f"' + "".join(self.parts) + '"'
+        chunks = [self.parts[at:at + _FSTRING_PIECES] for at in range(0, len(self.parts), _FSTRING_PIECES)]
+        return " + ".join('f"' + "".join(chunk) + '"' for chunk in chunks) or 'f""'
 
     def _flush(self) -> None:
         if self.pending:
@@ -153,7 +169,7 @@ def compile_writer(*, dedup_key: tuple[str, str], legacy_key: tuple[str, str],
     of a slot once per slot (`merge`), so that an event joins its own values between fewer,
     longer runs. Lengths are counted in characters, so a key with other than ASCII text (or
     one past `LENGTHS`) gets None: the caller packs that command the general way."""
-    env: dict[str, Any] = {"_L": LENGTHS, "_merged": [((), ())]}
+    env: dict[str, Any] = {"_L": LENGTHS, "_merged": [((), ())], "_join": b"".join}
     columns = list(dict.fromkeys(column for _, column, _ in entity_keys))
     local = {column: f"x{i}" for i, column in enumerate(columns)}
     lines = ["def write(row, values, times, sha, ttl):",
@@ -175,7 +191,13 @@ def compile_writer(*, dedup_key: tuple[str, str], legacy_key: tuple[str, str],
         lines.append(f"    ({', '.join(f'a{i}' for i in range(nvalues))},) = values")
     if merged_refs:
         lines.append(f"    ({', '.join(merged_refs)},) = m")
-    lines.append(f"    ops = b''.join(({', '.join(refs)},))")
+    # tuple displays of at most 29 items, each joined, then joined (past 30 items CPython
+    # builds a display in a list, an append per item)
+    chunks = [refs[at:at + 29] for at in range(0, len(refs), 29)]
+    if len(chunks) == 1:
+        lines.append(f"    ops = b''.join(({', '.join(refs)},))")
+    else:
+        lines.append(f"    ops = b''.join(({', '.join(f'_join(({chr(44).join(c)},))' for c in chunks)},))")
     lines += ["    amount = f\"{row['amount']}\"", "    ttl = f\"{ttl}\""]
     nkeys = 1 + len(entity_keys) + len(list_keys)
     head = _FString(env)

@@ -83,7 +83,9 @@ def event_row(event: Event, ipintel: IpIntel, biz_offset_min: int = DEFAULT_BUSI
     info, subnet = ipintel.lookup_with_subnet(ip) if ip else (None, None)
     merchant = event.merchant_id
     channel = event.channel
-    return {
+    # at most 15 items in the display (CPython builds it on the stack, presized; a longer one
+    # it builds as two dicts, item by item, then merges), the rest set after it
+    row = {
         "event_id": event.event_id,
         "type": _EVENT_TYPES[event.type],
         "ts_us": t,
@@ -99,19 +101,20 @@ def event_row(event: Event, ipintel: IpIntel, biz_offset_min: int = DEFAULT_BUSI
         "is_round": amount > 0 and amount % step == 0,  # is_round(amount, currency)
         "card_fp": card_fp,
         "card_type": card_type,
-        "card_bin": card.bin if card is not None else None,
-        "card_country": card.issuer_country if card is not None else None,
-        "is_credit": card_type == "credit",
-        "user_id": event.user_id,
-        "device_id": event.device_id,
-        "ip": ip,
-        "subnet": subnet,
-        "ip_info": info,
-        "ip_country": info.country if info else None,
-        "merchant_id": merchant,
-        "merchant_card": f"{merchant}|{card_fp}" if merchant and card_fp else None,
-        "mcc": event.merchant_mcc,
     }
+    row["card_bin"] = card.bin if card is not None else None
+    row["card_country"] = card.issuer_country if card is not None else None
+    row["is_credit"] = card_type == "credit"
+    row["user_id"] = event.user_id
+    row["device_id"] = event.device_id
+    row["ip"] = ip
+    row["subnet"] = subnet
+    row["ip_info"] = info
+    row["ip_country"] = info.country if info else None
+    row["merchant_id"] = merchant
+    row["merchant_card"] = f"{merchant}|{card_fp}" if merchant and card_fp else None
+    row["mcc"] = event.merchant_mcc
+    return row
 
 
 _OFFSET = r"(?:Z|([+-])(\d{2}):?(\d{2}))$"
