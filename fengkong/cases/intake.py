@@ -193,7 +193,7 @@ def _opens_case(config: CasesConfig, decision: str, reasons: Any) -> bool:
     rules, tags = config.rules, config.tags
     for r in reasons:
         if type(r) is dict or isinstance(r, abc.Mapping):
-            if config.opens_case(decision, [r]):
+            if config.opens_case(decision, [r]):  # type: ignore[list-item]
                 return True
         elif r.id in rules or not tags.isdisjoint(r.tags or ()):
             return True

@@ -89,7 +89,7 @@ class MerchantSnapshots:
         """The SET that stores a noted snapshot (the JSON GET /v1/merchants reads)."""
         event_id, occurred_at, decision_id, features = noted
         snap = {"event_id": event_id,
-                "occurred_at": occurred_at if type(occurred_at) is str else occurred_at.isoformat(),
+                "occurred_at": occurred_at if isinstance(occurred_at, str) else occurred_at.isoformat(),
                 "decision_id": decision_id,
                 "features": dict(zip(*merchant_values(features)))}
         return ("SET", keys.merchant_snapshot_key(self.prefix, merchant_id), dumps(snap), "EX", self.ttl_s)
