@@ -130,8 +130,8 @@ def text_shows_no_pan(raw: bytes) -> bool:
     of the text between the first and the last 13 digits the separator-free copy shows
     (a stretch's place in the text is its place in the copy plus at most the separators
     deleted), not every digit of the body's times, amounts and addresses."""
-    if not raw.isascii() or b"\\" in raw:
-        return False
+    if not raw.isascii() or raw.find(b"\\") >= 0:  # (``in`` on bytes tries the operand as an integer first:
+        return False                                  # a TypeError raised and cleared per call)
     digits = raw.translate(_DIGITS_AS_ZERO, _RUN_SEPARATORS)
     first = digits.find(_THIRTEEN_DIGITS)
     if first < 0:

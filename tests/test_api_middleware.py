@@ -75,6 +75,7 @@ def test_the_service_as_built_starts_with_the_fast_layer_outermost(redis_server)
     assert _startup(app)["type"] == "lifespan.startup.complete"
     assert isinstance(app.middleware_stack, FastLayer)
     assert sorted(app.middleware_stack.routes) == ["/v1/decisions", "/v1/events"]
+    assert app.runtime is app.state.runtime is not None  # what the fast layer reads (no failed lookup)
     app.state.runtime.close()
 
 

@@ -143,3 +143,18 @@ def test_a_read_during_the_slices_gets_the_newest_and_the_older_is_never_written
     asyncio.run(main())
     assert _stored(redis_client, prefix, "m2")["event_id"] == "e9"  # the older e2 was dropped, not sent after
     assert _stored(redis_client, prefix, "m1")["event_id"] == "e1"
+
+
+def test_a_snapshot_noted_with_the_received_time_text_holds_that_text(redis_server, prefix):
+    """The decision path hands over the event's ``occurred_at`` as received when it is the
+    text ``isoformat`` gives (no formatting per snapshot): the SET is byte for byte the one
+    noted with the parsed time."""
+    conn = PipelinedRedis(redis_server.url)
+    now = MerchantSnapshots(conn, prefix, 600, interval_s=0)
+    features = {NAMES[0]: 2, "user.x": None, NAMES[1]: 3.0}
+    at = T0 + timedelta(microseconds=3000)
+    text = "2026-11-25T09:00:00.003000+08:00"
+    assert at.isoformat() == text
+    as_text = now.note("m1", event_id="e1", occurred_at=text, decision_id="d1", features=features)
+    as_time = now.note("m1", event_id="e1", occurred_at=at, decision_id="d1", features=features)
+    assert as_text == as_time and json.loads(as_text[2])["occurred_at"] == text

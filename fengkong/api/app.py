@@ -59,6 +59,10 @@ class ServiceApp(FastAPI):
         super().__init__(**kwargs)
         self.fast_routes = tuple(fast_routes)
         self.fast_refusal: str | None = None
+        #: the lifespan's runtime, also ``state.runtime``: the fast layer reads it here, where
+        #: Starlette's `State` finds an attribute only after a failed lookup (an AttributeError
+        #: raised and caught on every request)
+        self.runtime: Any = None
         telemetry = kwargs.get("telemetry") or {}
         #: no FastAPI telemetry to run: an HTTP request may go straight to the fast layer
         self.untraced = all(telemetry.get(k) is False for k in ("tracing", "metrics", "logs"))
@@ -104,6 +108,8 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> S
             raise RuntimeError(refusal)
         rt = build_runtime(settings)
         app.state.runtime = rt
+        if isinstance(app, ServiceApp):
+            app.runtime = rt
         rt.hooks.start()  # this worker's webhook delivery loop (docs/webhooks.md)
         # What start-up built (rules, models, IP data) lives as long as the process:
         # frozen, the collector stops re-scanning it (see docs/benchmarks.md).

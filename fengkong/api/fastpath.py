@@ -81,7 +81,8 @@ class FastLayer:
     async def serve(self, route: FastRoute, scope: Scope, receive: Receive, send: Send) -> None:
         """One request of `route`: its answer, or the error answer of what it raised."""
         t0 = time.perf_counter()
-        rt: Runtime = self.service.state.runtime
+        found: Runtime | None = getattr(self.service, "runtime", None)  # (`ServiceApp.runtime`: no failed lookup)
+        rt: Runtime = self.service.state.runtime if found is None else found
         try:
             payload = await route.answer(rt, scope, receive, t0)
         except ClientDisconnect:

@@ -30,6 +30,7 @@ docs/cases.md says how to watch it.
 from __future__ import annotations
 
 import logging
+from collections import abc
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -76,7 +77,8 @@ def _reason(reason: Any) -> dict[str, Any]:
     or of its dict (a record read back, a degraded decision's). A `FiredRule`'s dict holds its
     fields in their order (`fengkong.engine.decision`): tests/test_write_behind.py holds the two
     items equal."""
-    if not isinstance(reason, Mapping):  # its fields as its dict holds them (a copy: the rule keeps its own)
+    if type(reason) is not dict and not isinstance(reason, abc.Mapping):  # its fields as its dict holds them
+        # (a copy: the rule keeps its own; `typing.Mapping`'s isinstance costs several times `abc`'s)
         item: dict[str, Any] = reason.__dict__.copy()
         del item["description"]
         return item
@@ -109,7 +111,7 @@ class Intake:
         it opens no case (`occurred_at` as `item_for` takes it). Packed here, since the item's
         JSON is bytes already: no text to decode and encode again, no argument packing."""
         config, decision = self.config, record["decision"]
-        if decision not in config.decisions and not config.opens_case(decision, _dicts(record.get("reasons") or [])):
+        if decision not in config.decisions and not _opens_case(config, decision, record.get("reasons")):
             return None
         data = item_json(item_for(record, event, occurred_at))
         return b"".join((self._head, f"${len(data)}\r\n".encode(), data, b"\r\n"))
@@ -181,11 +183,21 @@ class Intake:
         return ("XADD", self.key, "*", "item", item_text(item))  # never trimmed: see the module doc
 
 
-def _dicts(reasons: list[Any]) -> list[Any]:
-    """Fired rules as `CasesConfig.opens_case` reads them: dicts, of which it reads the id and
-    the tags (of the engine's `FiredRule` objects, only those: not a ``to_dict`` per rule of
-    every decision the configuration's rules and tags are checked for)."""
-    return [r if isinstance(r, Mapping) else {"id": r.id, "tags": r.tags} for r in reasons]
+def _opens_case(config: CasesConfig, decision: str, reasons: Any) -> bool:
+    """`CasesConfig.opens_case` of a decision whose outcome opens none by itself: whether one
+    of its fired rules is among the configuration's rules or has one of its tags. The
+    engine's `FiredRule` objects (the decision path's record) are read as they are, not made
+    dicts first for it; dicts (a record read back) go to `opens_case` itself."""
+    if not reasons or not (config.rules or config.tags):
+        return False
+    rules, tags = config.rules, config.tags
+    for r in reasons:
+        if type(r) is dict or isinstance(r, abc.Mapping):
+            if config.opens_case(decision, [r]):  # type: ignore[list-item]
+                return True
+        elif r.id in rules or not tags.isdisjoint(r.tags or ()):
+            return True
+    return False
 
 
 def item_json(item: Mapping[str, Any]) -> bytes:

@@ -278,12 +278,14 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float, text_clea
         rt.audit.decision_command(record),
     ]
     # a review (or what cases.yaml names): queue it for a case
-    case_item = rt.intake.command(record, event, _iso_occurred_at(data))
+    iso_at = _iso_occurred_at(data)
+    case_item = rt.intake.command(record, event, iso_at)
     case_at = len(commands) if case_item is not None else None
     if case_item is not None:
         commands.append(case_item)
     if event.merchant_id:  # the merchant's snapshot: written with the interval's others (`merchant_snapshots`)
-        snap = rt.merchant_snapshots.note(event.merchant_id, event_id=event.event_id, occurred_at=event.occurred_at,
+        snap = rt.merchant_snapshots.note(event.merchant_id, event_id=event.event_id,
+                                          occurred_at=event.occurred_at if iso_at is None else iso_at,
                                           decision_id=decision_id, features=features)
         if snap is not None:
             commands.append(snap)
@@ -390,7 +392,8 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
 
 def _iso_occurred_at(data: Any) -> str | None:
     """The event's ``occurred_at`` as received when it is what ``isoformat`` gives of it
-    (`when_code` codes it then, and has just been asked by the record's encoder), else None."""
+    (`when_code` codes it then, and has just been asked by the record's encoder), else None:
+    the case item and the merchant's snapshot take it instead of formatting the time."""
     text = data.get("occurred_at") if isinstance(data, dict) else None
     return text if type(text) is str and type(when_code(text)) is int else None
 

@@ -40,8 +40,9 @@ MAX_PENDING = 4096
 #: millisecond; the decisions that arrived meanwhile run between two slices)
 SLICE = 32
 
-#: (event_id, occurred_at, decision_id, the decision's features: `merchant_values` picks the snapshot's)
-Noted = tuple[str, datetime, str, dict[str, Any]]
+#: (event_id, occurred_at, decision_id, the decision's features: `merchant_values` picks the snapshot's);
+#: occurred_at is the event's time, or already its ``isoformat`` text (the decision path's, as received)
+Noted = tuple[str, datetime | str, str, dict[str, Any]]
 
 
 class MerchantSnapshots:
@@ -58,10 +59,12 @@ class MerchantSnapshots:
         self._slice_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
 
-    def note(self, merchant_id: str, *, event_id: str, occurred_at: datetime, decision_id: str,
+    def note(self, merchant_id: str, *, event_id: str, occurred_at: datetime | str, decision_id: str,
              features: dict[str, Any]) -> tuple[Any, ...] | None:
         """Note a decision of the merchant (`features`: the decision's, kept as they are
-        until its snapshot is written; the caller never changes them). Returns the SET to
+        until its snapshot is written; the caller never changes them; `occurred_at`: the
+        event's time, or its ``isoformat`` text when the caller has it, which the snapshot
+        then holds as it is instead of formatting the time again). Returns the SET to
         send with the decision's write when snapshots are not held (``interval_s`` 0), else
         None: the interval's write sends it."""
         noted = (event_id, occurred_at, decision_id, features)
@@ -85,7 +88,9 @@ class MerchantSnapshots:
     def command(self, merchant_id: str, noted: Noted) -> tuple[Any, ...]:
         """The SET that stores a noted snapshot (the JSON GET /v1/merchants reads)."""
         event_id, occurred_at, decision_id, features = noted
-        snap = {"event_id": event_id, "occurred_at": occurred_at.isoformat(), "decision_id": decision_id,
+        snap = {"event_id": event_id,
+                "occurred_at": occurred_at if isinstance(occurred_at, str) else occurred_at.isoformat(),
+                "decision_id": decision_id,
                 "features": dict(zip(*merchant_values(features)))}
         return ("SET", keys.merchant_snapshot_key(self.prefix, merchant_id), dumps(snap), "EX", self.ttl_s)
 
