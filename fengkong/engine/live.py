@@ -151,13 +151,7 @@ class LiveRules:
     def evaluate(self, features: Mapping[str, Any], fuse: Fuse | None = None) -> Decision:
         """Decide with the live set (one read of the reference per decision); ``fuse`` as
         `RuleSet.evaluate` takes it (the soft step)."""
-        ruleset = self._current  # the common case first: a live set, not retired meanwhile
-        if ruleset is not None:
-            try:
-                return ruleset.evaluate(features, fuse)
-            except RuleSetClosed:  # retired by a reload between our read and our call
-                pass
-        for _ in range(3):
+        for _ in range(4):
             ruleset = self.current
             try:
                 return ruleset.evaluate(features, fuse)

@@ -76,6 +76,7 @@ from fengkong.features.ip_addresses import (
     is_private_address,
     network_contains,
     parse_ip,
+    subnet24_of_text,
     subnet_of,
     subnets_of,
 )
@@ -168,8 +169,6 @@ class IpIntel:
         # on the first payment; None if `geo` is not geoip2fast as we know it
         tables = geo_tables_v4(geo)
         self._v4 = ScalarTablesV4(tables) if tables is not None else None
-        # the IPv4 ranges of both lists, bisected in `_lookup_v4` itself (one call less each)
-        self._lists_v4 = (*tor_ranges.ranges(4), *proxy_ranges.ranges(4))
         self.lookup = functools.lru_cache(maxsize=cache_size)(self._lookup_one)  # type: ignore[method-assign]
         self.lookup_with_subnet = functools.lru_cache(  # type: ignore[method-assign]
             maxsize=cache_size)(self._lookup_with_subnet)
@@ -204,7 +203,7 @@ class IpIntel:
             return self._lookup(ip), subnet_of(ip)
         v4 = self._v4  # as `_lookup_one` answers plain IPv4 text
         info = self._lookup(ip) if v4 is None else self._lookup_v4(v4, int.from_bytes(_inet_pton(_AF_INET, ip), "big"))
-        return info, ip[:ip.rindex(".")] + ".0/24"  # `subnet24_of_text`, inline
+        return info, subnet24_of_text(ip)
 
     def _lookup_one(self, ip: str) -> IpInfo:
         """`_lookup`, answered for plain IPv4 text from the flat tables `lookup_many` uses
@@ -218,13 +217,9 @@ class IpIntel:
         return self._lookup(ip)
 
     def _lookup_v4(self, v4: ScalarTablesV4, v: int) -> IpInfo:
-        """One IPv4 integer through `_lookup_ipv4`'s steps, with scalars (the lists'
-        `RangeSet.contains`, inline)."""
-        tor_starts, tor_ends, proxy_starts, proxy_ends = self._lists_v4
-        i = _bisect_right(tor_starts, v) - 1
-        is_tor = i >= 0 and v <= tor_ends[i]
-        i = _bisect_right(proxy_starts, v) - 1
-        is_proxy = i >= 0 and v <= proxy_ends[i]
+        """One IPv4 integer through `_lookup_ipv4`'s steps, with scalars."""
+        is_tor = self.tor_ranges.contains(4, v)
+        is_proxy = self.proxy_ranges.contains(4, v)
         if PRIVATE_V4_FLAGS_LIST[_bisect_right(PRIVATE_V4_STARTS_LIST, v) - 1]:
             return _shared_info(None, None, False, is_tor, is_proxy, True)
         p = v >> 16
