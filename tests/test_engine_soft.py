@@ -7,11 +7,13 @@ default pack's examples of the soft step are cases with ``risk:`` in rules/*_tes
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from fengkong.engine import load_ruleset
+from fengkong.engine.decision import Decision
 from fengkong.engine.errors import RuleSetError
 from fengkong.engine.testing import load_cases, run_cases
 
@@ -84,6 +86,31 @@ def test_hard_rules_decide_as_before_whatever_the_risk(tmp_path: Path) -> None:
     finally:
         rs.close()
 
+
+
+def test_soft_step_finishes_the_decision_the_fuse_read(tmp_path: Path) -> None:
+    # `soft.settle` sets the outcome on the first decision itself (no second Decision per
+    # payment): the answer is that object, equal to `with_outcome`'s copy of it as the fuse saw it
+    rs = load_ruleset(_write(tmp_path))
+    try:
+        tor = {"ip.is_tor": True, "merchant.volume_ratio_today_floored": 12.0}
+        for risk in (0.01, 0.3, 0.95):
+            seen: list[tuple[Decision, Decision]] = []
+
+            def fuse(first: Decision, risk: float = risk) -> float:
+                seen.append((first, replace(first)))  # the object, and a copy of it as it stood
+                return risk
+
+            got = rs.evaluate(tor, fuse)
+            (first, as_seen), = seen
+            assert got is first
+            assert (as_seen.decision, as_seen.risk, as_seen.hard_action) == ("deny", None, None)
+            soft_action = rs.policy.soft_action(risk)
+            assert got == as_seen.with_outcome(decision=rs.policy.more_severe("review", soft_action), lane=None,
+                                               risk=risk, soft_action=soft_action, hard_action="review")
+            assert got.decision == ("deny" if risk == 0.95 else "review")
+    finally:
+        rs.close()
 
 def test_without_a_soft_table_the_risk_changes_nothing(tmp_path: Path) -> None:
     rs = load_ruleset(_write(tmp_path, policy_extra=""))
