@@ -352,8 +352,14 @@ def _reason(reason: Any, schema: Schema) -> Any:
     rule table has the rest as it is (``values`` a flat list of name index and value), else
     the list of its values (`REASON_KEYS` order)."""
     if type(reason) is FiredRule:
+        rule_id, values = reason.id, reason.values
+        seen = schema.fired.get(rule_id)
+        if (seen is not None and seen[0] is reason.description and seen[1] is reason.action
+                and seen[2] is reason.score and seen[3] is reason.mode and seen[4] is reason.tags
+                and type(values) is dict and tuple(values) == seen[5]):
+            return [rule_id, seen[6](values)]  # this rule's own objects, as compared before: the same answer
         fields: Any = None
-        rule_id, values, score, tags = reason.id, reason.values, reason.score, reason.tags
+        score, tags = reason.score, reason.tags
         same = (reason.description, reason.action, score, reason.mode, tags if type(tags) is tuple else tuple(tags))
     else:
         if tuple(reason) != REASON_KEYS:
@@ -369,6 +375,11 @@ def _reason(reason: Any, schema: Schema) -> Any:
                 schema.flats.clear()
             get = schema.index.get
             flat = schema.flats[rule_id] = (names, [get(name, name) for name in names])
+        if fields is None and type(values) is dict and type(tags) is tuple:
+            if len(schema.fired) >= 1024:
+                schema.fired.clear()
+            schema.fired[rule_id] = (reason.description, reason.action, score, reason.mode, tags, names,
+                                     _flattener(flat[1], names))
         out: list[Any] = [None] * (2 * len(names))
         out[::2] = flat[1]
         out[1::2] = values.values()
@@ -376,6 +387,29 @@ def _reason(reason: Any, schema: Schema) -> Any:
     if fields is None:  # what ``FiredRule.to_dict`` gives, as its list of values
         return [rule_id, reason.description, reason.action, score, reason.mode, list(tags), dict(values)]
     return list(fields)
+
+
+def _flattener(indexes: list[Any], names: tuple[str, ...]) -> Any:
+    """What makes a fired rule's flat list (name index, value, ...) of its values, a dict of
+    `names` in that order (`_reason` checks the order): for up to three names (most rules)
+    one list display, else two slice assignments."""
+    if len(names) == 1:
+        (i0,), (n0,) = indexes, names
+        return lambda v: [i0, v[n0]]
+    if len(names) == 2:
+        (i0, i1), (n0, n1) = indexes, names
+        return lambda v: [i0, v[n0], i1, v[n1]]
+    if len(names) == 3:
+        (i0, i1, i2), (n0, n1, n2) = indexes, names
+        return lambda v: [i0, v[n0], i1, v[n1], i2, v[n2]]
+    size = 2 * len(names)
+
+    def flat(values: dict[str, Any]) -> list[Any]:
+        out: list[Any] = [None] * size
+        out[::2] = indexes
+        out[1::2] = values.values()
+        return out
+    return flat
 
 
 #: a fired rule's fields in `REASON_KEYS` order, by one call
