@@ -40,6 +40,7 @@ import redis
 from fengkong.cases.config import CasesConfig
 from fengkong.cases.held import HeldItems
 from fengkong.db.engine import json_text
+from fengkong.engine.decision import FiredRule
 from fengkong.events import Event, EventRejected, EventType, iso_text, parse_event
 from fengkong.features.pipelined import packed_args
 
@@ -77,8 +78,9 @@ def _reason(reason: Any) -> dict[str, Any]:
     or of its dict (a record read back, a degraded decision's). A `FiredRule`'s dict holds its
     fields in their order (`fengkong.engine.decision`): tests/test_write_behind.py holds the two
     items equal."""
-    if type(reason) is not dict and not isinstance(reason, abc.Mapping):  # its fields as its dict holds them
-        # (a copy: the rule keeps its own; `typing.Mapping`'s isinstance costs several times `abc`'s)
+    if type(reason) is FiredRule or (type(reason) is not dict and not isinstance(reason, abc.Mapping)):
+        # its fields as its dict holds them (a copy: the rule keeps its own); the engine's own class
+        # first: `abc.Mapping`'s isinstance of a class it does not know costs more than the copy
         item: dict[str, Any] = reason.__dict__.copy()
         del item["description"]
         return item
