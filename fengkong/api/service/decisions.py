@@ -260,7 +260,8 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float, text_clea
     decision_id = new_decision_id()
     ruleset = rt.rules.current
     live = ruleset.version == decision.ruleset_version
-    recorded = _recorded(ruleset.features_read if live else None, features, models=rt.models.available)
+    # the model outputs are kept when this decision ran the models (`models`: one look at `available`)
+    recorded = _recorded(ruleset.features_read if live else None, features, models=models is not None)
     record = _decision_record(rt, event=event, data=data, caller=caller, decision=decision, final=final,
                               features=features, decision_id=decision_id, digest=digest,
                               degraded_reason=degraded_reason)
