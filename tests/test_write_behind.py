@@ -63,7 +63,7 @@ def _as_dicts(record):
 
 
 def _cases(ruleset):
-    """Fired rules that take each path of `records._reason`: the rule as the table has it
+    """Fired rules that take each path of `record_reasons.reason_values`: the rule as the table has it
     (two value names, one not among the features), a score, a description and tags of its
     own, no values, and an id the table does not know."""
     tor = _fired(ruleset, "ip.tor_exit", {"ip.is_tor": True, "not.a.feature": 1.5})
