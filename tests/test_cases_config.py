@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fengkong.cases.config import CasesConfigError, load, parse
+from fengkong.cases.config import CasesConfig, CasesConfigError, load, parse
+from fengkong.engine.decision import FiredRule
 from fengkong.engine.ruleset import rule_files
 
 RULES = Path(__file__).resolve().parents[1] / "rules"
@@ -28,6 +29,25 @@ def test_queue_of_the_highest_scoring_rule_in_a_queue():
     assert config.queue_for([{"id": "x", "score": 5, "tags": ["nothing"]}]).name == config.default_queue.name
     assert config.opens_case("review", []) and not config.opens_case("allow", [])
     assert config.opens_case("deny", [{"id": "blacklist.card", "tags": ["blacklist", "card"]}])
+
+
+def test_opens_case_reads_fired_rules_as_objects_and_as_dicts_alike():
+    config = CasesConfig(decisions=frozenset({"review"}), rules=frozenset({"by.id"}), tags=frozenset({"blacklist"}))
+    fired = [FiredRule("by.id", "d", "allow", 5, "enforce", ("other",), {}),
+             FiredRule("by.tag", "d", "deny", 90, "enforce", ("card", "blacklist"), {"x": 1}),
+             FiredRule("neither", "d", "deny", 90, "enforce", ("card",), {}),
+             FiredRule("no.tags", "d", "deny", 90, "enforce", (), {})]
+    expected = [True, True, False, False]
+    for rule, opens in zip(fired, expected):
+        as_dict = rule.to_dict()
+        for decision in ("allow", "deny"):
+            assert config.opens_case(decision, [rule]) is opens
+            assert config.opens_case(decision, [as_dict]) is opens
+            assert config.opens_case(decision, [fired[2], rule]) is opens  # any of them, not only the first
+        assert config.opens_case("review", [rule]) and config.opens_case("review", [])
+    assert config.opens_case("deny", [dict(fired[2].to_dict(), tags=None), fired[1].to_dict()])
+    assert not config.opens_case("deny", [dict(fired[2].to_dict(), tags=None)])
+    assert not CasesConfig().opens_case("deny", fired)  # no rules or tags configured: the outcome alone
 
 
 @pytest.mark.parametrize("data, where", [

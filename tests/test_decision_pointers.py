@@ -15,6 +15,7 @@ from fengkong.api.service.ids import new_decision_id
 from fengkong.api.service import pointers
 from fengkong.api.service.idempotency import set_record
 from fengkong.api.service.pointers import BUCKET_GRACE_S
+from fengkong.api.service.renewals import Renewals
 from fengkong.features import keys
 from fengkong.features.pipelined import PipelinedRedis
 
@@ -69,6 +70,28 @@ def test_the_record_set_is_what_hiredis_packs(key, blob, ttl):
     what hiredis packs of the arguments, for a key not ASCII too, and again for a TTL seen before."""
     for _ in range(2):
         assert set_record(key, blob, ttl, only_if_absent=False) == hiredis.pack_command(("SET", key, blob, "EX", ttl))
+
+
+def test_the_pointer_commands_are_packed_as_hiredis_packs_their_arguments():
+    """ASCII key, field and event id: the RESP bytes hiredis makes of the arguments; otherwise
+    the arguments themselves (the connection packs them); the EXPIRE only when it is due."""
+    decision_id = new_decision_id()
+    renewals = Renewals()
+    for prefix in ("tptr", "前缀"):
+        key, field = keys.decision_bucket(prefix, decision_id)
+        for event_id in ("e-1", "事件-2", "x" * 2000):
+            expected = [("HSET", key, field, event_id), ("EXPIRE", key, TTL_S + BUCKET_GRACE_S)]
+            got = pointers.commands(prefix, decision_id=decision_id, event_id=event_id, ttl_s=TTL_S)
+            assert len(got) == 2
+            for command, args in zip(got, expected):
+                if type(command) is bytes:
+                    assert command == hiredis.pack_command(args) and all(str(a).isascii() for a in args)
+                else:
+                    assert command == args and not all(str(a).isascii() for a in args)
+            due = pointers.commands(prefix, decision_id=decision_id, event_id=event_id, ttl_s=TTL_S,
+                                    renewals=renewals, faults=0)
+            assert [c if type(c) is bytes else hiredis.pack_command(c) for c in due] == [
+                hiredis.pack_command(args) for args in (expected if event_id == "e-1" else expected[:1])]
 
 
 def test_the_packed_commands_run_on_redis(redis_server, redis_client):

@@ -63,7 +63,7 @@ def _as_dicts(record):
 
 
 def _cases(ruleset):
-    """Fired rules that take each path of `records._reason`: the rule as the table has it
+    """Fired rules that take each path of `record_reasons.reason_values`: the rule as the table has it
     (two value names, one not among the features), a score, a description and tags of its
     own, no values, and an id the table does not know."""
     tor = _fired(ruleset, "ip.tor_exit", {"ip.is_tor": True, "not.a.feature": 1.5})
@@ -104,6 +104,32 @@ def test_a_rules_value_names_indexed_once_follow_the_rule_when_they_change(rules
         blob, _ = store.encode(rec, ruleset=ruleset, faults=0, features=(names, values))
         got = records.decode(blob, store.known(records.schema_id(blob)))["reasons"][0]["values"]
         assert got == read and list(got) == list(read)
+
+
+def test_a_rule_seen_before_flattens_as_it_did_whatever_its_count_of_value_names(ruleset):
+    """A firing made of the very objects an earlier one of the rule was compared with skips the
+    comparison (`Schema.fired`): the same bytes as its dict, for one to five value names, in
+    the order the rule read them; a firing whose fields are equal but other objects, or differ,
+    takes the comparison again."""
+    names = ("ip.is_tor", "event.ip", "card.count_1h", "user.age_days", "card.amount_sum_1h")
+    features = (True, "185.220.101.7", 3, 2.5, 10.25)
+    cached, plain = Records("p", 60), Records("p", 60)
+    tor = ruleset.by_id["ip.tor_exit"]
+    reads = [dict(zip(names[:n], features[:n])) for n in range(1, 6)]
+    reads += [dict(reversed(read.items())) for read in reads] + [{"not.a.feature": 1, "ip.is_tor": False}]
+    variants = [{"description": str(tor.description)[:-1] + str(tor.description)[-1:]},  # equal, another object
+                {"description": "changed"}, {"score": float(tor.score)}, {}]
+    for read in reads:
+        for changed in variants:
+            for _ in range(2):  # the first compares and remembers, the second reads what it remembered
+                rec = _record([_fired(ruleset, "ip.tor_exit", dict(read), **changed)], [])
+                one, _ = cached.encode(rec, ruleset=ruleset, faults=0, features=(names, features))
+                two, _ = plain.encode(_as_dicts(rec), ruleset=ruleset, faults=0, features=(names, features))
+                assert one == two
+                back = records.decode(one, cached.known(records.schema_id(one)))["reasons"][0]
+                assert back == _as_dicts(rec)["reasons"][0] and list(back["values"]) == list(read)
+    schema = cached.known(records.schema_id(one))
+    assert schema is not None and schema.fired["ip.tor_exit"][0] is tor.description
 
 
 def test_audit_entries_and_case_items_are_the_same_for_objects_and_dicts(ruleset):

@@ -96,9 +96,11 @@ def entry_command(head: str, values: tuple[Any, ...]) -> bytes | None:
         return None
     n = LENGTHS  # lengths as text, looked up rather than formatted (one past the table: the general way)
     try:
+        # two f-strings of at most 30 pieces, joined by `+`: CPython builds a longer one in a list
         text = (f"{head}$11\r\ndecision_id\r\n${n[len(a)]}\r\n{a}\r\n$8\r\nevent_id\r\n${n[len(b)]}\r\n{b}\r\n"
                 f"$8\r\ndecision\r\n${n[len(c)]}\r\n{c}\r\n$5\r\nscore\r\n${n[len(d)]}\r\n{d}\r\n"
-                f"$5\r\nrules\r\n${n[len(e)]}\r\n{e}\r\n$6\r\nshadow\r\n${n[len(f)]}\r\n{f}\r\n"
+                f"$5\r\nrules\r\n${n[len(e)]}\r\n{e}\r\n") + (
+                f"$6\r\nshadow\r\n${n[len(f)]}\r\n{f}\r\n"
                 f"$15\r\nruleset_version\r\n${n[len(g)]}\r\n{g}\r\n$8\r\ndegraded\r\n${n[len(h)]}\r\n{h}\r\n"
                 f"$6\r\ncaller\r\n${n[len(i)]}\r\n{i}\r\n$4\r\ncard\r\n${n[len(j)]}\r\n{j}\r\n")
     except IndexError:

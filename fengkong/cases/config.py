@@ -10,6 +10,7 @@ case in one ``general`` queue).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,13 +55,23 @@ class CasesConfig:
     queues: tuple[Queue, ...] = ()
     default_queue: Queue = field(default_factory=lambda: Queue("general", 24.0))
 
-    def opens_case(self, decision: str, reasons: list[dict[str, Any]]) -> bool:
-        """Whether a decision with this outcome and these fired rules opens (or joins) a case."""
+    def opens_case(self, decision: str, reasons: Iterable[Any]) -> bool:
+        """Whether a decision with this outcome and these fired rules opens (or joins) a case: one
+        of them is among the configured rules or has one of the tags. A fired rule is a dict
+        (``FiredRule.to_dict``: a record read back, a degraded decision's) or the engine's
+        `FiredRule` (the decision path's record), read as it is rather than made a dict first."""
         if decision in self.decisions:
             return True
-        if not (self.rules or self.tags):
+        rules, tags = self.rules, self.tags
+        if not (rules or tags):
             return False
-        return any(r.get("id") in self.rules or self.tags.intersection(r.get("tags") or ()) for r in reasons)
+        for r in reasons:  # (a loop, not `any` of a generator: the decision path asks per decision)
+            if type(r) is dict or isinstance(r, Mapping):
+                if r.get("id") in rules or not tags.isdisjoint(r.get("tags") or ()):
+                    return True
+            elif r.id in rules or not tags.isdisjoint(r.tags or ()):
+                return True
+        return False
 
     def queue_for(self, reasons: list[dict[str, Any]]) -> Queue:
         """The queue of the highest-scoring rule that belongs to one (the first such queue in

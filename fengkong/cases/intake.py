@@ -40,6 +40,7 @@ import redis
 from fengkong.cases.config import CasesConfig
 from fengkong.cases.held import HeldItems
 from fengkong.db.engine import json_text
+from fengkong.engine.decision import FiredRule
 from fengkong.events import Event, EventRejected, EventType, iso_text, parse_event
 from fengkong.features.pipelined import packed_args
 
@@ -77,8 +78,9 @@ def _reason(reason: Any) -> dict[str, Any]:
     or of its dict (a record read back, a degraded decision's). A `FiredRule`'s dict holds its
     fields in their order (`fengkong.engine.decision`): tests/test_write_behind.py holds the two
     items equal."""
-    if type(reason) is not dict and not isinstance(reason, abc.Mapping):  # its fields as its dict holds them
-        # (a copy: the rule keeps its own; `typing.Mapping`'s isinstance costs several times `abc`'s)
+    if type(reason) is FiredRule or (type(reason) is not dict and not isinstance(reason, abc.Mapping)):
+        # its fields as its dict holds them (a copy: the rule keeps its own); the engine's own class
+        # first: `abc.Mapping`'s isinstance of a class it does not know costs more than the copy
         item: dict[str, Any] = reason.__dict__.copy()
         del item["description"]
         return item
@@ -111,7 +113,7 @@ class Intake:
         it opens no case (`occurred_at` as `item_for` takes it). Packed here, since the item's
         JSON is bytes already: no text to decode and encode again, no argument packing."""
         config, decision = self.config, record["decision"]
-        if decision not in config.decisions and not _opens_case(config, decision, record.get("reasons")):
+        if not config.opens_case(decision, record.get("reasons") or ()):
             return None
         data = item_json(item_for(record, event, occurred_at))
         return b"".join((self._head, f"${len(data)}\r\n".encode(), data, b"\r\n"))
@@ -181,23 +183,6 @@ class Intake:
 
     def _xadd(self, item: Mapping[str, Any]) -> tuple[Any, ...]:
         return ("XADD", self.key, "*", "item", item_text(item))  # never trimmed: see the module doc
-
-
-def _opens_case(config: CasesConfig, decision: str, reasons: Any) -> bool:
-    """`CasesConfig.opens_case` of a decision whose outcome opens none by itself: whether one
-    of its fired rules is among the configuration's rules or has one of its tags. The
-    engine's `FiredRule` objects (the decision path's record) are read as they are, not made
-    dicts first for it; dicts (a record read back) go to `opens_case` itself."""
-    if not reasons or not (config.rules or config.tags):
-        return False
-    rules, tags = config.rules, config.tags
-    for r in reasons:
-        if type(r) is dict or isinstance(r, abc.Mapping):
-            if config.opens_case(decision, [r]):  # type: ignore[list-item]
-                return True
-        elif r.id in rules or not tags.isdisjoint(r.tags or ()):
-            return True
-    return False
 
 
 def item_json(item: Mapping[str, Any]) -> bytes:

@@ -260,7 +260,8 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float, text_clea
     decision_id = new_decision_id()
     ruleset = rt.rules.current
     live = ruleset.version == decision.ruleset_version
-    recorded = _recorded(ruleset.features_read if live else None, features, models=rt.models.available)
+    # the model outputs are kept when this decision ran the models (`models`: one look at `available`)
+    recorded = _recorded(ruleset.features_read if live else None, features, models=models is not None)
     record = _decision_record(rt, event=event, data=data, caller=caller, decision=decision, final=final,
                               features=features, decision_id=decision_id, digest=digest,
                               degraded_reason=degraded_reason)
@@ -376,18 +377,24 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
     """The decision's record but its features (`_recorded`: the record's encoder takes
     them as names and values, and `records.with_features` makes the whole record for the audit file).
     Its fired rules are the engine's `FiredRule` objects, not their ``to_dict``: orjson writes a
-    dataclass as that dict, and the record's readers here take either."""
-    return {
+    dataclass as that dict, and the record's readers here take either. Its first 15 fields are
+    one display and the rest set after it, in order: CPython builds a display of more items
+    one item at a time into a second dict and merges the two."""
+    record = {
         "kind": "decision", "body_sha256": digest.decode(),
         "decision_id": decision_id, "event_id": event.event_id, "decision": final, "score": decision.score,
         "reasons": decision.reasons,
         "merchant_grade": features.get("merchant.grade"), "ruleset_version": decision.ruleset_version,
         "degraded": degraded_reason is not None, "degraded_reason": degraded_reason, "lane": decision.lane,
-        "risk": features.get(pipeline.RISK_FEATURE), "models": rt.models.status,
-        "decided_at": decided_now(), "caller": caller.name, "event": data,
-        "shadow": decision.shadow, "missing_features": decision.missing_features,
-        "score_action": decision.score_action, "thresholds": decision.thresholds,
+        "risk": features.get(pipeline.RISK_FEATURE), "models": rt.models.status, "decided_at": decided_now(),
     }
+    record["caller"] = caller.name
+    record["event"] = data
+    record["shadow"] = decision.shadow
+    record["missing_features"] = decision.missing_features
+    record["score_action"] = decision.score_action
+    record["thresholds"] = decision.thresholds
+    return record
 
 
 def _iso_occurred_at(data: Any) -> str | None:

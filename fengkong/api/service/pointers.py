@@ -13,12 +13,14 @@ pointer lives from `decision_ttl_s` to an hour longer. Pointers of the format be
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fengkong.api.service.idempotency import execute
 from fengkong.api.service.renewals import Renewals
 from fengkong.api.state import Runtime
 from fengkong.features import keys
+from fengkong.features.plan_code import LENGTHS
 
 #: how much longer than `decision_ttl_s` a bucket lives after its last write (a bucket
 #: is written for an hour: its last pointer must live its full TTL)
@@ -26,15 +28,38 @@ BUCKET_GRACE_S = 3600
 
 
 def commands(prefix: str, *, decision_id: str, event_id: str, ttl_s: int,
-             renewals: Renewals | None = None, faults: int = 0) -> list[tuple[Any, ...]]:
+             renewals: Renewals | None = None, faults: int = 0) -> list[tuple[Any, ...] | bytes]:
     """The writes that let `decision_id` find `event_id` for at least `ttl_s` seconds
-    (with `renewals`: the bucket's EXPIRE only when it is due). As arguments, not RESP
-    bytes: for commands of a few short texts hiredis' packing costs no more than
-    formatting them here (docs/benchmarks.md, "s8-record")."""
+    (with `renewals`: the bucket's EXPIRE only when it is due), packed as Redis reads them
+    (`packed`)."""
     key, field = keys.decision_bucket(prefix, decision_id)
+    hset = packed(f"*4\r\n$4\r\nHSET\r\n${_len(key)}\r\n{key}\r\n${_len(field)}\r\n{field}\r\n"
+                  f"${_len(event_id)}\r\n{event_id}\r\n", ("HSET", key, field, event_id))
     if renewals is not None and not renewals.due(key, faults):
-        return [("HSET", key, field, event_id)]
-    return [("HSET", key, field, event_id), ("EXPIRE", key, ttl_s + BUCKET_GRACE_S)]
+        return [hset]
+    expiry = _ttl_text(ttl_s + BUCKET_GRACE_S)
+    return [hset, packed(f"*3\r\n$6\r\nEXPIRE\r\n${_len(key)}\r\n{key}\r\n${len(expiry)}\r\n{expiry}\r\n",
+                         ("EXPIRE", key, ttl_s + BUCKET_GRACE_S))]
+
+
+def packed(text: str, args: tuple[Any, ...]) -> tuple[Any, ...] | bytes:
+    """A command's RESP `text` as bytes, byte for byte what ``hiredis.pack_command`` makes of
+    `args` (tests/test_decision_pointers.py), where it is ASCII: its lengths then count its
+    bytes. Else the arguments, for the connection to pack. Written here since hiredis formats
+    each argument's length with ``sprintf``, which cost more than the rest of its packing."""
+    data = text.encode()
+    return data if len(data) == len(text) else args
+
+
+def _len(text: str) -> str:
+    """A text's length as decimal text (`LENGTHS`, looked up rather than formatted)."""
+    n = len(text)
+    return LENGTHS[n] if n < len(LENGTHS) else str(n)
+
+
+@functools.lru_cache(maxsize=8)
+def _ttl_text(ttl: int) -> str:
+    return str(ttl)
 
 
 async def event_id_of(rt: Runtime, decision_id: str) -> str | None:

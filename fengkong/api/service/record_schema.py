@@ -35,11 +35,16 @@ class Schema:
     #: of one kind of event miss the same features, and looking a name up costs more than a list
     missing: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict, compare=False, repr=False)
     #: rule id -> its description, action, score, mode and tags (a tuple): what a fired rule is
-    #: compared with (`records._reason`) in one tuple comparison
+    #: compared with (`record_reasons.reason_values`) in one tuple comparison
     heads: dict[str, tuple[Any, ...]] = field(default_factory=dict, compare=False, repr=False)
     #: a fired rule's value names (as a tuple) -> their indexes into vocab, by rule id: a rule
-    #: reads the same names in the same order each time it fires (`records._reason`)
+    #: reads the same names in the same order each time it fires (`record_reasons.reason_values`)
     flats: dict[str, tuple[tuple[str, ...], list[Any]]] = field(default_factory=dict, compare=False, repr=False)
+    #: rule id -> the description, action, score, mode and tags objects of the engine's `FiredRule`
+    #: found equal to `heads` (the engine gives a rule's firings the same objects), its value names
+    #: and what makes its flat list: a firing with those very objects needs no comparison
+    #: (`record_reasons.reason_values`)
+    fired: dict[str, tuple[Any, ...]] = field(default_factory=dict, compare=False, repr=False)
     #: `zdict` loaded, made when first needed (`record_codec`): "compress", "decompress" -> what does it
     codec: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

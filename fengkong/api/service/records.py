@@ -76,8 +76,8 @@ from fengkong.api.service import record_codec
 from fengkong.api.service.record_values import (
     decided_code, id_bytes, iso_micros, latency_of, scaled, thousandths, unscaled)
 from fengkong.api.service.record_event import indexed, named, resolved, with_refs
+from fengkong.api.service.record_reasons import REASON_KEYS, reason_dict as _reason_dict, reason_values as _reason
 from fengkong.api.service.record_schema import Schema, rule_table
-from fengkong.engine.decision import FiredRule
 from fengkong.features import keys
 
 #: the first byte of a compact decision record (a JSON record starts with ``{``)
@@ -95,8 +95,6 @@ RESAMPLE_AFTER = 256
 FIELDS = ("kind", "body_sha256", "decision_id", "event_id", "decision", "score", "reasons", "merchant_grade",
           "ruleset_version", "degraded", "degraded_reason", "lane", "risk", "models", "decided_at", "caller", "event",
           "features", "shadow", "missing_features", "score_action", "thresholds", "latency_ms")
-#: a fired rule's fields (`fengkong.engine.decision.Reason.to_dict`)
-REASON_KEYS = ("id", "description", "action", "score", "mode", "tags", "values")
 #: the thresholds' names (`fengkong.engine.decision.Decision.thresholds`), written as their
 #: index here (part of the format: append new names, never reorder)
 THRESHOLD_NAMES = ("challenge", "review", "deny")
@@ -347,41 +345,6 @@ def _missing(names: Any, schema: Schema) -> list[Any]:
     return out
 
 
-def _reason(reason: Any, schema: Schema) -> Any:
-    """A fired rule (a `FiredRule`, or its ``to_dict``) as ``[id, values]`` when the schema's
-    rule table has the rest as it is (``values`` a flat list of name index and value), else
-    the list of its values (`REASON_KEYS` order)."""
-    if type(reason) is FiredRule:
-        fields: Any = None
-        rule_id, values, score, tags = reason.id, reason.values, reason.score, reason.tags
-        same = (reason.description, reason.action, score, reason.mode, tags if type(tags) is tuple else tuple(tags))
-    else:
-        if tuple(reason) != REASON_KEYS:
-            return reason
-        rule_id, description, action, score, mode, tags, values = fields = _reason_fields(reason)
-        same = (description, action, score, mode, tuple(tags))
-    known = schema.heads.get(rule_id)
-    if known is not None and isinstance(values, dict) and type(known[2]) is type(score) and known == same:
-        names = tuple(values)
-        flat = schema.flats.get(rule_id)
-        if flat is None or flat[0] != names:  # the rule's names, indexed once
-            if len(schema.flats) >= 1024:
-                schema.flats.clear()
-            get = schema.index.get
-            flat = schema.flats[rule_id] = (names, [get(name, name) for name in names])
-        out: list[Any] = [None] * (2 * len(names))
-        out[::2] = flat[1]
-        out[1::2] = values.values()
-        return [rule_id, out]
-    if fields is None:  # what ``FiredRule.to_dict`` gives, as its list of values
-        return [rule_id, reason.description, reason.action, score, reason.mode, list(tags), dict(values)]
-    return list(fields)
-
-
-#: a fired rule's fields in `REASON_KEYS` order, by one call
-_reason_fields = operator.itemgetter(*REASON_KEYS)
-
-
 def is_record(value: bytes | None) -> bool:
     """Whether a value of ``{evt:<id>}:request`` is a record (compact, compressed, deflated or
     JSON), not the event id's claim that the record replaces (the feature store's blob, a marker)."""
@@ -474,18 +437,3 @@ def decode(value: bytes, schema: Schema | None) -> dict[str, Any]:
     if extra:
         record.update(extra)
     return record
-
-
-def _reason_dict(reason: Any, schema: Schema | None) -> Any:
-    if not isinstance(reason, list):
-        return reason
-    if len(reason) != 2:
-        return dict(zip(REASON_KEYS, reason))
-    rule_id, flat = reason
-    known = schema.rules.get(rule_id) if schema is not None else None
-    vocab = schema.vocab if schema is not None else ()
-    values = {vocab[k] if isinstance(k, int) and k < len(vocab) else str(k): v for k, v in zip(flat[::2], flat[1::2])}
-    if known is None:  # the schema is gone: the rule's id and values only
-        return {"id": rule_id, "values": values}
-    return {"id": rule_id, "description": known[0], "action": known[1], "score": known[2], "mode": known[3],
-            "tags": list(known[4]), "values": values}
