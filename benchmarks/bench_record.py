@@ -82,7 +82,7 @@ def main() -> None:
     records.Records.encode = watched_encode  # type: ignore[method-assign]
     decisions._write_behind = watched_write_behind
     run = argparse.Namespace(decisions=args.decisions + 200, warmup=args.warmup, artifacts=args.artifacts,
-                             consumer=False, callgrind=False)
+                             consumer=False, callgrind=False, callgrind_redis=False)
     answers = asyncio.run(bench_decide._run(run))["answers_sha256"]
     records.Records.encode = encode  # type: ignore[method-assign]
     rt, store = seen["rt"], seen["records"]
