@@ -40,6 +40,7 @@ from collections import abc
 from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic_core import TzInfo
 
 from fengkong.event_times import (  # noqa: F401  (re-exported)
     DEFAULT_OCCURRED_AT_RANGE, EPOCH, OCCURRED_AT_MAX_ENV, OCCURRED_AT_MIN_ENV, occurred_at_range, range_since_epoch)
@@ -231,6 +232,22 @@ class Challenge(BaseModel):
     method: ChallengeMethod | None = None
 
 
+#: tzinfo types whose ``utcoffset`` is always a fixed offset (never None): the parser's
+#: and the standard library's
+_FIXED_OFFSETS = frozenset({TzInfo, timezone})
+#: (`occurred_at_range`'s bounds, the first and the last year whose every time is inside
+#: them whatever its offset); offsets are under a day, so the bounds' years plus or minus 2
+_years: tuple[tuple[datetime, datetime] | None, int, int] = (None, 0, -1)
+
+
+def _inner_years() -> tuple[tuple[datetime, datetime] | None, int, int]:
+    """`_years` for the span `occurred_at_range` gives now."""
+    global _years
+    bounds = occurred_at_range()
+    _years = (bounds, bounds[0].year + 2, bounds[1].year - 2)
+    return _years
+
+
 class Event(BaseModel):
     """One payment-flow event. See README 'The event' for the field table."""
 
@@ -279,6 +296,11 @@ class Event(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
+        # the common case without a subtraction (which asks both sides for their offsets):
+        # a fixed offset, and a year that every offset keeps inside the accepted span
+        years = _years if _years[0] is occurred_at_range() else _inner_years()
+        if type(value.tzinfo) in _FIXED_OFFSETS and years[1] <= value.year <= years[2]:
+            return value
         try:  # a time without a UTC offset cannot be subtracted from the (aware) epoch
             since = value - EPOCH
         except TypeError:
