@@ -34,6 +34,7 @@ import functools
 import ipaddress
 import os
 import re
+import socket
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from collections import abc
@@ -136,8 +137,12 @@ _ID = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 IPV4_TEXT = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 _UNSET = object()
+_inet_pton = socket.inet_pton
+_AF_INET = socket.AF_INET
 #: A plain decimal: an optional minus (refused as negative), ASCII digits, an optional fraction.
 _PLAIN_DECIMAL = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")
+_NOT_PLAIN = ("must be a plain decimal like 12.50 (ASCII digits and one optional '.'; no exponent, '_', spaces "
+              "or other digits), or integer minor units")
 
 
 class EventRejected(ValueError):
@@ -317,8 +322,11 @@ class Event(BaseModel):
     def _ip(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if IPV4_TEXT.fullmatch(value):  # canonical already: what ipaddress would give back
+        try:  # canonical dotted-quad IPv4 (`IPV4_TEXT`, which is what inet_pton reads): as ipaddress gives it
+            _inet_pton(_AF_INET, value)
             return value
+        except (OSError, ValueError):  # ValueError: an embedded NUL, or text that is not UTF-8
+            pass
         try:
             return str(ipaddress.ip_address(value))
         except ValueError:
@@ -339,7 +347,7 @@ class Event(BaseModel):
                                                  "payment's event_id")
         elif self.challenge is not None:
             raise EventRejected("challenge", "is only for challenge_result events")
-        object.__setattr__(self, "_amount_minor", _to_minor(self.amount, self.currency))
+        self.__dict__["_amount_minor"] = _to_minor(self.amount, self.currency)  # (the model is frozen)
         return self
 
     @property
@@ -385,11 +393,20 @@ def _to_minor(amount: int | str | None, currency: str) -> int | None:
         if amount > MAX_AMOUNT_MINOR:
             raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
         return amount
-    plain = _PLAIN_DECIMAL.fullmatch(amount)
-    if plain is None:
-        raise EventRejected("amount", "must be a plain decimal like 12.50 (ASCII digits and one optional '.'; "
-                                      "no exponent, '_', spaces or other digits), or integer minor units")
-    negative, whole, fraction = plain.groups()
+    if type(amount) is str and amount.isascii():
+        # `_PLAIN_DECIMAL` without the regular expression engine: in ASCII text only 0-9 are
+        # digits, and an empty part is none (so "12." and ".5" are refused, as the pattern does)
+        whole, dot, fraction = amount.partition(".")
+        negative = whole[:1] == "-"
+        if negative:
+            whole = whole[1:]
+        if not (whole.isdigit() and (fraction.isdigit() or not dot)):
+            raise EventRejected("amount", _NOT_PLAIN)
+    else:
+        plain = _PLAIN_DECIMAL.fullmatch(amount)
+        if plain is None:
+            raise EventRejected("amount", _NOT_PLAIN)
+        negative, whole, fraction = plain.groups()
     if negative:
         raise EventRejected("amount", "must not be negative")
     whole = whole.lstrip("0")  # leading zeros, however many, are no digits of the value (nor for int())
@@ -397,7 +414,7 @@ def _to_minor(amount: int | str | None, currency: str) -> int | None:
         raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
     # ASCII digits only (the pattern): the minor units are the digits with the point moved
     # `exponent` places right, exact in integers; digits past them must all be zeros
-    exponent = currency_exponent(currency)
+    exponent = CURRENCY_EXPONENT.get(currency, 2)  # currency_exponent(currency)
     fraction = fraction or ""
     if fraction[exponent:].strip("0"):
         raise EventRejected("amount", f"has more than {exponent} decimal places for {currency}")

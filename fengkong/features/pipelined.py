@@ -57,7 +57,6 @@ import hiredis
 from redis.connection import parse_url
 
 ReplyError = hiredis.ReplyError
-_pack = hiredis.pack_command
 
 #: Queued bytes that are written at once rather than at the end of the loop tick (see `PipelinedRedis`).
 #: The default is past any tick's commands, so the threshold is off: in interleaved runs a tick's one
@@ -172,21 +171,18 @@ class _Protocol(asyncio.Protocol):
         if not pending:
             self.waiting_since = loop.time()
         out = self.out
+        size = self.out_bytes
         idle = len(pending) == len(out)  # every command written has had its reply: Redis waits on us
-        if len(commands) == 1:
-            command = commands[0]
-            packed = command if type(command) is bytes else _pack(tuple(command))
+        for command in commands[:-1]:
+            pending.append((replies, None))
+            packed = command if type(command) is bytes else hiredis.pack_command(tuple(command))
             out.append(packed)
-            size = self.out_bytes + len(packed)
-        elif not commands:
-            raise IndexError("send: no commands")
-        else:
-            packed_all = [command if type(command) is bytes else _pack(tuple(command)) for command in commands]
-            # one entry per command; all but the last share one tuple (no batch to finish on them)
-            pending.extend(itertools.repeat((replies, None), len(commands) - 1))
-            out += packed_all
-            size = self.out_bytes + sum(map(len, packed_all))
+            size += len(packed)
         pending.append((replies, batch))
+        command = commands[-1]
+        packed = command if type(command) is bytes else hiredis.pack_command(tuple(command))
+        out.append(packed)
+        size += len(packed)
         if idle or size >= self.flush_bytes:  # Redis starts on these now, not after the rest of the tick
             self.write_out()
         else:
@@ -215,17 +211,15 @@ class _Protocol(asyncio.Protocol):
         self.heard_at = self.replied_at = asyncio.get_running_loop().time()
         reader = self.reader
         reader.feed(data)
-        gets = reader.gets
         pending = self.pending
-        popleft = pending.popleft
         try:
             while True:
-                reply = gets()
+                reply = reader.gets()
                 if reply is False:
                     if self.out and len(pending) == len(self.out):  # held commands: Redis has answered the rest
                         self.write_out()
                     return
-                replies, batch = popleft()
+                replies, batch = pending.popleft()
                 replies.append(reply)
                 if batch is not None and not batch.done():
                     batch.set_result(replies)
