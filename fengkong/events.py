@@ -409,16 +409,20 @@ def _to_minor(amount: int | str | None, currency: str) -> int | None:
         negative, whole, fraction = plain.groups()
     if negative:
         raise EventRejected("amount", "must not be negative")
-    whole = whole.lstrip("0")  # leading zeros, however many, are no digits of the value (nor for int())
-    if len(whole) > 16:  # far above the cap whatever the currency: not worth converting
-        raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
+    # leading zeros, however many, are no digits of the value (nor for int())
+    if len(whole) > 16:
+        whole = whole.lstrip("0")  # (int() refuses more than 4,300 digits, zeros or not)
+        if len(whole) > 16:  # far above the cap whatever the currency: not worth converting
+            raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
     # ASCII digits only (the pattern): the minor units are the digits with the point moved
     # `exponent` places right, exact in integers; digits past them must all be zeros
     exponent = CURRENCY_EXPONENT.get(currency, 2)  # currency_exponent(currency)
     fraction = fraction or ""
-    if fraction[exponent:].strip("0"):
-        raise EventRejected("amount", f"has more than {exponent} decimal places for {currency}")
-    minor = int(whole + fraction[:exponent].ljust(exponent, "0") or "0")  # "0" of a currency without decimals
+    if len(fraction) > exponent:
+        if fraction[exponent:].strip("0"):
+            raise EventRejected("amount", f"has more than {exponent} decimal places for {currency}")
+        fraction = fraction[:exponent]
+    minor = int(whole + fraction.ljust(exponent, "0") or "0")  # "0" of a currency without decimals
     if minor > MAX_AMOUNT_MINOR:
         raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
     return minor
@@ -435,7 +439,7 @@ def parse_event(data: Any, *, text_clear: bool = False) -> Event:
     ``text_clear``: the JSON text ``data`` was parsed from, unchanged since, passed
     `nesting_problem` and `text_shows_no_pan` (`fengkong.api.body.parse_json_clear`):
     then the value-by-value walk for card numbers and depth is not done again."""
-    if not isinstance(data, abc.Mapping):
+    if type(data) is not dict and not isinstance(data, abc.Mapping):  # (a dict: no ABC check)
         raise EventRejected("<event>", "must be a JSON object")
     if not text_clear:
         pan_at = find_pan(data, max_depth=MAX_DEPTH)
