@@ -41,10 +41,10 @@ from collections import abc
 from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
-from pydantic_core import TzInfo
 
 from fengkong.event_times import (  # noqa: F401  (re-exported)
-    DEFAULT_OCCURRED_AT_RANGE, EPOCH, OCCURRED_AT_MAX_ENV, OCCURRED_AT_MIN_ENV, occurred_at_range, range_since_epoch)
+    DEFAULT_OCCURRED_AT_RANGE, EPOCH, FIXED_OFFSETS, OCCURRED_AT_MAX_ENV, OCCURRED_AT_MIN_ENV, iso_text,
+    occurred_at_range, range_since_epoch, years_inside)
 from fengkong.pan import (  # noqa: F401  (re-exported)
     MAX_DEPTH, looks_like_pan, luhn_ok, nesting_problem, text_shows_no_pan)
 
@@ -137,12 +137,8 @@ _ID = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 IPV4_TEXT = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 _UNSET = object()
-_inet_pton = socket.inet_pton
-_AF_INET = socket.AF_INET
 #: A plain decimal: an optional minus (refused as negative), ASCII digits, an optional fraction.
 _PLAIN_DECIMAL = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")
-_NOT_PLAIN = ("must be a plain decimal like 12.50 (ASCII digits and one optional '.'; no exponent, '_', spaces "
-              "or other digits), or integer minor units")
 
 
 class EventRejected(ValueError):
@@ -237,22 +233,6 @@ class Challenge(BaseModel):
     method: ChallengeMethod | None = None
 
 
-#: tzinfo types whose ``utcoffset`` is always a fixed offset (never None): the parser's
-#: and the standard library's
-_FIXED_OFFSETS = frozenset({TzInfo, timezone})
-#: (`occurred_at_range`'s bounds, the first and the last year whose every time is inside
-#: them whatever its offset); offsets are under a day, so the bounds' years plus or minus 2
-_years: tuple[tuple[datetime, datetime] | None, int, int] = (None, 0, -1)
-
-
-def _inner_years() -> tuple[tuple[datetime, datetime] | None, int, int]:
-    """`_years` for the span `occurred_at_range` gives now."""
-    global _years
-    bounds = occurred_at_range()
-    _years = (bounds, bounds[0].year + 2, bounds[1].year - 2)
-    return _years
-
-
 class Event(BaseModel):
     """One payment-flow event. See README 'The event' for the field table."""
 
@@ -301,10 +281,8 @@ class Event(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
-        # the common case without a subtraction (which asks both sides for their offsets):
-        # a fixed offset, and a year that every offset keeps inside the accepted span
-        years = _years if _years[0] is occurred_at_range() else _inner_years()
-        if type(value.tzinfo) in _FIXED_OFFSETS and years[1] <= value.year <= years[2]:
+        first, last = years_inside()  # the common case, without asking both sides for their offsets
+        if type(value.tzinfo) in FIXED_OFFSETS and first <= value.year <= last:
             return value
         try:  # a time without a UTC offset cannot be subtracted from the (aware) epoch
             since = value - EPOCH
@@ -323,7 +301,7 @@ class Event(BaseModel):
         if value is None:
             return None
         try:  # canonical dotted-quad IPv4 (`IPV4_TEXT`, which is what inet_pton reads): as ipaddress gives it
-            _inet_pton(_AF_INET, value)
+            socket.inet_pton(socket.AF_INET, value)
             return value
         except (OSError, ValueError):  # ValueError: an embedded NUL, or text that is not UTF-8
             pass
@@ -362,24 +340,6 @@ class Event(BaseModel):
         return self.occurred_at.timestamp()
 
 
-#: the datetime `iso_text` formatted last (held, so its identity cannot be reused) and its text
-_last_iso: tuple[datetime | None, str] = (None, "")
-
-
-def iso_text(at: datetime) -> str:
-    """``at.isoformat()``, remembered for the last datetime object asked about: the
-    decision path may format its event's ``occurred_at`` more than once (a review's case
-    item, for one), and the C formatter is not cheap. Identity, not equality,
-    decides (two equal times at different offsets have different texts)."""
-    global _last_iso
-    last = _last_iso
-    if last[0] is at:
-        return last[1]
-    text = at.isoformat()
-    _last_iso = (at, text)
-    return text
-
-
 def currency_exponent(currency: str) -> int:
     return CURRENCY_EXPONENT.get(currency, 2)
 
@@ -393,27 +353,20 @@ def _to_minor(amount: int | str | None, currency: str) -> int | None:
         if amount > MAX_AMOUNT_MINOR:
             raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
         return amount
-    if type(amount) is str and amount.isascii():
-        # `_PLAIN_DECIMAL` without the regular expression engine: in ASCII text only 0-9 are
-        # digits, and an empty part is none (so "12." and ".5" are refused, as the pattern does)
-        whole, dot, fraction = amount.partition(".")
+    if isinstance(amount, str) and amount.isascii():  # `_PLAIN_DECIMAL` without the regex engine: in
+        whole, dot, fraction = amount.partition(".")  # ASCII only 0-9 are digits; "12." and ".5" are not plain
         negative = whole[:1] == "-"
-        if negative:
-            whole = whole[1:]
-        if not (whole.isdigit() and (fraction.isdigit() or not dot)):
-            raise EventRejected("amount", _NOT_PLAIN)
-    else:
+        whole = whole[1:] if negative else whole
+        plain: object = whole.isdigit() and (fraction.isdigit() or not dot)
+    else:  # (the pattern matches ASCII text only; a TypeError for what is not text)
         plain = _PLAIN_DECIMAL.fullmatch(amount)
-        if plain is None:
-            raise EventRejected("amount", _NOT_PLAIN)
-        negative, whole, fraction = plain.groups()
+    if not plain:
+        raise EventRejected("amount", "must be a plain decimal like 12.50 (ASCII digits and one optional '.'; "
+                                      "no exponent, '_', spaces or other digits), or integer minor units")
     if negative:
         raise EventRejected("amount", "must not be negative")
-    # leading zeros, however many, are no digits of the value (nor for int())
-    if len(whole) > 16:
-        whole = whole.lstrip("0")  # (int() refuses more than 4,300 digits, zeros or not)
-        if len(whole) > 16:  # far above the cap whatever the currency: not worth converting
-            raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
+    if len(whole) > 16 and len(whole := whole.lstrip("0")) > 16:  # leading zeros are no digits of the value
+        raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")  # (past the cap)
     # ASCII digits only (the pattern): the minor units are the digits with the point moved
     # `exponent` places right, exact in integers; digits past them must all be zeros
     exponent = CURRENCY_EXPONENT.get(currency, 2)  # currency_exponent(currency)
