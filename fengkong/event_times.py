@@ -10,6 +10,8 @@ import functools
 import os
 from datetime import datetime, timedelta, timezone
 
+from pydantic_core import TzInfo
+
 OCCURRED_AT_MIN_ENV = "FENGKONG_OCCURRED_AT_MIN"
 OCCURRED_AT_MAX_ENV = "FENGKONG_OCCURRED_AT_MAX"
 DEFAULT_OCCURRED_AT_RANGE = (datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc))
@@ -45,3 +47,38 @@ def range_since_epoch() -> tuple[timedelta, timedelta]:
     if _span[0] is not bounds:
         _span = (bounds, (bounds[0] - EPOCH, bounds[1] - EPOCH))
     return _span[1]
+
+
+#: `occurred_at_range`'s bounds (the very tuple) and `years_inside` of them
+_years: tuple[tuple[datetime, datetime] | None, tuple[int, int]] = (None, (0, -1))
+
+
+def years_inside() -> tuple[int, int]:
+    """The first and the last year whose every time, at any UTC offset, is inside
+    `occurred_at_range` (offsets are under a day: the bounds' years plus and minus 2): a time
+    of such a year with a fixed offset is in range without a subtraction."""
+    global _years
+    bounds = occurred_at_range()
+    if _years[0] is not bounds:
+        _years = (bounds, (bounds[0].year + 2, bounds[1].year - 2))
+    return _years[1]
+
+
+#: tzinfo types whose ``utcoffset`` is a fixed offset, never None (the parser's and the standard library's)
+FIXED_OFFSETS = frozenset({TzInfo, timezone})
+#: the datetime `iso_text` formatted last (held, so its identity cannot be reused) and its text
+_last_iso: tuple[datetime | None, str] = (None, "")
+
+
+def iso_text(at: datetime) -> str:
+    """``at.isoformat()``, remembered for the last datetime object asked about: the
+    decision path may format its event's ``occurred_at`` more than once (a review's case
+    item, for one), and the C formatter is not cheap. Identity, not equality,
+    decides (two equal times at different offsets have different texts)."""
+    global _last_iso
+    last = _last_iso
+    if last[0] is at:
+        return last[1]
+    text = at.isoformat()
+    _last_iso = (at, text)
+    return text

@@ -34,6 +34,7 @@ import functools
 import ipaddress
 import os
 import re
+import socket
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from collections import abc
@@ -42,7 +43,8 @@ from typing import Any, Mapping
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from fengkong.event_times import (  # noqa: F401  (re-exported)
-    DEFAULT_OCCURRED_AT_RANGE, EPOCH, OCCURRED_AT_MAX_ENV, OCCURRED_AT_MIN_ENV, occurred_at_range, range_since_epoch)
+    DEFAULT_OCCURRED_AT_RANGE, EPOCH, FIXED_OFFSETS, OCCURRED_AT_MAX_ENV, OCCURRED_AT_MIN_ENV, iso_text,
+    occurred_at_range, range_since_epoch, years_inside)
 from fengkong.pan import (  # noqa: F401  (re-exported)
     MAX_DEPTH, looks_like_pan, luhn_ok, nesting_problem, text_shows_no_pan)
 
@@ -279,6 +281,9 @@ class Event(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
+        first, last = years_inside()  # the common case, without asking both sides for their offsets
+        if type(value.tzinfo) in FIXED_OFFSETS and first <= value.year <= last:
+            return value
         try:  # a time without a UTC offset cannot be subtracted from the (aware) epoch
             since = value - EPOCH
         except TypeError:
@@ -295,8 +300,11 @@ class Event(BaseModel):
     def _ip(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if IPV4_TEXT.fullmatch(value):  # canonical already: what ipaddress would give back
+        try:  # canonical dotted-quad IPv4 (`IPV4_TEXT`, which is what inet_pton reads): as ipaddress gives it
+            socket.inet_pton(socket.AF_INET, value)
             return value
+        except (OSError, ValueError):  # ValueError: an embedded NUL, or text that is not UTF-8
+            pass
         try:
             return str(ipaddress.ip_address(value))
         except ValueError:
@@ -317,7 +325,7 @@ class Event(BaseModel):
                                                  "payment's event_id")
         elif self.challenge is not None:
             raise EventRejected("challenge", "is only for challenge_result events")
-        object.__setattr__(self, "_amount_minor", _to_minor(self.amount, self.currency))
+        self.__dict__["_amount_minor"] = _to_minor(self.amount, self.currency)  # (the model is frozen)
         return self
 
     @property
@@ -330,24 +338,6 @@ class Event(BaseModel):
     def ts(self) -> float:
         """Event time as POSIX seconds."""
         return self.occurred_at.timestamp()
-
-
-#: the datetime `iso_text` formatted last (held, so its identity cannot be reused) and its text
-_last_iso: tuple[datetime | None, str] = (None, "")
-
-
-def iso_text(at: datetime) -> str:
-    """``at.isoformat()``, remembered for the last datetime object asked about: the
-    decision path may format its event's ``occurred_at`` more than once (a review's case
-    item, for one), and the C formatter is not cheap. Identity, not equality,
-    decides (two equal times at different offsets have different texts)."""
-    global _last_iso
-    last = _last_iso
-    if last[0] is at:
-        return last[1]
-    text = at.isoformat()
-    _last_iso = (at, text)
-    return text
 
 
 def currency_exponent(currency: str) -> int:
@@ -363,23 +353,29 @@ def _to_minor(amount: int | str | None, currency: str) -> int | None:
         if amount > MAX_AMOUNT_MINOR:
             raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
         return amount
-    plain = _PLAIN_DECIMAL.fullmatch(amount)
-    if plain is None:
+    if isinstance(amount, str) and amount.isascii():  # `_PLAIN_DECIMAL` without the regex engine: in
+        whole, dot, fraction = amount.partition(".")  # ASCII only 0-9 are digits; "12." and ".5" are not plain
+        negative = whole[:1] == "-"
+        whole = whole[1:] if negative else whole
+        plain: object = whole.isdigit() and (fraction.isdigit() or not dot)
+    else:  # (the pattern matches ASCII text only; a TypeError for what is not text)
+        plain = _PLAIN_DECIMAL.fullmatch(amount)
+    if not plain:
         raise EventRejected("amount", "must be a plain decimal like 12.50 (ASCII digits and one optional '.'; "
                                       "no exponent, '_', spaces or other digits), or integer minor units")
-    negative, whole, fraction = plain.groups()
     if negative:
         raise EventRejected("amount", "must not be negative")
-    whole = whole.lstrip("0")  # leading zeros, however many, are no digits of the value (nor for int())
-    if len(whole) > 16:  # far above the cap whatever the currency: not worth converting
-        raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
+    if len(whole) > 16 and len(whole := whole.lstrip("0")) > 16:  # leading zeros are no digits of the value
+        raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")  # (past the cap)
     # ASCII digits only (the pattern): the minor units are the digits with the point moved
     # `exponent` places right, exact in integers; digits past them must all be zeros
-    exponent = currency_exponent(currency)
+    exponent = CURRENCY_EXPONENT.get(currency, 2)  # currency_exponent(currency)
     fraction = fraction or ""
-    if fraction[exponent:].strip("0"):
-        raise EventRejected("amount", f"has more than {exponent} decimal places for {currency}")
-    minor = int(whole + fraction[:exponent].ljust(exponent, "0") or "0")  # "0" of a currency without decimals
+    if len(fraction) > exponent:
+        if fraction[exponent:].strip("0"):
+            raise EventRejected("amount", f"has more than {exponent} decimal places for {currency}")
+        fraction = fraction[:exponent]
+    minor = int(whole + fraction.ljust(exponent, "0") or "0")  # "0" of a currency without decimals
     if minor > MAX_AMOUNT_MINOR:
         raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")
     return minor
@@ -396,7 +392,7 @@ def parse_event(data: Any, *, text_clear: bool = False) -> Event:
     ``text_clear``: the JSON text ``data`` was parsed from, unchanged since, passed
     `nesting_problem` and `text_shows_no_pan` (`fengkong.api.body.parse_json_clear`):
     then the value-by-value walk for card numbers and depth is not done again."""
-    if not isinstance(data, abc.Mapping):
+    if type(data) is not dict and not isinstance(data, abc.Mapping):  # (a dict: no ABC check)
         raise EventRejected("<event>", "must be a JSON object")
     if not text_clear:
         pan_at = find_pan(data, max_depth=MAX_DEPTH)

@@ -393,3 +393,122 @@ def test_pans_written_as_reported_are_refused():
                   {"device_id": "3782/822463/10005"}, {"device_id": "卡号4111111111111111"}]:
         assert "card number" in refused(with_(**where)).reason, where
     assert not looks_like_pan("x4111111111111111")  # glued to a letter: a hex id, not a card number
+
+
+# -- the decision path's cheaper checks give the answers of the plain ones ------------------
+_REFERENCE_DECIMAL = __import__("re").compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")
+
+
+def _reference_minor(amount: str, currency: str) -> int:
+    """The amount text's minor units as the contract defines them, by the regular expression
+    and `decimal` (what `_to_minor`'s string path must answer, refusal for refusal)."""
+    from decimal import Decimal
+
+    from fengkong.events import MAX_AMOUNT_MINOR, currency_exponent
+
+    plain = _REFERENCE_DECIMAL.fullmatch(amount)
+    if plain is None:
+        raise EventRejected("amount", "must be a plain decimal")
+    if plain.group(1):
+        raise EventRejected("amount", "must not be negative")
+    if len(plain.group(2).lstrip("0")) > 16:
+        raise EventRejected("amount", "is larger")
+    exponent = currency_exponent(currency)
+    minor = Decimal(amount).scaleb(exponent)
+    if minor != minor.to_integral_value():
+        raise EventRejected("amount", "has more than")
+    if minor > MAX_AMOUNT_MINOR:
+        raise EventRejected("amount", "is larger")
+    return int(minor)
+
+
+_AMOUNT_TEXT = st.one_of(
+    st.text(alphabet="0123456789.-", max_size=24),
+    st.text(alphabet="0123456789.-+ e_x\u0663\u00b2\uff11", max_size=12),
+    st.builds(lambda z, w, f, t: "0" * z + w + ("." + f + "0" * t if f is not None else ""),
+              st.integers(0, 20), st.integers(0, 10**19).map(str),
+              st.none() | st.text(alphabet="0123456789", min_size=0, max_size=6), st.integers(0, 4)),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_AMOUNT_TEXT, st.sampled_from(["CNY", "JPY", "KWD", "XXX"]))
+def test_an_amount_text_converts_or_is_refused_as_the_contract_says(amount, currency):
+    from fengkong.events import _to_minor
+
+    try:
+        expected: object = _reference_minor(amount, currency)
+    except EventRejected as exc:
+        expected = exc.reason.split(" ")[0:2]
+    try:
+        got: object = _to_minor(amount, currency)
+    except EventRejected as exc:
+        assert exc.field == "amount"
+        got = exc.reason.split(" ")[0:2]
+    assert got == expected
+
+
+def test_occurred_at_far_from_the_bounds_is_checked_against_the_configured_span(monkeypatch):
+    """`_aware` passes a year well inside the span without the subtraction: the years it
+    trusts follow the configured span, and near a bound the exact check still decides."""
+    from fengkong.events import occurred_at_range
+
+    monkeypatch.setenv("FENGKONG_OCCURRED_AT_MIN", "2026-11-25T00:00:00+00:00")
+    monkeypatch.setenv("FENGKONG_OCCURRED_AT_MAX", "2030-01-01T00:00:00+00:00")
+    occurred_at_range.cache_clear()
+    try:
+        assert parse_event(with_(occurred_at="2028-06-01T00:00:00+08:00")).occurred_at.year == 2028
+        assert refused(with_(occurred_at="2026-11-24T23:59:59+00:00")).field == "occurred_at"
+        assert refused(with_(occurred_at="2026-11-25T07:59:59+08:00")).field == "occurred_at"
+        assert parse_event(with_(occurred_at="2026-11-25T08:00:00+08:00")).ts == 1795564800  # 2026-11-25T00:00Z
+        assert refused(with_(occurred_at="2029-12-31T23:00:00-01:00")).field == "occurred_at"
+        assert refused(with_(occurred_at="2026-06-01T00:00:00+00:00")).field == "occurred_at"
+        monkeypatch.setenv("FENGKONG_OCCURRED_AT_MIN", "2026-12-31T23:00:00-10:00")  # 2027-01-01T09:00Z
+        occurred_at_range.cache_clear()
+        assert refused(with_(occurred_at="2027-01-01T08:59:59+00:00")).field == "occurred_at"
+        assert parse_event(with_(occurred_at="2027-01-01T09:00:00+00:00")).occurred_at.year == 2027
+    finally:
+        monkeypatch.delenv("FENGKONG_OCCURRED_AT_MIN")
+        monkeypatch.delenv("FENGKONG_OCCURRED_AT_MAX")
+        occurred_at_range.cache_clear()
+    assert parse_event(with_(occurred_at="2026-06-01T00:00:00+00:00")).occurred_at.year == 2026
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.datetimes(min_value=__import__("datetime").datetime(1998, 1, 1),
+                    max_value=__import__("datetime").datetime(2101, 12, 31)),
+       st.integers(-23 * 60 - 59, 23 * 60 + 59))
+def test_occurred_at_is_accepted_exactly_within_the_span_at_any_offset(naive, offset_min):
+    from datetime import timedelta, timezone
+
+    from fengkong.events import occurred_at_range
+
+    when = naive.replace(tzinfo=timezone(timedelta(minutes=offset_min)))
+    low, high = occurred_at_range()
+    text = when.isoformat()
+    if low <= when < high:
+        assert parse_event(with_(occurred_at=text)).occurred_at == when
+    else:
+        assert refused(with_(occurred_at=text)).field == "occurred_at"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(
+    st.text(alphabet="0123456789.", max_size=17),
+    st.lists(st.integers(0, 999).map(str) | st.sampled_from(["", "00", "01", "+1", " 1", "1a", "\u0661"]),
+             min_size=3, max_size=5).map(".".join)))
+def test_the_ip_field_keeps_exactly_the_canonical_dotted_quads_and_normalises_the_rest(text):
+    import ipaddress
+
+    from fengkong.events import IPV4_TEXT
+
+    try:
+        expected = str(ipaddress.ip_address(text))
+    except ValueError:
+        expected = None
+    if expected is None:
+        assert refused(with_(ip=text)).field == "ip"
+    else:
+        assert parse_event(with_(ip=text)).ip == expected
+        if IPV4_TEXT.fullmatch(text):
+            assert expected == text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import urllib.request
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fengkong.features import geoip_adapter, ip_addresses, ip_lists, ipintel
 from fengkong.features.ipintel import (
@@ -439,3 +442,40 @@ def test_the_live_lookup_at_the_edges_of_the_listed_ranges(intel: IpIntel, tmp_p
             assert fresh.lookup(ip) == expected and fresh.lookup_with_subnet(ip) == (expected, subnet_of(ip)), ip
             flagged += expected.is_tor or expected.is_listed_proxy
         assert flagged >= len(starts)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(
+    st.text(alphabet="0123456789.", max_size=17),
+    st.lists(st.integers(0, 999).map(str) | st.sampled_from(["", "00", "01", "+1", " 1", "1a", "\u0661", "1\x00"]),
+             min_size=3, max_size=5).map(".".join),
+    st.builds(lambda a, b, c, d: f"{a}.{b}.{c}.{d}", *[st.integers(0, 255)] * 4)))
+def test_the_ipv4_fast_path_answers_what_the_reference_lookup_does(text: str) -> None:
+    """`lookup`/`lookup_with_subnet` read dotted-quad text with inet_pton (plain IPv4: no
+    leading zeros, four octets up to 255, which is `IPV4_TEXT`); every other text goes the
+    reference way. Both must answer as `_lookup` and `subnet_of` do."""
+    from fengkong.events import IPV4_TEXT
+
+    intel = _fuzz_intel()
+    try:
+        subnet = subnet_of(text)
+    except ValueError:
+        subnet = None
+    expected = intel._lookup(text)
+    assert intel._lookup_one(text) == expected
+    if subnet is None:
+        with pytest.raises(ValueError):
+            intel._lookup_with_subnet(text)
+    else:
+        assert intel._lookup_with_subnet(text) == (expected, subnet)
+    try:
+        socket.inet_pton(socket.AF_INET, text)
+        pton = True
+    except (OSError, ValueError):
+        pton = False
+    assert pton == bool(IPV4_TEXT.fullmatch(text))
+
+
+@functools.cache
+def _fuzz_intel() -> IpIntel:
+    return IpIntel.load(LISTS)  # once: hypothesis' examples cannot take the fixture

@@ -149,6 +149,19 @@ _IP_NAMES = tuple(sys.intern(f"ip.{name}") for name in _IP_FIELDS)
 #: the IP's features from its `IpInfo`
 _copy_ip = _straight_line("copy_ip", "f, info",
                           [f"f[{name!r}] = info.{field}" for name, field in zip(_IP_NAMES, _IP_FIELDS)])
+#: from the inputs (``t``: the event's time): the first-seen entities' ages and "first seen"
+#: flags, then the minutes since each first use and whether it is new in the session (an
+#: input missing: no such entity or member in the event)
+_from_inputs = _straight_line("from_inputs", "f, inputs, t", [
+    *(line for key, age_name, first_name in _FIRST_SEEN
+      for line in (f"if {key!r} in inputs:", f"    first = inputs[{key!r}]",
+                   f"    f[{age_name!r}] = (t - first) / {US_PER_DAY!r} if first is not None else 0.0",
+                   f"    f[{first_name!r}] = first is None")),
+    *(line for raw, minutes_name, new_name in FIRST_USED
+      for line in (f"began = inputs.get({raw!r})", "if began is not None:",
+                   f"    minutes = (t - began) / {_US_PER_MIN!r} if began else None",
+                   f"    f[{minutes_name!r}] = minutes",
+                   f"    f[{new_name!r}] = minutes is None or minutes < {d.NEW_SESSION_MINUTES!r}"))])
 #: what `derive` writes whatever the store returned: a raw value of one of these names would be overwritten
 _DERIVED_ONLY = frozenset(
     [*_ROW_NAMES, *_IP_NAMES, "event.amount", "event.amount_minor", "ip.country_mismatch_card"]
@@ -282,11 +295,7 @@ def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], defau
     # else: the IP features stay missing
 
     t = row["ts_us"]
-    for key, age_name, first_name in _FIRST_SEEN:
-        if key in inputs:
-            first = inputs[key]
-            f[age_name] = (t - first) / US_PER_DAY if first is not None else 0.0
-            f[first_name] = first is None
+    _from_inputs(f, inputs, t)
     f["card.days_since_first_seen"] = f["card.age_days"]
     f["user.account_age_days"] = f["user.age_days"]
 
@@ -304,12 +313,6 @@ def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], defau
         recent = inputs.get(raw)
         if recent is not None:
             f[n_name], f[median_name], f[z_name] = robust_amount(recent, amount)
-    for raw, minutes_name, new_name in FIRST_USED:
-        began = inputs.get(raw)
-        if began is not None:  # else: no such entity or member in the event
-            minutes = (t - began) / _US_PER_MIN if began else None
-            f[minutes_name] = minutes
-            f[new_name] = minutes is None or minutes < d.NEW_SESSION_MINUTES
     if f["user.countries_seen_90d"] is not None:  # the user is known to the store
         f["user.country_mismatch_usual"] = bool(f["user.is_new_country"] and (f["user.countries_seen_90d"] or 0) > 0)
     if history_start_us is not None:

@@ -57,7 +57,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fengkong.events import IPV4_TEXT
 from fengkong.features.geoip_adapter import (
     GEOIP_DATA_FILE,
     GeoTablesV4,
@@ -199,10 +198,12 @@ class IpIntel:
         return self._lookup_with_subnet(ip)
 
     def _lookup_with_subnet(self, ip: str) -> tuple[IpInfo, str]:
-        if not (isinstance(ip, str) and IPV4_TEXT.fullmatch(ip)):
+        try:  # plain IPv4 text (`IPV4_TEXT`): exactly what inet_pton reads (`_lookup_one`)
+            packed = _inet_pton(_AF_INET, ip)
+        except (OSError, ValueError, TypeError):
             return self._lookup(ip), subnet_of(ip)
         v4 = self._v4  # as `_lookup_one` answers plain IPv4 text
-        info = self._lookup(ip) if v4 is None else self._lookup_v4(v4, int.from_bytes(_inet_pton(_AF_INET, ip), "big"))
+        info = self._lookup(ip) if v4 is None else self._lookup_v4(v4, int.from_bytes(packed, "big"))
         return info, subnet24_of_text(ip)
 
     def _lookup_one(self, ip: str) -> IpInfo:
@@ -211,9 +212,14 @@ class IpIntel:
         plus `ipaddress`: the decision path asks once per event, and live traffic mostly
         misses the LRU (docs/benchmarks.md). The answers are `_lookup`'s (tested)."""
         v4 = self._v4
-        if v4 is not None and isinstance(ip, str) and IPV4_TEXT.fullmatch(ip):
-            # the pattern admits canonical dotted quads only, which inet_pton reads as ipaddress does
-            return self._lookup_v4(v4, int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big"))
+        if v4 is not None:
+            # inet_pton reads canonical dotted quads only (no leading zeros: `IPV4_TEXT`'s
+            # texts, tests/test_ipintel.py), as ipaddress does, and refuses anything else
+            try:
+                packed = _inet_pton(_AF_INET, ip)
+            except (OSError, ValueError, TypeError):  # ValueError: an embedded NUL; TypeError: not text
+                return self._lookup(ip)
+            return self._lookup_v4(v4, int.from_bytes(packed, "big"))
         return self._lookup(ip)
 
     def _lookup_v4(self, v4: ScalarTablesV4, v: int) -> IpInfo:
