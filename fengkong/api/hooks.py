@@ -14,7 +14,8 @@ nothing more than a set lookup.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import redis
 
