@@ -87,10 +87,9 @@ def test_hard_rules_decide_as_before_whatever_the_risk(tmp_path: Path) -> None:
         rs.close()
 
 
-
-def test_soft_step_finishes_the_decision_the_fuse_read(tmp_path: Path) -> None:
-    # `soft.settle` sets the outcome on the first decision itself (no second Decision per
-    # payment): the answer is that object, equal to `with_outcome`'s copy of it as the fuse saw it
+def test_soft_step_answers_with_outcome_of_the_decision_the_fuse_read(tmp_path: Path) -> None:
+    # `soft.settle` answers `with_outcome` of the first decision: the decision the fuse read
+    # is left as it was (frozen), and the answer is its copy with the soft step's outcome
     rs = load_ruleset(_write(tmp_path))
     try:
         tor = {"ip.is_tor": True, "merchant.volume_ratio_today_floored": 12.0}
@@ -103,7 +102,7 @@ def test_soft_step_finishes_the_decision_the_fuse_read(tmp_path: Path) -> None:
 
             got = rs.evaluate(tor, fuse)
             (first, as_seen), = seen
-            assert got is first
+            assert got is not first and first == as_seen
             assert (as_seen.decision, as_seen.risk, as_seen.hard_action) == ("deny", None, None)
             soft_action = rs.policy.soft_action(risk)
             assert got == as_seen.with_outcome(decision=rs.policy.more_severe("review", soft_action), lane=None,
@@ -111,6 +110,7 @@ def test_soft_step_finishes_the_decision_the_fuse_read(tmp_path: Path) -> None:
             assert got.decision == ("deny" if risk == 0.95 else "review")
     finally:
         rs.close()
+
 
 def test_without_a_soft_table_the_risk_changes_nothing(tmp_path: Path) -> None:
     rs = load_ruleset(_write(tmp_path, policy_extra=""))

@@ -240,9 +240,7 @@ class RuleSet:
 
         ``fuse``: the fused risk of the decision the rules give (`pipeline.decide_on` passes
         the model runtime's); with it and a policy ``soft`` table, the soft step runs
-        (`fengkong.engine.soft`: soft rules are evidence, the fused risk decides). ``fuse``
-        reads the first decision and keeps no reference to it: the soft step finishes that
-        same object (`soft.settle`)."""
+        (`fengkong.engine.soft`: soft rules are evidence, the fused risk decides)."""
         fired, missing = self._durable.fire_keys(features)
         for key, holds in self._lanes:  # (a loop, not a comprehension: this runs per decision)
             if holds(features):

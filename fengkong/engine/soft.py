@@ -36,8 +36,7 @@ from fengkong.engine.rule import Rule
 if TYPE_CHECKING:  # the vectorised module imports this one
     from fengkong.engine.vectorized import VectorDecisions, _Table
 
-#: What the decision path hands a rule set to get the fused risk of a first decision. It reads
-#: the decision and keeps no reference to it: the soft step then finishes that same object (`settle`).
+#: What the decision path hands a rule set to get the fused risk of a first decision.
 Fuse = Callable[[Decision], "float | None"]
 
 
@@ -50,16 +49,10 @@ def settle(decision: Decision, hard: str, hard_lane: str | None, policy: Policy,
     """The decision after the soft step: ``hard`` and ``hard_lane`` are what the policy
     gives over the hard rules alone (`RuleSet.verdict` without the soft ids); ``decision``
     is the one over every rule, whose reasons, score and thresholds the answer keeps (the
-    explanation).
-
-    ``decision`` is finished in place and returned (its outcome and the soft step's three
-    fields set, as `Decision.with_outcome` would set them on a copy): it is the rule set's
-    first decision of this evaluation, which only the ``fuse`` callback has seen, so no
-    second Decision is built and the first dropped per payment with models."""
+    explanation)."""
     soft_action = policy.soft_action(risk)
     final = hard if hard_lane is not None else policy.more_severe(hard, soft_action)
-    decision.__dict__.update(decision=final, lane=hard_lane, risk=risk, soft_action=soft_action, hard_action=hard)
-    return decision
+    return decision.with_outcome(decision=final, lane=hard_lane, risk=risk, soft_action=soft_action, hard_action=hard)
 
 
 def settle_arrays(rules: Sequence[Rule], policy: Policy, fired: np.ndarray, lanes: dict[str, np.ndarray],
