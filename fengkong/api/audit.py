@@ -43,7 +43,7 @@ import redis
 from fengkong.api.encoding import dumps, loads
 from fengkong.features import keys
 from fengkong.features.change_audit import change_record, changes_key, stream_entry, utc_now_iso
-from fengkong.features.plan_code import LENGTHS
+from fengkong.features.plan_code import LENGTHS, ascii_resp
 
 __all__ = ["ENTRY_FIELDS", "Audit", "read_entry", "reference", "stream_entry", "utc_now_iso"]
 
@@ -105,8 +105,7 @@ def entry_command(head: str, values: tuple[Any, ...]) -> bytes | None:
                 f"$6\r\ncaller\r\n${n[len(i)]}\r\n{i}\r\n$4\r\ncard\r\n${n[len(j)]}\r\n{j}\r\n")
     except IndexError:
         return None
-    data = text.encode()
-    return data if len(data) == len(text) else None  # a longer encoding: not ASCII, lengths counted in characters
+    return ascii_resp(text)
 
 
 def resp_head(*args: str | int) -> str:

@@ -106,8 +106,16 @@ def compile_reader(outputs: Sequence[tuple[str, str, int]], blank: dict[str, Any
 Writer = Callable[[dict[str, Any], Sequence[bytes], list[bytes], str, int], "bytes | None"]
 
 #: lengths as text, looked up rather than formatted (a longer key gets the general way; the
-#: audit entry's writer, `fengkong.api.audit.entry_command`, reads it too)
+#: audit entry's and the decision pointer's writers, `fengkong.api.audit.entry_command` and
+#: `fengkong.api.service.pointers`, read it too)
 LENGTHS = tuple(str(n) for n in range(1024))
+
+
+def ascii_resp(text: str) -> bytes | None:
+    """RESP `text` written with its lengths counted in characters, as bytes when that count
+    is its bytes' (ASCII text), else None: the caller then packs the command the general way."""
+    data = text.encode()
+    return data if len(data) == len(text) else None
 
 
 #: the pieces of one f-string in a writer's source (CPython compiles up to 30 onto the stack)

@@ -13,14 +13,13 @@ pointer lives from `decision_ttl_s` to an hour longer. Pointers of the format be
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from fengkong.api.service.idempotency import execute
 from fengkong.api.service.renewals import Renewals
 from fengkong.api.state import Runtime
 from fengkong.features import keys
-from fengkong.features.plan_code import LENGTHS
+from fengkong.features.plan_code import LENGTHS, ascii_resp
 
 #: how much longer than `decision_ttl_s` a bucket lives after its last write (a bucket
 #: is written for an hour: its last pointer must live its full TTL)
@@ -37,7 +36,7 @@ def commands(prefix: str, *, decision_id: str, event_id: str, ttl_s: int,
                   f"${_len(event_id)}\r\n{event_id}\r\n", ("HSET", key, field, event_id))
     if renewals is not None and not renewals.due(key, faults):
         return [hset]
-    expiry = _ttl_text(ttl_s + BUCKET_GRACE_S)
+    expiry = str(ttl_s + BUCKET_GRACE_S)
     return [hset, packed(f"*3\r\n$6\r\nEXPIRE\r\n${_len(key)}\r\n{key}\r\n${len(expiry)}\r\n{expiry}\r\n",
                          ("EXPIRE", key, ttl_s + BUCKET_GRACE_S))]
 
@@ -47,19 +46,14 @@ def packed(text: str, args: tuple[Any, ...]) -> tuple[Any, ...] | bytes:
     `args` (tests/test_decision_pointers.py), where it is ASCII: its lengths then count its
     bytes. Else the arguments, for the connection to pack. Written here since hiredis formats
     each argument's length with ``sprintf``, which cost more than the rest of its packing."""
-    data = text.encode()
-    return data if len(data) == len(text) else args
+    data = ascii_resp(text)
+    return args if data is None else data
 
 
 def _len(text: str) -> str:
     """A text's length as decimal text (`LENGTHS`, looked up rather than formatted)."""
     n = len(text)
     return LENGTHS[n] if n < len(LENGTHS) else str(n)
-
-
-@functools.lru_cache(maxsize=8)
-def _ttl_text(ttl: int) -> str:
-    return str(ttl)
 
 
 async def event_id_of(rt: Runtime, decision_id: str) -> str | None:
