@@ -136,6 +136,16 @@ _ID = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 #: leading zeros): such text needs no parsing to be validated or normalised.
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 IPV4_TEXT = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
+def ipv4_packed(text: Any) -> bytes | None:
+    """The 4 bytes of `text` if it is `IPV4_TEXT` (exactly what ``inet_pton`` reads), else None."""
+    try:
+        return socket.inet_pton(socket.AF_INET, text)
+    except (OSError, ValueError, TypeError):  # ValueError: an embedded NUL or text not UTF-8; TypeError: not text
+        return None
+
+
 _UNSET = object()
 #: A plain decimal: an optional minus (refused as negative), ASCII digits, an optional fraction.
 _PLAIN_DECIMAL = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")
@@ -298,13 +308,8 @@ class Event(BaseModel):
     @field_validator("ip")
     @classmethod
     def _ip(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:  # canonical dotted-quad IPv4 (`IPV4_TEXT`, which is what inet_pton reads): as ipaddress gives it
-            socket.inet_pton(socket.AF_INET, value)
+        if value is None or ipv4_packed(value) is not None:  # canonical dotted-quad IPv4: as ipaddress gives it
             return value
-        except (OSError, ValueError):  # ValueError: an embedded NUL, or text that is not UTF-8
-            pass
         try:
             return str(ipaddress.ip_address(value))
         except ValueError:

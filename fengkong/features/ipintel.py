@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -57,6 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fengkong.events import ipv4_packed
 from fengkong.features.geoip_adapter import (
     GEOIP_DATA_FILE,
     GeoTablesV4,
@@ -137,8 +137,6 @@ _shared_info = functools.lru_cache(maxsize=8192)(IpInfo)
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(IpInfo))
 
 _bisect_right = bisect.bisect_right
-_inet_pton = socket.inet_pton
-_AF_INET = socket.AF_INET
 
 
 class IpIntel:
@@ -198,9 +196,8 @@ class IpIntel:
         return self._lookup_with_subnet(ip)
 
     def _lookup_with_subnet(self, ip: str) -> tuple[IpInfo, str]:
-        try:  # plain IPv4 text (`IPV4_TEXT`): exactly what inet_pton reads (`_lookup_one`)
-            packed = _inet_pton(_AF_INET, ip)
-        except (OSError, ValueError, TypeError):
+        packed = ipv4_packed(ip)
+        if packed is None:  # not plain IPv4 text
             return self._lookup(ip), subnet_of(ip)
         v4 = self._v4  # as `_lookup_one` answers plain IPv4 text
         info = self._lookup(ip) if v4 is None else self._lookup_v4(v4, int.from_bytes(packed, "big"))
@@ -213,13 +210,9 @@ class IpIntel:
         misses the LRU (docs/benchmarks.md). The answers are `_lookup`'s (tested)."""
         v4 = self._v4
         if v4 is not None:
-            # inet_pton reads canonical dotted quads only (no leading zeros: `IPV4_TEXT`'s
-            # texts, tests/test_ipintel.py), as ipaddress does, and refuses anything else
-            try:
-                packed = _inet_pton(_AF_INET, ip)
-            except (OSError, ValueError, TypeError):  # ValueError: an embedded NUL; TypeError: not text
-                return self._lookup(ip)
-            return self._lookup_v4(v4, int.from_bytes(packed, "big"))
+            packed = ipv4_packed(ip)  # canonical dotted quads only, as ipaddress reads them
+            if packed is not None:
+                return self._lookup_v4(v4, int.from_bytes(packed, "big"))
         return self._lookup(ip)
 
     def _lookup_v4(self, v4: ScalarTablesV4, v: int) -> IpInfo:
