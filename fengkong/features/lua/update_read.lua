@@ -114,6 +114,13 @@ local rcall, tonumber, unpack, concat = redis.call, tonumber, unpack, table.conc
 local sformat = string.format
 local sunpack, spack, ssub, sbyte = struct.unpack, struct.pack, string.sub, string.byte
 
+-- OPS, the function of each opcode, and the functions they call are all made, on
+-- every call of the script, inside this one function (it ends above the main loop,
+-- unindented): a function made inside another takes the locals above from that
+-- one's upvalues, by copy, where one made here would look each up among the open
+-- upvalues, one walk per local per function.
+local OPS = (function()
+
 local function op_profile(key)
   local npairs = A[argi]
   local first_pair = argi + 1
@@ -1146,7 +1153,7 @@ local function op_list(key)
 end
 
 -- the function of each opcode (fengkong/features/ops.py: each Op class names its own)
-local OPS = {
+return {
   P = op_profile,
   R = op_state,
   D = op_distinct,
@@ -1155,6 +1162,7 @@ local OPS = {
   C = op_makeup,
   L = op_list,
 }
+end)()  -- (OPS)
 
 local nargs, keys = #A, KEYS
 while argi <= nargs do
