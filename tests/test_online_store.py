@@ -388,12 +388,14 @@ def test_the_ipv4_text_of_a_list_lookup_is_the_decimal_of_ipv4_int(ip):
     assert ipv4_text(ip) == str(ipv4_int(ip))
 
 
-@pytest.mark.parametrize("nops", [0, 3, 4, 850, 1700])
+@pytest.mark.parametrize("nops", [0, 3, 4, 191, 192, 850, 1700])
 def test_the_op_list_reads_the_same_whatever_the_size_of_its_array(store, redis_client, prefix, nops):
     """The script decodes ARGV[3] as a stream of the array's items (its header cut off: 1
     byte up to 15 items, 3 bytes up to 65535), all on the Lua stack at once, which holds
     8000; from 6000 bytes on (up to an item a byte) as one array. Each way gives the same
-    replies."""
+    replies. The reply's table is made with room for 192 values (the tag and 191): a reply
+    that fills it, one that outgrows it and one that leaves it mostly empty pack only
+    their values."""
     import msgpack
 
     members = f"{prefix}:v1:{{list:t}}:members"

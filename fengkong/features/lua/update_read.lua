@@ -80,8 +80,22 @@ if dedup then
 end
 
 -- the first value is the reply tag (which ops ran), so that a retried event_id
--- whose body differs is told apart from a true retry
-local out = {ARGV[4]}
+-- whose body differs is told apart from a true retry. The table is made with room for
+-- 192 values (a payment's reply has 166 with nine lists; a wider one grows it), as a
+-- table grown one value at a time is rehashed at 2, 4, 8, ..., 128 (the nils cost the
+-- constructor one instruction a run).
+local out = {ARGV[4], nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+             nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+             nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+             nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+             nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+             nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+             nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+             nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+             nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+             nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+             nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+             nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
 local nout = 1
 
 local amount = tonumber(ARGV[2])
@@ -113,6 +127,13 @@ local argi = 1  -- the next argument in A
 local rcall, tonumber, unpack, concat = redis.call, tonumber, unpack, table.concat
 local sformat = string.format
 local sunpack, spack, ssub, sbyte = struct.unpack, struct.pack, string.sub, string.byte
+
+-- OPS, the function of each opcode, and the functions they call are all made, on
+-- every call of the script, inside this one function (it ends above the main loop,
+-- unindented): a function made inside another takes the locals above from that
+-- one's upvalues, by copy, where one made here would look each up among the open
+-- upvalues, one walk per local per function.
+local OPS = (function()
 
 local function op_profile(key)
   local npairs = A[argi]
@@ -520,8 +541,13 @@ local function empty_ring(i0, nc, no)
 end
 
 local HFMT = {'<Hd', '<Hdd', '<Hddd', '<Hdddd', '<Hddddd', '<Hdddddd', '<Hddddddd', '<Hdddddddd'}
-local NAMES, LEGACY = {}, {}  -- the keys of before of one entity; each legacy name's key part
-local FRESH = {}  -- the new value's pieces (read up to their count)
+-- (NAMES and FRESH are read up to their counts; sized up front, as `pieces` is)
+local NAMES = {false, false, false, false, false, false, false, false}  -- the keys of before of one entity
+local LEGACY = {}  -- each legacy name's key part
+local FRESH = {false, false, false, false, false, false, false, false,  -- the new value's pieces
+               false, false, false, false, false, false, false, false,
+               false, false, false, false, false, false, false, false,
+               false, false, false, false, false, false, false, false}
 local function fresh_state(key, ai, size, nrings)
   local P, np = FRESH, 2
   P[1], P[2] = '\254', spack('<H', size % 65536)
@@ -1146,7 +1172,7 @@ local function op_list(key)
 end
 
 -- the function of each opcode (fengkong/features/ops.py: each Op class names its own)
-local OPS = {
+return {
   P = op_profile,
   R = op_state,
   D = op_distinct,
@@ -1155,6 +1181,7 @@ local OPS = {
   C = op_makeup,
   L = op_list,
 }
+end)()  -- (OPS)
 
 local nargs, keys = #A, KEYS
 while argi <= nargs do
