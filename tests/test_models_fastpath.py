@@ -1,7 +1,7 @@
 """The model path's cheaper forms give the very bits of the plain ones: `Vectorizer.pack_into`
 writes what ``rows[i] = cells(features)`` writes, `BoundRows` answers what ``score_many`` does,
 `Calibration.values` and `RiskFusion.score_one` compute what their min/max forms computed, and
-``ModelRuntime.status`` follows ``loaded`` and ``problems``."""
+``ModelRuntime.status`` and ``available`` follow ``loaded`` and ``problems``."""
 
 from __future__ import annotations
 
@@ -182,15 +182,22 @@ def test_fusion_score_one_is_the_min_max_form_bit_for_bit_and_follows_a_new_fit(
 
 def test_status_follows_what_is_loaded_and_refused() -> None:
     rt = ModelRuntime()
-    assert rt.status == "rules-only: no model artifacts loaded"
-    rt.loaded["transactions"] = "v1"
-    assert rt.status == "transactions v1"
-    rt.loaded["transactions"] = "v2"  # changed in place
+    assert rt.status == "rules-only: no model artifacts loaded" and not rt.available
+    given = {"transactions": "v1"}
+    rt.loaded = given
+    assert rt.status == "transactions v1" and rt.available
+    given["transactions"] = "v2"  # the runtime keeps its own copy
+    assert rt.loaded == {"transactions": "v1"} and rt.status == "transactions v1"
+    with pytest.raises(TypeError):  # no change in place that status would not follow
+        rt.loaded["transactions"] = "v2"  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        rt.problems.append("merchants: broken")  # type: ignore[attr-defined]
+    rt.loaded = {"transactions": "v2"}
     assert rt.status == "transactions v2"
-    rt.problems.append("merchants: broken")
-    assert rt.status == "transactions v2; refused: merchants: broken"
+    rt.problems = ["merchants: broken"]
+    assert rt.status == "transactions v2; refused: merchants: broken" and rt.problems == ("merchants: broken",)
     rt.loaded = {}
-    assert rt.status == "rules-only: no model artifacts loaded; refused: merchants: broken"
+    assert rt.status == "rules-only: no model artifacts loaded; refused: merchants: broken" and not rt.available
 
 
 def test_submit_leaves_what_it_does_not_batch_to_score() -> None:

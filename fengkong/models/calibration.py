@@ -110,9 +110,14 @@ class Calibration:
         return np.asarray(np.interp(risk, self.curve_risk, self.curve_share))
 
     def __post_init__(self) -> None:
-        # the curves as Python floats, for `values` (one payment at a time)
+        # the curves as Python floats, for `values` (one payment at a time), with each segment's
+        # slope on both curves: `_between`'s first division, made once per artifact rather than per
+        # payment (numpy's float64 subtraction and division round as Python's do: the same doubles)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            span = np.diff(self.curve_risk)
+            slopes = (np.diff(self.curve_precision) / span).tolist(), (np.diff(self.curve_share) / span).tolist()
         object.__setattr__(self, "_curves", (self.curve_risk.tolist(), self.curve_precision.tolist(),
-                                             self.curve_share.tolist()))
+                                             self.curve_share.tolist(), *slopes))
 
     def values(self, raw: float) -> tuple[float, float, float]:
         """The calibrated risk, precision and share of one raw score (``model.txn_risk``,
@@ -127,7 +132,7 @@ class Calibration:
             q = _ONE_LESS
         z = self.a * math.log(q / (1.0 - q)) + self.b
         risk = 1.0 / (1.0 + math.exp(-z)) if z >= -700 else 0.0
-        xs, ys, zs = self._curves  # type: ignore[attr-defined]
+        xs, ys, zs, y_slope, z_slope = self._curves  # type: ignore[attr-defined]
         last = len(xs) - 1
         if last == 0 or risk != risk:  # one point, or NaN: `interp_pair`'s answers
             at, of = interp_pair(risk, xs, ys, zs)
@@ -140,10 +145,10 @@ class Calibration:
         x0 = xs[j]
         if x0 == risk:
             return risk, ys[j], zs[j]
-        # `_between` on both curves, with its operations in its order
-        span, dx = xs[j + 1] - x0, risk - x0
-        at = (ys[j + 1] - ys[j]) / span * dx + ys[j]
-        of = (zs[j + 1] - zs[j]) / span * dx + zs[j]
+        # `_between` on both curves, with its operations in its order (the slopes made at load)
+        dx = risk - x0
+        at = y_slope[j] * dx + ys[j]
+        of = z_slope[j] * dx + zs[j]
         if at != at or of != of:  # NaN one way: numpy tries the other end
             at, of = _between(risk, xs, ys, j), _between(risk, xs, zs, j)
         return risk, at, of

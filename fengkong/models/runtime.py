@@ -43,7 +43,8 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -208,6 +209,15 @@ def _check_widths(version: str, txn: TransactionModels) -> None:
                                 (f" and {extra} medians" if extra else ""))
 
 
+def _describe(loaded: Mapping[str, str], problems: Sequence[str]) -> str:
+    """`ModelRuntime.status` of what is loaded and refused."""
+    parts = [f"{kind} {version}" for kind, version in loaded.items()]
+    text = ", ".join(parts) if parts else "rules-only: no model artifacts loaded"
+    if problems:
+        text += "; refused: " + "; ".join(problems)
+    return text
+
+
 def _merchant_anomaly(features: Mapping[str, Any]) -> float | None:
     """The nightly score `fengkong rescore` wrote into the merchant's profile, None until then."""
     anomaly = features.get(MERCHANT_ANOMALY_FEATURE)
@@ -220,8 +230,12 @@ class ModelRuntime:
     """Loaded model artifacts. ``status`` says what is loaded, for /readyz and decisions."""
 
     def __init__(self) -> None:
-        self.loaded: dict[str, str] = {}  # kind -> version
-        self.problems: list[str] = []
+        self._loaded: Mapping[str, str] = MappingProxyType({})
+        self._problems: tuple[str, ...] = ()
+        #: what is loaded (and refused), as text: /readyz and every decision record carry it
+        self.status = _describe(self._loaded, self._problems)
+        #: whether any artifact is loaded (the service then runs the models)
+        self.available = False
         self.transactions: TransactionModels | None = None
         self.merchant_meta: dict[str, Any] | None = None
         #: checked at load like the others; the live path reads the nightly score from the profile
@@ -231,11 +245,12 @@ class ModelRuntime:
         self.calibration: Calibration | None = None
         #: scores the payments of one event-loop turn in one call (`submit`); None: one by one
         self.batcher: TickBatcher[Mapping[str, Any], dict[str, float | None]] | None = None
-        self._status: tuple[dict[str, str], list[str], str] | None = None
 
     @classmethod
     def load(cls, artifacts_dir: Path | None) -> "ModelRuntime":
         rt = cls()
+        loaded: dict[str, str] = {}
+        problems: list[str] = []
         for kind in ("transactions", "merchants"):
             try:
                 art = latest(artifacts_dir, kind)
@@ -261,32 +276,37 @@ class ModelRuntime:
                 else:
                     rt.merchant_forest = load_model(art, "forest")
                     rt.merchant_meta = art.meta
-                rt.loaded[kind] = art.version
+                loaded[kind] = art.version
             except (ArtifactError, OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
-                rt.problems.append(f"{kind}: {exc}")
+                problems.append(f"{kind}: {exc}")
+        rt.loaded, rt.problems = loaded, problems
         return rt
 
     @property
-    def available(self) -> bool:
-        return bool(self.loaded)
+    def loaded(self) -> Mapping[str, str]:
+        """kind -> version of each artifact loaded. Read-only: assigning a new mapping sets
+        ``status`` and ``available`` again, once, rather than every decision asking whether it
+        changed."""
+        return self._loaded
+
+    @loaded.setter
+    def loaded(self, value: Mapping[str, str]) -> None:
+        self._loaded = MappingProxyType(dict(value))
+        self.status, self.available = _describe(self._loaded, self._problems), bool(self._loaded)
 
     @property
-    def status(self) -> str:
-        """What is loaded (and refused), as text; built again only when ``loaded`` or ``problems``
-        changed (every decision record carries it)."""
-        cached = self._status
-        if cached is not None and cached[0] == self.loaded and cached[1] == self.problems:
-            return cached[2]
-        parts = [f"{kind} {version}" for kind, version in self.loaded.items()]
-        text = ", ".join(parts) if parts else "rules-only: no model artifacts loaded"
-        if self.problems:
-            text += "; refused: " + "; ".join(self.problems)
-        self._status = (dict(self.loaded), list(self.problems), text)
-        return text
+    def problems(self) -> tuple[str, ...]:
+        """Why each refused artifact was refused; read-only, as ``loaded``."""
+        return self._problems
+
+    @problems.setter
+    def problems(self, value: Sequence[str]) -> None:
+        self._problems = tuple(value)
+        self.status = _describe(self._loaded, self._problems)
 
     def score(self, features: Mapping[str, Any]) -> dict[str, float | None]:
         """model.* features for one event (empty when no model is loaded)."""
-        if not self.loaded:
+        if not self.available:
             return {}
         txn = self.transactions
         if txn is not None and features.get(_EVENT_TYPE, "payment") == "payment":
