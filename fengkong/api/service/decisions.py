@@ -382,11 +382,20 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
     readers here take either. Its first 15 fields are one display and the rest set after it, in
     order: CPython builds a display of more items one item at a time into a second dict and
     merges the two."""
-    sha, event_id, score, reasons, lane = digest.decode(), event.event_id, decision.score, decision.reasons, decision.lane
-    grade, degraded, risk, decided_at = (features.get("merchant.grade"), degraded_reason is not None,
-                                         features.get(pipeline.RISK_FEATURE), decided_now())
-    name, shadow, missing, score_action, thresholds = (caller.name, decision.shadow, decision.missing_features,
-                                                       decision.score_action, decision.thresholds)
+    sha = digest.decode()
+    event_id = event.event_id
+    score = decision.score
+    reasons = decision.reasons
+    grade = features.get("merchant.grade")
+    degraded = degraded_reason is not None
+    lane = decision.lane
+    risk = features.get(pipeline.RISK_FEATURE)
+    decided_at = decided_now()
+    name = caller.name
+    shadow = decision.shadow
+    missing = decision.missing_features
+    score_action = decision.score_action
+    thresholds = decision.thresholds
     record = {
         "kind": "decision", "body_sha256": sha,
         "decision_id": decision_id, "event_id": event_id, "decision": final, "score": score, "reasons": reasons,
