@@ -377,19 +377,3 @@ def test_records_of_the_last_shape_find_its_schema_without_looking_it_up(monkeyp
     store.encode(_a_record(4), ruleset=None, faults=0, features=(tuple(list(names)), ("a", 1)))  # equal, not it
     store.encode(_a_record(5), ruleset=None, faults=0, features=(("event.ip", "y"), ("a", 1)))
     assert [shape[0] for shape in looked] == ["v1", "v2", "v1", "v1"]
-
-
-def test_the_record_takes_the_bytes_the_decision_id_was_made_of():
-    """`id_bytes` of the id `new_decision_id` made last answers the bytes it was made of
-    (`ids.raw_of`); of an equal text that is another object, of an older id, or of another
-    shape of id, what decoding the text gives (or the id as it is)."""
-    from fengkong.api.service import ids
-
-    made = [ids.new_decision_id() for _ in range(300)]  # past a draw of 256
-    last = made[-1]
-    assert ids.raw_of(last) is not None and ids.raw_of("".join(list(last))) is None and ids.raw_of(made[0]) is None
-    for decision_id in (last, "".join(list(last)), *made[:5]):
-        assert record_values.id_bytes(decision_id) == bytes.fromhex(decision_id[2:])
-    assert len(set(made)) == 300
-    for other in ("d_" + "A" * 24, "e_" + "0" * 24, "d_12", 5):
-        assert record_values.id_bytes(other) == other

@@ -14,8 +14,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from fengkong.api.service.ids import raw_of
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -237,11 +235,7 @@ def decided_code(decided_at: Any) -> Any:
 
 
 def id_bytes(decision_id: Any) -> Any:
-    """A decision id ``d_`` + 24 lowercase hex digits as its 12 bytes (the id made last: the
-    bytes it was made of, `ids.raw_of`); another id as it is."""
-    raw = raw_of(decision_id)
-    if raw is not None:
-        return raw
+    """A decision id ``d_`` + 24 lowercase hex digits as its 12 bytes; another id as it is."""
     if type(decision_id) is str and len(decision_id) == 26 and decision_id[:2] == "d_":
         digits = decision_id[2:]
         try:
