@@ -382,20 +382,12 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
     readers here take either. Its first 15 fields are one display and the rest set after it, in
     order: CPython builds a display of more items one item at a time into a second dict and
     merges the two."""
-    sha = digest.decode()
-    event_id = event.event_id
-    score = decision.score
-    reasons = decision.reasons
-    grade = features.get("merchant.grade")
-    degraded = degraded_reason is not None
-    lane = decision.lane
-    risk = features.get(pipeline.RISK_FEATURE)
-    decided_at = decided_now()
-    name = caller.name
-    shadow = decision.shadow
-    missing = decision.missing_features
-    score_action = decision.score_action
-    thresholds = decision.thresholds
+    fields = (digest.decode(), decision_id, event.event_id, final, decision.score, decision.reasons,
+              features.get("merchant.grade"), degraded_reason is not None, degraded_reason, decision.lane,
+              features.get(pipeline.RISK_FEATURE), decided_now(), caller.name, data, decision.shadow,
+              decision.missing_features, decision.score_action, decision.thresholds)
+    (sha, _, event_id, _, score, reasons, grade, degraded, _, lane, risk, decided_at, name, _, shadow, missing,
+     score_action, thresholds) = fields
     record = {
         "kind": "decision", "body_sha256": sha,
         "decision_id": decision_id, "event_id": event_id, "decision": final, "score": score, "reasons": reasons,
@@ -409,8 +401,7 @@ def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], call
     record["missing_features"] = missing
     record["score_action"] = score_action
     record["thresholds"] = thresholds
-    return record, (sha, decision_id, event_id, final, score, reasons, grade, degraded, degraded_reason, lane, risk,
-                    decided_at, name, data, shadow, missing, score_action, thresholds)
+    return record, fields
 
 
 def _iso_occurred_at(data: Any) -> str | None:
