@@ -331,3 +331,49 @@ def test_thresholds_and_reasons_are_stored_as_the_plain_forms_stored_them():
     back = records.decode(blob, records.Schema.make("v1", None, ("event.ip",), (), {}))
     assert back["thresholds"] == thresholds and list(back["thresholds"]) == list(thresholds)
     assert back["reasons"][1:] == reasons[1:]
+
+
+def _a_record(i: int) -> dict:
+    return {"kind": "decision", "body_sha256": f"{i:064x}", "decision_id": f"d_{i:024x}", "event_id": f"e-{i}",
+            "decision": "review", "score": 20, "reasons": [], "merchant_grade": "A", "ruleset_version": "v1",
+            "degraded": False, "degraded_reason": None, "lane": None, "risk": 0.5, "models": "m 1",
+            "decided_at": "2026-12-06T08:00:00.000001+00:00", "caller": "c",
+            "event": {"event_id": f"e-{i}", "occurred_at": "2026-11-25T09:00:03.897000+08:00", "ip": "10.0.0.1"},
+            "shadow": [], "missing_features": ["x"], "score_action": "allow",
+            "thresholds": {"review": 60, "deny": 90}, "latency_ms": 1.5 + i / 1000}
+
+
+def test_a_record_given_its_fields_is_stored_as_when_they_are_read_from_it():
+    """The decision path hands `Records.encode` the record's `READ` values as it made them
+    (`fields`): the stored bytes are those of the record read field by field, compact and
+    compressed, and a record with another field still keeps it when read from."""
+    names = ("event.ip", "x")
+    given, read = records.Records("p", 60), records.Records("p", 60)
+    for i in range(records.SAMPLES + 3):
+        record = _a_record(i)
+        fields = tuple(record[k] for k in records.READ)
+        one = given.encode(record, ruleset=None, faults=0, features=(names, ("10.0.0.1", 2.5)), fields=fields)
+        two = read.encode(record, ruleset=None, faults=0, features=(names, ("10.0.0.1", 2.5)))
+        assert one == two
+    assert one[0][:1] == records.COMPRESSED
+    extra = dict(_a_record(0), note="kept")
+    blob, _ = records.Records("p", 60).encode(extra, ruleset=None, faults=0, features=(names, ("10.0.0.1", 2.5)))
+    assert records.decode(blob, None)["note"] == "kept"
+
+
+def test_records_of_the_last_shape_find_its_schema_without_looking_it_up(monkeypatch):
+    """A record of the same rule-set version, models and feature names object as the last one
+    takes the last one's schema (no shape tuple hashed); another version or names object looks
+    its schema up."""
+    store = records.Records("p", 60)
+    looked: list = []
+    lookup = store._schema
+    monkeypatch.setattr(store, "_schema", lambda shape, ruleset: looked.append(shape) or lookup(shape, ruleset))
+    names = ("event.ip", "x")
+    for i in range(3):
+        store.encode(_a_record(i), ruleset=None, faults=0, features=(names, ("10.0.0.1", 1)))
+    assert len(looked) == 1
+    store.encode(dict(_a_record(3), ruleset_version="v2"), ruleset=None, faults=0, features=(names, ("a", 1)))
+    store.encode(_a_record(4), ruleset=None, faults=0, features=(tuple(list(names)), ("a", 1)))  # equal, not it
+    store.encode(_a_record(5), ruleset=None, faults=0, features=(("event.ip", "y"), ("a", 1)))
+    assert [shape[0] for shape in looked] == ["v1", "v2", "v1", "v1"]

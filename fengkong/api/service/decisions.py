@@ -262,13 +262,13 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float, text_clea
     live = ruleset.version == decision.ruleset_version
     # the model outputs are kept when this decision ran the models (`models`: one look at `available`)
     recorded = _recorded(ruleset.features_read if live else None, features, models=models is not None)
-    record = _decision_record(rt, event=event, data=data, caller=caller, decision=decision, final=final,
-                              features=features, decision_id=decision_id, digest=digest,
-                              degraded_reason=degraded_reason)
+    record, fields = _decision_record(rt, event=event, data=data, caller=caller, decision=decision, final=final,
+                                      features=features, decision_id=decision_id, digest=digest,
+                                      degraded_reason=degraded_reason)
     latency = time.perf_counter() - t0
-    record["latency_ms"] = round(latency * 1_000_000) / 1000  # whole microseconds: no decimal rounding of a float
+    record["latency_ms"] = latency_ms = round(latency * 1_000_000) / 1000  # whole microseconds: no decimal rounding
     blob, commands = rt.records.encode(record, faults=rt.breaker.faults, ruleset=ruleset if live else None,
-                                       features=recorded)
+                                       features=recorded, fields=(*fields, latency_ms))
     ttl = rt.settings.decision_ttl_s
     adopt = result.duplicate
     first = len(commands)  # the record's SET (after its schema's, when that is sent)
@@ -314,7 +314,7 @@ async def decide(*, rt: Runtime, data: Any, caller: Caller, t0: float, text_clea
     if decision.shadow:
         fired += [(r.id, r.mode) for r in decision.shadow]
     rt.metrics.decided(final, bool(degraded_reason), fired, latency)
-    return _response(record, record["latency_ms"], False)
+    return _response(record, latency_ms, False)
 
 
 def _write_behind(rt: Runtime, commands: list[Any], decision_id: str, case_at: int | None) -> None:
@@ -373,28 +373,35 @@ def _unstored(rt: Runtime, decision_id: str, exc: BaseException) -> None:
 
 def _decision_record(rt: Runtime, *, event: Event, data: Mapping[str, Any], caller: Caller, decision: Decision,
                      final: str, features: Mapping[str, Any], decision_id: str, digest: bytes,
-                     degraded_reason: str | None) -> dict[str, Any]:
+                     degraded_reason: str | None) -> tuple[dict[str, Any], tuple[Any, ...]]:
     """The decision's record but its features (`_recorded`: the record's encoder takes
-    them as names and values, and `records.with_features` makes the whole record for the audit file).
-    Its fired rules are the engine's `FiredRule` objects, not their ``to_dict``: orjson writes a
-    dataclass as that dict, and the record's readers here take either. Its first 15 fields are
-    one display and the rest set after it, in order: CPython builds a display of more items
-    one item at a time into a second dict and merges the two."""
+    them as names and values, and `records.with_features` makes the whole record for the audit file),
+    and its values of `records.READ` but the latency, in that order (the encoder's `fields`: the
+    record's own objects, not looked up again). Its fired rules are the engine's `FiredRule`
+    objects, not their ``to_dict``: orjson writes a dataclass as that dict, and the record's
+    readers here take either. Its first 15 fields are one display and the rest set after it, in
+    order: CPython builds a display of more items one item at a time into a second dict and
+    merges the two."""
+    fields = (digest.decode(), decision_id, event.event_id, final, decision.score, decision.reasons,
+              features.get("merchant.grade"), degraded_reason is not None, degraded_reason, decision.lane,
+              features.get(pipeline.RISK_FEATURE), decided_now(), caller.name, data, decision.shadow,
+              decision.missing_features, decision.score_action, decision.thresholds)
+    (sha, _, event_id, _, score, reasons, grade, degraded, _, lane, risk, decided_at, name, _, shadow, missing,
+     score_action, thresholds) = fields
     record = {
-        "kind": "decision", "body_sha256": digest.decode(),
-        "decision_id": decision_id, "event_id": event.event_id, "decision": final, "score": decision.score,
-        "reasons": decision.reasons,
-        "merchant_grade": features.get("merchant.grade"), "ruleset_version": decision.ruleset_version,
-        "degraded": degraded_reason is not None, "degraded_reason": degraded_reason, "lane": decision.lane,
-        "risk": features.get(pipeline.RISK_FEATURE), "models": rt.models.status, "decided_at": decided_now(),
+        "kind": "decision", "body_sha256": sha,
+        "decision_id": decision_id, "event_id": event_id, "decision": final, "score": score, "reasons": reasons,
+        "merchant_grade": grade, "ruleset_version": decision.ruleset_version,
+        "degraded": degraded, "degraded_reason": degraded_reason, "lane": lane,
+        "risk": risk, "models": rt.models.status, "decided_at": decided_at,
     }
-    record["caller"] = caller.name
+    record["caller"] = name
     record["event"] = data
-    record["shadow"] = decision.shadow
-    record["missing_features"] = decision.missing_features
-    record["score_action"] = decision.score_action
-    record["thresholds"] = decision.thresholds
-    return record
+    record["shadow"] = shadow
+    record["missing_features"] = missing
+    record["score_action"] = score_action
+    record["thresholds"] = thresholds
+    return record, fields
 
 
 def _iso_occurred_at(data: Any) -> str | None:

@@ -162,7 +162,8 @@ class Records:
         self._by_id[schema.id] = schema
 
     def encode(self, record: Mapping[str, Any], *, ruleset: Any, faults: int,
-               features: tuple[tuple[str, ...], Any] | None = None) -> tuple[bytes, list[Any]]:
+               features: tuple[tuple[str, ...], Any] | None = None,
+               fields: tuple[Any, ...] | None = None) -> tuple[bytes, list[Any]]:
         """The stored form of a decision record (compact for a schema's first `SAMPLES`
         records, compressed after), and the commands that must precede it (the schema's SET
         when this worker has not written it lately, or since the last Redis fault `faults`
@@ -170,19 +171,22 @@ class Records:
         go to the schema), or None when it is no longer live. `features`: the record's
         features as their names and values (the decision path, which builds no dict of
         them; its names one tuple object per rule set), when ``record["features"]`` is not
-        there to read them from."""
+        there to read them from. `fields`: the record's values of `READ`, in that order, when
+        the caller has them at hand and the record holds no field but `FIELDS` (the decision
+        path: then none is looked up again)."""
         if features is None:
             recorded = record["features"]
             names, values = tuple(recorded), list(recorded.values())
         else:
             names, values = features[0], list(features[1])
         version, models = record.get("ruleset_version"), record.get("models")
+        shape = (version, models, names, ruleset is None)
         last = self._last
-        if (last is not None and last[0] is names and last[1] == version and last[2] == models
-                and last[3] is (ruleset is None)):
+        if (last is not None and last[2] is names and last[0] == version and last[1] == models
+                and last[3] is shape[3]):
             schema = last[4]  # the last record's schema: the same names object, no tuple to hash
         else:
-            schema = self._schema((version, models, names, ruleset is None), ruleset)
+            schema = self._schema(shape, ruleset)
         commands: list[Any] = []  # what `Records.encode`'s caller adds to: commands as tuples or RESP bytes
         now = time.monotonic()
         sent = self._sent.get(schema.id)
@@ -191,10 +195,10 @@ class Records:
             self._sent[schema.id] = (now, faults)
         try:
             if schema.zdict:
-                return self._compressed(record, schema, values, (version, models, names, ruleset is None)), commands
-            items = _values(record, schema, values)
+                return self._compressed(record, schema, values, shape, fields), commands
+            items = _values(record, schema, values, fields=fields)
             plain = pack(items)
-            self._sample((version, models, names, ruleset is None), schema, items)
+            self._sample(shape, schema, items)
             return COMPACT + plain, commands
         except (OverflowError, TypeError, ValueError, UnicodeEncodeError):  # what only JSON can hold
             from fengkong.api.encoding import dumps
@@ -214,11 +218,11 @@ class Records:
         return schema
 
     def _compressed(self, record: Mapping[str, Any], schema: Schema, features: list[Any],
-                    shape: tuple[Any, ...]) -> bytes:
+                    shape: tuple[Any, ...], fields: tuple[Any, ...] | None) -> bytes:
         """The record compressed with its schema's dictionary (the module docstring), by
         one compressor per schema. Records under a schema's first dictionary are counted,
         and the `SAMPLES` after `RESAMPLE_AFTER` of them make its last (`_collect`)."""
-        values = _values(record, schema, features, scale=False)
+        values = _values(record, schema, features, scale=False, fields=fields)
         sha = values[1]
         if len(sha) != SHA_BYTES:
             raise ValueError("body_sha256 is not a SHA-256")
@@ -291,23 +295,29 @@ _HEAD = 8 + SHA_BYTES  # a compressed (or deflated) record's schema id and body 
 _HEADED = (COMPRESSED, DEFLATED)
 
 #: the fields `_values` reads, in the order it reads them (one ``itemgetter`` call where the
-#: record has them all, as the decision path's always does: cheaper than a ``get`` per field)
-_READ = ("body_sha256", "decision_id", "event_id", "decision", "score", "reasons", "merchant_grade", "degraded",
-         "degraded_reason", "lane", "risk", "decided_at", "caller", "event", "shadow", "missing_features",
-         "score_action", "thresholds", "latency_ms")
-_read_all = operator.itemgetter(*_READ)
+#: record has them all, as a record read back does: cheaper than a ``get`` per field; the
+#: decision path hands them over as it made them, `Records.encode`'s `fields`)
+READ = ("body_sha256", "decision_id", "event_id", "decision", "score", "reasons", "merchant_grade", "degraded",
+        "degraded_reason", "lane", "risk", "decided_at", "caller", "event", "shadow", "missing_features",
+        "score_action", "thresholds", "latency_ms")
+_read_all = operator.itemgetter(*READ)
 
 
-def _values(record: Mapping[str, Any], schema: Schema, features: list[Any], scale: bool = True) -> list[Any]:
+def _values(record: Mapping[str, Any], schema: Schema, features: list[Any], scale: bool = True,
+            fields: tuple[Any, ...] | None = None) -> list[Any]:
     """The record's items in their stored order (the module docstring); `features` is its
-    features' values in the schema's order, a list this changes and returns among them."""
-    try:
-        fields = _read_all(record)
-    except KeyError:
-        fields = (record["body_sha256"], *map(record.get, _READ[1:]))
+    features' values in the schema's order, a list this changes and returns among them;
+    `fields` as `Records.encode` takes them."""
+    if fields is None:
+        try:
+            fields = _read_all(record)
+        except KeyError:
+            fields = (record["body_sha256"], *map(record.get, READ[1:]))
+        extra = None if record.keys() <= _FIELD_SET else {k: v for k, v in record.items() if k not in _FIELD_SET}
+    else:
+        extra = None
     (sha, decision_id, event_id, decision, score, reasons, grade, degraded, degraded_reason, lane, risk, decided_at,
      caller, event, shadow, missing, score_action, thresholds, latency) = fields
-    extra = None if record.keys() <= _FIELD_SET else {k: v for k, v in record.items() if k not in _FIELD_SET}
     if isinstance(event, dict):
         features = with_refs(features, schema.copies, event)
         stored_event: Any = indexed(event)
