@@ -181,7 +181,7 @@ def test_a_command_given_as_bytes_is_written_as_it_is(redis_server):
 def test_the_rows_time_is_the_exact_microseconds_of_its_instant(ipintel, offset):
     tz = timezone(offset)
     for when in (datetime(2026, 11, 25, 23, 59, 59, 999_999, tzinfo=tz), datetime(2027, 1, 1, 0, 0, tzinfo=tz),
-                 datetime(2026, 3, 1, 12, 30, 0, 5, tzinfo=tz)):
+                 datetime(2026, 3, 1, 12, 30, 0, 5, tzinfo=tz), datetime(2026, 3, 1, 15, 59, 59, 999_999, tzinfo=tz)):
         event = parse_event({"event_id": "t1", "type": "payment", "merchant_id": "m1", "amount": 100,
                              "occurred_at": when})
         row = event_row(event, ipintel, 480)
@@ -191,6 +191,8 @@ def test_the_rows_time_is_the_exact_microseconds_of_its_instant(ipintel, offset)
         assert row["hour"] == (local // 3_600_000_000) % 24  # as it always was, a sub-second offset too
         assert offset.microseconds or row["hour"] == when.hour
         assert row["biz_day"] == (t + 480 * 60_000_000) // 86_400_000_000
+        assert row["biz_hour"] == ((t + 480 * 60_000_000) // 3_600_000_000) % 24  # (taken in whole seconds)
+        assert row["biz_night"] == (row["biz_hour"] < 6) and row["is_night"] == (row["hour"] < 6)
 
 
 def _row_by_attributes(event: Any, ipintel: Any) -> dict[str, Any]:
