@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fengkong.events import CardType, Channel, Event, EventType, currency_exponent
+from fengkong.events import FIXED_OFFSETS, CardType, Channel, Event, EventType, currency_exponent
 from fengkong.features.definitions import (
     DEFAULT_BUSINESS_UTC_OFFSET_MIN,
     NIGHT_HOURS,
@@ -65,7 +65,8 @@ def event_row(event: Event, ipintel: IpIntel, biz_offset_min: int = DEFAULT_BUSI
     dicts, a lookup rather than the enum's ``value`` descriptor."""
     fields = event.__dict__  # the model's field values: one attribute lookup rather than one per field
     when = fields["occurred_at"]
-    offset = when.utcoffset()
+    tz = when.tzinfo  # a fixed offset is asked directly: `datetime.utcoffset` calls it the slow, generic way
+    offset = tz.utcoffset(when) if type(tz) in FIXED_OFFSETS else when.utcoffset()
     hour = when.hour  # the wall time's
     # the wall time's seconds since the epoch, then UTC's, and its microseconds: exact integers
     local_s = (when.toordinal() - _EPOCH_ORDINAL) * 86400 + hour * 3600 + when.minute * 60 + when.second
