@@ -46,6 +46,7 @@ _ROUND_STEPS: dict[str, int] = {}
 _EVENT_TYPES: dict[EventType, str] = {m: m.value for m in EventType}
 _CHANNELS: dict[Channel, str] = {m: m.value for m in Channel}
 _CARD_TYPES: dict[CardType, str] = {m: m.value for m in CardType}
+#: `event_row`: the event's validator stored no minor amount (an event built without validation)
 _NOT_SET = object()
 #: `event_row`'s columns in their order, each missing; a row starts as a copy: an event without
 #: a card or an IP leaves those columns so (``is_credit`` False)
