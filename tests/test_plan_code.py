@@ -195,6 +195,23 @@ def test_the_rows_time_is_the_exact_microseconds_of_its_instant(ipintel, offset)
         assert row["biz_night"] == (row["biz_hour"] < 6) and row["is_night"] == (row["hour"] < 6)
 
 
+@pytest.mark.parametrize("text", ["2026-11-25T23:59:59.999999+05:45", "2026-03-01T00:00:00-09:30",
+                                  "2027-01-01T07:59:59Z", "2026-06-30T12:00:00.000001+14:00"])
+def test_the_rows_time_from_iso_text_is_the_exact_microseconds_of_its_instant(ipintel, text):
+    """Parsed from text, the event's time has pydantic's `TzInfo`, which `event_row` asks for
+    its offset directly: the same instant, wall-time hour and business day and hour as the
+    datetime's own arithmetic."""
+    event = parse_event({"event_id": "t2", "type": "payment", "merchant_id": "m1", "amount": 100,
+                         "occurred_at": text})
+    when = event.occurred_at
+    assert type(when.tzinfo).__name__ == "TzInfo"
+    row = event_row(event, ipintel, 480)
+    t = ts_us(when)
+    assert row["ts_us"] == t and row["hour"] == when.hour
+    assert row["biz_day"] == (t + 480 * 60_000_000) // 86_400_000_000
+    assert row["biz_hour"] == ((t + 480 * 60_000_000) // 3_600_000_000) % 24
+
+
 def _row_by_attributes(event: Any, ipintel: Any) -> dict[str, Any]:
     """What `event_row` gives for the event's entity and amount columns, read the plain way
     (the model's attributes, `Event.amount_minor`): the reference for its reads of ``__dict__``."""
