@@ -317,20 +317,21 @@ class Event(BaseModel):
 
     @model_validator(mode="after")
     def _money_and_merchant(self) -> "Event":
-        kind = self.type
-        if kind in MERCHANT_TYPES and not self.merchant_id:
+        fields = self.__dict__  # the field values: one attribute lookup (the model's go through its __getattr__)
+        kind, amount = fields["type"], fields["amount"]
+        if kind in MERCHANT_TYPES and not fields["merchant_id"]:
             raise EventRejected("merchant_id", f"is required for {kind.value} events")
-        if kind in AMOUNT_TYPES and self.amount is None:
+        if kind in AMOUNT_TYPES and amount is None:
             raise EventRejected("amount", f"is required for {kind.value} events")
         if kind is EventType.CHALLENGE_RESULT:
-            if self.challenge is None:
+            if fields["challenge"] is None:
                 raise EventRejected("challenge", 'is required for challenge_result events: {"passed": true|false}')
-            if not self.refers_to:
+            if not fields["refers_to"]:
                 raise EventRejected("refers_to", "is required for challenge_result events: the challenged "
                                                  "payment's event_id")
-        elif self.challenge is not None:
+        elif fields["challenge"] is not None:
             raise EventRejected("challenge", "is only for challenge_result events")
-        self.__dict__["_amount_minor"] = _to_minor(self.amount, self.currency)  # (the model is frozen)
+        fields["_amount_minor"] = _to_minor(amount, fields["currency"])  # (the model is frozen)
         return self
 
     @property

@@ -14,7 +14,7 @@ import msgpack
 import pytest
 from eventgen import dense_events
 
-from fengkong.events import flat_to_dict, parse_event
+from fengkong.events import Event, EventType, flat_to_dict, parse_event
 from fengkong.features.decoders import DECODERS, INLINE
 from fengkong.features.errors import FeatureStoreError
 from fengkong.features.online import OnlineStore
@@ -181,7 +181,7 @@ def test_a_command_given_as_bytes_is_written_as_it_is(redis_server):
 def test_the_rows_time_is_the_exact_microseconds_of_its_instant(ipintel, offset):
     tz = timezone(offset)
     for when in (datetime(2026, 11, 25, 23, 59, 59, 999_999, tzinfo=tz), datetime(2027, 1, 1, 0, 0, tzinfo=tz),
-                 datetime(2026, 3, 1, 12, 30, 0, 5, tzinfo=tz)):
+                 datetime(2026, 3, 1, 12, 30, 0, 5, tzinfo=tz), datetime(2026, 3, 1, 15, 59, 59, 999_999, tzinfo=tz)):
         event = parse_event({"event_id": "t1", "type": "payment", "merchant_id": "m1", "amount": 100,
                              "occurred_at": when})
         row = event_row(event, ipintel, 480)
@@ -191,6 +191,65 @@ def test_the_rows_time_is_the_exact_microseconds_of_its_instant(ipintel, offset)
         assert row["hour"] == (local // 3_600_000_000) % 24  # as it always was, a sub-second offset too
         assert offset.microseconds or row["hour"] == when.hour
         assert row["biz_day"] == (t + 480 * 60_000_000) // 86_400_000_000
+        assert row["biz_hour"] == ((t + 480 * 60_000_000) // 3_600_000_000) % 24  # (taken in whole seconds)
+        assert row["biz_night"] == (row["biz_hour"] < 6) and row["is_night"] == (row["hour"] < 6)
+
+
+@pytest.mark.parametrize("text", ["2026-11-25T23:59:59.999999+05:45", "2026-03-01T00:00:00-09:30",
+                                  "2027-01-01T07:59:59Z", "2026-06-30T12:00:00.000001+14:00"])
+def test_the_rows_time_from_iso_text_is_the_exact_microseconds_of_its_instant(ipintel, text):
+    """Parsed from text, the event's time has pydantic's `TzInfo`, which `event_row` asks for
+    its offset directly: the same instant, wall-time hour and business day and hour as the
+    datetime's own arithmetic."""
+    event = parse_event({"event_id": "t2", "type": "payment", "merchant_id": "m1", "amount": 100,
+                         "occurred_at": text})
+    when = event.occurred_at
+    assert type(when.tzinfo).__name__ == "TzInfo"
+    row = event_row(event, ipintel, 480)
+    t = ts_us(when)
+    assert row["ts_us"] == t and row["hour"] == when.hour
+    assert row["biz_day"] == (t + 480 * 60_000_000) // 86_400_000_000
+    assert row["biz_hour"] == ((t + 480 * 60_000_000) // 3_600_000_000) % 24
+
+
+def _row_by_attributes(event: Any, ipintel: Any) -> dict[str, Any]:
+    """What `event_row` gives for the event's entity and amount columns, read the plain way
+    (the model's attributes, `Event.amount_minor`): the reference for its reads of ``__dict__``."""
+    card = event.card
+    fp = card.fingerprint if card else None
+    kind = card.type.value if card and card.type else None
+    info, subnet = ipintel.lookup_with_subnet(event.ip) if event.ip else (None, None)
+    return {"event_id": event.event_id, "type": event.type.value, "amount": event.amount_minor or 0,
+            "has_amount": event.amount is not None, "currency": event.currency,
+            "channel": event.channel.value if event.channel else None, "card_fp": fp, "card_type": kind,
+            "card_bin": card.bin if card else None, "card_country": card.issuer_country if card else None,
+            "is_credit": kind == "credit", "user_id": event.user_id, "device_id": event.device_id,
+            "ip": event.ip, "subnet": subnet, "ip_info": info, "merchant_id": event.merchant_id,
+            "merchant_card": f"{event.merchant_id}|{fp}" if event.merchant_id and fp else None,
+            "mcc": event.merchant_mcc}
+
+
+def test_the_rows_columns_are_the_events_fields(ipintel):
+    """`event_row` reads the event's (and its card's) field values from ``__dict__`` rather
+    than attribute by attribute: the same values, for every type and with entities missing;
+    and an event built without validation (no stored minor amount) gets its amount from
+    `Event.amount_minor`, as before."""
+    events = _dense(400)
+    events.append(parse_event({"event_id": "login1", "type": "login", "user_id": "u1", "ip": "2001:db8::1",
+                               "occurred_at": "2026-11-25T09:00:00+08:00"}))
+    events.append(Event.model_construct(event_id="raw1", type=EventType.PAYMENT, merchant_id="m1",
+                                        occurred_at=datetime(2026, 11, 25, 9, tzinfo=timezone.utc),
+                                        amount="12.50", currency="CNY", card=None, ip="113.5.6.7",
+                                        channel=None, user_id=None, device_id=None, merchant_mcc=None,
+                                        refers_to=None, challenge=None))
+    assert "_amount_minor" not in events[-1].__dict__
+    for event in events:
+        row = event_row(event, ipintel, 480)
+        expected = _row_by_attributes(event, ipintel)
+        assert {name: row[name] for name in expected} == expected, event.event_id
+    assert event_row(events[-1], ipintel, 480)["amount"] == 1250
+    assert any(e.card is not None and e.card.type is not None for e in events)
+    assert any(e.card is None for e in events) and any(e.amount is None for e in events)
 
 
 def _dense(n: int) -> list[Any]:

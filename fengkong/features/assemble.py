@@ -162,6 +162,16 @@ _from_inputs = _straight_line("from_inputs", "f, inputs, t", [
                    f"    minutes = (t - began) / {_US_PER_MIN!r} if began else None",
                    f"    f[{minutes_name!r}] = minutes",
                    f"    f[{new_name!r}] = minutes is None or minutes < {d.NEW_SESSION_MINUTES!r}"))])
+#: the ratios with an input on a side (`_INPUT_RATIOS`, as `_ratio` computes them), then each
+#: amount-to-mean (``amount``: the event's amount in major units)
+_last_ratios = _straight_line("last_ratios", "f, inputs, amount", [
+    *(line for name, num, den in _INPUT_RATIOS
+      for line in (f"num = {'inputs' if num in INPUTS else 'f'}.get({num!r})",
+                   f"den = {'inputs' if den in INPUTS else 'f'}.get({den!r})",
+                   f"f[{name!r}] = None if num is None or den is None or den == 0 else num / den")),
+    *(line for name, total, count in _AMOUNT_TO_MEAN
+      for line in (f"total = f[{total!r}]", f"paid = f[{count!r}]",
+                   f"f[{name!r}] = None if amount is None or not total or not paid else amount * paid / total"))])
 #: what `derive` writes whatever the store returned: a raw value of one of these names would be overwritten
 _DERIVED_ONLY = frozenset(
     [*_ROW_NAMES, *_IP_NAMES, "event.amount", "event.amount_minor", "ip.country_mismatch_card"]
@@ -349,14 +359,7 @@ def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], defau
 
     if not raw_ratios:
         _ratios(f)
-    get = f.get
-    for name, num_name, den_name in _INPUT_RATIOS:
-        f[name] = _ratio(inputs.get(num_name) if num_name in INPUTS else get(num_name),
-                         inputs.get(den_name) if den_name in INPUTS else get(den_name))
-    amount_major = f["event.amount"]
-    for ratio_name, sum_name, count_name in _AMOUNT_TO_MEAN:
-        total, paid = f[sum_name], f[count_name]
-        f[ratio_name] = None if amount_major is None or not total or not paid else amount_major * paid / total
+    _last_ratios(f, inputs, f["event.amount"])
     return f
 
 

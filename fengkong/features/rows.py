@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fengkong.events import CardType, Channel, Event, EventType, currency_exponent
+from fengkong.events import FIXED_OFFSETS, CardType, Channel, Event, EventType, currency_exponent
 from fengkong.features.definitions import (
     DEFAULT_BUSINESS_UTC_OFFSET_MIN,
     NIGHT_HOURS,
@@ -46,6 +46,15 @@ _ROUND_STEPS: dict[str, int] = {}
 _EVENT_TYPES: dict[EventType, str] = {m: m.value for m in EventType}
 _CHANNELS: dict[Channel, str] = {m: m.value for m in Channel}
 _CARD_TYPES: dict[CardType, str] = {m: m.value for m in CardType}
+#: `event_row`: the event's validator stored no minor amount (an event built without validation)
+_NOT_SET = object()
+#: `event_row`'s columns in their order, each missing; a row starts as a copy: an event without
+#: a card or an IP leaves those columns so (``is_credit`` False)
+_ROW: dict[str, Any] = dict.fromkeys((
+    "event_id", "type", "ts_us", "hour", "is_night", "biz_day", "biz_hour", "biz_night", "amount", "has_amount",
+    "currency", "channel", "is_round", "card_fp", "card_type", "card_bin", "card_country", "is_credit", "user_id",
+    "device_id", "ip", "subnet", "ip_info", "ip_country", "merchant_id", "merchant_card", "mcc"))
+_ROW["is_credit"] = False
 
 
 def event_row(event: Event, ipintel: IpIntel, biz_offset_min: int = DEFAULT_BUSINESS_UTC_OFFSET_MIN) -> dict[str, Any]:
@@ -55,65 +64,70 @@ def event_row(event: Event, ipintel: IpIntel, biz_offset_min: int = DEFAULT_BUSI
     datetime's subtraction (`ts_us`) asks the tzinfo for its offset again, and the
     event's tzinfo answers through a call of its own. The enums' values come from
     dicts, a lookup rather than the enum's ``value`` descriptor."""
-    when = event.occurred_at
-    offset = when.utcoffset()
-    # the wall time's microseconds since the epoch, then UTC's; exact integers
-    local = (((when.toordinal() - _EPOCH_ORDINAL) * 86400 + when.hour * 3600 + when.minute * 60 + when.second)
-             * 1_000_000 + when.microsecond)
+    fields = event.__dict__  # the model's field values: one attribute lookup rather than one per field
+    when = fields["occurred_at"]
+    tz = when.tzinfo  # a fixed offset is asked directly: `datetime.utcoffset` calls it the slow, generic way
+    offset = tz.utcoffset(when) if type(tz) in FIXED_OFFSETS else when.utcoffset()
+    hour = when.hour  # the wall time's
+    # the wall time's seconds since the epoch, then UTC's, and its microseconds: exact integers
+    local_s = (when.toordinal() - _EPOCH_ORDINAL) * 86400 + hour * 3600 + when.minute * 60 + when.second
     if offset is None or offset.microseconds:  # naive (refused), or a sub-second offset: as it always was
         t = ts_us(when)
-        local = t + (int(offset.total_seconds()) * 1_000_000 if offset else 0)
+        utc_s = t // 1_000_000
+        hour = ((t + (int(offset.total_seconds()) * 1_000_000 if offset else 0)) // US_PER_HOUR) % 24
     else:
-        t = local - (offset.days * 86400 + offset.seconds) * 1_000_000
-    biz = t + biz_offset_min * 60_000_000
-    hour = (local // US_PER_HOUR) % 24
-    biz_hour = (biz // US_PER_HOUR) % 24
-    amount = event.amount_minor or 0
-    currency = event.currency
+        utc_s = local_s - offset.days * 86400 - offset.seconds
+        t = utc_s * 1_000_000 + when.microsecond
+    # the business time in whole seconds (the offset is whole minutes): its day and hour by
+    # divisors below 2**30, which CPython divides by in one step (not so 3.6e9 and 8.64e10)
+    biz_s = utc_s + biz_offset_min * 60
+    biz_hour = (biz_s // 3600) % 24
+    amount = fields.get("_amount_minor", _NOT_SET)  # what `Event.amount_minor` reads, when its validator set it
+    if amount is _NOT_SET:
+        amount = event.amount_minor
+    amount = amount or 0
+    currency = fields["currency"]
     step = _ROUND_STEPS.get(currency)
     if step is None:
         step = _ROUND_STEPS[currency] = ROUND_MAJOR_UNITS * 10 ** currency_exponent(currency)
-    card = event.card
-    card_fp: str | None = None
-    card_type: str | None = None
+    row = _ROW.copy()  # every column, in order, set below: one presized dict rather than one grown key by key
+    card = fields["card"]
     if card is not None:
-        card_fp = card.fingerprint
-        card_type = _CARD_TYPES[card.type] if card.type else None
-    ip = event.ip
-    info, subnet = ipintel.lookup_with_subnet(ip) if ip else (None, None)
-    merchant = event.merchant_id
-    channel = event.channel
-    # at most 15 items in the display (CPython builds it on the stack, presized; a longer one
-    # it builds as two dicts, item by item, then merges), the rest set after it
-    row = {
-        "event_id": event.event_id,
-        "type": _EVENT_TYPES[event.type],
-        "ts_us": t,
-        "hour": hour,
-        "is_night": hour < _NIGHT_END,
-        "biz_day": biz // US_PER_DAY,
-        "biz_hour": biz_hour,
-        "biz_night": biz_hour < _NIGHT_END,
-        "amount": amount,
-        "has_amount": event.amount is not None,
-        "currency": currency,
-        "channel": _CHANNELS[channel] if channel else None,
-        "is_round": amount > 0 and amount % step == 0,  # is_round(amount, currency)
-        "card_fp": card_fp,
-        "card_type": card_type,
-    }
-    row["card_bin"] = card.bin if card is not None else None
-    row["card_country"] = card.issuer_country if card is not None else None
-    row["is_credit"] = card_type == "credit"
-    row["user_id"] = event.user_id
-    row["device_id"] = event.device_id
+        card_fields = card.__dict__
+        card_fp = row["card_fp"] = card_fields["fingerprint"]
+        kind = card_fields["type"]
+        card_type = row["card_type"] = _CARD_TYPES[kind] if kind else None
+        row["card_bin"] = card_fields["bin"]
+        row["card_country"] = card_fields["issuer_country"]
+        row["is_credit"] = card_type == "credit"
+    else:
+        card_fp = None
+    ip = fields["ip"]
+    merchant = fields["merchant_id"]
+    channel = fields["channel"]
+    row["event_id"] = fields["event_id"]
+    row["type"] = _EVENT_TYPES[fields["type"]]
+    row["ts_us"] = t
+    row["hour"] = hour
+    row["is_night"] = hour < _NIGHT_END
+    row["biz_day"] = biz_s // 86400
+    row["biz_hour"] = biz_hour
+    row["biz_night"] = biz_hour < _NIGHT_END
+    row["amount"] = amount
+    row["has_amount"] = fields["amount"] is not None
+    row["currency"] = currency
+    row["channel"] = _CHANNELS[channel] if channel else None
+    row["is_round"] = amount > 0 and amount % step == 0  # is_round(amount, currency)
+    row["user_id"] = fields["user_id"]
+    row["device_id"] = fields["device_id"]
     row["ip"] = ip
-    row["subnet"] = subnet
-    row["ip_info"] = info
-    row["ip_country"] = info.country if info else None
+    if ip:
+        info, row["subnet"] = ipintel.lookup_with_subnet(ip)
+        row["ip_info"] = info
+        row["ip_country"] = info.country
     row["merchant_id"] = merchant
     row["merchant_card"] = f"{merchant}|{card_fp}" if merchant and card_fp else None
-    row["mcc"] = event.merchant_mcc
+    row["mcc"] = fields["merchant_mcc"]
     return row
 
 
