@@ -375,7 +375,7 @@ def _to_minor(amount: int | str | None, currency: str) -> int | None:
         raise EventRejected("amount", f"is larger than {MAX_AMOUNT_MINOR} minor units")  # (past the cap)
     # ASCII digits only (the pattern): the minor units are the digits with the point moved
     # `exponent` places right, exact in integers; digits past them must all be zeros
-    exponent = CURRENCY_EXPONENT.get(currency, 2)  # currency_exponent(currency)
+    exponent = currency_exponent(currency)
     fraction = fraction or ""
     if len(fraction) > exponent:
         if fraction[exponent:].strip("0"):

@@ -139,11 +139,12 @@ def _straight_line(name: str, params: str, body: list[str]) -> Callable[..., Non
 
 #: the event's own features from its row
 _copy_row = _straight_line("copy_row", "f, row", [f"f[{name!r}] = row[{column!r}]" for name, column in _ROW_FEATURES])
+#: `_ratio` of ``num`` and ``den`` as an expression, for the generated functions
+_RATIO_OF = "None if num is None or den is None or den == 0 else num / den"
 #: the ratios of `_RATIO_TRIPLES`, missing when either side is or the denominator is 0
 _ratios = _straight_line("ratios", "f", [
     line for name, num, den in _RATIO_TRIPLES
-    for line in (f"num = f[{num!r}]", f"den = f[{den!r}]",
-                 f"f[{name!r}] = None if num is None or den is None or den == 0 else num / den")])
+    for line in (f"num = f[{num!r}]", f"den = f[{den!r}]", f"f[{name!r}] = {_RATIO_OF}")])
 _IP_FIELDS = ("country", "asn", "is_hosting", "is_tor", "is_listed_proxy", "is_private")
 _IP_NAMES = tuple(sys.intern(f"ip.{name}") for name in _IP_FIELDS)
 #: the IP's features from its `IpInfo`
@@ -168,7 +169,7 @@ _last_ratios = _straight_line("last_ratios", "f, inputs, amount", [
     *(line for name, num, den in _INPUT_RATIOS
       for line in (f"num = {'inputs' if num in INPUTS else 'f'}.get({num!r})",
                    f"den = {'inputs' if den in INPUTS else 'f'}.get({den!r})",
-                   f"f[{name!r}] = None if num is None or den is None or den == 0 else num / den")),
+                   f"f[{name!r}] = {_RATIO_OF}")),
     *(line for name, total, count in _AMOUNT_TO_MEAN
       for line in (f"total = f[{total!r}]", f"paid = f[{count!r}]",
                    f"f[{name!r}] = None if amount is None or not total or not paid else amount * paid / total"))])
