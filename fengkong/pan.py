@@ -19,8 +19,9 @@ _DIGIT_GROUP = re.compile(r"\d+")
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed bytes
 _NOT_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
-#: ASCII digits become ``0`` (every other byte stays); `_PAN_RUN`'s separators are deleted
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+#: ASCII digits become ``0`` and ``[`` becomes ``{`` (every other byte stays; `scan_text` counts
+#: the brackets in the copy); `_PAN_RUN`'s separators are deleted
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789[", b"000000000{")
 _RUN_SEPARATORS = b" -._/"
 _THIRTEEN_DIGITS = b"0" * 13
 #: ASCII digits become ``0`` and `_PAN_RUN`'s separators ``-`` (every other byte stays)
@@ -138,9 +139,13 @@ def text_shows_no_pan(raw: bytes) -> bool:
     that part, its separators kept, shows 13 digits in a row or a group of 4 followed by
     a group of 4 or more (what `_run_holds_pan` needs: a card number's first group is 4
     digits, its second 4 or 6), so long ids of other shapes are passed at once."""
+    return _shows_no_pan(raw, raw.translate(_DIGITS_AS_ZERO, _RUN_SEPARATORS))
+
+
+def _shows_no_pan(raw: bytes, digits: bytes) -> bool:
+    """`text_shows_no_pan` of `raw`, given its copy ``raw.translate(_DIGITS_AS_ZERO, _RUN_SEPARATORS)``."""
     if not raw.isascii() or raw.find(b"\\") >= 0:  # (``in`` on bytes tries the operand as an integer first:
         return False                                  # a TypeError raised and cleared per call)
-    digits = raw.translate(_DIGITS_AS_ZERO, _RUN_SEPARATORS)
     first = digits.find(_THIRTEEN_DIGITS)
     if first < 0:
         return True
@@ -169,6 +174,20 @@ def nesting_problem(raw: bytes, limit: int = MAX_DEPTH) -> str | None:
     with no more than `limit` brackets in all is passed at once (two ``count`` calls)."""
     if raw.count(b"{") + raw.count(b"[") <= limit:
         return None
+    return _nesting_problem(raw, limit)
+
+
+def scan_text(raw: bytes, limit: int = MAX_DEPTH) -> tuple[str | None, bool]:
+    """`nesting_problem` and `text_shows_no_pan` of the JSON bytes `raw` at once: one copy of
+    the text (`_DIGITS_AS_ZERO`) serves the bracket count of the one and the digit search of
+    the other. Both are done before any parser sees the text."""
+    digits = raw.translate(_DIGITS_AS_ZERO, _RUN_SEPARATORS)
+    too_deep = None if digits.count(b"{") <= limit else _nesting_problem(raw, limit)
+    return too_deep, _shows_no_pan(raw, digits)
+
+
+def _nesting_problem(raw: bytes, limit: int) -> str | None:
+    """`nesting_problem` past its bracket count."""
     steps = array.array("b", _JSON_STRING.sub(b"", raw).translate(_BRACKET_STEP, _NOT_BRACKET))
     if max(itertools.accumulate(steps), default=0) > limit:
         return f"nests deeper than {limit} levels of objects and arrays"

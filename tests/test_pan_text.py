@@ -174,11 +174,11 @@ def test_a_card_number_after_many_separators_and_long_runs_is_found():
 def _main_text_shows_no_pan(raw: bytes) -> bool:
     """`text_shows_no_pan` as main had it (d2b16a2), before the span was first tested for the
     shape a card number needs: the reference the faster check must answer like, text for text."""
-    from fengkong.pan import _DIGIT_STRETCH, _DIGITS_AS_ZERO, _RUN_SEPARATORS, _THIRTEEN_DIGITS, _holds_pan
+    from fengkong.pan import _DIGIT_STRETCH, _RUN_SEPARATORS, _THIRTEEN_DIGITS, _holds_pan
 
     if not raw.isascii() or raw.find(b"\\") >= 0:
         return False
-    digits = raw.translate(_DIGITS_AS_ZERO, _RUN_SEPARATORS)
+    digits = raw.translate(bytes.maketrans(b"123456789", b"000000000"), _RUN_SEPARATORS)
     first = digits.find(_THIRTEEN_DIGITS)
     if first < 0:
         return True
@@ -247,3 +247,38 @@ def test_long_ids_of_other_shapes_are_passed_without_judging_their_runs(monkeypa
     for device_id in ("4111 1111 1111 1112", "1796515002418"):  # a grouped number's shape, 13 digits in a row
         with pytest.raises(AssertionError, match="judged"):
             text_shows_no_pan(orjson.dumps(with_(event_id="b31234-1765012345-3", device_id=device_id)))
+
+
+_bracketed = st.lists(st.one_of(st.sampled_from(["[", "{", "]", "}", '"[', '"{', '"', "\\", "é"]), _span_texts),
+                      max_size=60).map("".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_bracketed, st.integers(0, 40))
+def test_the_one_pass_scan_answers_as_the_two_checks(text, limit):
+    # `scan_text` counts both kinds of bracket in the PAN check's copy of the text: the same
+    # nesting answer as `nesting_problem`, the same card-number answer as `text_shows_no_pan`
+    from fengkong.pan import nesting_problem, scan_text
+
+    raw = text.encode()
+    assert scan_text(raw, limit) == (nesting_problem(raw, limit), text_shows_no_pan(raw))
+
+
+def _nested_body(kinds: str, depth: int) -> bytes:
+    """An event-like body whose ``note`` nests `depth` levels in all (its own object the first),
+    the inner levels arrays or objects in the order of `kinds` (``[`` and ``{``), repeated."""
+    inner = [kinds[i % len(kinds)] for i in range(depth - 1)]
+    opening = "".join("[" if k == "[" else '{"a":' for k in inner)
+    closing = "".join("]" if k == "[" else "}" for k in reversed(inner))
+    return f'{{"event_id":"e","note":{opening}1{closing}}}'.encode()
+
+
+@pytest.mark.parametrize("kinds", ["[", "{", "[{", "{{["])
+def test_parse_json_clear_refuses_deep_nesting_of_either_bracket_before_parsing(kinds):
+    with pytest.raises(MalformedBody, match=f"nests deeper than {MAX_DEPTH}"):
+        parse_json_clear(_nested_body(kinds, MAX_DEPTH + 1))
+    assert parse_json_clear(_nested_body(kinds, MAX_DEPTH))[0]["event_id"] == "e"
+    with pytest.raises(MalformedBody, match="is empty"):
+        parse_json_clear(b"")
+    with pytest.raises(MalformedBody, match="not valid JSON"):
+        parse_json_clear(_nested_body(kinds, MAX_DEPTH)[:-1])  # brackets to count, not too deep
