@@ -46,7 +46,7 @@ from fengkong.event_times import (  # noqa: F401  (re-exported)
     DEFAULT_OCCURRED_AT_RANGE, EPOCH, FIXED_OFFSETS, OCCURRED_AT_MAX_ENV, OCCURRED_AT_MIN_ENV, iso_text,
     occurred_at_range, range_since_epoch, years_inside)
 from fengkong.pan import (  # noqa: F401  (re-exported)
-    MAX_DEPTH, looks_like_pan, luhn_ok, nesting_problem, text_shows_no_pan)
+    MAX_DEPTH, looks_like_pan, luhn_ok, nesting_problem, scan_text, text_shows_no_pan)
 
 
 class EventType(StrEnum):

@@ -19,10 +19,16 @@ _DIGIT_GROUP = re.compile(r"\d+")
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed bytes
 _NOT_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
-#: ASCII digits become ``0`` (every other byte stays); `_PAN_RUN`'s separators are deleted
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+#: ASCII digits become ``0`` and ``[`` becomes ``{`` (every other byte stays; `scan_text` counts
+#: the brackets in the copy); `_PAN_RUN`'s separators are deleted
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789[", b"000000000{")
 _RUN_SEPARATORS = b" -._/"
 _THIRTEEN_DIGITS = b"0" * 13
+#: ASCII digits become ``0`` and `_PAN_RUN`'s separators ``-`` (every other byte stays)
+_DIGITS_AND_SEPARATORS = bytes.maketrans(b"0123456789 -._/", b"0000000000-----")
+#: in such a copy, what a card number written in groups needs (`_run_holds_pan`): a group of
+#: exactly 4 digits, 1 to 3 separators, then a group of 4 digits or more
+_GROUPED_START = re.compile(rb"0000-(?<!00000-)-{0,2}0000")
 #: a stretch of ASCII digits and `_PAN_RUN`'s separators, from a digit on, long enough to hold 13 digits
 _DIGIT_STRETCH = re.compile(r"[0-9][0-9 \-._/]{12,}")
 #: what a run needs to hold a PAN (`_run_holds_pan`): a group of exactly 4 digits (a grouped
@@ -129,16 +135,28 @@ def text_shows_no_pan(raw: bytes) -> bool:
     judge, where the walk over the values would judge every one; it scans only the part
     of the text between the first and the last 13 digits the separator-free copy shows
     (a stretch's place in the text is its place in the copy plus at most the separators
-    deleted), not every digit of the body's times, amounts and addresses."""
+    deleted), not every digit of the body's times, amounts and addresses; and only when
+    that part, its separators kept, shows 13 digits in a row or a group of 4 followed by
+    a group of 4 or more (what `_run_holds_pan` needs: a card number's first group is 4
+    digits, its second 4 or 6), so long ids of other shapes are passed at once."""
+    return _shows_no_pan(raw, raw.translate(_DIGITS_AS_ZERO, _RUN_SEPARATORS))
+
+
+def _shows_no_pan(raw: bytes, digits: bytes) -> bool:
+    """`text_shows_no_pan` of `raw`, given its copy ``raw.translate(_DIGITS_AS_ZERO, _RUN_SEPARATORS)``."""
     if not raw.isascii() or raw.find(b"\\") >= 0:  # (``in`` on bytes tries the operand as an integer first:
         return False                                  # a TypeError raised and cleared per call)
-    digits = raw.translate(_DIGITS_AS_ZERO, _RUN_SEPARATORS)
     first = digits.find(_THIRTEEN_DIGITS)
     if first < 0:
         return True
     # the last such run's last digit is at ``rfind + 12`` in the copy, so at most that
     # plus the separators deleted (``len(raw) - len(digits)``) in the text
     last = digits.rfind(_THIRTEEN_DIGITS) + 13 + len(raw) - len(digits)
+    # with its separators kept, a PAN there shows as 13 digits in a row or as `_GROUPED_START`
+    # (a date-and-sequence id or a pid and an epoch shows neither): only then is it judged
+    span = raw[first:last].translate(_DIGITS_AND_SEPARATORS)
+    if span.find(_THIRTEEN_DIGITS) < 0 and _GROUPED_START.search(span) is None:
+        return True
     text = raw.decode("ascii")
     for stretch in _DIGIT_STRETCH.finditer(text, first, last):
         begin, end = stretch.span()
@@ -156,6 +174,20 @@ def nesting_problem(raw: bytes, limit: int = MAX_DEPTH) -> str | None:
     with no more than `limit` brackets in all is passed at once (two ``count`` calls)."""
     if raw.count(b"{") + raw.count(b"[") <= limit:
         return None
+    return _nesting_problem(raw, limit)
+
+
+def scan_text(raw: bytes, limit: int = MAX_DEPTH) -> tuple[str | None, bool]:
+    """`nesting_problem` and `text_shows_no_pan` of the JSON bytes `raw` at once: one copy of
+    the text (`_DIGITS_AS_ZERO`) serves the bracket count of the one and the digit search of
+    the other. Both are done before any parser sees the text."""
+    digits = raw.translate(_DIGITS_AS_ZERO, _RUN_SEPARATORS)
+    too_deep = None if digits.count(b"{") <= limit else _nesting_problem(raw, limit)
+    return too_deep, _shows_no_pan(raw, digits)
+
+
+def _nesting_problem(raw: bytes, limit: int) -> str | None:
+    """`nesting_problem` past its bracket count."""
     steps = array.array("b", _JSON_STRING.sub(b"", raw).translate(_BRACKET_STEP, _NOT_BRACKET))
     if max(itertools.accumulate(steps), default=0) > limit:
         return f"nests deeper than {limit} levels of objects and arrays"

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from fengkong.api.body import parse_json, parse_json_clear
 from fengkong.api.errors import MalformedBody
 from fengkong.events import EventRejected, MAX_DEPTH, find_pan, parse_event, text_shows_no_pan
-from test_events import STRING_FIELDS, VISA_TEST, after_pan, before_pan, with_, with_field, written_pans
+from test_events import (SEPARATORS, STRING_FIELDS, VISA_TEST, after_pan, before_pan, luhn_complete, with_,
+                         with_field, written_pans)
 
 
 @settings(max_examples=300, deadline=None)
@@ -168,3 +169,116 @@ def test_a_card_number_after_many_separators_and_long_runs_is_found():
                  f'{{"a":"b14669-1796515002M-5{seps}","d":"{VISA_TEST[:4]} {VISA_TEST[4:8]} {VISA_TEST[8:12]} '
                  f'{VISA_TEST[12:]}"}}'):
         assert not text_shows_no_pan(text.encode()) and not _scan_of_the_whole_text(text.encode()), text
+
+
+def _main_text_shows_no_pan(raw: bytes) -> bool:
+    """`text_shows_no_pan` as main had it (d2b16a2), before the span was first tested for the
+    shape a card number needs: the reference the faster check must answer like, text for text."""
+    from fengkong.pan import _DIGIT_STRETCH, _RUN_SEPARATORS, _THIRTEEN_DIGITS, _holds_pan
+
+    if not raw.isascii() or raw.find(b"\\") >= 0:
+        return False
+    digits = raw.translate(bytes.maketrans(b"123456789", b"000000000"), _RUN_SEPARATORS)
+    first = digits.find(_THIRTEEN_DIGITS)
+    if first < 0:
+        return True
+    last = digits.rfind(_THIRTEEN_DIGITS) + 13 + len(raw) - len(digits)
+    text = raw.decode("ascii")
+    for stretch in _DIGIT_STRETCH.finditer(text, first, last):
+        begin, end = stretch.span()
+        if len(raw[begin:end].translate(None, _RUN_SEPARATORS)) < 13:
+            continue
+        if _holds_pan(text, begin, end):
+            return False
+    return True
+
+
+@st.composite
+def _split_luhn_numbers(draw):
+    """A Luhn-valid number of 12 to 20 digits cut into groups of any size (card-like or not),
+    joined by 1 to 4 separators: the shapes around the ones `_run_holds_pan` takes for a PAN."""
+    digits = luhn_complete(draw(st.text("0123456789", min_size=11, max_size=19)))
+    out, at = [], 0
+    while at < len(digits):
+        size = draw(st.sampled_from([1, 2, 3, 4, 4, 4, 5, 6, 6, 7, 13]))
+        out.append(digits[at:at + size])
+        at += size
+    return "".join(g + draw(st.text(SEPARATORS, min_size=1, max_size=4)) for g in out[:-1]) + out[-1]
+
+
+_ids = st.one_of(
+    st.builds(lambda p, e, n: f"b{p}-{e}-{n}", st.integers(1, 4_194_304), st.integers(10**9, 2 * 10**9),
+              st.integers(0, 10**6)),
+    st.builds(lambda d, n: f"ORD-{d}-{n:08d}", st.sampled_from(["20261125", "20000101", "20991231"]),
+              st.integers(0, 10**8 - 1)),
+    st.integers(10**12, 10**19).map(str),
+    st.sampled_from(["2026-11-25T09:00:00.003000+08:00", "183.254.233.18", "622005", "2999.45"]))
+_span_texts = st.lists(st.one_of(_ids, _split_luhn_numbers(), written_pans(),
+                                 st.text("0123456789 -._/x\":,", max_size=24),
+                                 st.sampled_from(['","', '":"', ",", ":", "x", "9", "-", "  "])),
+                       max_size=10).map("".join)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_span_texts)
+def test_the_check_judges_every_text_as_mains_check_did(text):
+    # the differential test: long ids (a pid and an epoch, a date and a sequence), card numbers
+    # written in groups of any size with 1-4 separators, near misses, beside and inside each other
+    raw = text.encode()
+    assert text_shows_no_pan(raw) == _main_text_shows_no_pan(raw)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_ids, st.one_of(st.none(), _split_luhn_numbers(), written_pans(), _ids))
+def test_a_body_is_judged_as_mains_check_did(event_id, device_id):
+    body = orjson.dumps(with_(event_id=event_id, **({} if device_id is None else {"device_id": device_id})))
+    assert text_shows_no_pan(body) == _main_text_shows_no_pan(body)
+
+
+def test_long_ids_of_other_shapes_are_passed_without_judging_their_runs(monkeypatch):
+    import fengkong.pan as pan
+
+    def judged(*args):
+        raise AssertionError("a run was judged")
+
+    monkeypatch.setattr(pan, "_holds_pan", judged)
+    for event_id in ("b31234-1765012345-3", "ORD-20261125-00012345", "b4194304-2000000000-999999"):
+        assert text_shows_no_pan(orjson.dumps(with_(event_id=event_id, amount="2999.45"))), event_id
+    for device_id in ("4111 1111 1111 1112", "1796515002418"):  # a grouped number's shape, 13 digits in a row
+        with pytest.raises(AssertionError, match="judged"):
+            text_shows_no_pan(orjson.dumps(with_(event_id="b31234-1765012345-3", device_id=device_id)))
+
+
+_bracketed = st.lists(st.one_of(st.sampled_from(["[", "{", "]", "}", '"[', '"{', '"', "\\", "é"]), _span_texts),
+                      max_size=60).map("".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_bracketed, st.integers(0, 40))
+def test_the_one_pass_scan_answers_as_the_two_checks(text, limit):
+    # `scan_text` counts both kinds of bracket in the PAN check's copy of the text: the same
+    # nesting answer as `nesting_problem`, the same card-number answer as `text_shows_no_pan`
+    from fengkong.pan import nesting_problem, scan_text
+
+    raw = text.encode()
+    assert scan_text(raw, limit) == (nesting_problem(raw, limit), text_shows_no_pan(raw))
+
+
+def _nested_body(kinds: str, depth: int) -> bytes:
+    """An event-like body whose ``note`` nests `depth` levels in all (its own object the first),
+    the inner levels arrays or objects in the order of `kinds` (``[`` and ``{``), repeated."""
+    inner = [kinds[i % len(kinds)] for i in range(depth - 1)]
+    opening = "".join("[" if k == "[" else '{"a":' for k in inner)
+    closing = "".join("]" if k == "[" else "}" for k in reversed(inner))
+    return f'{{"event_id":"e","note":{opening}1{closing}}}'.encode()
+
+
+@pytest.mark.parametrize("kinds", ["[", "{", "[{", "{{["])
+def test_parse_json_clear_refuses_deep_nesting_of_either_bracket_before_parsing(kinds):
+    with pytest.raises(MalformedBody, match=f"nests deeper than {MAX_DEPTH}"):
+        parse_json_clear(_nested_body(kinds, MAX_DEPTH + 1))
+    assert parse_json_clear(_nested_body(kinds, MAX_DEPTH))[0]["event_id"] == "e"
+    with pytest.raises(MalformedBody, match="is empty"):
+        parse_json_clear(b"")
+    with pytest.raises(MalformedBody, match="not valid JSON"):
+        parse_json_clear(_nested_body(kinds, MAX_DEPTH)[:-1])  # brackets to count, not too deep

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fengkong.api.encoding import loads
 from fengkong.api.errors import BodyTooLarge, MalformedBody, answer
-from fengkong.events import nesting_problem, text_shows_no_pan
+from fengkong.events import nesting_problem, scan_text
 
 
 def limited(headers: list[tuple[bytes, bytes]], receive: Receive, limit: int) -> Receive:
@@ -67,22 +67,30 @@ def parse_json(body: bytes) -> Any:
     """`MalformedBody` (400) for an empty or malformed body; the message never quotes it."""
     if not body:
         raise MalformedBody("is empty; send one JSON object")
-    if (too_deep := nesting_problem(body)) is not None:  # before the parser or any recursive walk
-        raise MalformedBody(too_deep)
-    try:
-        return loads(body)
-    except ValueError as exc:
-        # orjson's message gives the position only (never the content)
-        raise MalformedBody(f"is not valid JSON ({str(exc).split(':', 1)[-1].strip()})") from None
+    return _parsed(body, nesting_problem(body))  # before the parser or any recursive walk
 
 
 def parse_json_clear(body: bytes) -> tuple[Any, bool]:
     """`parse_json`, and whether the body's text shows no card number
     (`fengkong.events.text_shows_no_pan`): an event route passes that on to
     `fengkong.events.parse_event` as ``text_clear``, which then skips its walk of every
-    value. The text is scanned once, in C, instead of the values one by one in Python."""
-    data = parse_json(body)
-    return data, text_shows_no_pan(body)
+    value. The text is scanned once, in C, instead of the values one by one in Python,
+    and the same pass serves the nesting check (`fengkong.pan.scan_text`)."""
+    if not body:
+        raise MalformedBody("is empty; send one JSON object")
+    too_deep, text_clear = scan_text(body)
+    return _parsed(body, too_deep), text_clear
+
+
+def _parsed(body: bytes, too_deep: str | None) -> Any:
+    """The JSON value of a non-empty `body` whose nesting check gave `too_deep`."""
+    if too_deep is not None:
+        raise MalformedBody(too_deep)
+    try:
+        return loads(body)
+    except ValueError as exc:
+        # orjson's message gives the position only (never the content)
+        raise MalformedBody(f"is not valid JSON ({str(exc).split(':', 1)[-1].strip()})") from None
 
 
 class BodyLimit:
