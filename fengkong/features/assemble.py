@@ -118,7 +118,8 @@ _AT_MOMENTS, _AT_SINGLE_LIMIT, _AT_DAILY_CAP, _AT_ONBOARDED, _AT_PROMOTIONS = (
     _AT[name] for name in ("user.moments", "merchant.single_limit_minor", "merchant.daily_cap_minor",
                            "merchant.onboarded_day", "merchant.promotions"))
 #: (position in `INPUT_ORDER`, n, median and robust-z features) of each entity's recent amounts
-_RECENT_AT = tuple((_AT[raw], *names) for raw, *names in RECENT_AMOUNTS)
+_RECENT_AT: tuple[tuple[int, str, str, str], ...] = tuple(
+    (_AT[raw], n_name, median_name, z_name) for raw, n_name, median_name, z_name in RECENT_AMOUNTS)
 
 
 def input_values(inputs: dict[str, Any]) -> tuple[Any, ...]:
