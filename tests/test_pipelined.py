@@ -13,6 +13,7 @@ import pytest
 
 from fengkong.features.errors import FeatureStoreUnavailable
 from fengkong.features.online import OnlineStore
+from fengkong.features import pipelined
 from fengkong.features.pipelined import ConnectionFailed, PipelinedRedis, ReplyError, ReplyLate
 from test_online_store import T0, pay
 
@@ -119,67 +120,66 @@ def test_one_timer_judges_every_batch_at_its_own_deadline(redis_server, redis_cl
         assert proto is not None
         timed = await asyncio.gather(*(conn.execute([("INCR", f"{prefix}:n")], 0.05) for _ in range(200)))
         await asyncio.sleep(0.1)  # past every deadline: the timer has fired and found them all done
-        return waited, late, timed, proto.deadlines, proto.timer
+        return waited, late, timed, proto.watched, proto.deadlines, proto.timer
 
-    waited, late, timed, deadlines, timer = asyncio.run(main())
+    waited, late, timed, watched, deadlines, timer = asyncio.run(main())
     assert 0.09 <= waited < 0.2  # its own 100 ms, not the others' 5 s
     assert late == [1, 1] and sorted(r[0] for r in timed) == list(range(1, 201))
-    assert deadlines == [] and timer is None
+    assert not watched and deadlines == [] and timer is None
 
 
-def test_a_killed_connection_fails_its_pending_callers_and_is_replaced(redis_server, redis_client, prefix):
+def test_the_timer_judges_the_queue_and_the_heap_in_deadline_order(monkeypatch):
+    """Batches watched with deadlines that never fall join the queue, one due before the
+    last watched goes on the heap; the timer judges the undone ones of both in deadline
+    order (ties in the order watched), skips the done ones and leaves neither holding any."""
+    judged: list[str] = []
+    monkeypatch.setattr(pipelined, "_expire", lambda batch, proto, *times: judged.append(batch.name))
+
+    async def main() -> tuple:
+        loop = asyncio.get_running_loop()
+        proto = pipelined._Protocol()
+        now = loop.time()
+        batches = {}
+        for name, due in [("a", 1.0), ("b", 0.5), ("c", 2.0), ("d", 1.5), ("e", 2.0), ("f", 0.2), ("g", 3.0)]:
+            batches[name] = batch = loop.create_future()
+            batch.name = name  # type: ignore[attr-defined]
+            proto.watch(batch, now - 5 + due, 1.0, now - 6, now - 5 + due)
+        queued = [entry[2][0].name for entry in proto.watched]
+        heaped = sorted(entry[2][0].name for entry in proto.deadlines)
+        batches["d"].set_result([])
+        proto._deadlines_due()
+        left = (len(proto.watched), len(proto.deadlines))
+        proto.fail(ConnectionFailed("done"))
+        return queued, heaped, left
+
+    queued, heaped, left = asyncio.run(main())
+    assert queued == ["a", "c", "e", "g"] and heaped == ["b", "d", "f"]
+    assert judged == ["f", "b", "a", "c", "e", "g"]  # d was done
+    assert left == (0, 0)
+
+
+def test_with_one_budget_every_batch_is_queued_none_heaped_and_each_leaves_when_answered(redis_server, prefix):
+    """The service's calls all have one budget: each is due no earlier than the one before,
+    so the heap is never used; and as replies come in order, each batch leaves the queue as
+    its caller gets its replies, not when the timer comes to it."""
     conn = PipelinedRedis(redis_server.url)
 
-    async def main() -> list:
-        await conn.execute([("CLIENT", "SETNAME", f"{prefix}-pipe")], 1.0)
-        waiting = asyncio.ensure_future(conn.execute([("BLPOP", f"{prefix}:never", 5)], 10.0))
-        await asyncio.sleep(0.05)
-        (ident,) = [c["id"] for c in redis_client.client_list() if c.get("name") == f"{prefix}-pipe"]
-        redis_client.client_kill_filter(_id=ident)
-        t = time.perf_counter()
-        with pytest.raises(ConnectionFailed, match="connection lost"):
-            await waiting
-        assert time.perf_counter() - t < 1.0  # told at once, not after the BLPOP's 5 s
-        return await conn.execute([("PING",)], 1.0)  # a new connection answers
+    async def main() -> tuple:
+        await conn.execute([("PING",)], 0.05)
+        proto = conn._proto
+        assert proto is not None
+        waiting, heaped, left = [], [], []
+        for i in range(50):
+            calls = [asyncio.ensure_future(conn.execute([("INCR", f"{prefix}:q")], 0.05)) for _ in range(4)]
+            await asyncio.sleep(0)  # each sent and watched
+            waiting.append(len(proto.watched))
+            got = await asyncio.gather(*calls)
+            heaped.append(len(proto.deadlines))
+            left.append(len(proto.watched))
+            assert sorted(r[0] for r in got) == [4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4]
+        await asyncio.sleep(0.1)  # past every deadline
+        return waiting, heaped, left, proto.timer
 
-    assert asyncio.run(main()) == [b"PONG"]
-
-
-def test_an_unreachable_server_is_a_connection_failure(tmp_path):
-    conn = PipelinedRedis(f"unix://{tmp_path}/nobody.sock")
-    with pytest.raises(ConnectionFailed, match="cannot connect"):
-        asyncio.run(conn.execute([("PING",)], 0.5))
-
-
-def test_the_async_store_call_equals_the_sync_one_and_survives_a_script_flush(
-        redis_server, redis_client, ipintel, list_specs, prefix):
-    sync_store = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=prefix + "s")
-    async_store = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=prefix + "a")
-    conn = PipelinedRedis(redis_server.url)
-    events = [pay(T0, amount="120.00"), pay(T0.replace(minute=3), amount="80.00", card="c2"),
-              pay(T0.replace(minute=5), amount="300.00", device="d9")]
-
-    async def main() -> list:
-        out = []
-        for i, event in enumerate(events):
-            if i == 2:
-                redis_client.script_flush()  # as after a Redis restart: the next EVALSHA gets NOSCRIPT
-            out.append(await async_store.process_async(event, conn, 1.0))
-        out.append(await async_store.process_async(events[0], conn, 1.0))  # a retry
-        return out
-
-    got = asyncio.run(main())
-    want = [sync_store.process(e) for e in events]
-    for g, w in zip(got, want):
-        assert g.features == w.features and not g.duplicate
-    assert got[1].features["card.count_10m"] == 0 and got[2].features["user.count_1h"] == 2
-    assert got[3].duplicate and got[3].features == got[0].features
-
-
-def test_the_async_store_call_raises_the_store_error_when_redis_is_down(ipintel, list_specs, tmp_path):
-    import redis
-
-    store = OnlineStore(redis.Redis(unix_socket_path=str(tmp_path / "x.sock")), ipintel=ipintel, lists=list_specs)
-    conn = PipelinedRedis(f"unix://{tmp_path}/x.sock")
-    with pytest.raises(FeatureStoreUnavailable):
-        asyncio.run(store.process_async(pay(T0), conn, 0.2))
+    waiting, heaped, left, timer = asyncio.run(main())
+    assert max(waiting) > 0 and set(heaped) == {0} and set(left) == {0}
+    assert timer is None
