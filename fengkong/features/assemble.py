@@ -125,6 +125,8 @@ _RECENT_AT: tuple[tuple[int, str, str, str], ...] = tuple(
 def input_values(inputs: dict[str, Any]) -> tuple[Any, ...]:
     """The inputs of a dict by name (those an event has) as the tuple `derive_from` reads."""
     return tuple(map(inputs.get, INPUT_ORDER, INPUT_ABSENT))
+
+
 #: (share, count) of today's make-up (`definitions.TodayMakeup`): count / merchant.count_today
 MAKEUP_SHARES = tuple(zip(map(sys.intern, d.TODAY_MAKEUP.outputs()), map(sys.intern, d.TODAY_MAKEUP.counts())))
 _US_PER_MIN = 60_000_000

@@ -1,7 +1,7 @@
 """A plan's reply reader and command writer as straight-line Python, generated once per plan.
 
 Every decision turns its row into the script's EVALSHA and the script's reply (the reply
-tag, then each op's values) into the features' dict and the inputs `assemble.derive`
+tag, then each op's values) into the features' dict and the inputs `assemble.derive_from`
 reads. Both are fixed by the plan but for the event's own values: which keys with which
 ids, which op list with which values where; which raw name and decoder kind at which
 reply position. So this module writes the steps out once per plan as the source of one
