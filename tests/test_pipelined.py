@@ -183,3 +183,61 @@ def test_with_one_budget_every_batch_is_queued_none_heaped_and_each_leaves_when_
     waiting, heaped, left, timer = asyncio.run(main())
     assert max(waiting) > 0 and set(heaped) == {0} and set(left) == {0}
     assert timer is None
+
+
+def test_a_killed_connection_fails_its_pending_callers_and_is_replaced(redis_server, redis_client, prefix):
+    conn = PipelinedRedis(redis_server.url)
+
+    async def main() -> list:
+        await conn.execute([("CLIENT", "SETNAME", f"{prefix}-pipe")], 1.0)
+        waiting = asyncio.ensure_future(conn.execute([("BLPOP", f"{prefix}:never", 5)], 10.0))
+        await asyncio.sleep(0.05)
+        (ident,) = [c["id"] for c in redis_client.client_list() if c.get("name") == f"{prefix}-pipe"]
+        redis_client.client_kill_filter(_id=ident)
+        t = time.perf_counter()
+        with pytest.raises(ConnectionFailed, match="connection lost"):
+            await waiting
+        assert time.perf_counter() - t < 1.0  # told at once, not after the BLPOP's 5 s
+        return await conn.execute([("PING",)], 1.0)  # a new connection answers
+
+    assert asyncio.run(main()) == [b"PONG"]
+
+
+def test_an_unreachable_server_is_a_connection_failure(tmp_path):
+    conn = PipelinedRedis(f"unix://{tmp_path}/nobody.sock")
+    with pytest.raises(ConnectionFailed, match="cannot connect"):
+        asyncio.run(conn.execute([("PING",)], 0.5))
+
+
+def test_the_async_store_call_equals_the_sync_one_and_survives_a_script_flush(
+        redis_server, redis_client, ipintel, list_specs, prefix):
+    sync_store = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=prefix + "s")
+    async_store = OnlineStore(redis_client, ipintel=ipintel, lists=list_specs, prefix=prefix + "a")
+    conn = PipelinedRedis(redis_server.url)
+    events = [pay(T0, amount="120.00"), pay(T0.replace(minute=3), amount="80.00", card="c2"),
+              pay(T0.replace(minute=5), amount="300.00", device="d9")]
+
+    async def main() -> list:
+        out = []
+        for i, event in enumerate(events):
+            if i == 2:
+                redis_client.script_flush()  # as after a Redis restart: the next EVALSHA gets NOSCRIPT
+            out.append(await async_store.process_async(event, conn, 1.0))
+        out.append(await async_store.process_async(events[0], conn, 1.0))  # a retry
+        return out
+
+    got = asyncio.run(main())
+    want = [sync_store.process(e) for e in events]
+    for g, w in zip(got, want):
+        assert g.features == w.features and not g.duplicate
+    assert got[1].features["card.count_10m"] == 0 and got[2].features["user.count_1h"] == 2
+    assert got[3].duplicate and got[3].features == got[0].features
+
+
+def test_the_async_store_call_raises_the_store_error_when_redis_is_down(ipintel, list_specs, tmp_path):
+    import redis
+
+    store = OnlineStore(redis.Redis(unix_socket_path=str(tmp_path / "x.sock")), ipintel=ipintel, lists=list_specs)
+    conn = PipelinedRedis(f"unix://{tmp_path}/x.sock")
+    with pytest.raises(FeatureStoreUnavailable):
+        asyncio.run(store.process_async(pay(T0), conn, 0.2))
