@@ -13,6 +13,7 @@ import pytest
 
 from fengkong.features.errors import FeatureStoreUnavailable
 from fengkong.features.online import OnlineStore
+from fengkong.features import pipelined
 from fengkong.features.pipelined import ConnectionFailed, PipelinedRedis, ReplyError, ReplyLate
 from test_online_store import T0, pay
 
@@ -119,12 +120,69 @@ def test_one_timer_judges_every_batch_at_its_own_deadline(redis_server, redis_cl
         assert proto is not None
         timed = await asyncio.gather(*(conn.execute([("INCR", f"{prefix}:n")], 0.05) for _ in range(200)))
         await asyncio.sleep(0.1)  # past every deadline: the timer has fired and found them all done
-        return waited, late, timed, proto.deadlines, proto.timer
+        return waited, late, timed, proto.watched, proto.deadlines, proto.timer
 
-    waited, late, timed, deadlines, timer = asyncio.run(main())
+    waited, late, timed, watched, deadlines, timer = asyncio.run(main())
     assert 0.09 <= waited < 0.2  # its own 100 ms, not the others' 5 s
     assert late == [1, 1] and sorted(r[0] for r in timed) == list(range(1, 201))
-    assert deadlines == [] and timer is None
+    assert not watched and deadlines == [] and timer is None
+
+
+def test_the_timer_judges_the_queue_and_the_heap_in_deadline_order(monkeypatch):
+    """Batches watched with deadlines that never fall join the queue, one due before the
+    last watched goes on the heap; the timer judges the undone ones of both in deadline
+    order (ties in the order watched), skips the done ones and leaves neither holding any."""
+    judged: list[str] = []
+    monkeypatch.setattr(pipelined, "_expire", lambda batch, proto, *times: judged.append(batch.name))
+
+    async def main() -> tuple:
+        loop = asyncio.get_running_loop()
+        proto = pipelined._Protocol()
+        now = loop.time()
+        batches = {}
+        for name, due in [("a", 1.0), ("b", 0.5), ("c", 2.0), ("d", 1.5), ("e", 2.0), ("f", 0.2), ("g", 3.0)]:
+            batches[name] = batch = loop.create_future()
+            batch.name = name  # type: ignore[attr-defined]
+            proto.watch(batch, now - 5 + due, 1.0, now - 6, now - 5 + due)
+        queued = [entry[2][0].name for entry in proto.watched]
+        heaped = sorted(entry[2][0].name for entry in proto.deadlines)
+        batches["d"].set_result([])
+        proto._deadlines_due()
+        left = (len(proto.watched), len(proto.deadlines))
+        proto.fail(ConnectionFailed("done"))
+        return queued, heaped, left
+
+    queued, heaped, left = asyncio.run(main())
+    assert queued == ["a", "c", "e", "g"] and heaped == ["b", "d", "f"]
+    assert judged == ["f", "b", "a", "c", "e", "g"]  # d was done
+    assert left == (0, 0)
+
+
+def test_with_one_budget_every_batch_is_queued_none_heaped_and_each_leaves_when_answered(redis_server, prefix):
+    """The service's calls all have one budget: each is due no earlier than the one before,
+    so the heap is never used; and as replies come in order, each batch leaves the queue as
+    its caller gets its replies, not when the timer comes to it."""
+    conn = PipelinedRedis(redis_server.url)
+
+    async def main() -> tuple:
+        await conn.execute([("PING",)], 0.05)
+        proto = conn._proto
+        assert proto is not None
+        waiting, heaped, left = [], [], []
+        for i in range(50):
+            calls = [asyncio.ensure_future(conn.execute([("INCR", f"{prefix}:q")], 0.05)) for _ in range(4)]
+            await asyncio.sleep(0)  # each sent and watched
+            waiting.append(len(proto.watched))
+            got = await asyncio.gather(*calls)
+            heaped.append(len(proto.deadlines))
+            left.append(len(proto.watched))
+            assert sorted(r[0] for r in got) == [4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4]
+        await asyncio.sleep(0.1)  # past every deadline
+        return waiting, heaped, left, proto.timer
+
+    waiting, heaped, left, timer = asyncio.run(main())
+    assert max(waiting) > 0 and set(heaped) == {0} and set(left) == {0}
+    assert timer is None
 
 
 def test_a_killed_connection_fails_its_pending_callers_and_is_replaced(redis_server, redis_client, prefix):

@@ -15,6 +15,7 @@ import pytest
 from eventgen import dense_events
 
 from fengkong.events import Event, EventType, flat_to_dict, parse_event
+from fengkong.features.assemble import ABSENT, INPUT_ABSENT, INPUT_ORDER, input_values
 from fengkong.features.decoders import DECODERS, INLINE
 from fengkong.features.errors import FeatureStoreError
 from fengkong.features.online import OnlineStore
@@ -49,15 +50,28 @@ def _typed(value: Any) -> Any:
 def test_each_kinds_inline_expression_reads_as_its_converter():
     assert set(SAMPLES) == set(DECODERS) == set(INLINE)
     for kind, runs in SAMPLES.items():
-        read_feature = compile_reader([("x.raw", kind, 1)], {"x.raw": None}, frozenset())
-        read_input = compile_reader([("x.raw", kind, 1)], {}, frozenset({"x.raw"}))
+        read_feature = compile_reader([("x.raw", kind, 1)], {"x.raw": None}, (), ())
+        read_input = compile_reader([("x.raw", kind, 1)], {}, ("x.raw",), (None,))
         for values in runs:
             assert len(values) == DECODERS[kind].width, (kind, values)
             (expected,) = DECODERS[kind].convert(values)
             features, inputs = read_feature(["tag", *values])
-            assert inputs == {} and _typed(features["x.raw"]) == _typed(expected), (kind, values)
+            assert inputs == () and _typed(features["x.raw"]) == _typed(expected), (kind, values)
             features, inputs = read_input(["tag", *values])
-            assert features == {} and _typed(inputs["x.raw"]) == _typed(expected), (kind, values)
+            assert features == {} and _typed(inputs[0]) == _typed(expected), (kind, values)
+
+
+def test_a_readers_inputs_come_in_the_order_asked_the_lacking_ones_as_told():
+    """The inputs' tuple holds every input asked for, in that order: a value the reply holds
+    as read, one it lacks as its ``absent`` value (`assemble.INPUT_ABSENT`: a first-seen
+    time's is `ABSENT`, as None would be a first sighting)."""
+    read = compile_reader([("a.in", "int", 1), ("a.f", "int", 2), ("b.in", "optional_int", 3)], {"a.f": None},
+                          ("b.in", "c.lacking", "a.in", "d.lacking"), (None, ABSENT, None, "gone"))
+    assert read(["t", 4, 5, False]) == ({"a.f": 5}, (None, ABSENT, 4, "gone"))
+    assert read(["t", 4, 5, 17]) == ({"a.f": 5}, (17, ABSENT, 4, "gone"))
+    assert input_values({}) == INPUT_ABSENT
+    assert input_values({"card.first_seen_us": None})[INPUT_ORDER.index("card.first_seen_us")] is None
+    assert input_values(dict.fromkeys(INPUT_ORDER, 1)) == (1,) * len(INPUT_ORDER)
 
 
 def test_a_readers_ratios_are_deriveds_from_the_values_it_read():
@@ -65,12 +79,12 @@ def test_a_readers_ratios_are_deriveds_from_the_values_it_read():
     `derive` computes from the dict: missing when a side is missing, absent from the reply
     or the denominator is 0; the blank dict's order kept."""
     blank = dict.fromkeys(["a.n", "a.d", "b.n", "r.ab", "r.bc", "r.self"])
-    read = compile_reader([("a.n", "int", 1), ("a.d", "optional", 2), ("b.n", "scaled", 3)], blank, frozenset(),
+    read = compile_reader([("a.n", "int", 1), ("a.d", "optional", 2), ("b.n", "scaled", 3)], blank, (), (),
                           [("r.ab", "a.n", "a.d"), ("r.bc", "b.n", "c.absent"), ("r.self", "b.n", "b.n")])
     for reply, expected in [(["t", 3, 4, 500], (0.75, None, 1.0)), (["t", 3, 0, 0], (None, None, None)),
                             (["t", "7", False, 250], (None, None, 1.0)), (["t", 0, 2.5, -100], (0.0, None, 1.0))]:
         f, inputs = read(reply)
-        assert list(f) == list(blank) and inputs == {}
+        assert list(f) == list(blank) and inputs == ()
         oracle = dict(f, **{"r.ab": None, "r.bc": None, "r.self": None})
         for name, num, den in (("r.ab", "a.n", "a.d"), ("r.self", "b.n", "b.n")):
             n, d = oracle[num], oracle[den]
@@ -92,12 +106,15 @@ def test_a_plans_reader_gives_what_each_ops_decode_gives(store):
             raw.update(op.decode(stored[at:at + op.width]))
             at += op.width
         assert at == len(stored) == call.plan.width
-        assert {k: _typed(v) for k, v in i.items()} == {k: _typed(raw[k]) for k in i}
-        assert set(i) | {k for k in f if k in raw} == set(raw)  # every raw value, once
+        assert len(i) == len(INPUT_ORDER)
+        read = {k for k in INPUT_ORDER if k in raw}
+        for k, v, lacking in zip(INPUT_ORDER, i, INPUT_ABSENT):
+            assert _typed(v) == _typed(raw[k]) if k in raw else v is lacking, k
+        assert read | {k for k in f if k in raw} == set(raw)  # every raw value, once
         assert all(_typed(f[k]) == _typed(raw[k]) for k in f if k in raw)
         assert list(f) == list(call.plan.blank)
         features += len(f)
-        inputs += len(i)
+        inputs += len(read)
     assert features and inputs
 
 

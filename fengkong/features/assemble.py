@@ -89,6 +89,44 @@ INPUTS: frozenset[str] = frozenset((
     *(raw for raw, *_ in RECENT_AMOUNTS), *(raw for raw, *_ in FIRST_USED),
     f"{d.FIRST_DAY_AT_MERCHANT}.first_day",
 ))
+
+
+class _Absent:
+    """`ABSENT`'s type: an input the event lacks, where None means something else."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+#: a first-seen time the event lacks (no such entity): its None is a first sighting
+ABSENT = _Absent()
+#: `INPUTS` in the order `derive_from` reads them, as one tuple: a plan's reader builds it
+#: from the reply's values in locals, one tuple display rather than a dict of names
+INPUT_ORDER: tuple[str, ...] = tuple(map(sys.intern, (
+    *FIRST_SEEN_TIMES, *(raw for raw, *_ in FIRST_USED), *(raw for raw, *_ in RECENT_AMOUNTS),
+    "user.moments", "user.hour_total", "merchant.single_limit_minor", "merchant.daily_cap_minor",
+    "merchant.onboarded_day", "merchant.promotions", f"{d.FIRST_DAY_AT_MERCHANT}.first_day",
+)))
+#: what each of `INPUT_ORDER` reads as when the event lacks it: None, a first-seen time `ABSENT`
+INPUT_ABSENT: tuple[Any, ...] = tuple(ABSENT if name in FIRST_SEEN_TIMES else None for name in INPUT_ORDER)
+if set(INPUT_ORDER) != INPUTS or len(INPUT_ORDER) != len(INPUTS):
+    raise FeatureDefinitionError("INPUT_ORDER must hold every input once")
+_AT = {name: at for at, name in enumerate(INPUT_ORDER)}
+_AT_MOMENTS, _AT_SINGLE_LIMIT, _AT_DAILY_CAP, _AT_ONBOARDED, _AT_PROMOTIONS = (
+    _AT[name] for name in ("user.moments", "merchant.single_limit_minor", "merchant.daily_cap_minor",
+                           "merchant.onboarded_day", "merchant.promotions"))
+#: (position in `INPUT_ORDER`, n, median and robust-z features) of each entity's recent amounts
+_RECENT_AT: tuple[tuple[int, str, str, str], ...] = tuple(
+    (_AT[raw], n_name, median_name, z_name) for raw, n_name, median_name, z_name in RECENT_AMOUNTS)
+
+
+def input_values(inputs: dict[str, Any]) -> tuple[Any, ...]:
+    """The inputs of a dict by name (those an event has) as the tuple `derive_from` reads."""
+    return tuple(map(inputs.get, INPUT_ORDER, INPUT_ABSENT))
+
+
 #: (share, count) of today's make-up (`definitions.TodayMakeup`): count / merchant.count_today
 MAKEUP_SHARES = tuple(zip(map(sys.intern, d.TODAY_MAKEUP.outputs()), map(sys.intern, d.TODAY_MAKEUP.counts())))
 _US_PER_MIN = 60_000_000
@@ -129,7 +167,7 @@ def _straight_line(name: str, params: str, body: list[str]) -> Callable[..., Non
     tables above): `derive` runs once per decision, and one statement per name costs less
     than an ``itemgetter``, a ``zip`` and a dict update over them."""
     source = f"def {name}({params}):\n" + "".join(f"    {line}\n" for line in body)
-    namespace: dict[str, Any] = {}
+    namespace: dict[str, Any] = {"ABSENT": ABSENT}
     exec(compile(source, f"<assemble.{name}>", "exec"), namespace)
     function = namespace[name]
     function.__code__ = interned_names(function.__code__)
@@ -150,16 +188,16 @@ _IP_NAMES = tuple(sys.intern(f"ip.{name}") for name in _IP_FIELDS)
 #: the IP's features from its `IpInfo`
 _copy_ip = _straight_line("copy_ip", "f, info",
                           [f"f[{name!r}] = info.{field}" for name, field in zip(_IP_NAMES, _IP_FIELDS)])
-#: from the inputs (``t``: the event's time): the first-seen entities' ages and "first seen"
-#: flags, then the minutes since each first use and whether it is new in the session (an
-#: input missing: no such entity or member in the event)
+#: from the inputs (``t``: the event's time; ``inputs`` in `INPUT_ORDER`): the first-seen
+#: entities' ages and "first seen" flags, then the minutes since each first use and whether
+#: it is new in the session (an input missing: no such entity or member in the event)
 _from_inputs = _straight_line("from_inputs", "f, inputs, t", [
     *(line for key, age_name, first_name in _FIRST_SEEN
-      for line in (f"if {key!r} in inputs:", f"    first = inputs[{key!r}]",
+      for line in (f"first = inputs[{_AT[key]!r}]", "if first is not ABSENT:",
                    f"    f[{age_name!r}] = (t - first) / {US_PER_DAY!r} if first is not None else 0.0",
                    f"    f[{first_name!r}] = first is None")),
     *(line for raw, minutes_name, new_name in FIRST_USED
-      for line in (f"began = inputs.get({raw!r})", "if began is not None:",
+      for line in (f"began = inputs[{_AT[raw]!r}]", "if began is not None:",
                    f"    minutes = (t - began) / {_US_PER_MIN!r} if began else None",
                    f"    f[{minutes_name!r}] = minutes",
                    f"    f[{new_name!r}] = minutes is None or minutes < {d.NEW_SESSION_MINUTES!r}"))])
@@ -167,8 +205,8 @@ _from_inputs = _straight_line("from_inputs", "f, inputs, t", [
 #: amount-to-mean (``amount``: the event's amount in major units)
 _last_ratios = _straight_line("last_ratios", "f, inputs, amount", [
     *(line for name, num, den in _INPUT_RATIOS
-      for line in (f"num = {'inputs' if num in INPUTS else 'f'}.get({num!r})",
-                   f"den = {'inputs' if den in INPUTS else 'f'}.get({den!r})",
+      for line in (f"num = inputs[{_AT[num]!r}]" if num in INPUTS else f"num = f.get({num!r})",
+                   f"den = inputs[{_AT[den]!r}]" if den in INPUTS else f"den = f.get({den!r})",
                    f"f[{name!r}] = {_RATIO_OF}")),
     *(line for name, total, count in _AMOUNT_TO_MEAN
       for line in (f"total = f[{total!r}]", f"paid = f[{count!r}]",
@@ -293,6 +331,14 @@ def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], defau
     history began, if known: ages and "new" flags younger than their window are missing
     (`fengkong.features.young`). ``raw_ratios``: ``f`` holds `RAW_RATIOS` already (a plan's
     reader computed them). Returns ``f``."""
+    return derive_from(f, row, input_values(inputs), default_limit, history_start_us, raw_ratios)
+
+
+def derive_from(f: dict[str, Any], row: dict[str, Any], inputs: tuple[Any, ...], default_limit: int,
+                history_start_us: int | None = None, raw_ratios: bool = False) -> dict[str, Any]:
+    """`derive` of the inputs as a tuple in `INPUT_ORDER` (`input_values`: those the event
+    lacks as `INPUT_ABSENT` says), as a plan's reader gives them: read by position, not
+    looked up by name."""
     _copy_row(f, row)
     amount = row["amount"] if row["has_amount"] else None
     f["event.amount"] = amount / _SCALE if amount is not None else None
@@ -310,7 +356,7 @@ def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], defau
     f["card.days_since_first_seen"] = f["card.age_days"]
     f["user.account_age_days"] = f["user.age_days"]
 
-    moments = inputs.get("user.moments")
+    moments = inputs[_AT_MOMENTS]
     if moments is not None:
         n, mean, m2 = moments
         f["user.amount_n"] = n
@@ -320,8 +366,8 @@ def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], defau
         f["user.amount_zscore"] = (
             (amount / _SCALE - mean / _SCALE) / std if std and amount is not None else None
         )
-    for raw, n_name, median_name, z_name in RECENT_AMOUNTS:
-        recent = inputs.get(raw)
+    for at, n_name, median_name, z_name in _RECENT_AT:
+        recent = inputs[at]
         if recent is not None:
             f[n_name], f[median_name], f[z_name] = robust_amount(recent, amount)
     if f["user.countries_seen_90d"] is not None:  # the user is known to the store
@@ -330,17 +376,17 @@ def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], defau
         censor(f, t, history_start_us)
 
     if row["merchant_id"] is not None:
-        limit = inputs.get("merchant.single_limit_minor") or default_limit
+        limit = inputs[_AT_SINGLE_LIMIT] or default_limit
         f["merchant.grade"] = f["merchant.grade"] or d.DEFAULT_GRADE
         f["merchant.single_limit"] = limit / _SCALE
-        cap = inputs.get("merchant.daily_cap_minor")
+        cap = inputs[_AT_DAILY_CAP]
         daily_cap = f["merchant.daily_cap"] = cap / _SCALE if cap is not None else None
-        onboarded = inputs.get("merchant.onboarded_day")
+        onboarded = inputs[_AT_ONBOARDED]
         if onboarded is not None:
             f["merchant.age_days"] = float(row["biz_day"] - onboarded)
         f["merchant.has_baseline"] = f["merchant.baseline_today_7d"] is not None
         f["merchant.in_promotion"], f["merchant.promotion_multiple"] = promotion_at(
-            inputs.get("merchant.promotions"), t)
+            inputs[_AT_PROMOTIONS], t)
         if amount is not None and row["type"] == "payment":
             f["event.near_limit"] = amount * _DEN >= limit * _NUM and amount <= limit
             f["event.over_limit"] = amount > limit
@@ -364,4 +410,4 @@ def derive(f: dict[str, Any], row: dict[str, Any], inputs: dict[str, Any], defau
     return f
 
 
-derive.__code__ = interned_names(derive.__code__)  # its feature names, the blank dicts' very keys
+derive_from.__code__ = interned_names(derive_from.__code__)  # its feature names, the blank dicts' very keys

@@ -32,7 +32,7 @@ import redis
 from fengkong.events import Event
 from fengkong.features import definitions as d
 from fengkong.features import keys
-from fengkong.features.assemble import derive
+from fengkong.features.assemble import derive_from
 from fengkong.features.errors import DuplicateEventConflict, FeatureStoreError, FeatureStoreUnavailable
 from fengkong.features.ipintel import IpIntel
 from fengkong.features.lists import ListSpec
@@ -194,7 +194,7 @@ class OnlineStore:
     def _finish(self, event: Event, call: _Call, reply: Any) -> FeatureResult:
         """The features from the script's reply: the raw values read by the plan's reader
         (`plan_code`) into a copy of the plan's blank dict (those other features derive
-        from into their own), then `assemble.derive`."""
+        from into their own), then `assemble.derive_from` (the inputs in order)."""
         duplicate = reply[0] == b"dup"
         if duplicate and not holds_features(reply[1]):
             return FeatureResult({}, True, [], call.plan, stored=reply[1])
@@ -204,7 +204,7 @@ class OnlineStore:
             return self._read(event, call, stored, duplicate)  # refused, or no features to read
         # `_read`'s common case, inline: one Python call less per decision
         f, inputs = plan.read(stored)
-        features = derive(f, call.row, inputs, self.default_limit, self.history_start_us, raw_ratios=True)
+        features = derive_from(f, call.row, inputs, self.default_limit, self.history_start_us, True)
         return FeatureResult(features, duplicate, stored, plan)
 
     def _read(self, event: Event, call: _Call, stored: list[Any], duplicate: bool) -> FeatureResult:
@@ -224,7 +224,7 @@ class OnlineStore:
                 raise FeatureStoreError(f"the store's reply holds {len(stored)} values, "
                                         f"its ops return {plan.width}") from None
             raise
-        features = derive(f, call.row, inputs, self.default_limit, self.history_start_us, raw_ratios=True)
+        features = derive_from(f, call.row, inputs, self.default_limit, self.history_start_us, True)
         return FeatureResult(features, duplicate, stored, plan)
 
     # -- merchant profiles (see `MerchantProfiles`) ---------------------------------------------

@@ -93,7 +93,7 @@ def _retrieve(task: "asyncio.Task[Any]") -> None:
 
 class _Protocol(asyncio.Protocol):
     __slots__ = ("transport", "reader", "pending", "closed", "out", "out_bytes", "flush_bytes", "flush_scheduled",
-                 "heard_at", "waiting_since", "replied_at", "deadlines", "timer", "timer_at")
+                 "heard_at", "waiting_since", "replied_at", "watched", "deadlines", "timer", "timer_at")
 
     def __init__(self, flush_bytes: int = FLUSH_BYTES) -> None:
         self.transport: asyncio.Transport | None = None
@@ -108,7 +108,11 @@ class _Protocol(asyncio.Protocol):
         self.heard_at = 0.0  # loop time of the last bytes from the server (or of connecting)
         self.waiting_since = 0.0  # loop time the oldest command now waiting was sent after none waited
         self.replied_at = float("-inf")  # loop time of the last bytes from the server (connecting aside)
-        #: the batches `execute` waits on, by deadline (`watch`); a done one leaves when it comes to the top
+        #: the batches `execute` waits on (`watch`), in the order they were watched, each due no
+        #: earlier than the one before it (with one budget for every call, as the service has: all);
+        #: a done one leaves when it comes to the front
+        self.watched: deque[tuple[float, int, _Watch]] = deque()
+        #: the others, by deadline (a heap); a done one leaves when it comes to the top
         self.deadlines: list[tuple[float, int, _Watch]] = []
         self.timer: asyncio.TimerHandle | None = None  # the one timer, at the earliest deadline
         self.timer_at = float("inf")
@@ -121,8 +125,19 @@ class _Protocol(asyncio.Protocol):
         came) cost the worker more than the rest of `PipelinedRedis.execute`; replies mostly
         come long before their deadline, so one timer at the earliest deadline, which drops
         the batches done meanwhile when it fires, is set a few times per budget instead of
-        once per call. A batch is judged at its own deadline as before."""
-        heapq.heappush(self.deadlines, (deadline, next(_ORDER), (batch, dead_after, sent_at, late_until)))
+        once per call. A batch is judged at its own deadline as before.
+
+        Why a queue besides the heap: calls with one budget are due in the order they were
+        made, so each joins the end of `watched` and leaves from its front, in place of a
+        heap's push and pop, which compare tuples at every level. Only a batch due before the
+        last one watched (a shorter budget) goes on the heap; the timer takes both in
+        deadline order."""
+        entry = (deadline, next(_ORDER), (batch, dead_after, sent_at, late_until))
+        watched = self.watched
+        if not watched or deadline >= watched[-1][0]:
+            watched.append(entry)
+        else:
+            heapq.heappush(self.deadlines, entry)
         if deadline < self.timer_at:
             if self.timer is not None:
                 self.timer.cancel()
@@ -130,21 +145,26 @@ class _Protocol(asyncio.Protocol):
             self.timer = asyncio.get_running_loop().call_at(deadline, self._deadlines_due)
 
     def _deadlines_due(self) -> None:
-        """The timer: judge every waiting batch whose deadline has come, drop the done ones at
-        the top, and set the timer again for the earliest deadline left."""
+        """The timer: judge every waiting batch whose deadline has come (the queue's and the
+        heap's merged in deadline order, ties in the order watched), drop the done ones at the
+        front, and set the timer again for the earliest deadline left."""
         self.timer, self.timer_at = None, float("inf")
         loop = asyncio.get_running_loop()
         now = loop.time()
-        deadlines = self.deadlines
-        while deadlines:
-            deadline, _, (batch, dead_after, sent_at, late_until) = deadlines[0]
+        watched, deadlines = self.watched, self.deadlines
+        while watched or deadlines:
+            in_order = bool(watched) and (not deadlines or watched[0] < deadlines[0])  # (deadline, order): unique
+            deadline, _, (batch, dead_after, sent_at, late_until) = watched[0] if in_order else deadlines[0]
             if not batch.done():
                 if deadline > now + _EARLY_S:
                     self.timer_at = deadline
                     self.timer = loop.call_at(deadline, self._deadlines_due)
                     return
                 _expire(batch, self, dead_after, sent_at, late_until)
-            heapq.heappop(deadlines)
+            if in_order:
+                watched.popleft()
+            else:
+                heapq.heappop(deadlines)
 
     def judged_silent(self, now: float, dead_after: float) -> bool:
         """Whether the server has sent nothing for ``dead_after`` while something waited on
@@ -245,7 +265,7 @@ class _Protocol(asyncio.Protocol):
                 batch.exception()  # seen: a caller whose budget ended is not there to see it
         if self.timer is not None:  # every batch is done: nothing left to judge
             self.timer.cancel()
-        self.timer, self.timer_at, self.deadlines = None, float("inf"), []
+        self.timer, self.timer_at, self.watched, self.deadlines = None, float("inf"), deque(), []
         if self.transport is not None:
             self.transport.close()
 
@@ -366,13 +386,19 @@ class PipelinedRedis:
         dead_after = timeout_s if self.dead_after_s is None else self.dead_after_s
         proto.watch(batch, deadline, dead_after, deadline - timeout_s, deadline + self.late_wait_s)
         try:
-            return await batch
+            replies = await batch
         except _Expired:
             message = f"redis did not answer within {timeout_s * 1000:.0f} ms"
             if not proto.judged_silent(loop.time(), dead_after):
                 raise ReplyLate(message + " (the connection is answering others)") from None
             proto.fail(ConnectionFailed(message))
             raise ConnectionFailed(message) from None
+        # replies come in order, so the batch answered is mostly the oldest watched: it leaves
+        # now, with its replies, rather than staying until the timer comes to it
+        watched = proto.watched
+        if watched and watched[0][2][0] is batch:
+            watched.popleft()
+        return replies
 
 
     def is_open(self) -> bool:

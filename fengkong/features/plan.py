@@ -24,7 +24,7 @@ import msgpack
 
 from fengkong.events import OUTCOME_TYPES, EventType
 from fengkong.features import keys
-from fengkong.features.assemble import INPUTS, RAW_RATIOS, blank_features
+from fengkong.features.assemble import INPUT_ABSENT, INPUT_ORDER, RAW_RATIOS, blank_features
 from fengkong.features.errors import FeatureDefinitionError
 from fengkong.features.ops import DECODERS, Op, Opcode, Ref, Source
 from fengkong.features.plan_code import (
@@ -194,7 +194,7 @@ class Plan(NamedTuple):
     order_pieces: Pick  # ARGV[3]'s pieces from `EventArgs` values packed, time values packed, runs
     outcome: bool  # an outcome event: it gets no features
     blank: dict[str, Any]  # every feature, missing, in order (`assemble.blank_features`)
-    read: Reader  # the reply -> (a copy of `blank` with the raw features, the inputs of `assemble.derive`)
+    read: Reader  # the reply -> (a copy of `blank` with the raw features, the inputs of `assemble.derive_from`)
     width: int  # how many values the reply holds, its tag first
     write: Writer  # the EVALSHA command in RESP (`Planner.command`)
 
@@ -321,7 +321,8 @@ class Planner:
         return Plan(ops=used, reply_tag=tag, entity_keys=tuple(entity_keys), day_keys_at=tuple(day_keys_at),
                     list_keys=tuple(list_keys), op_list=tuple(op_list), packed_runs=packed_runs,
                     order_pieces=picker(positions), outcome=outcome, blank=blank,
-                    read=compile_reader(outputs, blank, INPUTS, RAW_RATIOS), width=1 + sum(op.width for op in used),
+                    read=compile_reader(outputs, blank, INPUT_ORDER, INPUT_ABSENT, RAW_RATIOS),
+                    width=1 + sum(op.width for op in used),
                     write=write)
 
     @property

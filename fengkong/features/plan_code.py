@@ -1,7 +1,7 @@
 """A plan's reply reader and command writer as straight-line Python, generated once per plan.
 
 Every decision turns its row into the script's EVALSHA and the script's reply (the reply
-tag, then each op's values) into the features' dict and the inputs `assemble.derive`
+tag, then each op's values) into the features' dict and the inputs `assemble.derive_from`
 reads. Both are fixed by the plan but for the event's own values: which keys with which
 ids, which op list with which values where; which raw name and decoder kind at which
 reply position. So this module writes the steps out once per plan as the source of one
@@ -35,12 +35,8 @@ import msgpack
 from fengkong.features.decoders import DECODERS, INLINE
 from fengkong.features.errors import FeatureDefinitionError
 
-#: the items of a dict display that CPython builds on the stack in one step (more than 15 it
-#: builds as two dicts, one item at a time, and merges them)
-_DISPLAY_ITEMS = 15
-
-#: a plan's reader: the script's reply values (tag first) -> (the features, the inputs)
-Reader = Callable[[Sequence[Any]], tuple[dict[str, Any], dict[str, Any]]]
+#: a plan's reader: the script's reply values (tag first) -> (the features, the inputs in order)
+Reader = Callable[[Sequence[Any]], tuple[dict[str, Any], tuple[Any, ...]]]
 
 
 def interned_names(code: CodeType) -> CodeType:
@@ -52,11 +48,13 @@ def interned_names(code: CodeType) -> CodeType:
 
 
 def compile_reader(outputs: Sequence[tuple[str, str, int]], blank: dict[str, Any],
-                   inputs: frozenset[str], ratios: Sequence[tuple[str, str, str]] = ()) -> Reader:
+                   inputs: Sequence[str], absent: Sequence[Any],
+                   ratios: Sequence[tuple[str, str, str]] = ()) -> Reader:
     """The reader of a reply whose raw values are ``outputs`` (raw name, decoder kind,
     position of its first value; `plan.reply_outputs`): a copy of ``blank`` with every
-    raw value that is a feature stored in it, and a dict of those named in ``inputs``
-    (in reply order). A reply of another length raises ValueError.
+    raw value that is a feature stored in it, and a tuple of the raw values named in
+    ``inputs``, in that order (`assemble.INPUT_ORDER`), ``absent``'s value in place of
+    each the reply lacks. A reply of another length raises ValueError.
 
     ``ratios``: (feature, numerator, denominator) of ratios of two raw features to store as
     well, from the values the reader holds in locals rather than read back from the dict
@@ -67,7 +65,7 @@ def compile_reader(outputs: Sequence[tuple[str, str, int]], blank: dict[str, Any
     names = ["_"] + [f"v{at}" for at in range(1, width)]
     lines.append(f"    ({', '.join(names)},) = s")
     lines.append("    f = _blank_copy()")
-    read_inputs: list[tuple[str, str]] = []  # (raw name, its expression)
+    read_inputs: dict[str, str] = {}  # raw name -> its expression
     features = {name for name, _, _ in outputs if name not in inputs}
     ratios = [(name, num, den) for name, num, den in ratios if num in features and den in features]
     kept = {side: f"r{i}" for i, side in enumerate(dict.fromkeys(side for _, *sides in ratios for side in sides))}
@@ -78,7 +76,7 @@ def compile_reader(outputs: Sequence[tuple[str, str, int]], blank: dict[str, Any
         values = [f"v{at + i}" for i in range(DECODERS[kind].width)]
         expr = template.format(*values, s="s", at=at)
         if name in inputs:
-            read_inputs.append((name, expr))
+            read_inputs[name] = expr
         elif name in kept:
             lines.append(f"    f[{name!r}] = {kept[name]} = {expr}")
         else:
@@ -86,13 +84,18 @@ def compile_reader(outputs: Sequence[tuple[str, str, int]], blank: dict[str, Any
     for name, num, den in ratios:  # as `assemble.derive` computes them
         n, d = kept[num], kept[den]
         lines.append(f"    f[{name!r}] = None if {n} is None or {d} is None or {d} == 0 else {n} / {d}")
-    # the inputs' dict: a display of at most `_DISPLAY_ITEMS` (CPython builds a longer one as
-    # two dicts, item by item, then merges them), the others set after it
-    lines.append(f"    i = {{{', '.join(f'{name!r}: {expr}' for name, expr in read_inputs[:_DISPLAY_ITEMS])}}}")
-    lines += [f"    i[{name!r}] = {expr}" for name, expr in read_inputs[_DISPLAY_ITEMS:]]
-    lines.append("    return f, i")
-    source = "\n".join(lines) + "\n"
+    # the inputs as one tuple display (built on the stack, where a dict of names was built
+    # item by item); an input the reply lacks reads as its ``absent`` value, a global
     namespace: dict[str, Any] = {"_blank_copy": blank.copy}
+    items = []
+    for at, name in enumerate(inputs):
+        if name in read_inputs:
+            items.append(read_inputs[name])
+        else:
+            namespace[f"_absent{at}"] = absent[at]
+            items.append(f"_absent{at}")
+    lines.append(f"    return f, ({''.join(item + ', ' for item in items)})")
+    source = "\n".join(lines) + "\n"
     exec(compile(source, f"<reply reader of {len(outputs)} raw values>", "exec"), namespace)
     reader = namespace["read"]
     reader.__code__ = interned_names(reader.__code__)
