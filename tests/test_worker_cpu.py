@@ -307,6 +307,50 @@ def test_feature_references_are_the_first_number_of_a_repeated_text():
             assert record_event.resolved(want, event) == values
 
 
+class _Card(dict):
+    """A card of a dict's own subclass: `with_refs` and `indexed` take it as a card."""
+
+
+def test_an_events_writer_stores_it_as_indexed_and_with_refs_did():
+    """`stored_event` (a writer per shape of event) gives `indexed` of the event and the values
+    `with_refs` gave, for events of one shape with texts, numbers and None in turn, repeats
+    among the texts, a card of other names or another class, a card that is no object, and
+    names not in `EVENT_NAMES` (the plain way); and a shape's writer is made once."""
+    card = {"fingerprint": "c1", "bin": "622038", "type": "debit", "issuer_country": "CN"}
+    base = {"event_id": "e1", "type": "payment", "occurred_at": "2026-11-25T09:00:03.897000+08:00",
+            "merchant_id": "m1", "user_id": "u1", "amount": "12.30", "currency": "CNY", "channel": "app",
+            "card": card, "ip": "10.0.0.1", "device_id": "d1"}
+    events = [
+        base, dict(base, amount=1230), dict(base, amount=None, device_id="u1"), dict(base, ip="c1", channel="CN"),
+        dict(base, card={"bin": "622038", "fingerprint": "c1"}), dict(base, card=_Card(card)),
+        dict(base, card=None), dict(base, card="c1"), dict(base, occurred_at=5), dict(base, occurred_at="late"),
+        {k: v for k, v in base.items() if k != "card"}, dict(base, extra="u1"), {"card": card, "event_id": "c1"}, {},
+    ]
+    values = ["10.0.0.1", "u1", "c1", "debit", "CN", "app", "payment", 7, None, "nowhere", "m1", "e1"]
+    wide = tuple(range(len(values)))
+    for positions in (wide, wide[::3], ()):
+        for event in events + events:  # each shape a second time: its writer then made
+            want = record_event.with_refs(list(values), positions, event)
+            got = list(values)
+            assert record_event.stored_event(event, got, positions) == record_event.indexed(event)
+            assert got == want
+            assert list(record_event.stored_event(event, list(values), positions)) == list(
+                record_event.indexed(event))  # (the map's order is the stored bytes' order)
+    record_event._WRITERS.clear()  # a shape's writer made for an event without a card object first
+    for event in (dict(base, card=None), base, dict(base, card=_Card(card)), dict(base, card="c1")):
+        want = record_event.with_refs(list(values), wide, event)
+        got = list(values)
+        assert record_event.stored_event(event, got, wide) == record_event.indexed(event) and got == want
+    made = record_event._WRITERS
+    record_event.stored_event(base, list(values), positions)
+    record_event.stored_event(dict(base, extra="u1"), list(values), positions)
+    assert made[tuple(base)][0] is positions and made[tuple(base)][1] is not None
+    assert made[tuple(dict(base, extra="u1"))][1] is None  # a name not in EVENT_NAMES: the plain way
+    writer = made[tuple(base)][1]
+    record_event.stored_event(base, list(values), positions)
+    assert made[tuple(base)][1] is writer
+
+
 def test_thresholds_and_reasons_are_stored_as_the_plain_forms_stored_them():
     """The record's thresholds (names as their index, another name as it is) and a fired rule
     the schema's table does not hold (its values as a list in `REASON_KEYS` order) are what a
