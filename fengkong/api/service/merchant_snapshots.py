@@ -24,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import operator
+import re
 from datetime import datetime
 from typing import Any
 
 from fengkong.api.encoding import dumps
+from fengkong.api.service.resp import set_ex
 from fengkong.features import keys
 from fengkong.features.pipelined import ConnectionFailed, Pipelined, ReplyError
 
@@ -60,7 +62,7 @@ class MerchantSnapshots:
         self._timer: asyncio.TimerHandle | None = None
 
     def note(self, merchant_id: str, *, event_id: str, occurred_at: datetime | str, decision_id: str,
-             features: dict[str, Any]) -> tuple[Any, ...] | None:
+             features: dict[str, Any]) -> tuple[Any, ...] | bytes | None:
         """Note a decision of the merchant (`features`: the decision's, kept as they are
         until its snapshot is written; the caller never changes them; `occurred_at`: the
         event's time, or its ``isoformat`` text when the caller has it, which the snapshot
@@ -78,21 +80,23 @@ class MerchantSnapshots:
             self.flush()
         return None
 
-    def take(self, merchant_id: str) -> tuple[Any, ...] | None:
+    def take(self, merchant_id: str) -> tuple[Any, ...] | bytes | None:
         """The SET of the merchant's pending snapshot, no longer pending (the caller sends
         it), or None when none is pending."""
         older = self._writing.pop(merchant_id, None)  # never sent after the newer one
         noted = self._pending.pop(merchant_id, older)
         return None if noted is None else self.command(merchant_id, noted)
 
-    def command(self, merchant_id: str, noted: Noted) -> tuple[Any, ...]:
-        """The SET that stores a noted snapshot (the JSON GET /v1/merchants reads)."""
+    def command(self, merchant_id: str, noted: Noted) -> tuple[Any, ...] | bytes:
+        """The SET that stores a noted snapshot (the JSON GET /v1/merchants reads), as RESP
+        bytes (`resp.set_ex`; its arguments when the TTL is not an integer)."""
         event_id, occurred_at, decision_id, features = noted
         snap = {"event_id": event_id,
                 "occurred_at": occurred_at if isinstance(occurred_at, str) else occurred_at.isoformat(),
                 "decision_id": decision_id,
-                "features": dict(zip(*merchant_values(features)))}
-        return ("SET", keys.merchant_snapshot_key(self.prefix, merchant_id), dumps(snap), "EX", self.ttl_s)
+                "features": merchant_features(features)}
+        key, ttl = keys.merchant_snapshot_key(self.prefix, merchant_id), self.ttl_s
+        return set_ex(key, dumps(snap), ttl) if type(ttl) is int else ("SET", key, dumps(snap), "EX", ttl)
 
     def flush(self) -> None:
         """End the interval: its snapshots join those still to send, which go out a
@@ -135,16 +139,17 @@ class MerchantSnapshots:
         self._writing.clear()
 
 
-#: (count of features, last feature's name) -> their merchant.* names, and a getter of their values
-_MERCHANT_GETTERS: dict[tuple[int, str], tuple[tuple[str, ...], Any]] = {}
+#: (count of features, last feature's name) -> their merchant.* names, a getter of their values,
+#: and a maker of the snapshot's ``features`` dict of them
+_MERCHANT_GETTERS: dict[tuple[int, str], tuple[tuple[str, ...], Any, Any]] = {}
 
 
 def merchant_values(features: dict[str, Any]) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    """The merchant.* features' names, in the features' order, and their values (a snapshot's
-    ``features``). The store gives the same keys in the same order for every event of a kind,
-    so the names are found once per shape of the features (their count and last name: cheaper
-    to tell than hashing every name) and read with one ``itemgetter``; a name the cached
-    getter misses finds them again."""
+    """The merchant.* features' names, in the features' order, and their values. The store
+    gives the same keys in the same order for every event of a kind, so the names are found
+    once per shape of the features (their count and last name: cheaper to tell than hashing
+    every name) and read with one ``itemgetter``; a name the cached getter misses finds them
+    again."""
     shape = (len(features), next(reversed(features), ""))
     cached = _MERCHANT_GETTERS.get(shape)
     if cached is not None:
@@ -152,12 +157,29 @@ def merchant_values(features: dict[str, Any]) -> tuple[tuple[str, ...], tuple[An
             return cached[0], cached[1](features)
         except KeyError:
             pass
+    names, getter, _ = _found(shape, features)
+    return names, getter(features)
+
+
+def merchant_features(features: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot's ``features``: ``dict(zip(*merchant_values(features)))``, made by one dict
+    display of the shape's names (`_maker`) where zip and a merge of pairs cost more."""
+    shape = (len(features), next(reversed(features), ""))
+    cached = _MERCHANT_GETTERS.get(shape)
+    if cached is not None:
+        try:
+            return cached[2](features)  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+    return _found(shape, features)[2](features)  # type: ignore[no-any-return]
+
+
+def _found(shape: tuple[int, str], features: dict[str, Any]) -> tuple[tuple[str, ...], Any, Any]:
     names = tuple(n for n in features if n.startswith("merchant."))
     if len(_MERCHANT_GETTERS) >= 64:
         _MERCHANT_GETTERS.clear()
-    getter = _getter(names)
-    _MERCHANT_GETTERS[shape] = (names, getter)
-    return names, getter(features)
+    found = _MERCHANT_GETTERS[shape] = (names, _getter(names), _maker(names))
+    return found
 
 
 def _getter(names: tuple[str, ...]) -> Any:
@@ -166,6 +188,19 @@ def _getter(names: tuple[str, ...]) -> Any:
         one = names[0]
         return lambda mapping: (mapping[one],)
     return operator.itemgetter(*names) if names else (lambda mapping: ())
+
+
+#: a feature name a maker's source may hold as it is (the store's names are of this form)
+_PLAIN_NAME = re.compile(r"[a-z0-9_.]+")
+
+
+def _maker(names: tuple[str, ...]) -> Any:
+    """What makes the dict of `names` and their values from a mapping (KeyError for a name it
+    lacks): one dict display, names of another form than the store's (`_PLAIN_NAME`) by zip."""
+    if not all(type(n) is str and _PLAIN_NAME.fullmatch(n) for n in names):
+        getter = _getter(names)
+        return lambda mapping: dict(zip(names, getter(mapping)))
+    return eval("lambda f: {" + ", ".join(f"{n!r}: f[{n!r}]" for n in names) + "}")  # (names checked)
 
 
 def _written(batch: "asyncio.Future[list[Any]]") -> None:
