@@ -169,8 +169,8 @@ def test_a_snapshot_noted_with_the_received_time_text_holds_that_text(redis_serv
 def test_a_snapshots_set_is_the_command_hiredis_packs_of_its_arguments(prefix):
     """`MerchantSnapshots.command` writes the SET as RESP bytes (`resp.set_ex`): byte for byte
     what hiredis packs of the arguments it gave before (the key, the snapshot's JSON of the
-    merchant.* features in the features' order, the TTL); a TTL that is no integer stays
-    arguments."""
+    merchant.* features in the features' order, the TTL), for a key not ASCII too; a TTL that
+    is no integer stays arguments."""
     import hiredis
 
     from fengkong.api.encoding import dumps
@@ -181,9 +181,6 @@ def test_a_snapshots_set_is_the_command_hiredis_packs_of_its_arguments(prefix):
             "features": {NAMES[0]: 3, NAMES[1]: 4.5, "merchant.über": "ü"}}
     for merchant in ("m1", "商户"):
         args = ("SET", keys.merchant_snapshot_key(prefix, merchant), dumps(want), "EX", 600)
-        for _ in range(2):  # the shape's maker made, then taken again
+        for _ in range(2):  # the features' shape found, then taken again
             assert MerchantSnapshots(None, prefix, 600, 0).command(merchant, noted) == hiredis.pack_command(args)
         assert MerchantSnapshots(None, prefix, 600.5, 0).command(merchant, noted) == args[:4] + (600.5,)
-    plain = {"card.x": 1, NAMES[0]: 2, NAMES[1]: None}
-    assert list(ms.merchant_features(plain).items()) == [(NAMES[0], 2), (NAMES[1], None)]
-    assert ms.merchant_features({"card.x": 1, "merchant.a": 5, NAMES[1]: 6}) == {"merchant.a": 5, NAMES[1]: 6}

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import operator
-import re
 from datetime import datetime
 from typing import Any
 
@@ -94,7 +93,7 @@ class MerchantSnapshots:
         snap = {"event_id": event_id,
                 "occurred_at": occurred_at if isinstance(occurred_at, str) else occurred_at.isoformat(),
                 "decision_id": decision_id,
-                "features": merchant_features(features)}
+                "features": dict(zip(*merchant_values(features)))}
         key, ttl = keys.merchant_snapshot_key(self.prefix, merchant_id), self.ttl_s
         return set_ex(key, dumps(snap), ttl) if type(ttl) is int else ("SET", key, dumps(snap), "EX", ttl)
 
@@ -139,17 +138,16 @@ class MerchantSnapshots:
         self._writing.clear()
 
 
-#: (count of features, last feature's name) -> their merchant.* names, a getter of their values,
-#: and a maker of the snapshot's ``features`` dict of them
-_MERCHANT_GETTERS: dict[tuple[int, str], tuple[tuple[str, ...], Any, Any]] = {}
+#: (count of features, last feature's name) -> their merchant.* names, and a getter of their values
+_MERCHANT_GETTERS: dict[tuple[int, str], tuple[tuple[str, ...], Any]] = {}
 
 
 def merchant_values(features: dict[str, Any]) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    """The merchant.* features' names, in the features' order, and their values. The store
-    gives the same keys in the same order for every event of a kind, so the names are found
-    once per shape of the features (their count and last name: cheaper to tell than hashing
-    every name) and read with one ``itemgetter``; a name the cached getter misses finds them
-    again."""
+    """The merchant.* features' names, in the features' order, and their values (a snapshot's
+    ``features``). The store gives the same keys in the same order for every event of a kind,
+    so the names are found once per shape of the features (their count and last name: cheaper
+    to tell than hashing every name) and read with one ``itemgetter``; a name the cached
+    getter misses finds them again."""
     shape = (len(features), next(reversed(features), ""))
     cached = _MERCHANT_GETTERS.get(shape)
     if cached is not None:
@@ -157,29 +155,12 @@ def merchant_values(features: dict[str, Any]) -> tuple[tuple[str, ...], tuple[An
             return cached[0], cached[1](features)
         except KeyError:
             pass
-    names, getter, _ = _found(shape, features)
-    return names, getter(features)
-
-
-def merchant_features(features: dict[str, Any]) -> dict[str, Any]:
-    """A snapshot's ``features``: ``dict(zip(*merchant_values(features)))``, made by one dict
-    display of the shape's names (`_maker`) where zip and a merge of pairs cost more."""
-    shape = (len(features), next(reversed(features), ""))
-    cached = _MERCHANT_GETTERS.get(shape)
-    if cached is not None:
-        try:
-            return cached[2](features)  # type: ignore[no-any-return]
-        except KeyError:
-            pass
-    return _found(shape, features)[2](features)  # type: ignore[no-any-return]
-
-
-def _found(shape: tuple[int, str], features: dict[str, Any]) -> tuple[tuple[str, ...], Any, Any]:
     names = tuple(n for n in features if n.startswith("merchant."))
     if len(_MERCHANT_GETTERS) >= 64:
         _MERCHANT_GETTERS.clear()
-    found = _MERCHANT_GETTERS[shape] = (names, _getter(names), _maker(names))
-    return found
+    getter = _getter(names)
+    _MERCHANT_GETTERS[shape] = (names, getter)
+    return names, getter(features)
 
 
 def _getter(names: tuple[str, ...]) -> Any:
@@ -188,19 +169,6 @@ def _getter(names: tuple[str, ...]) -> Any:
         one = names[0]
         return lambda mapping: (mapping[one],)
     return operator.itemgetter(*names) if names else (lambda mapping: ())
-
-
-#: a feature name a maker's source may hold as it is (the store's names are of this form)
-_PLAIN_NAME = re.compile(r"[a-z0-9_.]+")
-
-
-def _maker(names: tuple[str, ...]) -> Any:
-    """What makes the dict of `names` and their values from a mapping (KeyError for a name it
-    lacks): one dict display, names of another form than the store's (`_PLAIN_NAME`) by zip."""
-    if not all(type(n) is str and _PLAIN_NAME.fullmatch(n) for n in names):
-        getter = _getter(names)
-        return lambda mapping: dict(zip(names, getter(mapping)))
-    return eval("lambda f: {" + ", ".join(f"{n!r}: f[{n!r}]" for n in names) + "}")  # (names checked)
 
 
 def _written(batch: "asyncio.Future[list[Any]]") -> None:
