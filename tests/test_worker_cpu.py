@@ -18,6 +18,7 @@ from fengkong.api.service.merchant_snapshots import merchant_values
 from fengkong.api.service import renewals as renewals_module
 from fengkong.api.service.renewals import MAX_BUCKETS, RENEW_S, Renewals
 from fengkong.cases.intake import item_text
+from fengkong.engine.decision import FiredRule
 from fengkong.events import find_pan, iso_text
 from fengkong.features import keys
 from fengkong.features.change_audit import utc_now_iso
@@ -159,6 +160,20 @@ def _resp_args(command: bytes) -> list[bytes]:
     return args
 
 
+def _fired(rule_id: str) -> FiredRule:
+    return FiredRule(id=rule_id, description="d", action="review", score=10, mode="enforce", tags=("t",),
+                     values={"x": 1})
+
+
+#: a record as the decision path gives the audit entry every field of
+_FULL = {"kind": "decision", "body_sha256": "ab", "decision_id": "d_0123456789abcdef01234567", "event_id": "e-9",
+         "decision": "deny", "score": 90, "reasons": [], "merchant_grade": "A", "ruleset_version": "v@1",
+         "degraded": False, "degraded_reason": None, "lane": "card", "risk": 0.5, "models": None,
+         "decided_at": "2026-12-06T05:00:00.000001+00:00", "caller": "bench",
+         "event": {"event_id": "e-9", "card": {"fingerprint": "c1"}}, "shadow": [], "missing_features": [],
+         "score_action": "deny", "thresholds": {}}
+
+
 def test_audit_entry_reads_back_as_the_reference():
     reason = {"id": "r.one"}
     for prefix in ("t", "租户"):  # a prefix not ASCII: packed the general way
@@ -173,9 +188,16 @@ def test_audit_entry_reads_back_as_the_reference():
              "event": {"card": {"fingerprint": "fp"}}},  # text not ASCII: packed the general way
             {"decision_id": "d_5", "reasons": [{"id": f"rule.{k:03d}." + "x" * 30} for k in range(40)],
              "event": {}},  # a value longer than the lengths looked up (1,600 characters): the general way
+            # the decision path's record (every field): read at once and written straight away ...
+            dict(_FULL, reasons=[_fired("r.one"), _fired("r.two")], shadow=[_fired("s")]),
+            dict(_FULL, degraded=True, score=0, reasons=[]), dict(_FULL, reasons=[reason], shadow=None),
+            # ... but a field of another type, a text not ASCII, a value past the lengths looked up
+            dict(_FULL, score=1.5), dict(_FULL, score=True), dict(_FULL, degraded=None), dict(_FULL, caller="商户"),
+            dict(_FULL, event={"card": None}), dict(_FULL, event=None), dict(_FULL, decision_id=None),
+            dict(_FULL, reasons=[_fired("x" * 1100)]),
         ]:
             command = audit.decision_command(record)
-            assert isinstance(command, bytes)
+            assert isinstance(command, bytes) and command == audit._command(record)
             args = _resp_args(command)
             assert args[:6] == [b"XADD", audit.decisions_key.encode(), b"MAXLEN", b"~", b"100", b"*"]
             pairs = args[6:]
