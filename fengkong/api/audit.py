@@ -174,7 +174,8 @@ class Audit:
         card = event.get("card") if event.__class__ is dict else None
         j = card.get("fingerprint") if card.__class__ is dict else None
         if (a.__class__ is str and b.__class__ is str and c.__class__ is str and g.__class__ is str
-                and i.__class__ is str and j.__class__ is str and score.__class__ is int and degraded.__class__ is bool):
+                and i.__class__ is str and j.__class__ is str and score.__class__ is int
+                and degraded.__class__ is bool):
             packed = entry_command(self._head, (a, b, c, str(score), " ".join(rule_ids(reasons)) if reasons else "",
                                                 " ".join(rule_ids(shadow)) if shadow else "", g,
                                                 "true" if degraded else "false", i, j), checked=True)

@@ -97,8 +97,6 @@ def set_record(key: str, blob: bytes, ttl: int, *, only_if_absent: bool) -> tupl
     return set_ex(key, blob, ttl) if type(blob) is bytes and type(ttl) is int else ("SET", key, blob, "EX", ttl)
 
 
-
-
 def check_stored(value: bytes, *, digest: bytes, kind: str) -> None:
     """`Conflict` unless a stored record is of this body (`digest`) and kind."""
     stored_kind, sha = records.header(value)
