@@ -94,6 +94,22 @@ def test_the_pointer_commands_are_packed_as_hiredis_packs_their_arguments():
                 hiredis.pack_command(args) for args in (expected if event_id == "e-1" else expected[:1])]
 
 
+def test_a_remembered_bucket_is_the_one_decision_bucket_names():
+    """The pointer's HSET names the key and field `keys.decision_bucket` gives, for ids of one
+    bucket, of other buckets, of other forms, under two prefixes in turn (each bucket's key is
+    remembered after its first decision: the second round takes it)."""
+    ids = [new_decision_id(), new_decision_id(), "d_0123456789abcdef01234567", "d_0123456789ffffffffffffff",
+           "d_x", "short", "d_前缀0123456789abcdef"]
+    for _ in range(2):
+        for prefix in ("tptr", "tptr2", "前缀"):
+            for decision_id in ids:
+                key, field = keys.decision_bucket(prefix, decision_id)
+                hset = pointers.commands(prefix, decision_id=decision_id, event_id="e-1", ttl_s=TTL_S)[0]
+                args = ("HSET", key, field, "e-1")
+                assert hset == (hiredis.pack_command(args) if type(hset) is bytes else args)
+                assert type(hset) is bytes or not (prefix + decision_id).isascii()
+
+
 def test_the_packed_commands_run_on_redis(redis_server, redis_client):
     """What Redis makes of the record's packed SET sent with the pointer's commands, as the
     decision path sends them (the pipelined connection writes bytes as they are)."""

@@ -11,13 +11,18 @@ from datetime import datetime, timedelta, timezone
 from fengkong.api.service import merchant_snapshots as ms
 from fengkong.api.service.merchant_snapshots import MerchantSnapshots
 from fengkong.features import keys
-from fengkong.features.pipelined import PipelinedRedis
+from fengkong.features.pipelined import PipelinedRedis, packed_args
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=timezone(timedelta(hours=8)))
 NAMES = ("merchant.count_24h", "merchant.sum_24h")
 
 
-def _note(snaps: MerchantSnapshots, merchant: str, i: int) -> tuple | None:
+def _args(command: tuple | bytes) -> tuple:
+    """A command's arguments, given packed (RESP bytes, as `MerchantSnapshots.command` gives it)."""
+    return tuple(a.decode() for a in packed_args(command)) if isinstance(command, bytes) else command
+
+
+def _note(snaps: MerchantSnapshots, merchant: str, i: int) -> tuple | bytes | None:
     # the decision's features as they are: the snapshot keeps the merchant.* ones
     return snaps.note(merchant, event_id=f"e{i}", occurred_at=T0 + timedelta(seconds=i), decision_id=f"d{i}",
                       features={"card.count_1h": i + 1, NAMES[0]: i, "user.x": None, NAMES[1]: i * 1.5})
@@ -59,14 +64,15 @@ def test_a_read_takes_the_pending_snapshot_and_interval_zero_writes_with_the_dec
         snaps = MerchantSnapshots(conn, prefix, 600, interval_s=60)
         assert _note(snaps, "m1", 1) is None
         taken = snaps.take("m1")
-        assert taken is not None and taken[:2] == ("SET", keys.merchant_snapshot_key(prefix, "m1"))
+        assert taken is not None and _args(taken)[:2] == ("SET", keys.merchant_snapshot_key(prefix, "m1"))
         assert snaps.take("m1") is None  # no longer pending: the interval's write leaves it out
         snaps.close()
 
     asyncio.run(main())
     now = MerchantSnapshots(conn, prefix, 600, interval_s=0)
     command = _note(now, "m3", 4)
-    assert command is not None and json.loads(command[2])["event_id"] == "e4" and command[3:] == ("EX", 600)
+    assert command is not None and json.loads(_args(command)[2])["event_id"] == "e4" and _args(command)[3:] == (
+        "EX", "600")
     assert now.take("m3") is None
 
 
@@ -135,7 +141,7 @@ def test_a_read_during_the_slices_gets_the_newest_and_the_older_is_never_written
         snaps.flush()  # m0, m1, m2 to send, a slice per turn
         _note(snaps, "m2", 9)  # a newer decision of m2, in the next interval
         taken = snaps.take("m2")
-        assert taken is not None and json.loads(taken[2])["event_id"] == "e9"
+        assert taken is not None and json.loads(_args(taken)[2])["event_id"] == "e9"
         await conn.execute([taken], 1.0)  # the read sends it with its GET
         await asyncio.sleep(0.05)
         snaps.close()
@@ -157,4 +163,24 @@ def test_a_snapshot_noted_with_the_received_time_text_holds_that_text(redis_serv
     assert at.isoformat() == text
     as_text = now.note("m1", event_id="e1", occurred_at=text, decision_id="d1", features=features)
     as_time = now.note("m1", event_id="e1", occurred_at=at, decision_id="d1", features=features)
-    assert as_text == as_time and json.loads(as_text[2])["occurred_at"] == text
+    assert as_text == as_time and json.loads(_args(as_text)[2])["occurred_at"] == text
+
+
+def test_a_snapshots_set_is_the_command_hiredis_packs_of_its_arguments(prefix):
+    """`MerchantSnapshots.command` writes the SET as RESP bytes (`resp.set_ex`): byte for byte
+    what hiredis packs of the arguments it gave before (the key, the snapshot's JSON of the
+    merchant.* features in the features' order, the TTL), for a key not ASCII too; a TTL that
+    is no integer stays arguments."""
+    import hiredis
+
+    from fengkong.api.encoding import dumps
+
+    features = {"card.count_1h": 1, NAMES[0]: 3, "user.x": None, NAMES[1]: 4.5, "merchant.über": "ü"}
+    noted = ("e1", "2026-11-25T09:00:00+08:00", "d1", features)
+    want = {"event_id": "e1", "occurred_at": noted[1], "decision_id": "d1",
+            "features": {NAMES[0]: 3, NAMES[1]: 4.5, "merchant.über": "ü"}}
+    for merchant in ("m1", "商户"):
+        args = ("SET", keys.merchant_snapshot_key(prefix, merchant), dumps(want), "EX", 600)
+        for _ in range(2):  # the features' shape found, then taken again
+            assert MerchantSnapshots(None, prefix, 600, 0).command(merchant, noted) == hiredis.pack_command(args)
+        assert MerchantSnapshots(None, prefix, 600.5, 0).command(merchant, noted) == args[:4] + (600.5,)

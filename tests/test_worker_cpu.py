@@ -18,6 +18,7 @@ from fengkong.api.service.merchant_snapshots import merchant_values
 from fengkong.api.service import renewals as renewals_module
 from fengkong.api.service.renewals import MAX_BUCKETS, RENEW_S, Renewals
 from fengkong.cases.intake import item_text
+from fengkong.engine.decision import FiredRule
 from fengkong.events import find_pan, iso_text
 from fengkong.features import keys
 from fengkong.features.change_audit import utc_now_iso
@@ -159,6 +160,20 @@ def _resp_args(command: bytes) -> list[bytes]:
     return args
 
 
+def _fired(rule_id: str) -> FiredRule:
+    return FiredRule(id=rule_id, description="d", action="review", score=10, mode="enforce", tags=("t",),
+                     values={"x": 1})
+
+
+#: a record as the decision path gives the audit entry every field of
+_FULL = {"kind": "decision", "body_sha256": "ab", "decision_id": "d_0123456789abcdef01234567", "event_id": "e-9",
+         "decision": "deny", "score": 90, "reasons": [], "merchant_grade": "A", "ruleset_version": "v@1",
+         "degraded": False, "degraded_reason": None, "lane": "card", "risk": 0.5, "models": None,
+         "decided_at": "2026-12-06T05:00:00.000001+00:00", "caller": "bench",
+         "event": {"event_id": "e-9", "card": {"fingerprint": "c1"}}, "shadow": [], "missing_features": [],
+         "score_action": "deny", "thresholds": {}}
+
+
 def test_audit_entry_reads_back_as_the_reference():
     reason = {"id": "r.one"}
     for prefix in ("t", "租户"):  # a prefix not ASCII: packed the general way
@@ -173,9 +188,16 @@ def test_audit_entry_reads_back_as_the_reference():
              "event": {"card": {"fingerprint": "fp"}}},  # text not ASCII: packed the general way
             {"decision_id": "d_5", "reasons": [{"id": f"rule.{k:03d}." + "x" * 30} for k in range(40)],
              "event": {}},  # a value longer than the lengths looked up (1,600 characters): the general way
+            # the decision path's record (every field): read at once and written straight away ...
+            dict(_FULL, reasons=[_fired("r.one"), _fired("r.two")], shadow=[_fired("s")]),
+            dict(_FULL, degraded=True, score=0, reasons=[]), dict(_FULL, reasons=[reason], shadow=None),
+            # ... but a field of another type, a text not ASCII, a value past the lengths looked up
+            dict(_FULL, score=1.5), dict(_FULL, score=True), dict(_FULL, degraded=None), dict(_FULL, caller="商户"),
+            dict(_FULL, event={"card": None}), dict(_FULL, event=None), dict(_FULL, decision_id=None),
+            dict(_FULL, reasons=[_fired("x" * 1100)]),
         ]:
             command = audit.decision_command(record)
-            assert isinstance(command, bytes)
+            assert isinstance(command, bytes) and command == audit._command(record)
             args = _resp_args(command)
             assert args[:6] == [b"XADD", audit.decisions_key.encode(), b"MAXLEN", b"~", b"100", b"*"]
             pairs = args[6:]
@@ -305,6 +327,50 @@ def test_feature_references_are_the_first_number_of_a_repeated_text():
             want = _refs_by_loop(list(values), at, event)
             assert record_event.with_refs(list(values), at, event) == want
             assert record_event.resolved(want, event) == values
+
+
+class _Card(dict):
+    """A card of a dict's own subclass: `with_refs` and `indexed` take it as a card."""
+
+
+def test_an_events_writer_stores_it_as_indexed_and_with_refs_did():
+    """`stored_event` (a writer per shape of event) gives `indexed` of the event and the values
+    `with_refs` gave, for events of one shape with texts, numbers and None in turn, repeats
+    among the texts, a card of other names or another class, a card that is no object, and
+    names not in `EVENT_NAMES` (the plain way); and a shape's writer is made once."""
+    card = {"fingerprint": "c1", "bin": "622038", "type": "debit", "issuer_country": "CN"}
+    base = {"event_id": "e1", "type": "payment", "occurred_at": "2026-11-25T09:00:03.897000+08:00",
+            "merchant_id": "m1", "user_id": "u1", "amount": "12.30", "currency": "CNY", "channel": "app",
+            "card": card, "ip": "10.0.0.1", "device_id": "d1"}
+    events = [
+        base, dict(base, amount=1230), dict(base, amount=None, device_id="u1"), dict(base, ip="c1", channel="CN"),
+        dict(base, card={"bin": "622038", "fingerprint": "c1"}), dict(base, card=_Card(card)),
+        dict(base, card=None), dict(base, card="c1"), dict(base, occurred_at=5), dict(base, occurred_at="late"),
+        {k: v for k, v in base.items() if k != "card"}, dict(base, extra="u1"), {"card": card, "event_id": "c1"}, {},
+    ]
+    values = ["10.0.0.1", "u1", "c1", "debit", "CN", "app", "payment", 7, None, "nowhere", "m1", "e1"]
+    wide = tuple(range(len(values)))
+    for positions in (wide, wide[::3], ()):
+        for event in events + events:  # each shape a second time: its writer then made
+            want = record_event.with_refs(list(values), positions, event)
+            got = list(values)
+            assert record_event.stored_event(event, got, positions) == record_event.indexed(event)
+            assert got == want
+            assert list(record_event.stored_event(event, list(values), positions)) == list(
+                record_event.indexed(event))  # (the map's order is the stored bytes' order)
+    record_event._WRITERS.clear()  # a shape's writer made for an event without a card object first
+    for event in (dict(base, card=None), base, dict(base, card=_Card(card)), dict(base, card="c1")):
+        want = record_event.with_refs(list(values), wide, event)
+        got = list(values)
+        assert record_event.stored_event(event, got, wide) == record_event.indexed(event) and got == want
+    made = record_event._WRITERS
+    record_event.stored_event(base, list(values), positions)
+    record_event.stored_event(dict(base, extra="u1"), list(values), positions)
+    assert made[tuple(base)][0] is positions and made[tuple(base)][1] is not None
+    assert made[tuple(dict(base, extra="u1"))][1] is None  # a name not in EVENT_NAMES: the plain way
+    writer = made[tuple(base)][1]
+    record_event.stored_event(base, list(values), positions)
+    assert made[tuple(base)][1] is writer
 
 
 def test_thresholds_and_reasons_are_stored_as_the_plain_forms_stored_them():

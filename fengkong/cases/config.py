@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from fengkong.cases.models import ENTITY_KINDS
+from fengkong.engine.decision import FiredRule
 
 CONFIG_PATH = Path("cases") / "cases.yaml"
 DECISIONS = ("allow", "challenge", "review", "deny")
@@ -66,7 +67,8 @@ class CasesConfig:
         if not (rules or tags):
             return False
         for r in reasons:  # (a loop, not `any` of a generator: the decision path asks per decision)
-            if type(r) is dict or isinstance(r, Mapping):
+            # the engine's own class first: `Mapping`'s isinstance of a class it does not know costs more
+            if type(r) is not FiredRule and (type(r) is dict or isinstance(r, Mapping)):
                 if r.get("id") in rules or not tags.isdisjoint(r.get("tags") or ()):
                     return True
             elif r.id in rules or not tags.isdisjoint(r.tags or ()):

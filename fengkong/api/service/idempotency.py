@@ -34,6 +34,7 @@ import redis
 
 from fengkong.api.errors import Conflict
 from fengkong.api.service import records
+from fengkong.api.service.resp import set_ex
 from fengkong.api.state import Runtime
 from fengkong.features.pipelined import ReplyError
 
@@ -94,28 +95,6 @@ def set_record(key: str, blob: bytes, ttl: int, *, only_if_absent: bool) -> tupl
     if only_if_absent:
         return ("EVAL", _settle_script(), 1, key, blob, ttl)
     return set_ex(key, blob, ttl) if type(blob) is bytes and type(ttl) is int else ("SET", key, blob, "EX", ttl)
-
-
-def set_ex(key: str, value: bytes, ttl: int) -> bytes:
-    """``SET key value EX ttl`` as RESP bytes, byte for byte ``hiredis.pack_command``'s
-    (tests/test_decision_pointers.py): written by the decision path for every record, where
-    hiredis' packing of the arguments (a copy of the record among them) cost more. The key's
-    length is counted in characters where it is ASCII (the decision path's keys), else in
-    its UTF-8 bytes."""
-    tail = _EX_TAILS.get(ttl)
-    if tail is None:
-        if len(_EX_TAILS) >= 16:
-            _EX_TAILS.clear()
-        expiry = b"%d" % ttl
-        tail = _EX_TAILS[ttl] = b"\r\n$2\r\nEX\r\n$%d\r\n%b\r\n" % (len(expiry), expiry)
-    if key.isascii():
-        return f"*5\r\n$3\r\nSET\r\n${len(key)}\r\n{key}\r\n${len(value)}\r\n".encode() + value + tail
-    name = key.encode()
-    return b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n" % (len(name), name, len(value)) + value + tail
-
-
-#: ``set_ex``'s text after the value, by TTL (a worker writes its records with one or two TTLs)
-_EX_TAILS: dict[int, bytes] = {}
 
 
 def check_stored(value: bytes, *, digest: bytes, kind: str) -> None:

@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from fengkong.api.encoding import dumps
+from fengkong.api.service.resp import set_ex
 from fengkong.features import keys
 from fengkong.features.pipelined import ConnectionFailed, Pipelined, ReplyError
 
@@ -60,7 +61,7 @@ class MerchantSnapshots:
         self._timer: asyncio.TimerHandle | None = None
 
     def note(self, merchant_id: str, *, event_id: str, occurred_at: datetime | str, decision_id: str,
-             features: dict[str, Any]) -> tuple[Any, ...] | None:
+             features: dict[str, Any]) -> tuple[Any, ...] | bytes | None:
         """Note a decision of the merchant (`features`: the decision's, kept as they are
         until its snapshot is written; the caller never changes them; `occurred_at`: the
         event's time, or its ``isoformat`` text when the caller has it, which the snapshot
@@ -78,21 +79,23 @@ class MerchantSnapshots:
             self.flush()
         return None
 
-    def take(self, merchant_id: str) -> tuple[Any, ...] | None:
+    def take(self, merchant_id: str) -> tuple[Any, ...] | bytes | None:
         """The SET of the merchant's pending snapshot, no longer pending (the caller sends
         it), or None when none is pending."""
         older = self._writing.pop(merchant_id, None)  # never sent after the newer one
         noted = self._pending.pop(merchant_id, older)
         return None if noted is None else self.command(merchant_id, noted)
 
-    def command(self, merchant_id: str, noted: Noted) -> tuple[Any, ...]:
-        """The SET that stores a noted snapshot (the JSON GET /v1/merchants reads)."""
+    def command(self, merchant_id: str, noted: Noted) -> tuple[Any, ...] | bytes:
+        """The SET that stores a noted snapshot (the JSON GET /v1/merchants reads), as RESP
+        bytes (`resp.set_ex`; its arguments when the TTL is not an integer)."""
         event_id, occurred_at, decision_id, features = noted
         snap = {"event_id": event_id,
                 "occurred_at": occurred_at if isinstance(occurred_at, str) else occurred_at.isoformat(),
                 "decision_id": decision_id,
                 "features": dict(zip(*merchant_values(features)))}
-        return ("SET", keys.merchant_snapshot_key(self.prefix, merchant_id), dumps(snap), "EX", self.ttl_s)
+        key, ttl = keys.merchant_snapshot_key(self.prefix, merchant_id), self.ttl_s
+        return set_ex(key, dumps(snap), ttl) if type(ttl) is int else ("SET", key, dumps(snap), "EX", ttl)
 
     def flush(self) -> None:
         """End the interval: its snapshots join those still to send, which go out a

@@ -31,14 +31,35 @@ def commands(prefix: str, *, decision_id: str, event_id: str, ttl_s: int,
     """The writes that let `decision_id` find `event_id` for at least `ttl_s` seconds
     (with `renewals`: the bucket's EXPIRE only when it is due), packed as Redis reads them
     (`packed`)."""
-    key, field = keys.decision_bucket(prefix, decision_id)
-    hset = packed(f"*4\r\n$4\r\nHSET\r\n${_len(key)}\r\n{key}\r\n${_len(field)}\r\n{field}\r\n"
-                  f"${_len(event_id)}\r\n{event_id}\r\n", ("HSET", key, field, event_id))
+    bucket = _BUCKETS.get(decision_id[2:_FIELD_AT])
+    if bucket is None or bucket[0] is not prefix:
+        bucket = _bucket(prefix, decision_id)
+    key, head = bucket[1], bucket[2]
+    field = decision_id[_FIELD_AT:]
+    hset = packed(f"{head}${_len(field)}\r\n{field}\r\n${_len(event_id)}\r\n{event_id}\r\n",
+                  ("HSET", key, field, event_id))
     if renewals is not None and not renewals.due(key, faults):
         return [hset]
     expiry = str(ttl_s + BUCKET_GRACE_S)
     return [hset, packed(f"*3\r\n$6\r\nEXPIRE\r\n${_len(key)}\r\n{key}\r\n${len(expiry)}\r\n{expiry}\r\n",
                          ("EXPIRE", key, ttl_s + BUCKET_GRACE_S))]
+
+
+#: where a decision id's field in its bucket starts (`keys.decision_bucket`: ``d_``, then the bucket's digits)
+_FIELD_AT = 2 + keys.BUCKET_DIGITS
+#: a bucket's digits -> (the key prefix, the bucket's key, the HSET's RESP text up to the field):
+#: made once per bucket (a worker writes an hour's 4,096 buckets), not per decision
+_BUCKETS: dict[str, tuple[str, str, str]] = {}
+
+
+def _bucket(prefix: str, decision_id: str) -> tuple[str, str, str]:
+    """The bucket of `decision_id` as `_BUCKETS` keeps it (`keys.decision_bucket` names it by
+    the id's digits after ``d_`` and before `_FIELD_AT`: tests/test_decision_pointers.py)."""
+    key, _ = keys.decision_bucket(prefix, decision_id)
+    if len(_BUCKETS) >= 3 * 4096:  # three hours' buckets (`renewals.MAX_BUCKETS`)
+        _BUCKETS.clear()
+    found = _BUCKETS[decision_id[2:_FIELD_AT]] = (prefix, key, f"*4\r\n$4\r\nHSET\r\n${_len(key)}\r\n{key}\r\n")
+    return found
 
 
 def packed(text: str, args: tuple[Any, ...]) -> tuple[Any, ...] | bytes:

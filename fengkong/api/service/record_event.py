@@ -3,6 +3,10 @@ event's field names as their index in `EVENT_NAMES`, its ``occurred_at`` as `whe
 gives it, and a feature that repeats one of the event's texts (``event.ip``,
 ``card.fingerprint``, ...) as a reference to it (`with_refs`, read back by `resolved`).
 
+The decision path does both for every record: `stored_event` does them in one pass, by a
+writer made once per shape of event (`_writer`); `indexed` and `with_refs` are what it
+stands for, and take the events it does not.
+
 A module of its own so that the record's layout (`records`) and the event's codec can each
 be read whole."""
 
@@ -116,6 +120,69 @@ def named(value: dict[Any, Any], top: bool = True) -> dict[str, Any]:
         elif type(at) is list and len(at) == 1:
             out["occurred_at"] = at[0]
     return out
+
+
+def stored_event(event: dict[str, Any], values: list[Any], positions: tuple[int, ...]) -> dict[Any, Any]:
+    """`indexed` of the event, and `values` as `with_refs` changes them (in place): by the
+    writer of the event's shape, made the first time it is seen (`_writer`), else (an event of
+    another form: a card of other fields, or a name not in `EVENT_NAMES`) by those two."""
+    names = tuple(event)
+    found = _WRITERS.get(names)
+    if found is None or found[0] is not positions:
+        found = _WRITERS[names] = (positions, _writer(names, event.get("card"), positions))
+        if len(_WRITERS) > 1024:
+            _WRITERS.clear()
+    if found[1] is not None:
+        out = found[1](event, values)
+        if out is not None:
+            return out  # type: ignore[no-any-return]
+    with_refs(values, positions, event)
+    return indexed(event)
+
+
+#: an event's names, in order -> (the `positions` its writer was made for, the writer or None)
+_WRITERS: dict[tuple[Any, ...], tuple[tuple[int, ...], Any]] = {}
+
+
+def _writer(names: tuple[Any, ...], card: Any, positions: tuple[int, ...]) -> Any:
+    """What `stored_event` calls for events of these names in this order (and, when one is a
+    ``card`` object, its names in its order): ``writer(event, values)`` gives `indexed` of the
+    event and makes `values` what `with_refs` makes them, as straight-line code (each name
+    looked up once; no loop over the event, no zip, no shape looked up per card), or None when
+    the event's card is not of those names (`stored_event` then takes the plain way). None for
+    names outside `EVENT_NAMES`: only those are written into its source."""
+    cards = tuple(card) if type(card) is dict else None
+    if not all(type(n) is str and n in _EVENT_INDEX for n in names + (cards or ())):
+        return None
+    top = {n: f"a{i}" for i, n in enumerate(names)}
+    inner = {n: f"b{i}" for i, n in enumerate(cards or ())}
+    lines = ["def writer(event, values):"]
+    lines += [f"    {local} = event[{name!r}]" for name, local in top.items()]
+    if cards is not None:
+        lines += [f"    card = {top['card']}", "    if card.__class__ is not dict or tuple(card) != CARD:",
+                  "        return None"]
+        lines += [f"    {local} = card[{name!r}]" for name, local in inner.items()]
+    else:
+        lines += [f"    if isinstance({top['card']}, dict):", "        return None"] if "card" in top else []
+    # the texts numbered in order (top level, then the card's): each the first number of its text
+    lines += ["    refs = {}", "    n = 0"]
+    for local in [local for name, local in top.items() if name != "card" or cards is None] + list(inner.values()):
+        lines += [f"    if {local}.__class__ is str:", f"        if {local} not in refs:",
+                  f"            refs[{local}] = n", "        n += 1"]
+    for i in positions:
+        lines += [f"    value = values[{i}]", "    if value.__class__ is str:", "        ref = refs.get(value)",
+                  "        if ref is not None:", f"            values[{i}] = REFS[ref]"]  # (32 texts at most)
+    items = []
+    for name, local in top.items():
+        if name == "occurred_at":
+            local = f"(when_code({local}) if {local}.__class__ is str else [{local}])"
+        elif name == "card" and cards is not None:
+            local = "{" + ", ".join(f"{_EVENT_INDEX[n]}: {b}" for n, b in inner.items()) + "}"
+        items.append(f"{_EVENT_INDEX[name]}: {local}")
+    lines.append("    return {" + ", ".join(items) + "}")
+    scope = {"CARD": cards, "REFS": _REFS, "when_code": when_code}
+    exec("\n".join(lines), scope)
+    return scope["writer"]
 
 
 def copies(names: tuple[str, ...]) -> tuple[int, ...]:

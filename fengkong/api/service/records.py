@@ -75,7 +75,7 @@ from fengkong.api.encoding import loads
 from fengkong.api.service import record_codec
 from fengkong.api.service.record_values import (
     decided_code, id_bytes, iso_micros, latency_of, scaled, thousandths, unscaled)
-from fengkong.api.service.record_event import indexed, named, resolved, with_refs
+from fengkong.api.service.record_event import named, resolved, stored_event
 from fengkong.api.service.record_reasons import REASON_KEYS, reason_dict as _reason_dict, reason_values as _reason
 from fengkong.api.service.record_schema import Schema, rule_table
 from fengkong.features import keys
@@ -319,16 +319,15 @@ def _values(record: Mapping[str, Any], schema: Schema, features: list[Any], scal
     (sha, decision_id, event_id, decision, score, reasons, grade, degraded, degraded_reason, lane, risk, decided_at,
      caller, event, shadow, missing, score_action, thresholds, latency) = fields
     if isinstance(event, dict):
-        features = with_refs(features, schema.copies, event)
-        stored_event: Any = indexed(event)
+        stored: Any = stored_event(event, features, schema.copies)  # (`features` made `with_refs` of them)
         own_id = event_id is not None and event.get("event_id") == event_id
     else:
-        stored_event = event
+        stored = event
         own_id = isinstance(event, Mapping) and event.get("event_id") == event_id and event_id is not None
     return [
         schema.raw_id, bytes.fromhex(sha)[:SHA_BYTES], id_bytes(decision_id), None if own_id else [event_id],
         decision, score, [_reason(r, schema) for r in reasons] if reasons else [],
-        grade, degraded, degraded_reason, lane, risk, decided_code(decided_at), caller, stored_event,
+        grade, degraded, degraded_reason, lane, risk, decided_code(decided_at), caller, stored,
         features,
         [_reason(r, schema) for r in shadow] if shadow else [],
         _missing(missing, schema) if missing else [],
