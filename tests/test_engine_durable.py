@@ -8,6 +8,7 @@ recording wrapper of durable's C module passed as ``engine``.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import math
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 
 from fengkong.engine import EvaluationError, load_ruleset
 from fengkong.engine.durable_backend import ALPHA_STACK_BUDGET, DURABLE_ALPHA_STACK, DurableRuleset, unique_name
+from fengkong.engine.durable_backend.facts import encode_fact
 from fengkong.engine.language import parse
 from fengkong.engine.predicates import clean, compile_predicate
 from fengkong.engine.schema import Schema
@@ -501,7 +503,11 @@ def test_default_pack_facts_leave_out_false_flags_and_unnamed_strings() -> None:
     assert "lists.blocked_cards" in bools and "merchant.has_baseline" in bools
 
     def sent(features: dict) -> set[str]:
-        return {n for fact in _facts(backend, features) for n, k in keys.items() if k in fact}
+        # what each field's own test sends, before the fact keeps only what a rule able to
+        # fire reads (`guards.kept_fields`, held below and in tests/test_engine_guards.py)
+        texts = [encode_fact(dataclasses.replace(shard.plan, live=None), features, '{"id":0', [])
+                 for shard in backend._shards]
+        return {n for text in texts if text is not None for n, k in keys.items() if f'"{k}":' in text}
 
     assert sent(dict.fromkeys(bools, False)) == {"merchant.has_baseline", "user.country_mismatch_usual",
                                                  "merchant.in_promotion", "user.is_new_device_1h"}
