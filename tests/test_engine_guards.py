@@ -151,7 +151,7 @@ def test_a_fact_keeps_only_what_a_rule_able_to_fire_reads() -> None:
          "user.amount_n": 2}
     # a debit card is not sent, so credit_z cannot fire: its z-score is left out; ratio lacks its quotient
     (text,), missing = backend.encode(f)
-    assert {k for k in json.loads(text) if k not in ("id", "sid")} == {keys["event.amount"], keys["event.is_night"]}
+    assert {k for k in json.loads(text) if k != "id"} == {keys["event.amount"], keys["event.is_night"]}
     assert missing == ["merchant.count_24h", "merchant.distinct_cards_24h"]
     assert backend.fire(f).fired == ["big_night"]
     credit = f | {"card.type": "credit"}
@@ -174,7 +174,7 @@ def test_random_rules_fire_like_python_with_facts_trimmed() -> None:
         for _ in range(60):
             f = {n: rng.choice([0, 1, 2, 3, 4.5, -1]) for n in NUMBERS if rng.random() < 0.5}
             for shard, text in zip(backend._shards, backend.encode(f)[0]):
-                whole = encode_fact(dataclasses.replace(shard.plan, live=None), f, '{"id":0,"sid":"0"', [])
+                whole = encode_fact(dataclasses.replace(shard.plan, live=None), f, '{"id":0', [])
                 trimmed += text is not None and whole is not None and len(text) < len(whole)
             assert backend.fire(f).fired == [k for k, p in preds.items() if p(f)], (rules, f)
         backend.close()

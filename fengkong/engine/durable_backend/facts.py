@@ -118,7 +118,7 @@ def field_prefix(key: str) -> str:
 
 
 def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing: list[str]) -> str | None:
-    """One shard's fact: ``head`` (id and sid), then ``"key":value`` for each present
+    """One shard's fact: ``head`` (its id), then ``"key":value`` for each present
     field worth sending that a rule able to fire reads (`guards.kept_fields`); the names of
     absent features are added to ``missing``. None when no rule of the shard can fire.
 
