@@ -217,3 +217,23 @@ def test_writers_keep_what_the_plan_keeps_past_a_full_memory(monkeypatch: pytest
             whole = encode_fact(dataclasses.replace(shard.plan, live=None), f, HEAD, [])
             trimmed += want is not None and len(want) < len(whole or "")
         assert trimmed > 100
+
+
+def test_a_derived_field_no_able_rule_reads_is_not_computed() -> None:
+    """``3 * user.amount_n`` is read by a rule that also needs the night flag, written before
+    it: on a day the writer does not compute the product (its function is not called), and
+    its answer is still the plan's."""
+    (plan, inline), (_, called) = plans(["event.is_night and event.amount >= 3 * user.amount_n"])
+    assert "if ((m0 & " in inline.__doc__
+    name = next(k for k in called.__globals__ if k.startswith("_derived"))
+    derive = called.__globals__[name]
+    calls: list[object] = []
+    called.__globals__[name] = lambda features: calls.append(features) or derive(features)
+    day = {"event.is_night": False, "event.amount": 10, "user.amount_n": 2}
+    for write in (inline, called):
+        assert write(day, HEAD, []) is encode_fact(plan, day, HEAD, []) is None  # nothing can fire
+    assert calls == []
+    night = day | {"event.is_night": True}
+    for write in (inline, called):
+        assert write(night, HEAD, []) == encode_fact(plan, night, HEAD, [])
+    assert '"d0":6' in called(night, HEAD, []) and len(calls) == 2

@@ -148,7 +148,7 @@ class _Writer:
         for name, dtype in plan.unsent:
             self.unsent(name, dtype)
         for prefix, fn, when in plan.computed:
-            with self.field(prefix, keys):
+            with self.field(prefix, keys), self.only_if(self.needed(prefix, keys)):
                 self.computed(prefix, fn, when)
         if plan.live is not None:  # only the fields a rule able to fire reads; None when no rule can fire
             cache: dict[Any, Any] = {}
@@ -197,6 +197,43 @@ class _Writer:
             elif code.startswith("written_clean(parts,"):  # it may or may not have added the part
                 lines += [f"{indent}if parts[-1].startswith({prefix!r}):", f"{indent}    {mask} += {bit}"]
         self.lines[start:] = lines
+
+    def needed(self, prefix: str, keys: list[str]) -> str | None:
+        """When a derived field need not be computed: the test, on the masks of the fields
+        written before it (``keys``), that some rule reading it may still be able, as far as
+        those fields tell (None: always computed). A rule lacking a field it requires is not
+        able whatever comes after, so the field would be left out (`guards.kept_fields`), and
+        no rule that requires it could fire: skipping it changes no text."""
+        live = self.plan.live
+        if live is None:
+            return None
+        sendable = set(keys) | {p for p, _, _ in self.plan.computed}
+        bit = {key: k for k, key in enumerate(keys)}
+        needs: set[frozenset[int]] = set()  # each reader's fields written so far, by bit
+        for required in live.required:
+            if prefix not in live.reads[required] or not required <= sendable:
+                continue  # not a reader, or never able
+            before = frozenset(bit[key] for key in required if key in bit)
+            if not before:
+                return None  # a reader nothing written so far rules out
+            needs.add(before)
+        tests: list[str] = []
+        for before in sorted(needs, key=sorted):
+            if any(other < before for other in needs):
+                continue  # another reader needs less
+            masks: dict[int, int] = {}
+            for k in before:
+                masks[k // MASK_BITS] = masks.get(k // MASK_BITS, 0) | 1 << (k % MASK_BITS)
+            tests.append(" and ".join(f"(m{j} & {m}) == {m}" for j, m in sorted(masks.items())))
+        return " or ".join(f"({t})" for t in tests) or "False"
+
+    @contextlib.contextmanager
+    def only_if(self, test: str | None) -> Iterator[None]:
+        """Around a block of lines: with ``test``, the block runs only when it holds."""
+        start = len(self.lines)
+        yield
+        if test is not None:
+            self.lines[start:] = [f"    if {test}:", *("    " + line for line in self.lines[start:])]
 
     def number(self, name: str, prefix: str, report: bool, classes: Classes) -> None:
         emit = self.lines.append
