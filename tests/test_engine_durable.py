@@ -8,6 +8,7 @@ recording wrapper of durable's C module passed as ``engine``.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import math
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 
 from fengkong.engine import EvaluationError, load_ruleset
 from fengkong.engine.durable_backend import ALPHA_STACK_BUDGET, DURABLE_ALPHA_STACK, DurableRuleset, unique_name
+from fengkong.engine.durable_backend.facts import encode_fact
 from fengkong.engine.language import parse
 from fengkong.engine.predicates import clean, compile_predicate
 from fengkong.engine.schema import Schema
@@ -231,7 +233,7 @@ class _Recorder:
 
 
 def test_fire_retracts_every_fact_it_asserts() -> None:
-    # each fact a rule matched is retracted (by id and sid) before the next is asserted; one
+    # each fact a rule matched is retracted (by its id) before the next is asserted; one
     # no rule matched was never stored. Were one left behind, asserting it again would be
     # refused as already observed (code 2)
     wire = _Recorder()
@@ -251,8 +253,14 @@ def test_fire_retracts_every_fact_it_asserts() -> None:
             continue
         op2, handle2, retract = next(calls)
         assert (op2, handle2) == ("retract", handle)
-        assert json.loads(retract) == {k: json.loads(text)[k] for k in ("id", "sid")}
+        assert json.loads(retract) == {"id": json.loads(text)["id"]}
     assert 10 < wire.codes.count(0) and 10 <= wire.codes.count(1)  # both kinds seen
+    # a fact carries no sid: durable files it under its default session "0", which holds none of
+    # ours now (only the session's own state, marked "$s")
+    handles = {handle for op, handle, _ in wire.calls if op == "retract"}
+    assert handles and all(all("$s" in fact for fact in json.loads(dre.get_facts(handle, "0"))) for handle in handles)
+    first = next(text for op, _, text in wire.calls if op == "assert")
+    assert '"sid"' not in first
     for _, handle, text in [call for call in wire.calls if call[0] == "assert"]:
         code, state = dre.assert_fact(handle, text)
         assert code in (0, 1), text
@@ -346,7 +354,7 @@ def test_property_fact_text_is_json_of_the_clean_values(values) -> None:
     if want.get(keys["user.amount_zscore"]) == 0:  # compared only with 0: its class's representative (`classes`)
         want[keys["user.amount_zscore"]] = 0
     assert {k: v for k, v in fact.items() if k in want} == {k: v for k, v in want.items() if v is not None}
-    assert set(fact) - set(want) == {"id", "sid"} | {key for key in fact if key.startswith("d")}  # + derived
+    assert set(fact) - set(want) == {"id"} | {key for key in fact if key.startswith("d")}  # + derived
     for k, v in fact.items():
         if k in want:
             assert type(v) is (str if isinstance(want[k], str) else type(want[k])), (k, v, want[k])
@@ -433,7 +441,7 @@ def test_encoded_fact_is_json_for_every_numpy_scalar() -> None:
     (plain_text,), _ = backend.encode(dict(zip(names, plain)))
     keys = backend.field_keys
     as_sent = {"user.amount_n": 0, "merchant.count_24h": 0, "merchant.distinct_cards_24h": 0}
-    assert json.loads(text) == {"id": 0, "sid": "0", **{keys[n]: as_sent.get(n, v) for n, v in zip(names, plain)}}
+    assert json.loads(text) == {"id": 0, **{keys[n]: as_sent.get(n, v) for n, v in zip(names, plain)}}
     assert f'"{keys["user.amount_zscore"]}":1.0e-05' in text  # durable's parser needs a decimal point
     assert text == plain_text
 
@@ -452,11 +460,11 @@ def test_values_no_test_can_tell_from_absent_are_left_out_of_the_fact() -> None:
     plain = {"lists.blocked_cards": False, "event.type": "payment", "event.channel": "quick_pay",
              "merchant.count_24h": 10, "merchant.distinct_cards_24h": 1}
     (fact,) = _facts(backend, plain)
-    assert set(fact) == {"id", "sid", "d0"}  # only the quotient, of all five
+    assert set(fact) == {"id", "d0"}  # only the quotient, of all five
     assert backend.fire(plain).fired == expected(preds, plain) == ["quotient"]
     hit = {"lists.blocked_cards": True, "event.type": "signup", "event.channel": "pos"}
     (fact,) = _facts(backend, hit)
-    assert fact == {"id": 0, "sid": "0", keys["lists.blocked_cards"]: True, keys["event.type"]: "signup",
+    assert fact == {"id": 0, keys["lists.blocked_cards"]: True, keys["event.type"]: "signup",
                     keys["event.channel"]: "pos"}
     assert backend.fire(hit).fired == ["flag", "signup", "channel"]
     # left out is not missing; an absent operand of the quotient still is
@@ -501,7 +509,11 @@ def test_default_pack_facts_leave_out_false_flags_and_unnamed_strings() -> None:
     assert "lists.blocked_cards" in bools and "merchant.has_baseline" in bools
 
     def sent(features: dict) -> set[str]:
-        return {n for fact in _facts(backend, features) for n, k in keys.items() if k in fact}
+        # what each field's own test sends, before the fact keeps only what a rule able to
+        # fire reads (`guards.kept_fields`, held below and in tests/test_engine_guards.py)
+        texts = [encode_fact(dataclasses.replace(shard.plan, live=None), features, '{"id":0', [])
+                 for shard in backend._shards]
+        return {n for text in texts if text is not None for n, k in keys.items() if f'"{k}":' in text}
 
     assert sent(dict.fromkeys(bools, False)) == {"merchant.has_baseline", "user.country_mismatch_usual",
                                                  "merchant.in_promotion", "user.is_new_device_1h"}

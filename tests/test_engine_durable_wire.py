@@ -49,15 +49,17 @@ def test_compiled_rulesets_and_fact_are_golden() -> None:
     (fact,), missing = backend.encode(features)
     # grade B is named by no rule, so it is left out; arithmetic operands travel as their result only;
     # d1 (2.5) and d2 (-0.99999) fail their only tests (>= 5, > 2), so they are left out too
-    assert fact == '{"id":0,"sid":"0","f0":10,"f6":false,"d0":9}'
+    assert fact == '{"id":0,"f0":10,"f6":false,"d0":9}'
     assert missing == ["card.type"]
     # passing them, each travels as its class's representative (`classes`): from 5 up, above 2
     passing = features | {"merchant.count_24h": 30, "user.amount_zscore": 3.5}
-    assert backend.encode(passing)[0][0] == '{"id":0,"sid":"0","f0":10,"f6":false,"d0":9,"d1":5,"d2":3}'
-    assert json.loads(backend.encode({"user.amount_zscore": 1e-05, "event.amount": 1e-05})[0][0]) == {
-        "id": 0, "sid": "0", "f0": 1e-05}
-    # a product that overflows a double is absent, so `event.amount >= 3 * user.amount_n` is false
-    assert '"d0"' not in backend.encode({"event.amount": 1.0, "user.amount_n": 1e308})[0][0]
-    assert '"f0":1.0e-05' in backend.encode({"event.amount": 1e-05})[0][0]
+    assert backend.encode(passing)[0][0] == '{"id":0,"f0":10,"f6":false,"d0":9,"d1":5,"d2":3}'
+    assert json.loads(backend.encode({"user.amount_zscore": 1e-05, "event.amount": 1e-05, "user.amount_n": 0})[0][0]) \
+        == {"id": 0, "f0": 1e-05, "d0": 0}
+    assert '"f0":1.0e-05' in backend.encode({"event.amount": 1e-05, "user.amount_n": 0})[0][0]
+    # a product that overflows a double is absent, so `event.amount >= 3 * user.amount_n` is false;
+    # r0 then cannot fire (it requires d0), so the fact keeps nothing r0 alone reads (`guards.kept_fields`)
+    assert backend.encode({"event.amount": 1.0, "user.amount_n": 1e308})[0][0] == '{"id":0}'
+    assert backend.encode({"event.amount": 10, "lists.blocked_cards": False})[0][0] == '{"id":0,"f6":false}'
     assert backend.fire(features).fired == ["arith", "absent", "clean"]
     backend.close()

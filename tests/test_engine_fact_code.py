@@ -11,6 +11,7 @@ with the bench's kinds of rows. tests/test_engine_durable.py holds the fires.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import enum
 import random
 from pathlib import Path
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 
 from fengkong.engine import load_ruleset
 from fengkong.engine.durable_backend.compiler import Compiler
-from fengkong.engine.durable_backend import fact_code
+from fengkong.engine.durable_backend import fact_code, guards
 from fengkong.engine.durable_backend.fact_code import compile_writer
 from fengkong.engine.durable_backend.facts import FactPlan, encode_fact, field_prefix, make_plan
 from fengkong.engine.language import parse
@@ -191,3 +192,48 @@ def test_a_prefix_not_of_the_compilers_form_is_refused() -> None:
         with pytest.raises(ValueError, match="classes"):
             compile_writer(odd, {}, SCHEMA.dtypes)
     assert plan.numbers  # the real plan has numbers, all of the form
+
+
+def test_writers_keep_what_the_plan_keeps_past_a_full_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default pack's first shard sends more fields than one mask holds (`guards.MASK_BITS`),
+    so its writer keys what it keeps by several masks; with every table of `guards.KeepByMasks`
+    full (`KEPT_MEMORY` 1) each fact is worked out afresh and must still be the plan's, byte for byte."""
+    rs = load_ruleset(RULES_DIR)
+    shard = rs._durable._shards[0]
+    sent = len(shard.plan.numbers) + len(shard.plan.bools) + len(shard.plan.strings) + len(shard.plan.computed)
+    assert sent > guards.MASK_BITS and shard.plan.live is not None
+    dtypes = rs.schema.dtypes
+    pool = {"number": [None, 0, 1, 3, 7, 25, 250.5, 0.95, 6000.0], "bool": [None, True, False],
+            "string": [None, "credit", "online_banking", "D", "signup"]}
+    names = [n for n, *_ in shard.plan.numbers + shard.plan.bools + shard.plan.strings] + ["merchant.single_limit"]
+    rng = random.Random(31)
+    for limit in (guards.KEPT_MEMORY, 1):
+        monkeypatch.setattr(guards, "KEPT_MEMORY", limit)
+        trimmed = 0
+        for _ in range(300):
+            f = {n: rng.choice(pool.get(dtypes.get(n, ""), [None])) for n in names}
+            want = encode_fact(shard.plan, f, HEAD, [])
+            assert shard.write(f, HEAD, []) == want, f
+            whole = encode_fact(dataclasses.replace(shard.plan, live=None), f, HEAD, [])
+            trimmed += want is not None and len(want) < len(whole or "")
+        assert trimmed > 100
+
+
+def test_a_derived_field_no_able_rule_reads_is_not_computed() -> None:
+    """``3 * user.amount_n`` is read by a rule that also needs the night flag, written before
+    it: on a day the writer does not compute the product (its function is not called), and
+    its answer is still the plan's."""
+    (plan, inline), (_, called) = plans(["event.is_night and event.amount >= 3 * user.amount_n"])
+    assert "if ((m0 & " in inline.__doc__
+    name = next(k for k in called.__globals__ if k.startswith("_derived"))
+    derive = called.__globals__[name]
+    calls: list[object] = []
+    called.__globals__[name] = lambda features: calls.append(features) or derive(features)
+    day = {"event.is_night": False, "event.amount": 10, "user.amount_n": 2}
+    for write in (inline, called):
+        assert write(day, HEAD, []) is encode_fact(plan, day, HEAD, []) is None  # nothing can fire
+    assert calls == []
+    night = day | {"event.is_night": True}
+    for write in (inline, called):
+        assert write(night, HEAD, []) == encode_fact(plan, night, HEAD, [])
+    assert '"d0":6' in called(night, HEAD, []) and len(calls) == 2

@@ -1,4 +1,5 @@
-"""A shard none of whose rules can fire is not asserted (`durable_backend.guards`).
+"""A shard none of whose rules can fire is not asserted, and a fact keeps only what a rule
+able to fire reads (`durable_backend.guards`).
 
 Held here: which fields a compiled condition needs (`required_keys`), the cover of a
 shard's rules by a few of them (`guard_keys`), that a skipped shard never reaches
@@ -8,6 +9,8 @@ rules of and / or / not / missing over features often absent, and on the default
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,8 @@ import durable_rules_engine as dre
 
 from fengkong.engine import load_ruleset
 from fengkong.engine.durable_backend import DurableRuleset, unique_name
-from fengkong.engine.durable_backend.guards import guard_keys, required_keys
+from fengkong.engine.durable_backend.facts import encode_fact
+from fengkong.engine.durable_backend.guards import Liveness, guard_keys, kept_fields, read_keys, required_keys
 from fengkong.engine.language import parse
 from fengkong.engine.predicates import compile_predicate
 from fengkong.engine.schema import Schema
@@ -124,3 +128,54 @@ def test_default_pack_skips_the_spike_shard_only_when_no_spike_rule_can_fire() -
         want = [r.id for r in rs.rules if compile_predicate(r.expr, rs.schema.dtypes)(f)]
         assert backend.fire(f).fired == want
     backend.close()
+
+
+def test_kept_fields_are_those_a_rule_able_to_fire_reads() -> None:
+    live = Liveness([({"a"}, {"a", "b"}), ({"c", "a"}, {"c", "d"}), (set(), {"e"})])
+    # "a" there: the first rule is able; "c" absent: the second is not; the third needs nothing
+    assert kept_fields(live, ["b", "a", "d", "e"]) == [0, 1, 3]
+    assert kept_fields(live, ["c", "d", "a"]) == [0, 1, 2]
+    assert kept_fields(Liveness([({"a"}, {"a", "b"})]), ["b", "d"]) is None  # no rule can fire
+    cond = {"$and": [{"$ex": {"d0": 1}}, {"$gte": {"a": {"$m": "d0"}}}, {"$or": [{"b": True}, {"$nex": {"c": 1}}]}]}
+    assert read_keys(cond) == {"a", "b", "c", "d0"}
+
+
+def test_a_fact_keeps_only_what_a_rule_able_to_fire_reads() -> None:
+    wire = _Wire()
+    rules = [("big_night", "event.amount >= 100 and event.is_night"),
+             ("credit_z", "user.amount_zscore > 2 and card.type == 'credit'"),
+             ("ratio", "user.amount_n >= 1 and merchant.count_24h / merchant.distinct_cards_24h >= 5")]
+    backend = DurableRuleset(unique_name("kept"), [(k, parse(t)) for k, t in rules], SCHEMA.dtypes, engine=wire)
+    keys = backend.field_keys
+    f = {"event.amount": 150, "event.is_night": True, "user.amount_zscore": 3, "card.type": "debit",
+         "user.amount_n": 2}
+    # a debit card is not sent, so credit_z cannot fire: its z-score is left out; ratio lacks its quotient
+    (text,), missing = backend.encode(f)
+    assert {k for k in json.loads(text) if k != "id"} == {keys["event.amount"], keys["event.is_night"]}
+    assert missing == ["merchant.count_24h", "merchant.distinct_cards_24h"]
+    assert backend.fire(f).fired == ["big_night"]
+    credit = f | {"card.type": "credit"}
+    (text,), _ = backend.encode(credit)
+    assert keys["user.amount_zscore"] in json.loads(text) and backend.fire(credit).fired == ["big_night", "credit_z"]
+    # none can fire (no night, no credit card, no quotient): nothing asserted
+    asserted = len(wire.asserted)
+    assert backend.encode(f | {"event.is_night": False})[0] == [None]
+    assert backend.fire(f | {"event.is_night": False}).fired == [] and len(wire.asserted) == asserted
+    backend.close()
+
+
+def test_random_rules_fire_like_python_with_facts_trimmed() -> None:
+    rng = random.Random(23)
+    trimmed = 0
+    for _ in range(30):
+        rules = [(f"r{i}", _condition(rng)) for i in range(rng.randint(2, 8))]
+        backend = DurableRuleset(unique_name("kept"), [(k, parse(t)) for k, t in rules], SCHEMA.dtypes)
+        preds = {k: compile_predicate(parse(t), SCHEMA.dtypes) for k, t in rules}
+        for _ in range(60):
+            f = {n: rng.choice([0, 1, 2, 3, 4.5, -1]) for n in NUMBERS if rng.random() < 0.5}
+            for shard, text in zip(backend._shards, backend.encode(f)[0]):
+                whole = encode_fact(dataclasses.replace(shard.plan, live=None), f, '{"id":0', [])
+                trimmed += text is not None and whole is not None and len(text) < len(whole)
+            assert backend.fire(f).fired == [k for k, p in preds.items() if p(f)], (rules, f)
+        backend.close()
+    assert trimmed > 200  # facts did lose fields, and the fires stayed Python's

@@ -11,7 +11,7 @@ host (DESIGN.md, "durable_rules: what is known"). One job per module:
 * `classes`: a number compared only with constants as its class's representative;
 * `fact_code`: each shard's fact writer, compiled once per rule set from its plan;
 * `guards`: the fields a shard's rules cannot fire without (a fact lacking them all
-  is not asserted);
+  is not asserted; a fact keeps only the fields a rule able to fire reads);
 * `session`: the rulesets in durable's C module, and the fires of a decision
   collected on the calling thread.
 

@@ -17,13 +17,15 @@ constant, a derived field of a shape it does not inline) is passed in by name.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from fengkong.engine.durable_backend.classes import Classes, classify, plain_number
 from fengkong.engine.durable_backend.facts import EXACT_INT, FactPlan, encode_str, json_value, written_clean
+from fengkong.engine.durable_backend.guards import MASK_BITS, KeepByMasks
 from fengkong.engine.predicates import FLOAT_MAX, clean
 from fengkong.engine.tree import Arith, Const, Feature, Value
 
@@ -125,20 +127,42 @@ class _Writer:
         # the text's parts, made only once the fact may be asserted (past `unguarded`'s return)
         emit("    parts = [head]")
         emit("    append = parts.append")
+        fields = len(plan.numbers) + len(plan.bools) + len(plan.strings) + len(plan.others) + len(plan.computed)
+        masks = [f"m{k}" for k in range(max(1, -(-fields // MASK_BITS)))] if plan.live is not None else []
+        if masks:  # a bit per field sent, `MASK_BITS` to a mask (each a one-digit int, added to fast)
+            emit(f"    {' = '.join(masks)} = 0")
+        keys: list[str] = []  # each field's prefix, by its bit
         for name, prefix, report, when in plan.numbers:
-            self.number(name, prefix, report, when)
+            with self.field(prefix, keys):
+                self.number(name, prefix, report, when)
         for name, true, false, report in plan.bools:
-            self.boolean(name, true, false, report)
+            with self.field((true or false or "")[:-4 if true else -5], keys):
+                self.boolean(name, true, false, report)
         for name, prefix, sent, report in plan.strings:
-            self.string(name, prefix, sent, report)
+            with self.field(prefix, keys):
+                self.string(name, prefix, sent, report)
         for name, prefix, dtype, report in plan.others:
-            v = self.read(name)
-            emit(f"    written_clean(parts, missing, {name!r}, {v}, {prefix!r}, {dtype!r}, {report!r})")
+            with self.field(prefix, keys):
+                v = self.read(name)
+                emit(f"    written_clean(parts, missing, {name!r}, {v}, {prefix!r}, {dtype!r}, {report!r})")
         for name, dtype in plan.unsent:
             self.unsent(name, dtype)
         for prefix, fn, when in plan.computed:
-            self.computed(prefix, fn, when)
-        if plan.guards:  # none of them sent: no rule of the shard can fire (`guards`)
+            with self.field(prefix, keys), self.only_if(self.needed(prefix, keys)):
+                self.computed(prefix, fn, when)
+        if plan.live is not None:  # only the fields a rule able to fire reads; None when no rule can fire
+            cache: dict[Any, Any] = {}
+            key = masks[0] if len(masks) == 1 else f"({', '.join(masks)})"
+            emit(f"    key = {key}")
+            emit(f"    kept = {self.name_of(cache, 'kept')}.get(key)")
+            emit("    if kept is None:")
+            emit(f"        kept = {self.name_of(KeepByMasks(plan.live, keys, len(masks), cache), 'keep')}(key)")
+            emit("    if kept is True:")
+            emit("        return ','.join(parts) + '}'")
+            emit("    if kept is False:")
+            emit("        return None")
+            emit("    return ','.join(kept(parts)) + '}'")
+        elif plan.guards:  # none of them sent: no rule of the shard can fire (`guards`)
             emit("    text = ','.join(parts) + '}'")
             emit(f"    if {' and '.join(f'{g!r} not in text' for g in plan.guards)}:")
             emit("        return None")
@@ -151,6 +175,65 @@ class _Writer:
         writer: FactWriter = namespace["write"]
         writer.__doc__ = "This shard's fact (`fact_code.compile_writer`); its source:\n\n" + source
         return writer
+
+    @contextlib.contextmanager
+    def field(self, prefix: str, keys: list[str]) -> Iterator[None]:
+        """Around the lines of one field: with a liveness table, each line that adds the
+        field's part also adds its bit to its mask (the next bit: ``keys`` gets its prefix;
+        a field adds at most one part, so its bit once)."""
+        start = len(self.lines)
+        yield
+        if self.plan.live is None:
+            return
+        mask, bit = f"m{len(keys) // MASK_BITS}", 1 << (len(keys) % MASK_BITS)
+        keys.append(prefix)
+        lines: list[str] = []
+        for line in self.lines[start:]:
+            lines.append(line)
+            code = line.lstrip()
+            indent = line[:len(line) - len(code)]
+            if code.startswith("append("):
+                lines.append(f"{indent}{mask} += {bit}")
+            elif code.startswith("written_clean(parts,"):  # it may or may not have added the part
+                lines += [f"{indent}if parts[-1].startswith({prefix!r}):", f"{indent}    {mask} += {bit}"]
+        self.lines[start:] = lines
+
+    def needed(self, prefix: str, keys: list[str]) -> str | None:
+        """When a derived field need not be computed: the test, on the masks of the fields
+        written before it (``keys``), that some rule reading it may still be able, as far as
+        those fields tell (None: always computed). A rule lacking a field it requires is not
+        able whatever comes after, so the field would be left out (`guards.kept_fields`), and
+        no rule that requires it could fire: skipping it changes no text."""
+        live = self.plan.live
+        if live is None:
+            return None
+        sendable = set(keys) | {p for p, _, _ in self.plan.computed}
+        bit = {key: k for k, key in enumerate(keys)}
+        needs: set[frozenset[int]] = set()  # each reader's fields written so far, by bit
+        for required in live.required:
+            if prefix not in live.reads[required] or not required <= sendable:
+                continue  # not a reader, or never able
+            before = frozenset(bit[key] for key in required if key in bit)
+            if not before:
+                return None  # a reader nothing written so far rules out
+            needs.add(before)
+        tests: list[str] = []
+        for before in sorted(needs, key=sorted):
+            if any(other < before for other in needs):
+                continue  # another reader needs less
+            masks: dict[int, int] = {}
+            for k in before:
+                masks[k // MASK_BITS] = masks.get(k // MASK_BITS, 0) | 1 << (k % MASK_BITS)
+            tests.append(" and ".join(f"(m{j} & {m}) == {m}" for j, m in sorted(masks.items())))
+        return " or ".join(f"({t})" for t in tests) or "False"
+
+    @contextlib.contextmanager
+    def only_if(self, test: str | None) -> Iterator[None]:
+        """Around a block of lines: with ``test``, the block runs only when it holds."""
+        start = len(self.lines)
+        yield
+        if test is not None:
+            self.lines[start:] = [f"    if {test}:", *("    " + line for line in self.lines[start:])]
 
     def number(self, name: str, prefix: str, report: bool, classes: Classes) -> None:
         emit = self.lines.append

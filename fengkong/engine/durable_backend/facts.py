@@ -6,8 +6,9 @@ durable. So are values no durable test can tell from an absent field (a false fl
 tested only for true, a string no rule names: `sent_values`) and fields read only
 through a derived field; durable walks less, and the fires are the same. A number
 (or a derived field) that durable only compares with constants travels as its class's
-representative, and not at all when its class passes no test (`classes`). Python, not
-durable, reports the missing features.
+representative, and not at all when its class passes no test (`classes`). Of what is
+left, only the fields some rule able to fire reads are sent (`guards.kept_fields`).
+Python, not durable, reports the missing features.
 See docs/benchmarks.md for the cost.
 
 `encode_fact` interprets a shard's `FactPlan` and is the reference; what a decision
@@ -36,7 +37,7 @@ from fengkong.engine.durable_backend.classes import (  # EXACT_INT, float_text: 
     value_classes,
 )
 from fengkong.engine.durable_backend.compiler import leaf_tests, refs
-from fengkong.engine.durable_backend.guards import guard_keys
+from fengkong.engine.durable_backend.guards import Liveness, guard_keys, kept_fields, liveness
 from fengkong.engine.predicates import ValueFn, clean
 
 
@@ -55,6 +56,9 @@ class FactPlan:
     #: prefixes of the shard's `guards.guard_keys`: a fact with none of them is not asserted
     #: (() : always asserted)
     guards: tuple[str, ...] = ()
+    #: each rule's required and read fields, as prefixes (`guards.kept_fields`: the fact keeps
+    #: only what a rule able to fire reads); None: every field is kept, `guards` alone decide
+    live: Liveness | None = None
 
 
 def make_plan(field_keys: Iterable[str], conditions: Iterable[dict[str, Any]], names: Mapping[str, str],
@@ -105,7 +109,7 @@ def make_plan(field_keys: Iterable[str], conditions: Iterable[dict[str, Any]], n
             others.append((name, prefix, dtype, report))
     guards = tuple(field_prefix(key) for key in guard_keys(conditions, partly))
     return FactPlan(tuple(numbers), tuple(bools), tuple(strings), tuple(others), tuple(unsent), tuple(computed),
-                    guards)
+                    guards, liveness(conditions, field_prefix))
 
 
 def field_prefix(key: str) -> str:
@@ -114,9 +118,9 @@ def field_prefix(key: str) -> str:
 
 
 def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing: list[str]) -> str | None:
-    """One shard's fact: ``head`` (id and sid), then ``"key":value`` for each present
-    field worth sending; the names of absent features are added to ``missing``. None
-    when the fact carries none of the plan's guards: no rule of the shard can fire.
+    """One shard's fact: ``head`` (its id), then ``"key":value`` for each present
+    field worth sending that a rule able to fire reads (`guards.kept_fields`); the names of
+    absent features are added to ``missing``. None when no rule of the shard can fire.
 
     The reference `fact_code.compile_writer`'s writers are held to; written inline by
     type rather than through `json_value` for each field (docs/benchmarks.md)."""
@@ -186,6 +190,11 @@ def encode_fact(plan: FactPlan, features: Mapping[str, Any], head: str, missing:
                 append(prefix + text)
         else:
             append(prefix + json_value(value))
+    if plan.live is not None:  # only the fields a rule able to fire reads (`guards.kept_fields`)
+        kept = kept_fields(plan.live, [part[:part.index('":') + 2] for part in parts[1:]])
+        if kept is None:
+            return None
+        return ",".join([head, *(parts[i + 1] for i in kept)]) + "}"
     text = ",".join(parts) + "}"
     if plan.guards and not any(guard in text for guard in plan.guards):
         return None

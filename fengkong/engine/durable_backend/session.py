@@ -9,7 +9,8 @@ steal or delay a fire. The whole sequence holds a per-ruleset lock, and each fir
 matched to our fact by its unique id (the session's own state message can match a
 ``$nex`` rule once, and is ignored): a decision never misses or borrows a fire,
 whichever thread calls. The C module never releases the GIL, so the lock costs no
-parallelism. One session id serves every fact; no per-entity state lives here.
+parallelism. One session serves every fact: a fact carries no ``sid``, and durable files
+it under its default session, "0"; no per-entity state lives here.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from fengkong.engine.errors import EvaluationError
 from fengkong.engine.predicates import clean
 from fengkong.engine.tree import Expr
 
-_SID = "0"
 _names = itertools.count(1)
 _names_lock = threading.Lock()
 
@@ -209,7 +209,7 @@ class DurableRuleset:
         shard order, so ``missing`` is in the order `encode` gives)."""
         missing: list[str] = []
         fid = next(self._ids)  # one id per decision: each shard is a durable ruleset of its own
-        head = f'{{"id":{fid},"sid":"{_SID}"'
+        head = f'{{"id":{fid}'
         fired: set[int] = set()
         with self._lock:
             if self._closed:
@@ -230,14 +230,14 @@ class DurableRuleset:
         shard `fire` skips, as no rule of it can fire), and the missing features: what
         `fire` sends, for a check or a look, asserting nothing."""
         missing: list[str] = []
-        head = f'{{"id":0,"sid":"{_SID}"'
+        head = '{"id":0'
         texts = [shard.write(features, head, missing) for shard in self._shards]
         _report_missing(self._also_missing, features, missing)
         return texts, missing
 
     def _fire_shard(self, shard: _Shard, fid: int, text: str, head: str, fired: set[int]) -> None:
         """Assert ``text`` into ``shard``, add the declaration index of each rule it fires to
-        ``fired``, and retract it (by ``head``, its id and sid)."""
+        ``fired``, and retract it (by ``head``, its id)."""
         engine = self._engine
         handle = shard.handle
         try:
@@ -270,7 +270,7 @@ class DurableRuleset:
                 else:
                     raise EvaluationError(f"durable_rules returned code {code} for a fresh fact")
             finally:
-                # durable finds a fact to retract by its sid and id alone (events.c,
+                # durable finds a fact to retract by its session and id alone (events.c,
                 # ACTION_RETRACT_FACT), so the retraction need not repeat every field.
                 engine.retract_fact(handle, head + "}")
         except EvaluationError:
