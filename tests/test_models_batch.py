@@ -1,4 +1,4 @@
-"""Scoring the payments of one event-loop turn in one ONNX Runtime call (`fengkong.models.batch`):
+"""Scoring the payments of a few event-loop turns in one ONNX Runtime call (`fengkong.models.batch`):
 every payment gets exactly the floats it gets alone, from the batcher, from the runtime and
 through the service."""
 
@@ -117,6 +117,36 @@ def test_a_turn_of_more_rows_than_a_call_takes_is_several_calls_and_later_turns_
     assert _same(first, expected) and _same(later, expected[:3])
 
 
+@pytest.mark.parametrize("turns", [0, 1, 2, 4])
+def test_a_batch_waits_its_turns_for_the_rows_of_later_turns_and_no_longer(turns: int) -> None:
+    """The rows submitted in the ``turns`` loop turns after a batch's first join its call (the
+    decisions resumed by the next replies); a row submitted after the call is the next batch's.
+    With one turn less of waiting the last row of the wait would be a call of its own."""
+    joint = CountingJoint(_graph())
+    X = _rows(turns + 2)
+    expected = _alone(joint, X)
+    batcher = TickBatcher(joint, lambda r, h, _: (r, h), turns=turns)
+
+    async def main() -> list:
+        futures = []
+        for x in X[:turns + 1]:  # one row a turn, every one within the first's wait
+            futures.append(batcher.submit(x))
+            await asyncio.sleep(0)  # one loop turn
+        got = [await f for f in futures]
+        return got + [await batcher.submit(X[turns + 1])]  # after the call: a batch of its own
+
+    got = asyncio.run(main())
+    assert joint.calls == [turns + 1, 1]
+    assert _same(got, expected[:turns + 2])
+
+
+def test_the_default_wait_is_two_turns_and_a_negative_one_is_refused() -> None:
+    joint = CountingJoint(_graph())
+    assert TickBatcher(joint, lambda r, h, _: (r, h)).turns == batch_module.WAIT_TURNS == 2
+    with pytest.raises(ValueError, match="turns"):
+        TickBatcher(joint, lambda r, h, _: (r, h), turns=-1)
+
+
 def test_a_loop_that_ends_before_its_call_leaves_nothing_behind_for_the_next() -> None:
     joint = CountingJoint(_graph())
     X = _rows(3)
@@ -150,7 +180,7 @@ def test_a_row_that_does_not_convert_fails_alone_and_a_cancelled_one_is_skipped(
             batcher.submit([0.1, "not a number", 0.3, 0.4])
         futures += [batcher.submit(x) for x in X[2:]]
         futures[3].cancel()
-        await asyncio.sleep(0)
+        await asyncio.wait([f for f in futures if not f.cancelled()])
         return [f.result() if not f.cancelled() else None for f in futures]
 
     got = asyncio.run(main())

@@ -86,7 +86,7 @@ class TransactionModels:
     (`fengkong.models.joint`), checked at construction against the two sessions apart; None
     (and ``joint_problem`` says why) without one, or when it does not open or differs, and
     then the two sessions serve. ``batchable``: ``joint`` answers a batch of the check rows as one
-    row at a time, so the payments of one event-loop turn may share a call (`fengkong.models.batch`).
+    row at a time, so the payments of a few event-loop turns may share a call (`fengkong.models.batch`).
     ``write`` writes a payment's union row for ``joint``: only the columns its graph reads
     (`Vectorizer.writer`, `fengkong.models.graph_reads`), or ``row.write_row``."""
 
@@ -243,7 +243,7 @@ class ModelRuntime:
         self.fusion: RiskFusion | None = None
         #: the transaction model's calibration (`fengkong.models.calibration`), None: raw scores
         self.calibration: Calibration | None = None
-        #: scores the payments of one event-loop turn in one call (`submit`); None: one by one
+        #: scores the payments of a few event-loop turns in one call (`submit`); None: one by one
         self.batcher: TickBatcher[Mapping[str, Any], dict[str, float | None]] | None = None
 
     @classmethod
@@ -316,7 +316,7 @@ class ModelRuntime:
 
     def submit(self, features: Mapping[str, Any]) -> asyncio.Future[dict[str, float | None]] | None:
         """The future `score` of a payment, scored in one call together with the other payments
-        that reach the models in this turn of the event loop (`fengkong.models.batch`): the same
+        that reach the models in this or the next two turns of the event loop (`fengkong.models.batch`): the same
         answer, for less of the worker's time; None when there is nothing to batch (no batcher,
         or not a payment): `score` then answers at once. Needs a running event loop."""
         batcher = self.batcher

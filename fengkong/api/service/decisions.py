@@ -85,8 +85,8 @@ _INTERNAL_KEYS = ("kind", "body_sha256")
 class _GuardedModels:
     """Runs the models for one decision; a failure is recorded, not raised.
 
-    ``prepare`` scores the payment with the others that reach the models in the same turn
-    of the event loop (`ModelRuntime.submit`); the ``score`` that `pipeline.decide_on`
+    ``prepare`` scores the payment with the others that reach the models in the same few
+    turns of the event loop (`ModelRuntime.submit`); the ``score`` that `pipeline.decide_on`
     then calls answers what it prepared. ``fuse`` (the fused risk, after the rules decided)
     failing only costs the ``risk`` field (null, logged): the decision does not depend on
     it, so it is not degraded."""
