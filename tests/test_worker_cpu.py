@@ -197,7 +197,7 @@ def test_audit_entry_reads_back_as_the_reference():
             dict(_FULL, reasons=[_fired("x" * 1100)]),
         ]:
             command = audit.decision_command(record)
-            assert isinstance(command, bytes) and command == audit._command(record)
+            assert isinstance(command, bytes)
             args = _resp_args(command)
             assert args[:6] == [b"XADD", audit.decisions_key.encode(), b"MAXLEN", b"~", b"100", b"*"]
             pairs = args[6:]

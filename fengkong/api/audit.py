@@ -88,15 +88,14 @@ _ENTRY_READ = operator.itemgetter("decision_id", "event_id", "decision", "score"
 _BOOLS = {True: "true", False: "false"}
 
 
-def entry_command(head: str, values: tuple[Any, ...], checked: bool = False) -> bytes | None:
+def entry_command(head: str, values: tuple[Any, ...]) -> bytes | None:
     """The RESP bytes of an ``XADD`` whose text up to its fields is `head` (`resp_head`)
     and whose fields are `ENTRY_FIELDS` with these `values`, byte for byte what
     ``hiredis.pack_command`` makes of the command's arguments; None unless every value is
-    ASCII text (the caller packs that command the general way; `checked`: the caller knows
-    them all to be texts). Written out, since the decision path queues one per decision:
-    tests/test_worker_cpu.py holds it to hiredis."""
+    ASCII text (the caller packs that command the general way). Written out, since the
+    decision path queues one per decision: tests/test_worker_cpu.py holds it to hiredis."""
     a, b, c, d, e, f, g, h, i, j = values
-    if not (checked or type(a) is type(b) is type(c) is type(d) is type(e) is type(f) is type(g) is type(h)
+    if not (type(a) is type(b) is type(c) is type(d) is type(e) is type(f) is type(g) is type(h)
             is type(i) is type(j) is str):
         return None
     n = LENGTHS  # lengths as text, looked up rather than formatted (one past the table: the general way)
@@ -165,31 +164,17 @@ class Audit:
         """The decision's stream entry as a command, for the caller's pipelined write: a
         reference to the stored record (`reference`), not a second copy of it; packed as
         Redis reads it (RESP: `fengkong.features.pipelined` writes bytes as they are). The
-        decision path's record (every field there; its texts, an integer score and a bool) is
-        read with one ``itemgetter`` and written by `entry_command` straight away."""
+        decision path's record has every field: one ``itemgetter`` reads them; another record
+        (fields missing) is read field by field."""
         try:
-            a, b, c, score, reasons, shadow, g, degraded, i, event = _ENTRY_READ(record)
+            decision_id, event_id, decision, score, reasons, shadow, version, degraded, caller, event = \
+                _ENTRY_READ(record)
         except KeyError:
-            return self._command(record)
-        card = event.get("card") if event.__class__ is dict else None
-        j = card.get("fingerprint") if card.__class__ is dict else None
-        if (a.__class__ is str and b.__class__ is str and c.__class__ is str and g.__class__ is str
-                and i.__class__ is str and j.__class__ is str and score.__class__ is int
-                and degraded.__class__ is bool):
-            packed = entry_command(self._head, (a, b, c, str(score), " ".join(rule_ids(reasons)) if reasons else "",
-                                                " ".join(rule_ids(shadow)) if shadow else "", g,
-                                                "true" if degraded else "false", i, j), checked=True)
-            if packed is not None:
-                return packed
-        return self._command(record)
-
-    def _command(self, record: Mapping[str, Any]) -> bytes:
-        """`decision_command` of any record (fields missing, of other types, or not ASCII)."""
-        get = record.get
-        decision_id, event_id, decision, version, caller = (get("decision_id"), get("event_id"), get("decision"),
-                                                            get("ruleset_version"), get("caller"))
-        reasons, shadow, degraded, score = get("reasons"), get("shadow"), get("degraded"), get("score")
-        card = ((get("event") or {}).get("card") or {}).get("fingerprint")
+            get = record.get
+            decision_id, event_id, decision, score, reasons, shadow, version, degraded, caller, event = (
+                get("decision_id"), get("event_id"), get("decision"), get("score"), get("reasons"),
+                get("shadow"), get("ruleset_version"), get("degraded"), get("caller"), get("event"))
+        card = ((event or {}).get("card") or {}).get("fingerprint")
         # `reference(record)` as the entry's fields in `ENTRY_FIELDS` order (texts as they are, "" for
         # none; the rules' ids joined by spaces; score and degraded as JSON), written out: this runs
         # for every decision; tests/test_worker_cpu.py holds `read_entry` of it to `reference`
