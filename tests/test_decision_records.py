@@ -562,3 +562,24 @@ def test_a_restarted_worker_samples_again_and_a_reader_of_the_schemas_reads_ever
         sid = records.schema_id(blob)
         schema = reader.known(sid) or reader.learn(sets[reader.schema_key(sid)])
         assert records.decode(blob, schema) == dict(rec, body_sha256=rec["body_sha256"][:32])
+
+
+def test_the_decision_path_hands_the_encoder_its_fields_in_the_order_records_reads_them(api, monkeypatch):
+    """`_decision_record` writes the record's values of `records.READ` out in that order (the
+    encoder then looks none up): a field out of place there or in `READ` would store one field's
+    value under another's name."""
+    seen = []
+    encode = Records.encode
+
+    def watched(self, record, **kw):
+        seen.append((dict(record), kw.get("fields")))
+        return encode(self, record, **kw)
+
+    monkeypatch.setattr(Records, "encode", watched)
+    with api.client(DECIDE_KEY) as c:
+        for ev in (payment(), payment(ip="185.220.101.7", amount=880_000)):
+            assert c.post("/v1/decisions", json=ev).status_code == 200
+    assert len(seen) == 2
+    for record, fields in seen:
+        assert fields is not None and len(fields) == len(records.READ)
+        assert fields == tuple(record[name] for name in records.READ)
