@@ -82,8 +82,9 @@ def rule_ids(reasons: Any) -> list[Any]:
 
 
 #: the record's fields an entry reads, in `entry_command`'s order but the card (the event's)
-_ENTRY_READ = operator.itemgetter("decision_id", "event_id", "decision", "score", "reasons", "shadow",
-                                  "ruleset_version", "degraded", "caller", "event")
+_ENTRY_NAMES = ("decision_id", "event_id", "decision", "score", "reasons", "shadow", "ruleset_version", "degraded",
+                "caller", "event")
+_ENTRY_READ = operator.itemgetter(*_ENTRY_NAMES)
 #: a bool's JSON (`Audit.decision_command`)
 _BOOLS = {True: "true", False: "false"}
 
@@ -167,13 +168,10 @@ class Audit:
         decision path's record has every field: one ``itemgetter`` reads them; another record
         (fields missing) is read field by field."""
         try:
-            decision_id, event_id, decision, score, reasons, shadow, version, degraded, caller, event = \
-                _ENTRY_READ(record)
+            fields = _ENTRY_READ(record)
         except KeyError:
-            get = record.get
-            decision_id, event_id, decision, score, reasons, shadow, version, degraded, caller, event = (
-                get("decision_id"), get("event_id"), get("decision"), get("score"), get("reasons"),
-                get("shadow"), get("ruleset_version"), get("degraded"), get("caller"), get("event"))
+            fields = tuple(map(record.get, _ENTRY_NAMES))
+        decision_id, event_id, decision, score, reasons, shadow, version, degraded, caller, event = fields
         card = ((event or {}).get("card") or {}).get("fingerprint")
         # `reference(record)` as the entry's fields in `ENTRY_FIELDS` order (texts as they are, "" for
         # none; the rules' ids joined by spaces; score and degraded as JSON), written out: this runs

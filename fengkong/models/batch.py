@@ -1,4 +1,4 @@
-"""Scoring the payments of one event-loop turn together: one ONNX Runtime call for all.
+"""Scoring the payments of a few event-loop turns together: one ONNX Runtime call for all.
 
 Why: the service has many decisions in flight, and the store's replies to several of
 them arrive in one read, so several decisions reach the models in the same turn of
@@ -66,8 +66,8 @@ class _Batch(Generic[S, T]):
 
 
 class TickBatcher(Generic[S, T]):
-    """Batches `JointModel` scoring over a few event-loop turns (module docstring). ``submit(item)`` writes
-    the item's union row with ``write(item, rows, i)`` (default `assign`: the item is the row); its
+    """Batches `JointModel` scoring over a few event-loop turns (module docstring). ``submit(item)``
+    writes the item's union row with ``write(item, rows, i)`` (default `assign`: the item is the row); its
     answer is ``answer(txn_risk's score, the habit model's score, item)``, the two scores as
     `JointModel.score_one` gives them: ``answer`` (the runtime's calibration and output features)
     runs in the call's loop too, row after row, while what it reads is in the caches."""
@@ -84,8 +84,8 @@ class TickBatcher(Generic[S, T]):
 
     def submit(self, item: S) -> asyncio.Future[T]:
         """The future answer of one item, scored ``turns`` loop turns after the batch's first
-        item, with the items submitted meanwhile. Must be called from a running event loop. An item whose row cannot be written
-        raises here, for this payment alone."""
+        item, with the items submitted meanwhile. Must be called from a running event loop. An
+        item whose row cannot be written raises here, for this payment alone."""
         loop = asyncio.get_running_loop()
         batch: _Batch[S, T] | None
         try:

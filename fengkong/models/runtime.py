@@ -316,8 +316,8 @@ class ModelRuntime:
 
     def submit(self, features: Mapping[str, Any]) -> asyncio.Future[dict[str, float | None]] | None:
         """The future `score` of a payment, scored in one call together with the other payments
-        that reach the models in this or the next two turns of the event loop (`fengkong.models.batch`): the same
-        answer, for less of the worker's time; None when there is nothing to batch (no batcher,
+        that reach the models in this or the next few turns of the event loop (`fengkong.models.batch`):
+        the same answer, for less of the worker's time; None when there is nothing to batch (no batcher,
         or not a payment): `score` then answers at once. Needs a running event loop."""
         batcher = self.batcher
         if batcher is None or features.get(_EVENT_TYPE, "payment") != "payment":
