@@ -391,7 +391,7 @@ def test_the_compressed_record_answers_as_the_record_written(api, redis_client, 
             again = c.post("/v1/decisions", json=ev).json()
             conflict = c.post("/v1/decisions", json=dict(ev, amount="99.00"))
     finally:
-        api.runtime.records.encode = encode
+        del api.runtime.records.encode  # the class's method again, no instance attribute left behind
     stored = redis_client.get(request_key(PREFIX, ev["event_id"]))
     assert stored[:1] == records.COMPRESSED and len(outs) == records.SAMPLES + 2
     want = orjson.loads(written[out["decision_id"]])
@@ -575,7 +575,7 @@ def test_the_decision_path_hands_the_encoder_its_fields_in_the_order_records_rea
         seen.append((dict(record), kw.get("fields")))
         return encode(record, **kw)
 
-    monkeypatch.setattr(api.runtime.records, "encode", watched)  # this worker's (tests above set it too)
+    monkeypatch.setattr(api.runtime.records, "encode", watched)  # this worker's Records
     with api.client(DECIDE_KEY) as c:
         for ev in (payment(), payment(ip="185.220.101.7", amount=880_000)):
             assert c.post("/v1/decisions", json=ev).status_code == 200
